@@ -1,0 +1,30 @@
+# symrnn: `make demo`, `make test`, `make bench`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench derivations clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test,fast]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m symrnn.demo --out reports
+
+test: $(STAMP)
+	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py --out reports/benchmarks.md
+
+derivations: $(STAMP)
+	$(PY) -m symrnn.cli derive-all --out derivations
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,268 @@
+"""Cells: a recurrent step written as SymPy equations.
+
+A cell declares its input, its state variables, its parameters (with shapes
+in terms of the input size ``D`` and hidden size ``H``) and its update
+equations.  Built-in cells (:mod:`symrnn.cells`) and user cells are made the
+same way::
+
+    import symrnn as sr
+    cell = sr.Cell("elman")
+    x = cell.input()                      # x[t], size D
+    h = cell.state("h")                   # h[t-1], size H
+    U, W, b = cell.param("U", "H", "D"), cell.param("W", "H", "H"), cell.param("b", "H")
+    a = cell.let("a", U @ x + W @ h + b)  # a[t]
+    cell.update(h, sr.tanh(a))            # h[t]
+
+Every equation is checked when it is written: unknown symbols, sizes that do
+not conform and functions without a derivative rule are refused with a
+message that names the equation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from .errors import CellDefinitionError
+from .functions import NUMPY_IMPLEMENTATIONS
+from .symbols import MatVec, Param, parse, tsym
+
+SIZE_NAMES = ("D", "H", "K")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    symbol: Param
+    shape: tuple  # of size names, e.g. ("H", "D") or ("H",)
+    role: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.symbol.name
+
+    @property
+    def is_matrix(self) -> bool:
+        return len(self.shape) == 2
+
+
+@dataclass(frozen=True)
+class Equation:
+    target: sp.Symbol  # a let or a state at time t, e.g. a[t], h[t]
+    rhs: sp.Expr
+    kind: str  # "let" or "state"
+
+    def __str__(self):
+        return f"{self.target} = {self.rhs}"
+
+
+class Cell:
+    """A recurrent cell defined by SymPy equations (see the module docstring)."""
+
+    def __init__(self, name: str, description: str = ""):
+        self.name = name
+        self.description = description
+        self.params: dict[str, ParamSpec] = {}
+        self.input_symbol: sp.Symbol | None = None
+        self.sizes: dict[sp.Symbol, str] = {}  # vector symbol -> size name
+        self.states: dict[str, str] = {}  # state base name -> size name
+        self.equations: list[Equation] = []
+        self.output_state: str | None = None
+        self.roles: dict[str, str] = {}  # quantity base name -> description
+        self._auto = 0
+
+    # -- declarations -----------------------------------------------------
+    def input(self, name: str = "x", size: str = "D", role: str = "input") -> sp.Symbol:
+        """Declare the input vector; returns the symbol ``x[t]``."""
+        if self.input_symbol is not None:
+            raise CellDefinitionError(f"Cell {self.name!r} already has an input {self.input_symbol}.")
+        self._check_new_name(name)
+        self._check_size(size, f"input {name!r}")
+        self.input_symbol = tsym(name)
+        self.sizes[self.input_symbol] = size
+        self.roles[name] = role
+        return self.input_symbol
+
+    def state(self, name: str, size: str = "H", role: str = "state") -> sp.Symbol:
+        """Declare a state variable; returns its previous value ``name[t-1]``."""
+        self._check_new_name(name)
+        self._check_size(size, f"state {name!r}")
+        self.states[name] = size
+        self.sizes[tsym(name, -1)] = size
+        self.roles[name] = role
+        if self.output_state is None:
+            self.output_state = name
+        return tsym(name, -1)
+
+    def param(self, name: str, *shape: str, role: str = "") -> Param:
+        """Declare a parameter of shape ``("H", "D")``, ``("H", "H")`` or ``("H",)``."""
+        self._check_new_name(name)
+        if len(shape) not in (1, 2):
+            raise CellDefinitionError(
+                f"Parameter {name!r} has shape {shape}; give one size name for a vector "
+                f"or two for a matrix, from {SIZE_NAMES}."
+            )
+        for s in shape:
+            self._check_size(s, f"parameter {name!r}")
+        symbol = Param(name)
+        self.params[name] = ParamSpec(symbol, tuple(shape), role)
+        if len(shape) == 1:
+            self.sizes[symbol] = shape[0]
+        return symbol
+
+    def let(self, name: str, expr, role: str = "") -> sp.Symbol:
+        """Define an intermediate quantity ``name[t] = expr``; returns ``name[t]``."""
+        self._check_new_name(name)
+        target = tsym(name)
+        rhs = self._checked(target, expr)
+        self.sizes[target] = self._size(rhs, target)
+        self.equations.append(Equation(target, rhs, "let"))
+        self.roles[name] = role
+        return target
+
+    def update(self, state, expr) -> sp.Symbol:
+        """Define the new value ``s[t] = expr`` of a declared state; returns ``s[t]``."""
+        name = state if isinstance(state, str) else (parse(state) or ("",))[0]
+        if name not in self.states:
+            raise CellDefinitionError(
+                f"update({state}, ...): {state} is not a declared state of cell {self.name!r}; "
+                f"declare it with cell.state({name!r}) first (states: {sorted(self.states)})."
+            )
+        target = tsym(name)
+        if target in self.sizes:
+            raise CellDefinitionError(f"State {name!r} of cell {self.name!r} is updated twice.")
+        rhs = self._checked(target, expr)
+        size = self._size(rhs, target)
+        if size not in (None, self.states[name]):
+            raise CellDefinitionError(
+                f"In {target} = {rhs}: the right side has size {size} but state {name!r} "
+                f"has size {self.states[name]}."
+            )
+        self.sizes[target] = self.states[name]
+        self.equations.append(Equation(target, rhs, "state"))
+        return target
+
+    def output(self, name: str) -> None:
+        """Choose the state that the readout (and the next layer) sees."""
+        if name not in self.states:
+            raise CellDefinitionError(f"output({name!r}): not a state of {self.name!r}: {sorted(self.states)}.")
+        self.output_state = name
+
+    # -- queries ----------------------------------------------------------
+    def validate(self) -> "Cell":
+        """Refuse a cell that cannot work as a whole; returns the cell."""
+        if self.input_symbol is None:
+            raise CellDefinitionError(f"Cell {self.name!r} has no input; call cell.input().")
+        if not self.states:
+            raise CellDefinitionError(f"Cell {self.name!r} has no state; call cell.state('h').")
+        missing = [s for s in self.states if tsym(s) not in self.sizes]
+        if missing:
+            raise CellDefinitionError(
+                f"Cell {self.name!r}: state(s) {missing} are never updated; "
+                f"add cell.update({missing[0]!r}, expression)."
+            )
+        return self
+
+    @property
+    def state_names(self) -> list[str]:
+        return list(self.states)
+
+    def param_shape(self, name: str, sizes: dict) -> tuple:
+        return tuple(sizes[s] for s in self.params[name].shape)
+
+    def __repr__(self):
+        lines = [f"Cell {self.name!r}"] + [f"  {e}" for e in self.equations]
+        return "\n".join(lines)
+
+    # -- checks -------------------------------------------------------------
+    def _check_new_name(self, name):
+        if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+            raise CellDefinitionError(f"{name!r} is not a usable name; use a Python identifier.")
+        known = set(self.params) | set(self.states) | {parse(s)[0] for s in self.sizes if parse(s)}
+        if name in known:
+            raise CellDefinitionError(f"The name {name!r} is already used in cell {self.name!r}.")
+
+    @staticmethod
+    def _check_size(size, what):
+        if size not in SIZE_NAMES:
+            raise CellDefinitionError(f"The {what} has size {size!r}; expected one of {SIZE_NAMES}.")
+
+    def _checked(self, target, expr):
+        try:
+            rhs = sp.sympify(expr, strict=True)
+        except (sp.SympifyError, TypeError) as exc:
+            raise CellDefinitionError(f"In {target} = {expr!r}: not a SymPy expression ({exc}).") from None
+        rhs = rhs.replace(lambda e: isinstance(e, MatVec), lambda e: self._normalized(target, e))
+        where = f"In {target} = {rhs}"
+        for s in rhs.free_symbols:
+            if s in self.sizes:
+                continue
+            if isinstance(s, Param) and s.name in self.params:
+                if not any(s == m.args[0] for m in rhs.atoms(MatVec)) or _used_outside_matvec(rhs, s):
+                    raise CellDefinitionError(
+                        f"{where}: the matrix {s} is used elementwise; multiply it with a vector: {s} @ v."
+                    )
+                continue
+            raise CellDefinitionError(
+                f"{where}: the symbol {s} is not defined in cell {self.name!r}. Known: "
+                f"{sorted(str(k) for k in self.sizes)} and parameters {sorted(self.params)}."
+            )
+        for f in rhs.atoms(sp.Function):
+            if isinstance(f, MatVec):
+                continue
+            name = type(f).__name__
+            if name not in NUMPY_IMPLEMENTATIONS:
+                raise CellDefinitionError(
+                    f"{where}: the function {name} has no NumPy implementation; "
+                    f"register one with symrnn.register_function."
+                )
+        self._check_differentiable(rhs, where)
+        return rhs
+
+    def _normalized(self, target, matvec):
+        P, v = matvec.args
+        if not (isinstance(P, Param) and P.name in self.params and self.params[P.name].is_matrix):
+            raise CellDefinitionError(f"In {target}: {P} @ ... needs a matrix parameter on the left, got {P}.")
+        if not isinstance(v, sp.Symbol):
+            self._auto += 1
+            v = self.let(f"v{self._auto}", v, role=f"argument of {P}")
+        if v not in self.sizes:
+            raise CellDefinitionError(f"In {target}: the vector {v} in {P} @ {v} is not defined.")
+        cols = self.params[P.name].shape[1]
+        if self.sizes[v] != cols:
+            raise CellDefinitionError(
+                f"In {target}: {P} has shape {self.params[P.name].shape} but {v} has size "
+                f"{self.sizes[v]}; the shapes do not conform."
+            )
+        return MatVec(P, v)
+
+    def _size(self, expr, target):
+        if isinstance(expr, MatVec):
+            return self.params[expr.args[0].name].shape[0]
+        if isinstance(expr, sp.Symbol):
+            return self.sizes.get(expr)
+        if expr.is_number:
+            return None
+        sizes = {self._size(a, target) for a in expr.args} - {None}
+        if len(sizes) > 1:
+            raise CellDefinitionError(
+                f"In {target} = ...: the term {expr} mixes vectors of sizes {sorted(sizes)}; "
+                f"elementwise operations need equal sizes."
+            )
+        return sizes.pop() if sizes else None
+
+    @staticmethod
+    def _check_differentiable(rhs, where):
+        atoms = {m: sp.Dummy() for m in rhs.atoms(MatVec)}
+        flat = rhs.xreplace(atoms)
+        for s in flat.free_symbols:
+            d = sp.diff(flat, s)
+            if d.has(sp.Derivative) or d.has(sp.Subs):
+                raise CellDefinitionError(
+                    f"{where}: SymPy cannot differentiate it with respect to {s} (got {d}); "
+                    f"give the function an fdiff method."
+                )
+
+
+def _used_outside_matvec(expr, symbol):
+    stripped = expr.replace(lambda e: isinstance(e, MatVec), lambda e: sp.Integer(0))
+    return symbol in stripped.free_symbols

@@ -1,0 +1,404 @@
+"""Generated NumPy code for the forward and backward passes of one block.
+
+A *block* is a cell (or a stateless readout) run over time.  From its
+equations and the adjoint terms of :func:`symrnn.bptt.local_terms` this
+module writes two Python functions, prints every expression with a SymPy
+code printer (after ``cse`` of the backward coefficients), and compiles them
+under a file name like ``<symrnn-bptt-lstm>`` registered in ``linecache``, so
+tracebacks and debuggers show the generated lines; the source is kept in
+``__doc__``.
+
+Speed comes from the layout, not from tricks in the expressions: every
+product ``P v`` with the same ``v`` is done as one product with the stacked
+matrices; products of the input are done for all steps at once before the
+loop (as cuDNN does), and the gradients of the matrices and of the inputs are
+one product each after the backward loop.
+"""
+from __future__ import annotations
+
+import linecache
+from dataclasses import dataclass, field
+
+import numpy as np
+import sympy as sp
+from sympy.printing.pycode import PythonCodePrinter
+
+from .bptt import local_terms
+from .functions import NUMPY_IMPLEMENTATIONS, numpy_name
+from .symbols import MatVec, Param, bar, linear_maps, parse, tsym
+
+
+class StepPrinter(PythonCodePrinter):
+    """Prints step expressions as NumPy code: symbols by their code names,
+    functions by the names of :data:`symrnn.functions.NUMPY_IMPLEMENTATIONS`."""
+
+    def __init__(self, names, settings=None):
+        super().__init__(settings or {})
+        self.names = names
+
+    def _print_Symbol(self, expr):
+        return self.names.get(expr, None) or code_name(expr)
+
+    def _print_Function(self, expr):
+        return f"{numpy_name(expr)}({', '.join(self._print(a) for a in expr.args)})"
+
+    _print_tanh = _print_exp = _print_log = _print_Function
+
+    def _print_MatVec(self, expr):
+        return self.names[expr]
+
+
+def code_name(symbol) -> str:
+    """``h[t-1]`` -> ``h_prev``, ``bar a[t]`` -> ``d_a``, ``U`` -> ``U``."""
+    parsed = parse(symbol)
+    if parsed is None:
+        return symbol.name
+    base, offset, is_bar = parsed
+    name = base + {0: "", -1: "_prev", 1: "_next"}[offset]
+    return "d_" + name if is_bar else name
+
+
+@dataclass
+class Group:
+    """The products ``P_k v`` of one vector ``v``, done as one stacked product."""
+
+    index: int
+    vector: sp.Symbol
+    atoms: list = field(default_factory=list)
+    rows: list = field(default_factory=list)  # size names
+
+    @property
+    def matrices(self):
+        return [m.args[0].name for m in self.atoms]
+
+
+class BlockCode:
+    """Generated forward and backward functions of one block.
+
+    Parameters
+    ----------
+    name : str
+        Used in the file name of the generated code.
+    equations : list of :class:`symrnn.cell.Equation`
+    input_symbol : Symbol
+        The block's input ``x[t]`` (for a readout: the cell's ``h[t]``).
+    states : dict
+        State name -> size name.
+    params : dict
+        Parameter name -> :class:`symrnn.cell.ParamSpec`.
+    sizes : dict
+        Vector symbol -> size name.
+    external : iterable of str
+        Quantities whose adjoint also receives an array from outside
+        (the readout's ``o``, or the cell's ``h`` under an upstream loss).
+    """
+
+    def __init__(self, name, equations, input_symbol, states, params, sizes, external=()):
+        self.name = name
+        self.equations = list(equations)
+        self.input_symbol = input_symbol
+        self.states = dict(states)
+        self.params = dict(params)
+        self.sizes = dict(sizes)
+        self.external = list(external)
+        self.terms = local_terms(self.equations)
+        self.groups = self._groups()
+        self.lets = [parse(e.target)[0] for e in self.equations if e.kind == "let"]
+        self.forward_source = self._forward_source()
+        self.backward_source = self._backward_source()
+        self.forward = self._compile(self.forward_source, "forward")
+        self.backward = self._compile(self.backward_source, "backward")
+
+    # -- structure ----------------------------------------------------------
+    def _groups(self):
+        groups: dict = {}
+        for eq in self.equations:
+            for m in linear_maps(eq.rhs):
+                v = m.args[1]
+                if v not in groups:
+                    groups[v] = Group(len(groups), v)
+                if m not in groups[v].atoms:
+                    groups[v].atoms.append(m)
+                    groups[v].rows.append(self.params[m.args[0].name].shape[0])
+        return groups
+
+    def _hoisted(self, group):
+        return group.vector == self.input_symbol
+
+    def _slices(self, group, sizes_expr=None):
+        """``(start, stop)`` code of each matrix's rows inside the stacked product."""
+        out, start = [], sp.Integer(0)
+        for rows in group.rows:
+            stop = start + sp.Symbol(rows)
+            out.append((str(start), str(stop)))
+            start = stop
+        return out
+
+    def _stack(self, group, transpose):
+        mats = group.matrices
+        if len(mats) == 1:
+            return f"{mats[0]}.T" if transpose else mats[0]
+        joined = f"np.concatenate([{', '.join(mats)}], axis=0)"
+        return f"np.ascontiguousarray({joined}.T)" if transpose else joined
+
+    def _stacked_values(self, v):
+        """Code for the values of vector ``v`` at all steps, shape (T, N, size)."""
+        base, offset, _ = parse(v)
+        if v == self.input_symbol:
+            return "X"
+        if base in self.states:
+            return f"S_{base}[:-1]" if offset == -1 else f"S_{base}[1:]"
+        return f"C_{base}"
+
+    def _atom_names(self):
+        names = {}
+        for g in self.groups.values():
+            for k, m in enumerate(g.atoms):
+                names[m] = f"m{g.index}_{k}" if len(g.atoms) > 1 else f"m{g.index}"
+        return names
+
+    # -- forward ------------------------------------------------------------
+    def _forward_source(self):
+        atom_names = self._atom_names()
+        printer = StepPrinter(atom_names)
+        lines = [f"def forward(params, X, S0, sizes):",
+                 f'    """Forward pass of {self.name} over all steps; returns the cache."""',
+                 "    T, N = X.shape[0], X.shape[1]",
+                 "    dtype = X.dtype"]
+        lines += self._size_lines()
+        lines += [f"    {p} = params['{p}']" for p in self.params]
+        for g in self.groups.values():
+            lines.append(f"    G{g.index} = {self._stack(g, transpose=True)}")
+            if self._hoisted(g):
+                lines.append(f"    P{g.index} = (X.reshape(T * N, -1) @ G{g.index}).reshape(T, N, -1)")
+        for s, size in self.states.items():
+            lines.append(f"    S_{s} = np.empty((T + 1, N, {size}), dtype=dtype)")
+            lines.append(f"    S_{s}[0] = S0['{s}']")
+        for e in self.equations:
+            if e.kind == "let":
+                lines.append(f"    C_{parse(e.target)[0]} = np.empty((T, N, {self.sizes[e.target]}), dtype=dtype)")
+        stored = [g for g in self.groups.values() if not self._hoisted(g)]
+        for g in stored:
+            lines.append(f"    P{g.index} = np.empty((T, N, {self._total_rows(g)}), dtype=dtype)")
+        lines.append("    for t in range(T):")
+        body = []
+        if self._input_used_elementwise():
+            body.append(f"{code_name(self.input_symbol)} = X[t]")
+        for s in self.states:
+            body.append(f"{code_name(tsym(s, -1))} = S_{s}[t]")
+        done = set()
+        for e in self.equations:
+            for m in linear_maps(e.rhs):
+                g = self.groups[m.args[1]]
+                if g.index in done:
+                    continue
+                done.add(g.index)
+                if self._hoisted(g):
+                    body.append(f"p{g.index} = P{g.index}[t]")
+                else:
+                    body.append(f"p{g.index} = np.matmul({printer._print(g.vector)}, G{g.index}, out=P{g.index}[t])")
+                body += self._unpack(g, atom_names)
+            body.append(f"{code_name(e.target)} = {printer.doprint(e.rhs)}")
+            base = parse(e.target)[0]
+            body.append(f"S_{base}[t + 1] = {code_name(e.target)}" if e.kind == "state"
+                        else f"C_{base}[t] = {code_name(e.target)}")
+        lines += ["        " + b for b in body]
+        cache = [f"'S_{s}': S_{s}" for s in self.states] + [f"'C_{b}': C_{b}" for b in self.lets]
+        cache += [f"'P{g.index}': P{g.index}" for g in self.groups.values()]
+        lines.append("    return {" + ", ".join(cache) + "}")
+        return "\n".join(lines) + "\n"
+
+    def _total_rows(self, g):
+        return str(sp.Add(*[sp.Symbol(r) for r in g.rows]))
+
+    def _size_lines(self):
+        used = sorted(set(self.sizes.values()) | {s for p in self.params.values() for s in p.shape})
+        return [f"    {s} = sizes['{s}']" for s in used]
+
+    def _unpack(self, g, atom_names, source=None):
+        source = source or f"p{g.index}"
+        if len(g.atoms) == 1:
+            return [f"{atom_names[g.atoms[0]]} = {source}"]
+        return [f"{atom_names[m]} = {source}[:, {a}:{b}]"
+                for m, (a, b) in zip(g.atoms, self._slices(g, "sizes"))]
+
+    def _input_used_elementwise(self):
+        return any(t.matrix is None for t in self.terms.get(self.input_symbol, []))
+
+    # -- backward -----------------------------------------------------------
+    def _backward_source(self):
+        atom_names = self._atom_names()
+        printer = StepPrinter(atom_names)
+        consumers = [e.target for e in self.equations]
+        # the forward-only coefficients of every term, shared through cse
+        all_terms = [t for ts in self.terms.values() for t in ts]
+        coefs = sorted({t.coef for t in all_terms if not t.coef.is_number}, key=sp.default_sort_key)
+        replacements, reduced = sp.cse(coefs, symbols=sp.numbered_symbols("k"), order="none")
+        coef_name = dict(zip(coefs, reduced))
+        # q: coef * bar(consumer), one local per distinct product
+        q_names: dict = {}
+        q_of_term = {}
+        for t in all_terms:
+            key = (t.consumer, t.coef)
+            if key not in q_names:
+                q_names[key] = f"q{len(q_names)}"
+            q_of_term[id(t)] = q_names[key]
+        q_expr = {name: (coef_name.get(c, c) * bar(y)) for (y, c), name in q_names.items()}
+        # buffers: one per group (aliased when the contents agree), per vector parameter otherwise
+        buffers: dict = {}
+        group_buffer = {}
+        for g in self.groups.values():
+            content = tuple(q_of_term[id(self._term(g.vector, m))] for m in g.atoms)
+            if content not in buffers:
+                buffers[content] = (f"Q{len(buffers)}", g)
+            group_buffer[g.index] = buffers[content]
+        lines = ["def backward(params, X, cache, EXT, dS, sizes):",
+                 f'    """Backward pass of {self.name}: (parameter gradients, dX, dS0)."""',
+                 "    T, N = X.shape[0], X.shape[1]",
+                 "    dtype = X.dtype"]
+        lines += self._size_lines()
+        lines += [f"    {p} = params['{p}']" for p in self.params]
+        lines += [f"    {k} = cache['{k}']" for k in
+                  [f"S_{s}" for s in self.states] + [f"C_{b}" for b in self.lets] + [f"P{g.index}" for g in self.groups.values()]]
+        for g in self.groups.values():
+            if not self._hoisted(g):
+                lines.append(f"    G{g.index} = {self._stack(g, transpose=False)}")
+        for name, g in buffers.values():
+            lines.append(f"    {name} = np.empty((T, N, {self._total_rows(g)}), dtype=dtype)")
+        extra_buffers = {}  # vector-parameter or elementwise-input q's not found in a group buffer
+        located = {}
+        for content, (name, g) in buffers.items():
+            for q, (a, b) in zip(content, self._slices(g, "sizes")):
+                located.setdefault(q, f"{name}[..., {a}:{b}]" if len(content) > 1 else name)
+        for p, spec in self.params.items():
+            if not spec.is_matrix:
+                for t in self.terms.get(Param(p), []):
+                    q = q_of_term[id(t)]
+                    if q not in located and q not in extra_buffers:
+                        extra_buffers[q] = f"B_{q}"
+                        lines.append(f"    B_{q} = np.empty((T, N, {spec.shape[0]}), dtype=dtype)")
+        if self._input_used_elementwise():
+            for t in self.terms[self.input_symbol]:
+                q = q_of_term[id(t)]
+                if t.matrix is None and q not in located and q not in extra_buffers:
+                    extra_buffers[q] = f"B_{q}"
+                    lines.append(f"    B_{q} = np.empty((T, N, {self.sizes[self.input_symbol]}), dtype=dtype)")
+        for s in self.states:
+            lines.append(f"    carry_{s} = dS['{s}']")
+        lines.append("    for t in range(T - 1, -1, -1):")
+        body = []
+        needed = set().union(*[sp.sympify(c).free_symbols for c in coefs]) if coefs else set()
+        needed |= set().union(*[sp.sympify(c).atoms(MatVec) for c in coefs]) if coefs else set()
+        if self._input_used_elementwise() and any(
+                self.input_symbol in t.coef.free_symbols for t in all_terms):
+            body.append(f"{code_name(self.input_symbol)} = X[t]")
+        for s in self.states:
+            for off, idx in ((-1, "t"), (0, "t + 1")):
+                if tsym(s, off) in needed:
+                    body.append(f"{code_name(tsym(s, off))} = S_{s}[{idx}]")
+        for b in self.lets:
+            if tsym(b) in needed:
+                body.append(f"{b} = C_{b}[t]")
+        for g in self.groups.values():
+            if any(m in needed for m in g.atoms):
+                body += self._unpack(g, atom_names, source=f"P{g.index}[t]")
+        for sym, expr in replacements:
+            body.append(f"{sym} = {printer.doprint(expr)}")
+        emitted_q = set()
+
+        def emit_q(y):
+            for (consumer, c), name in q_names.items():
+                if consumer == y and name not in emitted_q:
+                    emitted_q.add(name)
+                    body.append(f"{name} = {printer.doprint(q_expr[name])}")
+
+        def adjoint_of(u):
+            parts = []
+            for t in self.terms.get(u, []):
+                if t.matrix is None:
+                    parts.append(q_of_term[id(t)])
+            if u in self.groups:
+                g = self.groups[u]
+                name, _ = group_buffer[g.index]
+                content = [q_of_term[id(self._term(u, m))] for m in g.atoms]
+                if len(content) == 1:
+                    body.append(f"{name}[t] = {content[0]}")
+                    parts.append(f"({content[0]} @ G{g.index})")
+                else:
+                    for q, (a, b) in zip(content, self._slices(g, "sizes")):
+                        body.append(f"{name}[t, :, {a}:{b}] = {q}")
+                    parts.append(f"({name}[t] @ G{g.index})")
+            base, offset, _ = parse(u)
+            if offset == 0 and base in self.external:
+                parts.append(f"EXT['{base}'][t]")
+            if offset == 0 and base in self.states:
+                parts.append(f"carry_{base}")
+            return " + ".join(parts) if parts else "0"
+
+        for y in reversed(consumers):
+            body.append(f"{code_name(bar(y))} = {adjoint_of(y)}")
+            emit_q(y)
+        for s in self.states:
+            body.append(f"carry_{s} = {adjoint_of(tsym(s, -1))}")
+        for content, (name, g) in buffers.items():
+            if self._hoisted(g) and all(not (group_buffer[h.index][0] == name and not self._hoisted(h))
+                                         for h in self.groups.values()):
+                if len(content) == 1:
+                    body.append(f"{name}[t] = {content[0]}")
+                else:
+                    for q, (a, b) in zip(content, self._slices(g, "sizes")):
+                        body.append(f"{name}[t, :, {a}:{b}] = {q}")
+        for q, buf in extra_buffers.items():
+            body.append(f"{buf}[t] = {q}")
+        lines += ["        " + b for b in body]
+        # after the loop: gradients as one product per group
+        lines.append("    grads = {}")
+        pieces: dict = {}
+        for g in self.groups.values():
+            name, _ = group_buffer[g.index]
+            values = self._stacked_values(g.vector)
+            lines.append(f"    dG{g.index} = {name}.reshape(T * N, -1).T @ {values}.reshape(T * N, -1)")
+            for m, (a, b) in zip(g.atoms, self._slices(g)):
+                piece = f"dG{g.index}" if len(g.atoms) == 1 else f"dG{g.index}[{a}:{b}]"
+                pieces.setdefault(m.args[0].name, []).append(piece)
+        for P, ps in pieces.items():
+            lines.append(f"    grads['{P}'] = {' + '.join(ps)}")
+        for p, spec in self.params.items():
+            if spec.is_matrix:
+                continue
+            pieces = []
+            for t in self.terms.get(Param(p), []):
+                q = q_of_term[id(t)]
+                pieces.append(f"{located.get(q, extra_buffers.get(q))}.sum(axis=(0, 1))")
+            lines.append(f"    grads['{p}'] = {' + '.join(pieces) if pieces else f'np.zeros(params[{p!r}].shape, dtype=dtype)'}")
+        dx = []
+        if self.input_symbol in self.groups:
+            g = self.groups[self.input_symbol]
+            dx.append(f"({group_buffer[g.index][0]} @ {self._stack(g, transpose=False)})")
+        for t in self.terms.get(self.input_symbol, []):
+            if t.matrix is None:
+                q = q_of_term[id(t)]
+                dx.append(located.get(q, extra_buffers.get(q)))
+        lines.append(f"    dX = {' + '.join(dx) if dx else 'np.zeros_like(X)'}")
+        lines.append("    return grads, dX, {" + ", ".join(f"'{s}': carry_{s}" for s in self.states) + "}")
+        return "\n".join(lines) + "\n"
+
+    def _term(self, v, atom):
+        for t in self.terms[v]:
+            if t.matrix is not None and t.vector is None and t.matrix == atom.args[0] and any(
+                    m == atom for m in linear_maps(self._rhs(t.consumer))):
+                return t
+        raise AssertionError(f"no term for {atom}")
+
+    def _rhs(self, target):
+        return next(e.rhs for e in self.equations if e.target == target)
+
+    # -- compile ------------------------------------------------------------
+    def _compile(self, source, what):
+        filename = f"<symrnn-bptt-{self.name}-{what}>"
+        namespace = {"np": np, **NUMPY_IMPLEMENTATIONS}
+        exec(compile(source, filename, "exec"), namespace)
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        function = namespace[what]
+        function.__doc__ = (function.__doc__ or "") + "\n\nGenerated source:\n\n" + source
+        return function

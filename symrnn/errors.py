@@ -1,0 +1,39 @@
+"""The exceptions symrnn raises.
+
+Every error derives from :class:`SymRNNError`, and also from the builtin
+exception a caller would catch for that kind of mistake (``ValueError`` for
+bad values and shapes, ``TypeError`` for wrong kinds of objects), so code
+written against NumPy conventions keeps working.
+"""
+
+
+class SymRNNError(Exception):
+    """Base class of every error symrnn raises on purpose."""
+
+
+class ShapeError(SymRNNError, ValueError):
+    """An array does not have the shape the model expects."""
+
+
+class NonFiniteError(SymRNNError, ValueError):
+    """An input contains NaN or infinity."""
+
+
+class UnknownNameError(SymRNNError, ValueError):
+    """An activation, architecture, loss, cell or option that does not exist."""
+
+
+class ParameterError(SymRNNError, ValueError):
+    """A parameter dictionary is missing a name or has an extra one."""
+
+
+class CellDefinitionError(SymRNNError, ValueError):
+    """A cell definition that cannot work (named equation, reason, fix)."""
+
+
+class DerivationTooLargeError(SymRNNError, ValueError):
+    """A symbolic computation would exceed its size budget."""
+
+
+class MissingRuleError(SymRNNError, TypeError):
+    """An operation without a registered derivative or code rule."""

@@ -1,0 +1,114 @@
+"""Losses summed over the output steps: one table entry each.
+
+Every loss gives its value and its gradient with respect to the readout in
+NumPy, and the same gradient as a SymPy equation for the derivation, like a
+row of autograd's VJP table.  ``reduction="sum"`` adds over time and batch;
+``"mean"`` divides cross-entropy by ``T_out N`` and squared error by
+``T_out N K`` (PyTorch's ``CrossEntropyLoss``/``MSELoss`` conventions).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import sympy as sp
+
+from .errors import UnknownNameError
+from .symbols import tsym
+
+REDUCTIONS = ("sum", "mean")
+
+
+@dataclass(frozen=True)
+class Loss:
+    name: str
+    needs_readout: bool
+
+    def check_reduction(self, reduction):
+        if reduction not in REDUCTIONS:
+            raise UnknownNameError(f"Unknown reduction {reduction!r}; expected one of {REDUCTIONS}.")
+
+
+def _softmax(O):
+    Z = O - O.max(axis=-1, keepdims=True)
+    E = np.exp(Z)
+    return E / E.sum(axis=-1, keepdims=True), Z - np.log(E.sum(axis=-1, keepdims=True))
+
+
+def _one_hot_or_probs(Y, K, dtype):
+    if np.issubdtype(Y.dtype, np.integer):
+        P = np.zeros(Y.shape + (K,), dtype=dtype)
+        np.put_along_axis(P, Y[..., None], 1, axis=-1)
+        return P
+    return Y.astype(dtype, copy=False)
+
+
+class CrossEntropy(Loss):
+    """Softmax cross-entropy; targets are class indices ``(T_out, N)`` or
+    probability vectors ``(T_out, N, K)``."""
+
+    def value_and_grad(self, O, Y, reduction):
+        T, N, K = O.shape
+        P = _one_hot_or_probs(Y, K, O.dtype)
+        Yhat, logp = _softmax(O)
+        scale = 1.0 if reduction == "sum" else 1.0 / (T * N)
+        value = -(P * logp).sum() * scale
+        grad = (Yhat * P.sum(axis=-1, keepdims=True) - P) * scale
+        return value, grad.astype(O.dtype, copy=False)
+
+    def symbolic(self, logits, reduction):
+        t, k, K = sp.symbols("t k K", integer=True, positive=True)
+        y, yhat = sp.IndexedBase("y"), sp.IndexedBase("yhat")
+        per_step = -sp.Sum(y[t, k] * sp.log(yhat[t, k]), (k, 1, K))
+        grad = tsym("yhat") - tsym("y")
+        if reduction == "mean":
+            grad = grad / (sp.Symbol("T_out") * sp.Symbol("N"))
+        return {"per_step": per_step,
+                "readout": sp.Eq(tsym("yhat"), sp.Function("softmax")(tsym(logits)), evaluate=False),
+                "gradient": sp.Eq(tsym(logits, bar=True), grad, evaluate=False)}
+
+
+class SquaredError(Loss):
+    """Squared error ``sum_k (o_k - y_k)^2``; targets ``(T_out, N, K)``."""
+
+    def value_and_grad(self, O, Y, reduction):
+        scale = 1.0 if reduction == "sum" else 1.0 / O.size
+        R = O - Y
+        return (R * R).sum() * scale, (2 * scale) * R
+
+    def symbolic(self, logits, reduction):
+        t, k, K = sp.symbols("t k K", integer=True, positive=True)
+        y, o = sp.IndexedBase("y"), sp.IndexedBase(logits)
+        per_step = sp.Sum((o[t, k] - y[t, k]) ** 2, (k, 1, K))
+        grad = 2 * (tsym(logits) - tsym("y"))
+        if reduction == "mean":
+            grad = grad / (sp.Symbol("T_out") * sp.Symbol("N") * sp.Symbol("K"))
+        return {"per_step": per_step, "gradient": sp.Eq(tsym(logits, bar=True), grad, evaluate=False)}
+
+
+class Upstream(Loss):
+    """The layer view: targets are given upstream gradients ``dL/dh_t``,
+    shape ``(T_out, N, H)``; the loss is ``sum_t <G_t, h_t>``."""
+
+    def value_and_grad(self, Hs, G, reduction):
+        return (Hs * G).sum(), G
+
+    def symbolic(self, state, reduction):
+        t, k, H = sp.symbols("t k H", integer=True, positive=True)
+        g, h = sp.IndexedBase("g"), sp.IndexedBase(state)
+        return {"per_step": sp.Sum(g[t, k] * h[t, k], (k, 1, H)), "gradient": None,
+                "external": {state: tsym("g")}}
+
+
+LOSSES = {
+    "cross-entropy": CrossEntropy("cross-entropy", True),
+    "mse": SquaredError("mse", True),
+    "upstream": Upstream("upstream", False),
+}
+
+
+def get_loss(name: str) -> Loss:
+    try:
+        return LOSSES[name]
+    except KeyError:
+        raise UnknownNameError(f"Unknown loss {name!r}; expected one of {sorted(LOSSES)}.") from None

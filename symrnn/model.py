@@ -1,0 +1,248 @@
+"""A model: a cell, sizes, an architecture, a readout and a loss.
+
+>>> import numpy as np, symrnn as sr
+>>> model = sr.Model("rnn-tanh", D=3, H=4, K=5)
+>>> params = model.init_params(seed=0)
+>>> x = np.random.default_rng(0).normal(size=(6, 2, 3))   # (T, N, D)
+>>> y = np.random.default_rng(1).integers(0, 5, size=(6, 2))  # class indices (T, N)
+>>> loss, grads = model.loss_and_grads(params, x, y)
+>>> sorted(grads) == sorted(list(params) + ["h0", "x"])
+True
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .architectures import get_architecture
+from .bptt import Derivation
+from .cell import Cell
+from .cells import builtin_cell
+from .codegen import BlockCode
+from .errors import ShapeError, UnknownNameError
+from .losses import get_loss
+from .symbols import tsym
+from .validation import as_float_array, check_finite, check_param_names, check_shape
+
+_DTYPES = (np.float64, np.float32)
+
+
+def readout_cell(H_state: str, logits: str) -> Cell:
+    """The readout ``o_t = V h_t + c`` as a stateless block."""
+    readout = Cell("readout", "affine readout")
+    h = readout.input(H_state, "H", role="hidden state read out")
+    V = readout.param("V", "K", "H", role="hidden-to-output weights")
+    c = readout.param("c", "K", role="output bias")
+    readout.let(logits, V @ h + c, role="output logits")
+    return readout
+
+
+class Model:
+    """A recurrent model with exact symbolic BPTT gradients.
+
+    Parameters
+    ----------
+    cell : str or Cell
+        A built-in cell name (``"rnn-tanh"``, ``"lstm"``, ``"gru"`` ...) or a :class:`Cell`.
+    D, H : int
+        Input and hidden sizes.
+    K : int, optional
+        Output size, required by losses with a readout (cross-entropy, mse).
+    architecture : str
+        ``many-to-many``, ``many-to-one``, ``one-to-many``, ``one-to-one`` or
+        ``many-to-many-delayed``.
+    loss : str
+        ``cross-entropy`` (softmax), ``mse`` or ``upstream`` (targets are
+        ``dL/dh_t``; no readout).
+    reduction : str
+        ``sum`` or ``mean`` over time and batch.
+    """
+
+    def __init__(self, cell="rnn-tanh", D=1, H=1, K=None, architecture="many-to-many",
+                 loss="cross-entropy", reduction="sum"):
+        self.cell = builtin_cell(cell) if isinstance(cell, str) else cell
+        if not isinstance(self.cell, Cell):
+            raise TypeError(f"cell must be a Cell or a built-in cell name, got {type(cell).__name__}.")
+        self.cell.validate()
+        self.architecture = get_architecture(architecture)
+        self.loss_rule = get_loss(loss)
+        self.loss_rule.check_reduction(reduction)
+        self.reduction = reduction
+        for name, value in (("D", D), ("H", H)) + ((("K", K),) if self.loss_rule.needs_readout else ()):
+            if value is None:
+                raise ShapeError(f"loss {loss!r} has a readout: give the output size K.")
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ShapeError(f"{name} must be a positive integer, got {value!r}.")
+        self.sizes = {"D": int(D), "H": int(H), "K": int(K) if K is not None else None}
+        self.state_names = self.cell.state_names
+        self.out = self.cell.output_state
+        taken = {str(s).split("[")[0] for s in self.cell.sizes} | set(self.cell.params)
+        self.logits = next(n for n in ("o", "s", "logits") if n not in taken)
+        self.readout = readout_cell(self.out, self.logits) if self.loss_rule.needs_readout else None
+        self._cell_code = None
+        self._readout_code = None
+        self._derivation = None
+
+    # -- parameters -----------------------------------------------------------
+    @property
+    def param_shapes(self) -> dict:
+        specs = dict(self.cell.params)
+        if self.readout is not None:
+            specs.update(self.readout.params)
+        return {name: tuple(self.sizes[s] for s in spec.shape) for name, spec in specs.items()}
+
+    def init_params(self, seed=0, scale=None, dtype=np.float64) -> dict:
+        """Parameters drawn uniformly from ``[-scale, scale]`` (default ``1/sqrt(H)``, as PyTorch)."""
+        rng = np.random.default_rng(seed)
+        scale = 1.0 / np.sqrt(self.sizes["H"]) if scale is None else scale
+        return {k: rng.uniform(-scale, scale, size=s).astype(dtype) for k, s in self.param_shapes.items()}
+
+    # -- symbolic -------------------------------------------------------------
+    def derive(self) -> Derivation:
+        """The symbolic derivation (forward and adjoint equations, gradients, Jacobians)."""
+        if self._derivation is None:
+            if self.readout is not None:
+                loss = self.loss_rule.symbolic(self.logits, self.reduction)
+                self._derivation = Derivation(self.cell, self.readout.equations, loss)
+            else:
+                loss = self.loss_rule.symbolic(self.out, self.reduction)
+                self._derivation = Derivation(self.cell, (), loss, external=loss["external"])
+            self._derivation.model = self
+        return self._derivation
+
+    @property
+    def cell_code(self) -> BlockCode:
+        if self._cell_code is None:
+            c = self.cell
+            self._cell_code = BlockCode(c.name, c.equations, c.input_symbol, c.states, c.params,
+                                        c.sizes, external=[self.out])
+        return self._cell_code
+
+    @property
+    def readout_code(self) -> BlockCode:
+        if self._readout_code is None and self.readout is not None:
+            r = self.readout
+            self._readout_code = BlockCode(f"{self.cell.name}-readout", r.equations, r.input_symbol,
+                                           {}, r.params, r.sizes, external=[self.logits])
+        return self._readout_code
+
+    def compile(self) -> "Model":
+        """Derive and generate the code now (it is otherwise done on first use)."""
+        self.derive()
+        self.cell_code
+        self.readout_code
+        return self
+
+    # -- numbers --------------------------------------------------------------
+    def _prepare(self, params, inputs, targets, h0):
+        check_param_names(params, self.param_shapes)
+        params = {k: as_float_array(v, f"params[{k!r}]") for k, v in params.items()}
+        dtype = next(iter(params.values())).dtype
+        if dtype not in _DTYPES:
+            raise ShapeError(f"parameters must be float64 or float32, got {dtype}.")
+        for k, shape in self.param_shapes.items():
+            check_shape(params[k], shape, f"params[{k!r}]", "shapes come from D, H, K of the model")
+            if params[k].dtype != dtype:
+                raise ShapeError(f"params[{k!r}] is {params[k].dtype} but other parameters are {dtype}; use one dtype.")
+        X_in = as_float_array(inputs, "inputs").astype(dtype, copy=False)
+        if X_in.ndim != 3 or X_in.shape[0] == 0:
+            raise ShapeError(f"inputs has shape {X_in.shape}; expected (T, N, D) with T >= 1 "
+                             f"(time-major, D={self.sizes['D']}).")
+        T_in, N, D = X_in.shape
+        check_shape(X_in, (T_in, N, self.sizes["D"]), "inputs", "(T, N, D)")
+        targets = np.asarray(targets)
+        if targets.ndim == 0 or targets.shape[0] == 0:
+            raise ShapeError(f"targets has shape {targets.shape}; expected a leading time axis T_out >= 1.")
+        sched = self.architecture.schedule(T_in, targets.shape[0])
+        targets = self._check_targets(targets, N, dtype)
+        S0 = self._initial_states(h0, N, dtype)
+        if sched.T == T_in and len(sched.input_steps) == T_in:
+            X = X_in
+        else:
+            X = np.zeros((sched.T, N, D), dtype=dtype)
+            X[sched.input_steps] = X_in
+        return params, X, targets, S0, sched
+
+    def _check_targets(self, Y, N, dtype):
+        T_out = Y.shape[0]
+        name = self.loss_rule.name
+        if name == "cross-entropy":
+            K = self.sizes["K"]
+            if np.issubdtype(Y.dtype, np.integer):
+                check_shape(Y, (T_out, N), "targets", "class indices (T_out, N)")
+                if Y.min() < 0 or Y.max() >= K:
+                    raise ShapeError(f"targets holds class indices in [{Y.min()}, {Y.max()}]; expected 0..{K - 1}.")
+                return Y
+            Y = as_float_array(Y, "targets", dtype)
+            check_shape(Y, (T_out, N, K), "targets", "class indices (T_out, N) or probabilities (T_out, N, K)")
+            return Y
+        Y = as_float_array(Y, "targets", dtype)
+        last = self.sizes["K"] if name == "mse" else self.sizes["H"]
+        check_shape(Y, (T_out, N, last), "targets", f"(T_out, N, {'K' if name == 'mse' else 'H'})")
+        return Y
+
+    def _initial_states(self, h0, N, dtype):
+        H = self.sizes["H"]
+        given = {} if h0 is None else (dict(h0) if isinstance(h0, dict) else {self.out: h0})
+        unknown = set(given) - set(self.state_names)
+        if unknown:
+            raise ShapeError(f"h0 names unknown states {sorted(unknown)}; states are {self.state_names}.")
+        S0 = {}
+        for s in self.state_names:
+            if s in given:
+                value = as_float_array(given[s], f"initial state {s}").astype(dtype, copy=False)
+                check_shape(value, (N, H), f"initial state {s}", "(N, H)")
+                S0[s] = value
+            else:
+                S0[s] = np.zeros((N, H), dtype=dtype)
+        return S0
+
+    def _run_forward(self, params, X, Y, S0, sched):
+        cache = self.cell_code.forward(params, X, S0, self.sizes)
+        Hs = cache[f"S_{self.out}"][1:][sched.output_steps.start:sched.output_steps.stop]
+        T_out, N, H = Hs.shape
+        if self.readout is None:
+            value, dHs = self.loss_rule.value_and_grad(Hs, Y, self.reduction)
+            return value, cache, None, dHs
+        H_flat = Hs.reshape(1, T_out * N, H)
+        r_cache = self.readout_code.forward(params, H_flat, {}, self.sizes)
+        O = r_cache[f"C_{self.logits}"].reshape(T_out, N, -1)
+        value, dO = self.loss_rule.value_and_grad(O, Y, self.reduction)
+        return value, cache, (H_flat, r_cache), dO
+
+    def loss(self, params, inputs, targets, h0=None) -> float:
+        """The loss alone (one forward pass)."""
+        params, X, Y, S0, sched = self._prepare(params, inputs, targets, h0)
+        return float(self._run_forward(params, X, Y, S0, sched)[0])
+
+    def loss_and_grads(self, params, inputs, targets, h0=None):
+        """The loss and the exact gradients.
+
+        Returns ``(loss, grads)``; ``grads`` has every parameter's name and shape,
+        plus ``"x"`` (``dL/dinputs``, shaped like ``inputs``) and ``"h0"`` (and
+        ``"c0"`` for an LSTM) for the initial states.
+        """
+        params, X, Y, S0, sched = self._prepare(params, inputs, targets, h0)
+        value, cache, r, d_out = self._run_forward(params, X, Y, S0, sched)
+        T, N = X.shape[0], X.shape[1]
+        grads = {}
+        if r is not None:
+            H_flat, r_cache = r
+            dO = d_out.reshape(1, -1, d_out.shape[-1])
+            r_grads, dH_flat, _ = self.readout_code.backward(params, H_flat, r_cache, {self.logits: dO}, {}, self.sizes)
+            grads.update(r_grads)
+            d_out = dH_flat.reshape(len(sched.output_steps), N, -1)
+        EXT = np.zeros((T, N, self.sizes["H"]), dtype=X.dtype)
+        EXT[sched.output_steps.start:sched.output_steps.stop] = d_out
+        dS_final = {s: np.zeros((N, self.sizes["H"]), dtype=X.dtype) for s in self.state_names}
+        c_grads, dX, dS0 = self.cell_code.backward(params, X, cache, {self.out: EXT}, dS_final, self.sizes)
+        grads.update(c_grads)
+        grads = {k: grads[k] for k in self.param_shapes}  # canonical order
+        grads["x"] = dX[sched.input_steps.start:sched.input_steps.stop]
+        for s in self.state_names:
+            grads[f"{s}0"] = dS0[s]
+        return float(value), grads
+
+    def __repr__(self):
+        return (f"Model({self.cell.name!r}, D={self.sizes['D']}, H={self.sizes['H']}, K={self.sizes['K']}, "
+                f"architecture={self.architecture.name!r}, loss={self.loss_rule.name!r}, "
+                f"reduction={self.reduction!r})")

@@ -1,0 +1,94 @@
+"""The symbolic vocabulary shared by cells, derivations, printers and codegen.
+
+Vectors are SymPy ``Symbol`` objects standing for one component of a vector,
+so every expression built from them is elementwise and ``sympy.diff`` of it
+is the diagonal of the Jacobian.  The only non-elementwise operations are the
+three linear maps below, which never go through ``sympy.diff``:
+
+* ``MatVec(P, v)``  is ``P v``       (forward affine maps),
+* ``MatTVec(P, q)`` is ``P^T q``     (adjoints flowing back through ``P v``),
+* ``Outer(q, v)``   is ``q v^T``     (one time step's share of ``dL/dP``).
+
+Time-indexed quantities are named ``h[t-1]``, ``h[t]``, ``a[t+1]`` and their
+adjoints ``bar h[t]``: :func:`tsym` builds them and :func:`shift` moves an
+expression in time.
+"""
+from __future__ import annotations
+
+import re
+
+import sympy as sp
+
+
+class MatVec(sp.Function):
+    """``P v``: the product of a parameter matrix and a vector."""
+
+    nargs = 2
+
+    def _latex(self, printer):
+        return f"{printer._print(self.args[0])} {printer._print(self.args[1])}"
+
+
+class MatTVec(sp.Function):
+    """``P^T q``: an adjoint sent back through ``P v`` to ``v``."""
+
+    nargs = 2
+
+    def _latex(self, printer):
+        return f"{printer._print(self.args[0])}^{{\\top}} {printer._print(self.args[1])}"
+
+
+class Outer(sp.Function):
+    """``q v^T``: one step's contribution to the gradient of a matrix."""
+
+    nargs = 2
+
+    def _latex(self, printer):
+        return f"{printer._print(self.args[0])} {printer._print(self.args[1])}^{{\\top}}"
+
+
+class Param(sp.Symbol):
+    """A parameter symbol; ``P @ v`` builds ``MatVec(P, v)``."""
+
+    def __matmul__(self, other):
+        return MatVec(self, sp.sympify(other))
+
+
+_TIME_NAME = re.compile(r"^(bar )?([A-Za-z][A-Za-z0-9_]*)\[t([+-]\d+)?\]$")
+
+
+def tsym(base: str, offset: int = 0, bar: bool = False) -> sp.Symbol:
+    """The symbol of quantity ``base`` at time ``t + offset`` (or its adjoint)."""
+    when = "t" if offset == 0 else f"t{offset:+d}"
+    return sp.Symbol(f"{'bar ' if bar else ''}{base}[{when}]")
+
+
+def parse(symbol: sp.Symbol):
+    """``(base, offset, bar)`` for a time-indexed symbol, ``None`` otherwise."""
+    match = _TIME_NAME.match(symbol.name)
+    if match is None:
+        return None
+    bar, base, offset = match.groups()
+    return base, int(offset or 0), bool(bar)
+
+
+def bar(symbol: sp.Symbol) -> sp.Symbol:
+    """The adjoint symbol of a time-indexed symbol."""
+    base, offset, _ = parse(symbol)
+    return tsym(base, offset, bar=True)
+
+
+def shift(expr, k: int):
+    """``expr`` with every time-indexed symbol moved ``k`` steps later."""
+    mapping = {}
+    for s in expr.free_symbols:
+        parsed = parse(s)
+        if parsed is not None:
+            base, offset, is_bar = parsed
+            mapping[s] = tsym(base, offset + k, is_bar)
+    return expr.xreplace(mapping)
+
+
+def linear_maps(expr):
+    """The ``MatVec`` atoms of an expression, in a stable order."""
+    return sorted(expr.atoms(MatVec), key=sp.default_sort_key)

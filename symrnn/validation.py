@@ -1,0 +1,43 @@
+"""Argument checks with messages that name the argument, the expectation and a fix."""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import NonFiniteError, ParameterError, ShapeError
+
+
+def as_float_array(value, name: str, dtype=None) -> np.ndarray:
+    try:
+        array = np.asarray(value, dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise ShapeError(f"{name} must be an array of numbers ({exc}).") from None
+    if not np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float64)
+    check_finite(array, name)
+    return array
+
+
+def check_finite(array: np.ndarray, name: str) -> None:
+    if np.issubdtype(array.dtype, np.number) and not np.all(np.isfinite(array)):
+        bad = np.argwhere(~np.isfinite(array))[0]
+        raise NonFiniteError(
+            f"{name} contains NaN or infinity (first at index {tuple(int(i) for i in bad)}, "
+            f"value {array[tuple(bad)]}); clean or mask the data before calling."
+        )
+
+
+def check_shape(array: np.ndarray, expected: tuple, name: str, meaning: str) -> None:
+    if array.shape != tuple(expected):
+        raise ShapeError(f"{name} has shape {array.shape}; expected {tuple(expected)} ({meaning}).")
+
+
+def check_param_names(params: dict, expected: dict) -> None:
+    if not isinstance(params, dict):
+        raise ParameterError(f"params must be a dict of arrays, got {type(params).__name__}.")
+    missing = [k for k in expected if k not in params]
+    extra = [k for k in params if k not in expected]
+    if missing or extra:
+        raise ParameterError(
+            f"params do not match the model: missing {missing}, unexpected {extra}; "
+            f"expected exactly {list(expected)} (model.init_params(seed) makes a valid dict)."
+        )
