@@ -23,7 +23,7 @@ import sympy as sp
 from sympy.printing.pycode import PythonCodePrinter
 
 from ..errors import DerivationTooLargeError
-from ..symbols import MatVec, Param, parse
+from ..symbols import MatVec, Param, parse, tsym
 
 DEFAULT_BUDGET = 3_000_000  # scalar multiply-adds in the unrolled program
 
@@ -65,6 +65,12 @@ class ScalarOracle:
         ``diff(expr, symbol)``; ``sympy.diff`` by default.
 
     Use :meth:`loss_and_grads` like ``Model.loss_and_grads``.
+
+    Each kind of step (a cell step with or without an input, a scored output)
+    is scalarized and differentiated once, with names that carry the step as
+    a placeholder (``h__{t}_1``, ``h__{tm1}_1``); the program repeats those
+    lines for every step with the placeholders filled in, so building costs
+    ``O(T)`` string work and ``O(1)`` symbolic work.
     """
 
     def __init__(self, model, T_in, T_out, budget=DEFAULT_BUDGET, diff=sp.diff):
@@ -79,6 +85,7 @@ class ScalarOracle:
                 f"over the budget of {budget:,}. Use a smaller T or H, or pass budget= to raise it."
             )
         self._diff = diff
+        self._printer = _ScalarPrinter()
         self._build()
 
     @staticmethod
@@ -93,115 +100,126 @@ class ScalarOracle:
             per_step += sizes["K"] * (sizes["H"] + 2)
         return 3 * T * per_step  # forward, and two terms a derivative in the backward sweep
 
-    # -- building the program ------------------------------------------------
+    # -- one step as scalar template lines ---------------------------------------
+    def _template(self, equations, env, rows_of, prefix_of):
+        """Scalarize equations: ``[(name, code, [(u_name, derivative code), ...]), ...]``."""
+        lines = []
+        for eq in equations:
+            rows = rows_of(eq)
+            prefix = prefix_of(eq)
+            components = []
+            for i in range(rows):
+                def expand(P, v, i=i):
+                    return sp.Add(*[w * vj for w, vj in zip(self.param_symbols[P.name][i], env[v])])
+                scalar = eq.rhs.replace(MatVec, expand)
+                mapping = {s: env[s][i] for s in scalar.free_symbols if s in env}
+                mapping.update({s: self.param_symbols[s.name][i] for s in scalar.free_symbols
+                                if isinstance(s, Param) and s.name in self.param_symbols})
+                scalar = scalar.xreplace(mapping)
+                target = sp.Symbol(f"{prefix}_{i}")
+                lines.append((target, scalar, self._local_derivatives(scalar)))
+                components.append(target)
+            env[eq.target] = components
+        return lines
+
+    def _local_derivatives(self, expr):
+        """``[(u, d expr / d u), ...]``: ``sympy.diff`` of each term that contains ``u``."""
+        by_symbol = defaultdict(list)
+        for term in sp.Add.make_args(expr):
+            for u in term.free_symbols:
+                by_symbol[u].append(term)
+        out = []
+        for u in sorted(by_symbol, key=lambda s: s.name):
+            if u == self.scale_symbol or u.name.startswith("y__"):
+                continue
+            derivative = sp.Add(*[self._diff(term, u) for term in by_symbol[u]])
+            if derivative != 0:
+                out.append((u, derivative))
+        return out
+
     def _build(self):
         model, sizes, sched = self.model, self.model.sizes, self.schedule
         cell = model.cell
-        self.assignments = []  # (symbol, expr), forward, in order
+        D, H = sizes["D"], sizes["H"]
         self.param_symbols = {}
         for name, shape in model.param_shapes.items():
             self.param_symbols[name] = np.array(
                 [sp.Symbol(f"{name}__" + "_".join(map(str, idx))) for idx in np.ndindex(*shape)],
                 dtype=object).reshape(shape)
-        D, H = sizes["D"], sizes["H"]
-        self.input_symbols = [[sp.Symbol(f"x__{t}_{j}") for j in range(D)] for t in range(self.T_in)]
-        self.state0_symbols = {s: [sp.Symbol(f"{s}0__{j}") for j in range(H)] for s in cell.states}
-        last = sizes["K"] if model.readout is not None else H
-        self.target_symbols = [[sp.Symbol(f"y__{t}_{k}") for k in range(last)] for t in range(self.T_out)]
         self.scale_symbol = sp.Symbol("scale")
-        states = {s: list(v) for s, v in self.state0_symbols.items()}
-        outputs = []
-        for t in range(sched.T):
-            env = {}
-            if t in sched.input_steps:
-                env[cell.input_symbol] = self.input_symbols[t - sched.input_steps.start]
-            else:
-                env[cell.input_symbol] = [sp.Integer(0)] * D
+        last = sizes["K"] if model.readout is not None else H
+        templates = {}
+        for with_input in (True, False):
+            env = {cell.input_symbol: ([sp.Symbol(f"x__{{t}}_{j}") for j in range(D)] if with_input
+                                       else [sp.Integer(0)] * D)}
             for s in cell.states:
-                env[parse_state(s, -1)] = states[s]
-            for eq in cell.equations:
-                base = parse(eq.target)[0]
-                env[eq.target] = self._assign_vector(f"{base}__{t}", eq.rhs, env, sizes[cell.sizes[eq.target]])
-                if eq.kind == "state":
-                    states[base] = env[eq.target]
-            if t in sched.output_steps:
-                outputs.append(states[cell.output_state])
-        loss_terms = []
-        for t_out, h in enumerate(outputs):
-            y = self.target_symbols[t_out]
-            if model.readout is None:
-                loss_terms.append(sp.Add(*[g * hj for g, hj in zip(y, h)]))
-                continue
-            eq = model.readout.equations[0]
-            o = self._assign_vector(f"{model.logits}__{t_out}", eq.rhs, {model.readout.input_symbol: h}, sizes["K"])
+                env[tsym(s, -1)] = [sp.Symbol(f"{s}__{{tm1}}_{j}") for j in range(H)]
+            templates[with_input] = self._template(
+                cell.equations, env, lambda eq: sizes[cell.sizes[eq.target]],
+                lambda eq: f"{parse(eq.target)[0]}__{{t}}")
+        h_t = [sp.Symbol(f"{cell.output_state}__{{t}}_{j}") for j in range(H)]
+        y = [sp.Symbol(f"y__{{u}}_{k}") for k in range(last)]
+        out_lines = []
+        if model.readout is None:
+            per_step = sp.Add(*[g * hj for g, hj in zip(y, h_t)])
+        else:
+            env = {model.readout.input_symbol: h_t}
+            out_lines = self._template(model.readout.equations, env, lambda eq: sizes["K"],
+                                       lambda eq: f"{model.logits}__{{u}}")
+            o = [line[0] for line in out_lines]
             if model.loss_rule.name == "cross-entropy":
-                lse = self._assign(sp.Symbol(f"lse__{t_out}"), sp.log(sp.Add(*[sp.exp(ok) for ok in o])))
-                loss_terms.append(lse * sp.Add(*y) - sp.Add(*[yk * ok for yk, ok in zip(y, o)]))
+                lse = sp.log(sp.Add(*[sp.exp(ok) for ok in o]))
+                out_lines.append((sp.Symbol("lse__{u}"), lse, self._local_derivatives(lse)))
+                per_step = sp.Add(*[yk * (out_lines[-1][0] - ok) for yk, ok in zip(y, o)])
             else:
-                loss_terms.append(sp.Add(*[(ok - yk) ** 2 for ok, yk in zip(o, y)]))
-        self.loss_symbol = self._assign(sp.Symbol("L"), self.scale_symbol * sp.Add(*loss_terms))
-        self._forward_count = len(self.assignments)
-        self._build_backward()
+                per_step = sp.Add(*[(ok - yk) ** 2 for ok, yk in zip(o, y)])
+        scaled = self.scale_symbol * per_step
+        out_lines.append((sp.Symbol("L__{u}"), scaled, self._local_derivatives(scaled)))
+        # the program: fill in the placeholders, step by step
+        printer = self._printer
+        printed = {key: [(t.name, printer.doprint(e), [(u.name, printer.doprint(d)) for u, d in ds])
+                         for t, e, ds in lines]
+                   for key, lines in list(templates.items()) + [("out", out_lines)]}
+        forward, steps = [], []
+        for t in range(sched.T):
+            fill = {"t": t + 1, "tm1": t, "u": t - sched.output_steps.start}
+            steps.append((printed[t in sched.input_steps], fill))
+            if t in sched.output_steps:
+                steps.append((printed["out"], fill))
+        for lines, fill in steps:
+            forward += [f"    {name.format(**fill)} = {code.format(**fill)}" for name, code, _ in lines]
+        losses = [f"L__{u}" for u in range(len(sched.output_steps))]
+        forward.append(f"    L = {' + '.join(losses)}")
+        contributions = defaultdict(list)
+        for name in losses:
+            contributions[name].append("d__L")
+        backward = ["    d__L = 1"]
+        for lines, fill in reversed(steps):
+            for name, code, derivatives in reversed(lines):
+                name = name.format(**fill)
+                terms = contributions.pop(name, None)
+                if not terms:
+                    continue
+                backward.append(f"    d__{name} = {' + '.join(terms)}")
+                for u, d in derivatives:
+                    contributions[u.format(**fill)].append(f"d__{name}*({d.format(**fill)})")
+        self.forward_lines, self.backward_lines = forward, backward
+        self._leaf_contributions = contributions
+        self.state0_names = {s: [f"{s}__0_{j}" for j in range(H)] for s in cell.states}
+        self.input_names = [[f"x__{t + 1}_{j}" for j in range(D)] for t in sched.input_steps]
+        self.target_names = [[f"y__{u}_{k}" for k in range(last)] for u in range(len(sched.output_steps))]
         self._compile()
 
-    def _assign(self, symbol, expr):
-        self.assignments.append((symbol, expr))
-        return symbol
-
-    def _assign_vector(self, prefix, rhs, env, rows):
-        out = []
-        for i in range(rows):
-            def expand(P, v, i=i):
-                row = self.param_symbols[P.name][i]
-                return sp.Add(*[w * vj for w, vj in zip(row, env[v])])
-            scalar = rhs.replace(MatVec, expand)
-            mapping = {s: env[s][i] for s in scalar.free_symbols if s in env}
-            mapping.update({s: self.param_symbols[s.name][i] for s in scalar.free_symbols
-                            if isinstance(s, Param) and s.name in self.param_symbols})
-            out.append(self._assign(sp.Symbol(f"{prefix}_{i}"), scalar.xreplace(mapping)))
-        return out
-
-    def _build_backward(self):
-        """Reverse accumulation: ``bar u += bar s * d e / d u`` for every ``s = e``."""
-        self.adjoint_lines = []
-        contributions = defaultdict(list)
-        contributions[self.loss_symbol].append(sp.Integer(1))
-        leaves = set()
-        for symbol, expr in reversed(self.assignments):
-            terms = contributions.pop(symbol, None)
-            if not terms:
-                continue
-            bar_s = sp.Symbol(f"d__{symbol.name}")
-            self.adjoint_lines.append((bar_s, sp.Add(*terms)))
-            by_symbol = defaultdict(list)
-            for term in sp.Add.make_args(expr):
-                for u in term.free_symbols:
-                    by_symbol[u].append(term)
-            for u, us_terms in by_symbol.items():
-                if u == self.scale_symbol or u.name.startswith("y__"):
-                    continue
-                derivative = sp.Add(*[self._diff(term, u) for term in us_terms])
-                if derivative != 0:
-                    contributions[u].append(bar_s * derivative)
-                    leaves.add(u)
-        self.leaf_adjoints = {u: sp.Add(*terms) for u, terms in contributions.items()}
-
     def _compile(self):
-        printer = _ScalarPrinter()
-        flat_inputs = ([s for arr in self.param_symbols.values() for s in arr.ravel()]
-                       + [s for row in self.input_symbols for s in row]
-                       + [s for v in self.state0_symbols.values() for s in v]
-                       + [s for row in self.target_symbols for s in row] + [self.scale_symbol])
-        self.flat_inputs = flat_inputs
-        body = [f"    {', '.join(s.name for s in flat_inputs)}, = values"]
-        forward = [f"    {s.name} = {printer.doprint(e)}" for s, e in self.assignments]
-        backward = [f"    {s.name} = {printer.doprint(e)}" for s, e in self.adjoint_lines]
-        grads = [f"d__{s.name}" for s in flat_inputs[:-1 - sum(len(r) for r in self.target_symbols)]]
-        leaf = [f"    d__{u.name} = {printer.doprint(e)}" for u, e in self.leaf_adjoints.items()]
-        zero = [f"    d__{s.name} = 0 * scale" for s in flat_inputs[:len(grads)] if s not in self.leaf_adjoints]
-        source_fb = "\n".join(["def program(values):"] + body + forward + backward + leaf + zero
-                              + [f"    return L, [{', '.join(grads)}]"]) + "\n"
-        source_f = "\n".join(["def program(values):"] + body + forward + ["    return L"]) + "\n"
+        grads = ([s.name for arr in self.param_symbols.values() for s in arr.ravel()]
+                 + [n for row in self.input_names for n in row]
+                 + [n for names in self.state0_names.values() for n in names])
+        args = grads + [n for row in self.target_names for n in row] + ["scale"]
+        head = [f"    {', '.join(args)}, = values"]
+        leaves = [f"    d__{n} = {' + '.join(self._leaf_contributions.get(n, ['0 * scale']))}" for n in grads]
+        source_fb = "\n".join(["def program(values):"] + head + self.forward_lines + self.backward_lines + leaves
+                              + [f"    return L, [{', '.join('d__' + n for n in grads)}]"]) + "\n"
+        source_f = "\n".join(["def program(values):"] + head + self.forward_lines + ["    return L"]) + "\n"
         self.source = source_fb
         self._code_fb = compile(source_fb, f"<symrnn-scalar-oracle-{self.model.cell.name}>", "exec")
         self._code_f = compile(source_f, f"<symrnn-scalar-forward-{self.model.cell.name}>", "exec")
@@ -219,7 +237,7 @@ class ScalarOracle:
     def _values(self, params, x_n, h0_n, y_n, scale, convert):
         vals = [convert(v) for name in self.param_symbols for v in np.asarray(params[name]).ravel()]
         vals += [convert(v) for v in np.asarray(x_n).ravel()]
-        vals += [convert(v) for s in self.state0_symbols for v in np.asarray(h0_n[s]).ravel()]
+        vals += [convert(v) for s in self.state0_names for v in np.asarray(h0_n[s]).ravel()]
         vals += [convert(v) for v in np.asarray(y_n).ravel()]
         return vals + [convert(scale)]
 
@@ -273,7 +291,7 @@ class ScalarOracle:
         grads["x"] = xs.reshape(N, self.T_in, D).transpose(1, 0, 2)
         k += self.T_in * D
         H = self.model.sizes["H"]
-        for s in self.state0_symbols:
+        for s in self.state0_names:
             grads[f"{s}0"] = np.array([self._per_example[n][k:k + H] for n in range(N)], dtype=object)
             k += H
         self._per_example = {}
@@ -293,9 +311,4 @@ class ScalarOracle:
     @property
     def size(self) -> int:
         """Number of scalar assignments (forward and backward) in the program."""
-        return len(self.assignments) + len(self.adjoint_lines) + len(self.leaf_adjoints)
-
-
-def parse_state(name, offset):
-    from ..symbols import tsym
-    return tsym(name, offset)
+        return len(self.forward_lines) + len(self.backward_lines)

@@ -1,0 +1,346 @@
+"""Conversions between symrnn's canonical parameters and stacked framework layouts.
+
+symrnn names every block of a cell separately (``U_i``, ``W_f``, ``b_o`` ...;
+see :mod:`symrnn.cells`).  Frameworks stack the blocks of all gates into one
+matrix per kind:
+
+PyTorch (``nn.RNN``, ``nn.LSTM``, ``nn.GRU``; cuDNN uses the same layout)
+    column convention ``W x``: ``weight_ih_l0`` is ``(G*H, D)``,
+    ``weight_hh_l0`` is ``(G*H, H)``, ``bias_ih_l0`` and ``bias_hh_l0`` are
+    ``(G*H,)``, the gate blocks stacked along the first axis in the order
+    LSTM ``i, f, g, o`` and GRU ``r, z, n``.
+Keras (``SimpleRNN``, ``LSTM``, ``GRU``)
+    row convention ``x K``: ``kernel`` is ``(D, G*H)``, ``recurrent_kernel``
+    is ``(H, G*H)``, the gate blocks side by side along the last axis in the
+    order LSTM ``i, f, c, o`` and GRU ``z, r, h``; ``bias`` is ``(G*H,)``, or
+    ``(2, 3*H)`` (input bias row, recurrent bias row) for a GRU with
+    ``reset_after=True``.
+
+PyTorch has two biases where one suffices: ``bias_ih + bias_hh`` always
+enters as a sum, except in the candidate block ``n`` of a GRU, where the
+recurrent bias sits inside the reset gate (``r * (W_n h + b_hn)``); that one is
+symrnn's ``b_hn``.  :func:`to_torch` therefore writes each bias into
+``bias_ih`` and zeros into ``bias_hh`` (but ``b_hn`` into the ``n`` block of
+``bias_hh``), and :func:`from_torch` adds the two biases of the redundant
+blocks.  The round trip ``from_torch(to_torch(p)) == p`` is exact; the round
+trip the other way preserves the function the network computes.
+
+>>> import numpy as np, symrnn as sr
+>>> from symrnn.layouts import to_torch, from_torch
+>>> params = sr.Model("gru", D=2, H=3, K=4).init_params(0)
+>>> sd = to_torch("gru", params)
+>>> sd["weight_ih_l0"].shape, sd["bias_hh_l0"].shape
+((9, 2), (9,))
+>>> back = from_torch("gru", sd)
+>>> all(np.array_equal(back[k], params[k]) for k in back)
+True
+
+Only the cell's own parameters are converted; the readout ``V``, ``c`` of a
+:class:`~symrnn.model.Model` corresponds to an ``nn.Linear`` / ``Dense`` layer
+(``weight = V``, ``bias = c`` in PyTorch; ``kernel = V.T`` in Keras) and is
+ignored here.  Only NumPy is needed: framework tensors are accepted on input
+(anything with ``.detach()`` / ``.numpy()``) and NumPy arrays are returned.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import ParameterError, ShapeError, UnknownNameError
+
+#: symrnn cell name -> gate blocks in PyTorch's stacking order ("" = the single block of a plain RNN).
+TORCH_GATES = {
+    "rnn-tanh": ("",),
+    "rnn-relu": ("",),
+    "lstm": ("i", "f", "g", "o"),
+    "gru": ("r", "z", "n"),
+}
+
+#: symrnn cell name -> gate blocks in Keras's stacking order (Keras calls LSTM's g "c" and GRU's n "h").
+KERAS_GATES = {
+    "rnn-tanh": ("",),
+    "rnn-relu": ("",),
+    "rnn-sigmoid": ("",),
+    "lstm": ("i", "f", "g", "o"),
+    "gru": ("z", "r", "n"),
+    "gru-reset-before": ("z", "r", "n"),
+}
+
+#: Cells whose candidate block keeps a separate recurrent bias ``b_hn`` (reset after the product).
+_RESET_AFTER = {"gru", "gru-chung"}
+
+_WHY_NOT = {
+    "rnn-sigmoid": "torch.nn.RNN offers only nonlinearity='tanh' or 'relu'",
+    "gru-reset-before": "torch.nn.GRU applies the reset gate after the recurrent product (use 'gru')",
+    "gru-chung": "torch.nn.GRU updates h = (1 - z) n + z h_prev, not Chung's (1 - z) h_prev + z n (use 'gru')",
+    "gru-reset-before-chung": "torch.nn.GRU resets after the product and uses the update "
+                              "h = (1 - z) n + z h_prev (use 'gru')",
+}
+
+_TORCH_KINDS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+_KERAS_KEYS = ("kernel", "recurrent_kernel", "bias")
+
+
+# -- helpers --------------------------------------------------------------------
+def _cell_name(cell) -> str:
+    name = getattr(cell, "name", cell)
+    if not isinstance(name, str):
+        raise TypeError(f"cell must be a built-in cell name such as 'lstm', got {type(cell).__name__}.")
+    return name
+
+
+def _gates(cell, table, framework) -> tuple:
+    name = _cell_name(cell)
+    if name in table:
+        return name, table[name]
+    from .cells import BUILTIN_CELLS
+
+    if name in BUILTIN_CELLS:
+        why = _WHY_NOT.get(name, "") if framework == "PyTorch" else \
+            "Keras has no Chung update convention (h = (1 - z) h_prev + z n)"
+        raise UnknownNameError(
+            f"Cell {name!r} has no {framework} layout: {why}. Cells with a {framework} layout: {sorted(table)}."
+        )
+    raise UnknownNameError(f"Unknown cell {name!r}; cells with a {framework} layout: {sorted(table)}.")
+
+
+def _array(value, what) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch tensor, without importing torch
+        value = value.detach()
+    if hasattr(value, "cpu"):
+        value = value.cpu()
+    if hasattr(value, "numpy") and not isinstance(value, np.ndarray):
+        value = value.numpy()
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise ShapeError(f"{what} must be an array of numbers ({exc}).") from None
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ShapeError(f"{what} has dtype {array.dtype}; expected floating-point numbers.")
+    return array
+
+
+def _block(name, gate) -> str:
+    return f"{name}_{gate}" if gate else name
+
+
+def _canonical_names(cell_name, gates) -> list:
+    """Parameter names in the order of :mod:`symrnn.cells` (gate by gate: U, W, b)."""
+    names = [_block(k, g) for g in gates for k in ("U", "W", "b")]
+    if cell_name in _RESET_AFTER:
+        names.append("b_hn")
+    return names
+
+
+def _check_shape(array, expected, what, meaning):
+    if array.shape != tuple(expected):
+        raise ShapeError(f"{what} has shape {array.shape}; expected {tuple(expected)} ({meaning}).")
+
+
+def _read_params(cell_name, gates, params) -> tuple:
+    """Canonical params as arrays, with every shape checked; returns (arrays, D, H)."""
+    if not isinstance(params, dict):
+        raise ParameterError(f"params must be a dict of arrays, got {type(params).__name__}.")
+    expected = _canonical_names(cell_name, _canonical_gate_order(cell_name))
+    missing = [k for k in expected if k not in params]
+    extra = [k for k in params if k not in expected and k not in ("V", "c")]
+    if missing or extra:
+        raise ParameterError(
+            f"params do not match cell {cell_name!r}: missing {missing}, unexpected {extra}; "
+            f"expected {expected} (the readout V, c may also be present and is ignored)."
+        )
+    arrays = {k: _array(params[k], f"params[{k!r}]") for k in expected}
+    first = arrays[_block("U", gates[0])]
+    if first.ndim != 2:
+        raise ShapeError(f"params[{_block('U', gates[0])!r}] has shape {first.shape}; expected (H, D).")
+    H, D = first.shape
+    for k, a in arrays.items():
+        shape, meaning = {"U": ((H, D), "(H, D)"), "W": ((H, H), "(H, H)"), "b": ((H,), "(H,)")}[k[0]]
+        _check_shape(a, shape, f"params[{k!r}]", f"{meaning} with H={H}, D={D} from "
+                                                  f"params[{_block('U', gates[0])!r}]")
+    return arrays, D, H
+
+
+def _split(array, G, axis, what, meaning) -> list:
+    if array.shape[axis] % G:
+        raise ShapeError(f"{what} has shape {array.shape}; expected {meaning} "
+                         f"(axis {axis} must hold {G} stacked gate blocks).")
+    return np.split(array, G, axis=axis)
+
+
+# -- PyTorch --------------------------------------------------------------------
+def _torch_keys(prefix, layer, reverse) -> dict:
+    if not isinstance(layer, (int, np.integer)) or layer < 0:
+        raise ShapeError(f"layer must be a non-negative integer, got {layer!r}.")
+    suffix = f"_l{int(layer)}" + ("_reverse" if reverse else "")
+    return {kind: f"{prefix}{kind}{suffix}" for kind in _TORCH_KINDS}
+
+
+def to_torch(cell, params, *, layer=0, reverse=False, prefix="") -> dict:
+    """PyTorch ``state_dict`` entries (NumPy arrays) for canonical ``params``.
+
+    ``cell`` is ``"rnn-tanh"``, ``"rnn-relu"``, ``"lstm"`` or ``"gru"``: the
+    cells ``torch.nn.RNN``/``LSTM``/``GRU`` compute.  Each bias goes into
+    ``bias_ih`` and ``bias_hh`` is zero, except the GRU's ``n`` block, which
+    holds ``b_hn``.  ``layer``, ``reverse`` and ``prefix`` choose the key
+    names (``"rnn.weight_ih_l1_reverse"`` ...).  Load the result with
+    ``module.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=False)``.
+    """
+    name, gates = _gates(cell, TORCH_GATES, "PyTorch")
+    p, D, H = _read_params(name, gates, params)
+    keys = _torch_keys(prefix, layer, reverse)
+    dtype = np.result_type(*p.values())
+    bias_hh = [np.zeros(H, dtype=dtype) for _ in gates]
+    if name in _RESET_AFTER:
+        bias_hh[gates.index("n")] = p["b_hn"]
+    return {
+        keys["weight_ih"]: np.concatenate([p[_block("U", g)] for g in gates], axis=0).astype(dtype, copy=False),
+        keys["weight_hh"]: np.concatenate([p[_block("W", g)] for g in gates], axis=0).astype(dtype, copy=False),
+        keys["bias_ih"]: np.concatenate([p[_block("b", g)] for g in gates]).astype(dtype, copy=False),
+        keys["bias_hh"]: np.concatenate(bias_hh).astype(dtype, copy=False),
+    }
+
+
+def from_torch(cell, state_dict, *, layer=0, reverse=False, prefix="") -> dict:
+    """Canonical params (NumPy arrays) from a PyTorch ``state_dict``.
+
+    Takes the keys of one layer and direction (``layer``, ``reverse``) under
+    ``prefix``; keys outside ``prefix`` are ignored.  The biases of a module
+    built with ``bias=False`` are taken as zero.  Redundant bias pairs are
+    added; the GRU's ``n`` block gives ``b_n = bias_ih[n]`` and
+    ``b_hn = bias_hh[n]``.  Projected LSTMs (``proj_size > 0``) are refused.
+    """
+    name, gates = _gates(cell, TORCH_GATES, "PyTorch")
+    if not hasattr(state_dict, "keys"):
+        raise ParameterError(f"state_dict must be a mapping of names to tensors, got {type(state_dict).__name__}.")
+    keys = _torch_keys(prefix, layer, reverse)
+    ours = [k for k in state_dict if isinstance(k, str) and k.startswith(prefix)]
+    projections = [k for k in ours if k[len(prefix):].startswith("weight_hr")]
+    if projections:
+        raise ShapeError(f"state_dict has LSTM projection weights {projections}; "
+                         f"symrnn's LSTM has no projection (proj_size=0).")
+    for kind in ("weight_ih", "weight_hh"):
+        if keys[kind] not in state_dict:
+            raise ParameterError(
+                f"state_dict has no {keys[kind]!r}; keys under prefix {prefix!r}: {sorted(ours)}."
+            )
+    G = len(gates)
+    w_ih = _array(state_dict[keys["weight_ih"]], keys["weight_ih"])
+    w_hh = _array(state_dict[keys["weight_hh"]], keys["weight_hh"])
+    if w_hh.ndim != 2 or w_hh.shape[0] != G * w_hh.shape[1]:
+        raise ShapeError(f"{keys['weight_hh']} has shape {w_hh.shape}; expected ({G}*H, H) "
+                         f"for cell {name!r} ({G} gate block{'s' if G > 1 else ''}).")
+    H = w_hh.shape[1]
+    if w_ih.ndim != 2 or w_ih.shape[0] != G * H:
+        raise ShapeError(f"{keys['weight_ih']} has shape {w_ih.shape}; expected ({G * H}, D) = ({G}*H, D) with H={H}.")
+    dtype = np.result_type(w_ih, w_hh)
+    biases = {}
+    for kind in ("bias_ih", "bias_hh"):
+        if keys[kind] in state_dict:
+            biases[kind] = _array(state_dict[keys[kind]], keys[kind])
+            _check_shape(biases[kind], (G * H,), keys[kind], f"({G}*H,) with H={H}")
+        else:
+            biases[kind] = np.zeros(G * H, dtype=dtype)
+    U = np.split(w_ih, G, axis=0)
+    W = np.split(w_hh, G, axis=0)
+    b_ih = np.split(biases["bias_ih"], G)
+    b_hh = np.split(biases["bias_hh"], G)
+    params = {}
+    for k, g in enumerate(gates):
+        params[_block("U", g)] = U[k].copy()
+    for k, g in enumerate(gates):
+        params[_block("W", g)] = W[k].copy()
+    for k, g in enumerate(gates):
+        params[_block("b", g)] = b_ih[k].copy() if (name in _RESET_AFTER and g == "n") else b_ih[k] + b_hh[k]
+    if name in _RESET_AFTER:
+        params["b_hn"] = b_hh[gates.index("n")].copy()
+    return {k: params[k] for k in _canonical_names(name, _canonical_gate_order(name))}
+
+
+# -- Keras ------------------------------------------------------------------------
+def to_keras(cell, params) -> dict:
+    """Keras weights ``{"kernel", "recurrent_kernel", "bias"}`` (NumPy arrays) for canonical ``params``.
+
+    In the order of ``layer.get_weights()``; pass ``list(result.values())`` to
+    ``layer.set_weights``.  ``"gru"`` is a Keras ``GRU(reset_after=True)``
+    (bias ``(2, 3H)``: input row ``b``, recurrent row zero except ``b_hn`` in
+    the ``h`` block); ``"gru-reset-before"`` is ``GRU(reset_after=False)``
+    (bias ``(3H,)``).  The gates must be Keras's ``recurrent_activation="sigmoid"``
+    (the Keras 2.x/3.x default) and the activation ``tanh``; ``rnn-*`` is a
+    ``SimpleRNN`` with ``activation`` tanh, relu or sigmoid.
+    """
+    name, gates = _gates(cell, KERAS_GATES, "Keras")
+    p, D, H = _read_params(name, gates, params)
+    dtype = np.result_type(*p.values())
+    kernel = np.concatenate([p[_block("U", g)].T for g in gates], axis=1).astype(dtype)
+    recurrent = np.concatenate([p[_block("W", g)].T for g in gates], axis=1).astype(dtype)
+    bias = np.concatenate([p[_block("b", g)] for g in gates]).astype(dtype, copy=False)
+    if name in _RESET_AFTER:
+        rec = [np.zeros(H, dtype=dtype) for _ in gates]
+        rec[gates.index("n")] = p["b_hn"]
+        bias = np.stack([bias, np.concatenate(rec)]).astype(dtype, copy=False)
+    return {"kernel": kernel, "recurrent_kernel": recurrent, "bias": bias}
+
+
+def from_keras(cell, weights) -> dict:
+    """Canonical params from Keras weights: a dict with ``kernel``,
+    ``recurrent_kernel``, ``bias`` or the list ``layer.get_weights()`` in that order.
+    A layer built with ``use_bias=False`` has no ``bias`` (taken as zero)."""
+    name, gates = _gates(cell, KERAS_GATES, "Keras")
+    if isinstance(weights, (list, tuple)):
+        if len(weights) not in (2, 3):
+            raise ParameterError(f"Keras weights list has {len(weights)} arrays; expected "
+                                 f"[kernel, recurrent_kernel, bias] (or 2 without bias).")
+        weights = dict(zip(_KERAS_KEYS, weights))
+    if not hasattr(weights, "keys"):
+        raise ParameterError(f"weights must be a dict or a list of arrays, got {type(weights).__name__}.")
+    missing = [k for k in _KERAS_KEYS[:2] if k not in weights]
+    extra = [k for k in weights if k not in _KERAS_KEYS]
+    if missing or extra:
+        raise ParameterError(f"Keras weights: missing {missing}, unexpected {extra}; expected {list(_KERAS_KEYS)}.")
+    G = len(gates)
+    recurrent = _array(weights["recurrent_kernel"], "recurrent_kernel")
+    if recurrent.ndim != 2 or recurrent.shape[1] != G * recurrent.shape[0]:
+        raise ShapeError(f"recurrent_kernel has shape {recurrent.shape}; expected (H, {G}*H) for cell {name!r}.")
+    H = recurrent.shape[0]
+    kernel = _array(weights["kernel"], "kernel")
+    if kernel.ndim != 2 or kernel.shape[1] != G * H:
+        raise ShapeError(f"kernel has shape {kernel.shape}; expected (D, {G * H}) = (D, {G}*H) with H={H}.")
+    dtype = np.result_type(kernel, recurrent)
+    reset_after = name in _RESET_AFTER
+    bias_shape = (2, G * H) if reset_after else (G * H,)
+    if "bias" in weights and weights["bias"] is not None:
+        bias = _array(weights["bias"], "bias")
+        meaning = ("(2, 3*H): input and recurrent bias rows of GRU(reset_after=True)" if reset_after
+                   else f"({G}*H,) with H={H}")
+        _check_shape(bias, bias_shape, "bias", meaning)
+    else:
+        bias = np.zeros(bias_shape, dtype=dtype)
+    b_in, b_rec = (bias[0], bias[1]) if reset_after else (bias, None)
+    U = np.split(kernel, G, axis=1)
+    W = np.split(recurrent, G, axis=1)
+    b_in_blocks = np.split(b_in, G)
+    b_rec_blocks = np.split(b_rec, G) if b_rec is not None else None
+    params = {}
+    for k, g in enumerate(gates):
+        params[_block("U", g)] = np.ascontiguousarray(U[k].T)
+    for k, g in enumerate(gates):
+        params[_block("W", g)] = np.ascontiguousarray(W[k].T)
+    for k, g in enumerate(gates):
+        b = b_in_blocks[k].copy()
+        if b_rec_blocks is not None and g != "n":
+            b = b + b_rec_blocks[k]
+        params[_block("b", g)] = b
+    if reset_after:
+        params["b_hn"] = b_rec_blocks[gates.index("n")].copy()
+    # the canonical order of the model's parameter dict (gates as in symrnn.cells)
+    order = _canonical_names(name, _canonical_gate_order(name))
+    return {k: params[k] for k in order}
+
+
+def _canonical_gate_order(name) -> tuple:
+    if name.startswith("rnn"):
+        return ("",)
+    return ("i", "f", "g", "o") if name == "lstm" else ("r", "z", "n")
+
+
+__all__ = ["TORCH_GATES", "KERAS_GATES", "to_torch", "from_torch", "to_keras", "from_keras"]
