@@ -92,3 +92,14 @@ def shift(expr, k: int):
 def linear_maps(expr):
     """The ``MatVec`` atoms of an expression, in a stable order."""
     return sorted(expr.atoms(MatVec), key=sp.default_sort_key)
+
+
+def at_step(expr, t: int):
+    """``expr`` with ``t`` set to a number: ``h[t-1]`` -> ``h_2`` at ``t = 3``."""
+    mapping = {}
+    for s in expr.free_symbols:
+        parsed = parse(s)
+        if parsed is not None:
+            base, offset, is_bar = parsed
+            mapping[s] = sp.Symbol(f"{'bar_' if is_bar else ''}{base}_{t + offset}")
+    return expr.xreplace(mapping)
