@@ -181,7 +181,12 @@ class ScalarOracle:
                          for t, e, ds in lines]
                    for key, lines in list(templates.items()) + [("out", out_lines)]}
         forward, steps = [], []
+        self._symbolic_steps = []
         for t in range(sched.T):
+            fill = {"t": t + 1, "tm1": t, "u": t - sched.output_steps.start}
+            self._symbolic_steps.append((templates[t in sched.input_steps], fill))
+            if t in sched.output_steps:
+                self._symbolic_steps.append((out_lines, fill))
             fill = {"t": t + 1, "tm1": t, "u": t - sched.output_steps.start}
             steps.append((printed[t in sched.input_steps], fill))
             if t in sched.output_steps:
@@ -307,6 +312,26 @@ class ScalarOracle:
             convert = float if backend == "float" else mpmath.mpf
             return sum((program(self._values(params, np.asarray(inputs)[:, n], {s: v[n] for s, v in S0.items()},
                                              Y[:, n], scale, convert)) for n in range(N)), 0)
+
+    def expanded_loss(self, max_ops=20_000):
+        """The loss as one SymPy expression of the parameter, input, initial-state
+        and target symbols (``W__0_0``, ``x__1_0``, ``h__0_0``, ``y__0_1``,
+        ``scale``): the closed form, for tiny sizes (``T = 2, H = 1``).  Its size
+        grows like ``H^T``; past ``max_ops`` operations it is refused."""
+        values = {}
+        for lines, fill in self._symbolic_steps:
+            for target, expr, _ in lines:
+                mapping = {}
+                for sym in expr.free_symbols:
+                    name = sym.name.format(**fill) if "{" in sym.name else sym.name
+                    mapping[sym] = values.get(name, sp.Symbol(name))
+                value = expr.xreplace(mapping)
+                if sp.count_ops(value) > max_ops:
+                    raise DerivationTooLargeError(
+                        f"The expanded loss passes {max_ops} operations at {target}; the closed form "
+                        f"is only for tiny models (T=2, H=1). Use loss_and_grads instead.")
+                values[target.name.format(**fill)] = value
+        return sp.Add(*[values[f"L__{u}"] for u in range(len(self.schedule.output_steps))])
 
     @property
     def size(self) -> int:
