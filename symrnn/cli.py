@@ -1,0 +1,123 @@
+"""The ``symrnn`` command.
+
+    symrnn derive MODEL [--architecture A] [--loss L] [--format tex|pdf|md] -o PATH
+    symrnn derive-all --out DIR
+    symrnn check MODEL          agreement table of the generated gradients against the oracles
+    symrnn cells                the built-in cells, architectures and losses
+    symrnn demo --out DIR       the main job of `make demo`
+
+MODEL is a built-in cell name (``symrnn cells`` lists them) or
+``path/to/file.py:function`` / ``package.module:function`` naming a function
+that returns a :class:`symrnn.Cell`.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
+from .architectures import ARCHITECTURES
+from .cell import Cell
+from .cells import BUILTIN_CELLS, builtin_cell
+from .errors import SymRNNError, UnknownNameError
+from .losses import LOSSES, REDUCTIONS
+
+
+def load_cell(spec: str) -> Cell:
+    """A built-in cell by name, or a user's cell from ``file.py:function`` / ``module:function``."""
+    if ":" not in spec:
+        return builtin_cell(spec)
+    where, _, function = spec.rpartition(":")
+    if where.endswith(".py"):
+        path = Path(where)
+        if not path.is_file():
+            raise UnknownNameError(f"No file {where!r} for the cell {spec!r}.")
+        module_spec = importlib.util.spec_from_file_location(f"symrnn_user_{path.stem}", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(where)
+        except ImportError as exc:
+            raise UnknownNameError(f"Cannot import {where!r} for the cell {spec!r}: {exc}.") from None
+    factory = getattr(module, function, None)
+    if factory is None:
+        raise UnknownNameError(f"{where!r} has no function {function!r}.")
+    cell = factory() if callable(factory) else factory
+    if not isinstance(cell, Cell):
+        raise UnknownNameError(f"{spec!r} gave a {type(cell).__name__}, not a symrnn.Cell.")
+    return cell
+
+
+def _model_arguments(parser):
+    parser.add_argument("model", help="built-in cell name or file.py:function returning a Cell")
+    parser.add_argument("--architecture", default="many-to-many", choices=sorted(ARCHITECTURES))
+    parser.add_argument("--loss", default="cross-entropy", choices=sorted(LOSSES))
+    parser.add_argument("--reduction", default="sum", choices=REDUCTIONS)
+
+
+def build_model(args, D=3, H=4, K=3):
+    from .model import Model
+
+    return Model(load_cell(args.model), D=D, H=H, K=K, architecture=args.architecture,
+                 loss=args.loss, reduction=args.reduction)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="symrnn", description="Exact symbolic BPTT gradients of recurrent networks.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p = sub.add_parser("derive", help="write the derivation report of a model (tex, pdf or md)")
+    _model_arguments(p)
+    p.add_argument("--format", default="tex", choices=("tex", "pdf", "md"))
+    p.add_argument("-o", "--output", required=True, help="the file to write")
+    p = sub.add_parser("derive-all", help="write the .tex and .md derivations of every built-in cell")
+    p.add_argument("--out", default="derivations")
+    p = sub.add_parser("check", help="agreement table of the generated gradients against every oracle")
+    _model_arguments(p)
+    p.add_argument("--seed", type=int, default=0)
+    sub.add_parser("cells", help="list the built-in cells, architectures and losses")
+    p = sub.add_parser("demo", help="the main job of `make demo`")
+    p.add_argument("--out", default="reports")
+    args = parser.parse_args(argv)
+    try:
+        return _run(args, parser)
+    except SymRNNError as exc:
+        print(f"symrnn: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args, parser) -> int:
+    if args.command == "cells":
+        print("cells:         " + ", ".join(BUILTIN_CELLS))
+        print("architectures: " + ", ".join(f"{k} ({a.description})" for k, a in ARCHITECTURES.items()))
+        print("losses:        " + ", ".join(LOSSES))
+        return 0
+    if args.command == "derive":
+        from .report import write_report
+
+        path = write_report(build_model(args), args.format, args.output)
+        print(f"wrote {path}")
+        return 0
+    if args.command == "derive-all":
+        from .report import write_all
+
+        for path in write_all(args.out):
+            print(f"wrote {path}")
+        return 0
+    if args.command == "check":
+        from .checks import agreement_table
+
+        print(agreement_table(build_model(args), seed=args.seed))
+        return 0
+    if args.command == "demo":
+        from .demo import run
+
+        return run(args.out)
+    parser.print_help()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
