@@ -50,6 +50,12 @@ def _mpmath_namespace():
             "relu": lambda a: a if a > 0 else mpmath.mpf(0), "step": lambda a: mpmath.mpf(1 if a > 0 else 0)}
 
 
+def _as_float_states(h0):
+    if isinstance(h0, dict):
+        return {k: np.asarray(v, dtype=np.float64) for k, v in h0.items()}
+    return np.asarray(h0, dtype=np.float64)
+
+
 class ScalarOracle:
     """The unrolled scalar program of a model for one sequence length.
 
@@ -249,8 +255,12 @@ class ScalarOracle:
     def _batch(self, inputs, targets, h0):
         model = self.model
         params_dummy = {k: np.zeros(s) for k, s in model.param_shapes.items()}
-        _, _, Y, S0, _ = model._prepare(params_dummy, inputs, targets, h0)
         N = np.asarray(inputs).shape[1]
+        _, _, Y, S0, _ = model._prepare(params_dummy, np.asarray(inputs, dtype=np.float64), targets,
+                                        None if h0 is None else _as_float_states(h0))
+        if h0 is not None:  # keep the caller's numbers (mpmath ones too), checked above
+            given = dict(h0) if isinstance(h0, dict) else {model.out: h0}
+            S0 = {s: np.asarray(given[s]) if s in given else S0[s] for s in S0}
         if model.loss_rule.name == "cross-entropy" and np.issubdtype(Y.dtype, np.integer):
             Y = np.eye(model.sizes["K"])[Y]
         if model.reduction == "sum" or model.loss_rule.name == "upstream":

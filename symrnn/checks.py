@@ -1,0 +1,70 @@
+"""Comparing gradients: the error measure used everywhere, and the agreement table.
+
+The error of a gradient ``g`` against a reference ``r`` is
+``max |g - r| / max(1, max |r|)``: relative for large gradients, absolute for
+small ones (a relative error of a gradient that is 1e-20 means nothing).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .oracles import ScalarOracle, central_differences
+from .oracles.finite_differences import high_precision_differences
+
+
+def relative_error(g, reference) -> float:
+    g = np.asarray(g, dtype=np.float64)
+    r = np.asarray(reference, dtype=np.float64)
+    return float(np.max(np.abs(g - r), initial=0.0) / max(1.0, float(np.max(np.abs(r), initial=0.0))))
+
+
+def max_error(grads, reference) -> tuple[float, str]:
+    """The largest :func:`relative_error` over the keys of ``reference``, and its key."""
+    worst = max(((relative_error(grads[k], reference[k]), k) for k in reference), default=(0.0, ""))
+    return worst
+
+
+def random_problem(model, T_in=4, T_out=None, N=2, seed=0, scale=0.8):
+    """Parameters, inputs, targets and initial states drawn for ``model``."""
+    rng = np.random.default_rng(seed)
+    T_out = (1 if model.architecture.name in ("many-to-one", "one-to-one") else T_in) if T_out is None else T_out
+    if model.architecture.name in ("one-to-many", "one-to-one"):
+        T_in = 1
+    params = model.init_params(seed, scale=scale)
+    x = rng.normal(size=(T_in, N, model.sizes["D"]))
+    if model.loss_rule.name == "cross-entropy":
+        y = rng.integers(0, model.sizes["K"], size=(T_out, N))
+    else:
+        y = rng.normal(size=(T_out, N, model.sizes["K"] if model.readout is not None else model.sizes["H"]))
+    h0 = {s: rng.normal(size=(N, model.sizes["H"])) * 0.5 for s in model.state_names}
+    return params, x, y, h0
+
+
+def agreement_table(model, seed=0, T_in=4, N=2) -> str:
+    """A Markdown table: the generated gradients against every oracle on random data."""
+    params, x, y, h0 = random_problem(model, T_in=T_in, N=N, seed=seed)
+    loss, grads = model.loss_and_grads(params, x, y, h0=h0)
+    rows = []
+    oracle = ScalarOracle(model, x.shape[0], y.shape[0])
+    _, g = oracle.loss_and_grads(params, x, y, h0=h0)
+    rows.append(("unrolled scalar oracle (SymPy, float64)", *max_error(grads, g), 1e-12))
+    try:
+        from .oracles.torch_autograd import torch_loss_and_grads
+
+        _, g = torch_loss_and_grads(model, params, x, y, h0=h0)
+        rows.append(("PyTorch autograd (float64)", *max_error(grads, g), 1e-12))
+    except ImportError:
+        rows.append(("PyTorch autograd (not installed)", float("nan"), "", 1e-12))
+    g = central_differences(model, params, x, y, h0=h0)
+    rows.append(("central differences (float64, eps=1e-6)", *max_error(grads, g), 1e-6))
+    small = {k: v for k, v in params.items()}
+    g = high_precision_differences(model, small, x[:, :1], y[:, :1], h0={s: v[:1] for s, v in h0.items()},
+                                   digits=30, oracle=oracle)
+    _, g_one = model.loss_and_grads(small, x[:, :1], y[:, :1], h0={s: v[:1] for s, v in h0.items()})
+    rows.append(("Richardson differences (mpmath, 30 digits, 1 sequence)", *max_error(g_one, g), 1e-12))
+    lines = [f"Agreement of the generated gradients of {model!r} (loss {loss:.6g})",
+             "", "| oracle | max error | where | tolerance | ok |", "|---|---|---|---|---|"]
+    for name, err, key, tol in rows:
+        ok = "yes" if err <= tol else ("n/a" if err != err else "NO")
+        lines.append(f"| {name} | {err:.2e} | {key} | {tol:.0e} | {ok} |")
+    return "\n".join(lines)

@@ -1,0 +1,82 @@
+"""PyTorch autograd as an oracle for any cell (optional: needs ``torch``).
+
+The forward pass is the cell's equations evaluated with torch operations
+(``lambdify`` with a torch namespace); the gradients come from torch's own
+autograd, not from anything symrnn derived.  The tests also compare with
+``torch.nn.RNN``/``LSTM``/``GRU`` themselves, whose equations are written
+independently of ours.
+"""
+from __future__ import annotations
+
+import numpy as np
+import sympy as sp
+
+from ..symbols import MatVec, Param, tsym
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - torch is a test extra
+        raise ImportError("The torch oracle needs PyTorch: pip install torch==2.13.0") from exc
+    return torch
+
+
+def _namespace(torch):
+    return {"MatVec": lambda P, v: v @ P.T, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
+            "relu": torch.relu, "exp": torch.exp, "log": torch.log,
+            "step": lambda a: (a > 0).to(a.dtype)}
+
+
+def _compiled(equations, torch):
+    out = []
+    for eq in equations:
+        symbols = sorted(eq.rhs.free_symbols | {m.args[0] for m in eq.rhs.atoms(MatVec)}, key=str)
+        fn = sp.lambdify(symbols, eq.rhs, modules=[_namespace(torch)], dummify=True)
+        out.append((eq, symbols, fn))
+    return out
+
+
+def torch_loss_and_grads(model, params, inputs, targets, h0=None):
+    """``(loss, grads)`` from torch autograd in float64, keyed like ``Model.loss_and_grads``."""
+    torch = _torch()
+    params_np, X, Y, S0, sched = model._prepare(params, inputs, targets, h0)
+    P = {k: torch.tensor(np.asarray(v, dtype=np.float64), requires_grad=True) for k, v in params_np.items()}
+    X_in = torch.tensor(np.asarray(inputs, dtype=np.float64), requires_grad=True)
+    S = {s: torch.tensor(v.astype(np.float64), requires_grad=True) for s, v in S0.items()}
+    env = {Param(k): v for k, v in P.items()}
+    cell = model.cell
+    steps = _compiled(cell.equations, torch)
+    N = X.shape[1]
+    zero_x = torch.zeros(N, model.sizes["D"], dtype=torch.float64)
+    state = dict(S)
+    outputs = []
+    for t in range(sched.T):
+        values = dict(env)
+        values[cell.input_symbol] = X_in[t - sched.input_steps.start] if t in sched.input_steps else zero_x
+        for s in cell.states:
+            values[tsym(s, -1)] = state[s]
+        for eq, symbols, fn in steps:
+            values[eq.target] = fn(*[values[s] for s in symbols])
+        state = {s: values[tsym(s)] for s in cell.states}
+        if t in sched.output_steps:
+            outputs.append(state[cell.output_state])
+    Hs = torch.stack(outputs)
+    F = torch.nn.functional
+    if model.readout is None:
+        loss = (Hs * torch.tensor(np.asarray(Y, dtype=np.float64))).sum()
+    else:
+        O = Hs @ P["V"].T + P["c"]
+        if model.loss_rule.name == "cross-entropy":
+            K = O.shape[-1]
+            target = (torch.tensor(np.asarray(Y)).reshape(-1) if np.issubdtype(Y.dtype, np.integer)
+                      else torch.tensor(np.asarray(Y, dtype=np.float64)).reshape(-1, K))
+            loss = F.cross_entropy(O.reshape(-1, K), target, reduction=model.reduction)
+        else:
+            loss = F.mse_loss(O, torch.tensor(np.asarray(Y, dtype=np.float64)), reduction=model.reduction)
+    loss.backward()
+    grads = {k: v.grad.numpy() if v.grad is not None else np.zeros(v.shape) for k, v in P.items()}
+    grads["x"] = X_in.grad.numpy()
+    for s in cell.states:
+        grads[f"{s}0"] = S[s].grad.numpy() if S[s].grad is not None else np.zeros(S[s].shape)
+    return float(loss.detach()), grads
