@@ -1,0 +1,46 @@
+"""The symrnn command."""
+import subprocess
+import sys
+
+import pytest
+
+from symrnn.cli import load_cell, main
+from symrnn.errors import UnknownNameError
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "symrnn.cli", *args], capture_output=True, text=True)
+
+
+def test_help_lists_the_commands():
+    out = run("--help")
+    assert out.returncode == 0
+    for command in ("derive", "derive-all", "check", "cells", "demo"):
+        assert command in out.stdout
+
+
+def test_cells_lists_what_exists(capsys):
+    assert main(["cells"]) == 0
+    out = capsys.readouterr().out
+    assert "lstm" in out and "many-to-one" in out and "cross-entropy" in out
+
+
+def test_check_prints_the_agreement_table(capsys):
+    assert main(["check", "rnn-tanh"]) == 0
+    out = capsys.readouterr().out
+    assert "unrolled scalar oracle" in out and "| NO |" not in out
+
+
+def test_unknown_cell_lists_the_builtins(capsys):
+    assert main(["check", "bogus"]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown cell 'bogus'" in err and "lstm" in err
+
+
+def test_user_cell_from_module_and_file(tmp_path):
+    assert load_cell("symrnn.examples:peephole_lstm").name == "peephole-lstm"
+    f = tmp_path / "mycell.py"
+    f.write_text("import symrnn as sr\n\ndef cell():\n    return sr.rnn('relu')\n")
+    assert load_cell(f"{f}:cell").name == "rnn-relu"
+    with pytest.raises(UnknownNameError, match="has no function"):
+        load_cell(f"{f}:nothing")
