@@ -133,7 +133,7 @@ class Model:
         return self
 
     # -- numbers --------------------------------------------------------------
-    def _prepare(self, params, inputs, targets, h0):
+    def _prepare_inputs(self, params, inputs, h0):
         check_param_names(params, self.param_shapes)
         params = {k: as_float_array(v, f"params[{k!r}]") for k, v in params.items()}
         dtype = next(iter(params.values())).dtype
@@ -147,20 +147,29 @@ class Model:
         if X_in.ndim != 3 or X_in.shape[0] == 0:
             raise ShapeError(f"inputs has shape {X_in.shape}; expected (T, N, D) with T >= 1 "
                              f"(time-major, D={self.sizes['D']}).")
+        check_shape(X_in, (X_in.shape[0], X_in.shape[1], self.sizes["D"]), "inputs", "(T, N, D)")
+        return params, X_in, self._initial_states(h0, X_in.shape[1], dtype)
+
+    def _prepare(self, params, inputs, targets, h0):
+        params, X_in, S0 = self._prepare_inputs(params, inputs, h0)
         T_in, N, D = X_in.shape
-        check_shape(X_in, (T_in, N, self.sizes["D"]), "inputs", "(T, N, D)")
         targets = np.asarray(targets)
         if targets.ndim == 0 or targets.shape[0] == 0:
             raise ShapeError(f"targets has shape {targets.shape}; expected a leading time axis T_out >= 1.")
         sched = self.architecture.schedule(T_in, targets.shape[0])
-        targets = self._check_targets(targets, N, dtype)
-        S0 = self._initial_states(h0, N, dtype)
+        targets = self._check_targets(targets, N, X_in.dtype)
         if sched.T == T_in and len(sched.input_steps) == T_in:
             X = X_in
         else:
-            X = np.zeros((sched.T, N, D), dtype=dtype)
-            X[sched.input_steps] = X_in
+            X = np.zeros((sched.T, N, D), dtype=X_in.dtype)
+            X[sched.input_steps.start:sched.input_steps.stop] = X_in
         return params, X, targets, S0, sched
+
+    def run_cell(self, params, inputs, h0=None):
+        """The cell's forward pass over ``inputs`` (every step reads one): the cache of
+        states ``S_h`` (T+1, N, H), intermediates ``C_a`` (T, N, H) and products."""
+        params, X, S0 = self._prepare_inputs(params, inputs, h0)
+        return params, X, self.cell_code.forward(params, X, S0, self.sizes)
 
     def _check_targets(self, Y, N, dtype):
         T_out = Y.shape[0]

@@ -1,0 +1,102 @@
+"""Exact step Jacobians ``ds_t/ds'_{t-1}`` as numbers, for studies of gradient decay.
+
+The symbolic Jacobians of :attr:`symrnn.bptt.Derivation.step_jacobians` are
+sums of ordered products of ``Diag(v)`` and parameter matrices; here they are
+evaluated at every step of a forward pass.  Products of them give
+``dh_T/dh_t``, whose norms vanish or explode; :func:`log_norms_of_products`
+accumulates those norms in log space, since they underflow float64 long
+before ``T = 10^4`` for contracting cells.
+"""
+from __future__ import annotations
+
+import numpy as np
+import sympy as sp
+
+from .bptt import Diag
+from .functions import NUMPY_IMPLEMENTATIONS
+from .symbols import MatVec, Param, parse, tsym
+
+
+def _values(model, params, X, cache):
+    """Every time-indexed vector of the step at all steps: symbol -> (T, N, size)."""
+    cell = model.cell
+    values = {cell.input_symbol: X}
+    for s in cell.states:
+        values[tsym(s, -1)] = cache[f"S_{s}"][:-1]
+        values[tsym(s)] = cache[f"S_{s}"][1:]
+    for eq in cell.equations:
+        if eq.kind == "let":
+            values[eq.target] = cache[f"C_{parse(eq.target)[0]}"]
+    for name, spec in cell.params.items():
+        if not spec.is_matrix:
+            values[Param(name)] = params[name]
+    return values
+
+
+def _vector(expr, values, params):
+    atoms = {m: sp.Dummy() for m in expr.atoms(MatVec)}
+    flat = expr.xreplace(atoms)
+    symbols = sorted(flat.free_symbols, key=lambda s: s.name)
+    fn = sp.lambdify(symbols, flat, modules=[NUMPY_IMPLEMENTATIONS, "numpy"])
+    args = []
+    for s in symbols:
+        m = next((m for m, d in atoms.items() if d == s), None)
+        args.append(values[m.args[1]] @ params[m.args[0].name].T if m is not None else values[s])
+    return fn(*args)
+
+
+def _evaluate(expr, values, params, shape):
+    """A noncommutative Jacobian expression at every step: (T, N, rows, cols)."""
+    if expr == 0:
+        return np.zeros(shape)
+    if expr == 1:
+        return np.broadcast_to(np.eye(shape[-1]), shape).copy()
+    if isinstance(expr, sp.Add):
+        return sum(_evaluate(a, values, params, shape) for a in expr.args)
+    if isinstance(expr, sp.Mul):
+        scalars, factors = expr.args_cnc()
+        out = None
+        for f in factors:
+            m = _evaluate(f, values, params, shape)
+            out = m if out is None else out @ m
+        for c in scalars:
+            out = out * float(c)
+        return out
+    if isinstance(expr, Diag):
+        v = np.broadcast_to(_vector(expr.args[0], values, params), shape[:-1])
+        return v[..., :, None] * np.eye(shape[-1])
+    if isinstance(expr, sp.Symbol) and expr.name in params:
+        return np.broadcast_to(params[expr.name], shape)
+    raise TypeError(f"Cannot evaluate {expr!r} in a step Jacobian.")
+
+
+def step_jacobians(model, params, inputs, h0=None):
+    """``{(state, previous state): array (T, N, H, H)}``: ``J[t-1] = ds_t/ds'_{t-1}``.
+
+    Every step reads an input (the architecture does not enter here).
+    """
+    params, X, cache = model.run_cell(params, inputs, h0)
+    values = _values(model, params, X, cache)
+    T, N = X.shape[:2]
+    H = model.sizes["H"]
+    derivation = model.derive()
+    return {key: _evaluate(expr, values, params, (T, N, H, H))
+            for key, expr in derivation.step_jacobians.items()}
+
+
+def log_norms_of_products(jacobians, ord=2):
+    """``log ||ds_T/ds_t||`` for ``t = T-1, ..., 0`` for one sequence (``jacobians``
+    shaped (T, H, H)), renormalising the running product at every step so
+    that nothing underflows."""
+    T, H, _ = jacobians.shape
+    running = np.eye(H)
+    log_scale = 0.0
+    out = np.empty(T)
+    for k in range(T - 1, -1, -1):
+        running = running @ jacobians[k]
+        norm = np.linalg.norm(running, ord)
+        out[k] = log_scale + np.log(norm) if norm > 0 else -np.inf
+        if norm > 0:
+            running = running / norm
+            log_scale += np.log(norm)
+    return out
