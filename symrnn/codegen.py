@@ -227,161 +227,7 @@ class BlockCode:
 
     # -- backward -----------------------------------------------------------
     def _backward_source(self):
-        atom_names = self._atom_names()
-        printer = StepPrinter(atom_names)
-        consumers = [e.target for e in self.equations]
-        # the forward-only coefficients of every term, shared through cse
-        all_terms = [t for ts in self.terms.values() for t in ts]
-        coefs = sorted({t.coef for t in all_terms if not t.coef.is_number}, key=sp.default_sort_key)
-        replacements, reduced = sp.cse(coefs, symbols=sp.numbered_symbols("k"), order="none")
-        coef_name = dict(zip(coefs, reduced))
-        # q: coef * bar(consumer), one local per distinct product
-        q_names: dict = {}
-        q_of_term = {}
-        for t in all_terms:
-            key = (t.consumer, t.coef)
-            if key not in q_names:
-                q_names[key] = f"q{len(q_names)}"
-            q_of_term[id(t)] = q_names[key]
-        q_expr = {name: (coef_name.get(c, c) * bar(y)) for (y, c), name in q_names.items()}
-        # buffers: one per group (aliased when the contents agree), per vector parameter otherwise
-        buffers: dict = {}
-        group_buffer = {}
-        for g in self.groups.values():
-            content = tuple(q_of_term[id(self._term(g.vector, m))] for m in g.atoms)
-            if content not in buffers:
-                buffers[content] = (f"Q{len(buffers)}", g)
-            group_buffer[g.index] = buffers[content]
-        lines = ["def backward(params, X, cache, EXT, dS, sizes):",
-                 f'    """Backward pass of {self.name}: (parameter gradients, dX, dS0)."""',
-                 "    T, N = X.shape[0], X.shape[1]",
-                 "    dtype = X.dtype"]
-        lines += self._size_lines()
-        lines += [f"    {p} = params['{p}']" for p in self.params]
-        lines += [f"    {k} = cache['{k}']" for k in
-                  [f"S_{s}" for s in self.states] + [f"C_{b}" for b in self.lets] + [f"P{g.index}" for g in self.groups.values()]]
-        for g in self.groups.values():
-            if not self._hoisted(g):
-                lines.append(f"    G{g.index} = {self._stack(g, transpose=False)}")
-        for name, g in buffers.values():
-            lines.append(f"    {name} = np.empty((T, N, {self._total_rows(g)}), dtype=dtype)")
-        extra_buffers = {}  # vector-parameter or elementwise-input q's not found in a group buffer
-        located = {}
-        for content, (name, g) in buffers.items():
-            for q, (a, b) in zip(content, self._slices(g, "sizes")):
-                located.setdefault(q, f"{name}[..., {a}:{b}]" if len(content) > 1 else name)
-        for p, spec in self.params.items():
-            if not spec.is_matrix:
-                for t in self.terms.get(Param(p), []):
-                    q = q_of_term[id(t)]
-                    if q not in located and q not in extra_buffers:
-                        extra_buffers[q] = f"B_{q}"
-                        lines.append(f"    B_{q} = np.empty((T, N, {spec.shape[0]}), dtype=dtype)")
-        if self._input_used_elementwise():
-            for t in self.terms[self.input_symbol]:
-                q = q_of_term[id(t)]
-                if t.matrix is None and q not in located and q not in extra_buffers:
-                    extra_buffers[q] = f"B_{q}"
-                    lines.append(f"    B_{q} = np.empty((T, N, {self.sizes[self.input_symbol]}), dtype=dtype)")
-        for s in self.states:
-            lines.append(f"    carry_{s} = dS['{s}']")
-        lines.append("    for t in range(T - 1, -1, -1):")
-        body = []
-        needed = set().union(*[sp.sympify(c).free_symbols for c in coefs]) if coefs else set()
-        needed |= set().union(*[sp.sympify(c).atoms(MatVec) for c in coefs]) if coefs else set()
-        if self._input_used_elementwise() and any(
-                self.input_symbol in t.coef.free_symbols for t in all_terms):
-            body.append(f"{code_name(self.input_symbol)} = X[t]")
-        for s in self.states:
-            for off, idx in ((-1, "t"), (0, "t + 1")):
-                if tsym(s, off) in needed:
-                    body.append(f"{code_name(tsym(s, off))} = S_{s}[{idx}]")
-        for b in self.lets:
-            if tsym(b) in needed:
-                body.append(f"{b} = C_{b}[t]")
-        for g in self.groups.values():
-            if any(m in needed for m in g.atoms):
-                body += self._unpack(g, atom_names, source=f"P{g.index}[t]")
-        for sym, expr in replacements:
-            body.append(f"{sym} = {printer.doprint(expr)}")
-        emitted_q = set()
-
-        def emit_q(y):
-            for (consumer, c), name in q_names.items():
-                if consumer == y and name not in emitted_q:
-                    emitted_q.add(name)
-                    body.append(f"{name} = {printer.doprint(q_expr[name])}")
-
-        def adjoint_of(u):
-            parts = []
-            for t in self.terms.get(u, []):
-                if t.matrix is None:
-                    parts.append(q_of_term[id(t)])
-            if u in self.groups:
-                g = self.groups[u]
-                name, _ = group_buffer[g.index]
-                content = [q_of_term[id(self._term(u, m))] for m in g.atoms]
-                if len(content) == 1:
-                    body.append(f"{name}[t] = {content[0]}")
-                    parts.append(f"({content[0]} @ G{g.index})")
-                else:
-                    for q, (a, b) in zip(content, self._slices(g, "sizes")):
-                        body.append(f"{name}[t, :, {a}:{b}] = {q}")
-                    parts.append(f"({name}[t] @ G{g.index})")
-            base, offset, _ = parse(u)
-            if offset == 0 and base in self.external:
-                parts.append(f"EXT['{base}'][t]")
-            if offset == 0 and base in self.states:
-                parts.append(f"carry_{base}")
-            return " + ".join(parts) if parts else "0"
-
-        for y in reversed(consumers):
-            body.append(f"{code_name(bar(y))} = {adjoint_of(y)}")
-            emit_q(y)
-        for s in self.states:
-            body.append(f"carry_{s} = {adjoint_of(tsym(s, -1))}")
-        for content, (name, g) in buffers.items():
-            if self._hoisted(g) and all(not (group_buffer[h.index][0] == name and not self._hoisted(h))
-                                         for h in self.groups.values()):
-                if len(content) == 1:
-                    body.append(f"{name}[t] = {content[0]}")
-                else:
-                    for q, (a, b) in zip(content, self._slices(g, "sizes")):
-                        body.append(f"{name}[t, :, {a}:{b}] = {q}")
-        for q, buf in extra_buffers.items():
-            body.append(f"{buf}[t] = {q}")
-        lines += ["        " + b for b in body]
-        # after the loop: gradients as one product per group
-        lines.append("    grads = {}")
-        pieces: dict = {}
-        for g in self.groups.values():
-            name, _ = group_buffer[g.index]
-            values = self._stacked_values(g.vector)
-            lines.append(f"    dG{g.index} = {name}.reshape(T * N, -1).T @ {values}.reshape(T * N, -1)")
-            for m, (a, b) in zip(g.atoms, self._slices(g)):
-                piece = f"dG{g.index}" if len(g.atoms) == 1 else f"dG{g.index}[{a}:{b}]"
-                pieces.setdefault(m.args[0].name, []).append(piece)
-        for P, ps in pieces.items():
-            lines.append(f"    grads['{P}'] = {' + '.join(ps)}")
-        for p, spec in self.params.items():
-            if spec.is_matrix:
-                continue
-            pieces = []
-            for t in self.terms.get(Param(p), []):
-                q = q_of_term[id(t)]
-                pieces.append(f"{located.get(q, extra_buffers.get(q))}.sum(axis=(0, 1))")
-            lines.append(f"    grads['{p}'] = {' + '.join(pieces) if pieces else f'np.zeros(params[{p!r}].shape, dtype=dtype)'}")
-        dx = []
-        if self.input_symbol in self.groups:
-            g = self.groups[self.input_symbol]
-            dx.append(f"({group_buffer[g.index][0]} @ {self._stack(g, transpose=False)})")
-        for t in self.terms.get(self.input_symbol, []):
-            if t.matrix is None:
-                q = q_of_term[id(t)]
-                dx.append(located.get(q, extra_buffers.get(q)))
-        lines.append(f"    dX = {' + '.join(dx) if dx else 'np.zeros_like(X)'}")
-        lines.append("    return grads, dX, {" + ", ".join(f"'{s}': carry_{s}" for s in self.states) + "}")
-        return "\n".join(lines) + "\n"
+        return _BackwardWriter(self).source()
 
     def _term(self, v, atom):
         for t in self.terms[v]:
@@ -402,3 +248,163 @@ class BlockCode:
         function = namespace[what]
         function.__doc__ = (function.__doc__ or "") + "\n\nGenerated source:\n\n" + source
         return function
+
+
+class _BackwardWriter:
+    """Writes the backward function of one block.
+
+    Every term ``coef * bar y`` gets one local ``q<k>`` (``coef`` forward-only,
+    shared through ``cse``).  The q's of each product group are stored per
+    step in one buffer ``Q<k>`` (groups with the same q's share it): in the
+    loop the buffer feeds the stacked product ``Q[t] @ G`` that sends the
+    adjoint back to the group's vector, after the loop it gives the gradients
+    of the group's matrices in one product.  Vector parameters sum their q's
+    over time and batch, from a group buffer when one holds them.
+    """
+
+    def __init__(self, block):
+        self.block = block
+        self.printer = StepPrinter(block._atom_names())
+        self.all_terms = [t for ts in block.terms.values() for t in ts]
+        self.coefs = sorted({t.coef for t in self.all_terms if not t.coef.is_number}, key=sp.default_sort_key)
+        self.replacements, reduced = sp.cse(self.coefs, symbols=sp.numbered_symbols("k"), order="none")
+        coef_name = dict(zip(self.coefs, reduced))
+        self.q_names, self.q_of_term = {}, {}
+        for t in self.all_terms:
+            key = (t.consumer, t.coef)
+            self.q_names.setdefault(key, f"q{len(self.q_names)}")
+            self.q_of_term[id(t)] = self.q_names[key]
+        self.q_expr = {name: coef_name.get(c, c) * bar(y) for (y, c), name in self.q_names.items()}
+        self.buffers, self.group_buffer = {}, {}
+        for g in block.groups.values():
+            content = self._content(g)
+            if content not in self.buffers:
+                self.buffers[content] = (f"Q{len(self.buffers)}", g)
+            self.group_buffer[g.index] = self.buffers[content][0]
+        self.located = {}  # q -> code of its values at all steps, inside a group buffer
+        for content, (name, g) in self.buffers.items():
+            for q, (a, b) in zip(content, block._slices(g)):
+                self.located.setdefault(q, f"{name}[..., {a}:{b}]" if len(content) > 1 else name)
+        self.extra = {}  # q -> own buffer, for q's of vector parameters or inputs found in no group buffer
+        for p, spec in block.params.items():
+            if not spec.is_matrix:
+                for t in block.terms.get(Param(p), []):
+                    self._own_buffer(self.q_of_term[id(t)], spec.shape[0])
+        for t in block.terms.get(block.input_symbol, []):
+            if t.matrix is None:
+                self._own_buffer(self.q_of_term[id(t)], block.sizes[block.input_symbol])
+        self.emitted_q = set()
+
+    def _content(self, g):
+        return tuple(self.q_of_term[id(self.block._term(g.vector, m))] for m in g.atoms)
+
+    def _own_buffer(self, q, size):
+        if q not in self.located and q not in self.extra:
+            self.extra[q] = (f"B_{q}", size)
+
+    def source(self):
+        lines = self._header() + ["    for t in range(T - 1, -1, -1):"]
+        lines += ["        " + line for line in self._step()]
+        return "\n".join(lines + self._gradients()) + "\n"
+
+    def _header(self):
+        block = self.block
+        lines = ["def backward(params, X, cache, EXT, dS, sizes):",
+                 f'    """Backward pass of {block.name}: (parameter gradients, dX, dS0)."""',
+                 "    T, N = X.shape[0], X.shape[1]",
+                 "    dtype = X.dtype"]
+        lines += block._size_lines()
+        lines += [f"    {p} = params['{p}']" for p in block.params]
+        cached = ([f"S_{s}" for s in block.states] + [f"C_{b}" for b in block.lets]
+                  + [f"P{g.index}" for g in block.groups.values()])
+        lines += [f"    {k} = cache['{k}']" for k in cached]
+        lines += [f"    G{g.index} = {block._stack(g, transpose=False)}"
+                  for g in block.groups.values() if not block._hoisted(g)]
+        lines += [f"    {name} = np.empty((T, N, {block._total_rows(g)}), dtype=dtype)"
+                  for name, g in self.buffers.values()]
+        lines += [f"    {name} = np.empty((T, N, {size}), dtype=dtype)" for name, size in self.extra.values()]
+        lines += [f"    carry_{s} = dS['{s}']" for s in block.states]
+        return lines
+
+    def _step(self):
+        """The body of the backward loop: load, coefficients, adjoints, stores."""
+        block, body = self.block, []
+        needed = set()
+        for c in self.coefs:
+            needed |= c.free_symbols | c.atoms(MatVec)
+        if block.input_symbol in needed:
+            body.append(f"{code_name(block.input_symbol)} = X[t]")
+        for s in block.states:
+            for off, idx in ((-1, "t"), (0, "t + 1")):
+                if tsym(s, off) in needed:
+                    body.append(f"{code_name(tsym(s, off))} = S_{s}[{idx}]")
+        body += [f"{b} = C_{b}[t]" for b in block.lets if tsym(b) in needed]
+        for g in block.groups.values():
+            if any(m in needed for m in g.atoms):
+                body += block._unpack(g, block._atom_names(), source=f"P{g.index}[t]")
+        body += [f"{sym} = {self.printer.doprint(expr)}" for sym, expr in self.replacements]
+        for eq in reversed(block.equations):
+            body.append(f"{code_name(bar(eq.target))} = {self._adjoint_of(eq.target, body)}")
+            body += self._qs_of(eq.target)
+        body += [f"carry_{s} = {self._adjoint_of(tsym(s, -1), body)}" for s in block.states]
+        for content, (name, g) in self.buffers.items():
+            if all(block._hoisted(h) for h in block.groups.values() if self.group_buffer[h.index] == name):
+                body += self._store(name, g, content)
+        body += [f"{buffer}[t] = {q}" for q, (buffer, _) in self.extra.items()]
+        return body
+
+    def _qs_of(self, y):
+        lines = []
+        for (consumer, _), name in self.q_names.items():
+            if consumer == y and name not in self.emitted_q:
+                self.emitted_q.add(name)
+                lines.append(f"{name} = {self.printer.doprint(self.q_expr[name])}")
+        return lines
+
+    def _store(self, name, g, content):
+        if len(content) == 1:
+            return [f"{name}[t] = {content[0]}"]
+        return [f"{name}[t, :, {a}:{b}] = {q}" for q, (a, b) in zip(content, self.block._slices(g))]
+
+    def _adjoint_of(self, u, body):
+        """Code of ``bar u`` at this step; stores the group buffer it reads into ``body``."""
+        block = self.block
+        parts = [self.q_of_term[id(t)] for t in block.terms.get(u, []) if t.matrix is None]
+        if u in block.groups:
+            g = block.groups[u]
+            name, content = self.group_buffer[g.index], self._content(g)
+            body += self._store(name, g, content)
+            parts.append(f"({content[0]} @ G{g.index})" if len(content) == 1 else f"({name}[t] @ G{g.index})")
+        base, offset, _ = parse(u)
+        if offset == 0 and base in block.external:
+            parts.append(f"EXT['{base}'][t]")
+        if offset == 0 and base in block.states:
+            parts.append(f"carry_{base}")
+        return " + ".join(parts) if parts else "0"
+
+    def _gradients(self):
+        """After the loop: each group's matrices in one product, vectors as sums, dX."""
+        block = self.block
+        lines, pieces = ["    grads = {}"], {}
+        for g in block.groups.values():
+            values = block._stacked_values(g.vector)
+            lines.append(f"    dG{g.index} = {self.group_buffer[g.index]}.reshape(T * N, -1).T @ {values}.reshape(T * N, -1)")
+            for m, (a, b) in zip(g.atoms, block._slices(g)):
+                pieces.setdefault(m.args[0].name, []).append(f"dG{g.index}" if len(g.atoms) == 1 else f"dG{g.index}[{a}:{b}]")
+        lines += [f"    grads['{P}'] = {' + '.join(ps)}" for P, ps in pieces.items()]
+        for p, spec in block.params.items():
+            if spec.is_matrix:
+                continue
+            sums = [f"{self._values_of(self.q_of_term[id(t)])}.sum(axis=(0, 1))" for t in block.terms.get(Param(p), [])]
+            lines.append(f"    grads['{p}'] = {' + '.join(sums) if sums else f'np.zeros(params[{p!r}].shape, dtype=dtype)'}")
+        dx = []
+        if block.input_symbol in block.groups:
+            g = block.groups[block.input_symbol]
+            dx.append(f"({self.group_buffer[g.index]} @ {block._stack(g, transpose=False)})")
+        dx += [self._values_of(self.q_of_term[id(t)]) for t in block.terms.get(block.input_symbol, []) if t.matrix is None]
+        lines.append(f"    dX = {' + '.join(dx) if dx else 'np.zeros_like(X)'}")
+        lines.append("    return grads, dX, {" + ", ".join(f"'{s}': carry_{s}" for s in block.states) + "}")
+        return lines
+
+    def _values_of(self, q):
+        return self.located[q] if q in self.located else self.extra[q][0]
