@@ -51,7 +51,7 @@ class Param(sp.Symbol):
     """A parameter symbol; ``P @ v`` builds ``MatVec(P, v)``."""
 
     def __matmul__(self, other):
-        return MatVec(self, sp.sympify(other))
+        return MatVec(self, sp.sympify(other, strict=True))  # never parse strings
 
 
 _TIME_NAME = re.compile(r"^(bar )?([A-Za-z][A-Za-z0-9_]*)\[t([+-]\d+)?\]$")

@@ -133,3 +133,13 @@ def test_registered_function_becomes_usable():
     y = np.zeros((4, 1), dtype=int)
     _, grads = model.loss_and_grads(params, x, y)
     assert max_error(grads, central_differences(model, params, x, y))[0] < 1e-6
+
+
+def test_strings_are_never_parsed():
+    """A string is not an equation: nothing is handed to sympify's parser."""
+    cell, x, h = _cell()
+    W = cell.param("W", "H", "H")
+    with pytest.raises(sr.CellDefinitionError, match="not a SymPy expression"):
+        cell.let("a", "__import__('os').system('true')")
+    with pytest.raises(sp.SympifyError):
+        W @ "h"
