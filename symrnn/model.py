@@ -18,7 +18,7 @@ from .bptt import Derivation
 from .cell import Cell
 from .cells import builtin_cell
 from .codegen import BlockCode
-from .errors import ShapeError, UnknownNameError
+from .errors import CellDefinitionError, ShapeError, UnknownNameError
 from .losses import get_loss
 from .symbols import tsym
 from .validation import as_float_array, check_finite, check_param_names, check_shape
@@ -78,6 +78,18 @@ class Model:
         taken = {str(s).split("[")[0] for s in self.cell.sizes} | set(self.cell.params)
         self.logits = next(n for n in ("o", "s", "logits") if n not in taken)
         self.readout = readout_cell(self.out, self.logits) if self.loss_rule.needs_readout else None
+        if self.readout is not None:
+            clash = sorted(set(self.cell.params) & set(self.readout.params))
+            if clash:
+                raise CellDefinitionError(
+                    f"Cell {self.cell.name!r} has parameter(s) {clash}, which are the names of the readout "
+                    f"o = V h + c; rename them in the cell (or use loss='upstream', which has no readout)."
+                )
+        if loss == "upstream" and reduction != "sum":
+            raise UnknownNameError(
+                f"The upstream loss takes the given gradients as they are and has no reduction; "
+                f"got reduction={reduction!r}, use reduction='sum' (the default)."
+            )
         self._cell_code = None
         self._readout_code = None
         self._derivation = None

@@ -9,10 +9,10 @@ from .errors import NonFiniteError, ParameterError, ShapeError
 def as_float_array(value, name: str, dtype=None) -> np.ndarray:
     try:
         array = np.asarray(value, dtype=dtype)
+        if not np.issubdtype(array.dtype, np.floating):
+            array = array.astype(np.float64)
     except (TypeError, ValueError) as exc:
         raise ShapeError(f"{name} must be an array of numbers ({exc}).") from None
-    if not np.issubdtype(array.dtype, np.floating):
-        array = array.astype(np.float64)
     check_finite(array, name)
     return array
 
