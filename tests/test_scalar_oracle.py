@@ -1,12 +1,13 @@
 """The generated gradients against the unrolled scalar SymPy program (1e-12 relative)."""
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 
 import symrnn as sr
 from symrnn.checks import max_error
 from symrnn.errors import DerivationTooLargeError
 from symrnn.oracles import ScalarOracle
+from exactness import assert_as_exact_as_float64_allows
 from strategies import problems
 
 _ORACLES = {}
@@ -24,11 +25,14 @@ def oracle_for(model, T_in, T_out):
 def test_generated_gradients_match_scalar_oracle(problem):
     model, params, x, y, h0 = problem
     loss, grads = model.loss_and_grads(params, x, y, h0=h0)
-    ref_loss, ref = oracle_for(model, x.shape[0], y.shape[0]).loss_and_grads(params, x, y, h0=h0)
+    oracle = oracle_for(model, x.shape[0], y.shape[0])
+    ref_loss, ref = oracle.loss_and_grads(params, x, y, h0=h0)
     assert abs(loss - ref_loss) <= 1e-12 * max(1.0, abs(ref_loss))
-    err, where = max_error(grads, ref)
-    assert err <= 1e-12, f"{model}: {where} differs by {err:.3e}"
     assert set(grads) == set(ref)
+    err, where = max_error(grads, ref)
+    if err > 1e-12:  # float64 cannot settle it on an ill-conditioned problem: the exact gradient does
+        event("arbitrated by the 40-digit scalar oracle")
+        assert_as_exact_as_float64_allows(model, params, x, y, h0, grads, {}, oracle=oracle)
 
 
 def test_oracle_catches_a_planted_error():

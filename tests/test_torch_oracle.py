@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 import symrnn as sr
 from symrnn.layouts import from_keras, from_torch, to_keras, to_torch
+from exactness import assert_as_exact_as_float64_allows
 
 TOL = 1e-12
 CELLS = ["rnn-tanh", "rnn-relu", "rnn-sigmoid", "lstm", "gru", "gru-reset-before", "gru-chung",
@@ -216,7 +217,12 @@ def test_loss_and_every_gradient_match_torch(torch64, cell, arch, data):
     m, params, x, y, h0 = make_arrays(p)
     ours = m.loss_and_grads(params, x, y, h0=h0)
     oracle = "module" if cell in TORCH_CELLS else "manual"
-    assert_matches(ours, torch_loss_and_grads(torch64, p, params, x, y, h0, oracle), f"{cell} vs torch {oracle}")
+    theirs = torch_loss_and_grads(torch64, p, params, x, y, h0, oracle)
+    try:
+        assert_matches(ours, theirs, f"{cell} vs torch {oracle}")
+    except AssertionError:
+        event("arbitrated by the 40-digit scalar oracle")
+        assert_as_exact_as_float64_allows(m, params, x, y, h0, ours[1], {f"torch {oracle}": theirs[1]})
 
 
 @pytest.mark.parametrize("cell", TORCH_CELLS)
