@@ -1,0 +1,735 @@
+#!/usr/bin/env python
+"""symrnn benchmarks: prints a Markdown report and writes it to ``--out``.
+
+    .venv/bin/python benchmarks/run.py --out reports/benchmarks.md
+    .venv/bin/python benchmarks/run.py --out /tmp/bench.md --quick   # smoke run
+
+What is measured (see benchmarks/README.md):
+
+1. derive-plus-codegen time of rnn-tanh, lstm and gru, for T = 10, 100, 1000,
+   and derive + codegen + first ``loss_and_grads`` call at each T;
+2. the generated gradient (``loss="upstream"``) against torch autograd
+   (``nn.RNN``/``nn.LSTM``/``nn.GRU``, CPU, float64);
+3. the same generated gradient against the matrix products a BPTT needs, alone;
+4. the scalar oracle against plain ``sympy.diff`` of the expanded loss.
+
+Every ratio compares two functions timed in the same run, called alternately
+(the order flips every round), and is the median over rounds of the per-round
+ratio; the minima are shown as well.  Nothing here asserts on time: a target
+that is not reached is reported as missed.
+
+OpenBLAS: ``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE`` (set on this machine for
+an older OpenBLAS) make numpy's bundled OpenBLAS pick a slower kernel, so the
+script re-executes itself once with both removed from the environment, before
+numpy is imported, and records what it removed and which kernel numpy uses.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+_BLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+_UNSET_MARK = "SYMRNN_BENCH_UNSET_BLAS_ENV"
+
+
+def _reexec_without_blas_overrides():
+    """Re-run this script with both OpenBLAS overrides removed (before numpy is imported)."""
+    present = {k: os.environ[k] for k in _BLAS_OVERRIDES if k in os.environ}
+    if not present or _UNSET_MARK in os.environ:
+        return
+    env = {k: v for k, v in os.environ.items() if k not in _BLAS_OVERRIDES}
+    env[_UNSET_MARK] = ";".join(f"{k}={v}" for k, v in present.items())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]], env)
+
+
+if __name__ == "__main__":
+    _reexec_without_blas_overrides()
+
+# -- imports after the re-exec: numpy must load its OpenBLAS without the overrides --
+import argparse  # noqa: E402
+import ctypes  # noqa: E402
+import datetime  # noqa: E402
+import gc  # noqa: E402
+import glob  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+import numpy as np  # noqa: E402
+import sympy as sp  # noqa: E402
+from sympy.core.cache import clear_cache  # noqa: E402
+
+import symrnn as sr  # noqa: E402
+from symrnn.layouts import to_torch  # noqa: E402
+from symrnn.oracles.scalar import ScalarOracle  # noqa: E402
+
+try:  # torch is the baseline of benchmark 2; the others run without it
+    import torch
+except ImportError:  # pragma: no cover
+    torch = None
+
+CELLS = ("rnn-tanh", "lstm", "gru")
+GATES = {"rnn-tanh": 1, "lstm": 4, "gru": 3}
+
+
+# -- timing -----------------------------------------------------------------------
+def interleaved(fns, repeats, before=None):
+    """Time the callables of ``fns`` (name -> callable) alternately, ``repeats`` rounds.
+
+    The order is reversed every other round so neither function always runs
+    first; ``before`` (untimed) runs before every call; garbage is collected
+    before every call, outside the timed region.  Returns name -> list of seconds.
+    """
+    names = list(fns)
+    times = {n: [] for n in names}
+    for r in range(repeats):
+        order = names if r % 2 == 0 else names[::-1]
+        for n in order:
+            if before is not None:
+                before()
+            gc.collect()
+            t0 = time.perf_counter()
+            fns[n]()
+            times[n].append(time.perf_counter() - t0)
+    return times
+
+
+def med(xs):
+    return statistics.median(xs)
+
+
+def paired_ratio(num, den):
+    """Median over rounds of num_i / den_i, and min(num) / min(den)."""
+    return med([a / b for a, b in zip(num, den)]), min(num) / min(den)
+
+
+def fmt_s(seconds):
+    if seconds >= 100:
+        return f"{seconds:.0f} s"
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds * 1e6:.0f} µs"
+
+
+def status(met, applicable=True):
+    if not applicable:
+        return "n/a (quick run: smaller size than the target's)"
+    return "met" if met else "**missed**"
+
+
+# -- environment --------------------------------------------------------------------
+def _openblas():
+    """(ctypes library, symbol prefix, symbol suffix, path) of numpy's bundled OpenBLAS, or None."""
+    here = os.path.dirname(np.__file__)
+    libs = sorted(glob.glob(os.path.join(here, os.pardir, "numpy.libs", "*openblas*")))
+    libs += sorted(glob.glob(os.path.join(here, ".dylibs", "*openblas*")))
+    for path in libs:
+        try:
+            lib = ctypes.CDLL(path)  # already loaded by numpy: the same handle
+        except OSError:
+            continue
+        for prefix, suffix in (("scipy_openblas_", "64_"), ("scipy_openblas_", ""), ("openblas_", "64_"),
+                               ("openblas_", "")):
+            if hasattr(lib, f"{prefix}get_corename{suffix}") and hasattr(lib, f"{prefix}set_num_threads{suffix}"):
+                return lib, prefix, suffix, path
+    return None
+
+
+def blas_threads(n=None):
+    """numpy's OpenBLAS thread count; with ``n``, set it first. None if it cannot be reached."""
+    try:
+        import threadpoolctl
+        if n is not None:
+            threadpoolctl.threadpool_limits(n, user_api="blas")
+        pools = [p for p in threadpoolctl.threadpool_info() if p.get("user_api") == "blas"]
+        return pools[0]["num_threads"] if pools else None
+    except ImportError:
+        pass
+    found = _openblas()
+    if found is None:
+        return None
+    lib, prefix, suffix, _ = found
+    if n is not None:
+        getattr(lib, f"{prefix}set_num_threads{suffix}")(ctypes.c_int(n))
+    get = getattr(lib, f"{prefix}get_num_threads{suffix}")
+    get.restype = ctypes.c_int
+    return get()
+
+
+def numpy_blas():
+    """numpy's BLAS: library, version, kernel (core type) and threads at run time."""
+    info = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+            info["build"] = f"{blas.get('name')} {blas.get('version')}"
+        except Exception as exc:  # pragma: no cover
+            info["build"] = f"unknown ({exc})"
+    try:
+        import threadpoolctl
+        for pool in threadpoolctl.threadpool_info():
+            if pool.get("user_api") == "blas" and "numpy" in pool.get("filepath", ""):
+                info.update(source="threadpoolctl", kernel=pool.get("architecture"),
+                            threads=pool.get("num_threads"), library=pool.get("filepath"))
+                return info
+    except ImportError:
+        pass
+    # without threadpoolctl: ask the OpenBLAS that numpy bundles, as threadpoolctl does
+    found = _openblas()
+    if found is not None:
+        lib, prefix, suffix, path = found
+        corename = getattr(lib, f"{prefix}get_corename{suffix}")
+        corename.restype = ctypes.c_char_p
+        info.update(source="OpenBLAS get_corename via ctypes (threadpoolctl not installed)",
+                    kernel=corename().decode(), threads=blas_threads(), library=os.path.basename(path))
+        return info
+    info.update(source="not found", kernel="unknown", threads="unknown")
+    return info
+
+
+def torch_blas():
+    if torch is None:
+        return "torch not installed"
+    blas = [part.split("=", 1)[1] for line in torch.__config__.show().splitlines()
+            for part in line.replace(",", " ").split() if part.startswith("BLAS_INFO=")]
+    try:
+        cap = torch.backends.cpu.get_cpu_capability()
+    except Exception:  # pragma: no cover
+        cap = "?"
+    return f"BLAS {blas[0] if blas else '?'}, CPU capability {cap}"
+
+
+def environment(args):
+    blas = numpy_blas()
+    unset = os.environ.get(_UNSET_MARK)
+    still = {k: os.environ[k] for k in _BLAS_OVERRIDES if k in os.environ}
+    lines = [
+        f"- Python {platform.python_version()}, numpy {np.__version__}, sympy {sp.__version__}, "
+        f"torch {torch.__version__ if torch else 'absent'}, symrnn {sr.__version__}",
+        f"- Machine: {platform.machine()}, os.cpu_count() = {os.cpu_count()}, "
+        f"load average at start {', '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        f"- numpy BLAS: {blas['build']}; kernel in use **{blas.get('kernel')}**, "
+        f"{blas.get('threads')} threads (from {blas.get('source')})",
+    ]
+    if unset:
+        lines.append(f"- OpenBLAS overrides removed by re-executing the script: `{unset}` "
+                     "(they select an older, slower kernel for numpy's OpenBLAS; tests and CI keep them)")
+    elif still:
+        lines.append(f"- OpenBLAS overrides still set: `{still}` (re-execution did not remove them)")
+    else:
+        lines.append("- No OpenBLAS overrides were set")
+    if torch is not None:
+        lines.append(f"- torch: {torch_blas()}; torch.set_num_threads(os.cpu_count()) -> "
+                     f"torch.get_num_threads() = {torch.get_num_threads()}")
+    lines.append(f"- Mode: {'quick (smoke run: fewer repeats, smaller sizes)' if args.quick else 'full'}")
+    return lines
+
+
+# -- 1. derive + codegen --------------------------------------------------------------
+def bench_derive(cfg):
+    """Per cell, all T and both kinds are interleaved in the same rounds, so load hits them alike."""
+    N, D, H, K = cfg["derive_sizes"]
+    repeats = cfg["derive_repeats"]
+    rows = []
+    for cell in CELLS:
+        params = sr.Model(cell, D=D, H=H, K=K).init_params(seed=0)
+        data, fns, models = {}, {}, {}
+        for T in cfg["derive_T"]:
+            rng = np.random.default_rng(T)
+            data[T] = (rng.normal(size=(T, N, D)), rng.integers(0, K, size=(T, N)))
+
+            def derive_codegen():
+                sr.Model(cell, D=D, H=H, K=K).compile()
+
+            def with_first_call(T=T):
+                m = sr.Model(cell, D=D, H=H, K=K).compile()
+                m.loss_and_grads(params, *data[T])
+                models[T] = m
+
+            fns[("dc", T)] = derive_codegen
+            fns[("first", T)] = with_first_call
+        times = interleaved(fns, repeats, before=clear_cache)
+        warm = interleaved({T: (lambda T=T: models[T].loss_and_grads(params, *data[T])) for T in data},
+                           max(3, repeats))
+        for T in cfg["derive_T"]:
+            rows.append(dict(cell=cell, T=T, dc=med(times[("dc", T)]), dc_min=min(times[("dc", T)]),
+                             first=med(times[("first", T)]), warm=med(warm[T])))
+    return rows
+
+
+def report_derive(rows, cfg, summary):
+    N, D, H, K = cfg["derive_sizes"]
+    out = ["## 1. Derivation and code generation",
+           "",
+           f"`sr.Model(cell, D={D}, H={H}, K={K})` (cross-entropy loss with its readout) then `.compile()`: "
+           "the symbolic BPTT derivation and the generated NumPy forward/backward code of the cell and the "
+           "readout, on fresh objects, with `sympy.core.cache.clear_cache()` before every run "
+           f"(median of {cfg['derive_repeats']} runs; for each cell, every T and both columns are timed in the "
+           "same rounds, in turn). The derivation never sees T: the sizes stay symbols "
+           "and the time loop is a loop in the generated code, so the *derive + codegen* column is the same "
+           "measurement at every T. The *+ first call* column does the same and then calls "
+           f"`loss_and_grads` once on N={N} sequences of length T; it grows with T only through the "
+           "numerical work of that call, which the *warm call* column (a second call on the same model) "
+           "isolates: *first call − warm call* is the one-time cost, and it does not grow with T.",
+           "",
+           "",
+           "Medians; *derive + codegen (min)* is the fastest of the runs, for information (flatness is judged "
+           "on the medians).",
+           "",
+           "| cell | T | derive + codegen | derive + codegen (min) | + first call | warm call "
+           "| first call − warm call |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        out.append(f"| {r['cell']} | {r['T']} | {fmt_s(r['dc'])} | {fmt_s(r['dc_min'])} | {fmt_s(r['first'])} | "
+                   f"{fmt_s(r['warm'])} | {fmt_s(max(r['first'] - r['warm'], 0.0))} |")
+    out.append("")
+    for cell in CELLS:
+        mine = [r for r in rows if r["cell"] == cell]
+        dcs = [r["dc"] for r in mine]
+        spread = max(dcs) / min(dcs)
+        figure = " / ".join(fmt_s(x) for x in dcs) + f" (T = {' / '.join(str(r['T']) for r in mine)}); max/min {spread:.2f}"
+        summary.append((f"1. {cell} derive + codegen flat in T", figure, "max/min over T ≤ 1.5",
+                        status(spread <= 1.5)))
+        if cell in ("lstm", "gru"):
+            summary.append((f"1. {cell} derive + codegen", f"worst {fmt_s(max(dcs))}", "< 2 s",
+                            status(max(dcs) < 2.0)))
+    return out
+
+
+# -- 2 and 3. generated gradient vs torch autograd and vs the products alone ---------
+def make_floor(T, N, D, H, G, rng):
+    """The matrix products of one BPTT, alone (no elementwise work)."""
+    X = rng.normal(size=(T, N, D))
+    U_stack = rng.normal(size=(G * H, D))
+    W_stack = rng.normal(size=(G * H, H))
+    U_T = np.ascontiguousarray(U_stack.T)
+    W_T = np.ascontiguousarray(W_stack.T)
+    S = rng.normal(size=(T + 1, N, H))       # states read by the recurrent products
+    dA = rng.normal(size=(T, N, G * H))      # pre-activation adjoints read by the backward products
+    P_rec = np.empty((T, N, G * H))
+    TN = T * N
+
+    def floor():
+        P_in = X.reshape(TN, D) @ U_T                       # input projections of all steps
+        for t in range(T):                                   # forward recurrent products
+            np.matmul(S[t], W_T, out=P_rec[t])
+        for t in range(T - 1, -1, -1):                       # backward recurrent products
+            dh = dA[t] @ W_stack
+        dA2 = dA.reshape(TN, G * H)
+        dU = dA2.T @ X.reshape(TN, D)
+        dW = dA2.T @ S[:-1].reshape(TN, H)
+        dX = (dA2 @ U_stack).reshape(T, N, D)
+        return P_in, dh, dU, dW, dX
+
+    return floor
+
+
+def _speed_rows(cfg, repeats):
+    N, T, D, H = cfg["speed_sizes"]
+    rows = []
+    for cell in CELLS:
+        rng = np.random.default_rng(7)
+        model = sr.Model(cell, D=D, H=H, loss="upstream").compile()
+        params = model.init_params(seed=0)
+        X = rng.normal(size=(T, N, D))
+        G = rng.normal(size=(T, N, H))
+
+        def ours():
+            return model.loss_and_grads(params, X, G)
+
+        fns = {"ours": ours, "floor": make_floor(T, N, D, H, GATES[cell], rng)}
+        check = None
+        if torch is not None:
+            module = {"rnn-tanh": lambda: torch.nn.RNN(D, H, nonlinearity="tanh"),
+                      "lstm": lambda: torch.nn.LSTM(D, H), "gru": lambda: torch.nn.GRU(D, H)}[cell]()
+            module = module.double()
+            module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in to_torch(cell, params).items()})
+            xt = torch.from_numpy(X.copy()).requires_grad_(True)
+            Gt = torch.from_numpy(G.copy())
+
+            def torch_autograd():
+                module.zero_grad(set_to_none=True)
+                xt.grad = None
+                out, _ = module(xt)
+                loss = (out * Gt).sum()
+                loss.backward()
+                return loss
+
+            fns["torch"] = torch_autograd
+            # untimed check that both compute the same thing
+            loss_t = torch_autograd().item()
+            loss_o, grads = ours()
+            ours_sd = to_torch(cell, {k: grads[k] for k in params})
+            theirs = {k: p.grad.numpy() for k, p in module.named_parameters()}
+            pairs = [(grads["x"], xt.grad.numpy())] + [(ours_sd[k], theirs[k])
+                                                      for k in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0")]
+            rel = max(np.abs(a - b).max() / max(1.0, np.abs(b).max()) for a, b in pairs)
+            check = max(rel, abs(loss_o - loss_t) / max(1.0, abs(loss_t)))
+        for f in fns.values():  # warm-up, untimed
+            f()
+        times = interleaved(fns, repeats)
+        row = dict(cell=cell, times=times, check=check)
+        row["floor_ratio"] = paired_ratio(times["ours"], times["floor"])
+        if "torch" in times:
+            row["torch_ratio"] = paired_ratio(times["ours"], times["torch"])
+        rows.append(row)
+    return rows
+
+
+def bench_speed(cfg):
+    """Benchmarks 2 and 3: with all cores (the targets), then with one thread each (supplementary)."""
+    cores = os.cpu_count()
+    original = blas_threads()
+    runs = []
+    for label, n, repeats in (("all", cores, cfg["speed_repeats"]), ("one", 1, cfg["speed_repeats_1"])):
+        if n == 1 and cores == 1:
+            continue
+        np_threads = blas_threads(n if n == 1 else None)  # numpy: its default (all cores), or 1
+        if torch is not None:
+            torch.set_num_threads(n)
+        rows = _speed_rows(cfg, repeats)
+        runs.append(dict(label=label, repeats=repeats, np_threads=np_threads,
+                         torch_threads=torch.get_num_threads() if torch is not None else None, rows=rows))
+    # back to the defaults
+    if original is not None:
+        blas_threads(original)
+    if torch is not None:
+        torch.set_num_threads(cores)
+    return runs
+
+
+def _speed_table_torch(run):
+    out = [f"numpy BLAS threads = {run['np_threads']}, torch threads = {run['torch_threads']}, "
+           f"{run['repeats']} rounds.",
+           "",
+           "| cell | ours (min / median) | torch (min / median) | ours / torch: min / min | median of paired ratios "
+           "| agreement |",
+           "|---|---:|---:|---:|---:|---:|"]
+    for r in run["rows"]:
+        t = r["times"]
+        if "torch" not in t:
+            out.append(f"| {r['cell']} | {fmt_s(min(t['ours']))} / {fmt_s(med(t['ours']))} | torch absent | - | - | - |")
+            continue
+        ratio_med, ratio_min = r["torch_ratio"]
+        out.append(f"| {r['cell']} | {fmt_s(min(t['ours']))} / {fmt_s(med(t['ours']))} | "
+                   f"{fmt_s(min(t['torch']))} / {fmt_s(med(t['torch']))} | **{ratio_min:.2f}** | {ratio_med:.2f} | "
+                   f"{r['check']:.1e} |")
+    return out
+
+
+def _speed_table_floor(run):
+    out = [f"numpy BLAS threads = {run['np_threads']}, {run['repeats']} rounds.",
+           "",
+           "| cell | G | ours (min / median) | floor (min / median) | ours / floor: min / min "
+           "| median of paired ratios |",
+           "|---|---:|---:|---:|---:|---:|"]
+    for r in run["rows"]:
+        t = r["times"]
+        ratio_med, ratio_min = r["floor_ratio"]
+        out.append(f"| {r['cell']} | {GATES[r['cell']]} | {fmt_s(min(t['ours']))} / {fmt_s(med(t['ours']))} | "
+                   f"{fmt_s(min(t['floor']))} / {fmt_s(med(t['floor']))} | **{ratio_min:.2f}** | {ratio_med:.2f} |")
+    return out
+
+
+def report_speed(runs, cfg, summary):
+    N, T, D, H = cfg["speed_sizes"]
+    full = (N, T, D, H) == (32, 100, 64, 128)
+    main, single = runs[0], (runs[1] if len(runs) > 1 else None)
+    out = ["## 2. Generated gradient vs torch autograd (CPU, float64)",
+           "",
+           f"N={N}, T={T}, D={D}, H={H}. *ours*: `Model(cell, D, H, loss=\"upstream\").loss_and_grads"
+           "(params, X, G)` (forward, loss, gradients of every parameter, of the inputs and of h0; "
+           "argument checks included). *torch*: `nn.RNN(tanh)` / `nn.LSTM` / `nn.GRU` `.double()` with the "
+           "same weights (`symrnn.layouts.to_torch`), `x.requires_grad_(True)`, forward + "
+           "`(out * G).sum().backward()`. *ours*, *torch* and the *floor* of benchmark 3 are called in turn, "
+           "the order reversed every other round. The status uses min(ours) / min(torch): on this shared "
+           "2-core machine a multi-threaded BLAS or OpenMP call stalls whenever another process holds a "
+           "core, which makes medians jump (see the min and median columns); the minimum is the least "
+           "disturbed run of each. The median over rounds of the per-round ratio is shown next to it. "
+           "*agreement*: the largest max|ours − torch| / max(1, max|torch|) over the loss, dL/dx and the "
+           "stacked weight_ih, weight_hh, bias_ih gradients (untimed).",
+           "",
+           f"**All cores** (`torch.set_num_threads(os.cpu_count())`; the targets are judged on this run):",
+           ""] + _speed_table_torch(main)
+    if single is not None:
+        out += ["", "**One thread each** (supplementary, not judged: numpy's OpenBLAS and torch both limited to "
+                    "one thread, which a busy machine disturbs much less):", ""] + _speed_table_torch(single)
+    for r in main["rows"]:
+        if "torch_ratio" in r:
+            ratio_med, ratio_min = r["torch_ratio"]
+            summary.append((f"2. {r['cell']} gradient, ours / torch autograd",
+                            f"{ratio_min:.2f} (median of paired ratios {ratio_med:.2f})", "≤ 1.0",
+                            status(ratio_min <= 1.0, full)))
+    out += ["",
+            "## 3. Generated gradient vs the matrix products alone",
+            "",
+            "*floor*: a hand-written NumPy function doing only the products a BPTT needs, with G = 1 (RNN), "
+            "4 (LSTM), 3 (GRU): the input projections of all steps as one product "
+            "`X.reshape(T*N, D) @ U_stack.T`, per step forward `(N, H) @ (H, G*H)` and backward "
+            "`(N, G*H) @ (G*H, H)`, and after the loop dU_stack, dW_stack and dX as one product each; no "
+            "nonlinearity, no elementwise adjoint, no cache allocation. Timed in the same rounds as benchmark 2; "
+            "status on min / min, the median of paired ratios next to it.",
+            "",
+            "**All cores** (judged):",
+            ""] + _speed_table_floor(main)
+    if single is not None:
+        out += ["", "**One thread** (supplementary):", ""] + _speed_table_floor(single)
+    for r in main["rows"]:
+        ratio_med, ratio_min = r["floor_ratio"]
+        summary.append((f"3. {r['cell']} gradient, ours / matrix products alone",
+                        f"{ratio_min:.2f} (median of paired ratios {ratio_med:.2f})", "≤ 1.5",
+                        status(ratio_min <= 1.5, full)))
+    return out
+
+
+# -- 4. scalar oracle vs plain sympy.diff -----------------------------------------------
+def _scalar_problem(H, T, D, K, seed=0):
+    model = sr.Model("rnn-tanh", D=D, H=H, K=K)
+    params = model.init_params(seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    x = rng.normal(size=(T, 1, D))
+    y = rng.integers(0, K, size=(T, 1))
+    return model, params, x, y
+
+
+def _expanded_value(expr, oracle, params, x, y, K):
+    """Evaluate a symbolic expression of the expanded loss at the benchmark's numbers."""
+    values = {}
+    for name, arr in oracle.param_symbols.items():
+        for idx in np.ndindex(arr.shape):
+            values[arr[idx]] = float(params[name][idx])
+    for t in range(x.shape[0]):
+        for j in range(x.shape[2]):
+            values[sp.Symbol(f"x__{t + 1}_{j}")] = float(x[t, 0, j])
+    for u in range(y.shape[0]):
+        for k in range(K):
+            values[sp.Symbol(f"y__{u}_{k}")] = float(y[u, 0] == k)
+    for s in oracle.state0_names.values():
+        for n in s:
+            values[sp.Symbol(n)] = 0.0
+    values[sp.Symbol("scale")] = 1.0
+    syms = sorted(expr.free_symbols, key=lambda s: s.name)
+    return float(sp.lambdify(syms, expr, "math")(*[values[s] for s in syms]))
+
+
+def bench_scalar(cfg):
+    H, T = cfg["plain_HT"]
+    D, K = 1, 2
+    model, params, x, y = _scalar_problem(H, T, D, K)
+    res = {"plain_HT": (H, T)}
+    # warm-up (imports, first exec of the printers), untimed
+    ScalarOracle(model, 2, 2).loss_and_grads(params, x[:2], y[:2])
+    holder = {}
+    plain_source = ScalarOracle(model, T, T)  # only to reach expanded_loss(); built outside the timing
+    w00 = plain_source.param_symbols["W"][0, 0]
+
+    def oracle_run():
+        o = ScalarOracle(model, T, T)
+        o.loss_and_grads(params, x, y)
+        holder["oracle"] = o
+
+    def plain_one():
+        sp.diff(plain_source.expanded_loss(max_ops=10**9), w00)
+
+    times = interleaved({"oracle": oracle_run, "plain": plain_one}, cfg["plain_repeats"], before=clear_cache)
+    res["times"] = times
+    res["ratio"] = paired_ratio(times["plain"], times["oracle"])
+    res["n_params"] = sum(a.size for a in holder["oracle"].param_symbols.values())
+    # every parameter entry, each its own sympy.diff call (one shared cache, cleared once): one run
+    if cfg["plain_all"]:
+        o = holder["oracle"]
+        clear_cache()
+        gc.collect()
+        t0 = time.perf_counter()
+        e = o.expanded_loss(max_ops=10**9)
+        for arr in o.param_symbols.values():
+            for s in arr.ravel():
+                sp.diff(e, s)
+        res["plain_all"] = time.perf_counter() - t0
+        res["expanded_ops"] = sp.count_ops(e)
+    # untimed check at a small T: plain diff evaluated = the oracle's number
+    Tc = 4
+    mc, pc, xc, yc = _scalar_problem(H, Tc, D, K)
+    oc = ScalarOracle(mc, Tc, Tc)
+    gc_ = oc.loss_and_grads(pc, xc, yc)[1]
+    plain_value = _expanded_value(sp.diff(oc.expanded_loss(max_ops=10**9), oc.param_symbols["W"][0, 0]),
+                                  oc, pc, xc, yc, K)
+    res["check"] = (Tc, plain_value, float(gc_["W"][0, 0]))
+    # the oracle at larger sizes (D = H, K = H)
+    big = []
+    for Hb, target in cfg["oracle_sizes"]:
+        Tb = cfg["oracle_T"]
+        mb, pb, xb, yb = _scalar_problem(Hb, Tb, Hb, Hb)
+        build, call = [], []
+        for _ in range(cfg["oracle_repeats"]):
+            clear_cache()
+            gc.collect()
+            t0 = time.perf_counter()
+            ob = ScalarOracle(mb, Tb, Tb)
+            t1 = time.perf_counter()
+            g = ob.loss_and_grads(pb, xb, yb)[1]
+            t2 = time.perf_counter()
+            build.append(t1 - t0)
+            call.append(t2 - t1)
+        ref = mb.loss_and_grads(pb, xb, yb)[1]
+        err = max(np.abs(np.asarray(g[k], float) - ref[k]).max() for k in ref)
+        totals = [a + b for a, b in zip(build, call)]
+        big.append(dict(H=Hb, T=Tb, target=target, build=med(build), call=med(call), total=med(totals),
+                        size=ob.size, err=err))
+    res["big"] = big
+    return res
+
+
+def report_scalar(res, cfg, summary):
+    H, T = res["plain_HT"]
+    full_plain = (H, T) == (2, 8)
+    times = res["times"]
+    ratio, ratio_min = res["ratio"]
+    Tc, plain_value, oracle_value = res["check"]
+    out = ["## 4. Scalar oracle vs plain `sympy.diff` of the expanded loss",
+           "",
+           f"rnn-tanh, D=1, H={H}, K=2, **cross-entropy** loss (softmax readout V, c), T={T}, one sequence "
+           f"(N=1); {res['n_params']} parameter entries (U, W, b, V, c). `sympy.core.cache.clear_cache()` before "
+           f"every run; {cfg['plain_repeats']} rounds, alternating.",
+           "",
+           f"- *oracle*: `ScalarOracle(model, {T}, {T})` (scalarize and differentiate one step of each kind, "
+           "print and compile the unrolled program) + one `loss_and_grads` call: the loss and **every** "
+           "gradient (all parameters, inputs, h0) as float64 numbers.",
+           f"- *plain diff*: `expanded_loss()` (the loss as one SymPy tree) + `sympy.diff` with respect to "
+           "**one weight entry, W[0,0]**, left symbolic (not evaluated, which would cost more). Plain diff of "
+           "every entry is the row below.",
+           "",
+           "| what | median | min |",
+           "|---|---:|---:|",
+           f"| oracle: build + loss_and_grads (all gradients) | {fmt_s(med(times['oracle']))} | "
+           f"{fmt_s(min(times['oracle']))} |",
+           f"| plain: expanded_loss + diff wrt W[0,0] | {fmt_s(med(times['plain']))} | "
+           f"{fmt_s(min(times['plain']))} |"]
+    if "plain_all" in res:
+        out.append(f"| plain: expanded_loss + diff wrt each of the {res['n_params']} entries (separate "
+                   f"`sympy.diff` calls, cache shared; one run) | {fmt_s(res['plain_all'])} | - |")
+    out += ["",
+            f"Speed-up (plain / oracle, median of per-round ratios): **{ratio:.0f}x** (min-based {ratio_min:.0f}x)."]
+    if "plain_all" in res:
+        all_ratio = res["plain_all"] / med(times["oracle"])
+        out.append(f"Every entry: {all_ratio:.0f}x against the oracle's median. The expanded loss has "
+                   f"{res['expanded_ops']:,} operations (`sympy.count_ops`).")
+    out += [f"Check (untimed, T={Tc}): plain diff dL/dW[0,0] evaluated = {plain_value:.15g}, "
+            f"oracle = {oracle_value:.15g}.",
+            "",
+            "Plain diff at T=16 is not run: it is known to take more than 300 s (the expanded tree grows "
+            "like H^T); the oracle's program grows linearly in T.",
+            "",
+            f"**Oracle at larger sizes** (rnn-tanh, D = H, K = H, cross-entropy, T={cfg['oracle_T']}, N=1, "
+            f"median of {cfg['oracle_repeats']} cold runs; the check compares with `Model.loss_and_grads`):",
+            "",
+            "| H | T | build | loss_and_grads | total | program lines | max abs diff vs Model |",
+            "|---:|---:|---:|---:|---:|---:|---:|"]
+    for b in res["big"]:
+        out.append(f"| {b['H']} | {b['T']} | {fmt_s(b['build'])} | {fmt_s(b['call'])} | {fmt_s(b['total'])} | "
+                   f"{b['size']:,} | {b['err']:.1e} |")
+    summary.append((f"4. scalar oracle vs plain sympy.diff (H={H}, T={T}, one weight entry)",
+                    f"{ratio:.0f}x faster (min-based {ratio_min:.0f}x)", "≥ 100x", status(ratio >= 100, full_plain)))
+    if "plain_all" in res:
+        all_ratio = res["plain_all"] / med(times["oracle"])
+        summary.append((f"4. scalar oracle vs plain sympy.diff (H={H}, T={T}, all {res['n_params']} entries)",
+                        f"{all_ratio:.0f}x faster", "≥ 100x", status(all_ratio >= 100, full_plain)))
+    for b in res["big"]:
+        summary.append((f"4. ScalarOracle build + first call, H={b['H']}, T={b['T']}", fmt_s(b["total"]),
+                        f"< {b['target']:g} s", status(b["total"] < b["target"], b["T"] == 256)))
+    summary.append(("4. plain sympy.diff at H=2, T=16", "not run (known > 300 s)", "-", "not run"))
+    return out
+
+
+# -- main ---------------------------------------------------------------------------------
+def config(quick):
+    if quick:
+        return dict(derive_sizes=(4, 8, 16, 5), derive_T=(10, 100, 1000), derive_repeats=2,
+                    speed_sizes=(32, 100, 64, 128), speed_repeats=3, speed_repeats_1=3,
+                    plain_HT=(2, 5), plain_repeats=1, plain_all=False,
+                    oracle_sizes=((4, 5.0), (8, 20.0)), oracle_T=64, oracle_repeats=1)
+    return dict(derive_sizes=(4, 8, 16, 5), derive_T=(10, 100, 1000), derive_repeats=5,
+                speed_sizes=(32, 100, 64, 128), speed_repeats=21, speed_repeats_1=11,
+                plain_HT=(2, 8), plain_repeats=3, plain_all=True,
+                oracle_sizes=((4, 5.0), (8, 20.0)), oracle_T=256, oracle_repeats=3)
+
+
+def write_atomic(path, text):
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".benchmarks-", suffix=".md.tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="where to write the Markdown report")
+    parser.add_argument("--quick", action="store_true", help="fast smoke run: fewer repeats, smaller sizes")
+    args = parser.parse_args(argv)
+    cfg = config(args.quick)
+    start = time.perf_counter()
+    if torch is not None:
+        torch.set_num_threads(os.cpu_count())
+    env = environment(args)
+    summary = []
+    sections = []
+    loads = []
+    for name, bench, report in (("derive", bench_derive, report_derive), ("speed", bench_speed, report_speed),
+                                ("scalar", bench_scalar, report_scalar)):
+        t0 = time.perf_counter()
+        load0 = os.getloadavg()[0]
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        result = bench(cfg)
+        loads.append(f"{name} {load0:.2f} → {os.getloadavg()[0]:.2f} ({time.perf_counter() - t0:.0f} s)")
+        sections.append(report(result, cfg, summary))
+        print(f"[bench] {name} done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    total = time.perf_counter() - start
+    stamp = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    lines = ["# symrnn benchmarks",
+             "",
+             f"Generated by `benchmarks/run.py{' --quick' if args.quick else ''}` on {stamp}; whole run "
+             f"{total:.0f} s. The machine is shared: figures move between runs; every ratio compares two "
+             "functions timed alternately in the same run. No benchmark asserts on time; a target not "
+             "reached is reported as missed. What each benchmark measures: `benchmarks/README.md`.",
+             "",
+             "## Environment",
+             ""] + env + [f"- Load average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}; "
+                          f"1-minute load before → after each benchmark: {'; '.join(loads)} "
+                          f"(above {os.cpu_count()} means other processes compete for the cores)",
+                          "",
+                          "## Summary",
+                          "",
+                          "| what | figure | target | status |",
+                          "|---|---|---|---|"]
+    lines += [f"| {w} | {f} | {t} | {s} |" for w, f, t, s in summary]
+    for sec in sections:
+        lines += [""] + sec
+    text = "\n".join(lines) + "\n"
+    print(text)
+    write_atomic(args.out, text)
+    print(f"[bench] wrote {args.out} ({total:.0f} s)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

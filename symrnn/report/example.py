@@ -1,0 +1,293 @@
+"""The worked example: a tiny model written out in closed form and checked in numbers.
+
+:class:`WorkedExample` takes the model's cell, architecture, loss and
+reduction with ``D = H = 1`` (and ``K = 2`` when there is a readout) over two
+steps, and reads the unrolled scalar program of
+:class:`~symrnn.oracles.scalar.ScalarOracle`:
+
+* ``definitions``: each scalar quantity in terms of the ones before it
+  (``h_1 = tanh(a_1)``), the lines of the scalar program;
+* ``closed_form``: ``dL/dP`` for one parameter (the recurrent weight of the
+  first gate), from differentiating the fully expanded loss, with the
+  forward quantities written back as the names above;
+* ``rows``: for every parameter, input and initial-state entry, the gradient
+  of ``Model.loss_and_grads``, of the lambdified derivative of the expanded
+  loss (``ScalarOracle.expanded_loss``), and of central differences.
+
+Every number comes from fixed values (seeded and rounded to two decimals), so
+the report is the same on every run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import sympy as sp
+
+from ..functions import NUMPY_IMPLEMENTATIONS
+from ..model import Model
+from ..oracles.finite_differences import central_differences
+from ..oracles.scalar import ScalarOracle
+from .tikz import lengths_for
+
+EXAMPLE_LENGTHS = ((2, 2), (2, 1), (1, 2), (1, 1))
+SEED = 7
+TOLERANCE = {"closed": 1e-12, "differences": 1e-7}
+
+
+@dataclass
+class Entry:
+    """One row of the check table."""
+
+    symbol: sp.Symbol  # W__0_0, x__1_0, h__0_0
+    key: str  # the key of loss_and_grads ("W", "x", "h0")
+    index: tuple
+    generated: float
+    closed: float
+    differences: float
+
+    @property
+    def max_difference(self) -> float:
+        return max(abs(self.generated - self.closed), abs(self.generated - self.differences))
+
+
+def focus_parameter(cell) -> str:
+    """The parameter whose gradient the example writes out: the first ``H x H`` matrix."""
+    specs = list(cell.params.values())
+    for test in (lambda s: s.shape == ("H", "H"), lambda s: s.is_matrix, lambda s: True):
+        for spec in specs:
+            if test(spec):
+                return spec.name
+    raise ValueError(f"cell {cell.name!r} has no parameters")
+
+
+class WorkedExample:
+    """The closed form and the numbers of ``model``'s cell at ``T = 2``, ``D = H = 1``."""
+
+    def __init__(self, model):
+        self.source = model
+        K = 2 if model.readout is not None else None
+        self.model = Model(model.cell, D=1, H=1, K=K, architecture=model.architecture.name,
+                           loss=model.loss_rule.name, reduction=model.reduction)
+        self.T_in, self.T_out = lengths_for(model.architecture, 2, EXAMPLE_LENGTHS)
+        self.oracle = ScalarOracle(self.model, self.T_in, self.T_out)
+        self.schedule = self.oracle.schedule
+        self.focus = focus_parameter(model.cell)
+        self._numbers()
+        self._symbolic()
+
+    # -- values -----------------------------------------------------------------------
+    def _numbers(self):
+        m, rng = self.model, np.random.default_rng(SEED)
+
+        def draw(*shape):
+            return np.round(rng.uniform(-1, 1, size=shape), 2)
+
+        self.params = {k: draw(*shape) for k, shape in m.param_shapes.items()}
+        self.inputs = draw(self.T_in, 1, m.sizes["D"])
+        self.h0 = {s: draw(1, m.sizes["H"]) for s in m.state_names}
+        if m.loss_rule.name == "cross-entropy":
+            self.targets = rng.integers(0, m.sizes["K"], size=(self.T_out, 1))
+            Y = np.eye(m.sizes["K"])[self.targets[:, 0]]
+        else:
+            last = m.sizes["K"] if m.readout is not None else m.sizes["H"]
+            self.targets = draw(self.T_out, 1, last)
+            Y = self.targets[:, 0]
+        leaves = {}
+        for name, arr in self.oracle.param_symbols.items():
+            for idx in np.ndindex(*arr.shape):
+                leaves[arr[idx]] = self.params[name][idx]
+        for row, step_names in enumerate(self.oracle.input_names):
+            for j, n in enumerate(step_names):
+                leaves[sp.Symbol(n)] = self.inputs[row, 0, j]
+        for s, names in self.oracle.state0_names.items():
+            for j, n in enumerate(names):
+                leaves[sp.Symbol(n)] = self.h0[s][0, j]
+        for u, names in enumerate(self.oracle.target_names):
+            for k, n in enumerate(names):
+                leaves[sp.Symbol(n)] = float(Y[u, k])
+        self.leaves = leaves
+
+    @property
+    def scale(self):
+        m = self.model
+        if m.reduction == "sum" or m.readout is None:
+            return sp.Integer(1)
+        if m.loss_rule.name == "cross-entropy":
+            return sp.Rational(1, self.T_out)
+        return sp.Rational(1, self.T_out * m.sizes["K"])
+
+    # -- symbols ------------------------------------------------------------------------
+    def _symbolic(self):
+        """Walk the scalar program: definitions, full expansions, and the loss side."""
+        m = self.model
+        boundary_base = m.logits if m.readout is not None else m.out
+        scale = {sp.Symbol("scale"): self.scale}
+        expanded, self.definitions, loss_defs = {}, [], []
+        self.boundary = []
+        partial = {}
+        for lines, fill in self.oracle._symbolic_steps:
+            for target, expr, _ in lines:
+                name = target.name.format(**fill)
+                named = expr.xreplace({s: sp.Symbol(s.name.format(**fill)) for s in expr.free_symbols})
+                named = named.xreplace(scale)
+                expanded[name] = named.xreplace({s: expanded.get(s.name, s) for s in named.free_symbols})
+                base = name.rpartition("__")[0]
+                if base in ("lse", "L"):
+                    partial[name] = named.xreplace({s: partial.get(s.name, s) for s in named.free_symbols})
+                    if base == "L":
+                        loss_defs.append((sp.Symbol(name), partial[name]))
+                    continue
+                self.definitions.append((sp.Symbol(name), named))
+        self.expanded = expanded
+        self.loss_definitions = loss_defs
+        self.loss_expr = sp.Add(*[s for s, _ in loss_defs])
+        self.expanded_loss = sp.Add(*[expanded[s.name] for s, _ in loss_defs])
+        scored = [t + 1 for t in self.schedule.output_steps]
+        if m.readout is not None:
+            self.boundary = [sp.Symbol(f"{boundary_base}__{u}_{k}")
+                             for u in range(len(scored)) for k in range(m.sizes["K"])]
+        else:
+            self.boundary = [sp.Symbol(f"{boundary_base}__{t}_{j}") for t in scored for j in range(m.sizes["H"])]
+        loss_partial = sp.Add(*[e for _, e in loss_defs])
+        self.softmax = []  # (yhat symbol, definition)
+        self.adjoints = []  # (bar symbol, definition)
+        for b in self.boundary:
+            bar_b = sp.Symbol(f"bar__{b.name}")
+            self.adjoints.append((bar_b, self._abbreviate_softmax(sp.diff(loss_partial, b))))
+        self._build_closed_form()
+
+    def _abbreviate_softmax(self, expr):
+        """Write ``exp(o_k) / sum_j exp(o_j)`` as ``yhat_k`` (defined once per step)."""
+        by_step = {}
+        for b in self.boundary:
+            by_step.setdefault(b.name.rsplit("_", 1)[0], []).append(b)
+        for prefix, logits in by_step.items():
+            Z = sp.Add(*[sp.exp(o) for o in logits])
+            if not expr.has(Z):
+                continue
+            Zs = sp.Symbol(f"Z__{prefix}")
+            mapping = {Z: Zs}
+            for o in logits:
+                yhat = sp.Symbol("yhat__" + o.name.partition("__")[2])
+                mapping[sp.exp(o)] = yhat * Zs
+                if all(y != yhat for y, _ in self.softmax):
+                    self.softmax.append((yhat, sp.exp(o) / Z))
+            expr = sp.expand(expr.xreplace(mapping))
+        yhats = [y for y, _ in self.softmax]
+        return sp.collect(expr, yhats) if yhats else expr
+
+    def _build_closed_form(self):
+        entry = self.oracle.param_symbols[self.focus].ravel()[0]
+        self.focus_symbol = entry
+        back = {self.expanded[s.name]: s for s, _ in self.definitions
+                if not isinstance(self.expanded[s.name], sp.Symbol)}
+        per_step = {}
+        for b, (bar_b, _) in zip(self.boundary, self.adjoints):
+            d = sp.diff(self.expanded[b.name], entry).xreplace(back)
+            step = b.name.rpartition("__")[2].split("_")[0]
+            per_step.setdefault(step, []).append(bar_b * d)
+        self.closed_form = sp.Add(*[sp.factor_terms(sp.Add(*terms)) for terms in per_step.values()])
+
+    # -- evaluation --------------------------------------------------------------------------
+    def evaluate(self, expr, values=None) -> float:
+        """``expr`` at the example's numbers, the abbreviations evaluated in order."""
+        env = {s: np.float64(v) for s, v in (self.leaves if values is None else values).items()}
+        for symbol, definition in self.all_definitions:
+            env[symbol] = _call(definition, env)
+        return float(_call(expr, env))
+
+    @property
+    def all_definitions(self) -> list:
+        """``[(symbol, definition), ...]`` in the order they can be evaluated."""
+        return self.definitions + self.softmax + self.adjoints + self.loss_definitions
+
+    def closed_form_gradients(self) -> dict:
+        """``{symbol: value}``: derivatives of the expanded loss, lambdified, at the numbers."""
+        symbols = [e.symbol for e in self._entry_keys()]
+        loss = self.oracle.expanded_loss().xreplace({sp.Symbol("scale"): self.scale})
+        leaves = sorted(self.leaves, key=lambda s: s.name)
+        f = _lambdify(leaves, [sp.diff(loss, s) for s in symbols])
+        values = f(*[np.float64(self.leaves[s]) for s in leaves])
+        return dict(zip(symbols, (float(v) for v in values)))
+
+    def _entry_keys(self):
+        m, o = self.model, self.oracle
+        keys = []
+        for name, arr in o.param_symbols.items():
+            keys += [Entry(arr[idx], name, idx, 0.0, 0.0, 0.0) for idx in np.ndindex(*arr.shape)]
+        for row, names in enumerate(o.input_names):
+            keys += [Entry(sp.Symbol(n), "x", (row, 0, j), 0.0, 0.0, 0.0) for j, n in enumerate(names)]
+        for s, names in o.state0_names.items():
+            keys += [Entry(sp.Symbol(n), f"{s}0", (0, j), 0.0, 0.0, 0.0) for j, n in enumerate(names)]
+        return keys
+
+    def table(self) -> list:
+        """The check table: one :class:`Entry` per parameter, input and initial-state entry."""
+        if not hasattr(self, "_table"):
+            m = self.model
+            self.loss_value, grads = m.loss_and_grads(self.params, self.inputs, self.targets, h0=self.h0)
+            fd = central_differences(m, self.params, self.inputs, self.targets, h0=self.h0)
+            closed = self.closed_form_gradients()
+            rows = []
+            for e in self._entry_keys():
+                rows.append(Entry(e.symbol, e.key, e.index, float(grads[e.key][e.index]),
+                                  closed[e.symbol], float(fd[e.key][e.index])))
+            self._table = rows
+        return self._table
+
+    # -- names ------------------------------------------------------------------------------
+    def step_of(self, u: int) -> int:
+        """The step (from 1) of the ``u``-th scored output."""
+        return self.schedule.output_steps[u] + 1
+
+    def symbol_names(self, name_tex) -> dict:
+        """LaTeX of every symbol of the example; ``name_tex(base, bar, index)`` prints a name."""
+        m = self.model
+        out = {}
+        shapes = m.param_shapes
+        target_base = "y"
+        if m.readout is None:
+            target_base = next(iter(m.derive().external.values())).name.split("[")[0]
+        for name, arr in self.oracle.param_symbols.items():
+            for idx in np.ndindex(*arr.shape):
+                kept = [str(i + 1) for i, n in zip(idx, shapes[name]) if n > 1]
+                tex = name_tex(name)
+                if kept:  # [V]_1: an entry, never confused with a quantity at a step (c_1)
+                    tex = r"[%s]_{%s}" % (tex, ",".join(kept))
+                out[arr[idx]] = tex
+        symbols = set(self.leaves) | {s for s, _ in self.definitions + self.softmax + self.adjoints}
+        symbols |= {s for s, _ in self.loss_definitions} | self.closed_form.free_symbols
+        for _, d in self.definitions + self.softmax + self.adjoints + self.loss_definitions:
+            symbols |= d.free_symbols
+        for s in symbols:
+            if s in out:
+                continue
+            out[s] = self._name(s.name, name_tex, target_base)
+        return out
+
+    def _name(self, name, name_tex, target_base):
+        """``h__2_0`` -> ``h_{2}``, ``o__0_1`` -> ``o_{1,2}`` (step, then class), ``bar__o__0_1`` -> ``\\bar{o}_{1,2}``."""
+        m = self.model
+        bar = name.startswith("bar__")
+        base, _, rest = name[len("bar__") if bar else 0:].rpartition("__")
+        first, *components = (int(i) for i in rest.split("_"))
+        per_output = {"yhat", "y", "L", "Z"} | ({m.logits} if m.readout is not None else set())
+        step = self.step_of(first) if base in per_output else first  # outputs are counted from 0
+        if base == m.cell.input_symbol.name.split("[")[0]:
+            size = m.sizes["D"]
+        elif base in (m.logits, "yhat") or (base == "y" and m.readout is not None):
+            size = m.sizes["K"]
+        else:
+            size = m.sizes["H"]
+        parts = [str(step)] + ([str(c + 1) for c in components] if size > 1 else [])
+        return name_tex(target_base if base == "y" else base, bar, ",".join(parts))
+
+
+def _call(expr, env):
+    args = sorted(expr.free_symbols, key=lambda s: s.name)
+    return _lambdify(args, expr)(*[env[a] for a in args])
+
+
+def _lambdify(args, expr):
+    return sp.lambdify(args, expr, modules=[NUMPY_IMPLEMENTATIONS, "numpy"], cse=True)

@@ -1,0 +1,325 @@
+"""The LaTeX printer of the reports, and line breaking for long equations.
+
+:class:`ReportLatexPrinter` extends SymPy's ``LatexPrinter`` with one
+``_print_<Class>`` method per symrnn object: time-indexed symbols
+(``h[t-1]`` -> ``h_{t-1}``, ``bar a[t+1]`` -> ``\\bar{a}_{t+1}``), the linear
+maps (``MatVec`` -> ``P v``, ``MatTVec`` -> ``P^\\top q``, ``Outer`` ->
+``q v^\\top``), ``Diag``, ``sigmoid`` (``\\sigma``), ``relu`` and ``step``
+(an indicator).  In step equations every symbol stands for a vector, so
+products of vectors print with ``\\odot`` (setting ``elementwise``); the
+worked example is scalar and turns it off.
+
+:func:`break_lines` splits an expression into lines no wider than a budget
+(measured by :func:`tex_width`, an estimate in units of about one italic
+letter), at the terms of sums and the factors of products, descending into
+parentheses with ``\\Bigl( ... \\Bigr)`` when one term alone is too long:
+amsmath has no automatic breaking of display equations.
+"""
+from __future__ import annotations
+
+import re
+
+import sympy as sp
+from sympy.printing.conventions import split_super_sub
+from sympy.printing.latex import LatexPrinter, translate
+from sympy.printing.precedence import PRECEDENCE
+
+from ..bptt import Diag
+from ..symbols import MatTVec, MatVec, Outer, Param, parse
+
+DEFAULT_SETTINGS = {
+    "elementwise": True,  # products of vectors print with \odot
+    "time": "t",  # the step: "t", "k" or a number (h[t-1] at time 1 prints h_0)
+    "order": "none",  # keep the order in which the equations were written
+}
+
+
+def is_vector(expr) -> bool:
+    """Whether ``expr`` (from a step equation) is vector-valued."""
+    if isinstance(expr, (MatVec, MatTVec, Outer)):
+        return True
+    return any(isinstance(s, Param) or parse(s) is not None for s in expr.free_symbols)
+
+
+class ReportLatexPrinter(LatexPrinter):
+    """``LatexPrinter`` for symrnn's vocabulary (see the module docstring)."""
+
+    printmethod = "_symrnn_latex"  # our _print_ methods win over the objects' own _latex
+    _default_settings = {**LatexPrinter._default_settings, **DEFAULT_SETTINGS}
+
+    # -- names ------------------------------------------------------------------
+    def _print_Symbol(self, expr, style="plain"):
+        name = self._settings["symbol_names"].get(expr)
+        if name is not None:
+            return name
+        parsed = parse(expr)
+        if parsed is None:
+            return super()._print_Symbol(expr, style)
+        base, offset, is_bar = parsed
+        return self.name_tex(base, bar=is_bar, index=self.time_index(offset))
+
+    def name_tex(self, base: str, bar: bool = False, index: str | None = None) -> str:
+        """``h`` -> ``h``, ``b_hn`` -> ``b_{hn}``; with ``bar`` and a subscript ``index`` appended."""
+        name, supers, subs = split_super_sub(base)
+        tex = translate(name)
+        if bar:
+            tex = r"\bar{%s}" % tex
+        subs = [translate(s) for s in subs] + ([index] if index is not None else [])
+        if supers:
+            tex += "^{%s}" % " ".join(translate(s) for s in supers)
+        if subs:
+            tex += "_{%s}" % ",".join(subs)
+        return tex
+
+    def time_index(self, offset: int) -> str:
+        time = self._settings["time"]
+        if isinstance(time, int):
+            return str(time + offset)
+        return time if offset == 0 else f"{time}{offset:+d}"
+
+    # -- the linear maps and diag -------------------------------------------------
+    def _operand(self, expr):
+        """A vector operand of a linear map, in parentheses unless it is a single symbol."""
+        tex = self._print(expr)
+        return tex if isinstance(expr, sp.Symbol) else r"\left(%s\right)" % tex
+
+    def _print_MatVec(self, expr, exp=None):
+        P, v = expr.args
+        return self._powered(f"{self._print(P)} {self._operand(v)}", exp)
+
+    def _print_MatTVec(self, expr, exp=None):
+        P, q = expr.args
+        return self._powered(f"{self._print(P)}^{{\\top}} {self._operand(q)}", exp)
+
+    def _print_Outer(self, expr, exp=None):
+        q, v = expr.args
+        return f"{self._operand(q)} {self._print(v)}^{{\\top}}"
+
+    def _print_Diag(self, expr, exp=None):
+        return r"\operatorname{diag}\left(%s\right)" % self._print(expr.args[0])
+
+    @staticmethod
+    def _powered(tex, exp):
+        return tex if exp is None else r"\left(%s\right)^{%s}" % (tex, exp)
+
+    # -- elementwise functions ----------------------------------------------------
+    def _print_sigmoid(self, expr, exp=None):
+        head = r"\sigma" if exp is None else r"\sigma^{%s}" % exp
+        return r"%s\left(%s\right)" % (head, self._print(expr.args[0]))
+
+    def _print_relu(self, expr, exp=None):
+        head = r"\operatorname{relu}" if exp is None else r"\operatorname{relu}^{%s}" % exp
+        return r"%s\left(%s\right)" % (head, self._print(expr.args[0]))
+
+    def _print_step(self, expr, exp=None):
+        return self._powered(r"\mathbf{1}\left[%s > 0\right]" % self._print(expr.args[0]), exp)
+
+    def _print_Function(self, expr, exp=None):
+        own = getattr(expr, "_latex", None)  # a user's function may bring its own LaTeX
+        if own is not None and not isinstance(expr, sp.core.function.AppliedUndef):
+            return self._powered(own(self), exp)
+        return super()._print_Function(expr, exp)
+
+    # -- products -------------------------------------------------------------------
+    def _print_Mul(self, expr):
+        if not expr.is_commutative:
+            return self._matrix_product(expr)
+        if not (self._settings["elementwise"] and is_vector(expr)):
+            return super()._print_Mul(expr)
+        if expr.could_extract_minus_sign():
+            return "- " + self.parenthesize(-expr, PRECEDENCE["Add"], strict=True)
+        numer, denom = sp.fraction(expr, exact=True)
+        if denom != 1:
+            return r"\frac{%s}{%s}" % (self._print(numer), self._print(denom))
+        factors = sp.Mul.make_args(expr)
+        scalars = [f for f in factors if not is_vector(f)]
+        vectors = [f for f in factors if is_vector(f)]
+        head = super()._print_Mul(sp.Mul(*scalars)) if scalars else ""
+        body = r" \odot ".join(self.parenthesize(f, PRECEDENCE["Mul"]) for f in vectors)
+        if head in ("", "1"):
+            return body
+        return f"{head} {body}" if len(vectors) < 2 else r"%s \left(%s\right)" % (head, body)
+
+    def _matrix_product(self, expr):
+        c, nc = expr.args_cnc()
+        parts = [self.parenthesize(f, PRECEDENCE["Mul"]) for f in nc]
+        coeff = sp.Mul(*c)
+        head = "" if coeff == 1 else ("- " if coeff == -1 else self._print(coeff) + " ")
+        return head + " ".join(parts)
+
+
+def latex(expr, **settings) -> str:
+    """``expr`` in LaTeX with :class:`ReportLatexPrinter` and ``settings``."""
+    return ReportLatexPrinter(settings).doprint(expr)
+
+
+# -- width ------------------------------------------------------------------------------
+_ZERO_WIDTH = {"left", "right", "bigl", "bigr", "Bigl", "Bigr", "operatorname", "mathbf", "mathrm",
+               "bar", "hat", "frac", "top", "limits", "displaystyle", "notag", "mathcal", "text"}
+_WIDE = {"tanh": 2.6, "log": 2.0, "exp": 2.2, "sum": 1.6, "prod": 1.6, "quad": 2.0, "qquad": 4.0,
+         "odot": 1.8, "cdot": 1.4, "partial": 1.0, "operatorname": 0.0}
+_TOKEN = re.compile(r"\\[A-Za-z]+|\\.|.", re.S)
+
+
+def tex_width(tex: str) -> float:
+    """Estimated width of math ``tex`` in units of about one italic letter.
+
+    Sub- and superscripts count 0.7; ``\\frac{a}{b}`` counts the wider of its
+    two parts; binary operators count their spacing.  It errs on the wide
+    side: the tests compile the reports and fail on any overfull line.
+    """
+    width, _ = _measure(_TOKEN.findall(tex), 0, 1.0)
+    return width
+
+
+def _measure(tokens, i, scale, stop_at_close=False):
+    width = 0.0
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok == "}" and stop_at_close:
+            return width, i + 1
+        if tok == "{":
+            w, i = _measure(tokens, i + 1, scale, True)
+            width += w
+            continue
+        if tok in ("_", "^"):
+            w, i = _group(tokens, i + 1, scale * 0.7)
+            width += w
+            continue
+        if tok == r"\frac":
+            num, i = _group(tokens, i + 1, scale)
+            den, i = _group(tokens, i, scale)
+            width += max(num, den) + 0.4 * scale
+            continue
+        if tok.startswith("\\") and len(tok) > 2:
+            name = tok[1:]
+            width += scale * _WIDE.get(name, 0.0 if name in _ZERO_WIDTH else 1.1)
+        elif tok in "+-=<>":
+            width += scale * 1.9
+        elif tok in "()[]|,.;:":
+            width += scale * 0.5
+        elif tok.isspace() or tok in "&}":
+            pass
+        else:
+            width += scale
+        i += 1
+    return width, i
+
+
+def _group(tokens, i, scale):
+    while i < len(tokens) and tokens[i].isspace():
+        i += 1
+    if i < len(tokens) and tokens[i] == "{":
+        return _measure(tokens, i + 1, scale, True)
+    w, _ = _measure(tokens[i:i + 1], 0, scale)
+    return w, i + 1
+
+
+# -- line breaking -------------------------------------------------------------------
+class _Breaker:
+    """Splits an expression into pieces; a line break may come between two pieces."""
+
+    def __init__(self, printer: ReportLatexPrinter, budget: float):
+        self.p = printer
+        self.budget = budget
+
+    def fits(self, tex):
+        return tex_width(tex) <= self.budget
+
+    def pieces(self, expr) -> list[str]:
+        tex = self.p._print(expr)
+        if self.fits(tex):
+            return [tex]
+        if isinstance(expr, sp.Add):
+            return self._sum(expr)
+        if isinstance(expr, sp.Mul):
+            return self._product(expr)
+        if isinstance(expr, (MatTVec, MatVec)):
+            P, q = expr.args
+            head = self.p._print(P) + ("^{\\top}" if isinstance(expr, MatTVec) else "")
+            return self._wrapped(head + r" \Bigl(", q, r"\Bigr)")
+        if isinstance(expr, Outer):
+            q, v = expr.args
+            return self._wrapped(r"\Bigl(", q, r"\Bigr) %s^{\top}" % self.p._print(v))
+        if isinstance(expr, Diag):
+            return self._wrapped(r"\operatorname{diag}\Bigl(", expr.args[0], r"\Bigr)")
+        return [tex]
+
+    def _wrapped(self, opening, inner, closing):
+        parts = self.pieces(inner)
+        parts[0] = f"{opening}{parts[0]}"
+        parts[-1] = f"{parts[-1]}{closing}"
+        return parts
+
+    def _sum(self, expr):
+        out = []
+        for i, term in enumerate(self.p._as_ordered_terms(expr, order=self.p._settings["order"])):
+            sign = "" if i == 0 else "+ "
+            if i > 0 and term.could_extract_minus_sign():
+                sign, term = "- ", -term
+            parts = self.pieces(term)
+            if isinstance(term, sp.Add) or (i > 0 and self.p._needs_add_brackets(term)):
+                parts[0], parts[-1] = r"\Bigl(" + parts[0], parts[-1] + r"\Bigr)"
+            parts[0] = sign + parts[0]
+            out += parts
+        return out
+
+    def _product(self, expr):
+        if expr.could_extract_minus_sign():
+            parts = self.pieces(-expr)
+            if isinstance(-expr, sp.Add):
+                parts[0], parts[-1] = r"\Bigl(" + parts[0], parts[-1] + r"\Bigr)"
+            parts[0] = "- " + parts[0]
+            return parts
+        if expr.is_commutative:
+            numer, denom = sp.fraction(expr, exact=True)
+            if denom != 1:
+                return self._wrapped(r"\frac{1}{%s} \Bigl(" % self.p._print(denom), numer, r"\Bigr)")
+            factors = list(expr.as_ordered_factors())
+            vector = self.p._settings["elementwise"] and is_vector(expr)
+            if vector:
+                factors = [f for f in factors if not is_vector(f)] + [f for f in factors if is_vector(f)]
+        else:
+            c, nc = expr.args_cnc()
+            factors, vector = ([sp.Mul(*c)] if c else []) + nc, False
+        out = []
+        for f in factors:
+            if vector:
+                sep = r"\odot " if out and is_vector(f) else ""
+            else:
+                sep = PRODUCT_JOIN if out and expr.is_commutative else ""
+            if isinstance(f, sp.Add):
+                tex = self.p._print(f)
+                parts = [r"\left(%s\right)" % tex] if self.fits(tex) else self._wrapped(r"\Bigl(", f, r"\Bigr)")
+            else:
+                parts = self.pieces(f)
+                if len(parts) == 1 and f.is_Pow is False and self.p._needs_mul_brackets(f):
+                    parts = [r"\left(%s\right)" % parts[0]]
+            if f == -1:
+                parts = ["-"]
+            parts[0] = sep + parts[0]
+            out += parts
+        return out
+
+
+PRODUCT_JOIN = "\x00"  # marks a factor continuing a product: a line that starts with it gets \times
+PIECE_RESERVE = 5.0  # room on a line for the sign and closing brackets added around a piece
+
+
+def break_lines(expr, printer: ReportLatexPrinter, first: float, rest: float) -> list[str]:
+    """The LaTeX of ``expr`` as lines: the first no wider than ``first``, the others ``rest``."""
+    tex = printer._print(expr)
+    if tex_width(tex) <= first:
+        return [tex]
+    pieces = _Breaker(printer, min(first, rest) - PIECE_RESERVE).pieces(expr)
+    lines, current, budget = [], "", first
+    for piece in pieces:
+        joined = piece.replace(PRODUCT_JOIN, "")
+        candidate = f"{current} {joined}" if current else joined
+        if current and tex_width(candidate) > budget:
+            lines.append(current)
+            current, budget = piece.replace(PRODUCT_JOIN, r"\times "), rest
+        else:
+            current = candidate
+    lines.append(current)
+    return lines
