@@ -155,12 +155,12 @@ class Derivation:
 
     def _build_gradients(self):
         self.gradients = {}
-        params = dict(self.cell.params)
+        params = list(self.cell.params)  # declaration order, then the readout's V, c
         for eq in self.readout_equations:
-            for s in eq.rhs.free_symbols | {m.args[0] for m in eq.rhs.atoms(MatVec)}:
-                if isinstance(s, Param):
-                    params[s.name] = s
-        for name in params:
+            for m in linear_maps(eq.rhs):
+                params.append(m.args[0].name)
+            params += sorted(s.name for s in eq.rhs.free_symbols if isinstance(s, Param))
+        for name in dict.fromkeys(params):
             symbol = Param(name)
             per_step = adjoint_sum(self.terms.get(symbol, []))
             self.gradients[name] = sp.Sum(per_step, (self.t, 1, self.T))
@@ -193,6 +193,12 @@ class Derivation:
                 self.step_jacobians[(s, prev)] = jac[tsym(s)]
 
     # -- views --------------------------------------------------------------
+    def _repr_latex_(self):
+        """Jupyter renders a derivation as its LaTeX equations."""
+        from .report import derivation_latex
+
+        return derivation_latex(self)
+
     def with_term(self, target, new_rhs) -> "Derivation":
         """A copy with one adjoint equation replaced (for mutation testing)."""
         clone = object.__new__(Derivation)

@@ -22,7 +22,7 @@ DEMO_CELLS = ("rnn-tanh", "rnn-relu", "rnn-sigmoid", "lstm", "gru", "gru-reset-b
 
 def run(out="reports") -> int:
     out = Path(out) / "demo"
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)  # check_writable wants the folder to exist
     summary = ["# symrnn demo", ""]
     written = []
     for name in DEMO_CELLS:

@@ -37,3 +37,24 @@ class DerivationTooLargeError(SymRNNError, ValueError):
 
 class MissingRuleError(SymRNNError, TypeError):
     """An operation without a registered derivative or code rule."""
+
+
+class OutputPathError(SymRNNError, ValueError):
+    """An output path that cannot be written (checked before any work is done)."""
+
+
+class LatexNotFoundError(SymRNNError, RuntimeError):
+    """A PDF was asked for but pdflatex is not installed (the .tex was written instead)."""
+
+    def __init__(self, message, tex_path=None):
+        super().__init__(message)
+        self.tex_path = tex_path
+
+
+class LatexError(SymRNNError, RuntimeError):
+    """pdflatex failed; ``log_excerpt`` holds the error lines of its log."""
+
+    def __init__(self, message, log_excerpt="", tex_path=None):
+        super().__init__(message)
+        self.log_excerpt = log_excerpt
+        self.tex_path = tex_path

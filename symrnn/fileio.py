@@ -1,46 +1,59 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
+"""Atomic file writes, and checking an output path before any work is done.
+
+A reader of a file symrnn writes sees the old file or the new one, never half
+of one: data goes to a temporary file in the same directory, then
+``os.replace`` puts it in place.
+"""
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
 
-from .errors import SymRNNError
-
-
-class OutputPathError(SymRNNError, OSError):
-    """An output path that cannot be written."""
+from .errors import OutputPathError
 
 
 def check_writable(path) -> Path:
-    """Fail early, before any work, if ``path`` cannot be written."""
+    """``path`` as a ``Path`` if a file can be written there; :class:`OutputPathError` otherwise."""
     path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
-        raise OutputPathError(f"Output path {str(path)!r} is a directory; give a file name.")
-    if not parent.exists():
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputPathError(f"Cannot create the folder {str(parent)!r} for {str(path)!r}: {exc.strerror}.") from None
-    if not os.access(parent, os.W_OK):
-        raise OutputPathError(f"Cannot write to {str(parent)!r} (permission denied); choose another output path.")
+        raise OutputPathError(f"The output {str(path)!r} is a directory; give a file name, "
+                              f"e.g. {str(path / 'report.tex')!r}.")
+    parent = path.parent
+    if not parent.is_dir():
+        raise OutputPathError(f"Cannot write {str(path)!r}: the directory {str(parent)!r} does not exist; "
+                              f"create it first (mkdir -p {parent}).")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise OutputPathError(f"Cannot write {str(path)!r}: the file is read-only; choose another path "
+                              f"or make it writable.")
+    try:
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".probe")
+    except OSError as exc:
+        raise OutputPathError(f"Cannot write {str(path)!r}: {exc.strerror} in {str(parent)!r}; "
+                              f"choose a writable directory.") from None
+    os.close(fd)
+    os.unlink(probe)
     return path
 
 
-def write_text_atomic(path, text: str) -> Path:
-    return write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def write_bytes_atomic(path, data: bytes) -> Path:
-    path = check_writable(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+def write_atomic(path, data) -> Path:
+    """Write ``data`` (str or bytes) to ``path`` through a temporary file in the same directory."""
+    path = Path(path)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def write_text_atomic(path, text: str) -> Path:
+    return write_atomic(path, text)

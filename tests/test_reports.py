@@ -413,16 +413,17 @@ def test_unwritable_output_fails_before_any_work(where, tmp_path, monkeypatch):
     assert isinstance(info.value, SymRNNError) and isinstance(info.value, ValueError)
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root may write anywhere")
-def test_read_only_directory_is_refused(tmp_path):
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o500)
-    try:
-        with pytest.raises(OutputPathError, match="Cannot write"):
-            report.write_report(model(), "md", locked / "r.md")
-    finally:
-        locked.chmod(0o700)
+def test_read_only_directory_is_refused(tmp_path, monkeypatch):
+    """A directory where no file can be created (simulated: CI runs as root, who may write anywhere)."""
+    import symrnn.fileio
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(symrnn.fileio.tempfile, "mkstemp", refuse)
+    with pytest.raises(OutputPathError, match="Cannot write .*Permission denied"):
+        report.write_report(model(), "md", tmp_path / "r.md")
+    assert not (tmp_path / "r.md").exists()
 
 
 def test_pdf_without_pdflatex_writes_the_tex_and_says_how_to_install(tmp_path, monkeypatch):

@@ -323,24 +323,27 @@ class ScalarOracle:
             return sum((program(self._values(params, np.asarray(inputs)[:, n], {s: v[n] for s, v in S0.items()},
                                              Y[:, n], scale, convert)) for n in range(N)), 0)
 
+    def assignments(self):
+        """The forward program as ``(name, expression)`` pairs in order, every step's
+        names filled in (``a__2_0 = b__0 + U__0_0*x__2_0 + W__0_0*h__1_0``)."""
+        for lines, fill in self._symbolic_steps:
+            for target, expr, _ in lines:
+                renamed = {sym: sp.Symbol(sym.name.format(**fill)) for sym in expr.free_symbols if "{" in sym.name}
+                yield target.name.format(**fill), expr.xreplace(renamed)
+
     def expanded_loss(self, max_ops=20_000):
         """The loss as one SymPy expression of the parameter, input, initial-state
         and target symbols (``W__0_0``, ``x__1_0``, ``h__0_0``, ``y__0_1``,
         ``scale``): the closed form, for tiny sizes (``T = 2, H = 1``).  Its size
         grows like ``H^T``; past ``max_ops`` operations it is refused."""
         values = {}
-        for lines, fill in self._symbolic_steps:
-            for target, expr, _ in lines:
-                mapping = {}
-                for sym in expr.free_symbols:
-                    name = sym.name.format(**fill) if "{" in sym.name else sym.name
-                    mapping[sym] = values.get(name, sp.Symbol(name))
-                value = expr.xreplace(mapping)
-                if sp.count_ops(value) > max_ops:
-                    raise DerivationTooLargeError(
-                        f"The expanded loss passes {max_ops} operations at {target}; the closed form "
-                        f"is only for tiny models (T=2, H=1). Use loss_and_grads instead.")
-                values[target.name.format(**fill)] = value
+        for name, expr in self.assignments():
+            value = expr.xreplace({sym: values[sym.name] for sym in expr.free_symbols if sym.name in values})
+            if sp.count_ops(value) > max_ops:
+                raise DerivationTooLargeError(
+                    f"The expanded loss passes {max_ops} operations at {name}; the closed form "
+                    f"is only for tiny models (T=2, H=1). Use loss_and_grads instead.")
+            values[name] = value
         return sp.Add(*[values[f"L__{u}"] for u in range(len(self.schedule.output_steps))])
 
     @property

@@ -8,75 +8,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import SymRNNError
+from ..errors import LatexError, LatexNotFoundError, OutputPathError  # noqa: F401 (re-exported)
+from ..fileio import check_writable, write_atomic  # noqa: F401 (re-exported)
 
 INSTALL_HINT = ("install a TeX distribution: on Debian or Ubuntu `apt-get install texlive-latex-base "
                 "texlive-latex-recommended texlive-pictures latexmk`, elsewhere TeX Live "
                 "(https://tug.org/texlive/) or MiKTeX")
 LATEX_TIMEOUT = 300  # seconds for one LaTeX run
-
-
-class OutputPathError(SymRNNError, ValueError):
-    """The output path of a report cannot be written."""
-
-
-class LatexNotFoundError(SymRNNError, RuntimeError):
-    """A PDF was asked for but pdflatex is not installed (the .tex was written instead)."""
-
-    def __init__(self, message, tex_path=None):
-        super().__init__(message)
-        self.tex_path = tex_path
-
-
-class LatexError(SymRNNError, RuntimeError):
-    """pdflatex failed; ``log_excerpt`` holds the error lines of its log."""
-
-    def __init__(self, message, log_excerpt="", tex_path=None):
-        super().__init__(message)
-        self.log_excerpt = log_excerpt
-        self.tex_path = tex_path
-
-
-def check_writable(path) -> Path:
-    """``path`` as a ``Path`` if a file can be written there; :class:`OutputPathError` otherwise."""
-    path = Path(path)
-    if path.is_dir():
-        raise OutputPathError(f"The output {str(path)!r} is a directory; give a file name, "
-                              f"e.g. {str(path / 'report.tex')!r}.")
-    parent = path.parent
-    if not parent.is_dir():
-        raise OutputPathError(f"Cannot write {str(path)!r}: the directory {str(parent)!r} does not exist; "
-                              f"create it first (mkdir -p {parent}).")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise OutputPathError(f"Cannot write {str(path)!r}: the file is read-only; choose another path "
-                              f"or make it writable.")
-    try:
-        fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".probe")
-    except OSError as exc:
-        raise OutputPathError(f"Cannot write {str(path)!r}: {exc.strerror} in {str(parent)!r}; "
-                              f"choose a writable directory.") from None
-    os.close(fd)
-    os.unlink(probe)
-    return path
-
-
-def write_atomic(path, data) -> Path:
-    """Write ``data`` (str or bytes) to ``path`` through a temporary file in the same directory."""
-    path = Path(path)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def latex_available() -> bool:

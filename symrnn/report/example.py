@@ -126,19 +126,16 @@ class WorkedExample:
         expanded, self.definitions, loss_defs = {}, [], []
         self.boundary = []
         partial = {}
-        for lines, fill in self.oracle._symbolic_steps:
-            for target, expr, _ in lines:
-                name = target.name.format(**fill)
-                named = expr.xreplace({s: sp.Symbol(s.name.format(**fill)) for s in expr.free_symbols})
-                named = named.xreplace(scale)
-                expanded[name] = named.xreplace({s: expanded.get(s.name, s) for s in named.free_symbols})
-                base = name.rpartition("__")[0]
-                if base in ("lse", "L"):
-                    partial[name] = named.xreplace({s: partial.get(s.name, s) for s in named.free_symbols})
-                    if base == "L":
-                        loss_defs.append((sp.Symbol(name), partial[name]))
-                    continue
-                self.definitions.append((sp.Symbol(name), named))
+        for name, named in self.oracle.assignments():
+            named = named.xreplace(scale)
+            expanded[name] = named.xreplace({s: expanded.get(s.name, s) for s in named.free_symbols})
+            base = name.rpartition("__")[0]
+            if base in ("lse", "L"):
+                partial[name] = named.xreplace({s: partial.get(s.name, s) for s in named.free_symbols})
+                if base == "L":
+                    loss_defs.append((sp.Symbol(name), partial[name]))
+                continue
+            self.definitions.append((sp.Symbol(name), named))
         self.expanded = expanded
         self.loss_definitions = loss_defs
         self.loss_expr = sp.Add(*[s for s, _ in loss_defs])
