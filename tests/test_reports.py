@@ -43,22 +43,10 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 SECTIONS = ("The model", "Notation", "Forward pass", "Loss", "The unrolled computation graph",
             "Local derivatives", "Adjoint recurrences", "Gradients of the parameters",
             "Jacobians and vanishing or exploding gradients", "A worked example in closed form")
-USER_CELL = '''
-import symrnn as sr
-
-
-def mgu():
-    """Minimal gated unit: one forget gate, the candidate reads the gated state."""
-    cell = sr.Cell("mgu", "minimal gated unit")
-    x = cell.input()
-    h = cell.state("h", role="hidden state")
-    U_f, W_f, b_f = cell.param("U_f", "H", "D"), cell.param("W_f", "H", "H"), cell.param("b_f", "H")
-    U_n, W_n, b_n = cell.param("U_n", "H", "D"), cell.param("W_n", "H", "H"), cell.param("b_n", "H")
-    f = cell.let("f", sr.sigmoid(U_f @ x + W_f @ h + b_f), role="forget gate")
-    n = cell.let("n", sr.tanh(U_n @ x + W_n @ (f * h) + b_n), role="candidate state")
-    cell.update(h, (1 - f) * h + f * n)
-    return cell
-'''
+USER_CELL = """
+# A user's cell file: any module with a function returning a symrnn.Cell.
+from symrnn.examples import minimal_gated_unit as mgu
+"""
 
 
 def in_ci() -> bool:
