@@ -13,11 +13,12 @@ import shutil
 import sys
 from pathlib import Path
 
+from .cells import BUILTIN_CELLS
 from .checks import agreement_table
 from .fileio import write_text_atomic
 from .model import Model
 
-DEMO_CELLS = ("rnn-tanh", "rnn-relu", "rnn-sigmoid", "lstm", "gru", "gru-reset-before")
+DEMO_CELLS = tuple(BUILTIN_CELLS)
 
 
 def run(out="reports") -> int:
