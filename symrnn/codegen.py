@@ -24,7 +24,7 @@ import sympy as sp
 from sympy.printing.pycode import PythonCodePrinter
 
 from .bptt import local_terms
-from .functions import NUMPY_IMPLEMENTATIONS, numpy_name
+from .functions import NUMPY_IMPLEMENTATIONS, WRITES_INTO, numpy_name
 from .symbols import MatVec, Param, bar, linear_maps, parse, tsym
 
 
@@ -46,6 +46,47 @@ class StepPrinter(PythonCodePrinter):
 
     def _print_MatVec(self, expr):
         return self.names[expr]
+
+    def into(self, target, expr):
+        """Code that computes ``expr`` into the existing array ``target`` (no copy of a temporary)."""
+        if isinstance(expr, (sp.Add, sp.Mul)) and len(expr.args) >= 2:
+            ufunc = "np.add" if isinstance(expr, sp.Add) else "np.multiply"
+            rest = expr.func(*expr.args[:-1])
+            return f"{ufunc}({self.doprint(rest)}, {self.doprint(expr.args[-1])}, out={target})"
+        if isinstance(expr, sp.Function) and len(expr.args) == 1 and numpy_name(expr) in WRITES_INTO:
+            return f"{numpy_name(expr)}({self.doprint(expr.args[0])}, out={target})"
+        return f"{target}[...] = {self.doprint(expr)}"
+
+
+def fresh(name, shape, dtype):
+    """The default allocator of generated code: a new array every call."""
+    return np.empty(shape, dtype=dtype)
+
+
+class Workspace:
+    """Arrays reused from one call to the next, per allocation site, shape and dtype.
+
+    A fresh multi-megabyte array costs a page fault per 4 KiB page on first
+    write, every call (the allocator hands large blocks back to the system);
+    at N=32, T=100, H=128 that was a third of a gradient evaluation.  PyTorch
+    avoids it with a caching allocator; this is ours.  One workspace serves
+    one thread (see :class:`symrnn.model.Model`), and nothing allocated from
+    it may be returned to a caller: :meth:`owns` tells.
+    """
+
+    def __init__(self, prefix=""):
+        self.prefix = prefix
+        self.arrays = {}
+
+    def __call__(self, name, shape, dtype):
+        key = (self.prefix, name, tuple(shape), np.dtype(dtype))
+        array = self.arrays.get(key)
+        if array is None:
+            array = self.arrays[key] = np.empty(shape, dtype=dtype)
+        return array
+
+    def owns(self, array) -> bool:
+        return any(np.may_share_memory(array, a) for a in self.arrays.values())
 
 
 def code_name(symbol) -> str:
@@ -161,7 +202,7 @@ class BlockCode:
     def _forward_source(self):
         atom_names = self._atom_names()
         printer = StepPrinter(atom_names)
-        lines = [f"def forward(params, X, S0, sizes):",
+        lines = [f"def forward(params, X, S0, sizes, empty=fresh):",
                  f'    """Forward pass of {self.name} over all steps; returns the cache."""',
                  "    T, N = X.shape[0], X.shape[1]",
                  "    dtype = X.dtype"]
@@ -172,14 +213,14 @@ class BlockCode:
             if self._hoisted(g):
                 lines.append(f"    P{g.index} = (X.reshape(T * N, -1) @ G{g.index}).reshape(T, N, -1)")
         for s, size in self.states.items():
-            lines.append(f"    S_{s} = np.empty((T + 1, N, {size}), dtype=dtype)")
+            lines.append(f"    S_{s} = empty('S_{s}', (T + 1, N, {size}), dtype)")
             lines.append(f"    S_{s}[0] = S0['{s}']")
         for e in self.equations:
             if e.kind == "let":
-                lines.append(f"    C_{parse(e.target)[0]} = np.empty((T, N, {self.sizes[e.target]}), dtype=dtype)")
+                lines.append(f"    C_{parse(e.target)[0]} = empty('C_{parse(e.target)[0]}', (T, N, {self.sizes[e.target]}), dtype)")
         stored = [g for g in self.groups.values() if not self._hoisted(g)]
         for g in stored:
-            lines.append(f"    P{g.index} = np.empty((T, N, {self._total_rows(g)}), dtype=dtype)")
+            lines.append(f"    P{g.index} = empty('P{g.index}', (T, N, {self._total_rows(g)}), dtype)")
         lines.append("    for t in range(T):")
         body = []
         if self._input_used_elementwise():
@@ -198,10 +239,9 @@ class BlockCode:
                 else:
                     body.append(f"p{g.index} = np.matmul({printer._print(g.vector)}, G{g.index}, out=P{g.index}[t])")
                 body += self._unpack(g, atom_names)
-            body.append(f"{code_name(e.target)} = {printer.doprint(e.rhs)}")
             base = parse(e.target)[0]
-            body.append(f"S_{base}[t + 1] = {code_name(e.target)}" if e.kind == "state"
-                        else f"C_{base}[t] = {code_name(e.target)}")
+            body.append(f"{code_name(e.target)} = " + (f"S_{base}[t + 1]" if e.kind == "state" else f"C_{base}[t]"))
+            body.append(printer.into(code_name(e.target), e.rhs))
         lines += ["        " + b for b in body]
         cache = [f"'S_{s}': S_{s}" for s in self.states] + [f"'C_{b}': C_{b}" for b in self.lets]
         cache += [f"'P{g.index}': P{g.index}" for g in self.groups.values()]
@@ -242,7 +282,7 @@ class BlockCode:
     # -- compile ------------------------------------------------------------
     def _compile(self, source, what):
         filename = f"<symrnn-bptt-{self.name}-{what}>"
-        namespace = {"np": np, **NUMPY_IMPLEMENTATIONS}
+        namespace = {"np": np, "fresh": fresh, **NUMPY_IMPLEMENTATIONS}
         exec(compile(source, filename, "exec"), namespace)
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         function = namespace[what]
@@ -293,6 +333,15 @@ class _BackwardWriter:
         for t in block.terms.get(block.input_symbol, []):
             if t.matrix is None:
                 self._own_buffer(self.q_of_term[id(t)], block.sizes[block.input_symbol])
+        self.slots = {}  # q -> the per-step places it is stored in (computed into the first)
+        for content, (name, g) in self.buffers.items():
+            if len(content) == 1:
+                self.slots.setdefault(content[0], []).append(f"{name}[t]")
+            else:
+                for q, (a, b) in zip(content, block._slices(g)):
+                    self.slots.setdefault(q, []).append(f"{name}[t, :, {a}:{b}]")
+        for q, (buffer, _) in self.extra.items():
+            self.slots.setdefault(q, []).append(f"{buffer}[t]")
         self.emitted_q = set()
 
     def _content(self, g):
@@ -309,7 +358,7 @@ class _BackwardWriter:
 
     def _header(self):
         block = self.block
-        lines = ["def backward(params, X, cache, EXT, dS, sizes):",
+        lines = ["def backward(params, X, cache, EXT, dS, sizes, empty=fresh):",
                  f'    """Backward pass of {block.name}: (parameter gradients, dX, dS0)."""',
                  "    T, N = X.shape[0], X.shape[1]",
                  "    dtype = X.dtype"]
@@ -320,9 +369,9 @@ class _BackwardWriter:
         lines += [f"    {k} = cache['{k}']" for k in cached]
         lines += [f"    G{g.index} = {block._stack(g, transpose=False)}"
                   for g in block.groups.values() if not block._hoisted(g)]
-        lines += [f"    {name} = np.empty((T, N, {block._total_rows(g)}), dtype=dtype)"
+        lines += [f"    {name} = empty('{name}', (T, N, {block._total_rows(g)}), dtype)"
                   for name, g in self.buffers.values()]
-        lines += [f"    {name} = np.empty((T, N, {size}), dtype=dtype)" for name, size in self.extra.values()]
+        lines += [f"    {name} = empty('{name}', (T, N, {size}), dtype)" for name, size in self.extra.values()]
         lines += [f"    carry_{s} = dS['{s}']" for s in block.states]
         return lines
 
@@ -347,24 +396,21 @@ class _BackwardWriter:
             body.append(f"{code_name(bar(eq.target))} = {self._adjoint_of(eq.target, body)}")
             body += self._qs_of(eq.target)
         body += [f"carry_{s} = {self._adjoint_of(tsym(s, -1), body)}" for s in block.states]
-        for content, (name, g) in self.buffers.items():
-            if all(block._hoisted(h) for h in block.groups.values() if self.group_buffer[h.index] == name):
-                body += self._store(name, g, content)
-        body += [f"{buffer}[t] = {q}" for q, (buffer, _) in self.extra.items()]
         return body
 
     def _qs_of(self, y):
+        """Compute the q's of consumer ``y``: into their buffer slot when they have one."""
         lines = []
         for (consumer, _), name in self.q_names.items():
             if consumer == y and name not in self.emitted_q:
                 self.emitted_q.add(name)
-                lines.append(f"{name} = {self.printer.doprint(self.q_expr[name])}")
+                slots = self.slots.get(name)
+                if not slots:
+                    lines.append(f"{name} = {self.printer.doprint(self.q_expr[name])}")
+                    continue
+                lines += [f"{name} = {slots[0]}", self.printer.into(name, self.q_expr[name])]
+                lines += [f"{slot} = {name}" for slot in slots[1:]]
         return lines
-
-    def _store(self, name, g, content):
-        if len(content) == 1:
-            return [f"{name}[t] = {content[0]}"]
-        return [f"{name}[t, :, {a}:{b}] = {q}" for q, (a, b) in zip(content, self.block._slices(g))]
 
     def _adjoint_of(self, u, body):
         """Code of ``bar u`` at this step; stores the group buffer it reads into ``body``."""
@@ -373,7 +419,6 @@ class _BackwardWriter:
         if u in block.groups:
             g = block.groups[u]
             name, content = self.group_buffer[g.index], self._content(g)
-            body += self._store(name, g, content)
             parts.append(f"({content[0]} @ G{g.index})" if len(content) == 1 else f"({name}[t] @ G{g.index})")
         base, offset, _ = parse(u)
         if offset == 0 and base in block.external:

@@ -62,13 +62,19 @@ exp = sp.exp
 log = sp.log
 
 
-def _sigmoid(a):
-    # 0.5 (1 + tanh(a/2)) never overflows, unlike 1 / (1 + exp(-a)).
-    return 0.5 * np.tanh(0.5 * a) + 0.5
+def _sigmoid(a, out=None):
+    # 0.5 (1 + tanh(a/2)) never overflows, unlike 1 / (1 + exp(-a)); done in place in ``out``.
+    if out is None:
+        return 0.5 * np.tanh(0.5 * a) + 0.5
+    np.multiply(a, 0.5, out=out)
+    np.tanh(out, out=out)
+    out *= 0.5
+    out += 0.5
+    return out
 
 
-def _relu(a):
-    return np.maximum(a, 0)
+def _relu(a, out=None):
+    return np.maximum(a, 0, out=out)
 
 
 def _step(a):
@@ -83,6 +89,9 @@ NUMPY_IMPLEMENTATIONS = {
     "relu": _relu,
     "step": _step,
 }
+
+# functions whose implementation takes ``out=`` (generated code then writes results in place)
+WRITES_INTO = {"tanh", "exp", "log", "sigmoid", "relu"}
 
 ACTIVATIONS = {"tanh": tanh, "relu": relu, "sigmoid": sigmoid}
 

@@ -11,19 +11,29 @@ True
 """
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass
+
 import numpy as np
 
 from .architectures import get_architecture
 from .bptt import Derivation
 from .cell import Cell
 from .cells import builtin_cell
-from .codegen import BlockCode
+
+from .codegen import BlockCode, Workspace as _Arrays
 from .errors import CellDefinitionError, ShapeError, UnknownNameError
 from .losses import get_loss
 from .symbols import tsym
 from .validation import as_float_array, check_finite, check_param_names, check_shape
 
 _DTYPES = (np.float64, np.float32)
+
+
+@dataclass
+class _ModelWorkspace:
+    cell: _Arrays
+    readout: _Arrays
 
 
 def readout_cell(H_state: str, logits: str) -> Cell:
@@ -93,6 +103,7 @@ class Model:
         self._cell_code = None
         self._readout_code = None
         self._derivation = None
+        self._threads = threading.local()
 
     # -- parameters -----------------------------------------------------------
     @property
@@ -217,15 +228,22 @@ class Model:
                 S0[s] = np.zeros((N, H), dtype=dtype)
         return S0
 
+    def _workspace(self):
+        """This thread's reusable arrays for the generated code (see :class:`~symrnn.codegen.Workspace`)."""
+        if not hasattr(self._threads, "workspace"):
+            self._threads.workspace = _ModelWorkspace(_Arrays("cell"), _Arrays("readout"))
+        return self._threads.workspace
+
     def _run_forward(self, params, X, Y, S0, sched):
-        cache = self.cell_code.forward(params, X, S0, self.sizes)
+        ws = self._workspace()
+        cache = self.cell_code.forward(params, X, S0, self.sizes, ws.cell)
         Hs = cache[f"S_{self.out}"][1:][sched.output_steps.start:sched.output_steps.stop]
         T_out, N, H = Hs.shape
         if self.readout is None:
             value, dHs = self.loss_rule.value_and_grad(Hs, Y, self.reduction)
             return value, cache, None, dHs
         H_flat = Hs.reshape(1, T_out * N, H)
-        r_cache = self.readout_code.forward(params, H_flat, {}, self.sizes)
+        r_cache = self.readout_code.forward(params, H_flat, {}, self.sizes, ws.readout)
         O = r_cache[f"C_{self.logits}"].reshape(T_out, N, -1)
         value, dO = self.loss_rule.value_and_grad(O, Y, self.reduction)
         return value, cache, (H_flat, r_cache), dO
@@ -249,18 +267,27 @@ class Model:
         if r is not None:
             H_flat, r_cache = r
             dO = d_out.reshape(1, -1, d_out.shape[-1])
-            r_grads, dH_flat, _ = self.readout_code.backward(params, H_flat, r_cache, {self.logits: dO}, {}, self.sizes)
+            r_grads, dH_flat, _ = self.readout_code.backward(params, H_flat, r_cache, {self.logits: dO}, {},
+                                                             self.sizes, self._workspace().readout)
             grads.update(r_grads)
             d_out = dH_flat.reshape(len(sched.output_steps), N, -1)
-        EXT = np.zeros((T, N, self.sizes["H"]), dtype=X.dtype)
-        EXT[sched.output_steps.start:sched.output_steps.stop] = d_out
+        ws = self._workspace()
+        if len(sched.output_steps) == T:
+            EXT = d_out
+        else:
+            EXT = ws.cell("EXT", (T, N, self.sizes["H"]), X.dtype)
+            EXT.fill(0)
+            EXT[sched.output_steps.start:sched.output_steps.stop] = d_out
         dS_final = {s: np.zeros((N, self.sizes["H"]), dtype=X.dtype) for s in self.state_names}
-        c_grads, dX, dS0 = self.cell_code.backward(params, X, cache, {self.out: EXT}, dS_final, self.sizes)
+        c_grads, dX, dS0 = self.cell_code.backward(params, X, cache, {self.out: EXT}, dS_final, self.sizes, ws.cell)
         grads.update(c_grads)
         grads = {k: grads[k] for k in self.param_shapes}  # canonical order
         grads["x"] = dX[sched.input_steps.start:sched.input_steps.stop]
         for s in self.state_names:
             grads[f"{s}0"] = dS0[s]
+        for k, g in grads.items():  # nothing returned may live in the reused arrays
+            if ws.cell.owns(g) or ws.readout.owns(g):
+                grads[k] = g.copy()
         return float(value), grads
 
     def __repr__(self):

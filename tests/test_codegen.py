@@ -57,3 +57,33 @@ def test_float32(cell):
     assert all(g.dtype == np.float32 for g in g32.values())
     assert abs(l32 - l64) < 1e-4 * abs(l64)
     assert max_error(g32, g64)[0] < 1e-5
+
+
+@pytest.mark.parametrize("cell", ["rnn-tanh", "lstm", "gru-reset-before", "mgu"])
+def test_reused_arrays_never_leak_into_results(cell):
+    """The generated code reuses its work arrays between calls; what a call returned stays put."""
+    from strategies import make_cell
+
+    model = sr.Model(make_cell(cell), D=2, H=3, K=2, architecture="many-to-many-delayed")
+    params = model.init_params(0)
+    rng = np.random.default_rng(0)
+    x1, y1 = rng.normal(size=(4, 2, 2)), rng.integers(0, 2, (3, 2))
+    _, first = model.loss_and_grads(params, x1, y1)
+    kept = {k: v.copy() for k, v in first.items()}
+    model.loss_and_grads(params, rng.normal(size=(4, 2, 2)), rng.integers(0, 2, (3, 2)))
+    for k in kept:
+        assert np.array_equal(first[k], kept[k]), k
+    assert all(np.array_equal(a, b) for a, b in zip(model.loss_and_grads(params, x1, y1)[1].values(), kept.values()))
+
+
+def test_threads_get_their_own_work_arrays():
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = sr.Model("lstm", D=3, H=4, K=3)
+    params = model.init_params(0)
+    rng = np.random.default_rng(1)
+    problems = [(rng.normal(size=(30, 4, 3)), rng.integers(0, 3, (30, 4))) for _ in range(8)]
+    expected = [model.loss_and_grads(params, x, y)[1]["W_f"] for x, y in problems]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda p: model.loss_and_grads(params, *p)[1]["W_f"], problems))
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected))
