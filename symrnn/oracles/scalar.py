@@ -271,57 +271,49 @@ class ScalarOracle:
             scale = 1.0 / (self.T_out * N * model.sizes["K"])
         return N, Y, S0, scale
 
+    def _per_example(self, kind, params, inputs, targets, h0, precision):
+        """The program's results for each sequence of the batch, in float64 or mpmath."""
+        N, Y, S0, scale = self._batch(inputs, targets, h0)
+        backend = "float" if precision is None else "mpmath"
+        program = self._program(kind, backend)
+        convert = float if backend == "float" else mpmath.mpf
+        inputs = np.asarray(inputs)
+        with mpmath.workdps(precision or 15):
+            return [program(self._values(params, inputs[:, n], {s: v[n] for s, v in S0.items()}, Y[:, n],
+                                         scale, convert)) for n in range(N)]
+
     def loss_and_grads(self, params, inputs, targets, h0=None, precision=None):
         """Loss and gradients from the scalar program; ``precision`` (decimal
         digits) evaluates with mpmath instead of float64."""
-        N, Y, S0, scale = self._batch(inputs, targets, h0)
-        backend = "float" if precision is None else "mpmath"
-        program = self._program("grad", backend)
+        results = self._per_example("grad", params, inputs, targets, h0, precision)
         with mpmath.workdps(precision or 15):
-            convert = float if backend == "float" else mpmath.mpf
-            total, acc = 0, None
-            for n in range(N):
-                values = self._values(params, np.asarray(inputs)[:, n], {s: v[n] for s, v in S0.items()},
-                                      Y[:, n], scale, convert)
-                L, g = program(values)
-                total = total + L
-                acc = g if acc is None else [a + b for a, b in zip(acc, g)]
-                per_example = g
-                self._store_example(n, per_example)
-            return total, self._unflatten(acc)
-
-    def _store_example(self, n, g):
-        if not hasattr(self, "_per_example"):
-            self._per_example = {}
-        self._per_example[n] = g
-
-    def _unflatten(self, flat):
-        grads, k = {}, 0
-        for name, arr in self.param_symbols.items():
-            grads[name] = np.array(flat[k:k + arr.size], dtype=object).reshape(arr.shape)
-            k += arr.size
-        D = self.model.sizes["D"]
-        N = len(self._per_example)
-        xs = np.array([self._per_example[n][k:k + self.T_in * D] for n in range(N)], dtype=object)
-        grads["x"] = xs.reshape(N, self.T_in, D).transpose(1, 0, 2)
-        k += self.T_in * D
-        H = self.model.sizes["H"]
-        for s in self.state0_names:
-            grads[f"{s}0"] = np.array([self._per_example[n][k:k + H] for n in range(N)], dtype=object)
-            k += H
-        self._per_example = {}
-        return {name: (g.astype(float) if all(isinstance(v, float) for v in g.ravel()) else g)
-                for name, g in grads.items()}
+            total = sum((loss for loss, _ in results), 0)
+            return total, self._unflatten([g for _, g in results])
 
     def loss(self, params, inputs, targets, h0=None, precision=None):
         """The loss alone (forward program only)."""
-        N, Y, S0, scale = self._batch(inputs, targets, h0)
-        backend = "float" if precision is None else "mpmath"
-        program = self._program("loss", backend)
+        results = self._per_example("loss", params, inputs, targets, h0, precision)
         with mpmath.workdps(precision or 15):
-            convert = float if backend == "float" else mpmath.mpf
-            return sum((program(self._values(params, np.asarray(inputs)[:, n], {s: v[n] for s, v in S0.items()},
-                                             Y[:, n], scale, convert)) for n in range(N)), 0)
+            return sum(results, 0)
+
+    def _unflatten(self, per_example):
+        """Flat per-sequence gradients -> the dict of ``loss_and_grads`` (summed over the batch
+        for parameters; one row per sequence for the inputs and initial states)."""
+        N = len(per_example)
+        total = [sum(column, 0) for column in zip(*per_example)]
+        grads, k = {}, 0
+        for name, arr in self.param_symbols.items():
+            grads[name] = np.array(total[k:k + arr.size], dtype=object).reshape(arr.shape)
+            k += arr.size
+        D, H = self.model.sizes["D"], self.model.sizes["H"]
+        xs = np.array([g[k:k + self.T_in * D] for g in per_example], dtype=object)
+        grads["x"] = xs.reshape(N, self.T_in, D).transpose(1, 0, 2)
+        k += self.T_in * D
+        for s in self.state0_names:
+            grads[f"{s}0"] = np.array([g[k:k + H] for g in per_example], dtype=object)
+            k += H
+        return {name: (g.astype(float) if all(isinstance(v, float) for v in g.ravel()) else g)
+                for name, g in grads.items()}
 
     def assignments(self):
         """The forward program as ``(name, expression)`` pairs in order, every step's
