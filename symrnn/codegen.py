@@ -343,6 +343,7 @@ class _BackwardWriter:
         for q, (buffer, _) in self.extra.items():
             self.slots.setdefault(q, []).append(f"{buffer}[t]")
         self.emitted_q = set()
+        self.shared_names = sp.numbered_symbols("w")  # factors shared by the q's of one consumer
 
     def _content(self, g):
         return tuple(self.q_of_term[id(self.block._term(g.vector, m))] for m in g.atoms)
@@ -399,17 +400,20 @@ class _BackwardWriter:
         return body
 
     def _qs_of(self, y):
-        """Compute the q's of consumer ``y``: into their buffer slot when they have one."""
-        lines = []
-        for (consumer, _), name in self.q_names.items():
-            if consumer == y and name not in self.emitted_q:
-                self.emitted_q.add(name)
-                slots = self.slots.get(name)
-                if not slots:
-                    lines.append(f"{name} = {self.printer.doprint(self.q_expr[name])}")
-                    continue
-                lines += [f"{name} = {slots[0]}", self.printer.into(name, self.q_expr[name])]
-                lines += [f"{slot} = {name}" for slot in slots[1:]]
+        """Compute the q's of consumer ``y`` (sharing their common factors through ``cse``):
+        into their buffer slot when they have one."""
+        names = [name for (consumer, _), name in self.q_names.items()
+                 if consumer == y and name not in self.emitted_q]
+        self.emitted_q.update(names)
+        shared, exprs = sp.cse([self.q_expr[n] for n in names], symbols=self.shared_names, order="none")
+        lines = [f"{sym} = {self.printer.doprint(expr)}" for sym, expr in shared]
+        for name, expr in zip(names, exprs):
+            slots = self.slots.get(name)
+            if not slots:
+                lines.append(f"{name} = {self.printer.doprint(expr)}")
+                continue
+            lines += [f"{name} = {slots[0]}", self.printer.into(name, expr)]
+            lines += [f"{slot} = {name}" for slot in slots[1:]]
         return lines
 
     def _adjoint_of(self, u, body):
