@@ -35,6 +35,15 @@ class Term:
         """``coef * bar y``: the adjoint of the linear map's output (or the term itself)."""
         return self.coef * bar(self.consumer)
 
+    def jacobian(self, coef=None) -> sp.Expr:
+        """The local Jacobian ``d consumer / d u`` in matrix form: ``Diag(coef)``, times ``P``
+        for a use inside ``P u`` (``coef`` may be given moved to another step)."""
+        coef = self.coef if coef is None else coef
+        factor = Diag(coef) if coef != 1 else sp.Integer(1)
+        if self.matrix is not None:
+            factor = factor * sp.Symbol(self.matrix.name, commutative=False)
+        return factor
+
     def expr(self) -> sp.Expr:
         """The term as an expression: ``coef bar y``, ``P^T(coef bar y)`` or ``(coef bar y) v^T``."""
         if self.vector is not None:
@@ -169,7 +178,6 @@ class Derivation:
     def _build_step_jacobians(self):
         """``d s[t] / d s'[t-1]`` for every pair of states, by forward accumulation."""
         cell = self.cell
-        jac = {}
         self.step_jacobians = {}
         for prev in cell.states:
             jac = {tsym(prev, -1): sp.Integer(1)}
@@ -182,12 +190,8 @@ class Derivation:
                     for term in term_list:
                         if term.consumer != eq.target or term.vector is not None or u not in jac:
                             continue
-                        if jac[u] == 0:
-                            continue
-                        factor = Diag(term.coef) if term.coef != 1 else sp.Integer(1)
-                        if term.matrix is not None:
-                            factor = factor * sp.Symbol(term.matrix.name, commutative=False)
-                        total = total + factor * jac[u]
+                        if jac[u] != 0:
+                            total = total + term.jacobian() * jac[u]
                 jac[eq.target] = total
             for s in cell.states:
                 self.step_jacobians[(s, prev)] = jac[tsym(s)]

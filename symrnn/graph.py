@@ -17,9 +17,8 @@ uses label the edges, moved to their step with :func:`~symrnn.symbols.shift`.
 from __future__ import annotations
 
 import networkx as nx
-import sympy as sp
 
-from .bptt import Diag, local_terms
+from .bptt import local_terms
 from .symbols import Param, at_step, parse
 
 
@@ -65,12 +64,8 @@ def _add_terms(g, terms, t, skip_inputs=False, input_symbol=None):
                 g.add_node((u.name, None), kind="parameter")
                 g.add_edge((u.name, None), v, kind="parameter", jacobian=None, term=term, t=t)
                 continue
-            jac = Diag(coef) if coef != 1 else sp.Integer(1)
-            kind = "elementwise"
-            if term.matrix is not None:
-                jac = jac * sp.Symbol(term.matrix.name, commutative=False)
-                kind = "linear"
-            g.add_edge(_node(u, t), v, kind=kind, jacobian=jac, term=term, t=t)
+            kind = "linear" if term.matrix is not None else "elementwise"
+            g.add_edge(_node(u, t), v, kind=kind, jacobian=term.jacobian(coef), term=term, t=t)
 
 
 def adjoint_recurrence_from_graph(graph, node):
