@@ -24,7 +24,7 @@ from .cells import builtin_cell
 from .codegen import BlockCode, Workspace as _Arrays
 from .errors import CellDefinitionError, ShapeError, UnknownNameError
 from .losses import get_loss
-from .symbols import tsym
+from .symbols import parse
 from .validation import as_float_array, check_finite, check_param_names, check_shape
 
 _DTYPES = (np.float64, np.float32)
@@ -85,7 +85,7 @@ class Model:
         self.sizes = {"D": int(D), "H": int(H), "K": int(K) if K is not None else None}
         self.state_names = self.cell.state_names
         self.out = self.cell.output_state
-        taken = {str(s).split("[")[0] for s in self.cell.sizes} | set(self.cell.params)
+        taken = {parse(s)[0] for s in self.cell.sizes if parse(s)} | set(self.cell.params)
         self.logits = next(n for n in ("o", "s", "logits") if n not in taken)
         self.readout = readout_cell(self.out, self.logits) if self.loss_rule.needs_readout else None
         if self.readout is not None:
