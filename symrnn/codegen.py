@@ -321,10 +321,10 @@ class _BackwardWriter:
             if content not in self.buffers:
                 self.buffers[content] = (f"Q{len(self.buffers)}", g)
             self.group_buffer[g.index] = self.buffers[content][0]
-        self.located = {}  # q -> code of its values at all steps, inside a group buffer
+        self.located = {}  # q -> (group buffer, slice of its columns or None) holding its values at all steps
         for content, (name, g) in self.buffers.items():
             for q, (a, b) in zip(content, block._slices(g)):
-                self.located.setdefault(q, f"{name}[..., {a}:{b}]" if len(content) > 1 else name)
+                self.located.setdefault(q, (name, f"{a}:{b}" if len(content) > 1 else None))
         self.extra = {}  # q -> own buffer, for q's of vector parameters or inputs found in no group buffer
         for p, spec in block.params.items():
             if not spec.is_matrix:
@@ -441,19 +441,31 @@ class _BackwardWriter:
             for m, (a, b) in zip(g.atoms, block._slices(g)):
                 pieces.setdefault(m.args[0].name, []).append(f"dG{g.index}" if len(g.atoms) == 1 else f"dG{g.index}[{a}:{b}]")
         lines += [f"    grads['{P}'] = {' + '.join(ps)}" for P, ps in pieces.items()]
+        summed = set()  # each buffer is summed over time and batch once, then sliced
         for p, spec in block.params.items():
             if spec.is_matrix:
                 continue
-            sums = [f"{self._values_of(self.q_of_term[id(t)])}.sum(axis=(0, 1))" for t in block.terms.get(Param(p), [])]
+            sums = []
+            for t in block.terms.get(Param(p), []):
+                buffer, columns = self._location(self.q_of_term[id(t)])
+                if buffer not in summed:
+                    summed.add(buffer)
+                    lines.append(f"    sum_{buffer} = {buffer}.reshape(T * N, -1).sum(axis=0)")
+                sums.append(f"sum_{buffer}" + (f"[{columns}]" if columns else ""))
             lines.append(f"    grads['{p}'] = {' + '.join(sums) if sums else f'np.zeros(params[{p!r}].shape, dtype=dtype)'}")
         dx = []
         if block.input_symbol in block.groups:
             g = block.groups[block.input_symbol]
-            dx.append(f"({self.group_buffer[g.index]} @ {block._stack(g, transpose=False)})")
-        dx += [self._values_of(self.q_of_term[id(t)]) for t in block.terms.get(block.input_symbol, []) if t.matrix is None]
+            dx.append(f"({self.group_buffer[g.index]}.reshape(T * N, -1) @ {block._stack(g, transpose=False)})"
+                      f".reshape(T, N, -1)")
+        for t in block.terms.get(block.input_symbol, []):
+            if t.matrix is None:
+                buffer, columns = self._location(self.q_of_term[id(t)])
+                dx.append(f"{buffer}[..., {columns}]" if columns else buffer)
         lines.append(f"    dX = {' + '.join(dx) if dx else 'np.zeros_like(X)'}")
         lines.append("    return grads, dX, {" + ", ".join(f"'{s}': carry_{s}" for s in block.states) + "}")
         return lines
 
-    def _values_of(self, q):
-        return self.located[q] if q in self.located else self.extra[q][0]
+    def _location(self, q):
+        """``(buffer, columns)`` of q's values at all steps (``columns`` None: the whole buffer)."""
+        return self.located[q] if q in self.located else (self.extra[q][0], None)
