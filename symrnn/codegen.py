@@ -74,12 +74,11 @@ class Workspace:
     it may be returned to a caller: :meth:`owns` tells.
     """
 
-    def __init__(self, prefix=""):
-        self.prefix = prefix
+    def __init__(self):
         self.arrays = {}
 
     def __call__(self, name, shape, dtype):
-        key = (self.prefix, name, tuple(shape), np.dtype(dtype))
+        key = (name, tuple(shape), np.dtype(dtype))
         array = self.arrays.get(key)
         if array is None:
             array = self.arrays[key] = np.empty(shape, dtype=dtype)
@@ -166,7 +165,7 @@ class BlockCode:
     def _hoisted(self, group):
         return group.vector == self.input_symbol
 
-    def _slices(self, group, sizes_expr=None):
+    def _slices(self, group):
         """``(start, stop)`` code of each matrix's rows inside the stacked product."""
         out, start = [], sp.Integer(0)
         for rows in group.rows:
@@ -260,7 +259,7 @@ class BlockCode:
         if len(g.atoms) == 1:
             return [f"{atom_names[g.atoms[0]]} = {source}"]
         return [f"{atom_names[m]} = {source}[:, {a}:{b}]"
-                for m, (a, b) in zip(g.atoms, self._slices(g, "sizes"))]
+                for m, (a, b) in zip(g.atoms, self._slices(g))]
 
     def _input_used_elementwise(self):
         return any(t.matrix is None for t in self.terms.get(self.input_symbol, []))

@@ -231,7 +231,7 @@ class Model:
     def _workspace(self):
         """This thread's reusable arrays for the generated code (see :class:`~symrnn.codegen.Workspace`)."""
         if not hasattr(self._threads, "workspace"):
-            self._threads.workspace = _ModelWorkspace(_Arrays("cell"), _Arrays("readout"))
+            self._threads.workspace = _ModelWorkspace(_Arrays(), _Arrays())
         return self._threads.workspace
 
     def _run_forward(self, params, X, Y, S0, sched):

@@ -29,10 +29,8 @@ def _split(model, arrays):
 
 
 def _initial(model, inputs, h0):
-    N = np.asarray(inputs).shape[1]
-    H = model.sizes["H"]
-    given = {} if h0 is None else (dict(h0) if isinstance(h0, dict) else {model.out: h0})
-    return {s: np.asarray(given.get(s, np.zeros((N, H))), dtype=np.float64) for s in model.state_names}
+    """The initial states as the model reads them (zeros where not given), in float64."""
+    return model._initial_states(h0, np.asarray(inputs).shape[1], np.float64)
 
 
 def central_differences(model, params, inputs, targets, h0=None, eps=1e-6):
