@@ -8,7 +8,7 @@ model (:mod:`symrnn.model`) -> independent checks (:mod:`symrnn.oracles`).
 from .cell import Cell
 from .cells import BUILTIN_CELLS, builtin_cell, gru, lstm, rnn
 from .errors import (CellDefinitionError, DerivationTooLargeError, MissingRuleError, NonFiniteError,
-                     ParameterError, ShapeError, SymRNNError, UnknownNameError)
+                     ParameterError, ShapeError, SymRNNError, UnknownNameError, UserCodeError)
 from .functions import exp, log, register_function, relu, sigmoid, step, tanh
 from .model import Model
 
@@ -16,6 +16,6 @@ __all__ = [
     "Cell", "Model", "BUILTIN_CELLS", "builtin_cell", "rnn", "lstm", "gru",
     "sigmoid", "tanh", "relu", "step", "exp", "log", "register_function",
     "SymRNNError", "ShapeError", "NonFiniteError", "UnknownNameError", "ParameterError",
-    "CellDefinitionError", "DerivationTooLargeError", "MissingRuleError",
+    "CellDefinitionError", "DerivationTooLargeError", "MissingRuleError", "UserCodeError",
 ]
 __version__ = "0.1.0"

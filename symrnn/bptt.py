@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 
 import sympy as sp
 
+from .functions import derivative
 from .symbols import MatTVec, MatVec, Outer, Param, bar, linear_maps, parse, shift, tsym
 
 
@@ -67,7 +68,7 @@ def local_terms(equations):
         flat = eq.rhs.xreplace(dummies)
 
         def coef(wrt, flat=flat, restore=restore, target=eq.target):
-            return sp.diff(flat, wrt).xreplace({flat: target}).xreplace(restore)
+            return derivative(flat, wrt).xreplace({flat: target}).xreplace(restore)
 
         for u in sorted(flat.free_symbols - set(restore), key=sp.default_sort_key):
             terms.setdefault(u, []).append(Term(eq.target, coef(u)))

@@ -19,12 +19,13 @@ message that names the equation.
 """
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 import sympy as sp
 
-from .errors import CellDefinitionError
-from .functions import NUMPY_IMPLEMENTATIONS
+from .errors import CellDefinitionError, MissingRuleError
+from .functions import derivative, rule_of, to_vocabulary
 from .symbols import MatVec, Param, parse, tsym
 
 SIZE_NAMES = ("D", "H", "K")
@@ -69,13 +70,14 @@ class Cell:
         self.output_state: str | None = None
         self.roles: dict[str, str] = {}  # quantity base name -> description
         self._auto = 0
+        self._params_apart = False  # the readout: its parameters may share a name with its input
 
     # -- declarations -----------------------------------------------------
     def input(self, name: str = "x", size: str = "D", role: str = "input") -> sp.Symbol:
         """Declare the input vector; returns the symbol ``x[t]``."""
         if self.input_symbol is not None:
             raise CellDefinitionError(f"Cell {self.name!r} already has an input {self.input_symbol}.")
-        self._check_new_name(name)
+        self._check_new_name(name, "input")
         self._check_size(size, f"input {name!r}")
         self.input_symbol = tsym(name)
         self.sizes[self.input_symbol] = size
@@ -84,7 +86,7 @@ class Cell:
 
     def state(self, name: str, size: str = "H", role: str = "state") -> sp.Symbol:
         """Declare a state variable; returns its previous value ``name[t-1]``."""
-        self._check_new_name(name)
+        self._check_new_name(name, "state")
         self._check_size(size, f"state {name!r}")
         self.states[name] = size
         self.sizes[tsym(name, -1)] = size
@@ -95,7 +97,7 @@ class Cell:
 
     def param(self, name: str, *shape: str, role: str = "") -> Param:
         """Declare a parameter of shape ``("H", "D")``, ``("H", "H")`` or ``("H",)``."""
-        self._check_new_name(name)
+        self._check_new_name(name, "param")
         if len(shape) not in (1, 2):
             raise CellDefinitionError(
                 f"Parameter {name!r} has shape {shape}; give one size name for a vector "
@@ -174,12 +176,39 @@ class Cell:
         return "\n".join(lines)
 
     # -- checks -------------------------------------------------------------
-    def _check_new_name(self, name):
+    def _check_new_name(self, name, kind=""):
+        """Refuse a name that is not an identifier, is taken, or would share a result key.
+
+        Any Python identifier not starting with ``_`` is accepted, keywords and the
+        names of builtins included: generated code never uses a user's name as it is.
+        ``_`` starts the names the engine itself uses.  The gradient of a state's
+        initial value is returned under ``name + "0"`` (``h0``, ``c0``), so a
+        parameter or input with that name beside the state is refused.
+        """
         if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
-            raise CellDefinitionError(f"{name!r} is not a usable name; use a Python identifier.")
-        known = set(self.params) | set(self.states) | {parse(s)[0] for s in self.sizes if parse(s)}
+            raise CellDefinitionError(
+                f"{name!r} is not a usable name: use a Python identifier that does not start with '_' "
+                f"(names starting with '_' are reserved for symrnn's own variables).")
+        if unicodedata.normalize("NFKC", name) != name:
+            raise CellDefinitionError(
+                f"{name!r} is not in Unicode normal form NFKC, so Python would read it as "
+                f"{unicodedata.normalize('NFKC', name)!r}; use that spelling.")
+        known = set(self.params)
+        if not (kind == "param" and self._params_apart):
+            known |= set(self.states) | {parse(s)[0] for s in self.sizes if parse(s)}
         if name in known:
-            raise CellDefinitionError(f"The name {name!r} is already used in cell {self.name!r}.")
+            role = self.roles.get(name, "")
+            raise CellDefinitionError(f"The name {name!r} is already used in cell {self.name!r}"
+                                      + (f" ({role})." if role else "."))
+        keyed = set(self.params) | ({parse(self.input_symbol)[0]} if self.input_symbol is not None else set())
+        if kind in ("param", "input") and name[-1:] == "0" and name[:-1] in self.states:
+            raise CellDefinitionError(
+                f"The {kind} name {name!r} is the key of the initial-state gradient of state {name[:-1]!r} "
+                f"(grads[{name!r}]); rename the {kind} (or the state).")
+        if kind == "state" and name + "0" in keyed:
+            raise CellDefinitionError(
+                f"A state named {name!r} has its initial-state gradient under grads[{name + '0'!r}], "
+                f"which is already the name of a parameter or the input; rename one of them.")
 
     @staticmethod
     def _check_size(size, what):
@@ -191,6 +220,11 @@ class Cell:
             rhs = sp.sympify(expr, strict=True)
         except (sp.SympifyError, TypeError) as exc:
             raise CellDefinitionError(f"In {target} = {expr!r}: not a SymPy expression ({exc}).") from None
+        if not isinstance(rhs, sp.Expr):
+            raise CellDefinitionError(
+                f"In {target} = {expr!r}: a {type(rhs).__name__} is not a scalar expression; the right side "
+                f"of an equation is one elementwise expression (vectors are symbols).")
+        rhs = to_vocabulary(rhs)
         rhs = rhs.replace(lambda e: isinstance(e, MatVec), lambda e: self._normalized(target, e))
         where = f"In {target} = {rhs}"
         for s in rhs.free_symbols:
@@ -206,25 +240,23 @@ class Cell:
                 f"{where}: the symbol {s} is not defined in cell {self.name!r}. Known: "
                 f"{sorted(str(k) for k in self.sizes)} and parameters {sorted(self.params)}."
             )
-        for f in rhs.atoms(sp.Function):
-            if isinstance(f, MatVec):
-                continue
-            name = type(f).__name__
-            if name not in NUMPY_IMPLEMENTATIONS:
-                raise CellDefinitionError(
-                    f"{where}: the function {name} has no NumPy implementation; "
-                    f"register one with symrnn.register_function."
-                )
+        _check_constructs(rhs, where)
         self._check_differentiable(rhs, where)
         return rhs
+
+    def _automatic_name(self):
+        taken = set(self.params) | set(self.states) | {parse(s)[0] for s in self.sizes if parse(s)}
+        self._auto += 1
+        while f"v{self._auto}" in taken:
+            self._auto += 1
+        return f"v{self._auto}"
 
     def _normalized(self, target, matvec):
         P, v = matvec.args
         if not (isinstance(P, Param) and P.name in self.params and self.params[P.name].is_matrix):
             raise CellDefinitionError(f"In {target}: {P} @ ... needs a matrix parameter on the left, got {P}.")
         if not isinstance(v, sp.Symbol):
-            self._auto += 1
-            v = self.let(f"v{self._auto}", v, role=f"argument of {P}")
+            v = self.let(self._automatic_name(), v, role=f"the automatic let made for the argument of {P} @ (...)")
         if v not in self.sizes:
             raise CellDefinitionError(f"In {target}: the vector {v} in {P} @ {v} is not defined.")
         cols = self.params[P.name].shape[1]
@@ -255,12 +287,42 @@ class Cell:
         atoms = {m: sp.Dummy() for m in rhs.atoms(MatVec)}
         flat = rhs.xreplace(atoms)
         for s in flat.free_symbols:
-            d = sp.diff(flat, s)
+            d = derivative(flat, s)
             if d.has(sp.Derivative) or d.has(sp.Subs):
                 raise CellDefinitionError(
                     f"{where}: SymPy cannot differentiate it with respect to {s} (got {d}); "
                     f"give the function an fdiff method."
                 )
+            _check_constructs(d, f"{where}: its derivative with respect to {s} is {d}, and in it")
+
+
+def _check_constructs(expr, where):
+    """Refuse anything but symbols, finite real numbers, constants, +, *, ** and functions with rules."""
+    for node in sp.preorder_traversal(expr):
+        if isinstance(node, (sp.Symbol, sp.Add, sp.Mul, sp.Pow, MatVec, sp.NumberSymbol)):
+            continue
+        if node in (sp.zoo, sp.nan, sp.oo, sp.S.NegativeInfinity):
+            raise CellDefinitionError(f"{where}: the number {node} is not finite; cells compute with finite numbers.")
+        if node.is_Number:
+            continue
+        if node == sp.I:
+            raise CellDefinitionError(f"{where}: the imaginary unit I appears; cells compute with real numbers.")
+        if isinstance(node, sp.Function):
+            try:
+                rule_of(node)
+            except MissingRuleError:
+                name = type(node).__name__
+                raise CellDefinitionError(
+                    f"{where}: the function {name} has no NumPy implementation; register one with "
+                    f"symrnn.register_function({name}, numpy_callable)."
+                ) from None
+            continue
+        raise CellDefinitionError(
+            f"{where}: {type(node).__name__} ({node}) is not part of the cell language; write equations with "
+            f"+, -, *, /, **, numbers, constants such as pi, matrix products P @ v and elementwise functions "
+            f"(symrnn.tanh, sigmoid, relu, exp, log, sin, cos, sqrt, Abs, Max, Min, or one registered with "
+            f"symrnn.register_function)."
+        )
 
 
 def _used_outside_matvec(expr, symbol):

@@ -21,34 +21,61 @@ from pathlib import Path
 from .architectures import ARCHITECTURES
 from .cell import Cell
 from .cells import BUILTIN_CELLS, builtin_cell
-from .errors import SymRNNError, UnknownNameError
+from .errors import SymRNNError, UnknownNameError, UserCodeError
 from .losses import LOSSES, REDUCTIONS
 
 
 def load_cell(spec: str) -> Cell:
-    """A built-in cell by name, or a user's cell from ``file.py:function`` / ``module:function``."""
+    """A built-in cell by name, or a user's cell from ``file.py:function`` / ``module:function``.
+
+    Whatever goes wrong in the user's file (a syntax error, an exception at import,
+    a factory that needs arguments or raises) becomes a :class:`UserCodeError` that
+    names the file and the original error.
+    """
     if ":" not in spec:
         return builtin_cell(spec)
     where, _, function = spec.rpartition(":")
     if where.endswith(".py"):
-        path = Path(where)
-        if not path.is_file():
-            raise UnknownNameError(f"No file {where!r} for the cell {spec!r}.")
-        module_spec = importlib.util.spec_from_file_location(f"symrnn_user_{path.stem}", path)
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
+        module = load_file(where, what=f"the cell {spec!r}")
     else:
         try:
             module = importlib.import_module(where)
         except ImportError as exc:
             raise UnknownNameError(f"Cannot import {where!r} for the cell {spec!r}: {exc}.") from None
+        except Exception as exc:
+            raise UserCodeError(f"Importing {where!r} raised {type(exc).__name__}: {exc}") from exc
     factory = getattr(module, function, None)
     if factory is None:
         raise UnknownNameError(f"{where!r} has no function {function!r}.")
-    cell = factory() if callable(factory) else factory
+    try:
+        cell = factory() if callable(factory) else factory
+    except SymRNNError:
+        raise
+    except TypeError as exc:
+        raise UserCodeError(
+            f"Calling {function}() from {where!r} failed: {exc}. The function must take no arguments and "
+            f"return a symrnn.Cell (wrap a factory with arguments: def my_cell(): return factory(...)).") from exc
+    except Exception as exc:
+        raise UserCodeError(f"{function}() from {where!r} raised {type(exc).__name__}: {exc}") from exc
     if not isinstance(cell, Cell):
         raise UnknownNameError(f"{spec!r} gave a {type(cell).__name__}, not a symrnn.Cell.")
     return cell
+
+
+def load_file(where: str, what: str):
+    """Import a user's Python file as a module; errors name the file and the line."""
+    path = Path(where)
+    if not path.is_file():
+        raise UnknownNameError(f"No file {where!r} for {what}.")
+    module_spec = importlib.util.spec_from_file_location(f"symrnn_user_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        raise UserCodeError(f"{where} has a syntax error at line {exc.lineno}: {exc.msg}.") from exc
+    except Exception as exc:
+        raise UserCodeError(f"Importing {where} raised {type(exc).__name__}: {exc}") from exc
+    return module
 
 
 def _model_arguments(parser):

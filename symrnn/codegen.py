@@ -17,6 +17,7 @@ one product each after the backward loop.
 from __future__ import annotations
 
 import linecache
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,25 +25,46 @@ import sympy as sp
 from sympy.printing.pycode import PythonCodePrinter
 
 from .bptt import local_terms
-from .functions import NUMPY_IMPLEMENTATIONS, WRITES_INTO, numpy_name
+from .functions import RULES, rule_of
 from .symbols import MatVec, Param, bar, linear_maps, parse, tsym
 
 
+class EngineSymbol(sp.Symbol):
+    """A name the generated code makes for itself (``k0``, ``w3``): printed as it is."""
+
+
 class StepPrinter(PythonCodePrinter):
-    """Prints step expressions as NumPy code: symbols by their code names,
-    functions by the names of :data:`symrnn.functions.NUMPY_IMPLEMENTATIONS`."""
+    """Prints step expressions as NumPy code: symbols by their code names
+    (:func:`code_name`), functions as ``<name>__fn`` from the rules of
+    :data:`symrnn.functions.RULES`, constants as float literals."""
 
     def __init__(self, names, settings=None):
         super().__init__(settings or {})
         self.names = names
 
+    def _print(self, expr, **kwargs):
+        # every applied function goes through the rule table, whatever method
+        # PythonCodePrinter has for it (its _print_sin would print math.sin)
+        if isinstance(expr, sp.Function) and not isinstance(expr, MatVec):
+            return self._print_Function(expr)
+        return super()._print(expr, **kwargs)
+
     def _print_Symbol(self, expr):
+        if isinstance(expr, EngineSymbol):
+            return expr.name
         return self.names.get(expr, None) or code_name(expr)
 
     def _print_Function(self, expr):
-        return f"{numpy_name(expr)}({', '.join(self._print(a) for a in expr.args)})"
+        return f"{function_name(expr)}({', '.join(self._print(a) for a in expr.args)})"
 
-    _print_tanh = _print_exp = _print_log = _print_Function
+    def _print_NumberSymbol(self, expr):
+        return repr(float(expr))
+
+    _print_Pi = _print_Exp1 = _print_EulerGamma = _print_GoldenRatio = _print_Catalan = _print_NumberSymbol
+    _print_TribonacciConstant = _print_NumberSymbol
+
+    def _print_Pow(self, expr, rational=False):
+        return self._hprint_Pow(expr, rational=rational, sqrt="np.sqrt")
 
     def _print_MatVec(self, expr):
         return self.names[expr]
@@ -53,8 +75,8 @@ class StepPrinter(PythonCodePrinter):
             ufunc = "np.add" if isinstance(expr, sp.Add) else "np.multiply"
             rest = expr.func(*expr.args[:-1])
             return f"{ufunc}({self.doprint(rest)}, {self.doprint(expr.args[-1])}, out={target})"
-        if isinstance(expr, sp.Function) and len(expr.args) == 1 and numpy_name(expr) in WRITES_INTO:
-            return f"{numpy_name(expr)}({self.doprint(expr.args[0])}, out={target})"
+        if isinstance(expr, sp.Function) and not isinstance(expr, MatVec) and rule_of(expr).writes_into:
+            return f"{function_name(expr)}({', '.join(self.doprint(a) for a in expr.args)}, out={target})"
         return f"{target}[...] = {self.doprint(expr)}"
 
 
@@ -88,14 +110,29 @@ class Workspace:
         return any(np.may_share_memory(array, a) for a in self.arrays.values())
 
 
-def code_name(symbol) -> str:
-    """``h[t-1]`` -> ``h_prev``, ``bar a[t]`` -> ``d_a``, ``U`` -> ``U``."""
+def code_name(symbol, role=None) -> str:
+    """The variable of generated code that holds a user's quantity.
+
+    ``h[t-1]`` -> ``h__prev``, ``a[t]`` -> ``a__t``, ``bar a[t]`` -> ``a__bar_t``,
+    the parameter ``U`` -> ``U__p``; ``role`` names the arrays over all steps
+    (``h__S`` for a state, ``a__C`` for a let) and the carried adjoint
+    (``h__carry``).  Every such name is the user's identifier, ``__`` and a tag,
+    and no name of the code's own (``T``, ``X``, ``q3``, ``np`` ...) contains
+    ``__``: a user's name can be anything, keywords and builtins included,
+    without meeting another variable.
+    """
+    if role is not None:
+        return f"{symbol}__{role}"
     parsed = parse(symbol)
     if parsed is None:
-        return symbol.name
+        return f"{symbol.name}__p"
     base, offset, is_bar = parsed
-    name = base + {0: "", -1: "_prev", 1: "_next"}[offset]
-    return "d_" + name if is_bar else name
+    return f"{base}__{'bar_' if is_bar else ''}{ {0: 't', -1: 'prev', 1: 'next'}[offset] }"
+
+
+def function_name(function) -> str:
+    """``tanh(a)`` -> ``tanh__fn``: the generated code's name for a function's NumPy rule."""
+    return f"{rule_of(function).name}__fn"
 
 
 @dataclass
@@ -175,7 +212,7 @@ class BlockCode:
         return out
 
     def _stack(self, group, transpose):
-        mats = group.matrices
+        mats = [code_name(Param(m)) for m in group.matrices]
         if len(mats) == 1:
             return f"{mats[0]}.T" if transpose else mats[0]
         joined = f"np.concatenate([{', '.join(mats)}], axis=0)"
@@ -187,8 +224,8 @@ class BlockCode:
         if v == self.input_symbol:
             return "X"
         if base in self.states:
-            return f"S_{base}[:-1]" if offset == -1 else f"S_{base}[1:]"
-        return f"C_{base}"
+            return f"{code_name(base, 'S')}[:-1]" if offset == -1 else f"{code_name(base, 'S')}[1:]"
+        return code_name(base, "C")
 
     def _atom_names(self):
         names = {}
@@ -201,22 +238,22 @@ class BlockCode:
     def _forward_source(self):
         atom_names = self._atom_names()
         printer = StepPrinter(atom_names)
-        lines = [f"def forward(params, X, S0, sizes, empty=fresh):",
-                 f'    """Forward pass of {self.name} over all steps; returns the cache."""',
+        lines = ["def forward(params, X, S0, sizes, empty=fresh):",
                  "    T, N = X.shape[0], X.shape[1]",
                  "    dtype = X.dtype"]
         lines += self._size_lines()
-        lines += [f"    {p} = params['{p}']" for p in self.params]
+        lines += [f"    {code_name(Param(p))} = params[{p!r}]" for p in self.params]
         for g in self.groups.values():
             lines.append(f"    G{g.index} = {self._stack(g, transpose=True)}")
             if self._hoisted(g):
                 lines.append(f"    P{g.index} = (X.reshape(T * N, -1) @ G{g.index}).reshape(T, N, -1)")
         for s, size in self.states.items():
-            lines.append(f"    S_{s} = empty('S_{s}', (T + 1, N, {size}), dtype)")
-            lines.append(f"    S_{s}[0] = S0['{s}']")
+            lines.append(f"    {code_name(s, 'S')} = empty({'S_' + s!r}, (T + 1, N, {size}), dtype)")
+            lines.append(f"    {code_name(s, 'S')}[0] = S0[{s!r}]")
         for e in self.equations:
             if e.kind == "let":
-                lines.append(f"    C_{parse(e.target)[0]} = empty('C_{parse(e.target)[0]}', (T, N, {self.sizes[e.target]}), dtype)")
+                b = parse(e.target)[0]
+                lines.append(f"    {code_name(b, 'C')} = empty({'C_' + b!r}, (T, N, {self.sizes[e.target]}), dtype)")
         stored = [g for g in self.groups.values() if not self._hoisted(g)]
         for g in stored:
             lines.append(f"    P{g.index} = empty('P{g.index}', (T, N, {self._total_rows(g)}), dtype)")
@@ -225,7 +262,7 @@ class BlockCode:
         if self._input_used_elementwise():
             body.append(f"{code_name(self.input_symbol)} = X[t]")
         for s in self.states:
-            body.append(f"{code_name(tsym(s, -1))} = S_{s}[t]")
+            body.append(f"{code_name(tsym(s, -1))} = {code_name(s, 'S')}[t]")
         done = set()
         for e in self.equations:
             for m in linear_maps(e.rhs):
@@ -239,10 +276,12 @@ class BlockCode:
                     body.append(f"p{g.index} = np.matmul({printer._print(g.vector)}, G{g.index}, out=P{g.index}[t])")
                 body += self._unpack(g, atom_names)
             base = parse(e.target)[0]
-            body.append(f"{code_name(e.target)} = " + (f"S_{base}[t + 1]" if e.kind == "state" else f"C_{base}[t]"))
+            body.append(f"{code_name(e.target)} = " + (f"{code_name(base, 'S')}[t + 1]" if e.kind == "state"
+                                                       else f"{code_name(base, 'C')}[t]"))
             body.append(printer.into(code_name(e.target), e.rhs))
         lines += ["        " + b for b in body]
-        cache = [f"'S_{s}': S_{s}" for s in self.states] + [f"'C_{b}': C_{b}" for b in self.lets]
+        cache = [f"{'S_' + s!r}: {code_name(s, 'S')}" for s in self.states]
+        cache += [f"{'C_' + b!r}: {code_name(b, 'C')}" for b in self.lets]
         cache += [f"'P{g.index}': P{g.index}" for g in self.groups.values()]
         lines.append("    return {" + ", ".join(cache) + "}")
         return "\n".join(lines) + "\n"
@@ -280,12 +319,16 @@ class BlockCode:
 
     # -- compile ------------------------------------------------------------
     def _compile(self, source, what):
-        filename = f"<symrnn-bptt-{self.name}-{what}>"
-        namespace = {"np": np, "fresh": fresh, **NUMPY_IMPLEMENTATIONS}
+        # the source holds no text of the user's but identifiers (checked by Cell) and
+        # repr()-quoted keys; the cell's name goes only into the file name, sanitized
+        filename = f"<symrnn-bptt-{re.sub(r'[^A-Za-z0-9_.+-]', '_', self.name)}-{what}>"
+        namespace = {"np": np, "fresh": fresh, **{f"{n}__fn": rule.numpy for n, rule in RULES.items()}}
         exec(compile(source, filename, "exec"), namespace)
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         function = namespace[what]
-        function.__doc__ = (function.__doc__ or "") + "\n\nGenerated source:\n\n" + source
+        kind = "Forward pass over all steps (returns the cache)" if what == "forward" else \
+            "Backward pass: (parameter gradients, dX, dS0)"
+        function.__doc__ = f"{kind} of the block {self.name!r}.\n\nGenerated source:\n\n{source}"
         return function
 
 
@@ -306,7 +349,8 @@ class _BackwardWriter:
         self.printer = StepPrinter(block._atom_names())
         self.all_terms = [t for ts in block.terms.values() for t in ts]
         self.coefs = sorted({t.coef for t in self.all_terms if not t.coef.is_number}, key=sp.default_sort_key)
-        self.replacements, reduced = sp.cse(self.coefs, symbols=sp.numbered_symbols("k"), order="none")
+        self.replacements, reduced = sp.cse(self.coefs, symbols=sp.numbered_symbols("k", cls=EngineSymbol),
+                                            order="none")
         coef_name = dict(zip(self.coefs, reduced))
         self.q_names, self.q_of_term = {}, {}
         for t in self.all_terms:
@@ -342,7 +386,7 @@ class _BackwardWriter:
         for q, (buffer, _) in self.extra.items():
             self.slots.setdefault(q, []).append(f"{buffer}[t]")
         self.emitted_q = set()
-        self.shared_names = sp.numbered_symbols("w")  # factors shared by the q's of one consumer
+        self.shared_names = sp.numbered_symbols("w", cls=EngineSymbol)  # factors shared by the q's of one consumer
 
     def _content(self, g):
         return tuple(self.q_of_term[id(self.block._term(g.vector, m))] for m in g.atoms)
@@ -359,20 +403,20 @@ class _BackwardWriter:
     def _header(self):
         block = self.block
         lines = ["def backward(params, X, cache, EXT, dS, sizes, empty=fresh):",
-                 f'    """Backward pass of {block.name}: (parameter gradients, dX, dS0)."""',
                  "    T, N = X.shape[0], X.shape[1]",
                  "    dtype = X.dtype"]
         lines += block._size_lines()
-        lines += [f"    {p} = params['{p}']" for p in block.params]
-        cached = ([f"S_{s}" for s in block.states] + [f"C_{b}" for b in block.lets]
-                  + [f"P{g.index}" for g in block.groups.values()])
-        lines += [f"    {k} = cache['{k}']" for k in cached]
+        lines += [f"    {code_name(Param(p))} = params[{p!r}]" for p in block.params]
+        cached = ([(code_name(s, "S"), f"S_{s}") for s in block.states]
+                  + [(code_name(b, "C"), f"C_{b}") for b in block.lets]
+                  + [(f"P{g.index}", f"P{g.index}") for g in block.groups.values()])
+        lines += [f"    {local} = cache[{key!r}]" for local, key in cached]
         lines += [f"    G{g.index} = {block._stack(g, transpose=False)}"
                   for g in block.groups.values() if not block._hoisted(g)]
         lines += [f"    {name} = empty('{name}', (T, N, {block._total_rows(g)}), dtype)"
                   for name, g in self.buffers.values()]
         lines += [f"    {name} = empty('{name}', (T, N, {size}), dtype)" for name, size in self.extra.values()]
-        lines += [f"    carry_{s} = dS['{s}']" for s in block.states]
+        lines += [f"    {code_name(s, 'carry')} = dS[{s!r}]" for s in block.states]
         return lines
 
     def _step(self):
@@ -386,8 +430,8 @@ class _BackwardWriter:
         for s in block.states:
             for off, idx in ((-1, "t"), (0, "t + 1")):
                 if tsym(s, off) in needed:
-                    body.append(f"{code_name(tsym(s, off))} = S_{s}[{idx}]")
-        body += [f"{b} = C_{b}[t]" for b in block.lets if tsym(b) in needed]
+                    body.append(f"{code_name(tsym(s, off))} = {code_name(s, 'S')}[{idx}]")
+        body += [f"{code_name(tsym(b))} = {code_name(b, 'C')}[t]" for b in block.lets if tsym(b) in needed]
         for g in block.groups.values():
             if any(m in needed for m in g.atoms):
                 body += block._unpack(g, block._atom_names(), source=f"P{g.index}[t]")
@@ -395,7 +439,7 @@ class _BackwardWriter:
         for eq in reversed(block.equations):
             body.append(f"{code_name(bar(eq.target))} = {self._adjoint_of(eq.target, body)}")
             body += self._qs_of(eq.target)
-        body += [f"carry_{s} = {self._adjoint_of(tsym(s, -1), body)}" for s in block.states]
+        body += [f"{code_name(s, 'carry')} = {self._adjoint_of(tsym(s, -1), body)}" for s in block.states]
         return body
 
     def _qs_of(self, y):
@@ -425,10 +469,12 @@ class _BackwardWriter:
             parts.append(f"({content[0]} @ G{g.index})" if len(content) == 1 else f"({name}[t] @ G{g.index})")
         base, offset, _ = parse(u)
         if offset == 0 and base in block.external:
-            parts.append(f"EXT['{base}'][t]")
+            parts.append(f"EXT[{base!r}][t]")
         if offset == 0 and base in block.states:
-            parts.append(f"carry_{base}")
-        return " + ".join(parts) if parts else "0"
+            parts.append(code_name(base, "carry"))
+        if parts:
+            return " + ".join(parts)
+        return f"np.zeros((N, {block.sizes[u]}), dtype=dtype)"  # nothing reads u
 
     def _gradients(self):
         """After the loop: each group's matrices in one product, vectors as sums, dX."""
@@ -439,7 +485,7 @@ class _BackwardWriter:
             lines.append(f"    dG{g.index} = {self.group_buffer[g.index]}.reshape(T * N, -1).T @ {values}.reshape(T * N, -1)")
             for m, (a, b) in zip(g.atoms, block._slices(g)):
                 pieces.setdefault(m.args[0].name, []).append(f"dG{g.index}" if len(g.atoms) == 1 else f"dG{g.index}[{a}:{b}]")
-        lines += [f"    grads['{P}'] = {' + '.join(ps)}" for P, ps in pieces.items()]
+        lines += [f"    grads[{P!r}] = {' + '.join(ps)}" for P, ps in pieces.items()]
         summed = set()  # each buffer is summed over time and batch once, then sliced
         for p, spec in block.params.items():
             if spec.is_matrix:
@@ -451,7 +497,7 @@ class _BackwardWriter:
                     summed.add(buffer)
                     lines.append(f"    sum_{buffer} = {buffer}.reshape(T * N, -1).sum(axis=0)")
                 sums.append(f"sum_{buffer}" + (f"[{columns}]" if columns else ""))
-            lines.append(f"    grads['{p}'] = {' + '.join(sums) if sums else f'np.zeros(params[{p!r}].shape, dtype=dtype)'}")
+            lines.append(f"    grads[{p!r}] = {' + '.join(sums) if sums else f'np.zeros(params[{p!r}].shape, dtype=dtype)'}")
         dx = []
         if block.input_symbol in block.groups:
             g = block.groups[block.input_symbol]
@@ -462,7 +508,7 @@ class _BackwardWriter:
                 buffer, columns = self._location(self.q_of_term[id(t)])
                 dx.append(f"{buffer}[..., {columns}]" if columns else buffer)
         lines.append(f"    dX = {' + '.join(dx) if dx else 'np.zeros_like(X)'}")
-        lines.append("    return grads, dX, {" + ", ".join(f"'{s}': carry_{s}" for s in block.states) + "}")
+        lines.append("    return grads, dX, {" + ", ".join(f"{s!r}: {code_name(s, 'carry')}" for s in block.states) + "}")
         return lines
 
     def _location(self, q):

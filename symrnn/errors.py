@@ -39,6 +39,10 @@ class MissingRuleError(SymRNNError, TypeError):
     """An operation without a registered derivative or code rule."""
 
 
+class UserCodeError(SymRNNError, RuntimeError):
+    """The user's own code (a cell file, a function under verification) raised or could not be loaded."""
+
+
 class OutputPathError(SymRNNError, ValueError):
     """An output path that cannot be written (checked before any work is done)."""
 

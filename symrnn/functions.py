@@ -1,21 +1,34 @@
-"""Elementwise functions a cell may use, with their derivative rules.
+"""Elementwise functions a cell may use: one table of rules, keyed by name.
 
-The derivative of each function is SymPy's own ``fdiff`` (for ``tanh``,
-``exp``, ``log`` ...) or the one defined here (``sigmoid``, ``relu``).  The
-numerical implementation of every function is looked up by name in
-:data:`NUMPY_IMPLEMENTATIONS`; generated code calls these names, so a new
-function needs a SymPy class with ``fdiff`` and one entry in that table
-(:func:`register_function`).
+Each :class:`FunctionRule` holds a SymPy function class (whose ``fdiff`` is
+the derivative rule) and its implementations for every route that evaluates
+cells: NumPy (generated code), Python floats and mpmath (the scalar oracle),
+PyTorch (the torch oracle).  A function that is not in :data:`RULES` cannot
+be used in a cell; :func:`register_function` adds one.
 
-Subgradient convention: ``relu'(0) = 0`` (``step(0) = 0``), the convention of
-PyTorch's ``threshold_backward`` and of most hand-written backprop code.
+SymPy constructs with a standard meaning are rewritten into this vocabulary
+when a cell reads an equation (:func:`to_vocabulary`): ``Abs`` becomes
+:class:`absolute`, ``sign`` :class:`sgn`, ``Max``/``Min`` :class:`maximum`/
+:class:`minimum` (pairwise, left to right in SymPy's argument order) and
+``Heaviside(u)`` :class:`tie_step`.  ``sqrt`` and other powers, rationals and
+constants (``pi``, ``E``) need no rule.
+
+Subgradient conventions at the kinks (those of PyTorch's backward formulas):
+``relu'(0) = 0`` (``step(0) = 0``); ``|u|' = sign(u)``, 0 at 0; at a tie of
+``maximum(u, v)`` or ``minimum(u, v)`` each argument receives half of the
+gradient (``tie_step(0) = 1/2``), as ``torch.maximum`` does.
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import mpmath
 import numpy as np
 import sympy as sp
 
-from .errors import MissingRuleError, UnknownNameError
+from .errors import CellDefinitionError, MissingRuleError, UnknownNameError
 
 
 class step(sp.Function):
@@ -28,6 +41,18 @@ class step(sp.Function):
 
     def _latex(self, printer):
         return r"\mathbb{1}\left[%s > 0\right]" % printer._print(self.args[0])
+
+
+class tie_step(sp.Function):
+    """Heaviside step with ``tie_step(0) = 1/2``: the share of a tie in ``maximum``/``minimum``."""
+
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        return sp.S.Zero
+
+    def _latex(self, printer):
+        return r"H\left(%s\right)" % printer._print(self.args[0])
 
 
 class relu(sp.Function):
@@ -57,11 +82,62 @@ class sigmoid(sp.Function):
         return r"\sigma\left(%s\right)" % printer._print(self.args[0])
 
 
+class sgn(sp.Function):
+    """``sign(u)`` with ``sgn(0) = 0`` and derivative 0 (the derivative of :class:`absolute`)."""
+
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        return sp.S.Zero
+
+    def _latex(self, printer):
+        return r"\operatorname{sign}\left(%s\right)" % printer._print(self.args[0])
+
+
+class absolute(sp.Function):
+    """``|u|`` with derivative ``sgn(u)`` (0 at 0)."""
+
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        return sgn(self.args[0])
+
+    def _latex(self, printer):
+        return r"\left|%s\right|" % printer._print(self.args[0])
+
+
+class maximum(sp.Function):
+    """``max(u, v)``; at a tie each argument gets half of the gradient."""
+
+    nargs = 2
+
+    def fdiff(self, argindex=1):
+        u, v = self.args
+        return tie_step(u - v) if argindex == 1 else tie_step(v - u)
+
+    def _latex(self, printer):
+        return r"\max\left(%s, %s\right)" % tuple(printer._print(a) for a in self.args)
+
+
+class minimum(sp.Function):
+    """``min(u, v)``; at a tie each argument gets half of the gradient."""
+
+    nargs = 2
+
+    def fdiff(self, argindex=1):
+        u, v = self.args
+        return tie_step(v - u) if argindex == 1 else tie_step(u - v)
+
+    def _latex(self, printer):
+        return r"\min\left(%s, %s\right)" % tuple(printer._print(a) for a in self.args)
+
+
 tanh = sp.tanh
 exp = sp.exp
 log = sp.log
 
 
+# -- implementations ------------------------------------------------------------------
 def _sigmoid(a, out=None):
     # 0.5 (1 + tanh(a/2)) never overflows, unlike 1 / (1 + exp(-a)); done in place in ``out``.
     if out is None:
@@ -81,17 +157,113 @@ def _step(a):
     return (a > 0).astype(a.dtype)
 
 
-NUMPY_IMPLEMENTATIONS = {
-    "tanh": np.tanh,
-    "exp": np.exp,
-    "log": np.log,
-    "sigmoid": _sigmoid,
-    "relu": _relu,
-    "step": _step,
-}
+def _tie_step(a):
+    return np.heaviside(a, 0.5).astype(a.dtype, copy=False)
 
-# functions whose implementation takes ``out=`` (generated code then writes results in place)
-WRITES_INTO = {"tanh", "exp", "log", "sigmoid", "relu"}
+
+def _scalar_step(a, at_zero):
+    return 1.0 if a > 0 else (at_zero if a == 0 else 0.0)
+
+
+def _mp_step(a, at_zero):
+    return mpmath.mpf(1) if a > 0 else (mpmath.mpf(at_zero) if a == 0 else mpmath.mpf(0))
+
+
+def _torch_step(at_zero):
+    def rule(a):
+        return (a > 0).to(a.dtype) + at_zero * (a == 0).to(a.dtype)
+    return rule
+
+
+def _torch_binary(name):
+    def rule(a, b):
+        import torch  # the torch oracle's route only; torch is optional
+
+        a, b = (v if torch.is_tensor(v) else torch.tensor(float(v), dtype=torch.float64) for v in (a, b))
+        return getattr(torch, name)(a, b)
+    return rule
+
+
+@dataclass(frozen=True)
+class FunctionRule:
+    """One function of the cell language and its implementation on every route.
+
+    ``numpy`` is called by generated code (with ``out=`` when ``writes_into``);
+    ``scalar`` takes one Python float (default: ``numpy`` on a float);
+    ``mpmath`` one mpmath number, ``torch`` (a name in ``torch`` or a
+    callable of the torch module) one tensor.  ``None`` means the route is not
+    available for the function, and using it there raises a clear error.
+    """
+
+    function: type
+    numpy: Callable
+    writes_into: bool = False
+    scalar: Callable | None = None
+    mpmath: Callable | None = None
+    torch: object = None
+    registered_as: str | None = None  # set when the class's own name was taken
+
+    @property
+    def name(self) -> str:
+        return self.registered_as or self.function.__name__
+
+    def scalar_implementation(self):
+        if self.scalar is not None:
+            return self.scalar
+        numpy = self.numpy
+        return lambda *args: float(numpy(*(np.float64(a) for a in args)))
+
+    def mpmath_implementation(self):
+        if self.mpmath is not None:
+            return self.mpmath
+        name = self.name
+
+        def unavailable(*args):
+            raise MissingRuleError(
+                f"The function {name!r} has no mpmath implementation, so the scalar oracle cannot "
+                f"evaluate it at high precision; pass mpmath=... to symrnn.register_function({name}, ...)."
+            )
+        return unavailable
+
+    def torch_implementation(self, torch):
+        if callable(self.torch) and not isinstance(self.torch, str):
+            return self.torch
+        attribute = self.torch or self.name
+        found = getattr(torch, attribute, None)
+        if found is None:
+            raise MissingRuleError(
+                f"The function {self.name!r} has no PyTorch implementation for the torch oracle; "
+                f"pass torch=callable to symrnn.register_function({self.name}, ...)."
+            )
+        return found
+
+
+RULES: dict[str, FunctionRule] = {rule.name: rule for rule in (
+    FunctionRule(sp.tanh, np.tanh, True, math.tanh, mpmath.tanh, "tanh"),
+    FunctionRule(sp.exp, np.exp, True, math.exp, mpmath.exp, "exp"),
+    FunctionRule(sp.log, np.log, True, math.log, mpmath.log, "log"),
+    FunctionRule(sp.sin, np.sin, True, math.sin, mpmath.sin, "sin"),
+    FunctionRule(sp.cos, np.cos, True, math.cos, mpmath.cos, "cos"),
+    FunctionRule(sigmoid, _sigmoid, True, lambda a: 0.5 * math.tanh(0.5 * a) + 0.5,
+                 lambda a: 1 / (1 + mpmath.exp(-a)), "sigmoid"),
+    FunctionRule(relu, _relu, True, lambda a: a if a > 0 else 0.0 * a,
+                 lambda a: a if a > 0 else mpmath.mpf(0), "relu"),
+    FunctionRule(step, _step, False, lambda a: _scalar_step(a, 0.0), lambda a: _mp_step(a, 0),
+                 _torch_step(0.0)),
+    FunctionRule(tie_step, _tie_step, False, lambda a: _scalar_step(a, 0.5), lambda a: _mp_step(a, 0.5),
+                 _torch_step(0.5)),
+    FunctionRule(absolute, np.abs, True, abs, abs, "abs"),
+    FunctionRule(sgn, np.sign, True, lambda a: float((a > 0) - (a < 0)), mpmath.sign, "sign"),
+    FunctionRule(maximum, np.maximum, True, max, max, _torch_binary("maximum")),
+    FunctionRule(minimum, np.minimum, True, min, min, _torch_binary("minimum")),
+)}
+
+_BY_CLASS = {rule.function: rule for rule in RULES.values()}
+
+#: class name -> NumPy implementation: a view for ``sympy.lambdify``; :func:`lambdify_numpy` is exact.
+NUMPY_IMPLEMENTATIONS = {name: rule.numpy for name, rule in RULES.items()}
+
+_MPMATH = mpmath
 
 ACTIVATIONS = {"tanh": tanh, "relu": relu, "sigmoid": sigmoid}
 
@@ -106,21 +278,107 @@ def activation(name):
         ) from None
 
 
-def register_function(function_class, numpy_implementation):
+def register_function(function_class, numpy_implementation, *, mpmath=None, torch=None, writes_into=False):
     """Make a SymPy function class usable in cells and generated code.
 
-    ``function_class`` must define ``fdiff`` (its derivative); the NumPy
-    implementation is called by generated code under the class's name.
+    Parameters
+    ----------
+    function_class : subclass of ``sympy.Function``
+        Its ``fdiff`` is the derivative rule; functions it uses must be usable too.
+    numpy_implementation : callable
+        Elementwise on arrays; called by generated code.
+    mpmath : callable, optional
+        For the scalar oracle at high precision (default: ``mpmath.<name>`` if it exists).
+    torch : callable or str, optional
+        For the torch oracle (default: ``torch.<name>``).
+    writes_into : bool
+        The implementation accepts ``out=`` (as NumPy ufuncs do).
+
+    Registering the same class again replaces its implementations.  Rules are
+    found by class, not by name: a class defined again (a notebook cell run
+    twice) or a class of your own named like a built-in (``tanh``) is a new
+    function, under a name of its own in generated code (``tanh_2``).
     """
-    NUMPY_IMPLEMENTATIONS[function_class.__name__] = numpy_implementation
+    if not (isinstance(function_class, type) and issubclass(function_class, sp.Function)):
+        raise MissingRuleError(
+            f"register_function takes a SymPy function class (a subclass of sympy.Function), "
+            f"got {function_class!r}.")
+    name = function_class.__name__
+    if not name.isidentifier():
+        raise CellDefinitionError(f"The function class name {name!r} is not a Python identifier.")
+    if not callable(numpy_implementation):
+        raise MissingRuleError(f"register_function({name}, ...): the NumPy implementation is not callable.")
+    known = _BY_CLASS.get(function_class)
+    if known is None:
+        k = 1
+        while name in RULES:
+            k += 1
+            name = f"{function_class.__name__}_{k}"
+    else:
+        name = known.name
+    rule = FunctionRule(function_class, numpy_implementation, writes_into, None,
+                        mpmath or getattr(_MPMATH, function_class.__name__, None), torch, name)
+    RULES[name] = _BY_CLASS[function_class] = rule
+    NUMPY_IMPLEMENTATIONS[name] = numpy_implementation  # under the class's name unless that was taken
+
+
+def rule_of(function) -> FunctionRule:
+    """The rule of an applied function (or a function class), or a clear error."""
+    cls = function if isinstance(function, type) else type(function)
+    rule = _BY_CLASS.get(cls)
+    if rule is None:
+        raise MissingRuleError(
+            f"No NumPy implementation for the function {cls.__name__!r}. Register one with "
+            f"symrnn.register_function({cls.__name__}, numpy_callable)."
+        )
+    return rule
 
 
 def numpy_name(function) -> str:
-    """The name generated code calls for an applied function, or a clear error."""
-    name = type(function).__name__ if not isinstance(function, type) else function.__name__
-    if name not in NUMPY_IMPLEMENTATIONS:
-        raise MissingRuleError(
-            f"No NumPy implementation for the function {name!r}. Register one with "
-            f"symrnn.register_function({name}, numpy_callable)."
-        )
-    return name
+    """The name of an applied function's rule, or a clear error."""
+    return rule_of(function).name
+
+
+def lambdify_numpy(args, expr, **kwargs):
+    """``sympy.lambdify`` with NumPy and the rule of every function in ``expr`` (found by class)."""
+    exprs = expr if isinstance(expr, (list, tuple)) else [expr]
+    functions = {f for e in exprs for f in sp.sympify(e).atoms(sp.Function) if type(f) in _BY_CLASS}
+    module = {f"{rule_of(f).name}__fn": rule_of(f).numpy for f in functions}
+    exprs = [sp.sympify(e).replace(lambda f: type(f) in _BY_CLASS,
+                                   lambda f: sp.Function(f"{rule_of(f).name}__fn")(*f.args)) for e in exprs]
+    return sp.lambdify(args, exprs if isinstance(expr, (list, tuple)) else exprs[0],
+                       modules=[module, "numpy"], **kwargs)
+
+
+# -- SymPy constructs rewritten into the vocabulary ------------------------------------
+def _pairwise(cls):
+    def fold(*args):
+        out = args[0]
+        for a in args[1:]:
+            out = cls(out, a)
+        return out
+    return fold
+
+
+def _heaviside(*args):
+    if len(args) != 1:
+        raise CellDefinitionError(
+            f"Heaviside{args}: give one argument; symrnn's step at 0 is 1/2 (tie_step) or 0 (sr.step).")
+    return tie_step(args[0])
+
+
+_REWRITES = {sp.Abs: absolute, sp.sign: sgn, sp.Max: _pairwise(maximum), sp.Min: _pairwise(minimum),
+             sp.Heaviside: _heaviside}
+
+
+def to_vocabulary(expr):
+    """``expr`` with ``Abs``, ``sign``, ``Max``, ``Min`` and ``Heaviside`` as functions with rules."""
+    for cls, new in _REWRITES.items():
+        expr = expr.replace(lambda e, cls=cls: isinstance(e, cls), lambda e, new=new: new(*e.args))
+    return expr
+
+
+def derivative(expr, wrt):
+    """``sympy.diff`` in the cell language: a derivative rule may return ``Abs`` or ``Max``
+    (a registered ``fdiff``), which becomes :class:`absolute` or :class:`maximum`."""
+    return to_vocabulary(sp.diff(expr, wrt))

@@ -13,7 +13,7 @@ import numpy as np
 import sympy as sp
 
 from .bptt import Diag
-from .functions import NUMPY_IMPLEMENTATIONS
+from .functions import lambdify_numpy
 from .symbols import MatVec, Param, parse, tsym
 
 
@@ -37,7 +37,7 @@ def _vector(expr, values, params):
     atoms = {m: sp.Dummy() for m in expr.atoms(MatVec)}
     flat = expr.xreplace(atoms)
     symbols = sorted(flat.free_symbols, key=lambda s: s.name)
-    fn = sp.lambdify(symbols, flat, modules=[NUMPY_IMPLEMENTATIONS, "numpy"])
+    fn = lambdify_numpy(symbols, flat)
     args = []
     for s in symbols:
         m = next((m for m, d in atoms.items() if d == s), None)

@@ -22,7 +22,7 @@ from .cell import Cell
 from .cells import builtin_cell
 
 from .codegen import BlockCode, Workspace as _Arrays
-from .errors import CellDefinitionError, ShapeError, UnknownNameError
+from .errors import CellDefinitionError, NonFiniteError, ParameterError, ShapeError, UnknownNameError
 from .losses import get_loss
 from .symbols import parse
 from .validation import as_float_array, check_finite, check_param_names, check_shape
@@ -36,11 +36,13 @@ class _ModelWorkspace:
     readout: _Arrays
 
 
-def readout_cell(H_state: str, logits: str) -> Cell:
-    """The readout ``o_t = V h_t + c`` as a stateless block."""
+def readout_cell(H_state: str, logits: str, size: str = "H") -> Cell:
+    """The readout ``o_t = V h_t + c`` as a stateless block (``h`` is the cell's output state,
+    which may be named ``c`` or ``V`` too: the readout keeps its parameters apart)."""
     readout = Cell("readout", "affine readout")
-    h = readout.input(H_state, "H", role="hidden state read out")
-    V = readout.param("V", "K", "H", role="hidden-to-output weights")
+    readout._params_apart = True
+    h = readout.input(H_state, size, role="hidden state read out")
+    V = readout.param("V", "K", size, role="hidden-to-output weights")
     c = readout.param("c", "K", role="output bias")
     readout.let(logits, V @ h + c, role="output logits")
     return readout
@@ -77,23 +79,30 @@ class Model:
         self.loss_rule = get_loss(loss)
         self.loss_rule.check_reduction(reduction)
         self.reduction = reduction
-        for name, value in (("D", D), ("H", H)) + ((("K", K),) if self.loss_rule.needs_readout else ()):
+        uses_K = "K" in self.cell.sizes.values() or any("K" in p.shape for p in self.cell.params.values())
+        for name, value in (("D", D), ("H", H)) + ((("K", K),) if self.loss_rule.needs_readout or uses_K else ()):
             if value is None:
-                raise ShapeError(f"loss {loss!r} has a readout: give the output size K.")
-            if not isinstance(value, (int, np.integer)) or value < 1:
+                why = f"loss {loss!r} has a readout: give the output size K" if self.loss_rule.needs_readout \
+                    else f"cell {self.cell.name!r} has quantities or parameters of size K: give the size K"
+                raise ShapeError(f"{why}.")
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ShapeError(f"{name} must be a positive integer, got {value!r}.")
         self.sizes = {"D": int(D), "H": int(H), "K": int(K) if K is not None else None}
         self.state_names = self.cell.state_names
         self.out = self.cell.output_state
+        self.input_name = parse(self.cell.input_symbol)[0]
         taken = {parse(s)[0] for s in self.cell.sizes if parse(s)} | set(self.cell.params)
-        self.logits = next(n for n in ("o", "s", "logits") if n not in taken)
-        self.readout = readout_cell(self.out, self.logits) if self.loss_rule.needs_readout else None
+        self.logits = next(n for n in ("o", "s", "logits") + tuple(f"o{k}" for k in range(len(taken) + 1))
+                           if n not in taken)
+        out_size = self.cell.states[self.out]
+        self.readout = readout_cell(self.out, self.logits, out_size) if self.loss_rule.needs_readout else None
         if self.readout is not None:
-            clash = sorted(set(self.cell.params) & set(self.readout.params))
+            clash = sorted((set(self.cell.params) | {self.input_name}) & set(self.readout.params))
             if clash:
                 raise CellDefinitionError(
-                    f"Cell {self.cell.name!r} has parameter(s) {clash}, which are the names of the readout "
-                    f"o = V h + c; rename them in the cell (or use loss='upstream', which has no readout)."
+                    f"Cell {self.cell.name!r} has parameter(s) or an input named {clash}, which are the names "
+                    f"of the readout o = V h + c (and of their gradients); rename them in the cell (or use "
+                    f"loss='upstream', which has no readout)."
                 )
         if loss == "upstream" and reduction != "sum":
             raise UnknownNameError(
@@ -115,6 +124,11 @@ class Model:
 
     def init_params(self, seed=0, scale=None, dtype=np.float64) -> dict:
         """Parameters drawn uniformly from ``[-scale, scale]`` (default ``1/sqrt(H)``, as PyTorch)."""
+        if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float, np.number))
+                                  or not np.isfinite(scale) or scale < 0):
+            raise ParameterError(f"scale must be a finite number >= 0, got {scale!r}.")
+        if np.dtype(dtype) not in _DTYPES:
+            raise ParameterError(f"dtype must be float64 or float32, got {np.dtype(dtype)}.")
         rng = np.random.default_rng(seed)
         scale = 1.0 / np.sqrt(self.sizes["H"]) if scale is None else scale
         return {k: rng.uniform(-scale, scale, size=s).astype(dtype) for k, s in self.param_shapes.items()}
@@ -159,18 +173,23 @@ class Model:
     def _prepare_inputs(self, params, inputs, h0):
         check_param_names(params, self.param_shapes)
         params = {k: as_float_array(v, f"params[{k!r}]") for k, v in params.items()}
-        dtype = next(iter(params.values())).dtype
+        by_dtype = {}
+        for k, v in params.items():
+            by_dtype.setdefault(v.dtype, []).append(k)
+        if len(by_dtype) > 1:
+            mix = "; ".join(f"{dt}: {names}" for dt, names in by_dtype.items())
+            raise ShapeError(f"params mix dtypes ({mix}); give every parameter one dtype, float64 or float32.")
+        dtype = next(iter(by_dtype))
         if dtype not in _DTYPES:
             raise ShapeError(f"parameters must be float64 or float32, got {dtype}.")
         for k, shape in self.param_shapes.items():
             check_shape(params[k], shape, f"params[{k!r}]", "shapes come from D, H, K of the model")
-            if params[k].dtype != dtype:
-                raise ShapeError(f"params[{k!r}] is {params[k].dtype} but other parameters are {dtype}; use one dtype.")
         X_in = as_float_array(inputs, "inputs").astype(dtype, copy=False)
-        if X_in.ndim != 3 or X_in.shape[0] == 0:
-            raise ShapeError(f"inputs has shape {X_in.shape}; expected (T, N, D) with T >= 1 "
-                             f"(time-major, D={self.sizes['D']}).")
-        check_shape(X_in, (X_in.shape[0], X_in.shape[1], self.sizes["D"]), "inputs", "(T, N, D)")
+        D = self.sizes["D"]
+        if X_in.ndim != 3 or X_in.shape[0] == 0 or X_in.shape[1] == 0 or X_in.shape[2] != D:
+            raise ShapeError(
+                f"inputs has shape {X_in.shape}; expected (T, N, D) = (steps, batch, {D}) with T >= 1 and "
+                f"N >= 1: inputs are time-major (for batch-major arrays (N, T, D) pass x.transpose(1, 0, 2)).")
         return params, X_in, self._initial_states(h0, X_in.shape[1], dtype)
 
     def _prepare(self, params, inputs, targets, h0):
@@ -197,8 +216,17 @@ class Model:
     def _check_targets(self, Y, N, dtype):
         T_out = Y.shape[0]
         name = self.loss_rule.name
+        if Y.dtype == bool or not (np.issubdtype(Y.dtype, np.integer) or np.issubdtype(Y.dtype, np.floating)):
+            raise ShapeError(
+                f"targets has dtype {Y.dtype}; expected "
+                + ("integer class indices (T_out, N) or float probabilities (T_out, N, K)"
+                   if name == "cross-entropy" else "floating-point numbers") + ".")
         if name == "cross-entropy":
             K = self.sizes["K"]
+            if Y.shape == (T_out, N) and not np.issubdtype(Y.dtype, np.integer):
+                raise ShapeError(
+                    f"targets are {Y.dtype} of shape (T_out, N) = {Y.shape}: class indices must be integers "
+                    f"(use targets.astype(int)); probabilities have shape (T_out, N, K).")
             if np.issubdtype(Y.dtype, np.integer):
                 check_shape(Y, (T_out, N), "targets", "class indices (T_out, N)")
                 if Y.min() < 0 or Y.max() >= K:
@@ -208,24 +236,37 @@ class Model:
             check_shape(Y, (T_out, N, K), "targets", "class indices (T_out, N) or probabilities (T_out, N, K)")
             return Y
         Y = as_float_array(Y, "targets", dtype)
-        last = self.sizes["K"] if name == "mse" else self.sizes["H"]
-        check_shape(Y, (T_out, N, last), "targets", f"(T_out, N, {'K' if name == 'mse' else 'H'})")
+        last = self.sizes["K"] if name == "mse" else self.state_size(self.out)
+        check_shape(Y, (T_out, N, last), "targets", f"(T_out, N, {'K' if name == 'mse' else self.cell.states[self.out]})")
         return Y
 
+    def state_size(self, state: str) -> int:
+        """The size of a state (``H`` unless the cell declared another)."""
+        return self.sizes[self.cell.states[state]]
+
+    def initial_state_key(self, state: str) -> str:
+        """The key of ``dL/d state_0`` in gradient dicts: ``h0``, ``c0``."""
+        return f"{state}0"
+
+    @property
+    def gradient_keys(self) -> list:
+        """The keys of ``loss_and_grads``'s gradients: parameters, the input, initial states."""
+        return list(self.param_shapes) + [self.input_name] + [self.initial_state_key(s) for s in self.state_names]
+
     def _initial_states(self, h0, N, dtype):
-        H = self.sizes["H"]
         given = {} if h0 is None else (dict(h0) if isinstance(h0, dict) else {self.out: h0})
         unknown = set(given) - set(self.state_names)
         if unknown:
             raise ShapeError(f"h0 names unknown states {sorted(unknown)}; states are {self.state_names}.")
         S0 = {}
         for s in self.state_names:
+            size = self.state_size(s)
             if s in given:
                 value = as_float_array(given[s], f"initial state {s}").astype(dtype, copy=False)
-                check_shape(value, (N, H), f"initial state {s}", "(N, H)")
+                check_shape(value, (N, size), f"initial state {s}", f"(N, {self.cell.states[s]})")
                 S0[s] = value
             else:
-                S0[s] = np.zeros((N, H), dtype=dtype)
+                S0[s] = np.zeros((N, size), dtype=dtype)
         return S0
 
     def _workspace(self):
@@ -251,7 +292,7 @@ class Model:
     def loss(self, params, inputs, targets, h0=None) -> float:
         """The loss alone (one forward pass)."""
         params, X, Y, S0, sched = self._prepare(params, inputs, targets, h0)
-        return float(self._run_forward(params, X, Y, S0, sched)[0])
+        return _finite_loss(self._run_forward(params, X, Y, S0, sched)[0], self)
 
     def loss_and_grads(self, params, inputs, targets, h0=None):
         """The loss and the exact gradients.
@@ -262,6 +303,7 @@ class Model:
         """
         params, X, Y, S0, sched = self._prepare(params, inputs, targets, h0)
         value, cache, r, d_out = self._run_forward(params, X, Y, S0, sched)
+        value = _finite_loss(value, self)
         T, N = X.shape[0], X.shape[1]
         grads = {}
         if r is not None:
@@ -275,22 +317,37 @@ class Model:
         if len(sched.output_steps) == T:
             EXT = d_out
         else:
-            EXT = ws.cell("EXT", (T, N, self.sizes["H"]), X.dtype)
+            EXT = ws.cell("EXT", (T, N, self.state_size(self.out)), X.dtype)
             EXT.fill(0)
             EXT[sched.output_steps.start:sched.output_steps.stop] = d_out
-        dS_final = {s: np.zeros((N, self.sizes["H"]), dtype=X.dtype) for s in self.state_names}
+        dS_final = {s: np.zeros((N, self.state_size(s)), dtype=X.dtype) for s in self.state_names}
         c_grads, dX, dS0 = self.cell_code.backward(params, X, cache, {self.out: EXT}, dS_final, self.sizes, ws.cell)
         grads.update(c_grads)
         grads = {k: grads[k] for k in self.param_shapes}  # canonical order
-        grads["x"] = dX[sched.input_steps.start:sched.input_steps.stop]
+        grads[self.input_name] = dX[sched.input_steps.start:sched.input_steps.stop]
         for s in self.state_names:
-            grads[f"{s}0"] = dS0[s]
+            grads[self.initial_state_key(s)] = dS0[s]
         for k, g in grads.items():  # nothing returned may live in the reused arrays
             if ws.cell.owns(g) or ws.readout.owns(g):
                 grads[k] = g.copy()
-        return float(value), grads
+            if not np.all(np.isfinite(g)):
+                raise NonFiniteError(
+                    f"grads[{k!r}] contains NaN or infinity although the loss {value} is finite: the backward "
+                    f"pass overflowed (weights or inputs too large for {X.dtype}?) or a derivative is infinite "
+                    f"where the forward is not (e.g. sqrt at 0).")
+        return value, grads
 
     def __repr__(self):
         return (f"Model({self.cell.name!r}, D={self.sizes['D']}, H={self.sizes['H']}, K={self.sizes['K']}, "
                 f"architecture={self.architecture.name!r}, loss={self.loss_rule.name!r}, "
                 f"reduction={self.reduction!r})")
+
+
+def _finite_loss(value, model) -> float:
+    value = float(value)
+    if not np.isfinite(value):
+        raise NonFiniteError(
+            f"The loss of {model!r} is {value} for these inputs: the forward pass overflowed or left the "
+            f"domain of a function (log or sqrt of a negative number, ...). Check the inputs' scale and the "
+            f"cell's equations.")
+    return value

@@ -54,7 +54,7 @@ class Param(sp.Symbol):
         return MatVec(self, sp.sympify(other, strict=True))  # never parse strings
 
 
-_TIME_NAME = re.compile(r"^(bar )?([A-Za-z][A-Za-z0-9_]*)\[t([+-]\d+)?\]$")
+_TIME_NAME = re.compile(r"^(bar )?([^\W\d]\w*)\[t([+-]\d+)?\]$")
 
 
 def tsym(base: str, offset: int = 0, bar: bool = False) -> sp.Symbol:

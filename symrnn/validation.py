@@ -7,12 +7,26 @@ from .errors import NonFiniteError, ParameterError, ShapeError
 
 
 def as_float_array(value, name: str, dtype=None) -> np.ndarray:
+    """``value`` as a real floating-point array: refuses None, text, objects, complex numbers, NaN/inf."""
+    if value is None:
+        raise ShapeError(f"{name} is None; expected an array of real numbers.")
     try:
-        array = np.asarray(value, dtype=dtype)
-        if not np.issubdtype(array.dtype, np.floating):
+        array = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise ShapeError(f"{name} must be an array of real numbers ({exc}).") from None
+    if np.issubdtype(array.dtype, np.complexfloating):
+        raise ShapeError(f"{name} holds complex numbers ({array.dtype}); symrnn computes with real numbers: "
+                         f"pass the real part (x.real) if that is what you mean.")
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise ShapeError(f"{name} has dtype {array.dtype}; expected an array of real numbers "
+                         f"(got {type(value).__name__}).")
+    try:
+        if dtype is not None:
+            array = array.astype(dtype, copy=False)
+        elif not np.issubdtype(array.dtype, np.floating):
             array = array.astype(np.float64)
     except (TypeError, ValueError) as exc:
-        raise ShapeError(f"{name} must be an array of numbers ({exc}).") from None
+        raise ShapeError(f"{name} must be an array of real numbers ({exc}).") from None
     check_finite(array, name)
     return array
 

@@ -29,8 +29,8 @@ def test_generated_code_is_registered_for_tracebacks():
 def test_lstm_products_are_stacked():
     """All four gates' recurrent products are one product per step, in both passes."""
     code = sr.Model("lstm", D=2, H=3, K=2).cell_code
-    assert code.forward_source.count("np.matmul(h_prev, G1") == 1
-    assert "np.concatenate([U_i, U_f, U_g, U_o], axis=0)" in code.forward_source
+    assert code.forward_source.count("np.matmul(h__prev, G1") == 1
+    assert "np.concatenate([U_i__p, U_f__p, U_g__p, U_o__p], axis=0)" in code.forward_source
 
 
 def test_derivation_and_code_do_not_depend_on_T():

@@ -218,7 +218,7 @@ def test_worked_example_abbreviations_expand_to_the_oracle_closed_form(examples)
     expanded = ex.loss_expr
     for _ in range(len(ex.all_definitions) + 1):  # a definition may use the ones before it
         expanded = expanded.xreplace(dict(ex.all_definitions))
-    oracle = ex.oracle.expanded_loss().xreplace({sp.Symbol("scale"): ex.scale})
+    oracle = ex.oracle.expanded_loss().xreplace({sp.Symbol("_scale"): ex.scale})
     values = {s: v for s, v in ex.leaves.items()}
     f = sp.lambdify(sorted(values, key=str), [expanded, oracle], modules=[NUMPY_IMPLEMENTATIONS, "numpy"])
     a, b = f(*[np.float64(values[s]) for s in sorted(values, key=str)])

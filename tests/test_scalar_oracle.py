@@ -60,9 +60,9 @@ def test_expanded_loss_agrees_with_program():
     x = np.array([[[0.3]], [[-0.7]]])
     y = np.array([[1], [0]])
     expanded = oracle.expanded_loss()
-    values = {f"{k}__{'_'.join(map(str, i))}": v for k, a in params.items() for i, v in np.ndenumerate(a)}
-    values.update({"x__1_0": 0.3, "x__2_0": -0.7, "h__0_0": 0.0, "y__0_0": 0, "y__0_1": 1,
-                   "y__1_0": 1, "y__1_1": 0, "scale": 1.0})
+    values = {f"{k}__w{'_'.join(map(str, i))}": v for k, a in params.items() for i, v in np.ndenumerate(a)}
+    values.update({"x__1_0": 0.3, "x__2_0": -0.7, "h__0_0": 0.0, "_y__0_0": 0, "_y__0_1": 1,
+                   "_y__1_0": 1, "_y__1_1": 0, "_scale": 1.0})
     value = float(expanded.subs({s: values[s.name] for s in expanded.free_symbols}))
     assert value == pytest.approx(model.loss(params, x, y), rel=1e-13)
 

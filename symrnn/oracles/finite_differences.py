@@ -13,19 +13,19 @@ import mpmath
 import numpy as np
 
 
-def _entries(params, inputs, h0):
-    """The arrays a gradient is taken of: name -> array (copied)."""
+def _entries(model, params, inputs, h0):
+    """The arrays a gradient is taken of, under the keys of ``loss_and_grads`` (copied)."""
     arrays = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
-    arrays["x"] = np.array(inputs, dtype=np.float64)
+    arrays[model.input_name] = np.array(inputs, dtype=np.float64)
     for s, v in h0.items():
-        arrays[f"{s}0"] = np.array(v, dtype=np.float64)
+        arrays[model.initial_state_key(s)] = np.array(v, dtype=np.float64)
     return arrays
 
 
 def _split(model, arrays):
     params = {k: arrays[k] for k in model.param_shapes}
-    h0 = {s: arrays[f"{s}0"] for s in model.state_names}
-    return params, arrays["x"], h0
+    h0 = {s: arrays[model.initial_state_key(s)] for s in model.state_names}
+    return params, arrays[model.input_name], h0
 
 
 def _initial(model, inputs, h0):
@@ -35,7 +35,7 @@ def _initial(model, inputs, h0):
 
 def central_differences(model, params, inputs, targets, h0=None, eps=1e-6):
     """``(f(v + eps) - f(v - eps)) / (2 eps)`` for every entry; same keys as ``loss_and_grads``."""
-    arrays = _entries(params, inputs, _initial(model, inputs, h0))
+    arrays = _entries(model, params, inputs, _initial(model, inputs, h0))
 
     def f():
         p, x, s0 = _split(model, arrays)
@@ -85,7 +85,7 @@ def high_precision_differences(model, params, inputs, targets, h0=None, digits=4
     oracle = oracle or ScalarOracle(model, inputs.shape[0], targets.shape[0])
     with mpmath.workdps(digits):
         base = {k: np.array([mpmath.mpf(float(v)) for v in a.ravel()], dtype=object).reshape(a.shape)
-                for k, a in _entries(params, inputs, _initial(model, inputs, h0)).items()}
+                for k, a in _entries(model, params, inputs, _initial(model, inputs, h0)).items()}
         grads = {}
         for name, array in base.items():
             g = np.empty(array.shape, dtype=object)

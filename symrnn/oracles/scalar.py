@@ -2,7 +2,9 @@
 
 Every weight entry, input entry and target entry is a SymPy ``Symbol``; every
 state and intermediate at every step gets fresh symbols (``h__3_1`` is
-component 1 of ``h`` at step 3), so the unrolled graph stays a DAG whose size
+component 1 of ``h`` at step 3, ``W__w0_1`` an entry of the parameter ``W``;
+the program's own names start with ``_``, which no user name may), so the
+unrolled graph stays a DAG whose size
 is linear in ``T`` (the expanded loss would be a tree of about ``H^T``
 nodes).  The gradient is reverse accumulation over that DAG, one scalar
 equation at a time, each local derivative by ``sympy.diff`` of one term of
@@ -14,7 +16,7 @@ evaluated in float64 (``math``) or at any precision (``mpmath``).
 """
 from __future__ import annotations
 
-import math
+import re
 from collections import defaultdict
 
 import mpmath
@@ -22,32 +24,57 @@ import numpy as np
 import sympy as sp
 from sympy.printing.pycode import PythonCodePrinter
 
+from sympy.printing.precedence import precedence
+
 from ..errors import DerivationTooLargeError
+from ..functions import RULES, derivative, rule_of
 from ..symbols import MatVec, Param, parse, tsym
 
 DEFAULT_BUDGET = 3_000_000  # scalar multiply-adds in the unrolled program
 
 
 class _ScalarPrinter(PythonCodePrinter):
-    def _print_Function(self, expr):
-        return f"{type(expr).__name__}({', '.join(self._print(a) for a in expr.args)})"
+    """Scalar code that runs on floats and on mpmath numbers alike: functions from the
+    rule table (``_f_tanh``), constants and rationals exact at any precision."""
 
-    _print_tanh = _print_exp = _print_log = _print_Function
+    def _print(self, expr, **kwargs):
+        if isinstance(expr, sp.Function):
+            return f"_f_{rule_of(expr).name}({', '.join(self._print(a) for a in expr.args)})"
+        return super()._print(expr, **kwargs)
 
     def _print_Symbol(self, expr):
         return expr.name
 
+    def _print_NumberSymbol(self, expr):
+        return f"_c_{type(expr).__name__}"
+
+    _print_Pi = _print_Exp1 = _print_EulerGamma = _print_GoldenRatio = _print_Catalan = _print_NumberSymbol
+    _print_TribonacciConstant = _print_NumberSymbol
+
+    def _print_Rational(self, expr):
+        return f"(_mpf({expr.p})/{expr.q})"
+
+    _print_Half = _print_Rational
+
+    def _print_Pow(self, expr, rational=False):
+        prec = precedence(expr)
+        return f"{self.parenthesize(expr.base, prec)}**{self.parenthesize(expr.exp, prec)}"
+
+
+def _constants(convert):
+    with mpmath.workdps(60):
+        return {f"_c_{type(c).__name__}": convert(str(sp.N(c, 60)))
+                for c in (sp.pi, sp.E, sp.EulerGamma, sp.GoldenRatio, sp.Catalan, sp.TribonacciConstant)}
+
 
 def _float_namespace():
-    return {"tanh": math.tanh, "exp": math.exp, "log": math.log,
-            "sigmoid": lambda a: 0.5 * math.tanh(0.5 * a) + 0.5,
-            "relu": lambda a: a if a > 0 else 0.0 * a, "step": lambda a: 1.0 if a > 0 else 0.0}
+    namespace = {f"_f_{name}": rule.scalar_implementation() for name, rule in RULES.items()}
+    return {**namespace, **_constants(float), "_mpf": float}
 
 
 def _mpmath_namespace():
-    return {"tanh": mpmath.tanh, "exp": mpmath.exp, "log": mpmath.log,
-            "sigmoid": lambda a: 1 / (1 + mpmath.exp(-a)),
-            "relu": lambda a: a if a > 0 else mpmath.mpf(0), "step": lambda a: mpmath.mpf(1 if a > 0 else 0)}
+    namespace = {f"_f_{name}": rule.mpmath_implementation() for name, rule in RULES.items()}
+    return {**namespace, **_constants(mpmath.mpf), "_mpf": mpmath.mpf}
 
 
 def _as_float_states(h0):
@@ -68,7 +95,7 @@ class ScalarOracle:
         Refuse (with :class:`DerivationTooLargeError`) programs estimated to
         need more scalar operations than this, instead of running for hours.
     diff : callable
-        ``diff(expr, symbol)``; ``sympy.diff`` by default.
+        ``diff(expr, symbol)``; ``sympy.diff`` (through :func:`symrnn.functions.derivative`) by default.
 
     Use :meth:`loss_and_grads` like ``Model.loss_and_grads``.
 
@@ -79,7 +106,7 @@ class ScalarOracle:
     ``O(T)`` string work and ``O(1)`` symbolic work.
     """
 
-    def __init__(self, model, T_in, T_out, budget=DEFAULT_BUDGET, diff=sp.diff):
+    def __init__(self, model, T_in, T_out, budget=DEFAULT_BUDGET, diff=derivative):
         self.model = model
         self.schedule = model.architecture.schedule(T_in, T_out)
         self.T_in, self.T_out = T_in, T_out
@@ -136,7 +163,7 @@ class ScalarOracle:
                 by_symbol[u].append(term)
         out = []
         for u in sorted(by_symbol, key=lambda s: s.name):
-            if u == self.scale_symbol or u.name.startswith("y__"):
+            if u == self.scale_symbol or u.name.startswith("_y__"):
                 continue
             derivative = sp.Add(*[self._diff(term, u) for term in by_symbol[u]])
             if derivative != 0:
@@ -150,21 +177,23 @@ class ScalarOracle:
         self.param_symbols = {}
         for name, shape in model.param_shapes.items():
             self.param_symbols[name] = np.array(
-                [sp.Symbol(f"{name}__" + "_".join(map(str, idx))) for idx in np.ndindex(*shape)],
+                [sp.Symbol(f"{name}__w" + "_".join(map(str, idx))) for idx in np.ndindex(*shape)],
                 dtype=object).reshape(shape)
-        self.scale_symbol = sp.Symbol("scale")
-        last = sizes["K"] if model.readout is not None else H
+        self.scale_symbol = sp.Symbol("_scale")
+        size = {s: model.state_size(s) for s in cell.states}
+        last = sizes["K"] if model.readout is not None else size[cell.output_state]
+        x_name = model.input_name
         templates = {}
         for with_input in (True, False):
-            env = {cell.input_symbol: ([sp.Symbol(f"x__{{t}}_{j}") for j in range(D)] if with_input
+            env = {cell.input_symbol: ([sp.Symbol(f"{x_name}__{{t}}_{j}") for j in range(D)] if with_input
                                        else [sp.Integer(0)] * D)}
             for s in cell.states:
-                env[tsym(s, -1)] = [sp.Symbol(f"{s}__{{tm1}}_{j}") for j in range(H)]
+                env[tsym(s, -1)] = [sp.Symbol(f"{s}__{{tm1}}_{j}") for j in range(size[s])]
             templates[with_input] = self._template(
                 cell.equations, env, lambda eq: sizes[cell.sizes[eq.target]],
                 lambda eq: f"{parse(eq.target)[0]}__{{t}}")
-        h_t = [sp.Symbol(f"{cell.output_state}__{{t}}_{j}") for j in range(H)]
-        y = [sp.Symbol(f"y__{{u}}_{k}") for k in range(last)]
+        h_t = [sp.Symbol(f"{cell.output_state}__{{t}}_{j}") for j in range(size[cell.output_state])]
+        y = [sp.Symbol(f"_y__{{u}}_{k}") for k in range(last)]
         out_lines = []
         if model.readout is None:
             per_step = sp.Add(*[g * hj for g, hj in zip(y, h_t)])
@@ -175,12 +204,12 @@ class ScalarOracle:
             o = [line[0] for line in out_lines]
             if model.loss_rule.name == "cross-entropy":
                 lse = sp.log(sp.Add(*[sp.exp(ok) for ok in o]))
-                out_lines.append((sp.Symbol("lse__{u}"), lse, self._local_derivatives(lse)))
+                out_lines.append((sp.Symbol("_lse__{u}"), lse, self._local_derivatives(lse)))
                 per_step = sp.Add(*[yk * (out_lines[-1][0] - ok) for yk, ok in zip(y, o)])
             else:
                 per_step = sp.Add(*[(ok - yk) ** 2 for ok, yk in zip(o, y)])
         scaled = self.scale_symbol * per_step
-        out_lines.append((sp.Symbol("L__{u}"), scaled, self._local_derivatives(scaled)))
+        out_lines.append((sp.Symbol("_L__{u}"), scaled, self._local_derivatives(scaled)))
         # the program: fill in the placeholders, step by step
         printer = self._printer
         printed = {key: [(t.name, printer.doprint(e), [(u.name, printer.doprint(d)) for u, d in ds])
@@ -199,41 +228,42 @@ class ScalarOracle:
                 steps.append((printed["out"], fill))
         for lines, fill in steps:
             forward += [f"    {name.format(**fill)} = {code.format(**fill)}" for name, code, _ in lines]
-        losses = [f"L__{u}" for u in range(len(sched.output_steps))]
-        forward.append(f"    L = {' + '.join(losses)}")
+        losses = [f"_L__{u}" for u in range(len(sched.output_steps))]
+        forward.append(f"    _L = {' + '.join(losses)}")
         contributions = defaultdict(list)
         for name in losses:
-            contributions[name].append("d__L")
-        backward = ["    d__L = 1"]
+            contributions[name].append("_d___L")
+        backward = ["    _d___L = 1"]
         for lines, fill in reversed(steps):
             for name, code, derivatives in reversed(lines):
                 name = name.format(**fill)
                 terms = contributions.pop(name, None)
                 if not terms:
                     continue
-                backward.append(f"    d__{name} = {' + '.join(terms)}")
+                backward.append(f"    _d__{name} = {' + '.join(terms)}")
                 for u, d in derivatives:
-                    contributions[u.format(**fill)].append(f"d__{name}*({d.format(**fill)})")
+                    contributions[u.format(**fill)].append(f"_d__{name}*({d.format(**fill)})")
         self.forward_lines, self.backward_lines = forward, backward
         self._leaf_contributions = contributions
-        self.state0_names = {s: [f"{s}__0_{j}" for j in range(H)] for s in cell.states}
-        self.input_names = [[f"x__{t + 1}_{j}" for j in range(D)] for t in sched.input_steps]
-        self.target_names = [[f"y__{u}_{k}" for k in range(last)] for u in range(len(sched.output_steps))]
+        self.state0_names = {s: [f"{s}__0_{j}" for j in range(size[s])] for s in cell.states}
+        self.input_names = [[f"{x_name}__{t + 1}_{j}" for j in range(D)] for t in sched.input_steps]
+        self.target_names = [[f"_y__{u}_{k}" for k in range(last)] for u in range(len(sched.output_steps))]
         self._compile()
 
     def _compile(self):
         grads = ([s.name for arr in self.param_symbols.values() for s in arr.ravel()]
                  + [n for row in self.input_names for n in row]
                  + [n for names in self.state0_names.values() for n in names])
-        args = grads + [n for row in self.target_names for n in row] + ["scale"]
-        head = [f"    {', '.join(args)}, = values"]
-        leaves = [f"    d__{n} = {' + '.join(self._leaf_contributions.get(n, ['0 * scale']))}" for n in grads]
-        source_fb = "\n".join(["def program(values):"] + head + self.forward_lines + self.backward_lines + leaves
-                              + [f"    return L, [{', '.join('d__' + n for n in grads)}]"]) + "\n"
-        source_f = "\n".join(["def program(values):"] + head + self.forward_lines + ["    return L"]) + "\n"
+        args = grads + [n for row in self.target_names for n in row] + ["_scale"]
+        head = [f"    {', '.join(args)}, = _values"]
+        leaves = [f"    _d__{n} = {' + '.join(self._leaf_contributions.get(n, ['0 * _scale']))}" for n in grads]
+        source_fb = "\n".join(["def program(_values):"] + head + self.forward_lines + self.backward_lines + leaves
+                              + [f"    return _L, [{', '.join('_d__' + n for n in grads)}]"]) + "\n"
+        source_f = "\n".join(["def program(_values):"] + head + self.forward_lines + ["    return _L"]) + "\n"
         self.source = source_fb
-        self._code_fb = compile(source_fb, f"<symrnn-scalar-oracle-{self.model.cell.name}>", "exec")
-        self._code_f = compile(source_f, f"<symrnn-scalar-forward-{self.model.cell.name}>", "exec")
+        tag = re.sub(r"[^A-Za-z0-9_.+-]", "_", self.model.cell.name)
+        self._code_fb = compile(source_fb, f"<symrnn-scalar-oracle-{tag}>", "exec")
+        self._code_f = compile(source_f, f"<symrnn-scalar-forward-{tag}>", "exec")
         self._programs = {}
 
     def _program(self, kind, backend):
@@ -305,13 +335,15 @@ class ScalarOracle:
         for name, arr in self.param_symbols.items():
             grads[name] = np.array(total[k:k + arr.size], dtype=object).reshape(arr.shape)
             k += arr.size
-        D, H = self.model.sizes["D"], self.model.sizes["H"]
+        D = self.model.sizes["D"]
         xs = np.array([g[k:k + self.T_in * D] for g in per_example], dtype=object)
-        grads["x"] = xs.reshape(N, self.T_in, D).transpose(1, 0, 2)
+        grads[self.model.input_name] = xs.reshape(N, self.T_in, D).transpose(1, 0, 2)
         k += self.T_in * D
-        for s in self.state0_names:
-            grads[f"{s}0"] = np.array([g[k:k + H] for g in per_example], dtype=object)
-            k += H
+        for s, names in self.state0_names.items():
+            size = len(names)
+            grads[self.model.initial_state_key(s)] = np.array([g[k:k + size] for g in per_example],
+                                                              dtype=object).reshape(N, size)
+            k += size
         return {name: (g.astype(float) if all(isinstance(v, float) for v in g.ravel()) else g)
                 for name, g in grads.items()}
 
@@ -336,7 +368,7 @@ class ScalarOracle:
                     f"The expanded loss passes {max_ops} operations at {name}; the closed form "
                     f"is only for tiny models (T=2, H=1). Use loss_and_grads instead.")
             values[name] = value
-        return sp.Add(*[values[f"L__{u}"] for u in range(len(self.schedule.output_steps))])
+        return sp.Add(*[values[f"_L__{u}"] for u in range(len(self.schedule.output_steps))])
 
     @property
     def size(self) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 
+from ..functions import rule_of
 from ..symbols import MatVec, Param, tsym
 
 
@@ -22,17 +23,24 @@ def _torch():
     return torch
 
 
-def _namespace(torch):
-    return {"MatVec": lambda P, v: v @ P.T, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
-            "relu": torch.relu, "exp": torch.exp, "log": torch.log,
-            "step": lambda a: (a > 0).to(a.dtype)}
+def _with_torch_rules(torch, expr):
+    """``expr`` with every function renamed to its rule, and the torch implementations of them."""
+    namespace = {"MatVec": lambda P, v: v @ P.T, "sqrt": torch.sqrt}
+    for f in expr.atoms(sp.Function):
+        if not isinstance(f, MatVec):
+            namespace[f"{rule_of(f).name}__fn"] = rule_of(f).torch_implementation(torch)
+    renamed = expr.replace(lambda e: isinstance(e, sp.Function) and not isinstance(e, MatVec),
+                           lambda e: sp.Function(f"{rule_of(e).name}__fn")(*e.args))
+    return renamed, namespace
 
 
 def _compiled(equations, torch):
     out = []
     for eq in equations:
         symbols = sorted(eq.rhs.free_symbols | {m.args[0] for m in eq.rhs.atoms(MatVec)}, key=str)
-        fn = sp.lambdify(symbols, eq.rhs, modules=[_namespace(torch)], dummify=True)
+        rhs = eq.rhs.xreplace({c: sp.Float(c, 30) for c in eq.rhs.atoms(sp.NumberSymbol)})
+        rhs, namespace = _with_torch_rules(torch, rhs)
+        fn = sp.lambdify(symbols, rhs, modules=[namespace], dummify=True)
         out.append((eq, symbols, fn))
     return out
 
@@ -48,7 +56,7 @@ def torch_loss_and_grads(model, params, inputs, targets, h0=None):
     cell = model.cell
     steps = _compiled(cell.equations, torch)
     N = X.shape[1]
-    zero_x = torch.zeros(N, model.sizes["D"], dtype=torch.float64)
+    zero_x = torch.zeros(N, model.sizes["D"], dtype=torch.float64)  # steps without an input
     state = dict(S)
     outputs = []
     for t in range(sched.T):
@@ -76,7 +84,7 @@ def torch_loss_and_grads(model, params, inputs, targets, h0=None):
             loss = F.mse_loss(O, torch.tensor(np.asarray(Y, dtype=np.float64)), reduction=model.reduction)
     loss.backward()
     grads = {k: v.grad.numpy() if v.grad is not None else np.zeros(v.shape) for k, v in P.items()}
-    grads["x"] = X_in.grad.numpy()
+    grads[model.input_name] = X_in.grad.numpy()
     for s in cell.states:
-        grads[f"{s}0"] = S[s].grad.numpy() if S[s].grad is not None else np.zeros(S[s].shape)
+        grads[model.initial_state_key(s)] = S[s].grad.numpy() if S[s].grad is not None else np.zeros(S[s].shape)
     return float(loss.detach()), grads

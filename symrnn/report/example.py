@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 
-from ..functions import NUMPY_IMPLEMENTATIONS
+from ..functions import lambdify_numpy
+from ..symbols import tsym
 from ..model import Model
 from ..oracles.finite_differences import central_differences
 from ..oracles.scalar import ScalarOracle
@@ -122,7 +123,7 @@ class WorkedExample:
         """Walk the scalar program: definitions, full expansions, and the loss side."""
         m = self.model
         boundary_base = m.logits if m.readout is not None else m.out
-        scale = {sp.Symbol("scale"): self.scale}
+        scale = {sp.Symbol("_scale"): self.scale}
         expanded, self.definitions, loss_defs = {}, [], []
         self.boundary = []
         partial = {}
@@ -130,9 +131,9 @@ class WorkedExample:
             named = named.xreplace(scale)
             expanded[name] = named.xreplace({s: expanded.get(s.name, s) for s in named.free_symbols})
             base = name.rpartition("__")[0]
-            if base in ("lse", "L"):
+            if base in ("_lse", "_L"):
                 partial[name] = named.xreplace({s: partial.get(s.name, s) for s in named.free_symbols})
-                if base == "L":
+                if base == "_L":
                     loss_defs.append((sp.Symbol(name), partial[name]))
                 continue
             self.definitions.append((sp.Symbol(name), named))
@@ -150,7 +151,7 @@ class WorkedExample:
         self.softmax = []  # (yhat symbol, definition)
         self.adjoints = []  # (bar symbol, definition)
         for b in self.boundary:
-            bar_b = sp.Symbol(f"bar__{b.name}")
+            bar_b = sp.Symbol(f"_bar__{b.name}")
             self.adjoints.append((bar_b, self._abbreviate_softmax(sp.diff(loss_partial, b))))
         self._build_closed_form()
 
@@ -163,10 +164,10 @@ class WorkedExample:
             Z = sp.Add(*[sp.exp(o) for o in logits])
             if not expr.has(Z):
                 continue
-            Zs = sp.Symbol(f"Z__{prefix}")
+            Zs = sp.Symbol(f"_Z__{prefix}")
             mapping = {Z: Zs}
             for o in logits:
-                yhat = sp.Symbol("yhat__" + o.name.partition("__")[2])
+                yhat = sp.Symbol("_yhat__" + o.name.rpartition("__")[2])
                 mapping[sp.exp(o)] = yhat * Zs
                 if all(y != yhat for y, _ in self.softmax):
                     self.softmax.append((yhat, sp.exp(o) / Z))
@@ -202,7 +203,7 @@ class WorkedExample:
     def closed_form_gradients(self) -> dict:
         """``{symbol: value}``: derivatives of the expanded loss, lambdified, at the numbers."""
         symbols = [e.symbol for e in self._entry_keys()]
-        loss = self.oracle.expanded_loss().xreplace({sp.Symbol("scale"): self.scale})
+        loss = self.oracle.expanded_loss().xreplace({sp.Symbol("_scale"): self.scale})
         leaves = sorted(self.leaves, key=lambda s: s.name)
         f = _lambdify(leaves, [sp.diff(loss, s) for s in symbols])
         values = f(*[np.float64(self.leaves[s]) for s in leaves])
@@ -214,9 +215,9 @@ class WorkedExample:
         for name, arr in o.param_symbols.items():
             keys += [Entry(arr[idx], name, idx, 0.0, 0.0, 0.0) for idx in np.ndindex(*arr.shape)]
         for row, names in enumerate(o.input_names):
-            keys += [Entry(sp.Symbol(n), "x", (row, 0, j), 0.0, 0.0, 0.0) for j, n in enumerate(names)]
+            keys += [Entry(sp.Symbol(n), m.input_name, (row, 0, j), 0.0, 0.0, 0.0) for j, n in enumerate(names)]
         for s, names in o.state0_names.items():
-            keys += [Entry(sp.Symbol(n), f"{s}0", (0, j), 0.0, 0.0, 0.0) for j, n in enumerate(names)]
+            keys += [Entry(sp.Symbol(n), m.initial_state_key(s), (0, j), 0.0, 0.0, 0.0) for j, n in enumerate(names)]
         return keys
 
     def table(self) -> list:
@@ -264,21 +265,26 @@ class WorkedExample:
         return out
 
     def _name(self, name, name_tex, target_base):
-        """``h__2_0`` -> ``h_{2}``, ``o__0_1`` -> ``o_{1,2}`` (step, then class), ``bar__o__0_1`` -> ``\\bar{o}_{1,2}``."""
+        """``h__2_0`` -> ``h_{2}``, ``o__0_1`` -> ``o_{1,2}`` (step, then class), ``_bar__o__0_1`` -> ``\\bar{o}_{1,2}``.
+
+        The oracle's and this example's own names start with ``_`` (``_y``, ``_L``, ``_Z``, ``_yhat``)."""
         m = self.model
-        bar = name.startswith("bar__")
-        base, _, rest = name[len("bar__") if bar else 0:].rpartition("__")
+        bar = name.startswith("_bar__")
+        base, _, rest = name[len("_bar__") if bar else 0:].rpartition("__")
         first, *components = (int(i) for i in rest.split("_"))
-        per_output = {"yhat", "y", "L", "Z"} | ({m.logits} if m.readout is not None else set())
+        per_output = {"_yhat", "_y", "_L", "_Z"} | ({m.logits} if m.readout is not None else set())
         step = self.step_of(first) if base in per_output else first  # outputs are counted from 0
-        if base == m.cell.input_symbol.name.split("[")[0]:
+        if base == m.input_name:
             size = m.sizes["D"]
-        elif base in (m.logits, "yhat") or (base == "y" and m.readout is not None):
+        elif base in (m.logits, "_yhat") or (base == "_y" and m.readout is not None):
             size = m.sizes["K"]
+        elif tsym(base) in m.cell.sizes:
+            size = m.sizes[m.cell.sizes[tsym(base)]]
         else:
             size = m.sizes["H"]
         parts = [str(step)] + ([str(c + 1) for c in components] if size > 1 else [])
-        return name_tex(target_base if base == "y" else base, bar, ",".join(parts))
+        shown = {"_y": target_base, "_L": "L", "_Z": "Z", "_yhat": "yhat"}.get(base, base)
+        return name_tex(shown, bar, ",".join(parts))
 
 
 def _call(expr, env):
@@ -287,4 +293,4 @@ def _call(expr, env):
 
 
 def _lambdify(args, expr):
-    return sp.lambdify(args, expr, modules=[NUMPY_IMPLEMENTATIONS, "numpy"], cse=True)
+    return lambdify_numpy(args, expr, cse=True)
