@@ -43,6 +43,8 @@ ignored here.  Only NumPy is needed: framework tensors are accepted on input
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import numpy as np
 
 from .errors import ParameterError, ShapeError, UnknownNameError
@@ -343,4 +345,234 @@ def _canonical_gate_order(name) -> tuple:
     return ("i", "f", "g", "o") if name == "lstm" else ("r", "z", "n")
 
 
-__all__ = ["TORCH_GATES", "KERAS_GATES", "to_torch", "from_torch", "to_keras", "from_keras"]
+# -- declarative layouts of hand-written code ------------------------------------------
+_ROLES = ("Wx", "Wh", "W", "b", "b_hh", "V", "V_b")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a hand-written implementation lays out a cell's parameters, inputs and states.
+
+    Parameters
+    ----------
+    name : str
+        For messages (``"cs231n"``).
+    names : dict
+        The user's name for each role: ``"Wx"`` (input weights), ``"Wh"`` (recurrent
+        weights), or ``"W"`` (one matrix over ``[x, h]`` or ``[h, x]``), ``"b"``,
+        ``"b_hh"`` (a second bias), ``"V"``, ``"V_b"`` (readout weights and bias: symrnn's
+        ``V`` and ``c``).
+    gate_order : tuple of str
+        The user's stacking order of symrnn's gate names (LSTM ``i f g o``, GRU
+        ``r z n``), e.g. ``("i", "f", "o", "g")`` for CS231n; ``()`` for a plain RNN.
+    convention : ``"column"`` or ``"row"``
+        ``W x`` with ``W`` shaped ``(G*H, D)`` (PyTorch), or ``x W`` with ``W``
+        shaped ``(D, G*H)`` (Keras, CS231n).
+    stacking : ``"separate"``, ``"xh"`` or ``"hx"``
+        Input and recurrent weights apart, or one matrix acting on the
+        concatenation ``[x, h]`` / ``[h, x]``.
+    bias_shape : ``"flat"``, ``"row"`` or ``"column"``
+        ``(G*H,)``, ``(1, G*H)`` or ``(G*H, 1)`` (and the same for the readout bias).
+    vectors : ``"rows"`` or ``"columns"``
+        States and inputs of a batch as rows ``(N, H)`` or as columns ``(H, N)``
+        (min-char-rnn's column vectors).
+    batch_major : bool
+        Sequences as ``(N, T, D)`` instead of symrnn's ``(T, N, D)``.
+    forget_bias : float
+        A constant added to the forget gate's bias at run time and not stored
+        (TF1's ``forget_bias=1.0``): symrnn's ``b_f`` is the stored one plus it.
+
+    A layout converts both ways, for parameters and for gradients (a gradient
+    dict with the input and initial states in it converts too); an array that
+    does not fit is refused with the shape expected and the shape given.
+    """
+
+    name: str
+    names: dict
+    gate_order: tuple = ()
+    convention: str = "column"
+    stacking: str = "separate"
+    bias_shape: str = "flat"
+    vectors: str = "rows"
+    batch_major: bool = False
+    forget_bias: float = 0.0
+
+    def __post_init__(self):
+        for field_name, allowed in (("convention", ("column", "row")), ("stacking", ("separate", "xh", "hx")),
+                                    ("bias_shape", ("flat", "row", "column")), ("vectors", ("rows", "columns"))):
+            if getattr(self, field_name) not in allowed:
+                raise UnknownNameError(f"Layout {self.name!r}: {field_name}={getattr(self, field_name)!r}; "
+                                       f"expected one of {allowed}.")
+        unknown = set(self.names) - set(_ROLES)
+        if unknown:
+            raise UnknownNameError(f"Layout {self.name!r}: unknown roles {sorted(unknown)}; roles are {_ROLES}.")
+
+    # -- gates ------------------------------------------------------------------------
+    def gates(self, cell_name) -> tuple:
+        canonical = _canonical_gate_order(cell_name)
+        if canonical == ("",):
+            return canonical
+        if sorted(self.gate_order) != sorted(canonical):
+            raise UnknownNameError(
+                f"Layout {self.name!r} stacks the gates {self.gate_order}, but cell {cell_name!r} has the gates "
+                f"{canonical}; give gate_order as an ordering of {canonical}.")
+        return tuple(self.gate_order)
+
+    # -- parameters -------------------------------------------------------------------
+    def _bias(self, vector):
+        return {"flat": vector, "row": vector[None, :], "column": vector[:, None]}[self.bias_shape]
+
+    def _matrix(self, blocks):
+        """Canonical (rows, in) blocks stacked along the gate axis in the user's convention."""
+        stacked = np.concatenate(blocks, axis=0)
+        return stacked if self.convention == "column" else stacked.T
+
+    def to_user(self, cell_name, params, *, gradients=False) -> dict:
+        """Canonical ``params`` (or gradients, with ``gradients=True``) in this layout's names and shapes."""
+        gates = self.gates(cell_name)
+        out = {}
+        U = [params[_block("U", g)] for g in gates]
+        W = [params[_block("W", g)] for g in gates]
+        if self.stacking == "separate":
+            out[self.names["Wx"]] = self._matrix(U)
+            out[self.names["Wh"]] = self._matrix(W)
+        else:
+            pairs = [np.concatenate((u, w) if self.stacking == "xh" else (w, u), axis=1) for u, w in zip(U, W)]
+            out[self.names["W"]] = self._matrix(pairs)
+        b = [np.array(params[_block("b", g)], copy=True) for g in gates]
+        if not gradients and self.forget_bias and "f" in gates:
+            b[gates.index("f")] = b[gates.index("f")] - self.forget_bias
+        reset_after = cell_name in _RESET_AFTER
+        if "b_hh" in self.names:
+            b_hh = [np.array(params["b_hn"]) if g == "n" and reset_after else
+                    (np.array(params[_block("b", g)]) if gradients else np.zeros_like(params[_block("b", g)]))
+                    for g in gates]
+            out[self.names["b_hh"]] = self._bias(np.concatenate(b_hh))
+        elif reset_after:
+            raise UnknownNameError(
+                f"Cell {cell_name!r} has a recurrent candidate bias b_hn; layout {self.name!r} has one bias. "
+                f"Give the layout a second bias (names['b_hh']) or use a reset-before GRU.")
+        out[self.names["b"]] = self._bias(np.concatenate(b))
+        if "V" in params and "V" in self.names:
+            out[self.names["V"]] = params["V"] if self.convention == "column" else params["V"].T
+            out[self.names["V_b"]] = self._bias(params["c"])
+        return out
+
+    def from_user(self, cell_name, user, sizes, *, gradients=False) -> dict:
+        """Canonical parameters (or gradients) from this layout's; shapes checked against ``sizes``."""
+        gates = self.gates(cell_name)
+        G, D, H = len(gates), sizes["D"], sizes["H"]
+        names = [n for role, n in self.names.items() if role not in ("V", "V_b") or sizes.get("K")]
+        missing = [n for n in names if n not in user]
+        if missing:
+            raise ParameterError(f"Layout {self.name!r}: missing {missing}; expected the arrays {names}.")
+
+        def matrix(name, cols):
+            expected = (G * H, cols) if self.convention == "column" else (cols, G * H)
+            a = _array(user[name], f"{name}")
+            _check_shape(a, expected, f"{name}", f"{self.name} layout, {self.convention} convention, "
+                                                 f"gates {gates}, D={D}, H={H}")
+            return a if self.convention == "column" else a.T
+
+        def bias(name, size):
+            expected = {"flat": (size,), "row": (1, size), "column": (size, 1)}[self.bias_shape]
+            a = _array(user[name], f"{name}")
+            _check_shape(a, expected, f"{name}", f"{self.name} layout, {self.bias_shape} bias")
+            return a.reshape(size)
+
+        out = {}
+        if self.stacking == "separate":
+            U, W = matrix(self.names["Wx"], D), matrix(self.names["Wh"], H)
+        else:
+            both = matrix(self.names["W"], D + H)
+            U, W = (both[:, :D], both[:, D:]) if self.stacking == "xh" else (both[:, H:], both[:, :H])
+        b = bias(self.names["b"], G * H)
+        b_hh = bias(self.names["b_hh"], G * H) if "b_hh" in self.names else None
+        reset_after = cell_name in _RESET_AFTER
+        for k, g in enumerate(gates):
+            rows = slice(k * H, (k + 1) * H)
+            out[_block("U", g)], out[_block("W", g)] = U[rows].copy(), W[rows].copy()
+            bk = b[rows].copy()
+            if b_hh is not None and not (g == "n" and reset_after):
+                bk = bk if gradients else bk + b_hh[rows]
+            if g == "f" and self.forget_bias and not gradients:
+                bk = bk + self.forget_bias
+            out[_block("b", g)] = bk
+            if g == "n" and reset_after:
+                out["b_hn"] = b_hh[rows].copy()
+        order = _canonical_names(cell_name, _canonical_gate_order(cell_name))
+        out = {k: out[k] for k in order}
+        if sizes.get("K") and "V" in self.names:
+            K = sizes["K"]
+            V = _array(user[self.names["V"]], self.names["V"])
+            _check_shape(V, (K, H) if self.convention == "column" else (H, K), self.names["V"],
+                         f"{self.name} layout readout, K={K}, H={H}")
+            out["V"] = V if self.convention == "column" else V.T
+            out["c"] = bias(self.names["V_b"], K)
+        return out
+
+    # -- sequences and states ---------------------------------------------------------------
+    def sequence_to_user(self, X):
+        """(T, N, F) -> the user's sequence layout."""
+        if self.vectors == "columns":
+            X = X.transpose(0, 2, 1)  # (T, F, N)
+            return X.transpose(2, 0, 1) if self.batch_major else X
+        return X.transpose(1, 0, 2) if self.batch_major else X
+
+    def sequence_from_user(self, X, what, expected):
+        """The user's sequence -> (T, N, F); ``expected`` is (T, N, F)."""
+        X = _array(X, what)
+        shape = tuple(np.asarray(self.sequence_to_user(np.empty(expected))).shape)
+        _check_shape(X, shape, what, f"{self.name} layout: " + ("batch-major" if self.batch_major else "time-major")
+                     + f", vectors as {self.vectors}, (T, N, F) = {tuple(expected)}")
+        if self.vectors == "columns":
+            X = X.transpose(1, 2, 0) if self.batch_major else X.transpose(0, 2, 1)
+            return X
+        return X.transpose(1, 0, 2) if self.batch_major else X
+
+    def state_to_user(self, S):
+        """(N, H) -> (N, H) or (H, N)."""
+        return S.T if self.vectors == "columns" else S
+
+    def state_from_user(self, S, what, expected):
+        S = _array(S, what)
+        shape = expected[::-1] if self.vectors == "columns" else expected
+        _check_shape(S, shape, what, f"{self.name} layout, vectors as {self.vectors}, (N, H) = {tuple(expected)}")
+        return S.T if self.vectors == "columns" else S
+
+
+#: Layouts of the systems users come from (see ``CONVENTIONS.md`` in the project's notes).
+LAYOUTS = {
+    "pytorch": Layout("pytorch", {"Wx": "weight_ih", "Wh": "weight_hh", "b": "bias_ih", "b_hh": "bias_hh",
+                                  "V": "weight", "V_b": "bias"},
+                      gate_order=("i", "f", "g", "o"), convention="column"),
+    "keras": Layout("keras", {"Wx": "kernel", "Wh": "recurrent_kernel", "b": "bias", "V": "dense_kernel",
+                              "V_b": "dense_bias"},
+                    gate_order=("i", "f", "g", "o"), convention="row", batch_major=True),
+    "cs231n": Layout("cs231n", {"Wx": "Wx", "Wh": "Wh", "b": "b", "V": "W_vocab", "V_b": "b_vocab"},
+                     gate_order=("i", "f", "o", "g"), convention="row", batch_major=True),
+    "minchar": Layout("minchar", {"Wx": "Wxh", "Wh": "Whh", "b": "bh", "V": "Why", "V_b": "by"},
+                      convention="column", bias_shape="column", vectors="columns"),
+    "dlfs2": Layout("dlfs2", {"Wx": "Wx", "Wh": "Wh", "b": "b", "V": "W", "V_b": "b_out"},
+                    gate_order=("f", "g", "i", "o"), convention="row", batch_major=True),
+}
+
+#: Gate orders that differ by cell: a GRU in these layouts.
+_GRU_ORDERS = {"pytorch": ("r", "z", "n"), "keras": ("z", "r", "n"), "dlfs2": ("z", "r", "n"),
+               "cs231n": ("r", "z", "n"), "minchar": ("r", "z", "n")}
+
+
+def layout_for(layout, cell_name) -> Layout:
+    """A preset by name (or a :class:`Layout`), with the gate order of ``cell_name``'s family."""
+    if isinstance(layout, Layout):
+        return layout
+    if layout not in LAYOUTS:
+        raise UnknownNameError(f"Unknown layout {layout!r}; presets: {sorted(LAYOUTS)}, or a symrnn.layouts.Layout.")
+    preset = LAYOUTS[layout]
+    if cell_name.startswith("gru"):
+        return replace(preset, gate_order=_GRU_ORDERS[layout])
+    return preset
+
+
+__all__ = ["TORCH_GATES", "KERAS_GATES", "to_torch", "from_torch", "to_keras", "from_keras",
+           "Layout", "LAYOUTS", "layout_for"]

@@ -4,7 +4,14 @@ Every loss gives its value and its gradient with respect to the readout in
 NumPy, and the same gradient as a SymPy equation for the derivation, like a
 row of autograd's VJP table.  ``reduction="sum"`` adds over time and batch;
 ``"mean"`` divides cross-entropy by ``T_out N`` and squared error by
-``T_out N K`` (PyTorch's ``CrossEntropyLoss``/``MSELoss`` conventions).
+``T_out N K`` (PyTorch's ``CrossEntropyLoss``/``MSELoss`` conventions);
+``"batch-mean"`` divides by ``N`` only (sum over time, mean over the batch:
+CS231n's ``temporal_softmax_loss``); ``"token-mean"`` divides by the number of
+scored (unmasked) steps, times ``K`` for squared error (Deep Learning from
+Scratch 2's ``TimeSoftmaxWithLoss``).
+
+A ``mask`` of shape ``(T_out, N)`` (true: scored) leaves steps out of the loss;
+integer class targets equal to ``IGNORE_LABEL`` (-1) are masked too.
 """
 from __future__ import annotations
 
@@ -16,7 +23,27 @@ import sympy as sp
 from .errors import UnknownNameError
 from .symbols import tsym
 
-REDUCTIONS = ("sum", "mean")
+REDUCTIONS = ("sum", "mean", "batch-mean", "token-mean")
+IGNORE_LABEL = -1
+
+
+def scale_of(reduction, mask, per_step_size=1):
+    """The factor of a reduction: ``mask`` is the (T_out, N) array of scored steps."""
+    T, N = mask.shape
+    if reduction == "sum":
+        return 1.0
+    if reduction == "mean":
+        return 1.0 / (T * N * per_step_size)
+    if reduction == "batch-mean":
+        return 1.0 / N
+    count = int(mask.sum())
+    return 1.0 / (max(count, 1) * per_step_size)
+
+
+def _symbolic_scale(reduction, per_step_size=1):
+    return {"sum": sp.Integer(1), "mean": 1 / (sp.Symbol("T_out") * sp.Symbol("N") * per_step_size),
+            "batch-mean": 1 / sp.Symbol("N"),
+            "token-mean": 1 / (sp.Symbol("n_tokens") * per_step_size)}[reduction]
 
 
 @dataclass(frozen=True)
@@ -47,11 +74,12 @@ class CrossEntropy(Loss):
     """Softmax cross-entropy; targets are class indices ``(T_out, N)`` or
     probability vectors ``(T_out, N, K)``."""
 
-    def value_and_grad(self, O, Y, reduction):
+    def value_and_grad(self, O, Y, reduction, mask=None):
         T, N, K = O.shape
-        P = _one_hot_or_probs(Y, K, O.dtype)
+        mask = np.ones((T, N), dtype=bool) if mask is None else mask
+        P = _one_hot_or_probs(Y, K, O.dtype) * mask[..., None]
         Yhat, logp = _softmax(O)
-        scale = 1.0 if reduction == "sum" else 1.0 / (T * N)
+        scale = scale_of(reduction, mask)
         value = -(P * logp).sum() * scale
         grad = (Yhat * P.sum(axis=-1, keepdims=True) - P) * scale
         return value, grad.astype(O.dtype, copy=False)
@@ -60,9 +88,7 @@ class CrossEntropy(Loss):
         t, k, K = sp.symbols("t k K", integer=True, positive=True)
         y, yhat = sp.IndexedBase("y"), sp.IndexedBase("yhat")
         per_step = -sp.Sum(y[t, k] * sp.log(yhat[t, k]), (k, 1, K))
-        grad = tsym("yhat") - tsym("y")
-        if reduction == "mean":
-            grad = grad / (sp.Symbol("T_out") * sp.Symbol("N"))
+        grad = (tsym("yhat") - tsym("y")) * _symbolic_scale(reduction)
         return {"per_step": per_step,
                 "readout": sp.Eq(tsym("yhat"), sp.Function("softmax")(tsym(logits)), evaluate=False),
                 "gradient": sp.Eq(tsym(logits, bar=True), grad, evaluate=False)}
@@ -71,18 +97,17 @@ class CrossEntropy(Loss):
 class SquaredError(Loss):
     """Squared error ``sum_k (o_k - y_k)^2``; targets ``(T_out, N, K)``."""
 
-    def value_and_grad(self, O, Y, reduction):
-        scale = 1.0 if reduction == "sum" else 1.0 / O.size
-        R = O - Y
+    def value_and_grad(self, O, Y, reduction, mask=None):
+        mask = np.ones(O.shape[:2], dtype=bool) if mask is None else mask
+        scale = scale_of(reduction, mask, O.shape[-1])
+        R = (O - Y) * mask[..., None]
         return (R * R).sum() * scale, (2 * scale) * R
 
     def symbolic(self, logits, reduction):
         t, k, K = sp.symbols("t k K", integer=True, positive=True)
         y, o = sp.IndexedBase("y"), sp.IndexedBase(logits)
         per_step = sp.Sum((o[t, k] - y[t, k]) ** 2, (k, 1, K))
-        grad = 2 * (tsym(logits) - tsym("y"))
-        if reduction == "mean":
-            grad = grad / (sp.Symbol("T_out") * sp.Symbol("N") * sp.Symbol("K"))
+        grad = 2 * (tsym(logits) - tsym("y")) * _symbolic_scale(reduction, sp.Symbol("K"))
         return {"per_step": per_step, "gradient": sp.Eq(tsym(logits, bar=True), grad, evaluate=False)}
 
 
@@ -90,7 +115,9 @@ class Upstream(Loss):
     """The layer view: targets are given upstream gradients ``dL/dh_t``,
     shape ``(T_out, N, H)``; the loss is ``sum_t <G_t, h_t>``."""
 
-    def value_and_grad(self, Hs, G, reduction):
+    def value_and_grad(self, Hs, G, reduction, mask=None):
+        if mask is not None:
+            G = G * mask[..., None]
         return (Hs * G).sum(), G
 
     def symbolic(self, state, reduction):

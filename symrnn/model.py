@@ -23,7 +23,7 @@ from .cells import builtin_cell
 
 from .codegen import BlockCode, Workspace as _Arrays
 from .errors import CellDefinitionError, NonFiniteError, ParameterError, ShapeError, UnknownNameError
-from .losses import get_loss
+from .losses import IGNORE_LABEL, get_loss
 from .symbols import parse
 from .validation import as_float_array, check_finite, check_param_names, check_shape
 
@@ -66,7 +66,9 @@ class Model:
         ``cross-entropy`` (softmax), ``mse`` or ``upstream`` (targets are
         ``dL/dh_t``; no readout).
     reduction : str
-        ``sum`` or ``mean`` over time and batch.
+        ``sum`` or ``mean`` over time and batch, ``batch-mean`` (sum over time, mean
+        over the batch) or ``token-mean`` (mean over the scored steps); see
+        :mod:`symrnn.losses`.
     """
 
     def __init__(self, cell="rnn-tanh", D=1, H=1, K=None, architecture="many-to-many",
@@ -111,6 +113,8 @@ class Model:
             )
         self._cell_code = None
         self._readout_code = None
+        self._abs_cell_code = None  # the backward on absolute values (rounding scales)
+        self._abs_readout_code = None
         self._derivation = None
         self._threads = threading.local()
 
@@ -192,20 +196,36 @@ class Model:
                 f"N >= 1: inputs are time-major (for batch-major arrays (N, T, D) pass x.transpose(1, 0, 2)).")
         return params, X_in, self._initial_states(h0, X_in.shape[1], dtype)
 
-    def _prepare(self, params, inputs, targets, h0):
+    def _prepare(self, params, inputs, targets, h0, mask=None):
         params, X_in, S0 = self._prepare_inputs(params, inputs, h0)
         T_in, N, D = X_in.shape
         targets = np.asarray(targets)
         if targets.ndim == 0 or targets.shape[0] == 0:
             raise ShapeError(f"targets has shape {targets.shape}; expected a leading time axis T_out >= 1.")
         sched = self.architecture.schedule(T_in, targets.shape[0])
+        mask = self._check_mask(mask, targets, N)
         targets = self._check_targets(targets, N, X_in.dtype)
         if sched.T == T_in and len(sched.input_steps) == T_in:
             X = X_in
         else:
             X = np.zeros((sched.T, N, D), dtype=X_in.dtype)
             X[sched.input_steps.start:sched.input_steps.stop] = X_in
-        return params, X, targets, S0, sched
+        return params, X, targets, S0, sched, mask
+
+    def _check_mask(self, mask, targets, N):
+        """The (T_out, N) boolean array of scored steps (``None``: every step), with ignored labels."""
+        T_out = targets.shape[0]
+        if mask is not None:
+            mask = np.asarray(mask)
+            if mask.dtype != bool and not (np.issubdtype(mask.dtype, np.number) and np.isin(mask, (0, 1)).all()):
+                raise ShapeError(f"mask must hold booleans (or 0/1), got dtype {mask.dtype}.")
+            check_shape(mask, (T_out, N), "mask", "(T_out, N): true where a step is scored")
+            mask = mask.astype(bool)
+        if self.loss_rule.name == "cross-entropy" and np.issubdtype(targets.dtype, np.integer) \
+                and targets.shape == (T_out, N) and (targets == IGNORE_LABEL).any():
+            ignored = targets != IGNORE_LABEL
+            mask = ignored if mask is None else mask & ignored
+        return mask
 
     def run_cell(self, params, inputs, h0=None):
         """The cell's forward pass over ``inputs`` (every step reads one): the cache of
@@ -229,9 +249,11 @@ class Model:
                     f"(use targets.astype(int)); probabilities have shape (T_out, N, K).")
             if np.issubdtype(Y.dtype, np.integer):
                 check_shape(Y, (T_out, N), "targets", "class indices (T_out, N)")
-                if Y.min() < 0 or Y.max() >= K:
-                    raise ShapeError(f"targets holds class indices in [{Y.min()}, {Y.max()}]; expected 0..{K - 1}.")
-                return Y
+                scored = Y[Y != IGNORE_LABEL]
+                if scored.size and (scored.min() < 0 or scored.max() >= K):
+                    raise ShapeError(f"targets holds class indices in [{scored.min()}, {scored.max()}]; expected "
+                                     f"0..{K - 1} (or {IGNORE_LABEL} for an ignored step).")
+                return np.where(Y == IGNORE_LABEL, 0, Y)
             Y = as_float_array(Y, "targets", dtype)
             check_shape(Y, (T_out, N, K), "targets", "class indices (T_out, N) or probabilities (T_out, N, K)")
             return Y
@@ -275,53 +297,83 @@ class Model:
             self._threads.workspace = _ModelWorkspace(_Arrays(), _Arrays())
         return self._threads.workspace
 
-    def _run_forward(self, params, X, Y, S0, sched):
+    def _run_forward(self, params, X, Y, S0, sched, mask=None):
         ws = self._workspace()
         cache = self.cell_code.forward(params, X, S0, self.sizes, ws.cell)
         Hs = cache[f"S_{self.out}"][1:][sched.output_steps.start:sched.output_steps.stop]
         T_out, N, H = Hs.shape
         if self.readout is None:
-            value, dHs = self.loss_rule.value_and_grad(Hs, Y, self.reduction)
+            value, dHs = self.loss_rule.value_and_grad(Hs, Y, self.reduction, mask)
             return value, cache, None, dHs
         H_flat = Hs.reshape(1, T_out * N, H)
         r_cache = self.readout_code.forward(params, H_flat, {}, self.sizes, ws.readout)
         O = r_cache[f"C_{self.logits}"].reshape(T_out, N, -1)
-        value, dO = self.loss_rule.value_and_grad(O, Y, self.reduction)
+        value, dO = self.loss_rule.value_and_grad(O, Y, self.reduction, mask)
         return value, cache, (H_flat, r_cache), dO
 
-    def loss(self, params, inputs, targets, h0=None) -> float:
+    def loss(self, params, inputs, targets, h0=None, mask=None) -> float:
         """The loss alone (one forward pass)."""
-        params, X, Y, S0, sched = self._prepare(params, inputs, targets, h0)
-        return _finite_loss(self._run_forward(params, X, Y, S0, sched)[0], self)
+        params, X, Y, S0, sched, mask = self._prepare(params, inputs, targets, h0, mask)
+        return _finite_loss(self._run_forward(params, X, Y, S0, sched, mask)[0], self)
 
-    def loss_and_grads(self, params, inputs, targets, h0=None):
+    def loss_and_grads(self, params, inputs, targets, h0=None, mask=None, final_grads=None):
         """The loss and the exact gradients.
 
+        Parameters
+        ----------
+        params : dict
+            Every parameter by name (``model.init_params(seed)`` makes one).
+        inputs : array (T_in, N, D)
+            Time-major inputs.
+        targets : array
+            Class indices ``(T_out, N)`` (``-1``: ignored) or probabilities
+            ``(T_out, N, K)`` for cross-entropy; ``(T_out, N, K)`` for mse;
+            ``dL/dh_t`` ``(T_out, N, H)`` for the upstream loss.
+        h0 : array (N, H) or dict state -> array, optional
+            Initial states (zeros where not given).
+        mask : bool array (T_out, N), optional
+            Steps that are scored (the reduction ``token-mean`` counts them).
+        final_grads : dict state -> array (N, size), optional
+            Gradients ``dL/ds_T`` arriving at the final states from outside
+            (``dnext_c`` of a hand-written LSTM step, ``dL/dc_T`` of a layer):
+            the loss gains ``sum <g, s_T>``.
+
         Returns ``(loss, grads)``; ``grads`` has every parameter's name and shape,
-        plus ``"x"`` (``dL/dinputs``, shaped like ``inputs``) and ``"h0"`` (and
-        ``"c0"`` for an LSTM) for the initial states.
+        plus the input's name (``"x"``: ``dL/dinputs``, shaped like ``inputs``) and
+        ``"h0"`` (and ``"c0"`` for an LSTM) for the initial states.
         """
-        params, X, Y, S0, sched = self._prepare(params, inputs, targets, h0)
-        value, cache, r, d_out = self._run_forward(params, X, Y, S0, sched)
+        value, grads, _ = self._loss_grads_and_cache(params, inputs, targets, h0, mask, final_grads)
+        return value, grads
+
+    def _loss_grads_and_cache(self, params, inputs, targets, h0=None, mask=None, final_grads=None, scales=False):
+        params, X, Y, S0, sched, mask = self._prepare(params, inputs, targets, h0, mask)
+        value, cache, r, d_out = self._run_forward(params, X, Y, S0, sched, mask)
+        dS_final = self._final_grads(final_grads, X.shape[1], X.dtype)
+        if final_grads is not None:
+            value = value + sum(float((g * cache[f"S_{s}"][-1]).sum()) for s, g in dS_final.items())
         value = _finite_loss(value, self)
         T, N = X.shape[0], X.shape[1]
+        ws = self._workspace()
+        cell_code, readout_code, allocate = self.cell_code, self.readout_code, (ws.cell, ws.readout)
+        if scales:  # the same backward on absolute values: each entry's rounding scale
+            cell_code, readout_code, allocate = self.absolute_cell_code, self.absolute_readout_code, (_Arrays(),) * 2
+            params, X, d_out = {k: np.abs(v) for k, v in params.items()}, np.abs(X), np.abs(d_out)
+            dS_final = {s: np.abs(g) for s, g in dS_final.items()}
         grads = {}
         if r is not None:
             H_flat, r_cache = r
             dO = d_out.reshape(1, -1, d_out.shape[-1])
-            r_grads, dH_flat, _ = self.readout_code.backward(params, H_flat, r_cache, {self.logits: dO}, {},
-                                                             self.sizes, self._workspace().readout)
+            r_grads, dH_flat, _ = readout_code.backward(params, H_flat, r_cache, {self.logits: dO}, {},
+                                                        self.sizes, allocate[1])
             grads.update(r_grads)
             d_out = dH_flat.reshape(len(sched.output_steps), N, -1)
-        ws = self._workspace()
         if len(sched.output_steps) == T:
             EXT = d_out
         else:
-            EXT = ws.cell("EXT", (T, N, self.state_size(self.out)), X.dtype)
+            EXT = allocate[0]("EXT", (T, N, self.state_size(self.out)), X.dtype)
             EXT.fill(0)
             EXT[sched.output_steps.start:sched.output_steps.stop] = d_out
-        dS_final = {s: np.zeros((N, self.state_size(s)), dtype=X.dtype) for s in self.state_names}
-        c_grads, dX, dS0 = self.cell_code.backward(params, X, cache, {self.out: EXT}, dS_final, self.sizes, ws.cell)
+        c_grads, dX, dS0 = cell_code.backward(params, X, cache, {self.out: EXT}, dS_final, self.sizes, allocate[0])
         grads.update(c_grads)
         grads = {k: grads[k] for k in self.param_shapes}  # canonical order
         grads[self.input_name] = dX[sched.input_steps.start:sched.input_steps.stop]
@@ -335,7 +387,50 @@ class Model:
                     f"grads[{k!r}] contains NaN or infinity although the loss {value} is finite: the backward "
                     f"pass overflowed (weights or inputs too large for {X.dtype}?) or a derivative is infinite "
                     f"where the forward is not (e.g. sqrt at 0).")
-        return value, grads
+        return value, grads, cache
+
+    def _final_grads(self, final_grads, N, dtype):
+        given = dict(final_grads or {})
+        unknown = set(given) - set(self.state_names)
+        if unknown:
+            raise ShapeError(f"final_grads names unknown states {sorted(unknown)}; states are {self.state_names}.")
+        out = {}
+        for s in self.state_names:
+            if s in given:
+                g = as_float_array(given[s], f"final_grads[{s!r}]").astype(dtype, copy=False)
+                check_shape(g, (N, self.state_size(s)), f"final_grads[{s!r}]", f"(N, {self.cell.states[s]})")
+                out[s] = g
+            else:
+                out[s] = np.zeros((N, self.state_size(s)), dtype=dtype)
+        return out
+
+    def gradient_scales(self, params, inputs, targets, h0=None, mask=None, final_grads=None):
+        """Each gradient entry's rounding scale: the backward pass evaluated on absolute values.
+
+        Every term of every adjoint sum and gradient sum is replaced by its absolute
+        value (local derivatives, weights, inputs, upstream gradients), so that
+        ``scale[k][i]`` bounds ``sum |term|`` over the terms that make up
+        ``grads[k][i]``: the float64 rounding error of a correct computation of
+        that entry is a small multiple of ``2**-53 * scale``.  Same keys as
+        :meth:`loss_and_grads`.
+        """
+        return self._loss_grads_and_cache(params, inputs, targets, h0, mask, final_grads, scales=True)[1]
+
+    @property
+    def absolute_cell_code(self) -> BlockCode:
+        if self._abs_cell_code is None:
+            c = self.cell
+            self._abs_cell_code = BlockCode(c.name + "-absolute", c.equations, c.input_symbol, c.states, c.params,
+                                            c.sizes, external=[self.out], absolute=True)
+        return self._abs_cell_code
+
+    @property
+    def absolute_readout_code(self) -> BlockCode:
+        if self._abs_readout_code is None and self.readout is not None:
+            r = self.readout
+            self._abs_readout_code = BlockCode(f"{self.cell.name}-readout-absolute", r.equations, r.input_symbol,
+                                               {}, r.params, r.sizes, external=[self.logits], absolute=True)
+        return self._abs_readout_code
 
     def __repr__(self):
         return (f"Model({self.cell.name!r}, D={self.sizes['D']}, H={self.sizes['H']}, K={self.sizes['K']}, "

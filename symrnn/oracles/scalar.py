@@ -28,6 +28,7 @@ from sympy.printing.precedence import precedence
 
 from ..errors import DerivationTooLargeError
 from ..functions import RULES, derivative, rule_of
+from ..losses import scale_of
 from ..symbols import MatVec, Param, parse, tsym
 
 DEFAULT_BUDGET = 3_000_000  # scalar multiply-adds in the unrolled program
@@ -282,28 +283,31 @@ class ScalarOracle:
         vals += [convert(v) for v in np.asarray(y_n).ravel()]
         return vals + [convert(scale)]
 
-    def _batch(self, inputs, targets, h0):
+    def _batch(self, inputs, targets, h0, mask=None):
         model = self.model
         params_dummy = {k: np.zeros(s) for k, s in model.param_shapes.items()}
         N = np.asarray(inputs).shape[1]
-        _, _, Y, S0, _ = model._prepare(params_dummy, np.asarray(inputs, dtype=np.float64), targets,
-                                        None if h0 is None else _as_float_states(h0))
+        _, _, Y, S0, _, mask = model._prepare(params_dummy, np.asarray(inputs, dtype=np.float64), targets,
+                                              None if h0 is None else _as_float_states(h0), mask)
         if h0 is not None:  # keep the caller's numbers (mpmath ones too), checked above
             given = dict(h0) if isinstance(h0, dict) else {model.out: h0}
             S0 = {s: np.asarray(given[s]) if s in given else S0[s] for s in S0}
         if model.loss_rule.name == "cross-entropy" and np.issubdtype(Y.dtype, np.integer):
             Y = np.eye(model.sizes["K"])[Y]
-        if model.reduction == "sum" or model.loss_rule.name == "upstream":
+        scored = np.ones(Y.shape[:2], dtype=bool) if mask is None else mask
+        if mask is not None:
+            if model.loss_rule.name == "mse":
+                raise NotImplementedError("The scalar oracle has no mask for the mse loss; use the torch oracle.")
+            Y = Y * mask[..., None]  # a target of zeros scores nothing (cross-entropy, upstream)
+        if model.loss_rule.name == "upstream":
             scale = 1.0
-        elif model.loss_rule.name == "cross-entropy":
-            scale = 1.0 / (self.T_out * N)
         else:
-            scale = 1.0 / (self.T_out * N * model.sizes["K"])
+            scale = scale_of(model.reduction, scored, model.sizes["K"] if model.loss_rule.name == "mse" else 1)
         return N, Y, S0, scale
 
-    def _per_example(self, kind, params, inputs, targets, h0, precision):
+    def _per_example(self, kind, params, inputs, targets, h0, precision, mask=None):
         """The program's results for each sequence of the batch, in float64 or mpmath."""
-        N, Y, S0, scale = self._batch(inputs, targets, h0)
+        N, Y, S0, scale = self._batch(inputs, targets, h0, mask)
         backend = "float" if precision is None else "mpmath"
         program = self._program(kind, backend)
         convert = float if backend == "float" else mpmath.mpf
@@ -312,17 +316,17 @@ class ScalarOracle:
             return [program(self._values(params, inputs[:, n], {s: v[n] for s, v in S0.items()}, Y[:, n],
                                          scale, convert)) for n in range(N)]
 
-    def loss_and_grads(self, params, inputs, targets, h0=None, precision=None):
+    def loss_and_grads(self, params, inputs, targets, h0=None, precision=None, mask=None):
         """Loss and gradients from the scalar program; ``precision`` (decimal
         digits) evaluates with mpmath instead of float64."""
-        results = self._per_example("grad", params, inputs, targets, h0, precision)
+        results = self._per_example("grad", params, inputs, targets, h0, precision, mask)
         with mpmath.workdps(precision or 15):
             total = sum((loss for loss, _ in results), 0)
             return total, self._unflatten([g for _, g in results])
 
-    def loss(self, params, inputs, targets, h0=None, precision=None):
+    def loss(self, params, inputs, targets, h0=None, precision=None, mask=None):
         """The loss alone (forward program only)."""
-        results = self._per_example("loss", params, inputs, targets, h0, precision)
+        results = self._per_example("loss", params, inputs, targets, h0, precision, mask)
         with mpmath.workdps(precision or 15):
             return sum(results, 0)
 

@@ -12,6 +12,7 @@ import numpy as np
 import sympy as sp
 
 from ..functions import rule_of
+from ..losses import scale_of
 from ..symbols import MatVec, Param, tsym
 
 
@@ -45,10 +46,10 @@ def _compiled(equations, torch):
     return out
 
 
-def torch_loss_and_grads(model, params, inputs, targets, h0=None):
+def torch_loss_and_grads(model, params, inputs, targets, h0=None, mask=None):
     """``(loss, grads)`` from torch autograd in float64, keyed like ``Model.loss_and_grads``."""
     torch = _torch()
-    params_np, X, Y, S0, sched = model._prepare(params, inputs, targets, h0)
+    params_np, X, Y, S0, sched, mask = model._prepare(params, inputs, targets, h0, mask)
     P = {k: torch.tensor(np.asarray(v, dtype=np.float64), requires_grad=True) for k, v in params_np.items()}
     X_in = torch.tensor(np.asarray(inputs, dtype=np.float64), requires_grad=True)
     S = {s: torch.tensor(v.astype(np.float64), requires_grad=True) for s, v in S0.items()}
@@ -71,17 +72,22 @@ def torch_loss_and_grads(model, params, inputs, targets, h0=None):
             outputs.append(state[cell.output_state])
     Hs = torch.stack(outputs)
     F = torch.nn.functional
+    scored = np.ones(Hs.shape[:2], dtype=bool) if mask is None else mask
+    weight = torch.tensor(scored.astype(np.float64))[..., None]
     if model.readout is None:
-        loss = (Hs * torch.tensor(np.asarray(Y, dtype=np.float64))).sum()
+        loss = (Hs * torch.tensor(np.asarray(Y, dtype=np.float64)) * weight).sum()
     else:
         O = Hs @ P["V"].T + P["c"]
+        K = O.shape[-1]
         if model.loss_rule.name == "cross-entropy":
-            K = O.shape[-1]
-            target = (torch.tensor(np.asarray(Y)).reshape(-1) if np.issubdtype(Y.dtype, np.integer)
-                      else torch.tensor(np.asarray(Y, dtype=np.float64)).reshape(-1, K))
-            loss = F.cross_entropy(O.reshape(-1, K), target, reduction=model.reduction)
+            target = (F.one_hot(torch.tensor(np.asarray(Y)), K).to(torch.float64) if np.issubdtype(Y.dtype, np.integer)
+                      else torch.tensor(np.asarray(Y, dtype=np.float64)))
+            per_entry = -target * F.log_softmax(O, dim=-1)
+            size = 1
         else:
-            loss = F.mse_loss(O, torch.tensor(np.asarray(Y, dtype=np.float64)), reduction=model.reduction)
+            per_entry = (O - torch.tensor(np.asarray(Y, dtype=np.float64))) ** 2
+            size = K
+        loss = (per_entry * weight).sum() * scale_of(model.reduction, scored, size)
     loss.backward()
     grads = {k: v.grad.numpy() if v.grad is not None else np.zeros(v.shape) for k, v in P.items()}
     grads[model.input_name] = X_in.grad.numpy()

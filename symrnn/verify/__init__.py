@@ -1,0 +1,24 @@
+"""Verify hand-written backprop code against symrnn's exact gradients.
+
+Three ways to plug an implementation in, for the layouts of the systems users
+come from (:data:`symrnn.layouts.LAYOUTS`) or a declared :class:`~symrnn.layouts.Layout`:
+
+* :func:`verify_loss` -- a function returning the loss and its gradients;
+* :func:`verify_layer` -- a forward and a backward over a sequence (CS231n's
+  ``rnn_forward``/``rnn_backward``), or :func:`verify_layer_object` for layer
+  objects with ``params``/``grads`` lists (Deep Learning from Scratch 2);
+* :func:`verify_step` -- one step's forward and backward.
+
+Each returns a :class:`Verification`: ``ok``, the forward check, a table of
+every gradient (user value, exact value, error, tolerance), hygiene findings
+(inputs modified, nondeterminism, reused buffers), the error model used, and
+``str()`` / ``to_json()``.
+
+>>> import symrnn.verify as V
+"""
+from .core import verify_layer, verify_layer_object, verify_loss, verify_step
+from .result import Verification
+from .signatures import SIGNATURES, Signature
+
+__all__ = ["verify_layer", "verify_layer_object", "verify_loss", "verify_step", "Verification", "Signature",
+           "SIGNATURES"]

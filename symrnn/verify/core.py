@@ -1,0 +1,251 @@
+"""The verification driver: cases, the forward check, the error model, the judgement."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..cells import builtin_cell
+from ..errors import ShapeError
+from ..layouts import layout_for
+from ..model import Model
+from . import judge as J
+from .hygiene import Finding
+from .modes import LayerFunctions, LayerObject, LossFunction, run_twice
+from .problems import Plan, draw, exact
+from .result import CaseResult, ForwardCheck, Verification
+from .signatures import Signature, signature_for
+
+
+def _cell_name(cell):
+    return cell if isinstance(cell, str) else cell.name
+
+
+def _model(cell, D, H, K=None, **kwargs):
+    cell = builtin_cell(cell) if isinstance(cell, str) else cell
+    return Model(cell, D=D, H=H, K=K, **kwargs)
+
+
+# -- the forward check and the error model ---------------------------------------------------
+def _forward_check(model, run, ex, factor):
+    """Compare the user's states (or loss) with the exact ones; first step and quantity that differ."""
+    if run.loss is not None and not run.states:
+        err = abs(run.loss - ex.loss)
+        rel = err / max(1.0, abs(ex.loss))
+        ok = np.isfinite(run.loss) and rel <= 8 * J.U32 * factor
+        msg = (f"loss {run.loss:.12g}, exact {ex.loss:.12g}, relative difference {rel:.2e}" if np.isfinite(run.loss)
+               else f"the loss is {run.loss} where the exact loss is {ex.loss:.6g}")
+        return ForwardCheck(bool(ok), msg, "loss", None, err), rel
+    worst = 0.0
+    for s, user in run.states.items():
+        ref = ex.states[s] if user.shape[0] == ex.states[s].shape[0] else ex.states[s][-user.shape[0]:]
+        if not np.all(np.isfinite(user)):
+            t = int(np.argwhere(~np.isfinite(user))[0][0])
+            return ForwardCheck(False, f"the user's {s} is not finite at step {t + 1} where the exact forward is "
+                                       f"{ref[t].flat[0]:.4g} ...: an overflow in a hand-written function "
+                                       f"(tanh or sigmoid through exp?)", s, t + 1, float("inf")), float("inf")
+        rel = np.abs(user - ref) / (1 + np.abs(ref))
+        if rel.max(initial=0) > 8 * J.U32 * factor:
+            t = int(np.argwhere(rel > 8 * J.U32 * factor)[0][0])
+            return ForwardCheck(
+                False, f"{s} first differs at step {t + 1} (max difference {np.abs(user - ref)[t].max():.3e}): the "
+                       f"code computes another cell than {model.cell.name!r}; if that is intended, declare it as a "
+                       f"custom cell (symrnn.Cell, see the README) and verify against it", s, t + 1,
+                float(np.abs(user - ref).max())), float(rel.max())
+        worst = max(worst, float(rel.max(initial=0)))
+    return ForwardCheck(True, f"states match the declared cell (max relative difference {worst:.1e})"), worst
+
+
+def _dtype_model(run, forward_rel, factor):
+    if "float32" in run.dtypes or "float16" in run.dtypes:
+        return J.DtypeModel("float32", f"the code returns {sorted(run.dtypes)} arrays")
+    if forward_rel > 8 * J.U64 * factor:
+        return J.DtypeModel("float32", f"the forward agrees with the exact one only to {forward_rel:.1e} relative, "
+                                       f"as float32 arithmetic inside the code does")
+    return J.DtypeModel("float64", f"float64 outputs; the forward agrees to {forward_rel:.1e} relative")
+
+
+def _gate_blocks(layout, cell_name, H, user_name, shape):
+    """``[(gate, index)]`` of a stacked user gradient, or ``[]``."""
+    gates = layout.gates(cell_name)
+    roles = {v: r for r, v in layout.names.items()}
+    role = roles.get(user_name[1:] if user_name.startswith("d") else user_name)
+    if len(gates) < 2 or role not in ("Wx", "Wh", "W", "b", "b_hh"):
+        return []
+    G = len(gates)
+    axis = next((a for a, n in enumerate(shape) if n == G * H), None)
+    if role in ("Wx", "Wh", "W") and layout.convention == "row":
+        axis = len(shape) - 1
+    if axis is None:
+        return []
+    out = []
+    for k, g in enumerate(gates):
+        index = [slice(None)] * len(shape)
+        index[axis] = slice(k * H, (k + 1) * H)
+        out.append((g, tuple(index)))
+    return out
+
+
+def _exact_in_user_layout(adapter, ex, run):
+    """The exact gradients and their scales under the user's names and shapes (what the user returned)."""
+    L, model, cell_name = adapter.layout, adapter.model, adapter.cell_name
+    params = {k: ex.grads[k] for k in model.param_shapes}
+    scales = {k: ex.scales[k] for k in model.param_shapes}
+    exact_user = {"d" + k: v for k, v in L.to_user(cell_name, params, gradients=True).items()}
+    scale_user = {"d" + k: v for k, v in L.to_user(cell_name, scales, gradients=True).items()}
+    for key, arr in run.user_grads.items():
+        if key == "dx":
+            conv = (lambda a: L.state_to_user(a[0])) if getattr(adapter, "step", False) else L.sequence_to_user
+            exact_user[key], scale_user[key] = conv(ex.grads[model.input_name]), conv(ex.scales[model.input_name])
+        elif key in ("dh0", "dc0"):
+            k = model.initial_state_key(key[1])
+            exact_user[key], scale_user[key] = L.state_to_user(ex.grads[k]), L.state_to_user(ex.scales[k])
+    return exact_user, scale_user
+
+
+def _judge_case(adapter, run, ex, dtype_model, factor):
+    exact_user, scale_user = _exact_in_user_layout(adapter, ex, run)
+    verdicts = []
+    H = adapter.model.sizes["H"]
+    for name, user in run.user_grads.items():
+        if name not in exact_user:
+            continue
+        user = np.asarray(user, dtype=np.float64)
+        if user.shape != np.shape(exact_user[name]):
+            user = user.reshape(np.shape(exact_user[name])) if user.size == np.size(exact_user[name]) else user
+        blocks = _gate_blocks(adapter.layout, adapter.cell_name, H, name, user.shape)
+        verdicts.append(J.judge_array(name, user, exact_user[name], scale_user[name], dtype_model.unit, factor,
+                                      blocks))
+    return verdicts
+
+
+def run_cases(adapter, problems, mode, layout_name):
+    """Run every problem: forward first, then the gradients; the first failing case is reported."""
+    findings, cases, table, table_case = [], [], None, ""
+    forward_result, dtype_model = None, None
+    model = adapter.model
+    for problem in problems:
+        factor = J.length_factor(model, problem.T)
+        run = run_twice(adapter, problem, findings, mode)
+        ex = exact(model, problem)
+        fwd, rel = _forward_check(model, run, ex, factor)
+        model_dtype = _dtype_model(run, rel, factor)
+        dtype_model = dtype_model or model_dtype
+        if model_dtype.name == "float32":
+            dtype_model = model_dtype
+        if not fwd.ok:
+            forward_result = fwd
+            cases.append(CaseResult(problem.label, problem.T, problem.N, False, ["forward"]))
+            table, table_case = [], problem.label
+            break
+        forward_result = forward_result or fwd
+        verdicts = _judge_case(adapter, run, ex, model_dtype, factor)
+        wrong = [v.name for v in verdicts if not v.ok]
+        cases.append(CaseResult(problem.label, problem.T, problem.N, not wrong, wrong))
+        if table is None or (wrong and all(c.ok for c in cases[:-1])):
+            table, table_case = verdicts, problem.label
+    for run_finding in findings:
+        if run_finding.kind == "non-finite":
+            run_finding.severity = "error"
+    ok = forward_result.ok and all(c.ok for c in cases)
+    unique = []
+    for f in findings:
+        if all(f.message != g.message for g in unique):
+            unique.append(f)
+    return Verification(bool(ok), mode, model.cell.name, layout_name, forward_result, table or [], cases, unique,
+                        dtype_model, table_case)
+
+
+# -- the public entry points -----------------------------------------------------------------
+def _lengths(plan):
+    return [t for t in plan.lengths if t < plan.T]
+
+
+def verify_layer(forward, backward, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, T=8, N=3, scale=None, seed=0,
+                 signature=None, lengths=(1, 2, 3)) -> Verification:
+    """Verify a hand-written layer: ``forward(x, h0, *params) -> (h, cache)`` and
+    ``backward(dh, cache) -> (dx, dh0, *dparams)`` (CS231n's ``rnn_forward``/``rnn_backward``).
+
+    ``layout`` is a preset name (``cs231n``, ``pytorch``, ``keras``, ``dlfs2``, ``minchar``) or a
+    :class:`symrnn.layouts.Layout`; ``signature`` (a :class:`Signature`) describes another calling
+    convention.  Sizes and values are chosen here unless given.  Returns a :class:`Verification`.
+    """
+    model = _model(cell, D, H, loss="upstream")
+    L = layout_for(layout, _cell_name(cell))
+    sig = signature_for(signature or (layout if isinstance(layout, str) else "cs231n"), "layer", model.cell.name)
+    adapter = LayerFunctions(model, L, sig, forward, backward)
+    plan = Plan(T=T, N=N, scale=scale, seed=seed, lengths=lengths)
+    zero = () if "c0" in sig.forward_args else tuple(s for s in model.state_names if s != "h")
+    problems = [draw(model, plan, T, f"T={T}, upstream gradients at every step", seed, zero),
+                draw(model, plan, T, f"T={T}, upstream gradient at step 1 only", seed + 1, zero, upstream=0)]
+    problems += [draw(model, plan, t, f"T={t}, upstream gradients at every step", seed + 2 + t, zero)
+                 for t in _lengths(plan)]
+    return run_cases(adapter, problems, "layer", L.name)
+
+
+def verify_step(step_forward, step_backward, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, N=3, scale=None,
+                seed=0, signature=None) -> Verification:
+    """Verify one step: ``step_forward(x, prev_h[, prev_c], *params) -> (next_h[, next_c], cache)`` and
+    ``step_backward(dnext_h[, dnext_c], cache) -> (dx, dprev_h[, dprev_c], *dparams)``."""
+    model = _model(cell, D, H, loss="upstream")
+    L = layout_for(layout, _cell_name(cell))
+    sig = signature_for(signature or (layout if isinstance(layout, str) else "cs231n"), "step", model.cell.name)
+    adapter = LayerFunctions(model, L, sig, step_forward, step_backward, step=True)
+    plan = Plan(T=1, N=N, scale=scale, seed=seed)
+    final = ("c",) if "dc" in sig.backward_args else ()
+    problems = [draw(model, plan, 1, "one step", seed, final=final),
+                draw(model, plan, 1, "one step, saturating weights", seed + 1, final=final, scale=2.0)]
+    return run_cases(adapter, problems, "step", L.name)
+
+
+def verify_layer_object(make, cell="rnn-tanh", layout="dlfs2", *, D=3, H=4, T=8, N=3, scale=None, seed=0,
+                        lengths=(1, 2, 3)) -> Verification:
+    """Verify a layer object (Deep Learning from Scratch 2's ``TimeRNN``/``TimeLSTM``/``TimeGRU``):
+    ``make(Wx, Wh, b)`` builds it; ``forward(xs)``, ``backward(dhs)``, ``grads``, ``set_state``, ``dh``."""
+    model = _model(cell, D, H, loss="upstream")
+    L = layout_for(layout, _cell_name(cell))
+    adapter = LayerObject(model, L, Signature((), ()), make)
+    plan = Plan(T=T, N=N, scale=scale, seed=seed, lengths=lengths)
+    zero = tuple(s for s in model.state_names if s != "h")
+    problems = [draw(model, plan, T, f"T={T}, upstream gradients at every step", seed, zero),
+                draw(model, plan, T, f"T={T}, upstream gradient at step 1 only", seed + 1, zero, upstream=0)]
+    problems += [draw(model, plan, t, f"T={t}, upstream gradients at every step", seed + 2 + t, zero)
+                 for t in _lengths(plan)]
+    return run_cases(adapter, problems, "layer", L.name)
+
+
+def verify_loss(fn, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, K=3, T=8, N=3, loss="cross-entropy",
+                reduction="sum", architecture="many-to-many", mask=False, scale=None, seed=0, signature=None,
+                module=None, lengths=(1, 2, 3)) -> Verification:
+    """Verify a loss function that returns the loss and its gradients for a batch.
+
+    The model is declared: ``cell``, sizes, ``loss`` (``cross-entropy``, ``mse``), ``reduction``
+    (``sum``, ``mean``, ``batch-mean``: sum over time and mean over the batch, ``token-mean``) and
+    ``architecture``; ``mask=True`` draws padding masks (CS231n's ``mask``).  Parameters reach the
+    function as its signature says: a dict, positional arguments, or the globals of ``module``
+    (default: the function's own module when the signature passes no parameters).
+    """
+    cell_name = _cell_name(cell)
+    sig = signature_for(signature or (layout if isinstance(layout, str) else "cs231n"), "loss", cell_name)
+    if "x_ids" in sig.forward_args:
+        D, N = K, 1  # one sequence of one-hot inputs
+    model = _model(cell, D, H, K, loss=loss, reduction=reduction, architecture=architecture)
+    L = layout_for(layout, cell_name)
+    adapter = LossFunction(model, L, sig, fn, module)
+    plan = Plan(T=T, N=N, scale=scale, seed=seed, lengths=lengths)
+
+    def targets(rng, T_, N_):
+        if loss == "cross-entropy":
+            return rng.integers(0, K, size=(T_, N_))
+        return rng.normal(size=(T_, N_, K))
+
+    zero = tuple(s for s in model.state_names if s != "h")
+    problems = []
+    for k, t in enumerate([T] + _lengths(plan)):
+        p = draw(model, plan, t, f"T={t}", seed + k, zero, loss_targets=targets)
+        if "x_ids" in sig.forward_args:
+            p.x = np.eye(D)[np.random.default_rng(seed + k).integers(0, D, size=(t, 1))]
+        if mask and "mask" in sig.forward_args:
+            lengths_n = np.random.default_rng(seed + k).integers(1, t + 1, size=plan.N)
+            lengths_n[0] = t
+            p.mask = np.arange(t)[:, None] < lengths_n[None, :]
+        problems.append(p)
+    return run_cases(adapter, problems, "loss", L.name)

@@ -1,0 +1,85 @@
+"""Calling user code: exceptions with the case that caused them, mutation of inputs,
+non-finite outputs, nondeterminism and reused buffers."""
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import UserCodeError
+
+
+@dataclass
+class Finding:
+    kind: str  # "mutation", "nondeterminism", "reused-buffer", "non-finite", "overflow"
+    message: str
+    severity: str = "warning"  # "warning" (reported) or "error" (the code is wrong)
+
+    def to_json(self):
+        return {"kind": self.kind, "message": self.message, "severity": self.severity}
+
+    def __str__(self):
+        return f"[{self.severity}] {self.kind}: {self.message}"
+
+
+def _arrays_in(value, prefix):
+    if isinstance(value, np.ndarray):
+        yield prefix, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _arrays_in(v, f"{prefix}[{k!r}]")
+    elif isinstance(value, (list, tuple)):
+        for k, v in enumerate(value):
+            yield from _arrays_in(v, f"{prefix}[{k}]")
+
+
+def save_case(problem, what) -> str:
+    """The problem's arrays in an ``.npz`` under the temporary directory; its path."""
+    handle, path = tempfile.mkstemp(prefix=f"symrnn-case-{what}-", suffix=".npz")
+    os.close(handle)
+    np.savez(path, **problem.arrays())
+    return path
+
+
+def call(fn, args, names, what, problem, findings, watch=True):
+    """``fn(*args)``; exceptions become :class:`UserCodeError` with the case saved, and any
+    change the call makes to the arrays it was given is a finding (the arrays are ours)."""
+    before = [(label, array.copy()) for arg, name in zip(args, names) if watch
+              for label, array in _arrays_in(arg, name)]
+    try:
+        out = fn(*args)
+    except Exception as exc:
+        path = save_case(problem, what.split("(")[0].strip().replace(" ", "-"))
+        raise UserCodeError(
+            f"{what} raised {type(exc).__name__}: {exc}\n  on the case {problem.label!r} "
+            f"(T={problem.T}, N={problem.N}); its arrays are saved in {path}") from exc
+    if watch:
+        after = {label: array for arg, name in zip(args, names) for label, array in _arrays_in(arg, name)}
+        changed = [label for label, old in before
+                   if label in after and (after[label].shape != old.shape
+                                          or not np.array_equal(after[label], old, equal_nan=True))]
+        if changed:
+            findings.append(Finding("mutation", f"{what} modified its argument(s) {', '.join(changed)} in place; "
+                                                f"a caller reusing them gets wrong values (copy before writing)."))
+    return out
+
+
+def snapshot(value):
+    """A deep copy of user outputs (to detect buffers that the next call overwrites)."""
+    return copy.deepcopy(value)
+
+
+def compare_runs(first, second, first_copy, what, findings):
+    """Nondeterminism (two calls on copies differ) and reused buffers (the first call's arrays
+    changed when the second call ran)."""
+    for (label, a), (_, b), (_, a0) in zip(_arrays_in(first, "out"), _arrays_in(second, "out"),
+                                           _arrays_in(first_copy, "out")):
+        if not np.array_equal(a0, b, equal_nan=True):
+            findings.append(Finding("nondeterminism", f"{what}: two calls on the same inputs returned different "
+                                                      f"{label} (max difference {np.max(np.abs(a0 - b)):.3e})."))
+        elif a is not b and np.shares_memory(a, b) or not np.array_equal(a, a0, equal_nan=True):
+            findings.append(Finding("reused-buffer", f"{what} returns {label} in an array that the next call "
+                                                     f"overwrites; copy it before calling again."))

@@ -1,0 +1,265 @@
+"""Running user code on a problem: the three ways to plug an implementation in.
+
+Each adapter converts a canonical :class:`~symrnn.verify.problems.Problem` into
+the user's layout and calling convention, calls the user's code through
+:func:`~symrnn.verify.hygiene.call`, and converts what comes back into
+symrnn's canonical names: a :class:`UserRun`.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import ShapeError, UserCodeError
+from .hygiene import call, compare_runs, snapshot
+from .signatures import PARAMETER_ROLES
+
+
+@dataclass
+class UserRun:
+    states: dict = field(default_factory=dict)  # state -> (T, N, size) as the user's forward returned them
+    loss: float | None = None
+    grads: dict = field(default_factory=dict)  # canonical keys, for what the user returned
+    user_grads: dict = field(default_factory=dict)  # the user's own names -> arrays (as returned)
+    dtypes: set = field(default_factory=set)
+    raw: object = None  # the backward's outputs, for the second-call comparison
+
+
+def _tuple(out, expected, what):
+    if len(expected) == 1:
+        return (out,)
+    if not isinstance(out, (tuple, list)) or len(out) != len(expected):
+        got = f"{len(out)} values" if isinstance(out, (tuple, list)) else f"a {type(out).__name__}"
+        raise UserCodeError(f"{what} returned {got}; expected {len(expected)}: ({', '.join(expected)}).")
+    return tuple(out)
+
+
+def _dtype_of(value, dtypes):
+    if isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating):
+        dtypes.add(value.dtype.name)
+    elif isinstance(value, (np.floating,)):
+        dtypes.add(np.dtype(type(value)).name)
+
+
+class Adapter:
+    """What the three modes share: the model, the layout, the signature."""
+
+    def __init__(self, model, layout, signature):
+        self.model, self.layout, self.signature = model, layout, signature
+        self.cell_name = model.cell.name
+
+    def user_params(self, problem):
+        return self.layout.to_user(self.cell_name, problem.params)
+
+    def param_value(self, role, user_params):
+        return user_params[self.layout.names[role]]
+
+    def grads_from_roles(self, values: dict, sizes) -> dict:
+        """Canonical gradients from ``{role: array}`` of the parameter roles the user returned."""
+        names = self.layout.names
+        missing = [r for r in names if r not in values and (r not in ("V", "V_b") or sizes.get("K"))]
+        if missing:
+            raise UserCodeError(f"The user's code returned no gradient for {missing} ({[names[r] for r in missing]}); "
+                                f"the signature must list every parameter's gradient.")
+        user = {names[r]: v for r, v in values.items()}
+        try:
+            return self.layout.from_user(self.cell_name, user, sizes, gradients=True)
+        except ShapeError as exc:
+            raise UserCodeError(f"A gradient the user's code returned has the wrong shape: {exc}") from None
+
+
+class LayerFunctions(Adapter):
+    """Layer mode (``rnn_forward``/``rnn_backward``) and step mode (``*_step_forward/backward``)."""
+
+    def __init__(self, model, layout, signature, forward, backward, step=False):
+        super().__init__(model, layout, signature)
+        self.forward, self.backward, self.step = forward, backward, step
+
+    def _sequence_in(self, X):
+        return self.layout.state_to_user(X[0]) if self.step else self.layout.sequence_to_user(X)
+
+    def _sequence_out(self, value, what, size, T, N):
+        if self.step:
+            return self.layout.state_from_user(value, what, (N, size))[None]
+        return self.layout.sequence_from_user(value, what, (T, N, size))
+
+    def run(self, problem, findings, second=False):
+        sig, L, model = self.signature, self.layout, self.model
+        T, N, D = problem.x.shape
+        H = model.sizes["H"]
+        user_params = self.user_params(problem)
+        data = {"x": self._sequence_in(problem.x), "h0": L.state_to_user(problem.h0["h"])}
+        if "c" in problem.h0:
+            data["c0"] = L.state_to_user(problem.h0["c"])
+        args = [data[r] if r in data else self.param_value(r, user_params) for r in sig.forward_args]
+        run = UserRun()
+        what = f"{getattr(self.forward, '__name__', 'forward')}(...)"
+        out = _tuple(call(self.forward, args, sig.forward_args, what, problem, findings), sig.forward_returns, what)
+        out = dict(zip(sig.forward_returns, out))
+        for s in ("h", "c"):
+            if s in out:
+                _dtype_of(out[s], run.dtypes)
+                try:
+                    run.states[s] = self._sequence_out(out[s], f"the {s} returned by {what}", H, T, N)
+                except ShapeError as exc:
+                    raise UserCodeError(str(exc)) from None
+        upstream = {"dh": (L.state_to_user(problem.targets[-1]) if self.step
+                           else L.sequence_to_user(problem.targets)), "cache": out.get("cache")}
+        if "dc" in sig.backward_args:
+            upstream["dc"] = L.state_to_user(problem.final_grads["c"])
+        bargs = [upstream[r] for r in sig.backward_args]
+        what = f"{getattr(self.backward, '__name__', 'backward')}(...)"
+        names = [r if r != "cache" else "cache" for r in sig.backward_args]
+        watched = [a for a, r in zip(bargs, sig.backward_args) if r != "cache"]
+        bout = call(self.backward, bargs, names, what, problem, findings, watch=bool(watched))
+        bout = dict(zip(sig.backward_returns, _tuple(bout, sig.backward_returns, what)))
+        run.raw = bout
+        for v in bout.values():
+            _dtype_of(v, run.dtypes)
+        roles = {r: v for r, v in bout.items() if r in PARAMETER_ROLES}
+        run.grads = self.grads_from_roles(roles, model.sizes)
+        run.user_grads = {"d" + self.layout.names[r]: v for r, v in roles.items()}
+        try:
+            if "dx" in bout:
+                run.grads[model.input_name] = self._sequence_out(bout["dx"], f"dx returned by {what}", D, T, N)
+                run.user_grads["dx"] = bout["dx"]
+            for key, state in (("dh0", "h"), ("dc0", "c")):
+                if key in bout:
+                    run.grads[model.initial_state_key(state)] = L.state_from_user(bout[key], f"{key} returned by "
+                                                                                  f"{what}", (N, H))
+                    run.user_grads[key] = bout[key]
+        except ShapeError as exc:
+            raise UserCodeError(str(exc)) from None
+        return run
+
+
+class LayerObject(Adapter):
+    """Layer mode for layer objects (Deep Learning from Scratch 2): ``make(Wx, Wh, b)`` builds a layer
+    with ``forward(xs) -> hs``, ``backward(dhs) -> dxs``, gradients in ``layer.grads`` (same order as
+    ``layer.params``), the initial state set by ``set_state`` and ``dL/dh0`` in ``layer.dh``."""
+
+    def __init__(self, model, layout, signature, make, param_roles=("Wx", "Wh", "b")):
+        super().__init__(model, layout, signature)
+        self.make, self.param_roles = make, param_roles
+
+    def run(self, problem, findings, second=False):
+        L, model = self.layout, self.model
+        T, N, D = problem.x.shape
+        H = model.sizes["H"]
+        user_params = self.user_params(problem)
+        args = [self.param_value(r, user_params) for r in self.param_roles]
+        layer = call(self.make, args, self.param_roles, f"{getattr(self.make, '__name__', 'make')}(...)", problem,
+                     findings)
+        if getattr(layer, "stateful", None) is False:
+            layer.stateful = True
+        states = [L.state_to_user(problem.h0[s]) for s in model.state_names]
+        if hasattr(layer, "set_state"):
+            layer.set_state(*states)
+        x = L.sequence_to_user(problem.x)
+        run = UserRun()
+        hs = call(layer.forward, [x], ["xs"], "layer.forward(xs)", problem, findings)
+        _dtype_of(hs, run.dtypes)
+        try:
+            run.states["h"] = L.sequence_from_user(hs, "the hs returned by layer.forward", (T, N, H))
+        except ShapeError as exc:
+            raise UserCodeError(str(exc)) from None
+        dxs = call(layer.backward, [L.sequence_to_user(problem.targets)], ["dhs"], "layer.backward(dhs)", problem,
+                   findings)
+        grads = list(getattr(layer, "grads", []))
+        if len(grads) != len(self.param_roles):
+            raise UserCodeError(f"layer.grads has {len(grads)} arrays; expected {len(self.param_roles)} "
+                                f"({', '.join(self.param_roles)}), in the order of layer.params.")
+        run.raw = {"dx": dxs, "grads": grads, "dh0": getattr(layer, "dh", None)}
+        for v in [dxs] + grads:
+            _dtype_of(v, run.dtypes)
+        roles = dict(zip(self.param_roles, grads))
+        run.grads = self.grads_from_roles(roles, model.sizes)
+        run.user_grads = {"d" + L.names[r]: v for r, v in roles.items()}
+        try:
+            run.grads[model.input_name] = L.sequence_from_user(dxs, "dxs returned by layer.backward", (T, N, D))
+            run.user_grads["dx"] = dxs
+            if getattr(layer, "dh", None) is not None:
+                run.grads["h0"] = L.state_from_user(layer.dh, "layer.dh", (N, H))
+                run.user_grads["dh0"] = layer.dh
+        except ShapeError as exc:
+            raise UserCodeError(str(exc)) from None
+        return run
+
+
+class LossFunction(Adapter):
+    """Loss mode: the user's function returns the loss and gradients for a batch.
+
+    Parameters reach it as a dict argument (role ``params``), as positional
+    arguments (their roles), or as module globals (``module``: min-char-rnn's
+    ``lossFun`` reads ``Wxh``, ``Whh`` ... from its module; set before each call
+    and restored after).
+    """
+
+    def __init__(self, model, layout, signature, fn, module=None):
+        super().__init__(model, layout, signature)
+        self.fn = fn
+        uses_params = "params" in signature.forward_args or any(r in PARAMETER_ROLES for r in signature.forward_args)
+        self.module = module if module is not None or uses_params else inspect.getmodule(fn)
+
+    def run(self, problem, findings, second=False):
+        sig, L, model = self.signature, self.layout, self.model
+        T, N, D = problem.x.shape
+        H = model.sizes["H"]
+        user_params = self.user_params(problem)
+        data = {"x": L.sequence_to_user(problem.x), "h0": L.state_to_user(problem.h0["h"]),
+                "params": user_params, "y": np.asarray(problem.targets).T if L.batch_major and
+                np.asarray(problem.targets).ndim == 2 else problem.targets,
+                "mask": None if problem.mask is None else (problem.mask.T if L.batch_major else problem.mask),
+                "x_ids": [int(i) for i in np.argmax(problem.x[:, 0], axis=-1)],
+                "y_ids": [int(i) for i in np.asarray(problem.targets)[:, 0]]}
+        args = [data[r] if r in data else user_params[L.names[r]] for r in sig.forward_args]
+        saved = {}
+        if self.module is not None:
+            for name, value in user_params.items():
+                saved[name] = getattr(self.module, name, None)
+                setattr(self.module, name, value)
+        what = f"{getattr(self.fn, '__name__', 'loss')}(...)"
+        try:
+            out = call(self.fn, args, sig.forward_args, what, problem, findings)
+        finally:
+            for name, value in saved.items():
+                setattr(self.module, name, value)
+        out = dict(zip(sig.forward_returns, _tuple(out, sig.forward_returns, what)))
+        run = UserRun(raw=out)
+        try:
+            run.loss = float(out["loss"])
+        except (TypeError, ValueError):
+            raise UserCodeError(f"{what} returned a loss of type {type(out['loss']).__name__}; expected a number.")
+        if "grads" in out:
+            if not isinstance(out["grads"], dict):
+                raise UserCodeError(f"{what} returned grads of type {type(out['grads']).__name__}; expected a dict "
+                                    f"keyed by the layout's names {sorted(user_params)}.")
+            by_name = {v: r for r, v in L.names.items()}
+            roles = {by_name[k]: v for k, v in out["grads"].items() if k in by_name}
+            extra = {k: v for k, v in out["grads"].items() if k not in by_name}
+        else:
+            roles = {r: v for r, v in out.items() if r in PARAMETER_ROLES}
+            extra = {r: v for r, v in out.items() if r in ("dx", "dh0")}
+        for v in list(roles.values()) + list(extra.values()):
+            _dtype_of(v, run.dtypes)
+        run.grads = self.grads_from_roles(roles, model.sizes)
+        run.user_grads = {"d" + L.names[r]: v for r, v in roles.items()}
+        try:
+            if "dx" in extra:
+                run.grads[model.input_name] = L.sequence_from_user(extra["dx"], "dx", (T, N, D))
+            if "dh0" in extra or "h0" in extra:
+                run.grads["h0"] = L.state_from_user(extra.get("dh0", extra.get("h0")), "dh0", (N, H))
+        except ShapeError as exc:
+            raise UserCodeError(str(exc)) from None
+        return run
+
+
+def run_twice(adapter, problem, findings, what):
+    """Run the user's code twice on copies: the second run shows nondeterminism and reused buffers."""
+    first = adapter.run(problem, findings)
+    kept = snapshot(first.raw)
+    second = adapter.run(problem, [])
+    compare_runs(first.raw, second.raw, kept, what, findings)
+    return second  # its arrays are the latest, should the code reuse its buffers

@@ -1,0 +1,92 @@
+"""The problems a verification runs, and symrnn's exact answers to them.
+
+A :class:`Problem` is one call of the user's code in symrnn's canonical form:
+parameters by symrnn's names, time-major inputs, initial states, and either
+upstream gradients (layer and step modes) or targets (loss mode).  The
+:class:`Exact` answer holds the forward states, the loss, the exact float64
+gradients and their rounding scales (:meth:`symrnn.Model.gradient_scales`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Problem:
+    label: str
+    params: dict
+    x: np.ndarray  # (T, N, D)
+    h0: dict  # state -> (N, size)
+    targets: np.ndarray  # upstream dL/dh (T, N, H) or loss targets
+    mask: np.ndarray | None = None
+    final_grads: dict | None = None  # state -> dL/ds_T from outside (dnext_c)
+
+    @property
+    def T(self):
+        return self.x.shape[0]
+
+    @property
+    def N(self):
+        return self.x.shape[1]
+
+    def arrays(self) -> dict:
+        """Every array of the case, flat, for saving (``np.savez``)."""
+        out = {f"param_{k}": v for k, v in self.params.items()}
+        out.update({"x": self.x, "targets": self.targets})
+        out.update({f"state0_{k}": v for k, v in self.h0.items()})
+        if self.mask is not None:
+            out["mask"] = self.mask
+        out.update({f"final_grad_{k}": v for k, v in (self.final_grads or {}).items()})
+        return out
+
+
+@dataclass
+class Exact:
+    loss: float
+    grads: dict  # canonical keys: params, input name, "h0", "c0"
+    scales: dict  # same keys: sum of |terms| of each entry
+    states: dict  # state -> (T, N, size), the states after each step
+
+
+def exact(model, problem: Problem) -> Exact:
+    loss, grads, cache = model._loss_grads_and_cache(problem.params, problem.x, problem.targets, problem.h0,
+                                                     problem.mask, problem.final_grads)
+    states = {s: cache[f"S_{s}"][1:].copy() for s in model.state_names}
+    scales = model.gradient_scales(problem.params, problem.x, problem.targets, problem.h0, problem.mask,
+                                   problem.final_grads)
+    return Exact(loss, grads, scales, states)
+
+
+@dataclass
+class Plan:
+    """Sizes and values of the problems; the verifier picks what is not given."""
+
+    T: int = 8
+    N: int = 3
+    scale: float | None = None  # weights uniform in [-scale, scale]; default 1/sqrt(H), as PyTorch
+    seed: int = 0
+    lengths: tuple = (1, 2, 3)  # shorter sequences also run: bugs of the first steps show there
+    extra: dict = field(default_factory=dict)
+
+
+def draw(model, plan: Plan, T: int, label: str, seed: int, zero_states=(), upstream="all", loss_targets=None,
+         final=(), scale=None) -> Problem:
+    """One problem: weights from ``model.init_params``, standard normal inputs and upstream gradients."""
+    rng = np.random.default_rng(seed)
+    params = model.init_params(seed, scale=plan.scale if scale is None else scale)
+    N, D = plan.N, model.sizes["D"]
+    x = rng.normal(size=(T, N, D))
+    h0 = {s: rng.normal(size=(N, model.state_size(s))) * (0.0 if s in zero_states else 0.5)
+          for s in model.state_names}
+    if loss_targets is not None:
+        targets = loss_targets(rng, T, N)
+    else:
+        targets = rng.normal(size=(T, N, model.state_size(model.out)))
+        if upstream != "all":  # gradient arriving at one step only
+            keep = np.zeros((T, 1, 1))
+            keep[upstream] = 1
+            targets = targets * keep
+    final_grads = {s: rng.normal(size=(N, model.state_size(s))) for s in final} or None
+    return Problem(label, params, x, h0, targets, None, final_grads)

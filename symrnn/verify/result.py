@@ -1,0 +1,108 @@
+"""The result of a verification: one summary line first, details after; ``to_json`` for machines."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ForwardCheck:
+    ok: bool
+    message: str
+    quantity: str = ""
+    step: int | None = None  # from 1, as in the derivations
+    max_abs_error: float = 0.0
+
+    def to_json(self):
+        return {"ok": self.ok, "message": self.message, "quantity": self.quantity, "step": self.step,
+                "max_abs_error": self.max_abs_error}
+
+
+@dataclass
+class CaseResult:
+    label: str
+    T: int
+    N: int
+    ok: bool
+    wrong: list = field(default_factory=list)  # names of the wrong gradients
+
+    def to_json(self):
+        return {"label": self.label, "T": self.T, "N": self.N, "ok": self.ok, "wrong": self.wrong}
+
+
+@dataclass
+class Verification:
+    """What :func:`symrnn.verify.verify_layer` and friends return.
+
+    ``ok`` is true when the forward matches the declared cell and every gradient
+    of every case is within its tolerance; ``gradients`` is the per-gradient
+    table of the first failing case (or of the main case when all pass).
+    """
+
+    ok: bool
+    mode: str
+    cell: str
+    layout: str
+    forward: ForwardCheck
+    gradients: list
+    cases: list
+    hygiene: list
+    dtype_model: object
+    case: str = ""  # the case the table is about
+
+    @property
+    def wrong(self) -> list:
+        return [g for g in self.gradients if not g.ok]
+
+    def summary(self) -> str:
+        if not self.forward.ok:
+            return f"{self.cell} {self.mode} code computes a different function: {self.forward.message}"
+        if self.ok:
+            n = sum(1 for _ in self.gradients)
+            warn = f"; {len(self.hygiene)} hygiene finding(s)" if self.hygiene else ""
+            return (f"{self.cell} {self.mode} code is right: {n} gradients exact to the {self.dtype_model.name} "
+                    f"error model in {len(self.cases)} cases{warn}")
+        names = ", ".join(g.name for g in self.wrong)
+        blocks = []
+        for g in self.wrong:
+            bad = [b.block for b in g.blocks if not b.ok]
+            good = [b.block for b in g.blocks if b.ok]
+            if bad and good:
+                blocks.append(f"{g.name}: gate block(s) {', '.join(bad)} wrong, {', '.join(good)} right")
+        where = f" ({'; '.join(blocks)})" if blocks else ""
+        return f"{self.cell} {self.mode} code is wrong: {names}{where}, first in the case {self.case!r}"
+
+    def __str__(self):
+        lines = [self.summary(), "",
+                 f"forward: {'ok' if self.forward.ok else 'DIFFERS'} ({self.forward.message})",
+                 f"error model: {self.dtype_model.name} ({self.dtype_model.reason})"]
+        if self.gradients:
+            lines += ["", f"gradients in the case {self.case!r}:",
+                      f"  {'name':<10} {'|user|':>11} {'|exact|':>11} {'max error':>11} {'tolerance':>11}  verdict"]
+            for g in self.gradients:
+                lines.append(f"  {g.name:<10} {g.user_norm:11.4e} {g.exact_norm:11.4e} {g.max_abs_error:11.3e} "
+                             f"{g.tolerance:11.3e}  {'ok' if g.ok else 'WRONG'}")
+                if not g.ok:
+                    lines.append(f"  {'':<10} worst entry {g.name}{list(g.worst_index)}: user {g.user_value:.10g}, "
+                                 f"exact {g.exact_value:.10g}")
+                    for b in g.blocks:
+                        lines.append(f"  {'':<10} gate block {b.block}: max error {b.max_abs_error:.3e} "
+                                     f"{'ok' if b.ok else 'WRONG'}")
+        lines += ["", "cases:"] + [f"  {'ok   ' if c.ok else 'WRONG'} {c.label} (T={c.T}, N={c.N})"
+                                   + (f": {', '.join(c.wrong)}" if c.wrong else "") for c in self.cases]
+        if self.hygiene:
+            lines += ["", "hygiene:"] + [f"  {f}" for f in self.hygiene]
+        return "\n".join(lines)
+
+    def to_json(self, path=None) -> dict:
+        data = {"ok": self.ok, "summary": self.summary(), "mode": self.mode, "cell": self.cell,
+                "layout": self.layout, "forward": self.forward.to_json(), "case": self.case,
+                "gradients": [g.to_json() for g in self.gradients],
+                "cases": [c.to_json() for c in self.cases],
+                "hygiene": [f.to_json() for f in self.hygiene],
+                "dtype_model": {"name": self.dtype_model.name, "reason": self.dtype_model.reason}}
+        if path is not None:
+            from ..fileio import write_text_atomic
+
+            write_text_atomic(path, json.dumps(data, indent=2, default=float) + "\n")
+        return data

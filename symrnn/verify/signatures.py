@@ -1,0 +1,87 @@
+"""How hand-written code is called: declarative signatures and the presets of known styles.
+
+A signature lists, in order, what a user's function takes and returns, by role:
+
+* data: ``x`` (inputs; ``x_ids``/``y_ids``: a list of class indices of one
+  sequence, the inputs one-hot), ``h0``/``c0`` (initial or previous states), ``h``/``c``
+  (states out: all steps in layer mode, the next state in step mode),
+  ``dh``/``dc`` (upstream gradients in), ``dx``/``dh0``/``dc0`` (gradients out),
+  ``cache`` (anything; passed back untouched), ``y`` (targets), ``mask``,
+  ``loss``, ``params``/``grads`` (dicts in the layout's names), ``ignored``;
+* parameters: the layout's roles ``Wx``, ``Wh``, ``W``, ``b``, ``b_hh``, ``V``,
+  ``V_b`` (a parameter in the arguments, its gradient in the returns).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import UnknownNameError
+
+DATA = {"x", "x_ids", "y_ids", "h0", "c0", "h", "c", "dh", "dc", "dx", "dh0", "dc0", "cache", "y", "mask", "loss", "params", "grads",
+        "ignored"}
+PARAMETER_ROLES = {"Wx", "Wh", "W", "b", "b_hh", "V", "V_b"}
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What a forward and a backward (or a loss function) take and return, by role."""
+
+    forward_args: tuple
+    forward_returns: tuple
+    backward_args: tuple = ()
+    backward_returns: tuple = ()
+
+    def __post_init__(self):
+        for part in (self.forward_args, self.forward_returns, self.backward_args, self.backward_returns):
+            unknown = [r for r in part if r not in DATA | PARAMETER_ROLES]
+            if unknown:
+                raise UnknownNameError(f"Unknown roles {unknown} in a signature; roles are "
+                                       f"{sorted(DATA | PARAMETER_ROLES)}.")
+
+    @property
+    def has_cell_state(self) -> bool:
+        return "c" in self.forward_returns or "c0" in self.forward_args
+
+
+def _family(cell_name) -> str:
+    return "lstm" if cell_name == "lstm" else ("gru" if cell_name.startswith("gru") else "rnn")
+
+
+#: (preset, mode, family) -> Signature
+SIGNATURES = {
+    # CS231n: rnn_forward(x, h0, Wx, Wh, b) -> (h, cache); rnn_backward(dh, cache) -> (dx, dh0, dWx, dWh, db)
+    ("cs231n", "layer", "rnn"): Signature(("x", "h0", "Wx", "Wh", "b"), ("h", "cache"),
+                                          ("dh", "cache"), ("dx", "dh0", "Wx", "Wh", "b")),
+    ("cs231n", "layer", "lstm"): Signature(("x", "h0", "Wx", "Wh", "b"), ("h", "cache"),
+                                           ("dh", "cache"), ("dx", "dh0", "Wx", "Wh", "b")),
+    ("cs231n", "step", "rnn"): Signature(("x", "h0", "Wx", "Wh", "b"), ("h", "cache"),
+                                         ("dh", "cache"), ("dx", "dh0", "Wx", "Wh", "b")),
+    ("cs231n", "step", "lstm"): Signature(("x", "h0", "c0", "Wx", "Wh", "b"), ("h", "c", "cache"),
+                                          ("dh", "dc", "cache"), ("dx", "dh0", "dc0", "Wx", "Wh", "b")),
+    # a loss over a batch: fn(params, x, h0, y[, mask]) -> (loss, grads)
+    ("cs231n", "loss", "rnn"): Signature(("params", "x", "h0", "y", "mask"), ("loss", "grads")),
+    ("cs231n", "loss", "lstm"): Signature(("params", "x", "h0", "y", "mask"), ("loss", "grads")),
+    # min-char-rnn: lossFun(inputs, targets, hprev) reading module globals
+    ("minchar", "loss", "rnn"): Signature(("x_ids", "y_ids", "h0"), ("loss", "Wx", "Wh", "V", "b", "V_b", "ignored")),
+}
+
+
+def signature_for(preset, mode, cell_name) -> Signature:
+    if isinstance(preset, Signature):
+        return preset
+    key = (preset, mode, _family(cell_name))
+    if key not in SIGNATURES:
+        known = sorted(f"{p}/{m}/{f}" for p, m, f in SIGNATURES)
+        raise UnknownNameError(
+            f"No calling convention for layout {preset!r} in {mode} mode for a {_family(cell_name)} cell; known: "
+            f"{known}. Pass signature=symrnn.verify.Signature(...) to describe yours.")
+    return SIGNATURES[key]
+
+
+#: The preset's name of the forward for a backward (CS231n: rnn_backward -> rnn_forward).
+def forward_name(backward_name: str) -> str | None:
+    if backward_name.endswith("_backward"):
+        return backward_name[: -len("_backward")] + "_forward"
+    if backward_name.endswith("backward"):
+        return backward_name[: -len("backward")] + "forward"
+    return None
