@@ -4,6 +4,8 @@
     symrnn derive-all --out DIR
     symrnn check MODEL          agreement table of the generated gradients against the oracles
     symrnn cells                the built-in cells, architectures and losses
+    symrnn verify FILE.py:FUNCTION --cell C --layout L --mode layer|step|loss|object [--json OUT]
+                                judge hand-written backprop code (exit 0 right, 1 wrong, 2 usage error)
     symrnn demo --out DIR       the main job of `make demo`
 
 MODEL is a built-in cell name (``symrnn cells`` lists them) or
@@ -105,6 +107,21 @@ def main(argv=None) -> int:
     _model_arguments(p)
     p.add_argument("--seed", type=int, default=0)
     sub.add_parser("cells", help="list the built-in cells, architectures and losses")
+    p = sub.add_parser("verify", help="verify hand-written backprop code against the exact gradients")
+    p.add_argument("target", help="file.py:function or package.module:function (the backward in layer and "
+                                  "step mode, the loss function in loss mode, the layer class in object mode)")
+    p.add_argument("--cell", default="rnn-tanh", help="built-in cell name (symrnn cells lists them)")
+    p.add_argument("--layout", default="cs231n", help="cs231n, dlfs2, minchar, pytorch or keras")
+    p.add_argument("--mode", default="layer", choices=("layer", "step", "loss", "object"))
+    p.add_argument("--forward", help="the forward's name (default: the backward's name with 'forward')")
+    p.add_argument("--sizes", default="", help="e.g. D=3,H=4,K=5,N=2")
+    p.add_argument("--T", type=int, default=8, help="sequence length of the main case")
+    p.add_argument("--loss", default="cross-entropy", choices=sorted(LOSSES))
+    p.add_argument("--reduction", default="sum", choices=REDUCTIONS)
+    p.add_argument("--architecture", default="many-to-many", choices=sorted(ARCHITECTURES))
+    p.add_argument("--mask", action="store_true", help="loss mode: draw padding masks")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="also write the result as JSON to this file")
     p = sub.add_parser("demo", help="the main job of `make demo`")
     p.add_argument("--out", default="reports")
     args = parser.parse_args(argv)
@@ -138,12 +155,76 @@ def _run(args, parser) -> int:
 
         print(agreement_table(build_model(args), seed=args.seed))
         return 0
+    if args.command == "verify":
+        return _verify(args)
     if args.command == "demo":
         from .demo import run
 
         return run(args.out)
     parser.print_help()
     return 0
+
+
+def load_function(spec: str):
+    """``(module, function)`` from ``file.py:function`` or ``package.module:function``."""
+    if ":" not in spec:
+        raise UnknownNameError(f"{spec!r}: give file.py:function or package.module:function.")
+    where, _, name = spec.rpartition(":")
+    if where.endswith(".py"):
+        module = load_file(where, what=spec)
+    else:
+        try:
+            module = importlib.import_module(where)
+        except ImportError as exc:
+            raise UnknownNameError(f"Cannot import {where!r}: {exc}.") from None
+    function = getattr(module, name, None)
+    if function is None:
+        raise UnknownNameError(f"{where!r} has no {name!r}.")
+    return module, function
+
+
+def _sizes(text):
+    sizes = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        if key.strip() not in ("D", "H", "K", "N") or not value.strip().isdigit():
+            raise UnknownNameError(f"--sizes {text!r}: give KEY=integer pairs for D, H, K, N (e.g. D=3,H=4).")
+        sizes[key.strip()] = int(value)
+    return sizes
+
+
+def _verify(args) -> int:
+    from . import verify as V
+    from .errors import UserCodeError
+    from .verify.signatures import forward_name
+
+    module, function = load_function(args.target)
+    sizes = _sizes(args.sizes)
+    common = dict(D=sizes.get("D", 3), H=sizes.get("H", 4), N=sizes.get("N", 3), seed=args.seed)
+    try:
+        if args.mode in ("layer", "step"):
+            name = args.forward or forward_name(function.__name__)
+            forward = getattr(module, name, None) if name else None
+            if forward is None:
+                raise UnknownNameError(f"No forward for {function.__name__!r} in {args.target.rpartition(':')[0]!r}"
+                                       f" (looked for {name!r}); name it with --forward NAME.")
+            if args.mode == "layer":
+                result = V.verify_layer(forward, function, args.cell, args.layout, T=args.T, **common)
+            else:
+                result = V.verify_step(forward, function, args.cell, args.layout, **common)
+        elif args.mode == "object":
+            result = V.verify_layer_object(function, args.cell, args.layout, T=args.T, **common)
+        else:
+            result = V.verify_loss(function, args.cell, args.layout, K=sizes.get("K", 3), T=args.T, loss=args.loss,
+                                   reduction=args.reduction, architecture=args.architecture, mask=args.mask,
+                                   **common)
+    except UserCodeError as exc:
+        print(f"symrnn verify: the code under test failed: {exc}", file=sys.stderr)
+        return 1
+    print(result)
+    if args.json:
+        result.to_json(args.json)
+    return 0 if result.ok else 1
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..cells import builtin_cell
-from ..errors import ShapeError
+from ..errors import ShapeError, UnknownNameError
 from ..layouts import layout_for
 from ..model import Model
 from . import judge as J
@@ -118,7 +118,7 @@ def _judge_case(adapter, run, ex, dtype_model, factor):
 
 
 def run_cases(adapter, problems, mode, layout_name):
-    """Run every problem: forward first, then the gradients; the first failing case is reported."""
+    """Run every problem: forward first, then the gradients; the shortest failing case is reported."""
     findings, cases, table, table_case = [], [], None, ""
     forward_result, dtype_model = None, None
     model = adapter.model
@@ -140,8 +140,9 @@ def run_cases(adapter, problems, mode, layout_name):
         verdicts = _judge_case(adapter, run, ex, model_dtype, factor)
         wrong = [v.name for v in verdicts if not v.ok]
         cases.append(CaseResult(problem.label, problem.T, problem.N, not wrong, wrong))
-        if table is None or (wrong and all(c.ok for c in cases[:-1])):
-            table, table_case = verdicts, problem.label
+        shortest_failing = [c.T for c in cases[:-1] if not c.ok]
+        if table is None or (wrong and (not shortest_failing or problem.T < min(shortest_failing))):
+            table, table_case = verdicts, problem.label  # the shortest failing case shows the mistake best
     for run_finding in findings:
         if run_finding.kind == "non-finite":
             run_finding.severity = "error"
@@ -232,11 +233,15 @@ def verify_loss(fn, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, K=3, T=8, N=3
     adapter = LossFunction(model, L, sig, fn, module)
     plan = Plan(T=T, N=N, scale=scale, seed=seed, lengths=lengths)
 
-    def targets(rng, T_, N_):
+    def targets(rng, T_in, N_):
+        T_out = {"many-to-one": 1, "one-to-one": 1}.get(architecture, T_in)
         if loss == "cross-entropy":
-            return rng.integers(0, K, size=(T_, N_))
-        return rng.normal(size=(T_, N_, K))
+            return rng.integers(0, K, size=(T_out, N_))
+        return rng.normal(size=(T_out, N_, K))
 
+    if architecture not in ("many-to-many", "many-to-one"):
+        raise UnknownNameError(f"verify_loss supports the architectures many-to-many and many-to-one, "
+                               f"got {architecture!r}.")
     zero = tuple(s for s in model.state_names if s != "h")
     problems = []
     for k, t in enumerate([T] + _lengths(plan)):

@@ -47,6 +47,7 @@ def save_case(problem, what) -> str:
 def call(fn, args, names, what, problem, findings, watch=True):
     """``fn(*args)``; exceptions become :class:`UserCodeError` with the case saved, and any
     change the call makes to the arrays it was given is a finding (the arrays are ours)."""
+    args = [a if name == "cache" else copy.deepcopy(a) for a, name in zip(args, names)]  # ours stay intact
     before = [(label, array.copy()) for arg, name in zip(args, names) if watch
               for label, array in _arrays_in(arg, name)]
     try:

@@ -208,13 +208,14 @@ class LossFunction(Adapter):
         T, N, D = problem.x.shape
         H = model.sizes["H"]
         user_params = self.user_params(problem)
-        data = {"x": L.sequence_to_user(problem.x), "h0": L.state_to_user(problem.h0["h"]),
-                "params": user_params, "y": np.asarray(problem.targets).T if L.batch_major and
-                np.asarray(problem.targets).ndim == 2 else problem.targets,
-                "mask": None if problem.mask is None else (problem.mask.T if L.batch_major else problem.mask),
-                "x_ids": [int(i) for i in np.argmax(problem.x[:, 0], axis=-1)],
-                "y_ids": [int(i) for i in np.asarray(problem.targets)[:, 0]]}
-        args = [data[r] if r in data else user_params[L.names[r]] for r in sig.forward_args]
+        targets = np.asarray(problem.targets)
+        data = {"x": lambda: L.sequence_to_user(problem.x), "h0": lambda: L.state_to_user(problem.h0["h"]),
+                "params": lambda: user_params,
+                "y": lambda: np.swapaxes(targets, 0, 1) if L.batch_major else targets,
+                "mask": lambda: None if problem.mask is None else (problem.mask.T if L.batch_major else problem.mask),
+                "x_ids": lambda: [int(i) for i in np.argmax(problem.x[:, 0], axis=-1)],
+                "y_ids": lambda: [int(i) for i in targets[:, 0]]}
+        args = [data[r]() if r in data else user_params[L.names[r]] for r in sig.forward_args]
         saved = {}
         if self.module is not None:
             for name, value in user_params.items():

@@ -36,7 +36,7 @@ class Verification:
 
     ``ok`` is true when the forward matches the declared cell and every gradient
     of every case is within its tolerance; ``gradients`` is the per-gradient
-    table of the first failing case (or of the main case when all pass).
+    table of the shortest failing case (or of the main case when all pass).
     """
 
     ok: bool
@@ -70,7 +70,9 @@ class Verification:
             if bad and good:
                 blocks.append(f"{g.name}: gate block(s) {', '.join(bad)} wrong, {', '.join(good)} right")
         where = f" ({'; '.join(blocks)})" if blocks else ""
-        return f"{self.cell} {self.mode} code is wrong: {names}{where}, first in the case {self.case!r}"
+        failing = [c.label for c in self.cases if not c.ok]
+        return (f"{self.cell} {self.mode} code is wrong: {names}{where}, shown in the case {self.case!r} "
+                f"(wrong in {len(failing)} of {len(self.cases)} cases)")
 
     def __str__(self):
         lines = [self.summary(), "",
