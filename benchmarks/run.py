@@ -11,7 +11,10 @@ What is measured (see benchmarks/README.md):
 2. the generated gradient (``loss="upstream"``) against torch autograd
    (``nn.RNN``/``nn.LSTM``/``nn.GRU``, CPU, float64);
 3. the same generated gradient against the matrix products a BPTT needs, alone;
-4. the scalar oracle against plain ``sympy.diff`` of the expanded loss.
+4. the scalar oracle against plain ``sympy.diff`` of the expanded loss;
+5. verifying a hand-written LSTM layer backward (``tests/corpus/cs231n_lstm.py``,
+   D = 64, H = 128: about 100k parameters): symrnn's own time, and the ratio to
+   ``torch.autograd.gradcheck`` on the same hand-written code.
 
 Every ratio compares two functions timed in the same run, called alternately
 (the order flips every round), and is the median over rounds of the per-round
@@ -509,16 +512,16 @@ def _expanded_value(expr, oracle, params, x, y, K):
     for name, arr in oracle.param_symbols.items():
         for idx in np.ndindex(arr.shape):
             values[arr[idx]] = float(params[name][idx])
-    for t in range(x.shape[0]):
-        for j in range(x.shape[2]):
-            values[sp.Symbol(f"x__{t + 1}_{j}")] = float(x[t, 0, j])
-    for u in range(y.shape[0]):
-        for k in range(K):
-            values[sp.Symbol(f"y__{u}_{k}")] = float(y[u, 0] == k)
+    for t, names in enumerate(oracle.input_names):
+        for j, n in enumerate(names):
+            values[sp.Symbol(n)] = float(x[t, 0, j])
+    for u, names in enumerate(oracle.target_names):
+        for k, n in enumerate(names):
+            values[sp.Symbol(n)] = float(y[u, 0] == k)
     for s in oracle.state0_names.values():
         for n in s:
             values[sp.Symbol(n)] = 0.0
-    values[sp.Symbol("scale")] = 1.0
+    values[oracle.scale_symbol] = 1.0
     syms = sorted(expr.free_symbols, key=lambda s: s.name)
     return float(sp.lambdify(syms, expr, "math")(*[values[s] for s in syms]))
 
@@ -652,17 +655,108 @@ def report_scalar(res, cfg, summary):
     return out
 
 
+# -- 5. the verifier -------------------------------------------------------------------------
+def _timed(fn, clock):
+    def wrapper(*args):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            clock[0] += time.perf_counter() - t0
+    wrapper.__name__ = fn.__name__
+    return wrapper
+
+
+def bench_verify(cfg):
+    """symrnn.verify.verify_layer on the corpus LSTM: total time, time inside the user's code,
+    and gradcheck (slow mode, its default) on the same code wrapped as a torch Function."""
+    sys.path.insert(0, os.path.join(_ROOT, "tests"))
+    from corpus import cs231n_lstm
+    import symrnn.verify as V
+
+    D, H, T, N = cfg["verify_sizes"]
+    res = {"sizes": (D, H, T, N), "params": D * 4 * H + H * 4 * H + 4 * H, "runs": []}
+    V.verify_layer(cs231n_lstm.lstm_forward, cs231n_lstm.lstm_backward, "lstm", "cs231n", D=D, H=H, T=T, N=N)
+    for seed in range(cfg["verify_repeats"]):
+        clock = [0.0]
+        forward, backward = (_timed(f, clock) for f in (cs231n_lstm.lstm_forward, cs231n_lstm.lstm_backward))
+        t0 = time.perf_counter()
+        result = V.verify_layer(forward, backward, "lstm", "cs231n", D=D, H=H, T=T, N=N, seed=seed)
+        total = time.perf_counter() - t0
+        res["runs"].append({"total": total, "user": clock[0], "own": total - clock[0], "ok": result.ok,
+                            "cases": len(result.cases)})
+    if torch is not None:
+        rng = np.random.default_rng(0)
+        x, h0, dh = rng.normal(size=(N, T, D)), rng.normal(size=(N, H)), rng.normal(size=(N, T, H))
+        s = 1 / np.sqrt(H)
+
+        class Layer(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, Wx, Wh, b):
+                h, cache = cs231n_lstm.lstm_forward(x, h0, Wx.detach().numpy(), Wh.detach().numpy(),
+                                                    b.detach().numpy())
+                _, _, dWx, dWh, db = cs231n_lstm.lstm_backward(dh, cache)
+                ctx.grads = [torch.from_numpy(np.ascontiguousarray(g)) for g in (dWx, dWh, db)]
+                return torch.tensor(float((h * dh).sum()), dtype=torch.float64)
+
+            @staticmethod
+            def backward(ctx, g):
+                return tuple(g * d for d in ctx.grads)
+
+        inputs = [torch.tensor(rng.uniform(-s, s, size=shape), dtype=torch.float64, requires_grad=True)
+                  for shape in ((D, 4 * H), (H, 4 * H), (4 * H,))]
+        t0 = time.perf_counter()
+        ok = torch.autograd.gradcheck(Layer.apply, inputs, fast_mode=not cfg["verify_gradcheck_slow"])
+        res["gradcheck"] = {"time": time.perf_counter() - t0, "ok": ok,
+                            "mode": "slow (default)" if cfg["verify_gradcheck_slow"] else "fast"}
+    return res
+
+
+def report_verify(res, cfg, summary):
+    D, H, T, N = res["sizes"]
+    own = med([r["own"] for r in res["runs"]])
+    total = med([r["total"] for r in res["runs"]])
+    out = ["## 5. The verifier on a hand-written LSTM layer",
+           "",
+           f"`symrnn.verify.verify_layer(lstm_forward, lstm_backward, 'lstm', 'cs231n', D={D}, H={H}, T={T}, "
+           f"N={N})` on the corpus's CS231n-style LSTM ({res['params']:,} parameters): "
+           f"{res['runs'][0]['cases']} cases (the main one, upstream at one step, T = 1, 2, 3), each run twice "
+           "(hygiene), each judged against the exact gradients and their rounding scales. *Own time* is the "
+           "total minus the time inside the user's forward and backward (median of "
+           f"{len(res['runs'])} runs). `torch.autograd.gradcheck` runs on the same code wrapped as a "
+           "`torch.autograd.Function` (loss `<dh, h>`, one case), at its defaults.",
+           "",
+           "| run | total | inside user code | symrnn's own | verdict |",
+           "|---|---|---|---|---|"]
+    for k, r in enumerate(res["runs"]):
+        out.append(f"| {k} | {fmt_s(r['total'])} | {fmt_s(r['user'])} | {fmt_s(r['own'])} | "
+                   f"{'right' if r['ok'] else 'wrong'} |")
+    summary.append((f"5. verify an LSTM layer backward, D={D}, H={H} ({res['params']:,} parameters), symrnn's own "
+                    "time", fmt_s(own), "< 1 s", status(own < 1.0, D == 64 and H == 128)))
+    if "gradcheck" in res:
+        g = res["gradcheck"]
+        ratio = g["time"] / total
+        out += ["", f"gradcheck ({g['mode']} mode): {fmt_s(g['time'])}, passed: {g['ok']}; ratio to the whole "
+                    f"verification (all cases, user code included): {ratio:.0f}x."]
+        summary.append(("5. torch.autograd.gradcheck / symrnn verify, same LSTM layer code", f"{ratio:.0f}x "
+                        f"(gradcheck {g['mode']}: {fmt_s(g['time'])}, verify: {fmt_s(total)})", "≥ 100x",
+                        status(ratio >= 100, g["mode"].startswith("slow"))))
+    return out
+
+
 # -- main ---------------------------------------------------------------------------------
 def config(quick):
     if quick:
         return dict(derive_sizes=(4, 8, 16, 5), derive_T=(10, 100, 1000), derive_repeats=2,
                     speed_sizes=(32, 100, 64, 128), speed_repeats=3, speed_repeats_1=3,
                     plain_HT=(2, 5), plain_repeats=1, plain_all=False,
-                    oracle_sizes=((4, 5.0), (8, 20.0)), oracle_T=64, oracle_repeats=1)
+                    oracle_sizes=((4, 5.0), (8, 20.0)), oracle_T=64, oracle_repeats=1,
+                    verify_sizes=(64, 128, 10, 4), verify_repeats=2, verify_gradcheck_slow=False)
     return dict(derive_sizes=(4, 8, 16, 5), derive_T=(10, 100, 1000), derive_repeats=5,
                 speed_sizes=(32, 100, 64, 128), speed_repeats=21, speed_repeats_1=11,
                 plain_HT=(2, 8), plain_repeats=3, plain_all=True,
-                oracle_sizes=((4, 5.0), (8, 20.0)), oracle_T=256, oracle_repeats=3)
+                oracle_sizes=((4, 5.0), (8, 20.0)), oracle_T=256, oracle_repeats=3,
+                verify_sizes=(64, 128, 10, 4), verify_repeats=5, verify_gradcheck_slow=True)
 
 
 def write_atomic(path, text):
@@ -695,7 +789,7 @@ def main(argv=None):
     sections = []
     loads = []
     for name, bench, report in (("derive", bench_derive, report_derive), ("speed", bench_speed, report_speed),
-                                ("scalar", bench_scalar, report_scalar)):
+                                ("scalar", bench_scalar, report_scalar), ("verify", bench_verify, report_verify)):
         t0 = time.perf_counter()
         load0 = os.getloadavg()[0]
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)

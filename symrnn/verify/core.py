@@ -19,9 +19,17 @@ def _cell_name(cell):
     return cell if isinstance(cell, str) else cell.name
 
 
+_MODELS = {}
+
+
 def _model(cell, D, H, K=None, **kwargs):
-    cell = builtin_cell(cell) if isinstance(cell, str) else cell
-    return Model(cell, D=D, H=H, K=K, **kwargs)
+    """A model per configuration: built-in cells are derived and compiled once per process."""
+    if not isinstance(cell, str):
+        return Model(cell, D=D, H=H, K=K, **kwargs)
+    key = (cell, D, H, K, tuple(sorted(kwargs.items())))
+    if key not in _MODELS:
+        _MODELS[key] = Model(builtin_cell(cell), D=D, H=H, K=K, **kwargs)
+    return _MODELS[key]
 
 
 # -- the forward check and the error model ---------------------------------------------------
