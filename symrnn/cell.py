@@ -255,7 +255,7 @@ class Cell:
         P, v = matvec.args
         if not (isinstance(P, Param) and P.name in self.params and self.params[P.name].is_matrix):
             raise CellDefinitionError(f"In {target}: {P} @ ... needs a matrix parameter on the left, got {P}.")
-        if not isinstance(v, sp.Symbol):
+        if not isinstance(v, sp.Symbol) or isinstance(v, Param):  # a vector parameter gets a let too
             v = self.let(self._automatic_name(), v, role=f"the automatic let made for the argument of {P} @ (...)")
         if v not in self.sizes:
             raise CellDefinitionError(f"In {target}: the vector {v} in {P} @ {v} is not defined.")

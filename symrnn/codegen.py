@@ -514,6 +514,8 @@ class _BackwardWriter:
             for m, (a, b) in zip(g.atoms, block._slices(g)):
                 pieces.setdefault(m.args[0].name, []).append(f"dG{g.index}" if len(g.atoms) == 1 else f"dG{g.index}[{a}:{b}]")
         lines += [f"    grads[{P!r}] = {' + '.join(ps)}" for P, ps in pieces.items()]
+        lines += [f"    grads[{P!r}] = np.zeros(params[{P!r}].shape, dtype=dtype)"  # declared, never used
+                  for P, spec in block.params.items() if spec.is_matrix and P not in pieces]
         summed = set()  # each buffer is summed over time and batch once, then sliced
         for p, spec in block.params.items():
             if spec.is_matrix:

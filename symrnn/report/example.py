@@ -111,8 +111,8 @@ class WorkedExample:
 
     @property
     def scale(self):
-        m = self.model
-        if m.reduction == "sum" or m.readout is None:
+        m = self.model  # one sequence (N = 1), every step scored
+        if m.reduction in ("sum", "batch-mean") or m.readout is None:
             return sp.Integer(1)
         if m.loss_rule.name == "cross-entropy":
             return sp.Rational(1, self.T_out)

@@ -222,6 +222,12 @@ class ReportBuilder:
                                      "(steps and sequences of the batch, and outputs for squared error); "
                                      "the factor appears in the gradient of the loss, equation ",
                                      Ref(_label("rule", "loss")), "."]))
+        elif m.reduction in ("batch-mean", "token-mean"):
+            what = ("the batch size N (a sum over time, a mean over the batch)" if m.reduction == "batch-mean"
+                    else "the number of scored steps (a mean over the unmasked tokens)")
+            blocks.append(Paragraph([f"The {m.reduction} reduction divides the sum by {what}; the factor "
+                                     "appears in the gradient of the loss, equation ",
+                                     Ref(_label("rule", "loss")), "."]))
         else:
             blocks.append(Paragraph(["The sum reduction also adds over the sequences of a batch; the "
                                      "equations below are written for one sequence."]))
