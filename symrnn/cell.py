@@ -123,6 +123,9 @@ class Cell:
 
     def update(self, state, expr) -> sp.Symbol:
         """Define the new value ``s[t] = expr`` of a declared state; returns ``s[t]``."""
+        if isinstance(state, Param):
+            raise CellDefinitionError(f"update({state}, ...): {state} is a parameter; only a state declared with "
+                                      f"cell.state(...) is updated.")
         name = state if isinstance(state, str) else (parse(state) or ("",))[0]
         if name not in self.states:
             raise CellDefinitionError(

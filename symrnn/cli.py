@@ -69,6 +69,9 @@ def load_file(where: str, what: str):
     path = Path(where)
     if not path.is_file():
         raise UnknownNameError(f"No file {where!r} for {what}.")
+    directory = str(path.resolve().parent)
+    if directory not in sys.path:  # the file may import its neighbours (from rnn_layers import ...)
+        sys.path.insert(0, directory)
     module_spec = importlib.util.spec_from_file_location(f"symrnn_user_{path.stem}", path)
     module = importlib.util.module_from_spec(module_spec)
     try:
@@ -198,6 +201,10 @@ def _verify(args) -> int:
     from .errors import UserCodeError
     from .verify.signatures import forward_name
 
+    if args.json:
+        from .fileio import check_writable
+
+        check_writable(args.json)  # before any work: a bad path is a usage error
     module, function = load_function(args.target)
     sizes = _sizes(args.sizes)
     common = dict(D=sizes.get("D", 3), H=sizes.get("H", 4), N=sizes.get("N", 3), seed=args.seed)

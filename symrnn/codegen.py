@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import linecache
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import sympy as sp
 from sympy.printing.pycode import PythonCodePrinter
 
 from .bptt import local_terms
-from .functions import RULES, absolute, derivative, maximum, rule_of
+from .functions import RULES, rule_of
 from .symbols import MatVec, Param, bar, linear_maps, parse, tsym
 
 
@@ -168,15 +168,10 @@ class BlockCode:
     external : iterable of str
         Quantities whose adjoint also receives an array from outside
         (the readout's ``o``, or the cell's ``h`` under an upstream loss).
-    absolute : bool
-        Write the backward of absolute values: every local derivative, and the
-        stored values in the gradient products, taken as ``|.|`` (called with
-        ``|params|``, ``|X|`` and nonnegative upstream arrays it sums ``|term|``).
     """
 
-    def __init__(self, name, equations, input_symbol, states, params, sizes, external=(), absolute=False):
+    def __init__(self, name, equations, input_symbol, states, params, sizes, external=()):
         self.name = name
-        self.absolute = absolute  # backward on absolute values (rounding scales): see Model.gradient_scales
         self.equations = list(equations)
         self.input_symbol = input_symbol
         self.states = dict(states)
@@ -337,24 +332,6 @@ class BlockCode:
         return function
 
 
-def _conditioned(coef):
-    """``|c| + sum_v |dc/dv| max(|v|, 1)``: a local derivative's size plus its sensitivity to the
-    rounding of the forward values it reads, relative for large values and absolute (``u``) for
-    small ones, as tanh and sigmoid round (``1 - h**2`` and ``o (1 - o)`` near saturation are tiny
-    but not computed to a tiny absolute error).  Used by the backward on absolute values."""
-    if coef.is_number:
-        return abs(coef)
-    atoms = {m: sp.Dummy() for m in coef.atoms(MatVec)}
-    restore = {d: m for m, d in atoms.items()}
-    flat = coef.xreplace(atoms)
-    total = absolute(coef)
-    for v in sorted(flat.free_symbols, key=sp.default_sort_key):
-        d = derivative(flat, v)
-        if d != 0:
-            total = total + absolute(d.xreplace(restore)) * maximum(absolute(v.xreplace(restore)), 1)
-    return total
-
-
 class _BackwardWriter:
     """Writes the backward function of one block.
 
@@ -371,8 +348,6 @@ class _BackwardWriter:
         self.block = block
         self.printer = StepPrinter(block._atom_names())
         self.all_terms = [t for ts in block.terms.values() for t in ts]
-        if block.absolute:
-            self.all_terms = [replace(t, coef=_conditioned(t.coef)) for t in self.all_terms]
         self.coefs = sorted({t.coef for t in self.all_terms if not t.coef.is_number}, key=sp.default_sort_key)
         self.replacements, reduced = sp.cse(self.coefs, symbols=sp.numbered_symbols("k", cls=EngineSymbol),
                                             order="none")
@@ -508,8 +483,6 @@ class _BackwardWriter:
         lines, pieces = ["    grads = {}"], {}
         for g in block.groups.values():
             values = block._stacked_values(g.vector)
-            if block.absolute:  # inputs are exact; computed values carry rounding of size u max(|v|, 1)
-                values = f"np.abs({values})" if g.vector == block.input_symbol else f"np.maximum(np.abs({values}), 1)"
             lines.append(f"    dG{g.index} = {self.group_buffer[g.index]}.reshape(T * N, -1).T @ {values}.reshape(T * N, -1)")
             for m, (a, b) in zip(g.atoms, block._slices(g)):
                 pieces.setdefault(m.args[0].name, []).append(f"dG{g.index}" if len(g.atoms) == 1 else f"dG{g.index}[{a}:{b}]")

@@ -139,13 +139,16 @@ log = sp.log
 
 # -- implementations ------------------------------------------------------------------
 def _sigmoid(a, out=None):
-    # 0.5 (1 + tanh(a/2)) never overflows, unlike 1 / (1 + exp(-a)); done in place in ``out``.
-    if out is None:
-        return 0.5 * np.tanh(0.5 * a) + 0.5
-    np.multiply(a, 0.5, out=out)
-    np.tanh(out, out=out)
-    out *= 0.5
-    out += 0.5
+    # exp(-|a|) / (1 + exp(-|a|)) below 0, 1 / (1 + exp(-|a|)) above: never overflows, and accurate
+    # to the last bit relative to the value in both tails (0.5 tanh(a/2) + 0.5 is accurate only to
+    # 1e-16 absolute near 0, where hand-written 1 / (1 + exp(-a)) is relatively exact)
+    out = np.empty_like(a) if out is None else out
+    np.abs(a, out=out)
+    np.negative(out, out=out)
+    np.exp(out, out=out)
+    denominator = out + 1.0
+    np.copyto(out, 1.0, where=a >= 0)
+    np.divide(out, denominator, out=out)
     return out
 
 

@@ -471,7 +471,8 @@ class Layout:
             expected = (G * H, cols) if self.convention == "column" else (cols, G * H)
             a = _array(user[name], f"{name}")
             _check_shape(a, expected, f"{name}", f"{self.name} layout, {self.convention} convention, "
-                                                 f"gates {gates}, D={D}, H={H}")
+                                                 + (f"gates {gates}, " if gates != ("",) else "")
+                                                 + f"D={D}, H={H}")
             return a if self.convention == "column" else a.T
 
         def bias(name, size):

@@ -3,12 +3,12 @@
 Every loss gives its value and its gradient with respect to the readout in
 NumPy, and the same gradient as a SymPy equation for the derivation, like a
 row of autograd's VJP table.  ``reduction="sum"`` adds over time and batch;
-``"mean"`` divides cross-entropy by ``T_out N`` and squared error by
-``T_out N K`` (PyTorch's ``CrossEntropyLoss``/``MSELoss`` conventions);
+``"mean"`` divides by the number of scored steps (``T_out N`` when none is
+masked), times ``K`` for squared error: PyTorch's ``CrossEntropyLoss`` (with
+``ignore_index``) and ``MSELoss`` conventions; ``"token-mean"`` is the same
+(Deep Learning from Scratch 2's name for it, ``TimeSoftmaxWithLoss``);
 ``"batch-mean"`` divides by ``N`` only (sum over time, mean over the batch:
-CS231n's ``temporal_softmax_loss``); ``"token-mean"`` divides by the number of
-scored (unmasked) steps, times ``K`` for squared error (Deep Learning from
-Scratch 2's ``TimeSoftmaxWithLoss``).
+CS231n's ``temporal_softmax_loss``).
 
 A ``mask`` of shape ``(T_out, N)`` (true: scored) leaves steps out of the loss;
 integer class targets equal to ``IGNORE_LABEL`` (-1) are masked too.
@@ -32,11 +32,9 @@ def scale_of(reduction, mask, per_step_size=1):
     T, N = mask.shape
     if reduction == "sum":
         return 1.0
-    if reduction == "mean":
-        return 1.0 / (T * N * per_step_size)
     if reduction == "batch-mean":
         return 1.0 / N
-    count = int(mask.sum())
+    count = int(mask.sum())  # mean, token-mean: over the scored steps
     return 1.0 / (max(count, 1) * per_step_size)
 
 

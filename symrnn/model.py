@@ -113,8 +113,6 @@ class Model:
             )
         self._cell_code = None
         self._readout_code = None
-        self._abs_cell_code = None  # the backward on absolute values (rounding scales)
-        self._abs_readout_code = None
         self._derivation = None
         self._threads = threading.local()
 
@@ -298,6 +296,10 @@ class Model:
         return self._threads.workspace
 
     def _run_forward(self, params, X, Y, S0, sched, mask=None):
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # non-finite results are raised
+            return self._run_forward_quietly(params, X, Y, S0, sched, mask)
+
+    def _run_forward_quietly(self, params, X, Y, S0, sched, mask):
         ws = self._workspace()
         cache = self.cell_code.forward(params, X, S0, self.sizes, ws.cell)
         Hs = cache[f"S_{self.out}"][1:][sched.output_steps.start:sched.output_steps.stop]
@@ -345,7 +347,7 @@ class Model:
         value, grads, _ = self._loss_grads_and_cache(params, inputs, targets, h0, mask, final_grads)
         return value, grads
 
-    def _loss_grads_and_cache(self, params, inputs, targets, h0=None, mask=None, final_grads=None, scales=False):
+    def _loss_grads_and_cache(self, params, inputs, targets, h0=None, mask=None, final_grads=None):
         params, X, Y, S0, sched, mask = self._prepare(params, inputs, targets, h0, mask)
         value, cache, r, d_out = self._run_forward(params, X, Y, S0, sched, mask)
         dS_final = self._final_grads(final_grads, X.shape[1], X.dtype)
@@ -355,10 +357,6 @@ class Model:
         T, N = X.shape[0], X.shape[1]
         ws = self._workspace()
         cell_code, readout_code, allocate = self.cell_code, self.readout_code, (ws.cell, ws.readout)
-        if scales:  # the same backward on absolute values: each entry's rounding scale
-            cell_code, readout_code, allocate = self.absolute_cell_code, self.absolute_readout_code, (_Arrays(),) * 2
-            params, X, d_out = {k: np.abs(v) for k, v in params.items()}, np.abs(X), np.abs(d_out)
-            dS_final = {s: np.abs(g) for s, g in dS_final.items()}
         grads = {}
         if r is not None:
             H_flat, r_cache = r
@@ -373,7 +371,9 @@ class Model:
             EXT = allocate[0]("EXT", (T, N, self.state_size(self.out)), X.dtype)
             EXT.fill(0)
             EXT[sched.output_steps.start:sched.output_steps.stop] = d_out
-        c_grads, dX, dS0 = cell_code.backward(params, X, cache, {self.out: EXT}, dS_final, self.sizes, allocate[0])
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # non-finite results are raised
+            c_grads, dX, dS0 = cell_code.backward(params, X, cache, {self.out: EXT}, dS_final, self.sizes,
+                                                  allocate[0])
         grads.update(c_grads)
         grads = {k: grads[k] for k in self.param_shapes}  # canonical order
         grads[self.input_name] = dX[sched.input_steps.start:sched.input_steps.stop]
@@ -403,34 +403,6 @@ class Model:
             else:
                 out[s] = np.zeros((N, self.state_size(s)), dtype=dtype)
         return out
-
-    def gradient_scales(self, params, inputs, targets, h0=None, mask=None, final_grads=None):
-        """Each gradient entry's rounding scale: the backward pass evaluated on absolute values.
-
-        Every term of every adjoint sum and gradient sum is replaced by its absolute
-        value (local derivatives, weights, inputs, upstream gradients), so that
-        ``scale[k][i]`` bounds ``sum |term|`` over the terms that make up
-        ``grads[k][i]``: the float64 rounding error of a correct computation of
-        that entry is a small multiple of ``2**-53 * scale``.  Same keys as
-        :meth:`loss_and_grads`.
-        """
-        return self._loss_grads_and_cache(params, inputs, targets, h0, mask, final_grads, scales=True)[1]
-
-    @property
-    def absolute_cell_code(self) -> BlockCode:
-        if self._abs_cell_code is None:
-            c = self.cell
-            self._abs_cell_code = BlockCode(c.name + "-absolute", c.equations, c.input_symbol, c.states, c.params,
-                                            c.sizes, external=[self.out], absolute=True)
-        return self._abs_cell_code
-
-    @property
-    def absolute_readout_code(self) -> BlockCode:
-        if self._abs_readout_code is None and self.readout is not None:
-            r = self.readout
-            self._abs_readout_code = BlockCode(f"{self.cell.name}-readout-absolute", r.equations, r.input_symbol,
-                                               {}, r.params, r.sizes, external=[self.logits], absolute=True)
-        return self._abs_readout_code
 
     def __repr__(self):
         return (f"Model({self.cell.name!r}, D={self.sizes['D']}, H={self.sizes['H']}, K={self.sizes['K']}, "

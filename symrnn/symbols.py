@@ -19,11 +19,17 @@ import re
 
 import sympy as sp
 
+from .errors import CellDefinitionError
+
 
 class MatVec(sp.Function):
     """``P v``: the product of a parameter matrix and a vector."""
 
     nargs = 2
+
+    def __matmul__(self, other):
+        raise CellDefinitionError(f"({self.args[0]} @ {self.args[1]}) @ ...: a product of a matrix and a vector is a "
+                        f"vector; write P @ (Q @ v) with the vector on the right.")
 
     def _latex(self, printer):
         return f"{printer._print(self.args[0])} {printer._print(self.args[1])}"
@@ -51,7 +57,11 @@ class Param(sp.Symbol):
     """A parameter symbol; ``P @ v`` builds ``MatVec(P, v)``."""
 
     def __matmul__(self, other):
-        return MatVec(self, sp.sympify(other, strict=True))  # never parse strings
+        other = sp.sympify(other, strict=True)  # never parse strings
+        if isinstance(other, (Param, MatVec)):
+            raise CellDefinitionError(f"{self} @ {other}: only a parameter matrix times a vector is written with @; "
+                            f"apply the matrices one at a time to the vector: {self} @ (Q @ v).")
+        return MatVec(self, other)
 
 
 _TIME_NAME = re.compile(r"^(bar )?([^\W\d]\w*)\[t([+-]\d+)?\]$")

@@ -227,7 +227,7 @@ def test_exception_in_user_code_names_the_case_and_saves_it():
         raise IndexError("index 4 is out of bounds")
 
     with pytest.raises(UserCodeError, match=r"rnn_backward\(\.\.\.\) raised IndexError: index 4 is out of bounds\n"
-                                            r"  on the case 'T=8, upstream gradients at every step' \(T=8, N=3\); "
+                                            r"  called with dh \(3, 8, 4\)\n  on the case 'T=8, upstream gradients at every step' \(T=8, N=3\); "
                                             r"its arrays are saved in (\S+\.npz)") as info:
         V.verify_layer(cs231n_rnn.rnn_forward, rnn_backward, "rnn-tanh", "cs231n")
     path = str(info.value).rsplit(" ", 1)[-1]
@@ -258,7 +258,7 @@ def test_a_different_cell_is_told_to_declare_itself():
 
 
 @pytest.mark.parametrize("backward, pattern", [
-    (lambda dh, cache: cs231n_rnn.rnn_backward(dh, cache)[:4], r"returned 4 values; expected 5: \(dx, dh0, Wx, Wh, b\)"),
+    (lambda dh, cache: cs231n_rnn.rnn_backward(dh, cache)[:4], r"returned 4 values; expected 5: \(dx, dh0, dWx, dWh, db\)"),
     (lambda dh: None, r"raised TypeError: .*takes 1 positional argument but 2 were given"),
     (lambda dh, cache: (lambda r: (r[0],) + (r[1].T,) + r[2:])(cs231n_rnn.rnn_backward(dh, cache)),
      r"dh0 returned by .* has shape \(4, 3\); expected \(3, 4\)"),

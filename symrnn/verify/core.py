@@ -10,6 +10,7 @@ from ..model import Model
 from . import judge as J
 from .hygiene import Finding
 from .modes import LayerFunctions, LayerObject, LossFunction, run_twice
+from .mutants import backward as mutant_backward, mutations_for
 from .problems import Plan, draw, exact
 from .result import CaseResult, ForwardCheck, Verification
 from .signatures import Signature, signature_for
@@ -93,23 +94,23 @@ def _gate_blocks(layout, cell_name, H, user_name, shape):
 
 
 def _exact_in_user_layout(adapter, ex, run):
-    """The exact gradients and their scales under the user's names and shapes (what the user returned)."""
+    """The exact gradients and their tolerances under the user's names and shapes (what the user returned)."""
     L, model, cell_name = adapter.layout, adapter.model, adapter.cell_name
     params = {k: ex.grads[k] for k in model.param_shapes}
-    scales = {k: ex.scales[k] for k in model.param_shapes}
+    scales = {k: ex.tol[k] for k in model.param_shapes}
     exact_user = {"d" + k: v for k, v in L.to_user(cell_name, params, gradients=True).items()}
     scale_user = {"d" + k: v for k, v in L.to_user(cell_name, scales, gradients=True).items()}
     for key, arr in run.user_grads.items():
         if key == "dx":
             conv = (lambda a: L.state_to_user(a[0])) if getattr(adapter, "step", False) else L.sequence_to_user
-            exact_user[key], scale_user[key] = conv(ex.grads[model.input_name]), conv(ex.scales[model.input_name])
+            exact_user[key], scale_user[key] = conv(ex.grads[model.input_name]), conv(ex.tol[model.input_name])
         elif key in ("dh0", "dc0"):
             k = model.initial_state_key(key[1])
-            exact_user[key], scale_user[key] = L.state_to_user(ex.grads[k]), L.state_to_user(ex.scales[k])
+            exact_user[key], scale_user[key] = L.state_to_user(ex.grads[k]), L.state_to_user(ex.tol[k])
     return exact_user, scale_user
 
 
-def _judge_case(adapter, run, ex, dtype_model, factor):
+def _judge_case(adapter, run, ex):
     exact_user, scale_user = _exact_in_user_layout(adapter, ex, run)
     verdicts = []
     H = adapter.model.sizes["H"]
@@ -120,22 +121,75 @@ def _judge_case(adapter, run, ex, dtype_model, factor):
         if user.shape != np.shape(exact_user[name]):
             user = user.reshape(np.shape(exact_user[name])) if user.size == np.size(exact_user[name]) else user
         blocks = _gate_blocks(adapter.layout, adapter.cell_name, H, name, user.shape)
-        verdicts.append(J.judge_array(name, user, exact_user[name], scale_user[name], dtype_model.unit, factor,
-                                      blocks))
+        verdicts.append(J.judge_array(name, user, exact_user[name], scale_user[name], blocks))
     return verdicts
 
 
+def _matches(run, candidate, ex):
+    """The user's gradients equal ``candidate``'s on every key the user returned (the exact tolerances)."""
+    keys = [k for k in run.grads if k in candidate]
+    return bool(keys) and all(
+        np.all(np.abs(np.asarray(run.grads[k], dtype=float) - candidate[k]) <= ex.tol[k] + 8 * J.U64 *
+               np.abs(candidate[k])) for k in keys)
+
+
+def fingerprint(adapter, failing):
+    """The catalogued mistake the user's gradients match in every failing case, or None."""
+    model = adapter.model
+    cases = sorted(failing, key=lambda f: f[0].T)[:4]
+    for mutation in mutations_for(model, max(f[0].T for f in cases)):
+        if all(_matches(run, mutant_backward(model, problem.params, problem.x, problem.h0, problem.targets,
+                                             problem.final_grads, mutation), ex)
+               for problem, run, ex, _, _ in cases):
+            return mutation
+    return None
+
+
+def localise(adapter, problem, run, ex, dtype_model, verdicts):
+    """Which gradient, gate block, state path and backward message are wrong (what the probes show)."""
+    model = adapter.model
+    wrong = [v for v in verdicts if not v.ok]
+    out = {"gradient": wrong[0].name if wrong else None, "block": None, "path": None, "step": None,
+           "message": ""}
+    for v in wrong:
+        bad = [b.block for b in v.blocks if not b.ok]
+        if bad and len(bad) < len(v.blocks):
+            out["gradient"], out["block"] = v.name, ",".join(bad)
+            break
+    states_wrong = [s for s in model.state_names if model.initial_state_key(s) in run.grads
+                    and any(v.name == f"d{s}0" and not v.ok for v in verdicts)]
+    if len(states_wrong) == 1 and len([s for s in model.state_names if model.initial_state_key(s) in run.grads]) > 1:
+        out["path"] = states_wrong[0]
+    key = model.input_name
+    if key in run.grads and problem.T > 1:
+        tol = ex.tol[key]
+        bad_steps = [t for t in range(problem.T)
+                     if np.any(np.abs(run.grads[key][t] - ex.grads[key][t]) > tol[t])]
+        if bad_steps:
+            j = max(bad_steps)
+            if j == problem.T - 1:
+                out["step"] = problem.T
+                out["message"] = f"already wrong at the last step t={problem.T} (a local derivative, not a message)"
+            else:
+                out["step"] = j + 2
+                out["message"] = (f"dL/d{model.out} from t={j + 2} to t={j + 1} is the first wrong backward message "
+                                  f"(steps from 1; dx is right for t > {j + 1})")
+    return out
+
+
 def run_cases(adapter, problems, mode, layout_name):
-    """Run every problem: forward first, then the gradients; the shortest failing case is reported."""
+    """Run every problem: forward first, then the gradients; the shortest failing case is reported,
+    localised and, when it matches a catalogued mistake, named."""
     findings, cases, table, table_case = [], [], None, ""
     forward_result, dtype_model = None, None
     model = adapter.model
+    failing = []
     for problem in problems:
         factor = J.length_factor(model, problem.T)
         run = run_twice(adapter, problem, findings, mode)
         ex = exact(model, problem)
         fwd, rel = _forward_check(model, run, ex, factor)
-        model_dtype = _dtype_model(run, rel, factor)
+        model_dtype = _dtype_model(run, rel if fwd.ok else 0.0, factor)
         dtype_model = dtype_model or model_dtype
         if model_dtype.name == "float32":
             dtype_model = model_dtype
@@ -145,12 +199,15 @@ def run_cases(adapter, problems, mode, layout_name):
             table, table_case = [], problem.label
             break
         forward_result = forward_result or fwd
-        verdicts = _judge_case(adapter, run, ex, model_dtype, factor)
+        ex.tol = J.perturbation_tolerance(model, problem, ex.grads, model_dtype.unit)
+        verdicts = _judge_case(adapter, run, ex)
         wrong = [v.name for v in verdicts if not v.ok]
         cases.append(CaseResult(problem.label, problem.T, problem.N, not wrong, wrong))
         shortest_failing = [c.T for c in cases[:-1] if not c.ok]
         if table is None or (wrong and (not shortest_failing or problem.T < min(shortest_failing))):
             table, table_case = verdicts, problem.label  # the shortest failing case shows the mistake best
+        if wrong:
+            failing.append((problem, run, ex, model_dtype, verdicts))
     for run_finding in findings:
         if run_finding.kind == "non-finite":
             run_finding.severity = "error"
@@ -159,11 +216,28 @@ def run_cases(adapter, problems, mode, layout_name):
     for f in findings:
         if all(f.message != g.message for g in unique):
             unique.append(f)
-    return Verification(bool(ok), mode, model.cell.name, layout_name, forward_result, table or [], cases, unique,
-                        dtype_model, table_case)
+    result = Verification(bool(ok), mode, model.cell.name, layout_name, forward_result, table or [], cases, unique,
+                          dtype_model, table_case)
+    if failing and model.loss_rule.name == "upstream":
+        shortest = min(failing, key=lambda f: f[0].T)
+        result.fingerprint = fingerprint(adapter, failing)
+        probe = next((f for f in failing if f[0].label.endswith("at the last step only")), None)
+        result.localisation = localise(adapter, *(probe or shortest))
+        if probe is not None and probe is not shortest:
+            shortest_loc = localise(adapter, *shortest)
+            result.localisation.update({k: v for k, v in shortest_loc.items() if k in ("gradient", "block")})
+        if result.fingerprint is not None and result.fingerprint.drop_carry:
+            result.localisation["path"] = result.fingerprint.drop_carry[0]
+    return result
 
 
 # -- the public entry points -----------------------------------------------------------------
+def _check_sizes(**sizes):
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ShapeError(f"{name} must be a positive integer, got {value!r}.")
+
+
 def _lengths(plan):
     return [t for t in plan.lengths if t < plan.T]
 
@@ -177,23 +251,32 @@ def verify_layer(forward, backward, cell="rnn-tanh", layout="cs231n", *, D=3, H=
     :class:`symrnn.layouts.Layout`; ``signature`` (a :class:`Signature`) describes another calling
     convention.  Sizes and values are chosen here unless given.  Returns a :class:`Verification`.
     """
+    _check_sizes(D=D, H=H, T=T, N=N)
     model = _model(cell, D, H, loss="upstream")
     L = layout_for(layout, _cell_name(cell))
     sig = signature_for(signature or (layout if isinstance(layout, str) else "cs231n"), "layer", model.cell.name)
     adapter = LayerFunctions(model, L, sig, forward, backward)
     plan = Plan(T=T, N=N, scale=scale, seed=seed, lengths=lengths)
     zero = () if "c0" in sig.forward_args else tuple(s for s in model.state_names if s != "h")
+    return run_cases(adapter, _layer_problems(model, plan, T, seed, zero), "layer", L.name)
+
+
+def _layer_problems(model, plan, T, seed, zero):
     problems = [draw(model, plan, T, f"T={T}, upstream gradients at every step", seed, zero),
                 draw(model, plan, T, f"T={T}, upstream gradient at step 1 only", seed + 1, zero, upstream=0)]
-    problems += [draw(model, plan, t, f"T={t}, upstream gradients at every step", seed + 2 + t, zero)
+    if T > 1:
+        problems.append(draw(model, plan, T, f"T={T}, upstream gradient at the last step only", seed + 2, zero,
+                             upstream=T - 1))
+    problems += [draw(model, plan, t, f"T={t}, upstream gradients at every step", seed + 3 + t, zero)
                  for t in _lengths(plan)]
-    return run_cases(adapter, problems, "layer", L.name)
+    return problems
 
 
 def verify_step(step_forward, step_backward, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, N=3, scale=None,
                 seed=0, signature=None) -> Verification:
     """Verify one step: ``step_forward(x, prev_h[, prev_c], *params) -> (next_h[, next_c], cache)`` and
     ``step_backward(dnext_h[, dnext_c], cache) -> (dx, dprev_h[, dprev_c], *dparams)``."""
+    _check_sizes(D=D, H=H, N=N)
     model = _model(cell, D, H, loss="upstream")
     L = layout_for(layout, _cell_name(cell))
     sig = signature_for(signature or (layout if isinstance(layout, str) else "cs231n"), "step", model.cell.name)
@@ -209,16 +292,13 @@ def verify_layer_object(make, cell="rnn-tanh", layout="dlfs2", *, D=3, H=4, T=8,
                         lengths=(1, 2, 3)) -> Verification:
     """Verify a layer object (Deep Learning from Scratch 2's ``TimeRNN``/``TimeLSTM``/``TimeGRU``):
     ``make(Wx, Wh, b)`` builds it; ``forward(xs)``, ``backward(dhs)``, ``grads``, ``set_state``, ``dh``."""
+    _check_sizes(D=D, H=H, T=T, N=N)
     model = _model(cell, D, H, loss="upstream")
     L = layout_for(layout, _cell_name(cell))
     adapter = LayerObject(model, L, Signature((), ()), make)
     plan = Plan(T=T, N=N, scale=scale, seed=seed, lengths=lengths)
     zero = tuple(s for s in model.state_names if s != "h")
-    problems = [draw(model, plan, T, f"T={T}, upstream gradients at every step", seed, zero),
-                draw(model, plan, T, f"T={T}, upstream gradient at step 1 only", seed + 1, zero, upstream=0)]
-    problems += [draw(model, plan, t, f"T={t}, upstream gradients at every step", seed + 2 + t, zero)
-                 for t in _lengths(plan)]
-    return run_cases(adapter, problems, "layer", L.name)
+    return run_cases(adapter, _layer_problems(model, plan, T, seed, zero), "layer", L.name)
 
 
 def verify_loss(fn, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, K=3, T=8, N=3, loss="cross-entropy",
@@ -232,6 +312,7 @@ def verify_loss(fn, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, K=3, T=8, N=3
     function as its signature says: a dict, positional arguments, or the globals of ``module``
     (default: the function's own module when the signature passes no parameters).
     """
+    _check_sizes(D=D, H=H, K=K, T=T, N=N)
     cell_name = _cell_name(cell)
     sig = signature_for(signature or (layout if isinstance(layout, str) else "cs231n"), "loss", cell_name)
     if "x_ids" in sig.forward_args:

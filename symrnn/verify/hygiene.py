@@ -36,6 +36,16 @@ def _arrays_in(value, prefix):
             yield from _arrays_in(v, f"{prefix}[{k}]")
 
 
+def _shape(value):
+    if isinstance(value, np.ndarray):
+        return f"{value.shape}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_shape(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list) and value and not isinstance(value[0], np.ndarray):
+        return f"list of {len(value)}"
+    return type(value).__name__
+
+
 def save_case(problem, what) -> str:
     """The problem's arrays in an ``.npz`` under the temporary directory; its path."""
     handle, path = tempfile.mkstemp(prefix=f"symrnn-case-{what}-", suffix=".npz")
@@ -54,8 +64,9 @@ def call(fn, args, names, what, problem, findings, watch=True):
         out = fn(*args)
     except Exception as exc:
         path = save_case(problem, what.split("(")[0].strip().replace(" ", "-"))
+        shapes = ", ".join(f"{name} {_shape(arg)}" for arg, name in zip(args, names) if name != "cache")
         raise UserCodeError(
-            f"{what} raised {type(exc).__name__}: {exc}\n  on the case {problem.label!r} "
+            f"{what} raised {type(exc).__name__}: {exc}\n  called with {shapes}\n  on the case {problem.label!r} "
             f"(T={problem.T}, N={problem.N}); its arrays are saved in {path}") from exc
     if watch:
         after = {label: array for arg, name in zip(args, names) for label, array in _arrays_in(arg, name)}
@@ -81,6 +92,6 @@ def compare_runs(first, second, first_copy, what, findings):
         if not np.array_equal(a0, b, equal_nan=True):
             findings.append(Finding("nondeterminism", f"{what}: two calls on the same inputs returned different "
                                                       f"{label} (max difference {np.max(np.abs(a0 - b)):.3e})."))
-        elif a is not b and np.shares_memory(a, b) or not np.array_equal(a, a0, equal_nan=True):
+        elif np.shares_memory(a, b) or not np.array_equal(a, a0, equal_nan=True):
             findings.append(Finding("reused-buffer", f"{what} returns {label} in an array that the next call "
                                                      f"overwrites; copy it before calling again."))

@@ -7,7 +7,6 @@ symrnn's canonical names: a :class:`UserRun`.
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,7 +31,8 @@ def _tuple(out, expected, what):
         return (out,)
     if not isinstance(out, (tuple, list)) or len(out) != len(expected):
         got = f"{len(out)} values" if isinstance(out, (tuple, list)) else f"a {type(out).__name__}"
-        raise UserCodeError(f"{what} returned {got}; expected {len(expected)}: ({', '.join(expected)}).")
+        shown = [f"d{r}" if r in PARAMETER_ROLES and "dx" in expected else r for r in expected]
+        raise UserCodeError(f"{what} returned {got}; expected {len(expected)}: ({', '.join(shown)}).")
     return tuple(out)
 
 
@@ -155,8 +155,12 @@ class LayerObject(Adapter):
         if getattr(layer, "stateful", None) is False:
             layer.stateful = True
         states = [L.state_to_user(problem.h0[s]) for s in model.state_names]
-        if hasattr(layer, "set_state"):
-            layer.set_state(*states)
+        if not callable(getattr(layer, "set_state", None)):
+            raise UserCodeError(
+                f"The layer {type(layer).__name__} has no set_state(h) method: the verifier sets the initial "
+                f"state with it (Deep Learning from Scratch 2: def set_state(self, h): self.h = h, and the "
+                f"layer made with stateful=True) and reads dL/dh0 from layer.dh.")
+        layer.set_state(*states)
         x = L.sequence_to_user(problem.x)
         run = UserRun()
         hs = call(layer.forward, [x], ["xs"], "layer.forward(xs)", problem, findings)
@@ -201,7 +205,8 @@ class LossFunction(Adapter):
         super().__init__(model, layout, signature)
         self.fn = fn
         uses_params = "params" in signature.forward_args or any(r in PARAMETER_ROLES for r in signature.forward_args)
-        self.module = module if module is not None or uses_params else inspect.getmodule(fn)
+        # the namespace the function reads its globals from (a module loaded from a file included)
+        self.namespace = vars(module) if module is not None else (None if uses_params else fn.__globals__)
 
     def run(self, problem, findings, second=False):
         sig, L, model = self.signature, self.layout, self.model
@@ -216,17 +221,20 @@ class LossFunction(Adapter):
                 "x_ids": lambda: [int(i) for i in np.argmax(problem.x[:, 0], axis=-1)],
                 "y_ids": lambda: [int(i) for i in targets[:, 0]]}
         args = [data[r]() if r in data else user_params[L.names[r]] for r in sig.forward_args]
-        saved = {}
-        if self.module is not None:
+        saved, missing = {}, object()
+        if self.namespace is not None:
             for name, value in user_params.items():
-                saved[name] = getattr(self.module, name, None)
-                setattr(self.module, name, value)
+                saved[name] = self.namespace.get(name, missing)
+                self.namespace[name] = value
         what = f"{getattr(self.fn, '__name__', 'loss')}(...)"
         try:
             out = call(self.fn, args, sig.forward_args, what, problem, findings)
         finally:
             for name, value in saved.items():
-                setattr(self.module, name, value)
+                if value is missing:
+                    del self.namespace[name]
+                else:
+                    self.namespace[name] = value
         out = dict(zip(sig.forward_returns, _tuple(out, sig.forward_returns, what)))
         run = UserRun(raw=out)
         try:

@@ -4,7 +4,8 @@ A :class:`Problem` is one call of the user's code in symrnn's canonical form:
 parameters by symrnn's names, time-major inputs, initial states, and either
 upstream gradients (layer and step modes) or targets (loss mode).  The
 :class:`Exact` answer holds the forward states, the loss, the exact float64
-gradients and their rounding scales (:meth:`symrnn.Model.gradient_scales`).
+gradients (and, once the error model is chosen, each entry's tolerance:
+:func:`symrnn.verify.judge.perturbation_tolerance`).
 """
 from __future__ import annotations
 
@@ -46,17 +47,15 @@ class Problem:
 class Exact:
     loss: float
     grads: dict  # canonical keys: params, input name, "h0", "c0"
-    scales: dict  # same keys: sum of |terms| of each entry
     states: dict  # state -> (T, N, size), the states after each step
+    tol: dict = field(default_factory=dict)  # same keys as grads: each entry's tolerance
 
 
 def exact(model, problem: Problem) -> Exact:
     loss, grads, cache = model._loss_grads_and_cache(problem.params, problem.x, problem.targets, problem.h0,
                                                      problem.mask, problem.final_grads)
     states = {s: cache[f"S_{s}"][1:].copy() for s in model.state_names}
-    scales = model.gradient_scales(problem.params, problem.x, problem.targets, problem.h0, problem.mask,
-                                   problem.final_grads)
-    return Exact(loss, grads, scales, states)
+    return Exact(loss, grads, states)
 
 
 @dataclass

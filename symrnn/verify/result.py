@@ -49,6 +49,8 @@ class Verification:
     hygiene: list
     dtype_model: object
     case: str = ""  # the case the table is about
+    localisation: dict = field(default_factory=dict)  # gradient, block, path, step, message
+    fingerprint: object = None  # a symrnn.verify.mutants.Mutation the gradients match
 
     @property
     def wrong(self) -> list:
@@ -71,8 +73,10 @@ class Verification:
                 blocks.append(f"{g.name}: gate block(s) {', '.join(bad)} wrong, {', '.join(good)} right")
         where = f" ({'; '.join(blocks)})" if blocks else ""
         failing = [c.label for c in self.cases if not c.ok]
-        return (f"{self.cell} {self.mode} code is wrong: {names}{where}, shown in the case {self.case!r} "
-                f"(wrong in {len(failing)} of {len(self.cases)} cases)")
+        named = f" -- looks like: {self.fingerprint.description}" if self.fingerprint is not None else ""
+        message = f"; {self.localisation['message']}" if self.localisation.get("message") else ""
+        return (f"{self.cell} {self.mode} code is wrong: {names}{where}{message}, shown in the case {self.case!r} "
+                f"(wrong in {len(failing)} of {len(self.cases)} cases){named}")
 
     def __str__(self):
         lines = [self.summary(), "",
@@ -90,6 +94,16 @@ class Verification:
                     for b in g.blocks:
                         lines.append(f"  {'':<10} gate block {b.block}: max error {b.max_abs_error:.3e} "
                                      f"{'ok' if b.ok else 'WRONG'}")
+        if self.localisation:
+            loc = self.localisation
+            lines += ["", "localisation: " + ", ".join(f"{k} {loc[k]}" for k in ("gradient", "block", "path", "step")
+                                                         if loc.get(k) is not None)]
+            if loc.get("message"):
+                lines.append(f"  {loc['message']}")
+        if self.fingerprint is not None:
+            lines += ["", f"fingerprint: {self.fingerprint.name} -- {self.fingerprint.description}",
+                      f"  it changes {self.fingerprint.changes} of the exact derivation"
+                      + (f" (in {self.fingerprint.where})" if self.fingerprint.where else "")]
         lines += ["", "cases:"] + [f"  {'ok   ' if c.ok else 'WRONG'} {c.label} (T={c.T}, N={c.N})"
                                    + (f": {', '.join(c.wrong)}" if c.wrong else "") for c in self.cases]
         if self.hygiene:
@@ -102,7 +116,11 @@ class Verification:
                 "gradients": [g.to_json() for g in self.gradients],
                 "cases": [c.to_json() for c in self.cases],
                 "hygiene": [f.to_json() for f in self.hygiene],
-                "dtype_model": {"name": self.dtype_model.name, "reason": self.dtype_model.reason}}
+                "dtype_model": {"name": self.dtype_model.name, "reason": self.dtype_model.reason},
+                "localisation": dict(self.localisation),
+                "fingerprint": None if self.fingerprint is None else {
+                    "name": self.fingerprint.name, "description": self.fingerprint.description,
+                    "changes": self.fingerprint.changes, "where": self.fingerprint.where}}
         if path is not None:
             from ..fileio import write_text_atomic
 

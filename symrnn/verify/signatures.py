@@ -9,7 +9,8 @@ A signature lists, in order, what a user's function takes and returns, by role:
   ``cache`` (anything; passed back untouched), ``y`` (targets), ``mask``,
   ``loss``, ``params``/``grads`` (dicts in the layout's names), ``ignored``;
 * parameters: the layout's roles ``Wx``, ``Wh``, ``W``, ``b``, ``b_hh``, ``V``,
-  ``V_b`` (a parameter in the arguments, its gradient in the returns).
+  ``V_b`` (a parameter in the arguments, its gradient in the returns, where
+  ``dWx`` ... may be written too).
 """
 from __future__ import annotations
 
@@ -32,6 +33,10 @@ class Signature:
     backward_returns: tuple = ()
 
     def __post_init__(self):
+        for field_name in ("forward_returns", "backward_returns"):  # dWx, dW_vocab ... name gradients too
+            roles = tuple(r[1:] if r.startswith("d") and r[1:] in PARAMETER_ROLES else r
+                          for r in getattr(self, field_name))
+            object.__setattr__(self, field_name, roles)
         for part in (self.forward_args, self.forward_returns, self.backward_args, self.backward_returns):
             unknown = [r for r in part if r not in DATA | PARAMETER_ROLES]
             if unknown:
