@@ -71,6 +71,7 @@ class Cell:
         self.roles: dict[str, str] = {}  # quantity base name -> description
         self._auto = 0
         self._params_apart = False  # the readout: its parameters may share a name with its input
+        self._pending = set()  # names being defined (kept from automatic lets)
 
     # -- declarations -----------------------------------------------------
     def input(self, name: str = "x", size: str = "D", role: str = "input") -> sp.Symbol:
@@ -115,8 +116,17 @@ class Cell:
         """Define an intermediate quantity ``name[t] = expr``; returns ``name[t]``."""
         self._check_new_name(name)
         target = tsym(name)
-        rhs = self._checked(target, expr)
-        self.sizes[target] = self._size(rhs, target)
+        self._pending.add(name)  # automatic lets made while reading expr must not take this name
+        try:
+            rhs = self._checked(target, expr)
+        finally:
+            self._pending.discard(name)
+        size = self._size(rhs, target)
+        if size is None:
+            raise CellDefinitionError(
+                f"In {target} = {rhs}: the value is a constant, not a vector; use the number {rhs} directly "
+                f"where {name} would appear.")
+        self.sizes[target] = size
         self.equations.append(Equation(target, rhs, "let"))
         self.roles[name] = role
         return target
@@ -245,10 +255,16 @@ class Cell:
             )
         _check_constructs(rhs, where)
         self._check_differentiable(rhs, where)
+        earlier = {m for e in self.equations for m in e.rhs.atoms(MatVec)}
+        for m in sorted(rhs.atoms(MatVec) & earlier, key=sp.default_sort_key):
+            P, v = m.args
+            raise CellDefinitionError(
+                f"{where}: the product {P} @ {v} is already computed in an earlier equation; compute it once "
+                f"as a let (p = cell.let('p', {P} @ {v})) and use p in both equations.")
         return rhs
 
     def _automatic_name(self):
-        taken = set(self.params) | set(self.states) | {parse(s)[0] for s in self.sizes if parse(s)}
+        taken = set(self.params) | set(self.states) | {parse(s)[0] for s in self.sizes if parse(s)} | self._pending
         self._auto += 1
         while f"v{self._auto}" in taken:
             self._auto += 1

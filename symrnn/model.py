@@ -181,7 +181,7 @@ class Model:
         if len(by_dtype) > 1:
             mix = "; ".join(f"{dt}: {names}" for dt, names in by_dtype.items())
             raise ShapeError(f"params mix dtypes ({mix}); give every parameter one dtype, float64 or float32.")
-        dtype = next(iter(by_dtype))
+        dtype = next(iter(by_dtype), np.dtype(np.float64))  # a cell without parameters computes in float64
         if dtype not in _DTYPES:
             raise ShapeError(f"parameters must be float64 or float32, got {dtype}.")
         for k, shape in self.param_shapes.items():

@@ -57,11 +57,7 @@ class Param(sp.Symbol):
     """A parameter symbol; ``P @ v`` builds ``MatVec(P, v)``."""
 
     def __matmul__(self, other):
-        other = sp.sympify(other, strict=True)  # never parse strings
-        if isinstance(other, (Param, MatVec)):
-            raise CellDefinitionError(f"{self} @ {other}: only a parameter matrix times a vector is written with @; "
-                            f"apply the matrices one at a time to the vector: {self} @ (Q @ v).")
-        return MatVec(self, other)
+        return MatVec(self, sp.sympify(other, strict=True))  # never parse strings
 
 
 _TIME_NAME = re.compile(r"^(bar )?([^\W\d]\w*)\[t([+-]\d+)?\]$")

@@ -344,3 +344,168 @@ def test_cli_usage_error(tmp_path):
 def test_pytest_fixture(symrnn_verify):
     result = symrnn_verify.layer(cs231n_rnn.rnn_forward, cs231n_rnn.rnn_backward, cell="rnn-tanh", layout="cs231n")
     assert result.ok
+
+
+# -- where and what: localisation and fingerprints (test the tester) ----------------------------------
+EXPECTED_FINGERPRINT = {
+    "drop_recurrent": "recurrent-term-dropped", "act_deriv_at_preact": "tanh-derivative-at-pre-activation",
+    "act_deriv_missing": "tanh-derivative-missing", "h_t_for_h_prev": "h-t-for-h-prev",
+    "missing_first_term": "first-term-missing", "missing_last_term": "last-term-missing",
+    "divide_by_T": "divided-by-T", "divide_by_N": "divided-by-N", "truncate_k": "truncated-after-3",
+    "bias_not_summed": "bias-not-summed", "transposed_matrix": "matrix-not-transposed",
+    "cell_path_dropped": "c-path-dropped", "sigmoid_deriv_missing_gate": "sigmoid-derivative-missing",
+}
+LAYER_MODE = [name for name in IMPLEMENTATIONS if not name.endswith("_loss")]
+
+
+@pytest.mark.parametrize("name, bug", [(n, b) for n in LAYER_MODE for b in BUGS[n] if b in EXPECTED_FINGERPRINT])
+def test_planted_bugs_are_named(name, bug):
+    result = IMPLEMENTATIONS[name](bug)
+    assert result.fingerprint is not None, f"{name}/{bug} not named:\n{result}"
+    assert result.fingerprint.name == EXPECTED_FINGERPRINT[bug], str(result)
+    data = result.to_json()
+    assert data["fingerprint"]["name"] == EXPECTED_FINGERPRINT[bug] and data["fingerprint"]["description"]
+    if bug == "sigmoid_deriv_missing_gate":  # the gate: f for the LSTM, z for the GRU
+        assert result.fingerprint.where == ("z[t]" if "gru" in name else "f[t]")
+    if bug == "cell_path_dropped":
+        assert data["localisation"]["path"] == "c"
+
+
+@pytest.mark.parametrize("name", LAYER_MODE)
+def test_one_percent_message_error_is_localised_not_named(name):
+    """The corpus scales the message from step index 2 to 1 (counting from 0): t = 3 -> 2 counting from 1."""
+    result = IMPLEMENTATIONS[name]("message_1pct")
+    assert result.fingerprint is None and result.localisation["step"] == 3
+    assert "dL/dh from t=3 to t=2 is the first wrong backward message" in result.summary()
+
+
+def test_sensitivity_at_T40_localises_the_message():
+    result = IMPLEMENTATIONS["cs231n_rnn"]("message_1pct", T=T_LONG, H=4, D=3)
+    assert not result.ok and result.localisation["step"] == 3, str(result)
+    named = IMPLEMENTATIONS["cs231n_rnn"]("missing_first_term", T=T_LONG, H=4, D=3)
+    assert named.fingerprint.name == "first-term-missing", str(named)
+
+
+def test_swapped_blocks_are_localised_to_the_blocks():
+    result = IMPLEMENTATIONS["cs231n_lstm"]("swap_gate_blocks")
+    assert result.localisation["gradient"] == "dWx" and result.localisation["block"] == "i,f"
+
+
+def test_a_random_error_is_localised_but_not_named():
+    def rnn_backward(dh, cache):
+        dx, dh0, dWx, dWh, db = cs231n_rnn.rnn_backward(dh, cache)
+        dWh = dWh.copy()
+        dWh[1, 2] *= 1.001
+        return dx, dh0, dWx, dWh, db
+
+    result = V.verify_layer(cs231n_rnn.rnn_forward, rnn_backward, "rnn-tanh", "cs231n")
+    assert not result.ok and result.fingerprint is None and [g.name for g in result.wrong] == ["dWh"]
+    assert result.gradients[1].worst_index == (1, 2)
+
+
+@settings(max_examples=15)
+@given(name=st.sampled_from(LAYER_MODE), T=st.integers(1, 10), seed=st.integers(0, 2**31),
+       scale=st.sampled_from([0.1, None, 2.0]))
+def test_correct_code_gets_no_fingerprint(name, T, seed, scale):
+    result = IMPLEMENTATIONS[name](None, T=T, seed=seed, scale=scale)
+    assert result.ok and result.fingerprint is None and not result.localisation
+
+
+def test_float32_bugs_are_still_caught():
+    ns = cs231n_rnn.make("truncate_k")
+    assert not V.verify_layer(*float32_version(ns), "rnn-tanh", "cs231n", T=8).ok
+
+
+# -- from a new user's trial -------------------------------------------------------------------------
+MINCHAR_FILE = '''
+import numpy as np
+Wxh = Whh = Why = bh = by = None   # set by the training script
+
+def lossFun(inputs, targets, hprev):
+    xs, hs, ps, loss = {}, {-1: np.copy(hprev)}, {}, 0.0
+    V = Wxh.shape[1]
+    for t in range(len(inputs)):
+        xs[t] = np.zeros((V, 1)); xs[t][inputs[t]] = 1
+        hs[t] = np.tanh(Wxh @ xs[t] + Whh @ hs[t - 1] + bh)
+        y = Why @ hs[t] + by
+        ps[t] = np.exp(y - y.max()) / np.sum(np.exp(y - y.max()))
+        loss += -np.log(ps[t][targets[t], 0])
+    dWxh, dWhh, dWhy = np.zeros_like(Wxh), np.zeros_like(Whh), np.zeros_like(Why)
+    dbh, dby, dhnext = np.zeros_like(bh), np.zeros_like(by), np.zeros_like(hs[0])
+    for t in reversed(range(len(inputs))):
+        dy = np.copy(ps[t]); dy[targets[t]] -= 1
+        dWhy += dy @ hs[t].T; dby += dy
+        dh = Why.T @ dy + dhnext
+        dhraw = (1 - hs[t] * hs[t]) * dh
+        dbh += dhraw; dWxh += dhraw @ xs[t].T; dWhh += dhraw @ hs[t - 1].T
+        dhnext = Whh.T @ dhraw
+    return loss, dWxh, dWhh, dWhy, dbh, dby, hs[len(inputs) - 1]
+'''
+
+
+def test_cli_sets_the_globals_of_a_file_it_loads(tmp_path):
+    (tmp_path / "charrnn.py").write_text(MINCHAR_FILE)
+    run = subprocess.run([sys.executable, "-m", "symrnn.cli", "verify", f"{tmp_path / 'charrnn.py'}:lossFun",
+                          "--mode", "loss", "--layout", "minchar", "--sizes", "H=7,K=13"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_cli_file_may_import_its_neighbours(tmp_path):
+    (tmp_path / "layers.py").write_text(CLI_FILE.replace("SCALE", "1"))
+    (tmp_path / "student.py").write_text("from layers import rnn_forward, rnn_backward\n")
+    run = subprocess.run([sys.executable, "-m", "symrnn.cli", "verify", f"{tmp_path / 'student.py'}:rnn_backward",
+                          "--sizes", "D=2,H=3"], capture_output=True, text=True, cwd="/")
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+@pytest.mark.parametrize("extra, pattern", [(["--T", "0"], r"T must be a positive integer, got 0"),
+                                            (["--json", "/nonexistent/dir/o.json"], r"does not exist")])
+def test_cli_bad_arguments_are_usage_errors(tmp_path, extra, pattern):
+    path = tmp_path / "student.py"
+    path.write_text(CLI_FILE.replace("SCALE", "1"))
+    run = subprocess.run([sys.executable, "-m", "symrnn.cli", "verify", f"{path}:rnn_backward"] + extra,
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and "Traceback" not in run.stderr and __import__("re").search(pattern, run.stderr)
+
+
+def test_reused_output_buffers_are_reported():
+    buffers = {}
+
+    def rnn_backward(dh, cache):
+        grads = cs231n_rnn.rnn_backward(dh, cache)
+        out = [buffers.setdefault((k, g.shape), np.empty_like(g)) for k, g in enumerate(grads)]
+        for o, g in zip(out, grads):
+            o[...] = g
+        return tuple(out)
+
+    result = V.verify_layer(cs231n_rnn.rnn_forward, rnn_backward, "rnn-tanh", "cs231n")
+    assert result.ok and any(f.kind == "reused-buffer" for f in result.hygiene), str(result)
+
+
+def test_layer_object_without_set_state():
+    class Layer(dlfs2_layers.TimeRNN):
+        set_state = None
+
+    with pytest.raises(UserCodeError, match=r"The layer Layer has no set_state\(h\) method"):
+        V.verify_layer_object(lambda Wx, Wh, b: Layer(Wx, Wh, b), "rnn-tanh", "dlfs2")
+
+
+def test_mean_reduction_matches_pytorch_with_ignored_steps(torch64):
+    import symrnn as sr
+
+    torch = torch64.torch
+    model = sr.Model("rnn-tanh", D=2, H=3, K=4, reduction="mean")
+    params = model.init_params(0)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(5, 3, 2)), rng.integers(0, 4, size=(5, 3))
+    y[1, 2] = y[4, 0] = -1
+    loss, grads = model.loss_and_grads(params, x, y)
+    P = {k: torch64.tensor(v, grad=True) for k, v in params.items()}
+    h, hs = torch.zeros(3, 3), []
+    for t in range(5):
+        h = torch.tanh(torch64.tensor(x[t]) @ P["U"].T + h @ P["W"].T + P["b"])
+        hs.append(h @ P["V"].T + P["c"])
+    ref = torch.nn.functional.cross_entropy(torch.stack(hs).reshape(-1, 4), torch.tensor(y).reshape(-1),
+                                            ignore_index=-1, reduction="mean")
+    ref.backward()
+    assert abs(loss - ref.item()) < 1e-14 and np.allclose(grads["W"], torch64.numpy(P["W"].grad), atol=1e-15)
