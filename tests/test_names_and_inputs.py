@@ -257,7 +257,7 @@ def test_size_K_needed_by_the_cell_under_the_upstream_loss():
     h = cell.state("h")
     U, Z = cell.param("U", "H", "D"), cell.param("Z", "H", "K")
     e = cell.let("e", sr.tanh(U @ x))
-    cell.update(h, sr.tanh(U @ x + h))
+    cell.update(h, sr.tanh(e + h))
     with raises(sr.ShapeError, r"cell 'k-sized' has quantities or parameters of size K: give the size K"):
         sr.Model(cell, D=D, H=H, loss="upstream")
 
