@@ -20,6 +20,7 @@ whose pattern exists in a cell (for user-defined cells too).
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -105,7 +106,18 @@ def _conditioned(coef):
     return total
 
 
+_COMPILED = weakref.WeakKeyDictionary()  # cell -> {(mutation, conditioned): _Compiled}: symbolic work once
+
+
 def _compile(cell, mutation, conditioned=False):
+    per_cell = _COMPILED.setdefault(cell, {})
+    key = (mutation, conditioned)
+    if key not in per_cell:
+        per_cell[key] = _compile_now(cell, mutation, conditioned)
+    return per_cell[key]
+
+
+def _compile_now(cell, mutation, conditioned):
     terms = local_terms(cell.equations)
     c = _Compiled(list(cell.equations), terms)
     for u, ts in terms.items():
