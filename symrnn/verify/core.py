@@ -227,7 +227,9 @@ def run_cases(adapter, problems, mode, layout_name):
             shortest_loc = localise(adapter, *shortest)
             result.localisation.update({k: v for k, v in shortest_loc.items() if k in ("gradient", "block")})
         if result.fingerprint is not None and result.fingerprint.drop_carry:
-            result.localisation["path"] = result.fingerprint.drop_carry[0]
+            path = result.localisation["path"] = result.fingerprint.drop_carry[0]
+            result.localisation["message"] = result.localisation["message"].replace(f"dL/d{model.out} ",
+                                                                                  f"dL/d{path} ")
     return result
 
 

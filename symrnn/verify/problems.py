@@ -67,7 +67,6 @@ class Plan:
     scale: float | None = None  # weights uniform in [-scale, scale]; default 1/sqrt(H), as PyTorch
     seed: int = 0
     lengths: tuple = (1, 2, 3)  # shorter sequences also run: bugs of the first steps show there
-    extra: dict = field(default_factory=dict)
 
 
 def draw(model, plan: Plan, T: int, label: str, seed: int, zero_states=(), upstream="all", loss_targets=None,
