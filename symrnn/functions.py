@@ -349,6 +349,7 @@ def lambdify_numpy(args, expr, **kwargs):
     module = {f"{rule_of(f).name}__fn": rule_of(f).numpy for f in functions}
     exprs = [sp.sympify(e).replace(lambda f: type(f) in _BY_CLASS,
                                    lambda f: sp.Function(f"{rule_of(f).name}__fn")(*f.args)) for e in exprs]
+    kwargs.setdefault("dummify", True)  # a symbol named numpy, exp or lambda cannot shadow what the code calls
     return sp.lambdify(args, exprs if isinstance(expr, (list, tuple)) else exprs[0],
                        modules=[module, "numpy"], **kwargs)
 
