@@ -14,9 +14,9 @@ from ..errors import UserCodeError
 
 @dataclass
 class Finding:
-    kind: str  # "mutation", "nondeterminism", "reused-buffer", "non-finite", "overflow"
+    kind: str  # "mutation", "nondeterminism", "reused-buffer"
     message: str
-    severity: str = "warning"  # "warning" (reported) or "error" (the code is wrong)
+    severity: str = "warning"  # reported; the verdict comes from the forward and the gradients
 
     def to_json(self):
         return {"kind": self.kind, "message": self.message, "severity": self.severity}
