@@ -275,19 +275,22 @@ class Model:
 
     def _initial_states(self, h0, N, dtype):
         given = {} if h0 is None else (dict(h0) if isinstance(h0, dict) else {self.out: h0})
+        return self._per_state(given, N, dtype, "h0", lambda s: f"initial state {s}")
+
+    def _per_state(self, given, N, dtype, argument, label):
+        """One (N, size) array per state, from ``given`` (checked) or zeros."""
         unknown = set(given) - set(self.state_names)
         if unknown:
-            raise ShapeError(f"h0 names unknown states {sorted(unknown)}; states are {self.state_names}.")
-        S0 = {}
+            raise ShapeError(f"{argument} names unknown states {sorted(unknown)}; states are {self.state_names}.")
+        out = {}
         for s in self.state_names:
-            size = self.state_size(s)
             if s in given:
-                value = as_float_array(given[s], f"initial state {s}").astype(dtype, copy=False)
-                check_shape(value, (N, size), f"initial state {s}", f"(N, {self.cell.states[s]})")
-                S0[s] = value
+                value = as_float_array(given[s], label(s)).astype(dtype, copy=False)
+                check_shape(value, (N, self.state_size(s)), label(s), f"(N, {self.cell.states[s]})")
+                out[s] = value
             else:
-                S0[s] = np.zeros((N, size), dtype=dtype)
-        return S0
+                out[s] = np.zeros((N, self.state_size(s)), dtype=dtype)
+        return out
 
     def _workspace(self):
         """This thread's reusable arrays for the generated code (see :class:`~symrnn.codegen.Workspace`)."""
@@ -390,19 +393,7 @@ class Model:
         return value, grads, cache
 
     def _final_grads(self, final_grads, N, dtype):
-        given = dict(final_grads or {})
-        unknown = set(given) - set(self.state_names)
-        if unknown:
-            raise ShapeError(f"final_grads names unknown states {sorted(unknown)}; states are {self.state_names}.")
-        out = {}
-        for s in self.state_names:
-            if s in given:
-                g = as_float_array(given[s], f"final_grads[{s!r}]").astype(dtype, copy=False)
-                check_shape(g, (N, self.state_size(s)), f"final_grads[{s!r}]", f"(N, {self.cell.states[s]})")
-                out[s] = g
-            else:
-                out[s] = np.zeros((N, self.state_size(s)), dtype=dtype)
-        return out
+        return self._per_state(dict(final_grads or {}), N, dtype, "final_grads", lambda s: f"final_grads[{s!r}]")
 
     def __repr__(self):
         return (f"Model({self.cell.name!r}, D={self.sizes['D']}, H={self.sizes['H']}, K={self.sizes['K']}, "

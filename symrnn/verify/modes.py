@@ -56,6 +56,16 @@ class Adapter:
     def param_value(self, role, user_params):
         return user_params[self.layout.names[role]]
 
+    @staticmethod
+    def record(run, user_name, value, key, convert):
+        """Keep the user's gradient ``value`` (under ``user_name``, for judging) and its canonical form
+        ``convert(value)`` (under ``key``); a shape that does not fit is the user's code's error."""
+        try:
+            run.grads[key] = convert(value)
+        except ShapeError as exc:
+            raise UserCodeError(str(exc)) from None
+        run.user_grads[user_name] = value
+
     def grads_from_roles(self, values: dict, sizes) -> dict:
         """Canonical gradients from ``{role: array}`` of the parameter roles the user returned."""
         names = self.layout.names
@@ -121,17 +131,13 @@ class LayerFunctions(Adapter):
         roles = {r: v for r, v in bout.items() if r in PARAMETER_ROLES}
         run.grads = self.grads_from_roles(roles, model.sizes)
         run.user_grads = {"d" + self.layout.names[r]: v for r, v in roles.items()}
-        try:
-            if "dx" in bout:
-                run.grads[model.input_name] = self._sequence_out(bout["dx"], f"dx returned by {what}", D, T, N)
-                run.user_grads["dx"] = bout["dx"]
-            for key, state in (("dh0", "h"), ("dc0", "c")):
-                if key in bout:
-                    run.grads[model.initial_state_key(state)] = L.state_from_user(bout[key], f"{key} returned by "
-                                                                                  f"{what}", (N, H))
-                    run.user_grads[key] = bout[key]
-        except ShapeError as exc:
-            raise UserCodeError(str(exc)) from None
+        if "dx" in bout:
+            self.record(run, "dx", bout["dx"], model.input_name,
+                        lambda v: self._sequence_out(v, f"dx returned by {what}", D, T, N))
+        for key, state in (("dh0", "h"), ("dc0", "c")):
+            if key in bout:
+                self.record(run, key, bout[key], model.initial_state_key(state),
+                            lambda v, key=key: L.state_from_user(v, f"{key} returned by {what}", (N, H)))
         return run
 
 
@@ -181,14 +187,10 @@ class LayerObject(Adapter):
         roles = dict(zip(self.param_roles, grads))
         run.grads = self.grads_from_roles(roles, model.sizes)
         run.user_grads = {"d" + L.names[r]: v for r, v in roles.items()}
-        try:
-            run.grads[model.input_name] = L.sequence_from_user(dxs, "dxs returned by layer.backward", (T, N, D))
-            run.user_grads["dx"] = dxs
-            if getattr(layer, "dh", None) is not None:
-                run.grads["h0"] = L.state_from_user(layer.dh, "layer.dh", (N, H))
-                run.user_grads["dh0"] = layer.dh
-        except ShapeError as exc:
-            raise UserCodeError(str(exc)) from None
+        self.record(run, "dx", dxs, model.input_name,
+                    lambda v: L.sequence_from_user(v, "dxs returned by layer.backward", (T, N, D)))
+        if getattr(layer, "dh", None) is not None:
+            self.record(run, "dh0", layer.dh, "h0", lambda v: L.state_from_user(v, "layer.dh", (N, H)))
         return run
 
 
@@ -255,13 +257,11 @@ class LossFunction(Adapter):
             _dtype_of(v, run.dtypes)
         run.grads = self.grads_from_roles(roles, model.sizes)
         run.user_grads = {"d" + L.names[r]: v for r, v in roles.items()}
-        try:
-            if "dx" in extra:
-                run.grads[model.input_name] = L.sequence_from_user(extra["dx"], "dx", (T, N, D))
-            if "dh0" in extra or "h0" in extra:
-                run.grads["h0"] = L.state_from_user(extra.get("dh0", extra.get("h0")), "dh0", (N, H))
-        except ShapeError as exc:
-            raise UserCodeError(str(exc)) from None
+        if "dx" in extra:
+            self.record(run, "dx", extra["dx"], model.input_name, lambda v: L.sequence_from_user(v, "dx", (T, N, D)))
+        if "dh0" in extra or "h0" in extra:
+            self.record(run, "dh0", extra.get("dh0", extra.get("h0")), "h0",
+                        lambda v: L.state_from_user(v, "dh0", (N, H)))
         return run
 
 
