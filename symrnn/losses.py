@@ -92,20 +92,24 @@ class CrossEntropy(Loss):
                 "gradient": sp.Eq(tsym(logits, bar=True), grad, evaluate=False)}
 
 
+@dataclass(frozen=True)
 class SquaredError(Loss):
-    """Squared error ``sum_k (o_k - y_k)^2``; targets ``(T_out, N, K)``."""
+    """Squared error ``weight * sum_k (o_k - y_k)^2``; targets ``(T_out, N, K)``.  ``mse`` has
+    weight 1 (PyTorch's ``MSELoss``), ``half-mse`` weight 1/2 (CS231n, most textbooks)."""
+
+    weight: sp.Rational = sp.Integer(1)
 
     def value_and_grad(self, O, Y, reduction, mask=None):
         mask = np.ones(O.shape[:2], dtype=bool) if mask is None else mask
-        scale = scale_of(reduction, mask, O.shape[-1])
+        scale = scale_of(reduction, mask, O.shape[-1]) * float(self.weight)
         R = (O - Y) * mask[..., None]
         return (R * R).sum() * scale, (2 * scale) * R
 
     def symbolic(self, logits, reduction):
         t, k, K = sp.symbols("t k K", integer=True, positive=True)
         y, o = sp.IndexedBase("y"), sp.IndexedBase(logits)
-        per_step = sp.Sum((o[t, k] - y[t, k]) ** 2, (k, 1, K))
-        grad = 2 * (tsym(logits) - tsym("y")) * _symbolic_scale(reduction, sp.Symbol("K"))
+        per_step = self.weight * sp.Sum((o[t, k] - y[t, k]) ** 2, (k, 1, K))
+        grad = 2 * self.weight * (tsym(logits) - tsym("y")) * _symbolic_scale(reduction, sp.Symbol("K"))
         return {"per_step": per_step, "gradient": sp.Eq(tsym(logits, bar=True), grad, evaluate=False)}
 
 
@@ -128,6 +132,7 @@ class Upstream(Loss):
 LOSSES = {
     "cross-entropy": CrossEntropy("cross-entropy", True),
     "mse": SquaredError("mse", True),
+    "half-mse": SquaredError("half-mse", True, sp.Rational(1, 2)),
     "upstream": Upstream("upstream", False),
 }
 

@@ -256,7 +256,7 @@ class Model:
             check_shape(Y, (T_out, N, K), "targets", "class indices (T_out, N) or probabilities (T_out, N, K)")
             return Y
         Y = as_float_array(Y, "targets", dtype)
-        last = self.sizes["K"] if name == "mse" else self.state_size(self.out)
+        last = self.sizes["K"] if name in ("mse", "half-mse") else self.state_size(self.out)
         check_shape(Y, (T_out, N, last), "targets", f"(T_out, N, {'K' if name == 'mse' else self.cell.states[self.out]})")
         return Y
 

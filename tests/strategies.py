@@ -9,7 +9,8 @@ from symrnn.examples import minimal_gated_unit, peephole_lstm
 
 CELLS = sorted(sr.BUILTIN_CELLS) + ["peephole-lstm", "mgu"]
 ARCHITECTURES = ["many-to-many", "many-to-one", "one-to-many", "one-to-one", "many-to-many-delayed"]
-LOSSES = [("cross-entropy", "sum"), ("cross-entropy", "mean"), ("mse", "sum"), ("mse", "mean"), ("upstream", "sum")]
+LOSSES = [("cross-entropy", "sum"), ("cross-entropy", "mean"), ("mse", "sum"), ("mse", "mean"),
+          ("half-mse", "sum"), ("upstream", "sum")]
 SCALES = [0.01, 0.1, 0.5, 1.0, 2.0, 3.0]  # small to saturating
 
 _MODELS = {}
@@ -51,6 +52,6 @@ def problems(draw, cells=CELLS, max_T=20, max_size=6, architectures=ARCHITECTURE
     if loss == "cross-entropy":
         y = rng.integers(0, K, size=(T_out, N))
     else:
-        y = rng.normal(size=(T_out, N, K if loss == "mse" else H))
+        y = rng.normal(size=(T_out, N, K if loss in ("mse", "half-mse") else H))
     h0 = {s: rng.normal(size=(N, H)) for s in m.state_names}
     return m, params, x, y, h0

@@ -186,7 +186,7 @@ def test_unknown_activation():
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(architecture="many-to-few"), r"Unknown architecture 'many-to-few'; expected one of .*'many-to-many-delayed'"),
-    (dict(loss="hinge"), r"Unknown loss 'hinge'; expected one of \['cross-entropy', 'mse', 'upstream'\]"),
+    (dict(loss="hinge"), r"Unknown loss 'hinge'; expected one of \['cross-entropy', 'half-mse', 'mse', 'upstream'\]"),
     (dict(reduction="avg"), r"Unknown reduction 'avg'; expected one of \('sum', 'mean', 'batch-mean', 'token-mean'\)"),
     (dict(cell="transformer"), r"Unknown cell 'transformer'; expected one of .*'gru-reset-before-chung'"),
 ])

@@ -42,7 +42,7 @@ TORCH_ORDER = {"rnn-tanh": [""], "rnn-relu": [""], "lstm": ["i", "f", "g", "o"],
 @st.composite
 def problems(draw, cell, arch, loss=None):
     """Sizes, loss options, weight scale and a seed for the arrays."""
-    loss = loss or draw(st.sampled_from(["cross-entropy", "mse", "upstream"]))
+    loss = loss or draw(st.sampled_from(["cross-entropy", "mse", "half-mse", "upstream"]))
     if arch == "many-to-many-delayed":  # T_in + T_out steps in all
         T_in, T_out = draw(st.integers(1, 10)), draw(st.integers(1, 10))
     else:
@@ -81,7 +81,7 @@ def make_arrays(p):
     elif p["targets"] == "probs":
         y = rng.dirichlet(np.ones(K), size=(p["T_out"], N))
     else:
-        y = rng.normal(size=(p["T_out"], N, K if p["loss"] == "mse" else H))
+        y = rng.normal(size=(p["T_out"], N, K if p["loss"] in ("mse", "half-mse") else H))
     h, c = rng.normal(size=(N, H)), rng.normal(size=(N, H))
     h0 = {"none": None, "array": h, "dict": {"h": h}, "dict-hc": {"h": h, "c": c}}[p["h0"]]
     return m, params, x, y, h0
@@ -167,8 +167,8 @@ def torch_loss_and_grads(T, p, params, x, y, h0, oracle):
         V, c = T.tensor(params["V"], grad=True), T.tensor(params["c"], grad=True)
         leaves.update(V=V, c=c)
         o = hs @ V.T + c
-        if p["loss"] == "mse":
-            loss = F.mse_loss(o, T.tensor(y), reduction=p["reduction"])
+        if p["loss"] in ("mse", "half-mse"):
+            loss = F.mse_loss(o, T.tensor(y), reduction=p["reduction"]) * (0.5 if p["loss"] == "half-mse" else 1)
         else:
             target = torch.from_numpy(y.reshape(-1)) if p["targets"] == "index" else T.tensor(y.reshape(-1, p["K"]))
             loss = F.cross_entropy(o.reshape(-1, p["K"]), target, reduction=p["reduction"])

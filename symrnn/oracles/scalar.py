@@ -208,7 +208,7 @@ class ScalarOracle:
                 out_lines.append((sp.Symbol("_lse__{u}"), lse, self._local_derivatives(lse)))
                 per_step = sp.Add(*[yk * (out_lines[-1][0] - ok) for yk, ok in zip(y, o)])
             else:
-                per_step = sp.Add(*[(ok - yk) ** 2 for ok, yk in zip(o, y)])
+                per_step = model.loss_rule.weight * sp.Add(*[(ok - yk) ** 2 for ok, yk in zip(o, y)])
         scaled = self.scale_symbol * per_step
         out_lines.append((sp.Symbol("_L__{u}"), scaled, self._local_derivatives(scaled)))
         # the program: fill in the placeholders, step by step
@@ -296,13 +296,13 @@ class ScalarOracle:
             Y = np.eye(model.sizes["K"])[Y]
         scored = np.ones(Y.shape[:2], dtype=bool) if mask is None else mask
         if mask is not None:
-            if model.loss_rule.name == "mse":
-                raise NotImplementedError("The scalar oracle has no mask for the mse loss; use the torch oracle.")
+            if model.loss_rule.name in ("mse", "half-mse"):
+                raise NotImplementedError("The scalar oracle has no mask for squared-error losses; use the torch oracle.")
             Y = Y * mask[..., None]  # a target of zeros scores nothing (cross-entropy, upstream)
         if model.loss_rule.name == "upstream":
             scale = 1.0
         else:
-            scale = scale_of(model.reduction, scored, model.sizes["K"] if model.loss_rule.name == "mse" else 1)
+            scale = scale_of(model.reduction, scored, model.sizes["K"] if model.loss_rule.name in ("mse", "half-mse") else 1)
         return N, Y, S0, scale
 
     def _per_example(self, kind, params, inputs, targets, h0, precision, mask=None):

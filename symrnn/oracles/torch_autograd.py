@@ -85,7 +85,7 @@ def torch_loss_and_grads(model, params, inputs, targets, h0=None, mask=None):
             per_entry = -target * F.log_softmax(O, dim=-1)
             size = 1
         else:
-            per_entry = (O - torch.tensor(np.asarray(Y, dtype=np.float64))) ** 2
+            per_entry = float(model.loss_rule.weight) * (O - torch.tensor(np.asarray(Y, dtype=np.float64))) ** 2
             size = K
         loss = (per_entry * weight).sum() * scale_of(model.reduction, scored, size)
     loss.backward()

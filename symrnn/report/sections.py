@@ -23,7 +23,7 @@ from .tikz import layout, mermaid_chart, picture_width, tikz_picture
 
 LINE_WIDTH = 60.0  # what fits on one line beside an equation number (units of latex.tex_width)
 
-LOSS_NAMES = {"cross-entropy": "softmax cross-entropy", "mse": "squared error",
+LOSS_NAMES = {"cross-entropy": "softmax cross-entropy", "mse": "squared error", "half-mse": "half the squared error",
               "upstream": "a given upstream gradient (the layer view)"}
 SHAPE_WORDS = {"D": "input size", "H": "hidden size", "K": "output size"}
 

@@ -1,16 +1,20 @@
 """The verification driver: cases, the forward check, the error model, the judgement."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from ..cells import builtin_cell
+from ..clipping import Clipping, as_clipping, clip_gradients
 from ..errors import ShapeError, UnknownNameError
 from ..layouts import layout_for
 from ..model import Model
+from ..truncated import as_truncation
 from . import judge as J
 from .hygiene import Finding
 from .modes import LayerFunctions, LayerObject, LossFunction, run_twice
-from .mutants import backward as mutant_backward, mutations_for
+from .mutants import candidate, mutations_for
 from .problems import Plan, draw, exact
 from .result import CaseResult, ForwardCheck, Verification
 from .signatures import Signature, signature_for
@@ -43,6 +47,8 @@ def _forward_check(model, run, ex, factor):
         msg = (f"loss {run.loss:.12g}, exact {ex.loss:.12g}, relative difference {rel:.2e}" if np.isfinite(run.loss)
                else f"the loss is {run.loss} where the exact loss is {ex.loss:.6g}")
         return ForwardCheck(bool(ok), msg, "loss", None, err), rel
+    if run.loss is None and not run.states:
+        return ForwardCheck(True, "the code returns neither states nor a loss: the forward is not compared"), 0.0
     worst = 0.0
     for s, user in run.states.items():
         ref = ex.states[s] if user.shape[0] == ex.states[s].shape[0] else ex.states[s][-user.shape[0]:]
@@ -125,24 +131,64 @@ def _judge_case(adapter, run, ex):
     return verdicts
 
 
-def _matches(run, candidate, ex):
-    """The user's gradients equal ``candidate``'s on every key the user returned (the exact tolerances)."""
+def _matches(run, candidate, ex, unit=J.U64):
+    """The user's gradients equal ``candidate``'s on every key the user returned: within the exact
+    tolerances plus the rounding of the candidate's own sums (a mistaken gradient can be large where
+    the exact one is zero, as a swapped gate's)."""
     keys = [k for k in run.grads if k in candidate]
     return bool(keys) and all(
-        np.all(np.abs(np.asarray(run.grads[k], dtype=float) - candidate[k]) <= ex.tol[k] + 8 * J.U64 *
-               np.abs(candidate[k])) for k in keys)
+        np.all(np.abs(np.asarray(run.grads[k], dtype=float) - candidate[k]) <= ex.tol[k] + 64 * unit *
+               np.sqrt(candidate[k].size + 1) * np.max(np.abs(candidate[k]), initial=0)) for k in keys)
 
 
 def fingerprint(adapter, failing):
     """The catalogued mistake the user's gradients match in every failing case, or None."""
     model = adapter.model
     cases = sorted(failing, key=lambda f: f[0].T)[:4]
-    for mutation in mutations_for(model, max(f[0].T for f in cases)):
-        if all(_matches(run, mutant_backward(model, problem.params, problem.x, problem.h0, problem.targets,
-                                             problem.final_grads, mutation), ex)
-               for problem, run, ex, _, _ in cases):
+    truncation = cases[0][0].truncation
+    for mutation in mutations_for(model, max(f[0].T for f in cases), truncation):
+        if all(_matches(run, candidate(model, problem, _concrete(mutation, run, model)), ex, dtype_model.unit)
+               for problem, run, ex, dtype_model, _ in cases):
             return mutation
     return None
+
+
+def _concrete(mutation, run, model):
+    """A mutation with the numbers it reads from the user's gradients (the clipping threshold)."""
+    if not mutation.clip_inside_from_user:
+        return mutation
+    c = max((float(np.max(np.abs(run.grads[k]), initial=0)) for k in model.param_shapes if k in run.grads),
+            default=0.0)
+    return replace(mutation, clip_inside=c or 1.0)
+
+
+def explain_clipping(model, failing):
+    """The :class:`~symrnn.clipping.Clipping` that turns the exact gradients into the user's in every
+    failing case (element-wise, global-norm or per-parameter norm, at one threshold), or None."""
+    found = None
+    for problem, run, ex, _, _ in failing:
+        keys = [k for k in model.param_shapes if k in run.grads]
+        if not keys:
+            return None
+        user = {k: np.asarray(run.grads[k], dtype=float) for k in keys}
+        options = [("value", max(float(np.abs(user[k]).max(initial=0)) for k in keys)),
+                   ("global-norm", float(np.sqrt(sum(np.sum(user[k] ** 2) for k in keys)))),
+                   ("norm", max(float(np.linalg.norm(user[k])) for k in keys))]
+        match = None
+        for kind, c in options:
+            if c <= 0 or (found is not None and kind != found.kind):
+                continue
+            clipping = Clipping(kind, c)
+            clipped = clip_gradients(ex.grads, clipping, keys)
+            changed = any(np.any(np.abs(clipped[k] - ex.grads[k]) > ex.tol[k]) for k in keys)
+            if changed and all(np.all(np.abs(user[k] - clipped[k]) <= ex.tol[k] + 8 * J.U64 * np.abs(clipped[k]))
+                               for k in keys):
+                match = clipping
+                break
+        if match is None or (found is not None and abs(match.threshold - found.threshold) > 1e-9 * found.threshold):
+            return None
+        found = match
+    return found
 
 
 def localise(adapter, problem, run, ex, dtype_model, verdicts):
@@ -215,9 +261,12 @@ def run_cases(adapter, problems, mode, layout_name):
             unique.append(f)
     result = Verification(bool(ok), mode, model.cell.name, layout_name, forward_result, table or [], cases, unique,
                           dtype_model, table_case)
+    if failing:
+        result.fingerprint = fingerprint(adapter, failing)
+        if result.fingerprint is None:
+            result.explanation = explain_clipping(model, failing)
     if failing and model.loss_rule.name == "upstream":
         shortest = min(failing, key=lambda f: f[0].T)
-        result.fingerprint = fingerprint(adapter, failing)
         probe = next((f for f in failing if f[0].label.endswith("at the last step only")), None)
         result.localisation = localise(adapter, *(probe or shortest))
         if probe is not None and probe is not shortest:
@@ -241,8 +290,17 @@ def _lengths(plan):
     return [t for t in plan.lengths if t < plan.T]
 
 
+def _declared(problems, truncation=None, clip=None):
+    """The problems with the declared truncated BPTT and clipping (see :mod:`symrnn.truncated`,
+    :mod:`symrnn.clipping`): the exact gradients are those a trainer with them uses."""
+    truncation, clip = (None if truncation is None else as_truncation(truncation)), as_clipping(clip)
+    for p in problems:
+        p.truncation, p.clip = truncation, clip
+    return problems
+
+
 def verify_layer(forward, backward, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, T=8, N=3, scale=None, seed=0,
-                 signature=None, lengths=(1, 2, 3)) -> Verification:
+                 signature=None, lengths=(1, 2, 3), truncation=None, clip=None) -> Verification:
     """Verify a hand-written layer: ``forward(x, h0, *params) -> (h, cache)`` and
     ``backward(dh, cache) -> (dx, dh0, *dparams)`` (CS231n's ``rnn_forward``/``rnn_backward``).
 
@@ -257,7 +315,7 @@ def verify_layer(forward, backward, cell="rnn-tanh", layout="cs231n", *, D=3, H=
     adapter = LayerFunctions(model, L, sig, forward, backward)
     plan = Plan(T=T, N=N, scale=scale, seed=seed, lengths=lengths)
     zero = () if "c0" in sig.forward_args else tuple(s for s in model.state_names if s != "h")
-    return run_cases(adapter, _layer_problems(model, plan, T, seed, zero), "layer", L.name)
+    return run_cases(adapter, _declared(_layer_problems(model, plan, T, seed, zero), truncation, clip), "layer", L.name)
 
 
 def _layer_problems(model, plan, T, seed, zero):
@@ -302,7 +360,7 @@ def verify_layer_object(make, cell="rnn-tanh", layout="dlfs2", *, D=3, H=4, T=8,
 
 def verify_loss(fn, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, K=3, T=8, N=3, loss="cross-entropy",
                 reduction="sum", architecture="many-to-many", mask=False, scale=None, seed=0, signature=None,
-                module=None, lengths=(1, 2, 3)) -> Verification:
+                module=None, lengths=(1, 2, 3), truncation=None, clip=None) -> Verification:
     """Verify a loss function that returns the loss and its gradients for a batch.
 
     The model is declared: ``cell``, sizes, ``loss`` (``cross-entropy``, ``mse``), ``reduction``
@@ -310,6 +368,11 @@ def verify_loss(fn, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, K=3, T=8, N=3
     ``architecture``; ``mask=True`` draws padding masks (CS231n's ``mask``).  Parameters reach the
     function as its signature says: a dict, positional arguments, or the globals of ``module``
     (default: the function's own module when the signature passes no parameters).
+
+    ``truncation=k`` (or ``(k1, k2)``) declares truncated BPTT (:mod:`symrnn.truncated`: the
+    state crosses chunks, the gradient does not), verified exactly; the signature may pass
+    ``k`` (or ``k1``, ``k2``) to the function.  ``clip=("value", 5.0)`` (or ``"norm"``,
+    ``"global-norm"``) declares clipping of the parameter gradients after the backward.
     """
     _check_sizes(D=D, H=H, K=K, T=T, N=N)
     cell_name = _cell_name(cell)
@@ -341,4 +404,4 @@ def verify_loss(fn, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, K=3, T=8, N=3
             lengths_n[0] = t
             p.mask = np.arange(t)[:, None] < lengths_n[None, :]
         problems.append(p)
-    return run_cases(adapter, problems, "loss", L.name)
+    return run_cases(adapter, _declared(problems, truncation, clip), "loss", L.name)

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .problems import loss_and_grads
+
 U64 = 2.0 ** -53
 U32 = 2.0 ** -24
 
@@ -61,10 +63,9 @@ def perturbation_tolerance(model, problem, grads, unit, samples=SAMPLES, seed=12
 
     spread = {k: np.zeros(np.shape(v)) for k, v in grads.items()}
     for _ in range(samples):
-        _, g = model.loss_and_grads({k: jitter(v) for k, v in problem.params.items()}, jitter(problem.x),
-                                    jitter(problem.targets), {s: jitter(v) for s, v in problem.h0.items()},
-                                    problem.mask, {s: jitter(v) for s, v in (problem.final_grads or {}).items()}
-                                    or None)
+        _, g = loss_and_grads(model, problem, {k: jitter(v) for k, v in problem.params.items()}, jitter(problem.x),
+                              jitter(problem.targets), {s: jitter(v) for s, v in problem.h0.items()},
+                              {s: jitter(v) for s, v in (problem.final_grads or {}).items()})
         for k in spread:
             spread[k] = np.maximum(spread[k], np.abs(g[k] - grads[k]))
     terms = term_scales(model, problem)
@@ -75,7 +76,7 @@ def perturbation_tolerance(model, problem, grads, unit, samples=SAMPLES, seed=12
 
 def term_scales(model, problem) -> dict:
     """Sum of |terms| of each entry's last sums (over time, batch, gates and the readout's classes)."""
-    from .mutants import backward
+    from .mutants import backward, readout_upstream
 
     if model.readout is None:
         upstream = np.asarray(problem.targets, dtype=float)
@@ -83,17 +84,11 @@ def term_scales(model, problem) -> dict:
             upstream = upstream * problem.mask[..., None]
         return backward(model, problem.params, problem.x, problem.h0, upstream, problem.final_grads,
                         term_scales=True)
-    params, X, Y, S0, sched, mask = model._prepare(problem.params, problem.x, problem.targets, problem.h0,
-                                                   problem.mask)
-    _, cache, _, dO = model._run_forward(params, X, Y, S0, sched, mask)
-    steps = slice(sched.output_steps.start, sched.output_steps.stop)
-    Hs = cache[f"S_{model.out}"][1:][steps]
-    upstream = np.zeros((X.shape[0],) + Hs.shape[1:])
-    upstream[steps] = dO @ params["V"]
-    out = backward(model, params, X, S0, upstream, problem.final_grads, term_scales=True)
-    out[model.input_name] = out[model.input_name][sched.input_steps.start:sched.input_steps.stop]
-    out["c"] = np.abs(dO).sum(axis=(0, 1))
-    out["V"] = np.einsum("tnk,tnh->kh", np.abs(dO), np.abs(Hs))
+    r = readout_upstream(model, problem)
+    out = backward(model, r.params, r.X, r.S0, r.upstream, problem.final_grads, term_scales=True)
+    out[model.input_name] = out[model.input_name][r.input_steps]
+    out["c"] = np.abs(r.dO).sum(axis=(0, 1))
+    out["V"] = np.einsum("tnk,tnh->kh", np.abs(r.dO), np.abs(r.Hs))
     return out
 
 

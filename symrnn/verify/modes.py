@@ -218,10 +218,13 @@ class LossFunction(Adapter):
         targets = np.asarray(problem.targets)
         data = {"x": lambda: L.sequence_to_user(problem.x), "h0": lambda: L.state_to_user(problem.h0["h"]),
                 "params": lambda: user_params,
-                "y": lambda: np.swapaxes(targets, 0, 1) if L.batch_major else targets,
+                "y": lambda: (L.sequence_to_user(targets) if targets.ndim == 3
+                              else np.swapaxes(targets, 0, 1) if L.batch_major else targets),
                 "mask": lambda: None if problem.mask is None else (problem.mask.T if L.batch_major else problem.mask),
                 "x_ids": lambda: [int(i) for i in np.argmax(problem.x[:, 0], axis=-1)],
-                "y_ids": lambda: [int(i) for i in targets[:, 0]]}
+                "y_ids": lambda: [int(i) for i in targets[:, 0]],
+                "k": lambda: _truncation(problem, "k"), "k1": lambda: _truncation(problem, "k1"),
+                "k2": lambda: _truncation(problem, "k2")}
         args = [data[r]() if r in data else user_params[L.names[r]] for r in sig.forward_args]
         saved, missing = {}, object()
         if self.namespace is not None:
@@ -240,7 +243,7 @@ class LossFunction(Adapter):
         out = dict(zip(sig.forward_returns, _tuple(out, sig.forward_returns, what)))
         run = UserRun(raw=out)
         try:
-            run.loss = float(out["loss"])
+            run.loss = float(out["loss"]) if "loss" in out else None
         except (TypeError, ValueError):
             raise UserCodeError(f"{what} returned a loss of type {type(out['loss']).__name__}; expected a number.")
         if "grads" in out:
@@ -263,6 +266,17 @@ class LossFunction(Adapter):
             self.record(run, "dh0", extra.get("dh0", extra.get("h0")), "h0",
                         lambda v: L.state_from_user(v, "dh0", (N, H)))
         return run
+
+
+def _truncation(problem, role):
+    tr = problem.truncation
+    if tr is None:
+        raise UserCodeError(f"The signature passes the truncation length {role!r}, but no truncation was declared: "
+                            f"pass truncation=k (or (k1, k2)) to verify_loss.")
+    if role == "k" and tr.k1 != tr.k2:
+        raise UserCodeError(f"The signature passes one truncation length 'k', but {tr} has k1 != k2: name the "
+                            f"roles 'k1' and 'k2' in the signature.")
+    return {"k": tr.k1, "k1": tr.k1, "k2": tr.k2}[role]
 
 
 def run_twice(adapter, problem, findings, what):

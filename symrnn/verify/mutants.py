@@ -13,7 +13,11 @@ changes one thing in it, the way a hand-written backward goes wrong:
 * the parameter gradients assembled wrongly (the first or last step's term
   missing, ``h_t`` in place of ``h_{t-1}``, divided by ``T`` or ``N``, the bias
   not summed over the batch, a recurrent matrix used untransposed);
-* truncation after ``k`` steps.
+* two gates' pre-activation gradients swapped (two blocks of a stacked gradient);
+* the running parameter gradients clipped after every step;
+* truncation: each step's gradient sent back ``k`` steps, the sequence cut in chunks of
+  ``k`` (min-char-rnn), and, for a declared truncation, the carried state reset or the
+  truncation off by one step.
 
 :data:`CATALOGUE` declares them; :func:`mutations_for` instantiates the ones
 whose pattern exists in a cell (for user-defined cells too).
@@ -29,6 +33,7 @@ import sympy as sp
 from ..bptt import local_terms
 from ..functions import absolute, derivative, lambdify_numpy, maximum, to_vocabulary
 from ..symbols import MatVec, Param, bar, linear_maps, parse, tsym
+from ..truncated import Truncation, truncated_loss_and_grads
 
 
 @dataclass(frozen=True)
@@ -43,9 +48,14 @@ class Mutation:
     skip_step: str = ""  # "first" | "last": that step's term missing from the parameter gradients
     current_for_previous: bool = False  # h_t where h_{t-1} belongs, in the parameter gradients
     divide_by: str = ""  # "T" | "N"
+    multiply_by: str = ""  # "T" | "N": a sum where a mean was declared
     bias_first_example: bool = False
     untransposed: bool = False  # P used where P^T belongs, for square recurrent matrices
-    truncate: int = 0  # each upstream gradient travels back at most this many steps
+    swap: tuple = ()  # (A, B): the gradients of two gates' pre-activations exchanged
+    clip_inside: float = 0.0  # the running parameter gradients clipped to [-c, c] after every step
+    clip_inside_from_user: bool = False  # c is the largest |entry| the user's code returned
+    truncation: tuple = ()  # (k1, k2): truncated BPTT's gradient (symrnn.truncated)
+    reset_state: bool = False  # ... with every window started from the initial state
     changes: str = ""  # the adjoint or gradient it changes (for the report)
 
 
@@ -55,6 +65,7 @@ class _Compiled:
     equations: list
     terms: dict
     coefs: dict = field(default_factory=dict)  # (target, u) -> (symbols, function)
+    partner: dict = field(default_factory=dict)  # coefficient key -> the swapped gate's key
 
 
 def _flat(rhs):
@@ -106,12 +117,14 @@ def _conditioned(coef):
     return total
 
 
-_COMPILED = weakref.WeakKeyDictionary()  # cell -> {(mutation, conditioned): _Compiled}: symbolic work once
+_COMPILED = weakref.WeakKeyDictionary()  # cell -> {(rewrite, swap, conditioned): _Compiled}: symbolic work once
 
 
 def _compile(cell, mutation, conditioned=False):
+    """The sweep's coefficients for the mutation's rewritten derivatives and swapped gates (the rest
+    of a mutation is numbers: the symbolic work is shared)."""
     per_cell = _COMPILED.setdefault(cell, {})
-    key = (mutation, conditioned)
+    key = (mutation.rewrite, mutation.swap, conditioned)
     if key not in per_cell:
         per_cell[key] = _compile_now(cell, mutation, conditioned)
     return per_cell[key]
@@ -130,13 +143,53 @@ def _compile_now(cell, mutation, conditioned):
             if t.matrix is not None:
                 wrt = next(m for m in linear_maps(eq.rhs) if m.args[0] == t.matrix
                            and (m.args[1] == (t.vector if t.vector is not None else u)))
-            expr = _coef(eq, wrt, mutation.rewrite) if mutation else t.coef
+            expr = _coef(eq, wrt, mutation.rewrite) if mutation.rewrite else t.coef
             if conditioned:  # |c| + its sensitivity to the rounding of what it reads
                 expr = _conditioned(expr)
             flat, restore, atoms = _flat(expr)
             symbols = sorted(flat.free_symbols, key=sp.default_sort_key)
             c.coefs[key] = (symbols, restore, lambdify_numpy(symbols, flat))
+    if mutation.swap:
+        c.partner = _partners(cell, c, *mutation.swap)
     return c
+
+
+def _gate_shape(eq):
+    """``(function, {vector: matrix}, bias)`` of ``act(P1 v1 + ... + b)``, or None."""
+    apps = [a for a in eq.rhs.atoms(sp.Function) if not isinstance(a, MatVec)]
+    if len(apps) != 1 or eq.rhs != apps[0] or len(apps[0].args) != 1:
+        return None
+    maps, biases = {}, []
+    for term in sp.Add.make_args(apps[0].args[0]):
+        if isinstance(term, MatVec):
+            maps[term.args[1]] = term.args[0]
+        elif isinstance(term, Param):
+            biases.append(term)
+        else:
+            return None
+    return (type(apps[0]), maps, tuple(biases)) if maps and len(biases) <= 1 else None
+
+
+def _partners(cell, compiled, a, b):
+    """Coefficient keys of gate ``a`` mapped to the matching ones of gate ``b`` and back."""
+    shapes = {eq.target: _gate_shape(eq) for eq in cell.equations}
+    (_, maps_a, bias_a), (_, maps_b, bias_b) = shapes[a], shapes[b]
+    out = {}
+    for v in maps_a:
+        for key_a, key_b in (((a, Param(maps_a[v].name)), (b, Param(maps_b[v].name))),
+                             ((a, ("mat", maps_a[v], v)), (b, ("mat", maps_b[v], v)))):
+            out[key_a], out[key_b] = key_b, key_a
+    for pa, pb in zip(bias_a, bias_b):
+        out[(a, pa)], out[(b, pb)] = (b, pb), (a, pa)
+    return {k: v for k, v in out.items() if k in compiled.coefs and v in compiled.coefs}
+
+
+def swappable_gates(cell):
+    """Pairs of gates of the same form (``act(U x + W h + b)``: LSTM i, f, g, o; GRU r, z)."""
+    shapes = {eq.target: _gate_shape(eq) for eq in cell.equations if eq.kind == "let"}
+    names = [t for t, s in shapes.items() if s is not None]
+    return [(a, b) for k, a in enumerate(names) for b in names[k + 1:]
+            if set(shapes[a][1]) == set(shapes[b][1]) and len(shapes[a][2]) == len(shapes[b][2])]
 
 
 def _values(model, params, X, cache, t):
@@ -172,19 +225,20 @@ def backward(model, params, X, h0, upstream, final_grads=None, mutation=None, te
     With ``term_scales=True`` each returned entry is instead the sum of the absolute values of
     the terms that make it up (the adjoints themselves propagate as usual): the scale of the
     rounding error of the last sums, where cancellation shows."""
-    if mutation is not None and mutation.truncate:
-        return _truncated(model, params, X, h0, upstream, mutation)
+    m = mutation or Mutation("exact", "")
+    if m.truncation:
+        return truncated_loss_and_grads(model, params, X, upstream, Truncation(*m.truncation), h0,
+                                        reset_state=m.reset_state)[1]
     cell = model.cell
     params_c, X, S0 = model._prepare_inputs(params, X, h0)
     cache = model.cell_code.forward(params_c, X, S0, model.sizes)
-    compiled = _compile(cell, mutation or Mutation("exact", ""))
-    assembly = _compile(cell, mutation or Mutation("exact", ""), conditioned=True) if term_scales else compiled
+    compiled = _compile(cell, m)
+    assembly = _compile(cell, m, conditioned=True) if term_scales else compiled
     T, N = X.shape[0], X.shape[1]
     grads = {k: np.zeros(s) for k, s in ((k, model.param_shapes[k]) for k in cell.params)}
     dX = np.zeros_like(X)
     carry = {s: np.array((final_grads or {}).get(s, np.zeros((N, model.state_size(s)))), dtype=float)
              for s in cell.states}
-    m = mutation or Mutation("exact", "")
     for t in range(T - 1, -1, -1):
         values = _values(model, params_c, X, cache, t)
         adj = {}
@@ -206,7 +260,7 @@ def backward(model, params, X, h0, upstream, final_grads=None, mutation=None, te
             continue
         for name, spec in cell.params.items():
             for term in compiled.terms.get(Param(name), []):
-                q = adj[term.consumer] * _evaluate(assembly.coefs[(term.consumer, Param(name))], values, params_c)
+                q = _q(assembly, (term.consumer, Param(name)), adj, values, params_c)
                 q = np.abs(q) if term_scales else q
                 if spec.is_matrix:
                     vec = term.vector
@@ -216,12 +270,20 @@ def backward(model, params, X, h0, upstream, final_grads=None, mutation=None, te
                 else:
                     q = q[:1] if m.bias_first_example else q
                     grads[name] += q.sum(axis=0)
-    scale = {"T": 1.0 / T, "N": 1.0 / N}.get(m.divide_by, 1.0)
+            if m.clip_inside:
+                np.clip(grads[name], -m.clip_inside, m.clip_inside, out=grads[name])
+    scale = {"T": 1.0 / T, "N": 1.0 / N}.get(m.divide_by, 1.0) * {"T": T, "N": N}.get(m.multiply_by, 1.0)
     out = {k: v * scale for k, v in grads.items()}
     out[model.input_name] = dX
     for s in cell.states:
         out[model.initial_state_key(s)] = carry[s]
     return out
+
+
+def _q(compiled, key, adj, values, params):
+    """``adj[consumer] * d consumer / d u``: what a term carries (the swapped gate's, under a swap)."""
+    key = compiled.partner.get(key, key)
+    return adj[key[0]] * _evaluate(compiled.coefs[key], values, params)
 
 
 def _sends(compiled, u, adj, values, params, m, absolute=False):
@@ -231,7 +293,7 @@ def _sends(compiled, u, adj, values, params, m, absolute=False):
         if term.vector is not None:
             continue
         key = (term.consumer, u) if term.matrix is None else (term.consumer, ("mat", term.matrix, u))
-        q = adj[term.consumer] * _evaluate(compiled.coefs[key], values, params)
+        q = _q(compiled, key, adj, values, params)
         if term.matrix is not None:
             P = params[term.matrix.name]
             square_recurrent = m.untransposed and parse(u)[1] == -1 and P.shape[0] == P.shape[1]
@@ -243,31 +305,50 @@ def _sends(compiled, u, adj, values, params, m, absolute=False):
     return total
 
 
-def _truncated(model, params, X, h0, upstream, mutation):
-    """Each upstream gradient ``dh_t`` travels back ``k`` steps (steps t-k+1 .. t) only."""
-    k = mutation.truncate
-    params_c, Xc, S0 = model._prepare_inputs(params, X, h0)
-    cache = model.cell_code.forward(params_c, Xc, S0, model.sizes)
-    T = Xc.shape[0]
-    exact = Mutation("exact", "")
-    total = None
-    for t in range(T):
-        start = max(0, t - k + 1)
-        states = {s: cache[f"S_{s}"][start] for s in model.state_names}
-        dh = np.zeros((t - start + 1,) + upstream.shape[1:])
-        dh[-1] = upstream[t]
-        g = backward(model, params_c, Xc[start:t + 1], states, dh, mutation=exact)
-        if total is None:
-            total = {key: np.zeros_like(v) for key, v in g.items() if key != model.input_name}
-            total[model.input_name] = np.zeros_like(Xc)
-        for key, v in g.items():
-            if key == model.input_name:
-                total[key][start:t + 1] += v
-            elif key in model.param_shapes:
-                total[key] += v
-            elif start == 0:
-                total[key] += v
-    return total
+def candidate(model, problem, mutation):
+    """The gradients an implementation with ``mutation`` returns on ``problem`` (a verifier's
+    :class:`~symrnn.verify.problems.Problem`): the layer's, or, with a readout and a loss, the
+    readout's exact gradients and the recurrent part through the mutated sweep."""
+    if mutation.truncation:
+        return truncated_loss_and_grads(model, problem.params, problem.x, problem.targets,
+                                        Truncation(*mutation.truncation), problem.h0, problem.mask,
+                                        reset_state=mutation.reset_state)[1]
+    if model.readout is None:
+        upstream = np.asarray(problem.targets, dtype=float)
+        if problem.mask is not None:
+            upstream = upstream * problem.mask[..., None]
+        return backward(model, problem.params, problem.x, problem.h0, upstream, problem.final_grads, mutation)
+    r = readout_upstream(model, problem)
+    out = backward(model, r.params, r.X, r.S0, r.upstream, problem.final_grads, mutation)
+    out[model.input_name] = out[model.input_name][r.input_steps]
+    scale = ({"T": 1.0 / r.X.shape[0], "N": 1.0 / r.X.shape[1]}.get(mutation.divide_by, 1.0)
+             * {"T": r.X.shape[0], "N": r.X.shape[1]}.get(mutation.multiply_by, 1.0))
+    out["V"] = scale * np.einsum("tnk,tnh->kh", r.dO, r.Hs)
+    out["c"] = scale * (r.dO[:, :1] if mutation.bias_first_example else r.dO).sum(axis=(0, 1))
+    return out
+
+
+@dataclass
+class _Readout:
+    params: dict
+    X: np.ndarray
+    S0: dict
+    upstream: np.ndarray  # dL/dh_t from the readout, (T, N, H)
+    dO: np.ndarray  # dL/do_t at the scored steps
+    Hs: np.ndarray  # h_t at the scored steps
+    input_steps: slice
+
+
+def readout_upstream(model, problem) -> _Readout:
+    """The exact readout's part of a loss: what reaches each ``h_t`` (the recurrent part's upstream)."""
+    params, X, Y, S0, sched, mask = model._prepare(problem.params, problem.x, problem.targets, problem.h0,
+                                                   problem.mask)
+    _, cache, _, dO = model._run_forward(params, X, Y, S0, sched, mask)
+    steps = slice(sched.output_steps.start, sched.output_steps.stop)
+    Hs = cache[f"S_{model.out}"][1:][steps]
+    upstream = np.zeros((X.shape[0],) + Hs.shape[1:])
+    upstream[steps] = dO @ params["V"]
+    return _Readout(params, X, S0, upstream, dO, Hs, slice(sched.input_steps.start, sched.input_steps.stop))
 
 
 # -- the catalogue ---------------------------------------------------------------------------
@@ -283,8 +364,11 @@ def _applications(cell):
     return out
 
 
-def mutations_for(model, T=8):
-    """Every catalogued mistake whose pattern exists in ``model``'s cell."""
+def mutations_for(model, T=8, truncation=None):
+    """Every catalogued mistake whose pattern exists in ``model``'s cell (for a declared
+    :class:`~symrnn.truncated.Truncation`: the mistakes of truncated BPTT)."""
+    if truncation is not None:
+        return _truncation_mistakes(truncation, T)
     cell = model.cell
     out = []
     for eq, app in _applications(cell):
@@ -305,6 +389,13 @@ def mutations_for(model, T=8):
                             f"the {role} is dropped: dL/d{s}_t does not include what step t+1 sends back "
                             f"(the gradient does not flow across steps through {s})", where=s, drop_carry=(s,),
                             changes=f"bar {s}[t]"))
+    for a, b in swappable_gates(cell):
+        a_, b_ = parse(a)[0], parse(b)[0]
+        out.append(Mutation(f"gate-blocks-{a_}-{b_}-swapped",
+                            f"the gradients of the {a_} and {b_} gates' pre-activations are swapped: two blocks of "
+                            f"the stacked gate gradient are in the wrong order (a slicing or gate-order mistake), "
+                            f"so every gradient computed from them is wrong", where=f"{a}, {b}", swap=(a, b),
+                            changes=f"the pre-activation adjoints of {a_} and {b_}"))
     out += [
         Mutation("first-term-missing", "the t = 1 term (the first step's, with h_0) is missing from the parameter "
                                        "gradients: the loop over time stops one step early", skip_step="first",
@@ -317,13 +408,45 @@ def mutations_for(model, T=8):
                                  "was declared)", divide_by="T", changes="dL/dW"),
         Mutation("divided-by-N", "the parameter gradients are divided by N (a mean over the batch where a sum "
                                  "was declared)", divide_by="N", changes="dL/dW"),
+        Mutation("multiplied-by-T", "the parameter gradients are T times too large (a sum over time where a "
+                                    "mean was declared)", multiply_by="T", changes="dL/dW"),
+        Mutation("multiplied-by-N", "the parameter gradients are N times too large (a sum over the batch where "
+                                    "a mean was declared)", multiply_by="N", changes="dL/dW"),
         Mutation("bias-not-summed", "the bias gradient is taken from the first example of the batch instead "
                                     "of summed over the batch", bias_first_example=True, changes="dL/db"),
         Mutation("matrix-not-transposed", "a recurrent matrix is used where its transpose belongs when the "
                                           "gradient is sent back to the previous state (dh @ W instead of "
                                           "dh @ W.T)", untransposed=True, changes="bar h[t-1]"),
+        Mutation("clipped-inside-backward", "the running parameter gradients are clipped after every step, "
+                                            "inside the backward loop (clipping belongs after the backward, on "
+                                            "the finished gradients)", clip_inside_from_user=True, changes="dL/dW"),
     ]
+    if model.architecture.name != "many-to-many":  # truncation is defined for a loss at every step
+        return out
     out += [Mutation(f"truncated-after-{k}", f"BPTT is truncated: each upstream gradient travels back {k} "
-                                             f"step{'s' if k > 1 else ''} only", truncate=k, changes="bar h[t]")
+                                             f"step{'s' if k > 1 else ''} only", truncation=(1, k),
+                     changes="bar h[t]")
             for k in range(1, T)]
+    out += [Mutation(f"chunks-of-{k}", f"BPTT in chunks of {k} steps (min-char-rnn's truncation, TBPTT(k1=k2={k})): "
+                                       f"the gradient does not cross the chunk boundaries; declare "
+                                       f"truncation={k} if that is intended", truncation=(k, k), changes="bar h[t]")
+            for k in range(2, T)]
+    return out
+
+
+def _truncation_mistakes(truncation, T):
+    k1, k2 = truncation.k1, truncation.k2
+    out = [Mutation("carried-state-reset", f"each window of {truncation} starts from the initial state instead of "
+                                           f"the state carried over from the previous chunk (the forward must "
+                                           f"carry the state; only the gradient stops)", reset_state=True,
+                    truncation=(k1, k2), changes="h[t]")]
+    for d in (-1, 1):
+        j1, j2 = (k1 + d, k2 + d) if k1 == k2 else (k1, k2 + d)
+        if 1 <= j1 <= j2 and (j1, j2) != (k1, k2):
+            shown = f"k={j1}" if k1 == k2 else f"k2={j2}"
+            out.append(Mutation(f"truncation-off-by-one-{'short' if d < 0 else 'long'}",
+                                f"the truncation is off by one step: the code truncates at {shown} where "
+                                f"{truncation} was declared", truncation=(j1, j2), changes="bar h[t]"))
+    out.append(Mutation("not-truncated", f"the code computes the full BPTT gradient, not {truncation}'s",
+                        truncation=(T, T), changes="bar h[t]"))
     return out

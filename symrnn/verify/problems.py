@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..clipping import clip_gradients
+from ..truncated import truncated_loss_and_grads
+
 
 @dataclass
 class Problem:
@@ -23,6 +26,8 @@ class Problem:
     targets: np.ndarray  # upstream dL/dh (T, N, H) or loss targets
     mask: np.ndarray | None = None
     final_grads: dict | None = None  # state -> dL/ds_T from outside (dnext_c)
+    truncation: object = None  # a symrnn.truncated.Truncation: the exact gradient is truncated BPTT's
+    clip: object = None  # a symrnn.clipping.Clipping applied to the exact parameter gradients
 
     @property
     def T(self):
@@ -52,10 +57,29 @@ class Exact:
 
 
 def exact(model, problem: Problem) -> Exact:
-    loss, grads, cache = model._loss_grads_and_cache(problem.params, problem.x, problem.targets, problem.h0,
-                                                     problem.mask, problem.final_grads)
+    if problem.truncation is not None:
+        loss, grads = loss_and_grads(model, problem)
+        cache = model.run_cell(problem.params, problem.x, problem.h0)[2]
+    else:
+        loss, grads, cache = model._loss_grads_and_cache(problem.params, problem.x, problem.targets, problem.h0,
+                                                         problem.mask, problem.final_grads)
+    if problem.clip is not None:
+        grads = clip_gradients(grads, problem.clip, model.param_shapes)
     states = {s: cache[f"S_{s}"][1:].copy() for s in model.state_names}
     return Exact(loss, grads, states)
+
+
+def loss_and_grads(model, problem: Problem, params=None, x=None, targets=None, h0=None, final_grads=None):
+    """The declared loss and gradients of ``problem`` (truncated BPTT's when it declares a truncation),
+    with any of its arrays replaced (the error model's perturbations)."""
+    params = problem.params if params is None else params
+    x = problem.x if x is None else x
+    targets = problem.targets if targets is None else targets
+    h0 = problem.h0 if h0 is None else h0
+    if problem.truncation is not None:
+        return truncated_loss_and_grads(model, params, x, targets, problem.truncation, h0, problem.mask)
+    return model.loss_and_grads(params, x, targets, h0, problem.mask,
+                                problem.final_grads if final_grads is None else final_grads or None)
 
 
 @dataclass

@@ -51,6 +51,7 @@ class Verification:
     case: str = ""  # the case the table is about
     localisation: dict = field(default_factory=dict)  # gradient, block, path, step, message
     fingerprint: object = None  # a symrnn.verify.mutants.Mutation the gradients match
+    explanation: object = None  # a symrnn.clipping.Clipping that turns the exact gradients into the user's
 
     @property
     def wrong(self) -> list:
@@ -65,6 +66,10 @@ class Verification:
             return (f"{self.cell} {self.mode} code is right: {n} gradients exact to the {self.dtype_model.name} "
                     f"error model in {len(self.cases)} cases{warn}")
         names = ", ".join(g.name for g in self.wrong)
+        if self.explanation is not None:
+            return (f"{self.cell} {self.mode} code differs from the declared gradients only by {self.explanation}: "
+                    f"not a backprop mistake; declare clip=({self.explanation.kind!r}, {self.explanation.threshold:.6g}) "
+                    f"to verify the clipped gradients exactly ({names} differ)")
         blocks = []
         for g in self.wrong:
             bad = [b.block for b in g.blocks if not b.ok]
@@ -100,6 +105,8 @@ class Verification:
                                                          if loc.get(k) is not None)]
             if loc.get("message"):
                 lines.append(f"  {loc['message']}")
+        if self.explanation is not None:
+            lines += ["", f"explained by {self.explanation} (the parameter gradients only)"]
         if self.fingerprint is not None:
             lines += ["", f"fingerprint: {self.fingerprint.name} -- {self.fingerprint.description}",
                       f"  it changes {self.fingerprint.changes} of the exact derivation"
@@ -120,7 +127,10 @@ class Verification:
                 "localisation": dict(self.localisation),
                 "fingerprint": None if self.fingerprint is None else {
                     "name": self.fingerprint.name, "description": self.fingerprint.description,
-                    "changes": self.fingerprint.changes, "where": self.fingerprint.where}}
+                    "changes": self.fingerprint.changes, "where": self.fingerprint.where},
+                "explanation": None if self.explanation is None else {
+                    "kind": self.explanation.kind, "threshold": self.explanation.threshold,
+                    "text": str(self.explanation)}}
         if path is not None:
             from ..fileio import write_text_atomic
 

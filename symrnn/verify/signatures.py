@@ -7,7 +7,8 @@ A signature lists, in order, what a user's function takes and returns, by role:
   (states out: all steps in layer mode, the next state in step mode),
   ``dh``/``dc`` (upstream gradients in), ``dx``/``dh0``/``dc0`` (gradients out),
   ``cache`` (anything; passed back untouched), ``y`` (targets), ``mask``,
-  ``loss``, ``params``/``grads`` (dicts in the layout's names), ``ignored``;
+  ``loss``, ``params``/``grads`` (dicts in the layout's names), ``ignored``,
+  ``k`` (or ``k1``, ``k2``: the declared truncation of truncated BPTT);
 * parameters: the layout's roles ``Wx``, ``Wh``, ``W``, ``b``, ``b_hh``, ``V``,
   ``V_b`` (a parameter in the arguments, its gradient in the returns, where
   ``dWx`` ... may be written too).
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from ..errors import UnknownNameError
 
 DATA = {"x", "x_ids", "y_ids", "h0", "c0", "h", "c", "dh", "dc", "dx", "dh0", "dc0", "cache", "y", "mask", "loss", "params", "grads",
-        "ignored"}
+        "ignored", "k", "k1", "k2"}
 PARAMETER_ROLES = {"Wx", "Wh", "W", "b", "b_hh", "V", "V_b"}
 
 
