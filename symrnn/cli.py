@@ -125,6 +125,9 @@ def main(argv=None) -> int:
     p.add_argument("--mask", action="store_true", help="loss mode: draw padding masks")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the result as JSON to this file")
+    p.add_argument("--truncation", help="declared truncated BPTT: K (chunks of K) or K1,K2")
+    p.add_argument("--clip", help="declared gradient clipping: value=C, norm=C or global-norm=C")
+    p.add_argument("--replay", help="run a saved minimal case (.npz) again; its report printed this option")
     p = sub.add_parser("demo", help="the main job of `make demo`")
     p.add_argument("--out", default="reports")
     args = parser.parse_args(argv)
@@ -196,6 +199,25 @@ def _sizes(text):
     return sizes
 
 
+def _truncation(text):
+    if not text:
+        return None
+    parts = text.split(",")
+    if len(parts) > 2 or not all(p.strip().isdigit() for p in parts):
+        raise UnknownNameError(f"--truncation {text!r}: give K or K1,K2 (positive integers).")
+    return tuple(int(p) for p in parts) if len(parts) == 2 else int(parts[0])
+
+
+def _clip(text):
+    if not text:
+        return None
+    kind, _, value = text.partition("=")
+    try:
+        return kind.strip(), float(value)
+    except ValueError:
+        raise UnknownNameError(f"--clip {text!r}: give KIND=THRESHOLD, e.g. value=5 or global-norm=1.") from None
+
+
 def _verify(args) -> int:
     from . import verify as V
     from .errors import UserCodeError
@@ -208,6 +230,14 @@ def _verify(args) -> int:
     module, function = load_function(args.target)
     sizes = _sizes(args.sizes)
     common = dict(D=sizes.get("D", 3), H=sizes.get("H", 4), N=sizes.get("N", 3), seed=args.seed)
+    if args.replay:
+        from .verify.shrink import load_case
+
+        meta = load_case(args.replay)[0]  # the declared model comes from the file
+        for key in ("loss", "reduction", "architecture"):
+            setattr(args, key, meta.get(key, getattr(args, key)))
+        common["replay"] = args.replay
+    declared = dict(truncation=_truncation(args.truncation), clip=_clip(args.clip))
     try:
         if args.mode in ("layer", "step"):
             name = args.forward or forward_name(function.__name__)
@@ -216,7 +246,7 @@ def _verify(args) -> int:
                 raise UnknownNameError(f"No forward for {function.__name__!r} in {args.target.rpartition(':')[0]!r}"
                                        f" (looked for {name!r}); name it with --forward NAME.")
             if args.mode == "layer":
-                result = V.verify_layer(forward, function, args.cell, args.layout, T=args.T, **common)
+                result = V.verify_layer(forward, function, args.cell, args.layout, T=args.T, **declared, **common)
             else:
                 result = V.verify_step(forward, function, args.cell, args.layout, **common)
         elif args.mode == "object":
@@ -224,7 +254,7 @@ def _verify(args) -> int:
         else:
             result = V.verify_loss(function, args.cell, args.layout, K=sizes.get("K", 3), T=args.T, loss=args.loss,
                                    reduction=args.reduction, architecture=args.architecture, mask=args.mask,
-                                   **common)
+                                   **declared, **common)
     except UserCodeError as exc:
         print(f"symrnn verify: the code under test failed: {exc}", file=sys.stderr)
         return 1

@@ -1,7 +1,10 @@
 """The verification driver: cases, the forward check, the error model, the judgement."""
 from __future__ import annotations
 
-from dataclasses import replace
+import inspect
+import os
+import shlex
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -17,7 +20,8 @@ from .modes import LayerFunctions, LayerObject, LossFunction, run_twice
 from .mutants import candidate, mutations_for
 from .problems import Plan, draw, exact
 from .result import CaseResult, ForwardCheck, Verification
-from .signatures import Signature, signature_for
+from .shrink import judged_wrong, load_case, rebuilder, save_case, shrink
+from .signatures import Signature, forward_name, signature_for
 
 
 def _cell_name(cell):
@@ -223,9 +227,20 @@ def localise(adapter, problem, run, ex, dtype_model, verdicts):
     return out
 
 
-def run_cases(adapter, problems, mode, layout_name):
+@dataclass
+class Declared:
+    """What the user declared, for saving a minimal case and printing its replay command."""
+
+    meta: dict  # mode, cell, layout, D, H, K, loss, reduction, architecture
+    make_model: object = None  # (D=, H=) -> Model of other sizes; None: sizes stay
+    functions: tuple = ()  # the user's functions, for the replay command
+    save_to: object = None  # where the minimal case goes (None: a temporary file)
+    replaying: bool = False
+
+
+def run_cases(adapter, problems, mode, layout_name, declared=None):
     """Run every problem: forward first, then the gradients; the shortest failing case is reported,
-    localised and, when it matches a catalogued mistake, named."""
+    localised and, when it matches a catalogued mistake, named; then shrunk and saved."""
     findings, cases, table, table_case = [], [], None, ""
     forward_result, dtype_model = None, None
     model = adapter.model
@@ -276,7 +291,47 @@ def run_cases(adapter, problems, mode, layout_name):
             path = result.localisation["path"] = result.fingerprint.drop_carry[0]
             result.localisation["message"] = result.localisation["message"].replace(f"dL/d{model.out} ",
                                                                                   f"dL/d{path} ")
+    if failing and declared is not None and not declared.replaying:
+        result.minimal = _minimal_case(adapter, min(failing, key=lambda f: f[0].T)[0], declared)
     return result
+
+
+def _minimal_case(adapter, problem, declared):
+    rebuild = None if declared.make_model is None else rebuilder(adapter, declared.make_model)
+    small_adapter, small = shrink(adapter, problem, judged_wrong, rebuild)
+    model = small_adapter.model
+    meta = dict(declared.meta, D=model.sizes["D"], H=model.sizes["H"])
+    small = replace(small, label=f"minimal case T={small.T}, N={small.N}, D={model.sizes['D']}, "
+                                 f"H={model.sizes['H']} (shrunk from {problem.label})")
+    path = save_case(small, meta, declared.save_to)
+    return {"path": path, "T": small.T, "N": small.N, "D": model.sizes["D"], "H": model.sizes["H"],
+            "command": replay_command(declared, path)}
+
+
+def replay_command(declared, path):
+    """The one-line ``symrnn verify ... --replay`` for the user's functions (best effort: a function
+    defined in a file, reachable by its name)."""
+    meta = declared.meta
+    fns = declared.functions
+    main = fns[-1] if fns else None
+    where = _source_of(main)
+    target = f"{where}:{getattr(main, '__name__', 'FUNCTION')}" if where else "FILE.py:FUNCTION"
+    parts = ["symrnn", "verify", target, "--mode", meta["mode"], "--cell", str(meta["cell"]), "--layout",
+             str(meta["layout"])]
+    if meta["mode"] in ("layer", "step") and len(fns) == 2:
+        fwd = getattr(fns[0], "__name__", None)
+        if fwd and fwd != forward_name(getattr(main, "__name__", "")):
+            parts += ["--forward", fwd]
+    parts += ["--replay", str(path)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _source_of(fn):
+    try:
+        source = inspect.getsourcefile(fn)
+    except TypeError:
+        return None
+    return os.path.relpath(source) if source and not source.startswith("<") else None
 
 
 # -- the public entry points -----------------------------------------------------------------
@@ -300,22 +355,30 @@ def _declared(problems, truncation=None, clip=None):
 
 
 def verify_layer(forward, backward, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, T=8, N=3, scale=None, seed=0,
-                 signature=None, lengths=(1, 2, 3), truncation=None, clip=None) -> Verification:
+                 signature=None, lengths=(1, 2, 3), truncation=None, clip=None, replay=None,
+                 save_to=None) -> Verification:
     """Verify a hand-written layer: ``forward(x, h0, *params) -> (h, cache)`` and
     ``backward(dh, cache) -> (dx, dh0, *dparams)`` (CS231n's ``rnn_forward``/``rnn_backward``).
 
     ``layout`` is a preset name (``cs231n``, ``pytorch``, ``keras``, ``dlfs2``, ``minchar``) or a
     :class:`symrnn.layouts.Layout`; ``signature`` (a :class:`Signature`) describes another calling
     convention.  Sizes and values are chosen here unless given.  Returns a :class:`Verification`.
+
+    On a failure the smallest failing case is saved (``save_to``, default a temporary file) and
+    ``result.minimal`` holds its path, sizes and the command that replays it; ``replay=path``
+    runs a saved case again.  ``truncation`` and ``clip`` as in :func:`verify_loss`.
     """
     _check_sizes(D=D, H=H, T=T, N=N)
+    replayed, D, H, _ = _replay_sizes(replay, D, H, None)
     model = _model(cell, D, H, loss="upstream")
     L = layout_for(layout, _cell_name(cell))
     sig = signature_for(signature or (layout if isinstance(layout, str) else "cs231n"), "layer", model.cell.name)
     adapter = LayerFunctions(model, L, sig, forward, backward)
     plan = Plan(T=T, N=N, scale=scale, seed=seed, lengths=lengths)
     zero = () if "c0" in sig.forward_args else tuple(s for s in model.state_names if s != "h")
-    return run_cases(adapter, _declared(_layer_problems(model, plan, T, seed, zero), truncation, clip), "layer", L.name)
+    declared = Declared(_meta("layer", cell, L), lambda D, H: _model(cell, D, H, loss="upstream"),
+                        (forward, backward), save_to)
+    return _run(adapter, lambda: _layer_problems(model, plan, T, seed, zero), declared, replayed, truncation, clip)
 
 
 def _layer_problems(model, plan, T, seed, zero):
@@ -330,37 +393,43 @@ def _layer_problems(model, plan, T, seed, zero):
 
 
 def verify_step(step_forward, step_backward, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, N=3, scale=None,
-                seed=0, signature=None) -> Verification:
+                seed=0, signature=None, replay=None, save_to=None) -> Verification:
     """Verify one step: ``step_forward(x, prev_h[, prev_c], *params) -> (next_h[, next_c], cache)`` and
     ``step_backward(dnext_h[, dnext_c], cache) -> (dx, dprev_h[, dprev_c], *dparams)``."""
     _check_sizes(D=D, H=H, N=N)
+    replayed, D, H, _ = _replay_sizes(replay, D, H, None)
     model = _model(cell, D, H, loss="upstream")
     L = layout_for(layout, _cell_name(cell))
     sig = signature_for(signature or (layout if isinstance(layout, str) else "cs231n"), "step", model.cell.name)
     adapter = LayerFunctions(model, L, sig, step_forward, step_backward, step=True)
     plan = Plan(T=1, N=N, scale=scale, seed=seed)
     final = ("c",) if "dc" in sig.backward_args else ()
-    problems = [draw(model, plan, 1, "one step", seed, final=final),
-                draw(model, plan, 1, "one step, saturating weights", seed + 1, final=final, scale=2.0)]
-    return run_cases(adapter, problems, "step", L.name)
+    declared = Declared(_meta("step", cell, L), lambda D, H: _model(cell, D, H, loss="upstream"),
+                        (step_forward, step_backward), save_to)
+    return _run(adapter, lambda: [draw(model, plan, 1, "one step", seed, final=final),
+                                  draw(model, plan, 1, "one step, saturating weights", seed + 1, final=final,
+                                       scale=2.0)], declared, replayed)
 
 
 def verify_layer_object(make, cell="rnn-tanh", layout="dlfs2", *, D=3, H=4, T=8, N=3, scale=None, seed=0,
-                        lengths=(1, 2, 3)) -> Verification:
+                        lengths=(1, 2, 3), replay=None, save_to=None) -> Verification:
     """Verify a layer object (Deep Learning from Scratch 2's ``TimeRNN``/``TimeLSTM``/``TimeGRU``):
     ``make(Wx, Wh, b)`` builds it; ``forward(xs)``, ``backward(dhs)``, ``grads``, ``set_state``, ``dh``."""
     _check_sizes(D=D, H=H, T=T, N=N)
+    replayed, D, H, _ = _replay_sizes(replay, D, H, None)
     model = _model(cell, D, H, loss="upstream")
     L = layout_for(layout, _cell_name(cell))
     adapter = LayerObject(model, L, Signature((), ()), make)
     plan = Plan(T=T, N=N, scale=scale, seed=seed, lengths=lengths)
     zero = tuple(s for s in model.state_names if s != "h")
-    return run_cases(adapter, _layer_problems(model, plan, T, seed, zero), "layer", L.name)
+    declared = Declared(_meta("object", cell, L), lambda D, H: _model(cell, D, H, loss="upstream"), (make,), save_to)
+    return _run(adapter, lambda: _layer_problems(model, plan, T, seed, zero), declared, replayed)
 
 
 def verify_loss(fn, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, K=3, T=8, N=3, loss="cross-entropy",
                 reduction="sum", architecture="many-to-many", mask=False, scale=None, seed=0, signature=None,
-                module=None, lengths=(1, 2, 3), truncation=None, clip=None) -> Verification:
+                module=None, lengths=(1, 2, 3), truncation=None, clip=None, replay=None,
+                save_to=None) -> Verification:
     """Verify a loss function that returns the loss and its gradients for a batch.
 
     The model is declared: ``cell``, sizes, ``loss`` (``cross-entropy``, ``mse``), ``reduction``
@@ -375,6 +444,7 @@ def verify_loss(fn, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, K=3, T=8, N=3
     ``"global-norm"``) declares clipping of the parameter gradients after the backward.
     """
     _check_sizes(D=D, H=H, K=K, T=T, N=N)
+    replayed, D, H, K = _replay_sizes(replay, D, H, K)
     cell_name = _cell_name(cell)
     sig = signature_for(signature or (layout if isinstance(layout, str) else "cs231n"), "loss", cell_name)
     if "x_ids" in sig.forward_args:
@@ -404,4 +474,37 @@ def verify_loss(fn, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, K=3, T=8, N=3
             lengths_n[0] = t
             p.mask = np.arange(t)[:, None] < lengths_n[None, :]
         problems.append(p)
-    return run_cases(adapter, _declared(problems, truncation, clip), "loss", L.name)
+    kwargs = dict(loss=loss, reduction=reduction, architecture=architecture)
+    declared = Declared(_meta("loss", cell, L, K=K, **kwargs),
+                        None if "x_ids" in sig.forward_args else lambda D, H: _model(cell, D, H, K, **kwargs),
+                        (fn,), save_to)
+    return _run(adapter, lambda: problems, declared, replayed, truncation, clip)
+
+
+def _meta(mode, cell, layout, **more):
+    return dict(mode=mode, cell=_cell_name(cell), layout=layout.name, **more)
+
+
+def _replay_sizes(replay, D, H, K):
+    """``(problem, D, H, K)``: a saved case and its sizes, or the given sizes."""
+    if replay is None:
+        return None, D, H, K
+    meta, problem = load_case(replay)
+    return (meta, problem), meta["D"], meta["H"], meta.get("K", K)
+
+
+def _run(adapter, problems, declared, replayed=None, truncation=None, clip=None):
+    if replayed is not None:
+        meta, problem = replayed
+        for key in ("mode", "cell", "layout", "loss", "reduction", "architecture"):
+            if key in meta and meta[key] != declared.meta.get(key):
+                raise UnknownNameError(
+                    f"The case was saved by a verification with {key}={meta[key]!r}, not {declared.meta.get(key)!r}: "
+                    f"replay it as it was declared (" + ", ".join(f"{k}={v!r}" for k, v in meta.items()
+                                                               if k in ("mode", "cell", "layout", "loss", "reduction",
+                                                                        "architecture")) + ").")
+        declared.replaying = True
+    mode = "layer" if declared.meta["mode"] == "object" else declared.meta["mode"]
+    if replayed is not None:
+        return run_cases(adapter, [replayed[1]], mode, adapter.layout.name, declared)
+    return run_cases(adapter, _declared(problems(), truncation, clip), mode, adapter.layout.name, declared)

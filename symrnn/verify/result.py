@@ -52,6 +52,7 @@ class Verification:
     localisation: dict = field(default_factory=dict)  # gradient, block, path, step, message
     fingerprint: object = None  # a symrnn.verify.mutants.Mutation the gradients match
     explanation: object = None  # a symrnn.clipping.Clipping that turns the exact gradients into the user's
+    minimal: dict = field(default_factory=dict)  # the smallest failing case: path, T, N, D, H, command
 
     @property
     def wrong(self) -> list:
@@ -111,6 +112,10 @@ class Verification:
             lines += ["", f"fingerprint: {self.fingerprint.name} -- {self.fingerprint.description}",
                       f"  it changes {self.fingerprint.changes} of the exact derivation"
                       + (f" (in {self.fingerprint.where})" if self.fingerprint.where else "")]
+        if self.minimal:
+            m = self.minimal
+            lines += ["", f"smallest failing case: T={m['T']}, N={m['N']}, D={m['D']}, H={m['H']}, saved in {m['path']}",
+                      f"replay: {m['command']}"]
         lines += ["", "cases:"] + [f"  {'ok   ' if c.ok else 'WRONG'} {c.label} (T={c.T}, N={c.N})"
                                    + (f": {', '.join(c.wrong)}" if c.wrong else "") for c in self.cases]
         if self.hygiene:
@@ -128,6 +133,7 @@ class Verification:
                 "fingerprint": None if self.fingerprint is None else {
                     "name": self.fingerprint.name, "description": self.fingerprint.description,
                     "changes": self.fingerprint.changes, "where": self.fingerprint.where},
+                "minimal_case": dict(self.minimal) or None,
                 "explanation": None if self.explanation is None else {
                     "kind": self.explanation.kind, "threshold": self.explanation.threshold,
                     "text": str(self.explanation)}}

@@ -1,0 +1,191 @@
+"""The smallest failing case: fewest steps, then fewest examples, then smallest sizes, then
+simplest values; saved as an ``.npz`` that ``symrnn verify --replay`` (or ``replay=``) runs again.
+
+A candidate is kept when the user's code still returns a wrong gradient on it (the forward
+right, some gradient outside its tolerance): the same judgement as the verification itself.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import tempfile
+from dataclasses import replace
+
+import numpy as np
+
+from ..clipping import Clipping
+from ..errors import ShapeError, SymRNNError
+from ..fileio import write_atomic
+from ..truncated import Truncation
+from . import judge as J
+from .problems import Problem, exact
+
+MAX_CHECKS = 80  # candidates tried at most: shrinking stays a fraction of the verification's time
+
+
+def shrink(adapter, problem, still_fails, rebuild=None):
+    """``(adapter, problem)`` of the smallest case on which ``still_fails(adapter, problem)`` holds.
+
+    ``rebuild(D=..., H=...)`` gives an adapter for other sizes (None: sizes stay)."""
+    budget = [MAX_CHECKS]
+
+    def fails(a, p):
+        if budget[0] <= 0:
+            return False
+        budget[0] -= 1
+        try:
+            return still_fails(a, p)
+        except (SymRNNError, ValueError, ArithmeticError):
+            return False
+
+    for t in range(1, problem.T):  # fewest steps
+        candidate = _prefix(adapter.model, problem, t)
+        if candidate is not None and fails(adapter, candidate):
+            problem = candidate
+            break
+    for n in range(1, problem.N):  # fewest examples
+        candidate = _examples(problem, n)
+        if fails(adapter, candidate):
+            problem = candidate
+            break
+    if rebuild is not None:  # smallest sizes
+        for size in ("D", "H"):
+            for value in range(1, adapter.model.sizes[size]):
+                smaller = rebuild(**{**_sizes(adapter.model), size: value})
+                if smaller is None:
+                    break
+                candidate = _resized(adapter.model, smaller.model, problem)
+                if fails(smaller, candidate):
+                    adapter, problem = smaller, candidate
+                    break
+    for digits in (1, 0):  # simplest values: one decimal, then integers
+        for name in _value_names(problem):
+            candidate = _rounded(problem, name, digits)
+            if candidate is not None and fails(adapter, candidate):
+                problem = candidate
+    return adapter, problem
+
+
+def _sizes(model):
+    return {"D": model.sizes["D"], "H": model.sizes["H"]}
+
+
+def _prefix(model, p, t):
+    """The first ``t`` steps (an upstream gradient that arrived later moves to the last kept step)."""
+    if model.architecture.name not in ("many-to-many", "many-to-one"):
+        return None
+    targets = p.targets
+    if model.architecture.name == "many-to-many":
+        targets = np.array(p.targets[:t])
+        if model.loss_rule.name == "upstream" and not np.any(targets) and np.any(p.targets):
+            last = max(i for i in range(p.T) if np.any(p.targets[i]))
+            targets[-1] = p.targets[last]
+    mask = None if p.mask is None else (p.mask[:t] if model.architecture.name == "many-to-many" else p.mask)
+    return replace(p, x=p.x[:t], targets=targets, mask=mask)
+
+
+def _examples(p, n):
+    return replace(p, x=p.x[:, :n], h0={s: v[:n] for s, v in p.h0.items()},
+                   targets=p.targets[:, :n], mask=None if p.mask is None else p.mask[:, :n],
+                   final_grads=None if p.final_grads is None else {s: v[:n] for s, v in p.final_grads.items()})
+
+
+def _resized(old, new, p):
+    """The problem for a model of smaller sizes: every array's leading block."""
+    def cut(a, shape):
+        return np.array(a[tuple(slice(0, k) for k in shape)])
+
+    params = {k: cut(p.params[k], shape) for k, shape in new.param_shapes.items()}
+    T, N = p.x.shape[:2]
+    x = cut(p.x, (T, N, new.sizes["D"]))
+    h0 = {s: cut(v, (N, new.state_size(s))) for s, v in p.h0.items()}
+    targets = p.targets
+    if new.loss_rule.name == "upstream":
+        targets = cut(p.targets, (p.targets.shape[0], N, new.state_size(new.out)))
+    final = None if p.final_grads is None else {s: cut(v, (N, new.state_size(s))) for s, v in p.final_grads.items()}
+    return replace(p, params=params, x=x, h0=h0,
+                   targets=targets, final_grads=final)
+
+
+def _value_names(p):
+    names = ["x"] + [f"h0:{s}" for s in p.h0]
+    if np.issubdtype(np.asarray(p.targets).dtype, np.floating):
+        names.append("targets")
+    return names + [f"param:{k}" for k in p.params]
+
+
+def _rounded(p, name, digits):
+    kind, _, key = name.partition(":")
+    if kind == "x":
+        new = np.round(p.x, digits)
+        return None if np.array_equal(new, p.x) else replace(p, x=new)
+    if kind == "targets":
+        new = np.round(p.targets, digits)
+        return None if np.array_equal(new, p.targets) else replace(p, targets=new)
+    if kind == "h0":
+        new = np.round(p.h0[key], digits)
+        return None if np.array_equal(new, p.h0[key]) else replace(p, h0={**p.h0, key: new})
+    new = np.round(p.params[key], digits)
+    return None if np.array_equal(new, p.params[key]) else replace(p, params={**p.params, key: new})
+
+
+# -- saving and replaying -------------------------------------------------------------------------
+def save_case(problem, meta, path=None) -> str:
+    """The case's arrays and its declared model (``meta``) in an ``.npz``, written atomically."""
+    if path is None:
+        handle, path = tempfile.mkstemp(prefix="symrnn-minimal-", suffix=".npz")
+        os.close(handle)
+    meta = dict(meta, label=problem.label,
+                truncation=None if problem.truncation is None else [problem.truncation.k1, problem.truncation.k2],
+                clip=None if problem.clip is None else [problem.clip.kind, problem.clip.threshold],
+                states=sorted(problem.h0), final_states=sorted(problem.final_grads or {}))
+    buffer = io.BytesIO()
+    np.savez(buffer, meta=np.array(json.dumps(meta)), **problem.arrays())
+    write_atomic(path, buffer.getvalue())
+    return str(path)
+
+
+def load_case(path):
+    """``(meta, problem)`` from a file :func:`save_case` wrote."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: np.array(data[k]) for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise ShapeError(f"Cannot read the case file {str(path)!r}: {exc}. Give a file that symrnn verify saved "
+                         f"(its report prints the path).") from None
+    if "meta" not in arrays:
+        raise ShapeError(f"{str(path)!r} is not a case saved by symrnn verify (no 'meta' entry).")
+    meta = json.loads(str(arrays.pop("meta")))
+    params = {k[len("param_"):]: v for k, v in arrays.items() if k.startswith("param_")}
+    h0 = {s: arrays[f"state0_{s}"] for s in meta["states"]}
+    final = {s: arrays[f"final_grad_{s}"] for s in meta["final_states"]} or None
+    problem = Problem(f"replayed {meta['label']}", params, arrays["x"], h0, arrays["targets"], arrays.get("mask"),
+                      final, None if meta["truncation"] is None else Truncation(*meta["truncation"]),
+                      None if meta["clip"] is None else Clipping(*meta["clip"]))
+    return meta, problem
+
+
+def rebuilder(adapter, make_model):
+    """``rebuild(D=, H=)`` for :func:`shrink`: the adapter on a model of other sizes."""
+    def rebuild(**sizes):
+        new = copy.copy(adapter)
+        new.model = make_model(**sizes)
+        return new
+    return rebuild
+
+
+def judged_wrong(adapter, problem):
+    """The user's code returns a wrong gradient on ``problem`` (its forward being right)."""
+    from .core import _dtype_model, _forward_check, _judge_case
+
+    model = adapter.model
+    run = adapter.run(problem, [])
+    ex = exact(model, problem)
+    factor = J.length_factor(model, problem.T)
+    fwd, rel = _forward_check(model, run, ex, factor)
+    if not fwd.ok:
+        return False
+    ex.tol = J.perturbation_tolerance(model, problem, ex.grads, _dtype_model(run, rel, factor).unit)
+    return any(not v.ok for v in _judge_case(adapter, run, ex))
