@@ -10,7 +10,7 @@ import numpy as np
 
 from ..cells import builtin_cell
 from ..clipping import Clipping, as_clipping, clip_gradients
-from ..errors import ShapeError, UnknownNameError
+from ..errors import ShapeError, UnknownNameError, UserCodeError
 from ..layouts import layout_for
 from ..model import Model
 from ..truncated import as_truncation
@@ -236,6 +236,32 @@ class Declared:
     functions: tuple = ()  # the user's functions, for the replay command
     save_to: object = None  # where the minimal case goes (None: a temporary file)
     replaying: bool = False
+    search: int = 0  # Hypothesis examples (symrnn.strategies) tried beyond the fixed cases
+
+
+def search_failure(adapter, declared, max_T, truncation=None, clip=None):
+    """A failing case found by Hypothesis among ``declared.search`` drawn problems (shrunk by
+    Hypothesis), or None.  Deterministic: derandomized, no example database."""
+    from hypothesis import HealthCheck, find, settings
+    from hypothesis.errors import NoSuchExample
+
+    from ..strategies import problems
+
+    def fails(problem):
+        problem.truncation, problem.clip = truncation, clip
+        try:
+            return judged_wrong(adapter, problem)
+        except (UserCodeError, ShapeError, ValueError, ArithmeticError):
+            return False
+
+    try:
+        found = find(problems(adapter.model, max_T=max_T), fails,
+                     settings=settings(max_examples=declared.search, derandomize=True, database=None,
+                                       suppress_health_check=list(HealthCheck), deadline=None))
+    except NoSuchExample:
+        return None
+    found.label = f"T={found.T}, N={found.N}, found by search (symrnn.strategies)"
+    return found
 
 
 def run_cases(adapter, problems, mode, layout_name, declared=None):
@@ -356,7 +382,7 @@ def _declared(problems, truncation=None, clip=None):
 
 def verify_layer(forward, backward, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, T=8, N=3, scale=None, seed=0,
                  signature=None, lengths=(1, 2, 3), truncation=None, clip=None, replay=None,
-                 save_to=None) -> Verification:
+                 save_to=None, search=0) -> Verification:
     """Verify a hand-written layer: ``forward(x, h0, *params) -> (h, cache)`` and
     ``backward(dh, cache) -> (dx, dh0, *dparams)`` (CS231n's ``rnn_forward``/``rnn_backward``).
 
@@ -367,6 +393,8 @@ def verify_layer(forward, backward, cell="rnn-tanh", layout="cs231n", *, D=3, H=
     On a failure the smallest failing case is saved (``save_to``, default a temporary file) and
     ``result.minimal`` holds its path, sizes and the command that replays it; ``replay=path``
     runs a saved case again.  ``truncation`` and ``clip`` as in :func:`verify_loss`.
+    ``search=n`` also tries ``n`` cases drawn by Hypothesis (:mod:`symrnn.strategies`: lengths,
+    sizes, weights from tiny to saturating, inputs, upstream gradients), deterministically.
     """
     _check_sizes(D=D, H=H, T=T, N=N)
     replayed, D, H, _ = _replay_sizes(replay, D, H, None)
@@ -377,7 +405,7 @@ def verify_layer(forward, backward, cell="rnn-tanh", layout="cs231n", *, D=3, H=
     plan = Plan(T=T, N=N, scale=scale, seed=seed, lengths=lengths)
     zero = () if "c0" in sig.forward_args else tuple(s for s in model.state_names if s != "h")
     declared = Declared(_meta("layer", cell, L), lambda D, H: _model(cell, D, H, loss="upstream"),
-                        (forward, backward), save_to)
+                        (forward, backward), save_to, search=search)
     return _run(adapter, lambda: _layer_problems(model, plan, T, seed, zero), declared, replayed, truncation, clip)
 
 
@@ -429,7 +457,7 @@ def verify_layer_object(make, cell="rnn-tanh", layout="dlfs2", *, D=3, H=4, T=8,
 def verify_loss(fn, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, K=3, T=8, N=3, loss="cross-entropy",
                 reduction="sum", architecture="many-to-many", mask=False, scale=None, seed=0, signature=None,
                 module=None, lengths=(1, 2, 3), truncation=None, clip=None, replay=None,
-                save_to=None) -> Verification:
+                save_to=None, search=0) -> Verification:
     """Verify a loss function that returns the loss and its gradients for a batch.
 
     The model is declared: ``cell``, sizes, ``loss`` (``cross-entropy``, ``mse``), ``reduction``
@@ -477,7 +505,7 @@ def verify_loss(fn, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, K=3, T=8, N=3
     kwargs = dict(loss=loss, reduction=reduction, architecture=architecture)
     declared = Declared(_meta("loss", cell, L, K=K, **kwargs),
                         None if "x_ids" in sig.forward_args else lambda D, H: _model(cell, D, H, K, **kwargs),
-                        (fn,), save_to)
+                        (fn,), save_to, search=0 if "x_ids" in sig.forward_args or mask else search)
     return _run(adapter, lambda: problems, declared, replayed, truncation, clip)
 
 
@@ -507,4 +535,8 @@ def _run(adapter, problems, declared, replayed=None, truncation=None, clip=None)
     mode = "layer" if declared.meta["mode"] == "object" else declared.meta["mode"]
     if replayed is not None:
         return run_cases(adapter, [replayed[1]], mode, adapter.layout.name, declared)
-    return run_cases(adapter, _declared(problems(), truncation, clip), mode, adapter.layout.name, declared)
+    cases = _declared(problems(), truncation, clip)
+    if declared.search:
+        found = search_failure(adapter, declared, max(p.T for p in cases), cases[0].truncation, cases[0].clip)
+        cases += [found] if found is not None else []
+    return run_cases(adapter, cases, mode, adapter.layout.name, declared)
