@@ -17,7 +17,7 @@ from ..truncated import as_truncation
 from . import judge as J
 from .hygiene import Finding
 from .modes import LayerFunctions, LayerObject, LossFunction, run_twice
-from .mutants import candidate, mutations_for
+from .mutants import candidate, exact_line, mutations_for
 from .problems import Plan, draw, exact
 from .result import CaseResult, ForwardCheck, Verification
 from .shrink import judged_wrong, load_case, rebuilder, save_case, shrink
@@ -304,9 +304,11 @@ def run_cases(adapter, problems, mode, layout_name, declared=None):
                           dtype_model, table_case)
     if failing:
         result.fingerprint = fingerprint(adapter, failing)
+        if result.fingerprint is not None:
+            result.exact_line = exact_line(model, result.fingerprint)
         if result.fingerprint is None:
             result.explanation = explain_clipping(model, failing)
-    if failing and model.loss_rule.name == "upstream":
+    if failing:
         shortest = min(failing, key=lambda f: f[0].T)
         probe = next((f for f in failing if f[0].label.endswith("at the last step only")), None)
         result.localisation = localise(adapter, *(probe or shortest))
@@ -319,6 +321,15 @@ def run_cases(adapter, problems, mode, layout_name, declared=None):
                                                                                   f"dL/d{path} ")
     if failing and declared is not None and not declared.replaying:
         result.minimal = _minimal_case(adapter, min(failing, key=lambda f: f[0].T)[0], declared)
+        T_min, T_ok = result.minimal["T"], [c.T for c in cases if c.ok]
+        if T_min > 1 and all(t < T_min for t in T_ok):  # the shortest prefix on which the code fails
+            result.localisation["shortest_failing_T"] = T_min
+            if not result.localisation.get("message"):
+                result.localisation["step"] = T_min
+                result.localisation["message"] = (f"right for sequences of up to {T_min - 1} step(s), wrong from "
+                                                  f"T={T_min} on: the mistake is in what reaches step {T_min - 1} "
+                                                  f"from step {T_min}, or in a term that only a sequence of "
+                                                  f"{T_min} steps has")
     return result
 
 

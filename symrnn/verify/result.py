@@ -53,6 +53,7 @@ class Verification:
     fingerprint: object = None  # a symrnn.verify.mutants.Mutation the gradients match
     explanation: object = None  # a symrnn.clipping.Clipping that turns the exact gradients into the user's
     minimal: dict = field(default_factory=dict)  # the smallest failing case: path, T, N, D, H, command
+    exact_line: dict = field(default_factory=dict)  # the fingerprint's line of the exact derivation: latex, code
 
     @property
     def wrong(self) -> list:
@@ -112,6 +113,10 @@ class Verification:
             lines += ["", f"fingerprint: {self.fingerprint.name} -- {self.fingerprint.description}",
                       f"  it changes {self.fingerprint.changes} of the exact derivation"
                       + (f" (in {self.fingerprint.where})" if self.fingerprint.where else "")]
+            if self.exact_line:
+                lines += [f"  the exact line it differs from: {self.exact_line['equation']}",
+                          f"  in LaTeX: {self.exact_line['latex']}"]
+                lines += [f"  in symrnn's generated backward: {c}" for c in self.exact_line["code"]]
         if self.minimal:
             m = self.minimal
             lines += ["", f"smallest failing case: T={m['T']}, N={m['N']}, D={m['D']}, H={m['H']}, saved in {m['path']}",
@@ -132,7 +137,8 @@ class Verification:
                 "localisation": dict(self.localisation),
                 "fingerprint": None if self.fingerprint is None else {
                     "name": self.fingerprint.name, "description": self.fingerprint.description,
-                    "changes": self.fingerprint.changes, "where": self.fingerprint.where},
+                    "changes": self.fingerprint.changes, "where": self.fingerprint.where,
+                    "exact_line": dict(self.exact_line) or None},
                 "minimal_case": dict(self.minimal) or None,
                 "explanation": None if self.explanation is None else {
                     "kind": self.explanation.kind, "threshold": self.explanation.threshold,
