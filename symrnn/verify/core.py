@@ -13,6 +13,7 @@ from ..clipping import Clipping, as_clipping, clip_gradients
 from ..errors import ShapeError, UnknownNameError, UserCodeError
 from ..layouts import layout_for
 from ..model import Model
+from ..symbols import parse
 from ..truncated import as_truncation
 from . import judge as J
 from .hygiene import Finding
@@ -161,7 +162,7 @@ def _concrete(mutation, run, model):
     """A mutation with the numbers it reads from the user's gradients (the clipping threshold)."""
     if not mutation.clip_inside_from_user:
         return mutation
-    c = max((float(np.max(np.abs(run.grads[k]), initial=0)) for k in model.param_shapes if k in run.grads),
+    c = max((float(np.max(np.abs(run.grads[k]), initial=0)) for k in model.cell.params if k in run.grads),
             default=0.0)
     return replace(mutation, clip_inside=c or 1.0)
 
@@ -315,6 +316,7 @@ def run_cases(adapter, problems, mode, layout_name, declared=None):
         if probe is not None and probe is not shortest:
             shortest_loc = localise(adapter, *shortest)
             result.localisation.update({k: v for k, v in shortest_loc.items() if k in ("gradient", "block")})
+        _refine_by_fingerprint(result.localisation, result.fingerprint, adapter, shortest[0].T)
         if result.fingerprint is not None and result.fingerprint.drop_carry:
             path = result.localisation["path"] = result.fingerprint.drop_carry[0]
             result.localisation["message"] = result.localisation["message"].replace(f"dL/d{model.out} ",
@@ -331,6 +333,19 @@ def run_cases(adapter, problems, mode, layout_name, declared=None):
                                                   f"from step {T_min}, or in a term that only a sequence of "
                                                   f"{T_min} steps has")
     return result
+
+
+def _refine_by_fingerprint(loc, mutation, adapter, T):
+    """What a named mistake says about where: the gate it is in, the step it leaves out."""
+    if mutation is None:
+        return
+    gates = adapter.layout.gates(adapter.cell_name)
+    named = [parse(t)[0] for t in ([mutation.rewrite[0][0]] if mutation.rewrite else list(mutation.swap))]
+    if named and all(g in gates for g in named):
+        loc["block"] = ",".join(named)
+    if mutation.skip_step:
+        loc["step"] = 1 if mutation.skip_step == "first" else T
+
 
 
 def _minimal_case(adapter, problem, declared):

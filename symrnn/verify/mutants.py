@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import sympy as sp
@@ -47,9 +47,11 @@ class Mutation:
     rewrite: tuple = ()  # ((equation target, function application, "missing" | "at-pre-activation"),)
     drop_carry: tuple = ()  # states whose message from step t+1 is not added
     skip_step: str = ""  # "first" | "last": that step's term missing from the parameter gradients
+    skip_only: tuple = ()  # ... from these parameters' gradients only (empty: all)
     current_for_previous: bool = False  # h_t where h_{t-1} belongs, in the parameter gradients
     divide_by: str = ""  # "T" | "N"
     multiply_by: str = ""  # "T" | "N": a sum where a mean was declared
+    readout_too: bool = False  # with a readout, its gradients are scaled too (else only the recurrent layer's)
     bias_first_example: bool = False
     untransposed: bool = False  # P used where P^T belongs, for square recurrent matrices
     swap: tuple = ()  # (A, B): the gradients of two gates' pre-activations exchanged
@@ -185,6 +187,13 @@ def _partners(cell, compiled, a, b):
     return {k: v for k, v in out.items() if k in compiled.coefs and v in compiled.coefs}
 
 
+def recurrent_matrices(cell):
+    """The parameters that multiply a previous state (``W`` in ``W h[t-1]``)."""
+    terms = local_terms(cell.equations)
+    return [name for name, spec in cell.params.items() if spec.is_matrix
+            and any(t.vector is not None and parse(t.vector)[1] == -1 for t in terms.get(Param(name), []))]
+
+
 def swappable_gates(cell):
     """Pairs of gates of the same form (``act(U x + W h + b)``: LSTM i, f, g, o; GRU r, z)."""
     shapes = {eq.target: _gate_shape(eq) for eq in cell.equations if eq.kind == "let"}
@@ -257,9 +266,10 @@ def backward(model, params, X, h0, upstream, final_grads=None, mutation=None, te
             carry[s] = _sends(assembly if t == 0 else compiled, tsym(s, -1), adj, values, params_c, m,
                               term_scales and t == 0)
         dX[t] = _sends(assembly, cell.input_symbol, adj, values, params_c, m, term_scales)
-        if (m.skip_step == "first" and t == 0) or (m.skip_step == "last" and t == T - 1):
-            continue
+        skipped = (m.skip_step == "first" and t == 0) or (m.skip_step == "last" and t == T - 1)
         for name, spec in cell.params.items():
+            if skipped and (not m.skip_only or name in m.skip_only):
+                continue
             for term in compiled.terms.get(Param(name), []):
                 q = _q(assembly, (term.consumer, Param(name)), adj, values, params_c)
                 q = np.abs(q) if term_scales else q
@@ -323,9 +333,9 @@ def candidate(model, problem, mutation):
     out = backward(model, r.params, r.X, r.S0, r.upstream, problem.final_grads, mutation)
     out[model.input_name] = out[model.input_name][r.input_steps]
     scale = ({"T": 1.0 / r.X.shape[0], "N": 1.0 / r.X.shape[1]}.get(mutation.divide_by, 1.0)
-             * {"T": r.X.shape[0], "N": r.X.shape[1]}.get(mutation.multiply_by, 1.0))
+             * {"T": r.X.shape[0], "N": r.X.shape[1]}.get(mutation.multiply_by, 1.0)) if mutation.readout_too else 1.0
     out["V"] = scale * np.einsum("tnk,tnh->kh", r.dO, r.Hs)
-    out["c"] = scale * (r.dO[:, :1] if mutation.bias_first_example else r.dO).sum(axis=(0, 1))
+    out["c"] = scale * r.dO.sum(axis=(0, 1))
     return out
 
 
@@ -401,6 +411,10 @@ def mutations_for(model, T=8, truncation=None):
         Mutation("first-term-missing", "the t = 1 term (the first step's, with h_0) is missing from the parameter "
                                        "gradients: the loop over time stops one step early", skip_step="first",
                  changes="dL/dW"),
+        Mutation("h0-term-missing", "the t = 1 term of the recurrent weights' gradient (the outer product "
+                                    "with h_0) is missing: the loop that adds the h_{t-1} products starts "
+                                    "at t = 2", skip_step="first", skip_only=tuple(recurrent_matrices(cell)),
+                 changes="dL/dW"),
         Mutation("last-term-missing", "the t = T term (the last step's) is missing from the parameter gradients",
                  skip_step="last", changes="dL/dW"),
         Mutation("h-t-for-h-prev", "h_t is used where h_{t-1} belongs in the outer products of the "
@@ -413,6 +427,10 @@ def mutations_for(model, T=8, truncation=None):
                                     "mean was declared)", multiply_by="T", changes="dL/dW"),
         Mutation("multiplied-by-N", "the parameter gradients are N times too large (a sum over the batch where "
                                     "a mean was declared)", multiply_by="N", changes="dL/dW"),
+    ]
+    if model.readout is not None:  # the same mistakes made in the whole backward, readout included
+        out += [replace(m, readout_too=True) for m in out if m.divide_by or m.multiply_by]
+    out += [
         Mutation("bias-not-summed", "the bias gradient is taken from the first example of the batch instead "
                                     "of summed over the batch", bias_first_example=True, changes="dL/db"),
         Mutation("matrix-not-transposed", "a recurrent matrix is used where its transpose belongs when the "
@@ -481,9 +499,7 @@ def exact_line(model, mutation) -> dict:
 
 def _line_for(model, cell, m):
     """The adjoint symbol (``bar y[t]``) or parameter name whose line ``m`` changes."""
-    recurrent = next((name for name, spec in cell.params.items() if spec.is_matrix
-                      for term in local_terms(cell.equations).get(Param(name), [])
-                      if term.vector is not None and parse(term.vector)[1] == -1), None)
+    recurrent = next(iter(recurrent_matrices(cell)), None)
     if m.rewrite:
         target, app, _ = m.rewrite[0]
         arg = app.args[0]

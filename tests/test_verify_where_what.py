@@ -1,0 +1,283 @@
+"""Where and what (issue: verifier II): every planted mistake named in layer and loss mode, clipping
+and truncation understood, truncated BPTT verified exactly, failures shrunk and replayed, and no
+false fingerprints.  The corpus (tests/corpus) plants one mistake per copy."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+
+import symrnn.strategies as sst
+import symrnn.verify as V
+from corpus import cs231n_rnn, minchar_rnn, tbptt_rnn
+from symrnn import Model
+from symrnn.errors import ShapeError, UnknownNameError
+from symrnn.truncated import Truncation, truncated_loss_and_grads
+from test_verify import BUGS, IMPLEMENTATIONS, seq_to_one
+
+NAMED = {
+    "drop_recurrent": "recurrent-term-dropped", "act_deriv_at_preact": "tanh-derivative-at-pre-activation",
+    "act_deriv_missing": "tanh-derivative-missing", "h_t_for_h_prev": "h-t-for-h-prev",
+    "missing_first_term": "first-term-missing", "missing_last_term": "last-term-missing",
+    "divide_by_T": "divided-by-T", "divide_by_N": "divided-by-N", "truncate_k": "truncated-after-3",
+    "bias_not_summed": "bias-not-summed", "transposed_matrix": "matrix-not-transposed",
+    "cell_path_dropped": "c-path-dropped", "sigmoid_deriv_missing_gate": "sigmoid-derivative-missing",
+    "clip_inside": "clipped-inside-backward",
+}
+SWAPPED = {"cs231n_lstm": "gate-blocks-i-f-swapped", "dlfs2_lstm": "gate-blocks-i-f-swapped",
+           "dlfs2_gru": "gate-blocks-r-z-swapped"}
+GATE = {"cs231n_lstm": "f", "dlfs2_lstm": "f", "dlfs2_gru": "z"}  # the gate of sigmoid_deriv_missing_gate
+
+
+def expected_name(name, bug):
+    return SWAPPED[name] if bug == "swap_gate_blocks" else NAMED.get(bug)
+
+
+@pytest.mark.parametrize("name, bug", [(n, b) for n in IMPLEMENTATIONS for b in BUGS[n] if expected_name(n, b)])
+def test_every_catalogued_mistake_is_named_in_every_mode(name, bug):
+    """Layer mode (CS231n, DLFS2: two layouts, three cells) and loss mode (CS231n's loss with masks)."""
+    result = IMPLEMENTATIONS[name](bug)
+    assert result.fingerprint is not None and result.fingerprint.name == expected_name(name, bug), str(result)
+    data = result.to_json()
+    assert data["fingerprint"]["exact_line"]["latex"] and data["fingerprint"]["exact_line"]["code"]
+    loc = data["localisation"]
+    assert loc["gradient"] in [g.name for g in result.wrong]
+    if bug in ("sigmoid_deriv_missing_gate", "swap_gate_blocks"):
+        assert loc["block"] == (GATE[name] if bug == "sigmoid_deriv_missing_gate"
+                                else ",".join(SWAPPED[name].split("-")[2:4]))
+    if bug == "missing_first_term":
+        assert loc["step"] == 1
+    if bug == "truncate_k":  # right for T <= 3: the fourth step is the first a truncation after 3 misses
+        assert result.minimal["T"] == 4
+
+
+def test_the_exact_line_is_the_one_the_mistake_changes():
+    result = IMPLEMENTATIONS["cs231n_rnn"]("drop_recurrent")
+    line = result.exact_line
+    assert line["latex"] == r"\bar{h}_{t} = g_{t} + W^{\top} \bar{a}_{t+1}"
+    assert line["code"] == ["h__bar_t = EXT['h'][t] + h__carry"]
+    assert "in LaTeX: " + line["latex"] in str(result)
+
+
+def test_sensitivity_seq_to_one_T40_in_loss_mode():
+    """PyTorch's default initialisation (uniform 1/sqrt(H)), T = 40, squared error on the last step."""
+    kwargs = dict(cell="rnn-tanh", layout="cs231n", loss="mse", architecture="many-to-one", T=40, H=4, D=3, K=2,
+                  signature=V.Signature(("params", "x", "h0", "y"), ("loss", "grads")))
+    wrong = V.verify_loss(seq_to_one("message_1pct"), **kwargs)
+    # the message from step index 2 to 1 (t = 3 -> 2 counting from 1) is first used by a sequence of 3 steps
+    assert not wrong.ok and wrong.fingerprint is None and wrong.localisation["shortest_failing_T"] == 3, str(wrong)
+    named = V.verify_loss(seq_to_one("missing_first_term"), **kwargs)
+    assert named.fingerprint.name == "h0-term-missing" and named.localisation["step"] == 1, str(named)
+    assert named.localisation["gradient"] == "dWh" and "outer product with h_0" in named.summary()
+
+
+# -- clipping and truncation ------------------------------------------------------------------------
+def test_min_char_rnn_clipping_is_explained_and_verified_when_declared():
+    clipped = V.verify_loss(minchar_rnn.lossFun_clipped, "rnn-tanh", "minchar", H=5, K=6, T=12, scale=3.0)
+    assert not clipped.ok and clipped.fingerprint is None
+    assert clipped.explanation.kind == "value" and clipped.explanation.threshold == pytest.approx(5.0)
+    assert "not a backprop mistake" in clipped.summary() and "clip=('value', 5)" in clipped.summary()
+    assert clipped.to_json()["explanation"]["kind"] == "value"
+    declared = V.verify_loss(minchar_rnn.lossFun_clipped, "rnn-tanh", "minchar", H=5, K=6, T=12, scale=3.0,
+                             clip=("value", 5.0))
+    assert declared.ok, str(declared)
+
+
+@pytest.mark.parametrize("kind", ["global-norm", "norm"])
+def test_norm_clipping_is_explained(kind):
+    def clipped(params, x, h0, y, mask):
+        loss, grads = cs231n_rnn.temporal_affine_softmax_loss(params, x, h0, y, mask)
+        names = list(grads)  # every parameter, as torch.nn.utils.clip_grad_norm_(model.parameters())
+        if kind == "global-norm":
+            norm = np.sqrt(sum(np.sum(grads[k] ** 2) for k in names))
+            for k in names:
+                grads[k] = grads[k] * min(1.0, 0.5 / norm)
+        else:
+            for k in names:
+                grads[k] = grads[k] * min(1.0, 0.5 / max(np.linalg.norm(grads[k]), 1e-300))
+        return loss, grads
+
+    result = V.verify_loss(clipped, "rnn-tanh", "cs231n", reduction="batch-mean", mask=True, scale=1.0)
+    assert result.explanation is not None and result.explanation.kind == kind, str(result)
+    assert result.explanation.threshold == pytest.approx(0.5)
+
+
+TBPTT_SIGNATURE = V.Signature(("x", "y", "h0", "params", "k"), ("grads",))
+TBPTT = dict(cell="rnn-tanh", layout="minchar", loss="half-mse", T=12, signature=TBPTT_SIGNATURE)
+
+
+def tbptt_variant(kind):
+    def grads(x, y, h0, params, k):
+        if kind == "reset":  # every chunk starts from h0 again
+            out = {name: np.zeros_like(v) for name, v in params.items()}
+            for start in range(0, len(x), k):
+                chunk = slice(start, start + k)
+                hs, errors = tbptt_rnn.chunk_forward(x[chunk], y[chunk], h0, params)
+                tbptt_rnn.chunk_backward(x[chunk], hs, errors, params, out)
+            return out
+        return tbptt_rnn.tbptt_grads(x, y, h0, params, k + {"long": 1, "short": -1}.get(kind, 0))
+    return grads
+
+
+def test_truncated_bptt_is_verified_exactly():
+    result = V.verify_loss(tbptt_variant("correct"), truncation=5, **TBPTT)
+    assert result.ok, str(result)
+    full = V.verify_loss(tbptt_variant("correct"), truncation=12, **TBPTT)  # k >= T: full BPTT
+    assert full.ok
+
+
+@pytest.mark.parametrize("kind, name", [("reset", "carried-state-reset"), ("long", "truncation-off-by-one-long"),
+                                        ("short", "truncation-off-by-one-short")])
+def test_truncation_mistakes_are_named(kind, name):
+    result = V.verify_loss(tbptt_variant(kind), truncation=5, **TBPTT)
+    assert not result.ok and result.fingerprint.name == name, str(result)
+
+
+def test_undeclared_chunked_truncation_is_named():
+    sig = V.Signature(("x", "y", "h0", "params"), ("grads",))
+    result = V.verify_loss(lambda x, y, h0, params: tbptt_rnn.tbptt_grads(x, y, h0, params, 5),
+                           **{**TBPTT, "signature": sig})
+    assert result.fingerprint.name == "chunks-of-5" and "declare truncation=5" in result.summary(), str(result)
+
+
+@settings(max_examples=10)
+@given(case=sst.problems(Model("rnn-tanh", D=2, H=3, K=2, loss="mse"), min_T=1, max_T=9))
+def test_truncated_gradient_matches_torch_with_detach(case):
+    """A second route: torch autograd with h.detach() k2 steps back, every k1 steps."""
+    model = Model("rnn-tanh", D=2, H=3, K=2, loss="mse")
+    for k1, k2 in ((1, 1), (2, 3), (3, 3), (2, 5)):
+        _, ours = truncated_loss_and_grads(model, case.params, case.x, case.targets, (k1, k2), case.h0)
+        P = {k: torch.tensor(v, requires_grad=True) for k, v in case.params.items()}
+        x, y = torch.tensor(case.x), torch.tensor(case.targets)
+        hs = [torch.tensor(case.h0["h"])]
+        for t in range(case.T):
+            hs.append(torch.tanh(x[t] @ P["U"].T + hs[-1] @ P["W"].T + P["b"]))
+        total = 0
+        for start, first, end in Truncation(k1, k2).updates(case.T):
+            h = hs[start].detach()
+            for t in range(start, end):
+                h = torch.tanh(x[t] @ P["U"].T + h @ P["W"].T + P["b"])
+                if t >= first:
+                    total = total + ((h @ P["V"].T + P["c"] - y[t]) ** 2).sum()
+        total.backward()
+        for k, v in P.items():
+            ref = v.grad.numpy()
+            assert np.abs(ours[k] - ref).max() <= 1e-12 * max(1.0, np.abs(ref).max()), (k1, k2, k)
+
+
+def test_truncation_bad_input():
+    with pytest.raises(ShapeError, match=r"k2 < k1"):
+        Truncation(5, 3)
+    with pytest.raises(ShapeError, match=r"positive integers, got k1=0"):
+        Truncation(0, 3)
+    with pytest.raises(ShapeError, match="many-to-many"):
+        truncated_loss_and_grads(Model("rnn-tanh", D=1, H=1, K=2, architecture="many-to-one", loss="mse"),
+                                 Model("rnn-tanh", D=1, H=1, K=2).init_params(0), np.zeros((3, 1, 1)),
+                                 np.zeros((1, 1, 2)), 2)
+    with pytest.raises(UnknownNameError, match="Unknown clipping 'elementwise'"):
+        V.verify_loss(tbptt_variant("correct"), truncation=5, clip=("elementwise", 5), **TBPTT)
+
+
+# -- shrink, save, replay ---------------------------------------------------------------------------
+BUG_FROM_T3 = '''
+import numpy as np
+
+def rnn_forward(x, h0, Wx, Wh, b):
+    N, T, D = x.shape
+    h = np.zeros((N, T, h0.shape[1]))
+    prev = h0
+    for t in range(T):
+        prev = np.tanh(x[:, t] @ Wx + prev @ Wh + b)
+        h[:, t] = prev
+    return h, (x, h0, Wx, Wh, h)
+
+def rnn_backward(dh, cache):
+    x, h0, Wx, Wh, h = cache
+    N, T, H = dh.shape
+    dx, dWx, dWh, db = np.zeros_like(x), np.zeros_like(Wx), np.zeros_like(Wh), np.zeros(H)
+    carry = np.zeros((N, H))
+    for t in reversed(range(T)):
+        da = (dh[:, t] + carry) * (1 - h[:, t] ** 2)
+        prev = h0 if t == 0 else h[:, t - 1]
+        dx[:, t] = da @ Wx.T
+        dWx += x[:, t].T @ da
+        dWh += prev.T @ da
+        db += da.sum(axis=0)
+        carry = da @ Wh.T
+        if t == 2:  # the message from the third step to the second is doubled
+            carry = 2 * carry
+    return dx, carry, dWx, dWh, db
+'''
+
+
+def test_a_bug_from_T3_on_shrinks_to_T3_and_replays(tmp_path):
+    path = tmp_path / "rnn_bug.py"
+    path.write_text(BUG_FROM_T3)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import rnn_bug
+    finally:
+        sys.path.remove(str(tmp_path))
+    case = tmp_path / "case.npz"
+    result = V.verify_layer(rnn_bug.rnn_forward, rnn_bug.rnn_backward, "rnn-tanh", "cs231n", save_to=case)
+    assert not result.ok and result.minimal["T"] == 3 and result.minimal["N"] == 1, str(result)
+    assert result.minimal["D"] == 1 and result.minimal["H"] == 1 and case.exists()
+    assert "--replay" in result.minimal["command"] and str(case) in str(result)
+    again = V.verify_layer(rnn_bug.rnn_forward, rnn_bug.rnn_backward, "rnn-tanh", "cs231n", replay=case)
+    assert not again.ok and [c.T for c in again.cases] == [3] and again.wrong
+    assert [g.name for g in again.wrong] == [g.name for g in V.verify_layer(
+        rnn_bug.rnn_forward, rnn_bug.rnn_backward, "rnn-tanh", "cs231n", replay=case).wrong]
+    cli = subprocess.run([sys.executable, "-m", "symrnn.cli", "verify", f"{path}:rnn_backward", "--replay", str(case)],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert cli.returncode == 1 and "wrong" in cli.stdout.splitlines()[0], cli.stdout + cli.stderr
+    with pytest.raises(UnknownNameError, match="cell='rnn-tanh'"):
+        V.verify_layer(rnn_bug.rnn_forward, rnn_bug.rnn_backward, "rnn-relu", "cs231n", replay=case)
+    (tmp_path / "junk.npz").write_bytes(b"not a case")
+    with pytest.raises(ShapeError, match="Cannot read the case file"):
+        V.verify_layer(rnn_bug.rnn_forward, rnn_bug.rnn_backward, "rnn-tanh", "cs231n", replay=tmp_path / "junk.npz")
+
+
+def saturation_guarded_backward(dh, cache):
+    """A "numerically safe" tanh derivative, max(1 - h**2, 1e-3): wrong only where tanh saturates."""
+    x, h0, Wx, Wh, h = cache
+    N, T, H = dh.shape
+    dx, dWx, dWh, db = np.zeros_like(x), np.zeros_like(Wx), np.zeros_like(Wh), np.zeros(H)
+    carry = np.zeros((N, H))
+    for t in reversed(range(T)):
+        da = (dh[:, t] + carry) * np.maximum(1 - h[:, t] ** 2, 1e-3)
+        prev = h0 if t == 0 else h[:, t - 1]
+        dx[:, t], dWx, dWh, db = da @ Wx.T, dWx + x[:, t].T @ da, dWh + prev.T @ da, db + da.sum(axis=0)
+        carry = da @ Wh.T
+    return dx, carry, dWx, dWh, db
+
+
+def saturation_forward(x, h0, Wx, Wh, b):
+    h, _ = cs231n_rnn.rnn_forward(x, h0, Wx, Wh, b)
+    return h, (x, h0, Wx, Wh, h)
+
+
+def test_search_finds_a_bug_the_fixed_cases_miss():
+    """At PyTorch's initialisation scale the fixed cases never saturate tanh that far; the search's
+    weights from tiny to saturating do."""
+    assert V.verify_layer(saturation_forward, saturation_guarded_backward, "rnn-tanh", "cs231n").ok
+    found = V.verify_layer(saturation_forward, saturation_guarded_backward, "rnn-tanh", "cs231n", search=60)
+    assert not found.ok and found.cases[-1].label.endswith("found by search (symrnn.strategies)"), str(found)
+    assert found.minimal["T"] == 1 and found.fingerprint is None
+
+
+@pytest.mark.parametrize("name", ["cs231n_rnn", "cs231n_lstm", "dlfs2_gru"])
+def test_correct_code_searched_by_hypothesis_gets_no_fingerprint(name):
+    kwargs = {} if name.startswith("dlfs2") else {"search": 25}
+    result = IMPLEMENTATIONS[name](None, **kwargs)
+    assert result.ok and result.fingerprint is None and result.explanation is None and not result.minimal
+
+
+def test_strategies_shrink_towards_short_simple_cases():
+    from hypothesis import find
+
+    model = Model("lstm", D=2, H=3, loss="upstream")
+    found = find(sst.problems(model, max_T=10), lambda p: p.T >= 4)
+    assert found.T == 4 and found.N == 1
+    assert all(not np.any(v) for v in found.params.values())
