@@ -709,7 +709,49 @@ def bench_verify(cfg):
         ok = torch.autograd.gradcheck(Layer.apply, inputs, fast_mode=not cfg["verify_gradcheck_slow"])
         res["gradcheck"] = {"time": time.perf_counter() - t0, "ok": ok,
                             "mode": "slow (default)" if cfg["verify_gradcheck_slow"] else "fast"}
+    res["wrong"] = _bench_wrong_lstm(cfg, cs231n_lstm, V)
     return res
+
+
+def _bench_wrong_lstm(cfg, corpus_lstm, V):
+    """A wrong LSTM layer (its cell-state path dropped): where the time goes when the verifier
+    localises, names and shrinks a mistake.  Each phase's own time excludes the user's code."""
+    from symrnn.verify import core
+
+    D, H, T, N = cfg["verify_sizes"]
+    ns = corpus_lstm.make("cell_path_dropped")
+    runs = []
+    for seed in range(cfg["verify_repeats"]):
+        user = [0.0]
+        phases = {"localise": [0.0, 0.0], "fingerprint": [0.0, 0.0], "shrink": [0.0, 0.0]}
+        originals = {"localise": core.localise, "fingerprint": core.fingerprint, "shrink": core._minimal_case}
+
+        def timed_phase(name):
+            def wrapper(*args, **kwargs):
+                t0, u0 = time.perf_counter(), user[0]
+                try:
+                    return originals[name](*args, **kwargs)
+                finally:
+                    phases[name][0] += time.perf_counter() - t0
+                    phases[name][1] += user[0] - u0
+            return wrapper
+
+        core.localise, core.fingerprint, core._minimal_case = (timed_phase(n) for n in ("localise", "fingerprint",
+                                                                                          "shrink"))
+        try:
+            forward, backward = (_timed(f, user) for f in (ns.lstm_forward, ns.lstm_backward))
+            t0 = time.perf_counter()
+            with tempfile.TemporaryDirectory() as tmp:
+                result = V.verify_layer(forward, backward, "lstm", "cs231n", D=D, H=H, T=T, N=N, seed=seed,
+                                        save_to=os.path.join(tmp, "case.npz"))
+            total = time.perf_counter() - t0
+        finally:
+            core.localise, core.fingerprint, core._minimal_case = (originals[n] for n in ("localise", "fingerprint",
+                                                                                          "shrink"))
+        runs.append({"total": total, "user": user[0], "phases": {k: v[0] - v[1] for k, v in phases.items()},
+                     "fingerprint": result.fingerprint.name if result.fingerprint else None,
+                     "localisation": dict(result.localisation), "minimal": dict(result.minimal)})
+    return runs
 
 
 def report_verify(res, cfg, summary):
@@ -741,6 +783,24 @@ def report_verify(res, cfg, summary):
         summary.append(("5. torch.autograd.gradcheck / symrnn verify, same LSTM layer code", f"{ratio:.0f}x "
                         f"(gradcheck {g['mode']}: {fmt_s(g['time'])}, verify: {fmt_s(total)})", "≥ 100x",
                         status(ratio >= 100, g["mode"].startswith("slow"))))
+    if res.get("wrong"):
+        runs = res["wrong"]
+        where_what = med([r["phases"]["localise"] + r["phases"]["fingerprint"] for r in runs])
+        out += ["", "### A wrong LSTM layer: localise, name, shrink",
+                "",
+                f"The same layer with its cell-state path dropped (`cs231n_lstm.make('cell_path_dropped')`), same "
+                f"sizes. Per phase, symrnn's own time (the user's code excluded), median of {len(runs)} runs; the "
+                f"fingerprint phase tries every catalogued mistake of the LSTM on up to four failing cases.",
+                "",
+                "| run | total | inside user code | localise | fingerprint | shrink + save | named | minimal case |",
+                "|---|---|---|---|---|---|---|---|"]
+        for k, r in enumerate(runs):
+            p, m = r["phases"], r["minimal"]
+            out.append(f"| {k} | {fmt_s(r['total'])} | {fmt_s(r['user'])} | {fmt_s(p['localise'])} | "
+                       f"{fmt_s(p['fingerprint'])} | {fmt_s(p['shrink'])} | {r['fingerprint']} | "
+                       f"T={m.get('T')}, N={m.get('N')}, D={m.get('D')}, H={m.get('H')} |")
+        summary.append((f"5. localise and fingerprint a wrong LSTM layer ({res['params']:,} parameters), symrnn's "
+                        "own time", fmt_s(where_what), "< 5 s", status(where_what < 5.0, D == 64 and H == 128)))
     return out
 
 
@@ -779,6 +839,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="where to write the Markdown report")
     parser.add_argument("--quick", action="store_true", help="fast smoke run: fewer repeats, smaller sizes")
+    parser.add_argument("--only", action="append", choices=("derive", "speed", "scalar", "verify"),
+                        help="run only these benchmarks (repeatable; the report then holds only them)")
     args = parser.parse_args(argv)
     cfg = config(args.quick)
     start = time.perf_counter()
@@ -790,6 +852,8 @@ def main(argv=None):
     loads = []
     for name, bench, report in (("derive", bench_derive, report_derive), ("speed", bench_speed, report_speed),
                                 ("scalar", bench_scalar, report_scalar), ("verify", bench_verify, report_verify)):
+        if args.only and name not in args.only:
+            continue
         t0 = time.perf_counter()
         load0 = os.getloadavg()[0]
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
