@@ -238,6 +238,7 @@ class Declared:
     save_to: object = None  # where the minimal case goes (None: a temporary file)
     replaying: bool = False
     search: int = 0  # Hypothesis examples (symrnn.strategies) tried beyond the fixed cases
+    zero_states: tuple = ()  # initial states the user's code does not take (zero on both sides)
 
 
 def search_failure(adapter, declared, max_T, truncation=None, clip=None):
@@ -248,8 +249,14 @@ def search_failure(adapter, declared, max_T, truncation=None, clip=None):
 
     from ..strategies import problems
 
-    def fails(problem):
+    def prepare(problem):
         problem.truncation, problem.clip = truncation, clip
+        for s in declared.zero_states:
+            problem.h0[s] = np.zeros_like(problem.h0[s])
+        return problem
+
+    def fails(problem):
+        prepare(problem)
         try:
             return judged_wrong(adapter, problem)
         except (UserCodeError, ShapeError, ValueError, ArithmeticError):
@@ -261,6 +268,7 @@ def search_failure(adapter, declared, max_T, truncation=None, clip=None):
                                        suppress_health_check=list(HealthCheck), deadline=None))
     except NoSuchExample:
         return None
+    found = prepare(found)
     found.label = f"T={found.T}, N={found.N}, found by search (symrnn.strategies)"
     return found
 
@@ -431,7 +439,7 @@ def verify_layer(forward, backward, cell="rnn-tanh", layout="cs231n", *, D=3, H=
     plan = Plan(T=T, N=N, scale=scale, seed=seed, lengths=lengths)
     zero = () if "c0" in sig.forward_args else tuple(s for s in model.state_names if s != "h")
     declared = Declared(_meta("layer", cell, L), lambda D, H: _model(cell, D, H, loss="upstream"),
-                        (forward, backward), save_to, search=search)
+                        (forward, backward), save_to, search=search, zero_states=zero)
     return _run(adapter, lambda: _layer_problems(model, plan, T, seed, zero), declared, replayed, truncation, clip)
 
 
@@ -531,7 +539,8 @@ def verify_loss(fn, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, K=3, T=8, N=3
     kwargs = dict(loss=loss, reduction=reduction, architecture=architecture)
     declared = Declared(_meta("loss", cell, L, K=K, **kwargs),
                         None if "x_ids" in sig.forward_args else lambda D, H: _model(cell, D, H, K, **kwargs),
-                        (fn,), save_to, search=0 if "x_ids" in sig.forward_args or mask else search)
+                        (fn,), save_to, search=0 if "x_ids" in sig.forward_args or mask else search,
+                        zero_states=zero)
     return _run(adapter, lambda: problems, declared, replayed, truncation, clip)
 
 

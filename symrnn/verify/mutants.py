@@ -44,7 +44,7 @@ class Mutation:
     name: str
     description: str  # in words a student understands
     where: str = ""  # the equation or quantity concerned
-    rewrite: tuple = ()  # ((equation target, function application, "missing" | "at-pre-activation"),)
+    rewrite: tuple = ()  # ((target, function application, "missing" | "at-pre-activation" | "as-output"),)
     drop_carry: tuple = ()  # states whose message from step t+1 is not added
     skip_step: str = ""  # "first" | "last": that step's term missing from the parameter gradients
     skip_only: tuple = ()  # ... from these parameters' gradients only (empty: all)
@@ -96,6 +96,8 @@ def _coef(eq, u, rewrite):
         fprime = to_vocabulary(app_flat.fdiff(1))  # the function's own rule, at its argument
         if mode == "missing":
             fprime = sp.Integer(1)
+        elif mode == "as-output":  # sigma where sigma (1 - sigma) belongs
+            fprime = app_flat
         else:  # the derivative written in terms of the output, evaluated at the pre-activation
             fprime = fprime.xreplace({app_flat: app_flat.args[0]})
         exact = (derivative(with_F, u) + derivative(with_F, F) * fprime * inner).xreplace({F: app_flat})
@@ -384,15 +386,22 @@ def mutations_for(model, T=8, truncation=None):
     out = []
     for eq, app in _applications(cell):
         fn = type(app).__name__
+        base = parse(eq.target)[0]
+        role = cell.roles.get(base, "")
+        where = f"{base}[t]" + (f" (the {role})" if role else "")
         out.append(Mutation(f"{fn}-derivative-missing",
-                            f"the derivative of {fn} is missing where {eq.target} = {eq.rhs} is differentiated "
-                            f"(the gradient passes through {fn} as if it were the identity)",
-                            where=str(eq.target), rewrite=((eq.target, app, "missing"),), changes=str(bar(eq.target))))
+                            f"the derivative of {fn} in {where} is missing: the gradient passes through {fn} as "
+                            f"if it were the identity", where=str(eq.target), rewrite=((eq.target, app, "missing"),),
+                            changes=str(bar(eq.target))))
         if fn in ("tanh", "sigmoid"):
             out.append(Mutation(f"{fn}-derivative-at-pre-activation",
-                                f"the derivative of {fn} in {eq.target} = {eq.rhs} is computed from the "
-                                f"pre-activation instead of the {fn} output (e.g. 1 - a**2 instead of "
-                                f"1 - tanh(a)**2)", where=str(eq.target), rewrite=((eq.target, app, "at-pre-activation"),),
+                                f"the derivative of {fn} in {where} is computed from the pre-activation instead of "
+                                f"the {fn} output (e.g. 1 - a**2 instead of 1 - tanh(a)**2)", where=str(eq.target),
+                                rewrite=((eq.target, app, "at-pre-activation"),), changes=str(bar(eq.target))))
+        if fn == "sigmoid":
+            out.append(Mutation("sigmoid-derivative-as-output",
+                                f"the derivative of sigmoid in {where} is written as the gate itself, s instead of "
+                                f"s * (1 - s)", where=str(eq.target), rewrite=((eq.target, app, "as-output"),),
                                 changes=str(bar(eq.target))))
     for s in cell.states:
         role = "recurrent term" if s == model.out else f"{s} path"

@@ -80,10 +80,13 @@ class Verification:
                 blocks.append(f"{g.name}: gate block(s) {', '.join(bad)} wrong, {', '.join(good)} right")
         where = f" ({'; '.join(blocks)})" if blocks else ""
         failing = [c.label for c in self.cases if not c.ok]
-        named = f" -- looks like: {self.fingerprint.description}" if self.fingerprint is not None else ""
+        named = (f": {self.fingerprint.description} (catalogued mistake {self.fingerprint.name!r}). Wrong:"
+                 if self.fingerprint is not None else ":")
         message = f"; {self.localisation['message']}" if self.localisation.get("message") else ""
-        return (f"{self.cell} {self.mode} code is wrong: {names}{where}{message}, shown in the case {self.case!r} "
-                f"(wrong in {len(failing)} of {len(self.cases)} cases){named}")
+        smallest = (f"; smallest failing case T={self.minimal['T']}, N={self.minimal['N']}, D={self.minimal['D']}, "
+                    f"H={self.minimal['H']}" if self.minimal else "")
+        return (f"{self.cell} {self.mode} code is wrong{named} {names}{where}{message}, shown in the case "
+                f"{self.case!r} (wrong in {len(failing)} of {len(self.cases)} cases){smallest}")
 
     def __str__(self):
         lines = [self.summary(), "",
