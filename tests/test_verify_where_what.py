@@ -281,3 +281,79 @@ def test_strategies_shrink_towards_short_simple_cases():
     found = find(sst.problems(model, max_T=10), lambda p: p.T >= 4)
     assert found.T == 4 and found.N == 1
     assert all(not np.any(v) for v in found.params.values())
+
+
+def test_a_sum_where_a_mean_was_declared_is_named():
+    """The loss is divided by T (a mean over every step, PyTorch's), its gradient is not: T times
+    too large, readout included."""
+    def loss_fn(params, x, h0, y, mask):
+        loss, grads = cs231n_rnn.make(None).temporal_affine_softmax_loss(params, x, h0, y, mask)  # sum over time / N
+        return loss / x.shape[1], grads
+
+    result = V.verify_loss(loss_fn, cell="rnn-tanh", layout="cs231n", reduction="mean")
+    assert not result.ok and result.fingerprint is not None, str(result)
+    assert result.fingerprint.name == "multiplied-by-T" and result.fingerprint.readout_too, str(result)
+
+
+def test_the_readme_lstm_mistake_is_named(tmp_path):
+    """The README's example: the forget gate's derivative written as f where f (1 - f) belongs."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "catalogued mistake 'sigmoid-derivative-as-output'" in readme
+    source = MY_LSTM
+    (tmp_path / "my_lstm.py").write_text(source)
+    cli = subprocess.run([sys.executable, "-m", "symrnn.cli", "verify", "my_lstm.py:lstm_backward", "--cell", "lstm",
+                          "--layout", "cs231n"], capture_output=True, text=True, cwd=tmp_path)
+    assert cli.returncode == 1
+    first = cli.stdout.splitlines()[0]
+    assert "f[t] (the forget gate) is written as the gate itself" in first and "T=2, N=1, D=1, H=1" in first
+    replay = re.search(r"^replay: (.*)$", cli.stdout, re.M).group(1).split()
+    again = subprocess.run([sys.executable, "-m", "symrnn.cli", *replay[1:]], capture_output=True, text=True,
+                           cwd=tmp_path)
+    assert again.returncode == 1 and "sigmoid-derivative-as-output" in again.stdout.splitlines()[0], again.stdout
+
+
+MY_LSTM = '''
+import numpy as np
+
+
+def sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def lstm_forward(x, h0, Wx, Wh, b):
+    N, T, D = x.shape
+    H = h0.shape[1]
+    h, c = np.zeros((N, T, H)), np.zeros((N, H))
+    prev, cache = h0, []
+    for t in range(T):
+        a = x[:, t] @ Wx + prev @ Wh + b
+        i, f, o, g = sigmoid(a[:, :H]), sigmoid(a[:, H:2 * H]), sigmoid(a[:, 2 * H:3 * H]), np.tanh(a[:, 3 * H:])
+        c_prev, c = c, f * c + i * g
+        prev = o * np.tanh(c)
+        h[:, t] = prev
+        cache.append((x[:, t], h[:, t - 1] if t else h0, c_prev, c, i, f, o, g))
+    return h, (cache, Wx, Wh)
+
+
+def lstm_backward(dh, cache):
+    steps, Wx, Wh = cache
+    N, T, H = dh.shape
+    dx = np.zeros((N, T, Wx.shape[0]))
+    dWx, dWh, db = np.zeros_like(Wx), np.zeros_like(Wh), np.zeros(4 * H)
+    dh_next, dc_next = np.zeros((N, H)), np.zeros((N, H))
+    for t in reversed(range(T)):
+        x, h_prev, c_prev, c, i, f, o, g = steps[t]
+        dh_t = dh[:, t] + dh_next
+        dc = dc_next + dh_t * o * (1 - np.tanh(c) ** 2)
+        da = np.hstack((dc * g * i * (1 - i), dc * c_prev * f,  # forget gate: f * (1 - f) forgotten
+                        dh_t * np.tanh(c) * o * (1 - o), dc * i * (1 - g ** 2)))
+        dx[:, t] = da @ Wx.T
+        dWx += x.T @ da
+        dWh += h_prev.T @ da
+        db += da.sum(axis=0)
+        dh_next, dc_next = da @ Wh.T, dc * f
+    return dx, dh_next, dWx, dWh, db
+'''
