@@ -357,3 +357,36 @@ def lstm_backward(dh, cache):
         dh_next, dc_next = da @ Wh.T, dc * f
     return dx, dh_next, dWx, dWh, db
 '''
+
+
+def _lstm_module(tmp_path, name, source):
+    (tmp_path / f"{name}.py").write_text(source)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+def test_a_one_percent_error_in_the_cell_state_message_is_localised_to_it(tmp_path):
+    """dL/dc from t=3 to t=2 scaled by 1.01 (counting from 1): the message probe names the c path,
+    the step, and the gate blocks the message reaches (i, f, g; not o)."""
+    source = MY_LSTM.replace("dc * c_prev * f,  # forget gate: f * (1 - f) forgotten",
+                             "dc * c_prev * f * (1 - f),")
+    source = source.replace("dh_next, dc_next = da @ Wh.T, dc * f",
+                            "dh_next, dc_next = da @ Wh.T, dc * f * (1.01 if t == 2 else 1.0)")
+    correct = _lstm_module(tmp_path, "lstm_right", MY_LSTM.replace("dc * c_prev * f,  # forget gate", "dc * c_prev * f * (1 - f),  #"))
+    assert V.verify_layer(correct.lstm_forward, correct.lstm_backward, "lstm", "cs231n").ok
+    wrong = _lstm_module(tmp_path, "lstm_c_message", source)
+    result = V.verify_layer(wrong.lstm_forward, wrong.lstm_backward, "lstm", "cs231n")
+    loc = result.to_json()["localisation"]
+    assert not result.ok and result.fingerprint is None, str(result)
+    assert loc["path"] == "c" and loc["step"] == 3 and loc["block"] == "i,f,g", str(result)
+    assert "dL/dc from t=3 to t=2 is the first wrong backward message; dL/dh is right" in result.summary()
+
+
+@pytest.mark.parametrize("name", ["cs231n_lstm", "dlfs2_lstm"])
+def test_a_dropped_cell_path_is_localised_to_the_c_path(name):
+    result = IMPLEMENTATIONS[name]("cell_path_dropped")
+    assert result.localisation["path"] == "c" and result.localisation["step"] == 8
+    assert "dL/dc from t=8 to t=7 is the first wrong backward message; dL/dh is right" in result.summary()

@@ -18,7 +18,9 @@ from ..truncated import as_truncation
 from . import judge as J
 from .hygiene import Finding
 from .modes import LayerFunctions, LayerObject, LossFunction, run_twice
-from .mutants import candidate, exact_line, mutations_for
+from .mutants import Mutation, candidate, exact_line, mutations_for
+from .mutants import backward as candidate_backward
+from .mutants import input_terms as mutant_terms
 from .problems import Plan, draw, exact
 from .result import CaseResult, ForwardCheck, Verification
 from .shrink import judged_wrong, load_case, rebuilder, save_case, shrink
@@ -324,8 +326,17 @@ def run_cases(adapter, problems, mode, layout_name, declared=None):
         if probe is not None and probe is not shortest:
             shortest_loc = localise(adapter, *shortest)
             result.localisation.update({k: v for k, v in shortest_loc.items() if k in ("gradient", "block")})
+        T_main = max(p.T for p in problems)
+        probe = message_probe(adapter, declared, T_main) if mode == "layer" else None
+        if probe is not None:
+            loc = result.localisation
+            loc.update(step=probe["step"], path=probe["path"], message=probe["message"])
+            if probe["blocks_right"] and probe["blocks_wrong"]:
+                loc["block"] = ",".join(probe["blocks_wrong"])
+                loc["message"] += (f"; at t={min(probe['step'] - 1, T_main) if probe['path'] else T_main} the gate block(s) {', '.join(probe['blocks_wrong'])} "
+                                   f"receive a wrong gradient, {', '.join(probe['blocks_right'])} a right one")
         _refine_by_fingerprint(result.localisation, result.fingerprint, adapter, shortest[0].T)
-        if result.fingerprint is not None and result.fingerprint.drop_carry:
+        if result.fingerprint is not None and result.fingerprint.drop_carry and probe is None:
             path = result.localisation["path"] = result.fingerprint.drop_carry[0]
             result.localisation["message"] = result.localisation["message"].replace(f"dL/d{model.out} ",
                                                                                   f"dL/d{path} ")
@@ -341,6 +352,76 @@ def run_cases(adapter, problems, mode, layout_name, declared=None):
                                                   f"from step {T_min}, or in a term that only a sequence of "
                                                   f"{T_min} steps has")
     return result
+
+
+PROBE_H = 2  # the message probe's hidden size: small, so that D can exceed the rows of every input product
+
+
+def message_probe(adapter, declared, T, seed=7):
+    """Which backward message is the first wrong one, on which state path, and which gate blocks
+    it reaches: layer mode, from the user's ``dx`` alone.
+
+    With ``D`` larger than the rows of all products ``P x_t`` together (``4H`` for an LSTM), the
+    user's ``dx_t = sum_P q_P P`` determines each block ``q_P`` (what the gate's pre-activation
+    carries back at step t): the stacked ``P`` has full row rank, so ``q = dx_t pinv(P)``.  The
+    upstream gradient arrives at the last step only, so the first step (from the end) whose blocks
+    differ from the exact ones is where the first wrong message arrives; scaling the exact message of
+    each state in turn shows which blocks each state's message reaches, and the path is the state
+    whose blocks are exactly the wrong ones."""
+    model = adapter.model
+    if declared is None or declared.make_model is None or getattr(adapter, "step", False) or T < 2:
+        return None
+    names = [t.matrix.name for t in mutant_terms(model) if t.matrix is not None]
+    rows = sum(model.cell.params[n].shape[0] == "H" for n in names) * PROBE_H
+    if not names or rows != len(names) * PROBE_H:
+        return None
+    probe = rebuilder(adapter, declared.make_model)(D=rows + 1, H=PROBE_H)
+    pm = probe.model
+    problem = draw(pm, Plan(T=T, N=2, seed=seed), T, f"T={T}, message probe", seed, declared.zero_states,
+                   upstream=T - 1)
+    try:
+        run = probe.run(problem, [])
+    except (UserCodeError, ShapeError, ValueError):
+        return None
+    dx = run.grads.get(pm.input_name)
+    if dx is None:
+        return None
+    stacked = np.vstack([problem.params[n] for n in names])
+    split = np.cumsum([problem.params[n].shape[0] for n in names])[:-1]
+    user = {t: dict(zip(names, np.split(dx[t] @ np.linalg.pinv(stacked), split, axis=1))) for t in range(T)}
+    exact_q, scaled = {}, {}
+    candidate_backward(pm, problem.params, problem.x, problem.h0, problem.targets, record=exact_q)
+    first = None
+    for t in range(T - 1, -1, -1):
+        size = max(float(np.abs(q).max(initial=0)) for q in exact_q[t].values()) or 1.0
+        wrong = [n for n in names if np.abs(user[t][n] - exact_q[t][n]).max() > 1e-7 * size]
+        if wrong:
+            first = (t, wrong, size)
+            break
+    if first is None:
+        return None
+    t, wrong, size = first
+    gate_of = {n: parse(next(term.consumer for term in mutant_terms(pm) if term.matrix is not None
+                             and term.matrix.name == n))[0] for n in names}
+    out = {"step": min(t + 2, T), "blocks_wrong": [gate_of[n] for n in wrong],
+           "blocks_right": [gate_of[n] for n in names if n not in wrong], "path": None}
+    if t == T - 1:
+        out["message"] = f"already wrong at the last step t={T} (a local derivative, not a message)"
+        return out
+    for s in pm.state_names:
+        rec = {}
+        candidate_backward(pm, problem.params, problem.x, problem.h0, problem.targets,
+                           mutation=Mutation("probe", "", scale_message=(s, t, 1.5)), record=rec)
+        reached = [n for n in names if np.abs(rec[t][n] - exact_q[t][n]).max() > 1e-7 * size]
+        scaled[s] = reached
+    paths = [s for s, reached in scaled.items() if set(reached) == set(wrong)]
+    path = paths[0] if len(paths) == 1 else (pm.out if len(pm.state_names) == 1 else None)
+    out["path"] = path
+    others = [s for s in pm.state_names if s != path]
+    right = "; ".join(f"dL/d{s} is right" for s in others) if path else ""
+    out["message"] = (f"dL/d{path or '(state)'} from t={t + 2} to t={t + 1} is the first wrong backward message"
+                      + (f"; {right}" if right else ""))
+    return out
 
 
 def _refine_by_fingerprint(loc, mutation, adapter, T):

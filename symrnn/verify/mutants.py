@@ -59,6 +59,7 @@ class Mutation:
     clip_inside_from_user: bool = False  # c is the largest |entry| the user's code returned
     truncation: tuple = ()  # (k1, k2): truncated BPTT's gradient (symrnn.truncated)
     reset_state: bool = False  # ... with every window started from the initial state
+    scale_message: tuple = ()  # (state, t, factor): the message state[t] receives from step t+1 scaled (a probe)
     changes: str = ""  # the adjoint or gradient it changes (for the report)
 
 
@@ -189,6 +190,11 @@ def _partners(cell, compiled, a, b):
     return {k: v for k, v in out.items() if k in compiled.coefs and v in compiled.coefs}
 
 
+def input_terms(model):
+    """The terms through which the input is read (``P x_t``), in the sweep's order."""
+    return list(_compile(model.cell, Mutation("exact", "")).terms.get(model.cell.input_symbol, []))
+
+
 def recurrent_matrices(cell):
     """The parameters that multiply a previous state (``W`` in ``W h[t-1]``)."""
     terms = local_terms(cell.equations)
@@ -230,13 +236,14 @@ def _evaluate(entry, values, params):
     return fn(*args)
 
 
-def backward(model, params, X, h0, upstream, final_grads=None, mutation=None, term_scales=False):
+def backward(model, params, X, h0, upstream, final_grads=None, mutation=None, term_scales=False, record=None):
     """Gradients of ``sum_t <upstream_t, h_t> (+ <final, s_T>)`` by a plain reverse sweep
     (``mutation`` changes it); keys as ``Model.loss_and_grads``.
 
     With ``term_scales=True`` each returned entry is instead the sum of the absolute values of
     the terms that make it up (the adjoints themselves propagate as usual): the scale of the
-    rounding error of the last sums, where cancellation shows."""
+    rounding error of the last sums, where cancellation shows.  ``record`` (a dict) receives, per
+    step, what each product ``P x_t`` carries back (``{t: {P: (N, rows)}}``): the gate blocks."""
     m = mutation or Mutation("exact", "")
     if m.truncation:
         return truncated_loss_and_grads(model, params, X, upstream, Truncation(*m.truncation), h0,
@@ -253,6 +260,8 @@ def backward(model, params, X, h0, upstream, final_grads=None, mutation=None, te
              for s in cell.states}
     for t in range(T - 1, -1, -1):
         values = _values(model, params_c, X, cache, t)
+        if m.scale_message and m.scale_message[1] == t:
+            carry[m.scale_message[0]] = carry[m.scale_message[0]] * m.scale_message[2]
         adj = {}
         for eq in reversed(compiled.equations):
             y = eq.target
@@ -268,6 +277,10 @@ def backward(model, params, X, h0, upstream, final_grads=None, mutation=None, te
             carry[s] = _sends(assembly if t == 0 else compiled, tsym(s, -1), adj, values, params_c, m,
                               term_scales and t == 0)
         dX[t] = _sends(assembly, cell.input_symbol, adj, values, params_c, m, term_scales)
+        if record is not None:
+            record[t] = {term.matrix.name: _q(compiled, (term.consumer, ("mat", term.matrix, cell.input_symbol)), adj,
+                                              values, params_c)
+                         for term in compiled.terms.get(cell.input_symbol, []) if term.matrix is not None}
         skipped = (m.skip_step == "first" and t == 0) or (m.skip_step == "last" and t == T - 1)
         for name, spec in cell.params.items():
             if skipped and (not m.skip_only or name in m.skip_only):
