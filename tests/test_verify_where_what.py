@@ -15,17 +15,9 @@ from corpus import cs231n_rnn, minchar_rnn, tbptt_rnn
 from symrnn import Model
 from symrnn.errors import ShapeError, UnknownNameError
 from symrnn.truncated import Truncation, truncated_loss_and_grads
-from test_verify import BUGS, IMPLEMENTATIONS, seq_to_one
+from test_verify import BUGS, EXPECTED_FINGERPRINT, IMPLEMENTATIONS, seq_to_one
 
-NAMED = {
-    "drop_recurrent": "recurrent-term-dropped", "act_deriv_at_preact": "tanh-derivative-at-pre-activation",
-    "act_deriv_missing": "tanh-derivative-missing", "h_t_for_h_prev": "h-t-for-h-prev",
-    "missing_first_term": "first-term-missing", "missing_last_term": "last-term-missing",
-    "divide_by_T": "divided-by-T", "divide_by_N": "divided-by-N", "truncate_k": "truncated-after-3",
-    "bias_not_summed": "bias-not-summed", "transposed_matrix": "matrix-not-transposed",
-    "cell_path_dropped": "c-path-dropped", "sigmoid_deriv_missing_gate": "sigmoid-derivative-missing",
-    "clip_inside": "clipped-inside-backward",
-}
+NAMED = {**EXPECTED_FINGERPRINT, "clip_inside": "clipped-inside-backward"}
 SWAPPED = {"cs231n_lstm": "gate-blocks-i-f-swapped", "dlfs2_lstm": "gate-blocks-i-f-swapped",
            "dlfs2_gru": "gate-blocks-r-z-swapped"}
 GATE = {"cs231n_lstm": "f", "dlfs2_lstm": "f", "dlfs2_gru": "z"}  # the gate of sigmoid_deriv_missing_gate
@@ -181,7 +173,7 @@ def test_truncation_bad_input():
 
 
 # -- shrink, save, replay ---------------------------------------------------------------------------
-BUG_FROM_T3 = '''
+RNN_TEMPLATE = '''
 import numpy as np
 
 def rnn_forward(x, h0, Wx, Wh, b):
@@ -199,27 +191,33 @@ def rnn_backward(dh, cache):
     dx, dWx, dWh, db = np.zeros_like(x), np.zeros_like(Wx), np.zeros_like(Wh), np.zeros(H)
     carry = np.zeros((N, H))
     for t in reversed(range(T)):
-        da = (dh[:, t] + carry) * (1 - h[:, t] ** 2)
+        da = (dh[:, t] + carry) * DERIVATIVE
         prev = h0 if t == 0 else h[:, t - 1]
         dx[:, t] = da @ Wx.T
         dWx += x[:, t].T @ da
         dWh += prev.T @ da
         db += da.sum(axis=0)
-        carry = da @ Wh.T
-        if t == 2:  # the message from the third step to the second is doubled
-            carry = 2 * carry
+        carry = da @ Wh.T * MESSAGE
     return dx, carry, dWx, dWh, db
 '''
+# the message from the third step to the second doubled: wrong for T >= 3 only
+BUG_FROM_T3 = RNN_TEMPLATE.replace("DERIVATIVE", "(1 - h[:, t] ** 2)").replace("MESSAGE", "(2 if t == 2 else 1)")
+# a "numerically safe" tanh derivative, max(1 - h**2, 1e-3): wrong only where tanh saturates
+SATURATION_GUARDED = RNN_TEMPLATE.replace("DERIVATIVE", "np.maximum(1 - h[:, t] ** 2, 1e-3)").replace("MESSAGE", "1")
+
+
+def _load_module(tmp_path, name, source):
+    (tmp_path / f"{name}.py").write_text(source)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(tmp_path))
 
 
 def test_a_bug_from_T3_on_shrinks_to_T3_and_replays(tmp_path):
+    rnn_bug = _load_module(tmp_path, "rnn_bug", BUG_FROM_T3)
     path = tmp_path / "rnn_bug.py"
-    path.write_text(BUG_FROM_T3)
-    sys.path.insert(0, str(tmp_path))
-    try:
-        import rnn_bug
-    finally:
-        sys.path.remove(str(tmp_path))
     case = tmp_path / "case.npz"
     result = V.verify_layer(rnn_bug.rnn_forward, rnn_bug.rnn_backward, "rnn-tanh", "cs231n", save_to=case)
     assert not result.ok and result.minimal["T"] == 3 and result.minimal["N"] == 1, str(result)
@@ -239,30 +237,12 @@ def test_a_bug_from_T3_on_shrinks_to_T3_and_replays(tmp_path):
         V.verify_layer(rnn_bug.rnn_forward, rnn_bug.rnn_backward, "rnn-tanh", "cs231n", replay=tmp_path / "junk.npz")
 
 
-def saturation_guarded_backward(dh, cache):
-    """A "numerically safe" tanh derivative, max(1 - h**2, 1e-3): wrong only where tanh saturates."""
-    x, h0, Wx, Wh, h = cache
-    N, T, H = dh.shape
-    dx, dWx, dWh, db = np.zeros_like(x), np.zeros_like(Wx), np.zeros_like(Wh), np.zeros(H)
-    carry = np.zeros((N, H))
-    for t in reversed(range(T)):
-        da = (dh[:, t] + carry) * np.maximum(1 - h[:, t] ** 2, 1e-3)
-        prev = h0 if t == 0 else h[:, t - 1]
-        dx[:, t], dWx, dWh, db = da @ Wx.T, dWx + x[:, t].T @ da, dWh + prev.T @ da, db + da.sum(axis=0)
-        carry = da @ Wh.T
-    return dx, carry, dWx, dWh, db
-
-
-def saturation_forward(x, h0, Wx, Wh, b):
-    h, _ = cs231n_rnn.rnn_forward(x, h0, Wx, Wh, b)
-    return h, (x, h0, Wx, Wh, h)
-
-
-def test_search_finds_a_bug_the_fixed_cases_miss():
+def test_search_finds_a_bug_the_fixed_cases_miss(tmp_path):
     """At PyTorch's initialisation scale the fixed cases never saturate tanh that far; the search's
     weights from tiny to saturating do."""
-    assert V.verify_layer(saturation_forward, saturation_guarded_backward, "rnn-tanh", "cs231n").ok
-    found = V.verify_layer(saturation_forward, saturation_guarded_backward, "rnn-tanh", "cs231n", search=60)
+    guarded = _load_module(tmp_path, "rnn_guarded", SATURATION_GUARDED)
+    assert V.verify_layer(guarded.rnn_forward, guarded.rnn_backward, "rnn-tanh", "cs231n").ok
+    found = V.verify_layer(guarded.rnn_forward, guarded.rnn_backward, "rnn-tanh", "cs231n", search=60)
     assert not found.ok and found.cases[-1].label.endswith("found by search (symrnn.strategies)"), str(found)
     assert found.minimal["T"] == 1 and found.fingerprint is None
 
@@ -359,15 +339,6 @@ def lstm_backward(dh, cache):
 '''
 
 
-def _lstm_module(tmp_path, name, source):
-    (tmp_path / f"{name}.py").write_text(source)
-    sys.path.insert(0, str(tmp_path))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.remove(str(tmp_path))
-
-
 def test_a_one_percent_error_in_the_cell_state_message_is_localised_to_it(tmp_path):
     """dL/dc from t=3 to t=2 scaled by 1.01 (counting from 1): the message probe names the c path,
     the step, and the gate blocks the message reaches (i, f, g; not o)."""
@@ -375,9 +346,9 @@ def test_a_one_percent_error_in_the_cell_state_message_is_localised_to_it(tmp_pa
                              "dc * c_prev * f * (1 - f),")
     source = source.replace("dh_next, dc_next = da @ Wh.T, dc * f",
                             "dh_next, dc_next = da @ Wh.T, dc * f * (1.01 if t == 2 else 1.0)")
-    correct = _lstm_module(tmp_path, "lstm_right", MY_LSTM.replace("dc * c_prev * f,  # forget gate", "dc * c_prev * f * (1 - f),  #"))
+    correct = _load_module(tmp_path, "lstm_right", MY_LSTM.replace("dc * c_prev * f,  # forget gate", "dc * c_prev * f * (1 - f),  #"))
     assert V.verify_layer(correct.lstm_forward, correct.lstm_backward, "lstm", "cs231n").ok
-    wrong = _lstm_module(tmp_path, "lstm_c_message", source)
+    wrong = _load_module(tmp_path, "lstm_c_message", source)
     result = V.verify_layer(wrong.lstm_forward, wrong.lstm_backward, "lstm", "cs231n")
     loc = result.to_json()["localisation"]
     assert not result.ok and result.fingerprint is None, str(result)
