@@ -35,6 +35,13 @@ class Clipping:
                 "norm": "each parameter's gradient to a norm of at most c"}[self.kind]
         return f"clipping {what}, c = {self.threshold:.6g}"
 
+    def declaration(self) -> str:
+        """How a verification declares it."""
+        return f"clip=({self.kind!r}, {self.threshold:.6g})"
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "threshold": self.threshold, "text": str(self), "declare": self.declaration()}
+
 
 def as_clipping(value) -> Clipping | None:
     """``None``, a :class:`Clipping`, or ``(kind, threshold)``."""

@@ -55,6 +55,14 @@ class Truncation:
     def __str__(self):
         return f"TBPTT(k1={self.k1}, k2={self.k2})"
 
+    def declaration(self) -> str:
+        """How a verification declares it."""
+        return f"truncation={self.k1}" if self.k1 == self.k2 else f"truncation=({self.k1}, {self.k2})"
+
+    def to_json(self) -> dict:
+        return {"kind": "truncation", "k1": self.k1, "k2": self.k2, "text": f"truncated BPTT, {self}",
+                "declare": self.declaration()}
+
 
 def as_truncation(value) -> Truncation:
     """``k`` (chunks of k), ``(k1, k2)`` or a :class:`Truncation`."""

@@ -131,7 +131,9 @@ def test_undeclared_chunked_truncation_is_named():
     sig = V.Signature(("x", "y", "h0", "params"), ("grads",))
     result = V.verify_loss(lambda x, y, h0, params: tbptt_rnn.tbptt_grads(x, y, h0, params, 5),
                            **{**TBPTT, "signature": sig})
-    assert result.fingerprint.name == "chunks-of-5" and "declare truncation=5" in result.summary(), str(result)
+    assert result.fingerprint.name == "chunks-of-5" and "declare truncation=5 to verify it exactly" in result.summary()
+    assert result.to_json()["explanation"] == {"kind": "truncation", "k1": 5, "k2": 5, "declare": "truncation=5",
+                                                "text": "truncated BPTT, TBPTT(k1=5, k2=5)"}
 
 
 @settings(max_examples=10)

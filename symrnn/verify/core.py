@@ -14,7 +14,7 @@ from ..errors import ShapeError, UnknownNameError, UserCodeError
 from ..layouts import layout_for
 from ..model import Model
 from ..symbols import parse
-from ..truncated import as_truncation
+from ..truncated import Truncation, as_truncation
 from . import judge as J
 from .hygiene import Finding
 from .modes import LayerFunctions, LayerObject, LossFunction, run_twice
@@ -319,6 +319,8 @@ def run_cases(adapter, problems, mode, layout_name, declared=None):
             result.exact_line = exact_line(model, result.fingerprint)
         if result.fingerprint is None:
             result.explanation = explain_clipping(model, failing)
+        elif result.fingerprint.truncation and failing[0][0].truncation is None:  # undeclared truncation
+            result.explanation = Truncation(*result.fingerprint.truncation)
     if failing:
         shortest = min(failing, key=lambda f: f[0].T)
         probe = next((f for f in failing if f[0].label.endswith("at the last step only")), None)

@@ -51,7 +51,7 @@ class Verification:
     case: str = ""  # the case the table is about
     localisation: dict = field(default_factory=dict)  # gradient, block, path, step, message
     fingerprint: object = None  # a symrnn.verify.mutants.Mutation the gradients match
-    explanation: object = None  # a symrnn.clipping.Clipping that turns the exact gradients into the user's
+    explanation: object = None  # a Clipping or Truncation that turns the declared gradients into the user's
     minimal: dict = field(default_factory=dict)  # the smallest failing case: path, T, N, D, H, command
     exact_line: dict = field(default_factory=dict)  # the fingerprint's line of the exact derivation: latex, code
 
@@ -69,9 +69,10 @@ class Verification:
                     f"error model in {len(self.cases)} cases{warn}")
         names = ", ".join(g.name for g in self.wrong)
         if self.explanation is not None:
-            return (f"{self.cell} {self.mode} code differs from the declared gradients only by {self.explanation}: "
-                    f"not a backprop mistake; declare clip=({self.explanation.kind!r}, {self.explanation.threshold:.6g}) "
-                    f"to verify the clipped gradients exactly ({names} differ)")
+            what = self.explanation.to_json()["text"]
+            return (f"{self.cell} {self.mode} code differs from the declared gradients only by {what}: not a "
+                    f"backprop mistake if intended; declare {self.explanation.declaration()} to verify it exactly "
+                    f"({names} differ)")
         blocks = []
         for g in self.wrong:
             bad = [b.block for b in g.blocks if not b.ok]
@@ -111,7 +112,8 @@ class Verification:
             if loc.get("message"):
                 lines.append(f"  {loc['message']}")
         if self.explanation is not None:
-            lines += ["", f"explained by {self.explanation} (the parameter gradients only)"]
+            lines += ["", f"explained by {self.explanation.to_json()['text']}; declare "
+                          f"{self.explanation.declaration()} to verify it exactly"]
         if self.fingerprint is not None:
             lines += ["", f"fingerprint: {self.fingerprint.name} -- {self.fingerprint.description}",
                       f"  it changes {self.fingerprint.changes} of the exact derivation"
@@ -143,9 +145,7 @@ class Verification:
                     "changes": self.fingerprint.changes, "where": self.fingerprint.where,
                     "exact_line": dict(self.exact_line) or None},
                 "minimal_case": dict(self.minimal) or None,
-                "explanation": None if self.explanation is None else {
-                    "kind": self.explanation.kind, "threshold": self.explanation.threshold,
-                    "text": str(self.explanation)}}
+                "explanation": None if self.explanation is None else self.explanation.to_json()}
         if path is not None:
             from ..fileio import write_text_atomic
 
