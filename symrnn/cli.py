@@ -128,6 +128,8 @@ def main(argv=None) -> int:
     p.add_argument("--truncation", help="declared truncated BPTT: K (chunks of K) or K1,K2")
     p.add_argument("--clip", help="declared gradient clipping: value=C, norm=C or global-norm=C")
     p.add_argument("--replay", help="run a saved minimal case (.npz) again; its report printed this option")
+    p.add_argument("--search", type=int, default=0, help="also try N cases drawn by Hypothesis (layer, loss modes)")
+    p.add_argument("--save-to", help="where to save the smallest failing case (default: a temporary file)")
     p = sub.add_parser("demo", help="the main job of `make demo`")
     p.add_argument("--out", default="reports")
     args = parser.parse_args(argv)
@@ -237,7 +239,12 @@ def _verify(args) -> int:
         for key in ("loss", "reduction", "architecture"):
             setattr(args, key, meta.get(key, getattr(args, key)))
         common["replay"] = args.replay
-    declared = dict(truncation=_truncation(args.truncation), clip=_clip(args.clip))
+    declared = dict(truncation=_truncation(args.truncation), clip=_clip(args.clip), search=args.search)
+    if args.save_to:
+        from .fileio import check_writable
+
+        check_writable(args.save_to)
+        common["save_to"] = args.save_to
     try:
         if args.mode in ("layer", "step"):
             name = args.forward or forward_name(function.__name__)
