@@ -52,8 +52,8 @@ ARCHITECTURES = {a.name: a for a in (
     Architecture("many-to-many", "an output at every step (equal lengths)"),
     Architecture("many-to-one", "one output after the last input"),
     Architecture("one-to-many", "one input at the first step, an output at every step"),
-    Architecture("one-to-one", "one input, one output, T = 1"),
-    Architecture("many-to-many-delayed", "read T_in inputs, then emit T_out outputs (unequal lengths)"),
+    Architecture("one-to-one", "one input and one output, T = 1"),
+    Architecture("many-to-many-delayed", "T_in inputs read first, then T_out outputs (unequal lengths)"),
 )}
 
 

@@ -66,7 +66,7 @@ def gru(reset_after: bool = True, update_convention: str = "pytorch") -> Cell:
         )
     name = "gru" + ("" if reset_after else "-reset-before") + ("" if update_convention == "pytorch" else "-chung")
     cell = Cell(name, f"GRU, reset {'after' if reset_after else 'before'} the recurrent product, "
-                      f"{update_convention} update convention")
+                      f"{'PyTorch' if update_convention == 'pytorch' else 'Chung et al.'}'s update convention")
     x = cell.input(role="input")
     h = cell.state("h", role="hidden state")
     p = {}

@@ -67,6 +67,7 @@ class Figure:
     mermaid: str
     caption: list
     label: str
+    mermaid_caption: list | None = None  # what the Mermaid drawing shows, when it differs from the TikZ one
 
 
 @dataclass

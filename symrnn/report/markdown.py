@@ -74,7 +74,7 @@ class MarkdownRenderer:
 
     def figure(self, figure: Figure) -> str:
         return (f"```mermaid\n{figure.mermaid}\n```\n\n"
-                f"*Figure {self.floats[figure.label]}: {self.inline(figure.caption)}*")
+                f"*Figure {self.floats[figure.label]}: {self.inline(figure.mermaid_caption or figure.caption)}*")
 
     def block(self, block) -> str:
         if isinstance(block, Paragraph):

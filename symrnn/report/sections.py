@@ -57,8 +57,13 @@ class ReportBuilder:
         self.d = model.derive()
         self.cell = model.cell
         self.width = width
-        self.p = ReportLatexPrinter()
+        self.renames = _renames(model)
+        self.p = ReportLatexPrinter({"symbol_names": {Param(k): self.p_name(v) for k, v in self.renames.items()}})
         self.numbers = {}
+
+    @staticmethod
+    def p_name(base):
+        return ReportLatexPrinter().name_tex(base)
 
     # -- helpers ----------------------------------------------------------------------
     def tex(self, expr, **settings) -> str:
@@ -68,6 +73,8 @@ class ReportBuilder:
         return Math(self.tex(expr, **settings))
 
     def name(self, base, bar=False, index=None) -> str:
+        if base in self.renames and not bar and index is None:  # a parameter printed under another letter
+            return self.p_name(self.renames[base])
         return self.p.name_tex(base, bar, index)
 
     def display(self, specs, printer=None) -> Display:
@@ -102,11 +109,11 @@ class ReportBuilder:
     # -- 1 -------------------------------------------------------------------------------------
     def introduction(self):
         m, c = self.model, self.cell
-        what = f"the {c.name} cell" + (f" ({c.description})" if c.description else "")
+        what = f"the {c.name} cell" + (f": {c.description}," if c.description else "")
         return Section("The model", "sec:model", [
             Paragraph([f"This chapter derives the exact gradients of a recurrent network built from {what} "
                        "by backpropagation through time (BPTT). The network applies the cell once per step. "
-                       f"Its architecture is {m.architecture.name}: {m.architecture.description}. The loss is "
+                       f"Its architecture is {m.architecture.name}, {m.architecture.description}. The loss is "
                        f"{LOSS_NAMES.get(m.loss_rule.name, m.loss_rule.name)} with {m.reduction} reduction."]),
             Paragraph(["Every equation below is printed by symrnn from the SymPy objects from which it also "
                        "generates the NumPy code of the forward and backward passes, so the text and the code "
@@ -139,7 +146,8 @@ class ReportBuilder:
         if m.readout is not None:
             specs.update(m.readout.params)
         for name, spec in specs.items():
-            rows.append([[Math(self.name(name))], [Math(_shape(spec.shape))], [spec.role or "parameter"]])
+            role = [spec.role or "parameter"] + ([" (", Code(name), " in the code)"] if name in self.renames else [])
+            rows.append([[Math(self.name(name))], [Math(_shape(spec.shape))], role])
         if m.readout is not None:
             for eq in m.readout.equations:
                 quantity(eq.target, m.readout.roles.get(_base(eq.target)) or "readout", "K")
@@ -204,14 +212,14 @@ class ReportBuilder:
         sched = lay.schedule
 
         def steps(r):
-            return Math(r"t \in \{%s\}" % ", ".join(str(t + 1) for t in r))
+            return Math(r"t \in \lbrace %s \rbrace" % ", ".join(str(t + 1) for t in r))
 
         blocks = [
             Paragraph(["The loss adds the losses of the scored steps, the set ", Math(r"\mathcal{S}"),
                        " given by the architecture:"]),
             self.display([("L", r"\sum_{t \in \mathcal{S}} L_{t}", _label("loss", "total")),
                           ("L_{t}", d.loss["per_step"], _label("loss", "step"))]),
-            Paragraph([f"The {m.architecture.name} architecture gives {m.architecture.description}. With ",
+            Paragraph([f"The {m.architecture.name} architecture has {m.architecture.description}. With ",
                        Math(str(lay.T_in)), f" input step{'s' if lay.T_in > 1 else ''} and ",
                        Math(str(lay.T_out)), f" target step{'s' if lay.T_out > 1 else ''}, for example, the "
                        "cell runs ", Math(f"T = {sched.T}"), " steps; the steps ", steps(sched.input_steps),
@@ -259,7 +267,14 @@ class ReportBuilder:
                        "listing the paths: it visits the nodes from the losses back to the inputs and gives "
                        "each node the sum over its outgoing arrows of the arrow's partial applied to the "
                        "adjoint at the arrow's head."]),
-            Figure(tikz, mermaid_chart(lay), caption, "fig:graph"),
+            Figure(tikz, mermaid_chart(lay), caption, "fig:graph", [
+                "The unrolled computation graph for ", Math(f"T = {lay.schedule.T}"), ", drawn from ",
+                Code("symrnn.graph.unroll"), ", one box per step from left to right. Circles are states and "
+                "intermediate quantities, rectangles the inputs and double boxes the losses of the scored steps. "
+                "An arrow from ", Math("u"), " to ", Math("v"), " stands for the local partial derivative of ",
+                Math("v"), " with respect to ", Math("u"), "; an arrow labelled with a parameter ", Math("P"),
+                " is a linear map ", Math("P u"), ", and the other arrows are elementwise. Parameters feed every "
+                "step and are not drawn."]),
         ])
 
     # -- 6 -------------------------------------------------------------------------------------
@@ -339,7 +354,8 @@ class ReportBuilder:
             blocks.append(Paragraph(
                 ["The adjoint" + ("s " if many else " ")] + _listing([Math(self.tex(a.lhs)) for a in recurrent])
                 + [" of the state" + ("s are" if many else " is") + " the recurrence" + ("s" if many else "")
-                   + " of BPTT: they read adjoints of step ", Math("t + 1"), ", because the state at step ",
+                   + " of BPTT: " + ("each reads" if many else "it reads") + " adjoints of step ", Math("t + 1"),
+                   ", because the state at step ",
                    Math("t"), " feeds step ", Math("t + 1"), ". The backward pass starts at ", Math("t = T"),
                    ", where every adjoint of step ", Math("T + 1"), " is zero."]))
         if self.model.readout is not None:
@@ -389,11 +405,11 @@ class ReportBuilder:
             out = states[0]
             blocks.append(Paragraph(["Write ", Math("J_{k}"), " for this Jacobian. By the chain rule"]))
         else:
-            out = "s"
+            out = "xi"
             matrix = (r"\begin{pmatrix} " + r" \\ ".join(" & ".join(block(s, p) for p in states) for s in states)
                       + r" \end{pmatrix}")
             blocks += [Paragraph(["Stack the states into one vector ",
-                                  Math(r"s_{k} = (%s)" % ", ".join(self.name(s, index="k") for s in states)),
+                                  Math(r"\xi_{k} = (%s)" % ", ".join(self.name(s, index="k") for s in states)),
                                   ". Its Jacobian is the block matrix of the blocks above,"]),
                        self.display([("J_{k}", matrix, _label("jacobian", "blocks"))]),
                        Paragraph(["and by the chain rule"])]
@@ -424,6 +440,17 @@ class ReportBuilder:
         return ExampleSection(self, ex).build()
 
 
+def _renames(model) -> dict:
+    """Readout parameters whose letter the cell already uses for a quantity (the readout bias ``c``
+    beside the LSTM's cell state ``c``): printed as ``b_y`` (``V_y``), with the code's name noted."""
+    if model.readout is None:
+        return {}
+    taken = set(model.cell.states) | {_base(eq.target) for eq in model.cell.equations} | set(model.cell.params)
+    taken |= {_base(model.cell.input_symbol)}
+    fallback = {"c": "b_y", "V": "V_y"}
+    return {name: fallback.get(name, f"{name}_y") for name in model.readout.params if name in taken}
+
+
 def bar_sym(symbol):
     base, offset, _ = parse(symbol)
     return tsym(base, offset, bar=True)
@@ -446,7 +473,8 @@ class ExampleSection:
     def __init__(self, builder: ReportBuilder, ex: WorkedExample):
         self.b, self.ex = builder, ex
         plain = ReportLatexPrinter({"elementwise": False})
-        names = ex.symbol_names(lambda base, bar=False, index=None: plain.name_tex(base, bar, index))
+        names = ex.symbol_names(lambda base, bar=False, index=None: plain.name_tex(
+            builder.renames.get(base, base) if not bar and index is None else base, bar, index))
         self.p = ReportLatexPrinter({"elementwise": False, "symbol_names": names, "order": None})
 
     def tex(self, expr):

@@ -208,18 +208,23 @@ def plain_name(base: str, t=None) -> str:
     return text if t is None else text + str(t).translate(_SUBSCRIPT)
 
 
+def html_name(name: str) -> str:
+    """``W_i`` -> ``W<sub>i</sub>``: a parameter's name in a Mermaid label (which prints ``_`` as is)."""
+    base, sep, sub = name.partition("_")
+    return f"{base}<sub>{sub}</sub>" if sep and sub else name
+
+
 def mermaid_chart(lay: Layout) -> str:
     """A Mermaid flowchart of the layout: one subgraph per step."""
     lines = ["flowchart LR"]
     for t in sorted({p.key[1] for p in lay.nodes}):
         lines.append(f'  subgraph step{t} ["t = {t}"]')
-        lines.append("    direction BT")
         for p in lay.nodes:
             if p.key[1] == t:
                 open_, close = {"input": ("[", "]"), "loss": ("[[", "]]")}.get(p.style, ("((", "))"))
                 lines.append(f'    {p.ident}{open_}"{plain_name(*p.key)}"{close}')
         lines.append("  end")
     for e in lay.edges:
-        arrow = "-->" if e.label is None else f'-->|"{plain_name(e.label)}"|'
+        arrow = "-->" if e.label is None else f'-->|"{html_name(e.label)}"|'
         lines.append(f"  {e.source} {arrow} {e.target}")
     return "\n".join(lines)

@@ -1,0 +1,59 @@
+"""Every Markdown report avoids the constructs GitHub's math renderer is known to mishandle.
+
+GitHub renders ``$...$`` and ``$$...$$`` with MathJax after its Markdown pass, so Markdown gets the
+math first: it eats the backslash of ``\\{`` and ``\\}`` (the braces vanish), may take ``*`` for
+emphasis and ``<x`` for an HTML tag, ends a table cell at ``|``, leaves ``$ x$`` (a space inside a
+delimiter) as text, and turns ``\\\\`` into ``\\`` in inline math.  Display math is the safe
+place for line breaks.
+"""
+import re
+from pathlib import Path
+
+import pytest
+
+DERIVATIONS = Path(__file__).resolve().parents[1] / "derivations"
+INLINE = re.compile(r"(?<![\\$])\$(?!\$)(.+?)(?<![\\$])\$(?!\$)")
+
+RULES = {
+    "escaped brace (Markdown eats the backslash: use \\lbrace, \\rbrace)": re.compile(r"\\[{}]"),
+    "asterisk (emphasis in Markdown: use \\ast or \\cdot)": re.compile(r"\*"),
+    "'<' before a letter (an HTML tag to Markdown: use \\lt)": re.compile(r"<[A-Za-z/!]"),
+    "double backslash in inline math (becomes one)": re.compile(r"\\\\"),
+}
+
+
+def inline_math(text):
+    """``(line number, formula, in a table row)`` of each inline formula outside display blocks."""
+    in_display = False
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip() == "$$":
+            in_display = not in_display
+            continue
+        if in_display or line.startswith("```") or line.startswith("    "):
+            continue
+        for match in INLINE.finditer(line):
+            yield number, match.group(1), line.startswith("|")
+
+
+def problems(text):
+    out = []
+    for number, formula, in_table in inline_math(text):
+        if formula != formula.strip():
+            out.append((number, formula, "space inside a delimiter (not rendered)"))
+        for what, pattern in RULES.items():
+            if pattern.search(formula):
+                out.append((number, formula, what))
+        if in_table and "|" in formula:
+            out.append((number, formula, "'|' in a table cell (ends the cell: use \\vert)"))
+    return out
+
+
+def test_the_scanner_finds_each_construct():
+    sample = "a $t \\in \\{1\\}$ b $a * b$ c $a<b$ d $ x$ e $a \\\\ b$\n| $\\|x\\|$ | y |\n"
+    found = {what for _, _, what in problems(sample)}
+    assert len(found) == 6, found
+
+
+@pytest.mark.parametrize("path", sorted(DERIVATIONS.glob("*.md")), ids=lambda p: p.name)
+def test_reports_avoid_constructs_github_mishandles(path):
+    assert problems(path.read_text()) == []
