@@ -138,6 +138,9 @@ def main(argv=None) -> int:
     except SymRNNError as exc:
         print(f"symrnn: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `symrnn verify ... | head`: the reader stopped early
+        sys.stderr.close()
+        return 0
 
 
 def _run(args, parser) -> int:
@@ -213,11 +216,14 @@ def _truncation(text):
 def _clip(text):
     if not text:
         return None
+    from .clipping import Clipping
+
     kind, _, value = text.partition("=")
     try:
-        return kind.strip(), float(value)
+        threshold = float(value)
     except ValueError:
         raise UnknownNameError(f"--clip {text!r}: give KIND=THRESHOLD, e.g. value=5 or global-norm=1.") from None
+    return Clipping(kind.strip(), threshold)
 
 
 def _verify(args) -> int:
@@ -229,9 +235,15 @@ def _verify(args) -> int:
         from .fileio import check_writable
 
         check_writable(args.json)  # before any work: a bad path is a usage error
+    truncation, clip = _truncation(args.truncation), _clip(args.clip)  # usage errors before any import
     module, function = load_function(args.target)
     sizes = _sizes(args.sizes)
     common = dict(D=sizes.get("D", 3), H=sizes.get("H", 4), N=sizes.get("N", 3), seed=args.seed)
+    if args.search and args.mode not in ("layer", "loss"):
+        raise UnknownNameError(f"--search works in layer and loss mode, not in {args.mode} mode.")
+    if args.replay and (args.truncation or args.clip):
+        raise UnknownNameError("--replay runs the case as it was saved, truncation and clipping included; drop "
+                               "--truncation/--clip (or verify anew without --replay).")
     if args.replay:
         from .verify.shrink import load_case
 
@@ -239,7 +251,7 @@ def _verify(args) -> int:
         for key in ("loss", "reduction", "architecture"):
             setattr(args, key, meta.get(key, getattr(args, key)))
         common["replay"] = args.replay
-    declared = dict(truncation=_truncation(args.truncation), clip=_clip(args.clip), search=args.search)
+    declared = dict(truncation=truncation, clip=clip, search=args.search)
     if args.save_to:
         from .fileio import check_writable
 
@@ -247,7 +259,7 @@ def _verify(args) -> int:
         common["save_to"] = args.save_to
     try:
         if args.mode in ("layer", "step"):
-            name = args.forward or forward_name(function.__name__)
+            name = args.forward or forward_name(args.target.rpartition(':')[2])  # the name typed, not __name__
             forward = getattr(module, name, None) if name else None
             if forward is None:
                 raise UnknownNameError(f"No forward for {function.__name__!r} in {args.target.rpartition(':')[0]!r}"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import UnknownNameError
+from .errors import ParameterError, UnknownNameError
 
 KINDS = ("value", "global-norm", "norm")
 
@@ -28,7 +28,7 @@ class Clipping:
         if self.kind not in KINDS:
             raise UnknownNameError(f"Unknown clipping {self.kind!r}; expected one of {KINDS}.")
         if not (np.isfinite(self.threshold) and self.threshold > 0):
-            raise ValueError(f"A clipping threshold must be a positive number, got {self.threshold!r}.")
+            raise ParameterError(f"A clipping threshold must be a positive number, got {self.threshold!r}.")
 
     def __str__(self):
         what = {"value": "element-wise to [-c, c]", "global-norm": "to a global norm of at most c",

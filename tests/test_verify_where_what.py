@@ -363,3 +363,67 @@ def test_a_dropped_cell_path_is_localised_to_the_c_path(name):
     result = IMPLEMENTATIONS[name]("cell_path_dropped")
     assert result.localisation["path"] == "c" and result.localisation["step"] == 8
     assert "dL/dc from t=8 to t=7 is the first wrong backward message; dL/dh is right" in result.summary()
+
+
+# -- from a new user's trial of the above -----------------------------------------------------------
+ALIASES = RNN_TEMPLATE.replace("DERIVATIVE", "(1 - h[:, t] ** 2)").replace("MESSAGE", "1") + '''
+
+def doubled_forward(x, h0, Wx, Wh, b):
+    h, cache = rnn_forward(x, h0, Wx, Wh, b)
+    return 2 * h, cache
+
+doubled_backward = rnn_backward
+
+def nan_backward(dh, cache):
+    dx, dh0, dWx, dWh, db = rnn_backward(dh, cache)
+    dWh = dWh.copy()
+    dWh[0, 0] = np.nan
+    return dx, dh0, dWx, dWh, db
+
+nan_forward = rnn_forward
+
+def postclip_backward(dh, cache):
+    dx, dh0, dWx, dWh, db = rnn_backward(dh, cache)
+    return dx, dh0, np.clip(dWx, -0.3, 0.3), np.clip(dWh, -0.3, 0.3), np.clip(db, -0.3, 0.3)
+
+postclip_forward = rnn_forward
+'''
+
+
+def test_cli_finds_the_forward_of_the_name_typed(tmp_path):
+    """``doubled_backward = rnn_backward`` has __name__ 'rnn_backward'; its forward is doubled_forward."""
+    _load_module(tmp_path, "aliases", ALIASES)
+    cli = subprocess.run([sys.executable, "-m", "symrnn.cli", "verify", "aliases.py:doubled_backward"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert cli.returncode == 1 and "computes a different function" in cli.stdout.splitlines()[0], cli.stdout
+
+
+def test_a_nan_gradient_is_reported_not_a_crash(tmp_path):
+    m = _load_module(tmp_path, "aliases_nan", ALIASES)
+    result = V.verify_layer(m.nan_forward, m.nan_backward, "rnn-tanh", "cs231n")
+    assert not result.ok and [g.name for g in result.wrong] == ["dWh"] and result.explanation is None
+
+
+def test_clipping_after_the_backward_is_explained_even_at_T1(tmp_path):
+    m = _load_module(tmp_path, "aliases_clip", ALIASES)
+    result = V.verify_layer(m.postclip_forward, m.postclip_backward, "rnn-tanh", "cs231n", T=1, lengths=(),
+                            scale=2.0)
+    assert result.fingerprint is None and result.explanation.kind == "value", str(result)
+
+
+def test_a_backward_loop_that_stops_before_step_one_is_named(tmp_path):
+    source = BUG_FROM_T3.replace("(2 if t == 2 else 1)", "1").replace("for t in reversed(range(T)):",
+                                                                       "for t in range(T - 1, 0, -1):")
+    m = _load_module(tmp_path, "rnn_off_by_one", source)
+    result = V.verify_layer(m.rnn_forward, m.rnn_backward, "rnn-tanh", "cs231n")
+    assert result.fingerprint is not None and result.fingerprint.name == "first-step-skipped", str(result)
+
+
+def test_case_files_that_are_not_cases_are_refused(tmp_path):
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ShapeError, match="not an .npz archive that symrnn verify saved"):
+        V.verify_layer(cs231n_rnn.rnn_forward, cs231n_rnn.rnn_backward, replay=broken)
+    cli = subprocess.run([sys.executable, "-m", "symrnn.cli", "verify", "x.py:f", "--clip", "value=-1"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert cli.returncode == 2 and "positive number" in cli.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 import inspect
 import os
 import shlex
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -14,7 +14,7 @@ from ..errors import ShapeError, UnknownNameError, UserCodeError
 from ..layouts import layout_for
 from ..model import Model
 from ..symbols import parse
-from ..truncated import Truncation, as_truncation
+from ..truncated import Truncation, as_truncation, truncated_loss_and_grads
 from . import judge as J
 from .hygiene import Finding
 from .modes import LayerFunctions, LayerObject, LossFunction, run_twice
@@ -23,7 +23,7 @@ from .mutants import backward as candidate_backward
 from .mutants import input_terms as mutant_terms
 from .problems import Plan, draw, exact
 from .result import CaseResult, ForwardCheck, Verification
-from .shrink import judged_wrong, load_case, rebuilder, save_case, shrink
+from .shrink import judged_failure, judged_wrong, load_case, rebuilder, save_case, shrink
 from .signatures import Signature, forward_name, signature_for
 
 
@@ -153,7 +153,12 @@ def fingerprint(adapter, failing):
     model = adapter.model
     cases = sorted(failing, key=lambda f: f[0].T)[:4]
     truncation = cases[0][0].truncation
+    clipped = None
     for mutation in mutations_for(model, max(f[0].T for f in cases), truncation):
+        if mutation.clip_inside_from_user:  # clipping after the backward gives the same numbers at T = 1
+            clipped = explain_clipping(model, failing) if clipped is None else clipped
+            if clipped:
+                continue
         if all(_matches(run, candidate(model, problem, _concrete(mutation, run, model)), ex, dtype_model.unit)
                for problem, run, ex, dtype_model, _ in cases):
             return mutation
@@ -164,8 +169,8 @@ def _concrete(mutation, run, model):
     """A mutation with the numbers it reads from the user's gradients (the clipping threshold)."""
     if not mutation.clip_inside_from_user:
         return mutation
-    c = max((float(np.max(np.abs(run.grads[k]), initial=0)) for k in model.cell.params if k in run.grads),
-            default=0.0)
+    keys = model.param_shapes if mutation.readout_too else model.cell.params
+    c = max((float(np.max(np.abs(run.grads[k]), initial=0)) for k in keys if k in run.grads), default=0.0)
     return replace(mutation, clip_inside=c or 1.0)
 
 
@@ -178,6 +183,8 @@ def explain_clipping(model, failing):
         if not keys:
             return None
         user = {k: np.asarray(run.grads[k], dtype=float) for k in keys}
+        if not all(np.all(np.isfinite(u)) for u in user.values()):
+            return None
         options = [("value", max(float(np.abs(user[k]).max(initial=0)) for k in keys)),
                    ("global-norm", float(np.sqrt(sum(np.sum(user[k] ** 2) for k in keys)))),
                    ("norm", max(float(np.linalg.norm(user[k])) for k in keys))]
@@ -240,6 +247,8 @@ class Declared:
     save_to: object = None  # where the minimal case goes (None: a temporary file)
     replaying: bool = False
     search: int = 0  # Hypothesis examples (symrnn.strategies) tried beyond the fixed cases
+    cli: bool = True  # the CLI can express the declaration (built-in cell, preset layout and signature)
+    notes: list = field(default_factory=list)  # what the verification could not do, said in the report
     zero_states: tuple = ()  # initial states the user's code does not take (zero on both sides)
 
 
@@ -281,18 +290,20 @@ def run_cases(adapter, problems, mode, layout_name, declared=None):
     findings, cases, table, table_case = [], [], None, ""
     forward_result, dtype_model = None, None
     model = adapter.model
-    failing = []
+    failing, forward_mistake = [], None
     for problem in problems:
         factor = J.length_factor(model, problem.T)
         run = run_twice(adapter, problem, findings, mode)
         ex = exact(model, problem)
         fwd, rel = _forward_check(model, run, ex, factor)
-        model_dtype = _dtype_model(run, rel if fwd.ok else 0.0, factor)
+        model_dtype = _dtype_model(run, rel, factor) if fwd.ok else J.DtypeModel(
+            "float64", "not chosen: the forward differs from the declared one")
         dtype_model = dtype_model or model_dtype
         if model_dtype.name == "float32":
             dtype_model = model_dtype
         if not fwd.ok:
             forward_result = fwd
+            forward_mistake = _forward_fingerprint(model, problem, run)
             cases.append(CaseResult(problem.label, problem.T, problem.N, False, ["forward"]))
             table, table_case = [], problem.label
             break
@@ -313,6 +324,9 @@ def run_cases(adapter, problems, mode, layout_name, declared=None):
             unique.append(f)
     result = Verification(bool(ok), mode, model.cell.name, layout_name, forward_result, table or [], cases, unique,
                           dtype_model, table_case)
+    result.notes = list(declared.notes) if declared is not None else []
+    if forward_mistake is not None:
+        result.fingerprint = forward_mistake
     if failing:
         result.fingerprint = fingerprint(adapter, failing)
         if result.fingerprint is not None:
@@ -343,10 +357,11 @@ def run_cases(adapter, problems, mode, layout_name, declared=None):
             result.localisation["message"] = result.localisation["message"].replace(f"dL/d{model.out} ",
                                                                                   f"dL/d{path} ")
     if failing and declared is not None and not declared.replaying:
-        result.minimal = _minimal_case(adapter, min(failing, key=lambda f: f[0].T)[0], declared)
+        result.minimal = _minimal_case(adapter, min(failing, key=lambda f: f[0].T)[0], declared,
+                                       result.explanation is None)
         T_min, T_ok = result.minimal["T"], [c.T for c in cases if c.ok]
-        if T_min > 1 and all(t < T_min for t in T_ok):  # the shortest prefix on which the code fails
-            result.localisation["shortest_failing_T"] = T_min
+        result.localisation["shortest_failing_T"] = T_min  # the shortest prefix on which the code fails
+        if T_min > 1 and all(t < T_min for t in T_ok):
             if not result.localisation.get("message"):
                 result.localisation["step"] = T_min
                 result.localisation["message"] = (f"right for sequences of up to {T_min - 1} step(s), wrong from "
@@ -439,9 +454,15 @@ def _refine_by_fingerprint(loc, mutation, adapter, T):
 
 
 
-def _minimal_case(adapter, problem, declared):
+def _minimal_case(adapter, problem, declared, unexplained=True):
+    """Shrink and save; a mistake that clipping does not explain stays unexplained in the smaller
+    case (at T = 1 clipping inside the loop and after it give the same numbers)."""
+    def still_fails(a, p):
+        failure = judged_failure(a, p)
+        return failure is not None and not (unexplained and explain_clipping(a.model, [failure]))
+
     rebuild = None if declared.make_model is None else rebuilder(adapter, declared.make_model)
-    small_adapter, small = shrink(adapter, problem, judged_wrong, rebuild)
+    small_adapter, small = shrink(adapter, problem, still_fails, rebuild)
     model = small_adapter.model
     meta = dict(declared.meta, D=model.sizes["D"], H=model.sizes["H"])
     small = replace(small, label=f"minimal case T={small.T}, N={small.N}, D={model.sizes['D']}, "
@@ -457,6 +478,11 @@ def replay_command(declared, path):
     meta = declared.meta
     fns = declared.functions
     main = fns[-1] if fns else None
+    if not declared.cli:  # a custom cell, layout or signature: only Python can declare it again
+        call = {"layer": "verify_layer", "step": "verify_step", "object": "verify_layer_object",
+                "loss": "verify_loss"}[meta["mode"]]
+        names = ", ".join(getattr(f, "__name__", "fn") for f in fns)
+        return f"symrnn.verify.{call}({names}, <the same declaration>, replay={str(path)!r})"
     where = _source_of(main)
     target = f"{where}:{getattr(main, '__name__', 'FUNCTION')}" if where else "FILE.py:FUNCTION"
     parts = ["symrnn", "verify", target, "--mode", meta["mode"], "--cell", str(meta["cell"]), "--layout",
@@ -522,7 +548,8 @@ def verify_layer(forward, backward, cell="rnn-tanh", layout="cs231n", *, D=3, H=
     plan = Plan(T=T, N=N, scale=scale, seed=seed, lengths=lengths)
     zero = () if "c0" in sig.forward_args else tuple(s for s in model.state_names if s != "h")
     declared = Declared(_meta("layer", cell, L), lambda D, H: _model(cell, D, H, loss="upstream"),
-                        (forward, backward), save_to, search=search, zero_states=zero)
+                        (forward, backward), save_to, search=search, zero_states=zero,
+                        cli=_cli_expressible(cell, layout, signature))
     return _run(adapter, lambda: _layer_problems(model, plan, T, seed, zero), declared, replayed, truncation, clip)
 
 
@@ -550,7 +577,7 @@ def verify_step(step_forward, step_backward, cell="rnn-tanh", layout="cs231n", *
     plan = Plan(T=1, N=N, scale=scale, seed=seed)
     final = ("c",) if "dc" in sig.backward_args else ()
     declared = Declared(_meta("step", cell, L), lambda D, H: _model(cell, D, H, loss="upstream"),
-                        (step_forward, step_backward), save_to)
+                        (step_forward, step_backward), save_to, cli=_cli_expressible(cell, layout, signature))
     return _run(adapter, lambda: [draw(model, plan, 1, "one step", seed, final=final),
                                   draw(model, plan, 1, "one step, saturating weights", seed + 1, final=final,
                                        scale=2.0)], declared, replayed)
@@ -567,7 +594,8 @@ def verify_layer_object(make, cell="rnn-tanh", layout="dlfs2", *, D=3, H=4, T=8,
     adapter = LayerObject(model, L, Signature((), ()), make)
     plan = Plan(T=T, N=N, scale=scale, seed=seed, lengths=lengths)
     zero = tuple(s for s in model.state_names if s != "h")
-    declared = Declared(_meta("object", cell, L), lambda D, H: _model(cell, D, H, loss="upstream"), (make,), save_to)
+    declared = Declared(_meta("object", cell, L), lambda D, H: _model(cell, D, H, loss="upstream"), (make,), save_to,
+                        cli=_cli_expressible(cell, layout, None))
     return _run(adapter, lambda: _layer_problems(model, plan, T, seed, zero), declared, replayed)
 
 
@@ -623,8 +651,29 @@ def verify_loss(fn, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, K=3, T=8, N=3
     declared = Declared(_meta("loss", cell, L, K=K, **kwargs),
                         None if "x_ids" in sig.forward_args else lambda D, H: _model(cell, D, H, K, **kwargs),
                         (fn,), save_to, search=0 if "x_ids" in sig.forward_args or mask else search,
-                        zero_states=zero)
+                        zero_states=zero, cli=_cli_expressible(cell, layout, signature) and module is None)
+    if search and not declared.search:
+        declared.notes.append(f"search={search} was not run: drawn cases have no "
+                              + ("one-hot inputs from class ids" if "x_ids" in sig.forward_args else "padding masks")
+                              + "; only the fixed cases ran")
     return _run(adapter, lambda: problems, declared, replayed, truncation, clip)
+
+
+def _forward_fingerprint(model, problem, run):
+    """A loss that differs the way a catalogued mistake of the forward makes it differ (truncated
+    BPTT with its carried state reset), or None."""
+    if problem.truncation is None or run.loss is None:
+        return None
+    reset = Mutation("carried-state-reset", "", reset_state=True,
+                     truncation=(problem.truncation.k1, problem.truncation.k2))
+    mistake = next(m for m in mutations_for(model, problem.T, problem.truncation) if m.name == reset.name)
+    loss = truncated_loss_and_grads(model, problem.params, problem.x, problem.targets, problem.truncation,
+                                    problem.h0, problem.mask, reset_state=True)[0]
+    return mistake if abs(loss - run.loss) <= 1e-9 * max(1.0, abs(loss)) else None
+
+
+def _cli_expressible(cell, layout, signature):
+    return isinstance(cell, str) and isinstance(layout, str) and (signature is None or isinstance(signature, str))
 
 
 def _meta(mode, cell, layout, **more):
@@ -642,6 +691,10 @@ def _replay_sizes(replay, D, H, K):
 def _run(adapter, problems, declared, replayed=None, truncation=None, clip=None):
     if replayed is not None:
         meta, problem = replayed
+        given = (None if truncation is None else as_truncation(truncation), as_clipping(clip))
+        if any(g is not None and g != saved for g, saved in zip(given, (problem.truncation, problem.clip))):
+            raise UnknownNameError(f"The case was saved with truncation={problem.truncation} and clip={problem.clip}; "
+                                   f"a replay runs it as saved: drop truncation=/clip= (or verify anew).")
         for key in ("mode", "cell", "layout", "loss", "reduction", "architecture"):
             if key in meta and meta[key] != declared.meta.get(key):
                 raise UnknownNameError(

@@ -48,6 +48,7 @@ class Mutation:
     drop_carry: tuple = ()  # states whose message from step t+1 is not added
     skip_step: str = ""  # "first" | "last": that step's term missing from the parameter gradients
     skip_only: tuple = ()  # ... from these parameters' gradients only (empty: all)
+    first_step_skipped: bool = False  # the backward loop stops before step 1: dL/ds_0 is dL/ds_1
     current_for_previous: bool = False  # h_t where h_{t-1} belongs, in the parameter gradients
     divide_by: str = ""  # "T" | "N"
     multiply_by: str = ""  # "T" | "N": a sum where a mean was declared
@@ -262,6 +263,8 @@ def backward(model, params, X, h0, upstream, final_grads=None, mutation=None, te
         values = _values(model, params_c, X, cache, t)
         if m.scale_message and m.scale_message[1] == t:
             carry[m.scale_message[0]] = carry[m.scale_message[0]] * m.scale_message[2]
+        if m.first_step_skipped and t == 0:  # range(T - 1, 0, -1): what step 2 sends to s_1 is returned as dL/ds_0
+            break
         adj = {}
         for eq in reversed(compiled.equations):
             y = eq.target
@@ -351,6 +354,12 @@ def candidate(model, problem, mutation):
              * {"T": r.X.shape[0], "N": r.X.shape[1]}.get(mutation.multiply_by, 1.0)) if mutation.readout_too else 1.0
     out["V"] = scale * np.einsum("tnk,tnh->kh", r.dO, r.Hs)
     out["c"] = scale * r.dO.sum(axis=(0, 1))
+    if mutation.clip_inside and mutation.readout_too:  # the readout's running sums clipped step by step too
+        V, c, lim = np.zeros_like(out["V"]), np.zeros_like(out["c"]), mutation.clip_inside
+        for t in range(r.dO.shape[0] - 1, -1, -1):
+            V = np.clip(V + r.dO[t].T @ r.Hs[t], -lim, lim)
+            c = np.clip(c + r.dO[t].sum(axis=0), -lim, lim)
+        out["V"], out["c"] = V, c
     return out
 
 
@@ -437,6 +446,10 @@ def mutations_for(model, T=8, truncation=None):
                                     "with h_0) is missing: the loop that adds the h_{t-1} products starts "
                                     "at t = 2", skip_step="first", skip_only=tuple(recurrent_matrices(cell)),
                  changes="dL/dW"),
+        Mutation("first-step-skipped", "the backward loop stops before the first step (range(T - 1, 0, -1)): "
+                                       "step 1 adds nothing to the gradients, and what step 2 sends back to h_1 is returned as "
+                                       "dL/dh_0",
+                 first_step_skipped=True, changes="bar h[t]"),
         Mutation("last-term-missing", "the t = T term (the last step's) is missing from the parameter gradients",
                  skip_step="last", changes="dL/dW"),
         Mutation("h-t-for-h-prev", "h_t is used where h_{t-1} belongs in the outer products of the "
@@ -462,6 +475,8 @@ def mutations_for(model, T=8, truncation=None):
                                             "inside the backward loop (clipping belongs after the backward, on "
                                             "the finished gradients)", clip_inside_from_user=True, changes="dL/dW"),
     ]
+    if model.readout is not None:  # min-char-rnn clips every gradient, the readout's too
+        out.append(replace(out[-1], readout_too=True))
     if model.architecture.name != "many-to-many":  # truncation is defined for a loss at every step
         return out
     out += [Mutation(f"truncated-after-{k}", f"BPTT is truncated: each upstream gradient travels back {k} "

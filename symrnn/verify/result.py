@@ -54,6 +54,7 @@ class Verification:
     explanation: object = None  # a Clipping or Truncation that turns the declared gradients into the user's
     minimal: dict = field(default_factory=dict)  # the smallest failing case: path, T, N, D, H, command
     exact_line: dict = field(default_factory=dict)  # the fingerprint's line of the exact derivation: latex, code
+    notes: list = field(default_factory=list)  # what the verification could not do
 
     @property
     def wrong(self) -> list:
@@ -61,7 +62,9 @@ class Verification:
 
     def summary(self) -> str:
         if not self.forward.ok:
-            return f"{self.cell} {self.mode} code computes a different function: {self.forward.message}"
+            named = (f" -- looks like: {self.fingerprint.description} (catalogued mistake {self.fingerprint.name!r})"
+                     if self.fingerprint is not None else "")
+            return f"{self.cell} {self.mode} code computes a different function: {self.forward.message}{named}"
         if self.ok:
             n = sum(1 for _ in self.gradients)
             warn = f"; {len(self.hygiene)} hygiene finding(s)" if self.hygiene else ""
@@ -130,6 +133,8 @@ class Verification:
                                    + (f": {', '.join(c.wrong)}" if c.wrong else "") for c in self.cases]
         if self.hygiene:
             lines += ["", "hygiene:"] + [f"  {f}" for f in self.hygiene]
+        if self.notes:
+            lines += ["", "notes:"] + [f"  {n}" for n in self.notes]
         return "\n".join(lines)
 
     def to_json(self, path=None) -> dict:
@@ -144,7 +149,7 @@ class Verification:
                     "name": self.fingerprint.name, "description": self.fingerprint.description,
                     "changes": self.fingerprint.changes, "where": self.fingerprint.where,
                     "exact_line": dict(self.exact_line) or None},
-                "minimal_case": dict(self.minimal) or None,
+                "minimal_case": dict(self.minimal) or None, "notes": list(self.notes),
                 "explanation": None if self.explanation is None else self.explanation.to_json()}
         if path is not None:
             from ..fileio import write_text_atomic

@@ -152,11 +152,14 @@ def load_case(path):
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: np.array(data[k]) for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise ShapeError(f"Cannot read the case file {str(path)!r}: {exc}. Give a file that symrnn verify saved "
-                         f"(its report prints the path).") from None
+    except FileNotFoundError:
+        raise ShapeError(f"Cannot read the case file {str(path)!r}: there is no such file.") from None
+    except Exception as exc:  # zipfile.BadZipFile, a pickle, a truncated file: not a case symrnn saved
+        raise ShapeError(f"Cannot read the case file {str(path)!r}: it is not an .npz archive that symrnn verify "
+                         f"saved ({type(exc).__name__}). Give the path its report printed.") from None
     if "meta" not in arrays:
-        raise ShapeError(f"{str(path)!r} is not a case saved by symrnn verify (no 'meta' entry).")
+        raise ShapeError(f"{str(path)!r} holds arrays but no declared model (no 'meta' entry): it is not a case "
+                         f"symrnn verify saved for replay (an exception's arrays are saved for inspection only).")
     meta = json.loads(str(arrays.pop("meta")))
     params = {k[len("param_"):]: v for k, v in arrays.items() if k.startswith("param_")}
     h0 = {s: arrays[f"state0_{s}"] for s in meta["states"]}
@@ -176,8 +179,9 @@ def rebuilder(adapter, make_model):
     return rebuild
 
 
-def judged_wrong(adapter, problem):
-    """The user's code returns a wrong gradient on ``problem`` (its forward being right)."""
+def judged_failure(adapter, problem):
+    """``(problem, run, exact, dtype model, verdicts)`` when the user's code returns a wrong gradient
+    on ``problem`` (its forward being right), else None."""
     from .core import _dtype_model, _forward_check, _judge_case
 
     model = adapter.model
@@ -186,6 +190,13 @@ def judged_wrong(adapter, problem):
     factor = J.length_factor(model, problem.T)
     fwd, rel = _forward_check(model, run, ex, factor)
     if not fwd.ok:
-        return False
-    ex.tol = J.perturbation_tolerance(model, problem, ex.grads, _dtype_model(run, rel, factor).unit)
-    return any(not v.ok for v in _judge_case(adapter, run, ex))
+        return None
+    dtype_model = _dtype_model(run, rel, factor)
+    ex.tol = J.perturbation_tolerance(model, problem, ex.grads, dtype_model.unit)
+    verdicts = _judge_case(adapter, run, ex)
+    return (problem, run, ex, dtype_model, verdicts) if any(not v.ok for v in verdicts) else None
+
+
+def judged_wrong(adapter, problem):
+    """The user's code returns a wrong gradient on ``problem`` (its forward being right)."""
+    return judged_failure(adapter, problem) is not None
