@@ -219,3 +219,120 @@ class ScalarStackOracle:
         if precision is None:
             grads = {name: g.astype(float) for name, g in grads.items()}
         return loss, grads
+
+
+def stack_central_differences(model, params, inputs, targets, h0=None, eps=1e-6):
+    """Central differences of ``StackedModel.loss`` for every entry; keyed like its ``loss_and_grads``."""
+    N = np.asarray(inputs).shape[1]
+    rows = len(model.rows())
+    given = {} if h0 is None else (dict(h0) if isinstance(h0, dict) else {model.out: h0})
+    arrays = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
+    arrays[model.input_name] = np.array(inputs, dtype=np.float64)
+    for s in model.state_names:
+        arrays[f"{s}0"] = np.array(given[s], dtype=np.float64) if s in given else \
+            np.zeros((rows, N, model.unit.state_size(s)))
+
+    def f():
+        return model.loss({k: arrays[k] for k in params}, arrays[model.input_name], targets,
+                          h0={s: arrays[f"{s}0"] for s in model.state_names})
+
+    grads = {}
+    for name, a in arrays.items():
+        g = np.empty_like(a)
+        for idx in np.ndindex(*a.shape):
+            keep = a[idx]
+            a[idx] = keep + eps
+            up = f()
+            a[idx] = keep - eps
+            down = f()
+            a[idx] = keep
+            g[idx] = (up - down) / (2 * eps)
+        grads[name] = g
+    return grads
+
+
+def _torch_module_grads(model, params, x, y, h0):
+    """PyTorch's own ``nn.RNN/LSTM/GRU(num_layers, bidirectional)`` with the readout and loss in torch,
+    for concat-merged models without residual links; None where torch has no such module."""
+    import torch
+
+    from ..layouts import TORCH_GATES, from_torch, to_torch_stack
+
+    cell = model.cell.name
+    if cell not in TORCH_GATES or model.merge.name != "concat" or model.residual or len(set(model.bidirectional)) > 1:
+        return None
+    D, H = model.sizes["D"], model.sizes["H"]
+    kind = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}.get(cell, torch.nn.RNN)
+    extra = {} if cell in ("lstm", "gru") else {"nonlinearity": cell.split("-")[1]}
+    module = kind(D, H, num_layers=model.num_layers, bidirectional=model.bidirectional[0], **extra).double()
+    module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in to_torch_stack(cell, params).items()})
+    sched = model.architecture.schedule(x.shape[0], np.asarray(y).shape[0])
+    xt = torch.tensor(x, requires_grad=True)
+    X = torch.cat([xt, torch.zeros(sched.T - x.shape[0], *x.shape[1:], dtype=torch.float64)]) \
+        if sched.T > x.shape[0] else xt
+    states = [torch.tensor(h0[s], requires_grad=True) for s in model.state_names]
+    out, _ = module(X, tuple(states) if cell == "lstm" else states[0])
+    out = out[sched.output_steps.start:sched.output_steps.stop]
+    F = torch.nn.functional
+    if model.readout is None:
+        loss = (out * torch.tensor(np.asarray(y, dtype=np.float64))).sum()
+        V = c = None
+    else:
+        V, c = (torch.tensor(params[k], requires_grad=True) for k in ("V", "c"))
+        O = out @ V.T + c
+        if model.loss_rule.name == "cross-entropy":
+            loss = F.cross_entropy(O.reshape(-1, O.shape[-1]), torch.tensor(np.asarray(y).reshape(-1)),
+                                   reduction="sum" if model.reduction == "sum" else "mean")
+        else:
+            loss = F.mse_loss(O, torch.tensor(np.asarray(y, dtype=np.float64)),
+                              reduction="sum" if model.reduction == "sum" else "mean")
+    loss.backward()
+    sd = {k: p.grad.numpy().copy() for k, p in module.named_parameters()}
+    for k in sd:  # both biases receive dL/db where they are added: keep one (GRU: b_hn apart)
+        if k.startswith("bias_hh"):
+            sd[k][:2 * H if cell == "gru" else None] = 0
+    grads = {}
+    for layer in model.layers:
+        for d in layer.directions:
+            g = from_torch(cell, sd, layer=layer.index, reverse=d == "bwd")
+            grads.update({model.key(layer.index, d, k): v for k, v in g.items()})
+    if V is not None:
+        grads["V"], grads["c"] = V.grad.numpy(), c.grad.numpy()
+    grads[model.input_name] = xt.grad.numpy()
+    for s, t in zip(model.state_names, states):
+        grads[f"{s}0"] = t.grad.numpy()
+    return grads
+
+
+def stack_agreement_table(model, seed=0, T=3, N=2) -> str:
+    """A Markdown table: a :class:`~symrnn.wiring.StackedModel`'s gradients against the scalar program,
+    PyTorch's own stacked/bidirectional module (when it has one) and central differences."""
+    from ..checks import max_error
+
+    rng = np.random.default_rng(seed)
+    T_in, T_out = {"many-to-one": (T, 1), "one-to-one": (1, 1), "one-to-many": (1, T)}.get(
+        model.architecture.name, (T, T))
+    params = model.init_params(seed, scale=0.8)
+    x = rng.normal(size=(T_in, N, model.sizes["D"]))
+    y = (rng.integers(0, model.sizes["K"], size=(T_out, N)) if model.loss_rule.name == "cross-entropy" else
+         rng.normal(size=(T_out, N, model.sizes["K"] if model.readout is not None else model.width)))
+    h0 = {s: 0.5 * rng.normal(size=(len(model.rows()), N, model.unit.state_size(s))) for s in model.state_names}
+    loss, grads = model.loss_and_grads(params, x, y, h0=h0)
+    rows = []
+    _, g = ScalarStackOracle(model, T_in, T_out).loss_and_grads(params, x, y, h0=h0)
+    rows.append(("unrolled scalar program (SymPy, float64)", *max_error(grads, g), 1e-12))
+    try:
+        g = _torch_module_grads(model, params, x, y, h0)
+        rows.append(("PyTorch nn module, num_layers/bidirectional (float64)", *max_error(grads, g), 1e-12)
+                    if g is not None else ("PyTorch nn module (none for this cell or wiring)", float("nan"), "",
+                                           1e-12))
+    except ImportError:
+        rows.append(("PyTorch autograd (not installed)", float("nan"), "", 1e-12))
+    g = stack_central_differences(model, params, x, y, h0=h0)
+    rows.append(("central differences (float64, eps=1e-6)", *max_error(grads, g), 1e-6))
+    lines = [f"Agreement of the gradients of {model!r} (loss {loss:.6g})",
+             "", "| oracle | max error | where | tolerance | ok |", "|---|---|---|---|---|"]
+    for name, err, key, tol in rows:
+        ok = "yes" if err <= tol else ("n/a" if err != err else "NO")
+        lines.append(f"| {name} | {err:.2e} | {key} | {tol:.0e} | {ok} |")
+    return "\n".join(lines)
