@@ -36,7 +36,6 @@ import threading
 from dataclasses import dataclass, field
 
 import numpy as np
-import sympy as sp
 
 from .architectures import get_architecture
 from .codegen import BlockCode, Workspace
@@ -179,7 +178,7 @@ class StackedModel:
                                  f"got {bidirectional!r}.")
         self.merge = get_merge(merge)
         # the per-step unit: the cell under the upstream loss gives the shared generated code
-        self.unit = Model(cell, D=D, H=H, K=K if K is not None else None, loss="upstream")
+        self.unit = Model(cell, D=D, H=H, K=K, loss="upstream")
         self.cell = self.unit.cell
         self.architecture = get_architecture(architecture)
         self.loss_rule = get_loss(loss)
@@ -516,8 +515,9 @@ class StackedModel:
         return d_inp
 
     def __repr__(self):
+        flags = self.bidirectional if len(set(self.bidirectional)) > 1 else self.bidirectional[0]
         return (f"StackedModel({self.cell.name!r}, D={self.sizes['D']}, H={self.sizes['H']}, K={self.sizes['K']}, "
-                f"num_layers={self.num_layers}, bidirectional={self.bidirectional if len(set(self.bidirectional)) > 1 else self.bidirectional[0]}, "
+                f"num_layers={self.num_layers}, bidirectional={flags}, "
                 f"merge={self.merge.name!r}, residual={self.residual}, architecture={self.architecture.name!r}, "
                 f"loss={self.loss_rule.name!r}, reduction={self.reduction!r})")
 

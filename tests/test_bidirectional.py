@@ -191,7 +191,8 @@ def test_stacked_and_bidirectional_gradients_match_torch_autograd(torch64, p):
     assert abs(loss - loss_t.item()) <= TOL * max(1.0, abs(loss_t.item()))
     assert sorted(theirs) == sorted(grads)
     for k in grads:
-        assert rel(grads[k], theirs[k]) <= TOL, f"{m}: grads[{k!r}] differs from torch by {rel(grads[k], theirs[k]):.2e}"
+        err = rel(grads[k], theirs[k])
+        assert err <= TOL, f"{m}: grads[{k!r}] differs from torch by {err:.2e}"
 
 
 # -- final states: PyTorch's h_n layout -----------------------------------------------------------------

@@ -163,7 +163,8 @@ def test_finite_differences(cell, merge):
     _, grads = m.loss_and_grads(params, x, y, h0=h0)
     numeric = central_differences(m, params, x, y, h0)
     for k in grads:
-        assert rel(grads[k], numeric[k]) <= 1e-7, f"{m}: grads[{k!r}] vs central differences {rel(grads[k], numeric[k]):.1e}"
+        err = rel(grads[k], numeric[k])
+        assert err <= 1e-7, f"{m}: grads[{k!r}] vs central differences {err:.1e}"
 
 
 def test_float32_runs_in_float32():

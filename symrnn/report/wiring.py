@@ -173,7 +173,8 @@ class WiringReportBuilder(ReportBuilder):
         blocks = [Paragraph(["The forward direction of a layer computes, for ", Math(r"t = 1, \dots, T"), ","]),
                   self.display(fwd, self.printers["fwd"])]
         if any(m.bidirectional):
-            bwd = [(self.dtex(reverse_time(eq.lhs), "bwd"), reverse_time(eq.rhs), _label("forward", "bwd", _base(eq.lhs)))
+            bwd = [(self.dtex(reverse_time(eq.lhs), "bwd"), reverse_time(eq.rhs),
+                    _label("forward", "bwd", _base(eq.lhs)))
                    for eq in d.forward[:n]]
             blocks += [Paragraph(["and the backward direction of a bidirectional layer, for ",
                                   Math(r"t = T, T-1, \dots, 1"), ", the same cell with its own parameters, reading "
@@ -262,7 +263,8 @@ class WiringReportBuilder(ReportBuilder):
                     "the LSTM's ", Math("(h, c)"), ", the circle stands for all of them); the top row holds the "
                     "layer's output ", Math(r"y_{t}"), "."]
         return Section("The unrolled computation graph", "sec:graph", [
-            Paragraph(["Figure ", Ref("fig:graph"), " shows the wiring. The forward chain runs left to right, the backward chain "
+            Paragraph(["Figure ", Ref("fig:graph"), " shows the wiring. The forward chain runs left to right, the "
+                       "backward chain "
                        "right to left, and both read every input; at each step the merge joins them. Reverse "
                        "accumulation walks the arrows backwards: the adjoint of the forward chain flows from ",
                        Math("t = T"), " down to 1, the adjoint of the backward chain from ", Math("t = 1"), " up to ",
@@ -333,7 +335,8 @@ class WiringReportBuilder(ReportBuilder):
                 return yb if e == 1 else show(e) + (" " if e.is_number else r" \odot ") + yb
             rule = [(fb, times(dF), _label("merge", "fwd")), (bb, times(dB), _label("merge", "bwd"))]
         blocks = [Paragraph(["The merge takes ", Math(f), " and ", Math(b), " to ", Math(r"y_{t}"),
-                             ". Its Jacobian with respect to the pair is one of those of Table ", Ref("tab:merges"), ":"]),
+                             ". Its Jacobian with respect to the pair is one of those of Table ",
+                             Ref("tab:merges"), ":"]),
                   Table(["l", "l", "l"], [["mode"], ["output"], ["Jacobian"]], rows,
                         ["The merge modes and their Jacobians."], "tab:merges"),
                   Paragraph([f"This model uses {name}. Its adjoint rule sends ", Math(yb), " back to the two "
