@@ -175,3 +175,15 @@ def test_float32_runs_in_float32():
     _, grads64 = m.loss_and_grads(params, x, y, h0=h0)
     assert all(g.dtype == np.float32 for g in grads.values())
     assert max(rel(grads[k], grads64[k]) for k in grads) < 1e-5
+
+
+def test_mask_and_ignored_labels():
+    m = stacked("gru", merge="sum", num_layers=2, architecture="many-to-many", reduction="mean")
+    params, x, y, h0 = problem(m, 4, 4, seed=6)
+    mask = np.array([[True, False], [True, True], [False, True], [True, True]])
+    loss, grads = m.loss_and_grads(params, x, y, h0=h0, mask=mask)
+    ignored = np.where(mask, y, -1)
+    loss_i, grads_i = m.loss_and_grads(params, x, ignored, h0=h0)
+    assert loss == loss_i and all(np.array_equal(grads[k], grads_i[k]) for k in grads)
+    numeric = central_differences(m, params, x, ignored, h0)
+    assert max(rel(grads[k], numeric[k]) for k in grads) <= 1e-7
