@@ -63,3 +63,17 @@ def test_write_report_takes_a_stacked_model(tmp_path):
     path = report.write_report(m, "md", tmp_path / "bi.md")
     assert path.read_text().startswith("# Backpropagation through time for a 2-layer bidirectional rnn-tanh")
     assert build_wiring_document(m).title == "Backpropagation through time for a 2-layer bidirectional rnn-tanh network"
+
+
+def test_cli_derives_and_checks_a_stacked_model(tmp_path, capsys):
+    from symrnn.cli import main
+
+    out = tmp_path / "bi.md"
+    assert main(["derive", "gru", "--num-layers", "2", "--bidirectional", "--merge", "ave", "--format", "md",
+                 "-o", str(out)]) == 0
+    assert out.read_text().startswith("# Backpropagation through time for a 2-layer bidirectional gru network")
+    assert main(["check", "rnn-tanh", "--bidirectional", "--num-layers", "2"]) == 0
+    table = capsys.readouterr().out
+    assert "| unrolled scalar program (SymPy, float64) |" in table and "| NO |" not in table
+    assert main(["check", "rnn-tanh", "--bidirectional", "--merge", "maximum"]) == 2
+    assert "Unknown merge mode 'maximum'" in capsys.readouterr().err
