@@ -253,25 +253,33 @@ class WiringReportBuilder(ReportBuilder):
         layer = next((lay for lay in m.layers if lay.bidirectional), m.layers[0])
         T = 3
         tikz, mermaid = self.figure(layer, T)
-        others = ((" The other layer repeats it with " if m.num_layers == 2 else
-                   f" The other {m.num_layers - 1} layers repeat it with ") if m.num_layers > 1 else "")
         caption = [f"Layer {layer.index} of the {m.num_layers}-layer model unrolled over ", Math(f"T = {T}"),
-                   " steps (one layer is drawn)." + others]
+                   " steps (one layer is drawn)."]
         if m.num_layers > 1:
-            caption += [Math(r"y^{(l-1)}_{t}"), " in place of ", Math(r"x_{t}"), "."]
-        caption += [" Shaded circles are states (dashed: initial states; for a cell with several states, such as "
-                    "the LSTM's ", Math("(h, c)"), ", the circle stands for all of them); the top row holds the "
-                    "layer's output ", Math(r"y_{t}"), "."]
+            caption += [" The other layer repeats it" if m.num_layers == 2 else
+                        f" The other {m.num_layers - 1} layers repeat it", " with ", Math(r"y^{(l-1)}_{t}"),
+                        " in place of ", Math(r"x_{t}"), "."]
+        states = list(self.cell.states)
+        caption += [" Shaded circles are states (dashed: initial states"]
+        if len(states) > 1:
+            caption += ["; a circle stands for all of the cell's states, ",
+                        Math("(" + ", ".join(self.name(x) for x in states) + ")")]
+        caption += [")."]
+        if layer.bidirectional:
+            caption += [" The top row holds the layer's output ", Math(r"y_{t}"), ", the merge of the two states."]
+            text = ["Figure ", Ref("fig:graph"), " shows the wiring. The forward chain runs left to right, the "
+                    "backward chain right to left, and both read every input; at each step the merge joins them. "
+                    "Reverse accumulation walks the arrows backwards: the adjoint of the forward chain flows from ",
+                    Math("t = T"), " down to 1, the adjoint of the backward chain from ", Math("t = 1"), " up to ",
+                    Math("T"), ", and each input collects the adjoints of both directions."]
+        else:
+            caption += [" The layer's output ", Math(r"y_{t}"), " is its state ", Math(r"h^{\rightarrow}_{t}"),
+                        (" plus its input (the residual link, layers 1 and up)." if m.residual else ".")]
+            text = ["Figure ", Ref("fig:graph"), " shows the wiring of a unidirectional layer: one chain from left "
+                    "to right, reading every input. Reverse accumulation walks the arrows backwards, from ",
+                    Math("t = T"), " down to 1, and each input collects the adjoint that its step sends back."]
         return Section("The unrolled computation graph", "sec:graph", [
-            Paragraph(["Figure ", Ref("fig:graph"), " shows the wiring. The forward chain runs left to right, the "
-                       "backward chain "
-                       "right to left, and both read every input; at each step the merge joins them. Reverse "
-                       "accumulation walks the arrows backwards: the adjoint of the forward chain flows from ",
-                       Math("t = T"), " down to 1, the adjoint of the backward chain from ", Math("t = 1"), " up to ",
-                       Math("T"), ", and each input collects the adjoints of both directions."
-                       if layer.bidirectional else " A unidirectional layer has the forward chain only."]),
-            Figure(tikz, mermaid, caption, "fig:graph"),
-        ])
+            Paragraph(text), Figure(tikz, mermaid, caption, "fig:graph")])
 
     def figure(self, layer, T):
         f, b = ARROW["fwd"], ARROW["bwd"]
@@ -412,12 +420,12 @@ class WiringReportBuilder(ReportBuilder):
                   self.display(rows, self.printers["fwd"])]
         if any(self.stack.bidirectional):
             blocks.append(Paragraph(["The backward direction's gradients are the same sums over its own "
-                                     "quantities (", Math(r"\bar{\;}^{\leftarrow}"), " in place of ",
-                                     Math(r"\bar{\;}^{\rightarrow}"), ", ", Math("t + 1"), " in place of ",
-                                     Math("t - 1"), "). The initial states' gradients are the adjoints reaching ",
-                                     Math(r"t = 0"), " for the forward direction and ", Math("t = T + 1"),
-                                     " for the backward direction, returned stacked as PyTorch stacks ",
-                                     Code("h_0"), ": ", Code("grads['h0'][2*l + d]"), "."]))
+                                     "adjoints and states (", Math(r"\leftarrow"), " in place of ",
+                                     Math(r"\rightarrow"), ", and ", Math(r"h^{\leftarrow}_{t+1}"), " in place of ",
+                                     Math(r"h^{\rightarrow}_{t-1}"), "). The initial states' gradients are the "
+                                     "adjoints reaching ", Math("t = 0"), " for the forward direction and ",
+                                     Math("t = T + 1"), " for the backward direction, returned stacked as PyTorch "
+                                     "stacks ", Code("h_0"), ": ", Code("grads['h0'][2*l + d]"), "."]))
         blocks.append(Paragraph(["The gradients are keyed ", Code("l<layer>.<fwd|bwd>.<name>"), " (", Code("l0.fwd."
                                  + next(iter(self.cell.params))), "), and ", Code("V"), ", ", Code("c"),
                                  " for the readout."]))
