@@ -141,9 +141,30 @@ def lengths(arch, T):
 
 
 @given(problems())
-@settings(max_examples=150)
+@settings(max_examples=60)  # one draw covers one of many (cell, layers, merge, architecture, loss) combinations
 def test_stacked_and_bidirectional_gradients_match_torch_autograd(torch64, p):
-    T = torch64
+    assert_matches_torch(torch64, p)
+
+
+@pytest.mark.parametrize("merge", sorted(MERGES))
+@pytest.mark.parametrize("cell", TORCH_CELLS)
+def test_every_torch_cell_and_merge_in_a_bidirectional_stack(torch64, cell, merge):
+    p = dict(cell=cell, num_layers=3 if merge != "concat" else 2, bidirectional=True, merge=merge,
+             architecture="many-to-many", loss="cross-entropy", reduction="mean", D=3, H=3, K=4, N=2, T=5,
+             residual=merge != "concat", scale=1.0, seed=sorted(MERGES).index(merge))
+    assert_matches_torch(torch64, p)
+
+
+def test_uneven_stacks_match_torch(torch64):
+    """Layer 0 bidirectional (concat: 2H wide), layer 1 unidirectional, every architecture of the stack."""
+    for architecture in ("many-to-many", "many-to-one", "one-to-one"):
+        p = dict(cell="lstm", num_layers=2, bidirectional=(True, False), merge="concat", architecture=architecture,
+                 loss="mse", reduction="sum", D=2, H=3, K=2, N=2, T=1 if architecture == "one-to-one" else 4,
+                 residual=False, scale=1.0, seed=3)
+        assert_matches_torch(torch64, p)
+
+
+def assert_matches_torch(T, p):
     torch = T.torch
     residual = p["residual"]
     K = None if p["loss"] == "upstream" else p["K"]

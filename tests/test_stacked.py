@@ -187,3 +187,12 @@ def test_mask_and_ignored_labels():
     assert loss == loss_i and all(np.array_equal(grads[k], grads_i[k]) for k in grads)
     numeric = central_differences(m, params, x, ignored, h0)
     assert max(rel(grads[k], numeric[k]) for k in grads) <= 1e-7
+
+
+def test_module_docstring_example_runs():
+    import doctest
+
+    import symrnn.wiring
+
+    failures, tried = doctest.testmod(symrnn.wiring, verbose=False)
+    assert tried > 0 and failures == 0
