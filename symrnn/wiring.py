@@ -151,8 +151,10 @@ class StackedModel:
         Add each layer's input to its output (layers ``l >= 1``; their input and
         output widths must be equal).
     architecture, loss, reduction
-        As :class:`~symrnn.model.Model`.  A bidirectional layer needs every step
-        to read an input: ``one-to-many`` and ``many-to-many-delayed`` are refused.
+        As :class:`~symrnn.model.Model`, on the top layer's (merged) outputs; ``many-to-one``
+        scores step T, where the backward direction has read only ``x_T`` (PyTorch's
+        ``output[-1]``).  A bidirectional layer needs every step to read an input:
+        ``one-to-many`` and ``many-to-many-delayed`` are refused.
 
     Parameters are named ``l<layer>.<direction>.<name>`` (``l0.fwd.W``,
     ``l1.bwd.U_i``; a unidirectional layer has only ``fwd``) plus the readout's
