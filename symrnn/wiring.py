@@ -188,9 +188,10 @@ class StackedModel:
         if loss == "upstream" and reduction != "sum":
             raise UnknownNameError(f"The upstream loss has no reduction; got reduction={reduction!r}, use 'sum'.")
         self.reduction = reduction
-        if self.loss_rule.needs_readout and (K is None or isinstance(K, bool) or not isinstance(K, (int, np.integer))
-                                             or K < 1):
-            raise ShapeError(f"loss {loss!r} has a readout: give the output size K as a positive integer, got {K!r}.")
+        if (K is not None or self.loss_rule.needs_readout) and (
+                isinstance(K, (bool, np.bool_)) or not isinstance(K, (int, np.integer)) or K < 1):
+            why = f"loss {loss!r} has a readout: give" if self.loss_rule.needs_readout else "give"
+            raise ShapeError(f"{why} the output size K as a positive integer, got {K!r}.")
         if any(flags) and architecture in ("one-to-many", "many-to-many-delayed"):
             raise UnknownNameError(
                 f"Architecture {architecture!r} is not defined for a bidirectional layer: its output steps read "
