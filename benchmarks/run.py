@@ -14,7 +14,11 @@ What is measured (see benchmarks/README.md):
 4. the scalar oracle against plain ``sympy.diff`` of the expanded loss;
 5. verifying a hand-written LSTM layer backward (``tests/corpus/cs231n_lstm.py``,
    D = 64, H = 128: about 100k parameters): symrnn's own time, and the ratio to
-   ``torch.autograd.gradcheck`` on the same hand-written code.
+   ``torch.autograd.gradcheck`` on the same hand-written code;
+6. a bidirectional LSTM and a 2-layer LSTM (``symrnn.StackedModel``) against
+   ``nn.LSTM(bidirectional=True)`` / ``nn.LSTM(num_layers=2)`` autograd.
+
+``--only wiring`` (or any of derive, speed, scalar, verify) runs a subset.
 
 Every ratio compares two functions timed in the same run, called alternately
 (the order flips every round), and is the median over rounds of the per-round
@@ -496,6 +500,98 @@ def report_speed(runs, cfg, summary):
     return out
 
 
+# -- 6. bidirectional and stacked LSTM vs torch autograd ------------------------------------
+WIRINGS = (("bidirectional LSTM", dict(num_layers=1, bidirectional=True)),
+           ("2-layer LSTM", dict(num_layers=2, bidirectional=False)),
+           ("1-layer LSTM (reference, not judged)", dict(num_layers=1, bidirectional=False)))
+
+
+def bench_wiring(cfg):
+    """Benchmark 6: ``StackedModel`` gradients against ``nn.LSTM(num_layers, bidirectional)`` autograd."""
+    from symrnn.layouts import to_torch_stack
+
+    N, T, D, H = cfg["speed_sizes"]
+    rows = []
+    for label, spec in WIRINGS:
+        rng = np.random.default_rng(11)
+        model = sr.StackedModel("lstm", D=D, H=H, loss="upstream", **spec).compile()
+        params = model.init_params(seed=0)
+        X, G = rng.normal(size=(T, N, D)), rng.normal(size=(T, N, model.width))
+
+        def ours():
+            return model.loss_and_grads(params, X, G)
+
+        fns, check = {"ours": ours}, None
+        if torch is not None:
+            module = torch.nn.LSTM(D, H, **spec).double()
+            module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in to_torch_stack("lstm", params).items()})
+            xt = torch.from_numpy(X.copy()).requires_grad_(True)
+            Gt = torch.from_numpy(G.copy())
+
+            def torch_autograd():
+                module.zero_grad(set_to_none=True)
+                xt.grad = None
+                out, _ = module(xt)
+                loss = (out * Gt).sum()
+                loss.backward()
+                return loss
+
+            fns["torch"] = torch_autograd
+            loss_t = torch_autograd().item()  # untimed: both compute the same thing
+            loss_o, grads = ours()
+            ours_sd = to_torch_stack("lstm", {k: grads[k] for k in params})
+            theirs = {k: q.grad.numpy() for k, q in module.named_parameters()}
+            pairs = [(grads["x"], xt.grad.numpy())] + [(ours_sd[k], theirs[k]) for k in theirs
+                                                      if not k.startswith("bias_hh")]
+            check = max([np.abs(a - b).max() / max(1.0, np.abs(b).max()) for a, b in pairs]
+                        + [abs(loss_o - loss_t) / max(1.0, abs(loss_t))])
+        for f in fns.values():  # warm-up, untimed
+            f()
+        times = interleaved(fns, cfg["wiring_repeats"])
+        row = dict(label=label, spec=spec, times=times, check=check)
+        if "torch" in times:
+            row["torch_ratio"] = paired_ratio(times["ours"], times["torch"])
+        rows.append(row)
+    return dict(rows=rows, threads=torch.get_num_threads() if torch is not None else None)
+
+
+def report_wiring(res, cfg, summary):
+    N, T, D, H = cfg["speed_sizes"]
+    full = (N, T, D, H) == (32, 100, 64, 128)
+    out = ["## 6. Bidirectional and stacked LSTM vs torch autograd (CPU, float64)",
+           "",
+           f"N={N}, T={T}, D={D}, H={H} (H per direction). *ours*: `StackedModel(\"lstm\", D, H, num_layers, "
+           "bidirectional, loss=\"upstream\").loss_and_grads(params, X, G)`: every direction runs the cell's "
+           "generated code (the backward direction on the reversed sequence), the merge (concat) and the layer "
+           "link in NumPy. *torch*: `nn.LSTM(D, H, num_layers, bidirectional).double()` with the same weights "
+           "(`symrnn.layouts.to_torch_stack`), forward + `(out * G).sum().backward()`. Called alternately, "
+           f"{cfg['wiring_repeats']} rounds, all cores (torch threads = {res['threads']}); status on min / min, "
+           "median of paired ratios beside it. *agreement*: the largest max|ours − torch| / max(1, max|torch|) "
+           "over the loss, dL/dx and every stacked weight_ih, weight_hh, bias_ih gradient (untimed). The "
+           "1-layer row (the same `StackedModel` code path with one forward layer) shows what one direction "
+           "costs against `nn.LSTM(D, H)` in the same run; a bidirectional or 2-layer model runs the generated "
+           "code twice, so its ratio follows the one-layer ratio.",
+           "",
+           "| model | ours (min / median) | torch (min / median) | ours / torch: min / min | median of paired ratios "
+           "| agreement |",
+           "|---|---:|---:|---:|---:|---:|"]
+    for r in res["rows"]:
+        t = r["times"]
+        if "torch" not in t:
+            out.append(f"| {r['label']} | {fmt_s(min(t['ours']))} / {fmt_s(med(t['ours']))} | torch absent | - | - | - |")
+            continue
+        ratio_med, ratio_min = r["torch_ratio"]
+        out.append(f"| {r['label']} | {fmt_s(min(t['ours']))} / {fmt_s(med(t['ours']))} | "
+                   f"{fmt_s(min(t['torch']))} / {fmt_s(med(t['torch']))} | **{ratio_min:.2f}** | {ratio_med:.2f} | "
+                   f"{r['check']:.1e} |")
+        if "reference" in r["label"]:
+            continue
+        summary.append((f"6. {r['label']} gradient, ours / torch autograd",
+                        f"{ratio_min:.2f} (median of paired ratios {ratio_med:.2f})", "≤ 0.8",
+                        status(ratio_min <= 0.8, full)))
+    return out
+
+
 # -- 4. scalar oracle vs plain sympy.diff -----------------------------------------------
 def _scalar_problem(H, T, D, K, seed=0):
     model = sr.Model("rnn-tanh", D=D, H=H, K=K)
@@ -811,12 +907,14 @@ def config(quick):
                     speed_sizes=(32, 100, 64, 128), speed_repeats=3, speed_repeats_1=3,
                     plain_HT=(2, 5), plain_repeats=1, plain_all=False,
                     oracle_sizes=((4, 5.0), (8, 20.0)), oracle_T=64, oracle_repeats=1,
-                    verify_sizes=(64, 128, 10, 4), verify_repeats=2, verify_gradcheck_slow=False)
+                    verify_sizes=(64, 128, 10, 4), verify_repeats=2, verify_gradcheck_slow=False,
+                    wiring_repeats=3)
     return dict(derive_sizes=(4, 8, 16, 5), derive_T=(10, 100, 1000), derive_repeats=5,
                 speed_sizes=(32, 100, 64, 128), speed_repeats=21, speed_repeats_1=11,
                 plain_HT=(2, 8), plain_repeats=3, plain_all=True,
                 oracle_sizes=((4, 5.0), (8, 20.0)), oracle_T=256, oracle_repeats=3,
-                verify_sizes=(64, 128, 10, 4), verify_repeats=5, verify_gradcheck_slow=True)
+                verify_sizes=(64, 128, 10, 4), verify_repeats=5, verify_gradcheck_slow=True,
+                wiring_repeats=11)
 
 
 def write_atomic(path, text):
@@ -839,7 +937,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="where to write the Markdown report")
     parser.add_argument("--quick", action="store_true", help="fast smoke run: fewer repeats, smaller sizes")
-    parser.add_argument("--only", action="append", choices=("derive", "speed", "scalar", "verify"),
+    parser.add_argument("--only", action="append", choices=("derive", "speed", "scalar", "verify", "wiring"),
                         help="run only these benchmarks (repeatable; the report then holds only them)")
     args = parser.parse_args(argv)
     cfg = config(args.quick)
@@ -851,7 +949,8 @@ def main(argv=None):
     sections = []
     loads = []
     for name, bench, report in (("derive", bench_derive, report_derive), ("speed", bench_speed, report_speed),
-                                ("scalar", bench_scalar, report_scalar), ("verify", bench_verify, report_verify)):
+                                ("scalar", bench_scalar, report_scalar), ("verify", bench_verify, report_verify),
+                                ("wiring", bench_wiring, report_wiring)):
         if args.only and name not in args.only:
             continue
         t0 = time.perf_counter()

@@ -11,9 +11,10 @@ from .errors import (CellDefinitionError, DerivationTooLargeError, MissingRuleEr
                      ParameterError, ShapeError, SymRNNError, UnknownNameError, UserCodeError)
 from .functions import exp, log, register_function, relu, sigmoid, step, tanh
 from .model import Model
+from .wiring import BidirectionalModel, StackedModel
 
 __all__ = [
-    "Cell", "Model", "BUILTIN_CELLS", "builtin_cell", "rnn", "lstm", "gru",
+    "Cell", "Model", "StackedModel", "BidirectionalModel", "BUILTIN_CELLS", "builtin_cell", "rnn", "lstm", "gru",
     "sigmoid", "tanh", "relu", "step", "exp", "log", "register_function",
     "SymRNNError", "ShapeError", "NonFiniteError", "UnknownNameError", "ParameterError",
     "CellDefinitionError", "DerivationTooLargeError", "MissingRuleError", "UserCodeError",

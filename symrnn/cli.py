@@ -88,11 +88,22 @@ def _model_arguments(parser):
     parser.add_argument("--architecture", default="many-to-many", choices=sorted(ARCHITECTURES))
     parser.add_argument("--loss", default="cross-entropy", choices=sorted(LOSSES))
     parser.add_argument("--reduction", default="sum", choices=REDUCTIONS)
+    parser.add_argument("--num-layers", type=int, default=1, help="stacked layers (a StackedModel when > 1)")
+    parser.add_argument("--bidirectional", action="store_true", help="bidirectional layers (a StackedModel)")
+    parser.add_argument("--merge", default="concat",
+                        help="merge of a bidirectional layer: concat, sum, ave, mul, max")
+    parser.add_argument("--residual", action="store_true", help="residual links between layers of equal width")
 
 
 def build_model(args, D=3, H=4, K=3):
     from .model import Model
 
+    if getattr(args, "num_layers", 1) != 1 or getattr(args, "bidirectional", False):
+        from .wiring import StackedModel
+
+        return StackedModel(load_cell(args.model), D=D, H=H, K=K, num_layers=args.num_layers,
+                            bidirectional=args.bidirectional, merge=args.merge, residual=args.residual,
+                            architecture=args.architecture, loss=args.loss, reduction=args.reduction)
     return Model(load_cell(args.model), D=D, H=H, K=K, architecture=args.architecture,
                  loss=args.loss, reduction=args.reduction)
 
@@ -163,8 +174,11 @@ def _run(args, parser) -> int:
         return 0
     if args.command == "check":
         from .checks import agreement_table
+        from .oracles.stacked import stack_agreement_table
 
-        print(agreement_table(build_model(args), seed=args.seed))
+        model = build_model(args)
+        table = stack_agreement_table if hasattr(model, "layers") else agreement_table
+        print(table(model, seed=args.seed))
         return 0
     if args.command == "verify":
         return _verify(args)

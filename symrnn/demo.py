@@ -4,7 +4,8 @@ For each built-in cell it prints the forward and adjoint equations, evaluates
 the generated gradients on random data, prints their agreement with every
 oracle (unrolled scalar SymPy program, PyTorch autograd, central
 differences, high-precision Richardson differences) and writes the derivation
-reports; at the end it says where everything went.
+reports; then the same for a 2-layer bidirectional LSTM (symrnn.StackedModel); at the end it says
+where everything went.
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from .cells import BUILTIN_CELLS
 from .checks import agreement_table
 from .fileio import write_text_atomic
 from .model import Model
+from .oracles.stacked import stack_agreement_table
+from .wiring import StackedModel
 
 DEMO_CELLS = tuple(BUILTIN_CELLS)
 
@@ -36,6 +39,15 @@ def run(out="reports") -> int:
         print(table)
         summary += [f"## {name}", "", "```", repr(derivation), "```", "", table, ""]
         written += _reports(model, out)
+    stack = StackedModel("lstm", D=3, H=4, K=3, num_layers=2, bidirectional=True)
+    print(f"\n=== {stack!r} ===")
+    print("Two layers of bidirectional LSTMs: each direction runs the lstm cell's generated code (the backward "
+          "direction on the reversed sequence); the concat merge and the layer link have their own rules.")
+    table = stack_agreement_table(stack)
+    print()
+    print(table)
+    summary += ["## 2-layer bidirectional lstm", "", table, ""]
+    written += _reports(stack, out, "lstm_2-layer-bidirectional")
     summary_path = write_text_atomic(out / "agreement.md", "\n".join(summary) + "\n")
     print("\nOutput:")
     print(f"  agreement tables and equations: {summary_path}")
@@ -44,14 +56,15 @@ def run(out="reports") -> int:
     return 0
 
 
-def _reports(model, out):
+def _reports(model, out, stem=None):
     try:
         from .report import write_report
     except ImportError:
         return []
-    paths = [write_report(model, "md", out / f"{model.cell.name}.md")]
+    stem = stem or model.cell.name
+    paths = [write_report(model, "md", out / f"{stem}.md")]
     fmt = "pdf" if shutil.which("pdflatex") else "tex"
-    paths.append(write_report(model, fmt, out / f"{model.cell.name}.{fmt}"))
+    paths.append(write_report(model, fmt, out / f"{stem}.{fmt}"))
     return paths
 
 

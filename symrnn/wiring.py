@@ -1,0 +1,530 @@
+"""Bidirectional and stacked recurrent models: wirings of cells in the unrolled graph.
+
+A :class:`StackedModel` is ``num_layers`` layers of one cell; each layer is
+unidirectional or bidirectional, and layer ``l + 1`` reads the (merged)
+outputs of layer ``l``.  Nothing here differentiates a cell: every direction
+of every layer runs the cell's generated forward and backward code
+(:class:`symrnn.codegen.BlockCode`, the same code a :class:`~symrnn.model.Model`
+runs), the backward direction on the time-reversed sequence.  The wiring adds
+three small operations with their derivative rules:
+
+* the **merge** of the two directions of a bidirectional layer (one row of
+  :data:`MERGES` each: concat, sum, ave, mul, max);
+* the **layer link**: the gradient ``dX`` a layer's backward code returns for
+  its inputs is ``dL/dy`` of the layer below (plus the residual path when
+  ``residual=True``);
+* the **time reversal** of the backward direction (its inputs, its outputs and
+  their adjoints are read back to front).
+
+The readout ``o_t = V y_t + c`` and the losses are those of ``Model``.
+
+>>> import numpy as np, symrnn as sr
+>>> model = sr.StackedModel("lstm", D=3, H=4, K=5, num_layers=2, bidirectional=True)
+>>> params = model.init_params(seed=0)
+>>> sorted(params)[:3]
+['V', 'c', 'l0.bwd.U_f']
+>>> x = np.random.default_rng(0).normal(size=(6, 2, 3))
+>>> y = np.random.default_rng(1).integers(0, 5, size=(6, 2))
+>>> loss, grads = model.loss_and_grads(params, x, y)
+>>> grads["h0"].shape                        # (num_layers * 2, N, H), as PyTorch's h_0
+(4, 2, 4)
+"""
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .architectures import get_architecture
+from .codegen import BlockCode, Workspace
+from .errors import NonFiniteError, ParameterError, ShapeError, UnknownNameError
+from .functions import maximum
+from .losses import get_loss
+from .model import Model, _finite_loss, readout_cell
+from .validation import as_float_array, check_shape
+
+_DTYPES = (np.float64, np.float32)
+DIRECTIONS = ("fwd", "bwd")
+
+
+# -- the merge of two directions: one table row each ------------------------------------------------
+@dataclass(frozen=True)
+class Merge:
+    """How a bidirectional layer merges ``h_fwd[t]`` and ``h_bwd[t]`` (each ``(N, H)``).
+
+    ``forward(F, B)`` is the merged output; ``backward(G, F, B)`` sends its
+    adjoint ``G`` back, ``(G J_fwd, G J_bwd)``; ``symbolic(f, b)`` is the
+    elementwise SymPy expression (None for concat, which is not elementwise);
+    ``jacobian`` is the LaTeX of ``[J_fwd, J_bwd]`` for the reports.
+    """
+
+    name: str
+    description: str
+    width: int  # merged width in units of H
+    forward: object = field(repr=False)
+    backward: object = field(repr=False)
+    symbolic: object = field(repr=False)
+    jacobian: str = ""
+
+
+def _max_share(F, B):
+    """The forward direction's share of the gradient of ``max(F, B)``: 1, 0, or 1/2 at an exact tie."""
+    return (F > B) + 0.5 * (F == B)
+
+
+def _max_backward(G, F, B):
+    share = _max_share(F, B).astype(G.dtype, copy=False)
+    dF = G * share
+    return dF, G - dF
+
+
+def _concat_backward(G, F, B):
+    H = F.shape[-1]
+    return G[..., :H], G[..., H:]
+
+
+MERGES = {m.name: m for m in (
+    Merge("concat", "[h_fwd; h_bwd] (width 2H; PyTorch's output and Keras's default)", 2,
+          lambda F, B: np.concatenate([F, B], axis=-1), _concat_backward, None,
+          r"\begin{bmatrix} I & 0 \\ 0 & I \end{bmatrix}"),
+    Merge("sum", "h_fwd + h_bwd", 1, lambda F, B: F + B, lambda G, F, B: (G, G),
+          lambda f, b: f + b, r"\begin{bmatrix} I & I \end{bmatrix}"),
+    Merge("ave", "(h_fwd + h_bwd) / 2", 1, lambda F, B: (F + B) * 0.5, lambda G, F, B: (G * 0.5, G * 0.5),
+          lambda f, b: (f + b) / 2, r"\begin{bmatrix} \tfrac{1}{2} I & \tfrac{1}{2} I \end{bmatrix}"),
+    Merge("mul", "h_fwd * h_bwd (elementwise)", 1, lambda F, B: F * B, lambda G, F, B: (G * B, G * F),
+          lambda f, b: f * b,
+          r"\begin{bmatrix} \operatorname{diag}(h^{\leftarrow}) & \operatorname{diag}(h^{\rightarrow}) "
+          r"\end{bmatrix}"),
+    Merge("max", "max(h_fwd, h_bwd) (elementwise; an exact tie splits the gradient half and half)", 1,
+          np.maximum, _max_backward, lambda f, b: maximum(f, b),
+          r"\begin{bmatrix} \operatorname{diag}(m) & \operatorname{diag}(1 - m) \end{bmatrix}"),
+)}
+MERGE_ALIASES = {"average": "ave", "mean": "ave", "multiply": "mul", "concatenate": "concat"}
+
+
+def get_merge(name) -> Merge:
+    key = MERGE_ALIASES.get(name, name) if isinstance(name, str) else name
+    if key not in MERGES:
+        raise UnknownNameError(
+            f"Unknown merge mode {name!r}; expected one of {sorted(MERGES)} (aliases: "
+            f"{', '.join(f'{a}={b}' for a, b in sorted(MERGE_ALIASES.items()))}).")
+    return MERGES[key]
+
+
+# -- the model -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Layer:
+    index: int
+    bidirectional: bool
+    input_width: int
+    width: int  # of the layer's (merged) output
+    residual: bool  # output = merged + input
+
+    @property
+    def directions(self):
+        return DIRECTIONS if self.bidirectional else DIRECTIONS[:1]
+
+
+_KEY = re.compile(r"^l(\d+)\.(fwd|bwd)\.(.+)$")
+
+
+class StackedModel:
+    """``num_layers`` layers of one cell, each uni- or bidirectional, with a readout and a loss.
+
+    Parameters
+    ----------
+    cell : str or Cell
+        A built-in cell name or a user-defined :class:`~symrnn.cell.Cell`; every
+        direction of every layer is this cell with its own parameters.
+    D, H, K : int
+        Input size, hidden size of every direction, output size (losses with a readout).
+    num_layers : int
+        At least 1.  Layer 0 reads the inputs, layer ``l`` the outputs of layer ``l - 1``.
+    bidirectional : bool or sequence of bool
+        For every layer, or one flag per layer.
+    merge : str
+        How a bidirectional layer merges its directions at each step: ``concat``
+        (width 2H, PyTorch's layout), ``sum``, ``ave``, ``mul`` or ``max`` (see :data:`MERGES`).
+    residual : bool
+        Add each layer's input to its output (layers ``l >= 1``; their input and
+        output widths must be equal).
+    architecture, loss, reduction
+        As :class:`~symrnn.model.Model`, on the top layer's (merged) outputs; ``many-to-one``
+        scores step T, where the backward direction has read only ``x_T`` (PyTorch's
+        ``output[-1]``).  A bidirectional layer needs every step to read an input:
+        ``one-to-many`` and ``many-to-many-delayed`` are refused.
+
+    Parameters are named ``l<layer>.<direction>.<name>`` (``l0.fwd.W``,
+    ``l1.bwd.U_i``; a unidirectional layer has only ``fwd``) plus the readout's
+    ``V`` and ``c``.  Gradients have the same keys, the input's name (``x``) and
+    the initial states stacked as PyTorch stacks ``h_0``: ``h0`` of shape
+    ``(num_layers * directions, N, H)``, row ``l * directions + d`` (``d = 1``
+    the backward direction).
+    """
+
+    def __init__(self, cell="rnn-tanh", D=1, H=1, K=None, num_layers=1, bidirectional=False, merge="concat",
+                 residual=False, architecture="many-to-many", loss="cross-entropy", reduction="sum"):
+        if isinstance(num_layers, (bool, np.bool_)) or not isinstance(num_layers, (int, np.integer)) \
+                or num_layers < 1:
+            raise ShapeError(f"num_layers must be an integer >= 1, got {num_layers!r} (num_layers=1 is one "
+                             f"recurrent layer).")
+        self.num_layers = int(num_layers)
+        if isinstance(bidirectional, (bool, np.bool_)):
+            flags = [bool(bidirectional)] * self.num_layers
+        else:
+            flags = list(bidirectional)
+            if len(flags) != self.num_layers or not all(isinstance(f, (bool, np.bool_)) for f in flags):
+                raise ShapeError(f"bidirectional must be a bool or one bool per layer ({self.num_layers}), "
+                                 f"got {bidirectional!r}.")
+        self.merge = get_merge(merge)
+        # the per-step unit: the cell under the upstream loss gives the shared generated code
+        self.unit = Model(cell, D=D, H=H, K=K, loss="upstream")
+        self.cell = self.unit.cell
+        self.architecture = get_architecture(architecture)
+        self.loss_rule = get_loss(loss)
+        self.loss_rule.check_reduction(reduction)
+        if loss == "upstream" and reduction != "sum":
+            raise UnknownNameError(f"The upstream loss has no reduction; got reduction={reduction!r}, use 'sum'.")
+        self.reduction = reduction
+        if (K is not None or self.loss_rule.needs_readout) and (
+                isinstance(K, (bool, np.bool_)) or not isinstance(K, (int, np.integer)) or K < 1):
+            why = f"loss {loss!r} has a readout: give" if self.loss_rule.needs_readout else "give"
+            raise ShapeError(f"{why} the output size K as a positive integer, got {K!r}.")
+        if any(flags) and architecture in ("one-to-many", "many-to-many-delayed"):
+            raise UnknownNameError(
+                f"Architecture {architecture!r} is not defined for a bidirectional layer: its output steps read "
+                f"no input (they are generated one after the other), and the backward direction would read the "
+                f"future of outputs not yet produced. Use a unidirectional model (bidirectional=False) for "
+                f"{architecture!r}, or many-to-many / many-to-one / one-to-one.")
+        self.sizes = dict(self.unit.sizes)
+        self.sizes["K"] = int(K) if K is not None else None
+        self.out = self.unit.out
+        self.state_names = self.unit.state_names
+        self.input_name = self.unit.input_name
+        out_size = self.unit.state_size(self.out)
+        self.layers, width = [], int(D)
+        for l, flag in enumerate(flags):
+            out_width = out_size * (self.merge.width if flag else 1)
+            res = bool(residual) and l >= 1
+            if res and out_width != width:
+                raise ShapeError(
+                    f"residual=True adds layer {l}'s input (width {width}) to its output (width {out_width}); "
+                    f"they must be equal (with merge='concat' a bidirectional layer is 2H wide: use merge "
+                    f"'sum', 'ave', 'mul' or 'max', or residual=False).")
+            self.layers.append(Layer(l, flag, width, out_width, res))
+            width = out_width
+        self.width = width
+        self.residual = bool(residual)
+        self.bidirectional = flags
+        self.logits = self.unit.logits
+        self.readout = readout_cell(self.out, self.logits, "H") if self.loss_rule.needs_readout else None
+        self._readout_code = None
+        self._threads = threading.local()
+
+    # -- names and shapes --------------------------------------------------------------------------
+    @staticmethod
+    def key(layer, direction, name) -> str:
+        """The parameter key ``l<layer>.<direction>.<name>``."""
+        return f"l{layer}.{direction}.{name}"
+
+    def layer_sizes(self, layer: Layer) -> dict:
+        return {"D": layer.input_width, "H": self.sizes["H"], "K": self.sizes["K"]}
+
+    @property
+    def param_shapes(self) -> dict:
+        shapes = {}
+        for layer in self.layers:
+            sizes = self.layer_sizes(layer)
+            for d in layer.directions:
+                for name, spec in self.cell.params.items():
+                    shapes[self.key(layer.index, d, name)] = tuple(sizes[s] for s in spec.shape)
+        if self.readout is not None:
+            shapes["V"] = (self.sizes["K"], self.width)
+            shapes["c"] = (self.sizes["K"],)
+        return shapes
+
+    @property
+    def num_directions_total(self) -> int:
+        return sum(len(layer.directions) for layer in self.layers)
+
+    def rows(self):
+        """``[(layer, direction), ...]`` in the order of the rows of ``h0`` and ``h_n`` (PyTorch's)."""
+        return [(layer, d) for layer in self.layers for d in layer.directions]
+
+    @property
+    def gradient_keys(self) -> list:
+        return list(self.param_shapes) + [self.input_name] + [f"{s}0" for s in self.state_names]
+
+    def direction_params(self, params, layer, direction) -> dict:
+        """The canonical cell parameters of one direction (``{"U": ..., "W": ...}``)."""
+        return {name: params[self.key(layer, direction, name)] for name in self.cell.params}
+
+    def init_params(self, seed=0, scale=None, dtype=np.float64) -> dict:
+        """Parameters drawn uniformly from ``[-scale, scale]`` (default ``1/sqrt(H)``, as PyTorch)."""
+        if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float, np.number))
+                                  or not np.isfinite(scale) or scale < 0):
+            raise ParameterError(f"scale must be a finite number >= 0, got {scale!r}.")
+        if np.dtype(dtype) not in _DTYPES:
+            raise ParameterError(f"dtype must be float64 or float32, got {np.dtype(dtype)}.")
+        rng = np.random.default_rng(seed)
+        scale = 1.0 / np.sqrt(self.sizes["H"]) if scale is None else scale
+        return {k: rng.uniform(-scale, scale, size=s).astype(dtype) for k, s in self.param_shapes.items()}
+
+    # -- generated code ------------------------------------------------------------------------------
+    @property
+    def cell_code(self) -> BlockCode:
+        return self.unit.cell_code
+
+    @property
+    def readout_code(self) -> BlockCode:
+        if self._readout_code is None and self.readout is not None:
+            r = self.readout
+            self._readout_code = BlockCode(f"{self.cell.name}-readout", r.equations, r.input_symbol, {},
+                                           r.params, r.sizes, external=[self.logits])
+        return self._readout_code
+
+    def compile(self) -> "StackedModel":
+        self.cell_code
+        self.readout_code
+        return self
+
+    def derive(self):
+        """The derivation of one direction of one layer (the cell under an upstream gradient)."""
+        return self.unit.derive()
+
+    def _workspaces(self):
+        if not hasattr(self._threads, "ws"):
+            self._threads.ws = {}
+        return self._threads.ws
+
+    def _ws(self, key):
+        spaces = self._workspaces()
+        if key not in spaces:
+            spaces[key] = Workspace()
+        return spaces[key]
+
+    # -- argument checks ---------------------------------------------------------------------------
+    def _check_params(self, params):
+        if not isinstance(params, dict):
+            raise ParameterError(f"params must be a dict of arrays, got {type(params).__name__}.")
+        expected = self.param_shapes
+        layers_given = sorted({int(m.group(1)) for k in params if isinstance(k, str) for m in [_KEY.match(k)] if m})
+        if layers_given and layers_given != list(range(self.num_layers)):
+            raise ParameterError(
+                f"params hold weights of layer(s) {layers_given}, but the model has num_layers="
+                f"{self.num_layers} (layers {list(range(self.num_layers))}); give weights for exactly those "
+                f"layers (model.init_params(seed) makes a valid dict).")
+        for layer in self.layers:
+            if not layer.bidirectional and any(isinstance(k, str) and k.startswith(f"l{layer.index}.bwd.")
+                                               for k in params):
+                raise ParameterError(
+                    f"params hold backward-direction weights l{layer.index}.bwd.*, but layer {layer.index} is "
+                    f"unidirectional; drop them or build the model with bidirectional=True.")
+        missing = [k for k in expected if k not in params]
+        extra = [k for k in params if k not in expected]
+        if missing or extra:
+            raise ParameterError(
+                f"params do not match the model: missing {missing}, unexpected {extra}; expected exactly "
+                f"{list(expected)} (model.init_params(seed) makes a valid dict).")
+        params = {k: as_float_array(v, f"params[{k!r}]") for k, v in params.items()}
+        dtypes = {v.dtype for v in params.values()}
+        if len(dtypes) > 1:
+            raise ShapeError(f"params mix dtypes {sorted(map(str, dtypes))}; give every parameter one dtype.")
+        dtype = next(iter(dtypes), np.dtype(np.float64))
+        if dtype not in _DTYPES:
+            raise ShapeError(f"parameters must be float64 or float32, got {dtype}.")
+        for k, shape in expected.items():
+            check_shape(params[k], shape, f"params[{k!r}]",
+                        "shapes come from D, H, K, the layer's input width and the merge mode")
+        return params, dtype
+
+    def _per_row_states(self, given, N, dtype, argument):
+        """``{(layer, direction): {state: (N, size)}}`` from stacked ``(rows, N, size)`` arrays."""
+        if given is None:
+            given = {}
+        elif not isinstance(given, dict):
+            given = {self.out: given}
+        unknown = set(given) - set(self.state_names)
+        if unknown:
+            raise ShapeError(f"{argument} names unknown states {sorted(unknown)}; states are {self.state_names}.")
+        rows = self.rows()
+        out = {(layer.index, d): {} for layer, d in rows}
+        for s in self.state_names:
+            size = self.unit.state_size(s)
+            if s in given:
+                value = as_float_array(given[s], f"{argument}[{s!r}]").astype(dtype, copy=False)
+                check_shape(value, (len(rows), N, size), f"{argument}[{s!r}]",
+                            f"(num_layers * directions, N, {self.cell.states[s]}): one row per layer and "
+                            f"direction, as PyTorch's h_0")
+            else:
+                value = np.zeros((len(rows), N, size), dtype=dtype)
+            for r, (layer, d) in enumerate(rows):
+                out[layer.index, d][s] = value[r]
+        return out
+
+    def _prepare(self, params, inputs, targets, h0, mask):
+        params, dtype = self._check_params(params)
+        X_in = as_float_array(inputs, "inputs").astype(dtype, copy=False)
+        D = self.sizes["D"]
+        if X_in.ndim != 3 or X_in.shape[0] == 0 or X_in.shape[1] == 0 or X_in.shape[2] != D:
+            raise ShapeError(f"inputs has shape {X_in.shape}; expected (T, N, D) = (steps, batch, {D}) with "
+                             f"T >= 1 and N >= 1 (time-major).")
+        N = X_in.shape[1]
+        S0 = self._per_row_states(h0, N, dtype, "h0")
+        if targets is None:
+            return params, X_in, None, S0, None, None
+        targets = np.asarray(targets)
+        if targets.ndim == 0 or targets.shape[0] == 0:
+            raise ShapeError(f"targets has shape {targets.shape}; expected a leading time axis T_out >= 1.")
+        sched = self.architecture.schedule(X_in.shape[0], targets.shape[0])
+        mask = Model._check_mask(self, mask, targets, N)
+        targets = self._check_targets(targets, N, dtype)
+        if sched.T == X_in.shape[0]:
+            X = X_in
+        else:
+            X = np.zeros((sched.T, N, D), dtype=dtype)
+            X[sched.input_steps.start:sched.input_steps.stop] = X_in
+        return params, X, targets, S0, sched, mask
+
+    def _check_targets(self, Y, N, dtype):
+        if self.loss_rule.name != "upstream":
+            return Model._check_targets(self, Y, N, dtype)
+        Y = as_float_array(Y, "targets", dtype)
+        check_shape(Y, (Y.shape[0], N, self.width), "targets",
+                    "(T_out, N, width): dL/d output of the top layer, width "
+                    + ("2H (concat)" if self.layers[-1].bidirectional and self.merge.width == 2 else "H"))
+        return Y
+
+    # -- forward ---------------------------------------------------------------------------------------
+    def _run_layers(self, params, X, S0):
+        """Every layer's forward: ``[(inputs, {d: (X_d, cache, H_d aligned)}, output), ...]``, top output."""
+        out, code, trace = self.out, self.cell_code, []
+        inp = X
+        for layer in self.layers:
+            sizes = self.layer_sizes(layer)
+            dirs = {}
+            for d in layer.directions:
+                X_d = inp if d == "fwd" else np.ascontiguousarray(inp[::-1])
+                cache = code.forward(self.direction_params(params, layer.index, d), X_d, S0[layer.index, d],
+                                     sizes, self._ws((layer.index, d)))
+                H_d = cache[f"S_{out}"][1:]
+                dirs[d] = (X_d, cache, H_d if d == "fwd" else H_d[::-1])
+            y = self.merge.forward(dirs["fwd"][2], dirs["bwd"][2]) if layer.bidirectional else dirs["fwd"][2]
+            if layer.residual:
+                y = y + inp
+            trace.append((inp, dirs, y))
+            inp = y
+        return trace, inp
+
+    def forward(self, params, inputs, h0=None):
+        """The top layer's outputs ``(T, N, width)`` and the final states ``{state: (rows, N, size)}``
+        in PyTorch's layout (row ``l * directions + d``; the backward direction's final state is its
+        state after reading ``x_1``, so for a one-layer concat model ``h_n[1] == output[0, :, H:]``)."""
+        params, X, _, S0, _, _ = self._prepare(params, inputs, None, h0, None)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            trace, top = self._run_layers(params, X, S0)
+        finals = {s: np.stack([trace[layer.index][1][d][1][f"S_{s}"][-1] for layer, d in self.rows()])
+                  for s in self.state_names}
+        return np.array(top, copy=True), finals
+
+    def _run_forward(self, params, X, Y, S0, sched, mask):
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            trace, top = self._run_layers(params, X, S0)
+            Ys = top[sched.output_steps.start:sched.output_steps.stop]
+            T_out, N, W = Ys.shape
+            if self.readout is None:
+                value, dYs = self.loss_rule.value_and_grad(Ys, Y, self.reduction, mask)
+                return value, trace, None, dYs
+            flat = np.ascontiguousarray(Ys).reshape(1, T_out * N, W)
+            sizes = {"H": W, "K": self.sizes["K"]}
+            r_cache = self.readout_code.forward(params, flat, {}, sizes, self._ws("readout"))
+            O = r_cache[f"C_{self.logits}"].reshape(T_out, N, -1)
+            value, dO = self.loss_rule.value_and_grad(O, Y, self.reduction, mask)
+            return value, trace, (flat, r_cache, sizes), dO
+
+    def loss(self, params, inputs, targets, h0=None, mask=None) -> float:
+        params, X, Y, S0, sched, mask = self._prepare(params, inputs, targets, h0, mask)
+        return _finite_loss(self._run_forward(params, X, Y, S0, sched, mask)[0], self)
+
+    # -- backward --------------------------------------------------------------------------------------
+    def loss_and_grads(self, params, inputs, targets, h0=None, mask=None, final_grads=None):
+        """The loss and the exact gradients (see :meth:`symrnn.model.Model.loss_and_grads`).
+
+        ``h0`` and ``final_grads`` are arrays ``(num_layers * directions, N, size)`` per state
+        (a dict ``{"h": ..., "c": ...}``, or one array for the output state), in PyTorch's row order.
+        Returns ``(loss, grads)`` keyed by :attr:`gradient_keys`.
+        """
+        params, X, Y, S0, sched, mask = self._prepare(params, inputs, targets, h0, mask)
+        value, trace, r, d_out = self._run_forward(params, X, Y, S0, sched, mask)
+        T, N = X.shape[0], X.shape[1]
+        dS_final = self._per_row_states(final_grads, N, X.dtype, "final_grads")
+        if final_grads is not None:
+            value = value + sum(float((dS_final[layer.index, d][s] * trace[layer.index][1][d][1][f"S_{s}"][-1]).sum())
+                                for layer, d in self.rows() for s in self.state_names)
+        value = _finite_loss(value, self)
+        grads = {}
+        if r is not None:
+            flat, r_cache, sizes = r
+            dO = d_out.reshape(1, -1, d_out.shape[-1])
+            r_grads, d_flat, _ = self.readout_code.backward(params, flat, r_cache, {self.logits: dO}, {}, sizes,
+                                                            self._ws("readout"))
+            grads.update(r_grads)
+            d_out = d_flat.reshape(len(sched.output_steps), N, -1)
+        if len(sched.output_steps) == T:
+            G = d_out
+        else:
+            G = np.zeros((T, N, self.width), dtype=X.dtype)
+            G[sched.output_steps.start:sched.output_steps.stop] = d_out
+        dS0 = {}
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for layer in reversed(self.layers):
+                G = self._layer_backward(params, layer, trace[layer.index], G, dS_final, grads, dS0)
+        out = {k: grads[k] for k in self.param_shapes}
+        out[self.input_name] = G[sched.input_steps.start:sched.input_steps.stop]
+        for s in self.state_names:
+            out[f"{s}0"] = np.stack([dS0[layer.index, d][s] for layer, d in self.rows()])
+        spaces = list(self._workspaces().values())
+        for k, g in out.items():
+            if any(ws.owns(g) for ws in spaces):
+                out[k] = g.copy()
+            if not np.all(np.isfinite(g)):
+                raise NonFiniteError(
+                    f"grads[{k!r}] contains NaN or infinity although the loss {value} is finite: the backward "
+                    f"pass overflowed (weights or inputs too large for {X.dtype}?).")
+        return value, out
+
+    def _layer_backward(self, params, layer, trace, G, dS_final, grads, dS0):
+        """One layer: the merge's rule, each direction's generated backward, the layer link; returns dL/d inputs."""
+        inp, dirs, _ = trace
+        if layer.bidirectional:
+            dH = dict(zip(DIRECTIONS, self.merge.backward(G, dirs["fwd"][2], dirs["bwd"][2])))
+        else:
+            dH = {"fwd": G}
+        d_inp = G if layer.residual else None  # the residual path y = merged + input
+        sizes = self.layer_sizes(layer)
+        for d in layer.directions:
+            X_d, cache, _ = dirs[d]
+            ext = dH[d] if d == "fwd" else dH[d][::-1]
+            g, dX, s0 = self.cell_code.backward(self.direction_params(params, layer.index, d), X_d, cache,
+                                                {self.out: ext}, dS_final[layer.index, d], sizes,
+                                                self._ws((layer.index, d)))
+            for name, value in g.items():
+                grads[self.key(layer.index, d, name)] = value
+            dS0[layer.index, d] = s0
+            dX = dX if d == "fwd" else dX[::-1]
+            d_inp = dX if d_inp is None else d_inp + dX
+        return d_inp
+
+    def __repr__(self):
+        flags = self.bidirectional if len(set(self.bidirectional)) > 1 else self.bidirectional[0]
+        return (f"StackedModel({self.cell.name!r}, D={self.sizes['D']}, H={self.sizes['H']}, K={self.sizes['K']}, "
+                f"num_layers={self.num_layers}, bidirectional={flags}, "
+                f"merge={self.merge.name!r}, residual={self.residual}, architecture={self.architecture.name!r}, "
+                f"loss={self.loss_rule.name!r}, reduction={self.reduction!r})")
+
+
+def BidirectionalModel(cell="rnn-tanh", D=1, H=1, K=None, merge="concat", **kwargs) -> StackedModel:
+    """A one-layer bidirectional :class:`StackedModel` (``num_layers`` may be given too)."""
+    return StackedModel(cell, D=D, H=H, K=K, bidirectional=True, merge=merge, **kwargs)
