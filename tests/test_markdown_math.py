@@ -18,7 +18,7 @@ RULES = {
     "escaped brace (Markdown eats the backslash: use \\lbrace, \\rbrace)": re.compile(r"\\[{}]"),
     "asterisk (emphasis in Markdown: use \\ast or \\cdot)": re.compile(r"\*"),
     "'<' before a letter (an HTML tag to Markdown: use \\lt)": re.compile(r"<[A-Za-z/!]"),
-    "double backslash in inline math (becomes one)": re.compile(r"\\\\"),
+    "double backslash in inline math (Markdown makes it one: write four)": re.compile(r"(?<!\\)\\{2,3}(?!\\)"),
 }
 
 

@@ -32,8 +32,8 @@ class MarkdownRenderer:
     def inline(self, parts) -> str:
         out = []
         for part in parts:
-            if isinstance(part, Math):
-                out.append(f"${part.tex}$")
+            if isinstance(part, Math):  # Markdown reads \\ as an escaped backslash: a row break needs four
+                out.append("$" + part.tex.replace("\\\\", "\\\\\\\\") + "$")
             elif isinstance(part, Code):
                 out.append(f"`{part.text}`")
             elif isinstance(part, Ref):
