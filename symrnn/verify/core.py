@@ -216,9 +216,10 @@ def localise(adapter, problem, run, ex, dtype_model, verdicts):
         if bad and len(bad) < len(v.blocks):
             out["gradient"], out["block"] = v.name, ",".join(bad)
             break
-    states_wrong = [s for s in model.state_names if model.initial_state_key(s) in run.grads
+    initial = getattr(model, "initial_state_key", lambda s: f"{s}0")
+    states_wrong = [s for s in model.state_names if initial(s) in run.grads
                     and any(v.name == f"d{s}0" and not v.ok for v in verdicts)]
-    if len(states_wrong) == 1 and len([s for s in model.state_names if model.initial_state_key(s) in run.grads]) > 1:
+    if len(states_wrong) == 1 and len([s for s in model.state_names if initial(s) in run.grads]) > 1:
         out["path"] = states_wrong[0]
     key = model.input_name
     if key in run.grads and problem.T > 1:
@@ -327,7 +328,10 @@ def run_cases(adapter, problems, mode, layout_name, declared=None):
     result.notes = list(declared.notes) if declared is not None else []
     if forward_mistake is not None:
         result.fingerprint = forward_mistake
-    if failing:
+    stacked = getattr(model, "num_layers", None) is not None  # a StackedModel: no single-cell sweep
+    if failing and stacked:
+        result.explanation = explain_clipping(model, failing)
+    if failing and not stacked:
         result.fingerprint = fingerprint(adapter, failing)
         if result.fingerprint is not None:
             result.exact_line = exact_line(model, result.fingerprint)
@@ -602,7 +606,8 @@ def verify_layer_object(make, cell="rnn-tanh", layout="dlfs2", *, D=3, H=4, T=8,
 def verify_loss(fn, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, K=3, T=8, N=3, loss="cross-entropy",
                 reduction="sum", architecture="many-to-many", mask=False, scale=None, seed=0, signature=None,
                 module=None, lengths=(1, 2, 3), truncation=None, clip=None, replay=None,
-                save_to=None, search=0) -> Verification:
+                save_to=None, search=0, num_layers=1, bidirectional=False, merge="concat",
+                residual=False) -> Verification:
     """Verify a loss function that returns the loss and its gradients for a batch.
 
     The model is declared: ``cell``, sizes, ``loss`` (``cross-entropy``, ``mse``), ``reduction``
@@ -615,7 +620,18 @@ def verify_loss(fn, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, K=3, T=8, N=3
     state crosses chunks, the gradient does not), verified exactly; the signature may pass
     ``k`` (or ``k1``, ``k2``) to the function.  ``clip=("value", 5.0)`` (or ``"norm"``,
     ``"global-norm"``) declares clipping of the parameter gradients after the backward.
+
+    ``num_layers``, ``bidirectional``, ``merge`` and ``residual`` declare a stacked or
+    bidirectional network (:class:`symrnn.StackedModel`); its loss function takes
+    ``(params, x, h0[, c0], y)`` with PyTorch's ``state_dict`` names (``layout="pytorch"``) or
+    symrnn's keys (``layout="symrnn"``), ``h0`` shaped as PyTorch's ``h_0``
+    (:mod:`symrnn.verify.stack`).
     """
+    if num_layers != 1 or bidirectional or residual:
+        return _verify_stack_loss(fn, cell, layout, D=D, H=H, K=K, T=T, N=N, loss=loss, reduction=reduction,
+                                  architecture=architecture, scale=scale, seed=seed, signature=signature,
+                                  lengths=lengths, clip=clip, save_to=save_to, num_layers=num_layers,
+                                  bidirectional=bidirectional, merge=merge, residual=residual)
     _check_sizes(D=D, H=H, K=K, T=T, N=N)
     replayed, D, H, K = _replay_sizes(replay, D, H, K)
     cell_name = _cell_name(cell)
@@ -670,6 +686,42 @@ def _forward_fingerprint(model, problem, run):
     loss = truncated_loss_and_grads(model, problem.params, problem.x, problem.targets, problem.truncation,
                                     problem.h0, problem.mask, reset_state=True)[0]
     return mistake if abs(loss - run.loss) <= 1e-9 * max(1.0, abs(loss)) else None
+
+
+def _verify_stack_loss(fn, cell, layout, *, D, H, K, T, N, loss, reduction, architecture, scale, seed, signature,
+                       lengths, clip, save_to, num_layers, bidirectional, merge, residual):
+    from ..wiring import StackedModel
+    from .stack import StackLayout, StackLossFunction, draw_stack
+
+    _check_sizes(D=D, H=H, K=K, T=T, N=N)
+    if architecture not in ("many-to-many", "many-to-one"):
+        raise UnknownNameError(f"verify_loss supports the architectures many-to-many and many-to-one, "
+                               f"got {architecture!r}.")
+    key = ("stack", _cell_name(cell), D, H, K, num_layers, bidirectional, merge, residual, loss, reduction,
+           architecture)
+    if key not in _MODELS or not isinstance(cell, str):
+        _MODELS[key] = StackedModel(builtin_cell(cell) if isinstance(cell, str) else cell, D=D, H=H, K=K,
+                                    num_layers=num_layers, bidirectional=bidirectional, merge=merge,
+                                    residual=residual, architecture=architecture, loss=loss, reduction=reduction)
+    model = _MODELS[key]
+    L = StackLayout(layout if layout != "cs231n" else "pytorch", model)
+    states = tuple(f"{s}0" for s in model.state_names)
+    sig = signature if isinstance(signature, Signature) else Signature(("params", "x") + states + ("y",),
+                                                                       ("loss", "grads"))
+    adapter = StackLossFunction(model, L, sig, fn)
+    plan = Plan(T=T, N=N, scale=scale, seed=seed, lengths=lengths)
+
+    def targets(rng, T_in, N_):
+        T_out = 1 if architecture == "many-to-one" else T_in
+        if loss == "cross-entropy":
+            return rng.integers(0, K, size=(T_out, N_))
+        return rng.normal(size=(T_out, N_, K))
+
+    problems = [draw_stack(model, plan, t, f"T={t}", seed + k, targets) for k, t in enumerate([T] + _lengths(plan))]
+    declared = Declared(_meta("loss", cell, L, K=K, loss=loss, reduction=reduction, architecture=architecture,
+                              num_layers=num_layers, bidirectional=bidirectional, merge=merge, residual=residual),
+                        None, (fn,), save_to, cli=False)
+    return run_cases(adapter, _declared(problems, None, clip), "loss", L.name, declared)
 
 
 def _cli_expressible(cell, layout, signature):

@@ -78,6 +78,8 @@ def term_scales(model, problem) -> dict:
     """Sum of |terms| of each entry's last sums (over time, batch, gates and the readout's classes)."""
     from .mutants import backward, readout_upstream
 
+    if getattr(model, "num_layers", None) is not None:  # a stacked model: the entries' own size stands in
+        return {}
     if model.readout is None:
         upstream = np.asarray(problem.targets, dtype=float)
         if problem.mask is not None:

@@ -57,6 +57,10 @@ class Exact:
 
 
 def exact(model, problem: Problem) -> Exact:
+    if not hasattr(model, "_loss_grads_and_cache"):  # a stacked model: its loss and gradients (no states compared)
+        loss, grads = loss_and_grads(model, problem)
+        return Exact(loss, grads if problem.clip is None else clip_gradients(grads, problem.clip, model.param_shapes),
+                     {})
     if problem.truncation is not None:
         loss, grads = loss_and_grads(model, problem)
         cache = model.run_cell(problem.params, problem.x, problem.h0)[2]

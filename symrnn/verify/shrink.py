@@ -87,7 +87,7 @@ def _prefix(model, p, t):
 
 
 def _examples(p, n):
-    return replace(p, x=p.x[:, :n], h0={s: v[:n] for s, v in p.h0.items()},
+    return replace(p, x=p.x[:, :n], h0={s: v[:, :n] if v.ndim == 3 else v[:n] for s, v in p.h0.items()},
                    targets=p.targets[:, :n], mask=None if p.mask is None else p.mask[:, :n],
                    final_grads=None if p.final_grads is None else {s: v[:n] for s, v in p.final_grads.items()})
 

@@ -1,0 +1,133 @@
+"""Verifying hand-written bidirectional and stacked networks (loss mode).
+
+The user's function takes the parameters of a :class:`~symrnn.wiring.StackedModel` by
+PyTorch's ``state_dict`` names (``layout="pytorch"``: ``weight_ih_l0``, ``weight_hh_l1_reverse``
+..., and ``weight``/``bias`` for the readout, as an ``nn.Linear``) or by symrnn's keys
+(``layout="symrnn"``: ``l0.fwd.W`` ...), time-major inputs ``x`` (T, N, D), initial states as
+PyTorch's ``h_0`` (``(num_layers * directions, N, H)``) and the targets, and returns the loss
+and its gradients under the same names.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import UnknownNameError, UserCodeError
+from ..layouts import from_torch_stack, to_torch_stack
+from .hygiene import call
+from .modes import UserRun, _dtype_of, _tuple
+from .problems import Problem
+
+STACK_LAYOUTS = ("pytorch", "symrnn")
+READOUT = {"V": "weight", "c": "bias"}  # an nn.Linear after the stack
+
+
+class StackLayout:
+    """Names of a stack's parameters in the user's code; sequences and states as PyTorch's."""
+
+    def __init__(self, name, model):
+        if name not in STACK_LAYOUTS:
+            raise UnknownNameError(f"Unknown layout {name!r} for a stacked or bidirectional model; expected one of "
+                                   f"{STACK_LAYOUTS} (PyTorch's state_dict names, or symrnn's l<k>.<fwd|bwd>.<name>).")
+        self.name, self.model, self.names, self.batch_major = name, model, {}, False
+
+    def _redundant(self, key):
+        """The blocks of ``bias_hh`` that only repeat ``bias_ih`` (all but the GRU's n block)."""
+        H = self.model.sizes["H"]
+        return slice(0, 2 * H) if self.model.cell.name.startswith("gru") else slice(None)
+
+    def to_user(self, cell_name, params, gradients=False):
+        if self.name == "symrnn":
+            return dict(params)
+        recurrent = {k: v for k, v in params.items() if k not in READOUT}
+        out = to_torch_stack(self.model.cell.name, recurrent)
+        if gradients:  # d/d bias_hh equals d/d bias_ih where the two are added
+            for key in [k for k in out if k.startswith("bias_hh")]:
+                out[key] = np.array(out[key])
+                block = self._redundant(key)
+                out[key][block] = out[key.replace("bias_hh", "bias_ih")][block]
+        out.update({READOUT[k]: v for k, v in params.items() if k in READOUT})
+        return out
+
+    def from_user(self, grads):
+        if self.name == "symrnn":
+            return dict(grads)
+        readout = {v: k for k, v in READOUT.items()}
+        m = self.model
+        recurrent = {k: np.array(v) for k, v in grads.items() if k not in readout}
+        for key in [k for k in recurrent if k.startswith("bias_hh")]:  # counted once, with bias_ih
+            recurrent[key][self._redundant(key)] = 0
+        flags = m.bidirectional if isinstance(m.bidirectional, (list, tuple)) else [m.bidirectional]
+        out = from_torch_stack(m.cell.name, recurrent, m.num_layers, any(flags))
+        out.update({readout[k]: v for k, v in grads.items() if k in readout})
+        return out
+
+    def gates(self, cell_name):
+        return []
+
+    @staticmethod
+    def sequence_to_user(X):
+        return X
+
+    @staticmethod
+    def state_to_user(S):
+        return S
+
+
+class StackLossFunction:
+    """Loss mode for a stacked or bidirectional model: ``fn(params, x, h0[, c0], y[, mask]) -> (loss, grads)``."""
+
+    step = False
+
+    def __init__(self, model, layout, signature, fn):
+        self.model, self.layout, self.signature, self.fn = model, layout, signature, fn
+        self.cell_name = model.cell.name
+
+    def run(self, problem, findings, second=False):
+        user_params = self.layout.to_user(self.cell_name, problem.params)
+        data = {"params": user_params, "x": problem.x, "y": problem.targets, "mask": problem.mask}
+        data.update({f"{s}0": problem.h0[s] for s in self.model.state_names})
+        unknown = [r for r in self.signature.forward_args if r not in data]
+        if unknown:
+            raise UnknownNameError(f"A stacked model's loss function takes params, x, h0 (c0), y and mask; the "
+                                   f"signature asks for {unknown}.")
+        args = [data[r] for r in self.signature.forward_args]
+        what = f"{getattr(self.fn, '__name__', 'loss')}(...)"
+        out = dict(zip(self.signature.forward_returns,
+                       _tuple(call(self.fn, args, self.signature.forward_args, what, problem, findings),
+                              self.signature.forward_returns, what)))
+        run = UserRun(raw=out)
+        try:
+            run.loss = float(out["loss"])
+        except (KeyError, TypeError, ValueError):
+            raise UserCodeError(f"{what} returned no number as its loss; expected (loss, grads).") from None
+        grads = out.get("grads")
+        if not isinstance(grads, dict):
+            raise UserCodeError(f"{what} returned grads of type {type(grads).__name__}; expected a dict keyed like "
+                                f"params ({sorted(user_params)[:4]} ...).")
+        missing = sorted(set(user_params) - set(grads))
+        if missing:
+            raise UserCodeError(f"{what} returned no gradient for {missing}.")
+        for v in grads.values():
+            _dtype_of(v, run.dtypes)
+        try:
+            canonical = self.layout.from_user({k: np.asarray(v, dtype=float) for k, v in grads.items()
+                                               if k in user_params})
+        except Exception as exc:  # a gradient of the wrong shape: say which
+            raise UserCodeError(f"{what} returned gradients that do not fit the model: {exc}") from None
+        for k, shape in self.model.param_shapes.items():
+            if np.shape(canonical[k]) != shape:
+                raise UserCodeError(f"{what}: the gradient for {k} has shape {np.shape(canonical[k])}, "
+                                    f"expected {shape}.")
+        run.grads = canonical
+        run.user_grads = {"d" + k: v for k, v in grads.items() if k in user_params}
+        return run
+
+
+def draw_stack(model, plan, T, label, seed, targets):
+    """One problem for a stacked model: its own initialisation, PyTorch-shaped initial states."""
+    rng = np.random.default_rng(seed)
+    params = model.init_params(seed, scale=plan.scale)
+    x = rng.normal(size=(T, plan.N, model.sizes["D"]))
+    rows = len(model.rows())
+    h0 = {s: 0.5 * rng.normal(size=(rows, plan.N, model.unit.state_size(s))) for s in model.state_names}
+    return Problem(label, params, x, h0, targets(rng, T, plan.N))

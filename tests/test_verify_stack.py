@@ -1,0 +1,53 @@
+"""The verifier sees stacked and bidirectional models: a hand-written loss function over PyTorch's
+state_dict names (here written with torch modules, copied weights) is judged against
+symrnn.StackedModel's exact gradients; a 0.1% error in one layer's reverse weights is caught."""
+import numpy as np
+import pytest
+
+import symrnn.verify as V
+from symrnn.errors import UnknownNameError
+
+torch = pytest.importorskip("torch")
+
+MODULES = {"rnn-tanh": "RNN", "lstm": "LSTM", "gru": "GRU"}
+
+
+def torch_loss(cell, layers, bidirectional, wrong=None):
+    """``loss(params, x, h0[, c0], y)`` of nn.<cell>(num_layers, bidirectional) + nn.Linear + summed CE."""
+    def loss(params, x, h0, *rest):
+        *c0, y = rest
+        module = getattr(torch.nn, MODULES[cell])(x.shape[2], h0.shape[2], num_layers=layers,
+                                                  bidirectional=bidirectional).double()
+        leaves = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in params.items()}
+        recurrent = {k: v for k, v in leaves.items() if k not in ("weight", "bias")}
+        state = (torch.tensor(h0), torch.tensor(c0[0])) if c0 else torch.tensor(h0)
+        out, _ = torch.func.functional_call(module, recurrent, (torch.tensor(x), state))
+        logits = out @ leaves["weight"].T + leaves["bias"]
+        value = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                  torch.tensor(y).reshape(-1), reduction="sum")
+        value.backward()
+        grads = {k: v.grad.numpy().copy() for k, v in leaves.items()}
+        if wrong is not None:
+            grads[wrong][(0,) * grads[wrong].ndim] *= 1.001
+        return float(value.detach()), grads
+    return loss
+
+
+@pytest.mark.parametrize("cell, layers, bidirectional", [("lstm", 2, True), ("gru", 1, True), ("rnn-tanh", 3, False)])
+def test_a_torch_written_stack_is_right(cell, layers, bidirectional):
+    result = V.verify_loss(torch_loss(cell, layers, bidirectional), cell, "pytorch", num_layers=layers,
+                           bidirectional=bidirectional, D=3, H=4, K=3, T=6)
+    assert result.ok, str(result)
+
+
+@pytest.mark.parametrize("wrong", ["weight_hh_l1_reverse", "bias_hh_l0", "weight"])
+def test_a_small_error_in_one_layer_and_direction_is_named(wrong):
+    result = V.verify_loss(torch_loss("lstm", 2, True, wrong), "lstm", "pytorch", num_layers=2, bidirectional=True,
+                           D=3, H=4, K=3, T=6)
+    assert not result.ok and [g.name for g in result.wrong] == ["d" + wrong], str(result)
+    assert result.minimal["T"] == 1
+
+
+def test_stack_bad_input():
+    with pytest.raises(UnknownNameError, match="Unknown layout 'keras' for a stacked or bidirectional model"):
+        V.verify_loss(torch_loss("lstm", 1, True), "lstm", "keras", bidirectional=True)
