@@ -44,7 +44,8 @@ def test_bidirectional_report_prints_both_directions_and_the_merge():
     assert r"{h_{t+1}^{\leftarrow}}" in md and r"{\bar{c}_{t-1}^{\leftarrow}}" in md
     assert r"{\bar{c}_{t+1}^{\rightarrow}}" in md
     # the merge Jacobians, all of them, and this model's rule printed from SymPy's derivative
-    for jac in (r"\begin{bmatrix} I & 0 \\ 0 & I \end{bmatrix}", r"\begin{bmatrix} I & I \end{bmatrix}",
+    # (in Markdown a row break inside inline math is written \\\\: Markdown halves it)
+    for jac in (r"\begin{bmatrix} I & 0 \\\\ 0 & I \end{bmatrix}", r"\begin{bmatrix} I & I \end{bmatrix}",
                 r"\tfrac{1}{2} I", r"\operatorname{diag}(h^{\leftarrow}) & \operatorname{diag}(h^{\rightarrow})"):
         assert jac in md
     assert r"\bar{h}^{\rightarrow}_{t}\big|_{\text{merge}} = {h_{t}^{\leftarrow}} \odot \bar{y}_{t}" in md
