@@ -79,4 +79,5 @@ def pascanu_bound(model):
 def log_step_norms(chunk, n=0) -> np.ndarray:
     """``ln ||J_t||_2`` for every step of a chunk (the product of these bounds the product's norm)."""
     full = chunk.full(n)
-    return np.log(np.linalg.norm(full, 2, axis=(-2, -1)))
+    with np.errstate(divide="ignore"):
+        return np.log(np.linalg.norm(full, 2, axis=(-2, -1)))
