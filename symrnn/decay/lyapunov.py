@@ -22,6 +22,7 @@ input it measures the same as ``dh_T/dh_{T-k}``.
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -79,6 +80,29 @@ class DecayProfile:
             log_step_bound=arr(self.log_step_bound), meta=self.meta)
 
 
+class LogSum:
+    """A running sum of logarithms with Neumaier's compensation: 10^5 terms of ~1 keep
+    an absolute error of a few ulps instead of ~1e-8 (the norms at T = 100000 are
+    checked against closed forms to 1e-12 relative)."""
+
+    def __init__(self, shape=()):
+        self.s = np.zeros(shape)
+        self.c = np.zeros(shape)
+
+    def add(self, x):
+        s = self.s
+        t = s + x
+        with np.errstate(invalid="ignore"):
+            big = np.abs(s) >= np.abs(x)
+            self.c = self.c + np.where(big, (s - t) + x, (x - t) + s)
+        self.c = np.where(np.isfinite(t), self.c, 0.0)
+        self.s = t
+
+    @property
+    def value(self):
+        return self.s + self.c
+
+
 class _Product:
     """The running product ``M = e^{log_scale} U B`` of step Jacobians.
 
@@ -96,8 +120,22 @@ class _Product:
     def __init__(self, S):
         self.U = np.eye(S)
         self.B = None
-        self.log_scale = 0.0
+        self._s = 0.0  # log_scale = _s + _c (Neumaier)
+        self._c = 0.0
         self.S = S
+
+    @property
+    def log_scale(self):
+        return self._s + self._c
+
+    def _add_log(self, x):
+        s = self._s
+        t = s + x
+        if not math.isfinite(t):
+            self._s, self._c = t, 0.0
+            return
+        self._c += (s - t) + x if abs(s) >= abs(x) else (x - t) + s
+        self._s = t
 
     def step(self, chunk, i):
         if not np.isfinite(self.log_scale):
@@ -106,9 +144,9 @@ class _Product:
         nrm = np.sqrt(np.dot(self.U.ravel(), self.U.ravel()))
         if nrm > 0 and np.isfinite(nrm):
             self.U /= nrm
-            self.log_scale += np.log(nrm)
+            self._add_log(math.log(nrm))
         elif nrm == 0:
-            self.log_scale = -np.inf
+            self._s, self._c = -np.inf, 0.0
 
     def read(self):
         """``(sigma, log_scale)``: the singular values of ``M / e^{log_scale}``; re-factors ``M``."""
@@ -128,7 +166,7 @@ class _Product:
         top = sig[0]
         self.U = U_new
         self.B = (sig[keep] / top)[:, None] * Vt[keep]
-        self.log_scale += np.log(top)
+        self._add_log(math.log(top))
         return sig / top, self.log_scale
 
     def block_norms(self, rows, cols):
@@ -255,16 +293,16 @@ def decay_profile(model, params, T, *, k=1, curve=True, lags=None, inputs="rando
     blocks = {key: (np.full(n_lags, np.nan), np.full(n_lags, np.nan)) for key in block_keys}
     direct_states = [s for s, b in stream.direct.items() if b is not None]
     direct = {s: (np.full(n_lags, np.nan), np.full(n_lags, np.nan)) for s in direct_states}
-    direct_log = {s: np.zeros(lay.sizes[lay.names.index(s)]) for s in direct_states}
+    direct_log = {s: LogSum(lay.sizes[lay.names.index(s)]) for s in direct_states}
 
     M = _Product(S) if n_lags else None
     ranks = []
-    log_step = 0.0
+    log_step = LogSum()
     next_lag = 0
     Q = None
     if k:
         Q, _ = np.linalg.qr(np.random.default_rng([seed, 13]).standard_normal((S, k)))
-    sums = np.zeros(k)
+    sums = LogSum(k)
     counted = 0
     qr_count = 0
     interval = qr_every or 1
@@ -296,7 +334,7 @@ def decay_profile(model, params, T, *, k=1, curve=True, lags=None, inputs="rando
                         if t + 1 > transient:
                             counted_here = min(since_qr, t + 1 - transient)
                             # steps before the transient's end inside this interval are counted pro rata
-                            sums += logs * (counted_here / since_qr)
+                            sums.add(logs * (counted_here / since_qr))
                             counted += counted_here
                         if qr_every is None:
                             finite = logs[np.isfinite(logs)]
@@ -308,9 +346,9 @@ def decay_profile(model, params, T, *, k=1, curve=True, lags=None, inputs="rando
                 M.step(chunk, i)
                 for s in direct_states:
                     with np.errstate(divide="ignore"):
-                        direct_log[s] += np.log(np.abs(chunk.direct[s][i, 0]))
+                        direct_log[s].add(np.log(np.abs(chunk.direct[s][i, 0])))
                 if step_logs is not None:
-                    log_step += step_logs[i]
+                    log_step.add(step_logs[i])
                 lag = t - start + 1
                 if next_lag < n_lags and lag == lags[next_lag]:
                     j = next_lag
@@ -321,13 +359,13 @@ def decay_profile(model, params, T, *, k=1, curve=True, lags=None, inputs="rando
                         res["frob"][j] = log_scale + 0.5 * np.log(np.sum(sig ** 2))
                         res["grad"][j] = log_scale + np.log(np.linalg.norm(M.transpose_times(g)))
                         if res["step"] is not None:
-                            res["step"][j] = log_step
+                            res["step"][j] = log_step.value
                         for (s, p), (bs, bf) in blocks.items():
                             n2, nf = M.block_norms(lay.slice(s), lay.slice(p))
                             bs[j] = log_scale + np.log(n2)
                             bf[j] = log_scale + np.log(nf)
                     for s, (ds, df) in direct.items():
-                        L = direct_log[s]
+                        L = direct_log[s].value
                         ds[j] = L.max()
                         top = L.max()
                         df[j] = top + 0.5 * np.log(np.sum(np.exp(2 * (L - top)))) if np.isfinite(top) else -np.inf
@@ -336,7 +374,7 @@ def decay_profile(model, params, T, *, k=1, curve=True, lags=None, inputs="rando
         bar.close()
     exponents = None
     if k:
-        exponents = sums / counted if counted else np.full(k, np.nan)
+        exponents = sums.value / counted if counted else np.full(k, np.nan)
         exponents = np.sort(exponents)[::-1]
     bound = pascanu_bound(model)
     profile = DecayProfile(
