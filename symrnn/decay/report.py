@@ -167,9 +167,11 @@ def _md_num(v, digits=4):
 def _markdown(result, rates, paths, title):
     s = result.settings
     lines = [f"# {title}", "",
-             f"Cells {', '.join(s['cells'])}; H = {s['H']}, D = {s['D']}; T = {s['T']} steps; weights "
-             f"`{s['init']}` with recurrent matrices scaled by {s['scale_by']} to scales "
-             f"{', '.join(f'{x:g}' for x in s['scales'])}; inputs {s['inputs']}"
+             f"Cells {', '.join(s['cells'])}; H = {s['H']}, D = {s['D']}; T = {s['T']} steps; "
+             + ("trained weights (given)" if s['init'] == "trained" else
+                f"weights `{s['init']}` with recurrent matrices scaled by {s['scale_by']} to scales "
+                f"{', '.join(f'{x:g}' for x in s['scales'])}")
+             + f"; inputs {s['inputs']}"
              f"{' (standard normal x ' + format(s['input_scale'], 'g') + ')' if s['inputs'] == 'random' else ''}; "
              f"seeds {s['seeds']}.", "",
              "Units: every exponent and rate is a **natural log per step** (divide by ln 2 for bits per step); "

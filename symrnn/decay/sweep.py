@@ -109,7 +109,7 @@ def _check_grid(cells, scales, seeds, T, k, H):
 
 def sweep(cells, scales, seeds=(0,), *, H=16, D=4, T=1000, k=None, init="pytorch", scale_by="gain",
           inputs="random", input_scale=1.0, h0=None, grad_T=50, lags=None, executor: Executor | None = None,
-          max_workers=None, progress=True) -> SweepResult:
+          max_workers=None, progress=True, params=None) -> SweepResult:
     """Decay profiles over ``cells x scales x seeds``.
 
     ``k``: Lyapunov exponents per run (default: the whole state, ``H`` per state).
@@ -117,11 +117,16 @@ def sweep(cells, scales, seeds=(0,), *, H=16, D=4, T=1000, k=None, init="pytorch
     ``client.get_executor()`` included); default a process pool over the local cores
     (``max_workers``, default ``os.cpu_count()``; 1 runs in this process).
     ``progress``: a tqdm bar over finished tasks.
+    ``params``: trained weights of the one cell given (``init`` is then a label, ``scales`` ``[1.0]``).
     """
     from .. import cells as builtin
 
-    check_init(init, scale_by)
+    if params is None:
+        check_init(init, scale_by)
+    elif len(cells if not isinstance(cells, str) else cells.split(",")) != 1:
+        raise ParameterError("Given weights (params=...) belong to one cell; give exactly one cell.")
     cells = [c.strip() for c in cells.split(",")] if isinstance(cells, str) else list(cells)
+    seeds = list(seeds)
     _check_grid(cells, scales, seeds, T, k, H)
     for c in cells:
         if isinstance(c, str) and c not in builtin.BUILTIN_CELLS:
@@ -137,7 +142,7 @@ def sweep(cells, scales, seeds=(0,), *, H=16, D=4, T=1000, k=None, init="pytorch
             for seed in seeds:
                 tasks.append(Task(c, float(s), int(seed), H, D, int(T), int(kk), init, scale_by, inputs,
                                   float(input_scale), h0, int(min(grad_T, T)) if grad_T else 0,
-                                  tuple(int(x) for x in lags) if lags is not None else None))
+                                  tuple(int(x) for x in lags) if lags is not None else None, params))
     results = [None] * len(tasks)
     bar = None
     if progress:
