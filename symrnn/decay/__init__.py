@@ -13,8 +13,13 @@ time, so ``T = 100000`` runs in memory that does not grow with ``T``.
 ((4,), 'natural log per step')
 """
 from .bounds import PascanuBound, pascanu_bound
+from .gradients import GradientByLag, gradient_by_lag
 from .jacobian_stream import InputSource, JacobianStream
 from .lyapunov import UNITS, DecayProfile, decay_profile, default_lags, lyapunov_spectrum
+from .report import write_report
+from .sweep import SweepResult, sweep
+from .weights import INITS, SCALE_BY, load_params, make_params
 
-__all__ = ["PascanuBound", "pascanu_bound", "InputSource", "JacobianStream", "UNITS", "DecayProfile",
-           "decay_profile", "default_lags", "lyapunov_spectrum"]
+__all__ = ["PascanuBound", "pascanu_bound", "GradientByLag", "gradient_by_lag", "InputSource", "JacobianStream",
+           "UNITS", "DecayProfile", "decay_profile", "default_lags", "lyapunov_spectrum", "write_report",
+           "SweepResult", "sweep", "INITS", "SCALE_BY", "load_params", "make_params"]
