@@ -114,3 +114,29 @@ def test_trained_weights_through_layouts(torch64):
     p = decay_profile(model, params, 50, k=2)
     assert np.isfinite(p.exponents).all()
     assert np.allclose(params["W_f"], sd["weight_hh_l0"][4:8].numpy())
+
+
+def test_keras_weights_through_layouts():
+    from symrnn import layouts
+    from symrnn.decay.weights import load_params, sizes_of
+
+    model = sr.Model("gru", D=2, H=3, loss="upstream")
+    params = make_params(model, "xavier", 1.0, seed=5)
+    keras = layouts.to_keras("gru", params)
+    assert sizes_of("gru", keras, "keras") == (2, 3)
+    loaded = load_params(model, keras, layout="keras")
+    for k in params:
+        assert np.allclose(loaded[k], params[k], rtol=0, atol=1e-15)
+
+
+def test_the_engine_never_imports_decay():
+    """symrnn.decay uses the engine; the engine (everything but the CLI and the demo) never imports it."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(sr.__file__).parent
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root)
+        if rel.parts[0] == "decay" or rel.name in ("cli.py", "demo.py"):
+            continue
+        assert not re.search(r"^\s*(from\s+\S*decay\S*\s+import|import\s+\S*decay)", path.read_text(), re.M), rel
