@@ -182,8 +182,9 @@ def rate_map_figure(rates, path):
 
 
 def paths_figure(result, path, scale=None):
-    """Gated cells: the whole state's norm beside its blocks and the direct paths (LSTM's
-    ``prod f`` through ``c``, the GRU's ``prod z``), at one scale (default: closest to 1)."""
+    """Gated cells: the whole state's norm beside its blocks, the direct paths (LSTM's
+    ``prod f`` through ``c``, the GRU's ``prod z``) and ``dL/ds`` for a unit loss gradient,
+    at one scale (default: closest to 1)."""
     plt = _plt()
     cells, scales = _cells_scales(result)
     scale = min(scales, key=lambda s: abs(np.log(s) if s > 0 else 1e9)) if scale is None else scale
@@ -204,6 +205,9 @@ def paths_figure(result, path, scale=None):
         for s, (spec, _) in p.direct.items():
             ax.plot(p.lags, spec / LN10, lw=2, color="tab:red", ls=":",
                     label=f"direct path of {s} (no weight matrix)")
+        if p.log_grad is not None:
+            ax.plot(p.lags, p.log_grad / LN10, lw=1.0, color="gray",
+                    label=r"$\|dL_{t+k}/ds_t\|$, unit loss gradient on the output")
         ax.set_title(f"{cell}, scale {scale:g}, seed {p.meta.get('seed', 0)}")
         ax.set_xlabel("lag k (steps)")
         ax.set_ylabel("spectral norm (log scale)")

@@ -201,7 +201,8 @@ def _markdown(result, rates, paths, title):
                ("paths_figure", "Gated paths",
                 "The whole Jacobian product beside its blocks (`dc_T/dc_t` of the LSTM) and the direct paths: the "
                 "terms of the step Jacobian without a weight matrix (`prod f` through the LSTM's cell state, "
-                "`prod z` through the GRU's update gate)."),
+                "`prod z` through the GRU's update gate); gray: `||dL_{t+k}/ds_t||` for a unit loss gradient on "
+                "the output state at step t + k."),
                ("gradient_figure", "Where dL/dW comes from",
                 "For a loss `<g, h_T>` at the last step: the share of `sum_t ||G_t||_F` that comes from lag T - t, "
                 "per gate (the parameters read by the gate's equation).")]
