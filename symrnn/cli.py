@@ -6,6 +6,8 @@
     symrnn cells                the built-in cells, architectures and losses
     symrnn verify FILE.py:FUNCTION --cell C --layout L --mode layer|step|loss|object [--json OUT]
                                 judge hand-written backprop code (exit 0 right, 1 wrong, 2 usage error)
+    symrnn decay --cells rnn-tanh,lstm,gru --scales 0.5,1,2 --T 1000 --out reports/decay
+                                vanishing and exploding gradients: norms, Lyapunov spectra, bounds, report
     symrnn demo --out DIR       the main job of `make demo`
 
 MODEL is a built-in cell name (``symrnn cells`` lists them) or
@@ -141,6 +143,8 @@ def main(argv=None) -> int:
     p.add_argument("--replay", help="run a saved minimal case (.npz) again; its report printed this option")
     p.add_argument("--search", type=int, default=0, help="also try N cases drawn by Hypothesis (layer, loss modes)")
     p.add_argument("--save-to", help="where to save the smallest failing case (default: a temporary file)")
+    _decay_arguments(sub.add_parser(
+        "decay", help="gradient decay: norms against lag, Lyapunov spectra, Pascanu bound; writes a report folder"))
     p = sub.add_parser("demo", help="the main job of `make demo`")
     p.add_argument("--out", default="reports")
     args = parser.parse_args(argv)
@@ -186,8 +190,92 @@ def _run(args, parser) -> int:
         from .demo import run
 
         return run(args.out)
+    if args.command == "decay":
+        return _decay(args)
     parser.print_help()
     return 0
+
+
+def _decay_arguments(p):
+    p.add_argument("--cells", default="rnn-tanh,lstm,gru",
+                   help="comma-separated built-in cells or file.py:function (default rnn-tanh,lstm,gru)")
+    p.add_argument("--scales", default="0.5,1,2", help="comma-separated weight scales >= 0 (default 0.5,1,2)")
+    p.add_argument("--scale-by", default="gain", choices=("gain", "radius", "sigma"),
+                   help="what a scale sets for each recurrent matrix: multiply the draw (gain), its spectral "
+                        "radius, or its largest singular value (sigma)")
+    p.add_argument("--init", default="pytorch", choices=("pytorch", "xavier", "orthogonal", "identity", "normal"),
+                   help="initialisation scheme of every parameter (default pytorch)")
+    p.add_argument("--H", type=int, default=16, help="hidden size (default 16)")
+    p.add_argument("--D", type=int, default=4, help="input size (default 4)")
+    p.add_argument("--T", type=int, default=1000, help="steps (default 1000; 100000 is fine)")
+    p.add_argument("--k", type=int, default=None, help="Lyapunov exponents per run (default: the whole state)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 per cell and scale (default 3)")
+    p.add_argument("--inputs", default="random", choices=("random", "zero"))
+    p.add_argument("--input-scale", type=float, default=1.0, help="standard deviation of random inputs")
+    p.add_argument("--grad-T", type=int, default=50, help="sequence length of the dL/dW-by-lag analysis (0: off)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: every core)")
+    p.add_argument("--weights", help="trained weights of ONE cell: a .pt/.pth state dict or .npz")
+    p.add_argument("--layout", default="pytorch", choices=("pytorch", "keras", "symrnn"),
+                   help="layout of --weights (default pytorch)")
+    p.add_argument("--out", default="reports/decay", help="report folder (default reports/decay)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _decay(args) -> int:
+    from .decay.report import write_report
+    from .decay.sweep import sweep
+
+    try:
+        scales = [float(x) for x in args.scales.split(",") if x.strip()]
+    except ValueError:
+        raise UnknownNameError(f"--scales {args.scales!r}: give comma-separated numbers, e.g. 0.5,1,2.") from None
+    cells = [c.strip() for c in args.cells.split(",") if c.strip()]
+    cells = [c if c in BUILTIN_CELLS else load_cell(c) for c in cells]
+    if args.seeds < 1:
+        raise UnknownNameError(f"--seeds {args.seeds}: give the number of seeds, at least 1.")
+    common = dict(T=args.T, k=args.k, inputs=args.inputs, input_scale=args.input_scale, grad_T=args.grad_T,
+                  max_workers=args.workers, progress=not args.no_progress, seeds=range(args.seeds))
+    if args.weights:
+        from .decay.weights import load_params
+        from .decay.sweep import model_for
+        from .decay.weights import sizes_of
+
+        if len(cells) != 1:
+            raise UnknownNameError(f"--weights belongs to one cell; got --cells {args.cells!r}.")
+        raw = _raw_weights(args.weights)
+        D, H = sizes_of(cells[0] if isinstance(cells[0], str) else cells[0].name, raw, args.layout) \
+            if args.layout != "symrnn" else (args.D, args.H)
+        params = load_params(model_for(cells[0], D, H), raw, args.layout)
+        result = sweep(cells, [1.0], H=H, D=D, init="trained", params=params, **common)
+    else:
+        result = sweep(cells, scales, H=args.H, D=args.D, init=args.init, scale_by=args.scale_by, **common)
+    paths = write_report(result, args.out)
+    from .decay.report import rates_table
+
+    for r in rates_table(result):
+        print(f"{r['cell']:>24s}  scale {r['scale']:<6g} lambda_1 = {r['top_exponent_mean']:+.4f} "
+              f"(natural log per step, {r['regime']})")
+    print(f"decay report: {paths['markdown']}")
+    return 0
+
+
+def _raw_weights(path):
+    from pathlib import Path as _Path
+
+    import numpy as np
+
+    p = _Path(path)
+    if not p.is_file():
+        raise UnknownNameError(f"--weights {path!r}: no such file.")
+    if p.suffix == ".npz":
+        with np.load(p) as f:
+            return {k: f[k] for k in f.files}
+    if p.suffix in (".pt", ".pth"):
+        import torch
+
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+        return obj.state_dict() if hasattr(obj, "state_dict") else obj
+    raise UnknownNameError(f"--weights {path!r}: expected a .npz, .pt or .pth file.")
 
 
 def load_function(spec: str):

@@ -49,11 +49,28 @@ def run(out="reports") -> int:
     summary += ["## 2-layer bidirectional lstm", "", table, ""]
     written += _reports(stack, out, "lstm_2-layer-bidirectional")
     summary_path = write_text_atomic(out / "agreement.md", "\n".join(summary) + "\n")
+    decay_path = decay_report(out.parent / "decay")
     print("\nOutput:")
     print(f"  agreement tables and equations: {summary_path}")
     for path in written:
         print(f"  derivation report: {path}")
+    print(f"  gradient decay report (rnn-tanh vs lstm vs gru across scales): {decay_path}")
     return 0
+
+
+def decay_report(out):
+    """The decay report of the demo: rnn-tanh, LSTM and GRU, orthogonal weights at four scales,
+    two seeds, H = 8, T = 300 (a few seconds)."""
+    from .decay.report import rates_table, write_report
+    from .decay.sweep import sweep
+
+    print("\n=== gradient decay: rnn-tanh vs lstm vs gru across scales ===")
+    result = sweep(["rnn-tanh", "lstm", "gru"], [0.5, 1.0, 2.0, 4.0], seeds=[0, 1], H=8, D=2, T=300,
+                   init="orthogonal", grad_T=30, progress=False)
+    for r in rates_table(result):
+        print(f"  {r['cell']:>8s}  scale {r['scale']:<4g} top Lyapunov exponent {r['top_exponent_mean']:+.3f} "
+              f"(natural log per step, {r['regime']})")
+    return write_report(result, out, title="Gradient decay: rnn-tanh vs LSTM vs GRU")["markdown"]
 
 
 def _reports(model, out, stem=None):

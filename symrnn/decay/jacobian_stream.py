@@ -1,0 +1,382 @@
+"""Step Jacobians of the whole state, evaluated chunk by chunk along a forward pass.
+
+The symbolic step Jacobians ``ds_t/ds'_{t-1}`` of a cell's derivation
+(:attr:`symrnn.bptt.Derivation.step_jacobians`: sums of ordered products of
+``Diag(v)`` and weight matrices) are compiled once into NumPy evaluators; a
+forward pass then runs in chunks of a few hundred steps (the engine's
+generated forward, restarted from the last state of the previous chunk), and
+each chunk's Jacobians are evaluated at once.  Memory is a chunk, never the
+whole sequence: ``T = 100000`` costs what ``T = 256`` costs.
+
+The state ``s`` is every state of the cell stacked in declaration order (for
+an LSTM ``(h, c)``, size ``2H``).  A previous state whose every Jacobian block
+is diagonal (the LSTM's ``c``: ``dc_t/dc_{t-1} = diag(f_t)``) is kept as
+diagonals, so that multiplying a step Jacobian into a running product costs
+``S x S_dense x k`` instead of ``S x S x k``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import sympy as sp
+
+from ..bptt import Diag
+from ..functions import lambdify_numpy
+from ..jacobians import _values
+from ..symbols import MatVec
+
+#: bytes of step Jacobians held at once (a chunk)
+CHUNK_BYTES = 1 << 23
+
+
+def _matvec_args(expr):
+    atoms = sorted(expr.atoms(MatVec), key=sp.default_sort_key)
+    dummies = {m: sp.Dummy(f"mv{k}") for k, m in enumerate(atoms)}
+    flat = expr.xreplace(dummies)
+    symbols = sorted(flat.free_symbols - set(dummies.values()), key=lambda s: s.name)
+    fn = lambdify_numpy(symbols + [dummies[m] for m in atoms], flat)
+    return fn, symbols, atoms
+
+
+class _Vector:
+    """An elementwise expression (the argument of a ``Diag``), compiled once."""
+
+    def __init__(self, expr):
+        self.expr = expr
+        self.fn, self.symbols, self.atoms = _matvec_args(expr)
+
+    def __call__(self, values, params, shape):
+        args = [values[s] for s in self.symbols]
+        args += [values[m.args[1]] @ params[m.args[0].name].T for m in self.atoms]
+        return np.broadcast_to(self.fn(*args), shape)
+
+
+class _Block:
+    """One block ``ds_t/dp_{t-1}`` compiled: evaluates to ``("zero", None)``,
+    ``("diag", (C, N, H))`` or ``("dense", (C, N, H, H))``."""
+
+    def __init__(self, expr):
+        self.expr = expr
+        self.plan = self._compile(self.expr)
+
+    def _compile(self, expr):
+        if expr == 0:
+            return ("zero",)
+        if expr.is_number:
+            return ("const", float(expr))
+        if isinstance(expr, sp.Add):
+            return ("add", [self._compile(a) for a in expr.args])
+        if isinstance(expr, sp.Mul):
+            scalars, factors = expr.args_cnc()
+            c = float(sp.Mul(*scalars)) if scalars else 1.0
+            return ("mul", c, [self._compile(f) for f in factors])
+        if isinstance(expr, Diag):
+            return ("diag", _Vector(expr.args[0]))
+        if isinstance(expr, sp.Symbol) and not expr.is_commutative:
+            return ("matrix", expr.name)
+        raise TypeError(f"Cannot evaluate {expr!r} in a step Jacobian.")
+
+    def __call__(self, values, params, shape):
+        return _run(self.plan, values, params, shape)
+
+    @property
+    def has_matrix(self):
+        return any(isinstance(s, sp.Symbol) and not s.is_commutative for s in self.expr.free_symbols)
+
+
+def _run(plan, values, params, shape):
+    """Evaluate a compiled block.  Kinds: ``zero``; ``diag`` (C, N, H); ``rows``: a list of
+    ``(v, W)`` meaning ``sum diag(v) W`` (kept apart until needed, then formed by one batched
+    product); ``dense`` (C, N, H, H)."""
+    kind = plan[0]
+    if kind == "zero":
+        return ("zero", None)
+    if kind == "const":
+        return ("diag", np.full(shape, plan[1]))
+    if kind == "diag":
+        return ("diag", plan[1](values, params, shape))
+    if kind == "matrix":
+        return ("rows", [(np.ones(shape), params[plan[1]])])
+    if kind == "add":
+        parts = [_run(p, values, params, shape) for p in plan[1]]
+        return _add(parts, shape)
+    c, factors = plan[1], plan[2]
+    out = None
+    for f in reversed(factors):  # right to left: out = f @ out
+        m = _run(f, values, params, shape)
+        out = m if out is None else _mul(m, out)
+        if out[0] == "zero":
+            return out
+    if c != 1.0:
+        out = _scale(out, c)
+    return out
+
+
+def _scale(a, c):
+    kind, A = a
+    if kind == "rows":
+        return ("rows", [(v * c, W) for v, W in A])
+    return (kind, A * c)
+
+
+def as_dense(a, out=None):
+    """A block as a dense (C, N, H, H) array (``None`` for zero), written into ``out`` if given."""
+    kind, A = a
+    if kind == "zero":
+        if out is not None:
+            out[...] = 0
+        return out
+    if kind == "dense":
+        if out is not None:
+            out[...] = A
+            return out
+        return A
+    if kind == "diag":
+        H = A.shape[-1]
+        if out is None:
+            out = np.zeros(A.shape + (H,))
+        else:
+            out[...] = 0
+        i = np.arange(H)
+        out[..., i, i] = A
+        return out
+    H = A[0][1].shape[0]
+    lead = np.broadcast_shapes(*[v.shape for v, _ in A])[:-1]
+    m = len(A)
+    # out[c, i, j] = sum_m V[c, m, i] W[m, i, j]: for each row i one (CN x m) @ (m x H) product
+    Vi = np.empty((H, int(np.prod(lead)), m))
+    for j, (v, _) in enumerate(A):
+        Vi[:, :, j] = np.broadcast_to(v, lead + (H,)).reshape(-1, H).T
+    Ws = np.stack([W for _, W in A]).transpose(1, 0, 2)  # (H, m, H)
+    if out is not None:
+        flat = out.reshape((-1, H, H))
+        if np.shares_memory(flat, out):
+            np.matmul(Vi, Ws, out=flat.transpose(1, 0, 2))
+            return out
+    res = np.matmul(Vi, Ws)  # (H, CN, H)
+    res = np.ascontiguousarray(res.transpose(1, 0, 2)).reshape(lead + (H, H))
+    if out is not None:
+        out[...] = res
+        return out
+    return res
+
+
+def _mul(a, b):
+    (ka, A), (kb, B) = a, b
+    if "zero" in (ka, kb):
+        return ("zero", None)
+    if ka == "diag" and kb == "diag":
+        return ("diag", A * B)
+    if ka == "diag" and kb == "rows":
+        return ("rows", [(A * v, W) for v, W in B])
+    if ka == "diag":
+        return ("dense", A[..., :, None] * B)
+    A = as_dense(a)
+    if kb == "diag":
+        return ("dense", A * B[..., None, :])
+    return ("dense", A @ as_dense(b))
+
+
+def _add(parts, shape):
+    parts = [p for p in parts if p[0] != "zero"]
+    if not parts:
+        return ("zero", None)
+    diags = [p[1] for p in parts if p[0] == "diag"]
+    rows = [r for p in parts if p[0] == "rows" for r in p[1]]
+    denses = [p[1] for p in parts if p[0] == "dense"]
+    d = sum(diags[1:], diags[0].copy()) if diags else None
+    if not rows and not denses:
+        return ("diag", d)
+    if rows and not denses and d is None:
+        return ("rows", rows)
+    out = as_dense(("rows", rows)) if rows else None
+    for D in denses:
+        out = np.array(D) if out is None else out + D
+    if d is not None:
+        H = shape[-1]
+        out.reshape(out.shape[:-2] + (H * H,))[..., ::H + 1] += d
+    return ("dense", out)
+
+
+@dataclass
+class StateLayout:
+    """Where each state sits in the stacked state vector ``s``."""
+
+    names: list
+    sizes: list
+
+    def __post_init__(self):
+        self.offsets = [int(o) for o in np.cumsum([0] + self.sizes[:-1])]
+        self.size = int(sum(self.sizes))
+        self._slices = {n: slice(o, o + k) for n, o, k in zip(self.names, self.offsets, self.sizes)}
+
+    def slice(self, name):
+        return self._slices[name]
+
+
+class ChunkJacobians:
+    """The step Jacobians of a chunk of ``C`` steps (batch element 0 .. N-1).
+
+    ``dense``: ``(C, N, S, S_d)``, the columns of the previous states that enter
+    through a weight matrix; ``diag``: ``{(s, p): (C, N, size)}`` for the previous
+    states ``p`` whose blocks are all diagonal.
+    """
+
+    def __init__(self, layout, dense_prev, diag_prev, dense, diag, direct):
+        self.layout, self.dense_prev, self.diag_prev = layout, dense_prev, diag_prev
+        self.dense, self.diag, self.direct = dense, diag, direct
+        self.C = dense.shape[0] if dense is not None else next(iter(diag.values())).shape[0]
+        self._rows = {s: layout.slice(s) for s in layout.names}
+        dslices, o = {}, 0
+        for p in dense_prev:
+            n = layout.sizes[layout.names.index(p)]
+            dslices[p] = slice(o, o + n)
+            o += n
+        self._dense_rows = [layout.slice(p) for p in dense_prev]
+        self._contiguous = dense_prev == layout.names[:len(dense_prev)]
+        self._nd = o
+
+    def apply(self, t, M, n=0):
+        """``J_t @ M`` for ``M`` of shape ``(S, k)`` (step ``t`` of the chunk, batch element ``n``)."""
+        if not self.diag_prev:
+            return self.dense[t, n] @ M
+        if self.dense is not None:
+            if self._contiguous:
+                out = self.dense[t, n] @ M[:self._nd]
+            else:
+                out = self.dense[t, n] @ np.concatenate([M[r] for r in self._dense_rows])
+        else:
+            out = np.zeros_like(M)
+        for (s, p), d in self.diag.items():
+            out[self._rows[s]] += d[t, n][:, None] * M[self._rows[p]]
+        return out
+
+    def full(self, n=0):
+        """The dense ``(C, S, S)`` Jacobians of batch element ``n``."""
+        S = self.layout.size
+        out = np.zeros((self.C, S, S))
+        if self.dense is not None:
+            cols = np.concatenate([np.arange(S)[self.layout.slice(p)] for p in self.dense_prev])
+            out[:, :, cols] = self.dense[:, n]
+        for (s, p), d in self.diag.items():
+            rs, ps = self.layout.slice(s), self.layout.slice(p)
+            idx = np.arange(d.shape[-1])
+            out[:, rs.start + idx, ps.start + idx] = d[:, n]
+        return out
+
+
+class JacobianStream:
+    """Compiled step Jacobians of a model's cell, streamed along forward passes.
+
+    Parameters
+    ----------
+    model : symrnn.Model
+        Any model; only its cell and sizes are used.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        derivation = model.derive()
+        cell = model.cell
+        H = model.sizes
+        self.layout = StateLayout(list(cell.states), [H[cell.states[s]] for s in cell.states])
+        self.blocks = {key: _Block(expr) for key, expr in derivation.step_jacobians.items()}
+        names = self.layout.names
+        self.diag_prev = [p for p in names if not any(self.blocks[(s, p)].has_matrix for s in names)]
+        self.dense_prev = [p for p in names if p not in self.diag_prev]
+        # the direct path of each state: the terms of ds_t/ds_{t-1} without a weight matrix
+        self.direct = {}
+        for s in names:
+            expr = sp.expand(derivation.step_jacobians[(s, s)])
+            terms = expr.args if isinstance(expr, sp.Add) else (expr,)
+            free = [a for a in terms if not any(isinstance(x, sp.Symbol) and not x.is_commutative
+                                                for x in a.free_symbols)]
+            self.direct[s] = _Block(sp.Add(*free)) if free else None
+
+    @property
+    def state_size(self):
+        return self.layout.size
+
+    def chunk_length(self, N=1):
+        S = self.layout.size
+        return int(max(1, min(256, CHUNK_BYTES // (8 * N * S * S))))
+
+    def evaluate(self, params, X, state):
+        """Run the cell over the chunk ``X`` (C, N, D) from ``state`` ({name: (N, size)});
+        returns ``(ChunkJacobians, new state, cache)``."""
+        params_c, Xc, cache = self.model.run_cell(params, X, h0=state)
+        values = _values(self.model, params_c, Xc, cache)
+        C, N = Xc.shape[:2]
+        lay = self.layout
+        S_d = sum(lay.sizes[lay.names.index(p)] for p in self.dense_prev)
+        key = (C, N)
+        if self.dense_prev and getattr(self, "_buffer_key", None) != key:
+            self._buffer = np.empty((C, N, lay.size, S_d))  # reused: a chunk is read before the next
+            self._buffer_key = key
+        dense = self._buffer if self.dense_prev else None
+        diag = {}
+        col = 0
+        for p in self.dense_prev:
+            cols = lay.sizes[lay.names.index(p)]
+            for s in lay.names:
+                rows = lay.slice(s)
+                as_dense(self.blocks[(s, p)](values, params_c, (C, N, cols)), out=dense[:, :, rows, col:col + cols])
+            col += cols
+        for p in self.diag_prev:
+            for s in lay.names:
+                kind, v = self.blocks[(s, p)](values, params_c, (C, N, lay.sizes[lay.names.index(p)]))
+                if kind == "diag":
+                    diag[(s, p)] = np.asarray(v)
+        direct = {}
+        for s, b in self.direct.items():
+            if b is not None:
+                kind, v = b(values, params_c, (C, N, lay.sizes[lay.names.index(s)]))
+                direct[s] = np.asarray(v) if kind == "diag" else None
+        new_state = {s: cache[f"S_{s}"][-1].copy() for s in lay.names}
+        chunk = ChunkJacobians(lay, self.dense_prev, self.diag_prev, dense, diag, direct)
+        return chunk, new_state, cache
+
+    def stream(self, params, inputs, state, progress=None):
+        """Yield ``(t0, ChunkJacobians, cache)`` chunk by chunk; ``inputs`` is an
+        :class:`InputSource`.  ``t0`` is the index (from 0) of the chunk's first step."""
+        t0 = 0
+        C = self.chunk_length(inputs.N)
+        while t0 < inputs.T:
+            n = min(C, inputs.T - t0)
+            X = inputs.chunk(t0, n)
+            chunk, state, cache = self.evaluate(params, X, state)
+            yield t0, chunk, cache
+            if progress is not None:
+                progress.update(n)
+            t0 += n
+        self.final_state = state
+
+
+class InputSource:
+    """Inputs drawn chunk by chunk: ``"zero"``, ``"random"`` (standard normal times
+    ``scale``, reproducible from ``seed`` whatever the chunk length) or a given array (T, N, D)."""
+
+    KINDS = ("zero", "random")
+
+    def __init__(self, kind, T, N, D, seed=0, scale=1.0):
+        self.kind, self.T, self.N, self.D, self.seed, self.scale = kind, T, N, D, seed, scale
+        self.array = None
+        if not isinstance(kind, str):
+            self.array = np.asarray(kind, dtype=np.float64)
+            self.kind = "given"
+
+    def chunk(self, t0, n):
+        if self.array is not None:
+            return self.array[t0:t0 + n]
+        if self.kind == "zero":
+            return np.zeros((n, self.N, self.D))
+        # one generator per block of 64 steps: the same numbers whatever the chunk length
+        out = np.empty((n, self.N, self.D))
+        for t in range(t0, t0 + n):
+            if t == t0 or t % 64 == 0:
+                block = t // 64
+                rng = np.random.default_rng([self.seed, block])
+                draws = rng.standard_normal((64, self.N, self.D)) * self.scale
+            out[t - t0] = draws[t % 64]
+        return out

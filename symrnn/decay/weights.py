@@ -1,0 +1,161 @@
+"""Weights for decay studies: an initialisation scheme and a scale, or a user's trained weights.
+
+Schemes (``init``), applied to every parameter of the cell:
+
+* ``pytorch``: every parameter uniform in ``[-1/sqrt(H), 1/sqrt(H)]`` (``nn.RNN/LSTM/GRU`` defaults);
+* ``xavier``: matrices uniform in ``[-a, a]``, ``a = sqrt(6 / (fan_in + fan_out))`` (Glorot and
+  Bengio 2010), biases zero;
+* ``orthogonal``: recurrent matrices random orthogonal (QR of a Gaussian, signs fixed), input
+  matrices Xavier, biases zero;
+* ``identity``: recurrent matrices the identity, input matrices Gaussian with standard deviation
+  0.001, biases zero (the IRNN of Le, Jaitly and Hinton 2015 with a relu cell);
+* ``normal``: recurrent matrices ``N(0, 1) / sqrt(H)`` (the random networks of the circular law),
+  input matrices ``N(0, 1) / sqrt(D)``, biases zero.
+
+Recurrent matrices are the ``(H, H)`` parameters.  ``scale_by`` says what the scale sets, for
+each recurrent matrix: ``gain`` multiplies the scheme's draw by ``scale`` (PyTorch's ``gain``);
+``radius`` rescales it to spectral radius ``scale``; ``sigma`` rescales it to largest singular
+value ``scale``.  Input matrices and biases keep the scheme's values.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ParameterError, UnknownNameError
+
+INITS = ("pytorch", "xavier", "orthogonal", "identity", "normal")
+SCALE_BY = ("gain", "radius", "sigma")
+
+
+def check_scale(scale, what="scale"):
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(scale) or scale < 0:
+        raise ParameterError(f"{what} must be a finite number >= 0, got {scale!r}.")
+    return float(scale)
+
+
+def check_init(init, scale_by="gain"):
+    if init not in INITS:
+        raise UnknownNameError(f"Unknown initialisation scheme {init!r}; expected one of {INITS}.")
+    if scale_by not in SCALE_BY:
+        raise UnknownNameError(f"Unknown scale_by={scale_by!r}; expected one of {SCALE_BY} "
+                               f"(multiply the draw, set the spectral radius, set the largest singular value).")
+
+
+def recurrent_names(model) -> list:
+    """The ``(H, H)`` parameters of the cell: the ones a scale applies to."""
+    return [n for n, spec in model.cell.params.items() if spec.shape == ("H", "H")]
+
+
+def _orthogonal(rng, n):
+    q, r = np.linalg.qr(rng.standard_normal((n, n)))
+    return q * np.sign(np.diagonal(r))
+
+
+def make_params(model, init="pytorch", scale=1.0, scale_by="gain", seed=0) -> dict:
+    """Parameters of ``model``'s cell drawn by ``init``, recurrent matrices scaled (see the module)."""
+    check_init(init, scale_by)
+    scale = check_scale(scale)
+    rng = np.random.default_rng([seed, 3])
+    recurrent = set(recurrent_names(model))
+    params = {}
+    for name, shape in model.param_shapes.items():
+        if init == "pytorch":
+            bound = 1.0 / np.sqrt(model.sizes["H"])
+            params[name] = rng.uniform(-bound, bound, shape)
+        elif len(shape) == 1:
+            params[name] = np.zeros(shape)
+        elif name in recurrent and init == "orthogonal":
+            params[name] = _orthogonal(rng, shape[0])
+        elif name in recurrent and init == "identity":
+            params[name] = np.eye(shape[0])
+        elif name in recurrent and init == "normal":
+            params[name] = rng.standard_normal(shape) / np.sqrt(shape[1])
+        elif init == "identity":
+            params[name] = 0.001 * rng.standard_normal(shape)
+        elif init == "normal":
+            params[name] = rng.standard_normal(shape) / np.sqrt(shape[1])
+        else:  # xavier, and the input matrices of orthogonal
+            a = np.sqrt(6.0 / (shape[0] + shape[1]))
+            params[name] = rng.uniform(-a, a, shape)
+    for name in recurrent:
+        params[name] = rescale(params[name], scale, scale_by, name)
+    return params
+
+
+def rescale(W, scale, scale_by="gain", name="W"):
+    """``W`` times ``scale`` (gain), or rescaled to spectral radius / largest singular value ``scale``."""
+    scale = check_scale(scale)
+    if scale_by == "gain":
+        return W * scale
+    size = np.max(np.abs(np.linalg.eigvals(W))) if scale_by == "radius" else np.linalg.norm(W, 2)
+    if size == 0:
+        if scale == 0:
+            return W.copy()
+        raise ParameterError(f"{name} has {'spectral radius' if scale_by == 'radius' else 'norm'} 0 and cannot be "
+                             f"rescaled to {scale}; use scale_by='gain' or another init.")
+    return W * (scale / size)
+
+
+def load_params(model, source, layout="pytorch") -> dict:
+    """A user's trained weights as canonical parameters.
+
+    ``source``: a dict of canonical arrays (``layout="symrnn"``), a PyTorch ``state_dict``
+    (``layout="pytorch"``: ``weight_ih_l0`` ...), Keras weights (``layout="keras"``: a dict with
+    ``kernel``, ``recurrent_kernel``, ``bias`` or ``layer.get_weights()``), or a path to a
+    ``.npz`` (read with the same layout) or a ``.pt``/``.pth`` state dict (needs torch).
+    """
+    from .. import layouts
+
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise ParameterError(f"No weights file {str(path)!r}.")
+        if path.suffix in (".pt", ".pth"):
+            import torch
+
+            source = torch.load(path, map_location="cpu", weights_only=True)
+            if hasattr(source, "state_dict"):
+                source = source.state_dict()
+        elif path.suffix == ".npz":
+            with np.load(path) as f:
+                source = {k: f[k] for k in f.files}
+        else:
+            raise ParameterError(f"Weights file {str(path)!r}: expected .npz, .pt or .pth.")
+    cell = model.cell.name
+    if layout == "pytorch":
+        prefix = ""
+        keys = [k for k in source if isinstance(k, str) and k.endswith("weight_ih_l0")]
+        if keys and keys[0] != "weight_ih_l0":
+            prefix = keys[0][:-len("weight_ih_l0")]
+        params = layouts.from_torch(cell, source, prefix=prefix)
+    elif layout == "keras":
+        params = layouts.from_keras(cell, source)
+    elif layout == "symrnn":
+        params = {k: np.asarray(v, dtype=np.float64) for k, v in source.items()}
+    else:
+        raise UnknownNameError(f"Unknown weights layout {layout!r}; expected 'pytorch', 'keras' or 'symrnn'.")
+    params = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
+    expected = model.param_shapes
+    for k, shape in expected.items():
+        if k not in params:
+            raise ParameterError(f"The weights have no {k!r}; the cell {cell!r} needs {sorted(expected)}.")
+        if params[k].shape != shape:
+            raise ParameterError(f"Weight {k!r} has shape {params[k].shape}; the model (H={model.sizes['H']}, "
+                                 f"D={model.sizes['D']}) expects {shape}: build the model with the weights' sizes.")
+    return {k: params[k] for k in expected}
+
+
+def sizes_of(cell, source, layout="pytorch"):
+    """``(D, H)`` read from a PyTorch state dict or Keras weights (for building the model)."""
+    if layout == "pytorch":
+        w_ih = next(v for k, v in source.items() if str(k).endswith("weight_ih_l0"))
+        w_hh = next(v for k, v in source.items() if str(k).endswith("weight_hh_l0"))
+        return int(w_ih.shape[1]), int(w_hh.shape[1])
+    if layout == "keras":
+        kernel, recurrent = (source[0], source[1]) if isinstance(source, (list, tuple)) else (
+            source["kernel"], source["recurrent_kernel"])
+        return int(np.shape(kernel)[0]), int(np.shape(recurrent)[0])
+    raise UnknownNameError(f"Cannot read sizes from layout {layout!r}.")
