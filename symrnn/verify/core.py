@@ -427,7 +427,8 @@ def message_probe(adapter, declared, T, seed=7):
     out = {"step": min(t + 2, T), "blocks_wrong": [gate_of[n] for n in wrong],
            "blocks_right": [gate_of[n] for n in names if n not in wrong], "path": None}
     if t == T - 1:
-        out["message"] = f"already wrong at the last step t={T} (a local derivative, not a message)"
+        out["message"] = (f"already wrong at the last step t={T} of the message probe (a local derivative, not a "
+                          f"message)")
         return out
     for s in pm.state_names:
         rec = {}
@@ -441,7 +442,7 @@ def message_probe(adapter, declared, T, seed=7):
     others = [s for s in pm.state_names if s != path]
     right = "; ".join(f"dL/d{s} is right" for s in others) if path else ""
     out["message"] = (f"dL/d{path or '(state)'} from t={t + 2} to t={t + 1} is the first wrong backward message"
-                      + (f"; {right}" if right else ""))
+                      + (f"; {right}" if right else "") + f" (message probe, T={T})")
     return out
 
 
