@@ -31,6 +31,7 @@ DEFAULT_SETTINGS = {
     "elementwise": True,  # products of vectors print with \odot
     "time": "t",  # the step: "t", "k" or a number (h[t-1] at time 1 prints h_0)
     "order": "none",  # keep the order in which the equations were written
+    "term_rank": None,  # a key that orders the terms of a sum (the forward order of the quantities they read)
 }
 
 
@@ -46,6 +47,11 @@ class ReportLatexPrinter(LatexPrinter):
 
     printmethod = "_symrnn_latex"  # our _print_ methods win over the objects' own _latex
     _default_settings = {**LatexPrinter._default_settings, **DEFAULT_SETTINGS}
+
+    def _as_ordered_terms(self, expr, order=None):
+        terms = super()._as_ordered_terms(expr, order=order)
+        rank = self._settings["term_rank"]
+        return sorted(terms, key=rank) if rank is not None else terms
 
     # -- names ------------------------------------------------------------------
     def _print_Symbol(self, expr, style="plain"):

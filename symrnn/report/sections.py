@@ -58,7 +58,9 @@ class ReportBuilder:
         self.cell = model.cell
         self.width = width
         self.renames = _renames(model)
-        self.p = ReportLatexPrinter({"symbol_names": {Param(k): self.p_name(v) for k, v in self.renames.items()}})
+        self.settings = {"symbol_names": {Param(k): self.p_name(v) for k, v in self.renames.items()},
+                         "term_rank": forward_rank(model.cell)}
+        self.p = ReportLatexPrinter(self.settings)
         self.numbers = {}
 
     @staticmethod
@@ -67,7 +69,7 @@ class ReportBuilder:
 
     # -- helpers ----------------------------------------------------------------------
     def tex(self, expr, **settings) -> str:
-        return ReportLatexPrinter(settings).doprint(expr) if settings else self.p.doprint(expr)
+        return ReportLatexPrinter({**self.settings, **settings}).doprint(expr) if settings else self.p.doprint(expr)
 
     def math(self, expr, **settings) -> Math:
         return Math(self.tex(expr, **settings))
@@ -303,7 +305,7 @@ class ReportBuilder:
                              "apply elementwise. SymPy supplies them, and they enter the generated code as "
                              "they are printed here:"])]
         if rows:
-            blocks.append(self.display(rows, ReportLatexPrinter({"elementwise": False})))
+            blocks.append(self.display(rows, ReportLatexPrinter({**self.settings, "elementwise": False})))
         P, q, v = Param("P"), tsym("q"), tsym("u")
         blocks += [
             Paragraph(["Each equation sends the adjoint of its result back to its arguments by one of two "
@@ -384,14 +386,14 @@ class ReportBuilder:
             self.display([(self.partial("L", self.tex(c.input_symbol)), d.input_gradient,
                            _label("gradient", "input"))]),
             Paragraph(["and, for the initial states, the same terms at ", Math("t = 1"), ":"]),
-            self.display(initial, ReportLatexPrinter({"time": 1})),
+            self.display(initial, ReportLatexPrinter({**self.settings, "time": 1})),
         ])
 
     # -- 9 -------------------------------------------------------------------------------------
     def jacobians(self):
         d, c = self.d, self.cell
         states = list(c.states)
-        k_printer = ReportLatexPrinter({"time": "k"})
+        k_printer = ReportLatexPrinter({**self.settings, "time": "k"})
 
         def block(s, p):
             return self.partial(self.name(s, index="k"), self.name(p, index="k-1"))
@@ -438,6 +440,24 @@ class ReportBuilder:
         ex = WorkedExample(self.model)
         self.worked_example = ex
         return ExampleSection(self, ex).build()
+
+
+def forward_rank(cell):
+    """A sort key for the terms of a sum: the earliest forward equation among the quantities and
+    parameters a term reads (W_i, W_f, W_g, W_o in the order the gates are computed, not
+    alphabetically); the readout's and the loss's terms, which read none of them, come first."""
+    order = {}
+    for i, eq in enumerate(cell.equations):
+        order.setdefault(_base(eq.target), i)
+        for s in sorted(eq.rhs.free_symbols, key=str):
+            if isinstance(s, Param):
+                order.setdefault(s.name, i)
+
+    def rank(term):
+        ranks = [order[s.name] if isinstance(s, Param) else order.get((parse(s) or ("",))[0], -1)
+                 for s in term.free_symbols if s.name in order or (parse(s) or ("",))[0] in order]
+        return min(ranks, default=-1)
+    return rank
 
 
 def _renames(model) -> dict:
