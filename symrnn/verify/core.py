@@ -7,6 +7,7 @@ import shlex
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ..cells import builtin_cell
 from ..clipping import Clipping, as_clipping, clip_gradients
@@ -287,7 +288,15 @@ def search_failure(adapter, declared, max_T, truncation=None, clip=None):
 
 def run_cases(adapter, problems, mode, layout_name, declared=None):
     """Run every problem: forward first, then the gradients; the shortest failing case is reported,
-    localised and, when it matches a catalogued mistake, named; then shrunk and saved."""
+    localised and, when it matches a catalogued mistake, named; then shrunk and saved.
+
+    BLAS runs on one thread meanwhile: the verifier's products are small, and on a busy machine
+    a second BLAS thread made them up to ten times slower (``reports/benchmarks.md``)."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _run_cases(adapter, problems, mode, layout_name, declared)
+
+
+def _run_cases(adapter, problems, mode, layout_name, declared):
     findings, cases, table, table_case = [], [], None, ""
     forward_result, dtype_model = None, None
     model = adapter.model
