@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench derivations clean
+.PHONY: demo test bench derivations dist wheel-smoke clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,15 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py --out reports/benchmarks.md
+
+dist: $(STAMP)
+	$(PY) -m pip install --quiet 'build>=1.0'
+	rm -rf dist
+	$(PY) -m build --outdir dist .
+
+# the wheel and the sdist installed into fresh virtual environments, away from the repository
+wheel-smoke: dist
+	bash .ci/wheel-smoke dist
 
 derivations: $(STAMP)
 	$(PY) -m symrnn.cli derive-all --out derivations

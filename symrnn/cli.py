@@ -22,6 +22,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from . import __version__
 from .architectures import ARCHITECTURES
 from .cell import Cell
 from .cells import BUILTIN_CELLS, builtin_cell
@@ -112,11 +113,13 @@ def build_model(args, D=3, H=4, K=3):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="symrnn", description="Exact symbolic BPTT gradients of recurrent networks.")
+    parser.add_argument("--version", action="version", version=f"symrnn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("derive", help="write the derivation report of a model (tex, pdf or md)")
     _model_arguments(p)
     p.add_argument("--format", default="tex", choices=("tex", "pdf", "md"))
-    p.add_argument("-o", "--output", required=True, help="the file to write")
+    p.add_argument("-o", "--output", help="the file to write (default: the document on standard output; pdf "
+                                           "needs a file)")
     p = sub.add_parser("derive-all", help="write the .tex and .md derivations of every built-in cell")
     p.add_argument("--out", default="derivations")
     p = sub.add_parser("check", help="agreement table of the generated gradients against every oracle")
@@ -167,6 +170,13 @@ def _run(args, parser) -> int:
     if args.command == "derive":
         from .report import write_report
 
+        if args.output is None:
+            from .report import document_text
+
+            if args.format == "pdf":
+                raise UnknownNameError("--format pdf writes a file: give -o FILE.pdf.")
+            print(document_text(build_model(args), args.format), end="")
+            return 0
         path = write_report(build_model(args), args.format, args.output)
         print(f"wrote {path}")
         return 0

@@ -53,6 +53,15 @@ def _check_format(fmt) -> str:
     return fmt
 
 
+def document_text(model, fmt) -> str:
+    """The report of ``model`` as text, ``tex`` or ``md`` (what :func:`write_report` writes)."""
+    fmt = _check_format(fmt)
+    stacked = hasattr(model, "layers")  # a symrnn.wiring.StackedModel
+    if fmt == "md":
+        return (wiring_markdown_document if stacked else markdown_document)(model)
+    return (wiring_latex_document if stacked else latex_document)(model)
+
+
 def write_report(model, fmt, path) -> Path:
     """Write the report of ``model`` to ``path`` as ``fmt`` (``tex``, ``pdf`` or ``md``); returns the path.
 
