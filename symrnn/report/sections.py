@@ -15,7 +15,7 @@ import re
 import numpy as np
 import sympy as sp
 
-from ..symbols import MatTVec, MatVec, Outer, Param, parse, tsym
+from ..symbols import MatTVec, MatVec, Outer, Param, parse, shift, tsym
 from .blocks import Code, Display, Document, Figure, Math, Paragraph, Ref, Row, Section, Table
 from .example import TOLERANCE, WorkedExample
 from .latex import ReportLatexPrinter, break_lines, tex_width
@@ -60,6 +60,8 @@ class ReportBuilder:
         self.renames = _renames(model)
         self.settings = {"symbol_names": {Param(k): self.p_name(v) for k, v in self.renames.items()},
                          "term_rank": forward_rank(model.cell)}
+        self.gates = gate_adjoints(self.d)
+        self.named = {shift(product, k): shift(symbol, k) for symbol, product in self.gates.values() for k in (0, 1)}
         self.p = ReportLatexPrinter(self.settings)
         self.numbers = {}
 
@@ -78,6 +80,10 @@ class ReportBuilder:
         if base in self.renames and not bar and index is None:  # a parameter printed under another letter
             return self.p_name(self.renames[base])
         return self.p.name_tex(base, bar, index)
+
+    def name_gates(self, expr):
+        """``expr`` with each gate's pre-activation adjoint written under its name (``bar a^f_t``)."""
+        return expr.xreplace(self.named) if self.named and isinstance(expr, sp.Basic) else expr
 
     def display(self, specs, printer=None) -> Display:
         """``specs``: ``(lhs LaTeX, expression or LaTeX, label or None[, relation])``; long right sides are broken."""
@@ -162,6 +168,9 @@ class ReportBuilder:
                 quantity(g, ["given upstream gradient of the loss with respect to ", self.math(tsym(state))],
                          c.states[state])
         rows.append([[Math("L_{t}, L")], ["scalars"], ["loss at step ", Math("t"), ", total loss"]])
+        for symbol, _ in self.gates.values():
+            gate = self.math(tsym(_base(symbol).split("__")[1]))
+            rows.append([[self.math(symbol)], ["as ", gate], ["adjoint of the pre-activation of ", gate]])
         rows.append([[Math(r"\bar{v}_{t}")], ["as ", Math("v_{t}")],
                      ["adjoint of a quantity ", Math("v_{t}"), ": the gradient of ", Math("L"),
                       " with respect to it"]])
@@ -342,7 +351,7 @@ class ReportBuilder:
     # -- 7 -------------------------------------------------------------------------------------
     def adjoints(self):
         d = self.d
-        rows = [(self.tex(a.lhs), a.rhs, _label("adjoint", _base(a.lhs))) for a in d.adjoints]
+        rows = [(self.tex(a.lhs), self.name_gates(a.rhs), _label("adjoint", _base(a.lhs))) for a in d.adjoints]
         recurrent = [a for a in d.adjoints if any(parse(s) and parse(s)[1] == 1 for s in a.rhs.free_symbols)]
         blocks = [
             Paragraph(["Reverse accumulation runs over the steps from ", Math("T"), " down to 1 and, inside a "
@@ -351,6 +360,14 @@ class ReportBuilder:
                        "the backward pass computes them:"]),
             self.display(rows),
         ]
+        if self.gates:
+            names = [(symbol, product) for symbol, product in self.gates.values()]
+            blocks += [Paragraph(["Here each ", Math(r"\bar{a}^{g}_{t}"), " is the adjoint of gate ", Math("g"),
+                                  "'s pre-activation, the gate's adjoint times its activation's derivative. "
+                                  "Every gradient of the gate's weights and every message through them "
+                                  "repeats it, so it is named once:"]),
+                       self.display([(self.tex(symbol), product, _label("adjoint", f"pre-{_base(symbol)}"))
+                                     for symbol, product in names])]
         if recurrent:
             many = len(recurrent) > 1
             blocks.append(Paragraph(
@@ -373,8 +390,9 @@ class ReportBuilder:
     def gradients(self):
         d, c = self.d, self.cell
         order = list(self.model.param_shapes) + [n for n in d.gradients if n not in self.model.param_shapes]
-        rows = [(self.partial("L", self.name(n)), d.gradients[n], _label("gradient", n)) for n in order]
-        initial = [(self.partial("L", self.name(s, index="0")), g, _label("gradient", f"{s}0"))
+        rows = [(self.partial("L", self.name(n)), self.name_gates(d.gradients[n]), _label("gradient", n))
+                for n in order]
+        initial = [(self.partial("L", self.name(s, index="0")), self.name_gates(g), _label("gradient", f"{s}0"))
                    for s, g in d.initial_state_gradients.items()]
         return Section("Gradients of the parameters", "sec:gradients", [
             Paragraph(["A parameter is used at every step, so its gradient adds one term per step: by rule ",
@@ -383,7 +401,7 @@ class ReportBuilder:
             self.display(rows),
             Paragraph(["The gradients with respect to the inputs and the initial states are the adjoints "
                        "that reach them:"]),
-            self.display([(self.partial("L", self.tex(c.input_symbol)), d.input_gradient,
+            self.display([(self.partial("L", self.tex(c.input_symbol)), self.name_gates(d.input_gradient),
                            _label("gradient", "input"))]),
             Paragraph(["and, for the initial states, the same terms at ", Math("t = 1"), ":"]),
             self.display(initial, ReportLatexPrinter({**self.settings, "time": 1})),
@@ -440,6 +458,24 @@ class ReportBuilder:
         ex = WorkedExample(self.model)
         self.worked_example = ex
         return ExampleSection(self, ex).build()
+
+
+def gate_adjoints(derivation) -> dict:
+    """``{gate target g[t]: (bar a^g[t], its product)}`` for every equation ``g = act(P1 v1 + ... + b)``:
+    the adjoint of the gate's pre-activation, ``bar g * act'``, which every gradient of the gate's
+    weights and every message through them repeats.  The vanilla RNN names its own (``bar a``)."""
+    out = {}
+    for eq in derivation.cell.equations:
+        apps = [a for a in eq.rhs.atoms(sp.Function) if not isinstance(a, (MatVec, MatTVec, Outer))]
+        if eq.kind != "let" or len(apps) != 1 or eq.rhs != apps[0] or len(apps[0].args) != 1:
+            continue
+        parts = sp.Add.make_args(apps[0].args[0])
+        if not all(isinstance(p, (MatVec, Param)) for p in parts) or not any(isinstance(p, MatVec) for p in parts):
+            continue
+        matrix = next(p.args[0] for p in parts if isinstance(p, MatVec))
+        term = next(t for t in derivation.terms[matrix] if t.consumer == eq.target)
+        out[eq.target] = (tsym(f"a__{_base(eq.target)}", bar=True), sp.Mul(bar_sym(eq.target), term.coef))
+    return out
 
 
 def forward_rank(cell):
