@@ -425,7 +425,12 @@ class sum_s(sp.Function):
     nargs = 2
 
     def _latex(self, printer):
-        return r"\sum_{s} %s\, %s" % tuple(printer._print(a) for a in self.args)
+        return r"\sum_{s} %s\, %s" % tuple(_grouped(printer, a) for a in self.args)
+
+
+def _grouped(printer, expr):
+    tex = printer._print(expr)
+    return r"\left(%s\right)" % tex if isinstance(expr, sp.Add) else tex
 
 
 class sum_t(sp.Function):
@@ -434,7 +439,7 @@ class sum_t(sp.Function):
     nargs = 1
 
     def _latex(self, printer):
-        return r"\sum_{t} %s" % printer._print(self.args[0])
+        return r"\sum_{t} %s" % _grouped(printer, self.args[0])
 
 
 def _masked_softmax(E, mask=None):

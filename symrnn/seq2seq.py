@@ -279,7 +279,7 @@ class Seq2Seq:
         if self.context:
             self.readout_pieces.append(("z", self.Z))
         self.R = sum(w for _, w in self.readout_pieces)
-        self.readout = _Stateless(readout_cell("r", "o", "H"), "out.", ["o"])
+        self.readout = _Stateless(readout_cell("r", "logit", "H"), "out.", ["logit"])
         self.loss_rule = get_loss("cross-entropy")
         self.loss_rule.check_reduction(reduction)
         self.reduction = reduction
@@ -449,7 +449,7 @@ class Seq2Seq:
         R = np.concatenate(pieces, axis=-1)
         readout, outs = self.readout.forward(params, R, {"H": self.R, "K": self.tgt_vocab})
         return _Run(params, ids, X, lengths, rev, trace, memory, z, bridge_saved, S0, dec, tape, nodes, combine,
-                    readout, pieces, outs["o"], weights, Hd, smask)
+                    readout, pieces, outs["logit"], weights, Hd, smask)
 
     def forward(self, params, src, tgt_in, src_mask=None, src_lengths=None) -> dict:
         """Teacher-forced outputs: ``logits`` (T, N, K), ``attention`` weights (T, N, S) (None without
@@ -504,7 +504,7 @@ class Seq2Seq:
     def _backward(self, run, dO, tin):
         params, grads = run.params, {}
         T, N = tin.shape
-        dR = self.readout.backward(params, run.readout, {"o": dO}, {"H": self.R, "K": self.tgt_vocab}, grads)
+        dR = self.readout.backward(params, run.readout, {"logit": dO}, {"H": self.R, "K": self.tgt_vocab}, grads)
         dR = dR.reshape(T, N, -1)
         widths = np.cumsum([0] + [w for _, w in self.readout_pieces])
         d_pieces = {name: dR[..., a:b] for (name, _), a, b in zip(self.readout_pieces, widths[:-1], widths[1:])}
@@ -679,3 +679,100 @@ def _finite(value, model):
         raise NonFiniteError(f"The loss of {model!r} is {value}: the forward pass overflowed; check the weights' "
                              f"and inputs' scale.")
     return value
+
+
+# -- the derivation ---------------------------------------------------------------------------------
+class Seq2SeqDerivation:
+    """The symbolic derivation of a :class:`Seq2Seq`: each block's equations and adjoints, printed from
+    the objects the computation uses, and how ``dL/dh_enc_t`` is assembled from its paths.
+
+    Attributes: ``encoder``, ``decoder`` (:class:`~symrnn.bptt.Derivation` of each cell under an upstream
+    gradient), ``bridge``, ``combine`` (of the stateless blocks, or None), ``attention`` (``(equations,
+    adjoints)`` of the attention program, from the rules of :data:`symrnn.functions.SEQUENCE_RULES`),
+    ``decoder_input`` and ``readout_input`` (the pieces concatenated), ``paths`` (``[(name, where,
+    SymPy expression)]``: the contributions to the adjoint of the encoder states).
+    """
+
+    def __init__(self, model):
+        import sympy as sp
+
+        from .bptt import Derivation
+        from .functions import sum_t
+        from .symbols import MatTVec, Param, tsym
+
+        self.model = model
+        self.encoder = model.encoder.derive()
+        self.decoder = model.decoder.derive()
+        self.bridge = self.combine = None
+        if model.bridge is not None:
+            cell = model.bridge.cell
+            self.bridge = Derivation(cell, (), None, external={o: tsym(o, bar=True) for o in model.bridge.outputs})
+        if model.combine is not None:
+            cell = model.combine.cell
+            self.combine = Derivation(cell, (), None, external={"htilde": tsym("htilde", bar=True)})
+        self.attention = None
+        if model.attention is not None:
+            self.attention = model.attention.derivation("h[t-1]" if model.bahdanau else "h[t]")
+        self.decoder_input = ["emb_tgt[y[t-1]]"] + (["z"] if model.context else []) + (
+            ["ctx[t]"] if model.bahdanau else [])
+        self.readout_input = [name + ("" if name == "z" else "[t]") for name, _ in model.readout_pieces]
+        zbar = sp.Symbol("bar z")
+        self.paths = []
+        if self.attention is not None:
+            hbar = next(rhs for lhs, rhs in self.attention[1] if lhs.name == "bar hbar[s]")
+            self.paths.append(("attention path", "every source position s", hbar))
+        if model.bridge_mode == "copy":
+            self.paths.append(("initial-state path", "the last real token s = S_n",
+                               sp.Symbol(f"bar {model.out_state}[0]")))
+        elif self.bridge is not None:
+            self.paths.append(("initial-state path", "the last real token s = S_n", self.bridge.input_gradient))
+        if model.context:
+            V_z = Param("V_z")
+            self.paths.append(("context path", "the last real token s = S_n",
+                               sum_t(sp.Symbol("bar x_z[t]") + MatTVec(V_z, tsym("logit", bar=True)))))
+        self.z_note = (f"z = [{', '.join('h_' + d + '[S_n]' for d in model.top.directions)}]: the top encoder layer's "
+                       f"final output state(s); bar z is split back over them")
+        self.zbar = zbar
+
+    def __repr__(self):
+        m = self.model
+        lines = [f"{m!r}", "", "Encoder (each direction of each layer; g[t] is what reaches its output h[t]):"]
+        lines += ["  " + line for line in repr(self.encoder).splitlines()]
+        if self.bridge is not None:
+            lines += ["", "Bridge (z -> the decoder's initial states):"]
+            lines += [f"  {e.lhs} = {e.rhs}" for e in self.bridge.forward]
+            lines.append(f"  bar z = {self.bridge.input_gradient}")
+        elif m.bridge_mode == "copy":
+            lines += ["", f"Bridge: {m.out_state}[0] = z (copy); bar z = bar {m.out_state}[0]"]
+        lines += ["", f"Decoder (input x[t] = [{'; '.join(self.decoder_input)}]; g[t] is what reaches h[t]):"]
+        lines += ["  " + line for line in repr(self.decoder).splitlines()]
+        if self.attention is not None:
+            equations, adjoints = self.attention
+            lines += ["", f"Attention ({m.attention.score} score, {m.style} style; rules from SEQUENCE_RULES):"]
+            lines += [f"  {e.lhs} = {e.rhs}" for e in equations]
+            lines += [f"  {lhs} = {rhs}" for lhs, rhs in adjoints]
+        if self.combine is not None:
+            lines += ["", "Attentional state (Luong):"]
+            lines += [f"  {e.lhs} = {e.rhs}" for e in self.combine.forward]
+            lines.append(f"  bar z_c[t] = {self.combine.input_gradient}   (z_c[t] = [ctx[t]; h[t]])")
+        lines += ["", f"Readout: logit[t] = V r[t] + c, r[t] = [{'; '.join(self.readout_input)}]; "
+                      f"bar logit[t] = (yhat[t] - y[t]) * scale * mask[t]"]
+        if self.bridge is not None:
+            lines.append(f"  bar <state>_init = dL/d<state>_0 of the decoder (above)")
+        lines += ["", "How the gradient reaches the encoder states hbar[s] (the top layer's outputs):",
+                  f"  {self.z_note}"]
+        for name, where, expr in self.paths:
+            lines.append(f"  {name} (enters at {where}): {expr}")
+        lines.append("  dL/dh_enc[s] = " + " + ".join(name for name, _, _ in self.paths)
+                     + " + what step s+1 of the encoder sends back (its adjoint recurrence above)")
+        return "\n".join(lines)
+
+
+def _derive(self):
+    """The symbolic derivation (:class:`Seq2SeqDerivation`)."""
+    if getattr(self, "_derivation", None) is None:
+        self._derivation = Seq2SeqDerivation(self)
+    return self._derivation
+
+
+Seq2Seq.derive = _derive

@@ -1,0 +1,211 @@
+"""The unrolled scalar oracle of a sequence-to-sequence model.
+
+A second route to :class:`symrnn.seq2seq.Seq2Seq`'s gradients that shares nothing with it but the
+cells' equations: for each example of a batch, the embedding lookups, every encoder direction and
+layer (the backward direction walked from the sequence's last real token to its first), the merge,
+the bridge, the decoder steps, the attention (scores, a softmax written as ``exp(e_s - log sum exp)``
+over the real source positions, the context as a scalar sum), Luong's combination, the readout and
+the cross-entropy become straight-line scalar SymPy assignments.  The gradient is reverse
+accumulation over that program with ``sympy.diff`` of one assignment at a time: no rule table, no
+tape, no generated block code.  For tiny sizes only (a program of a few thousand lines).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import mpmath
+import numpy as np
+import sympy as sp
+
+from ..functions import derivative
+from ..losses import scale_of
+from .scalar import _float_namespace, _mpmath_namespace, _ScalarPrinter
+from .stacked import _SCALAR_MERGES, ScalarStackOracle
+
+
+class _Program(ScalarStackOracle):
+    """One example's program (the building and compiling helpers of :class:`ScalarStackOracle`)."""
+
+    def __init__(self, model, src, tin, tout, src_len, scored, max_lines=60_000):
+        self.model, self.lines, self._counter, self.max_lines = model, [], 0, max_lines
+        self.params = {k: self._leaves(f"p{i}", s) for i, (k, s) in enumerate(model.param_shapes.items())}
+        self.src_dense = None
+        if model.src_vocab is None:
+            self.src_dense = self._leaves("x", np.asarray(src).shape)
+        self._build(src, tin, tout, src_len, scored)
+        self._compile_program()
+
+    def _cell_step(self, unit, P, x, states, sizes):
+        self._size = sizes
+        self.model = _CellView(unit.cell)
+        try:
+            return ScalarStackOracle._step(self, P, x, states)
+        finally:
+            self.model = self._s2s
+
+    def _dot(self, u, v):
+        return sp.Add(*[a * b for a, b in zip(u, v)])
+
+    def _build(self, src, tin, tout, L, scored):
+        m = self._s2s = self.model
+        enc, p = m.encoder, self.params
+        seq = [list(self.src_dense[t]) if self.src_dense is not None else list(p["emb_src"][src[t]])
+               for t in range(L)]  # padding is never read: the program stops at the last real token
+        finals = []
+        for layer in enc.layers:
+            sizes = {"D": layer.input_width, "H": m.H, "K": None}
+            outs = {}
+            for d in layer.directions:
+                P = {n: p[f"enc.{enc.key(layer.index, d, n)}"] for n in enc.cell.params}
+                states = {s: [sp.Integer(0)] * enc.unit.state_size(s) for s in enc.state_names}
+                h = [None] * L
+                for t in (range(L) if d == "fwd" else range(L - 1, -1, -1)):
+                    states = self._cell_step(enc.unit, P, seq[t], states, sizes)
+                    h[t] = states[enc.out]
+                outs[d] = h
+                if layer is m.top:
+                    finals += states[enc.out]
+            if layer.bidirectional:
+                if enc.merge.name == "concat":
+                    merged = [outs["fwd"][t] + outs["bwd"][t] for t in range(L)]
+                else:
+                    rule = _SCALAR_MERGES[enc.merge.name]
+                    merged = [[self._new(rule(f, b)) for f, b in zip(outs["fwd"][t], outs["bwd"][t])]
+                              for t in range(L)]
+            else:
+                merged = outs["fwd"]
+            if layer.residual:
+                merged = [[self._new(a + b) for a, b in zip(mt, st)] for mt, st in zip(merged, seq)]
+            seq = merged
+        memory, z = seq, finals
+        dec, Hd = m.decoder, m.H_dec
+        if m.bridge_mode == "copy":
+            state = {s: (list(z) if s == m.out_state else [sp.Integer(0)] * Hd) for s in dec.state_names}
+        elif m.bridge_mode in ("linear", "tanh"):
+            act = sp.tanh if m.bridge_mode == "tanh" else (lambda u: u)
+            state = {s: [self._new(act(self._dot(p[f"bridge.W_{s}"][i], z) + p[f"bridge.b_{s}"][i]))
+                         for i in range(Hd)] for s in dec.state_names}
+        else:
+            state = {s: [sp.Integer(0)] * Hd for s in dec.state_names}
+        att = m.attention
+        keys = memory
+        if att is not None and att.score == "general":
+            keys = [[self._new(self._dot(p["attn.W_a"][i], hs)) for i in range(Hd)] for hs in memory]
+        elif att is not None and att.score == "additive":
+            keys = [[self._new(self._dot(p["attn.U_a"][i], hs)) for i in range(att.size)] for hs in memory]
+
+        def attend(q):
+            if att.score == "additive":
+                r = [self._new(self._dot(p["attn.W_a"][i], q)) for i in range(att.size)]
+                e = [self._new(self._dot(p["attn.v_a"], [sp.tanh(ri + ki) for ri, ki in zip(r, k)])) for k in keys]
+            else:
+                e = [self._new(self._dot(q, k)) for k in keys]
+            lse = self._new(sp.log(sp.Add(*[sp.exp(es) for es in e])))
+            a = [self._new(sp.exp(es - lse)) for es in e]
+            return [self._new(sp.Add(*[a[s] * memory[s][c] for s in range(L)])) for c in range(m.C)]
+
+        sizes = {"D": dec.sizes["D"], "H": Hd, "K": None}
+        P = {n: p[f"dec.{n}"] for n in dec.cell.params}
+        losses = []
+        self.scale = sp.Symbol("scale")
+        for t in range(tin.shape[0]):
+            x = list(p["emb_tgt"][tin[t]]) + (list(z) if m.context else [])
+            ctx = None
+            if m.bahdanau:
+                ctx = attend(state[m.out_state])
+                x += ctx
+            state = self._cell_step(dec, P, x, state, sizes)
+            h = state[m.out_state]
+            if att is not None and not m.bahdanau:
+                ctx = attend(h)
+                zc = ctx + h
+                top = [self._new(sp.tanh(self._dot(p["attn.W_c"][i], zc))) for i in range(Hd)]
+            else:
+                top = h
+            r = top + (ctx if m.bahdanau else []) + (list(z) if m.context else [])
+            if not scored[t]:
+                continue
+            o = [self._new(self._dot(p["out.V"][k], r) + p["out.c"][k]) for k in range(m.tgt_vocab)]
+            lse = self._new(sp.log(sp.Add(*[sp.exp(ok) for ok in o])))
+            losses.append(self._new(self.scale * (lse - o[tout[t]])))
+        self.loss_symbol = self._new(sp.Add(*losses))
+
+    def _compile_program(self):
+        printer = _ScalarPrinter()
+        leaves = [s.name for a in self.params.values() for s in a.ravel()]
+        if self.src_dense is not None:
+            leaves += [s.name for s in self.src_dense.ravel()]
+        forward = [f"    {v.name} = {printer.doprint(e)}" for v, e in self.lines]
+        contributions = defaultdict(list)
+        contributions[self.loss_symbol.name].append("1")
+        backward = []
+        for v, e in reversed(self.lines):
+            terms = contributions.pop(v.name, None)
+            if not terms:
+                continue
+            backward.append(f"    _d_{v.name} = {' + '.join(terms)}")
+            for u in sorted(e.free_symbols, key=lambda s: s.name):
+                if u.name == "scale":
+                    continue
+                d = sp.Add(*[derivative(term, u) for term in sp.Add.make_args(e) if term.has(u)])
+                if d != 0:
+                    contributions[u.name].append(f"_d_{v.name}*({printer.doprint(d)})")
+        tail = [f"    _d_{n} = {' + '.join(contributions.get(n, ['0 * scale']))}" for n in leaves]
+        self.source = "\n".join(["def program(_values):", f"    {', '.join(leaves + ['scale'])}, = _values"]
+                                + forward + backward + tail
+                                + [f"    return {self.loss_symbol.name}, [{', '.join('_d_' + n for n in leaves)}]"]) + "\n"
+        self._code = compile(self.source, "<symrnn-scalar-seq2seq-oracle>", "exec")
+        self._programs = {}
+
+
+class _CellView:
+    """What :meth:`ScalarStackOracle._step` reads of a model: its cell."""
+
+    def __init__(self, cell):
+        self.cell = cell
+
+
+class ScalarSeq2SeqOracle:
+    """``loss_and_grads(params, src, tgt_in, tgt_out, src_mask=None, tgt_mask=None, precision=None)``
+    keyed like :meth:`Seq2Seq.loss_and_grads`; ``precision`` (decimal digits) evaluates in mpmath."""
+
+    def __init__(self, model, max_lines=60_000):
+        self.model, self.max_lines = model, max_lines
+
+    def loss_and_grads(self, params, src, tgt_in, tgt_out, src_mask=None, tgt_mask=None, precision=None):
+        m = self.model
+        p, dtype, ids, X, tin, tout, smask, tmask, lengths = m._prepare(params, src, tgt_in, tgt_out, src_mask,
+                                                                       tgt_mask, None, None)
+        scored = np.ones(tin.shape, dtype=bool) if tmask is None else tmask
+        scale = scale_of(m.reduction, scored)
+        convert = float if precision is None else mpmath.mpf
+        N = tin.shape[1]
+        loss, total, dense = 0, None, []
+        with mpmath.workdps(precision or 15):
+            for n in range(N):
+                source = ids[:, n] if ids is not None else np.asarray(X)[:int(lengths[n]), n]
+                prog = _Program(m, source, tin[:, n], tout[:, n], int(lengths[n]), scored[:, n], self.max_lines)
+                ns = dict(_float_namespace() if precision is None else _mpmath_namespace())
+                exec(prog._code, ns)
+                values = [convert(float(v)) for k in prog.params for v in np.asarray(p[k]).ravel()]
+                if ids is None:
+                    values += [convert(float(v)) for v in source.ravel()]
+                value, grads = ns["program"](values + [convert(scale)])
+                loss += value
+                n_params = sum(a.size for a in prog.params.values())
+                total = grads[:n_params] if total is None else [a + b for a, b in zip(total, grads[:n_params])]
+                if ids is None:
+                    g = np.zeros(np.asarray(X)[:, n].shape, dtype=object)
+                    g[:int(lengths[n])] = np.array(grads[n_params:], dtype=object).reshape(source.shape)
+                    dense.append(g)
+        out, k = {}, 0
+        for name, shape in m.param_shapes.items():
+            size = int(np.prod(shape))
+            out[name] = np.array(total[k:k + size], dtype=object).reshape(shape)
+            k += size
+        if ids is None:
+            out["src"] = np.stack(dense, axis=1)
+        if precision is None:
+            out = {k: v.astype(float) for k, v in out.items()}
+        return loss, out
+
