@@ -22,16 +22,17 @@ True
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 
 from .attention import SCORES, Attention, Tape
 from .cell import Cell
-from .codegen import BlockCode
+from .codegen import BlockCode, Workspace, fresh
 from .errors import NonFiniteError, ParameterError, ShapeError, UnknownNameError
 from .functions import tanh
-from .losses import IGNORE_LABEL, get_loss
+from .losses import IGNORE_LABEL, get_loss, scale_of
 from .model import Model, readout_cell
 from .validation import as_float_array, check_param_names, check_shape
 from .wiring import StackedModel
@@ -56,15 +57,15 @@ class _Stateless:
     def local(self, params):
         return {k: params[f"{self.prefix}{k}"] for k in self.cell.params}
 
-    def forward(self, params, Z, sizes):
+    def forward(self, params, Z, sizes, empty=fresh):
         flat = np.ascontiguousarray(Z).reshape(1, -1, Z.shape[-1])
-        cache = self.code.forward(self.local(params), flat, {}, sizes)
+        cache = self.code.forward(self.local(params), flat, {}, sizes, empty)
         return (flat, cache), {o: cache[f"C_{o}"].reshape(Z.shape[:-1] + (-1,)) for o in self.outputs}
 
-    def backward(self, params, saved, douts, sizes, grads):
+    def backward(self, params, saved, douts, sizes, grads, empty=fresh):
         flat, cache = saved
         ext = {o: np.ascontiguousarray(g).reshape(1, flat.shape[1], -1) for o, g in douts.items()}
-        g, dflat, _ = self.code.backward(self.local(params), flat, cache, ext, {}, sizes)
+        g, dflat, _ = self.code.backward(self.local(params), flat, cache, ext, {}, sizes, empty)
         for k, v in g.items():
             grads[f"{self.prefix}{k}"] = grads.get(f"{self.prefix}{k}", 0) + v
         return dflat.reshape(flat.shape[1], -1)
@@ -283,6 +284,17 @@ class Seq2Seq:
         self.loss_rule = get_loss("cross-entropy")
         self.loss_rule.check_reduction(reduction)
         self.reduction = reduction
+        self._threads = threading.local()
+
+    def _ws(self, key):
+        """This thread's reusable arrays for one block's generated code (see :class:`~symrnn.codegen.Workspace`)."""
+        spaces = self._threads.__dict__.setdefault("spaces", {})
+        if key not in spaces:
+            spaces[key] = Workspace()
+        return spaces[key]
+
+    def _owned(self, array):
+        return any(ws.owns(array) for ws in self._threads.__dict__.get("spaces", {}).values())
 
     # -- parameters -----------------------------------------------------------------------------
     @property
@@ -376,7 +388,8 @@ class Seq2Seq:
             for d in layer.directions:
                 X_d = inp if d == "fwd" else _gather(inp, rev)
                 S0 = {s: np.zeros((X.shape[1], enc.unit.state_size(s)), X.dtype) for s in enc.state_names}
-                cache = code.forward(enc.direction_params(p_enc, layer.index, d), X_d, S0, sizes)
+                cache = code.forward(enc.direction_params(p_enc, layer.index, d), X_d, S0, sizes,
+                                     self._ws(("enc", layer.index, d)))
                 H_d = cache[f"S_{out}"][1:]
                 dirs[d] = (X_d, cache, H_d if d == "fwd" else _gather(H_d, rev))
             y = enc.merge.forward(dirs["fwd"][2], dirs["bwd"][2]) if layer.bidirectional else dirs["fwd"][2]
@@ -395,7 +408,7 @@ class Seq2Seq:
         if self.bridge_mode == "copy":
             S0[self.out_state] = z.copy()
         elif self.bridge is not None:
-            saved, outs = self.bridge.forward(params, z, {"D": self.Z, "H": self.H_dec})
+            saved, outs = self.bridge.forward(params, z, {"D": self.Z, "H": self.H_dec}, self._ws("bridge"))
             S0 = {s: outs[f"{s}_init"] for s in self.dec_states}
         return saved, S0
 
@@ -418,7 +431,7 @@ class Seq2Seq:
         mask = smask
         if not self.bahdanau:
             Xd = np.concatenate(parts, axis=-1)
-            cache = code.forward(p_dec, Xd, S0, dec_sizes)
+            cache = code.forward(p_dec, Xd, S0, dec_sizes, self._ws("dec"))
             Hd = cache[f"S_{self.out_state}"][1:]
             dec = (Xd, cache)
             top = Hd
@@ -428,7 +441,8 @@ class Seq2Seq:
                                                mask)
                 nodes["ctx"], weights = ctx, tape.values[a]
                 Zc = np.concatenate([tape.values[ctx], Hd], axis=-1)
-                combine, outs = self.combine.forward(params, Zc, {"D": self.C + self.H_dec, "H": self.H_dec})
+                combine, outs = self.combine.forward(params, Zc, {"D": self.C + self.H_dec, "H": self.H_dec},
+                                                     self._ws("combine"))
                 top = outs["htilde"]
             pieces = [top] + ([np.broadcast_to(z, (T,) + z.shape)] if self.context else [])
         else:
@@ -447,7 +461,7 @@ class Seq2Seq:
             Hd, weights = np.stack(Hs), np.stack(ws)
             pieces = [Hd, np.stack(ctxs)] + ([np.broadcast_to(z, (T,) + z.shape)] if self.context else [])
         R = np.concatenate(pieces, axis=-1)
-        readout, outs = self.readout.forward(params, R, {"H": self.R, "K": self.tgt_vocab})
+        readout, outs = self.readout.forward(params, R, {"H": self.R, "K": self.tgt_vocab}, self._ws("readout"))
         return _Run(params, ids, X, lengths, rev, trace, memory, z, bridge_saved, S0, dec, tape, nodes, combine,
                     readout, pieces, outs["logit"], weights, Hd, smask)
 
@@ -468,7 +482,7 @@ class Seq2Seq:
             params, src, tgt_in, tgt_out, src_mask, tgt_mask, src_lengths, tgt_lengths)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             run = self._run(params, dtype, ids, X, tin, smask, lengths)
-            value, _ = self.loss_rule.value_and_grad(run.logits, tout, self.reduction, tmask)
+            value, _ = cross_entropy(run.logits, tout, self.reduction, tmask)
         return _finite(value, self)
 
     # -- backward -------------------------------------------------------------------------------
@@ -492,7 +506,7 @@ class Seq2Seq:
             params, src, tgt_in, tgt_out, src_mask, tgt_mask, src_lengths, tgt_lengths)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             run = self._run(params, dtype, ids, X, tin, smask, lengths)
-            value, dO = self.loss_rule.value_and_grad(run.logits, tout, self.reduction, tmask)
+            value, dO = cross_entropy(run.logits, tout, self.reduction, tmask)
             value = _finite(value, self)
             grads, paths = self._backward(run, dO, tin)
         for k, g in grads.items():
@@ -504,7 +518,8 @@ class Seq2Seq:
     def _backward(self, run, dO, tin):
         params, grads = run.params, {}
         T, N = tin.shape
-        dR = self.readout.backward(params, run.readout, {"logit": dO}, {"H": self.R, "K": self.tgt_vocab}, grads)
+        dR = self.readout.backward(params, run.readout, {"logit": dO}, {"H": self.R, "K": self.tgt_vocab}, grads,
+                                   self._ws("readout"))
         dR = dR.reshape(T, N, -1)
         widths = np.cumsum([0] + [w for _, w in self.readout_pieces])
         d_pieces = {name: dR[..., a:b] for (name, _), a, b in zip(self.readout_pieces, widths[:-1], widths[1:])}
@@ -517,14 +532,16 @@ class Seq2Seq:
         if not self.bahdanau:
             if self.combine is not None:
                 dZc = self.combine.backward(params, run.combine, {"htilde": d_pieces["htilde"]},
-                                            {"D": self.C + self.H_dec, "H": self.H_dec}, grads).reshape(T, N, -1)
+                                            {"D": self.C + self.H_dec, "H": self.H_dec}, grads,
+                                            self._ws("combine")).reshape(T, N, -1)
                 adjoint[nodes["ctx"]] = dZc[..., :self.C]
                 tape.sweep(adjoint, nodes["mark"])
                 dH = dZc[..., self.C:] + adjoint.pop(nodes["query"])
             else:
                 dH = d_pieces["h"]
             Xd, cache = run.dec
-            g, dX, dS0 = code.backward(p_dec, Xd, cache, {self.out_state: np.ascontiguousarray(dH)}, zeros, dec_sizes)
+            g, dX, dS0 = code.backward(p_dec, Xd, cache, {self.out_state: np.ascontiguousarray(dH)}, zeros, dec_sizes,
+                                       self._ws("dec"))
             grads.update({f"dec.{k}": v for k, v in g.items()})
         else:
             dH, dctx_r = d_pieces["h"], d_pieces["ctx"]
@@ -553,7 +570,7 @@ class Seq2Seq:
             dz_bridge = dS0[self.out_state]
         elif self.bridge is not None:
             dz_bridge = self.bridge.backward(params, run.bridge, {f"{s}_init": dS0[s] for s in self.dec_states},
-                                             {"D": self.Z, "H": self.H_dec}, grads)
+                                             {"D": self.Z, "H": self.H_dec}, grads, self._ws("bridge"))
         else:
             dz_bridge = np.zeros_like(run.z)
         paths = {"attention": d_memory, "initial state": dz_bridge if self.bridge_mode != "none" else None,
@@ -564,8 +581,8 @@ class Seq2Seq:
             grads["emb_src"] = _scatter(run.src_ids, d_src, self.src_vocab)
         else:
             grads["src"] = d_src
-        order = self.gradient_keys
-        return {k: np.asarray(grads[k]) for k in order}, paths
+        out = {k: np.asarray(grads[k]) for k in self.gradient_keys}
+        return {k: (g.copy() if self._owned(g) else g) for k, g in out.items()}, paths
 
     def _top_ext(self, run, G, dz):
         """The upstream gradients of the top layer's directions, in each direction's own time order:
@@ -601,7 +618,8 @@ class Seq2Seq:
                 X_d, cache, _ = dirs[d]
                 dS = {s: np.zeros((G.shape[1], enc.unit.state_size(s)), G.dtype) for s in enc.state_names}
                 g, dX, _ = code.backward(enc.direction_params(p_enc, layer.index, d), X_d, cache,
-                                         {out: np.ascontiguousarray(ext[d])}, dS, sizes)
+                                         {out: np.ascontiguousarray(ext[d])}, dS, sizes,
+                                         self._ws(("enc", layer.index, d)))
                 grads.update({f"enc.{enc.key(layer.index, d, k)}": v for k, v in g.items()})
                 dX = dX if d == "fwd" else _gather(dX, run.rev)
                 d_inp = dX if d_inp is None else d_inp + dX
@@ -667,10 +685,31 @@ class Seq2Seq:
 
 
 def _scatter(ids, d, vocab):
-    """``dL/d embedding``: the rows of ``d`` added at their token ids."""
+    """``dL/d embedding``: the rows of ``d`` added at their token ids (sorted, then summed per id)."""
+    ids, rows = ids.reshape(-1), d.reshape(-1, d.shape[-1])
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
     out = np.zeros((vocab, d.shape[-1]), dtype=d.dtype)
-    np.add.at(out, ids.reshape(-1), d.reshape(-1, d.shape[-1]))
+    out[sorted_ids[starts]] = np.add.reduceat(rows[order], starts, axis=0)
     return out
+
+
+def cross_entropy(O, Y, reduction, mask=None):
+    """The softmax cross-entropy of :class:`symrnn.losses.CrossEntropy` for class indices ``Y`` (T, N), in
+    fewer passes over the (T, N, K) logits: ``(value, dL/dO)``, the same reductions (:func:`scale_of`)."""
+    mask = np.ones(Y.shape, dtype=bool) if mask is None else mask
+    scale = scale_of(reduction, mask)
+    Z = O - O.max(axis=-1, keepdims=True)
+    picked = np.take_along_axis(Z, Y[..., None], axis=-1)[..., 0]
+    grad = np.exp(Z, out=Z)
+    total = grad.sum(axis=-1)
+    value = float(((np.log(total) - picked) * mask).sum()) * scale
+    grad /= total[..., None]
+    flat = grad.reshape(-1, grad.shape[-1])
+    flat[np.arange(Y.size), Y.reshape(-1)] -= 1.0  # one target per row: no repeated index
+    grad *= (mask * scale)[..., None]
+    return value, grad
 
 
 def _finite(value, model):
