@@ -281,3 +281,46 @@ def test_unknown_options():
         sr.Seq2Seq("gru", src_vocab=5, tgt_vocab=4, E=2, H=3, bridge="none")
     with pytest.raises(UnknownNameError, match="Unknown bridge"):
         sr.Seq2Seq("gru", src_vocab=5, tgt_vocab=4, E=2, H=3, bridge="mean")
+
+
+# -- documentation, reports, demo ------------------------------------------------------------------------
+def test_the_readme_example_runs():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("## Sequence to sequence"):]
+    code = section[section.index("```python") + len("```python"):]
+    code = code[:code.index("```")]
+    namespace = {}
+    exec(compile(code.replace("print(model.derive())", "repr(model.derive())"), "README-seq2seq", "exec"),
+         namespace)
+    assert namespace["out"]["attention"].shape == (5, 3, 7)
+    assert sorted(namespace["paths"]) == ["attention", "initial state", "total"]
+
+
+def test_report_and_picture(tmp_path):
+    from symrnn.report.seq2seq import plot_attention, write_seq2seq_report
+
+    m = seq2seq(encoder_cell="gru", src_vocab=5, tgt_vocab=4, E=2, H=3, context=True, attention="additive",
+                attention_style="bahdanau", bridge="linear")
+    params = m.init_params(seed=0)
+    src, tin, tout, smask, tmask = data(m, 4, 3, 2, True, 0)
+    path = write_seq2seq_report(m, "md", tmp_path / "s.md", (params, src, tin, tout, {"src_mask": smask}))
+    text = path.read_text()
+    for piece in ("How the gradient reaches the encoder", "| s | attention | initial state | context | total |",
+                  r"\operatorname{softmax}_{s}", "context path"):
+        assert piece in text, piece
+    tex = write_seq2seq_report(m, "tex", tmp_path / "s.tex").read_text()
+    assert r"\begin{document}" in tex
+    weights = m.forward(params, src, tin, src_mask=smask)["attention"][:, 0, :]
+    png = plot_attention(weights, tmp_path / "a.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_part_writes_its_report_and_picture(tmp_path):
+    from symrnn.demo import _seq2seq
+
+    lines, written = _seq2seq(tmp_path, steps=3)
+    names = sorted(p.name for p in written)
+    assert "seq2seq_attention.png" in names and "seq2seq_bigru_general-attention.md" in names
+    assert any("| unrolled scalar program (SymPy, float64)" in line for line in "\n".join(lines).splitlines())

@@ -175,7 +175,7 @@ def plot_attention(weights, path, src_tokens=None, tgt_tokens=None, title="atten
     path = check_writable(path)
     weights = np.asarray(weights)
     T, S = weights.shape
-    fig, ax = plt.subplots(figsize=(1.0 + 0.32 * S, 1.0 + 0.32 * T), dpi=120)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.5 + 0.35 * S), max(3.0, 1.2 + 0.35 * T)), dpi=120)
     image = ax.imshow(weights, cmap="viridis", vmin=0.0, vmax=max(float(weights.max()), 1e-12), aspect="auto")
     ax.set_xticks(range(S), labels=src_tokens if src_tokens is not None else [str(s + 1) for s in range(S)],
                   rotation=90, fontsize=7)
@@ -183,7 +183,7 @@ def plot_attention(weights, path, src_tokens=None, tgt_tokens=None, title="atten
                   fontsize=7)
     ax.set_xlabel("source position s")
     ax.set_ylabel("target step t")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=8)
     fig.colorbar(image, ax=ax, fraction=0.04)
     fig.tight_layout()
     fig.savefig(path)
