@@ -708,7 +708,10 @@ def cross_entropy(O, Y, reduction, mask=None):
     grad /= total[..., None]
     flat = grad.reshape(-1, grad.shape[-1])
     flat[np.arange(Y.size), Y.reshape(-1)] -= 1.0  # one target per row: no repeated index
-    grad *= (mask * scale)[..., None]
+    if not mask.all():
+        grad *= (mask * scale)[..., None]
+    elif scale != 1.0:
+        grad *= scale
     return value, grad
 
 
