@@ -22,11 +22,12 @@ then ``a[t] = softmax_s(e[t])`` over the unmasked source positions and
 """
 from __future__ import annotations
 
-import numpy as np
+import re
+
 import sympy as sp
 
 from .errors import UnknownNameError
-from .functions import SEQUENCE_RULES, sequence_rule
+from .functions import SEQUENCE_RULES, sequence_rule, sum_s, sum_t
 from .symbols import Param
 
 SCORES = ("dot", "general", "additive")
@@ -96,7 +97,20 @@ class SymbolicTape:
             shares = rule.symbolic(y, bar_of(y), *(self.values[a] for a in args))
             for a, share in zip(args, shares):
                 parts.setdefault(a, []).append(share)
-        return [(bar_of(self.values[a]), sp.Add(*shares)) for a, shares in parts.items()]
+        order = sorted(parts, reverse=True)  # a node's adjoint is complete once every later node has sent its share
+        return [(bar_of(self.values[a]), _summed(self.values[a], sp.Add(*parts[a]))) for a in order]
+
+
+def _summed(target, expr):
+    """A parameter's adjoint: its per-position shares summed over the positions they still depend on."""
+    if not isinstance(target, Param):
+        return expr
+    names = [s.name for s in expr.free_symbols if "[" in s.name and not isinstance(expr, (sum_t, sum_s))]
+    if any(re.search(r"\[(.*,)?s\]", n) for n in names):
+        expr = sum_s(expr)
+    if any(re.search(r"\[t(,.*)?\]", n) for n in names):
+        expr = sum_t(expr)
+    return expr
 
 
 def bar_of(symbol):

@@ -420,12 +420,13 @@ class softmax_s(sp.Function):
 
 
 class sum_s(sp.Function):
-    """``sum_s(w, v)``: the sum over the source positions of ``w[s] v[s]`` (a weight times a vector)."""
+    """``sum_s(w, v)``: the sum over the source positions of ``w[s] v[s]`` (a weight times a vector);
+    ``sum_s(u)``: the sum of ``u[s]``."""
 
-    nargs = 2
+    nargs = (1, 2)
 
     def _latex(self, printer):
-        return r"\sum_{s} %s\, %s" % tuple(_grouped(printer, a) for a in self.args)
+        return r"\sum_{s} %s" % r"\, ".join(_grouped(printer, a) for a in self.args)
 
 
 def _grouped(printer, expr):
@@ -501,7 +502,7 @@ SEQUENCE_RULES: dict[str, SequenceRule] = {rule.name: rule for rule in (
                  lambda Q, K: Q[:, :, None, :] + K.transpose(1, 0, 2)[None],
                  (lambda g, y, Q, K: g.sum(axis=2),
                   lambda g, y, Q, K: g.sum(axis=0).transpose(1, 0, 2)),
-                 lambda y, ybar, q, k: (sum_s(1, ybar), sum_t(ybar)),
+                 lambda y, ybar, q, k: (sum_s(ybar), sum_t(ybar)),
                  lambda q, k: q + k),
     SequenceRule("tanh", "tanh elementwise (its derivative from the elementwise rule table)",
                  np.tanh,

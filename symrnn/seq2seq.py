@@ -30,7 +30,7 @@ import numpy as np
 from .attention import SCORES, Attention, Tape
 from .cell import Cell
 from .codegen import BlockCode, Workspace, fresh
-from .errors import NonFiniteError, ParameterError, ShapeError, UnknownNameError
+from .errors import NonFiniteError, ShapeError, UnknownNameError
 from .functions import tanh
 from .losses import IGNORE_LABEL, get_loss, scale_of
 from .model import Model, readout_cell
@@ -784,6 +784,7 @@ class Seq2SeqDerivation:
             lines += ["", "Bridge (z -> the decoder's initial states):"]
             lines += [f"  {e.lhs} = {e.rhs}" for e in self.bridge.forward]
             lines.append(f"  bar z = {self.bridge.input_gradient}")
+            lines.append("  where bar <state>_init = dL/d<state>_0 of the decoder (below)")
         elif m.bridge_mode == "copy":
             lines += ["", f"Bridge: {m.out_state}[0] = z (copy); bar z = bar {m.out_state}[0]"]
         lines += ["", f"Decoder (input x[t] = [{'; '.join(self.decoder_input)}]; g[t] is what reaches h[t]):"]
@@ -799,8 +800,6 @@ class Seq2SeqDerivation:
             lines.append(f"  bar z_c[t] = {self.combine.input_gradient}   (z_c[t] = [ctx[t]; h[t]])")
         lines += ["", f"Readout: logit[t] = V r[t] + c, r[t] = [{'; '.join(self.readout_input)}]; "
                       f"bar logit[t] = (yhat[t] - y[t]) * scale * mask[t]"]
-        if self.bridge is not None:
-            lines.append(f"  bar <state>_init = dL/d<state>_0 of the decoder (above)")
         lines += ["", "How the gradient reaches the encoder states hbar[s] (the top layer's outputs):",
                   f"  {self.z_note}"]
         for name, where, expr in self.paths:

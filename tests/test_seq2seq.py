@@ -181,7 +181,7 @@ def problems(draw, styles=("luong", "bahdanau")):
     dec_cell = draw(st.sampled_from(TORCH_CELLS))
     num_layers = draw(st.integers(1, 2))
     bidirectional = draw(st.booleans())
-    merge = draw(st.sampled_from(["concat", "sum", "mul"])) if bidirectional else "concat"
+    merge = draw(st.sampled_from(["concat", "sum", "ave", "mul", "max"])) if bidirectional else "concat"
     H = draw(st.integers(1, 3))
     width = H * (2 if bidirectional and merge == "concat" else 1)
     Z = H * (2 if bidirectional else 1)
@@ -223,8 +223,23 @@ def test_gradients_match_the_torch_composition(torch64, p):
     loss_t, theirs = torch_loss_and_grads(torch64, m, params, src, tin, tout, smask, tmask)
     assert abs(loss - loss_t) <= TOL * max(1.0, abs(loss_t))
     assert sorted(grads) == sorted(theirs)
-    for k in grads:
-        assert rel(grads[k], theirs[k]) <= TOL, f"{m}: grads[{k!r}] differs from torch by {rel(grads[k], theirs[k]):.2e}"
+    apart = [k for k in grads if rel(grads[k], theirs[k]) > TOL]
+    if apart:  # two float64 routes apart: the exact gradient (40-digit scalar program) arbitrates
+        assert_as_exact_as_float64_allows(m, params, src, tin, tout, smask, tmask, grads, theirs, apart)
+
+
+def assert_as_exact_as_float64_allows(m, params, src, tin, tout, smask, tmask, grads, theirs, keys):
+    """Ours within 1e-12 relative of the exact gradient, or no further from it than 4x torch's float64 error
+    (an ill-conditioned entry: a sum that cancels); a real bug is far from the exact value while torch is near."""
+    from symrnn.oracles.seq2seq import ScalarSeq2SeqOracle
+
+    _, exact = ScalarSeq2SeqOracle(m).loss_and_grads(params, src, tin, tout, src_mask=smask, tgt_mask=tmask,
+                                                     precision=40)
+    for k in keys:
+        g = np.array(exact[k], dtype=float)
+        mine, torch_error = rel(grads[k], g), rel(theirs[k], g)
+        assert mine <= max(TOL, 4 * torch_error), (
+            f"{m}: grads[{k!r}] is {mine:.2e} from the exact gradient (torch {torch_error:.2e})")
 
 
 @pytest.mark.parametrize("score", ["dot", "general", "additive"])

@@ -151,9 +151,9 @@ class _Program(ScalarStackOracle):
                 if d != 0:
                     contributions[u.name].append(f"_d_{v.name}*({printer.doprint(d)})")
         tail = [f"    _d_{n} = {' + '.join(contributions.get(n, ['0 * scale']))}" for n in leaves]
+        result = f"    return {self.loss_symbol.name}, [{', '.join('_d_' + n for n in leaves)}]"
         self.source = "\n".join(["def program(_values):", f"    {', '.join(leaves + ['scale'])}, = _values"]
-                                + forward + backward + tail
-                                + [f"    return {self.loss_symbol.name}, [{', '.join('_d_' + n for n in leaves)}]"]) + "\n"
+                                + forward + backward + tail + [result]) + "\n"
         self._code = compile(self.source, "<symrnn-scalar-seq2seq-oracle>", "exec")
         self._programs = {}
 
