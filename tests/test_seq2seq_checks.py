@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import symrnn as sr
 from symrnn.errors import ShapeError, UnknownNameError
+from symrnn.examples import minimal_gated_unit, peephole_lstm
 from symrnn.functions import SEQUENCE_RULES
 from symrnn.oracles.seq2seq import ScalarSeq2SeqOracle
 
@@ -47,12 +48,20 @@ SCALAR_CASES = [
          bidirectional=True, attention="dot", H_dec=4, bridge="linear", reduction="mean"),
     dict(encoder_cell="gru-chung", decoder_cell="rnn-relu", src_vocab=3, tgt_vocab=2, E=1, H=2, context=True,
          bridge="copy", reduction="batch-mean"),
+    dict(encoder_cell=peephole_lstm(), decoder_cell=minimal_gated_unit(), src_vocab=3, tgt_vocab=3, E=2, H=2,
+         bridge="linear", context=True, attention="general", attention_style="bahdanau", reduction="token-mean"),
 ]
 
 
-@pytest.mark.parametrize("kw", SCALAR_CASES, ids=lambda kw: f"{kw['encoder_cell']}-{kw.get('attention')}")
+def _case_id(kw):
+    cell = kw["encoder_cell"]
+    return f"{getattr(cell, 'name', cell)}-{kw.get('attention')}"
+
+
+@pytest.mark.parametrize("kw", SCALAR_CASES, ids=_case_id)
 def test_agrees_with_the_unrolled_scalar_program(kw):
-    """Tiny sizes, padded source and target of unequal lengths; cells torch does not have included.
+    """Tiny sizes, padded source and target of unequal lengths; cells torch does not have included (Cho's GRU,
+    the Chung convention, a sigmoid RNN, and user-defined cells: a peephole LSTM, a minimal gated unit).
     Float64 to 1e-12 relative, and the 40-digit program agrees as closely."""
     m = seq2seq(**kw)
     params = m.init_params(seed=1, scale=0.9)
@@ -154,6 +163,16 @@ def test_paths_of_a_bidirectional_stacked_encoder_add_up():
     assert paths["total"].shape == (5, 3, 4)
     assert rel(sum(v for k, v in paths.items() if k != "total"), paths["total"]) <= 1e-14
     assert np.all(paths["total"][~smask] == 0)  # padding is never read
+
+
+def test_paths_with_bahdanau_attention_and_context_add_up():
+    m = seq2seq(encoder_cell="gru", decoder_cell="lstm", src_vocab=5, tgt_vocab=4, E=3, H=3, bridge="tanh",
+                context=True, attention="dot", attention_style="bahdanau")
+    params = m.init_params(seed=5)
+    src, tin, tout, smask, tmask = data(m, 6, 4, 2, True, 8)
+    paths = m.gradient_paths(params, src, tin, tout, src_mask=smask, tgt_mask=tmask)
+    assert set(paths) == {"attention", "initial state", "context", "total"}
+    assert rel(sum(v for k, v in paths.items() if k != "total"), paths["total"]) <= 1e-14
 
 
 # -- the rules over source positions -----------------------------------------------------------------
