@@ -478,6 +478,8 @@ class Seq2Seq:
     def loss(self, params, src, tgt_in, tgt_out, src_mask=None, tgt_mask=None, src_lengths=None,
              tgt_lengths=None) -> float:
         """The loss alone (one forward pass)."""
+        if tgt_out is None:
+            raise ShapeError("tgt_out is None; give the target ids scored at each decoder step (T, N).")
         params, dtype, ids, X, tin, tout, smask, tmask, lengths = self._prepare(
             params, src, tgt_in, tgt_out, src_mask, tgt_mask, src_lengths, tgt_lengths)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -586,7 +588,7 @@ class Seq2Seq:
 
     def _top_ext(self, run, G, dz):
         """The upstream gradients of the top layer's directions, in each direction's own time order:
-        ``G`` (S, N, C) at the merged outputs, ``dz`` (N, len z) at each sequence's last real token."""
+        ``G`` (S, N, C) at the merged outputs, ``dz`` (N, len z) at step len_n - 1 of each direction's own time order (its final state)."""
         layer = self.top
         dirs = run.trace[-1][1]
         if layer.bidirectional:
@@ -637,8 +639,9 @@ class Seq2Seq:
         positions), recurrence included, when only that path's gradient is sent into the encoder.
         The backward pass is linear in what it is sent, so the parts add up to the total
         (``D = A + B + C`` to rounding).  ``attention`` enters at every source position;
-        ``initial state`` (the bridge) and ``context`` at the last real token only, and reach
-        earlier positions through the encoder's recurrence alone.
+        ``initial state`` (the bridge) and ``context`` only where ``z`` is read, at each
+        direction's final state (the last real token forward, the first backward), and reach
+        the other positions through the encoder's recurrence alone.
         """
         value, grads, (run, paths) = self._loss_grads_and_paths(params, src, tgt_in, tgt_out, src_mask, tgt_mask,
                                                                   src_lengths, tgt_lengths)
@@ -759,18 +762,19 @@ class Seq2SeqDerivation:
             ["ctx[t]"] if model.bahdanau else [])
         self.readout_input = [name + ("" if name == "z" else "[t]") for name, _ in model.readout_pieces]
         zbar = sp.Symbol("bar z")
+        final = ("each direction's final state (s = S_n forward, s = 1 backward)" if model.top.bidirectional
+                 else "the last real token s = S_n")
         self.paths = []
         if self.attention is not None:
             hbar = next(rhs for lhs, rhs in self.attention[1] if lhs.name == "bar hbar[s]")
             self.paths.append(("attention path", "every source position s", hbar))
         if model.bridge_mode == "copy":
-            self.paths.append(("initial-state path", "the last real token s = S_n",
-                               sp.Symbol(f"bar {model.out_state}[0]")))
+            self.paths.append(("initial-state path", final, sp.Symbol(f"bar {model.out_state}[0]")))
         elif self.bridge is not None:
-            self.paths.append(("initial-state path", "the last real token s = S_n", self.bridge.input_gradient))
+            self.paths.append(("initial-state path", final, self.bridge.input_gradient))
         if model.context:
             V_z = Param("V_z")
-            self.paths.append(("context path", "the last real token s = S_n",
+            self.paths.append(("context path", final,
                                sum_t(sp.Symbol("bar x_z[t]") + MatTVec(V_z, tsym("logit", bar=True)))))
         self.z_note = (f"z = [{', '.join('h_' + d + '[S_n]' for d in model.top.directions)}]: the top encoder layer's "
                        f"final output state(s); bar z is split back over them")

@@ -105,8 +105,8 @@ def _decomposition_table(model, numbers):
     S = next(iter(paths.values())).shape[0]
     rows = [[[str(s + 1)]] + [[f"{norms[k][s]:.3e}"] for k in names] for s in range(S)]
     return Table(["r"] + ["r"] * len(names), [["s"]] + [[k] for k in names], rows,
-                 ["||dL/dh_enc_s|| by path (mean over the batch); the parts add up to the total (linearity of "
-                  "the backward pass)."], "tab:paths")
+                 ["||dL/dh_enc_s|| by path (mean over the batch; padding counts as 0); the parts add up to the "
+                  "total (linearity of the backward pass), their norms need not."], "tab:paths")
 
 
 def _role(key):
