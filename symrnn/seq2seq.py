@@ -588,7 +588,8 @@ class Seq2Seq:
 
     def _top_ext(self, run, G, dz):
         """The upstream gradients of the top layer's directions, in each direction's own time order:
-        ``G`` (S, N, C) at the merged outputs, ``dz`` (N, len z) at step len_n - 1 of each direction's own time order (its final state)."""
+        ``G`` (S, N, C) at the merged outputs, ``dz`` (N, len z) at each direction's final state (step
+        ``len_n - 1`` in the direction's own time order)."""
         layer = self.top
         dirs = run.trace[-1][1]
         if layer.bidirectional:
