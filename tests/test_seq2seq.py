@@ -5,7 +5,8 @@ per layer, sequences packed with ``pack_padded_sequence`` so a padded sequence's
 length, directions merged with torch operations), the bridge, the attention scores, the masked softmax
 and the context written with torch operations, an ``nn.RNN/LSTM/GRU`` decoder (run step by step for
 Bahdanau's style), the readout and the masked cross-entropy; torch's autograd through all of it.  Weights
-are copied from symrnn's (``symrnn.layouts.to_torch``).
+are copied from symrnn's (``symrnn.layouts.to_torch``).  The composition is
+``symrnn.oracles.seq2seq.torch_loss_and_grads``: it shares no code with ``symrnn.seq2seq`` but the layouts.
 
 Tolerance: ``max|ours - torch| / max|torch| <= 1e-12`` per gradient array (see :func:`rel`), float64.
 """
@@ -19,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import symrnn as sr
-from symrnn.layouts import from_torch, to_torch
+from symrnn.oracles.seq2seq import torch_loss_and_grads
 
 TOL = 1e-12
 TORCH_CELLS = ["rnn-tanh", "rnn-relu", "lstm", "gru"]
@@ -35,143 +36,6 @@ def rel(a, b):
 @functools.lru_cache(maxsize=None)
 def seq2seq(**kwargs):
     return sr.Seq2Seq(**kwargs)
-
-
-# -- the torch composition -------------------------------------------------------------------------
-def torch_module(torch, cell, D, H, bidirectional=False):
-    nn = torch.nn
-    if cell == "lstm":
-        return nn.LSTM(D, H, bidirectional=bidirectional).double()
-    if cell == "gru":
-        return nn.GRU(D, H, bidirectional=bidirectional).double()
-    return nn.RNN(D, H, bidirectional=bidirectional, nonlinearity=cell.split("-")[1]).double()
-
-
-def load(torch, module, cell, params_by_direction):
-    sd = {}
-    for k, p in enumerate(params_by_direction):
-        sd.update(to_torch(cell, p, layer=0, reverse=k == 1))
-    module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in sd.items()})
-
-
-def module_grads(cell, module, H, n_dirs):
-    """Torch's gradients of one module under symrnn's names, per direction (bias pairs as in
-    tests/test_bidirectional.py: bias_hh zeroed where it duplicates bias_ih, then added by from_torch)."""
-    sd = {k: p.grad.numpy().copy() if p.grad is not None else np.zeros(tuple(p.shape))
-          for k, p in module.named_parameters()}
-    for k in sd:
-        if k.startswith("bias_hh"):
-            sd[k][:2 * H if cell == "gru" else None] = 0
-    return [from_torch(cell, sd, layer=0, reverse=d == 1) for d in range(n_dirs)]
-
-
-def merge_torch(torch, name, f, b):
-    return {"concat": lambda: torch.cat([f, b], dim=-1), "sum": lambda: f + b, "ave": lambda: (f + b) / 2,
-            "mul": lambda: f * b, "max": lambda: torch.maximum(f, b)}[name]()
-
-
-def torch_loss_and_grads(T, m, params, src, tin, tout, smask, tmask):
-    torch = T.torch
-    rnn_utils = torch.nn.utils.rnn
-    P = {k: T.tensor(v, grad=True) for k, v in params.items()
-         if not k.startswith(("enc.", "dec."))}
-    enc, dec_cell = m.encoder, m.decoder.cell.name
-    enc_cell, H = enc.cell.name, m.H
-    S, N = src.shape[:2]
-    lengths = smask.sum(axis=0) if smask is not None else np.full(N, S)
-    src_t = None
-    if m.src_vocab is not None:
-        x = P["emb_src"][torch.from_numpy(np.asarray(src))]
-    else:
-        src_t = T.tensor(src, grad=True)
-        x = src_t
-    lengths_t = torch.from_numpy(np.asarray(lengths, dtype=np.int64))
-    modules, finals = [], None
-    for layer in enc.layers:
-        module = torch_module(torch, enc_cell, layer.input_width, H, layer.bidirectional)
-        load(torch, module, enc_cell, [enc.direction_params({k[4:]: v for k, v in params.items()
-                                                             if k.startswith("enc.")}, layer.index, d)
-                                       for d in layer.directions])
-        packed = rnn_utils.pack_padded_sequence(x, lengths_t, enforce_sorted=False)
-        out, hn = module(packed)
-        out, _ = rnn_utils.pad_packed_sequence(out, total_length=S)
-        hn = hn[0] if enc_cell == "lstm" else hn
-        y = merge_torch(torch, enc.merge.name, out[..., :H], out[..., H:]) if layer.bidirectional else out
-        if layer.residual:
-            y = y + x
-        modules.append((module, layer))
-        x, finals = y, hn
-    memory = x
-    z = torch.cat([finals[k] for k in range(finals.shape[0])], dim=-1)  # (N, Z): fwd then bwd
-    Tn = tin.shape[0]
-    Hd = m.H_dec
-    states = m.decoder.state_names
-    if m.bridge_mode == "copy":
-        init = {s: (z if s == m.out_state else torch.zeros(N, Hd)) for s in states}
-    elif m.bridge_mode in ("linear", "tanh"):
-        act = torch.tanh if m.bridge_mode == "tanh" else (lambda u: u)
-        init = {s: act(z @ P[f"bridge.W_{s}"].T + P[f"bridge.b_{s}"]) for s in states}
-    else:
-        init = {s: torch.zeros(N, Hd) for s in states}
-    dec = torch_module(torch, dec_cell, m.decoder.sizes["D"], Hd)
-    load(torch, dec, dec_cell, [{k[4:]: v for k, v in params.items() if k.startswith("dec.")}])
-    emb = P["emb_tgt"][torch.from_numpy(np.asarray(tin))]
-    parts = [emb] + ([z.expand(Tn, N, z.shape[-1])] if m.context else [])
-    mask_t = None if smask is None else torch.from_numpy(np.asarray(smask).T.copy())  # (N, S)
-
-    def attend(q):  # q (Tq, N, Hd) -> weights (Tq, N, S), context (Tq, N, C)
-        score = m.attention.score
-        if score == "dot":
-            e = torch.einsum("tnh,snh->tns", q, memory)
-        elif score == "general":
-            e = torch.einsum("tnh,hc,snc->tns", q, P["attn.W_a"], memory)
-        else:
-            u = torch.tanh((q @ P["attn.W_a"].T)[:, :, None, :] + (memory @ P["attn.U_a"].T).permute(1, 0, 2)[None])
-            e = u @ P["attn.v_a"]
-        if mask_t is not None:
-            e = e.masked_fill(~mask_t[None], float("-inf"))
-        a = torch.softmax(e, dim=-1)
-        return a, torch.einsum("tns,snc->tnc", a, memory)
-
-    def hx(state):
-        return (state["h"][None], state["c"][None]) if dec_cell == "lstm" else state["h"][None]
-
-    if not m.bahdanau:
-        out, _ = dec(torch.cat(parts, dim=-1), hx(init))
-        top = out
-        if m.attention is not None:
-            a, ctx = attend(out)
-            top = torch.tanh(torch.cat([ctx, out], dim=-1) @ P["attn.W_c"].T)
-        pieces = [top]
-    else:
-        state, hs, cs = init, [], []
-        for t in range(Tn):
-            a, ctx = attend(state["h"][None])
-            x_t = torch.cat([p[t:t + 1] for p in parts] + [ctx], dim=-1)
-            out, new = dec(x_t, hx(state))
-            state = {"h": new[0][0], "c": new[1][0]} if dec_cell == "lstm" else {"h": new[0]}
-            hs.append(out[0])
-            cs.append(ctx[0])
-        pieces = [torch.stack(hs), torch.stack(cs)]
-    if m.context:
-        pieces.append(z.expand(Tn, N, z.shape[-1]))
-    logits = torch.cat(pieces, dim=-1) @ P["out.V"].T + P["out.c"]
-    logp = torch.log_softmax(logits, dim=-1)
-    tout_np = np.asarray(tout)
-    scored = (tout_np != -1) if tmask is None else (np.asarray(tmask) & (tout_np != -1))
-    picked = logp.gather(-1, torch.from_numpy(np.where(tout_np == -1, 0, tout_np))[..., None])[..., 0]
-    total = -(picked * torch.from_numpy(scored.astype(np.float64))).sum()
-    scale = {"sum": 1.0, "batch-mean": 1.0 / N}.get(m.reduction, 1.0 / max(int(scored.sum()), 1))
-    loss = total * scale
-    loss.backward()
-    grads = {k: v.grad.numpy().copy() if v.grad is not None else np.zeros(tuple(v.shape)) for k, v in P.items()}
-    for module, layer in modules:
-        for d, g in zip(layer.directions, module_grads(enc_cell, module, H, len(layer.directions))):
-            grads.update({f"enc.{enc.key(layer.index, d, k)}": v for k, v in g.items()})
-    grads.update({f"dec.{k}": v for k, v in module_grads(dec_cell, dec, Hd, 1)[0].items()})
-    if src_t is not None:
-        grads["src"] = src_t.grad.numpy().copy()
-    return float(loss.detach()), grads
 
 
 # -- problems ---------------------------------------------------------------------------------------
@@ -220,7 +84,7 @@ def test_gradients_match_the_torch_composition(torch64, p):
     params = m.init_params(seed=p["seed"] % 1000, scale=p["scale"])
     src, tin, tout, smask, tmask = make_data(m, p["S"], p["T"], p["N"], p["pad"], p["seed"])
     loss, grads = m.loss_and_grads(params, src, tin, tout, src_mask=smask, tgt_mask=tmask)
-    loss_t, theirs = torch_loss_and_grads(torch64, m, params, src, tin, tout, smask, tmask)
+    loss_t, theirs = torch_loss_and_grads(m, params, src, tin, tout, smask, tmask)
     assert abs(loss - loss_t) <= TOL * max(1.0, abs(loss_t))
     assert sorted(grads) == sorted(theirs)
     apart = [k for k in grads if rel(grads[k], theirs[k]) > TOL]
@@ -253,7 +117,7 @@ def test_each_score_and_style_against_torch(torch64, score, style):
     params = m.init_params(seed=3, scale=0.9)
     src, tin, tout, smask, tmask = make_data(m, 6, 4, 3, True, 11)
     loss, grads = m.loss_and_grads(params, src, tin, tout, src_mask=smask, tgt_mask=tmask)
-    loss_t, theirs = torch_loss_and_grads(torch64, m, params, src, tin, tout, smask, tmask)
+    loss_t, theirs = torch_loss_and_grads(m, params, src, tin, tout, smask, tmask)
     assert abs(loss - loss_t) <= TOL * abs(loss_t)
     worst = max(rel(grads[k], theirs[k]) for k in grads)
     assert worst <= TOL, worst

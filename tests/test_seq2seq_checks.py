@@ -361,3 +361,12 @@ def test_demo_part_writes_its_report_and_picture(tmp_path):
     names = sorted(p.name for p in written)
     assert "seq2seq_attention.png" in names and "seq2seq_bigru_general-attention.md" in names
     assert any("| unrolled scalar program (SymPy, float64)" in line for line in "\n".join(lines).splitlines())
+
+
+def test_the_torch_composition_names_a_cell_torch_lacks():
+    from symrnn.oracles.seq2seq import torch_loss_and_grads
+
+    m = seq2seq(encoder_cell="gru-chung", src_vocab=4, tgt_vocab=3, E=2, H=2, attention="dot")
+    src, tin, tout, _, _ = data(m, 3, 2, 1, False, 0)
+    with pytest.raises(UnknownNameError, match="PyTorch has no module for the cell 'gru-chung'"):
+        torch_loss_and_grads(m, m.init_params(0), src, tin, tout)

@@ -8,6 +8,11 @@ over the real source positions, the context as a scalar sum), Luong's combinatio
 the cross-entropy become straight-line scalar SymPy assignments.  The gradient is reverse
 accumulation over that program with ``sympy.diff`` of one assignment at a time: no rule table, no
 tape, no generated block code.  For tiny sizes only (a program of a few thousand lines).
+
+:func:`torch_loss_and_grads` is a third route: the same model composed from torch modules
+(``nn.RNN/LSTM/GRU`` with sequences packed by ``pack_padded_sequence``, one module per encoder layer,
+the merges, the bridge, the attention, the masked softmax and the readout written with torch
+operations) with the weights copied by :mod:`symrnn.layouts`, differentiated by torch's autograd.
 """
 from __future__ import annotations
 
@@ -18,6 +23,8 @@ import numpy as np
 import sympy as sp
 
 from ..functions import derivative
+from ..errors import UnknownNameError
+from ..layouts import from_torch, to_torch
 from ..losses import scale_of
 from .scalar import _float_namespace, _mpmath_namespace, _ScalarPrinter
 from .stacked import _SCALAR_MERGES, ScalarStackOracle
@@ -231,7 +238,7 @@ def seq2seq_central_differences(model, params, src, tgt_in, tgt_out, eps=1e-6, *
 
 def seq2seq_agreement_table(model, seed=0, S=3, T=2, N=2) -> str:
     """A Markdown table: a :class:`~symrnn.seq2seq.Seq2Seq`'s gradients (padded batch, unequal lengths) against
-    the unrolled scalar program in float64 and at 40 digits, and central differences."""
+    the unrolled scalar program in float64 and at 40 digits, the torch composition and central differences."""
     from ..checks import max_error
 
     rng = np.random.default_rng(seed)
@@ -249,11 +256,170 @@ def seq2seq_agreement_table(model, seed=0, S=3, T=2, N=2) -> str:
     _, g = oracle.loss_and_grads(params, src, tin, tout, precision=40, **masks)
     rows.append(("unrolled scalar program (mpmath, 40 digits)",
                  *max_error(grads, {k: np.array(v, dtype=float) for k, v in g.items()}), 1e-12))
+    try:
+        _, g = torch_loss_and_grads(model, params, src, tin, tout, masks["src_mask"], masks["tgt_mask"])
+        rows.append(("PyTorch composition (nn.GRU/LSTM/RNN, packed; attention in torch ops; float64)",
+                     *max_error(grads, g), 1e-12))
+    except ImportError:
+        rows.append(("PyTorch composition (torch not installed)", float("nan"), "", 1e-12))
+    except UnknownNameError:
+        rows.append(("PyTorch composition (no torch module for this cell)", float("nan"), "", 1e-12))
     g = seq2seq_central_differences(model, params, src, tin, tout, **kwargs)
     rows.append(("central differences (float64, eps=1e-6)", *max_error(grads, g), 1e-6))
     lines = [f"Agreement of the gradients of {model!r} (S={S}, T={T}, N={N}, lengths "
              f"{kwargs['src_lengths'].tolist()} / {kwargs['tgt_lengths'].tolist()}; loss {loss:.6g})",
              "", "| oracle | max error | where | tolerance | ok |", "|---|---|---|---|---|"]
     for name, err, key, tol in rows:
-        lines.append(f"| {name} | {err:.2e} | {key} | {tol:.0e} | {'yes' if err <= tol else 'NO'} |")
+        ok = "yes" if err <= tol else ("n/a" if err != err else "NO")
+        lines.append(f"| {name} | {err:.2e} | {key} | {tol:.0e} | {ok} |")
     return "\n".join(lines)
+
+
+# -- the torch composition ----------------------------------------------------------------------------
+_TORCH_CELLS = ("rnn-tanh", "rnn-relu", "lstm", "gru")  # the cells nn.RNN, nn.LSTM, nn.GRU compute
+
+
+def _torch_module(torch, cell, D, H, bidirectional=False):
+    nn = torch.nn
+    if cell == "lstm":
+        return nn.LSTM(D, H, bidirectional=bidirectional).double()
+    if cell == "gru":
+        return nn.GRU(D, H, bidirectional=bidirectional).double()
+    return nn.RNN(D, H, bidirectional=bidirectional, nonlinearity=cell.split("-")[1]).double()
+
+
+def _load(torch, module, cell, params_by_direction):
+    sd = {}
+    for k, p in enumerate(params_by_direction):
+        sd.update(to_torch(cell, p, layer=0, reverse=k == 1))
+    module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in sd.items()})
+
+
+def _module_grads(cell, module, H, n_dirs):
+    """Torch's gradients of one module under symrnn's names, per direction (``bias_hh`` zeroed where it
+    duplicates ``bias_ih``, then the pair added by ``from_torch``)."""
+    sd = {k: p.grad.numpy().copy() if p.grad is not None else np.zeros(tuple(p.shape))
+          for k, p in module.named_parameters()}
+    for k in sd:
+        if k.startswith("bias_hh"):
+            sd[k][:2 * H if cell == "gru" else None] = 0
+    return [from_torch(cell, sd, layer=0, reverse=d == 1) for d in range(n_dirs)]
+
+
+def _merge_torch(torch, name, f, b):
+    return {"concat": lambda: torch.cat([f, b], dim=-1), "sum": lambda: f + b, "ave": lambda: (f + b) / 2,
+            "mul": lambda: f * b, "max": lambda: torch.maximum(f, b)}[name]()
+
+
+def torch_loss_and_grads(m, params, src, tin, tout, smask=None, tmask=None):
+    """The loss and gradients of ``m`` composed from torch modules and operations (float64), keyed like
+    :meth:`Seq2Seq.loss_and_grads`; see :mod:`symrnn.oracles.seq2seq`."""
+    import torch
+
+    for cell in (m.encoder.cell, m.decoder.cell):
+        if cell.name not in _TORCH_CELLS:
+            raise UnknownNameError(f"PyTorch has no module for the cell {cell.name!r}; the torch composition "
+                                   f"covers {list(_TORCH_CELLS)}.")
+    rnn_utils = torch.nn.utils.rnn
+
+    def leaf(v):
+        return torch.tensor(np.asarray(v, dtype=np.float64), dtype=torch.float64, requires_grad=True)
+
+    P = {k: leaf(v) for k, v in params.items() if not k.startswith(("enc.", "dec."))}
+    enc, dec_cell = m.encoder, m.decoder.cell.name
+    enc_cell, H = enc.cell.name, m.H
+    S, N = src.shape[:2]
+    lengths = smask.sum(axis=0) if smask is not None else np.full(N, S)
+    src_t = None
+    if m.src_vocab is not None:
+        x = P["emb_src"][torch.from_numpy(np.asarray(src))]
+    else:
+        src_t = leaf(src)
+        x = src_t
+    lengths_t = torch.from_numpy(np.asarray(lengths, dtype=np.int64))
+    modules, finals = [], None
+    for layer in enc.layers:
+        module = _torch_module(torch, enc_cell, layer.input_width, H, layer.bidirectional)
+        _load(torch, module, enc_cell, [enc.direction_params({k[4:]: v for k, v in params.items()
+                                                             if k.startswith("enc.")}, layer.index, d)
+                                       for d in layer.directions])
+        packed = rnn_utils.pack_padded_sequence(x, lengths_t, enforce_sorted=False)
+        out, hn = module(packed)
+        out, _ = rnn_utils.pad_packed_sequence(out, total_length=S)
+        hn = hn[0] if enc_cell == "lstm" else hn
+        y = _merge_torch(torch, enc.merge.name, out[..., :H], out[..., H:]) if layer.bidirectional else out
+        if layer.residual:
+            y = y + x
+        modules.append((module, layer))
+        x, finals = y, hn
+    memory = x
+    z = torch.cat([finals[k] for k in range(finals.shape[0])], dim=-1)  # (N, Z): fwd then bwd
+    Tn = tin.shape[0]
+    Hd = m.H_dec
+    states = m.decoder.state_names
+    if m.bridge_mode == "copy":
+        init = {s: (z if s == m.out_state else torch.zeros(N, Hd, dtype=torch.float64)) for s in states}
+    elif m.bridge_mode in ("linear", "tanh"):
+        act = torch.tanh if m.bridge_mode == "tanh" else (lambda u: u)
+        init = {s: act(z @ P[f"bridge.W_{s}"].T + P[f"bridge.b_{s}"]) for s in states}
+    else:
+        init = {s: torch.zeros(N, Hd, dtype=torch.float64) for s in states}
+    dec = _torch_module(torch, dec_cell, m.decoder.sizes["D"], Hd)
+    _load(torch, dec, dec_cell, [{k[4:]: v for k, v in params.items() if k.startswith("dec.")}])
+    emb = P["emb_tgt"][torch.from_numpy(np.asarray(tin))]
+    parts = [emb] + ([z.expand(Tn, N, z.shape[-1])] if m.context else [])
+    mask_t = None if smask is None else torch.from_numpy(np.asarray(smask).T.copy())  # (N, S)
+
+    def attend(q):  # q (Tq, N, Hd) -> weights (Tq, N, S), context (Tq, N, C)
+        score = m.attention.score
+        if score == "dot":
+            e = torch.einsum("tnh,snh->tns", q, memory)
+        elif score == "general":
+            e = torch.einsum("tnh,hc,snc->tns", q, P["attn.W_a"], memory)
+        else:
+            u = torch.tanh((q @ P["attn.W_a"].T)[:, :, None, :] + (memory @ P["attn.U_a"].T).permute(1, 0, 2)[None])
+            e = u @ P["attn.v_a"]
+        if mask_t is not None:
+            e = e.masked_fill(~mask_t[None], float("-inf"))
+        a = torch.softmax(e, dim=-1)
+        return a, torch.einsum("tns,snc->tnc", a, memory)
+
+    def hx(state):
+        return (state["h"][None], state["c"][None]) if dec_cell == "lstm" else state["h"][None]
+
+    if not m.bahdanau:
+        out, _ = dec(torch.cat(parts, dim=-1), hx(init))
+        top = out
+        if m.attention is not None:
+            a, ctx = attend(out)
+            top = torch.tanh(torch.cat([ctx, out], dim=-1) @ P["attn.W_c"].T)
+        pieces = [top]
+    else:
+        state, hs, cs = init, [], []
+        for t in range(Tn):
+            a, ctx = attend(state["h"][None])
+            x_t = torch.cat([p[t:t + 1] for p in parts] + [ctx], dim=-1)
+            out, new = dec(x_t, hx(state))
+            state = {"h": new[0][0], "c": new[1][0]} if dec_cell == "lstm" else {"h": new[0]}
+            hs.append(out[0])
+            cs.append(ctx[0])
+        pieces = [torch.stack(hs), torch.stack(cs)]
+    if m.context:
+        pieces.append(z.expand(Tn, N, z.shape[-1]))
+    logits = torch.cat(pieces, dim=-1) @ P["out.V"].T + P["out.c"]
+    logp = torch.log_softmax(logits, dim=-1)
+    tout_np = np.asarray(tout)
+    scored = (tout_np != -1) if tmask is None else (np.asarray(tmask) & (tout_np != -1))
+    picked = logp.gather(-1, torch.from_numpy(np.where(tout_np == -1, 0, tout_np))[..., None])[..., 0]
+    total = -(picked * torch.from_numpy(scored.astype(np.float64))).sum()
+    scale = {"sum": 1.0, "batch-mean": 1.0 / N}.get(m.reduction, 1.0 / max(int(scored.sum()), 1))
+    loss = total * scale
+    loss.backward()
+    grads = {k: v.grad.numpy().copy() if v.grad is not None else np.zeros(tuple(v.shape)) for k, v in P.items()}
+    for module, layer in modules:
+        for d, g in zip(layer.directions, _module_grads(enc_cell, module, H, len(layer.directions))):
+            grads.update({f"enc.{enc.key(layer.index, d, k)}": v for k, v in g.items()})
+    grads.update({f"dec.{k}": v for k, v in _module_grads(dec_cell, dec, Hd, 1)[0].items()})
+    if src_t is not None:
+        grads["src"] = src_t.grad.numpy().copy()
+    return float(loss.detach()), grads
