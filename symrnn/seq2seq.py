@@ -536,7 +536,7 @@ class Seq2Seq:
                 dZc = self.combine.backward(params, run.combine, {"htilde": d_pieces["htilde"]},
                                             {"D": self.C + self.H_dec, "H": self.H_dec}, grads,
                                             self._ws("combine")).reshape(T, N, -1)
-                adjoint[nodes["ctx"]] = dZc[..., :self.C]
+                adjoint[nodes["ctx"]] = seeds = dZc[..., :self.C]
                 tape.sweep(adjoint, nodes["mark"])
                 dH = dZc[..., self.C:] + adjoint.pop(nodes["query"])
             else:
@@ -547,14 +547,14 @@ class Seq2Seq:
             grads.update({f"dec.{k}": v for k, v in g.items()})
         else:
             dH, dctx_r = d_pieces["h"], d_pieces["ctx"]
-            carry, dXs = zeros, []
+            carry, dXs, seeds = zeros, [], [None] * T
             for t in range(T - 1, -1, -1):
                 x_t, cache, q, ctx, start, stop = run.dec[t]
                 g, dx, carry = code.backward(p_dec, x_t, cache, {self.out_state: np.ascontiguousarray(dH[t:t + 1])},
                                              carry, dec_sizes)
                 for k, v in g.items():
                     grads[f"dec.{k}"] = grads.get(f"dec.{k}", 0) + v
-                adjoint[ctx] = dx[..., E + (self.Z if self.context else 0):] + dctx_r[t:t + 1]
+                adjoint[ctx] = seeds[t] = dx[..., E + (self.Z if self.context else 0):] + dctx_r[t:t + 1]
                 tape.sweep(adjoint, start, stop)
                 carry = dict(carry)
                 carry[self.out_state] = carry[self.out_state] + adjoint.pop(q)[0]
@@ -576,7 +576,9 @@ class Seq2Seq:
         else:
             dz_bridge = np.zeros_like(run.z)
         paths = {"attention": d_memory, "initial state": dz_bridge if self.bridge_mode != "none" else None,
-                 "context": dz_context if self.context else None}
+                 "context": dz_context if self.context else None,
+                 "context by step": (d_pieces["z"] + dX[..., E:E + self.Z]) if self.context else None,
+                 "attention seeds": seeds if tape is not None else None}
         G = d_memory if d_memory is not None else np.zeros_like(run.memory)
         d_src = self._encoder_backward(run, G, dz_bridge + dz_context, grads)
         if run.src_ids is not None:
@@ -631,7 +633,7 @@ class Seq2Seq:
 
     # -- how the gradient reaches the encoder -----------------------------------------------------
     def gradient_paths(self, params, src, tgt_in, tgt_out, src_mask=None, tgt_mask=None, src_lengths=None,
-                       tgt_lengths=None) -> dict:
+                       tgt_lengths=None, by_step=False) -> dict:
         """``dL/dh_enc_t`` of the top encoder layer's states, split by the path the gradient takes.
 
         Returns ``{"attention": A, "initial state": B, "context": C, "total": D}`` (the paths the
@@ -657,7 +659,29 @@ class Seq2Seq:
         total_G = sum((G for G, _ in sources.values()), zeros_G)
         total_z = sum((z for _, z in sources.values()), zeros_z)
         sources["total"] = (total_G, total_z)
-        return {name: self._state_adjoints(run, *args) for name, args in sources.items()}
+        out = {name: self._state_adjoints(run, *args) for name, args in sources.items()}
+        if by_step and paths["attention"] is not None:
+            out["attention by step"] = np.stack([self._state_adjoints(run, G, zeros_z)
+                                                 for G in self._attention_by_step(run, paths["attention seeds"])])
+        if by_step and paths["context"] is not None:
+            out["context by step"] = np.stack([self._state_adjoints(run, zeros_G, dz)
+                                               for dz in paths["context by step"]])
+        return out
+
+    def _attention_by_step(self, run, seeds):
+        """What the context of each decoder step sends straight to the encoder states: the attention program
+        swept backwards from one step's ``dL/dc_t`` at a time (the sweep is linear in its seed)."""
+        tape, nodes = run.tape, run.nodes
+        for t in range(len(run.dec) if self.bahdanau else seeds.shape[0]):
+            if self.bahdanau:
+                _, _, _, ctx, start, stop = run.dec[t]
+                adjoint = tape.sweep({ctx: seeds[t]}, start, stop)
+            else:
+                seed = np.zeros_like(seeds)
+                seed[t] = seeds[t]
+                adjoint = tape.sweep({nodes["ctx"]: seed}, nodes["mark"])
+            tape.sweep(adjoint, 0, nodes["mark"])
+            yield adjoint.get(nodes["memory"], np.zeros_like(run.memory))
 
     def _state_adjoints(self, run, G, dz):
         """Total adjoints of the top layer's output states at every step for the injections ``(G, dz)``."""

@@ -188,9 +188,20 @@ def test_paths_with_bahdanau_attention_and_context_add_up():
                 context=True, attention="dot", attention_style="bahdanau")
     params = m.init_params(seed=5)
     src, tin, tout, smask, tmask = data(m, 6, 4, 2, True, 8)
-    paths = m.gradient_paths(params, src, tin, tout, src_mask=smask, tgt_mask=tmask)
-    assert set(paths) == {"attention", "initial state", "context", "total"}
-    assert rel(sum(v for k, v in paths.items() if k != "total"), paths["total"]) <= 1e-14
+    paths = m.gradient_paths(params, src, tin, tout, src_mask=smask, tgt_mask=tmask, by_step=True)
+    assert set(paths) == {"attention", "initial state", "context", "total", "attention by step", "context by step"}
+    parts = ("attention", "initial state", "context")
+    assert rel(sum(paths[k] for k in parts), paths["total"]) <= 1e-14
+    for k in ("attention", "context"):  # the part each decoder step sends
+        assert paths[f"{k} by step"].shape == (4,) + paths[k].shape
+        assert rel(paths[f"{k} by step"].sum(axis=0), paths[k]) <= 1e-14
+
+
+def test_attention_path_by_decoder_step_adds_up_luong():
+    m, params, src, tin, tout = _long_problem("additive")
+    paths = m.gradient_paths(params, src, tin, tout, by_step=True)
+    assert paths["attention by step"].shape == (10, 30, 4, 8)
+    assert rel(paths["attention by step"].sum(axis=0), paths["attention"]) <= 1e-14
 
 
 # -- the rules over source positions -----------------------------------------------------------------
