@@ -26,14 +26,17 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
+import sympy as sp
 
 from .attention import SCORES, Attention, Tape
+from .bptt import Derivation
 from .cell import Cell
 from .codegen import BlockCode, Workspace, fresh
 from .errors import NonFiniteError, ShapeError, UnknownNameError
-from .functions import tanh
+from .functions import sum_t, tanh
 from .losses import IGNORE_LABEL, get_loss, scale_of
 from .model import Model, readout_cell
+from .symbols import MatTVec, Param, tsym
 from .validation import as_float_array, check_param_names, check_shape
 from .wiring import StackedModel
 
@@ -327,6 +330,12 @@ class Seq2Seq:
     @property
     def gradient_keys(self) -> list:
         return list(self.param_shapes) + (["src"] if self.src_vocab is None else [])
+
+    def derive(self) -> "Seq2SeqDerivation":
+        """The symbolic derivation: every block's equations and adjoints, and the paths of ``dL/dh_enc``."""
+        if getattr(self, "_derivation", None) is None:
+            self._derivation = Seq2SeqDerivation(self)
+        return self._derivation
 
     # -- checks ---------------------------------------------------------------------------------
     def _check_params(self, params):
@@ -764,12 +773,6 @@ class Seq2SeqDerivation:
     """
 
     def __init__(self, model):
-        import sympy as sp
-
-        from .bptt import Derivation
-        from .functions import sum_t
-        from .symbols import MatTVec, Param, tsym
-
         self.model = model
         self.encoder = model.encoder.derive()
         self.decoder = model.decoder.derive()
@@ -836,13 +839,3 @@ class Seq2SeqDerivation:
         lines.append("  dL/dh_enc[s] = " + " + ".join(name for name, _, _ in self.paths)
                      + " + what step s+1 of the encoder sends back (its adjoint recurrence above)")
         return "\n".join(lines)
-
-
-def _derive(self):
-    """The symbolic derivation (:class:`Seq2SeqDerivation`)."""
-    if getattr(self, "_derivation", None) is None:
-        self._derivation = Seq2SeqDerivation(self)
-    return self._derivation
-
-
-Seq2Seq.derive = _derive
