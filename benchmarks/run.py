@@ -503,6 +503,98 @@ def report_speed(runs, cfg, summary):
     return out
 
 
+# -- 6. bidirectional and stacked LSTM vs torch autograd ------------------------------------
+WIRINGS = (("bidirectional LSTM", dict(num_layers=1, bidirectional=True)),
+           ("2-layer LSTM", dict(num_layers=2, bidirectional=False)),
+           ("1-layer LSTM (reference, not judged)", dict(num_layers=1, bidirectional=False)))
+
+
+def bench_wiring(cfg):
+    """Benchmark 6: ``StackedModel`` gradients against ``nn.LSTM(num_layers, bidirectional)`` autograd."""
+    from symrnn.layouts import to_torch_stack
+
+    N, T, D, H = cfg["speed_sizes"]
+    rows = []
+    for label, spec in WIRINGS:
+        rng = np.random.default_rng(11)
+        model = sr.StackedModel("lstm", D=D, H=H, loss="upstream", **spec).compile()
+        params = model.init_params(seed=0)
+        X, G = rng.normal(size=(T, N, D)), rng.normal(size=(T, N, model.width))
+
+        def ours():
+            return model.loss_and_grads(params, X, G)
+
+        fns, check = {"ours": ours}, None
+        if torch is not None:
+            module = torch.nn.LSTM(D, H, **spec).double()
+            module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in to_torch_stack("lstm", params).items()})
+            xt = torch.from_numpy(X.copy()).requires_grad_(True)
+            Gt = torch.from_numpy(G.copy())
+
+            def torch_autograd():
+                module.zero_grad(set_to_none=True)
+                xt.grad = None
+                out, _ = module(xt)
+                loss = (out * Gt).sum()
+                loss.backward()
+                return loss
+
+            fns["torch"] = torch_autograd
+            loss_t = torch_autograd().item()  # untimed: both compute the same thing
+            loss_o, grads = ours()
+            ours_sd = to_torch_stack("lstm", {k: grads[k] for k in params})
+            theirs = {k: q.grad.numpy() for k, q in module.named_parameters()}
+            pairs = [(grads["x"], xt.grad.numpy())] + [(ours_sd[k], theirs[k]) for k in theirs
+                                                      if not k.startswith("bias_hh")]
+            check = max([np.abs(a - b).max() / max(1.0, np.abs(b).max()) for a, b in pairs]
+                        + [abs(loss_o - loss_t) / max(1.0, abs(loss_t))])
+        for f in fns.values():  # warm-up, untimed
+            f()
+        times = interleaved(fns, cfg["wiring_repeats"])
+        row = dict(label=label, spec=spec, times=times, check=check)
+        if "torch" in times:
+            row["torch_ratio"] = paired_ratio(times["ours"], times["torch"])
+        rows.append(row)
+    return dict(rows=rows, threads=torch.get_num_threads() if torch is not None else None)
+
+
+def report_wiring(res, cfg, summary):
+    N, T, D, H = cfg["speed_sizes"]
+    full = (N, T, D, H) == (32, 100, 64, 128)
+    out = ["## 6. Bidirectional and stacked LSTM vs torch autograd (CPU, float64)",
+           "",
+           f"N={N}, T={T}, D={D}, H={H} (H per direction). *ours*: `StackedModel(\"lstm\", D, H, num_layers, "
+           "bidirectional, loss=\"upstream\").loss_and_grads(params, X, G)`: every direction runs the cell's "
+           "generated code (the backward direction on the reversed sequence), the merge (concat) and the layer "
+           "link in NumPy. *torch*: `nn.LSTM(D, H, num_layers, bidirectional).double()` with the same weights "
+           "(`symrnn.layouts.to_torch_stack`), forward + `(out * G).sum().backward()`. Called alternately, "
+           f"{cfg['wiring_repeats']} rounds, all cores (torch threads = {res['threads']}); status on min / min, "
+           "median of paired ratios beside it. *agreement*: the largest max|ours − torch| / max(1, max|torch|) "
+           "over the loss, dL/dx and every stacked weight_ih, weight_hh, bias_ih gradient (untimed). The "
+           "1-layer row (the same `StackedModel` code path with one forward layer) shows what one direction "
+           "costs against `nn.LSTM(D, H)` in the same run; a bidirectional or 2-layer model runs the generated "
+           "code twice, so its ratio follows the one-layer ratio.",
+           "",
+           "| model | ours (min / median) | torch (min / median) | ours / torch: min / min | median of paired ratios "
+           "| agreement |",
+           "|---|---:|---:|---:|---:|---:|"]
+    for r in res["rows"]:
+        t = r["times"]
+        if "torch" not in t:
+            out.append(f"| {r['label']} | {fmt_s(min(t['ours']))} / {fmt_s(med(t['ours']))} | torch absent | - | - | - |")
+            continue
+        ratio_med, ratio_min = r["torch_ratio"]
+        out.append(f"| {r['label']} | {fmt_s(min(t['ours']))} / {fmt_s(med(t['ours']))} | "
+                   f"{fmt_s(min(t['torch']))} / {fmt_s(med(t['torch']))} | **{ratio_min:.2f}** | {ratio_med:.2f} | "
+                   f"{r['check']:.1e} |")
+        if "reference" in r["label"]:
+            continue
+        summary.append((f"6. {r['label']} gradient, ours / torch autograd",
+                        f"{ratio_min:.2f} (median of paired ratios {ratio_med:.2f})", "≤ 0.8",
+                        status(ratio_min <= 0.8, full)))
+    return out
+
+
 # -- 4. scalar oracle vs plain sympy.diff -----------------------------------------------
 def _scalar_problem(H, T, D, K, seed=0):
     model = sr.Model("rnn-tanh", D=D, H=H, K=K)
@@ -751,98 +843,6 @@ def report_verify(res, cfg, summary):
     return out
 
 
-# -- 6. bidirectional and stacked LSTM vs torch autograd ------------------------------------
-WIRINGS = (("bidirectional LSTM", dict(num_layers=1, bidirectional=True)),
-           ("2-layer LSTM", dict(num_layers=2, bidirectional=False)),
-           ("1-layer LSTM (reference, not judged)", dict(num_layers=1, bidirectional=False)))
-
-
-def bench_wiring(cfg):
-    """Benchmark 6: ``StackedModel`` gradients against ``nn.LSTM(num_layers, bidirectional)`` autograd."""
-    from symrnn.layouts import to_torch_stack
-
-    N, T, D, H = cfg["speed_sizes"]
-    rows = []
-    for label, spec in WIRINGS:
-        rng = np.random.default_rng(11)
-        model = sr.StackedModel("lstm", D=D, H=H, loss="upstream", **spec).compile()
-        params = model.init_params(seed=0)
-        X, G = rng.normal(size=(T, N, D)), rng.normal(size=(T, N, model.width))
-
-        def ours():
-            return model.loss_and_grads(params, X, G)
-
-        fns, check = {"ours": ours}, None
-        if torch is not None:
-            module = torch.nn.LSTM(D, H, **spec).double()
-            module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in to_torch_stack("lstm", params).items()})
-            xt = torch.from_numpy(X.copy()).requires_grad_(True)
-            Gt = torch.from_numpy(G.copy())
-
-            def torch_autograd():
-                module.zero_grad(set_to_none=True)
-                xt.grad = None
-                out, _ = module(xt)
-                loss = (out * Gt).sum()
-                loss.backward()
-                return loss
-
-            fns["torch"] = torch_autograd
-            loss_t = torch_autograd().item()  # untimed: both compute the same thing
-            loss_o, grads = ours()
-            ours_sd = to_torch_stack("lstm", {k: grads[k] for k in params})
-            theirs = {k: q.grad.numpy() for k, q in module.named_parameters()}
-            pairs = [(grads["x"], xt.grad.numpy())] + [(ours_sd[k], theirs[k]) for k in theirs
-                                                      if not k.startswith("bias_hh")]
-            check = max([np.abs(a - b).max() / max(1.0, np.abs(b).max()) for a, b in pairs]
-                        + [abs(loss_o - loss_t) / max(1.0, abs(loss_t))])
-        for f in fns.values():  # warm-up, untimed
-            f()
-        times = interleaved(fns, cfg["wiring_repeats"])
-        row = dict(label=label, spec=spec, times=times, check=check)
-        if "torch" in times:
-            row["torch_ratio"] = paired_ratio(times["ours"], times["torch"])
-        rows.append(row)
-    return dict(rows=rows, threads=torch.get_num_threads() if torch is not None else None)
-
-
-def report_wiring(res, cfg, summary):
-    N, T, D, H = cfg["speed_sizes"]
-    full = (N, T, D, H) == (32, 100, 64, 128)
-    out = ["## 6. Bidirectional and stacked LSTM vs torch autograd (CPU, float64)",
-           "",
-           f"N={N}, T={T}, D={D}, H={H} (H per direction). *ours*: `StackedModel(\"lstm\", D, H, num_layers, "
-           "bidirectional, loss=\"upstream\").loss_and_grads(params, X, G)`: every direction runs the cell's "
-           "generated code (the backward direction on the reversed sequence), the merge (concat) and the layer "
-           "link in NumPy. *torch*: `nn.LSTM(D, H, num_layers, bidirectional).double()` with the same weights "
-           "(`symrnn.layouts.to_torch_stack`), forward + `(out * G).sum().backward()`. Called alternately, "
-           f"{cfg['wiring_repeats']} rounds, all cores (torch threads = {res['threads']}); status on min / min, "
-           "median of paired ratios beside it. *agreement*: the largest max|ours − torch| / max(1, max|torch|) "
-           "over the loss, dL/dx and every stacked weight_ih, weight_hh, bias_ih gradient (untimed). The "
-           "1-layer row (the same `StackedModel` code path with one forward layer) shows what one direction "
-           "costs against `nn.LSTM(D, H)` in the same run; a bidirectional or 2-layer model runs the generated "
-           "code twice, so its ratio follows the one-layer ratio.",
-           "",
-           "| model | ours (min / median) | torch (min / median) | ours / torch: min / min | median of paired ratios "
-           "| agreement |",
-           "|---|---:|---:|---:|---:|---:|"]
-    for r in res["rows"]:
-        t = r["times"]
-        if "torch" not in t:
-            out.append(f"| {r['label']} | {fmt_s(min(t['ours']))} / {fmt_s(med(t['ours']))} | torch absent | - | - | - |")
-            continue
-        ratio_med, ratio_min = r["torch_ratio"]
-        out.append(f"| {r['label']} | {fmt_s(min(t['ours']))} / {fmt_s(med(t['ours']))} | "
-                   f"{fmt_s(min(t['torch']))} / {fmt_s(med(t['torch']))} | **{ratio_min:.2f}** | {ratio_med:.2f} | "
-                   f"{r['check']:.1e} |")
-        if "reference" in r["label"]:
-            continue
-        summary.append((f"6. {r['label']} gradient, ours / torch autograd",
-                        f"{ratio_min:.2f} (median of paired ratios {ratio_med:.2f})", "≤ 0.8",
-                        status(ratio_min <= 0.8, full)))
-    return out
-
-
 SEQ2SEQ_SIZES = dict(S=50, T=40, N=32, H=128, E=128, V=1000)
 
 
@@ -979,9 +979,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="where to write the Markdown report")
     parser.add_argument("--quick", action="store_true", help="fast smoke run: fewer repeats, smaller sizes")
-    parser.add_argument("--only", nargs="+", metavar="NAME",
+    parser.add_argument("--only", action="append",
                         choices=("derive", "speed", "scalar", "verify", "wiring", "seq2seq"),
-                        help="run only these benchmarks (derive, speed, scalar, verify, wiring, seq2seq)")
+                        help="run only these benchmarks (repeatable; the report then holds only them)")
     args = parser.parse_args(argv)
     cfg = config(args.quick)
     start = time.perf_counter()

@@ -404,3 +404,9 @@ def test_other_bad_inputs():
     up = stacked("lstm", 2, 3, None, 1, True, loss="upstream")
     with pytest.raises(ShapeError, match=r"targets has shape \(3, 1, 3\); expected \(3, 1, 6\)"):
         up.loss_and_grads(up.init_params(0), x, np.zeros((3, 1, 3)))
+
+
+def test_bidirectional_model_is_one_bidirectional_layer():
+    m = sr.BidirectionalModel("gru", D=2, H=3, K=2, merge="ave")
+    assert m.num_layers == 1 and m.bidirectional == [True] and m.merge.name == "ave" and m.width == 3
+    assert sorted(k for k in m.init_params(0) if k.endswith(".W_r")) == ["l0.bwd.W_r", "l0.fwd.W_r"]

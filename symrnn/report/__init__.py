@@ -11,7 +11,8 @@ The report of a model is built once from its symbolic objects
 :class:`~symrnn.bptt.Derivation`, the unrolled graph and the worked example)
 and rendered by :mod:`~symrnn.report.document` (LaTeX) or
 :mod:`~symrnn.report.markdown`; :mod:`~symrnn.report.latex` holds the
-printer, :mod:`~symrnn.report.tikz` the figure and
+printer, :mod:`~symrnn.report.tikz` the figure,
+:mod:`~symrnn.report.wiring` the report of a stacked or bidirectional model and
 :mod:`~symrnn.report.compile` the file handling and the LaTeX runs.
 """
 from __future__ import annotations
@@ -54,6 +55,9 @@ def _check_format(fmt) -> str:
 
 def write_report(model, fmt, path) -> Path:
     """Write the report of ``model`` to ``path`` as ``fmt`` (``tex``, ``pdf`` or ``md``); returns the path.
+
+    ``model`` is a :class:`~symrnn.model.Model` or a :class:`~symrnn.wiring.StackedModel`
+    (its report is built by :mod:`symrnn.report.wiring`).
 
     The path is checked before any work. A PDF is compiled in a temporary
     directory; when pdflatex is missing, or fails, the ``.tex`` is written next
