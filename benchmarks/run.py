@@ -16,11 +16,14 @@ What is measured (see benchmarks/README.md):
    D = 64, H = 128: about 100k parameters): symrnn's own time, and the ratio to
    ``torch.autograd.gradcheck`` on the same hand-written code;
 6. a bidirectional LSTM and a 2-layer LSTM (``symrnn.StackedModel``) against
-   ``nn.LSTM(bidirectional=True)`` / ``nn.LSTM(num_layers=2)`` autograd.
-
-``--only wiring`` (or any of derive, speed, scalar, verify) runs a subset.
+   ``nn.LSTM(bidirectional=True)`` / ``nn.LSTM(num_layers=2)`` autograd;
 7. gradient decay of an LSTM (H = 64) at T = 100000: the top exponent with the norm
-   curve, and the full spectrum (128 exponents), with peak memory.
+   curve, and the full spectrum (128 exponents), with peak memory;
+8. a sequence-to-sequence LSTM with Luong's general attention (``symrnn.Seq2Seq``; source 50 and
+   target 40 tokens, N = 32, H = 128, vocabularies 1000) against the same model composed from torch
+   modules and operations.
+
+``--only NAME`` (derive, speed, scalar, verify, wiring, decay, seq2seq; repeatable) runs a subset.
 
 Every ratio compares two functions timed in the same run, called alternately
 (the order flips every round), and is the median over rounds of the per-round
@@ -986,6 +989,105 @@ def report_decay(rows, cfg, summary):
     return out
 
 
+SEQ2SEQ_SIZES = dict(S=50, T=40, N=32, H=128, E=128, V=1000)
+
+
+def bench_seq2seq(cfg):
+    """Benchmark 7: a ``Seq2Seq`` with attention against the same model composed from torch modules."""
+    from symrnn.layouts import to_torch
+
+    z = SEQ2SEQ_SIZES
+    S, T, N, H, E, V = z["S"], z["T"], z["N"], z["H"], z["E"], z["V"]
+    model = sr.Seq2Seq("lstm", src_vocab=V, tgt_vocab=V, E=E, H=H, attention="general")
+    params = model.init_params(seed=0)
+    rng = np.random.default_rng(12)
+    src, tin, tout = rng.integers(0, V, (S, N)), rng.integers(0, V, (T, N)), rng.integers(0, V, (T, N))
+
+    def ours():
+        return model.loss_and_grads(params, src, tin, tout)
+
+    fns, check = {"ours": ours}, None
+    if torch is not None:
+        nn = torch.nn
+        enc, dec = nn.LSTM(E, H).double(), nn.LSTM(E, H).double()
+        enc.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in to_torch(
+            "lstm", {k[len("enc.l0.fwd."):]: v for k, v in params.items() if k.startswith("enc.")}).items()})
+        dec.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in to_torch(
+            "lstm", {k[len("dec."):]: v for k, v in params.items() if k.startswith("dec.")}).items()})
+        emb_s, emb_t = nn.Embedding(V, E).double(), nn.Embedding(V, E).double()
+        combine, out = nn.Linear(2 * H, H, bias=False).double(), nn.Linear(H, V).double()
+        W_a = nn.Parameter(torch.from_numpy(params["attn.W_a"].copy()))
+        with torch.no_grad():
+            emb_s.weight.copy_(torch.from_numpy(params["emb_src"]))
+            emb_t.weight.copy_(torch.from_numpy(params["emb_tgt"]))
+            combine.weight.copy_(torch.from_numpy(params["attn.W_c"]))
+            out.weight.copy_(torch.from_numpy(params["out.V"]))
+            out.bias.copy_(torch.from_numpy(params["out.c"]))
+        modules = [enc, dec, emb_s, emb_t, combine, out]
+        S_t, I_t, O_t = (torch.from_numpy(a.copy()) for a in (src, tin, tout))
+
+        def torch_composition():
+            for module in modules:
+                module.zero_grad(set_to_none=True)
+            W_a.grad = None
+            memory, (h, c) = enc(emb_s(S_t))
+            states, _ = dec(emb_t(I_t), (h, torch.zeros_like(c)))
+            a = torch.softmax(torch.einsum("tnh,hc,snc->tns", states, W_a, memory), dim=-1)
+            ctx = torch.einsum("tns,snc->tnc", a, memory)
+            logits = out(torch.tanh(combine(torch.cat([ctx, states], dim=-1))))
+            loss = nn.functional.cross_entropy(logits.reshape(-1, V), O_t.reshape(-1), reduction="sum")
+            loss.backward()
+            return loss
+
+        fns["torch"] = torch_composition
+        loss_t = torch_composition().item()  # untimed: both compute the same thing
+        loss_o, grads = ours()
+        pairs = [(grads["emb_src"], emb_s.weight.grad), (grads["emb_tgt"], emb_t.weight.grad),
+                 (grads["attn.W_a"], W_a.grad), (grads["attn.W_c"], combine.weight.grad),
+                 (grads["out.V"], out.weight.grad), (grads["out.c"], out.bias.grad)]
+        pairs = [(a, b.numpy()) for a, b in pairs]
+        check = max([np.abs(a - b).max() / max(1.0, np.abs(b).max()) for a, b in pairs]
+                    + [abs(loss_o - loss_t) / max(1.0, abs(loss_t))])
+    for f in fns.values():  # warm-up, untimed
+        f()
+    times = interleaved(fns, cfg["seq2seq_repeats"])
+    res = dict(times=times, check=check, threads=torch.get_num_threads() if torch is not None else None)
+    if "torch" in times:
+        res["torch_ratio"] = paired_ratio(times["ours"], times["torch"])
+    return res
+
+
+def report_seq2seq(res, cfg, summary):
+    z = SEQ2SEQ_SIZES
+    out = ["## 7. Sequence to sequence with attention vs a torch composition (CPU, float64)",
+           "",
+           f"Source {z['S']} and target {z['T']} tokens, N={z['N']}, H={z['H']}, E={z['E']}, vocabularies "
+           f"{z['V']}. *ours*: `Seq2Seq(\"lstm\", src_vocab, tgt_vocab, E, H, attention=\"general\")"
+           ".loss_and_grads(params, src, tgt_in, tgt_out)` (LSTM encoder and decoder run by the cell's generated "
+           "code, the encoder's final state copied into the decoder, Luong's general score and "
+           "`tanh(W_c [c_t; h_t])`, the readout and the summed cross-entropy). *torch*: `nn.Embedding`, "
+           "`nn.LSTM`, the attention in torch operations (`einsum`, `softmax`), `nn.Linear`, "
+           "`cross_entropy(reduction=\"sum\")`, the same weights, forward + backward. Called alternately, "
+           f"{cfg['seq2seq_repeats']} rounds, all cores (torch threads = {res['threads']}); status on min / min, "
+           "median of paired ratios beside it. *agreement*: the largest max|ours − torch| / max(1, max|torch|) "
+           "over the loss and the gradients of the embeddings, W_a, W_c and the readout (untimed).",
+           "",
+           "| model | ours (min / median) | torch (min / median) | ours / torch: min / min | median of paired ratios "
+           "| agreement |",
+           "|---|---:|---:|---:|---:|---:|"]
+    t = res["times"]
+    if "torch" not in t:
+        out.append(f"| seq2seq LSTM + general attention | {fmt_s(min(t['ours']))} | torch absent | - | - | - |")
+        return out
+    ratio_med, ratio_min = res["torch_ratio"]
+    out.append(f"| seq2seq LSTM + general attention | {fmt_s(min(t['ours']))} / {fmt_s(med(t['ours']))} | "
+               f"{fmt_s(min(t['torch']))} / {fmt_s(med(t['torch']))} | **{ratio_min:.2f}** | {ratio_med:.2f} | "
+               f"{res['check']:.1e} |")
+    summary.append(("7. seq2seq (LSTM, general attention) gradient, ours / torch composition",
+                    f"{ratio_min:.2f} (median of paired ratios {ratio_med:.2f})", "≤ 1.0", status(ratio_min <= 1.0)))
+    return out
+
+
 # -- main ---------------------------------------------------------------------------------
 def config(quick):
     if quick:
@@ -994,13 +1096,13 @@ def config(quick):
                     plain_HT=(2, 5), plain_repeats=1, plain_all=False,
                     oracle_sizes=((4, 5.0), (8, 20.0)), oracle_T=64, oracle_repeats=1,
                     verify_sizes=(64, 128, 10, 4), verify_repeats=2, verify_gradcheck_slow=False,
-                    wiring_repeats=3, decay_H=16, decay_T=10000)
+                    wiring_repeats=3, decay_H=16, decay_T=10000, seq2seq_repeats=3)
     return dict(derive_sizes=(4, 8, 16, 5), derive_T=(10, 100, 1000), derive_repeats=5,
                 speed_sizes=(32, 100, 64, 128), speed_repeats=21, speed_repeats_1=11,
                 plain_HT=(2, 8), plain_repeats=3, plain_all=True,
                 oracle_sizes=((4, 5.0), (8, 20.0)), oracle_T=256, oracle_repeats=3,
                 verify_sizes=(64, 128, 10, 4), verify_repeats=5, verify_gradcheck_slow=True,
-                wiring_repeats=11, decay_H=64, decay_T=100000)
+                wiring_repeats=11, decay_H=64, decay_T=100000, seq2seq_repeats=11)
 
 
 def write_atomic(path, text):
@@ -1023,7 +1125,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="where to write the Markdown report")
     parser.add_argument("--quick", action="store_true", help="fast smoke run: fewer repeats, smaller sizes")
-    parser.add_argument("--only", action="append", choices=("derive", "speed", "scalar", "verify", "wiring", "decay"),
+    parser.add_argument("--only", action="append",
+                        choices=("derive", "speed", "scalar", "verify", "wiring", "decay", "seq2seq"),
                         help="run only these benchmarks (repeatable; the report then holds only them)")
     args = parser.parse_args(argv)
     cfg = config(args.quick)
@@ -1037,7 +1140,8 @@ def main(argv=None):
     for name, bench, report in (("derive", bench_derive, report_derive), ("speed", bench_speed, report_speed),
                                 ("scalar", bench_scalar, report_scalar), ("verify", bench_verify, report_verify),
                                 ("wiring", bench_wiring, report_wiring),
-                                ("decay", bench_decay, report_decay)):
+                                ("decay", bench_decay, report_decay),
+                                ("seq2seq", bench_seq2seq, report_seq2seq)):
         if args.only and name not in args.only:
             continue
         t0 = time.perf_counter()

@@ -12,9 +12,10 @@ from .errors import (CellDefinitionError, DerivationTooLargeError, MissingRuleEr
 from .functions import exp, log, register_function, relu, sigmoid, step, tanh
 from .model import Model
 from .wiring import BidirectionalModel, StackedModel
+from .seq2seq import Seq2Seq
 
 __all__ = [
-    "Cell", "Model", "StackedModel", "BidirectionalModel", "BUILTIN_CELLS", "builtin_cell", "rnn", "lstm", "gru",
+    "Cell", "Model", "StackedModel", "BidirectionalModel", "Seq2Seq", "BUILTIN_CELLS", "builtin_cell", "rnn", "lstm", "gru",
     "sigmoid", "tanh", "relu", "step", "exp", "log", "register_function",
     "SymRNNError", "ShapeError", "NonFiniteError", "UnknownNameError", "ParameterError",
     "CellDefinitionError", "DerivationTooLargeError", "MissingRuleError", "UserCodeError",

@@ -1,0 +1,425 @@
+"""The unrolled scalar oracle of a sequence-to-sequence model.
+
+A second route to :class:`symrnn.seq2seq.Seq2Seq`'s gradients that shares nothing with it but the
+cells' equations: for each example of a batch, the embedding lookups, every encoder direction and
+layer (the backward direction walked from the sequence's last real token to its first), the merge,
+the bridge, the decoder steps, the attention (scores, a softmax written as ``exp(e_s - log sum exp)``
+over the real source positions, the context as a scalar sum), Luong's combination, the readout and
+the cross-entropy become straight-line scalar SymPy assignments.  The gradient is reverse
+accumulation over that program with ``sympy.diff`` of one assignment at a time: no rule table, no
+tape, no generated block code.  For tiny sizes only (a program of a few thousand lines).
+
+:func:`torch_loss_and_grads` is a third route: the same model composed from torch modules
+(``nn.RNN/LSTM/GRU`` with sequences packed by ``pack_padded_sequence``, one module per encoder layer,
+the merges, the bridge, the attention, the masked softmax and the readout written with torch
+operations) with the weights copied by :mod:`symrnn.layouts`, differentiated by torch's autograd.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import mpmath
+import numpy as np
+import sympy as sp
+
+from ..functions import derivative
+from ..errors import UnknownNameError
+from ..layouts import from_torch, to_torch
+from ..losses import scale_of
+from .scalar import _float_namespace, _mpmath_namespace, _ScalarPrinter
+from .stacked import _SCALAR_MERGES, ScalarStackOracle
+
+
+class _Program(ScalarStackOracle):
+    """One example's program (the building and compiling helpers of :class:`ScalarStackOracle`)."""
+
+    def __init__(self, model, src, tin, tout, src_len, scored, max_lines=60_000):
+        self.model, self.lines, self._counter, self.max_lines = model, [], 0, max_lines
+        self.params = {k: self._leaves(f"p{i}", s) for i, (k, s) in enumerate(model.param_shapes.items())}
+        self.src_dense = None
+        if model.src_vocab is None:
+            self.src_dense = self._leaves("x", np.asarray(src).shape)
+        self._build(src, tin, tout, src_len, scored)
+        self._compile_program()
+
+    def _cell_step(self, unit, P, x, states, sizes):
+        self._size = sizes
+        self.model = _CellView(unit.cell)
+        try:
+            return ScalarStackOracle._step(self, P, x, states)
+        finally:
+            self.model = self._s2s
+
+    def _dot(self, u, v):
+        return sp.Add(*[a * b for a, b in zip(u, v)])
+
+    def _build(self, src, tin, tout, L, scored):
+        m = self._s2s = self.model
+        enc, p = m.encoder, self.params
+        seq = [list(self.src_dense[t]) if self.src_dense is not None else list(p["emb_src"][src[t]])
+               for t in range(L)]  # padding is never read: the program stops at the last real token
+        finals = []
+        for layer in enc.layers:
+            sizes = {"D": layer.input_width, "H": m.H, "K": None}
+            outs = {}
+            for d in layer.directions:
+                P = {n: p[f"enc.{enc.key(layer.index, d, n)}"] for n in enc.cell.params}
+                states = {s: [sp.Integer(0)] * enc.unit.state_size(s) for s in enc.state_names}
+                h = [None] * L
+                for t in (range(L) if d == "fwd" else range(L - 1, -1, -1)):
+                    states = self._cell_step(enc.unit, P, seq[t], states, sizes)
+                    h[t] = states[enc.out]
+                outs[d] = h
+                if layer is m.top:
+                    finals += states[enc.out]
+            if layer.bidirectional:
+                if enc.merge.name == "concat":
+                    merged = [outs["fwd"][t] + outs["bwd"][t] for t in range(L)]
+                else:
+                    rule = _SCALAR_MERGES[enc.merge.name]
+                    merged = [[self._new(rule(f, b)) for f, b in zip(outs["fwd"][t], outs["bwd"][t])]
+                              for t in range(L)]
+            else:
+                merged = outs["fwd"]
+            if layer.residual:
+                merged = [[self._new(a + b) for a, b in zip(mt, st)] for mt, st in zip(merged, seq)]
+            seq = merged
+        memory, z = seq, finals
+        dec, Hd = m.decoder, m.H_dec
+        if m.bridge_mode == "copy":
+            state = {s: (list(z) if s == m.out_state else [sp.Integer(0)] * Hd) for s in dec.state_names}
+        elif m.bridge_mode in ("linear", "tanh"):
+            act = sp.tanh if m.bridge_mode == "tanh" else (lambda u: u)
+            state = {s: [self._new(act(self._dot(p[f"bridge.W_{s}"][i], z) + p[f"bridge.b_{s}"][i]))
+                         for i in range(Hd)] for s in dec.state_names}
+        else:
+            state = {s: [sp.Integer(0)] * Hd for s in dec.state_names}
+        att = m.attention
+        keys = memory
+        if att is not None and att.score == "general":
+            keys = [[self._new(self._dot(p["attn.W_a"][i], hs)) for i in range(Hd)] for hs in memory]
+        elif att is not None and att.score == "additive":
+            keys = [[self._new(self._dot(p["attn.U_a"][i], hs)) for i in range(att.size)] for hs in memory]
+
+        def attend(q):
+            if att.score == "additive":
+                r = [self._new(self._dot(p["attn.W_a"][i], q)) for i in range(att.size)]
+                e = [self._new(self._dot(p["attn.v_a"], [sp.tanh(ri + ki) for ri, ki in zip(r, k)])) for k in keys]
+            else:
+                e = [self._new(self._dot(q, k)) for k in keys]
+            lse = self._new(sp.log(sp.Add(*[sp.exp(es) for es in e])))
+            a = [self._new(sp.exp(es - lse)) for es in e]
+            return [self._new(sp.Add(*[a[s] * memory[s][c] for s in range(L)])) for c in range(m.C)]
+
+        sizes = {"D": dec.sizes["D"], "H": Hd, "K": None}
+        P = {n: p[f"dec.{n}"] for n in dec.cell.params}
+        losses = []
+        self.scale = sp.Symbol("scale")
+        for t in range(tin.shape[0]):
+            x = list(p["emb_tgt"][tin[t]]) + (list(z) if m.context else [])
+            ctx = None
+            if m.bahdanau:
+                ctx = attend(state[m.out_state])
+                x += ctx
+            state = self._cell_step(dec, P, x, state, sizes)
+            h = state[m.out_state]
+            if att is not None and not m.bahdanau:
+                ctx = attend(h)
+                zc = ctx + h
+                top = [self._new(sp.tanh(self._dot(p["attn.W_c"][i], zc))) for i in range(Hd)]
+            else:
+                top = h
+            r = top + (ctx if m.bahdanau else []) + (list(z) if m.context else [])
+            if not scored[t]:
+                continue
+            o = [self._new(self._dot(p["out.V"][k], r) + p["out.c"][k]) for k in range(m.tgt_vocab)]
+            lse = self._new(sp.log(sp.Add(*[sp.exp(ok) for ok in o])))
+            losses.append(self._new(self.scale * (lse - o[tout[t]])))
+        self.loss_symbol = self._new(sp.Add(*losses))
+
+    def _compile_program(self):
+        printer = _ScalarPrinter()
+        leaves = [s.name for a in self.params.values() for s in a.ravel()]
+        if self.src_dense is not None:
+            leaves += [s.name for s in self.src_dense.ravel()]
+        forward = [f"    {v.name} = {printer.doprint(e)}" for v, e in self.lines]
+        contributions = defaultdict(list)
+        contributions[self.loss_symbol.name].append("1")
+        backward = []
+        for v, e in reversed(self.lines):
+            terms = contributions.pop(v.name, None)
+            if not terms:
+                continue
+            backward.append(f"    _d_{v.name} = {' + '.join(terms)}")
+            for u in sorted(e.free_symbols, key=lambda s: s.name):
+                if u.name == "scale":
+                    continue
+                d = sp.Add(*[derivative(term, u) for term in sp.Add.make_args(e) if term.has(u)])
+                if d != 0:
+                    contributions[u.name].append(f"_d_{v.name}*({printer.doprint(d)})")
+        tail = [f"    _d_{n} = {' + '.join(contributions.get(n, ['0 * scale']))}" for n in leaves]
+        result = f"    return {self.loss_symbol.name}, [{', '.join('_d_' + n for n in leaves)}]"
+        self.source = "\n".join(["def program(_values):", f"    {', '.join(leaves + ['scale'])}, = _values"]
+                                + forward + backward + tail + [result]) + "\n"
+        self._code = compile(self.source, "<symrnn-scalar-seq2seq-oracle>", "exec")
+        self._programs = {}
+
+
+class _CellView:
+    """What :meth:`ScalarStackOracle._step` reads of a model: its cell."""
+
+    def __init__(self, cell):
+        self.cell = cell
+
+
+class ScalarSeq2SeqOracle:
+    """``loss_and_grads(params, src, tgt_in, tgt_out, src_mask=None, tgt_mask=None, precision=None)``
+    keyed like :meth:`Seq2Seq.loss_and_grads`; ``precision`` (decimal digits) evaluates in mpmath."""
+
+    def __init__(self, model, max_lines=60_000):
+        self.model, self.max_lines = model, max_lines
+
+    def loss_and_grads(self, params, src, tgt_in, tgt_out, src_mask=None, tgt_mask=None, precision=None):
+        m = self.model
+        p, dtype, ids, X, tin, tout, smask, tmask, lengths = m._prepare(params, src, tgt_in, tgt_out, src_mask,
+                                                                       tgt_mask, None, None)
+        scored = np.ones(tin.shape, dtype=bool) if tmask is None else tmask
+        scale = scale_of(m.reduction, scored)
+        convert = float if precision is None else mpmath.mpf
+        N = tin.shape[1]
+        loss, total, dense = 0, None, []
+        with mpmath.workdps(precision or 15):
+            for n in range(N):
+                source = ids[:, n] if ids is not None else np.asarray(X)[:int(lengths[n]), n]
+                prog = _Program(m, source, tin[:, n], tout[:, n], int(lengths[n]), scored[:, n], self.max_lines)
+                ns = dict(_float_namespace() if precision is None else _mpmath_namespace())
+                exec(prog._code, ns)
+                values = [convert(float(v)) for k in prog.params for v in np.asarray(p[k]).ravel()]
+                if ids is None:
+                    values += [convert(float(v)) for v in source.ravel()]
+                value, grads = ns["program"](values + [convert(scale)])
+                loss += value
+                n_params = sum(a.size for a in prog.params.values())
+                total = grads[:n_params] if total is None else [a + b for a, b in zip(total, grads[:n_params])]
+                if ids is None:
+                    g = np.zeros(np.asarray(X)[:, n].shape, dtype=object)
+                    g[:int(lengths[n])] = np.array(grads[n_params:], dtype=object).reshape(source.shape)
+                    dense.append(g)
+        out, k = {}, 0
+        for name, shape in m.param_shapes.items():
+            size = int(np.prod(shape))
+            out[name] = np.array(total[k:k + size], dtype=object).reshape(shape)
+            k += size
+        if ids is None:
+            out["src"] = np.stack(dense, axis=1)
+        if precision is None:
+            out = {k: v.astype(float) for k, v in out.items()}
+        return loss, out
+
+
+
+def seq2seq_central_differences(model, params, src, tgt_in, tgt_out, eps=1e-6, **kwargs):
+    """Central differences of ``Seq2Seq.loss`` for every parameter entry; keyed like ``loss_and_grads``."""
+    arrays = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
+    grads = {}
+    for name, a in arrays.items():
+        g = np.empty_like(a)
+        for idx in np.ndindex(*a.shape):
+            keep = a[idx]
+            a[idx] = keep + eps
+            up = model.loss(arrays, src, tgt_in, tgt_out, **kwargs)
+            a[idx] = keep - eps
+            down = model.loss(arrays, src, tgt_in, tgt_out, **kwargs)
+            a[idx] = keep
+            g[idx] = (up - down) / (2 * eps)
+        grads[name] = g
+    return grads
+
+
+def seq2seq_agreement_table(model, seed=0, S=3, T=2, N=2) -> str:
+    """A Markdown table: a :class:`~symrnn.seq2seq.Seq2Seq`'s gradients (padded batch, unequal lengths) against
+    the unrolled scalar program in float64 and at 40 digits, the torch composition and central differences."""
+    from ..checks import max_error
+
+    rng = np.random.default_rng(seed)
+    params = model.init_params(seed, scale=0.8)
+    src = rng.integers(0, model.src_vocab, (S, N)) if model.src_vocab else rng.normal(size=(S, N, model.E))
+    tin, tout = rng.integers(0, model.tgt_vocab, (T, N)), rng.integers(0, model.tgt_vocab, (T, N))
+    kwargs = dict(src_lengths=np.maximum(1, S - np.arange(N) % S), tgt_lengths=np.maximum(1, T - np.arange(N) % T))
+    masks = dict(src_mask=np.arange(S)[:, None] < kwargs["src_lengths"],
+                 tgt_mask=np.arange(T)[:, None] < kwargs["tgt_lengths"])
+    loss, grads = model.loss_and_grads(params, src, tin, tout, **kwargs)
+    oracle = ScalarSeq2SeqOracle(model)
+    rows = []
+    _, g = oracle.loss_and_grads(params, src, tin, tout, **masks)
+    rows.append(("unrolled scalar program (SymPy, float64)", *max_error(grads, g), 1e-12))
+    _, g = oracle.loss_and_grads(params, src, tin, tout, precision=40, **masks)
+    rows.append(("unrolled scalar program (mpmath, 40 digits)",
+                 *max_error(grads, {k: np.array(v, dtype=float) for k, v in g.items()}), 1e-12))
+    try:
+        _, g = torch_loss_and_grads(model, params, src, tin, tout, masks["src_mask"], masks["tgt_mask"])
+        rows.append(("PyTorch composition (nn.GRU/LSTM/RNN, packed; attention in torch ops; float64)",
+                     *max_error(grads, g), 1e-12))
+    except ImportError:
+        rows.append(("PyTorch composition (torch not installed)", float("nan"), "", 1e-12))
+    except UnknownNameError:
+        rows.append(("PyTorch composition (no torch module for this cell)", float("nan"), "", 1e-12))
+    g = seq2seq_central_differences(model, params, src, tin, tout, **kwargs)
+    rows.append(("central differences (float64, eps=1e-6)", *max_error(grads, g), 1e-6))
+    lines = [f"Agreement of the gradients of {model!r} (S={S}, T={T}, N={N}, lengths "
+             f"{kwargs['src_lengths'].tolist()} / {kwargs['tgt_lengths'].tolist()}; loss {loss:.6g})",
+             "", "| oracle | max error | where | tolerance | ok |", "|---|---|---|---|---|"]
+    for name, err, key, tol in rows:
+        ok = "yes" if err <= tol else ("n/a" if err != err else "NO")
+        lines.append(f"| {name} | {err:.2e} | {key} | {tol:.0e} | {ok} |")
+    return "\n".join(lines)
+
+
+# -- the torch composition ----------------------------------------------------------------------------
+_TORCH_CELLS = ("rnn-tanh", "rnn-relu", "lstm", "gru")  # the cells nn.RNN, nn.LSTM, nn.GRU compute
+
+
+def _torch_module(torch, cell, D, H, bidirectional=False):
+    nn = torch.nn
+    if cell == "lstm":
+        return nn.LSTM(D, H, bidirectional=bidirectional).double()
+    if cell == "gru":
+        return nn.GRU(D, H, bidirectional=bidirectional).double()
+    return nn.RNN(D, H, bidirectional=bidirectional, nonlinearity=cell.split("-")[1]).double()
+
+
+def _load(torch, module, cell, params_by_direction):
+    sd = {}
+    for k, p in enumerate(params_by_direction):
+        sd.update(to_torch(cell, p, layer=0, reverse=k == 1))
+    module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in sd.items()})
+
+
+def _module_grads(cell, module, H, n_dirs):
+    """Torch's gradients of one module under symrnn's names, per direction (``bias_hh`` zeroed where it
+    duplicates ``bias_ih``, then the pair added by ``from_torch``)."""
+    sd = {k: p.grad.numpy().copy() if p.grad is not None else np.zeros(tuple(p.shape))
+          for k, p in module.named_parameters()}
+    for k in sd:
+        if k.startswith("bias_hh"):
+            sd[k][:2 * H if cell == "gru" else None] = 0
+    return [from_torch(cell, sd, layer=0, reverse=d == 1) for d in range(n_dirs)]
+
+
+def _merge_torch(torch, name, f, b):
+    return {"concat": lambda: torch.cat([f, b], dim=-1), "sum": lambda: f + b, "ave": lambda: (f + b) / 2,
+            "mul": lambda: f * b, "max": lambda: torch.maximum(f, b)}[name]()
+
+
+def torch_loss_and_grads(m, params, src, tin, tout, smask=None, tmask=None):
+    """The loss and gradients of ``m`` composed from torch modules and operations (float64), keyed like
+    :meth:`Seq2Seq.loss_and_grads`; see :mod:`symrnn.oracles.seq2seq`."""
+    import torch
+
+    for cell in (m.encoder.cell, m.decoder.cell):
+        if cell.name not in _TORCH_CELLS:
+            raise UnknownNameError(f"PyTorch has no module for the cell {cell.name!r}; the torch composition "
+                                   f"covers {list(_TORCH_CELLS)}.")
+    rnn_utils = torch.nn.utils.rnn
+
+    def leaf(v):
+        return torch.tensor(np.asarray(v, dtype=np.float64), dtype=torch.float64, requires_grad=True)
+
+    P = {k: leaf(v) for k, v in params.items() if not k.startswith(("enc.", "dec."))}
+    enc, dec_cell = m.encoder, m.decoder.cell.name
+    enc_cell, H = enc.cell.name, m.H
+    S, N = src.shape[:2]
+    lengths = smask.sum(axis=0) if smask is not None else np.full(N, S)
+    src_t = None
+    if m.src_vocab is not None:
+        x = P["emb_src"][torch.from_numpy(np.asarray(src))]
+    else:
+        src_t = leaf(src)
+        x = src_t
+    lengths_t = torch.from_numpy(np.asarray(lengths, dtype=np.int64))
+    modules, finals = [], None
+    for layer in enc.layers:
+        module = _torch_module(torch, enc_cell, layer.input_width, H, layer.bidirectional)
+        _load(torch, module, enc_cell, [enc.direction_params({k[4:]: v for k, v in params.items()
+                                                             if k.startswith("enc.")}, layer.index, d)
+                                       for d in layer.directions])
+        packed = rnn_utils.pack_padded_sequence(x, lengths_t, enforce_sorted=False)
+        out, hn = module(packed)
+        out, _ = rnn_utils.pad_packed_sequence(out, total_length=S)
+        hn = hn[0] if enc_cell == "lstm" else hn
+        y = _merge_torch(torch, enc.merge.name, out[..., :H], out[..., H:]) if layer.bidirectional else out
+        if layer.residual:
+            y = y + x
+        modules.append((module, layer))
+        x, finals = y, hn
+    memory = x
+    z = torch.cat([finals[k] for k in range(finals.shape[0])], dim=-1)  # (N, Z): fwd then bwd
+    Tn = tin.shape[0]
+    Hd = m.H_dec
+    states = m.decoder.state_names
+    if m.bridge_mode == "copy":
+        init = {s: (z if s == m.out_state else torch.zeros(N, Hd, dtype=torch.float64)) for s in states}
+    elif m.bridge_mode in ("linear", "tanh"):
+        act = torch.tanh if m.bridge_mode == "tanh" else (lambda u: u)
+        init = {s: act(z @ P[f"bridge.W_{s}"].T + P[f"bridge.b_{s}"]) for s in states}
+    else:
+        init = {s: torch.zeros(N, Hd, dtype=torch.float64) for s in states}
+    dec = _torch_module(torch, dec_cell, m.decoder.sizes["D"], Hd)
+    _load(torch, dec, dec_cell, [{k[4:]: v for k, v in params.items() if k.startswith("dec.")}])
+    emb = P["emb_tgt"][torch.from_numpy(np.asarray(tin))]
+    parts = [emb] + ([z.expand(Tn, N, z.shape[-1])] if m.context else [])
+    mask_t = None if smask is None else torch.from_numpy(np.asarray(smask).T.copy())  # (N, S)
+
+    def attend(q):  # q (Tq, N, Hd) -> weights (Tq, N, S), context (Tq, N, C)
+        score = m.attention.score
+        if score == "dot":
+            e = torch.einsum("tnh,snh->tns", q, memory)
+        elif score == "general":
+            e = torch.einsum("tnh,hc,snc->tns", q, P["attn.W_a"], memory)
+        else:
+            u = torch.tanh((q @ P["attn.W_a"].T)[:, :, None, :] + (memory @ P["attn.U_a"].T).permute(1, 0, 2)[None])
+            e = u @ P["attn.v_a"]
+        if mask_t is not None:
+            e = e.masked_fill(~mask_t[None], float("-inf"))
+        a = torch.softmax(e, dim=-1)
+        return a, torch.einsum("tns,snc->tnc", a, memory)
+
+    def hx(state):
+        return (state["h"][None], state["c"][None]) if dec_cell == "lstm" else state["h"][None]
+
+    if not m.bahdanau:
+        out, _ = dec(torch.cat(parts, dim=-1), hx(init))
+        top = out
+        if m.attention is not None:
+            a, ctx = attend(out)
+            top = torch.tanh(torch.cat([ctx, out], dim=-1) @ P["attn.W_c"].T)
+        pieces = [top]
+    else:
+        state, hs, cs = init, [], []
+        for t in range(Tn):
+            a, ctx = attend(state["h"][None])
+            x_t = torch.cat([p[t:t + 1] for p in parts] + [ctx], dim=-1)
+            out, new = dec(x_t, hx(state))
+            state = {"h": new[0][0], "c": new[1][0]} if dec_cell == "lstm" else {"h": new[0]}
+            hs.append(out[0])
+            cs.append(ctx[0])
+        pieces = [torch.stack(hs), torch.stack(cs)]
+    if m.context:
+        pieces.append(z.expand(Tn, N, z.shape[-1]))
+    logits = torch.cat(pieces, dim=-1) @ P["out.V"].T + P["out.c"]
+    logp = torch.log_softmax(logits, dim=-1)
+    tout_np = np.asarray(tout)
+    scored = (tout_np != -1) if tmask is None else (np.asarray(tmask) & (tout_np != -1))
+    picked = logp.gather(-1, torch.from_numpy(np.where(tout_np == -1, 0, tout_np))[..., None])[..., 0]
+    total = -(picked * torch.from_numpy(scored.astype(np.float64))).sum()
+    scale = {"sum": 1.0, "batch-mean": 1.0 / N}.get(m.reduction, 1.0 / max(int(scored.sum()), 1))
+    loss = total * scale
+    loss.backward()
+    grads = {k: v.grad.numpy().copy() if v.grad is not None else np.zeros(tuple(v.shape)) for k, v in P.items()}
+    for module, layer in modules:
+        for d, g in zip(layer.directions, _module_grads(enc_cell, module, H, len(layer.directions))):
+            grads.update({f"enc.{enc.key(layer.index, d, k)}": v for k, v in g.items()})
+    grads.update({f"dec.{k}": v for k, v in _module_grads(dec_cell, dec, Hd, 1)[0].items()})
+    if src_t is not None:
+        grads["src"] = src_t.grad.numpy().copy()
+    return float(loss.detach()), grads
