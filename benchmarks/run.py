@@ -955,7 +955,7 @@ def bench_decay(cfg):
 
 def report_decay(rows, cfg, summary):
     H = rows[0]["H"]
-    out = ["## 6. Gradient decay at long sequence lengths",
+    out = ["## 7. Gradient decay at long sequence lengths",
            "",
            f"`symrnn.decay.decay_profile` on an LSTM with H = {H} (state `(h, c)` of {2 * H}), PyTorch-default "
            "weights, random inputs, D = 4, N = 1: step Jacobians evaluated from the cell's derivation chunk by chunk, "
@@ -980,10 +980,10 @@ def report_decay(rows, cfg, summary):
                 f"below float64's smallest number, finite in log space); the running product had rank "
                 f"{curve['rank']} at the end (directions below 1e-14 of the largest are dropped)."]
     big = curve["T"] >= 100000 and H == 64
-    summary.append((f"6. decay, LSTM H={H}, T={curve['T']:,}: top exponent + norm curve (wall; CPU)",
+    summary.append((f"7. decay, LSTM H={H}, T={curve['T']:,}: top exponent + norm curve (wall; CPU)",
                     f"{fmt_s(curve['wall'])}; {fmt_s(curve['cpu'])}; peak RSS {curve['peak_kb'] / 1024:.0f} MB",
                     "< 10 s", status(curve["wall"] < 10.0, big)))
-    summary.append((f"6. decay, LSTM H={H}, T={full['T']:,}: full spectrum, {full['k']} exponents (wall; CPU)",
+    summary.append((f"7. decay, LSTM H={H}, T={full['T']:,}: full spectrum, {full['k']} exponents (wall; CPU)",
                     f"{fmt_s(full['wall'])}; {fmt_s(full['cpu'])}; peak RSS {full['peak_kb'] / 1024:.0f} MB",
                     "< 60 s", status(full["wall"] < 60.0, big)))
     return out
@@ -1059,7 +1059,7 @@ def bench_seq2seq(cfg):
 
 def report_seq2seq(res, cfg, summary):
     z = SEQ2SEQ_SIZES
-    out = ["## 7. Sequence to sequence with attention vs a torch composition (CPU, float64)",
+    out = ["## 8. Sequence to sequence with attention vs a torch composition (CPU, float64)",
            "",
            f"Source {z['S']} and target {z['T']} tokens, N={z['N']}, H={z['H']}, E={z['E']}, vocabularies "
            f"{z['V']}. *ours*: `Seq2Seq(\"lstm\", src_vocab, tgt_vocab, E, H, attention=\"general\")"
@@ -1083,7 +1083,7 @@ def report_seq2seq(res, cfg, summary):
     out.append(f"| seq2seq LSTM + general attention | {fmt_s(min(t['ours']))} / {fmt_s(med(t['ours']))} | "
                f"{fmt_s(min(t['torch']))} / {fmt_s(med(t['torch']))} | **{ratio_min:.2f}** | {ratio_med:.2f} | "
                f"{res['check']:.1e} |")
-    summary.append(("7. seq2seq (LSTM, general attention) gradient, ours / torch composition",
+    summary.append(("8. seq2seq (LSTM, general attention) gradient, ours / torch composition",
                     f"{ratio_min:.2f} (median of paired ratios {ratio_med:.2f})", "≤ 1.0", status(ratio_min <= 1.0)))
     return out
 
