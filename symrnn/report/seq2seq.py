@@ -7,6 +7,8 @@ With numbers (``params`` and a batch) it adds the measured decomposition of ``dL
 """
 from __future__ import annotations
 
+import io
+
 import re
 
 import numpy as np
@@ -170,7 +172,7 @@ def plot_attention(weights, path, src_tokens=None, tgt_tokens=None, title="atten
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .compile import check_writable
+    from .compile import check_writable, write_atomic
 
     path = check_writable(path)
     weights = np.asarray(weights)
@@ -181,11 +183,13 @@ def plot_attention(weights, path, src_tokens=None, tgt_tokens=None, title="atten
                   rotation=90, fontsize=7)
     ax.set_yticks(range(T), labels=tgt_tokens if tgt_tokens is not None else [str(t + 1) for t in range(T)],
                   fontsize=7)
-    ax.set_xlabel("source position s")
-    ax.set_ylabel("target step t")
+    ax.set_xlabel("source token (position s, left to right)" if src_tokens is not None else "source position s")
+    ax.set_ylabel("target token (step t, top to bottom)" if tgt_tokens is not None else "target step t")
     ax.set_title(title, fontsize=8)
     fig.colorbar(image, ax=ax, fraction=0.04)
     fig.tight_layout()
-    fig.savefig(path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
     plt.close(fig)
+    write_atomic(path, buffer.getvalue())
     return path
