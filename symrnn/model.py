@@ -126,14 +126,7 @@ class Model:
 
     def init_params(self, seed=0, scale=None, dtype=np.float64) -> dict:
         """Parameters drawn uniformly from ``[-scale, scale]`` (default ``1/sqrt(H)``, as PyTorch)."""
-        if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float, np.number))
-                                  or not np.isfinite(scale) or scale < 0):
-            raise ParameterError(f"scale must be a finite number >= 0, got {scale!r}.")
-        if np.dtype(dtype) not in _DTYPES:
-            raise ParameterError(f"dtype must be float64 or float32, got {np.dtype(dtype)}.")
-        rng = np.random.default_rng(seed)
-        scale = 1.0 / np.sqrt(self.sizes["H"]) if scale is None else scale
-        return {k: rng.uniform(-scale, scale, size=s).astype(dtype) for k, s in self.param_shapes.items()}
+        return uniform_params(self.param_shapes, self.sizes["H"], seed, scale, dtype)
 
     # -- symbolic -------------------------------------------------------------
     def derive(self) -> Derivation:
@@ -399,6 +392,18 @@ class Model:
         return (f"Model({self.cell.name!r}, D={self.sizes['D']}, H={self.sizes['H']}, K={self.sizes['K']}, "
                 f"architecture={self.architecture.name!r}, loss={self.loss_rule.name!r}, "
                 f"reduction={self.reduction!r})")
+
+
+def uniform_params(shapes, H, seed=0, scale=None, dtype=np.float64) -> dict:
+    """Arrays of ``shapes`` drawn uniformly from ``[-scale, scale]`` (default ``1/sqrt(H)``, as PyTorch)."""
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float, np.number))
+                              or not np.isfinite(scale) or scale < 0):
+        raise ParameterError(f"scale must be a finite number >= 0, got {scale!r}.")
+    if np.dtype(dtype) not in _DTYPES:
+        raise ParameterError(f"dtype must be float64 or float32, got {np.dtype(dtype)}.")
+    rng = np.random.default_rng(seed)
+    scale = 1.0 / np.sqrt(H) if scale is None else scale
+    return {k: rng.uniform(-scale, scale, size=s).astype(dtype) for k, s in shapes.items()}
 
 
 def _finite_loss(value, model) -> float:

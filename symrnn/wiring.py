@@ -42,7 +42,7 @@ from .codegen import BlockCode, Workspace
 from .errors import NonFiniteError, ParameterError, ShapeError, UnknownNameError
 from .functions import maximum
 from .losses import get_loss
-from .model import Model, _finite_loss, readout_cell
+from .model import Model, _finite_loss, readout_cell, uniform_params
 from .validation import as_float_array, check_shape
 
 _DTYPES = (np.float64, np.float32)
@@ -263,14 +263,7 @@ class StackedModel:
 
     def init_params(self, seed=0, scale=None, dtype=np.float64) -> dict:
         """Parameters drawn uniformly from ``[-scale, scale]`` (default ``1/sqrt(H)``, as PyTorch)."""
-        if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float, np.number))
-                                  or not np.isfinite(scale) or scale < 0):
-            raise ParameterError(f"scale must be a finite number >= 0, got {scale!r}.")
-        if np.dtype(dtype) not in _DTYPES:
-            raise ParameterError(f"dtype must be float64 or float32, got {np.dtype(dtype)}.")
-        rng = np.random.default_rng(seed)
-        scale = 1.0 / np.sqrt(self.sizes["H"]) if scale is None else scale
-        return {k: rng.uniform(-scale, scale, size=s).astype(dtype) for k, s in self.param_shapes.items()}
+        return uniform_params(self.param_shapes, self.sizes["H"], seed, scale, dtype)
 
     # -- generated code ------------------------------------------------------------------------------
     @property

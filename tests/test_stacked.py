@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import symrnn as sr
+from symrnn.oracles.finite_differences import differences_in_place
 from symrnn.oracles.stacked import ScalarStackOracle
 from symrnn.wiring import MERGES
 from strategies import make_cell
@@ -130,19 +131,7 @@ def central_differences(m, params, x, y, h0, eps=1e-6):
     def f():
         return m.loss({k: arrays[k] for k in params}, arrays["x"], y, h0={s: arrays[f"{s}0"] for s in h0})
 
-    grads = {}
-    for name, a in arrays.items():
-        g = np.empty_like(a)
-        for idx in np.ndindex(*a.shape):
-            keep = a[idx]
-            a[idx] = keep + eps
-            up = f()
-            a[idx] = keep - eps
-            down = f()
-            a[idx] = keep
-            g[idx] = (up - down) / (2 * eps)
-        grads[name] = g
-    return grads
+    return differences_in_place(arrays, f, eps)
 
 
 def tie_margin(m, params, x, h0):

@@ -41,6 +41,12 @@ def central_differences(model, params, inputs, targets, h0=None, eps=1e-6):
         p, x, s0 = _split(model, arrays)
         return model.loss(p, x, targets, h0=s0)
 
+    return differences_in_place(arrays, f, eps)
+
+
+def differences_in_place(arrays, f, eps):
+    """``(f() at v + eps - f() at v - eps) / (2 eps)`` for every entry ``v`` of the float arrays in
+    ``arrays`` (name -> array), which ``f`` reads: each entry is moved and put back in place."""
     grads = {}
     for name, array in arrays.items():
         g = np.empty_like(array)

@@ -24,6 +24,7 @@ from ..errors import DerivationTooLargeError
 from ..functions import derivative, maximum
 from ..losses import scale_of
 from ..symbols import MatVec, Param, tsym
+from .finite_differences import differences_in_place
 from .scalar import _float_namespace, _mpmath_namespace, _ScalarPrinter
 
 #: The merges, written independently of :data:`symrnn.wiring.MERGES`.
@@ -236,19 +237,7 @@ def stack_central_differences(model, params, inputs, targets, h0=None, eps=1e-6)
         return model.loss({k: arrays[k] for k in params}, arrays[model.input_name], targets,
                           h0={s: arrays[f"{s}0"] for s in model.state_names})
 
-    grads = {}
-    for name, a in arrays.items():
-        g = np.empty_like(a)
-        for idx in np.ndindex(*a.shape):
-            keep = a[idx]
-            a[idx] = keep + eps
-            up = f()
-            a[idx] = keep - eps
-            down = f()
-            a[idx] = keep
-            g[idx] = (up - down) / (2 * eps)
-        grads[name] = g
-    return grads
+    return differences_in_place(arrays, f, eps)
 
 
 def _torch_module_grads(model, params, x, y, h0):
