@@ -87,7 +87,7 @@ def problems(model, min_T=1, max_T=12, max_N=3):
     def draw_problem(draw):
         T = draw(sequence_lengths(min_T, max_T))
         N = draw(st.integers(1, max_N))
-        D, H, K = model.sizes["D"], model.sizes["H"], model.sizes["K"]
+        D, K = model.sizes["D"], model.sizes["K"]
         params = draw(weights(model))
         x = draw(inputs(T, N, D))
         h0 = {s: draw(values((N, model.state_size(s)), 1.0)) for s in model.state_names}

@@ -1,7 +1,6 @@
 """The verifier sees stacked and bidirectional models: a hand-written loss function over PyTorch's
 state_dict names (here written with torch modules, copied weights) is judged against
 symrnn.StackedModel's exact gradients; a 0.1% error in one layer's reverse weights is caught."""
-import numpy as np
 import pytest
 
 import symrnn.verify as V

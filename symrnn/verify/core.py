@@ -17,7 +17,6 @@ from ..model import Model
 from ..symbols import parse
 from ..truncated import Truncation, as_truncation, truncated_loss_and_grads
 from . import judge as J
-from .hygiene import Finding
 from .modes import LayerFunctions, LayerObject, LossFunction, run_twice
 from .mutants import Mutation, candidate, exact_line, mutations_for
 from .mutants import backward as candidate_backward
