@@ -39,3 +39,10 @@ def test_sums_follow_the_forward_order_of_the_gates():
     line = next(line for line in md.splitlines() if line.startswith(r"\bar{h}_{t} = "))
     order = [line.index(r"W_{%s}^{\top}" % g) for g in "ifgo"]
     assert order == sorted(order), line
+
+
+def test_the_loss_adjoint_is_printed_once_and_sigma_is_defined_before_its_derivative():
+    md = markdown_document(sr.Model("lstm", D=2, H=3, K=2))
+    assert len([line for line in md.splitlines() if line.startswith(r"\bar{s}_{t} = ")]) == 1
+    definition = md.index(r"\sigma\left(u\right) = \frac{1}{1 + e^{- u}}")
+    assert definition < md.index(r"\frac{d}{d u} \sigma\left(u\right) = ")

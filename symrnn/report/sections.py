@@ -301,15 +301,12 @@ class ReportBuilder:
         rows = []
         for name in sorted(functions):
             f = functions[name](u)
+            if not functions[name].__module__.startswith("sympy."):  # symrnn's own (sigmoid): defined first
+                rewritten = f.rewrite(sp.exp)
+                if rewritten != f:
+                    rows.append((self.tex(f, elementwise=False), rewritten, _label("definition", name)))
             rows.append((self.tex(sp.Derivative(f, u), elementwise=False), sp.diff(f, u),
                          _label("identity", name)))
-        for name in sorted(functions):  # symrnn's own functions (sigmoid): their definition as well
-            if functions[name].__module__.startswith("sympy."):
-                continue
-            rewritten = functions[name](u).rewrite(sp.exp)
-            if rewritten != functions[name](u):
-                rows.append((self.tex(functions[name](u), elementwise=False), rewritten,
-                             _label("definition", name)))
         blocks = [Paragraph(["The backward pass needs the derivative of every function that the equations "
                              "apply elementwise. SymPy supplies them, and they enter the generated code as "
                              "they are printed here:"])]
@@ -351,13 +348,18 @@ class ReportBuilder:
     # -- 7 -------------------------------------------------------------------------------------
     def adjoints(self):
         d = self.d
-        rows = [(self.tex(a.lhs), self.name_gates(a.rhs), _label("adjoint", _base(a.lhs))) for a in d.adjoints]
+        loss_rule = d.loss.get("gradient") if d.loss else None  # printed with the loss's rule already
+        rows = [(self.tex(a.lhs), self.name_gates(a.rhs), _label("adjoint", _base(a.lhs))) for a in d.adjoints
+                if loss_rule is None or a.lhs != loss_rule.lhs]
         recurrent = [a for a in d.adjoints if any(parse(s) and parse(s)[1] == 1 for s in a.rhs.free_symbols)]
         blocks = [
             Paragraph(["Reverse accumulation runs over the steps from ", Math("T"), " down to 1 and, inside a "
                        "step, over the equations from the last to the first. The two rules, applied to every "
                        "equation of the forward pass, give the adjoints in matrix form, in the order in which "
-                       "the backward pass computes them:"]),
+                       "the backward pass computes them"] + ([", starting from the loss's ",
+                                                              Math(self.tex(loss_rule.lhs)), " of equation ",
+                                                              Ref(_label("rule", "loss"))]
+                                                             if loss_rule is not None else []) + [":"]),
             self.display(rows),
         ]
         if self.gates:
