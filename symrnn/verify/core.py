@@ -355,16 +355,17 @@ def _run_cases(adapter, problems, mode, layout_name, declared):
             shortest_loc = localise(adapter, *shortest)
             result.localisation.update({k: v for k, v in shortest_loc.items() if k in ("gradient", "block")})
         T_main = max(p.T for p in problems)
-        probe = message_probe(adapter, declared, T_main) if mode == "layer" else None
-        if probe is not None:
+        messages = message_probe(adapter, declared, T_main) if mode == "layer" else None
+        if messages is not None:
             loc = result.localisation
-            loc.update(step=probe["step"], path=probe["path"], message=probe["message"])
-            if probe["blocks_right"] and probe["blocks_wrong"]:
-                loc["block"] = ",".join(probe["blocks_wrong"])
-                loc["message"] += (f"; at t={min(probe['step'] - 1, T_main) if probe['path'] else T_main} the gate block(s) {', '.join(probe['blocks_wrong'])} "
-                                   f"receive a wrong gradient, {', '.join(probe['blocks_right'])} a right one")
+            loc.update(step=messages["step"], path=messages["path"], message=messages["message"])
+            if messages["blocks_right"] and messages["blocks_wrong"]:
+                at = min(messages["step"] - 1, T_main) if messages["path"] else T_main
+                loc["block"] = ",".join(messages["blocks_wrong"])
+                loc["message"] += (f"; at t={at} the gate block(s) {', '.join(messages['blocks_wrong'])} receive a "
+                                   f"wrong gradient, {', '.join(messages['blocks_right'])} a right one")
         _refine_by_fingerprint(result.localisation, result.fingerprint, adapter, shortest[0].T)
-        if result.fingerprint is not None and result.fingerprint.drop_carry and probe is None:
+        if result.fingerprint is not None and result.fingerprint.drop_carry and messages is None:
             path = result.localisation["path"] = result.fingerprint.drop_carry[0]
             result.localisation["message"] = result.localisation["message"].replace(f"dL/d{model.out} ",
                                                                                   f"dL/d{path} ")
