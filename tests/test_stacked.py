@@ -48,7 +48,7 @@ def problem(m, T_in, T_out, N=2, seed=0, scale=1.0):
     if m.loss_rule.name == "cross-entropy":
         y = rng.integers(0, m.sizes["K"], size=(T_out, N))
     else:
-        y = rng.normal(size=(T_out, N, m.sizes["K"] if m.loss_rule.name == "mse" else m.width))
+        y = rng.normal(size=(T_out, N, m.sizes["K"] if m.loss_rule.name in ("mse", "half-mse") else m.width))
     h0 = {s: rng.normal(size=(len(m.rows()), N, m.unit.state_size(s))) for s in m.state_names}
     return params, x, y, h0
 
@@ -77,7 +77,8 @@ def test_every_cell_stacked_and_bidirectional_matches_the_scalar_program(cell):
 
 
 @pytest.mark.parametrize("merge", MERGE_NAMES)
-@pytest.mark.parametrize("loss, reduction", [("cross-entropy", "mean"), ("mse", "sum"), ("upstream", "sum")])
+@pytest.mark.parametrize("loss, reduction", [("cross-entropy", "mean"), ("mse", "sum"), ("half-mse", "mean"),
+                                            ("upstream", "sum")])
 def test_every_merge_and_loss(merge, loss, reduction):
     assert_matches_oracle(stacked("rnn-relu", merge=merge, loss=loss, reduction=reduction, num_layers=3,
                                   residual=merge != "concat"), 3, 3, seed=1)

@@ -16,18 +16,16 @@ operations) with the weights copied by :mod:`symrnn.layouts`, differentiated by 
 """
 from __future__ import annotations
 
-from collections import defaultdict
 
 import mpmath
 import numpy as np
 import sympy as sp
 
-from ..functions import derivative
 from ..errors import UnknownNameError
 from ..layouts import from_torch, to_torch
 from ..losses import scale_of
 from .scalar import _float_namespace, _mpmath_namespace, _ScalarPrinter
-from .stacked import _SCALAR_MERGES, ScalarStackOracle
+from .stacked import _SCALAR_MERGES, ScalarStackOracle, reverse_program
 
 
 class _Program(ScalarStackOracle):
@@ -142,25 +140,8 @@ class _Program(ScalarStackOracle):
         leaves = [s.name for a in self.params.values() for s in a.ravel()]
         if self.src_dense is not None:
             leaves += [s.name for s in self.src_dense.ravel()]
-        forward = [f"    {v.name} = {printer.doprint(e)}" for v, e in self.lines]
-        contributions = defaultdict(list)
-        contributions[self.loss_symbol.name].append("1")
-        backward = []
-        for v, e in reversed(self.lines):
-            terms = contributions.pop(v.name, None)
-            if not terms:
-                continue
-            backward.append(f"    _d_{v.name} = {' + '.join(terms)}")
-            for u in sorted(e.free_symbols, key=lambda s: s.name):
-                if u.name == "scale":
-                    continue
-                d = sp.Add(*[derivative(term, u) for term in sp.Add.make_args(e) if term.has(u)])
-                if d != 0:
-                    contributions[u.name].append(f"_d_{v.name}*({printer.doprint(d)})")
-        tail = [f"    _d_{n} = {' + '.join(contributions.get(n, ['0 * scale']))}" for n in leaves]
-        result = f"    return {self.loss_symbol.name}, [{', '.join('_d_' + n for n in leaves)}]"
-        self.source = "\n".join(["def program(_values):", f"    {', '.join(leaves + ['scale'])}, = _values"]
-                                + forward + backward + tail + [result]) + "\n"
+        self.source = reverse_program(printer, self.lines, self.loss_symbol, leaves + ["scale"], leaves,
+                                      skip=lambda name: name == "scale")
         self._code = compile(self.source, "<symrnn-scalar-seq2seq-oracle>", "exec")
         self._programs = {}
 

@@ -36,6 +36,32 @@ _SCALAR_MERGES = {
 }
 
 
+def reverse_program(printer, lines, loss_symbol, args, grads, skip):
+    """The source of ``program(_values)``: the straight-line forward ``lines`` (symbol, expression),
+    then reverse accumulation over them, each local partial by ``sympy.diff`` of the terms that
+    read the variable; returns the loss and ``d loss / d name`` for each name of ``grads``.
+    ``skip(name)`` marks the arguments that are constants (the scale, the targets)."""
+    forward = [f"    {v.name} = {printer.doprint(e)}" for v, e in lines]
+    contributions = defaultdict(list)
+    contributions[loss_symbol.name].append("1")
+    backward = []
+    for v, e in reversed(lines):
+        terms = contributions.pop(v.name, None)
+        if not terms:
+            continue
+        backward.append(f"    _d_{v.name} = {' + '.join(terms)}")
+        for u in sorted(e.free_symbols, key=lambda s: s.name):
+            if skip(u.name):
+                continue
+            d = sp.Add(*[derivative(term, u) for term in sp.Add.make_args(e) if term.has(u)])
+            if d != 0:
+                contributions[u.name].append(f"_d_{v.name}*({printer.doprint(d)})")
+    tail = [f"    _d_{n} = {' + '.join(contributions.get(n, ['0 * scale']))}" for n in grads]
+    result = f"    return {loss_symbol.name}, [{', '.join('_d_' + n for n in grads)}]"
+    return "\n".join(["def program(_values):", f"    {', '.join(args)}, = _values"] + forward + backward + tail
+                     + [result]) + "\n"
+
+
 class ScalarStackOracle:
     """The straight-line scalar program of ``model`` for inputs of length ``T_in`` and targets of ``T_out``.
 
@@ -144,7 +170,8 @@ class ScalarStackOracle:
                 lse = self._new(sp.log(sp.Add(*[sp.exp(ok) for ok in o])))
                 losses.append(self._new(self.scale * sp.Add(*[yk * (lse - ok) for yk, ok in zip(target, o)])))
             else:
-                losses.append(self._new(self.scale * sp.Add(*[(ok - yk) ** 2 for ok, yk in zip(o, target)])))
+                losses.append(self._new(self.scale * m.loss_rule.weight
+                                        * sp.Add(*[(ok - yk) ** 2 for ok, yk in zip(o, target)])))
         self.loss_symbol = self._new(sp.Add(*losses))
 
     def _compile(self):
@@ -152,25 +179,8 @@ class ScalarStackOracle:
         grads = ([s.name for a in self.params.values() for s in a.ravel()] + [s.name for s in self.inputs.ravel()]
                  + [s.name for a in self.initial.values() for s in a.ravel()])
         args = grads + [s.name for s in self.targets.ravel()] + ["scale"]
-        forward = [f"    {v.name} = {printer.doprint(e)}" for v, e in self.lines]
-        contributions = defaultdict(list)
-        contributions[self.loss_symbol.name].append("1")
-        backward = []
-        for v, e in reversed(self.lines):
-            terms = contributions.pop(v.name, None)
-            if not terms:
-                continue
-            backward.append(f"    _d_{v.name} = {' + '.join(terms)}")
-            for term_u in sorted(e.free_symbols, key=lambda s: s.name):
-                if term_u.name == "scale" or term_u.name.startswith("y_"):
-                    continue
-                d = sp.Add(*[derivative(term, term_u) for term in sp.Add.make_args(e) if term.has(term_u)])
-                if d != 0:
-                    contributions[term_u.name].append(f"_d_{v.name}*({printer.doprint(d)})")
-        leaves = [f"    _d_{n} = {' + '.join(contributions.get(n, ['0 * scale']))}" for n in grads]
-        source = "\n".join(["def program(_values):", f"    {', '.join(args)}, = _values"] + forward + backward
-                           + leaves + [f"    return {self.loss_symbol.name}, [{', '.join('_d_' + n for n in grads)}]"])
-        self.source = source + "\n"
+        self.source = reverse_program(printer, self.lines, self.loss_symbol, args, grads,
+                                      skip=lambda name: name == "scale" or name.startswith("y_"))
         self._code = compile(self.source, "<symrnn-scalar-stack-oracle>", "exec")
         self._programs = {}
 
@@ -189,7 +199,7 @@ class ScalarStackOracle:
             Y = np.eye(m.sizes["K"])[Y]
         scored = np.ones(Y.shape[:2], dtype=bool)
         scale = 1.0 if m.loss_rule.name == "upstream" else \
-            scale_of(m.reduction, scored, m.sizes["K"] if m.loss_rule.name == "mse" else 1)
+            scale_of(m.reduction, scored, m.sizes["K"] if m.loss_rule.name in ("mse", "half-mse") else 1)
         x_in = np.asarray(inputs, dtype=np.float64)
         N = x_in.shape[1]
         convert = float if precision is None else mpmath.mpf
@@ -274,7 +284,7 @@ def _torch_module_grads(model, params, x, y, h0):
                                    reduction="sum" if model.reduction == "sum" else "mean")
         else:
             loss = F.mse_loss(O, torch.tensor(np.asarray(y, dtype=np.float64)),
-                              reduction="sum" if model.reduction == "sum" else "mean")
+                              reduction="sum" if model.reduction == "sum" else "mean") * float(model.loss_rule.weight)
     loss.backward()
     sd = {k: p.grad.numpy().copy() for k, p in module.named_parameters()}
     for k in sd:  # both biases receive dL/db where they are added: keep one (GRU: b_hn apart)
