@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import sympy as sp
+
 from .errors import ShapeError, UnknownNameError
 
 
@@ -42,6 +44,22 @@ class Architecture:
             return Schedule(1, range(1), range(1))
         # many-to-many-delayed: read T_in inputs, then emit T_out outputs
         return Schedule(T_in + T_out, range(T_in), range(T_in, T_in + T_out))
+
+    def step_sets(self, T, T_in):
+        """The steps that read an input and the scored steps as symbolic ranges ``(first, last)``
+        (inclusive, counted from 1), for ``T`` steps of which the first ``T_in`` read the inputs of a
+        delayed architecture; the reports print the adjoints and sums of each architecture with them.
+        One-to-one has ``T = 1``."""
+        one = sp.Integer(1)
+        if self.name == "one-to-one":
+            return (one, one), (one, one)
+        if self.name == "many-to-one":
+            return (one, T), (T, T)
+        if self.name == "one-to-many":
+            return (one, one), (one, T)
+        if self.name == "many-to-many-delayed":
+            return (one, T_in), (T_in + 1, T)
+        return (one, T), (one, T)
 
     def _require(self, ok, what):
         if not ok:

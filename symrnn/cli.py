@@ -1,6 +1,6 @@
 """The ``symrnn`` command.
 
-    symrnn derive MODEL [--architecture A] [--loss L] [--format tex|pdf|md] -o PATH
+    symrnn derive MODEL [--architecture A] [--loss L] [--format tex|pdf|md] [--exercises] -o PATH
     symrnn derive-all --out DIR
     symrnn check MODEL          agreement table of the generated gradients against the oracles
     symrnn cells                the built-in cells, architectures and losses
@@ -120,6 +120,9 @@ def main(argv=None) -> int:
     p.add_argument("--format", default="tex", choices=("tex", "pdf", "md"))
     p.add_argument("-o", "--output", help="the file to write (default: the document on standard output; pdf "
                                            "needs a file)")
+    p.add_argument("--exercises", action="store_true",
+                   help="the exercise version for teachers: the adjoints, gradients and the worked example's "
+                        "backward pass left blank, with the answers at the end")
     p = sub.add_parser("derive-all", help="write the .tex and .md derivations of every built-in cell")
     p.add_argument("--out", default="derivations")
     p = sub.add_parser("check", help="agreement table of the generated gradients against every oracle")
@@ -175,9 +178,9 @@ def _run(args, parser) -> int:
 
             if args.format == "pdf":
                 raise UnknownNameError("--format pdf writes a file: give -o FILE.pdf.")
-            print(document_text(build_model(args), args.format), end="")
+            print(document_text(build_model(args), args.format, args.exercises), end="")
             return 0
-        path = write_report(build_model(args), args.format, args.output)
+        path = write_report(build_model(args), args.format, args.output, args.exercises)
         print(f"wrote {path}")
         return 0
     if args.command == "derive-all":

@@ -122,11 +122,14 @@ class Upstream(Loss):
             G = G * mask[..., None]
         return (Hs * G).sum(), G
 
-    def symbolic(self, state, reduction):
+    def symbolic(self, state, reduction, taken=()):
+        """``taken``: the names the cell already uses (the LSTM's gate ``g``); the upstream gradient
+        is ``g`` unless the cell has a ``g``, then ``gamma``."""
+        name = next(n for n in ("g", "gamma", "g_up") if n not in set(taken))
         t, k, H = sp.symbols("t k H", integer=True, positive=True)
-        g, h = sp.IndexedBase("g"), sp.IndexedBase(state)
+        g, h = sp.IndexedBase(name), sp.IndexedBase(state)
         return {"per_step": sp.Sum(g[t, k] * h[t, k], (k, 1, H)), "gradient": None,
-                "external": {state: tsym("g")}}
+                "external": {state: tsym(name)}}
 
 
 LOSSES = {

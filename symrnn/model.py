@@ -136,7 +136,9 @@ class Model:
                 loss = self.loss_rule.symbolic(self.logits, self.reduction)
                 self._derivation = Derivation(self.cell, self.readout.equations, loss)
             else:
-                loss = self.loss_rule.symbolic(self.out, self.reduction)
+                c = self.cell
+                taken = set(c.states) | set(c.params) | {str(e.target).split("[")[0] for e in c.equations}
+                loss = self.loss_rule.symbolic(self.out, self.reduction, taken=taken)
                 self._derivation = Derivation(self.cell, (), loss, external=loss["external"])
             self._derivation.model = self
         return self._derivation

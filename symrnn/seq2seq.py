@@ -810,7 +810,8 @@ class Seq2SeqDerivation:
 
     def __repr__(self):
         m = self.model
-        lines = [f"{m!r}", "", "Encoder (each direction of each layer; g[t] is what reaches its output h[t]):"]
+        g_enc = next(iter(self.encoder.external.values()), "g[t]")
+        lines = [f"{m!r}", "", f"Encoder (each direction of each layer; {g_enc} is what reaches its output h[t]):"]
         lines += ["  " + line for line in repr(self.encoder).splitlines()]
         if self.bridge is not None:
             lines += ["", "Bridge (z -> the decoder's initial states):"]
@@ -819,7 +820,8 @@ class Seq2SeqDerivation:
             lines.append("  where bar <state>_init = dL/d<state>_0 of the decoder (below)")
         elif m.bridge_mode == "copy":
             lines += ["", f"Bridge: {m.out_state}[0] = z (copy); bar z = bar {m.out_state}[0]"]
-        lines += ["", f"Decoder (input x[t] = [{'; '.join(self.decoder_input)}]; g[t] is what reaches h[t]):"]
+        g_dec = next(iter(self.decoder.external.values()), "g[t]")
+        lines += ["", f"Decoder (input x[t] = [{'; '.join(self.decoder_input)}]; {g_dec} is what reaches h[t]):"]
         lines += ["  " + line for line in repr(self.decoder).splitlines()]
         if self.attention is not None:
             equations, adjoints = self.attention

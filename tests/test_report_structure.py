@@ -46,3 +46,104 @@ def test_the_loss_adjoint_is_printed_once_and_sigma_is_defined_before_its_deriva
     assert len([line for line in md.splitlines() if line.startswith(r"\bar{s}_{t} = ")]) == 1
     definition = md.index(r"\sigma\left(u\right) = \frac{1}{1 + e^{- u}}")
     assert definition < md.index(r"\frac{d}{d u} \sigma\left(u\right) = ")
+
+
+# -- the summary box, the specialised architectures, the worked example, the exercises --------------
+from symrnn.architectures import ARCHITECTURES  # noqa: E402
+from symrnn.report import latex_document  # noqa: E402
+from symrnn.report.blocks import Boxed, Display  # noqa: E402
+from symrnn.report.example import WorkedExample  # noqa: E402
+from symrnn.report.exercises import BLANK  # noqa: E402
+from symrnn.report.sections import ReportBuilder  # noqa: E402
+
+
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("cell", ["rnn-tanh", "lstm", "gru"])
+def test_the_summary_box_prints_the_backward_summary(cell, architecture):
+    builder = ReportBuilder(sr.Model(cell, D=2, H=3, K=2, architecture=architecture))
+    doc = builder.build()
+    summary = next(s for s in doc.sections if s.title == "Summary")
+    box = next(b for b in summary.blocks if isinstance(b, Boxed))
+    text = "\n".join(box.lines)
+    for lhs, rhs in builder.summary.adjoints(None, combined=True):
+        assert f"{builder.tex(lhs)} &= " in text
+    for name in builder.model.param_shapes:
+        printed = builder.sums(builder.summary.gradient(name)).replace(r"\sum_", r"\sum\nolimits_")
+        assert r"\partial L / \partial %s &= %s" % (builder.name(name), printed) in text
+    # the recurrences the box keeps are the carriers: each is read one step later by some row
+    kept = [lhs for lhs, _ in builder.summary.adjoints(None, combined=True)]
+    if cell == "rnn-tanh":
+        assert [latex(k) for k in kept] == [r"\bar{a}_{t}"]
+
+
+def test_many_to_one_report_prints_the_specialised_adjoints():
+    md = markdown_document(sr.Model("rnn-tanh", D=2, H=3, K=2, architecture="many-to-one"))
+    lines = md.splitlines()
+    assert any(line.startswith(r"\bar{h}_{T} = V^{\top} \left(\hat{y}_{T} - y_{T}\right)") for line in lines)
+    assert any(line.startswith(r"\bar{h}_{t} = W^{\top} \bar{a}_{t+1}") for line in lines)
+    assert any(line.startswith(r"\frac{\partial L}{\partial V} = \bar{o}_{T} h_{T}^{\top}") for line in lines)
+    assert "At a step that is not scored" not in md
+
+
+def test_one_to_many_and_delayed_sums_run_over_their_steps():
+    md = markdown_document(sr.Model("rnn-tanh", D=2, H=3, K=2, architecture="one-to-many"))
+    assert r"\frac{\partial L}{\partial U} = \bar{a}_{1} x_{1}^{\top}" in md
+    md = markdown_document(sr.Model("rnn-tanh", D=2, H=3, K=2, architecture="many-to-many-delayed"))
+    assert r"\frac{\partial L}{\partial U} = \sum_{t=1}^{T_{\mathrm{in}}} \bar{a}_{t} x_{t}^{\top}" in md
+    assert r"\frac{\partial L}{\partial V} = \sum_{t=T_{\mathrm{in}} + 1}^{T} \bar{o}_{t} h_{t}^{\top}" in md
+
+
+@pytest.mark.parametrize("kw", [dict(cell="lstm"), dict(cell="gru", architecture="one-to-many"),
+                                dict(cell="rnn-relu", architecture="many-to-one", loss="mse", reduction="mean"),
+                                dict(cell="rnn-tanh", loss="upstream"),
+                                dict(cell="gru-chung", architecture="many-to-many-delayed")])
+def test_worked_example_by_hand_agrees_with_the_generated_code(kw):
+    cell = kw.pop("cell")
+    ex = WorkedExample(sr.Model(cell, D=2, H=3, K=2, **kw))
+    env, hand = ex.hand_values()
+    for entry in ex.table():
+        assert entry.by_hand == pytest.approx(entry.generated, rel=1e-12, abs=1e-15), entry
+    # every adjoint of every step is printed with its value, from the last step to the first
+    steps = [t for t, _ in ex.hand_program()]
+    assert steps == list(range(ex.schedule.T, 0, -1))
+    assert all(symbol in env for _, rows in ex.hand_program() for symbol, _ in rows)
+
+
+def test_worked_example_prints_yhat_minus_y_and_names_every_quantity():
+    md = markdown_document(sr.Model("gru", D=2, H=3, K=2))
+    assert r"\bar{o}_{2,1} &= - y_{2,1} + \hat{y}_{2,1}" in md
+    assert r"\left(y_{2,1} + y_{2,2}\right)" not in md
+    closed = md.split("gives the closed form")[1].split("in terms of the gradients")[0]
+    assert r"h_{1}" in closed and r"h_{0} z_{1} + n_{1} \left(1 - z_{1}\right)" not in closed, closed
+
+
+def test_long_closed_forms_show_their_nesting():
+    tex = latex_document(sr.Model("lstm", D=2, H=3, K=2))
+    closed = tex.split(r"\label{eq:example:closed-form}")[1].split(r"\end{split}")[0]
+    lines = closed.strip().splitlines()[1:]
+    assert len(lines) > 2
+    depth = [line.count(r"\quad") for line in lines]
+    assert max(depth) >= 3, lines  # a line inside two broken groups is indented twice more
+    assert r"\Bigl(" in closed and r"\bigl(" in closed  # an outer group's brackets are the larger
+
+
+def test_exercise_version_blanks_the_lines_and_answers_them():
+    model = sr.Model("lstm", D=2, H=3, K=2)
+    full = ReportBuilder(model).build()
+    md = markdown_document(model, exercises=True)
+    body, answers = md.split("## 12. Answers")
+    hidden = [row for s in full.sections for b in s.blocks if isinstance(b, Display) and b.exercise for row in b.rows]
+    assert hidden and body.count(BLANK) == len(hidden)
+    for row in hidden:
+        assert row.lines[0] in answers
+        if row.number is not None:
+            assert f"\\tag{{{row.number}}}" in answers
+    assert r"\boxed{" not in body and r"\boxed{" in answers
+    assert "*Table 2" in answers
+
+
+def test_exercise_version_of_a_stacked_model_is_refused():
+    from symrnn.errors import SymRNNError
+    stacked = sr.StackedModel("rnn-tanh", D=2, H=3, K=2, num_layers=2)
+    with pytest.raises(SymRNNError, match="exercise version"):
+        markdown_document(stacked, exercises=True)

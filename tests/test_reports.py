@@ -41,8 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DERIVATIONS = ROOT / "derivations"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 SECTIONS = ("The model", "Notation", "Forward pass", "Loss", "The unrolled computation graph",
-            "Local derivatives", "Adjoint recurrences", "Gradients of the parameters",
-            "Jacobians and vanishing or exploding gradients", "A worked example in closed form")
+            "Local derivatives", "Adjoint recurrences", "Gradients of the parameters", "Summary",
+            "Jacobians and vanishing or exploding gradients", "A worked example by hand")
 USER_CELL = """
 # A user's cell file: any module with a function returning a symrnn.Cell.
 from symrnn.examples import minimal_gated_unit as mgu
@@ -89,6 +89,8 @@ VARIANTS = {
     "lstm_many-to-one_mse_mean": dict(cell="lstm", architecture="many-to-one", loss="mse", reduction="mean"),
     "gru_one-to-many_upstream": dict(cell="gru", architecture="one-to-many", loss="upstream"),
     "lstm_many-to-many-delayed_cross-entropy": dict(cell="lstm", architecture="many-to-many-delayed"),
+    "lstm_exercises": dict(cell="lstm", exercises=True),
+    "rnn-tanh_many-to-one_exercises": dict(cell="rnn-tanh", architecture="many-to-one", exercises=True),
 }
 
 
@@ -106,8 +108,9 @@ def compiled(regenerated, user_cell_file):
     jobs = {stem: ((regenerated / f"{stem}.tex").read_text(), None) for stem in stems()}
     for name, spec in VARIANTS.items():
         spec = dict(spec)
+        exercises = spec.pop("exercises", False)
         m = model(spec.pop("cell"), **spec)
-        jobs[name] = (report.latex_document(m), m)
+        jobs[name] = (report.latex_document(m, exercises=exercises), m)
     user = model(load_cell(f"{user_cell_file}:mgu"))
     jobs["user-mgu"] = (report.latex_document(user), user)
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -426,7 +429,7 @@ def test_pdf_without_pdflatex_writes_the_tex_and_says_how_to_install(tmp_path, m
 def test_failed_latex_run_shows_the_log_and_keeps_the_tex(tmp_path, monkeypatch):
     need("pdflatex")
     broken = "\\documentclass{article}\n\\begin{document}\n\\undefinedmacro\n\\end{document}\n"
-    monkeypatch.setattr(report, "latex_document", lambda m: broken)
+    monkeypatch.setattr(report, "latex_document", lambda m, exercises=False: broken)
     with pytest.raises(LatexError) as info:
         report.write_report(model(), "pdf", tmp_path / "r.pdf")
     message = str(info.value)

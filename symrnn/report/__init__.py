@@ -25,6 +25,7 @@ from . import markdown as _markdown
 from .compile import (INSTALL_HINT, LatexError, LatexNotFoundError, OutputPathError, check_writable,
                       compile_pdf, latex_available, write_atomic)
 from .latex import ReportLatexPrinter, break_lines, latex
+from .exercises import make_exercises
 from .sections import build_document
 from .wiring import build_wiring_document
 
@@ -37,14 +38,30 @@ __all__ = ["write_report", "write_all", "latex_document", "markdown_document", "
            "OutputPathError", "LatexError", "LatexNotFoundError"]
 
 
-def latex_document(model) -> str:
-    """The derivation report of ``model`` as a complete LaTeX document."""
-    return _latex.render(build_document(model))
+def _document(model, exercises=False):
+    """The :class:`~symrnn.report.blocks.Document` of ``model``; ``exercises``: the version for teachers."""
+    if hasattr(model, "layers"):  # a symrnn.wiring.StackedModel
+        if exercises:
+            raise UnknownNameError("The exercise version is made for the report of one cell (symrnn.Model); "
+                                   "a stacked or bidirectional model's report has none. Leave out exercises "
+                                   "(--exercises) or report one layer's cell.")
+        return build_wiring_document(model)
+    document = build_document(model)
+    return make_exercises(document) if exercises else document
 
 
-def markdown_document(model) -> str:
-    """The derivation report of ``model`` as GitHub Markdown (``$$`` math, a Mermaid graph)."""
-    return _markdown.render(build_document(model))
+def latex_document(model, exercises=False) -> str:
+    """The derivation report of ``model`` as a complete LaTeX document.
+
+    With ``exercises=True``, the exercise version: the adjoint recurrences, the gradients and the
+    worked example's backward pass are blank lines to fill in, with the answers at the end."""
+    return _latex.render(_document(model, exercises))
+
+
+def markdown_document(model, exercises=False) -> str:
+    """The derivation report of ``model`` as GitHub Markdown (``$$`` math, a Mermaid graph);
+    ``exercises`` as in :func:`latex_document`."""
+    return _markdown.render(_document(model, exercises))
 
 
 def _check_format(fmt) -> str:
@@ -53,20 +70,18 @@ def _check_format(fmt) -> str:
     return fmt
 
 
-def document_text(model, fmt) -> str:
+def document_text(model, fmt, exercises=False) -> str:
     """The report of ``model`` as text, ``tex`` or ``md`` (what :func:`write_report` writes)."""
     fmt = _check_format(fmt)
-    stacked = hasattr(model, "layers")  # a symrnn.wiring.StackedModel
-    if fmt == "md":
-        return (wiring_markdown_document if stacked else markdown_document)(model)
-    return (wiring_latex_document if stacked else latex_document)(model)
+    return (markdown_document if fmt == "md" else latex_document)(model, exercises)
 
 
-def write_report(model, fmt, path) -> Path:
+def write_report(model, fmt, path, exercises=False) -> Path:
     """Write the report of ``model`` to ``path`` as ``fmt`` (``tex``, ``pdf`` or ``md``); returns the path.
 
     ``model`` is a :class:`~symrnn.model.Model` or a :class:`~symrnn.wiring.StackedModel`
-    (its report is built by :mod:`symrnn.report.wiring`).
+    (its report is built by :mod:`symrnn.report.wiring`).  ``exercises=True`` writes the exercise
+    version of a :class:`~symrnn.model.Model`'s report (see :func:`latex_document`).
 
     The path is checked before any work. A PDF is compiled in a temporary
     directory; when pdflatex is missing, or fails, the ``.tex`` is written next
@@ -74,10 +89,9 @@ def write_report(model, fmt, path) -> Path:
     """
     fmt = _check_format(fmt)
     path = check_writable(path)
-    stacked = hasattr(model, "layers")  # a symrnn.wiring.StackedModel
     if fmt == "md":
-        return write_atomic(path, (wiring_markdown_document if stacked else markdown_document)(model))
-    tex = (wiring_latex_document if stacked else latex_document)(model)
+        return write_atomic(path, markdown_document(model, exercises))
+    tex = latex_document(model, exercises)
     if fmt == "tex":
         return write_atomic(path, tex)
     tex_path = path.with_suffix(".tex")

@@ -41,13 +41,34 @@ class Row:
     label: str | None = None
     number: int | None = None
     relation: str = "="
+    tag: str | None = None  # a number shown without a label (the answers of the exercise version)
 
 
 @dataclass
 class Display:
-    """Rows shown together, aligned at their relation signs."""
+    """Rows shown together, aligned at their relation signs; ``exercise``: the exercise version of
+    the report leaves their right sides blank and prints them among the answers."""
 
     rows: list
+    exercise: bool = False
+
+
+@dataclass
+class Boxed:
+    """A framed block (the summary): groups of aligned lines, one under the other, each line LaTeX
+    with ``&`` before its relation (a line ``&\\text{...}`` is a heading)."""
+
+    groups: list
+
+    @property
+    def lines(self) -> list:
+        return [line for group in self.groups for line in group]
+
+    def tex(self) -> str:
+        """The box as display math: each group an ``aligned`` block, flush left in one ``array``."""
+        body = " \\\\[4pt]\n".join("\\begin{aligned}\n" + " \\\\\n".join(g) + "\n\\end{aligned}"
+                                     for g in self.groups)
+        return "\\boxed{\\begin{array}{l}\n" + body + "\n\\end{array}}"
 
 
 @dataclass

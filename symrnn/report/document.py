@@ -8,7 +8,7 @@ broken into lines (:func:`symrnn.report.latex.break_lines`) and are set with
 """
 from __future__ import annotations
 
-from .blocks import Code, Display, Figure, Math, Paragraph, Ref, Section, Table
+from .blocks import Boxed, Code, Display, Figure, Math, Paragraph, Ref, Section, Table
 
 PREAMBLE = r"""\documentclass[11pt,a4paper]{article}
 \usepackage[margin=2.5cm]{geometry}
@@ -51,21 +51,25 @@ def inline(parts) -> str:
 def render_display(display: Display) -> str:
     rows = display.rows
     numbered = any(r.label for r in rows)
+
+    def tag(row):  # a number without a label: the answers of the exercise version
+        return r" \tag{%s}" % row.tag if row.tag else ""
+
     if len(rows) == 1:
         row = rows[0]
         env = "equation" if numbered else "equation*"
         label = r"\label{%s}" % row.label if row.label else ""
         if len(row.lines) == 1:
-            return f"\\begin{{{env}}}{label}\n  {row.lhs} {row.relation} {row.lines[0]}\n\\end{{{env}}}"
+            return f"\\begin{{{env}}}{label}\n  {row.lhs} {row.relation} {row.lines[0]}{tag(row)}\n\\end{{{env}}}"
         body = f" \\\\\n    &\\quad {{}}".join(row.lines)
         return (f"\\begin{{{env}}}{label}\n  \\begin{{split}}\n    {row.lhs} &{row.relation} {body}\n"
-                f"  \\end{{split}}\n\\end{{{env}}}")
+                f"  \\end{{split}}{tag(row)}\n\\end{{{env}}}")
     env = "align" if numbered else "align*"
     lines = []
     for row in rows:
-        tag = (r" \label{%s}" % row.label) if row.label else (r" \notag" if numbered else "")
+        first = (r" \label{%s}" % row.label) if row.label else (r" \notag" if numbered else tag(row))
         rest = r" \notag" if numbered else ""
-        lines.append(f"  {row.lhs} &{row.relation} {row.lines[0]}{tag}")
+        lines.append(f"  {row.lhs} &{row.relation} {row.lines[0]}{first}")
         lines += [f"  &\\quad {{}}{line}{rest}" for line in row.lines[1:]]
     return f"\\begin{{{env}}}\n" + " \\\\\n".join(lines) + f"\n\\end{{{env}}}"
 
@@ -97,6 +101,8 @@ def render_block(block) -> str:
         return render_table(block)
     if isinstance(block, Figure):
         return render_figure(block)
+    if isinstance(block, Boxed):
+        return "\\[\n" + block.tex() + "\n\\]"
     raise TypeError(f"no LaTeX rendering for {type(block).__name__}")
 
 

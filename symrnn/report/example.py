@@ -25,10 +25,11 @@ import numpy as np
 import sympy as sp
 
 from ..functions import lambdify_numpy
-from ..symbols import tsym
+from ..symbols import MatTVec, MatVec, Outer, Param, parse, tsym
 from ..model import Model
 from ..oracles.finite_differences import central_differences
 from ..oracles.scalar import ScalarOracle
+from .summary import BackwardSummary
 from .tikz import lengths_for
 
 EXAMPLE_LENGTHS = ((2, 2), (2, 1), (1, 2), (1, 1))
@@ -46,10 +47,12 @@ class Entry:
     generated: float
     closed: float
     differences: float
+    by_hand: float = float("nan")  # the printed backward pass, evaluated line by line
 
     @property
     def max_difference(self) -> float:
-        return max(abs(self.generated - self.closed), abs(self.generated - self.differences))
+        return max(abs(self.generated - self.closed), abs(self.generated - self.differences),
+                   abs(self.generated - self.by_hand))
 
 
 def focus_parameter(cell) -> str:
@@ -152,7 +155,7 @@ class WorkedExample:
         self.adjoints = []  # (bar symbol, definition)
         for b in self.boundary:
             bar_b = sp.Symbol(f"_bar__{b.name}")
-            self.adjoints.append((bar_b, self._abbreviate_softmax(sp.diff(loss_partial, b))))
+            self.adjoints.append((bar_b, self._tidy(self._abbreviate_softmax(sp.diff(loss_partial, b)))))
         self._build_closed_form()
 
     def _abbreviate_softmax(self, expr):
@@ -176,16 +179,158 @@ class WorkedExample:
         return sp.collect(expr, yhats) if yhats else expr
 
     def _build_closed_form(self):
+        """``dL/dP`` for the focus entry by forward accumulation over the named program: each line's
+        derivative reads the derivatives of the lines before it, and an activation's derivative is
+        written with the line's own name (``sigma(a)(1 - sigma(a))`` -> ``z_1 (1 - z_1)``), so every
+        quantity appears under its name."""
         entry = self.oracle.param_symbols[self.focus].ravel()[0]
         self.focus_symbol = entry
-        back = {self.expanded[s.name]: s for s, _ in self.definitions
-                if not isinstance(self.expanded[s.name], sp.Symbol)}
+        back = {d: s for s, d in self.definitions if not isinstance(d, (sp.Symbol, sp.Add, sp.Mul))}
+        tangent = {}
+        for symbol, definition in self.definitions:
+            total = sp.diff(definition, entry)
+            for u in sorted(definition.free_symbols & set(tangent), key=lambda v: v.name):
+                if tangent[u] != 0:
+                    total += sp.diff(definition, u) * tangent[u]
+            tangent[symbol] = total.xreplace(back)
         per_step = {}
         for b, (bar_b, _) in zip(self.boundary, self.adjoints):
-            d = sp.diff(self.expanded[b.name], entry).xreplace(back)
             step = b.name.rpartition("__")[2].split("_")[0]
-            per_step.setdefault(step, []).append(bar_b * d)
+            per_step.setdefault(step, []).append(bar_b * tangent[b])
         self.closed_form = sp.Add(*[sp.factor_terms(sp.Add(*terms)) for terms in per_step.values()])
+
+    # -- the backward pass by hand ---------------------------------------------------------
+    def _scalar(self, expr, t):
+        """The report's vector expression ``expr`` at step ``t`` of this example as a SymPy matrix of
+        the example's scalar symbols (``bar h[t+1]`` at ``t = 1`` -> ``[_bar__h__2_0]``)."""
+        o = self.oracle
+        if isinstance(expr, Param):
+            arr = o.param_symbols[expr.name]
+            return sp.Matrix(arr.reshape(arr.shape[0], -1))
+        if isinstance(expr, sp.Symbol):
+            if parse(expr) is None:  # a size in a mean reduction's factor: one sequence, every step scored
+                m = self.model
+                sizes = {"N": 1, "T_out": self.T_out, "n_tokens": self.T_out, "T": self.schedule.T, **m.sizes}
+                return sp.Integer(sizes[expr.name])
+            base, offset, bar = parse(expr)
+            return sp.Matrix([sp.Symbol(n) for n in self._names(base, t + offset, bar)])
+        if expr.is_Number:
+            return expr
+        args = [self._scalar(a, t) for a in expr.args]
+        if isinstance(expr, MatVec):
+            return args[0] * args[1]
+        if isinstance(expr, MatTVec):
+            return args[0].T * args[1]
+        if isinstance(expr, Outer):
+            return args[0] * args[1].T
+        if isinstance(expr, sp.Add):
+            return _elementwise(sp.Add, args)
+        if isinstance(expr, sp.Mul):
+            return _elementwise(sp.Mul, args)
+        if isinstance(expr, sp.Pow):
+            return _elementwise(sp.Pow, args)
+        return _elementwise(type(expr), args)
+
+    def _names(self, base, step, bar):
+        """The example's scalar names of quantity ``base`` at ``step`` (counted from 1)."""
+        m, sched = self.model, self.schedule
+        outputs = [s + 1 for s in sched.output_steps]
+        per_output = {m.logits: m.logits, "yhat": "_yhat", "y": "_y"}
+        per_output.update({_external_base(g): "_y" for g in m.derive().external.values()})
+        if base in per_output:
+            size = m.sizes["K"] if m.readout is not None else m.sizes["H"]
+            u = outputs.index(step) if step in outputs else None
+            prefix = "_bar__" if bar else ""
+            if u is None:
+                return [f"{prefix}{per_output[base]}__none{step}_{k}" for k in range(size)]
+            return [f"{prefix}{per_output[base]}__{u}_{k}" for k in range(size)]
+        if base == m.input_name:
+            rows = [s + 1 for s in sched.input_steps]
+            return self.oracle.input_names[rows.index(step)] if step in rows else [f"{base}__none{step}_0"]
+        size = m.sizes["H"]
+        return [f"{'_bar__' if bar else ''}{base}__{step}_{j}" for j in range(size)]
+
+    def hand_program(self):
+        """``[(t, [(scalar adjoint symbol, definition)])]``: the backward pass of the report's adjoint
+        equations at this example's sizes, step by step from ``T`` down to 1, each step by the
+        equations of its kind of step (:class:`~symrnn.report.summary.BackwardSummary`)."""
+        if hasattr(self, "_hand"):
+            return self._hand
+        summary = BackwardSummary(self.model)
+        T = self.schedule.T
+        subs = {summary.d.T: T, sp.Symbol("T_in", integer=True, positive=True): self.T_in}
+        steps = []
+        scored = [s + 1 for s in self.schedule.output_steps]
+        rule = summary.loss_rule
+        for t in range(T, 0, -1):
+            cls = next(c for c in summary.classes if int(c.first.subs(subs)) <= t <= int(c.last.subs(subs)))
+            rows = []
+            if rule is not None and t in scored:
+                rows += self._rows(rule.lhs, rule.rhs, t)
+            for lhs, rhs in summary.adjoints(cls, substitute_loss=False):
+                rows += self._rows(lhs, rhs, t)
+            steps.append((t, rows))
+        self._hand = steps
+        self._hand_summary = summary
+        return steps
+
+    def _rows(self, lhs, rhs, t):
+        left, right = self._scalar(lhs, t), self._scalar(rhs, t)
+        if not isinstance(right, sp.MatrixBase):
+            right = sp.Matrix([right] * len(left))
+        return [(l, self._tidy(r)) for l, r in zip(left, right)]
+
+    def _tidy(self, expr):
+        """Targets that sum to one: ``yhat (y_1 + y_2) - y`` is ``yhat - y``."""
+        for names in self.oracle.target_names if self.model.loss_rule.name == "cross-entropy" else ():
+            expr = expr.xreplace({sp.Add(*[sp.Symbol(n) for n in names]): sp.Integer(1)})
+        return expr
+
+    def hand_gradients(self) -> dict:
+        """``{entry symbol: expression}``: each gradient entry as the sum of its per-step terms,
+        over the steps the report's sums run over, in the example's scalar names."""
+        self.hand_program()
+        summary, out = self._hand_summary, {}
+        T = self.schedule.T
+        subs = {summary.d.T: T, sp.Symbol("T_in", integer=True, positive=True): self.T_in}
+        for name, arr in self.oracle.param_symbols.items():
+            total = sp.zeros(*sp.Matrix(arr.reshape(arr.shape[0], -1)).shape)
+            for (first, last), term in summary.gradient(name, substitute_loss=False):
+                for t in range(int(sp.sympify(first).subs(subs)), int(sp.sympify(last).subs(subs)) + 1):
+                    value = self._scalar(term, t)
+                    total += value if isinstance(value, sp.MatrixBase) else sp.Matrix([[value]])
+            for idx in np.ndindex(*arr.shape):
+                out[arr[idx]] = total[idx if len(idx) == 2 else (idx[0], 0)]
+        (first, last), term = summary.input_gradient(substitute_loss=False)
+        for t in range(int(sp.sympify(first).subs(subs)), int(sp.sympify(last).subs(subs)) + 1):
+            for name, value in zip(self._names(self.model.input_name, t, False), self._scalar(term, t)):
+                out[sp.Symbol(name)] = value
+        for state, term in summary.d.initial_state_gradients.items():
+            for name, value in zip(self.oracle.state0_names[state], self._scalar(summary.name_gates(term), 1)):
+                out[sp.Symbol(name)] = value
+        return out
+
+    def hand_values(self) -> dict:
+        """Every quantity of the example in numbers: forward, adjoints (by :meth:`hand_program`) and
+        the gradient entries of :meth:`hand_gradients`."""
+        if hasattr(self, "_hand_values"):
+            return self._hand_values
+        env = {sp.Symbol(k.name) if not isinstance(k, sp.Symbol) else k: float(v) for k, v in self.leaves.items()}
+        for symbol, definition in self.definitions + self.softmax:
+            env[symbol] = float(_call(definition, env))
+        for t, rows in self.hand_program():
+            for symbol, definition in rows:
+                missing = {s: 0.0 for s in definition.free_symbols if s not in env}
+                if any("__none" not in s.name and not s.name.startswith("_bar__") for s in missing):
+                    raise KeyError(f"no value for {sorted(map(str, missing))} in {symbol} = {definition}")
+                env[symbol] = float(_call(definition, {**missing, **env})) if definition.free_symbols \
+                    else float(definition)
+        grads = {}
+        for entry, expr in self.hand_gradients().items():
+            missing = {s: 0.0 for s in expr.free_symbols if s not in env}
+            grads[entry] = float(_call(expr, {**missing, **env})) if expr.free_symbols else float(expr)
+        self._hand_values = (env, grads)
+        return self._hand_values
 
     # -- evaluation --------------------------------------------------------------------------
     def evaluate(self, expr, values=None) -> float:
@@ -227,10 +372,11 @@ class WorkedExample:
             self.loss_value, grads = m.loss_and_grads(self.params, self.inputs, self.targets, h0=self.h0)
             fd = central_differences(m, self.params, self.inputs, self.targets, h0=self.h0)
             closed = self.closed_form_gradients()
+            _, hand = self.hand_values()
             rows = []
             for e in self._entry_keys():
                 rows.append(Entry(e.symbol, e.key, e.index, float(grads[e.key][e.index]),
-                                  closed[e.symbol], float(fd[e.key][e.index])))
+                                  closed[e.symbol], float(fd[e.key][e.index]), hand[e.symbol]))
             self._table = rows
         return self._table
 
@@ -256,6 +402,11 @@ class WorkedExample:
                 out[arr[idx]] = tex
         symbols = set(self.leaves) | {s for s, _ in self.definitions + self.softmax + self.adjoints}
         symbols |= {s for s, _ in self.loss_definitions} | self.closed_form.free_symbols
+        for _, rows in self.hand_program():
+            for lhs, rhs in rows:
+                symbols |= {lhs} | rhs.free_symbols
+        for expr in self.hand_gradients().values():
+            symbols |= expr.free_symbols
         for _, d in self.definitions + self.softmax + self.adjoints + self.loss_definitions:
             symbols |= d.free_symbols
         for s in symbols:
@@ -287,9 +438,25 @@ class WorkedExample:
         return name_tex(shown, bar, ",".join(parts))
 
 
+def _external_base(symbol) -> str:
+    return parse(symbol)[0]
+
+
+def _elementwise(op, args):
+    """``op`` applied entry by entry to matrices of one shape and scalars."""
+    shape = next((a.shape for a in args if isinstance(a, sp.MatrixBase) and a.shape != (1, 1)), None)
+    if shape is None:
+        shape = (1, 1)
+    def entry(a, i, j):
+        if not isinstance(a, sp.MatrixBase):
+            return a
+        return a[0, 0] if a.shape == (1, 1) else a[i, j]
+    return sp.Matrix(shape[0], shape[1], lambda i, j: op(*[entry(a, i, j) for a in args]))
+
+
 def _call(expr, env):
     args = sorted(expr.free_symbols, key=lambda s: s.name)
-    return _lambdify(args, expr)(*[env[a] for a in args])
+    return _lambdify(args, expr)(*[np.float64(env[a]) for a in args])
 
 
 def _lambdify(args, expr):

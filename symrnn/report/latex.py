@@ -12,7 +12,8 @@ worked example is scalar and turns it off.
 :func:`break_lines` splits an expression into lines no wider than a budget
 (measured by :func:`tex_width`, an estimate in units of about one italic
 letter), at the terms of sums and the factors of products, descending into
-parentheses with ``\\Bigl( ... \\Bigr)`` when one term alone is too long:
+parentheses with sized brackets (``\\bigl( ... \\bigr)`` and larger around them) when one term
+alone is too long, each line indented by its depth:
 amsmath has no automatic breaking of display equations.
 """
 from __future__ import annotations
@@ -160,7 +161,8 @@ def latex(expr, **settings) -> str:
 
 
 # -- width ------------------------------------------------------------------------------
-_ZERO_WIDTH = {"left", "right", "bigl", "bigr", "Bigl", "Bigr", "operatorname", "mathbf", "mathrm",
+_ZERO_WIDTH = {"left", "right", "bigl", "bigr", "Bigl", "Bigr", "biggl", "biggr", "Biggl", "Biggr",
+               "operatorname", "mathbf", "mathrm",
                "bar", "hat", "frac", "top", "limits", "displaystyle", "notag", "mathcal", "text"}
 _WIDE = {"tanh": 2.6, "log": 2.0, "exp": 2.2, "sum": 1.6, "prod": 1.6, "quad": 2.0, "qquad": 4.0,
          "odot": 1.8, "cdot": 1.4, "partial": 1.0, "operatorname": 0.0}
@@ -243,12 +245,12 @@ class _Breaker:
         if isinstance(expr, (MatTVec, MatVec)):
             P, q = expr.args
             head = self.p._print(P) + ("^{\\top}" if isinstance(expr, MatTVec) else "")
-            return self._wrapped(head + r" \Bigl(", q, r"\Bigr)")
+            return self._wrapped(head + " " + OPEN, q, CLOSE)
         if isinstance(expr, Outer):
             q, v = expr.args
-            return self._wrapped(r"\Bigl(", q, r"\Bigr) %s^{\top}" % self.p._print(v))
+            return self._wrapped(OPEN, q, CLOSE + r" %s^{\top}" % self.p._print(v))
         if isinstance(expr, Diag):
-            return self._wrapped(r"\operatorname{diag}\Bigl(", expr.args[0], r"\Bigr)")
+            return self._wrapped(r"\operatorname{diag}" + OPEN, expr.args[0], CLOSE)
         return [tex]
 
     def _wrapped(self, opening, inner, closing):
@@ -265,7 +267,7 @@ class _Breaker:
                 sign, term = "- ", -term
             parts = self.pieces(term)
             if isinstance(term, sp.Add) or (i > 0 and self.p._needs_add_brackets(term)):
-                parts[0], parts[-1] = r"\Bigl(" + parts[0], parts[-1] + r"\Bigr)"
+                parts[0], parts[-1] = OPEN + parts[0], parts[-1] + CLOSE
             parts[0] = sign + parts[0]
             out += parts
         return out
@@ -274,13 +276,13 @@ class _Breaker:
         if expr.could_extract_minus_sign():
             parts = self.pieces(-expr)
             if isinstance(-expr, sp.Add):
-                parts[0], parts[-1] = r"\Bigl(" + parts[0], parts[-1] + r"\Bigr)"
+                parts[0], parts[-1] = OPEN + parts[0], parts[-1] + CLOSE
             parts[0] = "- " + parts[0]
             return parts
         if expr.is_commutative:
             numer, denom = sp.fraction(expr, exact=True)
             if denom != 1:
-                return self._wrapped(r"\frac{1}{%s} \Bigl(" % self.p._print(denom), numer, r"\Bigr)")
+                return self._wrapped(r"\frac{1}{%s} " % self.p._print(denom) + OPEN, numer, CLOSE)
             factors = list(expr.as_ordered_factors())
             vector = self.p._settings["elementwise"] and is_vector(expr)
             if vector:
@@ -296,7 +298,7 @@ class _Breaker:
                 sep = PRODUCT_JOIN if out and expr.is_commutative else ""
             if isinstance(f, sp.Add):
                 tex = self.p._print(f)
-                parts = [r"\left(%s\right)" % tex] if self.fits(tex) else self._wrapped(r"\Bigl(", f, r"\Bigr)")
+                parts = [r"\left(%s\right)" % tex] if self.fits(tex) else self._wrapped(OPEN, f, CLOSE)
             else:
                 parts = self.pieces(f)
                 if len(parts) == 1 and f.is_Pow is False and self.p._needs_mul_brackets(f):
@@ -312,20 +314,69 @@ PRODUCT_JOIN = "\x00"  # marks a factor continuing a product: a line that starts
 PIECE_RESERVE = 5.0  # room on a line for the sign and closing brackets added around a piece
 
 
+OPEN, CLOSE = "\x01(", "\x01)"  # brackets around a broken group; sized and indented by break_lines
+SIZES = (r"\bigl", r"\Bigl", r"\biggl", r"\Biggl")
+CLOSES = (r"\bigr", r"\Bigr", r"\biggr", r"\Biggr")
+INDENT = r"\quad "
+
+
+def _plain(text: str) -> str:
+    return text.replace(PRODUCT_JOIN, "").replace("\x01", "")
+
+
+def _size_brackets(lines: list) -> list:
+    """Each broken group's brackets sized by how much they enclose (the outermost largest), each
+    line indented by the depth at which it starts, so the nesting of a long equation can be read."""
+    text = "\x02".join(lines)
+    deepest, inner, opens = {}, [], []  # inner: for each open group, the deepest group inside it
+    for i in range(len(text)):
+        if text.startswith(OPEN, i):
+            opens.append(i)
+            inner.append(0)
+        elif text.startswith(CLOSE, i):
+            start = opens.pop()
+            height = inner.pop()
+            deepest[start] = deepest[i] = height
+            if inner:
+                inner[-1] = max(inner[-1], height + 1)
+    out, depth, i = [], 0, 0
+    while i < len(text):
+        if text.startswith(OPEN, i):
+            out.append(SIZES[min(deepest[i], len(SIZES) - 1)] + "(")
+            depth += 1
+            i += len(OPEN)
+        elif text.startswith(CLOSE, i):
+            out.append(CLOSES[min(deepest[i], len(CLOSES) - 1)] + ")")
+            depth -= 1
+            i += len(CLOSE)
+        elif text[i] == "\x02":
+            out.append("\x02" + INDENT * min(depth, 4))
+            i += 1
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out).split("\x02")
+
+
 def break_lines(expr, printer: ReportLatexPrinter, first: float, rest: float) -> list[str]:
-    """The LaTeX of ``expr`` as lines: the first no wider than ``first``, the others ``rest``."""
+    """The LaTeX of ``expr`` as lines: the first no wider than ``first``, the others ``rest``.
+
+    A line that starts inside broken brackets is indented once per enclosing pair, and the
+    brackets grow with what they enclose (``\\bigl(`` inside ``\\Bigl(`` inside ``\\biggl(``)."""
     tex = printer._print(expr)
     if tex_width(tex) <= first:
         return [tex]
     pieces = _Breaker(printer, min(first, rest) - PIECE_RESERVE).pieces(expr)
-    lines, current, budget = [], "", first
+    lines, current, budget, depth = [], "", first, 0
     for piece in pieces:
         joined = piece.replace(PRODUCT_JOIN, "")
         candidate = f"{current} {joined}" if current else joined
-        if current and tex_width(candidate) > budget:
+        indent = tex_width(INDENT) * min(depth, 4)
+        if current and tex_width(_plain(candidate)) + indent > budget:
             lines.append(current)
+            depth += current.count(OPEN) - current.count(CLOSE)
             current, budget = piece.replace(PRODUCT_JOIN, r"\times "), rest
         else:
             current = candidate
     lines.append(current)
-    return lines
+    return _size_brackets(lines)

@@ -6,7 +6,7 @@ unrolled graph as a Mermaid flowchart and tables as pipe tables.
 """
 from __future__ import annotations
 
-from .blocks import Code, Display, Figure, Math, Paragraph, Ref, Table
+from .blocks import Boxed, Code, Display, Figure, Math, Paragraph, Ref, Table
 
 _SPECIAL = "\\`*_[]<>|"
 
@@ -18,11 +18,12 @@ def escape(text: str) -> str:
 class MarkdownRenderer:
     def __init__(self, document):
         self.doc = document
-        self.floats = {}  # figure/table label -> number
+        self.floats = {}  # figure/table/section label -> number
 
     def number_floats(self):
         counts = {"fig": 0, "tab": 0}
-        for section in self.doc.sections:
+        for k, section in enumerate(self.doc.sections, 1):
+            self.floats[section.label] = k
             for block in section.blocks:
                 if isinstance(block, (Figure, Table)) and block.label:
                     kind = block.label.split(":")[0]
@@ -46,7 +47,7 @@ class MarkdownRenderer:
         return "".join(out)
 
     def display(self, display: Display) -> str:
-        if len(display.rows) > 1 and all(row.number is None for row in display.rows):
+        if len(display.rows) > 1 and all(row.number is None and row.tag is None for row in display.rows):
             lines = []
             for row in display.rows:  # unnumbered rows: one aligned block
                 lines.append(f"{row.lhs} &{row.relation} {row.lines[0]}")
@@ -54,7 +55,8 @@ class MarkdownRenderer:
             return "$$\n\\begin{aligned}\n" + " \\\\\n".join(lines) + "\n\\end{aligned}\n$$"
         blocks = []
         for row in display.rows:
-            tag = f" \\tag{{{row.number}}}" if row.number is not None else ""
+            number = row.number if row.number is not None else row.tag
+            tag = f" \\tag{{{number}}}" if number is not None else ""
             if len(row.lines) == 1:
                 blocks.append(f"$$\n{row.lhs} {row.relation} {row.lines[0]}{tag}\n$$")
             else:
@@ -85,6 +87,8 @@ class MarkdownRenderer:
             return self.table(block)
         if isinstance(block, Figure):
             return self.figure(block)
+        if isinstance(block, Boxed):
+            return "$$\n" + block.tex() + "\n$$"
         raise TypeError(f"no Markdown rendering for {type(block).__name__}")
 
     def render(self) -> str:

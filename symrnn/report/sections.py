@@ -16,9 +16,10 @@ import numpy as np
 import sympy as sp
 
 from ..symbols import MatTVec, MatVec, Outer, Param, parse, shift, tsym
-from .blocks import Code, Display, Document, Figure, Math, Paragraph, Ref, Row, Section, Table
+from .blocks import Boxed, Code, Display, Document, Figure, Math, Paragraph, Ref, Row, Section, Table
 from .example import TOLERANCE, WorkedExample
 from .latex import ReportLatexPrinter, break_lines, tex_width
+from .summary import T_IN, BackwardSummary, bar_sym, gate_adjoints  # noqa: F401 (re-exported)
 from .tikz import layout, mermaid_chart, picture_width, tikz_picture
 
 LINE_WIDTH = 60.0  # what fits on one line beside an equation number (units of latex.tex_width)
@@ -41,8 +42,13 @@ def _shape(shape) -> str:
 
 
 def _number(value: float) -> str:
-    text = f"{value:.6f}"
-    return "0.000000" if text == "-0.000000" else text
+    """``value`` in math mode to six significant figures: ``0.123456``, ``-4.71234 \\times 10^{-5}``."""
+    value = float(value) + 0.0
+    if value == 0 or 1e-3 <= abs(value) < 1e4:
+        text = f"{value:.6f}"
+        return "0.000000" if text == "-0.000000" else text
+    mantissa, exponent = f"{value:.5e}".split("e")
+    return r"%s \times 10^{%d}" % (mantissa, int(exponent))
 
 
 def _power_of_ten(value: float) -> str:
@@ -58,9 +64,11 @@ class ReportBuilder:
         self.cell = model.cell
         self.width = width
         self.renames = _renames(model)
-        self.settings = {"symbol_names": {Param(k): self.p_name(v) for k, v in self.renames.items()},
+        self.settings = {"symbol_names": {**{Param(k): self.p_name(v) for k, v in self.renames.items()},
+                                          T_IN: r"T_{\mathrm{in}}"},
                          "term_rank": forward_rank(model.cell)}
         self.gates = gate_adjoints(self.d)
+        self.summary = BackwardSummary(model, self.d)
         self.named = {shift(product, k): shift(symbol, k) for symbol, product in self.gates.values() for k in (0, 1)}
         self.p = ReportLatexPrinter(self.settings)
         self.numbers = {}
@@ -85,7 +93,7 @@ class ReportBuilder:
         """``expr`` with each gate's pre-activation adjoint written under its name (``bar a^f_t``)."""
         return expr.xreplace(self.named) if self.named and isinstance(expr, sp.Basic) else expr
 
-    def display(self, specs, printer=None) -> Display:
+    def display(self, specs, printer=None, exercise=False) -> Display:
         """``specs``: ``(lhs LaTeX, expression or LaTeX, label or None[, relation])``; long right sides are broken."""
         printer = printer or self.p
         lhs_width = max(tex_width(s[0]) for s in specs)
@@ -99,7 +107,7 @@ class ReportBuilder:
             if label is not None:
                 number = self.numbers[label] = len(self.numbers) + 1
             rows.append(Row(lhs, lines, label, number, relation))
-        return Display(rows)
+        return Display(rows, exercise)
 
     def partial(self, top, bottom) -> str:
         return r"\frac{\partial %s}{\partial %s}" % (top, bottom)
@@ -111,7 +119,8 @@ class ReportBuilder:
         subtitle = [f"{m.architecture.name} architecture, {LOSS_NAMES.get(m.loss_rule.name, m.loss_rule.name)} "
                     f"loss, {m.reduction} reduction"]
         sections = [self.introduction(), self.notation(), self.forward(), self.loss(), self.graph(),
-                    self.identities(), self.adjoints(), self.gradients(), self.jacobians(), self.example()]
+                    self.identities(), self.adjoints(), self.gradients(), self.summary_section(), self.jacobians(),
+                    self.example()]
         return Document(title, subtitle, sections, dict(self.numbers))
 
     # -- 1 -------------------------------------------------------------------------------------
@@ -333,7 +342,7 @@ class ReportBuilder:
             if d.loss.get("readout") is not None:
                 text = ["The loss starts the backward pass with its gradient with respect to the logits ",
                         self.math(tsym(m.logits)), ". The Jacobian of the softmax, ",
-                        Math(r"\partial \hat{y}_{t,k} / \partial %s = \hat{y}_{t,k} (\delta_{kj} - \hat{y}_{t,j})"
+                        Math(r"\partial \hat{y}_{t,k} / \partial %s = \hat{y}_{t,k} (\mathbf{1}[k = j] - \hat{y}_{t,j})"
                              % self.name(m.logits, index="t,j")),
                         ", meets the derivative of the logarithm, ", Math(r"-y_{t,k} / \hat{y}_{t,k}"),
                         ", and for targets that sum to one (a class, or a distribution over the classes) "
@@ -360,16 +369,19 @@ class ReportBuilder:
                                                               Math(self.tex(loss_rule.lhs)), " of equation ",
                                                               Ref(_label("rule", "loss"))]
                                                              if loss_rule is not None else []) + [":"]),
-            self.display(rows),
+            self.display(rows, exercise=True),
         ]
         if self.gates:
             names = [(symbol, product) for symbol, product in self.gates.values()]
-            blocks += [Paragraph(["Here each ", Math(r"\bar{a}^{g}_{t}"), " is the adjoint of gate ", Math("g"),
-                                  "'s pre-activation, the gate's adjoint times its activation's derivative. "
+            first_gate, (first_symbol, _) = next(iter(self.gates.items()))
+            blocks += [Paragraph(["Here each ", Math(r"\bar{a}"), " with a gate's letter, such as ",
+                                  self.math(first_symbol), " for ", self.math(first_gate),
+                                  ", is the adjoint of that gate's pre-activation: the gate's adjoint times its "
+                                  "activation's derivative. "
                                   "Every gradient of the gate's weights and every message through them "
                                   "repeats it, so it is named once:"]),
                        self.display([(self.tex(symbol), product, _label("adjoint", f"pre-{_base(symbol)}"))
-                                     for symbol, product in names])]
+                                     for symbol, product in names], exercise=True)]
         if recurrent:
             many = len(recurrent) > 1
             blocks.append(Paragraph(
@@ -379,35 +391,173 @@ class ReportBuilder:
                    ", because the state at step ",
                    Math("t"), " feeds step ", Math("t + 1"), ". The backward pass starts at ", Math("t = T"),
                    ", where every adjoint of step ", Math("T + 1"), " is zero."]))
-        if self.model.readout is not None:
-            blocks.append(Paragraph(["At a step that is not scored, ",
-                                     Math(self.tex(bar_sym(tsym(self.model.logits))) + " = 0"), "."]))
-        else:
-            state, g = next(iter(d.external.items()))
-            blocks.append(Paragraph(["The upstream gradient ", self.math(g), " is given at a scored step and "
-                                     "zero at the others."]))
+        if self.model.architecture.name == "many-to-many":
+            return Section("Adjoint recurrences", "sec:adjoints", blocks)
+        scored = (Math(self.tex(bar_sym(tsym(self.model.logits))) + " = 0") if self.model.readout is not None
+                  else Math(self.tex(next(iter(d.external.values()))) + " = 0"))
+        unscored = not all(cls.scored for cls in self.summary.classes)
+        zeros = (["the loss's gradient is zero at a step that is not scored (", scored, " there), and "]
+                 if unscored else [])
+        written = ([", and the loss's gradient ", Math(self.tex(loss_rule.rhs)), " written out"]
+                   if loss_rule is not None else [])
+        blocks.append(Paragraph(
+            [f"In the {self.model.architecture.name} architecture "] + zeros
+            + ["the adjoints of step ", Math("T + 1"), " are zero at the last step. With these zeros"]
+            + written + [", the recurrences that change read, by kind of step (the others keep the form "
+                         "above):"]))
+        general = {lhs: self.summary.specialise(rhs, None) for lhs, rhs in self.summary.system()}
+        for cls in self.summary.classes:
+            printer = self.class_printer(cls)
+            rows = [(printer.doprint(lhs), rhs, _label("adjoint", _base(lhs), *self.class_key(cls)))
+                    for lhs, rhs in self.summary.adjoints(cls) if rhs != general[lhs]]
+            if rows:
+                blocks += [Paragraph(self.when(cls) + [":"]), self.display(rows, printer, exercise=True)]
         return Section("Adjoint recurrences", "sec:adjoints", blocks)
 
     # -- 8 -------------------------------------------------------------------------------------
     def gradients(self):
         d, c = self.d, self.cell
         order = list(self.model.param_shapes) + [n for n in d.gradients if n not in self.model.param_shapes]
-        rows = [(self.partial("L", self.name(n)), self.name_gates(d.gradients[n]), _label("gradient", n))
-                for n in order]
         initial = [(self.partial("L", self.name(s, index="0")), self.name_gates(g), _label("gradient", f"{s}0"))
                    for s, g in d.initial_state_gradients.items()]
+        general = self.model.architecture.name == "many-to-many"
+        if general:
+            rows = [(self.partial("L", self.name(n)), self.name_gates(d.gradients[n]), _label("gradient", n))
+                    for n in order]
+            inputs = [(self.partial("L", self.tex(c.input_symbol)), self.name_gates(d.input_gradient),
+                       _label("gradient", "input"))]
+            where = ["The gradients with respect to the inputs and the initial states are the adjoints "
+                     "that reach them:"]
+        else:
+            rows = [(self.partial("L", self.name(n)), self.sums(self.summary.gradient(n, substitute_loss=False)),
+                     _label("gradient", n)) for n in order]
+            (first, last), term = self.summary.input_gradient(substitute_loss=False)
+            single = self.summary.single(first, last)
+            printer = self.step_printer(first) if single else self.p
+            inputs = [(self.partial("L", printer.doprint(c.input_symbol)), printer.doprint(term),
+                       _label("gradient", "input"))]
+            where = ["The gradients with respect to the inputs and the initial states are the adjoints "
+                     "that reach them"] + ([] if (first, last) == (1, d.T) else [
+                         "; only the step" + ("" if single else "s") + " ", Math(self.steps_tex(first, last)),
+                         " reads an input" if single else " read an input"]) + [":"]
+        intro = ["A parameter is used at every step, so its gradient adds one term per step: by rule ",
+                 Ref(_label("rule", "outer")), " an outer product for a matrix, and the adjoint itself for a bias."]
+        if not general:
+            intro += [" A term that reads the loss's gradient is zero at the steps that are not scored, and one "
+                      "that reads the input at the steps without one, so each sum runs over the steps where "
+                      "its terms can be non-zero:"]
         return Section("Gradients of the parameters", "sec:gradients", [
-            Paragraph(["A parameter is used at every step, so its gradient adds one term per step: by rule ",
-                       Ref(_label("rule", "outer")), " an outer product for a matrix, and the adjoint itself "
-                       "for a bias."]),
-            self.display(rows),
-            Paragraph(["The gradients with respect to the inputs and the initial states are the adjoints "
-                       "that reach them:"]),
-            self.display([(self.partial("L", self.tex(c.input_symbol)), self.name_gates(d.input_gradient),
-                           _label("gradient", "input"))]),
+            Paragraph(intro),
+            self.display(rows, exercise=True),
+            Paragraph(where),
+            self.display(inputs, exercise=True),
             Paragraph(["and, for the initial states, the same terms at ", Math("t = 1"), ":"]),
-            self.display(initial, ReportLatexPrinter({**self.settings, "time": 1})),
+            self.display(initial, ReportLatexPrinter({**self.settings, "time": 1}), exercise=True),
         ])
+
+    # -- 9 -------------------------------------------------------------------------------------
+    def summary_section(self):
+        """The boxed summary: the combined recurrences and the gradients, printed from
+        :class:`~symrnn.report.summary.BackwardSummary` (the derivation's objects, substituted)."""
+        S = self.summary
+        lines = []
+        general = S.adjoints(None, combined=True)
+        budget = self.width - 22.0  # the left sides, the box and the array's padding
+
+        def rows(pairs, printer):
+            for lhs, rhs in pairs:
+                broken = break_lines(rhs, printer, budget, budget - 2.5)
+                lines.append(f"{printer.doprint(lhs)} &= {broken[0]}")
+                lines.extend(rf"&\quad {{}}{line}" for line in broken[1:])
+
+        lines.append(r"&\text{at every step (an adjoint of step } T + 1 \text{ is zero):}")
+        rows(general, self.p)
+        base = dict(general)
+        for cls in S.classes:
+            changed = [(lhs, rhs) for lhs, rhs in S.adjoints(cls, combined=True) if rhs != base.get(lhs)]
+            if changed:
+                when = [w for w in self.when(cls) if isinstance(w, str)]
+                math = next(w.tex for w in self.when(cls) if isinstance(w, Math))
+                lines.append(r"&\text{%s}%s\text{%s:}" % (when[0].lower(), math, "".join(when[1:])))
+                rows(changed, self.class_printer(cls))
+        recurrences, lines = lines, [r"&\text{the gradients:}"]
+        order = list(self.model.param_shapes)
+        slash = r"\partial L / \partial %s"  # one line high: the box must fit on a page
+        grads = [(slash % self.name(n), self.sums(S.gradient(n))) for n in order]
+        (first, last), term = S.input_gradient()
+        printer = self.step_printer(first) if S.single(first, last) else self.p
+        one = ReportLatexPrinter({**self.settings, "time": 1})
+        long = [(slash % printer.doprint(self.cell.input_symbol), term, printer)]
+        long += [(slash % self.name(s, index="0"), self.name_gates(g), one)
+                 for s, g in self.d.initial_state_gradients.items()]
+        half = 0.3 * self.width  # the estimate of tex_width errs on the narrow side for sums
+        step = 2 if all(tex_width(f"{l} = {r}") < half for l, r in grads) else 1  # two to a line if all fit
+        for i in range(0, len(grads), step):
+            pair = grads[i:i + step]
+            lines.append(r" &\qquad ".join(f"{lhs} &= {rhs}" for lhs, rhs in pair).replace(r"\sum_", r"\sum\nolimits_"))
+        for lhs, rhs, printer in long:
+            broken = break_lines(rhs, printer, budget, budget - 2.5)
+            lines.append(f"{lhs} &= {broken[0]}")
+            lines.extend(rf"&\quad {{}}{line}" for line in broken[1:])
+        intro = ["The whole backward pass on one page: each adjoint that only one other adjoint reads, and no "
+                 "gradient, is substituted into it, and the loss's gradient is written out. "]
+        if len(general) == 1:
+            intro += ["What is left is one recurrence, for ", self.math(general[0][0]),
+                      " (the ", Math(r"\delta_{t}"), " of many textbooks)."]
+        else:
+            intro += ["What is left are the recurrences of ",
+                      *_listing([self.math(lhs) for lhs, _ in general]), "."]
+        return Section("Summary", "sec:summary", [Paragraph(intro), Boxed([recurrences, lines])])
+
+    # -- the kinds of step of an architecture ---------------------------------------------------
+    def step_printer(self, step):
+        """The printer of quantities at one step (``T``, ``1``: ``h[t-1]`` at ``T`` prints ``h_{T-1}``)."""
+        step = int(step) if step.is_Integer else self.tex(step)
+        return ReportLatexPrinter({**self.settings, "time": step})
+
+    def class_printer(self, cls):
+        return self.step_printer(cls.first) if cls.single else self.p
+
+    @staticmethod
+    def class_key(cls):
+        return ("last",) if cls.final else ("scored" if cls.scored else "unscored",)
+
+    def steps_tex(self, first, last) -> str:
+        """``t = T``, ``t < T``, ``T_in < t < T``, ``t <= T_in`` for the steps ``first..last``."""
+        T = self.d.T
+        if self.summary.single(first, last):
+            return f"t = {self.tex(first)}"
+        low = "" if first == 1 else (f"{self.tex(first - 1)} < " if (first - 1).free_symbols
+                                     else f"{self.tex(first)} \\le ")
+        high = "t < T" if sp.simplify(last - (T - 1)) == 0 else f"t \\le {self.tex(last)}"
+        return low + high
+
+    def bound_tex(self, bound) -> str:
+        """``T_in + 1`` rather than SymPy's ``1 + T_in``."""
+        if isinstance(bound, sp.Add) and sp.Integer(1) in bound.args:
+            return f"{self.tex(bound - 1)} + 1"
+        return self.tex(bound)
+
+    def when(self, cls) -> list:
+        scored = "" if cls.scored else ", which are not scored"
+        if cls.final and cls.single:
+            if cls.first == 1:
+                return ["At the only step, ", Math("t = T = 1")]
+            return ["At the last step, ", Math(self.steps_tex(cls.first, cls.last))]
+        return ["At the steps ", Math(self.steps_tex(cls.first, cls.last)) , scored]
+
+    def sums(self, groups) -> str:
+        """The LaTeX of a gradient as sums over the steps of ``groups`` (``BackwardSummary.gradient``)."""
+        parts = []
+        for (first, last), term in groups:
+            if self.summary.single(first, last):
+                parts.append(self.step_printer(first).doprint(term))
+            else:
+                body = self.tex(term)
+                if isinstance(term, sp.Add):
+                    body = r"\left(%s\right)" % body
+                parts.append(r"\sum_{t=%s}^{%s} %s" % (self.bound_tex(first), self.bound_tex(last), body))
+        return " + ".join(parts)
 
     # -- 9 -------------------------------------------------------------------------------------
     def jacobians(self):
@@ -462,24 +612,6 @@ class ReportBuilder:
         return ExampleSection(self, ex).build()
 
 
-def gate_adjoints(derivation) -> dict:
-    """``{gate target g[t]: (bar a^g[t], its product)}`` for every equation ``g = act(P1 v1 + ... + b)``:
-    the adjoint of the gate's pre-activation, ``bar g * act'``, which every gradient of the gate's
-    weights and every message through them repeats.  The vanilla RNN names its own (``bar a``)."""
-    out = {}
-    for eq in derivation.cell.equations:
-        apps = [a for a in eq.rhs.atoms(sp.Function) if not isinstance(a, (MatVec, MatTVec, Outer))]
-        if eq.kind != "let" or len(apps) != 1 or eq.rhs != apps[0] or len(apps[0].args) != 1:
-            continue
-        parts = sp.Add.make_args(apps[0].args[0])
-        if not all(isinstance(p, (MatVec, Param)) for p in parts) or not any(isinstance(p, MatVec) for p in parts):
-            continue
-        matrix = next(p.args[0] for p in parts if isinstance(p, MatVec))
-        term = next(t for t in derivation.terms[matrix] if t.consumer == eq.target)
-        out[eq.target] = (tsym(f"a__{_base(eq.target)}", bar=True), sp.Mul(bar_sym(eq.target), term.coef))
-    return out
-
-
 def forward_rank(cell):
     """A sort key for the terms of a sum: the earliest forward equation among the quantities and
     parameters a term reads (W_i, W_f, W_g, W_o in the order the gates are computed, not
@@ -507,11 +639,6 @@ def _renames(model) -> dict:
     taken |= {_base(model.cell.input_symbol)}
     fallback = {"c": "b_y", "V": "V_y"}
     return {name: fallback.get(name, f"{name}_y") for name in model.readout.params if name in taken}
-
-
-def bar_sym(symbol):
-    base, offset, _ = parse(symbol)
-    return tsym(base, offset, bar=True)
 
 
 def _listing(parts):
@@ -553,33 +680,54 @@ class ExampleSection:
             "gives the loss as one closed-form expression of the parameters, the inputs, the initial "
             "state" + ("s" if len(m.state_names) > 1 else "") + " and the targets. The values are"])
         values = Paragraph(self._values())
-        program = [(self.tex(s), d, None) for s, d in ex.definitions]
-        loss_rows = [(self.tex(s), d, None) for s, d in ex.loss_definitions]
-        loss_rows.append(("L", ex.loss_expr, _label("example", "loss")))
         adjoint_rows = [(self.tex(s), d, None) for s, d in ex.softmax]
         adjoint_rows += [(self.tex(s), d, None) for s, d in ex.adjoints]
         focus = self.tex(ex.focus_symbol)
+        env, hand = ex.hand_values()
+
+        def valued(symbol, definition):
+            return (self.tex(symbol), f"{self.tex(definition)} = {_number(env[symbol])}", None)
+
+        program = [valued(s, d) for s, d in ex.definitions + ex.softmax]
+        loss_rows = [(self.tex(s), d, None) for s, d in ex.loss_definitions]
+        loss_rows.append(("L", ex.loss_expr, _label("example", "loss")))
+        backward = []
+        for t, rows in ex.hand_program():
+            backward += [Paragraph(["Step ", Math(f"t = {t}"), ":"]),
+                         self.b.display([valued(s, d) for s, d in rows], self.p, exercise=True)]
+        gradient_rows = [(self.b.partial("L", self.tex(e.symbol)),
+                          f"{self.tex(ex.hand_gradients()[e.symbol])} = {_number(e.by_hand)}", None)
+                         for e in ex.table()]
         blocks = [
             intro, values,
-            Paragraph(["The forward pass, line by line:"]),
+            Paragraph(["The forward pass, line by line, with the value of every line (",
+                       Math(r"\hat{y}"), " is the softmax of the logits):"]),
             self.b.display(program, self.p),
-            Paragraph(["and the loss:"]),
+            Paragraph(["and the loss, ", Math("L = " + _number(ex.loss_value)), ":"]),
             self.b.display(loss_rows, self.p),
-            Paragraph(["Differentiating the expanded loss with respect to ", Math(focus),
+            Paragraph(["The backward pass runs the adjoint equations of Section ", Ref("sec:adjoints"),
+                       " at these sizes, from the last step to the first; each line reads only values "
+                       "above it:"]),
+            *backward,
+            Paragraph(["Each gradient adds one term per step (Section ", Ref("sec:gradients"), "):"]),
+            self.b.display(gradient_rows, self.p, exercise=True),
+            Paragraph(["The same gradient can be had without adjoints. Differentiating the loss, with every "
+                       "line above composed into it, with respect to ", Math(focus),
                        " and writing the quantities above back under their names gives the closed form"]),
             self.b.display([(self.b.partial("L", focus), ex.closed_form, _label("example", "closed-form"))],
                            self.p),
             Paragraph(["in terms of the gradients of the loss with respect to the outputs,"]),
             self.b.display(adjoint_rows, self.p),
             Paragraph(["Table ", Ref("tab:check"), " evaluates, for every parameter, input and initial-state "
-                       "entry, the gradient three ways: the generated NumPy code (", Code("Model.loss_and_grads"),
+                       "entry, the gradient four ways: the lines above by hand (evaluated one after the other), "
+                       "the generated NumPy code (", Code("Model.loss_and_grads"),
                        "), the derivative of the closed-form loss lambdified (SymPy differentiates the expanded "
                        "loss of ", Code("ScalarOracle.expanded_loss"), "), and central differences of the loss "
                        "with step ", Math("10^{-6}"), ". The last column bounds the largest difference between "
-                       "the three. The loss itself is ", Math("L = " + _number(ex.loss_value)), "."]),
+                       "the four."]),
             self._table(),
         ]
-        return Section("A worked example in closed form", "sec:example", blocks)
+        return Section("A worked example by hand", "sec:example", blocks)
 
     def _values(self):
         ex = self.ex
@@ -600,11 +748,11 @@ class ExampleSection:
             bound = TOLERANCE["differences"]
             worst = e.max_difference
             cell = [Math(r"< " + _power_of_ten(bound))] if worst < bound else [Math(f"{worst:.1e}")]
-            rows.append([[Math(self.tex(e.symbol))], [_number(e.generated)], [_number(e.closed)],
-                         [_number(e.differences)], cell])
-        return Table(["l", "r", "r", "r", "r"],
-                     [["entry"], ["generated"], ["closed form"], ["central differences"], ["max. difference"]],
-                     rows, ["The gradient of the worked example three ways: the generated code, the "
+            rows.append([[Math(self.tex(e.symbol))], [Math(_number(e.by_hand))], [Math(_number(e.generated))],
+                         [Math(_number(e.closed))], [Math(_number(e.differences))], cell])
+        return Table(["l", "r", "r", "r", "r", "r"],
+                     [["entry"], ["by hand"], ["generated"], ["closed form"], ["differences"], ["max. diff."]],
+                     rows, ["The gradient of the worked example four ways: by hand, the generated code, the "
                             "lambdified closed form and central differences."], "tab:check")
 
 

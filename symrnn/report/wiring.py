@@ -42,7 +42,14 @@ class DirectionPrinter(ReportLatexPrinter):
         direction = self._settings["direction"]
         if direction is None or base not in self._settings["decorated"]:
             return tex
-        return "{%s^{%s}}" % (tex if "^{" not in tex else "{%s}" % tex, ARROW[direction])
+        if "^{" in tex:  # a superscript already (the gate adjoint a^i): the arrow joins it, a^{i,->}
+            start = tex.index("^{") + 2
+            depth, end = 1, start
+            while depth:
+                depth += {"{": 1, "}": -1}.get(tex[end], 0)
+                end += 1
+            return "{%s}" % (tex[:end - 1] + r", " + ARROW[direction] + tex[end - 1:])
+        return "{%s^{%s}}" % (tex, ARROW[direction])
 
 
 def reverse_time(expr):
@@ -57,10 +64,13 @@ class WiringReportBuilder(ReportBuilder):
         self.stack = model
         super().__init__(model.unit, **({} if width is None else {"width": width}))
         self.cell = model.cell
-        decorated = set(self.cell.params) | {_base(e.target) for e in self.cell.equations} | {"g"}
+        self.upstream = next(iter(self.d.external.values()))  # g[t], or gamma[t] beside the LSTM's gate g
+        decorated = set(self.cell.params) | {_base(e.target) for e in self.cell.equations} | {_base(self.upstream)}
+        decorated |= {_base(symbol) for symbol, _ in self.gates.values()}  # the named gate adjoints
         self.bi = any(model.bidirectional)
         self.last = "bwd" if model.layers[-1].bidirectional else "fwd"
-        self.printers = {d: DirectionPrinter({"direction": d, "decorated": tuple(sorted(decorated))})
+        self.printers = {d: DirectionPrinter({"direction": d, "decorated": tuple(sorted(decorated)),
+                                              "term_rank": self.settings["term_rank"]})
                          for d in ARROW}
 
     def dtex(self, expr, direction):
@@ -365,8 +375,9 @@ class WiringReportBuilder(ReportBuilder):
     # -- 7 --------------------------------------------------------------------------------------------
     def adjoints(self):
         m, d = self.stack, self.d
-        rows = [(self.dtex(a.lhs, "fwd"), a.rhs, _label("adjoint", "fwd", _base(a.lhs))) for a in d.adjoints]
-        g_f = self.dtex(tsym("g"), "fwd")
+        rows = [(self.dtex(a.lhs, "fwd"), self.name_gates(a.rhs), _label("adjoint", "fwd", _base(a.lhs)))
+                for a in d.adjoints]
+        g_f = self.dtex(self.upstream, "fwd")
         source = (["by the merge rule ", Ref(_label("merge", "fwd")), " in a bidirectional layer, "]
                   if any(m.bidirectional) else [])
         blocks = [Paragraph(["Each direction's adjoints follow the cell's adjoint recurrences, with the gradient ",
@@ -374,8 +385,13 @@ class WiringReportBuilder(ReportBuilder):
                              Math(r"\bar{y}^{(l)}_{t}"), " itself in a unidirectional layer). The forward "
                              "direction, for ", Math(r"t = T, \dots, 1"), ":"]),
                   self.display(rows, self.printers["fwd"])]
+        if self.gates:
+            blocks += [Paragraph(["with each gate's pre-activation adjoint named once, as in the cell's own "
+                                  "report:"]),
+                       self.display([(self.dtex(symbol, "fwd"), product, _label("adjoint", "fwd", _base(symbol)))
+                                     for symbol, product in self.gates.values()], self.printers["fwd"])]
         if any(m.bidirectional):
-            rows_b = [(self.dtex(reverse_time(a.lhs), "bwd"), reverse_time(a.rhs),
+            rows_b = [(self.dtex(reverse_time(a.lhs), "bwd"), reverse_time(self.name_gates(a.rhs)),
                        _label("adjoint", "bwd", _base(a.lhs))) for a in d.adjoints]
             blocks += [Paragraph(["The backward direction's state at step ", Math("t"), " feeds step ",
                                   Math("t - 1"), ", so its adjoints read step ", Math("t - 1"),
@@ -390,9 +406,10 @@ class WiringReportBuilder(ReportBuilder):
         m, d = self.stack, self.d
         x = self.cell.input_symbol
         xb = self.name(_base(x), bar=True, index="t")
-        blocks_rows = [(xb + r"^{\rightarrow}", d.input_gradient, _label("layer", "fwd"), "fwd")]
+        named = self.name_gates(d.input_gradient)
+        blocks_rows = [(xb + r"^{\rightarrow}", named, _label("layer", "fwd"), "fwd")]
         if any(m.bidirectional):
-            blocks_rows.append((xb + r"^{\leftarrow}", reverse_time(d.input_gradient), _label("layer", "bwd"), "bwd"))
+            blocks_rows.append((xb + r"^{\leftarrow}", reverse_time(named), _label("layer", "bwd"), "bwd"))
         link = r"\bar{x}^{\rightarrow}_{t}" + (r" + \bar{x}^{\leftarrow}_{t}" if any(m.bidirectional) else "")
         if m.residual:
             link += r" + \bar{y}^{(l)}_{t}"
@@ -413,7 +430,8 @@ class WiringReportBuilder(ReportBuilder):
     # -- 9 --------------------------------------------------------------------------------------------
     def gradients(self):
         d = self.d
-        rows = [(self.partial("L", self.dtex(Param(n), "fwd")), d.gradients[n], _label("gradient", "fwd", n))
+        rows = [(self.partial("L", self.dtex(Param(n), "fwd")), self.name_gates(d.gradients[n]),
+                 _label("gradient", "fwd", n))
                 for n in self.cell.params if n in d.gradients]
         blocks = [Paragraph(["The parameters of a direction are used at every step of that direction; each "
                              "gradient adds one term per step:"]),
