@@ -2,12 +2,14 @@
 
 Only packages of texlive-latex-base, -latex-recommended and -pictures are used
 (amsmath, amssymb, array, booktabs, float, geometry, graphicx, hyperref, longtable,
-tikz with the ``positioning`` and ``arrows.meta`` libraries).  Floats stay with their text: a
-figure is set where it stands (``[H]`` of the float package: it moves to the next page whole,
-never into the middle of a later paragraph) and a table is a ``longtable`` in the text, which
-breaks across pages with its header repeated instead of waiting for a page of its own.  Long equations arrive already
+tikz with the ``positioning`` and ``arrows.meta`` libraries).  Long equations arrive already
 broken into lines (:func:`symrnn.report.latex.break_lines`) and are set with
 ``split`` (one numbered equation) or ``align`` (several).
+
+Floats stay with their text: a figure is set where it stands (``[H]`` of the float
+package: it moves to the next page whole, never into the middle of a later paragraph)
+and a table is a ``longtable`` in the text, which breaks across pages with its header
+repeated instead of waiting for a page of its own.
 """
 from __future__ import annotations
 
