@@ -494,7 +494,7 @@ def test_user_cell_reports_from_cli_and_api(tmp_path, user_cell_file):
 
 def test_cell_roles_and_shapes_appear_in_the_notation_table():
     tex = report.latex_document(model("gru"))
-    table = tex[tex.index(r"\label{tab:notation}"):tex.index(r"\end{table}")]
+    table = tex[tex.index(r"\label{tab:notation}"):tex.index(r"\end{longtable}")]
     assert r"$b_{hn}$ & $H$ & recurrent bias of the candidate, inside the reset" in table
     assert r"$U_{r}$ & $H \times D$ & input-to-hidden weights of the reset gate" in table
 

@@ -1,10 +1,15 @@
 """The LaTeX rendering of a report: a self-contained article that pdflatex compiles.
 
 Only packages of texlive-latex-base, -latex-recommended and -pictures are used
-(amsmath, amssymb, array, booktabs, geometry, graphicx, hyperref, tikz with the
-``positioning`` and ``arrows.meta`` libraries).  Long equations arrive already
+(amsmath, amssymb, array, booktabs, float, geometry, graphicx, hyperref, longtable,
+tikz with the ``positioning`` and ``arrows.meta`` libraries).  Long equations arrive already
 broken into lines (:func:`symrnn.report.latex.break_lines`) and are set with
 ``split`` (one numbered equation) or ``align`` (several).
+
+Floats stay with their text: a figure is set where it stands (``[H]`` of the float
+package: it moves to the next page whole, never into the middle of a later paragraph)
+and a table is a ``longtable`` in the text, which breaks across pages with its header
+repeated instead of waiting for a page of its own.
 """
 from __future__ import annotations
 
@@ -13,7 +18,8 @@ from .blocks import Boxed, Code, Display, Figure, Math, Paragraph, Ref, Section,
 PREAMBLE = r"""\documentclass[11pt,a4paper]{article}
 \usepackage[margin=2.5cm]{geometry}
 \usepackage{amsmath,amssymb}
-\usepackage{array,booktabs}
+\usepackage{array,booktabs,longtable}
+\usepackage{float}
 \usepackage{graphicx}
 \usepackage{tikz}
 \usetikzlibrary{positioning,arrows.meta}
@@ -22,6 +28,7 @@ PREAMBLE = r"""\documentclass[11pt,a4paper]{article}
 \setlength{\emergencystretch}{2em}
 \makeatletter
 \setlength{\@fptop}{0pt}
+\setlength{\LTcapwidth}{\textwidth}
 \makeatother
 """
 
@@ -75,20 +82,28 @@ def render_display(display: Display) -> str:
 
 
 def render_table(table: Table) -> str:
+    """A ``longtable``: set in the text where it stands, broken across pages if it must be (the header
+    repeats; no page holds only its first or last row)."""
     spec = "@{}" + "".join(table.columns) + "@{}"
-    lines = [r"\begin{table}[!htbp]", r"\centering"]
+    header = [r"\toprule", " & ".join(inline(h) for h in table.header) + r" \\", r"\midrule"]
+    lines = [r"\begin{longtable}{%s}" % spec]
     if table.caption:
-        lines.append(r"\caption{%s}" % inline(table.caption) + (r"\label{%s}" % table.label if table.label else ""))
-        lines.append(r"\smallskip")
-    lines += [r"\begin{tabular}{%s}" % spec, r"\toprule",
-              " & ".join(inline(h) for h in table.header) + r" \\", r"\midrule"]
-    lines += [" & ".join(inline(cell) for cell in row) + r" \\" for row in table.rows]
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+        lines.append(r"\caption{%s}" % inline(table.caption) + (r"\label{%s}" % table.label if table.label else "")
+                     + r"\\")
+    lines += header + [r"\endfirsthead"]
+    if table.caption:
+        lines.append(r"\multicolumn{%d}{@{}l@{}}{\footnotesize Table~\thetable\ (continued)}\\" % len(table.columns))
+    lines += header + [r"\endhead", r"\bottomrule", r"\endlastfoot"]
+    rows = [" & ".join(inline(cell) for cell in row) for row in table.rows]
+    for k, row in enumerate(rows):  # \\* forbids a break: two rows at least on either side of one
+        keep = k < 1 or k >= len(rows) - 2
+        lines.append(row + (r" \\*" if keep and k < len(rows) - 1 else r" \\"))
+    lines.append(r"\end{longtable}")
     return "\n".join(lines)
 
 
 def render_figure(figure: Figure) -> str:
-    return "\n".join([r"\begin{figure}[!htbp]", r"\centering", figure.tikz,
+    return "\n".join([r"\begin{figure}[H]", r"\centering", figure.tikz,
                       r"\caption{%s}\label{%s}" % (inline(figure.caption), figure.label), r"\end{figure}"])
 
 
