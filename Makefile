@@ -49,8 +49,8 @@ $(MATHJAX)/tex-chtml.js:
 	cd docs/_vendor/npm/node_modules/mathjax/es5 && cp -r tex-chtml.js input output a11y ui sre $(CURDIR)/$(MATHJAX)/
 
 docs: $(DOCS_STAMP) $(MATHJAX)/tex-chtml.js
-	MPLBACKEND=Agg $(SPHINX) -b html docs docs/_build/html
-	MPLBACKEND=Agg $(SPHINX) -b doctest docs docs/_build/doctest
+	$(SPHINX) -b html docs docs/_build/html
+	$(SPHINX) -b doctest docs docs/_build/doctest
 	@echo "documentation: docs/_build/html/index.html"
 
 derivations: $(STAMP)

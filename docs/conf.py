@@ -8,8 +8,6 @@ ROOT = DOCS.parent
 # document the working tree's symrnn, not an installed copy of another checkout
 sys.path.insert(0, str(ROOT))
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-# the notebooks' and doctests' figures: no display, no network
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 import symrnn  # noqa: E402
 
@@ -57,12 +55,14 @@ doctest_default_flags = _doctest.ELLIPSIS | _doctest.NORMALIZE_WHITESPACE | _doc
 # --- MyST and notebooks -------------------------------------------------------------------
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
+myst_dmath_double_inline = True    # $$...$$ inside a paragraph is display math too
 nb_execution_mode = "cache"
 nb_execution_cache_path = str(DOCS / "_build" / ".jupyter_cache")
 nb_execution_raise_on_error = True
 nb_execution_show_tb = True
 nb_execution_timeout = 600
 nb_merge_streams = True
+nb_render_markdown_format = "myst"   # Markdown outputs (agreement tables) with tables and math
 
 # --- HTML ---------------------------------------------------------------------------------
 html_theme = "pydata_sphinx_theme"
