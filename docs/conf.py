@@ -34,7 +34,7 @@ templates_path = ["_templates"]
 # --- API reference -------------------------------------------------------------------------
 autosummary_generate = True
 autosummary_imported_members = False
-autodoc_default_options = {"show-inheritance": True}  # members: listed by the templates
+autodoc_default_options = {}  # members: listed by the templates; bases: on the exceptions
 autodoc_typehints = "none"          # numpydoc's Parameters sections carry the types
 autodoc_member_order = "bysource"
 numpydoc_show_class_members = False  # the class template lists members with autosummary
