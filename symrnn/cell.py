@@ -57,7 +57,34 @@ class Equation:
 
 
 class Cell:
-    """A recurrent cell defined by SymPy equations (see the module docstring)."""
+    """A recurrent cell defined by SymPy equations.
+
+    Declare the input (:meth:`input`), the states (:meth:`state`), the parameters
+    (:meth:`param`), intermediate quantities (:meth:`let`) and every state's update
+    (:meth:`update`). ``P @ v`` is a matrix-vector product; everything else is elementwise.
+    Each equation is checked when it is written: unknown symbols, sizes that do not conform
+    and functions without a derivative rule raise :class:`~symrnn.CellDefinitionError`.
+
+    Parameters
+    ----------
+    name : str
+        The cell's name (reports, messages, generated code).
+    description : str
+        One line for the reports.
+
+    Examples
+    --------
+    >>> import symrnn as sr
+    >>> cell = sr.Cell("elman")
+    >>> x = cell.input()                    # x[t], size D
+    >>> h = cell.state("h")                 # h[t-1], size H
+    >>> U, W, b = cell.param("U", "H", "D"), cell.param("W", "H", "H"), cell.param("b", "H")
+    >>> cell.update(h, sr.tanh(U @ x + W @ h + b))
+    h[t]
+    >>> model = sr.Model(cell, D=3, H=4, K=2)
+    >>> sorted(model.init_params(seed=0))
+    ['U', 'V', 'W', 'b', 'c']
+    """
 
     def __init__(self, name: str, description: str = ""):
         self.name = name

@@ -13,7 +13,25 @@ from .functions import activation, sigmoid, tanh
 
 
 def rnn(nonlinearity: str = "tanh") -> Cell:
-    """Vanilla (Elman) RNN: ``a_t = U x_t + W h_{t-1} + b``, ``h_t = f(a_t)``."""
+    """Vanilla (Elman) RNN: ``a_t = U x_t + W h_{t-1} + b``, ``h_t = f(a_t)``.
+
+    Parameters
+    ----------
+    nonlinearity : str
+        ``tanh``, ``relu`` or ``sigmoid``.
+
+    Returns
+    -------
+    Cell
+
+    Examples
+    --------
+    >>> import symrnn as sr
+    >>> sr.rnn("relu")
+    Cell 'rnn-relu'
+      a[t] = b + MatVec(U, x[t]) + MatVec(W, h[t-1])
+      h[t] = relu(a[t])
+    """
     f = activation(nonlinearity)
     cell = Cell(f"rnn-{nonlinearity}", f"vanilla RNN with {nonlinearity}")
     x = cell.input(role="input")
@@ -27,7 +45,18 @@ def rnn(nonlinearity: str = "tanh") -> Cell:
 
 
 def lstm() -> Cell:
-    """LSTM with forget, input and output gates and a cell state ``c``."""
+    """LSTM with forget, input and output gates and a cell state ``c``.
+
+    ``i, f, o = sigmoid(U_* x_t + W_* h_{t-1} + b_*)``, ``g = tanh(U_g x_t + W_g h_{t-1} + b_g)``,
+    ``c_t = f c_{t-1} + i g``, ``h_t = o tanh(c_t)``.
+
+    Examples
+    --------
+    >>> import symrnn as sr
+    >>> cell = sr.lstm()
+    >>> list(cell.states), sorted(cell.params)[:4]
+    (['h', 'c'], ['U_f', 'U_g', 'U_i', 'U_o'])
+    """
     cell = Cell("lstm", "LSTM (gates i, f, g, o; cell state c)")
     x = cell.input(role="input")
     h = cell.state("h", role="hidden state")
@@ -59,6 +88,14 @@ def gru(reset_after: bool = True, update_convention: str = "pytorch") -> Cell:
 
     ``update_convention="pytorch"`` (PyTorch, Keras, Cho): ``h = (1 - z) n + z h_prev``;
     ``"chung"`` (Chung et al. 2014): ``h = (1 - z) h_prev + z n``.
+
+    Examples
+    --------
+    >>> import symrnn as sr
+    >>> sr.gru(reset_after=False, update_convention="chung").name
+    'gru-reset-before-chung'
+    >>> "b_hn" in sr.gru().params          # the recurrent candidate bias of reset-after
+    True
     """
     if update_convention not in GRU_UPDATE_CONVENTIONS:
         raise UnknownNameError(
@@ -103,7 +140,14 @@ BUILTIN_CELLS = {
 
 
 def builtin_cell(name: str) -> Cell:
-    """A built-in cell by name (see :data:`BUILTIN_CELLS`)."""
+    """A built-in cell by name (see :data:`BUILTIN_CELLS`).
+
+    Examples
+    --------
+    >>> import symrnn as sr
+    >>> sr.builtin_cell("gru-chung").name
+    'gru-chung'
+    """
     try:
         return BUILTIN_CELLS[name]()
     except KeyError:

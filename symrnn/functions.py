@@ -303,6 +303,27 @@ def register_function(function_class, numpy_implementation, *, mpmath=None, torc
     found by class, not by name: a class defined again (a notebook cell run
     twice) or a class of your own named like a built-in (``tanh``) is a new
     function, under a name of its own in generated code (``tanh_2``).
+
+    Examples
+    --------
+    >>> import mpmath, numpy as np, sympy as sp, symrnn as sr
+    >>> class softplus(sp.Function):
+    ...     # log(1 + exp(u)); its derivative is the sigmoid
+    ...     def fdiff(self, argindex=1):
+    ...         return sr.sigmoid(self.args[0])
+    >>> sr.register_function(softplus, lambda u: np.logaddexp(0, u),
+    ...                      mpmath=lambda u: mpmath.log1p(mpmath.exp(u)),
+    ...                      torch=lambda u: u.exp().log1p())
+    >>> cell = sr.Cell("softplus-rnn")
+    >>> x, h = cell.input(), cell.state("h")
+    >>> W, U = cell.param("W", "H", "H"), cell.param("U", "H", "D")
+    >>> cell.update(h, softplus(U @ x + W @ h))
+    h[t]
+    >>> model = sr.Model(cell, D=2, H=3, K=2)
+    >>> x_batch = np.random.default_rng(0).normal(size=(4, 1, 2))
+    >>> loss, grads = model.loss_and_grads(model.init_params(), x_batch, np.zeros((4, 1), int))
+    >>> grads["W"].shape
+    (3, 3)
     """
     if not (isinstance(function_class, type) and issubclass(function_class, sp.Function)):
         raise MissingRuleError(

@@ -69,6 +69,31 @@ class Model:
         ``sum`` or ``mean`` over time and batch, ``batch-mean`` (sum over time, mean
         over the batch) or ``token-mean`` (mean over the scored steps); see
         :mod:`symrnn.losses`.
+
+    See Also
+    --------
+    StackedModel : several layers, bidirectional layers.
+    Seq2Seq : an encoder-decoder with attention.
+
+    Notes
+    -----
+    ``loss`` may also be ``half-mse`` (``1/2 sum (o - y)^2``). Inputs are time-major,
+    ``(T, N, D)``; parameters follow the column convention (``U`` is ``(H, D)``, ``a_t = U x_t
+    + W h_{t-1} + b``). The derivation and the generated code are made on first use
+    (:meth:`compile` makes them at once).
+
+    Examples
+    --------
+    >>> import numpy as np, symrnn as sr
+    >>> model = sr.Model("lstm", D=3, H=4, K=5)
+    >>> params = model.init_params(seed=0)
+    >>> params["U_i"].shape, params["V"].shape
+    ((4, 3), (5, 4))
+    >>> x = np.random.default_rng(0).normal(size=(6, 2, 3))     # (T, N, D)
+    >>> y = np.random.default_rng(1).integers(0, 5, size=(6, 2))  # class indices (T, N)
+    >>> loss, grads = model.loss_and_grads(params, x, y)
+    >>> grads["x"].shape, grads["c0"].shape
+    ((6, 2, 3), (2, 4))
     """
 
     def __init__(self, cell="rnn-tanh", D=1, H=1, K=None, architecture="many-to-many",
@@ -125,12 +150,51 @@ class Model:
         return {name: tuple(self.sizes[s] for s in spec.shape) for name, spec in specs.items()}
 
     def init_params(self, seed=0, scale=None, dtype=np.float64) -> dict:
-        """Parameters drawn uniformly from ``[-scale, scale]`` (default ``1/sqrt(H)``, as PyTorch)."""
+        """Parameters drawn uniformly from ``[-scale, scale]`` (default ``1/sqrt(H)``, as PyTorch).
+
+        Parameters
+        ----------
+        seed : int
+            Seed of the NumPy generator.
+        scale : float, optional
+            Half-width of the uniform distribution; default ``1/sqrt(H)``.
+        dtype : numpy dtype
+            ``np.float64`` (default) or ``np.float32``.
+
+        Returns
+        -------
+        dict of str to ndarray
+            Every parameter of the cell and the readout, by name.
+
+        Examples
+        --------
+        >>> import symrnn as sr
+        >>> params = sr.Model("gru", D=2, H=3, K=4).init_params(seed=1)
+        >>> sorted(params)
+        ['U_n', 'U_r', 'U_z', 'V', 'W_n', 'W_r', 'W_z', 'b_hn', 'b_n', 'b_r', 'b_z', 'c']
+        """
         return uniform_params(self.param_shapes, self.sizes["H"], seed, scale, dtype)
 
     # -- symbolic -------------------------------------------------------------
     def derive(self) -> Derivation:
-        """The symbolic derivation (forward and adjoint equations, gradients, Jacobians)."""
+        """The symbolic derivation (forward and adjoint equations, gradients, Jacobians).
+
+        Returns
+        -------
+        symrnn.bptt.Derivation
+            ``forward``, ``adjoints``, ``gradients`` and ``step_jacobians``; ``print()`` shows
+            them as text, and in Jupyter it renders as LaTeX.
+
+        Examples
+        --------
+        >>> import symrnn as sr
+        >>> derivation = sr.Model("rnn-tanh", D=3, H=4, K=5).derive()
+        >>> for line in str(derivation).splitlines()[:3]:
+        ...     print(line)
+        Forward:
+          a[t] = b + MatVec(U, x[t]) + MatVec(W, h[t-1])
+          h[t] = tanh(a[t])
+        """
         if self._derivation is None:
             if self.readout is not None:
                 loss = self.loss_rule.symbolic(self.logits, self.reduction)
@@ -221,8 +285,14 @@ class Model:
         return mask
 
     def run_cell(self, params, inputs, h0=None):
-        """The cell's forward pass over ``inputs`` (every step reads one): the cache of
-        states ``S_h`` (T+1, N, H), intermediates ``C_a`` (T, N, H) and products."""
+        """The cell's forward pass over ``inputs`` (every step reads one).
+
+        Returns
+        -------
+        tuple
+            ``(params, X, cache)``: the checked parameters and inputs, and the cache of states
+            ``S_h`` ``(T+1, N, H)``, intermediates ``C_a`` ``(T, N, H)`` and products.
+        """
         params, X, S0 = self._prepare_inputs(params, inputs, h0)
         return params, X, self.cell_code.forward(params, X, S0, self.sizes)
 
@@ -312,7 +382,7 @@ class Model:
         return value, cache, (H_flat, r_cache), dO
 
     def loss(self, params, inputs, targets, h0=None, mask=None) -> float:
-        """The loss alone (one forward pass)."""
+        """The loss alone (one forward pass); arguments as :meth:`loss_and_grads`."""
         params, X, Y, S0, sched, mask = self._prepare(params, inputs, targets, h0, mask)
         return _finite_loss(self._run_forward(params, X, Y, S0, sched, mask)[0], self)
 
@@ -338,9 +408,32 @@ class Model:
             (``dnext_c`` of a hand-written LSTM step, ``dL/dc_T`` of a layer):
             the loss gains ``sum <g, s_T>``.
 
-        Returns ``(loss, grads)``; ``grads`` has every parameter's name and shape,
-        plus the input's name (``"x"``: ``dL/dinputs``, shaped like ``inputs``) and
-        ``"h0"`` (and ``"c0"`` for an LSTM) for the initial states.
+        Returns
+        -------
+        loss : float
+        grads : dict of str to ndarray
+            Every parameter's name and shape, plus the input's name (``"x"``:
+            ``dL/dinputs``, shaped like ``inputs``) and ``"h0"`` (and ``"c0"`` for an LSTM)
+            for the initial states.
+
+        Examples
+        --------
+        >>> import numpy as np, symrnn as sr
+        >>> model = sr.Model("rnn-tanh", D=3, H=4, K=2, loss="mse", reduction="mean")
+        >>> params = model.init_params(seed=0)
+        >>> rng = np.random.default_rng(0)
+        >>> x, y = rng.normal(size=(5, 2, 3)), rng.normal(size=(5, 2, 2))
+        >>> loss, grads = model.loss_and_grads(params, x, y)
+        >>> bool(np.isclose(loss, model.loss(params, x, y)))
+        True
+
+        The gradients are exact: a central difference agrees to rounding.
+
+        >>> e = np.zeros_like(params["W"]); e[1, 2] = 1e-6
+        >>> up = model.loss({**params, "W": params["W"] + e}, x, y)
+        >>> down = model.loss({**params, "W": params["W"] - e}, x, y)
+        >>> bool(abs((up - down) / 2e-6 - grads["W"][1, 2]) < 1e-8)
+        True
         """
         value, grads, _ = self._loss_grads_and_cache(params, inputs, targets, h0, mask, final_grads)
         return value, grads

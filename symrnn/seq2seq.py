@@ -226,6 +226,23 @@ class Seq2Seq:
     (``enc.l0.fwd.W``), ``dec.<cell parameter>`` (``dec.W_i``), ``bridge.W_h``, ``bridge.b_h``
     (one pair per decoder state), ``attn.W_a``, ``attn.U_a``, ``attn.v_a``, ``attn.W_c`` and the
     readout's ``out.V``, ``out.c``.
+
+    Examples
+    --------
+    >>> import numpy as np, symrnn as sr
+    >>> model = sr.Seq2Seq("gru", "lstm", src_vocab=20, tgt_vocab=15, E=4, H=6,
+    ...                    bridge="linear", attention="general")
+    >>> params = model.init_params(seed=0)
+    >>> rng = np.random.default_rng(0)
+    >>> src = rng.integers(0, 20, size=(7, 2))        # (S, N) source ids
+    >>> tgt_in = rng.integers(0, 15, size=(5, 2))     # (T, N) decoder inputs (teacher forcing)
+    >>> tgt_out = rng.integers(0, 15, size=(5, 2))    # (T, N) ids scored at each step
+    >>> loss, grads = model.loss_and_grads(params, src, tgt_in, tgt_out, src_lengths=[7, 3])
+    >>> grads["attn.W_a"].shape, grads["bridge.W_c"].shape
+    ((6, 6), (6, 6))
+    >>> weights = model.forward(params, src, tgt_in, src_lengths=[7, 3])["attention"]
+    >>> weights.shape, float(weights[:, 1, 3:].max())  # (T, N, S); no weight on padding
+    ((5, 2, 7), 0.0)
     """
 
     def __init__(self, encoder_cell="lstm", decoder_cell=None, *, src_vocab=None, tgt_vocab, E, H, E_tgt=None,
@@ -475,8 +492,14 @@ class Seq2Seq:
                     readout, pieces, outs["logit"], weights, Hd, smask)
 
     def forward(self, params, src, tgt_in, src_mask=None, src_lengths=None) -> dict:
-        """Teacher-forced outputs: ``logits`` (T, N, K), ``attention`` weights (T, N, S) (None without
-        attention), ``decoder_states`` (T, N, H_dec), ``encoder_states`` (S, N, C), ``final`` (N, len z)."""
+        """Teacher-forced outputs.
+
+        Returns
+        -------
+        dict
+            ``logits`` (T, N, K), ``attention`` weights (T, N, S) (None without attention),
+            ``decoder_states`` (T, N, H_dec), ``encoder_states`` (S, N, C), ``final`` (N, len z).
+        """
         params, dtype, ids, X, tin, _, smask, _, lengths = self._prepare(params, src, tgt_in, None, src_mask, None,
                                                                          src_lengths, None)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -486,7 +509,7 @@ class Seq2Seq:
 
     def loss(self, params, src, tgt_in, tgt_out, src_mask=None, tgt_mask=None, src_lengths=None,
              tgt_lengths=None) -> float:
-        """The loss alone (one forward pass)."""
+        """The loss alone (one forward pass); arguments as :meth:`loss_and_grads`."""
         if tgt_out is None:
             raise ShapeError("tgt_out is None; give the target ids scored at each decoder step (T, N).")
         params, dtype, ids, X, tin, tout, smask, tmask, lengths = self._prepare(
@@ -501,10 +524,26 @@ class Seq2Seq:
                        tgt_lengths=None):
         """The loss and its exact gradient with respect to every parameter (and ``src`` when dense).
 
-        ``src`` (S, N) source ids (or (S, N, E) vectors); ``tgt_in`` (T, N) the decoder's inputs
-        (teacher forcing: ``y_{t-1}``, starting with a BOS id); ``tgt_out`` (T, N) the ids scored at
-        each step (``-1``: ignored).  ``src_mask`` (S, N) (real tokens first, then padding) or
-        ``src_lengths`` (N,); ``tgt_mask`` (T, N) or ``tgt_lengths``: the scored steps.
+        Parameters
+        ----------
+        params : dict of str to ndarray
+            Every parameter by name (:meth:`init_params`).
+        src : ndarray
+            ``(S, N)`` source ids, or ``(S, N, E)`` vectors when ``src_vocab`` is None.
+        tgt_in : ndarray
+            ``(T, N)`` the decoder's inputs (teacher forcing: ``y_{t-1}``, starting with a BOS id).
+        tgt_out : ndarray
+            ``(T, N)`` the ids scored at each step (``-1``: ignored).
+        src_mask, src_lengths : ndarray, optional
+            ``(S, N)`` true on real tokens (which come first, then padding), or the lengths ``(N,)``.
+        tgt_mask, tgt_lengths : ndarray, optional
+            ``(T, N)`` the scored steps, or their numbers ``(N,)``.
+
+        Returns
+        -------
+        loss : float
+        grads : dict of str to ndarray
+            Keyed as the parameters (plus ``src`` for dense inputs).
         """
         value, grads, _ = self._loss_grads_and_paths(params, src, tgt_in, tgt_out, src_mask, tgt_mask, src_lengths,
                                                      tgt_lengths)

@@ -162,6 +162,24 @@ class StackedModel:
     the initial states stacked as PyTorch stacks ``h_0``: ``h0`` of shape
     ``(num_layers * directions, N, H)``, row ``l * directions + d`` (``d = 1``
     the backward direction).
+
+    See Also
+    --------
+    BidirectionalModel : the one-layer bidirectional case.
+    symrnn.layouts.to_torch_stack : the parameters as an ``nn.LSTM`` ``state_dict``.
+
+    Examples
+    --------
+    >>> import numpy as np, symrnn as sr
+    >>> model = sr.StackedModel("gru", D=3, H=4, K=5, num_layers=2, bidirectional=True)
+    >>> params = model.init_params(seed=0)
+    >>> params["l1.bwd.W_z"].shape, params["V"].shape          # layer 1 reads 2H = 8 features
+    ((4, 4), (5, 8))
+    >>> x = np.random.default_rng(0).normal(size=(6, 2, 3))
+    >>> y = np.random.default_rng(1).integers(0, 5, size=(6, 2))
+    >>> loss, grads = model.loss_and_grads(params, x, y)
+    >>> grads["h0"].shape                                       # (num_layers * directions, N, H)
+    (4, 2, 4)
     """
 
     def __init__(self, cell="rnn-tanh", D=1, H=1, K=None, num_layers=1, bidirectional=False, merge="concat",
@@ -412,9 +430,36 @@ class StackedModel:
         return trace, inp
 
     def forward(self, params, inputs, h0=None):
-        """The top layer's outputs ``(T, N, width)`` and the final states ``{state: (rows, N, size)}``
-        in PyTorch's layout (row ``l * directions + d``; the backward direction's final state is its
-        state after reading ``x_1``, so for a one-layer concat model ``h_n[1] == output[0, :, H:]``)."""
+        """The top layer's outputs and the final states, laid out as PyTorch's.
+
+        Parameters
+        ----------
+        params : dict of str to ndarray
+        inputs : ndarray
+            ``(T, N, D)``, time-major.
+        h0 : ndarray or dict of str to ndarray, optional
+            Initial states ``(num_layers * directions, N, size)`` (zeros where not given).
+
+        Returns
+        -------
+        output : ndarray
+            ``(T, N, width)``: the top layer's merged outputs.
+        final : dict of str to ndarray
+            ``{state: (rows, N, size)}``, row ``l * directions + d``. The backward direction's
+            final state is its state after reading ``x_1``, so for a one-layer concat model
+            ``h_n[1] == output[0, :, H:]``.
+
+        Examples
+        --------
+        >>> import numpy as np, symrnn as sr
+        >>> model = sr.BidirectionalModel("lstm", D=3, H=4, K=2)
+        >>> x = np.random.default_rng(0).normal(size=(5, 2, 3))
+        >>> output, final = model.forward(model.init_params(seed=0), x)
+        >>> output.shape, final["c"].shape
+        ((5, 2, 8), (2, 2, 4))
+        >>> bool(np.array_equal(final["h"][1], output[0, :, 4:]))
+        True
+        """
         params, X, _, S0, _, _ = self._prepare(params, inputs, None, h0, None)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             trace, top = self._run_layers(params, X, S0)
@@ -438,6 +483,7 @@ class StackedModel:
             return value, trace, (flat, r_cache, sizes), dO
 
     def loss(self, params, inputs, targets, h0=None, mask=None) -> float:
+        """The loss alone (one forward pass); arguments as :meth:`loss_and_grads`."""
         params, X, Y, S0, sched, mask = self._prepare(params, inputs, targets, h0, mask)
         return _finite_loss(self._run_forward(params, X, Y, S0, sched, mask)[0], self)
 
@@ -519,5 +565,26 @@ class StackedModel:
 
 
 def BidirectionalModel(cell="rnn-tanh", D=1, H=1, K=None, merge="concat", **kwargs) -> StackedModel:
-    """A one-layer bidirectional :class:`StackedModel` (``num_layers`` may be given too)."""
+    """A one-layer bidirectional :class:`StackedModel` (``num_layers`` may be given too).
+
+    Parameters
+    ----------
+    cell : str or Cell
+    D, H, K : int
+    merge : str
+        ``concat``, ``sum``, ``ave``, ``mul`` or ``max``.
+    **kwargs
+        Other arguments of :class:`StackedModel`.
+
+    Returns
+    -------
+    StackedModel
+
+    Examples
+    --------
+    >>> import symrnn as sr
+    >>> model = sr.BidirectionalModel("rnn-tanh", D=2, H=3, K=4, merge="sum")
+    >>> sorted(model.init_params(seed=0))
+    ['V', 'c', 'l0.bwd.U', 'l0.bwd.W', 'l0.bwd.b', 'l0.fwd.U', 'l0.fwd.W', 'l0.fwd.b']
+    """
     return StackedModel(cell, D=D, H=H, K=K, bidirectional=True, merge=merge, **kwargs)

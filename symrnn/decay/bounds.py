@@ -23,7 +23,18 @@ from ..symbols import tsym
 
 @dataclass(frozen=True)
 class PascanuBound:
-    """``(gamma sigma_max(W))^k``: ``gamma`` of the activation, ``matrix`` the weight's name."""
+    """The Pascanu-Mikolov-Bengio bound ``(gamma sigma_max(W))^k`` of a vanilla cell.
+
+    Attributes
+    ----------
+    state : str
+        The cell's state.
+    matrix : str
+        The name of the recurrent weight ``W``.
+    gamma : float
+        ``sup |f'|`` of the activation (1 for tanh and relu, 1/4 for sigmoid).
+    activation : str
+    """
 
     state: str
     matrix: str
@@ -31,6 +42,7 @@ class PascanuBound:
     activation: str
 
     def sigma_max(self, params) -> float:
+        """The largest singular value of the recurrent weight."""
         return float(np.linalg.norm(np.asarray(params[self.matrix], dtype=np.float64), 2))
 
     def rate(self, params) -> float:
@@ -53,6 +65,15 @@ def pascanu_bound(model):
 
     The cell qualifies when it has one state whose step Jacobian is ``Diag(v) W``
     and whose update is ``s_t = f(a_t)`` for an elementwise ``f`` of one argument.
+
+    Examples
+    --------
+    >>> import symrnn as sr
+    >>> from symrnn.decay import pascanu_bound
+    >>> pascanu_bound(sr.Model("rnn-sigmoid", D=2, H=3, loss="upstream"))
+    PascanuBound(state='h', matrix='W', gamma=0.25, activation='sigmoid')
+    >>> pascanu_bound(sr.Model("lstm", D=2, H=3, loss="upstream")) is None
+    True
     """
     cell = model.cell
     if len(cell.states) != 1:

@@ -21,8 +21,27 @@ from ..symbols import MatVec, Param, parse
 
 @dataclass
 class GradientByLag:
-    """``norms[name][k]``: ``||G_{T-k}||_F`` for lag ``k = 0 .. T-1``; ``gates[gate][k]`` likewise
-    for the gate's parameters together; ``totals``: ``||dL/dW||_F`` of the whole sum."""
+    """Each step's share of every parameter's gradient, by lag (from :func:`gradient_by_lag`).
+
+    The gradient of ``L = <g, h_T>`` is a sum of one term ``G_t`` per step; the lag of step
+    ``t`` is ``k = T - t``.
+
+    Attributes
+    ----------
+    lags : ndarray
+        The lags ``0, 1, ..., T - 1``.
+    norms : dict of str to ndarray
+        ``norms[name][k]`` is ``||G_{T-k}||_F`` of parameter ``name``.
+    gates : dict of str to ndarray
+        ``gates[gate][k]``: the same for the parameters a gate's equation reads, together
+        (``U_f, W_f, b_f`` under ``f``).
+    totals : dict of str to float
+        ``||dL/dW||_F`` of each parameter's whole gradient.
+    total_by_gate : dict of str to float
+        The same for each gate's parameters together.
+    grads : dict of str to ndarray
+        The summed gradient of each parameter.
+    """
 
     lags: np.ndarray
     norms: dict
@@ -38,6 +57,7 @@ class GradientByLag:
         return v / s if s > 0 else v
 
     def to_dict(self):
+        """The norms as plain lists and floats (JSON-ready)."""
         return dict(lags=[int(k) for k in self.lags],
                     norms={k: [float(x) for x in v] for k, v in self.norms.items()},
                     gates={k: [float(x) for x in v] for k, v in self.gates.items()},
@@ -61,8 +81,41 @@ def gate_of_params(cell) -> dict:
 def gradient_by_lag(model, params, x, g=None, h0=None, seed=0) -> GradientByLag:
     """Per-lag contributions to every parameter's gradient for ``L = <g, h_T>``.
 
-    ``x``: inputs (T, 1, D); ``g``: the loss gradient on the output state (default a unit
-    vector drawn from ``seed``); ``h0``: initial states (default zeros).
+    Each step's term ``G_t`` of ``dL/dW`` comes from the cell's generated backward over one
+    step; the terms sum to the full gradient.
+
+    Parameters
+    ----------
+    model : Model
+        Only its cell and sizes are used.
+    params : dict of str to ndarray
+        The cell's parameters (a readout's ``V``, ``c`` are ignored).
+    x : array_like
+        Inputs ``(T, N, D)``; the first sequence is used.
+    g : array_like, optional
+        The loss gradient on the output state at step ``T``, ``(H,)``; default a unit vector
+        drawn from ``seed``.
+    h0 : array_like or dict, optional
+        Initial states (default zeros).
+    seed : int
+        Seed of the default ``g``.
+
+    Returns
+    -------
+    GradientByLag
+
+    Examples
+    --------
+    >>> import numpy as np, symrnn as sr
+    >>> from symrnn.decay import gradient_by_lag, make_params
+    >>> model = sr.Model("gru", D=2, H=3, loss="upstream")
+    >>> params = make_params(model, seed=0)
+    >>> x = np.random.default_rng(0).normal(size=(20, 1, 2))
+    >>> g = gradient_by_lag(model, params, x)
+    >>> g.lags[:3], sorted(g.gates)
+    (array([0, 1, 2]), ['n', 'r', 'z'])
+    >>> bool(np.isclose(g.share("z").sum(), 1.0))
+    True
     """
     from ..model import Model
 

@@ -273,6 +273,19 @@ class JacobianStream:
     ----------
     model : symrnn.Model
         Any model; only its cell and sizes are used.
+
+    Examples
+    --------
+    >>> import numpy as np, symrnn as sr
+    >>> from symrnn.decay import JacobianStream, InputSource, make_params
+    >>> model = sr.Model("lstm", D=2, H=3, loss="upstream")
+    >>> stream = JacobianStream(model)
+    >>> stream.state_size                       # (h, c) together
+    6
+    >>> inputs = InputSource("random", T=10, N=1, D=2)
+    >>> state = {"h": np.zeros((1, 3)), "c": np.zeros((1, 3))}
+    >>> [t0 for t0, chunk, cache in stream.stream(make_params(model), inputs, state)]
+    [0]
     """
 
     def __init__(self, model):
@@ -296,9 +309,11 @@ class JacobianStream:
 
     @property
     def state_size(self):
+        """The whole state's size ``S`` (every state together)."""
         return self.layout.size
 
     def chunk_length(self, N=1):
+        """Steps evaluated at once (the chunk's Jacobians stay under a fixed memory budget)."""
         S = self.layout.size
         return int(max(1, min(256, CHUNK_BYTES // (8 * N * S * S))))
 
@@ -355,7 +370,18 @@ class JacobianStream:
 
 class InputSource:
     """Inputs drawn chunk by chunk: ``"zero"``, ``"random"`` (standard normal times
-    ``scale``, reproducible from ``seed`` whatever the chunk length) or a given array (T, N, D)."""
+    ``scale``, reproducible from ``seed`` whatever the chunk length) or a given array (T, N, D).
+
+    Parameters
+    ----------
+    kind : str or array_like
+        ``"zero"``, ``"random"`` or the inputs ``(T, N, D)``.
+    T, N, D : int
+        Steps, sequences and input size.
+    seed : int
+    scale : float
+        Standard deviation of random inputs.
+    """
 
     KINDS = ("zero", "random")
 
@@ -367,6 +393,7 @@ class InputSource:
             self.kind = "given"
 
     def chunk(self, t0, n):
+        """The inputs of the ``n`` steps from step ``t0``, shaped ``(n, N, D)``."""
         if self.array is not None:
             return self.array[t0:t0 + n]
         if self.kind == "zero":

@@ -39,7 +39,38 @@ MAX_LOG_SPREAD = np.log(1e12)
 
 @dataclass
 class DecayProfile:
-    """What one run measured.  Every logarithm is natural; rates are per step."""
+    """What one run of :func:`decay_profile` measured.  Every logarithm is natural; rates are per step.
+
+    Attributes
+    ----------
+    cell : str
+    T : int
+    state_names : list of str
+    state_size : int
+        ``S``, the whole state's size (``2H`` for an LSTM).
+    lags : ndarray
+        The lags ``k`` of the norm curve.
+    log_spectral, log_frobenius : ndarray
+        ``ln ||ds_{t0+k}/ds_{t0}||`` (spectral, Frobenius) of the whole state, per lag.
+    log_grad : ndarray
+        ``ln ||dL/ds_{t0}||`` for a unit loss gradient on ``h`` at step ``t0 + k``.
+    blocks : dict
+        ``"c<-c"``: (spectral, Frobenius) arrays of that block of the product.
+    direct : dict
+        Per state: (spectral, Frobenius) of the direct path (the Jacobian terms with no weight
+        matrix: ``prod f`` for the LSTM's ``c``).
+    exponents : ndarray
+        The first ``k`` Lyapunov exponents, descending.
+    exponent_steps, qr_count : int
+        Steps the exponents average over (after the transient); QR factorisations made.
+    log_bound : ndarray or None
+        The Pascanu bound ``k ln(gamma sigma_max(W))`` of a vanilla cell.
+    bound_rate, gamma, sigma_max : float or None
+    log_step_bound : ndarray or None
+        ``ln prod ||J_t||_2``, a bound for every cell.
+    units : str
+    meta : dict
+    """
 
     cell: str
     T: int
@@ -64,9 +95,11 @@ class DecayProfile:
 
     @property
     def top_exponent(self) -> float:
+        """The largest Lyapunov exponent (None when none was computed)."""
         return float(self.exponents[0]) if self.exponents is not None else None
 
     def to_dict(self) -> dict:
+        """Every field as plain lists and numbers (JSON-ready)."""
         def arr(v):
             return None if v is None else [float(x) for x in np.asarray(v)]
         return dict(
@@ -190,7 +223,14 @@ class _Product:
 
 
 def default_lags(T: int) -> np.ndarray:
-    """Every lag up to 200 (all of them when ``T <= 2000``), then 300 geometrically spaced ones."""
+    """Every lag up to 200 (all of them when ``T <= 2000``), then 300 geometrically spaced ones.
+
+    Examples
+    --------
+    >>> from symrnn.decay import default_lags
+    >>> len(default_lags(100)), len(default_lags(100_000)) <= 500
+    (100, True)
+    """
     if T <= 2000:
         return np.arange(1, T + 1)
     return np.unique(np.concatenate([np.arange(1, 201), np.round(np.geomspace(200, T, 300)).astype(int)]))
@@ -260,6 +300,29 @@ def decay_profile(model, params, T, *, k=1, curve=True, lags=None, inputs="rando
         ``ln|R_ii|`` between two factorisations under ``ln 1e12`` (at most 16).
     step_bound : bool or "auto"
         Also accumulate ``ln prod ||J_t||_2`` (an SVD per step; "auto": when ``T S^3 <= 2e9``).
+
+    Returns
+    -------
+    DecayProfile
+        The norm curve against the lag, block and direct-path norms, the exponents and the
+        bounds; every logarithm natural.
+
+    See Also
+    --------
+    lyapunov_spectrum : the exponents alone.
+    sweep : profiles over cells, scales and seeds.
+
+    Examples
+    --------
+    >>> import numpy as np, symrnn as sr
+    >>> from symrnn.decay import decay_profile, make_params
+    >>> model = sr.Model("rnn-tanh", D=2, H=8, loss="upstream")
+    >>> params = make_params(model, init="orthogonal", scale=0.5, scale_by="sigma", seed=0)
+    >>> p = decay_profile(model, params, T=3000, k=2)
+    >>> bool(p.top_exponent < p.bound_rate)      # under the Pascanu bound ln(0.5)
+    True
+    >>> bool(np.all(p.log_spectral <= p.log_bound + 1e-9))
+    True
     """
     stream = stream or JacobianStream(model)
     S = stream.state_size
@@ -399,7 +462,19 @@ def decay_profile(model, params, T, *, k=1, curve=True, lags=None, inputs="rando
 
 
 def lyapunov_spectrum(model, params, T, k=None, **kwargs) -> np.ndarray:
-    """The first ``k`` Lyapunov exponents (default all), natural log per step, descending."""
+    """The first ``k`` Lyapunov exponents (default all), natural log per step, descending.
+
+    Other keyword arguments are those of :func:`decay_profile`; no norm curve is recorded.
+
+    Examples
+    --------
+    >>> import symrnn as sr
+    >>> from symrnn.decay import lyapunov_spectrum, make_params
+    >>> model = sr.Model("gru", D=2, H=4, loss="upstream")
+    >>> exponents = lyapunov_spectrum(model, make_params(model, seed=0), T=2000)
+    >>> exponents.shape, bool(exponents[0] >= exponents[-1])
+    ((4,), True)
+    """
     stream = kwargs.pop("stream", None) or JacobianStream(model)
     k = stream.state_size if k is None else k
     return decay_profile(model, params, T, k=k, curve=False, stream=stream, **kwargs).exponents

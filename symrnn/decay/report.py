@@ -95,7 +95,23 @@ def rates_table(result) -> list:
 
 
 def write_report(result, out, title="Gradient decay") -> dict:
-    """Write the report folder ``out`` (created); returns ``{kind: path}``."""
+    """Write the report folder ``out`` (created) of a sweep.
+
+    Parameters
+    ----------
+    result : SweepResult
+    out : str or path
+        The folder; created if needed.
+    title : str
+        The title of ``summary.md``.
+
+    Returns
+    -------
+    dict of str to path
+        ``norms_figure``, ``spectrum_figure``, ``rate_map``, ``paths_figure``,
+        ``gradient_figure``, ``rates_csv``, ``norms_csv``, ``spectrum_csv``, ``gradient_csv``,
+        ``json`` and ``markdown``.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {}

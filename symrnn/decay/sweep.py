@@ -46,7 +46,17 @@ class Task:
 
 @dataclass
 class SweepResult:
-    """Every task's :class:`DecayProfile` and :class:`GradientByLag`, in the order of the grid."""
+    """Every task's :class:`DecayProfile` and :class:`GradientByLag`, in the order of the grid.
+
+    Attributes
+    ----------
+    tasks : list
+        The grid's points (cell, scale, seed).
+    profiles : list of DecayProfile
+    gradients : list of GradientByLag or None
+    settings : dict
+        The sweep's arguments.
+    """
 
     tasks: list
     profiles: list
@@ -54,6 +64,7 @@ class SweepResult:
     settings: dict = field(default_factory=dict)
 
     def rows(self):
+        """Yield ``(task, profile, gradient_by_lag)`` for every point of the grid."""
         for task, prof, grad in zip(self.tasks, self.profiles, self.gradients):
             yield task, prof, grad
 
@@ -118,6 +129,20 @@ def sweep(cells, scales, seeds=(0,), *, H=16, D=4, T=1000, k=None, init="pytorch
     (``max_workers``, default ``os.cpu_count()``; 1 runs in this process).
     ``progress``: a tqdm bar over finished tasks.
     ``params``: trained weights of the one cell given (``init`` is then a label, ``scales`` ``[1.0]``).
+    The other arguments are those of :func:`decay_profile` and :func:`make_params`; ``grad_T``
+    is the length of the :func:`gradient_by_lag` analysis (0: none).
+
+    Returns
+    -------
+    SweepResult
+
+    Examples
+    --------
+    >>> from symrnn.decay import sweep
+    >>> result = sweep(["rnn-tanh", "gru"], [0.5, 2.0], seeds=[0], H=4, T=400, grad_T=0,
+    ...                max_workers=1, progress=False)
+    >>> [(task.cell, task.scale) for task, profile, _ in result.rows()]
+    [('rnn-tanh', 0.5), ('rnn-tanh', 2.0), ('gru', 0.5), ('gru', 2.0)]
     """
     from .. import cells as builtin
 

@@ -55,7 +55,35 @@ def _orthogonal(rng, n):
 
 
 def make_params(model, init="pytorch", scale=1.0, scale_by="gain", seed=0) -> dict:
-    """Parameters of ``model``'s cell drawn by ``init``, recurrent matrices scaled (see the module)."""
+    """Parameters of ``model``'s cell drawn by ``init``, recurrent matrices scaled.
+
+    Parameters
+    ----------
+    model : Model
+        Only its cell and sizes are used.
+    init : str
+        ``pytorch`` (uniform ``1/sqrt(H)``), ``xavier``, ``orthogonal``, ``identity`` (IRNN:
+        recurrent ``I``, inputs ``N(0, 0.001^2)``, biases 0) or ``normal`` (``N(0, 1)/sqrt(H)``).
+    scale : float
+        Applied to the recurrent ``(H, H)`` matrices only.
+    scale_by : str
+        ``gain`` multiplies the draw, ``radius`` sets the spectral radius, ``sigma`` the largest
+        singular value.
+    seed : int
+
+    Returns
+    -------
+    dict of str to ndarray
+
+    Examples
+    --------
+    >>> import numpy as np, symrnn as sr
+    >>> from symrnn.decay import make_params
+    >>> model = sr.Model("rnn-tanh", D=2, H=6, loss="upstream")
+    >>> W = make_params(model, init="orthogonal", scale=1.5, scale_by="sigma")["W"]
+    >>> round(float(np.linalg.norm(W, 2)), 12)
+    1.5
+    """
     check_init(init, scale_by)
     scale = check_scale(scale)
     rng = np.random.default_rng([seed, 3])
@@ -101,6 +129,23 @@ def rescale(W, scale, scale_by="gain", name="W"):
 
 def load_params(model, source, layout="pytorch") -> dict:
     """A user's trained weights as canonical parameters.
+
+    Parameters
+    ----------
+    model : Model
+        The model whose cell the weights belong to.
+    source : dict, str or path
+        See below.
+    layout : str
+        ``pytorch``, ``keras`` or ``symrnn``.
+
+    Returns
+    -------
+    dict of str to ndarray
+        symrnn's parameter names (``U_i``, ``W_f``, ...).
+
+    Notes
+    -----
 
     ``source``: a dict of canonical arrays (``layout="symrnn"``), a PyTorch ``state_dict``
     (``layout="pytorch"``: ``weight_ih_l0`` ...), Keras weights (``layout="keras"``: a dict with

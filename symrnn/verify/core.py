@@ -552,6 +552,48 @@ def verify_layer(forward, backward, cell="rnn-tanh", layout="cs231n", *, D=3, H=
     runs a saved case again.  ``truncation`` and ``clip`` as in :func:`verify_loss`.
     ``search=n`` also tries ``n`` cases drawn by Hypothesis (:mod:`symrnn.strategies`: lengths,
     sizes, weights from tiny to saturating, inputs, upstream gradients), deterministically.
+
+    Parameters
+    ----------
+    forward, backward : callable
+        Your layer's forward and backward, called as ``signature`` says.
+    cell : str or Cell
+        The cell the code implements (a built-in name or a :class:`~symrnn.Cell`).
+    layout : str or Layout
+        How the code lays out weights, inputs and states.
+    D, H, T, N : int
+        Sizes of the main case.
+    scale : float, optional
+        Half-width of the uniform weights (default ``1/sqrt(H)``).
+    seed : int
+    signature : Signature or str, optional
+    lengths : tuple of int
+        The shorter sequence lengths also run.
+    truncation, clip : optional
+        Declared truncated BPTT and gradient clipping (see :func:`verify_loss`).
+    replay : str or path, optional
+        A saved minimal case to run again.
+    save_to : str or path, optional
+        Where the smallest failing case is saved.
+    search : int
+        Cases drawn by Hypothesis in addition to the fixed ones.
+
+    Returns
+    -------
+    Verification
+        ``ok``, the forward check, every gradient's verdict; ``str()`` is the report.
+
+    Examples
+    --------
+    >>> import symrnn.verify as V
+    >>> from symrnn import example_backprop as ex
+    >>> V.verify_layer(ex.rnn_forward, ex.rnn_backward, cell="rnn-tanh", layout="cs231n").ok
+    True
+    >>> wrong = V.verify_layer(ex.buggy_rnn_forward, ex.buggy_rnn_backward)
+    >>> wrong.ok, wrong.fingerprint.name
+    (False, 'recurrent-term-dropped')
+    >>> print(wrong.summary())  # doctest: +ELLIPSIS
+    rnn-tanh layer code is wrong: the recurrent term is dropped: ... smallest failing case T=2, N=1, D=1, H=1
     """
     _check_sizes(D=D, H=H, T=T, N=N)
     replayed, D, H, _ = _replay_sizes(replay, D, H, None)
@@ -581,7 +623,28 @@ def _layer_problems(model, plan, T, seed, zero):
 def verify_step(step_forward, step_backward, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, N=3, scale=None,
                 seed=0, signature=None, replay=None, save_to=None) -> Verification:
     """Verify one step: ``step_forward(x, prev_h[, prev_c], *params) -> (next_h[, next_c], cache)`` and
-    ``step_backward(dnext_h[, dnext_c], cache) -> (dx, dprev_h[, dprev_c], *dparams)``."""
+    ``step_backward(dnext_h[, dnext_c], cache) -> (dx, dprev_h[, dprev_c], *dparams)``.
+
+    Two cases are run, the second with saturating weights. The arguments are those of
+    :func:`verify_layer`.
+
+    Returns
+    -------
+    Verification
+
+    Examples
+    --------
+    >>> import numpy as np, symrnn.verify as V
+    >>> def step_forward(x, prev_h, Wx, Wh, b):
+    ...     h = np.tanh(x @ Wx + prev_h @ Wh + b)
+    ...     return h, (x, prev_h, Wx, Wh, h)
+    >>> def step_backward(dh, cache):
+    ...     x, prev_h, Wx, Wh, h = cache
+    ...     da = dh * (1 - h ** 2)
+    ...     return da @ Wx.T, da @ Wh.T, x.T @ da, prev_h.T @ da, da.sum(axis=0)
+    >>> V.verify_step(step_forward, step_backward, cell="rnn-tanh", layout="cs231n").ok
+    True
+    """
     _check_sizes(D=D, H=H, N=N)
     replayed, D, H, _ = _replay_sizes(replay, D, H, None)
     model = _model(cell, D, H, loss="upstream")
@@ -599,8 +662,16 @@ def verify_step(step_forward, step_backward, cell="rnn-tanh", layout="cs231n", *
 
 def verify_layer_object(make, cell="rnn-tanh", layout="dlfs2", *, D=3, H=4, T=8, N=3, scale=None, seed=0,
                         lengths=(1, 2, 3), replay=None, save_to=None) -> Verification:
-    """Verify a layer object (Deep Learning from Scratch 2's ``TimeRNN``/``TimeLSTM``/``TimeGRU``):
-    ``make(Wx, Wh, b)`` builds it; ``forward(xs)``, ``backward(dhs)``, ``grads``, ``set_state``, ``dh``."""
+    """Verify a layer object (Deep Learning from Scratch 2's ``TimeRNN``/``TimeLSTM``/``TimeGRU``).
+
+    ``make(Wx, Wh, b)`` builds the layer; it has ``forward(xs) -> hs``, ``backward(dhs) -> dxs``,
+    its gradients in ``grads`` (in the order of ``params``), ``set_state(h)``, and ``dL/dh0`` in
+    ``dh``. The other arguments are those of :func:`verify_layer`.
+
+    Returns
+    -------
+    Verification
+    """
     _check_sizes(D=D, H=H, T=T, N=N)
     replayed, D, H, _ = _replay_sizes(replay, D, H, None)
     model = _model(cell, D, H, loss="upstream")
@@ -636,6 +707,41 @@ def verify_loss(fn, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, K=3, T=8, N=3
     ``(params, x, h0[, c0], y)`` with PyTorch's ``state_dict`` names (``layout="pytorch"``) or
     symrnn's keys (``layout="symrnn"``), ``h0`` shaped as PyTorch's ``h_0``
     (:mod:`symrnn.verify.stack`).
+
+    Returns
+    -------
+    Verification
+
+    Examples
+    --------
+    A CS231n-style loss, ``loss(params, x, h0, y, mask) -> (loss, grads)``, with ``x`` of
+    shape ``(N, T, D)`` and a softmax readout, summed over time and averaged over the batch:
+
+    >>> import numpy as np, symrnn.verify as V
+    >>> def rnn_loss(params, x, h0, y, mask):
+    ...     Wx, Wh, b, Wv, bv = (params[k] for k in ("Wx", "Wh", "b", "W_vocab", "b_vocab"))
+    ...     N, T, _ = x.shape
+    ...     h, prev = np.zeros((N, T, len(b))), h0
+    ...     for t in range(T):
+    ...         prev = h[:, t] = np.tanh(x[:, t] @ Wx + prev @ Wh + b)
+    ...     s = h @ Wv + bv
+    ...     p = np.exp(s - s.max(axis=2, keepdims=True)); p /= p.sum(axis=2, keepdims=True)
+    ...     n, k = np.indices((N, T))
+    ...     loss = -(np.log(p[n, k, y]) * mask).sum() / N
+    ...     ds = p.copy(); ds[n, k, y] -= 1; ds *= mask[..., None] / N
+    ...     g = {"W_vocab": np.einsum("ntk,ntv->kv", h, ds), "b_vocab": ds.sum(axis=(0, 1)),
+    ...          "Wx": 0, "Wh": 0, "b": 0}
+    ...     dh, carry = ds @ Wv.T, np.zeros_like(h0)
+    ...     for t in reversed(range(T)):
+    ...         da = (dh[:, t] + carry) * (1 - h[:, t] ** 2)
+    ...         g["Wx"] = g["Wx"] + x[:, t].T @ da
+    ...         g["Wh"] = g["Wh"] + (h0 if t == 0 else h[:, t - 1]).T @ da
+    ...         g["b"] = g["b"] + da.sum(axis=0)
+    ...         carry = da @ Wh.T
+    ...     return loss, g
+    >>> result = V.verify_loss(rnn_loss, "rnn-tanh", "cs231n", reduction="batch-mean", mask=True)
+    >>> result.ok, [c.T for c in result.cases]
+    (True, [8, 1, 2, 3])
     """
     if num_layers != 1 or bidirectional or residual:
         return _verify_stack_loss(fn, cell, layout, D=D, H=H, K=K, T=T, N=N, loss=loss, reduction=reduction,

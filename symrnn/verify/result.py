@@ -37,6 +37,38 @@ class Verification:
     ``ok`` is true when the forward matches the declared cell and every gradient
     of every case is within its tolerance; ``gradients`` is the per-gradient
     table of the shortest failing case (or of the main case when all pass).
+    ``str()`` is the full report, :meth:`summary` its first line.
+
+    Attributes
+    ----------
+    ok : bool
+    mode, cell, layout : str
+        What was verified.
+    forward : ForwardCheck
+        ``ok``, ``message``, the first differing ``step`` and ``quantity``.
+    gradients : list of GradientVerdict
+        ``name``, ``user_norm``, ``exact_norm``, ``max_abs_error``, ``tolerance``, ``ok``, the
+        worst entry, and per-gate ``blocks``.
+    cases : list of CaseResult
+        Every case run: ``label``, ``T``, ``N``, ``ok``, ``wrong``.
+    hygiene : list
+        Inputs modified in place, nondeterminism, reused buffers.
+    dtype_model : DtypeModel
+        The error model (``float64`` or ``float32``) and why.
+    case : str
+        The case the gradient table is about.
+    localisation : dict
+        ``gradient``, ``block``, ``path``, ``step``, ``message``, ``shortest_failing_T``.
+    fingerprint : Mutation or None
+        The catalogued mistake the gradients match (``name``, ``description``).
+    explanation : Clipping, Truncation or None
+        Undeclared clipping or truncation that explains the difference.
+    minimal : dict
+        The smallest failing case: ``path``, ``T``, ``N``, ``D``, ``H``, ``command``.
+    exact_line : dict
+        The fingerprint's line of the exact derivation (equation, LaTeX, code).
+    notes : list of str
+        What the verification could not do.
     """
 
     ok: bool
@@ -58,9 +90,11 @@ class Verification:
 
     @property
     def wrong(self) -> list:
+        """The gradient verdicts that failed."""
         return [g for g in self.gradients if not g.ok]
 
     def summary(self) -> str:
+        """The report's first line: the verdict, the mistake, where, the smallest failing case."""
         if not self.forward.ok:
             named = (f" -- looks like: {self.fingerprint.description} (catalogued mistake {self.fingerprint.name!r})"
                      if self.fingerprint is not None else "")
@@ -138,6 +172,12 @@ class Verification:
         return "\n".join(lines)
 
     def to_json(self, path=None) -> dict:
+        """The result as a JSON-ready dict, also written to ``path`` when given.
+
+        Keys: ``ok``, ``summary``, ``mode``, ``cell``, ``layout``, ``forward``, ``case``,
+        ``gradients``, ``cases``, ``hygiene``, ``dtype_model``, ``localisation``,
+        ``fingerprint``, ``minimal_case``, ``notes``, ``explanation``.
+        """
         data = {"ok": self.ok, "summary": self.summary(), "mode": self.mode, "cell": self.cell,
                 "layout": self.layout, "forward": self.forward.to_json(), "case": self.case,
                 "gradients": [g.to_json() for g in self.gradients],

@@ -26,7 +26,30 @@ PARAMETER_ROLES = {"Wx", "Wh", "W", "b", "b_hh", "V", "V_b"}
 
 @dataclass(frozen=True)
 class Signature:
-    """What a forward and a backward (or a loss function) take and return, by role."""
+    """What a forward and a backward (or a loss function) take and return, by role.
+
+    Roles are listed in the order of your function's arguments and results: data roles
+    (``x``, ``h0``, ``c0``, ``h``, ``c``, ``dh``, ``dc``, ``dx``, ``dh0``, ``dc0``, ``cache``,
+    ``y``, ``mask``, ``loss``, ``params``, ``grads``, ``ignored``, ``k``, ...) and the
+    layout's parameter roles (``Wx``, ``Wh``, ``W``, ``b``, ``b_hh``, ``V``, ``V_b``; a
+    gradient may be written ``dWx``).
+
+    Parameters
+    ----------
+    forward_args, forward_returns : tuple of str
+        The forward's (or the loss function's) arguments and results.
+    backward_args, backward_returns : tuple of str
+        The backward's; empty for a loss function.
+
+    Examples
+    --------
+    >>> import symrnn.verify as V
+    >>> V.Signature(("params", "x", "h0", "y"), ("loss", "grads")).forward_args
+    ('params', 'x', 'h0', 'y')
+    >>> V.Signature(("x", "h0", "Wx", "Wh", "b"), ("h", "cache"),
+    ...             ("dh", "cache"), ("dx", "dh0", "dWx", "dWh", "db")).backward_returns
+    ('dx', 'dh0', 'Wx', 'Wh', 'b')
+    """
 
     forward_args: tuple
     forward_returns: tuple
