@@ -147,3 +147,24 @@ def test_exercise_version_of_a_stacked_model_is_refused():
     stacked = sr.StackedModel("rnn-tanh", D=2, H=3, K=2, num_layers=2)
     with pytest.raises(SymRNNError, match="exercise version"):
         markdown_document(stacked, exercises=True)
+
+
+def test_jupyter_rendering_uses_the_report_names():
+    tex = sr.Model("lstm", D=2, H=3, K=2).derive()._repr_latex_()
+    assert r"\frac{\partial L}{\partial b_{y}}" in tex and r"\frac{\partial L}{\partial c}" not in tex
+    assert r"\bar{a}^{i}_{t} &= " in tex
+
+
+def test_plots_leave_the_pyplot_backend_and_figures_alone(tmp_path):
+    import subprocess
+    import sys
+    script = (
+        "import matplotlib; matplotlib.use('svg'); import matplotlib.pyplot as plt, numpy as np\n"
+        "fig = plt.figure()\n"
+        "from symrnn.report.seq2seq import plot_attention\n"
+        f"plot_attention(np.ones((2, 3)) / 3, {str(tmp_path / 'a.png')!r})\n"
+        "assert matplotlib.get_backend() == 'svg', matplotlib.get_backend()\n"
+        "assert plt.get_fignums() == [fig.number], plt.get_fignums()\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "a.png").read_bytes().startswith(b"\x89PNG")

@@ -16,13 +16,13 @@ from ..fileio import write_atomic
 LN10 = np.log(10.0)
 
 
-def _plt():
-    import matplotlib
+def _subplots(*grid, figsize, squeeze=True, layout="constrained"):
+    """A figure of its own (``matplotlib.figure.Figure``, not pyplot): drawing one never changes
+    the backend or the open figures of a notebook or a script."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize, layout=layout)
+    return fig, fig.subplots(*grid, squeeze=squeeze)
 
 
 def _powers_of_ten(ax, axis="y"):
@@ -37,7 +37,6 @@ def _powers_of_ten(ax, axis="y"):
 def _save(fig, path):
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _plt().close(fig)
     write_atomic(path, buf.getvalue())
     return path
 
@@ -65,10 +64,9 @@ def _cells_scales(result):
 def norms_figure(result, path):
     """``||ds_{t+k}/ds_t||_2`` against the lag k: a panel per cell, a line per scale (median over
     seeds, band from min to max), the Pascanu bound dashed where the cell has one."""
-    plt = _plt()
     cells, scales = _cells_scales(result)
     groups = _by_cell_scale(result)
-    fig, axes = plt.subplots(1, len(cells), figsize=(4.8 * len(cells), 4.2), squeeze=False, layout="constrained")
+    fig, axes = _subplots(1, len(cells), figsize=(4.8 * len(cells), 4.2), squeeze=False)
     colors = _colors(len(scales))
     for ax, cell in zip(axes[0], cells):
         lo_all, hi_all = [], []
@@ -108,10 +106,9 @@ def norms_figure(result, path):
 
 def spectrum_figure(result, path):
     """The Lyapunov exponents (natural log per step) against their index, a panel per cell."""
-    plt = _plt()
     cells, scales = _cells_scales(result)
     groups = _by_cell_scale(result)
-    fig, axes = plt.subplots(1, len(cells), figsize=(4.8 * len(cells), 4.2), squeeze=False, layout="constrained")
+    fig, axes = _subplots(1, len(cells), figsize=(4.8 * len(cells), 4.2), squeeze=False)
     colors = _colors(len(scales))
     from matplotlib.ticker import MaxNLocator
 
@@ -141,13 +138,12 @@ def spectrum_figure(result, path):
 def rate_map_figure(rates, path):
     """A map of the top exponent over cell (rows) and scale (columns), with the critical
     scale ``gamma sigma_max(W) = 1`` marked for cells that have the Pascanu bound."""
-    plt = _plt()
     cells = list(dict.fromkeys(r["cell"] for r in rates))
     scales = sorted(set(r["scale"] for r in rates))
     Z = np.full((len(cells), len(scales)), np.nan)
     for r in rates:
         Z[cells.index(r["cell"]), scales.index(r["scale"])] = r["top_exponent_mean"]
-    fig, ax = plt.subplots(figsize=(1.1 * len(scales) + 3.6, 0.7 * len(cells) + 2.2), layout="constrained")
+    fig, ax = _subplots(figsize=(1.1 * len(scales) + 3.6, 0.7 * len(cells) + 2.2))
     finite = Z[np.isfinite(Z)]
     lim = max(np.abs(finite).max(), 1e-3) if finite.size else 1.0
     from matplotlib.colors import TwoSlopeNorm
@@ -185,7 +181,6 @@ def paths_figure(result, path, scale=None):
     """Gated cells: the whole state's norm beside its blocks, the direct paths (LSTM's
     ``prod f`` through ``c``, the GRU's ``prod z``) and ``dL/ds`` for a unit loss gradient,
     at one scale (default: closest to 1)."""
-    plt = _plt()
     cells, scales = _cells_scales(result)
     scale = min(scales, key=lambda s: abs(np.log(s) if s > 0 else 1e9)) if scale is None else scale
     groups = _by_cell_scale(result)
@@ -194,7 +189,7 @@ def paths_figure(result, path, scale=None):
     shown = [c for c, p in runs.items() if p.direct or p.blocks]
     if not shown:
         return None
-    fig, axes = plt.subplots(1, len(shown), figsize=(4.8 * len(shown), 4.2), squeeze=False, layout="constrained")
+    fig, axes = _subplots(1, len(shown), figsize=(4.8 * len(shown), 4.2), squeeze=False)
     for ax, cell in zip(axes[0], shown):
         p = runs[cell]
         ax.plot(p.lags, p.log_spectral / LN10, color="black", lw=2, label=f"whole state ({', '.join(p.state_names)})")
@@ -220,14 +215,13 @@ def paths_figure(result, path, scale=None):
 
 def gradient_figure(result, path, scale=None):
     """The share of each gate's ``||dL/dW||`` that comes from each lag, at one scale."""
-    plt = _plt()
     cells, scales = _cells_scales(result)
     scale = min(scales, key=lambda s: abs(np.log(s) if s > 0 else 1e9)) if scale is None else scale
     groups = _by_cell_scale(result)
     shown = [c for c in cells if (c, scale) in groups and groups[(c, scale)][0][2] is not None]
     if not shown:
         return None
-    fig, axes = plt.subplots(1, len(shown), figsize=(4.8 * len(shown), 4.2), squeeze=False, layout="constrained")
+    fig, axes = _subplots(1, len(shown), figsize=(4.8 * len(shown), 4.2), squeeze=False)
     for ax, cell in zip(axes[0], shown):
         grad = groups[(cell, scale)][0][2]
         for gate, v in grad.gates.items():

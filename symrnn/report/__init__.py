@@ -187,15 +187,27 @@ def _parameter_order(derivation):
 
 
 def derivation_latex(derivation) -> str:
-    """The equations of a :class:`~symrnn.bptt.Derivation` as one ``$$ aligned $$`` block (for Jupyter)."""
-    p = ReportLatexPrinter()
+    """The equations of a :class:`~symrnn.bptt.Derivation` as one ``$$ aligned $$`` block (for Jupyter),
+    with the names of the model's report: the readout bias ``b_y`` beside an LSTM's cell state ``c``,
+    each gate's pre-activation adjoint named (``bar a^i``)."""
+    model = getattr(derivation, "model", None)
+    if model is not None and not hasattr(model, "layers"):
+        from .sections import ReportBuilder
+
+        builder = ReportBuilder(model)
+        p, name, named = builder.p, builder.name, builder.name_gates
+        gates = [(symbol, product) for symbol, product in builder.gates.values()]
+    else:
+        p = ReportLatexPrinter()
+        name, named, gates = p.name_tex, (lambda e: e), []
     rows = [(r"\text{forward}", None)]
     rows += [(p.doprint(e.lhs), e.rhs) for e in derivation.forward]
     rows.append((r"\text{adjoints}", None))
-    rows += [(p.doprint(a.lhs), a.rhs) for a in derivation.adjoints]
+    rows += [(p.doprint(a.lhs), named(a.rhs)) for a in derivation.adjoints]
+    rows += [(p.doprint(symbol), product) for symbol, product in gates]
     rows.append((r"\text{gradients}", None))
     names = sorted(derivation.gradients, key=_parameter_order(derivation))
-    rows += [(r"\frac{\partial L}{\partial %s}" % p.name_tex(n), derivation.gradients[n]) for n in names]
+    rows += [(r"\frac{\partial L}{\partial %s}" % name(n), named(derivation.gradients[n])) for n in names]
     lines = []
     for lhs, rhs in rows:
         if rhs is None:

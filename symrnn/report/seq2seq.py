@@ -166,18 +166,17 @@ def write_seq2seq_report(model, fmt, path, numbers=None):
 
 def plot_attention(weights, path, src_tokens=None, tgt_tokens=None, title="attention weights"):
     """Save a heat map of one sequence's attention weights ``a[t, s]`` (``(T, S)``: a row per target step) as
-    PNG with matplotlib (Agg backend); returns the path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    PNG with matplotlib (a ``Figure`` of its own: the pyplot backend and figures are left alone);
+    returns the path."""
+    from matplotlib.figure import Figure
 
     from .compile import check_writable, write_atomic
 
     path = check_writable(path)
     weights = np.asarray(weights)
     T, S = weights.shape
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.5 + 0.35 * S), max(3.0, 1.2 + 0.35 * T)), dpi=120)
+    fig = Figure(figsize=(max(4.0, 1.5 + 0.35 * S), max(3.0, 1.2 + 0.35 * T)), dpi=120)
+    ax = fig.subplots()
     image = ax.imshow(weights, cmap="viridis", vmin=0.0, vmax=max(float(weights.max()), 1e-12), aspect="auto")
     ax.set_xticks(range(S), labels=src_tokens if src_tokens is not None else [str(s + 1) for s in range(S)],
                   rotation=90, fontsize=7)
@@ -190,6 +189,5 @@ def plot_attention(weights, path, src_tokens=None, tgt_tokens=None, title="atten
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    plt.close(fig)
     write_atomic(path, buffer.getvalue())
     return path
