@@ -715,9 +715,9 @@ class ExampleSection:
                        "line above composed into it, with respect to ", Math(focus),
                        " and writing the quantities above back under their names gives the closed form"]),
             self.b.display([(self.b.partial("L", focus), ex.closed_form, _label("example", "closed-form"))],
-                           self.p),
+                           self.p, exercise=True),
             Paragraph(["in terms of the gradients of the loss with respect to the outputs,"]),
-            self.b.display(adjoint_rows, self.p),
+            self.b.display(adjoint_rows, self.p, exercise=True),
             Paragraph(["Table ", Ref("tab:check"), " evaluates, for every parameter, input and initial-state "
                        "entry, the gradient four ways: the lines above by hand (evaluated one after the other), "
                        "the generated NumPy code (", Code("Model.loss_and_grads"),
