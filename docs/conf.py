@@ -61,7 +61,7 @@ nb_execution_cache_path = str(DOCS / "_build" / ".jupyter_cache")
 nb_execution_raise_on_error = True
 nb_execution_show_tb = True
 nb_execution_timeout = 600
-nb_merge_streams = True
+nb_merge_streams = False  # a label printed before a formula stays next to it
 nb_render_markdown_format = "myst"   # Markdown outputs (agreement tables) with tables and math
 
 # --- HTML ---------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from .architectures import ARCHITECTURES
 from .cell import Cell
 from .cells import BUILTIN_CELLS, builtin_cell
 from .errors import SymRNNError, UnknownNameError, UserCodeError
+from .fileio import check_output_dir
 from .losses import LOSSES, REDUCTIONS
 
 
@@ -93,19 +94,22 @@ def _model_arguments(parser):
     parser.add_argument("--reduction", default="sum", choices=REDUCTIONS)
     parser.add_argument("--num-layers", type=int, default=1, help="stacked layers (a StackedModel when > 1)")
     parser.add_argument("--bidirectional", action="store_true", help="bidirectional layers (a StackedModel)")
-    parser.add_argument("--merge", default="concat",
-                        help="merge of a bidirectional layer: concat, sum, ave, mul, max")
+    parser.add_argument("--merge", default=None,
+                        help="merge of a bidirectional layer: concat (default), sum, ave, mul, max")
     parser.add_argument("--residual", action="store_true", help="residual links between layers of equal width")
 
 
 def build_model(args, D=3, H=4, K=3):
     from .model import Model
 
+    if getattr(args, "merge", None) is not None and not getattr(args, "bidirectional", False):
+        raise UnknownNameError(f"--merge {args.merge} merges the two directions of a bidirectional layer; "
+                               "add --bidirectional, or leave out --merge.")
     if getattr(args, "num_layers", 1) != 1 or getattr(args, "bidirectional", False):
         from .wiring import StackedModel
 
         return StackedModel(load_cell(args.model), D=D, H=H, K=K, num_layers=args.num_layers,
-                            bidirectional=args.bidirectional, merge=args.merge, residual=args.residual,
+                            bidirectional=args.bidirectional, merge=args.merge or "concat", residual=args.residual,
                             architecture=args.architecture, loss=args.loss, reduction=args.reduction)
     return Model(load_cell(args.model), D=D, H=H, K=K, architecture=args.architecture,
                  loss=args.loss, reduction=args.reduction)
@@ -117,7 +121,8 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("derive", help="write the derivation report of a model (tex, pdf or md)")
     _model_arguments(p)
-    p.add_argument("--format", default="tex", choices=("tex", "pdf", "md"))
+    p.add_argument("--format", choices=("tex", "pdf", "md"),
+                   help="default: from the extension of -o (.tex, .pdf, .md), else tex")
     p.add_argument("-o", "--output", help="the file to write (default: the document on standard output; pdf "
                                            "needs a file)")
     p.add_argument("--exercises", action="store_true",
@@ -172,6 +177,13 @@ def _run(args, parser) -> int:
         return 0
     if args.command == "derive":
         from .report import write_report
+
+        suffix = Path(args.output).suffix.lstrip(".").lower() if args.output else ""
+        if args.format is None:
+            args.format = suffix if suffix in ("tex", "pdf", "md") else "tex"
+        elif suffix in ("tex", "pdf", "md") and suffix != args.format:
+            raise UnknownNameError(f"--format {args.format} but -o {args.output!r} ends in .{suffix}; "
+                                   f"give one or the other, or make them agree.")
 
         if args.output is None:
             from .report import document_text
@@ -244,6 +256,7 @@ def _decay(args) -> int:
         raise UnknownNameError(f"--scales {args.scales!r}: give comma-separated numbers, e.g. 0.5,1,2.") from None
     cells = [c.strip() for c in args.cells.split(",") if c.strip()]
     cells = [c if c in BUILTIN_CELLS else load_cell(c) for c in cells]
+    check_output_dir(args.out)  # before the sweep: a folder that cannot be written fails at once
     if args.seeds < 1:
         raise UnknownNameError(f"--seeds {args.seeds}: give the number of seeds, at least 1.")
     common = dict(T=args.T, k=args.k, inputs=args.inputs, input_scale=args.input_scale, grad_T=args.grad_T,

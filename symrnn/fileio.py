@@ -36,6 +36,22 @@ def check_writable(path) -> Path:
     return path
 
 
+def check_output_dir(path) -> Path:
+    """``path`` as a directory that files can be written into, made if missing (with its parents);
+    :class:`OutputPathError` saying what is wrong otherwise.  Call it before the work that fills it."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(f"The output folder {str(path)!r} is a file; give a folder name "
+                              f"(it is made if missing).")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputPathError(f"Cannot make the output folder {str(path)!r}: {exc.strerror}; "
+                              f"choose a folder you can write to.") from None
+    check_writable(path / "summary.md")
+    return path
+
+
 def write_atomic(path, data) -> Path:
     """Write ``data`` (str or bytes) to ``path`` through a temporary file in the same directory."""
     path = Path(path)

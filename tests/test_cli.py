@@ -1,4 +1,5 @@
 """The symrnn command."""
+import shutil
 import subprocess
 import sys
 
@@ -44,3 +45,31 @@ def test_user_cell_from_module_and_file(tmp_path):
     assert load_cell(f"{f}:cell").name == "rnn-relu"
     with pytest.raises(UnknownNameError, match="has no function"):
         load_cell(f"{f}:nothing")
+
+
+def test_derive_takes_the_format_from_the_extension(tmp_path, capsys):
+    from symrnn.cli import main
+
+    need_pdf = shutil.which("pdflatex") is not None
+    assert main(["derive", "rnn-tanh", "-o", str(tmp_path / "r.md")]) == 0
+    assert (tmp_path / "r.md").read_text().startswith("# Backpropagation")
+    if need_pdf:
+        assert main(["derive", "rnn-tanh", "-o", str(tmp_path / "r.pdf")]) == 0
+        assert (tmp_path / "r.pdf").read_bytes().startswith(b"%PDF")
+    assert main(["derive", "rnn-tanh", "--format", "md", "-o", str(tmp_path / "r.tex")]) == 2
+    assert "ends in .tex" in capsys.readouterr().err
+
+
+def test_merge_without_bidirectional_is_refused(capsys):
+    from symrnn.cli import main
+
+    assert main(["derive", "rnn-tanh", "--merge", "max"]) == 2
+    assert "add --bidirectional" in capsys.readouterr().err
+
+
+def test_write_report_takes_a_seq2seq_model(tmp_path):
+    import symrnn as sr
+    from symrnn.report import write_report
+
+    path = write_report(sr.Seq2Seq("gru", "lstm", src_vocab=6, tgt_vocab=5, E=3, H=4), "md", tmp_path / "s.md")
+    assert "Decoder" in path.read_text()

@@ -1,6 +1,7 @@
 """Sweeps (local, any Executor, a Dask LocalCluster), per-lag gradients, the report folder and the CLI."""
 import json
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -116,3 +117,34 @@ def test_cli_decay_trained_weights(tmp_path, capsys):
                  "--out", str(tmp_path / "r")]) == 0
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["rates"][0]["sigma_max"] == pytest.approx(0.9, rel=1e-12)
+
+
+def test_a_gradient_that_becomes_exactly_zero_is_reported_as_minus_inf(tmp_path):
+    """A relu cell whose units all die: every exponent is -inf, which the rates table must say
+    (it said nan, 'regime -'), with no warnings on the way."""
+    import warnings
+
+    from symrnn.cli import main
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["decay", "--cells", "rnn-relu", "--scales", "0.8", "--init", "orthogonal", "--scale-by",
+                     "radius", "--H", "8", "--T", "3000", "--seeds", "2", "--workers", "1", "--out",
+                     str(tmp_path / "d"), "--no-progress"]) == 0
+    summary = (tmp_path / "d" / "summary.md").read_text()
+    row = next(line for line in summary.splitlines() if line.startswith("| rnn-relu | 0.8 |"))
+    assert "-inf" in row and "vanishing" in row and "nan" not in row, row
+
+
+@pytest.mark.parametrize("where", ["file", "unmakeable"])
+def test_decay_output_folder_that_cannot_be_written_fails_before_the_sweep(where, tmp_path, capsys):
+    from symrnn.cli import main
+
+    out = tmp_path / "afile" if where == "file" else Path("/proc/symrnn-decay")
+    if where == "file":
+        out.write_text("keep me")
+    assert main(["decay", "--cells", "lstm", "--T", "50", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "output folder" in err and "Traceback" not in err
+    if where == "file":
+        assert out.read_text() == "keep me"

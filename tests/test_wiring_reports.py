@@ -50,7 +50,7 @@ def test_bidirectional_report_prints_both_directions_and_the_merge():
         assert jac in md
     assert r"\bar{h}^{\rightarrow}_{t}\big|_{\text{merge}} = {h_{t}^{\leftarrow}} \odot \bar{y}_{t}" in md
     # the layer link
-    assert r"\bar{y}^{(l-1)}_{t} = \bar{x}^{\rightarrow}_{t} + \bar{x}^{\leftarrow}_{t}" in md
+    assert r"\bar{u}^{(l-1)}_{t} = \bar{x}^{\rightarrow}_{t} + \bar{x}^{\leftarrow}_{t}" in md
 
 
 def test_max_report_states_the_tie_rule():

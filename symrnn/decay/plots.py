@@ -7,6 +7,7 @@ linear axis whose ticks read as powers of ten: the same picture as a log scale.
 from __future__ import annotations
 
 import io
+import warnings
 from collections import defaultdict
 
 import numpy as np
@@ -120,17 +121,26 @@ def spectrum_figure(result, path):
                 continue
             E = np.array([r[1].exponents for r in runs])
             E = np.where(np.isfinite(E), E, np.nan)
+            if np.isnan(E).all():  # every exponent -inf: the gradient became exactly zero, nothing to draw
+                continue
             idx = np.arange(1, E.shape[1] + 1)
-            mean = np.nanmean(E, axis=0)
+            with warnings.catch_warnings():  # a column of -inf exponents (exactly zero directions) is not drawn
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean = np.nanmean(E, axis=0)
+                low, high = np.nanmin(E, axis=0), np.nanmax(E, axis=0)
             ax.plot(idx, mean, color=color, lw=1.5, marker="o", ms=2.5, label=f"scale {scale:g}")
             if E.shape[0] > 1:
-                ax.fill_between(idx, np.nanmin(E, axis=0), np.nanmax(E, axis=0), color=color, alpha=0.2, lw=0)
+                ax.fill_between(idx, low, high, color=color, alpha=0.2, lw=0)
         ax.axhline(0, color="black", lw=0.8)
         ax.set_title(f"{cell}: Lyapunov spectrum")
         ax.set_xlabel("exponent index i")
         ax.set_ylabel(r"$\lambda_i$ (natural log per step)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower left")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="lower left")
+        else:
+            ax.text(0.5, 0.5, "every exponent is -inf:\nthe gradient became exactly zero", transform=ax.transAxes,
+                    ha="center", va="center", fontsize=9)
     fig.suptitle("Lyapunov exponents by QR (mean over seeds; band: min to max)", fontsize=11)
     return _save(fig, path)
 

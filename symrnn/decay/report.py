@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fileio import write_atomic
+from ..fileio import check_output_dir, write_atomic
 from . import plots
 
 
@@ -76,20 +76,27 @@ def rates_table(result) -> list:
         crit = None
         if gammas and scale > 0:
             crit = float(np.mean([scale / (g * s) if g * s > 0 else np.inf for g, s in zip(gammas, sig)]))
-        top = float(np.nanmean(tops)) if np.isfinite(tops).any() else float("nan")
+        # -inf is a result: the gradient became exactly zero (a relu cell whose units all died)
+        known = tops[~np.isnan(tops)]
+        top = float(np.mean(known)) if known.size else float("nan")
+        if known.size > 1 and np.isfinite(known).all():
+            spread = float(np.std(known))
+        else:
+            spread = 0.0 if known.size and (known == known[0]).all() else float("nan")
         rows.append(dict(
             cell=cell, scale=float(scale), seeds=len(runs), state_size=first.state_size,
             top_exponent_mean=top,
-            top_exponent_std=float(np.nanstd(tops)) if len(runs) > 1 else 0.0,
-            top_exponent_min=float(np.nanmin(tops)) if np.isfinite(tops).any() else float("nan"),
-            top_exponent_max=float(np.nanmax(tops)) if np.isfinite(tops).any() else float("nan"),
+            top_exponent_std=spread,
+            top_exponent_min=float(np.min(known)) if known.size else float("nan"),
+            top_exponent_max=float(np.max(known)) if known.size else float("nan"),
             norm_slope=float(np.mean(slopes)) if slopes else float("nan"),
-            steps_per_e_fold=(1.0 / abs(top) if np.isfinite(top) and top != 0 else float("inf")),
+            steps_per_e_fold=(1.0 / abs(top) if np.isfinite(top) and top != 0
+                              else 0.0 if top == -np.inf else float("inf")),
             gamma=float(np.mean(gammas)) if gammas else None,
             sigma_max=float(np.mean(sig)) if sig else None,
             bound_rate=float(np.mean([r[1].bound_rate for r in runs])) if gammas else None,
             critical_scale=crit,
-            regime=("vanishing" if top < 0 else "exploding" if top > 0 else "neutral") if np.isfinite(top) else "-",
+            regime=("vanishing" if top < 0 else "exploding" if top > 0 else "neutral") if not np.isnan(top) else "-",
         ))
     return rows
 
@@ -112,8 +119,7 @@ def write_report(result, out, title="Gradient decay") -> dict:
         ``gradient_figure``, ``rates_csv``, ``norms_csv``, ``spectrum_csv``, ``gradient_csv``,
         ``json`` and ``markdown``.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_dir(out)
     paths = {}
     rates = rates_table(result)
     paths["norms_figure"] = plots.norms_figure(result, out / "norms_vs_lag.png")

@@ -333,5 +333,6 @@ def stack_agreement_table(model, seed=0, T=3, N=2) -> str:
              "", "| oracle | max error | where | tolerance | ok |", "|---|---|---|---|---|"]
     for name, err, key, tol in rows:
         ok = "yes" if err <= tol else ("n/a" if err != err else "NO")
-        lines.append(f"| {name} | {err:.2e} | {key} | {tol:.0e} | {ok} |")
+        shown = "-" if err != err else f"{err:.2e}"  # nan: this oracle does not apply
+        lines.append(f"| {name} | {shown} | {key} | {tol:.0e} | {ok} |")
     return "\n".join(lines)

@@ -79,8 +79,9 @@ def document_text(model, fmt, exercises=False) -> str:
 def write_report(model, fmt, path, exercises=False) -> Path:
     """Write the report of ``model`` to ``path`` as ``fmt`` (``tex``, ``pdf`` or ``md``); returns the path.
 
-    ``model`` is a :class:`~symrnn.model.Model` or a :class:`~symrnn.wiring.StackedModel`
-    (its report is built by :mod:`symrnn.report.wiring`).  ``exercises=True`` writes the exercise
+    ``model`` is a :class:`~symrnn.model.Model`, a :class:`~symrnn.wiring.StackedModel`
+    (its report is built by :mod:`symrnn.report.wiring`) or a :class:`~symrnn.seq2seq.Seq2Seq`
+    (:func:`symrnn.report.seq2seq.write_seq2seq_report`).  ``exercises=True`` writes the exercise
     version of a :class:`~symrnn.model.Model`'s report (see :func:`latex_document`).
 
     The path is checked before any work. A PDF is compiled in a temporary
@@ -88,6 +89,15 @@ def write_report(model, fmt, path, exercises=False) -> Path:
     to ``path`` and :class:`LatexNotFoundError` or :class:`LatexError` says so.
     """
     fmt = _check_format(fmt)
+    from ..seq2seq import Seq2Seq
+
+    if isinstance(model, Seq2Seq):  # its report has its own builder
+        from .seq2seq import write_seq2seq_report
+
+        if exercises:
+            raise UnknownNameError("The exercise version is made for the report of one cell (symrnn.Model); "
+                                   "a sequence-to-sequence model's report has none. Leave out exercises.")
+        return write_seq2seq_report(model, fmt, path)
     path = check_writable(path)
     if fmt == "md":
         return write_atomic(path, markdown_document(model, exercises))

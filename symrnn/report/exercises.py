@@ -2,7 +2,8 @@
 
 :func:`make_exercises` takes a built :class:`~symrnn.report.blocks.Document` and returns a copy in
 which the right side of every display marked ``exercise`` (the adjoint recurrences, the gradients,
-and the backward pass and gradients of the worked example) is a blank line to fill in.  The
+the step Jacobians, and the backward pass, gradients and closed form of the worked example) is a
+blank line to fill in.  The
 summary box and the worked example's check table, which give the answers away, move to a last
 section, *Answers*, which prints every blanked line under its equation number.
 """
@@ -25,6 +26,8 @@ def make_exercises(document):
         for block in section.blocks:
             if isinstance(block, Display) and block.exercise:
                 blanked, shown = _blank(block, counter)
+                if blocks and _is_heading(blocks[-1]):  # "At the last step, t = T:": the answers need it too
+                    found.append(blocks[-1])
                 blocks.append(blanked)
                 found.append(shown)
             elif isinstance(block, Boxed):
@@ -46,6 +49,14 @@ def make_exercises(document):
     sections.append(Section("Answers", "sec:answers", [intro] + answers))
     title = document.title + " (exercises)"
     return replace(document, title=title, sections=sections)
+
+
+def _is_heading(block) -> bool:
+    """A short paragraph that introduces the display after it (``Step t = 2:``)."""
+    if not isinstance(block, Paragraph) or not block.parts:
+        return False
+    text = "".join(p if isinstance(p, str) else getattr(p, "tex", "") for p in block.parts)
+    return len(text) < 80 and text.rstrip().endswith(":")
 
 
 def _blank(display, counter):

@@ -167,7 +167,10 @@ class ReportBuilder:
             rows.append([[Math(self.name(name))], [Math(_shape(spec.shape))], role])
         if m.readout is not None:
             for eq in m.readout.equations:
-                quantity(eq.target, m.readout.roles.get(_base(eq.target)) or "readout", "K")
+                role = m.readout.roles.get(_base(eq.target)) or "readout"
+                if d.loss.get("readout") is None and role == "output logits":  # squared error: no softmax
+                    role = "outputs (compared with the targets)"
+                quantity(eq.target, role, "K")
             if d.loss.get("readout") is not None:
                 quantity(d.loss["readout"].lhs, "predicted class probabilities", "K")
             quantity(tsym("y"), "target (one-hot class or class probabilities)" if m.loss_rule.name ==
@@ -572,7 +575,7 @@ class ReportBuilder:
                              " is governed by the Jacobians of one step with respect to the previous "
                              "state" + ("s" if len(states) > 1 else "") + ":"]),
                   self.display([(block(s, p), jac, _label("jacobian", s, p))
-                                for (s, p), jac in d.step_jacobians.items()], k_printer)]
+                                for (s, p), jac in d.step_jacobians.items()], k_printer, exercise=True)]
         if len(states) == 1:
             out = states[0]
             blocks.append(Paragraph(["Write ", Math("J_{k}"), " for this Jacobian. By the chain rule"]))
@@ -700,10 +703,12 @@ class ExampleSection:
                          for e in ex.table()]
         blocks = [
             intro, values,
-            Paragraph(["The forward pass, line by line, with the value of every line (",
-                       Math(r"\hat{y}"), " is the softmax of the logits):"]),
+            Paragraph(["The forward pass, line by line, with the value of every line"]
+                      + ([" (", Math(r"\hat{y}"), " is the softmax of the logits)"] if ex.softmax else []) + [":"]),
             self.b.display(program, self.p),
-            Paragraph(["and the loss, ", Math("L = " + _number(ex.loss_value)), ":"]),
+            Paragraph(["and the loss, ", Math("L = " + _number(ex.loss_value))]
+                      + ([f" (with one sequence the {m.reduction} reduction's factor is ", Math(self.tex(ex.scale)),
+                          ", already in the lines below)"] if ex.scale != 1 else []) + [":"]),
             self.b.display(loss_rows, self.p),
             Paragraph(["The backward pass runs the adjoint equations of Section ", Ref("sec:adjoints"),
                        " at these sizes, from the last step to the first; each line reads only values "

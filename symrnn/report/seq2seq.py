@@ -14,8 +14,10 @@ import re
 import numpy as np
 import sympy as sp
 
-from .blocks import Code, Display, Document, Paragraph, Row, Section, Table
-from .latex import ReportLatexPrinter
+from .blocks import Code, Display, Document, Math, Paragraph, Row, Section, Table
+from .latex import ReportLatexPrinter, break_lines, tex_width
+
+LINE_WIDTH = 60.0  # what fits on one line (units of latex.tex_width), as in the cell reports
 
 _INDEXED = re.compile(r"^(bar )?([A-Za-z_]\w*)\[(.+)\]$")
 _NAMES = {"hbar": r"\bar{h}", "htilde": r"\tilde{h}", "ctx": "c", "emb_tgt": r"\mathrm{emb}"}
@@ -35,8 +37,15 @@ class Seq2SeqPrinter(ReportLatexPrinter):
         return super()._print_Symbol(expr, style)
 
 
-def _rows(pairs, printer):
-    return Display([Row(printer.doprint(lhs), [printer.doprint(rhs)]) for lhs, rhs in pairs])
+def _rows(pairs, printer, width=LINE_WIDTH):
+    """Rows of ``lhs = rhs``, long right sides broken into lines that fit the page."""
+    rows = []
+    for lhs, rhs in pairs:
+        left = printer.doprint(lhs)
+        first = width - tex_width(left) - 3.0
+        lines = break_lines(rhs, printer, first, first - 2.5) if isinstance(rhs, sp.Basic) else [printer.doprint(rhs)]
+        rows.append(Row(left, lines))
+    return Display(rows)
 
 
 def build_seq2seq_document(model, numbers=None) -> Document:
@@ -51,9 +60,10 @@ def build_seq2seq_document(model, numbers=None) -> Document:
     enc = d.encoder
     sections.append(Section(f"Encoder: {model.encoder.cell.name}", "sec:encoder", [
         Paragraph([f"Each direction of each of the {model.encoder.num_layers} layer(s) runs these equations (the "
-                   f"backward direction over each sequence reversed within its length); g_t is the gradient "
-                   f"that reaches its output state from above (the layer above, the attention, the bridge and "
-                   f"the context)."]),
+                   f"backward direction over each sequence reversed within its length); ",
+                   Math(p.doprint(next(iter(enc.external.values())))), " is the gradient "
+                   "that reaches its output state from above (the layer above, the attention, the bridge and "
+                   "the context)."]),
         _rows([(e.lhs, e.rhs) for e in enc.forward], p),
         _rows([(a.lhs, a.rhs) for a in enc.adjoints], p)]))
     blocks = [Paragraph([d.z_note + "."])]
@@ -65,7 +75,9 @@ def build_seq2seq_document(model, numbers=None) -> Document:
     sections.append(Section("Bridge", "sec:bridge", blocks))
     dec = d.decoder
     sections.append(Section(f"Decoder: {model.decoder.cell.name}", "sec:decoder", [
-        Paragraph([f"Teacher forcing; the input at step t is [{'; '.join(d.decoder_input)}]."]),
+        Paragraph([f"Teacher forcing; the input at step t is [{'; '.join(d.decoder_input)}]; ",
+                   Math(p.doprint(next(iter(dec.external.values())))), " is the gradient that reaches the "
+                   "decoder's state from above (the readout and, with attention, the attention)."]),
         _rows([(e.lhs, e.rhs) for e in dec.forward], p),
         _rows([(a.lhs, a.rhs) for a in dec.adjoints], p)]))
     if d.attention is not None:

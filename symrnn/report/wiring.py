@@ -142,8 +142,8 @@ class WiringReportBuilder(ReportBuilder):
         m, c = self.stack, self.cell
         f, b = ARROW["fwd"], ARROW["bwd"]
         rows = [[[Math("T")], ["integer"], ["number of steps, ", Math(r"t = 1, \dots, T")]],
-                [[Math(r"y^{(l)}_{t}")], ["width of layer ", Math("l")],
-                 ["output of layer ", Math("l"), " at step ", Math("t"), "; ", Math(r"y^{(-1)}_{t} = x_{t}"),
+                [[Math(r"u^{(l)}_{t}")], ["width of layer ", Math("l")],
+                 ["output of layer ", Math("l"), " at step ", Math("t"), "; ", Math(r"u^{(-1)}_{t} = x_{t}"),
                   ", the model's input"]]]
         def both(expr):
             return self.dtex(expr, "fwd") + (", " + self.dtex(expr, "bwd") if self.bi else "")
@@ -152,7 +152,7 @@ class WiringReportBuilder(ReportBuilder):
                          [c.roles.get(s) or "state", " of the forward and the backward direction of a layer"
                           if self.bi else " of a layer"]])
         rows.append([[Math(self.name(self.cell.input_symbol.name.split("[")[0], index="t"))],
-                     ["input width of the layer"], ["the layer's input: ", Math(r"y^{(l-1)}_{t}")]])
+                     ["input width of the layer"], ["the layer's input: ", Math(r"u^{(l-1)}_{t}")]])
         for name, spec in c.params.items():
             rows.append([[Math(both(Param(name)))],
                          [Math(_shape(spec.shape))], [spec.role or "parameter",
@@ -160,7 +160,7 @@ class WiringReportBuilder(ReportBuilder):
                                                        " (one per layer)"]])
         if m.readout is not None:
             rows.append([[Math("V, c")], [Math(r"K \times \text{width}"), ", ", Math("K")],
-                         ["readout of the top layer: ", Math(r"o_{t} = V y^{(L-1)}_{t} + c")]])
+                         ["readout of the top layer: ", Math(r"o_{t} = V u^{(L-1)}_{t} + c")]])
         rows.append([[Math(r"\bar{v}_{t}")], ["as ", Math("v_{t}")],
                      ["adjoint: ", Math(r"\partial L / \partial v_{t}"), ", every path to the loss counted"]])
         return Section("Notation", "sec:notation", [
@@ -199,15 +199,15 @@ class WiringReportBuilder(ReportBuilder):
                                   " of PyTorch's ", Code("h_0"), "). The final state of the backward direction is "
                                   "its state at ", Math("t = 1"), ": PyTorch's ", Code("h_n[1]"), " is ",
                                   Code("output[0, :, H:]"), ", not ", Code("output[-1]"), "."])]
-        y = r"y^{(l)}_{t}"
+        y = r"u^{(l)}_{t}"
         merged = self.merge_expression()
         rows = []
         if any(m.bidirectional):
-            rows.append((y + r"\ \text{(bidirectional)}", merged + (r" + y^{(l-1)}_{t}" if m.residual else ""),
+            rows.append((y + r"\ \text{(bidirectional)}", merged + (r" + u^{(l-1)}_{t}" if m.residual else ""),
                          _label("forward", "merge")))
         if not all(m.bidirectional):
             rows.append((y + r"\ \text{(unidirectional)}", self.dtex(tsym(self.stack.out), "fwd")
-                         + (r" + y^{(l-1)}_{t}" if m.residual else ""), _label("forward", "uni")))
+                         + (r" + u^{(l-1)}_{t}" if m.residual else ""), _label("forward", "uni")))
         text = ["The output of layer ", Math("l"), " at step ", Math("t"), " is"]
         if m.residual:
             text = ["The output of layer ", Math("l"), " at step ", Math("t"), " is (with the residual link, for ",
@@ -215,10 +215,10 @@ class WiringReportBuilder(ReportBuilder):
         blocks += [Paragraph(text), self.display(rows)]
         if m.readout is not None:
             blocks += [Paragraph(["The readout maps the top layer's output to the logits at every scored step, ",
-                                  Math(r"o_{t} = V y^{(L-1)}_{t} + c"), "."])]
+                                  Math(r"o_{t} = V u^{(L-1)}_{t} + c"), "."])]
         else:
             blocks += [Paragraph(["There is no readout: the loss reads the top layer's output ",
-                                  Math(r"y^{(L-1)}_{t}"), " directly."])]
+                                  Math(r"u^{(L-1)}_{t}"), " directly."])]
         return Section("Forward pass", "sec:forward", blocks)
 
     def merge_expression(self, name=None):
@@ -243,15 +243,17 @@ class WiringReportBuilder(ReportBuilder):
         blocks = [Paragraph(["The loss adds the losses of the scored steps ", Math(r"\mathcal{S}"),
                              f" ({m.architecture.description}; with {sched.T} steps, the scored steps are ",
                              Math(", ".join(str(t + 1) for t in sched.output_steps)), "), each a function of ",
-                             Math(r"y^{(L-1)}_{t}"), f": {LOSS_NAMES.get(m.loss_rule.name, m.loss_rule.name)}. ",
-                             "The backward pass starts from ", Math(r"\bar{y}^{(L-1)}_{t}"),
+                             Math(r"u^{(L-1)}_{t}"), f": {LOSS_NAMES.get(m.loss_rule.name, m.loss_rule.name)}. ",
+                             "The backward pass starts from ", Math(r"\bar{u}^{(L-1)}_{t}"),
                              ", the gradient of the loss with respect to the top layer's output: "
                              + ("through the readout, " if m.readout is not None else "")])]
         if m.readout is not None:
-            blocks.append(self.display([(r"\bar{y}^{(L-1)}_{t}", r"V^{\top} \bar{o}_{t}", _label("loss", "top"))]))
-            rule = "\\bar{o}_{t} = \\hat{y}_{t} - y_{t}" if m.loss_rule.name == "cross-entropy" else \
-                "\\bar{o}_{t} = 2 (o_{t} - y_{t})"
-            blocks.append(Paragraph(["with ", Math(rule), " at a scored step (times the reduction's factor) and ",
+            blocks.append(self.display([(r"\bar{u}^{(L-1)}_{t}", r"V^{\top} \bar{o}_{t}", _label("loss", "top"))]))
+            g = m.loss_rule.symbolic("o", m.reduction)["gradient"]  # the loss's own rule, with its factor
+            what = (["the predicted probabilities ", Math(r"\hat{y}_{t} = \operatorname{softmax}(o_{t})"), " and "]
+                    if m.loss_rule.name == "cross-entropy" else [])
+            blocks.append(Paragraph(["with ", Math(self.tex(g.lhs) + " = " + self.tex(g.rhs)),
+                                     " at a scored step (", *what, "the target ", Math("y_{t}"), ") and ",
                                      Math(r"\bar{o}_{t} = 0"), " at the others."]))
         else:
             blocks.append(Paragraph(["the given upstream gradient at a scored step, zero at the others."]))
@@ -267,7 +269,7 @@ class WiringReportBuilder(ReportBuilder):
                    " steps (one layer is drawn)."]
         if m.num_layers > 1:
             caption += [" The other layer repeats it" if m.num_layers == 2 else
-                        f" The other {m.num_layers - 1} layers repeat it", " with ", Math(r"y^{(l-1)}_{t}"),
+                        f" The other {m.num_layers - 1} layers repeat it", " with ", Math(r"u^{(l-1)}_{t}"),
                         " in place of ", Math(r"x_{t}"), "."]
         states = list(self.cell.states)
         caption += [" Shaded circles are states (dashed: initial states"]
@@ -276,14 +278,14 @@ class WiringReportBuilder(ReportBuilder):
                         Math("(" + ", ".join(self.name(x) for x in states) + ")")]
         caption += [")."]
         if layer.bidirectional:
-            caption += [" The top row holds the layer's output ", Math(r"y_{t}"), ", the merge of the two states."]
+            caption += [" The top row holds the layer's output ", Math(r"u_{t}"), ", the merge of the two states."]
             text = ["Figure ", Ref("fig:graph"), " shows the wiring. The forward chain runs left to right, the "
                     "backward chain right to left, and both read every input; at each step the merge joins them. "
                     "Reverse accumulation walks the arrows backwards: the adjoint of the forward chain flows from ",
                     Math("t = T"), " down to 1, the adjoint of the backward chain from ", Math("t = 1"), " up to ",
                     Math("T"), ", and each input collects the adjoints of both directions."]
         else:
-            caption += [" The layer's output ", Math(r"y_{t}"), " is its state ", Math(r"h^{\rightarrow}_{t}"),
+            caption += [" The layer's output ", Math(r"u_{t}"), " is its state ", Math(r"h^{\rightarrow}_{t}"),
                         (" plus its input (the residual link, layers 1 and up)." if m.residual else ".")]
             text = ["Figure ", Ref("fig:graph"), " shows the wiring of a unidirectional layer: one chain from left "
                     "to right, reading every input. Reverse accumulation walks the arrows backwards, from ",
@@ -296,7 +298,7 @@ class WiringReportBuilder(ReportBuilder):
         gap = 2.3
         lines = [r"\begin{tikzpicture}[", TIKZ_STYLES, "]"]
         mer = ["flowchart BT"]
-        x_name = "x" if layer.index == 0 else rf"y^{{({layer.index - 1})}}"
+        x_name = "x" if layer.index == 0 else rf"u^{{({layer.index - 1})}}"
         lines.append(rf"\node[initial] (f0) at (0.000,1.400) {{$h^{{{f}}}_{{0}}$}};")
         mer.append('  f0(("h→₀"))')
         for t in range(1, T + 1):
@@ -307,9 +309,9 @@ class WiringReportBuilder(ReportBuilder):
             mer.append(f'  f{t}(("h→{t}"))')
             if layer.bidirectional:
                 lines.append(rf"\node[state] (b{t}) at ({X + 0.55:.3f},2.700) {{$h^{{{b}}}_{{{t}}}$}};")
-                lines.append(rf"\node[quantity] (y{t}) at ({X:.3f},4.000) {{$y_{{{t}}}$}};")
+                lines.append(rf"\node[quantity] (y{t}) at ({X:.3f},4.000) {{$u_{{{t}}}$}};")
                 mer.append(f'  b{t}(("h←{t}"))')
-                mer.append(f'  y{t}(("y{t}"))')
+                mer.append(f'  y{t}(("u{t}"))')
             lines.append(rf"\node[steplabel] at ({X:.3f},-0.750) {{$t = {t}$}};")
         if layer.bidirectional:
             lines.append(rf"\node[initial] (b{T + 1}) at ({gap * (T + 1):.3f},2.700) {{$h^{{{b}}}_{{{T + 1}}}$}};")
@@ -352,7 +354,7 @@ class WiringReportBuilder(ReportBuilder):
             def times(e):
                 return yb if e == 1 else show(e) + (" " if e.is_number else r" \odot ") + yb
             rule = [(fb, times(dF), _label("merge", "fwd")), (bb, times(dB), _label("merge", "bwd"))]
-        blocks = [Paragraph(["The merge takes ", Math(f), " and ", Math(b), " to ", Math(r"y_{t}"),
+        blocks = [Paragraph(["The merge takes ", Math(f), " and ", Math(b), " to ", Math(r"u_{t}"),
                              ". Its Jacobian with respect to the pair is one of those of Table ",
                              Ref("tab:merges"), ":"]),
                   Table(["l", "l", "l"], [["mode"], ["output"], ["Jacobian"]], rows,
@@ -382,7 +384,7 @@ class WiringReportBuilder(ReportBuilder):
                   if any(m.bidirectional) else [])
         blocks = [Paragraph(["Each direction's adjoints follow the cell's adjoint recurrences, with the gradient ",
                              Math(g_f), " that reaches its output state from above (", *source,
-                             Math(r"\bar{y}^{(l)}_{t}"), " itself in a unidirectional layer). The forward "
+                             Math(r"\bar{u}^{(l)}_{t}"), " itself in a unidirectional layer). The forward "
                              "direction, for ", Math(r"t = T, \dots, 1"), ":"]),
                   self.display(rows, self.printers["fwd"])]
         if self.gates:
@@ -412,7 +414,7 @@ class WiringReportBuilder(ReportBuilder):
             blocks_rows.append((xb + r"^{\leftarrow}", reverse_time(named), _label("layer", "bwd"), "bwd"))
         link = r"\bar{x}^{\rightarrow}_{t}" + (r" + \bar{x}^{\leftarrow}_{t}" if any(m.bidirectional) else "")
         if m.residual:
-            link += r" + \bar{y}^{(l)}_{t}"
+            link += r" + \bar{u}^{(l)}_{t}"
         blocks = [Paragraph(["The input of layer ", Math("l"), " is the output of layer ", Math("l - 1"),
                              ". Each direction sends back to its input the adjoint the cell's equations give "
                              "(written with the layer's own parameters):"]),
@@ -420,7 +422,7 @@ class WiringReportBuilder(ReportBuilder):
                   Paragraph(["The adjoint of the layer below adds the two"
                              + (" and, through the residual link, the adjoint of the layer's output itself"
                                 if m.residual else "") + ":"]),
-                  self.display([(r"\bar{y}^{(l-1)}_{t}", link, _label("layer", "link"))]),
+                  self.display([(r"\bar{u}^{(l-1)}_{t}", link, _label("layer", "link"))]),
                   Paragraph(["This is the gradient that starts the backward pass of layer ", Math("l - 1"),
                              "; for layer 0 it is ", Math(r"\partial L / \partial x_{t}"), ", returned as ",
                              Code("grads['x']"), ". The layers are visited from the top down; within a layer the "
