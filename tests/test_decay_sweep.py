@@ -148,3 +148,17 @@ def test_decay_output_folder_that_cannot_be_written_fails_before_the_sweep(where
     assert "output folder" in err and "Traceback" not in err
     if where == "file":
         assert out.read_text() == "keep me"
+
+
+def test_weights_of_more_than_one_layer_are_refused():
+    import torch
+
+    from symrnn.decay.sweep import model_for
+    from symrnn.decay.weights import load_params
+    from symrnn.errors import ParameterError
+
+    two = {k: v.numpy() for k, v in torch.nn.LSTM(5, 10, num_layers=2).state_dict().items()}
+    with pytest.raises(ParameterError, match="more than one layer"):
+        load_params(model_for("lstm", 5, 10), two, "pytorch")
+    one = {k: v.numpy() for k, v in torch.nn.LSTM(5, 10).state_dict().items()}
+    assert set(load_params(model_for("lstm", 5, 10), one, "pytorch")) == set(model_for("lstm", 5, 10).param_shapes)

@@ -427,3 +427,41 @@ def test_case_files_that_are_not_cases_are_refused(tmp_path):
     cli = subprocess.run([sys.executable, "-m", "symrnn.cli", "verify", "x.py:f", "--clip", "value=-1"],
                          capture_output=True, text=True, cwd=tmp_path)
     assert cli.returncode == 2 and "positive number" in cli.stderr
+
+
+def test_the_headline_names_gradients_wrong_in_other_cases_than_the_one_shown(tmp_path):
+    """An untransposed recurrent matrix: at T=1 (the case shown) only dh0 is wrong; the headline
+    must still say that dWx, dWh, db and dx are wrong in the longer cases."""
+    rnn = _load_module(tmp_path, "rnn_untransposed", UNTRANSPOSED)
+    result = V.verify_layer(rnn.rnn_forward, rnn.rnn_backward, "rnn-tanh", "cs231n")
+    headline = result.summary()
+    assert not result.ok and "matrix-not-transposed" in headline
+    shown = {g.name for g in result.wrong}
+    others = {name for c in result.cases for name in c.wrong} - shown
+    assert others, "the case shown hides no wrong gradient here: the test does not test the headline"
+    assert "also wrong in other cases" in headline and all(name in headline for name in others), headline
+
+
+UNTRANSPOSED = '''
+import numpy as np
+
+def rnn_forward(x, h0, Wx, Wh, b):
+    N, T, D = x.shape
+    h = np.zeros((N, T, h0.shape[1])); prev = h0; steps = []
+    for t in range(T):
+        nxt = np.tanh(x[:, t] @ Wx + prev @ Wh + b)
+        steps.append((x[:, t], prev, nxt)); h[:, t] = nxt; prev = nxt
+    return h, (steps, Wx, Wh)
+
+def rnn_backward(dh, cache):
+    steps, Wx, Wh = cache
+    N, T, H = dh.shape
+    dx = np.zeros((N, T, Wx.shape[0])); dWx = np.zeros_like(Wx); dWh = np.zeros_like(Wh); db = np.zeros(H)
+    dnext = np.zeros((N, H))
+    for t in reversed(range(T)):
+        x, prev, nxt = steps[t]
+        da = (dh[:, t] + dnext) * (1 - nxt ** 2)
+        dx[:, t] = da @ Wx.T; dWx += x.T @ da; dWh += prev.T @ da; db += da.sum(0)
+        dnext = da @ Wh  # the mistake: Wh where Wh.T belongs
+    return dx, dnext, dWx, dWh, db
+'''

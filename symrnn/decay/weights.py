@@ -19,6 +19,8 @@ value ``scale``.  Input matrices and biases keep the scheme's values.
 """
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 
 import numpy as np
@@ -172,6 +174,13 @@ def load_params(model, source, layout="pytorch") -> dict:
     cell = model.cell.name
     if layout == "pytorch":
         prefix = ""
+        deeper = sorted(k for k in source if isinstance(k, str) and re.search(r"_l[1-9]\d*(_reverse)?$", k)
+                        or isinstance(k, str) and k.endswith("_reverse"))
+        if deeper:
+            raise ParameterError(
+                f"The weights hold more than one layer or direction ({', '.join(deeper[:4])}"
+                f"{', ...' if len(deeper) > 4 else ''}); the decay study runs one cell. Keep layer 0's forward "
+                f"direction (the keys ending in _l0), or study a StackedModel from the Python API.")
         keys = [k for k in source if isinstance(k, str) and k.endswith("weight_ih_l0")]
         if keys and keys[0] != "weight_ih_l0":
             prefix = keys[0][:-len("weight_ih_l0")]

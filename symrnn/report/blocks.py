@@ -64,11 +64,10 @@ class Boxed:
     def lines(self) -> list:
         return [line for group in self.groups for line in group]
 
-    def tex(self) -> str:
-        """The box as display math: each group an ``aligned`` block, flush left in one ``array``."""
-        body = " \\\\[4pt]\n".join("\\begin{aligned}\n" + " \\\\\n".join(g) + "\n\\end{aligned}"
-                                     for g in self.groups)
-        return "\\boxed{\\begin{array}{l}\n" + body + "\n\\end{array}}"
+    def tex(self) -> list:
+        """The box as display math, one framed ``aligned`` block per group (a page may break between
+        two groups, as a box cannot break)."""
+        return ["\\boxed{\\begin{aligned}\n" + " \\\\\n".join(g) + "\n\\end{aligned}}" for g in self.groups]
 
 
 @dataclass

@@ -37,8 +37,9 @@ class CompileResult:
     log: str
 
     def overfull_lines(self) -> list:
-        """The ``Overfull \\hbox`` warnings of the run."""
-        return [line for line in self.log.splitlines() if line.startswith("Overfull \\hbox")]
+        """The ``Overfull \\hbox`` (a line too wide) and ``Overfull \\vbox`` (a box taller than the page)
+        warnings of the run."""
+        return [line for line in self.log.splitlines() if line.startswith(("Overfull \\hbox", "Overfull \\vbox"))]
 
 
 def compile_pdf(tex: str, name: str = "report") -> CompileResult:

@@ -117,7 +117,7 @@ def render_block(block) -> str:
     if isinstance(block, Figure):
         return render_figure(block)
     if isinstance(block, Boxed):
-        return "\\[\n" + block.tex() + "\n\\]"
+        return "\n".join("\\[\n" + group + "\n\\]" for group in block.tex())
     raise TypeError(f"no LaTeX rendering for {type(block).__name__}")
 
 

@@ -88,7 +88,7 @@ class MarkdownRenderer:
         if isinstance(block, Figure):
             return self.figure(block)
         if isinstance(block, Boxed):
-            return "$$\n" + block.tex() + "\n$$"
+            return "\n\n".join("$$\n" + group + "\n$$" for group in block.tex())
         raise TypeError(f"no Markdown rendering for {type(block).__name__}")
 
     def render(self) -> str:

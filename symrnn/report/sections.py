@@ -102,7 +102,12 @@ class ReportBuilder:
         for spec in specs:
             lhs, rhs, label = spec[:3]
             relation = spec[3] if len(spec) > 3 else "="
-            lines = [rhs] if isinstance(rhs, str) else break_lines(rhs, printer, first, first - 2.5)
+            if isinstance(rhs, tuple):  # (expression, LaTeX appended to its last line): "= 0.123456"
+                rhs, tail = rhs
+                lines = break_lines(rhs, printer, first - tex_width(tail), first - 2.5 - tex_width(tail))
+                lines[-1] += tail
+            else:
+                lines = [rhs] if isinstance(rhs, str) else break_lines(rhs, printer, first, first - 2.5)
             number = None
             if label is not None:
                 number = self.numbers[label] = len(self.numbers) + 1
@@ -688,8 +693,9 @@ class ExampleSection:
         focus = self.tex(ex.focus_symbol)
         env, hand = ex.hand_values()
 
-        def valued(symbol, definition):
-            return (self.tex(symbol), f"{self.tex(definition)} = {_number(env[symbol])}", None)
+        def valued(symbol, definition, value=None):
+            value = env[symbol] if value is None else value
+            return (self.tex(symbol), (definition, f" = {_number(value)}"), None)
 
         program = [valued(s, d) for s, d in ex.definitions + ex.softmax]
         loss_rows = [(self.tex(s), d, None) for s, d in ex.loss_definitions]
@@ -699,8 +705,7 @@ class ExampleSection:
             backward += [Paragraph(["Step ", Math(f"t = {t}"), ":"]),
                          self.b.display([valued(s, d) for s, d in rows], self.p, exercise=True)]
         gradient_rows = [(self.b.partial("L", self.tex(e.symbol)),
-                          f"{self.tex(ex.hand_gradients()[e.symbol])} = {_number(e.by_hand)}", None)
-                         for e in ex.table()]
+                          (ex.hand_gradients()[e.symbol], f" = {_number(e.by_hand)}"), None) for e in ex.table()]
         blocks = [
             intro, values,
             Paragraph(["The forward pass, line by line, with the value of every line"]

@@ -123,8 +123,16 @@ class Verification:
         message = f"; {self.localisation['message']}" if self.localisation.get("message") else ""
         smallest = (f"; smallest failing case T={self.minimal['T']}, N={self.minimal['N']}, D={self.minimal['D']}, "
                     f"H={self.minimal['H']}" if self.minimal else "")
+        shown = {g.name for g in self.wrong}
+        elsewhere = {}
+        for c in self.cases:
+            for name in c.wrong:
+                if name not in shown:
+                    elsewhere.setdefault(name, []).append(c.label)
+        also = ("; also wrong in other cases: " + ", ".join(
+            f"{name} ({len(labels)} of {len(self.cases)})" for name, labels in elsewhere.items())) if elsewhere else ""
         return (f"{self.cell} {self.mode} code is wrong{named} {names}{where}{message}, shown in the case "
-                f"{self.case!r} (wrong in {len(failing)} of {len(self.cases)} cases){smallest}")
+                f"{self.case!r} (wrong in {len(failing)} of {len(self.cases)} cases){also}{smallest}")
 
     def __str__(self):
         lines = [self.summary(), "",
