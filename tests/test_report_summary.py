@@ -114,6 +114,16 @@ def test_printed_backward_pass_gives_the_generated_gradients(cell, architecture,
     run(model, BackwardSummary(model), combined)
 
 
+@pytest.mark.parametrize("architecture", ["many-to-one", "many-to-many-delayed"])
+@pytest.mark.parametrize("cell", ["peephole_lstm", "minimal_gated_unit"])
+def test_printed_backward_pass_of_user_cells(cell, architecture):
+    from symrnn import examples
+
+    model = sr.Model(getattr(examples, cell)(), D=2, H=3, K=3, architecture=architecture)
+    for combined in (False, True):
+        run(model, BackwardSummary(model), combined)
+
+
 def test_vanilla_rnn_combined_recurrence_is_the_textbook_delta():
     model = sr.Model("rnn-tanh", D=2, H=3, K=3)
     s = BackwardSummary(model)

@@ -182,9 +182,10 @@ class BackwardSummary:
     def _combine(self, rows) -> list:
         kept = self._kept(rows)
         rows = list(rows)
-        for lhs, rhs in list(rows):
+        for lhs, _ in list(rows):
             if lhs in kept:
                 continue
+            rhs = dict(rows)[lhs]  # as it stands now: an adjoint substituted earlier may be in it
             rows = [(other, r.xreplace({lhs: rhs}) if other != lhs else r) for other, r in rows]
             rows = [(other, r) for other, r in rows if other != lhs]
         return rows
