@@ -61,10 +61,15 @@ def agreement_table(model, seed=0, T_in=4, N=2) -> str:
     g = high_precision_differences(model, params, x[:, :1], y[:, :1], h0=one, digits=30, oracle=oracle)
     _, g_one = model.loss_and_grads(params, x[:, :1], y[:, :1], h0=one)
     rows.append(("Richardson differences (mpmath, 30 digits, 1 sequence)", *max_error(g_one, g), 1e-12))
-    lines = [f"Agreement of the generated gradients of {model!r} (loss {loss:.6g})",
-             "", "| oracle | max error | where | tolerance | ok |", "|---|---|---|---|---|"]
+    return agreement_text(f"Agreement of the generated gradients of {model!r} (loss {loss:.6g})", rows)
+
+
+def agreement_text(title, rows) -> str:
+    """``title`` and a Markdown table of ``rows`` ``(oracle, max error, where, tolerance)``; an error of
+    nan means the oracle does not apply (shown ``-``, verdict ``n/a``)."""
+    lines = [title, "", "| oracle | max error | where | tolerance | ok |", "|---|---|---|---|---|"]
     for name, err, key, tol in rows:
         ok = "yes" if err <= tol else ("n/a" if err != err else "NO")
-        shown = "-" if err != err else f"{err:.2e}"  # nan: this oracle does not apply
+        shown = "-" if err != err else f"{err:.2e}"
         lines.append(f"| {name} | {shown} | {key} | {tol:.0e} | {ok} |")
     return "\n".join(lines)

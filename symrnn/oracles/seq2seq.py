@@ -220,7 +220,7 @@ def seq2seq_central_differences(model, params, src, tgt_in, tgt_out, eps=1e-6, *
 def seq2seq_agreement_table(model, seed=0, S=3, T=2, N=2) -> str:
     """A Markdown table: a :class:`~symrnn.seq2seq.Seq2Seq`'s gradients (padded batch, unequal lengths) against
     the unrolled scalar program in float64 and at 40 digits, the torch composition and central differences."""
-    from ..checks import max_error
+    from ..checks import agreement_text, max_error
 
     rng = np.random.default_rng(seed)
     params = model.init_params(seed, scale=0.8)
@@ -247,13 +247,9 @@ def seq2seq_agreement_table(model, seed=0, S=3, T=2, N=2) -> str:
         rows.append(("PyTorch composition (no torch module for this cell)", float("nan"), "", 1e-12))
     g = seq2seq_central_differences(model, params, src, tin, tout, **kwargs)
     rows.append(("central differences (float64, eps=1e-6)", *max_error(grads, g), 1e-6))
-    lines = [f"Agreement of the gradients of {model!r} (S={S}, T={T}, N={N}, lengths "
-             f"{kwargs['src_lengths'].tolist()} / {kwargs['tgt_lengths'].tolist()}; loss {loss:.6g})",
-             "", "| oracle | max error | where | tolerance | ok |", "|---|---|---|---|---|"]
-    for name, err, key, tol in rows:
-        ok = "yes" if err <= tol else ("n/a" if err != err else "NO")
-        lines.append(f"| {name} | {err:.2e} | {key} | {tol:.0e} | {ok} |")
-    return "\n".join(lines)
+    return agreement_text(f"Agreement of the gradients of {model!r} (S={S}, T={T}, N={N}, lengths "
+                          f"{kwargs['src_lengths'].tolist()} / {kwargs['tgt_lengths'].tolist()}; loss {loss:.6g})",
+                          rows)
 
 
 # -- the torch composition ----------------------------------------------------------------------------

@@ -306,7 +306,7 @@ def _torch_module_grads(model, params, x, y, h0):
 def stack_agreement_table(model, seed=0, T=3, N=2) -> str:
     """A Markdown table: a :class:`~symrnn.wiring.StackedModel`'s gradients against the scalar program,
     PyTorch's own stacked/bidirectional module (when it has one) and central differences."""
-    from ..checks import max_error
+    from ..checks import agreement_text, max_error
 
     rng = np.random.default_rng(seed)
     T_in, T_out = {"many-to-one": (T, 1), "one-to-one": (1, 1), "one-to-many": (1, T)}.get(
@@ -329,10 +329,4 @@ def stack_agreement_table(model, seed=0, T=3, N=2) -> str:
         rows.append(("PyTorch autograd (not installed)", float("nan"), "", 1e-12))
     g = stack_central_differences(model, params, x, y, h0=h0)
     rows.append(("central differences (float64, eps=1e-6)", *max_error(grads, g), 1e-6))
-    lines = [f"Agreement of the gradients of {model!r} (loss {loss:.6g})",
-             "", "| oracle | max error | where | tolerance | ok |", "|---|---|---|---|---|"]
-    for name, err, key, tol in rows:
-        ok = "yes" if err <= tol else ("n/a" if err != err else "NO")
-        shown = "-" if err != err else f"{err:.2e}"  # nan: this oracle does not apply
-        lines.append(f"| {name} | {shown} | {key} | {tol:.0e} | {ok} |")
-    return "\n".join(lines)
+    return agreement_text(f"Agreement of the gradients of {model!r} (loss {loss:.6g})", rows)
