@@ -377,7 +377,9 @@ class Seq2Seq:
             return None, X
         return _ids(src, "src", self.src_vocab, "(S, N)"), None
 
-    def _prepare(self, params, src, tgt_in, tgt_out, src_mask, tgt_mask, src_lengths, tgt_lengths):
+    def _prepare(self, params, src, tgt_in, tgt_out, src_mask, tgt_mask, src_lengths, tgt_lengths, scored=True):
+        if scored and tgt_out is None:
+            raise ShapeError("tgt_out is None; give the target ids scored at each decoder step (T, N).")
         params, dtype = self._check_params(params)
         ids, X = self._source(src, dtype)
         S, N = (ids if ids is not None else X).shape[:2]
@@ -501,7 +503,7 @@ class Seq2Seq:
             ``decoder_states`` (T, N, H_dec), ``encoder_states`` (S, N, C), ``final`` (N, len z).
         """
         params, dtype, ids, X, tin, _, smask, _, lengths = self._prepare(params, src, tgt_in, None, src_mask, None,
-                                                                         src_lengths, None)
+                                                                         src_lengths, None, scored=False)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             run = self._run(params, dtype, ids, X, tin, smask, lengths)
         return {"logits": run.logits.copy(), "attention": None if run.weights is None else run.weights.copy(),
@@ -510,8 +512,6 @@ class Seq2Seq:
     def loss(self, params, src, tgt_in, tgt_out, src_mask=None, tgt_mask=None, src_lengths=None,
              tgt_lengths=None) -> float:
         """The loss alone (one forward pass); arguments as :meth:`loss_and_grads`."""
-        if tgt_out is None:
-            raise ShapeError("tgt_out is None; give the target ids scored at each decoder step (T, N).")
         params, dtype, ids, X, tin, tout, smask, tmask, lengths = self._prepare(
             params, src, tgt_in, tgt_out, src_mask, tgt_mask, src_lengths, tgt_lengths)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -550,8 +550,6 @@ class Seq2Seq:
         return value, grads
 
     def _loss_grads_and_paths(self, params, src, tgt_in, tgt_out, src_mask, tgt_mask, src_lengths, tgt_lengths):
-        if tgt_out is None:
-            raise ShapeError("tgt_out is None; give the target ids scored at each decoder step (T, N).")
         params, dtype, ids, X, tin, tout, smask, tmask, lengths = self._prepare(
             params, src, tgt_in, tgt_out, src_mask, tgt_mask, src_lengths, tgt_lengths)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
