@@ -381,3 +381,19 @@ def test_the_torch_composition_names_a_cell_torch_lacks():
     src, tin, tout, _, _ = data(m, 3, 2, 1, False, 0)
     with pytest.raises(UnknownNameError, match="PyTorch has no module for the cell 'gru-chung'"):
         torch_loss_and_grads(m, m.init_params(0), src, tin, tout)
+
+
+def test_missing_targets_are_refused_by_loss_and_gradients():
+    import numpy as np
+    import pytest
+
+    import symrnn as sr
+    from symrnn.errors import ShapeError
+
+    m = sr.Seq2Seq("gru", "gru", src_vocab=5, tgt_vocab=4, E=2, H=3)
+    params = m.init_params(seed=0)
+    src, tin = np.zeros((3, 2), dtype=int), np.zeros((2, 2), dtype=int)
+    for call in (m.loss, m.loss_and_grads):
+        with pytest.raises(ShapeError, match="tgt_out is None"):
+            call(params, src, tin, None)
+    assert m.forward(params, src, tin)["logits"].shape == (2, 2, 4)
