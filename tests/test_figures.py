@@ -15,7 +15,6 @@ Pinned from the drawing's geometry (the Layout the TikZ code is written from):
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 
 import pytest
@@ -28,6 +27,7 @@ from symrnn.report.blocks import Figure
 from symrnn.report.compile import compile_pdf
 from symrnn.report.document import PREAMBLE, render, render_figure
 from symrnn.report.tikz import NODE_RADIUS, TIKZ_STYLES, layout, tikz_picture
+from test_reports import need  # skips locally without TeX, fails in CI
 
 ARROWHEAD = 0.16  # cm: Stealth[length=1.6mm]
 USER_CELLS = {"mgu": minimal_gated_unit, "peephole-lstm": peephole_lstm}
@@ -245,11 +245,6 @@ def test_figures_stay_here_and_tables_break_in_the_text():
     assert r"\begin{figure}[H]" in tex and "htbp" not in tex
     assert r"\begin{table}" not in tex and tex.count(r"\begin{longtable}") >= 2
     assert r"\endhead" in tex  # the header repeats on a continuation page
-
-
-def need(tool):
-    if shutil.which(tool) is None:
-        pytest.skip(f"{tool} is not installed")
 
 
 def figure_of(m):
