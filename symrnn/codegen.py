@@ -16,6 +16,7 @@ one product each after the backward loop.
 """
 from __future__ import annotations
 
+import copy
 import linecache
 import re
 from dataclasses import dataclass, field
@@ -318,11 +319,23 @@ class BlockCode:
         return next(e.rhs for e in self.equations if e.target == target)
 
     # -- compile ------------------------------------------------------------
-    def _compile(self, source, what):
+    def with_functions(self, implementations: dict) -> "BlockCode":
+        """A copy of this block whose generated code calls ``implementations[name]`` in place of the
+        NumPy rule of the function ``name`` (same source, same signature).
+
+        The verifier's error model uses it to perturb every function value by a rounding error
+        (:mod:`symrnn.verify.judge`); functions not named keep their rules."""
+        other = copy.copy(self)
+        other.forward = self._compile(self.forward_source, "forward", implementations)
+        other.backward = self._compile(self.backward_source, "backward", implementations)
+        return other
+
+    def _compile(self, source, what, implementations=None):
         # the source holds no text of the user's but identifiers (checked by Cell) and
         # repr()-quoted keys; the cell's name goes only into the file name, sanitized
         filename = f"<symrnn-bptt-{re.sub(r'[^A-Za-z0-9_.+-]', '_', self.name)}-{what}>"
         namespace = {"np": np, "fresh": fresh, **{f"{n}__fn": rule.numpy for n, rule in RULES.items()}}
+        namespace.update({f"{n}__fn": f for n, f in (implementations or {}).items()})
         exec(compile(source, filename, "exec"), namespace)
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         function = namespace[what]

@@ -1,31 +1,52 @@
 """Exact judgement: each entry against symrnn's float64 gradient, with a tolerance from the problem.
 
 A correct implementation differs from the exact gradient only by rounding, and
-rounding acts like a relative perturbation of every number the computation
-touches, of the size of the unit roundoff ``u``.  So each entry's tolerance is
-measured on the problem itself: the exact gradient is recomputed (in float64)
-with the parameters, inputs, initial states and upstream gradients perturbed
-by independent relative amounts up to ``4 u``, a few times, and
+rounding acts like a small perturbation of every number the computation
+touches, of the size of the unit roundoff ``u``.  Correct code may be written
+many ways (tanh through ``exp`` or as ``2 sigmoid(2a) - 1``, sigmoid through
+tanh, derivatives from the pre-activation or from the output, other summation
+orders, float32 arithmetic), and each way rounds differently.  What all of them
+share is the *error model*: every value is computed to within a few units of
+rounding, a bounded activation (tanh, sigmoid, sin, cos) to a few ``u``
+*absolute* (``2 sigmoid(2a) - 1`` near ``a = 0``, or ``(e^a - e^-a)/(e^a + e^-a)``,
+loses all relative accuracy but keeps the absolute one), anything else to a few
+``u`` relative.  So each entry's tolerance is measured on the problem itself:
+the exact gradient is recomputed (in float64) a few times with
+
+* the parameters, inputs, initial states and upstream gradients perturbed by
+  independent relative amounts up to ``4 u``;
+* every value of a function in the forward and the backward (the generated code's
+  ``tanh``, ``sigmoid``, ``exp`` ...) perturbed by up to ``4 u (|v| + 1)`` for the
+  bounded ones, ``4 u |v|`` for the others;
+* every value the backward reads back from the forward (states, gates) perturbed by
+  up to ``4 u`` relative,
+
+and
 
     tol = SAFETY * max |g(perturbed) - g| + 8 u |g| + 8 u sqrt(L) S
 
 entry by entry, ``L = (T + 1)(D + H + K + 1)`` counting the roundings that
 reach an entry and ``S`` the sum of the absolute values of the terms of the
 entry's last sums (over time, batch and gates): the absolute accuracy of
-saturated gates (``sigmoid`` near 0 or 1 is accurate to ``u``, not to ``u``
-relative) and of cancelling sums.  An ill-conditioned entry (a long chaotic sequence, a
-cancelling sum) gets the wide tolerance its rounding needs; a well-conditioned
-entry a thousand times smaller than the largest keeps a tolerance far below a
-1% error.  Code that computes in float32 (float32 outputs, or a forward that
-agrees only to float32 precision) is judged with ``u = 2**-24``.
+cancelling sums.  The same perturbed runs give the spread of the forward
+states: a chaotic forward (large weights, long sequences) in which rounding
+grows from step to step is compared with that spread, not called another cell.
+An ill-conditioned entry gets the wide tolerance its rounding needs; a
+well-conditioned entry a thousand times smaller than the largest keeps a
+tolerance far below a 1% error.  Code that computes in float32 (float32
+outputs, or a forward that agrees only to float32 precision) is judged with
+``u = 2**-24``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import copy
+import threading
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .problems import loss_and_grads
+from ..functions import RULES
+from .problems import exact
 
 U64 = 2.0 ** -53
 U32 = 2.0 ** -24
@@ -49,29 +70,106 @@ def length_factor(model, T) -> float:
 
 SAFETY = 32  # a correct implementation's error stays far below this multiple of the spread (tests/test_verify.py)
 SAMPLES = 3
+ROUNDINGS = 4  # each perturbation is up to this many units of rounding
+BOUNDED = frozenset({"tanh", "sigmoid", "sin", "cos"})  # computed to an absolute accuracy (see above)
+EXACT = frozenset({"relu", "step", "tie_step", "abs", "sgn", "maximum", "minimum"})  # no rounding
+# every other function (exp, log, a registered one) is computed to a relative accuracy
 
 
-def perturbation_tolerance(model, problem, grads, unit, samples=SAMPLES, seed=12345) -> dict:
-    """Each entry's tolerance for the error model with unit roundoff ``unit`` (see the module docstring)."""
-    rng = np.random.default_rng(seed)
+class Rounding:
+    """Random perturbations of the size of rounding errors, for one unit roundoff."""
 
-    def jitter(a):
+    def __init__(self, unit, seed):
+        self.unit, self.rng = unit, np.random.default_rng(seed)
+
+    def relative(self, a):
         a = np.asarray(a)
         if not np.issubdtype(a.dtype, np.floating):
             return a  # class indices are exact
-        return a * (1 + 4 * unit * rng.uniform(-1, 1, size=a.shape))
+        return a * (1 + ROUNDINGS * self.unit * self.rng.uniform(-1, 1, size=a.shape))
 
-    spread = {k: np.zeros(np.shape(v)) for k, v in grads.items()}
+    def function(self, numpy, absolute):
+        def rounded(*args, out=None):
+            value = np.asarray(numpy(*args))
+            scale = np.abs(value) + 1.0 if absolute else np.abs(value)
+            value = value + ROUNDINGS * self.unit * scale * self.rng.uniform(-1, 1, size=value.shape)
+            if out is None:
+                return value
+            out[...] = value
+            return out
+        return rounded
+
+    def functions(self) -> dict:
+        return {name: self.function(rule.numpy, name in BOUNDED) for name, rule in RULES.items()
+                if name not in EXACT}
+
+    def block(self, code):
+        """``code`` (a :class:`~symrnn.codegen.BlockCode`) with its function values and cached values rounded."""
+        twin = code.with_functions(self.functions())
+        forward = twin.forward
+
+        def rounded_forward(*args, **kwargs):
+            cache = forward(*args, **kwargs)
+            for key, value in cache.items():
+                if key.startswith(("S_", "C_")):
+                    value *= 1 + ROUNDINGS * self.unit * self.rng.uniform(-1, 1, size=value.shape)
+            return cache
+        twin.forward = rounded_forward
+        return twin
+
+    def model(self, model):
+        """A copy of ``model`` whose generated code rounds as described in the module docstring."""
+        twin = copy.copy(model)
+        twin._threads = threading.local()  # its own reusable arrays
+        if hasattr(twin, "unit"):  # a stacked model runs its unit's cell code
+            twin.unit = self.model(model.unit)
+        else:
+            twin._cell_code = self.block(model.cell_code)
+        if model.readout_code is not None:
+            twin._readout_code = self.block(model.readout_code)
+        return twin
+
+
+@dataclass
+class Spread:
+    """How far rounding moves the exact answer: per gradient entry, per forward state entry."""
+
+    grads: dict
+    states: dict = field(default_factory=dict)
+    loss: float = 0.0
+
+
+def rounding_spread(model, problem, ex, unit, samples=SAMPLES, seed=12345) -> Spread:
+    """The largest change of the exact gradients and states over ``samples`` rounded recomputations."""
+    rounding = Rounding(unit, seed)
+    twin = rounding.model(model)
+    grads = {k: np.zeros(np.shape(v)) for k, v in ex.grads.items()}
+    states = {s: np.zeros(np.shape(v)) for s, v in ex.states.items()}
+    loss = 0.0
     for _ in range(samples):
-        _, g = loss_and_grads(model, problem, {k: jitter(v) for k, v in problem.params.items()}, jitter(problem.x),
-                              jitter(problem.targets), {s: jitter(v) for s, v in problem.h0.items()},
-                              {s: jitter(v) for s, v in (problem.final_grads or {}).items()})
-        for k in spread:
-            spread[k] = np.maximum(spread[k], np.abs(g[k] - grads[k]))
+        jittered = replace(problem, params={k: rounding.relative(v) for k, v in problem.params.items()},
+                           x=rounding.relative(problem.x), targets=rounding.relative(problem.targets),
+                           h0={s: rounding.relative(v) for s, v in problem.h0.items()},
+                           final_grads=None if problem.final_grads is None else
+                           {s: rounding.relative(v) for s, v in problem.final_grads.items()})
+        with np.errstate(all="ignore"):
+            other = exact(twin, jittered)
+        for k in grads:
+            grads[k] = np.maximum(grads[k], np.abs(other.grads[k] - ex.grads[k]))
+        for s in states:
+            if s in other.states:
+                states[s] = np.maximum(states[s], np.abs(other.states[s] - ex.states[s]))
+        loss = max(loss, abs(other.loss - ex.loss))
+    return Spread(grads, states, loss)
+
+
+def perturbation_tolerance(model, problem, ex, unit, spread=None) -> dict:
+    """Each entry's tolerance for the error model with unit roundoff ``unit`` (see the module docstring)."""
+    spread = rounding_spread(model, problem, ex, unit) if spread is None else spread
     terms = term_scales(model, problem)
     floor = 8 * unit * np.sqrt(length_factor(model, problem.T))
-    return {k: SAFETY * spread[k] + 8 * unit * np.abs(grads[k]) + floor * terms.get(k, np.abs(grads[k]))
-            for k in grads}
+    return {k: SAFETY * spread.grads[k] + 8 * unit * np.abs(g) + floor * terms.get(k, np.abs(g))
+            for k, g in ex.grads.items()}
 
 
 def term_scales(model, problem) -> dict:

@@ -19,7 +19,6 @@ from ..clipping import Clipping
 from ..errors import ShapeError, SymRNNError
 from ..fileio import write_atomic
 from ..truncated import Truncation
-from . import judge as J
 from .problems import Problem, exact
 
 MAX_CHECKS = 80  # candidates tried at most: shrinking stays a fraction of the verification's time
@@ -182,18 +181,13 @@ def rebuilder(adapter, make_model):
 def judged_failure(adapter, problem):
     """``(problem, run, exact, dtype model, verdicts)`` when the user's code returns a wrong gradient
     on ``problem`` (its forward being right), else None."""
-    from .core import _dtype_model, _forward_check, _judge_case
+    from .core import assess
 
-    model = adapter.model
     run = adapter.run(problem, [])
-    ex = exact(model, problem)
-    factor = J.length_factor(model, problem.T)
-    fwd, rel = _forward_check(model, run, ex, factor)
-    if not fwd.ok:
+    ex = exact(adapter.model, problem)
+    fwd, dtype_model, verdicts = assess(adapter, problem, run, ex)
+    if verdicts is None:
         return None
-    dtype_model = _dtype_model(run, rel, factor)
-    ex.tol = J.perturbation_tolerance(model, problem, ex.grads, dtype_model.unit)
-    verdicts = _judge_case(adapter, run, ex)
     return (problem, run, ex, dtype_model, verdicts) if any(not v.ok for v in verdicts) else None
 
 
