@@ -45,16 +45,21 @@ def load_cell(spec: str) -> Cell:
         module = load_file(where, what=f"the cell {spec!r}")
     else:
         try:
-            module = importlib.import_module(where)
+            module = _import(where)
         except ImportError as exc:
             raise UnknownNameError(f"Cannot import {where!r} for the cell {spec!r}: {exc}.") from None
+        except UserCodeError:
+            raise
         except Exception as exc:
             raise UserCodeError(f"Importing {where!r} raised {type(exc).__name__}: {exc}") from exc
     factory = getattr(module, function, None)
     if factory is None:
         raise UnknownNameError(f"{where!r} has no function {function!r}.")
+    from .verify.hygiene import guarded
+
     try:
-        cell = factory() if callable(factory) else factory
+        with guarded(f"{function}() from {where!r}"):
+            cell = factory() if callable(factory) else factory
     except SymRNNError:
         raise
     except TypeError as exc:
@@ -68,6 +73,14 @@ def load_cell(spec: str) -> Cell:
     return cell
 
 
+def _import(name):
+    """``importlib.import_module(name)``, its top-level code unable to end the process."""
+    from .verify.hygiene import guarded
+
+    with guarded(f"Importing {name}"):
+        return importlib.import_module(name)
+
+
 def load_file(where: str, what: str):
     """Import a user's Python file as a module; errors name the file and the line."""
     path = Path(where)
@@ -78,8 +91,13 @@ def load_file(where: str, what: str):
         sys.path.insert(0, directory)
     module_spec = importlib.util.spec_from_file_location(f"symrnn_user_{path.stem}", path)
     module = importlib.util.module_from_spec(module_spec)
+    from .verify.hygiene import guarded
+
     try:
-        module_spec.loader.exec_module(module)
+        with guarded(f"Importing {where}"):
+            module_spec.loader.exec_module(module)
+    except UserCodeError:
+        raise
     except SyntaxError as exc:
         raise UserCodeError(f"{where} has a syntax error at line {exc.lineno}: {exc.msg}.") from exc
     except Exception as exc:
@@ -134,7 +152,19 @@ def main(argv=None) -> int:
     _model_arguments(p)
     p.add_argument("--seed", type=int, default=0)
     sub.add_parser("cells", help="list the built-in cells, architectures and losses")
-    p = sub.add_parser("verify", help="verify hand-written backprop code against the exact gradients")
+    p = sub.add_parser(
+        "verify", help="verify hand-written backprop code against the exact gradients",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Verify hand-written backprop code against symrnn's exact gradients.\n\n"
+                    "FILE.py is imported as a module: its top-level code runs (guard scripts with\n"
+                    "if __name__ == '__main__':). exit(), sys.exit() and os._exit() in it, or in the\n"
+                    "functions under test, do not end the verification: they are reported.",
+        epilog="exit codes:\n"
+               "  0  the gradients are right\n"
+               "  1  some gradient is wrong (the report says which, where, and how)\n"
+               "  2  usage error (a bad option, a missing file or function)\n"
+               "  3  the code under test failed: it raised, exited, or returned the wrong things\n"
+               "  4  the forward differs from the cell it was verified against")
     p.add_argument("target", help="file.py:function or package.module:function (the backward in layer and "
                                   "step mode, the loss function in loss mode, the layer class in object mode)")
     p.add_argument("--cell", default="rnn-tanh", help="built-in cell name (symrnn cells lists them)")
@@ -154,6 +184,8 @@ def main(argv=None) -> int:
     p.add_argument("--replay", help="run a saved minimal case (.npz) again; its report printed this option")
     p.add_argument("--search", type=int, default=0, help="also try N cases drawn by Hypothesis (layer, loss modes)")
     p.add_argument("--save-to", help="where to save the smallest failing case (default: a temporary file)")
+    p.add_argument("--show-code", action="store_true",
+                   help="also print the lines of symrnn's generated backward that a named mistake differs from")
     _decay_arguments(sub.add_parser(
         "decay", help="gradient decay: norms against lag, Lyapunov spectra, Pascanu bound; writes a report folder"))
     p = sub.add_parser("demo", help="the main job of `make demo`")
@@ -313,9 +345,13 @@ def load_function(spec: str):
         module = load_file(where, what=spec)
     else:
         try:
-            module = importlib.import_module(where)
+            module = _import(where)
         except ImportError as exc:
             raise UnknownNameError(f"Cannot import {where!r}: {exc}.") from None
+        except UserCodeError:
+            raise
+        except Exception as exc:
+            raise UserCodeError(f"Importing {where!r} raised {type(exc).__name__}: {exc}") from exc
     function = getattr(module, name, None)
     if function is None:
         raise UnknownNameError(f"{where!r} has no {name!r}.")
@@ -354,9 +390,22 @@ def _clip(text):
     return Clipping(kind.strip(), threshold)
 
 
+#: exit codes of ``symrnn verify`` (``symrnn verify --help`` lists them)
+EXIT_RIGHT, EXIT_WRONG, EXIT_USAGE, EXIT_USER_CODE, EXIT_FORWARD = 0, 1, 2, 3, 4
+
+
 def _verify(args) -> int:
-    from . import verify as V
     from .errors import UserCodeError
+
+    try:
+        return _verify_run(args)
+    except UserCodeError as exc:
+        print(f"symrnn verify: the code under test failed: {exc}", file=sys.stderr)
+        return EXIT_USER_CODE
+
+
+def _verify_run(args) -> int:
+    from . import verify as V
     from .verify.signatures import forward_name
 
     if args.json:
@@ -385,30 +434,26 @@ def _verify(args) -> int:
 
         check_writable(args.save_to)
         common["save_to"] = args.save_to
-    try:
-        if args.mode in ("layer", "step"):
-            name = args.forward or forward_name(args.target.rpartition(':')[2])  # the name typed, not __name__
-            forward = getattr(module, name, None) if name else None
-            if forward is None:
-                raise UnknownNameError(f"No forward for {function.__name__!r} in {args.target.rpartition(':')[0]!r}"
-                                       f" (looked for {name!r}); name it with --forward NAME.")
-            if args.mode == "layer":
-                result = V.verify_layer(forward, function, args.cell, args.layout, T=args.T, **declared, **common)
-            else:
-                result = V.verify_step(forward, function, args.cell, args.layout, **common)
-        elif args.mode == "object":
-            result = V.verify_layer_object(function, args.cell, args.layout, T=args.T, **common)
+    if args.mode in ("layer", "step"):
+        name = args.forward or forward_name(args.target.rpartition(':')[2])  # the name typed, not __name__
+        forward = getattr(module, name, None) if name else None
+        if forward is None:
+            raise UnknownNameError(f"No forward for {function.__name__!r} in {args.target.rpartition(':')[0]!r}"
+                                   f" (looked for {name!r}); name it with --forward NAME.")
+        if args.mode == "layer":
+            result = V.verify_layer(forward, function, args.cell, args.layout, T=args.T, **declared, **common)
         else:
-            result = V.verify_loss(function, args.cell, args.layout, K=sizes.get("K", 3), T=args.T, loss=args.loss,
-                                   reduction=args.reduction, architecture=args.architecture, mask=args.mask,
-                                   **declared, **common)
-    except UserCodeError as exc:
-        print(f"symrnn verify: the code under test failed: {exc}", file=sys.stderr)
-        return 1
-    print(result)
+            result = V.verify_step(forward, function, args.cell, args.layout, **common)
+    elif args.mode == "object":
+        result = V.verify_layer_object(function, args.cell, args.layout, T=args.T, **common)
+    else:
+        result = V.verify_loss(function, args.cell, args.layout, K=sizes.get("K", 3), T=args.T, loss=args.loss,
+                               reduction=args.reduction, architecture=args.architecture, mask=args.mask,
+                               **declared, **common)
+    print(result.report(show_code=args.show_code))
     if args.json:
         result.to_json(args.json)
-    return 0 if result.ok else 1
+    return EXIT_RIGHT if result.ok else EXIT_FORWARD if not result.forward.ok else EXIT_WRONG
 
 
 if __name__ == "__main__":

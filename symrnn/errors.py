@@ -43,6 +43,15 @@ class UserCodeError(SymRNNError, RuntimeError):
     """The user's own code (a cell file, a function under verification) raised or could not be loaded."""
 
 
+class UserCodeExit(UserCodeError):
+    """The user's code did not run to the end: it called ``exit()``, ``sys.exit``, ``os._exit`` or
+    raised ``KeyboardInterrupt``; ``where`` is ``file:line (in function)`` when known."""
+
+    def __init__(self, message, where=""):
+        super().__init__(message)
+        self.where = where
+
+
 class OutputPathError(SymRNNError, ValueError):
     """An output path that cannot be written (checked before any work is done)."""
 

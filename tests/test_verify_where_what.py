@@ -231,7 +231,7 @@ def test_a_bug_from_T3_on_shrinks_to_T3_and_replays(tmp_path):
         rnn_bug.rnn_forward, rnn_bug.rnn_backward, "rnn-tanh", "cs231n", replay=case).wrong]
     cli = subprocess.run([sys.executable, "-m", "symrnn.cli", "verify", f"{path}:rnn_backward", "--replay", str(case)],
                          capture_output=True, text=True, cwd=tmp_path)
-    assert cli.returncode == 1 and "wrong" in cli.stdout.splitlines()[0], cli.stdout + cli.stderr
+    assert cli.returncode == 1 and cli.stdout.startswith("WRONG: "), cli.stdout + cli.stderr
     with pytest.raises(UnknownNameError, match="cell='rnn-tanh'"):
         V.verify_layer(rnn_bug.rnn_forward, rnn_bug.rnn_backward, "rnn-relu", "cs231n", replay=case)
     (tmp_path / "junk.npz").write_bytes(b"not a case")
@@ -290,7 +290,9 @@ def test_the_readme_lstm_mistake_is_named(tmp_path):
                           "--layout", "cs231n"], capture_output=True, text=True, cwd=tmp_path)
     assert cli.returncode == 1
     first = cli.stdout.splitlines()[0]
-    assert "f[t] (the forget gate) is written as the gate itself" in first and "T=2, N=1, D=1, H=1" in first
+    assert first.startswith("WRONG: ") and "sigmoid-derivative-as-output, gate f" in first and len(first) <= 100
+    assert "f[t] (the forget gate) is written as the gate itself" in cli.stdout
+    assert "smallest failing case T=2, N=1, D=1, H=1" in cli.stdout
     replay = re.search(r"^replay: (.*)$", cli.stdout, re.M).group(1).split()
     again = subprocess.run([sys.executable, "-m", "symrnn.cli", *replay[1:]], capture_output=True, text=True,
                            cwd=tmp_path)
@@ -395,7 +397,7 @@ def test_cli_finds_the_forward_of_the_name_typed(tmp_path):
     _load_module(tmp_path, "aliases", ALIASES)
     cli = subprocess.run([sys.executable, "-m", "symrnn.cli", "verify", "aliases.py:doubled_backward"],
                          capture_output=True, text=True, cwd=tmp_path)
-    assert cli.returncode == 1 and "computes a different function" in cli.stdout.splitlines()[0], cli.stdout
+    assert cli.returncode == 4 and cli.stdout.startswith("FORWARD DIFFERS: "), cli.stdout
 
 
 def test_a_nan_gradient_is_reported_not_a_crash(tmp_path):

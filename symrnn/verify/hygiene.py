@@ -2,14 +2,19 @@
 non-finite outputs, nondeterminism and reused buffers."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import signal
+import sys
 import tempfile
+import threading
+import traceback
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import UserCodeError
+from ..errors import UserCodeError, UserCodeExit
 
 
 @dataclass
@@ -46,6 +51,76 @@ def _shape(value):
     return type(value).__name__
 
 
+class _ProcessExit(BaseException):
+    """``os._exit(code)`` called by user code while :func:`guarded` runs (it would end the process)."""
+
+    def __init__(self, code):
+        super().__init__(code)
+        self.code = code
+
+
+def _user_frame(tb):
+    """``file:line (in function)`` of the innermost frame of ``tb`` outside symrnn and Python's own
+    library (where the user's code called ``exit``), or ''."""
+    own = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    stdlib = os.path.dirname(os.__file__)
+    found = ""
+    for frame in traceback.extract_tb(tb):
+        name = os.path.abspath(frame.filename) if not frame.filename.startswith("<") else frame.filename
+        if name.startswith((own, stdlib, "<frozen")):
+            continue
+        found = f"{os.path.relpath(name) if not name.startswith('<') else name}:{frame.lineno} (in {frame.name})"
+    return found
+
+
+@contextlib.contextmanager
+def guarded(what):
+    """Run user code so that nothing it does ends the verification silently.
+
+    ``exit()``, ``sys.exit(n)``, ``os._exit(n)`` and a ``KeyboardInterrupt`` (or another
+    ``BaseException``) raised by the code become :class:`~symrnn.errors.UserCodeExit` ("did not
+    run to the end", with the line); ``os._exit`` is replaced while the code runs, so it cannot end
+    the process.  A real Ctrl-C (SIGINT arriving meanwhile) still interrupts."""
+    interrupted = []
+    handler = None
+    main = threading.current_thread() is threading.main_thread()
+    if main:
+        def on_sigint(signum, frame):
+            interrupted.append(signum)
+            raise KeyboardInterrupt
+        try:
+            handler = signal.signal(signal.SIGINT, on_sigint)
+        except ValueError:  # not the main interpreter's thread
+            main = False
+    real_exit = os._exit
+
+    def refuse(code=0):
+        raise _ProcessExit(code)
+
+    os._exit = refuse
+    try:
+        yield
+    except (Exception, GeneratorExit):
+        raise
+    except BaseException as exc:  # SystemExit, KeyboardInterrupt, os._exit and the like
+        if interrupted:
+            raise
+        if isinstance(exc, SystemExit):
+            how = f"called sys.exit({exc.code!r})" if exc.code is not None else "called exit()"
+        elif isinstance(exc, _ProcessExit):
+            how = f"called os._exit({exc.code!r})"
+        else:
+            how = f"raised {type(exc).__name__}"
+        where = _user_frame(exc.__traceback__)
+        raise UserCodeExit(f"{what} did not run to the end: it {how}" + (f" at {where}" if where else "")
+                           + "; the verifier needs it to return (remove the call, or guard it with "
+                             "if __name__ == '__main__':)", where=where) from None
+    finally:
+        os._exit = real_exit
+        if main and handler is not None:
+            signal.signal(signal.SIGINT, handler)
+
+
 def save_case(problem, what) -> str:
     """The problem's arrays in an ``.npz`` under the temporary directory; its path."""
     handle, path = tempfile.mkstemp(prefix=f"symrnn-case-{what}-", suffix=".npz")
@@ -61,7 +136,12 @@ def call(fn, args, names, what, problem, findings, watch=True):
     before = [(label, array.copy()) for arg, name in zip(args, names) if watch
               for label, array in _arrays_in(arg, name)]
     try:
-        out = fn(*args)
+        with guarded(what):
+            out = fn(*args)
+    except UserCodeExit as exc:
+        path = save_case(problem, what.split("(")[0].strip().replace(" ", "-"))
+        raise UserCodeExit(f"{exc}\n  on the case {problem.label!r} (T={problem.T}, N={problem.N}); its arrays are "
+                           f"saved in {path}", where=exc.where) from None
     except Exception as exc:
         path = save_case(problem, what.split("(")[0].strip().replace(" ", "-"))
         shapes = ", ".join(f"{name} {_shape(arg)}" for arg, name in zip(args, names) if name != "cache")

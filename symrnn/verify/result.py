@@ -93,8 +93,37 @@ class Verification:
         """The gradient verdicts that failed."""
         return [g for g in self.gradients if not g.ok]
 
+    def verdict(self) -> str:
+        """The report's first line, at most 100 characters: RIGHT, WRONG (which gradients, the named
+        mistake, the first wrong step), FORWARD DIFFERS or DIFFERS ONLY BY (undeclared clipping or
+        truncation)."""
+        what = f"{self.cell} {self.mode} code"
+        if not self.forward.ok:
+            at = f" at step {self.forward.step}" if self.forward.step else ""
+            return _fit(f"FORWARD DIFFERS: {what} computes another function ({self.forward.quantity or 'output'}"
+                        f"{at})")
+        if self.ok:
+            warn = f", {len(self.hygiene)} hygiene finding(s)" if self.hygiene else ""
+            return _fit(f"RIGHT: {what}, {len(self.gradients)} gradients exact ({self.dtype_model.name} error model, "
+                        f"{len(self.cases)} cases{warn})")
+        if self.explanation is not None:
+            return _fit(f"DIFFERS ONLY BY {self.explanation.to_json()['text']}: declare "
+                        f"{self.explanation.declaration()}")
+        names = [g.name for g in self.wrong]
+        loc = self.localisation
+        where = ([self.fingerprint.name] if self.fingerprint is not None else []) + \
+            ([f"gate {loc['block']}"] if loc.get("block") else []) + ([f"step {loc['step']}"] if loc.get("step") else [])
+        where = f": {', '.join(where)}" if where else ""
+        for k in range(len(names), 0, -1):
+            shown = ", ".join(names[:k]) + (f" +{len(names) - k} more" if k < len(names) else "")
+            text = f"WRONG: {shown} ({what}){where}"
+            if len(text) <= 100:
+                return text
+        return _fit(text)
+
     def summary(self) -> str:
-        """The report's first line: the verdict, the mistake, where, the smallest failing case."""
+        """The report's explanation in one sentence: the verdict, the mistake, where, the smallest
+        failing case (the line after the table)."""
         if not self.forward.ok:
             named = (f" -- looks like: {self.fingerprint.description} (catalogued mistake {self.fingerprint.name!r})"
                      if self.fingerprint is not None else "")
@@ -135,9 +164,11 @@ class Verification:
                 f"{self.case!r} (wrong in {len(failing)} of {len(self.cases)} cases){also}{smallest}")
 
     def __str__(self):
-        lines = [self.summary(), "",
-                 f"forward: {'ok' if self.forward.ok else 'DIFFERS'} ({self.forward.message})",
-                 f"error model: {self.dtype_model.name} ({self.dtype_model.reason})"]
+        return self.report()
+
+    def report(self, show_code=False) -> str:
+        """The full report (``str()``); ``show_code`` adds the generated-code lines of a named mistake."""
+        lines = [self.verdict()]
         if self.gradients:
             lines += ["", f"gradients in the case {self.case!r}:",
                       f"  {'name':<10} {'|user|':>11} {'|exact|':>11} {'max error':>11} {'tolerance':>11}  verdict"]
@@ -150,6 +181,9 @@ class Verification:
                     for b in g.blocks:
                         lines.append(f"  {'':<10} gate block {b.block}: max error {b.max_abs_error:.3e} "
                                      f"{'ok' if b.ok else 'WRONG'}")
+        lines += ["", self.summary(), "",
+                  f"forward: {'ok' if self.forward.ok else 'DIFFERS'} ({self.forward.message})",
+                  f"error model: {self.dtype_model.name} ({self.dtype_model.reason})"]
         if self.localisation:
             loc = self.localisation
             lines += ["", "localisation: " + ", ".join(f"{k} {loc[k]}" for k in ("gradient", "block", "path", "step")
@@ -166,7 +200,8 @@ class Verification:
             if self.exact_line:
                 lines += [f"  the exact line it differs from: {self.exact_line['equation']}",
                           f"  in LaTeX: {self.exact_line['latex']}"]
-                lines += [f"  in symrnn's generated backward: {c}" for c in self.exact_line["code"]]
+                if show_code:
+                    lines += [f"  in symrnn's generated backward: {c}" for c in self.exact_line["code"]]
         if self.minimal:
             m = self.minimal
             lines += ["", f"smallest failing case: T={m['T']}, N={m['N']}, D={m['D']}, H={m['H']}, saved in {m['path']}",
@@ -182,11 +217,11 @@ class Verification:
     def to_json(self, path=None) -> dict:
         """The result as a JSON-ready dict, also written to ``path`` when given.
 
-        Keys: ``ok``, ``summary``, ``mode``, ``cell``, ``layout``, ``forward``, ``case``,
+        Keys: ``ok``, ``verdict``, ``summary``, ``mode``, ``cell``, ``layout``, ``forward``, ``case``,
         ``gradients``, ``cases``, ``hygiene``, ``dtype_model``, ``localisation``,
         ``fingerprint``, ``minimal_case``, ``notes``, ``explanation``.
         """
-        data = {"ok": self.ok, "summary": self.summary(), "mode": self.mode, "cell": self.cell,
+        data = {"ok": self.ok, "verdict": self.verdict(), "summary": self.summary(), "mode": self.mode, "cell": self.cell,
                 "layout": self.layout, "forward": self.forward.to_json(), "case": self.case,
                 "gradients": [g.to_json() for g in self.gradients],
                 "cases": [c.to_json() for c in self.cases],
@@ -204,3 +239,7 @@ class Verification:
 
             write_text_atomic(path, json.dumps(data, indent=2, default=float) + "\n")
         return data
+
+
+def _fit(text, width=100):
+    return text if len(text) <= width else text[:width - 3] + "..."

@@ -1,0 +1,139 @@
+"""``symrnn verify`` is never silent: one exit code per outcome, and user code that exits is reported.
+
+0 right, 1 wrong gradients, 2 usage error, 3 the user's code failed (raised or exited, at import or in
+a call), 4 the forward differs from the cell.  Each runs in a real process: ``os._exit`` would end it.
+"""
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import symrnn.verify as V
+from symrnn.errors import UserCodeError, UserCodeExit
+
+RNN = textwrap.dedent('''
+    import numpy as np
+
+    def rnn_forward(x, h0, Wx, Wh, b):
+        N, T, _ = x.shape
+        h, prev, cache = np.zeros((N, T, h0.shape[1])), h0, []
+        for t in range(T):
+            nxt = ACTIVATION(x[:, t] @ Wx + prev @ Wh + b)
+            cache.append((x[:, t], prev, nxt))
+            h[:, t] = prev = nxt
+        return h, (cache, Wx, Wh)
+
+    def rnn_backward(dh, cache):
+        steps, Wx, Wh = cache
+        N, T, H = dh.shape
+        dx, dWx, dWh, db = np.zeros((N, T, Wx.shape[0])), np.zeros_like(Wx), np.zeros_like(Wh), np.zeros(H)
+        carry = np.zeros((N, H))
+        for t in reversed(range(T)):
+            x, prev, h = steps[t]
+            da = (dh[:, t] + carry) * (1 - h ** 2)
+            dx[:, t] = da @ Wx.T
+            dWx += x.T @ da
+            dWh += prev.T @ da
+            db += da.sum(0)
+            carry = da @ TRANSPOSED
+        RETURN
+    ''')
+
+
+def source(activation="np.tanh", transposed="Wh.T", ending="return dx, carry, dWx, dWh, db", top=""):
+    return top + RNN.replace("ACTIVATION", activation).replace("TRANSPOSED", transposed).replace("RETURN", ending)
+
+
+def verify(tmp_path, text, *options):
+    path = tmp_path / "student.py"
+    path.write_text(text)
+    return subprocess.run([sys.executable, "-m", "symrnn.cli", "verify", "student.py:rnn_backward", *options],
+                          capture_output=True, text=True, cwd=tmp_path)
+
+
+def test_exit_0_right(tmp_path):
+    out = verify(tmp_path, source())
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("RIGHT: rnn-tanh layer code")
+
+
+def test_exit_1_wrong_gradients(tmp_path):
+    out = verify(tmp_path, source(transposed="Wh"))
+    assert out.returncode == 1, out.stderr
+    first = out.stdout.splitlines()[0]
+    assert first.startswith("WRONG: dh0") and len(first) <= 100
+
+
+def test_exit_2_usage(tmp_path):
+    out = verify(tmp_path, source(), "--layout", "no-such-layout")
+    assert out.returncode == 2 and "symrnn: error:" in out.stderr
+    assert subprocess.run([sys.executable, "-m", "symrnn.cli", "verify", "missing.py:f"], capture_output=True,
+                          text=True, cwd=tmp_path).returncode == 2
+
+
+@pytest.mark.parametrize("ending, said", [
+    ("exit()", "called exit() at student.py:"),
+    ("quit()", "called exit() at student.py:"),
+    ("import sys; sys.exit(0)", "called sys.exit(0) at student.py:"),
+    ("import sys; sys.exit(7)", "called sys.exit(7) at student.py:"),
+    ("import os; os._exit(0)", "called os._exit(0) at student.py:"),
+    ("raise KeyboardInterrupt", "raised KeyboardInterrupt at student.py:"),
+    ("raise ValueError('my bug')", "raised ValueError: my bug"),
+])
+def test_exit_3_the_code_did_not_run_to_the_end(tmp_path, ending, said):
+    out = verify(tmp_path, source(ending=ending))
+    assert out.returncode == 3, (out.stdout, out.stderr)
+    assert said in out.stderr and "(in rnn_backward)" in out.stderr or "ValueError" in said
+    assert out.stdout == ""
+
+
+@pytest.mark.parametrize("top, said", [
+    ("exit()\n", "Importing student.py did not run to the end: it called exit() at student.py:1"),
+    ("import sys\nsys.exit(0)\n", "called sys.exit(0) at student.py:2 (in <module>)"),
+    ("import os\nos._exit(0)\n", "called os._exit(0) at student.py:2"),
+    ("raise RuntimeError('at import')\n", "raised RuntimeError: at import"),
+])
+def test_exit_3_at_import(tmp_path, top, said):
+    out = verify(tmp_path, source(top=top))
+    assert out.returncode == 3, (out.stdout, out.stderr)
+    assert said in out.stderr
+
+
+def test_exit_4_forward_differs(tmp_path):
+    out = verify(tmp_path, source(activation="np.sin"))
+    assert out.returncode == 4, (out.stdout, out.stderr)
+    assert out.stdout.startswith("FORWARD DIFFERS: rnn-tanh layer code computes another function (h at step 1)")
+
+
+def test_help_says_the_file_runs_and_lists_the_exit_codes():
+    out = subprocess.run([sys.executable, "-m", "symrnn.cli", "verify", "--help"], capture_output=True, text=True)
+    assert "top-level code runs" in out.stdout
+    for line in ("0  the gradients are right", "3  the code under test failed", "4  the forward differs"):
+        assert line in out.stdout
+
+
+def student(tmp_path, text):
+    path = tmp_path / "student_module.py"
+    path.write_text(text)
+    spec = importlib.util.spec_from_file_location("student_module", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_python_api_raises_user_code_exit(tmp_path):
+    module = student(tmp_path, source(ending="import sys; sys.exit(0)"))
+    with pytest.raises(UserCodeExit, match=r"did not run to the end: it called sys.exit\(0\)") as info:
+        V.verify_layer(module.rnn_forward, module.rnn_backward, "rnn-tanh", "cs231n")
+    assert isinstance(info.value, UserCodeError) and "student_module.py" in info.value.where
+
+
+def test_os_exit_is_restored_after_the_user_code(tmp_path):
+    before = os._exit
+    module = student(tmp_path, source(ending="import os; os._exit(3)"))
+    with pytest.raises(UserCodeExit, match=r"os._exit\(3\)"):
+        V.verify_layer(module.rnn_forward, module.rnn_backward, "rnn-tanh", "cs231n")
+    assert os._exit is before
