@@ -168,7 +168,7 @@ def main(argv=None) -> int:
     p.add_argument("target", help="file.py:function or package.module:function (the backward in layer and "
                                   "step mode, the loss function in loss mode, the layer class in object mode)")
     p.add_argument("--cell", default="rnn-tanh", help="built-in cell name (symrnn cells lists them)")
-    p.add_argument("--layout", default="cs231n", help="cs231n, dlfs2, minchar, pytorch or keras")
+    p.add_argument("--layout", default="cs231n", help="cs231n, dlfs2, minchar (or min-char-rnn), pytorch or keras")
     p.add_argument("--mode", default="layer", choices=("layer", "step", "loss", "object"))
     p.add_argument("--forward", help="the forward's name (default: the backward's name with 'forward')")
     p.add_argument("--sizes", default="", help="e.g. D=3,H=4,K=5,N=2")

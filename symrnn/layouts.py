@@ -563,12 +563,30 @@ _GRU_ORDERS = {"pytorch": ("r", "z", "n"), "keras": ("z", "r", "n"), "dlfs2": ("
                "cs231n": ("r", "z", "n"), "minchar": ("r", "z", "n")}
 
 
+#: other spellings of the presets' names (the README and the projects call min-char-rnn so)
+LAYOUT_ALIASES = {"min-char-rnn": "minchar", "min_char_rnn": "minchar", "minchar-rnn": "minchar",
+                  "torch": "pytorch", "deep-learning-from-scratch-2": "dlfs2"}
+
+
+def preset_name(layout):
+    """The preset a layout name means (aliases resolved), or the name unchanged."""
+    if isinstance(layout, str):
+        key = layout.strip().lower()
+        return LAYOUT_ALIASES.get(key, key)
+    return layout
+
+
 def layout_for(layout, cell_name) -> Layout:
     """A preset by name (or a :class:`Layout`), with the gate order of ``cell_name``'s family."""
     if isinstance(layout, Layout):
         return layout
+    if not isinstance(layout, str):
+        raise UnknownNameError(f"layout must be a preset name or a symrnn.layouts.Layout, got "
+                               f"{type(layout).__name__}.")
+    layout = preset_name(layout)
     if layout not in LAYOUTS:
-        raise UnknownNameError(f"Unknown layout {layout!r}; presets: {sorted(LAYOUTS)}, or a symrnn.layouts.Layout.")
+        raise UnknownNameError(f"Unknown layout {layout!r}; presets: {sorted(LAYOUTS)} (also spelled "
+                               f"{sorted(LAYOUT_ALIASES)}), or a symrnn.layouts.Layout.")
     preset = LAYOUTS[layout]
     if cell_name.startswith("gru"):
         return replace(preset, gate_order=_GRU_ORDERS[layout])

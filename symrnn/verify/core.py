@@ -509,8 +509,8 @@ def _refine_by_fingerprint(loc, mutation, adapter, T):
     named = [parse(t)[0] for t in ([mutation.rewrite[0][0]] if mutation.rewrite else list(mutation.swap))]
     if named and all(g in gates for g in named):
         loc["block"] = ",".join(named)
-    if mutation.skip_step:
-        loc["step"] = 1 if mutation.skip_step == "first" else T
+    if mutation.skip_step or mutation.rewrite_at:
+        loc["step"] = 1 if (mutation.skip_step or mutation.rewrite_at) == "first" else T
 
 
 
@@ -585,7 +585,7 @@ def _declared(problems, truncation=None, clip=None):
 
 def verify_layer(forward, backward, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, T=8, N=3, scale=None, seed=0,
                  signature=None, lengths=(1, 2, 3), truncation=None, clip=None, replay=None,
-                 save_to=None, search=0) -> Verification:
+                 save_to=None, search=0, zero_states=()) -> Verification:
     """Verify a hand-written layer: ``forward(x, h0, *params) -> (h, cache)`` and
     ``backward(dh, cache) -> (dx, dh0, *dparams)`` (CS231n's ``rnn_forward``/``rnn_backward``).
 
@@ -623,6 +623,9 @@ def verify_layer(forward, backward, cell="rnn-tanh", layout="cs231n", *, D=3, H=
         Where the smallest failing case is saved.
     search : int
         Cases drawn by Hypothesis in addition to the fixed ones.
+    zero_states : tuple of str
+        Initial states that are zero (``("h0",)``, ``("h0", "c0")``): for code that starts from
+        zeros.  A state the signature does not pass (no ``h0`` or ``c0`` argument) is zero anyway.
 
     Returns
     -------
@@ -648,11 +651,25 @@ def verify_layer(forward, backward, cell="rnn-tanh", layout="cs231n", *, D=3, H=
     sig = signature_for(signature or (layout if isinstance(layout, str) else "cs231n"), "layer", model.cell.name)
     adapter = LayerFunctions(model, L, sig, forward, backward)
     plan = Plan(T=T, N=N, scale=scale, seed=seed, lengths=lengths)
-    zero = () if "c0" in sig.forward_args else tuple(s for s in model.state_names if s != "h")
+    zero = _zero_states(model, sig, zero_states)
     declared = Declared(_meta("layer", cell, L), lambda D, H: _model(cell, D, H, loss="upstream"),
                         (forward, backward), save_to, search=search, zero_states=zero,
                         cli=_cli_expressible(cell, layout, signature))
     return _run(adapter, lambda: _layer_problems(model, plan, T, seed, zero), declared, replayed, truncation, clip)
+
+
+def _zero_states(model, sig, declared=()):
+    """The states that start at zero on both sides: those the signature does not pass (the code
+    starts from zeros) and those declared zero (``zero_states=("h0",)`` or ``("h",)``)."""
+    names = {f"{s}0": s for s in model.state_names}
+    declared = (declared,) if isinstance(declared, str) else tuple(declared or ())
+    unknown = [d for d in declared if d not in names and d not in names.values()]
+    if unknown:
+        raise UnknownNameError(f"zero_states={declared!r}: {unknown} name no initial state of {model.cell.name!r}; "
+                               f"its initial states are {sorted(names)}.")
+    zero = {s for role, s in names.items() if sig is not None and role not in sig.forward_args}
+    zero |= {names.get(d, d) for d in declared}
+    return tuple(s for s in model.state_names if s in zero)
 
 
 def _layer_problems(model, plan, T, seed, zero):
@@ -734,7 +751,7 @@ def verify_loss(fn, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, K=3, T=8, N=3
                 reduction="sum", architecture="many-to-many", mask=False, scale=None, seed=0, signature=None,
                 module=None, lengths=(1, 2, 3), truncation=None, clip=None, replay=None,
                 save_to=None, search=0, num_layers=1, bidirectional=False, merge="concat",
-                residual=False) -> Verification:
+                residual=False, zero_states=()) -> Verification:
     """Verify a loss function that returns the loss and its gradients for a batch.
 
     The model is declared: ``cell``, sizes, ``loss`` (``cross-entropy``, ``mse``), ``reduction``
@@ -797,6 +814,7 @@ def verify_loss(fn, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, K=3, T=8, N=3
     _check_sizes(D=D, H=H, K=K, T=T, N=N)
     replayed, D, H, K = _replay_sizes(replay, D, H, K)
     cell_name = _cell_name(cell)
+    layout_for(layout, cell_name)  # an unknown layout is refused as such, before its calling convention
     sig = signature_for(signature or (layout if isinstance(layout, str) else "cs231n"), "loss", cell_name)
     if "x_ids" in sig.forward_args:
         D, N = K, 1  # one sequence of one-hot inputs
@@ -814,7 +832,7 @@ def verify_loss(fn, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, K=3, T=8, N=3
     if architecture not in ("many-to-many", "many-to-one"):
         raise UnknownNameError(f"verify_loss supports the architectures many-to-many and many-to-one, "
                                f"got {architecture!r}.")
-    zero = tuple(s for s in model.state_names if s != "h")
+    zero = _zero_states(model, sig, zero_states)
     problems = []
     for k, t in enumerate([T] + _lengths(plan)):
         p = draw(model, plan, t, f"T={t}", seed + k, zero, loss_targets=targets)

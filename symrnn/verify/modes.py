@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import ShapeError, UserCodeError
+from ..errors import ShapeError, UnknownNameError, UserCodeError
 from .hygiene import call, compare_runs, snapshot
 from .signatures import PARAMETER_ROLES
 
@@ -217,6 +217,7 @@ class LossFunction(Adapter):
         user_params = self.user_params(problem)
         targets = np.asarray(problem.targets)
         data = {"x": lambda: L.sequence_to_user(problem.x), "h0": lambda: L.state_to_user(problem.h0["h"]),
+                "c0": lambda: L.state_to_user(_state(problem, "c", "c0", model)), "ignored": lambda: None,
                 "params": lambda: user_params,
                 "y": lambda: (L.sequence_to_user(targets) if targets.ndim == 3
                               else np.swapaxes(targets, 0, 1) if L.batch_major else targets),
@@ -253,9 +254,10 @@ class LossFunction(Adapter):
             by_name = {v: r for r, v in L.names.items()}
             roles = {by_name[k]: v for k, v in out["grads"].items() if k in by_name}
             extra = {k: v for k, v in out["grads"].items() if k not in by_name}
+            extra.update({r: v for r, v in out.items() if r in ("dx", "dh0", "dc0")})
         else:
             roles = {r: v for r, v in out.items() if r in PARAMETER_ROLES}
-            extra = {r: v for r, v in out.items() if r in ("dx", "dh0")}
+            extra = {r: v for r, v in out.items() if r in ("dx", "dh0", "dc0")}
         for v in list(roles.values()) + list(extra.values()):
             _dtype_of(v, run.dtypes)
         run.grads = self.grads_from_roles(roles, model.sizes)
@@ -265,7 +267,17 @@ class LossFunction(Adapter):
         if "dh0" in extra or "h0" in extra:
             self.record(run, "dh0", extra.get("dh0", extra.get("h0")), "h0",
                         lambda v: L.state_from_user(v, "dh0", (N, H)))
+        if "dc0" in extra and "c" in model.state_names:
+            self.record(run, "dc0", extra["dc0"], model.initial_state_key("c"),
+                        lambda v: L.state_from_user(v, "dc0", (N, H)))
         return run
+
+
+def _state(problem, state, role, model):
+    if state not in problem.h0:
+        raise UnknownNameError(f"The signature passes {role!r}, but the cell {model.cell.name!r} has no state {state!r} "
+                            f"(its states: {', '.join(model.state_names)}): drop {role!r} from the signature.")
+    return problem.h0[state]
 
 
 def _truncation(problem, role):

@@ -45,6 +45,7 @@ class Mutation:
     description: str  # in words a student understands
     where: str = ""  # the equation or quantity concerned
     rewrite: tuple = ()  # ((target, function application, "missing" | "at-pre-activation" | "as-output"),)
+    rewrite_at: str = ""  # "first" | "last": the rewrite at that step only (empty: at every step)
     drop_carry: tuple = ()  # states whose message from step t+1 is not added
     skip_step: str = ""  # "first" | "last": that step's term missing from the parameter gradients
     skip_only: tuple = ()  # ... from these parameters' gradients only (empty: all)
@@ -54,6 +55,8 @@ class Mutation:
     multiply_by: str = ""  # "T" | "N": a sum where a mean was declared
     readout_too: bool = False  # with a readout, its gradients are scaled too (else only the recurrent layer's)
     bias_first_example: bool = False
+    bias_mean: bool = False  # the bias gradients averaged over the batch (the other gradients summed)
+    last_steps: int = 0  # the backward loop runs over the last k steps only (then returns its carry)
     untransposed: bool = False  # P used where P^T belongs, for square recurrent matrices
     swap: tuple = ()  # (A, B): the gradients of two gates' pre-activations exchanged
     clip_inside: float = 0.0  # the running parameter gradients clipped to [-c, c] after every step
@@ -252,14 +255,20 @@ def backward(model, params, X, h0, upstream, final_grads=None, mutation=None, te
     cell = model.cell
     params_c, X, S0 = model._prepare_inputs(params, X, h0)
     cache = model.cell_code.forward(params_c, X, S0, model.sizes)
-    compiled = _compile(cell, m)
-    assembly = _compile(cell, m, conditioned=True) if term_scales else compiled
+    mutated = _compile(cell, m)
+    unmutated = _compile(cell, replace(m, rewrite=())) if m.rewrite_at else mutated
     T, N = X.shape[0], X.shape[1]
     grads = {k: np.zeros(s) for k, s in ((k, model.param_shapes[k]) for k in cell.params)}
     dX = np.zeros_like(X)
     carry = {s: np.array((final_grads or {}).get(s, np.zeros((N, model.state_size(s)))), dtype=float)
              for s in cell.states}
     for t in range(T - 1, -1, -1):
+        if m.last_steps and t < T - m.last_steps:  # for t in reversed(range(T - k, T)): the rest never runs
+            break
+        here = not m.rewrite_at or t == {"first": 0, "last": T - 1}[m.rewrite_at]
+        compiled = mutated if here else unmutated
+        assembly = _compile(cell, m if here else replace(m, rewrite=()), conditioned=True) if term_scales \
+            else compiled
         values = _values(model, params_c, X, cache, t)
         if m.scale_message and m.scale_message[1] == t:
             carry[m.scale_message[0]] = carry[m.scale_message[0]] * m.scale_message[2]
@@ -298,7 +307,7 @@ def backward(model, params, X, h0, upstream, final_grads=None, mutation=None, te
                     grads[name] += q.T @ (np.abs(values[vec]) if term_scales else values[vec])
                 else:
                     q = q[:1] if m.bias_first_example else q
-                    grads[name] += q.sum(axis=0)
+                    grads[name] += q.sum(axis=0) / (N if m.bias_mean else 1)
             if m.clip_inside:
                 np.clip(grads[name], -m.clip_inside, m.clip_inside, out=grads[name])
     scale = {"T": 1.0 / T, "N": 1.0 / N}.get(m.divide_by, 1.0) * {"T": T, "N": N}.get(m.multiply_by, 1.0)
@@ -415,6 +424,12 @@ def mutations_for(model, T=8, truncation=None):
                             f"the derivative of {fn} in {where} is missing: the gradient passes through {fn} as "
                             f"if it were the identity", where=str(eq.target), rewrite=((eq.target, app, "missing"),),
                             changes=str(bar(eq.target))))
+        for at, words in (("last", f"the last step (t = T)"), ("first", "the first step (t = 1)")):
+            out.append(Mutation(f"{fn}-derivative-missing-at-{at}-step",
+                                f"the derivative of {fn} in {where} is missing at {words} only: that step is "
+                                f"handled apart from the loop and passes the gradient through {fn} as if it were "
+                                f"the identity", where=str(eq.target), rewrite=((eq.target, app, "missing"),),
+                                rewrite_at=at, changes=str(bar(eq.target))))
         if fn in ("tanh", "sigmoid"):
             out.append(Mutation(f"{fn}-derivative-at-pre-activation",
                                 f"the derivative of {fn} in {where} is computed from the pre-activation instead of "
@@ -468,6 +483,9 @@ def mutations_for(model, T=8, truncation=None):
     out += [
         Mutation("bias-not-summed", "the bias gradient is taken from the first example of the batch instead "
                                     "of summed over the batch", bias_first_example=True, changes="dL/db"),
+        Mutation("bias-averaged-over-batch", "the bias gradient alone is averaged over the batch (a mean where "
+                                             "every other gradient is a sum): it is N times too small",
+                 bias_mean=True, changes="dL/db"),
         Mutation("matrix-not-transposed", "a recurrent matrix is used where its transpose belongs when the "
                                           "gradient is sent back to the previous state (dh @ W instead of "
                                           "dh @ W.T)", untransposed=True, changes="bar h[t-1]"),
@@ -477,6 +495,11 @@ def mutations_for(model, T=8, truncation=None):
     ]
     if model.readout is not None:  # min-char-rnn clips every gradient, the readout's too
         out.append(replace(out[-1], readout_too=True))
+    out += [Mutation(f"backward-over-last-{k}-steps", f"the backward loop runs over the last {k} step"
+                                                      f"{'s' if k > 1 else ''} only (for t in reversed(range(T - {k}, T))):"
+                                                      f" the earlier steps add nothing to the gradients",
+                     last_steps=k, changes="bar h[t]")
+            for k in range(1, T - 1)]  # k = T - 1 is first-step-skipped
     if model.architecture.name != "many-to-many":  # truncation is defined for a loss at every step
         return out
     out += [Mutation(f"truncated-after-{k}", f"BPTT is truncated: each upstream gradient travels back {k} "
@@ -544,13 +567,13 @@ def _line_for(model, cell, m):
             return bar(arg)
         maps = linear_maps(arg)
         return maps[0].args[0].name if maps else None
-    if m.drop_carry or m.truncation or m.untransposed:
+    if m.drop_carry or m.truncation or m.untransposed or m.last_steps:
         return bar(tsym(m.drop_carry[0] if m.drop_carry else model.out))
     if m.swap:
         eq = next(e for e in cell.equations if e.target == m.swap[0])
         maps = linear_maps(eq.rhs)
         return maps[0].args[0].name if maps else None
-    if m.bias_first_example:
+    if m.bias_first_example or m.bias_mean:
         return next((name for name, spec in cell.params.items() if not spec.is_matrix), None)
     return recurrent
 

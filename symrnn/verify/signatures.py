@@ -98,7 +98,9 @@ SIGNATURES = {
 def signature_for(preset, mode, cell_name) -> Signature:
     if isinstance(preset, Signature):
         return preset
-    key = (preset, mode, _family(cell_name))
+    from ..layouts import preset_name
+
+    key = (preset_name(preset), mode, _family(cell_name))
     if key not in SIGNATURES:
         known = sorted(f"{p}/{m}/{f}" for p, m, f in SIGNATURES)
         raise UnknownNameError(

@@ -1,0 +1,155 @@
+"""Gaps a new user hit (issue 19, item 5): the data roles ``c0`` and ``ignored`` in loss mode, zero
+initial states in layer mode, layout names spelled as the projects spell them, and three more
+catalogued mistakes (a bias averaged over the batch alone, a backward over the last k steps only,
+a local derivative missing at one step only)."""
+import numpy as np
+import pytest
+
+import symrnn.verify as V
+from corpus import cs231n_lstm
+from symrnn.errors import UnknownNameError
+
+
+def sigmoid(a):
+    return 1 / (1 + np.exp(-a))
+
+
+def lstm_loss(params, x, h0, c0, y, ignored=None):
+    """A CS231n-layout LSTM (gates i, f, o, g) with a squared-error readout, taking c0; returns dc0 too."""
+    Wx, Wh, b, V_, c_ = (params[k] for k in ("Wx", "Wh", "b", "W_vocab", "b_vocab"))
+    N, T, _ = x.shape
+    H = h0.shape[1]
+    hs, cs, gates, prev_h, prev_c = [], [], [], h0, c0
+    for t in range(T):
+        a = x[:, t] @ Wx + prev_h @ Wh + b
+        i, f, o, g = sigmoid(a[:, :H]), sigmoid(a[:, H:2 * H]), sigmoid(a[:, 2 * H:3 * H]), np.tanh(a[:, 3 * H:])
+        c = f * prev_c + i * g
+        h = o * np.tanh(c)
+        gates.append((i, f, o, g))
+        hs.append(h)
+        cs.append(c)
+        prev_h, prev_c = h, c
+    hs = np.stack(hs, 1)
+    out = hs @ V_ + c_
+    loss = float(np.sum((out - y) ** 2))
+    dout = 2 * (out - y)
+    grads = {"W_vocab": np.einsum("nth,ntk->hk", hs, dout), "b_vocab": dout.sum(axis=(0, 1))}
+    dWx, dWh, db = np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)
+    dh_next, dc_next = np.zeros_like(h0), np.zeros_like(c0)
+    dhs = dout @ V_.T
+    for t in reversed(range(T)):
+        i, f, o, g = gates[t]
+        c, c_prev = cs[t], (cs[t - 1] if t else c0)
+        h_prev = hs[:, t - 1] if t else h0
+        dh = dhs[:, t] + dh_next
+        tc = np.tanh(c)
+        dc = dc_next + dh * o * (1 - tc ** 2)
+        da = np.hstack((dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dh * tc * o * (1 - o), dc * i * (1 - g ** 2)))
+        dWx += x[:, t].T @ da
+        dWh += h_prev.T @ da
+        db += da.sum(axis=0)
+        dh_next, dc_next = da @ Wh.T, dc * f
+    grads.update(Wx=dWx, Wh=dWh, b=db)
+    return loss, grads, dc_next
+
+
+LOSS_SIGNATURE = V.Signature(("params", "x", "h0", "c0", "y", "ignored"), ("loss", "grads", "dc0"))
+
+
+def test_loss_mode_takes_c0_and_ignored_and_judges_dc0():
+    result = V.verify_loss(lstm_loss, "lstm", "cs231n", loss="mse", signature=LOSS_SIGNATURE)
+    assert result.ok, str(result)
+    assert "dc0" in [g.name for g in result.gradients]
+
+
+def test_loss_mode_dc0_wrong_is_caught():
+    def wrong(*args):
+        loss, grads, dc0 = lstm_loss(*args)
+        return loss, grads, 0.5 * dc0
+    result = V.verify_loss(wrong, "lstm", "cs231n", loss="mse", signature=LOSS_SIGNATURE)
+    assert not result.ok and [g.name for g in result.wrong] == ["dc0"], str(result)
+
+
+def test_c0_for_a_cell_without_c_is_refused():
+    with pytest.raises(UnknownNameError, match="has no state 'c'"):
+        V.verify_loss(lstm_loss, "rnn-tanh", "cs231n", loss="mse", signature=LOSS_SIGNATURE)
+
+
+def lstm_forward_from_zero(x, Wx, Wh, b):
+    """A layer that starts from h0 = c0 = 0: it takes no initial state."""
+    N, _, _ = x.shape
+    H = Wh.shape[0]
+    return cs231n_lstm.lstm_forward(x, np.zeros((N, H)), Wx, Wh, b)
+
+
+def test_layer_mode_declares_a_zero_h0():
+    backward = cs231n_lstm.make().lstm_backward
+    signature = V.Signature(("x", "Wx", "Wh", "b"), ("h", "cache"), ("dh", "cache"), ("dx", "dh0", "dWx", "dWh", "db"))
+    result = V.verify_layer(lstm_forward_from_zero, backward, "lstm", "cs231n", signature=signature)
+    assert result.ok, str(result)
+    explicit = V.verify_layer(cs231n_lstm.lstm_forward, backward, "lstm", "cs231n", zero_states=("h0",))
+    assert explicit.ok, str(explicit)
+    with pytest.raises(UnknownNameError, match="name no initial state"):
+        V.verify_layer(cs231n_lstm.lstm_forward, backward, "lstm", "cs231n", zero_states=("q0",))
+
+
+@pytest.mark.parametrize("spelling", ["min-char-rnn", "minchar", "MIN-CHAR-RNN"])
+def test_min_char_rnn_is_accepted_under_both_names(spelling):
+    from corpus import minchar_rnn
+    result = V.verify_loss(minchar_rnn.lossFun, "rnn-tanh", spelling, H=5, K=4, module=minchar_rnn)
+    assert result.ok and result.layout == "minchar", str(result)
+
+
+def test_an_unknown_layout_is_refused_with_the_list():
+    with pytest.raises(UnknownNameError, match=r"Unknown layout 'tensorflow-2'; presets: \['cs231n'"):
+        V.verify_loss(lstm_loss, "lstm", "tensorflow-2", signature=LOSS_SIGNATURE)
+    with pytest.raises(UnknownNameError, match="Unknown layout 'nope'"):
+        V.verify_layer(cs231n_lstm.lstm_forward, cs231n_lstm.lstm_backward, "lstm", "nope")
+
+
+# -- three more fingerprints ---------------------------------------------------------------------
+def rnn_forward(x, h0, Wx, Wh, b):
+    N, T, _ = x.shape
+    h, prev, steps = np.zeros((N, T, h0.shape[1])), h0, []
+    for t in range(T):
+        nxt = np.tanh(x[:, t] @ Wx + prev @ Wh + b)
+        steps.append((x[:, t], prev, nxt))
+        h[:, t] = prev = nxt
+    return h, (steps, Wx, Wh)
+
+
+def rnn_backward_with(mistake):
+    def rnn_backward(dh, cache):
+        steps, Wx, Wh = cache
+        N, T, H = dh.shape
+        dx, dWx, dWh, db = np.zeros((N, T, Wx.shape[0])), np.zeros_like(Wx), np.zeros_like(Wh), np.zeros(H)
+        carry = np.zeros((N, H))
+        loop = range(T - 3, T) if mistake == "last-3" and T > 3 else range(T)
+        for t in reversed(loop):
+            x, prev, h = steps[t]
+            local = 1.0 if mistake == "skip-last" and t == T - 1 else 1 - h ** 2
+            da = (dh[:, t] + carry) * local
+            dx[:, t] = da @ Wx.T
+            dWx += x.T @ da
+            dWh += prev.T @ da
+            db += da.sum(axis=0)
+            carry = da @ Wh.T
+        return dx, carry, dWx, dWh, db / N if mistake == "bias-mean" else db
+    return rnn_backward
+
+
+@pytest.mark.parametrize("mistake, name, wrong", [
+    ("bias-mean", "bias-averaged-over-batch", ["db"]),
+    ("last-3", "backward-over-last-3-steps", None),
+    ("skip-last", "tanh-derivative-missing-at-last-step", None),
+])
+def test_new_fingerprints(mistake, name, wrong):
+    result = V.verify_layer(rnn_forward, rnn_backward_with(mistake), "rnn-tanh", "cs231n")
+    assert not result.ok and result.fingerprint is not None and result.fingerprint.name == name, str(result)
+    if wrong is not None:
+        assert [g.name for g in result.wrong] == wrong
+    assert name in result.verdict() and len(result.verdict()) <= 100
+
+
+def test_the_correct_backward_matches_no_new_fingerprint():
+    assert V.verify_layer(rnn_forward, rnn_backward_with(None), "rnn-tanh", "cs231n").ok
