@@ -33,7 +33,8 @@ states: a chaotic forward (large weights, long sequences) in which rounding
 grows from step to step is compared with that spread, not called another cell.
 An ill-conditioned entry gets the wide tolerance its rounding needs; a
 well-conditioned entry a thousand times smaller than the largest keeps a
-tolerance far below a 1% error.  Code that computes in float32 (float32
+tolerance far below a 1% error.  Underflow adds ``8 L`` times the smallest normal number (float32
+code returns 0 for a gradient of 1e-47).  Code that computes in float32 (float32
 outputs, or a forward that agrees only to float32 precision) is judged with
 ``u = 2**-24``.
 """
@@ -68,6 +69,8 @@ def length_factor(model, T) -> float:
     return (T + 1) * (s["D"] + s["H"] + (s["K"] or 0) + 1)
 
 
+UNDERFLOW = 8  # a value below the smallest normal number is rounded to a multiple of the smallest subnormal
+TINY = {U64: float(np.finfo(np.float64).tiny), U32: float(np.finfo(np.float32).tiny)}
 SAFETY = 32  # a correct implementation's error stays far below this multiple of the spread (tests/test_verify.py)
 SAMPLES = 3
 ROUNDINGS = 4  # each perturbation is up to this many units of rounding
@@ -168,7 +171,8 @@ def perturbation_tolerance(model, problem, ex, unit, spread=None) -> dict:
     spread = rounding_spread(model, problem, ex, unit) if spread is None else spread
     terms = term_scales(model, problem)
     floor = 8 * unit * np.sqrt(length_factor(model, problem.T))
-    return {k: SAFETY * spread.grads[k] + 8 * unit * np.abs(g) + floor * terms.get(k, np.abs(g))
+    underflow = UNDERFLOW * length_factor(model, problem.T) * TINY[unit]
+    return {k: SAFETY * spread.grads[k] + 8 * unit * np.abs(g) + floor * terms.get(k, np.abs(g)) + underflow
             for k, g in ex.grads.items()}
 
 
