@@ -128,7 +128,7 @@ def _block(name, gate) -> str:
 def _canonical_names(cell_name, gates) -> list:
     """Parameter names in the order of :mod:`symrnn.cells` (gate by gate: U, W, b)."""
     names = [_block(k, g) for g in gates for k in ("U", "W", "b")]
-    if cell_name in _RESET_AFTER:
+    if _reset_after(cell_name):
         names.append("b_hn")
     return names
 
@@ -340,9 +340,37 @@ def from_keras(cell, weights) -> dict:
 
 
 def _canonical_gate_order(name) -> tuple:
+    if not isinstance(name, str):  # a Cell: its own gates
+        return cell_gates(name)
     if name.startswith("rnn"):
         return ("",)
     return ("i", "f", "g", "o") if name == "lstm" else ("r", "z", "n")
+
+
+def cell_gates(cell) -> tuple:
+    """The gates of a :class:`~symrnn.Cell` as a layout stacks them: ``("",)`` for a cell with
+    parameters ``U``, ``W``, ``b``; else the names ``g`` of its ``U_g``, ``W_g``, ``b_g`` triples in
+    the cell's order (the LSTM's ``i f g o``, a minimal gated unit's ``f n``), whatever they are
+    called; a reset-after GRU's ``b_hn`` is the recurrent candidate bias."""
+    names = list(cell.params)
+    if {"U", "W", "b"} <= set(names):
+        gates, used = ("",), {"U", "W", "b"}
+    else:
+        gates = tuple(n[2:] for n in names if n.startswith("U_") and f"W_{n[2:]}" in names and f"b_{n[2:]}" in names)
+        used = {f"{k}_{g}" for g in gates for k in ("U", "W", "b")} | {"b_hn"}
+    other = [n for n in names if n not in used]
+    if not gates or other:
+        raise UnknownNameError(
+            f"A layout stacks a cell's weights gate by gate, as U_<gate> (input), W_<gate> (recurrent) and "
+            f"b_<gate> (bias) per gate, or U, W, b for one gate; cell {cell.name!r} has the parameters {names}"
+            + (f" ({other} fit no gate)" if other and gates else "")
+            + ": name them so, or convert the parameters yourself and verify with layout='symrnn'-style names.")
+    return gates
+
+
+def _reset_after(cell) -> bool:
+    """The GRU's recurrent candidate bias ``b_hn`` is a parameter of its own."""
+    return "b_hn" in cell.params if not isinstance(cell, str) else cell in _RESET_AFTER
 
 
 # -- declarative layouts of hand-written code ------------------------------------------
@@ -414,7 +442,8 @@ class Layout:
             return canonical
         if sorted(self.gate_order) != sorted(canonical):
             raise UnknownNameError(
-                f"Layout {self.name!r} stacks the gates {self.gate_order}, but cell {cell_name!r} has the gates "
+                f"Layout {self.name!r} stacks the gates {self.gate_order}, but cell "
+                f"{cell_name if isinstance(cell_name, str) else cell_name.name!r} has the gates "
                 f"{canonical}; give gate_order as an ordering of {canonical}.")
         return tuple(self.gate_order)
 
@@ -442,7 +471,7 @@ class Layout:
         b = [np.array(params[_block("b", g)], copy=True) for g in gates]
         if not gradients and self.forget_bias and "f" in gates:
             b[gates.index("f")] = b[gates.index("f")] - self.forget_bias
-        reset_after = cell_name in _RESET_AFTER
+        reset_after = _reset_after(cell_name)
         if "b_hh" in self.names:
             b_hh = [np.array(params["b_hn"]) if g == "n" and reset_after else
                     (np.array(params[_block("b", g)]) if gradients else np.zeros_like(params[_block("b", g)]))
@@ -450,7 +479,7 @@ class Layout:
             out[self.names["b_hh"]] = self._bias(np.concatenate(b_hh))
         elif reset_after:
             raise UnknownNameError(
-                f"Cell {cell_name!r} has a recurrent candidate bias b_hn; layout {self.name!r} has one bias. "
+                f"Cell {getattr(cell_name, 'name', cell_name)!r} has a recurrent candidate bias b_hn; layout {self.name!r} has one bias. "
                 f"Give the layout a second bias (names['b_hh']) or use a reset-before GRU.")
         out[self.names["b"]] = self._bias(np.concatenate(b))
         if "V" in params and "V" in self.names:
@@ -489,7 +518,7 @@ class Layout:
             U, W = (both[:, :D], both[:, D:]) if self.stacking == "xh" else (both[:, H:], both[:, :H])
         b = bias(self.names["b"], G * H)
         b_hh = bias(self.names["b_hh"], G * H) if "b_hh" in self.names else None
-        reset_after = cell_name in _RESET_AFTER
+        reset_after = _reset_after(cell_name)
         for k, g in enumerate(gates):
             rows = slice(k * H, (k + 1) * H)
             out[_block("U", g)], out[_block("W", g)] = U[rows].copy(), W[rows].copy()
@@ -576,8 +605,14 @@ def preset_name(layout):
     return layout
 
 
+_BUILTIN_GATES = ("rnn-tanh", "rnn-relu", "rnn-sigmoid", "lstm", "gru", "gru-chung", "gru-reset-before",
+                  "gru-reset-before-chung")
+
+
 def layout_for(layout, cell_name) -> Layout:
-    """A preset by name (or a :class:`Layout`), with the gate order of ``cell_name``'s family."""
+    """A preset by name (or a :class:`Layout`), with the gate order of ``cell_name``'s family (a
+    built-in cell's name, or a :class:`~symrnn.Cell`: a user's cell keeps its own gates, in its
+    order)."""
     if isinstance(layout, Layout):
         return layout
     if not isinstance(layout, str):
@@ -588,7 +623,11 @@ def layout_for(layout, cell_name) -> Layout:
         raise UnknownNameError(f"Unknown layout {layout!r}; presets: {sorted(LAYOUTS)} (also spelled "
                                f"{sorted(LAYOUT_ALIASES)}), or a symrnn.layouts.Layout.")
     preset = LAYOUTS[layout]
-    if cell_name.startswith("gru"):
+    name = cell_name if isinstance(cell_name, str) else cell_name.name
+    if not isinstance(cell_name, str) and name not in _BUILTIN_GATES:  # a user's cell: its own gates, in its order
+        gates = cell_gates(cell_name)
+        return replace(preset, gate_order=() if gates == ("",) else gates)
+    if name.startswith("gru"):
         return replace(preset, gate_order=_GRU_ORDERS[layout])
     return preset
 

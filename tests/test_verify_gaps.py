@@ -153,3 +153,69 @@ def test_new_fingerprints(mistake, name, wrong):
 
 def test_the_correct_backward_matches_no_new_fingerprint():
     assert V.verify_layer(rnn_forward, rnn_backward_with(None), "rnn-tanh", "cs231n").ok
+
+
+# -- a user's cell with its own gate names, under a preset or a declared layout ----------------------------
+def minimal_gated_unit():
+    import symrnn as sr
+
+    cell = sr.Cell("mgu")
+    x, h = cell.input(), cell.state("h")
+    U_f, W_f, b_f = cell.param("U_f", "H", "D"), cell.param("W_f", "H", "H"), cell.param("b_f", "H")
+    U_n, W_n, b_n = cell.param("U_n", "H", "D"), cell.param("W_n", "H", "H"), cell.param("b_n", "H")
+    f = cell.let("f", sr.sigmoid(U_f @ x + W_f @ h + b_f))
+    n = cell.let("n", sr.tanh(U_n @ x + W_n @ (f * h) + b_n))
+    cell.update(h, (1 - f) * h + f * n)
+    return cell
+
+
+def mgu_forward(x, h0, Wx, Wh, b):
+    N, T, D = x.shape
+    H = h0.shape[1]
+    h, hs, steps = h0, [], []
+    for t in range(T):
+        ax = x[:, t] @ Wx
+        f = sigmoid(ax[:, :H] + h @ Wh[:, :H] + b[:H])
+        n = np.tanh(ax[:, H:] + (f * h) @ Wh[:, H:] + b[H:])
+        steps.append((x[:, t], h, f, n))
+        h = (1 - f) * h + f * n
+        hs.append(h)
+    return np.stack(hs, 1), (steps, Wx, Wh)
+
+
+def mgu_backward(dh, cache, mistake=None):
+    steps, Wx, Wh = cache
+    N, T, H = dh.shape
+    dWx, dWh, db = np.zeros_like(Wx), np.zeros_like(Wh), np.zeros(2 * H)
+    dx, carry = np.zeros((N, T, Wx.shape[0])), np.zeros((N, H))
+    for t in reversed(range(T)):
+        x, hp, f, n = steps[t]
+        g = dh[:, t] + carry
+        dn = g * f * (1 - n ** 2)
+        dfh = dn @ Wh[:, H:].T
+        df = (g * (n - hp) + dfh * hp) * (f if mistake == "sigmoid-as-output" else f * (1 - f))
+        da = np.hstack([df, dn])
+        dWx += x.T @ da
+        dWh[:, :H] += hp.T @ df
+        dWh[:, H:] += (f * hp).T @ dn
+        db += da.sum(axis=0)
+        dx[:, t] = da @ Wx.T
+        carry = g * (1 - f) + dfh * f + df @ Wh[:, :H].T
+    return dx, carry, dWx, dWh, db
+
+
+def test_a_user_cell_with_its_own_gate_names_works_with_any_layout():
+    from symrnn.layouts import Layout
+
+    cell = minimal_gated_unit()
+    mine = Layout("mine", {"Wx": "Wx", "Wh": "Wh", "b": "b"}, gate_order=("f", "n"), convention="row",
+                  batch_major=True)
+    for layout in (mine, "cs231n"):  # a preset takes the cell's own gates, in its order
+        result = V.verify_layer(mgu_forward, mgu_backward, cell, layout)
+        assert result.ok, str(result)
+    wrong = V.verify_layer(mgu_forward, lambda dh, cache: mgu_backward(dh, cache, "sigmoid-as-output"), cell, mine)
+    assert not wrong.ok and wrong.fingerprint is not None and wrong.fingerprint.name == "sigmoid-derivative-as-output"
+    assert wrong.localisation["block"] == "f", str(wrong)
+    with pytest.raises(UnknownNameError, match=r"stacks the gates \('n', 'f', 'x'\)"):
+        V.verify_layer(mgu_forward, mgu_backward, cell, Layout("bad", mine.names, gate_order=("n", "f", "x"),
+                                                               convention="row", batch_major=True))

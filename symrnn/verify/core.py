@@ -31,6 +31,8 @@ def _cell_name(cell):
     return cell if isinstance(cell, str) else cell.name
 
 
+
+
 _MODELS = {}
 
 
@@ -159,7 +161,7 @@ def _gate_blocks(layout, cell_name, H, user_name, shape):
 
 def _exact_in_user_layout(adapter, ex, run):
     """The exact gradients and their tolerances under the user's names and shapes (what the user returned)."""
-    L, model, cell_name = adapter.layout, adapter.model, adapter.cell_name
+    L, model, cell_name = adapter.layout, adapter.model, adapter.cell
     params = {k: ex.grads[k] for k in model.param_shapes}
     scales = {k: ex.tol[k] for k in model.param_shapes}
     exact_user = {"d" + k: v for k, v in L.to_user(cell_name, params, gradients=True).items()}
@@ -184,7 +186,7 @@ def _judge_case(adapter, run, ex):
         user = np.asarray(user, dtype=np.float64)
         if user.shape != np.shape(exact_user[name]):
             user = user.reshape(np.shape(exact_user[name])) if user.size == np.size(exact_user[name]) else user
-        blocks = _gate_blocks(adapter.layout, adapter.cell_name, H, name, user.shape)
+        blocks = _gate_blocks(adapter.layout, adapter.cell, H, name, user.shape)
         verdicts.append(J.judge_array(name, user, exact_user[name], scale_user[name], blocks))
     return verdicts
 
@@ -505,7 +507,7 @@ def _refine_by_fingerprint(loc, mutation, adapter, T):
     """What a named mistake says about where: the gate it is in, the step it leaves out."""
     if mutation is None:
         return
-    gates = adapter.layout.gates(adapter.cell_name)
+    gates = adapter.layout.gates(adapter.cell)
     named = [parse(t)[0] for t in ([mutation.rewrite[0][0]] if mutation.rewrite else list(mutation.swap))]
     if named and all(g in gates for g in named):
         loc["block"] = ",".join(named)
@@ -647,8 +649,8 @@ def verify_layer(forward, backward, cell="rnn-tanh", layout="cs231n", *, D=3, H=
     _check_sizes(D=D, H=H, T=T, N=N)
     replayed, D, H, _ = _replay_sizes(replay, D, H, None)
     model = _model(cell, D, H, loss="upstream")
-    L = layout_for(layout, _cell_name(cell))
-    sig = signature_for(signature or (layout if isinstance(layout, str) else "cs231n"), "layer", model.cell.name)
+    L = layout_for(layout, cell)
+    sig = signature_for(signature or (layout if isinstance(layout, str) else "cs231n"), "layer", model.cell)
     adapter = LayerFunctions(model, L, sig, forward, backward)
     plan = Plan(T=T, N=N, scale=scale, seed=seed, lengths=lengths)
     zero = _zero_states(model, sig, zero_states)
@@ -711,8 +713,8 @@ def verify_step(step_forward, step_backward, cell="rnn-tanh", layout="cs231n", *
     _check_sizes(D=D, H=H, N=N)
     replayed, D, H, _ = _replay_sizes(replay, D, H, None)
     model = _model(cell, D, H, loss="upstream")
-    L = layout_for(layout, _cell_name(cell))
-    sig = signature_for(signature or (layout if isinstance(layout, str) else "cs231n"), "step", model.cell.name)
+    L = layout_for(layout, cell)
+    sig = signature_for(signature or (layout if isinstance(layout, str) else "cs231n"), "step", model.cell)
     adapter = LayerFunctions(model, L, sig, step_forward, step_backward, step=True)
     plan = Plan(T=1, N=N, scale=scale, seed=seed)
     final = ("c",) if "dc" in sig.backward_args else ()
@@ -738,7 +740,7 @@ def verify_layer_object(make, cell="rnn-tanh", layout="dlfs2", *, D=3, H=4, T=8,
     _check_sizes(D=D, H=H, T=T, N=N)
     replayed, D, H, _ = _replay_sizes(replay, D, H, None)
     model = _model(cell, D, H, loss="upstream")
-    L = layout_for(layout, _cell_name(cell))
+    L = layout_for(layout, cell)
     adapter = LayerObject(model, L, Signature((), ()), make)
     plan = Plan(T=T, N=N, scale=scale, seed=seed, lengths=lengths)
     zero = tuple(s for s in model.state_names if s != "h")
@@ -814,12 +816,12 @@ def verify_loss(fn, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, K=3, T=8, N=3
     _check_sizes(D=D, H=H, K=K, T=T, N=N)
     replayed, D, H, K = _replay_sizes(replay, D, H, K)
     cell_name = _cell_name(cell)
-    layout_for(layout, cell_name)  # an unknown layout is refused as such, before its calling convention
-    sig = signature_for(signature or (layout if isinstance(layout, str) else "cs231n"), "loss", cell_name)
+    layout_for(layout, cell)  # an unknown layout is refused as such, before its calling convention
+    sig = signature_for(signature or (layout if isinstance(layout, str) else "cs231n"), "loss", cell if not isinstance(cell, str) else cell_name)
     if "x_ids" in sig.forward_args:
         D, N = K, 1  # one sequence of one-hot inputs
     model = _model(cell, D, H, K, loss=loss, reduction=reduction, architecture=architecture)
-    L = layout_for(layout, cell_name)
+    L = layout_for(layout, cell)
     adapter = LossFunction(model, L, sig, fn, module)
     plan = Plan(T=T, N=N, scale=scale, seed=seed, lengths=lengths)
 

@@ -49,9 +49,10 @@ class Adapter:
     def __init__(self, model, layout, signature):
         self.model, self.layout, self.signature = model, layout, signature
         self.cell_name = model.cell.name
+        self.cell = model.cell  # what a layout reads the gates of (a user's cell has its own)
 
     def user_params(self, problem):
-        return self.layout.to_user(self.cell_name, problem.params)
+        return self.layout.to_user(self.cell, problem.params)
 
     def param_value(self, role, user_params):
         return user_params[self.layout.names[role]]
@@ -75,7 +76,7 @@ class Adapter:
                                 f"the signature must list every parameter's gradient.")
         user = {names[r]: v for r, v in values.items()}
         try:
-            return self.layout.from_user(self.cell_name, user, sizes, gradients=True)
+            return self.layout.from_user(self.cell, user, sizes, gradients=True)
         except ShapeError as exc:
             raise UserCodeError(f"A gradient the user's code returned has the wrong shape: {exc}") from None
 

@@ -73,6 +73,8 @@ class Signature:
 
 
 def _family(cell_name) -> str:
+    if not isinstance(cell_name, str):  # a Cell: a cell state c calls like an LSTM
+        return "lstm" if "c" in cell_name.states else ("gru" if cell_name.name.startswith("gru") else "rnn")
     return "lstm" if cell_name == "lstm" else ("gru" if cell_name.startswith("gru") else "rnn")
 
 
