@@ -167,8 +167,13 @@ def main(argv=None) -> int:
                "  4  the forward differs from the cell it was verified against")
     p.add_argument("target", help="file.py:function or package.module:function (the backward in layer and "
                                   "step mode, the loss function in loss mode, the layer class in object mode)")
-    p.add_argument("--cell", default="rnn-tanh", help="built-in cell name (symrnn cells lists them)")
-    p.add_argument("--layout", default="cs231n", help="cs231n, dlfs2, minchar (or min-char-rnn), pytorch or keras")
+    p.add_argument("--cell", default=None,
+                   help="built-in cell name (symrnn cells lists them); in layer mode, left out: found from the "
+                        "forward (a built-in cell in any known layout, else traced from the code); in the other "
+                        "modes rnn-tanh")
+    p.add_argument("--layout", default=None,
+                   help="cs231n, dlfs2, minchar (or min-char-rnn), pytorch or keras; in layer mode, left out: found "
+                        "from the forward; in the other modes cs231n")
     p.add_argument("--mode", default="layer", choices=("layer", "step", "loss", "object"))
     p.add_argument("--forward", help="the forward's name (default: the backward's name with 'forward')")
     p.add_argument("--sizes", default="", help="e.g. D=3,H=4,K=5,N=2")
@@ -397,8 +402,13 @@ EXIT_RIGHT, EXIT_WRONG, EXIT_USAGE, EXIT_USER_CODE, EXIT_FORWARD = 0, 1, 2, 3, 4
 def _verify(args) -> int:
     from .errors import UserCodeError
 
+    from .verify.trace import TracingError
+
     try:
         return _verify_run(args)
+    except TracingError as exc:
+        print(f"symrnn verify: {exc}", file=sys.stderr)
+        return EXIT_FORWARD
     except UserCodeError as exc:
         print(f"symrnn verify: the code under test failed: {exc}", file=sys.stderr)
         return EXIT_USER_CODE
@@ -441,13 +451,15 @@ def _verify_run(args) -> int:
             raise UnknownNameError(f"No forward for {function.__name__!r} in {args.target.rpartition(':')[0]!r}"
                                    f" (looked for {name!r}); name it with --forward NAME.")
         if args.mode == "layer":
-            result = V.verify_layer(forward, function, args.cell, args.layout, T=args.T, **declared, **common)
+            layout = args.layout if args.cell is None or args.layout is not None else "cs231n"
+            result = V.verify_layer(forward, function, args.cell, layout, T=args.T, **declared, **common)
         else:
-            result = V.verify_step(forward, function, args.cell, args.layout, **common)
+            result = V.verify_step(forward, function, args.cell or "rnn-tanh", args.layout or "cs231n", **common)
     elif args.mode == "object":
-        result = V.verify_layer_object(function, args.cell, args.layout, T=args.T, **common)
+        result = V.verify_layer_object(function, args.cell or "rnn-tanh", args.layout or "dlfs2", T=args.T, **common)
     else:
-        result = V.verify_loss(function, args.cell, args.layout, K=sizes.get("K", 3), T=args.T, loss=args.loss,
+        result = V.verify_loss(function, args.cell or "rnn-tanh", args.layout or "cs231n", K=sizes.get("K", 3),
+                               T=args.T, loss=args.loss,
                                reduction=args.reduction, architecture=args.architecture, mask=args.mask,
                                **declared, **common)
     print(result.report(show_code=args.show_code))

@@ -629,6 +629,11 @@ def verify_layer(forward, backward, cell="rnn-tanh", layout="cs231n", *, D=3, H=
         Initial states that are zero (``("h0",)``, ``("h0", "c0")``): for code that starts from
         zeros.  A state the signature does not pass (no ``h0`` or ``c0`` argument) is zero anyway.
 
+    With ``cell=None`` the forward is the specification (:mod:`symrnn.verify.auto`): the built-in
+    cell and the layout it computes are found from the code (``layout`` narrows the search), or,
+    when it computes no built-in cell, the cell is traced from the code; ``result.found`` says
+    which, with the traced equations.
+
     Returns
     -------
     Verification
@@ -647,6 +652,17 @@ def verify_layer(forward, backward, cell="rnn-tanh", layout="cs231n", *, D=3, H=
     rnn-tanh layer code is wrong: the recurrent term is dropped: ... smallest failing case T=2, N=1, D=1, H=1
     """
     _check_sizes(D=D, H=H, T=T, N=N)
+    if cell is None:  # the forward is the specification
+        from .auto import find
+
+        found = find(forward, cell=None, layout=layout if layout is not None and not isinstance(layout, str)
+                     else (None if layout is None else layout_for(layout, "rnn-tanh")))
+        result = verify_layer(forward, backward, found.cell, found.layout, D=D, H=H, T=T,
+                              N=N if found.N != 1 else 1, scale=scale, seed=seed,
+                              signature=signature or found.signature, lengths=lengths, truncation=truncation,
+                              clip=clip, replay=replay, save_to=save_to, search=search, zero_states=zero_states)
+        result.found = found.text
+        return result
     replayed, D, H, _ = _replay_sizes(replay, D, H, None)
     model = _model(cell, D, H, loss="upstream")
     L = layout_for(layout, cell)

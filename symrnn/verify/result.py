@@ -87,6 +87,7 @@ class Verification:
     minimal: dict = field(default_factory=dict)  # the smallest failing case: path, T, N, D, H, command
     exact_line: dict = field(default_factory=dict)  # the fingerprint's line of the exact derivation: latex, code
     notes: list = field(default_factory=list)  # what the verification could not do
+    found: str = ""  # the cell and layout found from the forward (verify_layer(..., cell=None))
 
     @property
     def wrong(self) -> list:
@@ -181,7 +182,7 @@ class Verification:
                     for b in g.blocks:
                         lines.append(f"  {'':<10} gate block {b.block}: max error {b.max_abs_error:.3e} "
                                      f"{'ok' if b.ok else 'WRONG'}")
-        lines += ["", self.summary(), "",
+        lines += ["", self.summary()] + ([f"found: {self.found}"] if self.found else []) + ["",
                   f"forward: {'ok' if self.forward.ok else 'DIFFERS'} ({self.forward.message})",
                   f"error model: {self.dtype_model.name} ({self.dtype_model.reason})"]
         if self.localisation:
@@ -232,7 +233,7 @@ class Verification:
                     "name": self.fingerprint.name, "description": self.fingerprint.description,
                     "changes": self.fingerprint.changes, "where": self.fingerprint.where,
                     "exact_line": dict(self.exact_line) or None},
-                "minimal_case": dict(self.minimal) or None, "notes": list(self.notes),
+                "minimal_case": dict(self.minimal) or None, "notes": list(self.notes), "found": self.found or None,
                 "explanation": None if self.explanation is None else self.explanation.to_json()}
         if path is not None:
             from ..fileio import write_text_atomic
