@@ -18,6 +18,7 @@ every forward argument, in the forward's order (``dx, dh0, dWx, dWh, db``).
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import sys
@@ -30,7 +31,7 @@ from ..errors import SymRNNError, UnknownNameError
 from ..layouts import LAYOUTS, Layout
 from .hygiene import guarded
 from .signatures import Signature
-from .trace import TracingError, pseudo_cell, run_on_symbols, traced_array, traced_cell
+from .trace import TracingError, equations_text, pseudo_cell, run_on_symbols, traced_array, traced_cell
 
 #: names people give the forward's arguments, by role (compared in lower case)
 ROLE_NAMES = {
@@ -47,6 +48,14 @@ FAMILIES = (("rnn-tanh", "rnn-relu", "rnn-sigmoid"), ("lstm",), ("gru-reset-befo
                                                                   "gru", "gru-chung"))
 GATES = {"rnn": ("",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
 PROBE = dict(D=5, H=2, N=3, T=4)  # sizes no two of which (nor G*H) coincide: a wrong axis cannot pass
+
+
+@functools.lru_cache(maxsize=None)
+def _probe_model(name):
+    """The built-in cell ``name`` at the probe's sizes (derived once per process)."""
+    from ..model import Model
+
+    return Model(builtin_cell(name), D=PROBE["D"], H=PROBE["H"], loss="upstream")
 
 
 def forward_roles(fn) -> tuple:
@@ -137,10 +146,8 @@ def _matches(forward, roles, layout, model, cell, N=None):
 
 def _runs(forward, roles, layout, G, N=None):
     """The forward runs on arrays laid out with ``G`` gate blocks and returns h of the right shape."""
-    from ..model import Model
-
-    cell = builtin_cell({1: "rnn-tanh", 3: "gru-reset-before", 4: "lstm"}[G])
-    model = Model(cell, D=PROBE["D"], H=PROBE["H"], loss="upstream")
+    model = _probe_model({1: "rnn-tanh", 3: "gru-reset-before", 4: "lstm"}[G])
+    cell = model.cell.name
     params, x, h0 = _probe(model, N=N)
     gates = GATES["rnn" if G == 1 else "gru" if G == 3 else "lstm"]
     lay = replace(layout, gate_order=() if G == 1 else gates)
@@ -154,7 +161,6 @@ def _runs(forward, roles, layout, G, N=None):
 
 def find(forward, *, step_forward=None, cell=None, layout=None, names=None) -> Found:
     """What ``forward`` computes: a built-in cell, or one traced from the code (see the module)."""
-    from ..model import Model
 
     roles = forward_roles(forward)
     arg_names = [p.name for p in inspect.signature(forward).parameters.values()
@@ -173,7 +179,7 @@ def find(forward, *, step_forward=None, cell=None, layout=None, names=None) -> F
                 if len(gates) != G:
                     continue
                 for name in family if cell is None else (cell,):
-                    model = Model(builtin_cell(name), D=PROBE["D"], H=PROBE["H"], loss="upstream")
+                    model = _probe_model(name)
                     for order in (itertools.permutations(gates) if G > 1 else [()]):
                         candidate = replace(lay, gate_order=tuple(order))
                         try:
@@ -228,7 +234,7 @@ def _found(name, layout, roles, forward, how, N, cell=None):
 def _returns(forward, roles, layout, cell, N):
     from ..model import Model
 
-    model = Model(builtin_cell(cell) if isinstance(cell, str) else cell, D=PROBE["D"], H=PROBE["H"], loss="upstream")
+    model = _probe_model(cell) if isinstance(cell, str) else Model(cell, D=PROBE["D"], H=PROBE["H"], loss="upstream")
     params, x, h0 = _probe(model, N=N)
     data = {"x": layout.sequence_to_user(x), "h0": layout.state_to_user(h0["h"])}
     if "c" in h0:
@@ -289,12 +295,14 @@ def _traced(forward, step_forward, roles, layout, G, N):
             out = out[0] if isinstance(out, (tuple, list)) else out
             return {"h": np.asarray(out, dtype=object).reshape(-1)}
         what = f"{forward.__name__}(...) for one step"
-    cell = traced_cell(f"traced-{getattr(forward, '__name__', 'forward')}".replace("_", "-"), gates, step, states,
+    cell = traced_cell("traced", gates, step, states,
                        D=3, H=2, what=what)
     model = Model(cell, D=PROBE["D"], H=PROBE["H"], loss="upstream")
     if not _matches(forward, roles, lay, model, cell, N):
         raise TracingError(f"the cell traced from {what} does not reproduce the forward on numbers (a state the "
                            f"code keeps to itself, or a branch on values?)")
     found = _found(cell.name, lay, roles, forward, "traced", N, cell=cell)
-    found.text += "; its equations:\n" + "\n".join(f"    {e}" for e in cell.equations)
+    arrays = ", ".join(lay.names[r] for r in ("Wx", "Wh", "W", "b") if r in lay.names)
+    found.text += (f"; its equations (U_g, W_g, b_g: the blocks of {arrays} in their order, one per gate g):\n"
+                   if G > 1 else "; its equations:\n") + equations_text(cell)
     return found

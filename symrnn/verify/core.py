@@ -11,7 +11,7 @@ from threadpoolctl import threadpool_limits
 
 from ..cells import builtin_cell
 from ..clipping import Clipping, as_clipping, clip_gradients
-from ..errors import ShapeError, UnknownNameError, UserCodeError
+from ..errors import ShapeError, UnknownNameError, UserCodeError, UserCodeExit
 from ..layouts import layout_for
 from ..model import Model
 from ..symbols import parse
@@ -557,6 +557,18 @@ def replay_command(declared, path):
     return " ".join(shlex.quote(p) for p in parts)
 
 
+def declared_cli_command(forward, backward):
+    """``symrnn verify FILE:backward [--forward NAME]`` for a forward found by name, or None."""
+    where = _source_of(backward)
+    if where is None:
+        return None
+    parts = ["symrnn", "verify", f"{where}:{getattr(backward, '__name__', 'FUNCTION')}"]
+    fwd = getattr(forward, "__name__", None)
+    if fwd and fwd != forward_name(getattr(backward, "__name__", "")):
+        parts += ["--forward", fwd]
+    return parts
+
+
 def _source_of(fn):
     try:
         source = inspect.getsourcefile(fn)
@@ -585,14 +597,14 @@ def _declared(problems, truncation=None, clip=None):
     return problems
 
 
-def verify_layer(forward, backward, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, T=8, N=3, scale=None, seed=0,
+def verify_layer(forward, backward, cell="rnn-tanh", layout=None, *, D=3, H=4, T=8, N=3, scale=None, seed=0,
                  signature=None, lengths=(1, 2, 3), truncation=None, clip=None, replay=None,
                  save_to=None, search=0, zero_states=()) -> Verification:
     """Verify a hand-written layer: ``forward(x, h0, *params) -> (h, cache)`` and
     ``backward(dh, cache) -> (dx, dh0, *dparams)`` (CS231n's ``rnn_forward``/``rnn_backward``).
 
-    ``layout`` is a preset name (``cs231n``, ``pytorch``, ``keras``, ``dlfs2``, ``minchar``) or a
-    :class:`symrnn.layouts.Layout`; ``signature`` (a :class:`Signature`) describes another calling
+    ``layout`` is a preset name (``cs231n``, the default, ``pytorch``, ``keras``, ``dlfs2``, ``minchar``)
+    or a :class:`symrnn.layouts.Layout`; ``signature`` (a :class:`Signature`) describes another calling
     convention.  Sizes and values are chosen here unless given.  Returns a :class:`Verification`.
 
     On a failure the smallest failing case is saved (``save_to``, default a temporary file) and
@@ -657,12 +669,30 @@ def verify_layer(forward, backward, cell="rnn-tanh", layout="cs231n", *, D=3, H=
 
         found = find(forward, cell=None, layout=layout if layout is not None and not isinstance(layout, str)
                      else (None if layout is None else layout_for(layout, "rnn-tanh")))
-        result = verify_layer(forward, backward, found.cell, found.layout, D=D, H=H, T=T,
-                              N=N if found.N != 1 else 1, scale=scale, seed=seed,
-                              signature=signature or found.signature, lengths=lengths, truncation=truncation,
-                              clip=clip, replay=replay, save_to=save_to, search=search, zero_states=zero_states)
+        def run(n):
+            return verify_layer(forward, backward, found.cell, found.layout, D=D, H=H, T=T, N=n, scale=scale,
+                                seed=seed, signature=signature or found.signature, lengths=lengths,
+                                truncation=truncation, clip=clip, replay=replay, save_to=save_to, search=search,
+                                zero_states=zero_states)
+        if found.N == 1 or N == 1:
+            result = run(1)
+        else:
+            try:
+                result = run(N)
+            except UserCodeExit:
+                raise
+            except UserCodeError as exc:  # code written for one example at a time: its backward may need N = 1
+                try:
+                    result = run(1)
+                except UserCodeError:
+                    raise exc from None
+                found.text += f"; one example at a time (the code failed on a batch of {N}: N = 1)"
         result.found = found.text
+        if result.minimal and declared_cli_command(forward, backward) is not None:
+            result.minimal["command"] = declared_cli_command(forward, backward) + ["--replay", result.minimal["path"]]
+            result.minimal["command"] = " ".join(shlex.quote(p) for p in result.minimal["command"])
         return result
+    layout = "cs231n" if layout is None else layout
     replayed, D, H, _ = _replay_sizes(replay, D, H, None)
     model = _model(cell, D, H, loss="upstream")
     L = layout_for(layout, cell)

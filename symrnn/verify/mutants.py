@@ -424,7 +424,7 @@ def mutations_for(model, T=8, truncation=None):
                             f"the derivative of {fn} in {where} is missing: the gradient passes through {fn} as "
                             f"if it were the identity", where=str(eq.target), rewrite=((eq.target, app, "missing"),),
                             changes=str(bar(eq.target))))
-        for at, words in (("last", f"the last step (t = T)"), ("first", "the first step (t = 1)")):
+        for at, words in (("last", "the last step (t = T)"), ("first", "the first step (t = 1)")):
             out.append(Mutation(f"{fn}-derivative-missing-at-{at}-step",
                                 f"the derivative of {fn} in {where} is missing at {words} only: that step is "
                                 f"handled apart from the loop and passes the gradient through {fn} as if it were "

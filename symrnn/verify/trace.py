@@ -26,6 +26,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import sympy as sp
+from sympy.printing.str import StrPrinter
 
 from .. import functions as F
 from ..cell import Cell
@@ -474,7 +475,7 @@ def _equations(cell, prev, lifted, gates):
         expr = lifted[s].xreplace(done)
         while (app := _innermost_gate(expr)) is not None:
             blocks = sorted({m.args[0].name.split("_", 1)[1] for m in app.atoms(MatVec) if "_" in m.args[0].name})
-            name = f"a_{blocks[0]}" if len(blocks) == 1 and f"a_{blocks[0]}" not in names else f"a{len(names)}"
+            name = blocks[0] if len(blocks) == 1 and blocks[0] not in names else f"a{len(names)}"
             names.add(name)
             symbol = cell.let(name, app)
             done[app] = symbol
@@ -491,6 +492,19 @@ def _innermost_gate(expr):
         if isinstance(node, sp.Function) and not isinstance(node, MatVec) and node.atoms(MatVec):
             return node
     return None
+
+
+class _EquationPrinter(StrPrinter):
+    def _print_MatVec(self, expr):
+        matrix, vector = expr.args
+        shown = self._print(vector)
+        return f"{self._print(matrix)} @ " + (shown if vector.is_Symbol else f"({shown})")
+
+
+def equations_text(cell, indent="    "):
+    """The cell's equations, one a line, products written ``U @ x[t]``."""
+    printer = _EquationPrinter()
+    return "\n".join(f"{indent}{printer.doprint(e.target)} = {printer.doprint(e.rhs)}" for e in cell.equations)
 
 
 def _readable(e):
