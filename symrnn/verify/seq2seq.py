@@ -23,7 +23,8 @@ import numpy as np
 
 from ..errors import ShapeError, UnknownNameError, UserCodeError
 from ..layouts import layout_for
-from ..seq2seq import Seq2Seq, _scatter
+from ..losses import IGNORE_LABEL
+from ..seq2seq import Seq2Seq, _scatter, cross_entropy
 from .hygiene import call
 from .modes import UserRun, _dtype_of, _tuple
 from .problems import Problem, exact
@@ -31,9 +32,16 @@ from .result import Verification
 
 ROLES = ("params", "src", "tgt_in", "tgt_out", "src_mask", "src_lengths")
 PARTS = ("readout", "attention", "decoder", "bridge", "encoder")
+#: what a path into the encoder that sends nothing back says: (its part, the message)
 PATHS = {"initial state": ("bridge", "the decoder's dL/dh_0 does not reach the encoder through the bridge"),
-         "context": ("decoder", "the context read at every decoder step (a peeky decoder) sends nothing back to "
-                                "the encoder"),
+         "context": ("decoder", "the context read at every decoder step and by the readout (a peeky decoder) "
+                                "sends nothing back to the encoder"),
+         "context (decoder input)": ("decoder", "the context read by the decoder's steps (a peeky decoder's "
+                                                "input) sends nothing back to the encoder"),
+         "context (readout)": ("decoder", "the context read by the readout (a peeky decoder) sends nothing "
+                                          "back to the encoder"),
+         "final state": ("bridge", "nothing the decoder sends to the encoder's final state (its initial state "
+                                   "and the context) reaches the encoder"),
          "attention": ("attention", "the attention sends no gradient back to the encoder states")}
 
 
@@ -297,23 +305,44 @@ def _unique(ids):
     return ids is not None and np.unique(ids).size == ids.size
 
 
+def _path_gradients(m, problem):
+    """The run and what reaches the encoder by each path: ``{name: (G at every position, dz at the final state)}``."""
+    src, tin, tout, mask = problem.x, problem.targets[0], problem.targets[1], problem.mask
+    _, _, (r, paths) = m._loss_grads_and_paths(problem.params, src, tin, tout, mask, None, None, None)
+    zero_G, zero_z = np.zeros_like(r.memory), np.zeros_like(r.z)
+    out = {}
+    if paths["attention"] is not None:
+        out["attention"] = (paths["attention"], zero_z)
+    if paths["initial state"] is not None:
+        out["initial state"] = (zero_G, paths["initial state"])
+    if paths["context"] is not None:
+        dO = cross_entropy(r.logits, np.where(tout == IGNORE_LABEL, 0, tout), m.reduction, tout != IGNORE_LABEL)[1]
+        readout = np.einsum("tnk,kz->nz", dO, problem.params["out.V"][:, m.R - m.Z:])
+        out["context (readout)"] = (zero_G, readout)
+        out["context (decoder input)"] = (zero_G, paths["context"] - readout)
+    return r, out
+
+
 def _dropped_path(task, problem, run, ex):
     """The path into the encoder without which the exact encoder gradients are the user's, or None."""
     m = task.s2s
-    src_ids = problem.x if m.src_vocab is not None else None
-    _, _, (r, paths) = m._loss_grads_and_paths(problem.params, problem.x, problem.targets[0], problem.targets[1],
-                                               problem.mask, None, None, None)
+    r, pieces = _path_gradients(m, problem)
+    groups = {name: [name] for name in pieces}
+    if "context (readout)" in pieces:
+        groups["context"] = ["context (readout)", "context (decoder input)"]
+    finals = [n for n in pieces if n != "attention"]
+    if len(finals) > 1:
+        groups["final state"] = finals
     keys = [k for k in run.grads if part_of(k) == "encoder" and k in ex.grads]
-    present = [p for p in PATHS if paths.get(p) is not None]
-    for dropped in present:
-        G = paths["attention"] if "attention" in present and dropped != "attention" else np.zeros_like(r.memory)
-        dz = sum((paths[p] for p in ("initial state", "context") if p in present and p != dropped),
-                 np.zeros_like(r.z))
+    for dropped, names in sorted(groups.items(), key=lambda kv: len(kv[1])):
+        kept = [pieces[n] for n in pieces if n not in names]
+        G = sum((g for g, _ in kept), np.zeros_like(r.memory))
+        dz = sum((z for _, z in kept), np.zeros_like(r.z))
         grads = {}
         d_src = m._encoder_backward(r, G, dz, grads)
         grads = {k: np.array(v) for k, v in grads.items()}
-        grads["emb_src" if src_ids is not None else "src"] = (
-            _scatter(src_ids, d_src, m.src_vocab) if src_ids is not None else np.array(d_src))
+        grads["emb_src" if m.src_vocab is not None else "src"] = (
+            _scatter(problem.x, d_src, m.src_vocab) if m.src_vocab is not None else np.array(d_src))
         if all(np.all(np.abs(run.grads[k] - grads[k]) <= ex.tol[k] + 1e-12 * np.max(np.abs(grads[k]), initial=0))
                for k in keys):
             return dropped
@@ -425,7 +454,7 @@ def verify_seq2seq(fn, encoder_cell="lstm", decoder_cell=None, layout="symrnn", 
     >>> def loss_fn(params, src, tgt_in, tgt_out):
     ...     return model.loss_and_grads(params, src, tgt_in, tgt_out)
     >>> V.verify_seq2seq(loss_fn, "gru").verdict()
-    'RIGHT: gru seq2seq code, 9 gradients exact (float64 error model, 4 cases)'
+    'RIGHT: gru seq2seq code, 24 gradients exact (float64 error model, 4 cases)'
     """
     from .core import run_cases
 
