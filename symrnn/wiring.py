@@ -271,9 +271,14 @@ class StackedModel:
         """``[(layer, direction), ...]`` in the order of the rows of ``h0`` and ``h_n`` (PyTorch's)."""
         return [(layer, d) for layer in self.layers for d in layer.directions]
 
+    @staticmethod
+    def initial_state_key(state: str) -> str:
+        """The key of ``dL/d state_0`` among the gradients (``h0``, ``c0``), as :class:`~symrnn.model.Model`'s."""
+        return f"{state}0"
+
     @property
     def gradient_keys(self) -> list:
-        return list(self.param_shapes) + [self.input_name] + [f"{s}0" for s in self.state_names]
+        return list(self.param_shapes) + [self.input_name] + [self.initial_state_key(s) for s in self.state_names]
 
     def direction_params(self, params, layer, direction) -> dict:
         """The canonical cell parameters of one direction (``{"U": ..., "W": ...}``)."""

@@ -7,7 +7,10 @@ come from (:data:`symrnn.layouts.LAYOUTS`) or a declared :class:`~symrnn.layouts
 * :func:`verify_layer` -- a forward and a backward over a sequence (CS231n's
   ``rnn_forward``/``rnn_backward``), or :func:`verify_layer_object` for layer
   objects with ``params``/``grads`` lists (Deep Learning from Scratch 2);
-* :func:`verify_step` -- one step's forward and backward.
+* :func:`verify_step` -- one step's forward and backward;
+* :func:`verify_seq2seq` -- an encoder-decoder's loss function (:class:`symrnn.Seq2Seq`'s
+  bridges, peeky context and attention), a wrong gradient placed in the encoder, bridge,
+  decoder, attention or readout.
 
 Each returns a :class:`Verification`: ``ok``, the forward check, a table of
 every gradient (user value, exact value, error, tolerance), hygiene findings
@@ -18,7 +21,8 @@ every gradient (user value, exact value, error, tolerance), hygiene findings
 """
 from .core import verify_layer, verify_layer_object, verify_loss, verify_step
 from .result import Verification
+from .seq2seq import verify_seq2seq
 from .signatures import SIGNATURES, Signature
 
-__all__ = ["verify_layer", "verify_layer_object", "verify_loss", "verify_step", "Verification", "Signature",
-           "SIGNATURES"]
+__all__ = ["verify_layer", "verify_layer_object", "verify_loss", "verify_seq2seq", "verify_step", "Verification",
+           "Signature", "SIGNATURES"]

@@ -817,7 +817,8 @@ def verify_loss(fn, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, K=3, T=8, N=3
     bidirectional network (:class:`symrnn.StackedModel`); its loss function takes
     ``(params, x, h0[, c0], y)`` with PyTorch's ``state_dict`` names (``layout="pytorch"``) or
     symrnn's keys (``layout="symrnn"``), ``h0`` shaped as PyTorch's ``h_0``
-    (:mod:`symrnn.verify.stack`).
+    (:mod:`symrnn.verify.stack`); ``grads["x"]``, ``grads["h0"]``, ``grads["c0"]`` (or ``dx`` ...),
+    when returned, are judged too.
 
     Returns
     -------

@@ -5,7 +5,10 @@ PyTorch's ``state_dict`` names (``layout="pytorch"``: ``weight_ih_l0``, ``weight
 ..., and ``weight``/``bias`` for the readout, as an ``nn.Linear``) or by symrnn's keys
 (``layout="symrnn"``: ``l0.fwd.W`` ...), time-major inputs ``x`` (T, N, D), initial states as
 PyTorch's ``h_0`` (``(num_layers * directions, N, H)``) and the targets, and returns the loss
-and its gradients under the same names.
+and its gradients under the same names.  The gradients of the inputs and initial states are
+judged too when the grads dict holds them, under the model's own keys ``x`` (``(T, N, D)``),
+``h0`` and ``c0`` (``(num_layers * directions, N, H)``, PyTorch's row order), or spelt ``dx``,
+``dh0``, ``dc0``; any other key that names no parameter is refused.
 """
 from __future__ import annotations
 
@@ -107,6 +110,7 @@ class StackLossFunction:
         missing = sorted(set(user_params) - set(grads))
         if missing:
             raise UserCodeError(f"{what} returned no gradient for {missing}.")
+        data_grads = self._data_gradients(grads, user_params, problem, what)
         for v in grads.values():
             _dtype_of(v, run.dtypes)
         try:
@@ -120,7 +124,38 @@ class StackLossFunction:
                                     f"expected {shape}.")
         run.grads = canonical
         run.user_grads = {"d" + k: v for k, v in grads.items() if k in user_params}
+        for role, value in data_grads.items():  # judged as dx, dh0, dc0 (the model's keys x, h0, c0)
+            run.grads[self.model.input_name if role == "x" else role] = np.asarray(value, dtype=float)
+            run.user_grads["d" + role] = value
         return run
+
+    def _data_gradients(self, grads, user_params, problem, what):
+        """The gradients of the inputs and initial states the user returned, ``{x|h0|c0: array}``, under
+        the keys ``x``, ``h0``, ``c0`` (the model's own) or ``dx``, ``dh0``, ``dc0``; shapes checked.
+        Any other key that names no parameter is refused: a gradient under a misspelt name would
+        otherwise go unjudged."""
+        expected = {"x": problem.x.shape}
+        expected.update({f"{s}0": problem.h0[s].shape for s in self.model.state_names})
+        out = {}
+        for key, value in grads.items():
+            if key in user_params:
+                continue
+            role = key[1:] if key.startswith("d") and key[1:] in expected else key
+            if role not in expected:
+                raise UserCodeError(
+                    f"{what} returned a gradient under {key!r}, which names no parameter; the keys are the "
+                    f"parameters' ({sorted(user_params)[:4]} ...) and, optionally, {sorted(expected)} (or "
+                    f"{sorted('d' + r for r in expected)}) for the inputs and initial states.")
+            if role in out:
+                raise UserCodeError(f"{what} returned the gradient of {role} twice, as {role!r} and {'d' + role!r}; "
+                                    f"return one of them.")
+            if np.shape(value) != expected[role]:
+                meaning = ("(T, N, D), time-major" if role == "x" else
+                           "(num_layers * directions, N, H), as PyTorch's h_0")
+                raise UserCodeError(f"{what}: the gradient of {role} has shape {np.shape(value)}, expected "
+                                    f"{expected[role]} {meaning}.")
+            out[role] = value
+        return out
 
 
 def draw_stack(model, plan, T, label, seed, targets):
