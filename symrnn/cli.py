@@ -357,10 +357,20 @@ def load_function(spec: str):
             raise
         except Exception as exc:
             raise UserCodeError(f"Importing {where!r} raised {type(exc).__name__}: {exc}") from exc
-    function = getattr(module, name, None)
+    function = _attribute(module, name)
     if function is None:
         raise UnknownNameError(f"{where!r} has no {name!r}.")
     return module, function
+
+
+def _attribute(module, dotted):
+    """``module.a.b`` for ``"a.b"`` (an object's method: ``net.backward``), or None."""
+    value = module
+    for part in dotted.split("."):
+        value = getattr(value, part, None)
+        if value is None:
+            return None
+    return value
 
 
 def _sizes(text):
@@ -446,7 +456,7 @@ def _verify_run(args) -> int:
         common["save_to"] = args.save_to
     if args.mode in ("layer", "step"):
         name = args.forward or forward_name(args.target.rpartition(':')[2])  # the name typed, not __name__
-        forward = getattr(module, name, None) if name else None
+        forward = _attribute(module, name) if name else None
         if forward is None:
             raise UnknownNameError(f"No forward for {function.__name__!r} in {args.target.rpartition(':')[0]!r}"
                                    f" (looked for {name!r}); name it with --forward NAME.")

@@ -375,6 +375,7 @@ def _reset_after(cell) -> bool:
 
 # -- declarative layouts of hand-written code ------------------------------------------
 _ROLES = ("Wx", "Wh", "W", "b", "b_hh", "V", "V_b")
+_STACKED_ROLES = ("Wx", "Wh", "W", "b", "b_hh")  # a tuple of names: one array per gate, in gate_order
 
 
 @dataclass(frozen=True)
@@ -431,6 +432,10 @@ class Layout:
             if getattr(self, field_name) not in allowed:
                 raise UnknownNameError(f"Layout {self.name!r}: {field_name}={getattr(self, field_name)!r}; "
                                        f"expected one of {allowed}.")
+        for role, name in self.names.items():
+            if isinstance(name, tuple) and role not in _STACKED_ROLES:
+                raise UnknownNameError(f"Layout {self.name!r}: names[{role!r}] is a tuple; only {_STACKED_ROLES} may "
+                                       f"be given gate by gate.")
         unknown = set(self.names) - set(_ROLES)
         if unknown:
             raise UnknownNameError(f"Layout {self.name!r}: unknown roles {sorted(unknown)}; roles are {_ROLES}.")
@@ -485,14 +490,35 @@ class Layout:
         if "V" in params and "V" in self.names:
             out[self.names["V"]] = params["V"] if self.convention == "column" else params["V"].T
             out[self.names["V_b"]] = self._bias(params["c"])
+        for role, name in self.names.items():  # one array per gate
+            if isinstance(name, tuple) and name in out:
+                out.update(zip(name, np.split(out.pop(name), len(name), axis=self._gate_axis(role))))
         return out
+
+    def _gate_axis(self, role):
+        """The axis along which the gates' blocks of a stacked array follow each other."""
+        if role in ("b", "b_hh"):
+            return 1 if self.bias_shape == "row" else 0
+        return 0 if self.convention == "column" else 1
 
     def from_user(self, cell_name, user, sizes, *, gradients=False) -> dict:
         """Canonical parameters (or gradients) from this layout's; shapes checked against ``sizes``."""
         gates = self.gates(cell_name)
         G, D, H = len(gates), sizes["D"], sizes["H"]
         names = [n for role, n in self.names.items() if role not in ("V", "V_b") or sizes.get("K")]
+        names = [m for n in names for m in (n if isinstance(n, tuple) else (n,))]
         missing = [n for n in names if n not in user]
+        if not missing:
+            user = dict(user)
+            for role, name in self.names.items():  # one array per gate: stacked as the layout stacks them
+                if isinstance(name, tuple):
+                    parts = [_array(user[n], n) for n in name]
+                    try:
+                        user[name] = np.concatenate(parts, axis=self._gate_axis(role))
+                    except ValueError:
+                        raise ShapeError(f"Layout {self.name!r}: {', '.join(name)} have the shapes "
+                                         f"{[p.shape for p in parts]}; one array per gate of the same shape "
+                                         f"expected.") from None
         if missing:
             raise ParameterError(f"Layout {self.name!r}: missing {missing}; expected the arrays {names}.")
 

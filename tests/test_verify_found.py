@@ -105,3 +105,28 @@ def test_arguments_with_unknown_names_say_how_to_declare():
         find(forward)
     assert issubclass(TracingError, ValueError)
     assert Layout and to_torch
+
+
+def test_an_object_with_one_matrix_per_gate_over_h_x_needs_no_glue(monkeypatch):
+    """From-scratch style: Wf, Wi, Wc, Wo (H, H + D) over [h, x], biases (H, 1), column vectors, one example at
+    a time, gradients in d<name> attributes: verify_layer(net.forward, net.backward, cell=None)."""
+    from corpus_glue import object_lstm
+
+    net = object_lstm.LSTM(3, 4)
+    before = {k: v.copy() for k, v in vars(net).items() if isinstance(v, np.ndarray)}
+    right = V.verify_layer(net.forward, net.backward, cell=None)
+    assert right.ok and right.cell == "lstm" and "one W over [h, x]" in right.found, str(right)
+    assert "gates f i g o" in right.found and {"dWf", "dbo", "dx", "dh0", "dc0"} <= {g.name for g in right.gradients}
+    assert all(np.array_equal(getattr(net, k), v) for k, v in before.items())  # its weights are put back
+    monkeypatch.setattr(object_lstm, "BUG", "output-gate-derivative-missing")
+    wrong = V.verify_layer(net.forward, net.backward, cell=None)
+    assert not wrong.ok and wrong.fingerprint.name == "sigmoid-derivative-missing", str(wrong)
+    assert wrong.localisation["block"] == "o" and {g.name for g in wrong.wrong} >= {"dWo", "dbo"}
+
+
+def test_the_cli_verifies_an_object_by_its_methods(tmp_path):
+    source = (GLUE / "object_lstm.py").read_text() + "\nnet = LSTM(3, 4)\n"
+    (tmp_path / "scratch.py").write_text(source)
+    out = subprocess.run([sys.executable, "-m", "symrnn.cli", "verify", "scratch.py:net.backward"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.startswith("RIGHT: lstm layer code"), out.stdout + out.stderr

@@ -664,6 +664,23 @@ def verify_layer(forward, backward, cell="rnn-tanh", layout=None, *, D=3, H=4, T
     rnn-tanh layer code is wrong: the recurrent term is dropped: ... smallest failing case T=2, N=1, D=1, H=1
     """
     _check_sizes(D=D, H=H, T=T, N=N)
+    if cell is None and _is_object_method(forward):  # net.forward, net.backward: the object's arrays are the weights
+        from .auto import find_object
+
+        found, code, D, H = find_object(forward, backward)
+        try:
+            result = verify_layer(code.forward, code.backward, found.cell, found.layout, D=D, H=H, T=T, N=found.N,
+                                  scale=scale, seed=seed, signature=found.signature, lengths=lengths,
+                                  truncation=truncation, clip=clip, replay=replay, save_to=save_to, search=search,
+                                  zero_states=zero_states)
+        finally:
+            code.restore()
+        result.found = found.text
+        if result.minimal:
+            name = type(forward.__self__).__name__.lower()
+            result.minimal["command"] = (f"symrnn.verify.verify_layer({name}.forward, {name}.backward, cell=None, "
+                                         f"replay={str(result.minimal['path'])!r})")
+        return result
     if cell is None:  # the forward is the specification
         from .auto import find
 
@@ -704,6 +721,18 @@ def verify_layer(forward, backward, cell="rnn-tanh", layout=None, *, D=3, H=4, T
                         (forward, backward), save_to, search=search, zero_states=zero,
                         cli=_cli_expressible(cell, layout, signature))
     return _run(adapter, lambda: _layer_problems(model, plan, T, seed, zero), declared, replayed, truncation, clip)
+
+
+def _is_object_method(forward):
+    """``forward`` is a bound method whose arguments are data only (its weights live on the object)."""
+    if getattr(forward, "__self__", None) is None or inspect.ismodule(forward.__self__):
+        return False
+    from .auto import ROLE_NAMES
+
+    data = {n for r in ("x", "h0", "c0") for n in ROLE_NAMES[r]}
+    params = [p.name.lower() for p in inspect.signature(forward).parameters.values()
+              if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return bool(params) and all(p in data for p in params)
 
 
 def _zero_states(model, sig, declared=()):

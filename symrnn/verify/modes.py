@@ -55,7 +55,22 @@ class Adapter:
         return self.layout.to_user(self.cell, problem.params)
 
     def param_value(self, role, user_params):
-        return user_params[self.layout.names[role]]
+        name = self.layout.names[role]
+        return tuple(user_params[n] for n in name) if isinstance(name, tuple) else user_params[name]
+
+    def user_names(self, roles: dict) -> dict:
+        """``{user name: array}`` from ``{role: array or tuple of arrays (one per gate)}``."""
+        out = {}
+        for r, v in roles.items():
+            name = self.layout.names[r]
+            if isinstance(name, tuple):
+                if not isinstance(v, (tuple, list)) or len(v) != len(name):
+                    raise UserCodeError(f"The gradient of {', '.join(name)} must come as {len(name)} arrays, one "
+                                        f"per gate; got {type(v).__name__}.")
+                out.update(zip(name, v))
+            else:
+                out[name] = v
+        return out
 
     @staticmethod
     def record(run, user_name, value, key, convert):
@@ -74,7 +89,7 @@ class Adapter:
         if missing:
             raise UserCodeError(f"The user's code returned no gradient for {missing} ({[names[r] for r in missing]}); "
                                 f"the signature must list every parameter's gradient.")
-        user = {names[r]: v for r, v in values.items()}
+        user = self.user_names(values)
         try:
             return self.layout.from_user(self.cell, user, sizes, gradients=True)
         except ShapeError as exc:
@@ -131,7 +146,7 @@ class LayerFunctions(Adapter):
             _dtype_of(v, run.dtypes)
         roles = {r: v for r, v in bout.items() if r in PARAMETER_ROLES}
         run.grads = self.grads_from_roles(roles, model.sizes)
-        run.user_grads = {"d" + self.layout.names[r]: v for r, v in roles.items()}
+        run.user_grads = {"d" + n: v for n, v in self.user_names(roles).items()}
         if "dx" in bout:
             self.record(run, "dx", bout["dx"], model.input_name,
                         lambda v: self._sequence_out(v, f"dx returned by {what}", D, T, N))
