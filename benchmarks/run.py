@@ -812,7 +812,47 @@ def bench_verify(cfg):
         res["gradcheck"] = {"time": time.perf_counter() - t0, "ok": ok,
                             "mode": "slow (default)" if cfg["verify_gradcheck_slow"] else "fast"}
     res["wrong"] = _bench_wrong_lstm(cfg, cs231n_lstm, V)
+    res["cold"] = _bench_cold_cli(cfg)
     return res
+
+
+def _bench_cold_cli(cfg):
+    """``symrnn verify`` of the corpus LSTM layer from a cold process (a new Python each time): wall
+    time of the correct layer and of a wrong one (cell-state path dropped: localised, named, shrunk),
+    declared (``--cell lstm --layout cs231n``) and found from the forward (no ``--cell``)."""
+    import shutil
+    import subprocess
+
+    D, H, T, N = cfg["verify_sizes"]
+    corpus = os.path.join(_ROOT, "tests", "corpus")
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(os.path.join(corpus, "_planted.py"), tmp)
+        source = open(os.path.join(corpus, "cs231n_lstm.py")).read().replace("from . import _planted",
+                                                                             "import _planted")
+        with open(os.path.join(tmp, "right.py"), "w") as f:
+            f.write(source)
+        with open(os.path.join(tmp, "wrong.py"), "w") as f:
+            f.write(source + "\nlstm_backward = make('cell_path_dropped').lstm_backward\n")
+        env = dict(os.environ)
+        env["PYTHONPATH"] = _ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        sizes = ["--sizes", f"D={D},H={H},N={N}", "--T", str(T)]
+        for label, target, declared in (("right, declared", "right.py", True), ("wrong, declared", "wrong.py", True),
+                                        ("right, found", "right.py", False), ("wrong, found", "wrong.py", False)):
+            command = [sys.executable, "-m", "symrnn.cli", "verify", f"{target}:lstm_backward", *sizes,
+                       "--save-to", os.path.join(tmp, "case.npz")]
+            command += ["--cell", "lstm", "--layout", "cs231n"] if declared else []
+            walls, codes = [], []
+            for _ in range(cfg["verify_repeats"]):
+                t0 = time.perf_counter()
+                done = subprocess.run(command, capture_output=True, text=True, cwd=tmp, env=env)
+                walls.append(time.perf_counter() - t0)
+                codes.append(done.returncode)
+            runs[label] = {"wall": med(walls), "codes": codes}
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import symrnn.cli"], env=env, check=True)
+        runs["import"] = {"wall": time.perf_counter() - t0}
+    return runs
 
 
 def _bench_wrong_lstm(cfg, corpus_lstm, V):
@@ -903,6 +943,25 @@ def report_verify(res, cfg, summary):
                        f"T={m.get('T')}, N={m.get('N')}, D={m.get('D')}, H={m.get('H')} |")
         summary.append((f"5. localise and fingerprint a wrong LSTM layer ({res['params']:,} parameters), symrnn's "
                         "own time", fmt_s(where_what), "< 5 s", status(where_what < 5.0, D == 64 and H == 128)))
+    if res.get("cold"):
+        cold = res["cold"]
+        out += ["", "### From a cold process: `symrnn verify` on the command line",
+                "",
+                f"Wall time of `symrnn verify FILE:lstm_backward --sizes D={D},H={H},N={N} --T {T}` in a new Python "
+                f"process each time (median of {cfg['verify_repeats']}), declared (`--cell lstm --layout cs231n`) "
+                f"or found from the forward (no `--cell`); the wrong layer has its cell-state path dropped and is "
+                f"localised, named and shrunk. `import symrnn.cli` alone: {fmt_s(cold['import']['wall'])}. No "
+                f"disk cache of derivations exists yet: every process derives and compiles again.",
+                "",
+                "| run | wall | exit codes |",
+                "|---|---|---|"]
+        for label in ("right, declared", "wrong, declared", "right, found", "wrong, found"):
+            out.append(f"| {label} | {fmt_s(cold[label]['wall'])} | {cold[label]['codes']} |")
+        right, wrong = cold["right, declared"]["wall"], cold["wrong, declared"]["wall"]
+        summary.append((f"5. symrnn verify, correct {res['params']:,}-parameter LSTM layer, cold process",
+                        fmt_s(right), "≤ 1.0 s", status(right <= 1.0, D == 64 and H == 128)))
+        summary.append((f"5. symrnn verify, wrong {res['params']:,}-parameter LSTM layer (localised, named), cold "
+                        "process", fmt_s(wrong), "≤ 2.0 s", status(wrong <= 2.0, D == 64 and H == 128)))
     return out
 
 

@@ -71,10 +71,10 @@ def test_no_false_alarm_long(name, scale):
     assert result.ok, false_alarm(name, result, scale=scale, T=LONG)
 
 
-@pytest.mark.parametrize("name", SEARCH_NAMES)
-def test_no_false_alarm_with_search(name):
-    result = verify(name, T=8, search=20)
-    assert result.ok, false_alarm(name, result, T=8, search=20)
+@pytest.mark.parametrize("name, scale, T", [(n, s, T) for n in SEARCH_NAMES for s, T in ((None, 8), (0.1, 30), (3.0, 30))])
+def test_no_false_alarm_with_search(name, scale, T):
+    result = verify(name, T=T, scale=scale, search=20)
+    assert result.ok, false_alarm(name, result, T=T, scale=scale, search=20)
 
 
 @pytest.mark.parametrize("name", ["rnn_exp_clip", "rnn_sigmoid2"])
