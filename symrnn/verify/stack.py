@@ -84,6 +84,7 @@ class StackLossFunction:
     def __init__(self, model, layout, signature, fn):
         self.model, self.layout, self.signature, self.fn = model, layout, signature, fn
         self.cell_name = model.cell.name
+        self.cell = self.cell_name  # what the judging code hands to the layout
 
     def run(self, problem, findings, second=False):
         user_params = self.layout.to_user(self.cell_name, problem.params)
