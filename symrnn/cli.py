@@ -28,6 +28,7 @@ from .cell import Cell
 from .cells import BUILTIN_CELLS, builtin_cell
 from .errors import SymRNNError, UnknownNameError, UserCodeError
 from .fileio import check_output_dir
+from .layouts import LAYOUTS
 from .losses import LOSSES, REDUCTIONS
 
 
@@ -447,6 +448,8 @@ def _verify_run(args) -> int:
         meta = load_case(args.replay)[0]  # the declared model comes from the file
         for key in ("loss", "reduction", "architecture"):
             setattr(args, key, meta.get(key, getattr(args, key)))
+        if args.cell is None and meta.get("cell") in BUILTIN_CELLS and meta.get("layout") in LAYOUTS:
+            args.cell, args.layout = meta["cell"], args.layout or meta["layout"]  # saved by a declared verification
         common["replay"] = args.replay
     declared = dict(truncation=truncation, clip=clip, search=args.search)
     if args.save_to:

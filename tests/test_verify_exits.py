@@ -103,9 +103,22 @@ def test_exit_3_at_import(tmp_path, top, said):
 
 
 def test_exit_4_forward_differs(tmp_path):
-    out = verify(tmp_path, source(activation="np.sin"))
+    out = verify(tmp_path, source(activation="np.sin"), "--cell", "rnn-tanh")
     assert out.returncode == 4, (out.stdout, out.stderr)
     assert out.stdout.startswith("FORWARD DIFFERS: rnn-tanh layer code computes another function (h at step 1)")
+
+
+def test_exit_4_forward_differs_from_every_cell_tried(tmp_path):
+    """No --cell: no built-in cell matches and the code cannot be traced (it branches on a value)."""
+    out = verify(tmp_path, source(activation="(lambda a: a / (1 + np.abs(a)) if float(a.flat[0]) < 1e9 else a)"))
+    assert out.returncode == 4, (out.stdout, out.stderr)
+    assert "computes no built-in cell" in out.stderr and "student.py" in out.stderr
+
+
+def test_a_traced_cell_is_verified_without_cell(tmp_path):
+    """No --cell, a sin activation: the cell is traced from the code and the backward judged against it."""
+    out = verify(tmp_path, source(activation="np.sin"))
+    assert out.returncode == 1 and "traced from the code" in out.stdout and "sin(" in out.stdout, out.stdout
 
 
 def test_help_says_the_file_runs_and_lists_the_exit_codes():
