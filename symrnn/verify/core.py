@@ -4,6 +4,7 @@ from __future__ import annotations
 import inspect
 import os
 import shlex
+import tempfile
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -544,16 +545,23 @@ def replay_command(declared, path):
         call = {"layer": "verify_layer", "step": "verify_step", "object": "verify_layer_object",
                 "loss": "verify_loss"}[meta["mode"]]
         names = ", ".join(getattr(f, "__name__", "fn") for f in fns)
-        return f"symrnn.verify.{call}({names}, <the same declaration>, replay={str(path)!r})"
+        return f"symrnn.verify.{call}({names}, <the same declaration>, replay={_shown_path(path)!r})"
     where = _source_of(main)
-    target = f"{where}:{getattr(main, '__name__', 'FUNCTION')}" if where else "FILE.py:FUNCTION"
+    if where is None:  # defined in a notebook or a session: the Python call, runnable there
+        call = {"layer": "verify_layer", "step": "verify_step", "object": "verify_layer_object",
+                "loss": "verify_loss"}[meta["mode"]]
+        names = ", ".join(getattr(f, "__name__", "fn") for f in fns)
+        more = "".join(f", {k}={meta[k]!r}" for k in ("loss", "reduction", "architecture") if k in meta)
+        return (f"symrnn.verify.{call}({names}, cell={meta['cell']!r}, layout={meta['layout']!r}{more}, "
+                f"replay={_shown_path(path)!r})")
+    target = f"{where}:{getattr(main, '__name__', 'FUNCTION')}"
     parts = ["symrnn", "verify", target, "--mode", meta["mode"], "--cell", str(meta["cell"]), "--layout",
              str(meta["layout"])]
     if meta["mode"] in ("layer", "step") and len(fns) == 2:
         fwd = getattr(fns[0], "__name__", None)
         if fwd and fwd != forward_name(getattr(main, "__name__", "")):
             parts += ["--forward", fwd]
-    parts += ["--replay", str(path)]
+    parts += ["--replay", _shown_path(path)]
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -570,11 +578,24 @@ def declared_cli_command(forward, backward):
 
 
 def _source_of(fn):
+    """The file that defines ``fn``, relative to the working directory; None when there is no file a
+    command line could import (a notebook cell's temporary file, an interactive session)."""
     try:
         source = inspect.getsourcefile(fn)
     except TypeError:
         return None
-    return os.path.relpath(source) if source and not source.startswith("<") else None
+    if not source or source.startswith("<") or not os.path.isfile(source):
+        return None
+    if "ipykernel_" in source or getattr(fn, "__module__", None) == "__main__" and \
+            os.path.realpath(source).startswith(os.path.realpath(tempfile.gettempdir()) + os.sep):
+        return None  # a notebook's (or an interactive session's) temporary copy of a cell
+    return os.path.relpath(source)
+
+
+def _shown_path(path):
+    """``path`` relative to the working directory when it lies under it, else as it is."""
+    relative = os.path.relpath(str(path))
+    return str(path) if relative.startswith(os.pardir) else relative
 
 
 # -- the public entry points -----------------------------------------------------------------
@@ -706,7 +727,8 @@ def verify_layer(forward, backward, cell="rnn-tanh", layout=None, *, D=3, H=4, T
                 found.text += f"; one example at a time (the code failed on a batch of {N}: N = 1)"
         result.found = found.text
         if result.minimal and declared_cli_command(forward, backward) is not None:
-            result.minimal["command"] = declared_cli_command(forward, backward) + ["--replay", result.minimal["path"]]
+            result.minimal["command"] = declared_cli_command(forward, backward) + ["--replay",
+                                                                                _shown_path(result.minimal["path"])]
             result.minimal["command"] = " ".join(shlex.quote(p) for p in result.minimal["command"])
         return result
     layout = "cs231n" if layout is None else layout
