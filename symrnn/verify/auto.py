@@ -163,15 +163,17 @@ def _runs(forward, roles, layout, G, N=None):
     return True
 
 
-def find(forward, *, step_forward=None, cell=None, layout=None, names=None) -> Found:
-    """What ``forward`` computes: a built-in cell, or one traced from the code (see the module)."""
+def find(forward, *, step_forward=None, cell=None, layout=None) -> Found:
+    """What ``forward`` computes: a built-in cell, or one traced from the code (see the module).
+
+    ``step_forward`` is the step to trace (default: the module's ``<name>_step_forward``); ``cell``
+    (a built-in name) and ``layout`` (a :class:`~symrnn.layouts.Layout`) narrow the search."""
 
     roles = forward_roles(forward)
     arg_names = [p.name for p in inspect.signature(forward).parameters.values()
                  if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     names = dict(zip(roles, arg_names))
     candidates = [layout] if isinstance(layout, Layout) else layouts_for(roles, names)
-    tried = []
     for N in (None, 1):  # code written for one example at a time runs with N = 1 only
         runnable = [(G, lay) for G in (1, 3, 4) for lay in candidates if _runs(forward, roles, lay, G, N)]
         if not runnable:
@@ -192,7 +194,6 @@ def find(forward, *, step_forward=None, cell=None, layout=None, names=None) -> F
                             continue
                         if _matches(forward, roles, candidate, model, name, N):
                             return _found(name, candidate, roles, forward, "built-in", N)
-        tried.append(N)
         if cell is not None and isinstance(cell, str):
             continue
         errors = []

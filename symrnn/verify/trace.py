@@ -172,8 +172,13 @@ def _filled(shape, value):
 
 
 def _floating(dtype):
-    return dtype is None or dtype is float or (np.dtype(dtype).kind == "f" if not isinstance(dtype, str) or
-                                               dtype in ("float", "float64", "float32", "f8", "f4") else False)
+    """A dtype a float array would have (None: NumPy's default, float64)."""
+    if dtype is None or dtype is float:
+        return True
+    try:
+        return np.dtype(dtype).kind == "f"
+    except TypeError:
+        return False
 
 
 def _has_traced(a):
@@ -254,7 +259,7 @@ def symbolic_numpy():
 
         def convert(a, dtype=None, *args, **kwargs):
             if _has_traced(a) or (isinstance(a, (list, tuple)) and _contains_traced(a)):
-                return real(a, dtype=object) if name != "ascontiguousarray" else real(a, dtype=object)
+                return real(a, dtype=object)
             return real(a, dtype, *args, **kwargs) if dtype is not None else real(a, *args, **kwargs)
         return convert
 
