@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -427,6 +429,7 @@ def _verify(args) -> int:
 
 def _verify_run(args) -> int:
     from . import verify as V
+    from .verify.core import _shown_path
     from .verify.signatures import forward_name
 
     if args.json:
@@ -434,7 +437,14 @@ def _verify_run(args) -> int:
 
         check_writable(args.json)  # before any work: a bad path is a usage error
     truncation, clip = _truncation(args.truncation), _clip(args.clip)  # usage errors before any import
+    for option in ("search", "seed"):
+        if getattr(args, option) < 0:
+            raise UnknownNameError(f"--{option} {getattr(args, option)}: give a number >= 0.")
+    if args.T < 1:
+        raise UnknownNameError(f"--T {args.T}: give a length >= 1.")
     module, function = load_function(args.target)
+    if args.cell is not None and ":" in args.cell:  # a user's cell, file.py:function returning a Cell
+        args.cell = load_cell(args.cell)
     sizes = _sizes(args.sizes)
     common = dict(D=sizes.get("D", 3), H=sizes.get("H", 4), N=sizes.get("N", 3), seed=args.seed)
     if args.search and args.mode not in ("layer", "loss"):
@@ -461,10 +471,12 @@ def _verify_run(args) -> int:
         name = args.forward or forward_name(args.target.rpartition(':')[2])  # the name typed, not __name__
         forward = _attribute(module, name) if name else None
         if forward is None:
+            looked = f"looked for {name!r}" if name else "its name does not end in 'backward'"
             raise UnknownNameError(f"No forward for {function.__name__!r} in {args.target.rpartition(':')[0]!r}"
-                                   f" (looked for {name!r}); name it with --forward NAME.")
-        if args.mode == "layer":
-            layout = args.layout if args.cell is None or args.layout is not None else "cs231n"
+                                   f" ({looked}); name it with --forward NAME.")
+        if args.mode == "layer":  # no --layout: found from the forward (for the --cell given, if any)
+            builtin = args.cell is None or isinstance(args.cell, str)
+            layout = args.layout or ("auto" if builtin and args.cell is not None else None if builtin else "cs231n")
             result = V.verify_layer(forward, function, args.cell, layout, T=args.T, **declared, **common)
         else:
             result = V.verify_step(forward, function, args.cell or "rnn-tanh", args.layout or "cs231n", **common)
@@ -475,10 +487,21 @@ def _verify_run(args) -> int:
                                T=args.T, loss=args.loss,
                                reduction=args.reduction, architecture=args.architecture, mask=args.mask,
                                **declared, **common)
-    print(result.report(show_code=args.show_code))
+    if result.found and result.minimal:  # replayed by the same command line, which finds the cell again
+        command = ["symrnn", "verify", args.target] + (["--forward", args.forward] if args.forward else []) \
+            + (["--cell", args.cell] if isinstance(args.cell, str) else []) + ["--replay", _shown_path(result.minimal["path"])]
+        result.minimal["command"] = " ".join(shlex.quote(str(p)) for p in command)
+    code = EXIT_RIGHT if result.ok else EXIT_FORWARD if not result.forward.ok else EXIT_WRONG
     if args.json:
         result.to_json(args.json)
-    return EXIT_RIGHT if result.ok else EXIT_FORWARD if not result.forward.ok else EXIT_WRONG
+    try:
+        print(result.report(show_code=args.show_code), flush=True)
+    except BrokenPipeError:  # `symrnn verify ... | head`: the reader stopped early; the verdict still counts
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except OSError as exc:  # stdout cannot be written (a full disk): say so, keep the verdict's code
+        print(f"symrnn verify: the report could not be written to standard output: {exc}; verdict: "
+              f"{result.verdict()}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -103,9 +103,11 @@ def test_exit_3_at_import(tmp_path, top, said):
 
 
 def test_exit_4_forward_differs(tmp_path):
-    out = verify(tmp_path, source(activation="np.sin"), "--cell", "rnn-tanh")
+    out = verify(tmp_path, source(activation="np.sin"), "--cell", "rnn-tanh", "--layout", "cs231n")
     assert out.returncode == 4, (out.stdout, out.stderr)
     assert out.stdout.startswith("FORWARD DIFFERS: rnn-tanh layer code computes another function (h at step 1)")
+    alone = verify(tmp_path, source(activation="np.sin"), "--cell", "rnn-tanh")  # its layout searched for
+    assert alone.returncode == 4 and "computes no 'rnn-tanh' in any layout tried" in alone.stderr, alone.stderr
 
 
 def test_exit_4_forward_differs_from_every_cell_tried(tmp_path):

@@ -396,7 +396,7 @@ def test_cli_finds_the_forward_of_the_name_typed(tmp_path):
     """``doubled_backward = rnn_backward`` has __name__ 'rnn_backward'; its forward is doubled_forward."""
     _load_module(tmp_path, "aliases", ALIASES)
     cli = subprocess.run([sys.executable, "-m", "symrnn.cli", "verify", "aliases.py:doubled_backward", "--cell",
-                          "rnn-tanh"],
+                          "rnn-tanh", "--layout", "cs231n"],
                          capture_output=True, text=True, cwd=tmp_path)
     assert cli.returncode == 4 and cli.stdout.startswith("FORWARD DIFFERS: "), cli.stdout
 

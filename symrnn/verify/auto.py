@@ -27,11 +27,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..cells import builtin_cell
-from ..errors import SymRNNError, UnknownNameError
+from ..errors import ShapeError, SymRNNError, UnknownNameError, UserCodeError, UserCodeExit
 from ..layouts import LAYOUTS, Layout
 from .hygiene import guarded
 from .signatures import Signature
-from .trace import TracingError, equations_text, pseudo_cell, run_on_symbols, traced_array, traced_cell
+from .trace import TracingError, _user_line, equations_text, pseudo_cell, run_on_symbols, traced_array, traced_cell
 
 #: names people give the forward's arguments, by role (compared in lower case)
 ROLE_NAMES = {
@@ -148,8 +148,9 @@ def _matches(forward, roles, layout, model, cell, N=None):
     return bool(np.all(np.isfinite(h)) and np.allclose(h, exact, rtol=1e-4, atol=1e-6))
 
 
-def _runs(forward, roles, layout, G, N=None):
-    """The forward runs on arrays laid out with ``G`` gate blocks and returns h of the right shape."""
+def _runs(forward, roles, layout, G, N=None, errors=None):
+    """The forward runs on arrays laid out with ``G`` gate blocks and returns h of the right shape
+    (what it raised otherwise goes to ``errors``)."""
     model = _probe_model({1: "rnn-tanh", 3: "gru-reset-before", 4: "lstm"}[G])
     cell = model.cell.name
     params, x, h0 = _probe(model, N=N)
@@ -158,9 +159,33 @@ def _runs(forward, roles, layout, G, N=None):
     try:
         h = _call_forward(forward, roles, lay, cell, params, x, h0, ())
         lay.sequence_from_user(h, "h", (x.shape[0], x.shape[1], PROBE["H"]))
-    except (Exception, SymRNNError):
+    except UserCodeExit:
+        raise  # exit() in the forward: reported as such, whatever the layout
+    except (Exception, SymRNNError) as exc:
+        if errors is not None:
+            errors.append(exc)
         return False
     return True
+
+
+#: what a forward raises when it is given arrays of another layout; anything else is a mistake of its own
+LAYOUT_ERRORS = (ValueError, IndexError, TypeError, ShapeError)
+
+
+def _no_layout(forward, errors, arg_names, roles):
+    """The error when the forward ran in no layout: its own mistake (exit 3) when it raised something
+    other than a layout's shape errors, else a usage error naming what the first layout gave."""
+    own = next((e for e in errors if not isinstance(e, LAYOUT_ERRORS)), None)
+    if own is not None:
+        where = _user_line(own.__traceback__)
+        return UserCodeError(f"{getattr(forward, '__name__', 'the forward')}(...) raised {type(own).__name__}: {own}"
+                             + (f" at {where}" if where else "") + " (on arrays in every layout tried)")
+    first = errors[0] if errors else None
+    return UnknownNameError(
+        f"The forward did not run on arrays laid out in any convention symrnn knows (arguments {arg_names} read "
+        f"as {list(roles)}; sizes D={PROBE['D']}, H={PROBE['H']}, N={PROBE['N']} or 1, T={PROBE['T']})"
+        + (f"; in the first layout tried it raised {type(first).__name__}: {first}" if first else "")
+        + ": give --cell and --layout, or signature= in Python.")
 
 
 def find(forward, *, step_forward=None, cell=None, layout=None) -> Found:
@@ -174,10 +199,12 @@ def find(forward, *, step_forward=None, cell=None, layout=None) -> Found:
                  if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     names = dict(zip(roles, arg_names))
     candidates = [layout] if isinstance(layout, Layout) else layouts_for(roles, names)
+    errors, ran = [], False
     for N in (None, 1):  # code written for one example at a time runs with N = 1 only
-        runnable = [(G, lay) for G in (1, 3, 4) for lay in candidates if _runs(forward, roles, lay, G, N)]
+        runnable = [(G, lay) for G in (1, 3, 4) for lay in candidates if _runs(forward, roles, lay, G, N, errors)]
         if not runnable:
             continue
+        ran = True
         families = [f for f in FAMILIES if cell is None or (isinstance(cell, str) and cell in f)]
         for G, lay in runnable:
             for family in families:
@@ -206,10 +233,10 @@ def find(forward, *, step_forward=None, cell=None, layout=None) -> Found:
             raise TracingError("The forward computes no built-in cell in any layout tried, and tracing it failed: "
                                + errors[0] + ". Declare the cell instead (symrnn.Cell, --cell file.py:function) "
                                "with a layout.")
-    raise UnknownNameError(
-        f"The forward did not run on arrays laid out in any convention symrnn knows (arguments {arg_names} read "
-        f"as {list(roles)}; sizes D={PROBE['D']}, H={PROBE['H']}, N={PROBE['N']} or 1, T={PROBE['T']}): give --cell "
-        f"and --layout, or signature= in Python.")
+    if ran and cell is not None:
+        raise TracingError(f"The forward computes no {cell!r} in any layout tried (it runs, but its states differ "
+                           f"from the cell's): give --layout, or leave out --cell to find or trace what it computes.")
+    raise _no_layout(forward, errors, arg_names, roles)
 
 
 def _describe(layout):
@@ -304,8 +331,11 @@ def _traced(forward, step_forward, roles, layout, G, N):
                        D=3, H=2, what=what)
     model = Model(cell, D=PROBE["D"], H=PROBE["H"], loss="upstream")
     if not _matches(forward, roles, lay, model, cell, N):
-        raise TracingError(f"the cell traced from {what} does not reproduce the forward on numbers (a state the "
-                           f"code keeps to itself, or a branch on values?)")
+        hint = ("the forward keeps a state of its own (such as an LSTM's c, started at zero inside it), which one "
+                "step cannot show: give its step function (a *_step_forward beside the forward, taking and returning "
+                "every state) or declare the cell" if step_forward is None else
+                "a branch on values, or a state the step does not return?")
+        raise TracingError(f"the cell traced from {what} does not reproduce the forward on numbers: {hint}")
     found = _found(cell.name, lay, roles, forward, "traced", N, cell=cell)
     arrays = ", ".join(lay.names[r] for r in ("Wx", "Wh", "W", "b") if r in lay.names)
     found.text += (f"; its equations (U_g, W_g, b_g: the blocks of {arrays} in their order, one per gate g):\n"
@@ -400,7 +430,7 @@ def _object_layouts(arrays):
     return out
 
 
-def find_object(forward, backward):
+def find_object(forward, backward, cell=None):
     """Object mode of :func:`find`: ``forward`` and ``backward`` are bound methods of one object whose
     float arrays are the parameters; returns ``(Found, ObjectCode, D, H)``."""
     obj = getattr(forward, "__self__", None)
@@ -433,17 +463,18 @@ def find_object(forward, backward):
                     gates = GATES["rnn" if family[0].startswith("rnn") else family[0].split("-")[0]]
                     if len(gates) != G:
                         continue
-                    for name in family:
+                    for name in family if cell is None else [n for n in family if n == cell]:
                         model = _sized_model(name, D, H)
                         for order in (itertools.permutations(gates) if G > 1 else [()]):
                             candidate = replace(layout, gate_order=tuple(order))
                             if not _shapes_fit(candidate, name, model, arrays):
                                 break
-                            for N in (1, 3):
+                            for N in (PROBE["N"], 1):  # a batch when the code takes one
                                 if _matches_sized(code.forward, sig_roles, candidate, model, name, N):
                                     text = (f"{type(obj).__name__}'s arrays are the weights of the built-in cell "
                                             f"{name!r}; layout: {_describe(candidate)}"
-                                            + ("; one example at a time (N = 1)" if N == 1 else ""))
+                                            + ("; one example at a time (the forward takes no batch: N = 1)"
+                                               if N == 1 else ""))
                                     returned = _data_gradients(code, sig_roles, candidate, model, name, N)
                                     sig = Signature(sig_roles, ("h", "cache"), ("dh", "cache"),
                                                     ("dx", "dh0", "dc0")[:returned] + param_roles)
@@ -455,18 +486,24 @@ def find_object(forward, backward):
 
 
 def _data_gradients(code, roles, layout, model, cell, N):
-    """How many of (dx, dh0, dc0) the object's backward() returns (run once on the probe)."""
-    rng = np.random.default_rng(1)
-    params = model.init_params(1)
-    x = rng.normal(size=(PROBE["T"], N, model.sizes["D"]))
-    h0 = {s: np.zeros((N, model.sizes["H"])) for s in model.state_names}
-    try:
-        _call_forward(code.forward, roles, layout, cell, params, x, h0, ())
-        with np.errstate(all="ignore"), guarded("the backward"):
-            out = code.backward_method(layout.sequence_to_user(rng.normal(size=(PROBE["T"], N, model.sizes["H"]))))
-    except (Exception, SymRNNError):
-        return 1
-    return 0 if out is None else len(out) if isinstance(out, (tuple, list)) else 1
+    """How many of (dx, dh0, dc0) the object's backward() returns (run once on the probe, on a batch
+    of ``N`` or, when its backward takes no batch, on one example)."""
+    for n in dict.fromkeys((N, 1)):
+        rng = np.random.default_rng(1)
+        params = model.init_params(1)
+        x = rng.normal(size=(PROBE["T"], n, model.sizes["D"]))
+        h0 = {s: np.zeros((n, model.sizes["H"])) for s in model.state_names}
+        try:
+            _call_forward(code.forward, roles, layout, cell, params, x, h0, ())
+            with np.errstate(all="ignore"), guarded("the backward"):
+                out = code.backward_method(layout.sequence_to_user(rng.normal(size=(PROBE["T"], n,
+                                                                                     model.sizes["H"]))))
+        except UserCodeExit:
+            raise
+        except (Exception, SymRNNError):
+            continue
+        return 0 if out is None else len(out) if isinstance(out, (tuple, list)) else 1
+    return 1
 
 
 @functools.lru_cache(maxsize=None)

@@ -13,7 +13,7 @@ from threadpoolctl import threadpool_limits
 from ..cells import builtin_cell
 from ..clipping import Clipping, as_clipping, clip_gradients
 from ..errors import ShapeError, UnknownNameError, UserCodeError, UserCodeExit
-from ..layouts import layout_for
+from ..layouts import Layout, layout_for
 from ..model import Model
 from ..symbols import parse
 from ..truncated import Truncation, as_truncation, truncated_loss_and_grads
@@ -267,7 +267,7 @@ def localise(adapter, problem, run, ex, dtype_model, verdicts):
            "message": ""}
     for v in wrong:
         bad = [b.block for b in v.blocks if not b.ok]
-        if bad and len(bad) < len(v.blocks):
+        if bad and any(b.ok and b.tested for b in v.blocks):
             out["gradient"], out["block"] = v.name, ",".join(bad)
             break
     initial = getattr(model, "initial_state_key", lambda s: f"{s}0")
@@ -482,8 +482,9 @@ def message_probe(adapter, declared, T, seed=7):
     t, wrong, size = first
     gate_of = {n: parse(next(term.consumer for term in mutant_terms(pm) if term.matrix is not None
                              and term.matrix.name == n))[0] for n in names}
+    tested = [n for n in names if np.abs(exact_q[t][n]).max() > 1e-12 * size]  # a zero block is right by any code
     out = {"step": min(t + 2, T), "blocks_wrong": [gate_of[n] for n in wrong],
-           "blocks_right": [gate_of[n] for n in names if n not in wrong], "path": None}
+           "blocks_right": [gate_of[n] for n in names if n not in wrong and n in tested], "path": None}
     if t == T - 1:
         out["message"] = (f"already wrong at the last step t={T} of the message probe (a local derivative, not a "
                           f"message)")
@@ -685,51 +686,33 @@ def verify_layer(forward, backward, cell="rnn-tanh", layout=None, *, D=3, H=4, T
     rnn-tanh layer code is wrong: the recurrent term is dropped: ... smallest failing case T=2, N=1, D=1, H=1
     """
     _check_sizes(D=D, H=H, T=T, N=N)
-    if cell is None and _is_object_method(forward):  # net.forward, net.backward: the object's arrays are the weights
-        from .auto import find_object
+    if (cell is None or layout == "auto") and _is_object_method(forward):
+        from .auto import find_object  # net.forward, net.backward: the object's arrays are the weights
 
-        found, code, D, H = find_object(forward, backward)
+        found, code, D, H = find_object(forward, backward, cell=None if layout != "auto" else cell)
         try:
-            result = verify_layer(code.forward, code.backward, found.cell, found.layout, D=D, H=H, T=T, N=found.N,
-                                  scale=scale, seed=seed, signature=found.signature, lengths=lengths,
-                                  truncation=truncation, clip=clip, replay=replay, save_to=save_to, search=search,
-                                  zero_states=zero_states)
+            result = _verify_found(found, code.forward, code.backward, locals_(D=D, H=H, T=T, N=N, scale=scale,
+                                   seed=seed, lengths=lengths, truncation=truncation, clip=clip, replay=replay,
+                                   save_to=save_to, search=search, zero_states=zero_states))
         finally:
             code.restore()
-        result.found = found.text
         if result.minimal:
-            name = type(forward.__self__).__name__.lower()
+            name = getattr(forward.__self__, "__name__", None) or "net"
             result.minimal["command"] = (f"symrnn.verify.verify_layer({name}.forward, {name}.backward, cell=None, "
-                                         f"replay={str(result.minimal['path'])!r})")
+                                         f"replay={_shown_path(result.minimal['path'])!r})")
         return result
-    if cell is None:  # the forward is the specification
+    if cell is None or layout == "auto":  # the forward is the specification
         from .auto import find
 
-        found = find(forward, cell=None, layout=layout if layout is not None and not isinstance(layout, str)
-                     else (None if layout is None else layout_for(layout, "rnn-tanh")))
-        def run(n):
-            return verify_layer(forward, backward, found.cell, found.layout, D=D, H=H, T=T, N=n, scale=scale,
-                                seed=seed, signature=signature or found.signature, lengths=lengths,
-                                truncation=truncation, clip=clip, replay=replay, save_to=save_to, search=search,
-                                zero_states=zero_states)
-        if found.N == 1 or N == 1:
-            result = run(1)
-        else:
-            try:
-                result = run(N)
-            except UserCodeExit:
-                raise
-            except UserCodeError as exc:  # code written for one example at a time: its backward may need N = 1
-                try:
-                    result = run(1)
-                except UserCodeError:
-                    raise exc from None
-                found.text += f"; one example at a time (the code failed on a batch of {N}: N = 1)"
-        result.found = found.text
+        found = find(forward, cell=None if layout != "auto" else cell,
+                     layout=layout if isinstance(layout, Layout) else None if layout in (None, "auto")
+                     else layout_for(layout, "rnn-tanh"))
+        result = _verify_found(found, forward, backward, locals_(D=D, H=H, T=T, N=N, scale=scale, seed=seed,
+                               signature=signature, lengths=lengths, truncation=truncation, clip=clip,
+                               replay=replay, save_to=save_to, search=search, zero_states=zero_states))
         if result.minimal and declared_cli_command(forward, backward) is not None:
-            result.minimal["command"] = declared_cli_command(forward, backward) + ["--replay",
-                                                                                _shown_path(result.minimal["path"])]
-            result.minimal["command"] = " ".join(shlex.quote(p) for p in result.minimal["command"])
+            command = declared_cli_command(forward, backward) + ["--replay", _shown_path(result.minimal["path"])]
+            result.minimal["command"] = " ".join(shlex.quote(p) for p in command)
         return result
     layout = "cs231n" if layout is None else layout
     replayed, D, H, _ = _replay_sizes(replay, D, H, None)
@@ -743,6 +726,35 @@ def verify_layer(forward, backward, cell="rnn-tanh", layout=None, *, D=3, H=4, T
                         (forward, backward), save_to, search=search, zero_states=zero,
                         cli=_cli_expressible(cell, layout, signature))
     return _run(adapter, lambda: _layer_problems(model, plan, T, seed, zero), declared, replayed, truncation, clip)
+
+
+def locals_(**kwargs):
+    return kwargs
+
+
+def _verify_found(found, forward, backward, options):
+    """verify_layer against what :mod:`symrnn.verify.auto` found: on a batch when the code runs on one
+    (its forward and its backward), else one example at a time."""
+    N = options.pop("N")
+    signature = options.pop("signature", None) or found.signature
+
+    def run(n):
+        return verify_layer(forward, backward, found.cell, found.layout, N=n, signature=signature, **options)
+    if found.N == 1 or N == 1:
+        result = run(1)
+    else:
+        try:
+            result = run(N)
+        except UserCodeExit:
+            raise
+        except UserCodeError as exc:  # code written for one example at a time: its backward may need N = 1
+            try:
+                result = run(1)
+            except UserCodeError:
+                raise exc from None
+            found.text += f"; one example at a time (the code failed on a batch of {N}: N = 1)"
+    result.found = found.text
+    return result
 
 
 def _is_object_method(forward):
@@ -1042,4 +1054,7 @@ def _run(adapter, problems, declared, replayed=None, truncation=None, clip=None)
     if declared.search:
         found = search_failure(adapter, declared, max(p.T for p in cases), cases[0].truncation, cases[0].clip)
         cases += [found] if found is not None else []
-    return run_cases(adapter, cases, mode, adapter.layout.name, declared)
+    result = run_cases(adapter, cases, mode, adapter.layout.name, declared)
+    if declared.search and result.ok:
+        result.searched = declared.search
+    return result

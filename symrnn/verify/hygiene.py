@@ -144,8 +144,10 @@ def call(fn, args, names, what, problem, findings, watch=True):
     except Exception as exc:
         path = save_case(problem, what.split("(")[0].strip().replace(" ", "-"))
         shapes = ", ".join(f"{name} {_shape(arg)}" for arg, name in zip(args, names) if name != "cache")
+        where = _user_frame(exc.__traceback__)
         raise UserCodeError(
-            f"{what} raised {type(exc).__name__}: {exc}\n  called with {shapes}\n  on the case {problem.label!r} "
+            f"{what} raised {type(exc).__name__}: {exc}" + (f" at {where}" if where else "")
+            + f"\n  called with {shapes}\n  on the case {problem.label!r} "
             f"(T={problem.T}, N={problem.N}); its arrays are saved in {path}") from exc
     if watch:
         after = {label: array for arg, name in zip(args, names) for label, array in _arrays_in(arg, name)}

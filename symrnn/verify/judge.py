@@ -203,6 +203,7 @@ class BlockVerdict:
     block: str
     max_abs_error: float
     ok: bool
+    tested: bool = True  # the exact block is not all zero in this case (a zero block is right by any code)
 
 
 @dataclass
@@ -223,10 +224,16 @@ class GradientVerdict:
                 "ok": self.ok, "user_norm": self.user_norm, "exact_norm": self.exact_norm,
                 "worst_index": list(self.worst_index), "user_value": self.user_value,
                 "exact_value": self.exact_value,
-                "blocks": [{"block": b.block, "max_abs_error": b.max_abs_error, "ok": b.ok} for b in self.blocks]}
+                "blocks": [{"block": b.block, "max_abs_error": b.max_abs_error, "ok": b.ok, "tested": b.tested}
+                           for b in self.blocks]}
 
 
 def judge_array(name, user, exact, tol, blocks=None) -> GradientVerdict:
+    with np.errstate(all="ignore"):  # the user's inf and NaN are judged, not warned about
+        return _judge_array(name, user, exact, tol, blocks)
+
+
+def _judge_array(name, user, exact, tol, blocks=None) -> GradientVerdict:
     user, exact, tol = (np.asarray(a, dtype=np.float64) for a in (user, exact, tol))
     error = np.abs(user - exact)
     bad = ~np.isfinite(user)
@@ -239,5 +246,6 @@ def judge_array(name, user, exact, tol, blocks=None) -> GradientVerdict:
         float(user[worst]) if ratio.size else 0.0, float(exact[worst]) if ratio.size else 0.0)
     for block, index in (blocks or []):
         verdict.blocks.append(BlockVerdict(block, float(np.max(np.where(bad, np.inf, error)[index], initial=0.0)),
-                                           bool(np.all(ratio[index] <= 1.0))))
+                                           bool(np.all(ratio[index] <= 1.0)),
+                                           bool(np.max(np.abs(exact[index]), initial=0.0) > 0)))
     return verdict

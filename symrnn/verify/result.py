@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+import numpy as np
+
 
 @dataclass
 class ForwardCheck:
@@ -88,6 +90,7 @@ class Verification:
     exact_line: dict = field(default_factory=dict)  # the fingerprint's line of the exact derivation: latex, code
     notes: list = field(default_factory=list)  # what the verification could not do
     found: str = ""  # the cell and layout found from the forward (verify_layer(..., cell=None))
+    searched: int = 0  # cases drawn by Hypothesis (search=) besides the fixed ones, none of them failing
 
     @property
     def wrong(self) -> list:
@@ -105,12 +108,16 @@ class Verification:
                         f"{at})")
         if self.ok:
             warn = f", {len(self.hygiene)} hygiene finding(s)" if self.hygiene else ""
+            searched = f" + {self.searched} searched" if self.searched else ""
             return _fit(f"RIGHT: {what}, {len(self.gradients)} gradients exact ({self.dtype_model.name} error model, "
-                        f"{len(self.cases)} cases{warn})")
+                        f"{len(self.cases)} cases{searched}{warn})")
         if self.explanation is not None:
             return _fit(f"DIFFERS ONLY BY {self.explanation.to_json()['text']}: declare "
                         f"{self.explanation.declaration()}")
-        names = [g.name for g in self.wrong]
+        names = [g.name for g in self.wrong]  # the shown case's first, then those wrong in other cases
+        names += [n for c in self.cases for n in c.wrong if n not in names]
+        names = [n + " (not finite)" if any(g.name == n and not np.isfinite(g.max_abs_error) for g in self.gradients)
+                 else n for n in names]
         loc = self.localisation
         where = ([self.fingerprint.name] if self.fingerprint is not None else []) + \
             ([f"gate {loc['block']}"] if loc.get("block") else []) + ([f"step {loc['step']}"] if loc.get("step") else [])
@@ -143,7 +150,7 @@ class Verification:
         blocks = []
         for g in self.wrong:
             bad = [b.block for b in g.blocks if not b.ok]
-            good = [b.block for b in g.blocks if b.ok]
+            good = [b.block for b in g.blocks if b.ok and b.tested]
             if bad and good:
                 blocks.append(f"{g.name}: gate block(s) {', '.join(bad)} wrong, {', '.join(good)} right")
         where = f" ({'; '.join(blocks)})" if blocks else ""
@@ -181,7 +188,7 @@ class Verification:
                                  f"exact {g.exact_value:.10g}")
                     for b in g.blocks:
                         lines.append(f"  {'':<10} gate block {b.block}: max error {b.max_abs_error:.3e} "
-                                     f"{'ok' if b.ok else 'WRONG'}")
+                                     f"{('ok' if b.tested else 'ok (not tested: zero here)') if b.ok else 'WRONG'}")
         lines += ["", self.summary()] + ([f"found: {self.found}"] if self.found else []) + ["",
                   f"forward: {'ok' if self.forward.ok else 'DIFFERS'} ({self.forward.message})",
                   f"error model: {self.dtype_model.name} ({self.dtype_model.reason})"]
