@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import weakref
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -80,10 +81,25 @@ EXACT = frozenset({"relu", "step", "tie_step", "abs", "sgn", "maximum", "minimum
 
 
 class Rounding:
-    """Random perturbations of the size of rounding errors, for one unit roundoff."""
+    """Random perturbations of the size of rounding errors, for one unit roundoff.
 
-    def __init__(self, unit, seed):
+    One instance per unit (:meth:`for_unit`): the rounded twins of generated code are compiled once
+    per block and unit and draw from it; :meth:`reset` makes each spread reproducible."""
+
+    _by_unit: dict = {}
+
+    def __init__(self, unit, seed=0):
         self.unit, self.rng = unit, np.random.default_rng(seed)
+        self._twins = weakref.WeakKeyDictionary()  # BlockCode -> its rounded twin
+
+    @classmethod
+    def for_unit(cls, unit, seed=0):
+        rounding = cls._by_unit.setdefault(unit, cls(unit))
+        rounding.reset(seed)
+        return rounding
+
+    def reset(self, seed):
+        self.rng = np.random.default_rng(seed)
 
     def relative(self, a):
         a = np.asarray(a)
@@ -107,7 +123,13 @@ class Rounding:
                 if name not in EXACT}
 
     def block(self, code):
-        """``code`` (a :class:`~symrnn.codegen.BlockCode`) with its function values and cached values rounded."""
+        """``code`` (a :class:`~symrnn.codegen.BlockCode`) with its function values and cached values rounded
+        (compiled once per block)."""
+        if code not in self._twins:
+            self._twins[code] = self._block(code)
+        return self._twins[code]
+
+    def _block(self, code):
         twin = code.with_functions(self.functions())
         forward = twin.forward
 
@@ -146,7 +168,7 @@ class Spread:
 
 def rounding_spread(model, problem, ex, unit, samples=SAMPLES, seed=12345) -> Spread:
     """The largest change of the exact gradients and states over ``samples`` rounded recomputations."""
-    rounding = Rounding(unit, seed)
+    rounding = Rounding.for_unit(unit, seed)
     twin = rounding.model(model)
     grads = {k: np.zeros(np.shape(v)) for k, v in ex.grads.items()}
     states = {s: np.zeros(np.shape(v)) for s, v in ex.states.items()}
