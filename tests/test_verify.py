@@ -226,7 +226,7 @@ def test_exception_in_user_code_names_the_case_and_saves_it():
     def rnn_backward(dh, cache):
         raise IndexError("index 4 is out of bounds")
 
-    with pytest.raises(UserCodeError, match=r"rnn_backward\(\.\.\.\) raised IndexError: index 4 is out of bounds\n"
+    with pytest.raises(UserCodeError, match=r"rnn_backward\(\.\.\.\) raised IndexError: index 4 is out of bounds at \S*test_verify.py:\d+ \(in rnn_backward\)\n"
                                             r"  called with dh \(3, 8, 4\)\n  on the case 'T=8, upstream gradients at every step' \(T=8, N=3\); "
                                             r"its arrays are saved in (\S+\.npz)") as info:
         V.verify_layer(cs231n_rnn.rnn_forward, rnn_backward, "rnn-tanh", "cs231n")
