@@ -311,7 +311,7 @@ class JacobianStream:
             terms = expr.args if isinstance(expr, sp.Add) else (expr,)
             free = [a for a in terms if not any(isinstance(x, sp.Symbol) and not x.is_commutative
                                                 for x in a.free_symbols)]
-            self.direct[s] = _Block(sp.Add(*free)) if free else None
+            self.direct[s] = _Block(sp.Add(*free)) if free and sp.Add(*free) != 0 else None
 
     @property
     def state_size(self):

@@ -159,6 +159,15 @@ class LogSum:
         return self.s + self.c
 
 
+def _norm(a) -> float:
+    """The Frobenius norm, scaled so that the squares of tiny (1e-170) or huge entries neither
+    underflow nor overflow."""
+    m = float(np.max(np.abs(a))) if a.size else 0.0
+    if m == 0.0 or not math.isfinite(m):
+        return m
+    return m * math.sqrt(float(np.sum(np.square(a / m))))
+
+
 class _Product:
     """The running product ``M = e^{log_scale} U B`` of step Jacobians.
 
@@ -197,7 +206,7 @@ class _Product:
         if not np.isfinite(self.log_scale):
             return
         self.U = chunk.apply(i, self.U)
-        nrm = np.sqrt(np.dot(self.U.ravel(), self.U.ravel()))
+        nrm = _norm(self.U)
         if nrm > 0 and np.isfinite(nrm):
             self.U /= nrm
             self._add_log(math.log(nrm))
@@ -209,19 +218,24 @@ class _Product:
         if not np.isfinite(self.log_scale):
             return np.zeros(1), self.log_scale
         if self.B is None:
-            P, sig, Vt = np.linalg.svd(self.U, full_matrices=False)
+            sig, Vt = np.linalg.svd(self.U, full_matrices=False)[1:]
             keep = sig > self.TRUNCATE * sig[0]
             if keep.all():
                 return sig, self.log_scale
-            U_new = P[:, keep]
+            V = Vt[keep].T
+            U_new = self.U @ V
         else:
-            Q, R = np.linalg.qr(self.U)
-            P, sig, Vt = np.linalg.svd(R @ self.B, full_matrices=False)
+            R = np.linalg.qr(self.U)[1]
+            sig, Vt = np.linalg.svd(R @ self.B, full_matrices=False)[1:]
             keep = sig > self.TRUNCATE * sig[0]
-            U_new = Q @ P[:, keep]
+            V = Vt[keep].T
+            U_new = self.U @ (self.B @ V)
+        # M ~ (M V) V^T with V the kept right singular vectors: the new U is a product of the old factors,
+        # not an orthonormal basis, so entries far below the largest keep their relative accuracy (a
+        # later step may kill the large ones: a state that copies another)
         top = sig[0]
-        self.U = U_new
-        self.B = (sig[keep] / top)[:, None] * Vt[keep]
+        self.U = U_new / top
+        self.B = Vt[keep]
         self._add_log(math.log(top))
         return sig / top, self.log_scale
 
@@ -342,7 +356,7 @@ class _Frame:
     def _qr(self, Q):
         self.qr_count += 1
         if self.k == 1:
-            r = np.linalg.norm(Q)
+            r = _norm(Q)
             return (Q / r if r > 0 else Q), _log(np.array([r]))
         Q, R = np.linalg.qr(Q)
         return Q, _log(np.abs(np.diagonal(R)))
@@ -600,7 +614,7 @@ def decay_profile(model, params, T, *, k=1, curve=True, lags=None, inputs="rando
                     with np.errstate(divide="ignore"):
                         res["spec"][j] = log_scale + np.log(sig[0])
                         res["frob"][j] = log_scale + 0.5 * np.log(np.sum(sig ** 2))
-                        res["grad"][j] = log_scale + np.log(np.linalg.norm(M.transpose_times(g)))
+                        res["grad"][j] = log_scale + np.log(_norm(M.transpose_times(g)))
                         if res["step"] is not None:
                             res["step"][j] = log_step.value
                         for (s, p), (bs, bf) in blocks.items():
