@@ -20,12 +20,21 @@ import csv
 import io
 import json
 import math
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ..errors import ParameterError
 from ..fileio import check_output_dir, write_atomic
 from . import plots
+from .sweep import SweepResult
+
+#: every file a report folder holds
+REPORT_FILES = ("summary.md", "norms_vs_lag.png", "spectrum.png", "rate_map.png", "paths.png", "gradient_by_lag.png",
+                "rates.csv", "norms.csv", "spectrum.csv", "gradient_by_lag.csv", "summary.json")
 
 
 def _csv(path, header, rows):
@@ -158,6 +167,11 @@ def write_report(result, out, title="Gradient decay") -> dict:
     title : str
         The title of ``summary.md``.
 
+    The files are written into a fresh hidden folder inside ``out`` and moved into place at the end;
+    a report file of an earlier run that this one does not write (``paths.png`` of gated cells) is
+    removed, so the folder never mixes two runs.  A run killed before the end leaves the earlier
+    files as they were (and a ``.partial-*`` folder).
+
     Returns
     -------
     dict of str to path
@@ -165,7 +179,26 @@ def write_report(result, out, title="Gradient decay") -> dict:
         ``gradient_figure``, ``rates_csv``, ``norms_csv``, ``spectrum_csv``, ``gradient_csv``,
         ``json`` and ``markdown``.
     """
+    if not isinstance(result, SweepResult):
+        raise ParameterError(f"write_report needs the SweepResult that symrnn.decay.sweep returns, got "
+                             f"{type(result).__name__}: run result = sweep(cells, scales, ...) first.")
     out = check_output_dir(out)
+    staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
+    try:
+        written = _write_files(result, staging, title)
+        paths = {}
+        for key, path in written.items():
+            os.replace(path, out / path.name)
+            paths[key] = out / path.name
+        for name in REPORT_FILES:
+            if name not in {p.name for p in paths.values()} and (out / name).is_file():
+                (out / name).unlink()
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return paths
+
+
+def _write_files(result, out, title):
     paths = {}
     rates = rates_table(result)
     paths["norms_figure"] = plots.norms_figure(result, out / "norms_vs_lag.png")
@@ -239,6 +272,8 @@ def _markdown(result, rates, paths, title):
              + ("trained weights (given)" if s['init'] == "trained" else
                 f"weights `{s['init']}` with recurrent matrices scaled by {s['scale_by']} to scales "
                 f"{', '.join(f'{x:g}' for x in s['scales'])}")
+             + (f"; the LSTM's forget-gate bias b_f set to {s['forget_bias']:g}" if s.get('forget_bias') is not None
+                else "")
              + f"; inputs {s['inputs']}"
              f"{' (standard normal x ' + format(s['input_scale'], 'g') + ')' if s['inputs'] == 'random' else ''}; "
              f"seeds {s['seeds']}.", "",
