@@ -76,6 +76,8 @@ class _Block:
             return ("mul", float(scalar), [self._compile(f) for f in factors])
         if isinstance(expr, Diag):
             return ("diag", _Vector(expr.args[0]))
+        if isinstance(expr, sp.Pow) and expr.exp.is_Integer and expr.exp > 0:  # W @ (W @ h) gives W**2
+            return ("mul", 1.0, [self._compile(expr.base)] * int(expr.exp))
         if isinstance(expr, sp.Symbol) and not expr.is_commutative:
             return ("matrix", expr.name)
         raise TypeError(f"Cannot evaluate {expr!r} in a step Jacobian.")
