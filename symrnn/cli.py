@@ -238,6 +238,7 @@ def _run(args, parser) -> int:
     if args.command == "derive-all":
         from .report import write_all
 
+        check_output_dir(args.out, probe="README.md")  # a folder that cannot be written fails before the work
         for path in write_all(args.out):
             print(f"wrote {path}")
         return 0
@@ -254,6 +255,8 @@ def _run(args, parser) -> int:
     if args.command == "demo":
         from .demo import run
 
+        check_output_dir(Path(args.out) / "demo", probe="agreement.md")
+        check_output_dir(Path(args.out) / "decay")
         return run(args.out)
     if args.command == "decay":
         return _decay(args)
@@ -275,6 +278,9 @@ def _decay_arguments(p):
     p.add_argument("--T", type=int, default=1000, help="steps (default 1000; 100000 is fine)")
     p.add_argument("--k", type=int, default=None, help="Lyapunov exponents per run (default: the whole state)")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 per cell and scale (default 3)")
+    p.add_argument("--forget-bias", type=float, default=None,
+                   help="set the LSTM's forget-gate bias b_f to this value (e.g. 1, Keras' unit_forget_bias); other "
+                        "cells keep their draw")
     p.add_argument("--inputs", default="random", choices=("random", "zero"))
     p.add_argument("--input-scale", type=float, default=1.0, help="standard deviation of random inputs")
     p.add_argument("--grad-T", type=int, default=50, help="sequence length of the dL/dW-by-lag analysis (0: off)")
@@ -314,7 +320,8 @@ def _decay(args) -> int:
         params = load_params(model_for(cells[0], D, H), raw, args.layout)
         result = sweep(cells, [1.0], H=H, D=D, init="trained", params=params, **common)
     else:
-        result = sweep(cells, scales, H=args.H, D=args.D, init=args.init, scale_by=args.scale_by, **common)
+        result = sweep(cells, scales, H=args.H, D=args.D, init=args.init, scale_by=args.scale_by,
+                       forget_bias=args.forget_bias, **common)
     paths = write_report(result, args.out)
     from .decay.report import rates_table
 
@@ -326,22 +333,13 @@ def _decay(args) -> int:
 
 
 def _raw_weights(path):
-    from pathlib import Path as _Path
+    from .decay.weights import read_weights
 
-    import numpy as np
-
-    p = _Path(path)
-    if not p.is_file():
+    if not Path(path).is_file():
         raise UnknownNameError(f"--weights {path!r}: no such file.")
-    if p.suffix == ".npz":
-        with np.load(p) as f:
-            return {k: f[k] for k in f.files}
-    if p.suffix in (".pt", ".pth"):
-        import torch
-
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-        return obj.state_dict() if hasattr(obj, "state_dict") else obj
-    raise UnknownNameError(f"--weights {path!r}: expected a .npz, .pt or .pth file.")
+    if Path(path).suffix not in (".npz", ".pt", ".pth"):
+        raise UnknownNameError(f"--weights {path!r}: expected a .npz, .pt or .pth file.")
+    return read_weights(path)
 
 
 def load_function(spec: str):

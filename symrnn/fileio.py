@@ -36,9 +36,10 @@ def check_writable(path) -> Path:
     return path
 
 
-def check_output_dir(path) -> Path:
+def check_output_dir(path, probe="summary.md") -> Path:
     """``path`` as a directory that files can be written into, made if missing (with its parents);
-    :class:`OutputPathError` saying what is wrong otherwise.  Call it before the work that fills it."""
+    :class:`OutputPathError` saying what is wrong otherwise.  Call it before the work that fills it
+    (``probe``: the name of a file it will hold, tried without being left behind)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputPathError(f"The output folder {str(path)!r} is a file; give a folder name "
@@ -48,7 +49,7 @@ def check_output_dir(path) -> Path:
     except OSError as exc:
         raise OutputPathError(f"Cannot make the output folder {str(path)!r}: {exc.strerror}; "
                               f"choose a folder you can write to.") from None
-    check_writable(path / "summary.md")
+    check_writable(path / probe)
     return path
 
 

@@ -388,10 +388,16 @@ def _pairwise(cls):
 
 
 def _heaviside(*args):
-    if len(args) != 1:
-        raise CellDefinitionError(
-            f"Heaviside{args}: give one argument; symrnn's step at 0 is 1/2 (tie_step) or 0 (sr.step).")
-    return tie_step(args[0])
+    """``Heaviside(u)`` and ``Heaviside(u, H0)``: SymPy stores the value at 0 as a second argument (1/2
+    unless given); 1/2 is :class:`tie_step`, 0 is :class:`step`."""
+    value = args[1] if len(args) == 2 else sp.S.Half if len(args) == 1 else None
+    if value == sp.S.Half:
+        return tie_step(args[0])
+    if value == 0:
+        return step(args[0])
+    raise CellDefinitionError(
+        f"Heaviside{args}: symrnn's step takes the value 1/2 at 0 (sp.Heaviside(u), tie_step) or 0 "
+        f"(sp.Heaviside(u, 0), sr.step); give one of those.")
 
 
 _REWRITES = {sp.Abs: absolute, sp.sign: sgn, sp.Max: _pairwise(maximum), sp.Min: _pairwise(minimum),

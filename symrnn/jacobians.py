@@ -49,8 +49,8 @@ def _evaluate(expr, values, params, shape):
     """A noncommutative Jacobian expression at every step: (T, N, rows, cols)."""
     if expr == 0:
         return np.zeros(shape)
-    if expr == 1:
-        return np.broadcast_to(np.eye(shape[-1]), shape).copy()
+    if expr.is_commutative and expr.is_number:  # c times the identity
+        return np.broadcast_to(float(expr) * np.eye(shape[-1]), shape).copy()
     if isinstance(expr, sp.Add):
         return sum(_evaluate(a, values, params, shape) for a in expr.args)
     if isinstance(expr, sp.Mul):
@@ -65,6 +65,12 @@ def _evaluate(expr, values, params, shape):
     if isinstance(expr, Diag):
         v = np.broadcast_to(_vector(expr.args[0], values, params), shape[:-1])
         return v[..., :, None] * np.eye(shape[-1])
+    if isinstance(expr, sp.Pow) and not expr.base.is_commutative and expr.exp.is_Integer and expr.exp > 0:
+        base = _evaluate(expr.base, values, params, shape)  # W @ (W @ h) gives W**2
+        out = base
+        for _ in range(int(expr.exp) - 1):
+            out = out @ base
+        return out
     if isinstance(expr, sp.Symbol) and expr.name in params:
         return np.broadcast_to(params[expr.name], shape)
     raise TypeError(f"Cannot evaluate {expr!r} in a step Jacobian.")

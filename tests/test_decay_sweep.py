@@ -90,7 +90,7 @@ def test_report_folder(inline, tmp_path):
     summary = json.loads(paths["json"].read_text())
     assert summary["units"] == "natural log per step"
     rates = {(r["cell"], r["scale"]): r for r in summary["rates"]}
-    assert rates[("rnn-tanh", 0.5)]["critical_scale"] > 0 and rates[("lstm", 0.5)]["critical_scale"] is None
+    assert rates[("rnn-tanh", 0.5)]["pascanu_scale"] > 0 and rates[("lstm", 0.5)]["pascanu_scale"] is None
     header = paths["norms_csv"].read_text().splitlines()[0]
     assert "ln_block_c<-c" in header and "ln_direct_c" in header and "ln_pascanu_bound" in header
     assert not list(tmp_path.glob("decay/.*"))  # no temporary files left behind

@@ -1,4 +1,4 @@
-"""The Pascanu-Mikolov-Bengio bound and where its critical line lies.
+"""The Pascanu-Mikolov-Bengio bound and the scale where its ``gamma sigma_max(W)`` is 1.
 
 For a cell whose step Jacobian is ``diag(f'(a_t)) W`` (every vanilla RNN,
 whatever its elementwise ``f``), ``||dh_T/dh_t||_2 <= (gamma sigma_max(W))^(T-t)``
@@ -55,7 +55,8 @@ class PascanuBound:
         return self.rate(params) * np.asarray(lags, dtype=np.float64)
 
     def critical_scale(self, params, scale) -> float:
-        """The scale at which ``gamma sigma_max(W) = 1``, for weights proportional to their scale."""
+        """The scale at which ``gamma sigma_max(W) = 1``, for weights proportional to their scale: below it
+        the bound proves vanishing (a sufficient condition; the measured transition lies elsewhere)."""
         value = self.gamma * self.sigma_max(params)
         return float(scale / value) if value > 0 else np.inf
 

@@ -22,6 +22,7 @@ import numpy as np
 import sympy as sp
 
 from ..bptt import Diag
+from ..errors import ShapeError, UnknownNameError
 from ..functions import lambdify_numpy
 from ..jacobians import _values
 from ..symbols import MatVec
@@ -63,16 +64,20 @@ class _Block:
     def _compile(self, expr):
         if expr == 0:
             return ("zero",)
-        if expr.is_number:
-            return ("const", float(expr))
+        if expr.is_commutative:  # a scalar term c (times the identity): a number, or an elementwise expression
+            return ("const", float(expr)) if expr.is_number else ("diag", _Vector(expr))
         if isinstance(expr, sp.Add):
             return ("add", [self._compile(a) for a in expr.args])
         if isinstance(expr, sp.Mul):
             scalars, factors = expr.args_cnc()
-            c = float(sp.Mul(*scalars)) if scalars else 1.0
-            return ("mul", c, [self._compile(f) for f in factors])
+            scalar = sp.Mul(*scalars)
+            if not scalar.is_number:  # an elementwise factor outside every Diag: one Diag more
+                return ("mul", 1.0, [("diag", _Vector(scalar))] + [self._compile(f) for f in factors])
+            return ("mul", float(scalar), [self._compile(f) for f in factors])
         if isinstance(expr, Diag):
             return ("diag", _Vector(expr.args[0]))
+        if isinstance(expr, sp.Pow) and expr.exp.is_Integer and expr.exp > 0:  # W @ (W @ h) gives W**2
+            return ("mul", 1.0, [self._compile(expr.base)] * int(expr.exp))
         if isinstance(expr, sp.Symbol) and not expr.is_commutative:
             return ("matrix", expr.name)
         raise TypeError(f"Cannot evaluate {expr!r} in a step Jacobian.")
@@ -223,10 +228,10 @@ class ChunkJacobians:
     states ``p`` whose blocks are all diagonal.
     """
 
-    def __init__(self, layout, dense_prev, diag_prev, dense, diag, direct):
+    def __init__(self, layout, dense_prev, diag_prev, dense, diag, direct, C):
         self.layout, self.dense_prev, self.diag_prev = layout, dense_prev, diag_prev
         self.dense, self.diag, self.direct = dense, diag, direct
-        self.C = dense.shape[0] if dense is not None else next(iter(diag.values())).shape[0]
+        self.C = C  # steps of the chunk that can be read (fewer than evaluated when the state overflowed)
         self._rows = {s: layout.slice(s) for s in layout.names}
         dslices, o = {}, 0
         for p in dense_prev:
@@ -241,7 +246,7 @@ class ChunkJacobians:
         """``J_t @ M`` for ``M`` of shape ``(S, k)`` (step ``t`` of the chunk, batch element ``n``)."""
         if not self.diag_prev:
             return self.dense[t, n] @ M
-        if self.dense is not None:
+        if self.dense is not None and self._nd:
             if self._contiguous:
                 out = self.dense[t, n] @ M[:self._nd]
             else:
@@ -258,11 +263,11 @@ class ChunkJacobians:
         out = np.zeros((self.C, S, S))
         if self.dense is not None:
             cols = np.concatenate([np.arange(S)[self.layout.slice(p)] for p in self.dense_prev])
-            out[:, :, cols] = self.dense[:, n]
+            out[:, :, cols] = self.dense[:self.C, n]
         for (s, p), d in self.diag.items():
             rs, ps = self.layout.slice(s), self.layout.slice(p)
             idx = np.arange(d.shape[-1])
-            out[:, rs.start + idx, ps.start + idx] = d[:, n]
+            out[:, rs.start + idx, ps.start + idx] = d[:self.C, n]
         return out
 
 
@@ -298,6 +303,9 @@ class JacobianStream:
         names = self.layout.names
         self.diag_prev = [p for p in names if not any(self.blocks[(s, p)].has_matrix for s in names)]
         self.dense_prev = [p for p in names if p not in self.diag_prev]
+        #: every block is zero: the update never reads a previous state (no gradient through time)
+        self.zero = all(b.plan[0] == "zero" for b in self.blocks.values())
+        self.failure = self.stopped = None
         # the direct path of each state: the terms of ds_t/ds_{t-1} without a weight matrix
         self.direct = {}
         for s in names:
@@ -305,7 +313,7 @@ class JacobianStream:
             terms = expr.args if isinstance(expr, sp.Add) else (expr,)
             free = [a for a in terms if not any(isinstance(x, sp.Symbol) and not x.is_commutative
                                                 for x in a.free_symbols)]
-            self.direct[s] = _Block(sp.Add(*free)) if free else None
+            self.direct[s] = _Block(sp.Add(*free)) if free and sp.Add(*free) != 0 else None
 
     @property
     def state_size(self):
@@ -320,6 +328,10 @@ class JacobianStream:
     def evaluate(self, params, X, state):
         """Run the cell over the chunk ``X`` (C, N, D) from ``state`` ({name: (N, size)});
         returns ``(ChunkJacobians, new state, cache)``."""
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return self._evaluate(params, X, state)
+
+    def _evaluate(self, params, X, state):
         params_c, Xc, cache = self.model.run_cell(params, X, h0=state)
         values = _values(self.model, params_c, Xc, cache)
         C, N = Xc.shape[:2]
@@ -349,23 +361,56 @@ class JacobianStream:
                 kind, v = b(values, params_c, (C, N, lay.sizes[lay.names.index(s)]))
                 direct[s] = np.asarray(v) if kind == "diag" else None
         new_state = {s: cache[f"S_{s}"][-1].copy() for s in lay.names}
-        chunk = ChunkJacobians(lay, self.dense_prev, self.diag_prev, dense, diag, direct)
+        usable, self.failure = _finite_steps(cache, lay.names, dense, diag, direct, C)
+        chunk = ChunkJacobians(lay, self.dense_prev, self.diag_prev, dense, diag, direct, usable)
         return chunk, new_state, cache
 
     def stream(self, params, inputs, state, progress=None):
         """Yield ``(t0, ChunkJacobians, cache)`` chunk by chunk; ``inputs`` is an
-        :class:`InputSource`.  ``t0`` is the index (from 0) of the chunk's first step."""
+        :class:`InputSource`.  ``t0`` is the index (from 0) of the chunk's first step.
+
+        When the forward overflows (a state or a step Jacobian is not finite) the stream ends
+        with the finite steps before it; ``self.stopped`` then says where: ``{"step": t, "kind":
+        "state" or "jacobian", "state": name}``, ``s_t`` (from ``s_1``) being the first bad state
+        (kind ``state``), or ``J_t`` the first non-finite Jacobian (kind ``jacobian``).
+        ``self.stopped`` is None after a complete run."""
         t0 = 0
         C = self.chunk_length(inputs.N)
+        self.stopped = None
         while t0 < inputs.T:
             n = min(C, inputs.T - t0)
             X = inputs.chunk(t0, n)
             chunk, state, cache = self.evaluate(params, X, state)
+            if self.failure is not None:  # the forward overflowed: the steps before it, then stop
+                kind, state_name = self.failure
+                self.stopped = dict(step=int(t0 + chunk.C + 1), kind=kind, state=state_name)
+                if chunk.C:
+                    yield t0, chunk, cache
+                break
             yield t0, chunk, cache
             if progress is not None:
                 progress.update(n)
             t0 += n
         self.final_state = state
+
+
+def _finite_steps(cache, names, dense, diag, direct, C):
+    """``(steps, failure)``: how many leading steps of a chunk have a finite state and finite step
+    Jacobians, and what failed first: ``None``, ``("state", name)`` or ``("jacobian", name)``."""
+    bad_state = {s: ~np.isfinite(cache[f"S_{s}"][1:C + 1]).reshape(C, -1).all(axis=1) for s in names}
+    parts = ([dense] if dense is not None else []) + list(diag.values()) + [v for v in direct.values() if v is not None]
+    bad_jac = np.zeros(C, dtype=bool)
+    for a in parts:
+        bad_jac |= ~np.isfinite(a[:C]).reshape(C, -1).all(axis=1)
+    # J_t maps s_{t-1} to s_t and reads s_t: a bad state makes that step's Jacobian unusable too
+    bad = bad_jac | np.any(list(bad_state.values()), axis=0)
+    if not bad.any():
+        return C, None
+    j = int(np.argmax(bad))
+    for s in names:
+        if bad_state[s][j]:
+            return j, ("state", s)
+    return j, ("jacobian", None)
 
 
 class InputSource:
@@ -388,8 +433,15 @@ class InputSource:
     def __init__(self, kind, T, N, D, seed=0, scale=1.0):
         self.kind, self.T, self.N, self.D, self.seed, self.scale = kind, T, N, D, seed, scale
         self.array = None
-        if not isinstance(kind, str):
-            self.array = np.asarray(kind, dtype=np.float64)
+        if isinstance(kind, str):
+            if kind not in self.KINDS:
+                raise UnknownNameError(f"inputs={kind!r}: give 'zero', 'random' or an array of inputs (T, N, D).")
+        else:
+            try:
+                self.array = np.asarray(kind, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise ShapeError(f"inputs of type {type(kind).__name__} is not an array of numbers; give 'zero', "
+                                 f"'random' or an array of inputs (T, N, D).") from None
             self.kind = "given"
 
     def chunk(self, t0, n):

@@ -32,9 +32,14 @@ from .bounds import log_step_norms, pascanu_bound
 from .jacobian_stream import InputSource, JacobianStream
 
 UNITS = "natural log per step"
-#: largest spread of ln|R_ii| allowed to build up between two QR factorisations (the smallest
-#: R_ii then keeps a relative accuracy of about 1e-4, an error of 1e-4/steps in its exponent)
-MAX_LOG_SPREAD = np.log(1e12)
+#: the accuracy the exponents are held to, natural log per step: the sum of the whole spectrum
+#: against the mean of ``ln|det J_t|`` (the same number by another route), checked while it runs
+ACCURACY = 1e-6
+#: largest spread of ``ln|R_ii|`` one QR interval may build up: the smallest ``R_ii`` then keeps a
+#: relative accuracy of about ``eps * 1e4 = 2e-12``; an interval that exceeds it is done again
+#: with a QR every step
+MAX_LOG_SPREAD = np.log(1e4)
+MAX_INTERVAL = 16
 
 
 @dataclass
@@ -70,6 +75,20 @@ class DecayProfile:
         ``ln prod ||J_t||_2``, a bound for every cell.
     units : str
     meta : dict
+    accuracy : dict or None
+        How accurate the exponents are: ``sum_identity_error`` (with the whole spectrum, ``k = S``:
+        ``|sum_i lambda_i - mean_t ln|det J_t||``, natural log per step, the two routes to the same
+        number), ``target`` (:data:`ACCURACY`, 1e-6) and ``met``; ``qr_every``, ``qr_count``,
+        ``intervals_redone`` (adaptive intervals done again with a QR every step),
+        ``max_interval_spread`` (the largest spread of ``ln|R_ii|`` one QR saw) and
+        ``rounding_estimate`` (``eps * e^spread``: a worst-case estimate of each QR's relative error
+        in the smallest ``R_ii``, the only figure when ``k < S``).
+    overflow : dict or None
+        When the forward overflowed: ``step`` (the first step whose state or Jacobian is not finite),
+        ``kind`` (``"state"`` or ``"jacobian"``), ``state``, ``steps_run``.  The run stops there;
+        the exponents are the estimate over the steps before it (or ``+inf`` if none counted).
+    notes : list of str
+        What a reader must know about this run (a zero Jacobian, an overflow, the accuracy).
     """
 
     cell: str
@@ -92,6 +111,9 @@ class DecayProfile:
     log_step_bound: np.ndarray = None  # ln prod_t ||J_t||_2 (trajectory bound), or None
     units: str = UNITS
     meta: dict = field(default_factory=dict)
+    accuracy: dict = None  # what is known of the exponents' accuracy (see the class docstring)
+    overflow: dict = None  # where the forward overflowed, when it did
+    notes: list = field(default_factory=list)  # sentences a report prints with the run
 
     @property
     def top_exponent(self) -> float:
@@ -110,7 +132,8 @@ class DecayProfile:
             direct={k: dict(spectral=arr(a), frobenius=arr(b)) for k, (a, b) in self.direct.items()},
             exponents=arr(self.exponents), exponent_steps=self.exponent_steps, qr_count=self.qr_count,
             log_bound=arr(self.log_bound), bound_rate=self.bound_rate, gamma=self.gamma, sigma_max=self.sigma_max,
-            log_step_bound=arr(self.log_step_bound), meta=self.meta)
+            log_step_bound=arr(self.log_step_bound), accuracy=self.accuracy, overflow=self.overflow,
+            notes=list(self.notes), meta=self.meta)
 
 
 class LogSum:
@@ -134,6 +157,15 @@ class LogSum:
     @property
     def value(self):
         return self.s + self.c
+
+
+def _norm(a) -> float:
+    """The Frobenius norm, scaled so that the squares of tiny (1e-170) or huge entries neither
+    underflow nor overflow."""
+    m = float(np.max(np.abs(a))) if a.size else 0.0
+    if m == 0.0 or not math.isfinite(m):
+        return m
+    return m * math.sqrt(float(np.sum(np.square(a / m))))
 
 
 class _Product:
@@ -174,7 +206,7 @@ class _Product:
         if not np.isfinite(self.log_scale):
             return
         self.U = chunk.apply(i, self.U)
-        nrm = np.sqrt(np.dot(self.U.ravel(), self.U.ravel()))
+        nrm = _norm(self.U)
         if nrm > 0 and np.isfinite(nrm):
             self.U /= nrm
             self._add_log(math.log(nrm))
@@ -186,19 +218,24 @@ class _Product:
         if not np.isfinite(self.log_scale):
             return np.zeros(1), self.log_scale
         if self.B is None:
-            P, sig, Vt = np.linalg.svd(self.U, full_matrices=False)
+            sig, Vt = np.linalg.svd(self.U, full_matrices=False)[1:]
             keep = sig > self.TRUNCATE * sig[0]
             if keep.all():
                 return sig, self.log_scale
-            U_new = P[:, keep]
+            V = Vt[keep].T
+            U_new = self.U @ V
         else:
-            Q, R = np.linalg.qr(self.U)
-            P, sig, Vt = np.linalg.svd(R @ self.B, full_matrices=False)
+            R = np.linalg.qr(self.U)[1]
+            sig, Vt = np.linalg.svd(R @ self.B, full_matrices=False)[1:]
             keep = sig > self.TRUNCATE * sig[0]
-            U_new = Q @ P[:, keep]
+            V = Vt[keep].T
+            U_new = self.U @ (self.B @ V)
+        # M ~ (M V) V^T with V the kept right singular vectors: the new U is a product of the old factors,
+        # not an orthonormal basis, so entries far below the largest keep their relative accuracy (a
+        # later step may kill the large ones: a state that copies another)
         top = sig[0]
-        self.U = U_new
-        self.B = (sig[keep] / top)[:, None] * Vt[keep]
+        self.U = U_new / top
+        self.B = Vt[keep]
         self._add_log(math.log(top))
         return sig / top, self.log_scale
 
@@ -259,6 +296,155 @@ def _check(T, k, S, lags, start):
     return lags
 
 
+def _log(x):
+    with np.errstate(divide="ignore"):
+        return np.log(x)
+
+
+def _spread(logs):
+    """The spread ``max - min`` of the finite ``ln|R_ii|`` of one QR."""
+    finite = logs[np.isfinite(logs)]
+    return float(finite.max() - finite.min()) if finite.size > 1 else 0.0
+
+
+class _Frame:
+    """The orthonormal frame ``Q`` (S x k) of the Lyapunov exponents, re-orthonormalised by QR.
+
+    ``qr_every=None`` (adaptive): an interval between two QRs lasts as many steps as keep the
+    spread of ``ln|R_ii|`` it builds under :data:`MAX_LOG_SPREAD` (estimated from the interval
+    before, at most :data:`MAX_INTERVAL` steps, never across a chunk); an interval whose spread
+    exceeds it all the same (units that saturate for a few steps) is done again from its start with
+    a QR every step.  With the whole spectrum (``k = S``), ``ln|det J_t|`` is summed beside it:
+    the exponents must add up to its mean, checked at the end of every chunk; a drift beyond a
+    tenth of :data:`ACCURACY` makes the rest of the run take a QR every step.
+    """
+
+    def __init__(self, S, k, seed, qr_every, transient):
+        self.k, self.qr_every, self.transient = k, qr_every, transient
+        self.Q = np.linalg.qr(np.random.default_rng([seed, 13]).standard_normal((S, k)))[0]
+        self.sums, self.counted = LogSum(k), 0
+        self.all_sums, self.all_steps = LogSum(k), 0  # the transient included: for a run cut short
+        self.identity = k == S and S > 1
+        self.logdet = LogSum()
+        self.interval = qr_every or 1
+        self.steps = 0  # steps in the current interval
+        self.start = None  # (Q, chunk index, step) at the interval's start
+        self.qr_count = self.redone = 0
+        self.max_spread = 0.0
+        self.every_step_from = None  # the step from which the identity's drift forced a QR every step
+        self.dets = None
+
+    def begin_chunk(self, chunk):
+        if self.identity:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                self.dets = np.linalg.slogdet(chunk.full()[:chunk.C])[1]
+
+    def step(self, chunk, i, t, last):
+        """``Q <- J_t Q`` (``t``: the step from ``s_t`` to ``s_{t+1}``); a QR when the interval ends
+        (``last``: the chunk's or the run's last step)."""
+        if self.steps == 0:
+            self.start = (self.Q, i, t)
+        self.Q = chunk.apply(i, self.Q)
+        self.steps += 1
+        if self.steps >= self.interval or last or t + 1 == self.transient:  # a QR ends the transient
+            self._close(chunk)
+        if last and self.identity and self.qr_every is None and self.every_step_from is None:
+            if self.counted and self.identity_error() > ACCURACY / 10:
+                self.every_step_from = t + 1
+                self.interval = 1
+
+    def _qr(self, Q):
+        self.qr_count += 1
+        if self.k == 1:
+            r = _norm(Q)
+            return (Q / r if r > 0 else Q), _log(np.array([r]))
+        Q, R = np.linalg.qr(Q)
+        return Q, _log(np.abs(np.diagonal(R)))
+
+    def _close(self, chunk):
+        Q0, i0, t0 = self.start
+        n = self.steps
+        Q, logs = self._qr(self.Q)
+        spread = _spread(logs)
+        if self.qr_every is None and n > 1 and spread > MAX_LOG_SPREAD:
+            self.redone += 1
+            Q, per_step = Q0, 0.0
+            for j in range(n):
+                Q, logs = self._qr(chunk.apply(i0 + j, Q))
+                per_step = max(per_step, _spread(logs))
+                self._count(logs, i0 + j, t0 + j, 1)
+            self.max_spread = max(self.max_spread, per_step)
+        else:
+            self._count(logs, i0, t0 + n - 1, n)
+            self.max_spread = max(self.max_spread, spread)
+            per_step = spread / n
+        self.Q = Q
+        self.steps = 0
+        if self.qr_every is None and self.every_step_from is None:
+            self.interval = int(np.clip(MAX_LOG_SPREAD / per_step, 1, MAX_INTERVAL)) if per_step > 0 else MAX_INTERVAL
+
+    def _count(self, logs, i0, t, n):
+        """Add the ``ln|R_ii|`` of an interval of ``n`` steps that ends with step ``t`` (chunk index
+        ``i0`` its first); an interval lies wholly in the transient or wholly after it."""
+        self.all_sums.add(logs)
+        self.all_steps += n
+        if t + 1 > self.transient:
+            self.sums.add(logs)
+            self.counted += n
+            if self.identity:
+                self.logdet.add(np.sum(self.dets[i0:i0 + n]))
+
+    def identity_error(self):
+        """``|sum_i lambda_i - mean ln|det J_t||`` per step, or nan (not the whole spectrum, no step
+        counted, or a zero exponent)."""
+        if not self.identity or not self.counted:
+            return float("nan")
+        total, logdet = float(np.sum(self.sums.value)), float(self.logdet.value)
+        if not (math.isfinite(total) and math.isfinite(logdet)):
+            return float("nan")
+        return abs(total - logdet) / self.counted
+
+    def exponents(self):
+        """The exponents, descending, and the steps they average over (the transient included when
+        no step after it was run)."""
+        if self.counted:
+            e, n = self.sums.value / self.counted, self.counted
+        elif self.all_steps:
+            e, n = self.all_sums.value / self.all_steps, self.all_steps
+        else:
+            return np.full(self.k, np.nan), 0
+        return np.sort(e)[::-1], n
+
+    def accuracy(self):
+        """What the exponents' accuracy is known to be (see :attr:`DecayProfile.accuracy`)."""
+        eps = np.finfo(np.float64).eps
+        err = self.identity_error()
+        return dict(
+            target=ACCURACY,
+            sum_identity_error=None if math.isnan(err) else err,
+            met=None if math.isnan(err) else bool(err <= ACCURACY),
+            qr_every="adaptive" if self.qr_every is None else int(self.qr_every),
+            qr_count=int(self.qr_count), intervals_redone=int(self.redone),
+            every_step_from=self.every_step_from,
+            max_interval_spread=float(self.max_spread),
+            rounding_estimate=float(eps * math.exp(min(self.max_spread, 700.0))))
+
+
+def _accuracy_text(acc, k, S):
+    if acc is None:
+        return "no exponents computed"
+    if acc.get("zero_jacobian"):
+        return "exact: the step Jacobian is zero"
+    if acc["sum_identity_error"] is not None:
+        verdict = "meets" if acc["met"] else "MISSES"
+        return (f"sum of the exponents vs mean ln|det J_t|: {acc['sum_identity_error']:.1e} per step ({verdict} "
+                f"the target {acc['target']:g})")
+    if k == S:
+        return "sum identity not checkable (an exponent is -inf: some step Jacobian is singular)"
+    return (f"k = {k} < S = {S}: the sum identity needs the whole spectrum; rounding estimate "
+            f"{acc['rounding_estimate']:.1e} per step")
+
+
 def _initial_state(model, h0, N, seed):
     lay = [(s, model.sizes[model.cell.states[s]]) for s in model.cell.states]
     if h0 is None or (isinstance(h0, str) and h0 == "zero"):
@@ -268,9 +454,29 @@ def _initial_state(model, h0, N, seed):
         return {s: rng.uniform(-1, 1, (N, n)) for s, n in lay}
     if isinstance(h0, str):
         raise ParameterError(f"h0={h0!r}: give 'zero', 'random' or a dict {{state: array (N, size)}}.")
+    names = [s for s, _ in lay]
+    if isinstance(h0, (tuple, list)) and len(lay) > 1:
+        raise ShapeError(f"h0 is a {type(h0).__name__} of {len(h0)}; the cell has the states {names}: pass a dict "
+                         f"{{{', '.join(repr(s) + ': array' for s in names)}}} (a state left out starts at zero).")
     given = dict(h0) if isinstance(h0, dict) else {model.out: h0}
-    return {s: np.broadcast_to(np.asarray(given.get(s, np.zeros(n)), dtype=np.float64), (N, n)).copy()
-            for s, n in lay}
+    unknown = sorted(str(k) for k in set(given) - set(names))
+    if unknown:
+        raise ShapeError(f"h0 names {unknown}, which are not states of the cell {model.cell.name!r}; "
+                         f"its states are {names}.")
+    out = {}
+    for s, n in lay:
+        if s not in given:
+            out[s] = np.zeros((N, n))
+            continue
+        try:
+            a = np.asarray(given[s], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ShapeError(f"h0[{s!r}] is not an array of numbers (got {type(given[s]).__name__}).") from None
+        if a.shape not in ((n,), (N, n)):
+            raise ShapeError(f"h0[{s!r}] has shape {a.shape}; the state {s!r} has size {n}: give an array of shape "
+                             f"({n},) or ({N}, {n}).")
+        out[s] = np.broadcast_to(a, (N, n)).copy()
+    return out
 
 
 def decay_profile(model, params, T, *, k=1, curve=True, lags=None, inputs="random", input_scale=1.0,
@@ -290,14 +496,16 @@ def decay_profile(model, params, T, *, k=1, curve=True, lags=None, inputs="rando
         Record the norms of ``ds_{t0+k}/ds_{t0}`` at ``lags`` (default :func:`default_lags`).
     inputs : "random", "zero" or an array (T, 1, D)
         Random inputs are standard normal times ``input_scale``, drawn from ``seed``.
-    h0 : None / "zero", "random" (uniform in [-1, 1] from ``seed``) or {state: array}
+    h0 : None / "zero", "random" (uniform in [-1, 1] from ``seed``), an array (the output state)
+        or a dict ``{state: array (size,) or (1, size)}`` (states left out start at zero)
     start : int
         Steps run before lag 0 (``t0 = start``), to leave an initial transient.
     transient : int
         Steps whose ``ln|R_ii|`` are not counted in the exponents (default ``min(T // 10, 1000)``).
     qr_every : int
-        Steps between QR factorisations; default adaptive: as many as keep the spread of
-        ``ln|R_ii|`` between two factorisations under ``ln 1e12`` (at most 16).
+        Steps between QR factorisations; default adaptive: intervals of at most 16 steps that keep
+        the spread of ``ln|R_ii|`` under ``ln 1e4``, an interval that exceeds it done again with a QR
+        every step.  The accuracy reached is reported in :attr:`DecayProfile.accuracy`.
     step_bound : bool or "auto"
         Also accumulate ``ln prod ||J_t||_2`` (an SVD per step; "auto": when ``T S^3 <= 2e9``).
 
@@ -305,7 +513,9 @@ def decay_profile(model, params, T, *, k=1, curve=True, lags=None, inputs="rando
     -------
     DecayProfile
         The norm curve against the lag, block and direct-path norms, the exponents and the
-        bounds; every logarithm natural.
+        bounds; every logarithm natural.  A forward that overflows ends the run at the step
+        where it did (:attr:`DecayProfile.overflow`); a cell whose update never reads its state
+        has a zero step Jacobian, exponents ``-inf`` and a note that says so.
 
     See Also
     --------
@@ -318,15 +528,21 @@ def decay_profile(model, params, T, *, k=1, curve=True, lags=None, inputs="rando
     >>> from symrnn.decay import decay_profile, make_params
     >>> model = sr.Model("rnn-tanh", D=2, H=8, loss="upstream")
     >>> params = make_params(model, init="orthogonal", scale=0.5, scale_by="sigma", seed=0)
-    >>> p = decay_profile(model, params, T=3000, k=2)
+    >>> p = decay_profile(model, params, T=3000, k=8)
     >>> bool(p.top_exponent < p.bound_rate)      # under the Pascanu bound ln(0.5)
     True
     >>> bool(np.all(p.log_spectral <= p.log_bound + 1e-9))
+    True
+    >>> p.accuracy["met"]                        # sum of the exponents vs mean ln|det J_t|, within 1e-6
     True
     """
     stream = stream or JacobianStream(model)
     S = stream.state_size
     lags = _check(T, k, S, lags, start)
+    if qr_every is not None and (isinstance(qr_every, bool) or not isinstance(qr_every, (int, np.integer))
+                                 or qr_every < 1):
+        raise ShapeError(f"qr_every must be an integer >= 1 (steps between QR factorisations) or None "
+                         f"(adaptive), got {qr_every!r}.")
     if curve and lags is None:
         lags = default_lags(T - start) if T > start else np.array([], dtype=int)
     lags = np.asarray(lags if curve else [], dtype=int)
@@ -348,6 +564,11 @@ def decay_profile(model, params, T, *, k=1, curve=True, lags=None, inputs="rando
     g = np.zeros(S)
     g[out] = rng.standard_normal(out.stop - out.start)
     g /= np.linalg.norm(g)
+    meta = dict(start=int(start), transient=int(transient), seed=int(seed), inputs=source.kind,
+                input_scale=float(input_scale), qr_every=("adaptive" if qr_every is None else int(qr_every)),
+                loss_gradient="unit vector on the output state at step t0+k, drawn from seed")
+    if stream.zero:
+        return _zero_profile(model, stream, T, k, lags, meta)
 
     n_lags = len(lags)
     res = dict(spec=np.full(n_lags, np.nan), frob=np.full(n_lags, np.nan), grad=np.full(n_lags, np.nan),
@@ -362,14 +583,7 @@ def decay_profile(model, params, T, *, k=1, curve=True, lags=None, inputs="rando
     ranks = []
     log_step = LogSum()
     next_lag = 0
-    Q = None
-    if k:
-        Q, _ = np.linalg.qr(np.random.default_rng([seed, 13]).standard_normal((S, k)))
-    sums = LogSum(k)
-    counted = 0
-    qr_count = 0
-    interval = qr_every or 1
-    since_qr = 0
+    frame = _Frame(S, k, seed, qr_every, transient) if k else None
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -377,33 +591,13 @@ def decay_profile(model, params, T, *, k=1, curve=True, lags=None, inputs="rando
     last = lags[-1] if n_lags else 0
     with _blas_one_thread():
         for t0, chunk, _ in stream.stream(params, source, state, progress=bar):
-            step_logs = log_step_norms(chunk) if step_bound and t0 + chunk.C > start else None
+            step_logs = log_step_norms(chunk)[:chunk.C] if step_bound and t0 + chunk.C > start else None
+            if frame is not None:
+                frame.begin_chunk(chunk)
             for i in range(chunk.C):
                 t = t0 + i  # the step from s_t to s_{t+1}
-                if Q is not None:
-                    Q = chunk.apply(i, Q)
-                    since_qr += 1
-                    if since_qr >= interval or t == T - 1:
-                        if k == 1:
-                            r = np.linalg.norm(Q)
-                            diag = np.array([r])
-                            Q = Q / r if r > 0 else Q
-                        else:
-                            Q, R = np.linalg.qr(Q)
-                            diag = np.abs(np.diagonal(R))
-                        qr_count += 1
-                        with np.errstate(divide="ignore"):
-                            logs = np.log(diag)
-                        if t + 1 > transient:
-                            counted_here = min(since_qr, t + 1 - transient)
-                            # steps before the transient's end inside this interval are counted pro rata
-                            sums.add(logs * (counted_here / since_qr))
-                            counted += counted_here
-                        if qr_every is None:
-                            finite = logs[np.isfinite(logs)]
-                            spread = (finite.max() - finite.min()) / since_qr if finite.size > 1 else 0.0
-                            interval = int(np.clip(MAX_LOG_SPREAD / spread, 1, 16)) if spread > 0 else 16
-                        since_qr = 0
+                if frame is not None:
+                    frame.step(chunk, i, t, last=i == chunk.C - 1 or t == T - 1)
                 if M is None or t < start or t - start >= last:
                     continue
                 M.step(chunk, i)
@@ -420,7 +614,7 @@ def decay_profile(model, params, T, *, k=1, curve=True, lags=None, inputs="rando
                     with np.errstate(divide="ignore"):
                         res["spec"][j] = log_scale + np.log(sig[0])
                         res["frob"][j] = log_scale + 0.5 * np.log(np.sum(sig ** 2))
-                        res["grad"][j] = log_scale + np.log(np.linalg.norm(M.transpose_times(g)))
+                        res["grad"][j] = log_scale + np.log(_norm(M.transpose_times(g)))
                         if res["step"] is not None:
                             res["step"][j] = log_step.value
                         for (s, p), (bs, bf) in blocks.items():
@@ -435,29 +629,74 @@ def decay_profile(model, params, T, *, k=1, curve=True, lags=None, inputs="rando
                     next_lag += 1
     if bar is not None:
         bar.close()
-    exponents = None
-    if k:
-        exponents = sums.value / counted if counted else np.full(k, np.nan)
-        exponents = np.sort(exponents)[::-1]
-    bound = pascanu_bound(model)
+    exponents, counted, accuracy = None, 0, None
+    if frame is not None:
+        exponents, counted = frame.exponents()
+        accuracy = frame.accuracy()
+    meta["final_product_rank"] = int(ranks[-1]) if ranks else None
     profile = DecayProfile(
         cell=model.cell.name, T=int(T), state_names=list(lay.names), state_size=S, lags=lags,
         log_spectral=res["spec"] if n_lags else None, log_frobenius=res["frob"] if n_lags else None,
         log_grad=res["grad"] if n_lags else None,
         blocks={f"{s}<-{p}": v for (s, p), v in blocks.items()}, direct=direct,
-        exponents=exponents, exponent_steps=int(counted), qr_count=qr_count,
-        log_step_bound=res["step"] if n_lags else None,
-        meta=dict(start=int(start), transient=int(transient), seed=int(seed),
-                  inputs=source.kind, input_scale=float(input_scale),
-                  qr_every=("adaptive" if qr_every is None else int(qr_every)),
-                  final_product_rank=(int(ranks[-1]) if ranks else None),
-                  loss_gradient="unit vector on the output state at step t0+k, drawn from seed"))
+        exponents=exponents, exponent_steps=int(counted), qr_count=frame.qr_count if frame else 0,
+        log_step_bound=res["step"] if n_lags else None, accuracy=accuracy, meta=meta)
+    if accuracy is not None:
+        profile.notes.append(f"Exponents' accuracy: {_accuracy_text(accuracy, k, S)}.")
+    if stream.stopped is not None:
+        _record_overflow(profile, stream.stopped, frame)
+    _add_bound(profile, model, params, lags)
+    return profile
+
+
+def _add_bound(profile, model, params, lags):
+    bound = pascanu_bound(model)
     if bound is not None:
         profile.gamma = bound.gamma
         profile.sigma_max = bound.sigma_max(params)
         profile.bound_rate = bound.rate(params)
-        if n_lags:
+        if len(lags):
             profile.log_bound = bound.log_bound(params, lags)
+
+
+def _record_overflow(profile, stopped, frame):
+    """The run stopped where the forward overflowed: say where, and keep what was measured before."""
+    step, kind, state = stopped["step"], stopped["kind"], stopped["state"]
+    profile.overflow = dict(stopped, steps_run=step - 1)
+    what = (f"the state {state} overflowed (became infinite or NaN) at step {step}" if kind == "state" else
+            f"the step Jacobian J_{step} is not finite (a derivative infinite at its argument, or an overflow)")
+    if frame is None:
+        estimate = "no exponents were asked for"
+    elif profile.exponent_steps:
+        estimate = (f"the exponents are the last finite estimate, over the {profile.exponent_steps} steps before it"
+                    + (" (the transient included)" if frame.counted == 0 else ""))
+    else:
+        profile.exponents = np.full(frame.k, np.nan)
+        profile.exponents[0] = np.inf
+        estimate = "no step before it could be counted: the top exponent is recorded as +inf"
+    profile.notes.insert(0, f"The forward stopped: {what}. This is the study's own forward pass with these weights, "
+                            f"not a problem of the data; {estimate}. Norms at later lags are not measured (nan).")
+
+
+def _zero_profile(model, stream, T, k, lags, meta):
+    """The profile of a cell whose update never reads its state: every step Jacobian is zero."""
+    lay = stream.layout
+    n = len(lags)
+    minus = np.full(n, -np.inf)
+    blocks = {f"{s}<-{p}": (minus.copy(), minus.copy()) for s in lay.names for p in lay.names} \
+        if len(lay.names) > 1 else {}
+    profile = DecayProfile(
+        cell=model.cell.name, T=int(T), state_names=list(lay.names), state_size=lay.size, lags=lags,
+        log_spectral=minus.copy() if n else None, log_frobenius=minus.copy() if n else None,
+        log_grad=minus.copy() if n else None, blocks=blocks,
+        exponents=np.full(k, -np.inf) if k else None, exponent_steps=int(T) if k else 0,
+        log_step_bound=minus.copy() if n else None,
+        accuracy=dict(target=ACCURACY, zero_jacobian=True, sum_identity_error=None, met=True) if k else None,
+        meta=dict(meta, zero_jacobian=True))
+    profile.notes.append(
+        f"The step Jacobian ds_t/ds_(t-1) of {model.cell.name!r} is zero: its update never reads the previous "
+        f"state ({', '.join(lay.names)}), so no gradient flows through time. Every norm at lag >= 1 is exactly 0 "
+        f"(ln = -inf) and every exponent is -inf; nothing was integrated.")
     return profile
 
 

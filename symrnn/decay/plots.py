@@ -17,13 +17,13 @@ from ..fileio import write_atomic
 LN10 = np.log(10.0)
 
 
-def _subplots(*grid, figsize, squeeze=True, layout="constrained"):
+def _subplots(*grid, figsize, squeeze=True, layout="constrained", gridspec_kw=None):
     """A figure of its own (``matplotlib.figure.Figure``, not pyplot): drawing one never changes
     the backend or the open figures of a notebook or a script."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=figsize, layout=layout)
-    return fig, fig.subplots(*grid, squeeze=squeeze)
+    return fig, fig.subplots(*grid, squeeze=squeeze, gridspec_kw=gridspec_kw)
 
 
 def _powers_of_ten(ax, axis="y"):
@@ -145,9 +145,10 @@ def spectrum_figure(result, path):
     return _save(fig, path)
 
 
-def rate_map_figure(rates, path):
-    """A map of the top exponent over cell (rows) and scale (columns), with the critical
-    scale ``gamma sigma_max(W) = 1`` marked for cells that have the Pascanu bound."""
+def rate_map_figure(rates, path, changes=None):
+    """A map of the top exponent over cell (rows) and scale (columns), with the scales where the
+    measured exponent changes sign (``changes``: ``{cell: [scale, ...]}``) and the Pascanu scale
+    ``gamma sigma_max(W) = 1`` (a sufficient condition for vanishing) marked."""
     cells = list(dict.fromkeys(r["cell"] for r in rates))
     scales = sorted(set(r["scale"] for r in rates))
     Z = np.full((len(cells), len(scales)), np.nan)
@@ -164,17 +165,29 @@ def rate_map_figure(rates, path):
             if np.isfinite(Z[i, j]):
                 ax.text(j, i, f"{Z[i, j]:.3f}", ha="center", va="center", fontsize=8, zorder=5,
                         bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.8))
-    marked = False
+    def position(scale):
+        return np.interp(scale, scales, np.arange(len(scales)), left=-0.5, right=len(scales) - 0.5) \
+            if len(scales) > 1 else 0.0
+
+    marked = set()
     for r in rates:
-        crit = r.get("critical_scale")
+        crit = r.get("pascanu_scale")
         if crit is None or not np.isfinite(crit):
             continue
         i = cells.index(r["cell"])
-        pos = np.interp(crit, scales, np.arange(len(scales)), left=-0.5, right=len(scales) - 0.5) \
-            if len(scales) > 1 else 0.0
+        pos = position(crit)
         ax.plot([pos, pos], [i - 0.45, i + 0.45], color="black", lw=2.5,
-                label=r"critical $\gamma\,\sigma_{max}(W)=1$" if not marked else None)
-        marked = True
+                label=r"Pascanu $\gamma\,\sigma_{max}(W)=1$ (vanishing proven below)" if "bound" not in marked
+                else None)
+        marked.add("bound")
+    for cell, found in (changes or {}).items():
+        i = cells.index(cell)
+        for scale in found:
+            pos = position(scale)
+            ax.plot([pos, pos], [i - 0.45, i + 0.45], color="white", lw=3.5, zorder=6)
+            ax.plot([pos, pos], [i - 0.45, i + 0.45], color="black", lw=1.5, ls="--", zorder=7,
+                    label=r"measured $\lambda_1 = 0$ (interpolated)" if "change" not in marked else None)
+            marked.add("change")
     ax.set_xticks(range(len(scales)), [f"{s:g}" for s in scales])
     ax.set_yticks(range(len(cells)), cells)
     ax.set_xlabel("weight scale")
@@ -183,14 +196,16 @@ def rate_map_figure(rates, path):
                  fontsize=10)
     fig.colorbar(im, ax=ax, label=r"$\lambda_1$ (ln per step)")
     if marked:
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize=8, frameon=False)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize=8, frameon=False, ncol=2)
     return _save(fig, path)
 
 
 def paths_figure(result, path, scale=None):
     """Gated cells: the whole state's norm beside its blocks, the direct paths (LSTM's
     ``prod f`` through ``c``, the GRU's ``prod z``) and ``dL/ds`` for a unit loss gradient,
-    at one scale (default: closest to 1)."""
+    at one scale (default: closest to 1).  The blocks of a product that has become rank one
+    share its slope and lie on top of each other, so each has its own colour and markers, and
+    a lower panel shows each block's norm relative to the whole state's."""
     cells, scales = _cells_scales(result)
     scale = min(scales, key=lambda s: abs(np.log(s) if s > 0 else 1e9)) if scale is None else scale
     groups = _by_cell_scale(result)
@@ -199,14 +214,26 @@ def paths_figure(result, path, scale=None):
     shown = [c for c, p in runs.items() if p.direct or p.blocks]
     if not shown:
         return None
-    fig, axes = _subplots(1, len(shown), figsize=(4.8 * len(shown), 4.2), squeeze=False)
-    for ax, cell in zip(axes[0], shown):
+    fig, axes = _subplots(2, len(shown), figsize=(4.8 * len(shown), 6.4), squeeze=False,
+                          gridspec_kw=dict(height_ratios=[2.2, 1]))
+    block_colors = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
+                    "tab:cyan", "tab:gray"]
+    markers = ["o", "s", "^", "v", "D", "P", "X", "<", ">"]
+    for col, cell in enumerate(shown):
+        ax, rel = axes[0][col], axes[1][col]
         p = runs[cell]
-        ax.plot(p.lags, p.log_spectral / LN10, color="black", lw=2, label=f"whole state ({', '.join(p.state_names)})")
-        styles = iter(["-", "--", "-.", ":"])
-        for key, (spec, _) in p.blocks.items():
+        n = len(p.lags)
+        ax.plot(p.lags, p.log_spectral / LN10, color="black", lw=2.5, label=f"whole state ({', '.join(p.state_names)})")
+        styles = ["-", "--", "-.", ":"]
+        nb = max(len(p.blocks), 1)
+        for j, (key, (spec, _)) in enumerate(p.blocks.items()):
             s, q = key.split("<-")
-            ax.plot(p.lags, spec / LN10, lw=1.2, ls=next(styles, "-"), label=f"block d{s}/d{q}")
+            style = dict(color=block_colors[j % len(block_colors)], ls=styles[j % len(styles)], lw=1.3,
+                         marker=markers[j % len(markers)], ms=4,
+                         markevery=(j * max(n // (6 * nb), 1), max(n // 6, 1)))  # staggered: every block shows
+            ax.plot(p.lags, spec / LN10, label=f"block d{s}/d{q}", **style)
+            with np.errstate(invalid="ignore"):
+                rel.plot(p.lags, (spec - p.log_spectral) / LN10, **style)
         for s, (spec, _) in p.direct.items():
             ax.plot(p.lags, spec / LN10, lw=2, color="tab:red", ls=":",
                     label=f"direct path of {s} (no weight matrix)")
@@ -219,6 +246,14 @@ def paths_figure(result, path, scale=None):
         _powers_of_ten(ax)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower left")
+        if not p.blocks:
+            rel.axis("off")
+            rel.text(0.5, 0.5, f"{cell} has one state: no blocks", transform=rel.transAxes, ha="center",
+                     va="center", fontsize=9)
+        else:
+            rel.set_xlabel("lag k (steps)")
+            rel.set_ylabel(r"$\log_{10}$(block / whole state)", fontsize=9)
+            rel.grid(alpha=0.3)
     fig.suptitle("Paths: the whole Jacobian, its blocks, and the gated direct paths", fontsize=11)
     return _save(fig, path)
 

@@ -38,6 +38,7 @@ class Task:
     grad_T: int = 50
     lags: tuple = None
     params: dict = None  # given weights (then scale and init are labels only)
+    forget_bias: float = None  # the LSTM's b_f, set to this value (None: as drawn)
 
     @property
     def cell_name(self):
@@ -89,7 +90,7 @@ def run_task(task: Task):
 
     model = model_for(task.cell, task.D, task.H)
     params = task.params if task.params is not None else make_params(model, task.init, task.scale, task.scale_by,
-                                                                     task.seed)
+                                                                     task.seed, forget_bias=task.forget_bias)
     profile = decay_profile(model, params, task.T, k=task.k, inputs=task.inputs, input_scale=task.input_scale,
                             h0=task.h0, seed=task.seed, lags=task.lags)
     profile.meta.update(scale=task.scale, init=task.init, scale_by=task.scale_by, H=task.H, D=task.D)
@@ -103,6 +104,13 @@ def run_task(task: Task):
             h0 = _initial_state(model, "random", 1, task.seed)
         grad = gradient_by_lag(model, params, source.chunk(0, task.grad_T), h0=h0, seed=task.seed)
     return profile, grad
+
+
+def _has_forget_bias(cell):
+    from ..cells import builtin_cell
+
+    c = builtin_cell(cell) if isinstance(cell, str) else cell
+    return "b_f" in c.params and c.params["b_f"].shape == ("H",)
 
 
 def _check_grid(cells, scales, seeds, T, k, H):
@@ -120,7 +128,7 @@ def _check_grid(cells, scales, seeds, T, k, H):
 
 def sweep(cells, scales, seeds=(0,), *, H=16, D=4, T=1000, k=None, init="pytorch", scale_by="gain",
           inputs="random", input_scale=1.0, h0=None, grad_T=50, lags=None, executor: Executor | None = None,
-          max_workers=None, progress=True, params=None) -> SweepResult:
+          max_workers=None, progress=True, params=None, forget_bias=None) -> SweepResult:
     """Decay profiles over ``cells x scales x seeds``.
 
     ``k``: Lyapunov exponents per run (default: the whole state, ``H`` per state).
@@ -129,6 +137,7 @@ def sweep(cells, scales, seeds=(0,), *, H=16, D=4, T=1000, k=None, init="pytorch
     (``max_workers``, default ``os.cpu_count()``; 1 runs in this process).
     ``progress``: a tqdm bar over finished tasks.
     ``params``: trained weights of the one cell given (``init`` is then a label, ``scales`` ``[1.0]``).
+    ``forget_bias``: set the LSTM's ``b_f`` to this value (cells without ``b_f`` keep their draw).
     The other arguments are those of :func:`decay_profile` and :func:`make_params`; ``grad_T``
     is the length of the :func:`gradient_by_lag` analysis (0: none).
 
@@ -153,6 +162,13 @@ def sweep(cells, scales, seeds=(0,), *, H=16, D=4, T=1000, k=None, init="pytorch
     cells = [c.strip() for c in cells.split(",")] if isinstance(cells, str) else list(cells)
     seeds = list(seeds)
     _check_grid(cells, scales, seeds, T, k, H)
+    if forget_bias is not None:
+        from .weights import check_forget_bias
+
+        if not any(_has_forget_bias(c) for c in cells if not isinstance(c, str) or c in builtin.BUILTIN_CELLS):
+            raise ParameterError(f"forget_bias={forget_bias!r}, but none of the cells {cells} has a forget-gate bias "
+                                 f"b_f (an LSTM's); leave it out or add 'lstm'.")
+        check_forget_bias(model_for("lstm", 1, 1), forget_bias)  # a finite number
     for c in cells:
         if isinstance(c, str) and c not in builtin.BUILTIN_CELLS:
             raise UnknownNameError(f"Unknown cell {c!r}; expected one of {sorted(builtin.BUILTIN_CELLS)} or a Cell.")
@@ -167,7 +183,8 @@ def sweep(cells, scales, seeds=(0,), *, H=16, D=4, T=1000, k=None, init="pytorch
             for seed in seeds:
                 tasks.append(Task(c, float(s), int(seed), H, D, int(T), int(kk), init, scale_by, inputs,
                                   float(input_scale), h0, int(min(grad_T, T)) if grad_T else 0,
-                                  tuple(int(x) for x in lags) if lags is not None else None, params))
+                                  tuple(int(x) for x in lags) if lags is not None else None, params,
+                                  forget_bias if _has_forget_bias(c) else None))
     results = [None] * len(tasks)
     bar = None
     if progress:
@@ -195,6 +212,7 @@ def sweep(cells, scales, seeds=(0,), *, H=16, D=4, T=1000, k=None, init="pytorch
         if bar is not None:
             bar.close()
     settings = dict(H=H, D=D, T=T, k=k, init=init, scale_by=scale_by, inputs=inputs, input_scale=input_scale,
+                    forget_bias=forget_bias,
                     seeds=[int(s) for s in seeds], scales=[float(s) for s in scales],
                     cells=[c if isinstance(c, str) else c.name for c in cells], grad_T=grad_T)
     return SweepResult(tasks, [r[0] for r in results], [r[1] for r in results], settings)

@@ -56,7 +56,7 @@ def _orthogonal(rng, n):
     return q * np.sign(np.diagonal(r))
 
 
-def make_params(model, init="pytorch", scale=1.0, scale_by="gain", seed=0) -> dict:
+def make_params(model, init="pytorch", scale=1.0, scale_by="gain", seed=0, forget_bias=None) -> dict:
     """Parameters of ``model``'s cell drawn by ``init``, recurrent matrices scaled.
 
     Parameters
@@ -72,6 +72,10 @@ def make_params(model, init="pytorch", scale=1.0, scale_by="gain", seed=0) -> di
         ``gain`` multiplies the draw, ``radius`` sets the spectral radius, ``sigma`` the largest
         singular value.
     seed : int
+    forget_bias : float, optional
+        Set every entry of the forget gate's bias ``b_f`` to this value (Keras' ``unit_forget_bias``
+        is 1; Jozefowicz et al. 2015): an LSTM's cell path then keeps about ``sigmoid(b_f)`` per step
+        instead of 1/2.  Only for cells with a ``b_f``.
 
     Returns
     -------
@@ -112,7 +116,19 @@ def make_params(model, init="pytorch", scale=1.0, scale_by="gain", seed=0) -> di
             params[name] = rng.uniform(-a, a, shape)
     for name in recurrent:
         params[name] = rescale(params[name], scale, scale_by, name)
+    if forget_bias is not None:
+        check_forget_bias(model, forget_bias)
+        params["b_f"] = np.full(model.param_shapes["b_f"], float(forget_bias))
     return params
+
+
+def check_forget_bias(model, forget_bias):
+    if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(forget_bias):
+        raise ParameterError(f"forget_bias must be a finite number, got {forget_bias!r}.")
+    if model.param_shapes.get("b_f") is None or len(model.param_shapes["b_f"]) != 1:
+        raise ParameterError(f"forget_bias={forget_bias!r}: the cell {model.cell.name!r} has no forget-gate bias "
+                             f"b_f (it is an LSTM's); leave it out for this cell.")
 
 
 def rescale(W, scale, scale_by="gain", name="W"):
@@ -157,20 +173,10 @@ def load_params(model, source, layout="pytorch") -> dict:
     from .. import layouts
 
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise ParameterError(f"No weights file {str(path)!r}.")
-        if path.suffix in (".pt", ".pth"):
-            import torch
-
-            source = torch.load(path, map_location="cpu", weights_only=True)
-            if hasattr(source, "state_dict"):
-                source = source.state_dict()
-        elif path.suffix == ".npz":
-            with np.load(path) as f:
-                source = {k: f[k] for k in f.files}
-        else:
-            raise ParameterError(f"Weights file {str(path)!r}: expected .npz, .pt or .pth.")
+        source = read_weights(source)
+    if not isinstance(source, dict) and not (layout == "keras" and isinstance(source, (list, tuple))):
+        raise ParameterError(f"The weights are a {type(source).__name__}; give a dict of arrays (a state dict), "
+                             f"Keras weights, or the path of a .npz/.pt/.pth file.")
     cell = model.cell.name
     if layout == "pytorch":
         prefix = ""
@@ -202,14 +208,55 @@ def load_params(model, source, layout="pytorch") -> dict:
     return {k: params[k] for k in expected}
 
 
+def read_weights(path) -> dict:
+    """The arrays of a ``.npz`` (read without pickles) or a ``.pt``/``.pth`` state dict; a file that is not
+    one gives a :class:`ParameterError` saying what it is expected to be."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParameterError(f"No weights file {str(path)!r}.")
+    if path.suffix in (".pt", ".pth"):
+        import torch
+
+        try:
+            source = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a pickle torch refuses, a truncated or foreign file
+            raise ParameterError(f"Cannot read the weights file {str(path)!r} with torch.load(weights_only=True) "
+                                 f"({type(exc).__name__}); save a state dict with torch.save(model.state_dict(), "
+                                 f"path).") from None
+        source = source.state_dict() if hasattr(source, "state_dict") else source
+        if not isinstance(source, dict):
+            raise ParameterError(f"The weights file {str(path)!r} holds a {type(source).__name__}, not a state dict; "
+                                 f"save one with torch.save(model.state_dict(), path).")
+        return source
+    if path.suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                return {k: f[k] for k in f.files}
+        except Exception as exc:  # not a zip, a pickled object array, a truncated file
+            raise ParameterError(f"Cannot read the weights file {str(path)!r} as an .npz of plain arrays "
+                                 f"({type(exc).__name__}); write one with np.savez(path, name=array, ...).") from None
+    raise ParameterError(f"Weights file {str(path)!r}: expected .npz, .pt or .pth.")
+
+
 def sizes_of(cell, source, layout="pytorch"):
     """``(D, H)`` read from a PyTorch state dict or Keras weights (for building the model)."""
     if layout == "pytorch":
-        w_ih = next(v for k, v in source.items() if str(k).endswith("weight_ih_l0"))
-        w_hh = next(v for k, v in source.items() if str(k).endswith("weight_hh_l0"))
-        return int(w_ih.shape[1]), int(w_hh.shape[1])
+        found = {}
+        for name in ("weight_ih_l0", "weight_hh_l0"):
+            found[name] = next((v for k, v in source.items() if str(k).endswith(name)), None)
+            if found[name] is None or np.ndim(found[name]) != 2:
+                raise ParameterError(
+                    f"The weights have no 2-D {name!r} (keys: {', '.join(map(str, list(source)[:8]))}"
+                    f"{', ...' if len(source) > 8 else ''}); a PyTorch state dict of nn.RNN/LSTM/GRU has "
+                    f"weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0. For other names use --layout keras or "
+                    f"symrnn.")
+        return int(np.shape(found["weight_ih_l0"])[1]), int(np.shape(found["weight_hh_l0"])[1])
     if layout == "keras":
-        kernel, recurrent = (source[0], source[1]) if isinstance(source, (list, tuple)) else (
-            source["kernel"], source["recurrent_kernel"])
-        return int(np.shape(kernel)[0]), int(np.shape(recurrent)[0])
+        try:
+            kernel, recurrent = (source[0], source[1]) if isinstance(source, (list, tuple)) else (
+                source["kernel"], source["recurrent_kernel"])
+            return int(np.shape(kernel)[0]), int(np.shape(recurrent)[0])
+        except (KeyError, IndexError):
+            raise ParameterError(f"The Keras weights need 'kernel' and 'recurrent_kernel' (or the list "
+                                 f"layer.get_weights()); got {', '.join(map(str, list(source)[:8]))}.") from None
     raise UnknownNameError(f"Cannot read sizes from layout {layout!r}.")

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,11 +58,7 @@ def compile_pdf(tex: str, name: str = "report") -> CompileResult:
         else:
             runs = [["pdflatex", *flags, source.name]] * 2
         for cmd in runs:
-            try:
-                done = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True,
-                                      errors="replace", timeout=LATEX_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                raise LatexError(f"{cmd[0]} did not finish within {LATEX_TIMEOUT} s.") from None
+            done = _run_latex(cmd, tmp, env)
             log_path = source.with_suffix(".log")
             log = log_path.read_text(encoding="latin-1") if log_path.exists() else done.stdout
             if done.returncode != 0:
@@ -70,3 +68,46 @@ def compile_pdf(tex: str, name: str = "report") -> CompileResult:
         if not pdf.exists():
             raise LatexError(f"{runs[0][0]} produced no PDF:\n{error_lines(log)}", error_lines(log))
         return CompileResult(pdf.read_bytes(), log)
+
+
+def _run_latex(cmd, cwd, env):
+    """Run one LaTeX command in a session of its own; whatever ends the wait (the timeout, Ctrl-C, a
+    SIGTERM sent to symrnn) kills the whole session, latexmk's pdflatex included, before the temporary
+    folder is removed."""
+    process = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, errors="replace", start_new_session=True)
+    restore = _sigterm_raises()
+    try:
+        stdout, stderr = process.communicate(timeout=LATEX_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        _kill_session(process)
+        raise LatexError(f"{cmd[0]} did not finish within {LATEX_TIMEOUT} s.") from None
+    except BaseException:
+        _kill_session(process)
+        raise
+    finally:
+        restore()
+    return subprocess.CompletedProcess(cmd, process.returncode, stdout, stderr)
+
+
+def _kill_session(process):
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    process.communicate()
+
+
+def _sigterm_raises():
+    """While LaTeX runs, SIGTERM raises ``SystemExit`` (so the cleanup runs); returns the restorer."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous not in (signal.SIG_DFL, None):
+        return lambda: None  # somebody else handles it
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, previous)

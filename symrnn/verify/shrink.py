@@ -159,14 +159,89 @@ def load_case(path):
     if "meta" not in arrays:
         raise ShapeError(f"{str(path)!r} holds arrays but no declared model (no 'meta' entry): it is not a case "
                          f"symrnn verify saved for replay (an exception's arrays are saved for inspection only).")
-    meta = json.loads(str(arrays.pop("meta")))
+    meta = _case_meta(path, arrays.pop("meta"))
     params = {k[len("param_"):]: v for k, v in arrays.items() if k.startswith("param_")}
+    _check_case_arrays(path, meta, arrays)
     h0 = {s: arrays[f"state0_{s}"] for s in meta["states"]}
     final = {s: arrays[f"final_grad_{s}"] for s in meta["final_states"]} or None
+    try:
+        truncation = None if meta["truncation"] is None else Truncation(*meta["truncation"])
+        clip = None if meta["clip"] is None else Clipping(*meta["clip"])
+    except SymRNNError as exc:
+        raise ShapeError(f"The case file {str(path)!r} declares a truncation or clipping symrnn cannot use ({exc}); "
+                         f"it was not saved by symrnn verify, or was edited. Verify anew without --replay.") from None
+    except TypeError:
+        raise ShapeError(f"The case file {str(path)!r} has a malformed truncation {meta['truncation']!r} or clip "
+                         f"{meta['clip']!r}; verify anew without --replay.") from None
     problem = Problem(f"replayed {meta['label']}", params, arrays["x"], h0, arrays["targets"], arrays.get("mask"),
-                      final, None if meta["truncation"] is None else Truncation(*meta["truncation"]),
-                      None if meta["clip"] is None else Clipping(*meta["clip"]))
+                      final, truncation, clip)
     return meta, problem
+
+
+#: what a saved case's meta must hold, and the type of each entry
+_META_KEYS = {"label": str, "states": list, "final_states": list, "truncation": (list, type(None)),
+              "clip": (list, type(None))}
+
+
+def _case_meta(path, raw):
+    """The declared model of a case file, checked: JSON, a dict, with every key :func:`save_case` writes."""
+    where = f"The case file {str(path)!r}"
+    try:
+        meta = json.loads(str(raw))
+    except ValueError:
+        raise ShapeError(f"{where} has a 'meta' entry that is not JSON: it was not saved by symrnn verify, or was "
+                         f"edited. Give the path its report printed, or verify anew without --replay.") from None
+    if not isinstance(meta, dict):
+        raise ShapeError(f"{where} has a 'meta' entry that is JSON but not an object ({type(meta).__name__}); "
+                         f"verify anew without --replay.")
+    missing = [k for k in _META_KEYS if k not in meta]
+    if missing:
+        raise ShapeError(f"{where} lacks {', '.join(map(repr, missing))} in its 'meta' entry; it was saved by another "
+                         f"version of symrnn or edited. Verify anew without --replay.")
+    wrong = [k for k, kind in _META_KEYS.items() if not isinstance(meta[k], kind)]
+    if wrong or not all(isinstance(s, str) for s in meta["states"] + meta["final_states"]):
+        raise ShapeError(f"{where} has 'meta' entries of the wrong kind ({', '.join(wrong) or 'states'}); verify "
+                         f"anew without --replay.")
+    return meta
+
+
+def _check_case_arrays(path, meta, arrays):
+    """Every array a case needs is there, with shapes that fit one another (a malformed file is the file's
+    fault, not the code under test's)."""
+    where = f"The case file {str(path)!r}"
+    needed = ["x", "targets"] + [f"state0_{s}" for s in meta["states"]] + [f"final_grad_{s}" for s in
+                                                                           meta["final_states"]]
+    missing = [k for k in needed if k not in arrays]
+    if missing:
+        raise ShapeError(f"{where} lacks the arrays {', '.join(map(repr, missing))}; it is incomplete or was edited. "
+                         f"Verify anew without --replay.")
+    bad = [k for k, v in arrays.items() if not (np.issubdtype(v.dtype, np.number) or v.dtype == bool)]
+    if bad:
+        raise ShapeError(f"{where} holds non-numeric arrays ({', '.join(map(repr, bad))}); verify anew without "
+                         f"--replay.")
+    x = arrays["x"]
+    if x.ndim != 3:
+        raise ShapeError(f"{where}: its inputs 'x' have shape {x.shape}; a case's inputs are (T, N, D). The file "
+                         f"is malformed; verify anew without --replay.")
+    T, N = x.shape[:2]
+    shapes = {"targets": (arrays["targets"].ndim in (2, 3) and arrays["targets"].shape[0] <= T
+                          and arrays["targets"].shape[1:2] == (N,), "(T_out, N) or (T_out, N, size)")}
+    for s in meta["states"]:
+        a = arrays[f"state0_{s}"]
+        shapes[f"state0_{s}"] = (a.ndim == 2 and a.shape[0] == N, "(N, size)")
+    for s in meta["final_states"]:
+        a = arrays[f"final_grad_{s}"]
+        shapes[f"final_grad_{s}"] = (a.ndim == 2 and a.shape[0] == N, "(N, size)")
+    if "mask" in arrays:
+        m = arrays["mask"]
+        shapes["mask"] = (m.ndim == 2 and m.shape[1] == N and m.shape[0] <= T, "(T_out, N)")
+    for k, v in arrays.items():
+        if k.startswith("param_"):
+            shapes[k] = (v.ndim in (1, 2) and v.size > 0, "a vector or a matrix")
+    wrong = [f"{k!r} {arrays[k].shape} (expected {want})" for k, (ok, want) in shapes.items() if not ok]
+    if wrong:
+        raise ShapeError(f"{where} holds arrays whose shapes do not fit its inputs x {x.shape} (T, N, D): "
+                         f"{'; '.join(wrong)}. The file is malformed (not your code); verify anew without --replay.")
 
 
 def rebuilder(adapter, make_model):
