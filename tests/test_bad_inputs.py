@@ -18,6 +18,7 @@ import sympy as sp
 import symrnn as sr
 from symrnn.cli import main
 from symrnn.decay import decay_profile, make_params, sweep, write_report
+from symrnn.report import write_report as derivation_report
 from symrnn.verify.shrink import load_case
 
 LSTM = sr.Model("lstm", D=2, H=3, loss="upstream")
@@ -131,6 +132,8 @@ PYTHON = [  # (id, call(tmp), exception, words)
     ("decay: unknown init", lambda tmp: make_params(RNN, init="he"), sr.UnknownNameError, "initialisation"),
     ("decay: negative scale", lambda tmp: make_params(RNN, scale=-1), sr.ParameterError, ">= 0"),
     ("decay report: no result", lambda tmp: write_report(None, tmp / "r"), sr.ParameterError, "SweepResult"),
+    ("derivation report: no model", lambda tmp: derivation_report(None, "tex", tmp / "r.tex"), sr.ParameterError,
+     "needs a symrnn.Model"),
     ("decay report: a folder that is a file", lambda tmp: write_report(
         sweep(["rnn-tanh"], [1.0], H=2, D=1, T=5, grad_T=0, max_workers=1, progress=False),
         (tmp / "f").write_text("") or tmp / "f"), sr.SymRNNError, "is a file"),
@@ -211,6 +214,14 @@ CLI = [  # (id, argv(tmp), words)
                                                        str(case_file(tmp, meta=np.array("{")))], "not JSON"),
     ("verify replay of a case without arrays", lambda tmp: ["verify", user_code(tmp), "--replay",
                                                             str(case_file(tmp, x=None))], "lacks the arrays"),
+    ("verify --search negative", lambda tmp: ["verify", user_code(tmp), "--search", "-1"], "--search -1"),
+    ("verify --seed negative", lambda tmp: ["verify", user_code(tmp), "--seed", "-1"], "--seed -1"),
+    ("verify --T 0", lambda tmp: ["verify", user_code(tmp), "--T", "0"], "--T 0"),
+    ("verify unknown layout", lambda tmp: ["verify", user_code(tmp), "--layout", "tensorflow-9"],
+     "Unknown layout 'tensorflow-9'"),
+    ("verify missing file", lambda tmp: ["verify", str(tmp / "nope.py") + ":rnn_backward"], "No file"),
+    ("verify no forward", lambda tmp: ["verify", user_code(tmp).rpartition(":")[0] + ":rnn_forward", "--cell", "rnn-tanh",
+                                       "--layout", "cs231n"], "No forward"),
 ]
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import UnknownNameError
+from ..errors import ParameterError, UnknownNameError
 from . import document as _latex
 from . import markdown as _markdown
 from .compile import (INSTALL_HINT, LatexError, LatexNotFoundError, OutputPathError, check_writable,
@@ -89,8 +89,13 @@ def write_report(model, fmt, path, exercises=False) -> Path:
     to ``path`` and :class:`LatexNotFoundError` or :class:`LatexError` says so.
     """
     fmt = _check_format(fmt)
+    from ..model import Model
     from ..seq2seq import Seq2Seq
+    from ..wiring import StackedModel
 
+    if not isinstance(model, (Model, StackedModel, Seq2Seq)):
+        raise ParameterError(f"write_report needs a symrnn.Model, StackedModel or Seq2Seq, got "
+                         f"{type(model).__name__}: build one first (symrnn.Model('lstm', D=3, H=4)).")
     if isinstance(model, Seq2Seq):  # its report has its own builder
         from .seq2seq import write_seq2seq_report
 
