@@ -438,8 +438,6 @@ def _verify_run(args) -> int:
     for option in ("search", "seed"):
         if getattr(args, option) < 0:
             raise UnknownNameError(f"--{option} {getattr(args, option)}: give a number >= 0.")
-    if args.T < 1:
-        raise UnknownNameError(f"--T {args.T}: give a length >= 1.")
     module, function = load_function(args.target)
     if args.cell is not None and ":" in args.cell:  # a user's cell, file.py:function returning a Cell
         args.cell = load_cell(args.cell)

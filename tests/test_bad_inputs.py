@@ -216,7 +216,7 @@ CLI = [  # (id, argv(tmp), words)
                                                             str(case_file(tmp, x=None))], "lacks the arrays"),
     ("verify --search negative", lambda tmp: ["verify", user_code(tmp), "--search", "-1"], "--search -1"),
     ("verify --seed negative", lambda tmp: ["verify", user_code(tmp), "--seed", "-1"], "--seed -1"),
-    ("verify --T 0", lambda tmp: ["verify", user_code(tmp), "--T", "0"], "--T 0"),
+    ("verify --T 0", lambda tmp: ["verify", user_code(tmp), "--T", "0"], "T must be a positive integer"),
     ("verify unknown layout", lambda tmp: ["verify", user_code(tmp), "--layout", "tensorflow-9"],
      "Unknown layout 'tensorflow-9'"),
     ("verify missing file", lambda tmp: ["verify", str(tmp / "nope.py") + ":rnn_backward"], "No file"),
