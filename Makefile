@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m symrnn.demo --out reports
 
+# on every core (pytest-xdist): the suite is single-threaded NumPy and SymPy work
 test: $(STAMP)
-	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q
+	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q -n auto
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py --out reports/benchmarks.md
