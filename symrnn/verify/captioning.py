@@ -35,7 +35,7 @@ from ..errors import ShapeError, UnknownNameError, UserCodeError
 from ..layouts import layout_for
 from . import judge as J
 from .hygiene import call
-from .modes import UserRun, _dtype_of, _tuple
+from .modes import UserRun, _dtype_of, _tuple, checked_gradients
 from .problems import Problem, exact
 from .seq2seq import Seq2SeqVerification, _first_wrong_step, _Name
 
@@ -155,20 +155,7 @@ class CaptioningLayout:
 
     def from_user(self, user, what):
         """Canonical gradients from the user's dict (every parameter present, shapes checked)."""
-        expected = self.expected()
-        missing = sorted(set(expected) - set(user))
-        if missing:
-            raise UserCodeError(f"{what} returned no gradient for {missing}; the grads dict has one entry per "
-                                f"parameter ({', '.join(sorted(expected))}).")
-        unknown = sorted(set(user) - set(expected))
-        if unknown:
-            raise UserCodeError(f"{what} returned gradients under {unknown}, which name no parameter; the keys "
-                                f"are {', '.join(sorted(expected))}.")
-        for k, shape in expected.items():
-            if np.shape(user[k]) != shape:
-                raise UserCodeError(f"{what}: the gradient for {k!r} has shape {np.shape(user[k])}, expected "
-                                    f"{shape} (the shape of params[{k!r}]).")
-        user = {k: np.asarray(user[k], dtype=float) for k in expected}
+        user = checked_gradients(user, self.expected(), what, refuse_unknown=True)
         model = self.task.model
         sizes = {"D": self.task.W, "H": self.task.H, "K": self.task.vocab}
         cell = {k: v for k, v in user.items() if k not in EXTRA.values()}

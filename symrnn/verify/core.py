@@ -32,8 +32,6 @@ def _cell_name(cell):
     return cell if isinstance(cell, str) else cell.name
 
 
-
-
 _MODELS = {}
 
 
@@ -542,16 +540,13 @@ def replay_command(declared, path):
     meta = declared.meta
     fns = declared.functions
     main = fns[-1] if fns else None
+    call = {"layer": "verify_layer", "step": "verify_step", "object": "verify_layer_object",
+            "loss": "verify_loss"}[meta["mode"]]
+    names = ", ".join(getattr(f, "__name__", "fn") for f in fns)
     if not declared.cli:  # a custom cell, layout or signature: only Python can declare it again
-        call = {"layer": "verify_layer", "step": "verify_step", "object": "verify_layer_object",
-                "loss": "verify_loss"}[meta["mode"]]
-        names = ", ".join(getattr(f, "__name__", "fn") for f in fns)
         return f"symrnn.verify.{call}({names}, <the same declaration>, replay={_shown_path(path)!r})"
     where = _source_of(main)
     if where is None:  # defined in a notebook or a session: the Python call, runnable there
-        call = {"layer": "verify_layer", "step": "verify_step", "object": "verify_layer_object",
-                "loss": "verify_loss"}[meta["mode"]]
-        names = ", ".join(getattr(f, "__name__", "fn") for f in fns)
         more = "".join(f", {k}={meta[k]!r}" for k in ("loss", "reduction", "architecture") if k in meta)
         return (f"symrnn.verify.{call}({names}, cell={meta['cell']!r}, layout={meta['layout']!r}{more}, "
                 f"replay={_shown_path(path)!r})")

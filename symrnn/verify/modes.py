@@ -296,6 +296,25 @@ def _state(problem, state, role, model):
     return problem.h0[state]
 
 
+def checked_gradients(user, expected, what, refuse_unknown=False) -> dict:
+    """The user's gradient dict as float arrays in the order of ``expected`` (name -> shape): a missing
+    key, a wrong shape (or, with ``refuse_unknown``, a key that names no parameter) is the user's
+    code's error."""
+    missing = sorted(set(expected) - set(user))
+    if missing:
+        raise UserCodeError(f"{what} returned no gradient for {missing}; the grads dict has one entry per "
+                            f"parameter ({', '.join(sorted(expected))}).")
+    unknown = sorted(set(user) - set(expected)) if refuse_unknown else []
+    if unknown:
+        raise UserCodeError(f"{what} returned gradients under {unknown}, which name no parameter; the keys "
+                            f"are {', '.join(sorted(expected))}.")
+    for k, shape in expected.items():
+        if np.shape(user[k]) != shape:
+            raise UserCodeError(f"{what}: the gradient for {k!r} has shape {np.shape(user[k])}, expected "
+                                f"{shape} (the shape of params[{k!r}]).")
+    return {k: np.asarray(user[k], dtype=float) for k in expected}
+
+
 def _truncation(problem, role):
     tr = problem.truncation
     if tr is None:

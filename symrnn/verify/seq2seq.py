@@ -26,7 +26,7 @@ from ..layouts import layout_for
 from ..losses import IGNORE_LABEL
 from ..seq2seq import Seq2Seq, _scatter, cross_entropy
 from .hygiene import call
-from .modes import UserRun, _dtype_of, _tuple
+from .modes import UserRun, _dtype_of, _tuple, checked_gradients
 from .problems import Problem, exact
 from .result import Verification
 
@@ -157,16 +157,7 @@ class Seq2SeqLayout:
         """Canonical gradients from the user's (every parameter present, shapes checked)."""
         if self._expected is None:
             self._expected = {k: np.shape(v) for k, v in self.to_user("", self.s2s.init_params(0)).items()}
-        expected = self._expected
-        missing = sorted(set(expected) - set(user))
-        if missing:
-            raise UserCodeError(f"{what} returned no gradient for {missing}; the grads dict has the keys of "
-                                f"params ({sorted(expected)[:6]} ...).")
-        for k, v in expected.items():
-            if np.shape(user[k]) != v:
-                raise UserCodeError(f"{what}: the gradient for {k!r} has shape {np.shape(user[k])}, expected "
-                                    f"{v} (the shape of params[{k!r}]).")
-        user = {k: np.asarray(user[k], dtype=float) for k in expected}
+        user = checked_gradients(user, self._expected, what)
         if self.cells is None:
             out = dict(user)
         else:
