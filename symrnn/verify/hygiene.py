@@ -91,9 +91,11 @@ def guarded(what):
             handler = signal.signal(signal.SIGINT, on_sigint)
         except ValueError:  # not the main interpreter's thread
             main = False
-    real_exit = os._exit
+    real_exit, pid = os._exit, os.getpid()
 
     def refuse(code=0):
+        if os.getpid() != pid:  # a child the code forked (multiprocessing ends its children so): let it end
+            real_exit(code)
         raise _ProcessExit(code)
 
     os._exit = refuse
