@@ -152,3 +152,26 @@ def test_os_exit_is_restored_after_the_user_code(tmp_path):
     with pytest.raises(UserCodeExit, match=r"os._exit\(3\)"):
         V.verify_layer(module.rnn_forward, module.rnn_backward, "rnn-tanh", "cs231n")
     assert os._exit is before
+
+
+def _put_one(queue):
+    queue.put(1)
+
+
+def test_a_child_the_code_forks_still_ends(tmp_path):
+    """multiprocessing ends a forked child with os._exit: that child ends; only the verifier's process refuses it."""
+    import multiprocessing
+
+    from symrnn import example_backprop as example
+
+    def rnn_backward(dh, cache):
+        context = multiprocessing.get_context("fork")
+        queue = context.Queue()
+        child = context.Process(target=_put_one, args=(queue,))
+        child.start()
+        child.join()
+        assert child.exitcode == 0 and queue.get(timeout=10) == 1
+        return example.rnn_backward(dh, cache)
+
+    result = V.verify_layer(example.rnn_forward, rnn_backward, "rnn-tanh", "cs231n", T=3, lengths=())
+    assert result.ok, str(result)
