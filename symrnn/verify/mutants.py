@@ -32,7 +32,7 @@ import numpy as np
 import sympy as sp
 
 from ..bptt import local_terms
-from ..functions import absolute, derivative, lambdify_numpy, maximum, to_vocabulary
+from ..functions import derivative, lambdify_numpy, to_vocabulary
 from ..symbols import MatVec, Param, bar, linear_maps, parse, tsym
 from ..truncated import Truncation, truncated_loss_and_grads
 
@@ -109,38 +109,20 @@ def _coef(eq, u, rewrite):
     return exact.xreplace({flat: eq.target}).xreplace(restore)
 
 
-def _conditioned(coef):
-    """``|c| + sum_v |dc/dv| max(|v|, 1)``: a local derivative's size plus its sensitivity to the
-    rounding of the forward values it reads, relative for large values and absolute (``u``) for
-    small ones, as tanh and sigmoid round (``1 - h**2`` and ``o (1 - o)`` near saturation are tiny
-    but not computed to a tiny absolute error).  Used for the term scales of :func:`backward`."""
-    if coef.is_number:
-        return abs(coef)
-    atoms = {m: sp.Dummy() for m in coef.atoms(MatVec)}
-    restore = {d: m for m, d in atoms.items()}
-    flat = coef.xreplace(atoms)
-    total = absolute(coef)
-    for v in sorted(flat.free_symbols, key=sp.default_sort_key):
-        d = derivative(flat, v)
-        if d != 0:
-            total = total + absolute(d.xreplace(restore)) * maximum(absolute(v.xreplace(restore)), 1)
-    return total
+_COMPILED = weakref.WeakKeyDictionary()  # cell -> {(rewrite, swap): _Compiled}: symbolic work once
 
 
-_COMPILED = weakref.WeakKeyDictionary()  # cell -> {(rewrite, swap, conditioned): _Compiled}: symbolic work once
-
-
-def _compile(cell, mutation, conditioned=False):
+def _compile(cell, mutation):
     """The sweep's coefficients for the mutation's rewritten derivatives and swapped gates (the rest
     of a mutation is numbers: the symbolic work is shared)."""
     per_cell = _COMPILED.setdefault(cell, {})
-    key = (mutation.rewrite, mutation.swap, conditioned)
+    key = (mutation.rewrite, mutation.swap)
     if key not in per_cell:
-        per_cell[key] = _compile_now(cell, mutation, conditioned)
+        per_cell[key] = _compile_now(cell, mutation)
     return per_cell[key]
 
 
-def _compile_now(cell, mutation, conditioned):
+def _compile_now(cell, mutation):
     terms = local_terms(cell.equations)
     c = _Compiled(list(cell.equations), terms)
     for u, ts in terms.items():
@@ -154,8 +136,6 @@ def _compile_now(cell, mutation, conditioned):
                 wrt = next(m for m in linear_maps(eq.rhs) if m.args[0] == t.matrix
                            and (m.args[1] == (t.vector if t.vector is not None else u)))
             expr = _coef(eq, wrt, mutation.rewrite) if mutation.rewrite else t.coef
-            if conditioned:  # |c| + its sensitivity to the rounding of what it reads
-                expr = _conditioned(expr)
             flat, restore, atoms = _flat(expr)
             symbols = sorted(flat.free_symbols, key=sp.default_sort_key)
             c.coefs[key] = (symbols, restore, lambdify_numpy(symbols, flat))
@@ -267,8 +247,7 @@ def backward(model, params, X, h0, upstream, final_grads=None, mutation=None, te
             break
         here = not m.rewrite_at or t == {"first": 0, "last": T - 1}[m.rewrite_at]
         compiled = mutated if here else unmutated
-        assembly = _compile(cell, m if here else replace(m, rewrite=()), conditioned=True) if term_scales \
-            else compiled
+        assembly = compiled  # term scales: the same terms, summed in absolute value
         values = _values(model, params_c, X, cache, t)
         if m.scale_message and m.scale_message[1] == t:
             carry[m.scale_message[0]] = carry[m.scale_message[0]] * m.scale_message[2]
