@@ -110,15 +110,17 @@ class Found:
 
 
 def _probe(model, seed=0, N=None):
-    p = dict(PROBE, N=N or PROBE["N"])
+    """Parameters, inputs and initial states of a probe problem at ``model``'s sizes."""
+    N, D, H = N or PROBE["N"], model.sizes["D"], model.sizes["H"]
     rng = np.random.default_rng(seed)
     params = model.init_params(seed, scale=0.8)
-    x = rng.normal(size=(p["T"], p["N"], p["D"]))
-    h0 = {s: rng.normal(size=(p["N"], p["H"])) * 0.5 for s in model.state_names}
+    x = rng.normal(size=(PROBE["T"], N, D))
+    h0 = {s: rng.normal(size=(N, H)) * 0.5 for s in model.state_names}
     return params, x, h0
 
 
-def _call_forward(forward, roles, layout, cell, params, x, h0, zero):
+def _call_forward(forward, roles, layout, cell, params, x, h0, zero, whole=False):
+    """The forward's h on the probe in ``layout`` (``whole``: everything it returned)."""
     data = {"x": layout.sequence_to_user(x), "h0": layout.state_to_user(h0["h"] * (0 if "h" in zero else 1))}
     if "c" in h0:
         data["c0"] = layout.state_to_user(h0["c"] * (0 if "c" in zero else 1))
@@ -126,7 +128,7 @@ def _call_forward(forward, roles, layout, cell, params, x, h0, zero):
     args = [data[r] if r in data else _user_value(layout.names[r], user) for r in roles]
     with np.errstate(all="ignore"), guarded("the forward"):
         out = forward(*args)
-    return out[0] if isinstance(out, (tuple, list)) else out
+    return out if whole or not isinstance(out, (tuple, list)) else out[0]
 
 
 def _user_value(name, user):
@@ -264,16 +266,12 @@ def _found(name, layout, roles, forward, how, N, cell=None):
 
 
 def _returns(forward, roles, layout, cell, N):
+    """The forward's returns, by role: h, and the cache (and c) when it returns a tuple."""
     from ..model import Model
 
     model = _probe_model(cell) if isinstance(cell, str) else Model(cell, D=PROBE["D"], H=PROBE["H"], loss="upstream")
     params, x, h0 = _probe(model, N=N)
-    data = {"x": layout.sequence_to_user(x), "h0": layout.state_to_user(h0["h"])}
-    if "c" in h0:
-        data["c0"] = layout.state_to_user(h0["c"])
-    user = layout.to_user(cell, params)
-    with np.errstate(all="ignore"), guarded("the forward"):
-        out = forward(*[data[r] if r in data else user[layout.names[r]] for r in roles])
+    out = _call_forward(forward, roles, layout, cell, params, x, h0, (), whole=True)
     if not isinstance(out, (tuple, list)):
         return ("h",)
     return ("h", "cache") if len(out) == 2 else ("h", "c", "cache") if len(out) == 3 else ("h",) + ("ignored",) * (
@@ -470,7 +468,7 @@ def find_object(forward, backward, cell=None):
                             if not _shapes_fit(candidate, name, model, arrays):
                                 break
                             for N in (PROBE["N"], 1):  # a batch when the code takes one
-                                if _matches_sized(code.forward, sig_roles, candidate, model, name, N):
+                                if _matches(code.forward, sig_roles, candidate, model, name, N):
                                     text = (f"{type(obj).__name__}'s arrays are the weights of the built-in cell "
                                             f"{name!r}; layout: {_describe(candidate)}"
                                             + ("; one example at a time (the forward takes no batch: N = 1)"
@@ -519,18 +517,3 @@ def _shapes_fit(layout, name, model, arrays):
     except SymRNNError:
         return False
     return all(n in arrays and arrays[n].shape == v.shape for n, v in user.items())
-
-
-def _matches_sized(forward, roles, layout, model, cell, N):
-    zero = tuple(s for s in model.state_names if f"{s}0" not in roles)
-    rng = np.random.default_rng(0)
-    params = model.init_params(0, scale=0.8)
-    x = rng.normal(size=(PROBE["T"], N, model.sizes["D"]))
-    h0 = {s: rng.normal(size=(N, model.sizes["H"])) * (0 if s in zero else 0.5) for s in model.state_names}
-    try:
-        h = _call_forward(forward, roles, layout, cell, params, x, h0, zero)
-        h = layout.sequence_from_user(h, "h", (x.shape[0], N, model.sizes["H"]))
-    except (Exception, SymRNNError):
-        return False
-    exact = model.run_cell(params, x, h0)[2][f"S_{model.out}"][1:]
-    return bool(np.all(np.isfinite(h)) and np.allclose(h, exact, rtol=1e-4, atol=1e-6))

@@ -35,7 +35,7 @@ from ..errors import ShapeError, UnknownNameError, UserCodeError
 from ..layouts import layout_for
 from . import judge as J
 from .hygiene import call
-from .modes import UserRun, _dtype_of, _tuple, checked_gradients
+from .modes import _dtype_of, checked_gradients, loss_and_grads_returned
 from .problems import Problem, exact
 from .seq2seq import Seq2SeqVerification, _first_wrong_step, _Name
 
@@ -190,18 +190,11 @@ class CaptioningLossFunction:
                 self.owner.params = saved
         else:
             out = call(self.fn, [data[r] for r in self.args], list(self.args), what, problem, findings)
-        loss, grads = _tuple(out, ("loss", "grads"), what)
-        run = UserRun(raw={"loss": loss, "grads": grads})
-        try:
-            run.loss = float(loss)
-        except (TypeError, ValueError):
-            raise UserCodeError(f"{what} returned {type(loss).__name__} as its loss; expected (loss, grads).") from None
-        if not isinstance(grads, dict):
-            raise UserCodeError(f"{what} returned grads of type {type(grads).__name__}; expected a dict keyed like "
-                                f"the parameters (W_proj, b_proj, W_embed, Wx, Wh, b, W_vocab, b_vocab).")
+        run, grads = loss_and_grads_returned(out, what, "the parameters (W_proj, b_proj, W_embed, Wx, Wh, b, "
+                                                        "W_vocab, b_vocab)")
         for v in grads.values():
             _dtype_of(v, run.dtypes)
-        run.grads = L.from_user(dict(grads), what)
+        run.grads = L.from_user(grads, what)
         run.user_grads = {"d" + k: grads[k] for k in user_params}
         return run
 

@@ -296,6 +296,21 @@ def _state(problem, state, role, model):
     return problem.h0[state]
 
 
+def loss_and_grads_returned(out, what, keys) -> tuple:
+    """``(run, grads)`` from what a loss function returned, ``(loss, grads)``: the :class:`UserRun`
+    holding the loss, and the grads as a dict (``keys`` says how it is keyed, for the message)."""
+    loss, grads = _tuple(out, ("loss", "grads"), what)
+    run = UserRun(raw={"loss": loss, "grads": grads})
+    try:
+        run.loss = float(loss)
+    except (TypeError, ValueError):
+        raise UserCodeError(f"{what} returned {type(loss).__name__} as its loss; expected (loss, grads).") from None
+    if not isinstance(grads, dict):
+        raise UserCodeError(f"{what} returned grads of type {type(grads).__name__}; expected a dict keyed like "
+                            f"{keys}.")
+    return run, dict(grads)
+
+
 def checked_gradients(user, expected, what, refuse_unknown=False) -> dict:
     """The user's gradient dict as float arrays in the order of ``expected`` (name -> shape): a missing
     key, a wrong shape (or, with ``refuse_unknown``, a key that names no parameter) is the user's

@@ -26,7 +26,7 @@ from ..layouts import layout_for
 from ..losses import IGNORE_LABEL
 from ..seq2seq import Seq2Seq, _scatter, cross_entropy
 from .hygiene import call
-from .modes import UserRun, _dtype_of, _tuple, checked_gradients
+from .modes import _dtype_of, checked_gradients, loss_and_grads_returned
 from .problems import Problem, exact
 from .result import Verification
 
@@ -199,17 +199,9 @@ class Seq2SeqLossFunction:
                 "src_mask": None if problem.mask is None else L.sequence_to_user(problem.mask),
                 "src_lengths": None if problem.mask is None else problem.mask.sum(axis=0)}
         what = f"{getattr(self.fn, '__name__', 'loss')}(...)"
-        loss, grads = _tuple(call(self.fn, [data[r] for r in self.args], list(self.args), what, problem, findings),
-                             ("loss", "grads"), what)
-        run = UserRun(raw={"loss": loss, "grads": grads})
-        try:
-            run.loss = float(loss)
-        except (TypeError, ValueError):
-            raise UserCodeError(f"{what} returned {type(loss).__name__} as its loss; expected (loss, grads).") from None
-        if not isinstance(grads, dict):
-            raise UserCodeError(f"{what} returned grads of type {type(grads).__name__}; expected a dict keyed like "
-                                f"params ({sorted(user_params)[:4]} ...).")
-        grads = dict(grads)
+        run, grads = loss_and_grads_returned(
+            call(self.fn, [data[r] for r in self.args], list(self.args), what, problem, findings), what,
+            f"params ({sorted(user_params)[:4]} ...)")
         source = self._source_gradient(grads, problem, what)
         unknown = sorted(set(grads) - set(user_params))
         if unknown:
