@@ -17,6 +17,7 @@ that returns a :class:`symrnn.Cell`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import os
@@ -194,6 +195,9 @@ def main(argv=None) -> int:
     p.add_argument("--save-to", help="where to save the smallest failing case (default: a temporary file)")
     p.add_argument("--show-code", action="store_true",
                    help="also print the lines of symrnn's generated backward that a named mistake differs from")
+    p.add_argument("--no-cache", action="store_true",
+                   help="neither read nor write the on-disk cache of generated code (symrnn.cache: "
+                        "$SYMRNN_CACHE_DIR, else ~/.cache/symrnn); everything is derived in this process")
     _decay_arguments(sub.add_parser(
         "decay", help="gradient decay: norms against lag, Lyapunov spectra, Pascanu bound; writes a report folder"))
     p = sub.add_parser("demo", help="the main job of `make demo`")
@@ -415,8 +419,11 @@ def _verify(args) -> int:
 
     from .verify.trace import TracingError
 
+    from . import cache
+
     try:
-        return _verify_run(args)
+        with cache.disabled() if args.no_cache else contextlib.nullcontext():
+            return _verify_run(args)
     except TracingError as exc:
         print(f"symrnn verify: {exc}", file=sys.stderr)
         return EXIT_FORWARD

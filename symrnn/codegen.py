@@ -17,6 +17,7 @@ one product each after the backward loop.
 from __future__ import annotations
 
 import copy
+import functools
 import linecache
 import re
 from dataclasses import dataclass, field
@@ -25,8 +26,9 @@ import numpy as np
 import sympy as sp
 from sympy.printing.pycode import PythonCodePrinter
 
+from . import cache
 from .bptt import local_terms
-from .functions import RULES, rule_of
+from .functions import BUILTIN_FUNCTIONS, RULES, rule_of
 from .symbols import MatVec, Param, bar, linear_maps, parse, tsym
 
 
@@ -179,13 +181,40 @@ class BlockCode:
         self.params = dict(params)
         self.sizes = dict(sizes)
         self.external = list(external)
-        self.terms = local_terms(self.equations)
-        self.groups = self._groups()
-        self.lets = [parse(e.target)[0] for e in self.equations if e.kind == "let"]
-        self.forward_source = self._forward_source()
-        self.backward_source = self._backward_source()
+        self.forward_source, self.backward_source = self._sources()
         self.forward = self._compile(self.forward_source, "forward")
         self.backward = self._compile(self.backward_source, "backward")
+
+    @functools.cached_property
+    def terms(self):
+        return local_terms(self.equations)
+
+    @functools.cached_property
+    def groups(self):
+        return self._groups()
+
+    @functools.cached_property
+    def lets(self):
+        return [parse(e.target)[0] for e in self.equations if e.kind == "let"]
+
+    def _sources(self):
+        """The forward's and the backward's source, from the disk cache (:mod:`symrnn.cache`) when
+        another process generated them for the same block."""
+        key = self._cache_key()
+        if key is None:
+            return self._forward_source(), self._backward_source()
+        return tuple(cache.get_or_build("block", key, lambda: [self._forward_source(), self._backward_source()]))
+
+    def _cache_key(self):
+        """The block in full, as text; None when a function of the user's appears (its rules are
+        the user's code, which the key cannot hold)."""
+        applied = {type(a) for e in self.equations for a in e.rhs.atoms(sp.Function) if not isinstance(a, MatVec)}
+        if not applied <= BUILTIN_FUNCTIONS:
+            return None
+        params = {name: spec.shape for name, spec in self.params.items()}
+        return sp.srepr([[(e.target, e.rhs, e.kind) for e in self.equations], self.input_symbol,
+                         sorted(self.states.items()), sorted(params.items()),
+                         sorted((str(k), v) for k, v in self.sizes.items()), self.external])
 
     # -- structure ----------------------------------------------------------
     def _groups(self):

@@ -265,6 +265,9 @@ RULES: dict[str, FunctionRule] = {rule.name: rule for rule in (
 
 _BY_CLASS = {rule.function: rule for rule in RULES.values()}
 
+#: the function classes symrnn ships (not the ones users register): their rules are symrnn's own code
+BUILTIN_FUNCTIONS = frozenset(_BY_CLASS)
+
 #: class name -> NumPy implementation: a view for ``sympy.lambdify``; :func:`lambdify_numpy` is exact.
 NUMPY_IMPLEMENTATIONS = {name: rule.numpy for name, rule in RULES.items()}
 

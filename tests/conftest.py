@@ -6,10 +6,15 @@ Profiles (choose with ``HYPOTHESIS_PROFILE``, default ``dev``):
   property, no deadline, failing examples printed as reproducible blobs.
 * ``dev`` -- Hypothesis defaults (random, 100 examples) without a deadline:
   generated code is compiled on first use, which makes first calls slow.
+
+The on-disk cache of generated code (:mod:`symrnn.cache`) goes to a fresh
+folder per test process, so the suite neither reads nor fills the user's
+``~/.cache/symrnn``.
 """
 from __future__ import annotations
 
 import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -25,6 +30,7 @@ settings.register_profile(
 )
 settings.register_profile("dev", deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+os.environ["SYMRNN_CACHE_DIR"] = tempfile.mkdtemp(prefix="symrnn-test-cache-")
 
 
 class Torch64:
