@@ -16,7 +16,7 @@ from hypothesis import event, given, note, settings
 
 import symrnn as sr
 from symrnn.decay import decay_profile, gradient_by_lag, make_params, sweep, write_report
-from symrnn.decay.lyapunov import ACCURACY
+from symrnn.decay.accumulators import ACCURACY
 
 from fuzz_recipes import build_cell, cells_and_recipes, to_torch
 

@@ -28,18 +28,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ParameterError, ShapeError
+from .accumulators import ACCURACY, Frame, LogSum, Product, frobenius_norm
 from .bounds import log_step_norms, pascanu_bound
 from .jacobian_stream import InputSource, JacobianStream
 
 UNITS = "natural log per step"
-#: the accuracy the exponents are held to, natural log per step: the sum of the whole spectrum
-#: against the mean of ``ln|det J_t|`` (the same number by another route), checked while it runs
-ACCURACY = 1e-6
-#: largest spread of ``ln|R_ii|`` one QR interval may build up: the smallest ``R_ii`` then keeps a
-#: relative accuracy of about ``eps * 1e4 = 2e-12``; an interval that exceeds it is done again
-#: with a QR every step
-MAX_LOG_SPREAD = np.log(1e4)
-MAX_INTERVAL = 16
 
 
 @dataclass
@@ -136,129 +129,6 @@ class DecayProfile:
             notes=list(self.notes), meta=self.meta)
 
 
-class LogSum:
-    """A running sum of logarithms with Neumaier's compensation: 10^5 terms of ~1 keep
-    an absolute error of a few ulps instead of ~1e-8 (the norms at T = 100000 are
-    checked against closed forms to 1e-12 relative)."""
-
-    def __init__(self, shape=()):
-        self.s = np.zeros(shape)
-        self.c = np.zeros(shape)
-
-    def add(self, x):
-        s = self.s
-        t = s + x
-        with np.errstate(invalid="ignore"):
-            big = np.abs(s) >= np.abs(x)
-            self.c = self.c + np.where(big, (s - t) + x, (x - t) + s)
-        self.c = np.where(np.isfinite(t), self.c, 0.0)
-        self.s = t
-
-    @property
-    def value(self):
-        return self.s + self.c
-
-
-def _norm(a) -> float:
-    """The Frobenius norm, scaled so that the squares of tiny (1e-170) or huge entries neither
-    underflow nor overflow."""
-    m = float(np.max(np.abs(a))) if a.size else 0.0
-    if m == 0.0 or not math.isfinite(m):
-        return m
-    return m * math.sqrt(float(np.sum(np.square(a / m))))
-
-
-class _Product:
-    """The running product ``M = e^{log_scale} U B`` of step Jacobians.
-
-    ``B`` is ``None`` (``M = e^{log_scale} U``, U square) until a reading finds
-    singular values below ``TRUNCATE`` times the largest; those directions are
-    dropped (they are at the level of float64's rounding of the product itself: a
-    dense product carries only noise there, and no norm changes by more than that) and
-    the product continues as the thin ``U`` (S x r) times ``B`` (r x S): a
-    contracting LSTM's product soon has rank one or two, and a step costs
-    ``S x S x r`` instead of ``S x S x S``.
-    """
-
-    TRUNCATE = 1e-14
-
-    def __init__(self, S):
-        self.U = np.eye(S)
-        self.B = None
-        self._s = 0.0  # log_scale = _s + _c (Neumaier)
-        self._c = 0.0
-        self.S = S
-
-    @property
-    def log_scale(self):
-        return self._s + self._c
-
-    def _add_log(self, x):
-        s = self._s
-        t = s + x
-        if not math.isfinite(t):
-            self._s, self._c = t, 0.0
-            return
-        self._c += (s - t) + x if abs(s) >= abs(x) else (x - t) + s
-        self._s = t
-
-    def step(self, chunk, i):
-        if not np.isfinite(self.log_scale):
-            return
-        self.U = chunk.apply(i, self.U)
-        nrm = _norm(self.U)
-        if nrm > 0 and np.isfinite(nrm):
-            self.U /= nrm
-            self._add_log(math.log(nrm))
-        elif nrm == 0:
-            self._s, self._c = -np.inf, 0.0
-
-    def read(self):
-        """``(sigma, log_scale)``: the singular values of ``M / e^{log_scale}``; re-factors ``M``."""
-        if not np.isfinite(self.log_scale):
-            return np.zeros(1), self.log_scale
-        if self.B is None:
-            sig, Vt = np.linalg.svd(self.U, full_matrices=False)[1:]
-            keep = sig > self.TRUNCATE * sig[0]
-            if keep.all():
-                return sig, self.log_scale
-            V = Vt[keep].T
-            U_new = self.U @ V
-        else:
-            R = np.linalg.qr(self.U)[1]
-            sig, Vt = np.linalg.svd(R @ self.B, full_matrices=False)[1:]
-            keep = sig > self.TRUNCATE * sig[0]
-            V = Vt[keep].T
-            U_new = self.U @ (self.B @ V)
-        # M ~ (M V) V^T with V the kept right singular vectors: the new U is a product of the old factors,
-        # not an orthonormal basis, so entries far below the largest keep their relative accuracy (a
-        # later step may kill the large ones: a state that copies another)
-        top = sig[0]
-        self.U = U_new / top
-        self.B = Vt[keep]
-        self._add_log(math.log(top))
-        return sig / top, self.log_scale
-
-    def block_norms(self, rows, cols):
-        """``(||M[rows, cols]||_2, ||M[rows, cols]||_F) / e^{log_scale}``."""
-        if self.B is None:
-            sub = self.U[rows, cols]
-        else:  # M[rows, cols] = U_r B_c = Q (R B_c): the norms of the small R B_c
-            U_r = self.U[rows]
-            sub = np.linalg.qr(U_r)[1] @ self.B[:, cols] if U_r.shape[1] < U_r.shape[0] else U_r @ self.B[:, cols]
-        sig = np.linalg.svd(sub, compute_uv=False)
-        return sig[0], np.sqrt(np.sum(sig ** 2))
-
-    def transpose_times(self, g):
-        """``M^T g / e^{log_scale}``."""
-        v = self.U.T @ g
-        return v if self.B is None else self.B.T @ v
-
-    @property
-    def rank(self):
-        return self.U.shape[1]
-
-
 def default_lags(T: int) -> np.ndarray:
     """Every lag up to 200 (all of them when ``T <= 2000``), then 300 geometrically spaced ones.
 
@@ -296,140 +166,6 @@ def _check(T, k, S, lags, start):
     return lags
 
 
-def _log(x):
-    with np.errstate(divide="ignore"):
-        return np.log(x)
-
-
-def _spread(logs):
-    """The spread ``max - min`` of the finite ``ln|R_ii|`` of one QR."""
-    finite = logs[np.isfinite(logs)]
-    return float(finite.max() - finite.min()) if finite.size > 1 else 0.0
-
-
-class _Frame:
-    """The orthonormal frame ``Q`` (S x k) of the Lyapunov exponents, re-orthonormalised by QR.
-
-    ``qr_every=None`` (adaptive): an interval between two QRs lasts as many steps as keep the
-    spread of ``ln|R_ii|`` it builds under :data:`MAX_LOG_SPREAD` (estimated from the interval
-    before, at most :data:`MAX_INTERVAL` steps, never across a chunk); an interval whose spread
-    exceeds it all the same (units that saturate for a few steps) is done again from its start with
-    a QR every step.  With the whole spectrum (``k = S``), ``ln|det J_t|`` is summed beside it:
-    the exponents must add up to its mean, checked at the end of every chunk; a drift beyond a
-    tenth of :data:`ACCURACY` makes the rest of the run take a QR every step.
-    """
-
-    def __init__(self, S, k, seed, qr_every, transient):
-        self.k, self.qr_every, self.transient = k, qr_every, transient
-        self.Q = np.linalg.qr(np.random.default_rng([seed, 13]).standard_normal((S, k)))[0]
-        self.sums, self.counted = LogSum(k), 0
-        self.all_sums, self.all_steps = LogSum(k), 0  # the transient included: for a run cut short
-        self.identity = k == S and S > 1
-        self.logdet = LogSum()
-        self.interval = qr_every or 1
-        self.steps = 0  # steps in the current interval
-        self.start = None  # (Q, chunk index, step) at the interval's start
-        self.qr_count = self.redone = 0
-        self.max_spread = 0.0
-        self.every_step_from = None  # the step from which the identity's drift forced a QR every step
-        self.dets = None
-
-    def begin_chunk(self, chunk):
-        if self.identity:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                self.dets = np.linalg.slogdet(chunk.full()[:chunk.C])[1]
-
-    def step(self, chunk, i, t, last):
-        """``Q <- J_t Q`` (``t``: the step from ``s_t`` to ``s_{t+1}``); a QR when the interval ends
-        (``last``: the chunk's or the run's last step)."""
-        if self.steps == 0:
-            self.start = (self.Q, i, t)
-        self.Q = chunk.apply(i, self.Q)
-        self.steps += 1
-        if self.steps >= self.interval or last or t + 1 == self.transient:  # a QR ends the transient
-            self._close(chunk)
-        if last and self.identity and self.qr_every is None and self.every_step_from is None:
-            if self.counted and self.identity_error() > ACCURACY / 10:
-                self.every_step_from = t + 1
-                self.interval = 1
-
-    def _qr(self, Q):
-        self.qr_count += 1
-        if self.k == 1:
-            r = _norm(Q)
-            return (Q / r if r > 0 else Q), _log(np.array([r]))
-        Q, R = np.linalg.qr(Q)
-        return Q, _log(np.abs(np.diagonal(R)))
-
-    def _close(self, chunk):
-        Q0, i0, t0 = self.start
-        n = self.steps
-        Q, logs = self._qr(self.Q)
-        spread = _spread(logs)
-        if self.qr_every is None and n > 1 and spread > MAX_LOG_SPREAD:
-            self.redone += 1
-            Q, per_step = Q0, 0.0
-            for j in range(n):
-                Q, logs = self._qr(chunk.apply(i0 + j, Q))
-                per_step = max(per_step, _spread(logs))
-                self._count(logs, i0 + j, t0 + j, 1)
-            self.max_spread = max(self.max_spread, per_step)
-        else:
-            self._count(logs, i0, t0 + n - 1, n)
-            self.max_spread = max(self.max_spread, spread)
-            per_step = spread / n
-        self.Q = Q
-        self.steps = 0
-        if self.qr_every is None and self.every_step_from is None:
-            self.interval = int(np.clip(MAX_LOG_SPREAD / per_step, 1, MAX_INTERVAL)) if per_step > 0 else MAX_INTERVAL
-
-    def _count(self, logs, i0, t, n):
-        """Add the ``ln|R_ii|`` of an interval of ``n`` steps that ends with step ``t`` (chunk index
-        ``i0`` its first); an interval lies wholly in the transient or wholly after it."""
-        self.all_sums.add(logs)
-        self.all_steps += n
-        if t + 1 > self.transient:
-            self.sums.add(logs)
-            self.counted += n
-            if self.identity:
-                self.logdet.add(np.sum(self.dets[i0:i0 + n]))
-
-    def identity_error(self):
-        """``|sum_i lambda_i - mean ln|det J_t||`` per step, or nan (not the whole spectrum, no step
-        counted, or a zero exponent)."""
-        if not self.identity or not self.counted:
-            return float("nan")
-        total, logdet = float(np.sum(self.sums.value)), float(self.logdet.value)
-        if not (math.isfinite(total) and math.isfinite(logdet)):
-            return float("nan")
-        return abs(total - logdet) / self.counted
-
-    def exponents(self):
-        """The exponents, descending, and the steps they average over (the transient included when
-        no step after it was run)."""
-        if self.counted:
-            e, n = self.sums.value / self.counted, self.counted
-        elif self.all_steps:
-            e, n = self.all_sums.value / self.all_steps, self.all_steps
-        else:
-            return np.full(self.k, np.nan), 0
-        return np.sort(e)[::-1], n
-
-    def accuracy(self):
-        """What the exponents' accuracy is known to be (see :attr:`DecayProfile.accuracy`)."""
-        eps = np.finfo(np.float64).eps
-        err = self.identity_error()
-        return dict(
-            target=ACCURACY,
-            sum_identity_error=None if math.isnan(err) else err,
-            met=None if math.isnan(err) else bool(err <= ACCURACY),
-            qr_every="adaptive" if self.qr_every is None else int(self.qr_every),
-            qr_count=int(self.qr_count), intervals_redone=int(self.redone),
-            every_step_from=self.every_step_from,
-            max_interval_spread=float(self.max_spread),
-            rounding_estimate=float(eps * math.exp(min(self.max_spread, 700.0))))
-
-
 def _accuracy_text(acc, k, S):
     if acc is None:
         return "no exponents computed"
@@ -445,7 +181,8 @@ def _accuracy_text(acc, k, S):
             f"{acc['rounding_estimate']:.1e} per step")
 
 
-def _initial_state(model, h0, N, seed):
+def initial_state(model, h0, N, seed):
+    """The initial states of a run: ``h0`` (None, "zero", "random", an array or a dict) as arrays (N, size)."""
     lay = [(s, model.sizes[model.cell.states[s]]) for s in model.cell.states]
     if h0 is None or (isinstance(h0, str) and h0 == "zero"):
         return {s: np.zeros((N, n)) for s, n in lay}
@@ -538,6 +275,36 @@ def decay_profile(model, params, T, *, k=1, curve=True, lags=None, inputs="rando
     """
     stream = stream or JacobianStream(model)
     S = stream.state_size
+    lags, transient, step_bound = _options(T, k, S, lags, start, curve, transient, qr_every, step_bound)
+    source = _input_source(inputs, T, model.sizes["D"], seed, input_scale)
+    state = initial_state(model, h0, 1, seed)
+    meta = dict(start=int(start), transient=int(transient), seed=int(seed), inputs=source.kind,
+                input_scale=float(input_scale), qr_every=("adaptive" if qr_every is None else int(qr_every)),
+                loss_gradient="unit vector on the output state at step t0+k, drawn from seed")
+    if stream.zero:
+        return _zero_profile(model, stream, T, k, lags, meta)
+    curve_ = _Curve(stream, model, lags, start, seed, step_bound)
+    frame = Frame(S, k, seed, qr_every, transient) if k else None
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=T, desc=f"{model.cell.name} T={T}", unit="step", leave=False)
+    with _blas_one_thread():
+        for t0, chunk, _ in stream.stream(params, source, state, progress=bar):
+            curve_.begin_chunk(chunk, t0)
+            if frame is not None:
+                frame.begin_chunk(chunk)
+            for i in range(chunk.C):
+                if frame is not None:
+                    frame.step(chunk, i, t0 + i, last=i == chunk.C - 1 or t0 + i == T - 1)
+                curve_.step(chunk, i, t0 + i)
+    if bar is not None:
+        bar.close()
+    return _profile(model, params, stream, T, k, curve_, frame, meta)
+
+
+def _options(T, k, S, lags, start, curve, transient, qr_every, step_bound):
+    """The checked lags and the defaults of ``transient`` and ``step_bound``."""
     lags = _check(T, k, S, lags, start)
     if qr_every is not None and (isinstance(qr_every, bool) or not isinstance(qr_every, (int, np.integer))
                                  or qr_every < 1):
@@ -550,102 +317,100 @@ def decay_profile(model, params, T, *, k=1, curve=True, lags=None, inputs="rando
         transient = min(T // 10, 1000)
     if step_bound == "auto":
         step_bound = curve and T * S ** 3 <= 2e9
-    lay = stream.layout
-    D = model.sizes["D"]
+    return lags, transient, step_bound
+
+
+def _input_source(inputs, T, D, seed, input_scale):
     source = inputs if isinstance(inputs, InputSource) else InputSource(inputs, T, 1, D, seed, input_scale)
     if source.array is not None:
         if source.array.ndim != 3 or source.array.shape[0] < T or source.array.shape[2] != D:
             raise ShapeError(f"inputs has shape {source.array.shape}; expected (T, 1, D) = ({T}, 1, {D}).")
         source.array = source.array[:, :1]
     source.T = T
-    state = _initial_state(model, h0, 1, seed)
-    out = lay.slice(model.out)
-    rng = np.random.default_rng([seed, 11])
-    g = np.zeros(S)
-    g[out] = rng.standard_normal(out.stop - out.start)
-    g /= np.linalg.norm(g)
-    meta = dict(start=int(start), transient=int(transient), seed=int(seed), inputs=source.kind,
-                input_scale=float(input_scale), qr_every=("adaptive" if qr_every is None else int(qr_every)),
-                loss_gradient="unit vector on the output state at step t0+k, drawn from seed")
-    if stream.zero:
-        return _zero_profile(model, stream, T, k, lags, meta)
+    return source
 
-    n_lags = len(lags)
-    res = dict(spec=np.full(n_lags, np.nan), frob=np.full(n_lags, np.nan), grad=np.full(n_lags, np.nan),
-               step=np.full(n_lags, np.nan) if step_bound else None)
-    block_keys = [(s, p) for s in lay.names for p in lay.names] if len(lay.names) > 1 else []
-    blocks = {key: (np.full(n_lags, np.nan), np.full(n_lags, np.nan)) for key in block_keys}
-    direct_states = [s for s, b in stream.direct.items() if b is not None]
-    direct = {s: (np.full(n_lags, np.nan), np.full(n_lags, np.nan)) for s in direct_states}
-    direct_log = {s: LogSum(lay.sizes[lay.names.index(s)]) for s in direct_states}
 
-    M = _Product(S) if n_lags else None
-    ranks = []
-    log_step = LogSum()
-    next_lag = 0
-    frame = _Frame(S, k, seed, qr_every, transient) if k else None
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=T, desc=f"{model.cell.name} T={T}", unit="step", leave=False)
-    last = lags[-1] if n_lags else 0
-    with _blas_one_thread():
-        for t0, chunk, _ in stream.stream(params, source, state, progress=bar):
-            step_logs = log_step_norms(chunk)[:chunk.C] if step_bound and t0 + chunk.C > start else None
-            if frame is not None:
-                frame.begin_chunk(chunk)
-            for i in range(chunk.C):
-                t = t0 + i  # the step from s_t to s_{t+1}
-                if frame is not None:
-                    frame.step(chunk, i, t, last=i == chunk.C - 1 or t == T - 1)
-                if M is None or t < start or t - start >= last:
-                    continue
-                M.step(chunk, i)
-                for s in direct_states:
-                    with np.errstate(divide="ignore"):
-                        direct_log[s].add(np.log(np.abs(chunk.direct[s][i, 0])))
-                if step_logs is not None:
-                    log_step.add(step_logs[i])
-                lag = t - start + 1
-                if next_lag < n_lags and lag == lags[next_lag]:
-                    j = next_lag
-                    sig, log_scale = M.read()
-                    ranks.append(M.rank)
-                    with np.errstate(divide="ignore"):
-                        res["spec"][j] = log_scale + np.log(sig[0])
-                        res["frob"][j] = log_scale + 0.5 * np.log(np.sum(sig ** 2))
-                        res["grad"][j] = log_scale + np.log(_norm(M.transpose_times(g)))
-                        if res["step"] is not None:
-                            res["step"][j] = log_step.value
-                        for (s, p), (bs, bf) in blocks.items():
-                            n2, nf = M.block_norms(lay.slice(s), lay.slice(p))
-                            bs[j] = log_scale + np.log(n2)
-                            bf[j] = log_scale + np.log(nf)
-                    for s, (ds, df) in direct.items():
-                        L = direct_log[s].value
-                        ds[j] = L.max()
-                        top = L.max()
-                        df[j] = top + 0.5 * np.log(np.sum(np.exp(2 * (L - top)))) if np.isfinite(top) else -np.inf
-                    next_lag += 1
-    if bar is not None:
-        bar.close()
+class _Curve:
+    """The norms of ``ds_{t0+k}/ds_{t0}`` read at the lags: the whole product, its blocks, the
+    direct paths, ``dL/ds_{t0}`` for a unit loss gradient, and the step bound."""
+
+    def __init__(self, stream, model, lags, start, seed, step_bound):
+        lay = self.lay = stream.layout
+        self.lags, self.start, self.step_bound = lags, start, step_bound
+        n = len(lags)
+        out = lay.slice(model.out)
+        self.g = np.zeros(stream.state_size)
+        self.g[out] = np.random.default_rng([seed, 11]).standard_normal(out.stop - out.start)
+        self.g /= np.linalg.norm(self.g)
+        self.res = dict(spec=np.full(n, np.nan), frob=np.full(n, np.nan), grad=np.full(n, np.nan),
+                        step=np.full(n, np.nan) if step_bound else None)
+        keys = [(s, p) for s in lay.names for p in lay.names] if len(lay.names) > 1 else []
+        self.blocks = {key: (np.full(n, np.nan), np.full(n, np.nan)) for key in keys}
+        self.direct_states = [s for s, b in stream.direct.items() if b is not None]
+        self.direct = {s: (np.full(n, np.nan), np.full(n, np.nan)) for s in self.direct_states}
+        self.direct_log = {s: LogSum(lay.sizes[lay.names.index(s)]) for s in self.direct_states}
+        self.M = Product(stream.state_size) if n else None
+        self.ranks, self.log_step, self.next_lag = [], LogSum(), 0
+        self.last = lags[-1] if n else 0
+        self.step_logs = None
+
+    def begin_chunk(self, chunk, t0):
+        self.step_logs = (log_step_norms(chunk)[:chunk.C] if self.step_bound and t0 + chunk.C > self.start
+                          else None)
+
+    def step(self, chunk, i, t):
+        """The step from ``s_t`` to ``s_{t+1}``, chunk index ``i``."""
+        if self.M is None or t < self.start or t - self.start >= self.last:
+            return
+        self.M.step(chunk, i)
+        for s in self.direct_states:
+            with np.errstate(divide="ignore"):
+                self.direct_log[s].add(np.log(np.abs(chunk.direct[s][i, 0])))
+        if self.step_logs is not None:
+            self.log_step.add(self.step_logs[i])
+        if self.next_lag < len(self.lags) and t - self.start + 1 == self.lags[self.next_lag]:
+            self._read(self.next_lag)
+            self.next_lag += 1
+
+    def _read(self, j):
+        res, M, lay = self.res, self.M, self.lay
+        sig, log_scale = M.read()
+        self.ranks.append(M.rank)
+        with np.errstate(divide="ignore"):
+            res["spec"][j] = log_scale + np.log(sig[0])
+            res["frob"][j] = log_scale + 0.5 * np.log(np.sum(sig ** 2))
+            res["grad"][j] = log_scale + np.log(frobenius_norm(M.transpose_times(self.g)))
+            if res["step"] is not None:
+                res["step"][j] = self.log_step.value
+            for (s, p), (bs, bf) in self.blocks.items():
+                n2, nf = M.block_norms(lay.slice(s), lay.slice(p))
+                bs[j] = log_scale + np.log(n2)
+                bf[j] = log_scale + np.log(nf)
+        for s, (ds, df) in self.direct.items():
+            L = self.direct_log[s].value
+            ds[j] = top = L.max()
+            df[j] = top + 0.5 * np.log(np.sum(np.exp(2 * (L - top)))) if np.isfinite(top) else -np.inf
+
+
+def _profile(model, params, stream, T, k, curve, frame, meta):
+    """The :class:`DecayProfile` of a finished run, with its notes and the bounds."""
     exponents, counted, accuracy = None, 0, None
     if frame is not None:
         exponents, counted = frame.exponents()
         accuracy = frame.accuracy()
-    meta["final_product_rank"] = int(ranks[-1]) if ranks else None
+    meta["final_product_rank"] = int(curve.ranks[-1]) if curve.ranks else None
+    res, lay, n = curve.res, curve.lay, len(curve.lags)
     profile = DecayProfile(
-        cell=model.cell.name, T=int(T), state_names=list(lay.names), state_size=S, lags=lags,
-        log_spectral=res["spec"] if n_lags else None, log_frobenius=res["frob"] if n_lags else None,
-        log_grad=res["grad"] if n_lags else None,
-        blocks={f"{s}<-{p}": v for (s, p), v in blocks.items()}, direct=direct,
+        cell=model.cell.name, T=int(T), state_names=list(lay.names), state_size=stream.state_size,
+        lags=curve.lags, log_spectral=res["spec"] if n else None, log_frobenius=res["frob"] if n else None,
+        log_grad=res["grad"] if n else None,
+        blocks={f"{s}<-{p}": v for (s, p), v in curve.blocks.items()}, direct=curve.direct,
         exponents=exponents, exponent_steps=int(counted), qr_count=frame.qr_count if frame else 0,
-        log_step_bound=res["step"] if n_lags else None, accuracy=accuracy, meta=meta)
-    if accuracy is not None:
-        profile.notes.append(f"Exponents' accuracy: {_accuracy_text(accuracy, k, S)}.")
+        log_step_bound=res["step"] if n else None, accuracy=accuracy, meta=meta,
+        notes=[f"Exponents' accuracy: {_accuracy_text(accuracy, k, stream.state_size)}."] if accuracy else [])
     if stream.stopped is not None:
         _record_overflow(profile, stream.stopped, frame)
-    _add_bound(profile, model, params, lags)
+    _add_bound(profile, model, params, curve.lags)
     return profile
 
 

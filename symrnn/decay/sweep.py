@@ -99,9 +99,9 @@ def run_task(task: Task):
         source = InputSource(task.inputs, task.grad_T, 1, task.D, task.seed, task.input_scale)
         h0 = None if task.h0 in (None, "zero") else task.h0
         if h0 == "random":
-            from .lyapunov import _initial_state
+            from .lyapunov import initial_state
 
-            h0 = _initial_state(model, "random", 1, task.seed)
+            h0 = initial_state(model, "random", 1, task.seed)
         grad = gradient_by_lag(model, params, source.chunk(0, task.grad_T), h0=h0, seed=task.seed)
     return profile, grad
 
