@@ -266,9 +266,15 @@ def _md_num(v, digits=4):
 
 
 def _markdown(result, rates, paths, title):
-    s = result.settings
-    lines = [f"# {title}", "",
-             f"Cells {', '.join(s['cells'])}; H = {s['H']}, D = {s['D']}; T = {s['T']} steps; "
+    lines = [f"# {title}", "", _settings_line(result.settings), "",
+             "Units: every exponent and rate is a **natural log per step** (divide by ln 2 for bits per step); "
+             "a norm that decays at rate lambda shrinks by e every 1/|lambda| steps.", ""]
+    lines += _rates_section(rates) + _notes_section(result) + _figures_section(paths) + _TABLES
+    return "\n".join(lines)
+
+
+def _settings_line(s):
+    return (f"Cells {', '.join(s['cells'])}; H = {s['H']}, D = {s['D']}; T = {s['T']} steps; "
              + ("trained weights (given)" if s['init'] == "trained" else
                 f"weights `{s['init']}` with recurrent matrices scaled by {s['scale_by']} to scales "
                 f"{', '.join(f'{x:g}' for x in s['scales'])}")
@@ -276,10 +282,11 @@ def _markdown(result, rates, paths, title):
                 else "")
              + f"; inputs {s['inputs']}"
              f"{' (standard normal x ' + format(s['input_scale'], 'g') + ')' if s['inputs'] == 'random' else ''}; "
-             f"seeds {s['seeds']}.", "",
-             "Units: every exponent and rate is a **natural log per step** (divide by ln 2 for bits per step); "
-             "a norm that decays at rate lambda shrinks by e every 1/|lambda| steps.", "",
-             "## Rates", "",
+             f"seeds {s['seeds']}.")
+
+
+def _rates_section(rates):
+    lines = ["## Rates", "",
              "| cell | scale | lambda_1 (mean +- std over seeds) | min .. max | accuracy | ln(gamma sigma_max(W)) | "
              "Pascanu scale | steps per e-fold | regime |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -305,7 +312,11 @@ def _markdown(result, rates, paths, title):
         where = (", ".join(f"{x:.3g}" for x in found) if found else
                  "nowhere between the scales run (the sign of the mean lambda_1 does not change)")
         lines.append(f"- Measured transition of {cell} (mean lambda_1 = 0, interpolated in the scale): {where}.")
-    lines.append("")
+    return lines + [""]
+
+
+def _notes_section(result):
+    lines = []
     notes = [(t, p) for t, p, _ in result.rows() if any(not n.startswith("Exponents' accuracy") for n in p.notes)]
     if notes:
         lines += ["## Notes", ""]
@@ -314,6 +325,11 @@ def _markdown(result, rates, paths, title):
                 if not n.startswith("Exponents' accuracy"):
                     lines.append(f"- {t.cell_name}, scale {t.scale:g}, seed {t.seed}: {n}")
         lines.append("")
+    return lines
+
+
+def _figures_section(paths):
+    lines = []
     figures = [("norms_figure", "Gradient norm against lag",
                 "`||ds_{t+k}/ds_t||_2` of the whole state against the lag k, from lag 0 at the start of the "
                 "sequence; dashed: the Pascanu bound. A straight line has slope lambda_1 / ln 10 decades per step."),
@@ -337,11 +353,13 @@ def _markdown(result, rates, paths, title):
     for key, head, text in figures:
         if key in paths:
             lines += [f"## {head}", "", text, "", f"![{head}]({Path(paths[key]).name})", ""]
-    lines += ["## Tables", "",
+    return lines
+
+
+_TABLES = ["## Tables", "",
               "- `rates.csv`: the table above, with `norm_slope` (the slope of ln||.||_2 over the second half of the "
               "lags, natural log per step) beside lambda_1.",
               "- `norms.csv`: every run and recorded lag: `ln` of the spectral and Frobenius norms of the whole "
               "state's product, of `dL_{t+k}/ds_t` for a unit loss gradient on the output state, of the bounds, of "
               "each block and direct path.",
               "- `spectrum.csv`, `gradient_by_lag.csv`, `summary.json` (everything, with each run's settings).", ""]
-    return "\n".join(lines)

@@ -106,6 +106,50 @@ def run_task(task: Task):
     return profile, grad
 
 
+def _exponents_asked(cell, k, H):
+    """``k`` checked against the cell's state size (default: the whole state)."""
+    from ..cells import builtin_cell
+
+    size = len(builtin_cell(cell).states if isinstance(cell, str) else cell.states) * H
+    kk = size if k is None else k
+    if kk > size or kk < 0:
+        raise ShapeError(f"k = {kk} exponents asked for, but the state of {cell!r} has size {size}; "
+                         f"give 0 <= k <= {size}.")
+    return int(kk)
+
+
+def _run_tasks(tasks, executor, max_workers, progress):
+    """Every task's ``(profile, gradient)``, in order: in this process for one worker, else on
+    ``executor`` (default a process pool)."""
+    results = [None] * len(tasks)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(tasks), desc="decay sweep", unit="run")
+    workers = max_workers or os.cpu_count() or 1
+    own = None
+    try:
+        if executor is None and (workers == 1 or len(tasks) == 1):
+            for i, task in enumerate(tasks):
+                results[i] = run_task(task)
+                if bar is not None:
+                    bar.update(1)
+        else:
+            if executor is None:
+                own = executor = ProcessPoolExecutor(max_workers=min(workers, len(tasks)))
+            futures = {executor.submit(run_task, task): i for i, task in enumerate(tasks)}
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if own is not None:
+            own.shutdown()
+        if bar is not None:
+            bar.close()
+    return results
+
+
 def _has_forget_bias(cell):
     from ..cells import builtin_cell
 
@@ -172,45 +216,12 @@ def sweep(cells, scales, seeds=(0,), *, H=16, D=4, T=1000, k=None, init="pytorch
     for c in cells:
         if isinstance(c, str) and c not in builtin.BUILTIN_CELLS:
             raise UnknownNameError(f"Unknown cell {c!r}; expected one of {sorted(builtin.BUILTIN_CELLS)} or a Cell.")
-    tasks = []
-    for c in cells:
-        n_states = len(builtin.builtin_cell(c).states) if isinstance(c, str) else len(c.states)
-        kk = n_states * H if k is None else k
-        if kk > n_states * H or kk < 0:
-            raise ShapeError(f"k = {kk} exponents asked for, but the state of {c!r} has size {n_states * H}; "
-                             f"give 0 <= k <= {n_states * H}.")
-        for s in scales:
-            for seed in seeds:
-                tasks.append(Task(c, float(s), int(seed), H, D, int(T), int(kk), init, scale_by, inputs,
-                                  float(input_scale), h0, int(min(grad_T, T)) if grad_T else 0,
-                                  tuple(int(x) for x in lags) if lags is not None else None, params,
-                                  forget_bias if _has_forget_bias(c) else None))
-    results = [None] * len(tasks)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=len(tasks), desc="decay sweep", unit="run")
-    workers = max_workers or os.cpu_count() or 1
-    own = None
-    try:
-        if executor is None and (workers == 1 or len(tasks) == 1):
-            for i, task in enumerate(tasks):
-                results[i] = run_task(task)
-                if bar is not None:
-                    bar.update(1)
-        else:
-            if executor is None:
-                own = executor = ProcessPoolExecutor(max_workers=min(workers, len(tasks)))
-            futures = {executor.submit(run_task, task): i for i, task in enumerate(tasks)}
-            for future in as_completed(futures):
-                results[futures[future]] = future.result()
-                if bar is not None:
-                    bar.update(1)
-    finally:
-        if own is not None:
-            own.shutdown()
-        if bar is not None:
-            bar.close()
+    tasks = [Task(c, float(s), int(seed), H, D, int(T), _exponents_asked(c, k, H), init, scale_by, inputs,
+                  float(input_scale), h0, int(min(grad_T, T)) if grad_T else 0,
+                  tuple(int(x) for x in lags) if lags is not None else None, params,
+                  forget_bias if _has_forget_bias(c) else None)
+             for c in cells for s in scales for seed in seeds]
+    results = _run_tasks(tasks, executor, max_workers, progress)
     settings = dict(H=H, D=D, T=T, k=k, init=init, scale_by=scale_by, inputs=inputs, input_scale=input_scale,
                     forget_bias=forget_bias,
                     seeds=[int(s) for s in seeds], scales=[float(s) for s in scales],
