@@ -185,67 +185,89 @@ def _has_traced(a):
     return isinstance(a, Traced) or (isinstance(a, np.ndarray) and a.dtype == object)
 
 
+_PATCHED = ("zeros", "ones", "empty", "zeros_like", "ones_like", "empty_like", "full", "full_like", "maximum",
+            "minimum", "clip", "asarray", "array", "ascontiguousarray")
+
+
 @contextlib.contextmanager
 def symbolic_numpy():
     """NumPy's array makers, max, min and clip keep symbols while the user's code runs."""
-    saved = {name: getattr(np, name) for name in ("zeros", "ones", "empty", "zeros_like", "ones_like", "empty_like",
-                                                  "full", "full_like", "maximum", "minimum", "clip", "asarray",
-                                                  "array", "ascontiguousarray")}
+    saved = {name: getattr(np, name) for name in _PATCHED}
+    for name, value in _symbolic_versions(saved).items():
+        setattr(np, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(np, name, value)
 
-    def maker(name, value):
-        real = saved[name]
 
-        def make(shape, dtype=None, *args, **kwargs):
-            return _filled(shape, value) if _floating(dtype) else real(shape, dtype, *args, **kwargs)
-        return make
+def _symbolic_versions(saved):
+    """The replacement of each NumPy function in :data:`_PATCHED` (``saved``: the real ones)."""
+    full = _full(saved["full"])
+    maximum = _elementwise(_relu_or_max, saved["maximum"])
+    minimum = _elementwise(lambda u, v: F.minimum(u, v), saved["minimum"])
+    return {"zeros": _maker(saved["zeros"], 0), "ones": _maker(saved["ones"], 1), "empty": _maker(saved["empty"], 0),
+            "zeros_like": _like(saved["zeros_like"], 0), "ones_like": _like(saved["ones_like"], 1),
+            "empty_like": _like(saved["empty_like"], 0), "full": full,
+            "full_like": lambda a, fill_value, dtype=None, *args, **kwargs: full(np.shape(a), fill_value, dtype),
+            "maximum": maximum, "minimum": minimum, "clip": _clip(saved["clip"], maximum, minimum),
+            "asarray": _converter(saved["asarray"]), "array": _converter(saved["array"]),
+            "ascontiguousarray": _converter(saved["ascontiguousarray"])}
 
-    def like(name, value):
-        real = saved[name]
 
-        def make(a, dtype=None, *args, **kwargs):
-            shape = kwargs.pop("shape", None) or np.shape(a)
-            return _filled(shape, value) if _floating(dtype) or (dtype is None and _has_traced(a)) \
-                else real(a, dtype, *args, **kwargs)
-        return make
+def _maker(real, value):
+    def make(shape, dtype=None, *args, **kwargs):
+        return _filled(shape, value) if _floating(dtype) else real(shape, dtype, *args, **kwargs)
+    return make
 
+
+def _like(real, value):
+    def make(a, dtype=None, *args, **kwargs):
+        shape = kwargs.pop("shape", None) or np.shape(a)
+        return _filled(shape, value) if _floating(dtype) or (dtype is None and _has_traced(a)) \
+            else real(a, dtype, *args, **kwargs)
+    return make
+
+
+def _full(real):
     def full(shape, fill_value, dtype=None, *args, **kwargs):
         if _floating(dtype):
             out = np.empty(shape, dtype=object)
             out.fill(fill_value if isinstance(fill_value, Traced) else Traced(_expr(fill_value)))
             return out
-        return saved["full"](shape, fill_value, dtype, *args, **kwargs)
+        return real(shape, fill_value, dtype, *args, **kwargs)
+    return full
 
-    def full_like(a, fill_value, dtype=None, *args, **kwargs):
-        return full(np.shape(a), fill_value, dtype)
 
-    def elementwise(fn, real):
-        def apply(a, b, *args, **kwargs):
-            if not (_has_traced(a) or _has_traced(b)):
-                return real(a, b, *args, **kwargs)
-            out = kwargs.get("out", args[0] if args else None)
-            A, B = np.broadcast_arrays(np.asarray(a, dtype=object), np.asarray(b, dtype=object))
-            result = np.empty(A.shape, dtype=object)
-            for index in np.ndindex(A.shape):
-                result[index] = Traced(fn(_expr_or(A[index]), _expr_or(B[index])))
-            if out is not None:
-                out[...] = result
-                return out
-            return result[()] if result.shape == () else result
-        return apply
+def _elementwise(fn, real):
+    def apply(a, b, *args, **kwargs):
+        if not (_has_traced(a) or _has_traced(b)):
+            return real(a, b, *args, **kwargs)
+        out = kwargs.get("out", args[0] if args else None)
+        A, B = np.broadcast_arrays(np.asarray(a, dtype=object), np.asarray(b, dtype=object))
+        result = np.empty(A.shape, dtype=object)
+        for index in np.ndindex(A.shape):
+            result[index] = Traced(fn(_expr_or(A[index]), _expr_or(B[index])))
+        if out is not None:
+            out[...] = result
+            return out
+        return result[()] if result.shape == () else result
+    return apply
 
-    def relu_or_max(u, v):
-        if v == 0:
-            return F.relu(u)
-        if u == 0:
-            return F.relu(v)
-        return F.maximum(u, v)
 
-    maximum = elementwise(relu_or_max, saved["maximum"])
-    minimum = elementwise(lambda u, v: F.minimum(u, v), saved["minimum"])
+def _relu_or_max(u, v):
+    if v == 0:
+        return F.relu(u)
+    if u == 0:
+        return F.relu(v)
+    return F.maximum(u, v)
 
+
+def _clip(real, maximum, minimum):
     def clip(a, a_min=None, a_max=None, *args, **kwargs):
         if not _has_traced(a):
-            return saved["clip"](a, a_min, a_max, *args, **kwargs)
+            return real(a, a_min, a_max, *args, **kwargs)
         out = a if a_min is None else maximum(a, a_min)
         out = out if a_max is None else minimum(out, a_max)
         target = kwargs.get("out", args[0] if args else None)
@@ -253,28 +275,15 @@ def symbolic_numpy():
             target[...] = out
             return target
         return out
+    return clip
 
-    def converter(name):
-        real = saved[name]
 
-        def convert(a, dtype=None, *args, **kwargs):
-            if _has_traced(a) or (isinstance(a, (list, tuple)) and _contains_traced(a)):
-                return real(a, dtype=object)
-            return real(a, dtype, *args, **kwargs) if dtype is not None else real(a, *args, **kwargs)
-        return convert
-
-    replacements = {"zeros": maker("zeros", 0), "ones": maker("ones", 1), "empty": maker("empty", 0),
-                    "zeros_like": like("zeros_like", 0), "ones_like": like("ones_like", 1),
-                    "empty_like": like("empty_like", 0), "full": full, "full_like": full_like,
-                    "maximum": maximum, "minimum": minimum, "clip": clip, "asarray": converter("asarray"),
-                    "array": converter("array"), "ascontiguousarray": converter("ascontiguousarray")}
-    for name, value in replacements.items():
-        setattr(np, name, value)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(np, name, value)
+def _converter(real):
+    def convert(a, dtype=None, *args, **kwargs):
+        if _has_traced(a) or (isinstance(a, (list, tuple)) and _contains_traced(a)):
+            return real(a, dtype=object)
+        return real(a, dtype, *args, **kwargs) if dtype is not None else real(a, *args, **kwargs)
+    return convert
 
 
 def _contains_traced(seq):
