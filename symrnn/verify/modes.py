@@ -7,6 +7,8 @@ symrnn's canonical names: a :class:`UserRun`.
 """
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -227,10 +229,17 @@ class LossFunction(Adapter):
         self.namespace = vars(module) if module is not None else (None if uses_params else fn.__globals__)
 
     def run(self, problem, findings, second=False):
-        sig, L, model = self.signature, self.layout, self.model
-        T, N, D = problem.x.shape
-        H = model.sizes["H"]
         user_params = self.user_params(problem)
+        args = self._arguments(problem, user_params)
+        what = f"{getattr(self.fn, '__name__', 'loss')}(...)"
+        with self._globals(user_params):
+            out = call(self.fn, args, self.signature.forward_args, what, problem, findings)
+        returns = self.signature.forward_returns
+        return self._read(dict(zip(returns, _tuple(out, returns, what))), user_params, problem, what)
+
+    def _arguments(self, problem, user_params):
+        """The user's function's arguments, in its signature's order and the layout's form."""
+        L, model = self.layout, self.model
         targets = np.asarray(problem.targets)
         data = {"x": lambda: L.sequence_to_user(problem.x), "h0": lambda: L.state_to_user(problem.h0["h"]),
                 "c0": lambda: L.state_to_user(_state(problem, "c", "c0", model)), "ignored": lambda: None,
@@ -242,22 +251,31 @@ class LossFunction(Adapter):
                 "y_ids": lambda: [int(i) for i in targets[:, 0]],
                 "k": lambda: _truncation(problem, "k"), "k1": lambda: _truncation(problem, "k1"),
                 "k2": lambda: _truncation(problem, "k2")}
-        args = [data[r]() if r in data else user_params[L.names[r]] for r in sig.forward_args]
+        return [data[r]() if r in data else user_params[L.names[r]] for r in self.signature.forward_args]
+
+    @contextlib.contextmanager
+    def _globals(self, user_params):
+        """The parameters as globals of the function's module while it runs (min-char-rnn reads them
+        so); the module's own values are put back after."""
         saved, missing = {}, object()
         if self.namespace is not None:
             for name, value in user_params.items():
                 saved[name] = self.namespace.get(name, missing)
                 self.namespace[name] = value
-        what = f"{getattr(self.fn, '__name__', 'loss')}(...)"
         try:
-            out = call(self.fn, args, sig.forward_args, what, problem, findings)
+            yield
         finally:
             for name, value in saved.items():
                 if value is missing:
                     del self.namespace[name]
                 else:
                     self.namespace[name] = value
-        out = dict(zip(sig.forward_returns, _tuple(out, sig.forward_returns, what)))
+
+    def _read(self, out, user_params, problem, what):
+        """The :class:`UserRun` of what the function returned: loss, gradients by role, dx, dh0, dc0."""
+        L, model = self.layout, self.model
+        T, N, D = problem.x.shape
+        H = model.sizes["H"]
         run = UserRun(raw=out)
         try:
             run.loss = float(out["loss"]) if "loss" in out else None
