@@ -25,5 +25,5 @@ from .seq2seq import verify_seq2seq
 from .captioning import verify_captioning
 from .signatures import SIGNATURES, Signature
 
-__all__ = ["verify_layer", "verify_layer_object", "verify_loss", "verify_seq2seq", "verify_captioning", "verify_step", "Verification",
-           "Signature", "SIGNATURES"]
+__all__ = ["verify_layer", "verify_layer_object", "verify_loss", "verify_seq2seq", "verify_captioning",
+           "verify_step", "Verification", "Signature", "SIGNATURES"]
