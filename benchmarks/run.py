@@ -864,7 +864,7 @@ def _bench_cold_cli(cfg):
 def _bench_wrong_lstm(cfg, corpus_lstm, V):
     """A wrong LSTM layer (its cell-state path dropped): where the time goes when the verifier
     localises, names and shrinks a mistake.  Each phase's own time excludes the user's code."""
-    from symrnn.verify import core
+    from symrnn.verify import cases
 
     D, H, T, N = cfg["verify_sizes"]
     ns = corpus_lstm.make("cell_path_dropped")
@@ -872,7 +872,7 @@ def _bench_wrong_lstm(cfg, corpus_lstm, V):
     for seed in range(cfg["verify_repeats"]):
         user = [0.0]
         phases = {"localise": [0.0, 0.0], "fingerprint": [0.0, 0.0], "shrink": [0.0, 0.0]}
-        originals = {"localise": core.localise, "fingerprint": core.fingerprint, "shrink": core._minimal_case}
+        originals = {"localise": cases.localise, "fingerprint": cases.fingerprint, "shrink": cases.minimal_case}
 
         def timed_phase(name):
             def wrapper(*args, **kwargs):
@@ -884,8 +884,8 @@ def _bench_wrong_lstm(cfg, corpus_lstm, V):
                     phases[name][1] += user[0] - u0
             return wrapper
 
-        core.localise, core.fingerprint, core._minimal_case = (timed_phase(n) for n in ("localise", "fingerprint",
-                                                                                          "shrink"))
+        cases.localise, cases.fingerprint, cases.minimal_case = (timed_phase(n) for n in ("localise", "fingerprint",
+                                                                                           "shrink"))
         try:
             forward, backward = (_timed(f, user) for f in (ns.lstm_forward, ns.lstm_backward))
             t0 = time.perf_counter()
@@ -894,8 +894,8 @@ def _bench_wrong_lstm(cfg, corpus_lstm, V):
                                         save_to=os.path.join(tmp, "case.npz"))
             total = time.perf_counter() - t0
         finally:
-            core.localise, core.fingerprint, core._minimal_case = (originals[n] for n in ("localise", "fingerprint",
-                                                                                          "shrink"))
+            cases.localise, cases.fingerprint, cases.minimal_case = (originals[n] for n in ("localise", "fingerprint",
+                                                                                           "shrink"))
         runs.append({"total": total, "user": user[0], "phases": {k: v[0] - v[1] for k, v in phases.items()},
                      "fingerprint": result.fingerprint.name if result.fingerprint else None,
                      "localisation": dict(result.localisation), "minimal": dict(result.minimal)})

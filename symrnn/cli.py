@@ -434,7 +434,7 @@ def _verify(args) -> int:
 
 def _verify_run(args) -> int:
     from . import verify as V
-    from .verify.core import _shown_path
+    from .verify.replay import shown_path
     from .verify.signatures import forward_name
 
     if args.json:
@@ -492,7 +492,7 @@ def _verify_run(args) -> int:
                                **declared, **common)
     if result.found and result.minimal:  # replayed by the same command line, which finds the cell again
         command = ["symrnn", "verify", args.target] + (["--forward", args.forward] if args.forward else []) \
-            + (["--cell", args.cell] if isinstance(args.cell, str) else []) + ["--replay", _shown_path(result.minimal["path"])]
+            + (["--cell", args.cell] if isinstance(args.cell, str) else []) + ["--replay", shown_path(result.minimal["path"])]
         result.minimal["command"] = " ".join(shlex.quote(str(p)) for p in command)
     code = EXIT_RIGHT if result.ok else EXIT_FORWARD if not result.forward.ok else EXIT_WRONG
     if args.json:

@@ -19,11 +19,11 @@ every gradient (user value, exact value, error, tolerance), hygiene findings
 
 >>> import symrnn.verify as V
 """
-from .core import verify_layer, verify_layer_object, verify_loss, verify_step
+from .api import verify_layer, verify_layer_object, verify_loss, verify_step
 from .result import Verification
 from .seq2seq import verify_seq2seq
 from .captioning import verify_captioning
 from .signatures import SIGNATURES, Signature
 
-__all__ = ["verify_layer", "verify_layer_object", "verify_loss", "verify_seq2seq", "verify_captioning", "verify_step", "Verification",
-           "Signature", "SIGNATURES"]
+__all__ = ["verify_layer", "verify_layer_object", "verify_loss", "verify_seq2seq", "verify_captioning",
+           "verify_step", "Verification", "Signature", "SIGNATURES"]

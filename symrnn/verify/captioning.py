@@ -349,7 +349,8 @@ def verify_captioning(fn, cell=None, *, vocab=None, F=None, W=None, H=None, T=5,
     >>> V.verify_captioning(exact_loss, "lstm").verdict()
     'RIGHT: lstm captioning code, 8 gradients exact (float64 error model, 4 cases)'
     """
-    from .core import assess, run_cases
+    from .assess import assess
+    from .cases import run_cases
 
     if not callable(fn):
         raise UserCodeError(f"fn must be the loss function (or a model's bound loss method), got "

@@ -440,7 +440,7 @@ def verify_seq2seq(fn, encoder_cell="lstm", decoder_cell=None, layout="symrnn", 
     >>> V.verify_seq2seq(loss_fn, "gru").verdict()
     'RIGHT: gru seq2seq code, 24 gradients exact (float64 error model, 4 cases)'
     """
-    from .core import run_cases
+    from .cases import run_cases
 
     unknown = [a for a in args if a not in ROLES]
     if unknown or "params" not in args:
@@ -470,7 +470,7 @@ def verify_seq2seq(fn, encoder_cell="lstm", decoder_cell=None, layout="symrnn", 
     if result.forward.ok and failing and result.explanation is None:
         probe = next((p for p, _ in failing if "every token id once" in p.label), None)
         problem = probe or min((p for p, _ in failing), key=lambda p: (p.T, p.targets.shape[1]))
-        from .core import assess
+        from .assess import assess
 
         run = adapter.run(problem, [])
         ex = exact(task, problem)

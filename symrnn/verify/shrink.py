@@ -19,6 +19,7 @@ from ..clipping import Clipping
 from ..errors import ShapeError, SymRNNError
 from ..fileio import write_atomic
 from ..truncated import Truncation
+from .assess import assess
 from .problems import Problem, exact
 
 MAX_CHECKS = 80  # candidates tried at most: shrinking stays a fraction of the verification's time
@@ -256,8 +257,6 @@ def rebuilder(adapter, make_model):
 def judged_failure(adapter, problem):
     """``(problem, run, exact, dtype model, verdicts)`` when the user's code returns a wrong gradient
     on ``problem`` (its forward being right), else None."""
-    from .core import assess
-
     run = adapter.run(problem, [])
     ex = exact(adapter.model, problem)
     fwd, dtype_model, verdicts = assess(adapter, problem, run, ex)

@@ -1,0 +1,154 @@
+"""Judging one run of the user's code: the forward check, the error model (float64 or float32
+rounding), and a verdict per gradient in the user's own names and shapes."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import judge as J
+from .result import ForwardCheck
+
+
+# -- the forward check and the error model ---------------------------------------------------
+def _forward_excess(run, ex, unit, factor, spread):
+    """How far the user's forward lies outside what rounding at ``unit`` allows: ``(ratio, state, step,
+    max difference, relative difference)``, ratio <= 1 when inside.  Rounding allows ``8 unit`` per
+    rounding (``factor``) relative to ``1 + |exact|``, and, when ``spread`` (a callable returning a
+    :class:`~symrnn.verify.judge.Spread`) is given and the first bound is exceeded, ``SAFETY`` times
+    the spread of the rounded recomputations (a chaotic forward amplifies rounding step by step)."""
+    worst = (0.0, None, None, 0.0, 0.0)
+    if run.loss is not None and not run.states:
+        err = abs(run.loss - ex.loss) if np.isfinite(run.loss) else np.inf
+        allowed = 8 * unit * factor * max(1.0, abs(ex.loss))
+        if err > allowed and spread is not None:
+            allowed = max(allowed, J.SAFETY * spread().loss)
+        return (err / allowed if allowed > 0 else (0.0 if err == 0 else np.inf), "loss", None, err,
+                err / max(1.0, abs(ex.loss)))
+    for s, user in run.states.items():
+        ref = ex.states[s] if user.shape[0] == ex.states[s].shape[0] else ex.states[s][-user.shape[0]:]
+        diff = np.abs(user - ref)
+        allowed = 8 * unit * factor * (1 + np.abs(ref))
+        if np.any(diff > allowed) and spread is not None:
+            states = spread().states[s]
+            allowed = np.maximum(allowed, J.SAFETY * (states if user.shape[0] == states.shape[0]
+                                                      else states[-user.shape[0]:]))
+        ratio = diff / allowed
+        if ratio.size and ratio.max() > worst[0]:
+            t = int(np.argwhere(ratio > 1)[0][0]) if ratio.max() > 1 else None
+            worst = (float(ratio.max()), s, t, float(diff.max()), float((diff / (1 + np.abs(ref))).max()))
+    return worst
+
+
+def _forward_check(model, run, ex, factor, spread=None):
+    """Compare the user's states (or loss) with the exact ones; first step and quantity that differ.
+
+    Returns the :class:`ForwardCheck` and the largest relative difference."""
+    if run.loss is not None and not run.states:
+        ratio, _, _, err, rel = _forward_excess(run, ex, J.U32, factor, spread)
+        msg = (f"loss {run.loss:.12g}, exact {ex.loss:.12g}, relative difference {rel:.2e}" if np.isfinite(run.loss)
+               else f"the loss is {run.loss} where the exact loss is {ex.loss:.6g}")
+        return ForwardCheck(bool(np.isfinite(run.loss) and ratio <= 1), msg, "loss", None, err), rel
+    if run.loss is None and not run.states:
+        return ForwardCheck(True, "the code returns neither states nor a loss: the forward is not compared"), 0.0
+    for s, user in run.states.items():
+        ref = ex.states[s] if user.shape[0] == ex.states[s].shape[0] else ex.states[s][-user.shape[0]:]
+        if not np.all(np.isfinite(user)):
+            t = int(np.argwhere(~np.isfinite(user))[0][0])
+            return ForwardCheck(False, f"the user's {s} is not finite at step {t + 1} where the exact forward is "
+                                       f"{ref[t].flat[0]:.4g} ...: an overflow in a hand-written function "
+                                       f"(tanh or sigmoid through exp?)", s, t + 1, float("inf")), float("inf")
+    ratio, s, t, diff, rel = _forward_excess(run, ex, J.U32, factor, spread)
+    if ratio > 1:
+        user, ref = run.states[s], ex.states[s]
+        ref = ref if user.shape[0] == ref.shape[0] else ref[-user.shape[0]:]
+        return ForwardCheck(
+            False, f"{s} first differs at step {t + 1} (max difference {np.abs(user - ref)[t].max():.3e}): the "
+                   f"code computes another cell than {model.cell.name!r}; if that is intended, declare it as a "
+                   f"custom cell (symrnn.Cell, see the README) and verify against it", s, t + 1, diff), rel
+    return ForwardCheck(True, f"states match the declared cell (max relative difference {rel:.1e})"), rel
+
+
+def _dtype_model(run, forward_rel, factor, excess64=0.0):
+    """float32 when the code returns float32 arrays or its forward is farther from the exact one than
+    float64 rounding allows (``excess64 > 1``: :func:`_forward_excess` at ``u = 2**-53``)."""
+    if "float32" in run.dtypes or "float16" in run.dtypes:
+        return J.DtypeModel("float32", f"the code returns {sorted(run.dtypes)} arrays")
+    if excess64 > 1:
+        return J.DtypeModel("float32", f"the forward agrees with the exact one only to {forward_rel:.1e} relative, "
+                                       f"as float32 arithmetic inside the code does")
+    return J.DtypeModel("float64", f"float64 outputs; the forward agrees to {forward_rel:.1e} relative")
+
+
+def assess(adapter, problem, run, ex):
+    """The forward check, the error model and the verdicts of one run of the user's code:
+    ``(forward check, dtype model, verdicts)``; verdicts is None when the forward differs.
+    Sets ``ex.tol``."""
+    model = adapter.model
+    factor = J.length_factor(model, problem.T)
+    spreads = {}
+
+    def spread(unit):
+        if unit not in spreads:
+            spreads[unit] = J.rounding_spread(model, problem, ex, unit)
+        return spreads[unit]
+
+    fwd, rel = _forward_check(model, run, ex, factor, lambda: spread(J.U32))
+    if not fwd.ok:
+        return fwd, J.DtypeModel("float64", "not chosen: the forward differs from the declared one"), None
+    excess64 = _forward_excess(run, ex, J.U64, factor, lambda: spread(J.U64))[0]
+    dtype_model = _dtype_model(run, rel, factor, excess64)
+    ex.tol = J.perturbation_tolerance(model, problem, ex, dtype_model.unit, spread(dtype_model.unit))
+    return fwd, dtype_model, _judge_case(adapter, run, ex)
+
+
+def _gate_blocks(layout, cell_name, H, user_name, shape):
+    """``[(gate, index)]`` of a stacked user gradient, or ``[]``."""
+    gates = layout.gates(cell_name)
+    roles = {v: r for r, v in layout.names.items()}
+    role = roles.get(user_name[1:] if user_name.startswith("d") else user_name)
+    if len(gates) < 2 or role not in ("Wx", "Wh", "W", "b", "b_hh"):
+        return []
+    G = len(gates)
+    axis = next((a for a, n in enumerate(shape) if n == G * H), None)
+    if role in ("Wx", "Wh", "W") and layout.convention == "row":
+        axis = len(shape) - 1
+    if axis is None:
+        return []
+    out = []
+    for k, g in enumerate(gates):
+        index = [slice(None)] * len(shape)
+        index[axis] = slice(k * H, (k + 1) * H)
+        out.append((g, tuple(index)))
+    return out
+
+
+def _exact_in_user_layout(adapter, ex, run):
+    """The exact gradients and their tolerances under the user's names and shapes (what the user returned)."""
+    L, model, cell_name = adapter.layout, adapter.model, adapter.cell
+    params = {k: ex.grads[k] for k in model.param_shapes}
+    scales = {k: ex.tol[k] for k in model.param_shapes}
+    exact_user = {"d" + k: v for k, v in L.to_user(cell_name, params, gradients=True).items()}
+    scale_user = {"d" + k: v for k, v in L.to_user(cell_name, scales, gradients=True).items()}
+    for key, arr in run.user_grads.items():
+        if key == "dx":
+            conv = (lambda a: L.state_to_user(a[0])) if getattr(adapter, "step", False) else L.sequence_to_user
+            exact_user[key], scale_user[key] = conv(ex.grads[model.input_name]), conv(ex.tol[model.input_name])
+        elif key in ("dh0", "dc0"):
+            k = model.initial_state_key(key[1])
+            exact_user[key], scale_user[key] = L.state_to_user(ex.grads[k]), L.state_to_user(ex.tol[k])
+    return exact_user, scale_user
+
+
+def _judge_case(adapter, run, ex):
+    exact_user, scale_user = _exact_in_user_layout(adapter, ex, run)
+    verdicts = []
+    H = adapter.model.sizes["H"]
+    for name, user in run.user_grads.items():
+        if name not in exact_user:
+            continue
+        user = np.asarray(user, dtype=np.float64)
+        if user.shape != np.shape(exact_user[name]):
+            user = user.reshape(np.shape(exact_user[name])) if user.size == np.size(exact_user[name]) else user
+        blocks = _gate_blocks(adapter.layout, adapter.cell, H, name, user.shape)
+        verdicts.append(J.judge_array(name, user, exact_user[name], scale_user[name], blocks))
+    return verdicts
+

@@ -1,0 +1,263 @@
+"""Running the cases of a verification: each problem's run judged, then, for the shortest failing
+case, the diagnosis (named mistake, undeclared clipping or truncation, localisation) and the
+minimal case, all put into one :class:`~symrnn.verify.result.Verification`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from ..clipping import as_clipping
+from ..errors import ShapeError, UnknownNameError, UserCodeError
+from ..truncated import Truncation, as_truncation
+from .assess import assess
+from .diagnose import explain_clipping, fingerprint, forward_fingerprint, localise, message_probe, \
+    refine_by_fingerprint
+from .modes import run_twice
+from .mutants import exact_line
+from .problems import exact
+from .replay import replay_command
+from .result import CaseResult, Verification
+from .shrink import judged_failure, judged_wrong, load_case, rebuilder, save_case, shrink
+
+
+@dataclass
+class Declared:
+    """What the user declared, for saving a minimal case and printing its replay command."""
+
+    meta: dict  # mode, cell, layout, D, H, K, loss, reduction, architecture
+    make_model: object = None  # (D=, H=) -> Model of other sizes; None: sizes stay
+    functions: tuple = ()  # the user's functions, for the replay command
+    save_to: object = None  # where the minimal case goes (None: a temporary file)
+    replaying: bool = False
+    search: int = 0  # Hypothesis examples (symrnn.strategies) tried beyond the fixed cases
+    cli: bool = True  # the CLI can express the declaration (built-in cell, preset layout and signature)
+    notes: list = field(default_factory=list)  # what the verification could not do, said in the report
+    zero_states: tuple = ()  # initial states the user's code does not take (zero on both sides)
+    found: str = ""  # the cell and layout found from the code (verify_layer(..., cell=None)), for the report
+    command: object = None  # path -> the replay command, when the user declared less than the verifier ran
+
+
+def search_failure(adapter, declared, max_T, truncation=None, clip=None):
+    """A failing case found by Hypothesis among ``declared.search`` drawn problems (shrunk by
+    Hypothesis), or None.  Deterministic: derandomized, no example database."""
+    from hypothesis import HealthCheck, find, settings
+    from hypothesis.errors import NoSuchExample
+
+    from ..strategies import problems
+
+    def prepare(problem):
+        h0 = {s: np.zeros_like(v) if s in declared.zero_states else v for s, v in problem.h0.items()}
+        return replace(problem, h0=h0, truncation=truncation, clip=clip)
+
+    def fails(problem):
+        try:
+            return judged_wrong(adapter, prepare(problem))
+        except (UserCodeError, ShapeError, ValueError, ArithmeticError):
+            return False
+
+    try:
+        found = find(problems(adapter.model, max_T=max_T), fails,
+                     settings=settings(max_examples=declared.search, derandomize=True, database=None,
+                                       suppress_health_check=list(HealthCheck), deadline=None))
+    except NoSuchExample:
+        return None
+    return replace(prepare(found), label=f"T={found.T}, N={found.N}, found by search (symrnn.strategies)")
+
+
+# -- running the cases ------------------------------------------------------------------------
+@dataclass
+class Runs:
+    """Every case's outcome: what the report's table, cases and error model show."""
+
+    cases: list  # CaseResult per case run (a differing forward stops the run)
+    forward: object  # the ForwardCheck shown: the differing one, else the first
+    dtype_model: object  # float32 when any case needs it
+    table: list  # the verdicts of the case shown (the shortest failing one)
+    table_case: str
+    failing: list  # (problem, run, exact, dtype model, verdicts) of each case with a wrong gradient
+    forward_mistake: object  # a catalogued mistake of the forward the loss matches, or None
+    hygiene: list  # the findings, each once
+
+
+def run_cases(adapter, problems, mode, layout_name, declared=None):
+    """Run every problem: forward first, then the gradients; the shortest failing case is reported,
+    localised and, when it matches a catalogued mistake, named; then shrunk and saved.
+
+    BLAS runs on one thread meanwhile: the verifier's products are small, and on a busy machine
+    a second BLAS thread made them up to ten times slower (``reports/benchmarks.md``)."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        runs = _run_each(adapter, problems, mode)
+        ok = bool(runs.forward.ok and all(c.ok for c in runs.cases))
+        mutation, explanation, line = _name_mistake(adapter, runs.failing, runs.forward_mistake)
+        localisation, minimal = {}, {}
+        if runs.failing:
+            localisation = _localisation(adapter, runs.failing, problems, mode, declared, mutation)
+        if runs.failing and declared is not None and not declared.replaying:
+            shortest = min(runs.failing, key=lambda f: f[0].T)[0]
+            minimal = minimal_case(adapter, shortest, declared, explanation is None)
+            localisation = _with_shortest_prefix(localisation, minimal["T"], runs.cases)
+    searched = declared.search if declared is not None and not declared.replaying and ok else 0
+    return Verification(ok, mode, adapter.model.cell.name, layout_name, runs.forward, runs.table, runs.cases,
+                        runs.hygiene, runs.dtype_model, runs.table_case, localisation=localisation,
+                        fingerprint=mutation, explanation=explanation, minimal=minimal, exact_line=line,
+                        notes=list(declared.notes) if declared is not None else [],
+                        found=declared.found if declared is not None else "", searched=searched)
+
+
+def _run_each(adapter, problems, mode):
+    """Run and judge every problem in turn; a forward that differs ends the run."""
+    findings, cases, table, table_case = [], [], None, ""
+    forward_result, dtype_model = None, None
+    failing, forward_mistake = [], None
+    for problem in problems:
+        run = run_twice(adapter, problem, findings, mode)
+        ex = exact(adapter.model, problem)
+        fwd, model_dtype, verdicts = assess(adapter, problem, run, ex)
+        dtype_model = model_dtype if model_dtype.name == "float32" else dtype_model or model_dtype
+        if not fwd.ok:
+            forward_result = fwd
+            forward_mistake = forward_fingerprint(adapter.model, problem, run)
+            cases.append(CaseResult(problem.label, problem.T, problem.N, False, ["forward"]))
+            table, table_case = [], problem.label
+            break
+        forward_result = forward_result or fwd
+        wrong = [v.name for v in verdicts if not v.ok]
+        cases.append(CaseResult(problem.label, problem.T, problem.N, not wrong, wrong))
+        shortest_failing = [c.T for c in cases[:-1] if not c.ok]
+        if table is None or (wrong and (not shortest_failing or problem.T < min(shortest_failing))):
+            table, table_case = verdicts, problem.label  # the shortest failing case shows the mistake best
+        if wrong:
+            failing.append((problem, run, ex, model_dtype, verdicts))
+    unique = []
+    for f in findings:
+        if all(f.message != g.message for g in unique):
+            unique.append(f)
+    return Runs(cases, forward_result, dtype_model, table or [], table_case, failing, forward_mistake, unique)
+
+
+def _name_mistake(adapter, failing, forward_mistake):
+    """``(fingerprint, explanation, exact line)``: the catalogued mistake the failing cases match (or
+    the forward's), else the undeclared clipping or truncation that explains them."""
+    model = adapter.model
+    if not failing:
+        return forward_mistake, None, {}
+    if getattr(model, "num_layers", None) is not None:  # a StackedModel: no single-cell sweep
+        return forward_mistake, explain_clipping(model, failing), {}
+    mutation = fingerprint(adapter, failing)
+    if mutation is None:
+        return None, explain_clipping(model, failing), {}
+    undeclared = mutation.truncation and failing[0][0].truncation is None
+    return mutation, Truncation(*mutation.truncation) if undeclared else None, exact_line(model, mutation)
+
+
+def _localisation(adapter, failing, problems, mode, declared, mutation):
+    """Where the mistake is: the probes' findings on the failing cases, the message probe's (layer
+    mode) and what the named mistake says."""
+    shortest = min(failing, key=lambda f: f[0].T)
+    probe = next((f for f in failing if f[0].label.endswith("at the last step only")), None)
+    T_main = max(p.T for p in problems)
+    messages = message_probe(adapter, declared, T_main) if mode == "layer" else None
+    carry = mutation.drop_carry[0] if mutation is not None and mutation.drop_carry and messages is None else None
+    loc = localise(adapter, *(probe or shortest), state=carry)
+    if probe is not None and probe is not shortest:
+        shortest_loc = localise(adapter, *shortest)
+        loc.update({k: v for k, v in shortest_loc.items() if k in ("gradient", "block")})
+    if messages is not None:
+        loc.update(_probe_localisation(messages, T_main))
+    refine_by_fingerprint(loc, mutation, adapter, shortest[0].T)
+    if carry is not None:
+        loc["path"] = carry
+    return loc
+
+
+def _probe_localisation(messages, T_main):
+    """The step, path, message (and gate blocks, when some are right) the message probe found."""
+    out = {"step": messages["step"], "path": messages["path"], "message": messages["message"]}
+    wrong, right = messages["blocks_wrong"], messages["blocks_right"]
+    if right and wrong:
+        at = min(messages["step"] - 1, T_main) if messages["path"] else T_main
+        out["block"] = ",".join(wrong)
+        out["message"] += (f"; at t={at} the gate block(s) {', '.join(wrong)} receive a wrong gradient, "
+                           f"{', '.join(right)} a right one")
+    return out
+
+
+def _with_shortest_prefix(loc, T_min, cases):
+    """The localisation with the shortest failing prefix, and what it says when no finer probe spoke."""
+    T_ok = [c.T for c in cases if c.ok]
+    out = dict(loc, shortest_failing_T=T_min)
+    if T_min > 1 and all(t < T_min for t in T_ok) and not out.get("message"):
+        out["step"] = T_min
+        out["message"] = (f"right for sequences of up to {T_min - 1} step(s), wrong from T={T_min} on: the "
+                          f"mistake is in what reaches step {T_min - 1} from step {T_min}, or in a term that "
+                          f"only a sequence of {T_min} steps has")
+    return out
+
+
+def minimal_case(adapter, problem, declared, unexplained=True):
+    """Shrink and save; a mistake that clipping does not explain stays unexplained in the smaller
+    case (at T = 1 clipping inside the loop and after it give the same numbers)."""
+    def still_fails(a, p):
+        failure = judged_failure(a, p)
+        return failure is not None and not (unexplained and explain_clipping(a.model, [failure]))
+
+    rebuild = None if declared.make_model is None else rebuilder(adapter, declared.make_model)
+    small_adapter, small = shrink(adapter, problem, still_fails, rebuild)
+    model = small_adapter.model
+    meta = dict(declared.meta, D=model.sizes["D"], H=model.sizes["H"])
+    small = replace(small, label=f"minimal case T={small.T}, N={small.N}, D={model.sizes['D']}, "
+                                 f"H={model.sizes['H']} (shrunk from {problem.label})")
+    path = save_case(small, meta, declared.save_to)
+    command = declared.command(path) if declared.command is not None else replay_command(declared, path)
+    return {"path": path, "T": small.T, "N": small.N, "D": model.sizes["D"], "H": model.sizes["H"],
+            "command": command}
+
+
+# -- the declared cases, or a saved one again -------------------------------------------------
+def declared_problems(problems, truncation=None, clip=None):
+    """The problems with the declared truncated BPTT and clipping (see :mod:`symrnn.truncated`,
+    :mod:`symrnn.clipping`): the exact gradients are those a trainer with them uses."""
+    truncation, clip = (None if truncation is None else as_truncation(truncation)), as_clipping(clip)
+    return [replace(p, truncation=truncation, clip=clip) for p in problems]
+
+
+def replay_sizes(replay, D, H, K):
+    """``(problem, D, H, K)``: a saved case and its sizes, or the given sizes."""
+    if replay is None:
+        return None, D, H, K
+    meta, problem = load_case(replay)
+    return (meta, problem), meta["D"], meta["H"], meta.get("K", K)
+
+
+_DECLARED_KEYS = ("mode", "cell", "layout", "loss", "reduction", "architecture")
+
+
+def _check_replay(replayed, declared, truncation, clip):
+    """A saved case runs as it was declared: refuse another truncation, clipping or declaration."""
+    meta, problem = replayed
+    given = (None if truncation is None else as_truncation(truncation), as_clipping(clip))
+    if any(g is not None and g != saved for g, saved in zip(given, (problem.truncation, problem.clip))):
+        raise UnknownNameError(f"The case was saved with truncation={problem.truncation} and clip={problem.clip}; "
+                               f"a replay runs it as saved: drop truncation=/clip= (or verify anew).")
+    for key in _DECLARED_KEYS:
+        if key in meta and meta[key] != declared.meta.get(key):
+            raise UnknownNameError(
+                f"The case was saved by a verification with {key}={meta[key]!r}, not {declared.meta.get(key)!r}: "
+                f"replay it as it was declared (" + ", ".join(f"{k}={v!r}" for k, v in meta.items()
+                                                           if k in _DECLARED_KEYS) + ").")
+
+
+def run_declared(adapter, problems, declared, replayed=None, truncation=None, clip=None):
+    """The verification of a declaration: its cases (``problems()``) and, with ``declared.search``, a
+    failing case Hypothesis finds; or, ``replayed``, the saved case alone."""
+    mode = "layer" if declared.meta["mode"] == "object" else declared.meta["mode"]
+    if replayed is not None:
+        _check_replay(replayed, declared, truncation, clip)
+        return run_cases(adapter, [replayed[1]], mode, adapter.layout.name, replace(declared, replaying=True))
+    cases = declared_problems(problems(), truncation, clip)
+    if declared.search:
+        found = search_failure(adapter, declared, max(p.T for p in cases), cases[0].truncation, cases[0].clip)
+        cases += [found] if found is not None else []
+    return run_cases(adapter, cases, mode, adapter.layout.name, declared)

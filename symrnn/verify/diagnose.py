@@ -1,0 +1,248 @@
+"""Diagnosis of a wrong gradient: the catalogued mistake it matches (fingerprint), undeclared
+clipping that explains it, and where it is (gradient, gate block, state path, first wrong
+backward message)."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from ..clipping import Clipping, clip_gradients
+from ..errors import ShapeError, UserCodeError
+from ..symbols import parse
+from ..truncated import truncated_loss_and_grads
+from . import judge as J
+from .mutants import Mutation, candidate, mutations_for
+from .mutants import backward as candidate_backward
+from .mutants import input_terms as mutant_terms
+from .problems import Plan, draw
+from .shrink import rebuilder
+
+
+def _matches(run, candidate, ex, unit=J.U64):
+    """The user's gradients equal ``candidate``'s on every key the user returned: within the exact
+    tolerances plus the rounding of the candidate's own sums (a mistaken gradient can be large where
+    the exact one is zero, as a swapped gate's)."""
+    keys = [k for k in run.grads if k in candidate]
+    return bool(keys) and all(
+        np.all(np.abs(np.asarray(run.grads[k], dtype=float) - candidate[k]) <= ex.tol[k] + 64 * unit *
+               np.sqrt(candidate[k].size + 1) * np.max(np.abs(candidate[k]), initial=0)) for k in keys)
+
+
+def fingerprint(adapter, failing):
+    """The catalogued mistake the user's gradients match in every failing case, or None."""
+    model = adapter.model
+    cases = sorted(failing, key=lambda f: f[0].T)[:4]
+    truncation = cases[0][0].truncation
+    clipped = None
+    for mutation in mutations_for(model, max(f[0].T for f in cases), truncation):
+        if mutation.clip_inside_from_user:  # clipping after the backward gives the same numbers at T = 1
+            clipped = explain_clipping(model, failing) if clipped is None else clipped
+            if clipped:
+                continue
+        if all(_matches(run, candidate(model, problem, _concrete(mutation, run, model)), ex, dtype_model.unit)
+               for problem, run, ex, dtype_model, _ in cases):
+            return mutation
+    return None
+
+
+def _concrete(mutation, run, model):
+    """A mutation with the numbers it reads from the user's gradients (the clipping threshold)."""
+    if not mutation.clip_inside_from_user:
+        return mutation
+    keys = model.param_shapes if mutation.readout_too else model.cell.params
+    c = max((float(np.max(np.abs(run.grads[k]), initial=0)) for k in keys if k in run.grads), default=0.0)
+    return replace(mutation, clip_inside=c or 1.0)
+
+
+def explain_clipping(model, failing):
+    """The :class:`~symrnn.clipping.Clipping` that turns the exact gradients into the user's in every
+    failing case (element-wise, global-norm or per-parameter norm, at one threshold), or None."""
+    found = None
+    for problem, run, ex, _, _ in failing:
+        keys = [k for k in model.param_shapes if k in run.grads]
+        if not keys:
+            return None
+        user = {k: np.asarray(run.grads[k], dtype=float) for k in keys}
+        if not all(np.all(np.isfinite(u)) for u in user.values()):
+            return None
+        options = [("value", max(float(np.abs(user[k]).max(initial=0)) for k in keys)),
+                   ("global-norm", float(np.sqrt(sum(np.sum(user[k] ** 2) for k in keys)))),
+                   ("norm", max(float(np.linalg.norm(user[k])) for k in keys))]
+        match = None
+        for kind, c in options:
+            if c <= 0 or (found is not None and kind != found.kind):
+                continue
+            clipping = Clipping(kind, c)
+            clipped = clip_gradients(ex.grads, clipping, keys)
+            changed = any(np.any(np.abs(clipped[k] - ex.grads[k]) > ex.tol[k]) for k in keys)
+            if changed and all(np.all(np.abs(user[k] - clipped[k]) <= ex.tol[k] + 8 * J.U64 * np.abs(clipped[k]))
+                               for k in keys):
+                match = clipping
+                break
+        if match is None or (found is not None and abs(match.threshold - found.threshold) > 1e-9 * found.threshold):
+            return None
+        found = match
+    return found
+
+
+def localise(adapter, problem, run, ex, dtype_model, verdicts, state=None):
+    """Which gradient, gate block, state path and backward message are wrong (what the probes show);
+    ``state`` names the state whose message is wrong when known (default the output state)."""
+    model = adapter.model
+    wrong = [v for v in verdicts if not v.ok]
+    out = {"gradient": wrong[0].name if wrong else None, "block": None, "path": None, "step": None,
+           "message": ""}
+    for v in wrong:
+        bad = [b.block for b in v.blocks if not b.ok]
+        if bad and any(b.ok and b.tested for b in v.blocks):
+            out["gradient"], out["block"] = v.name, ",".join(bad)
+            break
+    initial = getattr(model, "initial_state_key", lambda s: f"{s}0")
+    states_wrong = [s for s in model.state_names if initial(s) in run.grads
+                    and any(v.name == f"d{s}0" and not v.ok for v in verdicts)]
+    if len(states_wrong) == 1 and len([s for s in model.state_names if initial(s) in run.grads]) > 1:
+        out["path"] = states_wrong[0]
+    key = model.input_name
+    if key in run.grads and problem.T > 1:
+        tol = ex.tol[key]
+        bad_steps = [t for t in range(problem.T)
+                     if np.any(np.abs(run.grads[key][t] - ex.grads[key][t]) > tol[t])]
+        if bad_steps:
+            j = max(bad_steps)
+            if j == problem.T - 1:
+                out["step"] = problem.T
+                out["message"] = f"already wrong at the last step t={problem.T} (a local derivative, not a message)"
+            else:
+                out["step"] = j + 2
+                out["message"] = (f"dL/d{state or model.out} from t={j + 2} to t={j + 1} is the first wrong "
+                                  f"backward message (steps from 1; dx is right for t > {j + 1})")
+    return out
+
+
+PROBE_H = 2  # the message probe's hidden size: small, so that D can exceed the rows of every input product
+
+
+def message_probe(adapter, declared, T, seed=7):
+    """Which backward message is the first wrong one, on which state path, and which gate blocks
+    it reaches: layer mode, from the user's ``dx`` alone.
+
+    With ``D`` larger than the rows of all products ``P x_t`` together (``4H`` for an LSTM), the
+    user's ``dx_t = sum_P q_P P`` determines each block ``q_P`` (what the gate's pre-activation
+    carries back at step t): the stacked ``P`` has full row rank, so ``q = dx_t pinv(P)``.  The
+    upstream gradient arrives at the last step only, so the first step (from the end) whose blocks
+    differ from the exact ones is where the first wrong message arrives; scaling the exact message of
+    each state in turn shows which blocks each state's message reaches, and the path is the state
+    whose blocks are exactly the wrong ones."""
+    names = _probed_products(adapter, declared, T)
+    if names is None:
+        return None
+    probe = rebuilder(adapter, declared.make_model)(D=len(names) * PROBE_H + 1, H=PROBE_H)
+    pm = probe.model
+    problem = draw(pm, Plan(T=T, N=2, seed=seed), T, f"T={T}, message probe", seed, declared.zero_states,
+                   upstream=T - 1)
+    user = _user_messages(probe, problem, names)
+    if user is None:
+        return None
+    exact_q = {}
+    candidate_backward(pm, problem.params, problem.x, problem.h0, problem.targets, record=exact_q)
+    first = _first_wrong_message(user, exact_q, names, T)
+    if first is None:
+        return None
+    t, wrong, size = first
+    blocks = _blocks_reached(pm, names, wrong, exact_q[t], size)
+    if t == T - 1:
+        return {"step": T, **blocks, "path": None,
+                "message": (f"already wrong at the last step t={T} of the message probe (a local derivative, not a "
+                            f"message)")}
+    path = _wrong_path(pm, problem, names, wrong, t, exact_q[t], size)
+    others = [s for s in pm.state_names if s != path]
+    right = "; ".join(f"dL/d{s} is right" for s in others) if path else ""
+    return {"step": t + 2, **blocks, "path": path,
+            "message": (f"dL/d{path or '(state)'} from t={t + 2} to t={t + 1} is the first wrong backward message"
+                        + (f"; {right}" if right else "") + f" (message probe, T={T})")}
+
+
+def _probed_products(adapter, declared, T):
+    """The names of the input products ``P x_t`` the probe reads, or None when it cannot run (no
+    declaration to rebuild the model at the probe's sizes, step mode, T = 1, a product not of H rows)."""
+    model = adapter.model
+    if declared is None or declared.make_model is None or getattr(adapter, "step", False) or T < 2:
+        return None
+    names = [t.matrix.name for t in mutant_terms(model) if t.matrix is not None]
+    rows = sum(model.cell.params[n].shape[0] == "H" for n in names) * PROBE_H
+    return names if names and rows == len(names) * PROBE_H else None
+
+
+def _user_messages(probe, problem, names):
+    """``{t: {product: q}}``: the blocks the user's ``dx_t`` carries back, or None (no ``dx``, or the code
+    fails at the probe's sizes)."""
+    try:
+        run = probe.run(problem, [])
+    except (UserCodeError, ShapeError, ValueError):
+        return None
+    dx = run.grads.get(probe.model.input_name)
+    if dx is None:
+        return None
+    stacked = np.vstack([problem.params[n] for n in names])
+    split = np.cumsum([problem.params[n].shape[0] for n in names])[:-1]
+    return {t: dict(zip(names, np.split(dx[t] @ np.linalg.pinv(stacked), split, axis=1))) for t in range(problem.T)}
+
+
+def _first_wrong_message(user, exact_q, names, T):
+    """``(t, wrong products, size)`` at the last step (from the end) whose blocks differ, or None."""
+    for t in range(T - 1, -1, -1):
+        size = max(float(np.abs(q).max(initial=0)) for q in exact_q[t].values()) or 1.0
+        wrong = [n for n in names if np.abs(user[t][n] - exact_q[t][n]).max() > 1e-7 * size]
+        if wrong:
+            return t, wrong, size
+    return None
+
+
+def _blocks_reached(pm, names, wrong, exact_at_t, size):
+    """The gates of the wrong products and of the right ones that the probe tested (a zero block is
+    right by any code)."""
+    gate_of = {n: parse(next(term.consumer for term in mutant_terms(pm) if term.matrix is not None
+                             and term.matrix.name == n))[0] for n in names}
+    tested = [n for n in names if np.abs(exact_at_t[n]).max() > 1e-12 * size]
+    return {"blocks_wrong": [gate_of[n] for n in wrong],
+            "blocks_right": [gate_of[n] for n in names if n not in wrong and n in tested]}
+
+
+def _wrong_path(pm, problem, names, wrong, t, exact_at_t, size):
+    """The state whose message, scaled, reaches exactly the wrong blocks (None when not one state)."""
+    scaled = {}
+    for s in pm.state_names:
+        rec = {}
+        candidate_backward(pm, problem.params, problem.x, problem.h0, problem.targets,
+                           mutation=Mutation("probe", "", scale_message=(s, t, 1.5)), record=rec)
+        scaled[s] = [n for n in names if np.abs(rec[t][n] - exact_at_t[n]).max() > 1e-7 * size]
+    paths = [s for s, reached in scaled.items() if set(reached) == set(wrong)]
+    return paths[0] if len(paths) == 1 else (pm.out if len(pm.state_names) == 1 else None)
+
+
+def refine_by_fingerprint(loc, mutation, adapter, T):
+    """What a named mistake says about where: the gate it is in, the step it leaves out."""
+    if mutation is None:
+        return
+    gates = adapter.layout.gates(adapter.cell)
+    named = [parse(t)[0] for t in ([mutation.rewrite[0][0]] if mutation.rewrite else list(mutation.swap))]
+    if named and all(g in gates for g in named):
+        loc["block"] = ",".join(named)
+    if mutation.skip_step or mutation.rewrite_at:
+        loc["step"] = 1 if (mutation.skip_step or mutation.rewrite_at) == "first" else T
+
+
+
+def forward_fingerprint(model, problem, run):
+    """A loss that differs the way a catalogued mistake of the forward makes it differ (truncated
+    BPTT with its carried state reset), or None."""
+    if problem.truncation is None or run.loss is None:
+        return None
+    reset = Mutation("carried-state-reset", "", reset_state=True,
+                     truncation=(problem.truncation.k1, problem.truncation.k2))
+    mistake = next(m for m in mutations_for(model, problem.T, problem.truncation) if m.name == reset.name)
+    loss = truncated_loss_and_grads(model, problem.params, problem.x, problem.targets, problem.truncation,
+                                    problem.h0, problem.mask, reset_state=True)[0]
+    return mistake if abs(loss - run.loss) <= 1e-9 * max(1.0, abs(loss)) else None
+
