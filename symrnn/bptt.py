@@ -180,6 +180,9 @@ def assemble(equations, states=None, input_symbol=None, params=None, external=()
         states = [parse(e.target)[0] for e in equations if e.kind == "state"]
     if params is None:
         params = [u.name for u in terms if isinstance(u, Param)]
+    read = {e.target for e in equations} | {tsym(s, -1) for s in states} | {input_symbol}
+    unread = [u for u in terms if u not in read and not isinstance(u, Param)]
+    assert not unread, f"the sweep would drop the terms sent to {unread}"
     adjoints = tuple(Adjoint(e.target, tuple(terms.get(e.target, ())), parse(e.target)[0] in external,
                              e.kind == "state") for e in reversed(list(equations)))
     return Sweep(adjoints, {s: tuple(terms.get(tsym(s, -1), ())) for s in states},
