@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 import sympy as sp
 
 from .functions import derivative
-from .symbols import MatTVec, MatVec, Outer, Param, bar, linear_maps, parse, shift, tsym
+from .symbols import MatTVec, Outer, Param, bar, linear_maps, parse, shift, tsym
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
 """Mutants of the exact backward pass: the mistakes people make, for naming a wrong gradient.
 
-:func:`backward` is a second, plain reverse sweep over a cell's step equations
-(the adjoint terms of :func:`symrnn.bptt.local_terms`, each local derivative
-by ``sympy.diff``, evaluated step by step with NumPy).  Without a mutation it
-gives the exact gradients of a layer (``loss="upstream"``); a :class:`Mutation`
-changes one thing in it, the way a hand-written backward goes wrong:
+:func:`backward` runs the exact reverse sweep of a cell (the one
+:func:`symrnn.bptt.assemble` builds from the local terms) with NumPy, step by step.
+Without a mutation it gives the exact gradients of a layer (``loss="upstream"``); a
+:class:`Mutation` changes one thing, the way a hand-written backward goes wrong.  What a
+mistake changes in a step is a change of the sweep's terms (:func:`mutated_sweep`); the
+rest is in the loop over the steps and the final sums:
 
 * a local derivative rewritten (an activation's derivative missing, or taken
   at the pre-activation), for one function application of one equation;
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import re
 import weakref
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import sympy as sp
@@ -402,7 +403,28 @@ def mutations_for(model, T=8, truncation=None):
     :class:`~symrnn.truncated.Truncation`: the mistakes of truncated BPTT)."""
     if truncation is not None:
         return _truncation_mistakes(truncation, T)
-    cell = model.cell
+    out = _derivative_mistakes(model.cell) + _carry_mistakes(model) + _assembly_mistakes(model)
+    out += [Mutation(f"backward-over-last-{k}-steps", f"the backward loop runs over the last {k} step"
+                                                      f"{'s' if k > 1 else ''} only (for t in reversed(range(T - {k}, T))):"
+                                                      f" the earlier steps add nothing to the gradients",
+                     last_steps=k, changes="bar h[t]")
+            for k in range(1, T - 1)]  # k = T - 1 is first-step-skipped
+    if model.architecture.name != "many-to-many":  # truncation is defined for a loss at every step
+        return out
+    out += [Mutation(f"truncated-after-{k}", f"BPTT is truncated: each upstream gradient travels back {k} "
+                                             f"step{'s' if k > 1 else ''} only", truncation=(1, k),
+                     changes="bar h[t]")
+            for k in range(1, T)]
+    out += [Mutation(f"chunks-of-{k}", f"BPTT in chunks of {k} steps (min-char-rnn's truncation, TBPTT(k1=k2={k})): "
+                                       f"the gradient does not cross the chunk boundaries; declare "
+                                       f"truncation={k} if that is intended", truncation=(k, k), changes="bar h[t]")
+            for k in range(2, T)]
+    return out
+
+
+def _derivative_mistakes(cell):
+    """A local derivative wrong: missing (everywhere, or at the first or last step only), taken at
+    the pre-activation, or the gate written for its derivative."""
     out = []
     for eq, app in _applications(cell):
         fn = type(app).__name__
@@ -429,6 +451,12 @@ def mutations_for(model, T=8, truncation=None):
                                 f"the derivative of sigmoid in {where} is written as the gate itself, s instead of "
                                 f"s * (1 - s)", where=str(eq.target), rewrite=((eq.target, app, "as-output"),),
                                 changes=str(bar(eq.target))))
+    return out
+
+
+def _carry_mistakes(model):
+    """A state's message from the next step dropped, two gates' blocks swapped."""
+    cell, out = model.cell, []
     for s in cell.states:
         role = "recurrent term" if s == model.out else f"{s} path"
         out.append(Mutation("recurrent-term-dropped" if s == model.out else f"{s}-path-dropped",
@@ -442,7 +470,14 @@ def mutations_for(model, T=8, truncation=None):
                             f"the stacked gate gradient are in the wrong order (a slicing or gate-order mistake), "
                             f"so every gradient computed from them is wrong", where=f"{a}, {b}", swap=(a, b),
                             changes=f"the pre-activation adjoints of {a_} and {b_}"))
-    out += [
+    return out
+
+
+def _assembly_mistakes(model):
+    """The parameter gradients put together wrongly: steps missing, scaled, the bias, a transpose,
+    clipping inside the loop."""
+    cell = model.cell
+    out = [
         Mutation("first-term-missing", "the t = 1 term (the first step's, with h_0) is missing from the parameter "
                                        "gradients: the loop over time stops one step early", skip_step="first",
                  changes="dL/dW"),
@@ -484,21 +519,6 @@ def mutations_for(model, T=8, truncation=None):
     ]
     if model.readout is not None:  # min-char-rnn clips every gradient, the readout's too
         out.append(replace(out[-1], readout_too=True))
-    out += [Mutation(f"backward-over-last-{k}-steps", f"the backward loop runs over the last {k} step"
-                                                      f"{'s' if k > 1 else ''} only (for t in reversed(range(T - {k}, T))):"
-                                                      f" the earlier steps add nothing to the gradients",
-                     last_steps=k, changes="bar h[t]")
-            for k in range(1, T - 1)]  # k = T - 1 is first-step-skipped
-    if model.architecture.name != "many-to-many":  # truncation is defined for a loss at every step
-        return out
-    out += [Mutation(f"truncated-after-{k}", f"BPTT is truncated: each upstream gradient travels back {k} "
-                                             f"step{'s' if k > 1 else ''} only", truncation=(1, k),
-                     changes="bar h[t]")
-            for k in range(1, T)]
-    out += [Mutation(f"chunks-of-{k}", f"BPTT in chunks of {k} steps (min-char-rnn's truncation, TBPTT(k1=k2={k})): "
-                                       f"the gradient does not cross the chunk boundaries; declare "
-                                       f"truncation={k} if that is intended", truncation=(k, k), changes="bar h[t]")
-            for k in range(2, T)]
     return out
 
 
