@@ -138,10 +138,9 @@ class Sweep:
         return out + [(self.input_symbol, t) for t in self.inputs]
 
     def map(self, f) -> "Sweep":
-        """The sweep with every term replaced by ``f(u, term)`` (``u`` what it is sent to;
-        ``None`` drops the term)."""
+        """The sweep with every term replaced by ``f(u, term)`` (``u``: what it is sent to)."""
         def over(u, ts):
-            return tuple(n for n in (f(u, t) for t in ts) if n is not None)
+            return tuple(f(u, t) for t in ts)
 
         return replace(self, adjoints=tuple(replace(a, sends=over(a.target, a.sends)) for a in self.adjoints),
                        carries={s: over(tsym(s, -1), ts) for s, ts in self.carries.items()},
