@@ -211,3 +211,18 @@ def test_the_rules_catch_what_they_say(tmp_path, source, expected):
     modules = package_modules(root)
     assert expected in set(violations("symrnn.models.model", modules))
     assert set(violations("symrnn.oracles.scalar", modules)) == {"oracle oracles.scalar imports codegen"}
+
+
+def test_the_report_layer_attaches_the_notebook_rendering():
+    """``Derivation._repr_latex_`` comes from :mod:`symrnn.report` (bptt imports no report): in an
+    IPython session ``import symrnn`` loads it, in a plain process it stays unloaded."""
+    import subprocess
+    import sys
+
+    probe = ("import sys{}\nimport symrnn\n"
+             "print('symrnn.report' in sys.modules, hasattr(symrnn.Model('rnn-tanh', D=1, H=1, K=1).derive(), "
+             "'_repr_latex_'))")
+    for ipython, expected in (("", "False False"), ("\nimport IPython", "True True")):
+        done = subprocess.run([sys.executable, "-c", probe.format(ipython)], capture_output=True, text=True,
+                              cwd=PACKAGE.parent, check=True)
+        assert done.stdout.split() == expected.split()
