@@ -453,7 +453,8 @@ class _BackwardWriter:
         for a in block.sweep.adjoints:
             body.append(f"{code_name(bar(a.target))} = {self._adjoint_of(a.target, a.sends, a.external, a.carried)}")
             body += self._qs_of(a.target)
-        body += [f"{code_name(s, 'carry')} = {self._adjoint_of(tsym(s, -1), ts)}" for s, ts in block.sweep.carries.items()]
+        body += [f"{code_name(s, 'carry')} = {self._adjoint_of(tsym(s, -1), ts)}"
+                 for s, ts in block.sweep.carries.items()]
         return body
 
     def _qs_of(self, y):
