@@ -21,3 +21,8 @@ __all__ = [
     "CellDefinitionError", "DerivationTooLargeError", "MissingRuleError", "UserCodeError",
 ]
 __version__ = "0.1.0"
+
+import sys as _sys
+
+if "IPython" in _sys.modules:  # in a notebook or IPython, derivations render as LaTeX: symrnn.report attaches it
+    from . import report as _report  # noqa: F401

@@ -7,10 +7,15 @@ every quantity ``u`` that ``F`` reads, the term that ``bar y`` sends back to
 a use inside ``P u``.  Parameters collect ``Outer(coef * bar y, u)`` (matrices)
 or ``coef * bar y`` (vectors) at every step.
 
-:class:`Derivation` assembles these terms into the adjoint recurrences of a
-model (``bar h[t] = V^T bar o[t] + W^T bar a[t+1]`` ...), the gradients of
-every parameter as sums over time, and the step Jacobians ``dh_t/dh_{t-1}``.
-Nothing here depends on the sequence length.
+:func:`assemble` is the one place these terms are put together into the reverse
+sweep of a step (a :class:`Sweep`: which terms make up each adjoint, what a
+state carries to the step before, what the input and each parameter receive).
+Everything that runs or shows a backward pass reads a sweep: the printed
+:class:`Derivation` (``bar h[t] = V^T bar o[t] + W^T bar a[t+1]`` ..., the
+gradients as sums over time, the step Jacobians ``dh_t/dh_{t-1}``), the
+generated code (:mod:`symrnn.codegen`), the unrolled graph
+(:mod:`symrnn.graph`) and the verifier's mutants (a mistake is a change of
+the sweep's terms).  Nothing here depends on the sequence length.
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ from dataclasses import dataclass, replace
 import sympy as sp
 
 from .functions import derivative
-from .symbols import MatTVec, MatVec, Outer, Param, bar, linear_maps, parse, shift, tsym
+from .symbols import MatTVec, Outer, Param, bar, linear_maps, parse, shift, tsym
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,96 @@ class Diag(sp.Function):
         return r"\operatorname{diag}\left(%s\right)" % printer._print(self.args[0])
 
 
+# -- the reverse sweep -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Adjoint:
+    """``bar y[t]``: the sum of what ``y``'s consumers send back at this step (``sends``), of an
+    array fed in from outside (``external``: a readout's, an upstream loss) and, for a state
+    (``carried``), of what step ``t + 1`` sent back to ``y[t-1]``."""
+
+    target: sp.Symbol
+    sends: tuple = ()
+    external: bool = False
+    carried: bool = False
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """One step of the reverse sweep, assembled from the local terms by :func:`assemble`.
+
+    ``adjoints`` are in the order a backward pass evaluates them (the equations reversed);
+    ``carries[s]`` is what ``s[t-1]`` receives at this step (the next step's carry, and
+    ``dL/ds_0`` at the first step); ``inputs`` what ``x[t]`` receives; ``params[name]`` what
+    the parameter collects at this step.  Every renderer of the sweep (the printed
+    :class:`Derivation`, the generated code, the unrolled graph, the mutant catalogue's
+    numeric sweep) reads these and nothing else; a mistake in a backward pass is a
+    transformation of them (:meth:`map`, :meth:`replace_adjoint`).
+    """
+
+    adjoints: tuple
+    carries: dict
+    inputs: tuple
+    params: dict
+    input_symbol: sp.Symbol | None = None
+
+    def sent_to(self):
+        """Every ``(u, term)`` that sends an adjoint back to a quantity, in sweep order."""
+        out = [(a.target, t) for a in self.adjoints for t in a.sends]
+        out += [(tsym(s, -1), t) for s, ts in self.carries.items() for t in ts]
+        return out + [(self.input_symbol, t) for t in self.inputs]
+
+    def map(self, f) -> "Sweep":
+        """The sweep with every term replaced by ``f(u, term)`` (``u``: what it is sent to)."""
+        def over(u, ts):
+            return tuple(f(u, t) for t in ts)
+
+        return replace(self, adjoints=tuple(replace(a, sends=over(a.target, a.sends)) for a in self.adjoints),
+                       carries={s: over(tsym(s, -1), ts) for s, ts in self.carries.items()},
+                       inputs=over(self.input_symbol, self.inputs),
+                       params={p: over(Param(p), ts) for p, ts in self.params.items()})
+
+    def replace_adjoint(self, target, **changes) -> "Sweep":
+        """The sweep with the adjoint of ``target`` changed (e.g. ``carried=False``)."""
+        return replace(self, adjoints=tuple(replace(a, **changes) if a.target == target else a
+                                            for a in self.adjoints))
+
+    def step_jacobians(self, states):
+        """``{(s, p): d s[t] / d p[t-1]}`` as sums of products of ``Diag`` and matrices,
+        accumulated forward along the equations (the adjoints in reverse)."""
+        sent = self.sent_to()
+        out = {}
+        for prev in states:
+            jac = {tsym(s, -1): sp.Integer(1 if s == prev else 0) for s in states}
+            for a in reversed(self.adjoints):
+                jac[a.target] = sp.Add(*[t.jacobian() * jac[u] for u, t in sent
+                                         if t.consumer == a.target and jac.get(u, 0) != 0])
+            out.update({(s, prev): jac[tsym(s)] for s in states})
+        return out
+
+
+def assemble(equations, states=None, input_symbol=None, params=None, external=(), terms=None) -> Sweep:
+    """The reverse sweep of one step of ``equations`` from their local terms (``terms``, by
+    default :func:`local_terms`).
+
+    ``states`` (default: the targets of the state equations) carry an adjoint from step to step;
+    the bases in ``external`` receive an array from outside; ``params`` names the parameters in
+    the order wanted (default: every parameter the terms read).
+    """
+    terms = local_terms(equations) if terms is None else terms
+    if states is None:
+        states = [parse(e.target)[0] for e in equations if e.kind == "state"]
+    if params is None:
+        params = [u.name for u in terms if isinstance(u, Param)]
+    read = {e.target for e in equations} | {tsym(s, -1) for s in states} | {input_symbol}
+    unread = [u for u in terms if u not in read and not isinstance(u, Param)]
+    assert not unread, f"the sweep would drop the terms sent to {unread}"
+    adjoints = tuple(Adjoint(e.target, tuple(terms.get(e.target, ())), parse(e.target)[0] in external,
+                             e.kind == "state") for e in reversed(list(equations)))
+    return Sweep(adjoints, {s: tuple(terms.get(tsym(s, -1), ())) for s in states},
+                 tuple(terms.get(input_symbol, ())), {p: tuple(terms.get(Param(p), ())) for p in params},
+                 input_symbol)
+
+
 @dataclass
 class AdjointEquation:
     """``bar y[t] = rhs``; ``steps`` says at which steps a term applies (``None``: all)."""
@@ -135,74 +230,36 @@ class Derivation:
         self.forward = [sp.Eq(e.target, e.rhs, evaluate=False) for e in equations]
         self.t = sp.Symbol("t", integer=True, positive=True)
         self.T = sp.Symbol("T", integer=True, positive=True)
-        self._build_adjoints(equations)
-        self._build_gradients()
-        self._build_step_jacobians()
+        params = list(cell.params)  # declaration order, then the readout's V, c
+        for eq in self.readout_equations:
+            params += [m.args[0].name for m in linear_maps(eq.rhs)]
+            params += sorted(s.name for s in eq.rhs.free_symbols if isinstance(s, Param))
+        self.sweep = assemble(equations, cell.states, cell.input_symbol, list(dict.fromkeys(params)),
+                              self.external, self.terms)
+        self._build_adjoints()
+        self.gradients = {name: sp.Sum(adjoint_sum(ts), (self.t, 1, self.T)) for name, ts in self.sweep.params.items()}
+        self.step_jacobians = self.sweep.step_jacobians(cell.states)
 
-    # -- adjoint recurrences -------------------------------------------------
-    def _build_adjoints(self, equations):
+    def _build_adjoints(self):
+        """The sweep's adjoints as equations: ``bar y[t] = sum of terms (+ outside) (+ carry)``."""
         self.adjoints = []
         loss_lhs = None
         if self.loss is not None and self.loss.get("gradient") is not None:
             g = self.loss["gradient"]
             loss_lhs = g.lhs
             self.adjoints.append(AdjointEquation(g.lhs, g.rhs, self.loss.get("steps_note", "")))
-        for eq in reversed(equations):
-            y = eq.target
-            if bar(y) == loss_lhs:
+        for a in self.sweep.adjoints:
+            if bar(a.target) == loss_lhs:
                 continue  # the loss rule gives this adjoint
-            rhs = adjoint_sum(self.terms.get(y, []))
-            base = parse(y)[0]
-            if base in self.external:
+            rhs = adjoint_sum(a.sends)
+            base = parse(a.target)[0]
+            if a.external:
                 rhs = rhs + self.external[base]
-            if eq.kind == "state":
-                rhs = rhs + shift(adjoint_sum(self.terms.get(tsym(base, -1), [])), 1)
-            self.adjoints.append(AdjointEquation(bar(y), rhs))
-        self.input_gradient = adjoint_sum(self.terms.get(self.cell.input_symbol, []))
-        self.initial_state_gradients = {
-            s: adjoint_sum(self.terms.get(tsym(s, -1), [])) for s in self.cell.states
-        }
-
-    def _build_gradients(self):
-        self.gradients = {}
-        params = list(self.cell.params)  # declaration order, then the readout's V, c
-        for eq in self.readout_equations:
-            for m in linear_maps(eq.rhs):
-                params.append(m.args[0].name)
-            params += sorted(s.name for s in eq.rhs.free_symbols if isinstance(s, Param))
-        for name in dict.fromkeys(params):
-            symbol = Param(name)
-            per_step = adjoint_sum(self.terms.get(symbol, []))
-            self.gradients[name] = sp.Sum(per_step, (self.t, 1, self.T))
-
-    # -- Jacobians ----------------------------------------------------------
-    def _build_step_jacobians(self):
-        """``d s[t] / d s'[t-1]`` for every pair of states, by forward accumulation."""
-        cell = self.cell
-        self.step_jacobians = {}
-        for prev in cell.states:
-            jac = {tsym(prev, -1): sp.Integer(1)}
-            for other in cell.states:
-                if other != prev:
-                    jac[tsym(other, -1)] = sp.Integer(0)
-            for eq in cell.equations:
-                total = sp.Integer(0)
-                for u, term_list in self.terms.items():
-                    for term in term_list:
-                        if term.consumer != eq.target or term.vector is not None or u not in jac:
-                            continue
-                        if jac[u] != 0:
-                            total = total + term.jacobian() * jac[u]
-                jac[eq.target] = total
-            for s in cell.states:
-                self.step_jacobians[(s, prev)] = jac[tsym(s)]
-
-    # -- views --------------------------------------------------------------
-    def _repr_latex_(self):
-        """Jupyter renders a derivation as its LaTeX equations."""
-        from .report import derivation_latex
-
-        return derivation_latex(self)
+            if a.carried:
+                rhs = rhs + shift(adjoint_sum(self.sweep.carries[base]), 1)
+            self.adjoints.append(AdjointEquation(bar(a.target), rhs))
+        self.input_gradient = adjoint_sum(self.sweep.inputs)
+        self.initial_state_gradients = {s: adjoint_sum(ts) for s, ts in self.sweep.carries.items()}
 
     def with_term(self, target, new_rhs) -> "Derivation":
         """A copy with one adjoint equation replaced (for mutation testing)."""

@@ -27,7 +27,7 @@ import sympy as sp
 from sympy.printing.pycode import PythonCodePrinter
 
 from . import cache
-from .bptt import local_terms
+from .bptt import assemble, local_terms
 from .functions import BUILTIN_FUNCTIONS, RULES, rule_of
 from .symbols import MatVec, Param, bar, linear_maps, parse, tsym
 
@@ -188,6 +188,11 @@ class BlockCode:
     @functools.cached_property
     def terms(self):
         return local_terms(self.equations)
+
+    @functools.cached_property
+    def sweep(self):
+        """The block's assembled reverse sweep (:func:`symrnn.bptt.assemble`)."""
+        return assemble(self.equations, self.states, self.input_symbol, self.params, self.external, self.terms)
 
     @functools.cached_property
     def groups(self):
@@ -395,11 +400,10 @@ class _BackwardWriter:
                                             order="none")
         coef_name = dict(zip(self.coefs, reduced))
         self.q_names, self.q_of_term = {}, {}
-        originals = [t for ts in block.terms.values() for t in ts]
-        for original, t in zip(originals, self.all_terms):
+        for t in self.all_terms:  # one q per (consumer, coefficient), named in the order of the terms
             key = (t.consumer, t.coef)
             self.q_names.setdefault(key, f"q{len(self.q_names)}")
-            self.q_of_term[id(original)] = self.q_names[key]
+            self.q_of_term[id(t)] = self.q_names[key]
         self.q_expr = {name: coef_name.get(c, c) * bar(y) for (y, c), name in self.q_names.items()}
         self.buffers, self.group_buffer = {}, {}
         for g in block.groups.values():
@@ -414,9 +418,9 @@ class _BackwardWriter:
         self.extra = {}  # q -> own buffer, for q's of vector parameters or inputs found in no group buffer
         for p, spec in block.params.items():
             if not spec.is_matrix:
-                for t in block.terms.get(Param(p), []):
+                for t in block.sweep.params[p]:
                     self._own_buffer(self.q_of_term[id(t)], spec.shape[0])
-        for t in block.terms.get(block.input_symbol, []):
+        for t in block.sweep.inputs:
             if t.matrix is None:
                 self._own_buffer(self.q_of_term[id(t)], block.sizes[block.input_symbol])
         self.slots = {}  # q -> the per-step places it is stored in (computed into the first)
@@ -479,10 +483,11 @@ class _BackwardWriter:
             if any(m in needed for m in g.atoms):
                 body += block._unpack(g, block._atom_names(), source=f"P{g.index}[t]")
         body += [f"{sym} = {self.printer.doprint(expr)}" for sym, expr in self.replacements]
-        for eq in reversed(block.equations):
-            body.append(f"{code_name(bar(eq.target))} = {self._adjoint_of(eq.target, body)}")
-            body += self._qs_of(eq.target)
-        body += [f"{code_name(s, 'carry')} = {self._adjoint_of(tsym(s, -1), body)}" for s in block.states]
+        for a in block.sweep.adjoints:
+            body.append(f"{code_name(bar(a.target))} = {self._adjoint_of(a.target, a.sends, a.external, a.carried)}")
+            body += self._qs_of(a.target)
+        body += [f"{code_name(s, 'carry')} = {self._adjoint_of(tsym(s, -1), ts)}"
+                 for s, ts in block.sweep.carries.items()]
         return body
 
     def _qs_of(self, y):
@@ -502,18 +507,19 @@ class _BackwardWriter:
             lines += [f"{slot} = {name}" for slot in slots[1:]]
         return lines
 
-    def _adjoint_of(self, u, body):
-        """Code of ``bar u`` at this step; stores the group buffer it reads into ``body``."""
+    def _adjoint_of(self, u, sends, external=False, carried=False):
+        """Code of ``bar u`` at this step: its elementwise terms' q's, then the stacked product of
+        its group (the terms sent back through ``P u``), then the outside array and the carry."""
         block = self.block
-        parts = [self.q_of_term[id(t)] for t in block.terms.get(u, []) if t.matrix is None]
-        if u in block.groups:
+        parts = [self.q_of_term[id(t)] for t in sends if t.matrix is None]
+        if any(t.matrix is not None for t in sends):
             g = block.groups[u]
             name, content = self.group_buffer[g.index], self._content(g)
             parts.append(f"({content[0]} @ G{g.index})" if len(content) == 1 else f"({name}[t] @ G{g.index})")
-        base, offset, _ = parse(u)
-        if offset == 0 and base in block.external:
+        base = parse(u)[0]
+        if external:
             parts.append(f"EXT[{base!r}][t]")
-        if offset == 0 and base in block.states:
+        if carried:
             parts.append(code_name(base, "carry"))
         if parts:
             return " + ".join(parts)
@@ -536,7 +542,7 @@ class _BackwardWriter:
             if spec.is_matrix:
                 continue
             sums = []
-            for t in block.terms.get(Param(p), []):
+            for t in block.sweep.params[p]:
                 buffer, columns = self._location(self.q_of_term[id(t)])
                 if buffer not in summed:
                     summed.add(buffer)
@@ -548,7 +554,7 @@ class _BackwardWriter:
             g = block.groups[block.input_symbol]
             dx.append(f"({self.group_buffer[g.index]}.reshape(T * N, -1) @ {block._stack(g, transpose=False)})"
                       f".reshape(T, N, -1)")
-        for t in block.terms.get(block.input_symbol, []):
+        for t in block.sweep.inputs:
             if t.matrix is None:
                 buffer, columns = self._location(self.q_of_term[id(t)])
                 dx.append(f"{buffer}[..., {columns}]" if columns else buffer)

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import networkx as nx
 
-from .bptt import local_terms
-from .symbols import Param, at_step, parse
+from .bptt import assemble
+from .symbols import at_step, parse
 
 
 def _node(symbol, t):
@@ -32,18 +32,18 @@ def unroll(model, T_in, T_out=None):
     T_out = T_in if T_out is None else T_out
     sched = model.architecture.schedule(T_in, T_out)
     cell = model.cell
-    step_terms = local_terms(cell.equations)
-    out_equations = list(model.readout.equations) if model.readout is not None else []
-    out_terms = local_terms(out_equations)
+    step = assemble(cell.equations, cell.states, cell.input_symbol)
+    readout = model.readout
+    out = assemble(readout.equations, (), readout.input_symbol) if readout is not None else assemble([], ())
     g = nx.DiGraph(model=repr(model), T=sched.T)
     for s in cell.states:
         g.add_node((s, 0), kind="initial state")
     for t in range(1, sched.T + 1):
         if t - 1 in sched.input_steps:
             g.add_node((parse(cell.input_symbol)[0], t), kind="input")
-        _add_terms(g, step_terms, t, skip_inputs=t - 1 not in sched.input_steps, input_symbol=cell.input_symbol)
+        _add_terms(g, step, t, inputs=t - 1 in sched.input_steps)
         if t - 1 in sched.output_steps:
-            _add_terms(g, out_terms, t)
+            _add_terms(g, out, t)
             loss_node = ("L", t)
             g.add_node(loss_node, kind="loss")
             source = (model.logits if model.readout is not None else cell.output_state, t)
@@ -53,19 +53,17 @@ def unroll(model, T_in, T_out=None):
     return g
 
 
-def _add_terms(g, terms, t, skip_inputs=False, input_symbol=None):
-    for u, term_list in terms.items():
-        if skip_inputs and u == input_symbol:
-            continue
-        for term in term_list:
-            v = _node(term.consumer, t)
-            coef = at_step(term.coef, t)
-            if isinstance(u, Param):
-                g.add_node((u.name, None), kind="parameter")
-                g.add_edge((u.name, None), v, kind="parameter", jacobian=None, term=term, t=t)
-                continue
+def _add_terms(g, sweep, t, inputs=True):
+    """One edge per term of the sweep at step ``t`` (the input's only if the step reads one)."""
+    for u, term in sweep.sent_to():
+        if inputs or u != sweep.input_symbol:
             kind = "linear" if term.matrix is not None else "elementwise"
-            g.add_edge(_node(u, t), v, kind=kind, jacobian=term.jacobian(coef), term=term, t=t)
+            g.add_edge(_node(u, t), _node(term.consumer, t), kind=kind, jacobian=term.jacobian(at_step(term.coef, t)),
+                       term=term, t=t)
+    for name, terms in sweep.params.items():
+        for term in terms:
+            g.add_node((name, None), kind="parameter")
+            g.add_edge((name, None), _node(term.consumer, t), kind="parameter", jacobian=None, term=term, t=t)
 
 
 def adjoint_recurrence_from_graph(graph, node):

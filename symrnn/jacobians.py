@@ -1,6 +1,7 @@
 """Exact step Jacobians ``ds_t/ds'_{t-1}`` as numbers, for studies of gradient decay.
 
-The symbolic Jacobians of :attr:`symrnn.bptt.Derivation.step_jacobians` are
+The symbolic Jacobians (:meth:`symrnn.bptt.Sweep.step_jacobians`, read from the
+assembled reverse sweep: :attr:`symrnn.bptt.Derivation.step_jacobians`) are
 sums of ordered products of ``Diag(v)`` and parameter matrices; here they are
 evaluated at every step of a forward pass.  Products of them give
 ``dh_T/dh_t``, whose norms vanish or explode; :func:`log_norms_of_products`
@@ -17,8 +18,9 @@ from .functions import lambdify_numpy
 from .symbols import MatVec, Param, parse, tsym
 
 
-def _values(model, params, X, cache):
-    """Every time-indexed vector of the step at all steps: symbol -> (T, N, size)."""
+def step_values(model, params, X, cache):
+    """Every time-indexed vector of the step at all steps (symbol -> (T, N, size)) and the vector
+    parameters (symbol -> (size,)), from a forward pass's ``cache``."""
     cell = model.cell
     values = {cell.input_symbol: X}
     for s in cell.states:
@@ -33,16 +35,19 @@ def _values(model, params, X, cache):
     return values
 
 
-def _vector(expr, values, params):
+def vector_function(expr):
+    """An elementwise expression (products ``P v`` included) as a NumPy function of
+    ``(values, params)``: at all steps at once when ``values`` are :func:`step_values`."""
     atoms = {m: sp.Dummy() for m in expr.atoms(MatVec)}
+    restore = {d: m for m, d in atoms.items()}
     flat = expr.xreplace(atoms)
-    symbols = sorted(flat.free_symbols, key=lambda s: s.name)
+    symbols = sorted(flat.free_symbols, key=sp.default_sort_key)
     fn = lambdify_numpy(symbols, flat)
-    args = []
-    for s in symbols:
-        m = next((m for m, d in atoms.items() if d == s), None)
-        args.append(values[m.args[1]] @ params[m.args[0].name].T if m is not None else values[s])
-    return fn(*args)
+
+    def at(values, params):
+        return fn(*[values[restore[s].args[1]] @ params[restore[s].args[0].name].T if s in restore else values[s]
+                    for s in symbols])
+    return at
 
 
 def _evaluate(expr, values, params, shape):
@@ -63,7 +68,7 @@ def _evaluate(expr, values, params, shape):
             out = out * float(c)
         return out
     if isinstance(expr, Diag):
-        v = np.broadcast_to(_vector(expr.args[0], values, params), shape[:-1])
+        v = np.broadcast_to(vector_function(expr.args[0])(values, params), shape[:-1])
         return v[..., :, None] * np.eye(shape[-1])
     if isinstance(expr, sp.Pow) and not expr.base.is_commutative and expr.exp.is_Integer and expr.exp > 0:
         base = _evaluate(expr.base, values, params, shape)  # W @ (W @ h) gives W**2
@@ -82,12 +87,11 @@ def step_jacobians(model, params, inputs, h0=None):
     Every step reads an input (the architecture does not enter here).
     """
     params, X, cache = model.run_cell(params, inputs, h0)
-    values = _values(model, params, X, cache)
+    values = step_values(model, params, X, cache)
     T, N = X.shape[:2]
     H = model.sizes["H"]
-    derivation = model.derive()
     return {key: _evaluate(expr, values, params, (T, N, H, H))
-            for key, expr in derivation.step_jacobians.items()}
+            for key, expr in model.derive().step_jacobians.items()}
 
 
 def log_norms_of_products(jacobians, ord=2):

@@ -24,7 +24,7 @@ import sympy as sp
 from ..bptt import Diag
 from ..errors import ShapeError, UnknownNameError
 from ..functions import lambdify_numpy
-from ..jacobians import _values
+from ..jacobians import step_values as _values
 from ..symbols import MatVec
 
 #: bytes of step Jacobians held at once (a chunk)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..bptt import Derivation
 from ..errors import ParameterError, UnknownNameError
 from . import document as _latex
 from . import markdown as _markdown
@@ -232,3 +233,8 @@ def derivation_latex(derivation) -> str:
         lines.append(f"{lhs} &= {broken[0]}")
         lines += [rf"&\quad {{}}{line}" for line in broken[1:]]
     return "$$\n\\begin{aligned}\n" + " \\\\\n".join(lines) + "\n\\end{aligned}\n$$"
+
+
+# Jupyter renders a derivation as its equations: the report layer attaches the method to the
+# engine's class when it is imported (the engine never imports a report).
+Derivation._repr_latex_ = derivation_latex

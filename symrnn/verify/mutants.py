@@ -1,10 +1,11 @@
 """Mutants of the exact backward pass: the mistakes people make, for naming a wrong gradient.
 
-:func:`backward` is a second, plain reverse sweep over a cell's step equations
-(the adjoint terms of :func:`symrnn.bptt.local_terms`, each local derivative
-by ``sympy.diff``, evaluated step by step with NumPy).  Without a mutation it
-gives the exact gradients of a layer (``loss="upstream"``); a :class:`Mutation`
-changes one thing in it, the way a hand-written backward goes wrong:
+:func:`backward` runs the exact reverse sweep of a cell (the one
+:func:`symrnn.bptt.assemble` builds from the local terms) with NumPy, step by step.
+Without a mutation it gives the exact gradients of a layer (``loss="upstream"``); a
+:class:`Mutation` changes one thing, the way a hand-written backward goes wrong.  What a
+mistake changes in a step is a change of the sweep's terms (:func:`mutated_sweep`); the
+rest is in the loop over the steps and the final sums:
 
 * a local derivative rewritten (an activation's derivative missing, or taken
   at the pre-activation), for one function application of one equation;
@@ -26,13 +27,14 @@ from __future__ import annotations
 
 import re
 import weakref
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import sympy as sp
 
-from ..bptt import local_terms
-from ..functions import derivative, lambdify_numpy, to_vocabulary
+from ..bptt import assemble
+from ..functions import derivative, to_vocabulary
+from ..jacobians import step_values, vector_function
 from ..symbols import MatVec, Param, bar, linear_maps, parse, tsym
 from ..truncated import Truncation, truncated_loss_and_grads
 
@@ -67,13 +69,69 @@ class Mutation:
     changes: str = ""  # the adjoint or gradient it changes (for the report)
 
 
-# -- the sweep ---------------------------------------------------------------------------------
-@dataclass
-class _Compiled:
-    equations: list
-    terms: dict
-    coefs: dict = field(default_factory=dict)  # (target, u) -> (symbols, function)
-    partner: dict = field(default_factory=dict)  # coefficient key -> the swapped gate's key
+# -- a mistake as a change of the sweep's terms ------------------------------------------------
+EXACT = Mutation("exact", "")
+
+
+class _Transposed(Param):
+    """``P`` standing where the sweep sends back through ``P^T``: a matrix used untransposed."""
+
+
+_CACHE = weakref.WeakKeyDictionary()  # cell -> {"sweeps": {...}, "functions": {...}}: symbolic work once
+
+
+def _cached(cell, kind):
+    return _CACHE.setdefault(cell, {"sweeps": {}, "functions": {}})[kind]
+
+
+def _exact_sweep(cell, out=None):
+    """The cell's sweep; the upstream gradient enters at ``out`` (default: the output state)."""
+    out = out or cell.output_state
+    sweeps = _cached(cell, "sweeps")
+    if out not in sweeps:
+        sweeps[out] = assemble(cell.equations, cell.states, cell.input_symbol, list(cell.params), (out,))
+    return sweeps[out]
+
+
+def mutated_sweep(model, mutation):
+    """The exact sweep of ``model``'s cell (:func:`symrnn.bptt.assemble`) changed as ``mutation``
+    says: derivatives rewritten, two gates' terms exchanged, ``h_t`` for ``h_{t-1}`` in the
+    parameters' terms, ``P`` for ``P^T`` back to the previous state, a state's carry dropped.
+    (The rest of a mistake is in the loop over steps and the sums: see :func:`backward`.)"""
+    cell, m = model.cell, mutation
+    square = tuple(p for p, shape in sorted(model.param_shapes.items())
+                   if m.untransposed and p in cell.params and len(shape) == 2 and shape[0] == shape[1])
+    key = (model.out, m.rewrite, m.swap, m.current_for_previous, square, m.drop_carry)
+    sweeps = _cached(cell, "sweeps")
+    if key not in sweeps:
+        sweep = _exact_sweep(cell, model.out)
+        if m.rewrite:
+            sweep = sweep.map(lambda u, t: _rewritten(cell, u, t, m.rewrite))
+        if m.swap:
+            sweep = _swapped(cell, sweep, *m.swap)
+        if m.current_for_previous:
+            sweep = sweep.map(lambda u, t: replace(t, vector=tsym(parse(t.vector)[0]))
+                              if t.vector is not None and parse(t.vector)[1] == -1 else t)
+        if square:
+            sweep = sweep.map(lambda u, t: replace(t, matrix=_Transposed(t.matrix.name))
+                              if t.vector is None and t.matrix is not None and t.matrix.name in square
+                              and parse(u) is not None and parse(u)[1] == -1 else t)
+        for s in m.drop_carry:
+            sweep = sweep.replace_adjoint(tsym(s), carried=False)
+        sweeps[key] = sweep
+    return sweeps[key]
+
+
+def _rewritten(cell, u, term, rewrite):
+    """``term`` with its coefficient re-derived under the rewritten derivatives of its equation."""
+    if all(target != term.consumer for target, _, _ in rewrite):
+        return term
+    eq = next(e for e in cell.equations if e.target == term.consumer)
+    wrt = u
+    if term.matrix is not None:
+        vector = term.vector if term.vector is not None else u
+        wrt = next(m for m in linear_maps(eq.rhs) if m.args[0] == term.matrix and m.args[1] == vector)
+    return replace(term, coef=_coef(eq, wrt, rewrite))
 
 
 def _flat(rhs):
@@ -82,8 +140,8 @@ def _flat(rhs):
 
 
 def _coef(eq, u, rewrite):
-    """d rhs / d u (u a quantity, or the dummy of a product ``P v``), with a rewritten
-    derivative of one function application when asked."""
+    """d rhs / d u (u a quantity, or a product ``P v``), with a rewritten derivative of one
+    function application where ``rewrite`` says."""
     flat, restore, atoms = _flat(eq.rhs)
     u = atoms.get(u, u)
     exact = derivative(flat, u)
@@ -93,10 +151,8 @@ def _coef(eq, u, rewrite):
         app_flat = app.xreplace(atoms)
         F = sp.Dummy("F")
         with_F = flat.xreplace({app_flat: F})
-        if F not in with_F.free_symbols:
-            continue
         inner = derivative(app_flat.args[0], u)
-        if inner == 0:
+        if F not in with_F.free_symbols or inner == 0:
             continue
         fprime = to_vocabulary(app_flat.fdiff(1))  # the function's own rule, at its argument
         if mode == "missing":
@@ -107,41 +163,6 @@ def _coef(eq, u, rewrite):
             fprime = fprime.xreplace({app_flat: app_flat.args[0]})
         exact = (derivative(with_F, u) + derivative(with_F, F) * fprime * inner).xreplace({F: app_flat})
     return exact.xreplace({flat: eq.target}).xreplace(restore)
-
-
-_COMPILED = weakref.WeakKeyDictionary()  # cell -> {(rewrite, swap): _Compiled}: symbolic work once
-
-
-def _compile(cell, mutation):
-    """The sweep's coefficients for the mutation's rewritten derivatives and swapped gates (the rest
-    of a mutation is numbers: the symbolic work is shared)."""
-    per_cell = _COMPILED.setdefault(cell, {})
-    key = (mutation.rewrite, mutation.swap)
-    if key not in per_cell:
-        per_cell[key] = _compile_now(cell, mutation)
-    return per_cell[key]
-
-
-def _compile_now(cell, mutation):
-    terms = local_terms(cell.equations)
-    c = _Compiled(list(cell.equations), terms)
-    for u, ts in terms.items():
-        for t in ts:
-            key = (t.consumer, u if t.matrix is None or t.vector is not None else ("mat", t.matrix, u))
-            if key in c.coefs:
-                continue
-            eq = next(e for e in cell.equations if e.target == t.consumer)
-            wrt = u
-            if t.matrix is not None:
-                wrt = next(m for m in linear_maps(eq.rhs) if m.args[0] == t.matrix
-                           and (m.args[1] == (t.vector if t.vector is not None else u)))
-            expr = _coef(eq, wrt, mutation.rewrite) if mutation.rewrite else t.coef
-            flat, restore, atoms = _flat(expr)
-            symbols = sorted(flat.free_symbols, key=sp.default_sort_key)
-            c.coefs[key] = (symbols, restore, lambdify_numpy(symbols, flat))
-    if mutation.swap:
-        c.partner = _partners(cell, c, *mutation.swap)
-    return c
 
 
 def _gate_shape(eq):
@@ -160,30 +181,40 @@ def _gate_shape(eq):
     return (type(apps[0]), maps, tuple(biases)) if maps and len(biases) <= 1 else None
 
 
-def _partners(cell, compiled, a, b):
-    """Coefficient keys of gate ``a`` mapped to the matching ones of gate ``b`` and back."""
+def _swapped(cell, sweep, a, b):
+    """The sweep with gate ``a``'s terms through its matrices and bias carrying gate ``b``'s
+    adjoint and coefficient, and the other way round (the matrices they multiply stay)."""
     shapes = {eq.target: _gate_shape(eq) for eq in cell.equations}
     (_, maps_a, bias_a), (_, maps_b, bias_b) = shapes[a], shapes[b]
-    out = {}
-    for v in maps_a:
-        for key_a, key_b in (((a, Param(maps_a[v].name)), (b, Param(maps_b[v].name))),
-                             ((a, ("mat", maps_a[v], v)), (b, ("mat", maps_b[v], v)))):
-            out[key_a], out[key_b] = key_b, key_a
-    for pa, pb in zip(bias_a, bias_b):
-        out[(a, pa)], out[(b, pb)] = (b, pb), (a, pa)
-    return {k: v for k, v in out.items() if k in compiled.coefs and v in compiled.coefs}
+    partner = {}
+    for pa, pb in [(maps_a[v], maps_b[v]) for v in maps_a] + list(zip(bias_a, bias_b)):
+        partner[pa], partner[pb] = pb, pa
+    other = {a: b, b: a}
+
+    index = {(t.consumer, u, t.matrix): t for u, t in _all_terms(sweep)}
+
+    def exchange(u, t):
+        if t.consumer not in other or (u not in partner and t.matrix not in partner):
+            return t
+        mate = index.get((other[t.consumer], partner.get(u, u), partner.get(t.matrix, t.matrix)))
+        return t if mate is None else replace(t, consumer=mate.consumer, coef=mate.coef)
+    return sweep.map(exchange)
+
+
+def _all_terms(sweep):
+    return sweep.sent_to() + [(Param(p), t) for p, ts in sweep.params.items() for t in ts]
 
 
 def input_terms(model):
     """The terms through which the input is read (``P x_t``), in the sweep's order."""
-    return list(_compile(model.cell, Mutation("exact", "")).terms.get(model.cell.input_symbol, []))
+    return list(_exact_sweep(model.cell).inputs)
 
 
 def recurrent_matrices(cell):
     """The parameters that multiply a previous state (``W`` in ``W h[t-1]``)."""
-    terms = local_terms(cell.equations)
+    sweep = _exact_sweep(cell)
     return [name for name, spec in cell.params.items() if spec.is_matrix
-            and any(t.vector is not None and parse(t.vector)[1] == -1 for t in terms.get(Param(name), []))]
+            and any(t.vector is not None and parse(t.vector)[1] == -1 for t in sweep.params[name])]
 
 
 def swappable_gates(cell):
@@ -194,101 +225,90 @@ def swappable_gates(cell):
             if set(shapes[a][1]) == set(shapes[b][1]) and len(shapes[a][2]) == len(shapes[b][2])]
 
 
-def _values(model, params, X, cache, t):
-    cell = model.cell
-    v = {cell.input_symbol: X[t]}
-    for s in cell.states:
-        v[tsym(s, -1)], v[tsym(s)] = cache[f"S_{s}"][t], cache[f"S_{s}"][t + 1]
-    for eq in cell.equations:
-        if eq.kind == "let":
-            v[eq.target] = cache[f"C_{parse(eq.target)[0]}"][t]
-    for name, spec in cell.params.items():
-        if not spec.is_matrix:
-            v[Param(name)] = params[name]
-    return v
+# -- the sweep run with NumPy ------------------------------------------------------------------
+class _Numeric:
+    """A sweep evaluated with NumPy: its coefficients at all steps at once, its sums step by step."""
 
+    def __init__(self, cell, sweep, values, params):
+        functions = _cached(cell, "functions")
+        self.sweep, self.values, self.params = sweep, values, params
+        self.coefs = {}
+        for _, t in _all_terms(sweep):
+            if t.coef not in self.coefs:
+                if t.coef not in functions:
+                    functions[t.coef] = vector_function(t.coef)
+                self.coefs[t.coef] = functions[t.coef](values, params)
 
-def _evaluate(entry, values, params):
-    symbols, restore, fn = entry
-    args = []
-    for s in symbols:
-        if s in restore:
-            P, vec = restore[s].args
-            args.append(values[vec] @ params[P.name].T)
-        else:
-            args.append(values[s])
-    return fn(*args)
+    def q(self, term, adj, t):
+        """``coef * bar consumer`` at step ``t``."""
+        c = self.coefs[term.coef]
+        return adj[term.consumer] * (c[t] if np.ndim(c) == 3 else c)
+
+    def sends(self, terms, adj, t, absolute=False):
+        """What ``terms`` send back at step ``t`` (``absolute``: the sum of their |values|)."""
+        total = 0
+        for term in terms:
+            q = self.q(term, adj, t)
+            if term.matrix is not None:
+                P = self.params[term.matrix.name]
+                P = P.T if isinstance(term.matrix, _Transposed) else P
+                q = np.abs(q) @ np.abs(P) if absolute else q @ P
+            elif absolute:
+                q = np.abs(q)
+            total = total + q
+        return total
+
+    def adjoints(self, t, upstream, carry):
+        """``{y[t]: bar y[t]}`` at step ``t``, in the sweep's order."""
+        adj = {}
+        for a in self.sweep.adjoints:
+            total = np.zeros_like(self.values[a.target][t])
+            if a.external:
+                total = total + upstream
+            if a.carried:
+                total = total + carry[parse(a.target)[0]]
+            adj[a.target] = total + self.sends(a.sends, adj, t)
+        return adj
 
 
 def backward(model, params, X, h0, upstream, final_grads=None, mutation=None, term_scales=False, record=None):
-    """Gradients of ``sum_t <upstream_t, h_t> (+ <final, s_T>)`` by a plain reverse sweep
-    (``mutation`` changes it); keys as ``Model.loss_and_grads``.
+    """Gradients of ``sum_t <upstream_t, h_t> (+ <final, s_T>)`` by the cell's sweep run with NumPy
+    step by step (``mutation``: changed as :func:`mutated_sweep` says, and the loop and the sums as
+    the mutation says); keys as ``Model.loss_and_grads``.
 
     With ``term_scales=True`` each returned entry is instead the sum of the absolute values of
     the terms that make it up (the adjoints themselves propagate as usual): the scale of the
     rounding error of the last sums, where cancellation shows.  ``record`` (a dict) receives, per
     step, what each product ``P x_t`` carries back (``{t: {P: (N, rows)}}``): the gate blocks."""
-    m = mutation or Mutation("exact", "")
+    m = mutation or EXACT
     if m.truncation:
         return truncated_loss_and_grads(model, params, X, upstream, Truncation(*m.truncation), h0,
                                         reset_state=m.reset_state)[1]
     cell = model.cell
-    params_c, X, S0 = model._prepare_inputs(params, X, h0)
-    cache = model.cell_code.forward(params_c, X, S0, model.sizes)
-    mutated = _compile(cell, m)
-    unmutated = _compile(cell, replace(m, rewrite=())) if m.rewrite_at else mutated
+    params, X, S0 = model._prepare_inputs(params, X, h0)
+    values = step_values(model, params, X, model.cell_code.forward(params, X, S0, model.sizes))
     T, N = X.shape[0], X.shape[1]
-    grads = {k: np.zeros(s) for k, s in ((k, model.param_shapes[k]) for k in cell.params)}
+    mutated = _Numeric(cell, mutated_sweep(model, m), values, params)
+    exact = _Numeric(cell, mutated_sweep(model, replace(m, rewrite=())), values, params) if m.rewrite_at else mutated
+    rewritten_step = {"first": 0, "last": T - 1}.get(m.rewrite_at)
+    grads = {k: np.zeros(model.param_shapes[k]) for k in cell.params}
     dX = np.zeros_like(X)
     carry = {s: np.array((final_grads or {}).get(s, np.zeros((N, model.state_size(s)))), dtype=float)
              for s in cell.states}
-    for t in range(T - 1, -1, -1):
-        if m.last_steps and t < T - m.last_steps:  # for t in reversed(range(T - k, T)): the rest never runs
-            break
-        here = not m.rewrite_at or t == {"first": 0, "last": T - 1}[m.rewrite_at]
-        compiled = mutated if here else unmutated
-        assembly = compiled  # term scales: the same terms, summed in absolute value
-        values = _values(model, params_c, X, cache, t)
+    first = max(T - m.last_steps, 0) if m.last_steps else int(m.first_step_skipped)  # steps before it never run
+    for t in range(T - 1, first - 1, -1):
+        num = mutated if rewritten_step in (None, t) else exact
         if m.scale_message and m.scale_message[1] == t:
             carry[m.scale_message[0]] = carry[m.scale_message[0]] * m.scale_message[2]
-        if m.first_step_skipped and t == 0:  # range(T - 1, 0, -1): what step 2 sends to s_1 is returned as dL/ds_0
-            break
-        adj = {}
-        for eq in reversed(compiled.equations):
-            y = eq.target
-            base = parse(y)[0]
-            total = np.zeros_like(values[y])
-            if base == model.out:
-                total = total + upstream[t]
-            if eq.kind == "state" and base not in m.drop_carry:
-                total = total + carry[base]
-            total = total + _sends(compiled, y, adj, values, params_c, m)
-            adj[y] = total
-        for s in cell.states:
-            carry[s] = _sends(assembly if t == 0 else compiled, tsym(s, -1), adj, values, params_c, m,
-                              term_scales and t == 0)
-        dX[t] = _sends(assembly, cell.input_symbol, adj, values, params_c, m, term_scales)
+        adj = num.adjoints(t, upstream[t], carry)
+        carry = {s: num.sends(ts, adj, t, term_scales and t == 0) for s, ts in num.sweep.carries.items()}
+        dX[t] = num.sends(num.sweep.inputs, adj, t, term_scales)
         if record is not None:
-            record[t] = {term.matrix.name: _q(compiled, (term.consumer, ("mat", term.matrix, cell.input_symbol)), adj,
-                                              values, params_c)
-                         for term in compiled.terms.get(cell.input_symbol, []) if term.matrix is not None}
+            record[t] = {term.matrix.name: num.q(term, adj, t) for term in num.sweep.inputs if term.matrix is not None}
         skipped = (m.skip_step == "first" and t == 0) or (m.skip_step == "last" and t == T - 1)
         for name, spec in cell.params.items():
-            if skipped and (not m.skip_only or name in m.skip_only):
-                continue
-            for term in compiled.terms.get(Param(name), []):
-                q = _q(assembly, (term.consumer, Param(name)), adj, values, params_c)
-                q = np.abs(q) if term_scales else q
-                if spec.is_matrix:
-                    vec = term.vector
-                    if m.current_for_previous and parse(vec)[1] == -1:
-                        vec = tsym(parse(vec)[0])
-                    grads[name] += q.T @ (np.abs(values[vec]) if term_scales else values[vec])
-                else:
-                    q = q[:1] if m.bias_first_example else q
-                    grads[name] += q.sum(axis=0) / (N if m.bias_mean else 1)
-            if m.clip_inside:
-                np.clip(grads[name], -m.clip_inside, m.clip_inside, out=grads[name])
+            if not (skipped and (not m.skip_only or name in m.skip_only)):
+                _collect(grads[name], num, num.sweep.params[name], adj, t, m, term_scales)
     scale = {"T": 1.0 / T, "N": 1.0 / N}.get(m.divide_by, 1.0) * {"T": T, "N": N}.get(m.multiply_by, 1.0)
     out = {k: v * scale for k, v in grads.items()}
     out[model.input_name] = dX
@@ -297,29 +317,20 @@ def backward(model, params, X, h0, upstream, final_grads=None, mutation=None, te
     return out
 
 
-def _q(compiled, key, adj, values, params):
-    """``adj[consumer] * d consumer / d u``: what a term carries (the swapped gate's, under a swap)."""
-    key = compiled.partner.get(key, key)
-    return adj[key[0]] * _evaluate(compiled.coefs[key], values, params)
-
-
-def _sends(compiled, u, adj, values, params, m, absolute=False):
-    """What the consumers of ``u`` at this step send back to it (``absolute``: the sum of |terms|)."""
-    total = 0
-    for term in compiled.terms.get(u, []):
+def _collect(grad, num, terms, adj, t, m, absolute):
+    """Adds step ``t``'s terms of one parameter to its running gradient (in place)."""
+    for term in terms:
+        q = num.q(term, adj, t)
+        q = np.abs(q) if absolute else q
         if term.vector is not None:
-            continue
-        key = (term.consumer, u) if term.matrix is None else (term.consumer, ("mat", term.matrix, u))
-        q = _q(compiled, key, adj, values, params)
-        if term.matrix is not None:
-            P = params[term.matrix.name]
-            square_recurrent = m.untransposed and parse(u)[1] == -1 and P.shape[0] == P.shape[1]
-            P = P.T if square_recurrent else P
-            q = np.abs(q) @ np.abs(P) if absolute else q @ P
-        elif absolute:
-            q = np.abs(q)
-        total = total + q
-    return total
+            v = num.values[term.vector][t]
+            grad += q.T @ (np.abs(v) if absolute else v)
+        else:
+            n = q.shape[0]
+            q = q[:1] if m.bias_first_example else q
+            grad += q.sum(axis=0) / (n if m.bias_mean else 1)
+    if m.clip_inside:
+        np.clip(grad, -m.clip_inside, m.clip_inside, out=grad)
 
 
 def candidate(model, problem, mutation):
@@ -392,7 +403,28 @@ def mutations_for(model, T=8, truncation=None):
     :class:`~symrnn.truncated.Truncation`: the mistakes of truncated BPTT)."""
     if truncation is not None:
         return _truncation_mistakes(truncation, T)
-    cell = model.cell
+    out = _derivative_mistakes(model.cell) + _carry_mistakes(model) + _assembly_mistakes(model)
+    out += [Mutation(f"backward-over-last-{k}-steps", f"the backward loop runs over the last {k} step"
+                                                      f"{'s' if k > 1 else ''} only (for t in reversed(range(T - {k}, T))):"
+                                                      f" the earlier steps add nothing to the gradients",
+                     last_steps=k, changes="bar h[t]")
+            for k in range(1, T - 1)]  # k = T - 1 is first-step-skipped
+    if model.architecture.name != "many-to-many":  # truncation is defined for a loss at every step
+        return out
+    out += [Mutation(f"truncated-after-{k}", f"BPTT is truncated: each upstream gradient travels back {k} "
+                                             f"step{'s' if k > 1 else ''} only", truncation=(1, k),
+                     changes="bar h[t]")
+            for k in range(1, T)]
+    out += [Mutation(f"chunks-of-{k}", f"BPTT in chunks of {k} steps (min-char-rnn's truncation, TBPTT(k1=k2={k})): "
+                                       f"the gradient does not cross the chunk boundaries; declare "
+                                       f"truncation={k} if that is intended", truncation=(k, k), changes="bar h[t]")
+            for k in range(2, T)]
+    return out
+
+
+def _derivative_mistakes(cell):
+    """A local derivative wrong: missing (everywhere, or at the first or last step only), taken at
+    the pre-activation, or the gate written for its derivative."""
     out = []
     for eq, app in _applications(cell):
         fn = type(app).__name__
@@ -419,6 +451,12 @@ def mutations_for(model, T=8, truncation=None):
                                 f"the derivative of sigmoid in {where} is written as the gate itself, s instead of "
                                 f"s * (1 - s)", where=str(eq.target), rewrite=((eq.target, app, "as-output"),),
                                 changes=str(bar(eq.target))))
+    return out
+
+
+def _carry_mistakes(model):
+    """A state's message from the next step dropped, two gates' blocks swapped."""
+    cell, out = model.cell, []
     for s in cell.states:
         role = "recurrent term" if s == model.out else f"{s} path"
         out.append(Mutation("recurrent-term-dropped" if s == model.out else f"{s}-path-dropped",
@@ -432,7 +470,14 @@ def mutations_for(model, T=8, truncation=None):
                             f"the stacked gate gradient are in the wrong order (a slicing or gate-order mistake), "
                             f"so every gradient computed from them is wrong", where=f"{a}, {b}", swap=(a, b),
                             changes=f"the pre-activation adjoints of {a_} and {b_}"))
-    out += [
+    return out
+
+
+def _assembly_mistakes(model):
+    """The parameter gradients put together wrongly: steps missing, scaled, the bias, a transpose,
+    clipping inside the loop."""
+    cell = model.cell
+    out = [
         Mutation("first-term-missing", "the t = 1 term (the first step's, with h_0) is missing from the parameter "
                                        "gradients: the loop over time stops one step early", skip_step="first",
                  changes="dL/dW"),
@@ -474,21 +519,6 @@ def mutations_for(model, T=8, truncation=None):
     ]
     if model.readout is not None:  # min-char-rnn clips every gradient, the readout's too
         out.append(replace(out[-1], readout_too=True))
-    out += [Mutation(f"backward-over-last-{k}-steps", f"the backward loop runs over the last {k} step"
-                                                      f"{'s' if k > 1 else ''} only (for t in reversed(range(T - {k}, T))):"
-                                                      f" the earlier steps add nothing to the gradients",
-                     last_steps=k, changes="bar h[t]")
-            for k in range(1, T - 1)]  # k = T - 1 is first-step-skipped
-    if model.architecture.name != "many-to-many":  # truncation is defined for a loss at every step
-        return out
-    out += [Mutation(f"truncated-after-{k}", f"BPTT is truncated: each upstream gradient travels back {k} "
-                                             f"step{'s' if k > 1 else ''} only", truncation=(1, k),
-                     changes="bar h[t]")
-            for k in range(1, T)]
-    out += [Mutation(f"chunks-of-{k}", f"BPTT in chunks of {k} steps (min-char-rnn's truncation, TBPTT(k1=k2={k})): "
-                                       f"the gradient does not cross the chunk boundaries; declare "
-                                       f"truncation={k} if that is intended", truncation=(k, k), changes="bar h[t]")
-            for k in range(2, T)]
     return out
 
 
