@@ -23,7 +23,8 @@ from dataclasses import dataclass, replace
 
 import sympy as sp
 
-from .functions import derivative
+from . import cache
+from .functions import cache_key, derivative, from_srepr
 from .symbols import MatTVec, Outer, Param, bar, linear_maps, parse, shift, tsym
 
 
@@ -63,8 +64,19 @@ def local_terms(equations):
     """``{u: [Term, ...]}`` for every quantity and parameter the equations read.
 
     Terms for a matrix parameter ``P`` carry ``vector=u`` (from ``P @ u``);
-    terms for the vector ``u`` itself carry ``matrix=P``.
+    terms for the vector ``u`` itself carry ``matrix=P``.  The derivatives are kept in the disk
+    cache (:mod:`symrnn.cache`) for equations of symrnn's own functions.
     """
+    key = cache_key([(e.target, e.rhs) for e in equations])
+    if key is None:
+        return _local_terms(equations)
+    text = cache.get_or_build("local-terms", key, lambda: sp.srepr(tuple(
+        (u, tuple((t.consumer, t.coef, t.matrix or "", t.vector or "") for t in ts))
+        for u, ts in _local_terms(equations).items())))
+    return {u: [Term(c, coef, m or None, v or None) for c, coef, m, v in ts] for u, ts in from_srepr(text)}
+
+
+def _local_terms(equations):
     terms: dict[sp.Symbol, list[Term]] = {}
     for eq in equations:
         atoms = linear_maps(eq.rhs)

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 
 import sympy as sp
 
+from . import cache
 from .errors import CellDefinitionError, MissingRuleError
-from .functions import derivative, rule_of, to_vocabulary
+from .functions import cache_key, derivative, rule_of, to_vocabulary
 from .symbols import MatVec, Param, parse, tsym
 
 SIZE_NAMES = ("D", "H", "K")
@@ -280,8 +281,7 @@ class Cell:
                 f"{where}: the symbol {s} is not defined in cell {self.name!r}. Known: "
                 f"{sorted(str(k) for k in self.sizes)} and parameters {sorted(self.params)}."
             )
-        _check_constructs(rhs, where)
-        self._check_differentiable(rhs, where)
+        _check_language(rhs, where)
         earlier = {m for e in self.equations for m in e.rhs.atoms(MatVec)}
         for m in sorted(rhs.atoms(MatVec) & earlier, key=sp.default_sort_key):
             P, v = m.args
@@ -340,6 +340,18 @@ class Cell:
                     f"give the function an fdiff method."
                 )
             _check_constructs(d, f"{where}: its derivative with respect to {s} is {d}, and in it")
+
+
+def _check_language(rhs, where):
+    """``rhs`` is in the cell language and differentiable, its derivatives too (a success is kept
+    in the disk cache, :mod:`symrnn.cache`, for expressions of symrnn's own functions)."""
+    def check():
+        _check_constructs(rhs, where)
+        Cell._check_differentiable(rhs, where)
+        return True
+
+    key = cache_key(rhs)
+    return cache.get_or_build("cell-language", key, check) if key else check()
 
 
 def _check_constructs(expr, where):

@@ -28,7 +28,7 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from . import cache
 from .bptt import assemble, local_terms
-from .functions import BUILTIN_FUNCTIONS, RULES, rule_of
+from .functions import RULES, cache_key, rule_of
 from .symbols import MatVec, Param, bar, linear_maps, parse, tsym
 
 
@@ -213,13 +213,11 @@ class BlockCode:
     def _cache_key(self):
         """The block in full, as text; None when a function of the user's appears (its rules are
         the user's code, which the key cannot hold)."""
-        applied = {type(a) for e in self.equations for a in e.rhs.atoms(sp.Function) if not isinstance(a, MatVec)}
-        if not applied <= BUILTIN_FUNCTIONS:
-            return None
         params = {name: spec.shape for name, spec in self.params.items()}
-        return sp.srepr([[(e.target, e.rhs, e.kind) for e in self.equations], self.input_symbol,
-                         sorted(self.states.items()), sorted(params.items()),
-                         sorted((str(k), v) for k, v in self.sizes.items()), self.external])
+        rhs = cache_key([e.rhs for e in self.equations])
+        return None if rhs is None else sp.srepr(
+            [[(e.target, e.rhs, e.kind) for e in self.equations], self.input_symbol, sorted(self.states.items()),
+             sorted(params.items()), sorted((str(k), v) for k, v in self.sizes.items()), self.external])
 
     # -- structure ----------------------------------------------------------
     def _groups(self):

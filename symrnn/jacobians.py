@@ -13,8 +13,9 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 
+from . import cache
 from .bptt import Diag
-from .functions import lambdify_numpy
+from .functions import cache_key, compile_numpy, numpy_source
 from .symbols import MatVec, Param, parse, tsym
 
 
@@ -37,17 +38,31 @@ def step_values(model, params, X, cache):
 
 def vector_function(expr):
     """An elementwise expression (products ``P v`` included) as a NumPy function of
-    ``(values, params)``: at all steps at once when ``values`` are :func:`step_values`."""
+    ``(values, params)``: at all steps at once when ``values`` are :func:`step_values`.
+
+    The generated source is kept in the disk cache (:mod:`symrnn.cache`) when ``expr`` uses
+    symrnn's own functions only."""
+    key = cache_key(expr)
+    spec = cache.get_or_build("vector-function", key, lambda: _spec(expr)) if key else _spec(expr)
+    fn = compile_numpy(spec["source"], "<symrnn-coefficient>")
+    arguments = spec["arguments"]
+
+    def at(values, params):
+        named = {str(k): v for k, v in values.items()}
+        return fn(*[named[vector] @ params[matrix].T if matrix else named[vector] for matrix, vector in arguments])
+    return at
+
+
+def _spec(expr):
+    """The source of ``expr`` as a NumPy function and what each argument is: ``[matrix, vector]``
+    (the product ``matrix @ vector``) or ``["", vector]``."""
     atoms = {m: sp.Dummy() for m in expr.atoms(MatVec)}
     restore = {d: m for m, d in atoms.items()}
     flat = expr.xreplace(atoms)
     symbols = sorted(flat.free_symbols, key=sp.default_sort_key)
-    fn = lambdify_numpy(symbols, flat)
-
-    def at(values, params):
-        return fn(*[values[restore[s].args[1]] @ params[restore[s].args[0].name].T if s in restore else values[s]
-                    for s in symbols])
-    return at
+    arguments = [[restore[s].args[0].name, str(restore[s].args[1])] if s in restore else ["", str(s)]
+                 for s in symbols]
+    return {"source": numpy_source(symbols, flat), "arguments": arguments}
 
 
 def _evaluate(expr, values, params, shape):

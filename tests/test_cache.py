@@ -36,8 +36,8 @@ def counting(value):
     return build, calls
 
 
-def entries(folder):
-    return sorted(folder.glob("*/*.json"))
+def entries(folder, kind="*"):
+    return sorted(folder.glob(f"{kind}/*.json"))
 
 
 def test_built_once_then_read(folder):
@@ -146,7 +146,7 @@ def test_a_cached_block_is_the_same_code(folder, name):
     with cache.disabled():
         fresh = _block(cell)
     first = _block(cell)
-    assert len(entries(folder)) == 1
+    assert len(entries(folder, "block")) == 1
     again = _block(cell)
     assert "terms" not in vars(again)  # read from the cache: no symbolic work
     assert (again.forward_source, again.backward_source) == (fresh.forward_source, fresh.backward_source)
@@ -164,7 +164,7 @@ def test_a_users_function_is_never_cached(folder):
     W, U = cell.param("W", "H", "H"), cell.param("U", "H", "D")
     cell.update(h, cubic(U @ x + W @ h))
     _block(cell)
-    assert not entries(folder)
+    assert not entries(folder, "block") and not entries(folder, "cell-language")
 
 
 CHILD = """
@@ -185,7 +185,7 @@ def test_a_new_process_reads_what_another_wrote(folder, tmp_path):
         subprocess.run([sys.executable, "-c", CHILD.replace("OUT", repr(str(out)))], env={**env, **extra},
                        check=True)
         outs.append(np.load(out))
-        assert len(entries(folder)) == (0 if k == 0 else 2)  # the cell's block and the readout's
+        assert len(entries(folder, "block")) == (0 if k == 0 else 2)  # the cell's block and the readout's
     for key in outs[0].files:
         assert np.array_equal(outs[0][key], outs[1][key]) and np.array_equal(outs[0][key], outs[2][key])
 
@@ -200,3 +200,42 @@ def test_verify_no_cache_writes_nothing(folder, tmp_path):
     done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert entries(folder)
+
+
+def test_a_cells_checks_are_kept_and_its_mistakes_never(folder):
+    def cell_with(expr_of):
+        cell = sr.Cell("checked")
+        x, h = cell.input(), cell.state("h")
+        W, U = cell.param("W", "H", "H"), cell.param("U", "H", "D")
+        cell.update(h, expr_of(U @ x, W @ h))
+        return cell
+
+    cell_with(lambda a, b: sr.tanh(a + b))
+    assert entries(folder, "cell-language")
+    for _ in range(2):  # refused every time: a failed check leaves no entry behind
+        with pytest.raises(sr.CellDefinitionError, match="not finite"):
+            cell_with(lambda a, b: sr.tanh(a + b) + sp.oo)
+
+
+@pytest.mark.parametrize("text", ["__import__('os').system('true')", "Symbol('x').__class__", "open('f')",
+                                  "Add(Symbol('x'), lambda: 1)", "[x for x in ()]", "Dummy('x')"])
+def test_stored_expressions_are_read_without_eval(text):
+    from symrnn.functions import from_srepr
+
+    with pytest.raises(ValueError, match="not a stored expression"):
+        from_srepr(text)
+
+
+@pytest.mark.parametrize("name", sr.BUILTIN_CELLS)
+def test_local_terms_read_back_equal_and_in_order(folder, name):
+    from symrnn.bptt import local_terms
+
+    cell = sr.builtin_cell(name)
+    with cache.disabled():
+        fresh = local_terms(cell.equations)
+    local_terms(cell.equations)
+    again = local_terms(cell.equations)
+    assert entries(folder, "local-terms")
+    assert list(again) == list(fresh) and all(again[u] == fresh[u] for u in fresh)
+    assert all(type(t.matrix) is type(f.matrix) and type(u) is type(v) for u, v in zip(again, fresh)
+               for t, f in zip(again[u], fresh[v]))

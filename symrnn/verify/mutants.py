@@ -32,8 +32,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import sympy as sp
 
+from .. import cache
 from ..bptt import assemble
-from ..functions import derivative, to_vocabulary
+from ..functions import cache_key, derivative, from_srepr, to_vocabulary
 from ..jacobians import step_values, vector_function
 from ..symbols import MatVec, Param, bar, linear_maps, parse, tsym
 from ..truncated import Truncation, truncated_loss_and_grads
@@ -135,13 +136,23 @@ def _rewritten(cell, u, term, rewrite):
 
 
 def _flat(rhs):
-    atoms = {m: sp.Dummy(f"m{k}") for k, m in enumerate(linear_maps(rhs))}
+    """``rhs`` with each product ``P v`` a symbol (named so that no cell's symbol can be: the same
+    product gets the same symbol every time, so derivatives taken again are remembered)."""
+    atoms = {m: sp.Symbol(f"{m.args[0].name}@{m.args[1]}") for m in linear_maps(rhs)}
     return rhs.xreplace(atoms), {d: m for m, d in atoms.items()}, atoms
 
 
 def _coef(eq, u, rewrite):
     """d rhs / d u (u a quantity, or a product ``P v``), with a rewritten derivative of one
-    function application where ``rewrite`` says."""
+    function application where ``rewrite`` says (kept in the disk cache, :mod:`symrnn.cache`, for
+    equations of symrnn's own functions)."""
+    if cache_key(eq.rhs) is None:
+        return _derive_coef(eq, u, rewrite)
+    key = sp.srepr((eq.target, eq.rhs, u, rewrite))
+    return from_srepr(cache.get_or_build("mutant-coefficient", key, lambda: sp.srepr(_derive_coef(eq, u, rewrite))))
+
+
+def _derive_coef(eq, u, rewrite):
     flat, restore, atoms = _flat(eq.rhs)
     u = atoms.get(u, u)
     exact = derivative(flat, u)
@@ -149,7 +160,7 @@ def _coef(eq, u, rewrite):
         if target != eq.target:
             continue
         app_flat = app.xreplace(atoms)
-        F = sp.Dummy("F")
+        F = sp.Symbol(f"{type(app).__name__}({app_flat.args[0]})")  # the application as a symbol
         with_F = flat.xreplace({app_flat: F})
         inner = derivative(app_flat.args[0], u)
         if F not in with_F.free_symbols or inner == 0:
