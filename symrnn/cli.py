@@ -45,17 +45,7 @@ def load_cell(spec: str) -> Cell:
     if ":" not in spec:
         return builtin_cell(spec)
     where, _, function = spec.rpartition(":")
-    if where.endswith(".py"):
-        module = load_file(where, what=f"the cell {spec!r}")
-    else:
-        try:
-            module = _import(where)
-        except ImportError as exc:
-            raise UnknownNameError(f"Cannot import {where!r} for the cell {spec!r}: {exc}.") from None
-        except UserCodeError:
-            raise
-        except Exception as exc:
-            raise UserCodeError(f"Importing {where!r} raised {type(exc).__name__}: {exc}") from exc
+    module = _module(where, f"the cell {spec!r}", f" for the cell {spec!r}")
     factory = getattr(module, function, None)
     if factory is None:
         raise UnknownNameError(f"{where!r} has no function {function!r}.")
@@ -138,6 +128,20 @@ def build_model(args, D=3, H=4, K=3):
 
 
 def main(argv=None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return _run(args, parser)
+    except SymRNNError as exc:
+        print(f"symrnn: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `symrnn verify ... | head`: the reader stopped early
+        sys.stderr.close()
+        return 0
+
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="symrnn", description="Exact symbolic BPTT gradients of recurrent networks.")
     parser.add_argument("--version", action="version", version=f"symrnn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -156,6 +160,15 @@ def main(argv=None) -> int:
     _model_arguments(p)
     p.add_argument("--seed", type=int, default=0)
     sub.add_parser("cells", help="list the built-in cells, architectures and losses")
+    _verify_arguments(sub)
+    _decay_arguments(sub.add_parser(
+        "decay", help="gradient decay: norms against lag, Lyapunov spectra, Pascanu bound; writes a report folder"))
+    p = sub.add_parser("demo", help="the main job of `make demo`")
+    p.add_argument("--out", default="reports")
+    return parser
+
+
+def _verify_arguments(sub):
     p = sub.add_parser(
         "verify", help="verify hand-written backprop code against the exact gradients",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -198,19 +211,6 @@ def main(argv=None) -> int:
     p.add_argument("--no-cache", action="store_true",
                    help="neither read nor write the on-disk cache of generated code (symrnn.cache: "
                         "$SYMRNN_CACHE_DIR, else ~/.cache/symrnn); everything is derived in this process")
-    _decay_arguments(sub.add_parser(
-        "decay", help="gradient decay: norms against lag, Lyapunov spectra, Pascanu bound; writes a report folder"))
-    p = sub.add_parser("demo", help="the main job of `make demo`")
-    p.add_argument("--out", default="reports")
-    args = parser.parse_args(argv)
-    try:
-        return _run(args, parser)
-    except SymRNNError as exc:
-        print(f"symrnn: error: {exc}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # `symrnn verify ... | head`: the reader stopped early
-        sys.stderr.close()
-        return 0
 
 
 def _run(args, parser) -> int:
@@ -351,21 +351,26 @@ def load_function(spec: str):
     if ":" not in spec:
         raise UnknownNameError(f"{spec!r}: give file.py:function or package.module:function.")
     where, _, name = spec.rpartition(":")
-    if where.endswith(".py"):
-        module = load_file(where, what=spec)
-    else:
-        try:
-            module = _import(where)
-        except ImportError as exc:
-            raise UnknownNameError(f"Cannot import {where!r}: {exc}.") from None
-        except UserCodeError:
-            raise
-        except Exception as exc:
-            raise UserCodeError(f"Importing {where!r} raised {type(exc).__name__}: {exc}") from exc
+    module = _module(where, spec)
     function = _attribute(module, name)
     if function is None:
         raise UnknownNameError(f"{where!r} has no {name!r}.")
     return module, function
+
+
+def _module(where, what, purpose=""):
+    """The module of ``file.py`` or ``package.module``; what goes wrong importing it is a
+    :class:`UnknownNameError` (not found) or a :class:`UserCodeError` (its code failed)."""
+    if where.endswith(".py"):
+        return load_file(where, what=what)
+    try:
+        return _import(where)
+    except ImportError as exc:
+        raise UnknownNameError(f"Cannot import {where!r}{purpose}: {exc}.") from None
+    except UserCodeError:
+        raise
+    except Exception as exc:
+        raise UserCodeError(f"Importing {where!r} raised {type(exc).__name__}: {exc}") from exc
 
 
 def _attribute(module, dotted):
@@ -433,10 +438,36 @@ def _verify(args) -> int:
 
 
 def _verify_run(args) -> int:
-    from . import verify as V
     from .verify.replay import shown_path
-    from .verify.signatures import forward_name
 
+    truncation, clip = _verify_usage(args)
+    module, function = load_function(args.target)
+    if args.cell is not None and ":" in args.cell:  # a user's cell, file.py:function returning a Cell
+        args.cell = load_cell(args.cell)
+    sizes = _sizes(args.sizes)
+    common = dict(D=sizes.get("D", 3), H=sizes.get("H", 4), N=sizes.get("N", 3), seed=args.seed)
+    if args.replay:
+        common["replay"] = _declared_by_replay(args)
+    if args.save_to:
+        from .fileio import check_writable
+
+        check_writable(args.save_to)
+        common["save_to"] = args.save_to
+    result = _verify_mode(args, module, function, sizes, dict(truncation=truncation, clip=clip, search=args.search),
+                          common)
+    if result.found and result.minimal:  # replayed by the same command line, which finds the cell again
+        command = ["symrnn", "verify", args.target] + (["--forward", args.forward] if args.forward else []) \
+            + (["--cell", args.cell] if isinstance(args.cell, str) else []) + ["--replay", shown_path(result.minimal["path"])]
+        result.minimal["command"] = " ".join(shlex.quote(str(p)) for p in command)
+    if args.json:
+        result.to_json(args.json)
+    _print_report(result, args.show_code)
+    return EXIT_RIGHT if result.ok else EXIT_FORWARD if not result.forward.ok else EXIT_WRONG
+
+
+def _verify_usage(args):
+    """The usage errors found before any work (a bad path, option or combination); the declared
+    truncation and clipping."""
     if args.json:
         from .fileio import check_writable
 
@@ -445,66 +476,66 @@ def _verify_run(args) -> int:
     for option in ("search", "seed"):
         if getattr(args, option) < 0:
             raise UnknownNameError(f"--{option} {getattr(args, option)}: give a number >= 0.")
-    module, function = load_function(args.target)
-    if args.cell is not None and ":" in args.cell:  # a user's cell, file.py:function returning a Cell
-        args.cell = load_cell(args.cell)
-    sizes = _sizes(args.sizes)
-    common = dict(D=sizes.get("D", 3), H=sizes.get("H", 4), N=sizes.get("N", 3), seed=args.seed)
     if args.search and args.mode not in ("layer", "loss"):
         raise UnknownNameError(f"--search works in layer and loss mode, not in {args.mode} mode.")
     if args.replay and (args.truncation or args.clip):
         raise UnknownNameError("--replay runs the case as it was saved, truncation and clipping included; drop "
                                "--truncation/--clip (or verify anew without --replay).")
-    if args.replay:
-        from .verify.shrink import load_case
+    return truncation, clip
 
-        meta = load_case(args.replay)[0]  # the declared model comes from the file
-        for key in ("loss", "reduction", "architecture"):
-            setattr(args, key, meta.get(key, getattr(args, key)))
-        if args.cell is None and meta.get("cell") in BUILTIN_CELLS and meta.get("layout") in LAYOUTS:
-            args.cell, args.layout = meta["cell"], args.layout or meta["layout"]  # saved by a declared verification
-        common["replay"] = args.replay
-    declared = dict(truncation=truncation, clip=clip, search=args.search)
-    if args.save_to:
-        from .fileio import check_writable
 
-        check_writable(args.save_to)
-        common["save_to"] = args.save_to
-    if args.mode in ("layer", "step"):
-        name = args.forward or forward_name(args.target.rpartition(':')[2])  # the name typed, not __name__
-        forward = _attribute(module, name) if name else None
-        if forward is None:
-            looked = f"looked for {name!r}" if name else "its name does not end in 'backward'"
-            raise UnknownNameError(f"No forward for {function.__name__!r} in {args.target.rpartition(':')[0]!r}"
-                                   f" ({looked}); name it with --forward NAME.")
-        if args.mode == "layer":  # no --layout: found from the forward (for the --cell given, if any)
-            builtin = args.cell is None or isinstance(args.cell, str)
-            layout = args.layout or ("auto" if builtin and args.cell is not None else None if builtin else "cs231n")
-            result = V.verify_layer(forward, function, args.cell, layout, T=args.T, **declared, **common)
-        else:
-            result = V.verify_step(forward, function, args.cell or "rnn-tanh", args.layout or "cs231n", **common)
-    elif args.mode == "object":
-        result = V.verify_layer_object(function, args.cell or "rnn-tanh", args.layout or "dlfs2", T=args.T, **common)
-    else:
-        result = V.verify_loss(function, args.cell or "rnn-tanh", args.layout or "cs231n", K=sizes.get("K", 3),
-                               T=args.T, loss=args.loss,
-                               reduction=args.reduction, architecture=args.architecture, mask=args.mask,
-                               **declared, **common)
-    if result.found and result.minimal:  # replayed by the same command line, which finds the cell again
-        command = ["symrnn", "verify", args.target] + (["--forward", args.forward] if args.forward else []) \
-            + (["--cell", args.cell] if isinstance(args.cell, str) else []) + ["--replay", shown_path(result.minimal["path"])]
-        result.minimal["command"] = " ".join(shlex.quote(str(p)) for p in command)
-    code = EXIT_RIGHT if result.ok else EXIT_FORWARD if not result.forward.ok else EXIT_WRONG
-    if args.json:
-        result.to_json(args.json)
+def _declared_by_replay(args):
+    """The model declared by the saved case ``--replay`` names (its loss, reduction, architecture,
+    and its cell and layout when they were declared); the path."""
+    from .verify.shrink import load_case
+
+    meta = load_case(args.replay)[0]
+    for key in ("loss", "reduction", "architecture"):
+        setattr(args, key, meta.get(key, getattr(args, key)))
+    if args.cell is None and meta.get("cell") in BUILTIN_CELLS and meta.get("layout") in LAYOUTS:
+        args.cell, args.layout = meta["cell"], args.layout or meta["layout"]  # saved by a declared verification
+    return args.replay
+
+
+def _verify_mode(args, module, function, sizes, declared, common):
+    """The verification of ``--mode``'s calling style."""
+    from . import verify as V
+
+    if args.mode == "object":
+        return V.verify_layer_object(function, args.cell or "rnn-tanh", args.layout or "dlfs2", T=args.T, **common)
+    if args.mode == "loss":
+        return V.verify_loss(function, args.cell or "rnn-tanh", args.layout or "cs231n", K=sizes.get("K", 3),
+                             T=args.T, loss=args.loss, reduction=args.reduction, architecture=args.architecture,
+                             mask=args.mask, **declared, **common)
+    forward = _forward_of(args, module, function)
+    if args.mode == "step":
+        return V.verify_step(forward, function, args.cell or "rnn-tanh", args.layout or "cs231n", **common)
+    builtin = args.cell is None or isinstance(args.cell, str)  # no --layout: found from the forward
+    layout = args.layout or ("auto" if builtin and args.cell is not None else None if builtin else "cs231n")
+    return V.verify_layer(forward, function, args.cell, layout, T=args.T, **declared, **common)
+
+
+def _forward_of(args, module, function):
+    """The forward beside the backward: ``--forward`` or the backward's name with 'forward'."""
+    from .verify.signatures import forward_name
+
+    name = args.forward or forward_name(args.target.rpartition(':')[2])  # the name typed, not __name__
+    forward = _attribute(module, name) if name else None
+    if forward is None:
+        looked = f"looked for {name!r}" if name else "its name does not end in 'backward'"
+        raise UnknownNameError(f"No forward for {function.__name__!r} in {args.target.rpartition(':')[0]!r}"
+                               f" ({looked}); name it with --forward NAME.")
+    return forward
+
+
+def _print_report(result, show_code):
     try:
-        print(result.report(show_code=args.show_code), flush=True)
+        print(result.report(show_code=show_code), flush=True)
     except BrokenPipeError:  # `symrnn verify ... | head`: the reader stopped early; the verdict still counts
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except OSError as exc:  # stdout cannot be written (a full disk): say so, keep the verdict's code
         print(f"symrnn verify: the report could not be written to standard output: {exc}; verdict: "
               f"{result.verdict()}", file=sys.stderr)
-    return code
 
 
 if __name__ == "__main__":
