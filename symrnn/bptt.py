@@ -24,7 +24,8 @@ from dataclasses import dataclass, replace
 import sympy as sp
 
 from . import cache
-from .functions import cache_key, derivative, from_srepr
+from .functions import derivative
+from .stored import cache_key, from_srepr
 from .symbols import MatTVec, Outer, Param, bar, linear_maps, parse, shift, tsym
 
 

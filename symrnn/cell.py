@@ -26,7 +26,8 @@ import sympy as sp
 
 from . import cache
 from .errors import CellDefinitionError, MissingRuleError
-from .functions import cache_key, derivative, rule_of, to_vocabulary
+from .functions import derivative, rule_of, to_vocabulary
+from .stored import cache_key
 from .symbols import MatVec, Param, parse, tsym
 
 SIZE_NAMES = ("D", "H", "K")

@@ -28,7 +28,8 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from . import cache
 from .bptt import assemble, local_terms
-from .functions import RULES, cache_key, rule_of
+from .functions import RULES, rule_of
+from .stored import cache_key
 from .symbols import MatVec, Param, bar, linear_maps, parse, tsym
 
 

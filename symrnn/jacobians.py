@@ -15,7 +15,7 @@ import sympy as sp
 
 from . import cache
 from .bptt import Diag
-from .functions import cache_key, compile_numpy, numpy_source
+from .stored import cache_key, compile_numpy, numpy_source
 from .symbols import MatVec, Param, parse, tsym
 
 

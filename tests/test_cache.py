@@ -220,7 +220,7 @@ def test_a_cells_checks_are_kept_and_its_mistakes_never(folder):
 @pytest.mark.parametrize("text", ["__import__('os').system('true')", "Symbol('x').__class__", "open('f')",
                                   "Add(Symbol('x'), lambda: 1)", "[x for x in ()]", "Dummy('x')"])
 def test_stored_expressions_are_read_without_eval(text):
-    from symrnn.functions import from_srepr
+    from symrnn.stored import from_srepr
 
     with pytest.raises(ValueError, match="not a stored expression"):
         from_srepr(text)

@@ -35,7 +35,7 @@ PACKAGE_ROLES = {
 STEM_ROLES = {
     # the engine: cells, symbolic BPTT, generated code, models
     "cell": ENGINE, "cells": ENGINE, "functions": ENGINE, "symbols": ENGINE, "bptt": ENGINE,
-    "graph": ENGINE, "codegen": ENGINE, "jacobians": ENGINE, "losses": ENGINE, "model": ENGINE,
+    "graph": ENGINE, "codegen": ENGINE, "jacobians": ENGINE, "losses": ENGINE, "model": ENGINE, "stored": ENGINE,
     # ... and the wirings of models
     "wiring": ENGINE, "seq2seq": ENGINE, "attention": ENGINE, "architectures": ENGINE,
     "truncated": ENGINE, "layouts": ENGINE,

@@ -15,7 +15,7 @@ from .assess import assess
 from .diagnose import explain_clipping, fingerprint, forward_fingerprint, localise, message_probe, \
     refine_by_fingerprint
 from .modes import run_twice
-from .mutants import exact_line
+from .lines import exact_line
 from .problems import exact
 from .replay import replay_command
 from .result import CaseResult, Verification
