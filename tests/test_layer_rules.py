@@ -52,8 +52,6 @@ NOT_FOR_ORACLES = {"bptt", "codegen"}
 # Violations that exist in code owned elsewhere, exactly as the test prints them.  The list only
 # shrinks: a new violation fails the test, and so does an entry that no longer occurs (remove it).
 KNOWN_VIOLATIONS = {
-    # the decay studies share helpers between their modules
-    "decay.report imports the private name decay.plots._by_cell_scale",
     # the stacked and seq2seq oracles reuse the scalar oracle's printer and namespaces
     "oracles.seq2seq imports the private name oracles.scalar._ScalarPrinter",
     "oracles.seq2seq imports the private name oracles.scalar._float_namespace",
@@ -69,14 +67,7 @@ KNOWN_VIOLATIONS = {
     "report.wiring imports the private name report.sections._shape",
     "report.wiring imports the private name symbols._rename_times",
     # the verifier's calling styles share helpers across modules
-    "verify.auto imports the private name verify.trace._user_line",
-    "verify.captioning imports the private name verify.modes._dtype_of",
-    "verify.captioning imports the private name verify.seq2seq._Name",
-    "verify.captioning imports the private name verify.seq2seq._first_wrong_step",
     "verify.seq2seq imports the private name seq2seq._scatter",
-    "verify.seq2seq imports the private name verify.modes._dtype_of",
-    "verify.stack imports the private name verify.modes._dtype_of",
-    "verify.stack imports the private name verify.modes._tuple",
     # the stacked model's loss reuses the single model's check of a finite loss
     "wiring imports the private name model._finite_loss",
 }

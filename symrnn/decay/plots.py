@@ -49,7 +49,7 @@ def _colors(n):
     return [cmap(x) for x in np.linspace(0.05, 0.85, max(n, 1))]
 
 
-def _by_cell_scale(result):
+def by_cell_scale(result):
     groups = defaultdict(list)
     for task, prof, grad in result.rows():
         groups[(task.cell_name, task.scale)].append((task, prof, grad))
@@ -66,7 +66,7 @@ def norms_figure(result, path):
     """``||ds_{t+k}/ds_t||_2`` against the lag k: a panel per cell, a line per scale (median over
     seeds, band from min to max), the Pascanu bound dashed where the cell has one."""
     cells, scales = _cells_scales(result)
-    groups = _by_cell_scale(result)
+    groups = by_cell_scale(result)
     fig, axes = _subplots(1, len(cells), figsize=(4.8 * len(cells), 4.2), squeeze=False)
     colors = _colors(len(scales))
     for ax, cell in zip(axes[0], cells):
@@ -108,7 +108,7 @@ def norms_figure(result, path):
 def spectrum_figure(result, path):
     """The Lyapunov exponents (natural log per step) against their index, a panel per cell."""
     cells, scales = _cells_scales(result)
-    groups = _by_cell_scale(result)
+    groups = by_cell_scale(result)
     fig, axes = _subplots(1, len(cells), figsize=(4.8 * len(cells), 4.2), squeeze=False)
     colors = _colors(len(scales))
     from matplotlib.ticker import MaxNLocator
@@ -208,7 +208,7 @@ def paths_figure(result, path, scale=None):
     a lower panel shows each block's norm relative to the whole state's."""
     cells, scales = _cells_scales(result)
     scale = min(scales, key=lambda s: abs(np.log(s) if s > 0 else 1e9)) if scale is None else scale
-    groups = _by_cell_scale(result)
+    groups = by_cell_scale(result)
     runs = {c: groups[(c, scale)][0][1] for c in cells if (c, scale) in groups
             and groups[(c, scale)][0][1].log_spectral is not None}
     shown = [c for c, p in runs.items() if p.direct or p.blocks]
@@ -262,7 +262,7 @@ def gradient_figure(result, path, scale=None):
     """The share of each gate's ``||dL/dW||`` that comes from each lag, at one scale."""
     cells, scales = _cells_scales(result)
     scale = min(scales, key=lambda s: abs(np.log(s) if s > 0 else 1e9)) if scale is None else scale
-    groups = _by_cell_scale(result)
+    groups = by_cell_scale(result)
     shown = [c for c in cells if (c, scale) in groups and groups[(c, scale)][0][2] is not None]
     if not shown:
         return None

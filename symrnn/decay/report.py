@@ -92,7 +92,7 @@ def rates_table(result) -> list:
     """One row per (cell, scale): the top exponent over seeds, its accuracy, the bound's rate, the scale
     where the bound's ``gamma sigma_max(W) = 1``, the regime."""
     rows = []
-    groups = plots._by_cell_scale(result)
+    groups = plots.by_cell_scale(result)
     for (cell, scale), runs in groups.items():
         tops = np.array([r[1].top_exponent if r[1].exponents is not None else np.nan for r in runs])
         slopes = []

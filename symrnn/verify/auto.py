@@ -31,7 +31,7 @@ from ..errors import ShapeError, SymRNNError, UnknownNameError, UserCodeError, U
 from ..layouts import LAYOUTS, Layout
 from .hygiene import guarded
 from .signatures import Signature
-from .trace import TracingError, _user_line, equations_text, pseudo_cell, run_on_symbols, traced_array, traced_cell
+from .trace import TracingError, user_line, equations_text, pseudo_cell, run_on_symbols, traced_array, traced_cell
 
 #: names people give the forward's arguments, by role (compared in lower case)
 ROLE_NAMES = {
@@ -179,7 +179,7 @@ def _no_layout(forward, errors, arg_names, roles):
     other than a layout's shape errors, else a usage error naming what the first layout gave."""
     own = next((e for e in errors if not isinstance(e, LAYOUT_ERRORS)), None)
     if own is not None:
-        where = _user_line(own.__traceback__)
+        where = user_line(own.__traceback__)
         return UserCodeError(f"{getattr(forward, '__name__', 'the forward')}(...) raised {type(own).__name__}: {own}"
                              + (f" at {where}" if where else "") + " (on arrays in every layout tried)")
     first = errors[0] if errors else None

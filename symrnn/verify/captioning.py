@@ -35,9 +35,9 @@ from ..errors import ShapeError, UnknownNameError, UserCodeError
 from ..layouts import layout_for
 from . import judge as J
 from .hygiene import call
-from .modes import _dtype_of, checked_gradients, loss_and_grads_returned
+from .modes import dtype_of, checked_gradients, loss_and_grads_returned
 from .problems import Problem, exact
-from .seq2seq import Seq2SeqVerification, _first_wrong_step, _Name
+from .seq2seq import CellName, Seq2SeqVerification, first_wrong_step
 
 ROLES = ("params", "features", "captions")
 PARTS = ("readout", "recurrent", "projection", "embedding")
@@ -74,7 +74,7 @@ class CaptioningTask:
         s = model.sizes
         self.vocab, self.W, self.H = s["K"], s["D"], s["H"]
         self.sizes = {"D": s["D"] + F, "H": s["H"], "K": s["K"]}  # the roundings reaching an entry
-        self.cell = _Name(model.cell.name)
+        self.cell = CellName(model.cell.name)
 
     @property
     def param_shapes(self):
@@ -193,7 +193,7 @@ class CaptioningLossFunction:
         run, grads = loss_and_grads_returned(out, what, "the parameters (W_proj, b_proj, W_embed, Wx, Wh, b, "
                                                         "W_vocab, b_vocab)")
         for v in grads.values():
-            _dtype_of(v, run.dtypes)
+            dtype_of(v, run.dtypes)
         run.grads = L.from_user(grads, what)
         run.user_grads = {"d" + k: grads[k] for k in user_params}
         return run
@@ -259,7 +259,7 @@ def locate(adapter, problem, run, ex, verdicts):
                         "not accumulated (np.add.at(dW_embed, captions_in, dx))")
     if part == "recurrent" and np.unique(problem.x).size == problem.x.size:
         rows = (lambda g: np.asarray(g["emb"])[problem.x])
-        step = _first_wrong_step(rows(run.grads), rows(ex.grads), rows(ex.tol))
+        step = first_wrong_step(rows(run.grads), rows(ex.grads), rows(ex.tol))
         if step is not None:
             out["step"] = step[0]
             said.append(f"in the recurrent backward, {step[1]}")

@@ -28,7 +28,7 @@ class UserRun:
     raw: object = None  # the backward's outputs, for the second-call comparison
 
 
-def _tuple(out, expected, what):
+def as_tuple(out, expected, what):
     if len(expected) == 1:
         return (out,)
     if not isinstance(out, (tuple, list)) or len(out) != len(expected):
@@ -38,7 +38,7 @@ def _tuple(out, expected, what):
     return tuple(out)
 
 
-def _dtype_of(value, dtypes):
+def dtype_of(value, dtypes):
     if isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating):
         dtypes.add(value.dtype.name)
     elif isinstance(value, (np.floating,)):
@@ -124,11 +124,11 @@ class LayerFunctions(Adapter):
         args = [data[r] if r in data else self.param_value(r, user_params) for r in sig.forward_args]
         run = UserRun()
         what = f"{getattr(self.forward, '__name__', 'forward')}(...)"
-        out = _tuple(call(self.forward, args, sig.forward_args, what, problem, findings), sig.forward_returns, what)
+        out = as_tuple(call(self.forward, args, sig.forward_args, what, problem, findings), sig.forward_returns, what)
         out = dict(zip(sig.forward_returns, out))
         for s in ("h", "c"):
             if s in out:
-                _dtype_of(out[s], run.dtypes)
+                dtype_of(out[s], run.dtypes)
                 try:
                     run.states[s] = self._sequence_out(out[s], f"the {s} returned by {what}", H, T, N)
                 except ShapeError as exc:
@@ -142,10 +142,10 @@ class LayerFunctions(Adapter):
         names = [r if r != "cache" else "cache" for r in sig.backward_args]
         watched = [a for a, r in zip(bargs, sig.backward_args) if r != "cache"]
         bout = call(self.backward, bargs, names, what, problem, findings, watch=bool(watched))
-        bout = dict(zip(sig.backward_returns, _tuple(bout, sig.backward_returns, what)))
+        bout = dict(zip(sig.backward_returns, as_tuple(bout, sig.backward_returns, what)))
         run.raw = bout
         for v in bout.values():
-            _dtype_of(v, run.dtypes)
+            dtype_of(v, run.dtypes)
         roles = {r: v for r, v in bout.items() if r in PARAMETER_ROLES}
         run.grads = self.grads_from_roles(roles, model.sizes)
         run.user_grads = {"d" + n: v for n, v in self.user_names(roles).items()}
@@ -188,7 +188,7 @@ class LayerObject(Adapter):
         x = L.sequence_to_user(problem.x)
         run = UserRun()
         hs = call(layer.forward, [x], ["xs"], "layer.forward(xs)", problem, findings)
-        _dtype_of(hs, run.dtypes)
+        dtype_of(hs, run.dtypes)
         try:
             run.states["h"] = L.sequence_from_user(hs, "the hs returned by layer.forward", (T, N, H))
         except ShapeError as exc:
@@ -201,7 +201,7 @@ class LayerObject(Adapter):
                                 f"({', '.join(self.param_roles)}), in the order of layer.params.")
         run.raw = {"dx": dxs, "grads": grads, "dh0": getattr(layer, "dh", None)}
         for v in [dxs] + grads:
-            _dtype_of(v, run.dtypes)
+            dtype_of(v, run.dtypes)
         roles = dict(zip(self.param_roles, grads))
         run.grads = self.grads_from_roles(roles, model.sizes)
         run.user_grads = {"d" + L.names[r]: v for r, v in roles.items()}
@@ -235,7 +235,7 @@ class LossFunction(Adapter):
         with self._globals(user_params):
             out = call(self.fn, args, self.signature.forward_args, what, problem, findings)
         returns = self.signature.forward_returns
-        return self._read(dict(zip(returns, _tuple(out, returns, what))), user_params, problem, what)
+        return self._read(dict(zip(returns, as_tuple(out, returns, what))), user_params, problem, what)
 
     def _arguments(self, problem, user_params):
         """The user's function's arguments, in its signature's order and the layout's form."""
@@ -293,7 +293,7 @@ class LossFunction(Adapter):
             roles = {r: v for r, v in out.items() if r in PARAMETER_ROLES}
             extra = {r: v for r, v in out.items() if r in ("dx", "dh0", "dc0")}
         for v in list(roles.values()) + list(extra.values()):
-            _dtype_of(v, run.dtypes)
+            dtype_of(v, run.dtypes)
         run.grads = self.grads_from_roles(roles, model.sizes)
         run.user_grads = {"d" + L.names[r]: v for r, v in roles.items()}
         if "dx" in extra:
@@ -317,7 +317,7 @@ def _state(problem, state, role, model):
 def loss_and_grads_returned(out, what, keys) -> tuple:
     """``(run, grads)`` from what a loss function returned, ``(loss, grads)``: the :class:`UserRun`
     holding the loss, and the grads as a dict (``keys`` says how it is keyed, for the message)."""
-    loss, grads = _tuple(out, ("loss", "grads"), what)
+    loss, grads = as_tuple(out, ("loss", "grads"), what)
     run = UserRun(raw={"loss": loss, "grads": grads})
     try:
         run.loss = float(loss)

@@ -26,7 +26,7 @@ from ..layouts import layout_for
 from ..losses import IGNORE_LABEL
 from ..seq2seq import Seq2Seq, _scatter, cross_entropy
 from .hygiene import call
-from .modes import _dtype_of, checked_gradients, loss_and_grads_returned
+from .modes import dtype_of, checked_gradients, loss_and_grads_returned
 from .problems import Problem, exact
 from .result import Verification
 
@@ -46,7 +46,9 @@ PATHS = {"initial state": ("bridge", "the decoder's dL/dh_0 does not reach the e
 
 
 @dataclass(frozen=True)
-class _Name:
+class CellName:
+    """What the judging machinery reads of a model's cell: its name (a task of several cells)."""
+
     name: str
 
 
@@ -66,7 +68,7 @@ class Seq2SeqTask:
         self.num_layers = s2s.encoder.num_layers  # several blocks: no single-cell fingerprints
         self.sizes = {"D": s2s.E, "H": s2s.H_dec, "K": s2s.tgt_vocab}
         names = (s2s.encoder.cell.name, s2s.decoder.cell.name)
-        self.cell = _Name(names[0] if names[0] == names[1] else "-".join(names))
+        self.cell = CellName(names[0] if names[0] == names[1] else "-".join(names))
 
     @property
     def param_shapes(self):
@@ -209,11 +211,11 @@ class Seq2SeqLossFunction:
                                 f"the parameters' ({sorted(user_params)[:4]} ...)"
                                 + (" and 'src' for the dense source." if self.model.s2s.src_vocab is None else "."))
         for v in grads.values():
-            _dtype_of(v, run.dtypes)
+            dtype_of(v, run.dtypes)
         run.grads = L.from_user(grads, what)
         run.user_grads = {"d" + k: grads[k] for k in user_params}
         if source is not None:
-            _dtype_of(source, run.dtypes)
+            dtype_of(source, run.dtypes)
             run.grads["src"] = np.asarray(L.sequence_from_user(np.asarray(source)), dtype=float)
             run.user_grads["dx"] = source  # judged as the model's input (named dsrc in the report)
         return run
@@ -268,7 +270,7 @@ def _part_of_verdict(verdict):
     return part_of(verdict.name[1:])  # the user's name after its "d"
 
 
-def _first_wrong_step(user, exact_, tol):
+def first_wrong_step(user, exact_, tol):
     """``(step from 1, message)`` of the first wrong backward message, from per-step rows, or None."""
     bad = [t for t in range(len(exact_)) if np.any(np.abs(user[t] - exact_[t]) > tol[t])]
     if not bad:
@@ -356,13 +358,13 @@ def locate(adapter, problem, run, ex, verdicts):
     step = None
     if out["part"] == "decoder" and _unique(problem.targets[0]):
         ids = problem.targets[0]
-        step = _first_wrong_step(_per_step(run.grads, "emb_tgt", ids), _per_step(ex.grads, "emb_tgt", ids),
+        step = first_wrong_step(_per_step(run.grads, "emb_tgt", ids), _per_step(ex.grads, "emb_tgt", ids),
                                  _per_step(ex.tol, "emb_tgt", ids))
     elif out["part"] == "encoder" and not m.top.bidirectional and m.encoder.num_layers == 1:
         if m.src_vocab is None and "src" in run.grads:
-            step = _first_wrong_step(run.grads["src"], ex.grads["src"], ex.tol["src"])
+            step = first_wrong_step(run.grads["src"], ex.grads["src"], ex.tol["src"])
         elif m.src_vocab is not None and _unique(problem.x):
-            step = _first_wrong_step(*(_per_step(g, "emb_src", problem.x) for g in (run.grads, ex.grads, ex.tol)))
+            step = first_wrong_step(*(_per_step(g, "emb_src", problem.x) for g in (run.grads, ex.grads, ex.tol)))
     if step is not None:
         out["step"] = step[0]
         said.append(f"in the {out['part']}'s backward, {step[1]}")

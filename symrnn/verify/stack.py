@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import UnknownNameError, UserCodeError
 from ..layouts import from_torch_stack, to_torch_stack
 from .hygiene import call
-from .modes import UserRun, _dtype_of, _tuple
+from .modes import UserRun, dtype_of, as_tuple
 from .problems import Problem
 
 STACK_LAYOUTS = ("pytorch", "symrnn")
@@ -97,7 +97,7 @@ class StackLossFunction:
         args = [data[r] for r in self.signature.forward_args]
         what = f"{getattr(self.fn, '__name__', 'loss')}(...)"
         out = dict(zip(self.signature.forward_returns,
-                       _tuple(call(self.fn, args, self.signature.forward_args, what, problem, findings),
+                       as_tuple(call(self.fn, args, self.signature.forward_args, what, problem, findings),
                               self.signature.forward_returns, what)))
         run = UserRun(raw=out)
         try:
@@ -113,7 +113,7 @@ class StackLossFunction:
             raise UserCodeError(f"{what} returned no gradient for {missing}.")
         data_grads = self._data_gradients(grads, user_params, problem, what)
         for v in grads.values():
-            _dtype_of(v, run.dtypes)
+            dtype_of(v, run.dtypes)
         try:
             canonical = self.layout.from_user({k: np.asarray(v, dtype=float) for k, v in grads.items()
                                                if k in user_params})

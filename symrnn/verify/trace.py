@@ -298,7 +298,7 @@ def _expr_or(value):
     return e
 
 
-def _user_line(tb):
+def user_line(tb):
     """``file:line (in function): code`` of the innermost frame outside symrnn, NumPy and Python."""
     own = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     numpy_dir = os.path.dirname(np.__file__)
@@ -321,13 +321,13 @@ def run_on_symbols(fn, args, what):
         with symbolic_numpy(), guarded(what):
             return fn(*args)
     except TracingError as exc:
-        where = _user_line(exc.__traceback__)
+        where = user_line(exc.__traceback__)
         raise TracingError(f"{what} could not be run on symbols: {exc}" + (f", at {where}" if where else ""),
                            where) from None
     except SymRNNError:
         raise
     except Exception as exc:
-        where = _user_line(exc.__traceback__)
+        where = user_line(exc.__traceback__)
         raise TracingError(f"{what} could not be run on symbols: {type(exc).__name__}: {exc}"
                            + (f", at {where}" if where else ""), where) from None
 
