@@ -18,8 +18,10 @@ import sympy as sp
 from .functions import BUILTIN_FUNCTIONS, RULES, lambdify_numpy
 from .symbols import MatTVec, MatVec, Outer, Param
 
-_NUMPY_NAMESPACE = {"numpy": np, "builtins": builtins, "range": range}
-exec("from numpy import *", _NUMPY_NAMESPACE)  # what sympy.lambdify gives the "numpy" module
+# NumPy's public names as sympy.lambdify's "numpy" module gives them (``from numpy import *``), read
+# from the module's namespace: the star import would load every lazy submodule (f2py ...)
+_NUMPY_NAMESPACE = {k: v for k, v in vars(np).items() if not k.startswith("_")}
+_NUMPY_NAMESPACE.update({"numpy": np, "builtins": builtins, "range": range, "__builtins__": builtins})
 _NUMPY_NAMESPACE.update({f"{name}__fn": rule.numpy for name, rule in RULES.items()})
 
 
