@@ -23,7 +23,7 @@ True
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import sympy as sp
@@ -36,6 +36,7 @@ from .errors import NonFiniteError, ShapeError, UnknownNameError
 from .functions import sum_t, tanh
 from .losses import IGNORE_LABEL, get_loss, scale_of
 from .model import Model, readout_cell
+from .protocol import Part
 from .symbols import MatTVec, Param, tsym
 from .validation import as_float_array, check_param_names, check_shape
 from .wiring import StackedModel
@@ -347,6 +348,30 @@ class Seq2Seq:
     @property
     def gradient_keys(self) -> list:
         return list(self.param_shapes) + (["src"] if self.src_vocab is None else [])
+
+    def parts(self) -> list:
+        """The blocks of the model (see :class:`symrnn.protocol.Part`): the encoder's parts (prefixed
+        ``enc.``), the bridge, attention, the decoder, Luong's combination, the readout and the loss."""
+        def enc(name):
+            return name if name == "input" else f"enc.{name}"
+
+        parts = [replace(p, name=enc(p.name), reads=tuple(map(enc, p.reads)), prefix=p.prefix and f"enc.{p.prefix}")
+                 for p in self.encoder.parts() if p.kind in ("cell", "merge", "residual")]
+        memory = parts[-1].name
+        parts.append(Part("bridge", "bridge", (memory,), prefix="bridge.", width=self.Z, detail=self.bridge_mode,
+                          cell=None if self.bridge is None else self.bridge.cell))
+        dec = Part("cell", "dec", ("target", "bridge"), prefix="dec.", cell=self.decoder.cell,
+                   width=self.decoder.sizes["D"])
+        if self.attention is not None:
+            parts.append(Part("attention", "attention", (memory, "dec"), prefix="attn.", width=self.C,
+                              detail=f"{self.attention.score}, {self.style}"))
+        parts.append(dec)
+        if self.combine is not None:
+            parts.append(Part("combine", "combine", ("attention", "dec"), prefix="attn.", cell=self.combine.cell,
+                              width=self.C + self.H_dec))
+        parts.append(Part("readout", "readout", (parts[-1].name,), prefix="out.", cell=self.readout.cell,
+                          width=self.R))
+        return parts + [Part("loss", "loss", ("readout",), width=self.tgt_vocab, detail=self.loss_rule.name)]
 
     def derive(self) -> "Seq2SeqDerivation":
         """The symbolic derivation: every block's equations and adjoints, and the paths of ``dL/dh_enc``."""

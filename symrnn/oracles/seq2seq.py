@@ -16,20 +16,49 @@ operations) with the weights copied by :mod:`symrnn.layouts`, differentiated by 
 """
 from __future__ import annotations
 
+from collections import defaultdict
 
 import mpmath
 import numpy as np
 import sympy as sp
 
-from ..errors import UnknownNameError
+from ..errors import DerivationTooLargeError, UnknownNameError
 from ..layouts import from_torch, to_torch
 from ..losses import scale_of
+from ..functions import derivative
+from ..symbols import MatVec, Param, tsym
+from .scalar import SCALAR_MERGES as _SCALAR_MERGES
 from .scalar import _float_namespace, _mpmath_namespace, _ScalarPrinter
-from .stacked import _SCALAR_MERGES, ScalarStackOracle, reverse_program
 
 
-class _Program(ScalarStackOracle):
-    """One example's program (the building and compiling helpers of :class:`ScalarStackOracle`)."""
+def reverse_program(printer, lines, loss_symbol, args, grads, skip):
+    """The source of ``program(_values)``: the straight-line forward ``lines`` (symbol, expression),
+    then reverse accumulation over them, each local partial by ``sympy.diff`` of the terms that
+    read the variable; returns the loss and ``d loss / d name`` for each name of ``grads``.
+    ``skip(name)`` marks the arguments that are constants (the scale, the targets)."""
+    forward = [f"    {v.name} = {printer.doprint(e)}" for v, e in lines]
+    contributions = defaultdict(list)
+    contributions[loss_symbol.name].append("1")
+    backward = []
+    for v, e in reversed(lines):
+        terms = contributions.pop(v.name, None)
+        if not terms:
+            continue
+        backward.append(f"    _d_{v.name} = {' + '.join(terms)}")
+        for u in sorted(e.free_symbols, key=lambda s: s.name):
+            if skip(u.name):
+                continue
+            d = sp.Add(*[derivative(term, u) for term in sp.Add.make_args(e) if term.has(u)])
+            if d != 0:
+                contributions[u.name].append(f"_d_{v.name}*({printer.doprint(d)})")
+    tail = [f"    _d_{n} = {' + '.join(contributions.get(n, ['0 * scale']))}" for n in grads]
+    result = f"    return {loss_symbol.name}, [{', '.join('_d_' + n for n in grads)}]"
+    return "\n".join(["def program(_values):", f"    {', '.join(args)}, = _values"] + forward + backward + tail
+                     + [result]) + "\n"
+
+
+class _Program:
+    """One example's program: straight-line scalar assignments, then :func:`reverse_program`."""
 
     def __init__(self, model, src, tin, tout, src_len, scored, max_lines=60_000):
         self.model, self.lines, self._counter, self.max_lines = model, [], 0, max_lines
@@ -40,19 +69,43 @@ class _Program(ScalarStackOracle):
         self._build(src, tin, tout, src_len, scored)
         self._compile_program()
 
+    def _new(self, expr):
+        if len(self.lines) > self.max_lines:
+            raise DerivationTooLargeError(f"The scalar program of {self.model!r} passes {self.max_lines} lines; "
+                                          f"use smaller sizes (it is meant for T, H, D of a few).")
+        v = sp.Symbol(f"v{self._counter}")
+        self._counter += 1
+        self.lines.append((v, expr))
+        return v
+
+    @staticmethod
+    def _leaves(prefix, shape):
+        return np.array([sp.Symbol(f"{prefix}_" + "_".join(map(str, idx))) for idx in np.ndindex(*shape)],
+                        dtype=object).reshape(shape)
+
     def _cell_step(self, unit, P, x, states, sizes):
-        self._size = sizes
-        self.model = _CellView(unit.cell)
-        try:
-            return ScalarStackOracle._step(self, P, x, states)
-        finally:
-            self.model = self._s2s
+        """One cell step on scalars: returns the new states ``{name: [scalars]}``."""
+        cell = unit.cell
+        env = {cell.input_symbol: x}
+        env.update({tsym(s, -1): v for s, v in states.items()})
+        for eq in cell.equations:
+            comps = []
+            for i in range(sizes[cell.sizes[eq.target]]):
+                def expand(Pm, v, i=i):
+                    return sp.Add(*[w * vj for w, vj in zip(P[Pm.name][i], env[v])])
+                scalar = eq.rhs.replace(MatVec, expand)
+                mapping = {s: env[s][i] for s in scalar.free_symbols if s in env}
+                mapping.update({s: (P[s.name][i] if P[s.name].ndim == 1 else P[s.name][()])
+                                for s in scalar.free_symbols if isinstance(s, Param)})
+                comps.append(self._new(scalar.xreplace(mapping)))
+            env[eq.target] = comps
+        return {s: env[tsym(s)] for s in cell.states}
 
     def _dot(self, u, v):
         return sp.Add(*[a * b for a, b in zip(u, v)])
 
     def _build(self, src, tin, tout, L, scored):
-        m = self._s2s = self.model
+        m = self.model
         enc, p = m.encoder, self.params
         seq = [list(self.src_dense[t]) if self.src_dense is not None else list(p["emb_src"][src[t]])
                for t in range(L)]  # padding is never read: the program stops at the last real token
@@ -144,13 +197,6 @@ class _Program(ScalarStackOracle):
                                       skip=lambda name: name == "scale")
         self._code = compile(self.source, "<symrnn-scalar-seq2seq-oracle>", "exec")
         self._programs = {}
-
-
-class _CellView:
-    """What :meth:`ScalarStackOracle._step` reads of a model: its cell."""
-
-    def __init__(self, cell):
-        self.cell = cell
 
 
 class ScalarSeq2SeqOracle:

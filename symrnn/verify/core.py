@@ -383,7 +383,7 @@ def _run_cases(adapter, problems, mode, layout_name, declared):
     result.notes = list(declared.notes) if declared is not None else []
     if forward_mistake is not None:
         result.fingerprint = forward_mistake
-    stacked = getattr(model, "num_layers", None) is not None  # a StackedModel: no single-cell sweep
+    stacked = not model.one_cell  # several cells wired: no single-cell sweep
     if failing and stacked:
         result.explanation = explain_clipping(model, failing)
     if failing and not stacked:

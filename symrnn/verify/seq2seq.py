@@ -63,7 +63,7 @@ class Seq2SeqTask:
 
     def __init__(self, s2s):
         self.s2s = s2s
-        self.num_layers = s2s.encoder.num_layers  # several blocks: no single-cell fingerprints
+        self.one_cell = False  # several blocks: no single-cell fingerprints
         self.sizes = {"D": s2s.E, "H": s2s.H_dec, "K": s2s.tgt_vocab}
         names = (s2s.encoder.cell.name, s2s.decoder.cell.name)
         self.cell = _Name(names[0] if names[0] == names[1] else "-".join(names))

@@ -1,0 +1,155 @@
+"""The protocol every model implements, and the description of its parts.
+
+A model (:class:`~symrnn.model.Model`, :class:`~symrnn.wiring.StackedModel`) is
+a wiring of blocks recorded on a :class:`~symrnn.tape.Tape`: its
+``_record`` runs the blocks forward, and the tape's sweep is its backward.
+What a use may ask of any model:
+
+* ``param_shapes``, ``init_params(seed)``, ``gradient_keys``, ``state_names``,
+  ``input_name``, ``initial_state_key(state)``, ``initial_state_shape(state, N)``;
+* ``loss(params, inputs, targets, h0, mask)`` and ``loss_and_grads(...)``;
+* ``derive()``: the symbolic derivation of its cell;
+* ``parts()``: a list of :class:`Part`, the blocks in the order they run, which
+  the oracles unroll and the reports and the verifier describe.  No use tells
+  model families apart otherwise.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import NonFiniteError, ParameterError
+from .tape import Tape
+
+_DTYPES = (np.float64, np.float32)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One block of a model's graph.
+
+    ``kind`` is ``cell`` (a cell's step code over time; ``reverse``: back to front), ``merge``
+    (``detail`` names the row of :data:`symrnn.wiring.MERGES`), ``residual`` (a sum),
+    ``readout`` or ``loss``.  ``name`` is the part's name (``l0.bwd``), ``prefix`` the prefix
+    of its parameter keys (``l0.bwd.``; ``""`` for a one-cell model), ``reads`` the names of the
+    parts it reads (``input`` is the model's input), ``width`` the width of what it reads,
+    ``row`` the row of its initial states among the gradients' ``h0`` (None: not stacked).
+    """
+
+    kind: str
+    name: str
+    reads: tuple = ()
+    prefix: str = ""
+    cell: object = None
+    reverse: bool = False
+    width: int = 0
+    layer: int = 0
+    row: int | None = None
+    detail: str = ""
+
+
+class Protocol:
+    """The methods every model shares; a model sets ``sizes``, ``state_names``, ``input_name``,
+    ``out``, ``loss_rule``, ``reduction``, ``param_shapes`` and implements ``_prepare``,
+    ``_record``, ``_collect``, ``_final_term``, ``_final_grads``, ``_spaces`` and ``parts``."""
+
+    def init_params(self, seed=0, scale=None, dtype=np.float64) -> dict:
+        """Parameters drawn uniformly from ``[-scale, scale]`` (default ``1/sqrt(H)``, as PyTorch)."""
+        return uniform_params(self.param_shapes, self.sizes["H"], seed, scale, dtype)
+
+    @staticmethod
+    def initial_state_key(state: str) -> str:
+        """The key of ``dL/d state_0`` in gradient dicts: ``h0``, ``c0``."""
+        return f"{state}0"
+
+    @property
+    def gradient_keys(self) -> list:
+        """The keys of ``loss_and_grads``'s gradients: parameters, the input, initial states."""
+        return list(self.param_shapes) + [self.input_name] + [self.initial_state_key(s) for s in self.state_names]
+
+    def cell_parts(self) -> list:
+        """The parts that run a cell over time, in the order of the rows of ``h0``."""
+        return [p for p in self.parts() if p.kind == "cell"]
+
+    @property
+    def one_cell(self) -> bool:
+        """True when the model is one cell run forwards over time: its states, step Jacobians and
+        single-cell diagnoses are the cell's (False for several cells wired)."""
+        return [p.row for p in self.cell_parts()] == [None]
+
+    def initial_state_shape(self, state: str, N: int) -> tuple:
+        """The shape of ``h0[state]`` (and of its gradient) for a batch of ``N``."""
+        size = self.sizes[self.cell.states[state]]
+        return (N, size) if self.one_cell else (len(self.cell_parts()), N, size)
+
+    def initial_states(self, h0, N, dtype=np.float64) -> dict:
+        """``{state: array}`` of :meth:`initial_state_shape`, from ``h0`` (zeros where not given)."""
+        given = {} if h0 is None else (dict(h0) if isinstance(h0, dict) else {self.out: h0})
+        return {s: np.asarray(given[s], dtype=dtype) if s in given else
+                np.zeros(self.initial_state_shape(s, N), dtype=dtype) for s in self.state_names}
+
+    # -- numbers ---------------------------------------------------------------------------------
+    def _run_forward(self, params, X, Y, S0, sched, mask=None, final_grads=None):
+        """The forward on a fresh tape: ``(loss value, record, (tape, top node, leaves), dL/d top)``."""
+        tape = Tape()
+        leaves = (tape.leaf(params), tape.leaf(X), self._state_leaves(tape, S0))
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # non-finite results are raised
+            top, record = self._record(tape, leaves, sched, final_grads)
+            value, d_top = self.loss_rule.value_and_grad(tape.values[top], Y, self.reduction, mask)
+        return value, record, (tape, top, leaves), d_top
+
+    def loss(self, params, inputs, targets, h0=None, mask=None) -> float:
+        """The loss alone (one forward pass); arguments as :meth:`loss_and_grads`."""
+        params, X, Y, S0, sched, mask = self._prepare(params, inputs, targets, h0, mask)
+        return _finite_loss(self._run_forward(params, X, Y, S0, sched, mask)[0], self)
+
+    def _loss_grads_and_cache(self, params, inputs, targets, h0=None, mask=None, final_grads=None):
+        params, X, Y, S0, sched, mask = self._prepare(params, inputs, targets, h0, mask)
+        dS_final = self._final_grads(final_grads, X.shape[1], X.dtype)
+        value, record, (tape, top, leaves), d_top = self._run_forward(params, X, Y, S0, sched, mask, dS_final)
+        if final_grads is not None:
+            value = value + self._final_term(record, dS_final)
+        value = _finite_loss(value, self)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # non-finite results are raised
+            adjoint = tape.sweep({top: d_top})
+        P, Xn, S0n = leaves
+        grads = {k: adjoint[P][k] for k in self.param_shapes}  # canonical order
+        grads[self.input_name] = adjoint[Xn][sched.input_steps.start:sched.input_steps.stop]
+        grads.update(self._state_grads(adjoint, S0n))
+        return value, self._returned(grads, value, X.dtype), record
+
+    def _returned(self, grads, value, dtype):
+        """``grads`` checked finite, none of them living in the reused arrays."""
+        spaces = self._spaces()
+        for k, g in grads.items():
+            if any(ws.owns(g) for ws in spaces):
+                grads[k] = g.copy()
+            if not np.all(np.isfinite(g)):
+                raise NonFiniteError(
+                    f"grads[{k!r}] contains NaN or infinity although the loss {value} is finite: the backward "
+                    f"pass overflowed (weights or inputs too large for {dtype}?) or a derivative is infinite "
+                    f"where the forward is not (e.g. sqrt at 0).")
+        return grads
+
+
+def uniform_params(shapes, H, seed=0, scale=None, dtype=np.float64) -> dict:
+    """Arrays of ``shapes`` drawn uniformly from ``[-scale, scale]`` (default ``1/sqrt(H)``, as PyTorch)."""
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float, np.number))
+                              or not np.isfinite(scale) or scale < 0):
+        raise ParameterError(f"scale must be a finite number >= 0, got {scale!r}.")
+    if np.dtype(dtype) not in _DTYPES:
+        raise ParameterError(f"dtype must be float64 or float32, got {np.dtype(dtype)}.")
+    rng = np.random.default_rng(seed)
+    scale = 1.0 / np.sqrt(H) if scale is None else scale
+    return {k: rng.uniform(-scale, scale, size=s).astype(dtype) for k, s in shapes.items()}
+
+
+def _finite_loss(value, model) -> float:
+    value = float(value)
+    if not np.isfinite(value):
+        raise NonFiniteError(
+            f"The loss of {model!r} is {value} for these inputs: the forward pass overflowed or left the "
+            f"domain of a function (log or sqrt of a negative number, ...). Check the inputs' scale and the "
+            f"cell's equations.")
+    return value
