@@ -24,7 +24,7 @@ from .cells import builtin_cell
 from .codegen import BlockCode, Workspace as _Arrays
 from .errors import CellDefinitionError, ShapeError, UnknownNameError
 from .losses import IGNORE_LABEL, get_loss
-from .protocol import Part, Protocol, _finite_loss, uniform_params  # noqa: F401 (re-exported)
+from .protocol import Part, Protocol, uniform_params  # noqa: F401 (uniform_params: read from here too)
 from .symbols import parse
 from .tape import run_cell, run_stateless, window
 from .validation import as_float_array, check_param_names, check_shape
@@ -216,21 +216,6 @@ class Model(Protocol):
             self._cell_code = BlockCode(c.name, c.equations, c.input_symbol, c.states, c.params,
                                         c.sizes, external=[self.out])
         return self._cell_code
-
-    @property
-    def readout_code(self) -> BlockCode:
-        if self._readout_code is None and self.readout is not None:
-            r = self.readout
-            self._readout_code = BlockCode(f"{self.cell.name}-readout", r.equations, r.input_symbol,
-                                           {}, r.params, r.sizes, external=[self.logits])
-        return self._readout_code
-
-    def compile(self) -> "Model":
-        """Derive and generate the code now (it is otherwise done on first use)."""
-        self.derive()
-        self.cell_code
-        self.readout_code
-        return self
 
     # -- numbers --------------------------------------------------------------
     def _prepare_inputs(self, params, inputs, h0):

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .codegen import BlockCode
 from .errors import NonFiniteError, ParameterError
 from .tape import Tape
 
@@ -89,6 +90,21 @@ class Protocol:
         return {s: np.asarray(given[s], dtype=dtype) if s in given else
                 np.zeros(self.initial_state_shape(s, N), dtype=dtype) for s in self.state_names}
 
+    @property
+    def readout_code(self) -> BlockCode:
+        """The generated code of the readout ``o = V h + c`` (None without a readout)."""
+        if self._readout_code is None and self.readout is not None:
+            r = self.readout
+            self._readout_code = BlockCode(f"{self.cell.name}-readout", r.equations, r.input_symbol,
+                                           {}, r.params, r.sizes, external=[self.logits])
+        return self._readout_code
+
+    def compile(self):
+        """Derive and generate the code now (it is otherwise done on first use)."""
+        self.derive()
+        _ = self.cell_code, self.readout_code  # made and kept by the properties
+        return self
+
     # -- numbers ---------------------------------------------------------------------------------
     def _run_forward(self, params, X, Y, S0, sched, mask=None, final_grads=None):
         """The forward on a fresh tape: ``(loss value, record, (tape, top node, leaves), dL/d top)``."""
@@ -102,7 +118,7 @@ class Protocol:
     def loss(self, params, inputs, targets, h0=None, mask=None) -> float:
         """The loss alone (one forward pass); arguments as :meth:`loss_and_grads`."""
         params, X, Y, S0, sched, mask = self._prepare(params, inputs, targets, h0, mask)
-        return _finite_loss(self._run_forward(params, X, Y, S0, sched, mask)[0], self)
+        return finite_loss(self._run_forward(params, X, Y, S0, sched, mask)[0], self)
 
     def _loss_grads_and_cache(self, params, inputs, targets, h0=None, mask=None, final_grads=None):
         params, X, Y, S0, sched, mask = self._prepare(params, inputs, targets, h0, mask)
@@ -110,7 +126,7 @@ class Protocol:
         value, record, (tape, top, leaves), d_top = self._run_forward(params, X, Y, S0, sched, mask, dS_final)
         if final_grads is not None:
             value = value + self._final_term(record, dS_final)
-        value = _finite_loss(value, self)
+        value = finite_loss(value, self)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # non-finite results are raised
             adjoint = tape.sweep({top: d_top})
         P, Xn, S0n = leaves
@@ -145,7 +161,7 @@ def uniform_params(shapes, H, seed=0, scale=None, dtype=np.float64) -> dict:
     return {k: rng.uniform(-scale, scale, size=s).astype(dtype) for k, s in shapes.items()}
 
 
-def _finite_loss(value, model) -> float:
+def finite_loss(value, model) -> float:
     value = float(value)
     if not np.isfinite(value):
         raise NonFiniteError(

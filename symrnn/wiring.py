@@ -282,19 +282,6 @@ class StackedModel(Protocol):
     def cell_code(self) -> BlockCode:
         return self.unit.cell_code
 
-    @property
-    def readout_code(self) -> BlockCode:
-        if self._readout_code is None and self.readout is not None:
-            r = self.readout
-            self._readout_code = BlockCode(f"{self.cell.name}-readout", r.equations, r.input_symbol, {},
-                                           r.params, r.sizes, external=[self.logits])
-        return self._readout_code
-
-    def compile(self) -> "StackedModel":
-        self.cell_code
-        self.readout_code
-        return self
-
     def derive(self):
         """The derivation of one direction of one layer (the cell under an upstream gradient)."""
         return self.unit.derive()
@@ -429,14 +416,17 @@ class StackedModel(Protocol):
     def _state_leaves(self, tape, S0):
         return {row: tape.leaf(states) for row, states in S0.items()}
 
-    def _record(self, tape, leaves, sched, final_grads=None):
+    def _record(self, tape, leaves, sched, final_grads=None, *, prefix="", reverse=True):
         """Every layer's directions, merge and residual link, the scored steps and the readout on
-        ``tape``: (top node, ``[(input node, {direction: (node, cache)}, output node), ...]``)."""
+        ``tape``: (top node, ``[(input node, {direction: (node, cache)}, output node), ...]``).
+        ``prefix`` precedes the parameter keys (``enc.`` in a :class:`~symrnn.seq2seq.Seq2Seq`), ``reverse``
+        is the backward directions' time order (see :func:`symrnn.tape.reordered`)."""
         P, inp, S0 = leaves
         trace = []
         for layer in self.layers:
-            dirs = {d: run_cell(tape, self.cell_code, P, inp, S0[layer.index, d], prefix=self.key(layer.index, d, ""),
-                                out=self.out, sizes=self.layer_sizes(layer), reverse=d == "bwd",
+            dirs = {d: run_cell(tape, self.cell_code, P, inp, S0[layer.index, d],
+                                prefix=prefix + self.key(layer.index, d, ""), out=self.out,
+                                sizes=self.layer_sizes(layer), reverse=reverse if d == "bwd" else False,
                                 final_grads=None if final_grads is None else final_grads[layer.index, d],
                                 empty=self._ws((layer.index, d)))
                     for d in layer.directions}

@@ -34,7 +34,7 @@ from ..symbols import MatVec, Param, parse, tsym
 DEFAULT_BUDGET = 3_000_000  # scalar multiply-adds in the unrolled program
 
 
-class _ScalarPrinter(PythonCodePrinter):
+class ScalarPrinter(PythonCodePrinter):
     """Scalar code that runs on floats and on mpmath numbers alike: functions from the
     rule table (``_f_tanh``), constants and rationals exact at any precision."""
 
@@ -68,12 +68,12 @@ def _constants(convert):
                 for c in (sp.pi, sp.E, sp.EulerGamma, sp.GoldenRatio, sp.Catalan, sp.TribonacciConstant)}
 
 
-def _float_namespace():
+def float_namespace():
     namespace = {f"_f_{name}": rule.scalar_implementation() for name, rule in RULES.items()}
     return {**namespace, **_constants(float), "_mpf": float}
 
 
-def _mpmath_namespace():
+def mpmath_namespace():
     namespace = {f"_f_{name}": rule.mpmath_implementation() for name, rule in RULES.items()}
     return {**namespace, **_constants(mpmath.mpf), "_mpf": mpmath.mpf}
 
@@ -139,7 +139,7 @@ class ScalarOracle:
                 f"over the budget of {budget:,}. Use a smaller T or H, or pass budget= to raise it."
             )
         self._diff = diff
-        self._printer = _ScalarPrinter()
+        self._printer = ScalarPrinter()
         self._build()
 
     @staticmethod
@@ -333,7 +333,7 @@ class ScalarOracle:
     def _program(self, kind, backend):
         key = (kind, backend)
         if key not in self._programs:
-            ns = dict(_float_namespace() if backend == "float" else _mpmath_namespace())
+            ns = dict(float_namespace() if backend == "float" else mpmath_namespace())
             exec(self._code_fb if kind == "grad" else self._code_f, ns)
             self._programs[key] = ns["program"]
         return self._programs[key]

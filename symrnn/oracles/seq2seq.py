@@ -28,7 +28,7 @@ from ..losses import scale_of
 from ..functions import derivative
 from ..symbols import MatVec, Param, tsym
 from .scalar import SCALAR_MERGES as _SCALAR_MERGES
-from .scalar import _float_namespace, _mpmath_namespace, _ScalarPrinter
+from .scalar import float_namespace, mpmath_namespace, ScalarPrinter
 
 
 def reverse_program(printer, lines, loss_symbol, args, grads, skip):
@@ -189,7 +189,7 @@ class _Program:
         self.loss_symbol = self._new(sp.Add(*losses))
 
     def _compile_program(self):
-        printer = _ScalarPrinter()
+        printer = ScalarPrinter()
         leaves = [s.name for a in self.params.values() for s in a.ravel()]
         if self.src_dense is not None:
             leaves += [s.name for s in self.src_dense.ravel()]
@@ -219,7 +219,7 @@ class ScalarSeq2SeqOracle:
             for n in range(N):
                 source = ids[:, n] if ids is not None else np.asarray(X)[:int(lengths[n]), n]
                 prog = _Program(m, source, tin[:, n], tout[:, n], int(lengths[n]), scored[:, n], self.max_lines)
-                ns = dict(_float_namespace() if precision is None else _mpmath_namespace())
+                ns = dict(float_namespace() if precision is None else mpmath_namespace())
                 exec(prog._code, ns)
                 values = [convert(float(v)) for k in prog.params for v in np.asarray(p[k]).ravel()]
                 if ids is None:

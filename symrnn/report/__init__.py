@@ -82,7 +82,7 @@ def markdown_document(model, exercises=False) -> str:
     return _markdown.render(_document(model, exercises))
 
 
-def _check_format(fmt) -> str:
+def check_format(fmt) -> str:
     if fmt not in FORMATS:
         raise UnknownNameError(f"Unknown report format {fmt!r}; expected one of {list(FORMATS)}.")
     return fmt
@@ -90,7 +90,7 @@ def _check_format(fmt) -> str:
 
 def document_text(model, fmt, exercises=False) -> str:
     """The report of ``model`` as text, ``tex`` or ``md`` (what :func:`write_report` writes)."""
-    fmt = _check_format(fmt)
+    fmt = check_format(fmt)
     return (markdown_document if fmt == "md" else latex_document)(model, exercises)
 
 
@@ -106,7 +106,7 @@ def write_report(model, fmt, path, exercises=False) -> Path:
     directory; when pdflatex is missing, or fails, the ``.tex`` is written next
     to ``path`` and :class:`LatexNotFoundError` or :class:`LatexError` says so.
     """
-    fmt = _check_format(fmt)
+    fmt = check_format(fmt)
     if report_kind(model) == "seq2seq":  # its report has its own builder
         from .seq2seq import write_seq2seq_report
 

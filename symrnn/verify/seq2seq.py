@@ -24,7 +24,8 @@ import numpy as np
 from ..errors import ShapeError, UnknownNameError, UserCodeError
 from ..layouts import layout_for
 from ..losses import IGNORE_LABEL
-from ..seq2seq import Seq2Seq, _scatter, cross_entropy
+from ..seq2seq import Seq2Seq, cross_entropy
+from ..tape import scatter_rows
 from .hygiene import call
 from .modes import _dtype_of, checked_gradients, loss_and_grads_returned
 from .problems import Problem, exact
@@ -326,7 +327,7 @@ def _dropped_path(task, problem, run, ex):
         d_src = m._encoder_backward(r, G, dz, grads)
         grads = {k: np.array(v) for k, v in grads.items()}
         grads["emb_src" if m.src_vocab is not None else "src"] = (
-            _scatter(problem.x, d_src, m.src_vocab) if m.src_vocab is not None else np.array(d_src))
+            scatter_rows(problem.x, d_src, m.src_vocab) if m.src_vocab is not None else np.array(d_src))
         if all(np.all(np.abs(run.grads[k] - grads[k]) <= ex.tol[k] + 1e-12 * np.max(np.abs(grads[k]), initial=0))
                for k in keys):
             return dropped
