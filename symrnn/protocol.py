@@ -1,9 +1,10 @@
 """The protocol every model implements, and the description of its parts.
 
-A model (:class:`~symrnn.model.Model`, :class:`~symrnn.wiring.StackedModel`) is
-a wiring of blocks recorded on a :class:`~symrnn.tape.Tape`: its
-``_record`` runs the blocks forward, and the tape's sweep is its backward.
-What a use may ask of any model:
+A model (:class:`~symrnn.model.Model`, :class:`~symrnn.wiring.StackedModel`,
+:class:`~symrnn.seq2seq.Seq2Seq`) is a wiring of blocks recorded on a
+:class:`~symrnn.tape.Tape`: running it records the blocks, and the tape's sweep
+is its backward.  What a use may ask of any model (a ``Seq2Seq`` takes its own
+arguments, ``src, tgt_in, tgt_out``, and describes its parts the same way):
 
 * ``param_shapes``, ``init_params(seed)``, ``gradient_keys``, ``state_names``,
   ``input_name``, ``initial_state_key(state)``, ``initial_state_shape(state, N)``;
@@ -32,10 +33,12 @@ class Part:
 
     ``kind`` is ``cell`` (a cell's step code over time; ``reverse``: back to front), ``merge``
     (``detail`` names the row of :data:`symrnn.wiring.MERGES`), ``residual`` (a sum),
-    ``readout`` or ``loss``.  ``name`` is the part's name (``l0.bwd``), ``prefix`` the prefix
+    ``bridge``, ``attention``, ``combine`` (Luong's attentional state), ``readout`` or ``loss``
+    (``detail``: the loss's name).  ``name`` is the part's name (``l0.bwd``), ``prefix`` the prefix
     of its parameter keys (``l0.bwd.``; ``""`` for a one-cell model), ``reads`` the names of the
-    parts it reads (``input`` is the model's input), ``width`` the width of what it reads,
-    ``row`` the row of its initial states among the gradients' ``h0`` (None: not stacked).
+    parts it reads (``input`` is the model's input), ``width`` the width of what it reads (of what
+    it scores, for the loss), ``row`` the row of its initial states among the gradients' ``h0``
+    (None: one cell, not stacked).
     """
 
     kind: str
@@ -52,8 +55,9 @@ class Part:
 
 class Protocol:
     """The methods every model shares; a model sets ``sizes``, ``state_names``, ``input_name``,
-    ``out``, ``loss_rule``, ``reduction``, ``param_shapes`` and implements ``_prepare``,
-    ``_record``, ``_collect``, ``_final_term``, ``_final_grads``, ``_spaces`` and ``parts``."""
+    ``out``, ``cell``, ``readout``, ``loss_rule``, ``reduction``, ``param_shapes`` and implements
+    ``parts``, ``_prepare``, ``_record``, ``_state_leaves``, ``_state_grads``, ``_final_grads``,
+    ``_final_term`` and ``_spaces``."""
 
     def init_params(self, seed=0, scale=None, dtype=np.float64) -> dict:
         """Parameters drawn uniformly from ``[-scale, scale]`` (default ``1/sqrt(H)``, as PyTorch)."""

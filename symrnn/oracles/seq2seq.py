@@ -28,6 +28,7 @@ from ..losses import scale_of
 from ..functions import derivative
 from ..symbols import MatVec, Param, tsym
 from .scalar import SCALAR_MERGES as _SCALAR_MERGES
+from .torch_autograd import TORCH_MERGES
 from .scalar import float_namespace, mpmath_namespace, ScalarPrinter
 
 
@@ -104,7 +105,8 @@ class _Program:
     def _dot(self, u, v):
         return sp.Add(*[a * b for a, b in zip(u, v)])
 
-    def _build(self, src, tin, tout, L, scored):
+    def _encode(self, src, L):
+        """The encoder over the ``L`` real tokens: (the top layer's outputs, ``z``)."""
         m = self.model
         enc, p = m.encoder, self.params
         seq = [list(self.src_dense[t]) if self.src_dense is not None else list(p["emb_src"][src[t]])
@@ -135,7 +137,11 @@ class _Program:
             if layer.residual:
                 merged = [[self._new(a + b) for a, b in zip(mt, st)] for mt, st in zip(merged, seq)]
             seq = merged
-        memory, z = seq, finals
+        return seq, finals
+
+    def _build(self, src, tin, tout, L, scored):
+        m, p = self.model, self.params
+        memory, z = self._encode(src, L)
         dec, Hd = m.decoder, m.H_dec
         if m.bridge_mode == "copy":
             state = {s: (list(z) if s == m.out_state else [sp.Integer(0)] * Hd) for s in dec.state_names}
@@ -329,71 +335,43 @@ def _module_grads(cell, module, H, n_dirs):
     return [from_torch(cell, sd, layer=0, reverse=d == 1) for d in range(n_dirs)]
 
 
-def _merge_torch(torch, name, f, b):
-    return {"concat": lambda: torch.cat([f, b], dim=-1), "sum": lambda: f + b, "ave": lambda: (f + b) / 2,
-            "mul": lambda: f * b, "max": lambda: torch.maximum(f, b)}[name]()
-
-
-def torch_loss_and_grads(m, params, src, tin, tout, smask=None, tmask=None):
-    """The loss and gradients of ``m`` composed from torch modules and operations (float64), keyed like
-    :meth:`Seq2Seq.loss_and_grads`; see :mod:`symrnn.oracles.seq2seq`."""
-    import torch
-
-    for cell in (m.encoder.cell, m.decoder.cell):
-        if cell.name not in _TORCH_CELLS:
-            raise UnknownNameError(f"PyTorch has no module for the cell {cell.name!r}; the torch composition "
-                                   f"covers {list(_TORCH_CELLS)}.")
-    rnn_utils = torch.nn.utils.rnn
-
-    def leaf(v):
-        return torch.tensor(np.asarray(v, dtype=np.float64), dtype=torch.float64, requires_grad=True)
-
-    P = {k: leaf(v) for k, v in params.items() if not k.startswith(("enc.", "dec."))}
-    enc, dec_cell = m.encoder, m.decoder.cell.name
-    enc_cell, H = enc.cell.name, m.H
-    S, N = src.shape[:2]
-    lengths = smask.sum(axis=0) if smask is not None else np.full(N, S)
-    src_t = None
-    if m.src_vocab is not None:
-        x = P["emb_src"][torch.from_numpy(np.asarray(src))]
-    else:
-        src_t = leaf(src)
-        x = src_t
+def _torch_encoder(torch, m, params, x, lengths):
+    """The encoder as torch modules over packed sequences: ``(memory, z, [(module, layer), ...])``."""
+    rnn_utils, enc, H = torch.nn.utils.rnn, m.encoder, m.H
+    cell, S = enc.cell.name, x.shape[0]
     lengths_t = torch.from_numpy(np.asarray(lengths, dtype=np.int64))
+    p_enc = {k[4:]: v for k, v in params.items() if k.startswith("enc.")}
     modules, finals = [], None
     for layer in enc.layers:
-        module = _torch_module(torch, enc_cell, layer.input_width, H, layer.bidirectional)
-        _load(torch, module, enc_cell, [enc.direction_params({k[4:]: v for k, v in params.items()
-                                                             if k.startswith("enc.")}, layer.index, d)
-                                       for d in layer.directions])
+        module = _torch_module(torch, cell, layer.input_width, H, layer.bidirectional)
+        _load(torch, module, cell, [enc.direction_params(p_enc, layer.index, d) for d in layer.directions])
         packed = rnn_utils.pack_padded_sequence(x, lengths_t, enforce_sorted=False)
         out, hn = module(packed)
         out, _ = rnn_utils.pad_packed_sequence(out, total_length=S)
-        hn = hn[0] if enc_cell == "lstm" else hn
-        y = _merge_torch(torch, enc.merge.name, out[..., :H], out[..., H:]) if layer.bidirectional else out
+        hn = hn[0] if cell == "lstm" else hn
+        y = TORCH_MERGES[enc.merge.name](torch, out[..., :H], out[..., H:]) if layer.bidirectional else out
         if layer.residual:
             y = y + x
         modules.append((module, layer))
         x, finals = y, hn
-    memory = x
-    z = torch.cat([finals[k] for k in range(finals.shape[0])], dim=-1)  # (N, Z): fwd then bwd
-    Tn = tin.shape[0]
-    Hd = m.H_dec
-    states = m.decoder.state_names
+    return x, torch.cat([finals[k] for k in range(finals.shape[0])], dim=-1), modules  # z (N, Z): fwd then bwd
+
+
+def _torch_initial_states(torch, m, P, z):
+    N, Hd = z.shape[0], m.H_dec
     if m.bridge_mode == "copy":
-        init = {s: (z if s == m.out_state else torch.zeros(N, Hd, dtype=torch.float64)) for s in states}
-    elif m.bridge_mode in ("linear", "tanh"):
+        return {s: (z if s == m.out_state else torch.zeros(N, Hd, dtype=torch.float64)) for s in m.decoder.state_names}
+    if m.bridge_mode in ("linear", "tanh"):
         act = torch.tanh if m.bridge_mode == "tanh" else (lambda u: u)
-        init = {s: act(z @ P[f"bridge.W_{s}"].T + P[f"bridge.b_{s}"]) for s in states}
-    else:
-        init = {s: torch.zeros(N, Hd, dtype=torch.float64) for s in states}
-    dec = _torch_module(torch, dec_cell, m.decoder.sizes["D"], Hd)
-    _load(torch, dec, dec_cell, [{k[4:]: v for k, v in params.items() if k.startswith("dec.")}])
-    emb = P["emb_tgt"][torch.from_numpy(np.asarray(tin))]
-    parts = [emb] + ([z.expand(Tn, N, z.shape[-1])] if m.context else [])
+        return {s: act(z @ P[f"bridge.W_{s}"].T + P[f"bridge.b_{s}"]) for s in m.decoder.state_names}
+    return {s: torch.zeros(N, Hd, dtype=torch.float64) for s in m.decoder.state_names}
+
+
+def _torch_attention(torch, m, P, memory, smask):
+    """``attend(q)``: weights (Tq, N, S) and context (Tq, N, C) for queries ``q`` (Tq, N, Hd)."""
     mask_t = None if smask is None else torch.from_numpy(np.asarray(smask).T.copy())  # (N, S)
 
-    def attend(q):  # q (Tq, N, Hd) -> weights (Tq, N, S), context (Tq, N, C)
+    def attend(q):
         score = m.attention.score
         if score == "dot":
             e = torch.einsum("tnh,snh->tns", q, memory)
@@ -407,29 +385,59 @@ def torch_loss_and_grads(m, params, src, tin, tout, smask=None, tmask=None):
         a = torch.softmax(e, dim=-1)
         return a, torch.einsum("tns,snc->tnc", a, memory)
 
+    return attend
+
+
+def _torch_decoder(torch, m, params, P, inputs, init, attend):
+    """The decoder as a torch module (step by step for Bahdanau): the pieces the readout reads, and the module."""
+    cell = m.decoder.cell.name
+    dec = _torch_module(torch, cell, m.decoder.sizes["D"], m.H_dec)
+    _load(torch, dec, cell, [{k[4:]: v for k, v in params.items() if k.startswith("dec.")}])
+
     def hx(state):
-        return (state["h"][None], state["c"][None]) if dec_cell == "lstm" else state["h"][None]
+        return (state["h"][None], state["c"][None]) if cell == "lstm" else state["h"][None]
 
     if not m.bahdanau:
-        out, _ = dec(torch.cat(parts, dim=-1), hx(init))
-        top = out
-        if m.attention is not None:
-            a, ctx = attend(out)
-            top = torch.tanh(torch.cat([ctx, out], dim=-1) @ P["attn.W_c"].T)
-        pieces = [top]
-    else:
-        state, hs, cs = init, [], []
-        for t in range(Tn):
-            a, ctx = attend(state["h"][None])
-            x_t = torch.cat([p[t:t + 1] for p in parts] + [ctx], dim=-1)
-            out, new = dec(x_t, hx(state))
-            state = {"h": new[0][0], "c": new[1][0]} if dec_cell == "lstm" else {"h": new[0]}
-            hs.append(out[0])
-            cs.append(ctx[0])
-        pieces = [torch.stack(hs), torch.stack(cs)]
-    if m.context:
-        pieces.append(z.expand(Tn, N, z.shape[-1]))
-    logits = torch.cat(pieces, dim=-1) @ P["out.V"].T + P["out.c"]
+        out, _ = dec(torch.cat(inputs, dim=-1), hx(init))
+        if m.attention is None:
+            return [out], dec
+        _, ctx = attend(out)
+        return [torch.tanh(torch.cat([ctx, out], dim=-1) @ P["attn.W_c"].T)], dec
+    state, hs, cs = init, [], []
+    for t in range(inputs[0].shape[0]):
+        _, ctx = attend(state["h"][None])
+        out, new = dec(torch.cat([p[t:t + 1] for p in inputs] + [ctx], dim=-1), hx(state))
+        state = {"h": new[0][0], "c": new[1][0]} if cell == "lstm" else {"h": new[0]}
+        hs.append(out[0])
+        cs.append(ctx[0])
+    return [torch.stack(hs), torch.stack(cs)], dec
+
+
+def torch_loss_and_grads(m, params, src, tin, tout, smask=None, tmask=None):
+    """The loss and gradients of ``m`` composed from torch modules and operations (float64), keyed like
+    :meth:`Seq2Seq.loss_and_grads`; see :mod:`symrnn.oracles.seq2seq`."""
+    import torch
+
+    for cell in (m.encoder.cell, m.decoder.cell):
+        if cell.name not in _TORCH_CELLS:
+            raise UnknownNameError(f"PyTorch has no module for the cell {cell.name!r}; the torch composition "
+                                   f"covers {list(_TORCH_CELLS)}.")
+
+    def leaf(v):
+        return torch.tensor(np.asarray(v, dtype=np.float64), dtype=torch.float64, requires_grad=True)
+
+    P = {k: leaf(v) for k, v in params.items() if not k.startswith(("enc.", "dec."))}
+    S, N = src.shape[:2]
+    lengths = smask.sum(axis=0) if smask is not None else np.full(N, S)
+    src_t = leaf(src) if m.src_vocab is None else None
+    x = src_t if src_t is not None else P["emb_src"][torch.from_numpy(np.asarray(src))]
+    memory, z, modules = _torch_encoder(torch, m, params, x, lengths)
+    Tn = tin.shape[0]
+    contexts = [z.expand(Tn, N, z.shape[-1])] if m.context else []
+    inputs = [P["emb_tgt"][torch.from_numpy(np.asarray(tin))]] + contexts
+    attend = _torch_attention(torch, m, P, memory, smask) if m.attention is not None else None
+    pieces, dec = _torch_decoder(torch, m, params, P, inputs, _torch_initial_states(torch, m, P, z), attend)
+    logits = torch.cat(pieces + contexts, dim=-1) @ P["out.V"].T + P["out.c"]
     logp = torch.log_softmax(logits, dim=-1)
     tout_np = np.asarray(tout)
     scored = (tout_np != -1) if tmask is None else (np.asarray(tmask) & (tout_np != -1))
@@ -439,10 +447,11 @@ def torch_loss_and_grads(m, params, src, tin, tout, smask=None, tmask=None):
     loss = total * scale
     loss.backward()
     grads = {k: v.grad.numpy().copy() if v.grad is not None else np.zeros(tuple(v.shape)) for k, v in P.items()}
+    enc = m.encoder
     for module, layer in modules:
-        for d, g in zip(layer.directions, _module_grads(enc_cell, module, H, len(layer.directions))):
+        for d, g in zip(layer.directions, _module_grads(enc.cell.name, module, m.H, len(layer.directions))):
             grads.update({f"enc.{enc.key(layer.index, d, k)}": v for k, v in g.items()})
-    grads.update({f"dec.{k}": v for k, v in _module_grads(dec_cell, dec, Hd, 1)[0].items()})
+    grads.update({f"dec.{k}": v for k, v in _module_grads(m.decoder.cell.name, dec, m.H_dec, 1)[0].items()})
     if src_t is not None:
         grads["src"] = src_t.grad.numpy().copy()
     return float(loss.detach()), grads

@@ -48,7 +48,7 @@ def _compiled(equations, torch):
 
 #: The merges of two directions with torch operations, written independently of :data:`symrnn.wiring.MERGES`
 #: (``torch.maximum`` splits the gradient of an exact tie half and half).
-_TORCH_MERGES = {
+TORCH_MERGES = {
     "concat": lambda torch, f, b: torch.cat([f, b], dim=-1),
     "sum": lambda torch, f, b: f + b,
     "ave": lambda torch, f, b: (f + b) / 2,
@@ -88,7 +88,7 @@ def _unrolled(torch, model, P, X_in, S, sched):
         if part.kind == "cell":
             seqs[part.name] = _cell_over_time(torch, part, P, seqs[part.reads[0]], S)
         elif part.kind in ("merge", "residual"):
-            rule = _TORCH_MERGES["sum" if part.kind == "residual" else part.detail]
+            rule = TORCH_MERGES["sum" if part.kind == "residual" else part.detail]
             seqs[part.name] = [rule(torch, a, b) for a, b in zip(*(seqs[r] for r in part.reads))]
         else:
             continue

@@ -44,7 +44,7 @@ def report_kind(model) -> str:
     a decoder)."""
     parts = model.parts() if callable(getattr(model, "parts", None)) else None
     if parts is None:
-        raise ParameterError(f"A report needs a model (symrnn.Model, StackedModel or Seq2Seq), got "
+        raise ParameterError(f"A report needs a symrnn.Model, StackedModel or Seq2Seq, got "
                              f"{type(model).__name__}: build one first (symrnn.Model('lstm', D=3, H=4)).")
     if any(p.kind in ("bridge", "attention") for p in parts):
         return "seq2seq"
