@@ -23,7 +23,7 @@ from .cells import builtin_cell
 
 from .codegen import BlockCode, Workspace as _Arrays
 from .errors import CellDefinitionError, ShapeError, UnknownNameError
-from .losses import IGNORE_LABEL, get_loss
+from .losses import get_loss
 from .protocol import Part, Protocol, uniform_params  # noqa: F401 (uniform_params: read from here too)
 from .symbols import parse
 from .tape import run_cell, run_stateless, window
@@ -242,34 +242,8 @@ class Model(Protocol):
 
     def _prepare(self, params, inputs, targets, h0, mask=None):
         params, X_in, S0 = self._prepare_inputs(params, inputs, h0)
-        T_in, N, D = X_in.shape
-        targets = np.asarray(targets)
-        if targets.ndim == 0 or targets.shape[0] == 0:
-            raise ShapeError(f"targets has shape {targets.shape}; expected a leading time axis T_out >= 1.")
-        sched = self.architecture.schedule(T_in, targets.shape[0])
-        mask = self._check_mask(mask, targets, N)
-        targets = self._check_targets(targets, N, X_in.dtype)
-        if sched.T == T_in and len(sched.input_steps) == T_in:
-            X = X_in
-        else:
-            X = np.zeros((sched.T, N, D), dtype=X_in.dtype)
-            X[sched.input_steps.start:sched.input_steps.stop] = X_in
+        X, targets, sched, mask = self._scored(X_in, targets, mask)
         return params, X, targets, S0, sched, mask
-
-    def _check_mask(self, mask, targets, N):
-        """The (T_out, N) boolean array of scored steps (``None``: every step), with ignored labels."""
-        T_out = targets.shape[0]
-        if mask is not None:
-            mask = np.asarray(mask)
-            if mask.dtype != bool and not (np.issubdtype(mask.dtype, np.number) and np.isin(mask, (0, 1)).all()):
-                raise ShapeError(f"mask must hold booleans (or 0/1), got dtype {mask.dtype}.")
-            check_shape(mask, (T_out, N), "mask", "(T_out, N): true where a step is scored")
-            mask = mask.astype(bool)
-        if self.loss_rule.name == "cross-entropy" and np.issubdtype(targets.dtype, np.integer) \
-                and targets.shape == (T_out, N) and (targets == IGNORE_LABEL).any():
-            ignored = targets != IGNORE_LABEL
-            mask = ignored if mask is None else mask & ignored
-        return mask
 
     def run_cell(self, params, inputs, h0=None):
         """The cell's forward pass over ``inputs`` (every step reads one).
@@ -282,35 +256,6 @@ class Model(Protocol):
         """
         params, X, S0 = self._prepare_inputs(params, inputs, h0)
         return params, X, self.cell_code.forward(params, X, S0, self.sizes)
-
-    def _check_targets(self, Y, N, dtype):
-        T_out = Y.shape[0]
-        name = self.loss_rule.name
-        if Y.dtype == bool or not (np.issubdtype(Y.dtype, np.integer) or np.issubdtype(Y.dtype, np.floating)):
-            raise ShapeError(
-                f"targets has dtype {Y.dtype}; expected "
-                + ("integer class indices (T_out, N) or float probabilities (T_out, N, K)"
-                   if name == "cross-entropy" else "floating-point numbers") + ".")
-        if name == "cross-entropy":
-            K = self.sizes["K"]
-            if Y.shape == (T_out, N) and not np.issubdtype(Y.dtype, np.integer):
-                raise ShapeError(
-                    f"targets are {Y.dtype} of shape (T_out, N) = {Y.shape}: class indices must be integers "
-                    f"(use targets.astype(int)); probabilities have shape (T_out, N, K).")
-            if np.issubdtype(Y.dtype, np.integer):
-                check_shape(Y, (T_out, N), "targets", "class indices (T_out, N)")
-                scored = Y[Y != IGNORE_LABEL]
-                if scored.size and (scored.min() < 0 or scored.max() >= K):
-                    raise ShapeError(f"targets holds class indices in [{scored.min()}, {scored.max()}]; expected "
-                                     f"0..{K - 1} (or {IGNORE_LABEL} for an ignored step).")
-                return np.where(Y == IGNORE_LABEL, 0, Y)
-            Y = as_float_array(Y, "targets", dtype)
-            check_shape(Y, (T_out, N, K), "targets", "class indices (T_out, N) or probabilities (T_out, N, K)")
-            return Y
-        Y = as_float_array(Y, "targets", dtype)
-        last = self.sizes["K"] if name in ("mse", "half-mse") else self.state_size(self.out)
-        check_shape(Y, (T_out, N, last), "targets", f"(T_out, N, {'K' if name == 'mse' else self.cell.states[self.out]})")
-        return Y
 
     def state_size(self, state: str) -> int:
         """The size of a state (``H`` unless the cell declared another)."""

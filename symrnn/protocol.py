@@ -21,7 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .codegen import BlockCode
-from .errors import NonFiniteError, ParameterError
+from .errors import NonFiniteError, ParameterError, ShapeError
+from .losses import IGNORE_LABEL
+from .validation import as_float_array, check_shape
 from .tape import Tape
 
 _DTYPES = (np.float64, np.float32)
@@ -108,6 +110,66 @@ class Protocol:
         self.derive()
         _ = self.cell_code, self.readout_code  # made and kept by the properties
         return self
+
+    # -- the checks of targets and masks ---------------------------------------------------------
+    def _scored(self, X_in, targets, mask):
+        """The inputs padded to the schedule's steps, the checked targets, the schedule and the mask."""
+        T_in, N, D = X_in.shape
+        targets = np.asarray(targets)
+        if targets.ndim == 0 or targets.shape[0] == 0:
+            raise ShapeError(f"targets has shape {targets.shape}; expected a leading time axis T_out >= 1.")
+        sched = self.architecture.schedule(T_in, targets.shape[0])
+        mask = self._check_mask(mask, targets, N)
+        targets = self._check_targets(targets, N, X_in.dtype)
+        if sched.T == T_in and len(sched.input_steps) == T_in:
+            return X_in, targets, sched, mask
+        X = np.zeros((sched.T, N, D), dtype=X_in.dtype)
+        X[sched.input_steps.start:sched.input_steps.stop] = X_in
+        return X, targets, sched, mask
+
+    def _check_mask(self, mask, targets, N):
+        """The (T_out, N) boolean array of scored steps (``None``: every step), with ignored labels."""
+        T_out = targets.shape[0]
+        if mask is not None:
+            mask = np.asarray(mask)
+            if mask.dtype != bool and not (np.issubdtype(mask.dtype, np.number) and np.isin(mask, (0, 1)).all()):
+                raise ShapeError(f"mask must hold booleans (or 0/1), got dtype {mask.dtype}.")
+            check_shape(mask, (T_out, N), "mask", "(T_out, N): true where a step is scored")
+            mask = mask.astype(bool)
+        if self.loss_rule.name == "cross-entropy" and np.issubdtype(targets.dtype, np.integer) \
+                and targets.shape == (T_out, N) and (targets == IGNORE_LABEL).any():
+            ignored = targets != IGNORE_LABEL
+            mask = ignored if mask is None else mask & ignored
+        return mask
+
+    def _check_targets(self, Y, N, dtype):
+        T_out = Y.shape[0]
+        name = self.loss_rule.name
+        if Y.dtype == bool or not (np.issubdtype(Y.dtype, np.integer) or np.issubdtype(Y.dtype, np.floating)):
+            raise ShapeError(
+                f"targets has dtype {Y.dtype}; expected "
+                + ("integer class indices (T_out, N) or float probabilities (T_out, N, K)"
+                   if name == "cross-entropy" else "floating-point numbers") + ".")
+        if name == "cross-entropy":
+            K = self.sizes["K"]
+            if Y.shape == (T_out, N) and not np.issubdtype(Y.dtype, np.integer):
+                raise ShapeError(
+                    f"targets are {Y.dtype} of shape (T_out, N) = {Y.shape}: class indices must be integers "
+                    f"(use targets.astype(int)); probabilities have shape (T_out, N, K).")
+            if np.issubdtype(Y.dtype, np.integer):
+                check_shape(Y, (T_out, N), "targets", "class indices (T_out, N)")
+                scored = Y[Y != IGNORE_LABEL]
+                if scored.size and (scored.min() < 0 or scored.max() >= K):
+                    raise ShapeError(f"targets holds class indices in [{scored.min()}, {scored.max()}]; expected "
+                                     f"0..{K - 1} (or {IGNORE_LABEL} for an ignored step).")
+                return np.where(Y == IGNORE_LABEL, 0, Y)
+            Y = as_float_array(Y, "targets", dtype)
+            check_shape(Y, (T_out, N, K), "targets", "class indices (T_out, N) or probabilities (T_out, N, K)")
+            return Y
+        Y = as_float_array(Y, "targets", dtype)
+        last = self.sizes["K"] if name in ("mse", "half-mse") else self.state_size(self.out)
+        check_shape(Y, (T_out, N, last), "targets", f"(T_out, N, {'K' if name == 'mse' else self.cell.states[self.out]})")
+        return Y
 
     # -- numbers ---------------------------------------------------------------------------------
     def _run_forward(self, params, X, Y, S0, sched, mask=None, final_grads=None):

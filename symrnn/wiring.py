@@ -367,22 +367,12 @@ class StackedModel(Protocol):
         S0 = self._per_row_states(h0, N, dtype, "h0")
         if targets is None:
             return params, X_in, None, S0, None, None
-        targets = np.asarray(targets)
-        if targets.ndim == 0 or targets.shape[0] == 0:
-            raise ShapeError(f"targets has shape {targets.shape}; expected a leading time axis T_out >= 1.")
-        sched = self.architecture.schedule(X_in.shape[0], targets.shape[0])
-        mask = Model._check_mask(self, mask, targets, N)
-        targets = self._check_targets(targets, N, dtype)
-        if sched.T == X_in.shape[0]:
-            X = X_in
-        else:
-            X = np.zeros((sched.T, N, D), dtype=dtype)
-            X[sched.input_steps.start:sched.input_steps.stop] = X_in
+        X, targets, sched, mask = self._scored(X_in, targets, mask)
         return params, X, targets, S0, sched, mask
 
     def _check_targets(self, Y, N, dtype):
         if self.loss_rule.name != "upstream":
-            return Model._check_targets(self, Y, N, dtype)
+            return super()._check_targets(Y, N, dtype)
         Y = as_float_array(Y, "targets", dtype)
         check_shape(Y, (Y.shape[0], N, self.width), "targets",
                     "(T_out, N, width): dL/d output of the top layer, width "
