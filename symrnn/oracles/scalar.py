@@ -279,8 +279,9 @@ class ScalarOracle:
         top = outputs[[p for p in parts if p.kind not in ("readout", "loss")][-1].name]
         last = model.sizes["K"] if model.readout is not None else len(top)
         self._templates["out"] = self._output_lines(top, last)
-        start = sched.output_steps.start
-        order += [("out", {"t": t + 1, "u": t - start}) for t in sched.output_steps]
+        made = {fill["t"]: i for i, (_, fill) in enumerate(order)}  # a step's output is scored once it is made
+        scored = {made[t + 1]: ("out", {"t": t + 1, "u": t - sched.output_steps.start}) for t in sched.output_steps}
+        order = [entry for i, step in enumerate(order) for entry in ([step, scored[i]] if i in scored else [step])]
         self._program_lines([(self._templates[key], fill) for key, fill in order])
         self.input_names = [[f"{model.input_name}__{t + 1}_{j}" for j in range(model.sizes["D"])]
                             for t in sched.input_steps]
