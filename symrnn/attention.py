@@ -2,7 +2,7 @@
 
 An attention step is a short program of the operations over source positions
 of :data:`symrnn.functions.SEQUENCE_RULES` (``linear``, ``dot``, ``pairs``,
-``tanh``, ``project``, ``softmax``, ``context``).  :class:`Tape` records it
+``tanh``, ``project``, ``softmax``, ``context``).  :class:`~symrnn.tape.Tape` records it
 and sweeps it backwards applying each operation's adjoint rule, as
 autograd's ``backward_pass`` does; :class:`SymbolicTape` runs the *same*
 program on SymPy symbols and prints its equations and adjoints for the
@@ -29,43 +29,9 @@ import sympy as sp
 from .errors import UnknownNameError
 from .functions import SEQUENCE_RULES, sequence_rule, sum_s, sum_t
 from .symbols import Param
+from .tape import Tape  # noqa: F401 (the tape attention runs on)
 
 SCORES = ("dot", "general", "additive")
-
-
-class Tape:
-    """Values and the operations that made them; :meth:`sweep` is the reverse pass."""
-
-    def __init__(self):
-        self.values = []
-        self.ops = []  # (rule, output node, argument nodes, static keyword arguments)
-
-    def leaf(self, value, name=None) -> int:
-        self.values.append(value)
-        return len(self.values) - 1
-
-    def apply(self, op, *args, name=None, **static) -> int:
-        rule = sequence_rule(op)
-        self.values.append(rule.forward(*(self.values[a] for a in args), **static))
-        self.ops.append((rule, len(self.values) - 1, args, static))
-        return len(self.values) - 1
-
-    def mark(self) -> int:
-        """The number of operations so far: :meth:`sweep` from here undoes only what follows."""
-        return len(self.ops)
-
-    def sweep(self, adjoint: dict, start: int = 0, stop: int | None = None) -> dict:
-        """Reverse accumulation over operations ``start..stop``: ``adjoint`` maps nodes to
-        ``dL/d node`` (seeded by the caller) and receives every argument's share."""
-        for rule, out, args, static in reversed(self.ops[start:stop]):
-            g = adjoint.pop(out, None)
-            if g is None:
-                continue
-            inputs = [self.values[a] for a in args]
-            for k, a in enumerate(args):
-                share = rule.vjp[k](g, self.values[out], *inputs, **static)
-                adjoint[a] = share if a not in adjoint else adjoint[a] + share
-        return adjoint
 
 
 class SymbolicTape:

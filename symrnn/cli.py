@@ -248,11 +248,8 @@ def _run(args, parser) -> int:
         return 0
     if args.command == "check":
         from .checks import agreement_table
-        from .oracles.stacked import stack_agreement_table
 
-        model = build_model(args)
-        table = stack_agreement_table if hasattr(model, "layers") else agreement_table
-        print(table(model, seed=args.seed))
+        print(agreement_table(build_model(args), seed=args.seed))
         return 0
     if args.command == "verify":
         return _verify(args)

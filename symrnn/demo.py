@@ -22,7 +22,6 @@ from .cells import BUILTIN_CELLS
 from .checks import agreement_table
 from .fileio import check_output_dir, write_text_atomic
 from .model import Model
-from .oracles.stacked import stack_agreement_table
 from .seq2seq import Seq2Seq
 from .wiring import StackedModel
 
@@ -48,7 +47,7 @@ def run(out="reports") -> int:
     print(f"\n=== {stack!r} ===")
     print("Two layers of bidirectional LSTMs: each direction runs the lstm cell's generated code (the backward "
           "direction on the reversed sequence); the concat merge and the layer link have their own rules.")
-    table = stack_agreement_table(stack)
+    table = agreement_table(stack)
     print()
     print(table)
     summary += ["## 2-layer bidirectional lstm", "", table, ""]

@@ -145,3 +145,23 @@ def get_loss(name: str) -> Loss:
         return LOSSES[name]
     except KeyError:
         raise UnknownNameError(f"Unknown loss {name!r}; expected one of {sorted(LOSSES)}.") from None
+
+
+def cross_entropy_ids(O, Y, reduction, mask=None):
+    """The softmax cross-entropy of :class:`symrnn.losses.CrossEntropy` for class indices ``Y`` (T, N), in
+    fewer passes over the (T, N, K) logits: ``(value, dL/dO)``, the same reductions (:func:`scale_of`)."""
+    mask = np.ones(Y.shape, dtype=bool) if mask is None else mask
+    scale = scale_of(reduction, mask)
+    Z = O - O.max(axis=-1, keepdims=True)
+    picked = np.take_along_axis(Z, Y[..., None], axis=-1)[..., 0]
+    grad = np.exp(Z, out=Z)
+    total = grad.sum(axis=-1)
+    value = float(((np.log(total) - picked) * mask).sum()) * scale
+    grad /= total[..., None]
+    flat = grad.reshape(-1, grad.shape[-1])
+    flat[np.arange(Y.size), Y.reshape(-1)] -= 1.0  # one target per row: no repeated index
+    if not mask.all():
+        grad *= (mask * scale)[..., None]
+    elif scale != 1.0:
+        grad *= scale
+    return value, grad

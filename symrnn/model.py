@@ -22,10 +22,12 @@ from .cell import Cell
 from .cells import builtin_cell
 
 from .codegen import BlockCode, Workspace as _Arrays
-from .errors import CellDefinitionError, NonFiniteError, ParameterError, ShapeError, UnknownNameError
-from .losses import IGNORE_LABEL, get_loss
+from .errors import CellDefinitionError, ShapeError, UnknownNameError
+from .losses import get_loss
+from .protocol import Part, Protocol, uniform_params  # noqa: F401 (uniform_params: read from here too)
 from .symbols import parse
-from .validation import as_float_array, check_finite, check_param_names, check_shape
+from .tape import run_cell, run_stateless, window
+from .validation import as_float_array, check_param_names, check_shape
 
 _DTYPES = (np.float64, np.float32)
 
@@ -48,7 +50,7 @@ def readout_cell(H_state: str, logits: str, size: str = "H") -> Cell:
     return readout
 
 
-class Model:
+class Model(Protocol):
     """A recurrent model with exact symbolic BPTT gradients.
 
     Parameters
@@ -215,21 +217,6 @@ class Model:
                                         c.sizes, external=[self.out])
         return self._cell_code
 
-    @property
-    def readout_code(self) -> BlockCode:
-        if self._readout_code is None and self.readout is not None:
-            r = self.readout
-            self._readout_code = BlockCode(f"{self.cell.name}-readout", r.equations, r.input_symbol,
-                                           {}, r.params, r.sizes, external=[self.logits])
-        return self._readout_code
-
-    def compile(self) -> "Model":
-        """Derive and generate the code now (it is otherwise done on first use)."""
-        self.derive()
-        self.cell_code
-        self.readout_code
-        return self
-
     # -- numbers --------------------------------------------------------------
     def _prepare_inputs(self, params, inputs, h0):
         check_param_names(params, self.param_shapes)
@@ -255,34 +242,8 @@ class Model:
 
     def _prepare(self, params, inputs, targets, h0, mask=None):
         params, X_in, S0 = self._prepare_inputs(params, inputs, h0)
-        T_in, N, D = X_in.shape
-        targets = np.asarray(targets)
-        if targets.ndim == 0 or targets.shape[0] == 0:
-            raise ShapeError(f"targets has shape {targets.shape}; expected a leading time axis T_out >= 1.")
-        sched = self.architecture.schedule(T_in, targets.shape[0])
-        mask = self._check_mask(mask, targets, N)
-        targets = self._check_targets(targets, N, X_in.dtype)
-        if sched.T == T_in and len(sched.input_steps) == T_in:
-            X = X_in
-        else:
-            X = np.zeros((sched.T, N, D), dtype=X_in.dtype)
-            X[sched.input_steps.start:sched.input_steps.stop] = X_in
+        X, targets, sched, mask = self._scored(X_in, targets, mask)
         return params, X, targets, S0, sched, mask
-
-    def _check_mask(self, mask, targets, N):
-        """The (T_out, N) boolean array of scored steps (``None``: every step), with ignored labels."""
-        T_out = targets.shape[0]
-        if mask is not None:
-            mask = np.asarray(mask)
-            if mask.dtype != bool and not (np.issubdtype(mask.dtype, np.number) and np.isin(mask, (0, 1)).all()):
-                raise ShapeError(f"mask must hold booleans (or 0/1), got dtype {mask.dtype}.")
-            check_shape(mask, (T_out, N), "mask", "(T_out, N): true where a step is scored")
-            mask = mask.astype(bool)
-        if self.loss_rule.name == "cross-entropy" and np.issubdtype(targets.dtype, np.integer) \
-                and targets.shape == (T_out, N) and (targets == IGNORE_LABEL).any():
-            ignored = targets != IGNORE_LABEL
-            mask = ignored if mask is None else mask & ignored
-        return mask
 
     def run_cell(self, params, inputs, h0=None):
         """The cell's forward pass over ``inputs`` (every step reads one).
@@ -296,47 +257,9 @@ class Model:
         params, X, S0 = self._prepare_inputs(params, inputs, h0)
         return params, X, self.cell_code.forward(params, X, S0, self.sizes)
 
-    def _check_targets(self, Y, N, dtype):
-        T_out = Y.shape[0]
-        name = self.loss_rule.name
-        if Y.dtype == bool or not (np.issubdtype(Y.dtype, np.integer) or np.issubdtype(Y.dtype, np.floating)):
-            raise ShapeError(
-                f"targets has dtype {Y.dtype}; expected "
-                + ("integer class indices (T_out, N) or float probabilities (T_out, N, K)"
-                   if name == "cross-entropy" else "floating-point numbers") + ".")
-        if name == "cross-entropy":
-            K = self.sizes["K"]
-            if Y.shape == (T_out, N) and not np.issubdtype(Y.dtype, np.integer):
-                raise ShapeError(
-                    f"targets are {Y.dtype} of shape (T_out, N) = {Y.shape}: class indices must be integers "
-                    f"(use targets.astype(int)); probabilities have shape (T_out, N, K).")
-            if np.issubdtype(Y.dtype, np.integer):
-                check_shape(Y, (T_out, N), "targets", "class indices (T_out, N)")
-                scored = Y[Y != IGNORE_LABEL]
-                if scored.size and (scored.min() < 0 or scored.max() >= K):
-                    raise ShapeError(f"targets holds class indices in [{scored.min()}, {scored.max()}]; expected "
-                                     f"0..{K - 1} (or {IGNORE_LABEL} for an ignored step).")
-                return np.where(Y == IGNORE_LABEL, 0, Y)
-            Y = as_float_array(Y, "targets", dtype)
-            check_shape(Y, (T_out, N, K), "targets", "class indices (T_out, N) or probabilities (T_out, N, K)")
-            return Y
-        Y = as_float_array(Y, "targets", dtype)
-        last = self.sizes["K"] if name in ("mse", "half-mse") else self.state_size(self.out)
-        check_shape(Y, (T_out, N, last), "targets", f"(T_out, N, {'K' if name == 'mse' else self.cell.states[self.out]})")
-        return Y
-
     def state_size(self, state: str) -> int:
         """The size of a state (``H`` unless the cell declared another)."""
         return self.sizes[self.cell.states[state]]
-
-    def initial_state_key(self, state: str) -> str:
-        """The key of ``dL/d state_0`` in gradient dicts: ``h0``, ``c0``."""
-        return f"{state}0"
-
-    @property
-    def gradient_keys(self) -> list:
-        """The keys of ``loss_and_grads``'s gradients: parameters, the input, initial states."""
-        return list(self.param_shapes) + [self.input_name] + [self.initial_state_key(s) for s in self.state_names]
 
     def _initial_states(self, h0, N, dtype):
         given = {} if h0 is None else (dict(h0) if isinstance(h0, dict) else {self.out: h0})
@@ -363,28 +286,38 @@ class Model:
             self._threads.workspace = _ModelWorkspace(_Arrays(), _Arrays())
         return self._threads.workspace
 
-    def _run_forward(self, params, X, Y, S0, sched, mask=None):
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # non-finite results are raised
-            return self._run_forward_quietly(params, X, Y, S0, sched, mask)
-
-    def _run_forward_quietly(self, params, X, Y, S0, sched, mask):
+    def _spaces(self):
         ws = self._workspace()
-        cache = self.cell_code.forward(params, X, S0, self.sizes, ws.cell)
-        Hs = cache[f"S_{self.out}"][1:][sched.output_steps.start:sched.output_steps.stop]
-        T_out, N, H = Hs.shape
-        if self.readout is None:
-            value, dHs = self.loss_rule.value_and_grad(Hs, Y, self.reduction, mask)
-            return value, cache, None, dHs
-        H_flat = Hs.reshape(1, T_out * N, H)
-        r_cache = self.readout_code.forward(params, H_flat, {}, self.sizes, ws.readout)
-        O = r_cache[f"C_{self.logits}"].reshape(T_out, N, -1)
-        value, dO = self.loss_rule.value_and_grad(O, Y, self.reduction, mask)
-        return value, cache, (H_flat, r_cache), dO
+        return [ws.cell, ws.readout]
 
-    def loss(self, params, inputs, targets, h0=None, mask=None) -> float:
-        """The loss alone (one forward pass); arguments as :meth:`loss_and_grads`."""
-        params, X, Y, S0, sched, mask = self._prepare(params, inputs, targets, h0, mask)
-        return _finite_loss(self._run_forward(params, X, Y, S0, sched, mask)[0], self)
+    def parts(self) -> list:
+        """The blocks of the model: the cell over time, the readout (if any), the loss."""
+        parts = [Part("cell", "cell", ("input",), cell=self.cell, width=self.sizes["D"])]
+        if self.readout is not None:
+            parts.append(Part("readout", "readout", ("cell",), cell=self.readout, width=self.state_size(self.out)))
+        width = self.sizes["K"] if self.readout is not None else self.state_size(self.out)
+        return parts + [Part("loss", "loss", (parts[-1].name,), width=width, detail=self.loss_rule.name)]
+
+    def _state_leaves(self, tape, S0):
+        return tape.leaf(S0)
+
+    def _record(self, tape, leaves, sched, final_grads=None):
+        """The cell over time, the scored steps and the readout on ``tape``: (top node, the cell's cache)."""
+        P, X, S0 = leaves
+        ws = self._workspace()
+        H, cache = run_cell(tape, self.cell_code, P, X, S0, out=self.out, sizes=self.sizes,
+                            final_grads=final_grads, empty=ws.cell)
+        top = window(tape, H, sched.output_steps)
+        if self.readout is not None:
+            top = run_stateless(tape, self.readout_code, P, top, outputs=[self.logits], sizes=self.sizes,
+                                empty=ws.readout)
+        return top, cache
+
+    def _state_grads(self, adjoint, S0):
+        return {self.initial_state_key(s): g for s, g in adjoint[S0].items()}
+
+    def _final_term(self, cache, dS_final):
+        return sum(float((g * cache[f"S_{s}"][-1]).sum()) for s, g in dS_final.items())
 
     def loss_and_grads(self, params, inputs, targets, h0=None, mask=None, final_grads=None):
         """The loss and the exact gradients.
@@ -438,48 +371,6 @@ class Model:
         value, grads, _ = self._loss_grads_and_cache(params, inputs, targets, h0, mask, final_grads)
         return value, grads
 
-    def _loss_grads_and_cache(self, params, inputs, targets, h0=None, mask=None, final_grads=None):
-        params, X, Y, S0, sched, mask = self._prepare(params, inputs, targets, h0, mask)
-        value, cache, r, d_out = self._run_forward(params, X, Y, S0, sched, mask)
-        dS_final = self._final_grads(final_grads, X.shape[1], X.dtype)
-        if final_grads is not None:
-            value = value + sum(float((g * cache[f"S_{s}"][-1]).sum()) for s, g in dS_final.items())
-        value = _finite_loss(value, self)
-        T, N = X.shape[0], X.shape[1]
-        ws = self._workspace()
-        cell_code, readout_code, allocate = self.cell_code, self.readout_code, (ws.cell, ws.readout)
-        grads = {}
-        if r is not None:
-            H_flat, r_cache = r
-            dO = d_out.reshape(1, -1, d_out.shape[-1])
-            r_grads, dH_flat, _ = readout_code.backward(params, H_flat, r_cache, {self.logits: dO}, {},
-                                                        self.sizes, allocate[1])
-            grads.update(r_grads)
-            d_out = dH_flat.reshape(len(sched.output_steps), N, -1)
-        if len(sched.output_steps) == T:
-            EXT = d_out
-        else:
-            EXT = allocate[0]("EXT", (T, N, self.state_size(self.out)), X.dtype)
-            EXT.fill(0)
-            EXT[sched.output_steps.start:sched.output_steps.stop] = d_out
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # non-finite results are raised
-            c_grads, dX, dS0 = cell_code.backward(params, X, cache, {self.out: EXT}, dS_final, self.sizes,
-                                                  allocate[0])
-        grads.update(c_grads)
-        grads = {k: grads[k] for k in self.param_shapes}  # canonical order
-        grads[self.input_name] = dX[sched.input_steps.start:sched.input_steps.stop]
-        for s in self.state_names:
-            grads[self.initial_state_key(s)] = dS0[s]
-        for k, g in grads.items():  # nothing returned may live in the reused arrays
-            if ws.cell.owns(g) or ws.readout.owns(g):
-                grads[k] = g.copy()
-            if not np.all(np.isfinite(g)):
-                raise NonFiniteError(
-                    f"grads[{k!r}] contains NaN or infinity although the loss {value} is finite: the backward "
-                    f"pass overflowed (weights or inputs too large for {X.dtype}?) or a derivative is infinite "
-                    f"where the forward is not (e.g. sqrt at 0).")
-        return value, grads, cache
-
     def _final_grads(self, final_grads, N, dtype):
         return self._per_state(dict(final_grads or {}), N, dtype, "final_grads", lambda s: f"final_grads[{s!r}]")
 
@@ -488,24 +379,3 @@ class Model:
                 f"architecture={self.architecture.name!r}, loss={self.loss_rule.name!r}, "
                 f"reduction={self.reduction!r})")
 
-
-def uniform_params(shapes, H, seed=0, scale=None, dtype=np.float64) -> dict:
-    """Arrays of ``shapes`` drawn uniformly from ``[-scale, scale]`` (default ``1/sqrt(H)``, as PyTorch)."""
-    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float, np.number))
-                              or not np.isfinite(scale) or scale < 0):
-        raise ParameterError(f"scale must be a finite number >= 0, got {scale!r}.")
-    if np.dtype(dtype) not in _DTYPES:
-        raise ParameterError(f"dtype must be float64 or float32, got {np.dtype(dtype)}.")
-    rng = np.random.default_rng(seed)
-    scale = 1.0 / np.sqrt(H) if scale is None else scale
-    return {k: rng.uniform(-scale, scale, size=s).astype(dtype) for k, s in shapes.items()}
-
-
-def _finite_loss(value, model) -> float:
-    value = float(value)
-    if not np.isfinite(value):
-        raise NonFiniteError(
-            f"The loss of {model!r} is {value} for these inputs: the forward pass overflowed or left the "
-            f"domain of a function (log or sqrt of a negative number, ...). Check the inputs' scale and the "
-            f"cell's equations.")
-    return value

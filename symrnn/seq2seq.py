@@ -23,20 +23,22 @@ True
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
-import sympy as sp
 
-from .attention import SCORES, Attention, Tape
-from .bptt import Derivation
-from .cell import Cell
-from .codegen import BlockCode, Workspace, fresh
+from .attention import SCORES, Attention
+from .codegen import Workspace
 from .errors import NonFiniteError, ShapeError, UnknownNameError
-from .functions import sum_t, tanh
-from .losses import IGNORE_LABEL, get_loss, scale_of
+from .functions import tanh
+from .losses import cross_entropy_ids as cross_entropy
+from .losses import IGNORE_LABEL, get_loss
 from .model import Model, readout_cell
-from .symbols import MatTVec, Param, tsym
+from .protocol import Part
+from .seq2seq_blocks import Stateless, bridge_cell, combine_cell, reversal, sequence_mask, token_ids
+from .seq2seq_derivation import Seq2SeqDerivation
+from .tape import (Tape, broadcast, concat, finals, lookup, pick, reordered, run_cell, run_stateless, run_step,
+                   stack, tap, window)
 from .validation import as_float_array, check_param_names, check_shape
 from .wiring import StackedModel
 
@@ -46,145 +48,26 @@ _DTYPES = (np.float64, np.float32)
 
 
 # -- stateless blocks run by the generated code ---------------------------------------------------
-class _Stateless:
-    """A cell without state (``y = f(P z + b)``) run by :class:`BlockCode` over ``M`` rows at once."""
-
-    def __init__(self, cell: Cell, prefix: str, outputs):
-        self.cell, self.prefix, self.outputs = cell, prefix, list(outputs)
-        self.code = BlockCode(cell.name, cell.equations, cell.input_symbol, {}, cell.params, cell.sizes,
-                              external=self.outputs)
-
-    def keys(self):
-        return {f"{self.prefix}{k}": spec.shape for k, spec in self.cell.params.items()}
-
-    def local(self, params):
-        return {k: params[f"{self.prefix}{k}"] for k in self.cell.params}
-
-    def forward(self, params, Z, sizes, empty=fresh):
-        flat = np.ascontiguousarray(Z).reshape(1, -1, Z.shape[-1])
-        cache = self.code.forward(self.local(params), flat, {}, sizes, empty)
-        return (flat, cache), {o: cache[f"C_{o}"].reshape(Z.shape[:-1] + (-1,)) for o in self.outputs}
-
-    def backward(self, params, saved, douts, sizes, grads, empty=fresh):
-        flat, cache = saved
-        ext = {o: np.ascontiguousarray(g).reshape(1, flat.shape[1], -1) for o, g in douts.items()}
-        g, dflat, _ = self.code.backward(self.local(params), flat, cache, ext, {}, sizes, empty)
-        for k, v in g.items():
-            grads[f"{self.prefix}{k}"] = grads.get(f"{self.prefix}{k}", 0) + v
-        return dflat.reshape(flat.shape[1], -1)
-
-
-def _bridge_cell(states, activation):
-    cell = Cell("bridge", "the encoder's final state(s) mapped to the decoder's initial state(s)")
-    z = cell.input("z", "D", role="the encoder's final output state(s), directions concatenated")
-    for s, size in states.items():
-        W = cell.param(f"W_{s}", size, "D", role=f"bridge weights to the decoder's initial {s}")
-        b = cell.param(f"b_{s}", size, role=f"bridge bias of the decoder's initial {s}")
-        cell.let(f"{s}_init", activation(W @ z + b) if activation else W @ z + b,
-                 role=f"the decoder's initial {s}")
-    return cell
-
-
-def _combine_cell():
-    cell = Cell("attention-combine", "Luong's attentional state htilde = tanh(W_c [ctx; h])")
-    z = cell.input("z", "D", role="[ctx_t; h_t]")
-    W_c = cell.param("W_c", "H", "D", role="combination weights")
-    cell.let("htilde", tanh(W_c @ z), role="attentional hidden state")
-    return cell
-
-
-# -- checks ---------------------------------------------------------------------------------------
-def _ids(value, name, vocab, shape_hint, allow_ignore=False):
-    ids = np.asarray(value)
-    if ids.dtype == bool or not np.issubdtype(ids.dtype, np.integer):
-        raise ShapeError(f"{name} has dtype {ids.dtype}; expected integer token ids {shape_hint} "
-                         f"(use .astype(int)).")
-    if ids.ndim != 2 or 0 in ids.shape:
-        raise ShapeError(f"{name} has shape {ids.shape}; expected {shape_hint} with both sizes >= 1 (time-major).")
-    bad = (ids < 0) | (ids >= vocab)
-    if allow_ignore:
-        bad &= ids != IGNORE_LABEL
-    if bad.any():
-        where = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ShapeError(
-            f"{name} holds token id {int(ids[where])} at (t, n) = {where}, outside the vocabulary 0..{vocab - 1}"
-            + (f" ({IGNORE_LABEL} marks an ignored step)" if allow_ignore else "")
-            + "; pad with a valid id (e.g. 0) and mask the padding, or enlarge the vocabulary.")
-    return ids
-
-
-def _mask(mask, lengths, shape, name, prefix):
-    """A (T, N) boolean mask from ``mask`` and/or ``lengths`` (None: every step); refuses contradictions."""
-    T, N = shape
-    out = None
-    if mask is not None:
-        m = np.asarray(mask)
-        if m.dtype != bool and not (np.issubdtype(m.dtype, np.number) and np.isin(m, (0, 1)).all()):
-            raise ShapeError(f"{name}_mask must hold booleans (or 0/1), got dtype {m.dtype}.")
-        check_shape(m, (T, N), f"{name}_mask", f"(steps, batch) of the {name} ids: true where a token is real")
-        out = m.astype(bool)
-    if lengths is not None:
-        L = np.asarray(lengths)
-        if L.shape != (N,) or not np.issubdtype(L.dtype, np.integer) or L.min() < 1 or L.max() > T:
-            raise ShapeError(f"{name}_lengths must be N = {N} integers in 1..{T} (the {name} ids have {T} steps), "
-                             f"got {lengths!r}.")
-        from_lengths = np.arange(T)[:, None] < L[None, :]
-        if out is not None and not np.array_equal(out, from_lengths):
-            n = int(np.argwhere((out != from_lengths).any(axis=0))[0][0])
-            raise ShapeError(
-                f"{name}_lengths[{n}] = {int(L[n])} contradicts {name}_mask[:, {n}], which marks "
-                f"{int(out[:, n].sum())} step(s) {np.flatnonzero(out[:, n]).tolist()} as real; give one of them "
-                f"or make them agree.")
-        out = from_lengths
-    if out is None:
-        return None
-    empty = np.flatnonzero(~out.any(axis=0))
-    if empty.size:
-        raise ShapeError(f"{name}_mask hides the whole {name} sequence {int(empty[0])} (no true step in column "
-                         f"{int(empty[0])}); nothing of it would be read or scored: drop it from the batch.")
-    if prefix:
-        holes = np.flatnonzero((out[1:] & ~out[:-1]).any(axis=0))
-        if holes.size:
-            raise ShapeError(
-                f"{name}_mask[:, {int(holes[0])}] = {out[:, holes[0]].astype(int).tolist()} has padding before a "
-                f"real token; the {name} sequence must be its real tokens first, then padding (true..., false...).")
-    return out
-
-
-def _gather(A, index):
-    """``A[index[t, n], n]``: each sequence reversed within its length (an involution)."""
-    return np.take_along_axis(A, index.reshape(index.shape + (1,) * (A.ndim - 2)), axis=0)
-
-
-def _reversal(lengths, S):
-    t = np.arange(S)[:, None]
-    return np.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)
-
-
 @dataclass
 class _Run:
-    """What the forward pass keeps for the backward pass."""
+    """The forward pass recorded on its tape: nodes, marks (ranges of blocks) and values read after it."""
 
+    tape: Tape
     params: dict
-    src_ids: object
-    X_src: np.ndarray
-    lengths: np.ndarray
+    nodes: dict  # P, src, memory, memory_att, z, logits, ctx (luong)
+    marks: dict  # encoder: (start, stop), top: first block after the top layer's cells, keys/attend: (start, stop)
+    steps: list  # bahdanau: (ctx node, start, stop) of each step's attention
+    trace: list  # the encoder's layers (StackedModel._record)
     rev: np.ndarray
-    trace: list
-    memory: np.ndarray
-    z: np.ndarray
-    bridge: object
-    S0: dict
-    dec: object  # luong/none: (X, cache); bahdanau: list of (X_t, cache_t, q node, start, stop)
-    tape: Tape | None
-    nodes: dict
-    combine: object
-    readout: object
-    pieces: list  # (name, width) of the readout's input
-    logits: np.ndarray
+    lengths: np.ndarray
+    src_ids: object
+    paths: dict  # the adjoints the taps record during the sweep
     weights: np.ndarray | None
     dec_states: np.ndarray
-    src_mask: np.ndarray | None
+
+    memory = property(lambda self: self.tape.values[self.nodes["memory"]])  # the encoder's outputs (S, N, C)
+    z = property(lambda self: self.tape.values[self.nodes["z"]])  # the final states (N, Z)
+    logits = property(lambda self: self.tape.values[self.nodes["logits"]])  # (T, N, K)
 
 
 class Seq2Seq:
@@ -289,18 +172,18 @@ class Seq2Seq:
                                    "the encoder; choose a bridge, context=True or an attention score.")
         self.bridge = None
         if self.bridge_mode in ("linear", "tanh"):
-            self.bridge = _Stateless(_bridge_cell(self.dec_states, tanh if self.bridge_mode == "tanh" else None),
+            self.bridge = Stateless(bridge_cell(self.dec_states, tanh if self.bridge_mode == "tanh" else None),
                                      "bridge.", [f"{s}_init" for s in self.dec_states])
         self.combine = None
         if self.attention is not None and self.style == "luong":
-            self.combine = _Stateless(_combine_cell(), "attn.", ["htilde"])
+            self.combine = Stateless(combine_cell(), "attn.", ["htilde"])
         self.readout_pieces = [("htilde" if self.combine else "h", self.H_dec)]
         if self.bahdanau:
             self.readout_pieces.append(("ctx", self.C))
         if self.context:
             self.readout_pieces.append(("z", self.Z))
         self.R = sum(w for _, w in self.readout_pieces)
-        self.readout = _Stateless(readout_cell("r", "logit", "H"), "out.", ["logit"])
+        self.readout = Stateless(readout_cell("r", "logit", "H"), "out.", ["logit"])
         self.loss_rule = get_loss("cross-entropy")
         self.loss_rule.check_reduction(reduction)
         self.reduction = reduction
@@ -314,7 +197,8 @@ class Seq2Seq:
         return spaces[key]
 
     def _owned(self, array):
-        return any(ws.owns(array) for ws in self._threads.__dict__.get("spaces", {}).values())
+        spaces = list(self._threads.__dict__.get("spaces", {}).values()) + self.encoder._spaces()
+        return any(ws.owns(array) for ws in spaces)
 
     # -- parameters -----------------------------------------------------------------------------
     @property
@@ -348,6 +232,30 @@ class Seq2Seq:
     def gradient_keys(self) -> list:
         return list(self.param_shapes) + (["src"] if self.src_vocab is None else [])
 
+    def parts(self) -> list:
+        """The blocks of the model (see :class:`symrnn.protocol.Part`): the encoder's parts (prefixed
+        ``enc.``), the bridge, attention, the decoder, Luong's combination, the readout and the loss."""
+        def enc(name):
+            return name if name == "input" else f"enc.{name}"
+
+        parts = [replace(p, name=enc(p.name), reads=tuple(map(enc, p.reads)), prefix=p.prefix and f"enc.{p.prefix}")
+                 for p in self.encoder.parts() if p.kind in ("cell", "merge", "residual")]
+        memory = parts[-1].name
+        parts.append(Part("bridge", "bridge", (memory,), prefix="bridge.", width=self.Z, detail=self.bridge_mode,
+                          cell=None if self.bridge is None else self.bridge.cell))
+        dec = Part("cell", "dec", ("target", "bridge"), prefix="dec.", cell=self.decoder.cell,
+                   width=self.decoder.sizes["D"])
+        if self.attention is not None:
+            parts.append(Part("attention", "attention", (memory, "dec"), prefix="attn.", width=self.C,
+                              detail=f"{self.attention.score}, {self.style}"))
+        parts.append(dec)
+        if self.combine is not None:
+            parts.append(Part("combine", "combine", ("attention", "dec"), prefix="attn.", cell=self.combine.cell,
+                              width=self.C + self.H_dec))
+        parts.append(Part("readout", "readout", (parts[-1].name,), prefix="out.", cell=self.readout.cell,
+                          width=self.R))
+        return parts + [Part("loss", "loss", ("readout",), width=self.tgt_vocab, detail=self.loss_rule.name)]
+
     def derive(self) -> "Seq2SeqDerivation":
         """The symbolic derivation: every block's equations and adjoints, and the paths of ``dL/dh_enc``."""
         if getattr(self, "_derivation", None) is None:
@@ -375,7 +283,7 @@ class Seq2Seq:
                 raise ShapeError(f"src has shape {X.shape}; expected dense inputs (S, N, E={self.E}) (time-major), "
                                  f"as the model was built with src_vocab=None.")
             return None, X
-        return _ids(src, "src", self.src_vocab, "(S, N)"), None
+        return token_ids(src, "src", self.src_vocab, "(S, N)"), None
 
     def _prepare(self, params, src, tgt_in, tgt_out, src_mask, tgt_mask, src_lengths, tgt_lengths, scored=True):
         if scored and tgt_out is None:
@@ -383,18 +291,18 @@ class Seq2Seq:
         params, dtype = self._check_params(params)
         ids, X = self._source(src, dtype)
         S, N = (ids if ids is not None else X).shape[:2]
-        tin = _ids(tgt_in, "tgt_in", self.tgt_vocab, "(T, N)")
+        tin = token_ids(tgt_in, "tgt_in", self.tgt_vocab, "(T, N)")
         if tin.shape[1] != N:
             raise ShapeError(f"tgt_in has batch size {tin.shape[1]} but src has {N}: one target per source sequence.")
         T = tin.shape[0]
         tout = None
         if tgt_out is not None:
-            tout = _ids(tgt_out, "tgt_out", self.tgt_vocab, "(T, N)", allow_ignore=True)
+            tout = token_ids(tgt_out, "tgt_out", self.tgt_vocab, "(T, N)", allow_ignore=True)
             if tout.shape != tin.shape:
                 raise ShapeError(f"tgt_out has shape {tout.shape} but tgt_in has {tin.shape}: teacher forcing reads "
                                  f"tgt_in[t] (y_(t-1)) and scores tgt_out[t] (y_t) at every decoder step.")
-        smask = _mask(src_mask, src_lengths, (S, N), "src", prefix=True)
-        tmask = _mask(tgt_mask, tgt_lengths, (T, N), "tgt", prefix=False)
+        smask = sequence_mask(src_mask, src_lengths, (S, N), "src", prefix=True)
+        tmask = sequence_mask(tgt_mask, tgt_lengths, (T, N), "tgt", prefix=False)
         if tout is not None:
             ignored = tout != IGNORE_LABEL
             tmask = ignored if tmask is None else tmask & ignored
@@ -402,96 +310,93 @@ class Seq2Seq:
         lengths = smask.sum(axis=0) if smask is not None else np.full(N, S)
         return params, dtype, ids, X, tin, tout, smask, tmask, lengths
 
-    # -- forward --------------------------------------------------------------------------------
-    def _split(self, params, prefix):
-        n = len(prefix)
-        return {k[n:]: v for k, v in params.items() if k.startswith(prefix)}
+    # -- the graph on the tape ----------------------------------------------------------------------
+    def _encode(self, tape, P, src, lengths):
+        """The encoder's wiring (:meth:`StackedModel._record`, each backward direction reversed within its
+        sequence's length) and ``z``: ``(memory node, z node, trace, reversal, marks)``."""
+        enc = self.encoder
+        S, N = tape.values[src].shape[:2]
+        rev = reversal(lengths, S)
+        start = tape.mark()
+        zeros = {(layer.index, d): tape.leaf({s: np.zeros((N, enc.unit.state_size(s)), tape.values[src].dtype)
+                                              for s in enc.state_names}) for layer, d in enc.rows()}
+        memory, trace = enc._record(tape, (P, src, zeros), None, prefix="enc.", reverse=rev)
+        top = [trace[-1][1][d][0] for d in self.top.directions]
+        z = finals(tape, top, lengths)
+        return memory, z, trace, rev, {"encoder": (start, tape.mark()), "top": max(tape.op_of(n) for n in top) + 1}
 
-    def _encode(self, params, X, lengths):
-        enc, code, out = self.encoder, self.encoder.cell_code, self.encoder.out
-        p_enc, rev = self._split(params, "enc."), _reversal(lengths, X.shape[0])
-        trace, inp = [], X
-        for layer in enc.layers:
-            sizes, dirs = enc.layer_sizes(layer), {}
-            for d in layer.directions:
-                X_d = inp if d == "fwd" else _gather(inp, rev)
-                S0 = {s: np.zeros((X.shape[1], enc.unit.state_size(s)), X.dtype) for s in enc.state_names}
-                cache = code.forward(enc.direction_params(p_enc, layer.index, d), X_d, S0, sizes,
-                                     self._ws(("enc", layer.index, d)))
-                H_d = cache[f"S_{out}"][1:]
-                dirs[d] = (X_d, cache, H_d if d == "fwd" else _gather(H_d, rev))
-            y = enc.merge.forward(dirs["fwd"][2], dirs["bwd"][2]) if layer.bidirectional else dirs["fwd"][2]
-            if layer.residual:
-                y = y + inp
-            trace.append((inp, dirs, y))
-            inp = y
-        n = np.arange(X.shape[1])
-        z = np.concatenate([trace[-1][1][d][1][f"S_{out}"][lengths, n] for d in self.top.directions], axis=-1)
-        return trace, np.ascontiguousarray(inp), z, rev
-
-    def _initial_states(self, params, z):
-        N, dtype = z.shape[0], z.dtype
-        S0 = {s: np.zeros((N, self.decoder.state_size(s)), dtype) for s in self.dec_states}
-        saved = None
+    def _initial_states(self, tape, P, z, N, dtype):
+        """The node of the decoder's initial states (a dict) from the bridge."""
+        zeros = {s: np.zeros((N, self.decoder.state_size(s)), dtype) for s in self.dec_states}
         if self.bridge_mode == "copy":
-            S0[self.out_state] = z.copy()
-        elif self.bridge is not None:
-            saved, outs = self.bridge.forward(params, z, {"D": self.Z, "H": self.H_dec}, self._ws("bridge"))
-            S0 = {s: outs[f"{s}_init"] for s in self.dec_states}
-        return saved, S0
+            out = self.out_state
+            return tape.block({**zeros, out: tape.values[z]}, lambda g, _, __: (g.get(out),), z)
+        if self.bridge is not None:
+            return run_stateless(tape, self.bridge.code, P, z, prefix="bridge.", outputs=self.bridge.outputs,
+                                 sizes={"D": self.Z, "H": self.H_dec}, keys={f"{s}_init": s for s in self.dec_states},
+                                 empty=self._ws("bridge"))
+        return tape.leaf(zeros)
 
-    def _run(self, params, dtype, ids, X, tin, smask, lengths):
-        if ids is not None:
-            X = params["emb_src"][ids]
-        trace, memory, z, rev = self._encode(params, X, lengths)
-        bridge_saved, S0 = self._initial_states(params, z)
+    def _run(self, params, ids, X, tin, smask, lengths):
+        tape, paths = Tape(), {}
+        P = tape.leaf(params)
+        src = tape.leaf(X) if ids is None else lookup(tape, P, "emb_src", ids, self.src_vocab)
+        memory, z, trace, rev, marks = self._encode(tape, P, src, lengths)
         T, N = tin.shape
-        emb = params["emb_tgt"][tin]
-        parts = [emb] + ([np.broadcast_to(z, (T,) + z.shape)] if self.context else [])
-        code, p_dec, dec_sizes = self.decoder.cell_code, self._split(params, "dec."), self.decoder.sizes
-        tape, nodes, weights, combine = None, {}, None, None
+        nodes = {"P": P, "src": src, "memory": memory, "z": z}
+        S0 = self._initial_states(tape, P, tap(tape, z, paths, "initial state") if self.bridge_mode != "none" else z,
+                                  N, tape.values[z].dtype)
+        pieces = [lookup(tape, P, "emb_tgt", tin, self.tgt_vocab)]
+        zb = None
+        if self.context:
+            zb = tap(tape, broadcast(tape, tap(tape, z, paths, "context"), T), paths, "context by step")
+            pieces.append(zb)
+        att, steps, weights = None, [], None
         if self.attention is not None:
-            tape = Tape()
-            nodes["params"] = {k: tape.leaf(params[k]) for k in self.attention.param_shapes}
-            nodes["memory"] = tape.leaf(memory)
-            nodes["keys"] = self.attention.keys(tape, nodes["params"], nodes["memory"])
-            nodes["mark"] = tape.mark()
-        mask = smask
-        if not self.bahdanau:
-            Xd = np.concatenate(parts, axis=-1)
-            cache = code.forward(p_dec, Xd, S0, dec_sizes, self._ws("dec"))
-            Hd = cache[f"S_{self.out_state}"][1:]
-            dec = (Xd, cache)
-            top = Hd
-            if self.attention is not None:
-                nodes["query"] = tape.leaf(Hd)
-                a, ctx = self.attention.attend(tape, nodes["params"], nodes["query"], nodes["keys"], nodes["memory"],
-                                               mask)
-                nodes["ctx"], weights = ctx, tape.values[a]
-                Zc = np.concatenate([tape.values[ctx], Hd], axis=-1)
-                combine, outs = self.combine.forward(params, Zc, {"D": self.C + self.H_dec, "H": self.H_dec},
-                                                     self._ws("combine"))
-                top = outs["htilde"]
-            pieces = [top] + ([np.broadcast_to(z, (T,) + z.shape)] if self.context else [])
+            nodes["memory_att"] = tap(tape, memory, paths, "attention")
+            start = tape.mark()
+            att = {k: pick(tape, P, k) for k in self.attention.param_shapes}
+            att["keys"] = self.attention.keys(tape, att, nodes["memory_att"])
+            marks["keys"] = (start, tape.mark())
+        if self.bahdanau:
+            top, steps, weights = self._bahdanau(tape, P, pieces, S0, att, nodes["memory_att"], smask, paths)
+            Hd = tape.values[top[0]]
         else:
-            dec, state, Hs, ctxs, ws = [], dict(S0), [], [], []
-            for t in range(T):
-                q = tape.leaf(state[self.out_state][None])
+            H, _ = run_cell(tape, self.decoder.cell_code, P, concat(tape, pieces), S0, prefix="dec.",
+                            out=self.out_state, sizes=self.decoder.sizes, empty=self._ws("dec"))
+            top, Hd = [H], tape.values[H]
+            if att is not None:
                 start = tape.mark()
-                a, ctx = self.attention.attend(tape, nodes["params"], q, nodes["keys"], nodes["memory"], mask)
-                x_t = np.concatenate([p[t:t + 1] for p in parts] + [tape.values[ctx]], axis=-1)
-                cache = code.forward(p_dec, x_t, state, dec_sizes)
-                state = {s: cache[f"S_{s}"][1] for s in self.dec_states}
-                dec.append((x_t, cache, q, ctx, start, tape.mark()))
-                Hs.append(state[self.out_state])
-                ctxs.append(tape.values[ctx][0])
-                ws.append(tape.values[a][0])
-            Hd, weights = np.stack(Hs), np.stack(ws)
-            pieces = [Hd, np.stack(ctxs)] + ([np.broadcast_to(z, (T,) + z.shape)] if self.context else [])
-        R = np.concatenate(pieces, axis=-1)
-        readout, outs = self.readout.forward(params, R, {"H": self.R, "K": self.tgt_vocab}, self._ws("readout"))
-        return _Run(params, ids, X, lengths, rev, trace, memory, z, bridge_saved, S0, dec, tape, nodes, combine,
-                    readout, pieces, outs["logit"], weights, Hd, smask)
+                a, ctx = self.attention.attend(tape, att, H, att["keys"], nodes["memory_att"], smask)
+                marks["attend"], nodes["ctx"], weights = (start, tape.mark()), ctx, tape.values[a]
+                Zc = concat(tape, [tap(tape, ctx, paths, "attention seeds"), H])
+                top = [run_stateless(tape, self.combine.code, P, Zc, prefix="attn.", outputs=["htilde"],
+                                     sizes={"D": self.C + self.H_dec, "H": self.H_dec}, empty=self._ws("combine"))]
+        R = concat(tape, top + ([zb] if self.context else []))
+        nodes["logits"] = run_stateless(tape, self.readout.code, P, R, prefix="out.", outputs=["logit"],
+                                        sizes={"H": self.R, "K": self.tgt_vocab}, empty=self._ws("readout"))
+        return _Run(tape, params, nodes, marks, steps, trace, rev, lengths, ids, paths, weights, Hd)
+
+    def _bahdanau(self, tape, P, pieces, state, att, memory, smask, paths):
+        """The decoder step by step, each step's input reading the context its previous state attends to:
+        ``([node of h (T, N, H), node of ctx (T, N, C)], [(ctx node, start, stop)], weights)``."""
+        T = tape.values[pieces[0]].shape[0]
+        N, Hd = tape.values[pieces[0]].shape[1], self.H_dec
+        hs, ctxs, steps, weights = [], [], [], []
+        paths["attention seeds"] = seeds = {}
+        for t in range(T):
+            q = pick(tape, state, self.out_state, (1, N, Hd))
+            start = tape.mark()
+            a, ctx = self.attention.attend(tape, att, q, att["keys"], memory, smask)
+            steps.append((ctx, start, tape.mark()))
+            ctx = tap(tape, ctx, seeds, t)
+            x = concat(tape, [window(tape, p, range(t, t + 1)) for p in pieces] + [ctx])
+            state = run_step(tape, self.decoder.cell_code, P, x, state, prefix="dec.", out=self.out_state,
+                             sizes=self.decoder.sizes)
+            hs.append(pick(tape, state, self.out_state))
+            ctxs.append(tape.block(tape.values[ctx][0], lambda g, _, __: (g[None],), ctx))
+            weights.append(tape.values[a][0])
+        return [stack(tape, hs), stack(tape, ctxs)], steps, np.stack(weights)
 
     def forward(self, params, src, tgt_in, src_mask=None, src_lengths=None) -> dict:
         """Teacher-forced outputs.
@@ -505,9 +410,10 @@ class Seq2Seq:
         params, dtype, ids, X, tin, _, smask, _, lengths = self._prepare(params, src, tgt_in, None, src_mask, None,
                                                                          src_lengths, None, scored=False)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            run = self._run(params, dtype, ids, X, tin, smask, lengths)
+            run = self._run(params, ids, X, tin, smask, lengths)
         return {"logits": run.logits.copy(), "attention": None if run.weights is None else run.weights.copy(),
-                "decoder_states": np.array(run.dec_states), "encoder_states": run.memory.copy(), "final": run.z}
+                "decoder_states": np.array(run.dec_states), "encoder_states": run.memory.copy(),
+                "final": run.z.copy()}
 
     def loss(self, params, src, tgt_in, tgt_out, src_mask=None, tgt_mask=None, src_lengths=None,
              tgt_lengths=None) -> float:
@@ -515,7 +421,7 @@ class Seq2Seq:
         params, dtype, ids, X, tin, tout, smask, tmask, lengths = self._prepare(
             params, src, tgt_in, tgt_out, src_mask, tgt_mask, src_lengths, tgt_lengths)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            run = self._run(params, dtype, ids, X, tin, smask, lengths)
+            run = self._run(params, ids, X, tin, smask, lengths)
             value, _ = cross_entropy(run.logits, tout, self.reduction, tmask)
         return _finite(value, self)
 
@@ -550,132 +456,55 @@ class Seq2Seq:
         return value, grads
 
     def _loss_grads_and_paths(self, params, src, tgt_in, tgt_out, src_mask, tgt_mask, src_lengths, tgt_lengths):
+        """The loss, the gradients and ``(run, paths)``: what reaches the encoder by each path."""
         params, dtype, ids, X, tin, tout, smask, tmask, lengths = self._prepare(
             params, src, tgt_in, tgt_out, src_mask, tgt_mask, src_lengths, tgt_lengths)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            run = self._run(params, dtype, ids, X, tin, smask, lengths)
+            run = self._run(params, ids, X, tin, smask, lengths)
             value, dO = cross_entropy(run.logits, tout, self.reduction, tmask)
             value = _finite(value, self)
-            grads, paths = self._backward(run, dO, tin)
+            adjoint = run.tape.sweep({run.nodes["logits"]: dO})
+        dP = adjoint[run.nodes["P"]]
+        grads = {k: dP[k] if k in dP else np.zeros_like(params[k]) for k in self.param_shapes}
+        if ids is None:
+            grads["src"] = adjoint[run.nodes["src"]]
         for k, g in grads.items():
+            if self._owned(g):
+                grads[k] = g.copy()
             if not np.all(np.isfinite(g)):
                 raise NonFiniteError(f"grads[{k!r}] contains NaN or infinity although the loss {value} is finite: "
                                      f"the backward pass overflowed (weights or inputs too large for {dtype}?).")
-        return value, grads, (run, paths)
+        return value, grads, (run, self._paths(run))
 
-    def _backward(self, run, dO, tin):
-        params, grads = run.params, {}
-        T, N = tin.shape
-        dR = self.readout.backward(params, run.readout, {"logit": dO}, {"H": self.R, "K": self.tgt_vocab}, grads,
-                                   self._ws("readout"))
-        dR = dR.reshape(T, N, -1)
-        widths = np.cumsum([0] + [w for _, w in self.readout_pieces])
-        d_pieces = {name: dR[..., a:b] for (name, _), a, b in zip(self.readout_pieces, widths[:-1], widths[1:])}
-        dz_context = d_pieces["z"].sum(axis=0) if self.context else np.zeros_like(run.z)
-        code, p_dec, dec_sizes = self.decoder.cell_code, self._split(params, "dec."), self.decoder.sizes
-        tape, nodes = run.tape, run.nodes
-        adjoint = {}
-        E = self.E_tgt
-        zeros = {s: np.zeros((N, self.decoder.state_size(s)), dO.dtype) for s in self.dec_states}
-        if not self.bahdanau:
-            if self.combine is not None:
-                dZc = self.combine.backward(params, run.combine, {"htilde": d_pieces["htilde"]},
-                                            {"D": self.C + self.H_dec, "H": self.H_dec}, grads,
-                                            self._ws("combine")).reshape(T, N, -1)
-                adjoint[nodes["ctx"]] = seeds = dZc[..., :self.C]
-                tape.sweep(adjoint, nodes["mark"])
-                dH = dZc[..., self.C:] + adjoint.pop(nodes["query"])
-            else:
-                dH = d_pieces["h"]
-            Xd, cache = run.dec
-            g, dX, dS0 = code.backward(p_dec, Xd, cache, {self.out_state: np.ascontiguousarray(dH)}, zeros, dec_sizes,
-                                       self._ws("dec"))
-            grads.update({f"dec.{k}": v for k, v in g.items()})
-        else:
-            dH, dctx_r = d_pieces["h"], d_pieces["ctx"]
-            carry, dXs, seeds = zeros, [], [None] * T
-            for t in range(T - 1, -1, -1):
-                x_t, cache, q, ctx, start, stop = run.dec[t]
-                g, dx, carry = code.backward(p_dec, x_t, cache, {self.out_state: np.ascontiguousarray(dH[t:t + 1])},
-                                             carry, dec_sizes)
-                for k, v in g.items():
-                    grads[f"dec.{k}"] = grads.get(f"dec.{k}", 0) + v
-                adjoint[ctx] = seeds[t] = dx[..., E + (self.Z if self.context else 0):] + dctx_r[t:t + 1]
-                tape.sweep(adjoint, start, stop)
-                carry = dict(carry)
-                carry[self.out_state] = carry[self.out_state] + adjoint.pop(q)[0]
-                dXs.append(dx[0])
-            dX, dS0 = np.stack(dXs[::-1]), carry
-        if tape is not None:
-            tape.sweep(adjoint, 0, nodes["mark"])
-            for k, node in nodes["params"].items():
-                grads[k] = adjoint.get(node, np.zeros_like(params[k]))
-        d_memory = adjoint.get(nodes.get("memory"), None) if tape is not None else None
-        grads["emb_tgt"] = _scatter(tin, dX[..., :E], self.tgt_vocab)
-        if self.context:
-            dz_context = dz_context + dX[..., E:E + self.Z].sum(axis=0)
-        if self.bridge_mode == "copy":
-            dz_bridge = dS0[self.out_state]
-        elif self.bridge is not None:
-            dz_bridge = self.bridge.backward(params, run.bridge, {f"{s}_init": dS0[s] for s in self.dec_states},
-                                             {"D": self.Z, "H": self.H_dec}, grads, self._ws("bridge"))
-        else:
-            dz_bridge = np.zeros_like(run.z)
-        paths = {"attention": d_memory, "initial state": dz_bridge if self.bridge_mode != "none" else None,
-                 "context": dz_context if self.context else None,
-                 "context by step": (d_pieces["z"] + dX[..., E:E + self.Z]) if self.context else None,
-                 "attention seeds": seeds if tape is not None else None}
-        G = d_memory if d_memory is not None else np.zeros_like(run.memory)
-        d_src = self._encoder_backward(run, G, dz_bridge + dz_context, grads)
-        if run.src_ids is not None:
-            grads["emb_src"] = _scatter(run.src_ids, d_src, self.src_vocab)
-        else:
-            grads["src"] = d_src
-        out = {k: np.asarray(grads[k]) for k in self.gradient_keys}
-        return {k: (g.copy() if self._owned(g) else g) for k, g in out.items()}, paths
+    def _paths(self, run):
+        """``{path: adjoint}`` as the taps recorded them (None for the paths the model does not have)."""
+        p, zero_z = run.paths, np.zeros_like(run.z)
+        seeds = p.get("attention seeds")
+        if self.bahdanau:
+            C = self.C
+            seeds = [seeds.get(t, np.zeros((1,) + run.z.shape[:1] + (C,))) for t in range(len(run.steps))]
+        return {"attention": p.get("attention", np.zeros_like(run.memory)) if self.attention else None,
+                "initial state": p.get("initial state", zero_z) if self.bridge_mode != "none" else None,
+                "context": p.get("context", zero_z) if self.context else None,
+                "context by step": p.get("context by step") if self.context else None,
+                "attention seeds": seeds}
+
+    def _encoder_backward(self, run, G, dz, grads):
+        """The encoder's backward for ``G`` at its outputs and ``dz`` at ``z``: fills ``grads`` (``enc.*``) and
+        returns ``dL/d`` its inputs (S, N, E)."""
+        start, stop = run.marks["encoder"]
+        adjoint = run.tape.sweep({run.nodes["memory"]: G, run.nodes["z"]: dz}, start, stop)
+        grads.update(adjoint.get(run.nodes["P"], {}))
+        return adjoint.get(run.nodes["src"], np.zeros_like(run.tape.values[run.nodes["src"]]))
 
     def _top_ext(self, run, G, dz):
         """The upstream gradients of the top layer's directions, in each direction's own time order:
-        ``G`` (S, N, C) at the merged outputs, ``dz`` (N, len z) at each direction's final state (step
-        ``len_n - 1`` in the direction's own time order)."""
-        layer = self.top
+        ``G`` (S, N, C) at the merged outputs, ``dz`` (N, len z) at each direction's final state."""
+        adjoint = run.tape.sweep({run.nodes["memory"]: G, run.nodes["z"]: dz}, run.marks["top"],
+                                 run.marks["encoder"][1])
         dirs = run.trace[-1][1]
-        if layer.bidirectional:
-            dH = dict(zip(("fwd", "bwd"), self.encoder.merge.backward(G, dirs["fwd"][2], dirs["bwd"][2])))
-        else:
-            dH = {"fwd": G}
-        H, n, ext = self.encoder.unit.state_size(self.encoder.out), np.arange(G.shape[1]), {}
-        for k, d in enumerate(layer.directions):
-            e = np.array(dH[d] if d == "fwd" else _gather(dH[d], run.rev), copy=True)
-            e[run.lengths - 1, n] += dz[:, k * H:(k + 1) * H]
-            ext[d] = e
-        return ext
-
-    def _encoder_backward(self, run, G, dz, grads):
-        enc, code, out = self.encoder, self.encoder.cell_code, self.encoder.out
-        p_enc = self._split(run.params, "enc.")
-        for layer in reversed(enc.layers):
-            inp, dirs, _ = run.trace[layer.index]
-            if layer is self.top:
-                ext = self._top_ext(run, G, dz)
-            elif layer.bidirectional:
-                F, B = enc.merge.backward(G, dirs["fwd"][2], dirs["bwd"][2])
-                ext = {"fwd": F, "bwd": _gather(B, run.rev)}
-            else:
-                ext = {"fwd": G}
-            d_inp = G if layer.residual else None
-            sizes = enc.layer_sizes(layer)
-            for d in layer.directions:
-                X_d, cache, _ = dirs[d]
-                dS = {s: np.zeros((G.shape[1], enc.unit.state_size(s)), G.dtype) for s in enc.state_names}
-                g, dX, _ = code.backward(enc.direction_params(p_enc, layer.index, d), X_d, cache,
-                                         {out: np.ascontiguousarray(ext[d])}, dS, sizes,
-                                         self._ws(("enc", layer.index, d)))
-                grads.update({f"enc.{enc.key(layer.index, d, k)}": v for k, v in g.items()})
-                dX = dX if d == "fwd" else _gather(dX, run.rev)
-                d_inp = dX if d_inp is None else d_inp + dX
-            G = d_inp
-        return G
+        return {d: reordered(adjoint.get(dirs[d][0], np.zeros_like(G[..., :self.H])), run.rev if d == "bwd" else False)
+                for d in self.top.directions}
 
     # -- how the gradient reaches the encoder -----------------------------------------------------
     def gradient_paths(self, params, src, tgt_in, tgt_out, src_mask=None, tgt_mask=None, src_lengths=None,
@@ -718,36 +547,34 @@ class Seq2Seq:
         """What the context of each decoder step sends straight to the encoder states: the attention program
         swept backwards from one step's ``dL/dc_t`` at a time (the sweep is linear in its seed)."""
         tape, nodes = run.tape, run.nodes
-        for t in range(len(run.dec) if self.bahdanau else seeds.shape[0]):
-            if self.bahdanau:
-                _, _, _, ctx, start, stop = run.dec[t]
-                adjoint = tape.sweep({ctx: seeds[t]}, start, stop)
-            else:
-                seed = np.zeros_like(seeds)
-                seed[t] = seeds[t]
-                adjoint = tape.sweep({nodes["ctx"]: seed}, nodes["mark"])
-            tape.sweep(adjoint, 0, nodes["mark"])
-            yield adjoint.get(nodes["memory"], np.zeros_like(run.memory))
+        if self.bahdanau:
+            spans = [(ctx, start, stop, seeds[t]) for t, (ctx, start, stop) in enumerate(run.steps)]
+        else:
+            spans = [(nodes["ctx"], *run.marks["attend"], np.where(np.arange(len(seeds))[:, None, None] == t, seeds, 0))
+                     for t in range(len(seeds))]
+        for ctx, start, stop, seed in spans:
+            adjoint = tape.sweep({ctx: seed}, start, stop)
+            tape.sweep(adjoint, *run.marks["keys"])
+            yield adjoint.get(nodes["memory_att"], np.zeros_like(run.memory))
 
     def _state_adjoints(self, run, G, dz):
         """Total adjoints of the top layer's output states at every step for the injections ``(G, dz)``."""
         enc, code, out = self.encoder, self.encoder.cell_code, self.encoder.out
-        p_enc = self._split(run.params, "enc.")
-        ext, dirs, layer = self._top_ext(run, G, dz), run.trace[-1][1], self.top
+        ext, layer, (inp, dirs, _) = self._top_ext(run, G, dz), self.top, run.trace[-1]
         sizes = enc.layer_sizes(layer)
         parts = []
         for d in layer.directions:
-            X_d, cache, _ = dirs[d]
-            S = X_d.shape[0]
+            X_d = np.ascontiguousarray(reordered(run.tape.values[inp], run.rev if d == "bwd" else False))
+            cache, S = dirs[d][1], X_d.shape[0]
             bar = np.array(ext[d], copy=True)
-            params_d = enc.direction_params(p_enc, layer.index, d)
+            params_d = {k: run.params[f"enc.{enc.key(layer.index, d, k)}"] for k in enc.cell.params}
             for t in range(S - 1):  # what steps t+1.. send back to h_t: the suffix's backward
                 suffix = {k: (v[t + 1:] if k.startswith(("S_", "C_", "P")) else v) for k, v in cache.items()}
                 dS = {s: np.zeros((X_d.shape[1], enc.unit.state_size(s)), X_d.dtype) for s in enc.state_names}
                 _, _, back = code.backward(params_d, X_d[t + 1:], suffix, {out: np.ascontiguousarray(ext[d][t + 1:])},
                                            dS, sizes)
                 bar[t] += back[out]
-            parts.append(bar if d == "fwd" else _gather(bar, run.rev))
+            parts.append(reordered(bar, run.rev if d == "bwd" else False))
         return np.concatenate(parts, axis=-1)
 
     def __repr__(self):
@@ -758,123 +585,9 @@ class Seq2Seq:
                 f"bridge={self.bridge_mode!r}, context={self.context}{att}, reduction={self.reduction!r})")
 
 
-def _scatter(ids, d, vocab):
-    """``dL/d embedding``: the rows of ``d`` added at their token ids (sorted, then summed per id)."""
-    ids, rows = ids.reshape(-1), d.reshape(-1, d.shape[-1])
-    order = np.argsort(ids, kind="stable")
-    sorted_ids = ids[order]
-    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
-    out = np.zeros((vocab, d.shape[-1]), dtype=d.dtype)
-    out[sorted_ids[starts]] = np.add.reduceat(rows[order], starts, axis=0)
-    return out
-
-
-def cross_entropy(O, Y, reduction, mask=None):
-    """The softmax cross-entropy of :class:`symrnn.losses.CrossEntropy` for class indices ``Y`` (T, N), in
-    fewer passes over the (T, N, K) logits: ``(value, dL/dO)``, the same reductions (:func:`scale_of`)."""
-    mask = np.ones(Y.shape, dtype=bool) if mask is None else mask
-    scale = scale_of(reduction, mask)
-    Z = O - O.max(axis=-1, keepdims=True)
-    picked = np.take_along_axis(Z, Y[..., None], axis=-1)[..., 0]
-    grad = np.exp(Z, out=Z)
-    total = grad.sum(axis=-1)
-    value = float(((np.log(total) - picked) * mask).sum()) * scale
-    grad /= total[..., None]
-    flat = grad.reshape(-1, grad.shape[-1])
-    flat[np.arange(Y.size), Y.reshape(-1)] -= 1.0  # one target per row: no repeated index
-    if not mask.all():
-        grad *= (mask * scale)[..., None]
-    elif scale != 1.0:
-        grad *= scale
-    return value, grad
-
-
 def _finite(value, model):
     value = float(value)
     if not np.isfinite(value):
         raise NonFiniteError(f"The loss of {model!r} is {value}: the forward pass overflowed; check the weights' "
                              f"and inputs' scale.")
     return value
-
-
-# -- the derivation ---------------------------------------------------------------------------------
-class Seq2SeqDerivation:
-    """The symbolic derivation of a :class:`Seq2Seq`: each block's equations and adjoints, printed from
-    the objects the computation uses, and how ``dL/dh_enc_t`` is assembled from its paths.
-
-    Attributes: ``encoder``, ``decoder`` (:class:`~symrnn.bptt.Derivation` of each cell under an upstream
-    gradient), ``bridge``, ``combine`` (of the stateless blocks, or None), ``attention`` (``(equations,
-    adjoints)`` of the attention program, from the rules of :data:`symrnn.functions.SEQUENCE_RULES`),
-    ``decoder_input`` and ``readout_input`` (the pieces concatenated), ``paths`` (``[(name, where,
-    SymPy expression)]``: the contributions to the adjoint of the encoder states).
-    """
-
-    def __init__(self, model):
-        self.model = model
-        self.encoder = model.encoder.derive()
-        self.decoder = model.decoder.derive()
-        self.bridge = self.combine = None
-        if model.bridge is not None:
-            cell = model.bridge.cell
-            self.bridge = Derivation(cell, (), None, external={o: tsym(o, bar=True) for o in model.bridge.outputs})
-        if model.combine is not None:
-            cell = model.combine.cell
-            self.combine = Derivation(cell, (), None, external={"htilde": tsym("htilde", bar=True)})
-        self.attention = None
-        if model.attention is not None:
-            self.attention = model.attention.derivation("h[t-1]" if model.bahdanau else "h[t]")
-        self.decoder_input = ["emb_tgt[y[t-1]]"] + (["z"] if model.context else []) + (
-            ["ctx[t]"] if model.bahdanau else [])
-        self.readout_input = [name + ("" if name == "z" else "[t]") for name, _ in model.readout_pieces]
-        zbar = sp.Symbol("bar z")
-        final = ("each direction's final state (s = S_n forward, s = 1 backward)" if model.top.bidirectional
-                 else "the last real token s = S_n")
-        self.paths = []
-        if self.attention is not None:
-            hbar = next(rhs for lhs, rhs in self.attention[1] if lhs.name == "bar hbar[s]")
-            self.paths.append(("attention path", "every source position s", hbar))
-        if model.bridge_mode == "copy":
-            self.paths.append(("initial-state path", final, sp.Symbol(f"bar {model.out_state}[0]")))
-        elif self.bridge is not None:
-            self.paths.append(("initial-state path", final, self.bridge.input_gradient))
-        if model.context:
-            V_z = Param("V_z")
-            self.paths.append(("context path", final,
-                               sum_t(sp.Symbol("bar x_z[t]") + MatTVec(V_z, tsym("logit", bar=True)))))
-        self.z_note = (f"z = [{', '.join('h_' + d + '[S_n]' for d in model.top.directions)}]: the top encoder layer's "
-                       f"final output state(s); bar z is split back over them")
-        self.zbar = zbar
-
-    def __repr__(self):
-        m = self.model
-        g_enc = next(iter(self.encoder.external.values()), "g[t]")
-        lines = [f"{m!r}", "", f"Encoder (each direction of each layer; {g_enc} is what reaches its output h[t]):"]
-        lines += ["  " + line for line in repr(self.encoder).splitlines()]
-        if self.bridge is not None:
-            lines += ["", "Bridge (z -> the decoder's initial states):"]
-            lines += [f"  {e.lhs} = {e.rhs}" for e in self.bridge.forward]
-            lines.append(f"  bar z = {self.bridge.input_gradient}")
-            lines.append("  where bar <state>_init = dL/d<state>_0 of the decoder (below)")
-        elif m.bridge_mode == "copy":
-            lines += ["", f"Bridge: {m.out_state}[0] = z (copy); bar z = bar {m.out_state}[0]"]
-        g_dec = next(iter(self.decoder.external.values()), "g[t]")
-        lines += ["", f"Decoder (input x[t] = [{'; '.join(self.decoder_input)}]; {g_dec} is what reaches h[t]):"]
-        lines += ["  " + line for line in repr(self.decoder).splitlines()]
-        if self.attention is not None:
-            equations, adjoints = self.attention
-            lines += ["", f"Attention ({m.attention.score} score, {m.style} style; rules from SEQUENCE_RULES):"]
-            lines += [f"  {e.lhs} = {e.rhs}" for e in equations]
-            lines += [f"  {lhs} = {rhs}" for lhs, rhs in adjoints]
-        if self.combine is not None:
-            lines += ["", "Attentional state (Luong):"]
-            lines += [f"  {e.lhs} = {e.rhs}" for e in self.combine.forward]
-            lines.append(f"  bar z_c[t] = {self.combine.input_gradient}   (z_c[t] = [ctx[t]; h[t]])")
-        lines += ["", f"Readout: logit[t] = V r[t] + c, r[t] = [{'; '.join(self.readout_input)}]; "
-                      f"bar logit[t] = (yhat[t] - y[t]) * scale * mask[t]"]
-        lines += ["", "How the gradient reaches the encoder states hbar[s] (the top layer's outputs):",
-                  f"  {self.z_note}"]
-        for name, where, expr in self.paths:
-            lines.append(f"  {name} (enters at {where}): {expr}")
-        lines.append("  dL/dh_enc[s] = " + " + ".join(name for name, _, _ in self.paths)
-                     + " + what step s+1 of the encoder sends back (its adjoint recurrence above)")
-        return "\n".join(lines)

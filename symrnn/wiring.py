@@ -39,10 +39,12 @@ import numpy as np
 
 from .architectures import get_architecture
 from .codegen import BlockCode, Workspace
-from .errors import NonFiniteError, ParameterError, ShapeError, UnknownNameError
+from .errors import ParameterError, ShapeError, UnknownNameError
 from .functions import maximum
 from .losses import get_loss
-from .model import Model, _finite_loss, readout_cell, uniform_params
+from .model import Model, readout_cell
+from .protocol import Part, Protocol
+from .tape import Tape, add, merge as merge_directions, run_cell, run_stateless, window
 from .validation import as_float_array, check_shape
 
 _DTYPES = (np.float64, np.float32)
@@ -130,7 +132,7 @@ class Layer:
 _KEY = re.compile(r"^l(\d+)\.(fwd|bwd)\.(.+)$")
 
 
-class StackedModel:
+class StackedModel(Protocol):
     """``num_layers`` layers of one cell, each uni- or bidirectional, with a readout and a loss.
 
     Parameters
@@ -271,40 +273,14 @@ class StackedModel:
         """``[(layer, direction), ...]`` in the order of the rows of ``h0`` and ``h_n`` (PyTorch's)."""
         return [(layer, d) for layer in self.layers for d in layer.directions]
 
-    @staticmethod
-    def initial_state_key(state: str) -> str:
-        """The key of ``dL/d state_0`` among the gradients (``h0``, ``c0``), as :class:`~symrnn.model.Model`'s."""
-        return f"{state}0"
-
-    @property
-    def gradient_keys(self) -> list:
-        return list(self.param_shapes) + [self.input_name] + [self.initial_state_key(s) for s in self.state_names]
-
     def direction_params(self, params, layer, direction) -> dict:
         """The canonical cell parameters of one direction (``{"U": ..., "W": ...}``)."""
         return {name: params[self.key(layer, direction, name)] for name in self.cell.params}
-
-    def init_params(self, seed=0, scale=None, dtype=np.float64) -> dict:
-        """Parameters drawn uniformly from ``[-scale, scale]`` (default ``1/sqrt(H)``, as PyTorch)."""
-        return uniform_params(self.param_shapes, self.sizes["H"], seed, scale, dtype)
 
     # -- generated code ------------------------------------------------------------------------------
     @property
     def cell_code(self) -> BlockCode:
         return self.unit.cell_code
-
-    @property
-    def readout_code(self) -> BlockCode:
-        if self._readout_code is None and self.readout is not None:
-            r = self.readout
-            self._readout_code = BlockCode(f"{self.cell.name}-readout", r.equations, r.input_symbol, {},
-                                           r.params, r.sizes, external=[self.logits])
-        return self._readout_code
-
-    def compile(self) -> "StackedModel":
-        self.cell_code
-        self.readout_code
-        return self
 
     def derive(self):
         """The derivation of one direction of one layer (the cell under an upstream gradient)."""
@@ -391,48 +367,78 @@ class StackedModel:
         S0 = self._per_row_states(h0, N, dtype, "h0")
         if targets is None:
             return params, X_in, None, S0, None, None
-        targets = np.asarray(targets)
-        if targets.ndim == 0 or targets.shape[0] == 0:
-            raise ShapeError(f"targets has shape {targets.shape}; expected a leading time axis T_out >= 1.")
-        sched = self.architecture.schedule(X_in.shape[0], targets.shape[0])
-        mask = Model._check_mask(self, mask, targets, N)
-        targets = self._check_targets(targets, N, dtype)
-        if sched.T == X_in.shape[0]:
-            X = X_in
-        else:
-            X = np.zeros((sched.T, N, D), dtype=dtype)
-            X[sched.input_steps.start:sched.input_steps.stop] = X_in
+        X, targets, sched, mask = self._scored(X_in, targets, mask)
         return params, X, targets, S0, sched, mask
 
     def _check_targets(self, Y, N, dtype):
         if self.loss_rule.name != "upstream":
-            return Model._check_targets(self, Y, N, dtype)
+            return super()._check_targets(Y, N, dtype)
         Y = as_float_array(Y, "targets", dtype)
         check_shape(Y, (Y.shape[0], N, self.width), "targets",
                     "(T_out, N, width): dL/d output of the top layer, width "
                     + ("2H (concat)" if self.layers[-1].bidirectional and self.merge.width == 2 else "H"))
         return Y
 
-    # -- forward ---------------------------------------------------------------------------------------
-    def _run_layers(self, params, X, S0):
-        """Every layer's forward: ``[(inputs, {d: (X_d, cache, H_d aligned)}, output), ...]``, top output."""
-        out, code, trace = self.out, self.cell_code, []
-        inp = X
+    # -- the wiring on the tape ----------------------------------------------------------------------
+    def parts(self) -> list:
+        """Every direction of every layer (in the rows' order), merges, residual sums, readout, loss."""
+        parts, below, row = [], "input", 0
         for layer in self.layers:
-            sizes = self.layer_sizes(layer)
-            dirs = {}
+            names = []
             for d in layer.directions:
-                X_d = inp if d == "fwd" else np.ascontiguousarray(inp[::-1])
-                cache = code.forward(self.direction_params(params, layer.index, d), X_d, S0[layer.index, d],
-                                     sizes, self._ws((layer.index, d)))
-                H_d = cache[f"S_{out}"][1:]
-                dirs[d] = (X_d, cache, H_d if d == "fwd" else H_d[::-1])
-            y = self.merge.forward(dirs["fwd"][2], dirs["bwd"][2]) if layer.bidirectional else dirs["fwd"][2]
+                names.append(f"l{layer.index}.{d}")
+                parts.append(Part("cell", names[-1], (below,), prefix=self.key(layer.index, d, ""), cell=self.cell,
+                                  reverse=d == "bwd", width=layer.input_width, layer=layer.index, row=row))
+                row += 1
+            if layer.bidirectional:
+                parts.append(Part("merge", f"l{layer.index}", tuple(names), width=layer.width, layer=layer.index,
+                                  detail=self.merge.name))
+            top = parts[-1].name
             if layer.residual:
-                y = y + inp
+                parts.append(Part("residual", f"l{layer.index}.residual", (top, below), width=layer.width,
+                                  layer=layer.index))
+            below = parts[-1].name
+        if self.readout is not None:
+            parts.append(Part("readout", "readout", (below,), cell=self.readout, width=self.width))
+        width = self.sizes["K"] if self.readout is not None else self.width
+        return parts + [Part("loss", "loss", (parts[-1].name,), width=width, detail=self.loss_rule.name)]
+
+    def _state_leaves(self, tape, S0):
+        return {row: tape.leaf(states) for row, states in S0.items()}
+
+    def _record(self, tape, leaves, sched, final_grads=None, *, prefix="", reverse=True):
+        """Every layer's directions, merge and residual link, the scored steps and the readout on
+        ``tape``: (top node, ``[(input node, {direction: (node, cache)}, output node), ...]``).
+        ``prefix`` precedes the parameter keys (``enc.`` in a :class:`~symrnn.seq2seq.Seq2Seq`), ``reverse``
+        is the backward directions' time order (see :func:`symrnn.tape.reordered`)."""
+        P, inp, S0 = leaves
+        trace = []
+        for layer in self.layers:
+            dirs = {d: run_cell(tape, self.cell_code, P, inp, S0[layer.index, d],
+                                prefix=prefix + self.key(layer.index, d, ""), out=self.out,
+                                sizes=self.layer_sizes(layer), reverse=reverse if d == "bwd" else False,
+                                final_grads=None if final_grads is None else final_grads[layer.index, d],
+                                empty=self._ws((layer.index, d)))
+                    for d in layer.directions}
+            y = merge_directions(tape, self.merge, dirs["fwd"][0], dirs["bwd"][0]) if layer.bidirectional else dirs["fwd"][0]
+            if layer.residual:
+                y = add(tape, y, inp)
             trace.append((inp, dirs, y))
             inp = y
-        return trace, inp
+        top = inp if sched is None else window(tape, inp, sched.output_steps)
+        if self.readout is not None and sched is not None:
+            top = run_stateless(tape, self.readout_code, P, top, outputs=[self.logits],
+                                sizes={"H": self.width, "K": self.sizes["K"]}, empty=self._ws("readout"))
+        return top, trace
+
+    def _run_layers(self, params, X, S0):
+        """Every layer's forward: ``[(inputs, {d: (None, cache, output aligned)}, output), ...]``, top output."""
+        tape = Tape()
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            top, trace = self._record(tape, (tape.leaf(params), tape.leaf(X), self._state_leaves(tape, S0)), None)
+        v = tape.values
+        return [(v[i], {d: (None, cache, v[node]) for d, (node, cache) in dirs.items()}, v[y])
+                for i, dirs, y in trace], v[top]
 
     def forward(self, params, inputs, h0=None):
         """The top layer's outputs and the final states, laid out as PyTorch's.
@@ -466,33 +472,11 @@ class StackedModel:
         True
         """
         params, X, _, S0, _, _ = self._prepare(params, inputs, None, h0, None)
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            trace, top = self._run_layers(params, X, S0)
+        trace, top = self._run_layers(params, X, S0)
         finals = {s: np.stack([trace[layer.index][1][d][1][f"S_{s}"][-1] for layer, d in self.rows()])
                   for s in self.state_names}
         return np.array(top, copy=True), finals
 
-    def _run_forward(self, params, X, Y, S0, sched, mask):
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            trace, top = self._run_layers(params, X, S0)
-            Ys = top[sched.output_steps.start:sched.output_steps.stop]
-            T_out, N, W = Ys.shape
-            if self.readout is None:
-                value, dYs = self.loss_rule.value_and_grad(Ys, Y, self.reduction, mask)
-                return value, trace, None, dYs
-            flat = np.ascontiguousarray(Ys).reshape(1, T_out * N, W)
-            sizes = {"H": W, "K": self.sizes["K"]}
-            r_cache = self.readout_code.forward(params, flat, {}, sizes, self._ws("readout"))
-            O = r_cache[f"C_{self.logits}"].reshape(T_out, N, -1)
-            value, dO = self.loss_rule.value_and_grad(O, Y, self.reduction, mask)
-            return value, trace, (flat, r_cache, sizes), dO
-
-    def loss(self, params, inputs, targets, h0=None, mask=None) -> float:
-        """The loss alone (one forward pass); arguments as :meth:`loss_and_grads`."""
-        params, X, Y, S0, sched, mask = self._prepare(params, inputs, targets, h0, mask)
-        return _finite_loss(self._run_forward(params, X, Y, S0, sched, mask)[0], self)
-
-    # -- backward --------------------------------------------------------------------------------------
     def loss_and_grads(self, params, inputs, targets, h0=None, mask=None, final_grads=None):
         """The loss and the exact gradients (see :meth:`symrnn.model.Model.loss_and_grads`).
 
@@ -500,66 +484,22 @@ class StackedModel:
         (a dict ``{"h": ..., "c": ...}``, or one array for the output state), in PyTorch's row order.
         Returns ``(loss, grads)`` keyed by :attr:`gradient_keys`.
         """
-        params, X, Y, S0, sched, mask = self._prepare(params, inputs, targets, h0, mask)
-        value, trace, r, d_out = self._run_forward(params, X, Y, S0, sched, mask)
-        T, N = X.shape[0], X.shape[1]
-        dS_final = self._per_row_states(final_grads, N, X.dtype, "final_grads")
-        if final_grads is not None:
-            value = value + sum(float((dS_final[layer.index, d][s] * trace[layer.index][1][d][1][f"S_{s}"][-1]).sum())
-                                for layer, d in self.rows() for s in self.state_names)
-        value = _finite_loss(value, self)
-        grads = {}
-        if r is not None:
-            flat, r_cache, sizes = r
-            dO = d_out.reshape(1, -1, d_out.shape[-1])
-            r_grads, d_flat, _ = self.readout_code.backward(params, flat, r_cache, {self.logits: dO}, {}, sizes,
-                                                            self._ws("readout"))
-            grads.update(r_grads)
-            d_out = d_flat.reshape(len(sched.output_steps), N, -1)
-        if len(sched.output_steps) == T:
-            G = d_out
-        else:
-            G = np.zeros((T, N, self.width), dtype=X.dtype)
-            G[sched.output_steps.start:sched.output_steps.stop] = d_out
-        dS0 = {}
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            for layer in reversed(self.layers):
-                G = self._layer_backward(params, layer, trace[layer.index], G, dS_final, grads, dS0)
-        out = {k: grads[k] for k in self.param_shapes}
-        out[self.input_name] = G[sched.input_steps.start:sched.input_steps.stop]
-        for s in self.state_names:
-            out[f"{s}0"] = np.stack([dS0[layer.index, d][s] for layer, d in self.rows()])
-        spaces = list(self._workspaces().values())
-        for k, g in out.items():
-            if any(ws.owns(g) for ws in spaces):
-                out[k] = g.copy()
-            if not np.all(np.isfinite(g)):
-                raise NonFiniteError(
-                    f"grads[{k!r}] contains NaN or infinity although the loss {value} is finite: the backward "
-                    f"pass overflowed (weights or inputs too large for {X.dtype}?).")
-        return value, out
+        value, grads, _ = self._loss_grads_and_cache(params, inputs, targets, h0, mask, final_grads)
+        return value, grads
 
-    def _layer_backward(self, params, layer, trace, G, dS_final, grads, dS0):
-        """One layer: the merge's rule, each direction's generated backward, the layer link; returns dL/d inputs."""
-        inp, dirs, _ = trace
-        if layer.bidirectional:
-            dH = dict(zip(DIRECTIONS, self.merge.backward(G, dirs["fwd"][2], dirs["bwd"][2])))
-        else:
-            dH = {"fwd": G}
-        d_inp = G if layer.residual else None  # the residual path y = merged + input
-        sizes = self.layer_sizes(layer)
-        for d in layer.directions:
-            X_d, cache, _ = dirs[d]
-            ext = dH[d] if d == "fwd" else dH[d][::-1]
-            g, dX, s0 = self.cell_code.backward(self.direction_params(params, layer.index, d), X_d, cache,
-                                                {self.out: ext}, dS_final[layer.index, d], sizes,
-                                                self._ws((layer.index, d)))
-            for name, value in g.items():
-                grads[self.key(layer.index, d, name)] = value
-            dS0[layer.index, d] = s0
-            dX = dX if d == "fwd" else dX[::-1]
-            d_inp = dX if d_inp is None else d_inp + dX
-        return d_inp
+    def _final_grads(self, final_grads, N, dtype):
+        return self._per_row_states(final_grads, N, dtype, "final_grads")
+
+    def _final_term(self, trace, dS_final):
+        return sum(float((dS_final[layer.index, d][s] * trace[layer.index][1][d][1][f"S_{s}"][-1]).sum())
+                   for layer, d in self.rows() for s in self.state_names)
+
+    def _state_grads(self, adjoint, S0):
+        return {self.initial_state_key(s): np.stack([adjoint[S0[layer.index, d]][s] for layer, d in self.rows()])
+                for s in self.state_names}
+
+    def _spaces(self):
+        return list(self._workspaces().values())
 
     def __repr__(self):
         flags = self.bidirectional if len(set(self.bidirectional)) > 1 else self.bidirectional[0]

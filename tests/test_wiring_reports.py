@@ -75,6 +75,6 @@ def test_cli_derives_and_checks_a_stacked_model(tmp_path, capsys):
     assert out.read_text().startswith("# Backpropagation through time for a 2-layer bidirectional gru network")
     assert main(["check", "rnn-tanh", "--bidirectional", "--num-layers", "2"]) == 0
     table = capsys.readouterr().out
-    assert "| unrolled scalar program (SymPy, float64) |" in table and "| NO |" not in table
+    assert "| unrolled scalar oracle (SymPy, float64) |" in table and "| NO |" not in table
     assert main(["check", "rnn-tanh", "--bidirectional", "--merge", "maximum"]) == 2
     assert "Unknown merge mode 'maximum'" in capsys.readouterr().err

@@ -30,7 +30,7 @@ def _split(model, arrays):
 
 def _initial(model, inputs, h0):
     """The initial states as the model reads them (zeros where not given), in float64."""
-    return model._initial_states(h0, np.asarray(inputs).shape[1], np.float64)
+    return model.initial_states(h0, np.asarray(inputs).shape[1], np.float64)
 
 
 def central_differences(model, params, inputs, targets, h0=None, eps=1e-6):

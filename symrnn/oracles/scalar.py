@@ -27,14 +27,14 @@ from sympy.printing.pycode import PythonCodePrinter
 from sympy.printing.precedence import precedence
 
 from ..errors import DerivationTooLargeError
-from ..functions import RULES, derivative, rule_of
+from ..functions import RULES, derivative, maximum, rule_of
 from ..losses import scale_of
 from ..symbols import MatVec, Param, parse, tsym
 
 DEFAULT_BUDGET = 3_000_000  # scalar multiply-adds in the unrolled program
 
 
-class _ScalarPrinter(PythonCodePrinter):
+class ScalarPrinter(PythonCodePrinter):
     """Scalar code that runs on floats and on mpmath numbers alike: functions from the
     rule table (``_f_tanh``), constants and rationals exact at any precision."""
 
@@ -68,12 +68,12 @@ def _constants(convert):
                 for c in (sp.pi, sp.E, sp.EulerGamma, sp.GoldenRatio, sp.Catalan, sp.TribonacciConstant)}
 
 
-def _float_namespace():
+def float_namespace():
     namespace = {f"_f_{name}": rule.scalar_implementation() for name, rule in RULES.items()}
     return {**namespace, **_constants(float), "_mpf": float}
 
 
-def _mpmath_namespace():
+def mpmath_namespace():
     namespace = {f"_f_{name}": rule.mpmath_implementation() for name, rule in RULES.items()}
     return {**namespace, **_constants(mpmath.mpf), "_mpf": mpmath.mpf}
 
@@ -84,12 +84,29 @@ def _as_float_states(h0):
     return np.asarray(h0, dtype=np.float64)
 
 
+#: The merges of two directions as scalar expressions, written independently of :data:`symrnn.wiring.MERGES`
+#: (concat merely lists the components).
+SCALAR_MERGES = {
+    "sum": lambda f, b: f + b,
+    "ave": lambda f, b: sp.Rational(1, 2) * (f + b),
+    "mul": lambda f, b: f * b,
+    "max": lambda f, b: maximum(f, b),
+}
+
+
+def _ident(key):
+    """A parameter key or a part's prefix as a Python identifier (``l0.bwd.W`` -> ``l0_bwd_W``)."""
+    return key.replace(".", "_")
+
+
 class ScalarOracle:
-    """The unrolled scalar program of a model for one sequence length.
+    """The unrolled scalar program of any model for one sequence length.
 
     Parameters
     ----------
-    model : symrnn.Model
+    model : symrnn.Model or symrnn.StackedModel
+        Any model of the protocol: the program unrolls its :meth:`parts` (every cell over time, in
+        its direction; the merges and residual sums at each step; the readout and the loss).
     T_in, T_out : int
         Lengths of the inputs and targets (as given to ``loss_and_grads``).
     budget : int
@@ -98,13 +115,16 @@ class ScalarOracle:
     diff : callable
         ``diff(expr, symbol)``; ``sympy.diff`` (through :func:`symrnn.functions.derivative`) by default.
 
-    Use :meth:`loss_and_grads` like ``Model.loss_and_grads``.
+    Use :meth:`loss_and_grads` like the model's ``loss_and_grads``.
 
-    Each kind of step (a cell step with or without an input, a scored output)
+    Each kind of step (a cell step with or without an input, a merge, a scored output)
     is scalarized and differentiated once, with names that carry the step as
     a placeholder (``h__{t}_1``, ``h__{tm1}_1``); the program repeats those
     lines for every step with the placeholders filled in, so building costs
-    ``O(T)`` string work and ``O(1)`` symbolic work.
+    ``O(T)`` string work and ``O(1)`` symbolic work per part.  The parts of a stacked
+    model carry their prefix in their names (``l0_bwd_h__3_1``); a backward
+    direction's state after reading step ``t`` is named with ``t`` too, its initial
+    state with ``T + 1``.
     """
 
     def __init__(self, model, T_in, T_out, budget=DEFAULT_BUDGET, diff=derivative):
@@ -119,36 +139,39 @@ class ScalarOracle:
                 f"over the budget of {budget:,}. Use a smaller T or H, or pass budget= to raise it."
             )
         self._diff = diff
-        self._printer = _ScalarPrinter()
+        self._printer = ScalarPrinter()
         self._build()
 
     @staticmethod
     def estimate_size(model, T):
-        sizes = model.sizes
         per_step = 0
-        for eq in model.cell.equations:
-            rows = sizes[model.cell.sizes[eq.target]]
-            cols = sum(sizes[model.cell.params[m.args[0].name].shape[1]] for m in eq.rhs.atoms(MatVec))
-            per_step += rows * (cols + len(eq.rhs.free_symbols))
+        for part in model.parts():
+            if part.kind != "cell":
+                per_step += part.width * 2 if part.kind in ("merge", "residual") else 0
+                continue
+            sizes = {**model.sizes, "D": part.width}
+            for eq in part.cell.equations:
+                rows = sizes[part.cell.sizes[eq.target]]
+                cols = sum(sizes[part.cell.params[m.args[0].name].shape[1]] for m in eq.rhs.atoms(MatVec))
+                per_step += rows * (cols + len(eq.rhs.free_symbols))
         if model.readout is not None:
-            per_step += sizes["K"] * (sizes["H"] + 2)
+            per_step += model.sizes["K"] * (model.parts()[-2].width + 2)
         return 3 * T * per_step  # forward, and two terms a derivative in the backward sweep
 
     # -- one step as scalar template lines ---------------------------------------
-    def _template(self, equations, env, rows_of, prefix_of):
+    def _template(self, equations, env, rows_of, prefix_of, params):
         """Scalarize equations: ``[(name, code, [(u_name, derivative code), ...]), ...]``."""
         lines = []
         for eq in equations:
-            rows = rows_of(eq)
             prefix = prefix_of(eq)
             components = []
-            for i in range(rows):
+            for i in range(rows_of(eq)):
                 def expand(P, v, i=i):
-                    return sp.Add(*[w * vj for w, vj in zip(self.param_symbols[P.name][i], env[v])])
+                    return sp.Add(*[w * vj for w, vj in zip(params[P.name][i], env[v])])
                 scalar = eq.rhs.replace(MatVec, expand)
                 mapping = {s: env[s][i] for s in scalar.free_symbols if s in env}
-                mapping.update({s: self.param_symbols[s.name][i] for s in scalar.free_symbols
-                                if isinstance(s, Param) and s.name in self.param_symbols})
+                mapping.update({s: params[s.name][i] if params[s.name].ndim else params[s.name][()]
+                                for s in scalar.free_symbols if isinstance(s, Param) and s.name in params})
                 scalar = scalar.xreplace(mapping)
                 target = sp.Symbol(f"{prefix}_{i}")
                 lines.append((target, scalar, self._local_derivatives(scalar)))
@@ -171,72 +194,117 @@ class ScalarOracle:
                 out.append((u, derivative))
         return out
 
-    def _build(self):
-        model, sizes, sched = self.model, self.model.sizes, self.schedule
-        cell = model.cell
-        D, H = sizes["D"], sizes["H"]
-        self.param_symbols = {}
-        for name, shape in model.param_shapes.items():
-            self.param_symbols[name] = np.array(
-                [sp.Symbol(f"{name}__w" + "_".join(map(str, idx))) for idx in np.ndindex(*shape)],
-                dtype=object).reshape(shape)
-        self.scale_symbol = sp.Symbol("_scale")
-        size = {s: model.state_size(s) for s in cell.states}
-        last = sizes["K"] if model.readout is not None else size[cell.output_state]
-        x_name = model.input_name
-        templates = {}
-        for with_input in (True, False):
-            env = {cell.input_symbol: ([sp.Symbol(f"{x_name}__{{t}}_{j}") for j in range(D)] if with_input
-                                       else [sp.Integer(0)] * D)}
+    def _line(self, name, expr):
+        return sp.Symbol(name), expr, self._local_derivatives(expr)
+
+    def _cell_part(self, part, outputs, T):
+        """A cell over time: its templates and its steps ``[(template key, fill), ...]``."""
+        model, cell, tag = self.model, part.cell, _ident(part.prefix)
+        sizes = {**model.sizes, "D": part.width}
+        params = {k: self.param_symbols[part.prefix + k] for k in cell.params}
+        size = {s: sizes[cell.states[s]] for s in cell.states}
+        reads_input = part.reads[0] == "input"
+        start = T + 1 if part.reverse else 0
+        for s in cell.states:
+            self.state0_names[s] += [f"{tag}{s}__{start}_{j}" for j in range(size[s])]
+        for with_input in ((True, False) if reads_input else (True,)):
+            if not reads_input:
+                x = outputs[part.reads[0]]
+            elif with_input:
+                x = [sp.Symbol(f"{model.input_name}__{{t}}_{j}") for j in range(part.width)]
+            else:
+                x = [sp.Integer(0)] * part.width
+            env = {cell.input_symbol: x}
             for s in cell.states:
-                env[tsym(s, -1)] = [sp.Symbol(f"{s}__{{tm1}}_{j}") for j in range(size[s])]
-            templates[with_input] = self._template(
+                env[tsym(s, -1)] = [sp.Symbol(f"{tag}{s}__{{tm1}}_{j}") for j in range(size[s])]
+            self._templates[part.name, with_input] = self._template(
                 cell.equations, env, lambda eq: sizes[cell.sizes[eq.target]],
-                lambda eq: f"{parse(eq.target)[0]}__{{t}}")
-        h_t = [sp.Symbol(f"{cell.output_state}__{{t}}_{j}") for j in range(size[cell.output_state])]
+                lambda eq: f"{tag}{parse(eq.target)[0]}__{{t}}", params)
+        outputs[part.name] = [sp.Symbol(f"{tag}{cell.output_state}__{{t}}_{j}")
+                              for j in range(size[cell.output_state])]
+        inputs = self.schedule.input_steps if reads_input else range(T)
+        order = range(T - 1, -1, -1) if part.reverse else range(T)
+        return [((part.name, t in inputs), {"t": t + 1, "tm1": t + 2 if part.reverse else t}) for t in order]
+
+    def _pointwise_part(self, part, outputs, T):
+        """A merge of two directions or a residual sum, at every step."""
+        a, b = (outputs[r] for r in part.reads)
+        if part.detail == "concat":
+            outputs[part.name] = a + b
+            return []
+        rule = (lambda u, v: u + v) if part.kind == "residual" else SCALAR_MERGES[part.detail]
+        tag = f"_{_ident(part.name)}__{{t}}"
+        lines = [self._line(f"{tag}_{j}", rule(u, v)) for j, (u, v) in enumerate(zip(a, b))]
+        self._templates[part.name] = lines
+        outputs[part.name] = [line[0] for line in lines]
+        return [(part.name, {"t": t + 1}) for t in range(T)]
+
+    def _output_lines(self, top, last):
+        """The readout (if any) and the loss of one scored step, reading ``top`` at step ``{t}``."""
+        model = self.model
         y = [sp.Symbol(f"_y__{{u}}_{k}") for k in range(last)]
         out_lines = []
         if model.readout is None:
-            per_step = sp.Add(*[g * hj for g, hj in zip(y, h_t)])
+            per_step = sp.Add(*[g * hj for g, hj in zip(y, top)])
         else:
-            env = {model.readout.input_symbol: h_t}
-            out_lines = self._template(model.readout.equations, env, lambda eq: sizes["K"],
-                                       lambda eq: f"{model.logits}__{{u}}")
+            env = {model.readout.input_symbol: top}
+            params = {k: self.param_symbols[k] for k in model.readout.params}
+            out_lines = self._template(model.readout.equations, env, lambda eq: model.sizes["K"],
+                                       lambda eq: f"{model.logits}__{{u}}", params)
             o = [line[0] for line in out_lines]
             if model.loss_rule.name == "cross-entropy":
-                lse = sp.log(sp.Add(*[sp.exp(ok) for ok in o]))
-                out_lines.append((sp.Symbol("_lse__{u}"), lse, self._local_derivatives(lse)))
+                out_lines.append(self._line("_lse__{u}", sp.log(sp.Add(*[sp.exp(ok) for ok in o]))))
                 per_step = sp.Add(*[yk * (out_lines[-1][0] - ok) for yk, ok in zip(y, o)])
             else:
                 per_step = model.loss_rule.weight * sp.Add(*[(ok - yk) ** 2 for ok, yk in zip(o, y)])
-        scaled = self.scale_symbol * per_step
-        out_lines.append((sp.Symbol("_L__{u}"), scaled, self._local_derivatives(scaled)))
-        # the program: fill in the placeholders, step by step
+        out_lines.append(self._line("_L__{u}", self.scale_symbol * per_step))
+        return out_lines
+
+    def _build(self):
+        model, sched = self.model, self.schedule
+        self.param_symbols = {}
+        for name, shape in model.param_shapes.items():
+            self.param_symbols[name] = np.array(
+                [sp.Symbol(f"{_ident(name)}__w" + "_".join(map(str, idx))) for idx in np.ndindex(*shape)],
+                dtype=object).reshape(shape)
+        self.scale_symbol = sp.Symbol("_scale")
+        self.state0_names = {s: [] for s in model.state_names}
+        self._templates, outputs, order = {}, {}, []
+        parts = model.parts()
+        for part in parts:
+            if part.kind == "cell":
+                order += self._cell_part(part, outputs, sched.T)
+            elif part.kind in ("merge", "residual"):
+                order += self._pointwise_part(part, outputs, sched.T)
+        top = outputs[[p for p in parts if p.kind not in ("readout", "loss")][-1].name]
+        last = model.sizes["K"] if model.readout is not None else len(top)
+        self._templates["out"] = self._output_lines(top, last)
+        made = {fill["t"]: i for i, (_, fill) in enumerate(order)}  # a step's output is scored once it is made
+        scored = {made[t + 1]: ("out", {"t": t + 1, "u": t - sched.output_steps.start}) for t in sched.output_steps}
+        order = [entry for i, step in enumerate(order) for entry in ([step, scored[i]] if i in scored else [step])]
+        self._program_lines([(self._templates[key], fill) for key, fill in order])
+        self.input_names = [[f"{model.input_name}__{t + 1}_{j}" for j in range(model.sizes["D"])]
+                            for t in sched.input_steps]
+        self.target_names = [[f"_y__{u}_{k}" for k in range(last)] for u in range(len(sched.output_steps))]
+        self._compile()
+
+    def _program_lines(self, steps):
+        """The forward lines (every step's template filled in) and the reverse accumulation over them."""
         printer = self._printer
-        printed = {key: [(t.name, printer.doprint(e), [(u.name, printer.doprint(d)) for u, d in ds])
-                         for t, e, ds in lines]
-                   for key, lines in list(templates.items()) + [("out", out_lines)]}
-        forward, steps = [], []
-        self._symbolic_steps = []
-        for t in range(sched.T):
-            fill = {"t": t + 1, "tm1": t, "u": t - sched.output_steps.start}
-            self._symbolic_steps.append((templates[t in sched.input_steps], fill))
-            if t in sched.output_steps:
-                self._symbolic_steps.append((out_lines, fill))
-            fill = {"t": t + 1, "tm1": t, "u": t - sched.output_steps.start}
-            steps.append((printed[t in sched.input_steps], fill))
-            if t in sched.output_steps:
-                steps.append((printed["out"], fill))
+        printed = {id(lines): [(t.name, printer.doprint(e), [(u.name, printer.doprint(d)) for u, d in ds])
+                               for t, e, ds in lines] for lines in self._templates.values()}
+        self._symbolic_steps = steps
+        forward = []
         for lines, fill in steps:
-            forward += [f"    {name.format(**fill)} = {code.format(**fill)}" for name, code, _ in lines]
-        losses = [f"_L__{u}" for u in range(len(sched.output_steps))]
+            forward += [f"    {name.format(**fill)} = {code.format(**fill)}" for name, code, _ in printed[id(lines)]]
+        losses = [f"_L__{u}" for u in range(len(self.schedule.output_steps))]
         forward.append(f"    _L = {' + '.join(losses)}")
         contributions = defaultdict(list)
         for name in losses:
             contributions[name].append("_d___L")
         backward = ["    _d___L = 1"]
         for lines, fill in reversed(steps):
-            for name, code, derivatives in reversed(lines):
+            for name, code, derivatives in reversed(printed[id(lines)]):
                 name = name.format(**fill)
                 terms = contributions.pop(name, None)
                 if not terms:
@@ -246,10 +314,6 @@ class ScalarOracle:
                     contributions[u.format(**fill)].append(f"_d__{name}*({d.format(**fill)})")
         self.forward_lines, self.backward_lines = forward, backward
         self._leaf_contributions = contributions
-        self.state0_names = {s: [f"{s}__0_{j}" for j in range(size[s])] for s in cell.states}
-        self.input_names = [[f"{x_name}__{t + 1}_{j}" for j in range(D)] for t in sched.input_steps]
-        self.target_names = [[f"_y__{u}_{k}" for k in range(last)] for u in range(len(sched.output_steps))]
-        self._compile()
 
     def _compile(self):
         grads = ([s.name for arr in self.param_symbols.values() for s in arr.ravel()]
@@ -270,7 +334,7 @@ class ScalarOracle:
     def _program(self, kind, backend):
         key = (kind, backend)
         if key not in self._programs:
-            ns = dict(_float_namespace() if backend == "float" else _mpmath_namespace())
+            ns = dict(float_namespace() if backend == "float" else mpmath_namespace())
             exec(self._code_fb if kind == "grad" else self._code_f, ns)
             self._programs[key] = ns["program"]
         return self._programs[key]
@@ -287,11 +351,11 @@ class ScalarOracle:
         model = self.model
         params_dummy = {k: np.zeros(s) for k, s in model.param_shapes.items()}
         N = np.asarray(inputs).shape[1]
-        _, _, Y, S0, _, mask = model._prepare(params_dummy, np.asarray(inputs, dtype=np.float64), targets,
-                                              None if h0 is None else _as_float_states(h0), mask)
-        if h0 is not None:  # keep the caller's numbers (mpmath ones too), checked above
-            given = dict(h0) if isinstance(h0, dict) else {model.out: h0}
-            S0 = {s: np.asarray(given[s]) if s in given else S0[s] for s in S0}
+        _, _, Y, _, _, mask = model._prepare(params_dummy, np.asarray(inputs, dtype=np.float64), targets,
+                                             None if h0 is None else _as_float_states(h0), mask)
+        given = {} if h0 is None else (dict(h0) if isinstance(h0, dict) else {model.out: h0})
+        S0 = {s: np.asarray(given[s]) if s in given else np.zeros(model.initial_state_shape(s, N))
+              for s in model.state_names}  # the caller's numbers (mpmath ones too), checked above
         if model.loss_rule.name == "cross-entropy" and np.issubdtype(Y.dtype, np.integer):
             Y = np.eye(model.sizes["K"])[Y]
         scored = np.ones(Y.shape[:2], dtype=bool) if mask is None else mask
@@ -313,7 +377,7 @@ class ScalarOracle:
         convert = float if backend == "float" else mpmath.mpf
         inputs = np.asarray(inputs)
         with mpmath.workdps(precision or 15):
-            return [program(self._values(params, inputs[:, n], {s: v[n] for s, v in S0.items()}, Y[:, n],
+            return [program(self._values(params, inputs[:, n], {s: v[..., n, :] for s, v in S0.items()}, Y[:, n],
                                          scale, convert)) for n in range(N)]
 
     def loss_and_grads(self, params, inputs, targets, h0=None, precision=None, mask=None):
@@ -344,9 +408,10 @@ class ScalarOracle:
         grads[self.model.input_name] = xs.reshape(N, self.T_in, D).transpose(1, 0, 2)
         k += self.T_in * D
         for s, names in self.state0_names.items():
-            size = len(names)
-            grads[self.model.initial_state_key(s)] = np.array([g[k:k + size] for g in per_example],
-                                                              dtype=object).reshape(N, size)
+            shape, size = self.model.initial_state_shape(s, N), len(names)
+            g0 = np.array([g[k:k + size] for g in per_example], dtype=object)
+            grads[self.model.initial_state_key(s)] = g0.reshape(N, -1) if len(shape) == 2 else \
+                g0.reshape(N, shape[0], -1).transpose(1, 0, 2)
             k += size
         return {name: (g.astype(float) if all(isinstance(v, float) for v in g.ravel()) else g)
                 for name, g in grads.items()}

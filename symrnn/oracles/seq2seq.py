@@ -16,20 +16,50 @@ operations) with the weights copied by :mod:`symrnn.layouts`, differentiated by 
 """
 from __future__ import annotations
 
+from collections import defaultdict
 
 import mpmath
 import numpy as np
 import sympy as sp
 
-from ..errors import UnknownNameError
+from ..errors import DerivationTooLargeError, UnknownNameError
 from ..layouts import from_torch, to_torch
 from ..losses import scale_of
-from .scalar import _float_namespace, _mpmath_namespace, _ScalarPrinter
-from .stacked import _SCALAR_MERGES, ScalarStackOracle, reverse_program
+from ..functions import derivative
+from ..symbols import MatVec, Param, tsym
+from .scalar import SCALAR_MERGES as _SCALAR_MERGES
+from .torch_autograd import TORCH_MERGES
+from .scalar import float_namespace, mpmath_namespace, ScalarPrinter
 
 
-class _Program(ScalarStackOracle):
-    """One example's program (the building and compiling helpers of :class:`ScalarStackOracle`)."""
+def reverse_program(printer, lines, loss_symbol, args, grads, skip):
+    """The source of ``program(_values)``: the straight-line forward ``lines`` (symbol, expression),
+    then reverse accumulation over them, each local partial by ``sympy.diff`` of the terms that
+    read the variable; returns the loss and ``d loss / d name`` for each name of ``grads``.
+    ``skip(name)`` marks the arguments that are constants (the scale, the targets)."""
+    forward = [f"    {v.name} = {printer.doprint(e)}" for v, e in lines]
+    contributions = defaultdict(list)
+    contributions[loss_symbol.name].append("1")
+    backward = []
+    for v, e in reversed(lines):
+        terms = contributions.pop(v.name, None)
+        if not terms:
+            continue
+        backward.append(f"    _d_{v.name} = {' + '.join(terms)}")
+        for u in sorted(e.free_symbols, key=lambda s: s.name):
+            if skip(u.name):
+                continue
+            d = sp.Add(*[derivative(term, u) for term in sp.Add.make_args(e) if term.has(u)])
+            if d != 0:
+                contributions[u.name].append(f"_d_{v.name}*({printer.doprint(d)})")
+    tail = [f"    _d_{n} = {' + '.join(contributions.get(n, ['0 * scale']))}" for n in grads]
+    result = f"    return {loss_symbol.name}, [{', '.join('_d_' + n for n in grads)}]"
+    return "\n".join(["def program(_values):", f"    {', '.join(args)}, = _values"] + forward + backward + tail
+                     + [result]) + "\n"
+
+
+class _Program:
+    """One example's program: straight-line scalar assignments, then :func:`reverse_program`."""
 
     def __init__(self, model, src, tin, tout, src_len, scored, max_lines=60_000):
         self.model, self.lines, self._counter, self.max_lines = model, [], 0, max_lines
@@ -40,19 +70,44 @@ class _Program(ScalarStackOracle):
         self._build(src, tin, tout, src_len, scored)
         self._compile_program()
 
+    def _new(self, expr):
+        if len(self.lines) > self.max_lines:
+            raise DerivationTooLargeError(f"The scalar program of {self.model!r} passes {self.max_lines} lines; "
+                                          f"use smaller sizes (it is meant for T, H, D of a few).")
+        v = sp.Symbol(f"v{self._counter}")
+        self._counter += 1
+        self.lines.append((v, expr))
+        return v
+
+    @staticmethod
+    def _leaves(prefix, shape):
+        return np.array([sp.Symbol(f"{prefix}_" + "_".join(map(str, idx))) for idx in np.ndindex(*shape)],
+                        dtype=object).reshape(shape)
+
     def _cell_step(self, unit, P, x, states, sizes):
-        self._size = sizes
-        self.model = _CellView(unit.cell)
-        try:
-            return ScalarStackOracle._step(self, P, x, states)
-        finally:
-            self.model = self._s2s
+        """One cell step on scalars: returns the new states ``{name: [scalars]}``."""
+        cell = unit.cell
+        env = {cell.input_symbol: x}
+        env.update({tsym(s, -1): v for s, v in states.items()})
+        for eq in cell.equations:
+            comps = []
+            for i in range(sizes[cell.sizes[eq.target]]):
+                def expand(Pm, v, i=i):
+                    return sp.Add(*[w * vj for w, vj in zip(P[Pm.name][i], env[v])])
+                scalar = eq.rhs.replace(MatVec, expand)
+                mapping = {s: env[s][i] for s in scalar.free_symbols if s in env}
+                mapping.update({s: (P[s.name][i] if P[s.name].ndim == 1 else P[s.name][()])
+                                for s in scalar.free_symbols if isinstance(s, Param)})
+                comps.append(self._new(scalar.xreplace(mapping)))
+            env[eq.target] = comps
+        return {s: env[tsym(s)] for s in cell.states}
 
     def _dot(self, u, v):
         return sp.Add(*[a * b for a, b in zip(u, v)])
 
-    def _build(self, src, tin, tout, L, scored):
-        m = self._s2s = self.model
+    def _encode(self, src, L):
+        """The encoder over the ``L`` real tokens: (the top layer's outputs, ``z``)."""
+        m = self.model
         enc, p = m.encoder, self.params
         seq = [list(self.src_dense[t]) if self.src_dense is not None else list(p["emb_src"][src[t]])
                for t in range(L)]  # padding is never read: the program stops at the last real token
@@ -82,7 +137,11 @@ class _Program(ScalarStackOracle):
             if layer.residual:
                 merged = [[self._new(a + b) for a, b in zip(mt, st)] for mt, st in zip(merged, seq)]
             seq = merged
-        memory, z = seq, finals
+        return seq, finals
+
+    def _build(self, src, tin, tout, L, scored):
+        m, p = self.model, self.params
+        memory, z = self._encode(src, L)
         dec, Hd = m.decoder, m.H_dec
         if m.bridge_mode == "copy":
             state = {s: (list(z) if s == m.out_state else [sp.Integer(0)] * Hd) for s in dec.state_names}
@@ -136,7 +195,7 @@ class _Program(ScalarStackOracle):
         self.loss_symbol = self._new(sp.Add(*losses))
 
     def _compile_program(self):
-        printer = _ScalarPrinter()
+        printer = ScalarPrinter()
         leaves = [s.name for a in self.params.values() for s in a.ravel()]
         if self.src_dense is not None:
             leaves += [s.name for s in self.src_dense.ravel()]
@@ -144,13 +203,6 @@ class _Program(ScalarStackOracle):
                                       skip=lambda name: name == "scale")
         self._code = compile(self.source, "<symrnn-scalar-seq2seq-oracle>", "exec")
         self._programs = {}
-
-
-class _CellView:
-    """What :meth:`ScalarStackOracle._step` reads of a model: its cell."""
-
-    def __init__(self, cell):
-        self.cell = cell
 
 
 class ScalarSeq2SeqOracle:
@@ -173,7 +225,7 @@ class ScalarSeq2SeqOracle:
             for n in range(N):
                 source = ids[:, n] if ids is not None else np.asarray(X)[:int(lengths[n]), n]
                 prog = _Program(m, source, tin[:, n], tout[:, n], int(lengths[n]), scored[:, n], self.max_lines)
-                ns = dict(_float_namespace() if precision is None else _mpmath_namespace())
+                ns = dict(float_namespace() if precision is None else mpmath_namespace())
                 exec(prog._code, ns)
                 values = [convert(float(v)) for k in prog.params for v in np.asarray(p[k]).ravel()]
                 if ids is None:
@@ -283,71 +335,43 @@ def _module_grads(cell, module, H, n_dirs):
     return [from_torch(cell, sd, layer=0, reverse=d == 1) for d in range(n_dirs)]
 
 
-def _merge_torch(torch, name, f, b):
-    return {"concat": lambda: torch.cat([f, b], dim=-1), "sum": lambda: f + b, "ave": lambda: (f + b) / 2,
-            "mul": lambda: f * b, "max": lambda: torch.maximum(f, b)}[name]()
-
-
-def torch_loss_and_grads(m, params, src, tin, tout, smask=None, tmask=None):
-    """The loss and gradients of ``m`` composed from torch modules and operations (float64), keyed like
-    :meth:`Seq2Seq.loss_and_grads`; see :mod:`symrnn.oracles.seq2seq`."""
-    import torch
-
-    for cell in (m.encoder.cell, m.decoder.cell):
-        if cell.name not in _TORCH_CELLS:
-            raise UnknownNameError(f"PyTorch has no module for the cell {cell.name!r}; the torch composition "
-                                   f"covers {list(_TORCH_CELLS)}.")
-    rnn_utils = torch.nn.utils.rnn
-
-    def leaf(v):
-        return torch.tensor(np.asarray(v, dtype=np.float64), dtype=torch.float64, requires_grad=True)
-
-    P = {k: leaf(v) for k, v in params.items() if not k.startswith(("enc.", "dec."))}
-    enc, dec_cell = m.encoder, m.decoder.cell.name
-    enc_cell, H = enc.cell.name, m.H
-    S, N = src.shape[:2]
-    lengths = smask.sum(axis=0) if smask is not None else np.full(N, S)
-    src_t = None
-    if m.src_vocab is not None:
-        x = P["emb_src"][torch.from_numpy(np.asarray(src))]
-    else:
-        src_t = leaf(src)
-        x = src_t
+def _torch_encoder(torch, m, params, x, lengths):
+    """The encoder as torch modules over packed sequences: ``(memory, z, [(module, layer), ...])``."""
+    rnn_utils, enc, H = torch.nn.utils.rnn, m.encoder, m.H
+    cell, S = enc.cell.name, x.shape[0]
     lengths_t = torch.from_numpy(np.asarray(lengths, dtype=np.int64))
+    p_enc = {k[4:]: v for k, v in params.items() if k.startswith("enc.")}
     modules, finals = [], None
     for layer in enc.layers:
-        module = _torch_module(torch, enc_cell, layer.input_width, H, layer.bidirectional)
-        _load(torch, module, enc_cell, [enc.direction_params({k[4:]: v for k, v in params.items()
-                                                             if k.startswith("enc.")}, layer.index, d)
-                                       for d in layer.directions])
+        module = _torch_module(torch, cell, layer.input_width, H, layer.bidirectional)
+        _load(torch, module, cell, [enc.direction_params(p_enc, layer.index, d) for d in layer.directions])
         packed = rnn_utils.pack_padded_sequence(x, lengths_t, enforce_sorted=False)
         out, hn = module(packed)
         out, _ = rnn_utils.pad_packed_sequence(out, total_length=S)
-        hn = hn[0] if enc_cell == "lstm" else hn
-        y = _merge_torch(torch, enc.merge.name, out[..., :H], out[..., H:]) if layer.bidirectional else out
+        hn = hn[0] if cell == "lstm" else hn
+        y = TORCH_MERGES[enc.merge.name](torch, out[..., :H], out[..., H:]) if layer.bidirectional else out
         if layer.residual:
             y = y + x
         modules.append((module, layer))
         x, finals = y, hn
-    memory = x
-    z = torch.cat([finals[k] for k in range(finals.shape[0])], dim=-1)  # (N, Z): fwd then bwd
-    Tn = tin.shape[0]
-    Hd = m.H_dec
-    states = m.decoder.state_names
+    return x, torch.cat([finals[k] for k in range(finals.shape[0])], dim=-1), modules  # z (N, Z): fwd then bwd
+
+
+def _torch_initial_states(torch, m, P, z):
+    N, Hd = z.shape[0], m.H_dec
     if m.bridge_mode == "copy":
-        init = {s: (z if s == m.out_state else torch.zeros(N, Hd, dtype=torch.float64)) for s in states}
-    elif m.bridge_mode in ("linear", "tanh"):
+        return {s: (z if s == m.out_state else torch.zeros(N, Hd, dtype=torch.float64)) for s in m.decoder.state_names}
+    if m.bridge_mode in ("linear", "tanh"):
         act = torch.tanh if m.bridge_mode == "tanh" else (lambda u: u)
-        init = {s: act(z @ P[f"bridge.W_{s}"].T + P[f"bridge.b_{s}"]) for s in states}
-    else:
-        init = {s: torch.zeros(N, Hd, dtype=torch.float64) for s in states}
-    dec = _torch_module(torch, dec_cell, m.decoder.sizes["D"], Hd)
-    _load(torch, dec, dec_cell, [{k[4:]: v for k, v in params.items() if k.startswith("dec.")}])
-    emb = P["emb_tgt"][torch.from_numpy(np.asarray(tin))]
-    parts = [emb] + ([z.expand(Tn, N, z.shape[-1])] if m.context else [])
+        return {s: act(z @ P[f"bridge.W_{s}"].T + P[f"bridge.b_{s}"]) for s in m.decoder.state_names}
+    return {s: torch.zeros(N, Hd, dtype=torch.float64) for s in m.decoder.state_names}
+
+
+def _torch_attention(torch, m, P, memory, smask):
+    """``attend(q)``: weights (Tq, N, S) and context (Tq, N, C) for queries ``q`` (Tq, N, Hd)."""
     mask_t = None if smask is None else torch.from_numpy(np.asarray(smask).T.copy())  # (N, S)
 
-    def attend(q):  # q (Tq, N, Hd) -> weights (Tq, N, S), context (Tq, N, C)
+    def attend(q):
         score = m.attention.score
         if score == "dot":
             e = torch.einsum("tnh,snh->tns", q, memory)
@@ -361,29 +385,59 @@ def torch_loss_and_grads(m, params, src, tin, tout, smask=None, tmask=None):
         a = torch.softmax(e, dim=-1)
         return a, torch.einsum("tns,snc->tnc", a, memory)
 
+    return attend
+
+
+def _torch_decoder(torch, m, params, P, inputs, init, attend):
+    """The decoder as a torch module (step by step for Bahdanau): the pieces the readout reads, and the module."""
+    cell = m.decoder.cell.name
+    dec = _torch_module(torch, cell, m.decoder.sizes["D"], m.H_dec)
+    _load(torch, dec, cell, [{k[4:]: v for k, v in params.items() if k.startswith("dec.")}])
+
     def hx(state):
-        return (state["h"][None], state["c"][None]) if dec_cell == "lstm" else state["h"][None]
+        return (state["h"][None], state["c"][None]) if cell == "lstm" else state["h"][None]
 
     if not m.bahdanau:
-        out, _ = dec(torch.cat(parts, dim=-1), hx(init))
-        top = out
-        if m.attention is not None:
-            a, ctx = attend(out)
-            top = torch.tanh(torch.cat([ctx, out], dim=-1) @ P["attn.W_c"].T)
-        pieces = [top]
-    else:
-        state, hs, cs = init, [], []
-        for t in range(Tn):
-            a, ctx = attend(state["h"][None])
-            x_t = torch.cat([p[t:t + 1] for p in parts] + [ctx], dim=-1)
-            out, new = dec(x_t, hx(state))
-            state = {"h": new[0][0], "c": new[1][0]} if dec_cell == "lstm" else {"h": new[0]}
-            hs.append(out[0])
-            cs.append(ctx[0])
-        pieces = [torch.stack(hs), torch.stack(cs)]
-    if m.context:
-        pieces.append(z.expand(Tn, N, z.shape[-1]))
-    logits = torch.cat(pieces, dim=-1) @ P["out.V"].T + P["out.c"]
+        out, _ = dec(torch.cat(inputs, dim=-1), hx(init))
+        if m.attention is None:
+            return [out], dec
+        _, ctx = attend(out)
+        return [torch.tanh(torch.cat([ctx, out], dim=-1) @ P["attn.W_c"].T)], dec
+    state, hs, cs = init, [], []
+    for t in range(inputs[0].shape[0]):
+        _, ctx = attend(state["h"][None])
+        out, new = dec(torch.cat([p[t:t + 1] for p in inputs] + [ctx], dim=-1), hx(state))
+        state = {"h": new[0][0], "c": new[1][0]} if cell == "lstm" else {"h": new[0]}
+        hs.append(out[0])
+        cs.append(ctx[0])
+    return [torch.stack(hs), torch.stack(cs)], dec
+
+
+def torch_loss_and_grads(m, params, src, tin, tout, smask=None, tmask=None):
+    """The loss and gradients of ``m`` composed from torch modules and operations (float64), keyed like
+    :meth:`Seq2Seq.loss_and_grads`; see :mod:`symrnn.oracles.seq2seq`."""
+    import torch
+
+    for cell in (m.encoder.cell, m.decoder.cell):
+        if cell.name not in _TORCH_CELLS:
+            raise UnknownNameError(f"PyTorch has no module for the cell {cell.name!r}; the torch composition "
+                                   f"covers {list(_TORCH_CELLS)}.")
+
+    def leaf(v):
+        return torch.tensor(np.asarray(v, dtype=np.float64), dtype=torch.float64, requires_grad=True)
+
+    P = {k: leaf(v) for k, v in params.items() if not k.startswith(("enc.", "dec."))}
+    S, N = src.shape[:2]
+    lengths = smask.sum(axis=0) if smask is not None else np.full(N, S)
+    src_t = leaf(src) if m.src_vocab is None else None
+    x = src_t if src_t is not None else P["emb_src"][torch.from_numpy(np.asarray(src))]
+    memory, z, modules = _torch_encoder(torch, m, params, x, lengths)
+    Tn = tin.shape[0]
+    contexts = [z.expand(Tn, N, z.shape[-1])] if m.context else []
+    inputs = [P["emb_tgt"][torch.from_numpy(np.asarray(tin))]] + contexts
+    attend = _torch_attention(torch, m, P, memory, smask) if m.attention is not None else None
+    pieces, dec = _torch_decoder(torch, m, params, P, inputs, _torch_initial_states(torch, m, P, z), attend)
+    logits = torch.cat(pieces + contexts, dim=-1) @ P["out.V"].T + P["out.c"]
     logp = torch.log_softmax(logits, dim=-1)
     tout_np = np.asarray(tout)
     scored = (tout_np != -1) if tmask is None else (np.asarray(tmask) & (tout_np != -1))
@@ -393,10 +447,11 @@ def torch_loss_and_grads(m, params, src, tin, tout, smask=None, tmask=None):
     loss = total * scale
     loss.backward()
     grads = {k: v.grad.numpy().copy() if v.grad is not None else np.zeros(tuple(v.shape)) for k, v in P.items()}
+    enc = m.encoder
     for module, layer in modules:
-        for d, g in zip(layer.directions, _module_grads(enc_cell, module, H, len(layer.directions))):
+        for d, g in zip(layer.directions, _module_grads(enc.cell.name, module, m.H, len(layer.directions))):
             grads.update({f"enc.{enc.key(layer.index, d, k)}": v for k, v in g.items()})
-    grads.update({f"dec.{k}": v for k, v in _module_grads(dec_cell, dec, Hd, 1)[0].items()})
+    grads.update({f"dec.{k}": v for k, v in _module_grads(m.decoder.cell.name, dec, m.H_dec, 1)[0].items()})
     if src_t is not None:
         grads["src"] = src_t.grad.numpy().copy()
     return float(loss.detach()), grads

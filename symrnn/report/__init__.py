@@ -39,13 +39,31 @@ __all__ = ["write_report", "write_all", "latex_document", "markdown_document", "
            "OutputPathError", "LatexError", "LatexNotFoundError"]
 
 
+def report_kind(model) -> str:
+    """Which report ``model``'s parts call for: ``cell`` (one cell over time: the full report of the cell),
+    ``wiring`` (cells wired in layers and directions) or ``seq2seq`` (an encoder, a bridge or attention and
+    a decoder)."""
+    parts = model.parts() if callable(getattr(model, "parts", None)) else None
+    if parts is None:
+        raise ParameterError(f"A report needs a symrnn.Model, StackedModel or Seq2Seq, got "
+                             f"{type(model).__name__}: build one first (symrnn.Model('lstm', D=3, H=4)).")
+    if any(p.kind in ("bridge", "attention") for p in parts):
+        return "seq2seq"
+    return "cell" if [p.row for p in parts if p.kind == "cell"] == [None] else "wiring"
+
+
 def _document(model, exercises=False):
     """The :class:`~symrnn.report.blocks.Document` of ``model``; ``exercises``: the version for teachers."""
-    if hasattr(model, "layers"):  # a symrnn.wiring.StackedModel
+    kind = report_kind(model)
+    if kind != "cell":
         if exercises:
             raise UnknownNameError("The exercise version is made for the report of one cell (symrnn.Model); "
-                                   "a stacked or bidirectional model's report has none. Leave out exercises "
-                                   "(--exercises) or report one layer's cell.")
+                                   "a stacked, bidirectional or sequence-to-sequence model's report has none. "
+                                   "Leave out exercises (--exercises) or report one layer's cell.")
+        if kind == "seq2seq":
+            from .seq2seq import build_seq2seq_document
+
+            return build_seq2seq_document(model)
         return build_wiring_document(model)
     document = build_document(model)
     return make_exercises(document) if exercises else document
@@ -65,7 +83,7 @@ def markdown_document(model, exercises=False) -> str:
     return _markdown.render(_document(model, exercises))
 
 
-def _check_format(fmt) -> str:
+def check_format(fmt) -> str:
     if fmt not in FORMATS:
         raise UnknownNameError(f"Unknown report format {fmt!r}; expected one of {list(FORMATS)}.")
     return fmt
@@ -73,7 +91,7 @@ def _check_format(fmt) -> str:
 
 def document_text(model, fmt, exercises=False) -> str:
     """The report of ``model`` as text, ``tex`` or ``md`` (what :func:`write_report` writes)."""
-    fmt = _check_format(fmt)
+    fmt = check_format(fmt)
     return (markdown_document if fmt == "md" else latex_document)(model, exercises)
 
 
@@ -89,15 +107,8 @@ def write_report(model, fmt, path, exercises=False) -> Path:
     directory; when pdflatex is missing, or fails, the ``.tex`` is written next
     to ``path`` and :class:`LatexNotFoundError` or :class:`LatexError` says so.
     """
-    fmt = _check_format(fmt)
-    from ..model import Model
-    from ..seq2seq import Seq2Seq
-    from ..wiring import StackedModel
-
-    if not isinstance(model, (Model, StackedModel, Seq2Seq)):
-        raise ParameterError(f"write_report needs a symrnn.Model, StackedModel or Seq2Seq, got "
-                         f"{type(model).__name__}: build one first (symrnn.Model('lstm', D=3, H=4)).")
-    if isinstance(model, Seq2Seq):  # its report has its own builder
+    fmt = check_format(fmt)
+    if report_kind(model) == "seq2seq":  # its report has its own builder
         from .seq2seq import write_seq2seq_report
 
         if exercises:
@@ -207,7 +218,7 @@ def derivation_latex(derivation) -> str:
     with the names of the model's report: the readout bias ``b_y`` beside an LSTM's cell state ``c``,
     each gate's pre-activation adjoint named (``bar a^i``)."""
     model = getattr(derivation, "model", None)
-    if model is not None and not hasattr(model, "layers"):
+    if model is not None and report_kind(model) == "cell":
         from .sections import ReportBuilder
 
         builder = ReportBuilder(model)

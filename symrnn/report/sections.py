@@ -29,15 +29,15 @@ LOSS_NAMES = {"cross-entropy": "softmax cross-entropy", "mse": "squared error", 
 SHAPE_WORDS = {"D": "input size", "H": "hidden size", "K": "output size"}
 
 
-def _base(symbol) -> str:
+def sym_base(symbol) -> str:
     return symbol.name.split("[")[0] if parse(symbol) is None else parse(symbol)[0]
 
 
-def _label(*parts) -> str:
+def tex_label(*parts) -> str:
     return "eq:" + ":".join(re.sub(r"[^A-Za-z0-9]+", "-", str(p)) for p in parts)
 
 
-def _shape(shape) -> str:
+def shape_tex(shape) -> str:
     return r" \times ".join(shape) if shape else "1"
 
 
@@ -157,22 +157,22 @@ class ReportBuilder:
         def quantity(symbol, role, size):
             rows.append([[self.math(symbol)], [Math(size)], role if isinstance(role, list) else [role]])
 
-        quantity(c.input_symbol, c.roles.get(_base(c.input_symbol)) or "input", c.sizes[c.input_symbol])
+        quantity(c.input_symbol, c.roles.get(sym_base(c.input_symbol)) or "input", c.sizes[c.input_symbol])
         for s, size in c.states.items():
             quantity(tsym(s), [c.roles.get(s) or "state", " (initial value ", Math(self.name(s, index="0")),
                                " given)"], size)
         for eq in c.equations:
             if eq.kind == "let":
-                quantity(eq.target, c.roles.get(_base(eq.target)) or "intermediate quantity", c.sizes[eq.target])
+                quantity(eq.target, c.roles.get(sym_base(eq.target)) or "intermediate quantity", c.sizes[eq.target])
         specs = dict(c.params)
         if m.readout is not None:
             specs.update(m.readout.params)
         for name, spec in specs.items():
             role = [spec.role or "parameter"] + ([" (", Code(name), " in the code)"] if name in self.renames else [])
-            rows.append([[Math(self.name(name))], [Math(_shape(spec.shape))], role])
+            rows.append([[Math(self.name(name))], [Math(shape_tex(spec.shape))], role])
         if m.readout is not None:
             for eq in m.readout.equations:
-                role = m.readout.roles.get(_base(eq.target)) or "readout"
+                role = m.readout.roles.get(sym_base(eq.target)) or "readout"
                 if d.loss.get("readout") is None and role == "output logits":  # squared error: no softmax
                     role = "outputs (compared with the targets)"
                 quantity(eq.target, role, "K")
@@ -186,7 +186,7 @@ class ReportBuilder:
                          c.states[state])
         rows.append([[Math("L_{t}, L")], ["scalars"], ["loss at step ", Math("t"), ", total loss"]])
         for symbol, _ in self.gates.values():
-            gate = self.math(tsym(_base(symbol).split("__")[1]))
+            gate = self.math(tsym(sym_base(symbol).split("__")[1]))
             rows.append([[self.math(symbol)], ["as ", gate], ["adjoint of the pre-activation of ", gate]])
         rows.append([[Math(r"\bar{v}_{t}")], ["as ", Math("v_{t}")],
                      ["adjoint of a quantity ", Math("v_{t}"), ": the gradient of ", Math("L"),
@@ -213,7 +213,7 @@ class ReportBuilder:
         blocks = [Paragraph(["For ", Math(r"t = 1, \dots, T"), " the cell reads the input ",
                              self.math(c.input_symbol), " and the previous state" + plural]
                             + _listing([self.math(s) for s in states]) + [" and computes"]),
-                  self.display([(self.tex(eq.lhs), eq.rhs, _label("forward", _base(eq.lhs)))
+                  self.display([(self.tex(eq.lhs), eq.rhs, tex_label("forward", sym_base(eq.lhs)))
                                 for eq in d.forward[:len(c.equations)]])]
         initial = ["The initial state" + plural] + _listing([self.math(tsym(s, -1), time=1) for s in c.states])
         initial.append(" " + ("are" if len(states) > 1 else "is") + " given (zero unless set).")
@@ -221,11 +221,11 @@ class ReportBuilder:
             initial += [" A step without an input reads ", Math(self.tex(c.input_symbol) + " = 0"), "."]
         blocks.append(Paragraph(initial))
         if m.readout is not None:
-            rows = [(self.tex(eq.lhs), eq.rhs, _label("forward", _base(eq.lhs)))
+            rows = [(self.tex(eq.lhs), eq.rhs, tex_label("forward", sym_base(eq.lhs)))
                     for eq in d.forward[len(c.equations):]]
             if d.loss.get("readout") is not None:
                 eq = d.loss["readout"]
-                rows.append((self.tex(eq.lhs), eq.rhs, _label("forward", _base(eq.lhs))))
+                rows.append((self.tex(eq.lhs), eq.rhs, tex_label("forward", sym_base(eq.lhs))))
             blocks += [Paragraph(["At every scored step the readout maps ", self.math(tsym(m.out)),
                                   " to the output:"]), self.display(rows)]
         else:
@@ -245,8 +245,8 @@ class ReportBuilder:
         blocks = [
             Paragraph(["The loss adds the losses of the scored steps, the set ", Math(r"\mathcal{S}"),
                        " given by the architecture:"]),
-            self.display([("L", r"\sum_{t \in \mathcal{S}} L_{t}", _label("loss", "total")),
-                          ("L_{t}", d.loss["per_step"], _label("loss", "step"))]),
+            self.display([("L", r"\sum_{t \in \mathcal{S}} L_{t}", tex_label("loss", "total")),
+                          ("L_{t}", d.loss["per_step"], tex_label("loss", "step"))]),
             Paragraph([f"The {m.architecture.name} architecture has {m.architecture.description}. With ",
                        Math(str(lay.T_in)), f" input step{'s' if lay.T_in > 1 else ''} and ",
                        Math(str(lay.T_out)), f" target step{'s' if lay.T_out > 1 else ''}, for example, the "
@@ -257,13 +257,13 @@ class ReportBuilder:
             blocks.append(Paragraph(["The mean reduction divides the sum by the number of scored terms "
                                      "(steps and sequences of the batch, and outputs for squared error); "
                                      "the factor appears in the gradient of the loss, equation ",
-                                     Ref(_label("rule", "loss")), "."]))
+                                     Ref(tex_label("rule", "loss")), "."]))
         elif m.reduction in ("batch-mean", "token-mean"):
             what = ("the batch size N (a sum over time, a mean over the batch)" if m.reduction == "batch-mean"
                     else "the number of scored steps (a mean over the unmasked tokens)")
             blocks.append(Paragraph([f"The {m.reduction} reduction divides the sum by {what}; the factor "
                                      "appears in the gradient of the loss, equation ",
-                                     Ref(_label("rule", "loss")), "."]))
+                                     Ref(tex_label("rule", "loss")), "."]))
         else:
             blocks.append(Paragraph(["The sum reduction also adds over the sequences of a batch; the "
                                      "equations below are written for one sequence."]))
@@ -321,9 +321,9 @@ class ReportBuilder:
             if not functions[name].__module__.startswith("sympy."):  # symrnn's own (sigmoid): defined first
                 rewritten = f.rewrite(sp.exp)
                 if rewritten != f:
-                    rows.append((self.tex(f, elementwise=False), rewritten, _label("definition", name)))
+                    rows.append((self.tex(f, elementwise=False), rewritten, tex_label("definition", name)))
             rows.append((self.tex(sp.Derivative(f, u), elementwise=False), sp.diff(f, u),
-                         _label("identity", name)))
+                         tex_label("identity", name)))
         blocks = [Paragraph(["The backward pass needs the derivative of every function that the equations "
                              "apply elementwise. SymPy supplies them, and they enter the generated code as "
                              "they are printed here:"])]
@@ -336,10 +336,10 @@ class ReportBuilder:
                        Math(r"\partial F / \partial u_{t} \odot \bar{v}_{t}"), " to the adjoint of ",
                        Math("u_{t}"), "; the partial is the diagonal of the Jacobian, a vector. A linear map "
                        "inside an equation, ", Math(r"q_{t} = P u_{t}"), ", sends back"]),
-            self.display([(self.tex(bar_sym(v)), MatTVec(P, bar_sym(q)), _label("rule", "linear"),
+            self.display([(self.tex(bar_sym(v)), MatTVec(P, bar_sym(q)), tex_label("rule", "linear"),
                            r"\mathrel{+}="),
                           (self.partial("L", "P"), sp.Sum(Outer(bar_sym(q), v), (d.t, 1, d.T)),
-                           _label("rule", "outer"))]),
+                           tex_label("rule", "outer"))]),
             Paragraph(["so the gradient of a weight matrix is a sum over the steps of outer products: the "
                        "adjoint of its output times the transpose of its input."]),
         ]
@@ -355,7 +355,7 @@ class ReportBuilder:
                         ", meets the derivative of the logarithm, ", Math(r"-y_{t,k} / \hat{y}_{t,k}"),
                         ", and for targets that sum to one (a class, or a distribution over the classes) "
                         "what is left is"]
-            blocks += [Paragraph(text), self.display([(self.tex(g.lhs), g.rhs, _label("rule", "loss"))])]
+            blocks += [Paragraph(text), self.display([(self.tex(g.lhs), g.rhs, tex_label("rule", "loss"))])]
         else:
             state, gsym = next(iter(d.external.items()))
             blocks.append(Paragraph(["The loss starts the backward pass: its gradient with respect to ",
@@ -366,7 +366,7 @@ class ReportBuilder:
     def adjoints(self):
         d = self.d
         loss_rule = d.loss.get("gradient") if d.loss else None  # printed with the loss's rule already
-        rows = [(self.tex(a.lhs), self.name_gates(a.rhs), _label("adjoint", _base(a.lhs))) for a in d.adjoints
+        rows = [(self.tex(a.lhs), self.name_gates(a.rhs), tex_label("adjoint", sym_base(a.lhs))) for a in d.adjoints
                 if loss_rule is None or a.lhs != loss_rule.lhs]
         recurrent = [a for a in d.adjoints if any(parse(s) and parse(s)[1] == 1 for s in a.rhs.free_symbols)]
         blocks = [
@@ -375,7 +375,7 @@ class ReportBuilder:
                        "equation of the forward pass, give the adjoints in matrix form, in the order in which "
                        "the backward pass computes them"] + ([", starting from the loss's ",
                                                               Math(self.tex(loss_rule.lhs)), " of equation ",
-                                                              Ref(_label("rule", "loss"))]
+                                                              Ref(tex_label("rule", "loss"))]
                                                              if loss_rule is not None else []) + [":"]),
             self.display(rows, exercise=True),
         ]
@@ -388,7 +388,7 @@ class ReportBuilder:
                                   "activation's derivative. "
                                   "Every gradient of the gate's weights and every message through them "
                                   "repeats it, so it is named once:"]),
-                       self.display([(self.tex(symbol), product, _label("adjoint", f"pre-{_base(symbol)}"))
+                       self.display([(self.tex(symbol), product, tex_label("adjoint", f"pre-{sym_base(symbol)}"))
                                      for symbol, product in names], exercise=True)]
         if recurrent:
             many = len(recurrent) > 1
@@ -416,7 +416,7 @@ class ReportBuilder:
         general = {lhs: self.summary.specialise(rhs, None) for lhs, rhs in self.summary.system()}
         for cls in self.summary.classes:
             printer = self.class_printer(cls)
-            rows = [(printer.doprint(lhs), rhs, _label("adjoint", _base(lhs), *self.class_key(cls)))
+            rows = [(printer.doprint(lhs), rhs, tex_label("adjoint", sym_base(lhs), *self.class_key(cls)))
                     for lhs, rhs in self.summary.adjoints(cls) if rhs != general[lhs]]
             if rows:
                 blocks += [Paragraph(self.when(cls) + [":"]), self.display(rows, printer, exercise=True)]
@@ -426,30 +426,30 @@ class ReportBuilder:
     def gradients(self):
         d, c = self.d, self.cell
         order = list(self.model.param_shapes) + [n for n in d.gradients if n not in self.model.param_shapes]
-        initial = [(self.partial("L", self.name(s, index="0")), self.name_gates(g), _label("gradient", f"{s}0"))
+        initial = [(self.partial("L", self.name(s, index="0")), self.name_gates(g), tex_label("gradient", f"{s}0"))
                    for s, g in d.initial_state_gradients.items()]
         general = self.model.architecture.name == "many-to-many"
         if general:
-            rows = [(self.partial("L", self.name(n)), self.name_gates(d.gradients[n]), _label("gradient", n))
+            rows = [(self.partial("L", self.name(n)), self.name_gates(d.gradients[n]), tex_label("gradient", n))
                     for n in order]
             inputs = [(self.partial("L", self.tex(c.input_symbol)), self.name_gates(d.input_gradient),
-                       _label("gradient", "input"))]
+                       tex_label("gradient", "input"))]
             where = ["The gradients with respect to the inputs and the initial states are the adjoints "
                      "that reach them:"]
         else:
             rows = [(self.partial("L", self.name(n)), self.sums(self.summary.gradient(n, substitute_loss=False)),
-                     _label("gradient", n)) for n in order]
+                     tex_label("gradient", n)) for n in order]
             (first, last), term = self.summary.input_gradient(substitute_loss=False)
             single = self.summary.single(first, last)
             printer = self.step_printer(first) if single else self.p
             inputs = [(self.partial("L", printer.doprint(c.input_symbol)), printer.doprint(term),
-                       _label("gradient", "input"))]
+                       tex_label("gradient", "input"))]
             where = ["The gradients with respect to the inputs and the initial states are the adjoints "
                      "that reach them"] + ([] if (first, last) == (1, d.T) else [
                          "; only the step" + ("" if single else "s") + " ", Math(self.steps_tex(first, last)),
                          " reads an input" if single else " read an input"]) + [":"]
         intro = ["A parameter is used at every step, so its gradient adds one term per step: by rule ",
-                 Ref(_label("rule", "outer")), " an outer product for a matrix, and the adjoint itself for a bias."]
+                 Ref(tex_label("rule", "outer")), " an outer product for a matrix, and the adjoint itself for a bias."]
         if not general:
             intro += [" A term that reads the loss's gradient is zero at the steps that are not scored, and one "
                       "that reads the input at the steps without one, so each sum runs over the steps where "
@@ -579,7 +579,7 @@ class ReportBuilder:
         blocks = [Paragraph(["How much of the gradient at step ", Math("T"), " reaches step ", Math("t"),
                              " is governed by the Jacobians of one step with respect to the previous "
                              "state" + ("s" if len(states) > 1 else "") + ":"]),
-                  self.display([(block(s, p), jac, _label("jacobian", s, p))
+                  self.display([(block(s, p), jac, tex_label("jacobian", s, p))
                                 for (s, p), jac in d.step_jacobians.items()], k_printer, exercise=True)]
         if len(states) == 1:
             out = states[0]
@@ -591,12 +591,12 @@ class ReportBuilder:
             blocks += [Paragraph(["Stack the states into one vector ",
                                   Math(r"\xi_{k} = (%s)" % ", ".join(self.name(s, index="k") for s in states)),
                                   ". Its Jacobian is the block matrix of the blocks above,"]),
-                       self.display([("J_{k}", matrix, _label("jacobian", "blocks"))]),
+                       self.display([("J_{k}", matrix, tex_label("jacobian", "blocks"))]),
                        Paragraph(["and by the chain rule"])]
         whole = self.partial(self.name(out, index="T"), self.name(out, index="t"))
         ratio = r"\partial %s / \partial %s" % (self.name(out, index="T"), self.name(out, index="t"))
         blocks.append(self.display([(whole, r"J_{T} J_{T-1} \cdots J_{t+1} = \prod_{k=t+1}^{T} J_{k}",
-                                     _label("jacobian", "product"))]))
+                                     tex_label("jacobian", "product"))]))
         blocks.append(Paragraph(
             ["with the later steps on the left. The backward pass multiplies an adjoint by the transposes of "
              "these factors, one per step, so ", Math(r"\lVert %s \rVert \le \prod_{k=t+1}^{T} \lVert J_{k} "
@@ -626,7 +626,7 @@ def forward_rank(cell):
     alphabetically); the readout's and the loss's terms, which read none of them, come first."""
     order = {}
     for i, eq in enumerate(cell.equations):
-        order.setdefault(_base(eq.target), i)
+        order.setdefault(sym_base(eq.target), i)
         for s in sorted(eq.rhs.free_symbols, key=str):
             if isinstance(s, Param):
                 order.setdefault(s.name, i)
@@ -643,8 +643,8 @@ def _renames(model) -> dict:
     beside the LSTM's cell state ``c``): printed as ``b_y`` (``V_y``), with the code's name noted."""
     if model.readout is None:
         return {}
-    taken = set(model.cell.states) | {_base(eq.target) for eq in model.cell.equations} | set(model.cell.params)
-    taken |= {_base(model.cell.input_symbol)}
+    taken = set(model.cell.states) | {sym_base(eq.target) for eq in model.cell.equations} | set(model.cell.params)
+    taken |= {sym_base(model.cell.input_symbol)}
     fallback = {"c": "b_y", "V": "V_y"}
     return {name: fallback.get(name, f"{name}_y") for name in model.readout.params if name in taken}
 
@@ -699,7 +699,7 @@ class ExampleSection:
 
         program = [valued(s, d) for s, d in ex.definitions + ex.softmax]
         loss_rows = [(self.tex(s), d, None) for s, d in ex.loss_definitions]
-        loss_rows.append(("L", ex.loss_expr, _label("example", "loss")))
+        loss_rows.append(("L", ex.loss_expr, tex_label("example", "loss")))
         backward = []
         for t, rows in ex.hand_program():
             backward += [Paragraph(["Step ", Math(f"t = {t}"), ":"]),
@@ -724,7 +724,7 @@ class ExampleSection:
             Paragraph(["The same gradient can be had without adjoints. Differentiating the loss, with every "
                        "line above composed into it, with respect to ", Math(focus),
                        " and writing the quantities above back under their names gives the closed form"]),
-            self.b.display([(self.b.partial("L", focus), ex.closed_form, _label("example", "closed-form"))],
+            self.b.display([(self.b.partial("L", focus), ex.closed_form, tex_label("example", "closed-form"))],
                            self.p, exercise=True),
             Paragraph(["in terms of the gradients of the loss with respect to the outputs,"]),
             self.b.display(adjoint_rows, self.p, exercise=True),

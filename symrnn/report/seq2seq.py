@@ -158,11 +158,11 @@ def _number(doc):
 
 def write_seq2seq_report(model, fmt, path, numbers=None):
     """Write the report as ``md``, ``tex`` or ``pdf`` (as :func:`symrnn.report.write_report`); returns the path."""
-    from . import _check_format
+    from . import check_format
     from .compile import INSTALL_HINT, LatexNotFoundError, check_writable, compile_pdf, latex_available, \
         write_atomic
 
-    fmt = _check_format(fmt)
+    fmt = check_format(fmt)
     path = check_writable(path)
     if fmt == "md":
         return write_atomic(path, seq2seq_markdown(model, numbers))

@@ -18,7 +18,7 @@ from ..symbols import Param, _rename_times, tsym
 from ..wiring import MERGES
 from .blocks import Code, Document, Figure, Math, Paragraph, Ref, Section, Table
 from .latex import ReportLatexPrinter
-from .sections import LOSS_NAMES, ReportBuilder, _base, _label, _shape
+from .sections import LOSS_NAMES, ReportBuilder, sym_base, tex_label, shape_tex
 from .tikz import TIKZ_STYLES
 
 ARROW = {"fwd": r"\rightarrow", "bwd": r"\leftarrow"}
@@ -65,8 +65,8 @@ class WiringReportBuilder(ReportBuilder):
         super().__init__(model.unit, **({} if width is None else {"width": width}))
         self.cell = model.cell
         self.upstream = next(iter(self.d.external.values()))  # g[t], or gamma[t] beside the LSTM's gate g
-        decorated = set(self.cell.params) | {_base(e.target) for e in self.cell.equations} | {_base(self.upstream)}
-        decorated |= {_base(symbol) for symbol, _ in self.gates.values()}  # the named gate adjoints
+        decorated = set(self.cell.params) | {sym_base(e.target) for e in self.cell.equations} | {sym_base(self.upstream)}
+        decorated |= {sym_base(symbol) for symbol, _ in self.gates.values()}  # the named gate adjoints
         self.bi = any(model.bidirectional)
         self.last = "bwd" if model.layers[-1].bidirectional else "fwd"
         self.printers = {d: DirectionPrinter({"direction": d, "decorated": tuple(sorted(decorated)),
@@ -155,7 +155,7 @@ class WiringReportBuilder(ReportBuilder):
                      ["input width of the layer"], ["the layer's input: ", Math(r"u^{(l-1)}_{t}")]])
         for name, spec in c.params.items():
             rows.append([[Math(both(Param(name)))],
-                         [Math(_shape(spec.shape))], [spec.role or "parameter",
+                         [Math(shape_tex(spec.shape))], [spec.role or "parameter",
                                                        " (one per direction and layer)" if self.bi else
                                                        " (one per layer)"]])
         if m.readout is not None:
@@ -179,12 +179,12 @@ class WiringReportBuilder(ReportBuilder):
     def forward(self):
         m, d = self.stack, self.d
         n = len(self.cell.equations)
-        fwd = [(self.dtex(eq.lhs, "fwd"), eq.rhs, _label("forward", "fwd", _base(eq.lhs))) for eq in d.forward[:n]]
+        fwd = [(self.dtex(eq.lhs, "fwd"), eq.rhs, tex_label("forward", "fwd", sym_base(eq.lhs))) for eq in d.forward[:n]]
         blocks = [Paragraph(["The forward direction of a layer computes, for ", Math(r"t = 1, \dots, T"), ","]),
                   self.display(fwd, self.printers["fwd"])]
         if any(m.bidirectional):
             bwd = [(self.dtex(reverse_time(eq.lhs), "bwd"), reverse_time(eq.rhs),
-                    _label("forward", "bwd", _base(eq.lhs)))
+                    tex_label("forward", "bwd", sym_base(eq.lhs)))
                    for eq in d.forward[:n]]
             blocks += [Paragraph(["and the backward direction of a bidirectional layer, for ",
                                   Math(r"t = T, T-1, \dots, 1"), ", the same cell with its own parameters, reading "
@@ -204,10 +204,10 @@ class WiringReportBuilder(ReportBuilder):
         rows = []
         if any(m.bidirectional):
             rows.append((y + r"\ \text{(bidirectional)}", merged + (r" + u^{(l-1)}_{t}" if m.residual else ""),
-                         _label("forward", "merge")))
+                         tex_label("forward", "merge")))
         if not all(m.bidirectional):
             rows.append((y + r"\ \text{(unidirectional)}", self.dtex(tsym(self.stack.out), "fwd")
-                         + (r" + u^{(l-1)}_{t}" if m.residual else ""), _label("forward", "uni")))
+                         + (r" + u^{(l-1)}_{t}" if m.residual else ""), tex_label("forward", "uni")))
         text = ["The output of layer ", Math("l"), " at step ", Math("t"), " is"]
         if m.residual:
             text = ["The output of layer ", Math("l"), " at step ", Math("t"), " is (with the residual link, for ",
@@ -248,7 +248,7 @@ class WiringReportBuilder(ReportBuilder):
                              ", the gradient of the loss with respect to the top layer's output: "
                              + ("through the readout, " if m.readout is not None else "")])]
         if m.readout is not None:
-            blocks.append(self.display([(r"\bar{u}^{(L-1)}_{t}", r"V^{\top} \bar{o}_{t}", _label("loss", "top"))]))
+            blocks.append(self.display([(r"\bar{u}^{(L-1)}_{t}", r"V^{\top} \bar{o}_{t}", tex_label("loss", "top"))]))
             g = m.loss_rule.symbolic("o", m.reduction)["gradient"]  # the loss's own rule, with its factor
             what = (["the predicted probabilities ", Math(r"\hat{y}_{t} = \operatorname{softmax}(o_{t})"), " and "]
                     if m.loss_rule.name == "cross-entropy" else [])
@@ -341,8 +341,8 @@ class WiringReportBuilder(ReportBuilder):
         fb, bb = r"\bar{h}^{\rightarrow}_{t}\big|_{\text{merge}}", r"\bar{h}^{\leftarrow}_{t}\big|_{\text{merge}}"
         name = m.merge.name
         if name == "concat":
-            rule = [(fb, r"\left(%s\right)_{1:H}" % yb, _label("merge", "fwd")),
-                    (bb, r"\left(%s\right)_{H+1:2H}" % yb, _label("merge", "bwd"))]
+            rule = [(fb, r"\left(%s\right)_{1:H}" % yb, tex_label("merge", "fwd")),
+                    (bb, r"\left(%s\right)_{H+1:2H}" % yb, tex_label("merge", "bwd"))]
         else:
             F, B = tsym(m.out, 1), tsym(m.out, 2)  # placeholders for the two directions' outputs
             expr = m.merge.symbolic(F, B)
@@ -353,7 +353,7 @@ class WiringReportBuilder(ReportBuilder):
                 return printer.doprint(e)
             def times(e):
                 return yb if e == 1 else show(e) + (" " if e.is_number else r" \odot ") + yb
-            rule = [(fb, times(dF), _label("merge", "fwd")), (bb, times(dB), _label("merge", "bwd"))]
+            rule = [(fb, times(dF), tex_label("merge", "fwd")), (bb, times(dB), tex_label("merge", "bwd"))]
         blocks = [Paragraph(["The merge takes ", Math(f), " and ", Math(b), " to ", Math(r"u_{t}"),
                              ". Its Jacobian with respect to the pair is one of those of Table ",
                              Ref("tab:merges"), ":"]),
@@ -377,10 +377,10 @@ class WiringReportBuilder(ReportBuilder):
     # -- 7 --------------------------------------------------------------------------------------------
     def adjoints(self):
         m, d = self.stack, self.d
-        rows = [(self.dtex(a.lhs, "fwd"), self.name_gates(a.rhs), _label("adjoint", "fwd", _base(a.lhs)))
+        rows = [(self.dtex(a.lhs, "fwd"), self.name_gates(a.rhs), tex_label("adjoint", "fwd", sym_base(a.lhs)))
                 for a in d.adjoints]
         g_f = self.dtex(self.upstream, "fwd")
-        source = (["by the merge rule ", Ref(_label("merge", "fwd")), " in a bidirectional layer, "]
+        source = (["by the merge rule ", Ref(tex_label("merge", "fwd")), " in a bidirectional layer, "]
                   if any(m.bidirectional) else [])
         blocks = [Paragraph(["Each direction's adjoints follow the cell's adjoint recurrences, with the gradient ",
                              Math(g_f), " that reaches its output state from above (", *source,
@@ -390,11 +390,11 @@ class WiringReportBuilder(ReportBuilder):
         if self.gates:
             blocks += [Paragraph(["with each gate's pre-activation adjoint named once, as in the cell's own "
                                   "report:"]),
-                       self.display([(self.dtex(symbol, "fwd"), product, _label("adjoint", "fwd", _base(symbol)))
+                       self.display([(self.dtex(symbol, "fwd"), product, tex_label("adjoint", "fwd", sym_base(symbol)))
                                      for symbol, product in self.gates.values()], self.printers["fwd"])]
         if any(m.bidirectional):
             rows_b = [(self.dtex(reverse_time(a.lhs), "bwd"), reverse_time(self.name_gates(a.rhs)),
-                       _label("adjoint", "bwd", _base(a.lhs))) for a in d.adjoints]
+                       tex_label("adjoint", "bwd", sym_base(a.lhs))) for a in d.adjoints]
             blocks += [Paragraph(["The backward direction's state at step ", Math("t"), " feeds step ",
                                   Math("t - 1"), ", so its adjoints read step ", Math("t - 1"),
                                   " and run for ", Math(r"t = 1, \dots, T"), ":"]),
@@ -407,11 +407,11 @@ class WiringReportBuilder(ReportBuilder):
     def layers_section(self):
         m, d = self.stack, self.d
         x = self.cell.input_symbol
-        xb = self.name(_base(x), bar=True, index="t")
+        xb = self.name(sym_base(x), bar=True, index="t")
         named = self.name_gates(d.input_gradient)
-        blocks_rows = [(xb + r"^{\rightarrow}", named, _label("layer", "fwd"), "fwd")]
+        blocks_rows = [(xb + r"^{\rightarrow}", named, tex_label("layer", "fwd"), "fwd")]
         if any(m.bidirectional):
-            blocks_rows.append((xb + r"^{\leftarrow}", reverse_time(named), _label("layer", "bwd"), "bwd"))
+            blocks_rows.append((xb + r"^{\leftarrow}", reverse_time(named), tex_label("layer", "bwd"), "bwd"))
         link = r"\bar{x}^{\rightarrow}_{t}" + (r" + \bar{x}^{\leftarrow}_{t}" if any(m.bidirectional) else "")
         if m.residual:
             link += r" + \bar{u}^{(l)}_{t}"
@@ -422,7 +422,7 @@ class WiringReportBuilder(ReportBuilder):
                   Paragraph(["The adjoint of the layer below adds the two"
                              + (" and, through the residual link, the adjoint of the layer's output itself"
                                 if m.residual else "") + ":"]),
-                  self.display([(r"\bar{u}^{(l-1)}_{t}", link, _label("layer", "link"))]),
+                  self.display([(r"\bar{u}^{(l-1)}_{t}", link, tex_label("layer", "link"))]),
                   Paragraph(["This is the gradient that starts the backward pass of layer ", Math("l - 1"),
                              "; for layer 0 it is ", Math(r"\partial L / \partial x_{t}"), ", returned as ",
                              Code("grads['x']"), ". The layers are visited from the top down; within a layer the "
@@ -433,7 +433,7 @@ class WiringReportBuilder(ReportBuilder):
     def gradients(self):
         d = self.d
         rows = [(self.partial("L", self.dtex(Param(n), "fwd")), self.name_gates(d.gradients[n]),
-                 _label("gradient", "fwd", n))
+                 tex_label("gradient", "fwd", n))
                 for n in self.cell.params if n in d.gradients]
         blocks = [Paragraph(["The parameters of a direction are used at every step of that direction; each "
                              "gradient adds one term per step:"]),

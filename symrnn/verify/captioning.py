@@ -67,7 +67,7 @@ class CaptioningTask:
     state_names = ()
     out = "h"
     input_name = "captions"  # word ids: no gradient
-    num_layers = 1  # several blocks wired: no single-cell fingerprints, no per-term floor
+    one_cell = False  # several blocks wired: no single-cell fingerprints, no per-term floor
 
     def __init__(self, model, F, rounding=None):
         self.model, self.F, self.rounding = model, F, rounding

@@ -143,7 +143,7 @@ def _name_mistake(adapter, failing, forward_mistake):
     model = adapter.model
     if not failing:
         return forward_mistake, None, {}
-    if getattr(model, "num_layers", None) is not None:  # a StackedModel: no single-cell sweep
+    if not model.one_cell:  # several cells wired: no single-cell sweep
         return forward_mistake, explain_clipping(model, failing), {}
     mutation = fingerprint(adapter, failing)
     if mutation is None:

@@ -148,7 +148,7 @@ class Rounding:
             return model.rounded(self)
         twin = copy.copy(model)
         twin._threads = threading.local()  # its own reusable arrays
-        if hasattr(twin, "unit"):  # a stacked model runs its unit's cell code
+        if not model.one_cell:  # several cells wired: they run their unit's cell code
             twin.unit = self.model(model.unit)
         else:
             twin._cell_code = self.block(model.cell_code)
@@ -204,7 +204,7 @@ def term_scales(model, problem) -> dict:
     """Sum of |terms| of each entry's last sums (over time, batch, gates and the readout's classes)."""
     from .mutants import backward, readout_upstream
 
-    if getattr(model, "num_layers", None) is not None:  # a stacked model: the entries' own size stands in
+    if not model.one_cell:  # several cells wired: the entries' own size stands in
         return {}
     if model.readout is None:
         upstream = np.asarray(problem.targets, dtype=float)

@@ -24,7 +24,8 @@ import numpy as np
 from ..errors import ShapeError, UnknownNameError, UserCodeError
 from ..layouts import layout_for
 from ..losses import IGNORE_LABEL
-from ..seq2seq import Seq2Seq, _scatter, cross_entropy
+from ..seq2seq import Seq2Seq, cross_entropy
+from ..tape import scatter_rows
 from .hygiene import call
 from .modes import dtype_of, checked_gradients, loss_and_grads_returned
 from .problems import Problem, exact
@@ -65,7 +66,7 @@ class Seq2SeqTask:
 
     def __init__(self, s2s):
         self.s2s = s2s
-        self.num_layers = s2s.encoder.num_layers  # several blocks: no single-cell fingerprints
+        self.one_cell = False  # several blocks: no single-cell fingerprints
         self.sizes = {"D": s2s.E, "H": s2s.H_dec, "K": s2s.tgt_vocab}
         names = (s2s.encoder.cell.name, s2s.decoder.cell.name)
         self.cell = CellName(names[0] if names[0] == names[1] else "-".join(names))
@@ -328,7 +329,7 @@ def _dropped_path(task, problem, run, ex):
         d_src = m._encoder_backward(r, G, dz, grads)
         grads = {k: np.array(v) for k, v in grads.items()}
         grads["emb_src" if m.src_vocab is not None else "src"] = (
-            _scatter(problem.x, d_src, m.src_vocab) if m.src_vocab is not None else np.array(d_src))
+            scatter_rows(problem.x, d_src, m.src_vocab) if m.src_vocab is not None else np.array(d_src))
         if all(np.all(np.abs(run.grads[k] - grads[k]) <= ex.tol[k] + 1e-12 * np.max(np.abs(grads[k]), initial=0))
                for k in keys):
             return dropped
