@@ -16,6 +16,8 @@ arguments, ``src, tgt_in, tgt_out``, and describes its parts the same way):
 """
 from __future__ import annotations
 
+import copy
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,6 +80,19 @@ class Protocol:
     def cell_parts(self) -> list:
         """The parts that run a cell over time, in the order of the rows of ``h0``."""
         return [p for p in self.parts() if p.kind == "cell"]
+
+    def with_blocks(self, transform):
+        """A copy of the model (same parameters, its own reusable arrays) whose generated blocks are
+        ``transform(block)``: the verifier rounds them so (:mod:`symrnn.verify.judge`)."""
+        twin = copy.copy(self)
+        twin._threads = threading.local()
+        twin._transform_blocks(transform)
+        if self.readout_code is not None:
+            twin._readout_code = transform(self.readout_code)
+        return twin
+
+    def _transform_blocks(self, transform):
+        self._cell_code = transform(self.cell_code)
 
     @property
     def one_cell(self) -> bool:

@@ -84,7 +84,7 @@ def bar(symbol: sp.Symbol) -> sp.Symbol:
     return tsym(base, offset, bar=True)
 
 
-def _rename_times(expr, rename):
+def rename_times(expr, rename):
     """``expr`` with every time-indexed symbol replaced by ``rename(base, offset, is_bar)``."""
     mapping = {s: rename(*parse(s)) for s in expr.free_symbols if parse(s) is not None}
     return expr.xreplace(mapping)
@@ -92,7 +92,7 @@ def _rename_times(expr, rename):
 
 def shift(expr, k: int):
     """``expr`` with every time-indexed symbol moved ``k`` steps later."""
-    return _rename_times(expr, lambda base, offset, is_bar: tsym(base, offset + k, is_bar))
+    return rename_times(expr, lambda base, offset, is_bar: tsym(base, offset + k, is_bar))
 
 
 def linear_maps(expr):
@@ -102,5 +102,5 @@ def linear_maps(expr):
 
 def at_step(expr, t: int):
     """``expr`` with ``t`` set to a number: ``h[t-1]`` -> ``h_2`` at ``t = 3``."""
-    return _rename_times(
+    return rename_times(
         expr, lambda base, offset, is_bar: sp.Symbol(f"{'bar_' if is_bar else ''}{base}_{t + offset}"))

@@ -243,6 +243,9 @@ class StackedModel(Protocol):
         self._readout_code = None
         self._threads = threading.local()
 
+    def _transform_blocks(self, transform):
+        self.unit = self.unit.with_blocks(transform)
+
     # -- names and shapes --------------------------------------------------------------------------
     @staticmethod
     def key(layer, direction, name) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from ..symbols import Param, _rename_times, tsym
+from ..symbols import Param, rename_times, tsym
 from ..wiring import MERGES
 from .blocks import Code, Document, Figure, Math, Paragraph, Ref, Section, Table
 from .latex import ReportLatexPrinter
@@ -54,7 +54,7 @@ class DirectionPrinter(ReportLatexPrinter):
 
 def reverse_time(expr):
     """The backward direction's form of a step expression: ``t - 1`` and ``t + 1`` exchanged."""
-    return _rename_times(expr, lambda base, offset, is_bar: tsym(base, -offset, is_bar))
+    return rename_times(expr, lambda base, offset, is_bar: tsym(base, -offset, is_bar))
 
 
 class WiringReportBuilder(ReportBuilder):

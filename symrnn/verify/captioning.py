@@ -109,8 +109,10 @@ class CaptioningTask:
         grads["emb"] = d_emb
         return loss, grads
 
-    def rounded(self, rounding):
-        return CaptioningTask(rounding.model(self.model), self.F, rounding)
+    def with_blocks(self, transform):
+        """The task of a copy of the model whose generated blocks are ``transform(block)``."""
+        rounding = transform if isinstance(transform, J.Rounding) else None  # its projection's sum rounds too
+        return CaptioningTask(self.model.with_blocks(transform), self.F, rounding)
 
     def user_loss(self, params, features, captions, null=0):
         """symrnn's exact loss and gradients in CS231n's names and calling convention:

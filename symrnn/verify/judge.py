@@ -40,8 +40,6 @@ outputs, or a forward that agrees only to float32 precision) is judged with
 """
 from __future__ import annotations
 
-import copy
-import threading
 import weakref
 from dataclasses import dataclass, field, replace
 
@@ -144,17 +142,11 @@ class Rounding:
 
     def model(self, model):
         """A copy of ``model`` whose generated code rounds as described in the module docstring."""
-        if hasattr(model, "rounded"):  # a model of several blocks rounds each (symrnn.verify.seq2seq)
-            return model.rounded(self)
-        twin = copy.copy(model)
-        twin._threads = threading.local()  # its own reusable arrays
-        if not model.one_cell:  # several cells wired: they run their unit's cell code
-            twin.unit = self.model(model.unit)
-        else:
-            twin._cell_code = self.block(model.cell_code)
-        if model.readout_code is not None:
-            twin._readout_code = self.block(model.readout_code)
-        return twin
+        return model.with_blocks(self)
+
+    def __call__(self, code):
+        """:meth:`block`: a rounding is the transform of a model's blocks (``model.with_blocks``)."""
+        return self.block(code)
 
 
 @dataclass

@@ -78,15 +78,16 @@ class Seq2SeqTask:
     def loss_and_grads(self, params, x, targets, h0=None, mask=None, final_grads=None):
         return self.s2s.loss_and_grads(params, x, targets[0], targets[1], src_mask=mask)
 
-    def rounded(self, rounding):
+    def with_blocks(self, transform):
+        """The task of a copy of the model whose generated blocks are ``transform(block)``."""
         twin = copy.copy(self.s2s)
         twin._threads = threading.local()
-        twin.encoder, twin.decoder = rounding.model(self.s2s.encoder), rounding.model(self.s2s.decoder)
+        twin.encoder, twin.decoder = self.s2s.encoder.with_blocks(transform), self.s2s.decoder.with_blocks(transform)
         for name in ("bridge", "combine", "readout"):
             block = getattr(self.s2s, name)
             if block is not None:
                 block = copy.copy(block)
-                block.code = rounding.block(block.code)
+                block.code = transform(block.code)
                 setattr(twin, name, block)
         return Seq2SeqTask(twin)
 
