@@ -81,7 +81,7 @@ import sympy as sp  # noqa: E402
 from sympy.core.cache import clear_cache  # noqa: E402
 
 import symrnn as sr  # noqa: E402
-from symrnn.layouts import to_torch  # noqa: E402
+from symrnn.models.layouts import to_torch  # noqa: E402
 from symrnn.oracles.scalar import ScalarOracle  # noqa: E402
 
 try:  # torch is the baseline of benchmark 2; the others run without it
@@ -464,7 +464,7 @@ def report_speed(runs, cfg, summary):
            f"N={N}, T={T}, D={D}, H={H}. *ours*: `Model(cell, D, H, loss=\"upstream\").loss_and_grads"
            "(params, X, G)` (forward, loss, gradients of every parameter, of the inputs and of h0; "
            "argument checks included). *torch*: `nn.RNN(tanh)` / `nn.LSTM` / `nn.GRU` `.double()` with the "
-           "same weights (`symrnn.layouts.to_torch`), `x.requires_grad_(True)`, forward + "
+           "same weights (`symrnn.models.layouts.to_torch`), `x.requires_grad_(True)`, forward + "
            "`(out * G).sum().backward()`. *ours*, *torch* and the *floor* of benchmark 3 are called in turn, "
            "the order reversed every other round. The status uses min(ours) / min(torch): on this shared "
            "2-core machine a multi-threaded BLAS or OpenMP call stalls whenever another process holds a "
@@ -514,7 +514,7 @@ WIRINGS = (("bidirectional LSTM", dict(num_layers=1, bidirectional=True)),
 
 def bench_wiring(cfg):
     """Benchmark 6: ``StackedModel`` gradients against ``nn.LSTM(num_layers, bidirectional)`` autograd."""
-    from symrnn.layouts import to_torch_stack
+    from symrnn.models.layouts import to_torch_stack
 
     N, T, D, H = cfg["speed_sizes"]
     rows = []
@@ -570,7 +570,7 @@ def report_wiring(res, cfg, summary):
            "bidirectional, loss=\"upstream\").loss_and_grads(params, X, G)`: every direction runs the cell's "
            "generated code (the backward direction on the reversed sequence), the merge (concat) and the layer "
            "link in NumPy. *torch*: `nn.LSTM(D, H, num_layers, bidirectional).double()` with the same weights "
-           "(`symrnn.layouts.to_torch_stack`), forward + `(out * G).sum().backward()`. Called alternately, "
+           "(`symrnn.models.layouts.to_torch_stack`), forward + `(out * G).sum().backward()`. Called alternately, "
            f"{cfg['wiring_repeats']} rounds, all cores (torch threads = {res['threads']}); status on min / min, "
            "median of paired ratios beside it. *agreement*: the largest max|ours − torch| / max(1, max|torch|) "
            "over the loss, dL/dx and every stacked weight_ih, weight_hh, bias_ih gradient (untimed). The "
@@ -1030,7 +1030,7 @@ def report_decay(rows, cfg, summary):
            "products in log space. Each row is one run in a fresh process after a 50-step warm-up (derivation, "
            "code generation); BLAS limited to one thread (small matrices; the decay code does this itself). "
            "*Peak RSS* is the process's `ru_maxrss` (interpreter, NumPy, SymPy and the derived model included); "
-           "*growth* is its increase during the measured run. For comparison, `symrnn.jacobians.step_jacobians` "
+           "*growth* is its increase during the measured run. For comparison, `symrnn.engine.jacobians.step_jacobians` "
            f"would hold a (T, N, H, H) array per state pair: {4 * rows[0]['T'] * H * H * 8 / 1e9:.1f} GB at "
            f"T = {rows[0]['T']}.",
            "",
@@ -1062,7 +1062,7 @@ SEQ2SEQ_SIZES = dict(S=50, T=40, N=32, H=128, E=128, V=1000)
 
 def bench_seq2seq(cfg):
     """Benchmark 7: a ``Seq2Seq`` with attention against the same model composed from torch modules."""
-    from symrnn.layouts import to_torch
+    from symrnn.models.layouts import to_torch
 
     z = SEQ2SEQ_SIZES
     S, T, N, H, E, V = z["S"], z["T"], z["N"], z["H"], z["E"], z["V"]

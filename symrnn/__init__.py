@@ -1,18 +1,31 @@
 """symrnn: exact symbolic BPTT gradients of recurrent networks.
 
-The data flow, one module each: cell equations (:mod:`symrnn.cell`,
-:mod:`symrnn.cells`) -> symbolic BPTT (:mod:`symrnn.bptt`) -> unrolled graph
-(:mod:`symrnn.graph`) -> generated NumPy code (:mod:`symrnn.codegen`) ->
-model (:mod:`symrnn.model`) -> independent checks (:mod:`symrnn.oracles`).
+The package reads as its data flow, one floor per folder (``docs/architecture.md``):
+
+* :mod:`symrnn.engine`: cell equations (:mod:`~symrnn.engine.cell`, :mod:`~symrnn.engine.cells`)
+  -> symbolic BPTT (:mod:`~symrnn.engine.bptt`) -> generated NumPy code
+  (:mod:`~symrnn.engine.codegen`), the unrolled graph and the step Jacobians;
+* :mod:`symrnn.models`: every model a wiring of generated blocks on one tape
+  (:mod:`~symrnn.models.protocol`, :mod:`~symrnn.models.model`, :mod:`~symrnn.models.wiring`,
+  :mod:`~symrnn.models.seq2seq`) and the frameworks' weight layouts (:mod:`symrnn.models.layouts`);
+* the uses: independent checks (:mod:`symrnn.oracles`, :mod:`symrnn.checks`), reports
+  (:mod:`symrnn.report`), the verifier (:mod:`symrnn.verify`), gradient decay
+  (:mod:`symrnn.decay`) and the command line (:mod:`symrnn.cli`).
 """
-from .cell import Cell
-from .cells import BUILTIN_CELLS, builtin_cell, gru, lstm, rnn
+import importlib
+import importlib.abc
+import importlib.util
+import sys as _sys
+import warnings
+
+from .engine.cell import Cell
+from .engine.cells import BUILTIN_CELLS, builtin_cell, gru, lstm, rnn
+from .engine.functions import exp, log, register_function, relu, sigmoid, step, tanh
 from .errors import (CellDefinitionError, DerivationTooLargeError, MissingRuleError, NonFiniteError,
                      ParameterError, ShapeError, SymRNNError, UnknownNameError, UserCodeError)
-from .functions import exp, log, register_function, relu, sigmoid, step, tanh
-from .model import Model
-from .wiring import BidirectionalModel, StackedModel
-from .seq2seq import Seq2Seq
+from .models.model import Model
+from .models.seq2seq import Seq2Seq
+from .models.wiring import BidirectionalModel, StackedModel
 
 __all__ = [
     "Cell", "Model", "StackedModel", "BidirectionalModel", "Seq2Seq", "BUILTIN_CELLS", "builtin_cell", "rnn", "lstm", "gru",
@@ -22,7 +35,38 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
-import sys as _sys
-
 if "IPython" in _sys.modules:  # in a notebook or IPython, derivations render as LaTeX: symrnn.report attaches it
     from . import report as _report  # noqa: F401
+
+# -- the module paths before the engine/ and models/ folders ------------------------------------
+_MOVED = {**{name: "engine" for name in ("symbols", "functions", "stored", "cell", "cells", "examples", "bptt",
+                                           "graph", "codegen", "jacobians", "losses")},
+          **{name: "models" for name in ("protocol", "tape", "model", "wiring", "seq2seq", "attention",
+                                           "architectures", "truncated", "clipping", "layouts")}}
+
+
+class _OldModulePaths(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """``import symrnn.model`` (a path from before the floors) still works, with a
+    DeprecationWarning naming the new path; the module it gives reads through to the new one."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        head, _, name = fullname.partition(".")
+        if head == "symrnn" and name in _MOVED:
+            return importlib.util.spec_from_loader(fullname, self)
+        return None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        name = module.__name__.partition(".")[2]
+        new = f"symrnn.{_MOVED[name]}.{name}"
+        warnings.warn(f"{module.__name__} has moved to {new}; import it from there (the old path will go).",
+                      DeprecationWarning, stacklevel=2)
+        target = importlib.import_module(new)
+        module.__dict__.update({k: v for k, v in vars(target).items()
+                                if k not in ("__name__", "__spec__", "__loader__", "__path__", "__file__")})
+        module.__getattr__ = lambda attribute: getattr(target, attribute)
+
+
+_sys.meta_path.insert(0, _OldModulePaths())

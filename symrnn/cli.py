@@ -26,13 +26,13 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .architectures import ARCHITECTURES
-from .cell import Cell
-from .cells import BUILTIN_CELLS, builtin_cell
+from .models.architectures import ARCHITECTURES
+from .engine.cell import Cell
+from .engine.cells import BUILTIN_CELLS, builtin_cell
 from .errors import SymRNNError, UnknownNameError, UserCodeError
 from .fileio import check_output_dir
-from .layouts import LAYOUTS
-from .losses import LOSSES, REDUCTIONS
+from .models.layouts import LAYOUTS
+from .engine.losses import LOSSES, REDUCTIONS
 
 
 def load_cell(spec: str) -> Cell:
@@ -112,13 +112,13 @@ def _model_arguments(parser):
 
 
 def build_model(args, D=3, H=4, K=3):
-    from .model import Model
+    from .models.model import Model
 
     if getattr(args, "merge", None) is not None and not getattr(args, "bidirectional", False):
         raise UnknownNameError(f"--merge {args.merge} merges the two directions of a bidirectional layer; "
                                "add --bidirectional, or leave out --merge.")
     if getattr(args, "num_layers", 1) != 1 or getattr(args, "bidirectional", False):
-        from .wiring import StackedModel
+        from .models.wiring import StackedModel
 
         return StackedModel(load_cell(args.model), D=D, H=H, K=K, num_layers=args.num_layers,
                             bidirectional=args.bidirectional, merge=args.merge or "concat", residual=args.residual,
@@ -402,7 +402,7 @@ def _truncation(text):
 def _clip(text):
     if not text:
         return None
-    from .clipping import Clipping
+    from .models.clipping import Clipping
 
     kind, _, value = text.partition("=")
     try:

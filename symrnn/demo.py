@@ -18,12 +18,12 @@ import shutil
 import sys
 from pathlib import Path
 
-from .cells import BUILTIN_CELLS
+from .engine.cells import BUILTIN_CELLS
 from .checks import agreement_table
 from .fileio import check_output_dir, write_text_atomic
-from .model import Model
-from .seq2seq import Seq2Seq
-from .wiring import StackedModel
+from .models.model import Model
+from .models.seq2seq import Seq2Seq
+from .models.wiring import StackedModel
 
 DEMO_CELLS = tuple(BUILTIN_CELLS)
 

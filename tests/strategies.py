@@ -5,7 +5,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 import symrnn as sr
-from symrnn.examples import minimal_gated_unit, peephole_lstm
+from symrnn.engine.examples import minimal_gated_unit, peephole_lstm
 
 CELLS = sorted(sr.BUILTIN_CELLS) + ["peephole-lstm", "mgu"]
 ARCHITECTURES = ["many-to-many", "many-to-one", "one-to-many", "one-to-one", "many-to-many-delayed"]

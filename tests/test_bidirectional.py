@@ -1,7 +1,7 @@
-"""Bidirectional and stacked models (symrnn.wiring) against PyTorch autograd, and their small rules.
+"""Bidirectional and stacked models (symrnn.models.wiring) against PyTorch autograd, and their small rules.
 
 * ``torch.nn.RNN/LSTM/GRU(num_layers=k, bidirectional=...)`` with weights copied by
-  ``symrnn.layouts.to_torch_stack``: PyTorch's own stacking and concat merge, its h_0/h_n layout.
+  ``symrnn.models.layouts.to_torch_stack``: PyTorch's own stacking and concat merge, its h_0/h_n layout.
 * For the other merges and residual links, one torch module per layer, merged and linked by torch
   operations written here, and torch's autograd through all of it.
 * The merge Jacobians (concat [I 0; 0 I], sum [I I], ave [I/2 I/2], mul [diag b, diag f], max masks)
@@ -21,11 +21,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import symrnn as sr
-from symrnn.functions import lambdify_numpy
+from symrnn.engine.functions import lambdify_numpy
 from symrnn.errors import ParameterError, ShapeError, UnknownNameError
-from symrnn.layouts import (from_keras_bidirectional, from_torch_stack, to_keras, to_keras_bidirectional,
+from symrnn.models.layouts import (from_keras_bidirectional, from_torch_stack, to_keras, to_keras_bidirectional,
                             to_torch, to_torch_stack)
-from symrnn.wiring import MERGES, get_merge
+from symrnn.models.wiring import MERGES, get_merge
 
 TOL = 1e-12
 TORCH_CELLS = ["rnn-tanh", "rnn-relu", "lstm", "gru"]
@@ -94,7 +94,7 @@ def torch_grads(m, modules):
     """Torch's parameter gradients under symrnn's keys.  ``bias_ih`` and ``bias_hh`` both receive dL/db
     where they are added; the ``bias_hh`` gradients are zeroed there (GRU: all but the n block, b_hn)
     before ``from_torch`` adds the pair."""
-    from symrnn.layouts import from_torch
+    from symrnn.models.layouts import from_torch
     cell, H = m.cell.name, m.sizes["H"]
     if not isinstance(modules[0], tuple):  # one torch module for the whole stack
         sd = {k: p.grad.numpy().copy() for k, p in modules[0].named_parameters()}

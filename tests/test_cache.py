@@ -15,7 +15,7 @@ import sympy as sp
 
 import symrnn as sr
 from symrnn import cache
-from symrnn.codegen import BlockCode
+from symrnn.engine.codegen import BlockCode
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -220,7 +220,7 @@ def test_a_cells_checks_are_kept_and_its_mistakes_never(folder):
 @pytest.mark.parametrize("text", ["__import__('os').system('true')", "Symbol('x').__class__", "open('f')",
                                   "Add(Symbol('x'), lambda: 1)", "[x for x in ()]", "Dummy('x')"])
 def test_stored_expressions_are_read_without_eval(text):
-    from symrnn.stored import from_srepr
+    from symrnn.engine.stored import from_srepr
 
     with pytest.raises(ValueError, match="not a stored expression"):
         from_srepr(text)
@@ -228,7 +228,7 @@ def test_stored_expressions_are_read_without_eval(text):
 
 @pytest.mark.parametrize("name", sr.BUILTIN_CELLS)
 def test_local_terms_read_back_equal_and_in_order(folder, name):
-    from symrnn.bptt import local_terms
+    from symrnn.engine.bptt import local_terms
 
     cell = sr.builtin_cell(name)
     with cache.disabled():

@@ -38,7 +38,7 @@ def test_unknown_cell_lists_the_builtins(capsys):
 
 
 def test_user_cell_from_module_and_file(tmp_path):
-    assert load_cell("symrnn.examples:peephole_lstm").name == "peephole-lstm"
+    assert load_cell("symrnn.engine.examples:peephole_lstm").name == "peephole-lstm"
     f = tmp_path / "mycell.py"
     f.write_text("import symrnn as sr\n\ndef cell():\n    return sr.rnn('relu')\n")
     assert load_cell(f"{f}:cell").name == "rnn-relu"

@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 import symrnn as sr
 from symrnn.checks import max_error
-from symrnn.examples import minimal_gated_unit, peephole_lstm
+from symrnn.engine.examples import minimal_gated_unit, peephole_lstm
 
 
 def _torch_peephole(P, x, h, c, torch):

@@ -98,7 +98,7 @@ def test_a_matrix_applied_twice():
     jacobians = [(1 - h ** 2)[:, None] * (params["W"] @ params["W"]) for h in states]
     np.testing.assert_allclose(p.exponents, qr_exponents(jacobians, 3), rtol=0, atol=1e-12)
     np.testing.assert_allclose(p.log_spectral, log_norms(jacobians), rtol=0, atol=1e-11)
-    from symrnn.jacobians import step_jacobians
+    from symrnn.engine.jacobians import step_jacobians
 
     J = step_jacobians(model, params, x_)[("h", "h")][:, 0]
     np.testing.assert_allclose(J, np.array(jacobians), rtol=0, atol=1e-14)

@@ -5,7 +5,7 @@ import pytest
 import symrnn as sr
 from symrnn.decay import decay_profile, pascanu_bound
 from symrnn.decay.weights import make_params
-from symrnn.jacobians import step_jacobians
+from symrnn.engine.jacobians import step_jacobians
 
 
 def _sigmoid(u):

@@ -117,7 +117,7 @@ def test_trained_weights_through_layouts(torch64):
 
 
 def test_keras_weights_through_layouts():
-    from symrnn import layouts
+    from symrnn.models import layouts
     from symrnn.decay.weights import load_params, sizes_of
 
     model = sr.Model("gru", D=2, H=3, loss="upstream")

@@ -2,8 +2,8 @@
 import sympy as sp
 
 import symrnn as sr
-from symrnn.bptt import Diag
-from symrnn.symbols import MatTVec, MatVec, Outer, Param, tsym
+from symrnn.engine.bptt import Diag
+from symrnn.engine.symbols import MatTVec, MatVec, Outer, Param, tsym
 
 
 def s(name, offset=0, bar=False):

@@ -14,8 +14,8 @@ import pytest
 import sympy as sp
 
 import symrnn as sr
-from symrnn import functions as sr_functions
-from symrnn.layouts import from_keras, from_torch, to_keras, to_torch
+from symrnn.engine import functions as sr_functions
+from symrnn.models.layouts import from_keras, from_torch, to_keras, to_torch
 
 T, N, D, H, K = 6, 2, 3, 4, 5
 

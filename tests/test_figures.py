@@ -20,8 +20,8 @@ import subprocess
 import pytest
 
 import symrnn as sr
-from symrnn.cells import BUILTIN_CELLS
-from symrnn.examples import minimal_gated_unit, peephole_lstm
+from symrnn.engine.cells import BUILTIN_CELLS
+from symrnn.engine.examples import minimal_gated_unit, peephole_lstm
 from symrnn.report import build_document, latex_document
 from symrnn.report.blocks import Figure
 from symrnn.report.compile import compile_pdf

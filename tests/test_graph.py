@@ -3,7 +3,7 @@ import networkx as nx
 import sympy as sp
 
 import symrnn as sr
-from symrnn.graph import adjoint_recurrence_from_graph, reverse_order, unroll
+from symrnn.engine.graph import adjoint_recurrence_from_graph, reverse_order, unroll
 
 
 def test_unrolled_graph_nodes_and_edges():

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import symrnn as sr
-from symrnn.jacobians import log_norms_of_products, step_jacobians
+from symrnn.engine.jacobians import log_norms_of_products, step_jacobians
 
 
 @pytest.mark.parametrize("cell", ["rnn-tanh", "rnn-sigmoid", "lstm", "gru", "gru-reset-before", "gru-chung"])

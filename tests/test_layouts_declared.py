@@ -1,11 +1,11 @@
-"""symrnn.layouts.Layout: declared layouts of hand-written code convert both ways, refuse what does not fit."""
+"""symrnn.models.layouts.Layout: declared layouts of hand-written code convert both ways, refuse what does not fit."""
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
 import symrnn as sr
 from symrnn.errors import ShapeError, UnknownNameError
-from symrnn.layouts import LAYOUTS, Layout, layout_for
+from symrnn.models.layouts import LAYOUTS, Layout, layout_for
 
 CELLS = {"rnn-tanh": (), "lstm": ("i", "f", "g", "o"), "gru-reset-before": ("r", "z", "n")}
 

@@ -10,7 +10,7 @@ import symrnn as sr
 from symrnn.checks import max_error, random_problem
 from symrnn.oracles import ScalarOracle, central_differences
 from symrnn.report import report_kind
-from symrnn.tape import Tape, reordered
+from symrnn.models.tape import Tape, reordered
 
 ORACLES = Path(sr.__file__).parent / "oracles"
 

@@ -49,7 +49,7 @@ def test_the_loss_adjoint_is_printed_once_and_sigma_is_defined_before_its_deriva
 
 
 # -- the summary box, the specialised architectures, the worked example, the exercises --------------
-from symrnn.architectures import ARCHITECTURES  # noqa: E402
+from symrnn.models.architectures import ARCHITECTURES  # noqa: E402
 from symrnn.report import latex_document  # noqa: E402
 from symrnn.report.blocks import Boxed, Display  # noqa: E402
 from symrnn.report.example import WorkedExample  # noqa: E402

@@ -15,9 +15,9 @@ import pytest
 import sympy as sp
 
 import symrnn as sr
-from symrnn.architectures import ARCHITECTURES
+from symrnn.models.architectures import ARCHITECTURES
 from symrnn.report.summary import T_IN, BackwardSummary
-from symrnn.symbols import MatTVec, MatVec, Outer, Param, parse
+from symrnn.engine.symbols import MatTVec, MatVec, Outer, Param, parse
 
 LENGTHS = {"many-to-many": (4, 4), "many-to-one": (4, 1), "one-to-many": (1, 4), "one-to-one": (1, 1),
            "many-to-many-delayed": (3, 2)}
@@ -117,7 +117,7 @@ def test_printed_backward_pass_gives_the_generated_gradients(cell, architecture,
 @pytest.mark.parametrize("architecture", ["many-to-one", "many-to-many-delayed"])
 @pytest.mark.parametrize("cell", ["peephole_lstm", "minimal_gated_unit"])
 def test_printed_backward_pass_of_user_cells(cell, architecture):
-    from symrnn import examples
+    from symrnn.engine import examples
 
     model = sr.Model(getattr(examples, cell)(), D=2, H=3, K=3, architecture=architecture)
     for combined in (False, True):

@@ -26,16 +26,16 @@ import sympy as sp
 
 import symrnn as sr
 import symrnn.report as report
-from symrnn.architectures import ARCHITECTURES
-from symrnn.bptt import Diag
+from symrnn.models.architectures import ARCHITECTURES
+from symrnn.engine.bptt import Diag
 from symrnn.cli import load_cell, main
 from symrnn.errors import SymRNNError, UnknownNameError
-from symrnn.functions import ACTIVATIONS, NUMPY_IMPLEMENTATIONS, sigmoid, step
+from symrnn.engine.functions import ACTIVATIONS, NUMPY_IMPLEMENTATIONS, sigmoid, step
 from symrnn.report.compile import (LatexError, LatexNotFoundError, OutputPathError, compile_pdf, error_lines,
                                    write_atomic)
 from symrnn.report.example import TOLERANCE, WorkedExample
 from symrnn.report.latex import ReportLatexPrinter, break_lines, latex, tex_width
-from symrnn.symbols import MatTVec, MatVec, Outer, Param, tsym
+from symrnn.engine.symbols import MatTVec, MatVec, Outer, Param, tsym
 
 ROOT = Path(__file__).resolve().parents[1]
 DERIVATIONS = ROOT / "derivations"
@@ -45,7 +45,7 @@ SECTIONS = ("The model", "Notation", "Forward pass", "Loss", "The unrolled compu
             "Jacobians and vanishing or exploding gradients", "A worked example by hand")
 USER_CELL = """
 # A user's cell file: any module with a function returning a symrnn.Cell.
-from symrnn.examples import minimal_gated_unit as mgu
+from symrnn.engine.examples import minimal_gated_unit as mgu
 """
 
 

@@ -1,12 +1,12 @@
-"""Sequence to sequence (symrnn.seq2seq) against an encoder-decoder composed from torch modules.
+"""Sequence to sequence (symrnn.models.seq2seq) against an encoder-decoder composed from torch modules.
 
 The torch side: ``nn.Embedding``-style lookups of leaf tensors, ``nn.RNN/LSTM/GRU`` encoders (one module
 per layer, sequences packed with ``pack_padded_sequence`` so a padded sequence's final state is at its
 length, directions merged with torch operations), the bridge, the attention scores, the masked softmax
 and the context written with torch operations, an ``nn.RNN/LSTM/GRU`` decoder (run step by step for
 Bahdanau's style), the readout and the masked cross-entropy; torch's autograd through all of it.  Weights
-are copied from symrnn's (``symrnn.layouts.to_torch``).  The composition is
-``symrnn.oracles.seq2seq.torch_loss_and_grads``: it shares no code with ``symrnn.seq2seq`` but the layouts.
+are copied from symrnn's (``symrnn.models.layouts.to_torch``).  The composition is
+``symrnn.oracles.seq2seq.torch_loss_and_grads``: it shares no code with ``symrnn.models.seq2seq`` but the layouts.
 
 Tolerance: ``max|ours - torch| / max|torch| <= 1e-12`` per gradient array (see :func:`rel`), float64.
 """

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 import symrnn as sr
 from symrnn.errors import ShapeError, UnknownNameError
-from symrnn.examples import minimal_gated_unit, peephole_lstm
-from symrnn.functions import SEQUENCE_RULES
+from symrnn.engine.examples import minimal_gated_unit, peephole_lstm
+from symrnn.engine.functions import SEQUENCE_RULES
 from symrnn.oracles.seq2seq import ScalarSeq2SeqOracle
 
 

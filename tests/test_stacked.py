@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import symrnn as sr
 from symrnn.oracles.finite_differences import differences_in_place
 from symrnn.oracles.stacked import ScalarStackOracle
-from symrnn.wiring import MERGES
+from symrnn.models.wiring import MERGES
 from strategies import make_cell
 
 TOL = 1e-12
@@ -182,7 +182,7 @@ def test_mask_and_ignored_labels():
 def test_module_docstring_example_runs():
     import doctest
 
-    import symrnn.wiring
+    import symrnn.models.wiring
 
-    failures, tried = doctest.testmod(symrnn.wiring, verbose=False)
+    failures, tried = doctest.testmod(symrnn.models.wiring, verbose=False)
     assert tried > 0 and failures == 0

@@ -3,7 +3,7 @@
 The oracles:
 
 * ``torch.nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` with weights copied by
-  :func:`symrnn.layouts.to_torch`, for the cells PyTorch has (rnn-tanh,
+  :func:`symrnn.models.layouts.to_torch`, for the cells PyTorch has (rnn-tanh,
   rnn-relu, lstm, gru);
 * a Python loop of torch operations written here from the cell conventions
   (not from symrnn's equations), for every cell, and the only oracle for
@@ -26,7 +26,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import symrnn as sr
-from symrnn.layouts import from_keras, from_torch, to_keras, to_torch
+from symrnn.models.layouts import from_keras, from_torch, to_keras, to_torch
 from exactness import assert_as_exact_as_float64_allows
 
 TOL = 1e-12

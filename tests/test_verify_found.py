@@ -11,7 +11,7 @@ import pytest
 import symrnn.verify as V
 from corpus import cs231n_lstm, cs231n_rnn
 from corpus_glue import column_vectors, no_output_tanh
-from symrnn.layouts import Layout, to_torch
+from symrnn.models.layouts import Layout, to_torch
 from symrnn.verify.auto import find
 from symrnn.verify.trace import TracingError
 

@@ -205,7 +205,7 @@ def mgu_backward(dh, cache, mistake=None):
 
 
 def test_a_user_cell_with_its_own_gate_names_works_with_any_layout():
-    from symrnn.layouts import Layout
+    from symrnn.models.layouts import Layout
 
     cell = minimal_gated_unit()
     mine = Layout("mine", {"Wx": "Wx", "Wh": "Wh", "b": "b"}, gate_order=("f", "n"), convention="row",

@@ -14,7 +14,7 @@ import symrnn.verify as V
 from corpus import cs231n_rnn, minchar_rnn, tbptt_rnn
 from symrnn import Model
 from symrnn.errors import ShapeError, UnknownNameError
-from symrnn.truncated import Truncation, truncated_loss_and_grads
+from symrnn.models.truncated import Truncation, truncated_loss_and_grads
 from test_verify import BUGS, EXPECTED_FINGERPRINT, IMPLEMENTATIONS, seq_to_one
 
 NAMED = {**EXPECTED_FINGERPRINT, "clip_inside": "clipped-inside-backward"}

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 
-from ..bptt import Diag
-from ..functions import lambdify_numpy
-from ..symbols import tsym
+from ..engine.bptt import Diag
+from ..engine.functions import lambdify_numpy
+from ..engine.symbols import tsym
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..symbols import MatVec, Param, parse
+from ..engine.symbols import MatVec, Param, parse
 
 
 @dataclass
@@ -117,7 +117,7 @@ def gradient_by_lag(model, params, x, g=None, h0=None, seed=0) -> GradientByLag:
     >>> bool(np.isclose(g.share("z").sum(), 1.0))
     True
     """
-    from ..model import Model
+    from ..models.model import Model
 
     x = np.asarray(x, dtype=np.float64)[:, :1]
     T = x.shape[0]

@@ -1,7 +1,7 @@
 """Step Jacobians of the whole state, evaluated chunk by chunk along a forward pass.
 
 The symbolic step Jacobians ``ds_t/ds'_{t-1}`` of a cell's derivation
-(:attr:`symrnn.bptt.Derivation.step_jacobians`: sums of ordered products of
+(:attr:`symrnn.engine.bptt.Derivation.step_jacobians`: sums of ordered products of
 ``Diag(v)`` and weight matrices) are compiled once into NumPy evaluators; a
 forward pass then runs in chunks of a few hundred steps (the engine's
 generated forward, restarted from the last state of the previous chunk), and
@@ -21,11 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 
-from ..bptt import Diag
+from ..engine.bptt import Diag
 from ..errors import ShapeError, UnknownNameError
-from ..functions import lambdify_numpy
-from ..jacobians import step_values as _values
-from ..symbols import MatVec
+from ..engine.functions import lambdify_numpy
+from ..engine.jacobians import step_values as _values
+from ..engine.symbols import MatVec
 
 #: bytes of step Jacobians held at once (a chunk)
 CHUNK_BYTES = 1 << 23

@@ -72,8 +72,8 @@ class SweepResult:
 
 def model_for(cell, D, H):
     """The decay model of a cell (``loss="upstream"``), derived once per process."""
-    from ..cells import builtin_cell
-    from ..model import Model
+    from ..engine.cells import builtin_cell
+    from ..models.model import Model
 
     key = (cell if isinstance(cell, str) else id(cell), D, H)
     if key not in _MODELS:
@@ -108,7 +108,7 @@ def run_task(task: Task):
 
 def _exponents_asked(cell, k, H):
     """``k`` checked against the cell's state size (default: the whole state)."""
-    from ..cells import builtin_cell
+    from ..engine.cells import builtin_cell
 
     size = len(builtin_cell(cell).states if isinstance(cell, str) else cell.states) * H
     kk = size if k is None else k
@@ -151,7 +151,7 @@ def _run_tasks(tasks, executor, max_workers, progress):
 
 
 def _has_forget_bias(cell):
-    from ..cells import builtin_cell
+    from ..engine.cells import builtin_cell
 
     c = builtin_cell(cell) if isinstance(cell, str) else cell
     return "b_f" in c.params and c.params["b_f"].shape == ("H",)
@@ -197,7 +197,7 @@ def sweep(cells, scales, seeds=(0,), *, H=16, D=4, T=1000, k=None, init="pytorch
     >>> [(task.cell, task.scale) for task, profile, _ in result.rows()]
     [('rnn-tanh', 0.5), ('rnn-tanh', 2.0), ('gru', 0.5), ('gru', 2.0)]
     """
-    from .. import cells as builtin
+    from ..engine import cells as builtin
 
     if params is None:
         check_init(init, scale_by)

@@ -170,7 +170,7 @@ def load_params(model, source, layout="pytorch") -> dict:
     ``kernel``, ``recurrent_kernel``, ``bias`` or ``layer.get_weights()``), or a path to a
     ``.npz`` (read with the same layout) or a ``.pt``/``.pth`` state dict (needs torch).
     """
-    from .. import layouts
+    from ..models import layouts
 
     if isinstance(source, (str, Path)):
         source = read_weights(source)

@@ -27,9 +27,9 @@ from sympy.printing.pycode import PythonCodePrinter
 from sympy.printing.precedence import precedence
 
 from ..errors import DerivationTooLargeError
-from ..functions import RULES, derivative, maximum, rule_of
-from ..losses import scale_of
-from ..symbols import MatVec, Param, parse, tsym
+from ..engine.functions import RULES, derivative, maximum, rule_of
+from ..engine.losses import scale_of
+from ..engine.symbols import MatVec, Param, parse, tsym
 
 DEFAULT_BUDGET = 3_000_000  # scalar multiply-adds in the unrolled program
 
@@ -84,7 +84,7 @@ def _as_float_states(h0):
     return np.asarray(h0, dtype=np.float64)
 
 
-#: The merges of two directions as scalar expressions, written independently of :data:`symrnn.wiring.MERGES`
+#: The merges of two directions as scalar expressions, written independently of :data:`symrnn.models.wiring.MERGES`
 #: (concat merely lists the components).
 SCALAR_MERGES = {
     "sum": lambda f, b: f + b,
@@ -113,7 +113,7 @@ class ScalarOracle:
         Refuse (with :class:`DerivationTooLargeError`) programs estimated to
         need more scalar operations than this, instead of running for hours.
     diff : callable
-        ``diff(expr, symbol)``; ``sympy.diff`` (through :func:`symrnn.functions.derivative`) by default.
+        ``diff(expr, symbol)``; ``sympy.diff`` (through :func:`symrnn.engine.functions.derivative`) by default.
 
     Use :meth:`loss_and_grads` like the model's ``loss_and_grads``.
 

@@ -1,6 +1,6 @@
 """The unrolled scalar oracle of a sequence-to-sequence model.
 
-A second route to :class:`symrnn.seq2seq.Seq2Seq`'s gradients that shares nothing with it but the
+A second route to :class:`symrnn.models.seq2seq.Seq2Seq`'s gradients that shares nothing with it but the
 cells' equations: for each example of a batch, the embedding lookups, every encoder direction and
 layer (the backward direction walked from the sequence's last real token to its first), the merge,
 the bridge, the decoder steps, the attention (scores, a softmax written as ``exp(e_s - log sum exp)``
@@ -12,7 +12,7 @@ tape, no generated block code.  For tiny sizes only (a program of a few thousand
 :func:`torch_loss_and_grads` is a third route: the same model composed from torch modules
 (``nn.RNN/LSTM/GRU`` with sequences packed by ``pack_padded_sequence``, one module per encoder layer,
 the merges, the bridge, the attention, the masked softmax and the readout written with torch
-operations) with the weights copied by :mod:`symrnn.layouts`, differentiated by torch's autograd.
+operations) with the weights copied by :mod:`symrnn.models.layouts`, differentiated by torch's autograd.
 """
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ import numpy as np
 import sympy as sp
 
 from ..errors import DerivationTooLargeError, UnknownNameError
-from ..layouts import from_torch, to_torch
-from ..losses import scale_of
-from ..functions import derivative
-from ..symbols import MatVec, Param, tsym
+from ..models.layouts import from_torch, to_torch
+from ..engine.losses import scale_of
+from ..engine.functions import derivative
+from ..engine.symbols import MatVec, Param, tsym
 from .scalar import SCALAR_MERGES as _SCALAR_MERGES
 from .torch_autograd import TORCH_MERGES
 from .scalar import float_namespace, mpmath_namespace, ScalarPrinter
@@ -270,7 +270,7 @@ def seq2seq_central_differences(model, params, src, tgt_in, tgt_out, eps=1e-6, *
 
 
 def seq2seq_agreement_table(model, seed=0, S=3, T=2, N=2) -> str:
-    """A Markdown table: a :class:`~symrnn.seq2seq.Seq2Seq`'s gradients (padded batch, unequal lengths) against
+    """A Markdown table: a :class:`~symrnn.models.seq2seq.Seq2Seq`'s gradients (padded batch, unequal lengths) against
     the unrolled scalar program in float64 and at 40 digits, the torch composition and central differences."""
     from ..checks import agreement_text, max_error
 

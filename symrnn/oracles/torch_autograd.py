@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 
-from ..functions import rule_of
-from ..losses import scale_of
-from ..symbols import MatVec, Param, tsym
+from ..engine.functions import rule_of
+from ..engine.losses import scale_of
+from ..engine.symbols import MatVec, Param, tsym
 
 
 def _torch():
@@ -46,7 +46,7 @@ def _compiled(equations, torch):
     return out
 
 
-#: The merges of two directions with torch operations, written independently of :data:`symrnn.wiring.MERGES`
+#: The merges of two directions with torch operations, written independently of :data:`symrnn.models.wiring.MERGES`
 #: (``torch.maximum`` splits the gradient of an exact tie half and half).
 TORCH_MERGES = {
     "concat": lambda torch, f, b: torch.cat([f, b], dim=-1),
@@ -135,7 +135,7 @@ def torch_module_grads(model, params, x, y, h0):
     """PyTorch's own ``nn.RNN/LSTM/GRU(num_layers, bidirectional)`` with the readout and loss in torch, keyed
     like the model's gradients; None where torch has no such module (a cell torch does not have, a merge
     other than concat, residual links, layers of mixed directions, or a model without layer rows)."""
-    from ..layouts import TORCH_GATES, from_torch, to_torch_stack
+    from ..models.layouts import TORCH_GATES, from_torch, to_torch_stack
 
     torch = _torch()
     parts = model.parts()

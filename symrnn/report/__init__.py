@@ -8,7 +8,7 @@ True
 
 The report of a model is built once from its symbolic objects
 (:mod:`~symrnn.report.sections`: the cell, the
-:class:`~symrnn.bptt.Derivation`, the unrolled graph and the worked example)
+:class:`~symrnn.engine.bptt.Derivation`, the unrolled graph and the worked example)
 and rendered by :mod:`~symrnn.report.document` (LaTeX) or
 :mod:`~symrnn.report.markdown`; :mod:`~symrnn.report.latex` holds the
 printer, :mod:`~symrnn.report.tikz` the figure,
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..bptt import Derivation
+from ..engine.bptt import Derivation
 from ..errors import ParameterError, UnknownNameError
 from . import document as _latex
 from . import markdown as _markdown
@@ -98,10 +98,10 @@ def document_text(model, fmt, exercises=False) -> str:
 def write_report(model, fmt, path, exercises=False) -> Path:
     """Write the report of ``model`` to ``path`` as ``fmt`` (``tex``, ``pdf`` or ``md``); returns the path.
 
-    ``model`` is a :class:`~symrnn.model.Model`, a :class:`~symrnn.wiring.StackedModel`
-    (its report is built by :mod:`symrnn.report.wiring`) or a :class:`~symrnn.seq2seq.Seq2Seq`
+    ``model`` is a :class:`~symrnn.models.model.Model`, a :class:`~symrnn.models.wiring.StackedModel`
+    (its report is built by :mod:`symrnn.report.wiring`) or a :class:`~symrnn.models.seq2seq.Seq2Seq`
     (:func:`symrnn.report.seq2seq.write_seq2seq_report`).  ``exercises=True`` writes the exercise
-    version of a :class:`~symrnn.model.Model`'s report (see :func:`latex_document`).
+    version of a :class:`~symrnn.models.model.Model`'s report (see :func:`latex_document`).
 
     The path is checked before any work. A PDF is compiled in a temporary
     directory; when pdflatex is missing, or fails, the ``.tex`` is written next
@@ -138,8 +138,8 @@ def write_report(model, fmt, path, exercises=False) -> Path:
 def report_models():
     """``(cell, architecture)`` of the reports in ``derivations/``: every built-in cell with
     many-to-many, and rnn-tanh with every other architecture."""
-    from ..architectures import ARCHITECTURES
-    from ..cells import BUILTIN_CELLS
+    from ..models.architectures import ARCHITECTURES
+    from ..engine.cells import BUILTIN_CELLS
 
     pairs = [(cell, "many-to-many") for cell in BUILTIN_CELLS]
     return pairs + [("rnn-tanh", arch) for arch in ARCHITECTURES if arch != "many-to-many"]
@@ -151,7 +151,7 @@ def report_stem(cell: str, architecture: str) -> str:
 
 def write_all(out_dir) -> list:
     """Write the ``.tex`` and ``.md`` reports of :func:`report_models` and an index to ``out_dir``."""
-    from ..model import Model
+    from ..models.model import Model
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -191,19 +191,19 @@ def wiring_report_models():
 
 
 def _wiring_model(spec):
-    from ..wiring import StackedModel
+    from ..models.wiring import StackedModel
 
     spec = dict(spec)
     return StackedModel(spec.pop("cell"), **REPORT_SIZES, **spec)
 
 
 def wiring_latex_document(model) -> str:
-    """The derivation report of a :class:`~symrnn.wiring.StackedModel` as a LaTeX document."""
+    """The derivation report of a :class:`~symrnn.models.wiring.StackedModel` as a LaTeX document."""
     return _latex.render(build_wiring_document(model))
 
 
 def wiring_markdown_document(model) -> str:
-    """The derivation report of a :class:`~symrnn.wiring.StackedModel` as GitHub Markdown."""
+    """The derivation report of a :class:`~symrnn.models.wiring.StackedModel` as GitHub Markdown."""
     return _markdown.render(build_wiring_document(model))
 
 
@@ -214,7 +214,7 @@ def _parameter_order(derivation):
 
 
 def derivation_latex(derivation) -> str:
-    """The equations of a :class:`~symrnn.bptt.Derivation` as one ``$$ aligned $$`` block (for Jupyter),
+    """The equations of a :class:`~symrnn.engine.bptt.Derivation` as one ``$$ aligned $$`` block (for Jupyter),
     with the names of the model's report: the readout bias ``b_y`` beside an LSTM's cell state ``c``,
     each gate's pre-activation adjoint named (``bar a^i``)."""
     model = getattr(derivation, "model", None)

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 
-from ..functions import lambdify_numpy
-from ..symbols import MatTVec, MatVec, Outer, Param, parse, tsym
-from ..model import Model
+from ..engine.functions import lambdify_numpy
+from ..engine.symbols import MatTVec, MatVec, Outer, Param, parse, tsym
+from ..models.model import Model
 from ..oracles.finite_differences import central_differences
 from ..oracles.scalar import ScalarOracle
 from .summary import BackwardSummary

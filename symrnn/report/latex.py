@@ -25,8 +25,8 @@ from sympy.printing.conventions import split_super_sub
 from sympy.printing.latex import LatexPrinter, translate
 from sympy.printing.precedence import PRECEDENCE
 
-from ..bptt import Diag
-from ..symbols import MatTVec, MatVec, Outer, Param, parse
+from ..engine.bptt import Diag
+from ..engine.symbols import MatTVec, MatVec, Outer, Param, parse
 
 DEFAULT_SETTINGS = {
     "elementwise": True,  # products of vectors print with \odot

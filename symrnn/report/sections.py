@@ -2,7 +2,7 @@
 
 Nothing here knows a particular cell or architecture: the text walks the
 cell's declarations (input, states, parameters, equations and their roles),
-the :class:`~symrnn.bptt.Derivation` (forward equations, loss, adjoint
+the :class:`~symrnn.engine.bptt.Derivation` (forward equations, loss, adjoint
 recurrences, gradients, step Jacobians), the unrolled graph and the worked
 example, so a new cell or architecture gets its report with no new code.
 Every displayed formula is printed from a SymPy object by
@@ -15,7 +15,7 @@ import re
 import numpy as np
 import sympy as sp
 
-from ..symbols import MatTVec, MatVec, Outer, Param, parse, shift, tsym
+from ..engine.symbols import MatTVec, MatVec, Outer, Param, parse, shift, tsym
 from .blocks import Boxed, Code, Display, Document, Figure, Math, Paragraph, Ref, Row, Section, Table
 from .example import TOLERANCE, WorkedExample
 from .latex import ReportLatexPrinter, break_lines, tex_width
@@ -281,7 +281,7 @@ class ReportBuilder:
         if picture_width(lay) > 15.0:
             tikz = r"\resizebox{\linewidth}{!}{%" + "\n" + tikz + "\n}"
         caption = ["The unrolled computation graph for ", Math(f"T = {lay.schedule.T}"), ", drawn from ",
-                   Code("symrnn.graph.unroll"), ". Shaded circles are states (dashed: initial states), the boxes "
+                   Code("symrnn.engine.graph.unroll"), ". Shaded circles are states (dashed: initial states), the boxes "
                    "at the bottom are inputs and the boxes at the top the losses of the scored steps. An arrow "
                    "from ", Math("u"), " to ", Math("v"), " stands for the local partial derivative of ", Math("v"),
                    " with respect to ", Math("u"), "; an arrow labelled with a parameter ", Math("P"),
@@ -297,7 +297,7 @@ class ReportBuilder:
                        "adjoint at the arrow's head."]),
             Figure(tikz, mermaid_chart(lay), caption, "fig:graph", [
                 "The unrolled computation graph for ", Math(f"T = {lay.schedule.T}"), ", drawn from ",
-                Code("symrnn.graph.unroll"), ", one box per step from left to right. Circles are states and "
+                Code("symrnn.engine.graph.unroll"), ", one box per step from left to right. Circles are states and "
                 "intermediate quantities, rectangles the inputs and double boxes the losses of the scored steps. "
                 "An arrow from ", Math("u"), " to ", Math("v"), " stands for the local partial derivative of ",
                 Math("v"), " with respect to ", Math("u"), "; an arrow labelled with a parameter ", Math("P"),

@@ -1,6 +1,6 @@
-"""The derivation report of a sequence-to-sequence model (:class:`symrnn.seq2seq.Seq2Seq`).
+"""The derivation report of a sequence-to-sequence model (:class:`symrnn.models.seq2seq.Seq2Seq`).
 
-Built from :class:`symrnn.seq2seq.Seq2SeqDerivation` (every equation printed from the SymPy objects
+Built from :class:`symrnn.models.seq2seq.Seq2SeqDerivation` (every equation printed from the SymPy objects
 the computation uses: the cells' derivations, the stateless blocks', the attention program's rules)
 into the format-independent :class:`~symrnn.report.blocks.Document`, rendered as Markdown or LaTeX.
 With numbers (``params`` and a batch) it adds the measured decomposition of ``dL/dh_enc_s`` by path.
@@ -84,7 +84,7 @@ def build_seq2seq_document(model, numbers=None) -> Document:
         equations, adjoints = d.attention
         blocks = [Paragraph([f"The {model.attention.score} score, {model.style} style. Each line is one operation "
                              f"over source positions; its adjoint comes from the operation's rule in "
-                             f"symrnn.functions.SEQUENCE_RULES (no hand-written attention backward)."]),
+                             f"symrnn.engine.functions.SEQUENCE_RULES (no hand-written attention backward)."]),
                   _rows([(e.lhs, e.rhs) for e in equations], p), _rows(adjoints, p)]
         if d.combine is not None:
             blocks += [Paragraph(["Luong's attentional state, z_t = [c_t; h_t]:"]),

@@ -1,6 +1,6 @@
 """The backward pass of a report in the forms textbooks print: per architecture, and summarised.
 
-A :class:`~symrnn.bptt.Derivation` holds the general many-to-many recurrences:
+A :class:`~symrnn.engine.bptt.Derivation` holds the general many-to-many recurrences:
 every adjoint reads the loss's gradient at every step and the adjoints of step
 ``t + 1``.  :class:`BackwardSummary` rewrites the same objects, by substitution
 only, into
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from ..symbols import MatTVec, MatVec, Outer, Param, parse, shift, tsym
+from ..engine.symbols import MatTVec, MatVec, Outer, Param, parse, shift, tsym
 
 T_IN = sp.Symbol("T_in", integer=True, positive=True)
 

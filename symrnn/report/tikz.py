@@ -1,4 +1,4 @@
-"""The figure of the unrolled computation graph, drawn from ``symrnn.graph.unroll``.
+"""The figure of the unrolled computation graph, drawn from ``symrnn.engine.graph.unroll``.
 
 :func:`layout` places every quantity node of the networkx graph: one column
 per step (the initial states in column 0) and one row per depth, the length
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..graph import unroll
+from ..engine.graph import unroll
 
 NODE_GAP = 1.0  # cm between neighbours in one row of a column
 SLOT_GAP = 1.2  # cm between the nodes a bus feeds: room for the labels of its taps

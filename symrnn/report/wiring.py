@@ -1,4 +1,4 @@
-"""The derivation report of a stacked or bidirectional model (:class:`symrnn.wiring.StackedModel`).
+"""The derivation report of a stacked or bidirectional model (:class:`symrnn.models.wiring.StackedModel`).
 
 The report of one cell (:mod:`symrnn.report.sections`) derives the adjoint
 recurrences of the cell; this one shows how the wiring uses them: each
@@ -6,16 +6,16 @@ direction's state and adjoint (the backward direction's recurrence with the
 roles of ``t - 1`` and ``t + 1`` exchanged), the merge and its Jacobian, the
 residual link, and how ``dL/dy`` of layer ``l - 1`` is the input gradient of
 layer ``l``.  Every equation is printed from the same SymPy objects the
-generated code comes from (the cell's :class:`~symrnn.bptt.Derivation` under an
-upstream gradient, and the merge table :data:`symrnn.wiring.MERGES`).  The
+generated code comes from (the cell's :class:`~symrnn.engine.bptt.Derivation` under an
+upstream gradient, and the merge table :data:`symrnn.models.wiring.MERGES`).  The
 figure shows one layer and says so.
 """
 from __future__ import annotations
 
 import sympy as sp
 
-from ..symbols import Param, rename_times, tsym
-from ..wiring import MERGES
+from ..engine.symbols import Param, rename_times, tsym
+from ..models.wiring import MERGES
 from .blocks import Code, Document, Figure, Math, Paragraph, Ref, Section, Table
 from .latex import ReportLatexPrinter
 from .sections import LOSS_NAMES, ReportBuilder, sym_base, tex_label, shape_tex
@@ -58,7 +58,7 @@ def reverse_time(expr):
 
 
 class WiringReportBuilder(ReportBuilder):
-    """Builds the :class:`~symrnn.report.blocks.Document` of a :class:`~symrnn.wiring.StackedModel`."""
+    """Builds the :class:`~symrnn.report.blocks.Document` of a :class:`~symrnn.models.wiring.StackedModel`."""
 
     def __init__(self, model, width=None):
         self.stack = model
@@ -464,7 +464,7 @@ WIRING_REPORTS = (
 
 
 def build_wiring_document(model) -> Document:
-    """The :class:`Document` of a :class:`~symrnn.wiring.StackedModel`'s derivation."""
+    """The :class:`Document` of a :class:`~symrnn.models.wiring.StackedModel`'s derivation."""
     return WiringReportBuilder(model).build()
 
 

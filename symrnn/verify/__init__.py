@@ -1,7 +1,7 @@
 """Verify hand-written backprop code against symrnn's exact gradients.
 
 Three ways to plug an implementation in, for the layouts of the systems users
-come from (:data:`symrnn.layouts.LAYOUTS`) or a declared :class:`~symrnn.layouts.Layout`:
+come from (:data:`symrnn.models.layouts.LAYOUTS`) or a declared :class:`~symrnn.models.layouts.Layout`:
 
 * :func:`verify_loss` -- a function returning the loss and its gradients;
 * :func:`verify_layer` -- a forward and a backward over a sequence (CS231n's

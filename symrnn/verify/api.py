@@ -9,10 +9,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..cells import builtin_cell
+from ..engine.cells import builtin_cell
 from ..errors import ShapeError, UnknownNameError, UserCodeError, UserCodeExit
-from ..layouts import Layout, layout_for
-from ..model import Model
+from ..models.layouts import Layout, layout_for
+from ..models.model import Model
 from .cases import Declared, declared_problems, replay_sizes, run_cases, run_declared
 from .modes import LayerFunctions, LayerObject, LossFunction
 from .problems import Plan, draw
@@ -56,7 +56,7 @@ def verify_layer(forward, backward, cell="rnn-tanh", layout=None, *, D=3, H=4, T
     ``backward(dh, cache) -> (dx, dh0, *dparams)`` (CS231n's ``rnn_forward``/``rnn_backward``).
 
     ``layout`` is a preset name (``cs231n``, the default, ``pytorch``, ``keras``, ``dlfs2``, ``minchar``)
-    or a :class:`symrnn.layouts.Layout`; ``signature`` (a :class:`Signature`) describes another calling
+    or a :class:`symrnn.models.layouts.Layout`; ``signature`` (a :class:`Signature`) describes another calling
     convention.  Sizes and values are chosen here unless given.  Returns a :class:`Verification`.
 
     On a failure the smallest failing case is saved (``save_to``, default a temporary file) and
@@ -308,7 +308,7 @@ def verify_loss(fn, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, K=3, T=8, N=3
     function as its signature says: a dict, positional arguments, or the globals of ``module``
     (default: the function's own module when the signature passes no parameters).
 
-    ``truncation=k`` (or ``(k1, k2)``) declares truncated BPTT (:mod:`symrnn.truncated`: the
+    ``truncation=k`` (or ``(k1, k2)``) declares truncated BPTT (:mod:`symrnn.models.truncated`: the
     state crosses chunks, the gradient does not), verified exactly; the signature may pass
     ``k`` (or ``k1``, ``k2``) to the function.  ``clip=("value", 5.0)`` (or ``"norm"``,
     ``"global-norm"``) declares clipping of the parameter gradients after the backward.
@@ -447,8 +447,8 @@ def _verify_stack_loss(fn, cell, layout, *, D, H, K, T, N, loss, reduction, arch
 
 
 def _stacked_model(cell, D, H, K, **options):
-    """A :class:`~symrnn.wiring.StackedModel` per configuration (built-in cells once per process)."""
-    from ..wiring import StackedModel
+    """A :class:`~symrnn.models.wiring.StackedModel` per configuration (built-in cells once per process)."""
+    from ..models.wiring import StackedModel
 
     key = ("stack", _cell_name(cell), D, H, K, *options.values())
     if key not in _MODELS or not isinstance(cell, str):

@@ -4,7 +4,7 @@
 ``--cell``) reads the roles of the forward's arguments from their names (``x``, ``h0``/``prev_h``,
 ``c0``, ``Wx``/``Wxh``/``weight_ih``, ``Wh``, ``W`` for one matrix over ``[x, h]`` or ``[h, x]``,
 ``b``, ``b_hh``), then runs the forward on small random problems in every convention a
-:class:`~symrnn.layouts.Layout` can describe (row or column convention, rows or column vectors,
+:class:`~symrnn.models.layouts.Layout` can describe (row or column convention, rows or column vectors,
 batch- or time-major, bias shapes, ``[x, h]`` or ``[h, x]``, every gate order):
 
 1. the first built-in cell whose forward it reproduces is the one verified against;
@@ -26,9 +26,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..cells import builtin_cell
+from ..engine.cells import builtin_cell
 from ..errors import ShapeError, SymRNNError, UnknownNameError, UserCodeError, UserCodeExit
-from ..layouts import LAYOUTS, Layout
+from ..models.layouts import LAYOUTS, Layout
 from .hygiene import guarded
 from .signatures import Signature
 from .trace import TracingError, user_line, equations_text, pseudo_cell, run_on_symbols, traced_array, traced_cell
@@ -53,7 +53,7 @@ PROBE = dict(D=5, H=2, N=3, T=4)  # sizes no two of which (nor G*H) coincide: a 
 @functools.lru_cache(maxsize=None)
 def _probe_model(name):
     """The built-in cell ``name`` at the probe's sizes (derived once per process)."""
-    from ..model import Model
+    from ..models.model import Model
 
     return Model(builtin_cell(name), D=PROBE["D"], H=PROBE["H"], loss="upstream")
 
@@ -194,7 +194,7 @@ def find(forward, *, step_forward=None, cell=None, layout=None) -> Found:
     """What ``forward`` computes: a built-in cell, or one traced from the code (see the module).
 
     ``step_forward`` is the step to trace (default: the module's ``<name>_step_forward``); ``cell``
-    (a built-in name) and ``layout`` (a :class:`~symrnn.layouts.Layout`) narrow the search."""
+    (a built-in name) and ``layout`` (a :class:`~symrnn.models.layouts.Layout`) narrow the search."""
 
     roles = forward_roles(forward)
     arg_names = [p.name for p in inspect.signature(forward).parameters.values()
@@ -267,7 +267,7 @@ def _found(name, layout, roles, forward, how, N, cell=None):
 
 def _returns(forward, roles, layout, cell, N):
     """The forward's returns, by role: h, and the cache (and c) when it returns a tuple."""
-    from ..model import Model
+    from ..models.model import Model
 
     model = _probe_model(cell) if isinstance(cell, str) else Model(cell, D=PROBE["D"], H=PROBE["H"], loss="upstream")
     params, x, h0 = _probe(model, N=N)
@@ -290,7 +290,7 @@ def step_forward_of(forward):
 
 def _traced(forward, step_forward, roles, layout, G, N):
     """Trace the step (the module's step function, else the forward for one step) in ``layout``."""
-    from ..model import Model
+    from ..models.model import Model
 
     gates = tuple(f"g{k}" for k in range(G)) if G > 1 else ("",)
     lay = replace(layout, gate_order=gates if G > 1 else ())
@@ -506,7 +506,7 @@ def _data_gradients(code, roles, layout, model, cell, N):
 
 @functools.lru_cache(maxsize=None)
 def _sized_model(name, D, H):
-    from ..model import Model
+    from ..models.model import Model
 
     return Model(builtin_cell(name), D=D, H=H, loss="upstream")
 

@@ -30,9 +30,9 @@ from dataclasses import fields
 
 import numpy as np
 
-from ..cells import builtin_cell
+from ..engine.cells import builtin_cell
 from ..errors import ShapeError, UnknownNameError, UserCodeError
-from ..layouts import layout_for
+from ..models.layouts import layout_for
 from . import judge as J
 from .hygiene import call
 from .modes import dtype_of, checked_gradients, loss_and_grads_returned
@@ -83,7 +83,7 @@ class CaptioningTask:
         return shapes
 
     def init_params(self, seed=0, scale=None):
-        from ..model import uniform_params
+        from ..models.model import uniform_params
 
         params = uniform_params(self.param_shapes, self.H, seed, scale)
         params["emb"] = params["emb"] * np.sqrt(self.H)  # embeddings of size one, as the inputs of other cases
@@ -411,7 +411,7 @@ _TASKS = {}
 
 def task_for(cell="rnn-tanh", vocab=10, F=5, W=3, H=4):
     """The :class:`CaptioningTask` of these sizes (its model derived and compiled once per process)."""
-    from ..model import Model
+    from ..models.model import Model
 
     cell = CELLS.get(cell, cell)
     key = (cell, vocab, F, W, H)

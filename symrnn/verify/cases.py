@@ -8,9 +8,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ..clipping import as_clipping
+from ..models.clipping import as_clipping
 from ..errors import ShapeError, UnknownNameError, UserCodeError
-from ..truncated import Truncation, as_truncation
+from ..models.truncated import Truncation, as_truncation
 from .assess import assess
 from .diagnose import explain_clipping, fingerprint, forward_fingerprint, localise, message_probe, \
     refine_by_fingerprint
@@ -217,8 +217,8 @@ def minimal_case(adapter, problem, declared, unexplained=True):
 
 # -- the declared cases, or a saved one again -------------------------------------------------
 def declared_problems(problems, truncation=None, clip=None):
-    """The problems with the declared truncated BPTT and clipping (see :mod:`symrnn.truncated`,
-    :mod:`symrnn.clipping`): the exact gradients are those a trainer with them uses."""
+    """The problems with the declared truncated BPTT and clipping (see :mod:`symrnn.models.truncated`,
+    :mod:`symrnn.models.clipping`): the exact gradients are those a trainer with them uses."""
     truncation, clip = (None if truncation is None else as_truncation(truncation)), as_clipping(clip)
     return [replace(p, truncation=truncation, clip=clip) for p in problems]
 

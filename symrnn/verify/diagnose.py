@@ -7,10 +7,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..clipping import Clipping, clip_gradients
+from ..models.clipping import Clipping, clip_gradients
 from ..errors import ShapeError, UserCodeError
-from ..symbols import parse
-from ..truncated import truncated_loss_and_grads
+from ..engine.symbols import parse
+from ..models.truncated import truncated_loss_and_grads
 from . import judge as J
 from .mutants import Mutation, candidate, mutations_for
 from .mutants import backward as candidate_backward
@@ -56,7 +56,7 @@ def _concrete(mutation, run, model):
 
 
 def explain_clipping(model, failing):
-    """The :class:`~symrnn.clipping.Clipping` that turns the exact gradients into the user's in every
+    """The :class:`~symrnn.models.clipping.Clipping` that turns the exact gradients into the user's in every
     failing case (element-wise, global-norm or per-parameter norm, at one threshold), or None."""
     found = None
     for problem, run, ex, _, _ in failing:

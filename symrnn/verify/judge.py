@@ -45,7 +45,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..functions import RULES
+from ..engine.functions import RULES
 from .problems import exact
 
 U64 = 2.0 ** -53
@@ -121,7 +121,7 @@ class Rounding:
                 if name not in EXACT}
 
     def block(self, code):
-        """``code`` (a :class:`~symrnn.codegen.BlockCode`) with its function values and cached values rounded
+        """``code`` (a :class:`~symrnn.engine.codegen.BlockCode`) with its function values and cached values rounded
         (compiled once per block)."""
         if code not in self._twins:
             self._twins[code] = self._block(code)

@@ -6,7 +6,7 @@ import re
 
 import sympy as sp
 
-from ..symbols import Param, bar, linear_maps, parse, tsym
+from ..engine.symbols import Param, bar, linear_maps, parse, tsym
 from .mutants import recurrent_matrices
 
 

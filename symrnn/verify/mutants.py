@@ -1,7 +1,7 @@
 """Mutants of the exact backward pass: the mistakes people make, for naming a wrong gradient.
 
 :func:`backward` runs the exact reverse sweep of a cell (the one
-:func:`symrnn.bptt.assemble` builds from the local terms) with NumPy, step by step.
+:func:`symrnn.engine.bptt.assemble` builds from the local terms) with NumPy, step by step.
 Without a mutation it gives the exact gradients of a layer (``loss="upstream"``); a
 :class:`Mutation` changes one thing, the way a hand-written backward goes wrong.  What a
 mistake changes in a step is a change of the sweep's terms (:func:`mutated_sweep`); the
@@ -32,12 +32,12 @@ import numpy as np
 import sympy as sp
 
 from .. import cache
-from ..bptt import assemble
-from ..functions import derivative, to_vocabulary
-from ..jacobians import step_values, vector_function
-from ..stored import cache_key, from_srepr
-from ..symbols import MatVec, Param, bar, linear_maps, parse, tsym
-from ..truncated import Truncation, truncated_loss_and_grads
+from ..engine.bptt import assemble
+from ..engine.functions import derivative, to_vocabulary
+from ..engine.jacobians import step_values, vector_function
+from ..engine.stored import cache_key, from_srepr
+from ..engine.symbols import MatVec, Param, bar, linear_maps, parse, tsym
+from ..models.truncated import Truncation, truncated_loss_and_grads
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class Mutation:
     swap: tuple = ()  # (A, B): the gradients of two gates' pre-activations exchanged
     clip_inside: float = 0.0  # the running parameter gradients clipped to [-c, c] after every step
     clip_inside_from_user: bool = False  # c is the largest |entry| the user's code returned
-    truncation: tuple = ()  # (k1, k2): truncated BPTT's gradient (symrnn.truncated)
+    truncation: tuple = ()  # (k1, k2): truncated BPTT's gradient (symrnn.models.truncated)
     reset_state: bool = False  # ... with every window started from the initial state
     scale_message: tuple = ()  # (state, t, factor): the message state[t] receives from step t+1 scaled (a probe)
     changes: str = ""  # the adjoint or gradient it changes (for the report)
@@ -95,7 +95,7 @@ def _exact_sweep(cell, out=None):
 
 
 def mutated_sweep(model, mutation):
-    """The exact sweep of ``model``'s cell (:func:`symrnn.bptt.assemble`) changed as ``mutation``
+    """The exact sweep of ``model``'s cell (:func:`symrnn.engine.bptt.assemble`) changed as ``mutation``
     says: derivatives rewritten, two gates' terms exchanged, ``h_t`` for ``h_{t-1}`` in the
     parameters' terms, ``P`` for ``P^T`` back to the previous state, a state's carry dropped.
     (The rest of a mistake is in the loop over steps and the sums: see :func:`backward`.)"""
@@ -411,7 +411,7 @@ def _applications(cell):
 
 def mutations_for(model, T=8, truncation=None):
     """Every catalogued mistake whose pattern exists in ``model``'s cell (for a declared
-    :class:`~symrnn.truncated.Truncation`: the mistakes of truncated BPTT)."""
+    :class:`~symrnn.models.truncated.Truncation`: the mistakes of truncated BPTT)."""
     if truncation is not None:
         return _truncation_mistakes(truncation, T)
     out = _derivative_mistakes(model.cell) + _carry_mistakes(model) + _assembly_mistakes(model)

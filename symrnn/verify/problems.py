@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..clipping import clip_gradients
-from ..truncated import truncated_loss_and_grads
+from ..models.clipping import clip_gradients
+from ..models.truncated import truncated_loss_and_grads
 
 
 @dataclass
@@ -26,8 +26,8 @@ class Problem:
     targets: np.ndarray  # upstream dL/dh (T, N, H) or loss targets
     mask: np.ndarray | None = None
     final_grads: dict | None = None  # state -> dL/ds_T from outside (dnext_c)
-    truncation: object = None  # a symrnn.truncated.Truncation: the exact gradient is truncated BPTT's
-    clip: object = None  # a symrnn.clipping.Clipping applied to the exact parameter gradients
+    truncation: object = None  # a symrnn.models.truncated.Truncation: the exact gradient is truncated BPTT's
+    clip: object = None  # a symrnn.models.clipping.Clipping applied to the exact parameter gradients
 
     @property
     def T(self):

@@ -22,10 +22,10 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from ..errors import ShapeError, UnknownNameError, UserCodeError
-from ..layouts import layout_for
-from ..losses import IGNORE_LABEL
-from ..seq2seq import Seq2Seq, cross_entropy
-from ..tape import scatter_rows
+from ..models.layouts import layout_for
+from ..engine.losses import IGNORE_LABEL
+from ..models.seq2seq import Seq2Seq, cross_entropy
+from ..models.tape import scatter_rows
 from .hygiene import call
 from .modes import dtype_of, checked_gradients, loss_and_grads_returned
 from .problems import Problem, exact

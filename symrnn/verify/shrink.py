@@ -15,10 +15,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..clipping import Clipping
+from ..models.clipping import Clipping
 from ..errors import ShapeError, SymRNNError
 from ..fileio import write_atomic
-from ..truncated import Truncation
+from ..models.truncated import Truncation
 from .assess import assess
 from .problems import Problem, exact
 

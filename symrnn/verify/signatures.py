@@ -100,7 +100,7 @@ SIGNATURES = {
 def signature_for(preset, mode, cell_name) -> Signature:
     if isinstance(preset, Signature):
         return preset
-    from ..layouts import preset_name
+    from ..models.layouts import preset_name
 
     key = (preset_name(preset), mode, _family(cell_name))
     if key not in SIGNATURES:

@@ -1,6 +1,6 @@
 """Verifying hand-written bidirectional and stacked networks (loss mode).
 
-The user's function takes the parameters of a :class:`~symrnn.wiring.StackedModel` by
+The user's function takes the parameters of a :class:`~symrnn.models.wiring.StackedModel` by
 PyTorch's ``state_dict`` names (``layout="pytorch"``: ``weight_ih_l0``, ``weight_hh_l1_reverse``
 ..., and ``weight``/``bias`` for the readout, as an ``nn.Linear``) or by symrnn's keys
 (``layout="symrnn"``: ``l0.fwd.W`` ...), time-major inputs ``x`` (T, N, D), initial states as
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import UnknownNameError, UserCodeError
-from ..layouts import from_torch_stack, to_torch_stack
+from ..models.layouts import from_torch_stack, to_torch_stack
 from .hygiene import call
 from .modes import UserRun, dtype_of, as_tuple
 from .problems import Problem

@@ -5,7 +5,7 @@ peepholes, a coupled gate, a leaky update), its step is run once on NumPy object
 entries are :class:`Traced` scalars: SymPy expressions that NumPy's object loops carry through
 ``+ - * / **``, ``@``, ``np.tanh``, ``np.exp``, ``np.log``, ``np.sqrt``, slicing, ``np.split``,
 ``np.hstack`` and sums.  The parameters given to it are the canonical blocks of a layout
-(``U_g0[i, j]``, ``W_g0[i, j]``, ``b_g0[i]`` ... laid out by :meth:`symrnn.layouts.Layout.to_user`),
+(``U_g0[i, j]``, ``W_g0[i, j]``, ``b_g0[i]`` ... laid out by :meth:`symrnn.models.layouts.Layout.to_user`),
 so every entry of the step's result is an expression in the inputs, the previous states and the
 canonical parameters of one unit.  :func:`lift` turns those per-unit expressions back into vector
 equations of the cell language (``sum_j U[i, j] x_j`` is ``U @ x``; ``h_i`` in unit ``i`` is
@@ -28,10 +28,10 @@ import numpy as np
 import sympy as sp
 from sympy.printing.str import StrPrinter
 
-from .. import functions as F
-from ..cell import Cell
+from ..engine import functions as F
+from ..engine.cell import Cell
 from ..errors import SymRNNError
-from ..symbols import MatVec
+from ..engine.symbols import MatVec
 
 
 class TracingError(SymRNNError, ValueError):
@@ -532,6 +532,6 @@ def _readable(e):
 
 
 def pseudo_cell(gates, states):
-    """What :meth:`~symrnn.layouts.Layout.to_user` needs of a cell to lay out ``gates``' blocks."""
+    """What :meth:`~symrnn.models.layouts.Layout.to_user` needs of a cell to lay out ``gates``' blocks."""
     names = [f"{k}_{g}" if g else k for g in gates for k in ("U", "W", "b")]
     return SimpleNamespace(name="traced", params=dict.fromkeys(names), states=dict.fromkeys(states))

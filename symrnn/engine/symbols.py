@@ -19,7 +19,7 @@ import re
 
 import sympy as sp
 
-from .errors import CellDefinitionError
+from ..errors import CellDefinitionError
 
 
 class MatVec(sp.Function):

@@ -1,21 +1,21 @@
-"""The symbolic derivation of a :class:`~symrnn.seq2seq.Seq2Seq`: each block's equations and adjoints and
+"""The symbolic derivation of a :class:`~symrnn.models.seq2seq.Seq2Seq`: each block's equations and adjoints and
 the paths by which the gradient reaches the encoder states."""
 from __future__ import annotations
 
 import sympy as sp
 
-from .bptt import Derivation
-from .functions import sum_t
-from .symbols import MatTVec, Param, tsym
+from ..engine.bptt import Derivation
+from ..engine.functions import sum_t
+from ..engine.symbols import MatTVec, Param, tsym
 
 
 class Seq2SeqDerivation:
     """The symbolic derivation of a :class:`Seq2Seq`: each block's equations and adjoints, printed from
     the objects the computation uses, and how ``dL/dh_enc_t`` is assembled from its paths.
 
-    Attributes: ``encoder``, ``decoder`` (:class:`~symrnn.bptt.Derivation` of each cell under an upstream
+    Attributes: ``encoder``, ``decoder`` (:class:`~symrnn.engine.bptt.Derivation` of each cell under an upstream
     gradient), ``bridge``, ``combine`` (of the stateless blocks, or None), ``attention`` (``(equations,
-    adjoints)`` of the attention program, from the rules of :data:`symrnn.functions.SEQUENCE_RULES`),
+    adjoints)`` of the attention program, from the rules of :data:`symrnn.engine.functions.SEQUENCE_RULES`),
     ``decoder_input`` and ``readout_input`` (the pieces concatenated), ``paths`` (``[(name, where,
     SymPy expression)]``: the contributions to the adjoint of the encoder states).
     """

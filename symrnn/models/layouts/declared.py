@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..errors import ParameterError, ShapeError, UnknownNameError
+from ...errors import ParameterError, ShapeError, UnknownNameError
 from .gates import as_array, block_name, canonical_gate_order, canonical_names, cell_gates, check_shape, resets_after
 
 # -- declarative layouts of hand-written code ------------------------------------------
@@ -284,12 +284,12 @@ def layout_for(layout, cell_name) -> Layout:
     if isinstance(layout, Layout):
         return layout
     if not isinstance(layout, str):
-        raise UnknownNameError(f"layout must be a preset name or a symrnn.layouts.Layout, got "
+        raise UnknownNameError(f"layout must be a preset name or a symrnn.models.layouts.Layout, got "
                                f"{type(layout).__name__}.")
     layout = preset_name(layout)
     if layout not in LAYOUTS:
         raise UnknownNameError(f"Unknown layout {layout!r}; presets: {sorted(LAYOUTS)} (also spelled "
-                               f"{sorted(LAYOUT_ALIASES)}), or a symrnn.layouts.Layout.")
+                               f"{sorted(LAYOUT_ALIASES)}), or a symrnn.models.layouts.Layout.")
     preset = LAYOUTS[layout]
     name = cell_name if isinstance(cell_name, str) else cell_name.name
     if not isinstance(cell_name, str) and name not in _BUILTIN_GATES:  # a user's cell: its own gates, in its order

@@ -1,7 +1,7 @@
 """Exact step Jacobians ``ds_t/ds'_{t-1}`` as numbers, for studies of gradient decay.
 
-The symbolic Jacobians (:meth:`symrnn.bptt.Sweep.step_jacobians`, read from the
-assembled reverse sweep: :attr:`symrnn.bptt.Derivation.step_jacobians`) are
+The symbolic Jacobians (:meth:`symrnn.engine.bptt.Sweep.step_jacobians`, read from the
+assembled reverse sweep: :attr:`symrnn.engine.bptt.Derivation.step_jacobians`) are
 sums of ordered products of ``Diag(v)`` and parameter matrices; here they are
 evaluated at every step of a forward pass.  Products of them give
 ``dh_T/dh_t``, whose norms vanish or explode; :func:`log_norms_of_products`
@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 
-from . import cache
+from .. import cache
 from .bptt import Diag
 from .stored import cache_key, compile_numpy, numpy_source
 from .symbols import MatVec, Param, parse, tsym

@@ -1,7 +1,7 @@
 """Expressions and generated functions as text, for the disk cache (:mod:`symrnn.cache`).
 
 What the engine derives is written with ``sympy.srepr`` (expressions) or as source text (the
-NumPy functions of :func:`~symrnn.functions.lambdify_numpy`), keyed by :func:`cache_key`, and
+NumPy functions of :func:`~symrnn.engine.functions.lambdify_numpy`), keyed by :func:`cache_key`, and
 read back by :func:`from_srepr` (without ``eval``: only SymPy's core classes, symrnn's symbols and
 its own functions are accepted) and :func:`compile_numpy`.  An expression with a function the
 user registered has no key: its rules are the user's code, which no key can hold.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ParameterError, ShapeError, UnknownNameError
+from ...errors import ParameterError, ShapeError, UnknownNameError
 
 #: symrnn cell name -> gate blocks in PyTorch's stacking order ("" = the single block of a plain RNN).
 TORCH_GATES = {
@@ -47,7 +47,7 @@ def framework_gates(cell, table, framework) -> tuple:
     name = _cell_name(cell)
     if name in table:
         return name, table[name]
-    from ..cells import BUILTIN_CELLS
+    from ...engine.cells import BUILTIN_CELLS
 
     if name in BUILTIN_CELLS:
         why = _WHY_NOT.get(name, "") if framework == "PyTorch" else \
@@ -79,7 +79,7 @@ def block_name(name, gate) -> str:
 
 
 def canonical_names(cell_name, gates) -> list:
-    """Parameter names in the order of :mod:`symrnn.cells` (gate by gate: U, W, b)."""
+    """Parameter names in the order of :mod:`symrnn.engine.cells` (gate by gate: U, W, b)."""
     names = [block_name(k, g) for g in gates for k in ("U", "W", "b")]
     if resets_after(cell_name):
         names.append("b_hn")

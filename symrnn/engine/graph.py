@@ -11,8 +11,8 @@ carries the local partial derivative ``dv/du`` of its step:
   gradient collects (``Outer(coef bar v, w)`` or ``coef bar v``).
 
 Steps are numbered from 1 as in the derivations (``h_0`` is the initial
-state).  The same :class:`~symrnn.bptt.Term` objects that the generated code
-uses label the edges, moved to their step with :func:`~symrnn.symbols.shift`.
+state).  The same :class:`~symrnn.engine.bptt.Term` objects that the generated code
+uses label the edges, moved to their step with :func:`~symrnn.engine.symbols.shift`.
 """
 from __future__ import annotations
 

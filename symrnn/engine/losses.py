@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 
-from .errors import UnknownNameError
+from ..errors import UnknownNameError
 from .symbols import tsym
 
 REDUCTIONS = ("sum", "mean", "batch-mean", "token-mean")
@@ -148,7 +148,7 @@ def get_loss(name: str) -> Loss:
 
 
 def cross_entropy_ids(O, Y, reduction, mask=None):
-    """The softmax cross-entropy of :class:`symrnn.losses.CrossEntropy` for class indices ``Y`` (T, N), in
+    """The softmax cross-entropy of :class:`symrnn.engine.losses.CrossEntropy` for class indices ``Y`` (T, N), in
     fewer passes over the (T, N, K) logits: ``(value, dL/dO)``, the same reductions (:func:`scale_of`)."""
     mask = np.ones(Y.shape, dtype=bool) if mask is None else mask
     scale = scale_of(reduction, mask)

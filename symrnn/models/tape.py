@@ -8,8 +8,8 @@ operations of attention.  Running the model records each block on a
 :meth:`Tape.sweep` walks the record backwards (HIPS/autograd's
 ``backward_pass`` in miniature).  That sweep is the only backward written by
 hand in the package: every block's own backward is either generated
-(:class:`symrnn.codegen.BlockCode`) or a row of a rule table
-(:data:`symrnn.functions.SEQUENCE_RULES`, :data:`symrnn.wiring.MERGES`).
+(:class:`symrnn.engine.codegen.BlockCode`) or a row of a rule table
+(:data:`symrnn.engine.functions.SEQUENCE_RULES`, :data:`symrnn.models.wiring.MERGES`).
 
 Values may be arrays or dicts of arrays (the parameters, the initial states);
 the adjoint of a dict is a dict, summed key by key.
@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .codegen import fresh
-from .functions import sequence_rule
+from ..engine.codegen import fresh
+from ..engine.functions import sequence_rule
 
 
 def accumulate(old, new):
@@ -60,7 +60,7 @@ class Tape:
         return len(self.values) - 1
 
     def apply(self, op, *args, name=None, **static) -> int:
-        """A row of :data:`symrnn.functions.SEQUENCE_RULES` applied to the nodes ``args``."""
+        """A row of :data:`symrnn.engine.functions.SEQUENCE_RULES` applied to the nodes ``args``."""
         rule = sequence_rule(op)
         value = rule.forward(*(self.values[a] for a in args), **static)
 
@@ -95,7 +95,7 @@ class Tape:
 def reordered(A, reverse):
     """``A`` (time first) in a direction's own time order: as it is (``reverse`` false), back to front
     (true), or each sequence reversed within its length (``reverse`` an index array ``(T, N)``, an
-    involution, see :func:`symrnn.seq2seq.Seq2Seq`)."""
+    involution, see :func:`symrnn.models.seq2seq.Seq2Seq`)."""
     if reverse is None or reverse is False:
         return A
     if reverse is True:
@@ -203,7 +203,7 @@ def window(tape, X, steps):
 
 
 def merge(tape, rule, F, B):
-    """The merge of two directions' nodes by a row of :data:`symrnn.wiring.MERGES`."""
+    """The merge of two directions' nodes by a row of :data:`symrnn.models.wiring.MERGES`."""
     return tape.block(rule.forward(tape.values[F], tape.values[B]),
                       lambda G, _, Fv, Bv: rule.backward(G, Fv, Bv), F, B)
 

@@ -2,7 +2,7 @@
 
 They are examples to copy: each is a function returning a :class:`symrnn.Cell`,
 usable everywhere a built-in cell is (``symrnn.Model(peephole_lstm(), ...)``,
-``symrnn derive symrnn.examples:peephole_lstm -o peephole.tex``).
+``symrnn derive symrnn.engine.examples:peephole_lstm -o peephole.tex``).
 """
 import symrnn as sr
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ParameterError, UnknownNameError
+from ..errors import ParameterError, UnknownNameError
 
 KINDS = ("value", "global-norm", "norm")
 

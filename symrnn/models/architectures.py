@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from .errors import ShapeError, UnknownNameError
+from ..errors import ShapeError, UnknownNameError
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Generated NumPy code for the forward and backward passes of one block.
 
 A *block* is a cell (or a stateless readout) run over time.  From its
-equations and the adjoint terms of :func:`symrnn.bptt.local_terms` this
+equations and the adjoint terms of :func:`symrnn.engine.bptt.local_terms` this
 module writes two Python functions, prints every expression with a SymPy
 code printer (after ``cse`` of the backward coefficients), and compiles them
 under a file name like ``<symrnn-bptt-lstm>`` registered in ``linecache``, so
@@ -26,7 +26,7 @@ import numpy as np
 import sympy as sp
 from sympy.printing.pycode import PythonCodePrinter
 
-from . import cache
+from .. import cache
 from .bptt import assemble, local_terms
 from .functions import RULES, rule_of
 from .stored import cache_key
@@ -40,7 +40,7 @@ class EngineSymbol(sp.Symbol):
 class StepPrinter(PythonCodePrinter):
     """Prints step expressions as NumPy code: symbols by their code names
     (:func:`code_name`), functions as ``<name>__fn`` from the rules of
-    :data:`symrnn.functions.RULES`, constants as float literals."""
+    :data:`symrnn.engine.functions.RULES`, constants as float literals."""
 
     def __init__(self, names, settings=None):
         super().__init__(settings or {})
@@ -96,7 +96,7 @@ class Workspace:
     write, every call (the allocator hands large blocks back to the system);
     at N=32, T=100, H=128 that was a third of a gradient evaluation.  PyTorch
     avoids it with a caching allocator; this is ours.  One workspace serves
-    one thread (see :class:`symrnn.model.Model`), and nothing allocated from
+    one thread (see :class:`symrnn.models.model.Model`), and nothing allocated from
     it may be returned to a caller: :meth:`owns` tells.
     """
 
@@ -160,13 +160,13 @@ class BlockCode:
     ----------
     name : str
         Used in the file name of the generated code.
-    equations : list of :class:`symrnn.cell.Equation`
+    equations : list of :class:`symrnn.engine.cell.Equation`
     input_symbol : Symbol
         The block's input ``x[t]`` (for a readout: the cell's ``h[t]``).
     states : dict
         State name -> size name.
     params : dict
-        Parameter name -> :class:`symrnn.cell.ParamSpec`.
+        Parameter name -> :class:`symrnn.engine.cell.ParamSpec`.
     sizes : dict
         Vector symbol -> size name.
     external : iterable of str
@@ -192,7 +192,7 @@ class BlockCode:
 
     @functools.cached_property
     def sweep(self):
-        """The block's assembled reverse sweep (:func:`symrnn.bptt.assemble`)."""
+        """The block's assembled reverse sweep (:func:`symrnn.engine.bptt.assemble`)."""
         return assemble(self.equations, self.states, self.input_symbol, self.params, self.external, self.terms)
 
     @functools.cached_property

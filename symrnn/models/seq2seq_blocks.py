@@ -1,16 +1,16 @@
-"""The pieces a :class:`~symrnn.seq2seq.Seq2Seq` is built from besides its cells: the stateless blocks
+"""The pieces a :class:`~symrnn.models.seq2seq.Seq2Seq` is built from besides its cells: the stateless blocks
 run by the generated code (the bridge, Luong's combination, the readout), and the checks of token ids
 and masks, with the reversal of each sequence within its length that the backward directions read."""
 from __future__ import annotations
 
 import numpy as np
 
-from .cell import Cell
-from .codegen import BlockCode
-from .errors import ShapeError
-from .functions import tanh
-from .losses import IGNORE_LABEL
-from .validation import check_shape
+from ..engine.cell import Cell
+from ..engine.codegen import BlockCode
+from ..errors import ShapeError
+from ..engine.functions import tanh
+from ..engine.losses import IGNORE_LABEL
+from ..validation import check_shape
 
 
 class Stateless:

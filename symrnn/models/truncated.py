@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ShapeError
+from ..errors import ShapeError
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def as_truncation(value) -> Truncation:
 def truncated_loss_and_grads(model, params, inputs, targets, truncation, h0=None, mask=None, reset_state=False):
     """The loss and the exact gradients of truncated BPTT (see the module's docstring).
 
-    ``model`` is a many-to-many :class:`~symrnn.model.Model`; ``truncation`` is ``k``,
+    ``model`` is a many-to-many :class:`~symrnn.models.model.Model`; ``truncation`` is ``k``,
     ``(k1, k2)`` or a :class:`Truncation`.  ``reset_state=True`` starts every window from
     ``h0`` instead of the carried state (a common mistake; for naming it).
     Returns ``(loss, grads)`` with the keys of :meth:`Model.loss_and_grads`; ``dL/dx``

@@ -1,14 +1,14 @@
-"""The built-in cells, written with the same public :class:`~symrnn.cell.Cell` API users have.
+"""The built-in cells, written with the same public :class:`~symrnn.engine.cell.Cell` API users have.
 
 Parameter names are canonical across symrnn: ``U`` input-to-hidden, ``W``
 hidden-to-hidden, ``b`` bias, with a gate suffix for gated cells (``U_i``,
-``W_f``, ``b_o`` ...).  ``symrnn.layouts`` converts them to and from the
+``W_f``, ``b_o`` ...).  ``symrnn.models.layouts`` converts them to and from the
 stacked layouts of PyTorch, Keras and cuDNN.
 """
 from __future__ import annotations
 
 from .cell import Cell
-from .errors import UnknownNameError
+from ..errors import UnknownNameError
 from .functions import activation, sigmoid, tanh
 
 

@@ -13,8 +13,8 @@ state carries to the step before, what the input and each parameter receive).
 Everything that runs or shows a backward pass reads a sweep: the printed
 :class:`Derivation` (``bar h[t] = V^T bar o[t] + W^T bar a[t+1]`` ..., the
 gradients as sums over time, the step Jacobians ``dh_t/dh_{t-1}``), the
-generated code (:mod:`symrnn.codegen`), the unrolled graph
-(:mod:`symrnn.graph`) and the verifier's mutants (a mistake is a change of
+generated code (:mod:`symrnn.engine.codegen`), the unrolled graph
+(:mod:`symrnn.engine.graph`) and the verifier's mutants (a mistake is a change of
 the sweep's terms).  Nothing here depends on the sequence length.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 import sympy as sp
 
-from . import cache
+from .. import cache
 from .functions import derivative
 from .stored import cache_key, from_srepr
 from .symbols import MatTVec, Outer, Param, bar, linear_maps, parse, shift, tsym

@@ -1,7 +1,7 @@
 """Conversions between symrnn's canonical parameters and stacked framework layouts.
 
 symrnn names every block of a cell separately (``U_i``, ``W_f``, ``b_o`` ...;
-see :mod:`symrnn.cells`).  Frameworks stack the blocks of all gates into one
+see :mod:`symrnn.engine.cells`).  Frameworks stack the blocks of all gates into one
 matrix per kind:
 
 PyTorch (``nn.RNN``, ``nn.LSTM``, ``nn.GRU``; cuDNN uses the same layout)
@@ -26,7 +26,7 @@ blocks.  The round trip ``from_torch(to_torch(p)) == p`` is exact; the round
 trip the other way preserves the function the network computes.
 
 >>> import numpy as np, symrnn as sr
->>> from symrnn.layouts import to_torch, from_torch
+>>> from symrnn.models.layouts import to_torch, from_torch
 >>> params = sr.Model("gru", D=2, H=3, K=4).init_params(0)
 >>> sd = to_torch("gru", params)
 >>> sd["weight_ih_l0"].shape, sd["bias_hh_l0"].shape
@@ -36,7 +36,7 @@ trip the other way preserves the function the network computes.
 True
 
 Only the cell's own parameters are converted; the readout ``V``, ``c`` of a
-:class:`~symrnn.model.Model` corresponds to an ``nn.Linear`` / ``Dense`` layer
+:class:`~symrnn.models.model.Model` corresponds to an ``nn.Linear`` / ``Dense`` layer
 (``weight = V``, ``bias = c`` in PyTorch; ``kernel = V.T`` in Keras) and is
 ignored here.  Only NumPy is needed: framework tensors are accepted on input
 (anything with ``.detach()`` / ``.numpy()``) and NumPy arrays are returned.

@@ -1,11 +1,11 @@
 """Sequence to sequence: an encoder, a bridge, attention and a decoder, wired in one unrolled graph.
 
-Every recurrence runs the generated code of its cell (:class:`symrnn.codegen.BlockCode`),
-the encoder through the wiring of :class:`symrnn.wiring.StackedModel` (any cell, uni- or
+Every recurrence runs the generated code of its cell (:class:`symrnn.engine.codegen.BlockCode`),
+the encoder through the wiring of :class:`symrnn.models.wiring.StackedModel` (any cell, uni- or
 bidirectional, stacked); the bridge, Luong's combination ``tanh(W_c [ctx; h])`` and the
 readout are stateless cells run by the same generator; attention is a program of the
-operations over source positions of :data:`symrnn.functions.SEQUENCE_RULES`, swept
-backwards by :class:`symrnn.attention.Tape`.  The gradient that attention sends to the
+operations over source positions of :data:`symrnn.engine.functions.SEQUENCE_RULES`, swept
+backwards by :class:`symrnn.models.attention.Tape`.  The gradient that attention sends to the
 encoder states enters the encoder's generated backward as per-step upstream gradients,
 the bridge's and the context's as upstream gradients at each sequence's last step.
 
@@ -28,18 +28,18 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .attention import SCORES, Attention
-from .codegen import Workspace
-from .errors import NonFiniteError, ShapeError, UnknownNameError
-from .functions import tanh
-from .losses import cross_entropy_ids as cross_entropy
-from .losses import IGNORE_LABEL, get_loss
+from ..engine.codegen import Workspace
+from ..errors import NonFiniteError, ShapeError, UnknownNameError
+from ..engine.functions import tanh
+from ..engine.losses import cross_entropy_ids as cross_entropy
+from ..engine.losses import IGNORE_LABEL, get_loss
 from .model import Model, readout_cell
 from .protocol import Part
 from .seq2seq_blocks import Stateless, bridge_cell, combine_cell, reversal, sequence_mask, token_ids
 from .seq2seq_derivation import Seq2SeqDerivation
 from .tape import (Tape, broadcast, concat, finals, lookup, pick, reordered, run_cell, run_stateless, run_step,
                    stack, tap, window)
-from .validation import as_float_array, check_param_names, check_shape
+from ..validation import as_float_array, check_param_names, check_shape
 from .wiring import StackedModel
 
 BRIDGES = ("copy", "linear", "tanh", "none")
@@ -84,7 +84,7 @@ class Seq2Seq:
     E, H : int
         Embedding and hidden sizes of the encoder; ``E_tgt``, ``H_dec`` default to them.
     num_layers, bidirectional, merge, residual
-        The encoder's stack, as :class:`~symrnn.wiring.StackedModel`.  The decoder has one layer.
+        The encoder's stack, as :class:`~symrnn.models.wiring.StackedModel`.  The decoder has one layer.
     bridge : ``copy``, ``linear``, ``tanh``, ``none`` or None
         How the encoder's final output state(s) ``z`` (the top layer's directions concatenated,
         each at its sequence's last real token) start the decoder: ``copy`` sets the decoder's
@@ -190,7 +190,7 @@ class Seq2Seq:
         self._threads = threading.local()
 
     def _ws(self, key):
-        """This thread's reusable arrays for one block's generated code (see :class:`~symrnn.codegen.Workspace`)."""
+        """This thread's reusable arrays for one block's generated code (see :class:`~symrnn.engine.codegen.Workspace`)."""
         spaces = self._threads.__dict__.setdefault("spaces", {})
         if key not in spaces:
             spaces[key] = Workspace()
@@ -233,7 +233,7 @@ class Seq2Seq:
         return list(self.param_shapes) + (["src"] if self.src_vocab is None else [])
 
     def parts(self) -> list:
-        """The blocks of the model (see :class:`symrnn.protocol.Part`): the encoder's parts (prefixed
+        """The blocks of the model (see :class:`symrnn.models.protocol.Part`): the encoder's parts (prefixed
         ``enc.``), the bridge, attention, the decoder, Luong's combination, the readout and the loss."""
         def enc(name):
             return name if name == "input" else f"enc.{name}"

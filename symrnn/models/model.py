@@ -17,17 +17,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from .architectures import get_architecture
-from .bptt import Derivation
-from .cell import Cell
-from .cells import builtin_cell
+from ..engine.bptt import Derivation
+from ..engine.cell import Cell
+from ..engine.cells import builtin_cell
 
-from .codegen import BlockCode, Workspace as _Arrays
-from .errors import CellDefinitionError, ShapeError, UnknownNameError
-from .losses import get_loss
+from ..engine.codegen import BlockCode, Workspace as _Arrays
+from ..errors import CellDefinitionError, ShapeError, UnknownNameError
+from ..engine.losses import get_loss
 from .protocol import Part, Protocol, uniform_params  # noqa: F401 (uniform_params: read from here too)
-from .symbols import parse
+from ..engine.symbols import parse
 from .tape import run_cell, run_stateless, window
-from .validation import as_float_array, check_param_names, check_shape
+from ..validation import as_float_array, check_param_names, check_shape
 
 _DTYPES = (np.float64, np.float32)
 
@@ -70,7 +70,7 @@ class Model(Protocol):
     reduction : str
         ``sum`` or ``mean`` over time and batch, ``batch-mean`` (sum over time, mean
         over the batch) or ``token-mean`` (mean over the scored steps); see
-        :mod:`symrnn.losses`.
+        :mod:`symrnn.engine.losses`.
 
     See Also
     --------
@@ -183,7 +183,7 @@ class Model(Protocol):
 
         Returns
         -------
-        symrnn.bptt.Derivation
+        symrnn.engine.bptt.Derivation
             ``forward``, ``adjoints``, ``gradients`` and ``step_jacobians``; ``print()`` shows
             them as text, and in Jupyter it renders as LaTeX.
 
@@ -281,7 +281,7 @@ class Model(Protocol):
         return out
 
     def _workspace(self):
-        """This thread's reusable arrays for the generated code (see :class:`~symrnn.codegen.Workspace`)."""
+        """This thread's reusable arrays for the generated code (see :class:`~symrnn.engine.codegen.Workspace`)."""
         if not hasattr(self._threads, "workspace"):
             self._threads.workspace = _ModelWorkspace(_Arrays(), _Arrays())
         return self._threads.workspace

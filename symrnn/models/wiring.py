@@ -4,7 +4,7 @@ A :class:`StackedModel` is ``num_layers`` layers of one cell; each layer is
 unidirectional or bidirectional, and layer ``l + 1`` reads the (merged)
 outputs of layer ``l``.  Nothing here differentiates a cell: every direction
 of every layer runs the cell's generated forward and backward code
-(:class:`symrnn.codegen.BlockCode`, the same code a :class:`~symrnn.model.Model`
+(:class:`symrnn.engine.codegen.BlockCode`, the same code a :class:`~symrnn.models.model.Model`
 runs), the backward direction on the time-reversed sequence.  The wiring adds
 three small operations with their derivative rules:
 
@@ -38,14 +38,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .architectures import get_architecture
-from .codegen import BlockCode, Workspace
-from .errors import ParameterError, ShapeError, UnknownNameError
-from .functions import maximum
-from .losses import get_loss
+from ..engine.codegen import BlockCode, Workspace
+from ..errors import ParameterError, ShapeError, UnknownNameError
+from ..engine.functions import maximum
+from ..engine.losses import get_loss
 from .model import Model, readout_cell
 from .protocol import Part, Protocol
 from .tape import Tape, add, merge as merge_directions, run_cell, run_stateless, window
-from .validation import as_float_array, check_shape
+from ..validation import as_float_array, check_shape
 
 _DTYPES = (np.float64, np.float32)
 DIRECTIONS = ("fwd", "bwd")
@@ -138,7 +138,7 @@ class StackedModel(Protocol):
     Parameters
     ----------
     cell : str or Cell
-        A built-in cell name or a user-defined :class:`~symrnn.cell.Cell`; every
+        A built-in cell name or a user-defined :class:`~symrnn.engine.cell.Cell`; every
         direction of every layer is this cell with its own parameters.
     D, H, K : int
         Input size, hidden size of every direction, output size (losses with a readout).
@@ -153,7 +153,7 @@ class StackedModel(Protocol):
         Add each layer's input to its output (layers ``l >= 1``; their input and
         output widths must be equal).
     architecture, loss, reduction
-        As :class:`~symrnn.model.Model`, on the top layer's (merged) outputs; ``many-to-one``
+        As :class:`~symrnn.models.model.Model`, on the top layer's (merged) outputs; ``many-to-one``
         scores step T, where the backward direction has read only ``x_T`` (PyTorch's
         ``output[-1]``).  A bidirectional layer needs every step to read an input:
         ``one-to-many`` and ``many-to-many-delayed`` are refused.
@@ -168,7 +168,7 @@ class StackedModel(Protocol):
     See Also
     --------
     BidirectionalModel : the one-layer bidirectional case.
-    symrnn.layouts.to_torch_stack : the parameters as an ``nn.LSTM`` ``state_dict``.
+    symrnn.models.layouts.to_torch_stack : the parameters as an ``nn.LSTM`` ``state_dict``.
 
     Examples
     --------
@@ -412,8 +412,8 @@ class StackedModel(Protocol):
     def _record(self, tape, leaves, sched, final_grads=None, *, prefix="", reverse=True):
         """Every layer's directions, merge and residual link, the scored steps and the readout on
         ``tape``: (top node, ``[(input node, {direction: (node, cache)}, output node), ...]``).
-        ``prefix`` precedes the parameter keys (``enc.`` in a :class:`~symrnn.seq2seq.Seq2Seq`), ``reverse``
-        is the backward directions' time order (see :func:`symrnn.tape.reordered`)."""
+        ``prefix`` precedes the parameter keys (``enc.`` in a :class:`~symrnn.models.seq2seq.Seq2Seq`), ``reverse``
+        is the backward directions' time order (see :func:`symrnn.models.tape.reordered`)."""
         P, inp, S0 = leaves
         trace = []
         for layer in self.layers:
@@ -481,7 +481,7 @@ class StackedModel(Protocol):
         return np.array(top, copy=True), finals
 
     def loss_and_grads(self, params, inputs, targets, h0=None, mask=None, final_grads=None):
-        """The loss and the exact gradients (see :meth:`symrnn.model.Model.loss_and_grads`).
+        """The loss and the exact gradients (see :meth:`symrnn.models.model.Model.loss_and_grads`).
 
         ``h0`` and ``final_grads`` are arrays ``(num_layers * directions, N, size)`` per state
         (a dict ``{"h": ..., "c": ...}``, or one array for the output state), in PyTorch's row order.

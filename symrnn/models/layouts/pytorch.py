@@ -1,10 +1,10 @@
 """PyTorch's stacked layout (``nn.RNN``, ``nn.LSTM``, ``nn.GRU``): ``weight_ih_l0`` ``(G*H, D)``,
-``weight_hh_l0`` ``(G*H, H)``, two biases; see :mod:`symrnn.layouts`."""
+``weight_hh_l0`` ``(G*H, H)``, two biases; see :mod:`symrnn.models.layouts`."""
 from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ParameterError, ShapeError
+from ...errors import ParameterError, ShapeError
 from .gates import (RESET_AFTER, TORCH_GATES, as_array, block_name, canonical_gate_order, canonical_names,
                     check_shape, framework_gates, read_params)
 

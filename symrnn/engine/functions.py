@@ -29,7 +29,7 @@ import mpmath
 import numpy as np
 import sympy as sp
 
-from .errors import CellDefinitionError, MissingRuleError, UnknownNameError
+from ..errors import CellDefinitionError, MissingRuleError, UnknownNameError
 from .symbols import MatTVec, MatVec, Outer
 
 
@@ -428,7 +428,7 @@ def derivative(expr, wrt):
 # over the source positions weighted by the attention weights (reading every encoder step).
 # Each is a row below, like a line of autograd's VJP table: its NumPy forward, one adjoint rule
 # per argument (``vjp[i](g, ans, *args) -> dL/d args[i]``), and the same rule as SymPy for the
-# reports.  symrnn.attention runs them on a tape; no attention backward is written anywhere else.
+# reports.  symrnn.models.attention runs them on a tape; no attention backward is written anywhere else.
 #
 # Array conventions: queries ``(T, N, A)``, keys and encoder states ``(S, N, C)``, scores and
 # weights ``(T, N, S)``, contexts ``(T, N, C)``, pairs ``(T, N, S, A)``; ``mask`` ``(S, N)``.
@@ -575,5 +575,5 @@ def sequence_rule(name) -> SequenceRule:
         return SEQUENCE_RULES[name]
     except KeyError:
         raise MissingRuleError(f"No rule for the operation {name!r} over source positions; known: "
-                               f"{sorted(SEQUENCE_RULES)}. Add a SequenceRule to symrnn.functions.SEQUENCE_RULES.") \
+                               f"{sorted(SEQUENCE_RULES)}. Add a SequenceRule to symrnn.engine.functions.SEQUENCE_RULES.") \
             from None

@@ -2,7 +2,7 @@
 
 A cell declares its input, its state variables, its parameters (with shapes
 in terms of the input size ``D`` and hidden size ``H``) and its update
-equations.  Built-in cells (:mod:`symrnn.cells`) and user cells are made the
+equations.  Built-in cells (:mod:`symrnn.engine.cells`) and user cells are made the
 same way::
 
     import symrnn as sr
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from . import cache
-from .errors import CellDefinitionError, MissingRuleError
+from .. import cache
+from ..errors import CellDefinitionError, MissingRuleError
 from .functions import derivative, rule_of, to_vocabulary
 from .stored import cache_key
 from .symbols import MatVec, Param, parse, tsym

@@ -1,8 +1,8 @@
 """The protocol every model implements, and the description of its parts.
 
-A model (:class:`~symrnn.model.Model`, :class:`~symrnn.wiring.StackedModel`,
-:class:`~symrnn.seq2seq.Seq2Seq`) is a wiring of blocks recorded on a
-:class:`~symrnn.tape.Tape`: running it records the blocks, and the tape's sweep
+A model (:class:`~symrnn.models.model.Model`, :class:`~symrnn.models.wiring.StackedModel`,
+:class:`~symrnn.models.seq2seq.Seq2Seq`) is a wiring of blocks recorded on a
+:class:`~symrnn.models.tape.Tape`: running it records the blocks, and the tape's sweep
 is its backward.  What a use may ask of any model (a ``Seq2Seq`` takes its own
 arguments, ``src, tgt_in, tgt_out``, and describes its parts the same way):
 
@@ -22,10 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .codegen import BlockCode
-from .errors import NonFiniteError, ParameterError, ShapeError
-from .losses import IGNORE_LABEL
-from .validation import as_float_array, check_shape
+from ..engine.codegen import BlockCode
+from ..errors import NonFiniteError, ParameterError, ShapeError
+from ..engine.losses import IGNORE_LABEL
+from ..validation import as_float_array, check_shape
 from .tape import Tape
 
 _DTYPES = (np.float64, np.float32)
@@ -36,7 +36,7 @@ class Part:
     """One block of a model's graph.
 
     ``kind`` is ``cell`` (a cell's step code over time; ``reverse``: back to front), ``merge``
-    (``detail`` names the row of :data:`symrnn.wiring.MERGES`), ``residual`` (a sum),
+    (``detail`` names the row of :data:`symrnn.models.wiring.MERGES`), ``residual`` (a sum),
     ``bridge``, ``attention``, ``combine`` (Luong's attentional state), ``readout`` or ``loss``
     (``detail``: the loss's name).  ``name`` is the part's name (``l0.bwd``), ``prefix`` the prefix
     of its parameter keys (``l0.bwd.``; ``""`` for a one-cell model), ``reads`` the names of the

@@ -1,4 +1,4 @@
-"""Whole stacked and bidirectional networks (:class:`~symrnn.wiring.StackedModel`, keys
+"""Whole stacked and bidirectional networks (:class:`~symrnn.models.wiring.StackedModel`, keys
 ``l<k>.<fwd|bwd>.<name>``) to and from PyTorch's ``state_dict`` and Keras's ``Bidirectional``."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 
-from ..errors import ParameterError, ShapeError
+from ...errors import ParameterError, ShapeError
 from .keras import from_keras, to_keras
 from .pytorch import from_torch, to_torch
 
@@ -32,7 +32,7 @@ def _stack_layers(params) -> dict:
 
 def to_torch_stack(cell, params, *, prefix="") -> dict:
     """A whole ``nn.RNN/LSTM/GRU(num_layers=k, bidirectional=...)`` ``state_dict`` (NumPy arrays)
-    from :class:`~symrnn.wiring.StackedModel` parameters: ``l<k>.fwd.*`` become ``weight_ih_l<k>``...,
+    from :class:`~symrnn.models.wiring.StackedModel` parameters: ``l<k>.fwd.*`` become ``weight_ih_l<k>``...,
     ``l<k>.bwd.*`` become ``weight_ih_l<k>_reverse``...  (PyTorch's merge is concat.)"""
     out = {}
     for (layer, direction), p in sorted(_stack_layers(params).items()):
@@ -41,7 +41,7 @@ def to_torch_stack(cell, params, *, prefix="") -> dict:
 
 
 def from_torch_stack(cell, state_dict, num_layers, bidirectional, *, prefix="") -> dict:
-    """:class:`~symrnn.wiring.StackedModel` parameters (``l<k>.<fwd|bwd>.<name>``) from the ``state_dict``
+    """:class:`~symrnn.models.wiring.StackedModel` parameters (``l<k>.<fwd|bwd>.<name>``) from the ``state_dict``
     of ``nn.RNN/LSTM/GRU(num_layers=num_layers, bidirectional=bidirectional)``.  A ``state_dict`` with
     more or fewer layers, or with (or without) ``_reverse`` weights the model does not have, is refused."""
     if not hasattr(state_dict, "keys"):
@@ -76,7 +76,7 @@ def from_torch_stack(cell, state_dict, num_layers, bidirectional, *, prefix="") 
 
 def to_keras_bidirectional(cell, params, *, layer=0) -> list:
     """The weights of a Keras ``Bidirectional(RNN layer)`` for layer ``layer`` of a bidirectional
-    :class:`~symrnn.wiring.StackedModel`: ``layer.get_weights()`` order, the forward layer's
+    :class:`~symrnn.models.wiring.StackedModel`: ``layer.get_weights()`` order, the forward layer's
     ``[kernel, recurrent_kernel, bias]`` then the backward layer's (pass to ``set_weights``)."""
     found = _stack_layers(params)
     if (layer, "bwd") not in found or (layer, "fwd") not in found:

@@ -1,10 +1,10 @@
 """Keras's stacked layout (``SimpleRNN``, ``LSTM``, ``GRU``): ``kernel`` ``(D, G*H)``,
-``recurrent_kernel`` ``(H, G*H)``, ``bias``; see :mod:`symrnn.layouts`."""
+``recurrent_kernel`` ``(H, G*H)``, ``bias``; see :mod:`symrnn.models.layouts`."""
 from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ParameterError, ShapeError
+from ...errors import ParameterError, ShapeError
 from .gates import (KERAS_GATES, RESET_AFTER, as_array, block_name, canonical_gate_order, canonical_names,
                     check_shape, framework_gates, read_params)
 
@@ -86,7 +86,7 @@ def from_keras(cell, weights) -> dict:
         params[block_name("b", g)] = b
     if reset_after:
         params["b_hn"] = b_rec_blocks[gates.index("n")].copy()
-    # the canonical order of the model's parameter dict (gates as in symrnn.cells)
+    # the canonical order of the model's parameter dict (gates as in symrnn.engine.cells)
     order = canonical_names(name, canonical_gate_order(name))
     return {k: params[k] for k in order}
 
