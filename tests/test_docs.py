@@ -81,7 +81,7 @@ def test_every_toctree_entry_exists():
 
 
 def test_the_site_links_the_guides_the_tutorials_and_the_api():
-    assert toctree_entries(DOCS / "index.md") == ["guide/index", "tutorials/index", "api/index"]
+    assert toctree_entries(DOCS / "index.md") == ["guide/index", "tutorials/index", "api/index", "architecture"]
     guides = toctree_entries(DOCS / "guide" / "index.md")
     assert {"derive", "verify", "decay", "custom-cells"} <= set(guides)
 
