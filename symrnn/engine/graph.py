@@ -16,8 +16,6 @@ uses label the edges, moved to their step with :func:`~symrnn.engine.symbols.shi
 """
 from __future__ import annotations
 
-import networkx as nx
-
 from .bptt import assemble
 from .symbols import at_step, parse
 
@@ -35,6 +33,8 @@ def unroll(model, T_in, T_out=None):
     step = assemble(cell.equations, cell.states, cell.input_symbol)
     readout = model.readout
     out = assemble(readout.equations, (), readout.input_symbol) if readout is not None else assemble([], ())
+    import networkx as nx  # here, not at the top: a verifier's run never draws the graph (0.2 s of imports)
+
     g = nx.DiGraph(model=repr(model), T=sched.T)
     for s in cell.states:
         g.add_node((s, 0), kind="initial state")
@@ -80,4 +80,6 @@ def adjoint_recurrence_from_graph(graph, node):
 
 def reverse_order(graph):
     """Nodes in the order a reverse sweep visits them (loss first)."""
+    import networkx as nx
+
     return list(reversed(list(nx.topological_sort(graph))))

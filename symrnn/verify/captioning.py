@@ -37,7 +37,7 @@ from . import judge as J
 from .hygiene import call
 from .modes import dtype_of, checked_gradients, loss_and_grads_returned
 from .problems import Problem, exact
-from .seq2seq import CellName, Seq2SeqVerification, first_wrong_step
+from .seq2seq import CellName, Seq2SeqVerification, first_wrong_step, with_first_wrong_step
 
 ROLES = ("params", "features", "captions")
 PARTS = ("readout", "recurrent", "projection", "embedding")
@@ -259,14 +259,11 @@ def locate(adapter, problem, run, ex, verdicts):
             out["path"] = "repeated words"
             said.append("only the rows of words read more than once are wrong: a repeated word's gradients are "
                         "not accumulated (np.add.at(dW_embed, captions_in, dx))")
+    step = None
     if part == "recurrent" and np.unique(problem.x).size == problem.x.size:
         rows = (lambda g: np.asarray(g["emb"])[problem.x])
         step = first_wrong_step(rows(run.grads), rows(ex.grads), rows(ex.tol))
-        if step is not None:
-            out["step"] = step[0]
-            said.append(f"in the recurrent backward, {step[1]}")
-    out["message"] = "; ".join(said) + f" (case {problem.label!r})"
-    return out
+    return with_first_wrong_step(out, said, step, "recurrent", problem.label)
 
 
 class CaptioningVerification(Seq2SeqVerification):

@@ -367,11 +367,16 @@ def locate(adapter, problem, run, ex, verdicts):
             step = first_wrong_step(run.grads["src"], ex.grads["src"], ex.tol["src"])
         elif m.src_vocab is not None and _unique(problem.x):
             step = first_wrong_step(*(_per_step(g, "emb_src", problem.x) for g in (run.grads, ex.grads, ex.tol)))
+    return with_first_wrong_step(out, said, step, f"{out['part']}'s", problem.label)
+
+
+def with_first_wrong_step(out, said, step, where, label):
+    """``out`` with the first wrong step (``step``: ``(t, words)`` or None) said to be in ``where``'s
+    backward, and the message of all that was ``said`` about the case ``label``."""
     if step is not None:
-        out["step"] = step[0]
-        said.append(f"in the {out['part']}'s backward, {step[1]}")
-    out["message"] = "; ".join(said) + f" (case {problem.label!r})"
-    return out
+        said = said + [f"in the {where} backward, {step[1]}"]
+    return dict(out, step=step[0] if step is not None else out.get("step"),
+                message="; ".join(said) + f" (case {label!r})")
 
 
 class Seq2SeqVerification(Verification):
