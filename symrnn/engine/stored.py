@@ -22,7 +22,6 @@ from .symbols import MatTVec, MatVec, Outer, Param
 # from the module's namespace: the star import would load every lazy submodule (f2py ...)
 _NUMPY_NAMESPACE = {k: v for k, v in vars(np).items() if not k.startswith("_")}
 _NUMPY_NAMESPACE.update({"numpy": np, "builtins": builtins, "range": range, "__builtins__": builtins})
-_NUMPY_NAMESPACE.update({f"{name}__fn": rule.numpy for name, rule in RULES.items()})
 
 
 def numpy_source(args, expr) -> str:
@@ -33,9 +32,10 @@ def numpy_source(args, expr) -> str:
 def compile_numpy(source: str, filename: str):
     """The function defined by ``source`` (from :func:`numpy_source`), with NumPy and the rules of
     symrnn's functions in its namespace."""
-    namespace = dict(_NUMPY_NAMESPACE)
+    rules = {f"{name}__fn": rule.numpy for name, rule in RULES.items()}  # as registered now
+    namespace = {**_NUMPY_NAMESPACE, **rules}
     exec(compile(source, filename, "exec"), namespace)
-    return next(v for k, v in namespace.items() if k not in _NUMPY_NAMESPACE)
+    return next(v for k, v in namespace.items() if k not in _NUMPY_NAMESPACE and k not in rules)
 
 
 def cache_key(expr) -> str | None:
