@@ -675,18 +675,8 @@ class ExampleSection:
 
     def build(self) -> Section:
         ex, m = self.ex, self.ex.model
-        sched = ex.schedule
         ex.table()
-        size_words = "D = H = 1" + (", K = 2" if m.readout is not None else "")
-        intro = Paragraph([
-            "Take the same cell, architecture and loss with ", Math(size_words), ", one sequence, ",
-            Math(str(ex.T_in)), f" input step{'s' if ex.T_in > 1 else ''} and ", Math(str(ex.T_out)),
-            f" target step{'s' if ex.T_out > 1 else ''} (", Math(f"T = {sched.T}"), "). Every vector of the "
-            "cell is then a number, and a matrix entry is written in brackets, ", Math(r"[V]_{k}"),
-            ". The unrolled scalar program of ",
-            Code("symrnn.oracles.ScalarOracle"), " computes one number after the other; composing its lines "
-            "gives the loss as one closed-form expression of the parameters, the inputs, the initial "
-            "state" + ("s" if len(m.state_names) > 1 else "") + " and the targets. The values are"])
+        intro = self._intro()
         values = Paragraph(self._values())
         adjoint_rows = [(self.tex(s), d, None) for s, d in ex.softmax]
         adjoint_rows += [(self.tex(s), d, None) for s, d in ex.adjoints]
@@ -738,6 +728,19 @@ class ExampleSection:
             self._table(),
         ]
         return Section("A worked example by hand", "sec:example", blocks)
+
+    def _intro(self) -> Paragraph:
+        ex, m = self.ex, self.ex.model
+        size_words = "D = H = 1" + (", K = 2" if m.readout is not None else "")
+        return Paragraph([
+            "Take the same cell, architecture and loss with ", Math(size_words), ", one sequence, ",
+            Math(str(ex.T_in)), f" input step{'s' if ex.T_in > 1 else ''} and ", Math(str(ex.T_out)),
+            f" target step{'s' if ex.T_out > 1 else ''} (", Math(f"T = {ex.schedule.T}"), "). Every vector of "
+            "the cell is then a number, and a matrix entry is written in brackets, ", Math(r"[V]_{k}"),
+            ". The unrolled scalar program of ",
+            Code("symrnn.oracles.ScalarOracle"), " computes one number after the other; composing its lines "
+            "gives the loss as one closed-form expression of the parameters, the inputs, the initial "
+            "state" + ("s" if len(m.state_names) > 1 else "") + " and the targets. The values are"])
 
     def _values(self):
         ex = self.ex
