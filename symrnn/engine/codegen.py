@@ -29,7 +29,7 @@ from sympy.printing.pycode import PythonCodePrinter
 from .. import cache
 from .bptt import assemble, local_terms
 from .functions import RULES, rule_of
-from .stored import cache_key
+from .stored import own_functions_only
 from .symbols import MatVec, Param, bar, linear_maps, parse, tsym
 
 
@@ -215,8 +215,9 @@ class BlockCode:
         """The block in full, as text; None when a function of the user's appears (its rules are
         the user's code, which the key cannot hold)."""
         params = {name: spec.shape for name, spec in self.params.items()}
-        rhs = cache_key([e.rhs for e in self.equations])
-        return None if rhs is None else sp.srepr(
+        if not own_functions_only([e.rhs for e in self.equations]):
+            return None
+        return sp.srepr(
             [[(e.target, e.rhs, e.kind) for e in self.equations], self.input_symbol, sorted(self.states.items()),
              sorted(params.items()), sorted((str(k), v) for k, v in self.sizes.items()), self.external])
 

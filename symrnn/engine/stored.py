@@ -41,10 +41,15 @@ def compile_numpy(source: str, filename: str):
 def cache_key(expr) -> str | None:
     """``expr`` in full as text (``sympy.srepr``), to key generated code in the disk cache; None
     when a function of the user's appears (its rules are the user's code, which a key cannot hold)."""
+    return sp.srepr(expr) if own_functions_only(expr) else None
+
+
+def own_functions_only(expr) -> bool:
+    """True when every function applied in ``expr`` (or a list of expressions) is one of symrnn's own."""
     exprs = expr if isinstance(expr, (list, tuple)) else [expr]
     applied = {type(a) for e in exprs for a in sp.sympify(e).atoms(sp.Function)
                if not isinstance(a, (MatVec, MatTVec, Outer))}
-    return sp.srepr(expr) if applied <= BUILTIN_FUNCTIONS else None
+    return applied <= BUILTIN_FUNCTIONS
 
 
 def from_srepr(text: str):

@@ -35,7 +35,7 @@ from .. import cache
 from ..engine.bptt import assemble
 from ..engine.functions import derivative, to_vocabulary
 from ..engine.jacobians import step_values, vector_function
-from ..engine.stored import cache_key, from_srepr
+from ..engine.stored import from_srepr, own_functions_only
 from ..engine.symbols import MatVec, Param, bar, linear_maps, parse, tsym
 from ..models.truncated import Truncation, truncated_loss_and_grads
 
@@ -146,7 +146,7 @@ def _coef(eq, u, rewrite):
     """d rhs / d u (u a quantity, or a product ``P v``), with a rewritten derivative of one
     function application where ``rewrite`` says (kept in the disk cache, :mod:`symrnn.cache`, for
     equations of symrnn's own functions)."""
-    if cache_key(eq.rhs) is None:
+    if not own_functions_only(eq.rhs):
         return _derive_coef(eq, u, rewrite)
     key = sp.srepr((eq.target, eq.rhs, u, rewrite))
     return from_srepr(cache.get_or_build("mutant-coefficient", key, lambda: sp.srepr(_derive_coef(eq, u, rewrite))))
