@@ -10,6 +10,8 @@ before ``T = 10^4`` for contracting cells.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import sympy as sp
 
@@ -48,9 +50,15 @@ def vector_function(expr):
     arguments = spec["arguments"]
 
     def at(values, params):
-        named = {str(k): v for k, v in values.items()}
+        named = {_name(k): v for k, v in values.items()}
         return fn(*[named[vector] @ params[matrix].T if matrix else named[vector] for matrix, vector in arguments])
     return at
+
+
+@functools.lru_cache(maxsize=4096)
+def _name(symbol):
+    """``str(symbol)``, remembered: SymPy's printer is slow next to the arrays a coefficient reads."""
+    return str(symbol)
 
 
 def _spec(expr):
