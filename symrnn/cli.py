@@ -435,8 +435,6 @@ def _verify(args) -> int:
 
 
 def _verify_run(args) -> int:
-    from .verify.replay import shown_path
-
     truncation, clip = _verify_usage(args)
     module, function = load_function(args.target)
     if args.cell is not None and ":" in args.cell:  # a user's cell, file.py:function returning a Cell
@@ -452,10 +450,6 @@ def _verify_run(args) -> int:
         common["save_to"] = args.save_to
     result = _verify_mode(args, module, function, sizes, dict(truncation=truncation, clip=clip, search=args.search),
                           common)
-    if result.found and result.minimal:  # replayed by the same command line, which finds the cell again
-        command = ["symrnn", "verify", args.target] + (["--forward", args.forward] if args.forward else []) \
-            + (["--cell", args.cell] if isinstance(args.cell, str) else []) + ["--replay", shown_path(result.minimal["path"])]
-        result.minimal["command"] = " ".join(shlex.quote(str(p)) for p in command)
     if args.json:
         result.to_json(args.json)
     _print_report(result, args.show_code)
@@ -509,7 +503,21 @@ def _verify_mode(args, module, function, sizes, declared, common):
         return V.verify_step(forward, function, args.cell or "rnn-tanh", args.layout or "cs231n", **common)
     builtin = args.cell is None or isinstance(args.cell, str)  # no --layout: found from the forward
     layout = args.layout or ("auto" if builtin and args.cell is not None else None if builtin else "cs231n")
-    return V.verify_layer(forward, function, args.cell, layout, T=args.T, **declared, **common)
+    found = args.cell is None or layout == "auto"
+    return V.verify_layer(forward, function, args.cell, layout, T=args.T, **declared, **common,
+                          replay_command=_replay_command(args) if found else None)
+
+
+def _replay_command(args):
+    """``path -> command``: a case found from the forward is replayed by the command line that was
+    typed, which finds the cell again."""
+    from .verify.replay import shown_path
+
+    def command(path):
+        words = ["symrnn", "verify", args.target] + (["--forward", args.forward] if args.forward else []) \
+            + (["--cell", args.cell] if isinstance(args.cell, str) else []) + ["--replay", shown_path(path)]
+        return " ".join(shlex.quote(str(w)) for w in words)
+    return command
 
 
 def _forward_of(args, module, function):

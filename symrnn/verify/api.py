@@ -51,7 +51,7 @@ def _lengths(plan):
 
 def verify_layer(forward, backward, cell="rnn-tanh", layout=None, *, D=3, H=4, T=8, N=3, scale=None, seed=0,
                  signature=None, lengths=(1, 2, 3), truncation=None, clip=None, replay=None,
-                 save_to=None, search=0, zero_states=()) -> Verification:
+                 save_to=None, search=0, zero_states=(), replay_command=None) -> Verification:
     """Verify a hand-written layer: ``forward(x, h0, *params) -> (h, cache)`` and
     ``backward(dh, cache) -> (dx, dh0, *dparams)`` (CS231n's ``rnn_forward``/``rnn_backward``).
 
@@ -92,6 +92,10 @@ def verify_layer(forward, backward, cell="rnn-tanh", layout=None, *, D=3, H=4, T
     zero_states : tuple of str
         Initial states that are zero (``("h0",)``, ``("h0", "c0")``): for code that starts from
         zeros.  A state the signature does not pass (no ``h0`` or ``c0`` argument) is zero anyway.
+    replay_command : callable, optional
+        ``path -> str``: the command printed to replay a saved minimal case, for a tool that calls
+        the verifier for its users (``symrnn verify`` prints the command line that was typed).
+        Default: the shortest command or Python call that reaches the user's functions.
 
     With ``cell=None`` the forward is the specification (:mod:`symrnn.verify.auto`): the built-in
     cell and the layout it computes are found from the code (``layout`` narrows the search), or,
@@ -120,8 +124,8 @@ def verify_layer(forward, backward, cell="rnn-tanh", layout=None, *, D=3, H=4, T
                    truncation=truncation, clip=clip, replay=replay, save_to=save_to, search=search,
                    zero_states=zero_states)
     if cell is None or layout == "auto":  # the forward is the specification
-        return _verify_from_code(forward, backward, cell, layout, options)
-    return _verify_declared_layer(forward, backward, cell, layout, **options)
+        return _verify_from_code(forward, backward, cell, layout, options, replay_command)
+    return _verify_declared_layer(forward, backward, cell, layout, **options, command=replay_command)
 
 
 def _verify_declared_layer(forward, backward, cell, layout, *, D, H, T, N, scale, seed, signature, lengths,
@@ -143,7 +147,7 @@ def _verify_declared_layer(forward, backward, cell, layout, *, D, H, T, N, scale
                         truncation, clip)
 
 
-def _verify_from_code(forward, backward, cell, layout, options):
+def _verify_from_code(forward, backward, cell, layout, options, replay_command=None):
     """verify_layer with the cell and layout found from the code (:mod:`symrnn.verify.auto`); a
     replay command that declares no more than the user did."""
     wanted = None if layout != "auto" else cell
@@ -158,18 +162,20 @@ def _verify_from_code(forward, backward, cell, layout, options):
                     f"replay={shown_path(path)!r})")
         try:
             return _verify_found(found, code.forward, code.backward, dict(options, D=D, H=H, signature=None),
-                                 command)
+                                 replay_command or command)
         finally:
             code.restore()
     from .auto import find
 
     found = find(forward, cell=wanted, layout=layout if isinstance(layout, Layout) else None
                  if layout in (None, "auto") else layout_for(layout, "rnn-tanh"))
-    cli = declared_cli_command(forward, backward)
+    if replay_command is None:
+        cli = declared_cli_command(forward, backward)
 
-    def cli_command(path):
-        return " ".join(shlex.quote(p) for p in cli + ["--replay", shown_path(path)])
-    return _verify_found(found, forward, backward, options, None if cli is None else cli_command)
+        def replay_command(path):
+            return " ".join(shlex.quote(p) for p in cli + ["--replay", shown_path(path)])
+        replay_command = None if cli is None else replay_command
+    return _verify_found(found, forward, backward, options, replay_command)
 
 
 def _verify_found(found, forward, backward, options, command=None):

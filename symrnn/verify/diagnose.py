@@ -98,10 +98,9 @@ def localise(adapter, problem, run, ex, dtype_model, verdicts, state=None):
         if bad and any(b.ok and b.tested for b in v.blocks):
             out["gradient"], out["block"] = v.name, ",".join(bad)
             break
-    initial = getattr(model, "initial_state_key", lambda s: f"{s}0")
-    states_wrong = [s for s in model.state_names if initial(s) in run.grads
-                    and any(v.name == f"d{s}0" and not v.ok for v in verdicts)]
-    if len(states_wrong) == 1 and len([s for s in model.state_names if initial(s) in run.grads]) > 1:
+    judged = [s for s in model.state_names if model.initial_state_key(s) in run.grads]  # a task without states: none
+    states_wrong = [s for s in judged if any(v.name == f"d{s}0" and not v.ok for v in verdicts)]
+    if len(states_wrong) == 1 and len(judged) > 1:
         out["path"] = states_wrong[0]
     key = model.input_name
     if key in run.grads and problem.T > 1:
