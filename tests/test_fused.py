@@ -200,6 +200,7 @@ _BUILD = """
 """
 
 
+@pytest.mark.slow  # three processes compiling at once: half a minute on two cores
 def test_concurrent_processes_share_one_cache_entry(tmp_path):
     env = {"SYMRNN_CACHE_DIR": str(tmp_path)}
     runs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(_BUILD)], stdout=subprocess.PIPE,
@@ -214,6 +215,7 @@ def test_concurrent_processes_share_one_cache_entry(tmp_path):
     assert again.returncode == 0 and again.stdout == outputs[0][0]
 
 
+@pytest.mark.slow  # four processes in turn
 def test_a_corrupt_entry_is_rebuilt(tmp_path):
     env = {"SYMRNN_CACHE_DIR": str(tmp_path)}
     first = _run(_BUILD, env)
