@@ -596,12 +596,49 @@ def bench_fused(cfg):
                 f()
             rows.append(dict(cell=cell, times=interleaved(fns, repeats), check=check))
         runs.append(dict(label=label, repeats=repeats, rows=rows))
+        if label == "one":
+            runs[-1]["wirings"] = _fused_wirings(cfg, repeats)
     if original is not None:
         blas_threads(original)
     if torch is not None:
         torch.set_num_threads(cores)
     first = {cell: _first_calls(cell) for cell in CELLS}
     return dict(runs=runs, first=first)
+
+
+def _fused_wirings(cfg, repeats):
+    """The bidirectional and the 2-layer LSTM of benchmark 6 on both backends (and torch), one thread."""
+    from symrnn.models.layouts import to_torch_stack
+
+    N, T, D, H = cfg["speed_sizes"]
+    rows = []
+    for label, spec in WIRINGS[:2]:
+        rng = np.random.default_rng(11)
+        with sr.using_backend("numpy"):
+            reference = sr.StackedModel("lstm", D=D, H=H, loss="upstream", **spec).compile()
+        with sr.using_backend("numba"):
+            model = sr.StackedModel("lstm", D=D, H=H, loss="upstream", **spec).compile()
+        params = model.init_params(seed=0)
+        X, G = rng.normal(size=(T, N, D)), rng.normal(size=(T, N, model.width))
+        fns = {"fused": lambda: model.loss_and_grads(params, X, G),
+               "numpy": lambda: reference.loss_and_grads(params, X, G)}
+        if torch is not None:
+            module = torch.nn.LSTM(D, H, **spec).double()
+            module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in to_torch_stack("lstm", params).items()})
+            xt, Gt = torch.from_numpy(X.copy()).requires_grad_(True), torch.from_numpy(G.copy())
+
+            def torch_autograd(module=module, xt=xt, Gt=Gt):
+                module.zero_grad(set_to_none=True)
+                xt.grad = None
+                out, _ = module(xt)
+                loss = (out * Gt).sum()
+                loss.backward()
+                return loss
+            fns["torch"] = torch_autograd
+        for f in fns.values():
+            f()
+        rows.append(dict(cell=label, times=interleaved(fns, repeats)))
+    return rows
 
 
 def report_fused(result, cfg, summary):
@@ -637,6 +674,18 @@ def report_fused(result, cfg, summary):
                     ratio = min(t["fused"]) / torch_min
                     summary.append((f"9. {r['cell']} fused gradient / torch autograd", f"{ratio:.2f}", "≤ 0.5",
                                     status(ratio <= 0.5, full)))
+        if run.get("wirings"):
+            out += ["", "| wiring (one thread) | fused (min) | numpy (min) | torch (min) | fused / torch | "
+                        "fused / numpy |", "|---|---:|---:|---:|---:|---:|"]
+            for r in run["wirings"]:
+                t = r["times"]
+                torch_min = min(t["torch"]) if "torch" in t else float("nan")
+                out.append(f"| {r['cell']} | {fmt_s(min(t['fused']))} | {fmt_s(min(t['numpy']))} | "
+                           f"{fmt_s(torch_min)} | **{min(t['fused']) / torch_min:.2f}** | "
+                           f"{min(t['fused']) / min(t['numpy']):.2f} |")
+                summary.append((f"9. {r['cell']} fused gradient / torch autograd (one thread)",
+                                f"{min(t['fused']) / torch_min:.2f}", "≤ 0.55",
+                                status(min(t["fused"]) / torch_min <= 0.55, full)))
         out.append("")
     out += ["**First call** in a new process: `Model(cell, D=4, H=8).compile()` and one `loss_and_grads`, "
             "from an empty disk cache (*cold*: derivation, code generation and, for numba, compiling the "
