@@ -59,8 +59,8 @@ import sympy as sp
 
 from .. import cache
 from ..errors import BackendError
-from .codegen import EngineSymbol, StepPrinter, BackwardWriter, code_name, fresh
-from .functions import RULES, rule_of
+from .codegen import BackwardWriter, EngineSymbol, StepPrinter, code_name, fresh
+from .functions import BUILTIN_FUNCTIONS, RULES
 from .symbols import MatVec, Param, bar, linear_maps, parse, tsym
 
 BACKENDS = ("numpy", "numba", "auto")
@@ -103,11 +103,21 @@ def set_backend(name: str) -> None:
 def using_backend(name: str):
     """Within the block, blocks are built with the backend ``name`` (see :func:`set_backend`).
 
+    A model builds its blocks at ``compile()`` or at its first call: build it inside the block
+    (a model built inside and first called outside runs on the backend in force outside).
+
+    Parameters
+    ----------
+    name : {"numpy", "numba", "auto"}
+        The backend, as for :func:`set_backend`.
+
     Examples
     --------
     >>> import symrnn as sr
     >>> with sr.using_backend("numpy"):
-    ...     model = sr.Model("gru", D=2, H=3, K=2)
+    ...     model = sr.Model("gru", D=2, H=3, K=2).compile()
+    >>> model.cell_code.backend
+    'numpy'
     """
     _check_name(name)
     if not _chosen:
@@ -178,7 +188,6 @@ def _scalar_sources() -> dict:
 
 def _own_scalar(rule) -> str | None:
     """The scalar source of a function of symrnn's own, None for a user's."""
-    from .functions import BUILTIN_FUNCTIONS
     if rule.function not in BUILTIN_FUNCTIONS:
         return None
     return _scalar_sources().get(rule.name)
@@ -541,7 +550,7 @@ class FusedCode:
             return reference(*args, **kwargs)
         try:
             return fused(*args, **kwargs)
-        except Exception as error:  # noqa: BLE001 - sorted below
+        except Exception as error:  # sorted below: a cache entry, a compile error, or the caller's
             from numba.core.errors import NumbaError
             if self.path is not None and not self.flushed and _from_numba_cache(error):
                 # an entry of Numba's cache that cannot be read: drop it, compile again
@@ -618,11 +627,11 @@ def _kernel_module(texts, key, numba):
             module = importlib.util.module_from_spec(spec)
             module.__dict__.update(scalars)
             spec.loader.exec_module(module)
-            for function in re.findall(r"^def (\w+)\(", source, flags=re.M):
+            for function in re.findall(r"^def (\w+)\(", source, flags=re.MULTILINE):
                 setattr(module, function, numba.njit(cache=True, error_model="numpy")(getattr(module, function)))
             sys.modules[name] = module
-        return {n: getattr(module, n) for n in re.findall(r"^def (\w+)\(", source, flags=re.M)}, path
-    names = re.findall(r"^def (\w+)\(", source, flags=re.M)
+        return {n: getattr(module, n) for n in re.findall(r"^def (\w+)\(", source, flags=re.MULTILINE)}, path
+    names = re.findall(r"^def (\w+)\(", source, flags=re.MULTILINE)
     for n in names:
         if n not in scalars:
             namespace[n] = numba.njit(error_model="numpy")(namespace[n])
