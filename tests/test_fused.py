@@ -247,3 +247,19 @@ def test_the_cache_off_still_compiles(monkeypatch):
     def run(model):
         return model.loss_and_grads(model.init_params(seed=3), x, y)
     assert_same(*both(lambda: sr.Model("rnn-sigmoid", D=2, H=3, K=2), run))
+
+
+def test_a_cell_with_unicode_names_and_a_vector_update_is_fused():
+    """Found by the fuzz suite under SYMRNN_BACKEND=numba: kernel arguments named after any
+    identifier (``α__S``), and a state set to a parameter vector."""
+    cell = sr.Cell("unicode")
+    x, a, h = cell.input("λ"), cell.state("α"), cell.state("h")
+    b, W, U = cell.param("β", "H"), cell.param("W", "H", "H"), cell.param("U", "H", "D")
+    cell.update(a, b)
+    cell.update(h, sr.tanh(U @ x + W @ h) * a)
+    rng = np.random.default_rng(8)
+    xs, ys = rng.normal(size=(4, 2, 3)), rng.integers(0, 2, size=(4, 2))
+
+    def run(model):
+        return model.loss_and_grads(model.init_params(seed=9), xs, ys)
+    assert_same(*both(lambda: sr.Model(cell, D=3, H=2, K=2), run))

@@ -360,7 +360,7 @@ class _FusedWriter:
                 for home in s.homes:
                     used.append(home)
                     lines.append(f"            {_element(home)} = {s.name}")
-        arrays = sorted({re.match(r"[A-Za-z_][A-Za-z0-9_]*", t).group(0) for t in used})
+        arrays = sorted({re.match(r"\w+", t).group(0) for t in used})  # names may be any identifier (α__S)
         args = ["t", "N"] + self.sizes_used + arrays
         header = f"def {kernel_name}({', '.join(args)}):"
         return "\n".join([header] + lines) + "\n", args
