@@ -23,7 +23,10 @@ What is measured (see benchmarks/README.md):
    target 40 tokens, N = 32, H = 128, vocabularies 1000) against the same model composed from torch
    modules and operations.
 
-``--only NAME`` (derive, speed, scalar, verify, wiring, decay, seq2seq; repeatable) runs a subset.
+9. the fused backend (``symrnn.using_backend("numba")``): its gradient against NumPy, torch
+   autograd and the products alone, and its first call from a cold and a warm disk cache.
+
+``--only NAME`` (derive, speed, scalar, verify, wiring, decay, seq2seq, fused; repeatable) runs a subset.
 
 Every ratio compares two functions timed in the same run, called alternately
 (the order flips every round), and is the median over rounds of the per-round
@@ -503,6 +506,200 @@ def report_speed(runs, cfg, summary):
         summary.append((f"3. {r['cell']} gradient, ours / matrix products alone",
                         f"{ratio_min:.2f} (median of paired ratios {ratio_med:.2f})", "≤ 1.5",
                         status(ratio_min <= 1.5, full)))
+    return out
+
+
+# -- 9. the fused backend (Numba) against NumPy, torch and the products alone ----------------
+_FIRST_CALL = """
+import sys, time
+t0 = time.perf_counter()
+import numpy as np, symrnn as sr
+sr.set_backend(sys.argv[1])
+if sys.argv[1] == "numba":
+    import numba  # noqa: F401  (its import is timed apart)
+t1 = time.perf_counter()
+m = sr.Model(sys.argv[2], D=4, H=8, loss="upstream").compile()
+m.loss_and_grads(m.init_params(), np.ones((3, 2, 4)), np.ones((3, 2, 8)))
+t2 = time.perf_counter()
+print(t1 - t0, t2 - t1)
+"""
+
+
+def _first_calls(cell):
+    """Seconds to a cell's first gradient in a new process (import apart), from a cold and then a warm
+    disk cache, for both backends: ``{(backend, "cold"|"warm"): (import, first call)}``."""
+    import subprocess
+    import tempfile
+    out = {}
+    for backend in ("numpy", "numba"):
+        with tempfile.TemporaryDirectory(prefix="symrnn-bench-cache-") as folder:
+            env = {**os.environ, "SYMRNN_CACHE_DIR": folder}
+            for state in ("cold", "warm"):
+                done = subprocess.run([sys.executable, "-c", _FIRST_CALL, backend, cell], env=env,
+                                      capture_output=True, text=True, check=True)
+                out[(backend, state)] = tuple(float(v) for v in done.stdout.split())
+    return out
+
+
+def _torch_gradient(cell, params, X, G):
+    module = {"rnn-tanh": lambda: torch.nn.RNN(X.shape[2], G.shape[2], nonlinearity="tanh"),
+              "lstm": lambda: torch.nn.LSTM(X.shape[2], G.shape[2]),
+              "gru": lambda: torch.nn.GRU(X.shape[2], G.shape[2])}[cell]().double()
+    module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in to_torch(cell, params).items()})
+    xt, Gt = torch.from_numpy(X.copy()).requires_grad_(True), torch.from_numpy(G.copy())
+
+    def torch_autograd():
+        module.zero_grad(set_to_none=True)
+        xt.grad = None
+        out, _ = module(xt)
+        loss = (out * Gt).sum()
+        loss.backward()
+        return loss
+    return torch_autograd
+
+
+def bench_fused(cfg):
+    """Benchmark 9: the fused backend's gradient, one thread and all cores, and its first calls."""
+    from symrnn.engine.fused import numba_available
+
+    if not numba_available():
+        return None
+    N, T, D, H = cfg["speed_sizes"]
+    cores = os.cpu_count()
+    original = blas_threads()
+    runs = []
+    for label, n, repeats in (("all", cores, cfg["speed_repeats"]), ("one", 1, cfg["speed_repeats_1"])):
+        if n == 1 and cores == 1:
+            continue
+        blas_threads(n if n == 1 else None)
+        if torch is not None:
+            torch.set_num_threads(n)
+        rows = []
+        for cell in CELLS:
+            rng = np.random.default_rng(7)
+            with sr.using_backend("numpy"):
+                reference = sr.Model(cell, D=D, H=H, loss="upstream").compile()
+            with sr.using_backend("numba"):
+                model = sr.Model(cell, D=D, H=H, loss="upstream").compile()
+            params = model.init_params(seed=0)
+            X, G = rng.normal(size=(T, N, D)), rng.normal(size=(T, N, H))
+            fns = {"fused": lambda: model.loss_and_grads(params, X, G),
+                   "numpy": lambda: reference.loss_and_grads(params, X, G),
+                   "floor": make_floor(T, N, D, H, GATES[cell], rng)}
+            if torch is not None:
+                fns["torch"] = _torch_gradient(cell, params, X, G)
+            (loss_a, grads_a), (loss_b, grads_b) = fns["numpy"](), fns["fused"]()
+            check = max([abs(loss_a - loss_b) / abs(loss_a)]
+                        + [np.abs(grads_a[k] - grads_b[k]).max() / max(np.abs(grads_a[k]).max(), 1e-300)
+                           for k in grads_a])
+            for f in fns.values():
+                f()
+            rows.append(dict(cell=cell, times=interleaved(fns, repeats), check=check))
+        runs.append(dict(label=label, repeats=repeats, rows=rows))
+        if label == "one":
+            runs[-1]["wirings"] = _fused_wirings(cfg, repeats)
+    if original is not None:
+        blas_threads(original)
+    if torch is not None:
+        torch.set_num_threads(cores)
+    first = {cell: _first_calls(cell) for cell in CELLS}
+    return dict(runs=runs, first=first)
+
+
+def _fused_wirings(cfg, repeats):
+    """The bidirectional and the 2-layer LSTM of benchmark 6 on both backends (and torch), one thread."""
+    from symrnn.models.layouts import to_torch_stack
+
+    N, T, D, H = cfg["speed_sizes"]
+    rows = []
+    for label, spec in WIRINGS[:2]:
+        rng = np.random.default_rng(11)
+        with sr.using_backend("numpy"):
+            reference = sr.StackedModel("lstm", D=D, H=H, loss="upstream", **spec).compile()
+        with sr.using_backend("numba"):
+            model = sr.StackedModel("lstm", D=D, H=H, loss="upstream", **spec).compile()
+        params = model.init_params(seed=0)
+        X, G = rng.normal(size=(T, N, D)), rng.normal(size=(T, N, model.width))
+        fns = {"fused": lambda: model.loss_and_grads(params, X, G),
+               "numpy": lambda: reference.loss_and_grads(params, X, G)}
+        if torch is not None:
+            module = torch.nn.LSTM(D, H, **spec).double()
+            module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in to_torch_stack("lstm", params).items()})
+            xt, Gt = torch.from_numpy(X.copy()).requires_grad_(True), torch.from_numpy(G.copy())
+
+            def torch_autograd(module=module, xt=xt, Gt=Gt):
+                module.zero_grad(set_to_none=True)
+                xt.grad = None
+                out, _ = module(xt)
+                loss = (out * Gt).sum()
+                loss.backward()
+                return loss
+            fns["torch"] = torch_autograd
+        for f in fns.values():
+            f()
+        rows.append(dict(cell=label, times=interleaved(fns, repeats)))
+    return rows
+
+
+def report_fused(result, cfg, summary):
+    out = ["## 9. The fused backend (Numba kernels) against NumPy, torch and the products alone", ""]
+    if result is None:
+        return out + ["Numba is not installed (`pip install symrnn[fast]`): not measured."]
+    N, T, D, H = cfg["speed_sizes"]
+    full = (N, T, D, H) == (32, 100, 64, 128)
+    out += [f"N={N}, T={T}, D={D}, H={H}. *fused*: `Model(cell, D, H, loss=\"upstream\").loss_and_grads` built "
+            "under `symrnn.using_backend(\"numba\")` (one compiled kernel per forward and per reverse step, "
+            "the products NumPy/BLAS calls); *numpy*: the same model on the NumPy backend; *torch* and *floor* as "
+            "in benchmarks 2 and 3, all timed in turn. *agreement*: the largest relative difference between the "
+            "two backends over the loss and every gradient (untimed).", ""]
+    for run in result["runs"]:
+        out += [f"**{'All cores' if run['label'] == 'all' else 'One thread each'}**, {run['repeats']} rounds:", "",
+                "| cell | fused (min / median) | numpy (min) | torch (min) | floor (min) | fused / torch | "
+                "fused / floor | fused / numpy | agreement |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in run["rows"]:
+            t = r["times"]
+            torch_min = min(t["torch"]) if "torch" in t else float("nan")
+            out.append(f"| {r['cell']} | {fmt_s(min(t['fused']))} / {fmt_s(med(t['fused']))} | "
+                       f"{fmt_s(min(t['numpy']))} | {fmt_s(torch_min) if 'torch' in t else 'absent'} | "
+                       f"{fmt_s(min(t['floor']))} | **{min(t['fused']) / torch_min:.2f}** | "
+                       f"**{min(t['fused']) / min(t['floor']):.2f}** | {min(t['fused']) / min(t['numpy']):.2f} | "
+                       f"{r['check']:.1e} |")
+            if run["label"] == "all":
+                limit = 1.1 if r["cell"] == "rnn-tanh" else 1.2
+                ratio = min(t["fused"]) / min(t["floor"])
+                summary.append((f"9. {r['cell']} fused gradient / matrix products alone", f"{ratio:.2f}",
+                                f"≤ {limit}", status(ratio <= limit, full)))
+                if "torch" in t:
+                    ratio = min(t["fused"]) / torch_min
+                    summary.append((f"9. {r['cell']} fused gradient / torch autograd", f"{ratio:.2f}", "≤ 0.5",
+                                    status(ratio <= 0.5, full)))
+        if run.get("wirings"):
+            out += ["", "| wiring (one thread) | fused (min) | numpy (min) | torch (min) | fused / torch | "
+                        "fused / numpy |", "|---|---:|---:|---:|---:|---:|"]
+            for r in run["wirings"]:
+                t = r["times"]
+                torch_min = min(t["torch"]) if "torch" in t else float("nan")
+                out.append(f"| {r['cell']} | {fmt_s(min(t['fused']))} | {fmt_s(min(t['numpy']))} | "
+                           f"{fmt_s(torch_min)} | **{min(t['fused']) / torch_min:.2f}** | "
+                           f"{min(t['fused']) / min(t['numpy']):.2f} |")
+                summary.append((f"9. {r['cell']} fused gradient / torch autograd (one thread)",
+                                f"{min(t['fused']) / torch_min:.2f}", "≤ 0.55",
+                                status(min(t["fused"]) / torch_min <= 0.55, full)))
+        out.append("")
+    out += ["**First call** in a new process: `Model(cell, D=4, H=8).compile()` and one `loss_and_grads`, "
+            "from an empty disk cache (*cold*: derivation, code generation and, for numba, compiling the "
+            "kernels) and again from the cache the cold run filled (*warm*). *import*: `import symrnn` "
+            "(and `import numba`), apart.", "",
+            "| cell | numpy cold | numpy warm | numba cold | numba warm | import (numpy / numba) |",
+            "|---|---:|---:|---:|---:|---:|"]
+    for cell, f in result["first"].items():
+        out.append(f"| {cell} | {fmt_s(f[('numpy', 'cold')][1])} | {fmt_s(f[('numpy', 'warm')][1])} | "
+                   f"{fmt_s(f[('numba', 'cold')][1])} | {fmt_s(f[('numba', 'warm')][1])} | "
+                   f"{fmt_s(f[('numpy', 'warm')][0])} / {fmt_s(f[('numba', 'warm')][0])} |")
+        summary.append((f"9. {cell} first call (numba), cold / warm cache",
+                        f"{fmt_s(f[('numba', 'cold')][1])} / {fmt_s(f[('numba', 'warm')][1])}", "≤ 5 s / ≤ 0.3 s",
+                        status(f[("numba", "cold")][1] <= 5 and f[("numba", "warm")][1] <= 0.3)))
     return out
 
 
@@ -1198,7 +1395,7 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="where to write the Markdown report")
     parser.add_argument("--quick", action="store_true", help="fast smoke run: fewer repeats, smaller sizes")
     parser.add_argument("--only", action="append",
-                        choices=("derive", "speed", "scalar", "verify", "wiring", "decay", "seq2seq"),
+                        choices=("derive", "speed", "scalar", "verify", "wiring", "decay", "seq2seq", "fused"),
                         help="run only these benchmarks (repeatable; the report then holds only them)")
     args = parser.parse_args(argv)
     cfg = config(args.quick)
@@ -1213,7 +1410,8 @@ def main(argv=None):
                                 ("scalar", bench_scalar, report_scalar), ("verify", bench_verify, report_verify),
                                 ("wiring", bench_wiring, report_wiring),
                                 ("decay", bench_decay, report_decay),
-                                ("seq2seq", bench_seq2seq, report_seq2seq)):
+                                ("seq2seq", bench_seq2seq, report_seq2seq),
+                                ("fused", bench_fused, report_fused)):
         if args.only and name not in args.only:
             continue
         t0 = time.perf_counter()

@@ -21,7 +21,8 @@ import warnings
 from .engine.cell import Cell
 from .engine.cells import BUILTIN_CELLS, builtin_cell, gru, lstm, rnn
 from .engine.functions import exp, log, register_function, relu, sigmoid, step, tanh
-from .errors import (CellDefinitionError, DerivationTooLargeError, MissingRuleError, NonFiniteError,
+from .engine.fused import backend, set_backend, using_backend
+from .errors import (BackendError, CellDefinitionError, DerivationTooLargeError, MissingRuleError, NonFiniteError,
                      ParameterError, ShapeError, SymRNNError, UnknownNameError, UserCodeError)
 from .models.model import Model
 from .models.seq2seq import Seq2Seq
@@ -32,6 +33,7 @@ __all__ = [
     "sigmoid", "tanh", "relu", "step", "exp", "log", "register_function",
     "SymRNNError", "ShapeError", "NonFiniteError", "UnknownNameError", "ParameterError",
     "CellDefinitionError", "DerivationTooLargeError", "MissingRuleError", "UserCodeError",
+    "backend", "set_backend", "using_backend", "BackendError",
 ]
 __version__ = "0.1.0"
 

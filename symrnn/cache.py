@@ -73,6 +73,12 @@ def _environment() -> str:
             f"numpy {numpy.__version__} python {sys.version_info[0]}.{sys.version_info[1]}")
 
 
+def environment() -> str:
+    """What every entry depends on besides its key (symrnn's version and source hash, SymPy's,
+    NumPy's and Python's versions), for files kept beside the entries (:mod:`symrnn.engine.fused`)."""
+    return _environment()
+
+
 def _path(kind: str, key: str) -> Path:
     name = hashlib.sha256(f"{kind}\0{_environment()}\0{key}".encode()).hexdigest()
     return directory() / kind / f"{name}.json"

@@ -71,3 +71,7 @@ class LatexError(SymRNNError, RuntimeError):
         super().__init__(message)
         self.log_excerpt = log_excerpt
         self.tex_path = tex_path
+
+
+class BackendError(SymRNNError, ValueError):
+    """An unknown backend of generated code, or the Numba backend without Numba installed."""

@@ -185,6 +185,11 @@ class BlockCode:
         self.forward_source, self.backward_source = self._sources()
         self.forward = self._compile(self.forward_source, "forward")
         self.backward = self._compile(self.backward_source, "backward")
+        from .fused import fuse  # the backend in force (symrnn.set_backend); Numba is optional
+        self.fused = fuse(self)
+        self.backend = "numpy" if self.fused is None else "numba"
+        if self.fused is not None:
+            self.forward, self.backward = self.fused.forward, self.fused.backward
 
     @functools.cached_property
     def terms(self):
@@ -340,7 +345,7 @@ class BlockCode:
 
     # -- backward -----------------------------------------------------------
     def _backward_source(self):
-        return _BackwardWriter(self).source()
+        return BackwardWriter(self).source()
 
     def _term(self, v, atom):
         for t in self.terms[v]:
@@ -379,7 +384,7 @@ class BlockCode:
         return function
 
 
-class _BackwardWriter:
+class BackwardWriter:
     """Writes the backward function of one block.
 
     Every term ``coef * bar y`` gets one local ``q<k>`` (``coef`` forward-only,
