@@ -1,0 +1,282 @@
+"""Exact Hessian-vector and Gauss-Newton-vector products, forward over reverse, derived.
+
+For a direction ``v`` in parameter space, ``H v = d/de grad L(theta + e v)`` at ``e = 0``.  The
+forward pass gets its tangent ``dot y`` (:mod:`symrnn.engine.tangent`), and every adjoint equation
+of the reverse sweep (:func:`symrnn.engine.bptt.assemble`) gets its directional derivative, written
+here ``tilde u`` (the tangent of ``bar u``).  For a term ``coef * bar y`` sent to ``bar u``::
+
+    tilde u  +=  dot(coef) * bar y + coef * tilde y                 (u used elementwise)
+    tilde u  +=  dot P^T (coef bar y) + P^T (dot(coef) bar y + coef tilde y)   (u inside P u)
+    (H v)_P  +=  (dot(coef) bar y + coef tilde y) v^T + (coef bar y) dot v^T  (P a matrix)
+
+where ``dot(coef) = sum_w d coef / d w * dot w`` is differentiated by SymPy over the forward
+quantities ``w`` it reads (products ``P w`` included: ``dot(P w) = dot P w + P dot w``).  The
+loss contributes ``tilde o = d^2 L / do^2 dot o`` (each loss's ``hessian_vector``).
+
+The generalized Gauss-Newton product ``G v = J^T H_L J v`` (``J = do/dtheta``, Martens and
+Sutskever 2011) is the same sweep with every first-order adjoint ``bar y`` set to zero: what is
+left is the reverse pass of ``H_L J v``.
+"""
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+import sympy as sp
+
+from ..errors import ShapeError
+from ..validation import as_float_array, check_param_names, check_shape
+from .bptt import bar
+from .codegen import EngineSymbol, code_name
+from .functions import derivative
+from .symbols import MatVec, Param, tsym
+from .tangent import DirectionSource, coefficient_printer, compile_source, dot_name, step_values, tangent_code
+
+
+def dot_of(coef, mv_names) -> sp.Expr:
+    """``dot(coef)``: the directional derivative of a coefficient along the tangent of every forward
+    quantity it reads (``dot_name`` symbols; a product ``P v`` named ``mv<k>`` has the tangent
+    ``mv<k>_dot``)."""
+    atoms = sorted(coef.atoms(MatVec), key=sp.default_sort_key)
+    dummies = {m: sp.Dummy() for m in atoms}
+    flat = coef.xreplace(dummies)
+    restore = {d: m for m, d in dummies.items()}
+    out = sp.Integer(0)
+    for s in sorted(flat.free_symbols, key=sp.default_sort_key):
+        d = derivative(flat, s)
+        if d == 0:
+            continue
+        tangent = EngineSymbol(f"{mv_names[restore[s]]}_dot") if s in restore else EngineSymbol(dot_name(s))
+        out += d.xreplace(restore) * tangent
+    return out
+
+
+class AdjointTangentCode:
+    """The generated reverse step of a block with its directional derivative.
+
+    ``function(params, dparams, V, dV, EXT, EXTd, carry, carryd, G, Gd, N, sizes, dtype)``: forward
+    values ``V`` and tangents ``dV`` of one step by code name (``(N, size)``), the adjoints fed in from
+    outside (``EXT[base]``) and carried from the next step (``carry[state]``) with their tangents, and
+    the gradient accumulators ``G``, ``Gd`` (parameter -> array, added to in place).  Returns
+    ``(carry, carryd, xbar, xtilde)``: what the previous step's states and the input receive.
+    """
+
+    def __init__(self, block):
+        self.block = block
+        self.sweep = block.sweep
+        self.source = self._source()
+        self.function = compile_source(self.source, block.name, "adjoint_tangent")
+
+    def _source(self):
+        b, sw = self.block, self.sweep
+        every = [t for a in sw.adjoints for t in a.sends] + [t for ts in sw.carries.values() for t in ts]
+        every += list(sw.inputs) + [t for ts in sw.params.values() for t in ts]
+        printer, names, mv_lines = coefficient_printer([t.coef for t in every])
+        lines = ["def adjoint_tangent(params, dparams, V, dV, EXT, EXTd, carry, carryd, G, Gd, N, sizes, dtype):"]
+        lines += [f"    {s} = sizes[{s!r}]" for s in sorted(set(b.sizes.values()))]
+        for p in b.params:
+            lines += [f"    {code_name(Param(p))} = params[{p!r}]", f"    {dot_name(Param(p))} = dparams[{p!r}]"]
+        values = [b.input_symbol] + [tsym(s, -1) for s in b.states] + [e.target for e in b.equations]
+        for v in values:
+            lines += [f"    {code_name(v)} = V[{code_name(v)!r}]", f"    {dot_name(v)} = dV[{code_name(v)!r}]"]
+        for m, name in names.items():
+            P, v = m.args
+            lines.append(f"    {name}_dot = {code_name(v)} @ {dot_name(P)}.T + {dot_name(v)} @ {code_name(P)}.T")
+        lines += [f"    {line}" for line in mv_lines]
+        counter = iter(range(10 ** 6))
+
+        def q_of(term):
+            """Lines computing ``q = coef bar y`` and its tangent ``qd``; returns their names."""
+            k = next(counter)
+            ybar, ytil = code_name(bar(term.consumer)), code_name(bar(term.consumer)) + "_dot"
+            if term.coef == 1:
+                return [], ybar, ytil
+            coef = printer.doprint(term.coef)
+            dcoef = dot_of(term.coef, names)
+            qd = f"({coef}) * {ytil}" if dcoef == 0 else f"({printer.doprint(dcoef)}) * {ybar} + ({coef}) * {ytil}"
+            return [f"    q{k} = ({coef}) * {ybar}", f"    qd{k} = {qd}"], f"q{k}", f"qd{k}"
+
+        def received(terms):
+            """Lines and the summed expressions of what ``terms`` send back (and its tangent)."""
+            out, parts, dparts = [], [], []
+            for term in terms:
+                more, q, qd = q_of(term)
+                out += more
+                if term.matrix is not None:
+                    P = code_name(term.matrix)
+                    parts.append(f"{q} @ {P}")
+                    dparts += [f"{q} @ {dot_name(term.matrix)}", f"{qd} @ {P}"]
+                else:
+                    parts.append(q)
+                    dparts.append(qd)
+            return out, parts, dparts
+
+        for a in sw.adjoints:
+            more, parts, dparts = received(a.sends)
+            base = a.target.name.split("[")[0]
+            if a.external:
+                parts.append(f"EXT[{base!r}]")
+                dparts.append(f"EXTd[{base!r}]")
+            if a.carried:
+                parts.append(f"carry[{base!r}]")
+                dparts.append(f"carryd[{base!r}]")
+            size = b.sizes[a.target]
+            zero = f"np.zeros((N, {size}), dtype=dtype)"
+            ybar = code_name(bar(a.target))
+            lines += more
+            lines.append(f"    {ybar} = {' + '.join(parts) or zero}")
+            lines.append(f"    {ybar}_dot = {' + '.join(dparts) or zero}")
+        new, newd = [], []
+        for s, terms in sw.carries.items():
+            more, parts, dparts = received(terms)
+            size = b.states[s]
+            zero = f"np.zeros((N, {size}), dtype=dtype)"
+            lines += more + [f"    k_{len(new)} = {' + '.join(parts) or zero}",
+                             f"    kd_{len(new)} = {' + '.join(dparts) or zero}"]
+            new.append(f"{s!r}: k_{len(new)}")
+            newd.append(f"{s!r}: kd_{len(newd)}")
+        more, parts, dparts = received(sw.inputs)
+        zero = f"np.zeros((N, {b.sizes[b.input_symbol]}), dtype=dtype)"
+        lines += more + [f"    xbar = {' + '.join(parts) or zero}", f"    xtil = {' + '.join(dparts) or zero}"]
+        for p, terms in sw.params.items():
+            for term in terms:
+                more, q, qd = q_of(term)
+                lines += more
+                if term.vector is not None:
+                    v = code_name(term.vector)
+                    lines += [f"    G[{p!r}] += {q}.T @ {v}",
+                              f"    Gd[{p!r}] += {qd}.T @ {v} + {q}.T @ {dot_name(term.vector)}"]
+                else:
+                    lines += [f"    G[{p!r}] += {q}.sum(axis=0)", f"    Gd[{p!r}] += {qd}.sum(axis=0)"]
+        lines.append("    return {" + ", ".join(new) + "}, {" + ", ".join(newd) + "}, xbar, xtil")
+        return "\n".join(lines) + "\n"
+
+
+_CODES = weakref.WeakKeyDictionary()
+
+
+def adjoint_tangent_code(block) -> AdjointTangentCode:
+    """The :class:`AdjointTangentCode` of a block, made once per block object."""
+    code = _CODES.get(block)
+    if code is None:
+        code = _CODES[block] = AdjointTangentCode(block)
+    return code
+
+
+def _checked_direction(model, vector, dtype):
+    check_param_names(vector, model.param_shapes)
+    out = {}
+    for k, shape in model.param_shapes.items():
+        out[k] = as_float_array(vector[k], f"vector[{k!r}]").astype(dtype, copy=False)
+        check_shape(out[k], shape, f"vector[{k!r}]", "the direction has the parameters' shapes")
+    return out
+
+
+def _stateless(block, code, params, direction, X, dX, sizes):
+    """A stateless block (the readout) at every step at once: ``(cache, values, tangents)`` with the
+    steps and the batch flattened into one batch."""
+    T, N = X.shape[:2]
+    flat = X.reshape(1, T * N, -1)
+    cache = block.forward(params, flat, {}, sizes)
+    values = step_values(block, flat, cache, 0)
+    tangents = code.function(params, values, {code_name(block.input_symbol): dX.reshape(1, T * N, -1)},
+                             DirectionSource(direction), 1, T * N, sizes, X.dtype)
+    dvalues = {k: v[0] for k, v in tangents.items()}
+    dvalues[code_name(block.input_symbol)] = dX.reshape(T * N, -1)
+    return cache, values, dvalues
+
+
+def hessian_vector_product(model, params, vector, inputs, targets, h0=None, mask=None, gauss_newton=False):
+    """``(loss, grads, H v)``: the loss, its gradient and the exact Hessian-vector product.
+
+    Parameters
+    ----------
+    model : Model
+        A one-cell model (any cell, architecture, loss and reduction).
+    params : dict
+        The parameters.
+    vector : dict
+        The direction ``v``, one array per parameter (shaped like it).
+    inputs, targets, h0, mask
+        As :meth:`symrnn.Model.loss_and_grads`.
+    gauss_newton : bool
+        Return the generalized Gauss-Newton product ``G v = J^T H_L J v`` in place of ``H v``
+        (``J = do/dtheta`` the Jacobian of the readout's outputs; zero for the upstream loss,
+        which is linear).
+
+    Returns
+    -------
+    loss : float
+    grads : dict
+        The parameters' gradients (as :meth:`symrnn.Model.loss_and_grads`).
+    product : dict
+        ``H v`` (or ``G v``), one array per parameter.
+    """
+    if not getattr(model, "one_cell", False) or not hasattr(model, "cell_code"):
+        raise ShapeError(f"The Hessian-vector product runs one cell over time; {model!r} wires several cells.")
+    params, X, Y, S0, sched, mask = model._prepare(params, inputs, targets, h0, mask)
+    direction = _checked_direction(model, vector, X.dtype)
+    T, N = X.shape[:2]
+    dtype, sizes, block = X.dtype, model.sizes, model.cell_code
+    tcode, rcode = tangent_code(block), adjoint_tangent_code(block)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        cache = block.forward(params, X, S0, sizes)
+        # the tangent forward: dot y at every step
+        names = [code_name(e.target) for e in block.equations]
+        dots = {n: np.empty((T, N, sizes[block.sizes[e.target]]), dtype=dtype) for n, e in zip(names, block.equations)}
+        d_prev = {s: np.zeros((N, model.state_size(s)), dtype=dtype) for s in model.state_names}
+        d_initial = dict(d_prev)
+        source = DirectionSource(direction)
+        for t in range(T):
+            values = step_values(block, X, cache, t)
+            dV = {code_name(tsym(s, -1)): d_prev[s][None] for s in model.state_names}
+            out = tcode.function(params, values, dV, source, 1, N, sizes, dtype)
+            for n in names:
+                dots[n][t] = out[n][0]
+            d_prev = {s: dots[code_name(tsym(s))][t] for s in model.state_names}
+        out_name = code_name(tsym(model.out))
+        steps = slice(sched.output_steps.start, sched.output_steps.stop)
+        Hs = cache[f"S_{model.out}"][1:][steps]
+        dHs = dots[out_name][steps]
+        G = {k: np.zeros(s, dtype=dtype) for k, s in model.param_shapes.items()}
+        Gd = {k: np.zeros(s, dtype=dtype) for k, s in model.param_shapes.items()}
+        if model.readout is not None:
+            readout = model.readout_code
+            rcache, rvalues, rdots = _stateless(readout, tangent_code(readout), params, direction, Hs, dHs, sizes)
+            O = rcache[f"C_{model.logits}"].reshape(Hs.shape[:2] + (-1,))
+            dO = rdots[code_name(tsym(model.logits))].reshape(O.shape)
+            value, d_o = model.loss_rule.value_and_grad(O, Y, model.reduction, mask)
+            t_o = model.loss_rule.hessian_vector(O, Y, dO, model.reduction, mask)
+            if gauss_newton:
+                d_o = np.zeros_like(d_o)
+            M = Hs.shape[0] * N
+            _, _, h_bar, h_til = adjoint_tangent_code(readout).function(
+                params, direction, rvalues, rdots, {model.logits: d_o.reshape(M, -1)},
+                {model.logits: t_o.reshape(M, -1)}, {}, {}, G, Gd, M, sizes, dtype)
+            h_bar, h_til = h_bar.reshape(Hs.shape), h_til.reshape(Hs.shape)
+        else:
+            value, h_bar = model.loss_rule.value_and_grad(Hs, Y, model.reduction, mask)
+            h_til = model.loss_rule.hessian_vector(Hs, Y, dHs, model.reduction, mask)
+            if gauss_newton:
+                h_bar = np.zeros_like(h_bar)
+        ext = np.zeros((T, N, model.state_size(model.out)), dtype=dtype)
+        extd = np.zeros_like(ext)
+        ext[steps], extd[steps] = h_bar, h_til
+        carry = {s: np.zeros((N, model.state_size(s)), dtype=dtype) for s in model.state_names}
+        carryd = {s: np.zeros_like(c) for s, c in carry.items()}
+        zero_x = np.zeros((N, X.shape[2]), dtype=dtype)
+        for t in range(T - 1, -1, -1):
+            values = step_values(block, X, cache, t)
+            dV = {n: dots[n][t] for n in names}
+            dV[code_name(block.input_symbol)] = zero_x
+            for s in model.state_names:
+                dV[code_name(tsym(s, -1))] = dots[code_name(tsym(s))][t - 1] if t > 0 else d_initial[s]
+            carry, carryd, _, _ = rcode.function(params, direction, values, dV, {model.out: ext[t]},
+                                                 {model.out: extd[t]}, carry, carryd, G, Gd, N, sizes, dtype)
+    grads = {k: G[k] for k in model.param_shapes}
+    return float(value), grads, {k: Gd[k] for k in model.param_shapes}
+
+
+def gauss_newton_vector_product(model, params, vector, inputs, targets, h0=None, mask=None):
+    """``G v = J^T H_L J v``: :func:`hessian_vector_product` with ``gauss_newton=True``; returns the product."""
+    return hessian_vector_product(model, params, vector, inputs, targets, h0, mask, gauss_newton=True)[2]
