@@ -67,6 +67,8 @@ def torch_loss(name, loss, torch, P, x, y, h0):
 def torch_hvp(loss_fn, P, v, torch):
     leaves = list(P)
     value = loss_fn(P)
+    if not value.requires_grad:  # the loss reads no parameter
+        return {k: np.zeros(tuple(P[k].shape)) for k in leaves}
     grads = torch.autograd.grad(value, [P[k] for k in leaves], create_graph=True, allow_unused=True)
     inner = sum((g * v[k]).sum() for g, k in zip(grads, leaves) if g is not None)
     if not torch.is_tensor(inner) or not inner.requires_grad:  # the loss is linear in the parameters
