@@ -160,7 +160,7 @@ def verify_hvp(fn, cell="rnn-tanh", *, D=3, H=4, K=3, T=6, N=2, loss="cross-entr
     True
     >>> wrong = lambda p, x, y, v: {k: 1.01 * a if k == "W" else a for k, a in correct(p, x, y, v).items()}
     >>> print(verify_hvp(wrong).summary())  # doctest: +ELLIPSIS
-    WRONG: the Hessian-vector product of rnn-tanh first fails at T = 1; wrong blocks H[row, column] with rows ['W'] ...
+    WRONG: the Hessian-vector product of rnn-tanh first fails at T = 2; wrong blocks H[row, column] with rows ['W'] ...
     """
     if not callable(fn):
         raise UserCodeError(f"fn must be a function fn(params, x, y, v) -> dict, got {type(fn).__name__}.")
