@@ -29,7 +29,7 @@ from ..validation import as_float_array, check_param_names, check_shape
 from .bptt import bar
 from .codegen import EngineSymbol, code_name
 from .functions import derivative
-from .symbols import MatVec, Param, tsym
+from .symbols import MatVec, Param, parse, tsym
 from .tangent import DirectionSource, coefficient_printer, compile_source, dot_name, step_values, tangent_code
 
 
@@ -54,11 +54,14 @@ def dot_of(coef, mv_names) -> sp.Expr:
 class AdjointTangentCode:
     """The generated reverse step of a block with its directional derivative.
 
-    ``function(params, dparams, V, dV, EXT, EXTd, carry, carryd, G, Gd, N, sizes, dtype)``: forward
+    ``function(params, dparams, V, dV, EXT, EXTd, carry, carryd, Q, QD, N, sizes, dtype)``: forward
     values ``V`` and tangents ``dV`` of one step by code name (``(N, size)``), the adjoints fed in from
     outside (``EXT[base]``) and carried from the next step (``carry[state]``) with their tangents, and
-    the gradient accumulators ``G``, ``Gd`` (parameter -> array, added to in place).  Returns
-    ``(carry, carryd, xbar, xtilde)``: what the previous step's states and the input receive.
+    ``Q[k]``, ``QD[k]`` (``(N, size)`` arrays written in place): ``coef * bar y`` of the k-th
+    parameter term (:attr:`param_terms`) and its tangent, from which :func:`parameter_products`
+    makes the gradients and the product after the loop, in one matrix product over all steps (as the
+    generated backward does).  Returns ``(carry, carryd, xbar, xtilde)``: what the previous step's
+    states and the input receive.
     """
 
     def __init__(self, block):
@@ -72,7 +75,7 @@ class AdjointTangentCode:
         every = [t for a in sw.adjoints for t in a.sends] + [t for ts in sw.carries.values() for t in ts]
         every += list(sw.inputs) + [t for ts in sw.params.values() for t in ts]
         printer, names, mv_lines = coefficient_printer([t.coef for t in every])
-        lines = ["def adjoint_tangent(params, dparams, V, dV, EXT, EXTd, carry, carryd, G, Gd, N, sizes, dtype):"]
+        lines = ["def adjoint_tangent(params, dparams, V, dV, EXT, EXTd, carry, carryd, Q, QD, N, sizes, dtype):"]
         lines += [f"    {s} = sizes[{s!r}]" for s in sorted(set(b.sizes.values()))]
         for p in b.params:
             lines += [f"    {code_name(Param(p))} = params[{p!r}]", f"    {dot_name(Param(p))} = dparams[{p!r}]"]
@@ -138,16 +141,13 @@ class AdjointTangentCode:
         more, parts, dparts = received(sw.inputs)
         zero = f"np.zeros((N, {b.sizes[b.input_symbol]}), dtype=dtype)"
         lines += more + [f"    xbar = {' + '.join(parts) or zero}", f"    xtil = {' + '.join(dparts) or zero}"]
+        self.param_terms = []  # (parameter, vector or None, size name of q): Q[k], QD[k] hold q and its tangent
         for p, terms in sw.params.items():
             for term in terms:
                 more, q, qd = q_of(term)
-                lines += more
-                if term.vector is not None:
-                    v = code_name(term.vector)
-                    lines += [f"    G[{p!r}] += {q}.T @ {v}",
-                              f"    Gd[{p!r}] += {qd}.T @ {v} + {q}.T @ {dot_name(term.vector)}"]
-                else:
-                    lines += [f"    G[{p!r}] += {q}.sum(axis=0)", f"    Gd[{p!r}] += {qd}.sum(axis=0)"]
+                k = len(self.param_terms)
+                self.param_terms.append((p, term.vector, b.sizes[term.consumer]))
+                lines += more + [f"    Q[{k}][...] = {q}", f"    QD[{k}][...] = {qd}"]
         lines.append("    return {" + ", ".join(new) + "}, {" + ", ".join(newd) + "}, xbar, xtil")
         return "\n".join(lines) + "\n"
 
@@ -161,6 +161,40 @@ def adjoint_tangent_code(block) -> AdjointTangentCode:
     if code is None:
         code = _CODES[block] = AdjointTangentCode(block)
     return code
+
+
+def all_steps(block, X, cache, symbol):
+    """The forward values of ``symbol`` at every step, ``(T, N, size)``, from a block's forward cache."""
+    if symbol == block.input_symbol:
+        return X
+    base, offset, _ = parse(symbol)
+    if base in block.states:
+        return cache[f"S_{base}"][:-1] if offset == -1 else cache[f"S_{base}"][1:]
+    return cache[f"C_{base}"]
+
+
+def parameter_products(code, Q, QD, values, tangents, G, Gd):
+    """Add the gradients (to ``G``) and the product (to ``Gd``) of every parameter term from the
+    buffers ``Q``, ``QD`` (``(T, N, size)``) and the terms' vectors at every step (``values(symbol)``)
+    and their tangents (``tangents(symbol)``, None when zero)."""
+    for (p, vector, _), q, qd in zip(code.param_terms, Q, QD):
+        q2, qd2 = q.reshape(-1, q.shape[-1]), qd.reshape(-1, qd.shape[-1])
+        if vector is None:
+            G[p] += q2.sum(axis=0)
+            Gd[p] += qd2.sum(axis=0)
+            continue
+        v = values(vector)
+        v2 = v.reshape(-1, v.shape[-1])
+        G[p] += q2.T @ v2
+        Gd[p] += qd2.T @ v2
+        dv = tangents(vector)
+        if dv is not None:
+            Gd[p] += q2.T @ dv.reshape(-1, dv.shape[-1])
+
+
+def _buffers(code, T, N, sizes, dtype):
+    return ([np.empty((T, N, sizes[s]), dtype=dtype) for _, _, s in code.param_terms],
+            [np.empty((T, N, sizes[s]), dtype=dtype) for _, _, s in code.param_terms])
 
 
 def _checked_direction(model, vector, dtype):
@@ -250,9 +284,13 @@ def hessian_vector_product(model, params, vector, inputs, targets, h0=None, mask
             if gauss_newton:
                 d_o = np.zeros_like(d_o)
             M = Hs.shape[0] * N
-            _, _, h_bar, h_til = adjoint_tangent_code(readout).function(
+            rcode_ = adjoint_tangent_code(readout)
+            Q, QD = _buffers(rcode_, 1, M, sizes, dtype)
+            _, _, h_bar, h_til = rcode_.function(
                 params, direction, rvalues, rdots, {model.logits: d_o.reshape(M, -1)},
-                {model.logits: t_o.reshape(M, -1)}, {}, {}, G, Gd, M, sizes, dtype)
+                {model.logits: t_o.reshape(M, -1)}, {}, {}, [q[0] for q in Q], [q[0] for q in QD], M, sizes, dtype)
+            parameter_products(rcode_, Q, QD, lambda s: rvalues[code_name(s)][None],
+                               lambda s: rdots[code_name(s)][None], G, Gd)
             h_bar, h_til = h_bar.reshape(Hs.shape), h_til.reshape(Hs.shape)
         else:
             value, h_bar = model.loss_rule.value_and_grad(Hs, Y, model.reduction, mask)
@@ -265,6 +303,7 @@ def hessian_vector_product(model, params, vector, inputs, targets, h0=None, mask
         carry = {s: np.zeros((N, model.state_size(s)), dtype=dtype) for s in model.state_names}
         carryd = {s: np.zeros_like(c) for s, c in carry.items()}
         zero_x = np.zeros((N, X.shape[2]), dtype=dtype)
+        Q, QD = _buffers(rcode, T, N, sizes, dtype)
         for t in range(T - 1, -1, -1):
             values = step_values(block, X, cache, t)
             dV = {n: dots[n][t] for n in names}
@@ -272,7 +311,18 @@ def hessian_vector_product(model, params, vector, inputs, targets, h0=None, mask
             for s in model.state_names:
                 dV[code_name(tsym(s, -1))] = dots[code_name(tsym(s))][t - 1] if t > 0 else d_initial[s]
             carry, carryd, _, _ = rcode.function(params, direction, values, dV, {model.out: ext[t]},
-                                                 {model.out: extd[t]}, carry, carryd, G, Gd, N, sizes, dtype)
+                                                 {model.out: extd[t]}, carry, carryd, [q[t] for q in Q],
+                                                 [q[t] for q in QD], N, sizes, dtype)
+
+        def tangents(symbol):
+            if symbol == block.input_symbol:
+                return None
+            base, offset, _ = parse(symbol)
+            if offset == -1:
+                return np.concatenate([d_initial[base][None], dots[code_name(tsym(base))][:-1]])
+            return dots[code_name(symbol)]
+
+        parameter_products(rcode, Q, QD, lambda s: all_steps(block, X, cache, s), tangents, G, Gd)
     grads = {k: G[k] for k in model.param_shapes}
     return float(value), grads, {k: Gd[k] for k in model.param_shapes}
 
