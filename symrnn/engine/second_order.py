@@ -54,18 +54,20 @@ def dot_of(coef, mv_names) -> sp.Expr:
 class AdjointTangentCode:
     """The generated reverse step of a block with its directional derivative.
 
-    ``function(params, dparams, V, dV, EXT, EXTd, carry, carryd, Q, QD, N, sizes, dtype)``: forward
+    ``function(params, dparams, V, dV, EXT, EXTd, carry, carryd, Q, QD, STACK, N, sizes, dtype)``: forward
     values ``V`` and tangents ``dV`` of one step by code name (``(N, size)``), the adjoints fed in from
     outside (``EXT[base]``) and carried from the next step (``carry[state]``) with their tangents, and
     ``Q[k]``, ``QD[k]`` (``(N, size)`` arrays written in place): ``coef * bar y`` of the k-th
     parameter term (:attr:`param_terms`) and its tangent, from which :func:`parameter_products`
     makes the gradients and the product after the loop, in one matrix product over all steps (as the
-    generated backward does).  Returns ``(carry, carryd, xbar, xtilde)``: what the previous step's
+    generated backward does); ``STACK`` is :meth:`stacked` (the matrices of a product group stacked
+    once per call).  Returns ``(carry, carryd, xbar, xtilde)``: what the previous step's
     states and the input receive.
     """
 
-    def __init__(self, block):
+    def __init__(self, block, with_input=True):
         self.block = block
+        self.with_input = with_input
         self.sweep = block.sweep
         self.source = self._source()
         self.function = compile_source(self.source, block.name, "adjoint_tangent")
@@ -75,7 +77,7 @@ class AdjointTangentCode:
         every = [t for a in sw.adjoints for t in a.sends] + [t for ts in sw.carries.values() for t in ts]
         every += list(sw.inputs) + [t for ts in sw.params.values() for t in ts]
         printer, names, mv_lines = coefficient_printer([t.coef for t in every])
-        lines = ["def adjoint_tangent(params, dparams, V, dV, EXT, EXTd, carry, carryd, Q, QD, N, sizes, dtype):"]
+        lines = ["def adjoint_tangent(params, dparams, V, dV, EXT, EXTd, carry, carryd, Q, QD, STACK, N, sizes, dtype):"]
         lines += [f"    {s} = sizes[{s!r}]" for s in sorted(set(b.sizes.values()))]
         for p in b.params:
             lines += [f"    {code_name(Param(p))} = params[{p!r}]", f"    {dot_name(Param(p))} = dparams[{p!r}]"]
@@ -88,8 +90,19 @@ class AdjointTangentCode:
         lines += [f"    {line}" for line in mv_lines]
         counter = iter(range(10 ** 6))
 
+        memo = {}
+
         def q_of(term):
-            """Lines computing ``q = coef bar y`` and its tangent ``qd``; returns their names."""
+            """Lines computing ``q = coef bar y`` and its tangent ``qd`` (once per consumer and
+            coefficient); returns them and their names."""
+            key = (term.consumer, term.coef)
+            if key in memo:
+                return [], *memo[key]
+            more, q, qd = _q_of(term)
+            memo[key] = (q, qd)
+            return more, q, qd
+
+        def _q_of(term):
             k = next(counter)
             ybar, ytil = code_name(bar(term.consumer)), code_name(bar(term.consumer)) + "_dot"
             if term.coef == 1:
@@ -99,19 +112,31 @@ class AdjointTangentCode:
             qd = f"({coef}) * {ytil}" if dcoef == 0 else f"({printer.doprint(dcoef)}) * {ybar} + ({coef}) * {ytil}"
             return [f"    q{k} = ({coef}) * {ybar}", f"    qd{k} = {qd}"], f"q{k}", f"qd{k}"
 
+        self.stacks = []  # (matrices, tangent first): STACK[k] stacks them along the rows, made once per call
+
         def received(terms):
-            """Lines and the summed expressions of what ``terms`` send back (and its tangent)."""
-            out, parts, dparts = [], [], []
+            """Lines and the summed expressions of what ``terms`` send back (and its tangent); the
+            products of several matrices are done as one product with the stacked matrices."""
+            out, parts, dparts, through = [], [], [], []
             for term in terms:
                 more, q, qd = q_of(term)
                 out += more
                 if term.matrix is not None:
-                    P = code_name(term.matrix)
-                    parts.append(f"{q} @ {P}")
-                    dparts += [f"{q} @ {dot_name(term.matrix)}", f"{qd} @ {P}"]
+                    through.append((q, qd, term.matrix.name))
                 else:
                     parts.append(q)
                     dparts.append(qd)
+            if len(through) == 1:
+                q, qd, P = through[0]
+                parts.append(f"{q} @ {code_name(Param(P))}")
+                dparts += [f"{q} @ {dot_name(Param(P))}", f"{qd} @ {code_name(Param(P))}"]
+            elif through:
+                k = len(self.stacks)
+                mats = [P for _, _, P in through]
+                self.stacks += [(mats, False), (mats, True)]
+                qs, qds = ", ".join(q for q, _, _ in through), ", ".join(qd for _, qd, _ in through)
+                parts.append(f"np.concatenate([{qs}], axis=1) @ STACK[{k}]")
+                dparts.append(f"np.concatenate([{qs}, {qds}], axis=1) @ STACK[{k + 1}]")
             return out, parts, dparts
 
         for a in sw.adjoints:
@@ -138,29 +163,47 @@ class AdjointTangentCode:
                              f"    kd_{len(new)} = {' + '.join(dparts) or zero}"]
             new.append(f"{s!r}: k_{len(new)}")
             newd.append(f"{s!r}: kd_{len(newd)}")
-        more, parts, dparts = received(sw.inputs)
-        zero = f"np.zeros((N, {b.sizes[b.input_symbol]}), dtype=dtype)"
-        lines += more + [f"    xbar = {' + '.join(parts) or zero}", f"    xtil = {' + '.join(dparts) or zero}"]
-        self.param_terms = []  # (parameter, vector or None, size name of q): Q[k], QD[k] hold q and its tangent
+        if self.with_input:
+            more, parts, dparts = received(sw.inputs)
+            zero = f"np.zeros((N, {b.sizes[b.input_symbol]}), dtype=dtype)"
+            lines += more + [f"    xbar = {' + '.join(parts) or zero}", f"    xtil = {' + '.join(dparts) or zero}"]
+        else:
+            lines.append("    xbar = xtil = None")
+        self.param_terms = []  # (parameter, vector or None, buffer): Q[buffer], QD[buffer] hold q and its tangent
+        self.buffers = []  # the size name of each buffer (one per distinct q)
+        stored = {}
         for p, terms in sw.params.items():
             for term in terms:
                 more, q, qd = q_of(term)
-                k = len(self.param_terms)
-                self.param_terms.append((p, term.vector, b.sizes[term.consumer]))
-                lines += more + [f"    Q[{k}][...] = {q}", f"    QD[{k}][...] = {qd}"]
+                lines += more
+                if q not in stored:
+                    stored[q] = len(self.buffers)
+                    self.buffers.append(b.sizes[term.consumer])
+                    lines += [f"    Q[{stored[q]}][...] = {q}", f"    QD[{stored[q]}][...] = {qd}"]
+                self.param_terms.append((p, term.vector, stored[q]))
         lines.append("    return {" + ", ".join(new) + "}, {" + ", ".join(newd) + "}, xbar, xtil")
         return "\n".join(lines) + "\n"
+
+    def stacked(self, params, direction):
+        """``STACK``: for each group of products, the matrices stacked along the rows (the tangent's:
+        the direction's matrices, then the parameters')."""
+        out = []
+        for mats, tangent in self.stacks:
+            blocks = [direction[m] for m in mats] + [params[m] for m in mats] if tangent else [params[m] for m in mats]
+            out.append(np.concatenate(blocks, axis=0))
+        return out
 
 
 _CODES = weakref.WeakKeyDictionary()
 
 
-def adjoint_tangent_code(block) -> AdjointTangentCode:
-    """The :class:`AdjointTangentCode` of a block, made once per block object."""
-    code = _CODES.get(block)
-    if code is None:
-        code = _CODES[block] = AdjointTangentCode(block)
-    return code
+def adjoint_tangent_code(block, with_input=True) -> AdjointTangentCode:
+    """The :class:`AdjointTangentCode` of a block, made once per block object (``with_input``: the
+    function also returns what the input receives, else None)."""
+    codes = _CODES.setdefault(block, {})
+    if with_input not in codes:
+        codes[with_input] = AdjointTangentCode(block, with_input)
+    return codes[with_input]
 
 
 def all_steps(block, X, cache, symbol):
@@ -177,8 +220,8 @@ def parameter_products(code, Q, QD, values, tangents, G, Gd):
     """Add the gradients (to ``G``) and the product (to ``Gd``) of every parameter term from the
     buffers ``Q``, ``QD`` (``(T, N, size)``) and the terms' vectors at every step (``values(symbol)``)
     and their tangents (``tangents(symbol)``, None when zero)."""
-    for (p, vector, _), q, qd in zip(code.param_terms, Q, QD):
-        q2, qd2 = q.reshape(-1, q.shape[-1]), qd.reshape(-1, qd.shape[-1])
+    for p, vector, k in code.param_terms:
+        q2, qd2 = Q[k].reshape(-1, Q[k].shape[-1]), QD[k].reshape(-1, QD[k].shape[-1])
         if vector is None:
             G[p] += q2.sum(axis=0)
             Gd[p] += qd2.sum(axis=0)
@@ -193,8 +236,8 @@ def parameter_products(code, Q, QD, values, tangents, G, Gd):
 
 
 def _buffers(code, T, N, sizes, dtype):
-    return ([np.empty((T, N, sizes[s]), dtype=dtype) for _, _, s in code.param_terms],
-            [np.empty((T, N, sizes[s]), dtype=dtype) for _, _, s in code.param_terms])
+    return ([np.empty((T, N, sizes[s]), dtype=dtype) for s in code.buffers],
+            [np.empty((T, N, sizes[s]), dtype=dtype) for s in code.buffers])
 
 
 def _checked_direction(model, vector, dtype):
@@ -252,7 +295,7 @@ def hessian_vector_product(model, params, vector, inputs, targets, h0=None, mask
     direction = _checked_direction(model, vector, X.dtype)
     T, N = X.shape[:2]
     dtype, sizes, block = X.dtype, model.sizes, model.cell_code
-    tcode, rcode = tangent_code(block), adjoint_tangent_code(block)
+    tcode, rcode = tangent_code(block), adjoint_tangent_code(block, with_input=False)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         cache = block.forward(params, X, S0, sizes)
         # the tangent forward: dot y at every step
@@ -288,7 +331,8 @@ def hessian_vector_product(model, params, vector, inputs, targets, h0=None, mask
             Q, QD = _buffers(rcode_, 1, M, sizes, dtype)
             _, _, h_bar, h_til = rcode_.function(
                 params, direction, rvalues, rdots, {model.logits: d_o.reshape(M, -1)},
-                {model.logits: t_o.reshape(M, -1)}, {}, {}, [q[0] for q in Q], [q[0] for q in QD], M, sizes, dtype)
+                {model.logits: t_o.reshape(M, -1)}, {}, {}, [q[0] for q in Q], [q[0] for q in QD],
+                rcode_.stacked(params, direction), M, sizes, dtype)
             parameter_products(rcode_, Q, QD, lambda s: rvalues[code_name(s)][None],
                                lambda s: rdots[code_name(s)][None], G, Gd)
             h_bar, h_til = h_bar.reshape(Hs.shape), h_til.reshape(Hs.shape)
@@ -304,6 +348,7 @@ def hessian_vector_product(model, params, vector, inputs, targets, h0=None, mask
         carryd = {s: np.zeros_like(c) for s, c in carry.items()}
         zero_x = np.zeros((N, X.shape[2]), dtype=dtype)
         Q, QD = _buffers(rcode, T, N, sizes, dtype)
+        stack = rcode.stacked(params, direction)
         for t in range(T - 1, -1, -1):
             values = step_values(block, X, cache, t)
             dV = {n: dots[n][t] for n in names}
@@ -312,7 +357,7 @@ def hessian_vector_product(model, params, vector, inputs, targets, h0=None, mask
                 dV[code_name(tsym(s, -1))] = dots[code_name(tsym(s))][t - 1] if t > 0 else d_initial[s]
             carry, carryd, _, _ = rcode.function(params, direction, values, dV, {model.out: ext[t]},
                                                  {model.out: extd[t]}, carry, carryd, [q[t] for q in Q],
-                                                 [q[t] for q in QD], N, sizes, dtype)
+                                                 [q[t] for q in QD], stack, N, sizes, dtype)
 
         def tangents(symbol):
             if symbol == block.input_symbol:
