@@ -24,7 +24,7 @@ from ..errors import ShapeError
 from .codegen import code_name
 from .losses import SquaredError, scale_of
 from .symbols import tsym
-from .tangent import Dot, tangent_code, tangent_equations
+from .tangent import Tangent, tangent_code, tangent_equations
 
 
 class Sensitivities:
@@ -42,7 +42,7 @@ class Sensitivities:
     >>> import symrnn as sr
     >>> from symrnn.engine.rtrl import Sensitivities
     >>> print(Sensitivities(sr.rnn("tanh")))
-    dot a[t] = dot b + MatVec(dot U, x[t]) + MatVec(dot W, h[t-1]) + MatVec(U, dot x[t]) + MatVec(W, dot h[t-1])
+    dot a[t] = MatVec(U, dot x[t]) + MatVec(W, dot h[t-1]) + MatVec(dot U, x[t]) + MatVec(dot W, h[t-1]) + dot b
     dot h[t] = (1 - h[t]**2)*dot a[t]
     """
 
@@ -194,4 +194,4 @@ def rtrl_loss_and_grads(model, params, inputs, targets, h0=None, mask=None):
     return loss, grads
 
 
-__all__ = ["Dot", "Sensitivities", "rtrl_loss_and_grads"]
+__all__ = ["Tangent", "Sensitivities", "rtrl_loss_and_grads"]

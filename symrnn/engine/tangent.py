@@ -34,7 +34,7 @@ from .functions import RULES
 from .symbols import MatVec, Param, linear_maps, parse, tsym
 
 
-class Dot(sp.Function):
+class Tangent(sp.Function):
     """``dot u``: the tangent (directional derivative) of a quantity or a parameter."""
 
     nargs = 1
@@ -61,13 +61,13 @@ class TangentTerm:
     def expr(self) -> sp.Expr:
         """The term as a printable expression."""
         if self.kind == "elementwise":
-            inner = Dot(self.source)
+            inner = Tangent(self.source)
         elif self.kind == "through":
-            inner = MatVec(self.matrix, Dot(self.source))
+            inner = MatVec(self.matrix, Tangent(self.source))
         elif self.kind == "matrix":
-            inner = MatVec(Dot(self.matrix), self.vector)
+            inner = MatVec(Tangent(self.matrix), self.vector)
         else:
-            inner = Dot(self.source)
+            inner = Tangent(self.source)
         return inner if self.coef == 1 else self.coef * inner
 
 
@@ -95,7 +95,7 @@ def tangent_terms(equations, terms=None) -> dict:
 def tangent_equations(equations, terms=None) -> list:
     """The tangent-linear equations ``Eq(dot y[t], ...)`` of ``equations``, in order."""
     by_target = tangent_terms(equations, terms)
-    return [sp.Eq(Dot(e.target), sp.Add(*[t.expr() for t in by_target[e.target]]), evaluate=False)
+    return [sp.Eq(Tangent(e.target), sp.Add(*[t.expr() for t in by_target[e.target]]), evaluate=False)
             for e in equations]
 
 
@@ -157,7 +157,7 @@ class TangentCode:
         out = []
         for e in b.equations:
             y = dot_name(e.target)
-            lines.append(f"    # {sp.sstr(Dot(e.target))} = {sp.sstr(sp.Add(*[t.expr() for t in self.terms[e.target]]))}")
+            lines.append(f"    # {sp.sstr(Tangent(e.target))} = {sp.sstr(sp.Add(*[t.expr() for t in self.terms[e.target]]))}")
             lines.append(f"    {y} = np.zeros((R, N, {b.sizes[e.target]}), dtype=dtype)")
             for t in self.terms[e.target]:
                 coef = printer.doprint(t.coef)
