@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ParameterError
-from .plots import _save, _subplots
+from ..fileio import write_atomic
 
 
 @dataclass
@@ -174,7 +174,12 @@ def sharpness_by_length(model, params, lengths, N=4, seed=0, **options) -> list:
 def sharpness_figure(curves, path, title="Sharpness against sequence length"):
     """A PNG of ``|lambda_max|`` against ``T`` (log-log), one line per entry of ``curves``
     (label -> rows of :func:`sharpness_by_length`); negative eigenvalues are drawn hollow."""
-    fig, ax = _subplots(figsize=(5.5, 3.6))
+    import io
+
+    from matplotlib.figure import Figure  # a figure of its own: pyplot's state is left alone
+
+    fig = Figure(figsize=(5.5, 3.6), layout="constrained")
+    ax = fig.subplots()
     for label, rows in curves.items():
         Ts = [T for T, _ in rows]
         values = [abs(r.value) for _, r in rows]
@@ -188,4 +193,7 @@ def sharpness_figure(curves, path, title="Sharpness against sequence length"):
     ax.set_ylabel(r"$|\lambda_{\max}(\nabla^2 L)|$")
     ax.set_title(title)
     ax.legend(frameon=False)
-    return _save(fig, path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    write_atomic(path, buf.getvalue())
+    return path
