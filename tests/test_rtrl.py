@@ -3,8 +3,8 @@
 For every built-in cell and every loss, for random problems from ``tests/strategies.py``
 (every cell, architecture, loss, reduction, scale, initial states), and for fuzzed user cells
 (``tests/fuzz_recipes.py``), whose BPTT gradients are themselves checked against a torch route
-there.  Also: RTRL streams (its peak memory does not grow with ``T``), a model of several
-cells is refused with a clear message, and the printed sensitivity recurrence has the terms
+there, and for stacks of unidirectional layers (residual or not).  Also: RTRL streams (its peak
+memory does not grow with ``T``), a model with a backward direction is refused with a clear message, and the printed sensitivity recurrence has the terms
 of ``P_t = J_t P_{t-1} + dF/dtheta``.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 
 import symrnn as sr
-from symrnn.engine.rtrl import Sensitivities
+from symrnn.engine.rtrl import Sensitivities, rtrl_loss_and_grads
 
 from fuzz_recipes import cells_and_recipes, torch_loss_and_grads
 from strategies import problems
@@ -99,10 +99,30 @@ def test_streams_over_time():
     assert long < 1.2 * short + 20_000, (short, long)
 
 
-def test_several_cells_refused():
-    model = sr.StackedModel("rnn-tanh", D=2, H=3, K=2, num_layers=2)
-    with pytest.raises(sr.ShapeError, match="RTRL runs one cell"):
-        from symrnn.engine.rtrl import rtrl_loss_and_grads
+@pytest.mark.parametrize("cell", ["rnn-tanh", "lstm", "gru-reset-before-chung"])
+@pytest.mark.parametrize("residual, architecture, loss", [(False, "many-to-many", "cross-entropy"),
+                                                          (True, "many-to-one", "mse"),
+                                                          (False, "one-to-many", "upstream")])
+def test_stacked_unidirectional_layers(cell, residual, architecture, loss):
+    """Layer l's sensitivities feed layer l + 1 as the tangent of its input."""
+    model = sr.StackedModel(cell, D=3, H=3, K=2, num_layers=3, residual=residual, architecture=architecture,
+                            loss=loss, reduction="mean" if loss != "upstream" else "sum")
+    rng = np.random.default_rng(4)
+    T_in, T_out = {"many-to-many": (5, 5), "many-to-one": (5, 1), "one-to-many": (1, 5)}[architecture]
+    x = rng.normal(size=(T_in, 2, 3))
+    y = rng.integers(0, 2, size=(T_out, 2)) if loss == "cross-entropy" else rng.normal(size=(T_out, 2, 2 if loss == "mse" else 3))
+    h0 = {s: rng.normal(size=(3, 2, 3)) for s in model.state_names}
+    loss_b, bptt = model.loss_and_grads(model.init_params(seed=1), x, y, h0=h0)
+    loss_r, rtrl = rtrl_loss_and_grads(model, model.init_params(seed=1), x, y, h0=h0)
+    assert set(rtrl) == set(bptt) - {model.input_name}
+    assert abs(loss_r - loss_b) <= TOL * abs(loss_b)
+    for key, g in rtrl.items():
+        assert np.abs(g - bptt[key]).max() <= TOL * np.abs(bptt[key]).max(), key
+
+
+def test_backward_directions_refused():
+    model = sr.StackedModel("rnn-tanh", D=2, H=3, K=2, num_layers=2, bidirectional=[False, True])
+    with pytest.raises(sr.ShapeError, match="backward direction"):
         rtrl_loss_and_grads(model, model.init_params(), np.zeros((2, 1, 2)), np.zeros((2, 1), dtype=int))
 
 

@@ -59,43 +59,55 @@ class Sensitivities:
 
 
 class _Directions:
-    """The layout of the tangent axis: every parameter entry of the cell (in declaration order,
-    row-major), then every entry of each initial state.  Adds the source terms of one step."""
+    """The layout of the tangent axis: every parameter entry of every layer's cell (by key, row-major),
+    then every entry of each layer's initial states.  Adds the source terms of one step."""
 
-    def __init__(self, cell_params, shapes, states, state_sizes):
+    def __init__(self, keys, shapes, states):
         self.offsets, start = {}, 0
-        for name in cell_params:
-            size = int(np.prod(shapes[name]))
-            self.offsets[name] = (start, start + size, shapes[name])
+        for key in keys:
+            size = int(np.prod(shapes[key]))
+            self.offsets[key] = (start, start + size, shapes[key])
             start += size
         self.n_params = start
-        for s in states:
-            self.offsets[("state", s)] = (start, start + state_sizes[s], (state_sizes[s],))
-            start += state_sizes[s]
+        for key, size in states:
+            self.offsets[key] = (start, start + size, (size,))
+            start += size
         self.R = start
 
-    def matrix(self, out, name, coef, v):
-        lo, hi, (rows, cols) = self.offsets[name]
+    def matrix(self, out, key, coef, v):
+        lo, hi, (rows, cols) = self.offsets[key]
         N = v.shape[0]
         block = out[lo:hi].reshape(rows, cols, N, out.shape[-1])
         i = np.arange(rows)
         c = np.broadcast_to(coef, (N, rows))
         block[i, :, :, i] += c.T[:, None, :] * v.T[None, :, :]
 
-    def vector(self, out, name, coef):
-        lo, hi, (rows,) = self.offsets[name]
+    def vector(self, out, key, coef):
+        lo, hi, (rows,) = self.offsets[key]
         N = out.shape[1]
-        block = out[lo:hi]
         i = np.arange(rows)
-        block[i, :, i] += np.broadcast_to(coef, (N, rows)).T
+        out[lo:hi][i, :, i] += np.broadcast_to(coef, (N, rows)).T
 
-    def initial(self, state, N, size, dtype):
+    def initial(self, key, N, size, dtype):
         """``dot s_0`` for every direction: the identity on the state's own block (per example)."""
         out = np.zeros((self.R, N, size), dtype=dtype)
-        lo, hi, _ = self.offsets[("state", state)]
+        lo, hi, _ = self.offsets[key]
         i = np.arange(size)
         out[lo:hi][i, :, i] = 1.0
         return out
+
+
+class _LayerSource:
+    """The source terms of one layer: its cell's parameter names mapped to the model's keys."""
+
+    def __init__(self, directions, keys):
+        self.directions, self.keys = directions, keys
+
+    def matrix(self, out, name, coef, v):
+        self.directions.matrix(out, self.keys[name], coef, v)
+
+    def vector(self, out, name, coef):
+        self.directions.vector(out, self.keys[name], coef)
 
 
 def _step_scale(model, mask):
@@ -106,13 +118,27 @@ def _step_scale(model, mask):
     return scale_of(model.reduction, mask, per_step)
 
 
+def _layers(model):
+    """``[(keys: cell name -> model key, sizes, residual, initial-state row or None)]``: a one-cell
+    model, or a stack of unidirectional layers (a backward direction reads the future: refused)."""
+    if getattr(model, "one_cell", False) and hasattr(model, "cell_code") and not hasattr(model, "layers"):
+        return [({n: n for n in model.cell.params}, model.sizes, False, None)]
+    layers = getattr(model, "layers", None)
+    if layers is None or any(layer.bidirectional for layer in layers):
+        raise ShapeError(f"RTRL runs one cell or a stack of unidirectional layers forwards in time; {model!r} "
+                         f"has a backward direction (it reads the future) or is not a stack of cells.")
+    return [({n: model.key(layer.index, "fwd", n) for n in model.cell.params}, model.layer_sizes(layer),
+             layer.residual, row) for row, layer in enumerate(layers)]
+
+
 def rtrl_loss_and_grads(model, params, inputs, targets, h0=None, mask=None):
     """The loss and its gradient by real-time recurrent learning, streaming over time.
 
     Parameters
     ----------
-    model : Model
-        A one-cell model (any cell, architecture, loss and reduction).
+    model : Model or StackedModel
+        A one-cell model (any cell, architecture, loss and reduction), or a stack of
+        unidirectional layers (:class:`symrnn.StackedModel`, residual or not).
     params, inputs, targets, h0, mask
         As :meth:`symrnn.Model.loss_and_grads`.
 
@@ -128,50 +154,62 @@ def rtrl_loss_and_grads(model, params, inputs, targets, h0=None, mask=None):
     Memory is ``O(N H P)`` for the sensitivities and does not grow with ``T``; time per step is
     ``O(N H^2 P)``, against ``O(N H^2)`` for a step of BPTT.
     """
-    if not getattr(model, "one_cell", False) or not hasattr(model, "cell_code"):
-        raise ShapeError(f"RTRL runs one cell over time; {model!r} wires several cells.")
+    layers = _layers(model)
     params, X, Y, S0, sched, mask = model._prepare(params, inputs, targets, h0, mask)
     T, N = X.shape[:2]
     dtype = X.dtype
     block = model.cell_code
     code = tangent_code(block)
     shapes = model.param_shapes
-    sizes = model.sizes
-    state_sizes = {s: model.state_size(s) for s in model.state_names}
-    directions = _Directions(list(model.cell.params), shapes, model.state_names, state_sizes)
+    states0 = {row: (S0 if row is None else S0[(row, "fwd")]) for _, _, _, row in layers}
+    state_sizes = {s: model.state_size(s) if hasattr(model, "state_size") else model.unit.state_size(s)
+                   for s in model.state_names}
+    initial_keys = [((row, s), state_sizes[s]) for _, _, _, row in layers for s in model.state_names]
+    directions = _Directions([k for keys, _, _, _ in layers for k in keys.values()], shapes, initial_keys)
     scored = np.ones((len(sched.output_steps), N), dtype=bool) if mask is None else mask
     factor = _step_scale(model, scored)
     readout = model.readout_code if model.readout is not None else None
     grad_theta = np.zeros(directions.n_params, dtype=dtype)
-    grad_states = {s: np.zeros((N, state_sizes[s]), dtype=dtype) for s in model.state_names}
+    grad_states = {key: np.zeros((N, size), dtype=dtype) for key, size in initial_keys}
     readout_grads = {k: np.zeros(shapes[k], dtype=dtype) for k in (model.readout.params if readout else ())}
-    sens = {s: directions.initial(s, N, state_sizes[s], dtype) for s in model.state_names}
-    states = dict(S0)
+    sens = {(row, s): directions.initial((row, s), N, state_sizes[s], dtype) for _, _, _, row in layers
+            for s in model.state_names}
+    states = {(row, s): states0[row][s] for _, _, _, row in layers for s in model.state_names}
     loss = 0.0
-    out_state = code_name(tsym(model.out))
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for t in range(T):
-            cache = block.forward(params, X[t:t + 1], states, sizes)
-            values = {code_name(block.input_symbol): X[t]}
-            for s in model.state_names:
-                values[code_name(tsym(s, -1))] = states[s]
-                states[s] = cache[f"S_{s}"][1].copy()
-                values[code_name(tsym(s))] = states[s]
-            for e in block.equations:
-                if e.kind == "let":
-                    values[code_name(e.target)] = cache[f"C_{e.target.name.split('[')[0]}"][0]
-            dV = {code_name(tsym(s, -1)): sens[s] for s in model.state_names}
-            tangents = code.function(params, values, dV, directions, directions.R, N, sizes, dtype)
-            sens = {s: tangents[code_name(tsym(s))] for s in model.state_names}
+            x, dx = X[t], None
+            for keys, sizes, residual, row in layers:
+                layer_params = {n: params[k] for n, k in keys.items()}
+                prev = {s: states[(row, s)] for s in model.state_names}
+                cache = block.forward(layer_params, x[None], prev, sizes)
+                values = {code_name(block.input_symbol): x}
+                for s in model.state_names:
+                    values[code_name(tsym(s, -1))] = prev[s]
+                    states[(row, s)] = cache[f"S_{s}"][1].copy()
+                    values[code_name(tsym(s))] = states[(row, s)]
+                for e in block.equations:
+                    if e.kind == "let":
+                        values[code_name(e.target)] = cache[f"C_{e.target.name.split('[')[0]}"][0]
+                dV = {code_name(tsym(s, -1)): sens[(row, s)] for s in model.state_names}
+                dV[code_name(block.input_symbol)] = dx
+                tangents = code.function(layer_params, values, dV, _LayerSource(directions, keys), directions.R, N,
+                                         sizes, dtype)
+                for s in model.state_names:
+                    sens[(row, s)] = tangents[code_name(tsym(s))]
+                out, d_out = states[(row, model.out)], sens[(row, model.out)]
+                if residual:
+                    out, d_out = out + x, d_out + dx
+                x, dx = out, d_out
             if t not in sched.output_steps:
                 continue
             k = t - sched.output_steps.start
             step_mask = None if mask is None else mask[k:k + 1]
-            h_t = states[model.out][None]
+            h_t = x[None]
             if readout is not None:
-                rcache = readout.forward(params, h_t, {}, sizes)
+                rcache = readout.forward(params, h_t, {}, model.sizes)
                 value, d_o = model.loss_rule.value_and_grad(rcache[f"C_{model.logits}"], Y[k:k + 1], "sum", step_mask)
-                rgrads, d_h, _ = readout.backward(params, h_t, rcache, {model.logits: d_o * factor}, {}, sizes)
+                rgrads, d_h, _ = readout.backward(params, h_t, rcache, {model.logits: d_o * factor}, {}, model.sizes)
                 for name, g in rgrads.items():
                     readout_grads[name] += g
                 d_h = d_h[0]
@@ -179,18 +217,20 @@ def rtrl_loss_and_grads(model, params, inputs, targets, h0=None, mask=None):
                 value, d_h = model.loss_rule.value_and_grad(h_t, Y[k:k + 1], "sum", step_mask)
                 d_h = d_h[0] * factor
             loss += float(value) * factor
-            S = sens[model.out]
-            grad_theta += np.einsum("rnk,nk->r", S[:directions.n_params], d_h)
-            for s in model.state_names:
-                lo, hi, _ = directions.offsets[("state", s)]
-                grad_states[s] += np.einsum("ink,nk->ni", S[lo:hi], d_h)
+            grad_theta += np.einsum("rnk,nk->r", dx[:directions.n_params], d_h)
+            for key, _ in initial_keys:
+                lo, hi, _ = directions.offsets[key]
+                grad_states[key] += np.einsum("ink,nk->ni", dx[lo:hi], d_h)
     grads = {}
-    for name in model.cell.params:
-        lo, hi, shape = directions.offsets[name]
-        grads[name] = grad_theta[lo:hi].reshape(shape)
+    for keys, _, _, _ in layers:
+        for key in keys.values():
+            lo, hi, shape = directions.offsets[key]
+            grads[key] = grad_theta[lo:hi].reshape(shape)
     grads.update(readout_grads)
     grads = {k: grads[k] for k in shapes}
-    grads.update({model.initial_state_key(s): g for s, g in grad_states.items()})
+    for s in model.state_names:
+        rows = [grad_states[(row, s)] for _, _, _, row in layers]
+        grads[model.initial_state_key(s)] = rows[0] if layers[0][3] is None else np.stack(rows)
     return loss, grads
 
 
