@@ -30,7 +30,7 @@ from .bptt import bar
 from .codegen import EngineSymbol, code_name
 from .functions import derivative
 from .symbols import MatVec, Param, parse, tsym
-from .tangent import DirectionSource, coefficient_printer, compile_source, dot_name, step_values, tangent_code
+from .tangent import DirectionSource, coefficient_printer, compile_source, dot_name, step_reader, step_values, tangent_code
 
 
 def dot_of(coef, mv_names) -> sp.Expr:
@@ -304,13 +304,15 @@ def hessian_vector_product(model, params, vector, inputs, targets, h0=None, mask
         d_prev = {s: np.zeros((N, model.state_size(s)), dtype=dtype) for s in model.state_names}
         d_initial = dict(d_prev)
         source = DirectionSource(direction)
+        read = step_reader(block)
+        prev_names = {s: code_name(tsym(s, -1)) for s in model.state_names}
+        now_names = {s: code_name(tsym(s)) for s in model.state_names}
         for t in range(T):
-            values = step_values(block, X, cache, t)
-            dV = {code_name(tsym(s, -1)): d_prev[s][None] for s in model.state_names}
-            out = tcode.function(params, values, dV, source, 1, N, sizes, dtype)
+            dV = {prev_names[s]: d_prev[s][None] for s in model.state_names}
+            out = tcode.function(params, read(X, cache, t), dV, source, 1, N, sizes, dtype)
             for n in names:
                 dots[n][t] = out[n][0]
-            d_prev = {s: dots[code_name(tsym(s))][t] for s in model.state_names}
+            d_prev = {s: dots[now_names[s]][t] for s in model.state_names}
         out_name = code_name(tsym(model.out))
         steps = slice(sched.output_steps.start, sched.output_steps.stop)
         Hs = cache[f"S_{model.out}"][1:][steps]
@@ -349,12 +351,13 @@ def hessian_vector_product(model, params, vector, inputs, targets, h0=None, mask
         zero_x = np.zeros((N, X.shape[2]), dtype=dtype)
         Q, QD = _buffers(rcode, T, N, sizes, dtype)
         stack = rcode.stacked(params, direction)
+        x_name = code_name(block.input_symbol)
         for t in range(T - 1, -1, -1):
-            values = step_values(block, X, cache, t)
+            values = read(X, cache, t)
             dV = {n: dots[n][t] for n in names}
-            dV[code_name(block.input_symbol)] = zero_x
+            dV[x_name] = zero_x
             for s in model.state_names:
-                dV[code_name(tsym(s, -1))] = dots[code_name(tsym(s))][t - 1] if t > 0 else d_initial[s]
+                dV[prev_names[s]] = dots[now_names[s]][t - 1] if t > 0 else d_initial[s]
             carry, carryd, _, _ = rcode.function(params, direction, values, dV, {model.out: ext[t]},
                                                  {model.out: extd[t]}, carry, carryd, [q[t] for q in Q],
                                                  [q[t] for q in QD], stack, N, sizes, dtype)

@@ -206,11 +206,21 @@ class DirectionSource:
 
 def step_values(block, X, cache, t):
     """The forward values of step ``t`` by code name, from a block's forward ``cache``."""
-    values = {code_name(block.input_symbol): X[t]}
-    for s in block.states:
-        values[code_name(tsym(s, -1))] = cache[f"S_{s}"][t]
-        values[code_name(tsym(s))] = cache[f"S_{s}"][t + 1]
-    for e in block.equations:
-        if e.kind == "let":
-            values[code_name(e.target)] = cache[f"C_{parse(e.target)[0]}"][t]
-    return values
+    return step_reader(block)(X, cache, t)
+
+
+def step_reader(block):
+    """``read(X, cache, t)``: :func:`step_values` with the names worked out once."""
+    x = code_name(block.input_symbol)
+    states = [(code_name(tsym(s, -1)), code_name(tsym(s)), f"S_{s}") for s in block.states]
+    lets = [(code_name(e.target), f"C_{parse(e.target)[0]}") for e in block.equations if e.kind == "let"]
+
+    def read(X, cache, t):
+        values = {x: X[t]}
+        for prev, now, key in states:
+            values[prev] = cache[key][t]
+            values[now] = cache[key][t + 1]
+        for name, key in lets:
+            values[name] = cache[key][t]
+        return values
+    return read
