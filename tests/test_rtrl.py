@@ -122,7 +122,7 @@ def test_stacked_unidirectional_layers(cell, residual, architecture, loss):
 
 def test_backward_directions_refused():
     model = sr.StackedModel("rnn-tanh", D=2, H=3, K=2, num_layers=2, bidirectional=[False, True])
-    with pytest.raises(sr.ShapeError, match="backward direction"):
+    with pytest.raises(sr.ShapeError, match="backward"):
         rtrl_loss_and_grads(model, model.init_params(), np.zeros((2, 1, 2)), np.zeros((2, 1), dtype=int))
 
 

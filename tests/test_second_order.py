@@ -3,7 +3,7 @@
 * ``H v`` equals torch's double backward (``torch.autograd.grad`` with ``create_graph``) to
   1e-12 relative for every built-in cell, whose torch forward passes are written here from the
   cells' equations (not from symrnn's code), and for fuzzed user cells (the torch forward of
-  ``tests/fuzz_recipes.py``, built from the recipe alone);
+  ``tests/fuzz_recipes.py``, built from the recipe alone), and for stacks of unidirectional layers;
 * ``H v`` agrees with central differences of gradients on random problems of every cell,
   architecture, loss and reduction (``tests/strategies.py``), and is symmetric (``u.Hv = v.Hu``);
 * ``G v`` equals ``J^T H_L J v`` with ``J`` and ``H_L`` computed by
@@ -248,3 +248,38 @@ def test_bad_direction_refused():
         model.hessian_vector_product(params, bad, np.zeros((2, 1, 2)), np.zeros((2, 1), dtype=int))
     with pytest.raises(sr.SymRNNError):
         model.hessian_vector_product(params, {"W": params["W"]}, np.zeros((2, 1, 2)), np.zeros((2, 1), dtype=int))
+
+
+@pytest.mark.parametrize("cell", ["rnn-tanh", "lstm", "gru"])
+@pytest.mark.parametrize("residual", [False, True])
+def test_stacked_layers_against_torch_double_backward(torch64, cell, residual):
+    """Three unidirectional layers (layer l reads layer l - 1's h, plus its input when residual)."""
+    from symrnn.engine.second_order import hessian_vector_product
+    torch = torch64.torch
+    model = sr.StackedModel(cell, D=3, H=3, K=2, num_layers=3, residual=residual, loss="cross-entropy",
+                            reduction="mean")
+    rng = np.random.default_rng(8)
+    params = model.init_params(seed=5, scale=1.0)
+    v = {k: rng.normal(size=p.shape) for k, p in params.items()}
+    x, y = rng.normal(size=(4, 2, 3)), rng.integers(0, 2, size=(4, 2))
+    h0 = {s: rng.normal(size=(3, 2, 3)) for s in model.state_names}
+    _, _, hv = hessian_vector_product(model, params, v, x, y, h0=h0)
+
+    def loss_fn(P):
+        inp = torch64.tensor(x)
+        for l in range(3):
+            Pl = {k.split(".", 2)[2]: a for k, a in P.items() if k.startswith(f"l{l}.")}
+            s = {st: torch64.tensor(h0[st][l]) for st in model.state_names}
+            hs = []
+            for t in range(4):
+                s = torch_cell(cell, torch, Pl, inp[t], s)
+                hs.append(s["h"])
+            out = torch.stack(hs)
+            inp = out + inp if residual and l > 0 else out
+        o = inp @ P["V"].T + P["c"]
+        ty = torch.as_tensor(y)
+        return -torch.log_softmax(o, -1).gather(-1, ty[..., None]).sum() / ty.numel()
+
+    P = {k: torch64.tensor(a, grad=True) for k, a in params.items()}
+    ref = torch_hvp(loss_fn, P, {k: torch64.tensor(a) for k, a in v.items()}, torch)
+    assert_close(hv, ref)

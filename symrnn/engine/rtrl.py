@@ -24,7 +24,7 @@ from ..errors import ShapeError
 from .codegen import code_name
 from .losses import SquaredError, scale_of
 from .symbols import tsym
-from .tangent import Tangent, tangent_code, tangent_equations
+from .tangent import Tangent, tangent_code, tangent_equations, unidirectional_layers
 
 
 class Sensitivities:
@@ -118,19 +118,6 @@ def _step_scale(model, mask):
     return scale_of(model.reduction, mask, per_step)
 
 
-def _layers(model):
-    """``[(keys: cell name -> model key, sizes, residual, initial-state row or None)]``: a one-cell
-    model, or a stack of unidirectional layers (a backward direction reads the future: refused)."""
-    if getattr(model, "one_cell", False) and hasattr(model, "cell_code") and not hasattr(model, "layers"):
-        return [({n: n for n in model.cell.params}, model.sizes, False, None)]
-    layers = getattr(model, "layers", None)
-    if layers is None or any(layer.bidirectional for layer in layers):
-        raise ShapeError(f"RTRL runs one cell or a stack of unidirectional layers forwards in time; {model!r} "
-                         f"has a backward direction (it reads the future) or is not a stack of cells.")
-    return [({n: model.key(layer.index, "fwd", n) for n in model.cell.params}, model.layer_sizes(layer),
-             layer.residual, row) for row, layer in enumerate(layers)]
-
-
 def rtrl_loss_and_grads(model, params, inputs, targets, h0=None, mask=None):
     """The loss and its gradient by real-time recurrent learning, streaming over time.
 
@@ -154,7 +141,7 @@ def rtrl_loss_and_grads(model, params, inputs, targets, h0=None, mask=None):
     Memory is ``O(N H P)`` for the sensitivities and does not grow with ``T``; time per step is
     ``O(N H^2 P)``, against ``O(N H^2)`` for a step of BPTT.
     """
-    layers = _layers(model)
+    layers = unidirectional_layers(model, 'RTRL')
     params, X, Y, S0, sched, mask = model._prepare(params, inputs, targets, h0, mask)
     T, N = X.shape[:2]
     dtype = X.dtype

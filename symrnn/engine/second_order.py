@@ -30,7 +30,7 @@ from .bptt import bar
 from .codegen import EngineSymbol, code_name
 from .functions import derivative
 from .symbols import MatVec, Param, parse, tsym
-from .tangent import DirectionSource, coefficient_printer, compile_source, dot_name, step_reader, step_values, tangent_code
+from .tangent import DirectionSource, coefficient_printer, compile_source, dot_name, step_reader, step_values, tangent_code, unidirectional_layers
 
 
 def dot_of(coef, mv_names) -> sp.Expr:
@@ -268,8 +268,9 @@ def hessian_vector_product(model, params, vector, inputs, targets, h0=None, mask
 
     Parameters
     ----------
-    model : Model
-        A one-cell model (any cell, architecture, loss and reduction).
+    model : Model or StackedModel
+        A one-cell model (any cell, architecture, loss and reduction) or a stack of unidirectional
+        layers.
     params : dict
         The parameters.
     vector : dict
@@ -289,39 +290,51 @@ def hessian_vector_product(model, params, vector, inputs, targets, h0=None, mask
     product : dict
         ``H v`` (or ``G v``), one array per parameter.
     """
-    if not getattr(model, "one_cell", False) or not hasattr(model, "cell_code"):
-        raise ShapeError(f"The Hessian-vector product runs one cell over time; {model!r} wires several cells.")
+    layers = unidirectional_layers(model, "The Hessian-vector product")
     params, X, Y, S0, sched, mask = model._prepare(params, inputs, targets, h0, mask)
     direction = _checked_direction(model, vector, X.dtype)
     T, N = X.shape[:2]
-    dtype, sizes, block = X.dtype, model.sizes, model.cell_code
-    tcode, rcode = tangent_code(block), adjoint_tangent_code(block, with_input=False)
+    dtype, block = X.dtype, model.cell_code
+    tcode, rcode = tangent_code(block), adjoint_tangent_code(block, with_input=True)
+    read = step_reader(block)
+    names = [code_name(e.target) for e in block.equations]
+    prev_names = {s: code_name(tsym(s, -1)) for s in model.state_names}
+    now_names = {s: code_name(tsym(s)) for s in model.state_names}
+    x_name = code_name(block.input_symbol)
+    G = {k: np.zeros(s, dtype=dtype) for k, s in model.param_shapes.items()}
+    Gd = {k: np.zeros(s, dtype=dtype) for k, s in model.param_shapes.items()}
+    runs = []  # per layer: its parameters, direction, sizes, input, input tangent, cache, tangents
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        cache = block.forward(params, X, S0, sizes)
-        # the tangent forward: dot y at every step
-        names = [code_name(e.target) for e in block.equations]
-        dots = {n: np.empty((T, N, sizes[block.sizes[e.target]]), dtype=dtype) for n, e in zip(names, block.equations)}
-        d_prev = {s: np.zeros((N, model.state_size(s)), dtype=dtype) for s in model.state_names}
-        d_initial = dict(d_prev)
-        source = DirectionSource(direction)
-        read = step_reader(block)
-        prev_names = {s: code_name(tsym(s, -1)) for s in model.state_names}
-        now_names = {s: code_name(tsym(s)) for s in model.state_names}
-        for t in range(T):
-            dV = {prev_names[s]: d_prev[s][None] for s in model.state_names}
-            out = tcode.function(params, read(X, cache, t), dV, source, 1, N, sizes, dtype)
-            for n in names:
-                dots[n][t] = out[n][0]
-            d_prev = {s: dots[now_names[s]][t] for s in model.state_names}
-        out_name = code_name(tsym(model.out))
+        x, dx = X, None
+        for keys, sizes, residual, row in layers:
+            p = {n: params[k] for n, k in keys.items()}
+            dp = {n: direction[k] for n, k in keys.items()}
+            S = S0 if row is None else S0[(row, "fwd")]
+            cache = block.forward(p, x, S, sizes)
+            # the tangent forward: dot y at every step
+            dots = {n: np.empty((T, N, sizes[block.sizes[e.target]]), dtype=dtype)
+                    for n, e in zip(names, block.equations)}
+            d_prev = {s: np.zeros((N, S[s].shape[-1]), dtype=dtype) for s in model.state_names}
+            d_initial = dict(d_prev)
+            source = DirectionSource(dp)
+            for t in range(T):
+                dV = {prev_names[s]: d_prev[s][None] for s in model.state_names}
+                dV[x_name] = None if dx is None else dx[t][None]
+                out = tcode.function(p, read(x, cache, t), dV, source, 1, N, sizes, dtype)
+                for n in names:
+                    dots[n][t] = out[n][0]
+                d_prev = {s: dots[now_names[s]][t] for s in model.state_names}
+            runs.append((keys, p, dp, sizes, residual, x, dx, cache, dots, d_initial))
+            out, d_out = cache[f"S_{model.out}"][1:], dots[now_names[model.out]]
+            if residual:
+                out, d_out = out + x, d_out + dx
+            x, dx = out, d_out
         steps = slice(sched.output_steps.start, sched.output_steps.stop)
-        Hs = cache[f"S_{model.out}"][1:][steps]
-        dHs = dots[out_name][steps]
-        G = {k: np.zeros(s, dtype=dtype) for k, s in model.param_shapes.items()}
-        Gd = {k: np.zeros(s, dtype=dtype) for k, s in model.param_shapes.items()}
+        Hs, dHs = x[steps], dx[steps]
         if model.readout is not None:
             readout = model.readout_code
-            rcache, rvalues, rdots = _stateless(readout, tangent_code(readout), params, direction, Hs, dHs, sizes)
+            rcache, rvalues, rdots = _stateless(readout, tangent_code(readout), params, direction, Hs, dHs,
+                                                model.sizes)
             O = rcache[f"C_{model.logits}"].reshape(Hs.shape[:2] + (-1,))
             dO = rdots[code_name(tsym(model.logits))].reshape(O.shape)
             value, d_o = model.loss_rule.value_and_grad(O, Y, model.reduction, mask)
@@ -330,11 +343,11 @@ def hessian_vector_product(model, params, vector, inputs, targets, h0=None, mask
                 d_o = np.zeros_like(d_o)
             M = Hs.shape[0] * N
             rcode_ = adjoint_tangent_code(readout)
-            Q, QD = _buffers(rcode_, 1, M, sizes, dtype)
+            Q, QD = _buffers(rcode_, 1, M, model.sizes, dtype)
             _, _, h_bar, h_til = rcode_.function(
                 params, direction, rvalues, rdots, {model.logits: d_o.reshape(M, -1)},
                 {model.logits: t_o.reshape(M, -1)}, {}, {}, [q[0] for q in Q], [q[0] for q in QD],
-                rcode_.stacked(params, direction), M, sizes, dtype)
+                rcode_.stacked(params, direction), M, model.sizes, dtype)
             parameter_products(rcode_, Q, QD, lambda s: rvalues[code_name(s)][None],
                                lambda s: rdots[code_name(s)][None], G, Gd)
             h_bar, h_til = h_bar.reshape(Hs.shape), h_til.reshape(Hs.shape)
@@ -343,34 +356,42 @@ def hessian_vector_product(model, params, vector, inputs, targets, h0=None, mask
             h_til = model.loss_rule.hessian_vector(Hs, Y, dHs, model.reduction, mask)
             if gauss_newton:
                 h_bar = np.zeros_like(h_bar)
-        ext = np.zeros((T, N, model.state_size(model.out)), dtype=dtype)
+        ext = np.zeros((T, N, h_bar.shape[-1]), dtype=dtype)
         extd = np.zeros_like(ext)
         ext[steps], extd[steps] = h_bar, h_til
-        carry = {s: np.zeros((N, model.state_size(s)), dtype=dtype) for s in model.state_names}
-        carryd = {s: np.zeros_like(c) for s, c in carry.items()}
-        zero_x = np.zeros((N, X.shape[2]), dtype=dtype)
-        Q, QD = _buffers(rcode, T, N, sizes, dtype)
-        stack = rcode.stacked(params, direction)
-        x_name = code_name(block.input_symbol)
-        for t in range(T - 1, -1, -1):
-            values = read(X, cache, t)
-            dV = {n: dots[n][t] for n in names}
-            dV[x_name] = zero_x
-            for s in model.state_names:
-                dV[prev_names[s]] = dots[now_names[s]][t - 1] if t > 0 else d_initial[s]
-            carry, carryd, _, _ = rcode.function(params, direction, values, dV, {model.out: ext[t]},
-                                                 {model.out: extd[t]}, carry, carryd, [q[t] for q in Q],
-                                                 [q[t] for q in QD], stack, N, sizes, dtype)
+        for keys, p, dp, sizes, residual, x, dx, cache, dots, d_initial in reversed(runs):
+            carry = {s: np.zeros_like(d_initial[s]) for s in model.state_names}
+            carryd = {s: np.zeros_like(d_initial[s]) for s in model.state_names}
+            zero_x = np.zeros((N, x.shape[2]), dtype=dtype)
+            x_bar, x_til = np.empty_like(x), np.empty_like(x)
+            Q, QD = _buffers(rcode, T, N, sizes, dtype)
+            stack = rcode.stacked(p, dp)
+            g, gd = {n: np.zeros_like(a) for n, a in p.items()}, {n: np.zeros_like(a) for n, a in p.items()}
+            for t in range(T - 1, -1, -1):
+                dV = {n: dots[n][t] for n in names}
+                dV[x_name] = zero_x if dx is None else dx[t]
+                for s in model.state_names:
+                    dV[prev_names[s]] = dots[now_names[s]][t - 1] if t > 0 else d_initial[s]
+                carry, carryd, x_bar[t], x_til[t] = rcode.function(
+                    p, dp, read(x, cache, t), dV, {model.out: ext[t]}, {model.out: extd[t]}, carry, carryd,
+                    [q[t] for q in Q], [q[t] for q in QD], stack, N, sizes, dtype)
 
-        def tangents(symbol):
-            if symbol == block.input_symbol:
-                return None
-            base, offset, _ = parse(symbol)
-            if offset == -1:
-                return np.concatenate([d_initial[base][None], dots[code_name(tsym(base))][:-1]])
-            return dots[code_name(symbol)]
+            def tangents(symbol, dots=dots, d_initial=d_initial, dx=dx):
+                if symbol == block.input_symbol:
+                    return dx
+                base, offset, _ = parse(symbol)
+                if offset == -1:
+                    return np.concatenate([d_initial[base][None], dots[now_names[base]][:-1]])
+                return dots[code_name(symbol)]
 
-        parameter_products(rcode, Q, QD, lambda s: all_steps(block, X, cache, s), tangents, G, Gd)
+            parameter_products(rcode, Q, QD, lambda s, x=x, cache=cache: all_steps(block, x, cache, s), tangents,
+                               g, gd)
+            for n, k in keys.items():
+                G[k] += g[n]
+                Gd[k] += gd[n]
+            if residual:
+                x_bar, x_til = x_bar + ext, x_til + extd
+            ext, extd = x_bar, x_til
     grads = {k: G[k] for k in model.param_shapes}
     return float(value), grads, {k: Gd[k] for k in model.param_shapes}
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 
+from ..errors import ShapeError
 from .bptt import local_terms
 from .codegen import EngineSymbol, StepPrinter, code_name
 from .functions import RULES
@@ -224,3 +225,17 @@ def step_reader(block):
             values[name] = cache[key][t]
         return values
     return read
+
+
+def unidirectional_layers(model, what):
+    """``[(keys: cell name -> model key, sizes, residual, initial-state row or None)]`` of a one-cell
+    model or of a stack of unidirectional layers (:class:`symrnn.StackedModel`); a backward direction
+    is refused (``what`` names the algorithm in the message)."""
+    if getattr(model, "one_cell", False) and hasattr(model, "cell_code") and not hasattr(model, "layers"):
+        return [({n: n for n in model.cell.params}, model.sizes, False, None)]
+    layers = getattr(model, "layers", None)
+    if layers is None or any(layer.bidirectional for layer in layers):
+        raise ShapeError(f"{what} runs one cell or a stack of unidirectional layers; {model!r} has a backward "
+                         f"direction or is not a stack of cells.")
+    return [({n: model.key(layer.index, "fwd", n) for n in model.cell.params}, model.layer_sizes(layer),
+             layer.residual, row) for row, layer in enumerate(layers)]
