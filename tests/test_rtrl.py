@@ -113,7 +113,7 @@ def test_stacked_unidirectional_layers(cell, residual, architecture, loss):
     y = rng.integers(0, 2, size=(T_out, 2)) if loss == "cross-entropy" else rng.normal(size=(T_out, 2, 2 if loss == "mse" else 3))
     h0 = {s: rng.normal(size=(3, 2, 3)) for s in model.state_names}
     loss_b, bptt = model.loss_and_grads(model.init_params(seed=1), x, y, h0=h0)
-    loss_r, rtrl = rtrl_loss_and_grads(model, model.init_params(seed=1), x, y, h0=h0)
+    loss_r, rtrl = model.rtrl_grads(model.init_params(seed=1), x, y, h0=h0)
     assert set(rtrl) == set(bptt) - {model.input_name}
     assert abs(loss_r - loss_b) <= TOL * abs(loss_b)
     for key, g in rtrl.items():
