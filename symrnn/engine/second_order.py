@@ -19,6 +19,7 @@ left is the reverse pass of ``H_L J v``.
 """
 from __future__ import annotations
 
+import itertools
 import weakref
 
 import numpy as np
@@ -88,6 +89,13 @@ class AdjointTangentCode:
             P, v = m.args
             lines.append(f"    {name}_dot = {code_name(v)} @ {dot_name(P)}.T + {dot_name(v)} @ {code_name(P)}.T")
         lines += [f"    {line}" for line in mv_lines]
+        # every coefficient and its tangent, their common subexpressions computed once
+        coefs = list(dict.fromkeys(t.coef for t in every if t.coef != 1))
+        dcoefs = [dot_of(c, names) for c in coefs]
+        reps, reduced = sp.cse(coefs + dcoefs, symbols=(EngineSymbol(f"w{i}") for i in itertools.count()))
+        lines += [f"    {printer.doprint(w)} = {printer.doprint(e)}" for w, e in reps]
+        printed = {c: (printer.doprint(r), printer.doprint(rd), d == 0)
+                   for c, r, rd, d in zip(coefs, reduced[:len(coefs)], reduced[len(coefs):], dcoefs)}
         counter = iter(range(10 ** 6))
 
         memo = {}
@@ -107,9 +115,8 @@ class AdjointTangentCode:
             ybar, ytil = code_name(bar(term.consumer)), code_name(bar(term.consumer)) + "_dot"
             if term.coef == 1:
                 return [], ybar, ytil
-            coef = printer.doprint(term.coef)
-            dcoef = dot_of(term.coef, names)
-            qd = f"({coef}) * {ytil}" if dcoef == 0 else f"({printer.doprint(dcoef)}) * {ybar} + ({coef}) * {ytil}"
+            coef, dcoef, constant = printed[term.coef]
+            qd = f"({coef}) * {ytil}" if constant else f"({dcoef}) * {ybar} + ({coef}) * {ytil}"
             return [f"    q{k} = ({coef}) * {ybar}", f"    qd{k} = {qd}"], f"q{k}", f"qd{k}"
 
         self.stacks = []  # (matrices, tangent first): STACK[k] stacks them along the rows, made once per call
@@ -295,7 +302,8 @@ def hessian_vector_product(model, params, vector, inputs, targets, h0=None, mask
     direction = _checked_direction(model, vector, X.dtype)
     T, N = X.shape[:2]
     dtype, block = X.dtype, model.cell_code
-    tcode, rcode = tangent_code(block), adjoint_tangent_code(block, with_input=True)
+    tcode = tangent_code(block)
+    rcodes = {True: adjoint_tangent_code(block, with_input=True), False: adjoint_tangent_code(block, with_input=False)}
     read = step_reader(block)
     names = [code_name(e.target) for e in block.equations]
     prev_names = {s: code_name(tsym(s, -1)) for s in model.state_names}
@@ -360,6 +368,7 @@ def hessian_vector_product(model, params, vector, inputs, targets, h0=None, mask
         extd = np.zeros_like(ext)
         ext[steps], extd[steps] = h_bar, h_til
         for keys, p, dp, sizes, residual, x, dx, cache, dots, d_initial in reversed(runs):
+            rcode = rcodes[dx is not None]  # the bottom layer's input adjoint goes nowhere
             carry = {s: np.zeros_like(d_initial[s]) for s in model.state_names}
             carryd = {s: np.zeros_like(d_initial[s]) for s in model.state_names}
             zero_x = np.zeros((N, x.shape[2]), dtype=dtype)
@@ -372,9 +381,11 @@ def hessian_vector_product(model, params, vector, inputs, targets, h0=None, mask
                 dV[x_name] = zero_x if dx is None else dx[t]
                 for s in model.state_names:
                     dV[prev_names[s]] = dots[now_names[s]][t - 1] if t > 0 else d_initial[s]
-                carry, carryd, x_bar[t], x_til[t] = rcode.function(
+                carry, carryd, xb, xt = rcode.function(
                     p, dp, read(x, cache, t), dV, {model.out: ext[t]}, {model.out: extd[t]}, carry, carryd,
                     [q[t] for q in Q], [q[t] for q in QD], stack, N, sizes, dtype)
+                if xb is not None:
+                    x_bar[t], x_til[t] = xb, xt
 
             def tangents(symbol, dots=dots, d_initial=d_initial, dx=dx):
                 if symbol == block.input_symbol:
