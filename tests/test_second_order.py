@@ -78,7 +78,7 @@ def torch_hvp(loss_fn, P, v, torch):
 
 
 def assert_close(ours, ref, tol=TOL, what="H v"):
-    scale = max(np.abs(ref[k]).max(initial=0) for k in ours)
+    scale = max((np.abs(ref[k]).max(initial=0) for k in ours), default=0.0)
     for key in ours:
         err = np.abs(ours[key] - ref[key]).max(initial=0)
         assert err <= tol * scale or err == 0.0, f"{what}[{key!r}] differs by {err:.2e} (scale {scale:.2e})"
