@@ -23,7 +23,7 @@ from __future__ import annotations
 import linecache
 import re
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import sympy as sp
@@ -41,7 +41,9 @@ class Tangent(sp.Function):
     nargs = 1
 
     def _latex(self, printer):
-        return r"\dot{%s}" % printer._print(self.args[0])
+        text = printer._print(self.args[0])
+        match = re.match(r"^([^_{}]+)(_\{.*\})$", text)  # h_{t-1} -> \dot{h}_{t-1}
+        return r"\dot{%s}%s" % match.groups() if match else r"\dot{%s}" % text
 
     def _sympystr(self, printer):
         return f"dot {printer._print(self.args[0])}"
@@ -94,10 +96,18 @@ def tangent_terms(equations, terms=None) -> dict:
 
 
 def tangent_equations(equations, terms=None) -> list:
-    """The tangent-linear equations ``Eq(dot y[t], ...)`` of ``equations``, in order."""
+    """The tangent-linear equations ``Eq(dot y[t], ...)`` of ``equations``, in order; the terms with the
+    same coefficient are written as one product ``coef * (sum)``."""
     by_target = tangent_terms(equations, terms)
-    return [sp.Eq(Tangent(e.target), sp.Add(*[t.expr() for t in by_target[e.target]]), evaluate=False)
-            for e in equations]
+    out = []
+    for e in equations:
+        groups = {}
+        for t in by_target[e.target]:
+            groups.setdefault(t.coef, []).append(replace(t, coef=sp.Integer(1)).expr())
+        rhs = sp.Add(*[sp.Add(*inner) if c == 1 else sp.Mul(c, sp.Add(*inner), evaluate=False)
+                       for c, inner in groups.items()])
+        out.append(sp.Eq(Tangent(e.target), rhs, evaluate=False))
+    return out
 
 
 def dot_name(symbol) -> str:
