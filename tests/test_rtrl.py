@@ -24,14 +24,18 @@ from strategies import problems
 TOL = 1e-12
 
 
-def assert_rtrl_equals_bptt(model, params, x, y, h0=None, mask=None):
+def assert_rtrl_equals_bptt(model, params, x, y, h0=None, mask=None, per_key=True):
+    """Every gradient within 1e-12 of BPTT's, relative to its own largest entry (``per_key``) or to the
+    largest entry of every gradient (for random cells, where a gradient that is exactly zero in exact
+    arithmetic comes out as rounding noise from both routes)."""
     loss, bptt = model.loss_and_grads(params, x, y, h0=h0, mask=mask)
     rloss, rtrl = model.rtrl_grads(params, x, y, h0=h0, mask=mask)
     expected = set(bptt) - {model.input_name}
     assert set(rtrl) == expected, f"RTRL keys {sorted(rtrl)}, expected {sorted(expected)}"
     assert abs(rloss - loss) <= TOL * max(abs(loss), 1e-300)
+    overall = max((np.abs(bptt[k]).max(initial=0.0) for k in rtrl), default=0.0)
     for key, g in rtrl.items():
-        scale = np.abs(bptt[key]).max(initial=0.0)
+        scale = np.abs(bptt[key]).max(initial=0.0) if per_key else overall
         err = np.abs(g - bptt[key]).max(initial=0.0)
         assert err <= TOL * scale or err == 0.0, f"grads[{key!r}]: RTRL differs from BPTT by {err:.2e} (max {scale:.2e})"
 
@@ -61,7 +65,7 @@ def test_masked_token_mean():
 @given(problem=problems(max_T=6, max_size=4))
 def test_random_problems(problem):
     model, params, x, y, h0 = problem
-    assert_rtrl_equals_bptt(model, params, x, y, h0)
+    assert_rtrl_equals_bptt(model, params, x, y, h0, per_key=False)
 
 
 @settings(max_examples=30, deadline=None)
@@ -72,7 +76,7 @@ def test_fuzzed_user_cells(torch64, case):
     except sr.SymRNNError:
         return  # refused at definition time: nothing to run
     data = case.data()
-    assert_rtrl_equals_bptt(model, data.params, data.x, data.y, data.h0)
+    assert_rtrl_equals_bptt(model, data.params, data.x, data.y, data.h0, per_key=False)
     ref_loss, ref = torch_loss_and_grads(case, data, torch64)  # and the independent route
     _, rtrl = model.rtrl_grads(data.params, data.x, data.y, h0=data.h0)
     for key, g in rtrl.items():
