@@ -21,12 +21,14 @@ What is measured (see benchmarks/README.md):
    curve, and the full spectrum (128 exponents), with peak memory;
 8. a sequence-to-sequence LSTM with Luong's general attention (``symrnn.Seq2Seq``; source 50 and
    target 40 tokens, N = 32, H = 128, vocabularies 1000) against the same model composed from torch
-   modules and operations.
+   modules and operations;
+9. second order and forward mode (``--only second``): the exact Hessian-vector product's time
+   relative to one gradient (target at most 3x), and RTRL against BPTT at H = 16, 64, 128 with the
+   expected ``O(H^2 P)`` growth beside the measured one;
+10. the fused backend (``symrnn.using_backend("numba")``): its gradient against NumPy, torch
+    autograd and the products alone, and its first call from a cold and a warm disk cache.
 
-9. the fused backend (``symrnn.using_backend("numba")``): its gradient against NumPy, torch
-   autograd and the products alone, and its first call from a cold and a warm disk cache.
-
-``--only NAME`` (derive, speed, scalar, verify, wiring, decay, seq2seq, fused; repeatable) runs a subset.
+``--only NAME`` (derive, speed, scalar, verify, wiring, decay, seq2seq, second, fused; repeatable) runs a subset.
 
 Every ratio compares two functions timed in the same run, called alternately
 (the order flips every round), and is the median over rounds of the per-round
@@ -509,7 +511,7 @@ def report_speed(runs, cfg, summary):
     return out
 
 
-# -- 9. the fused backend (Numba) against NumPy, torch and the products alone ----------------
+# -- 10. the fused backend (Numba) against NumPy, torch and the products alone ----------------
 _FIRST_CALL = """
 import sys, time
 t0 = time.perf_counter()
@@ -642,7 +644,7 @@ def _fused_wirings(cfg, repeats):
 
 
 def report_fused(result, cfg, summary):
-    out = ["## 9. The fused backend (Numba kernels) against NumPy, torch and the products alone", ""]
+    out = ["## 10. The fused backend (Numba kernels) against NumPy, torch and the products alone", ""]
     if result is None:
         return out + ["Numba is not installed (`pip install symrnn[fast]`): not measured."]
     N, T, D, H = cfg["speed_sizes"]
@@ -668,11 +670,11 @@ def report_fused(result, cfg, summary):
             if run["label"] == "all":
                 limit = 1.1 if r["cell"] == "rnn-tanh" else 1.2
                 ratio = min(t["fused"]) / min(t["floor"])
-                summary.append((f"9. {r['cell']} fused gradient / matrix products alone", f"{ratio:.2f}",
+                summary.append((f"10. {r['cell']} fused gradient / matrix products alone", f"{ratio:.2f}",
                                 f"≤ {limit}", status(ratio <= limit, full)))
                 if "torch" in t:
                     ratio = min(t["fused"]) / torch_min
-                    summary.append((f"9. {r['cell']} fused gradient / torch autograd", f"{ratio:.2f}", "≤ 0.5",
+                    summary.append((f"10. {r['cell']} fused gradient / torch autograd", f"{ratio:.2f}", "≤ 0.5",
                                     status(ratio <= 0.5, full)))
         if run.get("wirings"):
             out += ["", "| wiring (one thread) | fused (min) | numpy (min) | torch (min) | fused / torch | "
@@ -683,7 +685,7 @@ def report_fused(result, cfg, summary):
                 out.append(f"| {r['cell']} | {fmt_s(min(t['fused']))} | {fmt_s(min(t['numpy']))} | "
                            f"{fmt_s(torch_min)} | **{min(t['fused']) / torch_min:.2f}** | "
                            f"{min(t['fused']) / min(t['numpy']):.2f} |")
-                summary.append((f"9. {r['cell']} fused gradient / torch autograd (one thread)",
+                summary.append((f"10. {r['cell']} fused gradient / torch autograd (one thread)",
                                 f"{min(t['fused']) / torch_min:.2f}", "≤ 0.55",
                                 status(min(t["fused"]) / torch_min <= 0.55, full)))
         out.append("")
@@ -697,7 +699,7 @@ def report_fused(result, cfg, summary):
         out.append(f"| {cell} | {fmt_s(f[('numpy', 'cold')][1])} | {fmt_s(f[('numpy', 'warm')][1])} | "
                    f"{fmt_s(f[('numba', 'cold')][1])} | {fmt_s(f[('numba', 'warm')][1])} | "
                    f"{fmt_s(f[('numpy', 'warm')][0])} / {fmt_s(f[('numba', 'warm')][0])} |")
-        summary.append((f"9. {cell} first call (numba), cold / warm cache",
+        summary.append((f"10. {cell} first call (numba), cold / warm cache",
                         f"{fmt_s(f[('numba', 'cold')][1])} / {fmt_s(f[('numba', 'warm')][1])}", "≤ 5 s / ≤ 0.3 s",
                         status(f[("numba", "cold")][1] <= 5 and f[("numba", "warm")][1] <= 0.3)))
     return out
@@ -1357,6 +1359,82 @@ def report_seq2seq(res, cfg, summary):
     return out
 
 
+# -- 9. second order and forward mode ---------------------------------------------------------
+def bench_second(cfg):
+    """Benchmark 9: ``Model.hessian_vector_product`` against one ``loss_and_grads``, and
+    ``Model.rtrl_grads`` against ``loss_and_grads`` (BPTT) as H grows."""
+    T, N, D, H, K = cfg["hvp_sizes"]
+    rng = np.random.default_rng(9)
+    hvp = []
+    for cell in ("rnn-tanh", "lstm", "gru"):
+        model = sr.Model(cell, D=D, H=H, K=K)
+        params = model.init_params(seed=0)
+        x, y = rng.normal(size=(T, N, D)), rng.integers(0, K, size=(T, N))
+        v = {k: rng.normal(size=a.shape) for k, a in params.items()}
+        fns = {"grad": lambda: model.loss_and_grads(params, x, y),
+               "hvp": lambda: model.hessian_vector_product(params, v, x, y)}
+        for f in fns.values():  # warm-up (derivation, generated code), untimed
+            f()
+        times = interleaved(fns, cfg["second_repeats"])
+        hvp.append(dict(cell=cell, times=times, ratio=paired_ratio(times["hvp"], times["grad"])))
+    T, N, D, K = cfg["rtrl_sizes"]
+    rtrl = []
+    for H in (16, 64, 128):
+        model = sr.Model("rnn-tanh", D=D, H=H, K=K)
+        params = model.init_params(seed=0)
+        x, y = rng.normal(size=(T, N, D)), rng.integers(0, K, size=(T, N))
+        fns = {"bptt": lambda: model.loss_and_grads(params, x, y), "rtrl": lambda: model.rtrl_grads(params, x, y)}
+        _, g_b = fns["bptt"]()
+        _, g_r = fns["rtrl"]()
+        agree = max(np.abs(g_r[k] - g_b[k]).max() / max(np.abs(g_b[k]).max(), 1e-300) for k in g_r)
+        times = interleaved(fns, cfg["rtrl_repeats"])
+        P = sum(int(np.prod(model.param_shapes[k])) for k in model.cell.params)
+        rtrl.append(dict(H=H, P=P, times=times, agree=agree, ratio=paired_ratio(times["rtrl"], times["bptt"])))
+    return dict(hvp=hvp, rtrl=rtrl)
+
+
+def report_second(res, cfg, summary):
+    T, N, D, H, K = cfg["hvp_sizes"]
+    out = ["## 9. Second order and forward mode",
+           "",
+           f"*H v*: `Model.hessian_vector_product(params, v, x, y)` (forward over reverse, generated; returns the "
+           f"loss, the gradient and H v) against one `Model.loss_and_grads(params, x, y)`, cross-entropy readout, "
+           f"T={T}, N={N}, D={D}, H={H}, K={K}; called alternately, {cfg['second_repeats']} rounds; status on "
+           "min / min.",
+           "",
+           "| cell | gradient (min) | H v (min) | H v / gradient: min / min | median of paired ratios |",
+           "|---|---:|---:|---:|---:|"]
+    worst = 0.0
+    for row in res["hvp"]:
+        t = row["times"]
+        ratio_med, ratio_min = row["ratio"]
+        worst = max(worst, ratio_min)
+        out.append(f"| {row['cell']} | {fmt_s(min(t['grad']))} | {fmt_s(min(t['hvp']))} | **{ratio_min:.2f}** | "
+                   f"{ratio_med:.2f} |")
+    summary.append(("9. exact H v / one gradient (worst of rnn-tanh, lstm, gru)", f"{worst:.2f}", "≤ 3.0",
+                    status(worst <= 3.0)))
+    T, N, D, K = cfg["rtrl_sizes"]
+    base = res["rtrl"][0]
+    out += ["",
+            f"*RTRL*: `Model.rtrl_grads` (sensitivities carried forward, one tangent per parameter entry and "
+            f"initial-state entry) against BPTT (`loss_and_grads`), rnn-tanh, T={T}, N={N}, D={D}, K={K}. "
+            "Expected growth: RTRL costs O(H^2 P) per step (P the cell's parameters), BPTT O(H^2); "
+            "*expected x* is (H^2 P) relative to H=16, *measured x* RTRL's min time relative to H=16. "
+            "*agreement*: max |RTRL - BPTT| / max |BPTT| over the gradients.",
+            "",
+            "| H | P | BPTT (min) | RTRL (min) | RTRL / BPTT | expected x (H^2 P) | measured x | agreement |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in res["rtrl"]:
+        t = row["times"]
+        expected = (row["H"] ** 2 * row["P"]) / (base["H"] ** 2 * base["P"])
+        measured = min(t["rtrl"]) / min(base["times"]["rtrl"])
+        out.append(f"| {row['H']} | {row['P']} | {fmt_s(min(t['bptt']))} | {fmt_s(min(t['rtrl']))} | "
+                   f"{row['ratio'][1]:.0f} | {expected:.0f} | {measured:.1f} | {row['agree']:.1e} |")
+    summary.append(("9. RTRL / BPTT at H = 16, 64, 128 (reported; O(H^2 P) expected)",
+                    ", ".join(f"{r['ratio'][1]:.0f}" for r in res["rtrl"]), "reported", "reported"))
+    return out
+
+
 # -- main ---------------------------------------------------------------------------------
 def config(quick):
     if quick:
@@ -1365,13 +1443,15 @@ def config(quick):
                     plain_HT=(2, 5), plain_repeats=1, plain_all=False,
                     oracle_sizes=((4, 5.0), (8, 20.0)), oracle_T=64, oracle_repeats=1,
                     verify_sizes=(64, 128, 10, 4), verify_repeats=2, verify_gradcheck_slow=False,
-                    wiring_repeats=3, decay_H=16, decay_T=10000, seq2seq_repeats=3)
+                    wiring_repeats=3, decay_H=16, decay_T=10000, seq2seq_repeats=3,
+                    hvp_sizes=(20, 8, 16, 32, 10), second_repeats=3, rtrl_sizes=(5, 1, 8, 4), rtrl_repeats=2)
     return dict(derive_sizes=(4, 8, 16, 5), derive_T=(10, 100, 1000), derive_repeats=5,
                 speed_sizes=(32, 100, 64, 128), speed_repeats=21, speed_repeats_1=11,
                 plain_HT=(2, 8), plain_repeats=3, plain_all=True,
                 oracle_sizes=((4, 5.0), (8, 20.0)), oracle_T=256, oracle_repeats=3,
                 verify_sizes=(64, 128, 10, 4), verify_repeats=5, verify_gradcheck_slow=True,
-                wiring_repeats=11, decay_H=64, decay_T=100000, seq2seq_repeats=11)
+                wiring_repeats=11, decay_H=64, decay_T=100000, seq2seq_repeats=11,
+                hvp_sizes=(100, 32, 64, 128, 10), second_repeats=11, rtrl_sizes=(20, 1, 8, 4), rtrl_repeats=3)
 
 
 def write_atomic(path, text):
@@ -1395,7 +1475,8 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="where to write the Markdown report")
     parser.add_argument("--quick", action="store_true", help="fast smoke run: fewer repeats, smaller sizes")
     parser.add_argument("--only", action="append",
-                        choices=("derive", "speed", "scalar", "verify", "wiring", "decay", "seq2seq", "fused"),
+                        choices=("derive", "speed", "scalar", "verify", "wiring", "decay", "seq2seq", "second",
+                                 "fused"),
                         help="run only these benchmarks (repeatable; the report then holds only them)")
     args = parser.parse_args(argv)
     cfg = config(args.quick)
@@ -1411,6 +1492,7 @@ def main(argv=None):
                                 ("wiring", bench_wiring, report_wiring),
                                 ("decay", bench_decay, report_decay),
                                 ("seq2seq", bench_seq2seq, report_seq2seq),
+                                ("second", bench_second, report_second),
                                 ("fused", bench_fused, report_fused)):
         if args.only and name not in args.only:
             continue

@@ -17,9 +17,11 @@ from .gradients import GradientByLag, gradient_by_lag
 from .jacobian_stream import InputSource, JacobianStream
 from .lyapunov import UNITS, DecayProfile, decay_profile, default_lags, lyapunov_spectrum
 from .report import write_report
+from .sharpness import TopEigenvalue, sharpness_by_length, sharpness_figure, top_hessian_eigenvalue
 from .sweep import SweepResult, sweep
 from .weights import INITS, SCALE_BY, load_params, make_params
 
 __all__ = ["PascanuBound", "pascanu_bound", "GradientByLag", "gradient_by_lag", "InputSource", "JacobianStream",
            "UNITS", "DecayProfile", "decay_profile", "default_lags", "lyapunov_spectrum", "write_report",
-           "SweepResult", "sweep", "INITS", "SCALE_BY", "load_params", "make_params"]
+           "SweepResult", "sweep", "INITS", "SCALE_BY", "load_params", "make_params",
+           "TopEigenvalue", "top_hessian_eigenvalue", "sharpness_by_length", "sharpness_figure"]

@@ -82,6 +82,15 @@ class CrossEntropy(Loss):
         grad = (Yhat * P.sum(axis=-1, keepdims=True) - P) * scale
         return value, grad.astype(O.dtype, copy=False)
 
+    def hessian_vector(self, O, Y, dO, reduction, mask=None):
+        """``d^2 L/dO^2 dO``: ``scale * sum(y) * (p * dO - p <p, dO>)`` per step (``p = softmax(O)``)."""
+        T, N, K = O.shape
+        mask = np.ones((T, N), dtype=bool) if mask is None else mask
+        weight = (_one_hot_or_probs(Y, K, O.dtype) * mask[..., None]).sum(axis=-1, keepdims=True)
+        Yhat = _softmax(O)[0]
+        Pd = Yhat * dO
+        return (Pd - Yhat * Pd.sum(axis=-1, keepdims=True)) * weight * scale_of(reduction, mask)
+
     def symbolic(self, logits, reduction):
         t, k, K = sp.symbols("t k K", integer=True, positive=True)
         y, yhat = sp.IndexedBase("y"), sp.IndexedBase("yhat")
@@ -105,6 +114,11 @@ class SquaredError(Loss):
         R = (O - Y) * mask[..., None]
         return (R * R).sum() * scale, (2 * scale) * R
 
+    def hessian_vector(self, O, Y, dO, reduction, mask=None):
+        """``d^2 L/dO^2 dO = 2 * weight * scale * dO`` on the scored steps."""
+        mask = np.ones(O.shape[:2], dtype=bool) if mask is None else mask
+        return (2 * scale_of(reduction, mask, O.shape[-1]) * float(self.weight)) * dO * mask[..., None]
+
     def symbolic(self, logits, reduction):
         t, k, K = sp.symbols("t k K", integer=True, positive=True)
         y, o = sp.IndexedBase("y"), sp.IndexedBase(logits)
@@ -121,6 +135,10 @@ class Upstream(Loss):
         if mask is not None:
             G = G * mask[..., None]
         return (Hs * G).sum(), G
+
+    def hessian_vector(self, Hs, G, dH, reduction, mask=None):
+        """The loss is linear in the states: its Hessian is zero."""
+        return np.zeros_like(dH)
 
     def symbolic(self, state, reduction, taken=()):
         """``taken``: the names the cell already uses (the LSTM's gate ``g``); the upstream gradient

@@ -126,6 +126,51 @@ class Protocol:
         _ = self.cell_code, self.readout_code  # made and kept by the properties
         return self
 
+    # -- forward mode and second order (symrnn.engine.rtrl, symrnn.engine.second_order) ----------
+    def rtrl_grads(self, params, inputs, targets, h0=None, mask=None):
+        """The loss and gradients by real-time recurrent learning (forward sensitivities, streamed);
+        one cell, or a stack of unidirectional layers.
+
+        Same arguments as ``loss_and_grads``; returns ``(loss, grads)`` with the parameters' and
+        initial states' gradients (no input gradient).  Cost ``O(N H^2 P)`` per step, memory
+        ``O(N H P)`` independent of ``T`` (see :func:`symrnn.engine.rtrl.rtrl_loss_and_grads`).
+
+        Examples
+        --------
+        >>> import numpy as np, symrnn as sr
+        >>> model = sr.Model("gru", D=2, H=3, K=2)
+        >>> params = model.init_params(seed=0)
+        >>> x = np.random.default_rng(0).normal(size=(4, 1, 2)); y = np.array([[0], [1], [1], [0]])
+        >>> _, bptt = model.loss_and_grads(params, x, y)
+        >>> _, rtrl = model.rtrl_grads(params, x, y)
+        >>> bool(np.allclose(bptt["W_z"], rtrl["W_z"], rtol=1e-12, atol=0))
+        True
+        """
+        from ..engine.rtrl import rtrl_loss_and_grads
+        return rtrl_loss_and_grads(self, params, inputs, targets, h0, mask)
+
+    def hessian_vector_product(self, params, vector, inputs, targets, h0=None, mask=None, gauss_newton=False):
+        """The exact ``H v`` (or Gauss-Newton ``G v``) of the loss in the parameters along ``vector``.
+
+        Returns ``(loss, grads, product)``; see :func:`symrnn.engine.second_order.hessian_vector_product`.
+
+        Examples
+        --------
+        >>> import numpy as np, symrnn as sr
+        >>> model = sr.Model("rnn-tanh", D=2, H=3, K=2, loss="mse")
+        >>> params = model.init_params(seed=0)
+        >>> rng = np.random.default_rng(0)
+        >>> x, y = rng.normal(size=(4, 1, 2)), rng.normal(size=(4, 1, 2))
+        >>> v = {k: rng.normal(size=p.shape) for k, p in params.items()}
+        >>> _, _, hv = model.hessian_vector_product(params, v, x, y)
+        >>> up = model.loss_and_grads({k: params[k] + 1e-6 * v[k] for k in params}, x, y)[1]
+        >>> down = model.loss_and_grads({k: params[k] - 1e-6 * v[k] for k in params}, x, y)[1]
+        >>> bool(np.allclose((up["W"] - down["W"]) / 2e-6, hv["W"], atol=1e-7))
+        True
+        """
+        from ..engine.second_order import hessian_vector_product
+        return hessian_vector_product(self, params, vector, inputs, targets, h0, mask, gauss_newton)
+
     # -- the checks of targets and masks ---------------------------------------------------------
     def _scored(self, X_in, targets, mask):
         """The inputs padded to the schedule's steps, the checked targets, the schedule and the mask."""

@@ -10,7 +10,9 @@ come from (:data:`symrnn.models.layouts.LAYOUTS`) or a declared :class:`~symrnn.
 * :func:`verify_step` -- one step's forward and backward;
 * :func:`verify_seq2seq` -- an encoder-decoder's loss function (:class:`symrnn.Seq2Seq`'s
   bridges, peeky context and attention), a wrong gradient placed in the encoder, bridge,
-  decoder, attention or readout.
+  decoder, attention or readout;
+* :func:`verify_hvp` -- a Hessian-vector (or Gauss-Newton) product of the loss
+  (:mod:`symrnn.verify.second_order`).
 
 Each returns a :class:`Verification`: ``ok``, the forward check, a table of
 every gradient (user value, exact value, error, tolerance), hygiene findings
@@ -24,6 +26,7 @@ from .result import Verification
 from .seq2seq import verify_seq2seq
 from .captioning import verify_captioning
 from .signatures import SIGNATURES, Signature
+from .second_order import SecondOrderVerification, verify_hvp
 
 __all__ = ["verify_layer", "verify_layer_object", "verify_loss", "verify_seq2seq", "verify_captioning",
-           "verify_step", "Verification", "Signature", "SIGNATURES"]
+           "verify_step", "Verification", "Signature", "SIGNATURES", "verify_hvp", "SecondOrderVerification"]

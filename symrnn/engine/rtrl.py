@@ -1,0 +1,224 @@
+"""Real-time recurrent learning (Williams and Zipser 1989), derived from the cell's equations.
+
+RTRL carries the sensitivities ``P_t = d s_t / d theta`` of every state forward in time,
+
+    P_t = J_t P_{t-1} + dF/dtheta,       dL/dtheta = sum_t (dL_t/ds_t) P_t,
+
+where ``J_t = ds_t/ds_{t-1}`` and ``dF/dtheta`` is the step's direct dependence on the parameters.
+Both come from the same local terms as the reverse sweep (:mod:`symrnn.engine.tangent`): the
+recurrence is the tangent sweep with one tangent per parameter entry (and per entry of the initial
+states), run as generated code.  Nothing over time is kept: each step runs the cell's generated
+forward on one input, updates the sensitivities and folds the step's loss into the gradient, so
+memory does not grow with ``T``.
+
+Cost per step and example: the product ``J_t P_{t-1}`` is ``O(H^2 P)`` time (``P`` the number of
+parameters of the cell; ``P ~ 4 H^2`` for a vanilla RNN with ``D ~ H``, so ``O(H^4)``), and the
+sensitivities take ``O(H P)`` memory; BPTT takes ``O(H^2)`` time per step and ``O(T H)`` memory.
+"""
+from __future__ import annotations
+
+import numpy as np
+import sympy as sp
+
+from ..errors import ShapeError
+from .codegen import code_name
+from .losses import SquaredError, scale_of
+from .symbols import tsym
+from .tangent import Tangent, tangent_code, tangent_equations, unidirectional_layers
+
+
+class Sensitivities:
+    """The sensitivity recurrence of a cell as equations: ``dot y[t] = ...`` for every quantity.
+
+    With ``dot theta`` one parameter entry at a time, ``dot s[t]`` is a column of ``P_t =
+    d s_t / d theta``, and the equations are RTRL's ``P_t = J_t P_{t-1} + dF/dtheta``.
+
+    Parameters
+    ----------
+    cell : Cell
+
+    Examples
+    --------
+    >>> import symrnn as sr
+    >>> from symrnn.engine.rtrl import Sensitivities
+    >>> print(Sensitivities(sr.rnn("tanh")))
+    dot a[t] = MatVec(U, dot x[t]) + MatVec(W, dot h[t-1]) + MatVec(dot U, x[t]) + MatVec(dot W, h[t-1]) + dot b
+    dot h[t] = (1 - h[t]**2)*dot a[t]
+    """
+
+    def __init__(self, cell):
+        self.cell = cell
+        self.equations = tangent_equations(cell.equations)
+
+    def __str__(self):
+        return "\n".join(f"{sp.sstr(e.lhs)} = {sp.sstr(e.rhs, order='none')}" for e in self.equations)
+
+    def _repr_latex_(self):
+        body = r" \\ ".join(f"{sp.latex(e.lhs)} &= {sp.latex(e.rhs)}" for e in self.equations)
+        return r"$\begin{aligned}" + body + r"\end{aligned}$"
+
+
+class _Directions:
+    """The layout of the tangent axis: every parameter entry of every layer's cell (by key, row-major),
+    then every entry of each layer's initial states.  Adds the source terms of one step."""
+
+    def __init__(self, keys, shapes, states):
+        self.offsets, start = {}, 0
+        for key in keys:
+            size = int(np.prod(shapes[key]))
+            self.offsets[key] = (start, start + size, shapes[key])
+            start += size
+        self.n_params = start
+        for key, size in states:
+            self.offsets[key] = (start, start + size, (size,))
+            start += size
+        self.R = start
+
+    def matrix(self, out, key, coef, v):
+        lo, hi, (rows, cols) = self.offsets[key]
+        N = v.shape[0]
+        block = out[lo:hi].reshape(rows, cols, N, out.shape[-1])
+        i = np.arange(rows)
+        c = np.broadcast_to(coef, (N, rows))
+        block[i, :, :, i] += c.T[:, None, :] * v.T[None, :, :]
+
+    def vector(self, out, key, coef):
+        lo, hi, (rows,) = self.offsets[key]
+        N = out.shape[1]
+        i = np.arange(rows)
+        out[lo:hi][i, :, i] += np.broadcast_to(coef, (N, rows)).T
+
+    def initial(self, key, N, size, dtype):
+        """``dot s_0`` for every direction: the identity on the state's own block (per example)."""
+        out = np.zeros((self.R, N, size), dtype=dtype)
+        lo, hi, _ = self.offsets[key]
+        i = np.arange(size)
+        out[lo:hi][i, :, i] = 1.0
+        return out
+
+
+class _LayerSource:
+    """The source terms of one layer: its cell's parameter names mapped to the model's keys."""
+
+    def __init__(self, directions, keys):
+        self.directions, self.keys = directions, keys
+
+    def matrix(self, out, name, coef, v):
+        self.directions.matrix(out, self.keys[name], coef, v)
+
+    def vector(self, out, name, coef):
+        self.directions.vector(out, self.keys[name], coef)
+
+
+def _step_scale(model, mask):
+    """The factor between the loss of one step with ``reduction='sum'`` and its share of the model's loss."""
+    if model.reduction == "sum":
+        return 1.0
+    per_step = model.sizes["K"] if isinstance(model.loss_rule, SquaredError) else 1
+    return scale_of(model.reduction, mask, per_step)
+
+
+def rtrl_loss_and_grads(model, params, inputs, targets, h0=None, mask=None):
+    """The loss and its gradient by real-time recurrent learning, streaming over time.
+
+    Parameters
+    ----------
+    model : Model or StackedModel
+        A one-cell model (any cell, architecture, loss and reduction), or a stack of
+        unidirectional layers (:class:`symrnn.StackedModel`, residual or not).
+    params, inputs, targets, h0, mask
+        As :meth:`symrnn.Model.loss_and_grads`.
+
+    Returns
+    -------
+    loss : float
+    grads : dict of str to ndarray
+        Every parameter's gradient and the initial states' (``h0``, ``c0``); RTRL gives no input
+        gradient (one tangent per input entry would be needed).
+
+    Notes
+    -----
+    Memory is ``O(N H P)`` for the sensitivities and does not grow with ``T``; time per step is
+    ``O(N H^2 P)``, against ``O(N H^2)`` for a step of BPTT.
+    """
+    layers = unidirectional_layers(model, 'RTRL')
+    params, X, Y, S0, sched, mask = model._prepare(params, inputs, targets, h0, mask)
+    T, N = X.shape[:2]
+    dtype = X.dtype
+    block = model.cell_code
+    code = tangent_code(block)
+    shapes = model.param_shapes
+    states0 = {row: (S0 if row is None else S0[(row, "fwd")]) for _, _, _, row in layers}
+    state_sizes = {s: model.state_size(s) if hasattr(model, "state_size") else model.unit.state_size(s)
+                   for s in model.state_names}
+    initial_keys = [((row, s), state_sizes[s]) for _, _, _, row in layers for s in model.state_names]
+    directions = _Directions([k for keys, _, _, _ in layers for k in keys.values()], shapes, initial_keys)
+    scored = np.ones((len(sched.output_steps), N), dtype=bool) if mask is None else mask
+    factor = _step_scale(model, scored)
+    readout = model.readout_code if model.readout is not None else None
+    grad_theta = np.zeros(directions.n_params, dtype=dtype)
+    grad_states = {key: np.zeros((N, size), dtype=dtype) for key, size in initial_keys}
+    readout_grads = {k: np.zeros(shapes[k], dtype=dtype) for k in (model.readout.params if readout else ())}
+    sens = {(row, s): directions.initial((row, s), N, state_sizes[s], dtype) for _, _, _, row in layers
+            for s in model.state_names}
+    states = {(row, s): states0[row][s] for _, _, _, row in layers for s in model.state_names}
+    loss = 0.0
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for t in range(T):
+            x, dx = X[t], None
+            for keys, sizes, residual, row in layers:
+                layer_params = {n: params[k] for n, k in keys.items()}
+                prev = {s: states[(row, s)] for s in model.state_names}
+                cache = block.forward(layer_params, x[None], prev, sizes)
+                values = {code_name(block.input_symbol): x}
+                for s in model.state_names:
+                    values[code_name(tsym(s, -1))] = prev[s]
+                    states[(row, s)] = cache[f"S_{s}"][1].copy()
+                    values[code_name(tsym(s))] = states[(row, s)]
+                for e in block.equations:
+                    if e.kind == "let":
+                        values[code_name(e.target)] = cache[f"C_{e.target.name.split('[')[0]}"][0]
+                dV = {code_name(tsym(s, -1)): sens[(row, s)] for s in model.state_names}
+                dV[code_name(block.input_symbol)] = dx
+                tangents = code.function(layer_params, values, dV, _LayerSource(directions, keys), directions.R, N,
+                                         sizes, dtype)
+                for s in model.state_names:
+                    sens[(row, s)] = tangents[code_name(tsym(s))]
+                out, d_out = states[(row, model.out)], sens[(row, model.out)]
+                if residual:
+                    out, d_out = out + x, d_out + dx
+                x, dx = out, d_out
+            if t not in sched.output_steps:
+                continue
+            k = t - sched.output_steps.start
+            step_mask = None if mask is None else mask[k:k + 1]
+            h_t = x[None]
+            if readout is not None:
+                rcache = readout.forward(params, h_t, {}, model.sizes)
+                value, d_o = model.loss_rule.value_and_grad(rcache[f"C_{model.logits}"], Y[k:k + 1], "sum", step_mask)
+                rgrads, d_h, _ = readout.backward(params, h_t, rcache, {model.logits: d_o * factor}, {}, model.sizes)
+                for name, g in rgrads.items():
+                    readout_grads[name] += g
+                d_h = d_h[0]
+            else:
+                value, d_h = model.loss_rule.value_and_grad(h_t, Y[k:k + 1], "sum", step_mask)
+                d_h = d_h[0] * factor
+            loss += float(value) * factor
+            grad_theta += np.einsum("rnk,nk->r", dx[:directions.n_params], d_h)
+            for key, _ in initial_keys:
+                lo, hi, _ = directions.offsets[key]
+                grad_states[key] += np.einsum("ink,nk->ni", dx[lo:hi], d_h)
+    grads = {}
+    for keys, _, _, _ in layers:
+        for key in keys.values():
+            lo, hi, shape = directions.offsets[key]
+            grads[key] = grad_theta[lo:hi].reshape(shape)
+    grads.update(readout_grads)
+    grads = {k: grads[k] for k in shapes}
+    for s in model.state_names:
+        rows = [grad_states[(row, s)] for _, _, _, row in layers]
+        grads[model.initial_state_key(s)] = rows[0] if layers[0][3] is None else np.stack(rows)
+    return loss, grads
+
+
+__all__ = ["Tangent", "Sensitivities", "rtrl_loss_and_grads"]
