@@ -131,7 +131,7 @@ def _cell_rows(d, part, namer):
         names = sorted(d.gradients, key=_parameter_order(d))
         return [(dL % namer.name(n), d.gradients[n]) for n in names]
     if part == "input_gradient":
-        return [(dL % namer.tex(sp.Symbol(f"{d.cell.input_symbol}[t]")), d.input_gradient)]
+        return [(dL % namer.tex(sp.Symbol(str(d.cell.input_symbol))), d.input_gradient)]
     if part == "initial_states":
         return [(dL % f"{namer.printer.name_tex(s)}_0", g) for s, g in d.initial_state_gradients.items()]
     if part == "jacobians":
@@ -154,7 +154,8 @@ def latex(derivation, *parts, rows=None, named=True, width=WIDTH, **settings) ->
         Which equations, in this order: for a cell some of :data:`PARTS` (``forward``, ``loss``,
         ``adjoints``, ``gates`` (each gate's pre-activation adjoint, named), ``gradients``,
         ``input_gradient``, ``initial_states`` (at ``t = 1``), ``jacobians`` (at step ``k``)); for a
-        sequence-to-sequence model some of :data:`SEQ2SEQ_PARTS`.  None: every part.
+        sequence-to-sequence model some of :data:`SEQ2SEQ_PARTS`.  None: every part (none when ``rows``
+        are given).
     rows : list of (lhs, rhs), optional
         Rows of your own after the parts: each side a SymPy expression or LaTeX text; ``rhs`` None makes
         ``lhs`` a heading line.
@@ -188,7 +189,7 @@ def latex(derivation, *parts, rows=None, named=True, width=WIDTH, **settings) ->
     namer = _Namer(derivation, **settings)
     named_fn = namer.named if named else (lambda e: e)
     blocks = []
-    for part in parts or PARTS:
+    for part in parts or (() if rows else PARTS):
         part_rows = _cell_rows(derivation, part, namer)
         printer = namer.printer
         if part in _PART_SETTINGS:
@@ -206,6 +207,32 @@ def _join(blocks, width) -> str:
     bodies = [_aligned(r, p, width, n) for r, p, n in blocks]
     inner = [b[len("\\begin{aligned}\n"):-len("\n\\end{aligned}")] for b in bodies]
     return "\\begin{aligned}\n" + " \\\\\n".join(inner) + "\n\\end{aligned}"
+
+
+def tex(derivation, expr, **settings) -> str:
+    """One SymPy expression (or symbol) of ``derivation`` as LaTeX, with the names of the model's report.
+
+    Parameters
+    ----------
+    derivation : Derivation
+    expr : sympy.Basic
+        For example a Jacobian read off the unrolled graph, or ``sympy.Symbol("h[t-1]")``.
+    **settings
+        Settings of the report's printer (``time=2`` prints ``h[t]`` as ``h_2``).
+
+    Examples
+    --------
+    >>> import sympy as sp, symrnn as sr
+    >>> import symrnn.report
+    >>> d = sr.Model("lstm", D=2, H=3, K=2).derive()
+    >>> d.tex(sp.Symbol("bar c[t+1]"), time=2)
+    '\\bar{c}_{3}'
+    """
+    if isinstance(derivation, Seq2SeqDerivation):
+        from .seq2seq_notation import printer
+
+        return printer("dec", **settings).doprint(expr)
+    return _Namer(derivation, **settings).printer.doprint(expr)
 
 
 def show(derivation, *parts, rows=None, named=True, width=WIDTH, **settings):
@@ -246,7 +273,7 @@ def _seq2seq_latex(d, parts, rows, width) -> str:
     from .seq2seq_notation import printer, seq2seq_part
 
     blocks = []
-    for part in parts or SEQ2SEQ_PARTS:
+    for part in parts or (() if rows else SEQ2SEQ_PARTS):
         part_rows, part_printer = seq2seq_part(d, part)
         if part_rows:
             blocks.append((part_rows, part_printer, lambda e: e))
@@ -350,5 +377,7 @@ def table(header, rows, align=None):
 
 Derivation.show = show
 Derivation.latex = latex
+Derivation.tex = tex
 Seq2SeqDerivation.show = show
 Seq2SeqDerivation.latex = latex
+Seq2SeqDerivation.tex = tex
