@@ -30,7 +30,7 @@ CONVENTION = [
                                r"with $s$ as the step"),
     (r"h_{t}", r"decoder state at target step $t$ (a plain $h$ is always the decoder's)"),
     (r"\bar{u}", r"the adjoint $\partial L / \partial u$ of any quantity $u$ (a bar marks adjoints only)"),
-    (r"\bar{u}\big|_{\text{attention}}", r"one contribution to $\bar{u}$: the part that arrives through the "
+    (r"\bar{u}\big\vert_{\text{attention}}", r"one contribution to $\bar{u}$: the part that arrives through the "
                                          r"attention (likewise readout, combination)"),
     (r"s,\ s'", r"source positions: $s$ free, $s'$ summed"),
     (r"t,\ t'", r"target steps: $t$ free, $t'$ summed"),
