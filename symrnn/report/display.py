@@ -1,11 +1,11 @@
-"""Showing a derivation in a notebook: its equations as one aligned LaTeX block, printed by the report's printer.
+r"""Showing a derivation in a notebook: its equations as one aligned LaTeX block, printed by the report's printer.
 
 :meth:`Derivation.show <symrnn.engine.bptt.Derivation.show>` and :meth:`Derivation.latex
 <symrnn.engine.bptt.Derivation.latex>` (and the same two methods of a sequence-to-sequence model's
 derivation) are the functions :func:`show` and :func:`latex` of this module, attached to the engine's
 classes when :mod:`symrnn.report` is imported (the engine never imports a report; in a notebook
 ``import symrnn`` loads the report layer, elsewhere ``import symrnn.report`` does).  They print
-with the names of the model's PDF report: a gate's pre-activation adjoint ``\\bar a^f_t`` under its
+with the names of the model's PDF report: a gate's pre-activation adjoint ``\bar a^f_t`` under its
 name, the readout's bias ``b_y`` beside an LSTM's cell state, the parameters under their letters.
 
 A derivation is shown by *parts* (see :data:`PARTS`), or by rows ``(left side, right side)`` of your
@@ -17,10 +17,11 @@ section of any model's report (a stacked or bidirectional model's merge, its lay
 >>> import symrnn.report
 >>> d = sr.Model("rnn-tanh", D=3, H=4, K=5).derive()
 >>> print(d.latex("forward"))
-\\begin{aligned}
-a_{t} &= b + U x_{t} + W h_{t-1} \\\\
-h_{t} &= \\tanh\\left(a_{t}\\right)
-\\end{aligned}
+\begin{aligned}
+a_{t} &= U x_{t} + W h_{t-1} + b \\
+h_{t} &= \tanh{\left(a_{t} \right)} \\
+o_{t} &= c + V h_{t}
+\end{aligned}
 """
 from __future__ import annotations
 
@@ -100,7 +101,10 @@ def _aligned(rows, printer, width=WIDTH, named=lambda e: e) -> str:
             lines.append(rf"&{left}")
             continue
         first = max(width - tex_width(left), 24.0)
-        pieces = [rhs] if isinstance(rhs, str) else break_lines(named(rhs), printer, first, first - 4.0)
+        if isinstance(rhs, (list, tuple)):  # LaTeX lines, already broken
+            pieces = [str(piece) for piece in rhs]
+        else:
+            pieces = [rhs] if isinstance(rhs, str) else break_lines(named(rhs), printer, first, first - 4.0)
         lines.append(f"{left} &= {pieces[0]}")
         lines += [rf"&\quad {{}}{piece}" for piece in pieces[1:]]
     return "\\begin{aligned}\n" + " \\\\\n".join(lines) + "\n\\end{aligned}"
@@ -144,7 +148,7 @@ _PART_SETTINGS = {"initial_states": {"time": 1}, "jacobians": {"time": "k"}}
 
 
 def latex(derivation, *parts, rows=None, named=True, width=WIDTH, **settings) -> str:
-    """The equations of ``derivation`` as one LaTeX ``aligned`` block.
+    r"""The equations of ``derivation`` as one LaTeX ``aligned`` block.
 
     Parameters
     ----------
@@ -157,10 +161,10 @@ def latex(derivation, *parts, rows=None, named=True, width=WIDTH, **settings) ->
         sequence-to-sequence model some of :data:`SEQ2SEQ_PARTS`.  None: every part (none when ``rows``
         are given).
     rows : list of (lhs, rhs), optional
-        Rows of your own after the parts: each side a SymPy expression or LaTeX text; ``rhs`` None makes
-        ``lhs`` a heading line.
+        Rows of your own after the parts: each side a SymPy expression or LaTeX text (a list of LaTeX
+        texts: the lines of a right side broken by hand); ``rhs`` None makes ``lhs`` a heading line.
     named : bool
-        Write each gate's pre-activation adjoint under its name (``\\bar a^f_t``) in the right sides.
+        Write each gate's pre-activation adjoint under its name (``\bar a^f_t``) in the right sides.
     width : float
         The widest line (units of :func:`symrnn.report.latex.tex_width`); longer right sides are broken.
     **settings
@@ -170,7 +174,7 @@ def latex(derivation, *parts, rows=None, named=True, width=WIDTH, **settings) ->
     Returns
     -------
     str
-        ``\\begin{aligned} ... \\end{aligned}``.
+        ``\begin{aligned} ... \end{aligned}``.
 
     Examples
     --------
@@ -178,8 +182,8 @@ def latex(derivation, *parts, rows=None, named=True, width=WIDTH, **settings) ->
     >>> import symrnn.report
     >>> d = sr.Model("lstm", D=2, H=3, K=2).derive()
     >>> print(d.latex("gates"))  # doctest: +ELLIPSIS
-    \\begin{aligned}
-    \\bar{a}^{i}_{t} &= \\bar{i}_{t} \\odot ...
+    \begin{aligned}
+    \bar{a}^{i}_{t} &= \bar{i}_{t} \odot ...
     """
     if _is_seq2seq(derivation):
         return _seq2seq_latex(derivation, parts, rows, width)
@@ -210,7 +214,7 @@ def _join(blocks, width) -> str:
 
 
 def tex(derivation, expr, **settings) -> str:
-    """One SymPy expression (or symbol) of ``derivation`` as LaTeX, with the names of the model's report.
+    r"""One SymPy expression (or symbol) of ``derivation`` as LaTeX, with the names of the model's report.
 
     Parameters
     ----------
@@ -225,8 +229,8 @@ def tex(derivation, expr, **settings) -> str:
     >>> import sympy as sp, symrnn as sr
     >>> import symrnn.report
     >>> d = sr.Model("lstm", D=2, H=3, K=2).derive()
-    >>> d.tex(sp.Symbol("bar c[t+1]"), time=2)
-    '\\bar{c}_{3}'
+    >>> print(d.tex(sp.Symbol("bar c[t+1]"), time=2))
+    \bar{c}_{3}
     """
     if isinstance(derivation, Seq2SeqDerivation):
         from .seq2seq_notation import printer
@@ -235,8 +239,56 @@ def tex(derivation, expr, **settings) -> str:
     return _Namer(derivation, **settings).printer.doprint(expr)
 
 
+def chain_rule(derivation, graph, node):
+    r"""The chain rule at one node of the unrolled graph, as a row for :func:`show`.
+
+    The adjoint of ``node`` is the sum, over the edges leaving it, of the transposed local derivative the
+    edge carries times the adjoint of the node it enters (read by
+    :func:`symrnn.engine.graph.adjoint_recurrence_from_graph`); one edge per line.
+
+    Parameters
+    ----------
+    derivation : Derivation
+        Of the model the graph was unrolled from (its names are used).
+    graph : networkx.DiGraph
+        From :func:`symrnn.engine.graph.unroll`.
+    node : tuple
+        ``(name, step)``, for example ``("h", 2)``.
+
+    Returns
+    -------
+    tuple
+        ``(lhs LaTeX, [LaTeX lines])``: a row of ``rows=`` in :func:`show` and :func:`latex`.
+
+    Examples
+    --------
+    >>> import symrnn as sr
+    >>> import symrnn.report
+    >>> from symrnn.engine.graph import unroll
+    >>> from symrnn.report.display import chain_rule
+    >>> model = sr.Model("rnn-tanh", D=2, H=2, K=2)
+    >>> lhs, lines = chain_rule(model.derive(), unroll(model, 3), ("h", 2))
+    >>> print(lhs, "=", " ".join(lines))
+    \bar{h}_{2} = V^{\top} \bar{o}_{2} + W^{\top} \bar{a}_{3}
+    """
+    from ..engine.graph import adjoint_recurrence_from_graph
+
+    if node not in graph:
+        raise UnknownNameError(f"The graph has no node {node!r}; its states at step 1 are "
+                               f"{sorted(n for n in graph.nodes if n[1] == 1)}.")
+    terms = []
+    for (name, t), jacobian in adjoint_recurrence_from_graph(graph, node):
+        if jacobian is None:  # the edge into the loss: the loss rule's gradient is the adjoint itself
+            continue
+        local = tex(derivation, jacobian) if jacobian.is_Symbol else rf"\left({tex(derivation, jacobian)}\right)"
+        terms.append(rf"{local}^{{\top}} {tex(derivation, sp.Symbol(f'bar {name}[t]'), time=t)}")
+    if not terms:
+        raise ParameterError(f"No edge leaves {node!r} except into the loss.")
+    return tex(derivation, sp.Symbol(f"bar {node[0]}[t]"), time=node[1]), [terms[0]] + [f"+ {x}" for x in terms[1:]]
+
+
 def show(derivation, *parts, rows=None, named=True, width=WIDTH, **settings):
-    """Display the equations of ``derivation`` (in a notebook as rendered maths, elsewhere as LaTeX text).
+    r"""Display the equations of ``derivation`` (in a notebook as rendered maths, elsewhere as LaTeX text).
 
     Takes the arguments of :func:`latex`.  Returns None, so a notebook cell that ends with it shows the
     equations once.
@@ -246,8 +298,8 @@ def show(derivation, *parts, rows=None, named=True, width=WIDTH, **settings):
     >>> import symrnn as sr
     >>> import symrnn.report
     >>> sr.Model("rnn-tanh", D=3, H=4, K=5).derive().show("adjoints")  # doctest: +ELLIPSIS
-    \\begin{aligned}
-    \\bar{o}_{t} &= \\hat{y}_{t} - y_{t} \\\\
+    \begin{aligned}
+    \bar{o}_{t} &= \hat{y}_{t} - y_{t} \\
     ...
     """
     _display(Equations(latex(derivation, *parts, rows=rows, named=named, width=width, **settings)))
@@ -284,7 +336,7 @@ def _seq2seq_latex(d, parts, rows, width) -> str:
 
 # -- a section of any model's report, and a table -------------------------------------------------------
 def report_section(model, label) -> Equations:
-    """The displayed equations of one section of ``model``'s report, as one aligned block.
+    r"""The displayed equations of one section of ``model``'s report, as one aligned block.
 
     Parameters
     ----------
@@ -304,8 +356,8 @@ def report_section(model, label) -> Equations:
     >>> from symrnn.report.display import report_section
     >>> model = sr.BidirectionalModel("rnn-tanh", D=2, H=3, K=2, merge="sum")
     >>> print(report_section(model, "sec:merge"))  # doctest: +ELLIPSIS
-    \\begin{aligned}
-    \\bar{h}^{\\rightarrow}_{t}\\big|_{\\text{merge}} &= \\bar{y}_{t} ...
+    \begin{aligned}
+    \bar{h}^{\rightarrow}_{t}\big|_{\text{merge}} &= \bar{y}_{t} ...
     """
     from . import model_document
 
