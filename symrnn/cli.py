@@ -188,7 +188,8 @@ def _parser() -> argparse.ArgumentParser:
                                            "needs a file)")
     p.add_argument("--exercises", action="store_true",
                    help="the exercise version for teachers: the adjoints, gradients and the worked example's "
-                        "backward pass left blank, with the answers at the end")
+                        "backward pass left blank; with -o FILE the answers go to FILE-answers (a separate "
+                        "file), on standard output they follow at the end")
     p = sub.add_parser("derive-all", help="write the .tex and .md derivations of every built-in cell")
     p.add_argument("--out", default="derivations")
     p = sub.add_parser("check", help="agreement table of the generated gradients against every oracle")
@@ -273,6 +274,10 @@ def _run(args, parser) -> int:
             return 0
         path = write_report(build_model(args), args.format, args.output, args.exercises)
         print(f"wrote {path}")
+        if args.exercises:
+            from .report import answers_path
+
+            print(f"wrote {answers_path(path)} (the answers)")
         return 0
     if args.command == "derive-all":
         from .report import write_all

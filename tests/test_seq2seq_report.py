@@ -167,3 +167,29 @@ def test_derivation_docstring_names_the_loss_keys_the_loss_rules_return():
         keys = sr.Model("rnn-tanh", D=2, H=2, K=2, loss=rule).derive().loss.keys()
         for key in keys:
             assert f'"{key}"' in doc, key
+
+
+def test_exercise_version_writes_its_answers_to_a_separate_file(tmp_path, capsys):
+    from symrnn.cli import main
+    from symrnn.report.exercises import BLANK
+
+    out = tmp_path / "lstm-exercises.md"
+    assert main(["derive", "lstm", "--exercises", "-o", str(out)]) == 0
+    answers = tmp_path / "lstm-exercises-answers.md"
+    assert f"wrote {answers}" in capsys.readouterr().out
+    questions, solutions = out.read_text(), answers.read_text()
+    assert BLANK in questions and "Answers" not in questions and "answer sheet" in questions
+    assert BLANK not in solutions and "## 1. Answers" in solutions and r"\boxed{" in solutions
+
+
+@pytest.mark.latex
+def test_exercise_and_answer_pdfs_compile_without_unresolved_references(tmp_path):
+    need("pdflatex")
+    from symrnn.report import _latex
+    from symrnn.report.exercises import make_exercises
+    from symrnn.report.sections import build_document
+
+    for document in make_exercises(build_document(sr.Model("gru", D=2, H=2, K=2)), answers_apart=True):
+        result = compile_pdf(_latex.render(document))
+        assert result.overfull_lines() == []
+        assert "??" not in pdf_text(result.pdf, tmp_path)

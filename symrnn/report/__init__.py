@@ -96,13 +96,21 @@ def document_text(model, fmt, exercises=False) -> str:
     return (markdown_document if fmt == "md" else latex_document)(model, exercises)
 
 
+def answers_path(path) -> Path:
+    """Where :func:`write_report` puts the answers of an exercise version written to ``path``:
+    ``lstm-exercises.pdf`` -> ``lstm-exercises-answers.pdf``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}-answers{path.suffix}")
+
+
 def write_report(model, fmt, path, exercises=False) -> Path:
     """Write the report of ``model`` to ``path`` as ``fmt`` (``tex``, ``pdf`` or ``md``); returns the path.
 
     ``model`` is a :class:`~symrnn.models.model.Model`, a :class:`~symrnn.models.wiring.StackedModel`
     (its report is built by :mod:`symrnn.report.wiring`) or a :class:`~symrnn.models.seq2seq.Seq2Seq`
     (:func:`symrnn.report.seq2seq.write_seq2seq_report`).  ``exercises=True`` writes the exercise
-    version of a :class:`~symrnn.models.model.Model`'s report (see :func:`latex_document`).
+    version of a :class:`~symrnn.models.model.Model`'s report to ``path`` and its answers, a document of
+    their own, beside it (:func:`answers_path`).
 
     The path is checked before any work. A PDF is compiled in a temporary
     directory; when pdflatex is missing, or fails, the ``.tex`` is written next
@@ -117,9 +125,20 @@ def write_report(model, fmt, path, exercises=False) -> Path:
                                    "a sequence-to-sequence model's report has none. Leave out exercises.")
         return write_seq2seq_report(model, fmt, path)
     path = check_writable(path)
+    if not exercises:
+        return _write_document(model_document(model), fmt, path)
+    if report_kind(model) != "cell":
+        model_document(model, exercises=True)  # the error message for a stacked model
+    questions, answers = make_exercises(build_document(model), answers_apart=True)
+    check_writable(answers_path(path))
+    _write_document(answers, fmt, answers_path(path))
+    return _write_document(questions, fmt, path)
+
+
+def _write_document(document, fmt, path) -> Path:
     if fmt == "md":
-        return write_atomic(path, markdownmodel_document(model, exercises))
-    tex = latexmodel_document(model, exercises)
+        return write_atomic(path, _markdown.render(document))
+    tex = _latex.render(document)
     if fmt == "tex":
         return write_atomic(path, tex)
     tex_path = path.with_suffix(".tex")
