@@ -193,3 +193,18 @@ def test_exercise_and_answer_pdfs_compile_without_unresolved_references(tmp_path
         result = compile_pdf(_latex.render(document))
         assert result.overfull_lines() == []
         assert "??" not in pdf_text(result.pdf, tmp_path)
+
+
+def test_bridge_worked_example_is_reproduced_by_autograd():
+    from symrnn.report.seq2seq_example import BRIDGE_INPUTS, evaluate_bridge
+
+    stem, spec = next((s, p) for s, p in SEQ2SEQ_REPORTS if "attention" not in p)
+    _, env = evaluate_bridge(seq2seq_report_model(spec))
+    f = {k: torch.tensor(float(v), dtype=torch.float64, requires_grad=True) for k, v in BRIDGE_INPUTS.items()}
+    h0 = torch.tanh(f["W_h"] * f["z[t]"] + f["b_h"])        # Cho et al. 2014: h_0 = tanh(W z + b)
+    (f["bar h_init[t]"] * h0).backward()
+    value = {k: float(sp.N(v, 30)) for k, v in env.items()}
+    assert _close(value["h_init[t]"], h0.item())
+    for mine, leaf in (("bar z[t]", "z[t]"), ("bar W_h", "W_h"), ("bar b_h", "b_h")):
+        assert _close(value[mine], f[leaf].grad.item()), mine
+    assert "A worked example" in report.markdown_document(seq2seq_report_model(spec))

@@ -97,10 +97,52 @@ def _number(value):
     return f"{float(sp.N(value, 30)):.6g}"
 
 
+#: The inputs of the bridge's example (a model without attention): the summary, the adjoint of h_0, the weights.
+BRIDGE_INPUTS = {"z[t]": sp.Rational(1, 2), "bar h_init[t]": sp.Integer(1), "W_h": sp.Integer(2), "b_h": sp.Rational(-1, 2)}
+
+
+def evaluate_bridge(model):
+    """``(lines, env)`` of the bridge's printed equations at :data:`BRIDGE_INPUTS` (width one): its forward line,
+    the adjoint of the summary and its gradients, in the order printed."""
+    d = model.derive()
+    env = dict(BRIDGE_INPUTS)
+    rows = [(e.lhs, e.rhs) for e in d.bridge.forward]
+    rows.append((sp.Symbol("bar z[t]"), d.bridge.input_gradient))
+    rows += [(sp.Symbol(f"bar {n}"), g.function if isinstance(g, sp.Sum) else g)
+             for n, g in sorted(d.bridge.gradients.items())]
+    lines = []
+    for lhs, rhs in rows:
+        value = _value(rhs, 1, env)
+        env[lhs.name] = value
+        lines.append((lhs, rhs, {1: value}))
+    return lines, env
+
+
+def _bridge_section(model):
+    lines, _ = evaluate_bridge(model)
+    p = printer("bridge")
+    given = ", ".join(f"{p.doprint(Param(k) if k in ('W_h', 'b_h') else sp.Symbol(k))} = {_number(v)}"
+                      for k, v in BRIDGE_INPUTS.items())
+    rows = []
+    for lhs, rhs, values in lines:
+        name = lhs.name
+        left = (r"\frac{\partial L}{\partial %s}" % p.doprint(Param(name[4:]))) if name in ("bar W_h", "bar b_h") \
+            else p.doprint(lhs)
+        rows.append(Row(left, [p.doprint(rhs) + " = " + _number(values[1])]))
+    return Section("A worked example", "sec:example", [
+        Paragraph(["The bridge with a summary and a decoder state of width one, so that every product is a product "
+                   "of numbers. Given ", Math(given), " (the adjoint of the decoder's initial state, as the "
+                   "decoder's backward pass hands it over), each line of the bridge section evaluates, in the "
+                   "order printed, to (six significant figures; the test suite redoes it with PyTorch "
+                   "autograd):"]),
+        Display(rows)])
+
+
 def example_section(model):
-    """The worked example's :class:`Section` (None for a model without attention)."""
+    """The worked example's :class:`Section`: one attention step, or the bridge of a model without attention
+    (None for a model with neither: a copied summary has nothing to work out)."""
     if model.attention is None:
-        return None
+        return _bridge_section(model) if model.derive().bridge is not None and model.bridge_mode == "tanh" else None
     lines, _ = evaluate(model)
     p = printer("attn")
     given = ", ".join(f"{p.doprint(Param(k) if k in PARAMS else sp.Symbol(k))} = {_number(v)}"
