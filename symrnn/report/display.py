@@ -33,7 +33,7 @@ import sympy as sp
 from ..engine.bptt import Derivation
 from ..errors import ParameterError, UnknownNameError
 from ..models.seq2seq_derivation import Seq2SeqDerivation
-from .blocks import Display, Table
+from .blocks import Display
 from .latex import ReportLatexPrinter, break_lines, tex_width
 
 #: The parts of a cell's :class:`~symrnn.engine.bptt.Derivation`, in the order of its report.
