@@ -36,7 +36,7 @@ def make_exercises(document, answers_apart=False):
                 found.append(shown)
             elif isinstance(block, Boxed):
                 blocks.append(Paragraph(["The summary of this section is left out of the exercise version; it is "
-                                         "among ", *where, "."]))
+                                         + ("on " if answers_apart else "among "), *where, "."]))
                 found.append(block)
             elif isinstance(block, Table) and block.label in GIVEAWAYS:
                 blocks.append(Paragraph(["The check of these numbers is on the answer sheet."] if answers_apart else
@@ -129,7 +129,14 @@ def _resolved(document, numbers, elsewhere):
         out = []
         for part in items:
             if isinstance(part, Ref) and part.label not in present:
-                out.append(f"{numbers.get(part.label, 'the full report')} {elsewhere}".replace("Section ", "section "))
+                number = numbers.get(part.label, "the full report")
+                kind, _, _ = number.partition(" ")
+                if out and isinstance(out[-1], str) and out[-1].endswith(kind + " "):  # "Table " + Ref
+                    out[-1] = out[-1][:-len(kind) - 1]
+                text = (f"the {kind.lower()} {elsewhere}" if kind in ("Table", "Figure", "Section")
+                        and not elsewhere.startswith("of") else f"{number} {elsewhere}")
+                starts = not out or (isinstance(out[-1], str) and out[-1].rstrip().endswith((".", ":"))) or out[-1] == ""
+                out.append(text[0].upper() + text[1:] if starts else text)
             else:
                 out.append(part)
         return out
