@@ -36,7 +36,7 @@ REPORT_SIZES = {"D": 3, "H": 4, "K": 3}  # the report is symbolic; the sizes onl
 __all__ = ["write_report", "write_all", "latex_document", "markdown_document", "derivation_latex",
            "build_document", "latex", "ReportLatexPrinter", "report_models", "FORMATS",
            "build_wiring_document", "wiring_report_models", "wiring_latex_document", "wiring_markdown_document",
-           "OutputPathError", "LatexError", "LatexNotFoundError", "model_document", "display"]
+           "OutputPathError", "LatexError", "LatexNotFoundError", "model_document", "write_document", "display"]
 
 
 def report_kind(model) -> str:
@@ -117,25 +117,25 @@ def write_report(model, fmt, path, exercises=False) -> Path:
     to ``path`` and :class:`LatexNotFoundError` or :class:`LatexError` says so.
     """
     fmt = check_format(fmt)
-    if report_kind(model) == "seq2seq":  # its report has its own builder
-        from .seq2seq import write_seq2seq_report
-
-        if exercises:
-            raise UnknownNameError("The exercise version is made for the report of one cell (symrnn.Model); "
-                                   "a sequence-to-sequence model's report has none. Leave out exercises.")
-        return write_seq2seq_report(model, fmt, path)
+    if exercises and report_kind(model) == "seq2seq":
+        raise UnknownNameError("The exercise version is made for the report of one cell (symrnn.Model); "
+                               "a sequence-to-sequence model's report has none. Leave out exercises.")
     path = check_writable(path)
     if not exercises:
-        return _write_document(model_document(model), fmt, path)
+        return write_document(model_document(model), fmt, path)
     if report_kind(model) != "cell":
         model_document(model, exercises=True)  # the error message for a stacked model
     questions, answers = make_exercises(build_document(model), answers_apart=True)
     check_writable(answers_path(path))
-    _write_document(answers, fmt, answers_path(path))
-    return _write_document(questions, fmt, path)
+    write_document(answers, fmt, answers_path(path))
+    return write_document(questions, fmt, path)
 
 
-def _write_document(document, fmt, path) -> Path:
+def write_document(document, fmt, path) -> Path:
+    """Write a built :class:`~symrnn.report.blocks.Document` (of any model: :func:`model_document`) to ``path`` as
+    ``md``, ``tex`` or ``pdf``: the one writer of every report."""
+    fmt = check_format(fmt)
+    path = check_writable(path)
     if fmt == "md":
         return write_atomic(path, _markdown.render(document))
     tex = _latex.render(document)

@@ -227,48 +227,12 @@ def _role(key):
     return {"enc": "encoder cell", "dec": "decoder cell", "bridge": "bridge"}.get(key.split(".")[0], "")
 
 
-def seq2seq_markdown(model, numbers=None) -> str:
-    from . import markdown
-
-    doc = build_seq2seq_document(model, numbers)
-    _number(doc)
-    return markdown.render(doc)
-
-
-def seq2seq_latex(model, numbers=None) -> str:
-    from . import document
-
-    doc = build_seq2seq_document(model, numbers)
-    _number(doc)
-    return document.render(doc)
-
-
-def _number(doc):
-    counts = {}
-    for section in doc.sections:
-        for block in section.blocks:
-            if isinstance(block, Table) and block.label:
-                counts[block.label] = len(counts) + 1
-
-
 def write_seq2seq_report(model, fmt, path, numbers=None):
-    """Write the report as ``md``, ``tex`` or ``pdf`` (as :func:`symrnn.report.write_report`); returns the path."""
-    from . import check_format
-    from .compile import INSTALL_HINT, LatexNotFoundError, check_writable, compile_pdf, latex_available, \
-        write_atomic
+    """Write the report as ``md``, ``tex`` or ``pdf`` (as :func:`symrnn.report.write_report`, which it is with
+    ``numbers``: the measured decomposition of the encoder's gradient by path); returns the path."""
+    from . import write_document
 
-    fmt = check_format(fmt)
-    path = check_writable(path)
-    if fmt == "md":
-        return write_atomic(path, seq2seq_markdown(model, numbers))
-    tex = seq2seq_latex(model, numbers)
-    if fmt == "tex":
-        return write_atomic(path, tex)
-    if not latex_available():
-        tex_path = write_atomic(path.with_suffix(".tex"), tex)
-        raise LatexNotFoundError(f"pdflatex is not installed, so no PDF was made; the LaTeX source is in "
-                                 f"{tex_path}. To make PDFs, {INSTALL_HINT}.", tex_path)
-    return write_atomic(path, compile_pdf(tex, path.stem).pdf)
+    return write_document(build_seq2seq_document(model, numbers), fmt, path)
 
 
 def plot_attention(weights, path, src_tokens=None, tgt_tokens=None, title="attention weights"):
