@@ -122,7 +122,7 @@ def write_report(model, fmt, path, exercises=False) -> Path:
                                "a sequence-to-sequence model's report has none. Leave out exercises.")
     path = check_writable(path)
     if not exercises:
-        return write_document(model_document(model), fmt, path)
+        return _write_text(fmt, path, lambda: (markdown_document if fmt == "md" else latex_document)(model))
     if report_kind(model) != "cell":
         model_document(model, exercises=True)  # the error message for a stacked model
     questions, answers = make_exercises(build_document(model), answers_apart=True)
@@ -136,11 +136,14 @@ def write_document(document, fmt, path) -> Path:
     ``md``, ``tex`` or ``pdf``: the one writer of every report."""
     fmt = check_format(fmt)
     path = check_writable(path)
-    if fmt == "md":
-        return write_atomic(path, _markdown.render(document))
-    tex = _latex.render(document)
-    if fmt == "tex":
-        return write_atomic(path, tex)
+    return _write_text(fmt, path, lambda: (_markdown if fmt == "md" else _latex).render(document))
+
+
+def _write_text(fmt, path, text) -> Path:
+    """Write ``text()`` (the Markdown or the LaTeX) to ``path``; a PDF is compiled from the LaTeX."""
+    if fmt in ("md", "tex"):
+        return write_atomic(path, text())
+    tex = text()
     tex_path = path.with_suffix(".tex")
     if not latex_available():
         write_atomic(tex_path, tex)
