@@ -1,6 +1,8 @@
 """The ``symrnn`` command.
 
     symrnn derive MODEL [--architecture A] [--loss L] [--format tex|pdf|md] [--exercises] -o PATH
+    symrnn derive ENCODER_CELL [--decoder CELL] [--attention dot|general|additive] [--attention-style S]
+                  [--bridge B] [--context] -o PATH          (a sequence-to-sequence report)
     symrnn derive-all --out DIR
     symrnn check MODEL          agreement table of the generated gradients against the oracles
     symrnn cells                the built-in cells, architectures and losses
@@ -109,10 +111,43 @@ def _model_arguments(parser):
     parser.add_argument("--merge", default=None,
                         help="merge of a bidirectional layer: concat (default), sum, ave, mul, max")
     parser.add_argument("--residual", action="store_true", help="residual links between layers of equal width")
+    group = parser.add_argument_group("sequence to sequence (MODEL is the encoder's cell; any of these makes a "
+                                      "symrnn.Seq2Seq)")
+    group.add_argument("--decoder", default=None, help="the decoder's cell (default: the encoder's)")
+    group.add_argument("--attention", default=None, choices=("dot", "general", "additive"),
+                       help="the attention score (Luong's dot and general, Bahdanau's additive)")
+    group.add_argument("--attention-style", default=None, choices=("luong", "bahdanau"),
+                       help="luong: the query is h_t and a combination feeds the readout; bahdanau: the query "
+                            "is h_{t-1} and the context enters the step (default luong)")
+    group.add_argument("--bridge", default=None, choices=("copy", "linear", "tanh", "none"),
+                       help="how the encoder's final state starts the decoder (default: copy when sizes allow)")
+    group.add_argument("--context", action="store_true",
+                       help="feed the encoder's summary into every decoder step and the readout (Cho et al. 2014)")
+
+
+SEQ2SEQ_OPTIONS = ("decoder", "attention", "attention_style", "bridge", "context")
+
+
+def _build_seq2seq(args, D, H, K):
+    from .models.seq2seq import Seq2Seq
+
+    if args.architecture != "many-to-many" or args.loss != "cross-entropy":
+        raise UnknownNameError("A sequence-to-sequence model scores every target token with the cross-entropy: "
+                               "leave out --architecture and --loss with --decoder/--attention/--bridge/--context.")
+    return Seq2Seq(load_cell(args.model), load_cell(args.decoder) if args.decoder else None, src_vocab=K + 2,
+                   tgt_vocab=K, E=D, H=H, num_layers=args.num_layers, bidirectional=args.bidirectional,
+                   merge=args.merge or "concat", residual=args.residual, bridge=args.bridge, context=args.context,
+                   attention=args.attention, attention_style=args.attention_style or "luong",
+                   reduction=args.reduction)
 
 
 def build_model(args, D=3, H=4, K=3):
     from .models.model import Model
+
+    if any(getattr(args, name, None) not in (None, False) for name in SEQ2SEQ_OPTIONS):
+        if getattr(args, "attention_style", None) is not None and getattr(args, "attention", None) is None:
+            raise UnknownNameError("--attention-style needs --attention (dot, general or additive).")
+        return _build_seq2seq(args, D, H, K)
 
     if getattr(args, "merge", None) is not None and not getattr(args, "bidirectional", False):
         raise UnknownNameError(f"--merge {args.merge} merges the two directions of a bidirectional layer; "
@@ -153,7 +188,8 @@ def _parser() -> argparse.ArgumentParser:
                                            "needs a file)")
     p.add_argument("--exercises", action="store_true",
                    help="the exercise version for teachers: the adjoints, gradients and the worked example's "
-                        "backward pass left blank, with the answers at the end")
+                        "backward pass left blank; with -o FILE the answers go to FILE-answers (a separate "
+                        "file), on standard output they follow at the end")
     p = sub.add_parser("derive-all", help="write the .tex and .md derivations of every built-in cell")
     p.add_argument("--out", default="derivations")
     p = sub.add_parser("check", help="agreement table of the generated gradients against every oracle")
@@ -238,6 +274,10 @@ def _run(args, parser) -> int:
             return 0
         path = write_report(build_model(args), args.format, args.output, args.exercises)
         print(f"wrote {path}")
+        if args.exercises:
+            from .report import answers_path
+
+            print(f"wrote {answers_path(path)} (the answers)")
         return 0
     if args.command == "derive-all":
         from .report import write_all

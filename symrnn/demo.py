@@ -28,9 +28,24 @@ from .models.wiring import StackedModel
 DEMO_CELLS = tuple(BUILTIN_CELLS)
 
 
+def report_format():
+    """``(format, why)`` of the demo's derivation reports: ``("pdf", "")`` when pdflatex is on the PATH, else
+    ``("tex", the reason and what to do)``: the LaTeX source is written instead of the PDF."""
+    if shutil.which("pdflatex"):
+        return "pdf", ""
+    from .report.compile import INSTALL_HINT
+
+    return "tex", (f"pdflatex is not on the PATH, so the derivation reports are LaTeX sources (.tex), not PDFs. "
+                   f"To get PDFs, {INSTALL_HINT}, then run `make demo` again (or `latexmk -pdf FILE.tex` in "
+                   f"reports/demo).")
+
+
 def run(out="reports") -> int:
     out = check_output_dir(Path(out) / "demo", probe="agreement.md")  # a folder that cannot be written fails now
     check_output_dir(out.parent / "decay")
+    fmt, why = report_format()
+    if why:
+        print(f"Note: {why}")
     summary = ["# symrnn demo", ""]
     written = []
     for name in DEMO_CELLS:
@@ -62,6 +77,8 @@ def run(out="reports") -> int:
     for path in written:
         print(f"  {'attention picture' if str(path).endswith('.png') else 'derivation report'}: {path}")
     print(f"  gradient decay report (rnn-tanh vs lstm vs gru across scales): {decay_path}")
+    if why:
+        print(f"\nNote: {why}")
     return 0
 
 
@@ -154,7 +171,7 @@ def _seq2seq(out, steps=300):
     numbers = (params, src, tin, tout, dict(src_mask=mask, tgt_mask=mask))
     stem = "seq2seq_bigru_general-attention"
     reports = [write_seq2seq_report(model, "md", out / f"{stem}.md", numbers)]
-    fmt = "pdf" if shutil.which("pdflatex") else "tex"
+    fmt = report_format()[0]
     reports.append(write_seq2seq_report(model, fmt, out / f"{stem}.{fmt}", numbers))
     lines = ["## seq2seq with attention", "", "```", repr(tiny.derive()), "```", "", table, "",
              f"Trained {steps} Adam steps on reversal: token accuracy {accuracy:.3f} on a new batch.", ""]
@@ -168,7 +185,7 @@ def _reports(model, out, stem=None):
         return []
     stem = stem or model.cell.name
     paths = [write_report(model, "md", out / f"{stem}.md")]
-    fmt = "pdf" if shutil.which("pdflatex") else "tex"
+    fmt = report_format()[0]
     paths.append(write_report(model, fmt, out / f"{stem}.{fmt}"))
     return paths
 

@@ -218,9 +218,12 @@ class Derivation:
     ----------
     forward : list of ``sympy.Eq``
         The step equations, then the readout, in order.
-    loss : dict
-        ``{"per_step": Expr, "gradient": Eq}``: the per-step loss and its
-        gradient with respect to the readout (``bar o[t] = yhat[t] - y[t]``).
+    loss : dict or None
+        What the model's loss rule returns (:mod:`symrnn.engine.losses`): ``"per_step"`` (the loss
+        ``L_t`` of one step, an Expr) and ``"gradient"`` (``bar o[t] = ...``, an Eq: the adjoint of
+        the logits; None for the ``upstream`` loss); the cross-entropy adds ``"readout"``
+        (``yhat[t] = softmax(o[t])``, an Eq), the ``upstream`` loss ``"external"`` (``{state: g[t]}``,
+        the gradient fed in from above).
     adjoints : list of :class:`AdjointEquation`
         The adjoint recurrences in the order a backward pass evaluates them.
     gradients : dict ``name -> Expr``
@@ -231,6 +234,12 @@ class Derivation:
         ``dL/ds_0``: the adjoint sent back from step ``t = 1``.
     step_jacobians : dict ``(state, previous state) -> Expr``
         ``ds[t]/ds'[t-1]`` as sums of products of ``Diag`` and matrices.
+
+    Notes
+    -----
+    :mod:`symrnn.report.display` gives a derivation two methods when :mod:`symrnn.report` is imported (in a
+    notebook ``import symrnn`` imports it): ``show(*parts)`` displays the equations with the names of
+    the model's report and ``latex(*parts)`` returns them as LaTeX; see :func:`symrnn.report.display.show`.
     """
 
     def __init__(self, cell, readout_equations=(), loss=None, external=()):

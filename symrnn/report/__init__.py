@@ -36,7 +36,7 @@ REPORT_SIZES = {"D": 3, "H": 4, "K": 3}  # the report is symbolic; the sizes onl
 __all__ = ["write_report", "write_all", "latex_document", "markdown_document", "derivation_latex",
            "build_document", "latex", "ReportLatexPrinter", "report_models", "FORMATS",
            "build_wiring_document", "wiring_report_models", "wiring_latex_document", "wiring_markdown_document",
-           "OutputPathError", "LatexError", "LatexNotFoundError"]
+           "OutputPathError", "LatexError", "LatexNotFoundError", "model_document", "write_document", "display"]
 
 
 def report_kind(model) -> str:
@@ -52,8 +52,9 @@ def report_kind(model) -> str:
     return "cell" if [p.row for p in parts if p.kind == "cell"] == [None] else "wiring"
 
 
-def _document(model, exercises=False):
-    """The :class:`~symrnn.report.blocks.Document` of ``model``; ``exercises``: the version for teachers."""
+def model_document(model, exercises=False):
+    """The :class:`~symrnn.report.blocks.Document` of ``model`` (any model: the report's one builder picks its
+    sections by :func:`report_kind`); ``exercises``: the version for teachers."""
     kind = report_kind(model)
     if kind != "cell":
         if exercises:
@@ -74,13 +75,13 @@ def latex_document(model, exercises=False) -> str:
 
     With ``exercises=True``, the exercise version: the adjoint recurrences, the gradients and the
     worked example's backward pass are blank lines to fill in, with the answers at the end."""
-    return _latex.render(_document(model, exercises))
+    return _latex.render(model_document(model, exercises))
 
 
 def markdown_document(model, exercises=False) -> str:
     """The derivation report of ``model`` as GitHub Markdown (``$$`` math, a Mermaid graph);
     ``exercises`` as in :func:`latex_document`."""
-    return _markdown.render(_document(model, exercises))
+    return _markdown.render(model_document(model, exercises))
 
 
 def check_format(fmt) -> str:
@@ -95,32 +96,54 @@ def document_text(model, fmt, exercises=False) -> str:
     return (markdown_document if fmt == "md" else latex_document)(model, exercises)
 
 
+def answers_path(path) -> Path:
+    """Where :func:`write_report` puts the answers of an exercise version written to ``path``:
+    ``lstm-exercises.pdf`` -> ``lstm-exercises-answers.pdf``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}-answers{path.suffix}")
+
+
 def write_report(model, fmt, path, exercises=False) -> Path:
     """Write the report of ``model`` to ``path`` as ``fmt`` (``tex``, ``pdf`` or ``md``); returns the path.
 
     ``model`` is a :class:`~symrnn.models.model.Model`, a :class:`~symrnn.models.wiring.StackedModel`
     (its report is built by :mod:`symrnn.report.wiring`) or a :class:`~symrnn.models.seq2seq.Seq2Seq`
     (:func:`symrnn.report.seq2seq.write_seq2seq_report`).  ``exercises=True`` writes the exercise
-    version of a :class:`~symrnn.models.model.Model`'s report (see :func:`latex_document`).
+    version of a :class:`~symrnn.models.model.Model`'s report to ``path`` and its answers, a document of
+    their own, beside it (:func:`answers_path`).
 
     The path is checked before any work. A PDF is compiled in a temporary
     directory; when pdflatex is missing, or fails, the ``.tex`` is written next
     to ``path`` and :class:`LatexNotFoundError` or :class:`LatexError` says so.
     """
     fmt = check_format(fmt)
-    if report_kind(model) == "seq2seq":  # its report has its own builder
-        from .seq2seq import write_seq2seq_report
-
-        if exercises:
-            raise UnknownNameError("The exercise version is made for the report of one cell (symrnn.Model); "
-                                   "a sequence-to-sequence model's report has none. Leave out exercises.")
-        return write_seq2seq_report(model, fmt, path)
+    if exercises and report_kind(model) == "seq2seq":
+        raise UnknownNameError("The exercise version is made for the report of one cell (symrnn.Model); "
+                               "a sequence-to-sequence model's report has none. Leave out exercises.")
     path = check_writable(path)
-    if fmt == "md":
-        return write_atomic(path, markdown_document(model, exercises))
-    tex = latex_document(model, exercises)
-    if fmt == "tex":
-        return write_atomic(path, tex)
+    if not exercises:
+        return _write_text(fmt, path, lambda: (markdown_document if fmt == "md" else latex_document)(model))
+    if report_kind(model) != "cell":
+        model_document(model, exercises=True)  # the error message for a stacked model
+    questions, answers = make_exercises(build_document(model), answers_apart=True)
+    check_writable(answers_path(path))
+    write_document(answers, fmt, answers_path(path))
+    return write_document(questions, fmt, path)
+
+
+def write_document(document, fmt, path) -> Path:
+    """Write a built :class:`~symrnn.report.blocks.Document` (of any model: :func:`model_document`) to ``path`` as
+    ``md``, ``tex`` or ``pdf``: the one writer of every report."""
+    fmt = check_format(fmt)
+    path = check_writable(path)
+    return _write_text(fmt, path, lambda: (_markdown if fmt == "md" else _latex).render(document))
+
+
+def _write_text(fmt, path, text) -> Path:
+    """Write ``text()`` (the Markdown or the LaTeX) to ``path``; a PDF is compiled from the LaTeX."""
+    if fmt in ("md", "tex"):
+        return write_atomic(path, text())
+    tex = text()
     tex_path = path.with_suffix(".tex")
     if not latex_available():
         write_atomic(tex_path, tex)
@@ -170,6 +193,16 @@ def write_all(out_dir) -> list:
         written.append(write_atomic(out / f"{stem}.md", _markdown.render(doc)))
         what = ", ".join(f"{k}={v}" for k, v in spec.items() if k != "cell")
         wiring.append(f"| {spec['cell']} | {what} | [{stem}.md]({stem}.md) | [{stem}.tex]({stem}.tex) |")
+    seq2seq = []
+    from .seq2seq import SEQ2SEQ_REPORTS, build_seq2seq_document, seq2seq_report_model
+
+    for stem, spec in SEQ2SEQ_REPORTS:
+        doc = build_seq2seq_document(seq2seq_report_model(spec))
+        written.append(write_atomic(out / f"{stem}.tex", _latex.render(doc)))
+        written.append(write_atomic(out / f"{stem}.md", _markdown.render(doc)))
+        what = ", ".join(f"{k}={v}" for k, v in spec.items() if not k.endswith("_cell"))
+        seq2seq.append(f"| {spec['encoder_cell']} / {spec['decoder_cell']} | {what} | [{stem}.md]({stem}.md) | "
+                       f"[{stem}.tex]({stem}.tex) |")
     readme = ["# Derivations", "",
               "Generated by `symrnn derive-all --out derivations` (`make derivations`); do not edit by hand.",
               "`tests/test_reports.py` regenerates them and fails on any difference.", "",
@@ -178,7 +211,10 @@ def write_all(out_dir) -> list:
               "`symrnn derive MODEL --architecture A --loss L --format pdf -o PATH`.", "",
               "| cell | architecture | Markdown | LaTeX |", "|:--|:--|:--|:--|", *index, "",
               "Stacked and bidirectional models (`symrnn.StackedModel`; the figure shows one layer):", "",
-              "| cell | wiring | Markdown | LaTeX |", "|:--|:--|:--|:--|", *wiring]
+              "| cell | wiring | Markdown | LaTeX |", "|:--|:--|:--|:--|", *wiring, "",
+              "Sequence-to-sequence models (`symrnn.Seq2Seq`; `symrnn derive gru --decoder gru --attention general "
+              "-o report.pdf`):", "",
+              "| encoder / decoder | blocks | Markdown | LaTeX |", "|:--|:--|:--|:--|", *seq2seq]
     written.append(write_atomic(out / "README.md", "\n".join(readme) + "\n"))
     return written
 
@@ -249,3 +285,4 @@ def derivation_latex(derivation) -> str:
 # Jupyter renders a derivation as its equations: the report layer attaches the method to the
 # engine's class when it is imported (the engine never imports a report).
 Derivation._repr_latex_ = derivation_latex
+from . import display  # noqa: E402  (attaches Derivation.show and Derivation.latex)

@@ -5,7 +5,9 @@ which the right side of every display marked ``exercise`` (the adjoint recurrenc
 the step Jacobians, and the backward pass, gradients and closed form of the worked example) is a
 blank line to fill in.  The
 summary box and the worked example's check table, which give the answers away, move to a last
-section, *Answers*, which prints every blanked line under its equation number.
+section, *Answers*, which prints every blanked line under its equation number.  With
+``answers_apart=True`` the answers are a document of their own (the answer sheet a teacher keeps), and
+:func:`symrnn.report.write_report` writes it beside the exercises as ``<name>-answers.<ext>``.
 """
 from __future__ import annotations
 
@@ -17,8 +19,10 @@ BLANK = r"\underline{\qquad\qquad\qquad\qquad\qquad\qquad\qquad\qquad}"
 GIVEAWAYS = ("tab:check",)  # tables whose numbers are answers
 
 
-def make_exercises(document):
-    """A copy of ``document`` with the exercise lines blank and an *Answers* section at the end."""
+def make_exercises(document, answers_apart=False):
+    """A copy of ``document`` with the exercise lines blank and an *Answers* section at the end; with
+    ``answers_apart``, ``(exercises, answers)``: two documents, the answers in the second."""
+    where = ["the answer sheet"] if answers_apart else ["the answers (Section ", Ref("sec:answers"), ")"]
     answers, sections = [], []
     counter = [0]
     for number, section in enumerate(document.sections, 1):
@@ -32,10 +36,11 @@ def make_exercises(document):
                 found.append(shown)
             elif isinstance(block, Boxed):
                 blocks.append(Paragraph(["The summary of this section is left out of the exercise version; it is "
-                                         "among the answers (Section ", Ref("sec:answers"), ")."]))
+                                         + ("on " if answers_apart else "among "), *where, "."]))
                 found.append(block)
             elif isinstance(block, Table) and block.label in GIVEAWAYS:
-                blocks.append(Paragraph(["The check of these numbers, Table ", Ref(block.label),
+                blocks.append(Paragraph(["The check of these numbers is on the answer sheet."] if answers_apart else
+                                        ["The check of these numbers, Table ", Ref(block.label),
                                          ", is among the answers."]))
                 found.append(block)
             else:
@@ -44,10 +49,17 @@ def make_exercises(document):
         if found:
             answers.append(Paragraph([f"Section {number}, {section.title}:"]))
             answers += found
-    intro = Paragraph(["The lines left blank above, with the numbers they carry there (an unnumbered line of the "
-                       "worked example is shown under a letter, in the order it appears):"])
-    sections.append(Section("Answers", "sec:answers", [intro] + answers))
+    intro = Paragraph([f"The lines left blank {'in the exercises' if answers_apart else 'above'}, with the numbers "
+                       "they carry there (an unnumbered line of the worked example is shown under a letter, in the "
+                       "order it appears):"])
+    answer_section = Section("Answers", "sec:answers", [intro] + answers)
     title = document.title + " (exercises)"
+    if answers_apart:
+        numbers = _numbering(document)
+        exercises = replace(document, title=title, sections=sections)
+        sheet = replace(document, title=document.title + " (answers to the exercises)", sections=[answer_section])
+        return _resolved(exercises, numbers, "on the answer sheet"), _resolved(sheet, numbers, "of the exercises")
+    sections.append(answer_section)
     return replace(document, title=title, sections=sections)
 
 
@@ -81,3 +93,60 @@ def _letters(k: int) -> str:
         k, r = divmod(k - 1, 26)
         out = chr(ord("a") + r) + out
     return out
+
+
+def _numbering(document) -> dict:
+    """``label -> "Section 3"``, ``"Table 2"``, ``"(7)"``: the numbers the full report gives its labels."""
+    out, counts = {}, {"fig": 0, "tab": 0}
+    for k, section in enumerate(document.sections, 1):
+        out[section.label] = f"Section {k}"
+        for block in section.blocks:
+            label = getattr(block, "label", None)
+            if isinstance(block, Table) or type(block).__name__ == "Figure":
+                if label:
+                    kind = label.split(":")[0]
+                    counts[kind] = counts.get(kind, 0) + 1
+                    out[label] = f"{'Table' if kind == 'tab' else 'Figure'} {counts[kind]}"
+    out.update({label: f"({n})" for label, n in document.numbers.items()})
+    return out
+
+
+def _labels(document) -> set:
+    labels = {s.label for s in document.sections}
+    for section in document.sections:
+        for block in section.blocks:
+            labels.add(getattr(block, "label", None))
+            labels.update(row.label for row in getattr(block, "rows", []) if isinstance(row, Row) and row.label)
+    return labels
+
+
+def _resolved(document, numbers, elsewhere):
+    """``document`` with each reference to a label it does not hold written out as text: the number it has in
+    the full report and where it now is (the exercises and their answers are two documents)."""
+    present = _labels(document)
+
+    def parts(items):
+        out = []
+        for part in items:
+            if isinstance(part, Ref) and part.label not in present:
+                number = numbers.get(part.label, "the full report")
+                kind, _, _ = number.partition(" ")
+                if out and isinstance(out[-1], str) and out[-1].endswith(kind + " "):  # "Table " + Ref
+                    out[-1] = out[-1][:-len(kind) - 1]
+                text = (f"the {kind.lower()} {elsewhere}" if kind in ("Table", "Figure", "Section")
+                        and not elsewhere.startswith("of") else f"{number} {elsewhere}")
+                starts = not out or (isinstance(out[-1], str) and out[-1].rstrip().endswith((".", ":"))) or out[-1] == ""
+                out.append(text[0].upper() + text[1:] if starts else text)
+            else:
+                out.append(part)
+        return out
+
+    def block(b):
+        if isinstance(b, Paragraph):
+            return replace(b, parts=parts(b.parts))
+        if isinstance(b, Table):
+            return replace(b, caption=parts(b.caption), rows=[[parts(cell) for cell in row] for row in b.rows])
+        return b
+
+    sections = [replace(s, blocks=[block(b) for b in s.blocks]) for s in document.sections]
+    return replace(document, sections=sections)

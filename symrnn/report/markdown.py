@@ -6,9 +6,25 @@ unrolled graph as a Mermaid flowchart and tables as pipe tables.
 """
 from __future__ import annotations
 
+import re
+
 from .blocks import Boxed, Code, Display, Figure, Math, Paragraph, Ref, Table
 
 _SPECIAL = "\\`*_[]<>|"
+# inside display maths GitHub's Markdown pass still reads a backslash before ASCII punctuation as an escape
+# (a row break \\ becomes \, the thin space \, becomes a comma): github_math doubles those backslashes
+_ESCAPED = re.compile(r"\\\\|\\([!-/:-@\[\]^_`{-~])")
+
+
+def github_math(tex: str) -> str:
+    """``tex`` as GitHub needs it inside ``$$``: ``\\\\`` written four times, a backslash before other ASCII
+    punctuation (``\\,``, ``\\{``, ``\\|``) twice, so that Markdown's escapes give back the LaTeX."""
+    return _ESCAPED.sub(lambda m: "\\" * 4 if m.group(1) is None else "\\\\" + m.group(1), tex)
+
+
+def display_block(tex: str) -> str:
+    """One ``$$`` block of GitHub Markdown."""
+    return "$$\n" + github_math(tex) + "\n$$"
 
 
 def escape(text: str) -> str:
@@ -52,16 +68,16 @@ class MarkdownRenderer:
             for row in display.rows:  # unnumbered rows: one aligned block
                 lines.append(f"{row.lhs} &{row.relation} {row.lines[0]}")
                 lines += [f"&\\quad {{}}{line}" for line in row.lines[1:]]
-            return "$$\n\\begin{aligned}\n" + " \\\\\n".join(lines) + "\n\\end{aligned}\n$$"
+            return display_block("\\begin{aligned}\n" + " \\\\\n".join(lines) + "\n\\end{aligned}")
         blocks = []
         for row in display.rows:
             number = row.number if row.number is not None else row.tag
             tag = f" \\tag{{{number}}}" if number is not None else ""
             if len(row.lines) == 1:
-                blocks.append(f"$$\n{row.lhs} {row.relation} {row.lines[0]}{tag}\n$$")
+                blocks.append(display_block(f"{row.lhs} {row.relation} {row.lines[0]}{tag}"))
             else:
                 body = " \\\\\n&\\quad {}".join(row.lines)
-                blocks.append(f"$$\n\\begin{{aligned}}\n{row.lhs} &{row.relation} {body}\n\\end{{aligned}}{tag}\n$$")
+                blocks.append(display_block(f"\\begin{{aligned}}\n{row.lhs} &{row.relation} {body}\n\\end{{aligned}}{tag}"))
         return "\n\n".join(blocks)
 
     def table(self, table: Table) -> str:
@@ -88,7 +104,7 @@ class MarkdownRenderer:
         if isinstance(block, Figure):
             return self.figure(block)
         if isinstance(block, Boxed):
-            return "\n\n".join("$$\n" + group + "\n$$" for group in block.tex())
+            return "\n\n".join(display_block(group) for group in block.tex())
         raise TypeError(f"no Markdown rendering for {type(block).__name__}")
 
     def render(self) -> str:

@@ -10,17 +10,17 @@ Every displayed formula is printed from a SymPy object by
 """
 from __future__ import annotations
 
-import re
 
-import numpy as np
 import sympy as sp
 
 from ..engine.symbols import MatTVec, MatVec, Outer, Param, parse, shift, tsym
-from .blocks import Boxed, Code, Display, Document, Figure, Math, Paragraph, Ref, Row, Section, Table
-from .example import TOLERANCE, WorkedExample
+from .blocks import Code, Display, Document, Figure, Math, Paragraph, Ref, Row, Section, Table
+from .example import WorkedExample
 from .latex import ReportLatexPrinter, break_lines, tex_width
 from .summary import T_IN, BackwardSummary, bar_sym, gate_adjoints  # noqa: F401 (re-exported)
 from .tikz import layout, mermaid_chart, picture_width, tikz_picture
+from .labels import listing as _listing, shape_tex, sym_base, tex_label  # noqa: F401 (re-exported)
+from .summary_sections import SummarySections
 
 LINE_WIDTH = 60.0  # what fits on one line beside an equation number (units of latex.tex_width)
 
@@ -29,33 +29,7 @@ LOSS_NAMES = {"cross-entropy": "softmax cross-entropy", "mse": "squared error", 
 SHAPE_WORDS = {"D": "input size", "H": "hidden size", "K": "output size"}
 
 
-def sym_base(symbol) -> str:
-    return symbol.name.split("[")[0] if parse(symbol) is None else parse(symbol)[0]
-
-
-def tex_label(*parts) -> str:
-    return "eq:" + ":".join(re.sub(r"[^A-Za-z0-9]+", "-", str(p)) for p in parts)
-
-
-def shape_tex(shape) -> str:
-    return r" \times ".join(shape) if shape else "1"
-
-
-def _number(value: float) -> str:
-    """``value`` in math mode to six significant figures: ``0.123456``, ``-4.71234 \\times 10^{-5}``."""
-    value = float(value) + 0.0
-    if value == 0 or 1e-3 <= abs(value) < 1e4:
-        text = f"{value:.6f}"
-        return "0.000000" if text == "-0.000000" else text
-    mantissa, exponent = f"{value:.5e}".split("e")
-    return r"%s \times 10^{%d}" % (mantissa, int(exponent))
-
-
-def _power_of_ten(value: float) -> str:
-    return "10^{%d}" % round(np.log10(value))
-
-
-class ReportBuilder:
+class ReportBuilder(SummarySections):
     """Builds the :class:`~symrnn.report.blocks.Document` of one model."""
 
     def __init__(self, model, width: float = LINE_WIDTH):
@@ -463,160 +437,12 @@ class ReportBuilder:
             self.display(initial, ReportLatexPrinter({**self.settings, "time": 1}), exercise=True),
         ])
 
-    # -- 9 -------------------------------------------------------------------------------------
-    def summary_section(self):
-        """The boxed summary: the combined recurrences and the gradients, printed from
-        :class:`~symrnn.report.summary.BackwardSummary` (the derivation's objects, substituted)."""
-        S = self.summary
-        lines = []
-        general = S.adjoints(None, combined=True)
-        budget = self.width - 22.0  # the left sides, the box and the array's padding
-
-        def rows(pairs, printer):
-            for lhs, rhs in pairs:
-                broken = break_lines(rhs, printer, budget, budget - 2.5)
-                lines.append(f"{printer.doprint(lhs)} &= {broken[0]}")
-                lines.extend(rf"&\quad {{}}{line}" for line in broken[1:])
-
-        lines.append(r"&\text{at every step (an adjoint of step } T + 1 \text{ is zero):}")
-        rows(general, self.p)
-        base = dict(general)
-        for cls in S.classes:
-            changed = [(lhs, rhs) for lhs, rhs in S.adjoints(cls, combined=True) if rhs != base.get(lhs)]
-            if changed:
-                when = [w for w in self.when(cls) if isinstance(w, str)]
-                math = next(w.tex for w in self.when(cls) if isinstance(w, Math))
-                lines.append(r"&\text{%s}%s\text{%s:}" % (when[0].lower(), math, "".join(when[1:])))
-                rows(changed, self.class_printer(cls))
-        recurrences, lines = lines, [r"&\text{the gradients:}"]
-        order = list(self.model.param_shapes)
-        slash = r"\partial L / \partial %s"  # one line high: the box must fit on a page
-        grads = [(slash % self.name(n), self.sums(S.gradient(n))) for n in order]
-        (first, last), term = S.input_gradient()
-        printer = self.step_printer(first) if S.single(first, last) else self.p
-        one = ReportLatexPrinter({**self.settings, "time": 1})
-        long = [(slash % printer.doprint(self.cell.input_symbol), term, printer)]
-        long += [(slash % self.name(s, index="0"), self.name_gates(g), one)
-                 for s, g in self.d.initial_state_gradients.items()]
-        half = 0.3 * self.width  # the estimate of tex_width errs on the narrow side for sums
-        step = 2 if all(tex_width(f"{l} = {r}") < half for l, r in grads) else 1  # two to a line if all fit
-        for i in range(0, len(grads), step):
-            pair = grads[i:i + step]
-            lines.append(r" &\qquad ".join(f"{lhs} &= {rhs}" for lhs, rhs in pair).replace(r"\sum_", r"\sum\nolimits_"))
-        for lhs, rhs, printer in long:
-            broken = break_lines(rhs, printer, budget, budget - 2.5)
-            lines.append(f"{lhs} &= {broken[0]}")
-            lines.extend(rf"&\quad {{}}{line}" for line in broken[1:])
-        intro = ["The whole backward pass on one page: each adjoint that only one other adjoint reads, and no "
-                 "gradient, is substituted into it, and the loss's gradient is written out. "]
-        if len(general) == 1:
-            intro += ["What is left is one recurrence, for ", self.math(general[0][0]),
-                      " (the ", Math(r"\delta_{t}"), " of many textbooks)."]
-        else:
-            intro += ["What is left are the recurrences of ",
-                      *_listing([self.math(lhs) for lhs, _ in general]), "."]
-        return Section("Summary", "sec:summary", [Paragraph(intro), Boxed([recurrences, lines])])
-
-    # -- the kinds of step of an architecture ---------------------------------------------------
-    def step_printer(self, step):
-        """The printer of quantities at one step (``T``, ``1``: ``h[t-1]`` at ``T`` prints ``h_{T-1}``)."""
-        step = int(step) if step.is_Integer else self.tex(step)
-        return ReportLatexPrinter({**self.settings, "time": step})
-
-    def class_printer(self, cls):
-        return self.step_printer(cls.first) if cls.single else self.p
-
-    @staticmethod
-    def class_key(cls):
-        return ("last",) if cls.final else ("scored" if cls.scored else "unscored",)
-
-    def steps_tex(self, first, last) -> str:
-        """``t = T``, ``t < T``, ``T_in < t < T``, ``t <= T_in`` for the steps ``first..last``."""
-        T = self.d.T
-        if self.summary.single(first, last):
-            return f"t = {self.tex(first)}"
-        low = "" if first == 1 else (f"{self.tex(first - 1)} < " if (first - 1).free_symbols
-                                     else f"{self.tex(first)} \\le ")
-        high = "t < T" if sp.simplify(last - (T - 1)) == 0 else f"t \\le {self.tex(last)}"
-        return low + high
-
-    def bound_tex(self, bound) -> str:
-        """``T_in + 1`` rather than SymPy's ``1 + T_in``."""
-        if isinstance(bound, sp.Add) and sp.Integer(1) in bound.args:
-            return f"{self.tex(bound - 1)} + 1"
-        return self.tex(bound)
-
-    def when(self, cls) -> list:
-        scored = "" if cls.scored else ", which are not scored"
-        if cls.final and cls.single:
-            if cls.first == 1:
-                return ["At the only step, ", Math("t = T = 1")]
-            return ["At the last step, ", Math(self.steps_tex(cls.first, cls.last))]
-        return ["At the steps ", Math(self.steps_tex(cls.first, cls.last)) , scored]
-
-    def sums(self, groups) -> str:
-        """The LaTeX of a gradient as sums over the steps of ``groups`` (``BackwardSummary.gradient``)."""
-        parts = []
-        for (first, last), term in groups:
-            if self.summary.single(first, last):
-                parts.append(self.step_printer(first).doprint(term))
-            else:
-                body = self.tex(term)
-                if isinstance(term, sp.Add):
-                    body = r"\left(%s\right)" % body
-                parts.append(r"\sum_{t=%s}^{%s} %s" % (self.bound_tex(first), self.bound_tex(last), body))
-        return " + ".join(parts)
-
-    # -- 9 -------------------------------------------------------------------------------------
-    def jacobians(self):
-        d, c = self.d, self.cell
-        states = list(c.states)
-        k_printer = ReportLatexPrinter({**self.settings, "time": "k"})
-
-        def block(s, p):
-            return self.partial(self.name(s, index="k"), self.name(p, index="k-1"))
-
-        blocks = [Paragraph(["How much of the gradient at step ", Math("T"), " reaches step ", Math("t"),
-                             " is governed by the Jacobians of one step with respect to the previous "
-                             "state" + ("s" if len(states) > 1 else "") + ":"]),
-                  self.display([(block(s, p), jac, tex_label("jacobian", s, p))
-                                for (s, p), jac in d.step_jacobians.items()], k_printer, exercise=True)]
-        if len(states) == 1:
-            out = states[0]
-            blocks.append(Paragraph(["Write ", Math("J_{k}"), " for this Jacobian. By the chain rule"]))
-        else:
-            out = "xi"
-            matrix = (r"\begin{pmatrix} " + r" \\ ".join(" & ".join(block(s, p) for p in states) for s in states)
-                      + r" \end{pmatrix}")
-            blocks += [Paragraph(["Stack the states into one vector ",
-                                  Math(r"\xi_{k} = (%s)" % ", ".join(self.name(s, index="k") for s in states)),
-                                  ". Its Jacobian is the block matrix of the blocks above,"]),
-                       self.display([("J_{k}", matrix, tex_label("jacobian", "blocks"))]),
-                       Paragraph(["and by the chain rule"])]
-        whole = self.partial(self.name(out, index="T"), self.name(out, index="t"))
-        ratio = r"\partial %s / \partial %s" % (self.name(out, index="T"), self.name(out, index="t"))
-        blocks.append(self.display([(whole, r"J_{T} J_{T-1} \cdots J_{t+1} = \prod_{k=t+1}^{T} J_{k}",
-                                     tex_label("jacobian", "product"))]))
-        blocks.append(Paragraph(
-            ["with the later steps on the left. The backward pass multiplies an adjoint by the transposes of "
-             "these factors, one per step, so ", Math(r"\lVert %s \rVert \le \prod_{k=t+1}^{T} \lVert J_{k} "
-                                                    r"\rVert" % ratio),
-             ". Each factor is a product of diagonal matrices of activation derivatives and of weight matrices. "
-             "When the factors stay below one in norm, the gradient that reaches step ", Math("t"),
-             " shrinks geometrically in ", Math("T - t"), " (vanishing gradients); when they exceed one it can "
-             "grow geometrically (exploding gradients)."]))
-        for (s, p), j in d.step_jacobians.items():
-            if s == p and j != 0 and all(sym.is_commutative for sym in j.free_symbols):
-                blocks.append(Paragraph(
-                    ["The block ", Math(block(s, p) + " = " + k_printer.doprint(j)),
-                     " contains no weight matrix: along this path the adjoint is only rescaled elementwise, "
-                     "so it can survive many steps when these factors stay close to one."]))
-        return Section("Jacobians and vanishing or exploding gradients", "sec:jacobians", blocks)
-
     # -- 10 ------------------------------------------------------------------------------------
     def example(self):
         ex = WorkedExample(self.model)
         self.worked_example = ex
+        from .example_section import ExampleSection
+
         return ExampleSection(self, ex).build()
 
 
@@ -647,126 +473,6 @@ def _renames(model) -> dict:
     taken |= {sym_base(model.cell.input_symbol)}
     fallback = {"c": "b_y", "V": "V_y"}
     return {name: fallback.get(name, f"{name}_y") for name in model.readout.params if name in taken}
-
-
-def _listing(parts):
-    if len(parts) <= 1:
-        return list(parts)
-    out = []
-    for i, p in enumerate(parts):
-        if i:
-            out.append(" and " if i == len(parts) - 1 else ", ")
-        out.append(p)
-    return out
-
-
-class ExampleSection:
-    """The worked example's section: numbers, scalar program, closed form, check table."""
-
-    def __init__(self, builder: ReportBuilder, ex: WorkedExample):
-        self.b, self.ex = builder, ex
-        plain = ReportLatexPrinter({"elementwise": False})
-        names = ex.symbol_names(lambda base, bar=False, index=None: plain.name_tex(
-            builder.renames.get(base, base) if not bar and index is None else base, bar, index))
-        self.p = ReportLatexPrinter({"elementwise": False, "symbol_names": names, "order": None})
-
-    def tex(self, expr):
-        return self.p.doprint(expr)
-
-    def build(self) -> Section:
-        ex, m = self.ex, self.ex.model
-        ex.table()
-        intro = self._intro()
-        values = Paragraph(self._values())
-        adjoint_rows = [(self.tex(s), d, None) for s, d in ex.softmax]
-        adjoint_rows += [(self.tex(s), d, None) for s, d in ex.adjoints]
-        focus = self.tex(ex.focus_symbol)
-        env, hand = ex.hand_values()
-
-        def valued(symbol, definition, value=None):
-            value = env[symbol] if value is None else value
-            return (self.tex(symbol), (definition, f" = {_number(value)}"), None)
-
-        program = [valued(s, d) for s, d in ex.definitions + ex.softmax]
-        loss_rows = [(self.tex(s), d, None) for s, d in ex.loss_definitions]
-        loss_rows.append(("L", ex.loss_expr, tex_label("example", "loss")))
-        backward = []
-        for t, rows in ex.hand_program():
-            backward += [Paragraph(["Step ", Math(f"t = {t}"), ":"]),
-                         self.b.display([valued(s, d) for s, d in rows], self.p, exercise=True)]
-        gradient_rows = [(self.b.partial("L", self.tex(e.symbol)),
-                          (ex.hand_gradients()[e.symbol], f" = {_number(e.by_hand)}"), None) for e in ex.table()]
-        blocks = [
-            intro, values,
-            Paragraph(["The forward pass, line by line, with the value of every line"]
-                      + ([" (", Math(r"\hat{y}"), " is the softmax of the logits)"] if ex.softmax else []) + [":"]),
-            self.b.display(program, self.p),
-            Paragraph(["and the loss, ", Math("L = " + _number(ex.loss_value))]
-                      + ([f" (with one sequence the {m.reduction} reduction's factor is ", Math(self.tex(ex.scale)),
-                          ", already in the lines below)"] if ex.scale != 1 else []) + [":"]),
-            self.b.display(loss_rows, self.p),
-            Paragraph(["The backward pass runs the adjoint equations of Section ", Ref("sec:adjoints"),
-                       " at these sizes, from the last step to the first; each line reads only values "
-                       "above it:"]),
-            *backward,
-            Paragraph(["Each gradient adds one term per step (Section ", Ref("sec:gradients"), "):"]),
-            self.b.display(gradient_rows, self.p, exercise=True),
-            Paragraph(["The same gradient can be had without adjoints. Differentiating the loss, with every "
-                       "line above composed into it, with respect to ", Math(focus),
-                       " and writing the quantities above back under their names gives the closed form"]),
-            self.b.display([(self.b.partial("L", focus), ex.closed_form, tex_label("example", "closed-form"))],
-                           self.p, exercise=True),
-            Paragraph(["in terms of the gradients of the loss with respect to the outputs,"]),
-            self.b.display(adjoint_rows, self.p, exercise=True),
-            Paragraph(["Table ", Ref("tab:check"), " evaluates, for every parameter, input and initial-state "
-                       "entry, the gradient four ways: the lines above by hand (evaluated one after the other), "
-                       "the generated NumPy code (", Code("Model.loss_and_grads"),
-                       "), the derivative of the closed-form loss lambdified (SymPy differentiates the expanded "
-                       "loss of ", Code("ScalarOracle.expanded_loss"), "), and central differences of the loss "
-                       "with step ", Math("10^{-6}"), ". The last column bounds the largest difference between "
-                       "the four."]),
-            self._table(),
-        ]
-        return Section("A worked example by hand", "sec:example", blocks)
-
-    def _intro(self) -> Paragraph:
-        ex, m = self.ex, self.ex.model
-        size_words = "D = H = 1" + (", K = 2" if m.readout is not None else "")
-        return Paragraph([
-            "Take the same cell, architecture and loss with ", Math(size_words), ", one sequence, ",
-            Math(str(ex.T_in)), f" input step{'s' if ex.T_in > 1 else ''} and ", Math(str(ex.T_out)),
-            f" target step{'s' if ex.T_out > 1 else ''} (", Math(f"T = {ex.schedule.T}"), "). Every vector of "
-            "the cell is then a number, and a matrix entry is written in brackets, ", Math(r"[V]_{k}"),
-            ". The unrolled scalar program of ",
-            Code("symrnn.oracles.ScalarOracle"), " computes one number after the other; composing its lines "
-            "gives the loss as one closed-form expression of the parameters, the inputs, the initial "
-            "state" + ("s" if len(m.state_names) > 1 else "") + " and the targets. The values are"])
-
-    def _values(self):
-        ex = self.ex
-        parts = []
-        leaves = list(ex.leaves.items())
-        for i, (symbol, value) in enumerate(leaves):
-            if i:
-                parts.append("; " if i < len(leaves) - 1 else " and ")
-            value = float(value) + 0.0  # no "-0"
-            text = f"{value:.0f}" if value.is_integer() else f"{value:.2f}"
-            parts.append(Math(f"{self.tex(symbol)} = {text}"))
-        parts.append(".")
-        return parts
-
-    def _table(self) -> Table:
-        rows = []
-        for e in self.ex.table():
-            bound = TOLERANCE["differences"]
-            worst = e.max_difference
-            cell = [Math(r"< " + _power_of_ten(bound))] if worst < bound else [Math(f"{worst:.1e}")]
-            rows.append([[Math(self.tex(e.symbol))], [Math(_number(e.by_hand))], [Math(_number(e.generated))],
-                         [Math(_number(e.closed))], [Math(_number(e.differences))], cell])
-        return Table(["l", "r", "r", "r", "r", "r"],
-                     [["entry"], ["by hand"], ["generated"], ["closed form"], ["differences"], ["max. diff."]],
-                     rows, ["The gradient of the worked example four ways: by hand, the generated code, the "
-                            "lambdified closed form and central differences."], "tab:check")
 
 
 def build_document(model) -> Document:

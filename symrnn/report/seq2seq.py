@@ -9,106 +9,200 @@ from __future__ import annotations
 
 import io
 
-import re
-
 import numpy as np
 import sympy as sp
 
-from .blocks import Code, Display, Document, Math, Paragraph, Row, Section, Table
-from .latex import ReportLatexPrinter, break_lines, tex_width
+from .blocks import Code, Display, Document, Math, Paragraph, Ref, Row, Section, Table
+from .latex import break_lines, tex_width
+from .seq2seq_notation import CONVENTION, Seq2SeqPrinter, parts, seq2seq_part  # noqa: F401 (the printer is public here)
 
 LINE_WIDTH = 60.0  # what fits on one line (units of latex.tex_width), as in the cell reports
-
-_INDEXED = re.compile(r"^(bar )?([A-Za-z_]\w*)\[(.+)\]$")
-_NAMES = {"hbar": r"\bar{h}", "htilde": r"\tilde{h}", "ctx": "c", "emb_tgt": r"\mathrm{emb}"}
-
-
-class Seq2SeqPrinter(ReportLatexPrinter):
-    """Prints ``e[t,s]`` as ``e_{t,s}``, ``hbar[s]`` as ``\\bar{h}_{s}`` and adjoints ``bar u`` as ``\\overline{u}``."""
-
-    def _print_Symbol(self, expr, style="plain"):
-        if expr.name.startswith("bar "):
-            return r"\overline{%s}" % self._print(sp.Symbol(expr.name[4:]))
-        match = _INDEXED.match(expr.name)
-        if match and (match.group(2) in _NAMES or not re.fullmatch(r"t([+-]\d+)?", match.group(3))):
-            _, base, index = match.groups()
-            time = re.fullmatch(r"t([+-]\d+)?", index)
-            return "%s_{%s}" % (_NAMES.get(base, self.name_tex(base)), index.replace(",", ", ") if not time else index)
-        return super()._print_Symbol(expr, style)
 
 
 def _rows(pairs, printer, width=LINE_WIDTH):
     """Rows of ``lhs = rhs``, long right sides broken into lines that fit the page."""
     rows = []
     for lhs, rhs in pairs:
-        left = printer.doprint(lhs)
+        left = lhs if isinstance(lhs, str) else printer.doprint(lhs)
         first = width - tex_width(left) - 3.0
-        lines = break_lines(rhs, printer, first, first - 2.5) if isinstance(rhs, sp.Basic) else [printer.doprint(rhs)]
+        lines = break_lines(rhs, printer, first, first - 2.5) if isinstance(rhs, sp.Basic) else [str(rhs)]
         rows.append(Row(left, lines))
     return Display(rows)
+
+
+def _part(d, name):
+    rows, printer = seq2seq_part(d, name)
+    return _rows(rows, printer) if rows else None
+
+
+def _title(model):
+    return (f"Backpropagation through a sequence-to-sequence model ({model.encoder.cell.name} encoder, "
+            f"{model.decoder.cell.name} decoder" + (f", {model.attention.score} attention, {model.style.capitalize()} "
+                                                    f"style)" if model.attention else ")"))
+
+
+def _notation(model):
+    shapes = Table(["l", "l", "l"], [["parameter"], ["shape"], ["role"]],
+                   [[[Code(k)], [str(v)], [_role(k)]] for k, v in model.param_shapes.items()],
+                   ["Parameters and their gradients (same keys)."], "tab:params")
+    symbols = Table(["l", r"p{0.7\linewidth}"], [["symbol"], ["meaning"]],
+                    [[[Math(tex)], parts(text)] for tex, text in CONVENTION],
+                    ["The notation: encoder states, decoder states and adjoints are told apart by their symbols."],
+                    "tab:notation")
+    return Section("The model and its notation", "sec:model", [Paragraph(_describe(model)), shapes, symbols])
+
+
+def _describe(model):
+    """The model in words (the repr is code; the report says what it is)."""
+    enc = model.encoder
+    layers = f"{enc.num_layers} layer{'s' if enc.num_layers > 1 else ''}" + (", bidirectional" if model.top.bidirectional
+                                                                             else "")
+    bridge = {"copy": "copied into the decoder's initial state", "linear": "mapped linearly to the decoder's initial "
+              "state", "tanh": "mapped to the decoder's initial state by a tanh layer",
+              "none": "not passed on (the decoder starts from zero)"}[model.bridge_mode]
+    text = (f"A {enc.cell.name} encoder ({layers}) reads the embedded source tokens; its final state is {bridge}. "
+            f"A {model.decoder.cell.name} decoder reads the embedded previous target token")
+    if model.context:
+        text += " and the encoder's summary at every step (Cho et al. 2014)"
+    if model.attention is not None:
+        who = ("Luong et al. 2015: the query is the current decoder state and a combination feeds the readout"
+               if not model.bahdanau else "Bahdanau et al. 2015: the query is the previous decoder state and the "
+               "context enters the step")
+        text += f", with {model.attention.score} attention over the encoder states ({who})"
+    sizes = f" Sizes: E = {model.E_tgt}, encoder width {model.C}, decoder width {model.H_dec}; the equations do " \
+            "not depend on them."
+    return [text + "." + sizes]
+
+
+def _above(model, d):
+    """What reaches the decoder's state from above (g_t), as LaTeX."""
+    parts = []
+    if model.combine is not None:
+        parts.append(r"\bar{h}_{t}\big|_{\text{combination}}")
+    elif any(name == "h" for name, _ in model.readout_pieces):
+        parts.append(r"\bar{h}_{t}\big|_{\text{readout}}")
+    if d.attention is not None:
+        parts.append(r"\bar{h}_{t}\big|_{\text{attention}}" if not model.bahdanau
+                     else r"\bar{h}_{t}\big|_{\text{attention at } t+1}")
+    return " + ".join(parts) or "0"
+
+
+def _cells(model, d):
+    enc, dec = model.encoder.cell.name, model.decoder.cell.name
+    encoder = Section(f"Encoder: {enc}", "sec:encoder", [
+        Paragraph([f"Each direction of each of the {model.encoder.num_layers} layer(s) runs these equations over "
+                   "the source positions ", Math("s"), " (the backward direction over each sequence reversed "
+                   "within its length); ", Math("g_{s}"), " is what reaches the top layer's state from outside "
+                   "its recurrence: the sum of the paths of the last section."]),
+        _part(d, "encoder"), _part(d, "encoder_adjoints")])
+    pieces = [r"\mathrm{emb}(y_{t-1})"] + ([r"z^{\mathrm{enc}}"] if model.context else []) + (
+        ["c_{t}"] if model.bahdanau else [])
+    decoder = Section(f"Decoder: {dec}", "sec:decoder", [
+        Paragraph(["Teacher forcing: the input at step ", Math("t"), " is ",
+                   Math(r"x_{t} = \left[" + "; ".join(pieces) + r"\right]"), ", and ",
+                   Math("g_{t} = " + _above(model, d)), " (the contributions of the sections below)."]),
+        _part(d, "decoder"), _part(d, "decoder_adjoints")])
+    return encoder, decoder
+
+
+def _bridge(model, d):
+    z = " and ".join(f"the {'forward' if x == 'fwd' else 'backward'} direction's final state"
+                     for x in model.top.directions)
+    blocks = [Paragraph(["The bridge reads the encoder's summary ", Math(r"z^{\mathrm{enc}}"), f": {z} of the top "
+                         "layer, each at its sequence's last real token (split back over them in the backward "
+                         "pass). It is applied once, so its gradients have no sum over steps."])]
+    if d.bridge is not None:
+        blocks += [_part(d, "bridge"), _part(d, "bridge_adjoint")]
+    elif model.bridge_mode == "copy":
+        blocks.append(Paragraph(["It copies the summary: ", Math(r"h_{0} = z^{\mathrm{enc}}"), ", so ",
+                                 Math(r"\bar{z}^{\mathrm{enc}} = \bar{h}_{0}"), "."]))
+    else:
+        blocks.append(Paragraph(["There is none: the decoder starts from zero."]))
+    return Section("Bridge", "sec:bridge", blocks)
+
+
+def _attention(model, d):
+    if d.attention is None:
+        return None
+    query = r"h_{t-1}" if model.bahdanau else r"h_{t}"
+    blocks = [Paragraph([f"The {model.attention.score} score in {model.style.capitalize()}'s style: the query is ",
+                         Math(query), ". Each line is one operation over source positions, and each adjoint "
+                         "below is that operation's derivative rule in symrnn (no attention backward is written "
+                         "by hand)."]),
+              _part(d, "attention"),
+              Paragraph(["Its adjoints, from the last line back; the two lines with a bar and a vertical stroke "
+                         "are contributions to the adjoints of the decoder and encoder states:"]),
+              _part(d, "attention_adjoints")]
+    if d.combine is not None:
+        blocks += [Paragraph(["Luong's combination reads the context and the decoder state, and its adjoint splits "
+                              "back over the two:"]),
+                   _part(d, "combine"), _part(d, "combine_adjoints")]
+    return Section("Attention", "sec:attention", blocks)
+
+
+def _readout(model, d):
+    reads = {"htilde": r"\tilde{h}_{t}", "h": "h_{t}", "ctx": "c_{t}", "z": r"z^{\mathrm{enc}}"}
+    read = r"\left[" + "; ".join(reads[n] for n, _ in model.readout_pieces) + r"\right]"
+    return Section("Readout and loss", "sec:readout", [
+        Paragraph(["The readout reads ", Math(read), "; the softmax cross-entropy over the target vocabulary is "
+                   f"summed over the unmasked target tokens and scaled by the {model.reduction} reduction (a "
+                   "padded token sends no gradient):"]),
+        _part(d, "readout"), _part(d, "readout_adjoints")])
 
 
 def build_seq2seq_document(model, numbers=None) -> Document:
     """The report's :class:`Document`; ``numbers`` is ``(params, src, tgt_in, tgt_out, kwargs)`` or None."""
     d = model.derive()
-    p = Seq2SeqPrinter()
-    sections = []
-    shapes = Table(["l", "l", "l"], [["parameter"], ["shape"], ["role"]],
-                   [[[Code(k)], [str(v)], [_role(k)]] for k, v in model.param_shapes.items()],
-                   ["Parameters and their gradients (same keys)."], "tab:params")
-    sections.append(Section("The model", "sec:model", [Paragraph([repr(model)]), shapes]))
-    enc = d.encoder
-    sections.append(Section(f"Encoder: {model.encoder.cell.name}", "sec:encoder", [
-        Paragraph([f"Each direction of each of the {model.encoder.num_layers} layer(s) runs these equations (the "
-                   f"backward direction over each sequence reversed within its length); ",
-                   Math(p.doprint(next(iter(enc.external.values())))), " is the gradient "
-                   "that reaches its output state from above (the layer above, the attention, the bridge and "
-                   "the context)."]),
-        _rows([(e.lhs, e.rhs) for e in enc.forward], p),
-        _rows([(a.lhs, a.rhs) for a in enc.adjoints], p)]))
-    blocks = [Paragraph([d.z_note + "."])]
-    if d.bridge is not None:
-        blocks += [_rows([(e.lhs, e.rhs) for e in d.bridge.forward], p),
-                   _rows([(sp.Symbol("bar z"), d.bridge.input_gradient)], p)]
-    else:
-        blocks.append(Paragraph([f"bridge = {model.bridge_mode}"]))
-    sections.append(Section("Bridge", "sec:bridge", blocks))
-    dec = d.decoder
-    sections.append(Section(f"Decoder: {model.decoder.cell.name}", "sec:decoder", [
-        Paragraph([f"Teacher forcing; the input at step t is [{'; '.join(d.decoder_input)}]; ",
-                   Math(p.doprint(next(iter(dec.external.values())))), " is the gradient that reaches the "
-                   "decoder's state from above (the readout and, with attention, the attention)."]),
-        _rows([(e.lhs, e.rhs) for e in dec.forward], p),
-        _rows([(a.lhs, a.rhs) for a in dec.adjoints], p)]))
-    if d.attention is not None:
-        equations, adjoints = d.attention
-        blocks = [Paragraph([f"The {model.attention.score} score, {model.style} style. Each line is one operation "
-                             f"over source positions; its adjoint comes from the operation's rule in "
-                             f"symrnn.engine.functions.SEQUENCE_RULES (no hand-written attention backward)."]),
-                  _rows([(e.lhs, e.rhs) for e in equations], p), _rows(adjoints, p)]
-        if d.combine is not None:
-            blocks += [Paragraph(["Luong's attentional state, z_t = [c_t; h_t]:"]),
-                       _rows([(e.lhs, e.rhs) for e in d.combine.forward], p)]
-        sections.append(Section("Attention", "sec:attention", blocks))
-    blocks = [Paragraph([f"The readout reads [{'; '.join(d.readout_input)}]; the softmax cross-entropy over the "
-                         f"target vocabulary is summed over the unmasked tokens and scaled by the {model.reduction} "
-                         f"reduction."])]
-    sections.append(Section("Readout and loss", "sec:readout", blocks))
-    blocks = [Paragraph(["The adjoint of the encoder's top-layer states collects, at every source position, "
-                         "the paths below; the encoder's own adjoint recurrence then carries each one to earlier "
-                         "positions."])]
-    blocks.append(Display([Row(r"\overline{\bar{h}_{s}}\Big|_{\text{%s}}" % name, [p.doprint(expr)])
-                           for name, _, expr in d.paths]))
-    blocks.append(Paragraph(["Where each path enters: " + "; ".join(f"{name}: {where}" for name, where, _ in d.paths)
-                             + "."]))
-    blocks.append(Paragraph(["dL/dh_enc_s = " + " + ".join(name for name, _, _ in d.paths)
-                             + " + what encoder step s+1 sends back."]))
+    encoder, decoder = _cells(model, d)
+    sections = [_notation(model), encoder, _bridge(model, d), decoder, _attention(model, d),
+                _readout(model, d), _paths(model, d, numbers)]
+    example = _example_section(model)
+    if example is not None:
+        sections.append(example)
+    sections = [s for s in sections if s is not None]
+    for section in sections:
+        section.blocks = [b for b in section.blocks if b is not None]
+    return Document(_title(model), ["exact gradients derived symbolically by symrnn"], sections, {})
+
+
+def _paths(model, d, numbers):
+    where = "; ".join(f"{name}: {place}" for name, place, _ in d.paths)
+    where = where.replace("s = S_n", "$s = S_{n}$").replace("s = 1 ", "$s = 1$ ").replace("position s", "position $s$")
+    blocks = [Paragraph(["The adjoint of the encoder's top-layer states collects, at every source position, the "
+                         "paths below; the encoder's own adjoint recurrence then carries each one to earlier "
+                         "positions:"]),
+              _part(d, "paths"),
+              Paragraph(["Where each path enters: ", *parts(where), ". So ", Math("g_{s}"), " in the encoder's "
+                         "recurrence is the sum of these paths, and the whole adjoint ",
+                         Math(r"\bar{h}^{\mathrm{enc}}_{s}"), " adds what position ", Math("s + 1"),
+                         " sends back (the encoder's recurrence of Section ", Ref("sec:encoder"), ")."])]
     if numbers is not None:
         blocks.append(_decomposition_table(model, numbers))
-    sections.append(Section("How the gradient reaches the encoder", "sec:paths", blocks))
-    title = f"Backpropagation through a sequence-to-sequence model ({model.encoder.cell.name} encoder, " \
-            f"{model.decoder.cell.name} decoder" + (f", {model.attention.score} attention)" if model.attention else ")")
-    return Document(title, ["exact gradients derived symbolically by symrnn"], sections, {})
+    return Section("How the gradient reaches the encoder", "sec:paths", blocks)
+
+
+def _example_section(model):
+    from .seq2seq_example import example_section
+
+    return example_section(model)
+
+
+#: ``(stem, Seq2Seq arguments)`` of the sequence-to-sequence reports in ``derivations/``.
+SEQ2SEQ_REPORTS = [
+    ("seq2seq_gru-encoder-decoder", {"encoder_cell": "gru", "decoder_cell": "gru", "bridge": "tanh"}),
+    ("seq2seq_gru-luong-general-attention", {"encoder_cell": "gru", "decoder_cell": "gru", "attention": "general"}),
+    ("seq2seq_gru-bahdanau-additive-attention", {"encoder_cell": "gru", "decoder_cell": "gru",
+                                                  "attention": "additive", "attention_style": "bahdanau"}),
+]
+SEQ2SEQ_SIZES = {"src_vocab": 5, "tgt_vocab": 3, "E": 3, "H": 4}  # the report is symbolic; sizes build the model
+
+
+def seq2seq_report_model(spec):
+    """The :class:`~symrnn.models.seq2seq.Seq2Seq` of one entry of :data:`SEQ2SEQ_REPORTS`."""
+    from ..models.seq2seq import Seq2Seq
+
+    spec = dict(spec)
+    return Seq2Seq(spec.pop("encoder_cell"), spec.pop("decoder_cell"), **SEQ2SEQ_SIZES, **spec)
 
 
 def _decomposition_table(model, numbers):
@@ -119,61 +213,26 @@ def _decomposition_table(model, numbers):
     S = next(iter(paths.values())).shape[0]
     rows = [[[str(s + 1)]] + [[f"{norms[k][s]:.3e}"] for k in names] for s in range(S)]
     return Table(["r"] + ["r"] * len(names), [["s"]] + [[k] for k in names], rows,
-                 ["||dL/dh_enc_s|| by path (mean over the batch; padding counts as 0); the parts add up to the "
-                  "total (linearity of the backward pass), their norms need not."], "tab:paths")
+                 ["The norm ", Math(r"\lVert \bar{h}^{\mathrm{enc}}_{s} \rVert"), " by path (mean over the batch; "
+                  "padding counts as 0); the parts add up to the total (the backward pass is linear), their norms "
+                  "need not."], "tab:paths")
 
 
 def _role(key):
     roles = {"emb_src": "source embeddings", "emb_tgt": "target embeddings", "out.V": "readout weights",
-             "out.c": "readout bias", "attn.W_c": "Luong's combination", "attn.W_a": "attention score weights",
+             "out.c": "readout bias b_o", "attn.W_c": "Luong's combination", "attn.W_a": "attention score weights",
              "attn.U_a": "additive score: encoder side", "attn.v_a": "additive score: projection"}
     if key in roles:
         return roles[key]
     return {"enc": "encoder cell", "dec": "decoder cell", "bridge": "bridge"}.get(key.split(".")[0], "")
 
 
-def seq2seq_markdown(model, numbers=None) -> str:
-    from . import markdown
-
-    doc = build_seq2seq_document(model, numbers)
-    _number(doc)
-    return markdown.render(doc)
-
-
-def seq2seq_latex(model, numbers=None) -> str:
-    from . import document
-
-    doc = build_seq2seq_document(model, numbers)
-    _number(doc)
-    return document.render(doc)
-
-
-def _number(doc):
-    counts = {}
-    for section in doc.sections:
-        for block in section.blocks:
-            if isinstance(block, Table) and block.label:
-                counts[block.label] = len(counts) + 1
-
-
 def write_seq2seq_report(model, fmt, path, numbers=None):
-    """Write the report as ``md``, ``tex`` or ``pdf`` (as :func:`symrnn.report.write_report`); returns the path."""
-    from . import check_format
-    from .compile import INSTALL_HINT, LatexNotFoundError, check_writable, compile_pdf, latex_available, \
-        write_atomic
+    """Write the report as ``md``, ``tex`` or ``pdf`` (as :func:`symrnn.report.write_report`, which it is with
+    ``numbers``: the measured decomposition of the encoder's gradient by path); returns the path."""
+    from . import write_document
 
-    fmt = check_format(fmt)
-    path = check_writable(path)
-    if fmt == "md":
-        return write_atomic(path, seq2seq_markdown(model, numbers))
-    tex = seq2seq_latex(model, numbers)
-    if fmt == "tex":
-        return write_atomic(path, tex)
-    if not latex_available():
-        tex_path = write_atomic(path.with_suffix(".tex"), tex)
-        raise LatexNotFoundError(f"pdflatex is not installed, so no PDF was made; the LaTeX source is in "
-                                 f"{tex_path}. To make PDFs, {INSTALL_HINT}.", tex_path)
-    return write_atomic(path, compile_pdf(tex, path.stem).pdf)
+    return write_document(build_seq2seq_document(model, numbers), fmt, path)
 
 
 def plot_attention(weights, path, src_tokens=None, tgt_tokens=None, title="attention weights"):

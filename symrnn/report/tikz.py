@@ -165,6 +165,36 @@ def layout(model, longest: int = 3) -> Layout:
         columns.setdefault(node[1], {}).setdefault(rows[node[0]], []).append(node)
     bused = {t: _bused_edges(graph, model, t) for t in columns}
     bus_steps = {t for t in columns if _uses_bus(bused[t])}
+    pos = _positions(model, graph, columns, rows, bused, bus_steps)
+    placed, ident = [], {}
+    for t in sorted(columns):
+        for row in sorted(columns[t]):
+            for node in columns[t][row]:
+                ident[node] = f"n{len(ident)}"
+                placed.append(PlacedNode(node, ident[node], *pos[node], _style(model, graph, node)))
+    edges = []
+    for u, v, data in graph.edges(data=True):
+        if u[1] is None:
+            continue  # parameter edges: the parameter labels the linear edge instead
+        label = data["term"].matrix.name if data["kind"] == "linear" else None
+        edges.append(PlacedEdge(ident[u], ident[v], label))
+    rank = {p.ident: k for k, p in enumerate(placed)}
+    edges.sort(key=lambda e: (rank[e.source], rank[e.target]))
+    where = {p.ident: p for p in placed}
+    buses = []
+    for t in sorted(bus_steps):
+        through = {(ident[u], ident[v]) for u, v in bused[t]}
+        for e in edges:
+            if (e.source, e.target) in through:
+                e.bus = len(buses)
+        buses.append(_bus(t, [e for e in edges if e.bus == len(buses)], where, edges))
+    _bends_and_bridges(edges, buses, where, placed)
+    return Layout(placed, edges, T_in, T_out, model.architecture.schedule(T_in, T_out), buses)
+
+
+def _positions(model, graph, columns, rows, bused, bus_steps) -> dict:
+    """``node -> (x, y)``: the columns of steps side by side, the rows of quantities stacked, the rows a bus
+    feeds spread over slots (:func:`_arrange`)."""
     slotted = {}  # step -> the nodes of the rows up to the highest one the bus feeds, one x slot each
     for t in bus_steps:
         top = max(rows[v[0]] for _, v in bused[t])
@@ -196,28 +226,12 @@ def layout(model, longest: int = 3) -> Layout:
         if t in slotted:
             fixed.update(_arrange(graph, slotted[t], centre[t], {**pos, **fixed}, bused[t], y_of, rows))
         pos.update(fixed)
-    placed, ident = [], {}
-    for t in sorted(columns):
-        for row in sorted(columns[t]):
-            for node in columns[t][row]:
-                ident[node] = f"n{len(ident)}"
-                placed.append(PlacedNode(node, ident[node], *pos[node], _style(model, graph, node)))
-    edges = []
-    for u, v, data in graph.edges(data=True):
-        if u[1] is None:
-            continue  # parameter edges: the parameter labels the linear edge instead
-        label = data["term"].matrix.name if data["kind"] == "linear" else None
-        edges.append(PlacedEdge(ident[u], ident[v], label))
-    rank = {p.ident: k for k, p in enumerate(placed)}
-    edges.sort(key=lambda e: (rank[e.source], rank[e.target]))
-    where = {p.ident: p for p in placed}
-    buses = []
-    for t in sorted(bus_steps):
-        through = {(ident[u], ident[v]) for u, v in bused[t]}
-        for e in edges:
-            if (e.source, e.target) in through:
-                e.bus = len(buses)
-        buses.append(_bus(t, [e for e in edges if e.bus == len(buses)], where, edges))
+    return pos
+
+
+def _bends_and_bridges(edges, buses, where, placed):
+    """Bend each edge that would run through a node; mark the crossings the layout cannot avoid (the
+    steeper edge bridges the other) and the bus taps an edge crosses."""
     for e in edges:  # the bus carries the fans between steps; any other edge bends around the nodes it meets
         e.bend = None if e.bus is not None else _bend(where[e.source], where[e.target], placed)
     straight = [e for e in edges if e.bus is None and e.bend is None]
@@ -239,7 +253,6 @@ def layout(model, longest: int = 3) -> Layout:
             tap.bridge = any(_cross((tap.x, bus.y), (top.x, top.y), (where[e.source].x, where[e.source].y),
                                     (where[e.target].x, where[e.target].y))
                              for e in straight if tap.target not in (e.source, e.target))
-    return Layout(placed, edges, T_in, T_out, model.architecture.schedule(T_in, T_out), buses)
 
 
 def _arrange(graph, nodes, centre, known, bused, y_of, rows, limit=720):

@@ -358,7 +358,9 @@ class WiringReportBuilder(ReportBuilder):
                              ". Its Jacobian with respect to the pair is one of those of Table ",
                              Ref("tab:merges"), ":"]),
                   Table(["l", "l", "l"], [["mode"], ["output"], ["Jacobian"]], rows,
-                        ["The merge modes and their Jacobians."], "tab:merges"),
+                        ["The merge modes and their Jacobians; for max, ",
+                         Math(r"m = \theta(h^{\rightarrow}_{t} - h^{\leftarrow}_{t})"),
+                         " (1 where the forward direction is larger, 0 where smaller, 1/2 at a tie)."], "tab:merges"),
                   Paragraph([f"This model uses {name}. Its adjoint rule sends ", Math(yb), " back to the two "
                              "directions by the transposed Jacobian (SymPy's derivative of the merge, printed):"]),
                   self.display(rule)]

@@ -174,6 +174,12 @@ class Verification:
     def __str__(self):
         return self.report()
 
+    def _repr_html_(self):
+        """In a notebook: the verdict first, styled tables, no temporary paths (:mod:`symrnn.verify.html`)."""
+        from .html import verification_html
+
+        return verification_html(self)
+
     def report(self, show_code=False) -> str:
         """The full report (``str()``); ``show_code`` adds the generated-code lines of a named mistake."""
         lines = [self.verdict()]
