@@ -73,3 +73,15 @@ def test_write_report_takes_a_seq2seq_model(tmp_path):
 
     path = write_report(sr.Seq2Seq("gru", "lstm", src_vocab=6, tgt_vocab=5, E=3, H=4), "md", tmp_path / "s.md")
     assert "Decoder" in path.read_text()
+
+
+def test_demo_says_why_it_writes_tex_instead_of_pdf(monkeypatch):
+    import shutil
+
+    from symrnn import demo
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    fmt, why = demo.report_format()
+    assert fmt == "tex" and "pdflatex is not on the PATH" in why and "texlive" in why
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/" + name)
+    assert demo.report_format() == ("pdf", "")
