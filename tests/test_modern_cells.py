@@ -18,11 +18,12 @@ import numpy as np
 import pytest
 
 import symrnn as sr
+from symrnn.engine.cells import sru
 from symrnn.oracles import ScalarOracle
 
 TOL = 1e-12
-CELLS = ["min-gru", "min-lstm", "indrnn", "sru", "slstm", "slstm-exp"]
-STATES = {"min-gru": ["h"], "min-lstm": ["h"], "indrnn": ["h"], "sru": ["h", "c"],
+CELLS = ["min-gru", "min-lstm", "indrnn", "sru", "sru-identity", "slstm", "slstm-exp"]
+STATES = {"min-gru": ["h"], "min-lstm": ["h"], "indrnn": ["h"], "sru": ["h", "c"], "sru-identity": ["h", "c"],
           "slstm": ["h", "c", "n", "m"], "slstm-exp": ["h", "c", "n", "m"]}
 
 
@@ -46,11 +47,11 @@ def torch_states(torch, cell, P, X, s):
             h = f / (f + i) * h + i / (f + i) * lin(torch, x, P["U_h"], P["b_h"])
         elif cell == "indrnn":  # Li et al. 2018: h = relu(W x + u (.) h + b)
             h = torch.relu(lin(torch, x, P["U"], P["b"]) + P["w"] * h)
-        elif cell == "sru":  # Lei et al. 2018, eqs. (3)-(6)
+        elif cell.startswith("sru"):  # Lei et al. 2018, eqs. (3)-(6); the highway input projected or not
             f = sig(lin(torch, x, P["U_f"], P["b_f"]) + P["v_f"] * c)
             r = sig(lin(torch, x, P["U_r"], P["b_r"]) + P["v_r"] * c)
             c = f * c + (1 - f) * lin(torch, x, P["U"])
-            h = r * c + (1 - r) * x
+            h = r * c + (1 - r) * (x if cell == "sru-identity" else lin(torch, x, P["U_x"]))
         else:  # Beck et al. 2024, sLSTM with the stabiliser state (their eqs. for m_t, i'_t, f'_t)
             pre = {g: lin(torch, x, P[f"U_{g}"], P[f"b_{g}"]) + lin(torch, h, P[f"W_{g}"]) for g in "zifo"}
             log_f = torch.nn.functional.logsigmoid(pre["f"]) if cell == "slstm" else pre["f"]
@@ -81,13 +82,17 @@ def torch_slstm_unstabilised(torch, cell, P, X, s):
 
 
 # -- the problems -----------------------------------------------------------------------------
+def make_cell(name):
+    return sru("identity") if name == "sru-identity" else sr.builtin_cell(name)
+
+
 @functools.lru_cache(maxsize=None)
 def model(cell, D, H, K=None, loss="upstream"):
-    return sr.Model(cell, D=D, H=H, K=K, loss=loss)
+    return sr.Model(make_cell(cell), D=D, H=H, K=K, loss=loss)
 
 
 def problem(cell, T, seed, N=2, D=3, H=4, scale=0.6):
-    D = H if cell == "sru" else D
+    D = H if cell == "sru-identity" else D
     m = model(cell, D, H)
     rng = np.random.default_rng(seed)
     params = m.init_params(seed=seed, scale=scale)
@@ -143,7 +148,7 @@ def test_every_gradient_matches_torch_loop_from_the_paper(torch64, cell, T):
 def test_default_initial_state_and_readout_loss_match_torch(torch64, cell):
     """The zero initial state (the paper's start) with a cross-entropy readout on top."""
     torch = torch64.torch
-    D, H, K, T, N = (4 if cell == "sru" else 3), 4, 3, 9, 2
+    D, H, K, T, N = (4 if cell == "sru-identity" else 3), 4, 3, 9, 2
     m = model(cell, D, H, K, "cross-entropy")
     params = m.init_params(seed=5, scale=0.7)
     rng = np.random.default_rng(5)
@@ -185,7 +190,7 @@ def test_slstm_is_stable_where_the_unstabilised_form_overflows(torch64):
 @pytest.mark.parametrize("cell", CELLS)
 def test_every_gradient_matches_the_scalar_oracle(cell):
     H = 2
-    D = H if cell == "sru" else 2
+    D = H if cell == "sru-identity" else 2
     m = model(cell, D, H)
     rng = np.random.default_rng(11)
     params = m.init_params(seed=11, scale=0.8)
@@ -215,9 +220,21 @@ def test_a_wrong_torch_loop_is_caught(torch64):
                                                                           states=unnormalised), "x")
 
 
-def test_sru_refuses_an_input_size_other_than_the_hidden_size():
+def test_sru_identity_refuses_an_input_size_other_than_the_hidden_size():
     with pytest.raises(sr.ShapeError, match="D must equal H: got D=3, H=4; give D=4"):
-        sr.Model("sru", D=3, H=4, K=2)
+        sr.Model(sru("identity"), D=3, H=4, K=2)
+    with pytest.raises(sr.UnknownNameError, match="Unknown SRU highway 'none'"):
+        sru("none")
+
+
+def test_sru_projection_at_the_identity_is_the_papers_highway():
+    m, params, x, G, h0 = problem("sru-identity", 8, 2)
+    params_p = {**params, "U_x": np.eye(4)}
+    ours_p = model("sru", 4, 4).loss_and_grads(params_p, x, G, h0=h0)
+    ours_i = m.loss_and_grads(params, x, G, h0=h0)
+    assert abs(ours_p[0] - ours_i[0]) <= 1e-13 * abs(ours_i[0])
+    for k, g in ours_i[1].items():
+        assert np.allclose(ours_p[1][k], g, rtol=1e-13, atol=1e-15), k
 
 
 @pytest.mark.parametrize("name,words", [("min-gru", "Feng et al. 2024"), ("min-lstm", "Feng et al. 2024"),

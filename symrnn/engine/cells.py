@@ -220,14 +220,24 @@ def ind_rnn(nonlinearity: str = "relu") -> Cell:
     return cell.validate()
 
 
-def sru() -> Cell:
+SRU_HIGHWAYS = ("projection", "identity")
+
+
+def sru(highway: str = "projection") -> Cell:
     """SRU (Lei et al. 2018, "Simple Recurrent Units for Highly Parallelizable Recurrence").
 
     ``f_t = sigmoid(U_f x_t + v_f * c_{t-1} + b_f)``, ``r_t = sigmoid(U_r x_t + v_r * c_{t-1} + b_r)``,
-    ``c_t = f_t c_{t-1} + (1 - f_t) (U x_t)``, and the highway connection
-    ``h_t = r_t c_t + (1 - r_t) x_t``, so the input has the hidden size (``D = H``, as in the paper).
-    ``h`` is a state only so that the readout and the next layer can see it: ``h_{t-1}`` is never read,
-    and the gradient of ``h0`` is 0.
+    ``c_t = f_t c_{t-1} + (1 - f_t) (U x_t)`` and the highway connection
+    ``h_t = r_t c_t + (1 - r_t) x'_t``.  ``highway="identity"`` is the paper's ``x'_t = x_t``, so the
+    input has the hidden size (``D = H``; the cell is ``sru-identity``); ``"projection"`` (the
+    built-in ``sru``) reads ``x'_t = U_x x_t``, which works for any ``D`` and is the identity
+    highway at ``U_x = I``.  ``h`` is a state only so that the readout and the next layer can see it:
+    ``h_{t-1}`` is never read, and the gradient of ``h0`` is 0.
+
+    Parameters
+    ----------
+    highway : str
+        ``projection`` or ``identity``.
 
     Examples
     --------
@@ -235,20 +245,31 @@ def sru() -> Cell:
     >>> cell = sr.builtin_cell("sru")
     >>> list(cell.states), cell.output_state
     (['h', 'c'], 'h')
+    >>> from symrnn.engine.cells import sru
+    >>> sr.Model(sru("identity"), D=4, H=4, loss="upstream").sizes["D"]
+    4
     """
-    cell = Cell("sru", "SRU (Lei et al. 2018) with its highway connection")
-    x = cell.input(size="H", role="input (of the hidden size: the highway adds it to h)")
+    if highway not in SRU_HIGHWAYS:
+        raise UnknownNameError(f"Unknown SRU highway {highway!r}; expected one of {SRU_HIGHWAYS}.")
+    identity = highway == "identity"
+    cell = Cell("sru-identity" if identity else "sru",
+                f"SRU (Lei et al. 2018) with its highway connection ({highway})")
+    x = cell.input(size="H" if identity else "D",
+                   role="input (of the hidden size: the highway adds it to h)" if identity else "input")
     h = cell.state("h", role="hidden state (the highway output)")
     c = cell.state("c", role="internal state")
-    U = cell.param("U", "H", "H", role="input-to-hidden weights of the candidate")
+    U = cell.param("U", "H", "H" if identity else "D", role="input-to-hidden weights of the candidate")
     gates = {}
     for gate, role in (("f", "forget gate"), ("r", "reset gate")):
-        U_g = cell.param(f"U_{gate}", "H", "H", role=f"input-to-hidden weights of the {role}")
+        U_g = cell.param(f"U_{gate}", "H", "H" if identity else "D", role=f"input-to-hidden weights of the {role}")
         v_g = cell.param(f"v_{gate}", "H", role=f"weights of c[t-1] in the {role} (one per unit)")
         b_g = cell.param(f"b_{gate}", "H", role=f"bias of the {role}")
         gates[gate] = cell.let(gate, sigmoid(U_g @ x + v_g * c + b_g), role=role)
     f, r = gates["f"], gates["r"]
     xtilde = cell.let("xtilde", U @ x, role="candidate")
+    if not identity:
+        U_x = cell.param("U_x", "H", "D", role="projection of the input on the highway")
+        x = cell.let("xhat", U_x @ x, role="the input on the highway")
     c_t = cell.update(c, f * c + (1 - f) * xtilde)
     cell.update(h, r * c_t + (1 - r) * x)
     cell.output("h")
@@ -329,7 +350,8 @@ PAPERS = {
     "min-gru": "Feng et al. 2024, Were RNNs All We Needed? (minGRU, sequential form)",
     "min-lstm": "Feng et al. 2024, Were RNNs All We Needed? (minLSTM, sequential form)",
     "indrnn": "Li et al. 2018, Independently Recurrent Neural Network (IndRNN)",
-    "sru": "Lei et al. 2018, Simple Recurrent Units for Highly Parallelizable Recurrence (with the highway)",
+    "sru": "Lei et al. 2018, Simple Recurrent Units for Highly Parallelizable Recurrence (highway through "
+           "U_x x; symrnn.engine.cells.sru('identity') is the paper's x itself, D = H)",
     "slstm": "Beck et al. 2024, xLSTM: Extended Long Short-Term Memory (sLSTM, sigmoid forget gate)",
     "slstm-exp": "Beck et al. 2024, xLSTM: Extended Long Short-Term Memory (sLSTM, exponential forget gate)",
 }
