@@ -154,7 +154,7 @@ def min_gru() -> Cell:
     Cell 'min-gru'
       z[t] = sigmoid(b_z + MatVec(U_z, x[t]))
       htilde[t] = b_h + MatVec(U_h, x[t])
-      h[t] = htilde[t]*z[t] + (1 - z[t])*h[t-1]
+      h[t] = h[t-1]*(1 - z[t]) + htilde[t]*z[t]
     """
     cell = Cell("min-gru", "minGRU (Feng et al. 2024), sequential form")
     cell.input(role="input")
@@ -185,9 +185,9 @@ def min_lstm() -> Cell:
     f = cell.let("f", sigmoid(_gate_params(cell, "f", "forget gate")), role="forget gate")
     i = cell.let("i", sigmoid(_gate_params(cell, "i", "input gate")), role="input gate")
     htilde = cell.let("htilde", _gate_params(cell, "h", "candidate state"), role="candidate state")
-    fn = cell.let("fn", f / (f + i), role="normalised forget gate")
-    in_ = cell.let("in_", i / (f + i), role="normalised input gate")
-    cell.update(h, fn * h + in_ * htilde)
+    f_n = cell.let("fprime", f / (f + i), role="normalised forget gate")
+    i_n = cell.let("iprime", i / (f + i), role="normalised input gate")
+    cell.update(h, f_n * h + i_n * htilde)
     return cell.validate()
 
 
@@ -319,8 +319,8 @@ def slstm(forget_gate: str = "sigmoid") -> Cell:
     o = cell.let("o", sigmoid(_gate_params(cell, "o", "output gate", recurrent=True)), role="output gate")
     logf = cell.let("logf", log_sigmoid(fbar), role="log of the forget gate") if forget_gate == "sigmoid" else fbar
     m_t = cell.update(m, maximum(logf + m, ibar))
-    i_s = cell.let("istab", exp(ibar - m_t), role="stabilised input gate")
-    f_s = cell.let("fstab", exp(logf + m - m_t), role="stabilised forget gate")
+    i_s = cell.let("iprime", exp(ibar - m_t), role="stabilised input gate")
+    f_s = cell.let("fprime", exp(logf + m - m_t), role="stabilised forget gate")
     c_t = cell.update(c, f_s * c + i_s * z)
     n_t = cell.update(n, f_s * n + i_s)
     cell.update(h, o * c_t / n_t)

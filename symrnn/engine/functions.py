@@ -194,7 +194,10 @@ def _softplus(a, out=None):
 
 
 def _log_sigmoid(a, out=None):
-    out = np.logaddexp(0.0, -a, out=out)
+    if out is None:  # also on NumPy scalars, which take no out=
+        return -np.logaddexp(0.0, -a)
+    np.negative(a, out=out)
+    np.logaddexp(0.0, out, out=out)
     return np.negative(out, out=out)
 
 
