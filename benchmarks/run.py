@@ -26,9 +26,12 @@ What is measured (see benchmarks/README.md):
    relative to one gradient (target at most 3x), and RTRL against BPTT at H = 16, 64, 128 with the
    expected ``O(H^2 P)`` growth beside the measured one;
 10. the fused backend (``symrnn.using_backend("numba")``): its gradient against NumPy, torch
-    autograd and the products alone, and its first call from a cold and a warm disk cache.
+    autograd and the products alone, and its first call from a cold and a warm disk cache;
+11. the recurrent cells of today (minGRU, minLSTM, IndRNN, SRU, sLSTM; N = 32, T = 100, D = 64,
+    H = 128) against torch autograd of a plain torch loop of the same cell.
 
-``--only NAME`` (derive, speed, scalar, verify, wiring, decay, seq2seq, second, fused; repeatable) runs a subset.
+``--only NAME`` (derive, speed, scalar, verify, wiring, decay, seq2seq, second, fused, today; repeatable) runs a
+subset.
 
 Every ratio compares two functions timed in the same run, called alternately
 (the order flips every round), and is the median over rounds of the per-round
@@ -1435,6 +1438,114 @@ def report_second(res, cfg, summary):
     return out
 
 
+# -- 11. the recurrent cells of today vs torch autograd of a plain torch loop -------------------------
+TODAY_CELLS = ("min-gru", "min-lstm", "indrnn", "sru", "slstm")
+
+
+def _torch_loop_of(cell, P, X, h0):
+    """The cell's step as a plain loop of torch operations, from its paper (Feng et al. 2024, Li et al.
+    2018, Lei et al. 2018, Beck et al. 2024); ``P`` in symrnn's names; returns h at every step."""
+    sig, out = torch.sigmoid, []
+    h = c = n = m = h0
+
+    def lin(x, name, bias=None):
+        return x @ P[name].T + (P[bias] if bias else 0)
+    if cell == "slstm":
+        c, n, m = torch.zeros_like(h0), torch.zeros_like(h0), torch.zeros_like(h0)
+    for x in X:
+        if cell == "min-gru":
+            z = sig(lin(x, "U_z", "b_z"))
+            h = (1 - z) * h + z * lin(x, "U_h", "b_h")
+        elif cell == "min-lstm":
+            f, i = sig(lin(x, "U_f", "b_f")), sig(lin(x, "U_i", "b_i"))
+            h = f / (f + i) * h + i / (f + i) * lin(x, "U_h", "b_h")
+        elif cell == "indrnn":
+            h = torch.relu(lin(x, "U", "b") + P["w"] * h)
+        elif cell == "sru":
+            f, r = sig(lin(x, "U_f", "b_f") + P["v_f"] * c), sig(lin(x, "U_r", "b_r") + P["v_r"] * c)
+            c = f * c + (1 - f) * lin(x, "U")
+            h = r * c + (1 - r) * lin(x, "U_x")
+        else:
+            pre = {g: lin(x, f"U_{g}", f"b_{g}") + lin(h, f"W_{g}") for g in "zifo"}
+            log_f = torch.nn.functional.logsigmoid(pre["f"])
+            m_new = torch.maximum(log_f + m, pre["i"])
+            i_s, f_s = torch.exp(pre["i"] - m_new), torch.exp(log_f + m - m_new)
+            c, n, m = f_s * c + i_s * torch.tanh(pre["z"]), f_s * n + i_s, m_new
+            h = sig(pre["o"]) * c / n
+        out.append(h)
+    return torch.stack(out)
+
+
+def bench_today(cfg):
+    """Each cell of today: the generated gradient against torch autograd of a plain torch loop."""
+    N, T, D, H = cfg["speed_sizes"]
+    rows = []
+    for cell in TODAY_CELLS:
+        rng = np.random.default_rng(7)
+        model = sr.Model(cell, D=D, H=H, loss="upstream").compile()
+        params = model.init_params(seed=0)
+        X, G = rng.normal(size=(T, N, D)), rng.normal(size=(T, N, H))
+
+        def ours():
+            return model.loss_and_grads(params, X, G)
+
+        fns, check = {"ours": ours}, None
+        if torch is not None:
+            P = {k: torch.from_numpy(v.copy()).requires_grad_(True) for k, v in params.items()}
+            xt, Gt = torch.from_numpy(X.copy()).requires_grad_(True), torch.from_numpy(G.copy())
+            h0 = torch.zeros(N, H, dtype=torch.float64)
+
+            def torch_autograd():
+                for v in list(P.values()) + [xt]:
+                    v.grad = None
+                loss = (_torch_loop_of(cell, P, xt, h0) * Gt).sum()
+                loss.backward()
+                return loss
+
+            fns["torch"] = torch_autograd
+            loss_t = torch_autograd().item()  # untimed check that both compute the same thing
+            loss_o, grads = ours()
+            pairs = [(grads["x"], xt.grad.numpy())] + [(grads[k], v.grad.numpy()) for k, v in P.items()]
+            check = max([abs(loss_o - loss_t) / max(1.0, abs(loss_t))]
+                        + [np.abs(a - b).max() / max(1.0, np.abs(b).max()) for a, b in pairs])
+        for f in fns.values():  # warm-up, untimed
+            f()
+        times = interleaved(fns, cfg["speed_repeats"])
+        row = dict(cell=cell, times=times, check=check)
+        if "torch" in times:
+            row["torch_ratio"] = paired_ratio(times["ours"], times["torch"])
+        rows.append(row)
+    return rows
+
+
+def report_today(rows, cfg, summary):
+    N, T, D, H = cfg["speed_sizes"]
+    full = (N, T, D, H) == (32, 100, 64, 128)
+    out = ["## 11. The recurrent cells of today: generated gradient vs torch autograd of a torch loop",
+           "",
+           f"N={N}, T={T}, D={D}, H={H}, float64, all cores. *ours*: `Model(cell, D, H, loss=\"upstream\")"
+           ".loss_and_grads`; *torch*: autograd of a plain loop of torch operations written from each paper "
+           "(`_torch_loop_of`), `(h * G).sum().backward()`, zero initial states. Status on min(ours) / "
+           "min(torch); *agreement* as in benchmark 2, over the loss, dL/dx and every parameter (untimed).",
+           "",
+           "| cell | ours (min / median) | torch (min / median) | ours / torch: min / min | median of paired ratios "
+           "| agreement |",
+           "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        t = r["times"]
+        if "torch" not in t:
+            out.append(f"| {r['cell']} | {fmt_s(min(t['ours']))} / {fmt_s(med(t['ours']))} | torch absent | - | - | - |")
+            continue
+        ratio_med, ratio_min = r["torch_ratio"]
+        out.append(f"| {r['cell']} | {fmt_s(min(t['ours']))} / {fmt_s(med(t['ours']))} | "
+                   f"{fmt_s(min(t['torch']))} / {fmt_s(med(t['torch']))} | **{ratio_min:.2f}** | {ratio_med:.2f} | "
+                   f"{r['check']:.1e} |")
+        summary.append((f"11. {r['cell']} gradient, ours / torch autograd of a torch loop",
+                        f"{ratio_min:.2f} (median of paired ratios {ratio_med:.2f})", "≤ 1.0",
+                        status(ratio_min <= 1.0, full)))
+    return out
+
+
 # -- main ---------------------------------------------------------------------------------
 def config(quick):
     if quick:
@@ -1476,7 +1587,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="fast smoke run: fewer repeats, smaller sizes")
     parser.add_argument("--only", action="append",
                         choices=("derive", "speed", "scalar", "verify", "wiring", "decay", "seq2seq", "second",
-                                 "fused"),
+                                 "fused", "today"),
                         help="run only these benchmarks (repeatable; the report then holds only them)")
     args = parser.parse_args(argv)
     cfg = config(args.quick)
@@ -1493,7 +1604,7 @@ def main(argv=None):
                                 ("decay", bench_decay, report_decay),
                                 ("seq2seq", bench_seq2seq, report_seq2seq),
                                 ("second", bench_second, report_second),
-                                ("fused", bench_fused, report_fused)):
+                                ("fused", bench_fused, report_fused), ("today", bench_today, report_today)):
         if args.only and name not in args.only:
             continue
         t0 = time.perf_counter()

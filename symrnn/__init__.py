@@ -20,7 +20,7 @@ import warnings
 
 from .engine.cell import Cell
 from .engine.cells import BUILTIN_CELLS, builtin_cell, gru, lstm, rnn
-from .engine.functions import exp, log, register_function, relu, sigmoid, step, tanh
+from .engine.functions import exp, log, log_sigmoid, register_function, relu, sigmoid, softplus, step, tanh
 from .engine.fused import backend, set_backend, using_backend
 from .errors import (BackendError, CellDefinitionError, DerivationTooLargeError, MissingRuleError, NonFiniteError,
                      ParameterError, ShapeError, SymRNNError, UnknownNameError, UserCodeError)
@@ -30,7 +30,7 @@ from .models.wiring import BidirectionalModel, StackedModel
 
 __all__ = [
     "Cell", "Model", "StackedModel", "BidirectionalModel", "Seq2Seq", "BUILTIN_CELLS", "builtin_cell", "rnn", "lstm", "gru",
-    "sigmoid", "tanh", "relu", "step", "exp", "log", "register_function",
+    "sigmoid", "tanh", "relu", "step", "exp", "log", "softplus", "log_sigmoid", "register_function",
     "SymRNNError", "ShapeError", "NonFiniteError", "UnknownNameError", "ParameterError",
     "CellDefinitionError", "DerivationTooLargeError", "MissingRuleError", "UserCodeError",
     "backend", "set_backend", "using_backend", "BackendError",

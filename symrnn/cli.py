@@ -30,7 +30,7 @@ from pathlib import Path
 from . import __version__
 from .models.architectures import ARCHITECTURES
 from .engine.cell import Cell
-from .engine.cells import BUILTIN_CELLS, builtin_cell
+from .engine.cells import BUILTIN_CELLS, PAPERS, builtin_cell
 from .errors import SymRNNError, UnknownNameError, UserCodeError
 from .fileio import check_output_dir
 from .models.layouts import LAYOUTS
@@ -254,6 +254,9 @@ def _run(args, parser) -> int:
         print("cells:         " + ", ".join(BUILTIN_CELLS))
         print("architectures: " + ", ".join(f"{k} ({a.description})" for k, a in ARCHITECTURES.items()))
         print("losses:        " + ", ".join(LOSSES))
+        print("papers:")
+        for name, paper in PAPERS.items():
+            print(f"  {name:<13}{paper}")
         return 0
     if args.command == "derive":
         from .report import write_report

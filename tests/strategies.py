@@ -54,4 +54,6 @@ def problems(draw, cells=CELLS, max_T=20, max_size=6, architectures=ARCHITECTURE
     else:
         y = rng.normal(size=(T_out, N, K if loss in ("mse", "half-mse") else H))
     h0 = {s: rng.normal(size=(N, H)) for s in m.state_names}
+    if m.cell.name.startswith("slstm"):  # the normaliser starts positive and stays so (the paper starts it at 0)
+        h0["n"] = np.abs(h0["n"]) + 0.5
     return m, params, x, y, h0

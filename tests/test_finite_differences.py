@@ -11,7 +11,7 @@ from strategies import CELLS, problems
 
 
 @settings(max_examples=20)
-@given(problems(cells=[c for c in CELLS if c != "rnn-relu"], max_T=8, max_size=3))
+@given(problems(cells=[c for c in CELLS if c not in ("rnn-relu", "indrnn")], max_T=8, max_size=3))  # relu kinks
 def test_central_differences(problem):
     model, params, x, y, h0 = problem
     _, grads = model.loss_and_grads(params, x, y, h0=h0)

@@ -8,8 +8,9 @@ stacked layouts of PyTorch, Keras and cuDNN.
 from __future__ import annotations
 
 from .cell import Cell
+from .symbols import tsym
 from ..errors import UnknownNameError
-from .functions import activation, sigmoid, tanh
+from .functions import activation, exp, log_sigmoid, maximum, sigmoid, tanh
 
 
 def rnn(nonlinearity: str = "tanh") -> Cell:
@@ -127,6 +128,206 @@ def gru(reset_after: bool = True, update_convention: str = "pytorch") -> Cell:
     return cell.validate()
 
 
+# -- the recurrent cells of today (vector states) ----------------------------------------------
+def _gate_params(cell, gate, role, recurrent=False):
+    """``U_gate`` (H, D), ``b_gate`` (H,) and, when ``recurrent``, ``W_gate`` (H, H); returns the pre-activation."""
+    U = cell.param(f"U_{gate}", "H", "D", role=f"input-to-hidden weights of the {role}")
+    b = cell.param(f"b_{gate}", "H", role=f"bias of the {role}")
+    pre = U @ cell.input_symbol + b
+    if recurrent:
+        W = cell.param(f"W_{gate}", "H", "H", role=f"hidden-to-hidden weights of the {role}")
+        pre = pre + W @ tsym("h", -1)
+    return pre
+
+
+def min_gru() -> Cell:
+    """minGRU (Feng et al. 2024, "Were RNNs All We Needed?"), sequential form.
+
+    The gate and the candidate read only the input: ``z_t = sigmoid(U_z x_t + b_z)``,
+    ``htilde_t = U_h x_t + b_h`` (no activation), ``h_t = (1 - z_t) h_{t-1} + z_t htilde_t``.
+    The state recurrence is linear and diagonal: ``dh_t/dh_{t-1} = diag(1 - z_t)``.
+
+    Examples
+    --------
+    >>> import symrnn as sr
+    >>> sr.builtin_cell("min-gru")
+    Cell 'min-gru'
+      z[t] = sigmoid(b_z + MatVec(U_z, x[t]))
+      htilde[t] = b_h + MatVec(U_h, x[t])
+      h[t] = h[t-1]*(1 - z[t]) + htilde[t]*z[t]
+    """
+    cell = Cell("min-gru", "minGRU (Feng et al. 2024), sequential form")
+    cell.input(role="input")
+    h = cell.state("h", role="hidden state")
+    z = cell.let("z", sigmoid(_gate_params(cell, "z", "update gate")), role="update gate")
+    htilde = cell.let("htilde", _gate_params(cell, "h", "candidate state"), role="candidate state")
+    cell.update(h, (1 - z) * h + z * htilde)
+    return cell.validate()
+
+
+def min_lstm() -> Cell:
+    """minLSTM (Feng et al. 2024, "Were RNNs All We Needed?"), sequential form.
+
+    ``f_t = sigmoid(U_f x_t + b_f)``, ``i_t = sigmoid(U_i x_t + b_i)``, ``htilde_t = U_h x_t + b_h``;
+    the gates are normalised to sum to one, ``f'_t = f_t / (f_t + i_t)``, ``i'_t = i_t / (f_t + i_t)``,
+    and ``h_t = f'_t h_{t-1} + i'_t htilde_t``.
+
+    Examples
+    --------
+    >>> import symrnn as sr
+    >>> cell = sr.builtin_cell("min-lstm")
+    >>> list(cell.states), sorted(cell.params)
+    (['h'], ['U_f', 'U_h', 'U_i', 'b_f', 'b_h', 'b_i'])
+    """
+    cell = Cell("min-lstm", "minLSTM (Feng et al. 2024), sequential form")
+    cell.input(role="input")
+    h = cell.state("h", role="hidden state")
+    f = cell.let("f", sigmoid(_gate_params(cell, "f", "forget gate")), role="forget gate")
+    i = cell.let("i", sigmoid(_gate_params(cell, "i", "input gate")), role="input gate")
+    htilde = cell.let("htilde", _gate_params(cell, "h", "candidate state"), role="candidate state")
+    f_n = cell.let("fprime", f / (f + i), role="normalised forget gate")
+    i_n = cell.let("iprime", i / (f + i), role="normalised input gate")
+    cell.update(h, f_n * h + i_n * htilde)
+    return cell.validate()
+
+
+def ind_rnn(nonlinearity: str = "relu") -> Cell:
+    """IndRNN (Li et al. 2018): ``h_t = f(U x_t + w * h_{t-1} + b)``, the recurrent weight a vector ``w``.
+
+    Each unit sees only its own past (the recurrent "matrix" is ``diag(w)``).
+
+    Parameters
+    ----------
+    nonlinearity : str
+        ``relu`` (the paper's choice), ``tanh`` or ``sigmoid``.
+
+    Examples
+    --------
+    >>> import symrnn as sr
+    >>> sr.builtin_cell("indrnn")
+    Cell 'indrnn'
+      h[t] = relu(b + w*h[t-1] + MatVec(U, x[t]))
+    """
+    f = activation(nonlinearity)
+    name = "indrnn" if nonlinearity == "relu" else f"indrnn-{nonlinearity}"
+    cell = Cell(name, f"IndRNN (Li et al. 2018) with {nonlinearity}")
+    x = cell.input(role="input")
+    h = cell.state("h", role="hidden state")
+    U = cell.param("U", "H", "D", role="input-to-hidden weights")
+    w = cell.param("w", "H", role="recurrent weights (one per unit)")
+    b = cell.param("b", "H", role="hidden bias")
+    cell.update(h, f(U @ x + w * h + b))
+    return cell.validate()
+
+
+SRU_HIGHWAYS = ("projection", "identity")
+
+
+def sru(highway: str = "projection") -> Cell:
+    """SRU (Lei et al. 2018, "Simple Recurrent Units for Highly Parallelizable Recurrence").
+
+    ``f_t = sigmoid(U_f x_t + v_f * c_{t-1} + b_f)``, ``r_t = sigmoid(U_r x_t + v_r * c_{t-1} + b_r)``,
+    ``c_t = f_t c_{t-1} + (1 - f_t) (U x_t)`` and the highway connection
+    ``h_t = r_t c_t + (1 - r_t) x'_t``.  ``highway="identity"`` is the paper's ``x'_t = x_t``, so the
+    input has the hidden size (``D = H``; the cell is ``sru-identity``); ``"projection"`` (the
+    built-in ``sru``) reads ``x'_t = U_x x_t``, which works for any ``D`` and is the identity
+    highway at ``U_x = I``.  ``h`` is a state only so that the readout and the next layer can see it:
+    ``h_{t-1}`` is never read, and the gradient of ``h0`` is 0.
+
+    Parameters
+    ----------
+    highway : str
+        ``projection`` or ``identity``.
+
+    Examples
+    --------
+    >>> import symrnn as sr
+    >>> cell = sr.builtin_cell("sru")
+    >>> list(cell.states), cell.output_state
+    (['h', 'c'], 'h')
+    >>> from symrnn.engine.cells import sru
+    >>> sr.Model(sru("identity"), D=4, H=4, loss="upstream").sizes["D"]
+    4
+    """
+    if highway not in SRU_HIGHWAYS:
+        raise UnknownNameError(f"Unknown SRU highway {highway!r}; expected one of {SRU_HIGHWAYS}.")
+    identity = highway == "identity"
+    cell = Cell("sru-identity" if identity else "sru",
+                f"SRU (Lei et al. 2018) with its highway connection ({highway})")
+    x = cell.input(size="H" if identity else "D",
+                   role="input (of the hidden size: the highway adds it to h)" if identity else "input")
+    h = cell.state("h", role="hidden state (the highway output)")
+    c = cell.state("c", role="internal state")
+    U = cell.param("U", "H", "H" if identity else "D", role="input-to-hidden weights of the candidate")
+    gates = {}
+    for gate, role in (("f", "forget gate"), ("r", "reset gate")):
+        U_g = cell.param(f"U_{gate}", "H", "H" if identity else "D", role=f"input-to-hidden weights of the {role}")
+        v_g = cell.param(f"v_{gate}", "H", role=f"weights of c[t-1] in the {role} (one per unit)")
+        b_g = cell.param(f"b_{gate}", "H", role=f"bias of the {role}")
+        gates[gate] = cell.let(gate, sigmoid(U_g @ x + v_g * c + b_g), role=role)
+    f, r = gates["f"], gates["r"]
+    xtilde = cell.let("xtilde", U @ x, role="candidate")
+    if not identity:
+        U_x = cell.param("U_x", "H", "D", role="projection of the input on the highway")
+        x = cell.let("xhat", U_x @ x, role="the input on the highway")
+    c_t = cell.update(c, f * c + (1 - f) * xtilde)
+    cell.update(h, r * c_t + (1 - r) * x)
+    cell.output("h")
+    return cell.validate()
+
+
+SLSTM_FORGET_GATES = ("sigmoid", "exp")
+
+
+def slstm(forget_gate: str = "sigmoid") -> Cell:
+    """sLSTM of xLSTM (Beck et al. 2024): exponential gating with a stabiliser and a normaliser (one head).
+
+    ``z_t = tanh(zbar_t)``, ``o_t = sigmoid(obar_t)``, the exponential input gate's log ``ibar_t``,
+    the forget gate's log ``logf_t = log sigmoid(fbar_t)`` (``forget_gate="sigmoid"``) or ``fbar_t``
+    (``"exp"``), each ``?bar_t = U_? x_t + W_? h_{t-1} + b_?``; the stabiliser
+    ``m_t = max(logf_t + m_{t-1}, ibar_t)``, the stabilised gates ``i'_t = exp(ibar_t - m_t)`` and
+    ``f'_t = exp(logf_t + m_{t-1} - m_t)``; the cell ``c_t = f'_t c_{t-1} + i'_t z_t``, the
+    normaliser ``n_t = f'_t n_{t-1} + i'_t`` and ``h_t = o_t c_t / n_t``.  The states are
+    ``h, c, n, m``.  The paper starts from zero states (then ``n_1 = i'_1 > 0``); an initial
+    ``n0`` of either sign is accepted as long as no ``n_t`` reaches 0.
+
+    Parameters
+    ----------
+    forget_gate : str
+        ``sigmoid`` (as in the xLSTM code) or ``exp``.
+
+    Examples
+    --------
+    >>> import symrnn as sr
+    >>> cell = sr.builtin_cell("slstm")
+    >>> list(cell.states)
+    ['h', 'c', 'n', 'm']
+    """
+    if forget_gate not in SLSTM_FORGET_GATES:
+        raise UnknownNameError(f"Unknown sLSTM forget_gate {forget_gate!r}; expected one of {SLSTM_FORGET_GATES}.")
+    name = "slstm" if forget_gate == "sigmoid" else "slstm-exp"
+    cell = Cell(name, f"sLSTM (Beck et al. 2024, xLSTM), {forget_gate} forget gate, one head")
+    cell.input(role="input")
+    h = cell.state("h", role="hidden state")
+    c = cell.state("c", role="cell state")
+    n = cell.state("n", role="normaliser state")
+    m = cell.state("m", role="stabiliser state")
+    z = cell.let("z", tanh(_gate_params(cell, "z", "cell input", recurrent=True)), role="cell input")
+    ibar = cell.let("ibar", _gate_params(cell, "i", "input gate", recurrent=True), role="log of the input gate")
+    fbar = cell.let("fbar", _gate_params(cell, "f", "forget gate", recurrent=True),
+                    role="pre-activation of the forget gate")
+    o = cell.let("o", sigmoid(_gate_params(cell, "o", "output gate", recurrent=True)), role="output gate")
+    logf = cell.let("logf", log_sigmoid(fbar), role="log of the forget gate") if forget_gate == "sigmoid" else fbar
+    m_t = cell.update(m, maximum(logf + m, ibar))
+    i_s = cell.let("iprime", exp(ibar - m_t), role="stabilised input gate")
+    f_s = cell.let("fprime", exp(logf + m - m_t), role="stabilised forget gate")
+    c_t = cell.update(c, f_s * c + i_s * z)
+    n_t = cell.update(n, f_s * n + i_s)
+    cell.update(h, o * c_t / n_t)
+    cell.output("h")
+    return cell.validate()
+
+
 BUILTIN_CELLS = {
     "rnn-tanh": lambda: rnn("tanh"),
     "rnn-relu": lambda: rnn("relu"),
@@ -136,6 +337,23 @@ BUILTIN_CELLS = {
     "gru-reset-before": lambda: gru(False, "pytorch"),
     "gru-chung": lambda: gru(True, "chung"),
     "gru-reset-before-chung": lambda: gru(False, "chung"),
+    "min-gru": min_gru,
+    "min-lstm": min_lstm,
+    "indrnn": ind_rnn,
+    "sru": sru,
+    "slstm": slstm,
+    "slstm-exp": lambda: slstm("exp"),
+}
+
+#: the paper each built-in cell of today follows (``symrnn cells`` prints it)
+PAPERS = {
+    "min-gru": "Feng et al. 2024, Were RNNs All We Needed? (minGRU, sequential form)",
+    "min-lstm": "Feng et al. 2024, Were RNNs All We Needed? (minLSTM, sequential form)",
+    "indrnn": "Li et al. 2018, Independently Recurrent Neural Network (IndRNN)",
+    "sru": "Lei et al. 2018, Simple Recurrent Units for Highly Parallelizable Recurrence (highway through "
+           "U_x x; symrnn.engine.cells.sru('identity') is the paper's x itself, D = H)",
+    "slstm": "Beck et al. 2024, xLSTM: Extended Long Short-Term Memory (sLSTM, sigmoid forget gate)",
+    "slstm-exp": "Beck et al. 2024, xLSTM: Extended Long Short-Term Memory (sLSTM, exponential forget gate)",
 }
 
 

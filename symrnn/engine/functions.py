@@ -13,6 +13,10 @@ when a cell reads an equation (:func:`to_vocabulary`): ``Abs`` becomes
 ``Heaviside(u)`` :class:`tie_step`.  ``sqrt`` and other powers, rationals and
 constants (``pi``, ``E``) need no rule.
 
+``softplus(u) = log(1 + exp(u))`` and ``log_sigmoid(u) = log(sigmoid(u))`` are
+evaluated without overflow on every route (``logaddexp``; never PyTorch's
+thresholded ``softplus``, which returns ``u`` itself above 20).
+
 Subgradient conventions at the kinks (those of PyTorch's backward formulas):
 ``relu'(0) = 0`` (``step(0) = 0``); ``|u|' = sign(u)``, 0 at 0; at a tie of
 ``maximum(u, v)`` or ``minimum(u, v)`` each argument receives half of the
@@ -134,6 +138,36 @@ class minimum(sp.Function):
         return r"\min\left(%s, %s\right)" % tuple(printer._print(a) for a in self.args)
 
 
+class softplus(sp.Function):
+    """``softplus(u) = log(1 + exp(u))`` with derivative ``sigmoid(u)``."""
+
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        return sigmoid(self.args[0])
+
+    def _eval_rewrite_as_log(self, arg, **kwargs):
+        return sp.log(1 + sp.exp(arg))
+
+    def _latex(self, printer):
+        return r"\operatorname{softplus}\left(%s\right)" % printer._print(self.args[0])
+
+
+class log_sigmoid(sp.Function):
+    """``log_sigmoid(u) = log(sigmoid(u)) = -softplus(-u)`` with derivative ``sigmoid(-u) = 1 - sigmoid(u)``."""
+
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        return 1 - sigmoid(self.args[0])
+
+    def _eval_rewrite_as_log(self, arg, **kwargs):
+        return -sp.log(1 + sp.exp(-arg))
+
+    def _latex(self, printer):
+        return r"\log\sigma\left(%s\right)" % printer._print(self.args[0])
+
+
 tanh = sp.tanh
 exp = sp.exp
 log = sp.log
@@ -152,6 +186,37 @@ def _sigmoid(a, out=None):
     np.copyto(out, 1.0, where=a >= 0)
     np.divide(out, denominator, out=out)
     return out
+
+
+def _softplus(a, out=None):
+    # log(exp(0) + exp(a)) without overflow: max(a, 0) + log1p(exp(-|a|)), correctly rounded to an ulp or so
+    return np.logaddexp(0.0, a, out=out)
+
+
+def _log_sigmoid(a, out=None):
+    if out is None:  # also on NumPy scalars, which take no out=
+        return -np.logaddexp(0.0, -a)
+    np.negative(a, out=out)
+    np.logaddexp(0.0, out, out=out)
+    return np.negative(out, out=out)
+
+
+def _scalar_softplus(a):
+    return max(a, 0.0) + math.log1p(math.exp(-abs(a)))
+
+
+def _mp_softplus(a):
+    return mpmath.log1p(mpmath.exp(a))
+
+
+def _torch_softplus(a):
+    import torch  # the torch oracle's route only; torch is optional
+    # torch.nn.functional.softplus returns a itself above its threshold (20): 1e-11 relative off; logaddexp is exact
+    return torch.logaddexp(torch.zeros_like(a), a)
+
+
+def _torch_log_sigmoid(a):
+    return -_torch_softplus(-a)
 
 
 def _relu(a, out=None):
@@ -253,6 +318,9 @@ RULES: dict[str, FunctionRule] = {rule.name: rule for rule in (
                  lambda a: 1 / (1 + mpmath.exp(-a)), "sigmoid"),
     FunctionRule(relu, _relu, True, lambda a: a if a > 0 else 0.0 * a,
                  lambda a: a if a > 0 else mpmath.mpf(0), "relu"),
+    FunctionRule(softplus, _softplus, True, _scalar_softplus, _mp_softplus, _torch_softplus),
+    FunctionRule(log_sigmoid, _log_sigmoid, True, lambda a: -_scalar_softplus(-a), lambda a: -_mp_softplus(-a),
+                 _torch_log_sigmoid),
     FunctionRule(step, _step, False, lambda a: _scalar_step(a, 0.0), lambda a: _mp_step(a, 0),
                  _torch_step(0.0)),
     FunctionRule(tie_step, _tie_step, False, lambda a: _scalar_step(a, 0.5), lambda a: _mp_step(a, 0.5),

@@ -117,6 +117,12 @@ class Model(Protocol):
             if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ShapeError(f"{name} must be a positive integer, got {value!r}.")
         self.sizes = {"D": int(D), "H": int(H), "K": int(K) if K is not None else None}
+        input_size = self.cell.sizes[self.cell.input_symbol]
+        if input_size != "D" and self.sizes[input_size] != self.sizes["D"]:
+            raise ShapeError(
+                f"Cell {self.cell.name!r} reads an input of size {input_size} (the input is added to a quantity "
+                f"of that size), so D must equal {input_size}: got D={D}, {input_size}={self.sizes[input_size]}; "
+                f"give D={self.sizes[input_size]}.")
         self.state_names = self.cell.state_names
         self.out = self.cell.output_state
         self.input_name = parse(self.cell.input_symbol)[0]

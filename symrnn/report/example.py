@@ -306,7 +306,9 @@ class WorkedExample:
             for name, value in zip(self._names(self.model.input_name, t, False), self._scalar(term, t)):
                 out[sp.Symbol(name)] = value
         for state, term in summary.d.initial_state_gradients.items():
-            for name, value in zip(self.oracle.state0_names[state], self._scalar(summary.name_gates(term), 1)):
+            names = self.oracle.state0_names[state]
+            values = self._scalar(summary.name_gates(term), 1)  # a number when the state's start is never read
+            for name, value in zip(names, values if isinstance(values, sp.MatrixBase) else [values] * len(names)):
                 out[sp.Symbol(name)] = value
         return out
 

@@ -24,6 +24,7 @@ def _matches(run, candidate, ex, unit=J.U64):
     tolerances plus the rounding of the candidate's own sums (a mistaken gradient can be large where
     the exact one is zero, as a swapped gate's)."""
     keys = [k for k in run.grads if k in candidate]
+    candidate = {k: np.asarray(candidate[k], dtype=float) for k in keys}  # a never-read start's gradient: 0
     return bool(keys) and all(
         np.all(np.abs(np.asarray(run.grads[k], dtype=float) - candidate[k]) <= ex.tol[k] + 64 * unit *
                np.sqrt(candidate[k].size + 1) * np.max(np.abs(candidate[k]), initial=0)) for k in keys)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import ShapeError, UnknownNameError, UserCodeError
+from ..errors import ParameterError, ShapeError, UnknownNameError, UserCodeError
 from .hygiene import call, compare_runs, snapshot
 from .signatures import PARAMETER_ROLES
 
@@ -84,6 +84,24 @@ class Adapter:
             raise UserCodeError(str(exc)) from None
         run.user_grads[user_name] = value
 
+    def grads_from_dict(self, grads, what, dtypes) -> tuple:
+        """``(canonical gradients, the user's gradients by name)`` from a dict keyed by symrnn's names
+        (a layout with ``native`` set); ``dx``, ``dh0``, ``dc0`` in it are left to the caller."""
+        if not getattr(self.layout, "native", False):
+            raise UserCodeError(f"{what} returned grads as a dict, which only layout NATIVE (symrnn's names) "
+                                f"reads in layer mode; return the gradients by role (dWx, dWh, db) instead.")
+        if not isinstance(grads, dict):
+            raise UserCodeError(f"{what} returned grads of type {type(grads).__name__}; expected a dict keyed "
+                                f"by symrnn's names {sorted(self.model.cell.params)}.")
+        params = {k: v for k, v in grads.items() if k not in ("dx", "dh0", "dc0")}
+        for v in params.values():
+            dtype_of(v, dtypes)
+        try:
+            canonical = self.layout.from_user(self.cell, params, self.model.sizes, gradients=True)
+        except (ShapeError, ParameterError) as exc:
+            raise UserCodeError(f"The gradients {what} returned do not fit: {exc}") from None
+        return canonical, {"d" + k: v for k, v in params.items()}
+
     def grads_from_roles(self, values: dict, sizes) -> dict:
         """Canonical gradients from ``{role: array}`` of the parameter roles the user returned."""
         names = self.layout.names
@@ -118,7 +136,7 @@ class LayerFunctions(Adapter):
         T, N, D = problem.x.shape
         H = model.sizes["H"]
         user_params = self.user_params(problem)
-        data = {"x": self._sequence_in(problem.x), "h0": L.state_to_user(problem.h0["h"])}
+        data = {"x": self._sequence_in(problem.x), "h0": L.state_to_user(problem.h0["h"]), "params": user_params}
         if "c" in problem.h0:
             data["c0"] = L.state_to_user(problem.h0["c"])
         args = [data[r] if r in data else self.param_value(r, user_params) for r in sig.forward_args]
@@ -146,9 +164,12 @@ class LayerFunctions(Adapter):
         run.raw = bout
         for v in bout.values():
             dtype_of(v, run.dtypes)
-        roles = {r: v for r, v in bout.items() if r in PARAMETER_ROLES}
-        run.grads = self.grads_from_roles(roles, model.sizes)
-        run.user_grads = {"d" + n: v for n, v in self.user_names(roles).items()}
+        if "grads" in bout:  # a dict in the layout's names (symrnn's own: NATIVE)
+            run.grads, run.user_grads = self.grads_from_dict(bout["grads"], what, run.dtypes)
+        else:
+            roles = {r: v for r, v in bout.items() if r in PARAMETER_ROLES}
+            run.grads = self.grads_from_roles(roles, model.sizes)
+            run.user_grads = {"d" + n: v for n, v in self.user_names(roles).items()}
         if "dx" in bout:
             self.record(run, "dx", bout["dx"], model.input_name,
                         lambda v: self._sequence_out(v, f"dx returned by {what}", D, T, N))
@@ -281,7 +302,12 @@ class LossFunction(Adapter):
             run.loss = float(out["loss"]) if "loss" in out else None
         except (TypeError, ValueError):
             raise UserCodeError(f"{what} returned a loss of type {type(out['loss']).__name__}; expected a number.")
-        if "grads" in out:
+        if "grads" in out and getattr(L, "native", False):
+            run.grads, run.user_grads = self.grads_from_dict(out["grads"], what, run.dtypes)
+            roles = {}
+            extra = {k: v for k, v in out["grads"].items() if k in ("dx", "dh0", "dc0")}
+            extra.update({r: v for r, v in out.items() if r in ("dx", "dh0", "dc0")})
+        elif "grads" in out:
             if not isinstance(out["grads"], dict):
                 raise UserCodeError(f"{what} returned grads of type {type(out['grads']).__name__}; expected a dict "
                                     f"keyed by the layout's names {sorted(user_params)}.")
@@ -294,8 +320,9 @@ class LossFunction(Adapter):
             extra = {r: v for r, v in out.items() if r in ("dx", "dh0", "dc0")}
         for v in list(roles.values()) + list(extra.values()):
             dtype_of(v, run.dtypes)
-        run.grads = self.grads_from_roles(roles, model.sizes)
-        run.user_grads = {"d" + L.names[r]: v for r, v in roles.items()}
+        if not getattr(L, "native", False):
+            run.grads = self.grads_from_roles(roles, model.sizes)
+            run.user_grads = {"d" + L.names[r]: v for r, v in roles.items()}
         if "dx" in extra:
             self.record(run, "dx", extra["dx"], model.input_name, lambda v: L.sequence_from_user(v, "dx", (T, N, D)))
         if "dh0" in extra or "h0" in extra:

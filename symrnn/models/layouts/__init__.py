@@ -43,6 +43,7 @@ ignored here.  Only NumPy is needed: framework tensors are accepted on input
 """
 from __future__ import annotations
 from .declared import LAYOUT_ALIASES, LAYOUTS, Layout, layout_for, preset_name
+from .native import NATIVE, NativeLayout
 from .gates import KERAS_GATES, TORCH_GATES, cell_gates
 from .keras import from_keras, to_keras
 from .pytorch import from_torch, to_torch
@@ -50,4 +51,4 @@ from .stacked import from_keras_bidirectional, from_torch_stack, to_keras_bidire
 
 __all__ = ["TORCH_GATES", "KERAS_GATES", "to_torch", "from_torch", "to_keras", "from_keras",
            "Layout", "LAYOUTS", "layout_for", "to_torch_stack", "from_torch_stack", "to_keras_bidirectional",
-           "from_keras_bidirectional", "cell_gates", "preset_name", "LAYOUT_ALIASES"]
+           "from_keras_bidirectional", "cell_gates", "preset_name", "LAYOUT_ALIASES", "NATIVE", "NativeLayout"]

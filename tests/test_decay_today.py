@@ -1,0 +1,96 @@
+"""Closed forms of gradient decay for the recurrent cells of today, where they hold exactly.
+
+* minGRU: ``dh_t/dh_{t-1} = diag(1 - z_t)`` for any input (the gate reads only ``x_t``); with a
+  constant input the Lyapunov exponents are ``ln(1 - z_k)`` and ``ln ||dh_{t0+k}/dh_{t0}||_2 =
+  k ln max_j(1 - z_j)``.
+* minLSTM: ``dh_t/dh_{t-1} = diag(f_t / (f_t + i_t))``.
+* IndRNN: ``diag(w * step(a_t))``; with zero input, ``b > 0``, ``0 < w < 1`` and ``h0 >= 0`` every
+  unit stays active and the exponents are ``ln w_k``.
+* SRU with ``v_f = v_r = 0``: the ``c <- c`` block is ``diag(f_t)``.
+"""
+import numpy as np
+import pytest
+
+import symrnn as sr
+from symrnn.decay import decay_profile
+from symrnn.engine.jacobians import step_jacobians
+
+H, D = 4, 3
+
+
+def sig(a):
+    return 1 / (1 + np.exp(-a))
+
+
+def diagonal(J):
+    """The diagonal of each (H, H) Jacobian, after checking that everything else is exactly 0."""
+    off = J * (1 - np.eye(J.shape[-1]))
+    assert np.all(off == 0)
+    return np.diagonal(J, axis1=-2, axis2=-1)
+
+
+def test_min_gru_step_jacobian_is_one_minus_z():
+    m = sr.Model("min-gru", D=D, H=H, loss="upstream")
+    p = m.init_params(seed=1, scale=1.5)
+    x = np.random.default_rng(1).normal(size=(20, 2, D))
+    J = step_jacobians(m, p, x, h0=np.random.default_rng(2).normal(size=(2, H)))[("h", "h")]
+    z = sig(x @ p["U_z"].T + p["b_z"])
+    assert np.allclose(diagonal(J), 1 - z, rtol=1e-15, atol=0)
+
+
+def test_min_lstm_step_jacobian_is_the_normalised_forget_gate():
+    m = sr.Model("min-lstm", D=D, H=H, loss="upstream")
+    p = m.init_params(seed=2, scale=1.5)
+    x = np.random.default_rng(3).normal(size=(20, 2, D))
+    J = step_jacobians(m, p, x)[("h", "h")]
+    f, i = sig(x @ p["U_f"].T + p["b_f"]), sig(x @ p["U_i"].T + p["b_i"])
+    assert np.allclose(diagonal(J), f / (f + i), rtol=1e-15, atol=0)
+
+
+def test_min_gru_exponents_are_log_one_minus_z_for_a_constant_input():
+    m = sr.Model("min-gru", D=D, H=H, loss="upstream")
+    p = m.init_params(seed=0, scale=1.0)
+    x = np.random.default_rng(0).normal(size=(1, 1, D))
+    z = sig(p["U_z"] @ x[0, 0] + p["b_z"])
+    prof = decay_profile(m, p, 3000, k=H, inputs=np.repeat(x, 3000, axis=0), h0="random")
+    expected = np.sort(np.log1p(-z))[::-1]
+    assert np.allclose(prof.exponents, expected, rtol=1e-12, atol=0), (prof.exponents, expected)
+    assert np.allclose(prof.log_spectral, prof.lags * expected[0], rtol=1e-12, atol=0)
+    log_frobenius = 0.5 * np.logaddexp.reduce(2 * prof.lags[:, None] * np.log1p(-z)[None], axis=1)
+    assert np.allclose(prof.log_frobenius, log_frobenius, rtol=1e-12, atol=0)
+
+
+def test_indrnn_exponents_are_log_w():
+    m = sr.Model("indrnn", D=D, H=H, loss="upstream")
+    p = m.init_params(seed=4)
+    p["w"] = np.array([0.95, 0.5, 0.8, 0.2])
+    p["b"] = np.full(H, 0.3)
+    prof = decay_profile(m, p, 2000, k=H, inputs="zero", h0=np.abs(np.random.default_rng(4).normal(size=H)))
+    assert np.allclose(prof.exponents, np.log(np.sort(p["w"])[::-1]), rtol=1e-12, atol=0), prof.exponents
+    assert np.allclose(prof.log_spectral, prof.lags * np.log(0.95), rtol=1e-12, atol=0)
+
+
+def test_indrnn_step_jacobian_is_w_on_active_units():
+    m = sr.Model("indrnn", D=D, H=H, loss="upstream")
+    p = m.init_params(seed=5, scale=1.0)
+    x = np.random.default_rng(5).normal(size=(15, 3, D))
+    J = step_jacobians(m, p, x)[("h", "h")]
+    h, a = np.zeros((3, H)), []
+    for xt in x:  # the pre-activations, by a loop of the paper's equation
+        a.append(xt @ p["U"].T + p["w"] * h + p["b"])
+        h = np.maximum(a[-1], 0)
+    a = np.stack(a)
+    assert np.any(a <= 0) and np.any(a > 0)  # both kinds of unit are met
+    assert np.array_equal(diagonal(J), p["w"] * (a > 0))
+
+
+def test_sru_cell_block_is_the_forget_gate_without_peepholes():
+    m = sr.Model("sru", D=D, H=H, loss="upstream")
+    p = m.init_params(seed=6, scale=1.0)
+    p["v_f"][:] = 0.0
+    p["v_r"][:] = 0.0
+    x = np.random.default_rng(6).normal(size=(12, 2, D))
+    jac = step_jacobians(m, p, x)
+    f = sig(x @ p["U_f"].T + p["b_f"])
+    assert np.allclose(diagonal(jac[("c", "c")]), f, rtol=1e-15, atol=0)
+    assert np.all(jac[("h", "h")] == 0)  # h_{t-1} is never read
