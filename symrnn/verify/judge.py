@@ -27,8 +27,10 @@ and
 
 entry by entry, ``L = (T + 1)(D + H + K + 1)`` counting the roundings that
 reach an entry and ``S`` the sum of the absolute values of the terms of the
-entry's last sums (over time, batch and gates): the absolute accuracy of
-cancelling sums.  The same perturbed runs give the spread of the forward
+entry's last sums (over time, batch and gates), each step's adjoints themselves
+summed by the absolute values of their chain-rule terms: the absolute accuracy of
+cancelling sums, in whatever grouping correct code evaluates a step's chain rule.
+The same perturbed runs give the spread of the forward
 states: a chaotic forward (large weights, long sequences) in which rounding
 grows from step to step is compared with that spread, not called another cell.
 An ill-conditioned entry gets the wide tolerance its rounding needs; a

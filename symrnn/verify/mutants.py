@@ -269,16 +269,18 @@ class _Numeric:
             total = total + q
         return total
 
-    def adjoints(self, t, upstream, carry):
-        """``{y[t]: bar y[t]}`` at step ``t``, in the sweep's order."""
+    def adjoints(self, t, upstream, carry, absolute=False):
+        """``{y[t]: bar y[t]}`` at step ``t``, in the sweep's order (``absolute``: each the sum of the
+        |values| of its terms, the step's own sums never cancelling)."""
         adj = {}
         for a in self.sweep.adjoints:
             total = np.zeros_like(self.values[a.target][t])
             if a.external:
-                total = total + upstream
+                total = total + (np.abs(upstream) if absolute else upstream)
             if a.carried:
-                total = total + carry[parse(a.target)[0]]
-            adj[a.target] = total + self.sends(a.sends, adj, t)
+                message = carry[parse(a.target)[0]]
+                total = total + (np.abs(message) if absolute else message)
+            adj[a.target] = total + self.sends(a.sends, adj, t, absolute)
         return adj
 
 
@@ -288,8 +290,11 @@ def backward(model, params, X, h0, upstream, final_grads=None, mutation=None, te
     the mutation says); keys as ``Model.loss_and_grads``.
 
     With ``term_scales=True`` each returned entry is instead the sum of the absolute values of
-    the terms that make it up (the adjoints themselves propagate as usual): the scale of the
-    rounding error of the last sums, where cancellation shows.  ``record`` (a dict) receives, per
+    the terms that make it up, each step's adjoints summed with the absolute values of their own
+    terms (the messages between steps propagate as usual): the scale of the rounding error of
+    sums that cancel, in whatever order and grouping correct code evaluates one step's chain rule
+    (a backward that leaves out a path that contributes exactly zero, as an sLSTM's detached
+    stabiliser, sums larger terms that cancel).  ``record`` (a dict) receives, per
     step, what each product ``P x_t`` carries back (``{t: {P: (N, rows)}}``): the gate blocks."""
     m = mutation or EXACT
     if m.truncation:
@@ -312,14 +317,16 @@ def backward(model, params, X, h0, upstream, final_grads=None, mutation=None, te
         if m.scale_message and m.scale_message[1] == t:
             carry[m.scale_message[0]] = carry[m.scale_message[0]] * m.scale_message[2]
         adj = num.adjoints(t, upstream[t], carry)
-        carry = {s: num.sends(ts, adj, t, term_scales and t == 0) for s, ts in num.sweep.carries.items()}
-        dX[t] = num.sends(num.sweep.inputs, adj, t, term_scales)
+        scales = num.adjoints(t, upstream[t], carry, absolute=True) if term_scales else adj
+        carry = {s: num.sends(ts, scales if t == 0 else adj, t, term_scales and t == 0)
+                 for s, ts in num.sweep.carries.items()}
+        dX[t] = num.sends(num.sweep.inputs, scales, t, term_scales)
         if record is not None:
             record[t] = {term.matrix.name: num.q(term, adj, t) for term in num.sweep.inputs if term.matrix is not None}
         skipped = (m.skip_step == "first" and t == 0) or (m.skip_step == "last" and t == T - 1)
         for name, spec in cell.params.items():
             if not (skipped and (not m.skip_only or name in m.skip_only)):
-                _collect(grads[name], num, num.sweep.params[name], adj, t, m, term_scales)
+                _collect(grads[name], num, num.sweep.params[name], scales, t, m, term_scales)
     scale = {"T": 1.0 / T, "N": 1.0 / N}.get(m.divide_by, 1.0) * {"T": T, "N": N}.get(m.multiply_by, 1.0)
     out = {k: v * scale for k, v in grads.items()}
     out[model.input_name] = dX
