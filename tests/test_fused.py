@@ -32,9 +32,9 @@ TOL = 1e-13
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def rel(a, b):
+def rel(a, b, floor=0.0):
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    scale = np.max(np.abs(b)) if b.size else 0.0
+    scale = max(np.max(np.abs(b)) if b.size else 0.0, floor)
     return float(np.max(np.abs(a - b)) / scale) if scale > 0 else float(np.max(np.abs(a - b), initial=0.0))
 
 
@@ -53,7 +53,10 @@ def assert_same(reference, result, what=""):
     (loss_a, grads_a), (loss_b, grads_b) = reference, result
     assert abs(loss_a - loss_b) <= TOL * abs(loss_a), what
     assert set(grads_a) == set(grads_b)
-    worst = max(((rel(grads_b[k], grads_a[k]), k) for k in grads_a), default=(0.0, None))
+    # a gradient that is exactly zero in exact arithmetic (sLSTM's m0 and, from zero c0 and n0, b_i) is
+    # rounding noise on both backends: it is measured against a thousandth of the largest gradient
+    floor = 1e-3 * max((float(np.max(np.abs(g), initial=0.0)) for g in grads_a.values()), default=0.0)
+    worst = max(((rel(grads_b[k], grads_a[k], floor), k) for k in grads_a), default=(0.0, None))
     assert worst[0] <= TOL, f"{what}: grads[{worst[1]!r}] differs by {worst[0]:.2e}"
 
 

@@ -32,36 +32,39 @@ def lin(torch, x, U, b=None):
     return x @ U.T + (0 if b is None else b)
 
 
+def torch_step(torch, cell, P, x, s):
+    """One step from the papers: the states after ``x`` from the states ``s`` (row convention)."""
+    sig = torch.sigmoid
+    h, c, n, m = s["h"], s.get("c"), s.get("n"), s.get("m")
+    if cell == "min-gru":  # Feng et al. 2024, Sec. 3.1: z = sigma(Linear(x)), h~ = Linear(x)
+        z = sig(lin(torch, x, P["U_z"], P["b_z"]))
+        return {"h": (1 - z) * h + z * lin(torch, x, P["U_h"], P["b_h"])}
+    if cell == "min-lstm":  # Feng et al. 2024, Sec. 3.2: normalised f' = f / (f + i), i' = i / (f + i)
+        f, i = sig(lin(torch, x, P["U_f"], P["b_f"])), sig(lin(torch, x, P["U_i"], P["b_i"]))
+        return {"h": f / (f + i) * h + i / (f + i) * lin(torch, x, P["U_h"], P["b_h"])}
+    if cell == "indrnn":  # Li et al. 2018: h = relu(W x + u (.) h + b)
+        return {"h": torch.relu(lin(torch, x, P["U"], P["b"]) + P["w"] * h)}
+    if cell.startswith("sru"):  # Lei et al. 2018, eqs. (3)-(6); the highway input projected or not
+        f = sig(lin(torch, x, P["U_f"], P["b_f"]) + P["v_f"] * c)
+        r = sig(lin(torch, x, P["U_r"], P["b_r"]) + P["v_r"] * c)
+        c = f * c + (1 - f) * lin(torch, x, P["U"])
+        return {"h": r * c + (1 - r) * (x if cell == "sru-identity" else lin(torch, x, P["U_x"])), "c": c}
+    # Beck et al. 2024, sLSTM with the stabiliser state (their eqs. for m_t, i'_t, f'_t)
+    pre = {g: lin(torch, x, P[f"U_{g}"], P[f"b_{g}"]) + lin(torch, h, P[f"W_{g}"]) for g in "zifo"}
+    log_f = torch.nn.functional.logsigmoid(pre["f"]) if cell == "slstm" else pre["f"]
+    m_new = torch.maximum(log_f + m, pre["i"])
+    i_s, f_s = torch.exp(pre["i"] - m_new), torch.exp(log_f + m - m_new)
+    c = f_s * c + i_s * torch.tanh(pre["z"])
+    n = f_s * n + i_s
+    return {"h": sig(pre["o"]) * c / n, "c": c, "n": n, "m": m_new}
+
+
 def torch_states(torch, cell, P, X, s):
     """The output state at every step; ``s`` holds the initial states (row convention)."""
-    sig = torch.sigmoid
     out = []
-    h = s["h"]
-    c, n, m = s.get("c"), s.get("n"), s.get("m")
     for x in X:
-        if cell == "min-gru":  # Feng et al. 2024, Sec. 3.1: z = sigma(Linear(x)), h~ = Linear(x)
-            z = sig(lin(torch, x, P["U_z"], P["b_z"]))
-            h = (1 - z) * h + z * lin(torch, x, P["U_h"], P["b_h"])
-        elif cell == "min-lstm":  # Feng et al. 2024, Sec. 3.2: normalised f' = f / (f + i), i' = i / (f + i)
-            f, i = sig(lin(torch, x, P["U_f"], P["b_f"])), sig(lin(torch, x, P["U_i"], P["b_i"]))
-            h = f / (f + i) * h + i / (f + i) * lin(torch, x, P["U_h"], P["b_h"])
-        elif cell == "indrnn":  # Li et al. 2018: h = relu(W x + u (.) h + b)
-            h = torch.relu(lin(torch, x, P["U"], P["b"]) + P["w"] * h)
-        elif cell.startswith("sru"):  # Lei et al. 2018, eqs. (3)-(6); the highway input projected or not
-            f = sig(lin(torch, x, P["U_f"], P["b_f"]) + P["v_f"] * c)
-            r = sig(lin(torch, x, P["U_r"], P["b_r"]) + P["v_r"] * c)
-            c = f * c + (1 - f) * lin(torch, x, P["U"])
-            h = r * c + (1 - r) * (x if cell == "sru-identity" else lin(torch, x, P["U_x"]))
-        else:  # Beck et al. 2024, sLSTM with the stabiliser state (their eqs. for m_t, i'_t, f'_t)
-            pre = {g: lin(torch, x, P[f"U_{g}"], P[f"b_{g}"]) + lin(torch, h, P[f"W_{g}"]) for g in "zifo"}
-            log_f = torch.nn.functional.logsigmoid(pre["f"]) if cell == "slstm" else pre["f"]
-            m_new = torch.maximum(log_f + m, pre["i"])
-            i_s, f_s = torch.exp(pre["i"] - m_new), torch.exp(log_f + m - m_new)
-            c = f_s * c + i_s * torch.tanh(pre["z"])
-            n = f_s * n + i_s
-            m = m_new
-            h = sig(pre["o"]) * c / n
-        out.append(h)
+        s = torch_step(torch, cell, P, x, s)
+        out.append(s["h"])
     return torch.stack(out)
 
 

@@ -20,6 +20,7 @@ import symrnn as sr
 
 from fuzz_recipes import _torch_loss, to_torch, cells_and_recipes
 from strategies import problems
+from test_modern_cells import CELLS as MODERN, torch_step
 
 TOL = 1e-12
 
@@ -27,8 +28,11 @@ TOL = 1e-12
 # -- torch forward passes written from the equations --------------------------------------------
 
 def torch_cell(name, torch, P, x, s):
-    """One step of a built-in cell (column convention, PyTorch's equations)."""
+    """One step of a built-in cell (column convention, PyTorch's equations; the cells of today from
+    their papers, as tests/test_modern_cells.py writes them)."""
     sig, tanh = torch.sigmoid, torch.tanh
+    if name in MODERN:
+        return torch_step(torch, name, P, x, s)
 
     def aff(g, inp, h):
         return inp @ P[f"U_{g}"].T + h @ P[f"W_{g}"].T + P[f"b_{g}"]
@@ -95,6 +99,8 @@ def test_builtin_cells_against_torch_double_backward(torch64, cell, loss, reduct
     x = rng.normal(size=(5, 2, 3))
     y = rng.integers(0, 3, size=(5, 2)) if loss == "cross-entropy" else rng.normal(size=(5, 2, 3 if loss == "mse" else 4))
     h0 = {s: rng.normal(size=(2, 4)) for s in model.state_names}
+    if "n" in h0:  # sLSTM's normaliser stays positive
+        h0["n"] = np.abs(h0["n"]) + 0.5
     _, grads, hv = model.hessian_vector_product(params, v, x, y, h0=h0)
     P = {k: torch64.tensor(p, grad=True) for k, p in params.items()}
     ty = torch.as_tensor(y) if loss == "cross-entropy" else torch64.tensor(y)
