@@ -3,13 +3,15 @@
 in chunks of ``chunk`` steps."""
 import torch
 
+#: bug -> what the report must say (step "mid": the message the 1% reaches; "chunk": a chunk's first step)
 BUGS = {
-    "update-sigmoid-derivative-missing": ("weight_ih", None),
-    "reset-missing-in-b_hn": ("bias_hh", None),
-    "direct-path-dropped": ("weight_ih", None),
-    "message-1pct": ("weight_ih", "mid"),
-    "chunk-boundary": ("weight_ih", "chunk"),
-    "saved-in-place": ("hygiene", None),
+    "update-sigmoid-derivative-missing": dict(gradient="dweight_ih", block="z", step=8,
+                                              fingerprint="sigmoid-derivative-missing"),
+    "reset-missing-in-b_hn": dict(gradient="dbias_hh", block="n"),
+    "direct-path-dropped": dict(gradient="dh0", step=8, path="h"),
+    "message-1pct": dict(gradient="dweight_ih", step="mid", path="h"),
+    "chunk-boundary": dict(gradient="dweight_ih", step="chunk", path="h"),
+    "saved-in-place": dict(hygiene="saved-tensor-modified"),
 }
 
 

@@ -2,13 +2,15 @@
 ``c_t = f c_{t-1} + i g``, ``h_t = o tanh(c_t)``; the backward in chunks of ``chunk`` steps."""
 import torch
 
+#: bug -> what the report must say (step "mid": the message the 1% reaches; "chunk": a chunk's first step)
 BUGS = {
-    "forget-sigmoid-derivative-as-output": ("weight_ih", None),
-    "cell-path-dropped": ("weight_ih", None),
-    "gates-i-f-swapped": ("weight_ih", None),
-    "message-1pct": ("weight_ih", "mid"),
-    "chunk-boundary": ("weight_ih", "chunk"),
-    "saved-in-place": ("hygiene", None),
+    "forget-sigmoid-derivative-as-output": dict(gradient="dweight_ih", block="f", step=8,
+                                                fingerprint="sigmoid-derivative-as-output"),
+    "cell-path-dropped": dict(gradient="dc0", step=8, path="c"),
+    "gates-i-f-swapped": dict(gradient="dweight_ih", block="i,f", fingerprint="gate-blocks-i-f-swapped"),
+    "message-1pct": dict(gradient="dweight_ih", step="mid", path="h"),
+    "chunk-boundary": dict(gradient="dweight_ih", step="chunk", path="c"),
+    "saved-in-place": dict(hygiene="saved-tensor-modified"),
 }
 
 

@@ -4,14 +4,14 @@ The backward runs in chunks of ``chunk`` steps (as a fused kernel would), carryi
 chunk boundaries."""
 import torch
 
-#: bug -> (the gradient the report must name, the 1-based step it must name or None)
+#: bug -> what the report must say (step "mid": the message the 1% reaches; "chunk": a chunk's first step)
 BUGS = {
-    "tanh-derivative-missing": ("weight_ih", None),
-    "recurrent-term-dropped": ("weight_hh", None),
-    "h-for-h-prev": ("weight_hh", None),
-    "message-1pct": ("weight_ih", "mid"),
-    "chunk-boundary": ("weight_ih", "chunk"),
-    "saved-in-place": ("hygiene", None),
+    "tanh-derivative-missing": dict(gradient="dweight_ih", step=8, fingerprint="tanh-derivative-missing"),
+    "recurrent-term-dropped": dict(gradient="dh0", step=8, path="h"),
+    "h-for-h-prev": dict(gradient="dweight_hh", fingerprint="h-t-for-h-prev"),
+    "message-1pct": dict(gradient="dweight_ih", step="mid", path="h"),
+    "chunk-boundary": dict(gradient="dweight_ih", step="chunk", path="h"),
+    "saved-in-place": dict(hygiene="saved-tensor-modified"),
 }
 
 

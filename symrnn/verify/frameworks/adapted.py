@@ -15,13 +15,16 @@ _BY_NAME = {n: role for role, names in ROLE_NAMES.items() for n in names}
 _GRADIENT_OF = {"x": "dx", "h0": "dh0", "c0": "dc0"}
 
 
+def _key(name: str) -> str:
+    """``name`` as :data:`~symrnn.verify.auto.ROLE_NAMES` spells it: lower case, without a module's
+    layer suffix (``weight_ih_l0`` is ``weight_ih``)."""
+    key = name.lower()
+    return key[: -len("_l0")] if key.endswith("_l0") else key
+
+
 def role_of(name: str) -> str | None:
     """The role of an argument or parameter named ``name`` (``weight_ih_l0`` is ``Wx``), or None."""
-    key = name.lower()
-    for suffix in ("_l0",):
-        if key.endswith(suffix):
-            key = key[: -len(suffix)]
-    return _BY_NAME.get(key)
+    return _BY_NAME.get(_key(name))
 
 
 @dataclass
@@ -46,7 +49,7 @@ class FrameworkCode:
 
 def named(fn, names, label):
     """``fn`` with a signature of positional arguments ``names`` (what :mod:`symrnn.verify.auto` reads)."""
-    fn.__signature__ = inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    fn.__signature__ = inspect.Signature([inspect.Parameter(_key(n), inspect.Parameter.POSITIONAL_OR_KEYWORD)
                                           for n in names])
     fn.__name__ = label
     return fn

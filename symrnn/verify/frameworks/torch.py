@@ -97,18 +97,19 @@ class _Watch:
 
     def __init__(self, findings, what):
         self.findings, self.what = findings, what
+        self.reported = set()  # storages already reported (by the save watch, then by the hooks)
 
     def pack(self, tensor):
         return tensor, tensor._version, f"saved for the backward ({tensor.dim()}-d)"
 
-    def unpack(self, packed, when="the backward"):
+    def unpack(self, packed, when="the save and the backward"):
         tensor, version, label = packed
-        if tensor._version != version:
-            unseen = " (torch's own check starts when the forward returns: it does not see this)" \
-                if when != "the backward" else ""
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if tensor._version != version and key not in self.reported:
+            self.reported.add(key)
             message = (f"{self.what}: a tensor {label} was modified in place after it was saved (its version "
-                       f"counter moved by {tensor._version - version} before {when}){unseen}; the backward "
-                       f"reads the modified values: save a copy, or write the update out of place")
+                       f"counter moved by {tensor._version - version} between {when}); the backward reads the "
+                       f"modified values: save a copy, or write the update out of place")
             if all(f.message != message for f in self.findings):
                 self.findings.append(Finding("saved-tensor-modified", message, severity="error"))
         return tensor
@@ -137,7 +138,7 @@ class _SaveWatch:
     def __exit__(self, *exc):
         torch.autograd.function.FunctionCtx.save_for_backward = self.original
         for packed in self.saved:
-            self.watch.unpack(packed, when="the forward returned")
+            self.watch.unpack(packed, when="ctx.save_for_backward and the end of the forward")
         return False
 
 
@@ -174,8 +175,6 @@ def adapt(target, dtype=None, device=None) -> FrameworkCode:
         call, kind = module, f"nn.Module {type(module).__name__}"
         label = type(module).__name__
         arg_names = data + [name.rsplit(".", 1)[-1] for name, _ in weights]
-        saved = [p.detach().clone() for _, p in weights]
-        module.to(dtype)
         batch_first = getattr(module, "batch_first", None)
     else:
         call, arg_names, kind = _callable_and_names(target)
@@ -189,12 +188,15 @@ def adapt(target, dtype=None, device=None) -> FrameworkCode:
     watch = _Watch(findings, kind)
 
     def forward(*arrays):
+        watch.reported.clear()
         tensors = [torch.tensor(np.asarray(a), dtype=dtype, device=device).requires_grad_() for a in arrays[:n_data]]
         if module is not None:
-            with torch.no_grad():
-                for (_, p), a in zip(weights, arrays[n_data:]):
-                    p.copy_(torch.as_tensor(np.asarray(a), dtype=p.dtype, device=p.device))
-            leaves = tensors + [p for _, p in weights]
+            leaves = list(tensors)
+            for (name, _), a in zip(weights, arrays[n_data:]):  # new Parameters: the verifier's sizes and dtype
+                owner, _, leaf = name.rpartition(".")
+                p = torch.nn.Parameter(torch.tensor(np.asarray(a), dtype=dtype, device=device))
+                setattr(module.get_submodule(owner), leaf, p)
+                leaves.append(p)
             with _SaveWatch(watch), torch.autograd.graph.saved_tensors_hooks(watch.pack, watch.unpack):
                 out = call(*tensors)
         else:
@@ -216,10 +218,9 @@ def adapt(target, dtype=None, device=None) -> FrameworkCode:
                      else g.detach().to("cpu", out_dtype).numpy().copy() for g, t in zip(grads, cache.inputs))
 
     def restore():
-        if module is not None:
-            with torch.no_grad():
-                for (_, p), old in zip(weights, saved):
-                    p.data = old.to(p.device)
+        for name, p in weights:  # the module's own Parameter objects, untouched
+            owner, _, leaf = name.rpartition(".")
+            setattr(module.get_submodule(owner), leaf, p)
 
     describe = f"{kind}, {_NAMES[dtype]} on {device}"
     fwd = named(forward, arg_names, f"{label}.forward")
