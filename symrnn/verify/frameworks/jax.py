@@ -89,8 +89,7 @@ def adapt(target, dtype=None, device=None) -> FrameworkCode:
 
     # compiled once per shape: the verifier's many small calls would otherwise dispatch (and compile)
     # every operation of the forward and the backward one by one
-    fast = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-    states_jit, pullback_jit = jax.jit(states, compiler_options=fast), jax.jit(pullback, compiler_options=fast)
+    states_jit, pullback_jit = jax.jit(states), jax.jit(pullback)
 
     def forward(*arrays):
         with jax.enable_x64(True):
