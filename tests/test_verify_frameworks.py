@@ -177,3 +177,14 @@ def test_numpy_verification_works_without_torch_and_jax():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=dict(os.environ, PYTHONPATH=os.getcwd()))
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr
+
+
+@pytest.mark.slow  # half precision: ~10-30 s each on a busy machine
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_no_false_alarm_and_a_gross_bug_caught(dtype):
+    pytest.importorskip("ml_dtypes")
+    for cell in ("rnn-tanh", "lstm"):
+        right = verify_framework(CELLS[cell].make(), cell, dtype=dtype, lengths=(2,))
+        assert right.ok and right.dtype_model.name == dtype, str(right)
+    wrong = verify_framework(torch_lstm.make("forget-sigmoid-derivative-as-output"), "lstm", dtype=dtype, lengths=(2,))
+    assert not wrong.ok and wrong.localisation["gradient"] == "dweight_ih"

@@ -75,7 +75,6 @@ def adapt(target, dtype=None, device=None) -> FrameworkCode:
     kind = f"JAX function {label}" + (" (custom_vjp)" if hasattr(target, "defvjp") else "")
     roles = data_and_weights(arg_names, kind)
     where = jax.devices(device)[0] if device is not None else None
-    out_dtype = np.float64 if name == "float64" else np.float32
 
     def to_jax(a):
         value = jnp.asarray(np.asarray(a), dtype=getattr(jnp, name))
@@ -95,13 +94,13 @@ def adapt(target, dtype=None, device=None) -> FrameworkCode:
         with jax.enable_x64(True):
             args = [to_jax(a) for a in arrays]
             h = states_jit(*args)
-            return np.asarray(h.astype(out_dtype)).copy(), (args, h.dtype)
+            return np.array(h), (args, h.dtype)
 
     def backward(dh, cache):
         args, h_dtype = cache
         with jax.enable_x64(True):
             grads = pullback_jit(args, jnp.asarray(np.asarray(dh), dtype=h_dtype))
-            return tuple(np.asarray(jnp.asarray(g).astype(out_dtype)).copy() for g in grads)
+            return tuple(np.array(g) for g in grads)
 
     fwd = named(forward, arg_names, f"{label}.forward")
     bwd = named(backward, ["dh", "cache"], f"{label}.backward")

@@ -183,7 +183,8 @@ def adapt(target, dtype=None, device=None) -> FrameworkCode:
         batch_first = None
     roles = data_and_weights(arg_names, kind)
     n_data = len(arg_names) - len(weights)
-    out_dtype = dtype if dtype in (torch.float64, torch.float32) else torch.float32
+    if dtype == torch.bfloat16:
+        _bfloat16()  # NumPy has no bfloat16: ml_dtypes' (installed with JAX) carries it to the judge
     findings = []
     watch = _Watch(findings, kind)
 
@@ -206,7 +207,7 @@ def adapt(target, dtype=None, device=None) -> FrameworkCode:
             with _SaveWatch(watch), torch.autograd.graph.saved_tensors_hooks(watch.pack, watch.unpack):
                 out = call(*tensors)
         h = _first_tensor(out, kind)
-        return h.detach().to("cpu", out_dtype).numpy().copy(), _Cache(h, leaves)
+        return _numpy(h), _Cache(h, leaves)
 
     def backward(dh, cache):
         if not cache.h.requires_grad:
@@ -214,8 +215,7 @@ def adapt(target, dtype=None, device=None) -> FrameworkCode:
         upstream = torch.as_tensor(np.asarray(dh), dtype=cache.h.dtype, device=cache.h.device)
         grads = torch.autograd.grad(cache.h, cache.inputs, grad_outputs=upstream, allow_unused=True,
                                     retain_graph=True)
-        return tuple(np.zeros(tuple(t.shape), dtype=_np_dtype(out_dtype)) if g is None
-                     else g.detach().to("cpu", out_dtype).numpy().copy() for g, t in zip(grads, cache.inputs))
+        return tuple(_numpy(torch.zeros_like(t) if g is None else g) for g, t in zip(grads, cache.inputs))
 
     def restore():
         for name, p in weights:  # the module's own Parameter objects, untouched
@@ -230,5 +230,18 @@ def adapt(target, dtype=None, device=None) -> FrameworkCode:
                          python=f"symrnn.verify.verify_framework({label}, ..., replay={{path!r}})")
 
 
-def _np_dtype(dtype):
-    return np.float64 if dtype == torch.float64 else np.float32
+def _bfloat16():
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise UnknownNameError("dtype bfloat16 needs the package ml_dtypes (NumPy has no bfloat16; JAX installs "
+                               "it): pip install ml_dtypes") from None
+    return ml_dtypes.bfloat16
+
+
+def _numpy(tensor):
+    """A tensor as a NumPy array of its own dtype (bfloat16 as ml_dtypes'), on the CPU, a copy."""
+    tensor = tensor.detach().to("cpu")
+    if tensor.dtype == torch.bfloat16:
+        return tensor.to(torch.float32).numpy().astype(_bfloat16())
+    return tensor.numpy().copy()
