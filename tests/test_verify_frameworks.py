@@ -188,3 +188,19 @@ def test_half_precision_no_false_alarm_and_a_gross_bug_caught(dtype):
         assert right.ok and right.dtype_model.name == dtype, str(right)
     wrong = verify_framework(torch_lstm.make("forget-sigmoid-derivative-as-output"), "lstm", dtype=dtype, lengths=(2,))
     assert not wrong.ok and wrong.localisation["gradient"] == "dweight_ih"
+
+
+def test_a_cell_that_is_no_built_in_one_asks_to_be_declared():
+    from symrnn.verify.trace import TracingError
+
+    class Leaky(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, h0, weight_ih, weight_hh, bias_ih, bias_hh):
+            h, hs = h0, []
+            for t in range(x.shape[0]):
+                h = 0.5 * h + 0.5 * torch.tanh(x[t] @ weight_ih.T + bias_ih + h @ weight_hh.T + bias_hh)
+                hs.append(h)
+            return torch.stack(hs)
+
+    with pytest.raises(TracingError, match="declare the cell"):
+        verify_framework(Leaky, None)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from ...errors import SymRNNError, UnknownNameError
 from ...models.layouts import layout_for
 from ..auto import ROLE_NAMES
+from ..trace import TracingError
 from ..signatures import Signature
 
 #: roles of PyTorch's names (a module's weight_ih_l0 ... read without the layer suffix)
@@ -108,7 +109,14 @@ def verify_adapted(code, cell, layout, batch_first, options):
         first = _batch_first(code, layout, batch_first, cell)
         L = framework_layout(code, layout, first, cell)
         if cell is None:
-            result = verify_layer(code.forward, code.backward, None, L, **options)
+            try:
+                result = verify_layer(code.forward, code.backward, None, L, **options)
+            except TracingError:
+                raise TracingError(
+                    f"The forward of {code.describe} computes no built-in cell in PyTorch's layout "
+                    f"({'batch-first' if first else 'time-major'}), and framework code is not traced (no torch "
+                    f"graph capture or jaxpr yet): declare the cell, cell=symrnn.Cell(...) (--cell "
+                    f"file.py:function), and pass layout= or batch_first= if the layout differs.") from None
         else:
             result = verify_layer(code.forward, code.backward, cell, L, signature=signature_of(code.roles),
                                   **options)
