@@ -14,10 +14,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 sys.path.insert(0, os.path.dirname(__file__))
-from corpus_torch import gru as torch_gru, lstm as torch_lstm, rnn as torch_rnn, wrapped  # noqa: E402
+from corpus_torch import gru as torch_gru, lstm as torch_lstm, rnn as torch_rnn, wrapped
 
-from symrnn.verify import verify_framework  # noqa: E402
-from symrnn.verify.frameworks import framework_of  # noqa: E402
+from symrnn.verify import verify_framework
+from symrnn.verify.frameworks import framework_of
 
 CELLS = {"rnn-tanh": torch_rnn, "lstm": torch_lstm, "gru": torch_gru}
 T, CHUNK = 8, 3

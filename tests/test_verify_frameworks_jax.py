@@ -11,10 +11,10 @@ import pytest
 pytest.importorskip("jax")
 
 sys.path.insert(0, os.path.dirname(__file__))
-from corpus_jax import gru, lstm, rnn  # noqa: E402
-from test_verify_frameworks import check_localised  # noqa: E402
+from corpus_jax import gru, lstm, rnn
+from test_verify_frameworks import check_localised
 
-from symrnn.verify import verify_framework  # noqa: E402
+from symrnn.verify import verify_framework
 
 CELLS = {"rnn-tanh": rnn, "lstm": lstm, "gru": gru}
 

@@ -19,8 +19,7 @@ _GRADIENT_OF = {"x": "dx", "h0": "dh0", "c0": "dc0"}
 def _key(name: str) -> str:
     """``name`` as :data:`~symrnn.verify.auto.ROLE_NAMES` spells it: lower case, without a module's
     layer suffix (``weight_ih_l0`` is ``weight_ih``)."""
-    key = name.lower()
-    return key[: -len("_l0")] if key.endswith("_l0") else key
+    return name.lower().removesuffix("_l0")
 
 
 def role_of(name: str) -> str | None:
