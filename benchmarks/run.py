@@ -1051,10 +1051,10 @@ def bench_frameworks(cfg):
         caught, seconds = _gradcheck_catches(lambda x_: loss(x_, *rest), [x], False)
         total = sum(t.numel() for t in inputs)
         res["gradcheck"] = {"time": seconds * total / x.numel(), "ok": not caught,
-                            "mode": f"slow (default), timed on x ({x.numel():,} of {total:,} entries) and scaled"}
+                            "mode": f"slow (default) mode, timed on x ({x.numel():,} of {total:,} entries) and scaled"}
     else:
         caught, seconds = _gradcheck_catches(loss, inputs, True)
-        res["gradcheck"] = {"time": seconds, "ok": not caught, "mode": "fast"}
+        res["gradcheck"] = {"time": seconds, "ok": not caught, "mode": "fast mode"}
     jax_corpus = {}
     try:
         from corpus_jax import gru as jgru, lstm as jlstm, rnn as jrnn
@@ -1098,7 +1098,7 @@ def report_frameworks(res, cfg, summary):
                    f"{'right' if r['ok'] else 'wrong'} |")
     g = res["gradcheck"]
     ratio = g["time"] / own
-    out += ["", f"gradcheck ({g['mode']} mode): {fmt_s(g['time'])}, passed: {g['ok']}; ratio to symrnn's own time: "
+    out += ["", f"gradcheck, {g['mode']}: {fmt_s(g['time'])}, passed: {g['ok']}; ratio to symrnn's own time: "
                 f"{ratio:.0f}x."]
     summary.append((f"5b. verify a correct LSTM autograd.Function ({res['params']:,} parameters), symrnn's own time",
                     fmt_s(own), "≤ 1 s", status(own <= 1.0, D == 64 and H == 128)))
