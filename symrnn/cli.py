@@ -228,6 +228,9 @@ def _verify_arguments(sub):
                    help="cs231n, dlfs2, minchar (or min-char-rnn), pytorch or keras; in layer mode, left out: found "
                         "from the forward; in the other modes cs231n")
     p.add_argument("--mode", default="layer", choices=("layer", "step", "loss", "object"))
+    p.add_argument("--dtype", default=None, choices=("float64", "float32", "float16", "bfloat16"),
+                   help="PyTorch or JAX code (an autograd.Function, custom operator, nn.Module or custom_vjp "
+                        "target): the dtype it runs in (default float64, a module's own)")
     p.add_argument("--forward", help="the forward's name (default: the backward's name with 'forward')")
     p.add_argument("--sizes", default="", help="e.g. D=3,H=4,K=5,N=2")
     p.add_argument("--T", type=int, default=8, help="sequence length of the main case")
@@ -541,6 +544,10 @@ def _verify_mode(args, module, function, sizes, declared, common):
         return V.verify_loss(function, args.cell or "rnn-tanh", args.layout or "cs231n", K=sizes.get("K", 3),
                              T=args.T, loss=args.loss, reduction=args.reduction, architecture=args.architecture,
                              mask=args.mask, **declared, **common)
+    from .verify.frameworks import framework_of
+
+    if framework_of(function) is not None:  # PyTorch or JAX code: symrnn.verify.frameworks
+        return V.verify_framework(function, args.cell, args.layout, dtype=args.dtype, T=args.T, **declared, **common)
     forward = _forward_of(args, module, function)
     if args.mode == "step":
         return V.verify_step(forward, function, args.cell or "rnn-tanh", args.layout or "cs231n", **common)

@@ -8,6 +8,8 @@ come from (:data:`symrnn.models.layouts.LAYOUTS`) or a declared :class:`~symrnn.
   ``rnn_forward``/``rnn_backward``), or :func:`verify_layer_object` for layer
   objects with ``params``/``grads`` lists (Deep Learning from Scratch 2);
 * :func:`verify_step` -- one step's forward and backward;
+* :func:`verify_framework` -- a PyTorch ``autograd.Function``, custom operator or module, or a JAX
+  ``custom_vjp`` function (:mod:`symrnn.verify.frameworks`; torch and JAX stay optional);
 * :func:`verify_seq2seq` -- an encoder-decoder's loss function (:class:`symrnn.Seq2Seq`'s
   bridges, peeky context and attention), a wrong gradient placed in the encoder, bridge,
   decoder, attention or readout;
@@ -27,6 +29,8 @@ from .seq2seq import verify_seq2seq
 from .captioning import verify_captioning
 from .signatures import SIGNATURES, Signature
 from .second_order import SecondOrderVerification, verify_hvp
+from .frameworks import verify_framework
 
 __all__ = ["verify_layer", "verify_layer_object", "verify_loss", "verify_seq2seq", "verify_captioning",
-           "verify_step", "Verification", "Signature", "SIGNATURES", "verify_hvp", "SecondOrderVerification"]
+           "verify_step", "verify_framework", "Verification", "Signature", "SIGNATURES", "verify_hvp",
+           "SecondOrderVerification"]

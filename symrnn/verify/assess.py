@@ -38,12 +38,12 @@ def _forward_excess(run, ex, unit, factor, spread):
     return worst
 
 
-def _forward_check(model, run, ex, factor, spread=None):
+def _forward_check(model, run, ex, factor, spread=None, unit=J.U32):
     """Compare the user's states (or loss) with the exact ones; first step and quantity that differ.
 
     Returns the :class:`ForwardCheck` and the largest relative difference."""
     if run.loss is not None and not run.states:
-        ratio, _, _, err, rel = _forward_excess(run, ex, J.U32, factor, spread)
+        ratio, _, _, err, rel = _forward_excess(run, ex, unit, factor, spread)
         msg = (f"loss {run.loss:.12g}, exact {ex.loss:.12g}, relative difference {rel:.2e}" if np.isfinite(run.loss)
                else f"the loss is {run.loss} where the exact loss is {ex.loss:.6g}")
         return ForwardCheck(bool(np.isfinite(run.loss) and ratio <= 1), msg, "loss", None, err), rel
@@ -56,7 +56,7 @@ def _forward_check(model, run, ex, factor, spread=None):
             return ForwardCheck(False, f"the user's {s} is not finite at step {t + 1} where the exact forward is "
                                        f"{ref[t].flat[0]:.4g} ...: an overflow in a hand-written function "
                                        f"(tanh or sigmoid through exp?)", s, t + 1, float("inf")), float("inf")
-    ratio, s, t, diff, rel = _forward_excess(run, ex, J.U32, factor, spread)
+    ratio, s, t, diff, rel = _forward_excess(run, ex, unit, factor, spread)
     if ratio > 1:
         user, ref = run.states[s], ex.states[s]
         ref = ref if user.shape[0] == ref.shape[0] else ref[-user.shape[0]:]
@@ -70,7 +70,10 @@ def _forward_check(model, run, ex, factor, spread=None):
 def _dtype_model(run, forward_rel, factor, excess64=0.0):
     """float32 when the code returns float32 arrays or its forward is farther from the exact one than
     float64 rounding allows (``excess64 > 1``: :func:`_forward_excess` at ``u = 2**-53``)."""
-    if "float32" in run.dtypes or "float16" in run.dtypes:
+    for half in ("bfloat16", "float16"):  # PyTorch and JAX code in half precision
+        if half in run.dtypes:
+            return J.DtypeModel(half, f"the code returns {sorted(run.dtypes)} arrays")
+    if "float32" in run.dtypes:
         return J.DtypeModel("float32", f"the code returns {sorted(run.dtypes)} arrays")
     if excess64 > 1:
         return J.DtypeModel("float32", f"the forward agrees with the exact one only to {forward_rel:.1e} relative, "
@@ -91,7 +94,8 @@ def assess(adapter, problem, run, ex):
             spreads[unit] = J.rounding_spread(model, problem, ex, unit)
         return spreads[unit]
 
-    fwd, rel = _forward_check(model, run, ex, factor, lambda: spread(J.U32))
+    loosest = max([J.U32] + [J.UNITS[d] for d in run.dtypes if d in ("float16", "bfloat16")])
+    fwd, rel = _forward_check(model, run, ex, factor, lambda: spread(loosest), loosest)
     if not fwd.ok:
         return fwd, J.DtypeModel("float64", "not chosen: the forward differs from the declared one"), None
     excess64 = _forward_excess(run, ex, J.U64, factor, lambda: spread(J.U64))[0]

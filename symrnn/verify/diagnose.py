@@ -144,9 +144,10 @@ def message_probe(adapter, declared, T, seed=7):
     user = _user_messages(probe, problem, names)
     if user is None:
         return None
+    user, relative = user
     exact_q = {}
     candidate_backward(pm, problem.params, problem.x, problem.h0, problem.targets, record=exact_q)
-    first = _first_wrong_message(user, exact_q, names, T)
+    first = _first_wrong_message(user, exact_q, names, T, relative)
     if first is None:
         return None
     t, wrong, size = first
@@ -174,9 +175,14 @@ def _probed_products(adapter, declared, T):
     return names if names and rows == len(names) * PROBE_H else None
 
 
+#: how far a right block may differ, relative to the step's largest: float64 code, and code that
+#: returns float32, float16 or bfloat16 (a 1% error in one message stays 80 times above it)
+PROBE_RELATIVE = {"float64": 1e-7, "float32": 2000 * 2.0 ** -24}
+
+
 def _user_messages(probe, problem, names):
-    """``{t: {product: q}}``: the blocks the user's ``dx_t`` carries back, or None (no ``dx``, or the code
-    fails at the probe's sizes)."""
+    """``({t: {product: q}}, relative tolerance)``: the blocks the user's ``dx_t`` carries back, or None
+    (no ``dx``, or the code fails at the probe's sizes)."""
     try:
         run = probe.run(problem, [])
     except (UserCodeError, ShapeError, ValueError):
@@ -186,14 +192,18 @@ def _user_messages(probe, problem, names):
         return None
     stacked = np.vstack([problem.params[n] for n in names])
     split = np.cumsum([problem.params[n].shape[0] for n in names])[:-1]
-    return {t: dict(zip(names, np.split(dx[t] @ np.linalg.pinv(stacked), split, axis=1))) for t in range(problem.T)}
+    relative = PROBE_RELATIVE["float64" if run.dtypes <= {"float64"} else "float32"]
+    if run.dtypes & {"float16", "bfloat16"}:  # half precision: only a gross error is placed
+        relative = 0.05
+    return ({t: dict(zip(names, np.split(dx[t] @ np.linalg.pinv(stacked), split, axis=1))) for t in range(problem.T)},
+            relative)
 
 
-def _first_wrong_message(user, exact_q, names, T):
+def _first_wrong_message(user, exact_q, names, T, relative=PROBE_RELATIVE["float64"]):
     """``(t, wrong products, size)`` at the last step (from the end) whose blocks differ, or None."""
     for t in range(T - 1, -1, -1):
         size = max(float(np.abs(q).max(initial=0)) for q in exact_q[t].values()) or 1.0
-        wrong = [n for n in names if np.abs(user[t][n] - exact_q[t][n]).max() > 1e-7 * size]
+        wrong = [n for n in names if np.abs(user[t][n] - exact_q[t][n]).max() > relative * size]
         if wrong:
             return t, wrong, size
     return None

@@ -52,16 +52,18 @@ from .problems import exact
 
 U64 = 2.0 ** -53
 U32 = 2.0 ** -24
+#: the unit roundoff of each dtype an error model is built for (half precision: PyTorch and JAX code)
+UNITS = {"float64": U64, "float32": U32, "float16": 2.0 ** -11, "bfloat16": 2.0 ** -8}
 
 
 @dataclass
 class DtypeModel:
-    name: str  # "float64" or "float32"
+    name: str  # "float64", "float32", "float16" or "bfloat16"
     reason: str
 
     @property
     def unit(self):
-        return U32 if self.name == "float32" else U64
+        return UNITS.get(self.name, U64)
 
 
 def length_factor(model, T) -> float:
@@ -71,7 +73,8 @@ def length_factor(model, T) -> float:
 
 
 UNDERFLOW = 8  # a value below the smallest normal number is rounded to a multiple of the smallest subnormal
-TINY = {U64: float(np.finfo(np.float64).tiny), U32: float(np.finfo(np.float32).tiny)}
+TINY = {U64: float(np.finfo(np.float64).tiny), U32: float(np.finfo(np.float32).tiny),
+        UNITS["float16"]: float(np.finfo(np.float16).tiny), UNITS["bfloat16"]: float(np.finfo(np.float32).tiny)}
 SAFETY = 32  # a correct implementation's error stays far below this multiple of the spread (tests/test_verify.py)
 SAMPLES = 3
 ROUNDINGS = 4  # each perturbation is up to this many units of rounding

@@ -39,8 +39,8 @@ def as_tuple(out, expected, what):
 
 
 def dtype_of(value, dtypes):
-    if isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating):
-        dtypes.add(value.dtype.name)
+    if isinstance(value, np.ndarray) and (np.issubdtype(value.dtype, np.floating) or value.dtype.name == "bfloat16"):
+        dtypes.add(value.dtype.name)  # bfloat16: ml_dtypes' NumPy type, from PyTorch and JAX code
     elif isinstance(value, (np.floating,)):
         dtypes.add(np.dtype(type(value)).name)
 

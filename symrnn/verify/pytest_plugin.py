@@ -29,6 +29,10 @@ class _Verifier:
         from . import verify_loss
         return self._check(verify_loss(fn, **kwargs))
 
+    def framework(self, target, **kwargs):
+        from . import verify_framework
+        return self._check(verify_framework(target, **kwargs))
+
     def layer_object(self, make, **kwargs):
         from . import verify_layer_object
         return self._check(verify_layer_object(make, **kwargs))

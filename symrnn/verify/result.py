@@ -116,6 +116,9 @@ class Verification:
                         f"{self.explanation.declaration()}")
         names = [g.name for g in self.wrong]  # the shown case's first, then those wrong in other cases
         names += [n for c in self.cases for n in c.wrong if n not in names]
+        if not names:  # every gradient within tolerance, but a hygiene error (a saved tensor modified in place)
+            return _fit(f"WRONG: {what}: gradients exact, but " + ", ".join(
+                sorted({f.kind for f in self.hygiene if f.severity == "error"})))
         names = [n + " (not finite)" if any(g.name == n and not np.isfinite(g.max_abs_error) for g in self.gradients)
                  else n for n in names]
         loc = self.localisation
@@ -142,6 +145,9 @@ class Verification:
             return (f"{self.cell} {self.mode} code is right: {n} gradients exact to the {self.dtype_model.name} "
                     f"error model in {len(self.cases)} cases{warn}")
         names = ", ".join(g.name for g in self.wrong)
+        errors = [f.message for f in self.hygiene if f.severity == "error"]
+        if not names and errors:
+            return f"{self.cell} {self.mode} code is wrong: {errors[0]}"
         if self.explanation is not None:
             what = self.explanation.to_json()["text"]
             return (f"{self.cell} {self.mode} code differs from the declared gradients only by {what}: not a "

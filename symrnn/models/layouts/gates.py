@@ -69,7 +69,7 @@ def as_array(value, what) -> np.ndarray:
         array = np.asarray(value)
     except (TypeError, ValueError) as exc:
         raise ShapeError(f"{what} must be an array of numbers ({exc}).") from None
-    if not np.issubdtype(array.dtype, np.floating):
+    if not (np.issubdtype(array.dtype, np.floating) or array.dtype.name == "bfloat16"):  # ml_dtypes' bfloat16
         raise ShapeError(f"{what} has dtype {array.dtype}; expected floating-point numbers.")
     return array
 

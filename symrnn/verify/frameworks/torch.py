@@ -1,0 +1,247 @@
+"""PyTorch code as a NumPy layer: a ``torch.autograd.Function`` subclass, a ``torch.library``
+custom operator with a registered autograd formula, or an ``nn.Module`` whose forward calls one.
+
+The forward runs on tensors of the code's dtype and device made from the verifier's float64 arrays;
+the backward is ``torch.autograd.grad`` of the states with the verifier's upstream gradient, which
+runs the user's backward.  Tensors saved for the backward are watched through
+``torch.autograd.graph.saved_tensors_hooks``: one whose version counter moved between the save and
+the backward (modified in place after it was saved) is reported as hygiene, and the backward reads
+the modified values, as it would in training.
+"""
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import torch
+
+from ...errors import UnknownNameError, UserCodeError
+from ..hygiene import Finding
+from .adapted import FrameworkCode, data_and_weights, named, role_of
+
+DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
+          "bfloat16": torch.bfloat16}
+_NAMES = {v: k for k, v in DTYPES.items()}
+
+
+def _custom_op_types():
+    types = [torch._ops.OpOverload, torch._ops.OpOverloadPacket]
+    try:
+        from torch._library.custom_ops import CustomOpDef
+        types.append(CustomOpDef)
+    except ImportError:  # pragma: no cover - an older torch
+        pass
+    return tuple(types)
+
+
+def is_torch_target(target) -> bool:
+    """``target`` is an autograd Function subclass, a custom operator or a module."""
+    if isinstance(target, type) and issubclass(target, torch.autograd.Function):
+        return True
+    return isinstance(target, (torch.nn.Module,) + _custom_op_types())
+
+
+def _dtype(dtype, default):
+    if dtype is None:
+        return default
+    if isinstance(dtype, torch.dtype):
+        if dtype not in _NAMES:
+            raise UnknownNameError(f"dtype {dtype} is not a floating dtype symrnn judges; use one of {list(DTYPES)}.")
+        return dtype
+    name = str(dtype).replace("torch.", "")
+    if name not in DTYPES:
+        raise UnknownNameError(f"dtype {dtype!r}: use one of {list(DTYPES)}.")
+    return DTYPES[name]
+
+
+def _positional(parameters, skip_first=False, keep_defaults=()):
+    out = []
+    for k, p in enumerate(parameters):
+        if skip_first and k == 0:
+            continue
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.KEYWORD_ONLY):
+            continue
+        if p.default is not p.empty and role_of(p.name) not in keep_defaults:
+            continue
+        out.append(p.name)
+    return out
+
+
+def _callable_and_names(target):
+    """``(call, argument names, kind)`` of a Function subclass or a custom operator."""
+    if isinstance(target, type):
+        own_setup = target.setup_context is not torch.autograd.Function.setup_context
+        names = _positional(inspect.signature(target.forward).parameters.values(), skip_first=not own_setup)
+        return target.apply, names, f"torch.autograd.Function {target.__name__}"
+    op = target.default if isinstance(target, torch._ops.OpOverloadPacket) else target
+    if isinstance(op, torch._ops.OpOverload):
+        names = [a.name for a in op._schema.arguments if a.default_value is None and not a.kwarg_only]
+        return op, names, f"torch.library operator {op._schema.name}"
+    init = getattr(op, "_init_fn", None)
+    names = _positional(inspect.signature(init).parameters.values()) if init is not None else []
+    return op, names, f"torch.library operator {getattr(op, '_name', op)}"
+
+
+def _first_tensor(out, what):
+    """The states of every step: the first tensor the code returned."""
+    while isinstance(out, (tuple, list)) and out:
+        out = out[0]
+    if not isinstance(out, torch.Tensor):
+        raise UserCodeError(f"{what} returned {type(out).__name__}; expected the states of every step as a tensor "
+                            f"(first, when it returns several).")
+    return out
+
+
+class _Watch:
+    """Saved tensors and their version counters at the save; a change at the backward is a finding."""
+
+    def __init__(self, findings, what):
+        self.findings, self.what = findings, what
+        self.reported = set()  # storages already reported (by the save watch, then by the hooks)
+
+    def pack(self, tensor):
+        return tensor, tensor._version, f"saved for the backward ({tensor.dim()}-d)"
+
+    def unpack(self, packed, when="the save and the backward"):
+        tensor, version, label = packed
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if tensor._version != version and key not in self.reported:
+            self.reported.add(key)
+            message = (f"{self.what}: a tensor {label} was modified in place after it was saved (its version "
+                       f"counter moved by {tensor._version - version} between {when}); the backward reads the "
+                       f"modified values: save a copy, or write the update out of place")
+            if all(f.message != message for f in self.findings):
+                self.findings.append(Finding("saved-tensor-modified", message, severity="error"))
+        return tensor
+
+
+class _SaveWatch:
+    """``ctx.save_for_backward`` recorded while the forward runs: a tensor whose version counter moves
+    before the forward returns was modified in place after it was saved (torch packs a custom
+    Function's saved tensors only when its forward returns, so neither it nor the hooks see this)."""
+
+    def __init__(self, watch):
+        self.watch, self.saved = watch, []
+
+    def __enter__(self):
+        ctx_class = torch.autograd.function.FunctionCtx
+        self.original = ctx_class.save_for_backward
+        saved, original = self.saved, self.original
+
+        def save_for_backward(ctx, *tensors):
+            saved.extend((t, t._version, f"saved as argument {k + 1} of ctx.save_for_backward")
+                         for k, t in enumerate(tensors) if isinstance(t, torch.Tensor))
+            return original(ctx, *tensors)
+        ctx_class.save_for_backward = save_for_backward
+        return self
+
+    def __exit__(self, *exc):
+        torch.autograd.function.FunctionCtx.save_for_backward = self.original
+        for packed in self.saved:
+            self.watch.unpack(packed, when="ctx.save_for_backward and the end of the forward")
+        return False
+
+
+class _Cache:
+    def __init__(self, h, inputs):
+        self.h, self.inputs = h, inputs
+
+
+def adapt(target, dtype=None, device=None) -> FrameworkCode:
+    """A :class:`~symrnn.verify.frameworks.adapted.FrameworkCode` of a torch target.
+
+    Parameters
+    ----------
+    target : type, custom operator or torch.nn.Module
+    dtype : str or torch.dtype, optional
+        Default a module's own dtype, else float64.
+    device : str or torch.device, optional
+        Default a module's own device, else the CPU.
+
+    Returns
+    -------
+    FrameworkCode
+    """
+    module = target if isinstance(target, torch.nn.Module) else None
+    weights = []
+    if module is not None:
+        params = list(module.named_parameters())
+        first = params[0][1] if params else None
+        dtype = _dtype(dtype, first.dtype if first is not None else torch.float64)
+        device = torch.device(device) if device is not None else (first.device if first is not None
+                                                                   else torch.device("cpu"))
+        data = _positional(inspect.signature(module.forward).parameters.values(), keep_defaults=("h0", "c0"))
+        weights = [(name, p) for name, p in params if p.requires_grad]
+        call, kind = module, f"nn.Module {type(module).__name__}"
+        label = type(module).__name__
+        arg_names = data + [name.rsplit(".", 1)[-1] for name, _ in weights]
+        batch_first = getattr(module, "batch_first", None)
+    else:
+        call, arg_names, kind = _callable_and_names(target)
+        dtype, device = _dtype(dtype, torch.float64), torch.device(device or "cpu")
+        label = getattr(target, "__name__", None) or kind.rsplit(" ", 1)[-1]
+        batch_first = None
+    roles = data_and_weights(arg_names, kind)
+    n_data = len(arg_names) - len(weights)
+    if dtype == torch.bfloat16:
+        _bfloat16()  # NumPy has no bfloat16: ml_dtypes' (installed with JAX) carries it to the judge
+    findings = []
+    watch = _Watch(findings, kind)
+
+    def forward(*arrays):
+        watch.reported.clear()
+        tensors = [torch.tensor(np.asarray(a), dtype=dtype, device=device).requires_grad_() for a in arrays[:n_data]]
+        if module is not None:
+            leaves = list(tensors)
+            for (name, _), a in zip(weights, arrays[n_data:]):  # new Parameters: the verifier's sizes and dtype
+                owner, _, leaf = name.rpartition(".")
+                p = torch.nn.Parameter(torch.tensor(np.asarray(a), dtype=dtype, device=device))
+                setattr(module.get_submodule(owner), leaf, p)
+                leaves.append(p)
+            with _SaveWatch(watch), torch.autograd.graph.saved_tensors_hooks(watch.pack, watch.unpack):
+                out = call(*tensors)
+        else:
+            tensors += [torch.tensor(np.asarray(a), dtype=dtype, device=device).requires_grad_()
+                        for a in arrays[n_data:]]
+            leaves = tensors
+            with _SaveWatch(watch), torch.autograd.graph.saved_tensors_hooks(watch.pack, watch.unpack):
+                out = call(*tensors)
+        h = _first_tensor(out, kind)
+        return _numpy(h), _Cache(h, leaves)
+
+    def backward(dh, cache):
+        if not cache.h.requires_grad:
+            raise UserCodeError(f"{kind}: the states it returned do not require grad (no backward is attached).")
+        upstream = torch.as_tensor(np.asarray(dh), dtype=cache.h.dtype, device=cache.h.device)
+        grads = torch.autograd.grad(cache.h, cache.inputs, grad_outputs=upstream, allow_unused=True,
+                                    retain_graph=True)
+        return tuple(_numpy(torch.zeros_like(t) if g is None else g) for g, t in zip(grads, cache.inputs))
+
+    def restore():
+        for name, p in weights:  # the module's own Parameter objects, untouched
+            owner, _, leaf = name.rpartition(".")
+            setattr(module.get_submodule(owner), leaf, p)
+
+    describe = f"{kind}, {_NAMES[dtype]} on {device}"
+    fwd = named(forward, arg_names, f"{label}.forward")
+    bwd = named(backward, ["dh", "cache"], f"{label}.backward")
+    return FrameworkCode(fwd, bwd, roles, dict(zip(roles, arg_names)), describe, _NAMES[dtype], batch_first,
+                         findings, restore if module is not None else None,
+                         python=f"symrnn.verify.verify_framework({label}, ..., replay={{path!r}})")
+
+
+def _bfloat16():
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise UnknownNameError("dtype bfloat16 needs the package ml_dtypes (NumPy has no bfloat16; JAX installs "
+                               "it): pip install ml_dtypes") from None
+    return ml_dtypes.bfloat16
+
+
+def _numpy(tensor):
+    """A tensor as a NumPy array of its own dtype (bfloat16 as ml_dtypes'), on the CPU, a copy."""
+    tensor = tensor.detach().to("cpu")
+    if tensor.dtype == torch.bfloat16:
+        return tensor.to(torch.float32).numpy().astype(_bfloat16())
+    return tensor.numpy().copy()

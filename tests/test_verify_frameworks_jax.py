@@ -1,0 +1,45 @@
+"""symrnn.verify.frameworks on JAX custom_vjp functions (tests/corpus_jax).
+
+XLA compiles the code once per shape the verifier uses (cases, probe, shrinking): a verification
+takes seconds to tens of seconds on a busy CPU, so the whole corpus is marked slow; one right and
+one wrong function run always."""
+import os
+import sys
+
+import pytest
+
+pytest.importorskip("jax")
+
+sys.path.insert(0, os.path.dirname(__file__))
+from corpus_jax import gru, lstm, rnn
+from test_verify_frameworks import check_localised
+
+from symrnn.verify import verify_framework
+
+CELLS = {"rnn-tanh": rnn, "lstm": lstm, "gru": gru}
+
+
+def test_a_right_and_a_wrong_rnn_without_changing_jax_config():
+    import jax
+
+    before = jax.config.jax_enable_x64
+    right = verify_framework(rnn.make(), None, dtype="float32", lengths=())
+    assert right.ok and right.cell == "rnn-tanh" and right.dtype_model.name == "float32", str(right)
+    assert "JAX function rnn (custom_vjp), float32" in right.found
+    wrong = verify_framework(rnn.make("h-for-h-prev"), "rnn-tanh", lengths=())
+    check_localised(wrong, rnn.BUGS["h-for-h-prev"])
+    assert jax.config.jax_enable_x64 == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_correct_custom_vjp_functions_pass(cell, dtype):
+    result = verify_framework(CELLS[cell].make(), None, dtype=dtype)
+    assert result.ok and result.cell == cell and result.dtype_model.name == dtype, str(result)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cell,bug", [(c, b) for c in sorted(CELLS) for b in CELLS[c].BUGS])
+def test_every_planted_custom_vjp_bug_is_caught_and_localised(cell, bug):
+    check_localised(verify_framework(CELLS[cell].make(bug), cell, dtype="float32"), CELLS[cell].BUGS[bug])
