@@ -26,6 +26,7 @@ from symrnn.report import build_document, latex_document
 from symrnn.report.blocks import Figure
 from symrnn.report.compile import compile_pdf
 from symrnn.report.document import PREAMBLE, render, render_figure
+from symrnn.report.sections import ReportBuilder
 from symrnn.report.tikz import NODE_RADIUS, TIKZ_STYLES, layout, tikz_picture
 from test_reports import need  # skips locally without TeX, fails in CI
 
@@ -248,8 +249,9 @@ def test_figures_stay_here_and_tables_break_in_the_text():
 
 
 def figure_of(m):
-    doc = build_document(m)
-    return next(b for s in doc.sections for b in s.blocks if isinstance(b, Figure))
+    """The graph figure of ``m``'s report, built alone (the whole report's worked example of an sLSTM
+    takes a minute)."""
+    return next(b for b in ReportBuilder(m).graph().blocks if isinstance(b, Figure))
 
 
 @pytest.mark.latex
