@@ -9,7 +9,6 @@
 * SRU with ``v_f = v_r = 0``: the ``c <- c`` block is ``diag(f_t)``.
 """
 import numpy as np
-import pytest
 
 import symrnn as sr
 from symrnn.decay import decay_profile

@@ -20,7 +20,6 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 
-from ..errors import ShapeError
 from .codegen import code_name
 from .losses import SquaredError, scale_of
 from .symbols import tsym

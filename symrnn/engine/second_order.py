@@ -25,7 +25,6 @@ import weakref
 import numpy as np
 import sympy as sp
 
-from ..errors import ShapeError
 from ..validation import as_float_array, check_param_names, check_shape
 from .bptt import bar
 from .codegen import EngineSymbol, code_name

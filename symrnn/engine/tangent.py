@@ -30,9 +30,9 @@ import sympy as sp
 
 from ..errors import ShapeError
 from .bptt import local_terms
-from .codegen import EngineSymbol, StepPrinter, code_name
+from .codegen import StepPrinter, code_name
 from .functions import RULES
-from .symbols import MatVec, Param, linear_maps, parse, tsym
+from .symbols import MatVec, Param, parse, tsym
 
 
 class Tangent(sp.Function):
