@@ -538,6 +538,8 @@ def _verify_mode(args, module, function, sizes, declared, common):
     """The verification of ``--mode``'s calling style."""
     from . import verify as V
 
+    if args.dtype is not None:
+        _refuse_dtype(args, function)
     if args.mode == "object":
         return V.verify_layer_object(function, args.cell or "rnn-tanh", args.layout or "dlfs2", T=args.T, **common)
     if args.mode == "loss":
@@ -556,6 +558,19 @@ def _verify_mode(args, module, function, sizes, declared, common):
     found = args.cell is None or layout == "auto"
     return V.verify_layer(forward, function, args.cell, layout, T=args.T, **declared, **common,
                           replay_command=_replay_command(args) if found else None)
+
+
+def _refuse_dtype(args, function):
+    """``--dtype`` chooses the dtype PyTorch or JAX code runs in; NumPy code runs in the dtype its own
+    arrays have, so the option is refused there rather than ignored."""
+    from .verify.frameworks import framework_of
+
+    if args.mode != "layer" or framework_of(function) is None:
+        raise UnknownNameError(
+            f"--dtype {args.dtype} applies to PyTorch or JAX code verified in layer mode; "
+            f"{args.target!r} is NumPy code{'' if args.mode == 'layer' else f' in {args.mode} mode'}, which "
+            "runs in the dtype of its own arrays (float32 code is judged with float32's error model). "
+            "Drop --dtype, or cast inside your code.")
 
 
 def _replay_command(args):

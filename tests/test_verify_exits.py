@@ -74,6 +74,12 @@ def test_exit_2_usage(tmp_path):
                           text=True, cwd=tmp_path).returncode == 2
 
 
+def test_dtype_is_refused_for_numpy_code_not_ignored(tmp_path):
+    out = verify(tmp_path, source(), "--dtype", "float32")
+    assert out.returncode == 2 and "--dtype float32 applies to PyTorch or JAX code" in out.stderr
+    assert "NumPy code" in out.stderr and out.stdout == ""
+
+
 @pytest.mark.parametrize("ending, said", [
     ("exit()", "called exit() at student.py:"),
     ("quit()", "called exit() at student.py:"),
