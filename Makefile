@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m symrnn.demo --out reports
 
-# on every core (pytest-xdist): the suite is single-threaded NumPy and SymPy work
+# on every core (pytest-xdist): the suite is single-threaded NumPy and SymPy work; tests that share
+# an expensive session fixture carry one xdist_group and run on one worker; the slowest are listed
 test: $(STAMP)
-	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q -n auto
+	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q -n auto --dist loadgroup --durations=25
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py --out reports/benchmarks.md

@@ -37,6 +37,10 @@ from symrnn.report.example import TOLERANCE, WorkedExample
 from symrnn.report.latex import ReportLatexPrinter, break_lines, latex, tex_width
 from symrnn.engine.symbols import MatTVec, MatVec, Outer, Param, tsym
 
+# every test here shares the session's regenerated and compiled reports (minutes of work): under
+# `make test` (pytest-xdist, --dist loadgroup) they run on one worker, so that work is done once
+pytestmark = pytest.mark.xdist_group("reports")
+
 ROOT = Path(__file__).resolve().parents[1]
 DERIVATIONS = ROOT / "derivations"
 GOLDEN = Path(__file__).resolve().parent / "golden"
