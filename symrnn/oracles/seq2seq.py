@@ -29,6 +29,7 @@ from ..engine.functions import derivative
 from ..engine.symbols import MatVec, Param, tsym
 from .scalar import SCALAR_MERGES as _SCALAR_MERGES
 from .torch_autograd import TORCH_MERGES
+from .finite_differences import differences_in_place
 from .scalar import float_namespace, mpmath_namespace, ScalarPrinter
 
 
@@ -254,19 +255,7 @@ class ScalarSeq2SeqOracle:
 def seq2seq_central_differences(model, params, src, tgt_in, tgt_out, eps=1e-6, **kwargs):
     """Central differences of ``Seq2Seq.loss`` for every parameter entry; keyed like ``loss_and_grads``."""
     arrays = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
-    grads = {}
-    for name, a in arrays.items():
-        g = np.empty_like(a)
-        for idx in np.ndindex(*a.shape):
-            keep = a[idx]
-            a[idx] = keep + eps
-            up = model.loss(arrays, src, tgt_in, tgt_out, **kwargs)
-            a[idx] = keep - eps
-            down = model.loss(arrays, src, tgt_in, tgt_out, **kwargs)
-            a[idx] = keep
-            g[idx] = (up - down) / (2 * eps)
-        grads[name] = g
-    return grads
+    return differences_in_place(arrays, lambda: model.loss(arrays, src, tgt_in, tgt_out, **kwargs), eps)
 
 
 def seq2seq_agreement_table(model, seed=0, S=3, T=2, N=2) -> str:
