@@ -382,6 +382,8 @@ def _verify_run(args) -> int:
     module, function = load_function(args.target)
     if args.cell is not None and ":" in args.cell:  # a user's cell, file.py:function returning a Cell
         args.cell = load_cell(args.cell)
+    elif args.cell is not None and args.cell not in BUILTIN_CELLS:
+        load_cell(args.cell)  # an alias is accepted; a misspelt name is a usage error that lists the cells
     sizes = _sizes(args.sizes)
     common = dict(D=sizes.get("D", 3), H=sizes.get("H", 4), N=sizes.get("N", 3), seed=args.seed)
     if args.replay:

@@ -19,6 +19,13 @@ def test_help_lists_the_commands():
         assert command in out.stdout
 
 
+def test_python_dash_m_symrnn_is_the_command():
+    out = subprocess.run([sys.executable, "-m", "symrnn", "cells"], capture_output=True, text=True)
+    assert out.returncode == 0 and "min-gru" in out.stdout
+    assert subprocess.run([sys.executable, "-m", "symrnn", "derive", "no-such-cell"], capture_output=True,
+                          text=True).returncode == 2
+
+
 def test_cells_lists_what_exists(capsys):
     assert main(["cells"]) == 0
     out = capsys.readouterr().out

@@ -41,7 +41,7 @@ STEM_ROLES = {
     "truncated": ENGINE, "layouts": ENGINE, "protocol": ENGINE, "tape": ENGINE, "seq2seq_blocks": ENGINE,
     "seq2seq_derivation": ENGINE,
     # the uses of the engine
-    "checks": USE, "cli": USE, "demo": USE, "userfiles": USE,
+    "checks": USE, "cli": USE, "demo": USE, "userfiles": USE, "__main__": USE,
     # shared by every layer, or examples and helpers that import what they like
     "errors": SHARED, "validation": SHARED, "fileio": SHARED, "cache": SHARED, "clipping": SHARED,
     "examples": SHARED, "example_backprop": SHARED, "strategies": SHARED, "symrnn": SHARED,

@@ -74,6 +74,11 @@ def test_exit_2_usage(tmp_path):
                           text=True, cwd=tmp_path).returncode == 2
 
 
+def test_a_misspelt_cell_is_a_usage_error_not_a_forward_that_differs(tmp_path):
+    out = verify(tmp_path, source(), "--cell", "lstmm")
+    assert out.returncode == 2 and "lstmm" in out.stderr and "rnn-tanh" in out.stderr
+
+
 def test_dtype_is_refused_for_numpy_code_not_ignored(tmp_path):
     out = verify(tmp_path, source(), "--dtype", "float32")
     assert out.returncode == 2 and "--dtype float32 applies to PyTorch or JAX code" in out.stderr

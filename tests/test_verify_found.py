@@ -27,6 +27,13 @@ def test_the_cs231n_cells_are_found():
     assert not wrong.ok and wrong.fingerprint.name == "c-path-dropped", str(wrong)
 
 
+def test_the_verdict_names_each_wrong_gradient_once():
+    ns = cs231n_rnn.make("transposed_matrix")  # wrong in the shown case and in the others
+    verdict = V.verify_layer(ns.rnn_forward, ns.rnn_backward, cell=None).verdict()
+    named = verdict.partition(": ")[2].partition(" (")[0].split(", ")
+    assert len(named) == len(set(named)) == 5 and "more" not in verdict, verdict
+
+
 def torch_style_gru(x, h0, weight_ih, weight_hh, bias_ih, bias_hh):
     """PyTorch's GRU equations (r, z, n; reset after the product), time-major, W x."""
     H = h0.shape[1]

@@ -114,8 +114,8 @@ class Verification:
         if self.explanation is not None:
             return _fit(f"DIFFERS ONLY BY {self.explanation.to_json()['text']}: declare "
                         f"{self.explanation.declaration()}")
-        names = [g.name for g in self.wrong]  # the shown case's first, then those wrong in other cases
-        names += [n for c in self.cases for n in c.wrong if n not in names]
+        # the shown case's first, then those wrong in other cases: each name once
+        names = list(dict.fromkeys([g.name for g in self.wrong] + [n for c in self.cases for n in c.wrong]))
         if not names:  # every gradient within tolerance, but a hygiene error (a saved tensor modified in place)
             return _fit(f"WRONG: {what}: gradients exact, but " + ", ".join(
                 sorted({f.kind for f in self.hygiene if f.severity == "error"})))
