@@ -100,3 +100,72 @@ def test_bad_user_functions_refused():
         verify_hvp(lambda p, x, y, v: 1 / 0)
     with pytest.raises(sr.ShapeError):
         verify_hvp(rnn_hvp, T=0)
+
+
+# -- the error model: correct products written otherwise pass, approximate ones do not ------------
+
+def torch_products(torch, cell, dtype, route):
+    """``fn(params, x, y, v)``: H v of ``sum_t CE(V h_t + c, y_t)`` by torch, in ``dtype``, by double
+    backward (``route="reverse"``) or forward over reverse (``torch.func.jvp`` of ``torch.func.grad``):
+    correct products whose rounding differs from symrnn's."""
+    from test_second_order import torch_cell
+
+    states = sr.Model(cell, D=1, H=1, K=1).state_names
+
+    def loss(P, x, y):
+        H = P["V"].shape[1]
+        s = {k: torch.zeros(x.shape[1], H, dtype=dtype) for k in states}
+        hs = []
+        for t in range(x.shape[0]):
+            s = torch_cell(cell, torch, P, x[t], s)
+            hs.append(s["h"])
+        o = torch.stack(hs) @ P["V"].T + P["c"]
+        return -torch.log_softmax(o, -1).gather(-1, y[..., None]).sum()
+
+    def fn(p, x, y, v):
+        P = {k: torch.tensor(a, dtype=dtype) for k, a in p.items()}
+        V = {k: torch.tensor(a, dtype=dtype) for k, a in v.items()}
+        X, Y = torch.tensor(x, dtype=dtype), torch.tensor(y)
+        if route == "forward":
+            hv = torch.func.jvp(torch.func.grad(lambda Q: loss(Q, X, Y)), (P,), (V,))[1]
+            return {k: hv[k].numpy() for k in p}
+        for a in P.values():
+            a.requires_grad_(True)
+        g = torch.autograd.grad(loss(P, X, Y), list(P.values()), create_graph=True)
+        hv = torch.autograd.grad(sum((gi * V[k]).sum() for gi, k in zip(g, P)), list(P.values()))
+        return {k: h.detach().numpy() for k, h in zip(P, hv)}
+    return fn
+
+
+@pytest.mark.parametrize("cell, route, dtype", [
+    ("rnn-tanh", "reverse", "float64"), ("rnn-tanh", "forward", "float64"), ("rnn-tanh", "reverse", "float32"),
+    ("gru", "forward", "float64"), ("gru", "reverse", "float32"), ("lstm", "reverse", "float64")])
+@pytest.mark.parametrize("scale", [0.05, 4.0])
+def test_correct_products_computed_otherwise_are_right(torch64, cell, route, dtype, scale):
+    """torch's products round differently from symrnn's (another grouping, a saturated softmax at
+    scale 4, float32): never a false alarm."""
+    fn = torch_products(torch64.torch, cell, getattr(torch64.torch, dtype), route)
+    result = verify_hvp(fn, cell, D=3, H=4, K=3, T=9, N=2, scale=scale)
+    assert result.ok, str(result)
+    assert "right on" in result.summary() and result.worst_ratio <= 1
+
+
+def test_approximate_products_are_wrong():
+    """Central differences of gradients, and one block off by one part in a billion, are not
+    exact: the tolerance is rounding, not a fixed relative 1e-8."""
+    model = sr.Model("rnn-tanh", D=2, H=5, K=4)
+
+    def differences(p, x, y, v, eps):
+        up = model.loss_and_grads({k: p[k] + eps * v[k] for k in p}, x, y)[1]
+        down = model.loss_and_grads({k: p[k] - eps * v[k] for k in p}, x, y)[1]
+        return {k: (up[k] - down[k]) / (2 * eps) for k in p}
+
+    def exact(p, x, y, v):
+        return model.hessian_vector_product(p, v, x, y)[2]
+
+    for eps in (1e-5, 1e-7):
+        assert not verify_hvp(lambda *a: differences(*a, eps), "rnn-tanh", D=2, H=5, K=4, T=7).ok
+    off = verify_hvp(lambda *a: {k: h * (1 + 1e-9) if k == "W" else h for k, h in exact(*a).items()},
+                     "rnn-tanh", D=2, H=5, K=4, T=7)
+    assert not off.ok and {r for r, _ in off.blocks} == {"W"}, str(off)
+    assert verify_hvp(exact, "rnn-tanh", D=2, H=5, K=4, T=7).ok

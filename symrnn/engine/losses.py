@@ -53,6 +53,11 @@ class Loss:
         if reduction not in REDUCTIONS:
             raise UnknownNameError(f"Unknown reduction {reduction!r}; expected one of {REDUCTIONS}.")
 
+    def hessian_vector_terms(self, O, Y, dO, reduction, mask=None):
+        """The absolute values of the terms :meth:`hessian_vector` sums, entry by entry: the scale of
+        its rounding in correct code that groups them otherwise (the verifier's error model)."""
+        return np.abs(self.hessian_vector(O, Y, dO, reduction, mask))
+
 
 def _softmax(O):
     Z = O - O.max(axis=-1, keepdims=True)
@@ -90,6 +95,16 @@ class CrossEntropy(Loss):
         Yhat = _softmax(O)[0]
         Pd = Yhat * dO
         return (Pd - Yhat * Pd.sum(axis=-1, keepdims=True)) * weight * scale_of(reduction, mask)
+
+    def hessian_vector_terms(self, O, Y, dO, reduction, mask=None):
+        """``|p * dO| + p <p, |dO|>`` scaled as :meth:`hessian_vector`: near a saturated softmax its two
+        terms cancel, and a correct product keeps only their absolute accuracy."""
+        T, N, K = O.shape
+        mask = np.ones((T, N), dtype=bool) if mask is None else mask
+        weight = (_one_hot_or_probs(Y, K, O.dtype) * mask[..., None]).sum(axis=-1, keepdims=True)
+        Yhat = _softmax(O)[0]
+        Pd = np.abs(Yhat * dO)
+        return (Pd + Yhat * Pd.sum(axis=-1, keepdims=True)) * weight * scale_of(reduction, mask)
 
     def symbolic(self, logits, reduction):
         t, k, K = sp.symbols("t k K", integer=True, positive=True)

@@ -81,12 +81,15 @@ class Protocol:
         """The parts that run a cell over time, in the order of the rows of ``h0``."""
         return [p for p in self.parts() if p.kind == "cell"]
 
-    def with_blocks(self, transform):
+    def with_blocks(self, transform, loss=None):
         """A copy of the model (same parameters, its own reusable arrays) whose generated blocks are
-        ``transform(block)``: the verifier rounds them so (:mod:`symrnn.verify.judge`)."""
+        ``transform(block)`` and, given ``loss``, whose loss rule is ``loss(rule)``: the verifier rounds
+        them so (:mod:`symrnn.verify.judge`)."""
         twin = copy.copy(self)
         twin._threads = threading.local()
         twin._transform_blocks(transform)
+        if loss is not None:
+            twin.loss_rule = loss(self.loss_rule)
         if self.readout_code is not None:
             twin._readout_code = transform(self.readout_code)
         return twin

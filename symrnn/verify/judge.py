@@ -145,13 +145,30 @@ class Rounding:
         twin.forward = rounded_forward
         return twin
 
-    def model(self, model):
-        """A copy of ``model`` whose generated code rounds as described in the module docstring."""
-        return model.with_blocks(self)
+    def model(self, model, loss=False):
+        """A copy of ``model`` whose generated code rounds as described in the module docstring (and,
+        with ``loss``, whose loss Hessian rounds: :class:`RoundedLoss`)."""
+        return model.with_blocks(self, loss=(lambda rule: RoundedLoss(rule, self)) if loss else None)
 
     def __call__(self, code):
         """:meth:`block`: a rounding is the transform of a model's blocks (``model.with_blocks``)."""
         return self.block(code)
+
+
+class RoundedLoss:
+    """A loss rule whose Hessian-vector product is off by rounding: each entry moves by up to
+    ``4 u`` times the absolute values of the terms it sums (``hessian_vector_terms``)."""
+
+    def __init__(self, rule, rounding):
+        self.rule, self.rounding = rule, rounding
+
+    def __getattr__(self, name):
+        return getattr(self.rule, name)
+
+    def hessian_vector(self, O, Y, dO, reduction, mask=None):
+        value = self.rule.hessian_vector(O, Y, dO, reduction, mask)
+        terms = self.rule.hessian_vector_terms(O, Y, dO, reduction, mask)
+        return value + ROUNDINGS * self.rounding.unit * terms * self.rounding.rng.uniform(-1, 1, size=value.shape)
 
 
 @dataclass

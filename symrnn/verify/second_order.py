@@ -13,10 +13,24 @@ double backward in the tests).  A failure is localised the way the gradient veri
 * the **worst entry** of the worst block, with the user's and the exact value.
 
 Parameters use symrnn's canonical names and the column convention (:class:`symrnn.Model`'s
-``params``), inputs are time-major.  The tolerance of a key is ``rtol`` times the larger of the
-key's largest exact value and a tenth of the largest exact value over every key (``rtol`` 1e-8 for
-float64 code, 1e-3 for float32): a correct float64 product differs from the exact one by rounding,
-orders of magnitude below it, and a wrong term by orders of magnitude above it.
+``params``), inputs are time-major.
+
+**The error model** (the way gradients are judged, :mod:`symrnn.verify.judge`): a correct product
+differs from the exact one by the rounding of the user's arithmetic, in the dtype the code returns
+(unit roundoff ``u``), and nothing else.  For each key the tolerance is
+
+1. ``8 x`` the spread of the exact product recomputed three times with the inputs, parameters and
+   direction moved by up to ``4u`` relative, every function value and kept state of the generated
+   code rounded as :mod:`symrnn.verify.judge` rounds them, and each entry of the loss's Hessian
+   product moved by ``4u`` times the absolute values of its terms (a saturated softmax cancels
+   them): what the problem's conditioning makes of rounding, large at long lengths and large
+   weights; plus
+2. ``64 u sqrt(L)`` times the key's largest exact entry plus a hundredth of the largest over every
+   key (a sum of ``L = T N (D + H + K)`` rounded terms, grouped in any order), plus the smallest
+   normal number times ``L`` (underflow).
+
+So a product that is right up to rounding passes at every scale and length, and an approximate one
+(central differences of gradients, a term off by one part in a billion) is wrong.
 """
 from __future__ import annotations
 
@@ -27,14 +41,16 @@ import numpy as np
 
 from ..errors import ShapeError, UserCodeError
 from ..models.model import Model
+from .judge import Rounding
 
-RTOL = {np.dtype(np.float64): 1e-8, np.dtype(np.float32): 1e-3}
+#: recomputations for the spread, and the factors of the two parts of the tolerance (module docstring)
+SPREAD_RUNS, SPREAD_FACTOR, ROUNDING_FACTOR, OTHER_KEYS = 3, 8.0, 64.0, 1e-2
 
 
 @dataclass
 class ProductCase:
     """One call of the user's function: its length, the direction (``"random"`` or a parameter's name),
-    whether every key is within tolerance, the wrong keys, and the worst relative error."""
+    whether every key is within tolerance, the wrong keys, and the worst error over its tolerance."""
 
     T: int
     direction: str
@@ -64,9 +80,15 @@ class SecondOrderVerification:
     worst: dict = field(default_factory=dict)
     symmetry: float = 0.0
 
+    @property
+    def worst_ratio(self) -> float:
+        """The largest error over tolerance of any case (at most 1 when ``ok``)."""
+        return max((c.worst for c in self.cases), default=0.0)
+
     def summary(self) -> str:
         if self.ok:
-            return f"OK: the {self.product} of {self.cell} is exact on {len(self.cases)} cases."
+            return (f"OK: the {self.product} of {self.cell} is right on {len(self.cases)} cases: it differs from the "
+                    f"exact one by no more than rounding (worst error {self.worst_ratio:.2g} of the tolerance).")
         rows = sorted({r for r, _ in self.blocks})
         cols = sorted({c for _, c in self.blocks})
         return (f"WRONG: the {self.product} of {self.cell} first fails at T = {self.first_T}; wrong blocks "
@@ -182,39 +204,77 @@ def verify_hvp(fn, cell="rnn-tanh", *, D=3, H=4, K=3, T=6, N=2, loss="cross-entr
         randoms = [{k: rng.normal(size=s) for k, s in shapes.items()} for _ in range(2)]
         directions = [("random", randoms[0])] + [(p, {k: (randoms[1][k] if k == p else np.zeros(s))
                                                       for k, s in shapes.items()}) for p in shapes]
-        user_random = []
         for label, v in directions:
             exact = model.hessian_vector_product(params, v, x, y, gauss_newton=gauss_newton)[2]
             user = _call(fn, params, x, y, v, shapes)
             if label == "random":
-                user_random.append((v, user))
-            rtol = RTOL.get(np.result_type(*user.values()), 1e-3)
-            overall = max(np.abs(e).max(initial=0.0) for e in exact.values())
-            wrong, worst = [], 0.0
-            for k in shapes:
-                err = np.abs(user[k] - exact[k])
-                bound = rtol * max(np.abs(exact[k]).max(initial=0.0), 0.1 * overall, 1e-300)
-                rel = float(err.max(initial=0.0) / bound) * rtol
-                worst = max(worst, rel)
-                if not np.all(np.isfinite(user[k])) or err.max(initial=0.0) > bound:
-                    wrong.append(k)
-                    idx = np.unravel_index(int(np.nanargmax(np.where(np.isfinite(err), err, np.inf))), err.shape)
-                    failures.append({"T": length, "direction": label, "key": k, "index": tuple(int(i) for i in idx),
-                                     "user": float(user[k][idx]), "exact": float(exact[k][idx]), "rel": rel})
-            cases.append(ProductCase(length, label, not wrong, wrong, worst))
-        # the user's product against itself: u.H v = v.H u for a symmetric H
-        u = randoms[1]
-        user_u = _call(fn, params, x, y, u, shapes)
-        v, user_v = user_random[0]
-        a = sum(float((u[k] * user_v[k]).sum()) for k in shapes)
-        b = sum(float((v[k] * user_u[k]).sum()) for k in shapes)
-        symmetry = max(symmetry, abs(a - b) / max(abs(a), abs(b), 1e-300))
+                user_random = user
+            problem = (model, params, x, y, v, gauss_newton)
+            tolerance = _tolerance(problem, exact, np.result_type(*user.values()), seed + len(cases))
+            case, found = _judge(length, label, exact, user, tolerance)
+            cases.append(case)
+            failures += found
+        symmetry = max(symmetry, _symmetry(_call(fn, params, x, y, randoms[1], shapes), randoms[1],
+                                           user_random, randoms[0]))
+    return _result(product, model.cell.name, cases, failures, symmetry)
+
+
+def _tolerance(problem, exact, dtype, seed) -> dict:
+    """``{key: array}``: what rounding in ``dtype`` can make of each entry (the module docstring's
+    error model): the spread of rounded recomputations, and the rounding of the sums."""
+    model, params, x, y, v, gauss_newton = problem
+    u = float(np.finfo(dtype if np.issubdtype(dtype, np.floating) else np.float64).eps) / 2
+    rounding = Rounding.for_unit(u, seed)
+    twin = rounding.model(model, loss=True)  # its function values, kept values and loss Hessian rounded
+    spread = {k: np.zeros_like(e) for k, e in exact.items()}
+    for _ in range(SPREAD_RUNS):
+        with np.errstate(all="ignore"):
+            again = twin.hessian_vector_product({k: rounding.relative(a) for k, a in params.items()},
+                                                {k: rounding.relative(a) for k, a in v.items()},
+                                                rounding.relative(x), rounding.relative(y),
+                                                gauss_newton=gauss_newton)[2]
+        spread = {k: np.maximum(spread[k], np.abs(again[k] - exact[k])) for k in exact}
+    T, N, D = x.shape
+    H, K = model.sizes["H"], model.sizes.get("K")
+    terms = T * N * (D + H + (K or H))
+    overall = max(np.abs(e).max(initial=0.0) for e in exact.values())
+    floor = float(np.finfo(np.float64 if u < 1e-10 else np.float32).tiny) * terms
+    return {k: SPREAD_FACTOR * spread[k] + floor + ROUNDING_FACTOR * u * np.sqrt(terms)
+            * (np.abs(exact[k]).max(initial=0.0) + OTHER_KEYS * overall) for k in exact}
+
+
+def _judge(length, label, exact, user, tolerance):
+    """One case: its :class:`ProductCase` and a failure record per wrong key (its worst entry)."""
+    wrong, worst, failures = [], 0.0, []
+    for k in exact:
+        err = np.abs(user[k] - exact[k])
+        ratio = np.where(np.isfinite(err), err / tolerance[k], np.inf)
+        worst = max(worst, float(ratio.max(initial=0.0)))
+        if np.any(ratio > 1):
+            wrong.append(k)
+            idx = np.unravel_index(int(np.argmax(ratio)), err.shape)
+            failures.append({"T": length, "direction": label, "key": k, "index": tuple(int(i) for i in idx),
+                             "user": float(user[k][idx]), "exact": float(exact[k][idx]),
+                             "rel": float(ratio[idx])})
+    return ProductCase(length, label, not wrong, wrong, worst), failures
+
+
+def _symmetry(user_u, u, user_v, v):
+    """``|u.Hv - v.Hu|`` relative, from the user's own products (a symmetric H gives 0)."""
+    a = sum(float((u[k] * user_v[k]).sum()) for k in u)
+    b = sum(float((v[k] * user_u[k]).sum()) for k in v)
+    return abs(a - b) / max(abs(a), abs(b), 1e-300)
+
+
+def _result(product, cell, cases, failures, symmetry):
+    """The verification, built once: a failure's shortest length, its blocks and worst entry."""
     ok = all(c.ok for c in cases)
-    result = SecondOrderVerification(ok, product, model.cell.name, cases, symmetry=symmetry)
-    if not ok:
-        result.first_T = min(c.T for c in cases if not c.ok)
-        at_first = [f for f in failures if f["T"] == result.first_T]
-        result.blocks = sorted({(f["key"], f["direction"]) for f in at_first if f["direction"] != "random"})
-        result.all_blocks = sorted({(f["key"], f["direction"]) for f in failures if f["direction"] != "random"})
-        result.worst = max(at_first, key=lambda f: f["rel"])
-    return result
+    if ok:
+        return SecondOrderVerification(ok, product, cell, cases, symmetry=symmetry)
+    first_T = min(c.T for c in cases if not c.ok)
+    at_first = [f for f in failures if f["T"] == first_T]
+    return SecondOrderVerification(
+        ok, product, cell, cases, first_T=first_T, symmetry=symmetry,
+        blocks=sorted({(f["key"], f["direction"]) for f in at_first if f["direction"] != "random"}),
+        all_blocks=sorted({(f["key"], f["direction"]) for f in failures if f["direction"] != "random"}),
+        worst=max(at_first, key=lambda f: f["rel"]))
