@@ -40,6 +40,34 @@ __version__ = "0.1.0"
 if "IPython" in _sys.modules:  # in a notebook or IPython, derivations render as LaTeX: symrnn.report attaches it
     from . import report as _report  # noqa: F401
 
+
+def _display_on_first_use():
+    """``Derivation.show``/``latex``/``tex`` (and the notebook's ``_repr_latex_``) belong to the report
+    layer, which attaches them when it is imported; until then each name is a stand-in that imports
+    :mod:`symrnn.report` on first use and calls the real method, so a script needs no extra import
+    and ``import symrnn`` stays as quick as it was."""
+    from .engine.bptt import Derivation
+    from .models.seq2seq_derivation import Seq2SeqDerivation
+
+    def stand_in(cls, name):
+        def method(self, *args, **kwargs):
+            from . import report  # noqa: F401  (replaces the stand-ins by the real methods)
+            if vars(cls)[name] is method:
+                raise AttributeError(f"{cls.__name__}.{name} is not provided by symrnn.report")
+            return getattr(self, name)(*args, **kwargs)
+        method.__name__ = method.__qualname__ = name
+        method.__doc__ = "See :mod:`symrnn.report.display` (imported on first use)."
+        return method
+
+    for cls, names in ((Derivation, ("show", "latex", "tex", "_repr_latex_")),
+                       (Seq2SeqDerivation, ("show", "latex", "tex"))):
+        for name in names:
+            if name not in vars(cls):
+                setattr(cls, name, stand_in(cls, name))
+
+
+_display_on_first_use()
+
 # -- the module paths before the engine/ and models/ folders ------------------------------------
 _MOVED = {**{name: "engine" for name in ("symbols", "functions", "stored", "cell", "cells", "examples", "bptt",
                                            "graph", "codegen", "jacobians", "losses")},

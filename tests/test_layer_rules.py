@@ -196,8 +196,13 @@ def test_the_report_layer_attaches_the_notebook_rendering():
              "print('symrnn.report' in sys.modules, hasattr(symrnn.Model('rnn-tanh', D=1, H=1, K=1).derive(), "
              "'_repr_latex_'))")
     session = "\nimport types\nsys.modules['IPython'] = types.ModuleType('IPython')"
-    for ipython, expected in (("", "False False"), (session, "True True")):
+    for ipython, expected in (("", "False True"), (session, "True True")):
         done = subprocess.run([sys.executable, "-c", probe.format(ipython)], capture_output=True, text=True,
                               cwd=PACKAGE.parent)
         assert done.returncode == 0, done.stderr
         assert done.stdout.split() == expected.split()
+    # in a plain process the display methods are stand-ins that load the report layer on first use
+    script = ("import sys\nimport symrnn\nd = symrnn.Model('rnn-tanh', D=1, H=1, K=1).derive()\n"
+              "print('symrnn.report' in sys.modules, d.latex().startswith('\\\\begin'), 'symrnn.report' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=PACKAGE.parent)
+    assert done.returncode == 0 and done.stdout.split() == ["False", "True", "True"], done.stderr + done.stdout
