@@ -219,3 +219,43 @@ def test_a_user_cell_with_its_own_gate_names_works_with_any_layout():
     with pytest.raises(UnknownNameError, match=r"stacks the gates \('n', 'f', 'x'\)"):
         V.verify_layer(mgu_forward, mgu_backward, cell, Layout("bad", mine.names, gate_order=("n", "f", "x"),
                                                                convention="row", batch_major=True))
+
+
+def token_mean_rnn_loss(params, x, h0, y, mask, gradient_divisor=None):
+    """A CS231n-style RNN loss with a token-mean reduction; ``gradient_divisor(N, T, mask)`` other than
+    the number of scored tokens normalises the gradients differently from the loss."""
+    Wx, Wh, b, Wv, bv = (params[k] for k in ("Wx", "Wh", "b", "W_vocab", "b_vocab"))
+    N, T, _ = x.shape
+    h, prev = np.zeros((N, T, Wh.shape[0])), h0
+    for t in range(T):
+        prev = h[:, t] = np.tanh(x[:, t] @ Wx + prev @ Wh + b)
+    s = h @ Wv + bv
+    p = np.exp(s - s.max(2, keepdims=True))
+    p /= p.sum(2, keepdims=True)
+    n, tt = np.indices((N, T))
+    loss = -(np.log(p[n, tt, y]) * mask).sum() / mask.sum()
+    ds = p.copy()
+    ds[n, tt, y] -= 1
+    ds *= mask[..., None] / (gradient_divisor(N, T, mask) if gradient_divisor else mask.sum())
+    grads = {"W_vocab": np.einsum("nth,ntk->hk", h, ds), "b_vocab": ds.sum((0, 1))}
+    dh = ds @ Wv.T
+    dWx, dWh, db, carry = np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b), np.zeros_like(h0)
+    for t in reversed(range(T)):
+        da = (dh[:, t] + carry) * (1 - h[:, t] ** 2)
+        dWx += x[:, t].T @ da
+        dWh += (h0 if t == 0 else h[:, t - 1]).T @ da
+        db += da.sum(0)
+        carry = da @ Wh.T
+    grads.update(Wx=dWx, Wh=dWh, b=db, h0=carry)
+    return loss, grads
+
+
+def test_gradients_normalised_otherwise_than_the_loss_are_not_blamed_on_a_step():
+    """Found by a new user: gradients divided by N*T where the loss divides by the scored tokens are
+    all off by one factor per case; the report says so and points at no step."""
+    common = dict(reduction="token-mean", mask=True, D=3, H=5, K=4)
+    assert V.verify_loss(token_mean_rnn_loss, "rnn-tanh", "cs231n", **common).ok
+    wrong = V.verify_loss(lambda *a: token_mean_rnn_loss(*a, gradient_divisor=lambda N, T, m: N * T),
+                          "rnn-tanh", "cs231n", **common)
+    assert not wrong.ok and "times one factor" in str(wrong), str(wrong)
+    assert "step" not in wrong.verdict() and "step" not in wrong.localisation, wrong.verdict()

@@ -12,7 +12,7 @@ from ..models.clipping import as_clipping
 from ..errors import ShapeError, UnknownNameError, UserCodeError
 from ..models.truncated import Truncation, as_truncation
 from .assess import assess
-from .diagnose import explain_clipping, fingerprint, forward_fingerprint, localise, message_probe, \
+from .diagnose import common_factor, explain_clipping, fingerprint, forward_fingerprint, localise, message_probe, \
     refine_by_fingerprint
 from .modes import run_twice
 from .lines import exact_line
@@ -92,7 +92,10 @@ def run_cases(adapter, problems, mode, layout_name, declared=None):
         ok = bool(runs.forward.ok and all(c.ok for c in runs.cases))
         mutation, explanation, line = _name_mistake(adapter, runs.failing, runs.forward_mistake)
         localisation, minimal = {}, {}
-        if runs.failing:
+        scaled = common_factor(runs.failing) if runs.failing and mutation is None and explanation is None else None
+        if scaled:  # every gradient off by one factor: no step or path to point at
+            localisation = {"message": scaled}
+        elif runs.failing:
             localisation = _localisation(adapter, runs.failing, problems, mode, declared, mutation)
         if runs.failing and declared is not None and not declared.replaying:
             shortest = min(runs.failing, key=lambda f: f[0].T)[0]

@@ -47,6 +47,27 @@ def fingerprint(adapter, failing):
     return None
 
 
+def common_factor(failing) -> str | None:
+    """When every gradient of every failing case is the exact one times one factor per case (``c != 1``),
+    the sentence that says so: the gradients are normalised differently from the loss (a mean over
+    ``N T`` where the loss divides by the scored tokens, say), not wrong at any one step."""
+    factors = []
+    for problem, run, ex, dtype_model, _ in failing:
+        keys = [k for k in run.grads if k in ex.grads and np.any(ex.grads[k])]
+        if not keys:
+            return None
+        user = np.concatenate([np.ravel(np.asarray(run.grads[k], dtype=float)) for k in keys])
+        exact = np.concatenate([np.ravel(ex.grads[k]) for k in keys])
+        c = float(user @ exact / (exact @ exact))
+        slack = np.concatenate([np.ravel(ex.tol[k]) for k in keys]) + 64 * dtype_model.unit * np.abs(c * exact)
+        if not np.isfinite(c) or np.all(np.abs(user - exact) <= slack) or np.any(np.abs(user - c * exact) > slack):
+            return None
+        factors.append(f"{c:.6g} at T={problem.T}")
+    return ("every gradient is the exact one times one factor (" + ", ".join(factors) + "): the gradients are "
+            "normalised differently from the loss (a sum where a mean belongs, a mean over N*T where the loss "
+            "divides by the number of scored tokens, or the other way round); no step is wrong on its own")
+
+
 def _concrete(mutation, run, model):
     """A mutation with the numbers it reads from the user's gradients (the clipping threshold)."""
     if not mutation.clip_inside_from_user:
