@@ -272,3 +272,24 @@ def test_fuzzed_user_cells_through_the_decay_study(torch64, case):
     norms = log_norms(jacobians)
     assert np.array_equal(np.isfinite(norms), np.isfinite(p.log_spectral))
     np.testing.assert_allclose(p.log_spectral[np.isfinite(norms)], norms[np.isfinite(norms)], rtol=0, atol=1e-10)
+
+
+def test_diagonal_recurrent_weights_are_scaled_and_a_cell_without_any_is_warned():
+    """Found by a new user: IndRNN's recurrent weight is a vector (a diagonal matrix); the scale and
+    the inits apply to it (identity gives w = 1, the IRNN way), and minGRU, which has no recurrent
+    weight, says the scale changes nothing instead of giving the same row at every scale."""
+    import warnings
+
+    from symrnn.decay.weights import make_params, recurrent_names
+
+    indrnn = sr.Model("indrnn", D=3, H=4, loss="upstream")
+    assert recurrent_names(indrnn) == ["w"]
+    assert np.array_equal(make_params(indrnn, init="identity", scale=0.7)["w"], np.full(4, 0.7))
+    assert np.allclose(make_params(indrnn, scale=2.0)["w"], 2 * make_params(indrnn, scale=1.0)["w"])
+    assert np.max(np.abs(make_params(indrnn, init="normal", scale=1.5, scale_by="radius")["w"])) == 1.5
+    assert set(recurrent_names(sr.Model("sru", D=3, H=4, loss="upstream"))) == {"v_f", "v_r"}
+    with pytest.warns(RuntimeWarning, match="no effect on the cell 'min-gru'"):
+        make_params(sr.Model("min-gru", D=3, H=4, loss="upstream"), scale=2.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_params(sr.Model("min-gru", D=3, H=4, loss="upstream"), scale=1.0)  # nothing to say at scale 1

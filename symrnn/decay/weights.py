@@ -20,10 +20,11 @@ value ``scale``.  Input matrices and biases keep the scheme's values.
 from __future__ import annotations
 
 import re
-
+import warnings
 from pathlib import Path
 
 import numpy as np
+import sympy as sp
 
 from ..errors import ParameterError, UnknownNameError
 
@@ -47,8 +48,36 @@ def check_init(init, scale_by="gain"):
 
 
 def recurrent_names(model) -> list:
-    """The ``(H, H)`` parameters of the cell: the ones a scale applies to."""
-    return [n for n, spec in model.cell.params.items() if spec.shape == ("H", "H")]
+    """The ``(H, H)`` parameters of the cell and its diagonal recurrent weights (:func:`diagonal_names`):
+    the ones a scale applies to."""
+    return [n for n, spec in model.cell.params.items() if spec.shape == ("H", "H")] + diagonal_names(model)
+
+
+def diagonal_names(model) -> list:
+    """The vector parameters that multiply a previous state entry by entry (IndRNN's ``w``, SRU's
+    ``v_f``): a diagonal recurrent matrix, kept as a vector."""
+    out = []
+    for name, spec in model.cell.params.items():
+        if len(spec.shape) != 1:
+            continue
+        for equation in model.cell.equations:
+            for term in equation.rhs.atoms(sp.Mul):
+                if spec.symbol in term.args and any(str(s).endswith("[t-1]") for s in term.free_symbols):
+                    out.append(name)
+                    break
+            if out and out[-1] == name:
+                break
+    return out
+
+
+def _diagonal(rng, init, shape):
+    """The diagonal of a recurrent matrix drawn by ``init``: identity ones, orthogonal random signs,
+    normal ``N(0, 1)``, xavier ``U(-1, 1)`` (fan-in 1)."""
+    if init == "identity":
+        return np.ones(shape)
+    if init == "orthogonal":
+        return rng.choice([-1.0, 1.0], size=shape)
+    return rng.standard_normal(shape) if init == "normal" else rng.uniform(-1.0, 1.0, shape)
 
 
 def _orthogonal(rng, n):
@@ -67,7 +96,9 @@ def make_params(model, init="pytorch", scale=1.0, scale_by="gain", seed=0, forge
         ``pytorch`` (uniform ``1/sqrt(H)``), ``xavier``, ``orthogonal``, ``identity`` (IRNN:
         recurrent ``I``, inputs ``N(0, 0.001^2)``, biases 0) or ``normal`` (``N(0, 1)/sqrt(H)``).
     scale : float
-        Applied to the recurrent ``(H, H)`` matrices only.
+        Applied to the recurrent ``(H, H)`` matrices and the diagonal recurrent weights (a vector that
+        multiplies a previous state, as IndRNN's ``w``) only; a cell with neither gets a
+        ``RuntimeWarning`` (the scale changes nothing there).
     scale_by : str
         ``gain`` multiplies the draw, ``radius`` sets the spectral radius, ``sigma`` the largest
         singular value.
@@ -95,10 +126,17 @@ def make_params(model, init="pytorch", scale=1.0, scale_by="gain", seed=0, forge
     rng = np.random.default_rng([seed, 3])
     recurrent = set(recurrent_names(model))
     params = {}
+    diagonal = set(diagonal_names(model))
+    if not recurrent and scale != 1:
+        warnings.warn(f"scale={scale} has no effect on the cell {model.cell.name!r}: it has no recurrent weights "
+                      f"(no (H, H) matrix and no vector that multiplies a previous state); its recurrence is "
+                      f"set by its gates and inputs.", RuntimeWarning, stacklevel=2)
     for name, shape in model.param_shapes.items():
         if init == "pytorch":
             bound = 1.0 / np.sqrt(model.sizes["H"])
             params[name] = rng.uniform(-bound, bound, shape)
+        elif name in diagonal:  # a diagonal recurrent matrix: the init's diagonal
+            params[name] = _diagonal(rng, init, shape)
         elif len(shape) == 1:
             params[name] = np.zeros(shape)
         elif name in recurrent and init == "orthogonal":
@@ -136,7 +174,10 @@ def rescale(W, scale, scale_by="gain", name="W"):
     scale = check_scale(scale)
     if scale_by == "gain":
         return W * scale
-    size = np.max(np.abs(np.linalg.eigvals(W))) if scale_by == "radius" else np.linalg.norm(W, 2)
+    if W.ndim == 1:  # a diagonal matrix kept as a vector: its radius and its norm are its largest |entry|
+        size = np.max(np.abs(W), initial=0.0)
+    else:
+        size = np.max(np.abs(np.linalg.eigvals(W))) if scale_by == "radius" else np.linalg.norm(W, 2)
     if size == 0:
         if scale == 0:
             return W.copy()
