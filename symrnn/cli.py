@@ -454,9 +454,19 @@ def _verify_mode(args, module, function, sizes, declared, common):
         return V.verify_step(forward, function, args.cell or "rnn-tanh", args.layout or "cs231n", **common)
     builtin = args.cell is None or isinstance(args.cell, str)  # no --layout: found from the forward
     layout = args.layout or ("auto" if builtin and args.cell is not None else None if builtin else "cs231n")
+    if isinstance(args.cell, str) and args.layout and not _layer_convention(args.layout, args.cell):
+        layout = "auto"  # a preset of weights only (pytorch, keras): the calling convention is found from the code
     found = args.cell is None or layout == "auto"
     return V.verify_layer(forward, function, args.cell, layout, T=args.T, **declared, **common,
                           replay_command=_replay_command(args) if found else None)
+
+
+def _layer_convention(layout, cell):
+    """Whether the preset ``layout`` says how layer code of ``cell`` is called (cs231n, dlfs2 do;
+    pytorch and keras name weights only)."""
+    from .verify.signatures import has_signature
+
+    return layout not in LAYOUTS or has_signature(layout, "layer", cell)
 
 
 def _refuse_dtype(args, function):

@@ -79,6 +79,14 @@ def test_a_misspelt_cell_is_a_usage_error_not_a_forward_that_differs(tmp_path):
     assert out.returncode == 2 and "lstmm" in out.stderr and "rnn-tanh" in out.stderr
 
 
+@pytest.mark.parametrize("layout", ["pytorch", "keras"])
+def test_a_weights_only_preset_with_cell_finds_the_calling_convention(tmp_path, layout):
+    """`--help` offers pytorch and keras; in layer mode they name weights, not a calling convention,
+    so the convention is found from the forward instead of refused."""
+    out = verify(tmp_path, source(), "--cell", "rnn-tanh", "--layout", layout)
+    assert out.returncode == 0 and out.stdout.startswith("RIGHT"), out.stderr
+
+
 def test_dtype_is_refused_for_numpy_code_not_ignored(tmp_path):
     out = verify(tmp_path, source(), "--dtype", "float32")
     assert out.returncode == 2 and "--dtype float32 applies to PyTorch or JAX code" in out.stderr

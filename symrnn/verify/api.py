@@ -125,7 +125,15 @@ def verify_layer(forward, backward, cell="rnn-tanh", layout=None, *, D=3, H=4, T
                    zero_states=zero_states)
     if cell is None or layout == "auto":  # the forward is the specification
         return _verify_from_code(forward, backward, cell, layout, options, replay_command)
-    return _verify_declared_layer(forward, backward, cell, layout, **options, command=replay_command)
+    try:
+        return _verify_declared_layer(forward, backward, cell, layout, **options, command=replay_command)
+    except UserCodeError as exc:
+        if layout is not None or signature is not None or isinstance(exc, UserCodeExit):
+            raise
+        raise UserCodeError(  # the default layout was assumed, not declared: say so
+            f"{exc} (symrnn called your code as CS231n's layer, the default layout: x of shape (N, T, D), "
+            f"forward(x, h0, Wx, Wh, b); if yours is laid out otherwise, pass layout=..., or cell=None to find "
+            f"the cell and layout from your forward)") from exc
 
 
 def _verify_declared_layer(forward, backward, cell, layout, *, D, H, T, N, scale, seed, signature, lengths,

@@ -97,6 +97,13 @@ SIGNATURES = {
 }
 
 
+def has_signature(preset, mode, cell_name) -> bool:
+    """Whether the preset ``preset`` has a calling convention in ``mode`` for the cell's family."""
+    from ..models.layouts import preset_name
+
+    return (preset_name(preset), mode, _family(cell_name)) in SIGNATURES
+
+
 def signature_for(preset, mode, cell_name) -> Signature:
     if isinstance(preset, Signature):
         return preset
