@@ -314,6 +314,9 @@ class JacobianStream:
             free = [a for a in terms if not any(isinstance(x, sp.Symbol) and not x.is_commutative
                                                 for x in a.free_symbols)]
             self.direct[s] = _Block(sp.Add(*free)) if free and sp.Add(*free) != 0 else None
+        #: the compiled loops (the numba backend in force when the stream was built), or None: NumPy
+        self.compiled = None if self.zero else _compiled(model, self.layout, self.dense_prev, self.diag_prev,
+                                                         derivation.step_jacobians)
 
     @property
     def state_size(self):
@@ -331,17 +334,49 @@ class JacobianStream:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             return self._evaluate(params, X, state)
 
+    def _buffers(self, C, N):
+        """The dense columns' buffer (C, N, S, S_d), reused: a chunk is read before the next."""
+        lay = self.layout
+        S_d = sum(lay.sizes[lay.names.index(p)] for p in self.dense_prev)
+        key = (C, N)
+        if getattr(self, "_buffer_key", None) != key:
+            self._buffer = np.empty((C, N, lay.size, S_d)) if self.dense_prev else None
+            if self.compiled is not None:
+                k = self.compiled.kernel
+                self._diag_buffer = np.empty((C, N, k.diag_total))
+                self._direct_buffer = np.empty((C, N, k.direct_total))
+            self._buffer_key = key
+        return self._buffer
+
+    def _evaluate_compiled(self, params, X, state):
+        """The chunk by the compiled loops: the whole-loop forward, then every step's Jacobian."""
+        model, c = self.model, self.compiled
+        params_c, Xc, S0 = model._prepare_inputs(params, X, state)
+        cache = c.forward(params_c, Xc, S0, model.sizes)
+        C, N = Xc.shape[:2]
+        dense = self._buffers(C, N)
+        DV, DR = self._diag_buffer, self._direct_buffer
+        c.jacobians(params_c, Xc, cache, dense, DV, DR)
+        diag = {key: DV[:, :, sl] for key, sl in c.kernel.diag_slices.items()}
+        direct = {s: (DR[:, :, c.kernel.direct_slices[s]] if s in c.kernel.direct_slices else None)
+                  for s in self.direct}
+        return self._chunk(dense, diag, direct, cache, C)
+
+    def _chunk(self, dense, diag, direct, cache, C):
+        lay = self.layout
+        new_state = {s: cache[f"S_{s}"][-1].copy() for s in lay.names}
+        usable, self.failure = _finite_steps(cache, lay.names, dense, diag, direct, C)
+        chunk = ChunkJacobians(lay, self.dense_prev, self.diag_prev, dense, diag, direct, usable)
+        return chunk, new_state, cache
+
     def _evaluate(self, params, X, state):
+        if self.compiled is not None:
+            return self._evaluate_compiled(params, X, state)
         params_c, Xc, cache = self.model.run_cell(params, X, h0=state)
         values = _values(self.model, params_c, Xc, cache)
         C, N = Xc.shape[:2]
         lay = self.layout
-        S_d = sum(lay.sizes[lay.names.index(p)] for p in self.dense_prev)
-        key = (C, N)
-        if self.dense_prev and getattr(self, "_buffer_key", None) != key:
-            self._buffer = np.empty((C, N, lay.size, S_d))  # reused: a chunk is read before the next
-            self._buffer_key = key
-        dense = self._buffer if self.dense_prev else None
+        dense = self._buffers(C, N)
         diag = {}
         col = 0
         for p in self.dense_prev:
@@ -360,10 +395,7 @@ class JacobianStream:
             if b is not None:
                 kind, v = b(values, params_c, (C, N, lay.sizes[lay.names.index(s)]))
                 direct[s] = np.asarray(v) if kind == "diag" else None
-        new_state = {s: cache[f"S_{s}"][-1].copy() for s in lay.names}
-        usable, self.failure = _finite_steps(cache, lay.names, dense, diag, direct, C)
-        chunk = ChunkJacobians(lay, self.dense_prev, self.diag_prev, dense, diag, direct, usable)
-        return chunk, new_state, cache
+        return self._chunk(dense, diag, direct, cache, C)
 
     def stream(self, params, inputs, state, progress=None):
         """Yield ``(t0, ChunkJacobians, cache)`` chunk by chunk; ``inputs`` is an
@@ -392,6 +424,18 @@ class JacobianStream:
                 progress.update(n)
             t0 += n
         self.final_state = state
+
+
+def _compiled(model, layout, dense_prev, diag_prev, jacobians):
+    """The compiled loops of a stream when the backend in force is Numba, else None."""
+    from ..engine.fused import backend
+    if backend() != "numba":
+        return None
+    from ..engine.fused import using_backend
+    from .compiled_jacobians import compile_chunk
+    with using_backend("numpy"):  # the model's own blocks (if not built yet): no step kernels needed here
+        block = model.cell_code
+    return compile_chunk(model, block, layout, dense_prev, diag_prev, jacobians)
 
 
 def _finite_steps(cache, names, dense, diag, direct, C):

@@ -154,12 +154,16 @@ def backend() -> str:
     return name
 
 
-def fuse(block) -> FusedCode | None:
+def fuse(block, whole_loop=False) -> FusedCode | None:
     """The fused code of ``block`` when the backend in force is Numba, else None.
 
     Parameters
     ----------
     block : symrnn.engine.codegen.BlockCode
+    whole_loop : bool
+        Compile the forward's whole loop over time as one function (its products written as
+        loops; no backward): for small arrays (one sequence, a few dozen units), where a Python
+        step per time step costs more than the step.  The decay study uses it.
 
     Returns
     -------
@@ -170,10 +174,11 @@ def fuse(block) -> FusedCode | None:
         return None
     import numba
     key = block._cache_key()
+    kind = "fused-loop" if whole_loop else "fused"
     if key is None:
-        texts = sources(block)
+        texts = sources(block, whole_loop)
     else:
-        texts = cache.get_or_build("fused", key, lambda: sources(block) or {})
+        texts = cache.get_or_build(kind, key, lambda: sources(block, whole_loop) or {})
     if not texts:
         return None
     with _lock:

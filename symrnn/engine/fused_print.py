@@ -100,6 +100,12 @@ class FusedWriter:
                 self.atom_place[self.atom_names[m]] = f"P{g.index}[t, n__, {a} + {{j}}]"
 
     # -- reading a quantity ----------------------------------------------------------------
+    def element_reads(self) -> dict:
+        """``{code name: element template}``: where a kernel of the forward reads each quantity of a
+        step (``h__prev`` -> ``h__S[t, n__, {j}]``, a product ``m1_2`` -> ``P1[t, n__, 2*H + {j}]``);
+        ``{j}`` stands for the unit."""
+        return self._reads()
+
     def _reads(self, extra=None):
         block, reads = self.block, dict(self.atom_place)
         for s in block.states:
@@ -221,7 +227,10 @@ class FusedWriter:
         return "\n".join([header] + lines) + "\n", args
 
     # -- forward ---------------------------------------------------------------------------
-    def forward(self):
+    def forward(self, whole_loop=False):
+        """The forward driver's source.  ``whole_loop``: the loop over time is one compiled function
+        ``forward_loop`` (added to the kernels, the products written as loops), for small arrays
+        where a Python step per time step would cost more than the step's arithmetic."""
         block = self.block
         program, done = [], set()
         for e in block.equations:
@@ -240,8 +249,24 @@ class FusedWriter:
         source = block.forward_source.splitlines()
         loop = source.index("    for t in range(T):")
         lines = source[:loop] + [f"    {n} = empty('{n}', (N, {size}), dtype)" for n, size in spills.items()]
-        lines += ["    for t in range(T):"] + ["        " + b for b in body] + [source[-1]]
-        return "\n".join(lines) + "\n"
+        if whole_loop:
+            lines.append(f"    {self._loop_function(body)}")
+        else:
+            lines += ["    for t in range(T):"] + ["        " + b for b in body]
+        return "\n".join(lines + [source[-1]]) + "\n"
+
+    def _loop_function(self, body):
+        """Adds ``forward_loop`` (the loop over time of ``body``) to the kernels; returns its call."""
+        # Numba's np.dot calls the BLAS (SciPy's), found bitwise equal to NumPy's matmul on these operands
+        body = [re.sub(r"^np\.matmul\((.*), out=(.*)\)$", r"np.dot(\1, \2)", b) for b in body]
+        names = set()
+        for b in body:
+            names.update(re.findall(r"(?<![\w.])([^\W\d]\w*)\b(?![(.])", b))
+        arrays = sorted(names - {"t", "N", *self.sizes_used})
+        args = ["T", "N"] + self.sizes_used + arrays
+        self.kernels.append("\n".join([f"def forward_loop({', '.join(args)}):", "    for t in range(T):"]
+                                      + ["        " + b for b in body]) + "\n")
+        return f"forward_loop({', '.join(args)})"
 
     def _vector_array(self, v):
         """The driver's array holding vector ``v`` at step ``t`` (the left side of a product)."""
@@ -347,17 +372,29 @@ class FusedWriter:
         return out
 
 
-def sources(block) -> dict | None:
-    """The fused code of ``block`` as text: ``{"kernels", "forward", "backward"}``; None when the
-    block has a shape the fused writer does not handle (it runs on NumPy)."""
+def sources(block, whole_loop=False) -> dict | None:
+    """The fused code of ``block`` as text: ``{"kernels", "forward", "backward", "functions"}``; None
+    when the block has a shape the fused writer does not handle (it runs on NumPy).
+
+    ``whole_loop``: the forward only (``"backward"`` is None), its loop over time one compiled
+    function (see :meth:`FusedWriter.forward`)."""
     writer = FusedWriter(block)
     try:
-        forward = writer.forward()
-        backward = writer.backward()
+        forward = writer.forward(whole_loop)
+        backward = None if whole_loop else writer.backward()
     except Unfusable:
         return None
-    functions = sorted({name for text in writer.kernels for name in re.findall(r"(\w+)__fn\(", text)})
-    own = [own_scalar(RULES[name]) for name in functions if own_scalar(RULES[name]) is not None]
+    return {"kernels": module_text(writer.kernels), "forward": forward, "backward": backward,
+            "functions": functions_called(writer.kernels)}
+
+
+def functions_called(kernels) -> list:
+    """The names of the functions (``name__fn``) the kernels' sources call."""
+    return sorted({name for text in kernels for name in re.findall(r"(\w+)__fn\(", text)})
+
+
+def module_text(kernels) -> str:
+    """The kernels' module: the scalar sources of symrnn's own functions they call, then the kernels."""
+    own = [own_scalar(RULES[name]) for name in functions_called(kernels) if own_scalar(RULES[name]) is not None]
     header = "import math\n\nimport numpy as np\n\n\n"
-    return {"kernels": header + "\n\n".join(own + writer.kernels), "forward": forward, "backward": backward,
-            "functions": functions}
+    return header + "\n\n".join(own + list(kernels))

@@ -35,12 +35,13 @@ class FusedCode:
         namespace = {"np": np, "fresh": fresh, **kernels}
         self.fused_forward = _exec(texts["forward"], f"<symrnn-fused-{_safe(block.name)}-forward>", namespace,
                                    "forward")
-        self.fused_backward = _exec(texts["backward"], f"<symrnn-fused-{_safe(block.name)}-backward>", namespace,
-                                    "backward")
         self.flushed = False
-
         self.forward = self._entry(self.fused_forward, self.numpy_forward)
-        self.backward = self._entry(self.fused_backward, self.numpy_backward)
+        self.backward = self.numpy_backward  # a whole-loop forward comes alone
+        if texts.get("backward") is not None:
+            self.fused_backward = _exec(texts["backward"], f"<symrnn-fused-{_safe(block.name)}-backward>",
+                                        namespace, "backward")
+            self.backward = self._entry(self.fused_backward, self.numpy_backward)
 
     def _entry(self, fused, reference):
         """The function a caller gets: the fused one (its docstring shows its source and the
