@@ -226,6 +226,7 @@ class CompiledChunk:
 
     def __init__(self, model, forward, kernel, function):
         self.model, self.forward, self.kernel, self.function = model, forward, kernel, function
+        self.packed = self.DV = self.DR = None  # set by the stream at its first chunk
         self.V = np.empty((max(1, len(kernel.vectors.items)), max([1] + [n for _, n in kernel.vectors.items])))
 
     def jacobians(self, params, X, cache, dense, DV, DR):

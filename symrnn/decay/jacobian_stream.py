@@ -357,6 +357,10 @@ class JacobianStream:
         dense = self._buffers(C, N)
         DV, DR = self._diag_buffer, self._direct_buffer
         c.jacobians(params_c, Xc, cache, dense, DV, DR)
+        c.DV, c.DR = DV, DR
+        if c.packed is None:
+            from .compiled_steps import packed
+            c.packed = packed(None, c.kernel, self.layout, self.dense_prev)
         diag = {key: DV[:, :, sl] for key, sl in c.kernel.diag_slices.items()}
         direct = {s: (DR[:, :, c.kernel.direct_slices[s]] if s in c.kernel.direct_slices else None)
                   for s in self.direct}
