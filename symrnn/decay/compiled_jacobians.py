@@ -160,6 +160,7 @@ class ChunkKernel:
     def _text(self):
         printer = KernelPrinter(self.atom_names, self._resolve)
         body = []
+        body.append("z__ = 0.0  # x * 0.0 is 0 for every finite x: z__ is nan when an entry is not finite")
         for k, (expr, size) in enumerate(self.vectors.items):
             body += [f"for j__ in range({size}):", f"    V[{k}, j__] = {printer.doprint(expr)}"]
         col = 0
@@ -175,25 +176,39 @@ class ChunkKernel:
         matrices = sorted({t.matrix for ts in self.blocks.values() for t in ts if t.matrix is not None})
         self.matrices = matrices
         self.arrays = sorted(self.used)
-        args = ["T", "N"] + self.sizes_used + self.arrays + [f"{m}__m" for m in matrices] + ["V", "dense", "DV", "DR"]
+        body.append("BAD[t] = BAD[t] or z__ != z__")
+        args = (["T", "N"] + self.sizes_used + self.arrays + [f"{m}__m" for m in matrices]
+                + ["V", "dense", "DV", "DR", "BAD"])
         self.args = args
         self.source = "\n".join([f"def jacobian_loop({', '.join(args)}):", "    for t in range(T):",
-                                 "        for n__ in range(N):"] + ["            " + b for b in body]) + "\n"
+                                 "        BAD[t] = False", "        for n__ in range(N):"]
+                                + ["            " + b for b in body]) + "\n"
 
     def _dense_block(self, terms, row, col, rows, cols):
-        out = [f"for i__ in range({rows}):",
-               f"    for j__ in range({cols}):", f"        dense[t, n__, {row} + i__, {col} + j__] = 0.0"]
+        """Rows ``row ..`` and columns ``col ..`` of the dense buffer: the first term with a matrix
+        assigns each row (zeros when none has one), the others add; loops over plain rows."""
+        with_matrix = [t for t in terms if t.matrix is not None]
+        out = [f"for i__ in range({rows}):", f"    d__ = dense[t, n__, {row} + i__, {col}:{col + cols}]"]
+        if not with_matrix:
+            out.append(f"    d__[:] = 0.0")
+        for k, term in enumerate(with_matrix):
+            left = term.c if term.left < 0 else None
+            scale = repr(left) if left is not None else (f"V[{term.left}, i__]" if term.c == 1.0
+                                                         else f"{term.c!r} * V[{term.left}, i__]")
+            right = f" * v__[j__]" if term.right >= 0 else ""
+            out += [f"    a__ = {scale}", f"    w__ = {term.matrix}__m[i__]"]
+            if term.right >= 0:
+                out.append(f"    v__ = V[{term.right}]")
+            out += [f"    for j__ in range({cols}):", f"        d__[j__] {'=' if k == 0 else '+='} a__ * w__[j__]{right}"]
         for term in terms:
             if term.matrix is None:
-                out.append(f"    dense[t, n__, {row} + i__, {col} + i__] += {_product(term, 'i__', 'i__')}")
-            else:
-                out += [f"    for j__ in range({cols}):",
-                        f"        dense[t, n__, {row} + i__, {col} + j__] += {_product(term, 'i__', 'j__')}"]
-        return out
+                out.append(f"    d__[i__] += {_product(term, 'i__', 'i__')}")
+        return out + [f"    for j__ in range({cols}):", "        z__ += d__[j__] * 0.0"]
 
     def _sum(self, array, offset, terms, size):
         value = " + ".join(_product(t, "i__", "i__") for t in terms)
-        return [f"for i__ in range({size}):", f"    {array}[t, n__, {offset} + i__] = {value}"]
+        return [f"for i__ in range({size}):", f"    {array}[t, n__, {offset} + i__] = {value}",
+                f"    z__ += {array}[t, n__, {offset} + i__] * 0.0"]
 
     def bind(self, model):
         """Where each array argument comes from: ``(kind, key)`` for :meth:`arguments`."""
@@ -230,9 +245,12 @@ class CompiledChunk:
         self.V = np.empty((max(1, len(kernel.vectors.items)), max([1] + [n for _, n in kernel.vectors.items])))
 
     def jacobians(self, params, X, cache, dense, DV, DR):
+        """Fills the buffers; returns, per step, whether an entry is not finite."""
         T, N = X.shape[:2]
         args = self.kernel.arguments(params, X, cache, self.model.sizes)
-        self.function(T, N, *args, self.V, dense, DV, DR)
+        bad = np.empty(T, dtype=np.bool_)
+        self.function(T, N, *args, self.V, dense if dense is not None else np.zeros((T, N, 1, 1)), DV, DR, bad)
+        return bad
 
 
 def compile_chunk(model, block, layout, dense_prev, diag_prev, jacobians):

@@ -305,7 +305,7 @@ class JacobianStream:
         self.dense_prev = [p for p in names if p not in self.diag_prev]
         #: every block is zero: the update never reads a previous state (no gradient through time)
         self.zero = all(b.plan[0] == "zero" for b in self.blocks.values())
-        self.failure = self.stopped = None
+        self.failure = self.stopped = self._checked = None
         # the direct path of each state: the terms of ds_t/ds_{t-1} without a weight matrix
         self.direct = {}
         for s in names:
@@ -351,12 +351,17 @@ class JacobianStream:
     def _evaluate_compiled(self, params, X, state):
         """The chunk by the compiled loops: the whole-loop forward, then every step's Jacobian."""
         model, c = self.model, self.compiled
-        params_c, Xc, S0 = model._prepare_inputs(params, X, state)
+        checked = self._checked
+        if checked is not None and checked[0] is params and X.dtype == np.float64:  # later chunks of a stream
+            params_c, Xc, S0 = checked[1], X, state
+        else:
+            params_c, Xc, S0 = model._prepare_inputs(params, X, state)
+        self._last_params = params_c
         cache = c.forward(params_c, Xc, S0, model.sizes)
         C, N = Xc.shape[:2]
         dense = self._buffers(C, N)
         DV, DR = self._diag_buffer, self._direct_buffer
-        c.jacobians(params_c, Xc, cache, dense, DV, DR)
+        bad = c.jacobians(params_c, Xc, cache, dense, DV, DR)
         c.DV, c.DR = DV, DR
         if c.packed is None:
             from .compiled_steps import packed
@@ -364,12 +369,12 @@ class JacobianStream:
         diag = {key: DV[:, :, sl] for key, sl in c.kernel.diag_slices.items()}
         direct = {s: (DR[:, :, c.kernel.direct_slices[s]] if s in c.kernel.direct_slices else None)
                   for s in self.direct}
-        return self._chunk(dense, diag, direct, cache, C)
+        return self._chunk(dense, diag, direct, cache, C, bad)
 
-    def _chunk(self, dense, diag, direct, cache, C):
+    def _chunk(self, dense, diag, direct, cache, C, bad=None):
         lay = self.layout
         new_state = {s: cache[f"S_{s}"][-1].copy() for s in lay.names}
-        usable, self.failure = _finite_steps(cache, lay.names, dense, diag, direct, C)
+        usable, self.failure = _finite_steps(cache, lay.names, dense, diag, direct, C, bad)
         chunk = ChunkJacobians(lay, self.dense_prev, self.diag_prev, dense, diag, direct, usable)
         return chunk, new_state, cache
 
@@ -413,10 +418,13 @@ class JacobianStream:
         t0 = 0
         C = self.chunk_length(inputs.N)
         self.stopped = None
+        self._checked = None
         while t0 < inputs.T:
             n = min(C, inputs.T - t0)
             X = inputs.chunk(t0, n)
             chunk, state, cache = self.evaluate(params, X, state)
+            if self.compiled is not None and self._checked is None:  # checked once per stream
+                self._checked = (params, self._last_params)
             if self.failure is not None:  # the forward overflowed: the steps before it, then stop
                 kind, state_name = self.failure
                 self.stopped = dict(step=int(t0 + chunk.C + 1), kind=kind, state=state_name)
@@ -442,14 +450,17 @@ def _compiled(model, layout, dense_prev, diag_prev, jacobians):
     return compile_chunk(model, block, layout, dense_prev, diag_prev, jacobians)
 
 
-def _finite_steps(cache, names, dense, diag, direct, C):
+def _finite_steps(cache, names, dense, diag, direct, C, bad_jac=None):
     """``(steps, failure)``: how many leading steps of a chunk have a finite state and finite step
-    Jacobians, and what failed first: ``None``, ``("state", name)`` or ``("jacobian", name)``."""
+    Jacobians, and what failed first: ``None``, ``("state", name)`` or ``("jacobian", name)``.
+    ``bad_jac``: the steps whose Jacobian is not finite, when known (the compiled loop's)."""
     bad_state = {s: ~np.isfinite(cache[f"S_{s}"][1:C + 1]).reshape(C, -1).all(axis=1) for s in names}
-    parts = ([dense] if dense is not None else []) + list(diag.values()) + [v for v in direct.values() if v is not None]
-    bad_jac = np.zeros(C, dtype=bool)
-    for a in parts:
-        bad_jac |= ~np.isfinite(a[:C]).reshape(C, -1).all(axis=1)
+    if bad_jac is None:
+        parts = ([dense] if dense is not None else []) + list(diag.values()) + [v for v in direct.values()
+                                                                               if v is not None]
+        bad_jac = np.zeros(C, dtype=bool)
+        for a in parts:
+            bad_jac |= ~np.isfinite(a[:C]).reshape(C, -1).all(axis=1)
     # J_t maps s_{t-1} to s_t and reads s_t: a bad state makes that step's Jacobian unusable too
     bad = bad_jac | np.any(list(bad_state.values()), axis=0)
     if not bad.any():
