@@ -18,7 +18,7 @@ import numpy as np
 import sympy as sp
 
 from ..engine.bptt import Diag
-from ..engine.codegen import code_name
+from ..engine.codegen import EngineSymbol, code_name
 from ..engine.fused import fuse
 from ..engine.fused_cache import kernel_module
 from ..engine.fused_print import FusedWriter, KernelPrinter, Unfusable, element, functions_called, module_text
@@ -123,7 +123,7 @@ class ChunkKernel:
         self.reads, self.atom_names, self.sizes_used = writer.element_reads(), writer.atom_names, writer.sizes_used
         self.vectors = _Vectors()
         self.blocks = self._blocks(jacobians)
-        self.lines, self.used = [], set()
+        self.lines, self.used, self.locals = [], set(), set()
         self._text()
 
     def _size(self, name):
@@ -151,6 +151,8 @@ class ChunkKernel:
         return out
 
     def _resolve(self, name):
+        if name in self.locals:
+            return name
         template = self.reads.get(name)
         if template is None:
             raise Unsupported(f"nothing holds {name}")
@@ -161,8 +163,8 @@ class ChunkKernel:
         printer = KernelPrinter(self.atom_names, self._resolve)
         body = []
         body.append("z__ = 0.0  # x * 0.0 is 0 for every finite x: z__ is nan when an entry is not finite")
-        for k, (expr, size) in enumerate(self.vectors.items):
-            body += [f"for j__ in range({size}):", f"    V[{k}, j__] = {printer.doprint(expr)}"]
+        body += self._vector_lines(printer)
+        self.matrices = sorted({t.matrix for ts in self.blocks.values() for t in ts if t.matrix is not None})
         col = 0
         for p in self.dense_prev:
             for s in self.layout.names:
@@ -173,16 +175,33 @@ class ChunkKernel:
             body += self._sum("DV", sl.start, self.blocks[key], self._size(key[1]))
         for s, sl in self.direct_slices.items():
             body += self._sum("DR", sl.start, self.direct[s], self._size(s))
-        matrices = sorted({t.matrix for ts in self.blocks.values() for t in ts if t.matrix is not None})
-        self.matrices = matrices
+        matrices = self.matrices
         self.arrays = sorted(self.used)
         body.append("BAD[t] = BAD[t] or z__ != z__")
         args = (["T", "N"] + self.sizes_used + self.arrays + [f"{m}__m" for m in matrices]
-                + ["V", "dense", "DV", "DR", "BAD"])
+                + ["V", "X", "MX", "dense", "DV", "DR", "BAD"])
         self.args = args
         self.source = "\n".join([f"def jacobian_loop({', '.join(args)}):", "    for t in range(T):",
                                  "        BAD[t] = False", "        for n__ in range(N):"]
                                 + ["            " + b for b in body]) + "\n"
+
+    def _vector_lines(self, printer):
+        """The vectors ``V[k]`` of a step, one loop per size, their shared factors computed once
+        (``cse``); ``X[k]``: each vector's largest ``|entry|`` (nan if one is nan)."""
+        lines, by_size = [], {}
+        for k, (expr, size) in enumerate(self.vectors.items):
+            by_size.setdefault(size, []).append((k, expr))
+        names = sp.numbered_symbols("u", cls=EngineSymbol)
+        for size, group in by_size.items():
+            shared, exprs = sp.cse([e for _, e in group], symbols=names, order="none")
+            self.locals.update(str(sym) for sym, _ in shared)
+            lines.append(f"for j__ in range({size}):")
+            lines += [f"    {sym} = {printer.doprint(e)}" for sym, e in shared]
+            lines += [f"    V[{k}, j__] = {printer.doprint(e)}" for (k, _), e in zip(group, exprs)]
+        for k, (_, size) in enumerate(self.vectors.items):
+            lines += ["m__ = 0.0", f"for j__ in range({size}):", f"    x__ = abs(V[{k}, j__])",
+                      "    if x__ != x__ or x__ > m__:", "        m__ = x__", f"X[{k}] = m__"]
+        return lines
 
     def _dense_block(self, terms, row, col, rows, cols):
         """Rows ``row ..`` and columns ``col ..`` of the dense buffer: the first term with a matrix
@@ -191,19 +210,24 @@ class ChunkKernel:
         out = [f"for i__ in range({rows}):", f"    d__ = dense[t, n__, {row} + i__, {col}:{col + cols}]"]
         if not with_matrix:
             out.append(f"    d__[:] = 0.0")
+        out.append("    b__ = 0.0")
         for k, term in enumerate(with_matrix):
             left = term.c if term.left < 0 else None
             scale = repr(left) if left is not None else (f"V[{term.left}, i__]" if term.c == 1.0
                                                          else f"{term.c!r} * V[{term.left}, i__]")
-            right = f" * v__[j__]" if term.right >= 0 else ""
+            right = " * v__[j__]" if term.right >= 0 else ""
             out += [f"    a__ = {scale}", f"    w__ = {term.matrix}__m[i__]"]
             if term.right >= 0:
                 out.append(f"    v__ = V[{term.right}]")
-            out += [f"    for j__ in range({cols}):", f"        d__[j__] {'=' if k == 0 else '+='} a__ * w__[j__]{right}"]
+            out += [f"    for j__ in range({cols}):", f"        d__[j__] {'=' if k == 0 else '+='} a__ * w__[j__]{right}",
+                    f"    b__ += abs(a__) * MX[{self.matrices.index(term.matrix)}]"
+                    + (f" * X[{term.right}]" if term.right >= 0 else "")]
+        # every entry of the row is at most b__: finite when b__ is; else each entry is checked
+        out += ["    if not b__ < 1e300:", f"        for j__ in range({cols}):", "            z__ += d__[j__] * 0.0"]
         for term in terms:
             if term.matrix is None:
-                out.append(f"    d__[i__] += {_product(term, 'i__', 'i__')}")
-        return out + [f"    for j__ in range({cols}):", "        z__ += d__[j__] * 0.0"]
+                out += [f"    d__[i__] += {_product(term, 'i__', 'i__')}", "    z__ += d__[i__] * 0.0"]
+        return out
 
     def _sum(self, array, offset, terms, size):
         value = " + ".join(_product(t, "i__", "i__") for t in terms)
@@ -243,13 +267,15 @@ class CompiledChunk:
         self.model, self.forward, self.kernel, self.function = model, forward, kernel, function
         self.packed = self.DV = self.DR = None  # set by the stream at its first chunk
         self.V = np.empty((max(1, len(kernel.vectors.items)), max([1] + [n for _, n in kernel.vectors.items])))
+        self.X = np.empty(self.V.shape[0])
 
     def jacobians(self, params, X, cache, dense, DV, DR):
         """Fills the buffers; returns, per step, whether an entry is not finite."""
         T, N = X.shape[:2]
         args = self.kernel.arguments(params, X, cache, self.model.sizes)
         bad = np.empty(T, dtype=np.bool_)
-        self.function(T, N, *args, self.V, dense if dense is not None else np.zeros((T, N, 1, 1)), DV, DR, bad)
+        MX = np.array([np.max(np.abs(params[m])) if params[m].size else 0.0 for m in self.kernel.matrices] or [0.0])
+        self.function(T, N, *args, self.V, self.X, MX, dense if dense is not None else np.zeros((T, N, 1, 1)), DV, DR, bad)
         return bad
 
 
