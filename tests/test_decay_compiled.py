@@ -1,0 +1,129 @@
+"""The decay study's compiled loops (numba backend): the forward as one compiled loop, the step
+Jacobians of a chunk and the accumulators' steps (symrnn.decay.compiled_jacobians, compiled_steps).
+
+Judged against the NumPy route (the reference, 1e-12 relative) and against Jacobians written by
+hand (test_decay_cells' cells); a cell the compiled loops do not handle runs on NumPy."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sympy as sp
+
+import symrnn as sr
+from symrnn.decay import InputSource, JacobianStream, decay_profile, make_params
+
+pytest.importorskip("numba")
+
+from test_decay_cells import LEAKY, log_norms, plain_cell, qr_exponents  # noqa: E402
+
+
+def compiled_stream(model):
+    with sr.using_backend("numba"):
+        stream = JacobianStream(model)
+    assert stream.compiled is not None, "the stream was not compiled"
+    return stream
+
+
+def rel(a, b):
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    assert a.shape == b.shape
+    finite = np.isfinite(a)
+    assert np.array_equal(finite, np.isfinite(b)) and np.array_equal(a[~finite], b[~finite], equal_nan=True)
+    if not finite.any():
+        return 0.0
+    return float(np.max(np.abs(a[finite] - b[finite])) / np.max(np.abs(a[finite])))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn-tanh"])
+def test_chunk_jacobians_agree_with_numpy(cell):
+    model = sr.Model(cell, D=3, H=5, loss="upstream")
+    params = make_params(model, "pytorch", 1.0, seed=0)
+    X = InputSource("random", T=40, N=2, D=3, seed=1).chunk(0, 40)
+    rng = np.random.default_rng(1)
+    state = {s: rng.uniform(-1, 1, (2, model.sizes[model.cell.states[s]])) for s in model.cell.states}
+    ref, _, cache_ref = JacobianStream(model).evaluate(params, X, state)
+    got, _, cache = compiled_stream(model).evaluate(params, X, state)
+    assert got.C == ref.C == 40
+    for n in range(2):
+        assert rel(ref.full(n), got.full(n)) < 1e-13
+    for s in ref.direct:
+        if ref.direct[s] is not None:
+            assert rel(ref.direct[s], got.direct[s]) < 1e-13
+    for key in cache_ref:
+        assert rel(cache_ref[key], cache[key]) < 1e-13
+
+
+@pytest.mark.parametrize("cell, k", [("lstm", None), ("gru", None), ("lstm", 1), ("rnn-tanh", 2)])
+def test_profile_agrees_with_numpy(cell, k):
+    """Exponents (the whole spectrum: adaptive QR intervals, intervals redone), the norm curve, its
+    blocks, the direct paths and the loss gradient's norm: 1e-12 relative."""
+    model = sr.Model(cell, D=3, H=6, loss="upstream")
+    params = make_params(model, "pytorch", 1.0, seed=0)
+    stream = compiled_stream(model)
+    k = stream.state_size if k is None else k
+    ref = decay_profile(model, params, 1500, k=k, seed=3)
+    got = decay_profile(model, params, 1500, k=k, seed=3, stream=stream)
+    assert rel(ref.exponents, got.exponents) < 1e-12
+    for name in ("log_spectral", "log_frobenius", "log_grad"):
+        assert rel(getattr(ref, name), getattr(got, name)) < 1e-12, name
+    for key, (spec, frob) in ref.blocks.items():
+        assert rel(spec, got.blocks[key][0]) < 1e-12 and rel(frob, got.blocks[key][1]) < 1e-12
+    for key, (spec, frob) in ref.direct.items():
+        assert rel(spec, got.direct[key][0]) < 1e-12 and rel(frob, got.direct[key][1]) < 1e-12
+    assert got.qr_count == ref.qr_count and got.meta == ref.meta
+    acc_ref, acc = dict(ref.accuracy), dict(got.accuracy)
+    for name in ("sum_identity_error", "max_interval_spread", "rounding_estimate"):
+        a, b = acc_ref.pop(name), acc.pop(name)
+        assert (a is None) == (b is None)
+    assert acc == acc_ref
+    if k == stream.state_size and cell == "lstm":
+        assert got.accuracy["intervals_redone"] > 0 and got.accuracy["met"]
+
+
+def test_leaky_cell_against_jacobians_by_hand():
+    """0.5 h + 0.5 tanh(U x + W h + b): a direct term and a matrix term; exponents and norms as by hand."""
+    update, by_hand = LEAKY
+    H, D, T = 5, 3, 60
+    model = sr.Model(plain_cell("leaky", update), D=D, H=H, loss="upstream")
+    params = make_params(model, init="normal", scale=1.5, seed=1)
+    x = np.random.default_rng(2).normal(size=(T, 1, D))
+    h = np.random.default_rng(3).uniform(-1, 1, H)
+    p = decay_profile(model, params, T, k=H, inputs=x, h0={"h": h}, transient=0, lags=range(1, T + 1),
+                      stream=compiled_stream(model))
+    jacobians = []
+    for t in range(T):
+        h, J = by_hand(params, x[t, 0], h)
+        jacobians.append(J)
+    np.testing.assert_allclose(p.exponents, qr_exponents(jacobians, H), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(p.log_spectral, log_norms(jacobians), rtol=0, atol=1e-11)
+    np.testing.assert_allclose(p.direct["h"][0], np.arange(1, T + 1) * np.log(0.5), rtol=1e-13)
+
+
+def test_overflow_stops_at_the_same_step():
+    model = sr.Model("rnn-relu", D=4, H=16, loss="upstream")
+    params = make_params(model, init="normal", scale=2, seed=0)
+    ref = decay_profile(model, params, 2000, k=4)
+    got = decay_profile(model, params, 2000, k=4, stream=compiled_stream(model))
+    assert ref.overflow is not None and got.overflow == ref.overflow
+    assert rel(ref.exponents, got.exponents) < 1e-12
+    assert rel(ref.log_spectral, got.log_spectral) < 1e-12
+
+
+def test_a_matrix_applied_twice_stays_on_numpy():
+    """``W @ (W @ h)`` gives a term ``W**2``: not a compiled loop's shape; the stream is NumPy's."""
+    cell = sr.Cell("twice")
+    x, h = cell.input("x"), cell.state("h")
+    U, W = cell.param("U", "H", "D"), cell.param("W", "H", "H")
+    cell.update(h, sp.tanh(U @ x + W @ (W @ h)))
+    model = sr.Model(cell, D=2, H=3, loss="upstream")
+    with sr.using_backend("numba"):
+        stream = JacobianStream(model)
+    assert stream.compiled is None
+    params = make_params(model, init="normal", seed=0)
+    p = decay_profile(model, params, 30, k=3, stream=stream)
+    assert np.isfinite(p.exponents).all()
+
+
+def test_numpy_backend_builds_no_compiled_loops():
+    with sr.using_backend("numpy"):
+        assert JacobianStream(sr.Model("gru", D=2, H=3, loss="upstream")).compiled is None
