@@ -511,10 +511,11 @@ class InputSource:
             return np.zeros((n, self.N, self.D))
         # one generator per block of 64 steps: the same numbers whatever the chunk length
         out = np.empty((n, self.N, self.D))
-        for t in range(t0, t0 + n):
-            if t == t0 or t % 64 == 0:
-                block = t // 64
-                rng = np.random.default_rng([self.seed, block])
-                draws = rng.standard_normal((64, self.N, self.D)) * self.scale
-            out[t - t0] = draws[t % 64]
+        t = t0
+        while t < t0 + n:
+            block = t // 64
+            draws = np.random.default_rng([self.seed, block]).standard_normal((64, self.N, self.D)) * self.scale
+            stop = min(t0 + n, (block + 1) * 64)
+            out[t - t0:stop - t0] = draws[t - block * 64:stop - block * 64]
+            t = stop
         return out
