@@ -127,3 +127,28 @@ def test_a_matrix_applied_twice_stays_on_numpy():
 def test_numpy_backend_builds_no_compiled_loops():
     with sr.using_backend("numpy"):
         assert JacobianStream(sr.Model("gru", D=2, H=3, loss="upstream")).compiled is None
+
+
+@pytest.mark.parametrize("ord", [2, "fro"])
+def test_log_norms_of_products_compiled(ord):
+    """engine.jacobians' loop over the steps, compiled under the numba backend: the NumPy loop's
+    numbers to 1e-12, the transient growth of CONVENTIONS.md, no underflow at T = 20000."""
+    from symrnn.engine import jacobians
+
+    rng = np.random.default_rng(4)
+    J = rng.normal(size=(300, 5, 5)) * 0.4
+    eye = np.broadcast_to(0.01 * np.eye(3), (20000, 3, 3))
+    with sr.using_backend("numpy"):
+        ref = jacobians.log_norms_of_products(J, ord)
+        small_ref = jacobians.log_norms_of_products(eye, ord)
+    with sr.using_backend("numba"):
+        assert jacobians._compiled_loop() is not None
+        got = jacobians.log_norms_of_products(J, ord)
+        W = np.array([[0.5, 10.0], [0.0, 0.5]])
+        norms = np.exp(jacobians.log_norms_of_products(np.broadcast_to(W, (20, 2, 2)), 2))
+        small = jacobians.log_norms_of_products(eye, ord)
+    assert rel(ref, got) < 1e-12
+    for k, v in {1: 10.02, 2: 10.01, 3: 7.50, 5: 3.13, 10: 0.195, 20: 3.8e-4}.items():
+        assert norms[20 - k] == pytest.approx(v, rel=5e-3)
+    assert rel(small_ref, small) < 1e-12 and np.isfinite(small).all()
+    assert small[0] == pytest.approx(20000 * np.log(0.01) + (0.5 * np.log(3) if ord == "fro" else 0), rel=1e-9)
