@@ -152,3 +152,23 @@ def test_log_norms_of_products_compiled(ord):
         assert norms[20 - k] == pytest.approx(v, rel=5e-3)
     assert rel(small_ref, small) < 1e-12 and np.isfinite(small).all()
     assert small[0] == pytest.approx(20000 * np.log(0.01) + (0.5 * np.log(3) if ord == "fro" else 0), rel=1e-9)
+
+
+def test_a_user_function_numba_cannot_compile_gives_the_numpy_numbers():
+    class odd_decay_fn(sp.Function):
+        def fdiff(self, argindex=1):
+            return sp.Integer(1)
+
+    sr.register_function(odd_decay_fn, lambda a: np.asarray([v for v in np.atleast_1d(a)]).reshape(np.shape(a)) + 0.0)
+    cell = sr.Cell("odd_decay")
+    x, h = cell.input(), cell.state("h")
+    W, U = cell.param("W", "H", "H"), cell.param("U", "H", "D")
+    cell.update(h, sr.tanh(odd_decay_fn(U @ x) + W @ h))
+    model = sr.Model(cell, D=2, H=3, loss="upstream")
+    params = make_params(model, seed=0)
+    ref = decay_profile(model, params, 300, k=3)
+    with sr.using_backend("numba"):
+        stream = JacobianStream(model)
+    with pytest.warns(RuntimeWarning, match="NumPy"):
+        got = decay_profile(model, params, 300, k=3, stream=stream)
+    assert rel(ref.exponents, got.exponents) < 1e-12 and rel(ref.log_spectral, got.log_spectral) < 1e-12

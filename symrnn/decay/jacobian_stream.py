@@ -16,6 +16,7 @@ diagonals, so that multiplying a step Jacobian into a running product costs
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -380,7 +381,16 @@ class JacobianStream:
 
     def _evaluate(self, params, X, state):
         if self.compiled is not None:
-            return self._evaluate_compiled(params, X, state)
+            try:
+                return self._evaluate_compiled(params, X, state)
+            except Exception as error:  # a user's function Numba cannot compile: the NumPy route
+                from numba.core.errors import NumbaError
+                if not isinstance(error, NumbaError):
+                    raise
+                warnings.warn(f"symrnn.decay: the compiled loops of {self.model.cell.name!r} do not compile with "
+                              f"Numba ({str(error).splitlines()[0]}); the study runs on NumPy.", RuntimeWarning,
+                              stacklevel=3)
+                self.compiled = None
         params_c, Xc, cache = self.model.run_cell(params, X, h0=state)
         values = _values(self.model, params_c, Xc, cache)
         C, N = Xc.shape[:2]

@@ -50,8 +50,8 @@ from .fused_cache import kernel_module
 from .fused_print import sources
 from .fused_runtime import FusedCode
 
-__all__ = ["BACKENDS", "FusedCode", "backend", "chosen", "fuse", "numba_available", "set_backend", "sources",
-           "using_backend"]
+__all__ = ["BACKENDS", "FusedCode", "backend", "chosen", "fuse", "linear_algebra_available", "numba_available",
+           "set_backend", "sources", "using_backend"]
 
 BACKENDS = ("numpy", "numba", "auto")
 _chosen: list = []  # a stack: set_backend replaces the bottom, using_backend pushes
@@ -137,6 +137,13 @@ def numba_available() -> bool:
     return True
 
 
+def linear_algebra_available() -> bool:
+    """True when Numba can compile ``np.dot`` and ``np.linalg`` (it calls SciPy's BLAS and LAPACK):
+    the whole-loop forward and the decay study's compiled loops need it."""
+    import importlib.util
+    return importlib.util.find_spec("scipy") is not None
+
+
 def backend() -> str:
     """The backend blocks built now get: ``"numpy"`` or ``"numba"`` (``"auto"`` resolved).
 
@@ -170,7 +177,7 @@ def fuse(block, whole_loop=False) -> FusedCode | None:
     FusedCode or None
         None under the NumPy backend, or for a block the fused writer does not handle.
     """
-    if backend() != "numba":
+    if backend() != "numba" or (whole_loop and not linear_algebra_available()):
         return None
     import numba
     key = block._cache_key()

@@ -165,8 +165,8 @@ _COMPILED = []
 
 def _compiled_loop():
     """The compiled loop when the backend in force is Numba, else None."""
-    from .fused import backend
-    if backend() != "numba":
+    from .fused import backend, linear_algebra_available
+    if backend() != "numba" or not linear_algebra_available():
         return None
     if not _COMPILED:
         import numba
