@@ -291,6 +291,7 @@ def compile_chunk(model, block, layout, dense_prev, diag_prev, jacobians):
     except (Unsupported, Unfusable):
         return None
     import numba
+    import scipy.linalg  # noqa: F401  (Numba's BLAS, loaded now: the study's one-thread limit then covers it)
     texts = {"kernels": module_text([kernel.source]), "functions": functions_called([kernel.source])}
     key = block._cache_key()
     functions, _ = kernel_module(texts, None if key is None else f"decay-jacobians\0{key}", numba)
