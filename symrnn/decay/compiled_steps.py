@@ -115,6 +115,7 @@ def _qr(Q, k):
         logs[0] = math.log(r) if r > 0 else (-math.inf if r == 0 else math.nan)
         return (Q / r if r > 0 else Q), logs
     Qn, R = np.linalg.qr(Q)
+    Qn = np.ascontiguousarray(Qn)  # LAPACK's Q is Fortran-ordered: one layout for every frame (typed 'C')
     logs = np.empty(k)
     for j in range(k):
         a = abs(R[j, j])
