@@ -1359,11 +1359,17 @@ with sr.using_backend(backend):
 decay_profile(model, params, 50, k=min(k, 2), curve=curve, stream=stream)  # derive, generate, compile
 setup = time.perf_counter() - s0
 assert (stream.compiled is not None) == (backend == "numba"), "the compiled loops were not built"
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def peak_kb():  # VmHWM: this process's own peak (ru_maxrss keeps the parent's peak across fork and exec)
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = peak_kb()
 t0, c0 = time.perf_counter(), time.process_time()
 p = decay_profile(model, params, T, k=k, curve=curve, stream=stream)
 wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = peak_kb()
 print(json.dumps(dict(wall=wall, cpu=cpu, peak_kb=peak, growth_kb=peak - base, top=float(p.exponents[0]), setup=setup,
                       bottom=float(p.exponents[-1]), qr=p.qr_count, lags=len(p.lags),
                       last=(float(p.log_spectral[-1]) if curve else None), rank=p.meta.get("final_product_rank"))))
@@ -1382,7 +1388,7 @@ def _decay_child(H, T, k, curve, backend="numpy"):
 
 def bench_decay(cfg):
     """symrnn.decay on an LSTM, H = 64, (h, c) state of 128: the top exponent with the norm curve,
-    and the full spectrum (128 exponents), each in a fresh process (peak memory: ru_maxrss); on the
+    and the full spectrum (128 exponents), each in a fresh process (peak memory: VmHWM); on the
     NumPy route and, where Numba is installed, the compiled loops (the numba backend)."""
     from symrnn.engine.fused import numba_available
 
@@ -1407,7 +1413,9 @@ def report_decay(rows, cfg, summary):
            "weights, random inputs, D = 4, N = 1: step Jacobians evaluated from the cell's derivation chunk by chunk, "
            "products in log space. Each row is one run in a fresh process after a 50-step warm-up (derivation, "
            "code generation); BLAS limited to one thread (small matrices; the decay code does this itself). "
-           "*Peak RSS* is the process's `ru_maxrss` (interpreter, NumPy, SymPy and the derived model included); "
+           "*Peak RSS* is the process's own peak resident memory (`VmHWM` of /proc/self/status, else `ru_maxrss`, "
+           "which on Linux keeps the parent's peak across fork and exec; interpreter, NumPy, SymPy, the derived "
+           "model and, for the compiled loops, Numba and LLVM included); "
            "*growth* is its increase during the measured run. For comparison, `symrnn.engine.jacobians.step_jacobians` "
            f"would hold a (T, N, H, H) array per state pair: {4 * rows[0]['T'] * H * H * 8 / 1e9:.1f} GB at "
            f"T = {rows[0]['T']}.",
