@@ -14,7 +14,7 @@ from symrnn.decay import InputSource, JacobianStream, decay_profile, make_params
 
 pytest.importorskip("numba")
 
-from test_decay_cells import LEAKY, log_norms, plain_cell, qr_exponents  # noqa: E402
+from test_decay_cells import LEAKY, log_norms, plain_cell, qr_exponents
 
 
 def compiled_stream(model):

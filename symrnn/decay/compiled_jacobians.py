@@ -21,7 +21,14 @@ from ..engine.bptt import Diag
 from ..engine.codegen import EngineSymbol, code_name
 from ..engine.fused import fuse
 from ..engine.fused_cache import kernel_module
-from ..engine.fused_print import FusedWriter, KernelPrinter, Unfusable, element, functions_called, module_text
+from ..engine.fused_print import (
+    FusedWriter,
+    KernelPrinter,
+    Unfusable,
+    element,
+    functions_called,
+    module_text,
+)
 from ..engine.symbols import Param, parse
 
 
@@ -123,7 +130,7 @@ class ChunkKernel:
         self.reads, self.atom_names, self.sizes_used = writer.element_reads(), writer.atom_names, writer.sizes_used
         self.vectors = _Vectors()
         self.blocks = self._blocks(jacobians)
-        self.lines, self.used, self.locals = [], set(), set()
+        self.used, self.locals = set(), set()
         self._text()
 
     def _size(self, name):
@@ -180,7 +187,6 @@ class ChunkKernel:
         body.append("BAD[t] = BAD[t] or z__ != z__")
         args = (["T", "N"] + self.sizes_used + self.arrays + [f"{m}__m" for m in matrices]
                 + ["V", "X", "MX", "dense", "DV", "DR", "BAD"])
-        self.args = args
         self.source = "\n".join([f"def jacobian_loop({', '.join(args)}):", "    for t in range(T):",
                                  "        BAD[t] = False", "        for n__ in range(N):"]
                                 + ["            " + b for b in body]) + "\n"
@@ -209,7 +215,7 @@ class ChunkKernel:
         with_matrix = [t for t in terms if t.matrix is not None]
         out = [f"for i__ in range({rows}):", f"    d__ = dense[t, n__, {row} + i__, {col}:{col + cols}]"]
         if not with_matrix:
-            out.append(f"    d__[:] = 0.0")
+            out.append("    d__[:] = 0.0")
         out.append("    b__ = 0.0")
         for k, term in enumerate(with_matrix):
             left = term.c if term.left < 0 else None

@@ -58,7 +58,7 @@ def frobenius(a):
     for i in range(a.shape[0]):
         for j in range(a.shape[1]):
             x = abs(a[i, j])
-            if x != x or x > m:
+            if math.isnan(x) or x > m:
                 m = x
     if m == 0.0 or not math.isfinite(m):
         return m
@@ -200,8 +200,10 @@ def kernels() -> dict:
 
 
 # -- driving the compiled loops from a run's accumulators ------------------------------------
-def packed(chunk, kernel, layout, dense_prev):
-    """The arrays the compiled loops read from a chunk: ``(nd, rows, entries)``."""
+def packed(kernel, layout, dense_prev):
+    """What the compiled loops need to read a stream's chunks: ``(nd, rows, entries)`` (the dense
+    columns' count and the rows of ``M`` they read; each diagonal block's row, column, length and
+    offset in the diagonal buffer)."""
     rows = np.concatenate([np.arange(layout.slice(p).start, layout.slice(p).stop) for p in dense_prev]
                           ) if dense_prev else np.zeros(0, dtype=np.int64)
     entries = np.array([[layout.slice(s).start, layout.slice(p).start, sl.stop - sl.start, sl.start]
@@ -270,7 +272,7 @@ def frame_chunk(frame, chunk, t0, T, compiled):
     frame.logdet.s, frame.logdet.c = np.float64(logdet[0]), np.float64(logdet[1])
     frame.max_spread = float(max_spread[0])
     t = t0 + chunk.C - 1  # the chunk's last step closed an interval: the identity's check (Frame.step)
-    if frame.identity and frame.qr_every is None and frame.every_step_from is None:
-        if frame.counted and frame.identity_error() > ACCURACY / 10:
-            frame.every_step_from = t + 1
-            frame.interval = 1
+    if (frame.identity and frame.qr_every is None and frame.every_step_from is None and frame.counted
+            and frame.identity_error() > ACCURACY / 10):
+        frame.every_step_from = t + 1
+        frame.interval = 1

@@ -366,7 +366,7 @@ class JacobianStream:
         c.DV, c.DR = DV, DR
         if c.packed is None:
             from .compiled_steps import packed
-            c.packed = packed(None, c.kernel, self.layout, self.dense_prev)
+            c.packed = packed(c.kernel, self.layout, self.dense_prev)
         diag = {key: DV[:, :, sl] for key, sl in c.kernel.diag_slices.items()}
         direct = {s: (DR[:, :, c.kernel.direct_slices[s]] if s in c.kernel.direct_slices else None)
                   for s in self.direct}
