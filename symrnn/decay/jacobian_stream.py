@@ -353,11 +353,11 @@ class JacobianStream:
         """The chunk by the compiled loops: the whole-loop forward, then every step's Jacobian."""
         model, c = self.model, self.compiled
         checked = self._checked
-        if checked is not None and checked[0] is params and X.dtype == np.float64:  # later chunks of a stream
+        if checked is not None and checked[0] is params and X.dtype == checked[2]:  # later chunks of a stream
             params_c, Xc, S0 = checked[1], X, state
         else:
             params_c, Xc, S0 = model._prepare_inputs(params, X, state)
-        self._last_params = params_c
+        self._last_params = (params_c, Xc.dtype)
         cache = c.forward(params_c, Xc, S0, model.sizes)
         C, N = Xc.shape[:2]
         dense = self._buffers(C, N)
@@ -434,7 +434,7 @@ class JacobianStream:
             X = inputs.chunk(t0, n)
             chunk, state, cache = self.evaluate(params, X, state)
             if self.compiled is not None and self._checked is None:  # checked once per stream
-                self._checked = (params, self._last_params)
+                self._checked = (params, *self._last_params)
             if self.failure is not None:  # the forward overflowed: the steps before it, then stop
                 kind, state_name = self.failure
                 self.stopped = dict(step=int(t0 + chunk.C + 1), kind=kind, state=state_name)
