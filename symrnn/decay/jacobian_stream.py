@@ -16,6 +16,7 @@ diagonals, so that multiplying a step Jacobian into a running product costs
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -305,7 +306,7 @@ class JacobianStream:
         self.dense_prev = [p for p in names if p not in self.diag_prev]
         #: every block is zero: the update never reads a previous state (no gradient through time)
         self.zero = all(b.plan[0] == "zero" for b in self.blocks.values())
-        self.failure = self.stopped = None
+        self.failure = self.stopped = self._checked = None
         # the direct path of each state: the terms of ds_t/ds_{t-1} without a weight matrix
         self.direct = {}
         for s in names:
@@ -314,6 +315,9 @@ class JacobianStream:
             free = [a for a in terms if not any(isinstance(x, sp.Symbol) and not x.is_commutative
                                                 for x in a.free_symbols)]
             self.direct[s] = _Block(sp.Add(*free)) if free and sp.Add(*free) != 0 else None
+        #: the compiled loops (the numba backend in force when the stream was built), or None: NumPy
+        self.compiled = None if self.zero else _compiled(model, self.layout, self.dense_prev, self.diag_prev,
+                                                         derivation.step_jacobians)
 
     @property
     def state_size(self):
@@ -331,17 +335,67 @@ class JacobianStream:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             return self._evaluate(params, X, state)
 
+    def _buffers(self, C, N):
+        """The dense columns' buffer (C, N, S, S_d), reused: a chunk is read before the next."""
+        lay = self.layout
+        S_d = sum(lay.sizes[lay.names.index(p)] for p in self.dense_prev)
+        key = (C, N)
+        if getattr(self, "_buffer_key", None) != key:
+            self._buffer = np.empty((C, N, lay.size, S_d)) if self.dense_prev else None
+            if self.compiled is not None:
+                k = self.compiled.kernel
+                self._diag_buffer = np.empty((C, N, k.diag_total))
+                self._direct_buffer = np.empty((C, N, k.direct_total))
+            self._buffer_key = key
+        return self._buffer
+
+    def _evaluate_compiled(self, params, X, state):
+        """The chunk by the compiled loops: the whole-loop forward, then every step's Jacobian."""
+        model, c = self.model, self.compiled
+        checked = self._checked
+        if checked is not None and checked[0] is params and X.dtype == checked[2]:  # later chunks of a stream
+            params_c, Xc, S0 = checked[1], X, state
+        else:
+            params_c, Xc, S0 = model._prepare_inputs(params, X, state)
+        self._last_params = (params_c, Xc.dtype)
+        cache = c.forward(params_c, Xc, S0, model.sizes)
+        C, N = Xc.shape[:2]
+        dense = self._buffers(C, N)
+        DV, DR = self._diag_buffer, self._direct_buffer
+        bad = c.jacobians(params_c, Xc, cache, dense, DV, DR)
+        c.DV, c.DR = DV, DR
+        if c.packed is None:
+            from .compiled_steps import packed
+            c.packed = packed(c.kernel, self.layout, self.dense_prev)
+        diag = {key: DV[:, :, sl] for key, sl in c.kernel.diag_slices.items()}
+        direct = {s: (DR[:, :, c.kernel.direct_slices[s]] if s in c.kernel.direct_slices else None)
+                  for s in self.direct}
+        return self._chunk(dense, diag, direct, cache, C, bad)
+
+    def _chunk(self, dense, diag, direct, cache, C, bad=None):
+        lay = self.layout
+        new_state = {s: cache[f"S_{s}"][-1].copy() for s in lay.names}
+        usable, self.failure = _finite_steps(cache, lay.names, dense, diag, direct, C, bad)
+        chunk = ChunkJacobians(lay, self.dense_prev, self.diag_prev, dense, diag, direct, usable)
+        return chunk, new_state, cache
+
     def _evaluate(self, params, X, state):
+        if self.compiled is not None:
+            try:
+                return self._evaluate_compiled(params, X, state)
+            except Exception as error:  # a user's function Numba cannot compile: the NumPy route
+                from numba.core.errors import NumbaError
+                if not isinstance(error, NumbaError):
+                    raise
+                warnings.warn(f"symrnn.decay: the compiled loops of {self.model.cell.name!r} do not compile with "
+                              f"Numba ({str(error).splitlines()[0]}); the study runs on NumPy.", RuntimeWarning,
+                              stacklevel=3)
+                self.compiled = None
         params_c, Xc, cache = self.model.run_cell(params, X, h0=state)
         values = _values(self.model, params_c, Xc, cache)
         C, N = Xc.shape[:2]
         lay = self.layout
-        S_d = sum(lay.sizes[lay.names.index(p)] for p in self.dense_prev)
-        key = (C, N)
-        if self.dense_prev and getattr(self, "_buffer_key", None) != key:
-            self._buffer = np.empty((C, N, lay.size, S_d))  # reused: a chunk is read before the next
-            self._buffer_key = key
-        dense = self._buffer if self.dense_prev else None
+        dense = self._buffers(C, N)
         diag = {}
         col = 0
         for p in self.dense_prev:
@@ -360,10 +414,7 @@ class JacobianStream:
             if b is not None:
                 kind, v = b(values, params_c, (C, N, lay.sizes[lay.names.index(s)]))
                 direct[s] = np.asarray(v) if kind == "diag" else None
-        new_state = {s: cache[f"S_{s}"][-1].copy() for s in lay.names}
-        usable, self.failure = _finite_steps(cache, lay.names, dense, diag, direct, C)
-        chunk = ChunkJacobians(lay, self.dense_prev, self.diag_prev, dense, diag, direct, usable)
-        return chunk, new_state, cache
+        return self._chunk(dense, diag, direct, cache, C)
 
     def stream(self, params, inputs, state, progress=None):
         """Yield ``(t0, ChunkJacobians, cache)`` chunk by chunk; ``inputs`` is an
@@ -377,10 +428,13 @@ class JacobianStream:
         t0 = 0
         C = self.chunk_length(inputs.N)
         self.stopped = None
+        self._checked = None
         while t0 < inputs.T:
             n = min(C, inputs.T - t0)
             X = inputs.chunk(t0, n)
             chunk, state, cache = self.evaluate(params, X, state)
+            if self.compiled is not None and self._checked is None:  # checked once per stream
+                self._checked = (params, *self._last_params)
             if self.failure is not None:  # the forward overflowed: the steps before it, then stop
                 kind, state_name = self.failure
                 self.stopped = dict(step=int(t0 + chunk.C + 1), kind=kind, state=state_name)
@@ -394,14 +448,29 @@ class JacobianStream:
         self.final_state = state
 
 
-def _finite_steps(cache, names, dense, diag, direct, C):
+def _compiled(model, layout, dense_prev, diag_prev, jacobians):
+    """The compiled loops of a stream when the backend in force is Numba, else None."""
+    from ..engine.fused import backend
+    if backend() != "numba":
+        return None
+    from ..engine.fused import using_backend
+    from .compiled_jacobians import compile_chunk
+    with using_backend("numpy"):  # the model's own blocks (if not built yet): no step kernels needed here
+        block = model.cell_code
+    return compile_chunk(model, block, layout, dense_prev, diag_prev, jacobians)
+
+
+def _finite_steps(cache, names, dense, diag, direct, C, bad_jac=None):
     """``(steps, failure)``: how many leading steps of a chunk have a finite state and finite step
-    Jacobians, and what failed first: ``None``, ``("state", name)`` or ``("jacobian", name)``."""
+    Jacobians, and what failed first: ``None``, ``("state", name)`` or ``("jacobian", name)``.
+    ``bad_jac``: the steps whose Jacobian is not finite, when known (the compiled loop's)."""
     bad_state = {s: ~np.isfinite(cache[f"S_{s}"][1:C + 1]).reshape(C, -1).all(axis=1) for s in names}
-    parts = ([dense] if dense is not None else []) + list(diag.values()) + [v for v in direct.values() if v is not None]
-    bad_jac = np.zeros(C, dtype=bool)
-    for a in parts:
-        bad_jac |= ~np.isfinite(a[:C]).reshape(C, -1).all(axis=1)
+    if bad_jac is None:
+        parts = ([dense] if dense is not None else []) + list(diag.values()) + [v for v in direct.values()
+                                                                               if v is not None]
+        bad_jac = np.zeros(C, dtype=bool)
+        for a in parts:
+            bad_jac |= ~np.isfinite(a[:C]).reshape(C, -1).all(axis=1)
     # J_t maps s_{t-1} to s_t and reads s_t: a bad state makes that step's Jacobian unusable too
     bad = bad_jac | np.any(list(bad_state.values()), axis=0)
     if not bad.any():
@@ -452,10 +521,11 @@ class InputSource:
             return np.zeros((n, self.N, self.D))
         # one generator per block of 64 steps: the same numbers whatever the chunk length
         out = np.empty((n, self.N, self.D))
-        for t in range(t0, t0 + n):
-            if t == t0 or t % 64 == 0:
-                block = t // 64
-                rng = np.random.default_rng([self.seed, block])
-                draws = rng.standard_normal((64, self.N, self.D)) * self.scale
-            out[t - t0] = draws[t % 64]
+        t = t0
+        while t < t0 + n:
+            block = t // 64
+            draws = np.random.default_rng([self.seed, block]).standard_normal((64, self.N, self.D)) * self.scale
+            stop = min(t0 + n, (block + 1) * 64)
+            out[t - t0:stop - t0] = draws[t - block * 64:stop - block * 64]
+            t = stop
         return out

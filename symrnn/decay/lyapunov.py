@@ -291,16 +291,27 @@ def decay_profile(model, params, T, *, k=1, curve=True, lags=None, inputs="rando
         bar = tqdm(total=T, desc=f"{model.cell.name} T={T}", unit="step", leave=False)
     with _blas_one_thread():
         for t0, chunk, _ in stream.stream(params, source, state, progress=bar):
-            curve_.begin_chunk(chunk, t0)
-            if frame is not None:
-                frame.begin_chunk(chunk)
-            for i in range(chunk.C):
-                if frame is not None:
-                    frame.step(chunk, i, t0 + i, last=i == chunk.C - 1 or t0 + i == T - 1)
-                curve_.step(chunk, i, t0 + i)
+            _run_chunk(stream, chunk, t0, T, curve_, frame)
     if bar is not None:
         bar.close()
     return _profile(model, params, stream, T, k, curve_, frame, meta)
+
+
+def _run_chunk(stream, chunk, t0, T, curve, frame):
+    """The steps of one chunk: compiled loops when the stream has them, else a Python step each."""
+    curve.begin_chunk(chunk, t0)
+    if frame is not None:
+        frame.begin_chunk(chunk)
+    if stream.compiled is not None:
+        from .compiled_steps import curve_chunk, frame_chunk
+        if frame is not None:
+            frame_chunk(frame, chunk, t0, T, stream.compiled)
+        curve_chunk(curve, chunk, t0, stream.compiled)
+        return
+    for i in range(chunk.C):
+        if frame is not None:
+            frame.step(chunk, i, t0 + i, last=i == chunk.C - 1 or t0 + i == T - 1)
+        curve.step(chunk, i, t0 + i)
 
 
 def _options(T, k, S, lags, start, curve, transient, qr_every, step_bound):

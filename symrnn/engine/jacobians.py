@@ -120,7 +120,16 @@ def step_jacobians(model, params, inputs, h0=None):
 def log_norms_of_products(jacobians, ord=2):
     """``log ||ds_T/ds_t||`` for ``t = T-1, ..., 0`` for one sequence (``jacobians``
     shaped (T, H, H)), renormalising the running product at every step so
-    that nothing underflows."""
+    that nothing underflows.
+
+    Under the numba backend (:func:`symrnn.set_backend`) the loop over the steps is one compiled
+    function for ``ord`` 2, ``"fro"`` or None (the same arithmetic; the NumPy loop is the reference).
+    """
+    jacobians = np.asarray(jacobians)
+    if ord in (2, "fro", None) and jacobians.dtype == np.float64 and jacobians.ndim == 3:
+        loop = _compiled_loop()
+        if loop is not None:
+            return loop(np.ascontiguousarray(jacobians), ord == 2)
     T, H, _ = jacobians.shape
     running = np.eye(H)
     log_scale = 0.0
@@ -133,3 +142,33 @@ def log_norms_of_products(jacobians, ord=2):
             running = running / norm
             log_scale += np.log(norm)
     return out
+
+
+def _log_norms_loop(jacobians, spectral):
+    """The loop of :func:`log_norms_of_products` (compiled by Numba)."""
+    T, H = jacobians.shape[0], jacobians.shape[1]
+    running = np.eye(H)
+    log_scale = 0.0
+    out = np.empty(T)
+    for k in range(T - 1, -1, -1):
+        running = running @ jacobians[k]
+        norm = np.linalg.norm(running, 2) if spectral else np.linalg.norm(running)
+        out[k] = log_scale + np.log(norm) if norm > 0 else -np.inf
+        if norm > 0:
+            running = running / norm
+            log_scale += np.log(norm)
+    return out
+
+
+_COMPILED = []
+
+
+def _compiled_loop():
+    """The compiled loop when the backend in force is Numba, else None."""
+    from .fused import backend, linear_algebra_available
+    if backend() != "numba" or not linear_algebra_available():
+        return None
+    if not _COMPILED:
+        import numba
+        _COMPILED.append(numba.njit(cache=True, error_model="numpy")(_log_norms_loop))
+    return _COMPILED[0]
