@@ -97,8 +97,10 @@ def build_model(args, D=3, H=4, K=3):
 
 
 def main(argv=None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    parser, commands = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the command's own parser, with its usage (not the top-level one)
+        commands.get(args.command, parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return _run(args, parser)
     except SymRNNError as exc:
@@ -110,7 +112,8 @@ def main(argv=None) -> int:
 
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser():
+    """The top-level parser and ``{command: its parser}``."""
     parser = argparse.ArgumentParser(prog="symrnn", description="Exact symbolic BPTT gradients of recurrent networks.")
     parser.add_argument("--version", action="version", version=f"symrnn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -135,7 +138,7 @@ def _parser() -> argparse.ArgumentParser:
         "decay", help="gradient decay: norms against lag, Lyapunov spectra, Pascanu bound; writes a report folder"))
     p = sub.add_parser("demo", help="the main job of `make demo`")
     p.add_argument("--out", default="reports")
-    return parser
+    return parser, sub.choices
 
 
 def _verify_arguments(sub):

@@ -92,3 +92,9 @@ def test_demo_says_why_it_writes_tex_instead_of_pdf(monkeypatch):
     assert fmt == "tex" and "pdflatex is not on the PATH" in why and "texlive" in why
     monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/" + name)
     assert demo.report_format() == ("pdf", "")
+
+
+def test_an_unknown_option_is_reported_with_the_commands_own_usage():
+    out = run("verify", "x.py:f", "--frobnicate")
+    assert out.returncode == 2 and "usage: symrnn verify" in out.stderr
+    assert "symrnn verify: error: unrecognized arguments: --frobnicate" in out.stderr
