@@ -27,10 +27,10 @@ class TopEigenvalue:
     the parameters), the iterations used, whether it converged, and the Rayleigh quotients met."""
 
     value: float
-    vector: dict
+    vector: dict = field(repr=False)  # as large as the parameters: not printed
     iterations: int
     converged: bool
-    history: list = field(default_factory=list)
+    history: list = field(default_factory=list, repr=False)
 
 
 def _dot(a, b):
