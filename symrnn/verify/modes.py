@@ -113,7 +113,11 @@ class Adapter:
         try:
             return self.layout.from_user(self.cell, user, sizes, gradients=True)
         except ShapeError as exc:
-            raise UserCodeError(f"A gradient the user's code returned has the wrong shape: {exc}") from None
+            order = ", ".join(f"d{n}" if isinstance(n, str) else "/".join(f"d{m}" for m in n) for n in
+                              (names[r] for r in values))
+            raise UserCodeError(f"A gradient the user's code returned has the wrong shape: {exc} (the gradient "
+                                f"returned in that parameter's place; the backward must return the parameters' "
+                                f"gradients in the order {order}: two swapped gradients look like this)") from None
 
 
 class LayerFunctions(Adapter):
