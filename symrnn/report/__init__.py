@@ -126,7 +126,8 @@ def write_report(model, fmt, path, exercises=False, sensitivities=True) -> Path:
                                "a sequence-to-sequence model's report has none. Leave out exercises.")
     path = check_writable(path)
     if not exercises:
-        return _write_text(fmt, path, lambda: document_text(model, fmt, sensitivities=sensitivities))
+        leave_out = {} if sensitivities else {"sensitivities": False}
+        return _write_text(fmt, path, lambda: (markdown_document if fmt == "md" else latex_document)(model, **leave_out))
     if report_kind(model) != "cell":
         model_document(model, exercises=True)  # the error message for a stacked model
     questions, answers = make_exercises(build_document(model, sensitivities=sensitivities), answers_apart=True)
