@@ -54,23 +54,17 @@ def dot_of(coef, mv_names) -> sp.Expr:
 
 
 class AdjointTangentCode:
-    """The generated reverse step of a block and its directional derivative, in two passes.
+    """The generated reverse step of a block with its directional derivative.
 
-    ``first(params, V, EXT, carry, BAR, THR, Q, STACK, N, sizes, dtype)`` is the reverse step of the
-    gradient: forward values ``V`` of one step by code name (``(N, size)``; the products ``P v`` that
-    the coefficients read, ``mv<k>``, made beforehand for every step by :meth:`atoms`), the adjoints
-    fed in from outside (``EXT[base]``) and carried from the next step (``carry[state]``).  It writes
-    in place (``(N, size)`` slices of one step) every adjoint ``BAR[i]``, the operand ``THR[j]`` of
-    every group of products through the parameters (``q``, or several side by side, multiplied by
-    ``STACK[j]``, :meth:`stacked`), and ``Q[k]``, ``coef * bar y`` of the k-th parameter term
-    (:attr:`param_terms`); returns ``(carry, xbar)``.
-
-    ``tangent(params, dparams, V, dV, BAR, PRE, EXTd, carryd, QD, STACK, N, sizes, dtype)`` is its
-    directional derivative, run after the whole first pass: it reads the adjoints ``BAR``, the tangents
-    ``dV`` of the forward values, and ``PRE[j] = THR[j] dot STACK[j]`` (the products of the first pass's
-    operands with the direction's matrices, made for every step at once), writes ``QD[k]`` and returns
-    ``(carryd, xtilde)``.  :func:`parameter_products` makes the gradients and the product from
-    ``Q``, ``QD`` after the loops, in one matrix product over all steps (as the generated backward does).
+    ``function(params, dparams, V, dV, EXT, EXTd, carry, carryd, Q, QD, STACK, N, sizes, dtype)``: forward
+    values ``V`` and tangents ``dV`` of one step by code name (``(N, size)``), the adjoints fed in from
+    outside (``EXT[base]``) and carried from the next step (``carry[state]``) with their tangents, and
+    ``Q[k]``, ``QD[k]`` (``(N, size)`` arrays written in place): ``coef * bar y`` of the k-th
+    parameter term (:attr:`param_terms`) and its tangent, from which :func:`parameter_products`
+    makes the gradients and the product after the loop, in one matrix product over all steps (as the
+    generated backward does); ``STACK`` is :meth:`stacked` (the matrices of a product group stacked
+    once per call).  Returns ``(carry, carryd, xbar, xtilde)``: what the previous step's
+    states and the input receive.
     """
 
     def __init__(self, block, with_input=True):
@@ -78,195 +72,159 @@ class AdjointTangentCode:
         self.with_input = with_input
         self.sweep = block.sweep
         writer = _ReverseTangentWriter(block, block.sweep)
-        self.first_source, self.tangent_source = writer.write(with_input)
-        self.source = self.first_source + "\n" + self.tangent_source
-        self.groups = writer.groups  # (matrices, operand size names): STACK[j] stacks the matrices
-        self.bars = writer.bars  # the size name of each adjoint (BAR[i])
+        self.source = writer.write(with_input)
+        self.stacks = writer.stacks  # (matrices, tangent first): STACK[k] stacks them along the rows
         self.param_terms = writer.param_terms  # (parameter, vector or None, buffer)
         self.buffers = writer.buffers  # the size name of each buffer (one per distinct q)
-        self.atom_terms = writer.atom_terms  # (name, matrix, vector): mv<k> = v P^T
-        self.first = compile_source(self.first_source, block.name, "adjoint_first")
-        self.tangent = compile_source(self.tangent_source, block.name, "adjoint_tangent")
+        self.function = compile_source(self.source, block.name, "adjoint_tangent")
 
-    def stacked(self, matrices):
-        """``STACK``: for each group of products, its matrices (of ``matrices``: the parameters, or the
-        direction) stacked along the rows."""
-        return [np.concatenate([matrices[m] for m in mats], axis=0) if len(mats) > 1 else matrices[mats[0]]
-                for mats, _ in self.groups]
-
-    def atoms(self, params, direction, values, tangents):
-        """The products ``mv<k> = v P^T`` the coefficients read, and their tangents ``mv<k>_dot = v dot P^T
-        + dot v P^T``, at every step at once: ``(values, tangents)`` by name, ``(T, N, size)``;
-        ``values(symbol)``, ``tangents(symbol)`` give a forward quantity and its tangent at every step
-        (None: zero)."""
-        out, dout = {}, {}
-        for name, P, v in self.atom_terms:
-            vv = values(v)
-            out[name] = vv @ params[P].T
-            dout[name + "_dot"] = vv @ direction[P].T
-            dv = tangents(v)
-            if dv is not None:
-                dout[name + "_dot"] = dout[name + "_dot"] + dv @ params[P].T
-        return out, dout
+    def stacked(self, params, direction):
+        """``STACK``: for each group of products, the matrices stacked along the rows (the tangent's:
+        the direction's matrices, then the parameters')."""
+        out = []
+        for mats, tangent in self.stacks:
+            blocks = [direction[m] for m in mats] + [params[m] for m in mats] if tangent else [params[m] for m in mats]
+            out.append(np.concatenate(blocks, axis=0))
+        return out
 
 
 class _ReverseTangentWriter:
-    """Writes the two passes of :class:`AdjointTangentCode`: every adjoint of the reverse sweep (the first)
-    and its tangent (the second), term by term, the common subexpressions of the coefficients (and, in
-    the second, of their tangents) computed once."""
+    """Writes the source of :class:`AdjointTangentCode`: every adjoint of the reverse sweep and its tangent,
+    term by term, the common subexpressions of the coefficients and their tangents computed once."""
 
     def __init__(self, block, sweep):
         self.b, self.sw = block, sweep
         self.every = [t for a in sweep.adjoints for t in a.sends] + [t for ts in sweep.carries.values() for t in ts]
         self.every += list(sweep.inputs) + [t for ts in sweep.params.values() for t in ts]
-        self.printer, self.names, _ = coefficient_printer([t.coef for t in self.every])
-        self.atom_terms = [(name, m.args[0].name, m.args[1]) for m, name in self.names.items()]
+        self.printer, self.names, self.mv_lines = coefficient_printer([t.coef for t in self.every])
         self.memo, self.counter = {}, itertools.count()
-        self.groups, self.bars, self.param_terms, self.buffers = [], [], [], []
+        self.stacks, self.param_terms, self.buffers = [], [], []
 
-    def write(self, with_input):
-        """``(first source, tangent source)``."""
-        first, second = self._headers()
-        for one, two in (self._coefficients(), self._adjoints(), self._carries(),
-                         self._input() if with_input else (["    xbar = None"], ["    xtil = None"]),
-                         self._parameter_buffers()):
-            first += one
-            second += two
-        first.append("    return {" + ", ".join(f"{s!r}: k_{i}" for i, s in enumerate(self.sw.carries)) + "}, xbar")
-        second.append("    return {" + ", ".join(f"{s!r}: kd_{i}" for i, s in enumerate(self.sw.carries))
-                      + "}, xtil")
-        return "\n".join(first) + "\n", "\n".join(second) + "\n"
+    def write(self, with_input) -> str:
+        lines = self._header() + self._coefficients()
+        lines += self._adjoints() + self._carries()
+        lines += self._input() if with_input else ["    xbar = xtil = None"]
+        lines += self._parameter_buffers()
+        lines.append("    return {" + ", ".join(self.new) + "}, {" + ", ".join(self.newd) + "}, xbar, xtil")
+        return "\n".join(lines) + "\n"
 
-    def _headers(self):
-        """The signatures and the unpacking of the parameters, the direction and the step's values."""
+    def _header(self):
+        """The signature and the unpacking of the parameters, the direction and the step's values."""
         b = self.b
-        first = ["def adjoint_first(params, V, EXT, carry, BAR, THR, Q, STACK, N, sizes, dtype):"]
-        second = ["def adjoint_tangent(params, dparams, V, dV, BAR, PRE, EXTd, carryd, QD, STACK, N, sizes, dtype):"]
-        sizes = [f"    {s} = sizes[{s!r}]" for s in sorted(set(b.sizes.values()))]
-        first, second = first + sizes, second + sizes
+        lines = ["def adjoint_tangent(params, dparams, V, dV, EXT, EXTd, carry, carryd, Q, QD, STACK, N, sizes, "
+                 "dtype):"]
+        lines += [f"    {s} = sizes[{s!r}]" for s in sorted(set(b.sizes.values()))]
         for p in b.params:
-            first.append(f"    {code_name(Param(p))} = params[{p!r}]")
-            second += [f"    {code_name(Param(p))} = params[{p!r}]", f"    {dot_name(Param(p))} = dparams[{p!r}]"]
+            lines += [f"    {code_name(Param(p))} = params[{p!r}]", f"    {dot_name(Param(p))} = dparams[{p!r}]"]
         values = [b.input_symbol] + [tsym(s, -1) for s in b.states] + [e.target for e in b.equations]
         for v in values:
-            first.append(f"    {code_name(v)} = V[{code_name(v)!r}]")
-            second += [f"    {code_name(v)} = V[{code_name(v)!r}]", f"    {dot_name(v)} = dV[{code_name(v)!r}]"]
-        for name in self.names.values():
-            first.append(f"    {name} = V[{name!r}]")
-            second += [f"    {name} = V[{name!r}]", f"    {name}_dot = dV[{name + '_dot'!r}]"]
-        return first, second
+            lines += [f"    {code_name(v)} = V[{code_name(v)!r}]", f"    {dot_name(v)} = dV[{code_name(v)!r}]"]
+        for m, name in self.names.items():
+            P, v = m.args
+            lines.append(f"    {name}_dot = {code_name(v)} @ {dot_name(P)}.T + {dot_name(v)} @ {code_name(P)}.T")
+        return lines + [f"    {line}" for line in self.mv_lines]
 
     def _coefficients(self):
-        """Every coefficient (first pass) and with its tangent (second pass, differentiated by SymPy),
-        common subexpressions once; fills :attr:`printed` (coefficient -> its code in the first pass, its
-        code and its tangent's in the second, whether the tangent is zero)."""
+        """Every coefficient and its tangent (differentiated by SymPy), common subexpressions once; fills
+        :attr:`printed` (coefficient -> its code, its tangent's code, whether the tangent is zero)."""
         coefs = list(dict.fromkeys(t.coef for t in self.every if t.coef != 1))
         dcoefs = [dot_of(c, self.names) for c in coefs]
+        reps, reduced = sp.cse(coefs + dcoefs, symbols=(EngineSymbol(f"w{i}") for i in itertools.count()))
         doprint = self.printer.doprint
-        reps1, reduced1 = sp.cse(coefs, symbols=(EngineSymbol(f"w{i}") for i in itertools.count()))
-        reps2, reduced2 = sp.cse(coefs + dcoefs, symbols=(EngineSymbol(f"w{i}") for i in itertools.count()))
-        self.printed = {c: (doprint(r1), doprint(r2), doprint(rd), d == 0) for c, r1, r2, rd, d in
-                        zip(coefs, reduced1, reduced2[:len(coefs)], reduced2[len(coefs):], dcoefs)}
-        return ([f"    {doprint(w)} = {doprint(e)}" for w, e in reps1],
-                [f"    {doprint(w)} = {doprint(e)}" for w, e in reps2])
+        self.printed = {c: (doprint(r), doprint(rd), d == 0)
+                        for c, r, rd, d in zip(coefs, reduced[:len(coefs)], reduced[len(coefs):], dcoefs)}
+        return [f"    {doprint(w)} = {doprint(e)}" for w, e in reps]
 
     def q_of(self, term):
-        """Lines computing ``q = coef bar y`` (first pass) and its tangent ``qd`` (second), once per
-        consumer and coefficient; returns them and the names."""
+        """Lines computing ``q = coef bar y`` and its tangent ``qd`` (once per consumer and coefficient);
+        returns them and their names."""
         key = (term.consumer, term.coef)
         if key in self.memo:
-            return [], [], *self.memo[key]
+            return [], *self.memo[key]
         ybar = code_name(bar(term.consumer))
         ytil = ybar + "_dot"
         if term.coef == 1:
             self.memo[key] = (ybar, ytil)
-            return [], [], ybar, ytil
+            return [], ybar, ytil
         k = next(self.counter)
-        coef1, coef2, dcoef, constant = self.printed[term.coef]
-        qd = f"({coef2}) * {ytil}" if constant else f"({dcoef}) * {ybar} + ({coef2}) * {ytil}"
+        coef, dcoef, constant = self.printed[term.coef]
+        qd = f"({coef}) * {ytil}" if constant else f"({dcoef}) * {ybar} + ({coef}) * {ytil}"
         self.memo[key] = (f"q{k}", f"qd{k}")
-        return [f"    q{k} = ({coef1}) * {ybar}"], [f"    qd{k} = {qd}"], f"q{k}", f"qd{k}"
+        return [f"    q{k} = ({coef}) * {ybar}", f"    qd{k} = {qd}"], f"q{k}", f"qd{k}"
 
     def received(self, terms):
-        """Lines and the summed expressions of what ``terms`` send back, in each pass.  The products
-        through parameters are one group (``THR[j] @ STACK[j]``, its operands side by side); the second
-        pass adds ``PRE[j]`` (the operands times the direction's matrices) and its operands' tangents
-        times the same matrices."""
-        one, two, parts, dparts, through = [], [], [], [], []
+        """Lines and the summed expressions of what ``terms`` send back (and its tangent); the
+        products of several matrices are done as one product with the stacked matrices."""
+        out, parts, dparts, through = [], [], [], []
         for term in terms:
-            l1, l2, q, qd = self.q_of(term)
-            one += l1
-            two += l2
+            more, q, qd = self.q_of(term)
+            out += more
             if term.matrix is not None:
-                through.append((q, qd, term.matrix.name, self.b.sizes[term.consumer]))
+                through.append((q, qd, term.matrix.name))
             else:
                 parts.append(q)
                 dparts.append(qd)
-        if through:
-            j = len(self.groups)
-            self.groups.append(([P for _, _, P, _ in through], [size for _, _, _, size in through]))
-            if len(through) == 1:
-                one.append(f"    THR[{j}][...] = {through[0][0]}")
-                qds = through[0][1]
-            else:
-                one.append(f"    np.concatenate([{', '.join(q for q, _, _, _ in through)}], axis=1, out=THR[{j}])")
-                qds = f"np.concatenate([{', '.join(qd for _, qd, _, _ in through)}], axis=1)"
-            parts.append(f"THR[{j}] @ STACK[{j}]")
-            dparts += [f"PRE[{j}]", f"{qds} @ STACK[{j}]"]
-        return one, two, parts, dparts
+        if len(through) == 1:
+            q, qd, P = through[0]
+            parts.append(f"{q} @ {code_name(Param(P))}")
+            dparts += [f"{q} @ {dot_name(Param(P))}", f"{qd} @ {code_name(Param(P))}"]
+        elif through:
+            k = len(self.stacks)
+            mats = [P for _, _, P in through]
+            self.stacks += [(mats, False), (mats, True)]
+            qs, qds = ", ".join(q for q, _, _ in through), ", ".join(qd for _, qd, _ in through)
+            parts.append(f"np.concatenate([{qs}], axis=1) @ STACK[{k}]")
+            dparts.append(f"np.concatenate([{qs}, {qds}], axis=1) @ STACK[{k + 1}]")
+        return out, parts, dparts
 
     def _assign(self, name, dname, terms, size, extra=(), dextra=()):
-        """``name = sum of what terms send + extra`` (first pass) and its tangent ``dname`` (second)."""
-        one, two, parts, dparts = self.received(terms)
+        """``name = sum of what terms send + extra`` and its tangent ``dname`` (zeros when nothing)."""
+        more, parts, dparts = self.received(terms)
         zero = f"np.zeros((N, {size}), dtype=dtype)"
-        return (one + [f"    {name} = {' + '.join(parts + list(extra)) or zero}"],
-                two + [f"    {dname} = {' + '.join(dparts + list(dextra)) or zero}"])
+        return more + [f"    {name} = {' + '.join(parts + list(extra)) or zero}",
+                       f"    {dname} = {' + '.join(dparts + list(dextra)) or zero}"]
 
     def _adjoints(self):
-        """Every adjoint: computed and stored (``BAR[i]``) in the first pass, read and differentiated in the
-        second."""
-        first, second = [], []
+        lines = []
         for a in self.sw.adjoints:
             base = a.target.name.split("[")[0]
-            extra = ([f"EXT[{base!r}]"] if a.external else []) + ([f"carry[{base!r}]"] if a.carried else [])
-            dextra = ([f"EXTd[{base!r}]"] if a.external else []) + ([f"carryd[{base!r}]"] if a.carried else [])
+            extra, dextra = [], []
+            if a.external:
+                extra.append(f"EXT[{base!r}]")
+                dextra.append(f"EXTd[{base!r}]")
+            if a.carried:
+                extra.append(f"carry[{base!r}]")
+                dextra.append(f"carryd[{base!r}]")
             ybar = code_name(bar(a.target))
-            one, two = self._assign(ybar, f"{ybar}_dot", a.sends, self.b.sizes[a.target], extra, dextra)
-            i = len(self.bars)
-            self.bars.append(self.b.sizes[a.target])
-            first += one + [f"    BAR[{i}][...] = {ybar}"]
-            second += [f"    {ybar} = BAR[{i}]"] + two
-        return first, second
+            lines += self._assign(ybar, f"{ybar}_dot", a.sends, self.b.sizes[a.target], extra, dextra)
+        return lines
 
     def _carries(self):
-        """What the previous step's states receive (``k_<i>``) and its tangent (``kd_<i>``)."""
-        first, second = [], []
+        """What the previous step's states receive (and its tangent): ``k_<i>``, ``kd_<i>``."""
+        lines, self.new, self.newd = [], [], []
         for i, (s, terms) in enumerate(self.sw.carries.items()):
-            one, two = self._assign(f"k_{i}", f"kd_{i}", terms, self.b.states[s])
-            first += one
-            second += two
-        return first, second
+            lines += self._assign(f"k_{i}", f"kd_{i}", terms, self.b.states[s])
+            self.new.append(f"{s!r}: k_{i}")
+            self.newd.append(f"{s!r}: kd_{i}")
+        return lines
 
     def _input(self):
         return self._assign("xbar", "xtil", self.sw.inputs, self.b.sizes[self.b.input_symbol])
 
     def _parameter_buffers(self):
-        """``Q[k][...] = q`` (first pass), ``QD[k][...] = qd`` (second) for each distinct ``q`` of a
-        parameter term; fills :attr:`param_terms` (parameter, vector or None, buffer) and
-        :attr:`buffers` (their size names)."""
-        first, second, stored = [], [], {}
+        """``Q[k][...] = q``, ``QD[k][...] = qd`` for each distinct ``q`` of a parameter term; fills
+        :attr:`param_terms` (parameter, vector or None, buffer) and :attr:`buffers` (their size names)."""
+        lines, stored = [], {}
         for p, terms in self.sw.params.items():
             for term in terms:
-                one, two, q, qd = self.q_of(term)
-                first += one
-                second += two
+                more, q, qd = self.q_of(term)
+                lines += more
                 if q not in stored:
                     stored[q] = len(self.buffers)
                     self.buffers.append(self.b.sizes[term.consumer])
-                    first.append(f"    Q[{stored[q]}][...] = {q}")
-                    second.append(f"    QD[{stored[q]}][...] = {qd}")
+                    lines += [f"    Q[{stored[q]}][...] = {q}", f"    QD[{stored[q]}][...] = {qd}"]
                 self.param_terms.append((p, term.vector, stored[q]))
-        return first, second
+        return lines
 
 
 _CODES = weakref.WeakKeyDictionary()
@@ -310,63 +268,9 @@ def parameter_products(code, Q, QD, values, tangents, G, Gd):
             Gd[p] += q2.T @ dv.reshape(-1, dv.shape[-1])
 
 
-def _buffers(names, T, N, sizes, dtype):
-    return [np.empty((T, N, sizes[s]), dtype=dtype) for s in names]
-
-
-@dataclass
-class _Sweep:
-    """What one reverse sweep with its tangent reads: the block's parameters ``p`` and direction ``dp``,
-    the forward values and tangents of step ``t`` (``values(t)``, ``dots(t)``: dicts by code name) and
-    of every step (``all_values(symbol)``, ``all_dots(symbol)``: ``(T, N, size)``, None when zero), the
-    adjoint fed in from outside, by base name, and its tangent (``(T, N, size)`` each)."""
-
-    p: dict
-    dp: dict
-    values: object
-    dots: object
-    all_values: object
-    all_dots: object
-    ext: dict
-    extd: dict
-
-
-def _reverse_sweep(code, sw, T, N, sizes, dtype):
-    """The two passes of ``code`` (:class:`AdjointTangentCode`) over ``T`` steps from the last: the first
-    (the gradient's reverse sweep) stores every adjoint; the products of its operands with the
-    direction's matrices are then made for all steps at once; the second pass differentiates it.
-    Returns ``(g, gd, x_bar, x_til)``: the gradients and the product by the block's parameter names and
-    what the input receives at every step (None without)."""
-    Q, QD = _buffers(code.buffers, T, N, sizes, dtype), _buffers(code.buffers, T, N, sizes, dtype)
-    BAR = _buffers(code.bars, T, N, sizes, dtype)
-    THR = [np.empty((T, N, sum(sizes[s] for s in widths)), dtype=dtype) for _, widths in code.groups]
-    stack = code.stacked(sw.p)
-    mv, dmv = code.atoms(sw.p, sw.dp, sw.all_values, sw.all_dots)
-    x_bar = x_til = None
-    carry = {s: np.zeros((N, sizes[n]), dtype=dtype) for s, n in code.block.states.items()}
-    for t in range(T - 1, -1, -1):
-        V = sw.values(t)
-        V.update({k: a[t] for k, a in mv.items()})
-        carry, xb = code.first(sw.p, V, {k: e[t] for k, e in sw.ext.items()}, carry, [a[t] for a in BAR],
-                               [a[t] for a in THR], [a[t] for a in Q], stack, N, sizes, dtype)
-        if xb is not None:
-            x_bar = np.empty((T,) + xb.shape, dtype=dtype) if x_bar is None else x_bar
-            x_bar[t] = xb
-    PRE = [a @ m for a, m in zip(THR, code.stacked(sw.dp))]
-    carryd = {s: np.zeros((N, sizes[n]), dtype=dtype) for s, n in code.block.states.items()}
-    for t in range(T - 1, -1, -1):
-        V, dV = sw.values(t), sw.dots(t)
-        V.update({k: a[t] for k, a in mv.items()})
-        dV.update({k: a[t] for k, a in dmv.items()})
-        carryd, xt = code.tangent(sw.p, sw.dp, V, dV, [a[t] for a in BAR], [a[t] for a in PRE],
-                                  {k: e[t] for k, e in sw.extd.items()}, carryd, [a[t] for a in QD], stack, N,
-                                  sizes, dtype)
-        if xt is not None:
-            x_til = np.empty((T,) + xt.shape, dtype=dtype) if x_til is None else x_til
-            x_til[t] = xt
-    g, gd = {n: np.zeros_like(a) for n, a in sw.p.items()}, {n: np.zeros_like(a) for n, a in sw.p.items()}
-    parameter_products(code, Q, QD, sw.all_values, sw.all_dots, g, gd)
-    return g, gd, x_bar, x_til
+def _buffers(code, T, N, sizes, dtype):
+    return ([np.empty((T, N, sizes[s]), dtype=dtype) for s in code.buffers],
+            [np.empty((T, N, sizes[s]), dtype=dtype) for s in code.buffers])
 
 
 def _checked_direction(model, vector, dtype):
@@ -473,13 +377,12 @@ def _loss_second_order(model, params, direction, Hs, dHs, Y, mask, gauss_newton,
     if gauss_newton:
         d_o = np.zeros_like(d_o)
     M = Hs.shape[0] * Hs.shape[1]
-    sw = _Sweep(params, direction, lambda t: dict(rvalues), lambda t: dict(rdots),
-                lambda s: rvalues[code_name(s)][None], lambda s: rdots[code_name(s)][None],
-                {model.logits: d_o.reshape(1, M, -1)}, {model.logits: t_o.reshape(1, M, -1)})
-    g, gd, h_bar, h_til = _reverse_sweep(adjoint_tangent_code(readout), sw, 1, M, model.sizes, dtype)
-    for k in g:
-        G[k] += g[k]
-        Gd[k] += gd[k]
+    code = adjoint_tangent_code(readout)
+    Q, QD = _buffers(code, 1, M, model.sizes, dtype)
+    _, _, h_bar, h_til = code.function(
+        params, direction, rvalues, rdots, {model.logits: d_o.reshape(M, -1)}, {model.logits: t_o.reshape(M, -1)},
+        {}, {}, [q[0] for q in Q], [q[0] for q in QD], code.stacked(params, direction), M, model.sizes, dtype)
+    parameter_products(code, Q, QD, lambda s: rvalues[code_name(s)][None], lambda s: rdots[code_name(s)][None], G, Gd)
     return value, h_bar.reshape(Hs.shape), h_til.reshape(Hs.shape)
 
 
@@ -487,23 +390,31 @@ def _reverse_layer(model, run, ext, extd):
     """The reverse sweep of one layer and its tangent, from the adjoint ``ext`` of its output at every step
     (tangent ``extd``): ``(g, gd, x_bar, x_til)``, the layer's gradients and product by the cell's names
     and what its input receives (None for the data)."""
-    block, x = model.cell_code, run.x
+    block, x, dtype = model.cell_code, run.x, run.x.dtype
     T, N = x.shape[:2]
     code = adjoint_tangent_code(block, with_input=run.dx is not None)  # the data's adjoint goes nowhere
     names = [code_name(e.target) for e in block.equations]
     prev_names = {s: code_name(tsym(s, -1)) for s in model.state_names}
     now_names = {s: code_name(tsym(s)) for s in model.state_names}
     x_name, read = code_name(block.input_symbol), step_reader(block)
-    zero_x = np.zeros((N, x.shape[2]), dtype=x.dtype)
-
-    def dots(t):
+    carry = {s: np.zeros_like(run.d_initial[s]) for s in model.state_names}
+    carryd = {s: np.zeros_like(run.d_initial[s]) for s in model.state_names}
+    zero_x = np.zeros((N, x.shape[2]), dtype=dtype)
+    x_bar, x_til = (np.empty_like(x), np.empty_like(x)) if run.dx is not None else (None, None)
+    Q, QD = _buffers(code, T, N, run.sizes, dtype)
+    stack = code.stacked(run.p, run.dp)
+    for t in range(T - 1, -1, -1):
         dV = {n: run.dots[n][t] for n in names}
         dV[x_name] = zero_x if run.dx is None else run.dx[t]
         for s in model.state_names:
             dV[prev_names[s]] = run.dots[now_names[s]][t - 1] if t > 0 else run.d_initial[s]
-        return dV
+        carry, carryd, xb, xt = code.function(
+            run.p, run.dp, read(x, run.cache, t), dV, {model.out: ext[t]}, {model.out: extd[t]}, carry, carryd,
+            [q[t] for q in Q], [q[t] for q in QD], stack, N, run.sizes, dtype)
+        if xb is not None:
+            x_bar[t], x_til[t] = xb, xt
 
-    def all_dots(symbol):
+    def tangents(symbol):
         if symbol == block.input_symbol:
             return run.dx
         base, offset, _ = parse(symbol)
@@ -511,9 +422,9 @@ def _reverse_layer(model, run, ext, extd):
             return np.concatenate([run.d_initial[base][None], run.dots[now_names[base]][:-1]])
         return run.dots[code_name(symbol)]
 
-    sw = _Sweep(run.p, run.dp, lambda t: read(x, run.cache, t), dots, lambda s: all_steps(block, x, run.cache, s),
-                all_dots, {model.out: ext}, {model.out: extd})
-    return _reverse_sweep(code, sw, T, N, run.sizes, x.dtype)
+    g, gd = {n: np.zeros_like(a) for n, a in run.p.items()}, {n: np.zeros_like(a) for n, a in run.p.items()}
+    parameter_products(code, Q, QD, lambda s: all_steps(block, x, run.cache, s), tangents, g, gd)
+    return g, gd, x_bar, x_til
 
 
 def hessian_vector_product(model, params, vector, inputs, targets, h0=None, mask=None, gauss_newton=False):
