@@ -47,8 +47,8 @@ RICHARDSON_ENTRIES = 200
 
 def agreement_table(model, seed=0, T_in=4, N=2) -> str:
     """A Markdown table: the generated gradients of any model against every independent route on random
-    data (the unrolled scalar program, torch autograd, PyTorch's own module where it has one, central
-    differences, Richardson-extrapolated differences in mpmath)."""
+    data (the unrolled scalar program, torch autograd, PyTorch's own module where it has one, real-time
+    recurrent learning where it runs, central differences, Richardson-extrapolated differences in mpmath)."""
     params, x, y, h0 = random_problem(model, T_in=T_in, N=N, seed=seed)
     loss, grads = model.loss_and_grads(params, x, y, h0=h0)
     rows = []
@@ -56,6 +56,7 @@ def agreement_table(model, seed=0, T_in=4, N=2) -> str:
     _, g = oracle.loss_and_grads(params, x, y, h0=h0)
     rows.append(("unrolled scalar oracle (SymPy, float64)", *max_error(grads, g), 1e-12))
     rows += _torch_rows(model, params, x, y, h0, grads)
+    rows.append(rtrl_row(model, params, x, y, h0, grads))
     g = central_differences(model, params, x, y, h0=h0)
     rows.append(("central differences (float64, eps=1e-6)", *max_error(grads, g), 1e-6))
     one = {s: v[..., :1, :] for s, v in h0.items()}  # one sequence: mpmath is slow
@@ -78,6 +79,34 @@ def _torch_rows(model, params, x, y, h0, grads):
     if g is not None:
         rows.append(("PyTorch nn module, num_layers/bidirectional (float64)", *max_error(grads, g), 1e-12))
     return rows
+
+
+def rtrl_row(model, params, x, y, h0, grads):
+    """The agreement row of real-time recurrent learning (:meth:`symrnn.Model.rtrl_grads`, the forward
+    sensitivities): its parameter and initial-state gradients against the generated BPTT ``grads``
+    (RTRL gives no input gradient).  A model RTRL does not run (a backward direction needs the future
+    of the sequence, a sequence-to-sequence model is not one recurrence) gets a row that says so."""
+    from .errors import ShapeError
+
+    try:
+        _, g = model.rtrl_grads(params, x, y, h0=h0)
+    except (ShapeError, AttributeError):
+        why = "a backward direction is not causal" if _has_backward_direction(model) else "not one recurrence"
+        return (f"real-time recurrent learning (does not apply: {why})", float("nan"), "", 1e-12)
+    worst = max((strict_relative_error(g[k], grads[k]), k) for k in g)
+    return ("real-time recurrent learning (Model.rtrl_grads; relative to BPTT per key)", *worst, 1e-12)
+
+
+def strict_relative_error(g, reference) -> float:
+    """``max |g - r| / max |r|`` (absolute when ``r`` is zero): relative however small the gradient."""
+    g = np.asarray(g, dtype=np.float64)
+    r = np.asarray(reference, dtype=np.float64)
+    top = float(np.max(np.abs(r), initial=0.0))
+    return float(np.max(np.abs(g - r), initial=0.0) / (top if top > 0 else 1.0))
+
+
+def _has_backward_direction(model) -> bool:
+    return any(getattr(layer, "bidirectional", False) for layer in getattr(model, "layers", None) or ())
 
 
 def agreement_text(title, rows) -> str:

@@ -1,6 +1,7 @@
 """The ``symrnn`` command.
 
     symrnn derive MODEL [--architecture A] [--loss L] [--format tex|pdf|md] [--exercises] -o PATH
+                  [--no-sensitivities]
     symrnn derive ENCODER_CELL [--decoder CELL] [--attention dot|general|additive] [--attention-style S]
                   [--bridge B] [--context] -o PATH          (a sequence-to-sequence report)
     symrnn derive-all --out DIR
@@ -127,6 +128,9 @@ def _parser():
                    help="the exercise version for teachers: the adjoints, gradients and the worked example's "
                         "backward pass left blank; with -o FILE the answers go to FILE-answers (a separate "
                         "file), on standard output they follow at the end")
+    p.add_argument("--no-sensitivities", dest="sensitivities", action="store_false",
+                   help="leave out the section on the sensitivity recurrence (real-time recurrent learning) "
+                        "printed beside the adjoint recurrences")
     p = sub.add_parser("derive-all", help="write the .tex and .md derivations of every built-in cell")
     p.add_argument("--out", default="derivations")
     p = sub.add_parser("check", help="agreement table of the generated gradients against every oracle")
@@ -213,9 +217,9 @@ def _run(args, parser) -> int:
 
             if args.format == "pdf":
                 raise UnknownNameError("--format pdf writes a file: give -o FILE.pdf.")
-            print(document_text(build_model(args), args.format, args.exercises), end="")
+            print(document_text(build_model(args), args.format, args.exercises, args.sensitivities), end="")
             return 0
-        path = write_report(build_model(args), args.format, args.output, args.exercises)
+        path = write_report(build_model(args), args.format, args.output, args.exercises, args.sensitivities)
         print(f"wrote {path}")
         if args.exercises:
             from .report import answers_path

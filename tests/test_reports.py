@@ -45,7 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DERIVATIONS = ROOT / "derivations"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 SECTIONS = ("The model", "Notation", "Forward pass", "Loss", "The unrolled computation graph",
-            "Local derivatives", "Adjoint recurrences", "Gradients of the parameters", "Summary",
+            "Local derivatives", "Adjoint recurrences", "Sensitivities (real-time recurrent learning)",
+            "Gradients of the parameters", "Summary",
             "Jacobians and vanishing or exploding gradients", "A worked example by hand")
 USER_CELL = """
 # A user's cell file: any module with a function returning a symrnn.Cell.

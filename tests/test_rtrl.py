@@ -135,3 +135,37 @@ def test_sensitivity_recurrence_printed():
     assert "dot c[t] = c[t-1]*dot f[t] + f[t]*dot c[t-1] + g[t]*dot i[t] + i[t]*dot g[t]" in text
     assert "MatVec(dot W_f, h[t-1])" in text and "MatVec(W_f, dot h[t-1])" in text
     assert Sensitivities(sr.rnn("tanh"))._repr_latex_().startswith("$\\begin{aligned}")
+
+
+# -- the RTRL row of the agreement tables (symrnn.checks) ------------------------------------------------------
+def test_agreement_table_has_an_rtrl_row():
+    from symrnn.checks import agreement_table
+
+    table = agreement_table(sr.Model("rnn-tanh", D=2, H=3, K=2), T_in=2, N=1)
+    row = next(line for line in table.splitlines() if line.startswith("| real-time recurrent learning"))
+    assert row.endswith("| yes |") and float(row.split("|")[2]) < 1e-12
+
+
+@pytest.mark.parametrize("model", [sr.Model("lstm", D=2, H=3, K=2, architecture="many-to-one"),
+                                   sr.Model("gru", D=2, H=3, K=2, loss="mse", reduction="mean"),
+                                   sr.StackedModel("rnn-tanh", D=2, H=3, K=2, num_layers=2, residual=True)],
+                         ids=repr)
+def test_rtrl_row_agrees_with_bptt(model):
+    from symrnn.checks import random_problem, rtrl_row
+
+    params, x, y, h0 = random_problem(model, T_in=3, N=2, seed=1)
+    _, grads = model.loss_and_grads(params, x, y, h0=h0)
+    name, err, key, tol = rtrl_row(model, params, x, y, h0, grads)
+    assert "rtrl_grads" in name and err < 1e-12 and key in grads and tol == 1e-12
+    wrong = dict(grads, **{key: grads[key] * (1 + 1e-9)})  # the row can fail: a gradient off by 1e-9
+    assert rtrl_row(model, params, x, y, h0, wrong)[1] > 1e-10
+
+
+def test_rtrl_row_says_why_it_does_not_apply():
+    from symrnn.checks import random_problem, rtrl_row
+
+    model = sr.StackedModel("gru", D=2, H=3, K=2, num_layers=1, bidirectional=True)
+    params, x, y, h0 = random_problem(model, T_in=3, N=1)
+    _, grads = model.loss_and_grads(params, x, y, h0=h0)
+    name, err, _, _ = rtrl_row(model, params, x, y, h0, grads)
+    assert "does not apply: a backward direction is not causal" in name and err != err

@@ -34,6 +34,8 @@ def test_wiring_reports_compile_and_show_the_wiring(stem, spec, tmp_path):
     text = pdf_text(result.pdf, tmp_path)
     for title in WIRING_SECTIONS + (("The merge and its Jacobian",) if any(m.bidirectional) else ()):
         assert title in text, f"{stem}: section {title!r} missing"
+    # the sensitivity recurrence (RTRL) only where RTRL runs: no layer with a backward direction
+    assert ("Sensitivities (real-time recurrent learning)" in text) == (not any(m.bidirectional)), stem
     assert "one layer is drawn" in text
 
 

@@ -102,7 +102,7 @@ class _LayerSource:
     def __init__(self, directions, keys):
         self.directions, self.keys = directions, keys
 
-    def matrix(self, out, name, coef, v):
+    def matrix(self, out, name, coef, v, vector_name=None):
         self.directions.matrix(out, self.keys[name], coef, v)
 
     def vector(self, out, name, coef):
@@ -143,81 +143,108 @@ def rtrl_loss_and_grads(model, params, inputs, targets, h0=None, mask=None):
     layers = unidirectional_layers(model, 'RTRL')
     params, X, Y, S0, sched, mask = model._prepare(params, inputs, targets, h0, mask)
     T, N = X.shape[:2]
-    dtype = X.dtype
-    block = model.cell_code
-    code = tangent_code(block)
-    shapes = model.param_shapes
-    states0 = {row: (S0 if row is None else S0[(row, "fwd")]) for _, _, _, row in layers}
-    state_sizes = {s: model.state_size(s) if hasattr(model, "state_size") else model.unit.state_size(s)
-                   for s in model.state_names}
-    initial_keys = [((row, s), state_sizes[s]) for _, _, _, row in layers for s in model.state_names]
-    directions = _Directions([k for keys, _, _, _ in layers for k in keys.values()], shapes, initial_keys)
-    scored = np.ones((len(sched.output_steps), N), dtype=bool) if mask is None else mask
-    factor = _step_scale(model, scored)
-    readout = model.readout_code if model.readout is not None else None
-    grad_theta = np.zeros(directions.n_params, dtype=dtype)
-    grad_states = {key: np.zeros((N, size), dtype=dtype) for key, size in initial_keys}
-    readout_grads = {k: np.zeros(shapes[k], dtype=dtype) for k in (model.readout.params if readout else ())}
-    sens = {(row, s): directions.initial((row, s), N, state_sizes[s], dtype) for _, _, _, row in layers
-            for s in model.state_names}
-    states = {(row, s): states0[row][s] for _, _, _, row in layers for s in model.state_names}
+    run = _RTRLRun(model, layers, params, S0, N, X.dtype)
+    factor = _step_scale(model, np.ones((len(sched.output_steps), N), dtype=bool) if mask is None else mask)
     loss = 0.0
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for t in range(T):
-            x, dx = X[t], None
-            for keys, sizes, residual, row in layers:
-                layer_params = {n: params[k] for n, k in keys.items()}
-                prev = {s: states[(row, s)] for s in model.state_names}
-                cache = block.forward(layer_params, x[None], prev, sizes)
-                values = {code_name(block.input_symbol): x}
-                for s in model.state_names:
-                    values[code_name(tsym(s, -1))] = prev[s]
-                    states[(row, s)] = cache[f"S_{s}"][1].copy()
-                    values[code_name(tsym(s))] = states[(row, s)]
-                for e in block.equations:
-                    if e.kind == "let":
-                        values[code_name(e.target)] = cache[f"C_{e.target.name.split('[')[0]}"][0]
-                dV = {code_name(tsym(s, -1)): sens[(row, s)] for s in model.state_names}
-                dV[code_name(block.input_symbol)] = dx
-                tangents = code.function(layer_params, values, dV, _LayerSource(directions, keys), directions.R, N,
-                                         sizes, dtype)
-                for s in model.state_names:
-                    sens[(row, s)] = tangents[code_name(tsym(s))]
-                out, d_out = states[(row, model.out)], sens[(row, model.out)]
-                if residual:
-                    out, d_out = out + x, d_out + dx
-                x, dx = out, d_out
+            h_t, dh_t = run.step(X[t])
             if t not in sched.output_steps:
                 continue
             k = t - sched.output_steps.start
-            step_mask = None if mask is None else mask[k:k + 1]
-            h_t = x[None]
-            if readout is not None:
-                rcache = readout.forward(params, h_t, {}, model.sizes)
-                value, d_o = model.loss_rule.value_and_grad(rcache[f"C_{model.logits}"], Y[k:k + 1], "sum", step_mask)
-                rgrads, d_h, _ = readout.backward(params, h_t, rcache, {model.logits: d_o * factor}, {}, model.sizes)
-                for name, g in rgrads.items():
-                    readout_grads[name] += g
-                d_h = d_h[0]
-            else:
-                value, d_h = model.loss_rule.value_and_grad(h_t, Y[k:k + 1], "sum", step_mask)
-                d_h = d_h[0] * factor
-            loss += float(value) * factor
-            grad_theta += np.einsum("rnk,nk->r", dx[:directions.n_params], d_h)
-            for key, _ in initial_keys:
-                lo, hi, _ = directions.offsets[key]
-                grad_states[key] += np.einsum("ink,nk->ni", dx[lo:hi], d_h)
-    grads = {}
-    for keys, _, _, _ in layers:
-        for key in keys.values():
-            lo, hi, shape = directions.offsets[key]
-            grads[key] = grad_theta[lo:hi].reshape(shape)
-    grads.update(readout_grads)
-    grads = {k: grads[k] for k in shapes}
-    for s in model.state_names:
-        rows = [grad_states[(row, s)] for _, _, _, row in layers]
-        grads[model.initial_state_key(s)] = rows[0] if layers[0][3] is None else np.stack(rows)
-    return loss, grads
+            value, d_h = run.step_loss(h_t, Y[k:k + 1], None if mask is None else mask[k:k + 1], factor)
+            loss += value
+            run.accumulate(dh_t, d_h)
+    return loss, run.grads()
+
+
+class _RTRLRun:
+    """The state of one RTRL pass: every layer's states and sensitivities (``(R, N, size)``, the layout of
+    :class:`_Directions`) and the gradients summed so far."""
+
+    def __init__(self, model, layers, params, S0, N, dtype):
+        self.model, self.layers, self.params = model, layers, params
+        self.block = model.cell_code
+        self.code = tangent_code(self.block)
+        shapes = model.param_shapes
+        sizes = {s: model.state_size(s) if hasattr(model, "state_size") else model.unit.state_size(s)
+                 for s in model.state_names}
+        self.initial_keys = [((row, s), sizes[s]) for _, _, _, row in layers for s in model.state_names]
+        self.directions = _Directions([k for keys, _, _, _ in layers for k in keys.values()], shapes,
+                                      self.initial_keys)
+        self.readout = model.readout_code if model.readout is not None else None
+        self.grad_theta = np.zeros(self.directions.n_params, dtype=dtype)
+        self.grad_states = {key: np.zeros((N, size), dtype=dtype) for key, size in self.initial_keys}
+        self.readout_grads = {k: np.zeros(shapes[k], dtype=dtype) for k in (model.readout.params if self.readout else ())}
+        self.sens = {key: self.directions.initial(key, N, size, dtype) for key, size in self.initial_keys}
+        self.states = {(row, s): (S0 if row is None else S0[(row, "fwd")])[s] for _, _, _, row in layers
+                       for s in model.state_names}
+        self.N, self.dtype = N, dtype
+
+    def step(self, x):
+        """One step of every layer from the bottom up on the input ``x`` (``(N, D)``): the states and the
+        sensitivities move to step ``t``; returns the top layer's output and its sensitivity."""
+        model, block = self.model, self.block
+        dx = None
+        for keys, sizes, residual, row in self.layers:
+            layer_params = {n: self.params[k] for n, k in keys.items()}
+            prev = {s: self.states[(row, s)] for s in model.state_names}
+            cache = block.forward(layer_params, x[None], prev, sizes)
+            values = {code_name(block.input_symbol): x}
+            for s in model.state_names:
+                values[code_name(tsym(s, -1))] = prev[s]
+                self.states[(row, s)] = cache[f"S_{s}"][1].copy()
+                values[code_name(tsym(s))] = self.states[(row, s)]
+            for e in block.equations:
+                if e.kind == "let":
+                    values[code_name(e.target)] = cache[f"C_{e.target.name.split('[')[0]}"][0]
+            dV = {code_name(tsym(s, -1)): self.sens[(row, s)] for s in model.state_names}
+            dV[code_name(block.input_symbol)] = dx
+            tangents = self.code.function(layer_params, values, dV, _LayerSource(self.directions, keys),
+                                          self.directions.R, self.N, sizes, self.dtype)
+            for s in model.state_names:
+                self.sens[(row, s)] = tangents[code_name(tsym(s))]
+            out, d_out = self.states[(row, model.out)], self.sens[(row, model.out)]
+            if residual:
+                out, d_out = out + x, d_out + dx
+            x, dx = out, d_out
+        return x, dx
+
+    def step_loss(self, h_t, y, step_mask, factor):
+        """The loss of one scored step (its share of the model's loss) and its gradient with respect to the
+        top layer's output ``h_t``; the readout's gradients are added."""
+        model = self.model
+        if self.readout is None:
+            value, d_h = model.loss_rule.value_and_grad(h_t[None], y, "sum", step_mask)
+            return float(value) * factor, d_h[0] * factor
+        rcache = self.readout.forward(self.params, h_t[None], {}, model.sizes)
+        value, d_o = model.loss_rule.value_and_grad(rcache[f"C_{model.logits}"], y, "sum", step_mask)
+        rgrads, d_h, _ = self.readout.backward(self.params, h_t[None], rcache, {model.logits: d_o * factor}, {},
+                                               model.sizes)
+        for name, g in rgrads.items():
+            self.readout_grads[name] += g
+        return float(value) * factor, d_h[0]
+
+    def accumulate(self, dh_t, d_h):
+        """Add ``(dL_t / dh_t) P_t`` to the gradients of the parameters and the initial states."""
+        self.grad_theta += np.einsum("rnk,nk->r", dh_t[:self.directions.n_params], d_h)
+        for key, _ in self.initial_keys:
+            lo, hi, _ = self.directions.offsets[key]
+            self.grad_states[key] += np.einsum("ink,nk->ni", dh_t[lo:hi], d_h)
+
+    def grads(self) -> dict:
+        """The gradients by the model's keys, the initial states' last."""
+        model, grads = self.model, {}
+        for keys, _, _, _ in self.layers:
+            for key in keys.values():
+                lo, hi, shape = self.directions.offsets[key]
+                grads[key] = self.grad_theta[lo:hi].reshape(shape)
+        grads.update(self.readout_grads)
+        grads = {k: grads[k] for k in model.param_shapes}
+        for s in model.state_names:
+            rows = [self.grad_states[(row, s)] for _, _, _, row in self.layers]
+            grads[model.initial_state_key(s)] = rows[0] if self.layers[0][3] is None else np.stack(rows)
+        return grads
 
 
 __all__ = ["Tangent", "Sensitivities", "rtrl_loss_and_grads"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import weakref
+from dataclasses import dataclass
 
 import numpy as np
 import sympy as sp
@@ -30,7 +31,8 @@ from .bptt import bar
 from .codegen import EngineSymbol, code_name
 from .functions import derivative
 from .symbols import MatVec, Param, parse, tsym
-from .tangent import DirectionSource, coefficient_printer, compile_source, dot_name, step_reader, step_values, tangent_code, unidirectional_layers
+from .tangent import (DirectionSource, StepsSource, coefficient_printer, compile_source, dot_name, step_reader,
+                      step_values, tangent_code, unidirectional_layers)
 
 
 def dot_of(coef, mv_names) -> sp.Expr:
@@ -69,126 +71,12 @@ class AdjointTangentCode:
         self.block = block
         self.with_input = with_input
         self.sweep = block.sweep
-        self.source = self._source()
+        writer = _ReverseTangentWriter(block, block.sweep)
+        self.source = writer.write(with_input)
+        self.stacks = writer.stacks  # (matrices, tangent first): STACK[k] stacks them along the rows
+        self.param_terms = writer.param_terms  # (parameter, vector or None, buffer)
+        self.buffers = writer.buffers  # the size name of each buffer (one per distinct q)
         self.function = compile_source(self.source, block.name, "adjoint_tangent")
-
-    def _source(self):
-        b, sw = self.block, self.sweep
-        every = [t for a in sw.adjoints for t in a.sends] + [t for ts in sw.carries.values() for t in ts]
-        every += list(sw.inputs) + [t for ts in sw.params.values() for t in ts]
-        printer, names, mv_lines = coefficient_printer([t.coef for t in every])
-        lines = ["def adjoint_tangent(params, dparams, V, dV, EXT, EXTd, carry, carryd, Q, QD, STACK, N, sizes, dtype):"]
-        lines += [f"    {s} = sizes[{s!r}]" for s in sorted(set(b.sizes.values()))]
-        for p in b.params:
-            lines += [f"    {code_name(Param(p))} = params[{p!r}]", f"    {dot_name(Param(p))} = dparams[{p!r}]"]
-        values = [b.input_symbol] + [tsym(s, -1) for s in b.states] + [e.target for e in b.equations]
-        for v in values:
-            lines += [f"    {code_name(v)} = V[{code_name(v)!r}]", f"    {dot_name(v)} = dV[{code_name(v)!r}]"]
-        for m, name in names.items():
-            P, v = m.args
-            lines.append(f"    {name}_dot = {code_name(v)} @ {dot_name(P)}.T + {dot_name(v)} @ {code_name(P)}.T")
-        lines += [f"    {line}" for line in mv_lines]
-        # every coefficient and its tangent, their common subexpressions computed once
-        coefs = list(dict.fromkeys(t.coef for t in every if t.coef != 1))
-        dcoefs = [dot_of(c, names) for c in coefs]
-        reps, reduced = sp.cse(coefs + dcoefs, symbols=(EngineSymbol(f"w{i}") for i in itertools.count()))
-        lines += [f"    {printer.doprint(w)} = {printer.doprint(e)}" for w, e in reps]
-        printed = {c: (printer.doprint(r), printer.doprint(rd), d == 0)
-                   for c, r, rd, d in zip(coefs, reduced[:len(coefs)], reduced[len(coefs):], dcoefs)}
-        counter = iter(range(10 ** 6))
-
-        memo = {}
-
-        def q_of(term):
-            """Lines computing ``q = coef bar y`` and its tangent ``qd`` (once per consumer and
-            coefficient); returns them and their names."""
-            key = (term.consumer, term.coef)
-            if key in memo:
-                return [], *memo[key]
-            more, q, qd = _q_of(term)
-            memo[key] = (q, qd)
-            return more, q, qd
-
-        def _q_of(term):
-            k = next(counter)
-            ybar, ytil = code_name(bar(term.consumer)), code_name(bar(term.consumer)) + "_dot"
-            if term.coef == 1:
-                return [], ybar, ytil
-            coef, dcoef, constant = printed[term.coef]
-            qd = f"({coef}) * {ytil}" if constant else f"({dcoef}) * {ybar} + ({coef}) * {ytil}"
-            return [f"    q{k} = ({coef}) * {ybar}", f"    qd{k} = {qd}"], f"q{k}", f"qd{k}"
-
-        self.stacks = []  # (matrices, tangent first): STACK[k] stacks them along the rows, made once per call
-
-        def received(terms):
-            """Lines and the summed expressions of what ``terms`` send back (and its tangent); the
-            products of several matrices are done as one product with the stacked matrices."""
-            out, parts, dparts, through = [], [], [], []
-            for term in terms:
-                more, q, qd = q_of(term)
-                out += more
-                if term.matrix is not None:
-                    through.append((q, qd, term.matrix.name))
-                else:
-                    parts.append(q)
-                    dparts.append(qd)
-            if len(through) == 1:
-                q, qd, P = through[0]
-                parts.append(f"{q} @ {code_name(Param(P))}")
-                dparts += [f"{q} @ {dot_name(Param(P))}", f"{qd} @ {code_name(Param(P))}"]
-            elif through:
-                k = len(self.stacks)
-                mats = [P for _, _, P in through]
-                self.stacks += [(mats, False), (mats, True)]
-                qs, qds = ", ".join(q for q, _, _ in through), ", ".join(qd for _, qd, _ in through)
-                parts.append(f"np.concatenate([{qs}], axis=1) @ STACK[{k}]")
-                dparts.append(f"np.concatenate([{qs}, {qds}], axis=1) @ STACK[{k + 1}]")
-            return out, parts, dparts
-
-        for a in sw.adjoints:
-            more, parts, dparts = received(a.sends)
-            base = a.target.name.split("[")[0]
-            if a.external:
-                parts.append(f"EXT[{base!r}]")
-                dparts.append(f"EXTd[{base!r}]")
-            if a.carried:
-                parts.append(f"carry[{base!r}]")
-                dparts.append(f"carryd[{base!r}]")
-            size = b.sizes[a.target]
-            zero = f"np.zeros((N, {size}), dtype=dtype)"
-            ybar = code_name(bar(a.target))
-            lines += more
-            lines.append(f"    {ybar} = {' + '.join(parts) or zero}")
-            lines.append(f"    {ybar}_dot = {' + '.join(dparts) or zero}")
-        new, newd = [], []
-        for s, terms in sw.carries.items():
-            more, parts, dparts = received(terms)
-            size = b.states[s]
-            zero = f"np.zeros((N, {size}), dtype=dtype)"
-            lines += more + [f"    k_{len(new)} = {' + '.join(parts) or zero}",
-                             f"    kd_{len(new)} = {' + '.join(dparts) or zero}"]
-            new.append(f"{s!r}: k_{len(new)}")
-            newd.append(f"{s!r}: kd_{len(newd)}")
-        if self.with_input:
-            more, parts, dparts = received(sw.inputs)
-            zero = f"np.zeros((N, {b.sizes[b.input_symbol]}), dtype=dtype)"
-            lines += more + [f"    xbar = {' + '.join(parts) or zero}", f"    xtil = {' + '.join(dparts) or zero}"]
-        else:
-            lines.append("    xbar = xtil = None")
-        self.param_terms = []  # (parameter, vector or None, buffer): Q[buffer], QD[buffer] hold q and its tangent
-        self.buffers = []  # the size name of each buffer (one per distinct q)
-        stored = {}
-        for p, terms in sw.params.items():
-            for term in terms:
-                more, q, qd = q_of(term)
-                lines += more
-                if q not in stored:
-                    stored[q] = len(self.buffers)
-                    self.buffers.append(b.sizes[term.consumer])
-                    lines += [f"    Q[{stored[q]}][...] = {q}", f"    QD[{stored[q]}][...] = {qd}"]
-                self.param_terms.append((p, term.vector, stored[q]))
-        lines.append("    return {" + ", ".join(new) + "}, {" + ", ".join(newd) + "}, xbar, xtil")
-        return "\n".join(lines) + "\n"
 
     def stacked(self, params, direction):
         """``STACK``: for each group of products, the matrices stacked along the rows (the tangent's:
@@ -198,6 +86,145 @@ class AdjointTangentCode:
             blocks = [direction[m] for m in mats] + [params[m] for m in mats] if tangent else [params[m] for m in mats]
             out.append(np.concatenate(blocks, axis=0))
         return out
+
+
+class _ReverseTangentWriter:
+    """Writes the source of :class:`AdjointTangentCode`: every adjoint of the reverse sweep and its tangent,
+    term by term, the common subexpressions of the coefficients and their tangents computed once."""
+
+    def __init__(self, block, sweep):
+        self.b, self.sw = block, sweep
+        self.every = [t for a in sweep.adjoints for t in a.sends] + [t for ts in sweep.carries.values() for t in ts]
+        self.every += list(sweep.inputs) + [t for ts in sweep.params.values() for t in ts]
+        self.printer, self.names, self.mv_lines = coefficient_printer([t.coef for t in self.every])
+        self.memo, self.counter = {}, itertools.count()
+        self.stacks, self.param_terms, self.buffers = [], [], []
+
+    def write(self, with_input) -> str:
+        lines = self._header() + self._coefficients()
+        lines += self._adjoints() + self._carries()
+        lines += self._input() if with_input else ["    xbar = xtil = None"]
+        lines += self._parameter_buffers()
+        lines.append("    return {" + ", ".join(self.new) + "}, {" + ", ".join(self.newd) + "}, xbar, xtil")
+        return "\n".join(lines) + "\n"
+
+    def _header(self):
+        """The signature and the unpacking of the parameters, the direction and the step's values."""
+        b = self.b
+        lines = ["def adjoint_tangent(params, dparams, V, dV, EXT, EXTd, carry, carryd, Q, QD, STACK, N, sizes, "
+                 "dtype):"]
+        lines += [f"    {s} = sizes[{s!r}]" for s in sorted(set(b.sizes.values()))]
+        for p in b.params:
+            lines += [f"    {code_name(Param(p))} = params[{p!r}]", f"    {dot_name(Param(p))} = dparams[{p!r}]"]
+        values = [b.input_symbol] + [tsym(s, -1) for s in b.states] + [e.target for e in b.equations]
+        for v in values:
+            lines += [f"    {code_name(v)} = V[{code_name(v)!r}]", f"    {dot_name(v)} = dV[{code_name(v)!r}]"]
+        for m, name in self.names.items():
+            P, v = m.args
+            lines.append(f"    {name}_dot = {code_name(v)} @ {dot_name(P)}.T + {dot_name(v)} @ {code_name(P)}.T")
+        return lines + [f"    {line}" for line in self.mv_lines]
+
+    def _coefficients(self):
+        """Every coefficient and its tangent (differentiated by SymPy), common subexpressions once; fills
+        :attr:`printed` (coefficient -> its code, its tangent's code, whether the tangent is zero)."""
+        coefs = list(dict.fromkeys(t.coef for t in self.every if t.coef != 1))
+        dcoefs = [dot_of(c, self.names) for c in coefs]
+        reps, reduced = sp.cse(coefs + dcoefs, symbols=(EngineSymbol(f"w{i}") for i in itertools.count()))
+        doprint = self.printer.doprint
+        self.printed = {c: (doprint(r), doprint(rd), d == 0)
+                        for c, r, rd, d in zip(coefs, reduced[:len(coefs)], reduced[len(coefs):], dcoefs)}
+        return [f"    {doprint(w)} = {doprint(e)}" for w, e in reps]
+
+    def q_of(self, term):
+        """Lines computing ``q = coef bar y`` and its tangent ``qd`` (once per consumer and coefficient);
+        returns them and their names."""
+        key = (term.consumer, term.coef)
+        if key in self.memo:
+            return [], *self.memo[key]
+        ybar = code_name(bar(term.consumer))
+        ytil = ybar + "_dot"
+        if term.coef == 1:
+            self.memo[key] = (ybar, ytil)
+            return [], ybar, ytil
+        k = next(self.counter)
+        coef, dcoef, constant = self.printed[term.coef]
+        qd = f"({coef}) * {ytil}" if constant else f"({dcoef}) * {ybar} + ({coef}) * {ytil}"
+        self.memo[key] = (f"q{k}", f"qd{k}")
+        return [f"    q{k} = ({coef}) * {ybar}", f"    qd{k} = {qd}"], f"q{k}", f"qd{k}"
+
+    def received(self, terms):
+        """Lines and the summed expressions of what ``terms`` send back (and its tangent); the
+        products of several matrices are done as one product with the stacked matrices."""
+        out, parts, dparts, through = [], [], [], []
+        for term in terms:
+            more, q, qd = self.q_of(term)
+            out += more
+            if term.matrix is not None:
+                through.append((q, qd, term.matrix.name))
+            else:
+                parts.append(q)
+                dparts.append(qd)
+        if len(through) == 1:
+            q, qd, P = through[0]
+            parts.append(f"{q} @ {code_name(Param(P))}")
+            dparts += [f"{q} @ {dot_name(Param(P))}", f"{qd} @ {code_name(Param(P))}"]
+        elif through:
+            k = len(self.stacks)
+            mats = [P for _, _, P in through]
+            self.stacks += [(mats, False), (mats, True)]
+            qs, qds = ", ".join(q for q, _, _ in through), ", ".join(qd for _, qd, _ in through)
+            parts.append(f"np.concatenate([{qs}], axis=1) @ STACK[{k}]")
+            dparts.append(f"np.concatenate([{qs}, {qds}], axis=1) @ STACK[{k + 1}]")
+        return out, parts, dparts
+
+    def _assign(self, name, dname, terms, size, extra=(), dextra=()):
+        """``name = sum of what terms send + extra`` and its tangent ``dname`` (zeros when nothing)."""
+        more, parts, dparts = self.received(terms)
+        zero = f"np.zeros((N, {size}), dtype=dtype)"
+        return more + [f"    {name} = {' + '.join(parts + list(extra)) or zero}",
+                       f"    {dname} = {' + '.join(dparts + list(dextra)) or zero}"]
+
+    def _adjoints(self):
+        lines = []
+        for a in self.sw.adjoints:
+            base = a.target.name.split("[")[0]
+            extra, dextra = [], []
+            if a.external:
+                extra.append(f"EXT[{base!r}]")
+                dextra.append(f"EXTd[{base!r}]")
+            if a.carried:
+                extra.append(f"carry[{base!r}]")
+                dextra.append(f"carryd[{base!r}]")
+            ybar = code_name(bar(a.target))
+            lines += self._assign(ybar, f"{ybar}_dot", a.sends, self.b.sizes[a.target], extra, dextra)
+        return lines
+
+    def _carries(self):
+        """What the previous step's states receive (and its tangent): ``k_<i>``, ``kd_<i>``."""
+        lines, self.new, self.newd = [], [], []
+        for i, (s, terms) in enumerate(self.sw.carries.items()):
+            lines += self._assign(f"k_{i}", f"kd_{i}", terms, self.b.states[s])
+            self.new.append(f"{s!r}: k_{i}")
+            self.newd.append(f"{s!r}: kd_{i}")
+        return lines
+
+    def _input(self):
+        return self._assign("xbar", "xtil", self.sw.inputs, self.b.sizes[self.b.input_symbol])
+
+    def _parameter_buffers(self):
+        """``Q[k][...] = q``, ``QD[k][...] = qd`` for each distinct ``q`` of a parameter term; fills
+        :attr:`param_terms` (parameter, vector or None, buffer) and :attr:`buffers` (their size names)."""
+        lines, stored = [], {}
+        for p, terms in self.sw.params.items():
+            for term in terms:
+                more, q, qd = self.q_of(term)
+                lines += more
+                if q not in stored:
+                    stored[q] = len(self.buffers)
+                    self.buffers.append(self.b.sizes[term.consumer])
+                    lines += [f"    Q[{stored[q]}][...] = {q}", f"    QD[{stored[q]}][...] = {qd}"]
+                self.param_terms.append((p, term.vector, stored[q]))
+        return lines
 
 
 _CODES = weakref.WeakKeyDictionary()
@@ -269,6 +296,137 @@ def _stateless(block, code, params, direction, X, dX, sizes):
     return cache, values, dvalues
 
 
+@dataclass
+class _LayerRun:
+    """One layer's forward pass and its tangent: its parameters ``p`` and direction ``dp`` by the cell's
+    names (``keys``: cell name -> model key), its input ``x`` and the input's tangent ``dx`` (None: the
+    data), the forward ``cache``, the tangents ``dots`` of every quantity at every step ``(T, N, size)``
+    and of the initial states."""
+
+    keys: dict
+    p: dict
+    dp: dict
+    sizes: dict
+    residual: bool
+    x: np.ndarray
+    dx: np.ndarray | None
+    cache: dict
+    dots: dict
+    d_initial: dict
+
+
+def _tangent_forward(model, p, dp, x, dx, S, sizes):
+    """The forward pass of one layer and its tangent along ``dp``: ``(cache, dots, d_initial)``.
+
+    The tangent of step ``t`` reads the tangents of step ``t - 1``; the source terms ``coef (dot P v)``
+    read forward values only, so their products ``v dot P^T`` are made for all steps at once first."""
+    block, dtype = model.cell_code, x.dtype
+    T, N = x.shape[:2]
+    tcode = tangent_code(block)
+    cache = block.forward(p, x, S, sizes)
+    names = [code_name(e.target) for e in block.equations]
+    prev_names = {s: code_name(tsym(s, -1)) for s in model.state_names}
+    now_names = {s: code_name(tsym(s)) for s in model.state_names}
+    x_name = code_name(block.input_symbol)
+    dots = {n: np.empty((T, N, sizes[block.sizes[e.target]]), dtype=dtype) for n, e in zip(names, block.equations)}
+    d_initial = {s: np.zeros((N, S[s].shape[-1]), dtype=dtype) for s in model.state_names}
+    source = StepsSource(dp, tcode.matrix_sources(), lambda v: all_steps(block, x, cache, v))
+    read = step_reader(block)
+    d_prev = d_initial
+    for t in range(T):
+        dV = {prev_names[s]: d_prev[s][None] for s in model.state_names}
+        dV[x_name] = None if dx is None else dx[t][None]
+        source.t = t
+        out = tcode.function(p, read(x, cache, t), dV, source, 1, N, sizes, dtype)
+        for n in names:
+            dots[n][t] = out[n][0]
+        d_prev = {s: dots[now_names[s]][t] for s in model.state_names}
+    return cache, dots, d_initial
+
+
+def _forward_runs(model, layers, params, direction, X, S0):
+    """Every layer's :class:`_LayerRun`, from the bottom up, and the top layer's output and its tangent."""
+    runs, x, dx = [], X, None
+    for keys, sizes, residual, row in layers:
+        p = {n: params[k] for n, k in keys.items()}
+        dp = {n: direction[k] for n, k in keys.items()}
+        cache, dots, d_initial = _tangent_forward(model, p, dp, x, dx, S0 if row is None else S0[(row, "fwd")],
+                                                  sizes)
+        runs.append(_LayerRun(keys, p, dp, sizes, residual, x, dx, cache, dots, d_initial))
+        out, d_out = cache[f"S_{model.out}"][1:], dots[code_name(tsym(model.out))]
+        if residual:
+            out, d_out = out + x, d_out + dx
+        x, dx = out, d_out
+    return runs, x, dx
+
+
+def _loss_second_order(model, params, direction, Hs, dHs, Y, mask, gauss_newton, G, Gd):
+    """The loss of the scored steps' outputs ``Hs`` (tangent ``dHs``) through the readout, if any:
+    ``(loss, h_bar, h_tilde)``, the adjoint of ``Hs`` and its tangent; the readout's gradients and
+    product are added to ``G`` and ``Gd``.  With ``gauss_newton`` every first-order adjoint is zero."""
+    if model.readout is None:
+        value, h_bar = model.loss_rule.value_and_grad(Hs, Y, model.reduction, mask)
+        h_til = model.loss_rule.hessian_vector(Hs, Y, dHs, model.reduction, mask)
+        return value, (np.zeros_like(h_bar) if gauss_newton else h_bar), h_til
+    readout, dtype = model.readout_code, Hs.dtype
+    rcache, rvalues, rdots = _stateless(readout, tangent_code(readout), params, direction, Hs, dHs, model.sizes)
+    O = rcache[f"C_{model.logits}"].reshape(Hs.shape[:2] + (-1,))
+    dO = rdots[code_name(tsym(model.logits))].reshape(O.shape)
+    value, d_o = model.loss_rule.value_and_grad(O, Y, model.reduction, mask)
+    t_o = model.loss_rule.hessian_vector(O, Y, dO, model.reduction, mask)
+    if gauss_newton:
+        d_o = np.zeros_like(d_o)
+    M = Hs.shape[0] * Hs.shape[1]
+    code = adjoint_tangent_code(readout)
+    Q, QD = _buffers(code, 1, M, model.sizes, dtype)
+    _, _, h_bar, h_til = code.function(
+        params, direction, rvalues, rdots, {model.logits: d_o.reshape(M, -1)}, {model.logits: t_o.reshape(M, -1)},
+        {}, {}, [q[0] for q in Q], [q[0] for q in QD], code.stacked(params, direction), M, model.sizes, dtype)
+    parameter_products(code, Q, QD, lambda s: rvalues[code_name(s)][None], lambda s: rdots[code_name(s)][None], G, Gd)
+    return value, h_bar.reshape(Hs.shape), h_til.reshape(Hs.shape)
+
+
+def _reverse_layer(model, run, ext, extd):
+    """The reverse sweep of one layer and its tangent, from the adjoint ``ext`` of its output at every step
+    (tangent ``extd``): ``(g, gd, x_bar, x_til)``, the layer's gradients and product by the cell's names
+    and what its input receives (None for the data)."""
+    block, x, dtype = model.cell_code, run.x, run.x.dtype
+    T, N = x.shape[:2]
+    code = adjoint_tangent_code(block, with_input=run.dx is not None)  # the data's adjoint goes nowhere
+    names = [code_name(e.target) for e in block.equations]
+    prev_names = {s: code_name(tsym(s, -1)) for s in model.state_names}
+    now_names = {s: code_name(tsym(s)) for s in model.state_names}
+    x_name, read = code_name(block.input_symbol), step_reader(block)
+    carry = {s: np.zeros_like(run.d_initial[s]) for s in model.state_names}
+    carryd = {s: np.zeros_like(run.d_initial[s]) for s in model.state_names}
+    zero_x = np.zeros((N, x.shape[2]), dtype=dtype)
+    x_bar, x_til = (np.empty_like(x), np.empty_like(x)) if run.dx is not None else (None, None)
+    Q, QD = _buffers(code, T, N, run.sizes, dtype)
+    stack = code.stacked(run.p, run.dp)
+    for t in range(T - 1, -1, -1):
+        dV = {n: run.dots[n][t] for n in names}
+        dV[x_name] = zero_x if run.dx is None else run.dx[t]
+        for s in model.state_names:
+            dV[prev_names[s]] = run.dots[now_names[s]][t - 1] if t > 0 else run.d_initial[s]
+        carry, carryd, xb, xt = code.function(
+            run.p, run.dp, read(x, run.cache, t), dV, {model.out: ext[t]}, {model.out: extd[t]}, carry, carryd,
+            [q[t] for q in Q], [q[t] for q in QD], stack, N, run.sizes, dtype)
+        if xb is not None:
+            x_bar[t], x_til[t] = xb, xt
+
+    def tangents(symbol):
+        if symbol == block.input_symbol:
+            return run.dx
+        base, offset, _ = parse(symbol)
+        if offset == -1:
+            return np.concatenate([run.d_initial[base][None], run.dots[now_names[base]][:-1]])
+        return run.dots[code_name(symbol)]
+
+    g, gd = {n: np.zeros_like(a) for n, a in run.p.items()}, {n: np.zeros_like(a) for n, a in run.p.items()}
+    parameter_products(code, Q, QD, lambda s: all_steps(block, x, run.cache, s), tangents, g, gd)
+    return g, gd, x_bar, x_til
+
+
 def hessian_vector_product(model, params, vector, inputs, targets, h0=None, mask=None, gauss_newton=False):
     """``(loss, grads, H v)``: the loss, its gradient and the exact Hessian-vector product.
 
@@ -300,110 +458,25 @@ def hessian_vector_product(model, params, vector, inputs, targets, h0=None, mask
     params, X, Y, S0, sched, mask = model._prepare(params, inputs, targets, h0, mask)
     direction = _checked_direction(model, vector, X.dtype)
     T, N = X.shape[:2]
-    dtype, block = X.dtype, model.cell_code
-    tcode = tangent_code(block)
-    rcodes = {True: adjoint_tangent_code(block, with_input=True), False: adjoint_tangent_code(block, with_input=False)}
-    read = step_reader(block)
-    names = [code_name(e.target) for e in block.equations]
-    prev_names = {s: code_name(tsym(s, -1)) for s in model.state_names}
-    now_names = {s: code_name(tsym(s)) for s in model.state_names}
-    x_name = code_name(block.input_symbol)
-    G = {k: np.zeros(s, dtype=dtype) for k, s in model.param_shapes.items()}
-    Gd = {k: np.zeros(s, dtype=dtype) for k, s in model.param_shapes.items()}
-    runs = []  # per layer: its parameters, direction, sizes, input, input tangent, cache, tangents
+    G = {k: np.zeros(s, dtype=X.dtype) for k, s in model.param_shapes.items()}
+    Gd = {k: np.zeros(s, dtype=X.dtype) for k, s in model.param_shapes.items()}
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        x, dx = X, None
-        for keys, sizes, residual, row in layers:
-            p = {n: params[k] for n, k in keys.items()}
-            dp = {n: direction[k] for n, k in keys.items()}
-            S = S0 if row is None else S0[(row, "fwd")]
-            cache = block.forward(p, x, S, sizes)
-            # the tangent forward: dot y at every step
-            dots = {n: np.empty((T, N, sizes[block.sizes[e.target]]), dtype=dtype)
-                    for n, e in zip(names, block.equations)}
-            d_prev = {s: np.zeros((N, S[s].shape[-1]), dtype=dtype) for s in model.state_names}
-            d_initial = dict(d_prev)
-            source = DirectionSource(dp)
-            for t in range(T):
-                dV = {prev_names[s]: d_prev[s][None] for s in model.state_names}
-                dV[x_name] = None if dx is None else dx[t][None]
-                out = tcode.function(p, read(x, cache, t), dV, source, 1, N, sizes, dtype)
-                for n in names:
-                    dots[n][t] = out[n][0]
-                d_prev = {s: dots[now_names[s]][t] for s in model.state_names}
-            runs.append((keys, p, dp, sizes, residual, x, dx, cache, dots, d_initial))
-            out, d_out = cache[f"S_{model.out}"][1:], dots[now_names[model.out]]
-            if residual:
-                out, d_out = out + x, d_out + dx
-            x, dx = out, d_out
+        runs, top, dtop = _forward_runs(model, layers, params, direction, X, S0)
         steps = slice(sched.output_steps.start, sched.output_steps.stop)
-        Hs, dHs = x[steps], dx[steps]
-        if model.readout is not None:
-            readout = model.readout_code
-            rcache, rvalues, rdots = _stateless(readout, tangent_code(readout), params, direction, Hs, dHs,
-                                                model.sizes)
-            O = rcache[f"C_{model.logits}"].reshape(Hs.shape[:2] + (-1,))
-            dO = rdots[code_name(tsym(model.logits))].reshape(O.shape)
-            value, d_o = model.loss_rule.value_and_grad(O, Y, model.reduction, mask)
-            t_o = model.loss_rule.hessian_vector(O, Y, dO, model.reduction, mask)
-            if gauss_newton:
-                d_o = np.zeros_like(d_o)
-            M = Hs.shape[0] * N
-            rcode_ = adjoint_tangent_code(readout)
-            Q, QD = _buffers(rcode_, 1, M, model.sizes, dtype)
-            _, _, h_bar, h_til = rcode_.function(
-                params, direction, rvalues, rdots, {model.logits: d_o.reshape(M, -1)},
-                {model.logits: t_o.reshape(M, -1)}, {}, {}, [q[0] for q in Q], [q[0] for q in QD],
-                rcode_.stacked(params, direction), M, model.sizes, dtype)
-            parameter_products(rcode_, Q, QD, lambda s: rvalues[code_name(s)][None],
-                               lambda s: rdots[code_name(s)][None], G, Gd)
-            h_bar, h_til = h_bar.reshape(Hs.shape), h_til.reshape(Hs.shape)
-        else:
-            value, h_bar = model.loss_rule.value_and_grad(Hs, Y, model.reduction, mask)
-            h_til = model.loss_rule.hessian_vector(Hs, Y, dHs, model.reduction, mask)
-            if gauss_newton:
-                h_bar = np.zeros_like(h_bar)
-        ext = np.zeros((T, N, h_bar.shape[-1]), dtype=dtype)
+        value, h_bar, h_til = _loss_second_order(model, params, direction, top[steps], dtop[steps], Y, mask,
+                                                 gauss_newton, G, Gd)
+        ext = np.zeros((T, N, h_bar.shape[-1]), dtype=X.dtype)
         extd = np.zeros_like(ext)
         ext[steps], extd[steps] = h_bar, h_til
-        for keys, p, dp, sizes, residual, x, dx, cache, dots, d_initial in reversed(runs):
-            rcode = rcodes[dx is not None]  # the bottom layer's input adjoint goes nowhere
-            carry = {s: np.zeros_like(d_initial[s]) for s in model.state_names}
-            carryd = {s: np.zeros_like(d_initial[s]) for s in model.state_names}
-            zero_x = np.zeros((N, x.shape[2]), dtype=dtype)
-            x_bar, x_til = np.empty_like(x), np.empty_like(x)
-            Q, QD = _buffers(rcode, T, N, sizes, dtype)
-            stack = rcode.stacked(p, dp)
-            g, gd = {n: np.zeros_like(a) for n, a in p.items()}, {n: np.zeros_like(a) for n, a in p.items()}
-            for t in range(T - 1, -1, -1):
-                dV = {n: dots[n][t] for n in names}
-                dV[x_name] = zero_x if dx is None else dx[t]
-                for s in model.state_names:
-                    dV[prev_names[s]] = dots[now_names[s]][t - 1] if t > 0 else d_initial[s]
-                carry, carryd, xb, xt = rcode.function(
-                    p, dp, read(x, cache, t), dV, {model.out: ext[t]}, {model.out: extd[t]}, carry, carryd,
-                    [q[t] for q in Q], [q[t] for q in QD], stack, N, sizes, dtype)
-                if xb is not None:
-                    x_bar[t], x_til[t] = xb, xt
-
-            def tangents(symbol, dots=dots, d_initial=d_initial, dx=dx):
-                if symbol == block.input_symbol:
-                    return dx
-                base, offset, _ = parse(symbol)
-                if offset == -1:
-                    return np.concatenate([d_initial[base][None], dots[now_names[base]][:-1]])
-                return dots[code_name(symbol)]
-
-            parameter_products(rcode, Q, QD, lambda s, x=x, cache=cache: all_steps(block, x, cache, s), tangents,
-                               g, gd)
-            for n, k in keys.items():
+        for run in reversed(runs):
+            g, gd, x_bar, x_til = _reverse_layer(model, run, ext, extd)
+            for n, k in run.keys.items():
                 G[k] += g[n]
                 Gd[k] += gd[n]
-            if residual:
+            if run.residual and x_bar is not None:
                 x_bar, x_til = x_bar + ext, x_til + extd
             ext, extd = x_bar, x_til
-    grads = {k: G[k] for k in model.param_shapes}
-    return float(value), grads, {k: Gd[k] for k in model.param_shapes}
+    return float(value), {k: G[k] for k in model.param_shapes}, {k: Gd[k] for k in model.param_shapes}
 
 
 def gauss_newton_vector_product(model, params, vector, inputs, targets, h0=None, mask=None):

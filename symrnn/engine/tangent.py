@@ -143,7 +143,7 @@ class TangentCode:
     ``V`` (code name -> ``(N, size)``: the input ``x__t``, the previous states ``h__prev``, the lets
     ``a__t`` and the new states ``h__t``), the tangents ``dV`` of the input (``x__t``; missing or None:
     zero) and of the previous states (``(R, N, size)``), and ``source``, which adds the source terms of
-    the parameters (``source.matrix(out, name, coef, v)``, ``source.vector(out, name, coef)``).  It
+    the parameters (``source.matrix(out, name, coef, v, v's code name)``, ``source.vector(out, name, coef)``).  It
     returns the tangents of the lets and the new states by code name.
     """
 
@@ -178,7 +178,8 @@ class TangentCode:
                 elif t.kind == "through":
                     add = f"{y} += {scaled(f'({dot_name(t.source)} @ {code_name(t.matrix)}.T)')}"
                 elif t.kind == "matrix":
-                    add = f"source.matrix({y}, {t.source.name!r}, {coef}, {code_name(t.vector)})"
+                    v = code_name(t.vector)
+                    add = f"source.matrix({y}, {t.source.name!r}, {coef}, {v}, {v!r})"
                 else:
                     add = f"source.vector({y}, {t.source.name!r}, {coef})"
                 if t.source == x:
@@ -188,6 +189,12 @@ class TangentCode:
             out.append(f"{code_name(e.target)!r}: {y}")
         lines.append("    return {" + ", ".join(out) + "}")
         return "\n".join(lines) + "\n"
+
+
+    def matrix_sources(self) -> list:
+        """``(parameter name, vector symbol)`` of every source term ``coef * (dot P v)``."""
+        return list(dict.fromkeys((t.source.name, t.vector) for ts in self.terms.values() for t in ts
+                                  if t.kind == "matrix"))
 
 
 _TANGENTS = weakref.WeakKeyDictionary()
@@ -208,11 +215,35 @@ class DirectionSource:
     def __init__(self, direction):
         self.direction = direction
 
-    def matrix(self, out, name, coef, v):
+    def matrix(self, out, name, coef, v, vector_name=None):
         out[0] += coef * (v @ self.direction[name].T)
 
     def vector(self, out, name, coef):
         out[0] += coef * self.direction[name]
+
+
+class StepsSource(DirectionSource):
+    """The source terms of one direction over a whole sequence whose forward values are known: each
+    product ``v dot P^T`` is made once for every step (one matrix product over ``(T, N, size)`` instead
+    of ``T`` small ones), and step :attr:`t` reads its slice.
+
+    Parameters
+    ----------
+    direction : dict
+        ``dot theta`` by the block's parameter names.
+    sources : list
+        ``(parameter name, vector symbol)`` pairs (:meth:`TangentCode.matrix_sources`).
+    values : callable
+        ``values(symbol)``: the forward values of ``symbol`` at every step, ``(T, N, size)``.
+    """
+
+    def __init__(self, direction, sources, values):
+        super().__init__(direction)
+        self.t = 0
+        self.products = {(name, code_name(v)): values(v) @ direction[name].T for name, v in sources}
+
+    def matrix(self, out, name, coef, v, vector_name=None):
+        out[0] += coef * self.products[(name, vector_name)][self.t]
 
 
 def step_values(block, X, cache, t):

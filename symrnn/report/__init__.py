@@ -52,9 +52,11 @@ def report_kind(model) -> str:
     return "cell" if [p.row for p in parts if p.kind == "cell"] == [None] else "wiring"
 
 
-def model_document(model, exercises=False):
+def model_document(model, exercises=False, sensitivities=True):
     """The :class:`~symrnn.report.blocks.Document` of ``model`` (any model: the report's one builder picks its
-    sections by :func:`report_kind`); ``exercises``: the version for teachers."""
+    sections by :func:`report_kind`); ``exercises``: the version for teachers; ``sensitivities=False`` leaves
+    out the sensitivity recurrence (real-time recurrent learning) beside the adjoints (a bidirectional or
+    sequence-to-sequence model's report has none)."""
     kind = report_kind(model)
     if kind != "cell":
         if exercises:
@@ -65,23 +67,24 @@ def model_document(model, exercises=False):
             from .seq2seq import build_seq2seq_document
 
             return build_seq2seq_document(model)
-        return build_wiring_document(model)
-    document = build_document(model)
+        return build_wiring_document(model, sensitivities=sensitivities)
+    document = build_document(model, sensitivities=sensitivities)
     return make_exercises(document) if exercises else document
 
 
-def latex_document(model, exercises=False) -> str:
+def latex_document(model, exercises=False, sensitivities=True) -> str:
     """The derivation report of ``model`` as a complete LaTeX document.
 
     With ``exercises=True``, the exercise version: the adjoint recurrences, the gradients and the
-    worked example's backward pass are blank lines to fill in, with the answers at the end."""
-    return _latex.render(model_document(model, exercises))
+    worked example's backward pass are blank lines to fill in, with the answers at the end.  With
+    ``sensitivities=False``, without the sensitivity recurrence (:mod:`symrnn.report.sensitivities`)."""
+    return _latex.render(model_document(model, exercises, sensitivities))
 
 
-def markdown_document(model, exercises=False) -> str:
+def markdown_document(model, exercises=False, sensitivities=True) -> str:
     """The derivation report of ``model`` as GitHub Markdown (``$$`` math, a Mermaid graph);
-    ``exercises`` as in :func:`latex_document`."""
-    return _markdown.render(model_document(model, exercises))
+    ``exercises`` and ``sensitivities`` as in :func:`latex_document`."""
+    return _markdown.render(model_document(model, exercises, sensitivities))
 
 
 def check_format(fmt) -> str:
@@ -90,10 +93,10 @@ def check_format(fmt) -> str:
     return fmt
 
 
-def document_text(model, fmt, exercises=False) -> str:
+def document_text(model, fmt, exercises=False, sensitivities=True) -> str:
     """The report of ``model`` as text, ``tex`` or ``md`` (what :func:`write_report` writes)."""
     fmt = check_format(fmt)
-    return (markdown_document if fmt == "md" else latex_document)(model, exercises)
+    return (markdown_document if fmt == "md" else latex_document)(model, exercises, sensitivities)
 
 
 def answers_path(path) -> Path:
@@ -103,14 +106,15 @@ def answers_path(path) -> Path:
     return path.with_name(f"{path.stem}-answers{path.suffix}")
 
 
-def write_report(model, fmt, path, exercises=False) -> Path:
+def write_report(model, fmt, path, exercises=False, sensitivities=True) -> Path:
     """Write the report of ``model`` to ``path`` as ``fmt`` (``tex``, ``pdf`` or ``md``); returns the path.
 
     ``model`` is a :class:`~symrnn.models.model.Model`, a :class:`~symrnn.models.wiring.StackedModel`
     (its report is built by :mod:`symrnn.report.wiring`) or a :class:`~symrnn.models.seq2seq.Seq2Seq`
     (:func:`symrnn.report.seq2seq.write_seq2seq_report`).  ``exercises=True`` writes the exercise
     version of a :class:`~symrnn.models.model.Model`'s report to ``path`` and its answers, a document of
-    their own, beside it (:func:`answers_path`).
+    their own, beside it (:func:`answers_path`).  ``sensitivities=False`` leaves out the sensitivity
+    recurrence (real-time recurrent learning) printed beside the adjoints.
 
     The path is checked before any work. A PDF is compiled in a temporary
     directory; when pdflatex is missing, or fails, the ``.tex`` is written next
@@ -122,10 +126,11 @@ def write_report(model, fmt, path, exercises=False) -> Path:
                                "a sequence-to-sequence model's report has none. Leave out exercises.")
     path = check_writable(path)
     if not exercises:
-        return _write_text(fmt, path, lambda: (markdown_document if fmt == "md" else latex_document)(model))
+        leave_out = {} if sensitivities else {"sensitivities": False}
+        return _write_text(fmt, path, lambda: (markdown_document if fmt == "md" else latex_document)(model, **leave_out))
     if report_kind(model) != "cell":
         model_document(model, exercises=True)  # the error message for a stacked model
-    questions, answers = make_exercises(build_document(model), answers_apart=True)
+    questions, answers = make_exercises(build_document(model, sensitivities=sensitivities), answers_apart=True)
     check_writable(answers_path(path))
     write_document(answers, fmt, answers_path(path))
     return write_document(questions, fmt, path)

@@ -32,8 +32,9 @@ SHAPE_WORDS = {"D": "input size", "H": "hidden size", "K": "output size"}
 class ReportBuilder(SummarySections):
     """Builds the :class:`~symrnn.report.blocks.Document` of one model."""
 
-    def __init__(self, model, width: float = LINE_WIDTH):
+    def __init__(self, model, width: float = LINE_WIDTH, sensitivities: bool = True):
         self.model = model
+        self.with_sensitivities = sensitivities
         self.d = model.derive()
         self.cell = model.cell
         self.width = width
@@ -98,9 +99,9 @@ class ReportBuilder(SummarySections):
         subtitle = [f"{m.architecture.name} architecture, {LOSS_NAMES.get(m.loss_rule.name, m.loss_rule.name)} "
                     f"loss, {m.reduction} reduction"]
         sections = [self.introduction(), self.notation(), self.forward(), self.loss(), self.graph(),
-                    self.identities(), self.adjoints(), self.gradients(), self.summary_section(), self.jacobians(),
-                    self.example()]
-        return Document(title, subtitle, sections, dict(self.numbers))
+                    self.identities(), self.adjoints(), self.sensitivities(), self.gradients(),
+                    self.summary_section(), self.jacobians(), self.example()]
+        return Document(title, subtitle, [s for s in sections if s is not None], dict(self.numbers))
 
     # -- 1 -------------------------------------------------------------------------------------
     def introduction(self):
@@ -396,6 +397,15 @@ class ReportBuilder(SummarySections):
                 blocks += [Paragraph(self.when(cls) + [":"]), self.display(rows, printer, exercise=True)]
         return Section("Adjoint recurrences", "sec:adjoints", blocks)
 
+    # -- 7b: beside the adjoints ---------------------------------------------------------------
+    def sensitivities(self):
+        """The sensitivity recurrence (:mod:`symrnn.report.sensitivities`), or None when left out."""
+        if not self.with_sensitivities:
+            return None
+        from .sensitivities import sensitivity_section
+
+        return sensitivity_section(self)
+
     # -- 8 -------------------------------------------------------------------------------------
     def gradients(self):
         d, c = self.d, self.cell
@@ -475,6 +485,7 @@ def _renames(model) -> dict:
     return {name: fallback.get(name, f"{name}_y") for name in model.readout.params if name in taken}
 
 
-def build_document(model) -> Document:
-    """The :class:`Document` of ``model``'s derivation."""
-    return ReportBuilder(model).build()
+def build_document(model, sensitivities=True) -> Document:
+    """The :class:`Document` of ``model``'s derivation; ``sensitivities=False`` leaves out the sensitivity
+    recurrence (real-time recurrent learning) printed beside the adjoints."""
+    return ReportBuilder(model, sensitivities=sensitivities).build()

@@ -60,9 +60,9 @@ def reverse_time(expr):
 class WiringReportBuilder(ReportBuilder):
     """Builds the :class:`~symrnn.report.blocks.Document` of a :class:`~symrnn.models.wiring.StackedModel`."""
 
-    def __init__(self, model, width=None):
+    def __init__(self, model, width=None, sensitivities=True):
         self.stack = model
-        super().__init__(model.unit, **({} if width is None else {"width": width}))
+        super().__init__(model.unit, **({} if width is None else {"width": width}), sensitivities=sensitivities)
         self.cell = model.cell
         self.upstream = next(iter(self.d.external.values()))  # g[t], or gamma[t] beside the LSTM's gate g
         decorated = set(self.cell.params) | {sym_base(e.target) for e in self.cell.equations} | {sym_base(self.upstream)}
@@ -91,7 +91,8 @@ class WiringReportBuilder(ReportBuilder):
                     + (f", {m.merge.name} merge" if any(m.bidirectional) else "")
                     + (", residual links" if m.residual else "")]
         sections = [self.introduction(), self.notation(), self.forward(), self.loss(), self.graph(),
-                    self.merge_section(), self.adjoints(), self.layers_section(), self.gradients()]
+                    self.merge_section(), self.adjoints(), self.sensitivities(), self.layers_section(),
+                    self.gradients()]
         return Document(self.title(), subtitle, [s for s in sections if s is not None], dict(self.numbers))
 
     # -- 1 --------------------------------------------------------------------------------------------
@@ -405,6 +406,15 @@ class WiringReportBuilder(ReportBuilder):
                                   "reversed sequence: no second backward pass is written for it."])]
         return Section("Adjoint recurrences of each direction", "sec:adjoints", blocks)
 
+    def sensitivities(self):
+        """The sensitivity recurrence of a stack of unidirectional layers (None with a backward direction,
+        or when left out)."""
+        if not self.with_sensitivities:
+            return None
+        from .sensitivities import stacked_sensitivity_section
+
+        return stacked_sensitivity_section(self)
+
     # -- 8 --------------------------------------------------------------------------------------------
     def layers_section(self):
         m, d = self.stack, self.d
@@ -465,8 +475,9 @@ WIRING_REPORTS = (
 )
 
 
-def build_wiring_document(model) -> Document:
-    """The :class:`Document` of a :class:`~symrnn.models.wiring.StackedModel`'s derivation."""
-    return WiringReportBuilder(model).build()
+def build_wiring_document(model, sensitivities=True) -> Document:
+    """The :class:`Document` of a :class:`~symrnn.models.wiring.StackedModel`'s derivation; ``sensitivities``
+    as in :func:`symrnn.report.sections.build_document` (a bidirectional stack has no such section)."""
+    return WiringReportBuilder(model, sensitivities=sensitivities).build()
 
 
