@@ -2,7 +2,7 @@
 
 The torch side computes with ``torch.complex128``: ``lambda = exp(-exp(nu) + i exp(theta))``,
 ``gamma = sqrt(1 - |lambda|^2)``, ``s_t = lambda s_{t-1} + gamma (B x_t)`` with ``B = B_re + i B_im``,
-``y_t = Re(C s_t) + D x_t``; autograd differentiates it through the complex numbers.  symrnn's cell
+``y_t = Re(C s_t) + D x_t`` (symrnn's state ``out``, ``D = diag(d)``); autograd differentiates it through the complex numbers.  symrnn's cell
 holds the complex state as two real states (``h_re``, ``h_im``), so the two routes share no
 arithmetic.  Every parameter, the input and every initial state agree to ``1e-12`` relative per
 array at T = 1, 13 and 200.
@@ -41,7 +41,7 @@ def problem(T, seed, N=2, D=3, H=4, **ring):
     params = lru_params(m, seed, **ring)
     rng = np.random.default_rng(seed)
     x, G = rng.normal(size=(T, N, D)), rng.normal(size=(T, N, D))
-    h0 = {"h_re": rng.normal(size=(N, H)), "h_im": rng.normal(size=(N, H)), "y": rng.normal(size=(N, D))}
+    h0 = {"h_re": rng.normal(size=(N, H)), "h_im": rng.normal(size=(N, H)), "out": rng.normal(size=(N, D))}
     return m, params, x, G, h0
 
 
@@ -55,7 +55,7 @@ def torch_outputs(torch, P, X, S):
     out = []
     for x in X:
         s = lam * s + gamma * (x.to(torch.complex128) @ B.T)
-        out.append((s @ C.T).real + P["D"] * x)
+        out.append((s @ C.T).real + P["d"] * x)
     return torch.stack(out)
 
 
@@ -82,8 +82,8 @@ def assert_close(ours, theirs, label, tol=TOL):
         assert mine.shape == g.shape, f"{label}: grads[{k!r}] shape {mine.shape} vs {g.shape}"
         scale = np.max(np.abs(g), initial=0.0)
         err = np.max(np.abs(mine - g), initial=0.0)
-        if k == "y0":  # never read: exactly zero on both routes
-            assert err == 0.0 and scale == 0.0, f"{label}: grads['y0'] should be exactly 0"
+        if k == "out0":  # never read: exactly zero on both routes
+            assert err == 0.0 and scale == 0.0, f"{label}: grads['out0'] should be exactly 0"
             continue
         assert err <= tol * scale, f"{label}: grads[{k!r}] off by {err:.3e}, largest entry {scale:.3e}"
 
@@ -136,14 +136,14 @@ def test_the_state_is_the_complex_recurrence_and_gamma_normalises():
     r, phase = 0.9, 0.3
     params = {"nu": np.array([np.log(-np.log(r))]), "theta": np.array([np.log(phase)]),
               "B_re": np.ones((1, 1)), "B_im": np.zeros((1, 1)), "C_re": np.ones((1, 1)),
-              "C_im": np.zeros((1, 1)), "D": np.zeros(1)}
+              "C_im": np.zeros((1, 1)), "d": np.zeros(1)}
     T = 400
     states = m.run_cell(params, np.ones((T, 1, 1)))[2]
     lam = r * np.exp(1j * phase)
     s = np.sqrt(1 - r ** 2) * (1 - lam ** np.arange(1, T + 1)) / (1 - lam)
     assert np.allclose(states["S_h_re"][1:, 0, 0], s.real, rtol=0, atol=1e-14)
     assert np.allclose(states["S_h_im"][1:, 0, 0], s.imag, rtol=0, atol=1e-14)
-    assert np.allclose(states["S_y"][1:, 0, 0], s.real, rtol=0, atol=1e-14)
+    assert np.allclose(states["S_out"][1:, 0, 0], s.real, rtol=0, atol=1e-14)
 
 
 def test_a_conjugated_torch_loop_is_caught(torch64):
@@ -155,7 +155,7 @@ def test_a_conjugated_torch_loop_is_caught(torch64):
         s, out = torch.complex(S["h_re"], S["h_im"]), []
         for x in X:
             s = lam * s + gamma * (x.to(torch.complex128) @ B.T)
-            out.append((s @ C.T).real + P["D"] * x)
+            out.append((s @ C.T).real + P["d"] * x)
         return torch.stack(out)
     m, params, x, G, h0 = problem(6, 0)
     with pytest.raises(AssertionError, match="loss"):

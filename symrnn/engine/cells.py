@@ -336,34 +336,36 @@ def lru() -> Cell:
     The complex diagonal recurrence ``s_t = lambda * s_{t-1} + gamma * (B x_t)`` with
     ``lambda = exp(-exp(nu) + i exp(theta))``, the normalisation ``gamma = sqrt(1 - |lambda|^2)``,
     a complex ``B = B_re + i B_im`` of shape (H, D) and the real readout
-    ``y_t = Re(C s_t) + D * x_t`` with ``C = C_re + i C_im`` of shape (D, H) and a diagonal
-    ``D`` (a vector of the input size, as in the paper, whose output has the input's size).
+    ``out_t = Re(C s_t) + d * x_t`` (the paper's ``y_t = Re(C s_t) + D x_t``) with ``C = C_re + i C_im``
+    of shape (D, H) and the paper's diagonal feedthrough ``D = diag(d)`` (its output has the input's size).
     The complex state is written as two real states, its real part ``h_re`` and its imaginary
-    part ``h_im`` (size ``H``, the paper's ``N``); the output ``y`` (size ``D``) is a state only so
-    that the readout and the next layer can see it: ``y_{t-1}`` is never read and the gradient
-    of ``y0`` is 0.  ``|lambda_k| = exp(-exp(nu_k)) < 1`` for every real ``nu``.
+    part ``h_im`` (size ``H``, the paper's ``N``); the output ``out`` (size ``D``) is a state only so
+    that the readout and the next layer can see it: ``out_{t-1}`` is never read and the gradient
+    of ``out0`` is 0.  ``|lambda_k| = exp(-exp(nu_k)) < 1`` for every real ``nu``.  ``gamma`` is
+    computed from ``nu`` as the issue asks (the paper's code also offers it as a separate trainable
+    ``gamma_log``, initialised to this value; a user cell can declare it so).
 
     Examples
     --------
     >>> import symrnn as sr
     >>> cell = sr.builtin_cell("lru")
     >>> list(cell.states), cell.output_state
-    (['h_re', 'h_im', 'y'], 'y')
+    (['h_re', 'h_im', 'out'], 'out')
     >>> sorted(cell.params)
-    ['B_im', 'B_re', 'C_im', 'C_re', 'D', 'nu', 'theta']
+    ['B_im', 'B_re', 'C_im', 'C_re', 'd', 'nu', 'theta']
     """
     cell = Cell("lru", "LRU (Orvieto et al. 2023), complex diagonal state as real and imaginary parts")
     x = cell.input(role="input")
     h_re = cell.state("h_re", role="real part of the complex state")
     h_im = cell.state("h_im", role="imaginary part of the complex state")
-    y = cell.state("y", size="D", role="output Re(C s) + D x (never read back)")
+    out = cell.state("out", size="D", role="output Re(C s) + D x (never read back)")
     nu = cell.param("nu", "H", role="log of minus the log of the modulus of lambda")
     theta = cell.param("theta", "H", role="log of the phase of lambda")
     B = {p: cell.param(f"B_{p}", "H", "D", role=f"{part} part of the input matrix B")
          for p, part in (("re", "real"), ("im", "imaginary"))}
     C = {p: cell.param(f"C_{p}", "D", "H", role=f"{part} part of the output matrix C")
          for p, part in (("re", "real"), ("im", "imaginary"))}
-    D = cell.param("D", "D", role="diagonal feedthrough (skip) weights")
+    d = cell.param("d", "D", role="feedthrough weights (the diagonal of the paper's D)")
     r = cell.let("r", exp(-exp(nu)), role="modulus |lambda|")
     phi = cell.let("phi", exp(theta), role="phase arg(lambda)")
     lam_re = cell.let("lam_re", r * sp.cos(phi), role="real part of lambda")
@@ -373,8 +375,8 @@ def lru() -> Cell:
     bx_im = cell.let("bx_im", B["im"] @ x, role="imaginary part of B x")
     s_re = cell.update(h_re, lam_re * h_re - lam_im * h_im + gamma * bx_re)
     s_im = cell.update(h_im, lam_re * h_im + lam_im * h_re + gamma * bx_im)
-    cell.update(y, C["re"] @ s_re - C["im"] @ s_im + D * x)
-    cell.output("y")
+    cell.update(out, C["re"] @ s_re - C["im"] @ s_im + d * x)
+    cell.output("out")
     return cell.validate()
 
 
