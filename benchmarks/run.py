@@ -1705,7 +1705,8 @@ def report_today(rows, cfg, summary):
            "",
            f"N={N}, T={T}, D={D}, H={H}, float64, all cores. *ours*: `Model(cell, D, H, loss=\"upstream\")"
            ".loss_and_grads`; *torch*: autograd of a plain loop of torch operations written from each paper "
-           "(`_torch_loop_of`), `(h * G).sum().backward()`, zero initial states. Status on min(ours) / "
+           "(`_torch_loop_of`; LRU's in complex128), `(h * G).sum().backward()` (LRU: its output `out`), zero "
+           "initial states. Status on min(ours) / "
            "min(torch); *agreement* as in benchmark 2, over the loss, dL/dx and every parameter (untimed).",
            "",
            "| cell | ours (min / median) | torch (min / median) | ours / torch: min / min | median of paired ratios "
