@@ -168,3 +168,33 @@ def test_symrnn_cells_names_the_paper(capsys):
     assert main(["cells"]) == 0
     out = capsys.readouterr().out
     assert any(line.strip().startswith("lru ") and "Orvieto et al. 2023" in line for line in out.splitlines())
+
+
+def test_wirings_that_need_an_output_of_the_hidden_size_refuse_lru():
+    """LRU's output is as wide as its input: stacks keep the width D (a concat of two directions would
+    change it), and a seq2seq decoder's attention and readout read H_dec wide outputs."""
+    with pytest.raises(sr.ShapeError, match="every layer of a stack must read width D=3, but layer 1 reads 6"):
+        sr.StackedModel("lru", D=3, H=4, K=2, num_layers=2, bidirectional=True)
+    sr.StackedModel("lru", D=3, H=4, K=2, num_layers=2, bidirectional=True, merge="sum")
+    with pytest.raises(sr.ShapeError, match="use this cell as the encoder"):
+        sr.Seq2Seq(encoder_cell="gru", decoder_cell="lru", src_vocab=3, tgt_vocab=3, E=2, H=2)
+
+
+def test_a_stack_of_lru_layers_matches_the_complex_torch_loop(torch64):
+    """Two LRU layers (the second reads the first's output) against the torch loop applied twice."""
+    torch = torch64.torch
+    m = sr.StackedModel("lru", D=3, H=4, num_layers=2, loss="upstream")
+    params = m.init_params(seed=4, scale=0.5)
+    rng = np.random.default_rng(4)
+    x, G = rng.normal(size=(7, 2, 3)), rng.normal(size=(7, 2, 3))
+    ours_loss, ours = m.loss_and_grads(params, x, G)
+    P = {k: torch64.tensor(v, grad=True) for k, v in params.items()}
+    zeros = {"h_re": torch64.zeros(2, 4), "h_im": torch64.zeros(2, 4)}
+    layer = {l: {k.rsplit(".", 1)[1]: v for k, v in P.items() if k.startswith(f"l{l}.fwd.")} for l in (0, 1)}
+    y = torch_outputs(torch, layer[1], torch_outputs(torch, layer[0], torch64.tensor(x), zeros), zeros)
+    loss = (y * torch64.tensor(G)).sum()
+    loss.backward()
+    assert abs(ours_loss - loss.item()) <= TOL * abs(loss.item())
+    for k, v in P.items():
+        err = np.max(np.abs(ours[k] - torch64.numpy(v.grad)))
+        assert err <= TOL * np.max(np.abs(torch64.numpy(v.grad))), k
