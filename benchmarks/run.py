@@ -31,8 +31,8 @@ What is measured (see benchmarks/README.md):
    expected ``O(H^2 P)`` growth beside the measured one;
 10. the fused backend (``symrnn.using_backend("numba")``): its gradient against NumPy, torch
     autograd and the products alone, and its first call from a cold and a warm disk cache;
-11. the recurrent cells of today (minGRU, minLSTM, IndRNN, SRU, sLSTM; N = 32, T = 100, D = 64,
-    H = 128) against torch autograd of a plain torch loop of the same cell.
+11. the recurrent cells of today (minGRU, minLSTM, IndRNN, SRU, sLSTM, LRU; N = 32, T = 100, D = 64,
+    H = 128) against torch autograd of a plain torch loop of the same cell (LRU's in complex128).
 
 ``--only NAME`` (derive, speed, scalar, verify, frameworks, wiring, decay, seq2seq, second, fused, today;
 repeatable) runs a subset.
@@ -1650,12 +1650,29 @@ def report_second(res, cfg, summary):
 
 
 # -- 11. the recurrent cells of today vs torch autograd of a plain torch loop -------------------------
-TODAY_CELLS = ("min-gru", "min-lstm", "indrnn", "sru", "slstm")
+TODAY_CELLS = ("min-gru", "min-lstm", "indrnn", "sru", "slstm", "lru")
+
+
+def _torch_lru(P, X):
+    """LRU (Orvieto et al. 2023) in torch's complex arithmetic: s = lambda s + gamma (B x),
+    y = Re(C s) + d x, from a zero state; returns y at every step."""
+    lam = torch.exp(torch.complex(-torch.exp(P["nu"]), torch.exp(P["theta"])))
+    gamma = torch.sqrt(1 - torch.abs(lam) ** 2)
+    B, C = torch.complex(P["B_re"], P["B_im"]), torch.complex(P["C_re"], P["C_im"])
+    s = torch.zeros(X.shape[1], lam.shape[0], dtype=torch.complex128)
+    out = []
+    for x in X:
+        s = lam * s + gamma * (x.to(torch.complex128) @ B.T)
+        out.append((s @ C.T).real + P["d"] * x)
+    return torch.stack(out)
 
 
 def _torch_loop_of(cell, P, X, h0):
     """The cell's step as a plain loop of torch operations, from its paper (Feng et al. 2024, Li et al.
-    2018, Lei et al. 2018, Beck et al. 2024); ``P`` in symrnn's names; returns h at every step."""
+    2018, Lei et al. 2018, Beck et al. 2024, Orvieto et al. 2023); ``P`` in symrnn's names; returns the
+    output state at every step."""
+    if cell == "lru":
+        return _torch_lru(P, X)
     sig, out = torch.sigmoid, []
     h = c = n = m = h0
 
@@ -1695,7 +1712,7 @@ def bench_today(cfg):
         rng = np.random.default_rng(7)
         model = sr.Model(cell, D=D, H=H, loss="upstream").compile()
         params = model.init_params(seed=0)
-        X, G = rng.normal(size=(T, N, D)), rng.normal(size=(T, N, H))
+        X, G = rng.normal(size=(T, N, D)), rng.normal(size=(T, N, model.state_size(model.out)))  # LRU's: D
 
         def ours():
             return model.loss_and_grads(params, X, G)
@@ -1736,7 +1753,8 @@ def report_today(rows, cfg, summary):
            "",
            f"N={N}, T={T}, D={D}, H={H}, float64, all cores. *ours*: `Model(cell, D, H, loss=\"upstream\")"
            ".loss_and_grads`; *torch*: autograd of a plain loop of torch operations written from each paper "
-           "(`_torch_loop_of`), `(h * G).sum().backward()`, zero initial states. Status on min(ours) / "
+           "(`_torch_loop_of`; LRU's in complex128), `(h * G).sum().backward()` (LRU: its output `out`), zero "
+           "initial states. Status on min(ours) / "
            "min(torch); *agreement* as in benchmark 2, over the loss, dL/dx and every parameter (untimed).",
            "",
            "| cell | ours (min / median) | torch (min / median) | ours / torch: min / min | median of paired ratios "

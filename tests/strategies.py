@@ -52,8 +52,8 @@ def problems(draw, cells=CELLS, max_T=20, max_size=6, architectures=ARCHITECTURE
     if loss == "cross-entropy":
         y = rng.integers(0, K, size=(T_out, N))
     else:
-        y = rng.normal(size=(T_out, N, K if loss in ("mse", "half-mse") else H))
-    h0 = {s: rng.normal(size=(N, H)) for s in m.state_names}
+        y = rng.normal(size=(T_out, N, K if loss in ("mse", "half-mse") else m.state_size(m.out)))  # LRU's out: D
+    h0 = {s: rng.normal(size=(N, m.state_size(s))) for s in m.state_names}
     if m.cell.name.startswith("slstm"):  # the normaliser starts positive and stays so (the paper starts it at 0)
         h0["n"] = np.abs(h0["n"]) + 0.5
     return m, params, x, y, h0

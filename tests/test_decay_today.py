@@ -7,6 +7,9 @@
 * IndRNN: ``diag(w * step(a_t))``; with zero input, ``b > 0``, ``0 < w < 1`` and ``h0 >= 0`` every
   unit stays active and the exponents are ``ln w_k``.
 * SRU with ``v_f = v_r = 0``: the ``c <- c`` block is ``diag(f_t)``.
+* The diagonal linear recurrences ``h_t = a_t * h_{t-1} + b_t``: the exponents are the sorted time
+  averages of ``ln|a_{t,k}|`` (minGRU's ``ln(1 - z_t)`` along a random-input trajectory; LRU's
+  ``ln|lambda_k| = -exp(nu_k)``, twice each: the real and imaginary directions).
 """
 import numpy as np
 
@@ -93,3 +96,65 @@ def test_sru_cell_block_is_the_forget_gate_without_peepholes():
     f = sig(x @ p["U_f"].T + p["b_f"])
     assert np.allclose(diagonal(jac[("c", "c")]), f, rtol=1e-15, atol=0)
     assert np.all(jac[("h", "h")] == 0)  # h_{t-1} is never read
+
+
+# -- the linear diagonal recurrences h_t = a_t * h_{t-1} + b_t: exponents are time averages of log|a| --
+def test_min_gru_exponents_are_the_time_averages_of_log_one_minus_z_along_the_trajectory():
+    """With random inputs 1 - z_t changes every step; the step Jacobian stays diag(1 - z_t), so QR
+    keeps Q = I and each ln|R_kk| is ln(1 - z_{t,k}): the exponents are the sorted averages of
+    ln(1 - z_{t,k}) over the counted steps (the last ``exponent_steps``), to rounding."""
+    T = 3000
+    m = sr.Model("min-gru", D=D, H=H, loss="upstream")
+    p = m.init_params(seed=0, scale=1.0)
+    x = np.random.default_rng(0).normal(size=(T, 1, D))
+    prof = decay_profile(m, p, T, k=H, inputs=x, h0="random", curve=False)
+    log_a = np.log1p(-sig(x[:, 0] @ p["U_z"].T + p["b_z"]))
+    expected = np.sort(log_a[T - prof.exponent_steps:].mean(axis=0))[::-1]
+    assert np.allclose(prof.exponents, expected, rtol=1e-12, atol=0), (prof.exponents, expected)
+    shifted = np.sort(log_a[T - prof.exponent_steps - 1:-1].mean(axis=0))[::-1]
+    assert not np.allclose(prof.exponents, shifted, rtol=1e-6, atol=0)  # the steps counted matter
+
+
+def _lru(r, phase, seed=1):
+    """An LRU with |lambda| = r and arg(lambda) = phase; D = H (the decay study's blocks are H x H)."""
+    m = sr.Model("lru", D=len(r), H=len(r), loss="upstream")
+    p = m.init_params(seed=seed, scale=0.5)
+    p["nu"], p["theta"] = np.log(-np.log(r)), np.log(phase)
+    return m, p
+
+
+def test_lru_step_jacobian_is_the_rotation_scaled_by_the_modulus():
+    """d(h_re, h_im)_t / d(h_re, h_im)_{t-1} = [[r cos, -r sin], [r sin, r cos]] per unit: lambda as a 2x2 real block."""
+    r, phase = np.array([0.9, 0.5, 0.99]), np.array([0.3, 2.0, 1.0])
+    m, p = _lru(r, phase)
+    jac = step_jacobians(m, p, np.random.default_rng(7).normal(size=(5, 2, 3)))
+    lam = r * np.exp(1j * phase)
+    assert np.allclose(diagonal(jac[("h_re", "h_re")]), lam.real, rtol=1e-15, atol=0)
+    assert np.allclose(diagonal(jac[("h_im", "h_im")]), lam.real, rtol=1e-15, atol=0)
+    assert np.allclose(diagonal(jac[("h_re", "h_im")]), -lam.imag, rtol=1e-15, atol=0)
+    assert np.allclose(diagonal(jac[("h_im", "h_re")]), lam.imag, rtol=1e-15, atol=0)
+    assert all(np.all(jac[(s, "out")] == 0) for s in ("h_re", "h_im", "out"))  # out_{t-1} is never read
+
+
+def test_lru_exponents_are_log_abs_lambda_twice():
+    """Each unit's 2x2 block is |lambda_k| times a rotation: both its exponents are ln|lambda_k| = -exp(nu_k).
+    With the readout C = 0 the output rows vanish, QR sees exactly r_k per step and the agreement is to
+    rounding; the norm curve is lag * ln max|lambda|."""
+    r, phase = np.array([0.9, 0.5, 0.99]), np.array([0.3, 2.0, 1.0])
+    m, p = _lru(r, phase)
+    p["C_re"][:], p["C_im"][:] = 0.0, 0.0
+    prof = decay_profile(m, p, 2000, k=6, inputs="random", h0="random")
+    expected = np.sort(np.repeat(-np.exp(p["nu"]), 2))[::-1]
+    assert np.allclose(prof.exponents, expected, rtol=1e-12, atol=0), (prof.exponents, expected)
+    assert np.allclose(prof.log_spectral, prof.lags * np.log(0.99), rtol=1e-12, atol=1e-15)
+
+
+def test_lru_exponents_with_a_readout_converge_to_the_same_values():
+    """With C != 0 the state includes out_t = Re(C s_t) + d x_t, whose rows tilt the QR frames: the finite-T
+    estimates differ from ln|lambda_k| by O(1/T) (3e-4 relative at T = 2000), the limit is the same."""
+    r, phase = np.array([0.9, 0.5, 0.99]), np.array([0.3, 2.0, 1.0])
+    m, p = _lru(r, phase)
+    prof = decay_profile(m, p, 2000, k=6, inputs="random", h0="random")
+    expected = np.sort(np.repeat(np.log(r), 2))[::-1]
+    error = np.max(np.abs(prof.exponents - expected) / np.abs(expected))
+    assert 1e-8 < error < 2e-3, error

@@ -66,8 +66,9 @@ def test_builtin_cells_agree(cell):
     x, y = rng.normal(size=(7, 3, 4)), rng.integers(0, 3, size=(7, 3))
     h0 = rng.normal(size=(3, 5))
 
-    def run(model):
-        return model.loss_and_grads(model.init_params(seed=2, scale=0.8), x, y, h0=h0)
+    def run(model):  # the output state's initial value (LRU's output has the input size D)
+        return model.loss_and_grads(model.init_params(seed=2, scale=0.8), x, y,
+                                    h0=h0[:, :model.state_size(model.out)])
     assert_same(*both(lambda: sr.Model(cell, D=4, H=5, K=3), run), cell)
 
 

@@ -47,8 +47,9 @@ def test_every_builtin_cell(cell, loss, reduction):
     rng = np.random.default_rng(7)
     params = model.init_params(seed=3, scale=0.8)
     x = rng.normal(size=(6, 2, 3))
-    y = rng.integers(0, 3, size=(6, 2)) if loss == "cross-entropy" else rng.normal(size=(6, 2, 3 if loss == "mse" else 4))
-    h0 = {s: rng.normal(size=(2, 4)) for s in model.state_names}
+    out_size = model.state_size(model.out)  # H, or LRU's output of size D
+    y = rng.integers(0, 3, size=(6, 2)) if loss == "cross-entropy" else rng.normal(size=(6, 2, 3 if loss == "mse" else out_size))
+    h0 = {s: rng.normal(size=(2, model.state_size(s))) for s in model.state_names}
     assert_rtrl_equals_bptt(model, params, x, y, h0)
 
 

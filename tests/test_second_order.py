@@ -33,6 +33,12 @@ def torch_cell(name, torch, P, x, s):
     sig, tanh = torch.sigmoid, torch.tanh
     if name in MODERN:
         return torch_step(torch, name, P, x, s)
+    if name == "lru":  # Orvieto et al. 2023 in complex arithmetic, as tests/test_lru.py writes it
+        lam = torch.exp(torch.complex(-torch.exp(P["nu"]), torch.exp(P["theta"])))
+        B, C = torch.complex(P["B_re"], P["B_im"]), torch.complex(P["C_re"], P["C_im"])
+        state = lam * torch.complex(s["h_re"], s["h_im"]) + torch.sqrt(1 - torch.abs(lam) ** 2) * (
+            x.to(torch.complex128) @ B.T)
+        return {"h_re": state.real, "h_im": state.imag, "out": (state @ C.T).real + P["d"] * x}
 
     def aff(g, inp, h):
         return inp @ P[f"U_{g}"].T + h @ P[f"W_{g}"].T + P[f"b_{g}"]
@@ -58,7 +64,7 @@ def torch_loss(name, loss, torch, P, x, y, h0):
     hs = []
     for t in range(x.shape[0]):
         s = torch_cell(name, torch, P, x[t], s)
-        hs.append(s["h"])
+        hs.append(s["out" if name == "lru" else "h"])
     hs = torch.stack(hs)
     if loss == "upstream":
         return (hs * y).sum()
@@ -100,8 +106,9 @@ def test_builtin_cells_against_torch_double_backward(torch64, cell, loss, reduct
     params = model.init_params(seed=2, scale=0.9)
     v = {k: rng.normal(size=p.shape) for k, p in params.items()}
     x = rng.normal(size=(5, 2, 3))
-    y = rng.integers(0, 3, size=(5, 2)) if loss == "cross-entropy" else rng.normal(size=(5, 2, 3 if loss == "mse" else 4))
-    h0 = {s: rng.normal(size=(2, 4)) for s in model.state_names}
+    out_size = model.state_size(model.out)  # H, or LRU's output of size D
+    y = rng.integers(0, 3, size=(5, 2)) if loss == "cross-entropy" else rng.normal(size=(5, 2, 3 if loss == "mse" else out_size))
+    h0 = {s: rng.normal(size=(2, model.state_size(s))) for s in model.state_names}
     if "n" in h0:  # sLSTM's normaliser stays positive
         h0["n"] = np.abs(h0["n"]) + 0.5
     _, grads, hv = model.hessian_vector_product(params, v, x, y, h0=h0)

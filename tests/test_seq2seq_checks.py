@@ -79,10 +79,11 @@ def test_agrees_with_the_unrolled_scalar_program(kw):
 # sLSTM from zero states has dL/db_i exactly 0 (a common shift of every ibar cancels in c_t / n_t): both routes
 # return rounding noise there, which a relative measure cannot judge; tests/test_modern_cells.py covers sLSTM
 PAIRABLE = sorted(c for c in sr.BUILTIN_CELLS if not c.startswith("slstm"))
+DECODERS = [c for c in PAIRABLE if c != "lru"]  # LRU's output has its input's width: an encoder only
 
 
 @settings(max_examples=5)
-@given(st.sampled_from(PAIRABLE), st.sampled_from(PAIRABLE),
+@given(st.sampled_from(PAIRABLE), st.sampled_from(DECODERS),
        st.sampled_from([None, "dot", "general", "additive"]), st.sampled_from(["luong", "bahdanau"]),
        st.booleans(), st.booleans(), st.integers(0, 1000))
 def test_any_builtin_cells_agree_with_the_scalar_program(enc, dec, score, style, bidirectional, context, seed):

@@ -10,6 +10,8 @@ from __future__ import annotations
 from .cell import Cell
 from .symbols import tsym
 from ..errors import UnknownNameError
+import sympy as sp
+
 from .functions import activation, exp, log_sigmoid, maximum, sigmoid, tanh
 
 
@@ -328,6 +330,56 @@ def slstm(forget_gate: str = "sigmoid") -> Cell:
     return cell.validate()
 
 
+def lru() -> Cell:
+    """LRU (Orvieto et al. 2023, "Resurrecting Recurrent Neural Networks for Long Sequences").
+
+    The complex diagonal recurrence ``s_t = lambda * s_{t-1} + gamma * (B x_t)`` with
+    ``lambda = exp(-exp(nu) + i exp(theta))``, the normalisation ``gamma = sqrt(1 - |lambda|^2)``,
+    a complex ``B = B_re + i B_im`` of shape (H, D) and the real readout
+    ``out_t = Re(C s_t) + d * x_t`` (the paper's ``y_t = Re(C s_t) + D x_t``) with ``C = C_re + i C_im``
+    of shape (D, H) and the paper's diagonal feedthrough ``D = diag(d)`` (its output has the input's size).
+    The complex state is written as two real states, its real part ``h_re`` and its imaginary
+    part ``h_im`` (size ``H``, the paper's ``N``); the output ``out`` (size ``D``) is a state only so
+    that the readout and the next layer can see it: ``out_{t-1}`` is never read and the gradient
+    of ``out0`` is 0.  ``|lambda_k| = exp(-exp(nu_k)) < 1`` for every real ``nu``.  ``gamma`` is
+    computed from ``nu`` as the issue asks (the paper's code also offers it as a separate trainable
+    ``gamma_log``, initialised to this value; a user cell can declare it so).
+
+    Examples
+    --------
+    >>> import symrnn as sr
+    >>> cell = sr.builtin_cell("lru")
+    >>> list(cell.states), cell.output_state
+    (['h_re', 'h_im', 'out'], 'out')
+    >>> sorted(cell.params)
+    ['B_im', 'B_re', 'C_im', 'C_re', 'd', 'nu', 'theta']
+    """
+    cell = Cell("lru", "LRU (Orvieto et al. 2023), complex diagonal state as real and imaginary parts")
+    x = cell.input(role="input")
+    h_re = cell.state("h_re", role="real part of the complex state")
+    h_im = cell.state("h_im", role="imaginary part of the complex state")
+    out = cell.state("out", size="D", role="output Re(C s) + D x (never read back)")
+    nu = cell.param("nu", "H", role="log of minus the log of the modulus of lambda")
+    theta = cell.param("theta", "H", role="log of the phase of lambda")
+    B = {p: cell.param(f"B_{p}", "H", "D", role=f"{part} part of the input matrix B")
+         for p, part in (("re", "real"), ("im", "imaginary"))}
+    C = {p: cell.param(f"C_{p}", "D", "H", role=f"{part} part of the output matrix C")
+         for p, part in (("re", "real"), ("im", "imaginary"))}
+    d = cell.param("d", "D", role="feedthrough weights (the diagonal of the paper's D)")
+    r = cell.let("r", exp(-exp(nu)), role="modulus |lambda|")
+    phi = cell.let("phi", exp(theta), role="phase arg(lambda)")
+    lam_re = cell.let("lam_re", r * sp.cos(phi), role="real part of lambda")
+    lam_im = cell.let("lam_im", r * sp.sin(phi), role="imaginary part of lambda")
+    gamma = cell.let("gamma", sp.sqrt(1 - r ** 2), role="normalisation sqrt(1 - |lambda|^2)")
+    bx_re = cell.let("bx_re", B["re"] @ x, role="real part of B x")
+    bx_im = cell.let("bx_im", B["im"] @ x, role="imaginary part of B x")
+    s_re = cell.update(h_re, lam_re * h_re - lam_im * h_im + gamma * bx_re)
+    s_im = cell.update(h_im, lam_re * h_im + lam_im * h_re + gamma * bx_im)
+    cell.update(out, C["re"] @ s_re - C["im"] @ s_im + d * x)
+    cell.output("out")
+    return cell.validate()
+
+
 BUILTIN_CELLS = {
     "rnn-tanh": lambda: rnn("tanh"),
     "rnn-relu": lambda: rnn("relu"),
@@ -343,6 +395,7 @@ BUILTIN_CELLS = {
     "sru": sru,
     "slstm": slstm,
     "slstm-exp": lambda: slstm("exp"),
+    "lru": lru,
 }
 
 #: the paper each built-in cell of today follows (``symrnn cells`` prints it)
@@ -354,6 +407,8 @@ PAPERS = {
            "U_x x; symrnn.engine.cells.sru('identity') is the paper's x itself, D = H)",
     "slstm": "Beck et al. 2024, xLSTM: Extended Long Short-Term Memory (sLSTM, sigmoid forget gate)",
     "slstm-exp": "Beck et al. 2024, xLSTM: Extended Long Short-Term Memory (sLSTM, exponential forget gate)",
+    "lru": "Orvieto et al. 2023, Resurrecting Recurrent Neural Networks for Long Sequences (LRU; the complex "
+           "state as real and imaginary parts h_re, h_im; gamma = sqrt(1 - |lambda|^2) from nu)",
 }
 
 

@@ -158,6 +158,11 @@ class Seq2Seq:
                              loss="upstream")
         self.dec_states = {s: self.decoder.cell.states[s] for s in self.decoder.state_names}
         self.out_state = self.decoder.out
+        if self.dec_states[self.out_state] != "H":  # LRU's output has its input's width
+            raise ShapeError(
+                f"The decoder cell {self.decoder.cell.name!r} returns an output of size "
+                f"{self.dec_states[self.out_state]}, not its hidden size; the attention and the readout read "
+                f"H_dec={self.H_dec} wide outputs: use this cell as the encoder, or another decoder cell.")
         can_copy = self.Z == self.decoder.state_size(self.out_state)
         self.bridge_mode = bridge if bridge is not None else ("copy" if can_copy else "tanh")
         if self.bridge_mode not in BRIDGES:

@@ -226,6 +226,11 @@ class StackedModel(Protocol):
         out_size = self.unit.state_size(self.out)
         self.layers, width = [], int(D)
         for l, flag in enumerate(flags):
+            if self.unit.cell.states[self.out] == "D" and width != int(D):  # LRU: the output is as wide as the input
+                raise ShapeError(
+                    f"Cell {self.unit.cell.name!r} returns an output as wide as its input, so every layer of a stack "
+                    f"must read width D={D}, but layer {l} reads {width}; with bidirectional layers use merge "
+                    f"'sum', 'ave', 'mul' or 'max' (not 'concat'), or one layer.")
             out_width = out_size * (self.merge.width if flag else 1)
             res = bool(residual) and l >= 1
             if res and out_width != width:

@@ -238,7 +238,7 @@ class WorkedExample:
         per_output = {m.logits: m.logits, "yhat": "_yhat", "y": "_y"}
         per_output.update({_external_base(g): "_y" for g in m.derive().external.values()})
         if base in per_output:
-            size = m.sizes["K"] if m.readout is not None else m.sizes["H"]
+            size = m.sizes["K"] if m.readout is not None else m.state_size(m.out)
             u = outputs.index(step) if step in outputs else None
             prefix = "_bar__" if bar else ""
             if u is None:
@@ -247,7 +247,7 @@ class WorkedExample:
         if base == m.input_name:
             rows = [s + 1 for s in sched.input_steps]
             return self.oracle.input_names[rows.index(step)] if step in rows else [f"{base}__none{step}_0"]
-        size = m.sizes["H"]
+        size = m.sizes[m.cell.states.get(base) or m.cell.sizes.get(tsym(base), "H")]  # LRU's output has size D
         return [f"{'_bar__' if bar else ''}{base}__{step}_{j}" for j in range(size)]
 
     def hand_program(self):

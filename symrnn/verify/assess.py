@@ -23,6 +23,7 @@ def _forward_excess(run, ex, unit, factor, spread):
             allowed = max(allowed, J.SAFETY * spread().loss)
         return (err / allowed if allowed > 0 else (0.0 if err == 0 else np.inf), "loss", None, err,
                 err / max(1.0, abs(ex.loss)))
+    first = None  # (step, -ratio, state): the earliest step at which some state differs, then the worst one
     for s, user in run.states.items():
         ref = ex.states[s] if user.shape[0] == ex.states[s].shape[0] else ex.states[s][-user.shape[0]:]
         diff = np.abs(user - ref)
@@ -32,9 +33,13 @@ def _forward_excess(run, ex, unit, factor, spread):
             allowed = np.maximum(allowed, J.SAFETY * (states if user.shape[0] == states.shape[0]
                                                       else states[-user.shape[0]:]))
         ratio = diff / allowed
+        if ratio.size and ratio.max() > 1:
+            t = int(np.argwhere(ratio > 1)[0][0])
+            first = min(first or (np.inf,), (t, -float(ratio[t].max()), s))
         if ratio.size and ratio.max() > worst[0]:
-            t = int(np.argwhere(ratio > 1)[0][0]) if ratio.max() > 1 else None
-            worst = (float(ratio.max()), s, t, float(diff.max()), float((diff / (1 + np.abs(ref))).max()))
+            worst = (float(ratio.max()), s, None, float(diff.max()), float((diff / (1 + np.abs(ref))).max()))
+    if first is not None:  # the ratio stays the largest anywhere; the state and step are where it starts
+        worst = (worst[0], first[2], first[0], worst[3], worst[4])
     return worst
 
 
@@ -60,10 +65,14 @@ def _forward_check(model, run, ex, factor, spread=None, unit=J.U32):
     if ratio > 1:
         user, ref = run.states[s], ex.states[s]
         ref = ref if user.shape[0] == ref.shape[0] else ref[-user.shape[0]:]
+        kind = "output" if s == model.out and len(model.state_names) > 1 else "state"
+        j = np.unravel_index(int(np.argmax(np.abs(user - ref)[t])), user[t].shape)
         return ForwardCheck(
-            False, f"{s} first differs at step {t + 1} (max difference {np.abs(user - ref)[t].max():.3e}): the "
-                   f"code computes another cell than {model.cell.name!r}; if that is intended, declare it as a "
-                   f"custom cell (symrnn.Cell, see the README) and verify against it", s, t + 1, diff), rel
+            False, f"{s} first differs at step {t + 1} (the {kind} {s}; max difference "
+                   f"{np.abs(user - ref)[t].max():.3e}, at sequence {j[0]}, unit {j[-1]}: {user[t][j]:.10g} "
+                   f"where the sequential definition gives {ref[t][j]:.10g}): the code computes another cell "
+                   f"than {model.cell.name!r}; if that is intended, declare it as a custom cell (symrnn.Cell, see "
+                   f"the README) and verify against it", s, t + 1, diff), rel
     return ForwardCheck(True, f"states match the declared cell (max relative difference {rel:.1e})"), rel
 
 
@@ -100,8 +109,37 @@ def assess(adapter, problem, run, ex):
         return fwd, J.DtypeModel("float64", "not chosen: the forward differs from the declared one"), None
     excess64 = _forward_excess(run, ex, J.U64, factor, lambda: spread(J.U64))[0]
     dtype_model = _dtype_model(run, rel, factor, excess64)
+    unit = dtype_model.unit
+    widening = _forward_widening(run, ex, spread(unit))
+    if widening > 1:  # a parallel scan, a log-space scan: the states the backward reads are rounded more
+        spreads[unit] = spread(unit * widening)  # the tolerance below reads the spread of the wider rounding
+        dtype_model = J.DtypeModel(dtype_model.name, f"{dtype_model.reason}; the forward's states differ from "
+                                   f"the sequential definition {widening:.3g} times as much as rounding at that "
+                                   f"precision moves them (as a parallel or log-space scan's do), so the "
+                                   f"gradients are judged with a unit roundoff {widening:.3g} times larger")
     ex.tol = J.perturbation_tolerance(model, problem, ex, dtype_model.unit, spread(dtype_model.unit))
     return fwd, dtype_model, _judge_case(adapter, run, ex)
+
+
+def _forward_widening(run, ex, spread):
+    """How many times farther the user's forward states lie from the exact ones than the rounded
+    recomputations move them (at most ``max diff / max spread`` over the states; 1 when inside).
+
+    Correct code that solves the recurrence another way (an associative or chunked scan, the minGRU
+    paper's log-space scan ``exp(a*_t + logcumsumexp(log b - a*))``) rounds differently from the
+    sequential loop: the log-space form loses about ``|a*_t| u`` relative.  Its backward reads those
+    states, so its gradients carry the same larger rounding; the tolerance widens by this factor."""
+    widest = 1.0
+    for s, user in run.states.items():
+        ref, spr = ex.states[s], spread.states.get(s)
+        if spr is None:
+            continue
+        if user.shape[0] != ref.shape[0]:
+            ref, spr = ref[-user.shape[0]:], spr[-user.shape[0]:]
+        floor = float(np.max(spr, initial=0.0))
+        if floor > 0:
+            widest = max(widest, float(np.max(np.abs(user - ref), initial=0.0)) / floor)
+    return widest
 
 
 def _gate_blocks(layout, cell_name, H, user_name, shape):
@@ -136,8 +174,8 @@ def _exact_in_user_layout(adapter, ex, run):
         if key == "dx":
             conv = (lambda a: L.state_to_user(a[0])) if getattr(adapter, "step", False) else L.sequence_to_user
             exact_user[key], scale_user[key] = conv(ex.grads[model.input_name]), conv(ex.tol[model.input_name])
-        elif key in ("dh0", "dc0"):
-            k = model.initial_state_key(key[1])
+        elif key in ("dh0", "dc0") or (key[1:-1] in model.state_names and key.endswith("0")):  # ds0's too
+            k = model.initial_state_key(key[1:-1])
             exact_user[key], scale_user[key] = L.state_to_user(ex.grads[k]), L.state_to_user(ex.tol[k])
     return exact_user, scale_user
 

@@ -162,12 +162,15 @@ def message_probe(adapter, declared, T, seed=7):
     pm = probe.model
     problem = draw(pm, Plan(T=T, N=2, seed=seed), T, f"T={T}, message probe", seed, declared.zero_states,
                    upstream=T - 1)
-    user = _user_messages(probe, problem, names)
+    exact_q = {}
+    exact_dx = candidate_backward(pm, problem.params, problem.x, problem.h0, problem.targets,
+                                  record=exact_q)[pm.input_name]
+    # what dx_t carries besides the products (LRU's feedthrough d * x_t): taken off before projecting
+    residual = {t: exact_dx[t] - sum(exact_q[t][n] @ problem.params[n] for n in names) for t in range(T)}
+    user = _user_messages(probe, problem, names, residual)
     if user is None:
         return None
     user, relative = user
-    exact_q = {}
-    candidate_backward(pm, problem.params, problem.x, problem.h0, problem.targets, record=exact_q)
     first = _first_wrong_message(user, exact_q, names, T, relative)
     if first is None:
         return None
@@ -178,11 +181,16 @@ def message_probe(adapter, declared, T, seed=7):
                 "message": (f"already wrong at the last step t={T} of the message probe (a local derivative, not a "
                             f"message)")}
     path = _wrong_path(pm, problem, names, wrong, t, exact_q[t], size)
-    others = [s for s in pm.state_names if s != path]
+    others = [s for s in pm.state_names if s not in (path or "").split(",")]
     right = "; ".join(f"dL/d{s} is right" for s in others) if path else ""
     return {"step": t + 2, **blocks, "path": path,
-            "message": (f"dL/d{path or '(state)'} from t={t + 2} to t={t + 1} is the first wrong backward message"
+            "message": (f"dL/d{_shown(path) or '(state)'} from t={t + 2} to t={t + 1} is the first wrong backward message"
                         + (f"; {right}" if right else "") + f" (message probe, T={T})")}
+
+
+def _shown(path):
+    """``h_re,h_im`` -> ``(h_re, h_im)``: a message on two states at once."""
+    return f"({path.replace(',', ', ')})" if path and "," in path else path
 
 
 def _probed_products(adapter, declared, T):
@@ -201,9 +209,10 @@ def _probed_products(adapter, declared, T):
 PROBE_RELATIVE = {"float64": 1e-7, "float32": 2000 * 2.0 ** -24}
 
 
-def _user_messages(probe, problem, names):
+def _user_messages(probe, problem, names, residual):
     """``({t: {product: q}}, relative tolerance)``: the blocks the user's ``dx_t`` carries back, or None
-    (no ``dx``, or the code fails at the probe's sizes)."""
+    (no ``dx``, or the code fails at the probe's sizes); ``residual[t]``, the exact part of ``dx_t``
+    that no product carries (a feedthrough of the input), is taken off first."""
     try:
         run = probe.run(problem, [])
     except (UserCodeError, ShapeError, ValueError):
@@ -216,7 +225,8 @@ def _user_messages(probe, problem, names):
     relative = PROBE_RELATIVE["float64" if run.dtypes <= {"float64"} else "float32"]
     if run.dtypes & {"float16", "bfloat16"}:  # half precision: only a gross error is placed
         relative = 0.05
-    return ({t: dict(zip(names, np.split(dx[t] @ np.linalg.pinv(stacked), split, axis=1))) for t in range(problem.T)},
+    pinv = np.linalg.pinv(stacked)
+    return ({t: dict(zip(names, np.split((dx[t] - residual[t]) @ pinv, split, axis=1))) for t in range(problem.T)},
             relative)
 
 
@@ -249,6 +259,10 @@ def _wrong_path(pm, problem, names, wrong, t, exact_at_t, size):
                            mutation=Mutation("probe", "", scale_message=(s, t, 1.5)), record=rec)
         scaled[s] = [n for n in names if np.abs(rec[t][n] - exact_at_t[n]).max() > 1e-7 * size]
     paths = [s for s, reached in scaled.items() if set(reached) == set(wrong)]
+    if not paths:  # two states' messages together (the real and imaginary parts of LRU's complex state)
+        pairs = [f"{a},{b}" for i, a in enumerate(pm.state_names) for b in pm.state_names[i + 1:]
+                 if scaled[a] and scaled[b] and set(scaled[a]) | set(scaled[b]) == set(wrong)]
+        paths = pairs if len(pairs) == 1 else []
     return paths[0] if len(paths) == 1 else (pm.out if len(pm.state_names) == 1 else None)
 
 

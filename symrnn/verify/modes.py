@@ -140,21 +140,24 @@ class LayerFunctions(Adapter):
         T, N, D = problem.x.shape
         H = model.sizes["H"]
         user_params = self.user_params(problem)
-        data = {"x": self._sequence_in(problem.x), "h0": L.state_to_user(problem.h0["h"]), "params": user_params}
-        if "c" in problem.h0:
-            data["c0"] = L.state_to_user(problem.h0["c"])
+        data = {"x": self._sequence_in(problem.x), "params": user_params,
+                "s0": {s: L.state_to_user(v) for s, v in problem.h0.items()}}  # every state, symrnn's names
+        data.update({f"{s}0": L.state_to_user(problem.h0[s]) for s in ("h", "c") if s in problem.h0})
         args = [data[r] if r in data else self.param_value(r, user_params) for r in sig.forward_args]
         run = UserRun()
         what = f"{getattr(self.forward, '__name__', 'forward')}(...)"
         out = as_tuple(call(self.forward, args, sig.forward_args, what, problem, findings), sig.forward_returns, what)
         out = dict(zip(sig.forward_returns, out))
-        for s in ("h", "c"):
-            if s in out:
-                dtype_of(out[s], run.dtypes)
-                try:
-                    run.states[s] = self._sequence_out(out[s], f"the {s} returned by {what}", H, T, N)
-                except ShapeError as exc:
-                    raise UserCodeError(str(exc)) from None
+        returned = {s: out[s] for s in ("h", "c") if s in out}
+        if "h" in returned and model.out != "h":  # the role h is the output state (LRU's out)
+            returned[model.out] = returned.pop("h")
+        returned.update(self._states_dict(out.get("states"), what) if "states" in out else {})
+        for s, value in returned.items():
+            dtype_of(value, run.dtypes)
+            try:
+                run.states[s] = self._sequence_out(value, f"the {s} returned by {what}", model.state_size(s), T, N)
+            except ShapeError as exc:
+                raise UserCodeError(str(exc)) from None
         upstream = {"dh": (L.state_to_user(problem.targets[-1]) if self.step
                            else L.sequence_to_user(problem.targets)), "cache": out.get("cache")}
         if "dc" in sig.backward_args:
@@ -181,7 +184,20 @@ class LayerFunctions(Adapter):
             if key in bout:
                 self.record(run, key, bout[key], model.initial_state_key(state),
                             lambda v, key=key: L.state_from_user(v, f"{key} returned by {what}", (N, H)))
+        for state, value in self._states_dict(bout.get("ds0", {}), what).items():  # dL/d(initial state), by name
+            self.record(run, f"d{state}0", value, model.initial_state_key(state),
+                        lambda v, s=state: L.state_from_user(v, f"ds0[{s!r}] returned by {what}",
+                                                             (N, model.state_size(s))))
         return run
+
+    def _states_dict(self, value, what):
+        """A dict keyed by the cell's state names (roles ``states``, ``ds0``), checked."""
+        names = self.model.state_names
+        if not isinstance(value, dict) or not set(value) <= set(names):
+            got = sorted(value) if isinstance(value, dict) else type(value).__name__
+            raise UserCodeError(f"{what} returned {got} where a dict keyed by the cell's states {names} "
+                                f"(or some of them) is expected.")
+        return dict(value)
 
 
 class LayerObject(Adapter):

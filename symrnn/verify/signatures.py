@@ -8,7 +8,11 @@ A signature lists, in order, what a user's function takes and returns, by role:
   ``dh``/``dc`` (upstream gradients in), ``dx``/``dh0``/``dc0`` (gradients out),
   ``cache`` (anything; passed back untouched), ``y`` (targets), ``mask``,
   ``loss``, ``params``/``grads`` (dicts in the layout's names), ``ignored``,
-  ``k`` (or ``k1``, ``k2``: the declared truncation of truncated BPTT);
+  ``k`` (or ``k1``, ``k2``: the declared truncation of truncated BPTT); for cells whose states
+  are not ``h``/``c`` (LRU's ``h_re``, ``h_im``, ``out``), in layer mode: ``s0`` (every initial
+  state, a dict by state name), ``states`` (some or all states at every step, a dict: the forward
+  check compares each) and ``ds0`` (the initial-state gradients, a dict); ``h`` is then the
+  cell's output state;
 * parameters: the layout's roles ``Wx``, ``Wh``, ``W``, ``b``, ``b_hh``, ``V``,
   ``V_b`` (a parameter in the arguments, its gradient in the returns, where
   ``dWx`` ... may be written too).
@@ -20,7 +24,7 @@ from dataclasses import dataclass
 from ..errors import UnknownNameError
 
 DATA = {"x", "x_ids", "y_ids", "h0", "c0", "h", "c", "dh", "dc", "dx", "dh0", "dc0", "cache", "y", "mask", "loss", "params", "grads",
-        "ignored", "k", "k1", "k2"}
+        "ignored", "k", "k1", "k2", "s0", "states", "ds0"}
 PARAMETER_ROLES = {"Wx", "Wh", "W", "b", "b_hh", "V", "V_b"}
 
 
