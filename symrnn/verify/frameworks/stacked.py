@@ -8,6 +8,7 @@ and ``b_g``; :class:`GateStacked` stacks whichever of them the cell has, in any 
 """
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 
@@ -22,12 +23,15 @@ TODAY = {True: ("slstm", "slstm-exp"), False: ("min-gru", "min-lstm")}
 _PREFIX = {"Wx": "U", "Wh": "W", "b": "b"}
 
 
-def _cell(cell):
-    if isinstance(cell, str):
-        from ...engine.cells import builtin_cell
+@functools.lru_cache(maxsize=None)
+def _builtin(name):
+    from ...engine.cells import builtin_cell
 
-        return builtin_cell(cell)
-    return cell
+    return builtin_cell(name)
+
+
+def _cell(cell):
+    return _builtin(cell) if isinstance(cell, str) else cell
 
 
 def today_gates(cell) -> tuple:
