@@ -43,6 +43,7 @@ class FrameworkCode:
     findings: list = field(default_factory=list)  # hygiene the framework shows (saved tensors modified)
     restore: object = None  # puts a module's weights back
     python: str = ""  # how the verification is called again in Python, for the replay line
+    symbolic: object = None  # arrays of Traced -> every output of one step as object arrays (graph capture)
 
 
 def named(fn, names, label):

@@ -16,7 +16,7 @@ import numpy as np
 
 from ...errors import ParameterError
 from ...models.layouts import Layout
-from ...models.layouts.gates import as_array, check_shape
+from ...models.layouts.gates import as_array, block_name, check_shape
 
 #: the cells of today a framework's forward is matched against, by whether it takes recurrent weights
 TODAY = {True: ("slstm", "slstm-exp"), False: ("min-gru", "min-lstm")}
@@ -36,7 +36,8 @@ def _cell(cell):
 
 def today_gates(cell) -> tuple:
     """The gates of a cell of today in the cell's order: the ``g`` of its ``U_g`` (``("z", "h")``)."""
-    return tuple(p[2:] for p in _cell(cell).params if p.startswith("U_"))
+    params = _cell(cell).params
+    return ("",) if "U" in params else tuple(p[2:] for p in params if p.startswith("U_"))
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,8 @@ class GateStacked(Layout):
     def _blocks(self, cell, role):
         """The canonical names stacked in ``role``'s array, in the user's order."""
         params = _cell(cell).params
-        return [f"{_PREFIX['b' if role == 'b_hh' else role]}_{g}" for g in self.gate_order
-                if f"{_PREFIX['b' if role == 'b_hh' else role]}_{g}" in params]
+        prefix = _PREFIX["b" if role == "b_hh" else role]
+        return [block_name(prefix, g) for g in self.gate_order if block_name(prefix, g) in params]
 
     def to_user(self, cell_name, params, *, gradients=False) -> dict:
         out = {}
