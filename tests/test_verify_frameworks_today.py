@@ -14,7 +14,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 sys.path.insert(0, os.path.dirname(__file__))
-from corpus_torch import mingru as torch_mingru, slstm as torch_slstm
+from corpus_torch import mingru as torch_mingru
+from corpus_torch import slstm as torch_slstm
 from test_verify_frameworks import check_localised
 
 from symrnn.verify import verify_framework
@@ -86,7 +87,8 @@ def test_the_exact_route_agrees_with_torch_autograd_of_the_paper_equations():
 # -- JAX ---------------------------------------------------------------------------------------------
 def _jax():
     pytest.importorskip("jax")
-    from corpus_jax import mingru as jax_mingru, slstm as jax_slstm
+    from corpus_jax import mingru as jax_mingru
+    from corpus_jax import slstm as jax_slstm
 
     return {"min-gru": jax_mingru, "slstm": jax_slstm}
 

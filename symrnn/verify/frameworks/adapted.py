@@ -76,7 +76,6 @@ def verify_adapted(code, cell, layout, batch_first, options):
     """Verify ``code`` (a :class:`FrameworkCode`) as a layer; the framework's findings join the
     report's hygiene (a saved tensor modified in place makes the verdict wrong)."""
     from .. import verify_layer
-
     from .cells import resolve
 
     try:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from ...errors import SymRNNError, UnknownNameError
 from ...models.layouts import layout_for
 from ..trace import TracingError
-from .stacked import TODAY, GateStacked, candidates
+from .stacked import TODAY, candidates
 
 _CLASSIC = ("Wx", "Wh", "b")  # what symrnn.verify.auto reads: the built-in RNN, LSTM and GRU
 

@@ -106,4 +106,19 @@ def adapt(target, dtype=None, device=None) -> FrameworkCode:
     bwd = named(backward, ["dh", "cache"], f"{label}.backward")
     platform = where.platform if where is not None else jax.default_backend()
     return FrameworkCode(fwd, bwd, roles, dict(zip(roles, arg_names)), f"{kind}, {name} on {platform}", name, None,
-                         [], None, python=f"symrnn.verify.verify_framework({label}, ..., replay={{path!r}})")
+                         [], None, python=f"symrnn.verify.verify_framework({label}, ..., replay={{path!r}})",
+                         symbolic=_symbolic(target))
+
+
+def _symbolic(target):
+    """One step of the function on object arrays of symbols, read from its jaxpr (once per shape)."""
+    from .jaxpr import capture, interpret
+
+    jaxprs = {}
+
+    def symbolic(arrays):
+        shapes = tuple(tuple(np.shape(a)) for a in arrays)
+        if shapes not in jaxprs:
+            jaxprs[shapes] = capture(target, shapes)
+        return interpret(jaxprs[shapes], arrays)
+    return symbolic

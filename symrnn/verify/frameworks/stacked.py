@@ -23,7 +23,7 @@ TODAY = {True: ("slstm", "slstm-exp"), False: ("min-gru", "min-lstm")}
 _PREFIX = {"Wx": "U", "Wh": "W", "b": "b"}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _builtin(name):
     from ...engine.cells import builtin_cell
 

@@ -23,47 +23,8 @@ import sympy as sp
 import torch
 
 from ...engine import functions as F
-from ..trace import Traced, TracingError
-
-
-def _map(fn, a):
-    """``fn`` of every entry's expression, as an object array (a scalar stays a scalar)."""
-    a = np.asarray(a, dtype=object)
-    out = np.empty(a.shape, dtype=object)
-    for index in np.ndindex(a.shape):
-        v = a[index]
-        out[index] = Traced(fn(v.e if isinstance(v, Traced) else sp.sympify(v)))
-    return out
-
-
-def _pair(fn, a, b):
-    A, B = np.broadcast_arrays(np.asarray(a, dtype=object), np.asarray(b, dtype=object))
-    out = np.empty(A.shape, dtype=object)
-    for index in np.ndindex(A.shape):
-        u, v = A[index], B[index]
-        out[index] = Traced(fn(u.e if isinstance(u, Traced) else sp.sympify(u),
-                               v.e if isinstance(v, Traced) else sp.sympify(v)))
-    return out
-
-
-def _maximum(u, v):
-    return F.relu(u) if v == 0 else F.relu(v) if u == 0 else F.maximum(u, v)
-
-
-def _minimum(u, v):
-    return F.minimum(u, v)
-
-
-def _clamp(a, lo=None, hi=None):
-    out = a if lo is None else _pair(_maximum, a, lo)
-    return out if hi is None else _pair(_minimum, out, hi)
-
-
-def _filled(shape, value):
-    out = np.empty(tuple(shape), dtype=object)
-    for index in np.ndindex(out.shape):
-        out[index] = Traced(sp.sympify(value))
-    return out
+from ..trace import TracingError
+from .symbolic_ops import _clamp, _filled, _map, _maximum, _minimum, _pair
 
 
 def _slice(a, dim=0, start=None, end=None, step=1):
@@ -278,7 +239,7 @@ def capture(call, module, weights, shapes, dtype=torch.float64):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # torch's own deprecations inside export
                 program = torch.export.export(target, data, strict=False).run_decompositions()
-        except Exception as exc:  # whatever stopped torch.export: its own message names the line
+        except Exception as exc:  # noqa: BLE001 - whatever stopped torch.export: its message names the line
             raise TracingError(f"torch.export could not capture the forward: {type(exc).__name__}: "
                                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
     finally:

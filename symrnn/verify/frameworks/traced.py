@@ -24,7 +24,8 @@ _D, _H = 3, 2  # the sizes of the traced step (traced_cell's)
 
 
 def _declare_hint(code):
-    return (f"Declare the cell instead: verify_framework({code.describe.split(',')[0].split(' ')[-1]}, "
+    label = getattr(code.forward, "__name__", "fn").removesuffix(".forward")
+    return (f"Declare the cell instead: verify_framework({label}, "
             f"cell=symrnn.Cell(...) (or a built-in name), layout=...) or --cell file.py:function.")
 
 
