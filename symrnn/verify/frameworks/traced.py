@@ -89,6 +89,17 @@ def _try(code, G, states, batch_first):
     return cell, found
 
 
+def _first_reason(errors):
+    """What stopped the tracing: an operation refused on symbols (it names the user's line) before a
+    capture that failed at another number of gates (shapes that do not fit), before a traced cell
+    that does not reproduce the forward."""
+    def rank(message):
+        if "(from " in message or "needs the numbers" in message or "cannot read" in message:
+            return 0
+        return 2 if "reproduce" in message else 1
+    return min(errors, key=lambda e: (rank(e[1]), e[0]))[1]
+
+
 def trace_code(code, layout, batch_first):
     """The cell and layout of ``code`` (a FrameworkCode) traced from its framework's graph of one step.
 
@@ -120,6 +131,6 @@ def trace_code(code, layout, batch_first):
                 f"{', '.join(found.names.values())}, {'batch-first' if found.batch_major else 'time-major'}; "
                 f"its equations:\n" + equations_text(cell))
         return SimpleNamespace(cell=cell, layout=found, text=text)
-    shown = next((m for G, m in errors if "numbers" not in m and "returns" not in m), errors[0][1])
+    shown = _first_reason(errors)
     raise TracingError(f"The forward of {code.describe} computes no built-in cell, and tracing its graph of one "
                        f"step failed: {shown}. " + _declare_hint(code))
