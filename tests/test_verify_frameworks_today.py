@@ -119,3 +119,34 @@ def test_every_planted_jax_bug_of_today_is_caught_and_localised(cell, bug):
     JAX = _jax()
     assert set(JAX[cell].BUGS) == {b for c, b in JAX_BUGS if c == cell}
     check_localised(verify_framework(JAX[cell].make(bug), cell), JAX[cell].BUGS[bug])
+
+
+# -- heads ---------------------------------------------------------------------------------------------
+def test_a_multi_head_min_gru_passes_in_its_head_layout():
+    from corpus_torch import heads
+
+    for dtype in ("float64", "float32"):
+        result = verify_framework(heads.make(), None, heads=heads.HEADS, dtype=dtype)
+        assert result.ok and result.cell == "min-gru", str(result)
+        assert "2 heads (state (N, 2, H/2), rows ordered head by head)" in result.found
+
+
+@pytest.mark.parametrize("bug", ["weight-summed-over-heads", "bias-summed-over-head-units",
+                                 "gate-sigmoid-derivative-as-output", "decay-path-dropped"])
+def test_a_reduction_over_the_wrong_axis_of_the_heads_is_named(bug):
+    from corpus_torch import heads
+
+    result = verify_framework(heads.make(bug), None, heads=heads.HEADS)
+    check_localised(result, heads.BUGS[bug])
+    if "heads" in bug or "units" in bug:
+        assert "reduction over the wrong axis of the head layout" in str(result)
+
+
+def test_heads_must_divide_the_state_and_be_a_count():
+    from corpus_torch import heads
+
+    from symrnn.errors import UnknownNameError
+
+    with pytest.raises(UnknownNameError, match="positive integer"):
+        verify_framework(heads.make(), None, heads=0)
+    assert verify_framework(heads.make(heads=2), None, heads=2, H=6).ok  # H = 6: 3 units a head

@@ -72,20 +72,35 @@ def signature_of(roles):
     return Signature(roles, ("h", "cache"), ("dh", "cache"), tuple(_GRADIENT_OF.get(r, r) for r in roles))
 
 
-def verify_adapted(code, cell, layout, batch_first, options):
+def _head_fingerprint(code, found, result, D, H):
+    """A reduction over the wrong axis of the heads, named when the wrong gradients show it."""
+    from ..api import _model
+    from .heads import reduction_fingerprint
+
+    wrong = {g.name for g in result.gradients if not g.ok}
+    model = _model(found.cell, D, H, loss="upstream")
+    mistake = reduction_fingerprint(code, found.layout, model, wrong)
+    if mistake is not None:
+        result.fingerprint = mistake
+        result.localisation["gradient"] = f"d{mistake.where}"
+
+
+def verify_adapted(code, cell, layout, batch_first, options, heads=1):
     """Verify ``code`` (a :class:`FrameworkCode`) as a layer; the framework's findings join the
     report's hygiene (a saved tensor modified in place makes the verdict wrong)."""
     from .. import verify_layer
     from .cells import resolve
 
     try:
-        found = resolve(code, cell, layout, batch_first)
+        found = resolve(code, cell, layout, batch_first, heads)
         if found.cell is None:  # a built-in RNN, LSTM or GRU: verify_layer finds which, in found.layout
             result = verify_layer(code.forward, code.backward, None, found.layout, **options)
         else:
             result = verify_layer(code.forward, code.backward, found.cell, found.layout,
                                   signature=signature_of(code.roles), **options)
             result.found = found.text or result.found
+        if heads > 1 and not result.ok and result.fingerprint is None:
+            _head_fingerprint(code, found, result, options.get("D", 3), options.get("H", 4))
     finally:
         if code.restore is not None:
             code.restore()

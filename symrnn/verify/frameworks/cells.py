@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from ...errors import SymRNNError, UnknownNameError
 from ...models.layouts import layout_for
 from ..trace import TracingError
+from .heads import head_candidates
 from .stacked import TODAY, candidates
 
 _CLASSIC = ("Wx", "Wh", "b")  # what symrnn.verify.auto reads: the built-in RNN, LSTM and GRU
@@ -51,7 +52,7 @@ def _classic_batch_first(code, layout, batch_first, cell):
     return None if cell is None else False
 
 
-def match_today(code, cell, batch_first):
+def match_today(code, cell, batch_first, heads=1):
     """``(cell name, GateStacked layout)`` of the first cell of today (or ``cell``) the forward
     reproduces in PyTorch's stacking, any gate order, or None."""
     from ..auto import _matches, _probe_model
@@ -61,7 +62,8 @@ def match_today(code, cell, batch_first):
     cells = (cell,) if isinstance(cell, str) else TODAY["Wh" in code.roles]
     for name in cells:
         model = _probe_model(name)
-        for L in candidates(names, name, flag):
+        layouts = candidates(names, name, flag)
+        for L in layouts if heads == 1 else head_candidates(layouts, heads):
             try:
                 L.to_user(name, model.init_params(0))
             except (SymRNNError, KeyError, ValueError):
@@ -80,17 +82,20 @@ def _gates_text(L):
     return f"gates {' '.join(L.gate_order)} stacked in weight_ih" + (", weight_hh" if "Wh" in L.names else "")
 
 
-def resolve(code, cell, layout, batch_first) -> Resolved:
-    """The cell and layout to verify ``code`` against (see the module)."""
-    if _is_today(cell) or (cell is None and not set(_CLASSIC) <= set(code.roles)):
-        found = match_today(code, cell, batch_first)
+def resolve(code, cell, layout, batch_first, heads=1) -> Resolved:
+    """The cell and layout to verify ``code`` against (see the module); code with ``heads`` heads is
+    matched against the cells of today in a head layout."""
+    if _is_today(cell) or heads > 1 or (cell is None and not set(_CLASSIC) <= set(code.roles)):
+        found = match_today(code, cell, batch_first, heads)
         if found is not None:
             name, L = found
             how = "declared" if cell is not None else "matched"
+            split = (f", {heads} heads (state (N, {heads}, H/{heads}), rows ordered "
+                     f"{'head by head' if L.head_major else 'gate by gate'})" if heads > 1 else "")
             return Resolved(name, L, L.batch_major, f"{how}: the cell of today {name!r}; {_gates_text(L)}, "
-                                                    + ("batch-first" if L.batch_major else "time-major"))
-        if cell is not None:
-            raise TracingError(f"The forward of {code.describe} computes no {cell!r} in PyTorch's stacking (weight_ih, "
+                                                    + ("batch-first" if L.batch_major else "time-major") + split)
+        if cell is not None or heads > 1:
+            raise TracingError(f"The forward of {code.describe} computes no {cell or 'cell of today'!r} in PyTorch's stacking (weight_ih, "
                                f"weight_hh, bias; any gate order; batch-first or not): pass layout= "
                                f"(a symrnn.models.layouts.Layout).")
         return _traced_or_refused(code, layout, batch_first)
