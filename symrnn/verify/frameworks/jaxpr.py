@@ -177,7 +177,7 @@ def _apply(eqn, values):
                            where) from None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _parameters(op):
     kinds = inspect.signature(op).parameters.values()
     return None if any(p.kind == p.VAR_KEYWORD for p in kinds) else {p.name for p in kinds}
