@@ -1313,6 +1313,7 @@ def bench_frameworks(cfg):
     else:
         caught, seconds = _gradcheck_catches(loss, inputs, True)
         res["gradcheck"] = {"time": seconds, "ok": not caught, "mode": "fast mode"}
+    print(f"  5b 100k LSTM: runs {res['runs']}; gradcheck {res['gradcheck']}", file=sys.stderr, flush=True)
     Ts, sizes = cfg["frameworks_T"], dict(D=3, H=4, N=2)
     from symrnn.verify import verify_framework
     for label, cell, G, heads, codes in _corpus_rows():
