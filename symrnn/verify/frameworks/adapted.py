@@ -74,11 +74,12 @@ def signature_of(roles):
 
 def _head_fingerprint(code, found, result, D, H):
     """A reduction over the wrong axis of the heads, named when the wrong gradients show it."""
-    from ..api import _model
+    from ...engine.cells import builtin_cell
+    from ...models.model import Model
     from .heads import reduction_fingerprint
 
     wrong = {g.name for g in result.gradients if not g.ok}
-    model = _model(found.cell, D, H, loss="upstream")
+    model = Model(builtin_cell(found.cell) if isinstance(found.cell, str) else found.cell, D=D, H=H, loss="upstream")
     mistake = reduction_fingerprint(code, found.layout, model, wrong)
     if mistake is not None:
         result.fingerprint = mistake

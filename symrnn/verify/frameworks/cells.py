@@ -55,20 +55,22 @@ def _classic_batch_first(code, layout, batch_first, cell):
 def match_today(code, cell, batch_first, heads=1):
     """``(cell name, GateStacked layout)`` of the first cell of today (or ``cell``) the forward
     reproduces in PyTorch's stacking, any gate order, or None."""
-    from ..auto import _matches, _probe_model
+    from ..auto import probe_model, reproduces
 
     names = {r: n for r, n in code.names.items() if r not in ("x", "h0", "c0")}
     flag = batch_first if batch_first is not None else code.batch_first
     cells = (cell,) if isinstance(cell, str) else TODAY["Wh" in code.roles]
+    if heads > 1 and cell is None and "Wh" in code.roles:  # a multi-head LSTM or RNN in a head layout
+        cells = cells + (("lstm",) if "c0" in code.roles else ("rnn-tanh",))
     for name in cells:
-        model = _probe_model(name)
+        model = probe_model(name)
         layouts = candidates(names, name, flag)
         for L in layouts if heads == 1 else head_candidates(layouts, heads):
             try:
                 L.to_user(name, model.init_params(0))
             except (SymRNNError, KeyError, ValueError):
                 return None if cell is None else _no_fit(code, name)
-            if _matches(code.forward, code.roles, L, model, name):
+            if reproduces(code.forward, code.roles, L, model, name):
                 return name, L
     return None
 

@@ -19,7 +19,7 @@ import sympy as sp
 
 from ...engine import functions as F
 from ..trace import TracingError
-from .symbolic_ops import _map, _maximum, _minimum, _pair
+from .symbolic_ops import map_entries, maximum, minimum, pair
 
 
 def _dot_general(a, b, dimension_numbers, **params):
@@ -82,20 +82,20 @@ PRIMITIVES = {
     "mul": lambda a, b: np.multiply(a, b, dtype=object),
     "div": lambda a, b: np.true_divide(a, b, dtype=object),
     "neg": lambda a: np.negative(a, dtype=object),
-    "integer_pow": lambda a, y: _map(lambda u: u ** y, a),
-    "pow": lambda a, b: _pair(lambda u, v: u ** v, a, b),
-    "square": lambda a: _map(lambda u: u ** 2, a),
-    "sqrt": lambda a: _map(sp.sqrt, a),
-    "rsqrt": lambda a: _map(lambda u: 1 / sp.sqrt(u), a),
-    "tanh": lambda a: _map(sp.tanh, a),
-    "logistic": lambda a: _map(F.sigmoid, a),
-    "exp": lambda a: _map(sp.exp, a),
-    "log": lambda a: _map(sp.log, a),
-    "log1p": lambda a: _map(lambda u: sp.log(1 + u), a),
-    "expm1": lambda a: _map(lambda u: sp.exp(u) - 1, a),
-    "abs": lambda a: _map(F.absolute, a),
-    "max": lambda a, b: _pair(_maximum, a, b),
-    "min": lambda a, b: _pair(_minimum, a, b),
+    "integer_pow": lambda a, y: map_entries(lambda u: u ** y, a),
+    "pow": lambda a, b: pair(lambda u, v: u ** v, a, b),
+    "square": lambda a: map_entries(lambda u: u ** 2, a),
+    "sqrt": lambda a: map_entries(sp.sqrt, a),
+    "rsqrt": lambda a: map_entries(lambda u: 1 / sp.sqrt(u), a),
+    "tanh": lambda a: map_entries(sp.tanh, a),
+    "logistic": lambda a: map_entries(F.sigmoid, a),
+    "exp": lambda a: map_entries(sp.exp, a),
+    "log": lambda a: map_entries(sp.log, a),
+    "log1p": lambda a: map_entries(lambda u: sp.log(1 + u), a),
+    "expm1": lambda a: map_entries(lambda u: sp.exp(u) - 1, a),
+    "abs": lambda a: map_entries(F.absolute, a),
+    "max": lambda a, b: pair(maximum, a, b),
+    "min": lambda a, b: pair(minimum, a, b),
     "dot_general": _dot_general,
     "transpose": lambda a, permutation: np.transpose(a, permutation),
     "reshape": lambda a, new_sizes, **params: np.reshape(a, new_sizes),

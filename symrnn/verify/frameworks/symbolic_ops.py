@@ -10,7 +10,7 @@ from ...engine import functions as F
 from ..trace import Traced
 
 
-def _map(fn, a):
+def map_entries(fn, a):
     """``fn`` of every entry's expression, as an object array (a scalar stays a scalar)."""
     a = np.asarray(a, dtype=object)
     out = np.empty(a.shape, dtype=object)
@@ -20,7 +20,7 @@ def _map(fn, a):
     return out
 
 
-def _pair(fn, a, b):
+def pair(fn, a, b):
     A, B = np.broadcast_arrays(np.asarray(a, dtype=object), np.asarray(b, dtype=object))
     out = np.empty(A.shape, dtype=object)
     for index in np.ndindex(A.shape):
@@ -30,20 +30,20 @@ def _pair(fn, a, b):
     return out
 
 
-def _maximum(u, v):
+def maximum(u, v):
     return F.relu(u) if v == 0 else F.relu(v) if u == 0 else F.maximum(u, v)
 
 
-def _minimum(u, v):
+def minimum(u, v):
     return F.minimum(u, v)
 
 
-def _clamp(a, lo=None, hi=None):
-    out = a if lo is None else _pair(_maximum, a, lo)
-    return out if hi is None else _pair(_minimum, out, hi)
+def clamp(a, lo=None, hi=None):
+    out = a if lo is None else pair(maximum, a, lo)
+    return out if hi is None else pair(minimum, out, hi)
 
 
-def _filled(shape, value):
+def filled(shape, value):
     out = np.empty(tuple(shape), dtype=object)
     for index in np.ndindex(out.shape):
         out[index] = Traced(sp.sympify(value))

@@ -66,12 +66,12 @@ def _reproduces(code, cell, layout, batch_first):
     from dataclasses import replace
 
     from ...models.model import Model
-    from ..auto import PROBE, _matches
+    from ..auto import PROBE, reproduces
 
     model = Model(cell, D=PROBE["D"], H=PROBE["H"], loss="upstream")
     for first in (False, True) if batch_first is None else (bool(batch_first),):
         candidate = replace(layout, batch_major=first)
-        if _matches(code.forward, code.roles, candidate, model, cell):
+        if reproduces(code.forward, code.roles, candidate, model, cell):
             return candidate
     return None
 
