@@ -1191,6 +1191,41 @@ def _framework_corpus():
     return {"rnn-tanh": rnn, "lstm": lstm, "gru": gru}
 
 
+#: gate blocks of each corpus cell (the rows of weight_ih are G*H)
+_GATES = {"rnn-tanh": 1, "lstm": 4, "gru": 3, "min-gru": 2, "slstm": 4, "lstm-no-tanh": 4, "leaky": 1}
+
+
+def _corpus_rows():
+    """``(label, verify_framework's cell, G, heads, {bug: (torch Function, JAX function or None)})`` of
+    every corpus of tests/corpus_torch and tests/corpus_jax: the built-in RNN, LSTM, GRU, the cells of
+    today (minGRU, sLSTM), the traced ones (declared None) and the multi-head minGRU."""
+    sys.path.insert(0, os.path.join(_ROOT, "tests"))
+    import corpus_torch.gru, corpus_torch.heads, corpus_torch.lstm, corpus_torch.mingru  # noqa: E401
+    import corpus_torch.rnn, corpus_torch.slstm, corpus_torch.traced  # noqa: E401
+    try:
+        import corpus_jax.gru, corpus_jax.lstm, corpus_jax.mingru, corpus_jax.rnn, corpus_jax.slstm  # noqa: E401
+        import corpus_jax.traced  # noqa: F401
+        jax_modules = sys.modules
+    except ImportError:
+        jax_modules = {}
+    rows = []
+    for cell, name in (("rnn-tanh", "rnn"), ("lstm", "lstm"), ("gru", "gru"), ("min-gru", "mingru"),
+                       ("slstm", "slstm")):
+        tm, jm = sys.modules[f"corpus_torch.{name}"], jax_modules.get(f"corpus_jax.{name}")
+        codes = {bug: (tm.make(bug), jm.make(bug) if jm is not None and (bug is None or bug in jm.BUGS) else None)
+                 for bug in [None] + list(tm.BUGS)}
+        rows.append((cell, cell, _GATES[cell], 1, codes))
+    tt, jt = corpus_torch.traced, jax_modules.get("corpus_jax.traced")
+    for cell in tt.MAKE:
+        codes = {bug: (tt.MAKE[cell](bug), jt.MAKE[cell](bug) if jt is not None else None)
+                 for bug in [None] + list(tt.BUGS[cell])}
+        rows.append((f"{cell} (traced)", None, _GATES[cell], 1, codes))
+    th = corpus_torch.heads
+    rows.append((f"min-gru, {th.HEADS} heads", None, 2, th.HEADS,
+                 {bug: (th.make(bug), None) for bug in [None] + list(th.BUGS)}))
+    return rows
+
+
 def _gradcheck_catches(fn, inputs, fast):
     """``(caught, seconds)``: gradcheck's verdict (False when it passes) on one case."""
     t0 = time.perf_counter()
@@ -1201,14 +1236,28 @@ def _gradcheck_catches(fn, inputs, fast):
     return not ok, time.perf_counter() - t0
 
 
-def _framework_inputs(cell, D, H, T, N, seed=0):
-    """x, h0[, c0], weight_ih, weight_hh, bias_ih, bias_hh as float64 leaves (PyTorch's init scale)."""
+def _framework_inputs(cell, D, H, T, N, seed=0, names=None, G=None, heads=1):
+    """The Function's arguments (``names``; default x, h0[, c0], weight_ih, weight_hh, bias_ih, bias_hh)
+    as float64 leaves: data standard normal, weights at PyTorch's init scale."""
     rng = np.random.default_rng(seed)
-    G = {"rnn-tanh": 1, "lstm": 4, "gru": 3}[cell]
+    G = G or _GATES[cell]
+    if names is None:
+        names = ["x", "h0"] + (["c0"] if cell == "lstm" else []) + ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]
     s = 1 / np.sqrt(H)
-    shapes = [(T, N, D), (N, H)] + ([(N, H)] if cell == "lstm" else []) + [(G * H, D), (G * H, H), (G * H,), (G * H,)]
-    return [torch.tensor(rng.uniform(-s, s, size=sh) if k > 1 + (cell == "lstm") else rng.normal(size=sh),
-                         dtype=torch.float64, requires_grad=True) for k, sh in enumerate(shapes)]
+    state = (N, heads, H // heads) if heads > 1 else (N, H)
+    shape = {"x": (T, N, D), "h0": state, "c0": state, "weight_ih": (G * H, D), "weight_hh": (G * H, H)}
+    out = []
+    for n in names:
+        size = shape.get(n, (G * H,))
+        value = rng.normal(size=size) if n in ("x", "h0", "c0") else rng.uniform(-s, s, size=size)
+        out.append(torch.tensor(value, dtype=torch.float64, requires_grad=True))
+    return out
+
+
+def _forward_names(function):
+    import inspect
+
+    return [p for p in inspect.signature(function.forward).parameters][1:]
 
 
 def _check_grads_catches(fn, inputs):
@@ -1256,32 +1305,34 @@ def bench_frameworks(cfg):
         x, rest = inputs[0], [t.detach() for t in inputs[1:]]
         caught, seconds = _gradcheck_catches(lambda x_: loss(x_, *rest), [x], False)
         total = sum(t.numel() for t in inputs)
-        res["gradcheck"] = {"time": seconds * total / x.numel(), "ok": not caught,
-                            "mode": f"slow (default) mode, timed on x ({x.numel():,} of {total:,} entries) and scaled"}
+        res["gradcheck"] = {"time": seconds * total / x.numel(), "ok": not caught, "measured": seconds,
+                            "mode": f"slow (default) mode, EXTRAPOLATED: measured {seconds:.1f} s on the input x "
+                                    f"alone ({x.numel():,} of the {total:,} input entries, i.e. {x.numel():,} "
+                                    f"columns of its numerical Jacobian, each a forward pair) and scaled by "
+                                    f"{total:,} / {x.numel():,}"}
     else:
         caught, seconds = _gradcheck_catches(loss, inputs, True)
         res["gradcheck"] = {"time": seconds, "ok": not caught, "mode": "fast mode"}
-    jax_corpus = {}
-    try:
-        from corpus_jax import gru as jgru, lstm as jlstm, rnn as jrnn
-        jax_corpus = {"rnn-tanh": jrnn, "lstm": jlstm, "gru": jgru}
-    except ImportError:
-        pass
+    print(f"  5b 100k LSTM: runs {res['runs']}; gradcheck {res['gradcheck']}", file=sys.stderr, flush=True)
     Ts, sizes = cfg["frameworks_T"], dict(D=3, H=4, N=2)
     from symrnn.verify import verify_framework
-    for cell, module in corpus.items():
-        for bug in [None] + list(module.BUGS):
-            function = module.make(bug)
+    for label, cell, G, heads, codes in _corpus_rows():
+        for bug, (function, jax_function) in codes.items():
             t0 = time.perf_counter()
-            verdict = verify_framework(function, cell, T=Ts, lengths=(), **sizes)
-            row = {"cell": cell, "bug": bug or "(correct)", "symrnn": not verdict.ok,
+            try:
+                verdict = verify_framework(function, cell, T=Ts, lengths=(), heads=heads, **sizes).ok
+            except Exception as exc:  # noqa: BLE001 - a refusal is reported in the table, not a crash of the bench
+                verdict = f"error: {type(exc).__name__}"
+            row = {"cell": label, "bug": bug or "(correct)", "symrnn": verdict is not True,
                    "symrnn_time": time.perf_counter() - t0}
-            inputs = _framework_inputs(cell, sizes["D"], sizes["H"], Ts, sizes["N"], seed=1)
+            inputs = _framework_inputs(label, sizes["D"], sizes["H"], Ts, sizes["N"], seed=1,
+                                       names=_forward_names(function), G=G, heads=heads)
             for mode, fast in (("fast", True), ("default", False)):
                 row[mode], row[f"{mode}_time"] = _gradcheck_catches(function.apply, inputs, fast)
-            if cell in jax_corpus and bug in jax_corpus[cell].BUGS or cell in jax_corpus and bug is None:
-                row["check_grads"], row["check_grads_time"] = _check_grads_catches(jax_corpus[cell].make(bug), inputs)
+            if jax_function is not None:
+                row["check_grads"], row["check_grads_time"] = _check_grads_catches(jax_function, inputs)
             res["corpus"].append(row)
+            print(f"  5b {label} {bug or '(correct)'}: {row}", file=sys.stderr, flush=True)
     return res
 
 
@@ -1315,9 +1366,11 @@ def report_frameworks(res, cfg, summary):
     out += ["", f"### Catch rates on the corpus at T = {T40}",
             "",
             f"Each correct Function of `tests/corpus_torch` and each planted bug, D=3, H=4, N=2, float64: symrnn "
-            "(`verify_framework`, declared cell), `torch.autograd.gradcheck` in fast and default mode (its default "
-            "tolerances) and, for the same cells written as `jax.custom_vjp` (`tests/corpus_jax`), "
-            "`jax.test_util.check_grads(order=1, modes=('rev',))`. *caught* on a correct one is a false alarm.",
+            "(`verify_framework`; the built-in cells and the cells of today declared, the traced cells and the "
+            "multi-head minGRU found from the forward), `torch.autograd.gradcheck` in fast and default mode (its "
+            "default tolerances) and, for the same cells written as `jax.custom_vjp` (`tests/corpus_jax`), "
+            "`jax.test_util.check_grads(order=1, modes=('rev',))`. *caught* on a correct one is a false alarm. "
+            "Times are each tool's own (symrnn's include the Function's calls).",
             "",
             "| cell | code | symrnn | gradcheck fast | gradcheck default | JAX check_grads |",
             "|---|---|---|---|---|---|"]

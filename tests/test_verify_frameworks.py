@@ -190,7 +190,8 @@ def test_half_precision_no_false_alarm_and_a_gross_bug_caught(dtype):
     assert not wrong.ok and wrong.localisation["gradient"] == "dweight_ih"
 
 
-def test_a_cell_that_is_no_built_in_one_asks_to_be_declared():
+def test_a_cell_that_cannot_be_traced_asks_to_be_declared():
+    """(A cell that is no built-in one is traced from torch.export's graph: tests/test_verify_frameworks_traced.py.)"""
     from symrnn.verify.trace import TracingError
 
     class Leaky(torch.autograd.Function):
@@ -198,9 +199,10 @@ def test_a_cell_that_is_no_built_in_one_asks_to_be_declared():
         def forward(ctx, x, h0, weight_ih, weight_hh, bias_ih, bias_hh):
             h, hs = h0, []
             for t in range(x.shape[0]):
-                h = 0.5 * h + 0.5 * torch.tanh(x[t] @ weight_ih.T + bias_ih + h @ weight_hh.T + bias_hh)
+                a = x[t] @ weight_ih.T + bias_ih + h @ weight_hh.T + bias_hh
+                h = torch.where(a > 0, torch.tanh(a), 0.5 * h)  # a branch on values
                 hs.append(h)
             return torch.stack(hs)
 
-    with pytest.raises(TracingError, match="declare the cell"):
+    with pytest.raises(TracingError, match="Declare the cell instead"):
         verify_framework(Leaky, None)

@@ -150,6 +150,16 @@ def _matches(forward, roles, layout, model, cell, N=None):
     return bool(np.all(np.isfinite(h)) and np.allclose(h, exact, rtol=1e-4, atol=1e-6))
 
 
+def reproduces(forward, roles, layout, model, cell, N=None):
+    """Public name of :func:`_matches` (the framework adapters match the cells of today with it)."""
+    return _matches(forward, roles, layout, model, cell, N)
+
+
+def probe_model(name):
+    """The built-in cell ``name`` at the probe's sizes (:data:`PROBE`), derived once per process."""
+    return _probe_model(name)
+
+
 def _runs(forward, roles, layout, G, N=None, errors=None):
     """The forward runs on arrays laid out with ``G`` gate blocks and returns h of the right shape
     (what it raised otherwise goes to ``errors``)."""

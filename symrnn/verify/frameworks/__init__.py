@@ -18,7 +18,7 @@ import sys
 
 from ...errors import UnknownNameError
 
-__all__ = ["verify_framework", "framework_of"]
+__all__ = ["framework_of", "verify_framework"]
 
 
 def framework_of(target) -> str | None:
@@ -55,7 +55,7 @@ def framework_of(target) -> str | None:
     return None
 
 
-def verify_framework(target, cell=None, layout=None, *, dtype=None, batch_first=None, device=None,
+def verify_framework(target, cell=None, layout=None, *, dtype=None, batch_first=None, device=None, heads=None,
                      **options):
     """Verify a PyTorch or JAX backward against symrnn's exact gradients.
 
@@ -80,6 +80,11 @@ def verify_framework(target, cell=None, layout=None, *, dtype=None, batch_first=
         ``(N, T, D)`` inputs; a module's own ``batch_first`` by default, else found from the code.
     device : str, optional
         Where the code runs (torch: ``"cuda"`` ...); the exact route runs on the CPU.
+    heads : int, optional
+        The code's states are split into heads, ``(N, heads, H/heads)`` (and ``(T, N, heads, H/heads)``
+        for every step), its stacked weights' rows ordered head by head or gate by gate (both are
+        tried); a gradient summed over the wrong axis of the heads is named
+        (:mod:`~symrnn.verify.frameworks.heads`).
     **options
         As :func:`symrnn.verify.verify_layer` (``D``, ``H``, ``T``, ``N``, ``scale``, ``seed``,
         ``lengths``, ``search``, ``save_to``, ``replay``, ``truncation``, ``clip``, ``zero_states``).
@@ -101,4 +106,10 @@ def verify_framework(target, cell=None, layout=None, *, dtype=None, batch_first=
     else:
         from .jax import adapt
     code = adapt(target, dtype=dtype, device=device)
-    return verify_adapted(code, cell, layout, batch_first, options)
+    if heads is not None and heads != 1:
+        from .heads import with_heads
+
+        if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1:
+            raise UnknownNameError(f"heads={heads!r}: give the number of heads, a positive integer.")
+        code = with_heads(code, heads)
+    return verify_adapted(code, cell, layout, batch_first, options, heads=heads or 1)

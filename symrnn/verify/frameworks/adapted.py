@@ -3,12 +3,10 @@ by :func:`symrnn.verify.verify_layer` under PyTorch's conventions, its findings 
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-from ...errors import SymRNNError, UnknownNameError
-from ...models.layouts import layout_for
+from ...errors import UnknownNameError
 from ..auto import ROLE_NAMES
-from ..trace import TracingError
 from ..signatures import Signature
 
 #: roles of PyTorch's names (a module's weight_ih_l0 ... read without the layer suffix)
@@ -45,6 +43,7 @@ class FrameworkCode:
     findings: list = field(default_factory=list)  # hygiene the framework shows (saved tensors modified)
     restore: object = None  # puts a module's weights back
     python: str = ""  # how the verification is called again in Python, for the replay line
+    symbolic: object = None  # arrays of Traced -> every output of one step as object arrays (graph capture)
 
 
 def named(fn, names, label):
@@ -69,59 +68,44 @@ def data_and_weights(arg_names, what):
     return tuple(roles)
 
 
-def framework_layout(code, layout, batch_first, cell):
-    """PyTorch's layout (or ``layout``) under the user's names, batch-first or not."""
-    base = layout_for("pytorch" if layout is None else layout, "rnn-tanh" if cell is None else cell)
-    names = {r: n for r, n in code.names.items() if r not in ("x", "h0", "c0")}
-    return replace(base, names=names, batch_major=bool(batch_first))
-
-
 def signature_of(roles):
     return Signature(roles, ("h", "cache"), ("dh", "cache"), tuple(_GRADIENT_OF.get(r, r) for r in roles))
 
 
-def _batch_first(code, layout, batch_first, cell):
-    """The batch-first flag: declared, the module's, else the one in which the forward reproduces a
-    built-in cell (time-major when neither does)."""
-    for given in (batch_first, code.batch_first):
-        if given is not None:
-            return bool(given)
-    if cell is not None and not isinstance(cell, str):
-        return False
-    from ..auto import find
+def _head_fingerprint(code, found, result, D, H):
+    """A reduction over the wrong axis of the heads, named when the wrong gradients show it."""
+    from ...engine.cells import builtin_cell
+    from ...models.model import Model
+    from .heads import reduction_fingerprint
 
-    for candidate in (False, True):
-        try:
-            find(code.forward, cell=cell, layout=framework_layout(code, layout, candidate, cell))
-            return candidate
-        except SymRNNError:
-            continue
-    return False
+    wrong = {g.name for g in result.gradients if not g.ok}
+    model = Model(builtin_cell(found.cell) if isinstance(found.cell, str) else found.cell, D=D, H=H, loss="upstream")
+    mistake = reduction_fingerprint(code, found.layout, model, wrong)
+    if mistake is not None:
+        result.fingerprint = mistake
+        result.localisation["gradient"] = f"d{mistake.where}"
 
 
-def verify_adapted(code, cell, layout, batch_first, options):
+def verify_adapted(code, cell, layout, batch_first, options, heads=1):
     """Verify ``code`` (a :class:`FrameworkCode`) as a layer; the framework's findings join the
     report's hygiene (a saved tensor modified in place makes the verdict wrong)."""
     from .. import verify_layer
+    from .cells import resolve
 
     try:
-        first = _batch_first(code, layout, batch_first, cell)
-        L = framework_layout(code, layout, first, cell)
-        if cell is None:
-            try:
-                result = verify_layer(code.forward, code.backward, None, L, **options)
-            except TracingError:
-                raise TracingError(
-                    f"The forward of {code.describe} computes no built-in cell in PyTorch's layout "
-                    f"({'batch-first' if first else 'time-major'}), and framework code is not traced (no torch "
-                    f"graph capture or jaxpr yet): declare the cell, cell=symrnn.Cell(...) (--cell "
-                    f"file.py:function), and pass layout= or batch_first= if the layout differs.") from None
+        found = resolve(code, cell, layout, batch_first, heads)
+        if found.cell is None:  # a built-in RNN, LSTM or GRU: verify_layer finds which, in found.layout
+            result = verify_layer(code.forward, code.backward, None, found.layout, **options)
         else:
-            result = verify_layer(code.forward, code.backward, cell, L, signature=signature_of(code.roles),
-                                  **options)
+            result = verify_layer(code.forward, code.backward, found.cell, found.layout,
+                                  signature=signature_of(code.roles), **options)
+            result.found = found.text or result.found
+        if heads > 1 and not result.ok and result.fingerprint is None:
+            _head_fingerprint(code, found, result, options.get("D", 3), options.get("H", 4))
     finally:
         if code.restore is not None:
             code.restore()
+    first = found.batch_first
     result.found = "; ".join(p for p in (code.describe + (", batch-first" if first else ", time-major"),
                                          result.found) if p)
     seen = {f.message for f in result.hygiene}

@@ -45,6 +45,23 @@ def _first(out, what):
     return out
 
 
+def _dtype_name(dtype):
+    name = str(dtype or "float64").replace("jnp.", "").replace("<class 'jax.numpy.", "").rstrip("'>")
+    if name not in DTYPES:
+        raise UnknownNameError(f"dtype {dtype!r}: use one of {list(DTYPES)}.")
+    return name
+
+
+def _argument_names(fn, target):
+    """The required positional arguments of the function (what symrnn reads the roles of)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        raise UnknownNameError(f"Cannot read the arguments of {target!r}; name them x, h0, c0, weight_ih, ...")
+    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            and p.default is p.empty]
+
+
 def adapt(target, dtype=None, device=None) -> FrameworkCode:
     """A :class:`~symrnn.verify.frameworks.adapted.FrameworkCode` of a JAX function.
 
@@ -61,16 +78,9 @@ def adapt(target, dtype=None, device=None) -> FrameworkCode:
     -------
     FrameworkCode
     """
-    name = str(dtype or "float64").replace("jnp.", "").replace("<class 'jax.numpy.", "").rstrip("'>")
-    if name not in DTYPES:
-        raise UnknownNameError(f"dtype {dtype!r}: use one of {list(DTYPES)}.")
+    name = _dtype_name(dtype)
     fn = _function_of(target)
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        raise UnknownNameError(f"Cannot read the arguments of {target!r}; name them x, h0, c0, weight_ih, ...")
-    arg_names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-                 and p.default is p.empty]
+    arg_names = _argument_names(fn, target)
     label = getattr(fn, "__name__", "fn")
     kind = f"JAX function {label}" + (" (custom_vjp)" if hasattr(target, "defvjp") else "")
     roles = data_and_weights(arg_names, kind)
@@ -106,4 +116,19 @@ def adapt(target, dtype=None, device=None) -> FrameworkCode:
     bwd = named(backward, ["dh", "cache"], f"{label}.backward")
     platform = where.platform if where is not None else jax.default_backend()
     return FrameworkCode(fwd, bwd, roles, dict(zip(roles, arg_names)), f"{kind}, {name} on {platform}", name, None,
-                         [], None, python=f"symrnn.verify.verify_framework({label}, ..., replay={{path!r}})")
+                         [], None, python=f"symrnn.verify.verify_framework({label}, ..., replay={{path!r}})",
+                         symbolic=_symbolic(target))
+
+
+def _symbolic(target):
+    """One step of the function on object arrays of symbols, read from its jaxpr (once per shape)."""
+    from .jaxpr import capture, interpret
+
+    jaxprs = {}
+
+    def symbolic(arrays):
+        shapes = tuple(tuple(np.shape(a)) for a in arrays)
+        if shapes not in jaxprs:
+            jaxprs[shapes] = capture(target, shapes)
+        return interpret(jaxprs[shapes], arrays)
+    return symbolic

@@ -147,6 +147,81 @@ class _Cache:
         self.h, self.inputs = h, inputs
 
 
+def _module_parts(module, dtype, device):
+    """``(call, argument names, kind, label, dtype, device, batch_first, weights)`` of an nn.Module."""
+    params = list(module.named_parameters())
+    first = params[0][1] if params else None
+    dtype = _dtype(dtype, first.dtype if first is not None else torch.float64)
+    device = torch.device(device) if device is not None else (first.device if first is not None
+                                                               else torch.device("cpu"))
+    data = _positional(inspect.signature(module.forward).parameters.values(), keep_defaults=("h0", "c0"))
+    weights = [(name, p) for name, p in params if p.requires_grad]
+    arg_names = data + [name.rsplit(".", 1)[-1] for name, _ in weights]
+    return (module, arg_names, f"nn.Module {type(module).__name__}", type(module).__name__, dtype, device,
+            getattr(module, "batch_first", None), weights)
+
+
+def _callable_parts(target, dtype, device):
+    """The same as :func:`_module_parts` for a Function subclass or a custom operator."""
+    call, arg_names, kind = _callable_and_names(target)
+    label = getattr(target, "__name__", None) or kind.rsplit(" ", 1)[-1]
+    return call, arg_names, kind, label, _dtype(dtype, torch.float64), torch.device(device or "cpu"), None, []
+
+
+def _runner(call, module, weights, n_data, dtype, device, watch):
+    """The NumPy forward of the code: tensors (the module's weights as fresh Parameters) from arrays,
+    the saved tensors watched; returns ``(h as NumPy, the tensors to differentiate)``."""
+    def forward(*arrays):
+        watch.reported.clear()
+        tensors = [torch.tensor(np.asarray(a), dtype=dtype, device=device).requires_grad_() for a in arrays[:n_data]]
+        if module is not None:
+            leaves = list(tensors)
+            for (name, _), a in zip(weights, arrays[n_data:]):  # new Parameters: the verifier's sizes and dtype
+                owner, _, leaf = name.rpartition(".")
+                p = torch.nn.Parameter(torch.tensor(np.asarray(a), dtype=dtype, device=device))
+                setattr(module.get_submodule(owner), leaf, p)
+                leaves.append(p)
+        else:
+            tensors += [torch.tensor(np.asarray(a), dtype=dtype, device=device).requires_grad_()
+                        for a in arrays[n_data:]]
+            leaves = tensors
+        with _SaveWatch(watch), torch.autograd.graph.saved_tensors_hooks(watch.pack, watch.unpack):
+            out = call(*tensors)
+        h = _first_tensor(out, watch.what)
+        return _numpy(h), _Cache(h, leaves)
+    return forward
+
+
+def _backward(kind):
+    def backward(dh, cache):
+        if not cache.h.requires_grad:
+            raise UserCodeError(f"{kind}: the states it returned do not require grad (no backward is attached).")
+        upstream = torch.as_tensor(np.asarray(dh), dtype=cache.h.dtype, device=cache.h.device)
+        grads = torch.autograd.grad(cache.h, cache.inputs, grad_outputs=upstream, allow_unused=True,
+                                    retain_graph=True)
+        return tuple(_numpy(torch.zeros_like(t) if g is None else g) for g, t in zip(grads, cache.inputs))
+    return backward
+
+
+def _symbolic(target, call, module, weights):
+    """One step of the code on object arrays of symbols, through ``torch.export`` (once per shape)."""
+    from .torch_graph import capture, interpret
+
+    if isinstance(target, _custom_op_types()):
+        call = getattr(target, "_init_fn", None)
+        if call is None:
+            return None
+    programs = {}
+
+    def symbolic(arrays):
+        shapes = tuple(tuple(np.shape(a)) for a in arrays)
+        if shapes not in programs:
+            programs[shapes] = capture(call, module, weights, shapes)
+        program, names = programs[shapes]
+        return interpret(program, dict(zip(names, arrays)))
+    return symbolic
+
+
 def adapt(target, dtype=None, device=None) -> FrameworkCode:
     """A :class:`~symrnn.verify.frameworks.adapted.FrameworkCode` of a torch target.
 
@@ -163,71 +238,26 @@ def adapt(target, dtype=None, device=None) -> FrameworkCode:
     FrameworkCode
     """
     module = target if isinstance(target, torch.nn.Module) else None
-    weights = []
-    if module is not None:
-        params = list(module.named_parameters())
-        first = params[0][1] if params else None
-        dtype = _dtype(dtype, first.dtype if first is not None else torch.float64)
-        device = torch.device(device) if device is not None else (first.device if first is not None
-                                                                   else torch.device("cpu"))
-        data = _positional(inspect.signature(module.forward).parameters.values(), keep_defaults=("h0", "c0"))
-        weights = [(name, p) for name, p in params if p.requires_grad]
-        call, kind = module, f"nn.Module {type(module).__name__}"
-        label = type(module).__name__
-        arg_names = data + [name.rsplit(".", 1)[-1] for name, _ in weights]
-        batch_first = getattr(module, "batch_first", None)
-    else:
-        call, arg_names, kind = _callable_and_names(target)
-        dtype, device = _dtype(dtype, torch.float64), torch.device(device or "cpu")
-        label = getattr(target, "__name__", None) or kind.rsplit(" ", 1)[-1]
-        batch_first = None
+    parts = _module_parts(module, dtype, device) if module is not None else _callable_parts(target, dtype, device)
+    call, arg_names, kind, label, dtype, device, batch_first, weights = parts
     roles = data_and_weights(arg_names, kind)
-    n_data = len(arg_names) - len(weights)
     if dtype == torch.bfloat16:
         _bfloat16()  # NumPy has no bfloat16: ml_dtypes' (installed with JAX) carries it to the judge
     findings = []
     watch = _Watch(findings, kind)
-
-    def forward(*arrays):
-        watch.reported.clear()
-        tensors = [torch.tensor(np.asarray(a), dtype=dtype, device=device).requires_grad_() for a in arrays[:n_data]]
-        if module is not None:
-            leaves = list(tensors)
-            for (name, _), a in zip(weights, arrays[n_data:]):  # new Parameters: the verifier's sizes and dtype
-                owner, _, leaf = name.rpartition(".")
-                p = torch.nn.Parameter(torch.tensor(np.asarray(a), dtype=dtype, device=device))
-                setattr(module.get_submodule(owner), leaf, p)
-                leaves.append(p)
-            with _SaveWatch(watch), torch.autograd.graph.saved_tensors_hooks(watch.pack, watch.unpack):
-                out = call(*tensors)
-        else:
-            tensors += [torch.tensor(np.asarray(a), dtype=dtype, device=device).requires_grad_()
-                        for a in arrays[n_data:]]
-            leaves = tensors
-            with _SaveWatch(watch), torch.autograd.graph.saved_tensors_hooks(watch.pack, watch.unpack):
-                out = call(*tensors)
-        h = _first_tensor(out, kind)
-        return _numpy(h), _Cache(h, leaves)
-
-    def backward(dh, cache):
-        if not cache.h.requires_grad:
-            raise UserCodeError(f"{kind}: the states it returned do not require grad (no backward is attached).")
-        upstream = torch.as_tensor(np.asarray(dh), dtype=cache.h.dtype, device=cache.h.device)
-        grads = torch.autograd.grad(cache.h, cache.inputs, grad_outputs=upstream, allow_unused=True,
-                                    retain_graph=True)
-        return tuple(_numpy(torch.zeros_like(t) if g is None else g) for g, t in zip(grads, cache.inputs))
+    forward = _runner(call, module, weights, len(arg_names) - len(weights), dtype, device, watch)
 
     def restore():
         for name, p in weights:  # the module's own Parameter objects, untouched
             owner, _, leaf = name.rpartition(".")
             setattr(module.get_submodule(owner), leaf, p)
 
-    describe = f"{kind}, {_NAMES[dtype]} on {device}"
-    fwd = named(forward, arg_names, f"{label}.forward")
-    bwd = named(backward, ["dh", "cache"], f"{label}.backward")
-    return FrameworkCode(fwd, bwd, roles, dict(zip(roles, arg_names)), describe, _NAMES[dtype], batch_first,
-                         findings, restore if module is not None else None,
-                         python=f"symrnn.verify.verify_framework({label}, ..., replay={{path!r}})")
+    return FrameworkCode(named(forward, arg_names, f"{label}.forward"), named(_backward(kind), ["dh", "cache"],
+                                                                             f"{label}.backward"),
+                         roles, dict(zip(roles, arg_names)), f"{kind}, {_NAMES[dtype]} on {device}", _NAMES[dtype],
+                         batch_first, findings, restore if module is not None else None,
+                         python=f"symrnn.verify.verify_framework({label}, ..., replay={{path!r}})",
+                         symbolic=_symbolic(target, call, module, weights))
 
 
 def _bfloat16():
