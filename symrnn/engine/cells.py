@@ -11,6 +11,7 @@ from .cell import Cell
 from .symbols import tsym
 from ..errors import UnknownNameError
 from .functions import activation, exp, log_sigmoid, maximum, sigmoid, tanh
+from .cells_matrix import mlstm, s6  # noqa: F401 (registered below; exported from here too)
 
 
 def rnn(nonlinearity: str = "tanh") -> Cell:
@@ -343,6 +344,8 @@ BUILTIN_CELLS = {
     "sru": sru,
     "slstm": slstm,
     "slstm-exp": lambda: slstm("exp"),
+    "mlstm": mlstm,
+    "s6": s6,
 }
 
 #: the paper each built-in cell of today follows (``symrnn cells`` prints it)
@@ -354,6 +357,10 @@ PAPERS = {
            "U_x x; symrnn.engine.cells.sru('identity') is the paper's x itself, D = H)",
     "slstm": "Beck et al. 2024, xLSTM: Extended Long Short-Term Memory (sLSTM, sigmoid forget gate)",
     "slstm-exp": "Beck et al. 2024, xLSTM: Extended Long Short-Term Memory (sLSTM, exponential forget gate)",
+    "mlstm": "Beck et al. 2024, xLSTM: Extended Long Short-Term Memory (mLSTM, matrix memory, heads of size 2, "
+             "sigmoid forget gate; symrnn.engine.cells_matrix.mlstm(head_size, forget_gate) for others)",
+    "s6": "Gu and Dao 2023, Mamba: Linear-Time Sequence Modeling with Selective State Spaces (S6, state size 2, "
+          "Bbar = Delta B; symrnn.engine.cells_matrix.s6(state_size, 'zoh') for the exact zero-order hold)",
 }
 
 
