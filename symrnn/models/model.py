@@ -227,6 +227,8 @@ class Model(Protocol):
 
     # -- numbers --------------------------------------------------------------
     def _prepare_inputs(self, params, inputs, h0):
+        fixed = self.cell.fixed_params  # given back by routes that read prepared params: recomputed below
+        params = {k: v for k, v in params.items() if k not in fixed} if fixed and isinstance(params, dict) else params
         check_param_names(params, self.param_shapes)
         params = {k: as_float_array(v, f"params[{k!r}]") for k, v in params.items()}
         by_dtype = {}
