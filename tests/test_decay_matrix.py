@@ -45,7 +45,8 @@ def test_flattened_state_jacobian_matches_central_differences(name):
 def test_s6_state_block_is_exp_delta_a():
     m, p, x, h0 = problem("s6")
     J = step_jacobians(m, p, x, h0)[("s", "s")]
-    delta = np.logaddexp(0, x[:, 0] @ p["W_Delta"].T + p["b_Delta"])  # (T, H)
+    u = x[:, 0] @ p["W_u"].T  # the channels
+    delta = np.logaddexp(0, u @ p["W_Delta"].T + p["b_Delta"])  # (T, H)
     A = -np.exp(p["A_log"]).reshape(3, -1)
     want = np.exp(delta[..., None] * A).reshape(len(x), -1)
     assert np.all(J[:, 0] * (1 - np.eye(6)) == 0)

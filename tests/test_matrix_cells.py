@@ -26,8 +26,8 @@ CASES = {
     "mlstm": (lambda: mlstm(), 3, 4, ("h", "C", "n", "m")),
     "mlstm-d3-exp": (lambda: mlstm(3, "exp"), 2, 6, ("h", "C", "n", "m")),
     "mlstm-d1": (lambda: mlstm(1), 3, 2, ("h", "C", "n", "m")),
-    "s6": (lambda: s6(), 3, 3, ("s", "y")),
-    "s6-n3-zoh": (lambda: s6(3, "zoh"), 2, 2, ("s", "y")),
+    "s6": (lambda: s6(), 2, 3, ("s", "y")),
+    "s6-n3-zoh-channels": (lambda: s6(3, "zoh", projection=False), 2, 2, ("s", "y")),
 }
 
 
@@ -73,14 +73,15 @@ def torch_mlstm(torch, case, P, X, s, stabilised=True):
 
 
 def torch_s6(torch, case, P, X, s):
-    """Mamba's S6 (Gu and Dao 2023, Alg. 2 with zero-order hold, Sec. 2 eq. 4): per channel,
+    """Mamba's S6 (Gu and Dao 2023, Alg. 2 with zero-order hold, Sec. 2 eqs. 2a, 2b, 4): per channel,
     ``s = exp(Delta A) s + Bbar x``, ``y = C s + d x``; ``Bbar = Delta B`` or the exact
     ``(Delta A)^{-1} (exp(Delta A) - 1) Delta B``."""
-    N, H = X.shape[1], X.shape[2]
+    N, H = X.shape[1], P["d"].shape[0]
     A = -torch.exp(P["A_log"]).reshape(H, -1)
     state = s["s"].reshape(N, H, -1)
     out = []
     for x in X:
+        x = lin(x, P["W_u"]) if "W_u" in P else x  # the Mamba block's input projection, or the channels as given
         delta = torch.logaddexp(torch.zeros_like(x), lin(x, P["W_Delta"], P["b_Delta"]))  # softplus, exact
         B, C = lin(x, P["W_B"]), lin(x, P["W_C"])
         dA = delta[..., None] * A

@@ -102,31 +102,35 @@ def mlstm(head_size: int = 2, forget_gate: str = "sigmoid") -> Cell:
 S6_B_BARS = ("euler", "zoh")
 
 
-def s6(state_size: int = 2, b_bar: str = "euler") -> Cell:
-    """The selective diagonal state space of Mamba (S6, Gu and Dao 2023), on the input's ``H`` channels.
+def s6(state_size: int = 2, b_bar: str = "euler", projection: bool = True) -> Cell:
+    """The selective diagonal state space of Mamba (S6, Gu and Dao 2023) on ``H`` channels.
 
-    ``Delta_t = softplus(W_Delta x_t + b_Delta)`` (one step size per channel; the paper's rank-1
-    ``Linear_1`` and the code's low rank are special cases of the full ``W_Delta``), ``B_t = W_B x_t`` and
-    ``C_t = W_C x_t`` (size ``N = state_size``, shared by the channels), ``A = -exp(A_log)`` diagonal
-    (``H x N``); zero-order hold ``Abar_t = exp(Delta_t A)`` and ``Bbar_t = Delta_t B_t`` (``b_bar="euler"``,
-    the simplification of the paper's code) or the exact ``Bbar_t = (exp(Delta_t A) - 1) / A * B_t``
-    (``"zoh"``); ``s_t = Abar_t * s_{t-1} + Bbar_t x_t`` (each channel's state of size ``N``, flattened
-    ``H x N`` row-major) and ``y_t = C_t^T s_t + d * x_t`` per channel.  The input has size ``H``
-    (``D = H``); the states are ``s`` and ``y`` (read only by the readout).
+    The channels are ``u_t = W_u x_t`` (``projection=True``, the built-in ``s6``: any input size ``D``, as
+    the Mamba block's input projection) or the input itself (``projection=False``: ``D = H``, the paper's
+    S6 alone).  ``Delta_t = softplus(W_Delta u_t + b_Delta)`` (one step size per channel; the paper's rank-1
+    ``Linear_1`` and the code's low rank are special cases of the full ``W_Delta``), ``B_t = W_B u_t`` and
+    ``C_t = W_C u_t`` (size ``N = state_size``, shared by the channels), ``A = -exp(A_log)`` diagonal
+    (``H x N``); zero-order hold ``Abar_t = exp(Delta_t A)`` with ``Bbar_t = Delta_t B_t`` (``b_bar="euler"``,
+    as in the paper's reference code) or the exact ``Bbar_t = (exp(Delta_t A) - 1) / A * B_t`` (``"zoh"``);
+    ``s_t = Abar_t * s_{t-1} + Bbar_t u_t`` (each channel's state of size ``N``, flattened ``H x N``
+    row-major) and ``y_t = C_t^T s_t + d * u_t`` per channel.  The states are ``s`` and ``y`` (``y`` is
+    read by the readout only: ``y0`` is never read).
 
     Examples
     --------
     >>> import symrnn as sr
-    >>> sr.Model("s6", D=3, H=3, K=2).sizes["HN"]
+    >>> sr.Model("s6", D=2, H=3, K=2).sizes["HN"]
     6
     """
     if b_bar not in S6_B_BARS:
         raise UnknownNameError(f"Unknown S6 b_bar {b_bar!r}; expected one of {S6_B_BARS}.")
     if isinstance(state_size, bool) or not isinstance(state_size, int) or state_size < 1:
         raise UnknownNameError(f"S6 state_size must be a positive int, got {state_size!r}.")
-    name = "s6" + ("" if (state_size, b_bar) == (2, "euler") else f"-n{state_size}-{b_bar}")
-    cell = Cell(name, f"S6 (Gu and Dao 2023, Mamba), state size {state_size}, Bbar by {b_bar}")
-    x = cell.input(size="H", role="input (one channel per unit)")
+    name = "s6" + ("" if (state_size, b_bar) == (2, "euler") else f"-n{state_size}-{b_bar}") \
+        + ("" if projection else "-channels")
+    cell = Cell(name, f"S6 (Gu and Dao 2023, Mamba), state size {state_size}, Bbar by {b_bar}"
+                + ("" if projection else ", on the input's channels"))
+    x = cell.input(size="D" if projection else "H", role="input" if projection else "input (one channel per unit)")
     cell.size("SN", state_size)
     cell.size("HN", sp.Symbol("H") * state_size)
     s = cell.state("s", "HN", role="state (H channels x N, flattened)")
@@ -134,11 +138,13 @@ def s6(state_size: int = 2, b_bar: str = "euler") -> Cell:
     per_state = cell.spread("E_s", "HN", "H", state_size)  # a channel's value over its N states
     shared = cell.spread("E_n", "HN", "SN", "H", state_size)  # B_t, C_t over the channels
     readout = cell.fold("F_s", "H", "HN", state_size)  # sum over a channel's states
-    W_d = cell.param("W_Delta", "H", "H", role="input weights of the step size")
+    if projection:
+        x = cell.let("u", cell.param("W_u", "H", "D", role="input projection") @ x, role="the channels")
+    W_d = cell.param("W_Delta", "H", "H", role="weights of the step size")
     delta = cell.let("Delta", softplus(W_d @ x + cell.param("b_Delta", "H", role="bias of the step size")),
                      role="step size")
-    B = cell.let("B", cell.param("W_B", "SN", "H", role="input weights of B") @ x, role="input matrix B_t")
-    Cm = cell.let("Cr", cell.param("W_C", "SN", "H", role="input weights of C") @ x, role="output matrix C_t")
+    B = cell.let("B", cell.param("W_B", "SN", "H", role="weights of B") @ x, role="input matrix B_t")
+    Cm = cell.let("Cr", cell.param("W_C", "SN", "H", role="weights of C") @ x, role="output matrix C_t")
     A = cell.let("A", -exp(cell.param("A_log", "HN", role="log of -A")), role="diagonal A")
     abar = cell.let("Abar", exp((per_state @ delta) * A), role="discretised A (zero-order hold)")
     bx = (per_state @ (delta * x)) * (shared @ B) if b_bar == "euler" else \
