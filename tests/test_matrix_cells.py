@@ -26,8 +26,8 @@ CASES = {
     "mlstm": (lambda: mlstm(), 3, 4, ("h", "C", "n", "m")),
     "mlstm-d3-exp": (lambda: mlstm(3, "exp"), 2, 6, ("h", "C", "n", "m")),
     "mlstm-d1": (lambda: mlstm(1), 3, 2, ("h", "C", "n", "m")),
-    "s6": (lambda: s6(), 2, 3, ("s", "y")),
-    "s6-n3-zoh-channels": (lambda: s6(3, "zoh", projection=False), 2, 2, ("s", "y")),
+    "s6": (lambda: s6(), 2, 3, ("s", "h")),
+    "s6-n3-zoh-channels": (lambda: s6(3, "zoh", projection=False), 2, 2, ("s", "h")),
 }
 
 

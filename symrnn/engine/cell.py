@@ -28,7 +28,7 @@ from .. import cache
 from ..errors import CellDefinitionError, MissingRuleError
 from .functions import derivative, rule_of, to_vocabulary
 from .stored import cache_key
-from .structure import BASE_SIZES, check_derived_size
+from .structure import BASE_SIZES, NOTATIONS, check_derived_size
 from .symbols import MatVec, Param, parse, tsym
 
 SIZE_NAMES = BASE_SIZES
@@ -40,6 +40,7 @@ class ParamSpec:
     shape: tuple  # of size names, e.g. ("H", "D") or ("H",)
     role: str = ""
     fixed: tuple = ()  # (kind, repeat, block) of a spread or fold (symrnn.engine.structure): not trained
+    notation: str = ""  # how a report prints a spread or fold (symrnn.engine.structure.NOTATIONS)
 
     @property
     def name(self) -> str:
@@ -153,25 +154,32 @@ class Cell:
         self.derived[name] = check_derived_size(name, expr, SIZE_NAMES + tuple(self.derived))
         return name
 
-    def spread(self, name: str, rows: str, cols: str, repeat, block=1) -> Param:
+    def spread(self, name: str, rows: str, cols: str, repeat, block=1, notation="") -> Param:
         """Declare the fixed spread ``E`` (rows x cols) that copies a vector ``repeat`` times
         (``block`` entries at a time): ``E @ v`` is ``v 1^T`` (block 1), ``1 k^T`` inside each
-        head (block = head size), a per-head gate over its head; see :mod:`symrnn.engine.structure`."""
-        return self._fixed(name, "spread", rows, cols, repeat, block)
+        head (block = head size), a per-head gate over its head; see :mod:`symrnn.engine.structure`.
+        ``notation`` (``scalar``, ``rows``, ``cols``) says how reports print it; by default ``rows``
+        for block 1 and ``cols`` otherwise."""
+        return self._fixed(name, "spread", rows, cols, repeat, block, notation or ("rows" if block == 1 else "cols"))
 
-    def fold(self, name: str, rows: str, cols: str, repeat, block=1) -> Param:
+    def fold(self, name: str, rows: str, cols: str, repeat, block=1, notation="rowsum") -> Param:
         """Declare the fixed fold ``F`` (rows x cols), the transpose of a spread: it sums
-        ``repeat`` copies, so ``F @ (C * (E @ q))`` is ``C q`` and ``F @ (n * q)`` is ``n^T q``."""
-        return self._fixed(name, "fold", rows, cols, repeat, block)
+        ``repeat`` copies, so ``F @ (C * (E @ q))`` is ``C q`` and ``F @ (n * q)`` is ``n^T q``
+        (``notation``: ``rowsum`` or ``dot``, for the reports)."""
+        return self._fixed(name, "fold", rows, cols, repeat, block, notation)
 
-    def _fixed(self, name, kind, rows, cols, repeat, block):
+    def _fixed(self, name, kind, rows, cols, repeat, block, notation):
+        if notation not in NOTATIONS[kind]:
+            raise CellDefinitionError(f"The {kind} {name!r} has notation {notation!r}; expected one of "
+                                      f"{NOTATIONS[kind]}.")
         for s in (repeat, block):
             if not (isinstance(s, int) and not isinstance(s, bool) and s >= 1) and s not in self.derived \
                     and s not in SIZE_NAMES:
                 raise CellDefinitionError(f"The {kind} {name!r} has repeat/block {s!r}; give a positive int, a size "
                                           f"{SIZE_NAMES} or a derived size of the cell ({sorted(self.derived)}).")
         symbol = self.param(name, rows, cols, role=f"fixed {kind}")
-        self.params[name] = ParamSpec(symbol, (rows, cols), f"fixed {kind}", (kind, repeat, block))
+        self.params[name] = ParamSpec(symbol, (rows, cols), f"fixed {kind} (not trained)", (kind, repeat, block),
+                                      notation)
         return symbol
 
     @property

@@ -28,12 +28,12 @@ def _mlstm_structure(cell, head_size):
     cell.size("NH", H / head_size)  # heads
     cell.size("HM", H * head_size)  # the flattened memories of all heads: NH x head_size x head_size
     return dict(
-        gate_h=cell.spread("E_h", "H", "NH", head_size),  # a head's gate over its head_size units
-        gate_m=cell.spread("E_m", "HM", "NH", head_size * head_size),  # ... over its memory
+        gate_h=cell.spread("E_h", "H", "NH", head_size, notation="scalar"),  # a head's gate over its units
+        gate_m=cell.spread("E_m", "HM", "NH", head_size * head_size, notation="scalar"),  # ... over its memory
         rows=cell.spread("E_r", "HM", "H", head_size),  # v 1^T in every head
         cols=cell.spread("E_c", "HM", "H", head_size, head_size),  # 1 k^T in every head
         row_sums=cell.fold("F_r", "H", "HM", head_size),  # C q = F_r (C * E_c q)
-        head_sums=cell.fold("F_h", "NH", "H", head_size))  # n^T q per head = F_h (n * q)
+        head_sums=cell.fold("F_h", "NH", "H", head_size, notation="dot"))  # n^T q per head = F_h (n * q)
 
 
 def mlstm(head_size: int = 2, forget_gate: str = "sigmoid") -> Cell:
@@ -81,8 +81,8 @@ def mlstm(head_size: int = 2, forget_gate: str = "sigmoid") -> Cell:
     k = cell.let("k", _projection(cell, "k", "H", "key", bias=False) / sp.sqrt(head_size)
                  + cell.param("b_k", "H", role="bias of the key"), role="key")
     v = cell.let("v", _projection(cell, "v", "H", "value"), role="value")
-    ibar = cell.let("ibar", _projection(cell, "i", "NH", "input gate"), role="log of the input gate")
-    fbar = cell.let("fbar", _projection(cell, "f", "NH", "forget gate"), role="pre-activation of the forget gate")
+    ibar = cell.let("itilde", _projection(cell, "i", "NH", "input gate"), role="log of the input gate")
+    fbar = cell.let("ftilde", _projection(cell, "f", "NH", "forget gate"), role="pre-activation of the forget gate")
     o = cell.let("o", sigmoid(_projection(cell, "o", "H", "output gate")), role="output gate")
     logf = cell.let("logf", log_sigmoid(fbar), role="log of the forget gate") if forget_gate == "sigmoid" else fbar
     m_t = cell.update(m, maximum(logf + m, ibar))
@@ -91,8 +91,10 @@ def mlstm(head_size: int = 2, forget_gate: str = "sigmoid") -> Cell:
     vk = cell.let("vk", (E["rows"] @ v) * (E["cols"] @ k), role="outer product v k^T")
     C_t = cell.update(C, (E["gate_m"] @ f_s) * C + (E["gate_m"] @ i_s) * vk)
     n_t = cell.update(n, (E["gate_h"] @ f_s) * n + (E["gate_h"] @ i_s) * k)
-    Cq = cell.let("Cq", E["row_sums"] @ (C_t * (E["cols"] @ q)), role="the memory read by the query, C q")
-    nq = cell.let("nq", E["head_sums"] @ (n_t * q), role="n^T q per head")
+    Cw = cell.let("Cw", C_t * (E["cols"] @ q), role="the memory weighted by the query (each row times q^T)")
+    Cq = cell.let("Cq", E["row_sums"] @ Cw, role="the memory read by the query, C q")
+    nw = cell.let("nw", n_t * q, role="the normaliser weighted by the query")
+    nq = cell.let("nq", E["head_sums"] @ nw, role="n^T q per head")
     den = cell.let("den", maximum(absolute(nq), exp(-m_t)), role="the normaliser max(|n^T q|, exp(-m))")
     cell.update(h, o * Cq / (E["gate_h"] @ den))
     cell.output("h")
@@ -113,8 +115,9 @@ def s6(state_size: int = 2, b_bar: str = "euler", projection: bool = True) -> Ce
     (``H x N``); zero-order hold ``Abar_t = exp(Delta_t A)`` with ``Bbar_t = Delta_t B_t`` (``b_bar="euler"``,
     as in the paper's reference code) or the exact ``Bbar_t = (exp(Delta_t A) - 1) / A * B_t`` (``"zoh"``);
     ``s_t = Abar_t * s_{t-1} + Bbar_t u_t`` (each channel's state of size ``N``, flattened ``H x N``
-    row-major) and ``y_t = C_t^T s_t + d * u_t`` per channel.  The states are ``s`` and ``y`` (``y`` is
-    read by the readout only: ``y0`` is never read).
+    row-major) and the output ``y_t = C_t^T s_t + d * u_t`` per channel.  The states are ``s`` and ``h``
+    (the output ``y_t``, named ``h`` as every cell's output, ``y`` being the targets; read by the readout
+    only, so ``h0`` is never read).
 
     Examples
     --------
@@ -134,8 +137,8 @@ def s6(state_size: int = 2, b_bar: str = "euler", projection: bool = True) -> Ce
     cell.size("SN", state_size)
     cell.size("HN", sp.Symbol("H") * state_size)
     s = cell.state("s", "HN", role="state (H channels x N, flattened)")
-    y = cell.state("y", role="output (read by the readout only)")
-    per_state = cell.spread("E_s", "HN", "H", state_size)  # a channel's value over its N states
+    h = cell.state("h", role="the output y_t (read by the readout only; y names the targets)")
+    per_state = cell.spread("E_s", "HN", "H", state_size, notation="scalar")  # a channel's value over its N states
     shared = cell.spread("E_n", "HN", "SN", "H", state_size)  # B_t, C_t over the channels
     readout = cell.fold("F_s", "H", "HN", state_size)  # sum over a channel's states
     if projection:
@@ -150,7 +153,8 @@ def s6(state_size: int = 2, b_bar: str = "euler", projection: bool = True) -> Ce
     bx = (per_state @ (delta * x)) * (shared @ B) if b_bar == "euler" else \
         (abar - 1) / A * (shared @ B) * (per_state @ x)
     s_t = cell.update(s, abar * s + bx)
-    read = cell.let("Cs", readout @ (s_t * (shared @ Cm)), role="C_t^T s_t per channel")
-    cell.update(y, read + cell.param("d", "H", role="skip weights") * x)
-    cell.output("y")
+    sw = cell.let("sw", s_t * (shared @ Cm), role="the state weighted by C_t (each channel's row times C_t^T)")
+    read = cell.let("Cs", readout @ sw, role="C_t^T s_t per channel")
+    cell.update(h, read + cell.param("d", "H", role="skip weights") * x)
+    cell.output("h")
     return cell.validate()

@@ -30,6 +30,11 @@ from ..errors import CellDefinitionError, ShapeError
 #: The sizes every model gives; a cell may derive more from them (:meth:`Cell.size`).
 BASE_SIZES = ("D", "H", "K")
 
+#: How the reports print ``E v`` (:mod:`symrnn.report.matrix_notation`): a spread as the quantity itself
+#: (``scalar``: a per-head gate over its head), as ``v 1^T`` (``rows``) or ``1 v^T`` (``cols``); a fold of
+#: ``C * (1 q^T)`` as ``C q`` (``rowsum``), of ``n * q`` as ``n^T q`` (``dot``).
+NOTATIONS = {"spread": ("scalar", "rows", "cols"), "fold": ("rowsum", "dot")}
+
 
 def size_value(size, sizes) -> int:
     """The integer value of a size name or a positive integer, given the model's ``sizes``."""
@@ -100,7 +105,7 @@ def fixed_values(params, sizes, dtype=np.float64) -> dict:
     out = {}
     for name, spec in params.items():
         if spec.fixed:
-            kind, repeat, block = spec.fixed
+            kind, repeat, block = spec.fixed[:3]
             rows, cols = (size_value(s, sizes) for s in spec.shape)
             out[name] = structural_matrix(kind, rows, cols, size_value(repeat, sizes),
                                           size_value(block, sizes)).astype(dtype)

@@ -26,6 +26,7 @@ import sympy as sp
 
 from ..engine.functions import lambdify_numpy
 from ..errors import ShapeError
+from ..engine.structure import fixed_values
 from ..engine.symbols import MatTVec, MatVec, Outer, Param, parse, tsym
 from ..models.model import Model
 from ..oracles.finite_differences import central_differences
@@ -217,6 +218,8 @@ class WorkedExample:
         the example's scalar symbols (``bar h[t+1]`` at ``t = 1`` -> ``[_bar__h__2_0]``)."""
         o = self.oracle
         if isinstance(expr, Param):
+            if expr.name not in o.param_symbols:  # a matrix cell's spread or fold: its exact 0/1 entries
+                return sp.Matrix(fixed_values(self.model.cell.params, self.model.sizes)[expr.name].astype(int))
             arr = o.param_symbols[expr.name]
             return sp.Matrix(arr.reshape(arr.shape[0], -1))
         if isinstance(expr, sp.Symbol):
@@ -259,8 +262,8 @@ class WorkedExample:
         if base == m.input_name:
             rows = [s + 1 for s in sched.input_steps]
             return self.oracle.input_names[rows.index(step)] if step in rows else [f"{base}__none{step}_0"]
-        size = m.sizes["H"]
-        return [f"{'_bar__' if bar else ''}{base}__{step}_{j}" for j in range(size)]
+        named = m.cell.sizes.get(tsym(base)) or m.cell.sizes.get(tsym(base, -1)) or "H"  # a matrix state's size
+        return [f"{'_bar__' if bar else ''}{base}__{step}_{j}" for j in range(m.sizes[named])]
 
     def hand_program(self):
         """``[(t, [(scalar adjoint symbol, definition)])]``: the backward pass of the report's adjoint
