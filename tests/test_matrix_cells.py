@@ -238,3 +238,28 @@ def test_symrnn_cells_names_the_papers(capsys, name, words):
     main(["cells"])
     out = capsys.readouterr().out
     assert any(name in line and words in line for line in out.splitlines()), out
+
+
+@pytest.mark.parametrize("case", ["mlstm", "s6"])
+def test_numba_backend_agrees_or_falls_back_to_numpy(case):
+    """Under SYMRNN_BACKEND=numba a matrix cell either runs fused (mLSTM: the spreads and folds as dense
+    products inside the kernels) or on the NumPy backend (``cell_code.backend`` says which); either way
+    every gradient is the NumPy one to rounding."""
+    pytest.importorskip("numba")
+    _, D, H, _ = CASES[case]
+    rng = np.random.default_rng(2)
+    x, G = rng.normal(size=(6, 2, D)), rng.normal(size=(6, 2, H))
+    out = {}
+    for backend in ("numpy", "numba"):
+        with sr.using_backend(backend):
+            m = sr.Model(CASES[case][0](), D=D, H=H, loss="upstream")
+            out[backend] = (m.loss_and_grads(m.init_params(seed=2), x, G), m.cell_code.backend)
+    assert out["numpy"][1] == "numpy" and out["numba"][1] in ("numba", "numpy")
+    assert_close(out["numba"][0], out["numpy"][0], f"{case} numba vs numpy", tol=1e-13)
+
+
+def test_generated_code_copies_and_sums_in_place_of_products_with_spreads():
+    source = model("mlstm").cell_code.forward_source
+    assert "spread__fn(" in source and "fold__fn(" in source
+    assert "np.matmul(k__t" not in source and "np.matmul(Cw__t" not in source
+    assert "E_r" not in model("mlstm").cell_code.backward_source.split("grads = {}")[1]  # no gradient of a spread

@@ -110,3 +110,16 @@ def fixed_values(params, sizes, dtype=np.float64) -> dict:
             out[name] = structural_matrix(kind, rows, cols, size_value(repeat, sizes),
                                           size_value(block, sizes)).astype(dtype)
     return out
+
+
+def spread_values(v, repeat, block):
+    """``E v`` for every row of ``v`` ``(N, A*B)``: each block of ``block`` entries copied ``repeat`` times,
+    ``(N, A*repeat*block)`` (what the generated code runs in place of the product with the matrix)."""
+    N, n = v.shape
+    return np.broadcast_to(v.reshape(N, n // block, 1, block), (N, n // block, repeat, block)).reshape(N, -1)
+
+
+def fold_values(y, repeat, block):
+    """``F y`` for every row of ``y`` ``(N, A*repeat*block)``: the ``repeat`` copies summed, ``(N, A*block)``."""
+    N, n = y.shape
+    return y.reshape(N, n // (repeat * block), repeat, block).sum(axis=2).reshape(N, -1)
