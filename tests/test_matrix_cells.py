@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+import sympy as sp
 import pytest
 
 import symrnn as sr
@@ -263,3 +264,20 @@ def test_generated_code_copies_and_sums_in_place_of_products_with_spreads():
     assert "spread__fn(" in source and "fold__fn(" in source
     assert "np.matmul(k__t" not in source and "np.matmul(Cw__t" not in source
     assert "E_r" not in model("mlstm").cell_code.backward_source.split("grads = {}")[1]  # no gradient of a spread
+
+
+def test_bad_options_and_sizes_are_refused_with_a_message():
+    with pytest.raises(sr.UnknownNameError, match="head_size"):
+        mlstm(0)
+    with pytest.raises(sr.UnknownNameError, match="b_bar"):
+        s6(2, "rk4")
+    cell = sr.Cell("bad")
+    cell.input()
+    with pytest.raises(sr.CellDefinitionError, match="2 or 3 capital letters"):
+        cell.size("N", sp.Symbol("H") * 2)
+    with pytest.raises(sr.CellDefinitionError, match="reads"):
+        cell.size("HX", sp.Symbol("Q") * 2)
+    with pytest.raises(sr.CellDefinitionError, match="notation"):
+        cell.spread("E", "H", "H", 1, notation="diagonal")
+    with pytest.raises(sr.ShapeError, match="channels|D must equal"):
+        sr.Model(s6(projection=False), D=3, H=4, loss="upstream")

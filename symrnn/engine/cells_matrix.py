@@ -15,6 +15,13 @@ from ..errors import UnknownNameError
 MLSTM_FORGET_GATES = ("sigmoid", "exp")
 
 
+def _check_options(cell, size_name, size, choice_name, choice, choices):
+    if choice not in choices:
+        raise UnknownNameError(f"Unknown {cell} {choice_name} {choice!r}; expected one of {choices}.")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise UnknownNameError(f"{cell} {size_name} must be a positive int, got {size!r}.")
+
+
 def _projection(cell, name, rows, role, bias=True):
     """``W_name @ x (+ b_name)`` with ``W_name`` of shape ``(rows, D)``."""
     W = cell.param(f"W_{name}", rows, cell.sizes[cell.input_symbol], role=f"input weights of the {role}")
@@ -65,10 +72,7 @@ def mlstm(head_size: int = 2, forget_gate: str = "sigmoid") -> Cell:
     >>> list(cell.states), sr.Model(cell, D=3, H=4, K=2).sizes["HM"]
     (['h', 'C', 'n', 'm'], 8)
     """
-    if forget_gate not in MLSTM_FORGET_GATES:
-        raise UnknownNameError(f"Unknown mLSTM forget_gate {forget_gate!r}; expected one of {MLSTM_FORGET_GATES}.")
-    if isinstance(head_size, bool) or not isinstance(head_size, int) or head_size < 1:
-        raise UnknownNameError(f"mLSTM head_size must be a positive int, got {head_size!r}.")
+    _check_options("mLSTM", "head_size", head_size, "forget_gate", forget_gate, MLSTM_FORGET_GATES)
     name = "mlstm" + ("" if (head_size, forget_gate) == (2, "sigmoid") else f"-d{head_size}-{forget_gate}")
     cell = Cell(name, f"mLSTM (Beck et al. 2024, xLSTM), heads of size {head_size}, {forget_gate} forget gate")
     cell.input(role="input")
@@ -125,10 +129,7 @@ def s6(state_size: int = 2, b_bar: str = "euler", projection: bool = True) -> Ce
     >>> sr.Model("s6", D=2, H=3, K=2).sizes["HN"]
     6
     """
-    if b_bar not in S6_B_BARS:
-        raise UnknownNameError(f"Unknown S6 b_bar {b_bar!r}; expected one of {S6_B_BARS}.")
-    if isinstance(state_size, bool) or not isinstance(state_size, int) or state_size < 1:
-        raise UnknownNameError(f"S6 state_size must be a positive int, got {state_size!r}.")
+    _check_options("S6", "state_size", state_size, "b_bar", b_bar, S6_B_BARS)
     name = "s6" + ("" if (state_size, b_bar) == (2, "euler") else f"-n{state_size}-{b_bar}") \
         + ("" if projection else "-channels")
     cell = Cell(name, f"S6 (Gu and Dao 2023, Mamba), state size {state_size}, Bbar by {b_bar}"
