@@ -1686,7 +1686,7 @@ def _torch_matrix_loop_of(cell, P, X, h0):
     s = torch.zeros(N, H, A.shape[1], dtype=h0.dtype)
     for x in X:
         u = x @ P["W_u"].T
-        delta = torch.logaddexp(torch.zeros_like(u), u @ P["W_Delta"].T + P["b_Delta"])
+        delta = torch.logaddexp(torch.zeros_like(u), u @ P["W_dt"].T + P["b_dt"])
         B, Cm = u @ P["W_B"].T, u @ P["W_C"].T
         s = torch.exp(delta[..., None] * A) * s + (delta * u)[..., None] * B[:, None, :]
         out.append((s * Cm[:, None, :]).sum(-1) + P["d"] * u)

@@ -42,6 +42,7 @@ def problems(draw, cells=CELLS, max_T=20, max_size=6, architectures=ARCHITECTURE
     loss, reduction = draw(st.sampled_from(losses))
     T = draw(st.integers(1, max_T))
     N, D, H, K = (draw(st.integers(1, max_size)) for _ in range(4))
+    H += H % 2 if cell == "mlstm" else 0  # heads of size 2
     scale = draw(st.sampled_from(SCALES))
     seed = draw(st.integers(0, 2**32 - 1))
     m = model(cell, D, H, K, architecture, loss, reduction)
@@ -53,7 +54,7 @@ def problems(draw, cells=CELLS, max_T=20, max_size=6, architectures=ARCHITECTURE
         y = rng.integers(0, K, size=(T_out, N))
     else:
         y = rng.normal(size=(T_out, N, K if loss in ("mse", "half-mse") else H))
-    h0 = {s: rng.normal(size=(N, H)) for s in m.state_names}
+    h0 = {s: rng.normal(size=(N, m.state_size(s))) for s in m.state_names}  # a matrix state is larger
     if m.cell.name.startswith("slstm"):  # the normaliser starts positive and stays so (the paper starts it at 0)
         h0["n"] = np.abs(h0["n"]) + 0.5
     return m, params, x, y, h0

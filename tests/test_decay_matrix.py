@@ -46,7 +46,7 @@ def test_s6_state_block_is_exp_delta_a():
     m, p, x, h0 = problem("s6")
     J = step_jacobians(m, p, x, h0)[("s", "s")]
     u = x[:, 0] @ p["W_u"].T  # the channels
-    delta = np.logaddexp(0, u @ p["W_Delta"].T + p["b_Delta"])  # (T, H)
+    delta = np.logaddexp(0, u @ p["W_dt"].T + p["b_dt"])  # (T, H)
     A = -np.exp(p["A_log"]).reshape(3, -1)
     want = np.exp(delta[..., None] * A).reshape(len(x), -1)
     assert np.all(J[:, 0] * (1 - np.eye(6)) == 0)

@@ -83,7 +83,7 @@ def torch_s6(torch, case, P, X, s):
     out = []
     for x in X:
         x = lin(x, P["W_u"]) if "W_u" in P else x  # the Mamba block's input projection, or the channels as given
-        delta = torch.logaddexp(torch.zeros_like(x), lin(x, P["W_Delta"], P["b_Delta"]))  # softplus, exact
+        delta = torch.logaddexp(torch.zeros_like(x), lin(x, P["W_dt"], P["b_dt"]))  # softplus, exact
         B, C = lin(x, P["W_B"]), lin(x, P["W_C"])
         dA = delta[..., None] * A
         if case == "s6":
@@ -281,3 +281,17 @@ def test_bad_options_and_sizes_are_refused_with_a_message():
         cell.spread("E", "H", "H", 1, notation="diagonal")
     with pytest.raises(sr.ShapeError, match="channels|D must equal"):
         sr.Model(s6(projection=False), D=3, H=4, loss="upstream")
+
+
+def test_stacked_and_seq2seq_models_refuse_matrix_states_clearly():
+    with pytest.raises(sr.CellDefinitionError, match="matrix-valued states.*symrnn.Model"):
+        sr.StackedModel("mlstm", D=3, H=4, K=2, num_layers=2)
+    with pytest.raises(sr.CellDefinitionError, match="matrix-valued states"):
+        sr.Seq2Seq("gru", decoder_cell="s6", src_vocab=5, tgt_vocab=5, E=3, H=4)
+
+
+def test_rtrl_and_second_order_refuse_matrix_states_clearly():
+    from symrnn.engine.rtrl import rtrl_loss_and_grads
+    m, params, x, G, h0 = problem("mlstm", 3, 0)
+    with pytest.raises(sr.CellDefinitionError, match="matrix-valued states"):
+        rtrl_loss_and_grads(m, params, x, G, h0)

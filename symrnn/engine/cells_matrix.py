@@ -113,8 +113,8 @@ def s6(state_size: int = 2, b_bar: str = "euler", projection: bool = True) -> Ce
 
     The channels are ``u_t = W_u x_t`` (``projection=True``, the built-in ``s6``: any input size ``D``, as
     the Mamba block's input projection) or the input itself (``projection=False``: ``D = H``, the paper's
-    S6 alone).  ``Delta_t = softplus(W_Delta u_t + b_Delta)`` (one step size per channel; the paper's rank-1
-    ``Linear_1`` and the code's low rank are special cases of the full ``W_Delta``), ``B_t = W_B u_t`` and
+    S6 alone).  ``Delta_t = softplus(W_dt u_t + b_dt)`` (one step size per channel; the paper's rank-1
+    ``Linear_1`` and the code's low rank are special cases of the full ``W_dt``), ``B_t = W_B u_t`` and
     ``C_t = W_C u_t`` (size ``N = state_size``, shared by the channels), ``A = -exp(A_log)`` diagonal
     (``H x N``); zero-order hold ``Abar_t = exp(Delta_t A)`` with ``Bbar_t = Delta_t B_t`` (``b_bar="euler"``,
     as in the paper's reference code) or the exact ``Bbar_t = (exp(Delta_t A) - 1) / A * B_t`` (``"zoh"``);
@@ -144,8 +144,8 @@ def s6(state_size: int = 2, b_bar: str = "euler", projection: bool = True) -> Ce
     readout = cell.fold("F_s", "H", "HN", state_size)  # sum over a channel's states
     if projection:
         x = cell.let("u", cell.param("W_u", "H", "D", role="input projection") @ x, role="the channels")
-    W_d = cell.param("W_Delta", "H", "H", role="weights of the step size")
-    delta = cell.let("Delta", softplus(W_d @ x + cell.param("b_Delta", "H", role="bias of the step size")),
+    W_d = cell.param("W_dt", "H", "H", role="weights of the step size")
+    delta = cell.let("Delta", softplus(W_d @ x + cell.param("b_dt", "H", role="bias of the step size")),
                      role="step size")
     B = cell.let("B", cell.param("W_B", "SN", "H", role="weights of B") @ x, role="input matrix B_t")
     Cm = cell.let("Cr", cell.param("W_C", "SN", "H", role="weights of C") @ x, role="output matrix C_t")
