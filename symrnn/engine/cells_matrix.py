@@ -76,8 +76,7 @@ def mlstm(head_size: int = 2, forget_gate: str = "sigmoid") -> Cell:
     name = "mlstm" + ("" if (head_size, forget_gate) == (2, "sigmoid") else f"-d{head_size}-{forget_gate}")
     cell = Cell(name, f"mLSTM (Beck et al. 2024, xLSTM), heads of size {head_size}, {forget_gate} forget gate")
     cell.input(role="input")
-    h = cell.state("h", role="hidden state (read by the readout only)")
-    E = _mlstm_structure(cell, head_size)
+    h, E = cell.state("h", role="hidden state (read by the readout only)"), _mlstm_structure(cell, head_size)
     C = cell.state("C", "HM", role="matrix memory of every head")
     n = cell.state("n", role="normaliser state")
     m = cell.state("m", "NH", role="stabiliser state (one per head)")
@@ -139,7 +138,7 @@ def s6(state_size: int = 2, b_bar: str = "euler", projection: bool = True) -> Ce
     cell.size("HN", sp.Symbol("H") * state_size)
     s = cell.state("s", "HN", role="state (H channels x N, flattened)")
     h = cell.state("h", role="the output y_t (read by the readout only; y names the targets)")
-    per_state = cell.spread("E_s", "HN", "H", state_size, notation="scalar")  # a channel's value over its N states
+    per_state = cell.spread("E_s", "HN", "H", state_size)  # a channel's value over its N states: v 1^T
     shared = cell.spread("E_n", "HN", "SN", "H", state_size)  # B_t, C_t over the channels
     readout = cell.fold("F_s", "H", "HN", state_size)  # sum over a channel's states
     if projection:
@@ -148,7 +147,7 @@ def s6(state_size: int = 2, b_bar: str = "euler", projection: bool = True) -> Ce
     delta = cell.let("Delta", softplus(W_d @ x + cell.param("b_dt", "H", role="bias of the step size")),
                      role="step size")
     B = cell.let("B", cell.param("W_B", "SN", "H", role="weights of B") @ x, role="input matrix B_t")
-    Cm = cell.let("Cr", cell.param("W_C", "SN", "H", role="weights of C") @ x, role="output matrix C_t")
+    Cm = cell.let("C", cell.param("W_C", "SN", "H", role="weights of C") @ x, role="output matrix C_t")
     A = cell.let("A", -exp(cell.param("A_log", "HN", role="log of -A")), role="diagonal A")
     abar = cell.let("Abar", exp((per_state @ delta) * A), role="discretised A (zero-order hold)")
     bx = (per_state @ (delta * x)) * (shared @ B) if b_bar == "euler" else \

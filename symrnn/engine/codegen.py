@@ -29,7 +29,7 @@ from sympy.printing.pycode import PythonCodePrinter
 from .. import cache
 from .bptt import assemble, local_terms
 from .functions import RULES, rule_of
-from .structure import fold_values, spread_values
+from .structure import fixed_code, fold_values, spread_values
 from .stored import own_functions_only
 from .symbols import MatVec, Param, bar, linear_maps, parse, tsym
 
@@ -330,24 +330,12 @@ class BlockCode:
         lines.append("    return {" + ", ".join(cache) + "}")
         return "\n".join(lines) + "\n"
 
-    def _fixed_group(self, g):
-        """Whether every matrix of group ``g`` is a fixed spread or fold (:mod:`symrnn.engine.structure`)."""
+    def _fixed_group(self, g):  # every matrix of group g a spread or fold (symrnn.engine.structure)
         return all(self.params[m].fixed for m in g.matrices)
 
-    def _fixed_lines(self, g, source, target, transpose):
-        """Code applying the fixed maps of group ``g`` to ``source`` into the columns of ``target``
-        (``transpose``: their transposes, from the columns of ``source``, summed into ``target``)."""
-        lines, slices = [], self._slices(g) if len(g.atoms) > 1 else [(None, None)]
-        for k, (m, (a, b)) in enumerate(zip(g.matrices, slices)):
-            kind, repeat, block = self.params[m].fixed[:3]
-            forward = (kind == "spread") != transpose
-            part = f"{source}[:, {a}:{b}]" if (a is not None and transpose) else source
-            call = f"{'spread__fn' if forward else 'fold__fn'}({part}, {repeat}, {block})"
-            if transpose:
-                lines.append(f"{target} {'=' if k == 0 else '+='} {call}")
-            else:
-                lines.append(f"{target}{f'[:, {a}:{b}]' if a is not None else '[...]'} = {call}")
-        return lines
+    def _fixed_lines(self, g, source, target, transpose):  # symrnn.engine.structure.fixed_code
+        slices = self._slices(g) if len(g.atoms) > 1 else [(None, None)]
+        return fixed_code([self.params[m].fixed for m in g.matrices], slices, source, target, transpose)
 
     def _total_rows(self, g):
         return str(sp.Add(*[sp.Symbol(r) for r in g.rows]))
@@ -523,8 +511,7 @@ class BackwardWriter:
 
     def _assigned(self, name, u, sends, external=False, carried=False):
         """``name = bar u``, after the lines of the transposed spreads and folds it adds up."""
-        before = len(self.fixed_adjoints)
-        rhs = self._adjoint_of(u, sends, external, carried)
+        before, rhs = len(self.fixed_adjoints), self._adjoint_of(u, sends, external, carried)
         return [line for lines in self.fixed_adjoints[before:] for line in lines] + [f"{name} = {rhs}"]
 
     def _qs_of(self, y):
@@ -554,9 +541,8 @@ class BackwardWriter:
             name, content = self.group_buffer[g.index], self._content(g)
             source = content[0] if len(content) == 1 else f"{name}[t]"
             if block._fixed_group(g):  # the transposes of spreads and folds: sums and copies
-                self.fixed_adjoints.append(block._fixed_lines(g, source, f"a{len(self.fixed_adjoints)}",
-                                                              transpose=True))
-                parts.append(f"a{len(self.fixed_adjoints) - 1}")
+                parts.append(f"a{len(self.fixed_adjoints)}")
+                self.fixed_adjoints.append(block._fixed_lines(g, source, parts[-1], transpose=True))
             else:
                 parts.append(f"({content[0]} @ G{g.index})" if len(content) == 1 else f"({name}[t] @ G{g.index})")
         base = parse(u)[0]
@@ -573,8 +559,8 @@ class BackwardWriter:
         block = self.block
         lines, pieces = ["    grads = {}"], {}
         for g in block.groups.values():
-            if block._fixed_group(g):
-                continue  # spreads and folds are not trained
+            if block._fixed_group(g):  # spreads and folds are not trained
+                continue
             values = block._stacked_values(g.vector)
             lines.append(f"    dG{g.index} = {self.group_buffer[g.index]}.reshape(T * N, -1).T @ {values}.reshape(T * N, -1)")
             for m, (a, b) in zip(g.atoms, block._slices(g)):

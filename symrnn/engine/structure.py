@@ -123,3 +123,19 @@ def fold_values(y, repeat, block):
     """``F y`` for every row of ``y`` ``(N, A*repeat*block)``: the ``repeat`` copies summed, ``(N, A*block)``."""
     N, n = y.shape
     return y.reshape(N, n // (repeat * block), repeat, block).sum(axis=2).reshape(N, -1)
+
+
+def fixed_code(specs, slices, source, target, transpose):
+    """Lines of generated code applying spreads and folds (``specs``: their ``(kind, repeat, block)``) to
+    ``source`` into the column ``slices`` of ``target`` (``(None, None)``: the whole array); with
+    ``transpose``, their transposes from the columns of ``source``, summed into ``target``."""
+    lines = []
+    for k, ((kind, repeat, block), (a, b)) in enumerate(zip(specs, slices)):
+        forward = (kind == "spread") != transpose
+        part = f"{source}[:, {a}:{b}]" if (a is not None and transpose) else source
+        call = f"{'spread__fn' if forward else 'fold__fn'}({part}, {repeat}, {block})"
+        if transpose:
+            lines.append(f"{target} {'=' if k == 0 else '+='} {call}")
+        else:
+            lines.append(f"{target}{f'[:, {a}:{b}]' if a is not None else '[...]'} = {call}")
+    return lines
