@@ -31,8 +31,9 @@ What is measured (see benchmarks/README.md):
    expected ``O(H^2 P)`` growth beside the measured one;
 10. the fused backend (``symrnn.using_backend("numba")``): its gradient against NumPy, torch
     autograd and the products alone, and its first call from a cold and a warm disk cache;
-11. the recurrent cells of today (minGRU, minLSTM, IndRNN, SRU, sLSTM, LRU; N = 32, T = 100, D = 64,
-    H = 128) against torch autograd of a plain torch loop of the same cell (LRU's in complex128).
+11. the recurrent cells of today (minGRU, minLSTM, IndRNN, SRU, sLSTM, LRU, and the matrix-state mLSTM
+    with heads of 8 and S6 with state size 16; N = 32, T = 100, D = 64, H = 128) against torch autograd of
+    a plain torch loop of the same cell (LRU's in complex128).
 
 ``--only NAME`` (derive, speed, scalar, verify, frameworks, wiring, decay, seq2seq, second, fused, today;
 repeatable) runs a subset.
@@ -404,7 +405,7 @@ def _speed_rows(cfg, repeats):
         for f in fns.values():  # warm-up, untimed
             f()
         times = interleaved(fns, repeats)
-        row = dict(cell=cell, times=times, check=check)
+        row = dict(cell=label, times=times, check=check)
         row["floor_ratio"] = paired_ratio(times["ours"], times["floor"])
         if "torch" in times:
             row["torch_ratio"] = paired_ratio(times["ours"], times["torch"])
@@ -1757,11 +1758,65 @@ def _torch_loop_of(cell, P, X, h0):
     return torch.stack(out)
 
 
+#: the matrix-state cells of today: (name in the table, the cell, its torch loop); heads of 8 (mLSTM) and
+#: Mamba's default state size 16 (S6) at the hidden size of the table
+MATRIX_TODAY = (("mlstm (heads of 8)", lambda: _mlstm(8), "mlstm"),
+                ("s6 (state 16)", lambda: _s6(16), "s6"))
+
+
+def _mlstm(head_size):
+    from symrnn.engine.cells_matrix import mlstm
+    return mlstm(head_size)
+
+
+def _s6(state_size):
+    from symrnn.engine.cells_matrix import s6
+    return s6(state_size)
+
+
+def _torch_matrix_loop_of(cell, P, X, h0):
+    """mLSTM (Beck et al. 2024: per head C = f C + i v k^T, n = f n + i k, h = o C q / max(|n^T q|, 1),
+    stabilised) or S6 (Gu and Dao 2023: s = exp(Delta A) s + Delta B x, y = C s + d x per channel) as a
+    plain loop of torch operations on (N, heads, d, d) and (N, H, state) tensors; returns h at every step."""
+    N, H = h0.shape
+    out = []
+    if cell == "mlstm":
+        d = 8
+        heads = H // d
+        C, n, m = torch.zeros(N, heads, d, d, dtype=h0.dtype), torch.zeros(N, heads, d, dtype=h0.dtype), \
+            torch.zeros(N, heads, dtype=h0.dtype)
+        for x in X:
+            q, v = (x @ P[f"W_{g}"].T + P[f"b_{g}"] for g in "qv")
+            k = x @ P["W_k"].T / d ** 0.5 + P["b_k"]
+            q, k, v = (a.reshape(N, heads, d) for a in (q, k, v))
+            it, log_f = x @ P["W_i"].T + P["b_i"], torch.nn.functional.logsigmoid(x @ P["W_f"].T + P["b_f"])
+            m_new = torch.maximum(log_f + m, it)
+            i, f = torch.exp(it - m_new), torch.exp(log_f + m - m_new)
+            C = f[..., None, None] * C + i[..., None, None] * v[..., :, None] * k[..., None, :]
+            n = f[..., None] * n + i[..., None] * k
+            den = torch.maximum((n * q).sum(-1).abs(), torch.exp(-m_new))
+            h = torch.sigmoid(x @ P["W_o"].T + P["b_o"]) * (torch.einsum("zhab,zhb->zha", C, q)
+                                                             / den[..., None]).reshape(N, H)
+            m = m_new
+            out.append(h)
+        return torch.stack(out)
+    A = -torch.exp(P["A_log"]).reshape(H, -1)
+    s = torch.zeros(N, H, A.shape[1], dtype=h0.dtype)
+    for x in X:
+        u = x @ P["W_u"].T
+        delta = torch.logaddexp(torch.zeros_like(u), u @ P["W_dt"].T + P["b_dt"])
+        B, Cm = u @ P["W_B"].T, u @ P["W_C"].T
+        s = torch.exp(delta[..., None] * A) * s + (delta * u)[..., None] * B[:, None, :]
+        out.append((s * Cm[:, None, :]).sum(-1) + P["d"] * u)
+    return torch.stack(out)
+
+
 def bench_today(cfg):
     """Each cell of today: the generated gradient against torch autograd of a plain torch loop."""
     N, T, D, H = cfg["speed_sizes"]
     rows = []
-    for cell in TODAY_CELLS:
+    cells = [(c, c, c) for c in TODAY_CELLS] + [(name, make(), kind) for name, make, kind in MATRIX_TODAY]
+    for label, cell, kind in cells:
         rng = np.random.default_rng(7)
         model = sr.Model(cell, D=D, H=H, loss="upstream").compile()
         params = model.init_params(seed=0)
@@ -1779,7 +1834,8 @@ def bench_today(cfg):
             def torch_autograd():
                 for v in list(P.values()) + [xt]:
                     v.grad = None
-                loss = (_torch_loop_of(cell, P, xt, h0) * Gt).sum()
+                loop = _torch_matrix_loop_of if kind in ("mlstm", "s6") else _torch_loop_of
+                loss = (loop(kind, P, xt, h0) * Gt).sum()
                 loss.backward()
                 return loss
 
@@ -1792,7 +1848,7 @@ def bench_today(cfg):
         for f in fns.values():  # warm-up, untimed
             f()
         times = interleaved(fns, cfg["speed_repeats"])
-        row = dict(cell=cell, times=times, check=check)
+        row = dict(cell=label, times=times, check=check)
         if "torch" in times:
             row["torch_ratio"] = paired_ratio(times["ours"], times["torch"])
         rows.append(row)

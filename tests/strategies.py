@@ -42,6 +42,7 @@ def problems(draw, cells=CELLS, max_T=20, max_size=6, architectures=ARCHITECTURE
     loss, reduction = draw(st.sampled_from(losses))
     T = draw(st.integers(1, max_T))
     N, D, H, K = (draw(st.integers(1, max_size)) for _ in range(4))
+    H += H % 2 if cell == "mlstm" else 0  # heads of size 2
     scale = draw(st.sampled_from(SCALES))
     seed = draw(st.integers(0, 2**32 - 1))
     m = model(cell, D, H, K, architecture, loss, reduction)

@@ -60,8 +60,8 @@ def assert_same(reference, result, what=""):
     assert worst[0] <= TOL, f"{what}: grads[{worst[1]!r}] differs by {worst[0]:.2e}"
 
 
-@pytest.mark.parametrize("cell", sorted(sr.BUILTIN_CELLS))
-def test_builtin_cells_agree(cell):
+@pytest.mark.parametrize("cell", sorted(set(sr.BUILTIN_CELLS) - {"mlstm"}))  # H=5: mlstm (heads of 2) is tested
+def test_builtin_cells_agree(cell):  # on both backends in test_matrix_cells.py
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(7, 3, 4)), rng.integers(0, 3, size=(7, 3))
     h0 = rng.normal(size=(3, 5))

@@ -19,7 +19,10 @@ import symrnn as sr
 from symrnn.engine.rtrl import Sensitivities, rtrl_loss_and_grads
 
 from fuzz_recipes import cells_and_recipes, torch_loss_and_grads
-from strategies import problems
+from strategies import CELLS, problems
+
+MATRIX_CELLS = ("mlstm", "s6")  # matrix-valued states: refused with a message (test_matrix_cells.py)
+VECTOR_CELLS = [c for c in CELLS if c not in MATRIX_CELLS]
 
 TOL = 1e-12
 
@@ -40,7 +43,7 @@ def assert_rtrl_equals_bptt(model, params, x, y, h0=None, mask=None, per_key=Tru
         assert err <= TOL * scale or err == 0.0, f"grads[{key!r}]: RTRL differs from BPTT by {err:.2e} (max {scale:.2e})"
 
 
-@pytest.mark.parametrize("cell", sorted(sr.BUILTIN_CELLS))
+@pytest.mark.parametrize("cell", sorted(set(sr.BUILTIN_CELLS) - set(MATRIX_CELLS)))
 @pytest.mark.parametrize("loss, reduction", [("cross-entropy", "mean"), ("mse", "sum"), ("upstream", "sum")])
 def test_every_builtin_cell(cell, loss, reduction):
     model = sr.Model(cell, D=3, H=4, K=3, loss=loss, reduction=reduction)
@@ -63,7 +66,7 @@ def test_masked_token_mean():
 
 
 @settings(max_examples=30, deadline=None)
-@given(problem=problems(max_T=6, max_size=4))
+@given(problem=problems(cells=VECTOR_CELLS, max_T=6, max_size=4))
 def test_random_problems(problem):
     model, params, x, y, h0 = problem
     assert_rtrl_equals_bptt(model, params, x, y, h0, per_key=False)

@@ -19,7 +19,10 @@ from hypothesis import given, settings
 import symrnn as sr
 
 from fuzz_recipes import _torch_loss, to_torch, cells_and_recipes
-from strategies import problems
+from strategies import CELLS, problems
+
+MATRIX_CELLS = ("mlstm", "s6")  # matrix-valued states: refused with a message (test_matrix_cells.py)
+VECTOR_CELLS = [c for c in CELLS if c not in MATRIX_CELLS]
 from test_modern_cells import CELLS as MODERN, torch_step
 
 TOL = 1e-12
@@ -97,7 +100,7 @@ def assert_close(ours, ref, tol=TOL, what="H v", floor=0.0):
         assert err <= tol * scale or err == 0.0, f"{what}[{key!r}] differs by {err:.2e} (scale {scale:.2e})"
 
 
-@pytest.mark.parametrize("cell", sorted(sr.BUILTIN_CELLS))
+@pytest.mark.parametrize("cell", sorted(set(sr.BUILTIN_CELLS) - set(MATRIX_CELLS)))
 @pytest.mark.parametrize("loss, reduction", [("cross-entropy", "mean"), ("mse", "sum"), ("upstream", "sum")])
 def test_builtin_cells_against_torch_double_backward(torch64, cell, loss, reduction):
     torch = torch64.torch
@@ -172,7 +175,7 @@ def test_gauss_newton_of_a_linear_loss_is_zero():
 
 
 @settings(max_examples=25, deadline=None)
-@given(problem=problems(max_T=5, max_size=3))
+@given(problem=problems(cells=VECTOR_CELLS, max_T=5, max_size=3))
 def test_random_problems_against_differences_of_gradients(problem):
     model, params, x, y, h0 = problem
     rng = np.random.default_rng(0)

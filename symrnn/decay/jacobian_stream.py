@@ -102,21 +102,28 @@ def _run(plan, values, params, shape):
         return ("diag", np.full(shape, plan[1]))
     if kind == "diag":
         return ("diag", plan[1](values, params, shape))
-    if kind == "matrix":
-        return ("rows", [(np.ones(shape), params[plan[1]])])
+    if kind == "matrix":  # (rows of W) x (the columns asked for): not square for a matrix state's spreads
+        W = params[plan[1]]
+        return ("rows", [(np.ones(shape[:-1] + (W.shape[0],)), W)])
     if kind == "add":
         parts = [_run(p, values, params, shape) for p in plan[1]]
         return _add(parts, shape)
     c, factors = plan[1], plan[2]
     out = None
-    for f in reversed(factors):  # right to left: out = f @ out
+    for f in reversed(factors):  # right to left: out = f @ out; each factor's size is the rows of out
         m = _run(f, values, params, shape)
         out = m if out is None else _mul(m, out)
         if out[0] == "zero":
             return out
+        shape = shape[:-1] + (_rows(out),)
     if c != 1.0:
         out = _scale(out, c)
     return out
+
+
+def _rows(a):
+    kind, A = a
+    return A.shape[-1] if kind == "diag" else A[0][1].shape[0] if kind == "rows" else A.shape[-2]
 
 
 def _scale(a, c):
@@ -147,21 +154,21 @@ def as_dense(a, out=None):
         i = np.arange(H)
         out[..., i, i] = A
         return out
-    H = A[0][1].shape[0]
+    H, K = A[0][1].shape  # rows and columns (square but for a matrix state's spreads and folds)
     lead = np.broadcast_shapes(*[v.shape for v, _ in A])[:-1]
     m = len(A)
-    # out[c, i, j] = sum_m V[c, m, i] W[m, i, j]: for each row i one (CN x m) @ (m x H) product
+    # out[c, i, j] = sum_m V[c, m, i] W[m, i, j]: for each row i one (CN x m) @ (m x K) product
     Vi = np.empty((H, int(np.prod(lead)), m))
     for j, (v, _) in enumerate(A):
         Vi[:, :, j] = np.broadcast_to(v, lead + (H,)).reshape(-1, H).T
-    Ws = np.stack([W for _, W in A]).transpose(1, 0, 2)  # (H, m, H)
+    Ws = np.stack([W for _, W in A]).transpose(1, 0, 2)  # (H, m, K)
     if out is not None:
-        flat = out.reshape((-1, H, H))
+        flat = out.reshape((-1, H, K))
         if np.shares_memory(flat, out):
             np.matmul(Vi, Ws, out=flat.transpose(1, 0, 2))
             return out
-    res = np.matmul(Vi, Ws)  # (H, CN, H)
-    res = np.ascontiguousarray(res.transpose(1, 0, 2)).reshape(lead + (H, H))
+    res = np.matmul(Vi, Ws)  # (H, CN, K)
+    res = np.ascontiguousarray(res.transpose(1, 0, 2)).reshape(lead + (H, K))
     if out is not None:
         out[...] = res
         return out

@@ -252,7 +252,7 @@ class Derivation:
         self.forward = [sp.Eq(e.target, e.rhs, evaluate=False) for e in equations]
         self.t = sp.Symbol("t", integer=True, positive=True)
         self.T = sp.Symbol("T", integer=True, positive=True)
-        params = list(cell.params)  # declaration order, then the readout's V, c
+        params = [p for p, spec in cell.params.items() if not spec.fixed]  # declaration order, then the readout's
         for eq in self.readout_equations:
             params += [m.args[0].name for m in linear_maps(eq.rhs)]
             params += sorted(s.name for s in eq.rhs.free_symbols if isinstance(s, Param))

@@ -28,9 +28,10 @@ from .. import cache
 from ..errors import CellDefinitionError, MissingRuleError
 from .functions import derivative, rule_of, to_vocabulary
 from .stored import cache_key
+from .structure import BASE_SIZES, NOTATIONS, check_derived_size
 from .symbols import MatVec, Param, parse, tsym
 
-SIZE_NAMES = ("D", "H", "K")
+SIZE_NAMES = BASE_SIZES
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class ParamSpec:
     symbol: Param
     shape: tuple  # of size names, e.g. ("H", "D") or ("H",)
     role: str = ""
+    fixed: tuple = ()  # (kind, repeat, block) of a spread or fold (symrnn.engine.structure): not trained
+    notation: str = ""  # how a report prints a spread or fold (symrnn.engine.structure.NOTATIONS)
 
     @property
     def name(self) -> str:
@@ -101,6 +104,7 @@ class Cell:
         self._auto = 0
         self._params_apart = False  # the readout: its parameters may share a name with its input
         self._pending = set()  # names being defined (kept from automatic lets)
+        self.derived: dict[str, sp.Expr] = {}  # size name -> expression of D, H, K (matrix states, heads)
 
     # -- declarations -----------------------------------------------------
     def input(self, name: str = "x", size: str = "D", role: str = "input") -> sp.Symbol:
@@ -140,6 +144,48 @@ class Cell:
         if len(shape) == 1:
             self.sizes[symbol] = shape[0]
         return symbol
+
+    def size(self, name: str, expr) -> str:
+        """Declare a size derived from ``D``, ``H``, ``K`` and earlier derived sizes (e.g. the
+        head size ``H / heads`` or the size ``H * HD`` of a flattened matrix state); returns ``name``.
+        A model refuses sizes that make it anything but a positive integer."""
+        if name in self.derived:
+            raise CellDefinitionError(f"The size {name!r} is already declared in cell {self.name!r}.")
+        self.derived[name] = check_derived_size(name, expr, SIZE_NAMES + tuple(self.derived))
+        return name
+
+    def spread(self, name: str, rows: str, cols: str, repeat, block=1, notation="") -> Param:
+        """Declare the fixed spread ``E`` (rows x cols) that copies a vector ``repeat`` times
+        (``block`` entries at a time): ``E @ v`` is ``v 1^T`` (block 1), ``1 k^T`` inside each
+        head (block = head size), a per-head gate over its head; see :mod:`symrnn.engine.structure`.
+        ``notation`` (``scalar``, ``rows``, ``cols``) says how reports print it; by default ``rows``
+        for block 1 and ``cols`` otherwise."""
+        return self._fixed(name, "spread", rows, cols, repeat, block, notation or ("rows" if block == 1 else "cols"))
+
+    def fold(self, name: str, rows: str, cols: str, repeat, block=1, notation="rowsum") -> Param:
+        """Declare the fixed fold ``F`` (rows x cols), the transpose of a spread: it sums
+        ``repeat`` copies, so ``F @ (C * (E @ q))`` is ``C q`` and ``F @ (n * q)`` is ``n^T q``
+        (``notation``: ``rowsum`` or ``dot``, for the reports)."""
+        return self._fixed(name, "fold", rows, cols, repeat, block, notation)
+
+    def _fixed(self, name, kind, rows, cols, repeat, block, notation):
+        if notation not in NOTATIONS[kind]:
+            raise CellDefinitionError(f"The {kind} {name!r} has notation {notation!r}; expected one of "
+                                      f"{NOTATIONS[kind]}.")
+        for s in (repeat, block):
+            if not (isinstance(s, int) and not isinstance(s, bool) and s >= 1) and s not in self.derived \
+                    and s not in SIZE_NAMES:
+                raise CellDefinitionError(f"The {kind} {name!r} has repeat/block {s!r}; give a positive int, a size "
+                                          f"{SIZE_NAMES} or a derived size of the cell ({sorted(self.derived)}).")
+        symbol = self.param(name, rows, cols, role=f"fixed {kind}")
+        self.params[name] = ParamSpec(symbol, (rows, cols), f"fixed {kind} (not trained)", (kind, repeat, block),
+                                      notation)
+        return symbol
+
+    @property
+    def fixed_params(self) -> list:
+        """The names of the fixed spreads and folds (not trained, no gradient)."""
+        return [name for name, spec in self.params.items() if spec.fixed]
 
     def let(self, name: str, expr, role: str = "") -> sp.Symbol:
         """Define an intermediate quantity ``name[t] = expr``; returns ``name[t]``."""
@@ -252,10 +298,10 @@ class Cell:
                 f"A state named {name!r} has its initial-state gradient under grads[{name + '0'!r}], "
                 f"which is already the name of a parameter or the input; rename one of them.")
 
-    @staticmethod
-    def _check_size(size, what):
-        if size not in SIZE_NAMES:
-            raise CellDefinitionError(f"The {what} has size {size!r}; expected one of {SIZE_NAMES}.")
+    def _check_size(self, size, what):
+        if size not in SIZE_NAMES and size not in self.derived:
+            raise CellDefinitionError(f"The {what} has size {size!r}; expected one of {SIZE_NAMES} or a size "
+                                      f"declared with cell.size ({sorted(self.derived)}).")
 
     def _checked(self, target, expr):
         try:

@@ -13,6 +13,7 @@ from ..errors import UnknownNameError
 import sympy as sp
 
 from .functions import activation, exp, log_sigmoid, maximum, sigmoid, tanh
+from .cells_matrix import mlstm, s6  # noqa: F401 (registered below; exported from here too)
 
 
 def rnn(nonlinearity: str = "tanh") -> Cell:
@@ -396,6 +397,8 @@ BUILTIN_CELLS = {
     "slstm": slstm,
     "slstm-exp": lambda: slstm("exp"),
     "lru": lru,
+    "mlstm": mlstm,
+    "s6": s6,
 }
 
 #: the paper each built-in cell of today follows (``symrnn cells`` prints it)
@@ -409,6 +412,10 @@ PAPERS = {
     "slstm-exp": "Beck et al. 2024, xLSTM: Extended Long Short-Term Memory (sLSTM, exponential forget gate)",
     "lru": "Orvieto et al. 2023, Resurrecting Recurrent Neural Networks for Long Sequences (LRU; the complex "
            "state as real and imaginary parts h_re, h_im; gamma = sqrt(1 - |lambda|^2) from nu)",
+    "mlstm": "Beck et al. 2024, xLSTM: Extended Long Short-Term Memory (mLSTM, matrix memory, heads of size 2, "
+             "sigmoid forget gate; symrnn.engine.cells_matrix.mlstm(head_size, forget_gate) for others)",
+    "s6": "Gu and Dao 2023, Mamba: Linear-Time Sequence Modeling with Selective State Spaces (S6, state size 2, "
+          "Bbar = Delta B; symrnn.engine.cells_matrix.s6(state_size, 'zoh') for the exact zero-order hold)",
 }
 
 

@@ -29,6 +29,7 @@ from sympy.printing.pycode import PythonCodePrinter
 from .. import cache
 from .bptt import assemble, local_terms
 from .functions import RULES, rule_of
+from .structure import fixed_code, fold_values, spread_values
 from .stored import own_functions_only
 from .symbols import MatVec, Param, bar, linear_maps, parse, tsym
 
@@ -219,7 +220,7 @@ class BlockCode:
     def _cache_key(self):
         """The block in full, as text; None when a function of the user's appears (its rules are
         the user's code, which the key cannot hold)."""
-        params = {name: spec.shape for name, spec in self.params.items()}
+        params = {name: spec.shape + spec.fixed for name, spec in self.params.items()}  # a spread's repeat, block
         if not own_functions_only([e.rhs for e in self.equations]):
             return None
         return sp.srepr(
@@ -312,6 +313,9 @@ class BlockCode:
                 done.add(g.index)
                 if self._hoisted(g):
                     body.append(f"p{g.index} = P{g.index}[t]")
+                elif self._fixed_group(g):  # a matrix cell's spreads and folds: copies and sums, no product
+                    body.append(f"p{g.index} = P{g.index}[t]")
+                    body += self._fixed_lines(g, printer._print(g.vector), f"p{g.index}", transpose=False)
                 else:
                     body.append(f"p{g.index} = np.matmul({printer._print(g.vector)}, G{g.index}, out=P{g.index}[t])")
                 body += self._unpack(g, atom_names)
@@ -326,11 +330,19 @@ class BlockCode:
         lines.append("    return {" + ", ".join(cache) + "}")
         return "\n".join(lines) + "\n"
 
+    def _fixed_group(self, g):  # every matrix of group g a spread or fold (symrnn.engine.structure)
+        return all(self.params[m].fixed for m in g.matrices)
+
+    def _fixed_lines(self, g, source, target, transpose):  # symrnn.engine.structure.fixed_code
+        slices = self._slices(g) if len(g.atoms) > 1 else [(None, None)]
+        return fixed_code([self.params[m].fixed for m in g.matrices], slices, source, target, transpose)
+
     def _total_rows(self, g):
         return str(sp.Add(*[sp.Symbol(r) for r in g.rows]))
 
     def _size_lines(self):
-        used = sorted(set(self.sizes.values()) | {s for p in self.params.values() for s in p.shape})
+        used = set(self.sizes.values()) | {s for p in self.params.values() for s in p.shape}
+        used = sorted(used | {s for p in self.params.values() for s in p.fixed[1:3] if isinstance(s, str)})
         return [f"    {s} = sizes['{s}']" for s in used]
 
     def _unpack(self, g, atom_names, source=None):
@@ -373,7 +385,8 @@ class BlockCode:
         # the source holds no text of the user's but identifiers (checked by Cell) and
         # repr()-quoted keys; the cell's name goes only into the file name, sanitized
         filename = f"<symrnn-bptt-{re.sub(r'[^A-Za-z0-9_.+-]', '_', self.name)}-{what}>"
-        namespace = {"np": np, "fresh": fresh, **{f"{n}__fn": rule.numpy for n, rule in RULES.items()}}
+        namespace = {"np": np, "fresh": fresh, "spread__fn": spread_values, "fold__fn": fold_values,
+                     **{f"{n}__fn": rule.numpy for n, rule in RULES.items()}}
         namespace.update({f"{n}__fn": f for n, f in (implementations or {}).items()})
         exec(compile(source, filename, "exec"), namespace)
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
@@ -438,6 +451,7 @@ class BackwardWriter:
         for q, (buffer, _) in self.extra.items():
             self.slots.setdefault(q, []).append(f"{buffer}[t]")
         self.emitted_q = set()
+        self.fixed_adjoints = []  # per transposed group of spreads and folds: the lines computing it
         self.shared_names = sp.numbered_symbols("w", cls=EngineSymbol)  # factors shared by the q's of one consumer
 
     def _content(self, g):
@@ -489,11 +503,16 @@ class BackwardWriter:
                 body += block._unpack(g, block._atom_names(), source=f"P{g.index}[t]")
         body += [f"{sym} = {self.printer.doprint(expr)}" for sym, expr in self.replacements]
         for a in block.sweep.adjoints:
-            body.append(f"{code_name(bar(a.target))} = {self._adjoint_of(a.target, a.sends, a.external, a.carried)}")
+            body += self._assigned(code_name(bar(a.target)), a.target, a.sends, a.external, a.carried)
             body += self._qs_of(a.target)
-        body += [f"{code_name(s, 'carry')} = {self._adjoint_of(tsym(s, -1), ts)}"
-                 for s, ts in block.sweep.carries.items()]
+        for s, ts in block.sweep.carries.items():
+            body += self._assigned(code_name(s, "carry"), tsym(s, -1), ts)
         return body
+
+    def _assigned(self, name, u, sends, external=False, carried=False):
+        """``name = bar u``, after the lines of the transposed spreads and folds it adds up."""
+        before, rhs = len(self.fixed_adjoints), self._adjoint_of(u, sends, external, carried)
+        return [line for lines in self.fixed_adjoints[before:] for line in lines] + [f"{name} = {rhs}"]
 
     def _qs_of(self, y):
         """Compute the q's of consumer ``y`` (sharing their common factors through ``cse``):
@@ -520,7 +539,12 @@ class BackwardWriter:
         if any(t.matrix is not None for t in sends):
             g = block.groups[u]
             name, content = self.group_buffer[g.index], self._content(g)
-            parts.append(f"({content[0]} @ G{g.index})" if len(content) == 1 else f"({name}[t] @ G{g.index})")
+            source = content[0] if len(content) == 1 else f"{name}[t]"
+            if block._fixed_group(g):  # the transposes of spreads and folds: sums and copies
+                parts.append(f"a{len(self.fixed_adjoints)}")
+                self.fixed_adjoints.append(block._fixed_lines(g, source, parts[-1], transpose=True))
+            else:
+                parts.append(f"({content[0]} @ G{g.index})" if len(content) == 1 else f"({name}[t] @ G{g.index})")
         base = parse(u)[0]
         if external:
             parts.append(f"EXT[{base!r}][t]")
@@ -535,13 +559,15 @@ class BackwardWriter:
         block = self.block
         lines, pieces = ["    grads = {}"], {}
         for g in block.groups.values():
+            if block._fixed_group(g):  # spreads and folds are not trained
+                continue
             values = block._stacked_values(g.vector)
             lines.append(f"    dG{g.index} = {self.group_buffer[g.index]}.reshape(T * N, -1).T @ {values}.reshape(T * N, -1)")
             for m, (a, b) in zip(g.atoms, block._slices(g)):
                 pieces.setdefault(m.args[0].name, []).append(f"dG{g.index}" if len(g.atoms) == 1 else f"dG{g.index}[{a}:{b}]")
         lines += [f"    grads[{P!r}] = {' + '.join(ps)}" for P, ps in pieces.items()]
         lines += [f"    grads[{P!r}] = np.zeros(params[{P!r}].shape, dtype=dtype)"  # declared, never used
-                  for P, spec in block.params.items() if spec.is_matrix and P not in pieces]
+                  for P, spec in block.params.items() if spec.is_matrix and P not in pieces and not spec.fixed]
         summed = set()  # each buffer is summed over time and batch once, then sliced
         for p, spec in block.params.items():
             if spec.is_matrix:

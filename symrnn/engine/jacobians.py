@@ -83,10 +83,11 @@ def _evaluate(expr, values, params, shape):
         return sum(_evaluate(a, values, params, shape) for a in expr.args)
     if isinstance(expr, sp.Mul):
         scalars, factors = expr.args_cnc()
-        out = None
-        for f in factors:
-            m = _evaluate(f, values, params, shape)
-            out = m if out is None else out @ m
+        out, cols = None, shape[-1]
+        for f in reversed(factors):  # right to left: each factor's size is the columns of what follows it
+            m = _evaluate(f, values, params, shape[:-2] + (cols, cols))
+            out = m if out is None else m @ out
+            cols = m.shape[-2]
         for c in scalars:
             out = out * float(c)
         return out
@@ -100,21 +101,21 @@ def _evaluate(expr, values, params, shape):
             out = out @ base
         return out
     if isinstance(expr, sp.Symbol) and expr.name in params:
-        return np.broadcast_to(params[expr.name], shape)
+        return np.broadcast_to(params[expr.name], shape[:-2] + params[expr.name].shape)  # a matrix state's spreads
     raise TypeError(f"Cannot evaluate {expr!r} in a step Jacobian.")
 
 
 def step_jacobians(model, params, inputs, h0=None):
-    """``{(state, previous state): array (T, N, H, H)}``: ``J[t-1] = ds_t/ds'_{t-1}``.
+    """``{(state, previous state): array (T, N, size of state, size of previous)}``: ``J[t-1] = ds_t/ds'_{t-1}``
+    (``H x H`` for states of size ``H``; a matrix state's block is that of its flattened vector).
 
     Every step reads an input (the architecture does not enter here).
     """
     params, X, cache = model.run_cell(params, inputs, h0)
     values = step_values(model, params, X, cache)
     T, N = X.shape[:2]
-    H = model.sizes["H"]
-    return {key: _evaluate(expr, values, params, (T, N, H, H))
-            for key, expr in model.derive().step_jacobians.items()}
+    return {(s, p): _evaluate(expr, values, params, (T, N, model.state_size(s), model.state_size(p)))
+            for (s, p), expr in model.derive().step_jacobians.items()}
 
 
 def log_norms_of_products(jacobians, ord=2):

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import sympy as sp
 
-from ..errors import ShapeError
+from ..errors import CellDefinitionError, ShapeError
 from .bptt import local_terms
 from .codegen import StepPrinter, code_name
 from .functions import RULES
@@ -272,6 +272,10 @@ def unidirectional_layers(model, what):
     """``[(keys: cell name -> model key, sizes, residual, initial-state row or None)]`` of a one-cell
     model or of a stack of unidirectional layers (:class:`symrnn.StackedModel`); a backward direction
     is refused (``what`` names the algorithm in the message)."""
+    if model.cell.fixed_params:
+        raise CellDefinitionError(
+            f"{what} does not handle cells with matrix-valued states yet ({model.cell.name!r}: its fixed spreads "
+            f"and folds would be directions of the tangent); use the BPTT gradient (model.loss_and_grads).")
     if getattr(model, "one_cell", False) and hasattr(model, "cell_code") and not hasattr(model, "layers"):
         return [({n: n for n in model.cell.params}, model.sizes, False, None)]
     layers = getattr(model, "layers", None)

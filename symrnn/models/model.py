@@ -25,6 +25,7 @@ from ..engine.codegen import BlockCode, Workspace as _Arrays
 from ..errors import CellDefinitionError, ShapeError, UnknownNameError
 from ..engine.losses import get_loss
 from .protocol import Part, Protocol, uniform_params  # noqa: F401 (uniform_params: read from here too)
+from ..engine.structure import fixed_values, resolve_sizes
 from ..engine.symbols import parse
 from .tape import run_cell, run_stateless, window
 from ..validation import as_float_array, check_param_names, check_shape
@@ -116,7 +117,8 @@ class Model(Protocol):
                 raise ShapeError(f"{why}.")
             if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ShapeError(f"{name} must be a positive integer, got {value!r}.")
-        self.sizes = {"D": int(D), "H": int(H), "K": int(K) if K is not None else None}
+        self.sizes = resolve_sizes(self.cell.derived, {"D": int(D), "H": int(H), "K": int(K) if K is not None else None},
+                                   self.cell.name)
         input_size = self.cell.sizes[self.cell.input_symbol]
         if input_size != "D" and self.sizes[input_size] != self.sizes["D"]:
             raise ShapeError(
@@ -152,7 +154,7 @@ class Model(Protocol):
     # -- parameters -----------------------------------------------------------
     @property
     def param_shapes(self) -> dict:
-        specs = dict(self.cell.params)
+        specs = {name: spec for name, spec in self.cell.params.items() if not spec.fixed}  # spreads, folds: fixed
         if self.readout is not None:
             specs.update(self.readout.params)
         return {name: tuple(self.sizes[s] for s in spec.shape) for name, spec in specs.items()}
@@ -225,6 +227,8 @@ class Model(Protocol):
 
     # -- numbers --------------------------------------------------------------
     def _prepare_inputs(self, params, inputs, h0):
+        fixed = self.cell.fixed_params  # given back by routes that read prepared params: recomputed below
+        params = {k: v for k, v in params.items() if k not in fixed} if fixed and isinstance(params, dict) else params
         check_param_names(params, self.param_shapes)
         params = {k: as_float_array(v, f"params[{k!r}]") for k, v in params.items()}
         by_dtype = {}
@@ -238,6 +242,7 @@ class Model(Protocol):
             raise ShapeError(f"parameters must be float64 or float32, got {dtype}.")
         for k, shape in self.param_shapes.items():
             check_shape(params[k], shape, f"params[{k!r}]", "shapes come from D, H, K of the model")
+        params.update(fixed_values(self.cell.params, self.sizes, dtype))  # a matrix cell's spreads and folds
         X_in = as_float_array(inputs, "inputs").astype(dtype, copy=False)
         D = self.sizes["D"]
         if X_in.ndim != 3 or X_in.shape[0] == 0 or X_in.shape[1] == 0 or X_in.shape[2] != D:

@@ -40,7 +40,7 @@ from .seq2seq_derivation import Seq2SeqDerivation
 from .tape import (Tape, broadcast, concat, finals, lookup, pick, reordered, run_cell, run_stateless, run_step,
                    stack, tap, window)
 from ..validation import as_float_array, check_param_names, check_shape
-from .wiring import StackedModel
+from .wiring import StackedModel, refuse_matrix_states
 
 BRIDGES = ("copy", "linear", "tanh", "none")
 STYLES = ("luong", "bahdanau")
@@ -156,6 +156,7 @@ class Seq2Seq:
         D_dec = self.E_tgt + (self.Z if self.context else 0) + (self.C if self.bahdanau else 0)
         self.decoder = Model(decoder_cell if decoder_cell is not None else encoder_cell, D=D_dec, H=self.H_dec,
                              loss="upstream")
+        refuse_matrix_states(self.decoder.cell, "Seq2Seq")
         self.dec_states = {s: self.decoder.cell.states[s] for s in self.decoder.state_names}
         self.out_state = self.decoder.out
         if self.dec_states[self.out_state] != "H":  # LRU's output has its input's width

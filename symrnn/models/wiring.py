@@ -39,7 +39,7 @@ import numpy as np
 
 from .architectures import get_architecture
 from ..engine.codegen import BlockCode, Workspace
-from ..errors import ParameterError, ShapeError, UnknownNameError
+from ..errors import CellDefinitionError, ParameterError, ShapeError, UnknownNameError
 from ..engine.functions import maximum
 from ..engine.losses import get_loss
 from .model import Model, readout_cell
@@ -69,6 +69,15 @@ class Merge:
     backward: object = field(repr=False)
     symbolic: object = field(repr=False)
     jacobian: str = ""
+
+
+def refuse_matrix_states(cell, where):
+    """Refuse a cell with matrix-valued states (fixed spreads and folds, derived sizes) in ``where``."""
+    if cell.fixed_params or cell.derived:
+        raise CellDefinitionError(
+            f"Cell {cell.name!r} has matrix-valued states (sizes {sorted(cell.derived)} derived from H); {where} "
+            f"does not wire such cells yet (layers, directions and bridges assume states of size H): use "
+            f"symrnn.Model(cell, ...).")
 
 
 def _max_share(F, B):
@@ -202,6 +211,7 @@ class StackedModel(Protocol):
         # the per-step unit: the cell under the upstream loss gives the shared generated code
         self.unit = Model(cell, D=D, H=H, K=K, loss="upstream")
         self.cell = self.unit.cell
+        refuse_matrix_states(self.cell, "StackedModel")
         self.architecture = get_architecture(architecture)
         self.loss_rule = get_loss(loss)
         self.loss_rule.check_reduction(reduction)

@@ -29,6 +29,7 @@ from sympy.printing.precedence import precedence
 from ..errors import DerivationTooLargeError
 from ..engine.functions import RULES, derivative, maximum, rule_of
 from ..engine.losses import scale_of
+from ..engine.structure import fixed_values
 from ..engine.symbols import MatVec, Param, parse, tsym
 
 DEFAULT_BUDGET = 3_000_000  # scalar multiply-adds in the unrolled program
@@ -201,7 +202,9 @@ class ScalarOracle:
         """A cell over time: its templates and its steps ``[(template key, fill), ...]``."""
         model, cell, tag = self.model, part.cell, _ident(part.prefix)
         sizes = {**model.sizes, "D": part.width}
-        params = {k: self.param_symbols[part.prefix + k] for k in cell.params}
+        params = {k: self.param_symbols[part.prefix + k] for k in cell.params if not cell.params[k].fixed}
+        params.update({k: np.array([[sp.Integer(int(e)) for e in row] for row in v], dtype=object)
+                       for k, v in fixed_values(cell.params, sizes).items()})  # exact 0 and 1
         size = {s: sizes[cell.states[s]] for s in cell.states}
         reads_input = part.reads[0] == "input"
         start = T + 1 if part.reverse else 0

@@ -124,7 +124,8 @@ def torch_loss_and_grads(model, params, inputs, targets, h0=None, mask=None):
             size = K
         loss = (per_entry * weight).sum() * scale_of(model.reduction, scored, size)
     loss.backward()
-    grads = {k: v.grad.numpy() if v.grad is not None else np.zeros(v.shape) for k, v in P.items()}
+    grads = {k: v.grad.numpy() if v.grad is not None else np.zeros(v.shape) for k, v in P.items()
+             if k in model.param_shapes}  # not a matrix cell's fixed spreads and folds
     grads[model.input_name] = X_in.grad.numpy()
     for s in model.state_names:
         grads[model.initial_state_key(s)] = S[s].grad.numpy() if S[s].grad is not None else np.zeros(S[s].shape)

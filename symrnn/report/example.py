@@ -25,6 +25,8 @@ import numpy as np
 import sympy as sp
 
 from ..engine.functions import lambdify_numpy
+from ..errors import ShapeError
+from ..engine.structure import fixed_values
 from ..engine.symbols import MatTVec, MatVec, Outer, Param, parse, tsym
 from ..models.model import Model
 from ..oracles.finite_differences import central_differences
@@ -57,12 +59,24 @@ class Entry:
 
 def focus_parameter(cell) -> str:
     """The parameter whose gradient the example writes out: the first ``H x H`` matrix."""
-    specs = list(cell.params.values())
+    specs = [s for s in cell.params.values() if not s.fixed]  # not a matrix cell's spreads and folds
     for test in (lambda s: s.shape == ("H", "H"), lambda s: s.is_matrix, lambda s: True):
         for spec in specs:
             if test(spec):
                 return spec.name
     raise ValueError(f"cell {cell.name!r} has no parameters")
+
+
+def _smallest_model(model, K):
+    """``model``'s cell at ``D = H = 1``, or the smallest ``H`` its derived sizes accept (mLSTM's heads)."""
+    reads_h = model.cell.sizes[model.cell.input_symbol] == "H"
+    for H in range(1, 9):
+        try:
+            return Model(model.cell, D=H if reads_h else 1, H=H, K=K, architecture=model.architecture.name,
+                         loss=model.loss_rule.name, reduction=model.reduction)
+        except ShapeError:
+            continue
+    raise ShapeError(f"No hidden size up to 8 fits cell {model.cell.name!r} for the worked example.")
 
 
 class WorkedExample:
@@ -71,8 +85,7 @@ class WorkedExample:
     def __init__(self, model):
         self.source = model
         K = 2 if model.readout is not None else None
-        self.model = Model(model.cell, D=1, H=1, K=K, architecture=model.architecture.name,
-                           loss=model.loss_rule.name, reduction=model.reduction)
+        self.model = _smallest_model(model, K)
         self.T_in, self.T_out = lengths_for(model.architecture, 2, EXAMPLE_LENGTHS)
         self.oracle = ScalarOracle(self.model, self.T_in, self.T_out)
         self.schedule = self.oracle.schedule
@@ -89,7 +102,7 @@ class WorkedExample:
 
         self.params = {k: draw(*shape) for k, shape in m.param_shapes.items()}
         self.inputs = draw(self.T_in, 1, m.sizes["D"])
-        self.h0 = {s: draw(1, m.sizes["H"]) for s in m.state_names}
+        self.h0 = {s: draw(1, m.state_size(s)) for s in m.state_names}
         if m.loss_rule.name == "cross-entropy":
             self.targets = rng.integers(0, m.sizes["K"], size=(self.T_out, 1))
             Y = np.eye(m.sizes["K"])[self.targets[:, 0]]
@@ -205,6 +218,8 @@ class WorkedExample:
         the example's scalar symbols (``bar h[t+1]`` at ``t = 1`` -> ``[_bar__h__2_0]``)."""
         o = self.oracle
         if isinstance(expr, Param):
+            if expr.name not in o.param_symbols:  # a matrix cell's spread or fold: its exact 0/1 entries
+                return sp.Matrix(fixed_values(self.model.cell.params, self.model.sizes)[expr.name].astype(int))
             arr = o.param_symbols[expr.name]
             return sp.Matrix(arr.reshape(arr.shape[0], -1))
         if isinstance(expr, sp.Symbol):
@@ -247,8 +262,8 @@ class WorkedExample:
         if base == m.input_name:
             rows = [s + 1 for s in sched.input_steps]
             return self.oracle.input_names[rows.index(step)] if step in rows else [f"{base}__none{step}_0"]
-        size = m.sizes[m.cell.states.get(base) or m.cell.sizes.get(tsym(base), "H")]  # LRU's output has size D
-        return [f"{'_bar__' if bar else ''}{base}__{step}_{j}" for j in range(size)]
+        named = m.cell.sizes.get(tsym(base)) or m.cell.sizes.get(tsym(base, -1)) or m.cell.states.get(base) or "H"
+        return [f"{'_bar__' if bar else ''}{base}__{step}_{j}" for j in range(m.sizes[named])]  # LRU's out: D
 
     def hand_program(self):
         """``[(t, [(scalar adjoint symbol, definition)])]``: the backward pass of the report's adjoint

@@ -7,18 +7,23 @@ import numpy as np
 
 from .blocks import Code, Math, Paragraph, Ref, Section, Table
 from .example import TOLERANCE, WorkedExample  # noqa: F401 (WorkedExample: the type the section reads)
-from .latex import ReportLatexPrinter
+from .latex import ReportLatexPrinter, tex_width
 from .labels import tex_label
 
 
-def number_tex(value: float) -> str:
-    """``value`` in math mode to six significant figures: ``0.123456``, ``-4.71234 \\times 10^{-5}``."""
+def number_tex(value: float, digits: int = 6) -> str:
+    """``value`` in math mode to six significant figures: ``0.123456``, ``-4.71234 \\times 10^{-5}``
+    (``digits`` of them)."""
     value = float(value) + 0.0
     if value == 0 or 1e-3 <= abs(value) < 1e4:
-        text = f"{value:.6f}"
-        return "0.000000" if text == "-0.000000" else text
-    mantissa, exponent = f"{value:.5e}".split("e")
+        text = f"{value:.{digits}f}"
+        return text.lstrip("-") if float(text) == 0 else text
+    mantissa, exponent = f"{value:.{digits - 1}e}".split("e")
     return r"%s \times 10^{%d}" % (mantissa, int(exponent))
+
+
+#: the widest row of the check table (``tex_width`` units) that fits the line at six figures
+TABLE_WIDTH = 63.0
 
 
 def power_of_ten_tex(value: float) -> str:
@@ -121,13 +126,23 @@ class ExampleSection:
         return parts
 
     def _table(self) -> Table:
+        rows = self._rows(6)
+        if max(sum(tex_width(c[0].tex) for c in row) for row in rows) > TABLE_WIDTH:
+            rows = self._rows(5)  # negative numbers in powers of ten in every column: one figure fewer
+        return self._check_table(rows)
+
+    def _rows(self, digits):
         rows = []
         for e in self.ex.table():
             bound = TOLERANCE["differences"]
             worst = e.max_difference
             cell = [Math(r"< " + power_of_ten_tex(bound))] if worst < bound else [Math(f"{worst:.1e}")]
-            rows.append([[Math(self.tex(e.symbol))], [Math(number_tex(e.by_hand))], [Math(number_tex(e.generated))],
-                         [Math(number_tex(e.closed))], [Math(number_tex(e.differences))], cell])
+            rows.append([[Math(self.tex(e.symbol))]]
+                        + [[Math(number_tex(v, digits))] for v in (e.by_hand, e.generated, e.closed, e.differences)]
+                        + [cell])
+        return rows
+
+    def _check_table(self, rows) -> Table:
         return Table(["l", "r", "r", "r", "r", "r"],
                      [["entry"], ["by hand"], ["generated"], ["closed form"], ["differences"], ["max. diff."]],
                      rows, ["The gradient of the worked example four ways: by hand, the generated code, the "

@@ -27,12 +27,14 @@ from sympy.printing.precedence import PRECEDENCE
 
 from ..engine.bptt import Diag
 from ..engine.symbols import MatTVec, MatVec, Outer, Param, parse
+from . import matrix_notation
 
 DEFAULT_SETTINGS = {
     "elementwise": True,  # products of vectors print with \odot
     "time": "t",  # the step: "t", "k" or a number (h[t-1] at time 1 prints h_0)
     "order": "none",  # keep the order in which the equations were written
     "term_rank": None,  # a key that orders the terms of a sum (the forward order of the quantities they read)
+    "matrix_notation": {},  # a matrix cell's spreads and folds in textbook notation (matrix_notation.notations)
 }
 
 
@@ -92,11 +94,15 @@ class ReportLatexPrinter(LatexPrinter):
 
     def _print_MatVec(self, expr, exp=None):
         P, v = expr.args
-        return self._powered(f"{self._print(P)} {self._operand(v)}", exp)
+        notation = self._settings["matrix_notation"]
+        textbook = matrix_notation.matvec(self, P, v, notation) if notation else None
+        return self._powered(textbook or f"{self._print(P)} {self._operand(v)}", exp)
 
     def _print_MatTVec(self, expr, exp=None):
         P, q = expr.args
-        return self._powered(f"{self._print(P)}^{{\\top}} {self._operand(q)}", exp)
+        notation = self._settings["matrix_notation"]
+        textbook = matrix_notation.matvec_transposed(self, P, q, notation) if notation else None
+        return self._powered(textbook or f"{self._print(P)}^{{\\top}} {self._operand(q)}", exp)
 
     def _print_Outer(self, expr, exp=None):
         q, v = expr.args
@@ -133,6 +139,10 @@ class ReportLatexPrinter(LatexPrinter):
             return self._matrix_product(expr)
         if not (self._settings["elementwise"] and is_vector(expr)):
             return super()._print_Mul(expr)
+        if self._settings["matrix_notation"]:
+            outer = matrix_notation.outer_product(self, expr, self._settings["matrix_notation"])
+            if outer is not None:
+                return outer
         if expr.could_extract_minus_sign():
             return "- " + self.parenthesize(-expr, PRECEDENCE["Add"], strict=True)
         numer, denom = sp.fraction(expr, exact=True)

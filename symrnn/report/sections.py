@@ -20,6 +20,7 @@ from .latex import ReportLatexPrinter, break_lines, tex_width
 from .summary import T_IN, BackwardSummary, bar_sym, gate_adjoints  # noqa: F401 (re-exported)
 from .tikz import layout, mermaid_chart, picture_width, tikz_picture
 from .labels import listing as _listing, shape_tex, sym_base, tex_label  # noqa: F401 (re-exported)
+from .matrix_notation import notations
 from .summary_sections import SummarySections
 
 LINE_WIDTH = 60.0  # what fits on one line beside an equation number (units of latex.tex_width)
@@ -27,6 +28,11 @@ LINE_WIDTH = 60.0  # what fits on one line beside an equation number (units of l
 LOSS_NAMES = {"cross-entropy": "softmax cross-entropy", "mse": "squared error", "half-mse": "half the squared error",
               "upstream": "a given upstream gradient (the layer view)"}
 SHAPE_WORDS = {"D": "input size", "H": "hidden size", "K": "output size"}
+
+
+def first_trained(cell) -> str:
+    """The first parameter of ``cell`` that is trained (not a matrix cell's fixed spread or fold)."""
+    return next(name for name, spec in cell.params.items() if not spec.fixed)
 
 
 class ReportBuilder(SummarySections):
@@ -41,7 +47,7 @@ class ReportBuilder(SummarySections):
         self.renames = _renames(model)
         self.settings = {"symbol_names": {**{Param(k): self.p_name(v) for k, v in self.renames.items()},
                                           T_IN: r"T_{\mathrm{in}}"},
-                         "term_rank": forward_rank(model.cell)}
+                         "term_rank": forward_rank(model.cell), "matrix_notation": notations(model.cell)}
         self.gates = gate_adjoints(self.d)
         self.summary = BackwardSummary(model, self.d)
         self.named = {shift(product, k): shift(symbol, k) for symbol, product in self.gates.values() for k in (0, 1)}
@@ -115,7 +121,7 @@ class ReportBuilder(SummarySections):
             Paragraph(["Every equation below is printed by symrnn from the SymPy objects from which it also "
                        "generates the NumPy code of the forward and backward passes, so the text and the code "
                        "cannot drift apart. The names are those of the code: the parameter ",
-                       Math(self.name(next(iter(c.params)))), " is ", Code(next(iter(c.params))),
+                       Math(self.name(first_trained(c))), " is ", Code(first_trained(c)),
                        " in ", Code("model.init_params()"), " and in the gradients that ",
                        Code("model.loss_and_grads()"), " returns. The last section checks the equations in "
                        "numbers, on a model small enough to be written out in closed form."]),
@@ -177,7 +183,24 @@ class ReportBuilder(SummarySections):
                        Ref("tab:notation"), ")."]),
             Table(["l", "l", "p{8.4cm}"], [["symbol"], ["shape"], ["meaning"]], rows,
                   ["The symbols of this chapter, with the shapes of the code."], "tab:notation"),
-        ])
+        ] + self._matrix_notation())
+
+    def _matrix_notation(self):
+        """For a cell with matrix states: how its flattened matrices and fixed maps are printed."""
+        if not self.settings["matrix_notation"]:
+            return []
+        return [Paragraph([
+            "A matrix-valued state is stored as a vector (its heads' or channels' matrices one after another, "
+            "row by row: the shapes above), and its products are written with fixed 0/1 matrices that are "
+            "not trained (the spreads ", Math("E"), " and folds ", Math("F"), " of the table). The equations "
+            "print them as a paper does, per head or channel: ", Math(r"v \mathbf{1}^{	op}"), " copies ",
+            Math("v"), " along the rows, ", Math(r"\mathbf{1} k^{	op}"), " copies ", Math("k^{\top}"),
+            " down the columns, so ", Math(r"v k^{	op}"), " is their elementwise product (an outer product), ",
+            Math("C q"), " and ", Math(r"n^{	op} q"), " are the folds of ", Math(r"C \odot \mathbf{1} q^{	op}"),
+            " and ", Math(r"n \odot q"), "; a gate with one value per head multiplies its whole head, and in "
+            "the adjoints ", Math(r"\operatorname{sum}(X)"), " adds up the entries of each head (the gate's "
+            "share), ", Math(r"X \mathbf{1}"), " and ", Math(r"X^{	op} \mathbf{1}"), " are row and column "
+            "sums."])]
 
     # -- 3 -------------------------------------------------------------------------------------
     def forward(self):

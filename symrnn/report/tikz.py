@@ -177,6 +177,8 @@ def layout(model, longest: int = 3) -> Layout:
         if u[1] is None:
             continue  # parameter edges: the parameter labels the linear edge instead
         label = data["term"].matrix.name if data["kind"] == "linear" else None
+        spec = model.cell.params.get(label) if label is not None else None
+        label = None if spec is not None and spec.fixed else label  # a spread or fold: no parameter to name
         edges.append(PlacedEdge(ident[u], ident[v], label))
     rank = {p.ident: k for k, p in enumerate(placed)}
     edges.sort(key=lambda e: (rank[e.source], rank[e.target]))

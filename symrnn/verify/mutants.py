@@ -307,7 +307,7 @@ def backward(model, params, X, h0, upstream, final_grads=None, mutation=None, te
     mutated = _Numeric(cell, mutated_sweep(model, m), values, params)
     exact = _Numeric(cell, mutated_sweep(model, replace(m, rewrite=())), values, params) if m.rewrite_at else mutated
     rewritten_step = {"first": 0, "last": T - 1}.get(m.rewrite_at)
-    grads = {k: np.zeros(model.param_shapes[k]) for k in cell.params}
+    grads = {k: np.zeros(model.param_shapes[k]) for k in cell.params if not cell.params[k].fixed}  # no spreads
     dX = np.zeros_like(X)
     carry = {s: np.array((final_grads or {}).get(s, np.zeros((N, model.state_size(s)))), dtype=float)
              for s in cell.states}
@@ -324,7 +324,7 @@ def backward(model, params, X, h0, upstream, final_grads=None, mutation=None, te
         if record is not None:
             record[t] = {term.matrix.name: num.q(term, adj, t) for term in num.sweep.inputs if term.matrix is not None}
         skipped = (m.skip_step == "first" and t == 0) or (m.skip_step == "last" and t == T - 1)
-        for name, spec in cell.params.items():
+        for name in grads:
             if not (skipped and (not m.skip_only or name in m.skip_only)):
                 _collect(grads[name], num, num.sweep.params[name], scales, t, m, term_scales)
     scale = {"T": 1.0 / T, "N": 1.0 / N}.get(m.divide_by, 1.0) * {"T": T, "N": N}.get(m.multiply_by, 1.0)

@@ -53,7 +53,10 @@ def shrink(adapter, problem, still_fails, rebuild=None):
     if rebuild is not None:  # smallest sizes
         for size in ("D", "H"):
             for value in range(1, adapter.model.sizes[size]):
-                smaller = rebuild(**{**_sizes(adapter.model), size: value})
+                try:
+                    smaller = rebuild(**{**_sizes(adapter.model), size: value})
+                except SymRNNError:  # a size the cell refuses (H not a multiple of mLSTM's head size)
+                    continue
                 if smaller is None:
                     break
                 candidate = _resized(adapter.model, smaller.model, problem)

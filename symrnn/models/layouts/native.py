@@ -36,7 +36,7 @@ class NativeLayout(Layout):
         if not isinstance(user, dict):
             raise ParameterError(f"Layout {self.name!r}: expected a dict keyed by symrnn's names, got "
                                  f"{type(user).__name__}.")
-        expected = list(cell_name.params) + (["V", "c"] if sizes.get("K") else [])
+        expected = [k for k, spec in cell_name.params.items() if not spec.fixed] + (["V", "c"] if sizes.get("K") else [])
         missing = [k for k in expected if k not in user]
         if missing:
             raise ParameterError(f"Layout {self.name!r}: missing {missing}; expected the arrays {expected} "
