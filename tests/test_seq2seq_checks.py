@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import symrnn as sr
 from symrnn.errors import ShapeError, UnknownNameError
 from symrnn.engine.examples import minimal_gated_unit, peephole_lstm
-from symrnn.engine.functions import SEQUENCE_RULES
+from symrnn.engine.sequence_rules import SEQUENCE_RULES
 from symrnn.oracles.seq2seq import ScalarSeq2SeqOracle
 
 

@@ -1,7 +1,7 @@
 """Attention over encoder states, run on a tape of operations with rules.
 
 An attention step is a short program of the operations over source positions
-of :data:`symrnn.engine.functions.SEQUENCE_RULES` (``linear``, ``dot``, ``pairs``,
+of :data:`symrnn.engine.sequence_rules.SEQUENCE_RULES` (``linear``, ``dot``, ``pairs``,
 ``tanh``, ``project``, ``softmax``, ``context``).  :class:`~symrnn.models.tape.Tape` records it
 and sweeps it backwards applying each operation's adjoint rule, as
 autograd's ``backward_pass`` does; :class:`SymbolicTape` runs the *same*
@@ -27,7 +27,7 @@ import re
 import sympy as sp
 
 from ..errors import UnknownNameError
-from ..engine.functions import SEQUENCE_RULES, sequence_rule, sum_s, sum_t
+from ..engine.sequence_rules import SEQUENCE_RULES, sequence_rule, sum_s, sum_t
 from ..engine.symbols import Param
 from .tape import Tape  # noqa: F401 (the tape attention runs on)
 

@@ -4,7 +4,7 @@ Every recurrence runs the generated code of its cell (:class:`symrnn.engine.code
 the encoder through the wiring of :class:`symrnn.models.wiring.StackedModel` (any cell, uni- or
 bidirectional, stacked); the bridge, Luong's combination ``tanh(W_c [ctx; h])`` and the
 readout are stateless cells run by the same generator; attention is a program of the
-operations over source positions of :data:`symrnn.engine.functions.SEQUENCE_RULES`, swept
+operations over source positions of :data:`symrnn.engine.sequence_rules.SEQUENCE_RULES`, swept
 backwards by :class:`symrnn.models.attention.Tape`.  The gradient that attention sends to the
 encoder states enters the encoder's generated backward as per-step upstream gradients,
 the bridge's and the context's as upstream gradients at each sequence's last step.

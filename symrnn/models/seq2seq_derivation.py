@@ -5,7 +5,7 @@ from __future__ import annotations
 import sympy as sp
 
 from ..engine.bptt import Derivation
-from ..engine.functions import sum_t
+from ..engine.sequence_rules import sum_t
 from ..engine.symbols import MatTVec, Param, tsym
 
 
@@ -15,7 +15,7 @@ class Seq2SeqDerivation:
 
     Attributes: ``encoder``, ``decoder`` (:class:`~symrnn.engine.bptt.Derivation` of each cell under an upstream
     gradient), ``bridge``, ``combine`` (of the stateless blocks, or None), ``attention`` (``(equations,
-    adjoints)`` of the attention program, from the rules of :data:`symrnn.engine.functions.SEQUENCE_RULES`),
+    adjoints)`` of the attention program, from the rules of :data:`symrnn.engine.sequence_rules.SEQUENCE_RULES`),
     ``decoder_input`` and ``readout_input`` (the pieces concatenated), ``paths`` (``[(name, where,
     SymPy expression)]``: the contributions to the adjoint of the encoder states).
     """

@@ -9,7 +9,7 @@ operations of attention.  Running the model records each block on a
 ``backward_pass`` in miniature).  That sweep is the only backward written by
 hand in the package: every block's own backward is either generated
 (:class:`symrnn.engine.codegen.BlockCode`) or a row of a rule table
-(:data:`symrnn.engine.functions.SEQUENCE_RULES`, :data:`symrnn.models.wiring.MERGES`).
+(:data:`symrnn.engine.sequence_rules.SEQUENCE_RULES`, :data:`symrnn.models.wiring.MERGES`).
 
 Values may be arrays or dicts of arrays (the parameters, the initial states);
 the adjoint of a dict is a dict, summed key by key.
@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine.codegen import fresh
-from ..engine.functions import sequence_rule
+from ..engine.sequence_rules import sequence_rule
 
 
 def accumulate(old, new):
@@ -60,7 +60,7 @@ class Tape:
         return len(self.values) - 1
 
     def apply(self, op, *args, name=None, **static) -> int:
-        """A row of :data:`symrnn.engine.functions.SEQUENCE_RULES` applied to the nodes ``args``."""
+        """A row of :data:`symrnn.engine.sequence_rules.SEQUENCE_RULES` applied to the nodes ``args``."""
         rule = sequence_rule(op)
         value = rule.forward(*(self.values[a] for a in args), **static)
 

@@ -13,7 +13,7 @@ import re
 
 import sympy as sp
 
-from ..engine.functions import dot, softmax_s, sum_s, sum_t
+from ..engine.sequence_rules import dot, softmax_s, sum_s, sum_t
 from ..engine.symbols import MatTVec, MatVec, Outer, Param
 from ..errors import ParameterError
 from .blocks import Display, Math, Paragraph, Row, Section

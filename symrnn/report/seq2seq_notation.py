@@ -186,7 +186,7 @@ def attention_lhs(lhs, p):
 def readout_equations(model, p):
     """``(forward rows, adjoint rows)`` of the readout and the loss, from the model's loss rule: the
     logits read the pieces of ``model.readout_pieces``; ``p`` prints the left sides."""
-    from ..engine.functions import sum_t
+    from ..engine.sequence_rules import sum_t
 
     rule = model.loss_rule.symbolic("logit", model.reduction)
     pieces = [name for name, _ in model.readout_pieces]
