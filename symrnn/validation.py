@@ -45,13 +45,16 @@ def check_shape(array: np.ndarray, expected: tuple, name: str, meaning: str) -> 
         raise ShapeError(f"{name} has shape {array.shape}; expected {tuple(expected)} ({meaning}).")
 
 
-def check_param_names(params: dict, expected: dict) -> None:
+def check_param_names(params: dict, expected: dict, what: str = "params",
+                      hint: str = "model.init_params(seed) makes a valid dict") -> None:
+    """``params`` has exactly the keys of ``expected``; ``what`` names the dict in the message
+    (``params``, or the direction ``vector`` of a Hessian-vector product)."""
     if not isinstance(params, dict):
-        raise ParameterError(f"params must be a dict of arrays, got {type(params).__name__}.")
+        raise ParameterError(f"{what} must be a dict of arrays, got {type(params).__name__}.")
     missing = [k for k in expected if k not in params]
     extra = [k for k in params if k not in expected]
     if missing or extra:
         raise ParameterError(
-            f"params do not match the model: missing {missing}, unexpected {extra}; "
-            f"expected exactly {list(expected)} (model.init_params(seed) makes a valid dict)."
+            f"the keys of {what} do not match the model: missing {missing}, unexpected {extra}; "
+            f"expected exactly {list(expected)} ({hint})."
         )

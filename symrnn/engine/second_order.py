@@ -274,7 +274,8 @@ def _buffers(code, T, N, sizes, dtype):
 
 
 def _checked_direction(model, vector, dtype):
-    check_param_names(vector, model.param_shapes)
+    check_param_names(vector, model.param_shapes, "vector (the direction)",
+                      "one array per parameter, zeros where the direction does not move")
     out = {}
     for k, shape in model.param_shapes.items():
         out[k] = as_float_array(vector[k], f"vector[{k!r}]").astype(dtype, copy=False)

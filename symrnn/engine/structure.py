@@ -83,6 +83,7 @@ def structural_matrix(kind, rows, cols, repeat, block) -> np.ndarray:
 
     Examples
     --------
+    >>> from symrnn.engine.structure import structural_matrix
     >>> structural_matrix("spread", 4, 2, 2, 1).astype(int).tolist()   # v 1^T for v of size 2
     [[1, 0], [1, 0], [0, 1], [0, 1]]
     >>> structural_matrix("fold", 2, 4, 2, 2).astype(int).tolist()     # sums of the rows of 2 x 2 blocks

@@ -1,13 +1,12 @@
 """Sequence to sequence: an encoder, a bridge, attention and a decoder, wired in one unrolled graph.
 
-Every recurrence runs the generated code of its cell (:class:`symrnn.engine.codegen.BlockCode`),
-the encoder through the wiring of :class:`symrnn.models.wiring.StackedModel` (any cell, uni- or
-bidirectional, stacked); the bridge, Luong's combination ``tanh(W_c [ctx; h])`` and the
-readout are stateless cells run by the same generator; attention is a program of the
-operations over source positions of :data:`symrnn.engine.sequence_rules.SEQUENCE_RULES`, swept
-backwards by :class:`symrnn.models.attention.Tape`.  The gradient that attention sends to the
-encoder states enters the encoder's generated backward as per-step upstream gradients,
-the bridge's and the context's as upstream gradients at each sequence's last step.
+Every recurrence runs the generated code of its cell (:class:`symrnn.engine.codegen.BlockCode`), the
+encoder through the wiring of :class:`symrnn.models.wiring.StackedModel` (any cell, uni- or bidirectional,
+stacked); the bridge, Luong's combination ``tanh(W_c [ctx; h])`` and the readout are stateless cells run
+by the same generator; attention is a program of the operations over source positions of
+:data:`symrnn.engine.sequence_rules.SEQUENCE_RULES`, swept backwards by :class:`symrnn.models.attention.Tape`.
+The gradient that attention sends to the encoder states enters the encoder's generated backward as
+per-step upstream gradients, the bridge's and the context's as upstream gradients at each sequence's last step.
 
 >>> import numpy as np, symrnn as sr
 >>> model = sr.Seq2Seq("gru", src_vocab=7, tgt_vocab=6, E=3, H=4, attention="general")
@@ -31,8 +30,7 @@ from .attention import SCORES, Attention
 from ..engine.codegen import Workspace
 from ..errors import NonFiniteError, ShapeError, UnknownNameError
 from ..engine.functions import tanh
-from ..engine.losses import cross_entropy_ids as cross_entropy
-from ..engine.losses import IGNORE_LABEL, get_loss
+from ..engine.losses import IGNORE_LABEL, get_loss, cross_entropy_ids as cross_entropy
 from .model import Model, readout_cell
 from .protocol import Part
 from .seq2seq_blocks import Stateless, bridge_cell, combine_cell, reversal, sequence_mask, token_ids
@@ -164,6 +162,24 @@ class Seq2Seq:
                 f"The decoder cell {self.decoder.cell.name!r} returns an output of size "
                 f"{self.dec_states[self.out_state]}, not its hidden size; the attention and the readout read "
                 f"H_dec={self.H_dec} wide outputs: use this cell as the encoder, or another decoder cell.")
+        self._set_bridge(bridge)
+        self.combine = None
+        if self.attention is not None and self.style == "luong":
+            self.combine = Stateless(combine_cell(), "attn.", ["htilde"])
+        self.readout_pieces = [("htilde" if self.combine else "h", self.H_dec)]
+        if self.bahdanau:
+            self.readout_pieces.append(("ctx", self.C))
+        if self.context:
+            self.readout_pieces.append(("z", self.Z))
+        self.R = sum(w for _, w in self.readout_pieces)
+        self.readout = Stateless(readout_cell("r", "logit", "H"), "out.", ["logit"])
+        self.loss_rule = get_loss("cross-entropy")
+        self.loss_rule.check_reduction(reduction)
+        self.reduction = reduction
+        self._threads = threading.local()
+
+    def _set_bridge(self, bridge):
+        """How the encoder's final state starts the decoder: ``bridge_mode`` and its block, checked."""
         can_copy = self.Z == self.decoder.state_size(self.out_state)
         self.bridge_mode = bridge if bridge is not None else ("copy" if can_copy else "tanh")
         if self.bridge_mode not in BRIDGES:
@@ -180,27 +196,11 @@ class Seq2Seq:
         if self.bridge_mode in ("linear", "tanh"):
             self.bridge = Stateless(bridge_cell(self.dec_states, tanh if self.bridge_mode == "tanh" else None),
                                      "bridge.", [f"{s}_init" for s in self.dec_states])
-        self.combine = None
-        if self.attention is not None and self.style == "luong":
-            self.combine = Stateless(combine_cell(), "attn.", ["htilde"])
-        self.readout_pieces = [("htilde" if self.combine else "h", self.H_dec)]
-        if self.bahdanau:
-            self.readout_pieces.append(("ctx", self.C))
-        if self.context:
-            self.readout_pieces.append(("z", self.Z))
-        self.R = sum(w for _, w in self.readout_pieces)
-        self.readout = Stateless(readout_cell("r", "logit", "H"), "out.", ["logit"])
-        self.loss_rule = get_loss("cross-entropy")
-        self.loss_rule.check_reduction(reduction)
-        self.reduction = reduction
-        self._threads = threading.local()
 
     def _ws(self, key):
         """This thread's reusable arrays for one block's generated code (see :class:`~symrnn.engine.codegen.Workspace`)."""
         spaces = self._threads.__dict__.setdefault("spaces", {})
-        if key not in spaces:
-            spaces[key] = Workspace()
-        return spaces[key]
+        return spaces[key] if key in spaces else spaces.setdefault(key, Workspace())
 
     def _owned(self, array):
         spaces = list(self._threads.__dict__.get("spaces", {}).values()) + self.encoder._spaces()
@@ -585,10 +585,10 @@ class Seq2Seq:
 
     def __repr__(self):
         att = f", attention={self.attention.score!r}, attention_style={self.style!r}" if self.attention else ""
-        return (f"Seq2Seq({self.encoder.cell.name!r}, {self.decoder.cell.name!r}, src_vocab={self.src_vocab}, "
-                f"tgt_vocab={self.tgt_vocab}, E={self.E}, H={self.H}, E_tgt={self.E_tgt}, H_dec={self.H_dec}, "
-                f"num_layers={self.encoder.num_layers}, bidirectional={self.top.bidirectional}, "
-                f"bridge={self.bridge_mode!r}, context={self.context}{att}, reduction={self.reduction!r})")
+        return (f"Seq2Seq({self.encoder.cell.name!r}, {self.decoder.cell.name!r}, src_vocab={self.src_vocab}, tgt_vocab="
+                f"{self.tgt_vocab}, E={self.E}, H={self.H}, E_tgt={self.E_tgt}, H_dec={self.H_dec}, num_layers="
+                f"{self.encoder.num_layers}, bidirectional={self.top.bidirectional}, bridge={self.bridge_mode!r}, "
+                f"context={self.context}{att}, reduction={self.reduction!r})")
 
 
 def _finite(value, model):

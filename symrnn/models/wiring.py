@@ -233,8 +233,19 @@ class StackedModel(Protocol):
         self.out = self.unit.out
         self.state_names = self.unit.state_names
         self.input_name = self.unit.input_name
+        self.layers, self.width = self._build_layers(flags, int(D), residual)
+        self.residual = bool(residual)
+        self.bidirectional = flags
+        self.logits = self.unit.logits
+        self.readout = readout_cell(self.out, self.logits, "H") if self.loss_rule.needs_readout else None
+        self._readout_code = None
+        self._threads = threading.local()
+
+    def _build_layers(self, flags, D, residual):
+        """``(layers, top width)``: each layer's input and output widths, checked (a residual link needs
+        equal widths; a cell whose output is as wide as its input keeps every layer at width D)."""
         out_size = self.unit.state_size(self.out)
-        self.layers, width = [], int(D)
+        layers, width = [], D
         for l, flag in enumerate(flags):
             if self.unit.cell.states[self.out] == "D" and width != int(D):  # LRU: the output is as wide as the input
                 raise ShapeError(
@@ -248,15 +259,9 @@ class StackedModel(Protocol):
                     f"residual=True adds layer {l}'s input (width {width}) to its output (width {out_width}); "
                     f"they must be equal (with merge='concat' a bidirectional layer is 2H wide: use merge "
                     f"'sum', 'ave', 'mul' or 'max', or residual=False).")
-            self.layers.append(Layer(l, flag, width, out_width, res))
+            layers.append(Layer(l, flag, width, out_width, res))
             width = out_width
-        self.width = width
-        self.residual = bool(residual)
-        self.bidirectional = flags
-        self.logits = self.unit.logits
-        self.readout = readout_cell(self.out, self.logits, "H") if self.loss_rule.needs_readout else None
-        self._readout_code = None
-        self._threads = threading.local()
+        return layers, width
 
     def _transform_blocks(self, transform):
         self.unit = self.unit.with_blocks(transform)

@@ -148,7 +148,9 @@ class Rounding:
     def model(self, model, loss=False):
         """A copy of ``model`` whose generated code rounds as described in the module docstring (and,
         with ``loss``, whose loss Hessian rounds: :class:`RoundedLoss`)."""
-        return model.with_blocks(self, loss=(lambda rule: RoundedLoss(rule, self)) if loss else None)
+        if loss:
+            return model.with_blocks(self, loss=lambda rule: RoundedLoss(rule, self))
+        return model.with_blocks(self)
 
     def __call__(self, code):
         """:meth:`block`: a rounding is the transform of a model's blocks (``model.with_blocks``)."""

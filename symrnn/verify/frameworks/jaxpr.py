@@ -15,11 +15,10 @@ import inspect
 import jax
 import jax.numpy as jnp
 import numpy as np
-import sympy as sp
 
 from ...engine import functions as F
 from ..trace import TracingError
-from .symbolic_ops import map_entries, maximum, minimum, pair
+from .symbolic_ops import COMMON, map_entries, maximum, minimum, pair
 
 
 def _dot_general(a, b, dimension_numbers, **params):
@@ -76,6 +75,7 @@ def _compare(name):
 
 
 PRIMITIVES = {
+    **COMMON,
     "add": lambda a, b: np.add(a, b, dtype=object),
     "add_any": lambda a, b: np.add(a, b, dtype=object),
     "sub": lambda a, b: np.subtract(a, b, dtype=object),
@@ -83,17 +83,8 @@ PRIMITIVES = {
     "div": lambda a, b: np.true_divide(a, b, dtype=object),
     "neg": lambda a: np.negative(a, dtype=object),
     "integer_pow": lambda a, y: map_entries(lambda u: u ** y, a),
-    "pow": lambda a, b: pair(lambda u, v: u ** v, a, b),
     "square": lambda a: map_entries(lambda u: u ** 2, a),
-    "sqrt": lambda a: map_entries(sp.sqrt, a),
-    "rsqrt": lambda a: map_entries(lambda u: 1 / sp.sqrt(u), a),
-    "tanh": lambda a: map_entries(sp.tanh, a),
     "logistic": lambda a: map_entries(F.sigmoid, a),
-    "exp": lambda a: map_entries(sp.exp, a),
-    "log": lambda a: map_entries(sp.log, a),
-    "log1p": lambda a: map_entries(lambda u: sp.log(1 + u), a),
-    "expm1": lambda a: map_entries(lambda u: sp.exp(u) - 1, a),
-    "abs": lambda a: map_entries(F.absolute, a),
     "max": lambda a, b: pair(maximum, a, b),
     "min": lambda a, b: pair(minimum, a, b),
     "dot_general": _dot_general,

@@ -48,3 +48,17 @@ def filled(shape, value):
     for index in np.ndindex(out.shape):
         out[index] = Traced(sp.sympify(value))
     return out
+
+
+#: the elementwise operations both graphs spell alike (torch.export's Core ATen and JAX's primitives)
+COMMON = {
+    "pow": lambda a, b: pair(lambda u, v: u ** v, a, b),
+    "sqrt": lambda a: map_entries(sp.sqrt, a),
+    "rsqrt": lambda a: map_entries(lambda u: 1 / sp.sqrt(u), a),
+    "tanh": lambda a: map_entries(sp.tanh, a),
+    "exp": lambda a: map_entries(sp.exp, a),
+    "log": lambda a: map_entries(sp.log, a),
+    "log1p": lambda a: map_entries(lambda u: sp.log(1 + u), a),
+    "expm1": lambda a: map_entries(lambda u: sp.exp(u) - 1, a),
+    "abs": lambda a: map_entries(F.absolute, a),
+}

@@ -19,12 +19,11 @@ import operator
 import warnings
 
 import numpy as np
-import sympy as sp
 import torch
 
 from ...engine import functions as F
 from ..trace import TracingError
-from .symbolic_ops import clamp, filled, map_entries, maximum, minimum, pair
+from .symbolic_ops import COMMON, clamp, filled, map_entries, maximum, minimum, pair
 
 
 def _slice(a, dim=0, start=None, end=None, step=1):
@@ -80,23 +79,15 @@ def _needs_a_number(name):
 
 #: Core ATen operators (by packet name) -> a function of object arrays
 OPS = {
+    **COMMON,
     "add": lambda a, b, alpha=1: np.add(a, _mul(alpha, b) if alpha != 1 else b, dtype=object),
     "sub": lambda a, b, alpha=1: np.subtract(a, _mul(alpha, b) if alpha != 1 else b, dtype=object),
     "rsub": lambda a, b, alpha=1: np.subtract(b, _mul(alpha, a) if alpha != 1 else a, dtype=object),
     "mul": _mul,
     "div": lambda a, b, rounding_mode=None: np.true_divide(a, b, dtype=object),
     "neg": lambda a: np.negative(a, dtype=object),
-    "pow": lambda a, b: pair(lambda u, v: u ** v, a, b),
     "reciprocal": lambda a: map_entries(lambda u: 1 / u, a),
-    "sqrt": lambda a: map_entries(sp.sqrt, a),
-    "rsqrt": lambda a: map_entries(lambda u: 1 / sp.sqrt(u), a),
-    "tanh": lambda a: map_entries(sp.tanh, a),
     "sigmoid": lambda a: map_entries(F.sigmoid, a),
-    "exp": lambda a: map_entries(sp.exp, a),
-    "log": lambda a: map_entries(sp.log, a),
-    "log1p": lambda a: map_entries(lambda u: sp.log(1 + u), a),
-    "expm1": lambda a: map_entries(lambda u: sp.exp(u) - 1, a),
-    "abs": lambda a: map_entries(F.absolute, a),
     "relu": lambda a: map_entries(F.relu, a),
     "softplus": lambda a, beta=1, threshold=20: map_entries(lambda u: F.softplus(beta * u) / beta, a),
     "log_sigmoid_forward": lambda a: (map_entries(F.log_sigmoid, a), None),
