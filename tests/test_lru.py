@@ -16,6 +16,7 @@ import pytest
 
 import symrnn as sr
 from symrnn.oracles import ScalarOracle
+from test_modern_cells import torch_grads as modern_torch_grads
 
 TOL = 1e-12
 
@@ -60,16 +61,8 @@ def torch_outputs(torch, P, X, S):
 
 
 def torch_grads(T64, params, x, G, h0, outputs=torch_outputs):
-    torch = T64.torch
-    P = {k: T64.tensor(v, grad=True) for k, v in params.items()}
-    X = T64.tensor(x, grad=True)
-    S = {k: T64.tensor(v, grad=True) for k, v in h0.items()}
-    loss = (outputs(torch, P, X, S) * T64.tensor(G)).sum()
-    loss.backward()
-    grads = {k: T64.numpy(v.grad) for k, v in P.items()}
-    grads["x"] = T64.numpy(X.grad)
-    grads.update({f"{k}0": T64.numpy(v.grad) if v.grad is not None else np.zeros_like(h0[k]) for k, v in S.items()})
-    return loss.item(), grads
+    """The loss and every gradient by torch autograd of ``outputs`` (test_modern_cells's driver)."""
+    return modern_torch_grads(T64, "lru", params, x, G, h0, states=lambda torch, _, P, X, S: outputs(torch, P, X, S))
 
 
 def assert_close(ours, theirs, label, tol=TOL):

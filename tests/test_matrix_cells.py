@@ -20,6 +20,7 @@ import symrnn as sr
 from symrnn.engine.cells_matrix import mlstm, s6
 from symrnn.engine.structure import structural_matrix
 from symrnn.oracles import ScalarOracle
+from test_modern_cells import torch_grads as modern_torch_grads
 
 TOL = 1e-12
 #: name -> (cell factory, D, H, states)
@@ -117,16 +118,8 @@ def problem(case, T, seed, N=2, scale=0.6):
 
 
 def torch_grads(T64, case, params, x, G, h0, states=torch_states):
-    torch = T64.torch
-    P = {k: T64.tensor(v, grad=True) for k, v in params.items()}
-    X = T64.tensor(x, grad=True)
-    S = {k: T64.tensor(v, grad=True) for k, v in h0.items()}
-    loss = (states(torch, case, P, X, S) * T64.tensor(G)).sum()
-    loss.backward()
-    grads = {k: T64.numpy(v.grad) for k, v in P.items()}
-    grads["x"] = T64.numpy(X.grad)
-    grads.update({f"{k}0": (T64.numpy(v.grad) if v.grad is not None else np.zeros_like(h0[k])) for k, v in S.items()})
-    return loss.item(), grads
+    """The loss and every gradient by torch autograd of ``states`` (test_modern_cells's driver)."""
+    return modern_torch_grads(T64, case, params, x, G, h0, states=states)
 
 
 def assert_close(ours, theirs, label, tol=TOL):
