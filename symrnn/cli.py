@@ -219,7 +219,9 @@ def _run(args, parser) -> int:
                 raise UnknownNameError("--format pdf writes a file: give -o FILE.pdf.")
             print(document_text(build_model(args), args.format, args.exercises, args.sensitivities), end="")
             return 0
-        path = write_report(build_model(args), args.format, args.output, args.exercises, args.sensitivities)
+        model = build_model(args)
+        print(f"deriving the report of {model!r} (large cells take a minute) ...", file=sys.stderr, flush=True)
+        path = write_report(model, args.format, args.output, args.exercises, args.sensitivities)
         print(f"wrote {path}")
         if args.exercises:
             from .report import answers_path
@@ -230,7 +232,8 @@ def _run(args, parser) -> int:
         from .report import write_all
 
         check_output_dir(args.out, probe="README.md")  # a folder that cannot be written fails before the work
-        for path in write_all(args.out):
+        for path in write_all(args.out, progress=lambda stem: print(f"deriving {stem} ...", file=sys.stderr,
+                                                                     flush=True)):
             print(f"wrote {path}")
         return 0
     if args.command == "check":

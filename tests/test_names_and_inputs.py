@@ -312,6 +312,15 @@ def test_init_params_scale(scale):
         sr.Model("rnn-tanh", D=2, H=3, K=2).init_params(0, scale=scale)
 
 
+
+@pytest.mark.parametrize("kw, words", [(dict(seed="a"), r"seed must be a non-negative integer.*got 'a'"),
+                                       (dict(seed=-1), r"seed must be .*got -1"),
+                                       (dict(dtype="float16"), r"dtype must be np.float64 or np.float32"),
+                                       (dict(dtype="no-such-type"), r"dtype must be .*got 'no-such-type'")])
+def test_init_params_seed_and_dtype(kw, words):
+    with raises(sr.ParameterError, words):
+        sr.Model("rnn-tanh", D=2, H=3, K=2).init_params(**kw)
+
 def test_non_finite_results_are_named():
     cell = sr.Cell("log-of-negative")
     x = cell.input()

@@ -85,7 +85,9 @@ def pdf_text(pdf: bytes, tmp_path: Path) -> str:
 @pytest.fixture(scope="session")
 def regenerated(tmp_path_factory):
     out = tmp_path_factory.mktemp("derivations")
-    written = report.write_all(out)
+    started = []
+    written = report.write_all(out, progress=started.append)
+    assert len(started) == len([p for p in written if p.suffix == ".tex"]) and started[0] in written[0].name
     assert sorted(p.name for p in written) == sorted(p.name for p in out.iterdir())
     return out
 
@@ -480,7 +482,9 @@ def test_write_atomic_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypa
 def test_cli_derive_writes_markdown(tmp_path, capsys):
     out = tmp_path / "lstm.md"
     assert main(["derive", "lstm", "--architecture", "many-to-one", "--format", "md", "-o", str(out)]) == 0
-    assert f"wrote {out}" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert f"wrote {out}" in said.out
+    assert said.err.startswith("deriving the report of Model('lstm'")  # not silent while it works
     assert "## 7. Adjoint recurrences" in out.read_text()
 
 

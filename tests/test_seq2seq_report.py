@@ -130,6 +130,16 @@ def test_derivation_latex_prints_parts_with_the_report_names():
         d.latex("backward")
 
 
+
+def test_every_part_prints_each_equation_once():
+    """The loss's gradient (o-bar) is also the first adjoint: printed once when every part is shown,
+    and still among the adjoints when they are asked for alone."""
+    d = sr.Model("rnn-tanh", D=2, H=3, K=2).derive()
+    lines = d.latex().splitlines()
+    assert len(lines) == len(set(lines))
+    assert sum(line.startswith(r"\bar{o}_{t} &=") for line in lines) == 1
+    assert r"\bar{o}_{t} &=" in d.latex("adjoints")
+
 def test_show_prints_outside_a_notebook_and_tables_space_their_columns(capsys):
     from symrnn.report.display import HtmlTable, table
 

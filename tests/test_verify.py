@@ -288,6 +288,21 @@ def test_unknown_layout_and_mode():
         V.verify_layer(cs231n_rnn.rnn_forward, cs231n_rnn.rnn_backward, "rnn-tanh", "minchar")
 
 
+
+def test_a_layout_object_without_a_signature_is_named_in_the_message():
+    """A Layout of the user's own describes arrays; the message names it, not a preset never given."""
+    from dataclasses import replace
+
+    from symrnn.errors import UnknownNameError
+    from symrnn.models.layouts import LAYOUTS
+
+    mine = replace(LAYOUTS["cs231n"], name="mine")
+    with pytest.raises(UnknownNameError, match=r"The layout 'mine' says how your arrays are laid out") as info:
+        V.verify_layer(cs231n_rnn.rnn_forward, cs231n_rnn.rnn_backward, cell="gru", layout=mine)
+    assert "cs231n" not in str(info.value)
+    # where CS231n's argument order applies, a Layout object alone is enough
+    assert V.verify_layer(cs231n_rnn.rnn_forward, cs231n_rnn.rnn_backward, cell="rnn-tanh", layout=mine).ok
+
 # -- interfaces -------------------------------------------------------------------------------------
 def test_json_has_the_documented_keys(tmp_path):
     result = IMPLEMENTATIONS["cs231n_lstm"]("cell_path_dropped")

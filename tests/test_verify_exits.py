@@ -136,6 +136,15 @@ def test_exit_4_forward_differs_from_every_cell_tried(tmp_path):
     assert "computes no built-in cell" in out.stderr and "student.py" in out.stderr
 
 
+
+@pytest.mark.parametrize("options", [(), ("--cell", "rnn-tanh")])
+def test_exit_4_a_forward_that_returns_nan_is_named_as_such(tmp_path, options):
+    """A NaN from the forward on finite inputs is its own mistake, not a cell computed differently."""
+    out = verify(tmp_path, source(activation="(lambda a: np.sqrt(-a ** 2 - 1))"), *options)
+    assert out.returncode == 4, (out.stdout, out.stderr)
+    assert "The forward returned nan for h at step 1 of 4, example 0, unit 0" in out.stderr, out.stderr
+    assert "computed differently" not in out.stderr and "Traceback" not in out.stderr
+
 def test_a_traced_cell_is_verified_without_cell(tmp_path):
     """No --cell, a sin activation: the cell is traced from the code and the backward judged against it."""
     out = verify(tmp_path, source(activation="np.sin"))

@@ -435,16 +435,30 @@ def numpy_name(function) -> str:
     return rule_of(function).name
 
 
-def lambdify_numpy(args, expr, **kwargs):
-    """``sympy.lambdify`` with NumPy and the rule of every function in ``expr`` (found by class)."""
-    exprs = expr if isinstance(expr, (list, tuple)) else [expr]
-    functions = {f for e in exprs for f in sp.sympify(e).atoms(sp.Function) if type(f) in _BY_CLASS}
+def lambdify_numpy(args, expr, cse: bool = False, **kwargs):
+    """``sympy.lambdify`` with NumPy and the rule of every function in ``expr`` (found by class).
+
+    With ``cse=True`` the common subexpressions are taken out first, and the rules are substituted in
+    the small pieces that remain: an unrolled expression shares its subtrees, and a walk over the
+    whole tree (SymPy's ``replace``, ``atoms``) visits each shared subtree once per use."""
+    single = not isinstance(expr, (list, tuple))
+    exprs = [sp.sympify(e) for e in ([expr] if single else expr)]
+    replacements = []
+    if cse:
+        replacements, exprs = sp.cse(exprs)
+    pieces = [e for _, e in replacements] + exprs
+    functions = {f for e in pieces for f in e.atoms(sp.Function) if type(f) in _BY_CLASS}
     module = {f"{rule_of(f).name}__fn": rule_of(f).numpy for f in functions}
-    exprs = [sp.sympify(e).replace(lambda f: type(f) in _BY_CLASS,
-                                   lambda f: sp.Function(f"{rule_of(f).name}__fn")(*f.args)) for e in exprs]
+
+    def renamed(e):
+        return e.replace(lambda f: type(f) in _BY_CLASS, lambda f: sp.Function(f"{rule_of(f).name}__fn")(*f.args))
+
+    replacements = [(s, renamed(e)) for s, e in replacements]
+    exprs = [renamed(e) for e in exprs]
     kwargs.setdefault("dummify", True)  # a symbol named numpy, exp or lambda cannot shadow what the code calls
-    return sp.lambdify(args, exprs if isinstance(expr, (list, tuple)) else exprs[0],
-                       modules=[module, "numpy"], **kwargs)
+    if cse:
+        kwargs["cse"] = lambda reduced: (replacements, reduced)
+    return sp.lambdify(args, exprs[0] if single else exprs, modules=[module, "numpy"], **kwargs)
 
 
 # -- SymPy constructs rewritten into the vocabulary ------------------------------------

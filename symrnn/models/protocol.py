@@ -283,9 +283,17 @@ def uniform_params(shapes, H, seed=0, scale=None, dtype=np.float64) -> dict:
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float, np.number))
                               or not np.isfinite(scale) or scale < 0):
         raise ParameterError(f"scale must be a finite number >= 0, got {scale!r}.")
-    if np.dtype(dtype) not in _DTYPES:
-        raise ParameterError(f"dtype must be float64 or float32, got {np.dtype(dtype)}.")
-    rng = np.random.default_rng(seed)
+    try:
+        known = np.dtype(dtype) in _DTYPES
+    except TypeError:
+        known = False
+    if not known:
+        raise ParameterError(f"dtype must be np.float64 or np.float32, got {dtype!r}.")
+    try:
+        rng = np.random.default_rng(seed)
+    except (TypeError, ValueError) as exc:
+        raise ParameterError(f"seed must be a non-negative integer, None or a numpy Generator, got {seed!r} "
+                             f"({exc}).") from None
     scale = 1.0 / np.sqrt(H) if scale is None else scale
     return {k: rng.uniform(-scale, scale, size=s).astype(dtype) for k, s in shapes.items()}
 

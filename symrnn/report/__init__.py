@@ -177,8 +177,9 @@ def report_stem(cell: str, architecture: str) -> str:
     return f"{cell}_{architecture}"
 
 
-def write_all(out_dir) -> list:
-    """Write the ``.tex`` and ``.md`` reports of :func:`report_models` and an index to ``out_dir``."""
+def write_all(out_dir, progress=None) -> list:
+    """Write the ``.tex`` and ``.md`` reports of :func:`report_models` and an index to ``out_dir``;
+    ``progress(stem)`` (optional) is called before each report is built."""
     from ..models.model import Model
 
     out = Path(out_dir)
@@ -186,6 +187,8 @@ def write_all(out_dir) -> list:
     check_writable(out / "README.md")
     written, index = [], []
     for cell, architecture in report_models():
+        if progress is not None:
+            progress(report_stem(cell, architecture))
         doc = build_document(Model(cell, architecture=architecture, **REPORT_SIZES))
         stem = report_stem(cell, architecture)
         written.append(write_atomic(out / f"{stem}.tex", _latex.render(doc)))
@@ -193,6 +196,8 @@ def write_all(out_dir) -> list:
         index.append(f"| {cell} | {architecture} | [{stem}.md]({stem}.md) | [{stem}.tex]({stem}.tex) |")
     wiring = []
     for stem, spec in wiring_report_models():
+        if progress is not None:
+            progress(stem)
         doc = build_wiring_document(_wiring_model(spec))
         written.append(write_atomic(out / f"{stem}.tex", _latex.render(doc)))
         written.append(write_atomic(out / f"{stem}.md", _markdown.render(doc)))
@@ -202,6 +207,8 @@ def write_all(out_dir) -> list:
     from .seq2seq import SEQ2SEQ_REPORTS, build_seq2seq_document, seq2seq_report_model
 
     for stem, spec in SEQ2SEQ_REPORTS:
+        if progress is not None:
+            progress(stem)
         doc = build_seq2seq_document(seq2seq_report_model(spec))
         written.append(write_atomic(out / f"{stem}.tex", _latex.render(doc)))
         written.append(write_atomic(out / f"{stem}.md", _markdown.render(doc)))

@@ -192,9 +192,11 @@ def latex(derivation, *parts, rows=None, named=True, width=WIDTH, **settings) ->
                              f"{type(derivation).__name__}.")
     namer = _Namer(derivation, **settings)
     named_fn = namer.named if named else (lambda e: e)
-    blocks = []
+    blocks, shown = [], set()
     for part in parts or (() if rows else PARTS):
-        part_rows = _cell_rows(derivation, part, namer)
+        # the loss's gradient is also the first adjoint: one row, where it is printed first
+        part_rows = [row for row in _cell_rows(derivation, part, namer) if _key(row) not in shown]
+        shown |= {_key(row) for row in part_rows}
         printer = namer.printer
         if part in _PART_SETTINGS:
             printer = ReportLatexPrinter({**namer.settings, **_PART_SETTINGS[part], **settings})
@@ -204,6 +206,11 @@ def latex(derivation, *parts, rows=None, named=True, width=WIDTH, **settings) ->
         blocks.append((list(rows), namer.printer, named_fn))
     return _join(blocks, width)
 
+
+
+def _key(row):
+    lhs, rhs = row
+    return (str(lhs), str(rhs))
 
 def _join(blocks, width) -> str:
     if not blocks:

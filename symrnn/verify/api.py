@@ -18,7 +18,7 @@ from .modes import LayerFunctions, LayerObject, LossFunction
 from .problems import Plan, draw
 from .replay import declared_cli_command, shown_path
 from .result import Verification
-from .signatures import Signature, signature_for
+from .signatures import Signature, has_signature, signature_for
 
 
 def _cell_name(cell):
@@ -136,6 +136,19 @@ def verify_layer(forward, backward, cell="rnn-tanh", layout=None, *, D=3, H=4, T
             f"the cell and layout from your forward)") from exc
 
 
+
+def _calling_convention(signature, layout, mode, cell):
+    """The signature given, else the named preset's; a :class:`Layout` object describes arrays only, so
+    CS231n's argument order is assumed for it where CS231n has one, and otherwise the message names it."""
+    if signature is not None or layout is None or isinstance(layout, str):
+        return signature_for(signature or layout or "cs231n", mode, cell)
+    if has_signature("cs231n", mode, cell):
+        return signature_for("cs231n", mode, cell)
+    raise UnknownNameError(
+        f"The layout {layout.name!r} says how your arrays are laid out, not how your {mode}-mode functions are "
+        f"called, and no preset's argument order applies to this cell in {mode} mode: pass "
+        f"signature=symrnn.verify.Signature(forward_args, forward_returns, backward_args, backward_returns).")
+
 def _verify_declared_layer(forward, backward, cell, layout, *, D, H, T, N, scale, seed, signature, lengths,
                            truncation, clip, replay, save_to, search, zero_states, found="", command=None):
     """verify_layer of a declared cell and layout; ``found`` and ``command`` as in :class:`Declared`."""
@@ -144,7 +157,7 @@ def _verify_declared_layer(forward, backward, cell, layout, *, D, H, T, N, scale
     replayed, D, H, _ = replay_sizes(replay, D, H, None)
     model = _model(cell, D, H, loss="upstream")
     L = layout_for(layout, cell)
-    sig = signature_for(signature or (layout if isinstance(layout, str) else "cs231n"), "layer", model.cell)
+    sig = _calling_convention(signature, layout, "layer", model.cell)
     adapter = LayerFunctions(model, L, sig, forward, backward)
     plan = Plan(T=T, N=N, scale=scale, seed=seed, lengths=lengths)
     zero = _zero_states(model, sig, zero_states)
@@ -274,7 +287,7 @@ def verify_step(step_forward, step_backward, cell="rnn-tanh", layout="cs231n", *
     replayed, D, H, _ = replay_sizes(replay, D, H, None)
     model = _model(cell, D, H, loss="upstream")
     L = layout_for(layout, cell)
-    sig = signature_for(signature or (layout if isinstance(layout, str) else "cs231n"), "step", model.cell)
+    sig = _calling_convention(signature, layout, "step", model.cell)
     adapter = LayerFunctions(model, L, sig, step_forward, step_backward, step=True)
     plan = Plan(T=1, N=N, scale=scale, seed=seed)
     final = ("c",) if "dc" in sig.backward_args else ()
@@ -377,7 +390,7 @@ def verify_loss(fn, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, K=3, T=8, N=3
     _check_sizes(D=D, H=H, K=K, T=T, N=N)
     replayed, D, H, K = replay_sizes(replay, D, H, K)
     layout_for(layout, cell)  # an unknown layout is refused as such, before its calling convention
-    sig = signature_for(signature or (layout if isinstance(layout, str) else "cs231n"), "loss", cell)
+    sig = _calling_convention(signature, layout, "loss", cell)
     one_hot = "x_ids" in sig.forward_args
     if one_hot:
         D, N = K, 1  # one sequence of one-hot inputs

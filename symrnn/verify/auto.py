@@ -233,6 +233,7 @@ def find(forward, *, step_forward=None, cell=None, layout=None) -> Found:
                             continue
                         if _matches(forward, roles, candidate, model, name, N):
                             return _found(name, candidate, roles, forward, "built-in", N)
+        _refuse_non_finite(forward, roles, runnable, N)
         if cell is not None and isinstance(cell, str):
             continue
         errors = []
@@ -249,6 +250,34 @@ def find(forward, *, step_forward=None, cell=None, layout=None) -> Found:
         raise TracingError(f"The forward computes no {cell!r} in any layout tried (it runs, but its states differ "
                            f"from the cell's): give --layout, or leave out --cell to find or trace what it computes.")
     raise _no_layout(forward, errors, arg_names, roles)
+
+
+
+def _refuse_non_finite(forward, roles, runnable, N):
+    """A forward that returns NaN or inf on the finite probe in every layout it runs in is wrong, whatever
+    cell it meant: say where (in the first layout)."""
+    first = None
+    for G, lay in runnable:
+        model = _probe_model({1: "rnn-tanh", 3: "gru-reset-before", 4: "lstm"}[G])
+        params, x, h0 = _probe(model, N=N)
+        lay = replace(lay, gate_order=() if G == 1 else GATES["gru" if G == 3 else "lstm"])
+        try:
+            h = _call_forward(forward, roles, lay, model.cell.name, params, x, h0, ())
+            h = np.asarray(lay.sequence_from_user(h, "h", (x.shape[0], x.shape[1], PROBE["H"])), dtype=float)
+        except (Exception, SymRNNError):
+            return
+        bad = np.argwhere(~np.isfinite(h))
+        if not len(bad):
+            return
+        first = first or (h, bad)
+    if first is not None:
+        h, bad = first
+        t, n, i = (int(k) for k in bad[0])
+        raise TracingError(
+            f"The forward returned {h[t, n, i]} for h at step {t + 1} of {h.shape[0]}, example {n}, unit {i} "
+            f"(examples and units counted from 0; {len(bad)} of {h.size} entries are not finite) on finite "
+            f"inputs of moderate size (D={PROBE['D']}, H={PROBE['H']}): look for a division by zero, the log "
+            f"or sqrt of a negative number, or an array left uninitialised (np.empty) in the forward.")
 
 
 def _describe(layout):
