@@ -28,7 +28,7 @@ import sympy as sp
 
 from ..validation import as_float_array, check_param_names, check_shape
 from .bptt import bar
-from .codegen import EngineSymbol, code_name
+from .codegen import EngineSymbol, Workspace, code_name, fresh
 from .functions import derivative
 from .symbols import MatVec, Param, parse, tsym
 from .tangent import (DirectionSource, StepsSource, coefficient_printer, compile_source, dot_name, step_reader,
@@ -268,9 +268,26 @@ def parameter_products(code, Q, QD, values, tangents, G, Gd):
             Gd[p] += q2.T @ dv.reshape(-1, dv.shape[-1])
 
 
-def _buffers(code, T, N, sizes, dtype):
-    return ([np.empty((T, N, sizes[s]), dtype=dtype) for s in code.buffers],
-            [np.empty((T, N, sizes[s]), dtype=dtype) for s in code.buffers])
+def _buffers(code, T, N, sizes, dtype, empty=fresh):
+    return ([empty(f"~Q{k}", (T, N, sizes[s]), dtype) for k, s in enumerate(code.buffers)],
+            [empty(f"~QD{k}", (T, N, sizes[s]), dtype) for k, s in enumerate(code.buffers)])
+
+
+def _spaces(model):
+    """``space(key)``: this thread's reusable arrays of the H v of ``model`` for one part (a layer, the
+    readout), a :class:`~symrnn.engine.codegen.Workspace` kept from call to call (as the gradient keeps its
+    own: a fresh multi-megabyte array costs a page fault per 4 KiB page on first write); a model without
+    per-thread state gets fresh arrays.  Nothing allocated from a space is returned to the caller."""
+    threads = getattr(model, "_threads", None)
+    if threads is None:
+        return lambda key: fresh
+    spaces = threads.__dict__.setdefault("hvp_spaces", {})
+
+    def space(key):
+        if key not in spaces:
+            spaces[key] = Workspace()
+        return spaces[key]
+    return space
 
 
 def _checked_direction(model, vector, dtype):
@@ -283,12 +300,12 @@ def _checked_direction(model, vector, dtype):
     return out
 
 
-def _stateless(block, code, params, direction, X, dX, sizes):
+def _stateless(block, code, params, direction, X, dX, sizes, empty=fresh):
     """A stateless block (the readout) at every step at once: ``(cache, values, tangents)`` with the
     steps and the batch flattened into one batch."""
     T, N = X.shape[:2]
     flat = X.reshape(1, T * N, -1)
-    cache = block.forward(params, flat, {}, sizes)
+    cache = block.forward(params, flat, {}, sizes, empty)
     values = step_values(block, flat, cache, 0)
     tangents = code.function(params, values, {code_name(block.input_symbol): dX.reshape(1, T * N, -1)},
                              DirectionSource(direction), 1, T * N, sizes, X.dtype)
@@ -316,7 +333,7 @@ class _LayerRun:
     d_initial: dict
 
 
-def _tangent_forward(model, p, dp, x, dx, S, sizes):
+def _tangent_forward(model, p, dp, x, dx, S, sizes, empty=fresh):
     """The forward pass of one layer and its tangent along ``dp``: ``(cache, dots, d_initial)``.
 
     The tangent of step ``t`` reads the tangents of step ``t - 1``; the source terms ``coef (dot P v)``
@@ -324,14 +341,14 @@ def _tangent_forward(model, p, dp, x, dx, S, sizes):
     block, dtype = model.cell_code, x.dtype
     T, N = x.shape[:2]
     tcode = tangent_code(block)
-    cache = block.forward(p, x, S, sizes)
+    cache = block.forward(p, x, S, sizes, empty)
     names = [code_name(e.target) for e in block.equations]
     prev_names = {s: code_name(tsym(s, -1)) for s in model.state_names}
     now_names = {s: code_name(tsym(s)) for s in model.state_names}
     x_name = code_name(block.input_symbol)
-    dots = {n: np.empty((T, N, sizes[block.sizes[e.target]]), dtype=dtype) for n, e in zip(names, block.equations)}
+    dots = {n: empty(f"~dot_{n}", (T, N, sizes[block.sizes[e.target]]), dtype) for n, e in zip(names, block.equations)}
     d_initial = {s: np.zeros((N, S[s].shape[-1]), dtype=dtype) for s in model.state_names}
-    source = StepsSource(dp, tcode.matrix_sources(), lambda v: all_steps(block, x, cache, v))
+    source = StepsSource(dp, tcode.matrix_sources(), lambda v: all_steps(block, x, cache, v), empty)
     read = step_reader(block)
     d_prev = d_initial
     for t in range(T):
@@ -345,14 +362,14 @@ def _tangent_forward(model, p, dp, x, dx, S, sizes):
     return cache, dots, d_initial
 
 
-def _forward_runs(model, layers, params, direction, X, S0):
+def _forward_runs(model, layers, params, direction, X, S0, space):
     """Every layer's :class:`_LayerRun`, from the bottom up, and the top layer's output and its tangent."""
     runs, x, dx = [], X, None
-    for keys, sizes, residual, row in layers:
+    for layer, (keys, sizes, residual, row) in enumerate(layers):
         p = {n: params[k] for n, k in keys.items()}
         dp = {n: direction[k] for n, k in keys.items()}
         cache, dots, d_initial = _tangent_forward(model, p, dp, x, dx, S0 if row is None else S0[(row, "fwd")],
-                                                  sizes)
+                                                  sizes, space(layer))
         runs.append(_LayerRun(keys, p, dp, sizes, residual, x, dx, cache, dots, d_initial))
         out, d_out = cache[f"S_{model.out}"][1:], dots[code_name(tsym(model.out))]
         if residual:
@@ -361,7 +378,7 @@ def _forward_runs(model, layers, params, direction, X, S0):
     return runs, x, dx
 
 
-def _loss_second_order(model, params, direction, Hs, dHs, Y, mask, gauss_newton, G, Gd):
+def _loss_second_order(model, params, direction, Hs, dHs, Y, mask, gauss_newton, G, Gd, empty=fresh):
     """The loss of the scored steps' outputs ``Hs`` (tangent ``dHs``) through the readout, if any:
     ``(loss, h_bar, h_tilde)``, the adjoint of ``Hs`` and its tangent; the readout's gradients and
     product are added to ``G`` and ``Gd``.  With ``gauss_newton`` every first-order adjoint is zero."""
@@ -370,7 +387,8 @@ def _loss_second_order(model, params, direction, Hs, dHs, Y, mask, gauss_newton,
         h_til = model.loss_rule.hessian_vector(Hs, Y, dHs, model.reduction, mask)
         return value, (np.zeros_like(h_bar) if gauss_newton else h_bar), h_til
     readout, dtype = model.readout_code, Hs.dtype
-    rcache, rvalues, rdots = _stateless(readout, tangent_code(readout), params, direction, Hs, dHs, model.sizes)
+    rcache, rvalues, rdots = _stateless(readout, tangent_code(readout), params, direction, Hs, dHs, model.sizes,
+                                        empty)
     O = rcache[f"C_{model.logits}"].reshape(Hs.shape[:2] + (-1,))
     dO = rdots[code_name(tsym(model.logits))].reshape(O.shape)
     value, d_o = model.loss_rule.value_and_grad(O, Y, model.reduction, mask)
@@ -379,7 +397,7 @@ def _loss_second_order(model, params, direction, Hs, dHs, Y, mask, gauss_newton,
         d_o = np.zeros_like(d_o)
     M = Hs.shape[0] * Hs.shape[1]
     code = adjoint_tangent_code(readout)
-    Q, QD = _buffers(code, 1, M, model.sizes, dtype)
+    Q, QD = _buffers(code, 1, M, model.sizes, dtype, empty)
     _, _, h_bar, h_til = code.function(
         params, direction, rvalues, rdots, {model.logits: d_o.reshape(M, -1)}, {model.logits: t_o.reshape(M, -1)},
         {}, {}, [q[0] for q in Q], [q[0] for q in QD], code.stacked(params, direction), M, model.sizes, dtype)
@@ -387,7 +405,7 @@ def _loss_second_order(model, params, direction, Hs, dHs, Y, mask, gauss_newton,
     return value, h_bar.reshape(Hs.shape), h_til.reshape(Hs.shape)
 
 
-def _reverse_layer(model, run, ext, extd):
+def _reverse_layer(model, run, ext, extd, empty=fresh):
     """The reverse sweep of one layer and its tangent, from the adjoint ``ext`` of its output at every step
     (tangent ``extd``): ``(g, gd, x_bar, x_til)``, the layer's gradients and product by the cell's names
     and what its input receives (None for the data)."""
@@ -401,8 +419,8 @@ def _reverse_layer(model, run, ext, extd):
     carry = {s: np.zeros_like(run.d_initial[s]) for s in model.state_names}
     carryd = {s: np.zeros_like(run.d_initial[s]) for s in model.state_names}
     zero_x = np.zeros((N, x.shape[2]), dtype=dtype)
-    x_bar, x_til = (np.empty_like(x), np.empty_like(x)) if run.dx is not None else (None, None)
-    Q, QD = _buffers(code, T, N, run.sizes, dtype)
+    x_bar, x_til = (empty("~xbar", x.shape, dtype), empty("~xtil", x.shape, dtype)) if run.dx is not None else (None, None)
+    Q, QD = _buffers(code, T, N, run.sizes, dtype, empty)
     stack = code.stacked(run.p, run.dp)
     for t in range(T - 1, -1, -1):
         dV = {n: run.dots[n][t] for n in names}
@@ -461,16 +479,19 @@ def hessian_vector_product(model, params, vector, inputs, targets, h0=None, mask
     T, N = X.shape[:2]
     G = {k: np.zeros(s, dtype=X.dtype) for k, s in model.param_shapes.items()}
     Gd = {k: np.zeros(s, dtype=X.dtype) for k, s in model.param_shapes.items()}
+    space = _spaces(model)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        runs, top, dtop = _forward_runs(model, layers, params, direction, X, S0)
+        runs, top, dtop = _forward_runs(model, layers, params, direction, X, S0, space)
         steps = slice(sched.output_steps.start, sched.output_steps.stop)
         value, h_bar, h_til = _loss_second_order(model, params, direction, top[steps], dtop[steps], Y, mask,
-                                                 gauss_newton, G, Gd)
-        ext = np.zeros((T, N, h_bar.shape[-1]), dtype=X.dtype)
-        extd = np.zeros_like(ext)
+                                                 gauss_newton, G, Gd, space("readout"))
+        shape, ws = (T, N, h_bar.shape[-1]), space("loss")
+        ext, extd = ws("~ext", shape, X.dtype), ws("~extd", shape, X.dtype)
+        ext[...], extd[...] = 0, 0
         ext[steps], extd[steps] = h_bar, h_til
-        for run in reversed(runs):
-            g, gd, x_bar, x_til = _reverse_layer(model, run, ext, extd)
+        for layer in range(len(runs) - 1, -1, -1):
+            run = runs[layer]
+            g, gd, x_bar, x_til = _reverse_layer(model, run, ext, extd, space(layer))
             for n, k in run.keys.items():
                 G[k] += g[n]
                 Gd[k] += gd[n]

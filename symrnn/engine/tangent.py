@@ -235,12 +235,19 @@ class StepsSource(DirectionSource):
         ``(parameter name, vector symbol)`` pairs (:meth:`TangentCode.matrix_sources`).
     values : callable
         ``values(symbol)``: the forward values of ``symbol`` at every step, ``(T, N, size)``.
+    empty : callable, optional
+        ``empty(name, shape, dtype)``: where the products are made (default: fresh arrays).
     """
 
-    def __init__(self, direction, sources, values):
+    def __init__(self, direction, sources, values, empty=None):
         super().__init__(direction)
         self.t = 0
-        self.products = {(name, code_name(v)): values(v) @ direction[name].T for name, v in sources}
+        self.products = {}
+        for name, v in sources:
+            steps, matrix = values(v), direction[name]
+            out = None if empty is None else empty(f"~src_{name}_{code_name(v)}", steps.shape[:-1] + matrix.shape[:1],
+                                                   np.result_type(steps, matrix))
+            self.products[(name, code_name(v))] = np.matmul(steps, matrix.T, out=out)
 
     def matrix(self, out, name, coef, v, vector_name=None):
         out[0] += coef * self.products[(name, vector_name)][self.t]
