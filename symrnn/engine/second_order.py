@@ -31,7 +31,8 @@ from .bptt import bar
 from .codegen import EngineSymbol, Workspace, code_name, fresh
 from .functions import derivative
 from .symbols import MatVec, Param, parse, tsym
-from .tangent import (DirectionSource, StepsSource, coefficient_printer, compile_source, dot_name, step_reader,
+from .sequence_tangent import all_steps, tangent_sweep
+from .tangent import (DirectionSource, coefficient_printer, compile_source, dot_name, step_reader,
                       step_values, tangent_code, unidirectional_layers)
 
 
@@ -239,16 +240,6 @@ def adjoint_tangent_code(block, with_input=True) -> AdjointTangentCode:
     return codes[with_input]
 
 
-def all_steps(block, X, cache, symbol):
-    """The forward values of ``symbol`` at every step, ``(T, N, size)``, from a block's forward cache."""
-    if symbol == block.input_symbol:
-        return X
-    base, offset, _ = parse(symbol)
-    if base in block.states:
-        return cache[f"S_{base}"][:-1] if offset == -1 else cache[f"S_{base}"][1:]
-    return cache[f"C_{base}"]
-
-
 def parameter_products(code, Q, QD, values, tangents, G, Gd):
     """Add the gradients (to ``G``) and the product (to ``Gd``) of every parameter term from the
     buffers ``Q``, ``QD`` (``(T, N, size)``) and the terms' vectors at every step (``values(symbol)``)
@@ -331,35 +322,7 @@ class _LayerRun:
     cache: dict
     dots: dict
     d_initial: dict
-
-
-def _tangent_forward(model, p, dp, x, dx, S, sizes, empty=fresh):
-    """The forward pass of one layer and its tangent along ``dp``: ``(cache, dots, d_initial)``.
-
-    The tangent of step ``t`` reads the tangents of step ``t - 1``; the source terms ``coef (dot P v)``
-    read forward values only, so their products ``v dot P^T`` are made for all steps at once first."""
-    block, dtype = model.cell_code, x.dtype
-    T, N = x.shape[:2]
-    tcode = tangent_code(block)
-    cache = block.forward(p, x, S, sizes, empty)
-    names = [code_name(e.target) for e in block.equations]
-    prev_names = {s: code_name(tsym(s, -1)) for s in model.state_names}
-    now_names = {s: code_name(tsym(s)) for s in model.state_names}
-    x_name = code_name(block.input_symbol)
-    dots = {n: empty(f"~dot_{n}", (T, N, sizes[block.sizes[e.target]]), dtype) for n, e in zip(names, block.equations)}
-    d_initial = {s: np.zeros((N, S[s].shape[-1]), dtype=dtype) for s in model.state_names}
-    source = StepsSource(dp, tcode.matrix_sources(), lambda v: all_steps(block, x, cache, v), empty)
-    read = step_reader(block)
-    d_prev = d_initial
-    for t in range(T):
-        dV = {prev_names[s]: d_prev[s][None] for s in model.state_names}
-        dV[x_name] = None if dx is None else dx[t][None]
-        source.t = t
-        out = tcode.function(p, read(x, cache, t), dV, source, 1, N, sizes, dtype)
-        for n in names:
-            dots[n][t] = out[n][0]
-        d_prev = {s: dots[now_names[s]][t] for s in model.state_names}
-    return cache, dots, d_initial
+    products: dict
 
 
 def _forward_runs(model, layers, params, direction, X, S0, space):
@@ -368,9 +331,9 @@ def _forward_runs(model, layers, params, direction, X, S0, space):
     for layer, (keys, sizes, residual, row) in enumerate(layers):
         p = {n: params[k] for n, k in keys.items()}
         dp = {n: direction[k] for n, k in keys.items()}
-        cache, dots, d_initial = _tangent_forward(model, p, dp, x, dx, S0 if row is None else S0[(row, "fwd")],
-                                                  sizes, space(layer))
-        runs.append(_LayerRun(keys, p, dp, sizes, residual, x, dx, cache, dots, d_initial))
+        cache, dots, d_initial, products = tangent_sweep(model.cell_code, p, dp, x, dx,
+                                                         S0 if row is None else S0[(row, "fwd")], sizes, space(layer))
+        runs.append(_LayerRun(keys, p, dp, sizes, residual, x, dx, cache, dots, d_initial, products))
         out, d_out = cache[f"S_{model.out}"][1:], dots[code_name(tsym(model.out))]
         if residual:
             out, d_out = out + x, d_out + dx

@@ -222,37 +222,6 @@ class DirectionSource:
         out[0] += coef * self.direction[name]
 
 
-class StepsSource(DirectionSource):
-    """The source terms of one direction over a whole sequence whose forward values are known: each
-    product ``v dot P^T`` is made once for every step (one matrix product over ``(T, N, size)`` instead
-    of ``T`` small ones), and step :attr:`t` reads its slice.
-
-    Parameters
-    ----------
-    direction : dict
-        ``dot theta`` by the block's parameter names.
-    sources : list
-        ``(parameter name, vector symbol)`` pairs (:meth:`TangentCode.matrix_sources`).
-    values : callable
-        ``values(symbol)``: the forward values of ``symbol`` at every step, ``(T, N, size)``.
-    empty : callable, optional
-        ``empty(name, shape, dtype)``: where the products are made (default: fresh arrays).
-    """
-
-    def __init__(self, direction, sources, values, empty=None):
-        super().__init__(direction)
-        self.t = 0
-        self.products = {}
-        for name, v in sources:
-            steps, matrix = values(v), direction[name]
-            out = None if empty is None else empty(f"~src_{name}_{code_name(v)}", steps.shape[:-1] + matrix.shape[:1],
-                                                   np.result_type(steps, matrix))
-            self.products[(name, code_name(v))] = np.matmul(steps, matrix.T, out=out)
-
-    def matrix(self, out, name, coef, v, vector_name=None):
-        out[0] += coef * self.products[(name, vector_name)][self.t]
-
-
 def step_values(block, X, cache, t):
     """The forward values of step ``t`` by code name, from a block's forward ``cache``."""
     return step_reader(block)(X, cache, t)
