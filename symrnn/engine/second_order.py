@@ -57,14 +57,16 @@ def dot_of(coef, mv_names) -> sp.Expr:
 class AdjointTangentCode:
     """The generated reverse step of a block with its directional derivative.
 
-    ``function(params, dparams, V, dV, EXT, EXTd, carry, carryd, Q, QD, STACK, N, sizes, dtype)``: forward
+    ``function(params, dparams, V, dV, EXT, EXTd, carry, carryd, Q, QD, STACK, MV, MVD, N, sizes, dtype)``: forward
     values ``V`` and tangents ``dV`` of one step by code name (``(N, size)``), the adjoints fed in from
     outside (``EXT[base]``) and carried from the next step (``carry[state]``) with their tangents, and
     ``Q[k]``, ``QD[k]`` (``(N, size)`` arrays written in place): ``coef * bar y`` of the k-th
     parameter term (:attr:`param_terms`) and its tangent, from which :func:`parameter_products`
     makes the gradients and the product after the loop, in one matrix product over all steps (as the
     generated backward does); ``STACK`` is :meth:`stacked` (the matrices of a product group stacked
-    once per call).  Returns ``(carry, carryd, xbar, xtilde)``: what the previous step's
+    once per call); ``MV[k]``, ``MVD[k]``: the forward product ``P v`` of the k-th of :attr:`atoms` (the
+    products the coefficients read) and its tangent ``dot P v + P dot v``, made for all steps at once
+    (:func:`atom_products`).  Returns ``(carry, carryd, xbar, xtilde)``: what the previous step's
     states and the input receive.
     """
 
@@ -77,6 +79,7 @@ class AdjointTangentCode:
         self.stacks = writer.stacks  # (matrices, tangent first): STACK[k] stacks them along the rows
         self.param_terms = writer.param_terms  # (parameter, vector or None, buffer)
         self.buffers = writer.buffers  # the size name of each buffer (one per distinct q)
+        self.atoms = list(writer.names)  # the products P v the coefficients read, as MV[k]
         self.function = compile_source(self.source, block.name, "adjoint_tangent")
 
     def stacked(self, params, direction):
@@ -112,18 +115,17 @@ class _ReverseTangentWriter:
     def _header(self):
         """The signature and the unpacking of the parameters, the direction and the step's values."""
         b = self.b
-        lines = ["def adjoint_tangent(params, dparams, V, dV, EXT, EXTd, carry, carryd, Q, QD, STACK, N, sizes, "
-                 "dtype):"]
+        lines = ["def adjoint_tangent(params, dparams, V, dV, EXT, EXTd, carry, carryd, Q, QD, STACK, MV, MVD, N, "
+                 "sizes, dtype):"]
         lines += [f"    {s} = sizes[{s!r}]" for s in sorted(set(b.sizes.values()))]
         for p in b.params:
             lines += [f"    {code_name(Param(p))} = params[{p!r}]", f"    {dot_name(Param(p))} = dparams[{p!r}]"]
         values = [b.input_symbol] + [tsym(s, -1) for s in b.states] + [e.target for e in b.equations]
         for v in values:
             lines += [f"    {code_name(v)} = V[{code_name(v)!r}]", f"    {dot_name(v)} = dV[{code_name(v)!r}]"]
-        for m, name in self.names.items():
-            P, v = m.args
-            lines.append(f"    {name}_dot = {code_name(v)} @ {dot_name(P)}.T + {dot_name(v)} @ {code_name(P)}.T")
-        return lines + [f"    {line}" for line in self.mv_lines]
+        for k, name in enumerate(self.names.values()):
+            lines += [f"    {name} = MV[{k}]", f"    {name}_dot = MVD[{k}]"]
+        return lines
 
     def _coefficients(self):
         """Every coefficient and its tangent (differentiated by SymPy), common subexpressions once; fills
@@ -238,6 +240,30 @@ def adjoint_tangent_code(block, with_input=True) -> AdjointTangentCode:
     if with_input not in codes:
         codes[with_input] = AdjointTangentCode(block, with_input)
     return codes[with_input]
+
+
+def atom_products(atoms, p, dp, values, tangents, known, empty=fresh):
+    """``(MV, MVD)``: for each product ``P v`` of ``atoms``, its forward value and its tangent
+    ``dot P v + P dot v`` at every step (``values(v)``, ``tangents(v)``: all steps, None for a zero
+    tangent), each made in one matrix product over all steps, or taken from ``known`` (the tangent
+    sweep's ``MV`` by atom and ``SRC`` by ``(matrix, vector)``)."""
+    MV, MVD = [], []
+    for m in atoms:
+        P, v = m.args[0].name, m.args[1]
+        vals, key = values(v), f"{P}_{code_name(v)}"
+        shape = vals.shape[:-1] + p[P].shape[:1]
+        mv = known.get("MV", {}).get(m)
+        if mv is None:
+            mv = np.matmul(vals, p[P].T, out=empty(f"~rmv_{key}", shape, vals.dtype))
+        src = known.get("SRC", {}).get((P, v))
+        mvd = np.matmul(vals, dp[P].T, out=empty(f"~rmvd_{key}", shape, vals.dtype)) if src is None else src
+        dv = tangents(v)
+        if dv is not None:
+            mvd = np.add(mvd, np.matmul(dv, p[P].T, out=empty(f"~rmvt_{key}", shape, vals.dtype)),
+                         out=empty(f"~rmvd_{key}", shape, vals.dtype))
+        MV.append(mv)
+        MVD.append(mvd)
+    return MV, MVD
 
 
 def parameter_products(code, Q, QD, values, tangents, G, Gd):
@@ -361,9 +387,12 @@ def _loss_second_order(model, params, direction, Hs, dHs, Y, mask, gauss_newton,
     M = Hs.shape[0] * Hs.shape[1]
     code = adjoint_tangent_code(readout)
     Q, QD = _buffers(code, 1, M, model.sizes, dtype, empty)
+    MV, MVD = atom_products(code.atoms, params, direction, lambda s: rvalues[code_name(s)],
+                            lambda s: rdots.get(code_name(s)), {}, empty)
     _, _, h_bar, h_til = code.function(
         params, direction, rvalues, rdots, {model.logits: d_o.reshape(M, -1)}, {model.logits: t_o.reshape(M, -1)},
-        {}, {}, [q[0] for q in Q], [q[0] for q in QD], code.stacked(params, direction), M, model.sizes, dtype)
+        {}, {}, [q[0] for q in Q], [q[0] for q in QD], code.stacked(params, direction), MV, MVD, M, model.sizes,
+        dtype)
     parameter_products(code, Q, QD, lambda s: rvalues[code_name(s)][None], lambda s: rdots[code_name(s)][None], G, Gd)
     return value, h_bar.reshape(Hs.shape), h_til.reshape(Hs.shape)
 
@@ -385,6 +414,9 @@ def _reverse_layer(model, run, ext, extd, empty=fresh):
     x_bar, x_til = (empty("~xbar", x.shape, dtype), empty("~xtil", x.shape, dtype)) if run.dx is not None else (None, None)
     Q, QD = _buffers(code, T, N, run.sizes, dtype, empty)
     stack = code.stacked(run.p, run.dp)
+    tangents = _tangents_of(block, run, empty)
+    values = lambda s: all_steps(block, x, run.cache, s)  # noqa: E731
+    MV, MVD = atom_products(code.atoms, run.p, run.dp, values, tangents, run.products, empty)
     for t in range(T - 1, -1, -1):
         dV = {n: run.dots[n][t] for n in names}
         dV[x_name] = zero_x if run.dx is None else run.dx[t]
@@ -392,21 +424,32 @@ def _reverse_layer(model, run, ext, extd, empty=fresh):
             dV[prev_names[s]] = run.dots[now_names[s]][t - 1] if t > 0 else run.d_initial[s]
         carry, carryd, xb, xt = code.function(
             run.p, run.dp, read(x, run.cache, t), dV, {model.out: ext[t]}, {model.out: extd[t]}, carry, carryd,
-            [q[t] for q in Q], [q[t] for q in QD], stack, N, run.sizes, dtype)
+            [q[t] for q in Q], [q[t] for q in QD], stack, [m[t] for m in MV], [m[t] for m in MVD], N, run.sizes,
+            dtype)
         if xb is not None:
             x_bar[t], x_til[t] = xb, xt
+    g, gd = {n: np.zeros_like(a) for n, a in run.p.items()}, {n: np.zeros_like(a) for n, a in run.p.items()}
+    parameter_products(code, Q, QD, values, tangents, g, gd)
+    return g, gd, x_bar, x_til
+
+
+def _tangents_of(block, run, empty):
+    """``tangents(symbol)``: the tangent of a quantity of one layer at every step (None for the data), the
+    previous states' made once ``[dot s_0, dot s_1, ..., dot s_{T-1}]``."""
+    made = {}
 
     def tangents(symbol):
         if symbol == block.input_symbol:
             return run.dx
         base, offset, _ = parse(symbol)
-        if offset == -1:
-            return np.concatenate([run.d_initial[base][None], run.dots[now_names[base]][:-1]])
-        return run.dots[code_name(symbol)]
-
-    g, gd = {n: np.zeros_like(a) for n, a in run.p.items()}, {n: np.zeros_like(a) for n, a in run.p.items()}
-    parameter_products(code, Q, QD, lambda s: all_steps(block, x, run.cache, s), tangents, g, gd)
-    return g, gd, x_bar, x_til
+        if offset != -1:
+            return run.dots[code_name(symbol)]
+        if base not in made:
+            now = run.dots[code_name(tsym(base))]
+            made[base] = out = empty(f"~dprev_{base}", now.shape, now.dtype)
+            out[0], out[1:] = run.d_initial[base], now[:-1]
+        return made[base]
+    return tangents
 
 
 def hessian_vector_product(model, params, vector, inputs, targets, h0=None, mask=None, gauss_newton=False):
