@@ -19,6 +19,7 @@ left is the reverse pass of ``H_L J v``.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import weakref
 from dataclasses import dataclass
@@ -30,10 +31,16 @@ from ..validation import as_float_array, check_param_names, check_shape
 from .bptt import bar
 from .codegen import EngineSymbol, Workspace, code_name, fresh
 from .functions import derivative
-from .symbols import MatVec, Param, parse, tsym
 from .sequence_tangent import all_steps, tangent_sweep
-from .tangent import (DirectionSource, coefficient_printer, compile_source, dot_name, step_reader,
-                      step_values, tangent_code, unidirectional_layers)
+from .symbols import MatVec, Param, parse, tsym
+from .tangent import (
+    coefficient_printer,
+    compile_source,
+    dot_name,
+    step_reader,
+    step_values,
+    unidirectional_layers,
+)
 
 
 def dot_of(coef, mv_names) -> sp.Expr:
@@ -115,8 +122,8 @@ class _ReverseTangentWriter:
     def _header(self):
         """The signature and the unpacking of the parameters, the direction and the step's values."""
         b = self.b
-        lines = ["def adjoint_tangent(params, dparams, V, dV, EXT, EXTd, carry, carryd, Q, QD, STACK, MV, MVD, N, "
-                 "sizes, dtype):"]
+        signature = "params, dparams, V, dV, EXT, EXTd, carry, carryd, Q, QD, STACK, MV, MVD, N, sizes, dtype"
+        lines = [f"def adjoint_tangent({signature}):"]
         lines += [f"    {s} = sizes[{s!r}]" for s in sorted(set(b.sizes.values()))]
         for p in b.params:
             lines += [f"    {code_name(Param(p))} = params[{p!r}]", f"    {dot_name(Param(p))} = dparams[{p!r}]"]
@@ -317,18 +324,16 @@ def _checked_direction(model, vector, dtype):
     return out
 
 
-def _stateless(block, code, params, direction, X, dX, sizes, empty=fresh):
-    """A stateless block (the readout) at every step at once: ``(cache, values, tangents)`` with the
-    steps and the batch flattened into one batch."""
+def _stateless(block, params, direction, X, dX, sizes, empty=fresh):
+    """A stateless block (the readout) at every step at once, the steps and the batch flattened into one
+    batch: ``(cache, values, tangents, known)``, ``known`` the tangent sweep's products."""
     T, N = X.shape[:2]
-    flat = X.reshape(1, T * N, -1)
-    cache = block.forward(params, flat, {}, sizes, empty)
+    flat, dflat = X.reshape(1, T * N, -1), dX.reshape(1, T * N, -1)
+    cache, dots, _, products = tangent_sweep(block, params, direction, flat, dflat, {}, sizes, empty)
     values = step_values(block, flat, cache, 0)
-    tangents = code.function(params, values, {code_name(block.input_symbol): dX.reshape(1, T * N, -1)},
-                             DirectionSource(direction), 1, T * N, sizes, X.dtype)
-    dvalues = {k: v[0] for k, v in tangents.items()}
-    dvalues[code_name(block.input_symbol)] = dX.reshape(T * N, -1)
-    return cache, values, dvalues
+    dvalues = {k: v[0] for k, v in dots.items()}
+    dvalues[code_name(block.input_symbol)] = dflat[0]
+    return cache, values, dvalues, {kind: {k: a[0] for k, a in made.items()} for kind, made in products.items()}
 
 
 @dataclass
@@ -376,8 +381,7 @@ def _loss_second_order(model, params, direction, Hs, dHs, Y, mask, gauss_newton,
         h_til = model.loss_rule.hessian_vector(Hs, Y, dHs, model.reduction, mask)
         return value, (np.zeros_like(h_bar) if gauss_newton else h_bar), h_til
     readout, dtype = model.readout_code, Hs.dtype
-    rcache, rvalues, rdots = _stateless(readout, tangent_code(readout), params, direction, Hs, dHs, model.sizes,
-                                        empty)
+    rcache, rvalues, rdots, known = _stateless(readout, params, direction, Hs, dHs, model.sizes, empty)
     O = rcache[f"C_{model.logits}"].reshape(Hs.shape[:2] + (-1,))
     dO = rdots[code_name(tsym(model.logits))].reshape(O.shape)
     value, d_o = model.loss_rule.value_and_grad(O, Y, model.reduction, mask)
@@ -388,7 +392,7 @@ def _loss_second_order(model, params, direction, Hs, dHs, Y, mask, gauss_newton,
     code = adjoint_tangent_code(readout)
     Q, QD = _buffers(code, 1, M, model.sizes, dtype, empty)
     MV, MVD = atom_products(code.atoms, params, direction, lambda s: rvalues[code_name(s)],
-                            lambda s: rdots.get(code_name(s)), {}, empty)
+                            lambda s: rdots.get(code_name(s)), known, empty)
     _, _, h_bar, h_til = code.function(
         params, direction, rvalues, rdots, {model.logits: d_o.reshape(M, -1)}, {model.logits: t_o.reshape(M, -1)},
         {}, {}, [q[0] for q in Q], [q[0] for q in QD], code.stacked(params, direction), MV, MVD, M, model.sizes,
@@ -415,7 +419,7 @@ def _reverse_layer(model, run, ext, extd, empty=fresh):
     Q, QD = _buffers(code, T, N, run.sizes, dtype, empty)
     stack = code.stacked(run.p, run.dp)
     tangents = _tangents_of(block, run, empty)
-    values = lambda s: all_steps(block, x, run.cache, s)  # noqa: E731
+    values = functools.partial(all_steps, block, x, run.cache)
     MV, MVD = atom_products(code.atoms, run.p, run.dp, values, tangents, run.products, empty)
     for t in range(T - 1, -1, -1):
         dV = {n: run.dots[n][t] for n in names}

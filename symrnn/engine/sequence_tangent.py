@@ -22,8 +22,14 @@ import numpy as np
 import sympy as sp
 
 from .codegen import EngineSymbol, code_name
-from .symbols import MatVec, Param, parse, tsym
-from .tangent import coefficient_printer, compile_source, dot_name, step_reader, tangent_terms
+from .symbols import Param, parse, tsym
+from .tangent import (
+    coefficient_printer,
+    compile_source,
+    dot_name,
+    step_reader,
+    tangent_terms,
+)
 
 
 class SequenceTangentCode:

@@ -208,20 +208,6 @@ def tangent_code(block) -> TangentCode:
     return code
 
 
-class DirectionSource:
-    """The source terms of one direction ``dot theta`` (a dict like the parameters): ``coef * (dot P v)``
-    and ``coef * dot b``, added to tangents of shape ``(1, N, size)``."""
-
-    def __init__(self, direction):
-        self.direction = direction
-
-    def matrix(self, out, name, coef, v, vector_name=None):
-        out[0] += coef * (v @ self.direction[name].T)
-
-    def vector(self, out, name, coef):
-        out[0] += coef * self.direction[name]
-
-
 def step_values(block, X, cache, t):
     """The forward values of step ``t`` by code name, from a block's forward ``cache``."""
     return step_reader(block)(X, cache, t)
