@@ -497,7 +497,8 @@ def hessian_vector_product(model, params, vector, inputs, targets, h0=None, mask
                                                  gauss_newton, G, Gd, space("readout"))
         shape, ws = (T, N, h_bar.shape[-1]), space("loss")
         ext, extd = ws("~ext", shape, X.dtype), ws("~extd", shape, X.dtype)
-        ext[...], extd[...] = 0, 0
+        for unscored in (slice(0, steps.start), slice(steps.stop, T)):  # nothing arrives there
+            ext[unscored], extd[unscored] = 0, 0
         ext[steps], extd[steps] = h_bar, h_til
         for layer in range(len(runs) - 1, -1, -1):
             run = runs[layer]
