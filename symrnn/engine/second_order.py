@@ -174,10 +174,12 @@ class _ReverseTangentWriter:
             else:
                 parts.append(q)
                 dparts.append(qd)
-        if len(through) == 1:
+        if len(through) == 1:  # the tangent's two products as one, [q, qd] @ [dot P; P]
             q, qd, P = through[0]
+            k = len(self.stacks)
+            self.stacks.append(([P], True))
             parts.append(f"{q} @ {code_name(Param(P))}")
-            dparts += [f"{q} @ {dot_name(Param(P))}", f"{qd} @ {code_name(Param(P))}"]
+            dparts.append(f"np.concatenate([{q}, {qd}], axis=1) @ STACK[{k}]")
         elif through:
             k = len(self.stacks)
             mats = [P for _, _, P in through]
