@@ -332,3 +332,21 @@ def test_reused_arrays_keep_results_apart():
             for got, ref in zip(both, alone):
                 for k in ref[2]:
                     assert np.array_equal(got[2][k], ref[2][k]), k
+
+
+def test_reused_arrays_are_those_of_the_last_problem():
+    """The arrays kept between calls are those of the last problem's shape only: a sweep over sequence
+    lengths (as ``sharpness_by_length`` does) does not pile up one set per length."""
+    model = sr.Model("gru", D=3, H=4, K=2)
+    params = model.init_params(seed=0)
+    v = {k: np.ones_like(p) for k, p in params.items()}
+    rng = np.random.default_rng(0)
+
+    def kept():
+        return sum(a.nbytes for ws in model._threads.hvp_spaces.values() for a in ws.arrays.values())
+
+    sizes = {}
+    for T in (9, 3, 9):
+        model.hessian_vector_product(params, v, rng.normal(size=(T, 2, 3)), rng.integers(0, 2, size=(T, 2)))
+        sizes.setdefault(T, []).append(kept())
+    assert sizes[9][0] == sizes[9][1] > sizes[3][0] > 0

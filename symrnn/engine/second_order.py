@@ -299,15 +299,18 @@ def _buffers(code, T, N, sizes, dtype, empty=fresh):
             [empty(f"~QD{k}", (T, N, sizes[s]), dtype) for k, s in enumerate(code.buffers)])
 
 
-def _spaces(model):
+def _spaces(model, problem):
     """``space(key)``: this thread's reusable arrays of the H v of ``model`` for one part (a layer, the
     readout), a :class:`~symrnn.engine.codegen.Workspace` kept from call to call (as the gradient keeps its
     own: a fresh multi-megabyte array costs a page fault per 4 KiB page on first write); a model without
-    per-thread state gets fresh arrays.  Nothing allocated from a space is returned to the caller."""
+    per-thread state gets fresh arrays.  Only the arrays of the last ``problem`` (the inputs' shape and
+    dtype) are kept: a new one lets the old go.  Nothing allocated from a space is returned to the caller."""
     threads = getattr(model, "_threads", None)
     if threads is None:
         return lambda key: fresh
-    spaces = threads.__dict__.setdefault("hvp_spaces", {})
+    if threads.__dict__.get("hvp_problem") != problem:
+        threads.hvp_problem, threads.hvp_spaces = problem, {}
+    spaces = threads.hvp_spaces
 
     def space(key):
         if key not in spaces:
@@ -491,7 +494,7 @@ def hessian_vector_product(model, params, vector, inputs, targets, h0=None, mask
     T, N = X.shape[:2]
     G = {k: np.zeros(s, dtype=X.dtype) for k, s in model.param_shapes.items()}
     Gd = {k: np.zeros(s, dtype=X.dtype) for k, s in model.param_shapes.items()}
-    space = _spaces(model)
+    space = _spaces(model, (X.shape, X.dtype))
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         runs, top, dtop = _forward_runs(model, layers, params, direction, X, S0, space)
         steps = slice(sched.output_steps.start, sched.output_steps.stop)
