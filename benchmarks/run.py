@@ -107,12 +107,14 @@ GATES = {"rnn-tanh": 1, "lstm": 4, "gru": 3}
 
 
 # -- timing -----------------------------------------------------------------------
-def interleaved(fns, repeats, before=None):
+def interleaved(fns, repeats, before=None, cpu=None):
     """Time the callables of ``fns`` (name -> callable) alternately, ``repeats`` rounds.
 
     The order is reversed every other round so neither function always runs
     first; ``before`` (untimed) runs before every call; garbage is collected
-    before every call, outside the timed region.  Returns name -> list of seconds.
+    before every call, outside the timed region.  Returns name -> list of seconds
+    (wall clock); given a dict ``cpu``, also fills it with name -> list of the
+    process's CPU seconds of the same calls (less sensitive to other processes).
     """
     names = list(fns)
     times = {n: [] for n in names}
@@ -122,9 +124,11 @@ def interleaved(fns, repeats, before=None):
             if before is not None:
                 before()
             gc.collect()
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             fns[n]()
             times[n].append(time.perf_counter() - t0)
+            if cpu is not None:
+                cpu.setdefault(n, []).append(time.process_time() - c0)
     return times
 
 
@@ -1630,7 +1634,19 @@ def report_seq2seq(res, cfg, summary):
 # -- 9. second order and forward mode ---------------------------------------------------------
 def bench_second(cfg):
     """Benchmark 9: ``Model.hessian_vector_product`` against one ``loss_and_grads``, and
-    ``Model.rtrl_grads`` against ``loss_and_grads`` (BPTT) as H grows."""
+    ``Model.rtrl_grads`` against ``loss_and_grads`` (BPTT) as H grows; numpy's BLAS on one thread
+    for both sides (left to its default, its threads and the other processes' contend for the cores,
+    and the two sides are not timed alike)."""
+    original = blas_threads()
+    blas_threads(1)
+    try:
+        return _bench_second(cfg)
+    finally:
+        if original is not None:
+            blas_threads(original)
+
+
+def _bench_second(cfg):
     T, N, D, H, K = cfg["hvp_sizes"]
     rng = np.random.default_rng(9)
     hvp = []
@@ -1643,8 +1659,9 @@ def bench_second(cfg):
                "hvp": lambda: model.hessian_vector_product(params, v, x, y)}
         for f in fns.values():  # warm-up (derivation, generated code), untimed
             f()
-        times = interleaved(fns, cfg["second_repeats"])
-        hvp.append(dict(cell=cell, times=times, ratio=paired_ratio(times["hvp"], times["grad"])))
+        cpu = {}
+        times = interleaved(fns, cfg["second_repeats"], cpu=cpu)
+        hvp.append(dict(cell=cell, times=times, cpu=cpu, ratio=paired_ratio(times["hvp"], times["grad"])))
     T, N, D, K = cfg["rtrl_sizes"]
     rtrl = []
     for H in (16, 64, 128):
@@ -1658,7 +1675,7 @@ def bench_second(cfg):
         times = interleaved(fns, cfg["rtrl_repeats"])
         P = sum(int(np.prod(model.param_shapes[k])) for k in model.cell.params)
         rtrl.append(dict(H=H, P=P, times=times, agree=agree, ratio=paired_ratio(times["rtrl"], times["bptt"])))
-    return dict(hvp=hvp, rtrl=rtrl)
+    return dict(hvp=hvp, rtrl=rtrl, blas_threads=blas_threads())
 
 
 def report_second(res, cfg, summary):
@@ -1667,25 +1684,28 @@ def report_second(res, cfg, summary):
            "",
            f"*H v*: `Model.hessian_vector_product(params, v, x, y)` (forward over reverse, generated; returns the "
            f"loss, the gradient and H v) against one `Model.loss_and_grads(params, x, y)`, cross-entropy readout, "
-           f"T={T}, N={N}, D={D}, H={H}, K={K}; called alternately, {cfg['second_repeats']} rounds; status on "
-           "min / min.",
+           f"T={T}, N={N}, D={D}, H={H}, K={K}; called alternately, {cfg['second_repeats']} rounds, numpy's BLAS "
+           f"on {res.get('blas_threads', 1)} thread(s) for both; status on wall-clock min / min.  *CPU*: the same "
+           "ratio of the process's CPU time (min / min), which other processes on the machine disturb less.",
            "",
-           "| cell | gradient (min) | H v (min) | H v / gradient: min / min | median of paired ratios |",
-           "|---|---:|---:|---:|---:|"]
+           "| cell | gradient (min) | H v (min) | H v / gradient: min / min | median of paired ratios | CPU: min / min |",
+           "|---|---:|---:|---:|---:|---:|"]
     worst = 0.0
     for row in res["hvp"]:
         t = row["times"]
         ratio_med, ratio_min = row["ratio"]
         worst = max(worst, ratio_min)
+        cpu = row.get("cpu")
+        cpu_ratio = f"{min(cpu['hvp']) / min(cpu['grad']):.2f}" if cpu else "-"
         out.append(f"| {row['cell']} | {fmt_s(min(t['grad']))} | {fmt_s(min(t['hvp']))} | **{ratio_min:.2f}** | "
-                   f"{ratio_med:.2f} |")
+                   f"{ratio_med:.2f} | {cpu_ratio} |")
     summary.append(("9. exact H v / one gradient (worst of rnn-tanh, lstm, gru)", f"{worst:.2f}", "≤ 3.0",
                     status(worst <= 3.0)))
     T, N, D, K = cfg["rtrl_sizes"]
     base = res["rtrl"][0]
     out += ["",
-            f"*RTRL*: `Model.rtrl_grads` (sensitivities carried forward, one tangent per parameter entry and "
-            f"initial-state entry) against BPTT (`loss_and_grads`), rnn-tanh, T={T}, N={N}, D={D}, K={K}. "
+            f"*RTRL* (BLAS on one thread as well): `Model.rtrl_grads` (sensitivities carried forward, one tangent "
+            f"per parameter entry and initial-state entry) against BPTT (`loss_and_grads`), rnn-tanh, T={T}, N={N}, D={D}, K={K}. "
             "Expected growth: RTRL costs O(H^2 P) per step (P the cell's parameters), BPTT O(H^2); "
             "*expected x* is (H^2 P) relative to H=16, *measured x* RTRL's min time relative to H=16. "
             "*agreement*: max |RTRL - BPTT| / max |BPTT| over the gradients.",

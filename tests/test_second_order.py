@@ -303,3 +303,50 @@ def test_stacked_layers_against_torch_double_backward(torch64, cell, residual):
     P = {k: torch64.tensor(a, grad=True) for k, a in params.items()}
     ref = torch_hvp(loss_fn, P, {k: torch64.tensor(a) for k, a in v.items()}, torch)
     assert_close(hv, ref)
+
+
+def test_reused_arrays_keep_results_apart():
+    """``H v`` keeps its working arrays from call to call, one set per thread (as the gradient does):
+    what a call returned is not overwritten by later calls, a repeated call gives the same bits, and
+    two threads running different problems at once get what each gets alone."""
+    from concurrent.futures import ThreadPoolExecutor
+    model = sr.StackedModel("lstm", D=3, H=4, K=2, num_layers=2, residual=True, loss="cross-entropy",
+                            reduction="mean")
+    rng = np.random.default_rng(3)
+    problems = []
+    for seed in range(2):
+        params = model.init_params(seed=seed, scale=0.9)
+        v = {k: rng.normal(size=p.shape) for k, p in params.items()}
+        problems.append((params, v, rng.normal(size=(6, 2, 3)), rng.integers(0, 2, size=(6, 2))))
+    first = model.hessian_vector_product(*problems[0])
+    kept = (first[0], {k: a.copy() for k, a in first[1].items()}, {k: a.copy() for k, a in first[2].items()})
+    alone = [first, model.hessian_vector_product(*problems[1])]
+    again = model.hessian_vector_product(*problems[0])
+    for got in (first, again):
+        assert got[0] == kept[0]
+        for k in kept[2]:
+            assert np.array_equal(got[1][k], kept[1][k]) and np.array_equal(got[2][k], kept[2][k]), k
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(3):
+            both = list(pool.map(lambda p: model.hessian_vector_product(*p), problems))
+            for got, ref in zip(both, alone):
+                for k in ref[2]:
+                    assert np.array_equal(got[2][k], ref[2][k]), k
+
+
+def test_reused_arrays_are_those_of_the_last_problem():
+    """The arrays kept between calls are those of the last problem's shape only: a sweep over sequence
+    lengths (as ``sharpness_by_length`` does) does not pile up one set per length."""
+    model = sr.Model("gru", D=3, H=4, K=2)
+    params = model.init_params(seed=0)
+    v = {k: np.ones_like(p) for k, p in params.items()}
+    rng = np.random.default_rng(0)
+
+    def kept():
+        return sum(a.nbytes for ws in model._threads.hvp_spaces.values() for a in ws.arrays.values())
+
+    sizes = {}
+    for T in (9, 3, 9):
+        model.hessian_vector_product(params, v, rng.normal(size=(T, 2, 3)), rng.integers(0, 2, size=(T, 2)))
+        sizes.setdefault(T, []).append(kept())
+    assert sizes[9][0] == sizes[9][1] > sizes[3][0] > 0

@@ -19,6 +19,7 @@ left is the reverse pass of ``H_L J v``.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import weakref
 from dataclasses import dataclass
@@ -28,11 +29,18 @@ import sympy as sp
 
 from ..validation import as_float_array, check_param_names, check_shape
 from .bptt import bar
-from .codegen import EngineSymbol, code_name
+from .codegen import EngineSymbol, Workspace, code_name, fresh
 from .functions import derivative
+from .sequence_tangent import all_steps, tangent_sweep
 from .symbols import MatVec, Param, parse, tsym
-from .tangent import (DirectionSource, StepsSource, coefficient_printer, compile_source, dot_name, step_reader,
-                      step_values, tangent_code, unidirectional_layers)
+from .tangent import (
+    coefficient_printer,
+    compile_source,
+    dot_name,
+    step_reader,
+    step_values,
+    unidirectional_layers,
+)
 
 
 def dot_of(coef, mv_names) -> sp.Expr:
@@ -56,14 +64,16 @@ def dot_of(coef, mv_names) -> sp.Expr:
 class AdjointTangentCode:
     """The generated reverse step of a block with its directional derivative.
 
-    ``function(params, dparams, V, dV, EXT, EXTd, carry, carryd, Q, QD, STACK, N, sizes, dtype)``: forward
+    ``function(params, dparams, V, dV, EXT, EXTd, carry, carryd, Q, QD, STACK, MV, MVD, N, sizes, dtype)``: forward
     values ``V`` and tangents ``dV`` of one step by code name (``(N, size)``), the adjoints fed in from
     outside (``EXT[base]``) and carried from the next step (``carry[state]``) with their tangents, and
     ``Q[k]``, ``QD[k]`` (``(N, size)`` arrays written in place): ``coef * bar y`` of the k-th
     parameter term (:attr:`param_terms`) and its tangent, from which :func:`parameter_products`
     makes the gradients and the product after the loop, in one matrix product over all steps (as the
     generated backward does); ``STACK`` is :meth:`stacked` (the matrices of a product group stacked
-    once per call).  Returns ``(carry, carryd, xbar, xtilde)``: what the previous step's
+    once per call); ``MV[k]``, ``MVD[k]``: the forward product ``P v`` of the k-th of :attr:`atoms` (the
+    products the coefficients read) and its tangent ``dot P v + P dot v``, made for all steps at once
+    (:func:`atom_products`).  Returns ``(carry, carryd, xbar, xtilde)``: what the previous step's
     states and the input receive.
     """
 
@@ -76,6 +86,7 @@ class AdjointTangentCode:
         self.stacks = writer.stacks  # (matrices, tangent first): STACK[k] stacks them along the rows
         self.param_terms = writer.param_terms  # (parameter, vector or None, buffer)
         self.buffers = writer.buffers  # the size name of each buffer (one per distinct q)
+        self.atoms = list(writer.names)  # the products P v the coefficients read, as MV[k]
         self.function = compile_source(self.source, block.name, "adjoint_tangent")
 
     def stacked(self, params, direction):
@@ -111,18 +122,17 @@ class _ReverseTangentWriter:
     def _header(self):
         """The signature and the unpacking of the parameters, the direction and the step's values."""
         b = self.b
-        lines = ["def adjoint_tangent(params, dparams, V, dV, EXT, EXTd, carry, carryd, Q, QD, STACK, N, sizes, "
-                 "dtype):"]
+        signature = "params, dparams, V, dV, EXT, EXTd, carry, carryd, Q, QD, STACK, MV, MVD, N, sizes, dtype"
+        lines = [f"def adjoint_tangent({signature}):"]
         lines += [f"    {s} = sizes[{s!r}]" for s in sorted(set(b.sizes.values()))]
         for p in b.params:
             lines += [f"    {code_name(Param(p))} = params[{p!r}]", f"    {dot_name(Param(p))} = dparams[{p!r}]"]
         values = [b.input_symbol] + [tsym(s, -1) for s in b.states] + [e.target for e in b.equations]
         for v in values:
             lines += [f"    {code_name(v)} = V[{code_name(v)!r}]", f"    {dot_name(v)} = dV[{code_name(v)!r}]"]
-        for m, name in self.names.items():
-            P, v = m.args
-            lines.append(f"    {name}_dot = {code_name(v)} @ {dot_name(P)}.T + {dot_name(v)} @ {code_name(P)}.T")
-        return lines + [f"    {line}" for line in self.mv_lines]
+        for k, name in enumerate(self.names.values()):
+            lines += [f"    {name} = MV[{k}]", f"    {name}_dot = MVD[{k}]"]
+        return lines
 
     def _coefficients(self):
         """Every coefficient and its tangent (differentiated by SymPy), common subexpressions once; fills
@@ -164,10 +174,12 @@ class _ReverseTangentWriter:
             else:
                 parts.append(q)
                 dparts.append(qd)
-        if len(through) == 1:
+        if len(through) == 1:  # the tangent's two products as one, [q, qd] @ [dot P; P]
             q, qd, P = through[0]
+            k = len(self.stacks)
+            self.stacks.append(([P], True))
             parts.append(f"{q} @ {code_name(Param(P))}")
-            dparts += [f"{q} @ {dot_name(Param(P))}", f"{qd} @ {code_name(Param(P))}"]
+            dparts.append(f"np.concatenate([{q}, {qd}], axis=1) @ STACK[{k}]")
         elif through:
             k = len(self.stacks)
             mats = [P for _, _, P in through]
@@ -239,14 +251,28 @@ def adjoint_tangent_code(block, with_input=True) -> AdjointTangentCode:
     return codes[with_input]
 
 
-def all_steps(block, X, cache, symbol):
-    """The forward values of ``symbol`` at every step, ``(T, N, size)``, from a block's forward cache."""
-    if symbol == block.input_symbol:
-        return X
-    base, offset, _ = parse(symbol)
-    if base in block.states:
-        return cache[f"S_{base}"][:-1] if offset == -1 else cache[f"S_{base}"][1:]
-    return cache[f"C_{base}"]
+def atom_products(atoms, p, dp, values, tangents, known, empty=fresh):
+    """``(MV, MVD)``: for each product ``P v`` of ``atoms``, its forward value and its tangent
+    ``dot P v + P dot v`` at every step (``values(v)``, ``tangents(v)``: all steps, None for a zero
+    tangent), each made in one matrix product over all steps, or taken from ``known`` (the tangent
+    sweep's ``MV`` by atom and ``SRC`` by ``(matrix, vector)``)."""
+    MV, MVD = [], []
+    for m in atoms:
+        P, v = m.args[0].name, m.args[1]
+        vals, key = values(v), f"{P}_{code_name(v)}"
+        shape = vals.shape[:-1] + p[P].shape[:1]
+        mv = known.get("MV", {}).get(m)
+        if mv is None:
+            mv = np.matmul(vals, p[P].T, out=empty(f"~rmv_{key}", shape, vals.dtype))
+        src = known.get("SRC", {}).get((P, v))
+        mvd = np.matmul(vals, dp[P].T, out=empty(f"~rmvd_{key}", shape, vals.dtype)) if src is None else src
+        dv = tangents(v)
+        if dv is not None:
+            mvd = np.add(mvd, np.matmul(dv, p[P].T, out=empty(f"~rmvt_{key}", shape, vals.dtype)),
+                         out=empty(f"~rmvd_{key}", shape, vals.dtype))
+        MV.append(mv)
+        MVD.append(mvd)
+    return MV, MVD
 
 
 def parameter_products(code, Q, QD, values, tangents, G, Gd):
@@ -268,9 +294,29 @@ def parameter_products(code, Q, QD, values, tangents, G, Gd):
             Gd[p] += q2.T @ dv.reshape(-1, dv.shape[-1])
 
 
-def _buffers(code, T, N, sizes, dtype):
-    return ([np.empty((T, N, sizes[s]), dtype=dtype) for s in code.buffers],
-            [np.empty((T, N, sizes[s]), dtype=dtype) for s in code.buffers])
+def _buffers(code, T, N, sizes, dtype, empty=fresh):
+    return ([empty(f"~Q{k}", (T, N, sizes[s]), dtype) for k, s in enumerate(code.buffers)],
+            [empty(f"~QD{k}", (T, N, sizes[s]), dtype) for k, s in enumerate(code.buffers)])
+
+
+def _spaces(model, problem):
+    """``space(key)``: this thread's reusable arrays of the H v of ``model`` for one part (a layer, the
+    readout), a :class:`~symrnn.engine.codegen.Workspace` kept from call to call (as the gradient keeps its
+    own: a fresh multi-megabyte array costs a page fault per 4 KiB page on first write); a model without
+    per-thread state gets fresh arrays.  Only the arrays of the last ``problem`` (the inputs' shape and
+    dtype) are kept: a new one lets the old go.  Nothing allocated from a space is returned to the caller."""
+    threads = getattr(model, "_threads", None)
+    if threads is None:
+        return lambda key: fresh
+    if threads.__dict__.get("hvp_problem") != problem:
+        threads.hvp_problem, threads.hvp_spaces = problem, {}
+    spaces = threads.hvp_spaces
+
+    def space(key):
+        if key not in spaces:
+            spaces[key] = Workspace()
+        return spaces[key]
+    return space
 
 
 def _checked_direction(model, vector, dtype):
@@ -283,18 +329,16 @@ def _checked_direction(model, vector, dtype):
     return out
 
 
-def _stateless(block, code, params, direction, X, dX, sizes):
-    """A stateless block (the readout) at every step at once: ``(cache, values, tangents)`` with the
-    steps and the batch flattened into one batch."""
+def _stateless(block, params, direction, X, dX, sizes, empty=fresh):
+    """A stateless block (the readout) at every step at once, the steps and the batch flattened into one
+    batch: ``(cache, values, tangents, known)``, ``known`` the tangent sweep's products."""
     T, N = X.shape[:2]
-    flat = X.reshape(1, T * N, -1)
-    cache = block.forward(params, flat, {}, sizes)
+    flat, dflat = X.reshape(1, T * N, -1), dX.reshape(1, T * N, -1)
+    cache, dots, _, products = tangent_sweep(block, params, direction, flat, dflat, {}, sizes, empty)
     values = step_values(block, flat, cache, 0)
-    tangents = code.function(params, values, {code_name(block.input_symbol): dX.reshape(1, T * N, -1)},
-                             DirectionSource(direction), 1, T * N, sizes, X.dtype)
-    dvalues = {k: v[0] for k, v in tangents.items()}
-    dvalues[code_name(block.input_symbol)] = dX.reshape(T * N, -1)
-    return cache, values, dvalues
+    dvalues = {k: v[0] for k, v in dots.items()}
+    dvalues[code_name(block.input_symbol)] = dflat[0]
+    return cache, values, dvalues, {kind: {k: a[0] for k, a in made.items()} for kind, made in products.items()}
 
 
 @dataclass
@@ -314,46 +358,18 @@ class _LayerRun:
     cache: dict
     dots: dict
     d_initial: dict
+    products: dict
 
 
-def _tangent_forward(model, p, dp, x, dx, S, sizes):
-    """The forward pass of one layer and its tangent along ``dp``: ``(cache, dots, d_initial)``.
-
-    The tangent of step ``t`` reads the tangents of step ``t - 1``; the source terms ``coef (dot P v)``
-    read forward values only, so their products ``v dot P^T`` are made for all steps at once first."""
-    block, dtype = model.cell_code, x.dtype
-    T, N = x.shape[:2]
-    tcode = tangent_code(block)
-    cache = block.forward(p, x, S, sizes)
-    names = [code_name(e.target) for e in block.equations]
-    prev_names = {s: code_name(tsym(s, -1)) for s in model.state_names}
-    now_names = {s: code_name(tsym(s)) for s in model.state_names}
-    x_name = code_name(block.input_symbol)
-    dots = {n: np.empty((T, N, sizes[block.sizes[e.target]]), dtype=dtype) for n, e in zip(names, block.equations)}
-    d_initial = {s: np.zeros((N, S[s].shape[-1]), dtype=dtype) for s in model.state_names}
-    source = StepsSource(dp, tcode.matrix_sources(), lambda v: all_steps(block, x, cache, v))
-    read = step_reader(block)
-    d_prev = d_initial
-    for t in range(T):
-        dV = {prev_names[s]: d_prev[s][None] for s in model.state_names}
-        dV[x_name] = None if dx is None else dx[t][None]
-        source.t = t
-        out = tcode.function(p, read(x, cache, t), dV, source, 1, N, sizes, dtype)
-        for n in names:
-            dots[n][t] = out[n][0]
-        d_prev = {s: dots[now_names[s]][t] for s in model.state_names}
-    return cache, dots, d_initial
-
-
-def _forward_runs(model, layers, params, direction, X, S0):
+def _forward_runs(model, layers, params, direction, X, S0, space):
     """Every layer's :class:`_LayerRun`, from the bottom up, and the top layer's output and its tangent."""
     runs, x, dx = [], X, None
-    for keys, sizes, residual, row in layers:
+    for layer, (keys, sizes, residual, row) in enumerate(layers):
         p = {n: params[k] for n, k in keys.items()}
         dp = {n: direction[k] for n, k in keys.items()}
-        cache, dots, d_initial = _tangent_forward(model, p, dp, x, dx, S0 if row is None else S0[(row, "fwd")],
-                                                  sizes)
-        runs.append(_LayerRun(keys, p, dp, sizes, residual, x, dx, cache, dots, d_initial))
+        cache, dots, d_initial, products = tangent_sweep(model.cell_code, p, dp, x, dx,
+                                                         S0 if row is None else S0[(row, "fwd")], sizes, space(layer))
+        runs.append(_LayerRun(keys, p, dp, sizes, residual, x, dx, cache, dots, d_initial, products))
         out, d_out = cache[f"S_{model.out}"][1:], dots[code_name(tsym(model.out))]
         if residual:
             out, d_out = out + x, d_out + dx
@@ -361,7 +377,7 @@ def _forward_runs(model, layers, params, direction, X, S0):
     return runs, x, dx
 
 
-def _loss_second_order(model, params, direction, Hs, dHs, Y, mask, gauss_newton, G, Gd):
+def _loss_second_order(model, params, direction, Hs, dHs, Y, mask, gauss_newton, G, Gd, empty=fresh):
     """The loss of the scored steps' outputs ``Hs`` (tangent ``dHs``) through the readout, if any:
     ``(loss, h_bar, h_tilde)``, the adjoint of ``Hs`` and its tangent; the readout's gradients and
     product are added to ``G`` and ``Gd``.  With ``gauss_newton`` every first-order adjoint is zero."""
@@ -370,7 +386,7 @@ def _loss_second_order(model, params, direction, Hs, dHs, Y, mask, gauss_newton,
         h_til = model.loss_rule.hessian_vector(Hs, Y, dHs, model.reduction, mask)
         return value, (np.zeros_like(h_bar) if gauss_newton else h_bar), h_til
     readout, dtype = model.readout_code, Hs.dtype
-    rcache, rvalues, rdots = _stateless(readout, tangent_code(readout), params, direction, Hs, dHs, model.sizes)
+    rcache, rvalues, rdots, known = _stateless(readout, params, direction, Hs, dHs, model.sizes, empty)
     O = rcache[f"C_{model.logits}"].reshape(Hs.shape[:2] + (-1,))
     dO = rdots[code_name(tsym(model.logits))].reshape(O.shape)
     value, d_o = model.loss_rule.value_and_grad(O, Y, model.reduction, mask)
@@ -379,15 +395,18 @@ def _loss_second_order(model, params, direction, Hs, dHs, Y, mask, gauss_newton,
         d_o = np.zeros_like(d_o)
     M = Hs.shape[0] * Hs.shape[1]
     code = adjoint_tangent_code(readout)
-    Q, QD = _buffers(code, 1, M, model.sizes, dtype)
+    Q, QD = _buffers(code, 1, M, model.sizes, dtype, empty)
+    MV, MVD = atom_products(code.atoms, params, direction, lambda s: rvalues[code_name(s)],
+                            lambda s: rdots.get(code_name(s)), known, empty)
     _, _, h_bar, h_til = code.function(
         params, direction, rvalues, rdots, {model.logits: d_o.reshape(M, -1)}, {model.logits: t_o.reshape(M, -1)},
-        {}, {}, [q[0] for q in Q], [q[0] for q in QD], code.stacked(params, direction), M, model.sizes, dtype)
+        {}, {}, [q[0] for q in Q], [q[0] for q in QD], code.stacked(params, direction), MV, MVD, M, model.sizes,
+        dtype)
     parameter_products(code, Q, QD, lambda s: rvalues[code_name(s)][None], lambda s: rdots[code_name(s)][None], G, Gd)
     return value, h_bar.reshape(Hs.shape), h_til.reshape(Hs.shape)
 
 
-def _reverse_layer(model, run, ext, extd):
+def _reverse_layer(model, run, ext, extd, empty=fresh):
     """The reverse sweep of one layer and its tangent, from the adjoint ``ext`` of its output at every step
     (tangent ``extd``): ``(g, gd, x_bar, x_til)``, the layer's gradients and product by the cell's names
     and what its input receives (None for the data)."""
@@ -401,9 +420,12 @@ def _reverse_layer(model, run, ext, extd):
     carry = {s: np.zeros_like(run.d_initial[s]) for s in model.state_names}
     carryd = {s: np.zeros_like(run.d_initial[s]) for s in model.state_names}
     zero_x = np.zeros((N, x.shape[2]), dtype=dtype)
-    x_bar, x_til = (np.empty_like(x), np.empty_like(x)) if run.dx is not None else (None, None)
-    Q, QD = _buffers(code, T, N, run.sizes, dtype)
+    x_bar, x_til = (empty("~xbar", x.shape, dtype), empty("~xtil", x.shape, dtype)) if run.dx is not None else (None, None)
+    Q, QD = _buffers(code, T, N, run.sizes, dtype, empty)
     stack = code.stacked(run.p, run.dp)
+    tangents = _tangents_of(block, run, empty)
+    values = functools.partial(all_steps, block, x, run.cache)
+    MV, MVD = atom_products(code.atoms, run.p, run.dp, values, tangents, run.products, empty)
     for t in range(T - 1, -1, -1):
         dV = {n: run.dots[n][t] for n in names}
         dV[x_name] = zero_x if run.dx is None else run.dx[t]
@@ -411,21 +433,32 @@ def _reverse_layer(model, run, ext, extd):
             dV[prev_names[s]] = run.dots[now_names[s]][t - 1] if t > 0 else run.d_initial[s]
         carry, carryd, xb, xt = code.function(
             run.p, run.dp, read(x, run.cache, t), dV, {model.out: ext[t]}, {model.out: extd[t]}, carry, carryd,
-            [q[t] for q in Q], [q[t] for q in QD], stack, N, run.sizes, dtype)
+            [q[t] for q in Q], [q[t] for q in QD], stack, [m[t] for m in MV], [m[t] for m in MVD], N, run.sizes,
+            dtype)
         if xb is not None:
             x_bar[t], x_til[t] = xb, xt
+    g, gd = {n: np.zeros_like(a) for n, a in run.p.items()}, {n: np.zeros_like(a) for n, a in run.p.items()}
+    parameter_products(code, Q, QD, values, tangents, g, gd)
+    return g, gd, x_bar, x_til
+
+
+def _tangents_of(block, run, empty):
+    """``tangents(symbol)``: the tangent of a quantity of one layer at every step (None for the data), the
+    previous states' made once ``[dot s_0, dot s_1, ..., dot s_{T-1}]``."""
+    made = {}
 
     def tangents(symbol):
         if symbol == block.input_symbol:
             return run.dx
         base, offset, _ = parse(symbol)
-        if offset == -1:
-            return np.concatenate([run.d_initial[base][None], run.dots[now_names[base]][:-1]])
-        return run.dots[code_name(symbol)]
-
-    g, gd = {n: np.zeros_like(a) for n, a in run.p.items()}, {n: np.zeros_like(a) for n, a in run.p.items()}
-    parameter_products(code, Q, QD, lambda s: all_steps(block, x, run.cache, s), tangents, g, gd)
-    return g, gd, x_bar, x_til
+        if offset != -1:
+            return run.dots[code_name(symbol)]
+        if base not in made:
+            now = run.dots[code_name(tsym(base))]
+            made[base] = out = empty(f"~dprev_{base}", now.shape, now.dtype)
+            out[0], out[1:] = run.d_initial[base], now[:-1]
+        return made[base]
+    return tangents
 
 
 def hessian_vector_product(model, params, vector, inputs, targets, h0=None, mask=None, gauss_newton=False):
@@ -461,16 +494,20 @@ def hessian_vector_product(model, params, vector, inputs, targets, h0=None, mask
     T, N = X.shape[:2]
     G = {k: np.zeros(s, dtype=X.dtype) for k, s in model.param_shapes.items()}
     Gd = {k: np.zeros(s, dtype=X.dtype) for k, s in model.param_shapes.items()}
+    space = _spaces(model, (X.shape, X.dtype))
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        runs, top, dtop = _forward_runs(model, layers, params, direction, X, S0)
+        runs, top, dtop = _forward_runs(model, layers, params, direction, X, S0, space)
         steps = slice(sched.output_steps.start, sched.output_steps.stop)
         value, h_bar, h_til = _loss_second_order(model, params, direction, top[steps], dtop[steps], Y, mask,
-                                                 gauss_newton, G, Gd)
-        ext = np.zeros((T, N, h_bar.shape[-1]), dtype=X.dtype)
-        extd = np.zeros_like(ext)
+                                                 gauss_newton, G, Gd, space("readout"))
+        shape, ws = (T, N, h_bar.shape[-1]), space("loss")
+        ext, extd = ws("~ext", shape, X.dtype), ws("~extd", shape, X.dtype)
+        for unscored in (slice(0, steps.start), slice(steps.stop, T)):  # nothing arrives there
+            ext[unscored], extd[unscored] = 0, 0
         ext[steps], extd[steps] = h_bar, h_til
-        for run in reversed(runs):
-            g, gd, x_bar, x_til = _reverse_layer(model, run, ext, extd)
+        for layer in range(len(runs) - 1, -1, -1):
+            run = runs[layer]
+            g, gd, x_bar, x_til = _reverse_layer(model, run, ext, extd, space(layer))
             for n, k in run.keys.items():
                 G[k] += g[n]
                 Gd[k] += gd[n]

@@ -208,44 +208,6 @@ def tangent_code(block) -> TangentCode:
     return code
 
 
-class DirectionSource:
-    """The source terms of one direction ``dot theta`` (a dict like the parameters): ``coef * (dot P v)``
-    and ``coef * dot b``, added to tangents of shape ``(1, N, size)``."""
-
-    def __init__(self, direction):
-        self.direction = direction
-
-    def matrix(self, out, name, coef, v, vector_name=None):
-        out[0] += coef * (v @ self.direction[name].T)
-
-    def vector(self, out, name, coef):
-        out[0] += coef * self.direction[name]
-
-
-class StepsSource(DirectionSource):
-    """The source terms of one direction over a whole sequence whose forward values are known: each
-    product ``v dot P^T`` is made once for every step (one matrix product over ``(T, N, size)`` instead
-    of ``T`` small ones), and step :attr:`t` reads its slice.
-
-    Parameters
-    ----------
-    direction : dict
-        ``dot theta`` by the block's parameter names.
-    sources : list
-        ``(parameter name, vector symbol)`` pairs (:meth:`TangentCode.matrix_sources`).
-    values : callable
-        ``values(symbol)``: the forward values of ``symbol`` at every step, ``(T, N, size)``.
-    """
-
-    def __init__(self, direction, sources, values):
-        super().__init__(direction)
-        self.t = 0
-        self.products = {(name, code_name(v)): values(v) @ direction[name].T for name, v in sources}
-
-    def matrix(self, out, name, coef, v, vector_name=None):
-        out[0] += coef * self.products[(name, vector_name)][self.t]
-
-
 def step_values(block, X, cache, t):
     """The forward values of step ``t`` by code name, from a block's forward ``cache``."""
     return step_reader(block)(X, cache, t)
