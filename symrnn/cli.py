@@ -461,7 +461,9 @@ def _verify_mode(args, module, function, sizes, declared, common):
         return V.verify_framework(function, args.cell, args.layout, dtype=args.dtype, T=args.T, **declared, **common)
     forward = _forward_of(args, module, function)
     if args.mode == "step":
-        return V.verify_step(forward, function, args.cell or "rnn-tanh", args.layout or "cs231n", **common)
+        cell = args.cell if args.cell is not None or args.layout is not None else None  # None: found
+        return V.verify_step(forward, function, cell or "rnn-tanh", args.layout or "cs231n", **common) \
+            if cell is not None else V.verify_step(forward, function, None, None, **common)
     builtin = args.cell is None or isinstance(args.cell, str)  # no --layout: found from the forward
     layout = args.layout or ("auto" if builtin and args.cell is not None else None if builtin else "cs231n")
     if isinstance(args.cell, str) and args.layout and not _layer_convention(args.layout, args.cell):

@@ -77,6 +77,44 @@ def test_correct_steps_pass():
         assert result.ok, str(result)
 
 
+
+@pytest.mark.parametrize("module, kind, cell", [(cs231n_rnn, "rnn", "rnn-tanh"), (cs231n_lstm, "lstm", "lstm")])
+def test_a_step_is_the_specification_with_cell_none(module, kind, cell):
+    """cell=None: the cell and layout are found from the step; a bug is still caught."""
+    forward, backward = getattr(module, f"{kind}_step_forward"), getattr(module, f"{kind}_step_backward")
+    result = V.verify_step(forward, backward, cell=None, layout=None)
+    assert result.ok and f"the step computes the built-in cell {cell!r}" in str(result), str(result)
+    if kind == "lstm":
+        wrong = cs231n_lstm.make("cell_path_dropped")
+        result = V.verify_step(wrong.lstm_step_forward, wrong.lstm_step_backward, cell=None, layout=None)
+        assert not result.ok and result.forward.ok, str(result)
+
+
+def test_the_cli_finds_a_step_s_cell(tmp_path):
+    """symrnn verify --mode step without --cell: a GRU step (PyTorch's reset-after form without the hidden
+    bias: no built-in cell) is traced and judged, right and with its update-gate derivative dropped."""
+    step = (
+        "import numpy as np\n"
+        "def sig(a):\n    return 1 / (1 + np.exp(-a))\n"
+        "def gru_step_forward(x, prev_h, Wx, Wh, b):\n"
+        "    H = prev_h.shape[1]\n    ax, ah = x @ Wx + b, prev_h @ Wh\n"
+        "    r, z = sig(ax[:, :H] + ah[:, :H]), sig(ax[:, H:2*H] + ah[:, H:2*H])\n"
+        "    n = np.tanh(ax[:, 2*H:] + r * ah[:, 2*H:])\n"
+        "    return (1 - z) * n + z * prev_h, (x, prev_h, Wx, Wh, r, z, n, ah)\n"
+        "def gru_step_backward(dh, cache):\n"
+        "    x, prev_h, Wx, Wh, r, z, n, ah = cache\n    H = prev_h.shape[1]\n"
+        "    dn, dz = dh * (1 - z), dh * (prev_h - n)\n    dan = dn * (1 - n ** 2)\n"
+        "    dar, daz = dan * ah[:, 2*H:] * r * (1 - r), dz * Z_DERIVATIVE\n"
+        "    dax = np.concatenate([dar, daz, dan], axis=1)\n"
+        "    dah = np.concatenate([dar, daz, dan * r], axis=1)\n"
+        "    return dax @ Wx.T, dh * z + dah @ Wh.T, x.T @ dax, prev_h.T @ dah, dax.sum(0)\n")
+    for derivative, code in (("z * (1 - z)", 0), ("1", 1)):
+        (tmp_path / "step.py").write_text(step.replace("Z_DERIVATIVE", derivative))
+        out = subprocess.run([sys.executable, "-m", "symrnn", "verify", "step.py:gru_step_backward", "--mode", "step"],
+                             capture_output=True, text=True, cwd=tmp_path)
+        assert out.returncode == code, (out.stdout, out.stderr)
+        assert "found: the step computes no built-in cell; traced from the code" in out.stdout
+
 def test_swapped_gate_blocks_are_named():
     result = IMPLEMENTATIONS["cs231n_lstm"]("swap_gate_blocks")
     dWx = next(g for g in result.gradients if g.name == "dWx")

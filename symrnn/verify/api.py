@@ -264,7 +264,9 @@ def verify_step(step_forward, step_backward, cell="rnn-tanh", layout="cs231n", *
     ``step_backward(dnext_h[, dnext_c], cache) -> (dx, dprev_h[, dprev_c], *dparams)``.
 
     Two cases are run, the second with saturating weights. The arguments are those of
-    :func:`verify_layer`.
+    :func:`verify_layer`; with ``cell=None`` the cell, its gate order and the layout are found from the
+    step (run over a sequence, as :func:`verify_layer` finds a layer's; :mod:`symrnn.verify.auto_step`),
+    or traced from it, and the step's calling convention is read from its argument names.
 
     Returns
     -------
@@ -284,6 +286,13 @@ def verify_step(step_forward, step_backward, cell="rnn-tanh", layout="cs231n", *
     True
     """
     _check_sizes(D=D, H=H, N=N)
+    found = ""
+    if cell is None:  # the step is the specification
+        from .auto_step import find_step
+
+        spec = find_step(step_forward)
+        cell, layout, signature, found = spec.cell, spec.layout, signature or spec.signature, spec.text
+        N = 1 if spec.N == 1 else N
     replayed, D, H, _ = replay_sizes(replay, D, H, None)
     model = _model(cell, D, H, loss="upstream")
     L = layout_for(layout, cell)
@@ -292,7 +301,8 @@ def verify_step(step_forward, step_backward, cell="rnn-tanh", layout="cs231n", *
     plan = Plan(T=1, N=N, scale=scale, seed=seed)
     final = ("c",) if "dc" in sig.backward_args else ()
     declared = Declared(_meta("step", cell, L), lambda D, H: _model(cell, D, H, loss="upstream"),
-                        (step_forward, step_backward), save_to, cli=_cli_expressible(cell, layout, signature))
+                        (step_forward, step_backward), save_to, cli=_cli_expressible(cell, layout, signature),
+                        found=found)
     return run_declared(adapter, lambda: [draw(model, plan, 1, "one step", seed, final=final),
                                           draw(model, plan, 1, "one step, saturating weights", seed + 1,
                                                final=final, scale=2.0)], declared, replayed)

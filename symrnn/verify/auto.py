@@ -280,7 +280,7 @@ def _refuse_non_finite(forward, roles, runnable, N):
             f"or sqrt of a negative number, or an array left uninitialised (np.empty) in the forward.")
 
 
-def _describe(layout):
+def describe_layout(layout):
     shape = {"row": "x W (row convention)", "column": "W x (column convention)"}[layout.convention]
     parts = [shape, f"gates {' '.join(layout.gate_order)}" if layout.gate_order else "",
              {"xh": "one W over [x, h]", "hx": "one W over [h, x]", "separate": ""}[layout.stacking],
@@ -299,8 +299,8 @@ def _signature(roles, forward_returns):
 
 def _found(name, layout, roles, forward, how, N, cell=None):
     returns = _returns(forward, roles, layout, cell or name, N)
-    text = (f"the forward computes the built-in cell {name!r}; layout: {_describe(layout)}" if how == "built-in"
-            else f"the forward computes no built-in cell; traced from the code: {_describe(layout)}")
+    text = (f"the forward computes the built-in cell {name!r}; layout: {describe_layout(layout)}" if how == "built-in"
+            else f"the forward computes no built-in cell; traced from the code: {describe_layout(layout)}")
     return Found(cell or name, layout, _signature(roles, returns), how, text, N or PROBE["N"])
 
 
@@ -509,7 +509,7 @@ def find_object(forward, backward, cell=None):
                             for N in (PROBE["N"], 1):  # a batch when the code takes one
                                 if _matches(code.forward, sig_roles, candidate, model, name, N):
                                     text = (f"{type(obj).__name__}'s arrays are the weights of the built-in cell "
-                                            f"{name!r}; layout: {_describe(candidate)}"
+                                            f"{name!r}; layout: {describe_layout(candidate)}"
                                             + ("; one example at a time (the forward takes no batch: N = 1)"
                                                if N == 1 else ""))
                                     returned = _data_gradients(code, sig_roles, candidate, model, name, N)
