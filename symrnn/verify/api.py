@@ -290,7 +290,7 @@ def verify_step(step_forward, step_backward, cell="rnn-tanh", layout="cs231n", *
     if cell is None:  # the step is the specification
         from .auto_step import find_step
 
-        spec = find_step(step_forward)
+        spec = find_step(step_forward, layout=None if layout is None else layout_for(layout, "rnn-tanh"))
         cell, layout, signature, found = spec.cell, spec.layout, signature or spec.signature, spec.text
         N = 1 if spec.N == 1 else N
     replayed, D, H, _ = replay_sizes(replay, D, H, None)

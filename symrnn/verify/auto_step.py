@@ -20,20 +20,21 @@ from .signatures import Signature
 from .trace import TracingError
 
 
-def find_step(step_forward, *, cell=None) -> Found:
+def find_step(step_forward, *, cell=None, layout=None) -> Found:
     """What ``step_forward`` computes, found as :func:`~symrnn.verify.auto.find` finds a layer's.
 
-    ``cell`` (a built-in name) narrows the search. Raises :class:`~symrnn.verify.trace.TracingError`
+    ``cell`` (a built-in name) and ``layout`` (a :class:`~symrnn.models.layouts.Layout`) narrow the
+    search. Raises :class:`~symrnn.verify.trace.TracingError`
     (the step computes no cell that can be found or traced) or
     :class:`~symrnn.errors.UnknownNameError` (its arguments' roles cannot be told from their names)."""
     roles = forward_roles(step_forward)
     names = [p.name for p in inspect.signature(step_forward).parameters.values()
              if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     errors = []
-    for layout in layouts_for(roles, dict(zip(roles, names))):
-        layer = _as_layer(step_forward, roles, layout)
+    for candidate in [layout] if layout is not None else layouts_for(roles, dict(zip(roles, names))):
+        layer = _as_layer(step_forward, roles, candidate)
         try:
-            found = find(layer, step_forward=step_forward, cell=cell, layout=layout)
+            found = find(layer, step_forward=step_forward, cell=cell, layout=candidate)
         except (TracingError, SymRNNError) as exc:
             errors.append(exc)
             continue
