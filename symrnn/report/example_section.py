@@ -11,6 +11,11 @@ from .latex import ReportLatexPrinter, tex_width
 from .labels import tex_label
 
 
+
+def _value_suffix(expr, value) -> str:
+    """`` = 0.123456`` after an expression, or nothing after a number (no ``0 = 0.000000``)."""
+    return "" if getattr(expr, "is_Number", False) else f" = {number_tex(value)}"
+
 def number_tex(value: float, digits: int = 6) -> str:
     """``value`` in math mode to six significant figures: ``0.123456``, ``-4.71234 \\times 10^{-5}``
     (``digits`` of them)."""
@@ -55,7 +60,7 @@ class ExampleSection:
 
         def valued(symbol, definition, value=None):
             value = env[symbol] if value is None else value
-            return (self.tex(symbol), (definition, f" = {number_tex(value)}"), None)
+            return (self.tex(symbol), (definition, _value_suffix(definition, value)), None)
 
         program = [valued(s, d) for s, d in ex.definitions + ex.softmax]
         loss_rows = [(self.tex(s), d, None) for s, d in ex.loss_definitions]
@@ -65,7 +70,8 @@ class ExampleSection:
             backward += [Paragraph(["Step ", Math(f"t = {t}"), ":"]),
                          self.b.display([valued(s, d) for s, d in rows], self.p, exercise=True)]
         gradient_rows = [(self.b.partial("L", self.tex(e.symbol)),
-                          (ex.hand_gradients()[e.symbol], f" = {number_tex(e.by_hand)}"), None) for e in ex.table()]
+                          (ex.hand_gradients()[e.symbol], _value_suffix(ex.hand_gradients()[e.symbol], e.by_hand)), None)
+                          for e in ex.table()]
         blocks = [
             intro, values,
             Paragraph(["The forward pass, line by line, with the value of every line"]

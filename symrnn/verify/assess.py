@@ -73,7 +73,7 @@ def _forward_check(model, run, ex, factor, spread=None, unit=J.U32):
                    f"where the sequential definition gives {ref[t][j]:.10g}): the code computes another cell "
                    f"than {model.cell.name!r}; if that is intended, declare it as a custom cell (symrnn.Cell, see "
                    f"the README) and verify against it", s, t + 1, diff), rel
-    return ForwardCheck(True, f"states match the declared cell (max relative difference {rel:.1e})"), rel
+    return ForwardCheck(True, f"states match the exact forward of the cell (max relative difference {rel:.1e})"), rel
 
 
 def _dtype_model(run, forward_rel, factor, excess64=0.0):

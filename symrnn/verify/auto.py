@@ -28,7 +28,7 @@ import numpy as np
 
 from ..engine.cells import builtin_cell
 from ..errors import ShapeError, SymRNNError, UnknownNameError, UserCodeError, UserCodeExit
-from ..models.layouts import LAYOUTS, Layout
+from ..models.layouts import LAYOUTS, Layout, layout_for
 from .hygiene import guarded
 from .signatures import Signature
 from .trace import TracingError, user_line, equations_text, pseudo_cell, run_on_symbols, traced_array, traced_cell
@@ -280,7 +280,9 @@ def _refuse_non_finite(forward, roles, runnable, N):
             f"or sqrt of a negative number, or an array left uninitialised (np.empty) in the forward.")
 
 
-def describe_layout(layout):
+def describe_layout(layout, cell=None):
+    """The layout in words, with the presets it agrees with (and, for a built-in ``cell`` with gates,
+    only those that stack its gates in the same order)."""
     shape = {"row": "x W (row convention)", "column": "W x (column convention)"}[layout.convention]
     parts = [shape, f"gates {' '.join(layout.gate_order)}" if layout.gate_order else "",
              {"xh": "one W over [x, h]", "hx": "one W over [h, x]", "separate": ""}[layout.stacking],
@@ -288,8 +290,17 @@ def describe_layout(layout):
              "batch-major (N, T, D)" if layout.batch_major else "time-major (T, N, D)", f"{layout.bias_shape} bias"]
     same = [name for name, preset in LAYOUTS.items()
             if (preset.convention, preset.vectors, preset.batch_major, preset.stacking, preset.bias_shape)
-            == (layout.convention, layout.vectors, layout.batch_major, layout.stacking, layout.bias_shape)]
+            == (layout.convention, layout.vectors, layout.batch_major, layout.stacking, layout.bias_shape)
+            and (cell is None or not layout.gate_order or _preset_gates(name, cell) == tuple(layout.gate_order))]
     return ", ".join(p for p in parts if p) + (f" (as {' and '.join(same)})" if same else "")
+
+
+
+def _preset_gates(preset, cell):
+    try:
+        return tuple(layout_for(preset, cell).gate_order)
+    except SymRNNError:
+        return None
 
 
 def _signature(roles, forward_returns):
@@ -299,7 +310,7 @@ def _signature(roles, forward_returns):
 
 def _found(name, layout, roles, forward, how, N, cell=None):
     returns = _returns(forward, roles, layout, cell or name, N)
-    text = (f"the forward computes the built-in cell {name!r}; layout: {describe_layout(layout)}" if how == "built-in"
+    text = (f"the forward computes the built-in cell {name!r}; layout: {describe_layout(layout, name)}" if how == "built-in"
             else f"the forward computes no built-in cell; traced from the code: {describe_layout(layout)}")
     return Found(cell or name, layout, _signature(roles, returns), how, text, N or PROBE["N"])
 
@@ -509,7 +520,7 @@ def find_object(forward, backward, cell=None):
                             for N in (PROBE["N"], 1):  # a batch when the code takes one
                                 if _matches(code.forward, sig_roles, candidate, model, name, N):
                                     text = (f"{type(obj).__name__}'s arrays are the weights of the built-in cell "
-                                            f"{name!r}; layout: {describe_layout(candidate)}"
+                                            f"{name!r}; layout: {describe_layout(candidate, name)}"
                                             + ("; one example at a time (the forward takes no batch: N = 1)"
                                                if N == 1 else ""))
                                     returned = _data_gradients(code, sig_roles, candidate, model, name, N)

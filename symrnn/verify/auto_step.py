@@ -38,7 +38,7 @@ def find_step(step_forward, *, cell=None, layout=None) -> Found:
         except (TracingError, SymRNNError) as exc:
             errors.append(exc)
             continue
-        text = (f"the step computes the built-in cell {found.cell!r}; layout: {describe_layout(found.layout)}"
+        text = (f"the step computes the built-in cell {found.cell!r}; layout: {describe_layout(found.layout, found.cell)}"
                 if found.how == "built-in" else
                 f"the step computes no built-in cell; traced from the code: {describe_layout(found.layout)}")
         return replace(found, signature=step_signature(roles), text=text)
