@@ -333,7 +333,7 @@ class FusedWriter:
         product of ``u``'s group (a product before the kernel that sums them)."""
         block = self.block
         parts = [writer.q_of_term[id(t)] for t in sends if t.matrix is None]
-        if any(t.matrix is not None for t in sends):
+        if any(t.matrix is not None for t in sends) and not block._hoisted(block.groups[u]):  # hoisted: after the loop
             g = block.groups[u]
             key = (g.index, str(u))
             if key not in products:
