@@ -38,6 +38,8 @@ def scalar_sources() -> dict:
         "sgn": "def sgn__fn(a):\n    return 1.0 if a > 0 else (-1.0 if a < 0 else (0.0 if a == 0 else a))\n",
         "maximum": "def maximum__fn(a, b):\n    return a if (a >= b or a != a) else b\n",
         "minimum": "def minimum__fn(a, b):\n    return a if (a <= b or a != a) else b\n",
+        # NumPy's logaddexp(0, a); Numba cannot compile the rule itself (a ufunc called with out=)
+        "softplus": "def softplus__fn(a):\n    return (a if a > 0 else 0.0) + math.log1p(math.exp(-abs(a)))\n",
     }
 
 
@@ -121,8 +123,11 @@ class FusedWriter:
         return reads
 
     def _size(self, expr, known):
-        """The size name of an elementwise expression, from the quantities it reads."""
+        """The size name of an elementwise expression, from the quantities it reads: a product ``P v`` has
+        ``P``'s rows (not ``v``'s size: S6's ``E_n C_t`` spreads ``C_t`` of size N over H N entries)."""
         block = self.block
+        for m in sorted(expr.atoms(MatVec), key=str):
+            return block.params[m.args[0].name].shape[0]
         for s in sorted(expr.free_symbols, key=str):
             if isinstance(s, EngineSymbol):
                 if s.name in known:
@@ -135,8 +140,6 @@ class FusedWriter:
                 size = block.sizes.get(tsym(parsed[0], parsed[1]))
                 if size is not None:
                     return size
-        for m in expr.atoms(MatVec):
-            return block.params[m.args[0].name].shape[0]
         raise Unfusable(f"no size for {expr}")
 
     # -- kernels ---------------------------------------------------------------------------
