@@ -252,6 +252,20 @@ def test_numba_backend_agrees_with_numpy(case):
     assert_close(out["numba"][0], out["numpy"][0], f"{case} numba vs numpy", tol=1e-13)
 
 
+@pytest.mark.parametrize("case", ["mlstm", "s6"])
+def test_the_fused_driver_copies_and_sums_in_place_of_products_with_spreads(case):
+    """Under Numba the spreads and folds are the driver's copies and sums too, not dense 0/1 products."""
+    pytest.importorskip("numba")
+    _, D, H, _ = CASES[case]
+    with sr.using_backend("numba"):
+        code = sr.Model(CASES[case][0](), D=D, H=H, loss="upstream").cell_code
+    texts = code.fused.texts
+    assert "spread__fn(" in texts["forward"] and "fold__fn(" in texts["backward"]
+    fixed = [g.index for g in code.groups.values() if code._fixed_group(g)]
+    assert fixed and not any(f"G{i}, out=" in texts[k] or f"@ G{i}" in texts[k] for i in fixed
+                             for k in ("forward", "backward"))
+
+
 def test_generated_code_copies_and_sums_in_place_of_products_with_spreads():
     source = model("mlstm").cell_code.forward_source
     assert "spread__fn(" in source and "fold__fn(" in source

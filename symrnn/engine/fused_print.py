@@ -60,10 +60,11 @@ class Stmt:
 
 
 class Product:
-    """A matrix product between two kernels: ``np.matmul(left, right, out=out)``."""
+    """A matrix product between two kernels: ``np.matmul(left, right, out=out)``; ``fixed``: the driver's lines
+    that copy and sum in its place (a group of spreads and folds, :mod:`symrnn.engine.structure`)."""
 
-    def __init__(self, left, right, out):
-        self.left, self.right, self.out = left, right, out
+    def __init__(self, left, right, out, fixed=None):
+        self.left, self.right, self.out, self.fixed = left, right, out, fixed
 
 
 class Unfusable(Exception):
@@ -180,7 +181,9 @@ class FusedWriter:
                 source, args = self._kernel(kernel_name, stmts, reads)
                 self.kernels.append(source)
                 body.append(f"{kernel_name}({', '.join(args)})")
-            if product is not None:
+            if product is not None and product.fixed:
+                body += product.fixed
+            elif product is not None:
                 body.append(f"np.matmul({product.left}, {product.right}, out={product.out})")
         return body, spills
 
@@ -243,7 +246,10 @@ class FusedWriter:
                     continue
                 done.add(g.index)
                 if not block._hoisted(g):
-                    program.append(Product(self._vector_array(g.vector), f"G{g.index}", f"P{g.index}[t]"))
+                    left, out = self._vector_array(g.vector), f"P{g.index}[t]"
+                    copies = block._fixed_group(g) and not whole_loop  # spreads, folds: copies and sums in the driver
+                    fixed = block._fixed_lines(g, left, out, False) if copies else None
+                    program.append(Product(left, f"G{g.index}", out, fixed))
             base = parse(e.target)[0]
             home = (f"{code_name(base, 'S')}[t + 1, n__, {{j}}]" if e.kind == "state"
                     else f"{code_name(base, 'C')}[t, n__, {{j}}]")
@@ -314,7 +320,7 @@ class FusedWriter:
             extra[carry] = f"{carry}[n__, {{j}}]"
             if through and not elementwise:  # the product writes the carry itself
                 g = block.groups[u]
-                carry_products.append(Product(f"{writer.group_buffer[g.index]}[t]", f"G{g.index}", carry))
+                carry_products.append(self._adjoint_product(writer, g, carry))
                 continue
             parts = self._parts(writer, u, ts, program, extra, products)
             program.append(Stmt(f"{s}__new", None, block.sizes[u], [extra[carry]], parts=parts))
@@ -342,10 +348,16 @@ class FusedWriter:
             if key not in products:
                 products[key] = (len(products), block.sizes[u])
             i = products[key][0]
-            program.append(Product(f"{writer.group_buffer[g.index]}[t]", f"G{g.index}", f"R{i}"))
+            program.append(self._adjoint_product(writer, g, f"R{i}"))
             extra[f"R{i}"] = f"R{i}[n__, {{j}}]"
             parts.append(f"R{i}")
         return parts
+
+    def _adjoint_product(self, writer, g, out):
+        """``out = Q[t] @ G``: what group ``g``'s products send back (sums and copies for spreads and folds)."""
+        left, block = f"{writer.group_buffer[g.index]}[t]", self.block
+        fixed = block._fixed_lines(g, left, out, True) if block._fixed_group(g) else None
+        return Product(left, f"G{g.index}", out, fixed)
 
     def _slots(self, writer):
         """q -> element templates of the buffers it is stored in (as the NumPy code stores it)."""
