@@ -170,3 +170,16 @@ def test_symrnn_cells_names_the_heads_option(capsys):
     assert main(["cells"]) == 0
     line = next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("slstm "))
     assert "Beck et al. 2024" in line and "slstm(forget_gate, heads)" in line and "block-diagonal" in line
+
+
+def test_the_graph_figure_draws_the_heads_without_a_label_for_the_spread():
+    """The previous hidden state reaches the gates through the spread E_c: its bus tap has no parameter to
+    name (it printed ``None`` and crashed the report before), the recurrent weights are named on the lets."""
+    import re
+    from symrnn.report.tikz import layout, tikz_picture
+
+    m = sr.Model(slstm(heads=2), D=2, H=2, K=2)
+    tikz = tikz_picture(layout(m), lambda base, t=None: base if t is None else f"{base}_{t}")
+    printed = re.findall(r"node\[(?:param|tap)\](?: at \([^)]*\))? \{\$([^$]*)\$\}", tikz)
+    names = {name for text in printed for name in text.split(", ")}
+    assert "None" not in tikz and "" not in names and names <= set(m.init_params(seed=0))
