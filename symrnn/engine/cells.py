@@ -323,11 +323,9 @@ def slstm(forget_gate: str = "sigmoid", heads: int = 1) -> Cell:
     ``h, c, n, m``.  The paper starts from zero states (then ``n_1 = i'_1 > 0``); an initial
     ``n0`` of either sign is accepted as long as no ``n_t`` reaches 0.
 
-    With ``heads > 1`` the recurrent weights are block diagonal, as the paper's heads (memory mixing
-    within a head, none across heads): head ``a`` reads only its own ``HD = H / heads`` units of
-    ``h_{t-1}``.  Each ``W_?`` is then the vector of its diagonal blocks (``heads x HD x HD``, flattened
-    row-major, size ``HW = H HD``: no weight is stored or trained off the blocks), and ``W_? h_{t-1}`` is
-    written with a fixed spread and fold.  ``H`` must be a multiple of ``heads``.
+    With ``heads > 1`` the recurrent weights are block diagonal, as the paper's heads (memory mixes within
+    a head, not across): each ``W_?`` is the vector of its diagonal blocks (``heads x HD x HD``, ``HD = H /
+    heads``, row-major, size ``HW = H HD``; no weight off the blocks), applied by a fixed spread and fold.
 
     Parameters
     ----------
