@@ -1844,8 +1844,8 @@ def _torch_matrix_loop_of(cell, P, X, h0):
     return torch.stack(out)
 
 
-def bench_today(cfg):
-    """Each cell of today: the generated gradient against torch autograd of a plain torch loop."""
+def _today_rows(cfg):
+    """Each cell of today at the thread setting in force: the generated gradient and torch autograd."""
     N, T, D, H = cfg["speed_sizes"]
     rows = []
     cells = [(c, c, c) for c in TODAY_CELLS] + [(name, make(), kind) for name, make, kind in MATRIX_TODAY]
@@ -1888,18 +1888,29 @@ def bench_today(cfg):
     return rows
 
 
-def report_today(rows, cfg, summary):
-    N, T, D, H = cfg["speed_sizes"]
-    full = (N, T, D, H) == (32, 100, 64, 128)
-    out = ["## 11. The recurrent cells of today: generated gradient vs torch autograd of a torch loop",
-           "",
-           f"N={N}, T={T}, D={D}, H={H}, float64, all cores. *ours*: `Model(cell, D, H, loss=\"upstream\")"
-           ".loss_and_grads`; *torch*: autograd of a plain loop of torch operations written from each paper "
-           "(`_torch_loop_of`; LRU's in complex128), `(h * G).sum().backward()` (LRU: its output `out`), zero "
-           "initial states. Status on min(ours) / "
-           "min(torch); *agreement* as in benchmark 2, over the loss, dL/dx and every parameter (untimed).",
-           "",
-           "| cell | ours (min / median) | torch (min / median) | ours / torch: min / min | median of paired ratios "
+def bench_today(cfg):
+    """Each cell of today: the generated gradient against torch autograd of a plain torch loop, with both
+    sides pinned to the same threads: all cores (the target), then one thread each (supplementary)."""
+    cores = os.cpu_count()
+    original = blas_threads()
+    runs = []
+    for label, n in (("all", cores), ("one", 1)):
+        if n == 1 and cores == 1:
+            continue
+        np_threads = blas_threads(n)  # numpy's BLAS (threadpoolctl, else OpenBLAS itself) and torch alike
+        if torch is not None:
+            torch.set_num_threads(n)
+        runs.append(dict(label=label, np_threads=np_threads,
+                         torch_threads=torch.get_num_threads() if torch is not None else None, rows=_today_rows(cfg)))
+    if original is not None:
+        blas_threads(original)
+    if torch is not None:
+        torch.set_num_threads(cores)
+    return runs
+
+
+def _today_table(rows):
+    out = ["| cell | ours (min / median) | torch (min / median) | ours / torch: min / min | median of paired ratios "
            "| agreement |",
            "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -1911,9 +1922,34 @@ def report_today(rows, cfg, summary):
         out.append(f"| {r['cell']} | {fmt_s(min(t['ours']))} / {fmt_s(med(t['ours']))} | "
                    f"{fmt_s(min(t['torch']))} / {fmt_s(med(t['torch']))} | **{ratio_min:.2f}** | {ratio_med:.2f} | "
                    f"{r['check']:.1e} |")
-        summary.append((f"11. {r['cell']} gradient, ours / torch autograd of a torch loop",
-                        f"{ratio_min:.2f} (median of paired ratios {ratio_med:.2f})", "≤ 1.0",
-                        status(ratio_min <= 1.0, full)))
+    return out
+
+
+def report_today(runs, cfg, summary):
+    N, T, D, H = cfg["speed_sizes"]
+    full = (N, T, D, H) == (32, 100, 64, 128)
+    out = ["## 11. The recurrent cells of today: generated gradient vs torch autograd of a torch loop",
+           "",
+           f"N={N}, T={T}, D={D}, H={H}, float64. *ours*: `Model(cell, D, H, loss=\"upstream\")"
+           ".loss_and_grads`; *torch*: autograd of a plain loop of torch operations written from each paper "
+           "(`_torch_loop_of`; LRU's in complex128), `(h * G).sum().backward()` (LRU: its output `out`), zero "
+           "initial states. Both sides run under the same thread setting, pinned before each table: numpy's "
+           "BLAS through threadpoolctl and torch through `torch.set_num_threads`. Status on min(ours) / "
+           "min(torch) of the all-cores table; *agreement* as in benchmark 2, over the loss, dL/dx and every "
+           "parameter (untimed)."]
+    for run in runs:
+        title = ("**All cores** (the target is judged on this table)" if run["label"] == "all" else
+                 "**One thread each** (supplementary, not judged)")
+        out += ["", f"{title}: numpy's BLAS {run['np_threads']} thread(s), torch {run['torch_threads']} "
+                    f"thread(s).", ""] + _today_table(run["rows"])
+    main = next(run for run in runs if run["label"] == "all")
+    for r in main["rows"]:
+        if "torch_ratio" in r:
+            ratio_med, ratio_min = r["torch_ratio"]
+            summary.append((f"11. {r['cell']} gradient, ours / torch autograd of a torch loop (both on "
+                            f"{main['np_threads']} / {main['torch_threads']} threads)",
+                            f"{ratio_min:.2f} (median of paired ratios {ratio_med:.2f})", "≤ 1.0",
+                            status(ratio_min <= 1.0, full)))
     return out
 
 

@@ -234,10 +234,10 @@ def test_symrnn_cells_names_the_papers(capsys, name, words):
     assert any(name in line and words in line for line in out.splitlines()), out
 
 
-@pytest.mark.parametrize("case", ["mlstm", "s6"])
-def test_numba_backend_agrees_or_falls_back_to_numpy(case):
-    """Under SYMRNN_BACKEND=numba a matrix cell either runs fused (mLSTM: the spreads and folds as dense
-    products inside the kernels) or on the NumPy backend (``cell_code.backend`` says which); either way
+@pytest.mark.parametrize("case", ["mlstm", "s6", "s6-n3-zoh-channels"])
+def test_numba_backend_agrees_with_numpy(case):
+    """Under SYMRNN_BACKEND=numba a matrix cell runs fused (the spreads and folds as dense products inside
+    the kernels; S6's softplus has a scalar source, and its hoisted products stay outside the kernels), and
     every gradient is the NumPy one to rounding."""
     pytest.importorskip("numba")
     _, D, H, _ = CASES[case]
@@ -248,8 +248,22 @@ def test_numba_backend_agrees_or_falls_back_to_numpy(case):
         with sr.using_backend(backend):
             m = sr.Model(CASES[case][0](), D=D, H=H, loss="upstream")
             out[backend] = (m.loss_and_grads(m.init_params(seed=2), x, G), m.cell_code.backend)
-    assert out["numpy"][1] == "numpy" and out["numba"][1] in ("numba", "numpy")
+    assert (out["numpy"][1], out["numba"][1]) == ("numpy", "numba")
     assert_close(out["numba"][0], out["numpy"][0], f"{case} numba vs numpy", tol=1e-13)
+
+
+@pytest.mark.parametrize("case", ["mlstm", "s6"])
+def test_the_fused_driver_copies_and_sums_in_place_of_products_with_spreads(case):
+    """Under Numba the spreads and folds are the driver's copies and sums too, not dense 0/1 products."""
+    pytest.importorskip("numba")
+    _, D, H, _ = CASES[case]
+    with sr.using_backend("numba"):
+        code = sr.Model(CASES[case][0](), D=D, H=H, loss="upstream").cell_code
+    texts = code.fused.texts
+    assert "spread__fn(" in texts["forward"] and "fold__fn(" in texts["backward"]
+    fixed = [g.index for g in code.groups.values() if code._fixed_group(g)]
+    assert fixed and not any(f"G{i}, out=" in texts[k] or f"@ G{i}" in texts[k] for i in fixed
+                             for k in ("forward", "backward"))
 
 
 def test_generated_code_copies_and_sums_in_place_of_products_with_spreads():

@@ -1,5 +1,5 @@
-"""Parallel forms are checked, not trusted: minGRU, minLSTM and LRU layers whose forward solves the linear
-recurrence by an associative scan, a chunked scan or the minGRU paper's log-space scan
+"""Parallel forms are checked, not trusted: minGRU, minLSTM, LRU and S6 layers whose forward solves the linear
+recurrence by an associative scan, a chunked scan or the minGRU paper's log-space scan (S6: of ``cumsum(Delta A)``)
 (tests/corpus_parallel) go through the verifier's forward check against the sequential definition.
 
 * Correct forms raise no false alarm, at long sequences too, although they round differently from the
@@ -26,10 +26,13 @@ LRU_SIGNATURE = V.Signature(("x", "s0", "params"), ("h", "states", "cache"), ("d
 FIRST_DIFFERENCE = {("min-gru", "log-space", "cumsum-off-by-one"): (1, {"h"}),
                     ("min-lstm", "log-space", "cumsum-off-by-one"): (1, {"h"}),
                     ("min-gru", "chunked", "carry-dropped"): (4, {"h"}),
-                    ("lru", "chunked", "carry-dropped"): (4, {"h_re", "h_im", "out"})}
+                    ("lru", "chunked", "carry-dropped"): (4, {"h_re", "h_im", "out"}),
+                    ("s6", "log-space", "cumsum-off-by-one"): (1, {"s"}),
+                    ("s6", "chunked", "carry-dropped"): (4, {"s"})}
 #: where each backward mistake is localised (T = 8; the reversed chunks are 8-6, 5-3, 2-1)
 LOCALISED = {("min-gru", "chunked", "reverse-carry-dropped"): {"path": "h", "step": 6},
              ("lru", "chunked", "reverse-carry-dropped"): {"path": "h_re,h_im", "step": 6},
+             ("s6", "chunked", "reverse-carry-dropped"): {"path": "s", "step": 6},
              ("min-gru", "log-space", "h0-decay-missing"): {"gradient": "dh0"},
              ("lru", "sequential", "gamma-path-dropped"): {"gradient": "dnu"},
              ("lru", "sequential", "conjugation-error"): {"path": "h_re,h_im", "step": 8}}
@@ -38,7 +41,7 @@ LOCALISED = {("min-gru", "chunked", "reverse-carry-dropped"): {"path": "h", "ste
 def verify(cell, form, bug=None, **options):
     forward, backward = make(cell, form, bug)
     return V.verify_layer(forward, backward, sr.builtin_cell(cell), NATIVE,
-                          signature=LRU_SIGNATURE if cell == "lru" else SIGNATURE, **options)
+                          signature=SIGNATURE if cell in ("min-gru", "min-lstm") else LRU_SIGNATURE, **options)
 
 
 # -- the scans themselves --------------------------------------------------------------------------
@@ -117,3 +120,13 @@ def test_the_catalogue_is_covered():
     planted = {(c, f, b): where for (c, f), bugs in BUGS.items() for b, where in bugs.items()}
     assert {k for k, w in planted.items() if w == "forward"} == set(FIRST_DIFFERENCE)
     assert {k for k, w in planted.items() if w == "backward"} == set(LOCALISED)
+
+
+def test_a_long_s6_log_space_scan_is_no_false_alarm_and_still_catches_a_wrong_message():
+    """S6's log-space form scans cumsum(Delta A), hundreds at T = 300 with weights of scale 2: its states lie
+    farther off the sequential loop than its rounded recomputations, and the verifier judges that as rounding,
+    not a bug; the same layer with its adjoint decayed one step early is still caught on the state path s."""
+    right = verify("s6", "log-space", T=300, scale=2.0)
+    assert right.ok and "float64 outputs; the forward agrees" not in right.dtype_model.reason, str(right)
+    wrong = verify("s6", "log-space", "adjoint-decay-off-by-one", T=300, scale=2.0)
+    assert not wrong.ok and wrong.forward.ok and wrong.localisation["path"] == "s", str(wrong)

@@ -282,8 +282,37 @@ def sru(highway: str = "projection") -> Cell:
 SLSTM_FORGET_GATES = ("sigmoid", "exp")
 
 
-def slstm(forget_gate: str = "sigmoid") -> Cell:
-    """sLSTM of xLSTM (Beck et al. 2024): exponential gating with a stabiliser and a normaliser (one head).
+def _head_recurrence(cell, heads):
+    """sLSTM's recurrent products with ``heads`` heads: ``gate -> W_gate h_{t-1}`` with ``W_gate`` block diagonal,
+    stored as its ``heads`` diagonal blocks of ``HD x HD`` (``HD = H / heads``), flattened row-major to a vector
+    of size ``HW = H HD``; the product is ``F_r (W_gate * (E_c h_{t-1}))`` (:mod:`symrnn.engine.structure`), as
+    mLSTM's ``C q``."""
+    H = sp.Symbol("H")
+    head = cell.size("HD", H / heads)
+    cell.size("HW", H * H / heads)
+    tile = cell.spread("E_c", "HW", "H", head, head)  # 1 h^T inside each head's block
+    row_sums = cell.fold("F_r", "H", "HW", head)
+    tiled = cell.let("hh", tile @ tsym("h", -1), role="the previous hidden state in every row of its head's block")
+
+    def recurrent(gate, role):
+        W = cell.param(f"W_{gate}", "HW", role=f"hidden-to-hidden weights of the {role}, one HD x HD block per head "
+                                               f"(flattened row-major)")
+        weighted = cell.let(f"Wh{gate}", W * tiled, role=f"each row of W_{gate} times h_{{t-1}} (summed: W_{gate} h_{{t-1}})")
+        return row_sums @ weighted
+    return recurrent
+
+
+def _slstm_pre_activations(cell, heads):
+    """``zbar, ibar, fbar, obar`` as ``U_? x_t + W_? h_{t-1} + b_?`` (``W_?`` full, or block diagonal per head)."""
+    recurrent = _head_recurrence(cell, heads) if heads > 1 else None
+    roles = {"z": "cell input", "i": "input gate", "f": "forget gate", "o": "output gate"}
+    if recurrent is None:
+        return {g: _gate_params(cell, g, role, recurrent=True) for g, role in roles.items()}
+    return {g: _gate_params(cell, g, role) + recurrent(g, role) for g, role in roles.items()}
+
+
+def slstm(forget_gate: str = "sigmoid", heads: int = 1) -> Cell:
+    """sLSTM of xLSTM (Beck et al. 2024): exponential gating with a stabiliser and a normaliser.
 
     ``z_t = tanh(zbar_t)``, ``o_t = sigmoid(obar_t)``, the exponential input gate's log ``ibar_t``,
     the forget gate's log ``logf_t = log sigmoid(fbar_t)`` (``forget_gate="sigmoid"``) or ``fbar_t``
@@ -294,10 +323,16 @@ def slstm(forget_gate: str = "sigmoid") -> Cell:
     ``h, c, n, m``.  The paper starts from zero states (then ``n_1 = i'_1 > 0``); an initial
     ``n0`` of either sign is accepted as long as no ``n_t`` reaches 0.
 
+    With ``heads > 1`` the recurrent weights are block diagonal, as the paper's heads (memory mixes within
+    a head, not across): each ``W_?`` is the vector of its diagonal blocks (``heads x HD x HD``, ``HD = H /
+    heads``, row-major, size ``HW = H HD``; no weight off the blocks), applied by a fixed spread and fold.
+
     Parameters
     ----------
     forget_gate : str
         ``sigmoid`` (as in the xLSTM code) or ``exp``.
+    heads : int
+        The number of heads; 1 (the default) is one full ``H x H`` matrix per gate.
 
     Examples
     --------
@@ -305,21 +340,27 @@ def slstm(forget_gate: str = "sigmoid") -> Cell:
     >>> cell = sr.builtin_cell("slstm")
     >>> list(cell.states)
     ['h', 'c', 'n', 'm']
+    >>> from symrnn.engine.cells import slstm
+    >>> sr.Model(slstm(heads=2), D=3, H=4, K=2).param_shapes["W_z"]  # two 2 x 2 blocks
+    (8,)
     """
     if forget_gate not in SLSTM_FORGET_GATES:
         raise UnknownNameError(f"Unknown sLSTM forget_gate {forget_gate!r}; expected one of {SLSTM_FORGET_GATES}.")
-    name = "slstm" if forget_gate == "sigmoid" else "slstm-exp"
-    cell = Cell(name, f"sLSTM (Beck et al. 2024, xLSTM), {forget_gate} forget gate, one head")
+    if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1:
+        raise UnknownNameError(f"sLSTM heads must be a positive int, got {heads!r}.")
+    name = ("slstm" if forget_gate == "sigmoid" else "slstm-exp") + (f"-heads{heads}" if heads > 1 else "")
+    cell = Cell(name, f"sLSTM (Beck et al. 2024, xLSTM), {forget_gate} forget gate, "
+                + ("one head" if heads == 1 else f"{heads} heads (block-diagonal recurrent weights)"))
     cell.input(role="input")
     h = cell.state("h", role="hidden state")
     c = cell.state("c", role="cell state")
     n = cell.state("n", role="normaliser state")
     m = cell.state("m", role="stabiliser state")
-    z = cell.let("z", tanh(_gate_params(cell, "z", "cell input", recurrent=True)), role="cell input")
-    ibar = cell.let("ibar", _gate_params(cell, "i", "input gate", recurrent=True), role="log of the input gate")
-    fbar = cell.let("fbar", _gate_params(cell, "f", "forget gate", recurrent=True),
-                    role="pre-activation of the forget gate")
-    o = cell.let("o", sigmoid(_gate_params(cell, "o", "output gate", recurrent=True)), role="output gate")
+    pre = _slstm_pre_activations(cell, heads)
+    z = cell.let("z", tanh(pre["z"]), role="cell input")
+    ibar = cell.let("ibar", pre["i"], role="log of the input gate")
+    fbar = cell.let("fbar", pre["f"], role="pre-activation of the forget gate")
+    o = cell.let("o", sigmoid(pre["o"]), role="output gate")
     logf = cell.let("logf", log_sigmoid(fbar), role="log of the forget gate") if forget_gate == "sigmoid" else fbar
     m_t = cell.update(m, maximum(logf + m, ibar))
     i_s = cell.let("iprime", exp(ibar - m_t), role="stabilised input gate")
@@ -408,7 +449,8 @@ PAPERS = {
     "indrnn": "Li et al. 2018, Independently Recurrent Neural Network (IndRNN)",
     "sru": "Lei et al. 2018, Simple Recurrent Units for Highly Parallelizable Recurrence (highway through "
            "U_x x; symrnn.engine.cells.sru('identity') is the paper's x itself, D = H)",
-    "slstm": "Beck et al. 2024, xLSTM: Extended Long Short-Term Memory (sLSTM, sigmoid forget gate)",
+    "slstm": "Beck et al. 2024, xLSTM: Extended Long Short-Term Memory (sLSTM, sigmoid forget gate, one head; "
+             "symrnn.engine.cells.slstm(forget_gate, heads) for heads: block-diagonal recurrent weights)",
     "slstm-exp": "Beck et al. 2024, xLSTM: Extended Long Short-Term Memory (sLSTM, exponential forget gate)",
     "lru": "Orvieto et al. 2023, Resurrecting Recurrent Neural Networks for Long Sequences (LRU; the complex "
            "state as real and imaginary parts h_re, h_im; gamma = sqrt(1 - |lambda|^2) from nu)",

@@ -10,9 +10,10 @@ tracebacks and debuggers show the generated lines; the source is kept in
 
 Speed comes from the layout, not from tricks in the expressions: every
 product ``P v`` with the same ``v`` is done as one product with the stacked
-matrices; products of the input are done for all steps at once before the
-loop (as cuDNN does), and the gradients of the matrices and of the inputs are
-one product each after the backward loop.
+matrices; products of the input, and of lets made of them
+(:mod:`symrnn.engine.hoist`), are done for all steps at once outside the loops
+(as cuDNN does), and the gradients of the matrices and of the inputs are one
+product each after the backward loop.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from sympy.printing.pycode import PythonCodePrinter
 from .. import cache
 from .bptt import assemble, local_terms
 from .functions import RULES, rule_of
+from .hoist import backward_lines, forward_lines, hoisted_groups
 from .structure import fixed_code, fold_values, spread_values
 from .stored import own_functions_only
 from .symbols import MatVec, Param, bar, linear_maps, parse, tsym
@@ -206,6 +208,10 @@ class BlockCode:
         return self._groups()
 
     @functools.cached_property
+    def let_hoisted(self):  # groups of products of lets that read only the input (symrnn.engine.hoist)
+        return hoisted_groups(self)
+
+    @functools.cached_property
     def lets(self):
         return [parse(e.target)[0] for e in self.equations if e.kind == "let"]
 
@@ -241,7 +247,7 @@ class BlockCode:
         return groups
 
     def _hoisted(self, group):
-        return group.vector == self.input_symbol
+        return group.vector == self.input_symbol or group.index in self.let_hoisted
 
     def _slices(self, group):
         """``(start, stop)`` code of each matrix's rows inside the stacked product."""
@@ -286,7 +292,7 @@ class BlockCode:
         lines += [f"    {code_name(Param(p))} = params[{p!r}]" for p in self.params]
         for g in self.groups.values():
             lines.append(f"    G{g.index} = {self._stack(g, transpose=True)}")
-            if self._hoisted(g):
+            if g.vector == self.input_symbol:
                 lines.append(f"    P{g.index} = (X.reshape(T * N, -1) @ G{g.index}).reshape(T, N, -1)")
         for s, size in self.states.items():
             lines.append(f"    {code_name(s, 'S')} = empty({'S_' + s!r}, (T + 1, N, {size}), dtype)")
@@ -298,9 +304,9 @@ class BlockCode:
         stored = [g for g in self.groups.values() if not self._hoisted(g)]
         for g in stored:
             lines.append(f"    P{g.index} = empty('P{g.index}', (T, N, {self._total_rows(g)}), dtype)")
-        lines.append("    for t in range(T):")
+        lines += forward_lines(self) + ["    for t in range(T):"]
         body = []
-        if self._input_used_elementwise():
+        if any(t.matrix is None for t in self.terms.get(self.input_symbol, [])):  # x[t] read elementwise
             body.append(f"{code_name(self.input_symbol)} = X[t]")
         for s in self.states:
             body.append(f"{code_name(tsym(s, -1))} = {code_name(s, 'S')}[t]")
@@ -352,9 +358,6 @@ class BlockCode:
         return [f"{atom_names[m]} = {source}[:, {a}:{b}]"
                 for m, (a, b) in zip(g.atoms, self._slices(g))]
 
-    def _input_used_elementwise(self):
-        return any(t.matrix is None for t in self.terms.get(self.input_symbol, []))
-
     # -- backward -----------------------------------------------------------
     def _backward_source(self):
         return BackwardWriter(self).source()
@@ -371,11 +374,9 @@ class BlockCode:
 
     # -- compile ------------------------------------------------------------
     def with_functions(self, implementations: dict) -> "BlockCode":
-        """A copy of this block whose generated code calls ``implementations[name]`` in place of the
-        NumPy rule of the function ``name`` (same source, same signature).
-
-        The verifier's error model uses it to perturb every function value by a rounding error
-        (:mod:`symrnn.verify.judge`); functions not named keep their rules."""
+        """A copy of this block whose generated code calls ``implementations[name]`` in place of the NumPy rule of
+        the function ``name`` (same source and signature; others keep their rules): the verifier's error model
+        perturbs every function value by a rounding error with it (:mod:`symrnn.verify.judge`)."""
         other = copy.copy(self)
         other.forward = self._compile(self.forward_source, "forward", implementations)
         other.backward = self._compile(self.backward_source, "backward", implementations)
@@ -536,7 +537,7 @@ class BackwardWriter:
         its group (the terms sent back through ``P u``), then the outside array and the carry."""
         block = self.block
         parts = [self.q_of_term[id(t)] for t in sends if t.matrix is None]
-        if any(t.matrix is not None for t in sends):
+        if any(t.matrix is not None for t in sends) and not block._hoisted(block.groups[u]):  # hoisted: after the loop
             g = block.groups[u]
             name, content = self.group_buffer[g.index], self._content(g)
             source = content[0] if len(content) == 1 else f"{name}[t]"
@@ -557,7 +558,7 @@ class BackwardWriter:
     def _gradients(self):
         """After the loop: each group's matrices in one product, vectors as sums, dX."""
         block = self.block
-        lines, pieces = ["    grads = {}"], {}
+        lines, pieces = ["    grads = {}"] + backward_lines(self), {}
         for g in block.groups.values():
             if block._fixed_group(g):  # spreads and folds are not trained
                 continue

@@ -38,6 +38,8 @@ def scalar_sources() -> dict:
         "sgn": "def sgn__fn(a):\n    return 1.0 if a > 0 else (-1.0 if a < 0 else (0.0 if a == 0 else a))\n",
         "maximum": "def maximum__fn(a, b):\n    return a if (a >= b or a != a) else b\n",
         "minimum": "def minimum__fn(a, b):\n    return a if (a <= b or a != a) else b\n",
+        # NumPy's logaddexp(0, a); Numba cannot compile the rule itself (a ufunc called with out=)
+        "softplus": "def softplus__fn(a):\n    return (a if a > 0 else 0.0) + math.log1p(math.exp(-abs(a)))\n",
     }
 
 
@@ -58,10 +60,11 @@ class Stmt:
 
 
 class Product:
-    """A matrix product between two kernels: ``np.matmul(left, right, out=out)``."""
+    """A matrix product between two kernels: ``np.matmul(left, right, out=out)``; ``fixed``: the driver's lines
+    that copy and sum in its place (a group of spreads and folds, :mod:`symrnn.engine.structure`)."""
 
-    def __init__(self, left, right, out):
-        self.left, self.right, self.out = left, right, out
+    def __init__(self, left, right, out, fixed=None):
+        self.left, self.right, self.out, self.fixed = left, right, out, fixed
 
 
 class Unfusable(Exception):
@@ -121,8 +124,11 @@ class FusedWriter:
         return reads
 
     def _size(self, expr, known):
-        """The size name of an elementwise expression, from the quantities it reads."""
+        """The size name of an elementwise expression, from the quantities it reads: a product ``P v`` has
+        ``P``'s rows (not ``v``'s size: S6's ``E_n C_t`` spreads ``C_t`` of size N over H N entries)."""
         block = self.block
+        for m in sorted(expr.atoms(MatVec), key=str):
+            return block.params[m.args[0].name].shape[0]
         for s in sorted(expr.free_symbols, key=str):
             if isinstance(s, EngineSymbol):
                 if s.name in known:
@@ -135,8 +141,6 @@ class FusedWriter:
                 size = block.sizes.get(tsym(parsed[0], parsed[1]))
                 if size is not None:
                     return size
-        for m in expr.atoms(MatVec):
-            return block.params[m.args[0].name].shape[0]
         raise Unfusable(f"no size for {expr}")
 
     # -- kernels ---------------------------------------------------------------------------
@@ -177,7 +181,9 @@ class FusedWriter:
                 source, args = self._kernel(kernel_name, stmts, reads)
                 self.kernels.append(source)
                 body.append(f"{kernel_name}({', '.join(args)})")
-            if product is not None:
+            if product is not None and product.fixed:
+                body += product.fixed
+            elif product is not None:
                 body.append(f"np.matmul({product.left}, {product.right}, out={product.out})")
         return body, spills
 
@@ -240,7 +246,10 @@ class FusedWriter:
                     continue
                 done.add(g.index)
                 if not block._hoisted(g):
-                    program.append(Product(self._vector_array(g.vector), f"G{g.index}", f"P{g.index}[t]"))
+                    left, out = self._vector_array(g.vector), f"P{g.index}[t]"
+                    copies = block._fixed_group(g) and not whole_loop  # spreads, folds: copies and sums in the driver
+                    fixed = block._fixed_lines(g, left, out, False) if copies else None
+                    program.append(Product(left, f"G{g.index}", out, fixed))
             base = parse(e.target)[0]
             home = (f"{code_name(base, 'S')}[t + 1, n__, {{j}}]" if e.kind == "state"
                     else f"{code_name(base, 'C')}[t, n__, {{j}}]")
@@ -311,7 +320,7 @@ class FusedWriter:
             extra[carry] = f"{carry}[n__, {{j}}]"
             if through and not elementwise:  # the product writes the carry itself
                 g = block.groups[u]
-                carry_products.append(Product(f"{writer.group_buffer[g.index]}[t]", f"G{g.index}", carry))
+                carry_products.append(self._adjoint_product(writer, g, carry))
                 continue
             parts = self._parts(writer, u, ts, program, extra, products)
             program.append(Stmt(f"{s}__new", None, block.sizes[u], [extra[carry]], parts=parts))
@@ -333,16 +342,22 @@ class FusedWriter:
         product of ``u``'s group (a product before the kernel that sums them)."""
         block = self.block
         parts = [writer.q_of_term[id(t)] for t in sends if t.matrix is None]
-        if any(t.matrix is not None for t in sends):
+        if any(t.matrix is not None for t in sends) and not block._hoisted(block.groups[u]):  # hoisted: after the loop
             g = block.groups[u]
             key = (g.index, str(u))
             if key not in products:
                 products[key] = (len(products), block.sizes[u])
             i = products[key][0]
-            program.append(Product(f"{writer.group_buffer[g.index]}[t]", f"G{g.index}", f"R{i}"))
+            program.append(self._adjoint_product(writer, g, f"R{i}"))
             extra[f"R{i}"] = f"R{i}[n__, {{j}}]"
             parts.append(f"R{i}")
         return parts
+
+    def _adjoint_product(self, writer, g, out):
+        """``out = Q[t] @ G``: what group ``g``'s products send back (sums and copies for spreads and folds)."""
+        left, block = f"{writer.group_buffer[g.index]}[t]", self.block
+        fixed = block._fixed_lines(g, left, out, True) if block._fixed_group(g) else None
+        return Product(left, f"G{g.index}", out, fixed)
 
     def _slots(self, writer):
         """q -> element templates of the buffers it is stored in (as the NumPy code stores it)."""

@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 
 from .codegen import fresh
+from .structure import fold_values, spread_values
 from .fused_cache import drop_numba_entries
 
 
@@ -32,7 +33,7 @@ class FusedCode:
         self.kernels = kernels
         self.numpy_forward, self.numpy_backward = block.forward, block.backward
         self.failed = None
-        namespace = {"np": np, "fresh": fresh, **kernels}
+        namespace = {"np": np, "fresh": fresh, "spread__fn": spread_values, "fold__fn": fold_values, **kernels}
         self.fused_forward = _exec(texts["forward"], f"<symrnn-fused-{_safe(block.name)}-forward>", namespace,
                                    "forward")
         self.flushed = False

@@ -461,7 +461,9 @@ def tikz_picture(lay: Layout, name_tex) -> str:
             if tap.bridge:
                 lines.append(rf"\draw[bridge] ({tap.x:.3f},{bus.y:.3f}) -- ({tap.target});")
             lines.append(rf"\draw[->] ({tap.x:.3f},{bus.y:.3f}) -- ({tap.target});")
-            lines.append(rf"\node[tap] at ({tap.x:.3f},{band:.3f}) {{${_labels_tex(tap.labels, name_tex)}$}};")
+            labels = [n for n in tap.labels if n is not None]  # a spread or fold has no parameter to name
+            if labels:
+                lines.append(rf"\node[tap] at ({tap.x:.3f},{band:.3f}) {{${_labels_tex(labels, name_tex)}$}};")
         for x in sorted(set(round(j, 3) for j in joins)):
             if bus.left + 1e-6 < x < bus.right - 1e-6 or joins.count(x) > 1:
                 lines.append(rf"\node[junction] at ({x:.3f},{bus.y:.3f}) {{}};")

@@ -1,4 +1,4 @@
-"""minGRU, minLSTM and LRU layers whose forward and backward solve the linear recurrence in parallel
+"""minGRU, minLSTM, LRU and S6 (.s6) layers whose forward and backward solve the linear recurrence in parallel
 (tests/corpus_parallel/scans.py), in symrnn's names (layout ``NATIVE``), time-major, row vectors.
 
 minGRU and minLSTM: ``forward(x, h0, params) -> (h, cache)``, ``backward(dh, cache) -> (dx, dh0, grads)``.
@@ -10,6 +10,7 @@ LRU (complex arithmetic, Orvieto et al. 2023): ``forward(x, s0, params) -> (y, s
 """
 import numpy as np
 
+from .s6 import s6
 from .scans import associative_scan, chunked_scan, log_space_scan, reverse_scan
 
 
@@ -133,14 +134,17 @@ def lru(form, bug=None):
 #: (cell, form) -> the layer maker
 LAYERS = {("min-gru", "log-space"): min_gru, ("min-gru", "associative"): min_gru, ("min-gru", "chunked"): min_gru,
           ("min-lstm", "log-space"): min_lstm, ("min-lstm", "chunked"): min_lstm,
-          ("lru", "sequential"): lru, ("lru", "associative"): lru, ("lru", "chunked"): lru}
+          ("lru", "sequential"): lru, ("lru", "associative"): lru, ("lru", "chunked"): lru,
+          ("s6", "sequential"): s6, ("s6", "associative"): s6, ("s6", "chunked"): s6, ("s6", "log-space"): s6}
 
 #: planted mistakes: (cell, form) -> {bug: "forward" or "backward" (where it is)}
 BUGS = {("min-gru", "log-space"): {"cumsum-off-by-one": "forward", "h0-decay-missing": "backward"},
         ("min-gru", "chunked"): {"carry-dropped": "forward", "reverse-carry-dropped": "backward"},
         ("min-lstm", "log-space"): {"cumsum-off-by-one": "forward"},
         ("lru", "sequential"): {"gamma-path-dropped": "backward", "conjugation-error": "backward"},
-        ("lru", "chunked"): {"carry-dropped": "forward", "reverse-carry-dropped": "backward"}}
+        ("lru", "chunked"): {"carry-dropped": "forward", "reverse-carry-dropped": "backward"},
+        ("s6", "log-space"): {"cumsum-off-by-one": "forward"},
+        ("s6", "chunked"): {"carry-dropped": "forward", "reverse-carry-dropped": "backward"}}
 
 
 def make(cell, form, bug=None):
