@@ -86,10 +86,12 @@ def rtrl_row(model, params, x, y, h0, grads):
     sensitivities): its parameter and initial-state gradients against the generated BPTT ``grads``
     (RTRL gives no input gradient).  A model RTRL does not run (a backward direction needs the future
     of the sequence, a sequence-to-sequence model is not one recurrence) gets a row that says so."""
-    from .errors import ShapeError
+    from .errors import CellDefinitionError, ShapeError
 
     try:
         _, g = model.rtrl_grads(params, x, y, h0=h0)
+    except CellDefinitionError as exc:  # a cell RTRL does not handle (yet): the message says which and why
+        return (f"real-time recurrent learning (does not apply: {exc})", float("nan"), "", 1e-12)
     except (ShapeError, AttributeError):
         why = "a backward direction is not causal" if _has_backward_direction(model) else "not one recurrence"
         return (f"real-time recurrent learning (does not apply: {why})", float("nan"), "", 1e-12)

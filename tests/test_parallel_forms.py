@@ -94,6 +94,24 @@ def test_a_long_log_space_scan_is_no_false_alarm(cell):
         assert not wrong.ok and [g.name for g in wrong.wrong] == ["dh0"], str(wrong)
 
 
+
+@pytest.mark.parametrize("seed, scale", [(0, None), (1, None), (2, 2.0)])
+def test_an_invariance_reached_along_another_route_is_no_false_alarm(seed, scale):
+    """gamma = sqrt(1 - |lambda|^2) as the paper writes it, its gradient sent back through lambda: the
+    phase's share cancels only up to rounding, where symrnn's gradient of theta is exactly 0 (T = 1, or
+    the upstream gradient at step 1 only). Judged against the scale of the problem's sums, not 0; a
+    dropped gamma path on that route is still caught."""
+    from corpus_parallel.layers import lru
+
+    forward, backward = lru("sequential", gamma_route="lambda")
+    result = V.verify_layer(forward, backward, sr.builtin_cell("lru"), NATIVE, signature=LRU_SIGNATURE,
+                            seed=seed, scale=scale)
+    assert result.ok, str(result)
+    forward, backward = lru("sequential", "gamma-path-dropped", gamma_route="modulus")
+    wrong = V.verify_layer(forward, backward, sr.builtin_cell("lru"), NATIVE, signature=LRU_SIGNATURE, seed=seed,
+                           scale=scale)
+    assert not wrong.ok and [g.name for g in wrong.wrong] == ["dnu"], str(wrong)
+
 def test_a_sequential_layer_keeps_the_float64_tolerance():
     result = verify("lru", "sequential", T=40, scale=1.0, seed=1)
     assert result.ok and "times larger" not in result.dtype_model.reason, result.dtype_model.reason

@@ -40,6 +40,8 @@ def _compiled(equations, torch):
     for eq in equations:
         symbols = sorted(eq.rhs.free_symbols | {m.args[0] for m in eq.rhs.atoms(MatVec)}, key=str)
         rhs = eq.rhs.xreplace({c: sp.Float(c, 30) for c in eq.rhs.atoms(sp.NumberSymbol)})
+        # constants such as sqrt(2) or log(2) as numbers: torch's functions take tensors, not Python numbers
+        rhs = rhs.replace(lambda e: e.is_number and not e.is_Atom, lambda e: sp.Float(e.evalf(30), 30))
         rhs, namespace = _with_torch_rules(torch, rhs)
         fn = sp.lambdify(symbols, rhs, modules=[namespace], dummify=True)
         out.append((eq, symbols, fn))

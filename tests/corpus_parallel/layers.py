@@ -100,7 +100,9 @@ def _lru_constants(p):
     return lam, np.sqrt(1 - np.abs(lam) ** 2), p["B_re"] + 1j * p["B_im"], p["C_re"] + 1j * p["C_im"]
 
 
-def lru(form, bug=None):
+def lru(form, bug=None, gamma_route="modulus"):
+    """``gamma_route="lambda"``: gamma's gradient sent back through lambda, as the paper's
+    ``gamma = sqrt(1 - |lambda|^2)`` reads (correct; the phase's share cancels only up to rounding)."""
     def forward(x, s0, p):
         lam, gamma, B, C = _lru_constants(p)
         u = x @ B.T
@@ -117,8 +119,10 @@ def lru(form, bug=None):
         g_w = np.conj(lam) * (np.conj(s_prev) * G).sum((0, 1))  # w = log lambda = -exp(nu) + i exp(theta)
         d_gamma = (np.conj(u) * G).real.sum((0, 1))
         r2 = np.abs(lam) ** 2
+        if gamma_route == "lambda":  # dL/dlambda += d_gamma * dgamma/dlambda, then w = log lambda
+            g_w = g_w + np.conj(lam) * (d_gamma * (-lam / gamma))
         d_nu = -g_w.real * np.exp(p["nu"])
-        if bug != "gamma-path-dropped":
+        if bug != "gamma-path-dropped" and gamma_route != "lambda":
             d_nu = d_nu + d_gamma * r2 * np.exp(p["nu"]) / gamma
         g_u = gamma * G
         g_B = _sum_outer(g_u, x)
