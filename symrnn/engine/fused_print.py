@@ -232,15 +232,10 @@ class FusedWriter:
         ``forward_loop`` (added to the kernels, the products written as loops), for small arrays
         where a Python step per time step would cost more than the step's arithmetic."""
         block = self.block
-        program, done = [], set()
-        for e in block.equations:
-            for m in linear_maps(e.rhs):
-                g = block.groups[m.args[1]]
-                if g.index in done:
-                    continue
-                done.add(g.index)
-                if not block._hoisted(g):
-                    program.append(Product(self._vector_array(g.vector), f"G{g.index}", f"P{g.index}[t]"))
+        program = []
+        for e, first_read in block.first_products():
+            program += [Product(self._vector_array(g.vector), f"G{g.index}", f"P{g.index}[t]")
+                        for g in first_read if not block._hoisted(g)]
             base = parse(e.target)[0]
             home = (f"{code_name(base, 'S')}[t + 1, n__, {{j}}]" if e.kind == "state"
                     else f"{code_name(base, 'C')}[t, n__, {{j}}]")

@@ -26,6 +26,7 @@ from ..errors import UnknownNameError, UserCodeError
 from ..models.layouts import layout_for
 from ..engine.losses import IGNORE_LABEL
 from ..models.seq2seq import Seq2Seq, cross_entropy
+from ..models.seq2seq_blocks import path_sources
 from ..models.tape import scatter_rows
 from .modes import checked_gradients
 from .problems import Problem
@@ -272,17 +273,13 @@ def _path_gradients(m, problem):
     """The run and what reaches the encoder by each path: ``{name: (G at every position, dz at the final state)}``."""
     src, tin, tout, mask = problem.x, problem.targets[0], problem.targets[1], problem.mask
     _, _, (r, paths) = m._loss_grads_and_paths(problem.params, src, tin, tout, mask, None, None, None)
-    zero_G, zero_z = np.zeros_like(r.memory), np.zeros_like(r.z)
-    out = {}
-    if paths["attention"] is not None:
-        out["attention"] = (paths["attention"], zero_z)
-    if paths["initial state"] is not None:
-        out["initial state"] = (zero_G, paths["initial state"])
-    if paths["context"] is not None:
+    out = path_sources(r, paths)
+    if "context" in out:  # split into what the readout and what the decoder's steps send
+        zero_G, dz = out.pop("context")
         dO = cross_entropy(r.logits, np.where(tout == IGNORE_LABEL, 0, tout), m.reduction, tout != IGNORE_LABEL)[1]
         readout = np.einsum("tnk,kz->nz", dO, problem.params["out.V"][:, m.R - m.Z:])
         out["context (readout)"] = (zero_G, readout)
-        out["context (decoder input)"] = (zero_G, paths["context"] - readout)
+        out["context (decoder input)"] = (zero_G, dz - readout)
     return r, out
 
 
