@@ -326,14 +326,11 @@ class BlockCode:
         return "\n".join(lines) + "\n"
 
     def first_products(self):
-        """``[(equation, [product groups it is the first to read]), ...]`` in the equations' order: where the
-        forward computes each product ``G v`` (once per step, whichever equations read it)."""
-        first, out = {}, []
-        for e in self.equations:
-            for m in linear_maps(e.rhs):
-                first.setdefault(self.groups[m.args[1]].index, (e, self.groups[m.args[1]]))
-            out.append((e, [g for e_first, g in first.values() if e_first is e]))
-        return out
+        """``[(equation, [product groups it reads first]), ...]``: where the forward computes each ``G v``."""
+        first = {}
+        for e, m in ((e, m) for e in self.equations for m in linear_maps(e.rhs)):
+            first.setdefault(self.groups[m.args[1]].index, (e, self.groups[m.args[1]]))
+        return [(e, [g for e_first, g in first.values() if e_first is e]) for e in self.equations]
 
     def _fixed_group(self, g):  # every matrix of group g a spread or fold (symrnn.engine.structure)
         return all(self.params[m].fixed for m in g.matrices)
