@@ -18,7 +18,8 @@ from .result import Verification
 
 
 class WiredLossFunction:
-    """The user's ``fn(...) -> (loss, grads)`` called with the roles in ``args``: a family gives
+    """The user's ``fn(...) -> (loss, grads)`` called with the roles in ``args`` (an encoder-decoder's, a
+    captioning RNN's, a stacked network's: :mod:`symrnn.verify.stack`): a family gives
     :meth:`data` (every role's value for a problem, the parameters in the user's names) and :meth:`keys`
     (what the gradients are keyed by, for messages), and may read gradients that are no parameter's in
     :meth:`extra` (``{key judged: (user's name, value as returned, value in symrnn's layout)}``)."""
