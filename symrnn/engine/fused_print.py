@@ -16,7 +16,7 @@ import sympy as sp
 
 from .codegen import BackwardWriter, EngineSymbol, StepPrinter, code_name
 from .functions import BUILTIN_FUNCTIONS, RULES
-from .symbols import MatVec, Param, bar, linear_maps, parse, tsym
+from .symbols import MatVec, Param, bar, parse, tsym
 
 
 # -- scalar rules --------------------------------------------------------------------------

@@ -38,8 +38,9 @@ from .modes import checked_gradients
 from .problems import Problem
 from .result import Verification
 from .seq2seq import CellName
+from ..validation import check_count
 from .wired import (WiredLossFunction, check_roles, first_wrong_part, first_wrong_step,
-                    positive, verify_wired, with_first_wrong_step)
+                    verify_wired, with_first_wrong_step)
 
 ROLES = ("params", "features", "captions")
 PARTS = ("readout", "recurrent", "projection", "embedding")
@@ -345,8 +346,8 @@ def verify_captioning(fn, cell=None, *, vocab=None, F=None, W=None, H=None, T=5,
     else:
         owner = None
     for k, default in (("vocab", 10), ("F", 5), ("W", 3), ("H", 4)):
-        sizes[k] = positive(k, default if sizes[k] is None else sizes[k], 4 if k == "vocab" else 1)
-    T, N = positive("T", T), positive("N", N)
+        sizes[k] = check_count(k, default if sizes[k] is None else sizes[k], 4 if k == "vocab" else 1)
+    T, N = check_count("T", T), check_count("N", N)
     null, start = (0 if null is None else null), (1 if start is None else start)
     for name, value in (("null", null), ("start", start)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < sizes["vocab"]:

@@ -31,8 +31,9 @@ from ..models.tape import scatter_rows
 from .modes import checked_gradients
 from .problems import Problem
 from .result import Verification
+from ..validation import check_count
 from .wired import (WiredLossFunction, check_roles, first_wrong_part, first_wrong_step,
-                    positive, verify_wired, with_first_wrong_step)
+                    verify_wired, with_first_wrong_step)
 
 ROLES = ("params", "src", "tgt_in", "tgt_out", "src_mask", "src_lengths")
 PARTS = ("readout", "attention", "decoder", "bridge", "encoder")
@@ -392,7 +393,7 @@ def verify_seq2seq(fn, encoder_cell="lstm", decoder_cell=None, layout="symrnn", 
     'RIGHT: gru seq2seq code, 24 gradients exact (float64 error model, 4 cases)'
     """
     check_roles(args, ROLES)
-    S, T, N = (positive(name, value) for name, value in (("S", S), ("T", T), ("N", N)))
+    S, T, N = (check_count(name, value) for name, value in (("S", S), ("T", T), ("N", N)))
     s2s = Seq2Seq(encoder_cell, decoder_cell, src_vocab=src_vocab, tgt_vocab=tgt_vocab, E=E, H=H, E_tgt=E_tgt,
                   H_dec=H_dec, num_layers=num_layers, bidirectional=bidirectional, bridge=bridge, context=context,
                   attention=attention, attention_style=attention_style, attention_size=attention_size,

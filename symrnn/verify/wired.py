@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..errors import ShapeError, UnknownNameError
+from ..errors import UnknownNameError
 from .assess import assess
 from .cases import run_cases
 from .hygiene import call
@@ -59,13 +59,6 @@ def check_roles(args, roles, need="params"):
         raise UnknownNameError(f"args={tuple(args)!r}: the roles are {roles}"
                                + (f" and {need} is needed" if need else "")
                                + (f"; unknown: {unknown}" if unknown else "") + ".")
-
-
-def positive(name, value, least=1):
-    """``value`` as an int, refused unless an integer ``>= least``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
-        raise ShapeError(f"{name} must be an integer >= {least}, got {value!r}.")
-    return int(value)
 
 
 def verify_wired(adapter, problems, mode, locate, probe, pick=None, rename=None) -> Verification:
