@@ -6,6 +6,14 @@ import numpy as np
 from .errors import NonFiniteError, ParameterError, ShapeError
 
 
+def check_count(name: str, value, least: int = 1) -> int:
+    """``value`` as an int, refused (:class:`ShapeError`) unless an integer (not a bool) ``>= least``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < least:
+        raise ShapeError(f"{name} must be {'a positive integer' if least == 1 else f'an integer >= {least}'}, "
+                         f"got {value!r}.")
+    return int(value)
+
+
 def as_float_array(value, name: str, dtype=None) -> np.ndarray:
     """``value`` as a real floating-point array: refuses None, text, objects, complex numbers, NaN/inf."""
     if value is None:

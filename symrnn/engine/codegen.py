@@ -310,13 +310,8 @@ class BlockCode:
             body.append(f"{code_name(self.input_symbol)} = X[t]")
         for s in self.states:
             body.append(f"{code_name(tsym(s, -1))} = {code_name(s, 'S')}[t]")
-        done = set()
-        for e in self.equations:
-            for m in linear_maps(e.rhs):
-                g = self.groups[m.args[1]]
-                if g.index in done:
-                    continue
-                done.add(g.index)
+        for e, first_read in self.first_products():
+            for g in first_read:
                 if self._hoisted(g):
                     body.append(f"p{g.index} = P{g.index}[t]")
                 elif self._fixed_group(g):  # a matrix cell's spreads and folds: copies and sums, no product
@@ -335,6 +330,13 @@ class BlockCode:
         cache += [f"'P{g.index}': P{g.index}" for g in self.groups.values()]
         lines.append("    return {" + ", ".join(cache) + "}")
         return "\n".join(lines) + "\n"
+
+    def first_products(self):
+        """``[(equation, [product groups it reads first]), ...]``: where the forward computes each ``G v``."""
+        first = {}
+        for e, m in ((e, m) for e in self.equations for m in linear_maps(e.rhs)):
+            first.setdefault(self.groups[m.args[1]].index, (e, self.groups[m.args[1]]))
+        return [(e, [g for e_first, g in first.values() if e_first is e]) for e in self.equations]
 
     def _fixed_group(self, g):  # every matrix of group g a spread or fold (symrnn.engine.structure)
         return all(self.params[m].fixed for m in g.matrices)

@@ -16,7 +16,7 @@ import sympy as sp
 
 from .codegen import BackwardWriter, EngineSymbol, StepPrinter, code_name
 from .functions import BUILTIN_FUNCTIONS, RULES
-from .symbols import MatVec, Param, bar, linear_maps, parse, tsym
+from .symbols import MatVec, Param, bar, parse, tsym
 
 
 # -- scalar rules --------------------------------------------------------------------------
@@ -238,18 +238,15 @@ class FusedWriter:
         ``forward_loop`` (added to the kernels, the products written as loops), for small arrays
         where a Python step per time step would cost more than the step's arithmetic."""
         block = self.block
-        program, done = [], set()
-        for e in block.equations:
-            for m in linear_maps(e.rhs):
-                g = block.groups[m.args[1]]
-                if g.index in done:
+        program = []
+        for e, first_read in block.first_products():
+            for g in first_read:
+                if block._hoisted(g):
                     continue
-                done.add(g.index)
-                if not block._hoisted(g):
-                    left, out = self._vector_array(g.vector), f"P{g.index}[t]"
-                    copies = block._fixed_group(g) and not whole_loop  # spreads, folds: copies and sums in the driver
-                    fixed = block._fixed_lines(g, left, out, False) if copies else None
-                    program.append(Product(left, f"G{g.index}", out, fixed))
+                left, out = self._vector_array(g.vector), f"P{g.index}[t]"
+                copies = block._fixed_group(g) and not whole_loop  # spreads, folds: copies and sums in the driver
+                fixed = block._fixed_lines(g, left, out, False) if copies else None
+                program.append(Product(left, f"G{g.index}", out, fixed))
             base = parse(e.target)[0]
             home = (f"{code_name(base, 'S')}[t + 1, n__, {{j}}]" if e.kind == "state"
                     else f"{code_name(base, 'C')}[t, n__, {{j}}]")

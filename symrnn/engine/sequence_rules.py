@@ -110,6 +110,16 @@ def _ein(spec):
     return lambda *arrays: np.einsum(spec, *arrays, optimize=True)
 
 
+def contraction(name, description, spec, symbolic, form) -> SequenceRule:
+    """The rule of a product of two arrays summed over the indices ``spec`` (einsum's ``a,b->z``) leaves out:
+    each argument's adjoint is the contraction of the result's adjoint with the other argument."""
+    (a, b), z = spec.split("->")[0].split(","), spec.split("->")[1]
+    return SequenceRule(name, description, _ein(spec),
+                        (lambda g, y, A, B: _ein(f"{z},{b}->{a}")(g, B),
+                         lambda g, y, A, B: _ein(f"{a},{z}->{b}")(A, g)),
+                        symbolic, form)
+
+
 SEQUENCE_RULES: dict[str, SequenceRule] = {rule.name: rule for rule in (
     SequenceRule("linear", "W v at every position: (..., n) -> (..., m)",
                  lambda W, X: _flat(X) @ W.T,
@@ -117,12 +127,8 @@ SEQUENCE_RULES: dict[str, SequenceRule] = {rule.name: rule for rule in (
                   lambda g, y, W, X: _flat(g) @ W),
                  lambda y, ybar, W, v: (Outer(ybar, v), MatTVec(W, ybar)),
                  lambda W, v: MatVec(W, v)),
-    SequenceRule("dot", "e[t, s] = q[t]^T k[s] (the dot product over a vector, every pair t, s)",
-                 _ein("tna,sna->tns"),
-                 (lambda g, y, Q, K: _ein("tns,sna->tna")(g, K),
-                  lambda g, y, Q, K: _ein("tns,tna->sna")(g, Q)),
-                 lambda y, ybar, q, k: (sum_s(ybar, k), sum_t(ybar * q)),
-                 lambda q, k: dot(q, k)),
+    contraction("dot", "e[t, s] = q[t]^T k[s] (the dot product over a vector, every pair t, s)", "tna,sna->tns",
+                lambda y, ybar, q, k: (sum_s(ybar, k), sum_t(ybar * q)), lambda q, k: dot(q, k)),
     SequenceRule("pairs", "p[t, s] = q[t] + k[s] (every pair t, s: the additive score's sum)",
                  lambda Q, K: Q[:, :, None, :] + K.transpose(1, 0, 2)[None],
                  (lambda g, y, Q, K: g.sum(axis=2),
@@ -145,12 +151,8 @@ SEQUENCE_RULES: dict[str, SequenceRule] = {rule.name: rule for rule in (
                  (lambda g, y, E, mask=None: y * (g - (y * g).sum(axis=-1, keepdims=True)),),
                  lambda y, ybar, e: (y * (ybar - sum_s(y, ybar)),),
                  lambda e: softmax_s(e)),
-    SequenceRule("context", "c[t] = sum over s of a[t, s] hbar[s] (reads every encoder step)",
-                 _ein("tns,snc->tnc"),
-                 (lambda g, y, A, M: _ein("tnc,snc->tns")(g, M),
-                  lambda g, y, A, M: _ein("tns,tnc->snc")(A, g)),
-                 lambda y, ybar, a, m: (dot(m, ybar), sum_t(a * ybar)),
-                 lambda a, m: sum_s(a, m)),
+    contraction("context", "c[t] = sum over s of a[t, s] hbar[s] (reads every encoder step)", "tns,snc->tnc",
+                lambda y, ybar, a, m: (dot(m, ybar), sum_t(a * ybar)), lambda a, m: sum_s(a, m)),
 )}
 
 

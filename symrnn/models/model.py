@@ -28,7 +28,7 @@ from .protocol import Part, Protocol, uniform_params  # noqa: F401 (uniform_para
 from ..engine.structure import fixed_values, resolve_sizes
 from ..engine.symbols import parse
 from .tape import run_cell, run_stateless, window
-from ..validation import as_float_array, check_param_names, check_shape
+from ..validation import as_float_array, check_count, check_param_names, check_shape
 
 _DTYPES = (np.float64, np.float32)
 
@@ -115,8 +115,7 @@ class Model(Protocol):
                 why = f"loss {loss!r} has a readout: give the output size K" if self.loss_rule.needs_readout \
                     else f"cell {self.cell.name!r} has quantities or parameters of size K: give the size K"
                 raise ShapeError(f"{why}.")
-            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ShapeError(f"{name} must be a positive integer, got {value!r}.")
+            check_count(name, value)
         self.sizes = resolve_sizes(self.cell.derived, {"D": int(D), "H": int(H), "K": int(K) if K is not None else None},
                                    self.cell.name)
         input_size = self.cell.sizes[self.cell.input_symbol]

@@ -33,7 +33,7 @@ from ..engine.functions import tanh
 from ..engine.losses import IGNORE_LABEL, get_loss, cross_entropy_ids as cross_entropy
 from .model import Model, readout_cell
 from .protocol import Part
-from .seq2seq_blocks import Stateless, bridge_cell, combine_cell, reversal, sequence_mask, token_ids
+from .seq2seq_blocks import Stateless, bridge_cell, combine_cell, path_sources, reversal, sequence_mask, token_ids
 from .seq2seq_derivation import Seq2SeqDerivation
 from .tape import (Tape, broadcast, concat, finals, lookup, pick, reordered, run_cell, run_stateless, run_step,
                    stack, tap, window)
@@ -530,13 +530,7 @@ class Seq2Seq:
         value, grads, (run, paths) = self._loss_grads_and_paths(params, src, tgt_in, tgt_out, src_mask, tgt_mask,
                                                                   src_lengths, tgt_lengths)
         zeros_G, zeros_z = np.zeros_like(run.memory), np.zeros_like(run.z)
-        sources = {}
-        if paths["attention"] is not None:
-            sources["attention"] = (paths["attention"], zeros_z)
-        if paths["initial state"] is not None:
-            sources["initial state"] = (zeros_G, paths["initial state"])
-        if paths["context"] is not None:
-            sources["context"] = (zeros_G, paths["context"])
+        sources = path_sources(run, paths)
         total_G = sum((G for G, _ in sources.values()), zeros_G)
         total_z = sum((z for _, z in sources.values()), zeros_z)
         sources["total"] = (total_G, total_z)

@@ -1,6 +1,7 @@
 """The pieces a :class:`~symrnn.models.seq2seq.Seq2Seq` is built from besides its cells: the stateless blocks
 run by the generated code (the bridge, Luong's combination, the readout), and the checks of token ids
-and masks, with the reversal of each sequence within its length that the backward directions read."""
+and masks, with the reversal of each sequence within its length that the backward directions read, and
+the paths by which the gradient reaches the encoder."""
 from __future__ import annotations
 
 import numpy as np
@@ -105,3 +106,17 @@ def sequence_mask(mask, lengths, shape, name, prefix):
 def reversal(lengths, S):
     t = np.arange(S)[:, None]
     return np.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)
+
+
+def path_sources(run, paths) -> dict:
+    """What reaches the encoder by each path of a run (:meth:`Seq2Seq.gradient_paths`):
+    ``{path: (adjoint at every source position, adjoint of the final states z)}``."""
+    zeros_G, zeros_z = np.zeros_like(run.memory), np.zeros_like(run.z)
+    sources = {}
+    if paths["attention"] is not None:
+        sources["attention"] = (paths["attention"], zeros_z)
+    if paths["initial state"] is not None:
+        sources["initial state"] = (zeros_G, paths["initial state"])
+    if paths["context"] is not None:
+        sources["context"] = (zeros_G, paths["context"])
+    return sources

@@ -17,20 +17,18 @@ evaluated in float64 (``math``) or at any precision (``mpmath``).
 from __future__ import annotations
 
 import re
-from collections import defaultdict
 
 import mpmath
 import numpy as np
 import sympy as sp
 from sympy.printing.pycode import PythonCodePrinter
-
 from sympy.printing.precedence import precedence
 
 from ..errors import DerivationTooLargeError
-from ..engine.functions import RULES, derivative, maximum, rule_of
+from ..engine.functions import RULES, derivative, rule_of
 from ..engine.losses import scale_of
-from ..engine.structure import fixed_values
-from ..engine.symbols import MatVec, Param, parse, tsym
+from ..engine.symbols import MatVec
+from .unroll import SCALAR_MERGES, SCALE, Unroller, parameter_symbols, program_source  # noqa: F401
 
 DEFAULT_BUDGET = 3_000_000  # scalar multiply-adds in the unrolled program
 
@@ -79,27 +77,6 @@ def mpmath_namespace():
     return {**namespace, **_constants(mpmath.mpf), "_mpf": mpmath.mpf}
 
 
-def _as_float_states(h0):
-    if isinstance(h0, dict):
-        return {k: np.asarray(v, dtype=np.float64) for k, v in h0.items()}
-    return np.asarray(h0, dtype=np.float64)
-
-
-#: The merges of two directions as scalar expressions, written independently of :data:`symrnn.models.wiring.MERGES`
-#: (concat merely lists the components).
-SCALAR_MERGES = {
-    "sum": lambda f, b: f + b,
-    "ave": lambda f, b: sp.Rational(1, 2) * (f + b),
-    "mul": lambda f, b: f * b,
-    "max": lambda f, b: maximum(f, b),
-}
-
-
-def _ident(key):
-    """A parameter key or a part's prefix as a Python identifier (``l0.bwd.W`` -> ``l0_bwd_W``)."""
-    return key.replace(".", "_")
-
-
 class ScalarOracle:
     """The unrolled scalar program of any model for one sequence length.
 
@@ -116,16 +93,10 @@ class ScalarOracle:
     diff : callable
         ``diff(expr, symbol)``; ``sympy.diff`` (through :func:`symrnn.engine.functions.derivative`) by default.
 
-    Use :meth:`loss_and_grads` like the model's ``loss_and_grads``.
-
-    Each kind of step (a cell step with or without an input, a merge, a scored output)
-    is scalarized and differentiated once, with names that carry the step as
-    a placeholder (``h__{t}_1``, ``h__{tm1}_1``); the program repeats those
-    lines for every step with the placeholders filled in, so building costs
-    ``O(T)`` string work and ``O(1)`` symbolic work per part.  The parts of a stacked
-    model carry their prefix in their names (``l0_bwd_h__3_1``); a backward
-    direction's state after reading step ``t`` is named with ``t`` too, its initial
-    state with ``T + 1``.
+    Use :meth:`loss_and_grads` like the model's ``loss_and_grads``.  Each kind of step (a cell step
+    with or without an input, a merge, a scored output) is scalarized and differentiated once
+    (:class:`~symrnn.oracles.unroll.Unroller`): building costs ``O(T)`` string work and ``O(1)``
+    symbolic work per part.  A stacked model's parts carry their prefix in their names (``l0_bwd_h__3_1``).
     """
 
     def __init__(self, model, T_in, T_out, budget=DEFAULT_BUDGET, diff=derivative):
@@ -159,92 +130,9 @@ class ScalarOracle:
             per_step += model.sizes["K"] * (model.parts()[-2].width + 2)
         return 3 * T * per_step  # forward, and two terms a derivative in the backward sweep
 
-    # -- one step as scalar template lines ---------------------------------------
-    def _template(self, equations, env, rows_of, prefix_of, params):
-        """Scalarize equations: ``[(name, code, [(u_name, derivative code), ...]), ...]``."""
-        lines = []
-        for eq in equations:
-            prefix = prefix_of(eq)
-            components = []
-            for i in range(rows_of(eq)):
-                def expand(P, v, i=i):
-                    return sp.Add(*[w * vj for w, vj in zip(params[P.name][i], env[v])])
-                scalar = eq.rhs.replace(MatVec, expand)
-                mapping = {s: env[s][i] for s in scalar.free_symbols if s in env}
-                mapping.update({s: params[s.name][i] if params[s.name].ndim else params[s.name][()]
-                                for s in scalar.free_symbols if isinstance(s, Param) and s.name in params})
-                scalar = scalar.xreplace(mapping)
-                target = sp.Symbol(f"{prefix}_{i}")
-                lines.append((target, scalar, self._local_derivatives(scalar)))
-                components.append(target)
-            env[eq.target] = components
-        return lines
-
-    def _local_derivatives(self, expr):
-        """``[(u, d expr / d u), ...]``: ``sympy.diff`` of each term that contains ``u``."""
-        by_symbol = defaultdict(list)
-        for term in sp.Add.make_args(expr):
-            for u in term.free_symbols:
-                by_symbol[u].append(term)
-        out = []
-        for u in sorted(by_symbol, key=lambda s: s.name):
-            if u == self.scale_symbol or u.name.startswith("_y__"):
-                continue
-            derivative = sp.Add(*[self._diff(term, u) for term in by_symbol[u]])
-            if derivative != 0:
-                out.append((u, derivative))
-        return out
-
-    def _line(self, name, expr):
-        return sp.Symbol(name), expr, self._local_derivatives(expr)
-
-    def _cell_part(self, part, outputs, T):
-        """A cell over time: its templates and its steps ``[(template key, fill), ...]``."""
-        model, cell, tag = self.model, part.cell, _ident(part.prefix)
-        sizes = {**model.sizes, "D": part.width}
-        params = {k: self.param_symbols[part.prefix + k] for k in cell.params if not cell.params[k].fixed}
-        params.update({k: np.array([[sp.Integer(int(e)) for e in row] for row in v], dtype=object)
-                       for k, v in fixed_values(cell.params, sizes).items()})  # exact 0 and 1
-        size = {s: sizes[cell.states[s]] for s in cell.states}
-        reads_input = part.reads[0] == "input"
-        start = T + 1 if part.reverse else 0
-        for s in cell.states:
-            self.state0_names[s] += [f"{tag}{s}__{start}_{j}" for j in range(size[s])]
-        for with_input in ((True, False) if reads_input else (True,)):
-            if not reads_input:
-                x = outputs[part.reads[0]]
-            elif with_input:
-                x = [sp.Symbol(f"{model.input_name}__{{t}}_{j}") for j in range(part.width)]
-            else:
-                x = [sp.Integer(0)] * part.width
-            env = {cell.input_symbol: x}
-            for s in cell.states:
-                env[tsym(s, -1)] = [sp.Symbol(f"{tag}{s}__{{tm1}}_{j}") for j in range(size[s])]
-            self._templates[part.name, with_input] = self._template(
-                cell.equations, env, lambda eq: sizes[cell.sizes[eq.target]],
-                lambda eq: f"{tag}{parse(eq.target)[0]}__{{t}}", params)
-        outputs[part.name] = [sp.Symbol(f"{tag}{cell.output_state}__{{t}}_{j}")
-                              for j in range(size[cell.output_state])]
-        inputs = self.schedule.input_steps if reads_input else range(T)
-        order = range(T - 1, -1, -1) if part.reverse else range(T)
-        return [((part.name, t in inputs), {"t": t + 1, "tm1": t + 2 if part.reverse else t}) for t in order]
-
-    def _pointwise_part(self, part, outputs, T):
-        """A merge of two directions or a residual sum, at every step."""
-        a, b = (outputs[r] for r in part.reads)
-        if part.detail == "concat":
-            outputs[part.name] = a + b
-            return []
-        rule = (lambda u, v: u + v) if part.kind == "residual" else SCALAR_MERGES[part.detail]
-        tag = f"_{_ident(part.name)}__{{t}}"
-        lines = [self._line(f"{tag}_{j}", rule(u, v)) for j, (u, v) in enumerate(zip(a, b))]
-        self._templates[part.name] = lines
-        outputs[part.name] = [line[0] for line in lines]
-        return [(part.name, {"t": t + 1}) for t in range(T)]
-
     def _output_lines(self, top, last):
         """The readout (if any) and the loss of one scored step, reading ``top`` at step ``{t}``."""
-        model = self.model
+        model, unroller = self.model, self._unroller
         y = [sp.Symbol(f"_y__{{u}}_{k}") for k in range(last)]
         out_lines = []
         if model.readout is None:
@@ -252,86 +140,51 @@ class ScalarOracle:
         else:
             env = {model.readout.input_symbol: top}
             params = {k: self.param_symbols[k] for k in model.readout.params}
-            out_lines = self._template(model.readout.equations, env, lambda eq: model.sizes["K"],
-                                       lambda eq: f"{model.logits}__{{u}}", params)
+            out_lines = unroller.scalarize(model.readout.equations, env, lambda eq: model.sizes["K"],
+                                           lambda eq: f"{model.logits}__{{u}}", params)
             o = [line[0] for line in out_lines]
             if model.loss_rule.name == "cross-entropy":
-                out_lines.append(self._line("_lse__{u}", sp.log(sp.Add(*[sp.exp(ok) for ok in o]))))
+                out_lines.append(unroller.line("_lse__{u}", sp.log(sp.Add(*[sp.exp(ok) for ok in o]))))
                 per_step = sp.Add(*[yk * (out_lines[-1][0] - ok) for yk, ok in zip(y, o)])
             else:
                 per_step = model.loss_rule.weight * sp.Add(*[(ok - yk) ** 2 for ok, yk in zip(o, y)])
-        out_lines.append(self._line("_L__{u}", self.scale_symbol * per_step))
+        out_lines.append(unroller.line("_L__{u}", self.scale_symbol * per_step))
         return out_lines
 
     def _build(self):
         model, sched = self.model, self.schedule
-        self.param_symbols = {}
-        for name, shape in model.param_shapes.items():
-            self.param_symbols[name] = np.array(
-                [sp.Symbol(f"{_ident(name)}__w" + "_".join(map(str, idx))) for idx in np.ndindex(*shape)],
-                dtype=object).reshape(shape)
-        self.scale_symbol = sp.Symbol("_scale")
-        self.state0_names = {s: [] for s in model.state_names}
-        self._templates, outputs, order = {}, {}, []
+        self.param_symbols = parameter_symbols(model.param_shapes)
+        self.scale_symbol = sp.Symbol(SCALE)
+        self._unroller = unroller = Unroller(model.sizes, self.param_symbols, model.state_names, model.input_name,
+                                             self._diff)
+        self.state0_names = unroller.state0_names
         parts = model.parts()
-        for part in parts:
-            if part.kind == "cell":
-                order += self._cell_part(part, outputs, sched.T)
-            elif part.kind in ("merge", "residual"):
-                order += self._pointwise_part(part, outputs, sched.T)
-        top = outputs[[p for p in parts if p.kind not in ("readout", "loss")][-1].name]
+        order = unroller.unroll(parts, sched.T, sched.input_steps)
+        top = unroller.outputs[[p for p in parts if p.kind not in ("readout", "loss")][-1].name]
         last = model.sizes["K"] if model.readout is not None else len(top)
-        self._templates["out"] = self._output_lines(top, last)
+        unroller.templates["out"] = self._output_lines(top, last)
         made = {fill["t"]: i for i, (_, fill) in enumerate(order)}  # a step's output is scored once it is made
         scored = {made[t + 1]: ("out", {"t": t + 1, "u": t - sched.output_steps.start}) for t in sched.output_steps}
         order = [entry for i, step in enumerate(order) for entry in ([step, scored[i]] if i in scored else [step])]
-        self._program_lines([(self._templates[key], fill) for key, fill in order])
+        self._symbolic_steps = [(unroller.templates[key], fill) for key, fill in order]
+        losses = [f"_L__{u}" for u in range(len(sched.output_steps))]
+        self.forward_lines, self.backward_lines, contributions = self._unroller.reverse_accumulation(
+            self._printer, self._symbolic_steps, losses)
         self.input_names = [[f"{model.input_name}__{t + 1}_{j}" for j in range(model.sizes["D"])]
                             for t in sched.input_steps]
         self.target_names = [[f"_y__{u}_{k}" for k in range(last)] for u in range(len(sched.output_steps))]
-        self._compile()
+        self._compile(contributions)
 
-    def _program_lines(self, steps):
-        """The forward lines (every step's template filled in) and the reverse accumulation over them."""
-        printer = self._printer
-        printed = {id(lines): [(t.name, printer.doprint(e), [(u.name, printer.doprint(d)) for u, d in ds])
-                               for t, e, ds in lines] for lines in self._templates.values()}
-        self._symbolic_steps = steps
-        forward = []
-        for lines, fill in steps:
-            forward += [f"    {name.format(**fill)} = {code.format(**fill)}" for name, code, _ in printed[id(lines)]]
-        losses = [f"_L__{u}" for u in range(len(self.schedule.output_steps))]
-        forward.append(f"    _L = {' + '.join(losses)}")
-        contributions = defaultdict(list)
-        for name in losses:
-            contributions[name].append("_d___L")
-        backward = ["    _d___L = 1"]
-        for lines, fill in reversed(steps):
-            for name, code, derivatives in reversed(printed[id(lines)]):
-                name = name.format(**fill)
-                terms = contributions.pop(name, None)
-                if not terms:
-                    continue
-                backward.append(f"    _d__{name} = {' + '.join(terms)}")
-                for u, d in derivatives:
-                    contributions[u.format(**fill)].append(f"_d__{name}*({d.format(**fill)})")
-        self.forward_lines, self.backward_lines = forward, backward
-        self._leaf_contributions = contributions
-
-    def _compile(self):
+    def _compile(self, contributions):
         grads = ([s.name for arr in self.param_symbols.values() for s in arr.ravel()]
                  + [n for row in self.input_names for n in row]
                  + [n for names in self.state0_names.values() for n in names])
-        args = grads + [n for row in self.target_names for n in row] + ["_scale"]
-        head = [f"    {', '.join(args)}, = _values"]
-        leaves = [f"    _d__{n} = {' + '.join(self._leaf_contributions.get(n, ['0 * _scale']))}" for n in grads]
-        source_fb = "\n".join(["def program(_values):"] + head + self.forward_lines + self.backward_lines + leaves
-                              + [f"    return _L, [{', '.join('_d__' + n for n in grads)}]"]) + "\n"
-        source_f = "\n".join(["def program(_values):"] + head + self.forward_lines + ["    return _L"]) + "\n"
-        self.source = source_fb
+        args = grads + [n for row in self.target_names for n in row] + [SCALE]
+        self.source = program_source(args, self.forward_lines + self.backward_lines, contributions, grads)
         tag = re.sub(r"[^A-Za-z0-9_.+-]", "_", self.model.cell.name)
-        self._code_fb = compile(source_fb, f"<symrnn-scalar-oracle-{tag}>", "exec")
-        self._code_f = compile(source_f, f"<symrnn-scalar-forward-{tag}>", "exec")
+        self._code_fb = compile(self.source, f"<symrnn-scalar-oracle-{tag}>", "exec")
+        self._code_f = compile(program_source(args, self.forward_lines, {}, grads, forward_only=True),
+                               f"<symrnn-scalar-forward-{tag}>", "exec")
         self._programs = {}
 
     def _program(self, kind, backend):
@@ -355,7 +208,7 @@ class ScalarOracle:
         params_dummy = {k: np.zeros(s) for k, s in model.param_shapes.items()}
         N = np.asarray(inputs).shape[1]
         _, _, Y, _, _, mask = model._prepare(params_dummy, np.asarray(inputs, dtype=np.float64), targets,
-                                             None if h0 is None else _as_float_states(h0), mask)
+                                             model.initial_states(h0, N), mask)
         given = {} if h0 is None else (dict(h0) if isinstance(h0, dict) else {model.out: h0})
         S0 = {s: np.asarray(given[s]) if s in given else np.zeros(model.initial_state_shape(s, N))
               for s in model.state_names}  # the caller's numbers (mpmath ones too), checked above
@@ -423,7 +276,7 @@ class ScalarOracle:
         """The forward program as ``(name, expression)`` pairs in order, every step's
         names filled in (``a__2_0 = b__0 + U__0_0*x__2_0 + W__0_0*h__1_0``)."""
         for lines, fill in self._symbolic_steps:
-            for target, expr, _ in lines:
+            for target, expr in lines:
                 renamed = {sym: sp.Symbol(sym.name.format(**fill)) for sym in expr.free_symbols if "{" in sym.name}
                 yield target.name.format(**fill), expr.xreplace(renamed)
 

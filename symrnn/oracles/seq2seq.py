@@ -16,147 +16,81 @@ operations) with the weights copied by :mod:`symrnn.models.layouts`, differentia
 """
 from __future__ import annotations
 
-from collections import defaultdict
+from itertools import takewhile
 
 import mpmath
 import numpy as np
 import sympy as sp
 
 from ..errors import DerivationTooLargeError, UnknownNameError
-from ..models.layouts import from_torch, to_torch
+from ..models.layouts import TORCH_GATES, from_torch, to_torch
 from ..engine.losses import scale_of
-from ..engine.functions import derivative
-from ..engine.symbols import MatVec, Param, tsym
-from .scalar import SCALAR_MERGES as _SCALAR_MERGES
-from .torch_autograd import TORCH_MERGES
+from ..engine.symbols import parse, tsym
+from .torch_autograd import TORCH_MERGES, module_gradients, rnn_module
 from .finite_differences import differences_in_place
 from .scalar import float_namespace, mpmath_namespace, ScalarPrinter
-
-
-def reverse_program(printer, lines, loss_symbol, args, grads, skip):
-    """The source of ``program(_values)``: the straight-line forward ``lines`` (symbol, expression),
-    then reverse accumulation over them, each local partial by ``sympy.diff`` of the terms that
-    read the variable; returns the loss and ``d loss / d name`` for each name of ``grads``.
-    ``skip(name)`` marks the arguments that are constants (the scale, the targets)."""
-    forward = [f"    {v.name} = {printer.doprint(e)}" for v, e in lines]
-    contributions = defaultdict(list)
-    contributions[loss_symbol.name].append("1")
-    backward = []
-    for v, e in reversed(lines):
-        terms = contributions.pop(v.name, None)
-        if not terms:
-            continue
-        backward.append(f"    _d_{v.name} = {' + '.join(terms)}")
-        for u in sorted(e.free_symbols, key=lambda s: s.name):
-            if skip(u.name):
-                continue
-            d = sp.Add(*[derivative(term, u) for term in sp.Add.make_args(e) if term.has(u)])
-            if d != 0:
-                contributions[u.name].append(f"_d_{v.name}*({printer.doprint(d)})")
-    tail = [f"    _d_{n} = {' + '.join(contributions.get(n, ['0 * scale']))}" for n in grads]
-    result = f"    return {loss_symbol.name}, [{', '.join('_d_' + n for n in grads)}]"
-    return "\n".join(["def program(_values):", f"    {', '.join(args)}, = _values"] + forward + backward + tail
-                     + [result]) + "\n"
+from .unroll import SCALE, Unroller, parameter_symbols, program_source
 
 
 class _Program:
-    """One example's program: straight-line scalar assignments, then :func:`reverse_program`."""
+    """One example's program: the encoder unrolled from the model's parts by :class:`Unroller` (as every
+    scalar route unrolls a wiring), then the bridge, attention, decoder steps and readout as straight-line
+    scalar lines, then the same reverse accumulation over all of them."""
 
     def __init__(self, model, src, tin, tout, src_len, scored, max_lines=60_000):
-        self.model, self.lines, self._counter, self.max_lines = model, [], 0, max_lines
-        self.params = {k: self._leaves(f"p{i}", s) for i, (k, s) in enumerate(model.param_shapes.items())}
-        self.src_dense = None
-        if model.src_vocab is None:
-            self.src_dense = self._leaves("x", np.asarray(src).shape)
-        self._build(src, tin, tout, src_len, scored)
-        self._compile_program()
+        self.model, self.lines, self.max_lines = model, [], max_lines
+        self.params = parameter_symbols(model.param_shapes)
+        enc = model.encoder
+        self.unroller = Unroller(enc.sizes, self.params, enc.state_names, enc.input_name)
+        self.dense = model.src_vocab is None
+        steps = self._encode(src, src_len)
+        self._decode(tin, tout, src_len, scored)
+        self._compile_program(steps + [(self.lines, {})])
 
-    def _new(self, expr):
-        if len(self.lines) > self.max_lines:
+    def _grow(self, more=1):
+        if len(self.lines) + more > self.max_lines:
             raise DerivationTooLargeError(f"The scalar program of {self.model!r} passes {self.max_lines} lines; "
                                           f"use smaller sizes (it is meant for T, H, D of a few).")
-        v = sp.Symbol(f"v{self._counter}")
-        self._counter += 1
-        self.lines.append((v, expr))
-        return v
 
-    @staticmethod
-    def _leaves(prefix, shape):
-        return np.array([sp.Symbol(f"{prefix}_" + "_".join(map(str, idx))) for idx in np.ndindex(*shape)],
-                        dtype=object).reshape(shape)
-
-    def _cell_step(self, unit, P, x, states, sizes):
-        """One cell step on scalars: returns the new states ``{name: [scalars]}``."""
-        cell = unit.cell
-        env = {cell.input_symbol: x}
-        env.update({tsym(s, -1): v for s, v in states.items()})
-        for eq in cell.equations:
-            comps = []
-            for i in range(sizes[cell.sizes[eq.target]]):
-                def expand(Pm, v, i=i):
-                    return sp.Add(*[w * vj for w, vj in zip(P[Pm.name][i], env[v])])
-                scalar = eq.rhs.replace(MatVec, expand)
-                mapping = {s: env[s][i] for s in scalar.free_symbols if s in env}
-                mapping.update({s: (P[s.name][i] if P[s.name].ndim == 1 else P[s.name][()])
-                                for s in scalar.free_symbols if isinstance(s, Param)})
-                comps.append(self._new(scalar.xreplace(mapping)))
-            env[eq.target] = comps
-        return {s: env[tsym(s)] for s in cell.states}
+    def _new(self, expr, name=None):
+        self._grow()
+        self.lines.append(self.unroller.line(name or f"_v{len(self.lines)}", expr))
+        return self.lines[-1][0]
 
     def _dot(self, u, v):
         return sp.Add(*[a * b for a, b in zip(u, v)])
 
     def _encode(self, src, L):
-        """The encoder over the ``L`` real tokens: (the top layer's outputs, ``z``)."""
-        m = self.model
-        enc, p = m.encoder, self.params
-        seq = [list(self.src_dense[t]) if self.src_dense is not None else list(p["emb_src"][src[t]])
-               for t in range(L)]  # padding is never read: the program stops at the last real token
-        finals = []
-        for layer in enc.layers:
-            sizes = {"D": layer.input_width, "H": m.H, "K": None}
-            outs = {}
-            for d in layer.directions:
-                P = {n: p[f"enc.{enc.key(layer.index, d, n)}"] for n in enc.cell.params}
-                states = {s: [sp.Integer(0)] * enc.unit.state_size(s) for s in enc.state_names}
-                h = [None] * L
-                for t in (range(L) if d == "fwd" else range(L - 1, -1, -1)):
-                    states = self._cell_step(enc.unit, P, seq[t], states, sizes)
-                    h[t] = states[enc.out]
-                outs[d] = h
-                if layer is m.top:
-                    finals += states[enc.out]
-            if layer.bidirectional:
-                if enc.merge.name == "concat":
-                    merged = [outs["fwd"][t] + outs["bwd"][t] for t in range(L)]
-                else:
-                    rule = _SCALAR_MERGES[enc.merge.name]
-                    merged = [[self._new(rule(f, b)) for f, b in zip(outs["fwd"][t], outs["bwd"][t])]
-                              for t in range(L)]
-            else:
-                merged = outs["fwd"]
-            if layer.residual:
-                merged = [[self._new(a + b) for a, b in zip(mt, st)] for mt, st in zip(merged, seq)]
-            seq = merged
-        return seq, finals
+        """The encoder's parts unrolled over the ``L`` real tokens (padding is never read): its steps;
+        :attr:`memory` (the top layer's outputs) and :attr:`z` (its final states, forward then backward)."""
+        m, u = self.model, self.unroller
+        parts = list(takewhile(lambda p: p.kind in ("cell", "merge", "residual"), m.parts()))  # up to the bridge
+        order = u.unroll(parts, L, range(L))
+        self.inputs = [f"{m.encoder.input_name}__{t + 1}_{j}" for t in range(L) for j in range(m.E)]
+        embedded = [] if self.dense else [u.line(name, self.params["emb_src"][src[k // m.E], k % m.E])
+                                          for k, name in enumerate(self.inputs)]
+        self.memory = [u.at(parts[-1].name, t + 1) for t in range(L)]
+        top = max(p.layer for p in parts)
+        self.z = [s for p in parts if p.kind == "cell" and p.layer == top for s in u.at(p.name, 1 if p.reverse else L)]
+        return [(embedded, {})] + [(u.templates[key], fill) for key, fill in order]
 
-    def _build(self, src, tin, tout, L, scored):
-        m, p = self.model, self.params
-        memory, z = self._encode(src, L)
-        dec, Hd = m.decoder, m.H_dec
+    def _initial_states(self, z):
+        m, p, Hd = self.model, self.params, self.model.H_dec
         if m.bridge_mode == "copy":
-            state = {s: (list(z) if s == m.out_state else [sp.Integer(0)] * Hd) for s in dec.state_names}
-        elif m.bridge_mode in ("linear", "tanh"):
+            return {s: (list(z) if s == m.out_state else [sp.Integer(0)] * Hd) for s in m.decoder.state_names}
+        if m.bridge_mode in ("linear", "tanh"):
             act = sp.tanh if m.bridge_mode == "tanh" else (lambda u: u)
-            state = {s: [self._new(act(self._dot(p[f"bridge.W_{s}"][i], z) + p[f"bridge.b_{s}"][i]))
-                         for i in range(Hd)] for s in dec.state_names}
-        else:
-            state = {s: [sp.Integer(0)] * Hd for s in dec.state_names}
-        att = m.attention
+            return {s: [self._new(act(self._dot(p[f"bridge.W_{s}"][i], z) + p[f"bridge.b_{s}"][i]))
+                        for i in range(Hd)] for s in m.decoder.state_names}
+        return {s: [sp.Integer(0)] * Hd for s in m.decoder.state_names}
+
+    def _attention(self, L):
+        """``attend(q)``: the context for the query ``q`` over the ``L`` real source positions."""
+        m, p, memory, att = self.model, self.params, self.memory, self.model.attention
         keys = memory
-        if att is not None and att.score == "general":
-            keys = [[self._new(self._dot(p["attn.W_a"][i], hs)) for i in range(Hd)] for hs in memory]
-        elif att is not None and att.score == "additive":
+        if att.score == "general":
+            keys = [[self._new(self._dot(p["attn.W_a"][i], hs)) for i in range(m.H_dec)] for hs in memory]
+        elif att.score == "additive":
             keys = [[self._new(self._dot(p["attn.U_a"][i], hs)) for i in range(att.size)] for hs in memory]
 
         def attend(q):
@@ -169,41 +103,47 @@ class _Program:
             a = [self._new(sp.exp(es - lse)) for es in e]
             return [self._new(sp.Add(*[a[s] * memory[s][c] for s in range(L)])) for c in range(m.C)]
 
+        return attend
+
+    def _decode(self, tin, tout, L, scored):
+        """The bridge, then each decoder step (the cell scalarized by the same :meth:`Unroller.scalarize`),
+        its attention, Luong's combination, the readout and the scored cross-entropy."""
+        m, p, u, z = self.model, self.params, self.unroller, self.z
+        state, dec, Hd = self._initial_states(z), m.decoder, m.H_dec
+        attend = self._attention(L) if m.attention is not None else None
         sizes = {"D": dec.sizes["D"], "H": Hd, "K": None}
-        P = {n: p[f"dec.{n}"] for n in dec.cell.params}
-        losses = []
-        self.scale = sp.Symbol("scale")
+        P = u.cell_params(dec.cell, "dec.", sizes)
+        self.losses = []
         for t in range(tin.shape[0]):
             x = list(p["emb_tgt"][tin[t]]) + (list(z) if m.context else [])
-            ctx = None
-            if m.bahdanau:
-                ctx = attend(state[m.out_state])
-                x += ctx
-            state = self._cell_step(dec, P, x, state, sizes)
+            ctx = attend(state[m.out_state]) if m.bahdanau else None
+            env = {dec.cell.input_symbol: x + (ctx or [])}
+            env.update({tsym(s, -1): v for s, v in state.items()})
+            self._grow(sum(sizes[dec.cell.sizes[eq.target]] for eq in dec.cell.equations))
+            self.lines += u.scalarize(dec.cell.equations, env, lambda eq: sizes[dec.cell.sizes[eq.target]],
+                                      lambda eq, t=t: f"_dec_{parse(eq.target)[0]}__{t + 1}", P)
+            state = {s: env[tsym(s)] for s in dec.cell.states}
             h = state[m.out_state]
-            if att is not None and not m.bahdanau:
+            if attend is not None and not m.bahdanau:
                 ctx = attend(h)
-                zc = ctx + h
-                top = [self._new(sp.tanh(self._dot(p["attn.W_c"][i], zc))) for i in range(Hd)]
+                top = [self._new(sp.tanh(self._dot(p["attn.W_c"][i], ctx + h))) for i in range(Hd)]
             else:
                 top = h
             r = top + (ctx if m.bahdanau else []) + (list(z) if m.context else [])
-            if not scored[t]:
-                continue
-            o = [self._new(self._dot(p["out.V"][k], r) + p["out.c"][k]) for k in range(m.tgt_vocab)]
-            lse = self._new(sp.log(sp.Add(*[sp.exp(ok) for ok in o])))
-            losses.append(self._new(self.scale * (lse - o[tout[t]])))
-        self.loss_symbol = self._new(sp.Add(*losses))
+            if scored[t]:
+                o = [self._new(self._dot(p["out.V"][k], r) + p["out.c"][k]) for k in range(m.tgt_vocab)]
+                lse = self._new(sp.log(sp.Add(*[sp.exp(ok) for ok in o])))
+                self.losses.append(self._new(sp.Symbol(SCALE) * (lse - o[tout[t]]), f"_L__{len(self.losses)}").name)
 
-    def _compile_program(self):
-        printer = ScalarPrinter()
+    def _compile_program(self, steps):
+        forward, backward, contributions = self.unroller.reverse_accumulation(ScalarPrinter(), steps, self.losses)
         leaves = [s.name for a in self.params.values() for s in a.ravel()]
-        if self.src_dense is not None:
-            leaves += [s.name for s in self.src_dense.ravel()]
-        self.source = reverse_program(printer, self.lines, self.loss_symbol, leaves + ["scale"], leaves,
-                                      skip=lambda name: name == "scale")
+        if self.dense:
+            leaves += self.inputs
+        zeros = [n for names in self.unroller.state0_names.values() for n in names]  # the encoder starts at zero
+        self.n_zeros = len(zeros)
+        self.source = program_source(leaves + zeros + [SCALE], forward + backward, contributions, leaves)
         self._code = compile(self.source, "<symrnn-scalar-seq2seq-oracle>", "exec")
-        self._programs = {}
 
 
 class ScalarSeq2SeqOracle:
@@ -221,35 +161,33 @@ class ScalarSeq2SeqOracle:
         scale = scale_of(m.reduction, scored)
         convert = float if precision is None else mpmath.mpf
         N = tin.shape[1]
-        loss, total, dense = 0, None, []
+        loss, total, dense = 0, 0, []
         with mpmath.workdps(precision or 15):
             for n in range(N):
-                source = ids[:, n] if ids is not None else np.asarray(X)[:int(lengths[n]), n]
-                prog = _Program(m, source, tin[:, n], tout[:, n], int(lengths[n]), scored[:, n], self.max_lines)
+                L = int(lengths[n])
+                source = ids[:, n] if ids is not None else np.asarray(X)[:L, n]
+                prog = _Program(m, source, tin[:, n], tout[:, n], L, scored[:, n], self.max_lines)
                 ns = dict(float_namespace() if precision is None else mpmath_namespace())
                 exec(prog._code, ns)
-                values = [convert(float(v)) for k in prog.params for v in np.asarray(p[k]).ravel()]
-                if ids is None:
-                    values += [convert(float(v)) for v in source.ravel()]
-                value, grads = ns["program"](values + [convert(scale)])
+                values = [v for k in prog.params for v in np.asarray(p[k]).ravel()]
+                values += [] if ids is not None else list(source.ravel())
+                value, grads = ns["program"]([convert(float(v)) for v in values] + [convert(0)] * prog.n_zeros
+                                             + [convert(scale)])
                 loss += value
                 n_params = sum(a.size for a in prog.params.values())
-                total = grads[:n_params] if total is None else [a + b for a, b in zip(total, grads[:n_params])]
+                total = total + np.array(grads[:n_params], dtype=object)
                 if ids is None:
                     g = np.zeros(np.asarray(X)[:, n].shape, dtype=object)
-                    g[:int(lengths[n])] = np.array(grads[n_params:], dtype=object).reshape(source.shape)
+                    g[:L] = np.array(grads[n_params:], dtype=object).reshape(source.shape)
                     dense.append(g)
-        out, k = {}, 0
-        for name, shape in m.param_shapes.items():
-            size = int(np.prod(shape))
-            out[name] = np.array(total[k:k + size], dtype=object).reshape(shape)
-            k += size
+        ends = np.cumsum([int(np.prod(shape)) for shape in m.param_shapes.values()])
+        out = {name: total[end - int(np.prod(shape)):end].reshape(shape)
+               for (name, shape), end in zip(m.param_shapes.items(), ends)}
         if ids is None:
             out["src"] = np.stack(dense, axis=1)
         if precision is None:
             out = {k: v.astype(float) for k, v in out.items()}
         return loss, out
-
 
 
 def seq2seq_central_differences(model, params, src, tgt_in, tgt_out, eps=1e-6, **kwargs):
@@ -294,18 +232,6 @@ def seq2seq_agreement_table(model, seed=0, S=3, T=2, N=2) -> str:
 
 
 # -- the torch composition ----------------------------------------------------------------------------
-_TORCH_CELLS = ("rnn-tanh", "rnn-relu", "lstm", "gru")  # the cells nn.RNN, nn.LSTM, nn.GRU compute
-
-
-def _torch_module(torch, cell, D, H, bidirectional=False):
-    nn = torch.nn
-    if cell == "lstm":
-        return nn.LSTM(D, H, bidirectional=bidirectional).double()
-    if cell == "gru":
-        return nn.GRU(D, H, bidirectional=bidirectional).double()
-    return nn.RNN(D, H, bidirectional=bidirectional, nonlinearity=cell.split("-")[1]).double()
-
-
 def _load(torch, module, cell, params_by_direction):
     sd = {}
     for k, p in enumerate(params_by_direction):
@@ -314,14 +240,8 @@ def _load(torch, module, cell, params_by_direction):
 
 
 def _module_grads(cell, module, H, n_dirs):
-    """Torch's gradients of one module under symrnn's names, per direction (``bias_hh`` zeroed where it
-    duplicates ``bias_ih``, then the pair added by ``from_torch``)."""
-    sd = {k: p.grad.numpy().copy() if p.grad is not None else np.zeros(tuple(p.shape))
-          for k, p in module.named_parameters()}
-    for k in sd:
-        if k.startswith("bias_hh"):
-            sd[k][:2 * H if cell == "gru" else None] = 0
-    return [from_torch(cell, sd, layer=0, reverse=d == 1) for d in range(n_dirs)]
+    """Torch's gradients of one module under symrnn's names, per direction."""
+    return [from_torch(cell, module_gradients(module, cell, H), layer=0, reverse=d == 1) for d in range(n_dirs)]
 
 
 def _torch_encoder(torch, m, params, x, lengths):
@@ -332,7 +252,7 @@ def _torch_encoder(torch, m, params, x, lengths):
     p_enc = {k[4:]: v for k, v in params.items() if k.startswith("enc.")}
     modules, finals = [], None
     for layer in enc.layers:
-        module = _torch_module(torch, cell, layer.input_width, H, layer.bidirectional)
+        module = rnn_module(torch, cell, layer.input_width, H, bidirectional=layer.bidirectional)
         _load(torch, module, cell, [enc.direction_params(p_enc, layer.index, d) for d in layer.directions])
         packed = rnn_utils.pack_padded_sequence(x, lengths_t, enforce_sorted=False)
         out, hn = module(packed)
@@ -380,7 +300,7 @@ def _torch_attention(torch, m, P, memory, smask):
 def _torch_decoder(torch, m, params, P, inputs, init, attend):
     """The decoder as a torch module (step by step for Bahdanau): the pieces the readout reads, and the module."""
     cell = m.decoder.cell.name
-    dec = _torch_module(torch, cell, m.decoder.sizes["D"], m.H_dec)
+    dec = rnn_module(torch, cell, m.decoder.sizes["D"], m.H_dec)
     _load(torch, dec, cell, [{k[4:]: v for k, v in params.items() if k.startswith("dec.")}])
 
     def hx(state):
@@ -408,9 +328,9 @@ def torch_loss_and_grads(m, params, src, tin, tout, smask=None, tmask=None):
     import torch
 
     for cell in (m.encoder.cell, m.decoder.cell):
-        if cell.name not in _TORCH_CELLS:
+        if cell.name not in TORCH_GATES:
             raise UnknownNameError(f"PyTorch has no module for the cell {cell.name!r}; the torch composition "
-                                   f"covers {list(_TORCH_CELLS)}.")
+                                   f"covers {list(TORCH_GATES)}.")
 
     def leaf(v):
         return torch.tensor(np.asarray(v, dtype=np.float64), dtype=torch.float64, requires_grad=True)

@@ -134,6 +134,25 @@ def torch_loss_and_grads(model, params, inputs, targets, h0=None, mask=None):
     return float(loss.detach()), grads
 
 
+def rnn_module(torch, cell, D, H, num_layers=1, bidirectional=False):
+    """PyTorch's ``nn.LSTM``, ``nn.GRU`` or ``nn.RNN`` (``rnn-tanh``, ``rnn-relu``) for a cell, in float64."""
+    kind = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}.get(cell, torch.nn.RNN)
+    extra = {} if cell in ("lstm", "gru") else {"nonlinearity": cell.split("-")[1]}
+    return kind(D, H, num_layers=num_layers, bidirectional=bidirectional, **extra).double()
+
+
+def module_gradients(module, cell, H):
+    """A module's gradients by parameter name (zeros where it has none), with ``bias_hh`` zeroed where it
+    duplicates ``bias_ih`` (both receive dL/db where they are added; GRU's ``b_hn`` apart), so that
+    :func:`symrnn.models.layouts.from_torch` adds the pair back into one bias."""
+    sd = {k: p.grad.numpy().copy() if p.grad is not None else np.zeros(tuple(p.shape))
+          for k, p in module.named_parameters()}
+    for k, g in sd.items():
+        if k.startswith("bias_hh"):
+            g[:2 * H if cell == "gru" else None] = 0
+    return sd
+
+
 def torch_module_grads(model, params, x, y, h0):
     """PyTorch's own ``nn.RNN/LSTM/GRU(num_layers, bidirectional)`` with the readout and loss in torch, keyed
     like the model's gradients; None where torch has no such module (a cell torch does not have, a merge
@@ -150,9 +169,7 @@ def torch_module_grads(model, params, x, y, h0):
             or any(p.kind == "residual" or (p.kind == "merge" and p.detail != "concat") for p in parts):
         return None
     D, H = model.sizes["D"], model.sizes["H"]
-    kind = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}.get(cell, torch.nn.RNN)
-    extra = {} if cell in ("lstm", "gru") else {"nonlinearity": cell.split("-")[1]}
-    module = kind(D, H, num_layers=len(layers), bidirectional=flags.pop(), **extra).double()
+    module = rnn_module(torch, cell, D, H, len(layers), flags.pop())
     module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in to_torch_stack(cell, params).items()})
     sched = model.architecture.schedule(x.shape[0], np.asarray(y).shape[0])
     xt = torch.tensor(x, requires_grad=True)
@@ -176,10 +193,7 @@ def torch_module_grads(model, params, x, y, h0):
             loss = F.mse_loss(O, torch.tensor(np.asarray(y, dtype=np.float64)), reduction=reduction) \
                 * float(model.loss_rule.weight)
     loss.backward()
-    sd = {k: p.grad.numpy().copy() for k, p in module.named_parameters()}
-    for k in sd:  # both biases receive dL/db where they are added: keep one (GRU: b_hn apart)
-        if k.startswith("bias_hh"):
-            sd[k][:2 * H if cell == "gru" else None] = 0
+    sd = module_gradients(module, cell, H)
     grads = {}
     for p in cells:
         grads.update({p.prefix + k: v for k, v in from_torch(cell, sd, layer=p.layer, reverse=p.reverse).items()})

@@ -42,6 +42,7 @@ class ReportBuilder(SummarySections):
         self.model = model
         self.with_sensitivities = sensitivities
         self.d = model.derive()
+        self.parts = model.parts()
         self.cell = model.cell
         self.width = width
         self.renames = _renames(model)
@@ -99,15 +100,22 @@ class ReportBuilder(SummarySections):
         return r"\frac{\partial %s}{\partial %s}" % (top, bottom)
 
     # -- the document -----------------------------------------------------------------------
-    def build(self) -> Document:
+    def title(self):
+        return f"Backpropagation through time for the {self.cell.name} cell"
+
+    def subtitle(self):
         m = self.model
-        title = f"Backpropagation through time for the {self.cell.name} cell"
-        subtitle = [f"{m.architecture.name} architecture, {LOSS_NAMES.get(m.loss_rule.name, m.loss_rule.name)} "
-                    f"loss, {m.reduction} reduction"]
-        sections = [self.introduction(), self.notation(), self.forward(), self.loss(), self.graph(),
-                    self.identities(), self.adjoints(), self.sensitivities(), self.gradients(),
-                    self.summary_section(), self.jacobians(), self.example()]
-        return Document(title, subtitle, [s for s in sections if s is not None], dict(self.numbers))
+        return [f"{m.architecture.name} architecture, {LOSS_NAMES.get(m.loss_rule.name, m.loss_rule.name)} "
+                f"loss, {m.reduction} reduction"]
+
+    def section(self, name):
+        return getattr(self, name)()
+
+    def build(self) -> Document:
+        """The :class:`Document`: the sections the model's parts call for (:mod:`symrnn.report.builder`)."""
+        from .builder import build_sections
+
+        return build_sections(self)
 
     # -- 1 -------------------------------------------------------------------------------------
     def introduction(self):

@@ -8,6 +8,7 @@ With numbers (``params`` and a batch) it adds the measured decomposition of ``dL
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import numpy as np
 import sympy as sp
@@ -150,19 +151,41 @@ def _readout(model, d):
         _part(d, "readout"), _part(d, "readout_adjoints")])
 
 
+class Seq2SeqSections:
+    """Writes the sections of a sequence-to-sequence report that :func:`symrnn.report.builder.build_sections`
+    chooses from the model's parts; ``numbers`` is ``(params, src, tgt_in, tgt_out, kwargs)`` or None."""
+
+    def __init__(self, model, numbers=None):
+        from .seq2seq_example import example_section
+
+        d, (encoder, decoder) = model.derive(), _cells(model, model.derive())
+        self.model, self.parts, self.numbers = model, model.parts(), {}
+        self.writers = {"model_notation": lambda: _notation(model), "encoder_section": lambda: encoder,
+                        "bridge_section": lambda: _bridge(model, d), "decoder_section": lambda: decoder,
+                        "attention_section": lambda: _attention(model, d),
+                        "readout_section": lambda: _readout(model, d),
+                        "paths_section": lambda: _paths(model, d, numbers),
+                        "example_section": lambda: example_section(model)}
+
+    def title(self):
+        return _title(self.model)
+
+    @staticmethod
+    def subtitle():
+        return ["exact gradients derived symbolically by symrnn"]
+
+    def section(self, name):
+        """The section ``name`` without the blocks it leaves out (None: a part with nothing to print)."""
+        section = self.writers[name]()
+        return None if section is None else replace(section, blocks=[b for b in section.blocks if b is not None])
+
+
 def build_seq2seq_document(model, numbers=None) -> Document:
-    """The report's :class:`Document`; ``numbers`` is ``(params, src, tgt_in, tgt_out, kwargs)`` or None."""
-    d = model.derive()
-    encoder, decoder = _cells(model, d)
-    sections = [_notation(model), encoder, _bridge(model, d), decoder, _attention(model, d),
-                _readout(model, d), _paths(model, d, numbers)]
-    example = _example_section(model)
-    if example is not None:
-        sections.append(example)
-    sections = [s for s in sections if s is not None]
-    for section in sections:
-        section.blocks = [b for b in section.blocks if b is not None]
-    return Document(_title(model), ["exact gradients derived symbolically by symrnn"], sections, {})
+    """The report's :class:`Document` (:func:`symrnn.report.builder.build_sections`); ``numbers`` is
+    ``(params, src, tgt_in, tgt_out, kwargs)`` or None."""
+    from .builder import build_sections
+
+    return build_sections(Seq2SeqSections(model, numbers))
 
 
 def _paths(model, d, numbers):
@@ -179,12 +202,6 @@ def _paths(model, d, numbers):
     if numbers is not None:
         blocks.append(_decomposition_table(model, numbers))
     return Section("How the gradient reaches the encoder", "sec:paths", blocks)
-
-
-def _example_section(model):
-    from .seq2seq_example import example_section
-
-    return example_section(model)
 
 
 #: ``(stem, Seq2Seq arguments)`` of the sequence-to-sequence reports in ``derivations/``.

@@ -63,6 +63,7 @@ class WiringReportBuilder(ReportBuilder):
     def __init__(self, model, width=None, sensitivities=True):
         self.stack = model
         super().__init__(model.unit, **({} if width is None else {"width": width}), sensitivities=sensitivities)
+        self.parts = model.parts()
         self.cell = model.cell
         self.upstream = next(iter(self.d.external.values()))  # g[t], or gamma[t] beside the LSTM's gate g
         decorated = set(self.cell.params) | {sym_base(e.target) for e in self.cell.equations} | {sym_base(self.upstream)}
@@ -84,16 +85,11 @@ class WiringReportBuilder(ReportBuilder):
                 "mixed uni- and bidirectional" if any(m.bidirectional) else "stacked")
         return f"Backpropagation through time for a {layers}{kind} {self.cell.name} network"
 
-    def build(self) -> Document:
+    def subtitle(self):
         m = self.stack
-        subtitle = [f"{m.architecture.name} architecture, {LOSS_NAMES.get(m.loss_rule.name, m.loss_rule.name)} "
-                    f"loss, {m.reduction} reduction"
-                    + (f", {m.merge.name} merge" if any(m.bidirectional) else "")
-                    + (", residual links" if m.residual else "")]
-        sections = [self.introduction(), self.notation(), self.forward(), self.loss(), self.graph(),
-                    self.merge_section(), self.adjoints(), self.sensitivities(), self.layers_section(),
-                    self.gradients()]
-        return Document(self.title(), subtitle, [s for s in sections if s is not None], dict(self.numbers))
+        return [f"{m.architecture.name} architecture, {LOSS_NAMES.get(m.loss_rule.name, m.loss_rule.name)} "
+                f"loss, {m.reduction} reduction" + (f", {m.merge.name} merge" if any(m.bidirectional) else "")
+                + (", residual links" if m.residual else "")]
 
     # -- 1 --------------------------------------------------------------------------------------------
     def introduction(self):

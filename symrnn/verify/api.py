@@ -10,7 +10,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..engine.cells import builtin_cell
-from ..errors import ShapeError, UnknownNameError, UserCodeError, UserCodeExit
+from ..errors import UnknownNameError, UserCodeError, UserCodeExit
 from ..models.layouts import Layout, layout_for
 from ..models.model import Model
 from .cases import Declared, declared_problems, replay_sizes, run_cases, run_declared
@@ -18,6 +18,7 @@ from .modes import LayerFunctions, LayerObject, LossFunction
 from .problems import Plan, draw
 from .replay import declared_cli_command, shown_path
 from .result import Verification
+from ..validation import check_count
 from .signatures import Signature, has_signature, signature_for
 
 
@@ -41,8 +42,7 @@ def _model(cell, D, H, K=None, **kwargs):
 # -- the public entry points -----------------------------------------------------------------
 def _check_sizes(**sizes):
     for name, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ShapeError(f"{name} must be a positive integer, got {value!r}.")
+        check_count(name, value)
 
 
 def _lengths(plan):

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from dataclasses import fields
+from functools import cached_property
 
 import numpy as np
 
@@ -34,10 +34,13 @@ from ..engine.cells import builtin_cell
 from ..errors import ShapeError, UnknownNameError, UserCodeError
 from ..models.layouts import layout_for
 from . import judge as J
-from .hygiene import call
-from .modes import dtype_of, checked_gradients, loss_and_grads_returned
-from .problems import Problem, exact
-from .seq2seq import CellName, Seq2SeqVerification, first_wrong_step, with_first_wrong_step
+from .modes import checked_gradients
+from .problems import Problem
+from .result import Verification
+from .seq2seq import CellName
+from ..validation import check_count
+from .wired import (WiredLossFunction, check_roles, first_wrong_part, first_wrong_step,
+                    verify_wired, with_first_wrong_step)
 
 ROLES = ("params", "features", "captions")
 PARTS = ("readout", "recurrent", "projection", "embedding")
@@ -137,7 +140,6 @@ class CaptioningLayout:
         self.task = task
         self.cell_layout = layout_for("cs231n", task.model.cell.name)
         self.names, self.convention = self.cell_layout.names, self.cell_layout.convention
-        self._expected = None
 
     def gates(self, cell_name):
         return self.cell_layout.gates(self.task.model.cell.name)
@@ -150,14 +152,13 @@ class CaptioningLayout:
                    W_embed=np.asarray(params["emb"]))
         return out
 
+    @cached_property
     def expected(self):
-        if self._expected is None:
-            self._expected = {k: np.shape(v) for k, v in self.to_user("", self.task.init_params(0)).items()}
-        return self._expected
+        return {k: np.shape(v) for k, v in self.to_user("", self.task.init_params(0)).items()}
 
     def from_user(self, user, what):
         """Canonical gradients from the user's dict (every parameter present, shapes checked)."""
-        user = checked_gradients(user, self.expected(), what, refuse_unknown=True)
+        user = checked_gradients(user, self.expected, what, refuse_unknown=True)
         model = self.task.model
         sizes = {"D": self.task.W, "H": self.task.H, "K": self.task.vocab}
         cell = {k: v for k, v in user.items() if k not in EXTRA.values()}
@@ -166,39 +167,33 @@ class CaptioningLayout:
         return out
 
 
-class CaptioningLossFunction:
+class CaptioningLossFunction(WiredLossFunction):
     """``fn(params, features, captions) -> (loss, grads)`` (roles in ``args``), or a bound method of an
     object holding its parameters in a dict ``params`` (CS231n's ``model.loss``), called as
     ``fn(features, captions)`` with the object's ``params`` replaced by the case's for the call."""
 
-    step = False
-
     def __init__(self, task, layout, args, fn, owner=None):
-        self.model, self.layout, self.args, self.fn, self.owner = task, layout, tuple(args), fn, owner
-        self.cell_name = self.cell = task.cell.name
+        super().__init__(task, layout, args, fn)
+        self.owner = owner
 
-    def run(self, problem, findings, second=False):
-        L = self.layout
-        user_params = L.to_user(self.cell_name, problem.params)
+    @staticmethod
+    def keys(user_params):
+        return "the parameters (W_proj, b_proj, W_embed, Wx, Wh, b, W_vocab, b_vocab)"
+
+    @staticmethod
+    def data(problem, user_params):
         captions = np.concatenate([problem.x[:1], problem.targets]).T.copy()  # (N, T+1)
-        data = {"params": user_params, "features": problem.h0["features"], "captions": captions}
-        what = f"{getattr(self.fn, '__name__', 'loss')}(...)"
-        if self.owner is not None:
-            saved = self.owner.params
-            self.owner.params = copy.deepcopy(user_params)
-            try:
-                out = call(self.fn, [data[r] for r in self.args], list(self.args), what, problem, findings)
-            finally:
-                self.owner.params = saved
-        else:
-            out = call(self.fn, [data[r] for r in self.args], list(self.args), what, problem, findings)
-        run, grads = loss_and_grads_returned(out, what, "the parameters (W_proj, b_proj, W_embed, Wx, Wh, b, "
-                                                        "W_vocab, b_vocab)")
-        for v in grads.values():
-            dtype_of(v, run.dtypes)
-        run.grads = L.from_user(grads, what)
-        run.user_grads = {"d" + k: grads[k] for k in user_params}
-        return run
+        return {"params": user_params, "features": problem.h0["features"], "captions": captions}
+
+    def call(self, data, problem, findings, what):
+        if self.owner is None:
+            return super().call(data, problem, findings, what)
+        saved = self.owner.params
+        self.owner.params = copy.deepcopy(data["params"])
+        try:
+            return super().call(data, problem, findings, what)
+        finally:
+            self.owner.params = saved
 
 
 def draw_captions(task, T, N, seed, label, scale=None, null=0, start=1, unique=False):
@@ -230,16 +225,10 @@ def _close(user, candidate, tol):
 def locate(adapter, problem, run, ex, verdicts):
     """Which part is wrong, what it names, from which step."""
     task = adapter.model
-    wrong = [v for v in verdicts if not v.ok]
-    parts = [p for p in PARTS if any(part_of(v.name) == p for v in wrong)]
-    if not parts:
+    out, said = first_wrong_part(verdicts, PARTS, part_of)
+    if out is None:
         return {}
-    part = parts[0]
-    out = {"part": part, "parts_wrong": parts, "gradient": next(v.name for v in wrong if part_of(v.name) == part),
-           "path": None, "step": None}
-    also = [p for p in parts if p != part]
-    said = [f"the {part} is the first part of the backward pass with wrong gradients"
-            + (f" (also wrong: {', '.join(also)})" if also else "")]
+    part, parts = out["part"], out["parts_wrong"]
     scored = problem.mask
     if scored is not None and not scored.all():  # every step scored: the gradients the mask would leave out
         _, unmasked = task.loss_and_grads(problem.params, problem.x, problem.targets, problem.h0, None)
@@ -266,15 +255,7 @@ def locate(adapter, problem, run, ex, verdicts):
     return with_first_wrong_step(out, said, step, "recurrent", problem.label)
 
 
-class CaptioningVerification(Seq2SeqVerification):
-    """A :class:`~symrnn.verify.Verification` whose verdict names the wrong part (``localisation["part"]``):
-    ``readout``, ``recurrent``, ``projection`` or ``embedding``."""
-
-
-def _positive(name, value, least=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
-        raise ShapeError(f"{name} must be an integer >= {least}, got {value!r}.")
-    return int(value)
+CaptioningVerification = Verification  # one result class for every family: its verdict names the wrong part
 
 
 def _from_owner(owner, cell, sizes):
@@ -348,16 +329,10 @@ def verify_captioning(fn, cell=None, *, vocab=None, F=None, W=None, H=None, T=5,
     >>> V.verify_captioning(exact_loss, "lstm").verdict()
     'RIGHT: lstm captioning code, 8 gradients exact (float64 error model, 4 cases)'
     """
-    from .assess import assess
-    from .cases import run_cases
-
     if not callable(fn):
         raise UserCodeError(f"fn must be the loss function (or a model's bound loss method), got "
                             f"{type(fn).__name__}.")
-    unknown = [a for a in args if a not in ROLES]
-    if unknown or not args:
-        raise UnknownNameError(f"args={tuple(args)!r}: the roles are {ROLES}" +
-                               (f"; unknown: {unknown}" if unknown else "") + ".")
+    check_roles(args, ROLES, need=None)  # a bound method reads the parameters from its object
     sizes = {"vocab": vocab, "F": F, "W": W, "H": H}
     owner = getattr(fn, "__self__", None)
     if owner is not None and not inspect.ismodule(owner) and isinstance(getattr(owner, "params", None), dict):
@@ -371,8 +346,8 @@ def verify_captioning(fn, cell=None, *, vocab=None, F=None, W=None, H=None, T=5,
     else:
         owner = None
     for k, default in (("vocab", 10), ("F", 5), ("W", 3), ("H", 4)):
-        sizes[k] = _positive(k, default if sizes[k] is None else sizes[k], 4 if k == "vocab" else 1)
-    T, N = _positive("T", T), _positive("N", N)
+        sizes[k] = check_count(k, default if sizes[k] is None else sizes[k], 4 if k == "vocab" else 1)
+    T, N = check_count("T", T), check_count("N", N)
     null, start = (0 if null is None else null), (1 if start is None else start)
     for name, value in (("null", null), ("start", start)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < sizes["vocab"]:
@@ -390,17 +365,7 @@ def verify_captioning(fn, cell=None, *, vocab=None, F=None, W=None, H=None, T=5,
             (T_u, 1, True, f"T={T_u}, N=1, every input word once")]
     problems = [draw_captions(task, t, n, seed + k, label, scale, null, start, unique)
                 for k, (t, n, unique, label) in enumerate(plan)]
-    result = run_cases(adapter, problems, "captioning", layout.name)
-    result = CaptioningVerification(**{f.name: getattr(result, f.name) for f in fields(result)})
-    failing = [p for p, c in zip(problems, result.cases) if not c.ok]
-    if result.forward.ok and failing and result.explanation is None:
-        problem = next((p for p in failing if "every input word once" in p.label), failing[0])
-        run = adapter.run(problem, [])
-        ex = exact(task, problem)
-        _, _, verdicts = assess(adapter, problem, run, ex)
-        if verdicts is not None:
-            result.localisation = locate(adapter, problem, run, ex, verdicts)
-    return result
+    return verify_wired(adapter, problems, "captioning", locate, "every input word once")
 
 
 _TASKS = {}

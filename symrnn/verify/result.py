@@ -98,9 +98,9 @@ class Verification:
         return [g for g in self.gradients if not g.ok]
 
     def verdict(self) -> str:
-        """The report's first line, at most 100 characters: RIGHT, WRONG (which gradients, the named
-        mistake, the first wrong step), FORWARD DIFFERS or DIFFERS ONLY BY (undeclared clipping or
-        truncation)."""
+        """The report's first line, at most 100 characters: RIGHT, WRONG (which gradients, the wrong part
+        of a wired model, the named mistake, the first wrong step), FORWARD DIFFERS or DIFFERS ONLY BY
+        (undeclared clipping or truncation)."""
         what = f"{self.cell} {self.mode} code"
         if not self.forward.ok:
             at = f" at step {self.forward.step}" if self.forward.step else ""
@@ -122,8 +122,9 @@ class Verification:
         names = [n + " (not finite)" if any(g.name == n and not np.isfinite(g.max_abs_error) for g in self.gradients)
                  else n for n in names]
         loc = self.localisation
-        where = ([self.fingerprint.name] if self.fingerprint is not None else []) + \
-            ([f"gate {loc['block']}"] if loc.get("block") else []) + ([f"step {loc['step']}"] if loc.get("step") else [])
+        where = [loc.get("part"), self.fingerprint.name if self.fingerprint is not None else None,
+                 loc.get("block") and f"gate {loc['block']}", loc.get("step") and f"step {loc['step']}"]
+        where = [w for w in where if w]
         where = f": {', '.join(where)}" if where else ""
         for k in range(len(names), 0, -1):
             shown = ", ".join(names[:k]) + (f" +{len(names) - k} more" if k < len(names) else "")

@@ -17,19 +17,23 @@ from __future__ import annotations
 
 import copy
 import threading
-from dataclasses import dataclass, fields
+from functools import cached_property
+from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ShapeError, UnknownNameError, UserCodeError
+from ..errors import UnknownNameError, UserCodeError
 from ..models.layouts import layout_for
 from ..engine.losses import IGNORE_LABEL
 from ..models.seq2seq import Seq2Seq, cross_entropy
+from ..models.seq2seq_blocks import path_sources
 from ..models.tape import scatter_rows
-from .hygiene import call
-from .modes import dtype_of, checked_gradients, loss_and_grads_returned
-from .problems import Problem, exact
+from .modes import checked_gradients
+from .problems import Problem
 from .result import Verification
+from ..validation import check_count
+from .wired import (WiredLossFunction, check_roles, first_wrong_part, first_wrong_step,
+                    verify_wired, with_first_wrong_step)
 
 ROLES = ("params", "src", "tgt_in", "tgt_out", "src_mask", "src_lengths")
 PARTS = ("readout", "attention", "decoder", "bridge", "encoder")
@@ -105,7 +109,7 @@ class Seq2SeqLayout:
 
     def __init__(self, name, s2s, context_first=False, batch_major=False):
         self.s2s, self.context_first, self.batch_major = s2s, bool(context_first), bool(batch_major)
-        self.names, self._expected = {}, None
+        self.names = {}
         if name == "symrnn":
             self.name, self.cells = name, None
         else:
@@ -159,9 +163,7 @@ class Seq2SeqLayout:
 
     def from_user(self, user, what):
         """Canonical gradients from the user's (every parameter present, shapes checked)."""
-        if self._expected is None:
-            self._expected = {k: np.shape(v) for k, v in self.to_user("", self.s2s.init_params(0)).items()}
-        user = checked_gradients(user, self._expected, what)
+        user = checked_gradients(user, self.expected, what)
         if self.cells is None:
             out = dict(user)
         else:
@@ -178,6 +180,10 @@ class Seq2SeqLayout:
                         for k, v in user.items() if k.startswith(("bridge.", "attn.", "emb_"))})
         return {k: self._columns(k, v, inverse=True) for k, v in out.items()}
 
+    @cached_property
+    def expected(self):
+        return {k: np.shape(v) for k, v in self.to_user("", self.s2s.init_params(0)).items()}
+
     def sequence_to_user(self, X):
         """(S, N[, E]) -> (N, S[, E]) when batch-major."""
         return np.swapaxes(X, 0, 1) if self.batch_major else X
@@ -185,42 +191,29 @@ class Seq2SeqLayout:
     sequence_from_user = sequence_to_user
 
 
-class Seq2SeqLossFunction:
+class Seq2SeqLossFunction(WiredLossFunction):
     """``fn(params, src, tgt_in, tgt_out[, src_mask | src_lengths]) -> (loss, grads)``, arguments as ``args``."""
 
-    step = False
+    @staticmethod
+    def keys(user_params):
+        return f"params ({sorted(user_params)[:4]} ...)"
 
-    def __init__(self, task, layout, args, fn):
-        self.model, self.layout, self.args, self.fn = task, layout, tuple(args), fn
-        self.cell_name = task.cell.name
-        self.cell = self.cell_name  # what the judging code hands to the layout
-
-    def run(self, problem, findings, second=False):
+    def data(self, problem, user_params):
         L = self.layout
-        user_params = L.to_user(self.cell_name, problem.params)
-        data = {"params": user_params, "src": L.sequence_to_user(problem.x),
+        return {"params": user_params, "src": L.sequence_to_user(problem.x),
                 "tgt_in": L.sequence_to_user(problem.targets[0]), "tgt_out": L.sequence_to_user(problem.targets[1]),
                 "src_mask": None if problem.mask is None else L.sequence_to_user(problem.mask),
                 "src_lengths": None if problem.mask is None else problem.mask.sum(axis=0)}
-        what = f"{getattr(self.fn, '__name__', 'loss')}(...)"
-        run, grads = loss_and_grads_returned(
-            call(self.fn, [data[r] for r in self.args], list(self.args), what, problem, findings), what,
-            f"params ({sorted(user_params)[:4]} ...)")
+
+    def extra(self, grads, user_params, problem, what):
+        """The dense source's gradient, judged as the model's input ``dx`` (named dsrc in the report)."""
         source = self._source_gradient(grads, problem, what)
         unknown = sorted(set(grads) - set(user_params))
         if unknown:
             raise UserCodeError(f"{what} returned gradients under {unknown}, which name no parameter; the keys are "
                                 f"the parameters' ({sorted(user_params)[:4]} ...)"
                                 + (" and 'src' for the dense source." if self.model.s2s.src_vocab is None else "."))
-        for v in grads.values():
-            dtype_of(v, run.dtypes)
-        run.grads = L.from_user(grads, what)
-        run.user_grads = {"d" + k: grads[k] for k in user_params}
-        if source is not None:
-            dtype_of(source, run.dtypes)
-            run.grads["src"] = np.asarray(L.sequence_from_user(np.asarray(source)), dtype=float)
-            run.user_grads["dx"] = source  # judged as the model's input (named dsrc in the report)
-        return run
+        return {} if source is None else {"src": ("dx", source, self.layout.sequence_from_user(np.asarray(source)))}
 
     def _source_gradient(self, grads, problem, what):
         given = [k for k in ("src", "dsrc") if k in grads]
@@ -268,22 +261,6 @@ def part_of(key):
     return {"bridge.": "bridge", "attn.": "attention", "out.": "readout"}.get(key.split(".")[0] + ".", "readout")
 
 
-def _part_of_verdict(verdict):
-    return part_of(verdict.name[1:])  # the user's name after its "d"
-
-
-def first_wrong_step(user, exact_, tol):
-    """``(step from 1, message)`` of the first wrong backward message, from per-step rows, or None."""
-    bad = [t for t in range(len(exact_)) if np.any(np.abs(user[t] - exact_[t]) > tol[t])]
-    if not bad:
-        return None
-    j, T = max(bad), len(exact_)
-    if j == T - 1:
-        return T, f"already wrong at the last step t={T} (a local derivative, not a message)"
-    return j + 2, (f"the backward message from t={j + 2} to t={j + 1} is the first wrong one (steps from 1; the "
-                   f"input gradients are right for t > {j + 1})")
-
-
 def _per_step(grads, key, ids):
     """Rows of an embedding's gradient at each step's token, ``(T, N, E)`` (every id occurs once)."""
     return np.asarray(grads[key])[ids]
@@ -297,17 +274,13 @@ def _path_gradients(m, problem):
     """The run and what reaches the encoder by each path: ``{name: (G at every position, dz at the final state)}``."""
     src, tin, tout, mask = problem.x, problem.targets[0], problem.targets[1], problem.mask
     _, _, (r, paths) = m._loss_grads_and_paths(problem.params, src, tin, tout, mask, None, None, None)
-    zero_G, zero_z = np.zeros_like(r.memory), np.zeros_like(r.z)
-    out = {}
-    if paths["attention"] is not None:
-        out["attention"] = (paths["attention"], zero_z)
-    if paths["initial state"] is not None:
-        out["initial state"] = (zero_G, paths["initial state"])
-    if paths["context"] is not None:
+    out = path_sources(r, paths)
+    if "context" in out:  # split into what the readout and what the decoder's steps send
+        zero_G, dz = out.pop("context")
         dO = cross_entropy(r.logits, np.where(tout == IGNORE_LABEL, 0, tout), m.reduction, tout != IGNORE_LABEL)[1]
         readout = np.einsum("tnk,kz->nz", dO, problem.params["out.V"][:, m.R - m.Z:])
         out["context (readout)"] = (zero_G, readout)
-        out["context (decoder input)"] = (zero_G, paths["context"] - readout)
+        out["context (decoder input)"] = (zero_G, dz - readout)
     return r, out
 
 
@@ -341,17 +314,11 @@ def locate(adapter, problem, run, ex, verdicts):
     """Which part of the model is wrong, by which gradients, on which path, from which step."""
     task = adapter.model
     m = task.s2s
-    wrong = [v for v in verdicts if not v.ok]
-    parts = [p for p in PARTS if any(_part_of_verdict(v) == p for v in wrong)]
     order = ("readout", "decoder", "attention", "bridge", "encoder") if m.bahdanau else PARTS
-    part = next((p for p in order if p in parts), None)
-    if part is None:
+    out, said = first_wrong_part(verdicts, order, lambda name: part_of(name[1:]))  # the user's name after its "d"
+    if out is None:
         return {}
-    out = {"part": part, "parts_wrong": parts, "gradient": next(v.name for v in wrong if _part_of_verdict(v) == part),
-           "path": None, "step": None}
-    said = [f"the {part} is the first part of the backward pass with wrong gradients"
-            + (f" (also wrong after it: {', '.join(p for p in parts if p != part)})" if len(parts) > 1 else "")]
-    if part == "encoder":
+    if out["part"] == "encoder":
         dropped = _dropped_path(task, problem, run, ex)
         if dropped is not None:
             out["part"], out["path"] = PATHS[dropped][0], dropped
@@ -370,31 +337,7 @@ def locate(adapter, problem, run, ex, verdicts):
     return with_first_wrong_step(out, said, step, f"{out['part']}'s", problem.label)
 
 
-def with_first_wrong_step(out, said, step, where, label):
-    """``out`` with the first wrong step (``step``: ``(t, words)`` or None) said to be in ``where``'s
-    backward, and the message of all that was ``said`` about the case ``label``."""
-    if step is not None:
-        said = said + [f"in the {where} backward, {step[1]}"]
-    return dict(out, step=step[0] if step is not None else out.get("step"),
-                message="; ".join(said) + f" (case {label!r})")
-
-
-class Seq2SeqVerification(Verification):
-    """A :class:`~symrnn.verify.Verification` whose verdict names the wrong part (``localisation["part"]``)."""
-
-    def verdict(self) -> str:
-        loc = self.localisation
-        if self.ok or not self.forward.ok or self.explanation is not None or not loc.get("part"):
-            return super().verdict()
-        names = [g.name for g in self.wrong]
-        where = f"{loc['part']}" + (f", step {loc['step']}" if loc.get("step") else "")
-        text = ""
-        for k in range(len(names), 0, -1):
-            shown = ", ".join(names[:k]) + (f" +{len(names) - k} more" if k < len(names) else "")
-            text = f"WRONG: {shown} ({self.cell} {self.mode} code): {where}"
-            if len(text) <= 100:
-                return text
-        return text[:97] + "..."
+Seq2SeqVerification = Verification  # one result class for every family: its verdict names the wrong part
 
 
 def verify_seq2seq(fn, encoder_cell="lstm", decoder_cell=None, layout="symrnn", *, src_vocab=12, tgt_vocab=10,
@@ -449,22 +392,14 @@ def verify_seq2seq(fn, encoder_cell="lstm", decoder_cell=None, layout="symrnn", 
     >>> V.verify_seq2seq(loss_fn, "gru").verdict()
     'RIGHT: gru seq2seq code, 24 gradients exact (float64 error model, 4 cases)'
     """
-    from .cases import run_cases
-
-    unknown = [a for a in args if a not in ROLES]
-    if unknown or "params" not in args:
-        raise UnknownNameError(f"args={tuple(args)!r}: the roles are {ROLES} and params is needed"
-                               + (f"; unknown: {unknown}" if unknown else "") + ".")
-    for name, value in (("S", S), ("T", T), ("N", N)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ShapeError(f"{name} must be a positive integer, got {value!r}.")
+    check_roles(args, ROLES)
+    S, T, N = (check_count(name, value) for name, value in (("S", S), ("T", T), ("N", N)))
     s2s = Seq2Seq(encoder_cell, decoder_cell, src_vocab=src_vocab, tgt_vocab=tgt_vocab, E=E, H=H, E_tgt=E_tgt,
                   H_dec=H_dec, num_layers=num_layers, bidirectional=bidirectional, bridge=bridge, context=context,
                   attention=attention, attention_style=attention_style, attention_size=attention_size,
                   reduction=reduction)
     task = Seq2SeqTask(s2s)
-    L = Seq2SeqLayout(layout, s2s, context_first, batch_major)
-    adapter = Seq2SeqLossFunction(task, L, args, fn)
+    adapter = Seq2SeqLossFunction(task, Seq2SeqLayout(layout, s2s, context_first, batch_major), args, fn)
     padded = "src_mask" in args or "src_lengths" in args
     sizes = [(S, T, N), (1, 1, N), (2, 3, N)]
     problems = [draw_seq2seq(task, s, t, n, seed + k, f"S={s}, T={t}", scale, padded=padded)
@@ -473,28 +408,7 @@ def verify_seq2seq(fn, encoder_cell="lstm", decoder_cell=None, layout="symrnn", 
     if S_p >= 1 and T_p >= 1:
         problems.append(draw_seq2seq(task, S_p, T_p, 2, seed + 3, f"S={S_p}, T={T_p}, every token id once", scale,
                                      unique=True, padded=padded))
-    result = run_cases(adapter, problems, "seq2seq", L.name)
-    result = Seq2SeqVerification(**{f.name: getattr(result, f.name) for f in fields(result)})
-    failing = [(p, c) for p, c in zip(problems, result.cases) if not c.ok]
-    if result.forward.ok and failing and result.explanation is None:
-        probe = next((p for p, _ in failing if "every token id once" in p.label), None)
-        problem = probe or min((p for p, _ in failing), key=lambda p: (p.T, p.targets.shape[1]))
-        from .assess import assess
-
-        run = adapter.run(problem, [])
-        ex = exact(task, problem)
-        _, _, verdicts = assess(adapter, problem, run, ex)
-        if verdicts is not None:
-            result.localisation = locate(adapter, problem, run, ex, verdicts)
-    _rename_source(result)
-    return result
-
-
-def _rename_source(result):
-    """The source's gradient is judged as the model's input (``dx``); the report calls it ``dsrc``."""
-    for g in result.gradients:
-        g.name = "dsrc" if g.name == "dx" else g.name
-    for c in result.cases:
-        c.wrong = ["dsrc" if w == "dx" else w for w in c.wrong]
-    if result.localisation.get("gradient") == "dx":
-        result.localisation["gradient"] = "dsrc"
+    # the source's gradient is judged as the model's input (dx); the report calls it dsrc
+    return verify_wired(adapter, problems, "seq2seq", locate, "every token id once",
+                        pick=lambda failing: min(failing, key=lambda p: (p.T, p.targets.shape[1])),
+                        rename={"dx": "dsrc"})

@@ -12,13 +12,14 @@ judged too when the grads dict holds them, under the model's own keys ``x`` (``(
 """
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 
 from ..errors import UnknownNameError, UserCodeError
 from ..models.layouts import from_torch_stack, to_torch_stack
-from .hygiene import call
-from .modes import UserRun, dtype_of, as_tuple
 from .problems import Problem
+from .wired import WiredLossFunction
 
 STACK_LAYOUTS = ("pytorch", "symrnn")
 READOUT = {"V": "weight", "c": "bias"}  # an nn.Linear after the stack
@@ -51,7 +52,25 @@ class StackLayout:
         out.update({READOUT[k]: v for k, v in params.items() if k in READOUT})
         return out
 
-    def from_user(self, grads):
+    @cached_property
+    def keys(self):
+        return set(self.to_user("", self.model.init_params(0)))
+
+    def from_user(self, grads, what):
+        """symrnn's gradients from the user's: every parameter present, each of its shape."""
+        missing = sorted(self.keys - set(grads))
+        if missing:
+            raise UserCodeError(f"{what} returned no gradient for {missing}.")
+        try:
+            out = self._canonical({k: np.asarray(v, dtype=float) for k, v in grads.items()})
+        except Exception as exc:  # a gradient of the wrong shape: say which
+            raise UserCodeError(f"{what} returned gradients that do not fit the model: {exc}") from None
+        for k, shape in self.model.param_shapes.items():
+            if np.shape(out[k]) != shape:
+                raise UserCodeError(f"{what}: the gradient for {k} has shape {np.shape(out[k])}, expected {shape}.")
+        return out
+
+    def _canonical(self, grads):
         if self.name == "symrnn":
             return dict(grads)
         readout = {v: k for k, v in READOUT.items()}
@@ -76,62 +95,36 @@ class StackLayout:
         return S
 
 
-class StackLossFunction:
+class StackLossFunction(WiredLossFunction):
     """Loss mode for a stacked or bidirectional model: ``fn(params, x, h0[, c0], y[, mask]) -> (loss, grads)``."""
 
-    step = False
-
     def __init__(self, model, layout, signature, fn):
-        self.model, self.layout, self.signature, self.fn = model, layout, signature, fn
-        self.cell_name = model.cell.name
-        self.cell = self.cell_name  # what the judging code hands to the layout
+        super().__init__(model, layout, signature.forward_args, fn)
+        self.signature = signature
 
-    def run(self, problem, findings, second=False):
-        user_params = self.layout.to_user(self.cell_name, problem.params)
+    @staticmethod
+    def keys(user_params):
+        return f"params ({sorted(user_params)[:4]} ...)"
+
+    def data(self, problem, user_params):
         data = {"params": user_params, "x": problem.x, "y": problem.targets, "mask": problem.mask}
         data.update({f"{s}0": problem.h0[s] for s in self.model.state_names})
-        unknown = [r for r in self.signature.forward_args if r not in data]
+        unknown = [r for r in self.args if r not in data]
         if unknown:
             raise UnknownNameError(f"A stacked model's loss function takes params, x, h0 (c0), y and mask; the "
                                    f"signature asks for {unknown}.")
-        args = [data[r] for r in self.signature.forward_args]
-        what = f"{getattr(self.fn, '__name__', 'loss')}(...)"
-        out = dict(zip(self.signature.forward_returns,
-                       as_tuple(call(self.fn, args, self.signature.forward_args, what, problem, findings),
-                              self.signature.forward_returns, what)))
-        run = UserRun(raw=out)
-        try:
-            run.loss = float(out["loss"])
-        except (KeyError, TypeError, ValueError):
-            raise UserCodeError(f"{what} returned no number as its loss; expected (loss, grads).") from None
-        grads = out.get("grads")
-        if not isinstance(grads, dict):
-            raise UserCodeError(f"{what} returned grads of type {type(grads).__name__}; expected a dict keyed like "
-                                f"params ({sorted(user_params)[:4]} ...).")
-        missing = sorted(set(user_params) - set(grads))
-        if missing:
-            raise UserCodeError(f"{what} returned no gradient for {missing}.")
-        data_grads = self._data_gradients(grads, user_params, problem, what)
-        for v in grads.values():
-            dtype_of(v, run.dtypes)
-        try:
-            canonical = self.layout.from_user({k: np.asarray(v, dtype=float) for k, v in grads.items()
-                                               if k in user_params})
-        except Exception as exc:  # a gradient of the wrong shape: say which
-            raise UserCodeError(f"{what} returned gradients that do not fit the model: {exc}") from None
-        for k, shape in self.model.param_shapes.items():
-            if np.shape(canonical[k]) != shape:
-                raise UserCodeError(f"{what}: the gradient for {k} has shape {np.shape(canonical[k])}, "
-                                    f"expected {shape}.")
-        run.grads = canonical
-        run.user_grads = {"d" + k: v for k, v in grads.items() if k in user_params}
-        for role, value in data_grads.items():  # judged as dx, dh0, dc0 (the model's keys x, h0, c0)
-            run.grads[self.model.input_name if role == "x" else role] = np.asarray(value, dtype=float)
-            run.user_grads["d" + role] = value
-        return run
+        return data
+
+    def extra(self, grads, user_params, problem, what):
+        """The inputs' and initial states' gradients, judged as dx, dh0, dc0 (the model's keys x, h0, c0)."""
+        found = self._data_gradients(grads, user_params, problem, what)
+        for key, _ in found.values():
+            del grads[key]
+        return {self.model.input_name if role == "x" else role: ("d" + role, value, value)
+                for role, (_, value) in found.items()}
 
     def _data_gradients(self, grads, user_params, problem, what):
-        """The gradients of the inputs and initial states the user returned, ``{x|h0|c0: array}``, under
+        """The gradients of the inputs and initial states the user returned, ``{x|h0|c0: (key, array)}``, under
         the keys ``x``, ``h0``, ``c0`` (the model's own) or ``dx``, ``dh0``, ``dc0``; shapes checked.
         Any other key that names no parameter is refused: a gradient under a misspelt name would
         otherwise go unjudged."""
@@ -155,7 +148,7 @@ class StackLossFunction:
                            "(num_layers * directions, N, H), as PyTorch's h_0")
                 raise UserCodeError(f"{what}: the gradient of {role} has shape {np.shape(value)}, expected "
                                     f"{expected[role]} {meaning}.")
-            out[role] = value
+            out[role] = (key, value)
         return out
 
 
