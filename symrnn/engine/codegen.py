@@ -3,10 +3,8 @@
 A *block* is a cell (or a stateless readout) run over time.  From its
 equations and the adjoint terms of :func:`symrnn.engine.bptt.local_terms` this
 module writes two Python functions, prints every expression with a SymPy
-code printer (after ``cse`` of the backward coefficients), and compiles them
-under a file name like ``<symrnn-bptt-lstm>`` registered in ``linecache``, so
-tracebacks and debuggers show the generated lines; the source is kept in
-``__doc__``.
+code printer (after ``cse`` of the backward coefficients), and compiles them under a file name
+like ``<symrnn-bptt-lstm>`` registered in ``linecache`` (tracebacks show the generated lines).
 
 Speed comes from the layout, not from tricks in the expressions: every
 product ``P v`` with the same ``v`` is done as one product with the stacked
