@@ -1205,7 +1205,7 @@ def _corpus_rows():
     import corpus_torch.rnn, corpus_torch.slstm, corpus_torch.traced  # noqa: E401
     try:
         import corpus_jax.gru, corpus_jax.lstm, corpus_jax.mingru, corpus_jax.rnn, corpus_jax.slstm  # noqa: E401
-        import corpus_jax.traced  # noqa: F401
+        import corpus_jax.heads, corpus_jax.traced  # noqa: E401, F401
         jax_modules = sys.modules
     except ImportError:
         jax_modules = {}
@@ -1221,9 +1221,9 @@ def _corpus_rows():
         codes = {bug: (tt.MAKE[cell](bug), jt.MAKE[cell](bug) if jt is not None else None)
                  for bug in [None] + list(tt.BUGS[cell])}
         rows.append((f"{cell} (traced)", None, _GATES[cell], 1, codes))
-    th = corpus_torch.heads
+    th, jh = corpus_torch.heads, jax_modules.get("corpus_jax.heads")
     rows.append((f"min-gru, {th.HEADS} heads", None, 2, th.HEADS,
-                 {bug: (th.make(bug), None) for bug in [None] + list(th.BUGS)}))
+                 {bug: (th.make(bug), jh.make(bug) if jh is not None else None) for bug in [None] + list(th.BUGS)}))
     return rows
 
 
