@@ -237,3 +237,28 @@ def test_torch_nn_lstm_and_gru_themselves_at_their_own_sizes():
     assert lstm_module.weight_hh_l0 is weight and lstm_module._flat_weights[1] is weight
     result = verify_framework(gru_module, "gru", lengths=())
     assert result.ok and "(state hx (1, N, H))" in result.found and "batch-first" in result.found, str(result)
+
+
+# -- the replay line of a command-line run ---------------------------------------------------------
+@pytest.mark.parametrize("source,options,expected", [
+    ("from corpus_torch import lstm\nWrong = lstm.make('message-1pct')\n", ["--dtype", "float32"], "dweight_ih"),
+    ("from corpus_torch import heads\nWrong = heads.make('weight-summed-over-heads')\n", ["--heads", "2"],
+     "heads-reduced")])
+def test_the_command_line_prints_a_command_line_that_replays_the_case(tmp_path, monkeypatch, capsys, source,
+                                                                     options, expected):
+    import shlex
+
+    from symrnn.cli import main
+
+    tests = os.path.dirname(os.path.abspath(__file__))
+    (tmp_path / "wrong.py").write_text(f"import sys\nsys.path.insert(0, {tests!r})\n{source}")
+    monkeypatch.chdir(tmp_path)
+    assert main(["verify", "wrong.py:Wrong", *options, "--save-to", "case.npz"]) == 1
+    out = capsys.readouterr().out
+    replay = next(line for line in out.splitlines() if line.startswith("replay: "))
+    assert replay == f"replay: symrnn verify wrong.py:Wrong {' '.join(options)} --replay case.npz", replay
+    assert main(shlex.split(replay.removeprefix("replay: "))[1:]) == 1  # the line, run: the same case, wrong
+    again = capsys.readouterr().out
+    assert "replayed minimal case" in again and expected in again.splitlines()[0], again
+    assert main(["verify", "symrnn.example_backprop:rnn_backward", "--heads", "2"]) == 2
+    assert "--heads applies to PyTorch or JAX code" in capsys.readouterr().err
