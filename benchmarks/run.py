@@ -1379,8 +1379,9 @@ def report_frameworks(res, cfg, summary):
             f"({', '.join(f'{k}={v}' for k, v in res.get('corpus_sizes', FRAMEWORK_SIZES).items())}: input size, "
             "hidden size, batch; the ~100k-parameter timing above is separate), float64, every row run: symrnn "
             "(`verify_framework`; the built-in cells and the cells of today declared, the traced cells and the "
-            "multi-head cells (heads declared) found from the forward), `torch.autograd.gradcheck` in fast and default mode (its "
-            "default tolerances) and, for the same cells written as `jax.custom_vjp` (`tests/corpus_jax`), "
+            "multi-head cells (heads declared) found from the forward), `torch.autograd.gradcheck` in fast and "
+            "default mode (its default tolerances) and, for the same cells written as `jax.custom_vjp` "
+            "(`tests/corpus_jax`), "
             "`jax.test_util.check_grads(order=1, modes=('rev',))`. *caught* on a correct one is a false alarm. "
             "Times are each tool's own (symrnn's include the Function's calls).",
             "",

@@ -97,8 +97,9 @@ def resolve(code, cell, layout, batch_first, heads=1) -> Resolved:
             return Resolved(name, L, L.batch_major, f"{how}: the cell of today {name!r}; {_gates_text(L)}, "
                                                     + ("batch-first" if L.batch_major else "time-major") + split)
         if cell is not None or (heads > 1 and not {"Wx", "Wh", "b"} <= set(code.roles)):
-            raise TracingError(f"The forward of {code.describe} computes no {cell or 'cell of today'!r} in PyTorch's stacking (weight_ih, "
-                               f"weight_hh, bias; any gate order; batch-first or not): pass layout= "
+            raise TracingError(f"The forward of {code.describe} computes no {cell or 'cell of today'!r} in "
+                               f"PyTorch's stacking (weight_ih, weight_hh, bias; any gate order; batch-first or "
+                               f"not): pass layout= "
                                f"(a symrnn.models.layouts.Layout).")
         return _traced_or_refused(code, layout, batch_first, heads)
     first = _classic_batch_first(code, layout, batch_first, cell)
