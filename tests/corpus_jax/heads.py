@@ -79,3 +79,60 @@ def make(bug=None, heads=HEADS):
 
 
 multi_head_min_gru = make()
+
+
+#: a multi-head gated RNN that is no built-in cell (traced from its jaxpr), as tests/corpus_torch/heads.py's ``gated``
+GATED_BUGS = {
+    "weight-summed-over-heads": dict(gradient="dweight_ih", fingerprint="heads-reduced"),
+    "gate-sigmoid-derivative-as-output": dict(gradient="dweight_ih", block="g0", step=8,
+                                              fingerprint="sigmoid-derivative-as-output"),
+}
+
+
+def _gated_forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, heads):
+    N = x.shape[1]
+
+    def step(h, x_t):
+        a = x_t @ weight_ih.T + bias_ih + h.reshape(N, -1) @ weight_hh.T + bias_hh
+        zbar, nbar = jnp.split(a.reshape(N, heads, -1), 2, axis=-1)
+        z, n = jax.nn.sigmoid(zbar), jnp.tanh(nbar)
+        h = (1 - z) * h + z * n
+        return h, (h, z, n)
+    return jax.lax.scan(step, h0, x)[1]
+
+
+def gated(bug=None, heads=HEADS):
+    """``zbar, nbar = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh`` (rows head by head), ``z = sigmoid(zbar)``,
+    ``n = tanh(nbar)``, ``h_t = (1 - z) h_{t-1} + z n``, ``h`` of shape ``(N, heads, H/heads)``."""
+    @jax.custom_vjp
+    def multi_head_gated_rnn(x, h0, weight_ih, weight_hh, bias_ih, bias_hh):
+        return _gated_forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, heads)[0]
+
+    def fwd(x, h0, weight_ih, weight_hh, bias_ih, bias_hh):
+        hs, zs, ns = _gated_forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, heads)
+        return hs, (x, h0, weight_ih, weight_hh, hs, zs, ns)
+
+    def bwd(res, dhs):
+        x, h0, weight_ih, weight_hh, hs, zs, ns = res
+        T, N, _ = x.shape
+        h_prev = jnp.concatenate([h0[None], hs[:-1]])
+
+        def step(carry, inputs):
+            dh_t, z, n, hp = inputs
+            g = dh_t + carry
+            dz = g * (n - hp)
+            dzbar = dz * z if bug == "gate-sigmoid-derivative-as-output" else dz * z * (1 - z)
+            da = jnp.concatenate([dzbar, g * z * (1 - n * n)], axis=-1)
+            return g * (1 - z) + (da.reshape(N, -1) @ weight_hh).reshape(g.shape), da
+        carry, da = jax.lax.scan(step, jnp.zeros_like(h0), (dhs, zs, ns, h_prev), reverse=True)
+        dx = da.reshape(T, N, -1) @ weight_ih
+        if bug == "weight-summed-over-heads":
+            dW_ih = jnp.tile(jnp.einsum("tnkr,tnd->rd", da, x), (heads, 1))
+        else:
+            dW_ih = jnp.einsum("tnkr,tnd->krd", da, x).reshape(weight_ih.shape)
+        dW_hh = jnp.einsum("tnr,tnj->rj", da.reshape(T, N, -1), h_prev.reshape(T, N, -1))
+        db = da.sum((0, 1)).reshape(-1)
+        return dx, carry, dW_ih, dW_hh, db, db
+
+    multi_head_gated_rnn.defvjp(fwd, bwd)
+    return multi_head_gated_rnn
