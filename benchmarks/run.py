@@ -1225,7 +1225,8 @@ def _corpus_rows():
     rows.append((f"min-gru, {th.HEADS} heads", None, 2, th.HEADS,
                  {bug: (th.make(bug), jh.make(bug) if jh is not None else None) for bug in [None] + list(th.BUGS)}))
     rows.append((f"gated RNN, {th.HEADS} heads (traced)", None, 2, th.HEADS,
-                 {bug: (th.gated(bug), None) for bug in [None] + list(th.GATED_BUGS)}))
+                 {bug: (th.gated(bug), jh.gated(bug) if jh is not None else None)
+                  for bug in [None] + list(th.GATED_BUGS)}))
     return rows
 
 
