@@ -1222,7 +1222,7 @@ def _corpus_rows():
     import corpus_torch.rnn, corpus_torch.slstm, corpus_torch.traced  # noqa: E401
     try:
         import corpus_jax.gru, corpus_jax.lstm, corpus_jax.mingru, corpus_jax.rnn, corpus_jax.slstm  # noqa: E401
-        import corpus_jax.traced  # noqa: F401
+        import corpus_jax.heads, corpus_jax.traced  # noqa: E401, F401
         jax_modules = sys.modules
     except ImportError:
         jax_modules = {}
@@ -1238,9 +1238,12 @@ def _corpus_rows():
         codes = {bug: (tt.MAKE[cell](bug), jt.MAKE[cell](bug) if jt is not None else None)
                  for bug in [None] + list(tt.BUGS[cell])}
         rows.append((f"{cell} (traced)", None, _GATES[cell], 1, codes))
-    th = corpus_torch.heads
+    th, jh = corpus_torch.heads, jax_modules.get("corpus_jax.heads")
     rows.append((f"min-gru, {th.HEADS} heads", None, 2, th.HEADS,
-                 {bug: (th.make(bug), None) for bug in [None] + list(th.BUGS)}))
+                 {bug: (th.make(bug), jh.make(bug) if jh is not None else None) for bug in [None] + list(th.BUGS)}))
+    rows.append((f"gated RNN, {th.HEADS} heads (traced)", None, 2, th.HEADS,
+                 {bug: (th.gated(bug), jh.gated(bug) if jh is not None else None)
+                  for bug in [None] + list(th.GATED_BUGS)}))
     return rows
 
 
@@ -1293,6 +1296,12 @@ def _check_grads_catches(fn, inputs):
     return caught, time.perf_counter() - t0
 
 
+#: the catch-rate table's layer sizes: small, because gradcheck's default mode costs a forward pair per input
+#: entry and a backward per output entry (at T = 40 an sLSTM row still takes minutes); the ~100k-parameter
+#: timing above is separate
+FRAMEWORK_SIZES = dict(D=3, H=4, N=2)
+
+
 def bench_frameworks(cfg):
     """A correct ~100k-parameter LSTM ``torch.autograd.Function`` verified (symrnn's own time) and
     gradcheck on it; the catch rates of symrnn, gradcheck (fast and default mode) and JAX
@@ -1332,7 +1341,8 @@ def bench_frameworks(cfg):
         caught, seconds = _gradcheck_catches(loss, inputs, True)
         res["gradcheck"] = {"time": seconds, "ok": not caught, "mode": "fast mode"}
     print(f"  5b 100k LSTM: runs {res['runs']}; gradcheck {res['gradcheck']}", file=sys.stderr, flush=True)
-    Ts, sizes = cfg["frameworks_T"], dict(D=3, H=4, N=2)
+    Ts, sizes = cfg["frameworks_T"], dict(FRAMEWORK_SIZES)
+    res["corpus_sizes"] = sizes
     from symrnn.verify import verify_framework
     for label, cell, G, heads, codes in _corpus_rows():
         for bug, (function, jax_function) in codes.items():
@@ -1383,10 +1393,13 @@ def report_frameworks(res, cfg, summary):
     T40 = cfg["frameworks_T"]
     out += ["", f"### Catch rates on the corpus at T = {T40}",
             "",
-            f"Each correct Function of `tests/corpus_torch` and each planted bug, D=3, H=4, N=2, float64: symrnn "
+            f"Each correct Function of `tests/corpus_torch` and each planted bug at T = {T40} and small layer sizes "
+            f"({', '.join(f'{k}={v}' for k, v in res.get('corpus_sizes', FRAMEWORK_SIZES).items())}: input size, "
+            "hidden size, batch; the ~100k-parameter timing above is separate), float64, every row run: symrnn "
             "(`verify_framework`; the built-in cells and the cells of today declared, the traced cells and the "
-            "multi-head minGRU found from the forward), `torch.autograd.gradcheck` in fast and default mode (its "
-            "default tolerances) and, for the same cells written as `jax.custom_vjp` (`tests/corpus_jax`), "
+            "multi-head cells (heads declared) found from the forward), `torch.autograd.gradcheck` in fast and "
+            "default mode (its default tolerances) and, for the same cells written as `jax.custom_vjp` "
+            "(`tests/corpus_jax`), "
             "`jax.test_util.check_grads(order=1, modes=('rev',))`. *caught* on a correct one is a false alarm. "
             "Times are each tool's own (symrnn's include the Function's calls).",
             "",
@@ -1400,6 +1413,10 @@ def report_frameworks(res, cfg, summary):
     for r in rows:
         out.append(f"| {r['cell']} | {r['bug']} | {cell_text(r, 'symrnn')} | {cell_text(r, 'fast')} | "
                    f"{cell_text(r, 'default')} | {cell_text(r, 'check_grads')} |")
+    totals = {key: sum(r[f"{key}_time"] for r in rows if key in r) for key in ("symrnn", "fast", "default",
+                                                                               "check_grads")}
+    out.append("| **all rows** | time | " + " | ".join(fmt_s(totals[k]) if any(k in r for r in rows) else "-"
+                                                     for k in ("symrnn", "fast", "default", "check_grads")) + " |")
     bugs = [r for r in rows if r["bug"] != "(correct)"]
     right = [r for r in rows if r["bug"] == "(correct)"]
     for key, label in (("symrnn", "symrnn"), ("fast", "gradcheck fast"), ("default", "gradcheck default"),

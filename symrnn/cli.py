@@ -172,6 +172,8 @@ def _verify_arguments(sub):
     p.add_argument("--dtype", default=None, choices=("float64", "float32", "float16", "bfloat16"),
                    help="PyTorch or JAX code (an autograd.Function, custom operator, nn.Module or custom_vjp "
                         "target): the dtype it runs in (default float64, a module's own)")
+    p.add_argument("--heads", type=int, default=None,
+                   help="PyTorch or JAX code whose states are split into K heads, (N, K, H/K)")
     p.add_argument("--forward", help="the forward's name (default: the backward's name with 'forward')")
     p.add_argument("--sizes", default="", help="e.g. D=3,H=4,K=5,N=2")
     p.add_argument("--T", type=int, default=8, help="sequence length of the main case")
@@ -390,6 +392,7 @@ def _verify(args) -> int:
 def _verify_run(args) -> int:
     truncation, clip = _verify_usage(args)
     module, function = load_function(args.target)
+    args.cell_typed = args.cell  # as typed (a file.py:function cell is loaded below), for a replay line
     if args.cell is not None and ":" in args.cell:  # a user's cell, file.py:function returning a Cell
         args.cell = load_cell(args.cell)
     elif args.cell is not None and args.cell not in BUILTIN_CELLS:
@@ -446,19 +449,21 @@ def _declared_by_replay(args):
 def _verify_mode(args, module, function, sizes, declared, common):
     """The verification of ``--mode``'s calling style."""
     from . import verify as V
+    from .verify.frameworks import framework_of
 
     if args.dtype is not None:
         _refuse_dtype(args, function)
+    if args.heads is not None and (args.mode != "layer" or framework_of(function) is None):
+        raise UnknownNameError(f"--heads applies to PyTorch or JAX code in layer mode; {args.target!r} is not.")
     if args.mode == "object":
         return V.verify_layer_object(function, args.cell or "rnn-tanh", args.layout or "dlfs2", T=args.T, **common)
     if args.mode == "loss":
         return V.verify_loss(function, args.cell or "rnn-tanh", args.layout or "cs231n", K=sizes.get("K", 3),
                              T=args.T, loss=args.loss, reduction=args.reduction, architecture=args.architecture,
                              mask=args.mask, **declared, **common)
-    from .verify.frameworks import framework_of
-
     if framework_of(function) is not None:  # PyTorch or JAX code: symrnn.verify.frameworks
-        return V.verify_framework(function, args.cell, args.layout, dtype=args.dtype, T=args.T, **declared, **common)
+        return V.verify_framework(function, args.cell, args.layout, dtype=args.dtype, heads=args.heads, T=args.T,
+                                  **declared, **common, replay_command=_framework_replay_command(args))
     forward = _forward_of(args, module, function)
     if args.mode == "step":
         cell = args.cell if args.cell is not None or args.layout is not None else None  # None: found
@@ -503,6 +508,21 @@ def _replay_command(args):
         words = ["symrnn", "verify", args.target] + (["--forward", args.forward] if args.forward else []) \
             + (["--cell", args.cell] if isinstance(args.cell, str) else []) + ["--replay", shown_path(path)]
         return " ".join(shlex.quote(str(w)) for w in words)
+    return command
+
+
+def _framework_replay_command(args):
+    """``path -> command``: the command line that was typed (its cell, layout, dtype and heads), which
+    runs the saved case of PyTorch or JAX code again."""
+    from .verify.replay import shown_path
+
+    declared = [("--cell", args.cell_typed), ("--layout", args.layout), ("--dtype", args.dtype),
+                ("--heads", args.heads)]
+
+    def command(path):
+        words = ["symrnn", "verify", args.target] + [w for option, value in declared if isinstance(value, (str, int))
+                                                     for w in (option, str(value))] + ["--replay", shown_path(path)]
+        return " ".join(shlex.quote(w) for w in words)
     return command
 
 

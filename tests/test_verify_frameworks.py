@@ -206,3 +206,59 @@ def test_a_cell_that_cannot_be_traced_asks_to_be_declared():
 
     with pytest.raises(TracingError, match="Declare the cell instead"):
         verify_framework(Leaky, None)
+
+
+# -- nn.LSTM's own signature: forward(input, hx=None), hx = (h_0, c_0) -----------------------------
+@pytest.mark.parametrize("batch_first,layer_axis", [(False, True), (True, True), (False, False)])
+def test_a_module_with_nn_lstm_signature_gets_h0_and_c0_in_its_hx(batch_first, layer_axis):
+    for dtype in ("float64", "float32"):
+        module = wrapped.LSTMStateModule(3, 4, batch_first=batch_first, layer_axis=layer_axis)
+        weight = module.weight_ih_l0
+        result = verify_framework(module, None, dtype=dtype)
+        assert result.ok and result.cell == "lstm" and result.dtype_model.name == dtype, str(result)
+        shape = "(1, N, H)" if layer_axis else "(N, H)"
+        assert f"(state hx = (h0, c0), each {shape})" in result.found
+        assert ("batch-first" in result.found) == batch_first
+        assert module.weight_ih_l0 is weight and not hasattr(module, "inner")  # its own weights put back
+
+
+def test_a_bug_behind_nn_lstm_signature_is_caught_and_localised():
+    bug = "cell-path-dropped"  # the dc0 the module's hx tuple carries back
+    check_localised(verify_framework(wrapped.LSTMStateModule(3, 4, bug=bug), None), torch_lstm.BUGS[bug])
+
+
+def test_torch_nn_lstm_and_gru_themselves_at_their_own_sizes():
+    """torch's own modules (autograd's backward): the state forms hx = (h_0, c_0) and hx, (1, N, H)."""
+    torch.manual_seed(0)
+    lstm_module, gru_module = torch.nn.LSTM(3, 4).double(), torch.nn.GRU(3, 4, batch_first=True).double()
+    weight = lstm_module.weight_hh_l0
+    result = verify_framework(lstm_module, "lstm", lengths=())
+    assert result.ok and "(state hx = (h0, c0), each (1, N, H))" in result.found, str(result)
+    assert lstm_module.weight_hh_l0 is weight and lstm_module._flat_weights[1] is weight
+    result = verify_framework(gru_module, "gru", lengths=())
+    assert result.ok and "(state hx (1, N, H))" in result.found and "batch-first" in result.found, str(result)
+
+
+# -- the replay line of a command-line run ---------------------------------------------------------
+@pytest.mark.parametrize("source,options,expected", [
+    ("from corpus_torch import lstm\nWrong = lstm.make('message-1pct')\n", ["--dtype", "float32"], "dweight_ih"),
+    ("from corpus_torch import heads\nWrong = heads.make('weight-summed-over-heads')\n", ["--heads", "2"],
+     "heads-reduced")])
+def test_the_command_line_prints_a_command_line_that_replays_the_case(tmp_path, monkeypatch, capsys, source,
+                                                                     options, expected):
+    import shlex
+
+    from symrnn.cli import main
+
+    tests = os.path.dirname(os.path.abspath(__file__))
+    (tmp_path / "wrong.py").write_text(f"import sys\nsys.path.insert(0, {tests!r})\n{source}")
+    monkeypatch.chdir(tmp_path)
+    assert main(["verify", "wrong.py:Wrong", *options, "--save-to", "case.npz"]) == 1
+    out = capsys.readouterr().out
+    replay = next(line for line in out.splitlines() if line.startswith("replay: "))
+    assert replay == f"replay: symrnn verify wrong.py:Wrong {' '.join(options)} --replay case.npz", replay
+    assert main(shlex.split(replay.removeprefix("replay: "))[1:]) == 1  # the line, run: the same case, wrong
+    again = capsys.readouterr().out
+    assert "replayed minimal case" in again and expected in again.splitlines()[0], again
+    assert main(["verify", "symrnn.example_backprop:rnn_backward", "--heads", "2"]) == 2
+    assert "--heads applies to PyTorch or JAX code" in capsys.readouterr().err

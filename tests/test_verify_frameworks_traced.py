@@ -125,3 +125,22 @@ def test_traced_jax_cells_pass(cell, dtype):
 def test_every_planted_bug_in_a_traced_jax_cell_is_caught_and_localised(cell, bug):
     traced = _jax_traced()
     check_localised(verify_framework(traced.MAKE[cell](bug), None), traced.BUGS[cell][bug])
+
+
+# -- a traced cell with heads (tests/corpus_torch/heads.py: gated) ---------------------------------
+def test_a_traced_cell_with_heads_passes_in_float64_and_float32():
+    from corpus_torch import heads
+
+    for dtype in ("float64", "float32"):
+        result = verify_framework(heads.gated(), None, heads=heads.HEADS, dtype=dtype)
+        assert result.ok and result.dtype_model.name == dtype, str(result)
+        assert "traced from torch.export's graph (Core ATen) of one step" in result.found
+        assert "2 heads (state (N, 2, H/2), rows ordered head by head)" in result.found
+        assert "h[t] = g0[t]*g1[t] + h[t-1]*(1 - g0[t])" in result.found
+
+
+@pytest.mark.parametrize("bug", ["weight-summed-over-heads", "gate-sigmoid-derivative-as-output"])
+def test_a_bug_in_a_traced_cell_with_heads_is_caught_and_localised(bug):
+    from corpus_torch import heads
+
+    check_localised(verify_framework(heads.gated(bug), None, heads=heads.HEADS), heads.GATED_BUGS[bug])

@@ -37,6 +37,25 @@ class ScaledAfterForward(LSTMModule):
         return out
 
 
+class LSTMStateModule(LSTMModule):
+    """``nn.LSTM``'s own signature: ``forward(input, hx=None)`` with ``hx = (h_0, c_0)``, each
+    ``(1, N, H)`` (``layer_axis``) or ``(N, H)``, zeros when None; returns ``output, (h_n, c_n)``."""
+
+    def __init__(self, input_size, hidden_size, batch_first=False, bug=None, layer_axis=True):
+        super().__init__(input_size, hidden_size, batch_first=batch_first, bug=bug)
+        self.hidden_size, self.layer_axis = hidden_size, layer_axis
+
+    def forward(self, input, hx=None):
+        N = input.shape[0 if self.batch_first else 1]
+        if hx is None:
+            zeros = input.new_zeros((1, N, self.hidden_size) if self.layer_axis else (N, self.hidden_size))
+            hx = (zeros, zeros)
+        h0, c0 = (s[0] for s in hx) if self.layer_axis else hx
+        output = super().forward(input, h0, c0)
+        h_n = output[:, -1] if self.batch_first else output[-1]
+        return output, (h_n.unsqueeze(0), h_n.new_zeros(h_n.shape).unsqueeze(0))  # c_n is not the states'
+
+
 def _register(name, bug):
     @torch.library.custom_op(f"symrnn_corpus::{name}", mutates_args=())
     def rnn_op(x: torch.Tensor, h0: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor,

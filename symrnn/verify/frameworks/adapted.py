@@ -92,6 +92,8 @@ def verify_adapted(code, cell, layout, batch_first, options, heads=1):
     from .. import verify_layer
     from .cells import resolve
 
+    options = dict(options)
+    command = options.pop("replay_command", None)  # the command line's (the CLI's), else the Python call
     try:
         found = resolve(code, cell, layout, batch_first, heads)
         if found.cell is None:  # a built-in RNN, LSTM or GRU: verify_layer finds which, in found.layout
@@ -115,6 +117,7 @@ def verify_adapted(code, cell, layout, batch_first, options, heads=1):
             result.hygiene.append(f)
             if f.severity == "error":
                 result.ok = False
-    if result.minimal and code.python:
-        result.minimal["command"] = code.python.format(path=result.minimal["path"])
+    if result.minimal and (command is not None or code.python):
+        path = result.minimal["path"]
+        result.minimal["command"] = command(path) if command is not None else code.python.format(path=path)
     return result

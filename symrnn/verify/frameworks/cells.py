@@ -96,11 +96,12 @@ def resolve(code, cell, layout, batch_first, heads=1) -> Resolved:
                      f"{'head by head' if L.head_major else 'gate by gate'})" if heads > 1 else "")
             return Resolved(name, L, L.batch_major, f"{how}: the cell of today {name!r}; {_gates_text(L)}, "
                                                     + ("batch-first" if L.batch_major else "time-major") + split)
-        if cell is not None or heads > 1:
-            raise TracingError(f"The forward of {code.describe} computes no {cell or 'cell of today'!r} in PyTorch's stacking (weight_ih, "
-                               f"weight_hh, bias; any gate order; batch-first or not): pass layout= "
+        if cell is not None or (heads > 1 and not {"Wx", "Wh", "b"} <= set(code.roles)):
+            raise TracingError(f"The forward of {code.describe} computes no {cell or 'cell of today'!r} in "
+                               f"PyTorch's stacking (weight_ih, weight_hh, bias; any gate order; batch-first or "
+                               f"not): pass layout= "
                                f"(a symrnn.models.layouts.Layout).")
-        return _traced_or_refused(code, layout, batch_first)
+        return _traced_or_refused(code, layout, batch_first, heads)
     first = _classic_batch_first(code, layout, batch_first, cell)
     if cell is None and first is None:
         found = match_today(code, None, batch_first)
@@ -112,9 +113,9 @@ def resolve(code, cell, layout, batch_first, heads=1) -> Resolved:
     return Resolved(cell, framework_layout(code, layout, first, cell), first)
 
 
-def _traced_or_refused(code, layout, batch_first):
+def _traced_or_refused(code, layout, batch_first, heads=1):
     """The cell traced from the framework's graph of one step (or a TracingError saying how to declare it)."""
     from .traced import trace_code
 
-    traced = trace_code(code, layout, batch_first)
+    traced = trace_code(code, layout, batch_first, heads)
     return Resolved(traced.cell, traced.layout, traced.layout.batch_major, traced.text)

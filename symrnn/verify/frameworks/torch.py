@@ -18,6 +18,7 @@ import torch
 from ...errors import UnknownNameError, UserCodeError
 from ..hygiene import Finding
 from .adapted import FrameworkCode, data_and_weights, named, role_of
+from .torch_state import Packed, state_form
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
           "bfloat16": torch.bfloat16}
@@ -156,9 +157,15 @@ def _module_parts(module, dtype, device):
                                                                else torch.device("cpu"))
     data = _positional(inspect.signature(module.forward).parameters.values(), keep_defaults=("h0", "c0"))
     weights = [(name, p) for name, p in params if p.requires_grad]
+    kind, batch_first = f"nn.Module {type(module).__name__}", getattr(module, "batch_first", None)
+    form, state_at = state_form(module, data, weights)
+    if form is not None:  # nn.LSTM's hx = (h0, c0), a layer axis: the verifier's x, h0, c0 packed by Packed
+        if form.pair:
+            data.insert(state_at + 1, "cx" if data[state_at].lower() == "hx" else "c0")
+        kind += f" (state {form.describe()})"
+        module, weights = Packed(module, form, state_at), [("inner." + name, p) for name, p in weights]
     arg_names = data + [name.rsplit(".", 1)[-1] for name, _ in weights]
-    return (module, arg_names, f"nn.Module {type(module).__name__}", type(module).__name__, dtype, device,
-            getattr(module, "batch_first", None), weights)
+    return module, arg_names, kind, kind.split(" ")[1], dtype, device, batch_first, weights
 
 
 def _callable_parts(target, dtype, device):
@@ -240,6 +247,7 @@ def adapt(target, dtype=None, device=None) -> FrameworkCode:
     module = target if isinstance(target, torch.nn.Module) else None
     parts = _module_parts(module, dtype, device) if module is not None else _callable_parts(target, dtype, device)
     call, arg_names, kind, label, dtype, device, batch_first, weights = parts
+    module = call if module is not None else None  # a module taking hx = (h0, c0): its Packed wrapper
     roles = data_and_weights(arg_names, kind)
     if dtype == torch.bfloat16:
         _bfloat16()  # NumPy has no bfloat16: ml_dtypes' (installed with JAX) carries it to the judge
