@@ -160,6 +160,24 @@ def test_gauss_newton_against_jacrev(torch64, case):
     assert_close(gv, ref, what=f"G v ({case})")
 
 
+# -- the agreement row and the reports -------------------------------------------------------------------
+@pytest.mark.parametrize("case", ["mlstm", "s6"])
+def test_agreement_row_and_sensitivity_section(case):
+    from symrnn import report
+    from symrnn.checks import random_problem, rtrl_row
+    from symrnn.engine.tangent import Tangent
+    from symrnn.report.sensitivities import TITLE, sensitivity_equations
+
+    m = make(case)
+    params, x, y, h0 = random_problem(m, T_in=3, N=2, seed=0)
+    name, err, _, tol = rtrl_row(m, params, x, y, h0, m.loss_and_grads(params, x, y, h0=h0)[1])
+    assert "does not apply" not in name and err <= tol
+    dotted = {a.args[0].name for e in sensitivity_equations(m.cell) for a in e.rhs.atoms(Tangent)
+              if hasattr(a.args[0], "name")}
+    assert not dotted & set(m.cell.fixed_params) and {"W_B" if case == "s6" else "W_q"} <= dotted
+    assert TITLE in report.markdown_document(m)
+
+
 # -- the verifier and the decay study -----------------------------------------------------------------
 def mlstm_torch_hvp(torch64, factor=None):
     """``fn(params, x, y, v)``: torch's H v of mLSTM (summed cross-entropy from zero states); ``factor``:
