@@ -297,8 +297,12 @@ def test_stacked_and_seq2seq_models_refuse_matrix_states_clearly():
         sr.Seq2Seq("gru", decoder_cell="s6", src_vocab=5, tgt_vocab=5, E=3, H=4)
 
 
-def test_rtrl_and_second_order_refuse_matrix_states_clearly():
+def test_rtrl_runs_matrix_states():
+    """RTRL and H v run these cells now (their fixed spreads and folds are constants of the tangent);
+    the full checks against BPTT and torch are in test_second_order_matrix.py."""
     from symrnn.engine.rtrl import rtrl_loss_and_grads
     m, params, x, G, h0 = problem("mlstm", 3, 0)
-    with pytest.raises(sr.CellDefinitionError, match="matrix-valued states"):
-        rtrl_loss_and_grads(m, params, x, G, h0)
+    loss, grads = rtrl_loss_and_grads(m, params, x, G, h0)
+    bptt_loss, bptt = m.loss_and_grads(params, x, G, h0=h0)
+    assert set(grads) == set(bptt) - {"x"}  # every parameter and initial state, no spread or fold
+    assert_close((loss, grads), (bptt_loss, {k: bptt[k] for k in grads}), "mlstm RTRL")

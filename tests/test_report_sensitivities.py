@@ -75,6 +75,7 @@ def test_dot_over_the_letter_only():
     assert dot_tex(r"{h_{t}^{\rightarrow}}") == r"{\dot{h}_{t}^{\rightarrow}}"
     assert dot_tex(r"\tilde{h}_{t}") == r"\dot{\tilde{h}}_{t}"
     assert dot_tex(r"\gamma_{t}") == r"\dot{\gamma}_{t}"
+    assert dot_tex("logf_{t}") == r"\dot{logf}_{t}"  # the whole name, as the adjoints' bar (not \dot{l}ogf)
 
 
 def test_cli_no_sensitivities(tmp_path, capsys):

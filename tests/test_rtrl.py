@@ -21,7 +21,7 @@ from symrnn.engine.rtrl import Sensitivities, rtrl_loss_and_grads
 from fuzz_recipes import cells_and_recipes, torch_loss_and_grads
 from strategies import CELLS, problems
 
-MATRIX_CELLS = ("mlstm", "s6")  # matrix-valued states: refused with a message (test_matrix_cells.py)
+MATRIX_CELLS = ("mlstm", "s6")  # matrix-valued states: tests/test_second_order_matrix.py
 VECTOR_CELLS = [c for c in CELLS if c not in MATRIX_CELLS]
 
 TOL = 1e-12

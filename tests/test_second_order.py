@@ -21,7 +21,7 @@ import symrnn as sr
 from fuzz_recipes import _torch_loss, to_torch, cells_and_recipes
 from strategies import CELLS, problems
 
-MATRIX_CELLS = ("mlstm", "s6")  # matrix-valued states: refused with a message (test_matrix_cells.py)
+MATRIX_CELLS = ("mlstm", "s6")  # matrix-valued states: tests/test_second_order_matrix.py
 VECTOR_CELLS = [c for c in CELLS if c not in MATRIX_CELLS]
 from test_modern_cells import CELLS as MODERN, torch_step
 

@@ -23,7 +23,7 @@ import sympy as sp
 from .codegen import code_name
 from .losses import SquaredError, scale_of
 from .symbols import tsym
-from .tangent import Tangent, tangent_code, tangent_equations, unidirectional_layers
+from .tangent import Tangent, constants_of, tangent_code, tangent_equations, unidirectional_layers
 
 
 class Sensitivities:
@@ -47,7 +47,7 @@ class Sensitivities:
 
     def __init__(self, cell):
         self.cell = cell
-        self.equations = tangent_equations(cell.equations)
+        self.equations = tangent_equations(cell.equations, constants=constants_of(cell))
 
     def __str__(self):
         return "\n".join(f"{sp.sstr(e.lhs)} = {sp.sstr(e.rhs, order='none')}" for e in self.equations)
@@ -170,8 +170,8 @@ class _RTRLRun:
         sizes = {s: model.state_size(s) if hasattr(model, "state_size") else model.unit.state_size(s)
                  for s in model.state_names}
         self.initial_keys = [((row, s), sizes[s]) for _, _, _, row in layers for s in model.state_names]
-        self.directions = _Directions([k for keys, _, _, _ in layers for k in keys.values()], shapes,
-                                      self.initial_keys)
+        trained = [k for keys, _, _, _ in layers for k in keys.values() if k in shapes]  # no fixed spread, fold
+        self.directions = _Directions(trained, shapes, self.initial_keys)
         self.readout = model.readout_code if model.readout is not None else None
         self.grad_theta = np.zeros(self.directions.n_params, dtype=dtype)
         self.grad_states = {key: np.zeros((N, size), dtype=dtype) for key, size in self.initial_keys}
@@ -237,6 +237,8 @@ class _RTRLRun:
         model, grads = self.model, {}
         for keys, _, _, _ in self.layers:
             for key in keys.values():
+                if key not in self.directions.offsets:  # a fixed spread or fold: not trained
+                    continue
                 lo, hi, shape = self.directions.offsets[key]
                 grads[key] = self.grad_theta[lo:hi].reshape(shape)
         grads.update(self.readout_grads)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 
+from ..errors import ParameterError
 from ..validation import as_float_array, check_param_names, check_shape
 from .bptt import bar
 from .codegen import EngineSymbol, Workspace, code_name, fresh
@@ -36,6 +37,7 @@ from .symbols import MatVec, Param, parse, tsym
 from .tangent import (
     coefficient_printer,
     compile_source,
+    constants_of,
     dot_name,
     step_reader,
     step_values,
@@ -83,7 +85,7 @@ class AdjointTangentCode:
         self.sweep = block.sweep
         writer = _ReverseTangentWriter(block, block.sweep)
         self.source = writer.write(with_input)
-        self.stacks = writer.stacks  # (matrices, tangent first): STACK[k] stacks them along the rows
+        self.stacks = writer.stacks  # (matrices, those with a direction): STACK[k] stacks them along the rows
         self.param_terms = writer.param_terms  # (parameter, vector or None, buffer)
         self.buffers = writer.buffers  # the size name of each buffer (one per distinct q)
         self.atoms = list(writer.names)  # the products P v the coefficients read, as MV[k]
@@ -91,12 +93,9 @@ class AdjointTangentCode:
 
     def stacked(self, params, direction):
         """``STACK``: for each group of products, the matrices stacked along the rows (the tangent's:
-        the direction's matrices, then the parameters')."""
-        out = []
-        for mats, tangent in self.stacks:
-            blocks = [direction[m] for m in mats] + [params[m] for m in mats] if tangent else [params[m] for m in mats]
-            out.append(np.concatenate(blocks, axis=0))
-        return out
+        the direction's matrices, but for the fixed spreads and folds, then the parameters')."""
+        return [np.concatenate([direction[m] for m in moving] + [params[m] for m in mats], axis=0)
+                for mats, moving in self.stacks]
 
 
 class _ReverseTangentWriter:
@@ -105,6 +104,7 @@ class _ReverseTangentWriter:
 
     def __init__(self, block, sweep):
         self.b, self.sw = block, sweep
+        self.constants = constants_of(block)  # a matrix cell's fixed spreads and folds: no tangent
         self.every = [t for a in sweep.adjoints for t in a.sends] + [t for ts in sweep.carries.values() for t in ts]
         self.every += list(sweep.inputs) + [t for ts in sweep.params.values() for t in ts]
         self.printer, self.names, self.mv_lines = coefficient_printer([t.coef for t in self.every])
@@ -126,7 +126,9 @@ class _ReverseTangentWriter:
         lines = [f"def adjoint_tangent({signature}):"]
         lines += [f"    {s} = sizes[{s!r}]" for s in sorted(set(b.sizes.values()))]
         for p in b.params:
-            lines += [f"    {code_name(Param(p))} = params[{p!r}]", f"    {dot_name(Param(p))} = dparams[{p!r}]"]
+            lines.append(f"    {code_name(Param(p))} = params[{p!r}]")
+            if p not in self.constants:
+                lines.append(f"    {dot_name(Param(p))} = dparams[{p!r}]")
         values = [b.input_symbol] + [tsym(s, -1) for s in b.states] + [e.target for e in b.equations]
         for v in values:
             lines += [f"    {code_name(v)} = V[{code_name(v)!r}]", f"    {dot_name(v)} = dV[{code_name(v)!r}]"]
@@ -174,19 +176,25 @@ class _ReverseTangentWriter:
             else:
                 parts.append(q)
                 dparts.append(qd)
-        if len(through) == 1:  # the tangent's two products as one, [q, qd] @ [dot P; P]
+        if len(through) == 1 and through[0][2] in self.constants:  # dot P = 0: qd @ P
+            q, qd, P = through[0]
+            parts.append(f"{q} @ {code_name(Param(P))}")
+            dparts.append(f"{qd} @ {code_name(Param(P))}")
+        elif len(through) == 1:  # the tangent's two products as one, [q, qd] @ [dot P; P]
             q, qd, P = through[0]
             k = len(self.stacks)
-            self.stacks.append(([P], True))
+            self.stacks.append(([P], [P]))
             parts.append(f"{q} @ {code_name(Param(P))}")
             dparts.append(f"np.concatenate([{q}, {qd}], axis=1) @ STACK[{k}]")
         elif through:
             k = len(self.stacks)
             mats = [P for _, _, P in through]
-            self.stacks += [(mats, False), (mats, True)]
-            qs, qds = ", ".join(q for q, _, _ in through), ", ".join(qd for _, qd, _ in through)
+            moving = [P for P in mats if P not in self.constants]
+            self.stacks += [(mats, []), (mats, moving)]
+            qs = ", ".join(q for q, _, _ in through)
+            qds = ", ".join([q for q, _, P in through if P in moving] + [qd for _, qd, _ in through])
             parts.append(f"np.concatenate([{qs}], axis=1) @ STACK[{k}]")
-            dparts.append(f"np.concatenate([{qs}, {qds}], axis=1) @ STACK[{k + 1}]")
+            dparts.append(f"np.concatenate([{qds}], axis=1) @ STACK[{k + 1}]")
         return out, parts, dparts
 
     def _assign(self, name, dname, terms, size, extra=(), dextra=()):
@@ -228,6 +236,8 @@ class _ReverseTangentWriter:
         :attr:`param_terms` (parameter, vector or None, buffer) and :attr:`buffers` (their size names)."""
         lines, stored = [], {}
         for p, terms in self.sw.params.items():
+            if p in self.constants:  # a fixed spread or fold: not trained
+                continue
             for term in terms:
                 more, q, qd = self.q_of(term)
                 lines += more
@@ -264,10 +274,12 @@ def atom_products(atoms, p, dp, values, tangents, known, empty=fresh):
         mv = known.get("MV", {}).get(m)
         if mv is None:
             mv = np.matmul(vals, p[P].T, out=empty(f"~rmv_{key}", shape, vals.dtype))
-        src = known.get("SRC", {}).get((P, v))
-        mvd = np.matmul(vals, dp[P].T, out=empty(f"~rmvd_{key}", shape, vals.dtype)) if src is None else src
-        dv = tangents(v)
-        if dv is not None:
+        src, dv = known.get("SRC", {}).get((P, v)), tangents(v)
+        if P not in dp:  # a fixed spread or fold: dot P = 0, the tangent is P dot v
+            mvd = np.zeros(shape, vals.dtype) if dv is None else np.matmul(dv, p[P].T)
+        else:
+            mvd = np.matmul(vals, dp[P].T, out=empty(f"~rmvd_{key}", shape, vals.dtype)) if src is None else src
+        if dv is not None and P in dp:
             mvd = np.add(mvd, np.matmul(dv, p[P].T, out=empty(f"~rmvt_{key}", shape, vals.dtype)),
                          out=empty(f"~rmvd_{key}", shape, vals.dtype))
         MV.append(mv)
@@ -320,6 +332,10 @@ def _spaces(model, problem):
 
 
 def _checked_direction(model, vector, dtype):
+    fixed = [k for k in getattr(model.cell, "fixed_params", ()) if isinstance(vector, dict) and k in vector]
+    if fixed:
+        raise ParameterError(f"vector (the direction) has {fixed}: the fixed spreads and folds of "
+                             f"{model.cell.name!r} are not trained and have no direction; leave them out.")
     check_param_names(vector, model.param_shapes, "vector (the direction)",
                       "one array per parameter, zeros where the direction does not move")
     out = {}
@@ -366,7 +382,7 @@ def _forward_runs(model, layers, params, direction, X, S0, space):
     runs, x, dx = [], X, None
     for layer, (keys, sizes, residual, row) in enumerate(layers):
         p = {n: params[k] for n, k in keys.items()}
-        dp = {n: direction[k] for n, k in keys.items()}
+        dp = {n: direction[k] for n, k in keys.items() if k in direction}  # no fixed spread or fold
         cache, dots, d_initial, products = tangent_sweep(model.cell_code, p, dp, x, dx,
                                                          S0 if row is None else S0[(row, "fwd")], sizes, space(layer))
         runs.append(_LayerRun(keys, p, dp, sizes, residual, x, dx, cache, dots, d_initial, products))
@@ -437,7 +453,7 @@ def _reverse_layer(model, run, ext, extd, empty=fresh):
             dtype)
         if xb is not None:
             x_bar[t], x_til[t] = xb, xt
-    g, gd = {n: np.zeros_like(a) for n, a in run.p.items()}, {n: np.zeros_like(a) for n, a in run.p.items()}
+    g, gd = {n: np.zeros_like(run.p[n]) for n in run.dp}, {n: np.zeros_like(run.p[n]) for n in run.dp}
     parameter_products(code, Q, QD, values, tangents, g, gd)
     return g, gd, x_bar, x_til
 
@@ -509,6 +525,8 @@ def hessian_vector_product(model, params, vector, inputs, targets, h0=None, mask
             run = runs[layer]
             g, gd, x_bar, x_til = _reverse_layer(model, run, ext, extd, space(layer))
             for n, k in run.keys.items():
+                if n not in g:  # a fixed spread or fold: no gradient, no product
+                    continue
                 G[k] += g[n]
                 Gd[k] += gd[n]
             if run.residual and x_bar is not None:

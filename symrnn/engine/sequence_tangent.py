@@ -26,6 +26,7 @@ from .symbols import Param, parse, tsym
 from .tangent import (
     coefficient_printer,
     compile_source,
+    constants_of,
     dot_name,
     step_reader,
     tangent_terms,
@@ -45,7 +46,8 @@ class SequenceTangentCode:
 
     def __init__(self, block, with_input):
         self.block, self.with_input = block, with_input
-        self.terms = tangent_terms(block.equations, block.terms)
+        self.constants = constants_of(block)  # fixed spreads and folds: no tangent
+        self.terms = tangent_terms(block.equations, block.terms, self.constants)
         every = [t for ts in self.terms.values() for t in ts]
         x = block.input_symbol
         self.sources = list(dict.fromkeys((t.source.name, t.vector) for t in every if t.kind == "matrix"))
@@ -82,7 +84,7 @@ class _SequenceTangentWriter:
         lines = ["def tangent_step(params, dparams, V, dV, SRC, XD, MV, TS, OUT, sizes):"]
         lines += [f"    {s} = sizes[{s!r}]" for s in sorted(set(b.sizes.values()))]
         lines += [f"    {code_name(Param(p))} = params[{p!r}]" for p in b.params]
-        lines += [f"    {dot_name(Param(p))} = dparams[{p!r}]" for p in b.params]
+        lines += [f"    {dot_name(Param(p))} = dparams[{p!r}]" for p in b.params if p not in c.constants]
         values = [b.input_symbol] + [tsym(s, -1) for s in b.states] + [e.target for e in b.equations]
         lines += [f"    {code_name(v)} = V[{code_name(v)!r}]" for v in values]
         lines += [f"    {dot_name(tsym(s, -1))} = dV[{code_name(tsym(s, -1))!r}]" for s in b.states]

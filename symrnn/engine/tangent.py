@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import sympy as sp
 
-from ..errors import CellDefinitionError, ShapeError
+from ..errors import ShapeError
 from .bptt import local_terms
 from .codegen import StepPrinter, code_name
 from .functions import RULES
@@ -74,16 +74,19 @@ class TangentTerm:
         return inner if self.coef == 1 else self.coef * inner
 
 
-def tangent_terms(equations, terms=None) -> dict:
+def tangent_terms(equations, terms=None, constants=()) -> dict:
     """``{y: [TangentTerm, ...]}`` for the target of every equation, in equation order.
 
     The terms are those of :func:`symrnn.engine.bptt.local_terms` (by default computed here), read
     from the consumer's side: what reverse mode sends back from ``bar y`` to ``bar u``, forward mode
-    sends from ``dot u`` to ``dot y``.
+    sends from ``dot u`` to ``dot y``.  The parameters named in ``constants`` (a matrix cell's fixed
+    spreads and folds, :func:`constants_of`) have no tangent: they give no source term.
     """
     terms = local_terms(equations) if terms is None else terms
     out = {e.target: [] for e in equations}
     for u in sorted(terms, key=sp.default_sort_key):
+        if isinstance(u, Param) and u.name in constants:
+            continue
         for t in terms[u]:
             if isinstance(u, Param):
                 kind = "matrix" if t.vector is not None else "vector"
@@ -95,10 +98,10 @@ def tangent_terms(equations, terms=None) -> dict:
     return out
 
 
-def tangent_equations(equations, terms=None) -> list:
+def tangent_equations(equations, terms=None, constants=()) -> list:
     """The tangent-linear equations ``Eq(dot y[t], ...)`` of ``equations``, in order; the terms with the
-    same coefficient are written as one product ``coef * (sum)``."""
-    by_target = tangent_terms(equations, terms)
+    same coefficient are written as one product ``coef * (sum)``; ``constants`` as in :func:`tangent_terms`."""
+    by_target = tangent_terms(equations, terms, constants)
     out = []
     for e in equations:
         groups = {}
@@ -108,6 +111,13 @@ def tangent_equations(equations, terms=None) -> list:
                        for c, inner in groups.items()])
         out.append(sp.Eq(Tangent(e.target), rhs, evaluate=False))
     return out
+
+
+def constants_of(block) -> frozenset:
+    """The names of the parameters of ``block`` (a cell or a generated block) that are not trained: a
+    matrix cell's fixed spreads and folds (:mod:`symrnn.engine.structure`).  Their tangent is zero, so the
+    tangent and adjoint-tangent code read them as constants and no direction or product has them."""
+    return frozenset(name for name, spec in block.params.items() if getattr(spec, "fixed", ()))
 
 
 def dot_name(symbol) -> str:
@@ -149,7 +159,7 @@ class TangentCode:
 
     def __init__(self, block):
         self.block = block
-        self.terms = tangent_terms(block.equations, block.terms)
+        self.terms = tangent_terms(block.equations, block.terms, constants_of(block))
         self.source = self._source()
         self.function = compile_source(self.source, block.name, "tangent")
 
@@ -233,11 +243,8 @@ def step_reader(block):
 def unidirectional_layers(model, what):
     """``[(keys: cell name -> model key, sizes, residual, initial-state row or None)]`` of a one-cell
     model or of a stack of unidirectional layers (:class:`symrnn.StackedModel`); a backward direction
-    is refused (``what`` names the algorithm in the message)."""
-    if model.cell.fixed_params:
-        raise CellDefinitionError(
-            f"{what} does not handle cells with matrix-valued states yet ({model.cell.name!r}: its fixed spreads "
-            f"and folds would be directions of the tangent); use the BPTT gradient (model.loss_and_grads).")
+    is refused (``what`` names the algorithm in the message).  The keys name every parameter of the cell,
+    a matrix cell's fixed spreads and folds included (the forward reads them; they have no direction)."""
     if getattr(model, "one_cell", False) and hasattr(model, "cell_code") and not hasattr(model, "layers"):
         return [({n: n for n in model.cell.params}, model.sizes, False, None)]
     layers = getattr(model, "layers", None)

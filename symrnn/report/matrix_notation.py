@@ -34,7 +34,7 @@ def notations(cell) -> dict:
 
 def _spread_of(expr, maps, kind):
     """The vector ``v`` when ``expr`` is ``E v`` for a spread ``E`` printed as ``kind``, else None."""
-    if isinstance(expr, MatVec) and maps.get(expr.args[0].name) == kind:
+    if isinstance(expr, MatVec) and maps.get(getattr(expr.args[0], "name", None)) == kind:
         return expr.args[1]
     return None
 
@@ -53,7 +53,7 @@ def _split(expr, maps, kind):
 def matvec(printer, P, v, settings):
     """The LaTeX of ``P v`` for a spread or fold ``P`` (None for any other matrix)."""
     maps = settings["maps"]
-    kind = maps.get(P.name)
+    kind = maps.get(getattr(P, "name", None))  # a dotted matrix (the sensitivities' source terms) is no spread
     if kind is None:
         return None
     if kind == "scalar":
@@ -76,7 +76,7 @@ def matvec(printer, P, v, settings):
 def matvec_transposed(printer, P, q, settings):
     """The LaTeX of ``P^T q`` for a spread or fold ``P`` (None for any other matrix)."""
     maps = settings["maps"]
-    kind = maps.get(P.name)
+    kind = maps.get(getattr(P, "name", None))
     if kind is None:
         return None
     if kind in ("rows", "cols"):

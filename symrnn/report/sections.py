@@ -430,9 +430,8 @@ class ReportBuilder(SummarySections):
 
     # -- 7b: beside the adjoints ---------------------------------------------------------------
     def sensitivities(self):
-        """The sensitivity recurrence (:mod:`symrnn.report.sensitivities`), or None when left out or when
-        real-time recurrent learning does not handle the cell (matrix-valued states, fixed spreads)."""
-        if not self.with_sensitivities or self.cell.fixed_params:
+        """The sensitivity recurrence (:mod:`symrnn.report.sensitivities`), or None when left out."""
+        if not self.with_sensitivities:
             return None
         from .sensitivities import sensitivity_section
 

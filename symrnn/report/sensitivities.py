@@ -17,18 +17,18 @@ import warnings
 import sympy as sp
 
 from ..engine.bptt import local_terms
-from ..engine.tangent import Tangent, tangent_equations
+from ..engine.tangent import Tangent, constants_of, tangent_equations
 from .blocks import Code, Math, Paragraph, Section
 from .labels import listing, sym_base, tex_label
 
 TITLE = "Sensitivities (real-time recurrent learning)"
 LABEL = "sec:sensitivities"
-_NAME = re.compile(r"^(\{*)(\\[A-Za-z]+\{[^{}]*\}|\\[A-Za-z]+|[A-Za-z])")
+_NAME = re.compile(r"^(\{*)(\\[A-Za-z]+\{[^{}]*\}|\\[A-Za-z]+|[A-Za-z]+)")
 
 
 def dot_tex(tex: str) -> str:
-    """A dot over the letter of a printed name, its indices and decorations left where they are:
-    ``h_{t-1}`` -> ``\\dot{h}_{t-1}``, ``{h_{t}^{\\rightarrow}}`` -> ``{\\dot{h}_{t}^{\\rightarrow}}``."""
+    """A dot over the name of a printed quantity (all its letters, as the adjoints' bar), its indices and
+    decorations left where they are: ``h_{t-1}`` -> ``\\dot{h}_{t-1}``, ``logf_{t}`` -> ``\\dot{logf}_{t}``, ``{h_{t}^{\\rightarrow}}`` -> ``{\\dot{h}_{t}^{\\rightarrow}}``."""
     return _NAME.sub(lambda m: m.group(1) + r"\dot{%s}" % m.group(2), tex, count=1)
 
 
@@ -59,11 +59,12 @@ def dotted(printer):
 
 def sensitivity_equations(cell, input_tangent=True) -> list:
     """The tangent equations of ``cell``; without ``input_tangent`` the terms of the input's tangent are
-    left out (a model's input does not depend on the parameters)."""
+    left out (a model's input does not depend on the parameters).  A matrix cell's fixed spreads and
+    folds are constants: they have no dotted term."""
     terms = local_terms(cell.equations)
     if not input_tangent:
         terms = {u: ts for u, ts in terms.items() if u != cell.input_symbol}
-    return tangent_equations(cell.equations, terms)
+    return tangent_equations(cell.equations, terms, constants_of(cell))
 
 
 def _rows(builder, printer, input_tangent, label_prefix=()):
