@@ -19,21 +19,32 @@ def rnn_forward(x, h0, Wx, Wh, b):
     return hs, (x, h0, Wx, Wh, hs)
 
 
-def rnn_backward_with(local_at=None, message_at=None):
-    """A CS231n rnn_backward; tanh' left out at step index ``local_at``, or the message that step index
-    ``message_at`` sends back scaled by 1.01 (indices from 0)."""
+def rnn_backward_with(local_at=None, message_at=None, arriving_at=None):
+    """A CS231n rnn_backward; tanh' left out at step index ``local_at``, the message that step index
+    ``message_at`` sends back scaled by 1.01, or all that arrives at step index ``arriving_at`` (the
+    message and the upstream gradient) scaled by 1.01 (indices from 0)."""
     def rnn_backward(dh, cache):
         x, h0, Wx, Wh, hs = cache
         dx, dWx, dWh, db = np.zeros_like(x), np.zeros_like(Wx), np.zeros_like(Wh), np.zeros(Wh.shape[0])
         carry = np.zeros_like(h0)
         for t in reversed(range(dh.shape[1])):
-            g = dh[:, t] + carry
+            g = (dh[:, t] + carry) * (1.01 if t == arriving_at else 1.0)
             da = g if t == local_at else g * (1 - hs[:, t] ** 2)
             hp = h0 if t == 0 else hs[:, t - 1]
             dx[:, t], dWx, dWh, db = da @ Wx.T, dWx + x[:, t].T @ da, dWh + hp.T @ da, db + da.sum(0)
             carry = da @ Wh.T * (1.01 if t == message_at else 1.0)
         return dx, carry, dWx, dWh, db
     return rnn_backward
+
+
+def test_rnn_adjoint_scaled_as_a_whole_at_a_middle_step_is_the_message_into_it():
+    """Upstream plus message scaled at step index 4: not a gate's local derivative (every block at t=5
+    is 1.01 times the exact one), reported as the message into t=5, as the framework corpora expect."""
+    result = V.verify_layer(rnn_forward, rnn_backward_with(arriving_at=4), "rnn-tanh", "cs231n")
+    loc = result.localisation
+    assert not result.ok and loc["step"] == 6 and loc["path"] == "h", str(result)
+    assert "dL/dh from t=6 to t=5 is the first wrong backward message" in loc["message"], loc
+    assert "every gate block at t=5 is 1.01 times the exact one" in loc["message"], loc
 
 
 def lstm_forward(x, h0, Wx, Wh, b):

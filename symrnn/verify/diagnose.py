@@ -177,17 +177,20 @@ def message_probe(adapter, declared, T, seed=7):
                 "message": (f"already wrong at the last step t={T} of the message probe (a local derivative, not a "
                             f"message)")}
     local = _local_at(probe, declared, names, T, seed, t)
-    if local is not None:
+    if isinstance(local, dict):
         return {"step": t + 1, **local, "path": None, "local": True,
                 "message": (f"a local derivative at t={t + 1} is wrong, not a message: with the upstream gradient "
                             f"at t={t + 1} only, nothing arrives from t={t + 2} and the gate blocks at t={t + 1} are "
                             f"already wrong; the message from t={t + 2} to t={t + 1} is right (message probe, T={T})")}
+    scaled = "" if local is None else (f"; with the upstream gradient at t={t + 1} only every gate block at t={t + 1} "
+                                       f"is {local:.6g} times the exact one: what arrives at t={t + 1} (the message "
+                                       f"and the upstream gradient together) is scaled there")
     path = _wrong_path(pm, problem, names, wrong, t, exact_q[t], size)
     others = [s for s in pm.state_names if s not in (path or "").split(",")]
     right = "; ".join(f"dL/d{s} is right" for s in others) if path else ""
     return {"step": t + 2, **blocks, "path": path, "local": False,
             "message": (f"dL/d{_shown(path) or '(state)'} from t={t + 2} to t={t + 1} is the first wrong backward message"
-                        + (f"; {right}" if right else "") + f" (message probe, T={T})")}
+                        + (f"; {right}" if right else "") + f" (message probe, T={T})" + scaled)}
 
 
 def _probe_blocks(probe, declared, names, T, seed, upstream):
@@ -206,15 +209,24 @@ def _probe_blocks(probe, declared, names, T, seed, upstream):
 
 
 def _local_at(probe, declared, names, T, seed, t):
-    """The gate blocks (wrong and right) at step ``t`` (from 0) when they are wrong with the upstream
-    gradient at ``t`` only (a local derivative of step t), else None (the message into t)."""
+    """What step ``t`` (from 0) does with the upstream gradient at ``t`` only, when nothing arrives
+    from ``t + 1``: None when its gate blocks are right; the common factor ``c`` when they are all
+    ``c`` times the exact ones (the adjoint arriving at t is scaled as a whole, a message's mistake,
+    not a gate's); else the gate blocks, wrong and right (a local derivative of step t)."""
     seen = _probe_blocks(probe, declared, names, T, seed + 1, t)
     if seen is None:
         return None
     _, user, exact_q, relative = seen
     size = max(float(np.abs(q).max(initial=0)) for q in exact_q[t].values()) or 1.0
     wrong = [n for n in names if np.abs(user[t][n] - exact_q[t][n]).max() > relative * size]
-    return _blocks_reached(probe.model, names, wrong, exact_q[t], size) if wrong else None
+    if not wrong:
+        return None
+    u = np.concatenate([np.ravel(user[t][n]) for n in names])
+    e = np.concatenate([np.ravel(exact_q[t][n]) for n in names])
+    c = float(u @ e / (e @ e))
+    if np.isfinite(c) and np.abs(u - c * e).max() <= relative * size:
+        return c
+    return _blocks_reached(probe.model, names, wrong, exact_q[t], size)
 
 
 def _shown(path):
