@@ -19,10 +19,11 @@ def rnn_forward(x, h0, Wx, Wh, b):
     return hs, (x, h0, Wx, Wh, hs)
 
 
-def rnn_backward_with(local_at=None, message_at=None, arriving_at=None):
+def rnn_backward_with(local_at=None, message_at=None, arriving_at=None, no_dx_at=None):
     """A CS231n rnn_backward; tanh' left out at step index ``local_at``, the message that step index
     ``message_at`` sends back scaled by 1.01, or all that arrives at step index ``arriving_at`` (the
-    message and the upstream gradient) scaled by 1.01 (indices from 0)."""
+    message and the upstream gradient) scaled by 1.01, or dx of step index ``no_dx_at`` left at 0
+    (indices from 0)."""
     def rnn_backward(dh, cache):
         x, h0, Wx, Wh, hs = cache
         dx, dWx, dWh, db = np.zeros_like(x), np.zeros_like(Wx), np.zeros_like(Wh), np.zeros(Wh.shape[0])
@@ -32,6 +33,7 @@ def rnn_backward_with(local_at=None, message_at=None, arriving_at=None):
             da = g if t == local_at else g * (1 - hs[:, t] ** 2)
             hp = h0 if t == 0 else hs[:, t - 1]
             dx[:, t], dWx, dWh, db = da @ Wx.T, dWx + x[:, t].T @ da, dWh + hp.T @ da, db + da.sum(0)
+            dx[:, t] *= 0.0 if t == no_dx_at else 1.0
             carry = da @ Wh.T * (1.01 if t == message_at else 1.0)
         return dx, carry, dWx, dWh, db
     return rnn_backward
@@ -45,6 +47,15 @@ def test_rnn_adjoint_scaled_as_a_whole_at_a_middle_step_is_the_message_into_it()
     assert not result.ok and loc["step"] == 6 and loc["path"] == "h", str(result)
     assert "dL/dh from t=6 to t=5 is the first wrong backward message" in loc["message"], loc
     assert "every gate block at t=5 is 1.01 times the exact one" in loc["message"], loc
+
+
+def test_rnn_input_gradient_dropped_at_a_middle_step_is_local_there():
+    """dx of step index 4 left at 0 (the message it sends back is right): every block at t=5 is 0 times
+    the exact one, but the steps before are right, so not an adjoint dropped as a whole."""
+    result = V.verify_layer(rnn_forward, rnn_backward_with(no_dx_at=4), "rnn-tanh", "cs231n")
+    loc = result.localisation
+    assert not result.ok and [g.name for g in result.wrong] == ["dx"] and loc["step"] == 5, str(result)
+    assert "a local derivative at t=5 is wrong, not a message" in loc["message"], loc
 
 
 def lstm_forward(x, h0, Wx, Wh, b):

@@ -210,23 +210,24 @@ def _probe_blocks(probe, declared, names, T, seed, upstream):
 
 def _local_at(probe, declared, names, T, seed, t):
     """What step ``t`` (from 0) does with the upstream gradient at ``t`` only, when nothing arrives
-    from ``t + 1``: None when its gate blocks are right; the common factor ``c`` when they are all
-    ``c`` times the exact ones (the adjoint arriving at t is scaled as a whole, a message's mistake,
-    not a gate's); else the gate blocks, wrong and right (a local derivative of step t)."""
+    from ``t + 1``: None when its gate blocks are right; the common factor ``c`` when the blocks at t
+    and at every step before are all ``c`` times the exact ones (the adjoint arriving at t is scaled
+    as a whole, and carried back so: a message's mistake, not a gate's); else the gate blocks at t,
+    wrong and right (a local derivative of step t)."""
     seen = _probe_blocks(probe, declared, names, T, seed + 1, t)
     if seen is None:
         return None
     _, user, exact_q, relative = seen
-    size = max(float(np.abs(q).max(initial=0)) for q in exact_q[t].values()) or 1.0
-    wrong = [n for n in names if np.abs(user[t][n] - exact_q[t][n]).max() > relative * size]
+    sizes = [max(float(np.abs(q).max(initial=0)) for q in exact_q[s].values()) or 1.0 for s in range(t + 1)]
+    wrong = [n for n in names if np.abs(user[t][n] - exact_q[t][n]).max() > relative * sizes[t]]
     if not wrong:
         return None
-    u = np.concatenate([np.ravel(user[t][n]) for n in names])
     e = np.concatenate([np.ravel(exact_q[t][n]) for n in names])
-    c = float(u @ e / (e @ e))
-    if np.isfinite(c) and np.abs(u - c * e).max() <= relative * size:
+    c = float(np.concatenate([np.ravel(user[t][n]) for n in names]) @ e / (e @ e))
+    if np.isfinite(c) and all(np.abs(user[s][n] - c * exact_q[s][n]).max() <= relative * sizes[s]
+                              for s in range(t + 1) for n in names):
         return c
-    return _blocks_reached(probe.model, names, wrong, exact_q[t], size)
+    return _blocks_reached(probe.model, names, wrong, exact_q[t], sizes[t])
 
 
 def _shown(path):
