@@ -151,41 +151,83 @@ def message_probe(adapter, declared, T, seed=7):
     With ``D`` larger than the rows of all products ``P x_t`` together (``4H`` for an LSTM), the
     user's ``dx_t = sum_P q_P P`` determines each block ``q_P`` (what the gate's pre-activation
     carries back at step t): the stacked ``P`` has full row rank, so ``q = dx_t pinv(P)``.  The
-    upstream gradient arrives at the last step only, so the first step (from the end) whose blocks
-    differ from the exact ones is where the first wrong message arrives; scaling the exact message of
-    each state in turn shows which blocks each state's message reaches, and the path is the state
-    whose blocks are exactly the wrong ones."""
+    upstream gradient arrives at the last step only, so the last step (from the end) whose blocks
+    differ from the exact ones is where the first wrong thing is: the message arriving there, or
+    that step's own local derivative.  A second call with the upstream gradient at that step only
+    tells the two apart: nothing then arrives from the step after, so blocks still wrong there are
+    a local derivative of that step.  For a message, scaling the exact message of each state in
+    turn shows which blocks each state's message reaches, and the path is the state whose blocks
+    are exactly the wrong ones."""
     names = _probed_products(adapter, declared, T)
     if names is None:
         return None
     probe = rebuilder(adapter, declared.make_model)(D=len(names) * PROBE_H + 1, H=PROBE_H)
     pm = probe.model
-    problem = draw(pm, Plan(T=T, N=2, seed=seed), T, f"T={T}, message probe", seed, declared.zero_states,
-                   upstream=T - 1)
-    exact_q = {}
-    exact_dx = candidate_backward(pm, problem.params, problem.x, problem.h0, problem.targets,
-                                  record=exact_q)[pm.input_name]
-    # what dx_t carries besides the products (LRU's feedthrough d * x_t): taken off before projecting
-    residual = {t: exact_dx[t] - sum(exact_q[t][n] @ problem.params[n] for n in names) for t in range(T)}
-    user = _user_messages(probe, problem, names, residual)
-    if user is None:
+    seen = _probe_blocks(probe, declared, names, T, seed, T - 1)
+    if seen is None:
         return None
-    user, relative = user
+    problem, user, exact_q, relative = seen
     first = _first_wrong_message(user, exact_q, names, T, relative)
     if first is None:
         return None
     t, wrong, size = first
     blocks = _blocks_reached(pm, names, wrong, exact_q[t], size)
     if t == T - 1:
-        return {"step": T, **blocks, "path": None,
+        return {"step": T, **blocks, "path": None, "local": True,
                 "message": (f"already wrong at the last step t={T} of the message probe (a local derivative, not a "
                             f"message)")}
+    local = _local_at(probe, declared, names, T, seed, t)
+    if isinstance(local, dict):
+        return {"step": t + 1, **local, "path": None, "local": True,
+                "message": (f"a local derivative at t={t + 1} is wrong, not a message: with the upstream gradient "
+                            f"at t={t + 1} only, nothing arrives from t={t + 2} and the gate blocks at t={t + 1} are "
+                            f"already wrong; the message from t={t + 2} to t={t + 1} is right (message probe, T={T})")}
+    scaled = "" if local is None else (f"; with the upstream gradient at t={t + 1} only every gate block at t={t + 1} "
+                                       f"is {local:.6g} times the exact one: what arrives at t={t + 1} (the message "
+                                       f"and the upstream gradient together) is scaled there")
     path = _wrong_path(pm, problem, names, wrong, t, exact_q[t], size)
     others = [s for s in pm.state_names if s not in (path or "").split(",")]
     right = "; ".join(f"dL/d{s} is right" for s in others) if path else ""
-    return {"step": t + 2, **blocks, "path": path,
+    return {"step": t + 2, **blocks, "path": path, "local": False,
             "message": (f"dL/d{_shown(path) or '(state)'} from t={t + 2} to t={t + 1} is the first wrong backward message"
-                        + (f"; {right}" if right else "") + f" (message probe, T={T})")}
+                        + (f"; {right}" if right else "") + f" (message probe, T={T})" + scaled)}
+
+
+def _probe_blocks(probe, declared, names, T, seed, upstream):
+    """``(problem, user blocks, exact blocks, relative tolerance)`` of one probe call with the upstream
+    gradient at step ``upstream`` (from 0) only, or None when the user's code gives no ``dx``."""
+    pm = probe.model
+    problem = draw(pm, Plan(T=T, N=2, seed=seed), T, f"T={T}, message probe", seed, declared.zero_states,
+                   upstream=upstream)
+    exact_q = {}
+    exact_dx = candidate_backward(pm, problem.params, problem.x, problem.h0, problem.targets,
+                                  record=exact_q)[pm.input_name]
+    # what dx_t carries besides the products (LRU's feedthrough d * x_t): taken off before projecting
+    residual = {t: exact_dx[t] - sum(exact_q[t][n] @ problem.params[n] for n in names) for t in range(T)}
+    user = _user_messages(probe, problem, names, residual)
+    return None if user is None else (problem, user[0], exact_q, user[1])
+
+
+def _local_at(probe, declared, names, T, seed, t):
+    """What step ``t`` (from 0) does with the upstream gradient at ``t`` only, when nothing arrives
+    from ``t + 1``: None when its gate blocks are right; the common factor ``c`` when the blocks at t
+    and at every step before are all ``c`` times the exact ones (the adjoint arriving at t is scaled
+    as a whole, and carried back so: a message's mistake, not a gate's); else the gate blocks at t,
+    wrong and right (a local derivative of step t)."""
+    seen = _probe_blocks(probe, declared, names, T, seed + 1, t)
+    if seen is None:
+        return None
+    _, user, exact_q, relative = seen
+    sizes = [max(float(np.abs(q).max(initial=0)) for q in exact_q[s].values()) or 1.0 for s in range(t + 1)]
+    wrong = [n for n in names if np.abs(user[t][n] - exact_q[t][n]).max() > relative * sizes[t]]
+    if not wrong:
+        return None
+    e = np.concatenate([np.ravel(exact_q[t][n]) for n in names])
+    c = float(np.concatenate([np.ravel(user[t][n]) for n in names]) @ e / (e @ e))
+    if np.isfinite(c) and all(np.abs(user[s][n] - c * exact_q[s][n]).max() <= relative * sizes[s]
+                              for s in range(t + 1) for n in names):
+        return c
+    return _blocks_reached(probe.model, names, wrong, exact_q[t], sizes[t])
 
 
 def _shown(path):
