@@ -290,6 +290,13 @@ def test_diagonal_recurrent_weights_are_scaled_and_a_cell_without_any_is_warned(
     assert set(recurrent_names(sr.Model("sru", D=3, H=4, loss="upstream"))) == {"v_f", "v_r"}
     with pytest.warns(RuntimeWarning, match="no effect on the cell 'min-gru'"):
         make_params(sr.Model("min-gru", D=3, H=4, loss="upstream"), scale=2.0)
+    # an (H, H) matrix of the input's path is not recurrent: S6's W_dt maps the channels to the step sizes
+    s6 = sr.Model("s6", D=3, H=4, loss="upstream")
+    assert recurrent_names(s6) == []
+    with pytest.warns(RuntimeWarning, match="no effect on the cell 's6'"):
+        make_params(s6, scale=3.0)
+    for cell, names in (("lstm", {"W_i", "W_f", "W_g", "W_o"}), ("gru-reset-before", {"W_r", "W_z", "W_n"})):
+        assert set(recurrent_names(sr.Model(cell, D=3, H=4, loss="upstream"))) == names
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         make_params(sr.Model("min-gru", D=3, H=4, loss="upstream"), scale=1.0)  # nothing to say at scale 1

@@ -142,6 +142,17 @@ def test_exercise_version_blanks_the_lines_and_answers_them():
     assert "*Table 2" in answers
 
 
+def test_exercise_version_gives_no_answer_away():
+    """The sensitivity recurrence holds every coefficient the blanked adjoints need, and a sentence of
+    the Jacobian section states a blanked block: both go to the answers."""
+    md = markdown_document(sr.Model("min-gru", D=2, H=3, K=2), exercises=True)
+    body, answers = md.split("Answers\n", 1)
+    assert "contains no weight matrix" not in body and "contains no weight matrix" in answers
+    sensitivities = body.split("Sensitivities (real-time recurrent learning)")[1].split("\n## ")[0]
+    assert r"\dot{" not in sensitivities and "give the coefficients of the adjoint recurrences away" in sensitivities
+    assert r"\dot{h}_{t}" in answers
+
+
 def test_exercise_version_of_a_stacked_model_is_refused():
     from symrnn.errors import SymRNNError
     stacked = sr.StackedModel("rnn-tanh", D=2, H=3, K=2, num_layers=2)

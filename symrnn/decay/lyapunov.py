@@ -227,8 +227,9 @@ def decay_profile(model, params, T, *, k=1, curve=True, lags=None, inputs="rando
         Only its cell and sizes matter (``sr.Model(cell, D=D, H=H, loss="upstream")``).
     T : int
         Steps of the forward pass (``T = 100000`` is fine: memory does not grow with T).
-    k : int
-        Lyapunov exponents to compute (0 .. state size; the state of an LSTM is ``(h, c)``, 2H).
+    k : int or None
+        Lyapunov exponents to compute (0 .. state size; the state of an LSTM is ``(h, c)``, 2H); None: all
+        of them (the whole spectrum).
     curve : bool
         Record the norms of ``ds_{t0+k}/ds_{t0}`` at ``lags`` (default :func:`default_lags`).
     inputs : "random", "zero" or an array (T, 1, D)
@@ -275,6 +276,7 @@ def decay_profile(model, params, T, *, k=1, curve=True, lags=None, inputs="rando
     """
     stream = stream or JacobianStream(model)
     S = stream.state_size
+    k = S if k is None else k  # None: the whole spectrum, as lyapunov_spectrum and `symrnn decay` take it
     lags, transient, step_bound = _options(T, k, S, lags, start, curve, transient, qr_every, step_bound)
     source = _input_source(inputs, T, model.sizes["D"], seed, input_scale)
     state = initial_state(model, h0, 1, seed)

@@ -12,7 +12,7 @@ Schemes (``init``), applied to every parameter of the cell:
 * ``normal``: recurrent matrices ``N(0, 1) / sqrt(H)`` (the random networks of the circular law),
   input matrices ``N(0, 1) / sqrt(D)``, biases zero.
 
-Recurrent matrices are the ``(H, H)`` parameters.  ``scale_by`` says what the scale sets, for
+Recurrent matrices are the ``(H, H)`` parameters that multiply a previous state.  ``scale_by`` says what the scale sets, for
 each recurrent matrix: ``gain`` multiplies the scheme's draw by ``scale`` (PyTorch's ``gain``);
 ``radius`` rescales it to spectral radius ``scale``; ``sigma`` rescales it to largest singular
 value ``scale``.  Input matrices and biases keep the scheme's values.
@@ -48,9 +48,23 @@ def check_init(init, scale_by="gain"):
 
 
 def recurrent_names(model) -> list:
-    """The ``(H, H)`` parameters of the cell and its diagonal recurrent weights (:func:`diagonal_names`):
-    the ones a scale applies to."""
-    return [n for n, spec in model.cell.params.items() if spec.shape == ("H", "H")] + diagonal_names(model)
+    """The ``(H, H)`` parameters that multiply a previous state (directly, or through lets made of it)
+    and the diagonal recurrent weights (:func:`diagonal_names`): the ones a scale applies to. An
+    ``(H, H)`` matrix of the input's path (S6's ``W_dt``, which maps the channels to the step sizes) is
+    not recurrent."""
+    from ..engine.symbols import MatVec
+
+    recurrent, reads_past = set(), set()
+    for equation in model.cell.equations:
+        symbols = equation.rhs.free_symbols
+        if symbols & reads_past or any(str(s).endswith("[t-1]") for s in symbols):
+            reads_past.add(equation.target)
+        for product in equation.rhs.atoms(MatVec):
+            vector = product.args[1].free_symbols
+            if vector & reads_past or any(str(s).endswith("[t-1]") for s in vector):
+                recurrent.add(str(product.args[0]))
+    return [n for n, spec in model.cell.params.items() if spec.shape == ("H", "H") and n in recurrent] \
+        + diagonal_names(model)
 
 
 def diagonal_names(model) -> list:

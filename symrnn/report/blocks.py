@@ -30,6 +30,7 @@ class Ref:
 @dataclass
 class Paragraph:
     parts: list
+    answer: bool = False  # it states the answer of an exercise line (moved to the answers in the exercises)
 
 
 @dataclass

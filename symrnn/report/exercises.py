@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .blocks import Boxed, Display, Paragraph, Ref, Row, Section, Table
+from .sensitivities import LABEL as SENSITIVITIES
 
 BLANK = r"\underline{\qquad\qquad\qquad\qquad\qquad\qquad\qquad\qquad}"
 GIVEAWAYS = ("tab:check",)  # tables whose numbers are answers
@@ -26,6 +27,12 @@ def make_exercises(document, answers_apart=False):
     answers, sections = [], []
     counter = [0]
     for number, section in enumerate(document.sections, 1):
+        if section.label == SENSITIVITIES:  # its tangent equations hold every coefficient the blanked adjoints need
+            sections.append(replace(section, blocks=[Paragraph(
+                ["Its equations give the coefficients of the adjoint recurrences away; they are "
+                 + ("on " if answers_apart else "among "), *where, "."])]))
+            answers += [Paragraph([f"Section {number}, {section.title}:"])] + list(section.blocks)
+            continue
         blocks, found = [], []
         for block in section.blocks:
             if isinstance(block, Display) and block.exercise:
@@ -37,6 +44,8 @@ def make_exercises(document, answers_apart=False):
             elif isinstance(block, Boxed):
                 blocks.append(Paragraph(["The summary of this section is left out of the exercise version; it is "
                                          + ("on " if answers_apart else "among "), *where, "."]))
+                found.append(block)
+            elif isinstance(block, Paragraph) and block.answer:  # it states a blanked line's answer
                 found.append(block)
             elif isinstance(block, Table) and block.label in GIVEAWAYS:
                 blocks.append(Paragraph(["The check of these numbers is on the answer sheet."] if answers_apart else

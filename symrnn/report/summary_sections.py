@@ -162,6 +162,6 @@ class SummarySections:
                 blocks.append(Paragraph(
                     ["The block ", Math(block(s, p) + " = " + k_printer.doprint(j)),
                      " contains no weight matrix: along this path the adjoint is only rescaled elementwise, "
-                     "so it can survive many steps when these factors stay close to one."]))
+                     "so it can survive many steps when these factors stay close to one."], answer=True))
         return Section("Jacobians and vanishing or exploding gradients", "sec:jacobians", blocks)
 

@@ -382,8 +382,10 @@ def checked_gradients(user, expected, what, refuse_unknown=False) -> dict:
     code's error."""
     missing = sorted(set(expected) - set(user))
     if missing:
-        raise UserCodeError(f"{what} returned no gradient for {missing}; the grads dict has one entry per "
-                            f"parameter ({', '.join(sorted(expected))}).")
+        strays = sorted(set(user) - set(expected))
+        raise UserCodeError(f"{what} returned no gradient for {missing}"
+                            + (f" but one under {strays}, which names no parameter (a misspelt key?)" if strays else "")
+                            + f"; the grads dict has one entry per parameter ({', '.join(sorted(expected))}).")
     unknown = sorted(set(user) - set(expected)) if refuse_unknown else []
     if unknown:
         raise UserCodeError(f"{what} returned gradients under {unknown}, which name no parameter; the keys "

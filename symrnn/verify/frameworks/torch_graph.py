@@ -15,6 +15,8 @@ promises to keep stable.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import operator
 import warnings
 
@@ -24,6 +26,23 @@ import torch
 from ...engine import functions as F
 from ..trace import TracingError
 from .symbolic_ops import COMMON, clamp, filled, map_entries, maximum, minimum, pair
+
+
+#: loggers through which torch.export reports the failures of a capture symrnn expects to fail and handles
+QUIET_LOGGERS = ("torch._subclasses.fake_tensor", "torch.export", "torch._export", "torch.fx.experimental")
+
+
+@contextlib.contextmanager
+def _quiet_torch_logs():
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels):
+            log.setLevel(level)
 
 
 def _slice(a, dim=0, start=None, end=None, step=1):
@@ -227,7 +246,7 @@ def capture(call, module, weights, shapes, dtype=torch.float64):
             setattr(module.get_submodule(owner), leaf, torch.nn.Parameter(e))
         data = tuple(examples[:n_data] if module is not None else examples)
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _quiet_torch_logs():
                 warnings.simplefilter("ignore", FutureWarning)  # torch's own deprecations inside export
                 program = torch.export.export(target, data, strict=False).run_decompositions()
         except Exception as exc:  # noqa: BLE001 - whatever stopped torch.export: its message names the line
