@@ -341,6 +341,15 @@ def test_a_layout_object_without_a_signature_is_named_in_the_message():
     # where CS231n's argument order applies, a Layout object alone is enough
     assert V.verify_layer(cs231n_rnn.rnn_forward, cs231n_rnn.rnn_backward, cell="rnn-tanh", layout=mine).ok
 
+
+def test_a_misspelt_gradient_key_is_named_beside_the_missing_one():
+    from symrnn.errors import UserCodeError
+    from symrnn.verify.modes import checked_gradients
+
+    with pytest.raises(UserCodeError, match=r"no gradient for \['b_h'\] but one under \['bh'\], which names no "
+                                            r"parameter \(a misspelt key\?\)"):
+        checked_gradients({"W": np.zeros((2, 2)), "bh": np.zeros(2)}, {"W": (2, 2), "b_h": (2,)}, "loss(...)")
+
 # -- interfaces -------------------------------------------------------------------------------------
 def test_json_has_the_documented_keys(tmp_path):
     result = IMPLEMENTATIONS["cs231n_lstm"]("cell_path_dropped")

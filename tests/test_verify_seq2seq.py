@@ -88,8 +88,7 @@ def test_bad_declarations_and_returns_are_refused():
 
     with pytest.raises(UserCodeError, match=r"returned no gradient for \['out.c'\]"):
         V.verify_seq2seq(lambda *a: (own(model)(*a)[0], {k: v for k, v in own(model)(*a)[1].items() if k != "out.c"}))
-    with pytest.raises(UserCodeError, match=r"no gradient for \['out.c'\] but one under \['outc'\], which names no "
-                                            r"parameter \(a misspelt key\?\)"):
+    with pytest.raises(UserCodeError, match=r"returned gradients under \['outc'\], which name no parameter"):
         V.verify_seq2seq(lambda *a: (own(model)(*a)[0], {("outc" if k == "out.c" else k): v
                                                          for k, v in own(model)(*a)[1].items()}))
     with pytest.raises(UserCodeError, match=r"under \['dec.W'\], which name no parameter"):
