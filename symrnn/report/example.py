@@ -79,6 +79,9 @@ def _smallest_model(model, K):
     raise ShapeError(f"No hidden size up to 8 fits cell {model.cell.name!r} for the worked example.")
 
 
+#: closed-form gradients already computed in this process (see WorkedExample.closed_form_gradients)
+_CLOSED_FORMS: dict = {}
+
 class WorkedExample:
     """The closed form and the numbers of ``model``'s cell at ``T = 2``, ``D = H = 1``."""
 
@@ -363,7 +366,18 @@ class WorkedExample:
         return self.definitions + self.softmax + self.adjoints + self.loss_definitions
 
     def closed_form_gradients(self) -> dict:
-        """``{symbol: value}``: derivatives of the expanded loss, lambdified, at the numbers."""
+        """``{symbol: value}``: derivatives of the expanded loss, lambdified, at the numbers (once per
+        process for a cell, sizes and numbers: SymPy's differentiation of an unrolled sLSTM takes half a
+        minute, and a worked example is built again for each document of the same model)."""
+        key = (repr(self.model), tuple(str(e) for e in self.model.cell.equations),
+               tuple(sorted((s.name, float(v)) for s, v in self.leaves.items())))
+        if key not in _CLOSED_FORMS:
+            if len(_CLOSED_FORMS) >= 64:
+                _CLOSED_FORMS.clear()
+            _CLOSED_FORMS[key] = self._closed_form_gradients()
+        return dict(_CLOSED_FORMS[key])
+
+    def _closed_form_gradients(self) -> dict:
         symbols = [e.symbol for e in self._entry_keys()]
         loss = self.oracle.expanded_loss().xreplace({sp.Symbol("_scale"): self.scale})
         leaves = sorted(self.leaves, key=lambda s: s.name)
