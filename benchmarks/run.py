@@ -419,20 +419,27 @@ def _speed_rows(cfg, repeats):
 
 def bench_speed(cfg):
     """Benchmarks 2 and 3: with all cores (the targets), then with one thread each (supplementary)."""
+    repeats = {"all": cfg["speed_repeats"], "one": cfg["speed_repeats_1"]}
+    runs = pinned_runs(lambda label: _speed_rows(cfg, repeats[label]), numpy_default_on_all=True)
+    return [dict(run, repeats=repeats[run["label"]]) for run in runs]
+
+
+def pinned_runs(rows_of, numpy_default_on_all=False):
+    """``rows_of(label)`` with numpy's BLAS and torch pinned to the same threads: all cores (``"all"``),
+    then one thread each (``"one"``); the defaults restored after. ``numpy_default_on_all``: numpy keeps
+    its own default on all cores (threadpoolctl's limit off)."""
     cores = os.cpu_count()
     original = blas_threads()
     runs = []
-    for label, n, repeats in (("all", cores, cfg["speed_repeats"]), ("one", 1, cfg["speed_repeats_1"])):
+    for label, n in (("all", cores), ("one", 1)):
         if n == 1 and cores == 1:
             continue
-        np_threads = blas_threads(n if n == 1 else None)  # numpy: its default (all cores), or 1
+        np_threads = blas_threads(None if numpy_default_on_all and n != 1 else n)
         if torch is not None:
             torch.set_num_threads(n)
-        rows = _speed_rows(cfg, repeats)
-        runs.append(dict(label=label, repeats=repeats, np_threads=np_threads,
-                         torch_threads=torch.get_num_threads() if torch is not None else None, rows=rows))
-    # back to the defaults
-    if original is not None:
+        runs.append(dict(label=label, np_threads=np_threads,
+                         torch_threads=torch.get_num_threads() if torch is not None else None, rows=rows_of(label)))
+    if original is not None:  # back to the defaults
         blas_threads(original)
     if torch is not None:
         torch.set_num_threads(cores)
@@ -1908,22 +1915,7 @@ def _today_rows(cfg):
 def bench_today(cfg):
     """Each cell of today: the generated gradient against torch autograd of a plain torch loop, with both
     sides pinned to the same threads: all cores (the target), then one thread each (supplementary)."""
-    cores = os.cpu_count()
-    original = blas_threads()
-    runs = []
-    for label, n in (("all", cores), ("one", 1)):
-        if n == 1 and cores == 1:
-            continue
-        np_threads = blas_threads(n)  # numpy's BLAS (threadpoolctl, else OpenBLAS itself) and torch alike
-        if torch is not None:
-            torch.set_num_threads(n)
-        runs.append(dict(label=label, np_threads=np_threads,
-                         torch_threads=torch.get_num_threads() if torch is not None else None, rows=_today_rows(cfg)))
-    if original is not None:
-        blas_threads(original)
-    if torch is not None:
-        torch.set_num_threads(cores)
-    return runs
+    return pinned_runs(lambda label: _today_rows(cfg))
 
 
 def _today_table(rows):
