@@ -12,8 +12,8 @@ Schemes (``init``), applied to every parameter of the cell:
 * ``normal``: recurrent matrices ``N(0, 1) / sqrt(H)`` (the random networks of the circular law),
   input matrices ``N(0, 1) / sqrt(D)``, biases zero.
 
-Recurrent matrices are the ``(H, H)`` parameters that multiply a previous state.  ``scale_by`` says what the scale sets, for
-each recurrent matrix: ``gain`` multiplies the scheme's draw by ``scale`` (PyTorch's ``gain``);
+Recurrent matrices are the ``(H, H)`` parameters that multiply a previous state.  ``scale_by`` says
+what the scale sets, for each recurrent matrix: ``gain`` multiplies the scheme's draw by ``scale`` (PyTorch's ``gain``);
 ``radius`` rescales it to spectral radius ``scale``; ``sigma`` rescales it to largest singular
 value ``scale``.  Input matrices and biases keep the scheme's values.
 """

@@ -310,8 +310,9 @@ def _signature(roles, forward_returns):
 
 def _found(name, layout, roles, forward, how, N, cell=None):
     returns = _returns(forward, roles, layout, cell or name, N)
-    text = (f"the forward computes the built-in cell {name!r}; layout: {describe_layout(layout, name)}" if how == "built-in"
-            else f"the forward computes no built-in cell; traced from the code: {describe_layout(layout)}")
+    layout_text = describe_layout(layout, name if how == "built-in" else None)
+    text = (f"the forward computes the built-in cell {name!r}; layout: {layout_text}" if how == "built-in"
+            else f"the forward computes no built-in cell; traced from the code: {layout_text}")
     return Found(cell or name, layout, _signature(roles, returns), how, text, N or PROBE["N"])
 
 

@@ -38,9 +38,9 @@ def find_step(step_forward, *, cell=None, layout=None) -> Found:
         except (TracingError, SymRNNError) as exc:
             errors.append(exc)
             continue
-        text = (f"the step computes the built-in cell {found.cell!r}; layout: {describe_layout(found.layout, found.cell)}"
-                if found.how == "built-in" else
-                f"the step computes no built-in cell; traced from the code: {describe_layout(found.layout)}")
+        layout_text = describe_layout(found.layout, found.cell if found.how == "built-in" else None)
+        text = (f"the step computes the built-in cell {found.cell!r}; layout: {layout_text}" if found.how == "built-in"
+                else f"the step computes no built-in cell; traced from the code: {layout_text}")
         return replace(found, signature=step_signature(roles), text=text)
     raise errors[0] if errors else TracingError("The step ran in no layout symrnn knows: give --cell and --layout.")
 
