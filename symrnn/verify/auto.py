@@ -160,17 +160,20 @@ def probe_model(name):
     return _probe_model(name)
 
 
+def _probe_states(forward, roles, layout, G, N=None):
+    """The forward's h on the probe, (T, N, H), read in ``layout`` with ``G`` gate blocks (or what it raised)."""
+    model = _probe_model({1: "rnn-tanh", 3: "gru-reset-before", 4: "lstm"}[G])
+    params, x, h0 = _probe(model, N=N)
+    lay = replace(layout, gate_order=() if G == 1 else GATES["gru" if G == 3 else "lstm"])
+    h = _call_forward(forward, roles, lay, model.cell.name, params, x, h0, ())
+    return lay.sequence_from_user(h, "h", (x.shape[0], x.shape[1], PROBE["H"]))
+
+
 def _runs(forward, roles, layout, G, N=None, errors=None):
     """The forward runs on arrays laid out with ``G`` gate blocks and returns h of the right shape
     (what it raised otherwise goes to ``errors``)."""
-    model = _probe_model({1: "rnn-tanh", 3: "gru-reset-before", 4: "lstm"}[G])
-    cell = model.cell.name
-    params, x, h0 = _probe(model, N=N)
-    gates = GATES["rnn" if G == 1 else "gru" if G == 3 else "lstm"]
-    lay = replace(layout, gate_order=() if G == 1 else gates)
     try:
-        h = _call_forward(forward, roles, lay, cell, params, x, h0, ())
-        lay.sequence_from_user(h, "h", (x.shape[0], x.shape[1], PROBE["H"]))
+        _probe_states(forward, roles, layout, G, N)
     except UserCodeExit:
         raise  # exit() in the forward: reported as such, whatever the layout
     except (Exception, SymRNNError) as exc:
@@ -258,12 +261,8 @@ def _refuse_non_finite(forward, roles, runnable, N):
     cell it meant: say where (in the first layout)."""
     first = None
     for G, lay in runnable:
-        model = _probe_model({1: "rnn-tanh", 3: "gru-reset-before", 4: "lstm"}[G])
-        params, x, h0 = _probe(model, N=N)
-        lay = replace(lay, gate_order=() if G == 1 else GATES["gru" if G == 3 else "lstm"])
         try:
-            h = _call_forward(forward, roles, lay, model.cell.name, params, x, h0, ())
-            h = np.asarray(lay.sequence_from_user(h, "h", (x.shape[0], x.shape[1], PROBE["H"])), dtype=float)
+            h = np.asarray(_probe_states(forward, roles, lay, G, N), dtype=float)
         except (Exception, SymRNNError):
             return
         bad = np.argwhere(~np.isfinite(h))
