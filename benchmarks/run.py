@@ -36,7 +36,8 @@ What is measured (see benchmarks/README.md):
     a plain torch loop of the same cell (LRU's in complex128).
 
 ``--only NAME`` (derive, speed, scalar, verify, frameworks, wiring, decay, seq2seq, second, fused, today;
-repeatable) runs a subset.
+repeatable) runs a subset; with ``--keep-others`` the report already at ``--out`` keeps the sections this
+run does not measure (``benchmarks/merge.py``; the header says which sections come from which run).
 
 Every ratio compares two functions timed in the same run, called alternately
 (the order flips every round), and is the median over rounds of the per-round
@@ -2005,6 +2006,9 @@ def main(argv=None):
                         choices=("derive", "speed", "scalar", "verify", "frameworks", "wiring", "decay", "seq2seq",
                                  "second", "fused", "today"),
                         help="run only these benchmarks (repeatable; the report then holds only them)")
+    parser.add_argument("--keep-others", action="store_true",
+                        help="with --only: keep the sections of the report already at --out that this run does "
+                             "not measure (the header says which sections come from which run)")
     args = parser.parse_args(argv)
     cfg = config(args.quick)
     start = time.perf_counter()
@@ -2053,6 +2057,10 @@ def main(argv=None):
     for sec in sections:
         lines += [""] + sec
     text = "\n".join(lines) + "\n"
+    if args.keep_others and os.path.exists(args.out):
+        from merge import merge  # benchmarks/merge.py, beside this script
+        with open(args.out, encoding="utf-8") as f:
+            text = merge(f.read(), text)
     print(text)
     write_atomic(args.out, text)
     print(f"[bench] wrote {args.out} ({total:.0f} s)", file=sys.stderr)
