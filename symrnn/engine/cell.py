@@ -61,6 +61,14 @@ class Equation:
         return f"{self.target} = {self.rhs}"
 
 
+@dataclass(frozen=True)
+class PaperForm:
+    """The paper's own equations of a cell (:meth:`Cell.written_in_the_paper`)."""
+    lead: str
+    equations: tuple
+    after: str = ""
+
+
 class Cell:
     """A recurrent cell defined by SymPy equations.
 
@@ -105,6 +113,16 @@ class Cell:
         self._params_apart = False  # the readout: its parameters may share a name with its input
         self._pending = set()  # names being defined (kept from automatic lets)
         self.derived: dict[str, sp.Expr] = {}  # size name -> expression of D, H, K (matrix states, heads)
+        self.paper_form: PaperForm | None = None  # the paper's own equations, when these rewrite them (reports)
+
+    def written_in_the_paper(self, lead: str, equations, after: str = "") -> None:
+        """The paper's own form of the cell, when its equations here are a rewriting of it (the LRU's complex
+        numbers as real and imaginary parts); the reports print it before the forward pass.
+
+        ``lead`` and ``after`` are sentences with inline LaTeX math between ``$`` signs; ``equations`` are
+        ``(left side, right side)`` pairs of LaTeX, printed as displayed equations between them.
+        """
+        self.paper_form = PaperForm(lead, tuple((str(a), str(b)) for a, b in equations), after)
 
     # -- declarations -----------------------------------------------------
     def input(self, name: str = "x", size: str = "D", role: str = "input") -> sp.Symbol:
