@@ -119,8 +119,24 @@ class Cell:
         """The paper's own form of the cell, when its equations here are a rewriting of it (the LRU's complex
         numbers as real and imaginary parts); the reports print it before the forward pass.
 
-        ``lead`` and ``after`` are sentences with inline LaTeX math between ``$`` signs; ``equations`` are
-        ``(left side, right side)`` pairs of LaTeX, printed as displayed equations between them.
+        Parameters
+        ----------
+        lead : str
+            The sentence before the equations, with inline LaTeX math between ``$`` signs.
+        equations : list of (str, str)
+            ``(left side, right side)`` in LaTeX, printed as unnumbered displayed equations.
+        after : str, optional
+            The sentence after them (how the cell's equations rewrite these), inline math as in ``lead``.
+
+        Examples
+        --------
+        >>> import symrnn as sr
+        >>> cell = sr.Cell("leaky")
+        >>> x, h = cell.input(), cell.state("h")
+        >>> _ = cell.update(h, cell.param("U", "H", "D") @ x + h / 2)
+        >>> cell.written_in_the_paper("The paper writes", [("h_{t}", "U x_{t} + h_{t-1} / 2")], "in short.")
+        >>> cell.paper_form.equations
+        (('h_{t}', 'U x_{t} + h_{t-1} / 2'),)
         """
         self.paper_form = PaperForm(lead, tuple((str(a), str(b)) for a, b in equations), after)
 
