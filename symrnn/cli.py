@@ -221,6 +221,9 @@ def _run(args, parser) -> int:
                 raise UnknownNameError("--format pdf writes a file: give -o FILE.pdf.")
             print(document_text(build_model(args), args.format, args.exercises, args.sensitivities), end="")
             return 0
+        from .fileio import check_writable
+
+        check_writable(args.output)  # a folder that cannot be written fails before the derivation
         model = build_model(args)
         print(f"deriving the report of {model!r} (large cells take a minute) ...", file=sys.stderr, flush=True)
         path = write_report(model, args.format, args.output, args.exercises, args.sensitivities)

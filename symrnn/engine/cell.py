@@ -61,6 +61,14 @@ class Equation:
         return f"{self.target} = {self.rhs}"
 
 
+@dataclass(frozen=True)
+class PaperForm:
+    """The paper's own equations of a cell (:meth:`Cell.written_in_the_paper`)."""
+    lead: str
+    equations: tuple
+    after: str = ""
+
+
 class Cell:
     """A recurrent cell defined by SymPy equations.
 
@@ -105,6 +113,32 @@ class Cell:
         self._params_apart = False  # the readout: its parameters may share a name with its input
         self._pending = set()  # names being defined (kept from automatic lets)
         self.derived: dict[str, sp.Expr] = {}  # size name -> expression of D, H, K (matrix states, heads)
+        self.paper_form: PaperForm | None = None  # the paper's own equations, when these rewrite them (reports)
+
+    def written_in_the_paper(self, lead: str, equations, after: str = "") -> None:
+        """The paper's own form of the cell, when its equations here are a rewriting of it (the LRU's complex
+        numbers as real and imaginary parts); the reports print it before the forward pass.
+
+        Parameters
+        ----------
+        lead : str
+            The sentence before the equations, with inline LaTeX math between ``$`` signs.
+        equations : list of (str, str)
+            ``(left side, right side)`` in LaTeX, printed as unnumbered displayed equations.
+        after : str, optional
+            The sentence after them (how the cell's equations rewrite these), inline math as in ``lead``.
+
+        Examples
+        --------
+        >>> import symrnn as sr
+        >>> cell = sr.Cell("leaky")
+        >>> x, h = cell.input(), cell.state("h")
+        >>> _ = cell.update(h, cell.param("U", "H", "D") @ x + h / 2)
+        >>> cell.written_in_the_paper("The paper writes", [("h_{t}", "U x_{t} + h_{t-1} / 2")], "in short.")
+        >>> cell.paper_form.equations
+        (('h_{t}', 'U x_{t} + h_{t-1} / 2'),)
+        """
+        self.paper_form = PaperForm(lead, tuple((str(a), str(b)) for a, b in equations), after)
 
     # -- declarations -----------------------------------------------------
     def input(self, name: str = "x", size: str = "D", role: str = "input") -> sp.Symbol:

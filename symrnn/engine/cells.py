@@ -419,6 +419,18 @@ def lru() -> Cell:
     s_im = cell.update(h_im, lam_re * h_im + lam_im * h_re + gamma * bx_im)
     cell.update(out, C["re"] @ s_re - C["im"] @ s_im + d * x)
     cell.output("out")
+    cell.written_in_the_paper(
+        "The paper writes the cell in complex numbers, with a diagonal state $s_{t} \\in \\mathbb{C}^{H}$, "
+        "complex matrices $B$ and $C$ and $D = \\operatorname{diag}(d)$:",
+        [(r"\lambda", r"\exp\left(-e^{\nu} + i e^{\theta}\right)"),
+         (r"\gamma", r"\sqrt{1 - \lvert \lambda \rvert^{2}}"),
+         (r"s_{t}", r"\lambda \odot s_{t-1} + \gamma \odot \left(B x_{t}\right)"),
+         (r"out_{t}", r"\operatorname{Re}\left(C s_{t}\right) + D x_{t}")],
+        "The paper's $y_{t}$ is $out_{t}$ here ($y_{t}$ is the target). What is differentiated is the real "
+        "split of these equations, written below: $s_{t} = h_{re,t} + i\\, h_{im,t}$, "
+        "$\\lambda = lam_{re} + i\\, lam_{im}$ with "
+        "$r = \\lvert \\lambda \\rvert = e^{-e^{\\nu}}$ and $\\phi = e^{\\theta}$, $B = B_{re} + i B_{im}$ and "
+        "$C = C_{re} + i C_{im}$, so that $\\operatorname{Re}(C s_{t}) = C_{re} h_{re,t} - C_{im} h_{im,t}$.")
     return cell.validate()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sympy as sp
 
 from .cell import Cell
+from .symbols import parse
 from .functions import absolute, exp, log_sigmoid, maximum, sigmoid, softplus
 from ..errors import UnknownNameError
 
@@ -82,7 +83,8 @@ def mlstm(head_size: int = 2, forget_gate: str = "sigmoid") -> Cell:
     m = cell.state("m", "NH", role="stabiliser state (one per head)")
     q = cell.let("q", _projection(cell, "q", "H", "query"), role="query")
     k = cell.let("k", _projection(cell, "k", "H", "key", bias=False) / sp.sqrt(head_size)
-                 + cell.param("b_k", "H", role="bias of the key"), role="key")
+                 + cell.param("b_k", "H", role="bias of the key"),
+                 role=f"key, scaled by 1/sqrt(d) (head size d = {head_size})")
     v = cell.let("v", _projection(cell, "v", "H", "value"), role="value")
     ibar = cell.let("itilde", _projection(cell, "i", "NH", "input gate"), role="log of the input gate")
     fbar = cell.let("ftilde", _projection(cell, "f", "NH", "forget gate"), role="pre-activation of the forget gate")
@@ -150,8 +152,12 @@ def s6(state_size: int = 2, b_bar: str = "euler", projection: bool = True) -> Ce
     Cm = cell.let("C", cell.param("W_C", "SN", "H", role="weights of C") @ x, role="output matrix C_t")
     A = cell.let("A", -exp(cell.param("A_log", "HN", role="log of -A")), role="diagonal A")
     abar = cell.let("Abar", exp((per_state @ delta) * A), role="discretised A (zero-order hold)")
-    bx = (per_state @ (delta * x)) * (shared @ B) if b_bar == "euler" else \
-        (abar - 1) / A * (shared @ B) * (per_state @ x)
+    if b_bar == "euler":  # (Delta_t u_t) B_t^T per channel: the paper's Bbar_t u_t with Bbar_t = Delta_t B_t
+        scaled = cell.let(f"{parse(x)[0]}tilde", delta * x, role="the input scaled by the step size; times B_t^T, "
+                          "the paper's discretised input Bbar_t u_t (Bbar_t = Delta_t B_t)")
+        bx = (per_state @ scaled) * (shared @ B)
+    else:
+        bx = (abar - 1) / A * (shared @ B) * (per_state @ x)
     s_t = cell.update(s, abar * s + bx)
     sw = cell.let("sw", s_t * (shared @ Cm), role="the state weighted by C_t (each channel's row times C_t^T)")
     read = cell.let("Cs", readout @ sw, role="C_t^T s_t per channel")

@@ -267,6 +267,48 @@ class Model(Protocol):
         params, X, S0 = self._prepare_inputs(params, inputs, h0)
         return params, X, self.cell_code.forward(params, X, S0, self.sizes)
 
+    def forward(self, params, inputs, h0=None, every_step=False):
+        """The cell's output state at every step and its final states (as :meth:`symrnn.StackedModel.forward`).
+
+        Every step reads one input (the architecture's schedule and the readout are not applied).
+
+        Parameters
+        ----------
+        params : dict of str to ndarray
+            Every parameter by name (``model.init_params(seed)`` makes one; the readout's are allowed).
+        inputs : ndarray
+            ``(T, N, D)``, time-major.
+        h0 : ndarray or dict of str to ndarray, optional
+            Initial states ``(N, size)``, one array for the output state or a dict by state (zeros where
+            not given), as in :meth:`loss_and_grads`.
+        every_step : bool
+            Return every state at every step in place of the final states.
+
+        Returns
+        -------
+        output : ndarray
+            ``(T, N, size)``: the output state (what the readout reads, ``model.out``) after each step.
+        states : dict of str to ndarray
+            ``{state: (N, size)}``, each state after the last step; with ``every_step``, ``{state: (T, N,
+            size)}``, each state after each step (a matrix state flattened row-major, as its parameters).
+
+        Examples
+        --------
+        >>> import numpy as np, symrnn as sr
+        >>> model = sr.Model("slstm", D=3, H=4, K=2)
+        >>> x = np.random.default_rng(0).normal(size=(5, 2, 3))
+        >>> output, final = model.forward(model.init_params(seed=0), x)
+        >>> output.shape, sorted(final), final["c"].shape
+        ((5, 2, 4), ['c', 'h', 'm', 'n'], (2, 4))
+        >>> _, states = model.forward(model.init_params(seed=0), x, every_step=True)
+        >>> states["n"].shape, bool(np.array_equal(states["h"], output))
+        ((5, 2, 4), True)
+        """
+        _, _, cache = self.run_cell(params, inputs, h0)
+        states = {s: np.array(cache[f"S_{s}"][1:], copy=True) for s in self.state_names}
+        output = np.array(states[self.out], copy=True)
+        return output, (states if every_step else {s: v[-1] for s, v in states.items()})
+
     def state_size(self, state: str) -> int:
         """The size of a state (``H`` unless the cell declared another)."""
         return self.sizes[self.cell.states[state]]

@@ -27,6 +27,17 @@ def number_tex(value: float, digits: int = 6) -> str:
     return r"%s \times 10^{%d}" % (mantissa, int(exponent))
 
 
+def _once(rows):
+    """``rows`` without the repeats of a line already printed (a quantity of the parameters alone, computed
+    again at every step of the scalar program, is printed at its first step only)."""
+    seen, out = set(), []
+    for row in rows:
+        if row[0] not in seen:
+            seen.add(row[0])
+            out.append(row)
+    return out
+
+
 #: the widest row of the check table (``tex_width`` units) that fits the line at six figures
 TABLE_WIDTH = 63.0
 
@@ -41,8 +52,14 @@ class ExampleSection:
     def __init__(self, builder, ex: WorkedExample):
         self.b, self.ex = builder, ex
         plain = ReportLatexPrinter({"elementwise": False})
-        names = ex.symbol_names(lambda base, bar=False, index=None: plain.name_tex(
-            builder.renames.get(base, base) if not bar and index is None else base, bar, index))
+        static = builder.settings.get("static", ())
+
+        def name_tex(base, bar=False, index=None):
+            if base in static and not bar and index is not None:  # a quantity of the parameters: no step,
+                entries = index.split(",")[1:]  # an entry in brackets as a parameter's, [A]_{2}
+                return r"[%s]_{%s}" % (plain.name_tex(base), ",".join(entries)) if entries else plain.name_tex(base)
+            return plain.name_tex(builder.renames.get(base, base) if not bar and index is None else base, bar, index)
+        names = ex.symbol_names(name_tex)
         self.p = ReportLatexPrinter({"elementwise": False, "symbol_names": names, "order": None})
 
     def tex(self, expr):
@@ -62,7 +79,7 @@ class ExampleSection:
             value = env[symbol] if value is None else value
             return (self.tex(symbol), (definition, _value_suffix(definition, value)), None)
 
-        program = [valued(s, d) for s, d in ex.definitions + ex.softmax]
+        program = _once([valued(s, d) for s, d in ex.definitions + ex.softmax])
         loss_rows = [(self.tex(s), d, None) for s, d in ex.loss_definitions]
         loss_rows.append(("L", ex.loss_expr, tex_label("example", "loss")))
         backward = []

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from ..engine.symbols import parse
+from ..engine.symbols import Param, parse
+from .blocks import Math
 
 
 def sym_base(symbol) -> str:
@@ -29,3 +30,21 @@ def listing(parts):
             out.append(" and " if i == len(parts) - 1 else ", ")
         out.append(p)
     return out
+
+
+def parameter_lets(cell) -> frozenset:
+    """The base names of the lets of ``cell`` that read the parameters alone (LRU's ``r = exp(-exp(nu))``,
+    S6's ``A = -exp(A_log)``), directly or through other such lets: the same at every step."""
+    static = set()
+    for eq in cell.equations:
+        if eq.kind == "let" and all(isinstance(s, Param) or (parse(s) is not None and parse(s)[0] in static
+                                                             and parse(s)[1] == 0 and not parse(s)[2])
+                                    for s in eq.rhs.free_symbols):
+            static.add(sym_base(eq.target))
+    return frozenset(static)
+
+
+def inline_math(text: str) -> list:
+    """The parts of a sentence with inline math between ``$`` signs:
+    ``"a $x_{t}$."`` -> ``["a ", Math("x_{t}"), "."]``."""
+    return [Math(piece) if i % 2 else piece for i, piece in enumerate(re.split(r"\$([^$]+)\$", text)) if piece]

@@ -35,6 +35,7 @@ DEFAULT_SETTINGS = {
     "order": "none",  # keep the order in which the equations were written
     "term_rank": None,  # a key that orders the terms of a sum (the forward order of the quantities they read)
     "matrix_notation": {},  # a matrix cell's spreads and folds in textbook notation (matrix_notation.notations)
+    "static": frozenset(),  # lets of the parameters alone (labels.parameter_lets): no step index on their values
 }
 
 
@@ -65,6 +66,8 @@ class ReportLatexPrinter(LatexPrinter):
         if parsed is None:
             return super()._print_Symbol(expr, style)
         base, offset, is_bar = parsed
+        if base in self._settings["static"] and not is_bar:  # the same at every step; its adjoint is a step's share
+            return self.name_tex(base)
         return self.name_tex(base, bar=is_bar, index=self.time_index(offset))
 
     def name_tex(self, base: str, bar: bool = False, index: str | None = None) -> str:
@@ -137,6 +140,11 @@ class ReportLatexPrinter(LatexPrinter):
     def _print_Mul(self, expr):
         if not expr.is_commutative:
             return self._matrix_product(expr)
+        root = over_root(expr)
+        if root is not None:  # sqrt(2)/2 W x, SymPy's normal form of W x / sqrt(2): the paper's 1/sqrt(d) W x
+            sign, n, rest = root
+            body = "" if rest == 1 else " " + self.parenthesize(rest, PRECEDENCE["Mul"], strict=True)
+            return r"%s\frac{1}{\sqrt{%d}}%s" % (sign, n, body)
         if not (self._settings["elementwise"] and is_vector(expr)):
             return super()._print_Mul(expr)
         if self._settings["matrix_notation"]:
@@ -163,6 +171,20 @@ class ReportLatexPrinter(LatexPrinter):
         coeff = sp.Mul(*c)
         head = "" if coeff == 1 else ("- " if coeff == -1 else self._print(coeff) + " ")
         return head + " ".join(parts)
+
+
+def over_root(expr):
+    """``(sign, n, rest)`` when ``expr`` is ``sign rest / sqrt(n)`` with its number a rational times a square
+    root (``sqrt(2)/2``, which SymPy makes of ``1/sqrt(2)``); ``None`` otherwise."""
+    numbers = [f for f in sp.Mul.make_args(expr) if f.is_number]
+    c = sp.Mul(*numbers)
+    if not numbers or c.is_Rational or not c.is_real:
+        return None
+    square = c ** 2
+    if not (square.is_Rational and square.p == 1 and square.q > 1):
+        return None
+    rest = sp.Mul(*[f for f in sp.Mul.make_args(expr) if not f.is_number])
+    return ("- " if c.is_negative else ""), int(square.q), rest
 
 
 def latex(expr, **settings) -> str:
@@ -288,6 +310,14 @@ class _Breaker:
             if isinstance(-expr, sp.Add):
                 parts[0], parts[-1] = OPEN + parts[0], parts[-1] + CLOSE
             parts[0] = "- " + parts[0]
+            return parts
+        root = over_root(expr) if expr.is_commutative else None
+        if root is not None and root[2] != 1:
+            head = r"\frac{1}{\sqrt{%d}} " % root[1]
+            if isinstance(root[2], sp.Add):
+                return self._wrapped(head + OPEN, root[2], CLOSE)
+            parts = self.pieces(root[2])
+            parts[0] = head + parts[0]
             return parts
         if expr.is_commutative:
             numer, denom = sp.fraction(expr, exact=True)

@@ -20,6 +20,7 @@ from .latex import ReportLatexPrinter, break_lines, tex_width
 from .summary import T_IN, BackwardSummary, bar_sym, gate_adjoints  # noqa: F401 (re-exported)
 from .tikz import layout, mermaid_chart, picture_width, tikz_picture
 from .labels import listing as _listing, shape_tex, sym_base, tex_label  # noqa: F401 (re-exported)
+from .labels import inline_math, parameter_lets
 from .matrix_notation import notations
 from .summary_sections import SummarySections
 
@@ -48,7 +49,8 @@ class ReportBuilder(SummarySections):
         self.renames = _renames(model)
         self.settings = {"symbol_names": {**{Param(k): self.p_name(v) for k, v in self.renames.items()},
                                           T_IN: r"T_{\mathrm{in}}"},
-                         "term_rank": forward_rank(model.cell), "matrix_notation": notations(model.cell)}
+                         "term_rank": forward_rank(model.cell), "matrix_notation": notations(model.cell),
+                         "static": parameter_lets(model.cell)}
         self.gates = gate_adjoints(self.d)
         self.summary = BackwardSummary(model, self.d)
         self.named = {shift(product, k): shift(symbol, k) for symbol, product in self.gates.values() for k in (0, 1)}
@@ -188,10 +190,23 @@ class ReportBuilder(SummarySections):
                        Math(r"\bar{v}_{t} = \partial L / \partial v_{t}"), " counts every path from ",
                        Math("v_{t}"), " to the loss, through the later steps as well. A symbol with a step "
                        "index is a quantity of that step; one without is a parameter (Table ",
-                       Ref("tab:notation"), ")."]),
+                       Ref("tab:notation"), ")" + (" or a quantity of the parameters alone" if self.settings["static"]
+                                                   else "") + "."] + self._static_notation()),
             Table(["l", "l", "p{8.4cm}"], [["symbol"], ["shape"], ["meaning"]], rows,
                   ["The symbols of this chapter, with the shapes of the code."], "tab:notation"),
         ] + self._matrix_notation())
+
+    def _static_notation(self):
+        """What the lets of the parameters alone (no step index) and their adjoints (with one) mean."""
+        targets = [eq.target for eq in self.cell.equations if sym_base(eq.target) in self.settings["static"]]
+        if not targets:
+            return []
+        static, one = [Math(self.tex(t)) for t in targets], targets[0]
+        return [" The quantit" + ("ies " if len(static) > 1 else "y "), *_listing(static),
+                " depend" + ("" if len(static) > 1 else "s") + " on the parameters alone: the same at every step, "
+                "so without a step index. An adjoint such as ", self.math(bar_sym(one)), " keeps it: it is the "
+                "share of step ", Math("t"), " (the gradient through the use at step ", Math("t"),
+                "), and the gradients of the parameters add the shares of all steps."]
 
     def _matrix_notation(self):
         """For a cell with matrix states: how its flattened matrices and fixed maps are printed."""
@@ -216,7 +231,7 @@ class ReportBuilder(SummarySections):
         states = [tsym(s, -1) for s in c.states]
         plural = "s " if len(states) > 1 else " "
         sched = self._layout().schedule
-        blocks = [Paragraph(["For ", Math(r"t = 1, \dots, T"), " the cell reads the input ",
+        blocks = self._paper_form() + [Paragraph(["For ", Math(r"t = 1, \dots, T"), " the cell reads the input ",
                              self.math(c.input_symbol), " and the previous state" + plural]
                             + _listing([self.math(s) for s in states]) + [" and computes"]),
                   self.display([(self.tex(eq.lhs), eq.rhs, tex_label("forward", sym_base(eq.lhs)))
@@ -238,6 +253,14 @@ class ReportBuilder(SummarySections):
             blocks.append(Paragraph(["There is no readout: the loss reads ", self.math(tsym(m.out)),
                                      " directly."]))
         return Section("Forward pass", "sec:forward", blocks)
+
+    def _paper_form(self):
+        """The paper's own equations, when the cell's are a rewriting of them (:meth:`Cell.written_in_the_paper`)."""
+        form = self.cell.paper_form
+        if form is None:
+            return []
+        return [Paragraph(inline_math(form.lead)), self.display([(lhs, rhs, None) for lhs, rhs in form.equations])] \
+            + ([Paragraph(inline_math(form.after))] if form.after else [])
 
     # -- 4 -------------------------------------------------------------------------------------
     def loss(self):

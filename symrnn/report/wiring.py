@@ -71,7 +71,8 @@ class WiringReportBuilder(ReportBuilder):
         self.bi = any(model.bidirectional)
         self.last = "bwd" if model.layers[-1].bidirectional else "fwd"
         self.printers = {d: DirectionPrinter({"direction": d, "decorated": tuple(sorted(decorated)),
-                                              "term_rank": self.settings["term_rank"]})
+                                              "term_rank": self.settings["term_rank"],
+                                              "static": self.settings["static"]})
                          for d in ARROW}
 
     def dtex(self, expr, direction):
