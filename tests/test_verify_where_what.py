@@ -13,7 +13,7 @@ import symrnn.strategies as sst
 import symrnn.verify as V
 from corpus import cs231n_rnn, minchar_rnn, tbptt_rnn
 from symrnn import Model
-from symrnn.errors import ShapeError, UnknownNameError
+from symrnn.errors import ShapeError, UnknownNameError, UserCodeError
 from symrnn.models.truncated import Truncation, truncated_loss_and_grads
 from test_verify import BUGS, EXPECTED_FINGERPRINT, IMPLEMENTATIONS, seq_to_one
 
@@ -247,6 +247,29 @@ def test_search_finds_a_bug_the_fixed_cases_miss(tmp_path):
     found = V.verify_layer(guarded.rnn_forward, guarded.rnn_backward, "rnn-tanh", "cs231n", search=60)
     assert not found.ok and found.cases[-1].label.endswith("found by search (symrnn.strategies)"), str(found)
     assert found.minimal["T"] == 1 and found.fingerprint is None
+
+
+@pytest.mark.parametrize("mistake", ["nan", "scaled", "raises"])
+def test_the_search_judges_the_forward_of_what_it_draws(mistake):
+    """A forward that is not finite, computes another function or raises on a drawn case only (one
+    sequence, T = 6 or more) is found by the search and reported, never passed (a new user's finding:
+    the search judged only the gradients, and a searched case whose forward was NaN counted as right)."""
+    def rnn_forward(x, h0, Wx, Wh, b):
+        h, cache = cs231n_rnn.rnn_forward(x, h0, Wx, Wh, b)
+        if x.shape[0] == 1 and x.shape[1] >= 6:
+            if mistake == "raises":
+                raise IndexError("only in the drawn case")
+            h = h * (np.nan if mistake == "nan" else 1.5)
+        return h, cache
+
+    assert V.verify_layer(rnn_forward, cs231n_rnn.rnn_backward, "rnn-tanh", "cs231n").ok
+    if mistake == "raises":
+        with pytest.raises(UserCodeError, match="IndexError"):
+            V.verify_layer(rnn_forward, cs231n_rnn.rnn_backward, "rnn-tanh", "cs231n", search=60)
+        return
+    found = V.verify_layer(rnn_forward, cs231n_rnn.rnn_backward, "rnn-tanh", "cs231n", search=60)
+    assert not found.ok and not found.forward.ok and not found.searched, str(found)
+    assert found.cases[-1].label.endswith("found by search (symrnn.strategies)"), str(found)
 
 
 @pytest.mark.parametrize("name", ["cs231n_rnn", "cs231n_lstm", "dlfs2_gru"])

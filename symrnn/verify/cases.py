@@ -41,7 +41,9 @@ class Declared:
 
 def search_failure(adapter, declared, max_T, truncation=None, clip=None):
     """A failing case found by Hypothesis among ``declared.search`` drawn problems (shrunk by
-    Hypothesis), or None.  Deterministic: derandomized, no example database."""
+    Hypothesis), or None: one whose forward differs from the cell's (or is not finite), whose
+    gradients are wrong, or on which the user's code raises.  The run of the cases then reports it as
+    any other case.  Deterministic: derandomized, no example database."""
     from hypothesis import HealthCheck, find, settings
     from hypothesis.errors import NoSuchExample
 
@@ -51,11 +53,16 @@ def search_failure(adapter, declared, max_T, truncation=None, clip=None):
         h0 = {s: np.zeros_like(v) if s in declared.zero_states else v for s, v in problem.h0.items()}
         return replace(problem, h0=h0, truncation=truncation, clip=clip)
 
-    def fails(problem):
+    def fails(problem):  # a differing or non-finite forward, a wrong gradient or the code raising
+        problem = prepare(problem)
         try:
-            return judged_wrong(adapter, prepare(problem))
-        except (UserCodeError, ShapeError, ValueError, ArithmeticError):
+            run = adapter.run(problem, [])
+        except UserCodeError:
+            return True
+        except (ShapeError, ValueError, ArithmeticError):
             return False
+        forward, _, verdicts = assess(adapter, problem, run, exact(adapter.model, problem))
+        return not forward.ok or any(not v.ok for v in verdicts or ())
 
     try:
         found = find(problems(adapter.model, max_T=max_T), fails,
