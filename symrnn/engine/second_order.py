@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import itertools
 import weakref
+from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -321,14 +322,8 @@ def _spaces(model, problem):
     if threads is None:
         return lambda key: fresh
     if threads.__dict__.get("hvp_problem") != problem:
-        threads.hvp_problem, threads.hvp_spaces = problem, {}
-    spaces = threads.hvp_spaces
-
-    def space(key):
-        if key not in spaces:
-            spaces[key] = Workspace()
-        return spaces[key]
-    return space
+        threads.hvp_problem, threads.hvp_spaces = problem, defaultdict(Workspace)
+    return threads.hvp_spaces.__getitem__
 
 
 def _checked_direction(model, vector, dtype):
@@ -524,11 +519,9 @@ def hessian_vector_product(model, params, vector, inputs, targets, h0=None, mask
         for layer in range(len(runs) - 1, -1, -1):
             run = runs[layer]
             g, gd, x_bar, x_til = _reverse_layer(model, run, ext, extd, space(layer))
-            for n, k in run.keys.items():
-                if n not in g:  # a fixed spread or fold: no gradient, no product
-                    continue
-                G[k] += g[n]
-                Gd[k] += gd[n]
+            for n in g:  # not a fixed spread or fold: those have no gradient, no product
+                G[run.keys[n]] += g[n]
+                Gd[run.keys[n]] += gd[n]
             if run.residual and x_bar is not None:
                 x_bar, x_til = x_bar + ext, x_til + extd
             ext, extd = x_bar, x_til

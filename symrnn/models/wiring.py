@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -311,14 +312,11 @@ class StackedModel(Protocol):
 
     def _workspaces(self):
         if not hasattr(self._threads, "ws"):
-            self._threads.ws = {}
+            self._threads.ws = defaultdict(Workspace)
         return self._threads.ws
 
     def _ws(self, key):
-        spaces = self._workspaces()
-        if key not in spaces:
-            spaces[key] = Workspace()
-        return spaces[key]
+        return self._workspaces()[key]
 
     # -- argument checks ---------------------------------------------------------------------------
     def _check_params(self, params):

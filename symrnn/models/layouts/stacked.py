@@ -48,11 +48,8 @@ def from_torch_stack(cell, state_dict, num_layers, bidirectional, *, prefix="") 
         raise ParameterError(f"state_dict must be a mapping of names to tensors, got {type(state_dict).__name__}.")
     if isinstance(num_layers, bool) or not isinstance(num_layers, (int, np.integer)) or num_layers < 1:
         raise ShapeError(f"num_layers must be an integer >= 1, got {num_layers!r}.")
-    present = set()
-    for key in state_dict:
-        match = re.match(rf"^{re.escape(prefix)}weight_ih_l(\d+)(_reverse)?$", str(key))
-        if match:
-            present.add((int(match.group(1)), bool(match.group(2))))
+    weights_ih = re.compile(rf"^{re.escape(prefix)}weight_ih_l(\d+)(_reverse)?$")
+    present = {(int(m.group(1)), bool(m.group(2))) for m in map(weights_ih.match, map(str, state_dict)) if m}
     layers = sorted({k for k, _ in present})
     if layers != list(range(num_layers)):
         raise ParameterError(
