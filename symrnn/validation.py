@@ -66,3 +66,21 @@ def check_param_names(params: dict, expected: dict, what: str = "params",
             f"the keys of {what} do not match the model: missing {missing}, unexpected {extra}; "
             f"expected exactly {list(expected)} ({hint})."
         )
+
+
+def check_float_params(params: dict, shapes: dict, meaning: str) -> tuple:
+    """``params`` (their keys checked) as real arrays of one dtype, float64 or float32, each of its shape
+    in ``shapes`` (``meaning`` says where the shapes come from); returns ``(params, dtype)``."""
+    params = {k: as_float_array(v, f"params[{k!r}]") for k, v in params.items()}
+    by_dtype = {}
+    for k, v in params.items():
+        by_dtype.setdefault(v.dtype, []).append(k)
+    if len(by_dtype) > 1:
+        mix = "; ".join(f"{dt}: {names}" for dt, names in by_dtype.items())
+        raise ShapeError(f"params mix dtypes ({mix}); give every parameter one dtype, float64 or float32.")
+    dtype = next(iter(by_dtype), np.dtype(np.float64))  # a cell without parameters computes in float64
+    if dtype not in (np.float64, np.float32):
+        raise ShapeError(f"parameters must be float64 or float32, got {dtype}.")
+    for k, shape in shapes.items():
+        check_shape(params[k], shape, f"params[{k!r}]", meaning)
+    return params, dtype
