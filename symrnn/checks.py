@@ -20,8 +20,7 @@ def relative_error(g, reference) -> float:
 
 def max_error(grads, reference) -> tuple[float, str]:
     """The largest :func:`relative_error` over the keys of ``reference``, and its key."""
-    worst = max(((relative_error(grads[k], reference[k]), k) for k in reference), default=(0.0, ""))
-    return worst
+    return max(((relative_error(grads[k], reference[k]), k) for k in reference), default=(0.0, ""))
 
 
 def random_problem(model, T_in=4, T_out=None, N=2, seed=0, scale=0.8):
