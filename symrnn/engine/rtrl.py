@@ -167,8 +167,7 @@ class _RTRLRun:
         self.block = model.cell_code
         self.code = tangent_code(self.block)
         shapes = model.param_shapes
-        sizes = {s: model.state_size(s) if hasattr(model, "state_size") else model.unit.state_size(s)
-                 for s in model.state_names}
+        sizes = {s: model.initial_state_shape(s, N)[-1] for s in model.state_names}
         self.initial_keys = [((row, s), sizes[s]) for _, _, _, row in layers for s in model.state_names]
         trained = [k for keys, _, _, _ in layers for k in keys.values() if k in shapes]  # no fixed spread, fold
         self.directions = _Directions(trained, shapes, self.initial_keys)
@@ -235,12 +234,9 @@ class _RTRLRun:
     def grads(self) -> dict:
         """The gradients by the model's keys, the initial states' last."""
         model, grads = self.model, {}
-        for keys, _, _, _ in self.layers:
-            for key in keys.values():
-                if key not in self.directions.offsets:  # a fixed spread or fold: not trained
-                    continue
-                lo, hi, shape = self.directions.offsets[key]
-                grads[key] = self.grad_theta[lo:hi].reshape(shape)
+        for key in (k for keys, *_ in self.layers for k in keys.values() if k in self.directions.offsets):
+            lo, hi, shape = self.directions.offsets[key]  # not a fixed spread or fold: those are not trained
+            grads[key] = self.grad_theta[lo:hi].reshape(shape)
         grads.update(self.readout_grads)
         grads = {k: grads[k] for k in model.param_shapes}
         for s in model.state_names:

@@ -41,7 +41,6 @@ from .tangent import (
     constants_of,
     dot_name,
     step_reader,
-    step_values,
     unidirectional_layers,
 )
 
@@ -346,7 +345,7 @@ def _stateless(block, params, direction, X, dX, sizes, empty=fresh):
     T, N = X.shape[:2]
     flat, dflat = X.reshape(1, T * N, -1), dX.reshape(1, T * N, -1)
     cache, dots, _, products = tangent_sweep(block, params, direction, flat, dflat, {}, sizes, empty)
-    values = step_values(block, flat, cache, 0)
+    values = step_reader(block)(flat, cache, 0)
     dvalues = {k: v[0] for k, v in dots.items()}
     dvalues[code_name(block.input_symbol)] = dflat[0]
     return cache, values, dvalues, {kind: {k: a[0] for k, a in made.items()} for kind, made in products.items()}
