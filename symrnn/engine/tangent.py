@@ -231,11 +231,13 @@ def unidirectional_layers(model, what):
     model or of a stack of unidirectional layers (:class:`symrnn.StackedModel`); a backward direction
     is refused (``what`` names the algorithm in the message).  The keys name every parameter of the cell,
     a matrix cell's fixed spreads and folds included (the forward reads them; they have no direction)."""
-    if getattr(model, "one_cell", False) and hasattr(model, "cell_code") and not hasattr(model, "layers"):
-        return [({n: n for n in model.cell.params}, model.sizes, False, None)]
-    layers = getattr(model, "layers", None)
-    if layers is None or any(layer.bidirectional for layer in layers):
+    parts = model.parts()  # read from the model's parts, as every use does (not from its type)
+    cells, residual = [p for p in parts if p.kind == "cell"], {p.layer for p in parts if p.kind == "residual"}
+    if any(p.reverse for p in cells) or any(p.kind not in ("cell", "residual", "readout", "loss") for p in parts):
         raise ShapeError(f"{what} runs one cell or a stack of unidirectional layers; {model!r} has a backward "
                          f"direction or is not a stack of cells.")
-    return [({n: model.key(layer.index, "fwd", n) for n in model.cell.params}, model.layer_sizes(layer),
-             layer.residual, row) for row, layer in enumerate(layers)]
+    if [p.row for p in cells] == [None]:
+        return [({n: n for n in model.cell.params}, model.sizes, False, None)]
+    sizes = {"H": model.sizes["H"], "K": model.sizes["K"]}
+    return [({n: p.prefix + n for n in model.cell.params}, {"D": p.width, **sizes}, p.layer in residual, p.row)
+            for p in cells]
