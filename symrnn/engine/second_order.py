@@ -208,13 +208,8 @@ class _ReverseTangentWriter:
         lines = []
         for a in self.sw.adjoints:
             base = a.target.name.split("[")[0]
-            extra, dextra = [], []
-            if a.external:
-                extra.append(f"EXT[{base!r}]")
-                dextra.append(f"EXTd[{base!r}]")
-            if a.carried:
-                extra.append(f"carry[{base!r}]")
-                dextra.append(f"carryd[{base!r}]")
+            fed = [name for name, on in (("EXT", a.external), ("carry", a.carried)) if on]  # from outside, from t+1
+            extra, dextra = [f"{n}[{base!r}]" for n in fed], [f"{n}d[{base!r}]" for n in fed]
             ybar = code_name(bar(a.target))
             lines += self._assign(ybar, f"{ybar}_dot", a.sends, self.b.sizes[a.target], extra, dextra)
         return lines
