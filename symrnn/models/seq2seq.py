@@ -22,6 +22,7 @@ True
 from __future__ import annotations
 
 import threading
+from collections import defaultdict
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -197,8 +198,7 @@ class Seq2Seq:
 
     def _ws(self, key):
         """This thread's reusable arrays for one block's generated code (see :class:`~symrnn.engine.codegen.Workspace`)."""
-        spaces = self._threads.__dict__.setdefault("spaces", {})
-        return spaces[key] if key in spaces else spaces.setdefault(key, Workspace())
+        return self._threads.__dict__.setdefault("spaces", defaultdict(Workspace))[key]
 
     def _owned(self, array):
         spaces = list(self._threads.__dict__.get("spaces", {}).values()) + self.encoder._spaces()
