@@ -15,11 +15,8 @@ import numpy as np
 
 def _entries(model, params, inputs, h0):
     """The arrays a gradient is taken of, under the keys of ``loss_and_grads`` (copied)."""
-    arrays = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
-    arrays[model.input_name] = np.array(inputs, dtype=np.float64)
-    for s, v in h0.items():
-        arrays[model.initial_state_key(s)] = np.array(v, dtype=np.float64)
-    return arrays
+    named = {**params, model.input_name: inputs, **{model.initial_state_key(s): v for s, v in h0.items()}}
+    return {k: np.array(v, dtype=np.float64) for k, v in named.items()}
 
 
 def _split(model, arrays):
