@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import NonFiniteError, ParameterError, ShapeError
+from .errors import NonFiniteError, ParameterError, ShapeError, UnknownNameError
 
 
 def check_count(name: str, value, least: int = 1) -> int:
@@ -12,6 +12,14 @@ def check_count(name: str, value, least: int = 1) -> int:
         raise ShapeError(f"{name} must be {'a positive integer' if least == 1 else f'an integer >= {least}'}, "
                          f"got {value!r}.")
     return int(value)
+
+
+def look_up(table: dict, name, what: str):
+    """``table[name]``, or an :class:`UnknownNameError` naming the ``what`` and every known name."""
+    try:
+        return table[name]
+    except KeyError:
+        raise UnknownNameError(f"Unknown {what} {name!r}; expected one of {sorted(table)}.") from None
 
 
 def as_float_array(value, name: str, dtype=None) -> np.ndarray:

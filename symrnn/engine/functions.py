@@ -34,7 +34,8 @@ import mpmath
 import numpy as np
 import sympy as sp
 
-from ..errors import CellDefinitionError, MissingRuleError, UnknownNameError
+from ..errors import CellDefinitionError, MissingRuleError
+from ..validation import look_up
 
 
 class _Elementwise(sp.Function):
@@ -331,12 +332,7 @@ ACTIVATIONS = {"tanh": tanh, "relu": relu, "sigmoid": sigmoid}
 
 def activation(name):
     """The SymPy function for an activation name (``tanh``, ``relu``, ``sigmoid``)."""
-    try:
-        return ACTIVATIONS[name]
-    except KeyError:
-        raise UnknownNameError(
-            f"Unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}."
-        ) from None
+    return look_up(ACTIVATIONS, name, "activation")
 
 
 def register_function(function_class, numpy_implementation, *, mpmath=None, torch=None, writes_into=False):
