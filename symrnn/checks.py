@@ -20,8 +20,7 @@ def relative_error(g, reference) -> float:
 
 def max_error(grads, reference) -> tuple[float, str]:
     """The largest :func:`relative_error` over the keys of ``reference``, and its key."""
-    worst = max(((relative_error(grads[k], reference[k]), k) for k in reference), default=(0.0, ""))
-    return worst
+    return max(((relative_error(grads[k], reference[k]), k) for k in reference), default=(0.0, ""))
 
 
 def random_problem(model, T_in=4, T_out=None, N=2, seed=0, scale=0.8):
@@ -93,7 +92,7 @@ def rtrl_row(model, params, x, y, h0, grads):
     except CellDefinitionError as exc:  # a cell RTRL does not handle (yet): the message says which and why
         return (f"real-time recurrent learning (does not apply: {exc})", float("nan"), "", 1e-12)
     except (ShapeError, AttributeError):
-        why = "a backward direction is not causal" if _has_backward_direction(model) else "not one recurrence"
+        why = "a backward direction is not causal" if any(p.reverse for p in model.parts()) else "not one recurrence"
         return (f"real-time recurrent learning (does not apply: {why})", float("nan"), "", 1e-12)
     worst = max((strict_relative_error(g[k], grads[k]), k) for k in g)
     return ("real-time recurrent learning (Model.rtrl_grads; relative to BPTT per key)", *worst, 1e-12)
@@ -105,10 +104,6 @@ def strict_relative_error(g, reference) -> float:
     r = np.asarray(reference, dtype=np.float64)
     top = float(np.max(np.abs(r), initial=0.0))
     return float(np.max(np.abs(g - r), initial=0.0) / (top if top > 0 else 1.0))
-
-
-def _has_backward_direction(model) -> bool:
-    return any(getattr(layer, "bidirectional", False) for layer in getattr(model, "layers", None) or ())
 
 
 def agreement_text(title, rows) -> str:

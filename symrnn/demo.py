@@ -23,6 +23,7 @@ from .checks import agreement_table
 from .fileio import check_output_dir, write_text_atomic
 from .models.model import Model
 from .models.seq2seq import Seq2Seq
+from .models.seq2seq_blocks import reversal
 from .models.wiring import StackedModel
 
 DEMO_CELLS = tuple(BUILTIN_CELLS)
@@ -123,9 +124,7 @@ def _reversal_batch(rng, V, S, N):
     L = rng.integers(S // 2, S + 1, N)
     mask = np.arange(S)[:, None] < L
     src = np.where(mask, rng.integers(2, V, (S, N)), 0)
-    rev = np.zeros_like(src)
-    for n in range(N):
-        rev[:L[n], n] = src[:L[n], n][::-1]
+    rev = np.where(mask, np.take_along_axis(src, reversal(L, S), axis=0), 0)
     return src, mask, np.vstack([np.ones((1, N), dtype=rev.dtype), rev[:-1]]), rev
 
 

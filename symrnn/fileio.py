@@ -72,5 +72,4 @@ def write_atomic(path, data) -> Path:
     return path
 
 
-def write_text_atomic(path, text: str) -> Path:
-    return write_atomic(path, text)
+write_text_atomic = write_atomic  # the name the demo and the verifier's results call it by

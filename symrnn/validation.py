@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import NonFiniteError, ParameterError, ShapeError
+from .errors import NonFiniteError, ParameterError, ShapeError, UnknownNameError
 
 
 def check_count(name: str, value, least: int = 1) -> int:
@@ -12,6 +12,14 @@ def check_count(name: str, value, least: int = 1) -> int:
         raise ShapeError(f"{name} must be {'a positive integer' if least == 1 else f'an integer >= {least}'}, "
                          f"got {value!r}.")
     return int(value)
+
+
+def look_up(table: dict, name, what: str):
+    """``table[name]``, or an :class:`UnknownNameError` naming the ``what`` and every known name."""
+    try:
+        return table[name]
+    except KeyError:
+        raise UnknownNameError(f"Unknown {what} {name!r}; expected one of {sorted(table)}.") from None
 
 
 def as_float_array(value, name: str, dtype=None) -> np.ndarray:
@@ -66,3 +74,21 @@ def check_param_names(params: dict, expected: dict, what: str = "params",
             f"the keys of {what} do not match the model: missing {missing}, unexpected {extra}; "
             f"expected exactly {list(expected)} ({hint})."
         )
+
+
+def check_float_params(params: dict, shapes: dict, meaning: str) -> tuple:
+    """``params`` (their keys checked) as real arrays of one dtype, float64 or float32, each of its shape
+    in ``shapes`` (``meaning`` says where the shapes come from); returns ``(params, dtype)``."""
+    params = {k: as_float_array(v, f"params[{k!r}]") for k, v in params.items()}
+    by_dtype = {}
+    for k, v in params.items():
+        by_dtype.setdefault(v.dtype, []).append(k)
+    if len(by_dtype) > 1:
+        mix = "; ".join(f"{dt}: {names}" for dt, names in by_dtype.items())
+        raise ShapeError(f"params mix dtypes ({mix}); give every parameter one dtype, float64 or float32.")
+    dtype = next(iter(by_dtype), np.dtype(np.float64))  # a cell without parameters computes in float64
+    if dtype not in (np.float64, np.float32):
+        raise ShapeError(f"parameters must be float64 or float32, got {dtype}.")
+    for k, shape in shapes.items():
+        check_shape(params[k], shape, f"params[{k!r}]", meaning)
+    return params, dtype

@@ -19,6 +19,7 @@ message that names the equation.
 """
 from __future__ import annotations
 
+import itertools
 import unicodedata
 from dataclasses import dataclass
 
@@ -373,9 +374,7 @@ class Cell:
 
     def _automatic_name(self):
         taken = set(self.params) | set(self.states) | {parse(s)[0] for s in self.sizes if parse(s)} | self._pending
-        self._auto += 1
-        while f"v{self._auto}" in taken:
-            self._auto += 1
+        self._auto = next(k for k in itertools.count(self._auto + 1) if f"v{k}" not in taken)
         return f"v{self._auto}"
 
     def _normalized(self, target, matvec):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .cell import Cell
 from .symbols import tsym
+from ..validation import look_up
 from ..errors import UnknownNameError
 import sympy as sp
 
@@ -482,7 +483,4 @@ def builtin_cell(name: str) -> Cell:
     >>> sr.builtin_cell("gru-chung").name
     'gru-chung'
     """
-    try:
-        return BUILTIN_CELLS[name]()
-    except KeyError:
-        raise UnknownNameError(f"Unknown cell {name!r}; expected one of {sorted(BUILTIN_CELLS)}.") from None
+    return look_up(BUILTIN_CELLS, name, "cell")()

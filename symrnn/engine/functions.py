@@ -25,6 +25,7 @@ gradient (``tie_step(0) = 1/2``), as ``torch.maximum`` does.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -33,49 +34,53 @@ import mpmath
 import numpy as np
 import sympy as sp
 
-from ..errors import CellDefinitionError, MissingRuleError, UnknownNameError
+from ..errors import CellDefinitionError, MissingRuleError
+from ..validation import look_up
 
 
-class step(sp.Function):
-    """Heaviside step with ``step(0) = 0``: the derivative of :class:`relu`."""
-
-    nargs = 1
-
-    def fdiff(self, argindex=1):
-        return sp.S.Zero  # zero almost everywhere; the kink is a convention
+class _Elementwise(sp.Function):
+    """A function of the cell language; ``latex_form`` is its LaTeX with ``%s`` for each argument."""
 
     def _latex(self, printer):
-        return r"\mathbb{1}\left[%s > 0\right]" % printer._print(self.args[0])
+        return self.latex_form % tuple(printer._print(a) for a in self.args)
 
 
-class tie_step(sp.Function):
-    """Heaviside step with ``tie_step(0) = 1/2``: the share of a tie in ``maximum``/``minimum``."""
-
-    nargs = 1
+class _Flat(_Elementwise):
+    """A step-like function: its derivative is zero almost everywhere (the kink is a convention)."""
 
     def fdiff(self, argindex=1):
         return sp.S.Zero
 
-    def _latex(self, printer):
-        return r"H\left(%s\right)" % printer._print(self.args[0])
+
+class step(_Flat):
+    """Heaviside step with ``step(0) = 0``: the derivative of :class:`relu`."""
+
+    nargs = 1
+    latex_form = r"\mathbb{1}\left[%s > 0\right]"
 
 
-class relu(sp.Function):
+class tie_step(_Flat):
+    """Heaviside step with ``tie_step(0) = 1/2``: the share of a tie in ``maximum``/``minimum``."""
+
+    nargs = 1
+    latex_form = r"H\left(%s\right)"
+
+
+class relu(_Elementwise):
     """``relu(a) = max(a, 0)`` with derivative ``step(a)``."""
 
     nargs = 1
+    latex_form = r"\operatorname{relu}\left(%s\right)"
 
     def fdiff(self, argindex=1):
         return step(self.args[0])
 
-    def _latex(self, printer):
-        return r"\operatorname{relu}\left(%s\right)" % printer._print(self.args[0])
 
-
-class sigmoid(sp.Function):
+class sigmoid(_Elementwise):
     """Logistic function with ``sigmoid' = sigmoid (1 - sigmoid)``."""
 
     nargs = 1
+    latex_form = r"\sigma\left(%s\right)"
 
     def fdiff(self, argindex=1):
         return self * (1 - self)
@@ -83,64 +88,51 @@ class sigmoid(sp.Function):
     def _eval_rewrite_as_exp(self, arg, **kwargs):
         return 1 / (1 + sp.exp(-arg))
 
-    def _latex(self, printer):
-        return r"\sigma\left(%s\right)" % printer._print(self.args[0])
 
-
-class sgn(sp.Function):
+class sgn(_Flat):
     """``sign(u)`` with ``sgn(0) = 0`` and derivative 0 (the derivative of :class:`absolute`)."""
 
     nargs = 1
-
-    def fdiff(self, argindex=1):
-        return sp.S.Zero
-
-    def _latex(self, printer):
-        return r"\operatorname{sign}\left(%s\right)" % printer._print(self.args[0])
+    latex_form = r"\operatorname{sign}\left(%s\right)"
 
 
-class absolute(sp.Function):
+class absolute(_Elementwise):
     """``|u|`` with derivative ``sgn(u)`` (0 at 0)."""
 
     nargs = 1
+    latex_form = r"\left|%s\right|"
 
     def fdiff(self, argindex=1):
         return sgn(self.args[0])
 
-    def _latex(self, printer):
-        return r"\left|%s\right|" % printer._print(self.args[0])
 
-
-class maximum(sp.Function):
+class maximum(_Elementwise):
     """``max(u, v)``; at a tie each argument gets half of the gradient."""
 
     nargs = 2
+    latex_form = r"\max\left(%s, %s\right)"
 
     def fdiff(self, argindex=1):
         u, v = self.args
         return tie_step(u - v) if argindex == 1 else tie_step(v - u)
 
-    def _latex(self, printer):
-        return r"\max\left(%s, %s\right)" % tuple(printer._print(a) for a in self.args)
 
-
-class minimum(sp.Function):
+class minimum(_Elementwise):
     """``min(u, v)``; at a tie each argument gets half of the gradient."""
 
     nargs = 2
+    latex_form = r"\min\left(%s, %s\right)"
 
     def fdiff(self, argindex=1):
         u, v = self.args
         return tie_step(v - u) if argindex == 1 else tie_step(u - v)
 
-    def _latex(self, printer):
-        return r"\min\left(%s, %s\right)" % tuple(printer._print(a) for a in self.args)
 
-
-class softplus(sp.Function):
+class softplus(_Elementwise):
     """``softplus(u) = log(1 + exp(u))`` with derivative ``sigmoid(u)``."""
 
     nargs = 1
+    latex_form = r"\operatorname{softplus}\left(%s\right)"
 
     def fdiff(self, argindex=1):
         return sigmoid(self.args[0])
@@ -148,23 +140,18 @@ class softplus(sp.Function):
     def _eval_rewrite_as_log(self, arg, **kwargs):
         return sp.log(1 + sp.exp(arg))
 
-    def _latex(self, printer):
-        return r"\operatorname{softplus}\left(%s\right)" % printer._print(self.args[0])
 
-
-class log_sigmoid(sp.Function):
+class log_sigmoid(_Elementwise):
     """``log_sigmoid(u) = log(sigmoid(u)) = -softplus(-u)`` with derivative ``sigmoid(-u) = 1 - sigmoid(u)``."""
 
     nargs = 1
+    latex_form = r"\log\sigma\left(%s\right)"
 
     def fdiff(self, argindex=1):
         return 1 - sigmoid(self.args[0])
 
     def _eval_rewrite_as_log(self, arg, **kwargs):
         return -sp.log(1 + sp.exp(-arg))
-
-    def _latex(self, printer):
-        return r"\log\sigma\left(%s\right)" % printer._print(self.args[0])
 
 
 tanh = sp.tanh
@@ -345,12 +332,7 @@ ACTIVATIONS = {"tanh": tanh, "relu": relu, "sigmoid": sigmoid}
 
 def activation(name):
     """The SymPy function for an activation name (``tanh``, ``relu``, ``sigmoid``)."""
-    try:
-        return ACTIVATIONS[name]
-    except KeyError:
-        raise UnknownNameError(
-            f"Unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}."
-        ) from None
+    return look_up(ACTIVATIONS, name, "activation")
 
 
 def register_function(function_class, numpy_implementation, *, mpmath=None, torch=None, writes_into=False):
@@ -377,7 +359,7 @@ def register_function(function_class, numpy_implementation, *, mpmath=None, torc
     Examples
     --------
     >>> import mpmath, numpy as np, sympy as sp, symrnn as sr
-    >>> class softplus(sp.Function):
+    >>> class softplus(_Elementwise):
     ...     # log(1 + exp(u)); its derivative is the sigmoid
     ...     def fdiff(self, argindex=1):
     ...         return sr.sigmoid(self.args[0])
@@ -405,13 +387,10 @@ def register_function(function_class, numpy_implementation, *, mpmath=None, torc
     if not callable(numpy_implementation):
         raise MissingRuleError(f"register_function({name}, ...): the NumPy implementation is not callable.")
     known = _BY_CLASS.get(function_class)
-    if known is None:
-        k = 1
-        while name in RULES:
-            k += 1
-            name = f"{function_class.__name__}_{k}"
-    else:
+    if known is not None:
         name = known.name
+    elif name in RULES:
+        name = next(f"{name}_{k}" for k in itertools.count(2) if f"{name}_{k}" not in RULES)
     rule = FunctionRule(function_class, numpy_implementation, writes_into, None,
                         mpmath or getattr(_MPMATH, function_class.__name__, None), torch, name)
     RULES[name] = _BY_CLASS[function_class] = rule
@@ -428,11 +407,6 @@ def rule_of(function) -> FunctionRule:
             f"symrnn.register_function({cls.__name__}, numpy_callable)."
         )
     return rule
-
-
-def numpy_name(function) -> str:
-    """The name of an applied function's rule, or a clear error."""
-    return rule_of(function).name
 
 
 def lambdify_numpy(args, expr, cse: bool = False, **kwargs):
@@ -463,12 +437,7 @@ def lambdify_numpy(args, expr, cse: bool = False, **kwargs):
 
 # -- SymPy constructs rewritten into the vocabulary ------------------------------------
 def _pairwise(cls):
-    def fold(*args):
-        out = args[0]
-        for a in args[1:]:
-            out = cls(out, a)
-        return out
-    return fold
+    return lambda *args: functools.reduce(cls, args)
 
 
 def _heaviside(*args):

@@ -52,6 +52,7 @@ def kernel_module(texts, key, numba):
     import math
     scalars = scalar_functions(texts["functions"], numba)
     source = texts["kernels"]
+    names = re.findall(r"^def (\w+)\(", source, flags=re.MULTILINE)
     path = module_file(key, source) if key is not None else None
     if path is None:
         namespace = {"__name__": "symrnn_fused_dynamic", "math": math, "np": np, **scalars}
@@ -66,11 +67,10 @@ def kernel_module(texts, key, numba):
             module = importlib.util.module_from_spec(spec)
             module.__dict__.update(scalars)
             spec.loader.exec_module(module)
-            for function in re.findall(r"^def (\w+)\(", source, flags=re.MULTILINE):
+            for function in names:
                 setattr(module, function, numba.njit(cache=True, error_model="numpy")(getattr(module, function)))
             sys.modules[name] = module
-        return {n: getattr(module, n) for n in re.findall(r"^def (\w+)\(", source, flags=re.MULTILINE)}, path
-    names = re.findall(r"^def (\w+)\(", source, flags=re.MULTILINE)
+        return {n: getattr(module, n) for n in names}, path
     for n in names:
         if n not in scalars:
             namespace[n] = numba.njit(error_model="numpy")(namespace[n])

@@ -22,6 +22,7 @@ import sympy as sp
 
 from ..errors import UnknownNameError
 from .symbols import tsym
+from ..validation import look_up
 
 REDUCTIONS = ("sum", "mean", "batch-mean", "token-mean")
 IGNORE_LABEL = -1
@@ -174,10 +175,7 @@ LOSSES = {
 
 
 def get_loss(name: str) -> Loss:
-    try:
-        return LOSSES[name]
-    except KeyError:
-        raise UnknownNameError(f"Unknown loss {name!r}; expected one of {sorted(LOSSES)}.") from None
+    return look_up(LOSSES, name, "loss")
 
 
 def cross_entropy_ids(O, Y, reduction, mask=None):

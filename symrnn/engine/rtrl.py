@@ -23,7 +23,7 @@ import sympy as sp
 from .codegen import code_name
 from .losses import SquaredError, scale_of
 from .symbols import tsym
-from .tangent import Tangent, constants_of, tangent_code, tangent_equations, unidirectional_layers
+from .tangent import Tangent, constants_of, step_reader, tangent_code, tangent_equations, unidirectional_layers
 
 
 class Sensitivities:
@@ -165,10 +165,9 @@ class _RTRLRun:
     def __init__(self, model, layers, params, S0, N, dtype):
         self.model, self.layers, self.params = model, layers, params
         self.block = model.cell_code
-        self.code = tangent_code(self.block)
+        self.code, self.read = tangent_code(self.block), step_reader(self.block)
         shapes = model.param_shapes
-        sizes = {s: model.state_size(s) if hasattr(model, "state_size") else model.unit.state_size(s)
-                 for s in model.state_names}
+        sizes = {s: model.initial_state_shape(s, N)[-1] for s in model.state_names}
         self.initial_keys = [((row, s), sizes[s]) for _, _, _, row in layers for s in model.state_names]
         trained = [k for keys, _, _, _ in layers for k in keys.values() if k in shapes]  # no fixed spread, fold
         self.directions = _Directions(trained, shapes, self.initial_keys)
@@ -190,14 +189,9 @@ class _RTRLRun:
             layer_params = {n: self.params[k] for n, k in keys.items()}
             prev = {s: self.states[(row, s)] for s in model.state_names}
             cache = block.forward(layer_params, x[None], prev, sizes)
-            values = {code_name(block.input_symbol): x}
+            values = self.read(x[None], cache, 0)
             for s in model.state_names:
-                values[code_name(tsym(s, -1))] = prev[s]
                 self.states[(row, s)] = cache[f"S_{s}"][1].copy()
-                values[code_name(tsym(s))] = self.states[(row, s)]
-            for e in block.equations:
-                if e.kind == "let":
-                    values[code_name(e.target)] = cache[f"C_{e.target.name.split('[')[0]}"][0]
             dV = {code_name(tsym(s, -1)): self.sens[(row, s)] for s in model.state_names}
             dV[code_name(block.input_symbol)] = dx
             tangents = self.code.function(layer_params, values, dV, _LayerSource(self.directions, keys),
@@ -235,12 +229,9 @@ class _RTRLRun:
     def grads(self) -> dict:
         """The gradients by the model's keys, the initial states' last."""
         model, grads = self.model, {}
-        for keys, _, _, _ in self.layers:
-            for key in keys.values():
-                if key not in self.directions.offsets:  # a fixed spread or fold: not trained
-                    continue
-                lo, hi, shape = self.directions.offsets[key]
-                grads[key] = self.grad_theta[lo:hi].reshape(shape)
+        for key in (k for keys, *_ in self.layers for k in keys.values() if k in self.directions.offsets):
+            lo, hi, shape = self.directions.offsets[key]  # not a fixed spread or fold: those are not trained
+            grads[key] = self.grad_theta[lo:hi].reshape(shape)
         grads.update(self.readout_grads)
         grads = {k: grads[k] for k in model.param_shapes}
         for s in model.state_names:

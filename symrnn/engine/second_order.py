@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import itertools
 import weakref
+from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,7 +41,6 @@ from .tangent import (
     constants_of,
     dot_name,
     step_reader,
-    step_values,
     unidirectional_layers,
 )
 
@@ -208,13 +208,8 @@ class _ReverseTangentWriter:
         lines = []
         for a in self.sw.adjoints:
             base = a.target.name.split("[")[0]
-            extra, dextra = [], []
-            if a.external:
-                extra.append(f"EXT[{base!r}]")
-                dextra.append(f"EXTd[{base!r}]")
-            if a.carried:
-                extra.append(f"carry[{base!r}]")
-                dextra.append(f"carryd[{base!r}]")
+            fed = [name for name, on in (("EXT", a.external), ("carry", a.carried)) if on]  # from outside, from t+1
+            extra, dextra = [f"{n}[{base!r}]" for n in fed], [f"{n}d[{base!r}]" for n in fed]
             ybar = code_name(bar(a.target))
             lines += self._assign(ybar, f"{ybar}_dot", a.sends, self.b.sizes[a.target], extra, dextra)
         return lines
@@ -321,14 +316,8 @@ def _spaces(model, problem):
     if threads is None:
         return lambda key: fresh
     if threads.__dict__.get("hvp_problem") != problem:
-        threads.hvp_problem, threads.hvp_spaces = problem, {}
-    spaces = threads.hvp_spaces
-
-    def space(key):
-        if key not in spaces:
-            spaces[key] = Workspace()
-        return spaces[key]
-    return space
+        threads.hvp_problem, threads.hvp_spaces = problem, defaultdict(Workspace)
+    return threads.hvp_spaces.__getitem__
 
 
 def _checked_direction(model, vector, dtype):
@@ -351,7 +340,7 @@ def _stateless(block, params, direction, X, dX, sizes, empty=fresh):
     T, N = X.shape[:2]
     flat, dflat = X.reshape(1, T * N, -1), dX.reshape(1, T * N, -1)
     cache, dots, _, products = tangent_sweep(block, params, direction, flat, dflat, {}, sizes, empty)
-    values = step_values(block, flat, cache, 0)
+    values = step_reader(block)(flat, cache, 0)
     dvalues = {k: v[0] for k, v in dots.items()}
     dvalues[code_name(block.input_symbol)] = dflat[0]
     return cache, values, dvalues, {kind: {k: a[0] for k, a in made.items()} for kind, made in products.items()}
@@ -524,11 +513,9 @@ def hessian_vector_product(model, params, vector, inputs, targets, h0=None, mask
         for layer in range(len(runs) - 1, -1, -1):
             run = runs[layer]
             g, gd, x_bar, x_til = _reverse_layer(model, run, ext, extd, space(layer))
-            for n, k in run.keys.items():
-                if n not in g:  # a fixed spread or fold: no gradient, no product
-                    continue
-                G[k] += g[n]
-                Gd[k] += gd[n]
+            for n in g:  # not a fixed spread or fold: those have no gradient, no product
+                G[run.keys[n]] += g[n]
+                Gd[run.keys[n]] += gd[n]
             if run.residual and x_bar is not None:
                 x_bar, x_til = x_bar + ext, x_til + extd
             ext, extd = x_bar, x_til

@@ -92,18 +92,10 @@ class SequenceRule:
     form: Callable = field(repr=False, default=None)  # the forward as SymPy, for the reports
 
 
-class _Flat:
-    """``_flat(X) @ W``: the product over the last axis as one 2-D matrix product (a stacked 3-D ``matmul``
+def _flat(X, W):
+    """``X @ W``: the product over the last axis as one 2-D matrix product (a stacked 3-D ``matmul``
     does one small product per leading index)."""
-
-    def __init__(self, X):
-        self.X = X
-
-    def __matmul__(self, W):
-        return (self.X.reshape(-1, self.X.shape[-1]) @ W).reshape(self.X.shape[:-1] + (W.shape[-1],))
-
-
-_flat = _Flat
+    return (X.reshape(-1, X.shape[-1]) @ W).reshape(X.shape[:-1] + (W.shape[-1],))
 
 
 def _ein(spec):
@@ -122,9 +114,9 @@ def contraction(name, description, spec, symbolic, form) -> SequenceRule:
 
 SEQUENCE_RULES: dict[str, SequenceRule] = {rule.name: rule for rule in (
     SequenceRule("linear", "W v at every position: (..., n) -> (..., m)",
-                 lambda W, X: _flat(X) @ W.T,
+                 lambda W, X: _flat(X, W.T),
                  (lambda g, y, W, X: g.reshape(-1, g.shape[-1]).T @ X.reshape(-1, X.shape[-1]),
-                  lambda g, y, W, X: _flat(g) @ W),
+                  lambda g, y, W, X: _flat(g, W)),
                  lambda y, ybar, W, v: (Outer(ybar, v), MatTVec(W, ybar)),
                  lambda W, v: MatVec(W, v)),
     contraction("dot", "e[t, s] = q[t]^T k[s] (the dot product over a vector, every pair t, s)", "tna,sna->tns",

@@ -66,11 +66,9 @@ class SequenceTangentCode:
 
     def stacked(self, params):
         """``TS``: for each group, its matrices stacked along the rows and transposed (contiguous)."""
-        out = []
-        for mats in self.groups.values():
-            m = params[mats[0]] if len(mats) == 1 else np.concatenate([params[p] for p in mats], axis=0)
-            out.append(np.ascontiguousarray(m.T))
-        return out
+        return [np.ascontiguousarray((params[mats[0]] if len(mats) == 1 else
+                                      np.concatenate([params[p] for p in mats], axis=0)).T)
+                for mats in self.groups.values()]
 
 
 class _SequenceTangentWriter:

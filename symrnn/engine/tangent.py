@@ -63,13 +63,11 @@ class TangentTerm:
 
     def expr(self) -> sp.Expr:
         """The term as a printable expression."""
-        if self.kind == "elementwise":
-            inner = Tangent(self.source)
-        elif self.kind == "through":
+        if self.kind == "through":
             inner = MatVec(self.matrix, Tangent(self.source))
         elif self.kind == "matrix":
             inner = MatVec(Tangent(self.matrix), self.vector)
-        else:
+        else:  # elementwise, or a vector parameter's source
             inner = Tangent(self.source)
         return inner if self.coef == 1 else self.coef * inner
 
@@ -90,11 +88,9 @@ def tangent_terms(equations, terms=None, constants=()) -> dict:
         for t in terms[u]:
             if isinstance(u, Param):
                 kind = "matrix" if t.vector is not None else "vector"
-                out[t.consumer].append(TangentTerm(t.consumer, t.coef, kind, u, t.matrix, t.vector))
-            elif t.matrix is not None:
-                out[t.consumer].append(TangentTerm(t.consumer, t.coef, "through", u, t.matrix))
-            else:
-                out[t.consumer].append(TangentTerm(t.consumer, t.coef, "elementwise", u))
+            else:  # a quantity's terms have no vector
+                kind = "through" if t.matrix is not None else "elementwise"
+            out[t.consumer].append(TangentTerm(t.consumer, t.coef, kind, u, t.matrix, t.vector))
     return out
 
 
@@ -201,12 +197,6 @@ class TangentCode:
         return "\n".join(lines) + "\n"
 
 
-    def matrix_sources(self) -> list:
-        """``(parameter name, vector symbol)`` of every source term ``coef * (dot P v)``."""
-        return list(dict.fromkeys((t.source.name, t.vector) for ts in self.terms.values() for t in ts
-                                  if t.kind == "matrix"))
-
-
 _TANGENTS = weakref.WeakKeyDictionary()
 
 
@@ -218,13 +208,9 @@ def tangent_code(block) -> TangentCode:
     return code
 
 
-def step_values(block, X, cache, t):
-    """The forward values of step ``t`` by code name, from a block's forward ``cache``."""
-    return step_reader(block)(X, cache, t)
-
-
 def step_reader(block):
-    """``read(X, cache, t)``: :func:`step_values` with the names worked out once."""
+    """``read(X, cache, t)``: the forward values of step ``t`` by code name, from a block's forward
+    ``cache`` (the names worked out once)."""
     x = code_name(block.input_symbol)
     states = [(code_name(tsym(s, -1)), code_name(tsym(s)), f"S_{s}") for s in block.states]
     lets = [(code_name(e.target), f"C_{parse(e.target)[0]}") for e in block.equations if e.kind == "let"]
@@ -245,11 +231,13 @@ def unidirectional_layers(model, what):
     model or of a stack of unidirectional layers (:class:`symrnn.StackedModel`); a backward direction
     is refused (``what`` names the algorithm in the message).  The keys name every parameter of the cell,
     a matrix cell's fixed spreads and folds included (the forward reads them; they have no direction)."""
-    if getattr(model, "one_cell", False) and hasattr(model, "cell_code") and not hasattr(model, "layers"):
-        return [({n: n for n in model.cell.params}, model.sizes, False, None)]
-    layers = getattr(model, "layers", None)
-    if layers is None or any(layer.bidirectional for layer in layers):
+    parts = model.parts()  # read from the model's parts, as every use does (not from its type)
+    cells, residual = [p for p in parts if p.kind == "cell"], {p.layer for p in parts if p.kind == "residual"}
+    if any(p.reverse for p in cells) or any(p.kind not in ("cell", "residual", "readout", "loss") for p in parts):
         raise ShapeError(f"{what} runs one cell or a stack of unidirectional layers; {model!r} has a backward "
                          f"direction or is not a stack of cells.")
-    return [({n: model.key(layer.index, "fwd", n) for n in model.cell.params}, model.layer_sizes(layer),
-             layer.residual, row) for row, layer in enumerate(layers)]
+    if [p.row for p in cells] == [None]:
+        return [({n: n for n in model.cell.params}, model.sizes, False, None)]
+    sizes = {"H": model.sizes["H"], "K": model.sizes["K"]}
+    return [({n: p.prefix + n for n in model.cell.params}, {"D": p.width, **sizes}, p.layer in residual, p.row)
+            for p in cells]

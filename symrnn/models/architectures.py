@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from ..errors import ShapeError, UnknownNameError
+from ..errors import ShapeError
+from ..validation import look_up
 
 
 @dataclass(frozen=True)
@@ -76,9 +77,4 @@ ARCHITECTURES = {a.name: a for a in (
 
 
 def get_architecture(name: str) -> Architecture:
-    try:
-        return ARCHITECTURES[name]
-    except KeyError:
-        raise UnknownNameError(
-            f"Unknown architecture {name!r}; expected one of {sorted(ARCHITECTURES)}."
-        ) from None
+    return look_up(ARCHITECTURES, name, "architecture")

@@ -27,7 +27,7 @@ import re
 import sympy as sp
 
 from ..errors import UnknownNameError
-from ..engine.sequence_rules import SEQUENCE_RULES, sequence_rule, sum_s, sum_t
+from ..engine.sequence_rules import sequence_rule, sum_s, sum_t
 from ..engine.symbols import Param
 from .tape import Tape  # noqa: F401 (the tape attention runs on)
 
@@ -142,8 +142,3 @@ class Attention:
         keys = self.keys(tape, params, memory)
         self.attend(tape, params, q, keys, memory)
         return tape.equations, tape.adjoints()
-
-
-def rules_used():
-    """The rows of the rule table attention may use (for reports)."""
-    return [SEQUENCE_RULES[k] for k in ("linear", "dot", "pairs", "tanh", "project", "softmax", "context")]

@@ -22,6 +22,7 @@ True
 from __future__ import annotations
 
 import threading
+from collections import defaultdict
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -37,12 +38,11 @@ from .seq2seq_blocks import Stateless, bridge_cell, combine_cell, path_sources, 
 from .seq2seq_derivation import Seq2SeqDerivation
 from .tape import (Tape, broadcast, concat, finals, lookup, pick, reordered, run_cell, run_stateless, run_step,
                    stack, tap, window)
-from ..validation import as_float_array, check_param_names, check_shape
+from ..validation import as_float_array, check_count, check_float_params, check_param_names
 from .wiring import StackedModel, refuse_matrix_states
 
 BRIDGES = ("copy", "linear", "tanh", "none")
 STYLES = ("luong", "bahdanau")
-_DTYPES = (np.float64, np.float32)
 
 
 # -- stateless blocks run by the generated code ---------------------------------------------------
@@ -132,8 +132,7 @@ class Seq2Seq:
         for name, value in (("tgt_vocab", tgt_vocab), ("E", E), ("H", H)) + tuple(
                 (n, v) for n, v in (("src_vocab", src_vocab), ("E_tgt", E_tgt), ("H_dec", H_dec),
                                     ("attention_size", attention_size)) if v is not None):
-            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ShapeError(f"{name} must be a positive integer, got {value!r}.")
+            check_count(name, value)
         self.src_vocab = None if src_vocab is None else int(src_vocab)
         self.tgt_vocab, self.E, self.H = int(tgt_vocab), int(E), int(H)
         self.E_tgt, self.H_dec = int(E_tgt or E), int(H_dec or H)
@@ -199,8 +198,7 @@ class Seq2Seq:
 
     def _ws(self, key):
         """This thread's reusable arrays for one block's generated code (see :class:`~symrnn.engine.codegen.Workspace`)."""
-        spaces = self._threads.__dict__.setdefault("spaces", {})
-        return spaces[key] if key in spaces else spaces.setdefault(key, Workspace())
+        return self._threads.__dict__.setdefault("spaces", defaultdict(Workspace))[key]
 
     def _owned(self, array):
         spaces = list(self._threads.__dict__.get("spaces", {}).values()) + self.encoder._spaces()
@@ -271,16 +269,7 @@ class Seq2Seq:
     # -- checks ---------------------------------------------------------------------------------
     def _check_params(self, params):
         check_param_names(params, self.param_shapes)
-        params = {k: as_float_array(v, f"params[{k!r}]") for k, v in params.items()}
-        dtypes = {v.dtype for v in params.values()}
-        if len(dtypes) > 1:
-            raise ShapeError(f"params mix dtypes {sorted(map(str, dtypes))}; give every parameter one dtype.")
-        dtype = dtypes.pop()
-        if dtype not in _DTYPES:
-            raise ShapeError(f"parameters must be float64 or float32, got {dtype}.")
-        for k, shape in self.param_shapes.items():
-            check_shape(params[k], shape, f"params[{k!r}]", "shapes come from the vocabularies, E, H and the options")
-        return params, dtype
+        return check_float_params(params, self.param_shapes, "shapes come from the vocabularies, E, H and the options")
 
     def _source(self, src, dtype):
         if self.src_vocab is None:

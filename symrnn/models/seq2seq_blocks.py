@@ -112,11 +112,5 @@ def path_sources(run, paths) -> dict:
     """What reaches the encoder by each path of a run (:meth:`Seq2Seq.gradient_paths`):
     ``{path: (adjoint at every source position, adjoint of the final states z)}``."""
     zeros_G, zeros_z = np.zeros_like(run.memory), np.zeros_like(run.z)
-    sources = {}
-    if paths["attention"] is not None:
-        sources["attention"] = (paths["attention"], zeros_z)
-    if paths["initial state"] is not None:
-        sources["initial state"] = (zeros_G, paths["initial state"])
-    if paths["context"] is not None:
-        sources["context"] = (zeros_G, paths["context"])
-    return sources
+    return {name: (paths[name], zeros_z) if name == "attention" else (zeros_G, paths[name])
+            for name in ("attention", "initial state", "context") if paths[name] is not None}

@@ -37,7 +37,6 @@ class Seq2SeqDerivation:
         self.decoder_input = ["emb_tgt[y[t-1]]"] + (["z"] if model.context else []) + (
             ["ctx[t]"] if model.bahdanau else [])
         self.readout_input = [name + ("" if name == "z" else "[t]") for name, _ in model.readout_pieces]
-        zbar = sp.Symbol("bar z")
         final = ("each direction's final state (s = S_n forward, s = 1 backward)" if model.top.bidirectional
                  else "the last real token s = S_n")
         self.paths = []
@@ -54,7 +53,7 @@ class Seq2SeqDerivation:
                                sum_t(sp.Symbol("bar x_z[t]") + MatTVec(V_z, tsym("logit", bar=True)))))
         self.z_note = (f"z = [{', '.join('h_' + d + '[S_n]' for d in model.top.directions)}]: the top encoder layer's "
                        f"final output state(s); bar z is split back over them")
-        self.zbar = zbar
+        self.zbar = sp.Symbol("bar z")
 
     def __repr__(self):
         m = self.model

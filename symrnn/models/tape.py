@@ -34,10 +34,7 @@ def accumulate(old, new):
     if old is None:
         return new
     if isinstance(old, dict):
-        out = dict(old)
-        for k, v in new.items():
-            out[k] = v if k not in out else out[k] + v
-        return out
+        return {**old, **{k: old[k] + v if k in old else v for k, v in new.items()}}
     return old + new
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,9 +46,8 @@ from ..engine.losses import get_loss
 from .model import Model, readout_cell
 from .protocol import Part, Protocol
 from .tape import Tape, add, merge as merge_directions, run_cell, run_stateless, window
-from ..validation import as_float_array, check_shape
+from ..validation import as_float_array, check_float_params, check_param_names, check_shape
 
-_DTYPES = (np.float64, np.float32)
 DIRECTIONS = ("fwd", "bwd")
 
 
@@ -311,14 +311,11 @@ class StackedModel(Protocol):
 
     def _workspaces(self):
         if not hasattr(self._threads, "ws"):
-            self._threads.ws = {}
+            self._threads.ws = defaultdict(Workspace)
         return self._threads.ws
 
     def _ws(self, key):
-        spaces = self._workspaces()
-        if key not in spaces:
-            spaces[key] = Workspace()
-        return spaces[key]
+        return self._workspaces()[key]
 
     # -- argument checks ---------------------------------------------------------------------------
     def _check_params(self, params):
@@ -337,30 +334,13 @@ class StackedModel(Protocol):
                 raise ParameterError(
                     f"params hold backward-direction weights l{layer.index}.bwd.*, but layer {layer.index} is "
                     f"unidirectional; drop them or build the model with bidirectional=True.")
-        missing = [k for k in expected if k not in params]
-        extra = [k for k in params if k not in expected]
-        if missing or extra:
-            raise ParameterError(
-                f"params do not match the model: missing {missing}, unexpected {extra}; expected exactly "
-                f"{list(expected)} (model.init_params(seed) makes a valid dict).")
-        params = {k: as_float_array(v, f"params[{k!r}]") for k, v in params.items()}
-        dtypes = {v.dtype for v in params.values()}
-        if len(dtypes) > 1:
-            raise ShapeError(f"params mix dtypes {sorted(map(str, dtypes))}; give every parameter one dtype.")
-        dtype = next(iter(dtypes), np.dtype(np.float64))
-        if dtype not in _DTYPES:
-            raise ShapeError(f"parameters must be float64 or float32, got {dtype}.")
-        for k, shape in expected.items():
-            check_shape(params[k], shape, f"params[{k!r}]",
-                        "shapes come from D, H, K, the layer's input width and the merge mode")
-        return params, dtype
+        check_param_names(params, expected)
+        return check_float_params(params, expected,
+                                  "shapes come from D, H, K, the layer's input width and the merge mode")
 
     def _per_row_states(self, given, N, dtype, argument):
         """``{(layer, direction): {state: (N, size)}}`` from stacked ``(rows, N, size)`` arrays."""
-        if given is None:
-            given = {}
-        elif not isinstance(given, dict):
-            given = {self.out: given}
+        given = {} if given is None else (given if isinstance(given, dict) else {self.out: given})
         unknown = set(given) - set(self.state_names)
         if unknown:
             raise ShapeError(f"{argument} names unknown states {sorted(unknown)}; states are {self.state_names}.")

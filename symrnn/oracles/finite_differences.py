@@ -15,11 +15,8 @@ import numpy as np
 
 def _entries(model, params, inputs, h0):
     """The arrays a gradient is taken of, under the keys of ``loss_and_grads`` (copied)."""
-    arrays = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
-    arrays[model.input_name] = np.array(inputs, dtype=np.float64)
-    for s, v in h0.items():
-        arrays[model.initial_state_key(s)] = np.array(v, dtype=np.float64)
-    return arrays
+    named = {**params, model.input_name: inputs, **{model.initial_state_key(s): v for s, v in h0.items()}}
+    return {k: np.array(v, dtype=np.float64) for k, v in named.items()}
 
 
 def _split(model, arrays):
@@ -47,17 +44,24 @@ def central_differences(model, params, inputs, targets, h0=None, eps=1e-6):
 def differences_in_place(arrays, f, eps):
     """``(f() at v + eps - f() at v - eps) / (2 eps)`` for every entry ``v`` of the float arrays in
     ``arrays`` (name -> array), which ``f`` reads: each entry is moved and put back in place."""
+    return _entrywise(arrays, f, lambda at, v: (at(v + eps) - at(v - eps)) / (2 * eps))
+
+
+def _entrywise(arrays, f, derivative):
+    """``{name: array of derivative(at, v)}`` over every entry ``v`` of the arrays in ``arrays``, where
+    ``at(value)`` is ``f()`` with the entry set to ``value`` (``f`` reads the arrays); each entry is put back."""
     grads = {}
     for name, array in arrays.items():
-        g = np.empty_like(array)
+        g = np.empty(array.shape, dtype=array.dtype)
         for idx in np.ndindex(*array.shape):
             keep = array[idx]
-            array[idx] = keep + eps
-            up = f()
-            array[idx] = keep - eps
-            down = f()
+
+            def at(value, idx=idx, array=array):
+                array[idx] = value
+                return f()
+
+            g[idx] = derivative(at, keep)
             array[idx] = keep
-            g[idx] = (up - down) / (2 * eps)
         grads[name] = g
     return grads
 
@@ -92,18 +96,9 @@ def high_precision_differences(model, params, inputs, targets, h0=None, digits=4
     with mpmath.workdps(digits):
         base = {k: np.array([mpmath.mpf(float(v)) for v in a.ravel()], dtype=object).reshape(a.shape)
                 for k, a in _entries(model, params, inputs, _initial(model, inputs, h0)).items()}
-        grads = {}
-        for name, array in base.items():
-            g = np.empty(array.shape, dtype=object)
-            for idx in np.ndindex(*array.shape):
-                keep = array[idx]
 
-                def f(value, idx=idx, array=array):
-                    array[idx] = value
-                    p, x, s0 = _split(model, base)
-                    return oracle.loss(p, x, targets, h0=s0, precision=digits)
+        def f():
+            p, x, s0 = _split(model, base)
+            return oracle.loss(p, x, targets, h0=s0, precision=digits)
 
-                g[idx] = richardson_derivative(f, keep, step, levels)
-                array[idx] = keep
-            grads[name] = g
-    return grads
+        return _entrywise(base, f, lambda at, v: richardson_derivative(at, v, step, levels))

@@ -197,11 +197,8 @@ class ScalarOracle:
 
     # -- evaluation ------------------------------------------------------------
     def _values(self, params, x_n, h0_n, y_n, scale, convert):
-        vals = [convert(v) for name in self.param_symbols for v in np.asarray(params[name]).ravel()]
-        vals += [convert(v) for v in np.asarray(x_n).ravel()]
-        vals += [convert(v) for s in self.state0_names for v in np.asarray(h0_n[s]).ravel()]
-        vals += [convert(v) for v in np.asarray(y_n).ravel()]
-        return vals + [convert(scale)]
+        arrays = [params[name] for name in self.param_symbols] + [x_n] + [h0_n[s] for s in self.state0_names] + [y_n]
+        return [convert(v) for a in arrays for v in np.asarray(a).ravel()] + [convert(scale)]
 
     def _batch(self, inputs, targets, h0, mask=None):
         model = self.model
@@ -209,9 +206,7 @@ class ScalarOracle:
         N = np.asarray(inputs).shape[1]
         _, _, Y, _, _, mask = model._prepare(params_dummy, np.asarray(inputs, dtype=np.float64), targets,
                                              model.initial_states(h0, N), mask)
-        given = {} if h0 is None else (dict(h0) if isinstance(h0, dict) else {model.out: h0})
-        S0 = {s: np.asarray(given[s]) if s in given else np.zeros(model.initial_state_shape(s, N))
-              for s in model.state_names}  # the caller's numbers (mpmath ones too), checked above
+        S0 = model.initial_states(h0, N, dtype=None)  # the caller's numbers (mpmath ones too), checked above
         if model.loss_rule.name == "cross-entropy" and np.issubdtype(Y.dtype, np.integer):
             Y = np.eye(model.sizes["K"])[Y]
         scored = np.ones(Y.shape[:2], dtype=bool) if mask is None else mask

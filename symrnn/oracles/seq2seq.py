@@ -233,9 +233,8 @@ def seq2seq_agreement_table(model, seed=0, S=3, T=2, N=2) -> str:
 
 # -- the torch composition ----------------------------------------------------------------------------
 def _load(torch, module, cell, params_by_direction):
-    sd = {}
-    for k, p in enumerate(params_by_direction):
-        sd.update(to_torch(cell, p, layer=0, reverse=k == 1))
+    sd = {k: v for d, p in enumerate(params_by_direction)
+          for k, v in to_torch(cell, p, layer=0, reverse=d == 1).items()}
     module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in sd.items()})
 
 

@@ -68,10 +68,7 @@ def _cell_over_time(torch, part, P, inputs, S):
     state = {s: S[s] if part.row is None else S[s][part.row] for s in cell.states}
     outputs = [None] * len(inputs)
     for t in (reversed(range(len(inputs))) if part.reverse else range(len(inputs))):
-        values = dict(env)
-        values[cell.input_symbol] = inputs[t]
-        for s in cell.states:
-            values[tsym(s, -1)] = state[s]
+        values = {**env, cell.input_symbol: inputs[t], **{tsym(s, -1): state[s] for s in cell.states}}
         for eq, symbols, fn in steps:
             values[eq.target] = fn(*[values[s] for s in symbols])
         state = {s: values[tsym(s)] for s in cell.states}

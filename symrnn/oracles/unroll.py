@@ -66,14 +66,9 @@ class Unroller:
         for term in sp.Add.make_args(expr):
             for u in term.free_symbols:
                 by_symbol[u].append(term)
-        out = []
-        for u in sorted(by_symbol, key=lambda s: s.name):
-            if u.name == SCALE or u.name.startswith("_y__"):
-                continue
-            d = sp.Add(*[self._diff(term, u) for term in by_symbol[u]])
-            if d != 0:
-                out.append((u, d))
-        return out
+        sums = ((u, sp.Add(*[self._diff(term, u) for term in by_symbol[u]]))
+                for u in sorted(by_symbol, key=lambda s: s.name) if u.name != SCALE and not u.name.startswith("_y__"))
+        return [(u, d) for u, d in sums if d != 0]
 
     @staticmethod
     def line(name, expr):

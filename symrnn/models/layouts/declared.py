@@ -224,8 +224,7 @@ class Layout:
         check_shape(X, shape, what, f"{self.name} layout: " + ("batch-major" if self.batch_major else "time-major")
                      + f", vectors as {self.vectors}, (T, N, F) = {tuple(expected)}")
         if self.vectors == "columns":
-            X = X.transpose(1, 2, 0) if self.batch_major else X.transpose(0, 2, 1)
-            return X
+            return X.transpose(1, 2, 0) if self.batch_major else X.transpose(0, 2, 1)
         return X.transpose(1, 0, 2) if self.batch_major else X
 
     def state_to_user(self, S):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import ParameterError, ShapeError, UnknownNameError
+from ...validation import check_shape
 
 #: symrnn cell name -> gate blocks in PyTorch's stacking order ("" = the single block of a plain RNN).
 TORCH_GATES = {
@@ -84,11 +85,6 @@ def canonical_names(cell_name, gates) -> list:
     if resets_after(cell_name):
         names.append("b_hn")
     return names
-
-
-def check_shape(array, expected, what, meaning):
-    if array.shape != tuple(expected):
-        raise ShapeError(f"{what} has shape {array.shape}; expected {tuple(expected)} ({meaning}).")
 
 
 def read_params(cell_name, gates, params) -> tuple:

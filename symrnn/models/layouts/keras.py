@@ -69,24 +69,14 @@ def from_keras(cell, weights) -> dict:
         check_shape(bias, bias_shape, "bias", meaning)
     else:
         bias = np.zeros(bias_shape, dtype=dtype)
-    b_in, b_rec = (bias[0], bias[1]) if reset_after else (bias, None)
-    U = np.split(kernel, G, axis=1)
-    W = np.split(recurrent, G, axis=1)
-    b_in_blocks = np.split(b_in, G)
-    b_rec_blocks = np.split(b_rec, G) if b_rec is not None else None
-    params = {}
+    b_in, b_rec = (bias[0], bias[1]) if reset_after else (bias, np.zeros_like(bias))
+    U, W = np.split(kernel, G, axis=1), np.split(recurrent, G, axis=1)
+    b_in, b_rec = np.split(b_in, G), np.split(b_rec, G)
+    params = {"b_hn": b_rec[gates.index("n")].copy()} if reset_after else {}
     for k, g in enumerate(gates):
         params[block_name("U", g)] = np.ascontiguousarray(U[k].T)
-    for k, g in enumerate(gates):
         params[block_name("W", g)] = np.ascontiguousarray(W[k].T)
-    for k, g in enumerate(gates):
-        b = b_in_blocks[k].copy()
-        if b_rec_blocks is not None and g != "n":
-            b = b + b_rec_blocks[k]
-        params[block_name("b", g)] = b
-    if reset_after:
-        params["b_hn"] = b_rec_blocks[gates.index("n")].copy()
+        params[block_name("b", g)] = b_in[k].copy() if g == "n" else b_in[k] + b_rec[k]
     # the canonical order of the model's parameter dict (gates as in symrnn.engine.cells)
-    order = canonical_names(name, canonical_gate_order(name))
-    return {k: params[k] for k in order}
+    return {k: params[k] for k in canonical_names(name, canonical_gate_order(name))}
 

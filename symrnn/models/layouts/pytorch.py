@@ -83,18 +83,11 @@ def from_torch(cell, state_dict, *, layer=0, reverse=False, prefix="") -> dict:
             check_shape(biases[kind], (G * H,), keys[kind], f"({G}*H,) with H={H}")
         else:
             biases[kind] = np.zeros(G * H, dtype=dtype)
-    U = np.split(w_ih, G, axis=0)
-    W = np.split(w_hh, G, axis=0)
-    b_ih = np.split(biases["bias_ih"], G)
-    b_hh = np.split(biases["bias_hh"], G)
-    params = {}
+    U, W = np.split(w_ih, G, axis=0), np.split(w_hh, G, axis=0)
+    b_ih, b_hh = np.split(biases["bias_ih"], G), np.split(biases["bias_hh"], G)
+    params = {"b_hn": b_hh[gates.index("n")].copy()} if name in RESET_AFTER else {}
     for k, g in enumerate(gates):
-        params[block_name("U", g)] = U[k].copy()
-    for k, g in enumerate(gates):
-        params[block_name("W", g)] = W[k].copy()
-    for k, g in enumerate(gates):
+        params[block_name("U", g)], params[block_name("W", g)] = U[k].copy(), W[k].copy()
         params[block_name("b", g)] = b_ih[k].copy() if (name in RESET_AFTER and g == "n") else b_ih[k] + b_hh[k]
-    if name in RESET_AFTER:
-        params["b_hn"] = b_hh[gates.index("n")].copy()
     return {k: params[k] for k in canonical_names(name, canonical_gate_order(name))}
 

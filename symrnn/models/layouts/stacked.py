@@ -34,10 +34,8 @@ def to_torch_stack(cell, params, *, prefix="") -> dict:
     """A whole ``nn.RNN/LSTM/GRU(num_layers=k, bidirectional=...)`` ``state_dict`` (NumPy arrays)
     from :class:`~symrnn.models.wiring.StackedModel` parameters: ``l<k>.fwd.*`` become ``weight_ih_l<k>``...,
     ``l<k>.bwd.*`` become ``weight_ih_l<k>_reverse``...  (PyTorch's merge is concat.)"""
-    out = {}
-    for (layer, direction), p in sorted(_stack_layers(params).items()):
-        out.update(to_torch(cell, p, layer=layer, reverse=direction == "bwd", prefix=prefix))
-    return out
+    return {k: v for (layer, direction), p in sorted(_stack_layers(params).items())
+            for k, v in to_torch(cell, p, layer=layer, reverse=direction == "bwd", prefix=prefix).items()}
 
 
 def from_torch_stack(cell, state_dict, num_layers, bidirectional, *, prefix="") -> dict:
@@ -48,11 +46,8 @@ def from_torch_stack(cell, state_dict, num_layers, bidirectional, *, prefix="") 
         raise ParameterError(f"state_dict must be a mapping of names to tensors, got {type(state_dict).__name__}.")
     if isinstance(num_layers, bool) or not isinstance(num_layers, (int, np.integer)) or num_layers < 1:
         raise ShapeError(f"num_layers must be an integer >= 1, got {num_layers!r}.")
-    present = set()
-    for key in state_dict:
-        match = re.match(rf"^{re.escape(prefix)}weight_ih_l(\d+)(_reverse)?$", str(key))
-        if match:
-            present.add((int(match.group(1)), bool(match.group(2))))
+    weights_ih = re.compile(rf"^{re.escape(prefix)}weight_ih_l(\d+)(_reverse)?$")
+    present = {(int(m.group(1)), bool(m.group(2))) for m in map(weights_ih.match, map(str, state_dict)) if m}
     layers = sorted({k for k, _ in present})
     if layers != list(range(num_layers)):
         raise ParameterError(
@@ -66,12 +61,9 @@ def from_torch_stack(cell, state_dict, num_layers, bidirectional, *, prefix="") 
     if not bidirectional and reverse:
         raise ParameterError(f"bidirectional=False but state_dict has _reverse weights for layers {sorted(reverse)}; "
                              f"build the model with bidirectional=True.")
-    out = {}
-    for layer in range(num_layers):
-        for direction in (("fwd", "bwd") if bidirectional else ("fwd",)):
-            p = from_torch(cell, state_dict, layer=layer, reverse=direction == "bwd", prefix=prefix)
-            out.update({f"l{layer}.{direction}.{k}": v for k, v in p.items()})
-    return out
+    return {f"l{layer}.{direction}.{k}": v for layer in range(num_layers)
+            for direction in (("fwd", "bwd") if bidirectional else ("fwd",))
+            for k, v in from_torch(cell, state_dict, layer=layer, reverse=direction == "bwd", prefix=prefix).items()}
 
 
 def to_keras_bidirectional(cell, params, *, layer=0) -> list:
@@ -92,7 +84,5 @@ def from_keras_bidirectional(cell, weights, *, layer=0) -> dict:
         raise ParameterError(f"Keras Bidirectional weights must be the list get_weights() returns: 6 arrays "
                              f"(forward kernel, recurrent_kernel, bias, then backward), or 4 without bias; got {n}.")
     half = len(weights) // 2
-    out = {}
-    for d, part in (("fwd", weights[:half]), ("bwd", weights[half:])):
-        out.update({f"l{layer}.{d}.{k}": v for k, v in from_keras(cell, list(part)).items()})
-    return out
+    return {f"l{layer}.{d}.{k}": v for d, part in (("fwd", weights[:half]), ("bwd", weights[half:]))
+            for k, v in from_keras(cell, list(part)).items()}
