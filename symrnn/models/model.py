@@ -28,9 +28,7 @@ from .protocol import Part, Protocol, uniform_params  # noqa: F401 (uniform_para
 from ..engine.structure import fixed_values, resolve_sizes
 from ..engine.symbols import parse
 from .tape import run_cell, run_stateless, window
-from ..validation import as_float_array, check_count, check_param_names, check_shape
-
-_DTYPES = (np.float64, np.float32)
+from ..validation import as_float_array, check_count, check_float_params, check_param_names, check_shape
 
 
 @dataclass
@@ -229,18 +227,7 @@ class Model(Protocol):
         fixed = self.cell.fixed_params  # given back by routes that read prepared params: recomputed below
         params = {k: v for k, v in params.items() if k not in fixed} if fixed and isinstance(params, dict) else params
         check_param_names(params, self.param_shapes)
-        params = {k: as_float_array(v, f"params[{k!r}]") for k, v in params.items()}
-        by_dtype = {}
-        for k, v in params.items():
-            by_dtype.setdefault(v.dtype, []).append(k)
-        if len(by_dtype) > 1:
-            mix = "; ".join(f"{dt}: {names}" for dt, names in by_dtype.items())
-            raise ShapeError(f"params mix dtypes ({mix}); give every parameter one dtype, float64 or float32.")
-        dtype = next(iter(by_dtype), np.dtype(np.float64))  # a cell without parameters computes in float64
-        if dtype not in _DTYPES:
-            raise ShapeError(f"parameters must be float64 or float32, got {dtype}.")
-        for k, shape in self.param_shapes.items():
-            check_shape(params[k], shape, f"params[{k!r}]", "shapes come from D, H, K of the model")
+        params, dtype = check_float_params(params, self.param_shapes, "shapes come from D, H, K of the model")
         params.update(fixed_values(self.cell.params, self.sizes, dtype))  # a matrix cell's spreads and folds
         X_in = as_float_array(inputs, "inputs").astype(dtype, copy=False)
         D = self.sizes["D"]
