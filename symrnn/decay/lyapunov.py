@@ -286,7 +286,8 @@ def decay_profile(model, params, T, *, k=1, curve=True, lags=None, inputs="rando
     if stream.zero:
         return _zero_profile(model, stream, T, k, lags, meta)
     curve_ = _Curve(stream, model, lags, start, seed, step_bound)
-    frame = Frame(S, k, seed, qr_every, transient) if k else None
+    with _blas_one_thread():  # the frame's first QR too: threads on a 128 x 128 QR cost more than they give
+        frame = Frame(S, k, seed, qr_every, transient) if k else None
     bar = None
     if progress:
         from tqdm.auto import tqdm
