@@ -148,15 +148,3 @@ def test_rank_one_reading_against_the_svd():
     np.testing.assert_allclose(np.exp(P.log_scale) * np.array([n2, nf]), [sub[0], np.sqrt(np.sum(sub ** 2))],
                                rtol=1e-14)
 
-
-def test_a_product_that_becomes_zero_has_slope_minus_inf():
-    """IndRNN with relu units that each turn off at some step: the product is exactly zero, lambda_1 is
-    -inf and the norm curve's slope is -inf too (it was nan)."""
-    from symrnn.decay import sweep
-    from symrnn.decay.report import rates_table
-
-    result = sweep(["indrnn"], [1.0], seeds=[0], H=4, T=500, grad_T=0, max_workers=1, progress=False)
-    (row,) = rates_table(result)
-    assert row["top_exponent_mean"] == -np.inf and row["norm_slope"] == -np.inf
-    (_, profile, _), = result.rows()
-    assert profile.log_spectral[-1] == -np.inf
