@@ -76,3 +76,18 @@ def test_paper_init_of_a_cell_without_one_warns():
     with pytest.warns(RuntimeWarning, match="no paper initialisation"):
         p = make_params(model, "paper", seed=0)
     assert all(np.array_equal(p[n], v) for n, v in make_params(model, "pytorch", seed=0).items())
+
+
+@pytest.mark.parametrize("cell, unread", [("sru", "h"), ("lru", "out")])
+def test_states_never_read_have_exponents_minus_inf(cell, unread):
+    """SRU's ``h`` and the LRU's ``out`` are never read by the update: their directions are a null space
+    of every step Jacobian and their exponents are -inf (they came out near ln(1e-16) = -37, F6); the
+    finite exponents are the frame's, as before, and a note says why."""
+    model = sr.Model(cell, D=3, H=3, loss="upstream")
+    p = make_params(model, "pytorch", seed=0)
+    prof = decay_profile(model, p, 600, k=None, curve=False)
+    n = model.sizes[model.cell.states[unread]]
+    S = prof.state_size
+    assert np.all(prof.exponents[S - n:] == -np.inf)
+    assert np.all(np.isfinite(prof.exponents[:S - n])) and prof.exponents[S - n - 1] > -20
+    assert any("never reads" in note for note in prof.notes)

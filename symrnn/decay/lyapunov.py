@@ -426,8 +426,27 @@ def _profile(model, params, stream, T, k, curve, frame, meta):
         notes=[f"Exponents' accuracy: {_accuracy_text(accuracy, k, stream.state_size)}."] if accuracy else [])
     if stream.stopped is not None:
         _record_overflow(profile, stream.stopped, frame)
+    if exponents is not None:
+        _never_read(profile, stream)
     _add_bound(profile, model, params, curve.lags)
     return profile
+
+
+def _never_read(profile, stream):
+    """States no update reads (every block ``ds_t/dp_{t-1}`` of ``p`` is zero in the derivation) are an exact
+    null space of every step Jacobian: the last of their many exponents are ``-inf``, which QR gives only as
+    rounding noise (about ``ln(eps)`` per step)."""
+    lay = stream.layout
+    unread = [p for p in lay.names if all(stream.blocks[(s, p)].plan[0] == "zero" for s in lay.names)]
+    null = sum(lay.sizes[lay.names.index(p)] for p in unread)
+    first = lay.size - null
+    if not null or first >= len(profile.exponents):
+        return
+    profile.exponents = profile.exponents.copy()
+    profile.exponents[first:] = -np.inf
+    profile.notes.append(f"The update never reads the previous {', '.join(unread)} ({null} of the {lay.size} "
+                         f"directions): every step Jacobian is zero on them, so the last {null} exponents are -inf "
+                         f"exactly (QR alone gives them as rounding noise, about ln(1e-16) per step).")
 
 
 def _add_bound(profile, model, params, lags):
