@@ -293,8 +293,9 @@ def decay_profile(model, params, T, *, k=1, curve=True, lags=None, inputs="rando
         from tqdm.auto import tqdm
         bar = tqdm(total=T, desc=f"{model.cell.name} T={T}", unit="step", leave=False)
     with _blas_one_thread():
-        # a few columns (the top exponents, no determinants, no step bound): J_t applied term by term
-        implicit = not step_bound and (frame is None or (not frame.identity and 4 * k <= S))
+        # a few columns (the top exponents, no determinants): J_t applied term by term (the step bound,
+        # when asked for, forms each J_t from its terms)
+        implicit = frame is None or (not frame.identity and 4 * k <= S)
         for t0, chunk, _ in stream.stream(params, source, state, progress=bar, implicit=implicit):
             _run_chunk(stream, chunk, t0, T, curve_, frame)
     if bar is not None:
