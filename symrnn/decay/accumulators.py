@@ -260,15 +260,19 @@ class Frame:
             return float("nan")
         return abs(total - logdet) / self.counted
 
-    def exponents(self):
+    def exponents(self, null_from=None):
         """The exponents, descending, and the steps they average over (the transient included when
-        no step after it was run)."""
+        no step after it was run).  ``null_from``: the frame's columns from this one on lie in an exact
+        null space of every step Jacobian (states never read): their ``R_ii`` are zero but for
+        rounding, and their exponents ``-inf``."""
         if self.counted:
             e, n = self.sums.value / self.counted, self.counted
         elif self.all_steps:
             e, n = self.all_sums.value / self.all_steps, self.all_steps
         else:
             return np.full(self.k, np.nan), 0
+        if null_from is not None:
+            e = np.where(np.arange(self.k) >= null_from, -np.inf, e)
         return np.sort(e)[::-1], n
 
     def accuracy(self):

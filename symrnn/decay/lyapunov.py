@@ -412,8 +412,9 @@ class _Curve:
 def _profile(model, params, stream, T, k, curve, frame, meta):
     """The :class:`DecayProfile` of a finished run, with its notes and the bounds."""
     exponents, counted, accuracy = None, 0, None
+    unread, null = _unread(stream)
     if frame is not None:
-        exponents, counted = frame.exponents()
+        exponents, counted = frame.exponents(null_from=stream.state_size - null if null else None)
         accuracy = frame.accuracy()
     meta["final_product_rank"] = int(curve.ranks[-1]) if curve.ranks else None
     res, lay, n = curve.res, curve.lay, len(curve.lags)
@@ -427,27 +428,21 @@ def _profile(model, params, stream, T, k, curve, frame, meta):
         notes=[f"Exponents' accuracy: {_accuracy_text(accuracy, k, stream.state_size)}."] if accuracy else [])
     if stream.stopped is not None:
         _record_overflow(profile, stream.stopped, frame)
-    if exponents is not None:
-        _never_read(profile, stream)
+    if null and frame is not None and frame.k > stream.state_size - null:
+        profile.notes.append(f"The update never reads the previous {', '.join(unread)} ({null} of the "
+                             f"{stream.state_size} directions): every step Jacobian is zero on them, so the frame's "
+                             f"last {null} columns have exponents -inf exactly (QR alone gives them as rounding "
+                             f"noise, about ln(1e-16) per step).")
     _add_bound(profile, model, params, curve.lags)
     return profile
 
 
-def _never_read(profile, stream):
-    """States no update reads (every block ``ds_t/dp_{t-1}`` of ``p`` is zero in the derivation) are an exact
-    null space of every step Jacobian: the last of their many exponents are ``-inf``, which QR gives only as
-    rounding noise (about ``ln(eps)`` per step)."""
+def _unread(stream):
+    """The states no update reads (every block ``ds_t/dp_{t-1}`` of ``p`` is zero in the derivation) and their
+    total size: an exact null space of every step Jacobian."""
     lay = stream.layout
     unread = [p for p in lay.names if all(stream.blocks[(s, p)].plan[0] == "zero" for s in lay.names)]
-    null = sum(lay.sizes[lay.names.index(p)] for p in unread)
-    first = lay.size - null
-    if not null or first >= len(profile.exponents):
-        return
-    profile.exponents = profile.exponents.copy()
-    profile.exponents[first:] = -np.inf
-    profile.notes.append(f"The update never reads the previous {', '.join(unread)} ({null} of the {lay.size} "
-                         f"directions): every step Jacobian is zero on them, so the last {null} exponents are -inf "
-                         f"exactly (QR alone gives them as rounding noise, about ln(1e-16) per step).")
+    return unread, sum(lay.sizes[lay.names.index(p)] for p in unread)
 
 
 def _add_bound(profile, model, params, lags):
