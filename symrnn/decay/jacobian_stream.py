@@ -352,15 +352,16 @@ class JacobianStream:
         """The whole state's size ``S`` (every state together)."""
         return self.layout.size
 
-    def chunk_length(self, N=1, implicit=False):
-        """Steps evaluated at once (the chunk's Jacobians stay under a fixed memory budget; ``implicit``:
-        only their terms' vectors are kept, see :meth:`stream`)."""
-        if implicit:
-            k = self.compiled.kernel
-            per_step = len(k.vectors.items) * max([1] + [n for _, n in k.vectors.items]) + k.dd_total + self.layout.size
-            return int(max(1, min(1024, CHUNK_BYTES // (8 * N * per_step))))
+    def chunk_length(self, N=1):
+        """Steps evaluated at once (the chunk's Jacobians stay under a fixed memory budget)."""
         S = self.layout.size
         return int(max(1, min(256, CHUNK_BYTES // (8 * N * S * S))))
+
+    def _implicit_chunk_length(self, N=1):
+        """Steps evaluated at once when only the terms' vectors are kept (see :meth:`stream`)."""
+        k = self.compiled.kernel
+        per_step = len(k.vectors.items) * max([1] + [n for _, n in k.vectors.items]) + k.dd_total + self.layout.size
+        return int(max(1, min(1024, CHUNK_BYTES // (8 * N * per_step))))
 
     def evaluate(self, params, X, state):
         """Run the cell over the chunk ``X`` (C, N, D) from ``state`` ({name: (N, size)});
@@ -483,11 +484,11 @@ class JacobianStream:
         ``self.stopped`` is None after a complete run."""
         t0 = 0
         self._implicit = bool(implicit) and self._implicit_ok(params)
-        C = self.chunk_length(inputs.N, self._implicit)
         self.stopped = None
         self._checked = None
         while t0 < inputs.T:
-            C = self.chunk_length(inputs.N, self._implicit)  # the NumPy route's when Numba gave up
+            # the NumPy route's when Numba gave up
+            C = self._implicit_chunk_length(inputs.N) if self._implicit else self.chunk_length(inputs.N)
             n = min(C, inputs.T - t0)
             X = inputs.chunk(t0, n)
             chunk, state, cache = self.evaluate(params, X, state)
