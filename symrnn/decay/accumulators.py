@@ -110,6 +110,11 @@ class Product:
                 return sig, self.log_scale
             V = Vt[keep].T
             U_new = self.U @ V
+        elif self.U.shape[1] == 1:  # rank one, M = u b: sigma = |u| |b|, u / |u| and b / |b| its factors
+            nu, nb = frobenius_norm(self.U), frobenius_norm(self.B)
+            self.U, self.B = self.U / nu, self.B / nb
+            self._add_log(math.log(nu * nb))
+            return np.ones(1), self.log_scale
         else:
             R = np.linalg.qr(self.U)[1]
             sig, Vt = np.linalg.svd(R @ self.B, full_matrices=False)[1:]
@@ -129,6 +134,9 @@ class Product:
         """``(||M[rows, cols]||_2, ||M[rows, cols]||_F) / e^{log_scale}``."""
         if self.B is None:
             sub = self.U[rows, cols]
+        elif self.U.shape[1] == 1:  # rank one: both norms are |u_rows| |b_cols|
+            n = frobenius_norm(self.U[rows]) * frobenius_norm(self.B[:, cols])
+            return n, n
         else:  # M[rows, cols] = U_r B_c = Q (R B_c): the norms of the small R B_c
             U_r = self.U[rows]
             sub = np.linalg.qr(U_r)[1] @ self.B[:, cols] if U_r.shape[1] < U_r.shape[0] else U_r @ self.B[:, cols]
@@ -185,8 +193,7 @@ class Frame:
 
     def begin_chunk(self, chunk):
         if self.identity:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                self.dets = np.linalg.slogdet(chunk.full()[:chunk.C])[1]
+            self.dets = log_abs_dets(chunk)
 
     def step(self, chunk, i, t, last):
         """``Q <- J_t Q`` (``t``: the step from ``s_t`` to ``s_{t+1}``); a QR when the interval ends
@@ -253,15 +260,19 @@ class Frame:
             return float("nan")
         return abs(total - logdet) / self.counted
 
-    def exponents(self):
+    def exponents(self, null_from=None):
         """The exponents, descending, and the steps they average over (the transient included when
-        no step after it was run)."""
+        no step after it was run).  ``null_from``: the frame's columns from this one on lie in an exact
+        null space of every step Jacobian (states never read): their ``R_ii`` are zero but for
+        rounding, and their exponents ``-inf``."""
         if self.counted:
             e, n = self.sums.value / self.counted, self.counted
         elif self.all_steps:
             e, n = self.all_sums.value / self.all_steps, self.all_steps
         else:
             return np.full(self.k, np.nan), 0
+        if null_from is not None:
+            e = np.where(np.arange(self.k) >= null_from, -np.inf, e)
         return np.sort(e)[::-1], n
 
     def accuracy(self):
@@ -277,3 +288,43 @@ class Frame:
             every_step_from=self.every_step_from,
             max_interval_spread=float(self.max_spread),
             rounding_estimate=float(eps * math.exp(min(self.max_spread, 700.0))))
+
+
+def log_abs_dets(chunk, n=0):
+    """``ln|det J_t|`` of every usable step of a chunk (batch element ``n``).
+
+    When the previous states whose blocks are all diagonal (``chunk.diag_prev``, the LSTM's ``c``)
+    only feed themselves diagonally, ``J = [[A, B], [C, F]]`` with ``F`` and ``B`` diagonal, and
+    ``det J = det F det(A - B F^-1 C)`` (the Schur complement: an LU of the dense states' size, not of
+    the whole state's); steps where ``F`` has a zero, or the complement is not finite, take the whole
+    ``J``'s LU."""
+    C, lay = chunk.C, chunk.layout
+    G, D = chunk.diag_prev, chunk.dense_prev
+    if (not G or not D or chunk.dense is None or any((s, p) in chunk.diag for s in G for p in G if s != p)
+            or any((p, p) not in chunk.diag for p in G)):
+        return _full_log_dets(chunk, n, np.arange(C))
+    rows_d = np.concatenate([np.arange(lay.slice(s).start, lay.slice(s).stop) for s in D])
+    J = chunk.dense[:C, n]
+    schur = J[:, rows_d, :]  # a copy (fancy indexing)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        d = {p: chunk.diag[(p, p)][:C, n] for p in G}
+        start = 0
+        for s in D:
+            size = lay.sizes[lay.names.index(s)]
+            for p in G:
+                if (s, p) in chunk.diag:
+                    schur[:, start:start + size, :] -= (chunk.diag[(s, p)][:C, n] / d[p])[..., None] * J[:, lay.slice(p), :]
+            start += size
+        out = np.sum(np.log(np.abs(np.concatenate([d[p] for p in G], axis=1))), axis=1)
+        bad = ~np.isfinite(out) | ~np.isfinite(schur).reshape(C, -1).all(axis=1)
+        if not bad.all():
+            ok = ~bad
+            out[ok] += np.linalg.slogdet(schur[ok])[1]
+    if bad.any():
+        out[bad] = _full_log_dets(chunk, n, np.flatnonzero(bad))
+    return out
+
+
+def _full_log_dets(chunk, n, steps):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.linalg.slogdet(chunk.full(n)[:chunk.C][steps])[1]

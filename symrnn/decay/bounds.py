@@ -100,6 +100,8 @@ def pascanu_bound(model):
 
 def log_step_norms(chunk, n=0) -> np.ndarray:
     """``ln ||J_t||_2`` for every step of a chunk (the product of these bounds the product's norm)."""
-    full = chunk.full(n)
     with np.errstate(divide="ignore"):
-        return np.log(np.linalg.norm(full, 2, axis=(-2, -1)))
+        if getattr(chunk, "vectors", None) is not None:  # an implicit chunk: each J_t formed from its terms in turn
+            eye = np.eye(chunk.layout.size)
+            return np.log(np.array([np.linalg.norm(chunk.apply(t, eye, n), 2) for t in range(chunk.C)]))
+        return np.log(np.linalg.norm(chunk.full(n), 2, axis=(-2, -1)))

@@ -104,6 +104,12 @@ def terms_of(expr, vectors, rows, cols):
     return out
 
 
+def _loop(name, args, body):
+    """The text of a generated loop over the steps ``t`` and the batch ``n__``."""
+    return "\n".join([f"def {name}({', '.join(args)}):", "    for t in range(T):", "        BAD[t] = False",
+                      "        for n__ in range(N):"] + ["            " + b for b in body]) + "\n"
+
+
 def _product(term, i, j):
     """The scalar code of ``c l[i] (W[i, j]) r[j]``."""
     parts = [] if term.c == 1.0 else [repr(term.c)]
@@ -185,11 +191,46 @@ class ChunkKernel:
         matrices = self.matrices
         self.arrays = sorted(self.used)
         body.append("BAD[t] = BAD[t] or z__ != z__")
-        args = (["T", "N"] + self.sizes_used + self.arrays + [f"{m}__m" for m in matrices]
-                + ["V", "X", "MX", "dense", "DV", "DR", "BAD"])
-        self.source = "\n".join([f"def jacobian_loop({', '.join(args)}):", "    for t in range(T):",
-                                 "        BAD[t] = False", "        for n__ in range(N):"]
-                                + ["            " + b for b in body]) + "\n"
+        head = ["T", "N"] + self.sizes_used + self.arrays + [f"{m}__m" for m in matrices]
+        self.source = _loop("jacobian_loop", head + ["V", "X", "MX", "dense", "DV", "DR", "BAD"], body)
+        self.source += _loop("vector_loop", head + ["VS", "X", "MX", "DD", "DV", "DR", "BAD"],
+                             ["V = VS[t, n__]"] + self._implicit_body(printer))
+
+    def _implicit_body(self, printer):
+        """The body of ``vector_loop``: the vectors of every step kept (``VS``), no dense Jacobian; the
+        dense blocks' diagonal terms summed into ``DD``; the same finiteness check as ``jacobian_loop``."""
+        body = ["z__ = 0.0"] + self._vector_lines(printer)
+        self.dd_slices, o = {}, 0
+        for p in self.dense_prev:
+            for s in self.layout.names:
+                terms = self.blocks[(s, p)]
+                body += self._bound_rows([t for t in terms if t.matrix is not None], self._size(s), self._size(p))
+                if any(t.matrix is None for t in terms):
+                    self.dd_slices[(s, p)] = slice(o, o + self._size(s))
+                    body += self._sum("DD", o, [t for t in terms if t.matrix is None], self._size(s))
+                    o += self._size(s)
+        self.dd_total = o
+        for key, sl in self.diag_slices.items():
+            body += self._sum("DV", sl.start, self.blocks[key], self._size(key[1]))
+        for s, sl in self.direct_slices.items():
+            body += self._sum("DR", sl.start, self.direct[s], self._size(s))
+        return body + ["BAD[t] = BAD[t] or z__ != z__"]
+
+    def _bound_rows(self, terms, rows, cols):
+        """The finiteness of a dense block's rows without writing them: each row's exact bound, and
+        its entries (computed, not kept) only where the bound reaches 1e300."""
+        if not terms:
+            return []
+        out = [f"for i__ in range({rows}):", "    b__ = 0.0"]
+        entry = []
+        for k, term in enumerate(terms):
+            scale = f"{term.c!r}" + (f" * V[{term.left}, i__]" if term.left >= 0 else "")
+            right = f" * V[{term.right}, j__]" if term.right >= 0 else ""
+            out.append(f"    b__ += abs({scale}) * MX[{self.matrices.index(term.matrix)}]"
+                       + (f" * X[{term.right}]" if term.right >= 0 else ""))
+            entry.append(f"        e__ {'=' if k == 0 else '+='} {scale} * {term.matrix}__m[i__, j__]{right}")
+        return out + ["    if not b__ < 1e300:", f"        for j__ in range({cols}):"] + ["    " + e for e in entry] + [
+            "            z__ += e__ * 0.0"]
 
     def _vector_lines(self, printer):
         """The vectors ``V[k]`` of a step, one loop per size, their shared factors computed once
@@ -267,22 +308,81 @@ class ChunkKernel:
 
 
 class CompiledChunk:
-    """The whole-loop forward and the Jacobian loop of a :class:`JacobianStream` (None: not compiled)."""
+    """The whole-loop forward and the Jacobian loops of a :class:`JacobianStream` (None: not compiled).
 
-    def __init__(self, model, forward, kernel, function):
+    ``function`` fills a chunk's dense Jacobian columns; ``vector_loop`` keeps only the vectors of
+    each step's terms, for :meth:`operator`: ``J_t M`` applied term by term (one BLAS product per
+    group of weight matrices that read the same columns), never forming ``J_t``."""
+
+    def __init__(self, model, forward, kernel, function, vector_loop=None):
         self.model, self.forward, self.kernel, self.function = model, forward, kernel, function
+        self.vector_loop = vector_loop
         self.packed = self.DV = self.DR = None  # set by the stream at its first chunk
         self.V = np.empty((max(1, len(kernel.vectors.items)), max([1] + [n for _, n in kernel.vectors.items])))
         self.X = np.empty(self.V.shape[0])
+        self._tables = None
+
+    def _bound(self, params):
+        return np.array([np.max(np.abs(params[m])) if params[m].size else 0.0 for m in self.kernel.matrices] or [0.0])
 
     def jacobians(self, params, X, cache, dense, DV, DR):
         """Fills the buffers; returns, per step, whether an entry is not finite."""
         T, N = X.shape[:2]
         args = self.kernel.arguments(params, X, cache, self.model.sizes)
         bad = np.empty(T, dtype=np.bool_)
-        MX = np.array([np.max(np.abs(params[m])) if params[m].size else 0.0 for m in self.kernel.matrices] or [0.0])
-        self.function(T, N, *args, self.V, self.X, MX, dense if dense is not None else np.zeros((T, N, 1, 1)), DV, DR, bad)
+        dense = dense if dense is not None else np.zeros((T, N, 1, 1))
+        self.function(T, N, *args, self.V, self.X, self._bound(params), dense, DV, DR, bad)
         return bad
+
+    def vectors(self, params, X, cache, VS, DD, DV, DR):
+        """Fills the step vectors ``VS`` (C, N, vectors, size) and the diagonal buffers; returns,
+        per step, whether an entry of the step Jacobian is not finite."""
+        T, N = X.shape[:2]
+        args = self.kernel.arguments(params, X, cache, self.model.sizes)
+        bad = np.empty(T, dtype=np.bool_)
+        self.vector_loop(T, N, *args, VS, self.X, self._bound(params), DD, DV, DR, bad)
+        return bad
+
+    def tables(self, params):
+        """``(groups, weights, terms, coefficients, diagonals)`` of :func:`symrnn.decay.compiled_steps.
+        apply_terms` for ``params`` (kept while the same arrays are given)."""
+        if self._tables is not None and self._tables[0] is params:
+            return self._tables[1]
+        self._tables = (params, operator_tables(self.kernel, params))
+        return self._tables[1]
+
+
+def operator_tables(kernel, params):
+    """The term tables of ``J_t M`` (see :func:`symrnn.decay.compiled_steps.apply_terms`); raises
+    :class:`Unsupported` when a weight matrix's shape is not the block's."""
+    lay, groups, stacks, rows_of, sizes = kernel.layout, {}, [], {}, {}
+    terms, coefficients = [], []
+    for (s, p), ts in kernel.blocks.items():
+        for t in ts:
+            if t.matrix is None:
+                continue
+            W = np.asarray(params[t.matrix], dtype=np.float64)
+            if W.shape != (kernel._size(s), kernel._size(p)):
+                raise Unsupported(f"{t.matrix} of shape {W.shape} in the block d{s}/d{p}")
+            g = groups.setdefault((p, t.right), len(groups))
+            if (g, t.matrix) not in rows_of:  # the matrix's first row in its group's stack
+                rows_of[(g, t.matrix)] = sum(kernel._size(s_) for (gg, _), s_ in sizes.items() if gg == g)
+                sizes[(g, t.matrix)] = s
+            terms.append([lay.slice(s).start, g, rows_of[(g, t.matrix)], kernel._size(s), t.left])
+            coefficients.append(t.c)
+    table, offset = [], 0
+    for (p, right), g in sorted(groups.items(), key=lambda x: x[1]):
+        mats = [m for gg, m in rows_of if gg == g]
+        W = np.concatenate([np.asarray(params[m], dtype=np.float64) for m in mats])
+        stacks.append(W.ravel())
+        table.append([lay.slice(p).start, kernel._size(p), right, offset, W.shape[0]])
+        offset += W.size
+    diagonals = [[lay.slice(s).start, lay.slice(p).start, sl.stop - sl.start, sl.start]
+                 for (s, p), sl in kernel.dd_slices.items()]
+    return (np.array(table, dtype=np.int64).reshape(-1, 5),
+            np.concatenate(stacks) if stacks else np.zeros(0),
+            np.array(terms, dtype=np.int64).reshape(-1, 5), np.array(coefficients, dtype=np.float64),
+            np.array(diagonals, dtype=np.int64).reshape(-1, 4))
 
 
 def compile_chunk(model, block, layout, dense_prev, diag_prev, jacobians):
@@ -301,4 +401,4 @@ def compile_chunk(model, block, layout, dense_prev, diag_prev, jacobians):
     texts = {"kernels": module_text([kernel.source]), "functions": functions_called([kernel.source])}
     key = block._cache_key()
     functions, _ = kernel_module(texts, None if key is None else f"decay-jacobians\0{key}", numba)
-    return CompiledChunk(model, forward.forward, kernel, functions["jacobian_loop"])
+    return CompiledChunk(model, forward.forward, kernel, functions["jacobian_loop"], functions["vector_loop"])

@@ -20,6 +20,10 @@ import numpy as np
 
 from .accumulators import MAX_INTERVAL, MAX_LOG_SPREAD
 
+#: below this many columns ``J_t M`` is a matrix-vector product per column (BLAS's gemm costs
+#: about 12 us on a 256 x 64 by 64 x 2 product, against 1.6 us for each gemv)
+NARROW = 8
+
 
 def neumaier(s, c, x):
     """``LogSum.add`` in place on the arrays ``s``, ``c`` (the sum and its compensation)."""
@@ -34,20 +38,82 @@ def neumaier(s, c, x):
         s[i] = t
 
 
-def apply(dense, n, i, nd, rows, DV, entries, M):
-    """``J_i M`` for batch element ``n``: the dense columns (``rows``: the rows of ``M`` they read,
-    ``nd`` of them) and the diagonal blocks (``entries``: row, column, length, offset in ``DV``)."""
-    out = np.zeros((M.shape[0], M.shape[1]))
-    if nd:
-        Md = np.empty((nd, M.shape[1]))
-        for r in range(nd):
-            Md[r] = M[rows[r]]
-        np.dot(dense[i, n], Md, out)
+def apply(J, n, i, M):
+    """``J_i M`` for batch element ``n``.  ``J``: :func:`operator`'s tuple; from the chunk's dense
+    columns (``rows``: the rows of ``M`` they read, ``nd`` of them) or, without them, term by term
+    (:func:`apply_terms`); then the diagonal blocks (``entries``: row, column, length, offset in ``DV``)."""
+    implicit, dense, nd, rows, DV, entries = J[0], J[1], J[2], J[3], J[4], J[5]
+    if implicit:
+        out = apply_terms(J[6], n, i, J[7], J[8], J[9], J[10], J[11], J[12], M)
+    else:
+        out = np.zeros((M.shape[0], M.shape[1]))
+        if nd and M.shape[1] < NARROW:  # a few columns: one matrix-vector product each
+            x = np.empty(nd)
+            for q in range(M.shape[1]):
+                for r in range(nd):
+                    x[r] = M[rows[r], q]
+                out[:, q] = np.dot(dense[i, n], x)
+        elif nd:
+            Md = np.empty((nd, M.shape[1]))
+            for r in range(nd):
+                Md[r] = M[rows[r]]
+            np.dot(dense[i, n], Md, out)
     for e in range(entries.shape[0]):
         row, col, length, off = entries[e, 0], entries[e, 1], entries[e, 2], entries[e, 3]
         for r in range(length):
             d = DV[i, n, off + r]
             for q in range(M.shape[1]):
+                out[row + r, q] += d * M[col + r, q]
+    return out
+
+
+def _combine(out, q, V, g, terms, coef, y):
+    """``out[:, q] += c l * y[rows]`` for the terms of group ``g`` (``y``: the group's product)."""
+    for e in range(terms.shape[0]):
+        if terms[e, 1] != g:
+            continue
+        row, y0, length, left, c = terms[e, 0], terms[e, 2], terms[e, 3], terms[e, 4], coef[e]
+        if left >= 0:
+            for r in range(length):
+                out[row + r, q] += c * V[left, r] * y[y0 + r]
+        else:
+            for r in range(length):
+                out[row + r, q] += c * y[y0 + r]
+
+
+def apply_terms(VS, n, i, groups, W, terms, coef, DD, diagonals, M):
+    """``J_i M`` from the step's vectors ``VS[i, n]``, the terms ``c Diag(l) W Diag(r)`` never
+    multiplied out.  ``groups``: (first column of ``M``, columns, ``r`` or -1, offset in ``W``, rows)
+    of each stack of weight matrices that read the same columns through the same ``r``, one BLAS
+    product each; ``terms``: (row, group, row in the group's product, length, ``l`` or -1) with
+    ``coef``; ``diagonals``: (row, column, length, offset in ``DD``) of the terms without a matrix."""
+    k = M.shape[1]
+    out = np.zeros((M.shape[0], k))
+    V = VS[i, n]
+    for g in range(groups.shape[0]):
+        col, cols, right, off, nrows = groups[g, 0], groups[g, 1], groups[g, 2], groups[g, 3], groups[g, 4]
+        Wg = W[off:off + nrows * cols].reshape((nrows, cols))
+        if k < NARROW:  # a few columns: one matrix-vector product each (BLAS's gemm is slow on them)
+            x = np.empty(cols)
+            for q in range(k):
+                for r in range(cols):
+                    x[r] = (V[right, r] if right >= 0 else 1.0) * M[col + r, q]
+                y = np.dot(Wg, x)
+                _combine(out, q, V, g, terms, coef, y)
+        else:
+            X = np.empty((cols, k))
+            for r in range(cols):
+                a = V[right, r] if right >= 0 else 1.0
+                for q in range(k):
+                    X[r, q] = a * M[col + r, q]
+            Y = np.dot(Wg, X)
+            for q in range(k):
+                _combine(out, q, V, g, terms, coef, Y[:, q])
+    for e in range(diagonals.shape[0]):
+        row, col, length, off = diagonals[e, 0], diagonals[e, 1], diagonals[e, 2], diagonals[e, 3]
+        for r in range(length):
+            d = DD[i, n, off + r]
+            for q in range(k):
                 out[row + r, q] += d * M[col + r, q]
     return out
 
@@ -80,14 +146,14 @@ def add_log(scale, x):
     scale[0] = t
 
 
-def product_steps(dense, n, nd, rows, DV, entries, DR, direct, U, scale, i0, i1, dsum, dcomp, logs, lsum):
+def product_steps(J, n, DR, direct, U, scale, i0, i1, dsum, dcomp, logs, lsum):
     """Steps ``i0 .. i1 - 1`` of the running product ``U`` (``Product.step``), the direct paths'
     log sums (``direct``: offset and length in ``DR`` of each) and the step bound's log sum
     (``logs``, empty when not kept); returns the new ``U``."""
     x = np.empty(1)
     for i in range(i0, i1):
         if math.isfinite(scale[0] + scale[1]):
-            U = apply(dense, n, i, nd, rows, DV, entries, U)
+            U = apply(J, n, i, U)
             nrm = frobenius(U)
             if nrm > 0 and math.isfinite(nrm):
                 U /= nrm
@@ -145,7 +211,7 @@ def _count(logs, i0, t, n, ints, sums, dets, logdet, transient, identity):
             neumaier(logdet[0:1], logdet[1:2], x)
 
 
-def frame_steps(dense, n, nd, rows, DV, entries, Q, C, t0, T, k, qr_every, transient, identity,
+def frame_steps(J, n, Q, C, t0, T, k, qr_every, transient, identity,
                 ints, sums, logdet, dets, max_spread):
     """Every step of a chunk of the Lyapunov frame (``Frame.step`` and ``Frame._close``).
     ``ints``: steps, interval, counted, all_steps, qr_count, redone, every_step_from (-1: none)."""
@@ -154,7 +220,7 @@ def frame_steps(dense, n, nd, rows, DV, entries, Q, C, t0, T, k, qr_every, trans
         t = t0 + i
         if ints[0] == 0:
             Q0, start_i, start_t = Q, i, t
-        Q = apply(dense, n, i, nd, rows, DV, entries, Q)
+        Q = apply(J, n, i, Q)
         ints[0] += 1
         last = i == C - 1 or t == T - 1
         if not (ints[0] >= ints[1] or last or t + 1 == transient):
@@ -167,7 +233,7 @@ def frame_steps(dense, n, nd, rows, DV, entries, Q, C, t0, T, k, qr_every, trans
             ints[5] += 1
             Qn, per_step = Q0, 0.0
             for j in range(steps):
-                Qn, logs = _qr(apply(dense, n, start_i + j, nd, rows, DV, entries, Qn), k)
+                Qn, logs = _qr(apply(J, n, start_i + j, Qn), k)
                 ints[4] += 1
                 per_step = max(per_step, _spread(logs))
                 _count(logs, start_i + j, start_t + j, 1, ints, sums, dets, logdet, transient, identity)
@@ -187,13 +253,14 @@ _KERNELS = {}
 
 
 def kernels() -> dict:
-    """``{"product_steps", "frame_steps"}`` compiled by Numba (once per process; machine code cached)."""
+    """``{"apply", "product_steps", "frame_steps"}`` compiled by Numba (once per process; machine code cached)."""
     if not _KERNELS:
         import numba
         jit = numba.njit(cache=True, error_model="numpy")
         g = globals()
-        for name in ("neumaier", "apply", "frobenius", "add_log", "_qr", "_spread", "_count"):
+        for name in ("neumaier", "_combine", "apply_terms", "apply", "frobenius", "add_log", "_qr", "_spread", "_count"):
             g[name] = jit(g[name])
+        _KERNELS["apply"] = g["apply"]
         _KERNELS["product_steps"] = g["product_steps"] = jit(product_steps)
         _KERNELS["frame_steps"] = g["frame_steps"] = jit(frame_steps)
     return _KERNELS
@@ -211,6 +278,20 @@ def packed(kernel, layout, dense_prev):
     return len(rows), rows.astype(np.int64), entries
 
 
+def operator(chunk, compiled):
+    """The tuple :func:`apply` reads: a chunk's step Jacobians as dense columns, or as the
+    vectors of their terms (a stream run with ``implicit=True``)."""
+    nd, rows, entries = compiled.packed
+    if chunk.vectors is not None:
+        groups, W, terms, coef, diagonals = chunk.tables
+        return (True, np.zeros((1, 1, 1, 1)), nd, rows, compiled.DV, entries, chunk.vectors, groups, W, terms,
+                coef, chunk.dd, diagonals)
+    dense = chunk.dense if chunk.dense is not None else np.zeros((chunk.C, 1, 1, 1))
+    none = np.zeros((0, 5), dtype=np.int64)
+    return (False, dense, nd, rows, compiled.DV, entries, np.zeros((1, 1, 1, 1)), none, np.zeros(0), none,
+            np.zeros(0), np.zeros((1, 1, 1)), np.zeros((0, 4), dtype=np.int64))
+
+
 def curve_chunk(curve, chunk, t0, compiled):
     """The steps of a chunk of :class:`symrnn.decay.lyapunov`'s curve, compiled between its lags."""
     if curve.M is None:
@@ -218,7 +299,7 @@ def curve_chunk(curve, chunk, t0, compiled):
     lo, hi = max(0, curve.start - t0), min(chunk.C, curve.start + curve.last - t0)
     if lo >= hi:
         return
-    nd, rows, entries = compiled.packed
+    J = operator(chunk, compiled)
     k = kernels()
     states = curve.direct_states
     slices = compiled.kernel.direct_slices
@@ -228,7 +309,6 @@ def curve_chunk(curve, chunk, t0, compiled):
     dsum, dcomp = np.zeros((len(states), width)), np.zeros((len(states), width))
     logs = curve.step_logs if curve.step_logs is not None else np.zeros(0)
     M = curve.M
-    dense = chunk.dense if chunk.dense is not None else np.zeros((chunk.C, 1, 1, 1))
     i = lo
     while i < hi:
         stop = hi
@@ -239,7 +319,7 @@ def curve_chunk(curve, chunk, t0, compiled):
             dsum[e, :n], dcomp[e, :n] = curve.direct_log[s].s, curve.direct_log[s].c
         scale = np.array([M._s, M._c])
         lsum = np.array([float(curve.log_step.s), float(curve.log_step.c)])
-        M.U = k["product_steps"](dense, 0, nd, rows, compiled.DV, entries, compiled.DR, direct,
+        M.U = k["product_steps"](J, 0, compiled.DR, direct,
                                  np.ascontiguousarray(M.U), scale, i, stop, dsum, dcomp, logs, lsum)
         M._s, M._c = float(scale[0]), float(scale[1])
         curve.log_step.s, curve.log_step.c = np.float64(lsum[0]), np.float64(lsum[1])
@@ -255,15 +335,14 @@ def curve_chunk(curve, chunk, t0, compiled):
 def frame_chunk(frame, chunk, t0, T, compiled):
     """Every step of a chunk of a :class:`~symrnn.decay.accumulators.Frame`, compiled."""
     from .accumulators import ACCURACY
-    nd, rows, entries = compiled.packed
+    J = operator(chunk, compiled)
     ints = np.array([frame.steps, frame.interval, frame.counted, frame.all_steps, frame.qr_count, frame.redone,
                      -1 if frame.every_step_from is None else frame.every_step_from], dtype=np.int64)
     sums = np.stack([frame.all_sums.s, frame.all_sums.c, frame.sums.s, frame.sums.c]).astype(np.float64)
     logdet = np.array([float(frame.logdet.s), float(frame.logdet.c)])
     dets = frame.dets if frame.identity and frame.dets is not None else np.zeros(chunk.C)
     max_spread = np.array([frame.max_spread])
-    dense = chunk.dense if chunk.dense is not None else np.zeros((chunk.C, 1, 1, 1))
-    frame.Q = kernels()["frame_steps"](dense, 0, nd, rows, compiled.DV, entries, np.ascontiguousarray(frame.Q),
+    frame.Q = kernels()["frame_steps"](J, 0, np.ascontiguousarray(frame.Q),
                                        chunk.C, t0, T, frame.k, frame.qr_every or 0, frame.transient,
                                        frame.identity, ints, sums, logdet, np.ascontiguousarray(dets), max_spread)
     (frame.steps, frame.interval, frame.counted, frame.all_steps, frame.qr_count,

@@ -236,9 +236,12 @@ class ChunkJacobians:
     states ``p`` whose blocks are all diagonal.
     """
 
-    def __init__(self, layout, dense_prev, diag_prev, dense, diag, direct, C):
+    def __init__(self, layout, dense_prev, diag_prev, dense, diag, direct, C, implicit=None):
         self.layout, self.dense_prev, self.diag_prev = layout, dense_prev, diag_prev
         self.dense, self.diag, self.direct = dense, diag, direct
+        #: a chunk of the compiled loops run with ``implicit=True``: ``(compiled, vectors, DD, tables)``, the
+        #: terms' vectors instead of ``dense`` (see :func:`symrnn.decay.compiled_steps.apply_terms`)
+        self.compiled, self.vectors, self.dd, self.tables = implicit or (None, None, None, None)
         self.C = C  # steps of the chunk that can be read (fewer than evaluated when the state overflowed)
         self._rows = {s: layout.slice(s) for s in layout.names}
         dslices, o = {}, 0
@@ -252,6 +255,9 @@ class ChunkJacobians:
 
     def apply(self, t, M, n=0):
         """``J_t @ M`` for ``M`` of shape ``(S, k)`` (step ``t`` of the chunk, batch element ``n``)."""
+        if self.vectors is not None:
+            from .compiled_steps import kernels, operator
+            return kernels()["apply"](operator(self, self.compiled), n, t, np.ascontiguousarray(M, dtype=np.float64))
         if not self.diag_prev:
             return self.dense[t, n] @ M
         if self.dense is not None and self._nd:
@@ -268,6 +274,8 @@ class ChunkJacobians:
     def full(self, n=0):
         """The dense ``(C, S, S)`` Jacobians of batch element ``n``."""
         S = self.layout.size
+        if self.vectors is not None:
+            return np.stack([self.apply(t, np.eye(S), n) for t in range(self.C)]).reshape(self.C, S, S)
         out = np.zeros((self.C, S, S))
         if self.dense is not None:
             cols = np.concatenate([np.arange(S)[self.layout.slice(p)] for p in self.dense_prev])
@@ -326,6 +334,19 @@ class JacobianStream:
         self.compiled = None if self.zero else _compiled(model, self.layout, self.dense_prev, self.diag_prev,
                                                          derivation.step_jacobians)
 
+    _implicit = False  # the stream in progress keeps its chunks' term vectors (see stream)
+
+    def _implicit_ok(self, params):
+        """Whether the compiled loops can apply ``params``'s step Jacobians term by term."""
+        if self.compiled is None or self.compiled.vector_loop is None:
+            return False
+        from .compiled_jacobians import Unsupported, operator_tables
+        try:
+            operator_tables(self.compiled.kernel, params)
+        except (Unsupported, KeyError):
+            return False
+        return True
+
     @property
     def state_size(self):
         """The whole state's size ``S`` (every state together)."""
@@ -335,6 +356,12 @@ class JacobianStream:
         """Steps evaluated at once (the chunk's Jacobians stay under a fixed memory budget)."""
         S = self.layout.size
         return int(max(1, min(256, CHUNK_BYTES // (8 * N * S * S))))
+
+    def _implicit_chunk_length(self, N=1):
+        """Steps evaluated at once when only the terms' vectors are kept (see :meth:`stream`)."""
+        k = self.compiled.kernel
+        per_step = len(k.vectors.items) * max([1] + [n for _, n in k.vectors.items]) + k.dd_total + self.layout.size
+        return int(max(1, min(1024, CHUNK_BYTES // (8 * N * per_step))))
 
     def evaluate(self, params, X, state):
         """Run the cell over the chunk ``X`` (C, N, D) from ``state`` ({name: (N, size)});
@@ -353,7 +380,7 @@ class JacobianStream:
                 k = self.compiled.kernel
                 self._diag_buffer = np.empty((C, N, k.diag_total))
                 self._direct_buffer = np.empty((C, N, k.direct_total))
-            self._buffer_key = key
+            self._buffer_key, self._vector_key = key, None
         return self._buffer
 
     def _evaluate_compiled(self, params, X, state):
@@ -367,9 +394,16 @@ class JacobianStream:
         self._last_params = (params_c, Xc.dtype)
         cache = c.forward(params_c, Xc, S0, model.sizes)
         C, N = Xc.shape[:2]
-        dense = self._buffers(C, N)
-        DV, DR = self._diag_buffer, self._direct_buffer
-        bad = c.jacobians(params_c, Xc, cache, dense, DV, DR)
+        implicit = None
+        if self._implicit:
+            VS, DD = self._vector_buffers(C, N)
+            dense, DV, DR = None, self._diag_buffer, self._direct_buffer
+            bad = c.vectors(params_c, Xc, cache, VS, DD, DV, DR)
+            implicit = (c, VS, DD, c.tables(params_c))
+        else:
+            dense = self._buffers(C, N)
+            DV, DR = self._diag_buffer, self._direct_buffer
+            bad = c.jacobians(params_c, Xc, cache, dense, DV, DR)
         c.DV, c.DR = DV, DR
         if c.packed is None:
             from .compiled_steps import packed
@@ -377,13 +411,25 @@ class JacobianStream:
         diag = {key: DV[:, :, sl] for key, sl in c.kernel.diag_slices.items()}
         direct = {s: (DR[:, :, c.kernel.direct_slices[s]] if s in c.kernel.direct_slices else None)
                   for s in self.direct}
-        return self._chunk(dense, diag, direct, cache, C, bad)
+        return self._chunk(dense, diag, direct, cache, C, bad, implicit)
 
-    def _chunk(self, dense, diag, direct, cache, C, bad=None):
+    def _vector_buffers(self, C, N):
+        """The step vectors' and the diagonal terms' buffers of an implicit chunk, reused."""
+        k = self.compiled.kernel
+        key = ("implicit", C, N)
+        if getattr(self, "_vector_key", None) != key:
+            width = max([1] + [n for _, n in k.vectors.items])
+            self._vectors = (np.empty((C, N, max(1, len(k.vectors.items)), width)), np.empty((C, N, max(1, k.dd_total))))
+            self._diag_buffer = np.empty((C, N, k.diag_total))
+            self._direct_buffer = np.empty((C, N, k.direct_total))
+            self._vector_key, self._buffer_key = key, None
+        return self._vectors
+
+    def _chunk(self, dense, diag, direct, cache, C, bad=None, implicit=None):
         lay = self.layout
         new_state = {s: cache[f"S_{s}"][-1].copy() for s in lay.names}
         usable, self.failure = _finite_steps(cache, lay.names, dense, diag, direct, C, bad)
-        chunk = ChunkJacobians(lay, self.dense_prev, self.diag_prev, dense, diag, direct, usable)
+        chunk = ChunkJacobians(lay, self.dense_prev, self.diag_prev, dense, diag, direct, usable, implicit)
         return chunk, new_state, cache
 
     def _evaluate(self, params, X, state):
@@ -397,7 +443,7 @@ class JacobianStream:
                 warnings.warn(f"symrnn.decay: the compiled loops of {self.model.cell.name!r} do not compile with "
                               f"Numba ({str(error).splitlines()[0]}); the study runs on NumPy.", RuntimeWarning,
                               stacklevel=3)
-                self.compiled = None
+                self.compiled, self._implicit = None, False
         params_c, Xc, cache = self.model.run_cell(params, X, h0=state)
         values = _values(self.model, params_c, Xc, cache)
         C, N = Xc.shape[:2]
@@ -423,9 +469,13 @@ class JacobianStream:
                 direct[s] = np.asarray(v) if kind == "diag" else None
         return self._chunk(dense, diag, direct, cache, C)
 
-    def stream(self, params, inputs, state, progress=None):
+    def stream(self, params, inputs, state, progress=None, implicit=False):
         """Yield ``(t0, ChunkJacobians, cache)`` chunk by chunk; ``inputs`` is an
         :class:`InputSource`.  ``t0`` is the index (from 0) of the chunk's first step.
+
+        ``implicit=True`` (the compiled loops only; ignored on NumPy): the chunks keep the vectors of
+        the step Jacobians' terms instead of their dense columns, and ``J_t M`` is applied term by
+        term (cheaper for a few columns ``M``, such as the top exponent's frame; longer chunks).
 
         When the forward overflows (a state or a step Jacobian is not finite) the stream ends
         with the finite steps before it; ``self.stopped`` then says where: ``{"step": t, "kind":
@@ -433,10 +483,12 @@ class JacobianStream:
         (kind ``state``), or ``J_t`` the first non-finite Jacobian (kind ``jacobian``).
         ``self.stopped`` is None after a complete run."""
         t0 = 0
-        C = self.chunk_length(inputs.N)
+        self._implicit = bool(implicit) and self._implicit_ok(params)
         self.stopped = None
         self._checked = None
         while t0 < inputs.T:
+            # the NumPy route's when Numba gave up
+            C = self._implicit_chunk_length(inputs.N) if self._implicit else self.chunk_length(inputs.N)
             n = min(C, inputs.T - t0)
             X = inputs.chunk(t0, n)
             chunk, state, cache = self.evaluate(params, X, state)

@@ -286,13 +286,17 @@ def decay_profile(model, params, T, *, k=1, curve=True, lags=None, inputs="rando
     if stream.zero:
         return _zero_profile(model, stream, T, k, lags, meta)
     curve_ = _Curve(stream, model, lags, start, seed, step_bound)
-    frame = Frame(S, k, seed, qr_every, transient) if k else None
+    with _blas_one_thread():  # the frame's first QR too: threads on a 128 x 128 QR cost more than they give
+        frame = Frame(S, k, seed, qr_every, transient) if k else None
     bar = None
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=T, desc=f"{model.cell.name} T={T}", unit="step", leave=False)
     with _blas_one_thread():
-        for t0, chunk, _ in stream.stream(params, source, state, progress=bar):
+        # a few columns (the top exponents, no determinants): J_t applied term by term (the step bound,
+        # when asked for, forms each J_t from its terms)
+        implicit = frame is None or (not frame.identity and 4 * k <= S)
+        for t0, chunk, _ in stream.stream(params, source, state, progress=bar, implicit=implicit):
             _run_chunk(stream, chunk, t0, T, curve_, frame)
     if bar is not None:
         bar.close()
@@ -408,8 +412,9 @@ class _Curve:
 def _profile(model, params, stream, T, k, curve, frame, meta):
     """The :class:`DecayProfile` of a finished run, with its notes and the bounds."""
     exponents, counted, accuracy = None, 0, None
+    unread, null = _unread(stream)
     if frame is not None:
-        exponents, counted = frame.exponents()
+        exponents, counted = frame.exponents(null_from=stream.state_size - null if null else None)
         accuracy = frame.accuracy()
     meta["final_product_rank"] = int(curve.ranks[-1]) if curve.ranks else None
     res, lay, n = curve.res, curve.lay, len(curve.lags)
@@ -423,8 +428,21 @@ def _profile(model, params, stream, T, k, curve, frame, meta):
         notes=[f"Exponents' accuracy: {_accuracy_text(accuracy, k, stream.state_size)}."] if accuracy else [])
     if stream.stopped is not None:
         _record_overflow(profile, stream.stopped, frame)
+    if null and frame is not None and frame.k > stream.state_size - null:
+        profile.notes.append(f"The update never reads the previous {', '.join(unread)} ({null} of the "
+                             f"{stream.state_size} directions): every step Jacobian is zero on them, so the frame's "
+                             f"last {null} columns have exponents -inf exactly (QR alone gives them as rounding "
+                             f"noise, about ln(1e-16) per step).")
     _add_bound(profile, model, params, curve.lags)
     return profile
+
+
+def _unread(stream):
+    """The states no update reads (every block ``ds_t/dp_{t-1}`` of ``p`` is zero in the derivation) and their
+    total size: an exact null space of every step Jacobian."""
+    lay = stream.layout
+    unread = [p for p in lay.names if all(stream.blocks[(s, p)].plan[0] == "zero" for s in lay.names)]
+    return unread, sum(lay.sizes[lay.names.index(p)] for p in unread)
 
 
 def _add_bound(profile, model, params, lags):

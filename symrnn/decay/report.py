@@ -97,7 +97,11 @@ def rates_table(result) -> list:
         tops = np.array([r[1].top_exponent if r[1].exponents is not None else np.nan for r in runs])
         slopes = []
         for _, p, _ in runs:
-            if p.log_spectral is not None and len(p.lags) > 1 and np.isfinite(p.log_spectral[-1]):
+            if p.log_spectral is None or len(p.lags) < 2:
+                continue
+            if p.log_spectral[-1] == -np.inf:  # the product became exactly zero: faster than any finite rate
+                slopes.append(-np.inf)
+            elif np.isfinite(p.log_spectral[-1]):
                 half = len(p.lags) // 2
                 slopes.append((p.log_spectral[-1] - p.log_spectral[half]) / max(p.lags[-1] - p.lags[half], 1))
         first = runs[0][1]
@@ -358,7 +362,8 @@ def _figures_section(paths):
 
 _TABLES = ["## Tables", "",
               "- `rates.csv`: the table above, with `norm_slope` (the slope of ln||.||_2 over the second half of the "
-              "lags, natural log per step) beside lambda_1.",
+              "lags, natural log per step; -inf where the product became exactly zero, as lambda_1 is -inf "
+              "there and `steps_per_e_fold` 0) beside lambda_1.",
               "- `norms.csv`: every run and recorded lag: `ln` of the spectral and Frobenius norms of the whole "
               "state's product, of `dL_{t+k}/ds_t` for a unit loss gradient on the output state, of the bounds, of "
               "each block and direct path.",

@@ -10,7 +10,14 @@ Schemes (``init``), applied to every parameter of the cell:
 * ``identity``: recurrent matrices the identity, input matrices Gaussian with standard deviation
   0.001, biases zero (the IRNN of Le, Jaitly and Hinton 2015 with a relu cell);
 * ``normal``: recurrent matrices ``N(0, 1) / sqrt(H)`` (the random networks of the circular law),
-  input matrices ``N(0, 1) / sqrt(D)``, biases zero.
+  input matrices ``N(0, 1) / sqrt(D)``, biases zero;
+* ``paper``: the cell's own paper's initialisation where it has one (:data:`PAPER_INITS`), the
+  ``pytorch`` draw for every other parameter.  LRU (Orvieto et al. 2023): ``lambda`` uniform on the
+  ring ``LRU_RING`` of the complex plane (``|lambda|^2`` uniform between the radii squared, phase
+  uniform in ``[0, LRU_MAX_PHASE]``; the cell normalises its input by ``gamma = sqrt(1 - |lambda|^2)``
+  itself), ``B`` ``N(0, 1/(2D))``, ``C`` ``N(0, 1/H)``.  S6 (Gu and Dao 2023): ``A_log = log(1..N)`` in
+  every channel (S4D-real, ``A = -(1..N)``) and the step's bias ``b_dt`` the inverse softplus of a
+  ``Delta`` log-uniform in ``S6_DT``.
 
 Recurrent matrices are the ``(H, H)`` parameters that multiply a previous state.  ``scale_by`` says
 what the scale sets, for each recurrent matrix: ``gain`` multiplies the scheme's draw by ``scale`` (PyTorch's ``gain``);
@@ -28,7 +35,11 @@ import sympy as sp
 
 from ..errors import ParameterError, UnknownNameError
 
-INITS = ("pytorch", "xavier", "orthogonal", "identity", "normal")
+INITS = ("pytorch", "xavier", "orthogonal", "identity", "normal", "paper")
+#: the LRU's ring of ``|lambda|`` and largest phase under ``init="paper"``
+LRU_RING, LRU_MAX_PHASE = (0.9, 0.999), 2 * np.pi
+#: the range of S6's step ``Delta = softplus(b_dt)`` under ``init="paper"`` (log-uniform)
+S6_DT = (1e-3, 1e-1)
 SCALE_BY = ("gain", "radius", "sigma")
 
 
@@ -108,7 +119,8 @@ def make_params(model, init="pytorch", scale=1.0, scale_by="gain", seed=0, forge
         Only its cell and sizes are used.
     init : str
         ``pytorch`` (uniform ``1/sqrt(H)``), ``xavier``, ``orthogonal``, ``identity`` (IRNN:
-        recurrent ``I``, inputs ``N(0, 0.001^2)``, biases 0) or ``normal`` (``N(0, 1)/sqrt(H)``).
+        recurrent ``I``, inputs ``N(0, 0.001^2)``, biases 0), ``normal`` (``N(0, 1)/sqrt(H)``) or
+        ``paper`` (the LRU's ring and S6's S4D-real ``A`` and ``Delta`` range; see the module's text).
     scale : float
         Applied to the recurrent ``(H, H)`` matrices and the diagonal recurrent weights (a vector that
         multiplies a previous state, as IndRNN's ``w``) only; a cell with neither gets a
@@ -146,7 +158,7 @@ def make_params(model, init="pytorch", scale=1.0, scale_by="gain", seed=0, forge
                       f"(no (H, H) matrix and no vector that multiplies a previous state); its recurrence is "
                       f"set by its gates and inputs.", RuntimeWarning, stacklevel=2)
     for name, shape in model.param_shapes.items():
-        if init == "pytorch":
+        if init in ("pytorch", "paper"):
             bound = 1.0 / np.sqrt(model.sizes["H"])
             params[name] = rng.uniform(-bound, bound, shape)
         elif name in diagonal:  # a diagonal recurrent matrix: the init's diagonal
@@ -166,12 +178,49 @@ def make_params(model, init="pytorch", scale=1.0, scale_by="gain", seed=0, forge
         else:  # xavier, and the input matrices of orthogonal
             a = np.sqrt(6.0 / (shape[0] + shape[1]))
             params[name] = rng.uniform(-a, a, shape)
+    if init == "paper":
+        _paper(model, params, rng)
     for name in recurrent:
         params[name] = rescale(params[name], scale, scale_by, name)
     if forget_bias is not None:
         check_forget_bias(model, forget_bias)
         params["b_f"] = np.full(model.param_shapes["b_f"], float(forget_bias))
     return params
+
+
+def _lru_paper(model, params, rng):
+    shapes, (r_min, r_max) = model.param_shapes, LRU_RING
+    u1, u2 = rng.uniform(0.0, 1.0, shapes["nu"]), rng.uniform(0.0, 1.0, shapes["theta"])
+    params["nu"] = np.log(-0.5 * np.log(u1 * (r_max ** 2 - r_min ** 2) + r_min ** 2))  # |lambda| = exp(-exp(nu))
+    params["theta"] = np.log(LRU_MAX_PHASE * u2)  # arg(lambda) = exp(theta)
+    for name in ("B_re", "B_im"):
+        params[name] = rng.standard_normal(shapes[name]) / np.sqrt(2 * model.sizes["D"])
+    for name in ("C_re", "C_im"):
+        params[name] = rng.standard_normal(shapes[name]) / np.sqrt(model.sizes["H"])
+
+
+def _s6_paper(model, params, rng):
+    N = model.sizes["SN"]
+    params["A_log"] = np.tile(np.log(np.arange(1, N + 1, dtype=np.float64)), model.sizes["H"])  # channel-major
+    lo, hi = np.log(S6_DT[0]), np.log(S6_DT[1])
+    dt = np.exp(rng.uniform(lo, hi, model.param_shapes["b_dt"]))
+    params["b_dt"] = dt + np.log(-np.expm1(-dt))  # softplus(b_dt) = dt
+
+
+#: the cells with a paper initialisation: ``{cell name: (its parameters, the function that sets them)}``
+PAPER_INITS = {"lru": (("nu", "theta", "B_re", "B_im", "C_re", "C_im"), _lru_paper),
+               "s6": (("A_log", "b_dt"), _s6_paper)}
+
+
+def _paper(model, params, rng):
+    """``init="paper"``: the cell's paper initialisation over the ``pytorch`` draw (a warning when it has none)."""
+    entry = PAPER_INITS.get(model.cell.name)
+    if entry is None or not set(entry[0]) <= set(model.param_shapes):
+        warnings.warn(f"init='paper': the cell {model.cell.name!r} has no paper initialisation here (only "
+                      f"{sorted(PAPER_INITS)}); its parameters are PyTorch's default draw.", RuntimeWarning,
+                      stacklevel=3)
+        return
+    entry[1](model, params, rng)
 
 
 def check_forget_bias(model, forget_bias):
