@@ -272,6 +272,24 @@ def test_the_search_judges_the_forward_of_what_it_draws(mistake):
     assert found.cases[-1].label.endswith("found by search (symrnn.strategies)"), str(found)
 
 
+def test_the_search_runs_in_loss_mode_with_padding_masks():
+    """A masked loss is searched with masked drawn cases (the search was skipped, with only a note)."""
+    correct = cs231n_rnn.make().temporal_affine_softmax_loss
+
+    def wrong_for_two_sequences(params, x, h0, y, mask=None):
+        loss, grads = correct(params, x, h0, y, mask)
+        if x.shape[0] == 2 and x.shape[1] >= 5:
+            grads = dict(grads, Wh=grads["Wh"] * 1.01)
+        return loss, grads
+
+    kwargs = dict(reduction="batch-mean", mask=True, search=25)
+    right = V.verify_loss(correct, "rnn-tanh", "cs231n", **kwargs)
+    assert right.ok and right.searched == 25 and not right.notes, str(right)
+    found = V.verify_loss(wrong_for_two_sequences, "rnn-tanh", "cs231n", **kwargs)
+    assert not found.ok and [g.name for g in found.wrong] == ["dWh"], str(found)
+    assert found.cases[-1].label.endswith("found by search (symrnn.strategies)"), str(found)
+
+
 @pytest.mark.parametrize("name", ["cs231n_rnn", "cs231n_lstm", "dlfs2_gru"])
 def test_correct_code_searched_by_hypothesis_gets_no_fingerprint(name):
     kwargs = {} if name.startswith("dlfs2") else {"search": 25}

@@ -414,9 +414,9 @@ def verify_loss(fn, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, K=3, T=8, N=3
                               mask and "mask" in sig.forward_args)
     declared = Declared(_meta("loss", cell, adapter.layout, K=K, **kwargs),
                         None if one_hot else lambda D, H: _model(cell, D, H, K, **kwargs),
-                        (fn,), save_to, search=0 if one_hot or mask else search, zero_states=zero,
+                        (fn,), save_to, search=0 if one_hot else search, zero_states=zero,
                         cli=_cli_expressible(cell, layout, signature) and module is None,
-                        notes=_unsearched(search, one_hot, mask))
+                        notes=_unsearched(search, one_hot), masks=bool(mask and "mask" in sig.forward_args))
     return run_declared(adapter, lambda: problems, declared, replayed, truncation, clip)
 
 
@@ -453,12 +453,12 @@ def _loss_problems(model, plan, seed, zero, targets, one_hot=False, masks=False)
     return problems
 
 
-def _unsearched(search, one_hot, mask):
-    """The note that ``search=`` was not run (drawn cases have neither one-hot inputs nor masks)."""
-    if not search or not (one_hot or mask):
+def _unsearched(search, one_hot):
+    """The note that ``search=`` was not run (drawn cases have no one-hot inputs)."""
+    if not search or not one_hot:
         return []
-    return [f"search={search} was not run: drawn cases have no "
-            + ("one-hot inputs from class ids" if one_hot else "padding masks") + "; only the fixed cases ran"]
+    return [f"search={search} was not run: drawn cases have no one-hot inputs from class ids; only the fixed "
+            f"cases ran"]
 
 
 def _verify_stack_loss(fn, cell, layout, *, D, H, K, T, N, loss, reduction, architecture, scale, seed, signature,

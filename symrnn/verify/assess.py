@@ -29,9 +29,7 @@ def _forward_excess(run, ex, unit, factor, spread):
         diff = np.abs(user - ref)
         allowed = 8 * unit * factor * (1 + np.abs(ref))
         if np.any(diff > allowed) and spread is not None:
-            states = spread().states[s]
-            allowed = np.maximum(allowed, J.SAFETY * (states if user.shape[0] == states.shape[0]
-                                                      else states[-user.shape[0]:]))
+            allowed = np.maximum(allowed, J.SAFETY * _row_spread(spread().states[s], user.shape[0]))
         ratio = diff / allowed
         if ratio.size and ratio.max() > 1:
             t = int(np.argwhere(ratio > 1)[0][0])
@@ -41,6 +39,15 @@ def _forward_excess(run, ex, unit, factor, spread):
     if first is not None:  # the ratio stays the largest anywhere; the state and step are where it starts
         worst = (worst[0], first[2], first[0], worst[3], worst[4])
     return worst
+
+
+def _row_spread(states, steps):
+    """The spread of the rounded recomputations' states, the last ``steps`` steps, as the largest entry of
+    each step and sequence (a row).  Once a chaotic forward has amplified rounding to the size of the
+    states, a few recomputations spread widely but not in every entry: one that happens to agree in a
+    unit is no bound on how far correct code that rounds otherwise lands there."""
+    states = states if states.shape[0] == steps else states[-steps:]
+    return np.max(states, axis=tuple(range(2, states.ndim)), keepdims=True) if states.ndim > 2 else states
 
 
 def _forward_check(model, run, ex, factor, spread=None, unit=J.U32):

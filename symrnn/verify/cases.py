@@ -35,6 +35,7 @@ class Declared:
     cli: bool = True  # the CLI can express the declaration (built-in cell, preset layout and signature)
     notes: list = field(default_factory=list)  # what the verification could not do, said in the report
     zero_states: tuple = ()  # initial states the user's code does not take (zero on both sides)
+    masks: bool = False  # the user's loss takes a padding mask: drawn cases get one too
     found: str = ""  # the cell and layout found from the code (verify_layer(..., cell=None)), for the report
     command: object = None  # path -> the replay command, when the user declared less than the verifier ran
 
@@ -51,6 +52,10 @@ def search_failure(adapter, declared, max_T, truncation=None, clip=None):
 
     def prepare(problem):
         h0 = {s: np.zeros_like(v) if s in declared.zero_states else v for s, v in problem.h0.items()}
+        if declared.masks:  # padded sequences of drawn lengths, the first one full
+            lengths = np.random.default_rng([problem.T, problem.N]).integers(1, problem.T + 1, size=problem.N)
+            lengths[0] = problem.T
+            problem = replace(problem, mask=np.arange(problem.T)[:, None] < lengths[None, :])
         return replace(problem, h0=h0, truncation=truncation, clip=clip)
 
     def fails(problem):  # a differing or non-finite forward, a wrong gradient or the code raising
