@@ -29,6 +29,8 @@ from .. import cache
 from .bptt import assemble, local_terms
 from .functions import RULES, rule_of
 from .hoist import backward_lines, forward_lines, hoisted_groups
+from .transient import (accumulators, once_lines, parameter_lets, step_buffers, step_only_buffers,
+                        transient_groups, transient_product)
 from .structure import fixed_code, fold_values, spread_values
 from .stored import own_functions_only
 from .symbols import MatVec, Param, bar, linear_maps, parse, tsym
@@ -210,6 +212,14 @@ class BlockCode:
         return hoisted_groups(self)
 
     @functools.cached_property
+    def parameter_lets(self):  # lets of vector parameters only, computed once (symrnn.engine.transient)
+        return parameter_lets(self)
+
+    @functools.cached_property
+    def transient(self):  # groups of spreads and folds made per step, never stored (symrnn.engine.transient)
+        return transient_groups(self)
+
+    @functools.cached_property
     def lets(self):
         return [parse(e.target)[0] for e in self.equations if e.kind == "let"]
 
@@ -280,8 +290,11 @@ class BlockCode:
         return names
 
     # -- forward ------------------------------------------------------------
-    def _forward_source(self):
+    def _forward_source(self, lean=True):
+        """The forward's source; ``lean``: the NumPy code's (:mod:`symrnn.engine.transient`), else every
+        let and product stored at every step (the fused writer's layout)."""
         atom_names = self._atom_names()
+        once, transient = (self.parameter_lets, self.transient) if lean else (set(), set())
         printer = StepPrinter(atom_names)
         lines = ["def forward(params, X, S0, sizes, empty=fresh):",
                  "    T, N = X.shape[0], X.shape[1]",
@@ -296,12 +309,13 @@ class BlockCode:
             lines.append(f"    {code_name(s, 'S')} = empty({'S_' + s!r}, (T + 1, N, {size}), dtype)")
             lines.append(f"    {code_name(s, 'S')}[0] = S0[{s!r}]")
         for e in self.equations:
-            if e.kind == "let":
+            if e.kind == "let" and e.target not in once:
                 b = parse(e.target)[0]
                 lines.append(f"    {code_name(b, 'C')} = empty({'C_' + b!r}, (T, N, {self.sizes[e.target]}), dtype)")
-        stored = [g for g in self.groups.values() if not self._hoisted(g)]
+        stored = [g for g in self.groups.values() if not self._hoisted(g) and g.index not in transient]
         for g in stored:
             lines.append(f"    P{g.index} = empty('P{g.index}', (T, N, {self._total_rows(g)}), dtype)")
+        lines += (once_lines(self, printer) if lean else []) + step_buffers(self, lean)
         lines += forward_lines(self) + ["    for t in range(T):"]
         body = []
         if any(t.matrix is None for t in self.terms.get(self.input_symbol, [])):  # x[t] read elementwise
@@ -312,6 +326,8 @@ class BlockCode:
             for g in first_read:
                 if self._hoisted(g):
                     body.append(f"p{g.index} = P{g.index}[t]")
+                elif g.index in transient:
+                    body += transient_product(self, g, printer._print(g.vector))
                 elif self._fixed_group(g):  # a matrix cell's spreads and folds: copies and sums, no product
                     body.append(f"p{g.index} = P{g.index}[t]")
                     body += self._fixed_lines(g, printer._print(g.vector), f"p{g.index}", transpose=False)
@@ -319,13 +335,16 @@ class BlockCode:
                     body.append(f"p{g.index} = np.matmul({printer._print(g.vector)}, G{g.index}, out=P{g.index}[t])")
                 body += self._unpack(g, atom_names)
             base = parse(e.target)[0]
+            if e.target in once:
+                body.append(f"{code_name(e.target)} = {code_name(base, 'once')}")
+                continue
             body.append(f"{code_name(e.target)} = " + (f"{code_name(base, 'S')}[t + 1]" if e.kind == "state"
                                                        else f"{code_name(base, 'C')}[t]"))
             body.append(printer.into(code_name(e.target), e.rhs))
         lines += ["        " + b for b in body]
         cache = [f"{'S_' + s!r}: {code_name(s, 'S')}" for s in self.states]
         cache += [f"{'C_' + b!r}: {code_name(b, 'C')}" for b in self.lets]
-        cache += [f"'P{g.index}': P{g.index}" for g in self.groups.values()]
+        cache += [f"'P{g.index}': P{g.index}" for g in self.groups.values() if g.index not in transient]
         lines.append("    return {" + ", ".join(cache) + "}")
         return "\n".join(lines) + "\n"
 
@@ -339,9 +358,9 @@ class BlockCode:
     def _fixed_group(self, g):  # every matrix of group g a spread or fold (symrnn.engine.structure)
         return all(self.params[m].fixed for m in g.matrices)
 
-    def _fixed_lines(self, g, source, target, transpose):  # symrnn.engine.structure.fixed_code
+    def _fixed_lines(self, g, source, target, transpose, bind=False):  # symrnn.engine.structure.fixed_code
         slices = self._slices(g) if len(g.atoms) > 1 else [(None, None)]
-        return fixed_code([self.params[m].fixed for m in g.matrices], slices, source, target, transpose)
+        return fixed_code([self.params[m].fixed for m in g.matrices], slices, source, target, transpose, bind)
 
     def _total_rows(self, g):
         return str(sp.Add(*[sp.Symbol(r) for r in g.rows]))
@@ -360,7 +379,7 @@ class BlockCode:
 
     # -- backward -----------------------------------------------------------
     def _backward_source(self):
-        return BackwardWriter(self).source()
+        return BackwardWriter(self, lean=True).source()
 
     def _term(self, v, atom):
         for t in self.terms[v]:
@@ -407,11 +426,12 @@ class BackwardWriter:
     loop the buffer feeds the stacked product ``Q[t] @ G`` that sends the
     adjoint back to the group's vector, after the loop it gives the gradients
     of the group's matrices in one product.  Vector parameters sum their q's
-    over time and batch, from a group buffer when one holds them.
+    over time and batch, from a group buffer when one holds them.  ``lean``: the NumPy code's buffers
+    (:mod:`symrnn.engine.transient`; the fused writer keeps every buffer per step).
     """
 
-    def __init__(self, block):
-        self.block = block
+    def __init__(self, block, lean=False):
+        self.block, self.lean = block, lean
         self.printer = StepPrinter(block._atom_names())
         self.all_terms = [t for ts in block.terms.values() for t in ts]
         self.coefs = sorted({t.coef for t in self.all_terms if not t.coef.is_number}, key=sp.default_sort_key)
@@ -430,9 +450,10 @@ class BackwardWriter:
             if content not in self.buffers:
                 self.buffers[content] = (f"Q{len(self.buffers)}", g)
             self.group_buffer[g.index] = self.buffers[content][0]
+        self.step_only = step_only_buffers(block, self.group_buffer) if lean else set()  # one step's buffers
         self.located = {}  # q -> (group buffer, slice of its columns or None) holding its values at all steps
         for content, (name, g) in self.buffers.items():
-            for q, (a, b) in zip(content, block._slices(g)):
+            for q, (a, b) in zip(content, block._slices(g) if name not in self.step_only else ()):
                 self.located.setdefault(q, (name, f"{a}:{b}" if len(content) > 1 else None))
         self.extra = {}  # q -> own buffer, for q's of vector parameters or inputs found in no group buffer
         for p, spec in block.params.items():
@@ -442,15 +463,20 @@ class BackwardWriter:
         for t in block.sweep.inputs:
             if t.matrix is None:
                 self._own_buffer(self.q_of_term[id(t)], block.sizes[block.input_symbol])
+        self.accumulators = accumulators(block, self) if lean else {}  # q -> its sum over time, (N, size)
         self.slots = {}  # q -> the per-step places it is stored in (computed into the first)
         for content, (name, g) in self.buffers.items():
+            step = "" if name in self.step_only else "t"
+            if step == "" and len(content) == 1:  # one step's single q: a local, no buffer
+                continue
             if len(content) == 1:
-                self.slots.setdefault(content[0], []).append(f"{name}[t]")
+                self.slots.setdefault(content[0], []).append(f"{name}[{step}]" if step else name)
             else:
                 for q, (a, b) in zip(content, block._slices(g)):
-                    self.slots.setdefault(q, []).append(f"{name}[t, :, {a}:{b}]")
+                    self.slots.setdefault(q, []).append(f"{name}[{step + ', ' if step else ''}:, {a}:{b}]")
         for q, (buffer, _) in self.extra.items():
-            self.slots.setdefault(q, []).append(f"{buffer}[t]")
+            if q not in self.accumulators:
+                self.slots.setdefault(q, []).append(f"{buffer}[t]")
         self.emitted_q = set()
         self.fixed_adjoints = []  # per transposed group of spreads and folds: the lines computing it
         self.shared_names = sp.numbered_symbols("w", cls=EngineSymbol)  # factors shared by the q's of one consumer
@@ -476,13 +502,16 @@ class BackwardWriter:
         lines += [f"    {code_name(Param(p))} = params[{p!r}]" for p in block.params]
         cached = ([(code_name(s, "S"), f"S_{s}") for s in block.states]
                   + [(code_name(b, "C"), f"C_{b}") for b in block.lets]
-                  + [(f"P{g.index}", f"P{g.index}") for g in block.groups.values()])
-        lines += [f"    {local} = cache[{key!r}]" for local, key in cached]
+                  + [(f"P{g.index}", f"P{g.index}") for g in block.groups.values()
+                     if not (self.lean and g.index in block.transient)])
+        lines += [f"    {local} = cache[{key!r}]" for local, key in cached] + step_buffers(block, self.lean)
         lines += [f"    G{g.index} = {block._stack(g, transpose=False)}"
                   for g in block.groups.values() if not block._hoisted(g)]
-        lines += [f"    {name} = empty('{name}', (T, N, {block._total_rows(g)}), dtype)"
-                  for name, g in self.buffers.values()]
-        lines += [f"    {name} = empty('{name}', (T, N, {size}), dtype)" for name, size in self.extra.values()]
+        lines += [f"    {name} = empty('{name}', ({'' if name in self.step_only else 'T, '}N, {block._total_rows(g)}), "
+                  f"dtype)" for content, (name, g) in self.buffers.items()
+                  if name not in self.step_only or len(content) > 1]
+        lines += [f"    {name} = np.zeros((N, {size}), dtype=dtype)" if q in self.accumulators else
+                  f"    {name} = empty('{name}', (T, N, {size}), dtype)" for q, (name, size) in self.extra.items()]
         lines += [f"    {code_name(s, 'carry')} = dS[{s!r}]" for s in block.states]
         return lines
 
@@ -492,15 +521,23 @@ class BackwardWriter:
         needed = set()
         for c in self.coefs:
             needed |= c.free_symbols | c.atoms(MatVec)
+        remade = [g for g in block.groups.values() if self.lean and g.index in block.transient
+                  and any(m in needed for m in g.atoms)]  # the spreads and folds the coefficients read
+        needed |= {g.vector for g in remade}
         if block.input_symbol in needed:
             body.append(f"{code_name(block.input_symbol)} = X[t]")
         for s in block.states:
             for off, idx in ((-1, "t"), (0, "t + 1")):
                 if tsym(s, off) in needed:
                     body.append(f"{code_name(tsym(s, off))} = {code_name(s, 'S')}[{idx}]")
-        body += [f"{code_name(tsym(b))} = {code_name(b, 'C')}[t]" for b in block.lets if tsym(b) in needed]
+        once = block.parameter_lets if self.lean else set()  # the same at every step: one row of the cache's
+        body += [f"{code_name(tsym(b))} = {code_name(b, 'C')}[{'0, 0' if tsym(b) in once else 't'}]"
+                 for b in block.lets if tsym(b) in needed]
         for g in block.groups.values():
-            if any(m in needed for m in g.atoms):
+            if g in remade:
+                body += transient_product(block, g, self.printer._print(g.vector))
+                body += block._unpack(g, block._atom_names(), source=f"p{g.index}")
+            elif any(m in needed for m in g.atoms):
                 body += block._unpack(g, block._atom_names(), source=f"P{g.index}[t]")
         body += [f"{sym} = {self.printer.doprint(expr)}" for sym, expr in self.replacements]
         for a in block.sweep.adjoints:
@@ -530,7 +567,7 @@ class BackwardWriter:
                 continue
             lines += [f"{name} = {slots[0]}", self.printer.into(name, expr)]
             lines += [f"{slot} = {name}" for slot in slots[1:]]
-        return lines
+        return lines + [f"{self.accumulators[name]} += {name}" for name in names if name in self.accumulators]
 
     def _adjoint_of(self, u, sends, external=False, carried=False):
         """Code of ``bar u`` at this step: its elementwise terms' q's, then the stacked product of
@@ -540,7 +577,7 @@ class BackwardWriter:
         if any(t.matrix is not None for t in sends) and not block._hoisted(block.groups[u]):  # hoisted: after the loop
             g = block.groups[u]
             name, content = self.group_buffer[g.index], self._content(g)
-            source = content[0] if len(content) == 1 else f"{name}[t]"
+            source = content[0] if len(content) == 1 else (name if name in self.step_only else f"{name}[t]")
             if block._fixed_group(g):  # the transposes of spreads and folds: sums and copies
                 parts.append(f"a{len(self.fixed_adjoints)}")
                 self.fixed_adjoints.append(block._fixed_lines(g, source, parts[-1], transpose=True))
@@ -578,7 +615,8 @@ class BackwardWriter:
                 buffer, columns = self._location(self.q_of_term[id(t)])
                 if buffer not in summed:
                     summed.add(buffer)
-                    lines.append(f"    sum_{buffer} = {buffer}.reshape(T * N, -1).sum(axis=0)")
+                    whole = buffer if buffer in self.accumulators.values() else f"{buffer}.reshape(T * N, -1)"
+                    lines.append(f"    sum_{buffer} = {whole}.sum(axis=0)")
                 sums.append(f"sum_{buffer}" + (f"[{columns}]" if columns else ""))
             lines.append(f"    grads[{p!r}] = {' + '.join(sums) if sums else f'np.zeros(params[{p!r}].shape, dtype=dtype)'}")
         dx = []

@@ -252,7 +252,7 @@ class FusedWriter:
                     else f"{code_name(base, 'C')}[t, n__, {{j}}]")
             program.append(Stmt(code_name(e.target), e.rhs, block.sizes[e.target], [home]))
         body, spills = self._step_code(program, self._reads(), "forward_step_")
-        source = block.forward_source.splitlines()
+        source = block._forward_source(lean=False).splitlines()  # every let and product stored per step
         loop = source.index("    for t in range(T):")
         lines = source[:loop] + [f"    {n} = empty('{n}', (N, {size}), dtype)" for n, size in spills.items()]
         if whole_loop:
