@@ -85,6 +85,9 @@ def step_only_buffers(block, group_buffer) -> set:
 
 def accumulators(block, writer) -> dict:
     """q -> its own buffer, for the q's kept only for a vector parameter's gradient (no input reads them):
-    summed over the steps in one ``(N, size)`` buffer."""
-    inputs = {writer.q_of_term[id(t)] for t in block.sweep.inputs if t.matrix is None}
-    return {q: buffer for q, (buffer, _size) in writer.extra.items() if q not in inputs}
+    summed over the steps in one ``(N, size)`` buffer.  A q of an input let (:mod:`symrnn.engine.hoist`)
+    stays per step: the product after the loop adds to it at every step."""
+    hoisted = {g.vector for g in block.groups.values() if g.index in block.let_hoisted}
+    kept = {writer.q_of_term[id(t)] for t in block.sweep.inputs if t.matrix is None}
+    kept |= {q for (consumer, _coef), q in writer.q_names.items() if consumer in hoisted}
+    return {q: buffer for q, (buffer, _size) in writer.extra.items() if q not in kept}
