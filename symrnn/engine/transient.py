@@ -75,12 +75,15 @@ def step_buffers(block, lean):
             for g in block.groups.values() if g.index in block.transient and len(g.atoms) > 1]
 
 
-def step_only_buffers(block, group_buffer) -> set:
-    """The backward's adjoint buffers that only transient groups use: one step's, ``(N, size)``."""
+def step_only_buffers(block, writer) -> set:
+    """The backward's adjoint buffers that only transient groups use: one step's, ``(N, size)``, the same
+    array at every step.  A buffer holding a q that a carry may keep to the next step stays per step."""
+    carried = {writer.q_of_term[id(t)] for ts in block.sweep.carries.values() for t in ts if t.matrix is None}
     users = {}
     for g in block.groups.values():
-        users.setdefault(group_buffer[g.index], []).append(g.index in block.transient)
-    return {name for name, transient in users.items() if all(transient)}
+        users.setdefault(writer.group_buffer[g.index], []).append(g.index in block.transient)
+    return {name for content, (name, _g) in writer.buffers.items()
+            if all(users[name]) and not set(content) & carried}
 
 
 def accumulators(block, writer) -> dict:
