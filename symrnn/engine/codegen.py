@@ -28,10 +28,11 @@ from sympy.printing.pycode import PythonCodePrinter
 from .. import cache
 from .bptt import assemble, local_terms
 from .functions import RULES, rule_of
-from .hoist import backward_lines, forward_lines, hoisted_groups
-from .structure import fixed_code, fold_values, spread_values
+from .hoist import forward_lines, hoisted_groups
 from .stored import own_functions_only
-from .symbols import MatVec, Param, bar, linear_maps, parse, tsym
+from .structure import fixed_code, fold_values, spread_values
+from .symbols import MatVec, Param, linear_maps, parse, tsym
+from .transient import once_lines, parameter_lets, step_buffers, transient_groups, transient_product
 
 
 class EngineSymbol(sp.Symbol):
@@ -210,6 +211,14 @@ class BlockCode:
         return hoisted_groups(self)
 
     @functools.cached_property
+    def parameter_lets(self):  # lets of vector parameters only, computed once (symrnn.engine.transient)
+        return parameter_lets(self)
+
+    @functools.cached_property
+    def transient(self):  # groups of spreads and folds made per step, never stored (symrnn.engine.transient)
+        return transient_groups(self)
+
+    @functools.cached_property
     def lets(self):
         return [parse(e.target)[0] for e in self.equations if e.kind == "let"]
 
@@ -280,8 +289,11 @@ class BlockCode:
         return names
 
     # -- forward ------------------------------------------------------------
-    def _forward_source(self):
+    def _forward_source(self, lean=True):
+        """The forward's source; ``lean``: the NumPy code's (:mod:`symrnn.engine.transient`), else every
+        let and product stored at every step (the fused writer's layout)."""
         atom_names = self._atom_names()
+        once, transient = (self.parameter_lets, self.transient) if lean else (set(), set())
         printer = StepPrinter(atom_names)
         lines = ["def forward(params, X, S0, sizes, empty=fresh):",
                  "    T, N = X.shape[0], X.shape[1]",
@@ -296,12 +308,13 @@ class BlockCode:
             lines.append(f"    {code_name(s, 'S')} = empty({'S_' + s!r}, (T + 1, N, {size}), dtype)")
             lines.append(f"    {code_name(s, 'S')}[0] = S0[{s!r}]")
         for e in self.equations:
-            if e.kind == "let":
+            if e.kind == "let" and e.target not in once:
                 b = parse(e.target)[0]
                 lines.append(f"    {code_name(b, 'C')} = empty({'C_' + b!r}, (T, N, {self.sizes[e.target]}), dtype)")
-        stored = [g for g in self.groups.values() if not self._hoisted(g)]
+        stored = [g for g in self.groups.values() if not self._hoisted(g) and g.index not in transient]
         for g in stored:
             lines.append(f"    P{g.index} = empty('P{g.index}', (T, N, {self._total_rows(g)}), dtype)")
+        lines += (once_lines(self, printer) if lean else []) + step_buffers(self, lean)
         lines += forward_lines(self) + ["    for t in range(T):"]
         body = []
         if any(t.matrix is None for t in self.terms.get(self.input_symbol, [])):  # x[t] read elementwise
@@ -312,6 +325,8 @@ class BlockCode:
             for g in first_read:
                 if self._hoisted(g):
                     body.append(f"p{g.index} = P{g.index}[t]")
+                elif g.index in transient:
+                    body += transient_product(self, g, printer._print(g.vector))
                 elif self._fixed_group(g):  # a matrix cell's spreads and folds: copies and sums, no product
                     body.append(f"p{g.index} = P{g.index}[t]")
                     body += self._fixed_lines(g, printer._print(g.vector), f"p{g.index}", transpose=False)
@@ -319,13 +334,16 @@ class BlockCode:
                     body.append(f"p{g.index} = np.matmul({printer._print(g.vector)}, G{g.index}, out=P{g.index}[t])")
                 body += self._unpack(g, atom_names)
             base = parse(e.target)[0]
+            if e.target in once:
+                body.append(f"{code_name(e.target)} = {code_name(base, 'once')}")
+                continue
             body.append(f"{code_name(e.target)} = " + (f"{code_name(base, 'S')}[t + 1]" if e.kind == "state"
                                                        else f"{code_name(base, 'C')}[t]"))
             body.append(printer.into(code_name(e.target), e.rhs))
         lines += ["        " + b for b in body]
         cache = [f"{'S_' + s!r}: {code_name(s, 'S')}" for s in self.states]
         cache += [f"{'C_' + b!r}: {code_name(b, 'C')}" for b in self.lets]
-        cache += [f"'P{g.index}': P{g.index}" for g in self.groups.values()]
+        cache += [f"'P{g.index}': P{g.index}" for g in self.groups.values() if g.index not in transient]
         lines.append("    return {" + ", ".join(cache) + "}")
         return "\n".join(lines) + "\n"
 
@@ -339,9 +357,9 @@ class BlockCode:
     def _fixed_group(self, g):  # every matrix of group g a spread or fold (symrnn.engine.structure)
         return all(self.params[m].fixed for m in g.matrices)
 
-    def _fixed_lines(self, g, source, target, transpose):  # symrnn.engine.structure.fixed_code
+    def _fixed_lines(self, g, source, target, transpose, bind=False):  # symrnn.engine.structure.fixed_code
         slices = self._slices(g) if len(g.atoms) > 1 else [(None, None)]
-        return fixed_code([self.params[m].fixed for m in g.matrices], slices, source, target, transpose)
+        return fixed_code([self.params[m].fixed for m in g.matrices], slices, source, target, transpose, bind)
 
     def _total_rows(self, g):
         return str(sp.Add(*[sp.Symbol(r) for r in g.rows]))
@@ -360,7 +378,8 @@ class BlockCode:
 
     # -- backward -----------------------------------------------------------
     def _backward_source(self):
-        return BackwardWriter(self).source()
+        from .backward_code import BackwardWriter  # the module that reads this one's printer
+        return BackwardWriter(self, lean=True).source()
 
     def _term(self, v, atom):
         for t in self.terms[v]:
@@ -396,204 +415,3 @@ class BlockCode:
             "Backward pass: (parameter gradients, dX, dS0)"
         function.__doc__ = f"{kind} of the block {self.name!r}.\n\nGenerated source:\n\n{source}"
         return function
-
-
-class BackwardWriter:
-    """Writes the backward function of one block.
-
-    Every term ``coef * bar y`` gets one local ``q<k>`` (``coef`` forward-only,
-    shared through ``cse``).  The q's of each product group are stored per
-    step in one buffer ``Q<k>`` (groups with the same q's share it): in the
-    loop the buffer feeds the stacked product ``Q[t] @ G`` that sends the
-    adjoint back to the group's vector, after the loop it gives the gradients
-    of the group's matrices in one product.  Vector parameters sum their q's
-    over time and batch, from a group buffer when one holds them.
-    """
-
-    def __init__(self, block):
-        self.block = block
-        self.printer = StepPrinter(block._atom_names())
-        self.all_terms = [t for ts in block.terms.values() for t in ts]
-        self.coefs = sorted({t.coef for t in self.all_terms if not t.coef.is_number}, key=sp.default_sort_key)
-        self.replacements, reduced = sp.cse(self.coefs, symbols=sp.numbered_symbols("k", cls=EngineSymbol),
-                                            order="none")
-        coef_name = dict(zip(self.coefs, reduced))
-        self.q_names, self.q_of_term = {}, {}
-        for t in self.all_terms:  # one q per (consumer, coefficient), named in the order of the terms
-            key = (t.consumer, t.coef)
-            self.q_names.setdefault(key, f"q{len(self.q_names)}")
-            self.q_of_term[id(t)] = self.q_names[key]
-        self.q_expr = {name: coef_name.get(c, c) * bar(y) for (y, c), name in self.q_names.items()}
-        self.buffers, self.group_buffer = {}, {}
-        for g in block.groups.values():
-            content = self._content(g)
-            if content not in self.buffers:
-                self.buffers[content] = (f"Q{len(self.buffers)}", g)
-            self.group_buffer[g.index] = self.buffers[content][0]
-        self.located = {}  # q -> (group buffer, slice of its columns or None) holding its values at all steps
-        for content, (name, g) in self.buffers.items():
-            for q, (a, b) in zip(content, block._slices(g)):
-                self.located.setdefault(q, (name, f"{a}:{b}" if len(content) > 1 else None))
-        self.extra = {}  # q -> own buffer, for q's of vector parameters or inputs found in no group buffer
-        for p, spec in block.params.items():
-            if not spec.is_matrix:
-                for t in block.sweep.params[p]:
-                    self._own_buffer(self.q_of_term[id(t)], spec.shape[0])
-        for t in block.sweep.inputs:
-            if t.matrix is None:
-                self._own_buffer(self.q_of_term[id(t)], block.sizes[block.input_symbol])
-        self.slots = {}  # q -> the per-step places it is stored in (computed into the first)
-        for content, (name, g) in self.buffers.items():
-            if len(content) == 1:
-                self.slots.setdefault(content[0], []).append(f"{name}[t]")
-            else:
-                for q, (a, b) in zip(content, block._slices(g)):
-                    self.slots.setdefault(q, []).append(f"{name}[t, :, {a}:{b}]")
-        for q, (buffer, _) in self.extra.items():
-            self.slots.setdefault(q, []).append(f"{buffer}[t]")
-        self.emitted_q = set()
-        self.fixed_adjoints = []  # per transposed group of spreads and folds: the lines computing it
-        self.shared_names = sp.numbered_symbols("w", cls=EngineSymbol)  # factors shared by the q's of one consumer
-
-    def _content(self, g):
-        return tuple(self.q_of_term[id(self.block._term(g.vector, m))] for m in g.atoms)
-
-    def _own_buffer(self, q, size):
-        if q not in self.located and q not in self.extra:
-            self.extra[q] = (f"B_{q}", size)
-
-    def source(self):
-        lines = self._header() + ["    for t in range(T - 1, -1, -1):"]
-        lines += ["        " + line for line in self._step()]
-        return "\n".join(lines + self._gradients()) + "\n"
-
-    def _header(self):
-        block = self.block
-        lines = ["def backward(params, X, cache, EXT, dS, sizes, empty=fresh):",
-                 "    T, N = X.shape[0], X.shape[1]",
-                 "    dtype = X.dtype"]
-        lines += block._size_lines()
-        lines += [f"    {code_name(Param(p))} = params[{p!r}]" for p in block.params]
-        cached = ([(code_name(s, "S"), f"S_{s}") for s in block.states]
-                  + [(code_name(b, "C"), f"C_{b}") for b in block.lets]
-                  + [(f"P{g.index}", f"P{g.index}") for g in block.groups.values()])
-        lines += [f"    {local} = cache[{key!r}]" for local, key in cached]
-        lines += [f"    G{g.index} = {block._stack(g, transpose=False)}"
-                  for g in block.groups.values() if not block._hoisted(g)]
-        lines += [f"    {name} = empty('{name}', (T, N, {block._total_rows(g)}), dtype)"
-                  for name, g in self.buffers.values()]
-        lines += [f"    {name} = empty('{name}', (T, N, {size}), dtype)" for name, size in self.extra.values()]
-        lines += [f"    {code_name(s, 'carry')} = dS[{s!r}]" for s in block.states]
-        return lines
-
-    def _step(self):
-        """The body of the backward loop: load, coefficients, adjoints, stores."""
-        block, body = self.block, []
-        needed = set()
-        for c in self.coefs:
-            needed |= c.free_symbols | c.atoms(MatVec)
-        if block.input_symbol in needed:
-            body.append(f"{code_name(block.input_symbol)} = X[t]")
-        for s in block.states:
-            for off, idx in ((-1, "t"), (0, "t + 1")):
-                if tsym(s, off) in needed:
-                    body.append(f"{code_name(tsym(s, off))} = {code_name(s, 'S')}[{idx}]")
-        body += [f"{code_name(tsym(b))} = {code_name(b, 'C')}[t]" for b in block.lets if tsym(b) in needed]
-        for g in block.groups.values():
-            if any(m in needed for m in g.atoms):
-                body += block._unpack(g, block._atom_names(), source=f"P{g.index}[t]")
-        body += [f"{sym} = {self.printer.doprint(expr)}" for sym, expr in self.replacements]
-        for a in block.sweep.adjoints:
-            body += self._assigned(code_name(bar(a.target)), a.target, a.sends, a.external, a.carried)
-            body += self._qs_of(a.target)
-        for s, ts in block.sweep.carries.items():
-            body += self._assigned(code_name(s, "carry"), tsym(s, -1), ts)
-        return body
-
-    def _assigned(self, name, u, sends, external=False, carried=False):
-        """``name = bar u``, after the lines of the transposed spreads and folds it adds up."""
-        before, rhs = len(self.fixed_adjoints), self._adjoint_of(u, sends, external, carried)
-        return [line for lines in self.fixed_adjoints[before:] for line in lines] + [f"{name} = {rhs}"]
-
-    def _qs_of(self, y):
-        """Compute the q's of consumer ``y`` (sharing their common factors through ``cse``):
-        into their buffer slot when they have one."""
-        names = [name for (consumer, _), name in self.q_names.items()
-                 if consumer == y and name not in self.emitted_q]
-        self.emitted_q.update(names)
-        shared, exprs = sp.cse([self.q_expr[n] for n in names], symbols=self.shared_names, order="none")
-        lines = [f"{sym} = {self.printer.doprint(expr)}" for sym, expr in shared]
-        for name, expr in zip(names, exprs):
-            slots = self.slots.get(name)
-            if not slots:
-                lines.append(f"{name} = {self.printer.doprint(expr)}")
-                continue
-            lines += [f"{name} = {slots[0]}", self.printer.into(name, expr)]
-            lines += [f"{slot} = {name}" for slot in slots[1:]]
-        return lines
-
-    def _adjoint_of(self, u, sends, external=False, carried=False):
-        """Code of ``bar u`` at this step: its elementwise terms' q's, then the stacked product of
-        its group (the terms sent back through ``P u``), then the outside array and the carry."""
-        block = self.block
-        parts = [self.q_of_term[id(t)] for t in sends if t.matrix is None]
-        if any(t.matrix is not None for t in sends) and not block._hoisted(block.groups[u]):  # hoisted: after the loop
-            g = block.groups[u]
-            name, content = self.group_buffer[g.index], self._content(g)
-            source = content[0] if len(content) == 1 else f"{name}[t]"
-            if block._fixed_group(g):  # the transposes of spreads and folds: sums and copies
-                parts.append(f"a{len(self.fixed_adjoints)}")
-                self.fixed_adjoints.append(block._fixed_lines(g, source, parts[-1], transpose=True))
-            else:
-                parts.append(f"({content[0]} @ G{g.index})" if len(content) == 1 else f"({name}[t] @ G{g.index})")
-        base = parse(u)[0]
-        if external:
-            parts.append(f"EXT[{base!r}][t]")
-        if carried:
-            parts.append(code_name(base, "carry"))
-        if parts:
-            return " + ".join(parts)
-        return f"np.zeros((N, {block.sizes[u]}), dtype=dtype)"  # nothing reads u
-
-    def _gradients(self):
-        """After the loop: each group's matrices in one product, vectors as sums, dX."""
-        block = self.block
-        lines, pieces = ["    grads = {}"] + backward_lines(self), {}
-        for g in block.groups.values():
-            if block._fixed_group(g):  # spreads and folds are not trained
-                continue
-            values = block._stacked_values(g.vector)
-            lines.append(f"    dG{g.index} = {self.group_buffer[g.index]}.reshape(T * N, -1).T @ {values}.reshape(T * N, -1)")
-            for m, (a, b) in zip(g.atoms, block._slices(g)):
-                pieces.setdefault(m.args[0].name, []).append(f"dG{g.index}" if len(g.atoms) == 1 else f"dG{g.index}[{a}:{b}]")
-        lines += [f"    grads[{P!r}] = {' + '.join(ps)}" for P, ps in pieces.items()]
-        lines += [f"    grads[{P!r}] = np.zeros(params[{P!r}].shape, dtype=dtype)"  # declared, never used
-                  for P, spec in block.params.items() if spec.is_matrix and P not in pieces and not spec.fixed]
-        summed = set()  # each buffer is summed over time and batch once, then sliced
-        for p, spec in block.params.items():
-            if spec.is_matrix:
-                continue
-            sums = []
-            for t in block.sweep.params[p]:
-                buffer, columns = self._location(self.q_of_term[id(t)])
-                if buffer not in summed:
-                    summed.add(buffer)
-                    lines.append(f"    sum_{buffer} = {buffer}.reshape(T * N, -1).sum(axis=0)")
-                sums.append(f"sum_{buffer}" + (f"[{columns}]" if columns else ""))
-            lines.append(f"    grads[{p!r}] = {' + '.join(sums) if sums else f'np.zeros(params[{p!r}].shape, dtype=dtype)'}")
-        dx = []
-        if block.input_symbol in block.groups:
-            g = block.groups[block.input_symbol]
-            dx.append(f"({self.group_buffer[g.index]}.reshape(T * N, -1) @ {block._stack(g, transpose=False)})"
-                      f".reshape(T, N, -1)")
-        for t in block.sweep.inputs:
-            if t.matrix is None:
-                buffer, columns = self._location(self.q_of_term[id(t)])
-                dx.append(f"{buffer}[..., {columns}]" if columns else buffer)
-        lines.append(f"    dX = {' + '.join(dx) if dx else 'np.zeros_like(X)'}")
-        lines.append("    return grads, dX, {" + ", ".join(f"{s!r}: {code_name(s, 'carry')}" for s in block.states) + "}")
-        return lines
-
-    def _location(self, q):
-        """``(buffer, columns)`` of q's values at all steps (``columns`` None: the whole buffer)."""
-        return self.located[q] if q in self.located else (self.extra[q][0], None)

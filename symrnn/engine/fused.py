@@ -3,7 +3,7 @@
 The NumPy code of :mod:`symrnn.engine.codegen` runs some 25 ufunc calls per time step over small
 arrays; the time goes to call overhead and memory traffic.  This backend writes the same step
 from the same symbolic terms (the forward equations, and the backward coefficients, ``cse``
-factors and adjoint sums that :class:`~symrnn.engine.codegen.BackwardWriter` prepares), but
+factors and adjoint sums that :class:`~symrnn.engine.backward_code.BackwardWriter` prepares), but
 prints every elementwise statement of a step as scalar code inside one loop over batch and
 units, compiled by Numba: one kernel per forward step and one per reverse step, split only
 where a matrix product must run in between (the products stay NumPy/BLAS calls, as do the

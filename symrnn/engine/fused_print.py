@@ -2,7 +2,7 @@
 
 :class:`FusedWriter` writes, from the symbolic material the NumPy code of
 :mod:`symrnn.engine.codegen` uses (the forward equations; the backward's coefficients, ``cse``
-factors and adjoint sums of :class:`~symrnn.engine.codegen.BackwardWriter`), a *program* per
+factors and adjoint sums of :class:`~symrnn.engine.backward_code.BackwardWriter`), a *program* per
 step: elementwise statements and the matrix products between them.  The statements between two
 products become one kernel (a loop nest over batch and units); the products stay NumPy calls
 in a Python driver.  :func:`sources` gives the texts; :mod:`symrnn.engine.fused_cache` compiles
@@ -14,7 +14,8 @@ import re
 
 import sympy as sp
 
-from .codegen import BackwardWriter, EngineSymbol, StepPrinter, code_name
+from .backward_code import BackwardWriter
+from .codegen import EngineSymbol, StepPrinter, code_name
 from .functions import BUILTIN_FUNCTIONS, RULES
 from .symbols import MatVec, Param, bar, parse, tsym
 
@@ -252,7 +253,7 @@ class FusedWriter:
                     else f"{code_name(base, 'C')}[t, n__, {{j}}]")
             program.append(Stmt(code_name(e.target), e.rhs, block.sizes[e.target], [home]))
         body, spills = self._step_code(program, self._reads(), "forward_step_")
-        source = block.forward_source.splitlines()
+        source = block._forward_source(lean=False).splitlines()  # every let and product stored per step
         loop = source.index("    for t in range(T):")
         lines = source[:loop] + [f"    {n} = empty('{n}', (N, {size}), dtype)" for n, size in spills.items()]
         if whole_loop:

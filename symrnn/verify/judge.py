@@ -143,9 +143,15 @@ class Rounding:
 
         def rounded_forward(*args, **kwargs):
             cache = forward(*args, **kwargs)
-            for key, value in cache.items():
-                if key.startswith(("S_", "C_")):
+            for key, value in list(cache.items()):
+                if not key.startswith(("S_", "C_")):
+                    continue
+                if value.flags.writeable:
                     value *= 1 + ROUNDINGS * self.unit * self.rng.uniform(-1, 1, size=value.shape)
+                else:  # a let of parameters, computed once (a view over all steps): its one value rounds once
+                    once = value[(0,) * (value.ndim - 1)]
+                    once = once * (1 + ROUNDINGS * self.unit * self.rng.uniform(-1, 1, size=once.shape))
+                    cache[key] = np.broadcast_to(once, value.shape)
             return cache
         twin.forward = rounded_forward
         return twin

@@ -1,0 +1,96 @@
+"""What the generated NumPy code keeps for the backward, and what it makes for one step only.
+
+The forward of :mod:`symrnn.engine.codegen` stores every state, let and product at every step
+(``(T, N, size)`` arrays), and the backward stores the adjoints its products send back.  For a
+matrix cell (S6, mLSTM) most of these are full-size ``(N, H * N_state)`` arrays that the other
+pass never needs as stored values: at N=32, T=100, H=128 and a state of 16 each is 52 MB per
+pass, written to memory and read back at every step.  Three kinds are made here per step, or
+once, in place of every step's copy:
+
+* **parameter lets**: a let that reads vector parameters only (S6's ``A = -exp(A_log)``) is the
+  same at every step and for every row of the batch: it is computed once before the loop, and
+  the cache holds it as a read-only view over all steps (``np.broadcast_to``), so every reader
+  of the cache (the decay study, the tangents, the verifier) sees the usual ``(T, N, size)``;
+* **transient products**: the spreads and folds of a matrix state (the fixed groups,
+  :mod:`symrnn.engine.structure`) are copies and sums of values the cache holds: the forward
+  makes them for the step at hand and keeps none, the backward makes again the ones its
+  coefficients read, and their adjoints live in one step's buffer (a fixed matrix has no
+  gradient to sum after the loop);
+* **accumulated sums**: an adjoint term kept only for a vector parameter's gradient (its sum
+  over time and batch) is added into one ``(N, size)`` buffer at every step, not stored per step.
+
+Only the NumPy code does this (``lean``); the fused writer (:mod:`symrnn.engine.fused_print`)
+keeps its own per-step layout.  The values are those of the stored layout (copies and the same
+products), the sums up to their order of addition.
+"""
+from __future__ import annotations
+
+from .symbols import Param, linear_maps, parse
+
+
+def parameter_lets(block) -> set:
+    """The lets of ``block`` (their symbols at step t) whose right-hand side reads vector parameters
+    and numbers only, and that no product reads (a product's vector has a row per batch entry)."""
+    out = set()
+    for e in block.equations:
+        if e.kind != "let" or e.target in block.groups or linear_maps(e.rhs):
+            continue
+        if all(isinstance(s, Param) and s.name in block.params and not block.params[s.name].is_matrix
+               for s in e.rhs.free_symbols):
+            out.add(e.target)
+    return out
+
+
+def transient_groups(block) -> set:
+    """The indices of the groups of spreads and folds done in the loop: made per step, never stored."""
+    return {g.index for g in block.groups.values() if block._fixed_group(g) and not block._hoisted(g)}
+
+
+def once_lines(block, printer):
+    """Lines before the loop: each parameter let's value, and its cache entry over all steps."""
+    from .codegen import code_name  # the module that calls this one
+    lines = []
+    for e in block.equations:
+        if e.target in block.parameter_lets:
+            base = parse(e.target)[0]
+            lines.append(f"    {code_name(base, 'once')} = np.asarray({printer.doprint(e.rhs)}, dtype=dtype)")
+            lines.append(f"    {code_name(base, 'C')} = np.broadcast_to({code_name(base, 'once')}, "
+                         f"(T, N, {block.sizes[e.target]}))")
+    return lines
+
+
+def transient_product(block, g, source):
+    """Lines of the loop making group ``g``'s spreads and folds of ``source`` for this step, as ``p<g>``
+    (one array; with several matrices, one step's buffer ``P<g>`` of their stacked rows)."""
+    if len(g.atoms) == 1:
+        return block._fixed_lines(g, source, f"p{g.index}", transpose=False, bind=True)
+    return [f"p{g.index} = P{g.index}"] + block._fixed_lines(g, source, f"p{g.index}", transpose=False)
+
+
+def step_buffers(block, lean):
+    """Lines before the loop: one step's buffer ``P<g>`` for each transient group of several matrices."""
+    if not lean:
+        return []
+    return [f"    P{g.index} = empty('P{g.index}', (N, {block._total_rows(g)}), dtype)"
+            for g in block.groups.values() if g.index in block.transient and len(g.atoms) > 1]
+
+
+def step_only_buffers(block, writer) -> set:
+    """The backward's adjoint buffers that only transient groups use: one step's, ``(N, size)``, the same
+    array at every step.  A buffer holding a q that a carry may keep to the next step stays per step."""
+    carried = {writer.q_of_term[id(t)] for ts in block.sweep.carries.values() for t in ts if t.matrix is None}
+    users = {}
+    for g in block.groups.values():
+        users.setdefault(writer.group_buffer[g.index], []).append(g.index in block.transient)
+    return {name for content, (name, _g) in writer.buffers.items()
+            if all(users[name]) and not set(content) & carried}
+
+
+def accumulators(block, writer) -> dict:
+    """q -> its own buffer, for the q's kept only for a vector parameter's gradient (no input reads them):
+    summed over the steps in one ``(N, size)`` buffer.  A q of an input let (:mod:`symrnn.engine.hoist`)
+    stays per step: the product after the loop adds to it at every step."""
+    hoisted = {g.vector for g in block.groups.values() if g.index in block.let_hoisted}
+    kept = {writer.q_of_term[id(t)] for t in block.sweep.inputs if t.matrix is None}
+    kept |= {q for (consumer, _coef), q in writer.q_names.items() if consumer in hoisted}
+    return {q: buffer for q, (buffer, _size) in writer.extra.items() if q not in kept}

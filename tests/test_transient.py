@@ -1,0 +1,80 @@
+"""What the generated NumPy code keeps per step (:mod:`symrnn.engine.transient`): S6's spreads and folds
+are never stored, its let of parameters ``A = -exp(A_log)`` is computed once (a read-only view over all
+steps in the cache), and the gradients equal those of the layout that stores everything (the fused
+writer's, compiled here as NumPy code) and of the scalar oracle, an independent route."""
+import numpy as np
+import pytest
+
+import symrnn as sr
+from symrnn.engine.backward_code import BackwardWriter
+from symrnn.engine.cells_matrix import mlstm, s6
+from symrnn.engine.structure import fold_values, spread_values, structural_matrix
+from symrnn.oracles import ScalarOracle
+
+
+def problem(cell, T=5, N=3, D=2, H=4, seed=0):
+    m = sr.Model(cell, D=D, H=H, loss="upstream").compile()
+    rng = np.random.default_rng(seed)
+    X, G = rng.normal(size=(T, N, D)), rng.normal(size=(T, N, m.state_size(m.out)))
+    return m, m.init_params(seed=seed, scale=0.7), X, G
+
+
+def stored_everywhere(code):
+    """The block's forward and backward with every let and product stored per step (``lean=False``)."""
+    return (code._compile(code._forward_source(lean=False), "forward"),
+            code._compile(BackwardWriter(code, lean=False).source(), "backward"))
+
+
+@pytest.mark.parametrize("cell", [s6(3), s6(2, "zoh"), mlstm(2)], ids=["s6", "s6-zoh", "mlstm"])
+def test_lean_code_equals_the_stored_layout(cell):
+    m, params, X, G = problem(cell)
+    code = m.cell_code
+    lean = m.loss_and_grads(params, X, G)
+    code.forward, code.backward = stored_everywhere(code)
+    full = m.loss_and_grads(params, X, G)
+    assert abs(lean[0] - full[0]) <= 1e-12 * max(1.0, abs(full[0]))
+    for k, g in full[1].items():
+        assert np.abs(lean[1][k] - g).max() <= 1e-12 * max(1.0, np.abs(g).max()), k
+
+
+def test_s6_stores_no_spread_and_computes_A_once():
+    m, params, X, G = problem(s6(3))
+    code = m.cell_code
+    spreads = {f"P{g.index}" for g in code.groups.values() if code._fixed_group(g)}
+    assert spreads and code.transient == {int(p[1:]) for p in spreads}
+    _p, _X, cache = m.run_cell(params, X)
+    assert not spreads & set(cache)
+    A = cache["C_A"]
+    assert A.shape == (5, 3, m.sizes["HN"]) and not A.flags.writeable and A.strides[:2] == (0, 0)
+    np.testing.assert_array_equal(A[2, 1], -np.exp(params["A_log"]))
+    assert "exp__fn(A_log__p)" in code.forward_source.split("for t in range(T):")[0]  # before the loop
+    for p in spreads:
+        assert f"empty('{p}', (T," not in code.forward_source
+        assert f"cache['{p}']" not in code.backward_source
+
+
+def test_s6_agrees_with_the_scalar_oracle():
+    m, params, X, G = problem(s6(2), T=3, N=2, D=2, H=2)
+    loss, grads = m.loss_and_grads(params, X, G)
+    ref_loss, ref = ScalarOracle(m, 3, 3).loss_and_grads(params, X, G)
+    assert abs(loss - ref_loss) <= 1e-12 * max(1.0, abs(ref_loss))
+    for k, g in ref.items():
+        assert np.abs(grads[k] - g).max() <= 1e-12 * max(1.0, np.abs(g).max()), k
+
+
+@pytest.mark.parametrize("heads, repeat, block", [(3, 4, 1), (1, 5, 3), (2, 3, 4), (4, 1, 2), (1, 6, 1)])
+def test_spreads_and_folds_are_the_products_with_their_matrices(heads, repeat, block):
+    rng = np.random.default_rng(1)
+    small, big = heads * block, heads * repeat * block
+    v, y = rng.normal(size=(7, small)), rng.normal(size=(7, big))
+    np.testing.assert_array_equal(spread_values(v, repeat, block),
+                                  v @ structural_matrix("spread", big, small, repeat, block).T)
+    np.testing.assert_allclose(fold_values(y, repeat, block),
+                               y @ structural_matrix("fold", small, big, repeat, block).T, rtol=1e-13, atol=1e-13)
+
+
+def test_the_fused_writer_keeps_the_stored_layout():
+    """The fused writer reads the forward's header for its per-step arrays: it gets the stored layout."""
+    m, _params, _X, _G = problem(s6(3))
+    source = m.cell_code._forward_source(lean=False)
+    assert all(f"empty('P{i}', (T," in source for i in m.cell_code.transient)
