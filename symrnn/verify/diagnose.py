@@ -41,10 +41,22 @@ def fingerprint(adapter, failing):
             clipped = explain_clipping(model, failing) if clipped is None else clipped
             if clipped:
                 continue
-        if all(_matches(run, candidate(model, problem, _concrete(mutation, run, model)), ex, dtype_model.unit)
-               for problem, run, ex, dtype_model, _ in cases):
-            return mutation
+        candidates = [(candidate(model, problem, _concrete(mutation, run, model)), run, ex, dtype_model.unit)
+                      for problem, run, ex, dtype_model, _ in cases]
+        for zeroed in ((), mutation.drop_carry):
+            if all(_matches(run, _start_zeroed(model, grads, zeroed), ex, unit) for grads, run, ex, unit in candidates):
+                return mutation
     return None
+
+
+def _start_zeroed(model, grads, states):
+    """A dropped carry's two spellings: the message not added at each step (what step 1 sends back still
+    reaches the initial state: the catalogue's ``grads``), or zeroed (``dc = 0`` passed on to the step
+    before, the initial state's included): ``grads`` with the initial gradients of ``states`` zero."""
+    if not states:
+        return grads
+    return {**grads, **{model.initial_state_key(s): np.zeros_like(grads[model.initial_state_key(s)])
+                        for s in states if model.initial_state_key(s) in grads}}
 
 
 def common_factor(failing) -> str | None:
