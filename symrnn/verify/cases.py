@@ -232,7 +232,10 @@ def _last_wrong_step(adapter, problem, T):
     judged at the case's own sizes and values (the minimal case's rounded values may zero an input
     weight), or None."""
     cut = problem if T == problem.T else prefix(adapter.model, problem, T)
-    failure = judged_failure(adapter, cut)
+    try:
+        failure = judged_failure(adapter, cut)
+    except (UserCodeError, ShapeError, ValueError, ArithmeticError):  # ran while shrinking; never trusted blindly
+        return None
     bad = None if failure is None else wrong_input_steps(adapter.model, cut, failure[1], failure[2])
     return (T, max(bad)) if bad else None
 
