@@ -166,8 +166,10 @@ def _verify_arguments(sub):
                         "forward (a built-in cell in any known layout, else traced from the code); in the other "
                         "modes rnn-tanh")
     p.add_argument("--layout", default=None,
-                   help="cs231n, dlfs2, minchar (or min-char-rnn), pytorch or keras; in layer mode, left out: found "
-                        "from the forward; in the other modes cs231n")
+                   help="cs231n, dlfs2, minchar (or min-char-rnn), pytorch, keras, or symrnn (symrnn's own names: "
+                        "forward(x, h0 or s0, params) -> (h[, states], cache), backward(dh, cache) -> (dx, dh0 or "
+                        "ds0, grads), time-major; with --cell, found from the argument names); in layer mode, left "
+                        "out: found from the forward; in the other modes cs231n")
     p.add_argument("--mode", default="layer", choices=("layer", "step", "loss", "object"))
     p.add_argument("--dtype", default=None, choices=("float64", "float32", "float16", "bfloat16"),
                    help="PyTorch or JAX code (an autograd.Function, custom operator, nn.Module or custom_vjp "

@@ -69,12 +69,15 @@ def test_a_dense_source_gradient_is_judged_with_its_step():
     def loss_fn(params, src, tgt_in, tgt_out):
         loss, grads = own(model)(params, src, tgt_in, tgt_out)
         if len(grads["src"]) > 2:
-            grads["src"][2] *= 1.001  # wrong at source step 3 alone: the message from step 4 to 3
+            grads["src"][2] *= 1.001  # wrong at source step 3 alone: a local derivative of step 3
         return loss, grads
 
     result = V.verify_seq2seq(loss_fn, "rnn-tanh", src_vocab=None)
     assert [g.name for g in result.wrong] == ["dsrc"], str(result)
-    assert (result.localisation["part"], result.localisation["step"]) == ("encoder", 4)
+    # not the message from step 4 to 3 (tryout 4, F3): that would reach steps 1 and 2 too
+    loc = result.localisation
+    assert (loc["part"], loc["step"]) == ("encoder", 3), str(result)
+    assert "in the encoder (t counts its steps from 1), a local derivative at t=3 is wrong" in loc["message"], loc
 
 
 def test_bad_declarations_and_returns_are_refused():

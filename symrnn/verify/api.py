@@ -19,6 +19,7 @@ from .problems import Plan, draw
 from .replay import declared_cli_command, shown_path
 from .result import Verification
 from ..validation import check_count
+from .native import NATIVE, is_native, native_signature, takes_native
 from .signatures import Signature, has_signature, signature_for
 
 
@@ -123,6 +124,11 @@ def verify_layer(forward, backward, cell="rnn-tanh", layout=None, *, D=3, H=4, T
     options = dict(D=D, H=H, T=T, N=N, scale=scale, seed=seed, signature=signature, lengths=lengths,
                    truncation=truncation, clip=clip, replay=replay, save_to=save_to, search=search,
                    zero_states=zero_states)
+    if cell is not None and layout in (None, "auto") and signature is None and takes_native(forward):
+        layout = "symrnn"  # a params dict in symrnn's names (x, h0 or s0, params): no other layout takes one
+    if cell is None and is_native(layout):
+        raise UnknownNameError("layout='symrnn' (symrnn's own names, a params dict) needs the cell declared: pass "
+                               "cell= (on the command line --cell NAME; `symrnn cells` lists them).")
     if cell is None or layout == "auto":  # the forward is the specification
         return _verify_from_code(forward, backward, cell, layout, options, replay_command)
     try:
@@ -156,8 +162,11 @@ def _verify_declared_layer(forward, backward, cell, layout, *, D, H, T, N, scale
     layout = "cs231n" if layout is None else layout
     replayed, D, H, _ = replay_sizes(replay, D, H, None)
     model = _model(cell, D, H, loss="upstream")
-    L = layout_for(layout, cell)
-    sig = _calling_convention(signature, layout, "layer", model.cell)
+    if is_native(layout):  # symrnn's own names: the calling convention read from the code
+        L, sig = NATIVE, signature_for(signature, "layer", model.cell) if signature is not None \
+            else native_signature(forward, backward, model)
+    else:
+        L, sig = layout_for(layout, cell), _calling_convention(signature, layout, "layer", model.cell)
     adapter = LayerFunctions(model, L, sig, forward, backward)
     plan = Plan(T=T, N=N, scale=scale, seed=seed, lengths=lengths)
     zero = _zero_states(model, sig, zero_states)
@@ -494,7 +503,8 @@ def _stacked_model(cell, D, H, K, **options):
 
 
 def _cli_expressible(cell, layout, signature):
-    return isinstance(cell, str) and isinstance(layout, str) and (signature is None or isinstance(signature, str))
+    return isinstance(cell, str) and (isinstance(layout, str) or is_native(layout)) and \
+        (signature is None or isinstance(signature, str))
 
 
 def _meta(mode, cell, layout, **more):

@@ -50,6 +50,21 @@ def _row_spread(states, steps):
     return np.max(states, axis=tuple(range(2, states.ndim)), keepdims=True) if states.ndim > 2 else states
 
 
+def not_finite_message(s, user, ref, t):
+    """What is not finite in the user's state ``s`` (first at step index ``t``) and where, beside the
+    exact value there, and the usual causes: the verifier sees the value, not which operation made it."""
+    bad = ~np.isfinite(user[t])
+    j = np.unravel_index(int(np.argmax(bad)), bad.shape)
+    value = user[t][j]
+    kind = "nan" if np.isnan(value) else f"{value}"
+    return (f"the user's {s} is {kind} at step {t + 1}, sequence {j[0]}, unit {j[-1]} ({int(bad.sum())} of "
+            f"{bad.size} entries of that step are not finite; every earlier step is finite) where the exact "
+            f"forward is {ref[t][j]:.6g}: an operation in the code overflowed, underflowed into a division by 0, "
+            f"or took the log or sqrt of a negative number at that step; usual causes: exp of a large argument "
+            f"(tanh or sigmoid written through exp), a long product over the steps (cumprod in a parallel scan; "
+            f"a scan in log space keeps it finite), a division by a quantity that reached 0")
+
+
 def _forward_check(model, run, ex, factor, spread=None, unit=J.U32):
     """Compare the user's states (or loss) with the exact ones; first step and quantity that differ.
 
@@ -65,9 +80,7 @@ def _forward_check(model, run, ex, factor, spread=None, unit=J.U32):
         ref = ex.states[s] if user.shape[0] == ex.states[s].shape[0] else ex.states[s][-user.shape[0]:]
         if not np.all(np.isfinite(user)):
             t = int(np.argwhere(~np.isfinite(user))[0][0])
-            return ForwardCheck(False, f"the user's {s} is not finite at step {t + 1} where the exact forward is "
-                                       f"{ref[t].flat[0]:.4g} ...: an overflow in a hand-written function "
-                                       f"(tanh or sigmoid through exp?)", s, t + 1, float("inf")), float("inf")
+            return ForwardCheck(False, not_finite_message(s, user, ref, t), s, t + 1, float("inf")), float("inf")
     ratio, s, t, diff, rel = _forward_excess(run, ex, unit, factor, spread)
     if ratio > 1:
         user, ref = run.states[s], ex.states[s]

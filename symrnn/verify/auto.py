@@ -77,7 +77,9 @@ def forward_roles(fn) -> tuple:
             f"Cannot tell the roles of {getattr(fn, '__name__', 'the forward')}'s arguments "
             f"{[p.name for p in parameters]}" + (f" ({unknown} are not names symrnn knows)" if unknown else "")
             + ": give --cell and --layout (and, in Python, signature=symrnn.verify.Signature(...)), or name them "
-              "as CS231n does: x, h0 (prev_h), c0 (prev_c), Wx, Wh, b (W for one matrix over [x, h]).")
+              "as CS231n does: x, h0 (prev_h), c0 (prev_c), Wx, Wh, b (W for one matrix over [x, h])"
+            + ("; code that takes a params dict in symrnn's names is verified with --cell NAME (and --layout "
+               "symrnn)" if any(p.name.lower() in ("params", "p", "weights") for p in parameters) else "") + ".")
     if "W" in roles and ("Wx" in roles or "Wh" in roles) or "W" not in roles and not {"Wx", "Wh"} <= set(roles) \
             or "b" not in roles:
         raise UnknownNameError(f"The forward's arguments {roles} are not input weights, recurrent weights and a bias "

@@ -251,8 +251,9 @@ def locate(adapter, problem, run, ex, verdicts):
     step = None
     if part == "recurrent" and np.unique(problem.x).size == problem.x.size:
         rows = (lambda g: np.asarray(g["emb"])[problem.x])
-        step = first_wrong_step(rows(run.grads), rows(ex.grads), rows(ex.tol))
-    return with_first_wrong_step(out, said, step, "recurrent", problem.label)
+        step = first_wrong_step(rows(run.grads), rows(ex.grads), rows(ex.tol),
+                                "the row of dW_embed of the word read")
+    return with_first_wrong_step(out, said, step, "recurrent network", problem.label)
 
 
 CaptioningVerification = Verification  # one result class for every family: its verdict names the wrong part

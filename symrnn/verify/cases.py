@@ -13,13 +13,13 @@ from ..errors import ShapeError, UnknownNameError, UserCodeError
 from ..models.truncated import Truncation, as_truncation
 from .assess import assess
 from .diagnose import common_factor, explain_clipping, fingerprint, forward_fingerprint, localise, message_probe, \
-    refine_by_fingerprint
+    refine_by_fingerprint, wrong_input_steps
 from .modes import run_twice
 from .lines import exact_line
 from .problems import exact
 from .replay import replay_command
 from .result import CaseResult, Verification
-from .shrink import judged_failure, judged_wrong, load_case, rebuilder, save_case, shrink
+from .shrink import judged_failure, judged_wrong, load_case, prefix, rebuilder, save_case, shrink, shrinks_steps
 
 
 @dataclass
@@ -103,15 +103,17 @@ def run_cases(adapter, problems, mode, layout_name, declared=None):
         runs = _run_each(adapter, problems, mode)
         ok = bool(runs.forward.ok and all(c.ok for c in runs.cases))
         mutation, explanation, line = _name_mistake(adapter, runs.failing, runs.forward_mistake)
-        localisation, minimal = {}, {}
+        localisation, minimal, evidence = {}, {}, {}
+        if runs.failing and declared is not None and not declared.replaying:
+            shortest = min(runs.failing, key=lambda f: f[0].T)[0]
+            minimal = minimal_case(adapter, shortest, declared, explanation is None, evidence)
         scaled = common_factor(runs.failing) if runs.failing and mutation is None and explanation is None else None
         if scaled:  # every gradient off by one factor: no step or path to point at
             localisation = {"message": scaled}
         elif runs.failing:
-            localisation = _localisation(adapter, runs.failing, problems, mode, declared, mutation)
-        if runs.failing and declared is not None and not declared.replaying:
-            shortest = min(runs.failing, key=lambda f: f[0].T)[0]
-            minimal = minimal_case(adapter, shortest, declared, explanation is None)
+            localisation = _localisation(adapter, runs.failing, problems, mode, declared, mutation,
+                                         evidence.get("shortest"))
+        if minimal:
             localisation = _with_shortest_prefix(localisation, minimal["T"], runs.cases)
     searched = declared.search if declared is not None and not declared.replaying and ok else 0
     return Verification(ok, mode, adapter.model.cell.name, layout_name, runs.forward, runs.table, runs.cases,
@@ -167,15 +169,16 @@ def _name_mistake(adapter, failing, forward_mistake):
     return mutation, Truncation(*mutation.truncation) if undeclared else None, exact_line(model, mutation)
 
 
-def _localisation(adapter, failing, problems, mode, declared, mutation):
+def _localisation(adapter, failing, problems, mode, declared, mutation, shortest_prefix=None):
     """Where the mistake is: the probes' findings on the failing cases, the message probe's (layer
-    mode) and what the named mistake says."""
+    mode) and what the named mistake says; ``shortest_prefix``: ``(T, last wrong step)`` of the
+    smallest failing prefix (:func:`minimal_case`), which places a mistake when the probe cannot run."""
     shortest = min(failing, key=lambda f: f[0].T)
     probe = next((f for f in failing if f[0].label.endswith("at the last step only")), None)
     T_main = max(p.T for p in problems)
     messages = message_probe(adapter, declared, T_main) if mode == "layer" else None
     carry = mutation.drop_carry[0] if mutation is not None and mutation.drop_carry and messages is None else None
-    loc = localise(adapter, *(probe or shortest), state=carry)
+    loc = localise(adapter, *(probe or shortest), state=carry, shortest=None if messages else shortest_prefix)
     if probe is not None and probe is not shortest:
         shortest_loc = localise(adapter, *shortest)
         loc.update({k: v for k, v in shortest_loc.items() if k in ("gradient", "block")})
@@ -212,15 +215,20 @@ def _with_shortest_prefix(loc, T_min, cases):
     return out
 
 
-def minimal_case(adapter, problem, declared, unexplained=True):
+def minimal_case(adapter, problem, declared, unexplained=True, evidence=None):
     """Shrink and save; a mistake that clipping does not explain stays unexplained in the smaller
-    case (at T = 1 clipping inside the loop and after it give the same numbers)."""
+    case (at T = 1 clipping inside the loop and after it give the same numbers).  ``evidence`` (a
+    dict) receives ``shortest``, a function that gives ``(T, last step from 0 whose input gradient is
+    wrong)`` of the shortest failing prefix of ``problem`` (the steps keep their indices), when the
+    shrinking tries prefixes."""
     def still_fails(a, p):
         failure = judged_failure(a, p)
         return failure is not None and not (unexplained and explain_clipping(a.model, [failure]))
 
     rebuild = None if declared.make_model is None else rebuilder(adapter, declared.make_model)
     small_adapter, small = shrink(adapter, problem, still_fails, rebuild)
+    if evidence is not None and shrinks_steps(adapter.model):
+        evidence["shortest"] = lambda: _last_wrong_step(adapter, problem, small.T)
     model = small_adapter.model
     meta = dict(declared.meta, D=model.sizes["D"], H=model.sizes["H"])
     small = replace(small, label=f"minimal case T={small.T}, N={small.N}, D={model.sizes['D']}, "
@@ -229,6 +237,19 @@ def minimal_case(adapter, problem, declared, unexplained=True):
     command = declared.command(path) if declared.command is not None else replay_command(declared, path)
     return {"path": path, "T": small.T, "N": small.N, "D": model.sizes["D"], "H": model.sizes["H"],
             "command": command}
+
+
+def _last_wrong_step(adapter, problem, T):
+    """``(T, last step from 0 whose input gradient is wrong)`` of the first ``T`` steps of ``problem``,
+    judged at the case's own sizes and values (the minimal case's rounded values may zero an input
+    weight), or None."""
+    cut = problem if T == problem.T else prefix(adapter.model, problem, T)
+    try:
+        failure = judged_failure(adapter, cut)
+    except (UserCodeError, ShapeError, ValueError, ArithmeticError):  # ran while shrinking; never trusted blindly
+        return None
+    bad = None if failure is None else wrong_input_steps(adapter.model, cut, failure[1], failure[2])
+    return (T, max(bad)) if bad else None
 
 
 # -- the declared cases, or a saved one again -------------------------------------------------

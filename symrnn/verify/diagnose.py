@@ -41,10 +41,22 @@ def fingerprint(adapter, failing):
             clipped = explain_clipping(model, failing) if clipped is None else clipped
             if clipped:
                 continue
-        if all(_matches(run, candidate(model, problem, _concrete(mutation, run, model)), ex, dtype_model.unit)
-               for problem, run, ex, dtype_model, _ in cases):
-            return mutation
+        candidates = [(candidate(model, problem, _concrete(mutation, run, model)), run, ex, dtype_model.unit)
+                      for problem, run, ex, dtype_model, _ in cases]
+        for zeroed in ((), mutation.drop_carry):
+            if all(_matches(run, _start_zeroed(model, grads, zeroed), ex, unit) for grads, run, ex, unit in candidates):
+                return mutation
     return None
+
+
+def _start_zeroed(model, grads, states):
+    """A dropped carry's two spellings: the message not added at each step (what step 1 sends back still
+    reaches the initial state: the catalogue's ``grads``), or zeroed (``dc = 0`` passed on to the step
+    before, the initial state's included): ``grads`` with the initial gradients of ``states`` zero."""
+    if not states:
+        return grads
+    return {**grads, **{model.initial_state_key(s): np.zeros_like(grads[model.initial_state_key(s)])
+                        for s in states if model.initial_state_key(s) in grads}}
 
 
 def common_factor(failing) -> str | None:
@@ -108,9 +120,13 @@ def explain_clipping(model, failing):
     return found
 
 
-def localise(adapter, problem, run, ex, dtype_model, verdicts, state=None):
+def localise(adapter, problem, run, ex, dtype_model, verdicts, state=None, shortest=None):
     """Which gradient, gate block, state path and backward message are wrong (what the probes show);
-    ``state`` names the state whose message is wrong when known (default the output state)."""
+    ``state`` names the state whose message is wrong when known (default the output state);
+    ``shortest`` is ``(T, last wrong step from 0)`` of the smallest failing prefix (or a function that
+    gives it, called only when needed), when shrunk: with
+    what the case itself shows, it tells a local derivative from the message into its step
+    (:func:`place_first_wrong`)."""
     model = adapter.model
     wrong = [v for v in verdicts if not v.ok]
     out = {"gradient": wrong[0].name if wrong else None, "block": None, "path": None, "step": None,
@@ -124,21 +140,60 @@ def localise(adapter, problem, run, ex, dtype_model, verdicts, state=None):
     states_wrong = [s for s in judged if any(v.name == f"d{s}0" and not v.ok for v in verdicts)]
     if len(states_wrong) == 1 and len(judged) > 1:
         out["path"] = states_wrong[0]
-    key = model.input_name
-    if key in run.grads and problem.T > 1:
-        tol = ex.tol[key]
-        bad_steps = [t for t in range(problem.T)
-                     if np.any(np.abs(run.grads[key][t] - ex.grads[key][t]) > tol[t])]
-        if bad_steps:
-            j = max(bad_steps)
-            if j == problem.T - 1:
-                out["step"] = problem.T
-                out["message"] = f"already wrong at the last step t={problem.T} (a local derivative, not a message)"
-            else:
-                out["step"] = j + 2
-                out["message"] = (f"dL/d{state or model.out} from t={j + 2} to t={j + 1} is the first wrong "
-                                  f"backward message (steps from 1; dx is right for t > {j + 1})")
+    bad_steps = wrong_input_steps(model, problem, run, ex)
+    if bad_steps:
+        starts = None if not judged else not states_wrong
+        partial = out["block"] is not None and all(any(b.ok and b.tested for b in v.blocks)
+                                                   for v in wrong if len(v.blocks) > 1)
+        out["step"], out["message"] = place_first_wrong(bad_steps, problem.T, starts, partial, shortest,
+                                                        f"dL/d{state or model.out}", "dx")
     return out
+
+
+def wrong_input_steps(model, problem, run, ex):
+    """The steps (from 0) whose input gradient is wrong, or None when the code returns none to judge."""
+    key = model.input_name
+    if key not in run.grads or problem.T < 2:
+        return None
+    tol = ex.tol[key]
+    return [t for t in range(problem.T) if np.any(np.abs(run.grads[key][t] - ex.grads[key][t]) > tol[t])]
+
+
+def place_first_wrong(bad_steps, T, starts_right=None, partial_blocks=False, shortest=None, message="dL/dh",
+                      inputs="dx"):
+    """``(step from 1, words)``: where the first wrong thing of the backward pass is, from the steps
+    (from 0) whose input gradient is wrong, with the upstream gradient reaching the last wrong one.
+
+    The last wrong step ``j < T - 1`` is a local derivative of step ``j`` or the message into it from
+    ``j + 1``.  A local derivative is said when the evidence rules the message out: the smallest failing
+    prefix (``shortest = (T_min, its last wrong step)``) ends at ``j`` and is wrong at its own last step,
+    where no message arrives; or only step j's input gradient is wrong, the steps before and the initial
+    state's gradient (``starts_right``: None when not judged) right, which a wrong message would reach;
+    or only some gate blocks are wrong (``partial_blocks``), where a wrong message reaches every gate of
+    the steps before.  The message is said when the smallest failing prefix ends at ``j + 1`` and is
+    right at its last step.  Otherwise both are said."""
+    j = max(bad_steps)
+    if j == T - 1:
+        return T, f"already wrong at the last step t={T} (a local derivative, not a message)"
+    t, local = j + 1, f"a local derivative at t={j + 1} is wrong, not a message: "
+    T_min, last = (shortest() if callable(shortest) else shortest) or (None, None)
+    if T_min == j + 1 and last == T_min - 1:
+        return t, local + (f"the smallest failing case ends at t={t} and is already wrong at its last step, where "
+                           f"nothing arrives from a later step ({inputs} is right for t > {t})")
+    if bad_steps == [j] and (j > 0 or starts_right) and starts_right is not False:
+        return t, local + (f"only {inputs} at t={t} is wrong; {inputs} before it"
+                           + (" and the initial state's gradient are" if starts_right else " is")
+                           + f" right, which a wrong message into t={t} would reach")
+    if partial_blocks and j > 0:
+        return t, local + (f"only some gate blocks are wrong, while a wrong message into t={t} reaches every gate "
+                           f"of the steps before it ({inputs} is right for t > {t})")
+    if T_min == j + 2 and last == T_min - 2:
+        return j + 2, (f"{message} from t={j + 2} to t={j + 1} is the first wrong backward message (steps from 1; "
+                       f"{inputs} is right for t > {j + 1}; the smallest failing case ends at t={j + 2} and is right "
+                       f"at its last step)")
+    return j + 2, (f"the first wrong thing is at t={j + 1}: a local derivative at t={j + 1}, or the backward "
+                   f"message ({message}) from t={j + 2} to t={j + 1} ({inputs} is right for t > {j + 1}; steps from "
+                   f"1; what this verification sees cannot tell the two apart)")
 
 
 PROBE_H = 2  # the message probe's hidden size: small, so that D can exceed the rows of every input product

@@ -328,13 +328,14 @@ def locate(adapter, problem, run, ex, verdicts):
     if out["part"] == "decoder" and _unique(problem.targets[0]):
         ids = problem.targets[0]
         step = first_wrong_step(_per_step(run.grads, "emb_tgt", ids), _per_step(ex.grads, "emb_tgt", ids),
-                                 _per_step(ex.tol, "emb_tgt", ids))
+                                 _per_step(ex.tol, "emb_tgt", ids), "the row of demb_tgt of the token read")
     elif out["part"] == "encoder" and not m.top.bidirectional and m.encoder.num_layers == 1:
         if m.src_vocab is None and "src" in run.grads:
-            step = first_wrong_step(run.grads["src"], ex.grads["src"], ex.tol["src"])
+            step = first_wrong_step(run.grads["src"], ex.grads["src"], ex.tol["src"], "dsrc")
         elif m.src_vocab is not None and _unique(problem.x):
-            step = first_wrong_step(*(_per_step(g, "emb_src", problem.x) for g in (run.grads, ex.grads, ex.tol)))
-    return with_first_wrong_step(out, said, step, f"{out['part']}'s", problem.label)
+            step = first_wrong_step(*(_per_step(g, "emb_src", problem.x) for g in (run.grads, ex.grads, ex.tol)),
+                                    "the row of demb_src of the token read")
+    return with_first_wrong_step(out, said, step, out["part"], problem.label)
 
 
 Seq2SeqVerification = Verification  # one result class for every family: its verdict names the wrong part

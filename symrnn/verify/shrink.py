@@ -41,7 +41,7 @@ def shrink(adapter, problem, still_fails, rebuild=None):
             return False
 
     for t in range(1, problem.T):  # fewest steps
-        candidate = _prefix(adapter.model, problem, t)
+        candidate = prefix(adapter.model, problem, t)
         if candidate is not None and fails(adapter, candidate):
             problem = candidate
             break
@@ -71,13 +71,19 @@ def shrink(adapter, problem, still_fails, rebuild=None):
     return adapter, problem
 
 
+def shrinks_steps(model) -> bool:
+    """Whether :func:`shrink` tries the prefixes of a case (the first t steps, for every t in turn):
+    then the smallest case is the shortest failing prefix."""
+    return model.architecture.name in ("many-to-many", "many-to-one")
+
+
 def _sizes(model):
     return {"D": model.sizes["D"], "H": model.sizes["H"]}
 
 
-def _prefix(model, p, t):
+def prefix(model, p, t):
     """The first ``t`` steps (an upstream gradient that arrived later moves to the last kept step)."""
-    if model.architecture.name not in ("many-to-many", "many-to-one"):
+    if not shrinks_steps(model):
         return None
     targets = p.targets
     if model.architecture.name == "many-to-many":

@@ -11,6 +11,7 @@ import numpy as np
 from ..errors import UnknownNameError
 from .assess import assess
 from .cases import run_cases
+from .diagnose import place_first_wrong
 from .hygiene import call
 from .modes import dtype_of, loss_and_grads_returned
 from .problems import exact
@@ -95,27 +96,30 @@ def first_wrong_part(verdicts, order, part_of):
     part = parts[0]
     out = {"part": part, "parts_wrong": parts, "gradient": next(v.name for v in wrong if part_of(v.name) == part),
            "path": None, "step": None}
-    said = [f"the {part} is the first part of the backward pass with wrong gradients"
-            + (f" (also wrong after it: {', '.join(parts[1:])})" if len(parts) > 1 else "")]
+    later, one = ", ".join(f"the {p}" for p in parts[1:]), len(parts) == 2
+    said = [f"the mistake is in the {part}: of the parts whose gradients are wrong, it is the first the backward "
+            f"pass reaches from the loss"
+            + (f" ({later}, wrong too, {'comes' if one else 'come'} after it: what the {part} sends back reaches "
+               f"{'it' if one else 'them'}, so {'it' if one else 'they'} may be right on {'its' if one else 'their'} "
+               f"own)" if len(parts) > 1 else "")]
     return out, said
 
 
-def first_wrong_step(user, exact_, tol):
-    """``(step from 1, message)`` of the first wrong backward message, from per-step rows, or None."""
+def first_wrong_step(user, exact_, tol, inputs="the input gradient", message="dL/dh"):
+    """``(step from 1, message)`` of the first wrong thing of a part's backward pass, from per-step rows
+    (``inputs`` names them, ``message`` the state's gradient, in the model's terms), or None: a local
+    derivative when only one step's rows are wrong, else said as
+    :func:`symrnn.verify.diagnose.place_first_wrong` can tell it."""
     bad = [t for t in range(len(exact_)) if np.any(np.abs(user[t] - exact_[t]) > tol[t])]
     if not bad:
         return None
-    j, T = max(bad), len(exact_)
-    if j == T - 1:
-        return T, f"already wrong at the last step t={T} (a local derivative, not a message)"
-    return j + 2, (f"the backward message from t={j + 2} to t={j + 1} is the first wrong one (steps from 1; the "
-                   f"input gradients are right for t > {j + 1})")
+    return place_first_wrong(bad, len(exact_), message=message, inputs=inputs)
 
 
 def with_first_wrong_step(out, said, step, where, label):
     """``out`` with the first wrong step (``step``: ``(t, words)`` or None) said to be in ``where``'s
     backward, and the message of all that was ``said`` about the case ``label``."""
     if step is not None:
-        said = said + [f"in the {where} backward, {step[1]}"]
+        said = said + [f"in the {where} (t counts its steps from 1), {step[1]}"]
     return dict(out, step=step[0] if step is not None else out.get("step"),
                 message="; ".join(said) + f" (case {label!r})")
