@@ -19,7 +19,7 @@ from .lines import exact_line
 from .problems import exact
 from .replay import replay_command
 from .result import CaseResult, Verification
-from .shrink import judged_failure, judged_wrong, load_case, prefix, rebuilder, save_case, shrink, shrinks_steps
+from .shrink import judged_failure, load_case, prefix, rebuilder, save_case, shrink, shrinks_steps
 
 
 @dataclass

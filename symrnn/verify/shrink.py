@@ -272,8 +272,3 @@ def judged_failure(adapter, problem):
     if verdicts is None:
         return None
     return (problem, run, ex, dtype_model, verdicts) if any(not v.ok for v in verdicts) else None
-
-
-def judged_wrong(adapter, problem):
-    """The user's code returns a wrong gradient on ``problem`` (its forward being right)."""
-    return judged_failure(adapter, problem) is not None
