@@ -269,8 +269,10 @@ def _decay_arguments(p):
     p.add_argument("--scale-by", default="gain", choices=("gain", "radius", "sigma"),
                    help="what a scale sets for each recurrent matrix: multiply the draw (gain), its spectral "
                         "radius, or its largest singular value (sigma)")
-    p.add_argument("--init", default="pytorch", choices=("pytorch", "xavier", "orthogonal", "identity", "normal"),
-                   help="initialisation scheme of every parameter (default pytorch)")
+    p.add_argument("--init", default="pytorch", choices=("pytorch", "xavier", "orthogonal", "identity", "normal",
+                                                        "paper"),
+                   help="initialisation scheme of every parameter (default pytorch; paper: the LRU's ring and "
+                        "S6's A and dt as their papers set them)")
     p.add_argument("--H", type=int, default=16, help="hidden size (default 16)")
     p.add_argument("--D", type=int, default=4, help="input size (default 4)")
     p.add_argument("--T", type=int, default=1000, help="steps (default 1000; 100000 is fine)")

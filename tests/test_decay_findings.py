@@ -91,3 +91,18 @@ def test_states_never_read_have_exponents_minus_inf(cell, unread):
     assert np.all(prof.exponents[S - n:] == -np.inf)
     assert np.all(np.isfinite(prof.exponents[:S - n])) and prof.exponents[S - n - 1] > -20
     assert any("never reads" in note for note in prof.notes)
+
+
+def test_the_command_line_takes_the_paper_initialisation(tmp_path):
+    """``symrnn decay --init paper`` (the CLI's choices lacked it), at ``D != H``: the LRU's exponent is on
+    its ring (the sweep counted every state as H wide and the gradient by lag sized its upstream by H,
+    so the LRU's output of size D was refused)."""
+    import json
+
+    from symrnn import cli
+
+    assert cli.main(["decay", "--cells", "lru", "--init", "paper", "--H", "4", "--D", "2", "--T", "100",
+                     "--seeds", "1", "--scales", "1", "--out", str(tmp_path)]) == 0
+    rates = json.loads((tmp_path / "summary.json").read_text())["rates"]
+    assert rates[0]["state_size"] == 2 * 4 + 2
+    assert np.log(0.999) >= rates[0]["top_exponent_mean"] >= np.log(0.9)

@@ -126,7 +126,7 @@ def gradient_by_lag(model, params, x, g=None, h0=None, seed=0) -> GradientByLag:
     params = {k: params[k] for k in step_model.param_shapes}
     _, _, cache = step_model.run_cell(params, x, h0=h0)
     states = step_model.state_names
-    H = step_model.sizes["H"]
+    H = step_model.state_size(step_model.out)  # the output's size (the LRU's is D)
     if g is None:
         g = np.random.default_rng([seed, 17]).standard_normal(H)
         g /= np.linalg.norm(g)

@@ -106,11 +106,11 @@ def run_task(task: Task):
     return profile, grad
 
 
-def _exponents_asked(cell, k, H):
-    """``k`` checked against the cell's state size (default: the whole state)."""
-    from ..engine.cells import builtin_cell
-
-    size = len(builtin_cell(cell).states if isinstance(cell, str) else cell.states) * H
+def _exponents_asked(cell, k, H, D):
+    """``k`` checked against the cell's state size at ``D``, ``H`` (default: the whole state; a state may
+    have another size than ``H``: the LRU's output, a matrix memory)."""
+    model = model_for(cell, D, H)
+    size = sum(model.state_size(s) for s in model.state_names)
     kk = size if k is None else k
     if kk > size or kk < 0:
         raise ShapeError(f"k = {kk} exponents asked for, but the state of {cell!r} has size {size}; "
@@ -216,7 +216,7 @@ def sweep(cells, scales, seeds=(0,), *, H=16, D=4, T=1000, k=None, init="pytorch
     for c in cells:
         if isinstance(c, str) and c not in builtin.BUILTIN_CELLS:
             raise UnknownNameError(f"Unknown cell {c!r}; expected one of {sorted(builtin.BUILTIN_CELLS)} or a Cell.")
-    tasks = [Task(c, float(s), int(seed), H, D, int(T), _exponents_asked(c, k, H), init, scale_by, inputs,
+    tasks = [Task(c, float(s), int(seed), H, D, int(T), _exponents_asked(c, k, H, D), init, scale_by, inputs,
                   float(input_scale), h0, int(min(grad_T, T)) if grad_T else 0,
                   tuple(int(x) for x in lags) if lags is not None else None, params,
                   forget_bias if _has_forget_bias(c) else None)

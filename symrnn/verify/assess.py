@@ -2,6 +2,8 @@
 rounding), and a verdict per gradient in the user's own names and shapes."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from . import judge as J
@@ -42,12 +44,16 @@ def _forward_excess(run, ex, unit, factor, spread):
 
 
 def _row_spread(states, steps):
-    """The spread of the rounded recomputations' states, the last ``steps`` steps, as the largest entry of
-    each step and sequence (a row).  Once a chaotic forward has amplified rounding to the size of the
-    states, a few recomputations spread widely but not in every entry: one that happens to agree in a
-    unit is no bound on how far correct code that rounds otherwise lands there."""
+    """The spread of the rounded recomputations' states over the last ``steps`` steps, as an envelope:
+    at each step the largest entry of any sequence at that step or before.  Once a chaotic forward has
+    amplified rounding to the size of the states, a few recomputations spread widely but not in every
+    entry nor at every later step: one that happens to stay close somewhere is no bound on where
+    correct code that rounds otherwise lands (trajectories part and meet again)."""
     states = states if states.shape[0] == steps else states[-steps:]
-    return np.max(states, axis=tuple(range(2, states.ndim)), keepdims=True) if states.ndim > 2 else states
+    if states.ndim < 2 or not states.size:
+        return states
+    rows = np.max(states.reshape(states.shape[0], -1), axis=1)
+    return np.maximum.accumulate(rows).reshape((-1,) + (1,) * (states.ndim - 1))
 
 
 def not_finite_message(s, user, ref, t):
@@ -128,6 +134,8 @@ def assess(adapter, problem, run, ex):
     if not fwd.ok:
         return fwd, J.DtypeModel("float64", "not chosen: the forward differs from the declared one"), None
     excess64 = _forward_excess(run, ex, J.U64, factor, lambda: spread(J.U64))[0]
+    if chaos_onset(ex, spread(J.U64)) is not None:  # a chaotic forward's distance tells no precision
+        excess64 = 0.0
     dtype_model = _dtype_model(run, rel, factor, excess64)
     unit = dtype_model.unit
     widening = _forward_widening(run, ex, spread(unit))
@@ -138,7 +146,29 @@ def assess(adapter, problem, run, ex):
                                    f"precision moves them (as a parallel or log-space scan's do), so the "
                                    f"gradients are judged with a unit roundoff {widening:.3g} times larger")
     ex.tol = J.perturbation_tolerance(model, problem, ex, dtype_model.unit, spread(dtype_model.unit))
+    onset = chaos_onset(ex, spread(dtype_model.unit))
+    if onset is not None:  # no gradient of one trajectory binds code that rounds otherwise
+        return replace(fwd, chaotic=onset, message=f"states match the exact forward of the cell as far as rounding "
+                       f"allows; from step {onset} on it is chaotic at this precision (rounding moves the states by "
+                       f"a tenth of their size), max relative difference {rel:.1e}"), dtype_model, []
     return fwd, dtype_model, _judge_case(adapter, run, ex)
+
+
+CHAOS = 0.1  # rounding moves a state by this share of its size: the trajectories have come apart
+
+
+def chaos_onset(ex, spread):
+    """The first step (from 1) at which rounding at the judged precision moves some state by ``CHAOS``
+    of the size of the states at that step or more, or None.  From there a chaotic forward has no one
+    trajectory that correct code follows (rounding differently it follows another), nor does its gradient."""
+    first = None
+    for s, spr in spread.states.items():
+        spr, ref = np.asarray(spr), np.abs(ex.states[s])
+        if spr.ndim and spr.shape[0] and spr.shape == ref.shape:
+            rows = spr.reshape(spr.shape[0], -1).max(axis=1) / (1 + ref.reshape(ref.shape[0], -1).max(axis=1))
+            hit = np.flatnonzero(rows >= CHAOS)
+            first = int(hit[0]) + 1 if hit.size and (first is None or hit[0] + 1 < first) else first
+    return first
 
 
 def _forward_widening(run, ex, spread):

@@ -91,6 +91,7 @@ class Runs:
     failing: list  # (problem, run, exact, dtype model, verdicts) of each case with a wrong gradient
     forward_mistake: object  # a catalogued mistake of the forward the loss matches, or None
     hygiene: list  # the findings, each once
+    chaotic: list = field(default_factory=list)  # (label, step) of each case whose forward came apart
 
 
 def run_cases(adapter, problems, mode, layout_name, declared=None):
@@ -119,16 +120,25 @@ def run_cases(adapter, problems, mode, layout_name, declared=None):
     return Verification(ok, mode, adapter.model.cell.name, layout_name, runs.forward, runs.table, runs.cases,
                         runs.hygiene, runs.dtype_model, runs.table_case, localisation=localisation,
                         fingerprint=mutation, explanation=explanation, minimal=minimal, exact_line=line,
-                        notes=list(declared.notes) if declared is not None else [],
+                        notes=(list(declared.notes) if declared is not None else []) + _chaos_notes(runs.chaotic),
                         found=declared.found if declared is not None else "", searched=searched)
+
+
+def _chaos_notes(chaotic):
+    """What the report says of each case whose gradients were not judged."""
+    return [f"case {label!r} not judged: its forward is chaotic at the code's precision (rounding moves the "
+            f"states by a tenth of their size from step {step} on, so correct code that rounds otherwise follows "
+            f"another trajectory, with other gradients); the shorter cases were judged (a shorter T or smaller "
+            f"weights judge the long range)" for label, step in chaotic]
 
 
 def _run_each(adapter, problems, mode):
     """Run and judge every problem in turn; a forward that differs ends the run."""
     findings, cases, table, table_case = [], [], None, ""
     forward_result, dtype_model = None, None
-    failing, forward_mistake = [], None
-    for problem in problems:
+    failing, forward_mistake, chaotic = [], None, []
+    todo = list(problems)
+    for problem in todo:  # grows by the judged prefix of a chaotic case
         run = run_twice(adapter, problem, findings, mode)
         ex = exact(adapter.model, problem)
         fwd, model_dtype, verdicts = assess(adapter, problem, run, ex)
@@ -140,6 +150,14 @@ def _run_each(adapter, problems, mode):
             table, table_case = [], problem.label
             break
         forward_result = forward_result or fwd
+        if fwd.chaotic is not None:
+            cases.append(CaseResult(problem.label, problem.T, problem.N, True, [], judged=False))
+            chaotic.append((problem.label, fwd.chaotic))
+            before = prefix(adapter.model, problem, fwd.chaotic // 2) if fwd.chaotic // 2 > 3 else None
+            if before is not None and all(p.T != before.T for p in todo):
+                todo.append(replace(before, label=f"T={before.T}, the first steps of {problem.label!r}, before "
+                                                  f"its chaos"))
+            continue
         wrong = [v.name for v in verdicts if not v.ok]
         cases.append(CaseResult(problem.label, problem.T, problem.N, not wrong, wrong))
         shortest_failing = [c.T for c in cases[:-1] if not c.ok]
@@ -151,7 +169,8 @@ def _run_each(adapter, problems, mode):
     for f in findings:
         if all(f.message != g.message for g in unique):
             unique.append(f)
-    return Runs(cases, forward_result, dtype_model, table or [], table_case, failing, forward_mistake, unique)
+    return Runs(cases, forward_result, dtype_model, table or [], table_case, failing, forward_mistake, unique,
+                chaotic)
 
 
 def _name_mistake(adapter, failing, forward_mistake):

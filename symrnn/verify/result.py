@@ -14,10 +14,11 @@ class ForwardCheck:
     quantity: str = ""
     step: int | None = None  # from 1, as in the derivations
     max_abs_error: float = 0.0
+    chaotic: int | None = None  # the step (from 1) from which rounding has moved the states apart
 
     def to_json(self):
         return {"ok": self.ok, "message": self.message, "quantity": self.quantity, "step": self.step,
-                "max_abs_error": self.max_abs_error}
+                "max_abs_error": self.max_abs_error, "chaotic": self.chaotic}
 
 
 @dataclass
@@ -27,9 +28,11 @@ class CaseResult:
     N: int
     ok: bool
     wrong: list = field(default_factory=list)  # names of the wrong gradients
+    judged: bool = True  # False: a chaotic forward, its gradients not judged (see the notes)
 
     def to_json(self):
-        return {"label": self.label, "T": self.T, "N": self.N, "ok": self.ok, "wrong": self.wrong}
+        return {"label": self.label, "T": self.T, "N": self.N, "ok": self.ok, "wrong": self.wrong,
+                "judged": self.judged}
 
 
 @dataclass
@@ -109,8 +112,10 @@ class Verification:
         if self.ok:
             warn = f", {len(self.hygiene)} hygiene finding(s)" if self.hygiene else ""
             searched = f" + {self.searched} searched" if self.searched else ""
+            chaotic = sum(not c.judged for c in self.cases)
+            cases = f"{len(self.cases) - chaotic} cases" + (f", {chaotic} chaotic not judged" if chaotic else "")
             return _fit(f"RIGHT: {what}, {len(self.gradients)} gradients exact ({self.dtype_model.name} error model, "
-                        f"{len(self.cases)} cases{searched}{warn})")
+                        f"{cases}{searched}{warn})")
         if self.explanation is not None:
             return _fit(f"DIFFERS ONLY BY {self.explanation.to_json()['text']}: declare "
                         f"{self.explanation.declaration()}")
@@ -227,7 +232,7 @@ class Verification:
             m = self.minimal
             lines += ["", f"smallest failing case: T={m['T']}, N={m['N']}, D={m['D']}, H={m['H']}, saved in {m['path']}",
                       f"replay: {m['command']}"]
-        lines += ["", "cases:"] + [f"  {'ok   ' if c.ok else 'WRONG'} {c.label} (T={c.T}, N={c.N})"
+        lines += ["", "cases:"] + [f"  {'chaos' if not c.judged else 'ok   ' if c.ok else 'WRONG'} {c.label} (T={c.T}, N={c.N})"
                                    + (f": {', '.join(c.wrong)}" if c.wrong else "") for c in self.cases]
         if self.hygiene:
             lines += ["", "hygiene:"] + [f"  {f}" for f in self.hygiene]
