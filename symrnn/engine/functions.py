@@ -359,7 +359,7 @@ def register_function(function_class, numpy_implementation, *, mpmath=None, torc
     Examples
     --------
     >>> import mpmath, numpy as np, sympy as sp, symrnn as sr
-    >>> class softplus(_Elementwise):
+    >>> class softplus(sp.Function):
     ...     # log(1 + exp(u)); its derivative is the sigmoid
     ...     def fdiff(self, argindex=1):
     ...         return sr.sigmoid(self.args[0])

@@ -41,10 +41,16 @@ def fingerprint(adapter, failing):
             clipped = explain_clipping(model, failing) if clipped is None else clipped
             if clipped:
                 continue
-        candidates = [(candidate(model, problem, _concrete(mutation, run, model)), run, ex, dtype_model.unit)
-                      for problem, run, ex, dtype_model, _ in cases]
+        made = {}  # each case's candidate, made when first needed: the shortest case rules most out
+
+        def grads_of(i, problem, run):
+            if i not in made:
+                made[i] = candidate(model, problem, _concrete(mutation, run, model))
+            return made[i]
+
         for zeroed in ((), mutation.drop_carry):
-            if all(_matches(run, _start_zeroed(model, grads, zeroed), ex, unit) for grads, run, ex, unit in candidates):
+            if all(_matches(run, _start_zeroed(model, grads_of(i, problem, run), zeroed), ex, dtype_model.unit)
+                   for i, (problem, run, ex, dtype_model, _) in enumerate(cases)):
                 return mutation
     return None
 
