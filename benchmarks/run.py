@@ -1906,7 +1906,7 @@ def _today_rows(cfg):
         for f in fns.values():  # warm-up, untimed
             f()
         times = interleaved(fns, cfg["speed_repeats"])
-        row = dict(cell=cell, times=times, check=check)
+        row = dict(cell=label, times=times, check=check)
         if "torch" in times:
             row["torch_ratio"] = paired_ratio(times["ours"], times["torch"])
         rows.append(row)
