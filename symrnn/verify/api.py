@@ -15,7 +15,7 @@ from ..models.layouts import Layout, layout_for
 from ..models.model import Model
 from .cases import Declared, declared_problems, replay_sizes, run_cases, run_declared
 from .modes import LayerFunctions, LayerObject, LossFunction
-from .problems import Plan, draw
+from .problems import Plan, draw, padding_mask
 from .replay import declared_cli_command, shown_path
 from .result import Verification
 from ..validation import check_count
@@ -455,9 +455,7 @@ def _loss_problems(model, plan, seed, zero, targets, one_hot=False, masks=False)
             D = model.sizes["D"]
             p = replace(p, x=np.eye(D)[np.random.default_rng(seed + k).integers(0, D, size=(t, 1))])
         if masks:
-            lengths_n = np.random.default_rng(seed + k).integers(1, t + 1, size=plan.N)
-            lengths_n[0] = t
-            p = replace(p, mask=np.arange(t)[:, None] < lengths_n[None, :])
+            p = replace(p, mask=padding_mask(np.random.default_rng(seed + k), t, plan.N))
         problems.append(p)
     return problems
 

@@ -16,7 +16,7 @@ from .diagnose import common_factor, explain_clipping, fingerprint, forward_fing
     refine_by_fingerprint, wrong_input_steps
 from .modes import run_twice
 from .lines import exact_line
-from .problems import exact
+from .problems import exact, padding_mask
 from .replay import replay_command
 from .result import CaseResult, Verification
 from .shrink import judged_failure, load_case, prefix, rebuilder, save_case, shrink, shrinks_steps
@@ -53,9 +53,8 @@ def search_failure(adapter, declared, max_T, truncation=None, clip=None):
     def prepare(problem):
         h0 = {s: np.zeros_like(v) if s in declared.zero_states else v for s, v in problem.h0.items()}
         if declared.masks:  # padded sequences of drawn lengths, the first one full
-            lengths = np.random.default_rng([problem.T, problem.N]).integers(1, problem.T + 1, size=problem.N)
-            lengths[0] = problem.T
-            problem = replace(problem, mask=np.arange(problem.T)[:, None] < lengths[None, :])
+            problem = replace(problem, mask=padding_mask(np.random.default_rng([problem.T, problem.N]), problem.T,
+                                                         problem.N))
         return replace(problem, h0=h0, truncation=truncation, clip=clip)
 
     def fails(problem):  # a differing or non-finite forward, a wrong gradient or the code raising

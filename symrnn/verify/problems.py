@@ -56,6 +56,13 @@ class Exact:
     tol: dict = field(default_factory=dict)  # same keys as grads: each entry's tolerance
 
 
+def padding_mask(rng, T: int, N: int):
+    """A ``(T, N)`` padding mask of lengths drawn from ``rng`` in ``1..T``, the first sequence full."""
+    lengths = rng.integers(1, T + 1, size=N)
+    lengths[0] = T
+    return np.arange(T)[:, None] < lengths[None, :]
+
+
 def exact(model, problem: Problem) -> Exact:
     if not model.one_cell:  # several cells wired: their loss and gradients (no states compared)
         loss, grads = loss_and_grads(model, problem)
