@@ -67,13 +67,14 @@ def kernel_module(texts, key, numba):
             module = importlib.util.module_from_spec(spec)
             module.__dict__.update(scalars)
             spec.loader.exec_module(module)
+            compile_ = numba.njit(cache=True, nogil=True, error_model="numpy")  # parts of a batch run at once
             for function in names:
-                setattr(module, function, numba.njit(cache=True, error_model="numpy")(getattr(module, function)))
+                setattr(module, function, compile_(getattr(module, function)))
             sys.modules[name] = module
         return {n: getattr(module, n) for n in names}, path
     for n in names:
         if n not in scalars:
-            namespace[n] = numba.njit(error_model="numpy")(namespace[n])
+            namespace[n] = numba.njit(nogil=True, error_model="numpy")(namespace[n])
     return {n: namespace[n] for n in names}, path
 
 
