@@ -117,8 +117,8 @@ def s6(state_size: int = 2, b_bar: str = "euler", projection: bool = True) -> Ce
     S6 alone).  ``Delta_t = softplus(W_dt u_t + b_dt)`` (one step size per channel; the paper's rank-1
     ``Linear_1`` and the code's low rank are special cases of the full ``W_dt``), ``B_t = W_B u_t`` and
     ``C_t = W_C u_t`` (size ``N = state_size``, shared by the channels), ``A = -exp(A_log)`` diagonal
-    (``H x N``); zero-order hold ``Abar_t = exp(Delta_t A)`` with ``Bbar_t = Delta_t B_t`` (``b_bar="euler"``,
-    as in the paper's reference code) or the exact ``Bbar_t = (exp(Delta_t A) - 1) / A * B_t`` (``"zoh"``);
+    (``H x N``); zero-order hold ``Abar_t = exp(Delta_t A)`` (the let ``Ahat``: in the reports a bar marks
+    adjoints) with ``Bbar_t = Delta_t B_t`` (``b_bar="euler"``, as in the paper's reference code) or the exact ``Bbar_t = (exp(Delta_t A) - 1) / A * B_t`` (``"zoh"``);
     ``s_t = Abar_t * s_{t-1} + Bbar_t u_t`` (each channel's state of size ``N``, flattened ``H x N``
     row-major) and the output ``y_t = C_t^T s_t + d * u_t`` per channel.  The states are ``s`` and ``h``
     (the output ``y_t``, named ``h`` as every cell's output, ``y`` being the targets; read by the readout
@@ -151,7 +151,8 @@ def s6(state_size: int = 2, b_bar: str = "euler", projection: bool = True) -> Ce
     B = cell.let("B", cell.param("W_B", "SN", "H", role="weights of B") @ x, role="input matrix B_t")
     Cm = cell.let("C", cell.param("W_C", "SN", "H", role="weights of C") @ x, role="output matrix C_t")
     A = cell.let("A", -exp(cell.param("A_log", "HN", role="log of -A")), role="diagonal A")
-    abar = cell.let("Abar", exp((per_state @ delta) * A), role="discretised A (zero-order hold)")
+    abar = cell.let("Ahat", exp((per_state @ delta) * A),  # the paper's Abar_t: a bar marks adjoints here
+                    role="discretised A (zero-order hold; the paper's A bar)")
     if b_bar == "euler":  # (Delta_t u_t) B_t^T per channel: the paper's Bbar_t u_t with Bbar_t = Delta_t B_t
         scaled = cell.let(f"{parse(x)[0]}tilde", delta * x, role="the input scaled by the step size; times B_t^T, "
                           "the paper's discretised input Bbar_t u_t (Bbar_t = Delta_t B_t)")

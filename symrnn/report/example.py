@@ -343,7 +343,7 @@ class WorkedExample:
                 missing = {s: 0.0 for s in definition.free_symbols if s not in env}
                 if any("__none" not in s.name and not s.name.startswith("_bar__") for s in missing):
                     raise KeyError(f"no value for {sorted(map(str, missing))} in {symbol} = {definition}")
-                env[symbol] = float(_call(definition, {**missing, **env})) if definition.free_symbols \
+                env[symbol] = _cancelled(definition, {**missing, **env}) if definition.free_symbols \
                     else float(definition)
         grads = {}
         for entry, expr in self.hand_gradients().items():
@@ -483,6 +483,18 @@ def _elementwise(op, args):
             return a
         return a[0, 0] if a.shape == (1, 1) else a[i, j]
     return sp.Matrix(shape[0], shape[1], lambda i, j: op(*[entry(a, i, j) for a in args]))
+
+
+def _cancelled(expr, env) -> float:
+    """``expr``'s value, 0 when it is a sum whose terms cancel to within the rounding of their sizes
+    (the stabiliser's adjoint in the sLSTM): what is left then is rounding, whose sign and size change
+    from one machine's ``exp`` to another's, and the report is the same on every machine."""
+    value = float(_call(expr, env))
+    if isinstance(expr, sp.Add) and value != 0.0:
+        size = sum(abs(float(_call(term, env))) if term.free_symbols else abs(float(term)) for term in expr.args)
+        if abs(value) <= 64 * np.finfo(float).eps * size:
+            return 0.0
+    return value
 
 
 def _call(expr, env):
