@@ -60,16 +60,7 @@ def _cores() -> int:
 
 
 def threads() -> int:
-    """The number of threads a cell may use on one batch (see :func:`set_threads`).
-
-    Examples
-    --------
-    >>> import symrnn as sr
-    >>> sr.set_threads(1)
-    >>> sr.threads()
-    1
-    >>> sr.set_threads(None)
-    """
+    """The number of threads a cell may use on one batch (see :func:`set_threads` for an example)."""
     if _setting:
         return _setting[0]
     text = os.environ.get("SYMRNN_THREADS", "").strip()
