@@ -14,6 +14,7 @@ from ..models.truncated import Truncation, as_truncation
 from .assess import assess
 from .diagnose import common_factor, explain_clipping, fingerprint, forward_fingerprint, localise, message_probe, \
     refine_by_fingerprint, wrong_input_steps
+from .kinks import explain_kinks
 from .modes import run_twice
 from .lines import exact_line
 from .problems import exact, padding_mask
@@ -173,13 +174,17 @@ def _run_each(adapter, problems, mode):
 
 
 def _name_mistake(adapter, failing, forward_mistake):
-    """``(fingerprint, explanation, exact line)``: the catalogued mistake the failing cases match (or
-    the forward's), else the undeclared clipping or truncation that explains them."""
+    """``(fingerprint, explanation, exact line)``: another convention at relu's kink that explains the
+    failing cases, else the catalogued mistake they match (or the forward's), else the undeclared
+    clipping or truncation that explains them."""
     model = adapter.model
     if not failing:
         return forward_mistake, None, {}
     if not model.one_cell:  # several cells wired: no single-cell sweep
         return forward_mistake, explain_clipping(model, failing), {}
+    kink = explain_kinks(model, failing)  # before the catalogue: at a kink, "relu' missing" gives the same numbers
+    if kink is not None:
+        return None, kink, {}
     mutation = fingerprint(adapter, failing)
     if mutation is None:
         return None, explain_clipping(model, failing), {}

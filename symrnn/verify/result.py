@@ -116,6 +116,8 @@ class Verification:
             cases = f"{len(self.cases) - chaotic} cases" + (f", {chaotic} chaotic not judged" if chaotic else "")
             return _fit(f"RIGHT: {what}, {len(self.gradients)} gradients exact ({self.dtype_model.name} error model, "
                         f"{cases}{searched}{warn})")
+        if _kink(self.explanation):
+            return _fit(f"DIFFERS ONLY AT A KINK: {self.explanation.short()}")
         if self.explanation is not None:
             return _fit(f"DIFFERS ONLY BY {self.explanation.to_json()['text']}: declare "
                         f"{self.explanation.declaration()}")
@@ -154,6 +156,8 @@ class Verification:
         errors = [f.message for f in self.hygiene if f.severity == "error"]
         if not names and errors:
             return f"{self.cell} {self.mode} code is wrong: {errors[0]}"
+        if _kink(self.explanation):
+            return f"{self.cell} {self.mode} code: {self.explanation.sentence()} ({names} differ)"
         if self.explanation is not None:
             what = self.explanation.to_json()["text"]
             return (f"{self.cell} {self.mode} code differs from the declared gradients only by {what}: not a "
@@ -216,7 +220,7 @@ class Verification:
                                                          if loc.get(k) is not None)]
             if loc.get("message"):
                 lines.append(f"  {loc['message']}")
-        if self.explanation is not None:
+        if self.explanation is not None and not _kink(self.explanation):
             lines += ["", f"explained by {self.explanation.to_json()['text']}; declare "
                           f"{self.explanation.declaration()} to verify it exactly"]
         if self.fingerprint is not None:
@@ -265,6 +269,13 @@ class Verification:
 
             write_text_atomic(path, json.dumps(data, indent=2, default=float) + "\n")
         return data
+
+
+def _kink(explanation) -> bool:
+    """Whether the explanation is another convention at relu's kink (its own verdict and sentence)."""
+    from .kinks import KinkConvention  # kinks reads the diagnosis, which reads the judgement: not at import
+
+    return isinstance(explanation, KinkConvention)
 
 
 def _fit(text, width=100):

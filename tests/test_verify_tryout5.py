@@ -1,0 +1,58 @@
+"""A new user's verifier findings (tryout 5), each reproduced in the user's style: relu'(0) = 1 named
+as a convention at the kink (not a missing derivative), float32 work inside float64 code, a transposed
+square gradient, the sLSTM's n-path localisation, a gradient that is not an array, warnings of the
+verifier's own arithmetic, the table's error and tolerance at one entry, half-precision PyTorch code
+found, np.logaddexp traced, and the layout advice for a minGRU in the x @ W layout."""
+import warnings
+
+import numpy as np
+import pytest
+
+import symrnn.verify as V
+
+
+# -- 1: relu'(0) = 1 is a convention at the kink ---------------------------------------------------
+def relu_rnn(mask):
+    """A CS231n-style relu RNN whose backward multiplies by ``mask(a)``: relu's derivative."""
+    def rnn_forward(x, h0, Wx, Wh, b):
+        h, cache, prev = np.zeros((x.shape[0], x.shape[1], h0.shape[1])), [], h0
+        for t in range(x.shape[1]):
+            a = x[:, t] @ Wx + prev @ Wh + b
+            cache.append((x[:, t], prev, a))
+            prev = h[:, t] = np.maximum(a, 0)
+        return h, (cache, Wx, Wh)
+
+    def rnn_backward(dh, cache):
+        steps, Wx, Wh = cache
+        dx = np.zeros(dh.shape[:2] + (Wx.shape[0],))
+        dWx, dWh, db, carry = np.zeros_like(Wx), np.zeros_like(Wh), np.zeros(Wh.shape[0]), np.zeros_like(dh[:, 0])
+        for t in reversed(range(dh.shape[1])):
+            x, prev, a = steps[t]
+            da = (dh[:, t] + carry) * mask(a)
+            dx[:, t] = da @ Wx.T
+            dWx, dWh, db = dWx + x.T @ da, dWh + prev.T @ da, db + da.sum(0)
+            carry = da @ Wh.T
+        return dx, carry, dWx, dWh, db
+    return rnn_forward, rnn_backward
+
+
+@pytest.mark.parametrize("mask, value", [(lambda a: a >= 0, "1"), (lambda a: np.heaviside(a, 0.5), "1/2")])
+def test_relu_derivative_one_at_zero_is_a_kink_convention(mask, value):
+    """The search draws an all-zero case, where relu' = 1 at 0 differs from symrnn's 0: it was named
+    'relu-derivative-missing'; it is another convention at a point where relu has no derivative."""
+    result = V.verify_layer(*relu_rnn(mask), cell="rnn-relu", layout="cs231n", search=200)
+    assert not result.ok and result.fingerprint is None, str(result)
+    assert result.verdict().startswith(f"DIFFERS ONLY AT A KINK: relu'(0) = {value} in h[t]"), result.verdict()
+    summary = result.summary()
+    assert "symrnn takes relu'(0) = 0" in summary and "exactly 0" in summary and "(a > 0)" in summary, summary
+    assert result.to_json()["explanation"]["kind"] == "kink"
+    assert "relu-derivative-missing" not in str(result)
+
+
+def test_relu_missing_derivative_is_still_named():
+    result = V.verify_layer(*relu_rnn(lambda a: 1.0), cell="rnn-relu", layout="cs231n", search=200)
+    assert result.explanation is None and result.fingerprint.name == "relu-derivative-missing", str(result)
+
+
+def test_relu_mask_as_pytorch_passes_the_search():
+    assert V.verify_layer(*relu_rnn(lambda a: a > 0), cell="rnn-relu", layout="cs231n", search=200).ok
