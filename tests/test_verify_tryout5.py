@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import symrnn.verify as V
+from symrnn.errors import UserCodeError
 
 
 # -- 1: relu'(0) = 1 is a convention at the kink ---------------------------------------------------
@@ -56,3 +57,47 @@ def test_relu_missing_derivative_is_still_named():
 
 def test_relu_mask_as_pytorch_passes_the_search():
     assert V.verify_layer(*relu_rnn(lambda a: a > 0), cell="rnn-relu", layout="cs231n", search=200).ok
+
+
+# -- 8: a gradient that is not an array ------------------------------------------------------------
+def tanh_rnn(returns=lambda dx, dh0, dWx, dWh, db: (dx, dh0, dWx, dWh, db), cast=None):
+    """A CS231n-style tanh RNN; ``returns`` rearranges what the backward returns, ``cast`` (a function
+    of an array) is applied to the backward's local derivative (float32 work inside float64 code)."""
+    def rnn_forward(x, h0, Wx, Wh, b):
+        h, cache, prev = np.zeros((x.shape[0], x.shape[1], h0.shape[1])), [], h0
+        for t in range(x.shape[1]):
+            cache.append((x[:, t], prev))
+            prev = h[:, t] = np.tanh(x[:, t] @ Wx + prev @ Wh + b)
+            cache[-1] += (prev,)
+        return h, (cache, Wx, Wh)
+
+    def rnn_backward(dh, cache):
+        steps, Wx, Wh = cache
+        dx = np.zeros(dh.shape[:2] + (Wx.shape[0],))
+        dWx, dWh, db, carry = np.zeros_like(Wx), np.zeros_like(Wh), np.zeros(Wh.shape[0]), np.zeros_like(dh[:, 0])
+        for t in reversed(range(dh.shape[1])):
+            x, prev, h = steps[t]
+            da = (dh[:, t] + carry) * (1 - h ** 2)
+            da = da if cast is None else cast(da)
+            dx[:, t] = da @ Wx.T
+            dWx, dWh, db = dWx + x.T @ da, dWh + prev.T @ da, db + da.sum(0)
+            carry = da @ Wh.T
+        return returns(dx, carry, dWx, dWh, db)
+    return rnn_forward, rnn_backward
+
+
+@pytest.mark.parametrize("returns, said", [
+    (lambda dx, dh0, dWx, dWh, db: (dx, dh0, dWx, dWh, "db"), "The gradient db returned by rnn_backward(...) is a "
+                                                              "str ('db'), not an array; expected a floating-point "
+                                                              "array of shape (4,)"),
+    (lambda dx, dh0, dWx, dWh, db: (dx, None, dWx, dWh, db), "The gradient dh0 returned by rnn_backward(...) is None, "
+                                                             "not an array; expected a floating-point array of shape "
+                                                             "(3, 4)"),
+    (lambda dx, dh0, dWx, dWh, db: (dx, dh0, {"W": dWx}, dWh, db), "The gradient dWx returned by rnn_backward(...) is "
+                                                                   "a dict, not an array; expected a floating-point "
+                                                                   "array of shape (3, 4)")])
+def test_a_gradient_that_is_not_an_array_is_said_so(returns, said):
+    """Was "A gradient the user's code returned has the wrong shape: b has dtype <U2"."""
+    with pytest.raises(UserCodeError) as info:
+        V.verify_layer(*tanh_rnn(returns), cell="rnn-tanh", layout="cs231n")
+    assert said in str(info.value) and "wrong shape" not in str(info.value), str(info.value)
