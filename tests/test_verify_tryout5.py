@@ -60,14 +60,18 @@ def test_relu_mask_as_pytorch_passes_the_search():
 
 
 # -- 8: a gradient that is not an array ------------------------------------------------------------
-def tanh_rnn(returns=lambda dx, dh0, dWx, dWh, db: (dx, dh0, dWx, dWh, db), cast=None):
+def tanh_rnn(returns=lambda dx, dh0, dWx, dWh, db: (dx, dh0, dWx, dWh, db), cast=None, forward_cast=None,
+             message=1.0):
     """A CS231n-style tanh RNN; ``returns`` rearranges what the backward returns, ``cast`` (a function
-    of an array) is applied to the backward's local derivative (float32 work inside float64 code)."""
+    of an array) is applied to the backward's local derivative and ``forward_cast`` to the forward's
+    pre-activation (float32 work inside float64 code); the message sent back from the last step is
+    scaled by ``message``."""
     def rnn_forward(x, h0, Wx, Wh, b):
         h, cache, prev = np.zeros((x.shape[0], x.shape[1], h0.shape[1])), [], h0
         for t in range(x.shape[1]):
             cache.append((x[:, t], prev))
-            prev = h[:, t] = np.tanh(x[:, t] @ Wx + prev @ Wh + b)
+            a = x[:, t] @ Wx + prev @ Wh + b
+            prev = h[:, t] = np.tanh(a if forward_cast is None else forward_cast(a))
             cache[-1] += (prev,)
         return h, (cache, Wx, Wh)
 
@@ -81,7 +85,7 @@ def tanh_rnn(returns=lambda dx, dh0, dWx, dWh, db: (dx, dh0, dWx, dWh, db), cast
             da = da if cast is None else cast(da)
             dx[:, t] = da @ Wx.T
             dWx, dWh, db = dWx + x.T @ da, dWh + prev.T @ da, db + da.sum(0)
-            carry = da @ Wh.T
+            carry = da @ Wh.T * (message if t == dh.shape[1] - 1 else 1.0)
         return returns(dx, carry, dWx, dWh, db)
     return rnn_forward, rnn_backward
 
@@ -101,3 +105,35 @@ def test_a_gradient_that_is_not_an_array_is_said_so(returns, said):
     with pytest.raises(UserCodeError) as info:
         V.verify_layer(*tanh_rnn(returns), cell="rnn-tanh", layout="cs231n")
     assert said in str(info.value) and "wrong shape" not in str(info.value), str(info.value)
+
+
+# -- 3: float32 work inside float64 code -----------------------------------------------------------
+def through_float32(a):
+    return a.astype(np.float32).astype(np.float64)
+
+
+def test_a_float64_backward_computing_in_float32_is_said_to_be_float32_rounding():
+    """The forward is exact to float64, the backward rounds its local derivative to float32: was
+    "WRONG ... dL/dh from t=6 to t=5 is the first wrong backward message"."""
+    result = V.verify_layer(*tanh_rnn(cast=through_float32), cell="rnn-tanh", layout="cs231n")
+    assert not result.ok and result.fingerprint is None, str(result)
+    assert result.verdict().startswith("DIFFERS ONLY BY float32 ROUNDING"), result.verdict()
+    assert "errors are at float32 level" in result.summary() and "computes in float32" in result.summary()
+    assert result.localisation.get("step") is None and "message" not in str(result.localisation), str(result)
+    assert result.to_json()["explanation"]["kind"] == "precision"
+
+
+def test_a_wrong_message_in_float32_code_is_not_called_rounding():
+    result = V.verify_layer(*tanh_rnn(cast=through_float32, message=1.01), cell="rnn-tanh", layout="cs231n")
+    assert not result.ok and result.explanation is None, str(result)
+
+
+def test_float64_arrays_computed_in_float32_are_right_to_float32_only():
+    """Forward and backward round to float32 and return float64 arrays: judged as float32 code (as
+    before), and the verdict now says so instead of a plain RIGHT."""
+    result = V.verify_layer(*tanh_rnn(cast=through_float32, forward_cast=through_float32), cell="rnn-tanh",
+                            layout="cs231n")
+    assert result.ok and result.dtype_model.computed_in == "float32", str(result)
+    assert result.verdict().startswith("RIGHT TO float32 ONLY: rnn-tanh layer code computes in float32"), \
+        result.verdict()
+    assert "right to float32 precision only" in result.summary()

@@ -16,6 +16,7 @@ from .diagnose import common_factor, explain_clipping, fingerprint, forward_fing
     refine_by_fingerprint, wrong_input_steps
 from .kinks import explain_kinks
 from .modes import run_twice
+from .precision import Float32Rounding, explain_precision
 from .lines import exact_line
 from .problems import exact, padding_mask
 from .replay import replay_command
@@ -111,7 +112,7 @@ def run_cases(adapter, problems, mode, layout_name, declared=None):
         scaled = common_factor(runs.failing) if runs.failing and mutation is None and explanation is None else None
         if scaled:  # every gradient off by one factor: no step or path to point at
             localisation = {"message": scaled}
-        elif runs.failing:
+        elif runs.failing and not isinstance(explanation, Float32Rounding):  # rounding: no mistake to place
             localisation = _localisation(adapter, runs.failing, problems, mode, declared, mutation,
                                          evidence.get("shortest"))
         if minimal:
@@ -174,8 +175,8 @@ def _run_each(adapter, problems, mode):
 
 
 def _name_mistake(adapter, failing, forward_mistake):
-    """``(fingerprint, explanation, exact line)``: another convention at relu's kink that explains the
-    failing cases, else the catalogued mistake they match (or the forward's), else the undeclared
+    """``(fingerprint, explanation, exact line)``: another convention at relu's kink or float32 rounding
+    that explains the failing cases, else the catalogued mistake they match (or the forward's), else the undeclared
     clipping or truncation that explains them."""
     model = adapter.model
     if not failing:
@@ -185,6 +186,9 @@ def _name_mistake(adapter, failing, forward_mistake):
     kink = explain_kinks(model, failing)  # before the catalogue: at a kink, "relu' missing" gives the same numbers
     if kink is not None:
         return None, kink, {}
+    rounding = explain_precision(adapter, failing)
+    if rounding is not None:
+        return None, rounding, {}
     mutation = fingerprint(adapter, failing)
     if mutation is None:
         return None, explain_clipping(model, failing), {}

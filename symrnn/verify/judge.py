@@ -64,6 +64,7 @@ UNITS = {"float64": U64, "float32": U32, "float16": 2.0 ** -11, "bfloat16": 2.0 
 class DtypeModel:
     name: str  # "float64", "float32", "float16" or "bfloat16"
     reason: str
+    computed_in: str = ""  # "float32": the code returns float64 arrays but computes them in float32
 
     @property
     def unit(self):

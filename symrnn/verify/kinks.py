@@ -32,8 +32,8 @@ class KinkConvention:
                 "text": self.short()}
 
     def short(self) -> str:
-        """What the verdict line says after ``DIFFERS ONLY AT A KINK:``."""
-        return (f"{self.function}'(0) = {self.value} in {', '.join(w.split(' ')[0] for w in self.where)}; symrnn "
+        """What the verdict line says after ``DIFFERS ONLY``."""
+        return (f"AT A KINK: {self.function}'(0) = {self.value} in {', '.join(w.split(' ')[0] for w in self.where)}; symrnn "
                 f"takes {self.function}'(0) = 0 (as PyTorch)")
 
     def sentence(self) -> str:

@@ -114,10 +114,13 @@ class Verification:
             searched = f" + {self.searched} searched" if self.searched else ""
             chaotic = sum(not c.judged for c in self.cases)
             cases = f"{len(self.cases) - chaotic} cases" + (f", {chaotic} chaotic not judged" if chaotic else "")
+            if getattr(self.dtype_model, "computed_in", ""):  # float64 arrays computed in float32
+                return _fit(f"RIGHT TO {self.dtype_model.computed_in} ONLY: {what} computes in "
+                            f"{self.dtype_model.computed_in}; {len(self.gradients)} gradients, {cases}{searched}{warn}")
             return _fit(f"RIGHT: {what}, {len(self.gradients)} gradients exact ({self.dtype_model.name} error model, "
                         f"{cases}{searched}{warn})")
-        if _kink(self.explanation):
-            return _fit(f"DIFFERS ONLY AT A KINK: {self.explanation.short()}")
+        if _own(self.explanation):
+            return _fit(f"DIFFERS ONLY {self.explanation.short()}")
         if self.explanation is not None:
             return _fit(f"DIFFERS ONLY BY {self.explanation.to_json()['text']}: declare "
                         f"{self.explanation.declaration()}")
@@ -150,13 +153,20 @@ class Verification:
         if self.ok:
             n = sum(1 for _ in self.gradients)
             warn = f"; {len(self.hygiene)} hygiene finding(s)" if self.hygiene else ""
+            inside = getattr(self.dtype_model, "computed_in", "")
+            if inside:
+                return (f"{self.cell} {self.mode} code is right to {inside} precision only: it returns float64 arrays "
+                        f"but computes them in {inside} (its forward agrees with the exact one only as {inside} "
+                        f"rounding does), so it is judged as {inside} code: {n} gradients exact to the {inside} error "
+                        f"model in {len(self.cases)} cases{warn}; a float64 function computed in {inside} is not "
+                        f"exact to float64: compute in float64 for float64 accuracy")
             return (f"{self.cell} {self.mode} code is right: {n} gradients exact to the {self.dtype_model.name} "
                     f"error model in {len(self.cases)} cases{warn}")
         names = ", ".join(g.name for g in self.wrong)
         errors = [f.message for f in self.hygiene if f.severity == "error"]
         if not names and errors:
             return f"{self.cell} {self.mode} code is wrong: {errors[0]}"
-        if _kink(self.explanation):
+        if _own(self.explanation):
             return f"{self.cell} {self.mode} code: {self.explanation.sentence()} ({names} differ)"
         if self.explanation is not None:
             what = self.explanation.to_json()["text"]
@@ -214,13 +224,13 @@ class Verification:
         lines += ["", self.summary()] + ([f"found: {self.found}"] if self.found else []) + ["",
                   f"forward: {'ok' if self.forward.ok else 'DIFFERS'} ({self.forward.message})",
                   f"error model: {self.dtype_model.name} ({self.dtype_model.reason})"]
-        if self.localisation:
-            loc = self.localisation
-            lines += ["", "localisation: " + ", ".join(f"{k} {loc[k]}" for k in ("gradient", "block", "path", "step")
-                                                         if loc.get(k) is not None)]
+        loc = self.localisation
+        where = ", ".join(f"{k} {loc[k]}" for k in ("gradient", "block", "path", "step") if loc.get(k) is not None)
+        if where or loc.get("message"):
+            lines += ["", "localisation: " + where]
             if loc.get("message"):
                 lines.append(f"  {loc['message']}")
-        if self.explanation is not None and not _kink(self.explanation):
+        if self.explanation is not None and not _own(self.explanation):
             lines += ["", f"explained by {self.explanation.to_json()['text']}; declare "
                           f"{self.explanation.declaration()} to verify it exactly"]
         if self.fingerprint is not None:
@@ -271,11 +281,10 @@ class Verification:
         return data
 
 
-def _kink(explanation) -> bool:
-    """Whether the explanation is another convention at relu's kink (its own verdict and sentence)."""
-    from .kinks import KinkConvention  # kinks reads the diagnosis, which reads the judgement: not at import
-
-    return isinstance(explanation, KinkConvention)
+def _own(explanation) -> bool:
+    """Whether the explanation is one with its own verdict and sentence and nothing to declare (another
+    convention at relu's kink, float32 rounding), not a clipping or truncation to declare."""
+    return explanation is not None and hasattr(explanation, "sentence")
 
 
 def _fit(text, width=100):
