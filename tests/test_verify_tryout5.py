@@ -137,3 +137,17 @@ def test_float64_arrays_computed_in_float32_are_right_to_float32_only():
     assert result.verdict().startswith("RIGHT TO float32 ONLY: rnn-tanh layer code computes in float32"), \
         result.verdict()
     assert "right to float32 precision only" in result.summary()
+
+
+# -- 6: a square gradient returned transposed ------------------------------------------------------
+def test_a_transposed_square_gradient_is_named():
+    """dWh.T for an H x H recurrent weight: was "WRONG: dWh" with no name."""
+    result = V.verify_layer(*tanh_rnn(lambda dx, dh0, dWx, dWh, db: (dx, dh0, dWx, dWh.T, db)), cell=None)
+    assert not result.ok and result.fingerprint.name == "gradient-transposed", str(result)
+    assert "the gradient of Wh is transposed" in result.summary() and "dWh.T" in result.summary()
+    assert [g.name for g in result.wrong] == ["dWh"]
+
+
+def test_a_wrong_square_gradient_that_is_not_its_transpose_is_not_called_transposed():
+    result = V.verify_layer(*tanh_rnn(lambda dx, dh0, dWx, dWh, db: (dx, dh0, dWx, dWh.T * 1.01, db)), cell=None)
+    assert not result.ok and (result.fingerprint is None or result.fingerprint.name != "gradient-transposed")

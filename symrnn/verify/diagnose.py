@@ -12,6 +12,7 @@ from ..errors import ShapeError, UserCodeError
 from ..engine.symbols import parse
 from ..models.truncated import truncated_loss_and_grads
 from . import judge as J
+from .assess import _exact_in_user_layout
 from .mutants import Mutation, candidate, mutations_for
 from .mutants import backward as candidate_backward
 from .mutants import input_terms as mutant_terms
@@ -53,6 +54,29 @@ def fingerprint(adapter, failing):
                    for i, (problem, run, ex, dtype_model, _) in enumerate(cases)):
                 return mutation
     return None
+
+
+def transposed_returns(adapter, failing):
+    """A :class:`Mutation` naming the square gradients the user's code returns transposed (``dWh.T``
+    for an ``H x H`` recurrent weight: the shapes agree, so nothing fails loudly), when that explains
+    every wrong gradient of every failing case; else None."""
+    names = []
+    for _, run, ex, _, verdicts in failing:
+        exact_user, scale_user = _exact_in_user_layout(adapter, ex, run)
+        for v in (v for v in verdicts if not v.ok):
+            user, exact = np.asarray(run.user_grads[v.name], dtype=float), np.asarray(exact_user[v.name])
+            if user.ndim != 2 or user.shape[0] != user.shape[1] or exact.shape != user.shape or \
+                    not np.all(np.abs(user - exact.T) <= np.asarray(scale_user[v.name]).T):
+                return None
+            names += [v.name] if v.name not in names else []
+    if not names:
+        return None
+    shown = ", ".join(n[1:] if n.startswith("d") else n for n in names)
+    returned = ", ".join(f"{n}.T" for n in names)
+    return Mutation("gradient-transposed", f"the gradient of {shown} is transposed: the code returns {returned} "
+                                           f"where {', '.join(names)} belongs (a square matrix, so the shapes "
+                                           f"agree and nothing fails loudly); every other gradient is right",
+                    changes=", ".join(f"dL/{n}" for n in names))
 
 
 def _start_zeroed(model, grads, states):
