@@ -151,3 +151,25 @@ def test_a_transposed_square_gradient_is_named():
 def test_a_wrong_square_gradient_that_is_not_its_transpose_is_not_called_transposed():
     result = V.verify_layer(*tanh_rnn(lambda dx, dh0, dWx, dWh, db: (dx, dh0, dWx, dWh.T * 1.01, db)), cell=None)
     assert not result.ok and (result.fingerprint is None or result.fingerprint.name != "gradient-transposed")
+
+
+# -- 2: the sLSTM's n message dropped at one step ---------------------------------------------------
+def test_an_slstm_n_message_dropped_at_one_step_is_placed_and_named():
+    """Was "dL/d(state) from t=6 to t=5 ...; at t=8 the gate block(s) ibar, fbar receive a wrong
+    gradient": n and m's messages reach the same gates, so the state was not named, and the step of
+    the blocks was the probe's last."""
+    torch = pytest.importorskip("torch")
+    import os
+    import sys
+    sys.path.insert(0, os.path.dirname(__file__))
+    from corpus_torch import slstm
+
+    from symrnn.verify import verify_framework
+
+    torch.manual_seed(0)
+    result = verify_framework(slstm.make("n-message-zeroed-at-6"), None)
+    loc = result.localisation
+    assert not result.ok and loc["path"] == "n" and loc["step"] == 6, str(result)
+    assert "dL/dn from t=6 to t=5 is the first wrong backward message (it arrives as zero" in loc["message"]
+    assert "at t=5 the gate block(s) ibar, fbar receive a wrong gradient" in loc["message"], loc["message"]
+    assert "(state)" not in str(result)

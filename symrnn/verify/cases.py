@@ -222,8 +222,7 @@ def _probe_localisation(messages, T_main):
     out = {"step": messages["step"], "path": messages["path"], "message": messages["message"]}
     wrong, right = messages["blocks_wrong"], messages["blocks_right"]
     if right and wrong:
-        at = messages["step"] if messages.get("local") else (min(messages["step"] - 1, T_main)
-                                                             if messages["path"] else T_main)
+        at = messages["step"] if messages.get("local") else messages["step"] - 1  # the step the message reaches
         out["block"] = ",".join(wrong)
         out["message"] += (f"; at t={at} the gate block(s) {', '.join(wrong)} receive a wrong gradient, "
                            f"{', '.join(right)} a right one")
