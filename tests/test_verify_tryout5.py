@@ -173,3 +173,22 @@ def test_an_slstm_n_message_dropped_at_one_step_is_placed_and_named():
     assert "dL/dn from t=6 to t=5 is the first wrong backward message (it arrives as zero" in loc["message"]
     assert "at t=5 the gate block(s) ibar, fbar receive a wrong gradient" in loc["message"], loc["message"]
     assert "(state)" not in str(result)
+
+
+# -- 10: the table's error and tolerance are those of one entry -----------------------------------
+def test_the_error_shown_beside_a_tolerance_is_that_entrys():
+    """The table showed the largest error of any entry beside the tolerance of the worst entry (largest
+    error/tolerance): two entries on one row."""
+    from symrnn.verify import judge as J
+
+    exact = np.array([1.0, 1e-6])
+    g = J.judge_array("db", exact + [1e-3, 1e-9], exact, np.array([1.0, 1e-12]))
+    assert g.worst_index == (1,) and g.tolerance == 1e-12 and not g.ok
+    assert np.isclose(g.worst_error, 1e-9) and g.max_abs_error == pytest.approx(1e-3)
+    result = V.verify_layer(*tanh_rnn(lambda dx, dh0, dWx, dWh, db: (dx, dh0, dWx, dWh, db + [1e-3, 0, 0, 1e-9])),
+                            cell="rnn-tanh", layout="cs231n")
+    row = next(line for line in str(result).splitlines() if line.strip().startswith("db "))
+    db = next(g for g in result.gradients if g.name == "db")
+    assert f"{db.worst_error:11.3e} {db.tolerance:11.3e}" in row, row
+    assert db.worst_error == pytest.approx(abs(db.user_value - db.exact_value))
+    assert "error and tolerance at each gradient's worst entry" in str(result)

@@ -210,14 +210,17 @@ class Verification:
         """The full report (``str()``); ``show_code`` adds the generated-code lines of a named mistake."""
         lines = [self.verdict()]
         if self.gradients:
-            lines += ["", f"gradients in the case {self.case!r}:",
-                      f"  {'name':<10} {'|user|':>11} {'|exact|':>11} {'max error':>11} {'tolerance':>11}  verdict"]
+            lines += ["", f"gradients in the case {self.case!r} (error and tolerance at each gradient's worst entry, "
+                          f"the largest error/tolerance):",
+                      f"  {'name':<10} {'|user|':>11} {'|exact|':>11} {'error':>11} {'tolerance':>11}  verdict"]
             for g in self.gradients:
-                lines.append(f"  {g.name:<10} {g.user_norm:11.4e} {g.exact_norm:11.4e} {g.max_abs_error:11.3e} "
+                lines.append(f"  {g.name:<10} {g.user_norm:11.4e} {g.exact_norm:11.4e} {g.worst_error:11.3e} "
                              f"{g.tolerance:11.3e}  {'ok' if g.ok else 'WRONG'}")
                 if not g.ok:
+                    largest = (f"; largest error {g.max_abs_error:.3e} elsewhere"
+                               if g.max_abs_error > g.worst_error else "")
                     lines.append(f"  {'':<10} worst entry {g.name}{list(g.worst_index)}: user {g.user_value:.10g}, "
-                                 f"exact {g.exact_value:.10g}")
+                                 f"exact {g.exact_value:.10g}{largest}")
                     for b in g.blocks:
                         lines.append(f"  {'':<10} gate block {b.block}: max error {b.max_abs_error:.3e} "
                                      f"{('ok' if b.tested else 'ok (not tested: zero here)') if b.ok else 'WRONG'}")
