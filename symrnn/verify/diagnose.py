@@ -274,11 +274,11 @@ def message_probe(adapter, declared, T, seed=7):
     others = [s for s in pm.state_names if s not in (path or "").split(",")]
     right = "; ".join(f"dL/d{s} is right" for s in others) if path else ""
     message = f"dL/d{_shown(path)}" if path else " or ".join(f"dL/d{s}" for s in reaching or pm.state_names)
-    how = "" if factor is None else (" (it arrives as zero: dropped at that step)" if abs(factor) < 1e-6 else
-                                     f" (it arrives {factor:.6g} times the exact one)")
+    how = "" if factor is None else ("; it arrives as zero (dropped at that step)" if abs(factor) < 1e-6 else
+                                     f"; it arrives {factor:.6g} times the exact one")
     return {"step": t + 2, **blocks, "path": path, "local": False,
-            "message": (f"{message} from t={t + 2} to t={t + 1} is the first wrong backward message{how}"
-                        + (f"; {right}" if right else "") + f" (message probe, T={T})" + scaled)}
+            "message": (f"{message} from t={t + 2} to t={t + 1} is the first wrong backward message"
+                        + (f"; {right}" if right else "") + f" (message probe, T={T})" + how + scaled)}
 
 
 def _probe_blocks(probe, declared, names, T, seed, upstream):
