@@ -170,7 +170,8 @@ def test_an_slstm_n_message_dropped_at_one_step_is_placed_and_named():
     result = verify_framework(slstm.make("n-message-zeroed-at-6"), None)
     loc = result.localisation
     assert not result.ok and loc["path"] == "n" and loc["step"] == 6, str(result)
-    assert "dL/dn from t=6 to t=5 is the first wrong backward message (it arrives as zero" in loc["message"]
+    assert "dL/dn from t=6 to t=5 is the first wrong backward message;" in loc["message"]
+    assert "it arrives as zero (dropped at that step)" in loc["message"]
     assert "at t=5 the gate block(s) ibar, fbar receive a wrong gradient" in loc["message"], loc["message"]
     assert "(state)" not in str(result)
 
@@ -192,3 +193,35 @@ def test_the_error_shown_beside_a_tolerance_is_that_entrys():
     assert f"{db.worst_error:11.3e} {db.tolerance:11.3e}" in row, row
     assert db.worst_error == pytest.approx(abs(db.user_value - db.exact_value))
     assert "error and tolerance at each gradient's worst entry" in str(result)
+
+
+# -- 4: PyTorch code in half precision is found without --cell --------------------------------------
+@pytest.mark.parametrize("module, name, cell", [("rnn", "RNNFunction", "rnn-tanh"), ("gru", "GRUFunction", "gru"),
+                                                ("lstm", "LSTMFunction", "lstm")])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_autograd_functions_are_found_without_a_cell(module, name, cell, dtype):
+    """Was "computes no built-in cell, and tracing its graph of one step failed": the forward was
+    matched to 1e-4, which half precision does not reach."""
+    pytest.importorskip("torch")
+    import importlib
+    import os
+    import sys
+    sys.path.insert(0, os.path.dirname(__file__))
+    from symrnn.verify import verify_framework
+
+    code = getattr(importlib.import_module(f"corpus_torch.{module}"), name)
+    result = verify_framework(code, None, dtype=dtype)
+    assert result.ok and result.cell == cell and result.dtype_model.name == dtype, str(result)
+
+
+def test_a_gross_mistake_in_half_precision_is_still_caught_once_found():
+    pytest.importorskip("torch")
+    import os
+    import sys
+    sys.path.insert(0, os.path.dirname(__file__))
+    from corpus_torch import gru
+
+    from symrnn.verify import verify_framework
+
+    result = verify_framework(gru.make("update-sigmoid-derivative-missing"), None, dtype="float16")
+    assert not result.ok and result.cell == "gru" and result.forward.ok, str(result)
