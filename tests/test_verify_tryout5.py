@@ -225,3 +225,23 @@ def test_a_gross_mistake_in_half_precision_is_still_caught_once_found():
 
     result = verify_framework(gru.make("update-sigmoid-derivative-missing"), None, dtype="float16")
     assert not result.ok and result.cell == "gru" and result.forward.ok, str(result)
+
+
+# -- 9: the verifier's own arithmetic does not warn -------------------------------------------------
+def test_only_the_users_code_warns():
+    """tanh' taken at the pre-activation, T=300, weights up to 3: the user's backward overflows, and so
+    do the catalogue's sweeps tried against it; the user saw RuntimeWarnings from
+    symrnn/verify/mutants.py beside their own."""
+    import os
+    import sys
+    sys.path.insert(0, os.path.dirname(__file__))
+    from corpus import cs231n_rnn
+
+    ns = cs231n_rnn.make("act_deriv_at_preact")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = V.verify_layer(ns.rnn_forward, ns.rnn_backward, "rnn-tanh", "cs231n", T=300, scale=3.0)
+    assert not result.ok, str(result)
+    ours = [f"{w.filename}:{w.lineno}: {w.message}" for w in caught if os.sep + "symrnn" + os.sep in w.filename]
+    assert not ours, ours
+    assert any("cs231n_rnn" in w.filename for w in caught)  # the user's own warnings are left alone

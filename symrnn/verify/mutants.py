@@ -290,6 +290,13 @@ class _Numeric:
 
 
 def backward(model, params, X, h0, upstream, final_grads=None, mutation=None, term_scales=False, record=None):
+    """:func:`_backward` without warnings: a mistaken sweep (a derivative left out) may overflow where
+    the user's code does not, and the user sees the warnings of their own code only."""
+    with np.errstate(all="ignore"):
+        return _backward(model, params, X, h0, upstream, final_grads, mutation, term_scales, record)
+
+
+def _backward(model, params, X, h0, upstream, final_grads=None, mutation=None, term_scales=False, record=None):
     """Gradients of ``sum_t <upstream_t, h_t> (+ <final, s_T>)`` by the cell's sweep run with NumPy
     step by step (``mutation``: changed as :func:`mutated_sweep` says, and the loop and the sums as
     the mutation says); keys as ``Model.loss_and_grads``.
@@ -359,7 +366,12 @@ def _collect(grad, num, terms, adj, t, m, absolute):
 def candidate(model, problem, mutation):
     """The gradients an implementation with ``mutation`` returns on ``problem`` (a verifier's
     :class:`~symrnn.verify.problems.Problem`): the layer's, or, with a readout and a loss, the
-    readout's exact gradients and the recurrent part through the mutated sweep."""
+    readout's exact gradients and the recurrent part through the mutated sweep (without warnings)."""
+    with np.errstate(all="ignore"):
+        return _candidate(model, problem, mutation)
+
+
+def _candidate(model, problem, mutation):
     if mutation.truncation:
         return truncated_loss_and_grads(model, problem.params, problem.x, problem.targets,
                                         Truncation(*mutation.truncation), problem.h0, problem.mask,
