@@ -245,3 +245,38 @@ def test_only_the_users_code_warns():
     ours = [f"{w.filename}:{w.lineno}: {w.message}" for w in caught if os.sep + "symrnn" + os.sep in w.filename]
     assert not ours, ours
     assert any("cs231n_rnn" in w.filename for w in caught)  # the user's own warnings are left alone
+
+
+# -- 5: np.logaddexp is traced ----------------------------------------------------------------------
+def leaky_sigmoid_rnn(local=lambda s: s * (1 - s)):
+    """``h_t = h_{t-1}/2 + sigmoid(x_t Wx + h_{t-1} Wh + b)/2``, no built-in cell, with sigmoid written
+    stably as ``exp(-logaddexp(0, -u))``; ``local`` is sigmoid's derivative from its output."""
+    def rnn_forward(x, h0, Wx, Wh, b):
+        h, cache, prev = np.zeros((x.shape[0], x.shape[1], h0.shape[1])), [], h0
+        for t in range(x.shape[1]):
+            s = np.exp(-np.logaddexp(0, -(x[:, t] @ Wx + prev @ Wh + b)))
+            cache.append((x[:, t], prev, s))
+            prev = h[:, t] = 0.5 * prev + 0.5 * s
+        return h, (cache, Wx, Wh)
+
+    def rnn_backward(dh, cache):
+        steps, Wx, Wh = cache
+        dx = np.zeros(dh.shape[:2] + (Wx.shape[0],))
+        dWx, dWh, db, carry = np.zeros_like(Wx), np.zeros_like(Wh), np.zeros(Wh.shape[0]), np.zeros_like(dh[:, 0])
+        for t in reversed(range(dh.shape[1])):
+            x, prev, s = steps[t]
+            g = dh[:, t] + carry
+            da = 0.5 * g * local(s)
+            dx[:, t] = da @ Wx.T
+            dWx, dWh, db = dWx + x.T @ da, dWh + prev.T @ da, db + da.sum(0)
+            carry = 0.5 * g + da @ Wh.T
+        return dx, carry, dWx, dWh, db
+    return rnn_forward, rnn_backward
+
+
+def test_a_sigmoid_written_with_logaddexp_is_traced():
+    """Was "could not be run on symbols: TypeError: ufunc 'logaddexp' not supported"."""
+    result = V.verify_layer(*leaky_sigmoid_rnn(), cell=None)
+    assert result.ok and result.cell == "traced" and "softplus" in result.found, str(result)
+    wrong = V.verify_layer(*leaky_sigmoid_rnn(lambda s: s), cell=None)
+    assert not wrong.ok and wrong.forward.ok, str(wrong)
