@@ -280,3 +280,53 @@ def test_a_sigmoid_written_with_logaddexp_is_traced():
     assert result.ok and result.cell == "traced" and "softplus" in result.found, str(result)
     wrong = V.verify_layer(*leaky_sigmoid_rnn(lambda s: s), cell=None)
     assert not wrong.ok and wrong.forward.ok, str(wrong)
+
+
+# -- 7: a CS231n-style minGRU (x @ Wx, no recurrent weight) ---------------------------------------
+def cs231n_mingru(local=lambda z: z * (1 - z)):
+    """minGRU (Feng et al. 2024) as CS231n writes layers: ``a = x_t @ Wx + b`` with ``Wx`` ``(D, 2H)``
+    stacking the gates z and h~, ``h_t = (1 - z) h_{t-1} + z h~``; ``local`` is sigmoid's derivative."""
+    def mingru_forward(x, h0, Wx, b):
+        H = h0.shape[1]
+        h, cache, prev = np.zeros((x.shape[0], x.shape[1], H)), [], h0
+        for t in range(x.shape[1]):
+            a = x[:, t] @ Wx + b
+            z, ht = 1 / (1 + np.exp(-a[:, :H])), a[:, H:]
+            cache.append((x[:, t], prev, z, ht))
+            prev = h[:, t] = (1 - z) * prev + z * ht
+        return h, (cache, Wx)
+
+    def mingru_backward(dh, cache):
+        steps, Wx = cache
+        dx, dWx, db = np.zeros(dh.shape[:2] + (Wx.shape[0],)), np.zeros_like(Wx), np.zeros(Wx.shape[1])
+        carry = np.zeros_like(dh[:, 0])
+        for t in reversed(range(dh.shape[1])):
+            x, prev, z, ht = steps[t]
+            g = dh[:, t] + carry
+            da = np.concatenate([g * (ht - prev) * local(z), g * z], axis=1)
+            dx[:, t] = da @ Wx.T
+            dWx, db = dWx + x.T @ da, db + da.sum(0)
+            carry = g * (1 - z)
+        return dx, carry, dWx, db
+    return mingru_forward, mingru_backward
+
+
+def test_a_cs231n_style_mingru_is_found_and_verified():
+    """Was "are not input weights, recurrent weights and a bias (Wx, Wh, b or W, b): give --cell and
+    --layout", and with --cell min-gru --layout cs231n "A layout stacks a cell's weights gate by gate
+    ... name them so, or convert the parameters yourself": each piece of advice led to the other."""
+    for cell, layout in ((None, None), ("min-gru", None), ("min-gru", "cs231n")):
+        result = V.verify_layer(*cs231n_mingru(), cell=cell, layout=layout)
+        assert result.ok and result.cell == "min-gru" and "x W (row convention), gates z h" in result.found, \
+            (cell, layout, str(result))
+    wrong = V.verify_layer(*cs231n_mingru(lambda z: z), cell=None)
+    assert not wrong.ok and wrong.fingerprint.name == "sigmoid-derivative-as-output", str(wrong)
+
+
+def test_a_mingru_declared_as_a_cell_with_a_recurrent_weight_is_told_so():
+    from symrnn.verify.trace import TracingError
+
+    with pytest.raises(TracingError, match="takes no recurrent weight .* but 'lstm' has one: leave out --cell"):
+        V.verify_layer(*cs231n_mingru(), cell="lstm", layout="auto")  # the CLI's --cell lstm
+    with pytest.raises(TracingError, match="as layout 'pytorch' lays them out .column convention"):
+        V.verify_layer(*cs231n_mingru(), cell="min-gru", layout="pytorch")

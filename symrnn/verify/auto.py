@@ -80,6 +80,8 @@ def forward_roles(fn) -> tuple:
               "as CS231n does: x, h0 (prev_h), c0 (prev_c), Wx, Wh, b (W for one matrix over [x, h])"
             + ("; code that takes a params dict in symrnn's names is verified with --cell NAME (and --layout "
                "symrnn)" if any(p.name.lower() in ("params", "p", "weights") for p in parameters) else "") + ".")
+    if {"Wx", "b"} <= set(roles) and not {"Wh", "W"} & set(roles):  # minGRU, minLSTM: no recurrent weight
+        return tuple(roles)
     if "W" in roles and ("Wx" in roles or "Wh" in roles) or "W" not in roles and not {"Wx", "Wh"} <= set(roles) \
             or "b" not in roles:
         raise UnknownNameError(f"The forward's arguments {roles} are not input weights, recurrent weights and a bias "
@@ -223,6 +225,10 @@ def find(forward, *, step_forward=None, cell=None, layout=None) -> Found:
     arg_names = [p.name for p in inspect.signature(forward).parameters.values()
                  if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     names = dict(zip(roles, arg_names))
+    from .unrecurrent import find_without_recurrent_weight, no_recurrent_weight
+
+    if no_recurrent_weight(roles):
+        return find_without_recurrent_weight(forward, roles, names, cell, layout)
     candidates = [layout] if isinstance(layout, Layout) else layouts_for(roles, names)
     errors, ran = [], False
     for N in (None, 1):  # code written for one example at a time runs with N = 1 only
