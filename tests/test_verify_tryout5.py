@@ -13,14 +13,21 @@ from symrnn.errors import UserCodeError
 
 
 # -- 1: relu'(0) = 1 is a convention at the kink ---------------------------------------------------
-def relu_rnn(mask):
-    """A CS231n-style relu RNN whose backward multiplies by ``mask(a)``: relu's derivative."""
+def simple_rnn(act=np.tanh, local=lambda a, h: 1 - h ** 2, returns=lambda *grads: grads, cast=None,
+               forward_cast=None, message=1.0):
+    """A CS231n-style RNN ``h_t = act(x_t Wx + h_{t-1} Wh + b)`` whose backward multiplies by
+    ``local(a, h)``, act's derivative; ``returns`` rearranges what the backward returns
+    ``(dx, dh0, dWx, dWh, db)``; ``cast`` (a function of an array) is applied to the backward's local
+    gradient and ``forward_cast`` to the forward's pre-activation (float32 work inside float64 code);
+    the message sent back from the last step is scaled by ``message``."""
     def rnn_forward(x, h0, Wx, Wh, b):
         h, cache, prev = np.zeros((x.shape[0], x.shape[1], h0.shape[1])), [], h0
         for t in range(x.shape[1]):
             a = x[:, t] @ Wx + prev @ Wh + b
+            a = a if forward_cast is None else forward_cast(a)
             cache.append((x[:, t], prev, a))
-            prev = h[:, t] = np.maximum(a, 0)
+            prev = h[:, t] = act(a)
+            cache[-1] += (prev,)
         return h, (cache, Wx, Wh)
 
     def rnn_backward(dh, cache):
@@ -28,13 +35,19 @@ def relu_rnn(mask):
         dx = np.zeros(dh.shape[:2] + (Wx.shape[0],))
         dWx, dWh, db, carry = np.zeros_like(Wx), np.zeros_like(Wh), np.zeros(Wh.shape[0]), np.zeros_like(dh[:, 0])
         for t in reversed(range(dh.shape[1])):
-            x, prev, a = steps[t]
-            da = (dh[:, t] + carry) * mask(a)
+            x, prev, a, h = steps[t]
+            da = (dh[:, t] + carry) * local(a, h)
+            da = da if cast is None else cast(da)
             dx[:, t] = da @ Wx.T
             dWx, dWh, db = dWx + x.T @ da, dWh + prev.T @ da, db + da.sum(0)
-            carry = da @ Wh.T
-        return dx, carry, dWx, dWh, db
+            carry = da @ Wh.T * (message if t == dh.shape[1] - 1 else 1.0)
+        return returns(dx, carry, dWx, dWh, db)
     return rnn_forward, rnn_backward
+
+
+def relu_rnn(mask):
+    """A relu RNN whose backward multiplies by ``mask(a)``: relu's derivative."""
+    return simple_rnn(lambda a: np.maximum(a, 0), lambda a, h: mask(a))
 
 
 @pytest.mark.parametrize("mask, value", [(lambda a: a >= 0, "1"), (lambda a: np.heaviside(a, 0.5), "1/2")])
@@ -60,36 +73,6 @@ def test_relu_mask_as_pytorch_passes_the_search():
 
 
 # -- 8: a gradient that is not an array ------------------------------------------------------------
-def tanh_rnn(returns=lambda dx, dh0, dWx, dWh, db: (dx, dh0, dWx, dWh, db), cast=None, forward_cast=None,
-             message=1.0):
-    """A CS231n-style tanh RNN; ``returns`` rearranges what the backward returns, ``cast`` (a function
-    of an array) is applied to the backward's local derivative and ``forward_cast`` to the forward's
-    pre-activation (float32 work inside float64 code); the message sent back from the last step is
-    scaled by ``message``."""
-    def rnn_forward(x, h0, Wx, Wh, b):
-        h, cache, prev = np.zeros((x.shape[0], x.shape[1], h0.shape[1])), [], h0
-        for t in range(x.shape[1]):
-            cache.append((x[:, t], prev))
-            a = x[:, t] @ Wx + prev @ Wh + b
-            prev = h[:, t] = np.tanh(a if forward_cast is None else forward_cast(a))
-            cache[-1] += (prev,)
-        return h, (cache, Wx, Wh)
-
-    def rnn_backward(dh, cache):
-        steps, Wx, Wh = cache
-        dx = np.zeros(dh.shape[:2] + (Wx.shape[0],))
-        dWx, dWh, db, carry = np.zeros_like(Wx), np.zeros_like(Wh), np.zeros(Wh.shape[0]), np.zeros_like(dh[:, 0])
-        for t in reversed(range(dh.shape[1])):
-            x, prev, h = steps[t]
-            da = (dh[:, t] + carry) * (1 - h ** 2)
-            da = da if cast is None else cast(da)
-            dx[:, t] = da @ Wx.T
-            dWx, dWh, db = dWx + x.T @ da, dWh + prev.T @ da, db + da.sum(0)
-            carry = da @ Wh.T * (message if t == dh.shape[1] - 1 else 1.0)
-        return returns(dx, carry, dWx, dWh, db)
-    return rnn_forward, rnn_backward
-
-
 @pytest.mark.parametrize("returns, said", [
     (lambda dx, dh0, dWx, dWh, db: (dx, dh0, dWx, dWh, "db"), "The gradient db returned by rnn_backward(...) is a "
                                                               "str ('db'), not an array; expected a floating-point "
@@ -103,7 +86,7 @@ def tanh_rnn(returns=lambda dx, dh0, dWx, dWh, db: (dx, dh0, dWx, dWh, db), cast
 def test_a_gradient_that_is_not_an_array_is_said_so(returns, said):
     """Was "A gradient the user's code returned has the wrong shape: b has dtype <U2"."""
     with pytest.raises(UserCodeError) as info:
-        V.verify_layer(*tanh_rnn(returns), cell="rnn-tanh", layout="cs231n")
+        V.verify_layer(*simple_rnn(returns=returns), cell="rnn-tanh", layout="cs231n")
     assert said in str(info.value) and "wrong shape" not in str(info.value), str(info.value)
 
 
@@ -115,7 +98,7 @@ def through_float32(a):
 def test_a_float64_backward_computing_in_float32_is_said_to_be_float32_rounding():
     """The forward is exact to float64, the backward rounds its local derivative to float32: was
     "WRONG ... dL/dh from t=6 to t=5 is the first wrong backward message"."""
-    result = V.verify_layer(*tanh_rnn(cast=through_float32), cell="rnn-tanh", layout="cs231n")
+    result = V.verify_layer(*simple_rnn(cast=through_float32), cell="rnn-tanh", layout="cs231n")
     assert not result.ok and result.fingerprint is None, str(result)
     assert result.verdict().startswith("DIFFERS ONLY BY float32 ROUNDING"), result.verdict()
     assert "errors are at float32 level" in result.summary() and "computes in float32" in result.summary()
@@ -124,14 +107,14 @@ def test_a_float64_backward_computing_in_float32_is_said_to_be_float32_rounding(
 
 
 def test_a_wrong_message_in_float32_code_is_not_called_rounding():
-    result = V.verify_layer(*tanh_rnn(cast=through_float32, message=1.01), cell="rnn-tanh", layout="cs231n")
+    result = V.verify_layer(*simple_rnn(cast=through_float32, message=1.01), cell="rnn-tanh", layout="cs231n")
     assert not result.ok and result.explanation is None, str(result)
 
 
 def test_float64_arrays_computed_in_float32_are_right_to_float32_only():
     """Forward and backward round to float32 and return float64 arrays: judged as float32 code (as
     before), and the verdict now says so instead of a plain RIGHT."""
-    result = V.verify_layer(*tanh_rnn(cast=through_float32, forward_cast=through_float32), cell="rnn-tanh",
+    result = V.verify_layer(*simple_rnn(cast=through_float32, forward_cast=through_float32), cell="rnn-tanh",
                             layout="cs231n")
     assert result.ok and result.dtype_model.computed_in == "float32", str(result)
     assert result.verdict().startswith("RIGHT TO float32 ONLY: rnn-tanh layer code computes in float32"), \
@@ -142,14 +125,16 @@ def test_float64_arrays_computed_in_float32_are_right_to_float32_only():
 # -- 6: a square gradient returned transposed ------------------------------------------------------
 def test_a_transposed_square_gradient_is_named():
     """dWh.T for an H x H recurrent weight: was "WRONG: dWh" with no name."""
-    result = V.verify_layer(*tanh_rnn(lambda dx, dh0, dWx, dWh, db: (dx, dh0, dWx, dWh.T, db)), cell=None)
+    transposed = simple_rnn(returns=lambda dx, dh0, dWx, dWh, db: (dx, dh0, dWx, dWh.T, db))
+    result = V.verify_layer(*transposed, cell=None)
     assert not result.ok and result.fingerprint.name == "gradient-transposed", str(result)
     assert "the gradient of Wh is transposed" in result.summary() and "dWh.T" in result.summary()
     assert [g.name for g in result.wrong] == ["dWh"]
 
 
 def test_a_wrong_square_gradient_that_is_not_its_transpose_is_not_called_transposed():
-    result = V.verify_layer(*tanh_rnn(lambda dx, dh0, dWx, dWh, db: (dx, dh0, dWx, dWh.T * 1.01, db)), cell=None)
+    scaled = simple_rnn(returns=lambda dx, dh0, dWx, dWh, db: (dx, dh0, dWx, dWh.T * 1.01, db))
+    result = V.verify_layer(*scaled, cell=None)
     assert not result.ok and (result.fingerprint is None or result.fingerprint.name != "gradient-transposed")
 
 
@@ -186,8 +171,8 @@ def test_the_error_shown_beside_a_tolerance_is_that_entrys():
     g = J.judge_array("db", exact + [1e-3, 1e-9], exact, np.array([1.0, 1e-12]))
     assert g.worst_index == (1,) and g.tolerance == 1e-12 and not g.ok
     assert np.isclose(g.worst_error, 1e-9) and g.max_abs_error == pytest.approx(1e-3)
-    result = V.verify_layer(*tanh_rnn(lambda dx, dh0, dWx, dWh, db: (dx, dh0, dWx, dWh, db + [1e-3, 0, 0, 1e-9])),
-                            cell="rnn-tanh", layout="cs231n")
+    off = simple_rnn(returns=lambda dx, dh0, dWx, dWh, db: (dx, dh0, dWx, dWh, db + [1e-3, 0, 0, 1e-9]))
+    result = V.verify_layer(*off, cell="rnn-tanh", layout="cs231n")
     row = next(line for line in str(result).splitlines() if line.strip().startswith("db "))
     db = next(g for g in result.gradients if g.name == "db")
     assert f"{db.worst_error:11.3e} {db.tolerance:11.3e}" in row, row
