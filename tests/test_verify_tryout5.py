@@ -13,21 +13,21 @@ from symrnn.errors import UserCodeError
 
 
 # -- 1: relu'(0) = 1 is a convention at the kink ---------------------------------------------------
-def simple_rnn(act=np.tanh, local=lambda a, h: 1 - h ** 2, returns=lambda *grads: grads, cast=None,
-               forward_cast=None, message=1.0):
-    """A CS231n-style RNN ``h_t = act(x_t Wx + h_{t-1} Wh + b)`` whose backward multiplies by
-    ``local(a, h)``, act's derivative; ``returns`` rearranges what the backward returns
-    ``(dx, dh0, dWx, dWh, db)``; ``cast`` (a function of an array) is applied to the backward's local
-    gradient and ``forward_cast`` to the forward's pre-activation (float32 work inside float64 code);
-    the message sent back from the last step is scaled by ``message``."""
+def simple_rnn(act=np.tanh, local=lambda a, s: 1 - s ** 2, returns=lambda *grads: grads, cast=None,
+               forward_cast=None, message=1.0, leak=0.0):
+    """A CS231n-style RNN ``h_t = leak h_{t-1} + (1 - leak) act(x_t Wx + h_{t-1} Wh + b)`` whose backward
+    multiplies by ``local(a, act(a))``, act's derivative; ``returns`` rearranges what the backward
+    returns ``(dx, dh0, dWx, dWh, db)``; ``cast`` (a function of an array) is applied to the backward's
+    local gradient and ``forward_cast`` to the forward's pre-activation (float32 work inside float64
+    code); the message sent back from the last step is scaled by ``message``."""
     def rnn_forward(x, h0, Wx, Wh, b):
         h, cache, prev = np.zeros((x.shape[0], x.shape[1], h0.shape[1])), [], h0
         for t in range(x.shape[1]):
             a = x[:, t] @ Wx + prev @ Wh + b
             a = a if forward_cast is None else forward_cast(a)
-            cache.append((x[:, t], prev, a))
-            prev = h[:, t] = act(a)
-            cache[-1] += (prev,)
+            s = act(a)
+            cache.append((x[:, t], prev, a, s))
+            prev = h[:, t] = leak * prev + (1 - leak) * s if leak else s
         return h, (cache, Wx, Wh)
 
     def rnn_backward(dh, cache):
@@ -35,12 +35,13 @@ def simple_rnn(act=np.tanh, local=lambda a, h: 1 - h ** 2, returns=lambda *grads
         dx = np.zeros(dh.shape[:2] + (Wx.shape[0],))
         dWx, dWh, db, carry = np.zeros_like(Wx), np.zeros_like(Wh), np.zeros(Wh.shape[0]), np.zeros_like(dh[:, 0])
         for t in reversed(range(dh.shape[1])):
-            x, prev, a, h = steps[t]
-            da = (dh[:, t] + carry) * local(a, h)
+            x, prev, a, s = steps[t]
+            g = dh[:, t] + carry
+            da = (1 - leak) * g * local(a, s)
             da = da if cast is None else cast(da)
             dx[:, t] = da @ Wx.T
             dWx, dWh, db = dWx + x.T @ da, dWh + prev.T @ da, db + da.sum(0)
-            carry = da @ Wh.T * (message if t == dh.shape[1] - 1 else 1.0)
+            carry = (leak * g + da @ Wh.T) * (message if t == dh.shape[1] - 1 else 1.0)
         return returns(dx, carry, dWx, dWh, db)
     return rnn_forward, rnn_backward
 
@@ -233,37 +234,17 @@ def test_only_the_users_code_warns():
 
 
 # -- 5: np.logaddexp is traced ----------------------------------------------------------------------
-def leaky_sigmoid_rnn(local=lambda s: s * (1 - s)):
+def leaky_sigmoid_rnn(local=lambda a, s: s * (1 - s)):
     """``h_t = h_{t-1}/2 + sigmoid(x_t Wx + h_{t-1} Wh + b)/2``, no built-in cell, with sigmoid written
     stably as ``exp(-logaddexp(0, -u))``; ``local`` is sigmoid's derivative from its output."""
-    def rnn_forward(x, h0, Wx, Wh, b):
-        h, cache, prev = np.zeros((x.shape[0], x.shape[1], h0.shape[1])), [], h0
-        for t in range(x.shape[1]):
-            s = np.exp(-np.logaddexp(0, -(x[:, t] @ Wx + prev @ Wh + b)))
-            cache.append((x[:, t], prev, s))
-            prev = h[:, t] = 0.5 * prev + 0.5 * s
-        return h, (cache, Wx, Wh)
-
-    def rnn_backward(dh, cache):
-        steps, Wx, Wh = cache
-        dx = np.zeros(dh.shape[:2] + (Wx.shape[0],))
-        dWx, dWh, db, carry = np.zeros_like(Wx), np.zeros_like(Wh), np.zeros(Wh.shape[0]), np.zeros_like(dh[:, 0])
-        for t in reversed(range(dh.shape[1])):
-            x, prev, s = steps[t]
-            g = dh[:, t] + carry
-            da = 0.5 * g * local(s)
-            dx[:, t] = da @ Wx.T
-            dWx, dWh, db = dWx + x.T @ da, dWh + prev.T @ da, db + da.sum(0)
-            carry = 0.5 * g + da @ Wh.T
-        return dx, carry, dWx, dWh, db
-    return rnn_forward, rnn_backward
+    return simple_rnn(lambda a: np.exp(-np.logaddexp(0, -a)), local, leak=0.5)
 
 
 def test_a_sigmoid_written_with_logaddexp_is_traced():
     """Was "could not be run on symbols: TypeError: ufunc 'logaddexp' not supported"."""
     result = V.verify_layer(*leaky_sigmoid_rnn(), cell=None)
     assert result.ok and result.cell == "traced" and "softplus" in result.found, str(result)
-    wrong = V.verify_layer(*leaky_sigmoid_rnn(lambda s: s), cell=None)
+    wrong = V.verify_layer(*leaky_sigmoid_rnn(lambda a, s: s), cell=None)
     assert not wrong.ok and wrong.forward.ok, str(wrong)
 
 
