@@ -175,9 +175,9 @@ def _run_each(adapter, problems, mode):
 
 
 def _name_mistake(adapter, failing, forward_mistake):
-    """``(fingerprint, explanation, exact line)``: another convention at relu's kink or float32 rounding
-    that explains the failing cases, else the catalogued mistake they match (or the forward's), else the undeclared
-    clipping or truncation that explains them."""
+    """``(fingerprint, explanation, exact line)``: another convention at relu's kink or float32
+    rounding that explains the failing cases, else the catalogued mistake they match (or the
+    forward's), else the undeclared clipping or truncation that explains them."""
     model = adapter.model
     if not failing:
         return forward_mistake, None, {}

@@ -66,8 +66,10 @@ class Verification:
         ``gradient``, ``block``, ``path``, ``step``, ``message``, ``shortest_failing_T``.
     fingerprint : Mutation or None
         The catalogued mistake the gradients match (``name``, ``description``).
-    explanation : Clipping, Truncation or None
-        Undeclared clipping or truncation that explains the difference.
+    explanation : Clipping, Truncation, KinkConvention, Float32Rounding or None
+        Undeclared clipping or truncation that explains the difference, or another convention at
+        relu's kink (:mod:`symrnn.verify.kinks`), or float32 rounding in float64 code
+        (:mod:`symrnn.verify.precision`).
     minimal : dict
         The smallest failing case: ``path``, ``T``, ``N``, ``D``, ``H``, ``command``.
     exact_line : dict
