@@ -76,14 +76,17 @@ def test_relu_mask_as_pytorch_passes_the_search():
 # -- 8: a gradient that is not an array ------------------------------------------------------------
 @pytest.mark.parametrize("returns, said", [
     (lambda dx, dh0, dWx, dWh, db: (dx, dh0, dWx, dWh, "db"), "The gradient db returned by rnn_backward(...) is a "
-                                                              "str ('db'), not an array; expected a floating-point "
-                                                              "array of shape (4,)"),
+                                                              "str ('db'), not an array of numbers; expected a "
+                                                              "floating-point array of shape (4,)"),
     (lambda dx, dh0, dWx, dWh, db: (dx, None, dWx, dWh, db), "The gradient dh0 returned by rnn_backward(...) is None, "
-                                                             "not an array; expected a floating-point array of shape "
-                                                             "(3, 4)"),
+                                                             "not an array of numbers; expected a floating-point array "
+                                                             "of shape (3, 4)"),
     (lambda dx, dh0, dWx, dWh, db: (dx, dh0, {"W": dWx}, dWh, db), "The gradient dWx returned by rnn_backward(...) is "
-                                                                   "a dict, not an array; expected a floating-point "
-                                                                   "array of shape (3, 4)")])
+                                                                   "a dict, not an array of numbers; expected a "
+                                                                   "floating-point array of shape (3, 4)"),
+    (lambda dx, dh0, dWx, dWh, db: (dx, dh0, dWx, dWh, np.array(["b"] * 4)), "The gradient db returned by "
+                                                                             "rnn_backward(...) is an array of <U1, "
+                                                                             "not an array of numbers")])
 def test_a_gradient_that_is_not_an_array_is_said_so(returns, said):
     """Was "A gradient the user's code returned has the wrong shape: b has dtype <U2"."""
     with pytest.raises(UserCodeError) as info:

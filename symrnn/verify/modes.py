@@ -51,13 +51,15 @@ def not_an_array(value) -> str | None:
         return "None"
     if isinstance(value, (str, bytes)):
         return f"a {type(value).__name__} ({value[:40]!r})"
-    if hasattr(value, "detach") or hasattr(value, "__array__") or isinstance(value, (int, float, complex)):
-        return None  # a tensor, an array, a NumPy or Python number
+    if hasattr(value, "detach") or isinstance(value, (int, float, complex)):
+        return None  # a tensor (a framework's code), a Python number
     try:
-        kind = np.asarray(value).dtype.kind
+        dtype = np.asarray(value).dtype
     except (TypeError, ValueError):
-        kind = "O"
-    return None if kind in "biufc" else f"a {type(value).__name__}"
+        return f"a {type(value).__name__}"
+    if dtype.kind in "biufc" or dtype.name == "bfloat16":  # bfloat16: ml_dtypes' NumPy type
+        return None
+    return f"an array of {dtype}" if isinstance(value, np.ndarray) else f"a {type(value).__name__}"
 
 
 def check_gradient(name, value, what, shape=None):
@@ -65,8 +67,8 @@ def check_gradient(name, value, what, shape=None):
     got = not_an_array(value)
     if got is not None:
         expected = f"a floating-point array of shape {tuple(shape)}" if shape is not None else "a floating-point array"
-        raise UserCodeError(f"The gradient {name} returned by {what} is {got}, not an array; expected {expected} "
-                            f"(one entry per entry of what it is the gradient of).")
+        raise UserCodeError(f"The gradient {name} returned by {what} is {got}, not an array of numbers; expected "
+                            f"{expected} (one entry per entry of what it is the gradient of).")
 
 
 class Adapter:
