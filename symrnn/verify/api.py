@@ -14,6 +14,7 @@ from ..errors import UnknownNameError, UserCodeError, UserCodeExit
 from ..models.layouts import Layout, layout_for
 from ..models.model import Model
 from .cases import Declared, declared_problems, replay_sizes, run_cases, run_declared
+from .frameworks.stacked import stacked_like, without_recurrent_weights
 from .modes import LayerFunctions, LayerObject, LossFunction
 from .problems import Plan, draw, padding_mask
 from .replay import declared_cli_command, shown_path
@@ -131,6 +132,12 @@ def verify_layer(forward, backward, cell="rnn-tanh", layout=None, *, D=3, H=4, T
                                "cell= (on the command line --cell NAME; `symrnn cells` lists them).")
     if cell is None or layout == "auto":  # the forward is the specification
         return _verify_from_code(forward, backward, cell, layout, options, replay_command)
+    if isinstance(cell, str) and isinstance(layout or "", str) and signature is None and not is_native(layout) \
+            and without_recurrent_weights(cell):  # minGRU in CS231n's names: a preset stacks no such cell
+        from .auto import find
+
+        found = find(forward, cell=cell, layout=stacked_like(layout_for(layout or "cs231n", "rnn-tanh"), cell))
+        return _verify_found(found, forward, backward, options, replay_command)
     try:
         return _verify_declared_layer(forward, backward, cell, layout, **options, command=replay_command)
     except UserCodeError as exc:

@@ -111,8 +111,9 @@ def _dtype_model(run, forward_rel, factor, excess64=0.0):
     if "float32" in run.dtypes:
         return J.DtypeModel("float32", f"the code returns {sorted(run.dtypes)} arrays")
     if excess64 > 1:
-        return J.DtypeModel("float32", f"the forward agrees with the exact one only to {forward_rel:.1e} relative, "
-                                       f"as float32 arithmetic inside the code does")
+        return J.DtypeModel("float32", f"the code returns float64 arrays, but its forward agrees with the exact one "
+                                       f"only to {forward_rel:.1e} relative, as float32 arithmetic inside the code "
+                                       f"does: it computes in float32", computed_in="float32")
     return J.DtypeModel("float64", f"float64 outputs; the forward agrees to {forward_rel:.1e} relative")
 
 
@@ -141,10 +142,10 @@ def assess(adapter, problem, run, ex):
     widening = _forward_widening(run, ex, spread(unit))
     if widening > 1:  # a parallel scan, a log-space scan: the states the backward reads are rounded more
         spreads[unit] = spread(unit * widening)  # the tolerance below reads the spread of the wider rounding
-        dtype_model = J.DtypeModel(dtype_model.name, f"{dtype_model.reason}; the forward's states differ from "
-                                   f"the sequential definition {widening:.3g} times as much as rounding at that "
-                                   f"precision moves them (as a parallel or log-space scan's do), so the "
-                                   f"gradients are judged with a unit roundoff {widening:.3g} times larger")
+        dtype_model = replace(dtype_model, reason=f"{dtype_model.reason}; the forward's states differ from the "
+                              f"sequential definition {widening:.3g} times as much as rounding at that precision "
+                              f"moves them (as a parallel or log-space scan's do), so the gradients are judged "
+                              f"with a unit roundoff {widening:.3g} times larger")
     ex.tol = J.perturbation_tolerance(model, problem, ex, dtype_model.unit, spread(dtype_model.unit))
     onset = chaos_onset(ex, spread(dtype_model.unit))
     if onset is not None:  # no gradient of one trajectory binds code that rounds otherwise

@@ -80,6 +80,8 @@ def forward_roles(fn) -> tuple:
               "as CS231n does: x, h0 (prev_h), c0 (prev_c), Wx, Wh, b (W for one matrix over [x, h])"
             + ("; code that takes a params dict in symrnn's names is verified with --cell NAME (and --layout "
                "symrnn)" if any(p.name.lower() in ("params", "p", "weights") for p in parameters) else "") + ".")
+    if {"Wx", "b"} <= set(roles) and not {"Wh", "W"} & set(roles):  # minGRU, minLSTM: no recurrent weight
+        return tuple(roles)
     if "W" in roles and ("Wx" in roles or "Wh" in roles) or "W" not in roles and not {"Wx", "Wh"} <= set(roles) \
             or "b" not in roles:
         raise UnknownNameError(f"The forward's arguments {roles} are not input weights, recurrent weights and a bias "
@@ -137,19 +139,27 @@ def _user_value(name, user):
     return tuple(user[n] for n in name) if isinstance(name, tuple) else user[name]
 
 
+#: how close a forward in half precision (PyTorch or JAX code) must come: 4 units of its rounding
+#: (a correct GRU or LSTM at the probe's sizes: 5e-4 in float16, 5e-3 in bfloat16; another cell: 0.09 or more)
+HALF_CLOSE = {"float16": 4 * 2.0 ** -11, "bfloat16": 4 * 2.0 ** -8}
+
+
 def _matches(forward, roles, layout, model, cell, N=None):
-    """The forward reproduces ``model`` in ``layout`` (states the code does not take start at zero)."""
+    """The forward reproduces ``model`` in ``layout`` (states the code does not take start at zero), to
+    1e-4 relative, or to :data:`HALF_CLOSE` when it returns float16 or bfloat16 states."""
     zero = tuple(s for s in model.state_names if f"{s}0" not in roles)
     params, x, h0 = _probe(model, N=N)
     for s in zero:
         h0[s] = np.zeros_like(h0[s])
     try:
         h = _call_forward(forward, roles, layout, cell, params, x, h0, zero)
-        h = layout.sequence_from_user(h, "h", (x.shape[0], x.shape[1], model.sizes["H"]))
+        close = HALF_CLOSE.get(getattr(getattr(h, "dtype", None), "name", ""))
+        h = layout.sequence_from_user(h, "h", (x.shape[0], x.shape[1], model.sizes["H"])).astype(float)
     except (Exception, SymRNNError):
         return False
     exact = model.run_cell(params, x, h0)[2][f"S_{model.out}"][1:]
-    return bool(np.all(np.isfinite(h)) and np.allclose(h, exact, rtol=1e-4, atol=1e-6))
+    rtol, atol = (close, close) if close else (1e-4, 1e-6)
+    return bool(np.all(np.isfinite(h)) and np.allclose(h, exact, rtol=rtol, atol=atol))
 
 
 def reproduces(forward, roles, layout, model, cell, N=None):
@@ -215,6 +225,10 @@ def find(forward, *, step_forward=None, cell=None, layout=None) -> Found:
     arg_names = [p.name for p in inspect.signature(forward).parameters.values()
                  if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     names = dict(zip(roles, arg_names))
+    from .unrecurrent import find_without_recurrent_weight, no_recurrent_weight
+
+    if no_recurrent_weight(roles):
+        return find_without_recurrent_weight(forward, roles, names, cell, layout)
     candidates = [layout] if isinstance(layout, Layout) else layouts_for(roles, names)
     errors, ran = [], False
     for N in (None, 1):  # code written for one example at a time runs with N = 1 only

@@ -13,8 +13,10 @@ from ..errors import ShapeError, UnknownNameError, UserCodeError
 from ..models.truncated import Truncation, as_truncation
 from .assess import assess
 from .diagnose import common_factor, explain_clipping, fingerprint, forward_fingerprint, localise, message_probe, \
-    refine_by_fingerprint, wrong_input_steps
+    refine_by_fingerprint, transposed_returns, wrong_input_steps
+from .kinks import explain_kinks
 from .modes import run_twice
+from .precision import Float32Rounding, explain_precision
 from .lines import exact_line
 from .problems import exact, padding_mask
 from .replay import replay_command
@@ -110,7 +112,7 @@ def run_cases(adapter, problems, mode, layout_name, declared=None):
         scaled = common_factor(runs.failing) if runs.failing and mutation is None and explanation is None else None
         if scaled:  # every gradient off by one factor: no step or path to point at
             localisation = {"message": scaled}
-        elif runs.failing:
+        elif runs.failing and not isinstance(explanation, Float32Rounding):  # rounding: no mistake to place
             localisation = _localisation(adapter, runs.failing, problems, mode, declared, mutation,
                                          evidence.get("shortest"))
         if minimal:
@@ -173,14 +175,21 @@ def _run_each(adapter, problems, mode):
 
 
 def _name_mistake(adapter, failing, forward_mistake):
-    """``(fingerprint, explanation, exact line)``: the catalogued mistake the failing cases match (or
-    the forward's), else the undeclared clipping or truncation that explains them."""
+    """``(fingerprint, explanation, exact line)``: another convention at relu's kink or float32
+    rounding that explains the failing cases, else the catalogued mistake they match (or the
+    forward's), else the undeclared clipping or truncation that explains them."""
     model = adapter.model
     if not failing:
         return forward_mistake, None, {}
     if not model.one_cell:  # several cells wired: no single-cell sweep
         return forward_mistake, explain_clipping(model, failing), {}
-    mutation = fingerprint(adapter, failing)
+    kink = explain_kinks(model, failing)  # before the catalogue: at a kink, "relu' missing" gives the same numbers
+    if kink is not None:
+        return None, kink, {}
+    rounding = explain_precision(adapter, failing)
+    if rounding is not None:
+        return None, rounding, {}
+    mutation = transposed_returns(adapter, failing) or fingerprint(adapter, failing)
     if mutation is None:
         return None, explain_clipping(model, failing), {}
     undeclared = mutation.truncation and failing[0][0].truncation is None
@@ -213,8 +222,7 @@ def _probe_localisation(messages, T_main):
     out = {"step": messages["step"], "path": messages["path"], "message": messages["message"]}
     wrong, right = messages["blocks_wrong"], messages["blocks_right"]
     if right and wrong:
-        at = messages["step"] if messages.get("local") else (min(messages["step"] - 1, T_main)
-                                                             if messages["path"] else T_main)
+        at = messages["step"] if messages.get("local") else messages["step"] - 1  # the step the message reaches
         out["block"] = ",".join(wrong)
         out["message"] += (f"; at t={at} the gate block(s) {', '.join(wrong)} receive a wrong gradient, "
                            f"{', '.join(right)} a right one")

@@ -12,6 +12,7 @@ from ..errors import ShapeError, UserCodeError
 from ..engine.symbols import parse
 from ..models.truncated import truncated_loss_and_grads
 from . import judge as J
+from .assess import _exact_in_user_layout
 from .mutants import Mutation, candidate, mutations_for
 from .mutants import backward as candidate_backward
 from .mutants import input_terms as mutant_terms
@@ -53,6 +54,29 @@ def fingerprint(adapter, failing):
                    for i, (problem, run, ex, dtype_model, _) in enumerate(cases)):
                 return mutation
     return None
+
+
+def transposed_returns(adapter, failing):
+    """A :class:`Mutation` naming the square gradients the user's code returns transposed (``dWh.T``
+    for an ``H x H`` recurrent weight: the shapes agree, so nothing fails loudly), when that explains
+    every wrong gradient of every failing case; else None."""
+    names = []
+    for _, run, ex, _, verdicts in failing:
+        exact_user, scale_user = _exact_in_user_layout(adapter, ex, run)
+        for v in (v for v in verdicts if not v.ok):
+            user, exact = np.asarray(run.user_grads[v.name], dtype=float), np.asarray(exact_user[v.name])
+            if user.ndim != 2 or user.shape[0] != user.shape[1] or exact.shape != user.shape or \
+                    not np.all(np.abs(user - exact.T) <= np.asarray(scale_user[v.name]).T):
+                return None
+            names += [v.name] if v.name not in names else []
+    if not names:
+        return None
+    shown = ", ".join(n[1:] if n.startswith("d") else n for n in names)
+    returned = ", ".join(f"{n}.T" for n in names)
+    return Mutation("gradient-transposed", f"the gradient of {shown} is transposed: the code returns {returned} "
+                                           f"where {', '.join(names)} belongs (a square matrix, so the shapes "
+                                           f"agree and nothing fails loudly); every other gradient is right",
+                    changes=", ".join(f"dL/{n}" for n in names))
 
 
 def _start_zeroed(model, grads, states):
@@ -246,12 +270,15 @@ def message_probe(adapter, declared, T, seed=7):
     scaled = "" if local is None else (f"; with the upstream gradient at t={t + 1} only every gate block at t={t + 1} "
                                        f"is {local:.6g} times the exact one: what arrives at t={t + 1} (the message "
                                        f"and the upstream gradient together) is scaled there")
-    path = _wrong_path(pm, problem, names, wrong, t, exact_q[t], size)
+    path, factor, reaching = _wrong_path(pm, problem, names, wrong, t, exact_q[t], size, user[t], relative)
     others = [s for s in pm.state_names if s not in (path or "").split(",")]
     right = "; ".join(f"dL/d{s} is right" for s in others) if path else ""
+    message = f"dL/d{_shown(path)}" if path else " or ".join(f"dL/d{s}" for s in reaching or pm.state_names)
+    how = "" if factor is None else ("; it arrives as zero (dropped at that step)" if abs(factor) < 1e-6 else
+                                     f"; it arrives {factor:.6g} times the exact one")
     return {"step": t + 2, **blocks, "path": path, "local": False,
-            "message": (f"dL/d{_shown(path) or '(state)'} from t={t + 2} to t={t + 1} is the first wrong backward message"
-                        + (f"; {right}" if right else "") + f" (message probe, T={T})" + scaled)}
+            "message": (f"{message} from t={t + 2} to t={t + 1} is the first wrong backward message"
+                        + (f"; {right}" if right else "") + f" (message probe, T={T})" + how + scaled)}
 
 
 def _probe_blocks(probe, declared, names, T, seed, upstream):
@@ -353,20 +380,42 @@ def _blocks_reached(pm, names, wrong, exact_at_t, size):
             "blocks_right": [gate_of[n] for n in names if n not in wrong and n in tested]}
 
 
-def _wrong_path(pm, problem, names, wrong, t, exact_at_t, size):
-    """The state whose message, scaled, reaches exactly the wrong blocks (None when not one state)."""
+def _scaled_messages(pm, problem, names, t, exact_at_t):
+    """``{state: {product: block}}``: the blocks at step ``t`` with that state's message into ``t`` scaled
+    by 1.5 (which blocks each state's message reaches, and how)."""
     scaled = {}
     for s in pm.state_names:
         rec = {}
         candidate_backward(pm, problem.params, problem.x, problem.h0, problem.targets,
                            mutation=Mutation("probe", "", scale_message=(s, t, 1.5)), record=rec)
-        scaled[s] = [n for n in names if np.abs(rec[t][n] - exact_at_t[n]).max() > 1e-7 * size]
-    paths = [s for s, reached in scaled.items() if set(reached) == set(wrong)]
+        scaled[s] = rec[t]
+    return scaled
+
+
+def _wrong_path(pm, problem, names, wrong, t, exact_at_t, size, user_at_t=None, relative=1e-7):
+    """``(state, factor, reaching)``: the state whose message into step ``t``, times ``factor``, gives the
+    user's blocks there (factor None when no one factor does: then the state whose scaled message
+    reaches exactly the wrong blocks; state None when not one state), and the states whose messages
+    reach exactly the wrong blocks (an sLSTM's n and m reach the same gates)."""
+    scaled, fits = _scaled_messages(pm, problem, names, t, exact_at_t), {}
+    if user_at_t is not None:  # the user's blocks as the exact ones with one state's message times c
+        d = np.concatenate([np.ravel(user_at_t[n] - exact_at_t[n]) for n in names])
+        for s in pm.state_names:
+            v = np.concatenate([np.ravel(scaled[s][n] - exact_at_t[n]) for n in names]) / 0.5
+            c = float(d @ v / (v @ v)) if v @ v > 0 else np.nan
+            if np.isfinite(c) and np.abs(d - c * v).max() <= relative * size:
+                fits[s] = 1.0 + c
+    reached = {s: [n for n in names if np.abs(scaled[s][n] - exact_at_t[n]).max() > 1e-7 * size]
+               for s in pm.state_names}
+    paths = [s for s, r in reached.items() if set(r) == set(wrong)]
+    if len(fits) == 1:
+        return (*next(iter(fits.items())), paths)
+    reaching = list(paths)
     if not paths:  # two states' messages together (the real and imaginary parts of LRU's complex state)
         pairs = [f"{a},{b}" for i, a in enumerate(pm.state_names) for b in pm.state_names[i + 1:]
-                 if scaled[a] and scaled[b] and set(scaled[a]) | set(scaled[b]) == set(wrong)]
+                 if reached[a] and reached[b] and set(reached[a]) | set(reached[b]) == set(wrong)]
         paths = pairs if len(pairs) == 1 else []
-    return paths[0] if len(paths) == 1 else (pm.out if len(pm.state_names) == 1 else None)
+    return (paths[0] if len(paths) == 1 else (pm.out if len(pm.state_names) == 1 else None)), None, reaching
 
 
 def refine_by_fingerprint(loc, mutation, adapter, T):

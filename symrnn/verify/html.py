@@ -24,10 +24,11 @@ def verification_html(result) -> str:
         rows = []
         for g in result.gradients:
             wrong = ", ".join(b.block for b in g.blocks if not b.ok)
-            rows.append([g.name, f"{g.user_norm:.4e}", f"{g.exact_norm:.4e}", f"{g.max_abs_error:.3e}",
+            rows.append([g.name, f"{g.user_norm:.4e}", f"{g.exact_norm:.4e}", f"{g.worst_error:.3e}",
                          f"{g.tolerance:.3e}", "ok" if g.ok else "WRONG", wrong])
-        parts.append(f"<p>Gradients in the case {html.escape(result.case)!r}:</p>")
-        parts.append(_table(["gradient", "‖user‖", "‖exact‖", "max error", "tolerance", "verdict",
+        parts.append(f"<p>Gradients in the case {html.escape(result.case)!r} (error and tolerance at each "
+                     f"gradient's worst entry, the largest error/tolerance):</p>")
+        parts.append(_table(["gradient", "‖user‖", "‖exact‖", "error", "tolerance", "verdict",
                              "wrong gate blocks"], rows, ["left", "right", "right", "right", "right", "left", "left"]))
     loc = result.localisation
     if loc.get("message"):

@@ -64,6 +64,7 @@ UNITS = {"float64": U64, "float32": U32, "float16": 2.0 ** -11, "bfloat16": 2.0 
 class DtypeModel:
     name: str  # "float64", "float32", "float16" or "bfloat16"
     reason: str
+    computed_in: str = ""  # "float32": the code returns float64 arrays but computes them in float32
 
     @property
     def unit(self):
@@ -265,19 +266,20 @@ class GradientVerdict:
     name: str  # the user's name (dWx, dh0 ...)
     user_norm: float
     exact_norm: float
-    max_abs_error: float
-    tolerance: float  # at the worst entry
+    max_abs_error: float  # the largest error of any entry
+    tolerance: float  # at the worst entry (the largest error / tolerance)
     ok: bool
     worst_index: tuple = ()
     user_value: float = 0.0  # at the worst entry
     exact_value: float = 0.0
     blocks: list = field(default_factory=list)  # per gate block, for stacked gradients
+    worst_error: float = 0.0  # the error at the worst entry, beside its tolerance
 
     def to_json(self):
         return {"name": self.name, "max_abs_error": self.max_abs_error, "tolerance": self.tolerance,
                 "ok": self.ok, "user_norm": self.user_norm, "exact_norm": self.exact_norm,
                 "worst_index": list(self.worst_index), "user_value": self.user_value,
-                "exact_value": self.exact_value,
+                "exact_value": self.exact_value, "worst_error": self.worst_error,
                 "blocks": [{"block": b.block, "max_abs_error": b.max_abs_error, "ok": b.ok, "tested": b.tested}
                            for b in self.blocks]}
 
@@ -297,7 +299,8 @@ def _judge_array(name, user, exact, tol, blocks=None) -> GradientVerdict:
         name, float(np.linalg.norm(np.nan_to_num(user))), float(np.linalg.norm(exact)),
         float(np.max(np.where(bad, np.inf, error), initial=0.0)), float(tol[worst]) if ratio.size else 0.0,
         bool(np.all(ratio <= 1.0)), tuple(int(i) for i in worst),
-        float(user[worst]) if ratio.size else 0.0, float(exact[worst]) if ratio.size else 0.0)
+        float(user[worst]) if ratio.size else 0.0, float(exact[worst]) if ratio.size else 0.0,
+        worst_error=float(np.inf if bad[worst] else error[worst]) if ratio.size else 0.0)
     for block, index in (blocks or []):
         verdict.blocks.append(BlockVerdict(block, float(np.max(np.where(bad, np.inf, error)[index], initial=0.0)),
                                            bool(np.all(ratio[index] <= 1.0)),

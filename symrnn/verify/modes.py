@@ -45,6 +45,32 @@ def dtype_of(value, dtypes):
         dtypes.add(np.dtype(type(value)).name)
 
 
+def not_an_array(value) -> str | None:
+    """What ``value`` is when it is not an array of numbers (``"a str ('db')"``, ``"None"``), else None."""
+    if value is None:
+        return "None"
+    if isinstance(value, (str, bytes)):
+        return f"a {type(value).__name__} ({value[:40]!r})"
+    if hasattr(value, "detach") or isinstance(value, (int, float, complex)):
+        return None  # a tensor (a framework's code), a Python number
+    try:
+        dtype = np.asarray(value).dtype
+    except (TypeError, ValueError):
+        return f"a {type(value).__name__}"
+    if dtype.kind in "biufc" or dtype.name == "bfloat16":  # bfloat16: ml_dtypes' NumPy type
+        return None
+    return f"an array of {dtype}" if isinstance(value, np.ndarray) else f"a {type(value).__name__}"
+
+
+def check_gradient(name, value, what, shape=None):
+    """Refuse a gradient that is not an array of numbers, saying what it is and what is expected."""
+    got = not_an_array(value)
+    if got is not None:
+        expected = f"a floating-point array of shape {tuple(shape)}" if shape is not None else "a floating-point array"
+        raise UserCodeError(f"The gradient {name} returned by {what} is {got}, not an array of numbers; expected "
+                            f"{expected} (one entry per entry of what it is the gradient of).")
+
+
 class Adapter:
     """What the three modes share: the model, the layout, the signature."""
 
@@ -74,10 +100,19 @@ class Adapter:
                 out[name] = v
         return out
 
+    def user_param_shapes(self) -> dict:
+        """``{user name: shape}`` of the parameters in the user's layout (what their gradients are shaped)."""
+        zeros = {k: np.zeros(s) for k, s in self.model.param_shapes.items()}
+        try:
+            return {k: np.shape(v) for k, v in self.layout.to_user(self.cell, zeros).items()}
+        except (ShapeError, ParameterError, KeyError):
+            return {}
+
     @staticmethod
-    def record(run, user_name, value, key, convert):
+    def record(run, user_name, value, key, convert, what="the user's code", shape=None):
         """Keep the user's gradient ``value`` (under ``user_name``, for judging) and its canonical form
         ``convert(value)`` (under ``key``); a shape that does not fit is the user's code's error."""
+        check_gradient(user_name, value, what, shape)
         try:
             run.grads[key] = convert(value)
         except ShapeError as exc:
@@ -94,7 +129,9 @@ class Adapter:
             raise UserCodeError(f"{what} returned grads of type {type(grads).__name__}; expected a dict keyed "
                                 f"by symrnn's names {sorted(self.model.cell.params)}.")
         params = {k: v for k, v in grads.items() if k not in ("dx", "dh0", "dc0")}
-        for v in params.values():
+        shapes = self.user_param_shapes()
+        for k, v in params.items():
+            check_gradient(f"grads[{k!r}]", v, what, shapes.get(k))
             dtype_of(v, dtypes)
         try:
             canonical = self.layout.from_user(self.cell, params, self.model.sizes, gradients=True)
@@ -102,7 +139,7 @@ class Adapter:
             raise UserCodeError(f"The gradients {what} returned do not fit: {exc}") from None
         return canonical, {"d" + k: v for k, v in params.items()}
 
-    def grads_from_roles(self, values: dict, sizes) -> dict:
+    def grads_from_roles(self, values: dict, sizes, what="the user's code") -> dict:
         """Canonical gradients from ``{role: array}`` of the parameter roles the user returned."""
         names = self.layout.names
         missing = [r for r in names if r not in values and (r not in ("V", "V_b") or sizes.get("K"))]
@@ -110,6 +147,9 @@ class Adapter:
             raise UserCodeError(f"The user's code returned no gradient for {missing} ({[names[r] for r in missing]}); "
                                 f"the signature must list every parameter's gradient.")
         user = self.user_names(values)
+        shapes = self.user_param_shapes()
+        for n, v in user.items():
+            check_gradient(f"d{n}", v, what, shapes.get(n))
         try:
             return self.layout.from_user(self.cell, user, sizes, gradients=True)
         except ShapeError as exc:
@@ -175,15 +215,17 @@ class LayerFunctions(Adapter):
             run.grads, run.user_grads = self.grads_from_dict(bout["grads"], what, run.dtypes)
         else:
             roles = {r: v for r, v in bout.items() if r in PARAMETER_ROLES}
-            run.grads = self.grads_from_roles(roles, model.sizes)
+            run.grads = self.grads_from_roles(roles, model.sizes, what)
             run.user_grads = {"d" + n: v for n, v in self.user_names(roles).items()}
         if "dx" in bout:
             self.record(run, "dx", bout["dx"], model.input_name,
-                        lambda v: self._sequence_out(v, f"dx returned by {what}", D, T, N))
+                        lambda v: self._sequence_out(v, f"dx returned by {what}", D, T, N), what,
+                        np.shape(data["x"]))
         for key, state in (("dh0", "h"), ("dc0", "c")):
             if key in bout:
                 self.record(run, key, bout[key], model.initial_state_key(state),
-                            lambda v, key=key: L.state_from_user(v, f"{key} returned by {what}", (N, H)))
+                            lambda v, key=key: L.state_from_user(v, f"{key} returned by {what}", (N, H)), what,
+                            np.shape(data.get(f"{state}0")) if f"{state}0" in data else None)
         for state, value in self._states_dict(bout.get("ds0", {}), what).items():  # dL/d(initial state), by name
             self.record(run, f"d{state}0", value, model.initial_state_key(state),
                         lambda v, s=state: L.state_from_user(v, f"ds0[{s!r}] returned by {what}",
@@ -244,7 +286,7 @@ class LayerObject(Adapter):
         for v in [dxs] + grads:
             dtype_of(v, run.dtypes)
         roles = dict(zip(self.param_roles, grads))
-        run.grads = self.grads_from_roles(roles, model.sizes)
+        run.grads = self.grads_from_roles(roles, model.sizes, "layer.backward(dhs) (in layer.grads)")
         run.user_grads = {"d" + L.names[r]: v for r, v in roles.items()}
         self.record(run, "dx", dxs, model.input_name,
                     lambda v: L.sequence_from_user(v, "dxs returned by layer.backward", (T, N, D)))
@@ -341,16 +383,17 @@ class LossFunction(Adapter):
         for v in list(roles.values()) + list(extra.values()):
             dtype_of(v, run.dtypes)
         if not getattr(L, "native", False):
-            run.grads = self.grads_from_roles(roles, model.sizes)
+            run.grads = self.grads_from_roles(roles, model.sizes, what)
             run.user_grads = {"d" + L.names[r]: v for r, v in roles.items()}
         if "dx" in extra:
-            self.record(run, "dx", extra["dx"], model.input_name, lambda v: L.sequence_from_user(v, "dx", (T, N, D)))
+            self.record(run, "dx", extra["dx"], model.input_name, lambda v: L.sequence_from_user(v, "dx", (T, N, D)),
+                        what)
         if "dh0" in extra or "h0" in extra:
             self.record(run, "dh0", extra.get("dh0", extra.get("h0")), "h0",
-                        lambda v: L.state_from_user(v, "dh0", (N, H)))
+                        lambda v: L.state_from_user(v, "dh0", (N, H)), what)
         if "dc0" in extra and "c" in model.state_names:
             self.record(run, "dc0", extra["dc0"], model.initial_state_key("c"),
-                        lambda v: L.state_from_user(v, "dc0", (N, H)))
+                        lambda v: L.state_from_user(v, "dc0", (N, H)), what)
         return run
 
 

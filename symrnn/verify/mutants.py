@@ -33,7 +33,7 @@ import sympy as sp
 
 from .. import cache
 from ..engine.bptt import assemble
-from ..engine.functions import derivative, to_vocabulary
+from ..engine.functions import derivative, step, tie_step, to_vocabulary
 from ..engine.jacobians import step_values, vector_function
 from ..engine.stored import from_srepr, own_functions_only
 from ..engine.symbols import MatVec, Param, bar, linear_maps, parse, tsym
@@ -47,7 +47,7 @@ class Mutation:
     name: str
     description: str  # in words a student understands
     where: str = ""  # the equation or quantity concerned
-    rewrite: tuple = ()  # ((target, function application, "missing" | "at-pre-activation" | "as-output"),)
+    rewrite: tuple = ()  # ((target, application, "missing" | "at-pre-activation" | "as-output" | a KINK_VALUES key),)
     rewrite_at: str = ""  # "first" | "last": the rewrite at that step only (empty: at every step)
     drop_carry: tuple = ()  # states whose message from step t+1 is not added
     skip_step: str = ""  # "first" | "last": that step's term missing from the parameter gradients
@@ -69,6 +69,9 @@ class Mutation:
     scale_message: tuple = ()  # (state, t, factor): the message state[t] receives from step t+1 scaled (a probe)
     changes: str = ""  # the adjoint or gradient it changes (for the report)
 
+
+#: a rewrite's mode for another value of ``step(0)`` (relu's derivative) than symrnn's 0
+KINK_VALUES = {"kink-one": lambda u: 1 - step(-u), "kink-half": tie_step}
 
 # -- a mistake as a change of the sweep's terms ------------------------------------------------
 EXACT = Mutation("exact", "")
@@ -170,6 +173,8 @@ def _derive_coef(eq, u, rewrite):
             fprime = sp.Integer(1)
         elif mode == "as-output":  # sigma where sigma (1 - sigma) belongs
             fprime = app_flat
+        elif mode in KINK_VALUES:  # another convention at the kink: step(0) = 1 or 1/2 (symrnn's is 0)
+            fprime = fprime.replace(step, KINK_VALUES[mode])
         else:  # the derivative written in terms of the output, evaluated at the pre-activation
             fprime = fprime.xreplace({app_flat: app_flat.args[0]})
         exact = (derivative(with_F, u) + derivative(with_F, F) * fprime * inner).xreplace({F: app_flat})
@@ -285,6 +290,13 @@ class _Numeric:
 
 
 def backward(model, params, X, h0, upstream, final_grads=None, mutation=None, term_scales=False, record=None):
+    """:func:`_backward` without warnings: a mistaken sweep (a derivative left out) may overflow where
+    the user's code does not, and the user sees the warnings of their own code only."""
+    with np.errstate(all="ignore"):
+        return _backward(model, params, X, h0, upstream, final_grads, mutation, term_scales, record)
+
+
+def _backward(model, params, X, h0, upstream, final_grads=None, mutation=None, term_scales=False, record=None):
     """Gradients of ``sum_t <upstream_t, h_t> (+ <final, s_T>)`` by the cell's sweep run with NumPy
     step by step (``mutation``: changed as :func:`mutated_sweep` says, and the loop and the sums as
     the mutation says); keys as ``Model.loss_and_grads``.
@@ -354,7 +366,12 @@ def _collect(grad, num, terms, adj, t, m, absolute):
 def candidate(model, problem, mutation):
     """The gradients an implementation with ``mutation`` returns on ``problem`` (a verifier's
     :class:`~symrnn.verify.problems.Problem`): the layer's, or, with a readout and a loss, the
-    readout's exact gradients and the recurrent part through the mutated sweep."""
+    readout's exact gradients and the recurrent part through the mutated sweep (without warnings)."""
+    with np.errstate(all="ignore"):
+        return _candidate(model, problem, mutation)
+
+
+def _candidate(model, problem, mutation):
     if mutation.truncation:
         return truncated_loss_and_grads(model, problem.params, problem.x, problem.targets,
                                         Truncation(*mutation.truncation), problem.h0, problem.mask,

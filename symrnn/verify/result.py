@@ -66,8 +66,10 @@ class Verification:
         ``gradient``, ``block``, ``path``, ``step``, ``message``, ``shortest_failing_T``.
     fingerprint : Mutation or None
         The catalogued mistake the gradients match (``name``, ``description``).
-    explanation : Clipping, Truncation or None
-        Undeclared clipping or truncation that explains the difference.
+    explanation : Clipping, Truncation, KinkConvention, Float32Rounding or None
+        Undeclared clipping or truncation that explains the difference, or another convention at
+        relu's kink (:mod:`symrnn.verify.kinks`), or float32 rounding in float64 code
+        (:mod:`symrnn.verify.precision`).
     minimal : dict
         The smallest failing case: ``path``, ``T``, ``N``, ``D``, ``H``, ``command``.
     exact_line : dict
@@ -114,8 +116,13 @@ class Verification:
             searched = f" + {self.searched} searched" if self.searched else ""
             chaotic = sum(not c.judged for c in self.cases)
             cases = f"{len(self.cases) - chaotic} cases" + (f", {chaotic} chaotic not judged" if chaotic else "")
+            if getattr(self.dtype_model, "computed_in", ""):  # float64 arrays computed in float32
+                return _fit(f"RIGHT TO {self.dtype_model.computed_in} ONLY: {what} computes in "
+                            f"{self.dtype_model.computed_in}; {len(self.gradients)} gradients, {cases}{searched}{warn}")
             return _fit(f"RIGHT: {what}, {len(self.gradients)} gradients exact ({self.dtype_model.name} error model, "
                         f"{cases}{searched}{warn})")
+        if _own(self.explanation):
+            return _fit(f"DIFFERS ONLY {self.explanation.short()}")
         if self.explanation is not None:
             return _fit(f"DIFFERS ONLY BY {self.explanation.to_json()['text']}: declare "
                         f"{self.explanation.declaration()}")
@@ -148,12 +155,21 @@ class Verification:
         if self.ok:
             n = sum(1 for _ in self.gradients)
             warn = f"; {len(self.hygiene)} hygiene finding(s)" if self.hygiene else ""
+            inside = getattr(self.dtype_model, "computed_in", "")
+            if inside:
+                return (f"{self.cell} {self.mode} code is right to {inside} precision only: it returns float64 arrays "
+                        f"but computes them in {inside} (its forward agrees with the exact one only as {inside} "
+                        f"rounding does), so it is judged as {inside} code: {n} gradients exact to the {inside} error "
+                        f"model in {len(self.cases)} cases{warn}; a float64 function computed in {inside} is not "
+                        f"exact to float64: compute in float64 for float64 accuracy")
             return (f"{self.cell} {self.mode} code is right: {n} gradients exact to the {self.dtype_model.name} "
                     f"error model in {len(self.cases)} cases{warn}")
         names = ", ".join(g.name for g in self.wrong)
         errors = [f.message for f in self.hygiene if f.severity == "error"]
         if not names and errors:
             return f"{self.cell} {self.mode} code is wrong: {errors[0]}"
+        if _own(self.explanation):
+            return f"{self.cell} {self.mode} code: {self.explanation.sentence()} ({names} differ)"
         if self.explanation is not None:
             what = self.explanation.to_json()["text"]
             return (f"{self.cell} {self.mode} code differs from the declared gradients only by {what}: not a "
@@ -196,27 +212,30 @@ class Verification:
         """The full report (``str()``); ``show_code`` adds the generated-code lines of a named mistake."""
         lines = [self.verdict()]
         if self.gradients:
-            lines += ["", f"gradients in the case {self.case!r}:",
-                      f"  {'name':<10} {'|user|':>11} {'|exact|':>11} {'max error':>11} {'tolerance':>11}  verdict"]
+            lines += ["", f"gradients in the case {self.case!r} (error and tolerance at each gradient's worst entry, "
+                          f"the largest error/tolerance):",
+                      f"  {'name':<10} {'|user|':>11} {'|exact|':>11} {'error':>11} {'tolerance':>11}  verdict"]
             for g in self.gradients:
-                lines.append(f"  {g.name:<10} {g.user_norm:11.4e} {g.exact_norm:11.4e} {g.max_abs_error:11.3e} "
+                lines.append(f"  {g.name:<10} {g.user_norm:11.4e} {g.exact_norm:11.4e} {g.worst_error:11.3e} "
                              f"{g.tolerance:11.3e}  {'ok' if g.ok else 'WRONG'}")
                 if not g.ok:
+                    largest = (f"; largest error {g.max_abs_error:.3e} elsewhere"
+                               if g.max_abs_error > g.worst_error else "")
                     lines.append(f"  {'':<10} worst entry {g.name}{list(g.worst_index)}: user {g.user_value:.10g}, "
-                                 f"exact {g.exact_value:.10g}")
+                                 f"exact {g.exact_value:.10g}{largest}")
                     for b in g.blocks:
                         lines.append(f"  {'':<10} gate block {b.block}: max error {b.max_abs_error:.3e} "
                                      f"{('ok' if b.tested else 'ok (not tested: zero here)') if b.ok else 'WRONG'}")
         lines += ["", self.summary()] + ([f"found: {self.found}"] if self.found else []) + ["",
                   f"forward: {'ok' if self.forward.ok else 'DIFFERS'} ({self.forward.message})",
                   f"error model: {self.dtype_model.name} ({self.dtype_model.reason})"]
-        if self.localisation:
-            loc = self.localisation
-            lines += ["", "localisation: " + ", ".join(f"{k} {loc[k]}" for k in ("gradient", "block", "path", "step")
-                                                         if loc.get(k) is not None)]
+        loc = self.localisation
+        where = ", ".join(f"{k} {loc[k]}" for k in ("gradient", "block", "path", "step") if loc.get(k) is not None)
+        if where or loc.get("message"):
+            lines += ["", "localisation: " + where]
             if loc.get("message"):
                 lines.append(f"  {loc['message']}")
-        if self.explanation is not None:
+        if self.explanation is not None and not _own(self.explanation):
             lines += ["", f"explained by {self.explanation.to_json()['text']}; declare "
                           f"{self.explanation.declaration()} to verify it exactly"]
         if self.fingerprint is not None:
@@ -265,6 +284,12 @@ class Verification:
 
             write_text_atomic(path, json.dumps(data, indent=2, default=float) + "\n")
         return data
+
+
+def _own(explanation) -> bool:
+    """Whether the explanation is one with its own verdict and sentence and nothing to declare (another
+    convention at relu's kink, float32 rounding), not a clipping or truncation to declare."""
+    return explanation is not None and hasattr(explanation, "sentence")
 
 
 def _fit(text, width=100):

@@ -3,7 +3,7 @@
 When a hand-written forward computes no built-in cell (an LSTM without its output tanh, with
 peepholes, a coupled gate, a leaky update), its step is run once on NumPy object arrays whose
 entries are :class:`Traced` scalars: SymPy expressions that NumPy's object loops carry through
-``+ - * / **``, ``@``, ``np.tanh``, ``np.exp``, ``np.log``, ``np.sqrt``, slicing, ``np.split``,
+``+ - * / **``, ``@``, ``np.tanh``, ``np.exp``, ``np.log``, ``np.logaddexp``, ``np.sqrt``, slicing, ``np.split``,
 ``np.hstack`` and sums.  The parameters given to it are the canonical blocks of a layout
 (``U_g0[i, j]``, ``W_g0[i, j]``, ``b_g0[i]`` ... laid out by :meth:`symrnn.models.layouts.Layout.to_user`),
 so every entry of the step's result is an expression in the inputs, the previous states and the
@@ -186,7 +186,7 @@ def _has_traced(a):
 
 
 _PATCHED = ("zeros", "ones", "empty", "zeros_like", "ones_like", "empty_like", "full", "full_like", "maximum",
-            "minimum", "clip", "asarray", "array", "ascontiguousarray")
+            "minimum", "clip", "asarray", "array", "ascontiguousarray", "logaddexp")
 
 
 @contextlib.contextmanager
@@ -213,7 +213,8 @@ def _symbolic_versions(saved):
             "full_like": lambda a, fill_value, dtype=None, *args, **kwargs: full(np.shape(a), fill_value, dtype),
             "maximum": maximum, "minimum": minimum, "clip": _clip(saved["clip"], maximum, minimum),
             "asarray": _converter(saved["asarray"]), "array": _converter(saved["array"]),
-            "ascontiguousarray": _converter(saved["ascontiguousarray"])}
+            "ascontiguousarray": _converter(saved["ascontiguousarray"]),
+            "logaddexp": _elementwise(_logaddexp, saved["logaddexp"])}
 
 
 def _maker(real, value):
@@ -262,6 +263,13 @@ def _relu_or_max(u, v):
     if u == 0:
         return F.relu(v)
     return F.maximum(u, v)
+
+
+def _logaddexp(u, v):
+    """``log(e^u + e^v)``: ``softplus(v)`` for ``u = 0`` (``np.logaddexp(0, -a)`` in a stable sigmoid)."""
+    if u == 0 or v == 0:
+        return F.softplus(v if u == 0 else u)
+    return sp.log(sp.exp(u) + sp.exp(v))
 
 
 def _clip(real, maximum, minimum):

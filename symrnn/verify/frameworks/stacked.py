@@ -42,8 +42,9 @@ def today_gates(cell) -> tuple:
 
 @dataclass(frozen=True)
 class GateStacked(Layout):
-    """Weights stacked gate by gate along the first axis (column convention), whichever of
-    ``U_g``, ``W_g``, ``b_g`` the cell has; ``b_hh`` (a second bias) is added to ``b``."""
+    """Weights stacked gate by gate along the first axis (column convention; the second in the row
+    convention, ``x @ Wx`` with ``Wx`` ``(D, G*H)``), whichever of ``U_g``, ``W_g``, ``b_g`` the cell
+    has; ``b_hh`` (a second bias) is added to ``b``."""
 
     def gates(self, cell_name) -> tuple:
         return tuple(self.gate_order)
@@ -61,6 +62,7 @@ class GateStacked(Layout):
                 continue
             blocks = [np.asarray(params[k]) for k in self._blocks(cell_name, role)]
             stacked = np.concatenate(blocks, axis=0)
+            stacked = stacked.T if self.convention == "row" and stacked.ndim == 2 else stacked
             out[name] = stacked if role != "b_hh" or gradients else np.zeros_like(stacked)
         return out
 
@@ -75,9 +77,12 @@ class GateStacked(Layout):
             blocks = self._blocks(cell, role)
             shapes = [cell.param_shape(k, sizes) for k in blocks]
             expected = (sum(s[0] for s in shapes),) + tuple(shapes[0][1:])
+            row = self.convention == "row" and len(expected) == 2
             a = as_array(user[name], name)
-            check_shape(a, expected, name, f"{self.name} layout, gates {' '.join(self.gate_order)} stacked, "
-                                           f"D={sizes['D']}, H={sizes['H']}")
+            check_shape(a, expected[::-1] if row else expected, name,
+                        f"{self.name} layout, gates {' '.join(self.gate_order)} stacked, {self.convention} convention, "
+                        f"D={sizes['D']}, H={sizes['H']}")
+            a = a.T if row else a
             for k, part in zip(blocks, np.split(a, len(blocks), axis=0)):
                 out[k] = part.copy() if k not in out or gradients else out[k] + part
         missing = [k for k in cell.params if k not in out]
@@ -95,3 +100,19 @@ def candidates(names, cell, batch_first):
     for first in flags:
         for order in itertools.permutations(gates):
             yield GateStacked("pytorch", dict(names), gate_order=tuple(order), batch_major=first)
+
+
+def without_recurrent_weights(cell) -> bool:
+    """The cell has no recurrent weight (minGRU, minLSTM): the layouts of :mod:`symrnn.models.layouts`
+    cannot stack it, :class:`GateStacked` can."""
+    params = _cell(cell).params
+    return not any(p == "W" or p.startswith("W_") for p in params)
+
+
+def stacked_like(preset, cell, gate_order=None) -> GateStacked:
+    """A :class:`GateStacked` layout of ``cell`` with the names, convention and batch axis of the
+    :class:`~symrnn.models.layouts.Layout` ``preset`` (CS231n's ``Wx`` ``(D, G*H)`` and ``b``)."""
+    names = {r: n for r, n in preset.names.items() if r in ("Wx", "b")}
+    return GateStacked(preset.name, names, gate_order=tuple(gate_order or today_gates(cell)),
+                       convention=preset.convention, batch_major=preset.batch_major, vectors=preset.vectors,
+                       bias_shape=preset.bias_shape)
