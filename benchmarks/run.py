@@ -263,8 +263,6 @@ def environment(args):
     if torch is not None:
         lines.append(f"- torch: {torch_blas()}; torch.set_num_threads(os.cpu_count()) -> "
                      f"torch.get_num_threads() = {torch.get_num_threads()}")
-    lines.append(f"- symrnn: a large batch runs in parts on {sr.threads()} thread(s) (`sr.threads()`; "
-                 "`SYMRNN_THREADS`), pinned with numpy's BLAS and torch in the tables that pin threads")
     lines.append(f"- Mode: {'quick (smoke run: fewer repeats, smaller sizes)' if args.quick else 'full'}")
     return lines
 
@@ -440,14 +438,12 @@ def pinned_runs(rows_of, numpy_default_on_all=False):
         np_threads = blas_threads(None if numpy_default_on_all and n != 1 else n)
         if torch is not None:
             torch.set_num_threads(n)
-        sr.set_threads(n)  # the parts of a batch run at once on as many threads (symrnn.models.threads)
         runs.append(dict(label=label, np_threads=np_threads,
                          torch_threads=torch.get_num_threads() if torch is not None else None, rows=rows_of(label)))
     if original is not None:  # back to the defaults
         blas_threads(original)
     if torch is not None:
         torch.set_num_threads(cores)
-    sr.set_threads(None)
     return runs
 
 
@@ -600,7 +596,6 @@ def bench_fused(cfg):
         blas_threads(n if n == 1 else None)
         if torch is not None:
             torch.set_num_threads(n)
-        sr.set_threads(n)
         rows = []
         for cell in CELLS:
             rng = np.random.default_rng(7)
@@ -629,7 +624,6 @@ def bench_fused(cfg):
         blas_threads(original)
     if torch is not None:
         torch.set_num_threads(cores)
-    sr.set_threads(None)
     first = {cell: _first_calls(cell) for cell in CELLS}
     return dict(runs=runs, first=first)
 

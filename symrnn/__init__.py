@@ -25,7 +25,6 @@ from .engine.fused import backend, set_backend, using_backend
 from .errors import (BackendError, CellDefinitionError, DerivationTooLargeError, MissingRuleError, NonFiniteError,
                      ParameterError, ShapeError, SymRNNError, UnknownNameError, UserCodeError)
 from .models.model import Model
-from .models.threads import set_threads, threads
 from .models.seq2seq import Seq2Seq
 from .models.wiring import BidirectionalModel, StackedModel
 
@@ -34,7 +33,7 @@ __all__ = [
     "sigmoid", "tanh", "relu", "step", "exp", "log", "softplus", "log_sigmoid", "register_function",
     "SymRNNError", "ShapeError", "NonFiniteError", "UnknownNameError", "ParameterError",
     "CellDefinitionError", "DerivationTooLargeError", "MissingRuleError", "UserCodeError",
-    "backend", "set_backend", "using_backend", "set_threads", "threads", "BackendError",
+    "backend", "set_backend", "using_backend", "BackendError",
 ]
 __version__ = "0.1.0"
 

@@ -67,7 +67,7 @@ def kernel_module(texts, key, numba):
             module = importlib.util.module_from_spec(spec)
             module.__dict__.update(scalars)
             spec.loader.exec_module(module)
-            compile_ = numba.njit(cache=True, nogil=True, error_model="numpy")  # parts of a batch run at once
+            compile_ = numba.njit(cache=True, nogil=True, error_model="numpy")  # a model may run in threads
             for function in names:
                 setattr(module, function, compile_(getattr(module, function)))
             sys.modules[name] = module

@@ -27,7 +27,6 @@ import numpy as np
 
 from ..engine.codegen import fresh
 from ..engine.sequence_rules import sequence_rule
-from .threads import JoinedCache, batch_parts, in_parts, join_along, summed
 
 
 def accumulate(old, new):
@@ -114,43 +113,17 @@ def run_cell(tape, code, params, X, S0, *, prefix="", out, sizes, reverse=False,
     X_d = tape.values[X]
     if reverse is not False and reverse is not None:
         X_d = np.ascontiguousarray(reordered(X_d, reverse))
-    S0_d = tape.values[S0]
-    parts = batch_parts(X_d.shape[1], sum(sizes[size] for size in code.states.values()))
-    if parts is None:
-        cache = code.forward(P, X_d, S0_d, sizes, empty)
-    else:
-        cache = JoinedCache(in_parts([_job(code.forward, P, X_d[:, p], _rows(S0_d, p), sizes, _named(empty, i))
-                                      for i, p in enumerate(parts)]))
+    cache = code.forward(P, X_d, tape.values[S0], sizes, empty)
     H = cache[f"S_{out}"][1:]
 
     def backward(G, _, __, ___, ____):
         dS = final_grads if final_grads is not None else \
-            {s: np.zeros(S0_d[s].shape, X_d.dtype) for s in code.states}
-        ext = {out: reordered(G, reverse)}
-        if parts is None:
-            g, dX, dS0 = code.backward(P, X_d, cache, ext, dS, sizes, empty)
-        else:
-            got = in_parts([_job(code.backward, P, X_d[:, p], cache.parts[i], _rows(ext, p, axis=1), _rows(dS, p),
-                                 sizes, _named(empty, i)) for i, p in enumerate(parts)])
-            g, dX, dS0 = summed([r[0] for r in got]), join_along([r[1] for r in got], 1), \
-                join_along([r[2] for r in got], 0)
+            {s: np.zeros_like(cache[f"S_{s}"][0]) for s in code.states}
+        g, dX, dS0 = code.backward(P, X_d, cache, {out: reordered(G, reverse)}, dS, sizes, empty)
         return {prefix + k: v for k, v in g.items()}, reordered(dX, reverse), dS0
 
     node = tape.block(reordered(H, reverse), backward, params, X, S0)
     return node, cache
-
-
-def _job(function, *args):
-    return lambda: function(*args)
-
-
-def _rows(values: dict, part: slice, axis=0) -> dict:
-    return {k: v[(slice(None),) * axis + (part,)] for k, v in values.items()}
-
-
-def _named(empty, i):
-    """``empty`` for part ``i``: its reused arrays apart from every other part's."""
-    return empty if empty is fresh else (lambda name, shape, dtype: empty((name, i), shape, dtype))
 
 
 def run_step(tape, code, params, x, S, *, prefix="", out, sizes):
