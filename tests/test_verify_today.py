@@ -25,8 +25,8 @@ WHERE = {
     ("indrnn", "recurrent-vector-summed-over-units"): ("gradient", "dw"),
     ("sru", "highway-gate-sign"): ("block", "r"),
     ("sru", "c-to-gate-path-dropped"): ("path", "c"),
-    ("slstm", "normaliser-path-dropped"): ("block", "ibar,fbar"),
-    ("slstm", "stabiliser-subtraction-missing"): ("block", "ibar"),
+    ("slstm", "normaliser-path-dropped"): ("block", "itilde,ftilde"),
+    ("slstm", "stabiliser-subtraction-missing"): ("block", "itilde"),
 }
 
 

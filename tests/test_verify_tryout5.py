@@ -161,7 +161,7 @@ def test_an_slstm_n_message_dropped_at_one_step_is_placed_and_named():
     assert not result.ok and loc["path"] == "n" and loc["step"] == 6, str(result)
     assert "dL/dn from t=6 to t=5 is the first wrong backward message;" in loc["message"]
     assert "it arrives as zero (dropped at that step)" in loc["message"]
-    assert "at t=5 the gate block(s) ibar, fbar receive a wrong gradient" in loc["message"], loc["message"]
+    assert "at t=5 the gate block(s) itilde, ftilde receive a wrong gradient" in loc["message"], loc["message"]
     assert "(state)" not in str(result)
 
 

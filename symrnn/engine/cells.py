@@ -315,10 +315,10 @@ def _slstm_pre_activations(cell, heads):
 def slstm(forget_gate: str = "sigmoid", heads: int = 1) -> Cell:
     """sLSTM of xLSTM (Beck et al. 2024): exponential gating with a stabiliser and a normaliser.
 
-    ``z_t = tanh(zbar_t)``, ``o_t = sigmoid(obar_t)``, the exponential input gate's log ``ibar_t``,
-    the forget gate's log ``logf_t = log sigmoid(fbar_t)`` (``forget_gate="sigmoid"``) or ``fbar_t``
+    ``z_t = tanh(zbar_t)``, ``o_t = sigmoid(obar_t)``, the exponential input gate's log ``itilde_t``,
+    the forget gate's log ``logf_t = log sigmoid(ftilde_t)`` (``forget_gate="sigmoid"``) or ``ftilde_t``
     (``"exp"``), each ``?bar_t = U_? x_t + W_? h_{t-1} + b_?``; the stabiliser
-    ``m_t = max(logf_t + m_{t-1}, ibar_t)``, the stabilised gates ``i'_t = exp(ibar_t - m_t)`` and
+    ``m_t = max(logf_t + m_{t-1}, itilde_t)``, the stabilised gates ``i'_t = exp(itilde_t - m_t)`` and
     ``f'_t = exp(logf_t + m_{t-1} - m_t)``; the cell ``c_t = f'_t c_{t-1} + i'_t z_t``, the
     normaliser ``n_t = f'_t n_{t-1} + i'_t`` and ``h_t = o_t c_t / n_t``.  The states are
     ``h, c, n, m``.  The paper starts from zero states (then ``n_1 = i'_1 > 0``); an initial
@@ -359,8 +359,8 @@ def slstm(forget_gate: str = "sigmoid", heads: int = 1) -> Cell:
     m = cell.state("m", role="stabiliser state")
     pre = _slstm_pre_activations(cell, heads)
     z = cell.let("z", tanh(pre["z"]), role="cell input")
-    ibar = cell.let("ibar", pre["i"], role="log of the input gate")
-    fbar = cell.let("fbar", pre["f"], role="pre-activation of the forget gate")
+    ibar = cell.let("itilde", pre["i"], role="log of the input gate")  # a bar marks adjoints in the reports
+    fbar = cell.let("ftilde", pre["f"], role="pre-activation of the forget gate")
     o = cell.let("o", sigmoid(pre["o"]), role="output gate")
     logf = cell.let("logf", log_sigmoid(fbar), role="log of the forget gate") if forget_gate == "sigmoid" else fbar
     m_t = cell.update(m, maximum(logf + m, ibar))

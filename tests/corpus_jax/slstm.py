@@ -6,10 +6,10 @@ import jax.numpy as jnp
 
 #: bug -> what the report must say (step "mid": the message the 1% reaches; "chunk": a chunk's first step)
 BUGS = {
-    "normaliser-path-dropped": dict(gradient="dbias", block="ibar,fbar"),
+    "normaliser-path-dropped": dict(gradient="dbias", block="itilde,ftilde"),
     "output-sigmoid-derivative-missing": dict(gradient="dweight_ih", block="o",
                                               fingerprint="sigmoid-derivative-missing"),
-    "log-sigmoid-derivative-wrong": dict(gradient="dweight_ih", block="fbar"),
+    "log-sigmoid-derivative-wrong": dict(gradient="dweight_ih", block="ftilde"),
     "cell-path-dropped": dict(gradient="dweight_ih", path="c", step=8, fingerprint="c-path-dropped"),
     "message-1pct": dict(gradient="dweight_ih", step="mid", path="h"),
     "chunk-boundary": dict(gradient="dbias", step="chunk"),
