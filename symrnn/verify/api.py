@@ -173,7 +173,8 @@ def _verify_declared_layer(forward, backward, cell, layout, *, D, H, T, N, scale
     declared = Declared(_meta("layer", cell, L), lambda D, H: _model(cell, D, H, loss="upstream"),
                         (forward, backward), save_to, search=search, zero_states=zero,
                         cli=_cli_expressible(cell, layout, signature), found=found, command=command)
-    return run_declared(adapter, lambda: _layer_problems(model, plan, T, seed, zero), declared, replayed,
+    final = _final_states(model, sig)
+    return run_declared(adapter, lambda: _layer_problems(model, plan, T, seed, zero, final), declared, replayed,
                         truncation, clip)
 
 
@@ -256,8 +257,18 @@ def _zero_states(model, sig, declared=()):
     return tuple(s for s in model.state_names if s in zero)
 
 
-def _layer_problems(model, plan, T, seed, zero):
-    problems = [draw(model, plan, T, f"T={T}, upstream gradients at every step", seed, zero),
+def _final_states(model, sig):
+    """The final states whose incoming gradient the code takes (``dh_n``, ``dc_n``: a framework's
+    ``h_n``, ``c_n``): the main case sends one into each, drawn independently of the others."""
+    roles = sig.backward_args if sig is not None else ()
+    return tuple(s for role, s in (("dh_n", "h"), ("dc_n", "c")) if role in roles and s in model.state_names
+                 and (s != "h" or model.out == "h"))
+
+
+def _layer_problems(model, plan, T, seed, zero, final=()):
+    at = f" and at the final state{'s' if len(final) > 1 else ''} {', '.join(s + '_n' for s in final)}" if final \
+        else ""
+    problems = [draw(model, plan, T, f"T={T}, upstream gradients at every step{at}", seed, zero, final=final),
                 draw(model, plan, T, f"T={T}, upstream gradient at step 1 only", seed + 1, zero, upstream=0)]
     if T > 1:
         problems.append(draw(model, plan, T, f"T={T}, upstream gradient at the last step only", seed + 2, zero,
