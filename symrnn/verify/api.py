@@ -15,7 +15,7 @@ from ..models.layouts import Layout, layout_for
 from ..models.model import Model
 from .cases import Declared, declared_problems, replay_sizes, run_cases, run_declared
 from .modes import LayerFunctions, LayerObject, LossFunction
-from .problems import Plan, draw, padding_mask
+from .problems import Plan, draw, padding_mask, settle_clipping
 from .replay import declared_cli_command, shown_path
 from .result import Verification
 from ..validation import check_count
@@ -498,7 +498,8 @@ def _verify_stack_loss(fn, cell, layout, *, D, H, K, T, N, loss, reduction, arch
     targets = _loss_targets(architecture, loss, K)
     problems = [draw_stack(model, plan, t, f"T={t}", seed + k, targets) for k, t in enumerate([T] + _lengths(plan))]
     declared = Declared(_meta("loss", cell, L, K=K, **kwargs, **shape), None, (fn,), save_to, cli=False)
-    return run_cases(adapter, declared_problems(problems, None, clip), "loss", L.name, declared)
+    return run_cases(adapter, settle_clipping(adapter, declared_problems(problems, None, clip)), "loss", L.name,
+                     declared)
 
 
 def _stacked_model(cell, D, H, K, **options):

@@ -16,7 +16,7 @@ from .diagnose import common_factor, explain_clipping, fingerprint, forward_fing
     refine_by_fingerprint, wrong_input_steps
 from .modes import run_twice
 from .lines import exact_line
-from .problems import exact, padding_mask
+from .problems import exact, padding_mask, settle_clipping
 from .replay import replay_command
 from .result import CaseResult, Verification
 from .shrink import judged_failure, load_case, prefix, rebuilder, save_case, shrink, shrinks_steps
@@ -293,7 +293,8 @@ def _check_replay(replayed, declared, truncation, clip):
     """A saved case runs as it was declared: refuse another truncation, clipping or declaration."""
     meta, problem = replayed
     given = (None if truncation is None else as_truncation(truncation), as_clipping(clip))
-    if any(g is not None and g != saved for g, saved in zip(given, (problem.truncation, problem.clip))):
+    if (given[0] is not None and given[0] != problem.truncation) or (
+            given[1] is not None and problem.clip not in given[1].conventions()):
         raise UnknownNameError(f"The case was saved with truncation={problem.truncation} and clip={problem.clip}; "
                                f"a replay runs it as saved: drop truncation=/clip= (or verify anew).")
     for key in _DECLARED_KEYS:
@@ -311,7 +312,7 @@ def run_declared(adapter, problems, declared, replayed=None, truncation=None, cl
     if replayed is not None:
         _check_replay(replayed, declared, truncation, clip)
         return run_cases(adapter, [replayed[1]], mode, adapter.layout.name, replace(declared, replaying=True))
-    cases = declared_problems(problems(), truncation, clip)
+    cases = settle_clipping(adapter, declared_problems(problems(), truncation, clip))
     if declared.search:
         found = search_failure(adapter, declared, max(p.T for p in cases), cases[0].truncation, cases[0].clip)
         cases += [found] if found is not None else []

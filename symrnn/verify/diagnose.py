@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..models.clipping import Clipping, clip_gradients
+from ..models.clipping import TORCH_EPS, Clipping, clip_gradients
 from ..errors import ShapeError, UserCodeError
 from ..engine.symbols import parse
 from ..models.truncated import truncated_loss_and_grads
@@ -95,10 +95,26 @@ def _concrete(mutation, run, model):
     return replace(mutation, clip_inside=c or 1.0)
 
 
+def _clippings(user, exact_grads, keys):
+    """The clippings, one threshold each, that could turn ``exact_grads`` into ``user``: element-wise,
+    global-norm (``c / norm``, or PyTorch's ``c / (norm + 1e-6)``) and per-parameter norm."""
+    norm = float(np.sqrt(sum(np.sum(user[k] ** 2) for k in keys)))
+    exact_norm = float(np.sqrt(sum(np.sum(np.square(exact_grads[k])) for k in keys)))
+    options = [("value", max(float(np.abs(user[k]).max(initial=0)) for k in keys), None),
+               ("global-norm", norm, None),
+               ("global-norm", norm * (exact_norm + TORCH_EPS) / exact_norm if exact_norm > 0 else 0.0, TORCH_EPS),
+               ("norm", max(float(np.linalg.norm(user[k])) for k in keys), None)]
+    return [Clipping(kind, c, eps) for kind, c, eps in options if c > 0]
+
+
+def _same_clipping(a, b):
+    return a.kind == b.kind and a.eps == b.eps and abs(a.threshold - b.threshold) <= 1e-9 * b.threshold
+
+
 def explain_clipping(model, failing):
     """The :class:`~symrnn.models.clipping.Clipping` that turns the exact gradients into the user's in every
     failing case (element-wise, global-norm or per-parameter norm, at one threshold), or None."""
-    found = None
+    survivors = None
     for problem, run, ex, _, _ in failing:
         keys = [k for k in model.param_shapes if k in run.grads]
         if not keys:
@@ -106,24 +122,19 @@ def explain_clipping(model, failing):
         user = {k: np.asarray(run.grads[k], dtype=float) for k in keys}
         if not all(np.all(np.isfinite(u)) for u in user.values()):
             return None
-        options = [("value", max(float(np.abs(user[k]).max(initial=0)) for k in keys)),
-                   ("global-norm", float(np.sqrt(sum(np.sum(user[k] ** 2) for k in keys)))),
-                   ("norm", max(float(np.linalg.norm(user[k])) for k in keys))]
-        match = None
-        for kind, c in options:
-            if c <= 0 or (found is not None and kind != found.kind):
-                continue
-            clipping = Clipping(kind, c)
+        matches = []
+        for clipping in _clippings(user, ex.grads, keys):
             clipped = clip_gradients(ex.grads, clipping, keys)
             changed = any(np.any(np.abs(clipped[k] - ex.grads[k]) > ex.tol[k]) for k in keys)
             if changed and all(np.all(np.abs(user[k] - clipped[k]) <= ex.tol[k] + 8 * J.U64 * np.abs(clipped[k]))
                                for k in keys):
-                match = clipping
-                break
-        if match is None or (found is not None and abs(match.threshold - found.threshold) > 1e-9 * found.threshold):
+                matches.append(clipping)
+        if survivors is not None:  # one clipping, at one threshold, in every failing case
+            matches = [m for m in matches if any(_same_clipping(m, s) for s in survivors)]
+        if not matches:
             return None
-        found = match
-    return found
+        survivors = matches
+    return survivors[0] if survivors else None
 
 
 def localise(adapter, problem, run, ex, dtype_model, verdicts, state=None, shortest=None):

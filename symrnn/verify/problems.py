@@ -9,7 +9,7 @@ gradients (and, once the error model is chosen, each entry's tolerance:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -123,3 +123,28 @@ def draw(model, plan: Plan, T: int, label: str, seed: int, zero_states=(), upstr
             targets = targets * keep
     final_grads = {s: rng.normal(size=(N, model.state_size(s))) for s in final} or None
     return Problem(label, params, x, h0, targets, None, final_grads)
+
+
+def settle_clipping(adapter, problems):
+    """``problems`` with a global-norm clipping declared without its epsilon settled to the convention
+    the code's gradients follow (PyTorch's ``c / (norm + 1e-6)`` or ``c / norm``, see
+    :mod:`symrnn.models.clipping`): on the first problem where the two differ, the one nearer the
+    gradients the code returns (``c / norm`` when the code fails there, which the run then reports)."""
+    clip = problems[0].clip if problems else None
+    if clip is None or len(clip.conventions()) == 1:
+        return problems
+    chosen = clip.conventions()[0]
+    for problem in problems:
+        exacts = [exact(adapter.model, replace(problem, clip=c)).grads for c in clip.conventions()]
+        keys = [k for k in adapter.model.param_shapes if k in exacts[0]]
+        if all(np.array_equal(exacts[0][k], exacts[1][k]) for k in keys):
+            continue  # the clipping does not act here
+        try:
+            user = adapter.run(problem, []).grads
+            errors = [max(float(np.max(np.abs(np.asarray(user[k], dtype=float) - e[k]), initial=0)) for k in keys)
+                      for e in exacts]
+        except Exception:  # noqa: BLE001 - the code fails here: the run of the cases reports it
+            break
+        chosen = clip.conventions()[int(np.argmin(errors))]
+        break
+    return [replace(p, clip=chosen) for p in problems]
