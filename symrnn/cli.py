@@ -8,7 +8,7 @@
     symrnn check MODEL          agreement table of the generated gradients against the oracles
     symrnn cells                the built-in cells, architectures and losses
     symrnn verify FILE.py:FUNCTION --cell C --layout L --mode layer|step|loss|object [--json OUT]
-                                judge hand-written backprop code (exit 0 right, 1 wrong, 2 usage error)
+                                judge hand-written backprop code (exit 0 right, 1 wrong, 2 usage, 3-5 see --help)
     symrnn decay --cells rnn-tanh,lstm,gru --scales 0.5,1,2 --T 1000 --out reports/decay
                                 vanishing and exploding gradients: norms, Lyapunov spectra, bounds, report
     symrnn demo --out DIR       the main job of `make demo`
@@ -24,6 +24,7 @@ import contextlib
 import os
 import shlex
 import sys
+import traceback
 from pathlib import Path
 
 from . import __version__
@@ -110,6 +111,11 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # `symrnn verify ... | head`: the reader stopped early
         sys.stderr.close()
         return 0
+    except Exception:  # noqa: BLE001 - a bug of symrnn's: its own status, never "a gradient is wrong" (1)
+        traceback.print_exc()
+        print(f"symrnn: internal error (a bug in symrnn, not a verdict on your code): please report it with the "
+              f"command line and the traceback above. Exit status {EXIT_INTERNAL}.", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 
@@ -158,7 +164,8 @@ def _verify_arguments(sub):
                "  1  some gradient is wrong (the report says which, where, and how)\n"
                "  2  usage error (a bad option, a missing file or function)\n"
                "  3  the code under test failed: it raised, exited, or returned the wrong things\n"
-               "  4  the forward differs from the cell it was verified against")
+               "  4  the forward differs from the cell it was verified against\n"
+               "  5  symrnn itself failed (an internal error: a bug to report, no verdict)")
     p.add_argument("target", help="file.py:function or package.module:function (the backward in layer and "
                                   "step mode, the loss function in loss mode, the layer class in object mode)")
     p.add_argument("--cell", default=None,
@@ -375,7 +382,7 @@ def _clip(text):
 
 
 #: exit codes of ``symrnn verify`` (``symrnn verify --help`` lists them)
-EXIT_RIGHT, EXIT_WRONG, EXIT_USAGE, EXIT_USER_CODE, EXIT_FORWARD = 0, 1, 2, 3, 4
+EXIT_RIGHT, EXIT_WRONG, EXIT_USAGE, EXIT_USER_CODE, EXIT_FORWARD, EXIT_INTERNAL = 0, 1, 2, 3, 4, 5
 
 
 def _verify(args) -> int:

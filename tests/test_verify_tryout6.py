@@ -81,3 +81,52 @@ def test_declared_epsilon_is_the_one_judged():
     assert not wrong_eps.ok
     assert V.verify_loss(torch_clipped_loss(0.5), "rnn-tanh", "cs231n", reduction="batch-mean", mask=True,
                          scale=1.0, clip=("global-norm", 0.5, 1e-6)).ok
+
+
+class RNNModule(torch.nn.Module):
+    """nn.RNN's signature, ``forward(input, hx=None)`` with ``hx`` of ``(1, N, H)``, read as ``hx[0]``."""
+
+    def __init__(self, D=3, H=4):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        for name, shape in (("weight_ih_l0", (H, D)), ("weight_hh_l0", (H, H)), ("bias_ih_l0", (H,)),
+                            ("bias_hh_l0", (H,))):
+            setattr(self, name, torch.nn.Parameter(torch.rand(shape, generator=g, dtype=torch.float64) - 0.5))
+        self.function = rnn_function()
+
+    def forward(self, input, hx=None):
+        h0 = torch.zeros(input.shape[1], self.weight_hh_l0.shape[0], dtype=input.dtype) if hx is None else hx[0]
+        hs, h_n = self.function.apply(input, h0, self.weight_ih_l0, self.weight_hh_l0, self.bias_ih_l0,
+                                      self.bias_hh_l0)
+        return hs, h_n.unsqueeze(0)
+
+
+@pytest.mark.parametrize("cell", [None, "rnn-tanh"])
+def test_module_reading_hx_index_is_no_lstm(cell):
+    result = V.verify_framework(RNNModule(), cell=cell)
+    assert result.ok, str(result)
+    assert "hx (1, N, H)" in result.found
+
+
+def test_cell_state_of_a_cell_without_one_is_refused():
+    from symrnn.errors import UnknownNameError
+
+    class LSTMShaped(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh):
+            return torch.tanh(x @ weight_ih.T + bias_ih + h0 @ weight_hh.T + bias_hh + c0)
+
+    with pytest.raises(UnknownNameError, match="has no state c"):
+        V.verify_framework(LSTMShaped, cell="rnn-tanh")
+
+
+def test_internal_error_has_its_own_exit_status(monkeypatch, capsys):
+    from symrnn import cli
+
+    def crash(args, parser):
+        raise KeyError("c0")
+    monkeypatch.setattr(cli, "_run", crash)
+    assert cli.main(["verify", "x.py:f"]) == cli.EXIT_INTERNAL == 5
+    assert cli.EXIT_INTERNAL not in (cli.EXIT_RIGHT, cli.EXIT_WRONG)
+    err = capsys.readouterr().err
+    assert "internal error" in err and "KeyError" in err

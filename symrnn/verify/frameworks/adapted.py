@@ -122,6 +122,21 @@ def _returned_finals(code, found):
     return tuple(code.finals.get("returned", ()))
 
 
+def _check_states(code, cell):
+    """The code's initial states are states of the cell (a GRU has no ``c0``)."""
+    from ...engine.cells import builtin_cell
+
+    if cell is None:
+        return
+    states = (builtin_cell(cell) if isinstance(cell, str) else cell).state_names
+    extra = [r for r in code.roles if r in ("h0", "c0") and r[0] not in states]
+    if extra:
+        name = cell if isinstance(cell, str) else getattr(cell, "name", "the cell")
+        raise UnknownNameError(f"{code.describe} takes {extra[0]} ({code.names[extra[0]]}), but {name!r} has no "
+                               f"state {extra[0][0]} (its states: {list(states)}): declare the cell the code "
+                               f"computes, or drop that argument.")
+
+
 def _final_fingerprint(code, result):
     """The mistake named when the backward ignored the gradient arriving at a final state it returns."""
     from ..mutants import Mutation
@@ -159,6 +174,7 @@ def verify_adapted(code, cell, layout, batch_first, options, heads=1):
     command = options.pop("replay_command", None)  # the command line's (the CLI's), else the Python call
     try:
         found = resolve(code, cell, layout, batch_first, heads)
+        _check_states(code, found.cell)
         signature = options.pop("signature", None) or signature_of(code.roles, _returned_finals(code, found))
         if found.cell is None:  # a built-in RNN, LSTM or GRU: verify_layer finds which, in found.layout
             result = verify_layer(code.forward, code.backward, None, found.layout, signature=signature, **options)
