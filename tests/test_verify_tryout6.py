@@ -130,3 +130,74 @@ def test_internal_error_has_its_own_exit_status(monkeypatch, capsys):
     assert cli.EXIT_INTERNAL not in (cli.EXIT_RIGHT, cli.EXIT_WRONG)
     err = capsys.readouterr().err
     assert "internal error" in err and "KeyError" in err
+
+
+def stacked_loss(bug=None):
+    """``loss(params, x, h0, c0, y, mask)`` of a 2-layer nn.LSTM + nn.Linear, cross-entropy summed over
+    the unpadded steps; ``bug``: "one-example" (the bias gradient 1% off for a batch of one),
+    "mask-ignored" (every step scored)."""
+    def loss(params, x, h0, c0, y, mask):
+        module = torch.nn.LSTM(x.shape[2], h0.shape[2], num_layers=2).double()
+        leaves = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in params.items()}
+        recurrent = {k: v for k, v in leaves.items() if k not in ("weight", "bias")}
+        out, _ = torch.func.functional_call(module, recurrent, (torch.tensor(x), (torch.tensor(h0),
+                                                                                 torch.tensor(c0))))
+        logits = out @ leaves["weight"].T + leaves["bias"]
+        each = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                 torch.tensor(y).reshape(-1).clamp(min=0), reduction="none")
+        keep = torch.ones_like(each) if bug == "mask-ignored" else torch.tensor(mask, dtype=torch.float64).reshape(-1)
+        value = (each * keep).sum()
+        value.backward()
+        grads = {k: v.grad.numpy().copy() for k, v in leaves.items()}
+        if bug == "one-example" and x.shape[1] == 1:
+            grads["bias"] *= 1.01
+        return float(value.detach()), grads
+    return loss
+
+
+def test_stacked_loss_mode_runs_search_and_masks():
+    options = dict(num_layers=2, D=3, H=4, K=3, T=6, mask=True)
+    assert V.verify_loss(stacked_loss(), "lstm", "pytorch", **options, search=10).ok
+    masked = V.verify_loss(stacked_loss("mask-ignored"), "lstm", "pytorch", **options)
+    assert not masked.ok, str(masked)
+    assert V.verify_loss(stacked_loss("one-example"), "lstm", "pytorch", **options, lengths=()).ok
+    searched = V.verify_loss(stacked_loss("one-example"), "lstm", "pytorch", **options, lengths=(), search=20)
+    assert not searched.ok and [g.name for g in searched.wrong] == ["dbias"], str(searched)
+
+
+def test_stacked_loss_mode_refuses_what_it_cannot_run():
+    from symrnn.errors import UnknownNameError
+
+    with pytest.raises(UnknownNameError, match="truncation="):
+        V.verify_loss(stacked_loss(), "lstm", "pytorch", num_layers=2, mask=True, truncation=3)
+
+
+def rnn_layer(last_k=None):
+    """CS231n's tanh RNN layer; ``last_k``: the backward loop stops after the last k steps."""
+    def rnn_forward(x, h0, Wx, Wh, b):
+        hs, h = [], h0
+        for t in range(x.shape[1]):
+            h = np.tanh(x[:, t] @ Wx + h @ Wh + b)
+            hs.append(h)
+        return np.stack(hs, 1), (x, h0, Wx, Wh, np.stack(hs, 1))
+
+    def rnn_backward(dh, cache):
+        x, h0, Wx, Wh, hs = cache
+        T = x.shape[1]
+        dx, dWx, dWh, db, carry = np.zeros_like(x), np.zeros_like(Wx), np.zeros_like(Wh), np.zeros(Wh.shape[0]), 0
+        for t in reversed(range(T)):
+            if last_k is not None and t < T - last_k:
+                break
+            da = (dh[:, t] + carry) * (1 - hs[:, t] ** 2)
+            prev = hs[:, t - 1] if t > 0 else h0
+            dx[:, t], dWx, dWh, db = da @ Wx.T, dWx + x[:, t].T @ da, dWh + prev.T @ da, db + da.sum(0)
+            carry = da @ Wh.T
+        return dx, carry, dWx, dWh, db
+    return rnn_forward, rnn_backward
+
+
+def test_a_backward_over_the_last_ten_steps_is_caught_at_the_defaults():
+    assert V.verify_layer(*rnn_layer(), "rnn-tanh", "cs231n").ok
+    wrong = V.verify_layer(*rnn_layer(last_k=10), "rnn-tanh", "cs231n")
+    assert not wrong.ok, str(wrong)
+    assert wrong.fingerprint is not None and wrong.fingerprint.name == "backward-over-last-10-steps"

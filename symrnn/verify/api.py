@@ -275,7 +275,19 @@ def _layer_problems(model, plan, T, seed, zero, final=()):
                              upstream=T - 1))
     problems += [draw(model, plan, t, f"T={t}, upstream gradients at every step", seed + 3 + t, zero)
                  for t in _lengths(plan)]
-    return problems
+    return problems + _long(plan, T, lambda t, n: draw(model, replace(plan, N=n), t, _LONG_LABEL.format(T=t, N=n),
+                                                       seed + 100, zero))
+
+
+#: a longer case than the main one: a backward that stops after its last k steps (a hard-coded
+#: truncation, k < LONG_T) passes every shorter case; N and the sizes small, so that it stays cheap
+LONG_T, LONG_N = 48, 2
+_LONG_LABEL = "T={T}, N={N}, upstream gradients at every step (a long sequence)"
+
+
+def _long(plan, T, make):
+    """``[make(LONG_T, N)]`` when the main case is shorter than :data:`LONG_T` (else nothing)."""
+    return [make(LONG_T, min(LONG_N, plan.N))] if T < LONG_T else []
 
 
 def verify_step(step_forward, step_backward, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, N=3, scale=None,
@@ -410,13 +422,15 @@ def verify_loss(fn, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, K=3, T=8, N=3
     ...     return loss, g
     >>> result = V.verify_loss(rnn_loss, "rnn-tanh", "cs231n", reduction="batch-mean", mask=True)
     >>> result.ok, [c.T for c in result.cases]
-    (True, [8, 1, 2, 3])
+    (True, [8, 1, 2, 3, 48])
     """
     if num_layers != 1 or bidirectional or residual:
+        _refuse_in_stack(truncation=truncation, replay=replay, zero_states=zero_states or None, module=module)
         return _verify_stack_loss(fn, cell, layout, D=D, H=H, K=K, T=T, N=N, loss=loss, reduction=reduction,
                                   architecture=architecture, scale=scale, seed=seed, signature=signature,
                                   lengths=lengths, clip=clip, save_to=save_to, num_layers=num_layers,
-                                  bidirectional=bidirectional, merge=merge, residual=residual)
+                                  bidirectional=bidirectional, merge=merge, residual=residual, mask=mask,
+                                  search=search)
     _check_sizes(D=D, H=H, K=K, T=T, N=N)
     replayed, D, H, K = replay_sizes(replay, D, H, K)
     layout_for(layout, cell)  # an unknown layout is refused as such, before its calling convention
@@ -468,7 +482,19 @@ def _loss_problems(model, plan, seed, zero, targets, one_hot=False, masks=False)
         if masks:
             p = replace(p, mask=padding_mask(np.random.default_rng(seed + k), t, plan.N))
         problems.append(p)
-    return problems
+    return problems + _long(plan, plan.T, lambda t, n: _loss_long(model, replace(plan, N=n), seed, zero, targets,
+                                                                   one_hot, masks))
+
+
+def _loss_long(model, plan, seed, zero, targets, one_hot, masks):
+    """The long case of loss mode (:data:`LONG_T` steps), inputs and masks as the other cases'."""
+    t, rng = LONG_T, np.random.default_rng(seed + 100)
+    p = draw(model, plan, t, f"T={t}, N={plan.N} (a long sequence)", seed + 100, zero, loss_targets=targets)
+    if one_hot:
+        p = replace(p, x=np.eye(model.sizes["D"])[rng.integers(0, model.sizes["D"], size=(t, 1))])
+    if masks:
+        p = replace(p, mask=padding_mask(rng, t, plan.N))
+    return p
 
 
 def _unsearched(search, one_hot):
@@ -479,10 +505,18 @@ def _unsearched(search, one_hot):
             f"cases ran"]
 
 
+def _refuse_in_stack(**given):
+    """What a stacked or bidirectional loss verification cannot run is refused, not ignored."""
+    named = [k for k, v in given.items() if v is not None]
+    if named:
+        raise UnknownNameError(f"{', '.join(f'{k}=' for k in named)} cannot be used with num_layers > 1, "
+                               f"bidirectional=True or residual=True (stacked loss mode); drop it.")
+
+
 def _verify_stack_loss(fn, cell, layout, *, D, H, K, T, N, loss, reduction, architecture, scale, seed, signature,
-                       lengths, clip, save_to, num_layers, bidirectional, merge, residual):
+                       lengths, clip, save_to, num_layers, bidirectional, merge, residual, mask=False, search=0):
     """verify_loss of a stacked or bidirectional network (:mod:`symrnn.verify.stack`)."""
-    from .stack import StackLayout, StackLossFunction, draw_stack
+    from .stack import StackLayout, StackLossFunction, draw_stack, stack_problems
 
     _check_sizes(D=D, H=H, K=K, T=T, N=N)
     _check_architecture(architecture)
@@ -491,15 +525,25 @@ def _verify_stack_loss(fn, cell, layout, *, D, H, K, T, N, loss, reduction, arch
     model = _stacked_model(cell, D, H, K, **shape, **kwargs)
     L = StackLayout(layout if layout != "cs231n" else "pytorch", model)
     states = tuple(f"{s}0" for s in model.state_names)
-    sig = signature if isinstance(signature, Signature) else Signature(("params", "x") + states + ("y",),
-                                                                       ("loss", "grads"))
+    sig = signature if isinstance(signature, Signature) else Signature(
+        ("params", "x") + states + ("y",) + (("mask",) if mask else ()), ("loss", "grads"))
+    if mask and "mask" not in sig.forward_args:
+        raise UnknownNameError("mask=True: the signature takes no mask (add the role 'mask' where your loss takes "
+                               "it), so padded cases cannot be run.")
     adapter = StackLossFunction(model, L, sig, fn)
+    adapter.strategy = stack_problems(_loss_targets(architecture, loss, K))  # search=: drawn stacked problems
     plan = Plan(T=T, N=N, scale=scale, seed=seed, lengths=lengths)
     targets = _loss_targets(architecture, loss, K)
     problems = [draw_stack(model, plan, t, f"T={t}", seed + k, targets) for k, t in enumerate([T] + _lengths(plan))]
-    declared = Declared(_meta("loss", cell, L, K=K, **kwargs, **shape), None, (fn,), save_to, cli=False)
-    return run_cases(adapter, settle_clipping(adapter, declared_problems(problems, None, clip)), "loss", L.name,
-                     declared)
+    problems += _long(plan, T, lambda t, n: draw_stack(model, replace(plan, N=n), t, f"T={t}, N={n} (a long "
+                                                                                      f"sequence)", seed + 100,
+                                                        targets))
+    if mask:  # padded sequences, the first one full, as in single-layer loss mode
+        problems = [replace(p, mask=padding_mask(np.random.default_rng(seed + k), p.T, p.N))
+                    for k, p in enumerate(problems)]
+    declared = Declared(_meta("loss", cell, L, K=K, **kwargs, **shape), None, (fn,), save_to, cli=False,
+                        search=search, masks=bool(mask))
+    return run_declared(adapter, lambda: problems, declared, None, None, clip)
 
 
 def _stacked_model(cell, D, H, K, **options):

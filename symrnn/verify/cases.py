@@ -69,7 +69,8 @@ def search_failure(adapter, declared, max_T, truncation=None, clip=None):
         return not forward.ok or any(not v.ok for v in verdicts or ())
 
     try:
-        found = find(problems(adapter.model, max_T=max_T), fails,
+        strategy = getattr(adapter, "strategy", None) or problems  # a stacked model draws its own
+        found = find(strategy(adapter.model, max_T=max_T), fails,
                      settings=settings(max_examples=declared.search, derandomize=True, database=None,
                                        suppress_health_check=list(HealthCheck), deadline=None))
     except NoSuchExample:
