@@ -193,7 +193,9 @@ def _verify_arguments(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the result as JSON to this file")
     p.add_argument("--truncation", help="declared truncated BPTT: K (chunks of K) or K1,K2")
-    p.add_argument("--clip", help="declared gradient clipping: value=C, norm=C or global-norm=C")
+    p.add_argument("--clip", help="declared gradient clipping: value=C, norm=C or global-norm=C (PyTorch's "
+                                  "clip_grad_norm_ or c / norm, as the code does; global-norm=C,EPS declares "
+                                  "c / (norm + EPS)); value=C,states clips dh0 too")
     p.add_argument("--replay", help="run a saved minimal case (.npz) again; its report printed this option")
     p.add_argument("--search", type=int, default=0, help="also try N cases drawn by Hypothesis (layer, loss modes)")
     p.add_argument("--save-to", help="where to save the smallest failing case (default: a temporary file)")
@@ -374,11 +376,14 @@ def _clip(text):
     from .models.clipping import Clipping
 
     kind, _, value = text.partition("=")
+    value, _, more = value.partition(",")  # value=C,states (dh0 clipped too); global-norm=C,EPS
     try:
         threshold = float(value)
+        extra = {} if not more else {"states": True} if more.strip() == "states" else {"eps": float(more)}
     except ValueError:
-        raise UnknownNameError(f"--clip {text!r}: give KIND=THRESHOLD, e.g. value=5 or global-norm=1.") from None
-    return Clipping(kind.strip(), threshold)
+        raise UnknownNameError(f"--clip {text!r}: give KIND=THRESHOLD, e.g. value=5 or global-norm=1 (value=C,states: "
+                               f"the initial states' gradients too; global-norm=C,EPS: c / (norm + EPS)).") from None
+    return Clipping(kind.strip(), threshold, **extra)
 
 
 #: exit codes of ``symrnn verify`` (``symrnn verify --help`` lists them)

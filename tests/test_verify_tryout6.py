@@ -201,3 +201,24 @@ def test_a_backward_over_the_last_ten_steps_is_caught_at_the_defaults():
     wrong = V.verify_layer(*rnn_layer(last_k=10), "rnn-tanh", "cs231n")
     assert not wrong.ok, str(wrong)
     assert wrong.fingerprint is not None and wrong.fingerprint.name == "backward-over-last-10-steps"
+
+
+def test_value_clipping_of_dh0_is_advised_as_it_is_declared():
+    R = cs231n_rnn
+
+    def clip_all(params, x, h0, y, mask):  # every gradient it returns clipped, dh0 included
+        h, rnn_cache = R.rnn_forward(x, h0, params["Wx"], params["Wh"], params["b"])
+        scores, affine_cache = R.temporal_affine_forward(h, params["W_vocab"], params["b_vocab"])
+        value, dscores = R.temporal_softmax_loss(scores, y, mask)
+        dh, dW_vocab, db_vocab = R.temporal_affine_backward(dscores, affine_cache)
+        _, dh0, dWx, dWh, db = R.rnn_backward(dh, rnn_cache)
+        grads = {"Wx": dWx, "Wh": dWh, "b": db, "W_vocab": dW_vocab, "b_vocab": db_vocab, "h0": dh0}
+        return value, {k: np.clip(v, -0.05, 0.05) for k, v in grads.items()}
+
+    options = dict(reduction="batch-mean", mask=True, scale=1.0)
+    undeclared = V.verify_loss(clip_all, "rnn-tanh", "cs231n", **options)
+    explanation = undeclared.explanation
+    assert explanation is not None and explanation.kind == "value", str(undeclared)
+    assert explanation.declaration() == "clip=('value', 0.05, 'states')", str(undeclared)
+    assert V.verify_loss(clip_all, "rnn-tanh", "cs231n", **options, clip=("value", 0.05, "states")).ok
+    assert not V.verify_loss(clip_all, "rnn-tanh", "cs231n", **options, clip=("value", 0.05)).ok

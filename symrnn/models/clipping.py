@@ -28,6 +28,7 @@ class Clipping:
     kind: str
     threshold: float
     eps: float | None = None  # global-norm: c / (norm + eps); None: 0 or PyTorch's, as the code does
+    states: bool = False  # value: the initial states' gradients (dh0, dc0) clipped too (a learned h0)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -37,19 +38,25 @@ class Clipping:
         if self.eps is not None and (self.kind != "global-norm" or not (np.isfinite(self.eps) and self.eps >= 0)):
             raise ParameterError(f"An epsilon is declared for global-norm clipping only, a number >= 0 (PyTorch's "
                                  f"clip_grad_norm_ adds {TORCH_EPS:g} to the norm), got {self.kind!r}, {self.eps!r}.")
+        if self.states and self.kind != "value":
+            raise ParameterError("Only element-wise clipping ('value', c, 'states') can cover the initial states' "
+                                 "gradients too; norm clipping is of the parameters' gradients.")
 
     def __str__(self):
         what = {"value": "element-wise to [-c, c]", "global-norm": "to a global norm of at most c",
                 "norm": "each parameter's gradient to a norm of at most c"}[self.kind]
         if self.eps == TORCH_EPS:  # scaled by c / (norm + 1e-6)
             return f"PyTorch's clip_grad_norm_, c = {self.threshold:.6g}"
+        if self.states:
+            return f"clipping to [-c, c], dh0 too, c = {self.threshold:.6g}"
         how = f" (c / (norm + {self.eps:g}))" if self.eps else ""
         return f"clipping {what}, c = {self.threshold:.6g}{how}"
 
     def declaration(self) -> str:
         """How a verification declares it (PyTorch's epsilon and none are both taken from the code)."""
         eps = "" if self.eps in (None, 0.0, TORCH_EPS) else f", {self.eps:g}"
-        return f"clip=({self.kind!r}, {self.threshold:.6g}{eps})"
+        return f"clip=({self.kind!r}, {self.threshold:.6g}{eps}{', states' if self.states else ''})".replace(
+            ", states)", ", 'states')")
 
     def conventions(self) -> list:
         """The clippings this declaration may mean: global-norm's without and with PyTorch's epsilon
@@ -63,21 +70,28 @@ class Clipping:
 
 
 def as_clipping(value) -> Clipping | None:
-    """``None``, a :class:`Clipping`, ``(kind, threshold)`` or ``("global-norm", threshold, eps)``."""
+    """``None``, a :class:`Clipping`, ``(kind, threshold)``, ``("global-norm", threshold, eps)`` or
+    ``("value", threshold, "states")`` (the initial states' gradients clipped too)."""
     if value is None or isinstance(value, Clipping):
         return value
     if not isinstance(value, (tuple, list)) or len(value) not in (2, 3):
         raise UnknownNameError(f"clip={value!r}: give (kind, threshold), e.g. ('value', 5) or ('global-norm', 1), "
-                               f"or ('global-norm', threshold, eps).")
+                               f"('global-norm', threshold, eps) or ('value', threshold, 'states').")
+    if len(value) == 3 and isinstance(value[2], str):
+        if value[2] != "states":
+            raise UnknownNameError(f"clip={value!r}: the third item is 'states' (the initial states' gradients "
+                                   f"clipped too) or global-norm's epsilon, a number.")
+        return Clipping(value[0], float(value[1]), states=True)
     return Clipping(value[0], float(value[1]), None if len(value) == 2 else float(value[2]))
 
 
-def clip_gradients(grads: dict, clipping: Clipping, params) -> dict:
-    """``grads`` with the entries named in ``params`` clipped (a new dict; the arrays are new)."""
+def clip_gradients(grads: dict, clipping: Clipping, params, states=()) -> dict:
+    """``grads`` with the entries named in ``params`` clipped (a new dict; the arrays are new), and those
+    named in ``states`` (the initial states' keys) when the clipping covers them."""
     out = dict(grads)
     c = clipping.threshold
     if clipping.kind == "value":
-        for k in params:
+        for k in list(params) + [k for k in states if clipping.states and k in grads]:
             out[k] = np.clip(grads[k], -c, c)
     elif clipping.kind == "global-norm":
         norm = float(np.sqrt(sum(float(np.sum(np.square(grads[k]))) for k in params)))

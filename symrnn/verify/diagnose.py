@@ -15,7 +15,7 @@ from . import judge as J
 from .mutants import Mutation, candidate, mutations_for
 from .mutants import backward as candidate_backward
 from .mutants import input_terms as mutant_terms
-from .problems import Plan, draw
+from .problems import Plan, draw, initial_state_keys
 from .shrink import rebuilder
 
 
@@ -134,7 +134,26 @@ def explain_clipping(model, failing):
         if not matches:
             return None
         survivors = matches
-    return survivors[0] if survivors else None
+    return _covering_states(model, failing, survivors[0]) if survivors else None
+
+
+def _covering_states(model, failing, clipping):
+    """``clipping``, covering the initial states' gradients when the code clipped them too (None when
+    they differ otherwise: the clipping does not explain everything)."""
+    covered = replace(clipping, states=True) if clipping.kind == "value" else None
+    needed = False
+    for problem, run, ex, _, _ in failing:
+        for k in initial_state_keys(model):
+            if k not in run.grads or k not in ex.grads:
+                continue
+            user, exact_k = np.asarray(run.grads[k], dtype=float), ex.grads[k]
+            if np.all(np.abs(user - exact_k) <= ex.tol[k]):
+                continue  # as declared: not clipped (or within the threshold)
+            clipped = np.clip(exact_k, -clipping.threshold, clipping.threshold)
+            if covered is None or not np.all(np.abs(user - clipped) <= ex.tol[k] + 8 * J.U64 * np.abs(clipped)):
+                return None
+            needed = True
+    return covered if needed else clipping
 
 
 def localise(adapter, problem, run, ex, dtype_model, verdicts, state=None, shortest=None):

@@ -66,8 +66,8 @@ def padding_mask(rng, T: int, N: int):
 def exact(model, problem: Problem) -> Exact:
     if not model.one_cell:  # several cells wired: their loss and gradients (no states compared)
         loss, grads = loss_and_grads(model, problem)
-        return Exact(loss, grads if problem.clip is None else clip_gradients(grads, problem.clip, model.param_shapes),
-                     {})
+        return Exact(loss, grads if problem.clip is None else clip_gradients(grads, problem.clip, model.param_shapes,
+                                                                             initial_state_keys(model)), {})
     if problem.truncation is not None:
         loss, grads = loss_and_grads(model, problem)
         cache = model.run_cell(problem.params, problem.x, problem.h0)[2]
@@ -75,9 +75,15 @@ def exact(model, problem: Problem) -> Exact:
         loss, grads, cache = model._loss_grads_and_cache(problem.params, problem.x, problem.targets, problem.h0,
                                                          problem.mask, problem.final_grads)
     if problem.clip is not None:
-        grads = clip_gradients(grads, problem.clip, model.param_shapes)
+        grads = clip_gradients(grads, problem.clip, model.param_shapes, initial_state_keys(model))
     states = {s: cache[f"S_{s}"][1:].copy() for s in model.state_names}
     return Exact(loss, grads, states)
+
+
+def initial_state_keys(model) -> list:
+    """The keys of the initial states' gradients (``h0``, ``c0``)."""
+    return [model.initial_state_key(s) for s in getattr(model, "state_names", ())] \
+        if hasattr(model, "initial_state_key") else []
 
 
 def loss_and_grads(model, problem: Problem, params=None, x=None, targets=None, h0=None, final_grads=None):
