@@ -222,3 +222,36 @@ def test_value_clipping_of_dh0_is_advised_as_it_is_declared():
     assert explanation.declaration() == "clip=('value', 0.05, 'states')", str(undeclared)
     assert V.verify_loss(clip_all, "rnn-tanh", "cs231n", **options, clip=("value", 0.05, "states")).ok
     assert not V.verify_loss(clip_all, "rnn-tanh", "cs231n", **options, clip=("value", 0.05)).ok
+
+
+def lstm_backward_scaling(states, step=20, factor=1.05):
+    """CS231n's LSTM layer backward with the messages of ``states`` ("h", "c") from ``step`` to the
+    step before scaled by ``factor``."""
+    from corpus import cs231n_lstm as L
+
+    def lstm_backward(dh, cache):
+        N, T, H = dh.shape
+        dx, dWx, dWh, db = np.zeros((N, T, cache[0][0].shape[1])), 0, 0, 0
+        dprev_h, dprev_c = np.zeros((N, H)), np.zeros((N, H))
+        for t in reversed(range(T)):
+            dx[:, t], dprev_h, dprev_c, dWx_t, dWh_t, db_t = L.lstm_step_backward(dh[:, t] + dprev_h, dprev_c,
+                                                                                   cache[t])
+            dWx, dWh, db = dWx + dWx_t, dWh + dWh_t, db + db_t
+            if t == step:
+                dprev_h = dprev_h * (factor if "h" in states else 1.0)
+                dprev_c = dprev_c * (factor if "c" in states else 1.0)
+        return dx, dprev_h, dWx, dWh, db
+    return L.lstm_forward, lstm_backward
+
+
+@pytest.mark.parametrize("states", ["h", "c", "hc"])
+def test_the_probe_claims_no_right_message_that_is_wrong(states):
+    result = V.verify_layer(*lstm_backward_scaling(states), "lstm", "cs231n", T=40)
+    assert not result.ok
+    message = result.localisation["message"]
+    assert "t=21 to t=20" in message, message
+    if states == "hc":
+        assert "is right" not in message and "dL/dh and dL/dc" in message, message
+    else:
+        other = "c" if states == "h" else "h"
+        assert f"dL/d{states} from" in message and f"dL/d{other} is right" in message, message

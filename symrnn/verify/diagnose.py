@@ -277,11 +277,35 @@ def message_probe(adapter, declared, T, seed=7):
                                        f"is {local:.6g} times the exact one: what arrives at t={t + 1} (the message "
                                        f"and the upstream gradient together) is scaled there")
     path = _wrong_path(pm, problem, names, wrong, t, exact_q[t], size)
+    fitted = _wrong_states(pm, problem, names, t, exact_q[t], user[t], relative * size)
+    if fitted is not None and len(fitted) > 1 and set(fitted) != set((path or "").split(",")):
+        shown = " and ".join(f"dL/d{s}" for s in fitted)  # several states' messages wrong at once
+        return {"step": t + 2, **blocks, "path": ",".join(fitted), "local": False,
+                "message": f"{shown} from t={t + 2} to t={t + 1} are the first wrong backward messages (message "
+                           f"probe, T={T})" + scaled}
     others = [s for s in pm.state_names if s not in (path or "").split(",")]
-    right = "; ".join(f"dL/d{s} is right" for s in others) if path else ""
+    # another state's message is said right only when the wrong one alone explains the blocks
+    right = "; ".join(f"dL/d{s} is right" for s in others) if path and fitted is not None else ""
     return {"step": t + 2, **blocks, "path": path, "local": False,
             "message": (f"dL/d{_shown(path) or '(state)'} from t={t + 2} to t={t + 1} is the first wrong backward message"
                         + (f"; {right}" if right else "") + f" (message probe, T={T})" + scaled)}
+
+
+def _wrong_states(pm, problem, names, t, exact_at_t, user_at_t, tolerance):
+    """The states whose messages into step ``t`` are wrong: the user's blocks there as the exact ones
+    with each state's message times its own factor (least squares); None when no such factors fit."""
+    columns = []
+    for s in pm.state_names:
+        rec = {}
+        candidate_backward(pm, problem.params, problem.x, problem.h0, problem.targets,
+                           mutation=Mutation("probe", "", scale_message=(s, t, 1.5)), record=rec)
+        columns.append(np.concatenate([np.ravel(rec[t][n] - exact_at_t[n]) for n in names]) / 0.5)
+    d = np.concatenate([np.ravel(user_at_t[n] - exact_at_t[n]) for n in names])
+    V = np.stack(columns, axis=1)
+    factors = np.linalg.lstsq(V, d, rcond=None)[0]
+    if not np.all(np.isfinite(factors)) or np.abs(d - V @ factors).max() > tolerance:
+        return None
+    return [s for s, c, v in zip(pm.state_names, factors, columns) if np.abs(c * v).max() > tolerance]
 
 
 def _probe_blocks(probe, declared, names, T, seed, upstream):
