@@ -15,7 +15,7 @@ from ..models.layouts import Layout, layout_for
 from ..models.model import Model
 from .cases import Declared, declared_problems, replay_sizes, run_cases, run_declared
 from .modes import LayerFunctions, LayerObject, LossFunction
-from .problems import Plan, draw, padding_mask, settle_clipping
+from .problems import LONG_MARK, Plan, draw, padding_mask, settle_clipping
 from .replay import declared_cli_command, shown_path
 from .result import Verification
 from ..validation import check_count
@@ -282,7 +282,7 @@ def _layer_problems(model, plan, T, seed, zero, final=()):
 #: a longer case than the main one: a backward that stops after its last k steps (a hard-coded
 #: truncation, k < LONG_T) passes every shorter case; N and the sizes small, so that it stays cheap
 LONG_T, LONG_N = 48, 2
-_LONG_LABEL = "T={T}, N={N}, upstream gradients at every step (a long sequence)"
+_LONG_LABEL = "T={T}, N={N}, upstream gradients at every step " + LONG_MARK
 
 
 def _long(plan, T, make):
@@ -489,7 +489,7 @@ def _loss_problems(model, plan, seed, zero, targets, one_hot=False, masks=False)
 def _loss_long(model, plan, seed, zero, targets, one_hot, masks):
     """The long case of loss mode (:data:`LONG_T` steps), inputs and masks as the other cases'."""
     t, rng = LONG_T, np.random.default_rng(seed + 100)
-    p = draw(model, plan, t, f"T={t}, N={plan.N} (a long sequence)", seed + 100, zero, loss_targets=targets)
+    p = draw(model, plan, t, f"T={t}, N={plan.N} {LONG_MARK}", seed + 100, zero, loss_targets=targets)
     if one_hot:
         p = replace(p, x=np.eye(model.sizes["D"])[rng.integers(0, model.sizes["D"], size=(t, 1))])
     if masks:
@@ -535,9 +535,8 @@ def _verify_stack_loss(fn, cell, layout, *, D, H, K, T, N, loss, reduction, arch
     plan = Plan(T=T, N=N, scale=scale, seed=seed, lengths=lengths)
     targets = _loss_targets(architecture, loss, K)
     problems = [draw_stack(model, plan, t, f"T={t}", seed + k, targets) for k, t in enumerate([T] + _lengths(plan))]
-    problems += _long(plan, T, lambda t, n: draw_stack(model, replace(plan, N=n), t, f"T={t}, N={n} (a long "
-                                                                                      f"sequence)", seed + 100,
-                                                        targets))
+    problems += _long(plan, T, lambda t, n: draw_stack(model, replace(plan, N=n), t, f"T={t}, N={n} {LONG_MARK}",
+                                                        seed + 100, targets))
     if mask:  # padded sequences, the first one full, as in single-layer loss mode
         problems = [replace(p, mask=padding_mask(np.random.default_rng(seed + k), p.T, p.N))
                     for k, p in enumerate(problems)]

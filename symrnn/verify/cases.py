@@ -16,7 +16,7 @@ from .diagnose import common_factor, explain_clipping, fingerprint, forward_fing
     refine_by_fingerprint, wrong_input_steps
 from .modes import run_twice
 from .lines import exact_line
-from .problems import exact, padding_mask, settle_clipping
+from .problems import LONG_MARK, exact, padding_mask, settle_clipping
 from .replay import replay_command
 from .result import CaseResult, Verification
 from .shrink import judged_failure, load_case, prefix, rebuilder, save_case, shrink, shrinks_steps
@@ -194,7 +194,8 @@ def _localisation(adapter, failing, problems, mode, declared, mutation, shortest
     smallest failing prefix (:func:`minimal_case`), which places a mistake when the probe cannot run."""
     shortest = min(failing, key=lambda f: f[0].T)
     probe = next((f for f in failing if f[0].label.endswith("at the last step only")), None)
-    T_main = max(p.T for p in problems)
+    short = [p.T for p in problems if not p.label.endswith(LONG_MARK)]  # the long case: when only it fails
+    T_main = max(short) if any(not f[0].label.endswith(LONG_MARK) for f in failing) else max(p.T for p in problems)
     messages = message_probe(adapter, declared, T_main) if mode == "layer" else None
     carry = mutation.drop_carry[0] if mutation is not None and mutation.drop_carry and messages is None else None
     loc = localise(adapter, *(probe or shortest), state=carry, shortest=None if messages else shortest_prefix)

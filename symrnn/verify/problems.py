@@ -17,6 +17,11 @@ from ..models.clipping import clip_gradients
 from ..models.truncated import truncated_loss_and_grads
 
 
+#: the end of the label of the long case (:data:`symrnn.verify.api.LONG_T` steps), which the
+#: localisation probes only when no shorter case fails
+LONG_MARK = "(a long sequence)"
+
+
 @dataclass
 class Problem:
     label: str
