@@ -132,12 +132,12 @@ def test_internal_error_has_its_own_exit_status(monkeypatch, capsys):
     assert "internal error" in err and "KeyError" in err
 
 
-def stacked_loss(bug=None):
+def stacked_loss(bug=None, layers=2):
     """``loss(params, x, h0, c0, y, mask)`` of a 2-layer nn.LSTM + nn.Linear, cross-entropy summed over
     the unpadded steps; ``bug``: "one-example" (the bias gradient 1% off for a batch of one),
     "mask-ignored" (every step scored)."""
     def loss(params, x, h0, c0, y, mask):
-        module = torch.nn.LSTM(x.shape[2], h0.shape[2], num_layers=2).double()
+        module = torch.nn.LSTM(x.shape[2], h0.shape[2], num_layers=layers).double()
         leaves = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in params.items()}
         recurrent = {k: v for k, v in leaves.items() if k not in ("weight", "bias")}
         out, _ = torch.func.functional_call(module, recurrent, (torch.tensor(x), (torch.tensor(h0),
@@ -255,3 +255,10 @@ def test_the_probe_claims_no_right_message_that_is_wrong(states):
     else:
         other = "c" if states == "h" else "h"
         assert f"dL/d{states} from" in message and f"dL/d{other} is right" in message, message
+
+
+def test_a_one_layer_pytorch_loss_needs_no_num_layers():
+    result = V.verify_loss(stacked_loss(layers=1), "lstm", "pytorch", D=3, H=4, K=3, T=6, mask=True)
+    assert result.ok, str(result)
+    wrong = V.verify_loss(stacked_loss("mask-ignored", layers=1), "lstm", "pytorch", D=3, H=4, K=3, T=6, mask=True)
+    assert not wrong.ok

@@ -424,7 +424,8 @@ def verify_loss(fn, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, K=3, T=8, N=3
     >>> result.ok, [c.T for c in result.cases]
     (True, [8, 1, 2, 3, 48])
     """
-    if num_layers != 1 or bidirectional or residual:
+    pytorch_one_layer = signature is None and layout == "pytorch" and not has_signature(layout, "loss", cell)
+    if num_layers != 1 or bidirectional or residual or pytorch_one_layer:  # nn.LSTM's names: a stack of one
         _refuse_in_stack(truncation=truncation, replay=replay, zero_states=zero_states or None, module=module)
         return _verify_stack_loss(fn, cell, layout, D=D, H=H, K=K, T=T, N=N, loss=loss, reduction=reduction,
                                   architecture=architecture, scale=scale, seed=seed, signature=signature,
