@@ -9,7 +9,7 @@ import symrnn.verify as V
 from corpus import cs231n_rnn
 
 
-def rnn_function(ignore_h_n=False):
+def rnn_function(ignore_h_n=False, modify_x=False):
     """A tanh RNN Function returning (hs, h_n), as nn.RNN; its backward adds dL/dh_n to the last
     step's message unless ``ignore_h_n``."""
     class RNNFunction(torch.autograd.Function):
@@ -21,6 +21,8 @@ def rnn_function(ignore_h_n=False):
                 hs.append(h)
             hs = torch.stack(hs)
             ctx.save_for_backward(x, h0, weight_ih, weight_hh, hs)
+            if modify_x:  # after the save: the backward reads the modified x
+                x.mul_(1.0)
             return hs, hs[-1].clone()
 
         @staticmethod
@@ -262,3 +264,9 @@ def test_a_one_layer_pytorch_loss_needs_no_num_layers():
     assert result.ok, str(result)
     wrong = V.verify_loss(stacked_loss("mask-ignored", layers=1), "lstm", "pytorch", D=3, H=4, K=3, T=6, mask=True)
     assert not wrong.ok
+
+
+def test_a_saved_tensor_modified_in_place_is_named():
+    result = V.verify_framework(rnn_function(modify_x=True))
+    assert not result.ok
+    assert any("argument 1 of ctx.save_for_backward (the forward's input x)" in f.message for f in result.hygiene)

@@ -121,16 +121,17 @@ class _SaveWatch:
     before the forward returns was modified in place after it was saved (torch packs a custom
     Function's saved tensors only when its forward returns, so neither it nor the hooks see this)."""
 
-    def __init__(self, watch):
-        self.watch, self.saved = watch, []
+    def __init__(self, watch, names=None):
+        self.watch, self.saved, self.names = watch, [], names or {}  # id(input tensor) -> the user's name
 
     def __enter__(self):
         ctx_class = torch.autograd.function.FunctionCtx
         self.original = ctx_class.save_for_backward
-        saved, original = self.saved, self.original
+        saved, original, names = self.saved, self.original, self.names
 
         def save_for_backward(ctx, *tensors):
-            saved.extend((t, t._version, f"saved as argument {k + 1} of ctx.save_for_backward")
+            saved.extend((t, t._version, f"saved as argument {k + 1} of ctx.save_for_backward"
+                          + (f" (the forward's input {names[id(t)]})" if id(t) in names else ""))
                          for k, t in enumerate(tensors) if isinstance(t, torch.Tensor))
             return original(ctx, *tensors)
         ctx_class.save_for_backward = save_for_backward
@@ -191,9 +192,11 @@ def _callable_parts(target, dtype, device):
     return call, arg_names, kind, label, _dtype(dtype, torch.float64), torch.device(device or "cpu"), None, []
 
 
-def _runner(call, module, weights, n_data, dtype, device, watch, record):
+def _runner(call, module, weights, names, dtype, device, watch, record):
     """The NumPy forward of the code: tensors (the module's weights as fresh Parameters) from arrays,
     the saved tensors watched; returns ``(h as NumPy, the tensors to differentiate)``."""
+    n_data = len(names) - len(weights)
+
     def forward(*arrays):
         watch.reported.clear()
         tensors = [torch.tensor(np.asarray(a), dtype=dtype, device=device).requires_grad_() for a in arrays[:n_data]]
@@ -208,7 +211,8 @@ def _runner(call, module, weights, n_data, dtype, device, watch, record):
             tensors += [torch.tensor(np.asarray(a), dtype=dtype, device=device).requires_grad_()
                         for a in arrays[n_data:]]
             leaves = tensors
-        with _SaveWatch(watch), torch.autograd.graph.saved_tensors_hooks(watch.pack, watch.unpack):
+        with _SaveWatch(watch, {id(t): n for t, n in zip(leaves, names)}), \
+                torch.autograd.graph.saved_tensors_hooks(watch.pack, watch.unpack):
             out = call(*tensors)
         h = _first_tensor(out, watch.what)
         return _numpy(h), _Cache(h, leaves, _final_tensors(out, h, record))
@@ -290,7 +294,7 @@ def adapt(target, dtype=None, device=None) -> FrameworkCode:
     findings = []
     watch = _Watch(findings, kind)
     record = {}  # the final states the forward returns, those whose gradient the backward ignores
-    forward = _runner(call, module, weights, len(arg_names) - len(weights), dtype, device, watch, record)
+    forward = _runner(call, module, weights, arg_names, dtype, device, watch, record)
 
     def restore():
         for name, p in weights:  # the module's own Parameter objects, untouched
