@@ -190,6 +190,12 @@ def _verify_arguments(sub):
     p.add_argument("--reduction", default="sum", choices=REDUCTIONS)
     p.add_argument("--architecture", default="many-to-many", choices=sorted(ARCHITECTURES))
     p.add_argument("--mask", action="store_true", help="loss mode: draw padding masks")
+    p.add_argument("--num-layers", type=int, default=1, help="loss mode: a stack of this many layers (PyTorch's "
+                                                              "names weight_ih_l0 ...)")
+    p.add_argument("--bidirectional", action="store_true", help="loss mode: bidirectional layers")
+    p.add_argument("--merge", default="concat", help="loss mode, --bidirectional: how the two directions merge "
+                                                      "(concat, sum, ...)")
+    p.add_argument("--residual", action="store_true", help="loss mode: residual connections between layers")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the result as JSON to this file")
     p.add_argument("--truncation", help="declared truncated BPTT: K (chunks of K) or K1,K2")
@@ -474,12 +480,17 @@ def _verify_mode(args, module, function, sizes, declared, common):
         _refuse_dtype(args, function)
     if args.heads is not None and (args.mode != "layer" or framework_of(function) is None):
         raise UnknownNameError(f"--heads applies to PyTorch or JAX code in layer mode; {args.target!r} is not.")
+    stacked = dict(num_layers=args.num_layers, bidirectional=args.bidirectional, merge=args.merge,
+                   residual=args.residual)
+    if args.mode != "loss" and stacked != dict(num_layers=1, bidirectional=False, merge="concat", residual=False):
+        raise UnknownNameError("--num-layers, --bidirectional, --merge and --residual apply in loss mode "
+                               "(--mode loss); in layer and step mode the code is one layer.")
     if args.mode == "object":
         return V.verify_layer_object(function, args.cell or "rnn-tanh", args.layout or "dlfs2", T=args.T, **common)
     if args.mode == "loss":
         return V.verify_loss(function, args.cell or "rnn-tanh", args.layout or "cs231n", K=sizes.get("K", 3),
                              T=args.T, loss=args.loss, reduction=args.reduction, architecture=args.architecture,
-                             mask=args.mask, **declared, **common)
+                             mask=args.mask, **stacked, **declared, **common)
     if framework_of(function) is not None:  # PyTorch or JAX code: symrnn.verify.frameworks
         return V.verify_framework(function, args.cell, args.layout, dtype=args.dtype, heads=args.heads, T=args.T,
                                   **declared, **common, replay_command=_framework_replay_command(args))

@@ -270,3 +270,31 @@ def test_a_saved_tensor_modified_in_place_is_named():
     result = V.verify_framework(rnn_function(modify_x=True))
     assert not result.ok
     assert any("argument 1 of ctx.save_for_backward (the forward's input x)" in f.message for f in result.hygiene)
+
+
+STACKED_FILE = """
+import torch
+
+
+def loss(params, x, h0, c0, y):
+    module = torch.nn.LSTM(x.shape[2], h0.shape[2], num_layers=2).double()
+    leaves = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    recurrent = {k: v for k, v in leaves.items() if k not in ("weight", "bias")}
+    out, _ = torch.func.functional_call(module, recurrent, (torch.tensor(x), (torch.tensor(h0), torch.tensor(c0))))
+    logits = out @ leaves["weight"].T + leaves["bias"]
+    value = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), torch.tensor(y).reshape(-1),
+                                              reduction="sum")
+    value.backward()
+    return float(value.detach()), {k: v.grad.numpy().copy() for k, v in leaves.items()}
+"""
+
+
+def test_the_command_line_verifies_a_stacked_loss(tmp_path, monkeypatch, capsys):
+    from symrnn import cli
+
+    (tmp_path / "stacked.py").write_text(STACKED_FILE)
+    monkeypatch.chdir(tmp_path)
+    command = ["verify", "stacked.py:loss", "--mode", "loss", "--cell", "lstm", "--layout", "pytorch",
+               "--sizes", "D=3,H=4,K=3", "--T", "5"]
+    assert cli.main(command + ["--num-layers", "2"]) == cli.EXIT_RIGHT, capsys.readouterr()
+    assert cli.main(command + ["--mode", "layer", "--num-layers", "2"]) == cli.EXIT_USAGE
