@@ -298,3 +298,31 @@ def test_the_command_line_verifies_a_stacked_loss(tmp_path, monkeypatch, capsys)
                "--sizes", "D=3,H=4,K=3", "--T", "5"]
     assert cli.main(command + ["--num-layers", "2"]) == cli.EXIT_RIGHT, capsys.readouterr()
     assert cli.main(command + ["--mode", "layer", "--num-layers", "2"]) == cli.EXIT_USAGE
+
+
+def keras_rnn(wrong=False):
+    """Keras's SimpleRNN arrays (``kernel (D, H)``, ``recurrent_kernel (H, H)``, ``bias``), batch-major,
+    called ``forward(x, h0, kernel, recurrent_kernel, bias)``."""
+    def forward(x, h0, kernel, recurrent_kernel, bias):
+        hs, h = [], h0
+        for t in range(x.shape[1]):
+            h = np.tanh(x[:, t] @ kernel + h @ recurrent_kernel + bias)
+            hs.append(h)
+        return np.stack(hs, 1), (x, h0, kernel, recurrent_kernel, np.stack(hs, 1))
+
+    def backward(dh, cache):
+        x, h0, kernel, recurrent_kernel, hs = cache
+        dx, dk, drk, db = np.zeros_like(x), np.zeros_like(kernel), np.zeros_like(recurrent_kernel), 0
+        carry = np.zeros_like(h0)
+        for t in reversed(range(x.shape[1])):
+            da = (dh[:, t] + carry) * (1 - hs[:, t] ** 2)
+            prev = hs[:, t - 1] if t > 0 else h0
+            dx[:, t], dk, drk, db = da @ kernel.T, dk + x[:, t].T @ da, drk + prev.T @ da, db + da.sum(0)
+            carry = da @ recurrent_kernel.T * (1.01 if wrong else 1.0)
+        return dx, carry, dk, drk, db
+    return forward, backward
+
+
+def test_a_declared_cell_in_the_keras_layout_is_verified_in_layer_mode():
+    assert V.verify_layer(*keras_rnn(), cell="rnn-tanh", layout="keras").ok
+    assert not V.verify_layer(*keras_rnn(wrong=True), cell="rnn-tanh", layout="keras").ok

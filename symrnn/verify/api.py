@@ -131,6 +131,9 @@ def verify_layer(forward, backward, cell="rnn-tanh", layout=None, *, D=3, H=4, T
                                "cell= (on the command line --cell NAME; `symrnn cells` lists them).")
     if cell is None or layout == "auto":  # the forward is the specification
         return _verify_from_code(forward, backward, cell, layout, options, replay_command)
+    if isinstance(cell, str) and isinstance(layout, str) and signature is None and not is_native(layout) \
+            and not has_signature(layout, "layer", cell):  # a preset's arrays, the calling convention read
+        return _narrowed(forward, backward, cell, layout, options, replay_command)
     try:
         return _verify_declared_layer(forward, backward, cell, layout, **options, command=replay_command)
     except UserCodeError as exc:
@@ -178,10 +181,28 @@ def _verify_declared_layer(forward, backward, cell, layout, *, D, H, T, N, scale
                         truncation, clip)
 
 
-def _verify_from_code(forward, backward, cell, layout, options, replay_command=None):
+def _narrowed(forward, backward, cell, layout, options, replay_command):
+    """verify_layer of a declared built-in cell in a preset layout that has no calling convention in layer
+    mode (keras): the argument order found from the forward, or the preset's refusal with why."""
+    from .trace import TracingError
+
+    try:
+        return _verify_from_code(forward, backward, cell, layout_for(layout, cell), options, replay_command,
+                                 narrow=True)
+    except (UnknownNameError, TracingError) as exc:
+        try:
+            signature_for(layout, "layer", cell)
+        except UnknownNameError as refusal:
+            raise UnknownNameError(f"{refusal} (nor does the forward compute {cell!r} in the {layout!r} layout "
+                                   f"in another argument order: {exc})") from None
+        raise
+
+
+def _verify_from_code(forward, backward, cell, layout, options, replay_command=None, narrow=False):
     """verify_layer with the cell and layout found from the code (:mod:`symrnn.verify.auto`); a
-    replay command that declares no more than the user did."""
-    wanted = None if layout != "auto" else cell
+    replay command that declares no more than the user did; ``narrow``: the declared cell and layout
+    (a preset without a calling convention in layer mode) only, its calling convention found."""
+    wanted = cell if layout == "auto" or narrow else None
     if _is_object_method(forward):  # net.forward, net.backward: the object's arrays are the weights
         from .auto import find_object
 
