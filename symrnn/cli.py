@@ -500,7 +500,8 @@ def _verify_mode(args, module, function, sizes, declared, common):
         return V.verify_step(forward, function, cell or "rnn-tanh", args.layout or "cs231n", **common) \
             if cell is not None else V.verify_step(forward, function, None, None, **common)
     builtin = args.cell is None or isinstance(args.cell, str)  # no --layout: found from the forward
-    layout = args.layout or ("auto" if builtin and args.cell is not None else None if builtin else "cs231n")
+    # a user's cell without --layout: verify_layer reads symrnn's names from a forward taking params, else CS231n's
+    layout = args.layout or ("auto" if builtin and args.cell is not None else None)
     if isinstance(args.cell, str) and args.layout and not _layer_convention(args.layout, args.cell):
         layout = "auto"  # a preset of weights only (pytorch, keras): the calling convention is found from the code
     found = args.cell is None or layout == "auto"

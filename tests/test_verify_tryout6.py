@@ -326,3 +326,46 @@ def keras_rnn(wrong=False):
 def test_a_declared_cell_in_the_keras_layout_is_verified_in_layer_mode():
     assert V.verify_layer(*keras_rnn(), cell="rnn-tanh", layout="keras").ok
     assert not V.verify_layer(*keras_rnn(wrong=True), cell="rnn-tanh", layout="keras").ok
+
+
+NATIVE_FILE = """
+import numpy as np
+
+
+def cell():
+    from symrnn.engine.cells import builtin_cell
+
+    return builtin_cell("rnn-tanh")  # a Cell object, as a user's own cell is given
+
+
+def rnn_forward(x, h0, params):
+    hs, h = [], h0
+    for t in range(x.shape[0]):
+        h = np.tanh(x[t] @ params["U"].T + h @ params["W"].T + params["b"])
+        hs.append(h)
+    return np.stack(hs), (x, h0, params, np.stack(hs))
+
+
+def rnn_backward(dh, cache):
+    x, h0, params, hs = cache
+    dx, carry = np.zeros_like(x), np.zeros_like(h0)
+    grads = {k: np.zeros_like(v) for k, v in params.items()}
+    for t in reversed(range(x.shape[0])):
+        da = (dh[t] + carry) * (1 - hs[t] ** 2)
+        prev = hs[t - 1] if t > 0 else h0
+        dx[t] = da @ params["U"]
+        grads["U"] += da.T @ x[t]
+        grads["W"] += da.T @ prev
+        grads["b"] += da.sum(0)
+        carry = da @ params["W"]
+    return dx, carry, grads
+"""
+
+
+def test_a_users_cell_on_the_command_line_reads_symrnns_names(tmp_path, monkeypatch, capsys):
+    from symrnn import cli
+
+    (tmp_path / "native.py").write_text(NATIVE_FILE)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["verify", "native.py:rnn_backward", "--cell", "native.py:cell"]) == cli.EXIT_RIGHT, \
+        capsys.readouterr()
