@@ -10,33 +10,27 @@ from corpus import cs231n_rnn
 
 
 def rnn_function(ignore_h_n=False, modify_x=False):
-    """A tanh RNN Function returning (hs, h_n), as nn.RNN; its backward adds dL/dh_n to the last
-    step's message unless ``ignore_h_n``."""
+    """The corpus's tanh RNN Function returning ``(hs, h_n)``, as nn.RNN; its backward adds dL/dh_n to
+    the last step's upstream gradient unless ``ignore_h_n``; ``modify_x``: x modified in place after
+    it was saved."""
+    from corpus_torch import rnn
+
+    inner = rnn.make()
+
     class RNNFunction(torch.autograd.Function):
         @staticmethod
         def forward(ctx, x, h0, weight_ih, weight_hh, bias_ih, bias_hh):
-            h, hs = h0, []
-            for t in range(x.shape[0]):
-                h = torch.tanh(x[t] @ weight_ih.T + bias_ih + h @ weight_hh.T + bias_hh)
-                hs.append(h)
-            hs = torch.stack(hs)
-            ctx.save_for_backward(x, h0, weight_ih, weight_hh, hs)
+            hs = inner.forward(ctx, x, h0, weight_ih, weight_hh, bias_ih, bias_hh)
             if modify_x:  # after the save: the backward reads the modified x
                 x.mul_(1.0)
             return hs, hs[-1].clone()
 
         @staticmethod
         def backward(ctx, dhs, dh_n):
-            x, h0, weight_ih, weight_hh, hs = ctx.saved_tensors
-            dx, dW_ih, dW_hh = torch.zeros_like(x), torch.zeros_like(weight_ih), torch.zeros_like(weight_hh)
-            db = torch.zeros(weight_ih.shape[0], dtype=x.dtype)
-            carry = torch.zeros_like(h0) if ignore_h_n else dh_n.clone()
-            for t in reversed(range(x.shape[0])):
-                da = (dhs[t] + carry) * (1 - hs[t] ** 2)
-                prev = hs[t - 1] if t > 0 else h0
-                dx[t], dW_ih, dW_hh, db = da @ weight_ih, dW_ih + da.T @ x[t], dW_hh + da.T @ prev, db + da.sum(0)
-                carry = da @ weight_hh
-            return dx, carry, dW_ih, dW_hh, db, db.clone()
+            dhs = dhs.clone()
+            if not ignore_h_n:
+                dhs[-1] += dh_n
+            return inner.backward(ctx, dhs)
     return RNNFunction
 
 
@@ -300,32 +294,10 @@ def test_the_command_line_verifies_a_stacked_loss(tmp_path, monkeypatch, capsys)
     assert cli.main(command + ["--mode", "layer", "--num-layers", "2"]) == cli.EXIT_USAGE
 
 
-def keras_rnn(wrong=False):
-    """Keras's SimpleRNN arrays (``kernel (D, H)``, ``recurrent_kernel (H, H)``, ``bias``), batch-major,
-    called ``forward(x, h0, kernel, recurrent_kernel, bias)``."""
-    def forward(x, h0, kernel, recurrent_kernel, bias):
-        hs, h = [], h0
-        for t in range(x.shape[1]):
-            h = np.tanh(x[:, t] @ kernel + h @ recurrent_kernel + bias)
-            hs.append(h)
-        return np.stack(hs, 1), (x, h0, kernel, recurrent_kernel, np.stack(hs, 1))
-
-    def backward(dh, cache):
-        x, h0, kernel, recurrent_kernel, hs = cache
-        dx, dk, drk, db = np.zeros_like(x), np.zeros_like(kernel), np.zeros_like(recurrent_kernel), 0
-        carry = np.zeros_like(h0)
-        for t in reversed(range(x.shape[1])):
-            da = (dh[:, t] + carry) * (1 - hs[:, t] ** 2)
-            prev = hs[:, t - 1] if t > 0 else h0
-            dx[:, t], dk, drk, db = da @ kernel.T, dk + x[:, t].T @ da, drk + prev.T @ da, db + da.sum(0)
-            carry = da @ recurrent_kernel.T * (1.01 if wrong else 1.0)
-        return dx, carry, dk, drk, db
-    return forward, backward
-
-
 def test_a_declared_cell_in_the_keras_layout_is_verified_in_layer_mode():
-    assert V.verify_layer(*keras_rnn(), cell="rnn-tanh", layout="keras").ok
-    assert not V.verify_layer(*keras_rnn(wrong=True), cell="rnn-tanh", layout="keras").ok
+    # Keras's SimpleRNN arrays (kernel (D, H), recurrent_kernel, bias; batch-major) are CS231n's
+    assert V.verify_layer(*rnn_layer(), cell="rnn-tanh", layout="keras").ok
+    assert not V.verify_layer(*rnn_layer(last_k=10), cell="rnn-tanh", layout="keras").ok
 
 
 NATIVE_FILE = """
