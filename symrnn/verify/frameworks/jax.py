@@ -90,6 +90,19 @@ def adapt(target, dtype=None, device=None) -> FrameworkCode:
         value = jnp.asarray(np.asarray(a), dtype=getattr(jnp, name))
         return value if where is None else jax.device_put(value, where)
 
+    forward, backward, record = _layer(target, kind, to_jax)
+    fwd = named(forward, arg_names, f"{label}.forward")
+    bwd = named(backward, ["dh", "dh_n", "dc_n", "cache"], f"{label}.backward")
+    platform = where.platform if where is not None else jax.default_backend()
+    return FrameworkCode(fwd, bwd, roles, dict(zip(roles, arg_names)), f"{kind}, {name} on {platform}", name, None,
+                         [], None, python=f"symrnn.verify.verify_framework({label}, ..., replay={{path!r}})",
+                         symbolic=_symbolic(target), finals=record)
+
+
+def _layer(target, kind, to_jax):
+    """``(forward, backward, record)``: the function as a NumPy layer; the backward pulls back the
+    states of every step and the final states the forward returned (``dh_n``, ``dc_n``), ``record``
+    holding which it returned and whose gradient the backward ignored."""
     def outputs(*a):  # the states of every step first, then every other array returned
         out = target(*a)
         return [_first(out, kind)] + (jax.tree_util.tree_leaves(out[1:]) if isinstance(out, (tuple, list)) else [])
@@ -129,12 +142,7 @@ def adapt(target, dtype=None, device=None) -> FrameworkCode:
             grads = pullback_jit(tuple(which), args, tuple(cotangents))
             return tuple(np.array(g) for g in grads)
 
-    fwd = named(forward, arg_names, f"{label}.forward")
-    bwd = named(backward, ["dh", "dh_n", "dc_n", "cache"], f"{label}.backward")
-    platform = where.platform if where is not None else jax.default_backend()
-    return FrameworkCode(fwd, bwd, roles, dict(zip(roles, arg_names)), f"{kind}, {name} on {platform}", name, None,
-                         [], None, python=f"symrnn.verify.verify_framework({label}, ..., replay={{path!r}})",
-                         symbolic=_symbolic(target), finals=record)
+    return forward, backward, record
 
 
 def _symbolic(target):
