@@ -8,7 +8,7 @@
     symrnn check MODEL          agreement table of the generated gradients against the oracles
     symrnn cells                the built-in cells, architectures and losses
     symrnn verify FILE.py:FUNCTION --cell C --layout L --mode layer|step|loss|object [--json OUT]
-                                judge hand-written backprop code (exit 0 right, 1 wrong, 2 usage error)
+                                judge hand-written backprop code (exit 0 right, 1 wrong, 2 usage, 3-5 see --help)
     symrnn decay --cells rnn-tanh,lstm,gru --scales 0.5,1,2 --T 1000 --out reports/decay
                                 vanishing and exploding gradients: norms, Lyapunov spectra, bounds, report
     symrnn demo --out DIR       the main job of `make demo`
@@ -24,6 +24,7 @@ import contextlib
 import os
 import shlex
 import sys
+import traceback
 from pathlib import Path
 
 from . import __version__
@@ -110,6 +111,11 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # `symrnn verify ... | head`: the reader stopped early
         sys.stderr.close()
         return 0
+    except Exception:  # noqa: BLE001 - a bug of symrnn's: its own status, never "a gradient is wrong" (1)
+        traceback.print_exc()
+        print(f"symrnn: internal error (a bug in symrnn, not a verdict on your code): please report it with the "
+              f"command line and the traceback above. Exit status {EXIT_INTERNAL}.", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 
@@ -158,7 +164,8 @@ def _verify_arguments(sub):
                "  1  some gradient is wrong (the report says which, where, and how)\n"
                "  2  usage error (a bad option, a missing file or function)\n"
                "  3  the code under test failed: it raised, exited, or returned the wrong things\n"
-               "  4  the forward differs from the cell it was verified against")
+               "  4  the forward differs from the cell it was verified against\n"
+               "  5  symrnn itself failed (an internal error: a bug to report, no verdict)")
     p.add_argument("target", help="file.py:function or package.module:function (the backward in layer and "
                                   "step mode, the loss function in loss mode, the layer class in object mode)")
     p.add_argument("--cell", default=None,
@@ -183,10 +190,18 @@ def _verify_arguments(sub):
     p.add_argument("--reduction", default="sum", choices=REDUCTIONS)
     p.add_argument("--architecture", default="many-to-many", choices=sorted(ARCHITECTURES))
     p.add_argument("--mask", action="store_true", help="loss mode: draw padding masks")
+    p.add_argument("--num-layers", type=int, default=1, help="loss mode: a stack of this many layers (PyTorch's "
+                                                              "names weight_ih_l0 ...)")
+    p.add_argument("--bidirectional", action="store_true", help="loss mode: bidirectional layers")
+    p.add_argument("--merge", default="concat", help="loss mode, --bidirectional: how the two directions merge "
+                                                      "(concat, sum, ...)")
+    p.add_argument("--residual", action="store_true", help="loss mode: residual connections between layers")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the result as JSON to this file")
     p.add_argument("--truncation", help="declared truncated BPTT: K (chunks of K) or K1,K2")
-    p.add_argument("--clip", help="declared gradient clipping: value=C, norm=C or global-norm=C")
+    p.add_argument("--clip", help="declared gradient clipping: value=C, norm=C or global-norm=C (PyTorch's "
+                                  "clip_grad_norm_ or c / norm, as the code does; global-norm=C,EPS declares "
+                                  "c / (norm + EPS)); value=C,states clips dh0 too")
     p.add_argument("--replay", help="run a saved minimal case (.npz) again; its report printed this option")
     p.add_argument("--search", type=int, default=0, help="also try N cases drawn by Hypothesis (layer, loss modes)")
     p.add_argument("--save-to", help="where to save the smallest failing case (default: a temporary file)")
@@ -367,15 +382,18 @@ def _clip(text):
     from .models.clipping import Clipping
 
     kind, _, value = text.partition("=")
+    value, _, more = value.partition(",")  # value=C,states (dh0 clipped too); global-norm=C,EPS
     try:
         threshold = float(value)
+        extra = {} if not more else {"states": True} if more.strip() == "states" else {"eps": float(more)}
     except ValueError:
-        raise UnknownNameError(f"--clip {text!r}: give KIND=THRESHOLD, e.g. value=5 or global-norm=1.") from None
-    return Clipping(kind.strip(), threshold)
+        raise UnknownNameError(f"--clip {text!r}: give KIND=THRESHOLD, e.g. value=5 or global-norm=1 (value=C,states: "
+                               f"the initial states' gradients too; global-norm=C,EPS: c / (norm + EPS)).") from None
+    return Clipping(kind.strip(), threshold, **extra)
 
 
 #: exit codes of ``symrnn verify`` (``symrnn verify --help`` lists them)
-EXIT_RIGHT, EXIT_WRONG, EXIT_USAGE, EXIT_USER_CODE, EXIT_FORWARD = 0, 1, 2, 3, 4
+EXIT_RIGHT, EXIT_WRONG, EXIT_USAGE, EXIT_USER_CODE, EXIT_FORWARD, EXIT_INTERNAL = 0, 1, 2, 3, 4, 5
 
 
 def _verify(args) -> int:
@@ -462,12 +480,17 @@ def _verify_mode(args, module, function, sizes, declared, common):
         _refuse_dtype(args, function)
     if args.heads is not None and (args.mode != "layer" or framework_of(function) is None):
         raise UnknownNameError(f"--heads applies to PyTorch or JAX code in layer mode; {args.target!r} is not.")
+    stacked = dict(num_layers=args.num_layers, bidirectional=args.bidirectional, merge=args.merge,
+                   residual=args.residual)
+    if args.mode != "loss" and stacked != dict(num_layers=1, bidirectional=False, merge="concat", residual=False):
+        raise UnknownNameError("--num-layers, --bidirectional, --merge and --residual apply in loss mode "
+                               "(--mode loss); in layer and step mode the code is one layer.")
     if args.mode == "object":
         return V.verify_layer_object(function, args.cell or "rnn-tanh", args.layout or "dlfs2", T=args.T, **common)
     if args.mode == "loss":
         return V.verify_loss(function, args.cell or "rnn-tanh", args.layout or "cs231n", K=sizes.get("K", 3),
                              T=args.T, loss=args.loss, reduction=args.reduction, architecture=args.architecture,
-                             mask=args.mask, **declared, **common)
+                             mask=args.mask, **stacked, **declared, **common)
     if framework_of(function) is not None:  # PyTorch or JAX code: symrnn.verify.frameworks
         return V.verify_framework(function, args.cell, args.layout, dtype=args.dtype, heads=args.heads, T=args.T,
                                   **declared, **common, replay_command=_framework_replay_command(args))
@@ -477,7 +500,8 @@ def _verify_mode(args, module, function, sizes, declared, common):
         return V.verify_step(forward, function, cell or "rnn-tanh", args.layout or "cs231n", **common) \
             if cell is not None else V.verify_step(forward, function, None, None, **common)
     builtin = args.cell is None or isinstance(args.cell, str)  # no --layout: found from the forward
-    layout = args.layout or ("auto" if builtin and args.cell is not None else None if builtin else "cs231n")
+    # a user's cell without --layout: verify_layer reads symrnn's names from a forward taking params, else CS231n's
+    layout = args.layout or ("auto" if builtin and args.cell is not None else None)
     if isinstance(args.cell, str) and args.layout and not _layer_convention(args.layout, args.cell):
         layout = "auto"  # a preset of weights only (pytorch, keras): the calling convention is found from the code
     found = args.cell is None or layout == "auto"

@@ -16,7 +16,7 @@ from ..models.model import Model
 from .cases import Declared, declared_problems, replay_sizes, run_cases, run_declared
 from .frameworks.stacked import stacked_like, without_recurrent_weights
 from .modes import LayerFunctions, LayerObject, LossFunction
-from .problems import Plan, draw, padding_mask
+from .problems import LONG_MARK, Plan, draw, padding_mask, settle_clipping
 from .replay import declared_cli_command, shown_path
 from .result import Verification
 from ..validation import check_count
@@ -138,6 +138,9 @@ def verify_layer(forward, backward, cell="rnn-tanh", layout=None, *, D=3, H=4, T
 
         found = find(forward, cell=cell, layout=stacked_like(layout_for(layout or "cs231n", "rnn-tanh"), cell))
         return _verify_found(found, forward, backward, options, replay_command)
+    if isinstance(cell, str) and isinstance(layout, str) and signature is None and not is_native(layout) \
+            and not has_signature(layout, "layer", cell):  # a preset's arrays, the calling convention read
+        return _narrowed(forward, backward, cell, layout, options, replay_command)
     try:
         return _verify_declared_layer(forward, backward, cell, layout, **options, command=replay_command)
     except UserCodeError as exc:
@@ -180,14 +183,33 @@ def _verify_declared_layer(forward, backward, cell, layout, *, D, H, T, N, scale
     declared = Declared(_meta("layer", cell, L), lambda D, H: _model(cell, D, H, loss="upstream"),
                         (forward, backward), save_to, search=search, zero_states=zero,
                         cli=_cli_expressible(cell, layout, signature), found=found, command=command)
-    return run_declared(adapter, lambda: _layer_problems(model, plan, T, seed, zero), declared, replayed,
+    final = _final_states(model, sig)
+    return run_declared(adapter, lambda: _layer_problems(model, plan, T, seed, zero, final), declared, replayed,
                         truncation, clip)
 
 
-def _verify_from_code(forward, backward, cell, layout, options, replay_command=None):
+def _narrowed(forward, backward, cell, layout, options, replay_command):
+    """verify_layer of a declared built-in cell in a preset layout that has no calling convention in layer
+    mode (keras): the argument order found from the forward, or the preset's refusal with why."""
+    from .trace import TracingError
+
+    try:
+        return _verify_from_code(forward, backward, cell, layout_for(layout, cell), options, replay_command,
+                                 narrow=True)
+    except (UnknownNameError, TracingError) as exc:
+        try:
+            signature_for(layout, "layer", cell)
+        except UnknownNameError as refusal:
+            raise UnknownNameError(f"{refusal} (nor does the forward compute {cell!r} in the {layout!r} layout "
+                                   f"in another argument order: {exc})") from None
+        raise
+
+
+def _verify_from_code(forward, backward, cell, layout, options, replay_command=None, narrow=False):
     """verify_layer with the cell and layout found from the code (:mod:`symrnn.verify.auto`); a
-    replay command that declares no more than the user did."""
-    wanted = None if layout != "auto" else cell
+    replay command that declares no more than the user did; ``narrow``: the declared cell and layout
+    (a preset without a calling convention in layer mode) only, its calling convention found."""
+    wanted = cell if layout == "auto" or narrow else None
     if _is_object_method(forward):  # net.forward, net.backward: the object's arrays are the weights
         from .auto import find_object
 
@@ -263,15 +285,37 @@ def _zero_states(model, sig, declared=()):
     return tuple(s for s in model.state_names if s in zero)
 
 
-def _layer_problems(model, plan, T, seed, zero):
-    problems = [draw(model, plan, T, f"T={T}, upstream gradients at every step", seed, zero),
+def _final_states(model, sig):
+    """The final states whose incoming gradient the code takes (``dh_n``, ``dc_n``: a framework's
+    ``h_n``, ``c_n``): the main case sends one into each, drawn independently of the others."""
+    roles = sig.backward_args if sig is not None else ()
+    return tuple(s for role, s in (("dh_n", "h"), ("dc_n", "c")) if role in roles and s in model.state_names
+                 and (s != "h" or model.out == "h"))
+
+
+def _layer_problems(model, plan, T, seed, zero, final=()):
+    at = f" and at the final state{'s' if len(final) > 1 else ''} {', '.join(s + '_n' for s in final)}" if final \
+        else ""
+    problems = [draw(model, plan, T, f"T={T}, upstream gradients at every step{at}", seed, zero, final=final),
                 draw(model, plan, T, f"T={T}, upstream gradient at step 1 only", seed + 1, zero, upstream=0)]
     if T > 1:
         problems.append(draw(model, plan, T, f"T={T}, upstream gradient at the last step only", seed + 2, zero,
                              upstream=T - 1))
     problems += [draw(model, plan, t, f"T={t}, upstream gradients at every step", seed + 3 + t, zero)
                  for t in _lengths(plan)]
-    return problems
+    return problems + _long(plan, T, lambda t, n: draw(model, replace(plan, N=n), t, _LONG_LABEL.format(T=t, N=n),
+                                                       seed + 100, zero))
+
+
+#: a longer case than the main one: a backward that stops after its last k steps (a hard-coded
+#: truncation, k < LONG_T) passes every shorter case; N and the sizes small, so that it stays cheap
+LONG_T, LONG_N = 48, 2
+_LONG_LABEL = "T={T}, N={N}, upstream gradients at every step " + LONG_MARK
+
+
+def _long(plan, T, make):
+    """``[make(LONG_T, N)]`` when the main case is shorter than :data:`LONG_T` (else nothing)."""
+    return [make(LONG_T, min(LONG_N, plan.N))] if T < LONG_T else []
 
 
 def verify_step(step_forward, step_backward, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, N=3, scale=None,
@@ -406,13 +450,16 @@ def verify_loss(fn, cell="rnn-tanh", layout="cs231n", *, D=3, H=4, K=3, T=8, N=3
     ...     return loss, g
     >>> result = V.verify_loss(rnn_loss, "rnn-tanh", "cs231n", reduction="batch-mean", mask=True)
     >>> result.ok, [c.T for c in result.cases]
-    (True, [8, 1, 2, 3])
+    (True, [8, 1, 2, 3, 48])
     """
-    if num_layers != 1 or bidirectional or residual:
+    pytorch_one_layer = signature is None and layout == "pytorch" and not has_signature(layout, "loss", cell)
+    if num_layers != 1 or bidirectional or residual or pytorch_one_layer:  # nn.LSTM's names: a stack of one
+        _refuse_in_stack(truncation=truncation, replay=replay, zero_states=zero_states or None, module=module)
         return _verify_stack_loss(fn, cell, layout, D=D, H=H, K=K, T=T, N=N, loss=loss, reduction=reduction,
                                   architecture=architecture, scale=scale, seed=seed, signature=signature,
                                   lengths=lengths, clip=clip, save_to=save_to, num_layers=num_layers,
-                                  bidirectional=bidirectional, merge=merge, residual=residual)
+                                  bidirectional=bidirectional, merge=merge, residual=residual, mask=mask,
+                                  search=search)
     _check_sizes(D=D, H=H, K=K, T=T, N=N)
     replayed, D, H, K = replay_sizes(replay, D, H, K)
     layout_for(layout, cell)  # an unknown layout is refused as such, before its calling convention
@@ -464,7 +511,19 @@ def _loss_problems(model, plan, seed, zero, targets, one_hot=False, masks=False)
         if masks:
             p = replace(p, mask=padding_mask(np.random.default_rng(seed + k), t, plan.N))
         problems.append(p)
-    return problems
+    return problems + _long(plan, plan.T, lambda t, n: _loss_long(model, replace(plan, N=n), seed, zero, targets,
+                                                                   one_hot, masks))
+
+
+def _loss_long(model, plan, seed, zero, targets, one_hot, masks):
+    """The long case of loss mode (:data:`LONG_T` steps), inputs and masks as the other cases'."""
+    t, rng = LONG_T, np.random.default_rng(seed + 100)
+    p = draw(model, plan, t, f"T={t}, N={plan.N} {LONG_MARK}", seed + 100, zero, loss_targets=targets)
+    if one_hot:
+        p = replace(p, x=np.eye(model.sizes["D"])[rng.integers(0, model.sizes["D"], size=(t, 1))])
+    if masks:
+        p = replace(p, mask=padding_mask(rng, t, plan.N))
+    return p
 
 
 def _unsearched(search, one_hot):
@@ -475,10 +534,18 @@ def _unsearched(search, one_hot):
             f"cases ran"]
 
 
+def _refuse_in_stack(**given):
+    """What a stacked or bidirectional loss verification cannot run is refused, not ignored."""
+    named = [k for k, v in given.items() if v is not None]
+    if named:
+        raise UnknownNameError(f"{', '.join(f'{k}=' for k in named)} cannot be used with num_layers > 1, "
+                               f"bidirectional=True or residual=True (stacked loss mode); drop it.")
+
+
 def _verify_stack_loss(fn, cell, layout, *, D, H, K, T, N, loss, reduction, architecture, scale, seed, signature,
-                       lengths, clip, save_to, num_layers, bidirectional, merge, residual):
+                       lengths, clip, save_to, num_layers, bidirectional, merge, residual, mask=False, search=0):
     """verify_loss of a stacked or bidirectional network (:mod:`symrnn.verify.stack`)."""
-    from .stack import StackLayout, StackLossFunction, draw_stack
+    from .stack import StackLayout, StackLossFunction, draw_stack, stack_problems
 
     _check_sizes(D=D, H=H, K=K, T=T, N=N)
     _check_architecture(architecture)
@@ -487,14 +554,24 @@ def _verify_stack_loss(fn, cell, layout, *, D, H, K, T, N, loss, reduction, arch
     model = _stacked_model(cell, D, H, K, **shape, **kwargs)
     L = StackLayout(layout if layout != "cs231n" else "pytorch", model)
     states = tuple(f"{s}0" for s in model.state_names)
-    sig = signature if isinstance(signature, Signature) else Signature(("params", "x") + states + ("y",),
-                                                                       ("loss", "grads"))
+    sig = signature if isinstance(signature, Signature) else Signature(
+        ("params", "x") + states + ("y",) + (("mask",) if mask else ()), ("loss", "grads"))
+    if mask and "mask" not in sig.forward_args:
+        raise UnknownNameError("mask=True: the signature takes no mask (add the role 'mask' where your loss takes "
+                               "it), so padded cases cannot be run.")
     adapter = StackLossFunction(model, L, sig, fn)
+    adapter.strategy = stack_problems(_loss_targets(architecture, loss, K))  # search=: drawn stacked problems
     plan = Plan(T=T, N=N, scale=scale, seed=seed, lengths=lengths)
     targets = _loss_targets(architecture, loss, K)
     problems = [draw_stack(model, plan, t, f"T={t}", seed + k, targets) for k, t in enumerate([T] + _lengths(plan))]
-    declared = Declared(_meta("loss", cell, L, K=K, **kwargs, **shape), None, (fn,), save_to, cli=False)
-    return run_cases(adapter, declared_problems(problems, None, clip), "loss", L.name, declared)
+    problems += _long(plan, T, lambda t, n: draw_stack(model, replace(plan, N=n), t, f"T={t}, N={n} {LONG_MARK}",
+                                                        seed + 100, targets))
+    if mask:  # padded sequences, the first one full, as in single-layer loss mode
+        problems = [replace(p, mask=padding_mask(np.random.default_rng(seed + k), p.T, p.N))
+                    for k, p in enumerate(problems)]
+    declared = Declared(_meta("loss", cell, L, K=K, **kwargs, **shape), None, (fn,), save_to, cli=False,
+                        search=search, masks=bool(mask))
+    return run_declared(adapter, lambda: problems, declared, None, None, clip)
 
 
 def _stacked_model(cell, D, H, K, **options):

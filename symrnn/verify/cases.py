@@ -18,7 +18,7 @@ from .kinks import explain_kinks
 from .modes import run_twice
 from .precision import Float32Rounding, explain_precision
 from .lines import exact_line
-from .problems import exact, padding_mask
+from .problems import LONG_MARK, exact, padding_mask, settle_clipping
 from .replay import replay_command
 from .result import CaseResult, Verification
 from .shrink import judged_failure, load_case, prefix, rebuilder, save_case, shrink, shrinks_steps
@@ -71,7 +71,8 @@ def search_failure(adapter, declared, max_T, truncation=None, clip=None):
         return not forward.ok or any(not v.ok for v in verdicts or ())
 
     try:
-        found = find(problems(adapter.model, max_T=max_T), fails,
+        strategy = getattr(adapter, "strategy", None) or problems  # a stacked model draws its own
+        found = find(strategy(adapter.model, max_T=max_T), fails,
                      settings=settings(max_examples=declared.search, derandomize=True, database=None,
                                        suppress_health_check=list(HealthCheck), deadline=None))
     except NoSuchExample:
@@ -202,7 +203,8 @@ def _localisation(adapter, failing, problems, mode, declared, mutation, shortest
     smallest failing prefix (:func:`minimal_case`), which places a mistake when the probe cannot run."""
     shortest = min(failing, key=lambda f: f[0].T)
     probe = next((f for f in failing if f[0].label.endswith("at the last step only")), None)
-    T_main = max(p.T for p in problems)
+    short = [p.T for p in problems if not p.label.endswith(LONG_MARK)]  # the long case: when only it fails
+    T_main = max(short) if any(not f[0].label.endswith(LONG_MARK) for f in failing) else max(p.T for p in problems)
     messages = message_probe(adapter, declared, T_main) if mode == "layer" else None
     carry = mutation.drop_carry[0] if mutation is not None and mutation.drop_carry and messages is None else None
     loc = localise(adapter, *(probe or shortest), state=carry, shortest=None if messages else shortest_prefix)
@@ -301,7 +303,8 @@ def _check_replay(replayed, declared, truncation, clip):
     """A saved case runs as it was declared: refuse another truncation, clipping or declaration."""
     meta, problem = replayed
     given = (None if truncation is None else as_truncation(truncation), as_clipping(clip))
-    if any(g is not None and g != saved for g, saved in zip(given, (problem.truncation, problem.clip))):
+    if (given[0] is not None and given[0] != problem.truncation) or (
+            given[1] is not None and problem.clip not in given[1].conventions()):
         raise UnknownNameError(f"The case was saved with truncation={problem.truncation} and clip={problem.clip}; "
                                f"a replay runs it as saved: drop truncation=/clip= (or verify anew).")
     for key in _DECLARED_KEYS:
@@ -319,7 +322,7 @@ def run_declared(adapter, problems, declared, replayed=None, truncation=None, cl
     if replayed is not None:
         _check_replay(replayed, declared, truncation, clip)
         return run_cases(adapter, [replayed[1]], mode, adapter.layout.name, replace(declared, replaying=True))
-    cases = declared_problems(problems(), truncation, clip)
+    cases = settle_clipping(adapter, declared_problems(problems(), truncation, clip))
     if declared.search:
         found = search_failure(adapter, declared, max(p.T for p in cases), cases[0].truncation, cases[0].clip)
         cases += [found] if found is not None else []

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..models.clipping import Clipping, clip_gradients
+from ..models.clipping import TORCH_EPS, Clipping, clip_gradients
 from ..errors import ShapeError, UserCodeError
 from ..engine.symbols import parse
 from ..models.truncated import truncated_loss_and_grads
@@ -16,7 +16,7 @@ from .assess import _exact_in_user_layout
 from .mutants import Mutation, candidate, mutations_for
 from .mutants import backward as candidate_backward
 from .mutants import input_terms as mutant_terms
-from .problems import Plan, draw
+from .problems import Plan, draw, initial_state_keys
 from .shrink import rebuilder
 
 
@@ -119,10 +119,26 @@ def _concrete(mutation, run, model):
     return replace(mutation, clip_inside=c or 1.0)
 
 
+def _clippings(user, exact_grads, keys):
+    """The clippings, one threshold each, that could turn ``exact_grads`` into ``user``: element-wise,
+    global-norm (``c / norm``, or PyTorch's ``c / (norm + 1e-6)``) and per-parameter norm."""
+    norm = float(np.sqrt(sum(np.sum(user[k] ** 2) for k in keys)))
+    exact_norm = float(np.sqrt(sum(np.sum(np.square(exact_grads[k])) for k in keys)))
+    options = [("value", max(float(np.abs(user[k]).max(initial=0)) for k in keys), None),
+               ("global-norm", norm, None),
+               ("global-norm", norm * (exact_norm + TORCH_EPS) / exact_norm if exact_norm > 0 else 0.0, TORCH_EPS),
+               ("norm", max(float(np.linalg.norm(user[k])) for k in keys), None)]
+    return [Clipping(kind, c, eps) for kind, c, eps in options if c > 0]
+
+
+def _same_clipping(a, b):
+    return a.kind == b.kind and a.eps == b.eps and abs(a.threshold - b.threshold) <= 1e-9 * b.threshold
+
+
 def explain_clipping(model, failing):
     """The :class:`~symrnn.models.clipping.Clipping` that turns the exact gradients into the user's in every
     failing case (element-wise, global-norm or per-parameter norm, at one threshold), or None."""
-    found = None
+    survivors = None
     for problem, run, ex, _, _ in failing:
         keys = [k for k in model.param_shapes if k in run.grads]
         if not keys:
@@ -130,24 +146,38 @@ def explain_clipping(model, failing):
         user = {k: np.asarray(run.grads[k], dtype=float) for k in keys}
         if not all(np.all(np.isfinite(u)) for u in user.values()):
             return None
-        options = [("value", max(float(np.abs(user[k]).max(initial=0)) for k in keys)),
-                   ("global-norm", float(np.sqrt(sum(np.sum(user[k] ** 2) for k in keys)))),
-                   ("norm", max(float(np.linalg.norm(user[k])) for k in keys))]
-        match = None
-        for kind, c in options:
-            if c <= 0 or (found is not None and kind != found.kind):
-                continue
-            clipping = Clipping(kind, c)
+        matches = []
+        for clipping in _clippings(user, ex.grads, keys):
             clipped = clip_gradients(ex.grads, clipping, keys)
             changed = any(np.any(np.abs(clipped[k] - ex.grads[k]) > ex.tol[k]) for k in keys)
             if changed and all(np.all(np.abs(user[k] - clipped[k]) <= ex.tol[k] + 8 * J.U64 * np.abs(clipped[k]))
                                for k in keys):
-                match = clipping
-                break
-        if match is None or (found is not None and abs(match.threshold - found.threshold) > 1e-9 * found.threshold):
+                matches.append(clipping)
+        if survivors is not None:  # one clipping, at one threshold, in every failing case
+            matches = [m for m in matches if any(_same_clipping(m, s) for s in survivors)]
+        if not matches:
             return None
-        found = match
-    return found
+        survivors = matches
+    return _covering_states(model, failing, survivors[0]) if survivors else None
+
+
+def _covering_states(model, failing, clipping):
+    """``clipping``, covering the initial states' gradients when the code clipped them too (None when
+    they differ otherwise: the clipping does not explain everything)."""
+    covered = replace(clipping, states=True) if clipping.kind == "value" else None
+    needed = False
+    for problem, run, ex, _, _ in failing:
+        for k in initial_state_keys(model):
+            if k not in run.grads or k not in ex.grads:
+                continue
+            user, exact_k = np.asarray(run.grads[k], dtype=float), ex.grads[k]
+            if np.all(np.abs(user - exact_k) <= ex.tol[k]):
+                continue  # as declared: not clipped (or within the threshold)
+            clipped = np.clip(exact_k, -clipping.threshold, clipping.threshold)
+            if covered is None or not np.all(np.abs(user - clipped) <= ex.tol[k] + 8 * J.U64 * np.abs(clipped)):
+                return None
+            needed = True
+    return covered if needed else clipping
 
 
 def localise(adapter, problem, run, ex, dtype_model, verdicts, state=None, shortest=None):
@@ -270,15 +300,36 @@ def message_probe(adapter, declared, T, seed=7):
     scaled = "" if local is None else (f"; with the upstream gradient at t={t + 1} only every gate block at t={t + 1} "
                                        f"is {local:.6g} times the exact one: what arrives at t={t + 1} (the message "
                                        f"and the upstream gradient together) is scaled there")
-    path, factor, reaching = _wrong_path(pm, problem, names, wrong, t, exact_q[t], size, user[t], relative)
+    scaled_in = _scaled_messages(pm, problem, names, t, exact_q[t])
+    path, factor, reaching = _wrong_path(pm, scaled_in, names, wrong, exact_q[t], size, user[t], relative)
+    fitted = _wrong_states(pm, scaled_in, names, exact_q[t], user[t], relative * size)
+    if fitted is not None and len(fitted) > 1 and set(fitted) != set((path or "").split(",")):
+        shown = " and ".join(f"dL/d{s}" for s in fitted)  # several states' messages wrong at once
+        return {"step": t + 2, **blocks, "path": ",".join(fitted), "local": False,
+                "message": f"{shown} from t={t + 2} to t={t + 1} are the first wrong backward messages (message "
+                           f"probe, T={T})" + scaled}
     others = [s for s in pm.state_names if s not in (path or "").split(",")]
-    right = "; ".join(f"dL/d{s} is right" for s in others) if path else ""
+    # another state's message is said right only when the wrong one alone explains the blocks
+    right = "; ".join(f"dL/d{s} is right" for s in others) if path and fitted is not None else ""
     message = f"dL/d{_shown(path)}" if path else " or ".join(f"dL/d{s}" for s in reaching or pm.state_names)
     how = "" if factor is None else ("; it arrives as zero (dropped at that step)" if abs(factor) < 1e-6 else
                                      f"; it arrives {factor:.6g} times the exact one")
     return {"step": t + 2, **blocks, "path": path, "local": False,
             "message": (f"{message} from t={t + 2} to t={t + 1} is the first wrong backward message"
                         + (f"; {right}" if right else "") + f" (message probe, T={T})" + how + scaled)}
+
+
+def _wrong_states(pm, scaled, names, exact_at_t, user_at_t, tolerance):
+    """The states whose messages into step ``t`` are wrong: the user's blocks there as the exact ones
+    with each state's message times its own factor (least squares over the blocks of
+    :func:`_scaled_messages`); None when no such factors fit."""
+    columns = [np.concatenate([np.ravel(scaled[s][n] - exact_at_t[n]) for n in names]) / 0.5 for s in pm.state_names]
+    d = np.concatenate([np.ravel(user_at_t[n] - exact_at_t[n]) for n in names])
+    V = np.stack(columns, axis=1)
+    factors = np.linalg.lstsq(V, d, rcond=None)[0]
+    if not np.all(np.isfinite(factors)) or np.abs(d - V @ factors).max() > tolerance:
+        return None
+    return [s for s, c, v in zip(pm.state_names, factors, columns) if np.abs(c * v).max() > tolerance]
 
 
 def _probe_blocks(probe, declared, names, T, seed, upstream):
@@ -392,12 +443,12 @@ def _scaled_messages(pm, problem, names, t, exact_at_t):
     return scaled
 
 
-def _wrong_path(pm, problem, names, wrong, t, exact_at_t, size, user_at_t=None, relative=1e-7):
+def _wrong_path(pm, scaled, names, wrong, exact_at_t, size, user_at_t=None, relative=1e-7):
     """``(state, factor, reaching)``: the state whose message into step ``t``, times ``factor``, gives the
     user's blocks there (factor None when no one factor does: then the state whose scaled message
     reaches exactly the wrong blocks; state None when not one state), and the states whose messages
     reach exactly the wrong blocks (an sLSTM's n and m reach the same gates)."""
-    scaled, fits = _scaled_messages(pm, problem, names, t, exact_at_t), {}
+    fits = {}
     if user_at_t is not None:  # the user's blocks as the exact ones with one state's message times c
         d = np.concatenate([np.ravel(user_at_t[n] - exact_at_t[n]) for n in names])
         for s in pm.state_names:

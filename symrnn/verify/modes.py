@@ -202,6 +202,9 @@ class LayerFunctions(Adapter):
                            else L.sequence_to_user(problem.targets)), "cache": out.get("cache")}
         if "dc" in sig.backward_args:
             upstream["dc"] = L.state_to_user(problem.final_grads["c"])
+        for role, s in (("dh_n", "h"), ("dc_n", "c")):  # gradients arriving at the final states (or None)
+            g = (problem.final_grads or {}).get(s) if role in sig.backward_args else None
+            upstream[role] = None if g is None else L.state_to_user(g)
         bargs = [upstream[r] for r in sig.backward_args]
         what = f"{getattr(self.backward, '__name__', 'backward')}(...)"
         names = [r if r != "cache" else "cache" for r in sig.backward_args]

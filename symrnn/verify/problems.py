@@ -9,12 +9,17 @@ gradients (and, once the error model is chosen, each entry's tolerance:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ..models.clipping import clip_gradients
 from ..models.truncated import truncated_loss_and_grads
+
+
+#: the end of the label of the long case (:data:`symrnn.verify.api.LONG_T` steps), which the
+#: localisation probes only when no shorter case fails
+LONG_MARK = "(a long sequence)"
 
 
 @dataclass
@@ -66,8 +71,8 @@ def padding_mask(rng, T: int, N: int):
 def exact(model, problem: Problem) -> Exact:
     if not model.one_cell:  # several cells wired: their loss and gradients (no states compared)
         loss, grads = loss_and_grads(model, problem)
-        return Exact(loss, grads if problem.clip is None else clip_gradients(grads, problem.clip, model.param_shapes),
-                     {})
+        return Exact(loss, grads if problem.clip is None else clip_gradients(grads, problem.clip, model.param_shapes,
+                                                                             initial_state_keys(model)), {})
     if problem.truncation is not None:
         loss, grads = loss_and_grads(model, problem)
         cache = model.run_cell(problem.params, problem.x, problem.h0)[2]
@@ -75,9 +80,15 @@ def exact(model, problem: Problem) -> Exact:
         loss, grads, cache = model._loss_grads_and_cache(problem.params, problem.x, problem.targets, problem.h0,
                                                          problem.mask, problem.final_grads)
     if problem.clip is not None:
-        grads = clip_gradients(grads, problem.clip, model.param_shapes)
+        grads = clip_gradients(grads, problem.clip, model.param_shapes, initial_state_keys(model))
     states = {s: cache[f"S_{s}"][1:].copy() for s in model.state_names}
     return Exact(loss, grads, states)
+
+
+def initial_state_keys(model) -> list:
+    """The keys of the initial states' gradients (``h0``, ``c0``)."""
+    return [model.initial_state_key(s) for s in getattr(model, "state_names", ())] \
+        if hasattr(model, "initial_state_key") else []
 
 
 def loss_and_grads(model, problem: Problem, params=None, x=None, targets=None, h0=None, final_grads=None):
@@ -123,3 +134,28 @@ def draw(model, plan: Plan, T: int, label: str, seed: int, zero_states=(), upstr
             targets = targets * keep
     final_grads = {s: rng.normal(size=(N, model.state_size(s))) for s in final} or None
     return Problem(label, params, x, h0, targets, None, final_grads)
+
+
+def settle_clipping(adapter, problems):
+    """``problems`` with a global-norm clipping declared without its epsilon settled to the convention
+    the code's gradients follow (PyTorch's ``c / (norm + 1e-6)`` or ``c / norm``, see
+    :mod:`symrnn.models.clipping`): on the first problem where the two differ, the one nearer the
+    gradients the code returns (``c / norm`` when the code fails there, which the run then reports)."""
+    clip = problems[0].clip if problems else None
+    if clip is None or len(clip.conventions()) == 1:
+        return problems
+    chosen = clip.conventions()[0]
+    for problem in problems:
+        exacts = [exact(adapter.model, replace(problem, clip=c)).grads for c in clip.conventions()]
+        keys = [k for k in adapter.model.param_shapes if k in exacts[0]]
+        if all(np.array_equal(exacts[0][k], exacts[1][k]) for k in keys):
+            continue  # the clipping does not act here
+        try:
+            user = adapter.run(problem, []).grads
+            errors = [max(float(np.max(np.abs(np.asarray(user[k], dtype=float) - e[k]), initial=0)) for k in keys)
+                      for e in exacts]
+        except Exception:  # noqa: BLE001 - the code fails here: the run of the cases reports it
+            break
+        chosen = clip.conventions()[int(np.argmin(errors))]
+        break
+    return [replace(p, clip=chosen) for p in problems]

@@ -148,7 +148,8 @@ def save_case(problem, meta, path=None) -> str:
         os.close(handle)
     meta = dict(meta, label=problem.label,
                 truncation=None if problem.truncation is None else [problem.truncation.k1, problem.truncation.k2],
-                clip=None if problem.clip is None else [problem.clip.kind, problem.clip.threshold],
+                clip=None if problem.clip is None else [problem.clip.kind, problem.clip.threshold, problem.clip.eps,
+                                                          problem.clip.states],
                 states=sorted(problem.h0), final_states=sorted(problem.final_grads or {}))
     buffer = io.BytesIO()
     np.savez(buffer, meta=np.array(json.dumps(meta)), **problem.arrays())

@@ -5,7 +5,9 @@ A signature lists, in order, what a user's function takes and returns, by role:
 * data: ``x`` (inputs; ``x_ids``/``y_ids``: a list of class indices of one
   sequence, the inputs one-hot), ``h0``/``c0`` (initial or previous states), ``h``/``c``
   (states out: all steps in layer mode, the next state in step mode),
-  ``dh``/``dc`` (upstream gradients in), ``dx``/``dh0``/``dc0`` (gradients out),
+  ``dh``/``dc`` (upstream gradients in), ``dh_n``/``dc_n`` (layer mode: the gradients arriving at
+  the final states the code returns, as ``nn.LSTM``'s ``h_n``, ``c_n``; None in a case that sends
+  none), ``dx``/``dh0``/``dc0`` (gradients out),
   ``cache`` (anything; passed back untouched), ``y`` (targets), ``mask``,
   ``loss``, ``params``/``grads`` (dicts in the layout's names), ``ignored``,
   ``k`` (or ``k1``, ``k2``: the declared truncation of truncated BPTT); for cells whose states
@@ -23,8 +25,8 @@ from dataclasses import dataclass
 
 from ..errors import UnknownNameError
 
-DATA = {"x", "x_ids", "y_ids", "h0", "c0", "h", "c", "dh", "dc", "dx", "dh0", "dc0", "cache", "y", "mask", "loss", "params", "grads",
-        "ignored", "k", "k1", "k2", "s0", "states", "ds0"}
+DATA = {"x", "x_ids", "y_ids", "h0", "c0", "h", "c", "dh", "dc", "dh_n", "dc_n", "dx", "dh0", "dc0", "cache", "y",
+        "mask", "loss", "params", "grads", "ignored", "k", "k1", "k2", "s0", "states", "ds0"}
 PARAMETER_ROLES = {"Wx", "Wh", "W", "b", "b_hh", "V", "V_b"}
 
 

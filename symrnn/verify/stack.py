@@ -160,3 +160,22 @@ def draw_stack(model, plan, T, label, seed, targets):
     rows = len(model.rows())
     h0 = {s: 0.5 * rng.normal(size=(rows, plan.N, model.unit.state_size(s))) for s in model.state_names}
     return Problem(label, params, x, h0, targets(rng, T, plan.N))
+
+
+def stack_problems(targets):
+    """``strategy(model, max_T)``: Hypothesis problems for a stacked model (``search=``): a length up
+    to ``max_T``, a batch of 1 to 3, weights from tiny to saturating, the arrays drawn from a seed as
+    :func:`draw_stack` draws them."""
+    def strategy(model, max_T):
+        from hypothesis import strategies as st
+
+        from .problems import Plan
+
+        @st.composite
+        def draw_problem(draw):
+            T, N = draw(st.integers(1, max_T)), draw(st.integers(1, 3))
+            scale = draw(st.sampled_from([None, 0.05, 0.5, 1.0, 2.0, 4.0]))
+            seed = draw(st.integers(0, 2 ** 16))
+            return draw_stack(model, Plan(T=T, N=N, scale=scale), T, f"T={T}, N={N} (drawn)", seed, targets)
+        return draw_problem()
+    return strategy

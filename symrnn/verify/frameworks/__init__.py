@@ -67,7 +67,9 @@ def verify_framework(target, cell=None, layout=None, *, dtype=None, batch_first=
         ``jax.custom_vjp``).  Its data arguments are named as symrnn reads roles (``x``, ``h0``,
         ``c0``), its weights as PyTorch's (``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``;
         a module's ``weight_ih_l0`` ...); it returns the states of every step first (``(T, N, H)``,
-        or ``(N, T, H)`` batch-first), anything after that is ignored.
+        or ``(N, T, H)`` batch-first); of what follows, the final states (``h_n``: the last step's
+        states, any shape of that size; ``c_n``: the one other output of that size, as ``nn.LSTM``'s
+        ``(hs, (h_n, c_n))``) get a gradient of their own in the main case, the rest is ignored.
     cell : str or Cell, optional
         The cell the code computes; found from the forward when None.
     layout : str or Layout, optional

@@ -83,14 +83,15 @@ def with_heads(code, heads):
         h = np.asarray(h)
         return h.reshape(h.shape[:-2] + (h.shape[-2] * h.shape[-1],)), cache
 
-    def backward_heads(dh, cache):
-        grads = backward(_split_states(dh, heads, "dh"), cache)
+    def backward_heads(dh, *more):  # more: [dh_n, dc_n,] cache (the final states' gradients, as returned)
+        grads = backward(_split_states(dh, heads, "dh"), *more)
         return tuple(np.asarray(g).reshape(np.shape(g)[:-2] + (-1,)) if k in data else g
                      for k, g in enumerate(grads))
 
     names = list(code.forward.__signature__.parameters)
     return replace(code, forward=named(forward_heads, names, code.forward.__name__),
-                   backward=named(backward_heads, ["dh", "cache"], code.backward.__name__),
+                   backward=named(backward_heads, list(code.backward.__signature__.parameters),
+                                  code.backward.__name__),
                    describe=f"{code.describe}, {heads} heads")
 
 

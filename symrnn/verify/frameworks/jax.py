@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ...errors import UnknownNameError, UserCodeError
-from .adapted import FrameworkCode, data_and_weights, named
+from .adapted import FrameworkCode, data_and_weights, final_outputs, ignores, named
 
 DTYPES = ("float64", "float32", "float16", "bfloat16")
 
@@ -90,34 +90,59 @@ def adapt(target, dtype=None, device=None) -> FrameworkCode:
         value = jnp.asarray(np.asarray(a), dtype=getattr(jnp, name))
         return value if where is None else jax.device_put(value, where)
 
-    def states(*a):
-        return _first(target(*a), kind)
+    forward, backward, record = _layer(target, kind, to_jax)
+    fwd = named(forward, arg_names, f"{label}.forward")
+    bwd = named(backward, ["dh", "dh_n", "dc_n", "cache"], f"{label}.backward")
+    platform = where.platform if where is not None else jax.default_backend()
+    return FrameworkCode(fwd, bwd, roles, dict(zip(roles, arg_names)), f"{kind}, {name} on {platform}", name, None,
+                         [], None, python=f"symrnn.verify.verify_framework({label}, ..., replay={{path!r}})",
+                         symbolic=_symbolic(target), finals=record)
 
-    def pullback(args, dh):
-        return jax.vjp(states, *args)[1](dh)
+
+def _layer(target, kind, to_jax):
+    """``(forward, backward, record)``: the function as a NumPy layer; the backward pulls back the
+    states of every step and the final states the forward returned (``dh_n``, ``dc_n``), ``record``
+    holding which it returned and whose gradient the backward ignored."""
+    def outputs(*a):  # the states of every step first, then every other array returned
+        out = target(*a)
+        return [_first(out, kind)] + (jax.tree_util.tree_leaves(out[1:]) if isinstance(out, (tuple, list)) else [])
+
+    def pullback(which, args, cotangents):  # the outputs ``which`` (indices) pulled back
+        return jax.vjp(lambda *a: tuple(outputs(*a)[k] for k in which), *args)[1](cotangents)
 
     # compiled once per shape: the verifier's many small calls would otherwise dispatch (and compile)
     # every operation of the forward and the backward one by one
-    states_jit, pullback_jit = jax.jit(states), jax.jit(pullback)
+    outputs_jit, pullback_jit = jax.jit(outputs), jax.jit(pullback, static_argnums=0)
+    record = {}  # the final states the forward returns, those whose gradient the backward ignores
 
     def forward(*arrays):
         with jax.enable_x64(True):
             args = [to_jax(a) for a in arrays]
-            h = states_jit(*args)
-            return np.array(h), (args, h.dtype)
+            out = outputs_jit(*args)
+            found = final_outputs([np.array(a) for a in out[1:]], np.array(out[0]))
+            record["returned"] = tuple(found)
+            return np.array(out[0]), (args, [(k + 1, out[k + 1].dtype, out[k + 1].shape) for k in found.values()],
+                                      out[0].dtype)
 
-    def backward(dh, cache):
-        args, h_dtype = cache
+    def backward(dh, *more):
+        *finals, (args, final_outs, h_dtype) = more
         with jax.enable_x64(True):
-            grads = pullback_jit(args, jnp.asarray(np.asarray(dh), dtype=h_dtype))
+            which, cotangents = [0], [jnp.asarray(np.asarray(dh), dtype=h_dtype)]
+            for state, g, out in zip(("h", "c"), finals, final_outs + [None] * 2):
+                if g is None:
+                    continue
+                if out is None:
+                    raise UserCodeError(f"{kind} returned no {state}_n in this call (it did in another).")
+                which.append(out[0])
+                cotangents.append(jnp.asarray(np.asarray(g), dtype=out[1]).reshape(out[2]))
+                if state not in record.setdefault("checked", set()):  # the gradient at h_n alone: ignored?
+                    record["checked"].add(state)
+                    if ignores([np.array(a) for a in pullback_jit((out[0],), args, (cotangents[-1],))]):
+                        record.setdefault("ignored", set()).add(state)
+            grads = pullback_jit(tuple(which), args, tuple(cotangents))
             return tuple(np.array(g) for g in grads)
 
-    fwd = named(forward, arg_names, f"{label}.forward")
-    bwd = named(backward, ["dh", "cache"], f"{label}.backward")
-    platform = where.platform if where is not None else jax.default_backend()
-    return FrameworkCode(fwd, bwd, roles, dict(zip(roles, arg_names)), f"{kind}, {name} on {platform}", name, None,
-                         [], None, python=f"symrnn.verify.verify_framework({label}, ..., replay={{path!r}})",
-                         symbolic=_symbolic(target))
+    return forward, backward, record
 
 
 def _symbolic(target):

@@ -17,7 +17,7 @@ import torch
 
 from ...errors import UnknownNameError, UserCodeError
 from ..hygiene import Finding
-from .adapted import FrameworkCode, data_and_weights, named, role_of
+from .adapted import FrameworkCode, data_and_weights, final_outputs, ignores, named, role_of
 from .torch_state import Packed, state_form
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
@@ -121,16 +121,17 @@ class _SaveWatch:
     before the forward returns was modified in place after it was saved (torch packs a custom
     Function's saved tensors only when its forward returns, so neither it nor the hooks see this)."""
 
-    def __init__(self, watch):
-        self.watch, self.saved = watch, []
+    def __init__(self, watch, names=None):
+        self.watch, self.saved, self.names = watch, [], names or {}  # id(input tensor) -> the user's name
 
     def __enter__(self):
         ctx_class = torch.autograd.function.FunctionCtx
         self.original = ctx_class.save_for_backward
-        saved, original = self.saved, self.original
+        saved, original, names = self.saved, self.original, self.names
 
         def save_for_backward(ctx, *tensors):
-            saved.extend((t, t._version, f"saved as argument {k + 1} of ctx.save_for_backward")
+            saved.extend((t, t._version, f"saved as argument {k + 1} of ctx.save_for_backward"
+                          + (f" (the forward's input {names[id(t)]})" if id(t) in names else ""))
                          for k, t in enumerate(tensors) if isinstance(t, torch.Tensor))
             return original(ctx, *tensors)
         ctx_class.save_for_backward = save_for_backward
@@ -144,8 +145,24 @@ class _SaveWatch:
 
 
 class _Cache:
-    def __init__(self, h, inputs):
-        self.h, self.inputs = h, inputs
+    def __init__(self, h, inputs, finals=None):
+        self.h, self.inputs, self.finals = h, inputs, finals or {}
+
+
+def _final_tensors(out, h, record):
+    """``{"h": h_n, "c": c_n}`` among the tensors returned after the states of every step (those
+    attached to the graph), recorded in ``record["returned"]``."""
+    rest = []
+    stack = list(out[1:]) if isinstance(out, (tuple, list)) else []
+    while stack:
+        item = stack.pop(0)
+        if isinstance(item, (tuple, list)):
+            stack[:0] = list(item)
+        elif isinstance(item, torch.Tensor) and item.requires_grad and item.is_floating_point():
+            rest.append(item)
+    found = final_outputs([_numpy(t) for t in rest], _numpy(h))
+    record["returned"] = tuple(found)
+    return {s: rest[k] for s, k in found.items()}
 
 
 def _module_parts(module, dtype, device):
@@ -175,9 +192,11 @@ def _callable_parts(target, dtype, device):
     return call, arg_names, kind, label, _dtype(dtype, torch.float64), torch.device(device or "cpu"), None, []
 
 
-def _runner(call, module, weights, n_data, dtype, device, watch):
+def _runner(call, module, weights, names, dtype, device, watch, record):
     """The NumPy forward of the code: tensors (the module's weights as fresh Parameters) from arrays,
     the saved tensors watched; returns ``(h as NumPy, the tensors to differentiate)``."""
+    n_data = len(names) - len(weights)
+
     def forward(*arrays):
         watch.reported.clear()
         tensors = [torch.tensor(np.asarray(a), dtype=dtype, device=device).requires_grad_() for a in arrays[:n_data]]
@@ -192,19 +211,40 @@ def _runner(call, module, weights, n_data, dtype, device, watch):
             tensors += [torch.tensor(np.asarray(a), dtype=dtype, device=device).requires_grad_()
                         for a in arrays[n_data:]]
             leaves = tensors
-        with _SaveWatch(watch), torch.autograd.graph.saved_tensors_hooks(watch.pack, watch.unpack):
+        with _SaveWatch(watch, {id(t): n for t, n in zip(leaves, names)}), \
+                torch.autograd.graph.saved_tensors_hooks(watch.pack, watch.unpack):
             out = call(*tensors)
         h = _first_tensor(out, watch.what)
-        return _numpy(h), _Cache(h, leaves)
+        return _numpy(h), _Cache(h, leaves, _final_tensors(out, h, record))
     return forward
 
 
-def _backward(kind):
-    def backward(dh, cache):
+def _as_tensor(g, like):
+    return torch.as_tensor(np.asarray(g), dtype=like.dtype, device=like.device).reshape(like.shape)
+
+
+def _backward(kind, record):
+    """``backward(dh, [dh_n, dc_n,] cache)``: the gradients of the inputs for ``dh`` at every step and
+    the gradients arriving at the final states (None: none)."""
+    def backward(dh, *more):
+        *finals, cache = more
         if not cache.h.requires_grad:
             raise UserCodeError(f"{kind}: the states it returned do not require grad (no backward is attached).")
-        upstream = torch.as_tensor(np.asarray(dh), dtype=cache.h.dtype, device=cache.h.device)
-        grads = torch.autograd.grad(cache.h, cache.inputs, grad_outputs=upstream, allow_unused=True,
+        outputs, upstream = [cache.h], [_as_tensor(dh, cache.h)]
+        for state, g in zip(("h", "c"), finals):
+            if g is None:
+                continue
+            if state not in cache.finals:
+                raise UserCodeError(f"{kind} returned no {state}_n in this call (it did in another).")
+            outputs.append(cache.finals[state])
+            upstream.append(_as_tensor(g, cache.finals[state]))
+            if state not in record.setdefault("checked", set()):  # the gradient at h_n alone: ignored?
+                record["checked"].add(state)
+                alone = torch.autograd.grad(outputs[-1], cache.inputs, grad_outputs=upstream[-1], allow_unused=True,
+                                            retain_graph=True)
+                if ignores([None if a is None else _numpy(a) for a in alone]):
+                    record.setdefault("ignored", set()).add(state)
+        grads = torch.autograd.grad(outputs, cache.inputs, grad_outputs=upstream, allow_unused=True,
                                     retain_graph=True)
         return tuple(_numpy(torch.zeros_like(t) if g is None else g) for g, t in zip(grads, cache.inputs))
     return backward
@@ -253,19 +293,20 @@ def adapt(target, dtype=None, device=None) -> FrameworkCode:
         _bfloat16()  # NumPy has no bfloat16: ml_dtypes' (installed with JAX) carries it to the judge
     findings = []
     watch = _Watch(findings, kind)
-    forward = _runner(call, module, weights, len(arg_names) - len(weights), dtype, device, watch)
+    record = {}  # the final states the forward returns, those whose gradient the backward ignores
+    forward = _runner(call, module, weights, arg_names, dtype, device, watch, record)
 
     def restore():
         for name, p in weights:  # the module's own Parameter objects, untouched
             owner, _, leaf = name.rpartition(".")
             setattr(module.get_submodule(owner), leaf, p)
 
-    return FrameworkCode(named(forward, arg_names, f"{label}.forward"), named(_backward(kind), ["dh", "cache"],
-                                                                             f"{label}.backward"),
+    return FrameworkCode(named(forward, arg_names, f"{label}.forward"),
+                         named(_backward(kind, record), ["dh", "dh_n", "dc_n", "cache"], f"{label}.backward"),
                          roles, dict(zip(roles, arg_names)), f"{kind}, {_NAMES[dtype]} on {device}", _NAMES[dtype],
                          batch_first, findings, restore if module is not None else None,
                          python=f"symrnn.verify.verify_framework({label}, ..., replay={{path!r}})",
-                         symbolic=_symbolic(target, call, module, weights))
+                         symbolic=_symbolic(target, call, module, weights), finals=record)
 
 
 def _bfloat16():

@@ -5,7 +5,8 @@ a plain ``h0`` of ``(N, H)``.
 The signature alone cannot tell these apart, so the module is called once on its own weights with
 each form in turn (a tuple first: a tensor given to code that unpacks a tuple would be split along
 its first axis without an error; the layer axis first: code that indexes it would read one batch
-row of a state without one), and the first form whose output has the states' shape is kept.  The
+row of a state without one), and the first form whose output has the states' shape is kept (a
+pair only when the output depends on its second state: a GRU reading ``hx[0]`` would take it too).  The
 verifier then sees the roles ``x, h0, c0``; the runner packs them back into the module's form.
 """
 from __future__ import annotations
@@ -61,14 +62,26 @@ def _runs(module, form, roles, state_at, batch_first, sizes, like):
         roles.insert(state_at + 1, "c0")
     generator = torch.Generator().manual_seed(0)
     tensors = [torch.randn(shapes[r], generator=generator, dtype=torch.float64).to(like) for r in roles]
+    out = _states(module, form.pack(tensors, state_at))
+    if not (isinstance(out, torch.Tensor) and tuple(out.shape) == (shapes["x"][:2] + (H,))):
+        return False
+    if form.pair:  # the pair only if its second state is read: a GRU's hx[0] of (h0, c0) is h0 alone
+        tensors[state_at + 1] = tensors[state_at + 1] + 1.0
+        other = _states(module, form.pack(tensors, state_at))
+        return isinstance(other, torch.Tensor) and other.shape == out.shape and not torch.equal(other, out)
+    return True
+
+
+def _states(module, args):
+    """The first tensor the module returns on ``args`` (None when it raises)."""
     try:
         with torch.no_grad():
-            out = module(*form.pack(tensors, state_at))
+            out = module(*args)
     except Exception:  # noqa: BLE001 - the user's code refusing this form: try the next one
-        return False
+        return None
     while isinstance(out, (tuple, list)) and out:
         out = out[0]
-    return isinstance(out, torch.Tensor) and tuple(out.shape) == (shapes["x"][:2] + (H,))
+    return out
 
 
 def state_form(module, data_names, params):
