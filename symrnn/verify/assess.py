@@ -152,7 +152,7 @@ def assess(adapter, problem, run, ex):
         return replace(fwd, chaotic=onset, message=f"states match the exact forward of the cell as far as rounding "
                        f"allows; from step {onset} on it is chaotic at this precision (rounding moves the states by "
                        f"a tenth of their size), max relative difference {rel:.1e}"), dtype_model, []
-    return fwd, dtype_model, _judge_case(adapter, run, ex)
+    return fwd, dtype_model, judge_case(adapter, run, ex)
 
 
 CHAOS = 0.1  # rounding moves a state by this share of its size: the trajectories have come apart
@@ -214,7 +214,7 @@ def _gate_blocks(layout, cell_name, H, user_name, shape):
     return out
 
 
-def _exact_in_user_layout(adapter, ex, run):
+def exact_in_user_layout(adapter, ex, run):
     """The exact gradients and their tolerances under the user's names and shapes (what the user returned)."""
     L, model, cell_name = adapter.layout, adapter.model, adapter.cell
     params = {k: ex.grads[k] for k in model.param_shapes}
@@ -231,8 +231,8 @@ def _exact_in_user_layout(adapter, ex, run):
     return exact_user, scale_user
 
 
-def _judge_case(adapter, run, ex):
-    exact_user, scale_user = _exact_in_user_layout(adapter, ex, run)
+def judge_case(adapter, run, ex):
+    exact_user, scale_user = exact_in_user_layout(adapter, ex, run)
     verdicts = []
     H = adapter.model.sizes["H"]
     for name, user in run.user_grads.items():

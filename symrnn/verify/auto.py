@@ -251,7 +251,7 @@ def find(forward, *, step_forward=None, cell=None, layout=None) -> Found:
                         except SymRNNError:
                             continue
                         if _matches(forward, roles, candidate, model, name, N):
-                            return _found(name, candidate, roles, forward, "built-in", N)
+                            return found_as(name, candidate, roles, forward, "built-in", N)
         _refuse_non_finite(forward, roles, runnable, N)
         if cell is not None and isinstance(cell, str):
             continue
@@ -323,7 +323,7 @@ def _signature(roles, forward_returns):
     return Signature(roles, forward_returns, ("dh", "cache"), back)
 
 
-def _found(name, layout, roles, forward, how, N, cell=None):
+def found_as(name, layout, roles, forward, how, N, cell=None):
     returns = _returns(forward, roles, layout, cell or name, N)
     layout_text = describe_layout(layout, name if how == "built-in" else None)
     text = (f"the forward computes the built-in cell {name!r}; layout: {layout_text}" if how == "built-in"
@@ -400,7 +400,7 @@ def _traced(forward, step_forward, roles, layout, G, N):
                 "every state) or declare the cell" if step_forward is None else
                 "a branch on values, or a state the step does not return?")
         raise TracingError(f"the cell traced from {what} does not reproduce the forward on numbers: {hint}")
-    found = _found(cell.name, lay, roles, forward, "traced", N, cell=cell)
+    found = found_as(cell.name, lay, roles, forward, "traced", N, cell=cell)
     arrays = ", ".join(lay.names[r] for r in ("Wx", "Wh", "W", "b") if r in lay.names)
     found.text += (f"; its equations (U_g, W_g, b_g: the blocks of {arrays} in their order, one per gate g):\n"
                    if G > 1 else "; its equations:\n") + equations_text(cell)

@@ -12,7 +12,7 @@ from ..errors import ShapeError, UserCodeError
 from ..engine.symbols import parse
 from ..models.truncated import truncated_loss_and_grads
 from . import judge as J
-from .assess import _exact_in_user_layout
+from .assess import exact_in_user_layout
 from .mutants import Mutation, candidate, mutations_for
 from .mutants import backward as candidate_backward
 from .mutants import input_terms as mutant_terms
@@ -20,7 +20,7 @@ from .problems import Plan, draw, initial_state_keys
 from .shrink import rebuilder
 
 
-def _matches(run, candidate, ex, unit=J.U64):
+def matches_candidate(run, candidate, ex, unit=J.U64):
     """The user's gradients equal ``candidate``'s on every key the user returned: within the exact
     tolerances plus the rounding of the candidate's own sums (a mistaken gradient can be large where
     the exact one is zero, as a swapped gate's)."""
@@ -50,7 +50,7 @@ def fingerprint(adapter, failing):
             return made[i]
 
         for zeroed in ((), mutation.drop_carry):
-            if all(_matches(run, _start_zeroed(model, grads_of(i, problem, run), zeroed), ex, dtype_model.unit)
+            if all(matches_candidate(run, _start_zeroed(model, grads_of(i, problem, run), zeroed), ex, dtype_model.unit)
                    for i, (problem, run, ex, dtype_model, _) in enumerate(cases)):
                 return mutation
     return None
@@ -62,7 +62,7 @@ def transposed_returns(adapter, failing):
     every wrong gradient of every failing case; else None."""
     names = []
     for _, run, ex, _, verdicts in failing:
-        exact_user, scale_user = _exact_in_user_layout(adapter, ex, run)
+        exact_user, scale_user = exact_in_user_layout(adapter, ex, run)
         for v in (v for v in verdicts if not v.ok):
             user, exact = np.asarray(run.user_grads[v.name], dtype=float), np.asarray(exact_user[v.name])
             if user.ndim != 2 or user.shape[0] != user.shape[1] or exact.shape != user.shape or \

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..engine.symbols import parse
-from .diagnose import _matches
-from .mutants import Mutation, _applications, candidate
+from .diagnose import matches_candidate
+from .mutants import Mutation, applications, candidate
 
 #: the value at 0 each rewrite mode stands for, and how code writes it
 _SPELLED = {"kink-one": ("1", "a mask such as (a >= 0)"), "kink-half": ("1/2", "np.heaviside(a, 0.5)")}
@@ -53,7 +53,7 @@ class KinkConvention:
 def kink_conventions(cell):
     """``[(mutation, KinkConvention)]``: relu's derivative with ``step(0)`` taken as 1 or 1/2, in every
     relu of the cell at once, then (a cell with several) in each alone."""
-    apps = [(eq, app) for eq, app in _applications(cell) if type(app).__name__ == "relu"]
+    apps = [(eq, app) for eq, app in applications(cell) if type(app).__name__ == "relu"]
     groups = [apps] + ([[a] for a in apps] if len(apps) > 1 else [])
     out = []
     for mode, (value, spelled) in _SPELLED.items():
@@ -73,7 +73,7 @@ def _where(cell, eq):
 def explain_kinks(model, failing):
     """The :class:`KinkConvention` whose gradients the user's equal in every failing case, or None."""
     for mutation, convention in kink_conventions(model.cell):
-        if all(_matches(run, candidate(model, problem, mutation), ex, dtype_model.unit)
+        if all(matches_candidate(run, candidate(model, problem, mutation), ex, dtype_model.unit)
                for problem, run, ex, dtype_model, _ in failing):
             return convention
     return None

@@ -421,7 +421,7 @@ def readout_upstream(model, problem) -> _Readout:
 
 
 # -- the catalogue ---------------------------------------------------------------------------
-def _applications(cell):
+def applications(cell):
     """``(equation, application)`` of every activation-like function in the step equations."""
     out = []
     for eq in cell.equations:
@@ -461,7 +461,7 @@ def _derivative_mistakes(cell):
     """A local derivative wrong: missing (everywhere, or at the first or last step only), taken at
     the pre-activation, or the gate written for its derivative."""
     out = []
-    for eq, app in _applications(cell):
+    for eq, app in applications(cell):
         fn = type(app).__name__
         base = parse(eq.target)[0]
         role = cell.roles.get(base, "")

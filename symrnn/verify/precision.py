@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from . import judge as J
-from .assess import _judge_case
+from .assess import judge_case
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def explain_precision(adapter, failing):
         return None  # a gross mistake: no float32 tolerances to measure
     for problem, run, ex, _, _ in failing:
         tol32 = J.perturbation_tolerance(adapter.model, problem, ex, J.U32)
-        if not all(v.ok for v in _judge_case(adapter, run, replace(ex, tol=tol32))):
+        if not all(v.ok for v in judge_case(adapter, run, replace(ex, tol=tol32))):
             return None
     return Float32Rounding(max(errors), len(failing))
 

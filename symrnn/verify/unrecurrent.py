@@ -36,7 +36,7 @@ def layouts(names, cell, given=None):
 def find_without_recurrent_weight(forward, roles, names, cell=None, layout=None):
     """The :class:`~symrnn.verify.auto.Found` cell without a recurrent weight that ``forward``
     computes, or a :class:`TracingError` that says what was tried and what to do."""
-    from .auto import PROBE, _found, _matches, _probe_model
+    from .auto import PROBE, found_as, probe_model, reproduces
 
     cells = (cell,) if isinstance(cell, str) else TODAY[False]
     if isinstance(cell, str) and not without_recurrent_weights(cell):
@@ -45,10 +45,10 @@ def find_without_recurrent_weight(forward, roles, names, cell=None, layout=None)
                            f"computes, or pass the recurrent weight to the forward.")
     for N in (None, 1):  # code written for one example at a time runs with N = 1 only
         for name in cells:
-            model = _probe_model(name)
+            model = probe_model(name)
             for lay in layouts(names, name, layout):
-                if _matches(forward, roles, lay, model, name, N):
-                    return _found(name, lay, roles, forward, "built-in", N)
+                if reproduces(forward, roles, lay, model, name, N):
+                    return found_as(name, lay, roles, forward, "built-in", N)
     wx, b = names["Wx"], names["b"]
     tried = (f"x @ {wx} with {wx} of shape (D, G*H) or {wx} @ x with (G*H, D), batch- or time-major"
              if not isinstance(layout, GateStacked) else
