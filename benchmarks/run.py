@@ -1145,7 +1145,7 @@ def report_verify(res, cfg, summary):
            "",
            f"`symrnn.verify.verify_layer(lstm_forward, lstm_backward, 'lstm', 'cs231n', D={D}, H={H}, T={T}, "
            f"N={N})` on the corpus's CS231n-style LSTM ({res['params']:,} parameters): "
-           f"{res['runs'][0]['cases']} cases (the main one, upstream at one step, T = 1, 2, 3), each run twice "
+           f"{res['runs'][0]['cases']} cases (the main one, upstream at the first or the last step only, T = 1, 2, 3, a long one at T = 48), each run twice "
            "(hygiene), each judged against the exact gradients with tolerances measured on the problem (three perturbed recomputations and the terms' scales). *Own time* is the "
            "total minus the time inside the user's forward and backward (median of "
            f"{len(res['runs'])} runs). `torch.autograd.gradcheck` runs on the same code wrapped as a "

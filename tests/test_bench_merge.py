@@ -44,3 +44,13 @@ def test_a_full_new_run_is_left_as_it_is():
 def test_a_summary_row_without_a_section_number_is_refused():
     with pytest.raises(ValueError, match="without a section number"):
         bench_merge._row_key("| what | figure |")
+
+
+def test_a_second_merge_keeps_each_section_s_own_run():
+    first = bench_merge.merge(report("OLD", 3600, ["1", "2", "5", "11"]), report("MID", 100, ["11"]))
+    second = bench_merge.merge(first, report("NEW", 60, ["5"]))
+    assert ("Sections 1, 2 (and their summary rows) are kept from the run of `benchmarks/run.py` on OLD "
+            "(whole run 3600 s); sections 11 from the run of `benchmarks/run.py` on MID (whole run 100 s); "
+            "sections 5 were measured in this run.") in second, second.split("## Summary")[0]
+    _, _, sections = bench_merge.split(second)
+    assert ["OLD" in sections[(1, "")], "MID" in sections[(11, "")], "NEW" in sections[(5, "")]] == [True] * 3
