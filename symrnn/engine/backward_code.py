@@ -11,7 +11,7 @@ import sympy as sp
 from .codegen import EngineSymbol, StepPrinter, code_name
 from .hoist import backward_lines
 from .symbols import MatVec, Param, bar, parse, tsym
-from .transient import accumulators, step_buffers, step_only_buffers, transient_product
+from .transient import accumulators, contractions, step_buffers, step_only_buffers, transient_product
 
 
 class BackwardWriter:
@@ -31,16 +31,11 @@ class BackwardWriter:
         self.block, self.lean = block, lean
         self.printer = StepPrinter(block._atom_names())
         self.all_terms = [t for ts in block.terms.values() for t in ts]
-        self.coefs = sorted({t.coef for t in self.all_terms if not t.coef.is_number}, key=sp.default_sort_key)
-        self.replacements, reduced = sp.cse(self.coefs, symbols=sp.numbered_symbols("k", cls=EngineSymbol),
-                                            order="none")
-        coef_name = dict(zip(self.coefs, reduced))
         self.q_names, self.q_of_term = {}, {}
         for t in self.all_terms:  # one q per (consumer, coefficient), named in the order of the terms
             key = (t.consumer, t.coef)
             self.q_names.setdefault(key, f"q{len(self.q_names)}")
             self.q_of_term[id(t)] = self.q_names[key]
-        self.q_expr = {name: coef_name.get(c, c) * bar(y) for (y, c), name in self.q_names.items()}
         self.buffers, self.group_buffer = {}, {}
         for g in block.groups.values():
             content = self._content(g)
@@ -60,8 +55,16 @@ class BackwardWriter:
         for t in block.sweep.inputs:
             if t.matrix is None:
                 self._own_buffer(self.q_of_term[id(t)], block.sizes[block.input_symbol])
+        self.contracted = contractions(block, self) if lean else {}  # q -> one batched product in its place
+        self.coefs = sorted({c for (_y, c), q in self.q_names.items() if not c.is_number and q not in self.contracted},
+                            key=sp.default_sort_key)
+        self.replacements, reduced = sp.cse(self.coefs, symbols=sp.numbered_symbols("k", cls=EngineSymbol),
+                                            order="none")
+        coef_name = dict(zip(self.coefs, reduced))
+        self.q_expr = {name: coef_name.get(c, c) * bar(y) for (y, c), name in self.q_names.items()}
         self.accumulators = accumulators(block, self) if lean else {}  # q -> its sum over time, (N, size)
         self.slots = self._slots()  # q -> the per-step places it is stored in (computed into the first)
+        self.factored = self._factored()  # accumulated q -> its coefficient, applied once after the loop
         self.emitted_q = set()
         self.fixed_adjoints = []  # per transposed group of spreads and folds: the lines computing it
         self.shared_names = sp.numbered_symbols("w", cls=EngineSymbol)  # factors shared by the q's of one consumer
@@ -79,6 +82,18 @@ class BackwardWriter:
             if q not in self.accumulators:
                 slots.setdefault(q, []).append(f"{buffer}[t]")
         return slots
+
+    def _factored(self):
+        """The accumulated q's (no slot) whose coefficient is the same at every step and for every row (vector
+        parameters, lets of them): the adjoint alone is summed in the loop, times the coefficient after it."""
+        block, out = self.block, {}
+        for (y, c), q in self.q_names.items():
+            if q not in self.accumulators or q in self.slots or c.is_number or c.atoms(MatVec):
+                continue
+            if all(s in block.parameter_lets or (isinstance(s, Param) and s.name in block.params
+                                                 and not block.params[s.name].is_matrix) for s in c.free_symbols):
+                out[q] = c
+        return out
 
     def _content(self, g):
         return tuple(self.q_of_term[id(self.block._term(g.vector, m))] for m in g.atoms)
@@ -117,7 +132,7 @@ class BackwardWriter:
         """The body of the backward loop: load, coefficients, adjoints, stores."""
         block, body = self.block, []
         needed = set()
-        for c in self.coefs:
+        for c in self.coefs + [c.args[1] * rest for _g, c, rest, _code in self.contracted.values()]:
             needed |= c.free_symbols | c.atoms(MatVec)
         remade = [g for g in block.groups.values() if self.lean and g.index in block.transient
                   and any(m in needed for m in g.atoms)]  # the spreads and folds the coefficients read
@@ -154,8 +169,11 @@ class BackwardWriter:
         """Compute the q's of consumer ``y`` (sharing their common factors through ``cse``):
         into their buffer slot when they have one."""
         names = [name for (consumer, _), name in self.q_names.items()
-                 if consumer == y and name not in self.emitted_q]
+                 if consumer == y and name not in self.emitted_q and name not in self.contracted]
         self.emitted_q.update(names)
+        summed = [f"{self.accumulators[name]} += {self.printer.doprint(bar(y))}" for name in names
+                  if name in self.factored]
+        names = [name for name in names if name not in self.factored]
         shared, exprs = sp.cse([self.q_expr[n] for n in names], symbols=self.shared_names, order="none")
         lines = [f"{sym} = {self.printer.doprint(expr)}" for sym, expr in shared]
         for name, expr in zip(names, exprs):
@@ -163,9 +181,9 @@ class BackwardWriter:
             if not slots:  # (an adjoint itself needs no copy in one step's buffer)
                 lines.append(f"{name} = {self.printer.doprint(expr)}")
                 continue
-            lines += [f"{name} = {slots[0]}", self.printer.into(name, expr)]
+            lines += [f"{name} = {slots[0]}"] + self.printer.into(name, expr)
             lines += [f"{slot} = {name}" for slot in slots[1:]]
-        return lines + [f"{self.accumulators[name]} += {name}" for name in names if name in self.accumulators]
+        return lines + [f"{self.accumulators[name]} += {name}" for name in names if name in self.accumulators] + summed
 
     def _adjoint_of(self, u, sends, external=False, carried=False):
         """Code of ``bar u`` at this step: its elementwise terms' q's, then the stacked product of
@@ -176,7 +194,14 @@ class BackwardWriter:
             g = block.groups[u]
             name, content = self.group_buffer[g.index], self._content(g)
             source = content[0] if len(content) == 1 else (name if name in self.step_only else f"{name}[t]")
-            if block._fixed_group(g):  # the transposes of spreads and folds: sums and copies
+            contracted = [q for q, (group, *_rest) in self.contracted.items() if group == g.index]
+            if contracted:  # the sum of an elementwise product with a copy, as one batched product
+                _g, spread, rest, code = self.contracted[contracted[0]]
+                parts.append(f"a{len(self.fixed_adjoints)}")
+                factor = self.printer.doprint(rest * bar(self._consumer(contracted[0])))
+                vector = self.printer._print(spread.args[1])
+                self.fixed_adjoints.append([f"{parts[-1]} = {code(factor, vector)}"])
+            elif block._fixed_group(g):  # the transposes of spreads and folds: sums and copies
                 parts.append(f"a{len(self.fixed_adjoints)}")
                 self.fixed_adjoints.append(block._fixed_lines(g, source, parts[-1], transpose=True))
             else:
@@ -214,7 +239,7 @@ class BackwardWriter:
                 if buffer not in summed:
                     summed.add(buffer)
                     whole = buffer if buffer in self.accumulators.values() else f"{buffer}.reshape(T * N, -1)"
-                    lines.append(f"    sum_{buffer} = {whole}.sum(axis=0)")
+                    lines.append(f"    sum_{buffer} = {whole}.sum(axis=0){self._factor_of(buffer)}")
                 sums.append(f"sum_{buffer}" + (f"[{columns}]" if columns else ""))
             lines.append(f"    grads[{p!r}] = {' + '.join(sums) if sums else f'np.zeros(params[{p!r}].shape, dtype=dtype)'}")
         dx = []
@@ -229,6 +254,17 @@ class BackwardWriter:
         lines.append(f"    dX = {' + '.join(dx) if dx else 'np.zeros_like(X)'}")
         lines.append("    return grads, dX, {" + ", ".join(f"{s!r}: {code_name(s, 'carry')}" for s in block.states) + "}")
         return lines
+
+    def _factor_of(self, buffer):
+        """`` * coefficient`` of a factored accumulator (its parameter lets read from the cache's one row)."""
+        for q, c in self.factored.items():
+            if self.accumulators[q] == buffer:
+                once = {b: f"{code_name(parse(b)[0], 'C')}[0, 0]" for b in self.block.parameter_lets}
+                return f" * ({StepPrinter(once).doprint(c)})"
+        return ""
+
+    def _consumer(self, q):
+        return next(y for (y, _c), name in self.q_names.items() if name == q)
 
     def _location(self, q):
         """``(buffer, columns)`` of q's values at all steps (``columns`` None: the whole buffer)."""

@@ -27,7 +27,7 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from .. import cache
 from .bptt import assemble, local_terms
-from .functions import RULES, rule_of
+from .functions import BUILTIN_FUNCTIONS, IN_PLACE, RULES, rule_of
 from .hoist import forward_lines, hoisted_groups
 from .stored import own_functions_only
 from .structure import fixed_code, fold_values, spread_values
@@ -75,15 +75,43 @@ class StepPrinter(PythonCodePrinter):
     def _print_MatVec(self, expr):
         return self.names[expr]
 
-    def into(self, target, expr):
-        """Code that computes ``expr`` into the existing array ``target`` (no copy of a temporary)."""
-        if isinstance(expr, (sp.Add, sp.Mul)) and len(expr.args) >= 2:
-            ufunc = "np.add" if isinstance(expr, sp.Add) else "np.multiply"
-            rest = expr.func(*expr.args[:-1])
-            return f"{ufunc}({self.doprint(rest)}, {self.doprint(expr.args[-1])}, out={target})"
+    def into(self, target, expr) -> list:
+        """Lines that compute ``expr`` into the existing array ``target`` with few temporaries: a sum's first
+        term, a product's first factors and the argument of a function that works in place
+        (:data:`~symrnn.engine.functions.IN_PLACE`) are computed in ``target`` itself, the rest is added,
+        multiplied or applied there.  (``target`` is a fresh slot of this step: ``expr`` never reads it.)"""
+        if isinstance(expr, sp.Add):  # compound terms first, into target; atoms are added to it
+            first, *rest = sorted(expr.args, key=_named)
+            if _named(first):  # two names: one np.add
+                lines = [f"np.add({self.doprint(first)}, {self.doprint(rest[0])}, out={target})"]
+                rest = rest[1:]
+            else:
+                lines = self.into(target, first)
+            for term in rest:
+                negated = -term
+                if term.could_extract_minus_sign() and not isinstance(negated, sp.Add):
+                    lines.append(f"np.subtract({target}, {self.doprint(negated)}, out={target})")
+                else:
+                    lines.append(f"np.add({target}, {self.doprint(term)}, out={target})")
+            return lines
+        if isinstance(expr, sp.Mul):
+            *head, last = expr.args
+            if len(head) == 1:
+                return [f"np.multiply({self.doprint(head[0])}, {self.doprint(last)}, out={target})"]
+            return self.into(target, sp.Mul(*head, evaluate=False)) + [
+                f"np.multiply({target}, {self.doprint(last)}, out={target})"]
         if isinstance(expr, sp.Function) and not isinstance(expr, MatVec) and rule_of(expr).writes_into:
-            return f"{function_name(expr)}({', '.join(self.doprint(a) for a in expr.args)}, out={target})"
-        return f"{target}[...] = {self.doprint(expr)}"
+            name = function_name(expr)
+            if (len(expr.args) == 1 and rule_of(expr).name in IN_PLACE and type(expr) in BUILTIN_FUNCTIONS
+                    and not _named(expr.args[0])):
+                return self.into(target, expr.args[0]) + [f"{name}({target}, out={target})"]
+            return [f"{name}({', '.join(self.doprint(a) for a in expr.args)}, out={target})"]
+        return [f"{target}[...] = {self.doprint(expr)}"]
+
+
+def _named(expr) -> bool:
+    """Whether generated code reads ``expr`` by a name or a literal (no arithmetic to do)."""
+    return expr.is_Atom or isinstance(expr, MatVec)
 
 
 def fresh(name, shape, dtype):
@@ -339,7 +367,7 @@ class BlockCode:
                 continue
             body.append(f"{code_name(e.target)} = " + (f"{code_name(base, 'S')}[t + 1]" if e.kind == "state"
                                                        else f"{code_name(base, 'C')}[t]"))
-            body.append(printer.into(code_name(e.target), e.rhs))
+            body += printer.into(code_name(e.target), e.rhs)
         lines += ["        " + b for b in body]
         cache = [f"{'S_' + s!r}: {code_name(s, 'S')}" for s in self.states]
         cache += [f"{'C_' + b!r}: {code_name(b, 'C')}" for b in self.lets]

@@ -39,8 +39,10 @@ def scalar_sources() -> dict:
         "sgn": "def sgn__fn(a):\n    return 1.0 if a > 0 else (-1.0 if a < 0 else (0.0 if a == 0 else a))\n",
         "maximum": "def maximum__fn(a, b):\n    return a if (a >= b or a != a) else b\n",
         "minimum": "def minimum__fn(a, b):\n    return a if (a <= b or a != a) else b\n",
-        # NumPy's logaddexp(0, a); Numba cannot compile the rule itself (a ufunc called with out=)
+        # the NumPy rules' max(a, 0) + log1p(exp(-|a|)); Numba cannot compile the rules themselves (out=)
         "softplus": "def softplus__fn(a):\n    return (a if a > 0 else 0.0) + math.log1p(math.exp(-abs(a)))\n",
+        "log_sigmoid": ("def log_sigmoid__fn(a):\n"
+                        "    return -((0.0 if a > 0 else -a) + math.log1p(math.exp(-abs(a))))\n"),
     }
 
 

@@ -157,3 +157,38 @@ def fixed_code(specs, slices, source, target, transpose, bind=False):
         else:
             lines.append(f"{target}{f'[:, {a}:{b}]' if a is not None else ('' if bind else '[...]')} = {call}")
     return lines
+
+
+def contraction_code(spread, other, factor, vector):
+    """Code of ``E^T (X * (E' w))`` as one batched product, or None: ``spread`` and ``other`` are the
+    ``(kind, repeat, block)`` of the spreads ``E`` and ``E'``, ``factor`` and ``vector`` the code of ``X``
+    (``(N, A*R*B)``) and ``w``.
+
+    Two shapes of a matrix cell's backward are such sums: ``E`` copies every entry (``block`` 1, viewing
+    ``X`` as rows of ``R``) and ``E'`` varies along them (``block`` ``R``): ``C q`` for each row, ``X``
+    ``(R', R)`` times ``w`` ``(R, 1)``; or ``E'`` copies every entry ``repeat = B`` times and ``E`` sums over
+    its copies: ``w^T X`` for ``w`` ``(1, R)`` and ``X`` ``(R, B)``.  Each saves making the copy ``E' w``,
+    the product and the sum (three passes over the matrix state) for one pass of BLAS.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from symrnn.engine.structure import contraction_code, fold_values, spread_values
+    >>> rng = np.random.default_rng(0)
+    >>> N, X, B = 2, rng.normal(size=(2, 12)), rng.normal(size=(2, 4))   # 3 channels x 4 states; B_t
+    >>> code = contraction_code(("spread", 4, 1), ("spread", 3, 4), "X", "B")
+    >>> bool(np.allclose(eval(code), fold_values(X * spread_values(B, 3, 4), 4, 1)))
+    True
+    >>> u = rng.normal(size=(2, 3))
+    >>> code = contraction_code(("spread", 3, 4), ("spread", 4, 1), "X", "u")
+    >>> bool(np.allclose(eval(code), fold_values(X * spread_values(u, 4, 1), 3, 4)))
+    True
+    """
+    (kind, repeat, block), (kind2, repeat2, block2) = spread[:3], other[:3]
+    if kind != "spread" or kind2 != "spread":
+        return None
+    if str(block) == "1" and str(block2) == str(repeat):
+        return f"np.matmul(({factor}).reshape(-1, {repeat2}, {block2}), ({vector}).reshape(-1, {block2}, 1)).reshape(N, -1)"
+    if str(block2) == "1" and str(repeat2) == str(block):
+        return f"np.matmul(({vector}).reshape(-1, 1, {repeat}), ({factor}).reshape(-1, {repeat}, {block})).reshape(N, -1)"
+    return None

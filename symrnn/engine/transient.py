@@ -25,7 +25,9 @@ products), the sums up to their order of addition.
 """
 from __future__ import annotations
 
-from .symbols import Param, linear_maps, parse
+import sympy as sp
+
+from .symbols import MatVec, Param, linear_maps, parse
 
 
 def parameter_lets(block) -> set:
@@ -94,3 +96,34 @@ def accumulators(block, writer) -> dict:
     kept = {writer.q_of_term[id(t)] for t in block.sweep.inputs if t.matrix is None}
     kept |= {q for (consumer, _coef), q in writer.q_names.items() if consumer in hoisted}
     return {q: buffer for q, (buffer, _size) in writer.extra.items() if q not in kept}
+
+
+def contractions(block, writer) -> dict:
+    """q -> ``(group, spread, rest, code)`` for each q summed back through a transient spread ``E`` whose
+    coefficient is another spread ``E' w`` times ``rest``, in a shape of
+    :func:`~symrnn.engine.structure.contraction_code`: ``code(factor, vector)`` is then the sum in one
+    batched product, and the q is never made (nor ``E' w`` for it).  The q must be that group's only one,
+    in one step's buffer, read by no other group and by no gradient after the loop."""
+    from .structure import contraction_code
+    fixed = {name: spec.fixed for name, spec in block.params.items() if spec.fixed}
+    owners = {}
+    for g in block.groups.values():
+        for q in writer._content(g):
+            owners.setdefault(q, []).append(g)
+    out = {}
+    for (_y, c), q in writer.q_names.items():
+        groups = owners.get(q, [])
+        if len(groups) != 1 or writer.group_buffer[groups[0].index] not in writer.step_only:
+            continue
+        g = groups[0]
+        if (g.index not in block.transient or len(g.atoms) != 1 or writer._content(g) != (q,)
+                or q in writer.extra):
+            continue
+        for factor in (c.args if isinstance(c, sp.Mul) else (c,)):
+            if isinstance(factor, MatVec) and factor.args[0].name in fixed:
+                first, second = fixed[g.atoms[0].args[0].name], fixed[factor.args[0].name]
+                if contraction_code(first, second, "", "") is not None:
+                    out[q] = (g.index, factor, c / factor,
+                              lambda X, w, first=first, second=second: contraction_code(first, second, X, w))
+                    break
+    return out
