@@ -222,34 +222,7 @@ def _run(args, parser) -> int:
             print(f"  {name:<13}{paper}")
         return 0
     if args.command == "derive":
-        from .report import write_report
-
-        suffix = Path(args.output).suffix.lstrip(".").lower() if args.output else ""
-        if args.format is None:
-            args.format = suffix if suffix in ("tex", "pdf", "md") else "tex"
-        elif suffix in ("tex", "pdf", "md") and suffix != args.format:
-            raise UnknownNameError(f"--format {args.format} but -o {args.output!r} ends in .{suffix}; "
-                                   f"give one or the other, or make them agree.")
-
-        if args.output is None:
-            from .report import document_text
-
-            if args.format == "pdf":
-                raise UnknownNameError("--format pdf writes a file: give -o FILE.pdf.")
-            print(document_text(build_model(args), args.format, args.exercises, args.sensitivities), end="")
-            return 0
-        from .fileio import check_writable
-
-        check_writable(args.output)  # a folder that cannot be written fails before the derivation
-        model = build_model(args)
-        print(f"deriving the report of {model!r} (large cells take a minute) ...", file=sys.stderr, flush=True)
-        path = write_report(model, args.format, args.output, args.exercises, args.sensitivities)
-        print(f"wrote {path}")
-        if args.exercises:
-            from .report import answers_path
-
-            print(f"wrote {answers_path(path)} (the answers)")
-        return 0
+        return _derive(args)
     if args.command == "derive-all":
         from .report import write_all
 
@@ -274,6 +247,37 @@ def _run(args, parser) -> int:
     if args.command == "decay":
         return _decay(args)
     parser.print_help()
+    return 0
+
+
+def _derive(args) -> int:
+    from .report import write_report
+
+    suffix = Path(args.output).suffix.lstrip(".").lower() if args.output else ""
+    if args.format is None:
+        args.format = suffix if suffix in ("tex", "pdf", "md") else "tex"
+    elif suffix in ("tex", "pdf", "md") and suffix != args.format:
+        raise UnknownNameError(f"--format {args.format} but -o {args.output!r} ends in .{suffix}; "
+                               f"give one or the other, or make them agree.")
+
+    if args.output is None:
+        from .report import document_text
+
+        if args.format == "pdf":
+            raise UnknownNameError("--format pdf writes a file: give -o FILE.pdf.")
+        print(document_text(build_model(args), args.format, args.exercises, args.sensitivities), end="")
+        return 0
+    from .fileio import check_writable
+
+    check_writable(args.output)  # a folder that cannot be written fails before the derivation
+    model = build_model(args)
+    print(f"deriving the report of {model!r} (large cells take a minute) ...", file=sys.stderr, flush=True)
+    path = write_report(model, args.format, args.output, args.exercises, args.sensitivities)
+    print(f"wrote {path}")
+    if args.exercises:
+        from .report import answers_path
+
+        print(f"wrote {answers_path(path)} (the answers)")
     return 0
 
 

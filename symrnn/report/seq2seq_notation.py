@@ -218,6 +218,19 @@ def _cell_rows(derivation, which):
     return [(a.lhs, a.rhs) for a in derivation.adjoints]
 
 
+def _stateless_part(block, name, forward, input_bar, gradient, sort):
+    """The rows of a stateless block (the bridge, the attentional combine): its equations, or the adjoint of
+    its input and each parameter's ``gradient(...)`` (by name with ``sort``, else in the block's order)."""
+    p = printer(name)
+    if block is None:
+        return [], p
+    if forward:
+        return _cell_rows(block, "forward"), p
+    rows = [(p.doprint(sp.Symbol(input_bar)), block.input_gradient)]
+    return rows + [(DL % p.doprint(Param(n)), gradient(block.gradients[n]))
+                   for n in (sorted(block.gradients, key=str) if sort else block.gradients)], p
+
+
 def seq2seq_part(d, part):
     """``(rows, printer)`` of one part of a :class:`~symrnn.models.seq2seq_derivation.Seq2SeqDerivation`
     (see :data:`symrnn.report.display.SEQ2SEQ_PARTS`); ``rows`` is empty when the model has no such block."""
@@ -226,15 +239,8 @@ def seq2seq_part(d, part):
         return _cell_rows(d.encoder, "forward" if part == "encoder" else "adjoints"), printer("enc")
     if part in ("decoder", "decoder_adjoints"):
         return _cell_rows(d.decoder, "forward" if part == "decoder" else "adjoints"), printer("dec")
-    if part in ("bridge", "bridge_adjoint"):
-        p = printer("bridge")
-        if d.bridge is None:
-            return [], p
-        if part == "bridge":
-            return _cell_rows(d.bridge, "forward"), p
-        rows = [(p.doprint(sp.Symbol("bar z")), d.bridge.input_gradient)]
-        names = sorted(d.bridge.gradients, key=str)  # applied once: no sum over steps
-        return rows + [(DL % p.doprint(Param(n)), _once(d.bridge.gradients[n])) for n in names], p
+    if part in ("bridge", "bridge_adjoint"):  # applied once: no sum over steps
+        return _stateless_part(d.bridge, "bridge", part == "bridge", "bar z", _once, sort=True)
     if part in ("attention", "attention_adjoints"):
         p = printer("attn")
         if d.attention is None:
@@ -244,13 +250,7 @@ def seq2seq_part(d, part):
             return [(e.lhs, e.rhs) for e in equations], p
         return [(attention_lhs(lhs, p), rhs) for lhs, rhs in adjoints], p
     if part in ("combine", "combine_adjoints"):
-        p = printer("combine")
-        if d.combine is None:
-            return [], p
-        if part == "combine":
-            return _cell_rows(d.combine, "forward"), p
-        rows = [(p.doprint(sp.Symbol("bar z[t]")), d.combine.input_gradient)]
-        return rows + [(DL % p.doprint(Param(n)), g) for n, g in d.combine.gradients.items()], p
+        return _stateless_part(d.combine, "combine", part == "combine", "bar z[t]", lambda g: g, sort=False)
     if part in ("readout", "readout_adjoints"):
         p = printer("readout")
         forward, adjoints = readout_equations(model, p)
