@@ -14,8 +14,9 @@ when a cell reads an equation (:func:`to_vocabulary`): ``Abs`` becomes
 constants (``pi``, ``E``) need no rule.
 
 ``softplus(u) = log(1 + exp(u))`` and ``log_sigmoid(u) = log(sigmoid(u))`` are
-evaluated without overflow on every route (``logaddexp``; never PyTorch's
-thresholded ``softplus``, which returns ``u`` itself above 20).
+evaluated without overflow on every route (``max(u, 0) + log1p(exp(-|u|))``, the
+formula of ``logaddexp``; never PyTorch's thresholded ``softplus``, which returns
+``u`` itself above 20).
 
 Subgradient conventions at the kinks (those of PyTorch's backward formulas):
 ``relu'(0) = 0`` (``step(0) = 0``); ``|u|' = sign(u)``, 0 at 0; at a tie of
