@@ -8,7 +8,7 @@ import pytest
 import symrnn as sr
 from symrnn.engine.backward_code import BackwardWriter
 from symrnn.engine.cells_matrix import mlstm, s6
-from symrnn.engine.structure import fold_values, spread_values, structural_matrix
+from symrnn.engine.structure import contraction_code, fold_values, spread_values, structural_matrix
 from symrnn.oracles import ScalarOracle
 
 
@@ -78,3 +78,60 @@ def test_the_fused_writer_keeps_the_stored_layout():
     m, _params, _X, _G = problem(s6(3))
     source = m.cell_code._forward_source(lean=False)
     assert all(f"empty('P{i}', (T," in source for i in m.cell_code.transient)
+
+
+@pytest.mark.parametrize("first, second", [
+    ((3, 4, 1), (1, 3, 4)),    # C q with one head: E copies every entry 4 times, E' tiles w of 4
+    ((6, 2, 1), (3, 2, 2)),    # C q per head (3 heads of 2 x 2)
+    ((1, 5, 3), (5, 3, 1)),    # w^T X: E' copies w 3 times, E sums over the 5 rows
+    ((2, 3, 4), (6, 4, 1)),    # w^T X per head
+])
+def test_a_sum_of_a_product_with_a_copy_is_one_batched_product(first, second):
+    """``E^T (X * (E' w))`` from :func:`contraction_code` against the products with the 0/1 matrices."""
+    rng = np.random.default_rng(2)
+    (A, R, B), (A2, R2, B2) = first, second
+    big = A * R * B
+    assert big == A2 * R2 * B2
+    E = structural_matrix("spread", big, A * B, R, B)
+    E2 = structural_matrix("spread", big, A2 * B2, R2, B2)
+    N, X, w = 3, rng.normal(size=(3, big)), rng.normal(size=(3, A2 * B2))
+    code = contraction_code(("spread", R, B), ("spread", R2, B2), "X", "w")
+    assert code is not None
+    np.testing.assert_allclose(eval(code, {"np": np, "N": N, "X": X, "w": w}), (X * (w @ E2.T)) @ E,
+                               rtol=1e-13, atol=1e-13)
+
+
+def test_no_batched_product_where_the_shapes_do_not_allow_it():
+    assert contraction_code(("spread", 4, 1), ("spread", 4, 1), "X", "w") is None  # the same copy twice
+    assert contraction_code(("spread", 3, 2), ("spread", 2, 3), "X", "w") is None
+    assert contraction_code(("fold", 4, 1), ("spread", 3, 4), "X", "w") is None
+
+
+def test_s6_and_mlstm_backwards_use_the_batched_products():
+    """S6: dutilde and dB without copying B or utilde over the state; A's gradient multiplied once."""
+    backward = sr.Model(s6(16), D=3, H=4, loss="upstream").cell_code.backward_source
+    loop, after = backward.split("for t in range(T - 1, -1, -1):")[1].split("grads = {}")
+    assert loop.count("np.matmul(") == 2
+    assert "spread__fn(B__t" not in loop and "spread__fn(utilde__t" not in loop
+    assert "+= A__bar_t" in loop and "* (A__C[0, 0])" in after
+    mbackward = sr.Model(mlstm(2), D=3, H=4, loss="upstream").cell_code.backward_source
+    assert mbackward.count("np.matmul(") >= 2  # dv and dk of v k^T
+
+
+def test_an_expression_computed_into_its_target_equals_the_expression():
+    """:meth:`StepPrinter.into`: sums, differences, products and functions applied in place."""
+    import sympy as sp
+    from symrnn.engine.codegen import StepPrinter
+    from symrnn.engine.functions import RULES, sigmoid, softplus
+
+    a, b, c = sp.symbols("a b c")
+    rng = np.random.default_rng(3)
+    values = {"a": rng.normal(size=(4, 5)), "b": rng.normal(size=(4, 5)), "c": rng.normal(size=5)}
+    namespace = {"np": np, **{f"{n}__fn": r.numpy for n, r in RULES.items()}, **values}
+    printer = StepPrinter({a: "a", b: "b", c: "c"})
+    for expr in (a + b + c, 1 - a * b, a * b * c - 2 * c, sigmoid(a * b + c), sp.tanh(1 - a), softplus(-a) * b,
+                 sp.exp(a) + sigmoid(b), -a * b, a * (b + c)):
+        expected = eval(printer.doprint(expr), dict(namespace))
+        scope = dict(namespace, out=np.full((4, 5), np.nan))
+        exec("\n".join(printer.into("out", expr)), scope)
+        np.testing.assert_allclose(scope["out"], expected, rtol=1e-14, atol=1e-15, err_msg=str(expr))

@@ -17,7 +17,12 @@ once, in place of every step's copy:
   coefficients read, and their adjoints live in one step's buffer (a fixed matrix has no
   gradient to sum after the loop);
 * **accumulated sums**: an adjoint term kept only for a vector parameter's gradient (its sum
-  over time and batch) is added into one ``(N, size)`` buffer at every step, not stored per step.
+  over time and batch) is added into one ``(N, size)`` buffer at every step, not stored per step;
+  when its coefficient is the same at every step and row (S6's ``A``), the adjoint alone is summed
+  and the coefficient applied once after the loop;
+* **batched products**: the adjoint sent back through a spread ``E`` of a term whose coefficient is
+  another spread ``E' w`` is ``E^T (X * (E' w))``, in the shapes of ``C q`` and ``w^T X`` one batched
+  matrix product (:func:`contractions`): neither the copy ``E' w`` nor the product is made.
 
 Only the NumPy code does this (``lean``); the fused writer (:mod:`symrnn.engine.fused_print`)
 keeps its own per-step layout.  The values are those of the stored layout (copies and the same
