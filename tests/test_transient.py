@@ -108,10 +108,11 @@ def test_no_batched_product_where_the_shapes_do_not_allow_it():
 
 
 def test_s6_and_mlstm_backwards_use_the_batched_products():
-    """S6: dutilde and dB without copying B or utilde over the state; A's gradient multiplied once."""
+    """S6: dutilde, dB and dC without copying B or utilde over the state or multiplying the state by the
+    copy of dCs (the adjoint of a fold); A's gradient multiplied once."""
     backward = sr.Model(s6(16), D=3, H=4, loss="upstream").cell_code.backward_source
     loop, after = backward.split("for t in range(T - 1, -1, -1):")[1].split("grads = {}")
-    assert loop.count("np.matmul(") == 2
+    assert loop.count("np.matmul(") == 3 and "fold__fn(" not in loop.split("a2 = ")[1].split("\n")[0]
     assert "spread__fn(B__t" not in loop and "spread__fn(utilde__t" not in loop
     assert "+= A__bar_t" in loop and "* (A__C[0, 0])" in after
     mbackward = sr.Model(mlstm(2), D=3, H=4, loss="upstream").cell_code.backward_source

@@ -132,7 +132,7 @@ class BackwardWriter:
         """The body of the backward loop: load, coefficients, adjoints, stores."""
         block, body = self.block, []
         needed = set()
-        for c in self.coefs + [c.args[1] * rest for _g, c, rest, _code in self.contracted.values()]:
+        for c in self.coefs + [w * X for _g, w, X, _code in self.contracted.values()]:
             needed |= c.free_symbols | c.atoms(MatVec)
         remade = [g for g in block.groups.values() if self.lean and g.index in block.transient
                   and any(m in needed for m in g.atoms)]  # the spreads and folds the coefficients read
@@ -196,11 +196,9 @@ class BackwardWriter:
             source = content[0] if len(content) == 1 else (name if name in self.step_only else f"{name}[t]")
             contracted = [q for q, (group, *_rest) in self.contracted.items() if group == g.index]
             if contracted:  # the sum of an elementwise product with a copy, as one batched product
-                _g, spread, rest, code = self.contracted[contracted[0]]
+                _g, w, X, code = self.contracted[contracted[0]]
                 parts.append(f"a{len(self.fixed_adjoints)}")
-                factor = self.printer.doprint(rest * bar(self._consumer(contracted[0])))
-                vector = self.printer._print(spread.args[1])
-                self.fixed_adjoints.append([f"{parts[-1]} = {code(factor, vector)}"])
+                self.fixed_adjoints.append([f"{parts[-1]} = {code(self.printer.doprint(X), self.printer._print(w))}"])
             elif block._fixed_group(g):  # the transposes of spreads and folds: sums and copies
                 parts.append(f"a{len(self.fixed_adjoints)}")
                 self.fixed_adjoints.append(block._fixed_lines(g, source, parts[-1], transpose=True))
@@ -262,9 +260,6 @@ class BackwardWriter:
                 once = {b: f"{code_name(parse(b)[0], 'C')}[0, 0]" for b in self.block.parameter_lets}
                 return f" * ({StepPrinter(once).doprint(c)})"
         return ""
-
-    def _consumer(self, q):
-        return next(y for (y, _c), name in self.q_names.items() if name == q)
 
     def _location(self, q):
         """``(buffer, columns)`` of q's values at all steps (``columns`` None: the whole buffer)."""

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .symbols import MatVec, Param, linear_maps, parse
+from .symbols import MatVec, Param, bar, linear_maps, parse
 
 
 def parameter_lets(block) -> set:
@@ -104,19 +104,21 @@ def accumulators(block, writer) -> dict:
 
 
 def contractions(block, writer) -> dict:
-    """q -> ``(group, spread, rest, code)`` for each q summed back through a transient spread ``E`` whose
-    coefficient is another spread ``E' w`` times ``rest``, in a shape of
-    :func:`~symrnn.engine.structure.contraction_code`: ``code(factor, vector)`` is then the sum in one
-    batched product, and the q is never made (nor ``E' w`` for it).  The q must be that group's only one,
-    in one step's buffer, read by no other group and by no gradient after the loop."""
+    """q -> ``(group, w, X, code)`` for each q = ``X * (E' w)`` summed back through a transient spread ``E``,
+    in a shape of :func:`~symrnn.engine.structure.contraction_code`: ``code(X, w)`` (their code) is then
+    the sum in one batched product, and the q is never made (nor ``E' w`` for it).  ``E' w`` is a factor of
+    q's coefficient, or q's adjoint itself when that is the copy ``F^T w`` of a fold's adjoint.  The q must
+    be that group's only one, in one step's buffer, read by no other group and by no gradient after the
+    loop."""
     from .structure import contraction_code
     fixed = {name: spec.fixed for name, spec in block.params.items() if spec.fixed}
     owners = {}
     for g in block.groups.values():
         for q in writer._content(g):
             owners.setdefault(q, []).append(g)
+    folded = _folded_adjoints(block, writer, fixed)
     out = {}
-    for (_y, c), q in writer.q_names.items():
+    for (y, c), q in writer.q_names.items():
         groups = owners.get(q, [])
         if len(groups) != 1 or writer.group_buffer[groups[0].index] not in writer.step_only:
             continue
@@ -124,11 +126,33 @@ def contractions(block, writer) -> dict:
         if (g.index not in block.transient or len(g.atoms) != 1 or writer._content(g) != (q,)
                 or q in writer.extra):
             continue
+        first = fixed[g.atoms[0].args[0].name]
         for factor in (c.args if isinstance(c, sp.Mul) else (c,)):
             if isinstance(factor, MatVec) and factor.args[0].name in fixed:
-                first, second = fixed[g.atoms[0].args[0].name], fixed[factor.args[0].name]
+                second = fixed[factor.args[0].name]
                 if contraction_code(first, second, "", "") is not None:
-                    out[q] = (g.index, factor, c / factor,
+                    out[q] = (g.index, factor.args[1], c / factor * bar(y),
                               lambda X, w, first=first, second=second: contraction_code(first, second, X, w))
                     break
+        else:  # bar y itself a copy F^T w (the adjoint of a fold): E^T (c * (F^T w))
+            if y in folded and contraction_code(first, folded[y][1], "", "") is not None:
+                w, second = folded[y]
+                out[q] = (g.index, w, c,
+                          lambda X, w, first=first, second=second: contraction_code(first, second, X, w))
+    return out
+
+
+def _folded_adjoints(block, writer, fixed) -> dict:
+    """y -> (the q it is copied from, the copy's spec) for each y whose adjoint is only ``F^T q``: every
+    consumer of y reads it through one transient fold ``F y`` (S6's ``sw``: ``Cs = F_s sw``)."""
+    from .codegen import EngineSymbol  # the module that calls this one
+    out = {}
+    for a in block.sweep.adjoints:
+        g = block.groups.get(a.target)
+        if (a.external or a.carried or not a.sends or any(t.matrix is None for t in a.sends) or g is None
+                or g.index not in block.transient or len(g.atoms) != 1 or writer._content(g)[0] in writer.extra):
+            continue
+        kind, repeat, block_size = fixed.get(g.atoms[0].args[0].name, ("", 0, 0))[:3]
+        if kind == "fold":
+            out[a.target] = (EngineSymbol(writer._content(g)[0]), ("spread", repeat, block_size))
     return out
