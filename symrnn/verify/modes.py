@@ -160,6 +160,12 @@ class Adapter:
                                 f"gradients in the order {order}: two swapped gradients look like this)") from None
 
 
+def step_name(state) -> str:
+    """The name step mode gives the gradient of the previous state ``state`` its backward returns (the
+    roles ``dh0``, ``dc0``): ``dprev_h``, ``dprev_c``, as CS231n's step functions call them."""
+    return f"dprev_{state}"
+
+
 class LayerFunctions(Adapter):
     """Layer mode (``rnn_forward``/``rnn_backward``) and step mode (``*_step_forward/backward``)."""
 
@@ -225,12 +231,13 @@ class LayerFunctions(Adapter):
                         lambda v: self._sequence_out(v, f"dx returned by {what}", D, T, N), what,
                         np.shape(data["x"]))
         for key, state in (("dh0", "h"), ("dc0", "c")):
-            if key in bout:
-                self.record(run, key, bout[key], model.initial_state_key(state),
-                            lambda v, key=key: L.state_from_user(v, f"{key} returned by {what}", (N, H)), what,
+            if key in bout:  # a step's: dprev_h, dprev_c (the message leaving h_{t-1}), as the step names them
+                name = step_name(state) if self.step else key
+                self.record(run, name, bout[key], model.initial_state_key(state),
+                            lambda v, name=name: L.state_from_user(v, f"{name} returned by {what}", (N, H)), what,
                             np.shape(data.get(f"{state}0")) if f"{state}0" in data else None)
         for state, value in self._states_dict(bout.get("ds0", {}), what).items():  # dL/d(initial state), by name
-            self.record(run, f"d{state}0", value, model.initial_state_key(state),
+            self.record(run, step_name(state) if self.step else f"d{state}0", value, model.initial_state_key(state),
                         lambda v, s=state: L.state_from_user(v, f"ds0[{s!r}] returned by {what}",
                                                              (N, model.state_size(s))))
         return run

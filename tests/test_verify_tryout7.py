@@ -1,0 +1,89 @@
+"""tryout6's rough edges left by vfix and vfix2 (notes/tryout6.md, 9e, 9g, 9h, 9b): a gradient that
+is not finite is shown and said to be so, step mode names its own gradients, a bidirectional
+backward direction whose dx is not reversed in time is named, and a forget bias added inside the
+forward is found by the search of conventions."""
+import numpy as np
+import pytest
+
+import symrnn.verify as V
+
+
+def clipped_rnn(poison=None):
+    """CS231n's tanh RNN whose backward clips the running gradient to a norm of 5 per step (0 / 0 when
+    the upstream gradient is zero: NaN); ``poison="inf"`` puts inf in db instead."""
+    def rnn_forward(x, h0, Wx, Wh, b):
+        hs, h = [], h0
+        for t in range(x.shape[1]):
+            h = np.tanh(x[:, t] @ Wx + h @ Wh + b)
+            hs.append(h)
+        return np.stack(hs, 1), (x, h0, Wx, Wh, np.stack(hs, 1))
+
+    def rnn_backward(dh, cache):
+        x, h0, Wx, Wh, hs = cache
+        dx, dWx, dWh, db, carry = np.zeros_like(x), np.zeros_like(Wx), np.zeros_like(Wh), np.zeros(Wh.shape[0]), 0
+        for t in reversed(range(x.shape[1])):
+            g = dh[:, t] + carry
+            if poison == "nan":
+                with np.errstate(all="ignore"):
+                    norm = np.linalg.norm(g)
+                    g = g / norm * min(norm, 1e9)
+            da = g * (1 - hs[:, t] ** 2)
+            prev = hs[:, t - 1] if t > 0 else h0
+            dx[:, t], dWx, dWh, db = da @ Wx.T, dWx + x[:, t].T @ da, dWh + prev.T @ da, db + da.sum(0)
+            carry = da @ Wh.T
+        if poison == "inf":
+            db = db.copy()
+            db[1] = np.inf
+        return dx, carry, dWx, dWh, db
+    return rnn_forward, rnn_backward
+
+
+def test_a_right_clipped_rnn_is_right():
+    assert V.verify_layer(*clipped_rnn(), "rnn-tanh", "cs231n").ok
+
+
+def test_nan_gradients_are_shown_as_nan_and_said_not_finite():
+    result = V.verify_layer(*clipped_rnn("nan"), "rnn-tanh", "cs231n")
+    assert not result.ok
+    bad = [g for g in result.gradients if g.name == "dWx"][0]
+    assert np.isnan(bad.user_norm), "a NaN gradient's norm was shown as a number"
+    assert bad.not_finite > 0 and bad.first_not_finite == (0, 0)
+    report = str(result)
+    assert "0.0000e+00" not in report.split("\n\n")[1].split("\n")[2], report
+    assert "dWx (not finite)" in result.verdict()
+    summary = result.summary()
+    assert "not finite" in summary and "dWx (NaN in" in summary and "first at dWx[0, 0]" in summary, summary
+    assert result.to_json()["gradients"][0]["not_finite"] > 0
+
+
+def test_an_inf_gradient_is_shown_as_inf_with_its_entry():
+    result = V.verify_layer(*clipped_rnn("inf"), "rnn-tanh", "cs231n")
+    assert not result.ok
+    db = [g for g in result.gradients if g.name == "db"][0]
+    assert db.user_norm == np.inf and db.not_finite == 1 and db.first_not_finite == (1,)
+    assert [g.name for g in result.wrong] == ["db"]
+    assert "db (inf in 1 of 4 entries" in result.summary() and "first at db[1]" in result.summary(), result.summary()
+
+
+def test_a_forward_that_is_not_finite_is_said_so_in_the_verdict():
+    forward, backward = clipped_rnn()
+
+    def nan_forward(x, h0, Wx, Wh, b):
+        h, cache = forward(x, h0, Wx, Wh, b)
+        h = h.copy()
+        h[:, 3:] = np.nan
+        return h, cache
+    result = V.verify_layer(nan_forward, backward, "rnn-tanh", "cs231n")
+    assert not result.ok and not result.forward.ok
+    assert result.verdict().startswith("FORWARD DIFFERS: rnn-tanh layer code's forward is not finite (h at step 4)"), \
+        result.verdict()
+
+
+def test_step_mode_names_the_steps_own_gradients():
+    from corpus import cs231n_lstm
+
+    right = V.verify_step(cs231n_lstm.lstm_step_forward, cs231n_lstm.make().lstm_step_backward, "lstm", "cs231n")
+    assert right.ok and {"dx", "dprev_h", "dprev_c"} <= {g.name for g in right.gradients}, str(right)
+    wrong = cs231n_lstm.make("cell_path_dropped")
+    found = V.verify_step(wrong.lstm_step_forward, wrong.lstm_step_backward, cell=None, layout=None)
+    assert not found.ok and "dprev_c" in found.verdict() and "dc0" not in str(found), str(found)
