@@ -87,3 +87,49 @@ def test_step_mode_names_the_steps_own_gradients():
     wrong = cs231n_lstm.make("cell_path_dropped")
     found = V.verify_step(wrong.lstm_step_forward, wrong.lstm_step_backward, cell=None, layout=None)
     assert not found.ok and "dprev_c" in found.verdict() and "dc0" not in str(found), str(found)
+
+
+def bigru_loss(dx="right"):
+    """A bidirectional GRU (merge sum) + nn.Linear + summed cross-entropy, written with one nn.GRU per
+    direction, the backward one reading x reversed; returns dL/dx and dL/dh0 too. ``dx``: ``"right"``,
+    ``"bwd-not-reversed"`` (the backward direction's dx left in its own time order), ``"fwd-reversed"``,
+    ``"scaled"`` (the backward direction's dx 1% too large: no time order explains it)."""
+    import torch
+
+    def loss(params, x, h0, y):
+        D, H = x.shape[2], h0.shape[2]
+        leaves = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+        xs = [torch.tensor(x, requires_grad=True), torch.tensor(x[::-1].copy(), requires_grad=True)]
+        h0t = torch.tensor(h0, requires_grad=True)
+        outs = []
+        for d, suffix in enumerate(("", "_reverse")):
+            gru = torch.nn.GRU(D, H).double()
+            own = {k: leaves[k + "_l0" + suffix] for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+            own = {k + "_l0": v for k, v in own.items()}
+            outs.append(torch.func.functional_call(gru, own, (xs[d], h0t[d:d + 1]))[0])
+        logits = (outs[0] + outs[1].flip(0)) @ leaves["weight"].T + leaves["bias"]
+        value = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), torch.tensor(y).reshape(-1),
+                                                  reduction="sum")
+        value.backward()
+        grads = {k: v.grad.numpy().copy() for k, v in leaves.items()}
+        fwd, bwd = xs[0].grad.numpy(), xs[1].grad.numpy()
+        grads["x"] = {"right": fwd + bwd[::-1], "bwd-not-reversed": fwd + bwd, "fwd-reversed": fwd[::-1] + bwd[::-1],
+                      "scaled": fwd + 1.01 * bwd[::-1]}[dx]
+        grads["h0"] = h0t.grad.numpy().copy()
+        return float(value.detach()), grads
+    return loss
+
+
+@pytest.mark.parametrize("dx", ["right", "bwd-not-reversed", "fwd-reversed", "scaled"])
+def test_a_direction_whose_dx_is_in_the_wrong_time_order_is_named(dx):
+    result = V.verify_loss(bigru_loss(dx), "gru", "pytorch", bidirectional=True, merge="sum")
+    assert result.ok == (dx == "right"), str(result)
+    if dx == "right":
+        return
+    assert [g.name for g in result.wrong] == ["dx"], str(result)
+    named = result.fingerprint.name if result.fingerprint is not None else None
+    expected = {"bwd-not-reversed": "backward-direction-dx-not-reversed",
+                "fwd-reversed": "forward-direction-dx-reversed", "scaled": None}[dx]
+    assert named == expected, str(result)
+    if expected:
+        assert "time" in result.summary() and "local derivative" not in str(result), str(result)
