@@ -133,3 +133,29 @@ def test_a_direction_whose_dx_is_in_the_wrong_time_order_is_named(dx):
     assert named == expected, str(result)
     if expected:
         assert "time" in result.summary() and "local derivative" not in str(result), str(result)
+
+
+def forget_biased_forward(bias=1.0):
+    """CS231n's LSTM forward (gates i, f, o, g) computing ``f = sigmoid(a_f + bias)`` (TF1, Jozefowicz)."""
+    from corpus import cs231n_lstm
+
+    def lstm_forward(x, h0, Wx, Wh, b):
+        H = h0.shape[1]
+        return cs231n_lstm.lstm_forward(x, h0, Wx, Wh, b + np.r_[np.zeros(H), np.full(H, bias), np.zeros(2 * H)])
+    return lstm_forward
+
+
+@pytest.mark.parametrize("bug", [None, "sigmoid_deriv_missing_gate"])
+def test_a_forget_bias_added_inside_the_forward_is_found(bug):
+    from corpus import cs231n_lstm
+
+    result = V.verify_layer(forget_biased_forward(), cs231n_lstm.make(bug).lstm_backward, cell=None, layout=None)
+    assert "a forget bias 1 added" in result.found, result.found
+    assert result.ok == (bug is None), str(result)
+
+
+def test_a_forget_bias_the_search_does_not_try_is_not_claimed():
+    from corpus import cs231n_lstm
+
+    with pytest.raises(Exception, match="no built-in cell"):
+        V.verify_layer(forget_biased_forward(0.3), cs231n_lstm.make().lstm_backward, cell=None, layout=None)
