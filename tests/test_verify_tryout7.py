@@ -159,3 +159,45 @@ def test_a_forget_bias_the_search_does_not_try_is_not_claimed():
 
     with pytest.raises(Exception, match="no built-in cell"):
         V.verify_layer(forget_biased_forward(0.3), cs231n_lstm.make().lstm_backward, cell=None, layout=None)
+
+
+def per_gate_mingru(bug=None):
+    """minGRU in CS231n's style with one array per gate: ``z = sigmoid(x Wz + bz)``, the candidate
+    ``x Wh + bh`` (``Wh`` is an input weight here: minGRU has no recurrent one); ``bug="dbz"``: the
+    bias gradient of z without sigmoid'."""
+    def sigmoid(a):
+        return 1 / (1 + np.exp(-a))
+
+    def mingru_forward(x, h0, Wz, bz, Wh, bh):
+        hs, h = [], h0
+        for t in range(x.shape[1]):
+            z, cand = sigmoid(x[:, t] @ Wz + bz), x[:, t] @ Wh + bh
+            h = (1 - z) * h + z * cand
+            hs.append(h)
+        return np.stack(hs, 1), (x, h0, Wz, bz, Wh, bh, np.stack(hs, 1))
+
+    def mingru_backward(dh, cache):
+        x, h0, Wz, bz, Wh, bh, hs = cache
+        grads = [np.zeros_like(a) for a in (Wz, bz, Wh, bh)]
+        dx, carry = np.zeros_like(x), np.zeros_like(h0)
+        for t in reversed(range(x.shape[1])):
+            prev = hs[:, t - 1] if t > 0 else h0
+            z, cand = sigmoid(x[:, t] @ Wz + bz), x[:, t] @ Wh + bh
+            g = dh[:, t] + carry
+            daz = g * (cand - prev) * (z * (1 - z) if bug != "dbz" else 1)
+            dcand = g * z
+            dx[:, t] = daz @ Wz.T + dcand @ Wh.T
+            for k, v in enumerate((x[:, t].T @ daz, daz.sum(0), x[:, t].T @ dcand, dcand.sum(0))):
+                grads[k] += v
+            carry = g * (1 - z)
+        return (dx, carry, *grads)
+    return mingru_forward, mingru_backward
+
+
+@pytest.mark.parametrize("bug", [None, "dbz"])
+def test_a_mingru_with_one_array_per_gate_is_found(bug):
+    result = V.verify_layer(*per_gate_mingru(bug), cell=None, layout=None)
+    assert "min-gru" in result.found and "one array per gate" in result.found, result.found
+    assert result.ok == (bug is None), str(result)
+    if bug:
+        assert "dWz" in result.verdict() and "dWh" not in result.verdict(), str(result)

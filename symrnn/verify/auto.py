@@ -30,7 +30,8 @@ from ..engine.cells import builtin_cell
 from ..errors import ShapeError, SymRNNError, UnknownNameError, UserCodeError, UserCodeExit
 from ..models.layouts import LAYOUTS, Layout, layout_for
 from .hygiene import guarded
-from .signatures import Signature
+from .pergate import find_per_gate, per_gate_roles
+from .signatures import Signature, gate_role
 from .trace import TracingError, user_line, equations_text, pseudo_cell, run_on_symbols, traced_array, traced_cell
 
 #: names people give the forward's arguments, by role (compared in lower case)
@@ -72,6 +73,9 @@ def forward_roles(fn) -> tuple:
             continue
         role = by_name.get(p.name.lower())
         (roles if role else unknown).append(role or p.name)
+    gated = per_gate_roles([p.name for p in parameters]) if unknown else None  # minGRU's Wz, bz, Wh, bh
+    if gated:
+        return gated
     if unknown or "x" not in roles or len(set(roles)) != len(roles):
         raise UnknownNameError(
             f"Cannot tell the roles of {getattr(fn, '__name__', 'the forward')}'s arguments "
@@ -162,14 +166,8 @@ def _matches(forward, roles, layout, model, cell, N=None):
     return bool(np.all(np.isfinite(h)) and np.allclose(h, exact, rtol=rtol, atol=atol))
 
 
-def reproduces(forward, roles, layout, model, cell, N=None):
-    """Public name of :func:`_matches` (the framework adapters match the cells of today with it)."""
-    return _matches(forward, roles, layout, model, cell, N)
-
-
-def probe_model(name):
-    """The built-in cell ``name`` at the probe's sizes (:data:`PROBE`), derived once per process."""
-    return _probe_model(name)
+reproduces = _matches  # public names: the framework adapters and the finders of cells of today use them
+probe_model = _probe_model  # the built-in cell at the probe's sizes (PROBE), derived once per process
 
 
 def _probe_states(forward, roles, layout, G, N=None):
@@ -255,6 +253,8 @@ def find(forward, *, step_forward=None, cell=None, layout=None) -> Found:
 
     if no_recurrent_weight(roles):
         return find_without_recurrent_weight(forward, roles, names, cell, layout)
+    if any(gate_role(r) for r in roles):
+        return find_per_gate(forward, roles, names, cell)
     candidates = [layout] if isinstance(layout, Layout) else layouts_for(roles, names)
     errors, ran = [], False
     for N in (None, 1):  # code written for one example at a time runs with N = 1 only

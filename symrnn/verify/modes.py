@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import ParameterError, ShapeError, UnknownNameError, UserCodeError
 from .hygiene import call, compare_runs, snapshot
-from .signatures import PARAMETER_ROLES
+from .signatures import is_parameter_role
 
 
 @dataclass
@@ -33,7 +33,7 @@ def as_tuple(out, expected, what):
         return (out,)
     if not isinstance(out, (tuple, list)) or len(out) != len(expected):
         got = f"{len(out)} values" if isinstance(out, (tuple, list)) else f"a {type(out).__name__}"
-        shown = [f"d{r}" if r in PARAMETER_ROLES and "dx" in expected else r for r in expected]
+        shown = [f"d{r}" if is_parameter_role(r) and "dx" in expected else r for r in expected]
         raise UserCodeError(f"{what} returned {got}; expected {len(expected)}: ({', '.join(shown)}).")
     return tuple(out)
 
@@ -223,7 +223,7 @@ class LayerFunctions(Adapter):
         if "grads" in bout:  # a dict in the layout's names (symrnn's own: NATIVE)
             run.grads, run.user_grads = self.grads_from_dict(bout["grads"], what, run.dtypes)
         else:
-            roles = {r: v for r, v in bout.items() if r in PARAMETER_ROLES}
+            roles = {r: v for r, v in bout.items() if is_parameter_role(r)}
             run.grads = self.grads_from_roles(roles, model.sizes, what)
             run.user_grads = {"d" + n: v for n, v in self.user_names(roles).items()}
         if "dx" in bout:
@@ -317,7 +317,7 @@ class LossFunction(Adapter):
     def __init__(self, model, layout, signature, fn, module=None):
         super().__init__(model, layout, signature)
         self.fn = fn
-        uses_params = "params" in signature.forward_args or any(r in PARAMETER_ROLES for r in signature.forward_args)
+        uses_params = "params" in signature.forward_args or any(is_parameter_role(r) for r in signature.forward_args)
         # the namespace the function reads its globals from (a module loaded from a file included)
         self.namespace = vars(module) if module is not None else (None if uses_params else fn.__globals__)
 
@@ -388,7 +388,7 @@ class LossFunction(Adapter):
             extra = {k: v for k, v in out["grads"].items() if k not in by_name}
             extra.update({r: v for r, v in out.items() if r in ("dx", "dh0", "dc0")})
         else:
-            roles = {r: v for r, v in out.items() if r in PARAMETER_ROLES}
+            roles = {r: v for r, v in out.items() if is_parameter_role(r)}
             extra = {r: v for r, v in out.items() if r in ("dx", "dh0", "dc0")}
         for v in list(roles.values()) + list(extra.values()):
             dtype_of(v, run.dtypes)
