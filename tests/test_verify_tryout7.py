@@ -184,3 +184,15 @@ def test_a_mingru_with_one_array_per_gate_is_found(bug):
     assert result.ok == (bug is None), str(result)
     if bug:
         assert "dWz" in result.verdict() and "dWh" not in result.verdict(), str(result)
+
+
+def test_a_step_taking_one_array_per_gate_is_told_to_go_through_its_layer():
+    from symrnn.errors import UnknownNameError
+
+    def mingru_step_forward(x, prev_h, Wz, bz, Wh, bh):
+        z = 1 / (1 + np.exp(-(x @ Wz + bz)))
+        h = (1 - z) * prev_h + z * (x @ Wh + bh)
+        return h, (x, prev_h, z)
+
+    with pytest.raises(UnknownNameError, match="one array per gate"):
+        V.verify_step(mingru_step_forward, lambda dh, cache: None, cell=None, layout=None)
