@@ -44,7 +44,7 @@ def time_order_of_dx(adapter, failing):
     model = adapter.model
     layers = getattr(model, "layers", None)
     name = model.input_name
-    if not layers or not layers[0].bidirectional or getattr(adapter, "targets", None) is None:
+    if getattr(adapter, "targets", None) is None or not layers or not getattr(layers[0], "bidirectional", False):
         return None
     if not all(name in run.grads and all(v.ok or v.name == "d" + name for v in verdicts) and
                any(not v.ok for v in verdicts) for _, run, _, _, verdicts in failing):
