@@ -305,7 +305,8 @@ def _judge_array(name, user, exact, tol, blocks=None) -> GradientVerdict:
         bool(np.all(ratio <= 1.0)), tuple(int(i) for i in worst),
         float(user[worst]) if ratio.size else 0.0, float(exact[worst]) if ratio.size else 0.0,
         worst_error=float(np.inf if bad[worst] else error[worst]) if ratio.size else 0.0,
-        size=int(user.size), not_finite=int(bad.sum()), first_not_finite=tuple(int(i) for i in np.argwhere(bad)[0]) if bad.any() else ())
+        size=int(user.size), not_finite=int(bad.sum()),
+        first_not_finite=tuple(int(i) for i in np.argwhere(bad)[0]) if bad.any() else ())
     for block, index in (blocks or []):
         verdict.blocks.append(BlockVerdict(block, float(np.max(np.where(bad, np.inf, error)[index], initial=0.0)),
                                            bool(np.all(ratio[index] <= 1.0)),

@@ -110,7 +110,8 @@ class Verification:
         if not self.forward.ok:
             at = f" at step {self.forward.step}" if self.forward.step else ""
             if self.forward.max_abs_error == float("inf"):
-                return _fit(f"FORWARD DIFFERS: {what}'s forward is not finite ({self.forward.quantity or 'output'}{at})")
+                return _fit(f"FORWARD DIFFERS: {what}'s forward is not finite "
+                            f"({self.forward.quantity or 'output'}{at})")
             return _fit(f"FORWARD DIFFERS: {what} computes another function ({self.forward.quantity or 'output'}"
                         f"{at})")
         if self.ok:
