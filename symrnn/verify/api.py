@@ -560,9 +560,9 @@ def _verify_stack_loss(fn, cell, layout, *, D, H, K, T, N, loss, reduction, arch
         raise UnknownNameError("mask=True: the signature takes no mask (add the role 'mask' where your loss takes "
                                "it), so padded cases cannot be run.")
     adapter = StackLossFunction(model, L, sig, fn)
-    adapter.strategy = stack_problems(_loss_targets(architecture, loss, K))  # search=: drawn stacked problems
+    targets = adapter.targets = _loss_targets(architecture, loss, K)  # probes draw their own problems too
+    adapter.strategy = stack_problems(targets)  # search=: drawn stacked problems
     plan = Plan(T=T, N=N, scale=scale, seed=seed, lengths=lengths)
-    targets = _loss_targets(architecture, loss, K)
     problems = [draw_stack(model, plan, t, f"T={t}", seed + k, targets) for k, t in enumerate([T] + _lengths(plan))]
     problems += _long(plan, T, lambda t, n: draw_stack(model, replace(plan, N=n), t, f"T={t}, N={n} {LONG_MARK}",
                                                         seed + 100, targets))

@@ -225,8 +225,9 @@ def exact_in_user_layout(adapter, ex, run):
         if key == "dx":
             conv = (lambda a: L.state_to_user(a[0])) if getattr(adapter, "step", False) else L.sequence_to_user
             exact_user[key], scale_user[key] = conv(ex.grads[model.input_name]), conv(ex.tol[model.input_name])
-        elif key in ("dh0", "dc0") or (key[1:-1] in model.state_names and key.endswith("0")):  # ds0's too
-            k = model.initial_state_key(key[1:-1])
+        elif key in ("dh0", "dc0") or (key[1:-1] in model.state_names and key.endswith("0")) or (
+                key.startswith("dprev_") and key[6:] in model.state_names):  # ds0's and step mode's too
+            k = model.initial_state_key(key[6:] if key.startswith("dprev_") else key[1:-1])
             exact_user[key], scale_user[key] = L.state_to_user(ex.grads[k]), L.state_to_user(ex.tol[k])
     return exact_user, scale_user
 

@@ -30,7 +30,8 @@ from ..engine.cells import builtin_cell
 from ..errors import ShapeError, SymRNNError, UnknownNameError, UserCodeError, UserCodeExit
 from ..models.layouts import LAYOUTS, Layout, layout_for
 from .hygiene import guarded
-from .signatures import Signature
+from .pergate import find_per_gate, per_gate_roles
+from .signatures import Signature, gate_role
 from .trace import TracingError, user_line, equations_text, pseudo_cell, run_on_symbols, traced_array, traced_cell
 
 #: names people give the forward's arguments, by role (compared in lower case)
@@ -72,6 +73,9 @@ def forward_roles(fn) -> tuple:
             continue
         role = by_name.get(p.name.lower())
         (roles if role else unknown).append(role or p.name)
+    gated = per_gate_roles([p.name for p in parameters]) if unknown else None  # minGRU's Wz, bz, Wh, bh
+    if gated:
+        return gated
     if unknown or "x" not in roles or len(set(roles)) != len(roles):
         raise UnknownNameError(
             f"Cannot tell the roles of {getattr(fn, '__name__', 'the forward')}'s arguments "
@@ -162,14 +166,8 @@ def _matches(forward, roles, layout, model, cell, N=None):
     return bool(np.all(np.isfinite(h)) and np.allclose(h, exact, rtol=rtol, atol=atol))
 
 
-def reproduces(forward, roles, layout, model, cell, N=None):
-    """Public name of :func:`_matches` (the framework adapters match the cells of today with it)."""
-    return _matches(forward, roles, layout, model, cell, N)
-
-
-def probe_model(name):
-    """The built-in cell ``name`` at the probe's sizes (:data:`PROBE`), derived once per process."""
-    return _probe_model(name)
+reproduces = _matches  # public names: the framework adapters and the finders of cells of today use them
+probe_model = _probe_model  # the built-in cell at the probe's sizes (PROBE), derived once per process
 
 
 def _probe_states(forward, roles, layout, G, N=None):
@@ -215,6 +213,32 @@ def _no_layout(forward, errors, arg_names, roles):
         + ": give --cell and --layout, or signature= in Python.")
 
 
+#: constants added to the gate f inside a forward (TF1's forget_bias=1.0), tried after none at all
+FORGET_BIASES = (1.0,)
+
+
+def _builtin(forward, roles, runnable, cell, N, forget_bias=0.0):
+    """The built-in cell (``cell``, or any) and gate order that ``forward`` computes in one of the
+    ``runnable`` layouts, with ``forget_bias`` added to the gate f inside (0: none), or None."""
+    families = [f for f in FAMILIES if cell is None or (isinstance(cell, str) and cell in f)]
+    for G, lay in runnable:
+        for family in families:
+            gates = GATES["rnn" if family[0].startswith("rnn") else family[0].split("-")[0]]
+            if len(gates) != G or (forget_bias and "f" not in gates):
+                continue
+            for name in family if cell is None else (cell,):
+                model = _probe_model(name)
+                for order in (itertools.permutations(gates) if G > 1 else [()]):
+                    candidate = replace(lay, gate_order=tuple(order), forget_bias=forget_bias)
+                    try:
+                        candidate.to_user(name, model.init_params(0))
+                    except SymRNNError:
+                        continue
+                    if _matches(forward, roles, candidate, model, name, N):
+                        return found_as(name, candidate, roles, forward, "built-in", N)
+    return None
+
+
 def find(forward, *, step_forward=None, cell=None, layout=None) -> Found:
     """What ``forward`` computes: a built-in cell, or one traced from the code (see the module).
 
@@ -229,6 +253,8 @@ def find(forward, *, step_forward=None, cell=None, layout=None) -> Found:
 
     if no_recurrent_weight(roles):
         return find_without_recurrent_weight(forward, roles, names, cell, layout)
+    if any(gate_role(r) for r in roles):
+        return find_per_gate(forward, roles, names, cell)
     candidates = [layout] if isinstance(layout, Layout) else layouts_for(roles, names)
     errors, ran = [], False
     for N in (None, 1):  # code written for one example at a time runs with N = 1 only
@@ -236,22 +262,10 @@ def find(forward, *, step_forward=None, cell=None, layout=None) -> Found:
         if not runnable:
             continue
         ran = True
-        families = [f for f in FAMILIES if cell is None or (isinstance(cell, str) and cell in f)]
-        for G, lay in runnable:
-            for family in families:
-                gates = GATES["rnn" if family[0].startswith("rnn") else family[0].split("-")[0]]
-                if len(gates) != G:
-                    continue
-                for name in family if cell is None else (cell,):
-                    model = _probe_model(name)
-                    for order in (itertools.permutations(gates) if G > 1 else [()]):
-                        candidate = replace(lay, gate_order=tuple(order))
-                        try:
-                            candidate.to_user(name, model.init_params(0))
-                        except SymRNNError:
-                            continue
-                        if _matches(forward, roles, candidate, model, name, N):
-                            return found_as(name, candidate, roles, forward, "built-in", N)
+        for bias in (0.0,) + FORGET_BIASES:  # a constant added to the forget gate inside the forward last
+            found = _builtin(forward, roles, runnable, cell, N, bias)
+            if found is not None:
+                return found
         _refuse_non_finite(forward, roles, runnable, N)
         if cell is not None and isinstance(cell, str):
             continue
@@ -269,7 +283,6 @@ def find(forward, *, step_forward=None, cell=None, layout=None) -> Found:
         raise TracingError(f"The forward computes no {cell!r} in any layout tried (it runs, but its states differ "
                            f"from the cell's): give --layout, or leave out --cell to find or trace what it computes.")
     raise _no_layout(forward, errors, arg_names, roles)
-
 
 
 def _refuse_non_finite(forward, roles, runnable, N):
@@ -303,12 +316,13 @@ def describe_layout(layout, cell=None):
              {"xh": "one W over [x, h]", "hx": "one W over [h, x]", "separate": ""}[layout.stacking],
              "vectors as columns" if layout.vectors == "columns" else "",
              "batch-major (N, T, D)" if layout.batch_major else "time-major (T, N, D)", f"{layout.bias_shape} bias"]
+    added = (f"; a forget bias {layout.forget_bias:g} added to the gate f inside the forward (symrnn's b_f is "
+             f"your b_f + {layout.forget_bias:g})" if layout.forget_bias else "")
     same = [name for name, preset in LAYOUTS.items()
             if (preset.convention, preset.vectors, preset.batch_major, preset.stacking, preset.bias_shape)
             == (layout.convention, layout.vectors, layout.batch_major, layout.stacking, layout.bias_shape)
             and (cell is None or not layout.gate_order or _preset_gates(name, cell) == tuple(layout.gate_order))]
-    return ", ".join(p for p in parts if p) + (f" (as {' and '.join(same)})" if same else "")
-
+    return ", ".join(p for p in parts if p) + (f" (as {' and '.join(same)})" if same else "") + added
 
 
 def _preset_gates(preset, cell):

@@ -14,9 +14,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..errors import SymRNNError
+from ..errors import SymRNNError, UnknownNameError
 from .auto import Found, describe_layout, find, forward_roles, layouts_for
-from .signatures import Signature
+from .signatures import Signature, gate_role
 from .trace import TracingError
 
 
@@ -28,6 +28,9 @@ def find_step(step_forward, *, cell=None, layout=None) -> Found:
     (the step computes no cell that can be found or traced) or
     :class:`~symrnn.errors.UnknownNameError` (its arguments' roles cannot be told from their names)."""
     roles = forward_roles(step_forward)
+    if any(gate_role(r) for r in roles):
+        raise UnknownNameError(f"The step takes one array per gate (arguments read as {list(roles)}): such code is "
+                               f"found in layer mode only; verify its layer, or give --cell and --layout.")
     names = [p.name for p in inspect.signature(step_forward).parameters.values()
              if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     errors = []

@@ -12,6 +12,7 @@ from ..models.clipping import as_clipping
 from ..errors import ShapeError, UnknownNameError, UserCodeError
 from ..models.truncated import Truncation, as_truncation
 from .assess import assess
+from .directions import time_order_of_dx
 from .diagnose import common_factor, explain_clipping, fingerprint, forward_fingerprint, localise, message_probe, \
     refine_by_fingerprint, transposed_returns, wrong_input_steps
 from .kinks import explain_kinks
@@ -183,7 +184,8 @@ def _name_mistake(adapter, failing, forward_mistake):
     if not failing:
         return forward_mistake, None, {}
     if not model.one_cell:  # several cells wired: no single-cell sweep
-        return forward_mistake, explain_clipping(model, failing), {}
+        mistake = forward_mistake or time_order_of_dx(adapter, failing)  # a bidirectional layer's dx
+        return mistake, None if mistake is not None else explain_clipping(model, failing), {}
     kink = explain_kinks(model, failing)  # before the catalogue: at a kink, "relu' missing" gives the same numbers
     if kink is not None:
         return None, kink, {}

@@ -13,6 +13,7 @@ from ..engine.symbols import parse
 from ..models.truncated import truncated_loss_and_grads
 from . import judge as J
 from .assess import exact_in_user_layout
+from .directions import TIME_ORDERS
 from .mutants import Mutation, candidate, mutations_for
 from .mutants import backward as candidate_backward
 from .mutants import input_terms as mutant_terms
@@ -472,6 +473,10 @@ def _wrong_path(pm, scaled, names, wrong, exact_at_t, size, user_at_t=None, rela
 def refine_by_fingerprint(loc, mutation, adapter, T):
     """What a named mistake says about where: the gate it is in, the step it leaves out."""
     if mutation is None:
+        return
+    if mutation.name in TIME_ORDERS:  # not one step's: every step's dx is in another step's place
+        loc.update(step=None, message="dx is put together in the wrong time order, not wrong at one step (a "
+                                      "probe of one sequence fits the two directions' shares exactly)")
         return
     gates = adapter.layout.gates(adapter.cell)
     named = [parse(t)[0] for t in ([mutation.rewrite[0][0]] if mutation.rewrite else list(mutation.swap))]

@@ -274,12 +274,16 @@ class GradientVerdict:
     exact_value: float = 0.0
     blocks: list = field(default_factory=list)  # per gate block, for stacked gradients
     worst_error: float = 0.0  # the error at the worst entry, beside its tolerance
+    not_finite: int = 0  # entries of the user's gradient that are NaN or infinite
+    first_not_finite: tuple = ()  # the first of them in index order
+    size: int = 0  # entries in all
 
     def to_json(self):
         return {"name": self.name, "max_abs_error": self.max_abs_error, "tolerance": self.tolerance,
                 "ok": self.ok, "user_norm": self.user_norm, "exact_norm": self.exact_norm,
                 "worst_index": list(self.worst_index), "user_value": self.user_value,
                 "exact_value": self.exact_value, "worst_error": self.worst_error,
+                "not_finite": self.not_finite, "first_not_finite": list(self.first_not_finite),
                 "blocks": [{"block": b.block, "max_abs_error": b.max_abs_error, "ok": b.ok, "tested": b.tested}
                            for b in self.blocks]}
 
@@ -296,11 +300,13 @@ def _judge_array(name, user, exact, tol, blocks=None) -> GradientVerdict:
     ratio = np.where(bad, np.inf, error / np.maximum(tol, np.finfo(float).tiny))
     worst = np.unravel_index(int(np.argmax(ratio)), ratio.shape) if ratio.size else ()
     verdict = GradientVerdict(
-        name, float(np.linalg.norm(np.nan_to_num(user))), float(np.linalg.norm(exact)),
+        name, float(np.linalg.norm(user)), float(np.linalg.norm(exact)),  # NaN or inf when the user's is
         float(np.max(np.where(bad, np.inf, error), initial=0.0)), float(tol[worst]) if ratio.size else 0.0,
         bool(np.all(ratio <= 1.0)), tuple(int(i) for i in worst),
         float(user[worst]) if ratio.size else 0.0, float(exact[worst]) if ratio.size else 0.0,
-        worst_error=float(np.inf if bad[worst] else error[worst]) if ratio.size else 0.0)
+        worst_error=float(np.inf if bad[worst] else error[worst]) if ratio.size else 0.0,
+        size=int(user.size), not_finite=int(bad.sum()),
+        first_not_finite=tuple(int(i) for i in np.argwhere(bad)[0]) if bad.any() else ())
     for block, index in (blocks or []):
         verdict.blocks.append(BlockVerdict(block, float(np.max(np.where(bad, np.inf, error)[index], initial=0.0)),
                                            bool(np.all(ratio[index] <= 1.0)),

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import ParameterError, ShapeError, UnknownNameError, UserCodeError
 from .hygiene import call, compare_runs, snapshot
-from .signatures import PARAMETER_ROLES
+from .signatures import is_parameter_role
 
 
 @dataclass
@@ -33,7 +33,7 @@ def as_tuple(out, expected, what):
         return (out,)
     if not isinstance(out, (tuple, list)) or len(out) != len(expected):
         got = f"{len(out)} values" if isinstance(out, (tuple, list)) else f"a {type(out).__name__}"
-        shown = [f"d{r}" if r in PARAMETER_ROLES and "dx" in expected else r for r in expected]
+        shown = [f"d{r}" if is_parameter_role(r) and "dx" in expected else r for r in expected]
         raise UserCodeError(f"{what} returned {got}; expected {len(expected)}: ({', '.join(shown)}).")
     return tuple(out)
 
@@ -160,6 +160,12 @@ class Adapter:
                                 f"gradients in the order {order}: two swapped gradients look like this)") from None
 
 
+def step_name(state) -> str:
+    """The name step mode gives the gradient of the previous state ``state`` its backward returns (the
+    roles ``dh0``, ``dc0``): ``dprev_h``, ``dprev_c``, as CS231n's step functions call them."""
+    return f"dprev_{state}"
+
+
 class LayerFunctions(Adapter):
     """Layer mode (``rnn_forward``/``rnn_backward``) and step mode (``*_step_forward/backward``)."""
 
@@ -217,7 +223,7 @@ class LayerFunctions(Adapter):
         if "grads" in bout:  # a dict in the layout's names (symrnn's own: NATIVE)
             run.grads, run.user_grads = self.grads_from_dict(bout["grads"], what, run.dtypes)
         else:
-            roles = {r: v for r, v in bout.items() if r in PARAMETER_ROLES}
+            roles = {r: v for r, v in bout.items() if is_parameter_role(r)}
             run.grads = self.grads_from_roles(roles, model.sizes, what)
             run.user_grads = {"d" + n: v for n, v in self.user_names(roles).items()}
         if "dx" in bout:
@@ -225,12 +231,13 @@ class LayerFunctions(Adapter):
                         lambda v: self._sequence_out(v, f"dx returned by {what}", D, T, N), what,
                         np.shape(data["x"]))
         for key, state in (("dh0", "h"), ("dc0", "c")):
-            if key in bout:
-                self.record(run, key, bout[key], model.initial_state_key(state),
-                            lambda v, key=key: L.state_from_user(v, f"{key} returned by {what}", (N, H)), what,
+            if key in bout:  # a step's: dprev_h, dprev_c (the message leaving h_{t-1}), as the step names them
+                name = step_name(state) if self.step else key
+                self.record(run, name, bout[key], model.initial_state_key(state),
+                            lambda v, name=name: L.state_from_user(v, f"{name} returned by {what}", (N, H)), what,
                             np.shape(data.get(f"{state}0")) if f"{state}0" in data else None)
         for state, value in self._states_dict(bout.get("ds0", {}), what).items():  # dL/d(initial state), by name
-            self.record(run, f"d{state}0", value, model.initial_state_key(state),
+            self.record(run, step_name(state) if self.step else f"d{state}0", value, model.initial_state_key(state),
                         lambda v, s=state: L.state_from_user(v, f"ds0[{s!r}] returned by {what}",
                                                              (N, model.state_size(s))))
         return run
@@ -310,7 +317,7 @@ class LossFunction(Adapter):
     def __init__(self, model, layout, signature, fn, module=None):
         super().__init__(model, layout, signature)
         self.fn = fn
-        uses_params = "params" in signature.forward_args or any(r in PARAMETER_ROLES for r in signature.forward_args)
+        uses_params = "params" in signature.forward_args or any(is_parameter_role(r) for r in signature.forward_args)
         # the namespace the function reads its globals from (a module loaded from a file included)
         self.namespace = vars(module) if module is not None else (None if uses_params else fn.__globals__)
 
@@ -381,7 +388,7 @@ class LossFunction(Adapter):
             extra = {k: v for k, v in out["grads"].items() if k not in by_name}
             extra.update({r: v for r, v in out.items() if r in ("dx", "dh0", "dc0")})
         else:
-            roles = {r: v for r, v in out.items() if r in PARAMETER_ROLES}
+            roles = {r: v for r, v in out.items() if is_parameter_role(r)}
             extra = {r: v for r, v in out.items() if r in ("dx", "dh0", "dc0")}
         for v in list(roles.values()) + list(extra.values()):
             dtype_of(v, run.dtypes)

@@ -109,6 +109,9 @@ class Verification:
         what = f"{self.cell} {self.mode} code"
         if not self.forward.ok:
             at = f" at step {self.forward.step}" if self.forward.step else ""
+            if self.forward.max_abs_error == float("inf"):
+                return _fit(f"FORWARD DIFFERS: {what}'s forward is not finite "
+                            f"({self.forward.quantity or 'output'}{at})")
             return _fit(f"FORWARD DIFFERS: {what} computes another function ({self.forward.quantity or 'output'}"
                         f"{at})")
         if self.ok:
@@ -165,6 +168,8 @@ class Verification:
             return (f"{self.cell} {self.mode} code is right: {n} gradients exact to the {self.dtype_model.name} "
                     f"error model in {len(self.cases)} cases{warn}")
         names = ", ".join(g.name for g in self.wrong)
+        if any(g.not_finite for g in self.wrong):
+            return self._not_finite_summary()
         errors = [f.message for f in self.hygiene if f.severity == "error"]
         if not names and errors:
             return f"{self.cell} {self.mode} code is wrong: {errors[0]}"
@@ -199,6 +204,20 @@ class Verification:
         return (f"{self.cell} {self.mode} code is wrong{named} {names}{where}{message}, shown in the case "
                 f"{self.case!r} (wrong in {len(failing)} of {len(self.cases)} cases){also}{smallest}")
 
+    def _not_finite_summary(self) -> str:
+        """The summary when the user's gradients hold NaN or inf: which, how many entries, the first."""
+        bad = [g for g in self.wrong if g.not_finite]
+        listed = ", ".join(f"{g.name} ({not_finite_text(g)})" for g in bad)
+        rest = [g.name for g in self.wrong if not g.not_finite]
+        also = f"; also wrong (finite): {', '.join(rest)}" if rest else ""
+        failing = sum(not c.ok for c in self.cases)
+        smallest = (f"; smallest failing case T={self.minimal['T']}, N={self.minimal['N']}, D={self.minimal['D']}, "
+                    f"H={self.minimal['H']}" if self.minimal else "")
+        return (f"{self.cell} {self.mode} code is wrong: the gradients it returns are not finite where the exact "
+                f"ones are: {listed}{also}; look for a division by a quantity that can be 0 (a norm of a zero "
+                f"gradient), the log or sqrt of a negative number or an overflow in the backward; shown in the "
+                f"case {self.case!r} (wrong in {failing} of {len(self.cases)} cases){smallest}")
+
     def __str__(self):
         return self.report()
 
@@ -221,8 +240,9 @@ class Verification:
                 if not g.ok:
                     largest = (f"; largest error {g.max_abs_error:.3e} elsewhere"
                                if g.max_abs_error > g.worst_error else "")
+                    bad = f" ({not_finite_text(g)})" if g.not_finite else ""
                     lines.append(f"  {'':<10} worst entry {g.name}{list(g.worst_index)}: user {g.user_value:.10g}, "
-                                 f"exact {g.exact_value:.10g}{largest}")
+                                 f"exact {g.exact_value:.10g}{largest}{bad}")
                     for b in g.blocks:
                         lines.append(f"  {'':<10} gate block {b.block}: max error {b.max_abs_error:.3e} "
                                      f"{('ok' if b.tested else 'ok (not tested: zero here)') if b.ok else 'WRONG'}")
@@ -284,6 +304,12 @@ class Verification:
 
             write_text_atomic(path, json.dumps(data, indent=2, default=float) + "\n")
         return data
+
+
+def not_finite_text(g) -> str:
+    """``NaN in 20 of 20 entries, first at dWx[0, 0]`` for a gradient verdict with entries not finite."""
+    kind = "NaN" if np.isnan(g.user_norm) else "inf"
+    return f"{kind} in {g.not_finite} of {g.size} entries, first at {g.name}{list(g.first_not_finite)}"
 
 
 def _own(explanation) -> bool:

@@ -17,10 +17,12 @@ A signature lists, in order, what a user's function takes and returns, by role:
   cell's output state;
 * parameters: the layout's roles ``Wx``, ``Wh``, ``W``, ``b``, ``b_hh``, ``V``,
   ``V_b`` (a parameter in the arguments, its gradient in the returns, where
-  ``dWx`` ... may be written too).
+  ``dWx`` ... may be written too); ``Wx[g]``, ``b[g]`` for one gate's own array (a forward taking
+  one array per gate, :mod:`symrnn.verify.pergate`).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ..errors import UnknownNameError
@@ -28,6 +30,17 @@ from ..errors import UnknownNameError
 DATA = {"x", "x_ids", "y_ids", "h0", "c0", "h", "c", "dh", "dc", "dh_n", "dc_n", "dx", "dh0", "dc0", "cache", "y",
         "mask", "loss", "params", "grads", "ignored", "k", "k1", "k2", "s0", "states", "ds0"}
 PARAMETER_ROLES = {"Wx", "Wh", "W", "b", "b_hh", "V", "V_b"}
+
+
+def gate_role(role) -> bool:
+    """A parameter role of one gate's own array, ``Wx[z]`` or ``b[z]`` (a forward taking one array per
+    gate: :mod:`symrnn.verify.pergate`)."""
+    return isinstance(role, str) and re.fullmatch(r"(Wx|b)\[\w+\]", role) is not None
+
+
+def is_parameter_role(role) -> bool:
+    """A role naming a parameter (its gradient among the returns): the layout's or one gate's."""
+    return role in PARAMETER_ROLES or gate_role(role)
 
 
 @dataclass(frozen=True)
@@ -64,11 +77,11 @@ class Signature:
 
     def __post_init__(self):
         for field_name in ("forward_returns", "backward_returns"):  # dWx, dW_vocab ... name gradients too
-            roles = tuple(r[1:] if r.startswith("d") and r[1:] in PARAMETER_ROLES else r
+            roles = tuple(r[1:] if r.startswith("d") and is_parameter_role(r[1:]) else r
                           for r in getattr(self, field_name))
             object.__setattr__(self, field_name, roles)
         for part in (self.forward_args, self.forward_returns, self.backward_args, self.backward_returns):
-            unknown = [r for r in part if r not in DATA | PARAMETER_ROLES]
+            unknown = [r for r in part if r not in DATA and not is_parameter_role(r)]
             if unknown:
                 raise UnknownNameError(f"Unknown roles {unknown} in a signature; roles are "
                                        f"{sorted(DATA | PARAMETER_ROLES)}.")
