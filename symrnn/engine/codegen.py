@@ -29,6 +29,7 @@ from .. import cache
 from .bptt import assemble, local_terms
 from .functions import BUILTIN_FUNCTIONS, IN_PLACE, RULES, rule_of
 from .hoist import forward_lines, hoisted_groups
+from .memory import keep_freed_memory
 from .stored import own_functions_only
 from .structure import fixed_code, fold_values, spread_values
 from .symbols import MatVec, Param, linear_maps, parse, tsym
@@ -132,6 +133,7 @@ class Workspace:
 
     def __init__(self):
         self.arrays = {}
+        keep_freed_memory()  # and NumPy's temporaries reuse freed memory too (symrnn.engine.memory)
 
     def __call__(self, name, shape, dtype):
         key = (name, tuple(shape), np.dtype(dtype))
