@@ -263,6 +263,10 @@ def environment(args):
     if torch is not None:
         lines.append(f"- torch: {torch_blas()}; torch.set_num_threads(os.cpu_count()) -> "
                      f"torch.get_num_threads() = {torch.get_num_threads()}")
+    from symrnn.engine.memory import keep_freed_memory
+    lines.append("- glibc's malloc keeps freed blocks below 32 MiB for reuse (symrnn's default once a model runs: "
+                 "`symrnn.engine.memory`; both sides of every comparison run in this process)" if keep_freed_memory()
+                 else "- The allocator is left as it is (`SYMRNN_MALLOC=system`, or no glibc)")
     lines.append(f"- Mode: {'quick (smoke run: fewer repeats, smaller sizes)' if args.quick else 'full'}")
     return lines
 
