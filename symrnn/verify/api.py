@@ -280,7 +280,8 @@ def _zero_states(model, sig, declared=()):
     if unknown:
         raise UnknownNameError(f"zero_states={declared!r}: {unknown} name no initial state of {model.cell.name!r}; "
                                f"its initial states are {sorted(names)}.")
-    zero = {s for role, s in names.items() if sig is not None and role not in sig.forward_args}
+    passed = sig is None or "s0" in sig.forward_args  # s0: every initial state, by name
+    zero = set() if passed else {s for role, s in names.items() if role not in sig.forward_args}
     zero |= {names.get(d, d) for d in declared}
     return tuple(s for s in model.state_names if s in zero)
 

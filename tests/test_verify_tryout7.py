@@ -1,0 +1,78 @@
+"""The findings of tryout7 (notes/tryout7.md): initial states under the ``s0`` role are nonzero and in
+the cell's domain, so a forward that ignores them or a backward that drops their gradients is caught;
+a backward that returns other gradients on a second call on the same inputs is not RIGHT; a custom
+cell's output state under the ``h0`` role; explanations that name the right quantity."""
+import numpy as np
+import pytest
+
+import symrnn as sr
+import symrnn.verify as V
+from symrnn.models.layouts import NATIVE
+
+S0_SIGNATURE = V.Signature(("x", "s0", "params"), ("h", "cache"), ("dh", "cache"), ("dx", "ds0", "grads"))
+
+
+def model_layer(cell_name, seen=None, ignore_s0=False, zero_ds0=()):
+    """A layer in symrnn's names whose forward and backward are symrnn's exact model (a stand-in for a
+    hand-written layer that reads every initial state through ``s0``); ``seen`` receives each ``s0``;
+    ``ignore_s0`` plants a forward that starts from zeros; ``zero_ds0`` a backward returning zero there."""
+    cell = sr.builtin_cell(cell_name)
+    out = cell.output_state
+
+    def forward(x, s0, params):
+        if seen is not None:
+            seen.append({k: np.array(v) for k, v in s0.items()})
+        model = sr.Model(cell, D=x.shape[-1], H=s0[cell.state_names[0]].shape[-1], loss="upstream")
+        start = {k: np.zeros_like(v) for k, v in s0.items()} if ignore_s0 else s0
+        states = model.forward(params, x, h0=start, every_step=True)[1]
+        return states[out], (model, params, x, start)
+
+    def backward(dh, cache):
+        model, params, x, s0 = cache
+        grads = model.loss_and_grads(params, x, dh, h0=s0)[1]
+        ds0 = {s: np.zeros_like(s0[s]) if s in zero_ds0 else grads[f"{s}0"] for s in model.state_names}
+        return grads[model.input_name], ds0, {k: grads[k] for k in model.param_shapes}
+    return forward, backward
+
+
+# -- 1. initial states under the s0 role ----------------------------------------------------------
+@pytest.mark.parametrize("cell", ["slstm", "mlstm", "lru"])
+def test_s0_states_are_drawn_nonzero_and_valid(cell):
+    seen = []
+    result = V.verify_layer(*model_layer(cell, seen), cell, NATIVE, signature=S0_SIGNATURE)
+    assert result.ok, str(result)
+    for s0 in seen:
+        assert all(np.abs(v).max() > 0 for v in s0.values()), {k: np.abs(v).max() for k, v in s0.items()}
+        if cell == "slstm":  # h_t = o c_t / n_t: the normaliser starts positive and stays so
+            assert s0["n"].min() > 0
+
+
+def test_s0_states_in_searched_cases_are_valid():
+    seen = []
+    result = V.verify_layer(*model_layer("slstm", seen), "slstm", NATIVE, signature=S0_SIGNATURE, search=10)
+    assert result.ok, str(result)
+    assert len(seen) > 14 and all(s0["n"].min() > 0 for s0 in seen)
+    assert max(np.abs(s0["m"]).max() for s0 in seen[14:]) > 0
+
+
+@pytest.mark.parametrize("cell", ["slstm", "mlstm", "lru"])
+def test_a_forward_ignoring_s0_differs(cell):
+    result = V.verify_layer(*model_layer(cell, ignore_s0=True), cell, NATIVE, signature=S0_SIGNATURE)
+    assert not result.ok and not result.forward.ok, str(result)
+
+
+@pytest.mark.parametrize("cell, state", [("slstm", "m"), ("slstm", "n"), ("mlstm", "C"), ("mlstm", "m"),
+                                         ("lru", "h_im")])
+def test_a_zero_initial_state_gradient_is_named(cell, state):
+    result = V.verify_layer(*model_layer(cell, zero_ds0=(state,)), cell, NATIVE, signature=S0_SIGNATURE)
+    assert not result.ok and result.forward.ok, str(result)
+    assert [g.name for g in result.wrong] == [f"d{state}0"], str(result)
+    assert f"d{state}0" in result.verdict()
+
+
+def test_zero_states_still_declares_a_state_zero():
+    seen = []
+    result = V.verify_layer(*model_layer("slstm", seen), "slstm", NATIVE, signature=S0_SIGNATURE,
+                            zero_states=("m0",))
+    assert result.ok, str(result)
+    assert all(not s0["m"].any() and s0["c"].any() for s0 in seen)
