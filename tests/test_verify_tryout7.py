@@ -76,3 +76,57 @@ def test_zero_states_still_declares_a_state_zero():
                             zero_states=("m0",))
     assert result.ok, str(result)
     assert all(not s0["m"].any() and s0["c"].any() for s0 in seen)
+
+
+# -- 2. a backward that returns other gradients on another call on the same inputs -----------------
+def flaky_backward(parity, amount=1e-3):
+    """The shipped correct RNN backward with ``db`` off by ``amount`` on every other call (``amount``
+    None: by one unit in the last place, rounding-level nondeterminism)."""
+    from symrnn.example_backprop import rnn_backward
+    calls = [0]
+
+    def backward(dh, cache):
+        calls[0] += 1
+        dx, dh0, dWx, dWh, db = rnn_backward(dh, cache)
+        if calls[0] % 2 == parity:
+            db = db + (np.spacing(db) if amount is None else amount)
+        return dx, dh0, dWx, dWh, db
+    return backward
+
+
+@pytest.mark.parametrize("parity", [0, 1])
+def test_a_backward_wrong_on_every_other_call_is_nondeterministic(parity):
+    from symrnn.example_backprop import rnn_forward
+    result = V.verify_layer(rnn_forward, flaky_backward(parity), "rnn-tanh", "cs231n")
+    assert not result.ok and result.forward.ok
+    assert result.verdict().startswith("NONDETERMINISTIC: db (rnn-tanh layer code)"), result.verdict()
+    assert [g.name for g in result.wrong] == ["db"]
+    record = result.nondeterministic[0]
+    assert record["names"] == ["db"] and record["wrong_call"] in ("first", "second")
+    assert "two calls on the same inputs returned different db" in result.summary()
+    assert result.to_json()["nondeterministic"] == result.nondeterministic
+    assert result.fingerprint is None and not result.minimal  # nothing to localise in one call's numbers
+
+
+def test_rounding_level_nondeterminism_stays_right_with_a_warning():
+    from symrnn.example_backprop import rnn_forward
+    result = V.verify_layer(rnn_forward, flaky_backward(1, amount=None), "rnn-tanh", "cs231n")
+    assert result.ok, str(result)
+    assert not result.nondeterministic and any(f.kind == "nondeterminism" for f in result.hygiene)
+
+
+def test_the_cli_exits_1_on_a_nondeterministic_backward(tmp_path):
+    import subprocess
+    import sys
+    (tmp_path / "flaky.py").write_text(
+        "from symrnn.example_backprop import rnn_forward, rnn_backward as _b\n"
+        "calls = [0]\n"
+        "def flaky_backward(dh, cache):\n"
+        "    calls[0] += 1\n"
+        "    dx, dh0, dWx, dWh, db = _b(dh, cache)\n"
+        "    return dx, dh0, dWx, dWh, db + (1e-3 if calls[0] % 2 else 0.0)\n")
+    out = subprocess.run([sys.executable, "-m", "symrnn.cli", "verify", "flaky.py:flaky_backward", "--forward",
+                          "rnn_forward", "--cell", "rnn-tanh", "--layout", "cs231n"], capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert out.stdout.startswith("NONDETERMINISTIC: db"), out.stdout

@@ -26,6 +26,7 @@ class UserRun:
     user_grads: dict = field(default_factory=dict)  # the user's own names -> arrays (as returned)
     dtypes: set = field(default_factory=set)
     raw: object = None  # the backward's outputs, for the second-call comparison
+    first_call: object = None  # the first of two calls on the same inputs (run_twice), judged too
 
 
 def as_tuple(out, expected, what):
@@ -458,6 +459,9 @@ def run_twice(adapter, problem, findings, what):
     """Run the user's code twice on copies: the second run shows nondeterminism and reused buffers."""
     first = adapter.run(problem, findings)
     kept = snapshot(first.raw)
+    first.grads = {k: np.array(v) for k, v in first.grads.items()}  # copies: buffers may be reused
+    first.states = {k: np.array(v) for k, v in first.states.items()}
     second = adapter.run(problem, [])
     compare_runs(first.raw, second.raw, kept, what, findings)
+    second.first_call = first  # judged too when it returned other numbers (symrnn.verify.cases)
     return second  # its arrays are the latest, should the code reuse its buffers
