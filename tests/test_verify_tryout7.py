@@ -130,3 +130,127 @@ def test_the_cli_exits_1_on_a_nondeterministic_backward(tmp_path):
                          cwd=tmp_path)
     assert out.returncode == 1, out.stdout + out.stderr
     assert out.stdout.startswith("NONDETERMINISTIC: db"), out.stdout
+
+
+# -- 3. a custom cell whose state is not named h, under the h0 role --------------------------------
+H0_SIGNATURE = V.Signature(("x", "h0", "params"), ("h", "cache"), ("dh", "cache"), ("dx", "dh0", "grads"))
+
+
+def leaky_cell():
+    """One state ``E`` (not ``h``), input ``I``."""
+    cell = sr.Cell("leaky-e")
+    inp, E = cell.input("I"), cell.state("E")
+    S, N, lam = cell.param("S", "H", "D"), cell.param("N", "H", "H"), cell.param("lam", "H")
+    cell.update(E, sr.tanh(S @ inp + N @ E) + sr.sigmoid(lam) * E)
+    return cell
+
+
+def leaky_layer(ignore_h0=False):
+    def forward(x, h0, params):
+        S, N, lam = params["S"], params["N"], params["lam"]
+        E, Es, keep = np.zeros_like(h0) if ignore_h0 else h0, [], 1 / (1 + np.exp(-lam))
+        for xt in x:
+            prev, E = E, np.tanh(xt @ S.T + E @ N.T) + keep * E
+            Es.append((prev, E - keep * prev))
+        return np.stack([e + keep * p for p, e in Es]), (x, Es, params)
+
+    def backward(dh, cache):
+        x, Es, p = cache
+        keep = 1 / (1 + np.exp(-p["lam"]))
+        g = {k: np.zeros_like(v) for k, v in p.items()}
+        dx, carry = np.zeros_like(x), np.zeros_like(dh[0])
+        for t in reversed(range(len(Es))):
+            prev, a = Es[t]
+            dE = dh[t] + carry
+            da = dE * (1 - a ** 2)
+            g["S"] += da.T @ x[t]
+            g["N"] += da.T @ prev
+            g["lam"] += (dE * prev * keep * (1 - keep)).sum(0)
+            dx[t] = da @ p["S"]
+            carry = da @ p["N"] + dE * keep
+        return dx, carry, g
+    return forward, backward
+
+
+def test_h0_is_the_output_state_of_a_cell_without_h():
+    result = V.verify_layer(*leaky_layer(), leaky_cell(), NATIVE, signature=H0_SIGNATURE)
+    assert result.ok, str(result)
+    assert "dE0" in {g.name for g in result.gradients} or "dh0" in {g.name for g in result.gradients}
+    result = V.verify_layer(*leaky_layer(ignore_h0=True), leaky_cell(), NATIVE, signature=H0_SIGNATURE)
+    assert not result.forward.ok, str(result)
+
+
+def test_roles_naming_no_state_of_the_cell_are_refused_clearly():
+    from symrnn.errors import UnknownNameError
+    forward, backward = leaky_layer()
+    with_c = V.Signature(("x", "h0", "c0", "params"), ("h", "cache"), ("dh", "cache"), ("dx", "dh0", "dc0", "grads"))
+    with pytest.raises(UnknownNameError, match=r"'c0'.*no state 'c'.*E"):
+        V.verify_layer(lambda x, h0, c0, params: forward(x, h0, params), backward, leaky_cell(), NATIVE,
+                       signature=with_c)
+    with pytest.raises(UnknownNameError, match=r"never reads.*s0"):  # LRU's output state out is never read back
+        V.verify_layer(*model_layer("lru"), "lru", NATIVE, signature=H0_SIGNATURE)
+
+
+def indrnn_function(names="pytorch", bug=None):
+    """IndRNN as a torch.autograd.Function, ``h_t = relu(x_t W^T + w * h_{t-1} + b)`` with ``w`` a
+    vector; its weights named as PyTorch's (``weight_ih``, ``weight_hh``, ``bias_ih``) or as symrnn's
+    (``U``, ``w``, ``b``); ``bug="dw-without-h"`` sums ``da`` for ``dw``."""
+    torch = pytest.importorskip("torch")
+
+    def forward(ctx, x, h0, W, w, b):
+        h, hs, pre = h0, [], []
+        for t in range(x.shape[0]):
+            a = x[t] @ W.T + w * h + b
+            h = torch.relu(a)
+            hs.append(h)
+            pre.append(a)
+        hs = torch.stack(hs)
+        ctx.save_for_backward(x, h0, W, w, hs, torch.stack(pre))
+        return hs
+
+    def backward(ctx, dhs):
+        x, h0, W, w, hs, pre = ctx.saved_tensors
+        dh, dW, dw, db, dx = (torch.zeros_like(h0), torch.zeros_like(W), torch.zeros_like(w), torch.zeros_like(w),
+                              torch.zeros_like(x))
+        for t in reversed(range(x.shape[0])):
+            da = (dh + dhs[t]) * (pre[t] > 0)
+            prev = h0 if t == 0 else hs[t - 1]
+            dW += da.T @ x[t]
+            dw += da.sum(0) if bug == "dw-without-h" else (da * prev).sum(0)
+            db += da.sum(0)
+            dx[t] = da @ W
+            dh = da * w
+        return dx, dh, dW, dw, db
+
+    class InPyTorchNames(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, h0, weight_ih, weight_hh, bias_ih):
+            return forward(ctx, x, h0, weight_ih, weight_hh, bias_ih)
+
+    class InSymrnnNames(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, h0, U, w, b):
+            return forward(ctx, x, h0, U, w, b)
+    chosen = InPyTorchNames if names == "pytorch" else InSymrnnNames
+    chosen.backward = staticmethod(backward)
+    return chosen
+
+
+@pytest.mark.parametrize("cell", [None, "indrnn"])
+def test_an_indrnn_function_in_pytorch_names_is_verified(cell):
+    result = V.verify_framework(indrnn_function(), cell=cell)
+    assert result.ok and result.cell == "indrnn", str(result)
+    wrong = V.verify_framework(indrnn_function(bug="dw-without-h"), cell=cell)
+    assert not wrong.ok and [g.name for g in wrong.wrong] == ["dweight_hh"], str(wrong)
+
+
+def test_an_indrnn_function_in_symrnn_names_is_verified_with_layout_symrnn():
+    for layout in ("symrnn", NATIVE):
+        result = V.verify_framework(indrnn_function("symrnn"), cell="indrnn", layout=layout)
+        assert result.ok, str(result)
+
+
+def test_layout_symrnn_refuses_arguments_not_named_as_the_cell_s_parameters():
+    from symrnn.errors import UnknownNameError
+    with pytest.raises(UnknownNameError, match=r"symrnn's names.*\['U', 'w', 'b'\]"):
+        V.verify_framework(indrnn_function(), cell="indrnn", layout="symrnn")

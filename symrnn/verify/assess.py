@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 
 from . import judge as J
+from .modes import state_of_role
 from .result import ForwardCheck
 
 
@@ -226,7 +227,7 @@ def exact_in_user_layout(adapter, ex, run):
             conv = (lambda a: L.state_to_user(a[0])) if getattr(adapter, "step", False) else L.sequence_to_user
             exact_user[key], scale_user[key] = conv(ex.grads[model.input_name]), conv(ex.tol[model.input_name])
         elif key in ("dh0", "dc0") or (key[1:-1] in model.state_names and key.endswith("0")):  # ds0's too
-            k = model.initial_state_key(key[1:-1])
+            k = model.initial_state_key(state_of_role(model, key) if key in ("dh0", "dc0") else key[1:-1])
             exact_user[key], scale_user[key] = L.state_to_user(ex.grads[k]), L.state_to_user(ex.tol[k])
     return exact_user, scale_user
 

@@ -127,6 +127,13 @@ def positive_states(cell) -> tuple:
     return tuple(s for s in cell.state_names if s in found)
 
 
+def states_read_back(cell) -> tuple:
+    """The states whose previous value the cell reads (``h[t-1]``): those a backward message reaches
+    (mLSTM's ``C``, ``n``, ``m``; not its ``h``, read by the readout only)."""
+    read = {str(s) for eq in cell.equations for s in eq.rhs.free_symbols}
+    return tuple(s for s in cell.state_names if f"{s}[t-1]" in read)
+
+
 def in_domain(model, h0: dict) -> dict:
     """Drawn initial states moved into the cell's domain: a state it divides by is ``0.5 + |v|``
     (:func:`positive_states`); the others are as drawn."""
