@@ -254,3 +254,73 @@ def test_layout_symrnn_refuses_arguments_not_named_as_the_cell_s_parameters():
     from symrnn.errors import UnknownNameError
     with pytest.raises(UnknownNameError, match=r"symrnn's names.*\['U', 'w', 'b'\]"):
         V.verify_framework(indrnn_function(), cell="indrnn", layout="symrnn")
+
+
+# -- 4. explanations that name the right quantity -------------------------------------------------
+LSTM_SIGNATURE = V.Signature(("x", "h0", "Wx", "Wh", "b", "b_hh"), ("h", "cache"), ("dh", "cache"),
+                             ("dx", "dh0", "Wx", "Wh", "b", "b_hh"))
+
+
+def lstm_layer(b_hh_factor=1.0):
+    """An LSTM in PyTorch's layout (gates i, f, g, o; ``weight_ih`` (4H, D); time-major), its ``b_hh``
+    gradient returned times ``b_hh_factor`` (0: a missing bias_hh gradient)."""
+    def sig(a):
+        return 0.5 * np.tanh(0.5 * a) + 0.5
+
+    def forward(x, h0, Wx, Wh, b, b_hh):
+        H, h, c, steps, hs = h0.shape[1], h0, np.zeros_like(h0), [], []
+        for xt in x:
+            a = xt @ Wx.T + h @ Wh.T + b + b_hh
+            i, f, g, o = sig(a[:, :H]), sig(a[:, H:2 * H]), np.tanh(a[:, 2 * H:3 * H]), sig(a[:, 3 * H:])
+            steps.append((xt, h, c, i, f, g, o))
+            c = f * c + i * g
+            h = o * np.tanh(c)
+            hs.append(h)
+        return np.stack(hs), (steps, Wx, Wh)
+
+    def backward(dh, cache):
+        steps, Wx, Wh = cache
+        dWx, dWh, db = np.zeros_like(Wx), np.zeros_like(Wh), np.zeros(Wx.shape[0])
+        dx, dnext, dc = [], np.zeros_like(dh[0]), np.zeros_like(dh[0])
+        for t in reversed(range(len(steps))):
+            xt, hp, cp, i, f, g, o = steps[t]
+            c = f * cp + i * g
+            dht = dh[t] + dnext
+            dc = dc + dht * o * (1 - np.tanh(c) ** 2)
+            da = np.concatenate([dc * g * i * (1 - i), dc * cp * f * (1 - f), dc * i * (1 - g ** 2),
+                                 dht * np.tanh(c) * o * (1 - o)], axis=1)
+            dWx += da.T @ xt
+            dWh += da.T @ hp
+            db += da.sum(0)
+            dx.append(da @ Wx)
+            dnext, dc = da @ Wh, dc * f
+        return np.stack(dx[::-1]), dnext, dWx, dWh, db, db * b_hh_factor
+    return forward, backward
+
+
+def test_the_lstm_layer_is_right():
+    result = V.verify_layer(*lstm_layer(), "lstm", "pytorch", signature=LSTM_SIGNATURE)
+    assert result.ok, str(result)
+
+
+@pytest.mark.parametrize("factor", [0.0, 0.5])
+def test_a_wrong_b_hh_gradient_is_no_kink_in_a_cell_without_relu(factor):
+    result = V.verify_layer(*lstm_layer(factor), "lstm", "pytorch", signature=LSTM_SIGNATURE)
+    assert not result.ok and result.explanation is None, str(result)
+    assert result.verdict().startswith("WRONG: dbias_hh (lstm layer code)"), result.verdict()
+    assert result.fingerprint is None and "step" not in result.verdict(), result.verdict()
+    assert "kink" not in str(result).lower()
+
+
+def test_an_mlstm_carry_not_decayed_names_the_messages_mlstm_has_and_one_step():
+    """mLSTM never reads h[t-1]: a wrong message is one of C, n, m; the step said is the step the text
+    places the first wrong thing at, in the case the text names."""
+    import sys
+    sys.path.insert(0, __file__.rsplit("/", 1)[0])
+    from corpus_today.matrix_layers import make_mlstm
+    result = V.verify_layer(*make_mlstm("carry-not-decayed"), "mlstm", NATIVE, signature=H0_SIGNATURE)
+    assert not result.ok and result.forward.ok, str(result)
+    loc = result.localisation
+    assert "dL/dh" not in loc["message"] and "dL/dC" in loc["message"], loc
+    assert f"at t={loc['step']}:" in loc["message"] and "in the case 'T=8" in loc["message"], loc
+    assert f"step {loc['step']}" in result.verdict()

@@ -12,7 +12,8 @@ from ..models.clipping import as_clipping
 from ..errors import ShapeError, UnknownNameError, UserCodeError
 from ..models.truncated import Truncation, as_truncation
 from .assess import assess
-from .diagnose import common_factor, explain_clipping, fingerprint, forward_fingerprint, localise, message_probe, \
+from .diagnose import common_factor, explain_clipping, fingerprint, forward_fingerprint, localise, matches_candidate, \
+    message_probe, \
     refine_by_fingerprint, transposed_returns, wrong_input_steps
 from .kinks import explain_kinks
 from .modes import run_twice
@@ -112,8 +113,8 @@ def run_cases(adapter, problems, mode, layout_name, declared=None):
         if runs.failing and declared is not None and not declared.replaying and not flaky:
             shortest = min(runs.failing, key=lambda f: f[0].T)[0]
             minimal = minimal_case(adapter, shortest, declared, explanation is None, evidence)
-        scaled = common_factor(runs.failing) if runs.failing and not flaky and mutation is None and explanation is None \
-            else None
+        plain = runs.failing and not flaky and mutation is None and explanation is None
+        scaled = common_factor(runs.failing) if plain else None
         if scaled:  # every gradient off by one factor: no step or path to point at
             localisation = {"message": scaled}
         elif runs.failing and not flaky and not isinstance(explanation, Float32Rounding):  # rounding: nothing to place
@@ -218,6 +219,8 @@ def _name_mistake(adapter, failing, forward_mistake):
         return forward_mistake, None, {}
     if not model.one_cell:  # several cells wired: no single-cell sweep
         return forward_mistake, explain_clipping(model, failing), {}
+    if all(matches_candidate(run, ex.grads, ex, d.unit) for _, run, ex, d, _ in failing):
+        return None, None, {}  # wrong only in what symrnn's names do not hold apart (a second bias): nothing to name
     kink = explain_kinks(model, failing)  # before the catalogue: at a kink, "relu' missing" gives the same numbers
     if kink is not None:
         return None, kink, {}

@@ -16,7 +16,7 @@ from .assess import exact_in_user_layout
 from .mutants import Mutation, candidate, mutations_for
 from .mutants import backward as candidate_backward
 from .mutants import input_terms as mutant_terms
-from .problems import Plan, draw, initial_state_keys
+from .problems import Plan, draw, initial_state_keys, states_read_back
 from .shrink import rebuilder
 
 
@@ -206,8 +206,20 @@ def localise(adapter, problem, run, ex, dtype_model, verdicts, state=None, short
         partial = out["block"] is not None and all(any(b.ok and b.tested for b in v.blocks)
                                                    for v in wrong if len(v.blocks) > 1)
         out["step"], out["message"] = place_first_wrong(bad_steps, problem.T, starts, partial, shortest,
-                                                        f"dL/d{state or model.out}", "dx")
+                                                        _messages(model, state), "dx")
+        case = f"in the case {problem.label!r}"  # the step is this case's, not the table's
+        out["message"] = out["message"][:-1] + f"; {case})" if out["message"].endswith(")") else \
+            f"{out['message']} ({case})"
     return out
+
+
+def _messages(model, state=None):
+    """The backward message(s) a wrong step may come from: ``dL/d(state)``, else the output state's
+    when the cell reads it back, else those of every state it reads back (mLSTM's C, n, m)."""
+    read = states_read_back(model.cell)
+    states = [state] if state else [model.out] if model.out in read or not read else list(read)
+    words = [f"dL/d{s}" for s in states]
+    return ", ".join(words[:-1]) + " or " + words[-1] if len(words) > 1 else words[0]
 
 
 def wrong_input_steps(model, problem, run, ex):
@@ -251,7 +263,7 @@ def place_first_wrong(bad_steps, T, starts_right=None, partial_blocks=False, sho
         return j + 2, (f"{message} from t={j + 2} to t={j + 1} is the first wrong backward message (steps from 1; "
                        f"{inputs} is right for t > {j + 1}; the smallest failing case ends at t={j + 2} and is right "
                        f"at its last step)")
-    return j + 2, (f"the first wrong thing is at t={j + 1}: a local derivative at t={j + 1}, or the backward "
+    return j + 1, (f"the first wrong thing is at t={j + 1}: a local derivative at t={j + 1}, or the backward "
                    f"message ({message}) from t={j + 2} to t={j + 1} ({inputs} is right for t > {j + 1}; steps from "
                    f"1; what this verification sees cannot tell the two apart)")
 

@@ -351,7 +351,8 @@ class LossFunction(Adapter):
         """The user's function's arguments, in its signature's order and the layout's form."""
         L, model = self.layout, self.model
         targets = np.asarray(problem.targets)
-        data = {"x": lambda: L.sequence_to_user(problem.x), "h0": lambda: L.state_to_user(problem.h0[state_of_role(model, "h0")]),
+        data = {"x": lambda: L.sequence_to_user(problem.x),
+                "h0": lambda: L.state_to_user(problem.h0[state_of_role(model, "h0")]),
                 "c0": lambda: L.state_to_user(problem.h0[state_of_role(model, "c0")]), "ignored": lambda: None,
                 "params": lambda: user_params,
                 "y": lambda: (L.sequence_to_user(targets) if targets.ndim == 3
