@@ -324,3 +324,27 @@ def test_an_mlstm_carry_not_decayed_names_the_messages_mlstm_has_and_one_step():
     assert "dL/dh" not in loc["message"] and "dL/dC" in loc["message"], loc
     assert f"at t={loc['step']}:" in loc["message"] and "in the case 'T=8" in loc["message"], loc
     assert f"step {loc['step']}" in result.verdict()
+
+
+# -- 5. rough edges ---------------------------------------------------------------------------------
+def test_a_keyboardinterrupt_raised_in_the_backward_gets_advice_that_fits():
+    from symrnn.errors import UserCodeExit
+    from symrnn.example_backprop import rnn_forward
+
+    def rnn_backward(dh, cache):
+        raise KeyboardInterrupt
+    with pytest.raises(UserCodeExit, match="raised KeyboardInterrupt") as caught:
+        V.verify_layer(rnn_forward, rnn_backward, "rnn-tanh", "cs231n")
+    assert "remove the raise" in str(caught.value) and "__main__" not in str(caught.value)
+
+
+def test_same_shape_gradients_returned_in_each_other_s_place_are_named():
+    from symrnn.example_backprop import rnn_backward, rnn_forward
+
+    def swapped(dh, cache):
+        dx, dh0, dWx, dWh, db = rnn_backward(dh, cache)
+        return dx, dh0, dWh, dWx, db
+    result = V.verify_layer(rnn_forward, swapped, "rnn-tanh", "cs231n", D=4, H=4)
+    assert not result.ok and result.fingerprint is not None and result.fingerprint.name == "gradients-swapped"
+    assert "the returned dWh is the exact dWx, the returned dWx the exact dWh" in str(result) or \
+        "the returned dWx is the exact dWh, the returned dWh the exact dWx" in str(result), str(result)

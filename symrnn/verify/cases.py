@@ -14,7 +14,7 @@ from ..models.truncated import Truncation, as_truncation
 from .assess import assess
 from .diagnose import common_factor, explain_clipping, fingerprint, forward_fingerprint, localise, matches_candidate, \
     message_probe, \
-    refine_by_fingerprint, transposed_returns, wrong_input_steps
+    refine_by_fingerprint, swapped_returns, transposed_returns, wrong_input_steps
 from .kinks import explain_kinks
 from .modes import run_twice
 from .precision import Float32Rounding, explain_precision
@@ -227,7 +227,8 @@ def _name_mistake(adapter, failing, forward_mistake):
     rounding = explain_precision(adapter, failing)
     if rounding is not None:
         return None, rounding, {}
-    mutation = transposed_returns(adapter, failing) or fingerprint(adapter, failing)
+    mutation = transposed_returns(adapter, failing) or swapped_returns(adapter, failing) or \
+        fingerprint(adapter, failing)
     if mutation is None:
         return None, explain_clipping(model, failing), {}
     undeclared = mutation.truncation and failing[0][0].truncation is None

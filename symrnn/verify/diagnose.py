@@ -79,6 +79,31 @@ def transposed_returns(adapter, failing):
                     changes=", ".join(f"dL/{n}" for n in names))
 
 
+def swapped_returns(adapter, failing):
+    """A :class:`Mutation` naming two same-shape gradients the code returns in each other's place (``dWx``
+    and ``dWh`` when ``D = H``, ``dh0`` and ``dc0``), when that explains every wrong gradient of every
+    failing case; else None."""
+    pairs = set()
+    for _, run, ex, _, verdicts in failing:
+        exact_user, scale_user = exact_in_user_layout(adapter, ex, run)
+        wrong = [v.name for v in verdicts if not v.ok]
+
+        def fits(a, b):  # the user's a is the exact b
+            user, exact = np.asarray(run.user_grads[a], dtype=float), np.asarray(exact_user[b])
+            return user.shape == exact.shape and bool(np.all(np.abs(user - exact) <= np.asarray(scale_user[b])))
+        found = {tuple(sorted((a, b))) for a in wrong for b in wrong if a != b and b in exact_user and fits(a, b)
+                 and fits(b, a)}
+        if not found or {n for p in found for n in p} != set(wrong):
+            return None
+        pairs |= found
+    if not pairs:
+        return None
+    said = "; ".join(f"the returned {a} is the exact {b}, the returned {b} the exact {a}" for a, b in sorted(pairs))
+    return Mutation("gradients-swapped", f"two gradients are returned in each other's place: {said} (the same "
+                                         f"shape, so nothing fails loudly; return them in the signature's order)",
+                    changes=", ".join(f"dL/{a[1:]} and dL/{b[1:]}" for a, b in sorted(pairs)))
+
+
 def _start_zeroed(model, grads, states):
     """A dropped carry's two spellings: the message not added at each step (what step 1 sends back still
     reaches the initial state: the catalogue's ``grads``), or zeroed (``dc = 0`` passed on to the step
