@@ -322,7 +322,8 @@ def test_an_mlstm_carry_not_decayed_names_the_messages_mlstm_has_and_one_step():
     assert not result.ok and result.forward.ok, str(result)
     loc = result.localisation
     assert "dL/dh" not in loc["message"] and "dL/dC" in loc["message"], loc
-    assert f"at t={loc['step']}:" in loc["message"] and "in the case 'T=8" in loc["message"], loc
+    assert f"at step {loc['step']}: the backward message (dL/dC, dL/dn or dL/dm) from t={loc['step']}" in \
+        loc["message"] and "in the case 'T=8" in loc["message"], loc
     assert f"step {loc['step']}" in result.verdict()
 
 

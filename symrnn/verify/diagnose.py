@@ -288,9 +288,9 @@ def place_first_wrong(bad_steps, T, starts_right=None, partial_blocks=False, sho
         return j + 2, (f"{message} from t={j + 2} to t={j + 1} is the first wrong backward message (steps from 1; "
                        f"{inputs} is right for t > {j + 1}; the smallest failing case ends at t={j + 2} and is right "
                        f"at its last step)")
-    return j + 1, (f"the first wrong thing is at t={j + 1}: a local derivative at t={j + 1}, or the backward "
-                   f"message ({message}) from t={j + 2} to t={j + 1} ({inputs} is right for t > {j + 1}; steps from "
-                   f"1; what this verification sees cannot tell the two apart)")
+    return j + 2, (f"the first wrong thing is at step {j + 2}: the backward message ({message}) from t={j + 2} to "
+                   f"t={j + 1}, or else a local derivative at t={j + 1} ({inputs} is right for t > {j + 1}; steps "
+                   f"from 1; what this verification sees cannot tell the two apart)")
 
 
 PROBE_H = 2  # the message probe's hidden size: small, so that D can exceed the rows of every input product

@@ -121,17 +121,18 @@ def positive_states(cell) -> tuple:
     away from the pole at 0."""
     import sympy as sp
 
-    names = {f"{s}[t]": s for s in cell.state_names} | {f"{s}[t-1]": s for s in cell.state_names}
-    found = {names[str(p.base)] for eq in cell.equations for p in eq.rhs.atoms(sp.Pow)
+    states = getattr(cell, "state_names", ())  # a wired model's cell is its name only
+    names = {f"{s}[t]": s for s in states} | {f"{s}[t-1]": s for s in states}
+    found = {names[str(p.base)] for eq in getattr(cell, "equations", ()) for p in eq.rhs.atoms(sp.Pow)
              if p.exp.is_negative and str(p.base) in names}
-    return tuple(s for s in cell.state_names if s in found)
+    return tuple(s for s in states if s in found)
 
 
 def states_read_back(cell) -> tuple:
     """The states whose previous value the cell reads (``h[t-1]``): those a backward message reaches
     (mLSTM's ``C``, ``n``, ``m``; not its ``h``, read by the readout only)."""
-    read = {str(s) for eq in cell.equations for s in eq.rhs.free_symbols}
-    return tuple(s for s in cell.state_names if f"{s}[t-1]" in read)
+    read = {str(s) for eq in getattr(cell, "equations", ()) for s in eq.rhs.free_symbols}  # a wired model's: none
+    return tuple(s for s in getattr(cell, "state_names", ()) if f"{s}[t-1]" in read)
 
 
 def in_domain(model, h0: dict) -> dict:
