@@ -310,6 +310,7 @@ def test_a_wrong_b_hh_gradient_is_no_kink_in_a_cell_without_relu(factor):
     assert result.verdict().startswith("WRONG: dbias_hh (lstm layer code)"), result.verdict()
     assert result.fingerprint is None and "step" not in result.verdict(), result.verdict()
     assert "kink" not in str(result).lower()
+    assert "the exact dbias_hh equals dbias_ih" in result.localisation["message"], result.localisation
 
 
 def test_an_mlstm_carry_not_decayed_names_the_messages_mlstm_has_and_one_step():
