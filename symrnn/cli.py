@@ -161,7 +161,8 @@ def _verify_arguments(sub):
                     "functions under test, do not end the verification: they are reported.",
         epilog="exit codes:\n"
                "  0  the gradients are right\n"
-               "  1  some gradient is wrong (the report says which, where, and how)\n"
+               "  1  some gradient is wrong (the report says which, where, and how), also on one of\n"
+               "     two calls on the same inputs (NONDETERMINISTIC)\n"
                "  2  usage error (a bad option, a missing file or function)\n"
                "  3  the code under test failed: it raised, exited, or returned the wrong things\n"
                "  4  the forward differs from the cell it was verified against\n"

@@ -23,7 +23,7 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays as _arrays
 
-from .verify.problems import Problem
+from .verify.problems import Problem, in_domain
 
 #: Weight scales from tiny (nearly linear) to saturating (tanh and sigmoid flat).
 WEIGHT_SCALES = (1e-3, 0.05, 0.3, 1.0, 2.0, 4.0)
@@ -91,6 +91,7 @@ def problems(model, min_T=1, max_T=12, max_N=3):
         params = draw(weights(model))
         x = draw(inputs(T, N, D))
         h0 = {s: draw(values((N, model.state_size(s)), 1.0)) for s in model.state_names}
+        h0 = in_domain(model, h0) if hasattr(model, "cell") else h0  # a state the cell divides by: positive
         T_out = {"many-to-one": 1, "one-to-one": 1}.get(model.architecture.name, T)
         if model.loss_rule.name == "upstream":
             targets = draw(upstream_gradients(T_out, N, model.state_size(model.out)))

@@ -83,7 +83,8 @@ def test_without_the_shortest_prefix_both_are_said():
     from symrnn.verify.diagnose import place_first_wrong
 
     step, words = place_first_wrong([0, 1, 2, 3], 8)
-    assert step == 5 and "a local derivative at t=4, or the backward message (dL/dh) from t=5 to t=4" in words
+    assert step == 5 and "at step 5: the backward message (dL/dh) from t=5 to t=4, or else a local derivative at " \
+        "t=4" in words
     assert place_first_wrong([0, 1, 2, 3], 8, shortest=(4, 3))[1].startswith("a local derivative at t=4 is wrong")
     assert "first wrong backward message" in place_first_wrong([0, 1, 2, 3], 8, shortest=(5, 3))[1]
     assert place_first_wrong([3], 8, starts_right=True)[0] == 4

@@ -15,7 +15,7 @@ from ..models.layouts import Layout, layout_for
 from ..models.model import Model
 from .cases import Declared, declared_problems, replay_sizes, run_cases, run_declared
 from .frameworks.stacked import stacked_like, without_recurrent_weights
-from .modes import LayerFunctions, LayerObject, LossFunction
+from .modes import LayerFunctions, LayerObject, LossFunction, state_of_role
 from .problems import LONG_MARK, Plan, draw, padding_mask, settle_clipping
 from .replay import declared_cli_command, shown_path
 from .result import Verification
@@ -173,7 +173,8 @@ def _verify_declared_layer(forward, backward, cell, layout, *, D, H, T, N, scale
     replayed, D, H, _ = replay_sizes(replay, D, H, None)
     model = _model(cell, D, H, loss="upstream")
     if is_native(layout):  # symrnn's own names: the calling convention read from the code
-        L, sig = NATIVE, signature_for(signature, "layer", model.cell) if signature is not None \
+        L = NATIVE if isinstance(layout, str) else layout  # a framework's arguments named as the cell's parameters
+        sig = signature_for(signature, "layer", model.cell) if signature is not None \
             else native_signature(forward, backward, model)
     else:
         L, sig = layout_for(layout, cell), _calling_convention(signature, layout, "layer", model.cell)
@@ -276,11 +277,14 @@ def _zero_states(model, sig, declared=()):
     starts from zeros) and those declared zero (``zero_states=("h0",)`` or ``("h",)``)."""
     names = {f"{s}0": s for s in model.state_names}
     declared = (declared,) if isinstance(declared, str) else tuple(declared or ())
+    if "h" not in model.state_names and sig is not None and "h0" in sig.forward_args:  # the output state's
+        names = {("h0" if s == state_of_role(model, "h0") else r): s for r, s in names.items()}
     unknown = [d for d in declared if d not in names and d not in names.values()]
     if unknown:
         raise UnknownNameError(f"zero_states={declared!r}: {unknown} name no initial state of {model.cell.name!r}; "
                                f"its initial states are {sorted(names)}.")
-    zero = {s for role, s in names.items() if sig is not None and role not in sig.forward_args}
+    passed = sig is None or "s0" in sig.forward_args  # s0: every initial state, by name
+    zero = set() if passed else {s for role, s in names.items() if role not in sig.forward_args}
     zero |= {names.get(d, d) for d in declared}
     return tuple(s for s in model.state_names if s in zero)
 

@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 
 from . import judge as J
+from .modes import state_of_role
 from .result import ForwardCheck
 
 
@@ -227,7 +228,9 @@ def exact_in_user_layout(adapter, ex, run):
             exact_user[key], scale_user[key] = conv(ex.grads[model.input_name]), conv(ex.tol[model.input_name])
         elif key in ("dh0", "dc0") or (key[1:-1] in model.state_names and key.endswith("0")) or (
                 key.startswith("dprev_") and key[6:] in model.state_names):  # ds0's and step mode's too
-            k = model.initial_state_key(key[6:] if key.startswith("dprev_") else key[1:-1])
+            state = key[6:] if key.startswith("dprev_") else (
+                state_of_role(model, key) if key in ("dh0", "dc0") else key[1:-1])
+            k = model.initial_state_key(state)
             exact_user[key], scale_user[key] = L.state_to_user(ex.grads[k]), L.state_to_user(ex.tol[k])
     return exact_user, scale_user
 

@@ -13,8 +13,8 @@ from ..errors import ShapeError, UnknownNameError, UserCodeError
 from ..models.truncated import Truncation, as_truncation
 from .assess import assess
 from .directions import time_order_of_dx
-from .diagnose import common_factor, explain_clipping, fingerprint, forward_fingerprint, localise, message_probe, \
-    refine_by_fingerprint, transposed_returns, wrong_input_steps
+from .diagnose import common_factor, explain_clipping, fingerprint, forward_fingerprint, localise, matches_candidate, \
+    message_probe, refine_by_fingerprint, swapped_returns, transposed_returns, wrong_input_steps
 from .kinks import explain_kinks
 from .modes import run_twice
 from .precision import Float32Rounding, explain_precision
@@ -95,6 +95,7 @@ class Runs:
     forward_mistake: object  # a catalogued mistake of the forward the loss matches, or None
     hygiene: list  # the findings, each once
     chaotic: list = field(default_factory=list)  # (label, step) of each case whose forward came apart
+    nondeterministic: list = field(default_factory=list)  # cases whose two calls were judged differently
 
 
 def run_cases(adapter, problems, mode, layout_name, declared=None):
@@ -106,17 +107,21 @@ def run_cases(adapter, problems, mode, layout_name, declared=None):
     with threadpool_limits(limits=1, user_api="blas"):
         runs = _run_each(adapter, problems, mode)
         ok = bool(runs.forward.ok and all(c.ok for c in runs.cases))
-        mutation, explanation, line = _name_mistake(adapter, runs.failing, runs.forward_mistake)
+        flaky = runs.nondeterministic  # no mistake to name or place: another call returns other numbers
+        mutation, explanation, line = _name_mistake(adapter, [] if flaky else runs.failing, runs.forward_mistake)
         localisation, minimal, evidence = {}, {}, {}
-        if runs.failing and declared is not None and not declared.replaying:
+        if runs.failing and declared is not None and not declared.replaying and not flaky:
             shortest = min(runs.failing, key=lambda f: f[0].T)[0]
             minimal = minimal_case(adapter, shortest, declared, explanation is None, evidence)
-        scaled = common_factor(runs.failing) if runs.failing and mutation is None and explanation is None else None
+        plain = runs.failing and not flaky and mutation is None and explanation is None
+        scaled = common_factor(runs.failing) if plain else None
         if scaled:  # every gradient off by one factor: no step or path to point at
             localisation = {"message": scaled}
-        elif runs.failing and not isinstance(explanation, Float32Rounding):  # rounding: no mistake to place
+        elif runs.failing and not flaky and not isinstance(explanation, Float32Rounding):  # rounding: nothing to place
             localisation = _localisation(adapter, runs.failing, problems, mode, declared, mutation,
                                          evidence.get("shortest"))
+        apart = _wrong_apart_only(adapter, runs.failing) if runs.failing and not flaky and mutation is None else ""
+        localisation = dict(localisation, message=apart) if apart else localisation
         if minimal:
             localisation = _with_shortest_prefix(localisation, minimal["T"], runs.cases)
     searched = declared.search if declared is not None and not declared.replaying and ok else 0
@@ -124,7 +129,8 @@ def run_cases(adapter, problems, mode, layout_name, declared=None):
                         runs.hygiene, runs.dtype_model, runs.table_case, localisation=localisation,
                         fingerprint=mutation, explanation=explanation, minimal=minimal, exact_line=line,
                         notes=(list(declared.notes) if declared is not None else []) + _chaos_notes(runs.chaotic),
-                        found=declared.found if declared is not None else "", searched=searched)
+                        found=declared.found if declared is not None else "", searched=searched,
+                        nondeterministic=flaky)
 
 
 def _chaos_notes(chaotic):
@@ -139,12 +145,17 @@ def _run_each(adapter, problems, mode):
     """Run and judge every problem in turn; a forward that differs ends the run."""
     findings, cases, table, table_case = [], [], None, ""
     forward_result, dtype_model = None, None
-    failing, forward_mistake, chaotic = [], None, []
+    failing, forward_mistake, chaotic, nondeterministic = [], None, [], []
     todo = list(problems)
     for problem in todo:  # grows by the judged prefix of a chaotic case
         run = run_twice(adapter, problem, findings, mode)
         ex = exact(adapter.model, problem)
         fwd, model_dtype, verdicts = assess(adapter, problem, run, ex)
+        other = _judged_apart(adapter, problem, run, ex, (fwd, model_dtype, verdicts))
+        if other is not None:  # one call right, the other wrong: the wrong one is the case's verdict
+            (fwd, model_dtype, verdicts), record = other
+            nondeterministic.append(record)
+            run = run.first_call if record["wrong_call"] == "first" else run
         dtype_model = model_dtype if model_dtype.name == "float32" else dtype_model or model_dtype
         if not fwd.ok:
             forward_result = fwd
@@ -173,7 +184,45 @@ def _run_each(adapter, problems, mode):
         if all(f.message != g.message for g in unique):
             unique.append(f)
     return Runs(cases, forward_result, dtype_model, table or [], table_case, failing, forward_mistake, unique,
-                chaotic)
+                chaotic, nondeterministic)
+
+
+def _judged_apart(adapter, problem, run, ex, second):
+    """When the first of the two calls on the same inputs (:func:`~symrnn.verify.modes.run_twice`) returned
+    other numbers and is judged otherwise than the second (``second``: its ``assess``): ``(the wrong call's
+    assessment, a record: the case, the names judged apart, which call was wrong, each call's (error,
+    tolerance) of those names)``, else None.  Differences within the tolerance (rounding in another
+    order) stay a hygiene warning."""
+    first = run.first_call
+    if first is None or (_same(first.grads, run.grads) and _same(first.states, run.states)):
+        return None
+    calls = (assess(adapter, problem, first, ex), second)
+    wrong = [["forward"] if not f.ok else [v.name for v in vs if not v.ok] for f, _, vs in calls]
+    if wrong[0] == wrong[1]:
+        return None
+    bad = 0 if wrong[0] else 1  # the call judged wrong (the first, when both are, each otherwise)
+    names = [n for n in wrong[bad] if n not in wrong[1 - bad]] or wrong[bad]
+    by_name = [{v.name: (v.max_abs_error, v.tolerance) for v in vs or ()} for _, _, vs in calls]
+    record = {"case": problem.label, "names": names, "wrong_call": ("first", "second")[bad],
+              "errors": {n: [b.get(n) for b in by_name] for n in names}}
+    return calls[bad], record
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k], equal_nan=True) for k in a)
+
+
+def _wrong_apart_only(adapter, failing) -> str:
+    """What the report says when every gradient of symrnn's own parameters is exact and only an array they
+    do not hold apart is wrong (PyTorch's ``bias_hh``, added to ``bias_ih``), else ``""``."""
+    if not all(matches_candidate(run, ex.grads, ex, d.unit) for _, run, ex, d, _ in failing):
+        return ""
+    names = list(dict.fromkeys(v.name for *_, verdicts in failing for v in verdicts if not v.ok))
+    second, first = adapter.layout.names.get("b_hh"), adapter.layout.names.get("b")
+    added = (f"; {second} is added to {first} in the cell, so the exact d{second} equals d{first}"
+             if isinstance(second, str) and isinstance(first, str) else "")
+    return (f"every gradient of the cell's own parameters, inputs and initial states is exact; only "
+            f"{', '.join(names)} is wrong{added}")
 
 
 def _name_mistake(adapter, failing, forward_mistake):
@@ -186,13 +235,16 @@ def _name_mistake(adapter, failing, forward_mistake):
     if not model.one_cell:  # several cells wired: no single-cell sweep
         mistake = forward_mistake or time_order_of_dx(adapter, failing)  # a bidirectional layer's dx
         return mistake, None if mistake is not None else explain_clipping(model, failing), {}
+    if all(matches_candidate(run, ex.grads, ex, d.unit) for _, run, ex, d, _ in failing):
+        return None, None, {}  # wrong only in what symrnn's names do not hold apart (a second bias): nothing to name
     kink = explain_kinks(model, failing)  # before the catalogue: at a kink, "relu' missing" gives the same numbers
     if kink is not None:
         return None, kink, {}
     rounding = explain_precision(adapter, failing)
     if rounding is not None:
         return None, rounding, {}
-    mutation = transposed_returns(adapter, failing) or fingerprint(adapter, failing)
+    mutation = transposed_returns(adapter, failing) or swapped_returns(adapter, failing) or \
+        fingerprint(adapter, failing)
     if mutation is None:
         return None, explain_clipping(model, failing), {}
     undeclared = mutation.truncation and failing[0][0].truncation is None

@@ -17,7 +17,7 @@ from .directions import TIME_ORDERS
 from .mutants import Mutation, candidate, mutations_for
 from .mutants import backward as candidate_backward
 from .mutants import input_terms as mutant_terms
-from .problems import Plan, draw, initial_state_keys
+from .problems import Plan, draw, initial_state_keys, states_read_back
 from .shrink import rebuilder
 
 
@@ -78,6 +78,31 @@ def transposed_returns(adapter, failing):
                                            f"where {', '.join(names)} belongs (a square matrix, so the shapes "
                                            f"agree and nothing fails loudly); every other gradient is right",
                     changes=", ".join(f"dL/{n}" for n in names))
+
+
+def swapped_returns(adapter, failing):
+    """A :class:`Mutation` naming two same-shape gradients the code returns in each other's place (``dWx``
+    and ``dWh`` when ``D = H``, ``dh0`` and ``dc0``), when that explains every wrong gradient of every
+    failing case; else None."""
+    pairs = set()
+    for _, run, ex, _, verdicts in failing:
+        exact_user, scale_user = exact_in_user_layout(adapter, ex, run)
+        wrong = [v.name for v in verdicts if not v.ok]
+
+        def fits(a, b):  # the user's a is the exact b
+            user, exact = np.asarray(run.user_grads[a], dtype=float), np.asarray(exact_user[b])
+            return user.shape == exact.shape and bool(np.all(np.abs(user - exact) <= np.asarray(scale_user[b])))
+        found = {tuple(sorted((a, b))) for a in wrong for b in wrong if a != b and b in exact_user and fits(a, b)
+                 and fits(b, a)}
+        if not found or {n for p in found for n in p} != set(wrong):
+            return None
+        pairs |= found
+    if not pairs:
+        return None
+    said = "; ".join(f"the returned {a} is the exact {b}, the returned {b} the exact {a}" for a, b in sorted(pairs))
+    return Mutation("gradients-swapped", f"two gradients are returned in each other's place: {said} (the same "
+                                         f"shape, so nothing fails loudly; return them in the signature's order)",
+                    changes=", ".join(f"dL/{a[1:]} and dL/{b[1:]}" for a, b in sorted(pairs)))
 
 
 def _start_zeroed(model, grads, states):
@@ -207,8 +232,20 @@ def localise(adapter, problem, run, ex, dtype_model, verdicts, state=None, short
         partial = out["block"] is not None and all(any(b.ok and b.tested for b in v.blocks)
                                                    for v in wrong if len(v.blocks) > 1)
         out["step"], out["message"] = place_first_wrong(bad_steps, problem.T, starts, partial, shortest,
-                                                        f"dL/d{state or model.out}", "dx")
+                                                        _messages(model, state), "dx")
+        case = f"in the case {problem.label!r}"  # the step is this case's, not the table's
+        out["message"] = out["message"][:-1] + f"; {case})" if out["message"].endswith(")") else \
+            f"{out['message']} ({case})"
     return out
+
+
+def _messages(model, state=None):
+    """The backward message(s) a wrong step may come from: ``dL/d(state)``, else the output state's
+    when the cell reads it back, else those of every state it reads back (mLSTM's C, n, m)."""
+    read = states_read_back(model.cell)
+    states = [state] if state else [model.out] if model.out in read or not read else list(read)
+    words = [f"dL/d{s}" for s in states]
+    return ", ".join(words[:-1]) + " or " + words[-1] if len(words) > 1 else words[0]
 
 
 def wrong_input_steps(model, problem, run, ex):
@@ -252,9 +289,9 @@ def place_first_wrong(bad_steps, T, starts_right=None, partial_blocks=False, sho
         return j + 2, (f"{message} from t={j + 2} to t={j + 1} is the first wrong backward message (steps from 1; "
                        f"{inputs} is right for t > {j + 1}; the smallest failing case ends at t={j + 2} and is right "
                        f"at its last step)")
-    return j + 2, (f"the first wrong thing is at t={j + 1}: a local derivative at t={j + 1}, or the backward "
-                   f"message ({message}) from t={j + 2} to t={j + 1} ({inputs} is right for t > {j + 1}; steps from "
-                   f"1; what this verification sees cannot tell the two apart)")
+    return j + 2, (f"the first wrong thing is at step {j + 2}: the backward message ({message}) from t={j + 2} to "
+                   f"t={j + 1}, or else a local derivative at t={j + 1} ({inputs} is right for t > {j + 1}; steps "
+                   f"from 1; what this verification sees cannot tell the two apart)")
 
 
 PROBE_H = 2  # the message probe's hidden size: small, so that D can exceed the rows of every input product

@@ -113,9 +113,10 @@ def guarded(what):
         else:
             how = f"raised {type(exc).__name__}"
         where = _user_frame(exc.__traceback__)
+        advice = "remove the raise" if how.startswith("raised") else "remove the call"
+        advice += ", or guard it with if __name__ == '__main__':" if what.startswith("Importing") else ""
         raise UserCodeExit(f"{what} did not run to the end: it {how}" + (f" at {where}" if where else "")
-                           + "; the verifier needs it to return (remove the call, or guard it with "
-                             "if __name__ == '__main__':)", where=where) from None
+                           + f"; the verifier needs it to return ({advice})", where=where) from None
     finally:
         os._exit = real_exit
         if main and handler is not None:

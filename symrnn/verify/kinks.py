@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..engine.symbols import parse
 from .diagnose import matches_candidate
 from .mutants import Mutation, applications, candidate
@@ -71,9 +73,16 @@ def _where(cell, eq):
 
 
 def explain_kinks(model, failing):
-    """The :class:`KinkConvention` whose gradients the user's equal in every failing case, or None."""
+    """The :class:`KinkConvention` whose gradients the user's equal in every failing case, or None: the
+    cell has a relu, and the convention moves some gradient there (else it explains nothing: the
+    failing gradients are outside what the comparison sees, as a second bias's)."""
     for mutation, convention in kink_conventions(model.cell):
-        if all(matches_candidate(run, candidate(model, problem, mutation), ex, dtype_model.unit)
-               for problem, run, ex, dtype_model, _ in failing):
+        if not mutation.rewrite:  # no relu in the cell: no kink
+            continue
+        made = [(candidate(model, problem, mutation), run, ex, dtype_model)
+                for problem, run, ex, dtype_model, _ in failing]
+        moved = any(not np.array_equal(grads[k], ex.grads[k]) for grads, _, ex, _ in made for k in grads
+                    if k in ex.grads)  # the convention changes some gradient here: it explains something
+        if moved and all(matches_candidate(run, grads, ex, d.unit) for grads, run, ex, d in made):
             return convention
     return None

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import ParameterError, ShapeError, UnknownNameError, UserCodeError
 from .hygiene import call, compare_runs, snapshot
+from .problems import states_read_back
 from .signatures import is_parameter_role
 
 
@@ -26,6 +27,7 @@ class UserRun:
     user_grads: dict = field(default_factory=dict)  # the user's own names -> arrays (as returned)
     dtypes: set = field(default_factory=set)
     raw: object = None  # the backward's outputs, for the second-call comparison
+    first_call: object = None  # the first of two calls on the same inputs (run_twice), judged too
 
 
 def as_tuple(out, expected, what):
@@ -69,6 +71,25 @@ def check_gradient(name, value, what, shape=None):
         expected = f"a floating-point array of shape {tuple(shape)}" if shape is not None else "a floating-point array"
         raise UserCodeError(f"The gradient {name} returned by {what} is {got}, not an array of numbers; expected "
                             f"{expected} (one entry per entry of what it is the gradient of).")
+
+
+def state_of_role(model, role):
+    """The state an initial-state role names (``h0``/``dh0``, ``c0``/``dc0``): ``h``, ``c``; for a cell
+    without a state ``h``, ``h0`` is its output state's (as the role ``h`` is its output), when the cell
+    reads it back.  A role naming no such state is refused, saying what to pass instead."""
+    state = role[1:-1] if role.startswith("d") else role[:-1]
+    if state in model.state_names:
+        return state
+    cell, states = model.cell.name, ", ".join(model.state_names)
+    if state == "h" and model.out in states_read_back(model.cell):
+        return model.out
+    if state == "h":
+        raise UnknownNameError(f"The signature passes {role!r}, the initial value of the output state, but the cell "
+                               f"{cell!r} never reads its output state {model.out!r} back (its states: {states}): "
+                               f"pass every initial state as a dict with the role 's0' (its gradients as 'ds0').")
+    raise UnknownNameError(f"The signature passes {role!r}, but the cell {cell!r} has no state {state!r} (its states: "
+                           f"{states}): drop {role!r} from the signature, or pass every initial state as a dict "
+                           f"with the role 's0' (its gradients as 'ds0').")
 
 
 class Adapter:
@@ -188,7 +209,8 @@ class LayerFunctions(Adapter):
         user_params = self.user_params(problem)
         data = {"x": self._sequence_in(problem.x), "params": user_params,
                 "s0": {s: L.state_to_user(v) for s, v in problem.h0.items()}}  # every state, symrnn's names
-        data.update({f"{s}0": L.state_to_user(problem.h0[s]) for s in ("h", "c") if s in problem.h0})
+        data.update({r: L.state_to_user(problem.h0[state_of_role(model, r)]) for r in ("h0", "c0")
+                     if r in sig.forward_args})
         args = [data[r] if r in data else self.param_value(r, user_params) for r in sig.forward_args]
         run = UserRun()
         what = f"{getattr(self.forward, '__name__', 'forward')}(...)"
@@ -230,12 +252,14 @@ class LayerFunctions(Adapter):
             self.record(run, "dx", bout["dx"], model.input_name,
                         lambda v: self._sequence_out(v, f"dx returned by {what}", D, T, N), what,
                         np.shape(data["x"]))
-        for key, state in (("dh0", "h"), ("dc0", "c")):
+        for key in ("dh0", "dc0"):
             if key in bout:  # a step's: dprev_h, dprev_c (the message leaving h_{t-1}), as the step names them
+                state = state_of_role(model, key)
                 name = step_name(state) if self.step else key
                 self.record(run, name, bout[key], model.initial_state_key(state),
-                            lambda v, name=name: L.state_from_user(v, f"{name} returned by {what}", (N, H)), what,
-                            np.shape(data.get(f"{state}0")) if f"{state}0" in data else None)
+                            lambda v, name=name, s=state: L.state_from_user(v, f"{name} returned by {what}",
+                                                                            (N, model.state_size(s))), what,
+                            np.shape(data.get(key[1:])) if key[1:] in data else None)
         for state, value in self._states_dict(bout.get("ds0", {}), what).items():  # dL/d(initial state), by name
             self.record(run, step_name(state) if self.step else f"d{state}0", value, model.initial_state_key(state),
                         lambda v, s=state: L.state_from_user(v, f"ds0[{s!r}] returned by {what}",
@@ -334,8 +358,9 @@ class LossFunction(Adapter):
         """The user's function's arguments, in its signature's order and the layout's form."""
         L, model = self.layout, self.model
         targets = np.asarray(problem.targets)
-        data = {"x": lambda: L.sequence_to_user(problem.x), "h0": lambda: L.state_to_user(problem.h0["h"]),
-                "c0": lambda: L.state_to_user(_state(problem, "c", "c0", model)), "ignored": lambda: None,
+        data = {"x": lambda: L.sequence_to_user(problem.x),
+                "h0": lambda: L.state_to_user(problem.h0[state_of_role(model, "h0")]),
+                "c0": lambda: L.state_to_user(problem.h0[state_of_role(model, "c0")]), "ignored": lambda: None,
                 "params": lambda: user_params,
                 "y": lambda: (L.sequence_to_user(targets) if targets.ndim == 3
                               else np.swapaxes(targets, 0, 1) if L.batch_major else targets),
@@ -399,19 +424,13 @@ class LossFunction(Adapter):
             self.record(run, "dx", extra["dx"], model.input_name, lambda v: L.sequence_from_user(v, "dx", (T, N, D)),
                         what)
         if "dh0" in extra or "h0" in extra:
-            self.record(run, "dh0", extra.get("dh0", extra.get("h0")), "h0",
+            key = model.initial_state_key(state_of_role(model, "h0"))
+            self.record(run, "dh0", extra.get("dh0", extra.get("h0")), key,
                         lambda v: L.state_from_user(v, "dh0", (N, H)), what)
         if "dc0" in extra and "c" in model.state_names:
             self.record(run, "dc0", extra["dc0"], model.initial_state_key("c"),
                         lambda v: L.state_from_user(v, "dc0", (N, H)), what)
         return run
-
-
-def _state(problem, state, role, model):
-    if state not in problem.h0:
-        raise UnknownNameError(f"The signature passes {role!r}, but the cell {model.cell.name!r} has no state {state!r} "
-                            f"(its states: {', '.join(model.state_names)}): drop {role!r} from the signature.")
-    return problem.h0[state]
 
 
 def loss_and_grads_returned(out, what, keys) -> tuple:
@@ -465,6 +484,9 @@ def run_twice(adapter, problem, findings, what):
     """Run the user's code twice on copies: the second run shows nondeterminism and reused buffers."""
     first = adapter.run(problem, findings)
     kept = snapshot(first.raw)
+    first.grads = {k: np.array(v) for k, v in first.grads.items()}  # copies: buffers may be reused
+    first.states = {k: np.array(v) for k, v in first.states.items()}
     second = adapter.run(problem, [])
     compare_runs(first.raw, second.raw, kept, what, findings)
+    second.first_call = first  # judged too when it returned other numbers (symrnn.verify.cases)
     return second  # its arrays are the latest, should the code reuse its buffers

@@ -18,6 +18,7 @@ import numpy as np
 from ..errors import UnknownNameError
 from ..models.layouts import NATIVE
 from .auto import ROLE_NAMES
+from .problems import in_domain
 from .signatures import Signature
 
 #: the names the native layout is known by (the API's ``layout="symrnn"``, the layout's own name)
@@ -87,7 +88,7 @@ def _returned(forward, roles, model):
     itself then reports the failure, with the case)."""
     rng = np.random.default_rng(0)
     N, T = 1, 2
-    states = {s: 0.1 * rng.standard_normal((N, model.state_size(s))) for s in model.state_names}
+    states = in_domain(model, {s: 0.1 * rng.standard_normal((N, model.state_size(s))) for s in model.state_names})
     data = {"x": 0.5 * rng.standard_normal((T, N, model.sizes["D"])), "params": model.init_params(0),
             "s0": states, "h0": states.get("h"), "c0": states.get("c")}
     try:

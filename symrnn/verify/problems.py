@@ -115,6 +115,33 @@ class Plan:
     lengths: tuple = (1, 2, 3)  # shorter sequences also run: bugs of the first steps show there
 
 
+def positive_states(cell) -> tuple:
+    """The states a cell divides by (sLSTM's normaliser ``n``: ``h_t = o_t c_t / n_t``): their initial
+    values are drawn positive, as every step of such a cell keeps them (``n_t = f'_t n_{t-1} + i'_t``),
+    away from the pole at 0."""
+    import sympy as sp
+
+    states = getattr(cell, "state_names", ())  # a wired model's cell is its name only
+    names = {f"{s}[t]": s for s in states} | {f"{s}[t-1]": s for s in states}
+    found = {names[str(p.base)] for eq in getattr(cell, "equations", ()) for p in eq.rhs.atoms(sp.Pow)
+             if p.exp.is_negative and str(p.base) in names}
+    return tuple(s for s in states if s in found)
+
+
+def states_read_back(cell) -> tuple:
+    """The states whose previous value the cell reads (``h[t-1]``): those a backward message reaches
+    (mLSTM's ``C``, ``n``, ``m``; not its ``h``, read by the readout only)."""
+    read = {str(s) for eq in getattr(cell, "equations", ()) for s in eq.rhs.free_symbols}  # a wired model's: none
+    return tuple(s for s in getattr(cell, "state_names", ()) if f"{s}[t-1]" in read)
+
+
+def in_domain(model, h0: dict) -> dict:
+    """Drawn initial states moved into the cell's domain: a state it divides by is ``0.5 + |v|``
+    (:func:`positive_states`); the others are as drawn."""
+    positive = positive_states(model.cell)
+    return {s: 0.5 + np.abs(v) if s in positive else v for s, v in h0.items()}
+
+
 def draw(model, plan: Plan, T: int, label: str, seed: int, zero_states=(), upstream="all", loss_targets=None,
          final=(), scale=None) -> Problem:
     """One problem: weights from ``model.init_params``, standard normal inputs and upstream gradients."""
@@ -122,8 +149,8 @@ def draw(model, plan: Plan, T: int, label: str, seed: int, zero_states=(), upstr
     params = model.init_params(seed, scale=plan.scale if scale is None else scale)
     N, D = plan.N, model.sizes["D"]
     x = rng.normal(size=(T, N, D))
-    h0 = {s: rng.normal(size=(N, model.state_size(s))) * (0.0 if s in zero_states else 0.5)
-          for s in model.state_names}
+    h0 = in_domain(model, {s: rng.normal(size=(N, model.state_size(s))) * 0.5 for s in model.state_names})
+    h0 = {s: np.zeros_like(v) if s in zero_states else v for s, v in h0.items()}
     if loss_targets is not None:
         targets = loss_targets(rng, T, N)
     else:

@@ -76,6 +76,9 @@ class Verification:
         The fingerprint's line of the exact derivation (equation, LaTeX, code).
     notes : list of str
         What the verification could not do.
+    nondeterministic : list of dict
+        The cases whose two calls on the same inputs were judged differently (``case``, ``names``,
+        ``wrong_call``, each call's ``errors``): not ok, verdict ``NONDETERMINISTIC``.
     """
 
     ok: bool
@@ -96,6 +99,8 @@ class Verification:
     notes: list = field(default_factory=list)  # what the verification could not do
     found: str = ""  # the cell and layout found from the forward (verify_layer(..., cell=None))
     searched: int = 0  # cases drawn by Hypothesis (search=) besides the fixed ones, none of them failing
+    nondeterministic: list = field(default_factory=list)  # cases whose two calls on the same inputs were judged
+    # differently: {"case", "names", "wrong_call" ("first"/"second"), "errors": {name: [(error, tolerance) per call]}}
 
     @property
     def wrong(self) -> list:
@@ -104,7 +109,8 @@ class Verification:
 
     def verdict(self) -> str:
         """The report's first line, at most 100 characters: RIGHT, WRONG (which gradients, the wrong part
-        of a wired model, the named mistake, the first wrong step), FORWARD DIFFERS or DIFFERS ONLY BY
+        of a wired model, the named mistake, the first wrong step), NONDETERMINISTIC (right on one of two calls
+        on the same inputs, wrong on the other), FORWARD DIFFERS or DIFFERS ONLY BY
         (undeclared clipping or truncation)."""
         what = f"{self.cell} {self.mode} code"
         if not self.forward.ok:
@@ -124,6 +130,9 @@ class Verification:
                             f"{self.dtype_model.computed_in}; {len(self.gradients)} gradients, {cases}{searched}{warn}")
             return _fit(f"RIGHT: {what}, {len(self.gradients)} gradients exact ({self.dtype_model.name} error model, "
                         f"{cases}{searched}{warn})")
+        if self.nondeterministic:
+            names = ", ".join(dict.fromkeys(n for r in self.nondeterministic for n in r["names"]))
+            return _fit(f"NONDETERMINISTIC: {names} ({what}): two calls on the same inputs differ, one wrong")
         if _own(self.explanation):
             return _fit(f"DIFFERS ONLY {self.explanation.short()}")
         if self.explanation is not None:
@@ -167,6 +176,8 @@ class Verification:
                         f"exact to float64: compute in float64 for float64 accuracy")
             return (f"{self.cell} {self.mode} code is right: {n} gradients exact to the {self.dtype_model.name} "
                     f"error model in {len(self.cases)} cases{warn}")
+        if self.nondeterministic:
+            return _nondeterministic_sentence(self)
         names = ", ".join(g.name for g in self.wrong)
         if any(g.not_finite for g in self.wrong):
             return self._not_finite_summary()
@@ -284,7 +295,7 @@ class Verification:
 
         Keys: ``ok``, ``verdict``, ``summary``, ``mode``, ``cell``, ``layout``, ``forward``, ``case``,
         ``gradients``, ``cases``, ``hygiene``, ``dtype_model``, ``localisation``,
-        ``fingerprint``, ``minimal_case``, ``notes``, ``explanation``.
+        ``fingerprint``, ``minimal_case``, ``notes``, ``explanation``, ``nondeterministic``.
         """
         data = {"ok": self.ok, "verdict": self.verdict(), "summary": self.summary(), "mode": self.mode, "cell": self.cell,
                 "layout": self.layout, "forward": self.forward.to_json(), "case": self.case,
@@ -298,6 +309,7 @@ class Verification:
                     "changes": self.fingerprint.changes, "where": self.fingerprint.where,
                     "exact_line": dict(self.exact_line) or None},
                 "minimal_case": dict(self.minimal) or None, "notes": list(self.notes), "found": self.found or None,
+                "nondeterministic": list(self.nondeterministic),
                 "explanation": None if self.explanation is None else self.explanation.to_json()}
         if path is not None:
             from ..fileio import write_text_atomic
@@ -310,6 +322,23 @@ def not_finite_text(g) -> str:
     """``NaN in 20 of 20 entries, first at dWx[0, 0]`` for a gradient verdict with entries not finite."""
     kind = "NaN" if np.isnan(g.user_norm) else "inf"
     return f"{kind} in {g.not_finite} of {g.size} entries, first at {g.name}{list(g.first_not_finite)}"
+
+
+def _nondeterministic_sentence(result) -> str:
+    """What the report says of a backward judged otherwise on two calls on the same inputs."""
+    first = next((r for r in result.nondeterministic if r["case"] == result.case), result.nondeterministic[0])
+    names = ", ".join(first["names"])
+
+    def said(errors):
+        return "exact" if errors is None or errors[0] <= errors[1] else \
+            f"off by {errors[0]:.3e} (tolerance {errors[1]:.3e})"
+    calls = "; ".join(f"{n}: the first call's {said(e[0])}, the second's {said(e[1])}"
+                      for n, e in first["errors"].items())
+    return (f"{result.cell} {result.mode} code is nondeterministic: two calls on the same inputs returned different "
+            f"{names}, one of them wrong ({calls}, in the case {first['case']!r}; judged apart in "
+            f"{len(result.nondeterministic)} of {len(result.cases)} cases): state kept between calls (a counter, a "
+            f"global, a cache or buffer written by an earlier call, random numbers) changes the gradients; a backward "
+            f"must return the same gradients for the same inputs. The table shows the wrong call")
 
 
 def _own(explanation) -> bool:

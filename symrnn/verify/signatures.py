@@ -3,7 +3,8 @@
 A signature lists, in order, what a user's function takes and returns, by role:
 
 * data: ``x`` (inputs; ``x_ids``/``y_ids``: a list of class indices of one
-  sequence, the inputs one-hot), ``h0``/``c0`` (initial or previous states), ``h``/``c``
+  sequence, the inputs one-hot), ``h0``/``c0`` (initial or previous states; ``h0`` is the output
+  state's for a cell without a state ``h``, as ``h`` is its output), ``h``/``c``
   (states out: all steps in layer mode, the next state in step mode),
   ``dh``/``dc`` (upstream gradients in), ``dh_n``/``dc_n`` (layer mode: the gradients arriving at
   the final states the code returns, as ``nn.LSTM``'s ``h_n``, ``c_n``; None in a case that sends

@@ -71,6 +71,8 @@ def _step_backward(gh, s, carry, bug):
     N = gh.shape[0]
     d = {"q": dq.reshape(N, -1), "k": dk.reshape(N, -1), "v": dv.reshape(N, -1), "i": dit,
          "f": dlogf * (1 - sig(ft)), "o": gh * ht * o * (1 - o)}
+    if bug == "carry-not-decayed":  # the memory's and normaliser's messages not times f' (tryout7)
+        return d, (dC, dn, dmp)
     return d, (fp[..., None, None] * dC, fp[..., None] * dn, dmp)
 
 

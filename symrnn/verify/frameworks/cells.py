@@ -81,12 +81,18 @@ def _no_fit(code, name):
 
 
 def _gates_text(L):
+    if tuple(L.gate_order) == ("",):  # one gate (IndRNN)
+        return "weights in weight_ih" + (", weight_hh" if "Wh" in L.names else "")
     return f"gates {' '.join(L.gate_order)} stacked in weight_ih" + (", weight_hh" if "Wh" in L.names else "")
 
 
 def resolve(code, cell, layout, batch_first, heads=1) -> Resolved:
     """The cell and layout to verify ``code`` against (see the module); code with ``heads`` heads is
     matched against the cells of today in a head layout."""
+    from ..native import is_native
+
+    if layout is not None and is_native(layout):
+        return _in_symrnn_names(code, cell, batch_first)
     if _is_today(cell) or heads > 1 or (cell is None and not set(_CLASSIC) <= set(code.roles)):
         found = match_today(code, cell, batch_first, heads)
         if found is not None:
@@ -96,6 +102,8 @@ def resolve(code, cell, layout, batch_first, heads=1) -> Resolved:
                      f"{'head by head' if L.head_major else 'gate by gate'})" if heads > 1 else "")
             return Resolved(name, L, L.batch_major, f"{how}: the cell of today {name!r}; {_gates_text(L)}, "
                                                     + ("batch-first" if L.batch_major else "time-major") + split)
+        if cell is not None and heads == 1 and _named_as(code, cell):  # IndRNN's U, w, b: symrnn's names
+            return _in_symrnn_names(code, cell, batch_first)
         if cell is not None or (heads > 1 and not {"Wx", "Wh", "b"} <= set(code.roles)):
             raise TracingError(f"The forward of {code.describe} computes no {cell or 'cell of today'!r} in "
                                f"PyTorch's stacking (weight_ih, weight_hh, bias; any gate order; batch-first or "
@@ -111,6 +119,38 @@ def resolve(code, cell, layout, batch_first, heads=1) -> Resolved:
         return _traced_or_refused(code, layout, batch_first)
     first = bool(first)
     return Resolved(cell, framework_layout(code, layout, first, cell), first)
+
+
+def _in_symrnn_names(code, cell, batch_first) -> Resolved:
+    """``layout="symrnn"``: the code's weights are the declared cell's parameters under symrnn's names
+    (IndRNN's ``U, w, b``), one argument each, in any order."""
+    from ..native import NATIVE
+
+    weights = {r: n for r, n in code.names.items() if r not in ("x", "h0", "c0")}
+    params = [] if cell is None else _params(cell)
+    if cell is None or not _named_as(code, cell):
+        has = "" if cell is None else f"; {cell if isinstance(cell, str) else cell.name!r} has the parameters {params}"
+        raise UnknownNameError(
+            f"layout='symrnn' reads the weights of {code.describe} by symrnn's names, one argument per parameter "
+            f"of the declared cell: it takes {list(weights.values())}{has}" + (": declare the cell (cell=...)"
+                                                                              if cell is None else "")
+            + "; name its weight arguments so (any order), or leave layout out for PyTorch's names and stacking "
+              "(weight_ih, weight_hh, bias_ih).")
+    first = bool(batch_first if batch_first is not None else code.batch_first)
+    return Resolved(cell, replace(NATIVE, names=weights, batch_major=first), first,
+                    f"declared: {cell if isinstance(cell, str) else cell.name!r} in symrnn's names "
+                    f"({', '.join(params)}), " + ("batch-first" if first else "time-major"))
+
+
+def _params(cell) -> list:
+    from ...engine.cells import builtin_cell
+
+    return [k for k, spec in (builtin_cell(cell) if isinstance(cell, str) else cell).params.items() if not spec.fixed]
+
+
+def _named_as(code, cell) -> bool:
+    """The code's weight arguments are the cell's parameters, by symrnn's names."""
+    return sorted(n for r, n in code.names.items() if r not in ("x", "h0", "c0")) == sorted(_params(cell))
 
 
 def _traced_or_refused(code, layout, batch_first, heads=1):

@@ -19,7 +19,7 @@ from ...models.layouts import Layout
 from ...models.layouts.gates import as_array, block_name, check_shape
 
 #: the cells of today a framework's forward is matched against, by whether it takes recurrent weights
-TODAY = {True: ("slstm", "slstm-exp"), False: ("min-gru", "min-lstm")}
+TODAY = {True: ("slstm", "slstm-exp", "indrnn"), False: ("min-gru", "min-lstm")}
 _PREFIX = {"Wx": "U", "Wh": "W", "b": "b"}
 
 
@@ -53,7 +53,10 @@ class GateStacked(Layout):
         """The canonical names stacked in ``role``'s array, in the user's order."""
         params = _cell(cell).params
         prefix = _PREFIX["b" if role == "b_hh" else role]
-        return [block_name(prefix, g) for g in self.gate_order if block_name(prefix, g) in params]
+        blocks = [block_name(prefix, g) for g in self.gate_order if block_name(prefix, g) in params]
+        if not blocks and role == "Wh":  # a recurrent vector per unit (IndRNN's w, PyTorch's weight_hh (H,))
+            blocks = [block_name("w", g) for g in self.gate_order if block_name("w", g) in params]
+        return blocks
 
     def to_user(self, cell_name, params, *, gradients=False) -> dict:
         out = {}
