@@ -252,8 +252,16 @@ class LayerFunctions(Adapter):
             self.record(run, "dx", bout["dx"], model.input_name,
                         lambda v: self._sequence_out(v, f"dx returned by {what}", D, T, N), what,
                         np.shape(data["x"]))
+        self._record_initial_state_grads(run, bout, data, what, N)
+        return run
+
+    def _record_initial_state_grads(self, run, bout, data, what, N):
+        """The gradients of the initial states the backward returned: by role (``dh0``, ``dc0``) or by name
+        (``ds0``); a step's are named ``dprev_h``, ``dprev_c`` (the message leaving h_{t-1}), as the step
+        names them."""
+        L, model = self.layout, self.model
         for key in ("dh0", "dc0"):
-            if key in bout:  # a step's: dprev_h, dprev_c (the message leaving h_{t-1}), as the step names them
+            if key in bout:
                 state = state_of_role(model, key)
                 name = step_name(state) if self.step else key
                 self.record(run, name, bout[key], model.initial_state_key(state),
@@ -264,7 +272,6 @@ class LayerFunctions(Adapter):
             self.record(run, step_name(state) if self.step else f"d{state}0", value, model.initial_state_key(state),
                         lambda v, s=state: L.state_from_user(v, f"ds0[{s!r}] returned by {what}",
                                                              (N, model.state_size(s))))
-        return run
 
     def _states_dict(self, value, what):
         """A dict keyed by the cell's state names (roles ``states``, ``ds0``), checked."""
