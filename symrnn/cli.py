@@ -163,7 +163,8 @@ def _verify_arguments(sub):
                "  0  the gradients are right\n"
                "  1  some gradient is wrong (the report says which, where, and how), also on one of\n"
                "     two calls on the same inputs (NONDETERMINISTIC)\n"
-               "  2  usage error (a bad option, a missing file or function)\n"
+               "  2  usage error (a bad option, a missing file or function), or a forward that runs on\n"
+               "     arrays in no layout symrnn knows (declare --cell and --layout)\n"
                "  3  the code under test failed: it raised, exited, or returned the wrong things\n"
                "  4  the forward differs from the cell it was verified against\n"
                "  5  symrnn itself failed (an internal error: a bug to report, no verdict)")
