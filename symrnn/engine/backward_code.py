@@ -10,6 +10,7 @@ import sympy as sp
 
 from .codegen import EngineSymbol, StepPrinter, code_name
 from .hoist import backward_lines
+from .structure import contraction_code
 from .symbols import MatVec, Param, bar, parse, tsym
 from .transient import accumulators, contractions, step_buffers, step_only_buffers, transient_product
 
@@ -132,7 +133,7 @@ class BackwardWriter:
         """The body of the backward loop: load, coefficients, adjoints, stores."""
         block, body = self.block, []
         needed = set()
-        for c in self.coefs + [w * X for _g, w, X, _code in self.contracted.values()]:
+        for c in self.coefs + [w * X for _g, w, X, _specs in self.contracted.values()]:
             needed |= c.free_symbols | c.atoms(MatVec)
         remade = [g for g in block.groups.values() if self.lean and g.index in block.transient
                   and any(m in needed for m in g.atoms)]  # the spreads and folds the coefficients read
@@ -196,9 +197,10 @@ class BackwardWriter:
             source = content[0] if len(content) == 1 else (name if name in self.step_only else f"{name}[t]")
             contracted = [q for q, (group, *_rest) in self.contracted.items() if group == g.index]
             if contracted:  # the sum of an elementwise product with a copy, as one batched product
-                _g, w, X, code = self.contracted[contracted[0]]
+                _g, w, X, specs = self.contracted[contracted[0]]
                 parts.append(f"a{len(self.fixed_adjoints)}")
-                self.fixed_adjoints.append([f"{parts[-1]} = {code(self.printer.doprint(X), self.printer._print(w))}"])
+                code = contraction_code(*specs, self.printer.doprint(X), self.printer._print(w))
+                self.fixed_adjoints.append([f"{parts[-1]} = {code}"])
             elif block._fixed_group(g):  # the transposes of spreads and folds: sums and copies
                 parts.append(f"a{len(self.fixed_adjoints)}")
                 self.fixed_adjoints.append(block._fixed_lines(g, source, parts[-1], transpose=True))

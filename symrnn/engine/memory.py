@@ -21,6 +21,7 @@ given back.  Elsewhere than glibc nothing is changed.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
 
@@ -29,18 +30,11 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 MMAP_THRESHOLD = 32 * 1024 * 1024
 TRIM_THRESHOLD = 2 * MMAP_THRESHOLD
 
-_state = {}
 
-
+@functools.cache
 def keep_freed_memory() -> bool:
     """Set glibc's thresholds once (see the module's docstring); True when they are set now or were
     before, False where there is no glibc or ``SYMRNN_MALLOC=system``."""
-    if "set" not in _state:
-        _state["set"] = _set()
-    return _state["set"]
-
-
-def _set() -> bool:
     if os.environ.get("SYMRNN_MALLOC", "").strip().lower() == "system" or not sys.platform.startswith("linux"):
         return False
     try:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import sympy as sp
 
+from .structure import contraction_code
 from .symbols import MatVec, Param, bar, linear_maps, parse
 
 
@@ -104,13 +105,12 @@ def accumulators(block, writer) -> dict:
 
 
 def contractions(block, writer) -> dict:
-    """q -> ``(group, w, X, code)`` for each q = ``X * (E' w)`` summed back through a transient spread ``E``,
-    in a shape of :func:`~symrnn.engine.structure.contraction_code`: ``code(X, w)`` (their code) is then
-    the sum in one batched product, and the q is never made (nor ``E' w`` for it).  ``E' w`` is a factor of
+    """q -> ``(group, w, X, specs)`` for each q = ``X * (E' w)`` summed back through a transient spread ``E``,
+    in a shape of :func:`~symrnn.engine.structure.contraction_code` (``specs``: those of ``E`` and ``E'``,
+    its first two arguments): the sum is then one batched product, and the q is never made (nor ``E' w`` for it).  ``E' w`` is a factor of
     q's coefficient, or q's adjoint itself when that is the copy ``F^T w`` of a fold's adjoint.  The q must
     be that group's only one, in one step's buffer, read by no other group and by no gradient after the
     loop."""
-    from .structure import contraction_code
     fixed = {name: spec.fixed for name, spec in block.params.items() if spec.fixed}
     owners = {}
     for g in block.groups.values():
@@ -131,14 +131,12 @@ def contractions(block, writer) -> dict:
             if isinstance(factor, MatVec) and factor.args[0].name in fixed:
                 second = fixed[factor.args[0].name]
                 if contraction_code(first, second, "", "") is not None:
-                    out[q] = (g.index, factor.args[1], c / factor * bar(y),
-                              lambda X, w, first=first, second=second: contraction_code(first, second, X, w))
+                    out[q] = (g.index, factor.args[1], c / factor * bar(y), (first, second))
                     break
         else:  # bar y itself a copy F^T w (the adjoint of a fold): E^T (c * (F^T w))
             if y in folded and contraction_code(first, folded[y][1], "", "") is not None:
                 w, second = folded[y]
-                out[q] = (g.index, w, c,
-                          lambda X, w, first=first, second=second: contraction_code(first, second, X, w))
+                out[q] = (g.index, w, c, (first, second))
     return out
 
 
