@@ -136,3 +136,62 @@ def test_an_expression_computed_into_its_target_equals_the_expression():
         scope = dict(namespace, out=np.full((4, 5), np.nan))
         exec("\n".join(printer.into("out", expr)), scope)
         np.testing.assert_allclose(scope["out"], expected, rtol=1e-14, atol=1e-15, err_msg=str(expr))
+
+
+def fast_weights(read_back=False):
+    """A user's matrix cell ``C_t = C_{t-1} / 2 + v k^T``, ``h_t = tanh(C_t q)``, the product with the state
+    written as the let ``y = C_t * (1 q^T)`` and its row sums; ``read_back``: ``y`` also read elementwise
+    (``h_t = tanh(C_t q) + tanh(F (y * y))``), so the backward reads its value."""
+    import sympy as sp
+    cell = sr.Cell("fast-weights-y" + ("-read" if read_back else ""), "a user's matrix cell")
+    x = cell.input()
+    h = cell.state("h")
+    cell.size("HH", sp.Symbol("H") ** 2)
+    C = cell.state("C", "HH")
+    rows, cols = cell.spread("E_r", "HH", "H", "H"), cell.spread("E_c", "HH", "H", "H", "H")
+    fold = cell.fold("F_r", "H", "HH", "H")
+    q, k, v = (cell.let(n, cell.param(f"W_{n}", "H", "D") @ x) for n in "qkv")
+    C_t = cell.update(C, C / 2 + (rows @ v) * (cols @ k))
+    y = cell.let("y", C_t * (cols @ q))
+    out = sr.tanh(cell.let("r", fold @ y))
+    if read_back:
+        out = out + sr.tanh(cell.let("r2", fold @ cell.let("yy", y * y)))
+    cell.update(h, out)
+    cell.output("h")
+    return cell.validate()
+
+
+@pytest.mark.parametrize("cell, let", [(s6(3), "sw"), (fast_weights(), "y"), (fast_weights(True), None)],
+                         ids=["s6", "user-cell", "user-cell-read-back"])
+def test_a_let_read_only_through_a_fold_is_never_made(cell, let):
+    """``y = X * (E' w)`` read only as ``F y`` and never by the backward: the forward computes ``F y`` as one
+    batched product and neither makes nor stores ``y``; the cache computes ``y`` at every step when asked
+    (the decay study's Jacobians read it), equal to the stored layout's, as are the gradients."""
+    from symrnn.engine.jacobians import step_jacobians
+    from symrnn.engine.symbols import tsym
+    m, params, X, G = problem(cell)
+    code = m.cell_code
+    assert set(code.contracted_lets) == ({tsym(let)} if let else set())
+    lean_cache = m.run_cell(params, X)[2]
+    lean = m.loss_and_grads(params, X, G)
+    jac = step_jacobians(m, params, X)
+    code.forward, code.backward = stored_everywhere(code)
+    full_cache = m.run_cell(params, X)[2]
+    full = m.loss_and_grads(params, X, G)
+    assert abs(lean[0] - full[0]) <= 1e-12 * max(1.0, abs(full[0]))
+    for k, g in full[1].items():
+        assert np.abs(lean[1][k] - g).max() <= 1e-12 * max(1.0, np.abs(g).max()), k
+    for k, J in step_jacobians(m, params, X).items():
+        np.testing.assert_allclose(jac[k], J, rtol=1e-13, atol=1e-14)
+    for b in code.lets:
+        key = f"C_{b}"
+        assert (key in dict.keys(lean_cache)) == (b != let), key  # stored unless contracted
+        np.testing.assert_allclose(lean_cache[key], full_cache[key], rtol=1e-14, atol=0, err_msg=key)
+    if let:
+        assert f"empty('C_{let}'" not in code.forward_source and f"cache['C_{let}']" not in code.backward_source
+        loop = code.forward_source.split("for t in range(T):")[1]
+        assert f"{let}__t" not in loop and "np.matmul(" in loop
+    ref_loss, ref = ScalarOracle(m, 5, 5).loss_and_grads(params, X, G)  # an independent route
+    assert abs(lean[0] - ref_loss) <= 1e-12 * max(1.0, abs(ref_loss))
+    for k, g in ref.items():
+        assert np.abs(lean[1][k] - g).max() <= 1e-12 * max(1.0, np.abs(g).max()), k

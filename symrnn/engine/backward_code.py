@@ -116,7 +116,8 @@ class BackwardWriter:
         lines += block._size_lines()
         lines += [f"    {code_name(Param(p))} = params[{p!r}]" for p in block.params]
         cached = ([(code_name(s, "S"), f"S_{s}") for s in block.states]
-                  + [(code_name(b, "C"), f"C_{b}") for b in block.lets]
+                  + [(code_name(b, "C"), f"C_{b}") for b in block.lets
+                     if not (self.lean and tsym(b) in block.contracted_lets)]
                   + [(f"P{g.index}", f"P{g.index}") for g in block.groups.values()
                      if not (self.lean and g.index in block.transient)])
         lines += [f"    {local} = cache[{key!r}]" for local, key in cached] + step_buffers(block, self.lean)
@@ -129,15 +130,19 @@ class BackwardWriter:
         lines += [f"    {code_name(s, 'carry')} = dS[{s!r}]" for s in block.states]
         return lines
 
-    def _step(self):
-        """The body of the backward loop: load, coefficients, adjoints, stores."""
-        block, body = self.block, []
-        needed = set()
+    def needed(self):
+        """``(symbols and products the loop reads, the transient groups it makes again)``."""
+        block, needed = self.block, set()
         for c in self.coefs + [w * X for _g, w, X, _specs in self.contracted.values()]:
             needed |= c.free_symbols | c.atoms(MatVec)
         remade = [g for g in block.groups.values() if self.lean and g.index in block.transient
                   and any(m in needed for m in g.atoms)]  # the spreads and folds the coefficients read
-        needed |= {g.vector for g in remade}
+        return needed | {g.vector for g in remade}, remade
+
+    def _step(self):
+        """The body of the backward loop: load, coefficients, adjoints, stores."""
+        block, body = self.block, []
+        needed, remade = self.needed()
         if block.input_symbol in needed:
             body.append(f"{code_name(block.input_symbol)} = X[t]")
         for s in block.states:

@@ -31,9 +31,10 @@ from .functions import BUILTIN_FUNCTIONS, IN_PLACE, RULES, rule_of
 from .hoist import forward_lines, hoisted_groups
 from .memory import keep_freed_memory
 from .stored import own_functions_only
-from .structure import fixed_code, fold_values, spread_values
+from .structure import contraction_code, fixed_code, fold_values, spread_values
 from .symbols import MatVec, Param, linear_maps, parse, tsym
-from .transient import once_lines, parameter_lets, step_buffers, transient_groups, transient_product
+from .transient import (ForwardCache, contracted_lets, once_lines, parameter_lets, step_buffers, transient_groups,
+                        transient_product)
 
 
 class EngineSymbol(sp.Symbol):
@@ -249,6 +250,15 @@ class BlockCode:
         return transient_groups(self)
 
     @functools.cached_property
+    def contracted_lets(self):  # lets read only through a fold, never made (symrnn.engine.transient)
+        return contracted_lets(self, self._writer.needed()[0])
+
+    @functools.cached_property
+    def _writer(self):
+        from .backward_code import BackwardWriter  # the module that reads this one's printer
+        return BackwardWriter(self, lean=True)
+
+    @functools.cached_property
     def lets(self):
         return [parse(e.target)[0] for e in self.equations if e.kind == "let"]
 
@@ -324,6 +334,7 @@ class BlockCode:
         let and product stored at every step (the fused writer's layout)."""
         atom_names = self._atom_names()
         once, transient = (self.parameter_lets, self.transient) if lean else (set(), set())
+        contracted = self.contracted_lets if lean else {}
         printer = StepPrinter(atom_names)
         lines = ["def forward(params, X, S0, sizes, empty=fresh):",
                  "    T, N = X.shape[0], X.shape[1]",
@@ -338,7 +349,7 @@ class BlockCode:
             lines.append(f"    {code_name(s, 'S')} = empty({'S_' + s!r}, (T + 1, N, {size}), dtype)")
             lines.append(f"    {code_name(s, 'S')}[0] = S0[{s!r}]")
         for e in self.equations:
-            if e.kind == "let" and e.target not in once:
+            if e.kind == "let" and e.target not in once and e.target not in contracted:
                 b = parse(e.target)[0]
                 lines.append(f"    {code_name(b, 'C')} = empty({'C_' + b!r}, (T, N, {self.sizes[e.target]}), dtype)")
         stored = [g for g in self.groups.values() if not self._hoisted(g) and g.index not in transient]
@@ -351,10 +362,13 @@ class BlockCode:
             body.append(f"{code_name(self.input_symbol)} = X[t]")
         for s in self.states:
             body.append(f"{code_name(tsym(s, -1))} = {code_name(s, 'S')}[t]")
-        for e, first_read in self.first_products():
+        for e, first_read in self.first_products(skip=contracted):
             for g in first_read:
                 if self._hoisted(g):
                     body.append(f"p{g.index} = P{g.index}[t]")
+                elif g.vector in contracted:  # F (X * (E' w)) as one batched product: y is never made
+                    _g, X, w, specs = contracted[g.vector]
+                    body.append(f"p{g.index} = {contraction_code(*specs, printer.doprint(X), printer._print(w))}")
                 elif g.index in transient:
                     body += transient_product(self, g, printer._print(g.vector))
                 elif self._fixed_group(g):  # a matrix cell's spreads and folds: copies and sums, no product
@@ -364,6 +378,8 @@ class BlockCode:
                     body.append(f"p{g.index} = np.matmul({printer._print(g.vector)}, G{g.index}, out=P{g.index}[t])")
                 body += self._unpack(g, atom_names)
             base = parse(e.target)[0]
+            if e.target in contracted:
+                continue
             if e.target in once:
                 body.append(f"{code_name(e.target)} = {code_name(base, 'once')}")
                 continue
@@ -372,15 +388,17 @@ class BlockCode:
             body += printer.into(code_name(e.target), e.rhs)
         lines += ["        " + b for b in body]
         cache = [f"{'S_' + s!r}: {code_name(s, 'S')}" for s in self.states]
-        cache += [f"{'C_' + b!r}: {code_name(b, 'C')}" for b in self.lets]
+        cache += [f"{'C_' + b!r}: {code_name(b, 'C')}" for b in self.lets if tsym(b) not in contracted]
         cache += [f"'P{g.index}': P{g.index}" for g in self.groups.values() if g.index not in transient]
-        lines.append("    return {" + ", ".join(cache) + "}")
+        cache = "{" + ", ".join(cache) + "}"
+        lines.append(f"    return {f'cache__fn({cache}, params, X, sizes)' if contracted else cache}")
         return "\n".join(lines) + "\n"
 
-    def first_products(self):
-        """``[(equation, [product groups it reads first]), ...]``: where the forward computes each ``G v``."""
+    def first_products(self, skip=()):
+        """``[(equation, [product groups it reads first]), ...]``: where the forward computes each ``G v``
+        (the equations of ``skip`` are not computed and read none)."""
         first = {}
-        for e, m in ((e, m) for e in self.equations for m in linear_maps(e.rhs)):
+        for e, m in ((e, m) for e in self.equations if e.target not in skip for m in linear_maps(e.rhs)):
             first.setdefault(self.groups[m.args[1]].index, (e, self.groups[m.args[1]]))
         return [(e, [g for e_first, g in first.values() if e_first is e]) for e in self.equations]
 
@@ -408,8 +426,7 @@ class BlockCode:
 
     # -- backward -----------------------------------------------------------
     def _backward_source(self):
-        from .backward_code import BackwardWriter  # the module that reads this one's printer
-        return BackwardWriter(self, lean=True).source()
+        return self._writer.source()
 
     def _term(self, v, atom):
         for t in self.terms[v]:
@@ -436,6 +453,7 @@ class BlockCode:
         # repr()-quoted keys; the cell's name goes only into the file name, sanitized
         filename = f"<symrnn-bptt-{re.sub(r'[^A-Za-z0-9_.+-]', '_', self.name)}-{what}>"
         namespace = {"np": np, "fresh": fresh, "spread__fn": spread_values, "fold__fn": fold_values,
+                     "cache__fn": functools.partial(ForwardCache, block=self),
                      **{f"{n}__fn": rule.numpy for n, rule in RULES.items()}}
         namespace.update({f"{n}__fn": f for n, f in (implementations or {}).items()})
         exec(compile(source, filename, "exec"), namespace)

@@ -162,12 +162,21 @@ log = sp.log
 
 # -- implementations ------------------------------------------------------------------
 def _sigmoid(a, out=None):
-    # exp(-|a|) / (1 + exp(-|a|)) below 0, 1 / (1 + exp(-|a|)) above: never overflows, and accurate
-    # to the last bit relative to the value in both tails (0.5 tanh(a/2) + 0.5 is accurate only to
-    # 1e-16 absolute near 0, where hand-written 1 / (1 + exp(-a)) is relatively exact)
-    # (out may be a itself: the sign is read before out is written)
-    positive = a >= 0
+    # 1 / (1 + exp(-a)): accurate to an ulp or two relative to the value wherever exp(-a) is finite, in
+    # four vectorised passes; where some a < -700 (values under 1e-304), exp(-|a|) / (1 + exp(-|a|))
+    # below 0, which never overflows and keeps the tail exact.  out may be a itself (each pass is
+    # elementwise; in the tail branch the sign is read before out is written)
     out = np.empty_like(a) if out is None else out
+    if np.size(a) and not np.min(a) >= -700.0:  # also a NaN: the exact branch carries it
+        return _sigmoid_tails(a, out)
+    np.negative(a, out=out)
+    np.exp(out, out=out)
+    np.add(out, 1.0, out=out)
+    return np.reciprocal(out, out=out)
+
+
+def _sigmoid_tails(a, out):
+    positive = a >= 0
     np.abs(a, out=out)
     np.negative(out, out=out)
     np.exp(out, out=out)

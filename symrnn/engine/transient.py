@@ -22,7 +22,11 @@ once, in place of every step's copy:
   and the coefficient applied once after the loop;
 * **batched products**: the adjoint sent back through a spread ``E`` of a term whose coefficient is
   another spread ``E' w`` is ``E^T (X * (E' w))``, in the shapes of ``C q`` and ``w^T X`` one batched
-  matrix product (:func:`contractions`): neither the copy ``E' w`` nor the product is made.
+  matrix product (:func:`contractions`): neither the copy ``E' w`` nor the product is made.  The
+  forward does the same for a let ``y = X * (E' w)`` read only through a fold ``F y`` and never by
+  the backward (S6's ``sw``, in ``Cs = F_s sw``: :func:`contracted_lets`): ``y`` is neither made
+  nor stored, and the cache (:class:`ForwardCache`) computes it at every step from what it holds
+  when a reader asks for it.
 
 Only the NumPy code does this (``lean``); the fused writer (:mod:`symrnn.engine.fused_print`)
 keeps its own per-step layout.  The values are those of the stored layout (copies and the same
@@ -30,10 +34,11 @@ products), the sums up to their order of addition.
 """
 from __future__ import annotations
 
+import numpy as np
 import sympy as sp
 
-from .structure import contraction_code
-from .symbols import MatVec, Param, bar, linear_maps, parse
+from .structure import contraction_code, size_value
+from .symbols import MatVec, Param, bar, linear_maps, parse, tsym
 
 
 def parameter_lets(block) -> set:
@@ -154,3 +159,60 @@ def _folded_adjoints(block, writer, fixed) -> dict:
         if kind == "fold":
             out[a.target] = (EngineSymbol(writer._content(g)[0]), ("spread", repeat, block_size))
     return out
+
+
+def contracted_lets(block, read) -> dict:
+    """let y -> ``(fold group, X, w, specs)`` for each let ``y = X * (E' w)`` (``E'`` a transient spread,
+    ``X`` free of products) that every equation reads only through one transient fold ``F y`` and the
+    backward never reads (``read``: what its loop reads): ``F y`` is then one batched product
+    (:func:`~symrnn.engine.structure.contraction_code`, ``specs``: those of ``F^T`` and ``E'``)."""
+    fixed = {name: spec.fixed for name, spec in block.params.items() if spec.fixed}
+    external = {str(e) for e in block.external}
+    out = {}
+    for e in block.equations:
+        y, g = e.target, block.groups.get(e.target)
+        if (e.kind != "let" or y in read or y in block.parameter_lets or parse(y)[0] in external or g is None
+                or g.index not in block.transient or len(g.atoms) != 1 or not isinstance(e.rhs, sp.Mul)):
+            continue
+        fold = fixed.get(g.atoms[0].args[0].name, ("",))
+        spreads = [f for f in e.rhs.args if isinstance(f, MatVec)]
+        if fold[0] != "fold" or len(spreads) != 1 or spreads[0].args[0].name not in fixed:
+            continue
+        X = e.rhs / spreads[0]
+        specs = (("spread",) + tuple(fold[1:3]), fixed[spreads[0].args[0].name])
+        readers = [o for o in block.equations if y in o.rhs.free_symbols]
+        if (X.atoms(MatVec) or contraction_code(*specs, "", "") is None
+                or any(y in o.rhs.xreplace({g.atoms[0]: sp.Dummy()}).free_symbols for o in readers)):
+            continue
+        out[y] = (g.index, X, spreads[0].args[1], specs)
+    return out
+
+
+class ForwardCache(dict):
+    """A forward pass's cache (states, lets, products by key) that computes a let the forward did not
+    store (:func:`contracted_lets`) at every step, ``(T, N, size)``, when a reader first asks for it:
+    its right-hand side on the stored states, lets and input, and the parameters (the decay study, the
+    tangents and the verifier's error model read every let)."""
+
+    def __init__(self, entries, params, X, sizes, block):
+        super().__init__(entries)
+        self._block, self._params, self._X, self._sizes = block, params, X, sizes
+
+    def __missing__(self, key):
+        from .jacobians import vector_function  # a user of the engine's printing, as this is
+        block = self._block
+        e = next((e for e in block.equations if e.kind == "let" and key == f"C_{parse(e.target)[0]}"), None)
+        if e is None:
+            raise KeyError(key)
+        values = {block.input_symbol: self._X}
+        for symbol in e.rhs.free_symbols:
+            base, offset, _ = parse(symbol) or (None, 0, False)
+            if base in block.states:
+                values[symbol] = self[f"S_{base}"][:-1] if offset == -1 else self[f"S_{base}"][1:]
+            elif base in block.lets:
+                values[symbol] = self[f"C_{base}"]
+            elif isinstance(symbol, Param) and not block.params[symbol.name].is_matrix:
+                values[symbol] = self._params[symbol.name]
+        shape = self._X.shape[:2] + (size_value(block.sizes[e.target], self._sizes),)
+        value = self[key] = np.ascontiguousarray(np.broadcast_to(vector_function(e.rhs)(values, self._params), shape))
+        return value
