@@ -254,7 +254,7 @@ class BlockCode:
         return contracted_lets(self, self._writer.needed()[0])
 
     @functools.cached_property
-    def _writer(self):
+    def _writer(self):  # the NumPy backward's writer: what its loop reads, then its source (once)
         from .backward_code import BackwardWriter  # the module that reads this one's printer
         return BackwardWriter(self, lean=True)
 
@@ -426,7 +426,10 @@ class BlockCode:
 
     # -- backward -----------------------------------------------------------
     def _backward_source(self):
-        return self._writer.source()
+        self.contracted_lets  # read by the writer's header: worked out before the writer is taken
+        writer = self._writer
+        del self._writer  # a writer writes once; another source gets a new one
+        return writer.source()
 
     def _term(self, v, atom):
         for t in self.terms[v]:
