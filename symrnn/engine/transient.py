@@ -38,7 +38,7 @@ import numpy as np
 import sympy as sp
 
 from .structure import contraction_code, size_value
-from .symbols import MatVec, Param, bar, linear_maps, parse, tsym
+from .symbols import MatVec, Param, bar, linear_maps, parse
 
 
 def parameter_lets(block) -> set:
