@@ -77,10 +77,24 @@ def _build_seq2seq(args, D, H, K):
                    reduction=args.reduction)
 
 
+def _check(args):
+    """``symrnn check``: the agreement table of the model the options describe (an encoder-decoder's own)."""
+    from .checks import agreement_table
+    from .oracles.seq2seq import seq2seq_agreement_table
+
+    table = seq2seq_agreement_table if _wants_seq2seq(args) else agreement_table
+    print(table(build_model(args), seed=args.seed))
+    return 0
+
+
+def _wants_seq2seq(args) -> bool:
+    return any(getattr(args, name, None) not in (None, False) for name in SEQ2SEQ_OPTIONS)
+
+
 def build_model(args, D=3, H=4, K=3):
     from .models.model import Model
 
-    if any(getattr(args, name, None) not in (None, False) for name in SEQ2SEQ_OPTIONS):
+    if _wants_seq2seq(args):
         if getattr(args, "attention_style", None) is not None and getattr(args, "attention", None) is None:
             raise UnknownNameError("--attention-style needs --attention (dot, general or additive).")
         return _build_seq2seq(args, D, H, K)
@@ -234,10 +248,7 @@ def _run(args, parser) -> int:
             print(f"wrote {path}")
         return 0
     if args.command == "check":
-        from .checks import agreement_table
-
-        print(agreement_table(build_model(args), seed=args.seed))
-        return 0
+        return _check(args)
     if args.command == "verify":
         return _verify(args)
     if args.command == "demo":

@@ -38,6 +38,14 @@ def test_check_prints_the_agreement_table(capsys):
     assert "unrolled scalar oracle" in out and "| NO |" not in out
 
 
+@pytest.mark.parametrize("options", [["--decoder", "gru"], ["--attention", "dot"], ["--bridge", "tanh"], ["--context"]])
+def test_check_of_an_encoder_decoder_prints_its_agreement_table(capsys, options):
+    """The options that make a symrnn.Seq2Seq give its own table (they ended in an internal error, exit 5)."""
+    assert main(["check", "gru", *options]) == 0
+    out = capsys.readouterr().out
+    assert "unrolled scalar program (SymPy, float64)" in out and "central differences" in out and "| NO |" not in out
+
+
 def test_unknown_cell_lists_the_builtins(capsys):
     assert main(["check", "bogus"]) == 2
     err = capsys.readouterr().err
