@@ -75,3 +75,17 @@ class LatexError(SymRNNError, RuntimeError):
 
 class BackendError(SymRNNError, ValueError):
     """An unknown backend of generated code, or the Numba backend without Numba installed."""
+
+
+def warn_user(message: str, category=UserWarning) -> None:
+    """``warnings.warn`` pointing at the first frame outside symrnn: the user's line, however deep the
+    call that noticed the problem is."""
+    import os
+    import sys
+    import warnings
+
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    level, frame = 2, sys._getframe(1)  # stacklevel 2: the caller of this function
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)

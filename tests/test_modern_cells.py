@@ -301,3 +301,23 @@ def test_the_sigmoid_rule_is_exact_in_both_tails_and_in_place():
         assert np.all(np.abs(got - want)[normal] <= 2.3e-16 * want[normal]), np.max(np.abs(got - want) / want)
         assert np.all(np.abs(got - want)[~normal] <= 5e-324) and np.array_equal(inplace, got)
     assert np.isnan(rule.numpy(np.array([np.nan, 1.0])))[0]
+
+
+@pytest.mark.parametrize("cell, recurrent", [("lru", "'h_re': ..., 'h_im': ..."), ("sru", "'c': ..."), ("s6", "'s': ...")])
+def test_an_h0_array_for_an_output_state_never_read_back_is_warned_about(cell, recurrent):
+    """``h0=array`` sets the output state's initial value; where the cell never reads that state back it
+    changes nothing, and the user is told which states to pass instead (a zero array, or an LSTM's h0, no)."""
+    import warnings
+
+    m = sr.Model(cell, D=3, H=4, K=2)
+    p, x, y = m.init_params(seed=0), np.ones((3, 2, 3)), np.zeros((3, 2), dtype=int)
+    size = m.state_size(m.out)
+    with pytest.warns(UserWarning, match=rf"never reads back .* h0=\{{{recurrent}\}}") as caught:
+        loss = m.loss_and_grads(p, x, y, h0=np.ones((2, size)))[0]
+    assert caught[0].filename == __file__  # the user's line
+    assert loss == m.loss_and_grads(p, x, y)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m.loss_and_grads(p, x, y, h0=np.zeros((2, size)))
+        lstm = sr.Model("lstm", D=3, H=4, K=2)
+        lstm.loss_and_grads(lstm.init_params(), x, y, h0=np.ones((2, 4)))

@@ -539,3 +539,34 @@ def test_readme_of_the_derivations_lists_every_report(regenerated):
 def test_package_docstring_example_runs():
     failures, tried = doctest.testmod(report, verbose=False)
     assert tried > 0 and failures == 0
+
+
+def _leaky_cell(name, bias, recurrent, let):
+    c = sr.Cell(name)
+    x, h = c.input(), c.state("h")
+    U, W, b = c.param("U", "H", "D"), c.param(recurrent, "H", "H"), c.param(bias, "H")
+    a = c.let(let, U @ x + W @ h + b)
+    c.update(h, h / 2 + sr.tanh(a) / 2)
+    return c
+
+
+def test_printer_names_greek_letters_and_superscripted_names():
+    """Names the README allows: a Greek letter as its command, another character outside ASCII by its code
+    point, a superscript (``W__x``) as one group that a transpose may follow."""
+    assert latex(Param("λ")) == r"\lambda" and latex(tsym("β_1")) == r"\beta_{1,t}"
+    assert latex(Param("é")) == r"\mathrm{U+00E9}"
+    assert latex(MatTVec(Param("W__x"), tsym("a", 1, bar=True))) == r"{W^{x}}^{\top} \bar{a}_{t+1}"
+    assert latex(Param("W")) == "W" and latex(Param("alpha")) == r"\alpha"  # as SymPy prints them
+
+
+@pytest.mark.latex
+@pytest.mark.parametrize("names", [("λ", "W", "ψ"), ("b", "W__x", "a"), ("b", "W", "a_t_prev")],
+                         ids=["greek", "superscript", "underscores"])
+def test_reports_of_cells_with_unusual_names_compile(names, tmp_path):
+    """The PDF of a cell whose names are Greek letters or carry a superscript compiles (pdflatex refused
+    ``λ`` and ``W^{x}^{\\top}``: tryout8), and its text names the parameters."""
+    need("pdflatex")
+    m = sr.Model(_leaky_cell("odd", *names), D=2, H=3, K=2)
+    result = compile_pdf(report.latex_document(m))
+    assert result.pdf.startswith(b"%PDF")
+    assert "U+" not in pdf_text(result.pdf, tmp_path)

@@ -291,6 +291,13 @@ class Cell:
     def state_names(self) -> list[str]:
         return list(self.states)
 
+    @property
+    def states_read_back(self) -> tuple:
+        """The states whose previous value an equation reads (``h[t-1]``): the recurrence.  Another state
+        only holds an output (SRU's and S6's ``h``, LRU's ``out``): its initial value changes nothing."""
+        read = {str(s) for eq in self.equations for s in eq.rhs.free_symbols}
+        return tuple(s for s in self.states if f"{s}[t-1]" in read)
+
     def param_shape(self, name: str, sizes: dict) -> tuple:
         return tuple(sizes[s] for s in self.params[name].shape)
 

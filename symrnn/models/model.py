@@ -22,7 +22,7 @@ from ..engine.cell import Cell
 from ..engine.cells import builtin_cell
 
 from ..engine.codegen import BlockCode, Workspace as _Arrays
-from ..errors import CellDefinitionError, ShapeError, UnknownNameError
+from ..errors import CellDefinitionError, ShapeError, UnknownNameError, warn_user
 from ..engine.losses import get_loss
 from .protocol import Part, Protocol, uniform_params  # noqa: F401 (uniform_params: read from here too)
 from ..engine.structure import fixed_values, resolve_sizes
@@ -302,7 +302,14 @@ class Model(Protocol):
 
     def _initial_states(self, h0, N, dtype):
         given = {} if h0 is None else (dict(h0) if isinstance(h0, dict) else {self.out: h0})
-        return self._per_state(given, N, dtype, "h0", lambda s: f"initial state {s}")
+        states = self._per_state(given, N, dtype, "h0", lambda s: f"initial state {s}")
+        if h0 is not None and not isinstance(h0, dict) and self.out not in self.cell.states_read_back \
+                and np.any(states[self.out]):
+            recurrent = ", ".join(f"{s!r}: ..." for s in self.cell.states_read_back)
+            warn_user(f"h0 sets the initial value of the output state {self.out!r}, which the cell "
+                          f"{self.cell.name!r} never reads back (it only holds the output): the array changes "
+                          f"nothing. Pass the recurrent states by name: h0={{{recurrent}}}.")
+        return states
 
     def _per_state(self, given, N, dtype, argument, label):
         """One (N, size) array per state, from ``given`` (checked) or zeros."""

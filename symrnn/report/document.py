@@ -14,6 +14,7 @@ repeated instead of waiting for a page of its own.
 from __future__ import annotations
 
 from .blocks import Boxed, Code, Display, Figure, Math, Paragraph, Ref, Section, Table
+from .latex import GREEK
 
 PREAMBLE = r"""\documentclass[11pt,a4paper]{article}
 \usepackage[margin=2.5cm]{geometry}
@@ -37,8 +38,10 @@ _ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": 
 
 
 def escape(text: str) -> str:
-    """``text`` safe in a LaTeX paragraph."""
-    return "".join(_ESCAPES.get(ch, ch) for ch in text)
+    """``text`` safe in a LaTeX paragraph: special characters escaped, a Greek letter as math (a name ``λ``),
+    any other character outside ASCII by its code point (pdflatex sets few of them)."""
+    return "".join(_ESCAPES.get(ch, ch) if ch.isascii() else
+                   f"${GREEK[ch]}$" if ch in GREEK else "U+%04X" % ord(ch) for ch in text)
 
 
 def inline(parts) -> str:

@@ -24,6 +24,7 @@ import sympy as sp
 from sympy.printing.conventions import split_super_sub
 from sympy.printing.latex import LatexPrinter, translate
 from sympy.printing.precedence import PRECEDENCE
+from sympy.printing.pretty.pretty_symbology import greek_unicode
 
 from ..engine.bptt import Diag
 from ..engine.symbols import MatTVec, MatVec, Outer, Param, parse
@@ -37,6 +38,21 @@ DEFAULT_SETTINGS = {
     "matrix_notation": {},  # a matrix cell's spreads and folds in textbook notation (matrix_notation.notations)
     "static": frozenset(),  # lets of the parameters alone (labels.parameter_lets): no step index on their values
 }
+
+
+#: Greek letters written as themselves in a name (``λ``) -> their LaTeX commands (``\\lambda``)
+GREEK = {letter: translate(name) for name, letter in greek_unicode.items() if translate(name).startswith("\\")}
+
+
+def _tex_letters(part: str) -> str:
+    """A part of a name in LaTeX: Greek letters as commands (``λ`` -> ``\\lambda``), any other character
+    outside ASCII by its code point (``\\mathrm{U+00E9}``: pdflatex typesets none of them in math), the rest
+    as SymPy's ``translate`` writes it (``alpha`` -> ``\\alpha``, ``xhat`` -> ``\\hat{x}``)."""
+    if part.isascii():
+        return translate(part)
+    if part in GREEK:
+        return GREEK[part]
+    return " ".join(_tex_letters(c) if c.isascii() or c in GREEK else r"\mathrm{U+%04X}" % ord(c) for c in part)
 
 
 def is_vector(expr) -> bool:
@@ -64,21 +80,24 @@ class ReportLatexPrinter(LatexPrinter):
             return name
         parsed = parse(expr)
         if parsed is None:
-            return super()._print_Symbol(expr, style)
+            plain = "__" not in expr.name and expr.name.isascii()
+            return super()._print_Symbol(expr, style) if plain else self.name_tex(expr.name)
         base, offset, is_bar = parsed
         if base in self._settings["static"] and not is_bar:  # the same at every step; its adjoint is a step's share
             return self.name_tex(base)
         return self.name_tex(base, bar=is_bar, index=self.time_index(offset))
 
     def name_tex(self, base: str, bar: bool = False, index: str | None = None) -> str:
-        """``h`` -> ``h``, ``b_hn`` -> ``b_{hn}``; with ``bar`` and a subscript ``index`` appended."""
+        """``h`` -> ``h``, ``b_hn`` -> ``b_{hn}``, ``λ`` -> ``\\lambda``; with ``bar`` and a subscript ``index``
+        appended.  A name with a superscript (``W__x``) is one group, ``{W^{x}}``: a transpose or a power may
+        follow it."""
         name, supers, subs = split_super_sub(base)
-        tex = translate(name)
+        tex = _tex_letters(name)
         if bar:
             tex = r"\bar{%s}" % tex
-        subs = [translate(s) for s in subs] + ([index] if index is not None else [])
+        subs = [_tex_letters(s) for s in subs] + ([index] if index is not None else [])
         if supers:
-            tex += "^{%s}" % " ".join(translate(s) for s in supers)
+            tex = "{%s^{%s}}" % (tex, " ".join(_tex_letters(s) for s in supers))
         if subs:
             tex += "_{%s}" % ",".join(subs)
         return tex

@@ -131,8 +131,7 @@ def positive_states(cell) -> tuple:
 def states_read_back(cell) -> tuple:
     """The states whose previous value the cell reads (``h[t-1]``): those a backward message reaches
     (mLSTM's ``C``, ``n``, ``m``; not its ``h``, read by the readout only)."""
-    read = {str(s) for eq in getattr(cell, "equations", ()) for s in eq.rhs.free_symbols}  # a wired model's: none
-    return tuple(s for s in getattr(cell, "state_names", ()) if f"{s}[t-1]" in read)
+    return getattr(cell, "states_read_back", ())  # a wired model's: none
 
 
 def in_domain(model, h0: dict) -> dict:
