@@ -1,0 +1,125 @@
+"""The rough edges tryout7 left (notes/tryout7.md, section 7): ``cell=None`` finds a cell with two stacked
+gate blocks (traced) and an LSTM with one weight over ``[h, x]`` whose column bias is shaped against its
+row vectors; a bias gradient assigned in the backward loop instead of accumulated is named with its
+step; a mask forgotten in a loss-mode backward is named as such."""
+import numpy as np
+import pytest
+
+import symrnn.verify as V
+
+
+# -- 1a. two stacked gate blocks, CS231n names: a leaky minimal gated unit, traced ----------------------
+def _sigmoid(z):
+    return np.exp(-np.logaddexp(0, -z))
+
+
+def leaky_step_forward(x, prev_h, Wx, Wh, b):
+    H = prev_h.shape[1]
+    r = _sigmoid(x @ Wx[:, :H] + prev_h @ Wh[:, :H] + b[:H])
+    n = np.tanh(x @ Wx[:, H:] + (r * prev_h) @ Wh[:, H:] + b[H:])
+    return 0.6 * prev_h + 0.4 * n, (x, prev_h, r, n)
+
+
+def leaky_forward(x, h0, Wx, Wh, b):
+    h, hs, steps = h0, [], []
+    for t in range(x.shape[1]):
+        h, step = leaky_step_forward(x[:, t], h, Wx, Wh, b)
+        hs.append(h)
+        steps.append(step)
+    return np.stack(hs, 1), (steps, Wx, Wh)
+
+
+def leaky_backward(dh, cache, carry_factor=0.6, r_block_factor=1.0):
+    steps, Wx, Wh = cache
+    N, T, H = dh.shape
+    dWx, dWh, db = np.zeros_like(Wx), np.zeros_like(Wh), np.zeros(2 * H)
+    dx, carry = np.zeros((N, T, Wx.shape[0])), np.zeros((N, H))
+    for t in reversed(range(T)):
+        x, hp, r, n = steps[t]
+        g = dh[:, t] + carry
+        dan = 0.4 * g * (1 - n * n)
+        drh = dan @ Wh[:, H:].T
+        dar = drh * hp * r * (1 - r)
+        dWx[:, :H] += x.T @ dar
+        dWx[:, H:] += x.T @ dan
+        dWh[:, :H] += r_block_factor * hp.T @ dar
+        dWh[:, H:] += (r * hp).T @ dan
+        db[:H] += dar.sum(0)
+        db[H:] += dan.sum(0)
+        dx[:, t] = dar @ Wx[:, :H].T + dan @ Wx[:, H:].T
+        carry = carry_factor * g + drh * r + dar @ Wh[:, :H].T
+    return dx, carry, dWx, dWh, db
+
+
+def test_a_two_block_cell_in_cs231n_names_is_found_by_tracing():
+    result = V.verify_layer(leaky_forward, leaky_backward, cell=None)
+    assert result.ok, str(result)
+    assert "gates g0 g1" in result.found and "traced" in result.found
+
+
+@pytest.mark.parametrize("kw, named", [(dict(carry_factor=0.5), "dWx"), (dict(r_block_factor=1.01), "dWh")])
+def test_a_two_block_cell_s_planted_bug_is_wrong(kw, named):
+    result = V.verify_layer(leaky_forward, lambda dh, cache: leaky_backward(dh, cache, **kw), cell=None)
+    assert not result.ok and named in result.verdict(), str(result)
+
+
+def test_a_forward_that_computes_no_two_block_cell_is_refused():
+    """A forward that branches on a value is traced in no layout: a clear refusal, not a RIGHT."""
+    def forward(x, h0, Wx, Wh, b):
+        hs, caches = leaky_forward(x, h0, Wx, Wh, b)
+        return np.where(hs > 0.1, hs, 0.5 * hs), caches
+    with pytest.raises(Exception) as info:
+        V.verify_layer(forward, leaky_backward, cell=None)
+    assert "does not reproduce" in str(info.value) or "tracing" in str(info.value), str(info.value)
+
+
+# -- 1b. an LSTM with one W over [h, x], column convention, gates g o f i, a (4H, 1) bias ----------------
+def _lstm_hx_step(z, cp, W, b, H):
+    a = (W @ z.T + b).T
+    g, o, f, i = np.tanh(a[:, :H]), _sigmoid(a[:, H:2 * H]), _sigmoid(a[:, 2 * H:3 * H]), _sigmoid(a[:, 3 * H:])
+    c = f * cp + i * g
+    return o * np.tanh(c), c, (g, o, f, i)
+
+
+def lstm_hx_forward(x, h0, W, b):
+    H = h0.shape[1]
+    hp, cp, hs, cache = h0, np.zeros_like(h0), [], []
+    for t in range(x.shape[0]):
+        z = np.concatenate([hp, x[t]], 1)
+        hp, c, gates = _lstm_hx_step(z, cp, W, b, H)
+        cache.append((z, cp, c) + gates)
+        cp = c
+        hs.append(hp)
+    return np.stack(hs), (cache, W)
+
+
+def lstm_hx_backward(dh, cache, decay_carry=True):
+    steps, W = cache
+    T, N, H = dh.shape
+    dW, db, dxs = np.zeros_like(W), np.zeros((4 * H, 1)), []
+    dh_next, dc_next = np.zeros((N, H)), np.zeros((N, H))
+    for t in reversed(range(T)):
+        z, cp, c, g, o, f, i = steps[t]
+        tc = np.tanh(c)
+        dht = dh[t] + dh_next
+        dc = dc_next + dht * o * (1 - tc * tc)
+        da = np.concatenate([dc * i * (1 - g * g), dht * tc * o * (1 - o), dc * cp * f * (1 - f),
+                             dc * g * i * (1 - i)], 1)
+        dW += da.T @ z
+        db += da.sum(0)[:, None]
+        dz = da @ W
+        dh_next, dc_next = dz[:, :H], dc * f if decay_carry else dc
+        dxs.append(dz[:, H:])
+    return np.stack(dxs[::-1]), dh_next, dW, db
+
+
+def test_an_lstm_over_h_x_with_a_column_bias_is_found():
+    result = V.verify_layer(lstm_hx_forward, lstm_hx_backward, cell=None)
+    assert result.ok, str(result)
+    text = result.found
+    assert "'lstm'" in text and "gates g o f i" in text and "one W over [h, x]" in text and "column bias" in text
+
+
+def test_an_lstm_over_h_x_with_its_carry_not_decayed_is_wrong():
+    result = V.verify_layer(lstm_hx_forward, lambda dh, cache: lstm_hx_backward(dh, cache, False), cell=None)
+    assert not result.ok and "dW" in result.verdict(), str(result)
