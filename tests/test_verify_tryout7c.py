@@ -123,3 +123,66 @@ def test_an_lstm_over_h_x_with_a_column_bias_is_found():
 def test_an_lstm_over_h_x_with_its_carry_not_decayed_is_wrong():
     result = V.verify_layer(lstm_hx_forward, lambda dh, cache: lstm_hx_backward(dh, cache, False), cell=None)
     assert not result.ok and "dW" in result.verdict(), str(result)
+
+
+# -- 2. a bias gradient assigned in the backward loop instead of accumulated -----------------------------
+def rnn_forward(x, h0, Wx, Wh, b):
+    h, prev = np.zeros((x.shape[0], x.shape[1], h0.shape[1])), h0
+    for t in range(x.shape[1]):
+        prev = h[:, t] = np.tanh(x[:, t] @ Wx + prev @ Wh + b)
+    return h, (x, h0, Wx, Wh, h)
+
+
+def rnn_backward(dh, cache, assign=(), forward_loop=False):
+    """CS231n's backward; the gradients named in ``assign`` are assigned (``=``) instead of accumulated, in
+    the reversed loop or, with ``forward_loop``, in a second loop forward over time over the stored terms."""
+    x, h0, Wx, Wh, h = cache
+    N, T, H = dh.shape
+    dx, carry, das = np.zeros_like(x), np.zeros((N, H)), [None] * T
+    for t in reversed(range(T)):
+        das[t] = (dh[:, t] + carry) * (1 - h[:, t] ** 2)
+        dx[:, t] = das[t] @ Wx.T
+        carry = das[t] @ Wh.T
+    grads = {"dWx": np.zeros_like(Wx), "dWh": np.zeros_like(Wh), "db": np.zeros(H)}
+    for t in (range(T) if forward_loop else reversed(range(T))):
+        terms = {"dWx": x[:, t].T @ das[t], "dWh": (h0 if t == 0 else h[:, t - 1]).T @ das[t], "db": das[t].sum(0)}
+        for k, term in terms.items():
+            grads[k] = term if k in assign else grads[k] + term
+    return dx, carry, grads["dWx"], grads["dWh"], grads["db"]
+
+
+@pytest.mark.parametrize("assign, forward_loop, name", [
+    (("db",), False, "bias-assigned-first-step"), (("db",), True, "bias-assigned-last-step"),
+    (("dWx", "dWh", "db"), False, "gradients-assigned-first-step")])
+def test_a_gradient_assigned_in_the_loop_is_named_with_its_step(assign, forward_loop, name):
+    result = V.verify_layer(rnn_forward, lambda dh, cache: rnn_backward(dh, cache, assign, forward_loop), cell=None)
+    assert not result.ok and result.fingerprint is not None and result.fingerprint.name == name, str(result)
+    step = "step T's term" if forward_loop else "step 1's term"
+    assert f"holds only {step}" in str(result), str(result)
+
+
+def test_the_same_loops_accumulating_are_right():
+    for forward_loop in (False, True):
+        result = V.verify_layer(rnn_forward, lambda dh, cache: rnn_backward(dh, cache, (), forward_loop), cell=None)
+        assert result.ok, str(result)
+
+
+def test_only_dwx_assigned_is_wrong_but_no_bias_mistake():
+    """Assigning dWx alone matches no catalogued group (the bias and every gradient): WRONG dWx, not named
+    as a bias mistake."""
+    result = V.verify_layer(rnn_forward, lambda dh, cache: rnn_backward(dh, cache, ("dWx",)), cell=None)
+    assert not result.ok and "dWx" in result.verdict()
+    assert result.fingerprint is None or "assigned" not in result.fingerprint.name, str(result)
+
+
+@pytest.mark.parametrize("cell, biases", [("lstm", {"b_i", "b_f", "b_g", "b_o"}), ("indrnn", {"b"}),
+                                           ("gru", {"b_r", "b_z", "b_n", "b_hn"}), ("sru", {"b_f", "b_r"})])
+def test_the_biases_are_the_vector_parameters_only_added(cell, biases):
+    """IndRNN's w and SRU's v_f multiply a state: not biases; GRU's b_hn, added inside the reset, is one."""
+    import symrnn as sr
+    from symrnn.verify.mutants import mutations_for
+
+    model = sr.Model(sr.builtin_cell(cell), D=3, H=2, loss="upstream")
+    found = {m.name: m for m in mutations_for(model, 8)}
+    assert set(found["bias-assigned-first-step"].only_for) == biases
+    assert "gradients-assigned-last-step" in found
