@@ -82,8 +82,12 @@ def _lstm_hx_step(z, cp, W, b, H):
 
 
 def lstm_hx_forward(x, h0, W, b):
+    return lstm_hx_c0_forward(x, h0, np.zeros_like(h0), W, b)
+
+
+def lstm_hx_c0_forward(x, h0, c0, W, b):
     H = h0.shape[1]
-    hp, cp, hs, cache = h0, np.zeros_like(h0), [], []
+    hp, cp, hs, cache = h0, c0, [], []
     for t in range(x.shape[0]):
         z = np.concatenate([hp, x[t]], 1)
         hp, c, gates = _lstm_hx_step(z, cp, W, b, H)
@@ -110,18 +114,18 @@ def lstm_hx_backward(dh, cache, decay_carry=True):
         dz = da @ W
         dh_next, dc_next = dz[:, :H], dc * f if decay_carry else dc
         dxs.append(dz[:, H:])
-    return np.stack(dxs[::-1]), dh_next, dW, db
+    return np.stack(dxs[::-1]), dh_next, dW, db, dc_next
 
 
 def test_an_lstm_over_h_x_with_a_column_bias_is_found():
-    result = V.verify_layer(lstm_hx_forward, lstm_hx_backward, cell=None)
+    result = V.verify_layer(lstm_hx_forward, lambda dh, cache: lstm_hx_backward(dh, cache)[:4], cell=None)
     assert result.ok, str(result)
     text = result.found
     assert "'lstm'" in text and "gates g o f i" in text and "one W over [h, x]" in text and "column bias" in text
 
 
 def test_an_lstm_over_h_x_with_its_carry_not_decayed_is_wrong():
-    result = V.verify_layer(lstm_hx_forward, lambda dh, cache: lstm_hx_backward(dh, cache, False), cell=None)
+    result = V.verify_layer(lstm_hx_forward, lambda dh, cache: lstm_hx_backward(dh, cache, False)[:4], cell=None)
     assert not result.ok and "dW" in result.verdict(), str(result)
 
 
@@ -186,3 +190,109 @@ def test_the_biases_are_the_vector_parameters_only_added(cell, biases):
     found = {m.name: m for m in mutations_for(model, 8)}
     assert set(found["bias-assigned-first-step"].only_for) == biases
     assert "gradients-assigned-last-step" in found
+
+
+# -- 3. loss mode: a mask forgotten in the backward ----------------------------------------------------
+def masked_rnn_loss(params, x, h0, y, mask, reduction="mean", bug=None):
+    """CS231n's rnn-tanh loss with a softmax readout over the masked steps; ``bug``: ``"mask"`` leaves the
+    mask out of the backward (the loss keeps it), ``"carry"`` drops the recurrent message,
+    ``"message-halved"`` halves the message each step sends back (to h0 too)."""
+    Wx, Wh, b, Wv, bv = (params[k] for k in ("Wx", "Wh", "b", "W_vocab", "b_vocab"))
+    N, T, _ = x.shape
+    mask = np.ones((N, T)) if mask is None else mask
+    h, prev = np.zeros((N, T, len(b))), h0
+    for t in range(T):
+        prev = h[:, t] = np.tanh(x[:, t] @ Wx + prev @ Wh + b)
+    s = h @ Wv + bv
+    p = np.exp(s - s.max(axis=2, keepdims=True))
+    p /= p.sum(axis=2, keepdims=True)
+    n, k = np.indices((N, T))
+    denom = {"mean": mask.sum(), "sum": 1.0, "batch-mean": N}[reduction]
+    loss = -(np.log(p[n, k, y]) * mask).sum() / denom
+    ds = p.copy()
+    ds[n, k, y] -= 1
+    ds *= (1.0 if bug == "mask" else mask[..., None]) / denom
+    g = {"W_vocab": np.einsum("ntk,ntv->kv", h, ds), "b_vocab": ds.sum(axis=(0, 1)), "Wx": 0, "Wh": 0, "b": 0}
+    dh, carry = ds @ Wv.T, np.zeros_like(h0)
+    for t in reversed(range(T)):
+        da = (dh[:, t] + (0 if bug == "carry" else carry)) * (1 - h[:, t] ** 2)
+        g["Wx"] = g["Wx"] + x[:, t].T @ da
+        g["Wh"] = g["Wh"] + (h0 if t == 0 else h[:, t - 1]).T @ da
+        g["b"] = g["b"] + da.sum(axis=0)
+        carry = (0.5 if bug == "message-halved" else 1.0) * da @ Wh.T
+    g["h0"] = carry
+    return loss, g
+
+
+def _loss_fn(reduction, bug):
+    def loss(params, x, h0, y, mask):
+        return masked_rnn_loss(params, x, h0, y, mask, reduction, bug)
+    return loss
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "batch-mean"])
+def test_a_mask_left_out_of_a_loss_backward_is_named(reduction):
+    result = V.verify_loss(_loss_fn(reduction, "mask"), "rnn-tanh", "cs231n", reduction=reduction, mask=True)
+    assert not result.ok and result.fingerprint is not None, str(result)
+    assert result.fingerprint.name == "mask-left-out-of-backward", str(result)
+    text = str(result)
+    assert "the mask is left out of the backward" in text and "what reaches step" not in text, text
+    assert result.localisation.get("path") == "mask" and result.localisation.get("step") is None
+
+
+@pytest.mark.parametrize("reduction", ["mean", "batch-mean"])
+def test_the_masked_loss_is_right_and_another_bug_is_not_called_the_mask(reduction):
+    right = V.verify_loss(_loss_fn(reduction, None), "rnn-tanh", "cs231n", reduction=reduction, mask=True)
+    assert right.ok, str(right)
+    wrong = V.verify_loss(_loss_fn(reduction, "carry"), "rnn-tanh", "cs231n", reduction=reduction, mask=True)
+    assert not wrong.ok and "mask" not in wrong.verdict(), str(wrong)
+    assert wrong.fingerprint is None or wrong.fingerprint.name != "mask-left-out-of-backward"
+
+
+def test_without_padding_no_mask_is_blamed():
+    """Declared without masks, the mask-free backward is the right one: RIGHT, whatever it does with a mask."""
+    result = V.verify_loss(_loss_fn("mean", "mask"), "rnn-tanh", "cs231n", reduction="mean", mask=False)
+    assert result.ok, str(result)
+
+
+# -- 4. mLSTM's carry not decayed: the one-step case tells the message from a local derivative -------------
+def _lstm_c0_backward(decay_carry):
+    def backward(dh, cache):
+        dx, dh0, dW, db, dc0 = lstm_hx_backward(dh, cache, decay_carry)
+        return dx, dh0, dc0, dW, db
+    return backward
+
+
+def test_a_probe_that_placed_the_message_keeps_its_words():
+    """The cell state's message not times f in a layer: the message probe places it; the one-step case's
+    evidence (only dc0 wrong at T = 1) adds nothing to a placed message."""
+    assert V.verify_layer(lstm_hx_c0_forward, _lstm_c0_backward(True), cell=None).ok
+    result = V.verify_layer(lstm_hx_c0_forward, _lstm_c0_backward(False), cell=None)
+    loc = result.localisation
+    assert not result.ok and loc["path"] == "c", loc
+    assert loc["message"].startswith("dL/dc from t=8 to t=7 is the first wrong backward message"), loc
+    assert "one-step case" not in loc["message"], loc
+
+
+def test_a_message_wrong_at_every_step_is_named_from_the_one_step_case_in_loss_mode():
+    """Loss mode has no message probe: the one-step case (only dh0 wrong, the step's own gradients right)
+    says the message each step sends back is wrong, not a local derivative (tryout7's mLSTM case had the
+    probe undecided; the same evidence resolves it)."""
+    result = V.verify_loss(_loss_fn("sum", "message-halved"), "rnn-tanh", "cs231n", reduction="sum")
+    loc = result.localisation
+    assert not result.ok and loc["path"] == "h", str(result)
+    assert loc["message"].startswith("the backward message (dL/dh) a step sends to the one before is wrong, not a "
+                                     "local derivative: in the one-step case only the initial states' gradients "
+                                     "(dh0) are wrong"), loc
+
+
+def test_a_one_step_mistake_in_the_initial_gradient_alone_is_not_called_a_message():
+    """dh0 wrong at every T (returned halved) and nothing else: no longer case is wrong elsewhere, so the
+    probe's words stay."""
+    def backward(dh, cache):
+        out = list(rnn_backward(dh, cache))
+        out[1] = out[1] * 0.5
+        return tuple(out)
+    result = V.verify_layer(rnn_forward, backward, cell=None)
+    assert not result.ok and [g.name for g in result.wrong] == ["dh0"], str(result)
+    assert "in the one-step case only" not in str(result)
