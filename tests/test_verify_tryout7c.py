@@ -4,6 +4,8 @@ row vectors; a bias gradient assigned in the backward loop instead of accumulate
 step; a mask forgotten in a loss-mode backward is named as such."""
 import numpy as np
 import pytest
+import scipy.special
+from scipy.special import expit
 
 import symrnn.verify as V
 
@@ -13,20 +15,36 @@ def _sigmoid(z):
     return np.exp(-np.logaddexp(0, -z))
 
 
-def leaky_step_forward(x, prev_h, Wx, Wh, b):
+def _leaky_step(x, prev_h, Wx, Wh, b, sigmoid):
     H = prev_h.shape[1]
-    r = _sigmoid(x @ Wx[:, :H] + prev_h @ Wh[:, :H] + b[:H])
+    r = sigmoid(x @ Wx[:, :H] + prev_h @ Wh[:, :H] + b[:H])
     n = np.tanh(x @ Wx[:, H:] + (r * prev_h) @ Wh[:, H:] + b[H:])
     return 0.6 * prev_h + 0.4 * n, (x, prev_h, r, n)
 
 
-def leaky_forward(x, h0, Wx, Wh, b):
+def _leaky(x, h0, Wx, Wh, b, step_forward):
     h, hs, steps = h0, [], []
     for t in range(x.shape[1]):
-        h, step = leaky_step_forward(x[:, t], h, Wx, Wh, b)
+        h, step = step_forward(x[:, t], h, Wx, Wh, b)
         hs.append(h)
         steps.append(step)
     return np.stack(hs, 1), (steps, Wx, Wh)
+
+
+def leaky_step_forward(x, prev_h, Wx, Wh, b):
+    return _leaky_step(x, prev_h, Wx, Wh, b, _sigmoid)
+
+
+def leaky_forward(x, h0, Wx, Wh, b):
+    return _leaky(x, h0, Wx, Wh, b, leaky_step_forward)
+
+
+def leaky_expit_step_forward(x, prev_h, Wx, Wh, b):
+    return _leaky_step(x, prev_h, Wx, Wh, b, expit)  # SciPy's ufunc, bound by name in this module
+
+
+def leaky_expit_forward(x, h0, Wx, Wh, b):
+    return _leaky(x, h0, Wx, Wh, b, leaky_expit_step_forward)
 
 
 def leaky_backward(dh, cache, carry_factor=0.6, r_block_factor=1.0):
@@ -55,6 +73,12 @@ def test_a_two_block_cell_in_cs231n_names_is_found_by_tracing():
     result = V.verify_layer(leaky_forward, leaky_backward, cell=None)
     assert result.ok, str(result)
     assert "gates g0 g1" in result.found and "traced" in result.found
+
+
+def test_a_two_block_cell_with_scipy_s_expit_is_traced_and_expit_put_back():
+    result = V.verify_layer(leaky_expit_forward, leaky_backward, cell=None)
+    assert result.ok and "sigmoid" in result.found, str(result)
+    assert globals()["expit"] is scipy.special.expit and isinstance(scipy.special.expit, np.ufunc)
 
 
 @pytest.mark.parametrize("kw, named", [(dict(carry_factor=0.5), "dWx"), (dict(r_block_factor=1.01), "dWh")])

@@ -233,7 +233,11 @@ def _no_layout(forward, errors, arg_names, roles):
         f"The forward did not run on arrays laid out in any convention symrnn knows (arguments {arg_names} read "
         f"as {list(roles)}; sizes D={PROBE['D']}, H={PROBE['H']}, N={PROBE['N']} or 1, T={PROBE['T']})"
         + (f"; in the first layout tried it raised {type(first).__name__}: {first}" if first else "")
-        + ": give --cell and --layout, or signature= in Python.")
+        + f" (stacked weights were read with {', '.join(map(str, sorted(BLOCKS)))} gate blocks): declare the cell "
+          "(--cell NAME or file.py:function; in Python an sr.Cell) and its layout: a preset with --layout, or in "
+          "Python layout=symrnn.models.layouts.Layout(name, names={role: argument}, gate_order=..., "
+          "convention='row'|'column', stacking='separate'|'xh'|'hx', bias_shape='flat'|'row'|'column', "
+          "vectors='rows'|'columns', batch_major=...) with signature=.")
 
 
 #: constants added to the gate f inside a forward (TF1's forget_bias=1.0), tried after none at all
