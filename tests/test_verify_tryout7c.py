@@ -8,92 +8,65 @@ import scipy.special
 from scipy.special import expit
 
 import symrnn.verify as V
+from test_verify_gaps import mgu_backward, mgu_forward
 
 
-# -- 1a. two stacked gate blocks, CS231n names: a leaky minimal gated unit, traced ----------------------
+# -- 1a. two stacked gate blocks, CS231n names: a minimal gated unit, traced --------------------------------
 def _sigmoid(z):
     return np.exp(-np.logaddexp(0, -z))
 
 
-def _leaky_step(x, prev_h, Wx, Wh, b, sigmoid):
+def mgu_expit_step_forward(x, prev_h, Wx, Wh, b):
+    """test_verify_gaps' minimal gated unit, one step, with SciPy's expit bound by name in this module."""
     H = prev_h.shape[1]
-    r = sigmoid(x @ Wx[:, :H] + prev_h @ Wh[:, :H] + b[:H])
-    n = np.tanh(x @ Wx[:, H:] + (r * prev_h) @ Wh[:, H:] + b[H:])
-    return 0.6 * prev_h + 0.4 * n, (x, prev_h, r, n)
+    f = expit(x @ Wx[:, :H] + prev_h @ Wh[:, :H] + b[:H])
+    n = np.tanh(x @ Wx[:, H:] + (f * prev_h) @ Wh[:, H:] + b[H:])
+    return (1 - f) * prev_h + f * n, (x, prev_h, f, n)
 
 
-def _leaky(x, h0, Wx, Wh, b, step_forward):
+def mgu_expit_forward(x, h0, Wx, Wh, b):
     h, hs, steps = h0, [], []
     for t in range(x.shape[1]):
-        h, step = step_forward(x[:, t], h, Wx, Wh, b)
+        h, step = mgu_expit_step_forward(x[:, t], h, Wx, Wh, b)
         hs.append(h)
         steps.append(step)
     return np.stack(hs, 1), (steps, Wx, Wh)
 
 
-def leaky_step_forward(x, prev_h, Wx, Wh, b):
-    return _leaky_step(x, prev_h, Wx, Wh, b, _sigmoid)
-
-
-def leaky_forward(x, h0, Wx, Wh, b):
-    return _leaky(x, h0, Wx, Wh, b, leaky_step_forward)
-
-
-def leaky_expit_step_forward(x, prev_h, Wx, Wh, b):
-    return _leaky_step(x, prev_h, Wx, Wh, b, expit)  # SciPy's ufunc, bound by name in this module
-
-
-def leaky_expit_forward(x, h0, Wx, Wh, b):
-    return _leaky(x, h0, Wx, Wh, b, leaky_expit_step_forward)
-
-
-def leaky_backward(dh, cache, carry_factor=0.6, r_block_factor=1.0):
-    steps, Wx, Wh = cache
-    N, T, H = dh.shape
-    dWx, dWh, db = np.zeros_like(Wx), np.zeros_like(Wh), np.zeros(2 * H)
-    dx, carry = np.zeros((N, T, Wx.shape[0])), np.zeros((N, H))
-    for t in reversed(range(T)):
-        x, hp, r, n = steps[t]
-        g = dh[:, t] + carry
-        dan = 0.4 * g * (1 - n * n)
-        drh = dan @ Wh[:, H:].T
-        dar = drh * hp * r * (1 - r)
-        dWx[:, :H] += x.T @ dar
-        dWx[:, H:] += x.T @ dan
-        dWh[:, :H] += r_block_factor * hp.T @ dar
-        dWh[:, H:] += (r * hp).T @ dan
-        db[:H] += dar.sum(0)
-        db[H:] += dan.sum(0)
-        dx[:, t] = dar @ Wx[:, :H].T + dan @ Wx[:, H:].T
-        carry = carry_factor * g + drh * r + dar @ Wh[:, :H].T
-    return dx, carry, dWx, dWh, db
-
-
 def test_a_two_block_cell_in_cs231n_names_is_found_by_tracing():
-    result = V.verify_layer(leaky_forward, leaky_backward, cell=None)
+    result = V.verify_layer(mgu_forward, mgu_backward, cell=None)
     assert result.ok, str(result)
     assert "gates g0 g1" in result.found and "traced" in result.found
 
 
 def test_a_two_block_cell_with_scipy_s_expit_is_traced_and_expit_put_back():
-    result = V.verify_layer(leaky_expit_forward, leaky_backward, cell=None)
+    result = V.verify_layer(mgu_expit_forward, mgu_backward, cell=None)
     assert result.ok and "sigmoid" in result.found, str(result)
     assert globals()["expit"] is scipy.special.expit and isinstance(scipy.special.expit, np.ufunc)
 
 
-@pytest.mark.parametrize("kw, named", [(dict(carry_factor=0.5), "dWx"), (dict(r_block_factor=1.01), "dWh")])
-def test_a_two_block_cell_s_planted_bug_is_wrong(kw, named):
-    result = V.verify_layer(leaky_forward, lambda dh, cache: leaky_backward(dh, cache, **kw), cell=None)
-    assert not result.ok and named in result.verdict(), str(result)
+def test_a_two_block_cell_s_planted_bugs_are_named():
+    wrong = V.verify_layer(mgu_forward, lambda dh, cache: mgu_backward(dh, cache, "sigmoid-as-output"), cell=None)
+    assert not wrong.ok and wrong.fingerprint.name == "sigmoid-derivative-as-output", str(wrong)
+    assert wrong.localisation["block"] == "g0", wrong.localisation
+
+    def one_block_off(dh, cache):
+        dx, dh0, dWx, dWh, db = mgu_backward(dh, cache)
+        dWh = dWh.copy()
+        dWh[:, :dh.shape[2]] *= 1.01
+        return dx, dh0, dWx, dWh, db
+    wrong = V.verify_layer(mgu_expit_forward, one_block_off, cell=None)
+    assert not wrong.ok and [g.name for g in wrong.wrong] == ["dWh"] and wrong.localisation["block"] == "g0", \
+        str(wrong)
 
 
 def test_a_forward_that_computes_no_two_block_cell_is_refused():
     """A forward that branches on a value is traced in no layout: a clear refusal, not a RIGHT."""
     def forward(x, h0, Wx, Wh, b):
-        hs, caches = leaky_forward(x, h0, Wx, Wh, b)
+        hs, caches = mgu_forward(x, h0, Wx, Wh, b)
         return np.where(hs > 0.1, hs, 0.5 * hs), caches
     with pytest.raises(Exception) as info:
-        V.verify_layer(forward, leaky_backward, cell=None)
+        V.verify_layer(forward, mgu_backward, cell=None)
     assert "does not reproduce" in str(info.value) or "tracing" in str(info.value), str(info.value)
 
 
