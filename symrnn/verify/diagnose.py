@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..models.clipping import TORCH_EPS, Clipping, clip_gradients
-from ..errors import ShapeError, UserCodeError
+from ..errors import ShapeError, SymRNNError, UserCodeError
 from ..engine.symbols import parse
 from ..models.truncated import truncated_loss_and_grads
 from . import judge as J
@@ -525,7 +525,7 @@ def mask_left_out(model, failing):
             return None
         try:
             unmasked = model.loss_and_grads(problem.params, problem.x, problem.targets, problem.h0, None)[1]
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, SymRNNError):
             return None
         keys = [k for k in run.grads if k in unmasked]
         if not keys or not any(all(np.all(np.abs(np.asarray(run.grads[k], dtype=float) - c * unmasked[k])
