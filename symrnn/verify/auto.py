@@ -169,6 +169,7 @@ def _matches(forward, roles, layout, model, cell, N=None):
 
 
 reproduces = _matches  # public names: the framework adapters and the finders of cells of today use them
+call_forward = _call_forward  # ... and object mode (auto_object)
 probe_model = _probe_model  # the built-in cell at the probe's sizes (PROBE), derived once per process
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from ..engine.cells import builtin_cell
 from ..errors import SymRNNError, UnknownNameError, UserCodeExit
 from ..models.layouts import Layout
-from .auto import FAMILIES, GATES, PROBE, ROLE_NAMES, Found, _call_forward, _matches, describe_layout
+from .auto import FAMILIES, GATES, PROBE, ROLE_NAMES, Found, call_forward, describe_layout, reproduces
 from .hygiene import guarded
 from .signatures import Signature
 from .trace import TracingError
@@ -145,7 +145,7 @@ def find_object(forward, backward, cell=None):
                             if not _shapes_fit(candidate, name, model, arrays):
                                 break
                             for N in (PROBE["N"], 1):  # a batch when the code takes one
-                                if _matches(code.forward, sig_roles, candidate, model, name, N):
+                                if reproduces(code.forward, sig_roles, candidate, model, name, N):
                                     text = (f"{type(obj).__name__}'s arrays are the weights of the built-in cell "
                                             f"{name!r}; layout: {describe_layout(candidate, name)}"
                                             + ("; one example at a time (the forward takes no batch: N = 1)"
@@ -169,7 +169,7 @@ def _data_gradients(code, roles, layout, model, cell, N):
         x = rng.normal(size=(PROBE["T"], n, model.sizes["D"]))
         h0 = {s: np.zeros((n, model.sizes["H"])) for s in model.state_names}
         try:
-            _call_forward(code.forward, roles, layout, cell, params, x, h0, ())
+            call_forward(code.forward, roles, layout, cell, params, x, h0, ())
             with np.errstate(all="ignore"), guarded("the backward"):
                 out = code.backward_method(layout.sequence_to_user(rng.normal(size=(PROBE["T"], n,
                                                                                      model.sizes["H"]))))
