@@ -212,7 +212,7 @@ def _verify_from_code(forward, backward, cell, layout, options, replay_command=N
     (a preset without a calling convention in layer mode) only, its calling convention found."""
     wanted = cell if layout == "auto" or narrow else None
     if _is_object_method(forward):  # net.forward, net.backward: the object's arrays are the weights
-        from .auto import find_object
+        from .auto_object import find_object
 
         found, code, D, H = find_object(forward, backward, cell=wanted)
         name = getattr(forward.__self__, "__name__", None) or "net"

@@ -96,15 +96,17 @@ def forward_roles(fn) -> tuple:
 def layouts_for(roles, names):
     """Every layout a forward with these argument roles may use, the presets' conventions first."""
     stackings = ("xh", "hx") if "W" in roles else ("separate",)
-    out = []
+    out, late = [], []
     for convention, vectors, batch_major, bias_shape, stacking in itertools.product(
             ("row", "column"), ("rows", "columns"), (True, False), ("flat", "row", "column"), stackings):
-        if vectors == "columns" and bias_shape == "row" or vectors == "rows" and bias_shape == "column":
-            continue  # a bias shaped against the vectors does not broadcast
-        out.append(Layout("found", {r: n for r, n in names.items() if r in roles and r not in ("x", "h0", "c0")},
-                          convention=convention,
-                          stacking=stacking, bias_shape=bias_shape, vectors=vectors, batch_major=batch_major))
-    return out
+        against = vectors == "columns" and bias_shape == "row" or vectors == "rows" and bias_shape == "column"
+        if against and (convention == "row") == (bias_shape == "column"):
+            continue  # a bias shaped against both the vectors and the weights does not broadcast
+        # a bias shaped as the weights' products, against the vectors ((W @ z.T + b).T with b (4H, 1)): last
+        (late if against else out).append(Layout(
+            "found", {r: n for r, n in names.items() if r in roles and r not in ("x", "h0", "c0")},
+            convention=convention, stacking=stacking, bias_shape=bias_shape, vectors=vectors, batch_major=batch_major))
+    return out + late
 
 
 @dataclass
@@ -167,16 +169,38 @@ def _matches(forward, roles, layout, model, cell, N=None):
 
 
 reproduces = _matches  # public names: the framework adapters and the finders of cells of today use them
+call_forward = _call_forward  # ... and object mode (auto_object)
 probe_model = _probe_model  # the built-in cell at the probe's sizes (PROBE), derived once per process
+
+
+#: the numbers of gate blocks a forward's stacked weights are read with: a built-in cell's, then two
+#: (a minimal gated unit's r and n, or any 2-block cell, which only tracing can find)
+BLOCKS = (1, 3, 4, 2)
 
 
 def _probe_states(forward, roles, layout, G, N=None):
     """The forward's h on the probe, (T, N, H), read in ``layout`` with ``G`` gate blocks (or what it raised)."""
-    model = _probe_model({1: "rnn-tanh", 3: "gru-reset-before", 4: "lstm"}[G])
-    params, x, h0 = _probe(model, N=N)
-    lay = replace(layout, gate_order=() if G == 1 else GATES["gru" if G == 3 else "lstm"])
-    h = _call_forward(forward, roles, lay, model.cell.name, params, x, h0, ())
+    if G not in (1, 3, 4):
+        cell, params, x, h0, lay = _blocks_probe(layout, G, "c0" in roles, N)
+    else:
+        model = _probe_model({1: "rnn-tanh", 3: "gru-reset-before", 4: "lstm"}[G])
+        params, x, h0 = _probe(model, N=N)
+        lay, cell = replace(layout, gate_order=() if G == 1 else GATES["gru" if G == 3 else "lstm"]), model.cell.name
+    h = _call_forward(forward, roles, lay, cell, params, x, h0, ())
     return lay.sequence_from_user(h, "h", (x.shape[0], x.shape[1], PROBE["H"]))
+
+
+def _blocks_probe(layout, G, with_c, N=None):
+    """A probe with ``G`` gate blocks g0, g1, ... of no built-in cell: the blocks' shapes only."""
+    gates = tuple(f"g{k}" for k in range(G))
+    cell = pseudo_cell(gates, ("h", "c") if with_c else ("h",))
+    rng = np.random.default_rng(0)
+    D, H, N = PROBE["D"], PROBE["H"], N or PROBE["N"]
+    shapes = {"U": (H, D), "W": (H, H), "b": (H,)}
+    params = {k: rng.normal(size=shapes[k[0]]) * 0.5 for k in cell.params}
+    x = rng.normal(size=(PROBE["T"], N, D))
+    h0 = {s: rng.normal(size=(N, H)) * 0.5 for s in cell.states}
+    return cell, params, x, h0, replace(layout, gate_order=gates)
 
 
 def _runs(forward, roles, layout, G, N=None, errors=None):
@@ -210,7 +234,11 @@ def _no_layout(forward, errors, arg_names, roles):
         f"The forward did not run on arrays laid out in any convention symrnn knows (arguments {arg_names} read "
         f"as {list(roles)}; sizes D={PROBE['D']}, H={PROBE['H']}, N={PROBE['N']} or 1, T={PROBE['T']})"
         + (f"; in the first layout tried it raised {type(first).__name__}: {first}" if first else "")
-        + ": give --cell and --layout, or signature= in Python.")
+        + f" (stacked weights were read with {', '.join(map(str, sorted(BLOCKS)))} gate blocks): declare the cell "
+          "(--cell NAME or file.py:function; in Python an sr.Cell) and its layout: a preset with --layout, or in "
+          "Python layout=symrnn.models.layouts.Layout(name, names={role: argument}, gate_order=..., "
+          "convention='row'|'column', stacking='separate'|'xh'|'hx', bias_shape='flat'|'row'|'column', "
+          "vectors='rows'|'columns', batch_major=...) with signature=.")
 
 
 #: constants added to the gate f inside a forward (TF1's forget_bias=1.0), tried after none at all
@@ -258,7 +286,7 @@ def find(forward, *, step_forward=None, cell=None, layout=None) -> Found:
     candidates = [layout] if isinstance(layout, Layout) else layouts_for(roles, names)
     errors, ran = [], False
     for N in (None, 1):  # code written for one example at a time runs with N = 1 only
-        runnable = [(G, lay) for G in (1, 3, 4) for lay in candidates if _runs(forward, roles, lay, G, N, errors)]
+        runnable = [(G, lay) for G in BLOCKS for lay in candidates if _runs(forward, roles, lay, G, N, errors)]
         if not runnable:
             continue
         ran = True
@@ -421,179 +449,3 @@ def _traced(forward, step_forward, roles, layout, G, N):
     return found
 
 
-# -- an object whose arrays are the parameters (net.forward / net.backward) --------------------------
-@dataclass
-class ObjectCode:
-    """A layer object's forward and backward as the verifier calls functions: the parameters are set
-    on the object before each forward (and put back after the verification), the gradients read from
-    its ``d<name>`` attributes (or ``grads[name]``) after the backward."""
-
-    obj: object
-    forward_method: object
-    backward_method: object
-    data_roles: tuple  # the forward's arguments: x, h0, c0
-    param_roles: tuple  # the layout's roles whose arrays the object holds
-    names: dict  # role -> attribute name or tuple of names (one per gate)
-    saved: dict
-
-    def forward(self, *args):
-        data, params = args[:len(self.data_roles)], args[len(self.data_roles):]
-        for role, value in zip(self.param_roles, params):
-            name = self.names[role]
-            for n, v in zip(name, value) if isinstance(name, tuple) else [(name, value)]:
-                setattr(self.obj, n, np.array(v, copy=True))
-        return self.forward_method(*data), None
-
-    def backward(self, dh, cache):
-        out = self.backward_method(dh)
-        data = () if out is None else tuple(out) if isinstance(out, (tuple, list)) else (out,)
-        grads = []
-        for role in self.param_roles:
-            name = self.names[role]
-            grads.append(tuple(self._grad(n) for n in name) if isinstance(name, tuple) else self._grad(name))
-        return (*data, *grads)
-
-    def _grad(self, name):
-        found = getattr(self.obj, "d" + name, None)
-        if found is None:
-            grads = getattr(self.obj, "grads", None)
-            found = grads.get(name) if isinstance(grads, dict) else None
-        if found is None:
-            from ..errors import UserCodeError
-            raise UserCodeError(f"After {type(self.obj).__name__}.backward() there is no gradient of {name}: looked "
-                                f"for the attribute d{name} and for grads[{name!r}].")
-        return found
-
-    def restore(self):
-        for n, v in self.saved.items():
-            setattr(self.obj, n, v)
-
-
-def _object_arrays(obj):
-    """The object's float arrays (its parameters), in the order they were set."""
-    return {k: v for k, v in vars(obj).items() if isinstance(v, np.ndarray) and v.dtype.kind == "f"
-            and v.ndim in (1, 2) and not k.startswith("d") and k != "grads"}
-
-
-def _object_layouts(arrays):
-    """``(D, H, G, names, stackings)`` candidates: the object's arrays read as per-gate matrices over
-    ``[h, x]`` (or ``[x, h]``), per-gate input and recurrent matrices, or stacked ones."""
-    vectors = {k: v for k, v in arrays.items() if v.ndim == 1 or 1 in v.shape}
-    matrices = {k: v for k, v in arrays.items() if k not in vectors}
-    groups = {}
-    for k, v in matrices.items():
-        groups.setdefault(v.shape, []).append(k)
-    biases = {}
-    for k, v in vectors.items():
-        biases.setdefault(v.size, []).append(k)
-    out = []
-    for (r, c), names in groups.items():
-        for H, K in ((r, c), (c, r)):
-            for G in (1, 3, 4):
-                bias = [b for b in biases.get(H, [])]
-                if len(names) == G and len(groups) == 1 and len(bias) == G and K > H:
-                    row = (H, K) == (c, r)
-                    out.append((K - H, H, G, {"W": tuple(names), "b": tuple(bias)}, ("hx", "xh"), row))
-    if len(groups) == 2:  # per-gate input and recurrent matrices: (H, D) and (H, H)
-        (s1, n1), (s2, n2) = groups.items()
-        for (sx, nx), (sh, nh) in (((s1, n1), (s2, n2)), ((s2, n2), (s1, n1))):
-            if sh[0] == sh[1] and len(nx) == len(nh):
-                H, G = sh[0], len(nx)
-                D = sx[1] if sx[0] == H else sx[0]
-                bias = biases.get(H, [])
-                names = ({"Wx": nx[0], "Wh": nh[0], "b": bias[0]} if G == 1 and len(bias) == 1 else
-                         {"Wx": tuple(nx), "Wh": tuple(nh), "b": tuple(bias)} if len(bias) == G else None)
-                if names is not None and G in (1, 3, 4):
-                    out.append((D, H, G, names, ("separate",), sx[0] == D))
-    return out
-
-
-def find_object(forward, backward, cell=None):
-    """Object mode of :func:`find`: ``forward`` and ``backward`` are bound methods of one object whose
-    float arrays are the parameters; returns ``(Found, ObjectCode, D, H)``."""
-    obj = getattr(forward, "__self__", None)
-    roles = []
-    for p in inspect.signature(forward).parameters.values():
-        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            role = {n: r for r in ("x", "h0", "c0") for n in ROLE_NAMES[r]}.get(p.name.lower())
-            if role is None:
-                raise UnknownNameError(f"Cannot tell the role of {type(obj).__name__}.forward's argument {p.name!r} "
-                                       f"(expected the inputs, and optionally h0 and c0).")
-            roles.append(role)
-    arrays = _object_arrays(obj)
-    saved = {k: v.copy() for k, v in arrays.items()}
-    candidates = _object_layouts(arrays)
-    if not candidates:
-        raise UnknownNameError(f"{type(obj).__name__}'s arrays {[(k, v.shape) for k, v in arrays.items()]} are not "
-                               f"the weights of a gated cell symrnn can read (one matrix per gate over [h, x], or "
-                               f"input and recurrent matrices per gate, with a bias per gate): declare the cell and "
-                               f"a Layout, and call verify_layer with functions.")
-    try:
-        for D, H, G, names, stackings, row in candidates:
-            param_roles = tuple(r for r in ("Wx", "Wh", "W", "b") if r in names)
-            code = ObjectCode(obj, forward, backward, tuple(roles), param_roles, names, saved)
-            sig_roles = tuple(roles) + param_roles
-            for stacking, vectors, batch_major, bias_shape in itertools.product(
-                    stackings, ("columns", "rows"), (False, True), ("column", "flat", "row")):
-                layout = Layout("object", names, convention="row" if row else "column", stacking=stacking,
-                                bias_shape=bias_shape, vectors=vectors, batch_major=batch_major)
-                for family in FAMILIES:
-                    gates = GATES["rnn" if family[0].startswith("rnn") else family[0].split("-")[0]]
-                    if len(gates) != G:
-                        continue
-                    for name in family if cell is None else [n for n in family if n == cell]:
-                        model = _sized_model(name, D, H)
-                        for order in (itertools.permutations(gates) if G > 1 else [()]):
-                            candidate = replace(layout, gate_order=tuple(order))
-                            if not _shapes_fit(candidate, name, model, arrays):
-                                break
-                            for N in (PROBE["N"], 1):  # a batch when the code takes one
-                                if _matches(code.forward, sig_roles, candidate, model, name, N):
-                                    text = (f"{type(obj).__name__}'s arrays are the weights of the built-in cell "
-                                            f"{name!r}; layout: {describe_layout(candidate, name)}"
-                                            + ("; one example at a time (the forward takes no batch: N = 1)"
-                                               if N == 1 else ""))
-                                    returned = _data_gradients(code, sig_roles, candidate, model, name, N)
-                                    sig = Signature(sig_roles, ("h", "cache"), ("dh", "cache"),
-                                                    ("dx", "dh0", "dc0")[:returned] + param_roles)
-                                    return Found(name, candidate, sig, "built-in", text, N), code, D, H
-    finally:
-        code.restore()
-    raise TracingError(f"{type(obj).__name__}.forward computes no built-in cell with its arrays read in any layout "
-                       f"tried: declare the cell (symrnn.Cell) and a Layout, and verify with functions.")
-
-
-def _data_gradients(code, roles, layout, model, cell, N):
-    """How many of (dx, dh0, dc0) the object's backward() returns (run once on the probe, on a batch
-    of ``N`` or, when its backward takes no batch, on one example)."""
-    for n in dict.fromkeys((N, 1)):
-        rng = np.random.default_rng(1)
-        params = model.init_params(1)
-        x = rng.normal(size=(PROBE["T"], n, model.sizes["D"]))
-        h0 = {s: np.zeros((n, model.sizes["H"])) for s in model.state_names}
-        try:
-            _call_forward(code.forward, roles, layout, cell, params, x, h0, ())
-            with np.errstate(all="ignore"), guarded("the backward"):
-                out = code.backward_method(layout.sequence_to_user(rng.normal(size=(PROBE["T"], n,
-                                                                                     model.sizes["H"]))))
-        except UserCodeExit:
-            raise
-        except (Exception, SymRNNError):
-            continue
-        return 0 if out is None else len(out) if isinstance(out, (tuple, list)) else 1
-    return 1
-
-
-@functools.lru_cache(maxsize=None)
-def _sized_model(name, D, H):
-    from ..models.model import Model
-
-    return Model(builtin_cell(name), D=D, H=H, loss="upstream")
-
-
-def _shapes_fit(layout, name, model, arrays):
-    try:
-        user = layout.to_user(name, model.init_params(0))
-    except SymRNNError:
-        return False
-    return all(n in arrays and arrays[n].shape == v.shape for n, v in user.items())

@@ -3,6 +3,7 @@ case, the diagnosis (named mistake, undeclared clipping or truncation, localisat
 minimal case, all put into one :class:`~symrnn.verify.result.Verification`."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -13,8 +14,9 @@ from ..errors import ShapeError, UnknownNameError, UserCodeError
 from ..models.truncated import Truncation, as_truncation
 from .assess import assess
 from .directions import time_order_of_dx
-from .diagnose import common_factor, explain_clipping, fingerprint, forward_fingerprint, localise, matches_candidate, \
-    message_probe, refine_by_fingerprint, swapped_returns, transposed_returns, wrong_input_steps
+from .diagnose import MASK_LEFT_OUT, common_factor, explain_clipping, fingerprint, forward_fingerprint, localise, \
+    mask_left_out, matches_candidate, message_probe, refine_by_fingerprint, swapped_returns, transposed_returns, \
+    wrong_input_steps
 from .kinks import explain_kinks
 from .modes import run_twice
 from .precision import Float32Rounding, explain_precision
@@ -243,6 +245,8 @@ def _name_mistake(adapter, failing, forward_mistake):
     rounding = explain_precision(adapter, failing)
     if rounding is not None:
         return None, rounding, {}
+    if mask_left_out(model, failing) is not None:
+        return MASK_LEFT_OUT, None, {}
     mutation = transposed_returns(adapter, failing) or swapped_returns(adapter, failing) or \
         fingerprint(adapter, failing)
     if mutation is None:
@@ -270,7 +274,43 @@ def _localisation(adapter, failing, problems, mode, declared, mutation, shortest
     refine_by_fingerprint(loc, mutation, adapter, shortest[0].T)
     if carry is not None:
         loc["path"] = carry
-    return loc
+    return _sent_to_the_start(adapter.model, failing, loc)
+
+
+#: the probe's sentence when it cannot tell a message from a local derivative (diagnose.place_first_wrong)
+UNDECIDED = re.compile(r"the first wrong thing is at step (\d+): the backward message \((.*?)\) from t=\d+ to t=(\d+), "
+                       r"or else a local derivative at t=\d+ \((.*?) is right for t > \d+; steps from 1; what this "
+                       r"verification sees cannot tell the two apart(.*)\)$", re.S)
+
+
+def _sent_to_the_start(model, failing, loc):
+    """``loc`` told, when a one-step case fails in the initial states' gradients only and a longer case
+    in more, that the wrong thing is the message a step sends back to the states before it (at T = 1 it
+    reaches the initial states; every gradient step 1 computes from its own values is right), not a local
+    derivative: the probe's "or else a local derivative" resolved."""
+    said = UNDECIDED.match(loc.get("message") or "")
+    if (said is None and loc.get("message")) or not getattr(model, "one_cell", False):
+        return loc
+    starts = {model.initial_state_key(s): s for s in model.cell.states}
+
+    def wrong(run, ex):
+        return {k for k in ex.grads if k in run.grads and np.any(
+            np.abs(np.asarray(run.grads[k], dtype=float) - ex.grads[k]) > ex.tol[k])}
+    one = [wrong(run, ex) for problem, run, ex, _, _ in failing if problem.T == 1]
+    longer = [wrong(run, ex) for problem, run, ex, _, _ in failing if problem.T > 1]
+    if not one or not all(w and w <= set(starts) for w in one) or not any(w - set(starts) for w in longer):
+        return loc
+    keys = sorted(set().union(*one), key=list(starts).index)
+    evidence = (f"in the one-step case only the initial states' gradients ({', '.join('d' + k for k in keys)}) are "
+                f"wrong, and every gradient step 1 computes from its own values is right")
+    if said is None:  # no probe spoke (loss mode): what the one-step case shows
+        message = f"the backward message ({', '.join('dL/d' + starts[k] for k in keys)}) a step sends to the one " \
+                  f"before is wrong, not a local derivative: {evidence}"
+        return dict(loc, path=loc.get("path") or starts[keys[0]], message=message)
+    step, message, before, inputs, rest = said.groups()
+    return dict(loc, path=loc.get("path") or starts[keys[0]], message=(
+        f"the first wrong thing is at step {step}: the backward message ({message}) from t={step} to t={before}, "
+        f"not a local derivative ({inputs} is right for t > {before}; steps from 1{rest}): {evidence}"))
 
 
 def _probe_localisation(messages, T_main):

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..models.clipping import TORCH_EPS, Clipping, clip_gradients
-from ..errors import ShapeError, UserCodeError
+from ..errors import ShapeError, SymRNNError, UserCodeError
 from ..engine.symbols import parse
 from ..models.truncated import truncated_loss_and_grads
 from . import judge as J
@@ -507,9 +507,41 @@ def _wrong_path(pm, scaled, names, wrong, exact_at_t, size, user_at_t=None, rela
     return (paths[0] if len(paths) == 1 else (pm.out if len(pm.state_names) == 1 else None)), None, reaching
 
 
+#: a loss whose backward scores every step, the padded ones too (the loss itself masked)
+MASK_LEFT_OUT = Mutation("mask-left-out-of-backward", "the mask is left out of the backward: the gradients are "
+                                                      "those of a loss scoring every step, padding included "
+                                                      "(the loss itself is right); multiply what each step's "
+                                                      "scores send back by the mask, as the loss does",
+                         changes="the scores' gradient at the padded steps")
+
+
+def mask_left_out(model, failing):
+    """:data:`MASK_LEFT_OUT` when, in every failing case, some step is masked and the user's gradients are
+    those of the same loss with every step scored (normalised as the masked loss, by the scored steps'
+    count, or by all of them); else None."""
+    for problem, run, ex, _, _ in failing:
+        scored = problem.mask
+        if scored is None or scored.all() or problem.truncation is not None or not hasattr(model, "loss_and_grads"):
+            return None
+        try:
+            unmasked = model.loss_and_grads(problem.params, problem.x, problem.targets, problem.h0, None)[1]
+        except (TypeError, ValueError, SymRNNError):
+            return None
+        keys = [k for k in run.grads if k in unmasked]
+        if not keys or not any(all(np.all(np.abs(np.asarray(run.grads[k], dtype=float) - c * unmasked[k])
+                                          <= ex.tol[k] + 1e-12 * np.max(np.abs(unmasked[k]), initial=0))
+                                   for k in keys) for c in (1.0, scored.size / scored.sum())):
+            return None
+    return MASK_LEFT_OUT if failing else None
+
+
 def refine_by_fingerprint(loc, mutation, adapter, T):
     """What a named mistake says about where: the gate it is in, the step it leaves out."""
     if mutation is None:
+        return
+    if mutation is MASK_LEFT_OUT:  # every padded step's scores send back a gradient: no one step is wrong
+        loc.update(step=None, path="mask", message="no one step is wrong: every padded step's scores send back a "
+                                                   "gradient")
         return
     if mutation.name in TIME_ORDERS:  # not one step's: every step's dx is in another step's place
         loc.update(step=None, message="dx is put together in the wrong time order, not wrong at one step (a "

@@ -53,6 +53,8 @@ def _line_for(model, cell, m):
         return maps[0].args[0].name if maps else None
     if m.bias_first_example or m.bias_mean:
         return next((name for name, spec in cell.params.items() if not spec.is_matrix), None)
+    if m.only_for:  # a gradient assigned where it is accumulated: the first of them
+        return m.only_for[0]
     return recurrent
 
 

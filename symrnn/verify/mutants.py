@@ -52,6 +52,8 @@ class Mutation:
     drop_carry: tuple = ()  # states whose message from step t+1 is not added
     skip_step: str = ""  # "first" | "last": that step's term missing from the parameter gradients
     skip_only: tuple = ()  # ... from these parameters' gradients only (empty: all)
+    only_step: str = ""  # "first" | "last": the gradients of only_for hold that step's term alone (= for +=)
+    only_for: tuple = ()
     first_step_skipped: bool = False  # the backward loop stops before step 1: dL/ds_0 is dL/ds_1
     current_for_previous: bool = False  # h_t where h_{t-1} belongs, in the parameter gradients
     divide_by: str = ""  # "T" | "N"
@@ -336,7 +338,10 @@ def _backward(model, params, X, h0, upstream, final_grads=None, mutation=None, t
         if record is not None:
             record[t] = {term.matrix.name: num.q(term, adj, t) for term in num.sweep.inputs if term.matrix is not None}
         skipped = (m.skip_step == "first" and t == 0) or (m.skip_step == "last" and t == T - 1)
+        alone = {"first": 0, "last": T - 1}.get(m.only_step, t)  # the step whose term an assignment keeps
         for name in grads:
+            if t != alone and name in m.only_for:
+                continue
             if not (skipped and (not m.skip_only or name in m.skip_only)):
                 _collect(grads[name], num, num.sweep.params[name], scales, t, m, term_scales)
     scale = {"T": 1.0 / T, "N": 1.0 / N}.get(m.divide_by, 1.0) * {"T": T, "N": N}.get(m.multiply_by, 1.0)
@@ -554,7 +559,9 @@ def _assembly_mistakes(model):
     ]
     if model.readout is not None:  # min-char-rnn clips every gradient, the readout's too
         out.append(replace(out[-1], readout_too=True))
-    return out
+    from .assigned import assigned_mistakes
+
+    return out + assigned_mistakes(cell)
 
 
 def _truncation_mistakes(truncation, T):

@@ -3,8 +3,8 @@
 When a hand-written forward computes no built-in cell (an LSTM without its output tanh, with
 peepholes, a coupled gate, a leaky update), its step is run once on NumPy object arrays whose
 entries are :class:`Traced` scalars: SymPy expressions that NumPy's object loops carry through
-``+ - * / **``, ``@``, ``np.tanh``, ``np.exp``, ``np.log``, ``np.logaddexp``, ``np.sqrt``, slicing, ``np.split``,
-``np.hstack`` and sums.  The parameters given to it are the canonical blocks of a layout
+``+ - * / **``, ``@``, ``np.tanh``, ``np.exp``, ``np.log``, ``np.logaddexp``, ``scipy.special.expit``,
+``np.sqrt``, slicing, ``np.split``, ``np.hstack`` and sums.  The parameters given to it are the canonical blocks of a layout
 (``U_g0[i, j]``, ``W_g0[i, j]``, ``b_g0[i]`` ... laid out by :meth:`symrnn.models.layouts.Layout.to_user`),
 so every entry of the step's result is an expression in the inputs, the previous states and the
 canonical parameters of one unit.  :func:`lift` turns those per-unit expressions back into vector
@@ -320,13 +320,44 @@ def user_line(tb):
     return found
 
 
+@contextlib.contextmanager
+def symbolic_expit(fn):
+    """SciPy's ``expit`` (a ufunc with no loop for symbols) read as ``sigmoid`` while ``fn`` runs: as
+    ``scipy.special.expit`` and under any name ``fn``'s module bound it to (``from scipy.special import
+    expit``); put back after."""
+    try:
+        import scipy.special as special
+    except ImportError:  # pragma: no cover - scipy is a dependency
+        yield
+        return
+    real = special.expit
+
+    def expit(a, *args, **kwargs):
+        if not _has_traced(a):
+            return real(a, *args, **kwargs)
+        A = np.asarray(a, dtype=object)
+        out = np.empty(A.shape, dtype=object)
+        for index in np.ndindex(A.shape):
+            out[index] = Traced(F.sigmoid(_expr_or(A[index])))
+        return out[()] if out.shape == () else out
+    namespace = getattr(fn, "__globals__", {})
+    bound = [k for k, v in namespace.items() if v is real]
+    special.expit = expit
+    namespace.update(dict.fromkeys(bound, expit))
+    try:
+        yield
+    finally:
+        special.expit = real
+        namespace.update(dict.fromkeys(bound, real))
+
+
 def run_on_symbols(fn, args, what):
-    """``fn(*args)`` with :func:`symbolic_numpy`; a failure becomes :class:`TracingError` naming the
-    user's line that stopped the tracing."""
+    """``fn(*args)`` with :func:`symbolic_numpy` (and :func:`symbolic_expit`); a failure becomes
+    :class:`TracingError` naming the user's line that stopped the tracing."""
     from .hygiene import guarded
 
     try:
-        with symbolic_numpy(), guarded(what):
+        with symbolic_numpy(), symbolic_expit(fn), guarded(what):
             return fn(*args)
     except TracingError as exc:
         where = user_line(exc.__traceback__)
