@@ -378,3 +378,17 @@ def test_keras_layout_shapes():
 def test_upstream_loss_has_no_mean_reduction():
     with raises(sr.UnknownNameError, r"no reduction.*reduction='sum'"):
         sr.Model("rnn-tanh", D=D, H=H, loss="upstream", reduction="mean")
+
+
+def test_a_vector_on_the_left_of_a_product_and_a_size_as_text_are_explained():
+    """``h @ W`` and ``cell.size("HM", "H*H")`` (tryout8): messages that say what to write."""
+    import symrnn as sr
+    from symrnn.errors import CellDefinitionError
+
+    c = sr.Cell("c")
+    c.input()
+    h, W = c.state("h"), c.param("W", "H", "H")
+    with pytest.raises(CellDefinitionError, match=r"h @ W: .* matrix on the left; write W @ h"):
+        h @ W
+    with pytest.raises(CellDefinitionError, match=r"text is not parsed.*cell.size\('HM', sympy.Symbol\('H'\) \*\* 2\)"):
+        c.size("HM", "H*H")

@@ -70,7 +70,9 @@ def check_derived_size(name, expr, known):
     try:
         value = sp.sympify(expr, strict=True)
     except (sp.SympifyError, TypeError):
-        raise CellDefinitionError(f"The size {name} = {expr!r} is not a SymPy expression.") from None
+        raise CellDefinitionError(
+            f"The size {name} = {expr!r} is not a SymPy expression (text is not parsed): give an integer or an "
+            f"expression of the sizes' symbols, e.g. cell.size({name!r}, sympy.Symbol('H') ** 2).") from None
     unknown = {str(s) for s in value.free_symbols} - set(known)
     if unknown:
         raise CellDefinitionError(f"The size {name} = {value} reads {sorted(unknown)}; use only {sorted(known)}.")

@@ -59,6 +59,13 @@ class Param(sp.Symbol):
     def __matmul__(self, other):
         return MatVec(self, sp.sympify(other, strict=True))  # never parse strings
 
+    def __rmatmul__(self, other):
+        if isinstance(other, sp.Symbol) and parse(other) is not None:
+            other = parse(other)[0]  # the name the user wrote: h, not h[t-1]
+        raise CellDefinitionError(f"{other} @ {self}: a product is a parameter matrix times a vector, with the "
+                                  f"matrix on the left; write {self} @ {other} (and declare {self}'s shape as "
+                                  f"(rows, columns) of that product).")
+
 
 _TIME_NAME = re.compile(r"^(bar )?([^\W\d]\w*)\[t([+-]\d+)?\]$")
 

@@ -81,23 +81,24 @@ class ReportLatexPrinter(LatexPrinter):
         parsed = parse(expr)
         if parsed is None:
             plain = "__" not in expr.name and expr.name.isascii()
-            return super()._print_Symbol(expr, style) if plain else self.name_tex(expr.name)
+            return super()._print_Symbol(expr, style) if plain else self.name_tex(expr.name, group=True)
         base, offset, is_bar = parsed
         if base in self._settings["static"] and not is_bar:  # the same at every step; its adjoint is a step's share
             return self.name_tex(base)
         return self.name_tex(base, bar=is_bar, index=self.time_index(offset))
 
-    def name_tex(self, base: str, bar: bool = False, index: str | None = None) -> str:
+    def name_tex(self, base: str, bar: bool = False, index: str | None = None, group: bool = False) -> str:
         """``h`` -> ``h``, ``b_hn`` -> ``b_{hn}``, ``λ`` -> ``\\lambda``; with ``bar`` and a subscript ``index``
-        appended.  A name with a superscript (``W__x``) is one group, ``{W^{x}}``: a transpose or a power may
-        follow it."""
+        appended.  With ``group`` (a parameter's name), a name with a superscript (``W__x``) is one group,
+        ``{W^{x}}``: a transpose may follow it."""
         name, supers, subs = split_super_sub(base)
         tex = _tex_letters(name)
         if bar:
             tex = r"\bar{%s}" % tex
         subs = [_tex_letters(s) for s in subs] + ([index] if index is not None else [])
         if supers:
-            tex = "{%s^{%s}}" % (tex, " ".join(_tex_letters(s) for s in supers))
+            tex += "^{%s}" % " ".join(_tex_letters(s) for s in supers)
+            tex = "{%s}" % tex if group else tex
         if subs:
             tex += "_{%s}" % ",".join(subs)
         return tex
