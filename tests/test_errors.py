@@ -392,3 +392,17 @@ def test_a_vector_on_the_left_of_a_product_and_a_size_as_text_are_explained():
         h @ W
     with pytest.raises(CellDefinitionError, match=r"text is not parsed.*cell.size\('HM', sympy.Symbol\('H'\) \*\* 2\)"):
         c.size("HM", "H*H")
+
+
+def test_a_mask_that_scores_no_step_is_warned_about():
+    """All steps masked out, or every label -1 (tryout8): loss 0.0 (not -0.0), zero gradients, and a warning."""
+    import numpy as np
+    import symrnn as sr
+
+    m = sr.Model("rnn-tanh", D=2, H=3, K=2)
+    p, x = m.init_params(), np.ones((3, 2, 2))
+    for kwargs in (dict(targets=np.zeros((3, 2), dtype=int), mask=np.zeros((3, 2), dtype=bool)),
+                   dict(targets=-np.ones((3, 2), dtype=int))):
+        with pytest.warns(UserWarning, match="scores no step"):
+            loss, grads = m.loss_and_grads(p, x, **kwargs)
+        assert loss == 0.0 and str(loss) == "0.0" and all(not np.any(g) for g in grads.values())

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engine.codegen import BlockCode
-from ..errors import NonFiniteError, ParameterError, ShapeError
+from ..errors import NonFiniteError, ParameterError, ShapeError, warn_user
 from ..engine.losses import IGNORE_LABEL
 from ..validation import as_float_array, check_shape
 from .tape import Tape
@@ -203,6 +203,8 @@ class Protocol:
                 and targets.shape == (T_out, N) and (targets == IGNORE_LABEL).any():
             ignored = targets != IGNORE_LABEL
             mask = ignored if mask is None else mask & ignored
+        if mask is not None and not mask.any():
+            warn_user("The mask (with the ignored labels, -1) scores no step: the loss is 0 and every gradient is 0.")
         return mask
 
     def _check_targets(self, Y, N, dtype):
@@ -305,4 +307,4 @@ def finite_loss(value, model) -> float:
             f"The loss of {model!r} is {value} for these inputs: the forward pass overflowed or left the "
             f"domain of a function (log or sqrt of a negative number, ...). Check the inputs' scale and the "
             f"cell's equations.")
-    return value
+    return value + 0.0  # (-0.0, the negated sum of nothing, as 0.0)
