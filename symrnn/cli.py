@@ -77,16 +77,6 @@ def _build_seq2seq(args, D, H, K):
                    reduction=args.reduction)
 
 
-def _check(args):
-    """``symrnn check``: the agreement table of the model the options describe (an encoder-decoder's own)."""
-    from .checks import agreement_table
-    from .oracles.seq2seq import seq2seq_agreement_table
-
-    table = seq2seq_agreement_table if _wants_seq2seq(args) else agreement_table
-    print(table(build_model(args), seed=args.seed))
-    return 0
-
-
 def _wants_seq2seq(args) -> bool:
     return any(getattr(args, name, None) not in (None, False) for name in SEQ2SEQ_OPTIONS)
 
@@ -165,6 +155,17 @@ def _parser():
     return parser, sub.choices
 
 
+#: what ``symrnn verify`` exits with (its --help epilog; the verify guide has the same table)
+VERIFY_EXIT_CODES = ("exit codes:\n  0  the gradients are right\n"
+                     "  1  some gradient is wrong (the report says which, where, and how), also on one of\n"
+                     "     two calls on the same inputs (NONDETERMINISTIC)\n"
+                     "  2  usage error (a bad option, a missing file or function), or a forward that runs on\n"
+                     "     arrays in no layout symrnn knows (declare --cell and --layout)\n"
+                     "  3  the code under test failed: it raised, exited, or returned the wrong things\n"
+                     "  4  the forward differs from the cell it was verified against\n"
+                     "  5  symrnn itself failed (an internal error: a bug to report, no verdict)")
+
+
 def _verify_arguments(sub):
     p = sub.add_parser(
         "verify", help="verify hand-written backprop code against the exact gradients",
@@ -173,15 +174,11 @@ def _verify_arguments(sub):
                     "FILE.py is imported as a module: its top-level code runs (guard scripts with\n"
                     "if __name__ == '__main__':). exit(), sys.exit() and os._exit() in it, or in the\n"
                     "functions under test, do not end the verification: they are reported.",
-        epilog="exit codes:\n"
-               "  0  the gradients are right\n"
-               "  1  some gradient is wrong (the report says which, where, and how), also on one of\n"
-               "     two calls on the same inputs (NONDETERMINISTIC)\n"
-               "  2  usage error (a bad option, a missing file or function), or a forward that runs on\n"
-               "     arrays in no layout symrnn knows (declare --cell and --layout)\n"
-               "  3  the code under test failed: it raised, exited, or returned the wrong things\n"
-               "  4  the forward differs from the cell it was verified against\n"
-               "  5  symrnn itself failed (an internal error: a bug to report, no verdict)")
+        epilog=VERIFY_EXIT_CODES)
+    _verify_options(p)
+
+
+def _verify_options(p):
     p.add_argument("target", help="file.py:function or package.module:function (the backward in layer and "
                                   "step mode, the loss function in loss mode, the layer class in object mode)")
     p.add_argument("--cell", default=None,
@@ -247,8 +244,13 @@ def _run(args, parser) -> int:
                                                                      flush=True)):
             print(f"wrote {path}")
         return 0
-    if args.command == "check":
-        return _check(args)
+    if args.command == "check":  # the agreement table of the model the options describe (a Seq2Seq's own)
+        from .checks import agreement_table
+        from .oracles.seq2seq import seq2seq_agreement_table
+
+        table = seq2seq_agreement_table if _wants_seq2seq(args) else agreement_table
+        print(table(build_model(args), seed=args.seed))
+        return 0
     if args.command == "verify":
         return _verify(args)
     if args.command == "demo":
@@ -374,41 +376,6 @@ def _raw_weights(path):
     return read_weights(path)
 
 
-def _sizes(text):
-    sizes = {}
-    for item in filter(None, text.split(",")):
-        key, _, value = item.partition("=")
-        if key.strip() not in ("D", "H", "K", "N") or not value.strip().isdigit():
-            raise UnknownNameError(f"--sizes {text!r}: give KEY=integer pairs for D, H, K, N (e.g. D=3,H=4).")
-        sizes[key.strip()] = int(value)
-    return sizes
-
-
-def _truncation(text):
-    if not text:
-        return None
-    parts = text.split(",")
-    if len(parts) > 2 or not all(p.strip().isdigit() for p in parts):
-        raise UnknownNameError(f"--truncation {text!r}: give K or K1,K2 (positive integers).")
-    return tuple(int(p) for p in parts) if len(parts) == 2 else int(parts[0])
-
-
-def _clip(text):
-    if not text:
-        return None
-    from .models.clipping import Clipping
-
-    kind, _, value = text.partition("=")
-    value, _, more = value.partition(",")  # value=C,states (dh0 clipped too); global-norm=C,EPS
-    try:
-        threshold = float(value)
-        extra = {} if not more else {"states": True} if more.strip() == "states" else {"eps": float(more)}
-    except ValueError:
-        raise UnknownNameError(f"--clip {text!r}: give KIND=THRESHOLD, e.g. value=5 or global-norm=1 (value=C,states: "
-                               f"the initial states' gradients too; global-norm=C,EPS: c / (norm + EPS)).") from None
-    return Clipping(kind.strip(), threshold, **extra)
-
-
 #: exit codes of ``symrnn verify`` (``symrnn verify --help`` lists them)
 EXIT_RIGHT, EXIT_WRONG, EXIT_USAGE, EXIT_USER_CODE, EXIT_FORWARD, EXIT_INTERNAL = 0, 1, 2, 3, 4, 5
 
@@ -439,7 +406,9 @@ def _verify_run(args) -> int:
         args.cell = load_cell(args.cell)
     elif args.cell is not None and args.cell not in BUILTIN_CELLS:
         load_cell(args.cell)  # an alias is accepted; a misspelt name is a usage error that lists the cells
-    sizes = _sizes(args.sizes)
+    from .verify.options import option_sizes
+
+    sizes = option_sizes(args.sizes)
     common = dict(D=sizes.get("D", 3), H=sizes.get("H", 4), N=sizes.get("N", 3), seed=args.seed)
     if args.replay:
         common["replay"] = _declared_by_replay(args)
@@ -463,7 +432,9 @@ def _verify_usage(args):
         from .fileio import check_writable
 
         check_writable(args.json)  # before any work: a bad path is a usage error
-    truncation, clip = _truncation(args.truncation), _clip(args.clip)  # usage errors before any import
+    from .verify.options import option_clip, option_truncation
+
+    truncation, clip = option_truncation(args.truncation), option_clip(args.clip)  # usage errors first
     for option in ("search", "seed"):
         if getattr(args, option) < 0:
             raise UnknownNameError(f"--{option} {getattr(args, option)}: give a number >= 0.")

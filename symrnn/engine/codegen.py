@@ -386,13 +386,16 @@ class BlockCode:
             body.append(f"{code_name(e.target)} = " + (f"{code_name(base, 'S')}[t + 1]" if e.kind == "state"
                                                        else f"{code_name(base, 'C')}[t]"))
             body += printer.into(code_name(e.target), e.rhs)
-        lines += ["        " + b for b in body]
+        lines += ["        " + b for b in body] + [self._return_line(transient, contracted)]
+        return "\n".join(lines) + "\n"
+
+    def _return_line(self, transient, contracted):
+        """The forward's last line: its cache (a :class:`ForwardCache` when some let is not stored)."""
         cache = [f"{'S_' + s!r}: {code_name(s, 'S')}" for s in self.states]
         cache += [f"{'C_' + b!r}: {code_name(b, 'C')}" for b in self.lets if tsym(b) not in contracted]
         cache += [f"'P{g.index}': P{g.index}" for g in self.groups.values() if g.index not in transient]
         cache = "{" + ", ".join(cache) + "}"
-        lines.append(f"    return {f'cache__fn({cache}, params, X, sizes)' if contracted else cache}")
-        return "\n".join(lines) + "\n"
+        return f"    return {f'cache__fn({cache}, params, X, sizes)' if contracted else cache}"
 
     def first_products(self, skip=()):
         """``[(equation, [product groups it reads first]), ...]``: where the forward computes each ``G v``
