@@ -307,8 +307,8 @@ class Model(Protocol):
                 and np.any(states[self.out]):
             recurrent = ", ".join(f"{s!r}: ..." for s in self.cell.states_read_back)
             warn_user(f"h0 sets the initial value of the output state {self.out!r}, which the cell "
-                          f"{self.cell.name!r} never reads back (it only holds the output): the array changes "
-                          f"nothing. Pass the recurrent states by name: h0={{{recurrent}}}.")
+                      f"{self.cell.name!r} never reads back (it only holds the output): the array changes "
+                      f"nothing. Pass the recurrent states by name: h0={{{recurrent}}}.")
         return states
 
     def _per_state(self, given, N, dtype, argument, label):
